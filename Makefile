@@ -1,0 +1,65 @@
+# policy-ledger: the two commands a newcomer needs are `make run` and `make test`.
+# Everything else installs itself: the virtual environment, Python packages (pinned by
+# constraints.txt) and the buf CLI (pinned by protos/package-lock.json).
+
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+BUF    := protos/node_modules/.bin/buf
+PROTOS := $(wildcard protos/ledger/v1/*.proto)
+
+.PHONY: run test lint proto proto-check bench bench-small install clean serve
+
+run: $(STAMP) ## Start a server on SQLite, submit and audit signed events, print the story.
+	$(BIN)/policy-ledger demo
+
+test: $(STAMP) ## Run the whole test suite (SQLite always, PostgreSQL where reachable).
+	$(BIN)/pytest
+
+lint: $(STAMP) $(BUF) ## ruff, mypy --strict, buf lint.
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+	cd protos && node_modules/.bin/buf lint
+
+proto: $(STAMP) ## Regenerate ledger/v1 from protos/ (the result is committed).
+	$(BIN)/python -m grpc_tools.protoc -Iprotos \
+	  --python_out=. --grpc_python_out=. \
+	  --mypy_out=. --mypy_grpc_out=. \
+	  --plugin=protoc-gen-mypy=$(BIN)/protoc-gen-mypy \
+	  --plugin=protoc-gen-mypy_grpc=$(BIN)/protoc-gen-mypy_grpc \
+	  $(PROTOS)
+
+proto-check: proto ## Fail when the committed generated code differs from what `make proto` makes.
+	git diff --exit-code -- ledger/v1 || \
+	  (echo "generated code in ledger/v1 is stale: run 'make proto' and commit" >&2; exit 1)
+	test -z "$$(git status --porcelain -- ledger/v1)" || \
+	  (echo "untracked generated files in ledger/v1: run 'make proto' and commit" >&2; exit 1)
+
+bench: $(STAMP) ## Print throughput and latency figures (not a test: nothing fails on speed).
+	$(BIN)/python -m bench
+
+bench-small: $(STAMP) ## The same benchmark on a small tree, for a quick look.
+	$(BIN)/python -m bench --entries 20000 --events 2000
+
+serve: $(STAMP) ## Run the server on the embedded SQLite defaults.
+	$(BIN)/policy-ledger serve
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml constraints.txt
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[dev]'
+	touch $(STAMP)
+
+$(BUF): protos/package.json protos/package-lock.json
+	# `npm install --no-save`, not `npm ci`: the registry this project reaches serves only some of
+	# buf's per-platform optional packages, so the lock file lists those and `npm ci` calls it stale.
+	# The version and integrity hashes still come from package.json and package-lock.json.
+	cd protos && npm install --no-save --no-audit --no-fund --loglevel=error
+	touch $(BUF)
+
+clean:
+	rm -rf $(VENV) protos/node_modules var .mypy_cache .ruff_cache .pytest_cache

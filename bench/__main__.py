@@ -1,0 +1,345 @@
+"""``make bench``: throughput and latency of the ledger, each next to the same run's ceiling.
+
+Not a test: it prints figures and never fails on speed. What it measures, in one run:
+
+* ceilings: empty gRPC unary and stream message rates (same client style, same machine), the
+  Ed25519 verify rate, the raw SQLite commit rate (WAL, synchronous=FULL);
+* signed events/s end to end over gRPC, streaming and unary (signatures verified by the server,
+  every batch durably committed), and receipt latency p50/p99 of unary calls under concurrency;
+* inclusion and consistency proof latency at a tree of ``--entries`` leaves (default 1,000,000),
+  both from the store directly and over gRPC.
+
+The server under test runs as a separate process (``policy-ledger serve``) so the client's work
+does not share its interpreter lock.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import os
+import random
+import sqlite3
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import grpc
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from bench.bulk import bulk_load
+from bench.echo import start_echo_server
+from clients.insurer import sign_event
+from clients.samples import sample_events
+from ledger.signing import Ed25519Signer, format_signer_key
+from ledger.storage.db import sqlite_url
+from ledger.v1 import admin_service_pb2, admin_service_pb2_grpc
+from ledger.v1 import ledger_service_pb2 as pb
+from ledger.v1 import ledger_service_pb2_grpc as pb_grpc
+
+INSURER = "bench-insurer"
+
+
+def line(name: str, value: str, note: str = "") -> None:
+    """One figure."""
+    print(f"  {name:<46} {value:>16}  {note}", flush=True)
+
+
+def rate(count: int, seconds: float) -> str:
+    """Count per second, readable."""
+    return f"{count / seconds:,.0f}/s"
+
+
+def percentiles(samples: list[float]) -> tuple[float, float]:
+    """p50 and p99 in milliseconds."""
+    ordered = sorted(samples)
+    return (
+        statistics.median(ordered) * 1000,
+        ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))] * 1000,
+    )
+
+
+def ed25519_verify_rate(seconds: float = 1.0) -> float:
+    """Verifications per second of one core."""
+    key = Ed25519PrivateKey.generate()
+    public = key.public_key()
+    message = b"x" * 300
+    signature = key.sign(message)
+    count, started = 0, time.perf_counter()
+    while time.perf_counter() - started < seconds:
+        for _ in range(200):
+            public.verify(signature, message)
+        count += 200
+    return count / (time.perf_counter() - started)
+
+
+def sqlite_commit_rate(folder: Path, seconds: float = 1.0) -> float:
+    """Durable single-row commits per second (WAL, synchronous=FULL): the fsync ceiling."""
+    connection = sqlite3.connect(folder / "commit.db", isolation_level=None)
+    connection.execute("PRAGMA journal_mode=WAL")
+    connection.execute("PRAGMA synchronous=FULL")
+    connection.execute("CREATE TABLE t (k INTEGER PRIMARY KEY, v BLOB)")
+    count, started = 0, time.perf_counter()
+    while time.perf_counter() - started < seconds:
+        connection.execute("BEGIN")
+        connection.execute("INSERT INTO t (v) VALUES (?)", (b"x" * 300,))
+        connection.execute("COMMIT")
+        count += 1
+    connection.close()
+    return count / (time.perf_counter() - started)
+
+
+class ServerProcess:
+    """``policy-ledger serve`` on a fresh SQLite file, as a child process."""
+
+    def __init__(self, folder: Path, signer: Ed25519Signer) -> None:
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / "log.key").write_text(format_signer_key(signer) + "\n")
+        (folder / "admin.token").write_text("bench-token")
+        port_file = folder / "port"
+        command = [
+            sys.executable,
+            "-m",
+            "ledger.cli",
+            "serve",
+            "--database",
+            sqlite_url(folder / "ledger.db"),
+            "--listen",
+            "127.0.0.1:0",
+            "--log-key",
+            str(folder / "log.key"),
+            "--admin-token-file",
+            str(folder / "admin.token"),
+            "--port-file",
+            str(port_file),
+        ]
+        self.log = (folder / "server.log").open("w")
+        self.process = subprocess.Popen(command, stdout=self.log, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + 30
+        while not (port_file.exists() and port_file.read_text().strip()):
+            if time.monotonic() > deadline or self.process.poll() is not None:
+                raise RuntimeError(f"server did not start; see {folder / 'server.log'}")
+            time.sleep(0.05)
+        self.address = f"127.0.0.1:{int(port_file.read_text())}"
+
+    def stop(self) -> None:
+        """SIGTERM and wait."""
+        self.process.terminate()
+        self.process.wait(timeout=30)
+        self.log.close()
+
+
+def _register(channel: grpc.Channel, public_key: bytes) -> None:
+    admin_service_pb2_grpc.AdminServiceStub(channel).RegisterInsurerKey(
+        admin_service_pb2.RegisterInsurerKeyRequest(insurer_id=INSURER, public_key=public_key),
+        metadata=[("authorization", "Bearer bench-token")],
+    )
+
+
+def _envelopes(signer: Ed25519Signer, count: int, first_number: int) -> list[object]:
+    now = dt.datetime.now(dt.UTC)
+    return [
+        sign_event(event, signer)
+        for event in sample_events(count, INSURER, now, first_number=first_number)
+    ]
+
+
+def bench_submit(folder: Path, events: int) -> None:
+    """Signed events end to end over gRPC against a server process."""
+    log_signer, insurer = Ed25519Signer.generate("bench/log"), Ed25519Signer.generate(INSURER)
+    server = ServerProcess(folder / "server", log_signer)
+    try:
+        with grpc.insecure_channel(server.address) as channel:
+            _register(channel, insurer.public_key)
+            stub = pb_grpc.LedgerServiceStub(channel)
+            streamed = _envelopes(insurer, events, 0)
+            started = time.perf_counter()
+            responses = list(
+                stub.SubmitEvents(pb.SubmitEventsRequest(envelope=e) for e in streamed)
+            )  # type: ignore[arg-type]
+            elapsed = time.perf_counter() - started
+            refused = sum(1 for response in responses if response.WhichOneof("result") == "error")
+            line(
+                "streaming submit (1 stream)",
+                rate(len(streamed), elapsed),
+                f"{len(streamed)} events, {refused} refused",
+            )
+            _bench_unary(stub, insurer, max(200, events // 4), first_number=events)
+    finally:
+        server.stop()
+
+
+def _bench_unary(
+    stub: pb_grpc.LedgerServiceStub, insurer: Ed25519Signer, count: int, first_number: int
+) -> None:
+    envelopes = _envelopes(insurer, count, first_number)
+    latencies: list[float] = []
+
+    def call(envelope: object) -> None:
+        started = time.perf_counter()
+        stub.SubmitEvent(pb.SubmitEventRequest(envelope=envelope))  # type: ignore[arg-type]
+        latencies.append(time.perf_counter() - started)
+
+    for concurrency in (1, 32):
+        latencies.clear()
+        chunk = envelopes[: count // 2] if concurrency == 1 else envelopes[count // 2 :]
+        started = time.perf_counter()
+        with ThreadPoolExecutor(max_workers=concurrency) as pool:
+            list(pool.map(call, chunk))
+        elapsed = time.perf_counter() - started
+        p50, p99 = percentiles(latencies)
+        line(
+            f"unary submit, {concurrency} concurrent caller(s)",
+            rate(len(chunk), elapsed),
+            f"receipt latency p50 {p50:.2f} ms, p99 {p99:.2f} ms",
+        )
+
+
+def bench_echo(seconds: float = 2.0) -> None:
+    """The empty-call ceilings: same client style, trivial aio server."""
+    server_process, address = start_echo_server()
+    try:
+        with grpc.insecure_channel(address) as channel:
+            unary = channel.unary_unary("/bench.Echo/Unary")
+            stream = channel.stream_stream("/bench.Echo/Stream")
+            count, started = 0, time.perf_counter()
+            while time.perf_counter() - started < seconds:
+                unary(b"x" * 300)
+                count += 1
+            line(
+                "ceiling: empty unary gRPC calls (1 caller)",
+                rate(count, time.perf_counter() - started),
+            )
+            messages = 50_000
+            started = time.perf_counter()
+            received = sum(1 for _ in stream(b"x" * 300 for _ in range(messages)))
+            line(
+                "ceiling: empty stream messages (1 stream)",
+                rate(received, time.perf_counter() - started),
+            )
+    finally:
+        server_process.terminate()
+        server_process.wait(timeout=10)
+
+
+def bench_proofs(folder: Path, entries: int, samples: int = 2000) -> None:
+    """Proof latency at a large tree, from the store and over gRPC."""
+    from ledger.storage.db import create_ledger_engine
+    from ledger.storage.log_store import LogStore
+
+    signer = Ed25519Signer.generate("bench/log")
+    database = folder / "big.db"
+    started = time.perf_counter()
+    bulk_load(database, signer, entries)
+    line(
+        f"bulk-loaded tree of {entries:,} entries",
+        f"{time.perf_counter() - started:.1f} s",
+        "(direct inserts, for the proof figures)",
+    )
+    store = LogStore(create_ledger_engine(sqlite_url(database)))
+    generator = random.Random(7)
+    _time_proofs(
+        "inclusion proof (store)",
+        samples,
+        lambda: store.inclusion_proof(generator.randrange(entries), entries),
+    )
+    _time_proofs(
+        "consistency proof (store)",
+        samples,
+        lambda: store.consistency_proof(generator.randrange(1, entries), entries),
+    )
+    _proofs_over_grpc(folder, database, signer, entries, samples)
+
+
+def _time_proofs(name: str, samples: int, call: Callable[[], object]) -> None:
+    latencies = []
+    for _ in range(samples):
+        started = time.perf_counter()
+        call()
+        latencies.append(time.perf_counter() - started)
+    p50, p99 = percentiles(latencies)
+    line(name, f"p50 {p50:.3f} ms", f"p99 {p99:.3f} ms")
+
+
+def _proofs_over_grpc(
+    folder: Path, database: Path, signer: Ed25519Signer, entries: int, samples: int
+) -> None:
+    serve_folder = folder / "proof-server"
+    serve_folder.mkdir(exist_ok=True)
+    (serve_folder / "log.key").write_text(format_signer_key(signer) + "\n")
+    port_file = serve_folder / "port2"
+    command = [
+        sys.executable,
+        "-m",
+        "ledger.cli",
+        "serve",
+        "--database",
+        sqlite_url(database),
+        "--listen",
+        "127.0.0.1:0",
+        "--log-key",
+        str(serve_folder / "log.key"),
+        "--port-file",
+        str(port_file),
+    ]
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 60
+        while not (port_file.exists() and port_file.read_text().strip()):
+            if time.monotonic() > deadline or process.poll() is not None:
+                raise RuntimeError("proof server did not start")
+            time.sleep(0.05)
+        with grpc.insecure_channel(f"127.0.0.1:{int(port_file.read_text())}") as channel:
+            stub = pb_grpc.LedgerServiceStub(channel)
+            generator = random.Random(11)
+            _time_proofs(
+                "inclusion proof over gRPC",
+                samples,
+                lambda: stub.GetInclusionProof(
+                    pb.GetInclusionProofRequest(
+                        leaf_index=generator.randrange(entries), tree_size=entries
+                    )
+                ),
+            )
+            _time_proofs(
+                "consistency proof over gRPC",
+                samples,
+                lambda: stub.GetConsistencyProof(
+                    pb.GetConsistencyProofRequest(
+                        from_tree_size=generator.randrange(1, entries), to_tree_size=entries
+                    )
+                ),
+            )
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run every benchmark and print the figures."""
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
+    parser.add_argument(
+        "--entries", type=int, default=1_000_000, help="tree size for proof figures"
+    )
+    parser.add_argument("--events", type=int, default=20_000, help="signed events to submit")
+    args = parser.parse_args(argv)
+    print(f"policy-ledger bench on {os.cpu_count()} cores, Python {sys.version.split()[0]}")
+    with tempfile.TemporaryDirectory(prefix="policy-ledger-bench-") as scratch:
+        folder = Path(scratch)
+        print("ceilings")
+        line("ceiling: Ed25519 verify (1 core)", f"{ed25519_verify_rate():,.0f}/s")
+        line("ceiling: SQLite durable commits (1 row each)", f"{sqlite_commit_rate(folder):,.0f}/s")
+        bench_echo()
+        print("ledger")
+        bench_submit(folder, args.events)
+        bench_proofs(folder, args.entries)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

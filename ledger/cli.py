@@ -1,0 +1,282 @@
+"""The ``policy-ledger`` command line: serve, keygen, db, admin, demo.
+
+Examples:
+  policy-ledger keygen --name policy-ledger.example/log --out var/log.key
+  policy-ledger serve --listen 127.0.0.1:50051
+  policy-ledger admin insurer add-key --insurer acme-health --verifier-key-file acme.pub
+  policy-ledger admin insurer list
+  policy-ledger demo
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import dataclasses
+import datetime as dt
+import logging
+import os
+import signal
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from clients.errors import ClientError
+from ledger.clock import SystemClock
+from ledger.config import ServerConfig
+from ledger.errors import LedgerError
+from ledger.sequencer import SequencerOptions
+from ledger.signing import generate_keypair, parse_verifier_key
+from ledger.storage.db import create_ledger_engine
+from ledger.storage.key_store import KeyStore
+from ledger.storage.migrate import upgrade
+
+__all__ = ["main"]
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from ledger.rpc.server import start_server
+
+    config = _server_config(args)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+
+    async def run() -> None:
+        running = await start_server(config)
+        if args.port_file:
+            Path(args.port_file).write_text(f"{running.port}\n", encoding="utf-8")
+        print(f"policy-ledger serving on port {running.port}, origin {running.origin}", flush=True)
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(signum, stop.set)
+        await stop.wait()
+        await running.stop()
+        print("policy-ledger stopped cleanly", flush=True)
+
+    asyncio.run(run())
+    return 0
+
+
+def _server_config(args: argparse.Namespace) -> ServerConfig:
+    config = ServerConfig.from_environment()
+    token = config.admin_token
+    if args.admin_token_file:
+        token = Path(args.admin_token_file).read_text(encoding="utf-8").strip()
+    return dataclasses.replace(
+        config,
+        database_url=args.database or config.database_url,
+        listen=args.listen or config.listen,
+        log_key_path=Path(args.log_key) if args.log_key else config.log_key_path,
+        origin=args.origin or config.origin,
+        admin_token=token,
+        migrate=not args.no_migrate,
+        sequencer=SequencerOptions(
+            batch_entries_max=args.batch_entries, batch_age_ms_max=args.batch_age_ms
+        ),
+    )
+
+
+def _keygen(args: argparse.Namespace) -> int:
+    signer_key, verifier_key = generate_keypair(args.name)
+    out = Path(args.out)
+    if out.exists() and not args.force:
+        print(f"error: {out} exists; use --force to replace it", file=sys.stderr)
+        return 2
+    out.parent.mkdir(parents=True, exist_ok=True)
+    descriptor = os.open(out, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(descriptor, "w", encoding="utf-8") as handle:
+        handle.write(signer_key + "\n")
+    Path(f"{out}.pub").write_text(verifier_key + "\n", encoding="utf-8")
+    print(verifier_key)
+    return 0
+
+
+def _db_upgrade(args: argparse.Namespace) -> int:
+    url = args.database or ServerConfig.from_environment().database_url
+    upgrade(create_ledger_engine(url))
+    print(f"database at {url} is at the latest schema")
+    return 0
+
+
+def _key_store(args: argparse.Namespace) -> KeyStore:
+    url = args.database or ServerConfig.from_environment().database_url
+    engine = create_ledger_engine(url)
+    upgrade(engine)
+    return KeyStore(engine)
+
+
+def _instant(text: str | None) -> dt.datetime | None:
+    if not text:
+        return None
+    instant = dt.datetime.fromisoformat(text)
+    return instant if instant.tzinfo else instant.replace(tzinfo=dt.UTC)
+
+
+def _add_key(args: argparse.Namespace) -> int:
+    text = args.verifier_key or Path(args.verifier_key_file).read_text(encoding="utf-8").strip()
+    public_key = parse_verifier_key(text).public_key
+    now = SystemClock().now()
+    key = _key_store(args).register(
+        insurer_id=args.insurer,
+        public_key=public_key,
+        valid_from=_instant(args.valid_from),
+        valid_until=_instant(args.valid_until),
+        now=now,
+    )
+    print(f"registered {key.key_id} for {key.insurer_id} from {key.valid_from.isoformat()}")
+    return 0
+
+
+def _revoke_key(args: argparse.Namespace) -> int:
+    key = _key_store(args).revoke(args.key_id, _instant(args.at) or SystemClock().now())
+    print(f"revoked {key.key_id} at {key.revoked_at.isoformat() if key.revoked_at else '?'}")
+    return 0
+
+
+def _list_keys(args: argparse.Namespace) -> int:
+    for key in _key_store(args).list(args.insurer or ""):
+        until = key.valid_until.isoformat() if key.valid_until else "-"
+        revoked = key.revoked_at.isoformat() if key.revoked_at else "-"
+        print(
+            f"{key.insurer_id}\t{key.key_id}\tfrom {key.valid_from.isoformat()}\tuntil {until}"
+            f"\trevoked {revoked}"
+        )
+    return 0
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from clients.demo import run_demo
+
+    return run_demo(events_count=args.events, workdir=Path(args.workdir))
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="policy-ledger",
+        description=__doc__.split("\n\n")[0] if __doc__ else None,
+        epilog=__doc__.split("\n\n", 1)[1] if __doc__ else None,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    serve = commands.add_parser(
+        "serve",
+        help="run the gRPC server",
+        description="Run the gRPC server (SIGTERM or Ctrl-C stops it cleanly).",
+    )
+    serve.add_argument("--database", help="SQLAlchemy URL (default: sqlite file var/ledger.db)")
+    serve.add_argument("--listen", help="host:port (default 127.0.0.1:50051; port 0 picks one)")
+    serve.add_argument("--log-key", help="the log's signer key file (default var/log.key)")
+    serve.add_argument("--origin", help="checkpoint origin (default: the log key's name)")
+    serve.add_argument("--admin-token-file", help="file holding the AdminService bearer token")
+    serve.add_argument("--port-file", help="write the port listened on to this file")
+    serve.add_argument(
+        "--batch-entries",
+        type=int,
+        default=SequencerOptions.batch_entries_max,
+        help="entries per batch at most (default %(default)s)",
+    )
+    serve.add_argument(
+        "--batch-age-ms",
+        type=float,
+        default=SequencerOptions.batch_age_ms_max,
+        help="how long a batch waits for more entries (default %(default)s ms)",
+    )
+    serve.add_argument(
+        "--no-migrate", action="store_true", help="do not apply migrations at start-up"
+    )
+    serve.set_defaults(handler=_serve)
+
+    keygen = commands.add_parser(
+        "keygen",
+        help="make an Ed25519 key pair",
+        description="Write a signer key (PRIVATE+KEY+...) to --out, the verifier key to --out.pub, "
+        "and print the verifier key.\n\nExample:\n  policy-ledger keygen --name "
+        "policy-ledger.example/log --out var/log.key",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    keygen.add_argument("--name", required=True, help="key name (for the log key: the origin)")
+    keygen.add_argument("--out", required=True, help="file to write the signer key to (mode 0600)")
+    keygen.add_argument("--force", action="store_true", help="replace an existing file")
+    keygen.set_defaults(handler=_keygen)
+
+    database = commands.add_parser("db", help="database maintenance")
+    database_commands = database.add_subparsers(dest="db_command", required=True)
+    database_upgrade = database_commands.add_parser("upgrade", help="apply migrations")
+    database_upgrade.add_argument("--database", help="SQLAlchemy URL")
+    database_upgrade.set_defaults(handler=_db_upgrade)
+
+    _add_admin_commands(commands)
+
+    demo = commands.add_parser("demo", help="show the service end to end (what `make run` does)")
+    demo.add_argument("--events", type=int, default=300, help="events to submit (default 300)")
+    demo.add_argument("--workdir", default="var/demo", help="scratch folder (default var/demo)")
+    demo.set_defaults(handler=_demo)
+    return parser
+
+
+def _add_admin_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    admin = commands.add_parser("admin", help="operator commands (direct database access)")
+    admin_commands = admin.add_subparsers(dest="admin_command", required=True)
+    insurer = admin_commands.add_parser("insurer", help="insurer signing keys")
+    insurer_commands = insurer.add_subparsers(dest="insurer_command", required=True)
+
+    add_key = insurer_commands.add_parser(
+        "add-key",
+        help="register an insurer's public key",
+        description="Example:\n  policy-ledger admin insurer add-key --insurer acme-health "
+        "--verifier-key-file acme.key.pub",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    add_key.add_argument("--insurer", required=True, help="insurer id")
+    source = add_key.add_mutually_exclusive_group(required=True)
+    source.add_argument("--verifier-key", help="verifier key string from `policy-ledger keygen`")
+    source.add_argument("--verifier-key-file", help="file holding the verifier key string")
+    add_key.add_argument("--valid-from", help="ISO 8601 instant (default: now)")
+    add_key.add_argument("--valid-until", help="ISO 8601 instant (default: open-ended)")
+    add_key.add_argument("--database", help="SQLAlchemy URL")
+    add_key.set_defaults(handler=_add_key)
+
+    revoke = insurer_commands.add_parser(
+        "revoke-key",
+        help="revoke a key",
+        description="Example:\n  policy-ledger admin insurer "
+        "revoke-key --key-id ed25519:0123abcd4567ef89",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    revoke.add_argument("--key-id", required=True, help="the key id (ed25519:...)")
+    revoke.add_argument("--at", help="ISO 8601 instant (default: now)")
+    revoke.add_argument("--database", help="SQLAlchemy URL")
+    revoke.set_defaults(handler=_revoke_key)
+
+    listing = insurer_commands.add_parser(
+        "list",
+        help="list registered keys",
+        description="Example:\n  policy-ledger admin insurer list",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    listing.add_argument("--insurer", help="only this insurer's keys")
+    listing.add_argument("--database", help="SQLAlchemy URL")
+    listing.set_defaults(handler=_list_keys)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``policy-ledger`` console script."""
+    args = _parser().parse_args(argv)
+    try:
+        return int(args.handler(args))
+    except LedgerError as error:
+        print(f"error: {error.message}", file=sys.stderr)
+        return 1
+    except ClientError as error:
+        # A call the server refused (the demo and the admin commands are gRPC clients).
+        print(f"error: the server refused a call: {error}", file=sys.stderr)
+        return 1
+    except (ValueError, OSError) as error:
+        # Bad option values (SequencerOptions bounds, dates) and unreadable files.
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,455 @@
+"""Policy events: decoding a signed payload and checking its structure.
+
+An event travels as the payload of a DSSE envelope, serialized as a ``ledger.v1.Event`` protobuf
+message (the signed data format, not the gRPC API: that is why this pure module may import the
+generated message classes). This module owns:
+
+* :func:`decode_event`: strict decoding (no unknown fields anywhere, size checked first);
+* :func:`validate_event`: every field checked against a named limit in :mod:`ledger.limits`,
+  all violations reported at once as ``FieldViolation``s;
+* :func:`first_difference`: the first field where two events differ, to name it in a conflict.
+
+Business rules that need the ledger's state (licences, policy ownership, cancellation once)
+live elsewhere; this module only needs the event itself and the clock.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+
+from google.protobuf.message import DecodeError, Message
+from google.protobuf.unknown_fields import UnknownFieldSet
+
+from ledger import limits
+from ledger.errors import FieldViolation, InvalidArgument, ResourceExhausted
+from ledger.v1 import events_pb2, types_pb2
+
+__all__ = [
+    "CURRENCY_MINOR_UNITS",
+    "EVENT_PAYLOAD_TYPE",
+    "EventSummary",
+    "check_identifier",
+    "decode_event",
+    "first_difference",
+    "summarize_event",
+    "validate_event",
+]
+
+EVENT_PAYLOAD_TYPE = "application/vnd.policy-ledger.event.v1+protobuf"
+"""The DSSE payloadType of a serialized ``ledger.v1.Event``."""
+
+CURRENCY_MINOR_UNITS: dict[str, int] = {
+    # ISO 4217 minor-unit exponents of the currencies the ledger accepts: the Gulf and
+    # North-African states it serves, and the usual settlement currencies.
+    "AED": 2,
+    "BHD": 3,
+    "DZD": 2,
+    "EGP": 2,
+    "EUR": 2,
+    "GBP": 2,
+    "IQD": 3,
+    "JOD": 3,
+    "KWD": 3,
+    "LYD": 3,
+    "MAD": 2,
+    "OMR": 3,
+    "QAR": 2,
+    "SAR": 2,
+    "SDG": 2,
+    "TND": 3,
+    "USD": 2,
+}
+
+_IDENTIFIER = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:/-]*")
+_PERSON_VALUE = re.compile(r"[A-Z0-9]+")
+_COUNTRY = re.compile(r"[A-Z]{2}")
+_EARLIEST_EVENT = dt.datetime(2000, 1, 1, tzinfo=dt.UTC)
+
+
+@dataclass(frozen=True)
+class EventSummary:
+    """The parts of an event the sequencer and the store index by."""
+
+    event_id: str
+    insurer_id: str
+    kind: str
+    occurred_at: dt.datetime
+
+
+def decode_event(payload: bytes) -> events_pb2.Event:
+    """Decode a DSSE payload into an Event, refusing oversize input and unknown fields.
+
+    Unknown fields are refused because the ledger would store and attest to data it never
+    checked. Raises ResourceExhausted (too large) or InvalidArgument (not an Event).
+    """
+    if len(payload) > limits.envelope_payload_bytes_max:
+        raise ResourceExhausted(
+            f"event payload is {len(payload)} bytes, over the limit of "
+            f"{limits.envelope_payload_bytes_max}",
+            reason="PAYLOAD_TOO_LARGE",
+            field_violations=[FieldViolation("envelope.payload", "too large")],
+        )
+    event = events_pb2.Event()
+    try:
+        event.ParseFromString(payload)
+    except DecodeError as error:
+        raise InvalidArgument(
+            f"event payload is not a ledger.v1.Event: {error}",
+            reason="PAYLOAD_UNPARSABLE",
+            field_violations=[FieldViolation("envelope.payload", "not a ledger.v1.Event")],
+        ) from error
+    unknown = list(_unknown_field_paths(event, "event"))
+    if unknown:
+        raise InvalidArgument(
+            f"event payload has unknown fields: {', '.join(unknown)}",
+            reason="PAYLOAD_UNKNOWN_FIELDS",
+            field_violations=[FieldViolation(path, "unknown field") for path in unknown],
+        )
+    return event
+
+
+def _unknown_field_paths(message: Message, path: str) -> Iterator[str]:
+    unknown_fields = UnknownFieldSet(message)
+    for position in range(len(unknown_fields)):
+        yield f"{path}.#{unknown_fields[position].field_number}"
+    for descriptor, value in message.ListFields():
+        if descriptor.message_type is None:
+            continue
+        children = value if _is_repeated(descriptor) else [value]
+        for position, child in enumerate(children):
+            suffix = f"[{position}]" if _is_repeated(descriptor) else ""
+            yield from _unknown_field_paths(child, f"{path}.{descriptor.name}{suffix}")
+
+
+def _is_repeated(descriptor: object) -> bool:
+    return bool(getattr(descriptor, "is_repeated", False))
+
+
+def validate_event(event: events_pb2.Event, now: dt.datetime) -> EventSummary:
+    """Check every field of ``event``; raise InvalidArgument listing all violations at once.
+
+    ``now`` is the server's clock (UTC), used to refuse events dated too far in the future.
+    """
+    violations: list[FieldViolation] = []
+    check_identifier(violations, "event.event_id", event.event_id, limits.event_id_chars_max)
+    check_identifier(violations, "event.insurer_id", event.insurer_id, limits.insurer_id_chars_max)
+    occurred_at = _check_timestamp(violations, event, now)
+    kind = event.WhichOneof("body")
+    if kind == "policy_issued":
+        _check_policy_issued(violations, "event.policy_issued", event.policy_issued)
+    elif kind == "policy_cancelled":
+        _check_policy_cancelled(violations, "event.policy_cancelled", event.policy_cancelled)
+    elif kind == "premium_paid":
+        _check_premium_paid(violations, "event.premium_paid", event.premium_paid)
+    else:
+        violations.append(FieldViolation("event.body", "exactly one event body is required"))
+    if violations:
+        raise InvalidArgument(
+            f"invalid event: {violations[0].field}: {violations[0].description}"
+            + (f" (and {len(violations) - 1} more)" if len(violations) > 1 else ""),
+            reason="EVENT_INVALID",
+            field_violations=violations,
+        )
+    return EventSummary(
+        event_id=event.event_id,
+        insurer_id=event.insurer_id,
+        kind=kind or "",
+        occurred_at=occurred_at,
+    )
+
+
+def summarize_event(event: events_pb2.Event) -> EventSummary:
+    """The index fields of an already validated event."""
+    return EventSummary(
+        event_id=event.event_id,
+        insurer_id=event.insurer_id,
+        kind=event.WhichOneof("body") or "",
+        occurred_at=event.occurred_at.ToDatetime(tzinfo=dt.UTC),
+    )
+
+
+def _check_timestamp(
+    violations: list[FieldViolation], event: events_pb2.Event, now: dt.datetime
+) -> dt.datetime:
+    field = "event.occurred_at"
+    if not event.HasField("occurred_at"):
+        violations.append(FieldViolation(field, "required"))
+        return _EARLIEST_EVENT
+    if not 0 <= event.occurred_at.nanos < 1_000_000_000:
+        violations.append(FieldViolation(field, "nanos must be in 0..999999999"))
+        return _EARLIEST_EVENT
+    try:
+        occurred_at = event.occurred_at.ToDatetime(tzinfo=dt.UTC)
+    except (OverflowError, ValueError):
+        violations.append(FieldViolation(field, "out of range"))
+        return _EARLIEST_EVENT
+    latest = now + dt.timedelta(seconds=limits.event_time_skew_seconds_max)
+    if occurred_at < _EARLIEST_EVENT:
+        violations.append(FieldViolation(field, "before 2000-01-01"))
+    elif occurred_at > latest:
+        violations.append(
+            FieldViolation(field, f"more than {limits.event_time_skew_seconds_max} s in the future")
+        )
+    return occurred_at
+
+
+def check_identifier(
+    violations: list[FieldViolation],
+    field: str,
+    value: str,
+    chars_max: int = limits.insurer_id_chars_max,
+) -> None:
+    """Append a violation unless ``value`` is a non-empty identifier of at most ``chars_max``."""
+    if not value:
+        violations.append(FieldViolation(field, "required"))
+    elif len(value) > chars_max:
+        violations.append(FieldViolation(field, f"longer than {chars_max} characters"))
+    elif not _IDENTIFIER.fullmatch(value):
+        violations.append(
+            FieldViolation(
+                field, "must start with a letter or digit and use only A-Z a-z 0-9 . _ : / -"
+            )
+        )
+
+
+def _check_text(
+    violations: list[FieldViolation], field: str, value: str, chars_max: int, *, required: bool
+) -> None:
+    if not value:
+        if required:
+            violations.append(FieldViolation(field, "required"))
+        return
+    if len(value) > chars_max:
+        violations.append(FieldViolation(field, f"longer than {chars_max} characters"))
+    elif not value.isprintable():
+        violations.append(FieldViolation(field, "must not contain control characters"))
+
+
+def _check_person(violations: list[FieldViolation], field: str, person: types_pb2.PersonId) -> None:
+    if person.type == types_pb2.PERSON_ID_TYPE_UNSPECIFIED:
+        violations.append(FieldViolation(f"{field}.type", "required"))
+    elif person.type not in types_pb2.PersonIdType.values():
+        violations.append(FieldViolation(f"{field}.type", f"unknown type {person.type}"))
+    if not person.value:
+        violations.append(FieldViolation(f"{field}.value", "required"))
+    elif len(person.value) > limits.person_id_value_chars_max:
+        violations.append(
+            FieldViolation(
+                f"{field}.value", f"longer than {limits.person_id_value_chars_max} characters"
+            )
+        )
+    elif not _PERSON_VALUE.fullmatch(person.value):
+        violations.append(FieldViolation(f"{field}.value", "only digits and A-Z"))
+    if not _COUNTRY.fullmatch(person.country_code):
+        violations.append(
+            FieldViolation(f"{field}.country_code", "ISO 3166-1 alpha-2 code, e.g. SA")
+        )
+
+
+def _check_party(violations: list[FieldViolation], field: str, party: types_pb2.Party) -> None:
+    kind = party.WhichOneof("kind")
+    if kind == "person":
+        _check_person(violations, f"{field}.person", party.person)
+    elif kind == "organization":
+        organization = party.organization
+        check_identifier(
+            violations,
+            f"{field}.organization.registration_number",
+            organization.registration_number,
+            limits.reference_chars_max,
+        )
+        if not _COUNTRY.fullmatch(organization.country_code):
+            violations.append(
+                FieldViolation(f"{field}.organization.country_code", "ISO 3166-1 alpha-2 code")
+            )
+        _check_text(
+            violations,
+            f"{field}.organization.name",
+            organization.name,
+            limits.name_chars_max,
+            required=False,
+        )
+    else:
+        violations.append(FieldViolation(field, "a person or an organization is required"))
+
+
+def _check_date(
+    violations: list[FieldViolation], field: str, date: types_pb2.CivilDate, *, present: bool
+) -> dt.date | None:
+    if not present:
+        violations.append(FieldViolation(field, "required"))
+        return None
+    try:
+        return dt.date(date.year, date.month, date.day)
+    except ValueError:
+        violations.append(
+            FieldViolation(field, f"not a calendar date: {date.year}-{date.month}-{date.day}")
+        )
+        return None
+
+
+def _check_money(violations: list[FieldViolation], field: str, money: types_pb2.Money) -> None:
+    if money.currency_code not in CURRENCY_MINOR_UNITS:
+        violations.append(
+            FieldViolation(
+                f"{field}.currency_code",
+                f"not a supported ISO 4217 code: {money.currency_code!r}",
+            )
+        )
+    if money.amount_minor <= 0:
+        violations.append(FieldViolation(f"{field}.amount_minor", "must be positive"))
+    elif money.amount_minor > limits.money_amount_minor_max:
+        violations.append(
+            FieldViolation(
+                f"{field}.amount_minor", f"over the limit of {limits.money_amount_minor_max}"
+            )
+        )
+
+
+def _check_period(
+    violations: list[FieldViolation],
+    start_field: str,
+    start: dt.date | None,
+    end_field: str,
+    end: dt.date | None,
+) -> None:
+    if start is None or end is None:
+        return
+    if end < start:
+        violations.append(FieldViolation(end_field, f"before {start_field}"))
+    elif (end - start).days + 1 > limits.policy_term_days_max:
+        violations.append(
+            FieldViolation(end_field, f"period longer than {limits.policy_term_days_max} days")
+        )
+
+
+def _check_policy_issued(
+    violations: list[FieldViolation], field: str, body: events_pb2.PolicyIssued
+) -> None:
+    check_identifier(violations, f"{field}.policy_id", body.policy_id, limits.policy_id_chars_max)
+    if body.HasField("sponsor"):
+        _check_person(violations, f"{field}.sponsor", body.sponsor)
+    else:
+        violations.append(FieldViolation(f"{field}.sponsor", "required"))
+    _check_party(violations, f"{field}.holder", body.holder)
+    _check_members(violations, f"{field}.members", body.members)
+    start = _check_date(
+        violations, f"{field}.start_date", body.start_date, present=body.HasField("start_date")
+    )
+    end = _check_date(
+        violations, f"{field}.end_date", body.end_date, present=body.HasField("end_date")
+    )
+    _check_period(violations, f"{field}.start_date", start, f"{field}.end_date", end)
+    _check_text(violations, f"{field}.plan", body.plan, limits.plan_chars_max, required=True)
+    if body.HasField("annual_premium"):
+        _check_money(violations, f"{field}.annual_premium", body.annual_premium)
+    else:
+        violations.append(FieldViolation(f"{field}.annual_premium", "required"))
+
+
+def _check_members(
+    violations: list[FieldViolation], field: str, members: Sequence[events_pb2.Member]
+) -> None:
+    if not members:
+        violations.append(FieldViolation(field, "at least one member is required"))
+    if len(members) > limits.policy_members_max:
+        violations.append(FieldViolation(field, f"more than {limits.policy_members_max} members"))
+        return
+    seen: set[tuple[int, str, str]] = set()
+    for position, member in enumerate(members):
+        member_field = f"{field}[{position}]"
+        _check_person(violations, f"{member_field}.person", member.person)
+        key = (member.person.type, member.person.value, member.person.country_code)
+        if key in seen:
+            violations.append(FieldViolation(f"{member_field}.person", "listed twice"))
+        seen.add(key)
+        if member.relationship == events_pb2.RELATIONSHIP_UNSPECIFIED:
+            violations.append(FieldViolation(f"{member_field}.relationship", "required"))
+        elif member.relationship not in events_pb2.Relationship.values():
+            violations.append(FieldViolation(f"{member_field}.relationship", "unknown value"))
+        if member.HasField("birth_date"):
+            _check_date(violations, f"{member_field}.birth_date", member.birth_date, present=True)
+
+
+def _check_policy_cancelled(
+    violations: list[FieldViolation], field: str, body: events_pb2.PolicyCancelled
+) -> None:
+    check_identifier(violations, f"{field}.policy_id", body.policy_id, limits.policy_id_chars_max)
+    _check_date(
+        violations,
+        f"{field}.effective_date",
+        body.effective_date,
+        present=body.HasField("effective_date"),
+    )
+    _check_date(
+        violations, f"{field}.notice_date", body.notice_date, present=body.HasField("notice_date")
+    )
+    if body.reason == events_pb2.CANCELLATION_REASON_UNSPECIFIED:
+        violations.append(FieldViolation(f"{field}.reason", "required"))
+    elif body.reason not in events_pb2.CancellationReason.values():
+        violations.append(FieldViolation(f"{field}.reason", "unknown value"))
+
+
+def _check_premium_paid(
+    violations: list[FieldViolation], field: str, body: events_pb2.PremiumPaid
+) -> None:
+    check_identifier(violations, f"{field}.policy_id", body.policy_id, limits.policy_id_chars_max)
+    if body.HasField("amount"):
+        _check_money(violations, f"{field}.amount", body.amount)
+    else:
+        violations.append(FieldViolation(f"{field}.amount", "required"))
+    start = _check_date(
+        violations,
+        f"{field}.period_start",
+        body.period_start,
+        present=body.HasField("period_start"),
+    )
+    end = _check_date(
+        violations, f"{field}.period_end", body.period_end, present=body.HasField("period_end")
+    )
+    _check_period(violations, f"{field}.period_start", start, f"{field}.period_end", end)
+    if body.payer.type == events_pb2.PAYER_TYPE_UNSPECIFIED:
+        violations.append(FieldViolation(f"{field}.payer.type", "required"))
+    elif body.payer.type not in events_pb2.PayerType.values():
+        violations.append(FieldViolation(f"{field}.payer.type", "unknown value"))
+    _check_party(violations, f"{field}.payer.party", body.payer.party)
+    _check_text(
+        violations,
+        f"{field}.payment_reference",
+        body.payment_reference,
+        limits.reference_chars_max,
+        required=False,
+    )
+
+
+def first_difference(old: Message, new: Message, path: str = "event") -> str | None:
+    """The dotted path of the first field where two messages of one type differ, else None.
+
+    Used to name the differing field when an event id is reused with different bytes.
+    """
+    descriptor = old.DESCRIPTOR
+    for field in descriptor.fields:
+        name = field.name
+        old_value, new_value = getattr(old, name), getattr(new, name)
+        if field.message_type is not None and not _is_repeated(field):
+            if old.HasField(name) != new.HasField(name):
+                return f"{path}.{name}"
+            if old.HasField(name):
+                found = first_difference(old_value, new_value, f"{path}.{name}")
+                if found is not None:
+                    return found
+            continue
+        if _is_repeated(field) and field.message_type is not None:
+            if len(old_value) != len(new_value):
+                return f"{path}.{name}"
+            for position, (old_item, new_item) in enumerate(zip(old_value, new_value, strict=True)):
+                found = first_difference(old_item, new_item, f"{path}.{name}[{position}]")
+                if found is not None:
+                    return found
+            continue
+        if old_value != new_value:
+            return f"{path}.{name}"
+    return None

@@ -1,0 +1,60 @@
+"""Every limit the ledger enforces, in one place (TigerBeetle style: put a limit on everything).
+
+Limits are checked at the boundary, before any work is done: an over-limit request is refused
+with RESOURCE_EXHAUSTED (sizes, counts) or INVALID_ARGUMENT (string lengths, formats) and nothing
+is written. Names are ``<thing>_<unit>_max``.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+# gRPC transport.
+grpc_message_bytes_max: Final = 4 * 1024 * 1024
+"""Largest gRPC message the server accepts or sends."""
+
+# DSSE envelopes and event payloads.
+envelope_payload_bytes_max: Final = 64 * 1024
+"""Largest serialized event payload inside a DSSE envelope."""
+envelope_payload_type_chars_max: Final = 128
+envelope_signatures_max: Final = 4
+"""A DSSE envelope may carry a few signatures (key rotation); we need one we trust."""
+envelope_keyid_chars_max: Final = 128
+ed25519_signature_bytes: Final = 64
+ed25519_public_key_bytes: Final = 32
+
+# Event fields.
+event_id_chars_max: Final = 128
+insurer_id_chars_max: Final = 64
+policy_id_chars_max: Final = 128
+plan_chars_max: Final = 64
+person_id_value_chars_max: Final = 32
+name_chars_max: Final = 256
+reference_chars_max: Final = 128
+policy_members_max: Final = 64
+"""A household policy covers the sponsor and his dependents and domestic workers."""
+policy_term_days_max: Final = 2 * 366
+"""Longest coverage period one policy may state (residence permits run one or two years)."""
+money_amount_minor_max: Final = 10**12
+"""Largest amount in minor units (a billion KWD): well inside int64, far beyond any premium."""
+event_time_skew_seconds_max: Final = 24 * 3600
+"""How far in the future an event's ``occurred_at`` may be relative to the server's clock."""
+
+# Streaming and batching.
+submit_stream_in_flight_max: Final = 1024
+"""Envelopes one SubmitEvents stream may have awaiting a receipt; more wait for receipts."""
+sequencer_batch_entries_max: Final = 2048
+sequencer_queue_entries_max: Final = 65536
+"""Submissions waiting for the sequencer; beyond this the server answers UNAVAILABLE."""
+
+# Reads.
+entries_page_max: Final = 1000
+"""Entries one GetEntries call streams at most."""
+tree_levels_max: Final = 63
+"""Node levels a tree of at most 2**63 leaves can have."""
+
+# Keys and notes.
+key_name_chars_max: Final = 128
+note_bytes_max: Final = 16 * 1024
+note_signatures_max: Final = 32
+origin_chars_max: Final = 256

@@ -1,0 +1,228 @@
+"""ledger.v1.LedgerService: parse the request, delegate to the domain, convert the answer."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import TypeVar
+
+import grpc
+
+from ledger import limits
+from ledger.entry import envelope_from_proto
+from ledger.errors import FieldViolation, InvalidArgument, NotFound
+from ledger.rpc.status import abort, status_of
+from ledger.sequencer import receipt_of
+from ledger.service import Ledger
+from ledger.storage.append import Receipt
+from ledger.storage.log_store import LogStore
+from ledger.v1 import ledger_service_pb2 as pb
+from ledger.v1 import ledger_service_pb2_grpc as pb_grpc
+from ledger.v1 import types_pb2
+
+__all__ = ["LedgerServicer", "receipt_to_proto"]
+
+_T = TypeVar("_T")
+_Context = grpc.aio.ServicerContext[object, object]
+
+_ENTRIES_CHUNK_BYTES_MAX = 1024 * 1024
+"""Entries are streamed in messages of about this size, well under the gRPC message limit."""
+
+
+def receipt_to_proto(receipt: Receipt) -> pb.Receipt:
+    """The wire form of a receipt."""
+    return pb.Receipt(
+        event_id=receipt.event_id,
+        leaf_index=receipt.leaf_index,
+        leaf_hash=receipt.leaf_hash,
+        entry=receipt.entry,
+        checkpoint=receipt.checkpoint,
+        inclusion_proof=list(receipt.inclusion_proof),
+        duplicate=receipt.duplicate,
+    )
+
+
+def _required_envelope(has_envelope: bool, envelope: types_pb2.Envelope) -> types_pb2.Envelope:
+    if not has_envelope:
+        raise InvalidArgument(
+            "envelope is required",
+            reason="ENVELOPE_MISSING",
+            field_violations=[FieldViolation("envelope", "required")],
+        )
+    return envelope
+
+
+class LedgerServicer(pb_grpc.LedgerServiceServicer):
+    """Submission and read calls of the log."""
+
+    def __init__(self, ledger: Ledger, log_store: LogStore) -> None:
+        self._ledger = ledger
+        self._log = log_store
+
+    async def _call(self, context: _Context, work: Awaitable[_T]) -> _T:
+        try:
+            return await work
+        except Exception as error:  # every failure becomes a status; bugs are logged there
+            await abort(context, error)
+
+    async def _read(self, context: _Context, function: Callable[..., _T], *args: object) -> _T:
+        return await self._call(context, asyncio.to_thread(function, *args))
+
+    async def SubmitEvent(
+        self, request: pb.SubmitEventRequest, context: _Context
+    ) -> pb.SubmitEventResponse:
+        """Admit and sequence one envelope; answer once durable."""
+
+        async def work() -> pb.SubmitEventResponse:
+            envelope = _required_envelope(request.HasField("envelope"), request.envelope)
+            receipt = await self._ledger.submit(envelope_from_proto(envelope))
+            return pb.SubmitEventResponse(receipt=receipt_to_proto(receipt))
+
+        return await self._call(context, work())
+
+    async def SubmitEvents(
+        self, request_iterator: AsyncIterator[pb.SubmitEventsRequest], context: _Context
+    ) -> AsyncIterator[pb.SubmitEventsResponse]:
+        """Pipeline a stream: requests are admitted concurrently, answered in request order.
+
+        At most ``limits.submit_stream_in_flight_max`` requests await their receipt at once;
+        beyond that the stream stops reading (flow control pushes back on the client).
+        """
+        in_flight: asyncio.Queue[asyncio.Task[pb.SubmitEventsResponse] | None] = asyncio.Queue(
+            maxsize=limits.submit_stream_in_flight_max
+        )
+        reader = asyncio.create_task(self._read_stream(request_iterator, in_flight))
+        try:
+            while (task := await in_flight.get()) is not None:
+                yield await task
+            await reader
+        finally:
+            reader.cancel()
+            while not in_flight.empty():
+                leftover = in_flight.get_nowait()
+                if leftover is not None:
+                    leftover.cancel()
+
+    async def _read_stream(
+        self,
+        request_iterator: AsyncIterator[pb.SubmitEventsRequest],
+        in_flight: asyncio.Queue[asyncio.Task[pb.SubmitEventsResponse] | None],
+    ) -> None:
+        sequence = 0
+        previous = asyncio.Event()
+        previous.set()
+        try:
+            async for request in request_iterator:
+                queued = asyncio.Event()
+                task = asyncio.create_task(self._submit_one(sequence, request, previous, queued))
+                await in_flight.put(task)
+                sequence, previous = sequence + 1, queued
+        finally:
+            # Wake the writer even when reading failed; it then re-raises the reader's error.
+            await in_flight.put(None)
+
+    async def _submit_one(
+        self,
+        sequence: int,
+        request: pb.SubmitEventsRequest,
+        previous: asyncio.Event,
+        queued: asyncio.Event,
+    ) -> pb.SubmitEventsResponse:
+        """Admit concurrently, but queue after the previous request: the log keeps stream order."""
+        try:
+            try:
+                envelope = _required_envelope(request.HasField("envelope"), request.envelope)
+                item = await self._ledger.admit(envelope_from_proto(envelope))
+                await previous.wait()
+                future = self._ledger.enqueue(item)
+            finally:
+                await previous.wait()
+                queued.set()
+            receipt = await receipt_of(future)
+        except Exception as error:  # one refused event does not end the stream
+            return pb.SubmitEventsResponse(sequence=sequence, error=status_of(error))
+        return pb.SubmitEventsResponse(sequence=sequence, receipt=receipt_to_proto(receipt))
+
+    async def GetCheckpoint(
+        self, request: pb.GetCheckpointRequest, context: _Context
+    ) -> pb.GetCheckpointResponse:
+        """The latest checkpoint, or the one of exactly ``tree_size``."""
+
+        def work() -> pb.GetCheckpointResponse:
+            if request.tree_size == 0:
+                found = self._log.latest_checkpoint()
+            else:
+                at_size = self._log.checkpoint_at(request.tree_size)
+                if at_size is None:
+                    raise NotFound(
+                        f"no checkpoint was made at tree size {request.tree_size}",
+                        reason="CHECKPOINT_UNKNOWN",
+                        field_violations=[FieldViolation("tree_size", "no checkpoint")],
+                    )
+                found = at_size
+            return pb.GetCheckpointResponse(
+                checkpoint=found.note_bytes, tree_size=found.tree_size, root_hash=found.root_hash
+            )
+
+        return await self._read(context, work)
+
+    async def GetEntries(
+        self, request: pb.GetEntriesRequest, context: _Context
+    ) -> AsyncIterator[pb.GetEntriesResponse]:
+        """Entry bytes of a range (clipped to the page limit), in chunks of about 1 MiB."""
+        start, entries = await self._read(
+            context, self._log.entries, request.start_index, request.end_index
+        )
+        chunk: list[bytes] = []
+        chunk_start, chunk_bytes = start, 0
+        for offset, data in enumerate(entries):
+            if chunk and chunk_bytes + len(data) > _ENTRIES_CHUNK_BYTES_MAX:
+                yield pb.GetEntriesResponse(start_index=chunk_start, entries=chunk)
+                chunk, chunk_start, chunk_bytes = [], start + offset, 0
+            chunk.append(data)
+            chunk_bytes += len(data)
+        if chunk:
+            yield pb.GetEntriesResponse(start_index=chunk_start, entries=chunk)
+
+    async def GetInclusionProof(
+        self, request: pb.GetInclusionProofRequest, context: _Context
+    ) -> pb.GetInclusionProofResponse:
+        """Inclusion proof by leaf index or leaf hash, at a tree size (0: latest)."""
+
+        def work() -> pb.GetInclusionProofResponse:
+            which = request.WhichOneof("leaf")
+            if which == "leaf_hash":
+                leaf_index = self._log.leaf_index_of(request.leaf_hash)
+            elif which == "leaf_index":
+                leaf_index = request.leaf_index
+            else:
+                raise InvalidArgument(
+                    "leaf_index or leaf_hash is required",
+                    reason="LEAF_MISSING",
+                    field_violations=[FieldViolation("leaf", "required")],
+                )
+            tree_size, proof = self._log.inclusion_proof(leaf_index, request.tree_size)
+            at_size = self._log.checkpoint_at(tree_size)
+            return pb.GetInclusionProofResponse(
+                leaf_index=leaf_index,
+                tree_size=tree_size,
+                hashes=proof,
+                checkpoint=b"" if at_size is None else at_size.note_bytes,
+            )
+
+        return await self._read(context, work)
+
+    async def GetConsistencyProof(
+        self, request: pb.GetConsistencyProofRequest, context: _Context
+    ) -> pb.GetConsistencyProofResponse:
+        """Consistency proof between two tree sizes (to 0: latest)."""
+
+        def work() -> pb.GetConsistencyProofResponse:
+            to_size, proof = self._log.consistency_proof(
+                request.from_tree_size, request.to_tree_size
+            )
+            return pb.GetConsistencyProofResponse(
+                from_tree_size=request.from_tree_size, to_tree_size=to_size, hashes=proof
+            )
+
+        return await self._read(context, work)

@@ -1,0 +1,174 @@
+"""The sequencer: groups concurrent submissions into batches, one transaction each.
+
+Submissions wait in a bounded queue. A batch starts with the first waiting submission and takes
+every other one that arrives within ``batch_age_ms_max`` (or while the previous batch commits), up
+to ``batch_entries_max``. The batch is appended by :class:`ledger.storage.append.Appender` in one
+transaction on a single dedicated thread: one commit (one fsync) and one signed checkpoint per
+batch. A submission's future resolves only after that commit, so nothing is acknowledged before
+it is durable. A failed batch fails all its submissions with UNAVAILABLE; nothing of it was
+written (the transaction rolled back), and a retry is safe because event ids are idempotent.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+from ledger import limits
+from ledger.clock import Clock
+from ledger.errors import LedgerError, Unavailable
+from ledger.storage.append import Appender, Outcome, PendingEntry, Receipt
+
+__all__ = ["Sequencer", "SequencerOptions", "receipt_of"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class SequencerOptions:
+    """How batches are formed."""
+
+    batch_entries_max: int = 512
+    """Entries one batch holds at most (one transaction, one checkpoint)."""
+    batch_age_ms_max: float = 2.0
+    """How long the first submission of a batch waits for others to join it."""
+    queue_entries_max: int = limits.sequencer_queue_entries_max
+    """Submissions that may wait; beyond this the sequencer answers UNAVAILABLE."""
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.batch_entries_max <= limits.sequencer_batch_entries_max:
+            raise ValueError(
+                f"batch_entries_max must be in 1..{limits.sequencer_batch_entries_max}"
+            )
+        if not 0 <= self.batch_age_ms_max <= 1000:
+            raise ValueError("batch_age_ms_max must be in 0..1000")
+        if self.queue_entries_max < 1:
+            raise ValueError("queue_entries_max must be at least 1")
+
+
+_Waiting = tuple[PendingEntry, "asyncio.Future[Outcome]"]
+_STOP = None
+"""Queued by :meth:`Sequencer.stop` behind the last submission: commit up to here, then end."""
+
+
+async def receipt_of(future: asyncio.Future[Outcome]) -> Receipt:
+    """The receipt an enqueued submission resolves to, or raise why it was refused."""
+    outcome = await future
+    if isinstance(outcome, LedgerError):
+        raise outcome
+    return outcome
+
+
+class Sequencer:
+    """Single writer of the log. Start it, submit to it, stop it."""
+
+    def __init__(self, appender: Appender, clock: Clock, options: SequencerOptions) -> None:
+        self._appender = appender
+        self._clock = clock
+        self._options = options
+        self._queue: asyncio.Queue[_Waiting | None] = asyncio.Queue(
+            maxsize=options.queue_entries_max
+        )
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sequencer")
+        self._task: asyncio.Task[None] | None = None
+        self._accepting = False
+        self.batches_committed = 0
+        self.entries_committed = 0
+
+    async def start(self) -> None:
+        """Initialize the log if needed and start forming batches."""
+        loop = asyncio.get_running_loop()
+        await loop.run_in_executor(self._executor, self._appender.initialize, self._clock.now())
+        self._accepting = True
+        self._task = asyncio.create_task(self._run(), name="sequencer")
+
+    async def submit(self, item: PendingEntry) -> Receipt:
+        """Sequence ``item``; return its receipt once durable, or raise why it was refused."""
+        return await receipt_of(self.enqueue(item))
+
+    def enqueue(self, item: PendingEntry) -> asyncio.Future[Outcome]:
+        """Queue ``item`` now (items are sequenced in the order they are queued).
+
+        Returns the future of its outcome; raises UNAVAILABLE when shutting down or full.
+        """
+        if not self._accepting:
+            raise Unavailable("the sequencer is not accepting submissions", reason="SHUTTING_DOWN")
+        future: asyncio.Future[Outcome] = asyncio.get_running_loop().create_future()
+        try:
+            self._queue.put_nowait((item, future))
+        except asyncio.QueueFull:
+            raise Unavailable(
+                f"the sequencer queue is full ({self._options.queue_entries_max}); retry later",
+                reason="OVERLOADED",
+            ) from None
+        return future
+
+    async def stop(self) -> None:
+        """Stop accepting, commit what is queued, and stop."""
+        self._accepting = False
+        if self._task is not None:
+            # The stop marker goes behind every queued submission; the runner commits them all
+            # (including a batch in flight, which must not be cancelled), then ends.
+            await self._queue.put(_STOP)
+            await self._task
+            self._task = None
+        self._executor.shutdown(wait=True)
+
+    async def _run(self) -> None:
+        stopping = False
+        while not stopping:
+            batch, stopping = await self._next_batch()
+            if batch:
+                await self._commit(batch)
+
+    async def _next_batch(self) -> tuple[list[_Waiting], bool]:
+        """The next batch, and whether the stop marker ended it."""
+        first = await self._queue.get()
+        if first is None:  # the stop marker
+            return [], True
+        batch = [first]
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self._options.batch_age_ms_max / 1000
+        while len(batch) < self._options.batch_entries_max:
+            try:
+                waiting = self._queue.get_nowait()
+            except asyncio.QueueEmpty:
+                remaining = deadline - loop.time()
+                if remaining <= 0:
+                    break
+                try:
+                    waiting = await asyncio.wait_for(self._queue.get(), remaining)
+                except TimeoutError:
+                    break
+            if waiting is None:  # the stop marker
+                return batch, True
+            batch.append(waiting)
+        return batch, False
+
+    async def _commit(self, batch: list[_Waiting]) -> None:
+        items = [item for item, _ in batch]
+        loop = asyncio.get_running_loop()
+        try:
+            outcomes = await loop.run_in_executor(
+                self._executor, self._appender.append_batch, items, self._clock.now()
+            )
+        except LedgerError as error:
+            log.error("batch of %d refused: %s", len(items), error)
+            outcomes = [error] * len(items)
+        except Exception:
+            log.exception("batch of %d failed; nothing of it was acknowledged", len(items))
+            failure = Unavailable(
+                "the batch could not be committed; retry (event ids make it safe)",
+                reason="BATCH_FAILED",
+            )
+            outcomes = [failure] * len(items)
+        else:
+            self.batches_committed += 1
+            self.entries_committed += sum(
+                1 for outcome in outcomes if isinstance(outcome, Receipt) and not outcome.duplicate
+            )
+        for (_, future), outcome in zip(batch, outcomes, strict=True):
+            if not future.done():
+                future.set_result(outcome)

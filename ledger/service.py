@@ -1,0 +1,131 @@
+"""The ledger's use cases, independent of gRPC: admit a signed envelope, submit it, read the log.
+
+Admission order matters (securesystemslib habit: verify before you parse):
+  (1) envelope limits (size, counts) and payload type;
+  (2) the signature, with the registered key its keyid names: nothing unsigned is parsed;
+  (3) decode the event strictly and validate every field;
+  (4) the key may sign for the event's insurer at this instant.
+Every refusal raises a LedgerError and nothing is written; the sequencer re-checks the key at
+commit time, so a key revoked while a submission waits is still refused.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+from ledger.clock import Clock
+from ledger.dsse import Envelope, check_envelope_limits, verify_envelope_signature
+from ledger.errors import (
+    FieldViolation,
+    InvalidArgument,
+    LedgerError,
+    Unauthenticated,
+    VerificationError,
+)
+from ledger.events import EVENT_PAYLOAD_TYPE, decode_event, validate_event
+from ledger.keys import InsurerKey, check_key_usable
+from ledger.sequencer import Sequencer
+from ledger.storage.append import Outcome, PendingEntry, Receipt
+from ledger.storage.key_store import KeyStore
+
+__all__ = ["KeyCache", "Ledger"]
+
+
+class KeyCache:
+    """Insurer keys by id, cached for ``ttl_seconds`` (revocation is re-checked at commit)."""
+
+    def __init__(self, store: KeyStore, ttl_seconds: float = 2.0) -> None:
+        self._store = store
+        self._ttl_seconds = ttl_seconds
+        self._entries: dict[str, tuple[float, InsurerKey | None]] = {}
+
+    async def get(self, key_id: str) -> InsurerKey | None:
+        """The key registered under ``key_id``, or None."""
+        cached = self._entries.get(key_id)
+        now = time.monotonic()
+        if cached is not None and now - cached[0] < self._ttl_seconds:
+            return cached[1]
+        key = await asyncio.to_thread(self._store.get, key_id)
+        if len(self._entries) > 10_000:
+            self._entries.clear()
+        self._entries[key_id] = (now, key)
+        return key
+
+    def forget(self) -> None:
+        """Drop every cached key (after the registry changed in this process)."""
+        self._entries.clear()
+
+
+class Ledger:
+    """Submission use case: admit (verify + validate) then sequence."""
+
+    def __init__(self, keys: KeyCache, sequencer: Sequencer, clock: Clock) -> None:
+        self._keys = keys
+        self._sequencer = sequencer
+        self._clock = clock
+
+    async def submit(self, envelope: Envelope) -> Receipt:
+        """Admit ``envelope`` and return its receipt once durable."""
+        return await self._sequencer.submit(await self.admit(envelope))
+
+    def enqueue(self, item: PendingEntry) -> asyncio.Future[Outcome]:
+        """Queue an admitted item for sequencing now; await the future for its outcome."""
+        return self._sequencer.enqueue(item)
+
+    async def admit(self, envelope: Envelope) -> PendingEntry:
+        """Check ``envelope`` completely (see module doc); raise why it is refused."""
+        # (1)
+        check_envelope_limits(envelope)
+        if envelope.payload_type != EVENT_PAYLOAD_TYPE:
+            raise InvalidArgument(
+                f"payload type must be {EVENT_PAYLOAD_TYPE!r}, got {envelope.payload_type!r}",
+                reason="PAYLOAD_TYPE_UNSUPPORTED",
+                field_violations=[FieldViolation("envelope.payload_type", "unsupported")],
+            )
+        # (2)
+        key = await self._verified_key(envelope)
+        # (3)
+        event = decode_event(envelope.payload)
+        now = self._clock.now()
+        summary = validate_event(event, now)
+        # (4)
+        check_key_usable(key, key.key_id, summary.insurer_id, now)
+        return PendingEntry(
+            envelope=envelope,
+            insurer_id=summary.insurer_id,
+            event_id=summary.event_id,
+            key_id=key.key_id,
+        )
+
+    async def _verified_key(self, envelope: Envelope) -> InsurerKey:
+        """The registered key of the first signature that verifies; raise if none does."""
+        failure: LedgerError | None = None
+        for position, signature in enumerate(envelope.signatures):
+            key = await self._keys.get(signature.keyid)
+            if key is None:
+                failure = failure or Unauthenticated(
+                    f"unknown signing key {signature.keyid!r}",
+                    reason="KEY_UNKNOWN",
+                    field_violations=[
+                        FieldViolation(f"envelope.signatures[{position}].keyid", "not registered")
+                    ],
+                    metadata={"key_id": signature.keyid},
+                )
+                continue
+            try:
+                verify_envelope_signature(envelope, signature.keyid, key.public_key)
+            except VerificationError as error:
+                failure = Unauthenticated(
+                    f"signature by {signature.keyid!r} does not verify: {error}",
+                    reason="SIGNATURE_INVALID",
+                    field_violations=[
+                        FieldViolation(f"envelope.signatures[{position}].sig", "does not verify")
+                    ],
+                    metadata={"key_id": signature.keyid},
+                )
+                continue
+            return key
+        if failure is None:
+            raise Unauthenticated("the envelope has no signature", reason="SIGNATURE_MISSING")
+        raise failure

@@ -1,0 +1,364 @@
+"""Appending a batch: one transaction writes entries, tree nodes and one signed checkpoint.
+
+Only the sequencer calls :meth:`Appender.append_batch`, from one thread. The transaction takes the
+database write lock first (SQLite ``BEGIN IMMEDIATE``; PostgreSQL a transaction-scoped advisory
+lock), so several replicas sharing one database append one at a time and history never forks.
+
+Steps of one batch (numbered in the code):
+  (1) lock; read the latest checkpoint and the stored right edge of the tree;
+  (2) check the stored nodes give the signed root (the database agrees with its signature);
+  (3) re-check each signing key at commit time (a key revoked meanwhile is refused);
+  (4) idempotency: an event id seen before gets its first receipt, or a conflict naming the field;
+  (5) encode each new entry once, hash it, append it to the tree;
+  (6) insert entries and nodes, sign and insert the checkpoint, commit;
+  (7) after the commit, build each receipt's inclusion proof from stored nodes.
+Nothing is acknowledged before (6) returns.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from sqlalchemy import Connection, Engine, select, text, tuple_
+
+from ledger.checkpoint import Checkpoint, sign_checkpoint
+from ledger.clock import to_micros
+from ledger.dsse import Envelope
+from ledger.entry import decode_entry, encode_entry
+from ledger.errors import AlreadyExists, FieldViolation, LedgerError, check
+from ledger.events import decode_event, first_difference
+from ledger.keys import check_key_usable
+from ledger.merkle import CompactRange, NodeID, inclusion, leaf_hash, right_edge_ids
+from ledger.signing import Signer
+from ledger.storage.db import WRITE_LOCK_OPTION, is_sqlite
+from ledger.storage.key_store import keys_by_id
+from ledger.storage.log_store import (
+    StoredCheckpoint,
+    checkpoint_covering,
+    entry_count,
+    latest_checkpoint,
+    read_nodes,
+)
+from ledger.storage.nodes import node_key
+from ledger.storage.tables import checkpoints, log_entries, tree_nodes
+
+__all__ = ["Appender", "PendingEntry", "Receipt"]
+
+# Any constant works: it names "the ledger's write lock" among this database's advisory locks.
+_POSTGRES_WRITE_LOCK = 0x706F6C6963796C67
+
+
+@dataclass(frozen=True)
+class PendingEntry:
+    """A verified submission waiting to be sequenced."""
+
+    envelope: Envelope
+    insurer_id: str
+    event_id: str
+    key_id: str
+
+    @property
+    def payload_sha256(self) -> bytes:
+        """SHA-256 of the signed payload: equal digests mean the same event bytes."""
+        return hashlib.sha256(self.envelope.payload).digest()
+
+
+@dataclass(frozen=True)
+class Receipt:
+    """Proof that an event is durable and in the log."""
+
+    event_id: str
+    leaf_index: int
+    leaf_hash: bytes
+    entry: bytes
+    checkpoint: bytes
+    tree_size: int
+    inclusion_proof: tuple[bytes, ...]
+    duplicate: bool
+
+
+@dataclass
+class _Sequenced:
+    """A new entry of this batch, before its receipt exists."""
+
+    position: int
+    leaf_index: int
+    leaf_hash: bytes
+    entry: bytes
+
+
+@dataclass
+class _Duplicate:
+    """A submission whose event id is already in the log (or earlier in this batch)."""
+
+    position: int
+
+
+Outcome = Receipt | LedgerError
+
+
+class Appender:
+    """Writes batches to the log. One instance per sequencer; not for concurrent use."""
+
+    def __init__(self, engine: Engine, signer: Signer, origin: str) -> None:
+        self._engine = engine
+        self._signer = signer
+        self._origin = origin
+
+    def initialize(self, now: dt.datetime) -> StoredCheckpoint:
+        """Sign and store the empty tree's checkpoint unless the log already has one."""
+        with self._write_transaction() as connection:
+            found = connection.execute(select(checkpoints.c.tree_size).limit(1)).first()
+            if found is None:
+                self._insert_checkpoint(connection, CompactRange.empty(), now)
+            return latest_checkpoint(connection)
+
+    def append_batch(self, items: Sequence[PendingEntry], now: dt.datetime) -> list[Outcome]:
+        """Append ``items`` in one transaction; one outcome per item, in order (see module doc)."""
+        outcomes: list[Outcome | None] = [None] * len(items)
+        with self._write_transaction() as connection:
+            # (1), (2)
+            head, tree = _read_head(connection)
+            # (3)
+            self._check_keys(connection, items, now, outcomes)
+            # (4)
+            duplicates = _find_duplicates(connection, items, outcomes)
+            # (5)
+            skipped = {duplicate.position for duplicate in duplicates}
+            sequenced, rows, nodes = _sequence(items, outcomes, skipped, tree, now)
+            # (6)
+            if sequenced:
+                connection.execute(log_entries.insert(), rows)
+                connection.execute(
+                    tree_nodes.insert(),
+                    [
+                        {"node_key": node_key(node), "hash": digest}
+                        for node, digest in nodes.items()
+                    ],
+                )
+                head = self._insert_checkpoint(connection, tree, now)
+        # (7)
+        with self._engine.connect() as connection:
+            for entry in sequenced:
+                outcomes[entry.position] = _receipt(
+                    connection,
+                    items[entry.position],
+                    entry,
+                    head,
+                    duplicate=False,
+                    known=nodes,
+                )
+            for duplicate in duplicates:
+                outcomes[duplicate.position] = _duplicate_receipt(
+                    connection, items[duplicate.position]
+                )
+        check(all(outcome is not None for outcome in outcomes), "a batch item has no outcome")
+        return [outcome for outcome in outcomes if outcome is not None]
+
+    def _write_transaction(self) -> _WriteTransaction:
+        return _WriteTransaction(self._engine)
+
+    def _check_keys(
+        self,
+        connection: Connection,
+        items: Sequence[PendingEntry],
+        now: dt.datetime,
+        outcomes: list[Outcome | None],
+    ) -> None:
+        keys = keys_by_id(connection, [item.key_id for item in items])
+        for position, item in enumerate(items):
+            try:
+                check_key_usable(keys.get(item.key_id), item.key_id, item.insurer_id, now)
+            except LedgerError as error:
+                outcomes[position] = error
+
+    def _insert_checkpoint(
+        self, connection: Connection, tree: CompactRange, now: dt.datetime
+    ) -> StoredCheckpoint:
+        root = tree.root()
+        note = sign_checkpoint(Checkpoint(self._origin, tree.size, root), self._signer)
+        connection.execute(
+            checkpoints.insert().values(
+                tree_size=tree.size, root_hash=root, note_bytes=note, created_at_us=to_micros(now)
+            )
+        )
+        return StoredCheckpoint(tree_size=tree.size, root_hash=root, note_bytes=note)
+
+
+class _WriteTransaction:
+    """A transaction holding the ledger's write lock; it rolls back unless it ends cleanly."""
+
+    def __init__(self, engine: Engine) -> None:
+        self._engine = engine
+
+    def __enter__(self) -> Connection:
+        self._connection = self._engine.connect().execution_options(**{WRITE_LOCK_OPTION: True})
+        self._transaction = self._connection.begin()
+        if not is_sqlite(self._connection):
+            self._connection.execute(
+                text("SELECT pg_advisory_xact_lock(:key)"), {"key": _POSTGRES_WRITE_LOCK}
+            )
+        return self._connection
+
+    def __exit__(self, kind: object, value: object, traceback: object) -> None:
+        try:
+            if kind is None:
+                self._transaction.commit()
+            else:
+                self._transaction.rollback()
+        finally:
+            self._connection.close()
+
+
+def _read_head(connection: Connection) -> tuple[StoredCheckpoint, CompactRange]:
+    head = latest_checkpoint(connection)
+    stored = entry_count(connection)
+    check(
+        stored == head.tree_size,
+        f"entries and checkpoint disagree: {stored} entries, checkpoint of size {head.tree_size}",
+    )
+    edge = right_edge_ids(head.tree_size)
+    tree = CompactRange(head.tree_size, read_nodes(connection, edge))
+    check(tree.root() == head.root_hash, "stored tree nodes do not give the signed root")
+    return head, tree
+
+
+def _find_duplicates(
+    connection: Connection, items: Sequence[PendingEntry], outcomes: list[Outcome | None]
+) -> list[_Duplicate]:
+    """Resolve resubmitted event ids; the first new occurrence in the batch stays pending."""
+    wanted = sorted({(item.insurer_id, item.event_id) for item in items})
+    stored: dict[tuple[str, str], tuple[int, bytes]] = {}
+    for start in range(0, len(wanted), 500):
+        rows = connection.execute(
+            select(
+                log_entries.c.insurer_id,
+                log_entries.c.event_id,
+                log_entries.c.leaf_index,
+                log_entries.c.payload_sha256,
+            ).where(
+                tuple_(log_entries.c.insurer_id, log_entries.c.event_id).in_(
+                    wanted[start : start + 500]
+                )
+            )
+        )
+        for row in rows:
+            stored[(row.insurer_id, row.event_id)] = (
+                int(row.leaf_index),
+                bytes(row.payload_sha256),
+            )
+    duplicates: list[_Duplicate] = []
+    first_in_batch: dict[tuple[str, str], int] = {}
+    for position, item in enumerate(items):
+        if outcomes[position] is not None:
+            continue
+        key = (item.insurer_id, item.event_id)
+        if key in stored:
+            leaf_index, digest = stored[key]
+            if digest == item.payload_sha256:
+                duplicates.append(_Duplicate(position))
+            else:
+                outcomes[position] = _conflict(item, _stored_payload(connection, leaf_index))
+        elif key in first_in_batch:
+            earlier = items[first_in_batch[key]]
+            if earlier.payload_sha256 != item.payload_sha256:
+                outcomes[position] = _conflict(item, earlier.envelope.payload)
+            else:
+                # Its receipt is the earlier item's, looked up once the batch is committed.
+                duplicates.append(_Duplicate(position))
+        else:
+            first_in_batch[key] = position
+    return duplicates
+
+
+def _stored_payload(connection: Connection, leaf_index: int) -> bytes:
+    data = connection.execute(
+        select(log_entries.c.entry_bytes).where(log_entries.c.leaf_index == leaf_index)
+    ).scalar_one()
+    return decode_entry(bytes(data)).envelope.payload
+
+
+def _conflict(item: PendingEntry, first_payload: bytes) -> AlreadyExists:
+    field = first_difference(decode_event(first_payload), decode_event(item.envelope.payload))
+    named = field or "envelope.payload"
+    description = (
+        "differs from the first submission" if field else ("same fields, different encoding")
+    )
+    return AlreadyExists(
+        f"event {item.event_id!r} was already submitted with different content: {named} differs",
+        reason="EVENT_ID_REUSED",
+        field_violations=[FieldViolation(named, description)],
+        metadata={"event_id": item.event_id, "insurer_id": item.insurer_id},
+    )
+
+
+def _sequence(
+    items: Sequence[PendingEntry],
+    outcomes: list[Outcome | None],
+    skipped: set[int],
+    tree: CompactRange,
+    now: dt.datetime,
+) -> tuple[list[_Sequenced], list[dict[str, object]], dict[NodeID, bytes]]:
+    """Give each new item the next leaf index; return receipts-to-be, entry rows and new nodes."""
+    sequenced: list[_Sequenced] = []
+    rows: list[dict[str, object]] = []
+    nodes: dict[NodeID, bytes] = {}
+    for position, item in enumerate(items):
+        if outcomes[position] is not None or position in skipped:
+            continue
+        leaf_index = tree.size
+        data = encode_entry(leaf_index, now, item.envelope)
+        digest = leaf_hash(data)
+        nodes.update(tree.append(digest))
+        sequenced.append(_Sequenced(position, leaf_index, digest, data))
+        rows.append(
+            {
+                "leaf_index": leaf_index,
+                "insurer_id": item.insurer_id,
+                "event_id": item.event_id,
+                "leaf_hash": digest,
+                "payload_sha256": item.payload_sha256,
+                "entry_bytes": data,
+            }
+        )
+    return sequenced, rows, nodes
+
+
+def _receipt(
+    connection: Connection,
+    item: PendingEntry,
+    entry: _Sequenced,
+    head: StoredCheckpoint,
+    *,
+    duplicate: bool,
+    known: dict[NodeID, bytes] | None = None,
+) -> Receipt:
+    plan = inclusion(entry.leaf_index, head.tree_size)
+    proof = plan.rehash(read_nodes(connection, plan.ids, known))
+    return Receipt(
+        event_id=item.event_id,
+        leaf_index=entry.leaf_index,
+        leaf_hash=entry.leaf_hash,
+        entry=entry.entry,
+        checkpoint=head.note_bytes,
+        tree_size=head.tree_size,
+        inclusion_proof=tuple(proof),
+        duplicate=duplicate,
+    )
+
+
+def _duplicate_receipt(connection: Connection, item: PendingEntry) -> Receipt:
+    """The first receipt of an event again: its batch's checkpoint and the proof at that size."""
+    row = connection.execute(
+        select(log_entries.c.leaf_index, log_entries.c.leaf_hash, log_entries.c.entry_bytes).where(
+            log_entries.c.insurer_id == item.insurer_id, log_entries.c.event_id == item.event_id
+        )
+    ).one()
+    leaf_index = int(row.leaf_index)
+    entry = _Sequenced(-1, leaf_index, bytes(row.leaf_hash), bytes(row.entry_bytes))
+    return _receipt(
+        connection, item, entry, checkpoint_covering(connection, leaf_index), duplicate=True
+    )

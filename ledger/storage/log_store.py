@@ -1,0 +1,211 @@
+"""The verifiable log in the database: checkpoints, entries and proofs built from stored nodes.
+
+Reads only. Every proof is planned by :mod:`ledger.merkle.proof` and then read in one indexed
+query from ``tree_nodes`` (O(log n) rows), never by rehashing the tree. Appends are the
+sequencer's job (:mod:`ledger.storage.append`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+from sqlalchemy import Connection, Engine, func, select
+
+from ledger import limits
+from ledger.errors import FieldViolation, InvalidArgument, NotFound, OutOfRange, check
+from ledger.merkle import NodeID, ProofPlan, consistency, inclusion
+from ledger.storage.nodes import node_id, node_key
+from ledger.storage.tables import checkpoints, log_entries, tree_nodes
+
+__all__ = ["LogStore", "StoredCheckpoint", "read_nodes"]
+
+
+@dataclass(frozen=True)
+class StoredCheckpoint:
+    """A signed checkpoint as stored: ``note_bytes`` is the C2SP note exactly as signed."""
+
+    tree_size: int
+    root_hash: bytes
+    note_bytes: bytes
+
+
+def read_nodes(
+    connection: Connection, ids: Sequence[NodeID], known: Mapping[NodeID, bytes] | None = None
+) -> list[bytes]:
+    """The hashes of ``ids`` (in order), from ``known`` first, then one query for the rest.
+
+    Every id must be stored: a missing node means the tree and the database disagree (a bug or
+    tampering), so it raises InvariantViolation rather than returning a partial proof.
+    """
+    found: dict[NodeID, bytes] = {}
+    missing: list[int] = []
+    for node in ids:
+        if known is not None and node in known:
+            found[node] = known[node]
+        else:
+            missing.append(node_key(node))
+    if missing:
+        rows = connection.execute(
+            select(tree_nodes.c.node_key, tree_nodes.c.hash).where(
+                tree_nodes.c.node_key.in_(sorted(set(missing)))
+            )
+        )
+        found.update((node_id(row.node_key), bytes(row.hash)) for row in rows)
+    absent = [node for node in ids if node not in found]
+    check(not absent, f"tree nodes missing from storage: {absent[:4]}")
+    return [found[node] for node in ids]
+
+
+def _checkpoint_from_row(row: object) -> StoredCheckpoint:
+    return StoredCheckpoint(
+        tree_size=int(row.tree_size),  # type: ignore[attr-defined]
+        root_hash=bytes(row.root_hash),  # type: ignore[attr-defined]
+        note_bytes=bytes(row.note_bytes),  # type: ignore[attr-defined]
+    )
+
+
+class LogStore:
+    """Read access to the log: safe from many threads and many replicas at once."""
+
+    def __init__(self, engine: Engine) -> None:
+        self._engine = engine
+
+    def latest_checkpoint(self) -> StoredCheckpoint:
+        """The newest checkpoint; NOT_FOUND before the log was initialized."""
+        with self._engine.connect() as connection:
+            return latest_checkpoint(connection)
+
+    def checkpoint_at(self, tree_size: int) -> StoredCheckpoint | None:
+        """The checkpoint made at exactly ``tree_size``, if one was."""
+        with self._engine.connect() as connection:
+            row = connection.execute(
+                select(checkpoints).where(checkpoints.c.tree_size == tree_size)
+            ).first()
+        return None if row is None else _checkpoint_from_row(row)
+
+    def checkpoint_covering(self, leaf_index: int) -> StoredCheckpoint:
+        """The first checkpoint whose tree contains ``leaf_index`` (the one of its batch)."""
+        with self._engine.connect() as connection:
+            return checkpoint_covering(connection, leaf_index)
+
+    def entries(self, start_index: int, end_index: int) -> tuple[int, list[bytes]]:
+        """Entry bytes of ``[start_index, end_index)`` clipped to the log and the page limit.
+
+        Returns ``(start_index, entries)``. Requires start_index < the latest tree size.
+        """
+        with self._engine.connect() as connection:
+            tree_size = latest_checkpoint(connection).tree_size
+            if start_index >= tree_size:
+                raise OutOfRange(
+                    f"start_index is beyond the tree size: {start_index} >= {tree_size}",
+                    reason="INDEX_BEYOND_SIZE",
+                    field_violations=[FieldViolation("start_index", "beyond the tree size")],
+                )
+            if end_index <= start_index:
+                raise InvalidArgument(
+                    f"end_index must be after start_index: {end_index} <= {start_index}",
+                    reason="RANGE_EMPTY",
+                    field_violations=[FieldViolation("end_index", "not after start_index")],
+                )
+            end = min(end_index, tree_size, start_index + limits.entries_page_max)
+            rows = connection.execute(
+                select(log_entries.c.entry_bytes)
+                .where(log_entries.c.leaf_index >= start_index, log_entries.c.leaf_index < end)
+                .order_by(log_entries.c.leaf_index)
+            )
+            data = [bytes(row.entry_bytes) for row in rows]
+        check(len(data) == end - start_index, "log_entries has a gap below the tree size")
+        return start_index, data
+
+    def leaf_index_of(self, leaf_hash: bytes) -> int:
+        """The index of the leaf with ``leaf_hash``; NOT_FOUND when there is none."""
+        with self._engine.connect() as connection:
+            index = connection.execute(
+                select(log_entries.c.leaf_index).where(log_entries.c.leaf_hash == leaf_hash)
+            ).scalar()
+        if index is None:
+            raise NotFound("no leaf with that hash", reason="LEAF_UNKNOWN")
+        return int(index)
+
+    def inclusion_proof(self, leaf_index: int, tree_size: int) -> tuple[int, list[bytes]]:
+        """Inclusion proof of ``leaf_index`` in the tree of ``tree_size`` (0: latest checkpoint).
+
+        Returns ``(tree_size, proof)``. Requires leaf_index < tree_size <= latest tree size.
+        """
+        with self._engine.connect() as connection:
+            tree_size = _resolve_size(connection, tree_size, "tree_size")
+            if leaf_index >= tree_size:
+                raise OutOfRange(
+                    f"leaf_index is beyond tree_size: {leaf_index} >= {tree_size}",
+                    reason="INDEX_BEYOND_SIZE",
+                    field_violations=[FieldViolation("leaf_index", "beyond tree_size")],
+                )
+            return tree_size, _proof(connection, inclusion(leaf_index, tree_size))
+
+    def consistency_proof(self, from_size: int, to_size: int) -> tuple[int, list[bytes]]:
+        """Consistency proof from ``from_size`` to ``to_size`` (0: latest checkpoint).
+
+        Returns ``(to_size, proof)``. Requires 1 <= from_size <= to_size <= latest tree size.
+        """
+        with self._engine.connect() as connection:
+            to_size = _resolve_size(connection, to_size, "to_tree_size")
+            if not 1 <= from_size <= to_size:
+                raise OutOfRange(
+                    f"from_tree_size must be in 1..{to_size}, got {from_size}",
+                    reason="SIZE_OUT_OF_RANGE",
+                    field_violations=[FieldViolation("from_tree_size", f"not in 1..{to_size}")],
+                )
+            return to_size, _proof(connection, consistency(from_size, to_size))
+
+    def tree_size(self) -> int:
+        """Number of entries stored (equals the latest checkpoint's size between batches)."""
+        with self._engine.connect() as connection:
+            return entry_count(connection)
+
+
+def entry_count(connection: Connection) -> int:
+    """Entries stored: max(leaf_index) + 1, read from the primary key."""
+    highest = connection.execute(select(func.max(log_entries.c.leaf_index))).scalar()
+    return 0 if highest is None else int(highest) + 1
+
+
+def latest_checkpoint(connection: Connection) -> StoredCheckpoint:
+    """The newest checkpoint on ``connection``; NOT_FOUND before initialization."""
+    row = connection.execute(
+        select(checkpoints).order_by(checkpoints.c.tree_size.desc()).limit(1)
+    ).first()
+    if row is None:
+        raise NotFound("the log has no checkpoint yet", reason="LOG_NOT_INITIALIZED")
+    return _checkpoint_from_row(row)
+
+
+def checkpoint_covering(connection: Connection, leaf_index: int) -> StoredCheckpoint:
+    """The smallest checkpoint whose tree contains ``leaf_index``."""
+    row = connection.execute(
+        select(checkpoints)
+        .where(checkpoints.c.tree_size > leaf_index)
+        .order_by(checkpoints.c.tree_size)
+        .limit(1)
+    ).first()
+    check(row is not None, f"no checkpoint covers leaf {leaf_index}")
+    return _checkpoint_from_row(row)
+
+
+def _resolve_size(connection: Connection, tree_size: int, field: str) -> int:
+    latest = latest_checkpoint(connection).tree_size
+    if tree_size == 0:
+        if latest == 0:
+            raise OutOfRange("the log is empty", reason="LOG_EMPTY")
+        return latest
+    if tree_size > latest:
+        raise OutOfRange(
+            f"{field} is beyond the latest checkpoint: {tree_size} > {latest}",
+            reason="SIZE_BEYOND_CHECKPOINT",
+            field_violations=[FieldViolation(field, "beyond the latest checkpoint")],
+        )
+    return tree_size
+
+
+def _proof(connection: Connection, plan: ProofPlan) -> list[bytes]:
+    return plan.rehash(read_nodes(connection, plan.ids))

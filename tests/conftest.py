@@ -1,0 +1,163 @@
+"""Shared fixtures: databases (SQLite always, PostgreSQL where reachable), keys, a running server.
+
+PostgreSQL: each test that asks for ``database_url`` runs once per engine. The PostgreSQL run
+creates a fresh database on the server at POLICY_LEDGER_TEST_POSTGRES_URL (default: the local
+server, user postgres, trust auth) and drops it afterwards. Where no server answers, those runs
+are skipped with the reason, unless POLICY_LEDGER_REQUIRE_POSTGRES=1 (CI here), which fails them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import secrets
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import pytest
+from sqlalchemy import Engine, create_engine, text
+from sqlalchemy.engine import make_url
+
+from ledger.config import ServerConfig
+from ledger.rpc.server import RunningServer, start_server
+from ledger.sequencer import SequencerOptions
+from ledger.signing import Ed25519Signer, format_signer_key, format_verifier_key
+from ledger.storage.db import create_ledger_engine, sqlite_url
+from ledger.storage.migrate import upgrade
+
+POSTGRES_URL = os.environ.get(
+    "POLICY_LEDGER_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
+)
+REQUIRE_POSTGRES = os.environ.get("POLICY_LEDGER_REQUIRE_POSTGRES") == "1"
+LOG_NAME = "test.policy-ledger/log"
+
+
+def _postgres_unreachable_reason() -> str | None:
+    try:
+        engine = create_engine(POSTGRES_URL, connect_args={"connect_timeout": 3})
+        with engine.connect() as connection:
+            connection.execute(text("SELECT 1"))
+        engine.dispose()
+    except Exception as error:
+        return f"PostgreSQL not reachable at {POSTGRES_URL}: {type(error).__name__}: {error}"
+    return None
+
+
+_POSTGRES_REASON: list[str | None] = []
+
+
+def postgres_reason() -> str | None:
+    """Why PostgreSQL tests cannot run here (None when they can); checked once per session."""
+    if not _POSTGRES_REASON:
+        _POSTGRES_REASON.append(_postgres_unreachable_reason())
+    return _POSTGRES_REASON[0]
+
+
+@pytest.fixture(scope="session")
+def postgres_admin_url() -> str:
+    """The maintenance URL of a reachable PostgreSQL server (or skip / fail as documented)."""
+    reason = postgres_reason()
+    if reason is not None:
+        if REQUIRE_POSTGRES:
+            pytest.fail(f"{reason} (POLICY_LEDGER_REQUIRE_POSTGRES=1)")
+        pytest.skip(f"{reason}; set POLICY_LEDGER_TEST_POSTGRES_URL to run these tests")
+    return POSTGRES_URL
+
+
+@pytest.fixture
+def fresh_postgres_url(postgres_admin_url: str) -> Iterator[str]:
+    """The URL of a new, empty PostgreSQL database, dropped after the test."""
+    name = f"policy_ledger_test_{secrets.token_hex(6)}"
+    admin = create_engine(postgres_admin_url, isolation_level="AUTOCOMMIT")
+    with admin.connect() as connection:
+        connection.execute(text(f'CREATE DATABASE "{name}"'))
+    try:
+        yield make_url(postgres_admin_url).set(database=name).render_as_string(hide_password=False)
+    finally:
+        with admin.connect() as connection:
+            connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """An empty database on each engine: a SQLite file, then a fresh PostgreSQL database."""
+    if request.param == "sqlite":
+        return sqlite_url(tmp_path / "ledger.db")
+    return str(request.getfixturevalue("fresh_postgres_url"))
+
+
+@pytest.fixture
+def engine(database_url: str) -> Iterator[Engine]:
+    """An engine on a migrated, empty database."""
+    engine = create_ledger_engine(database_url)
+    upgrade(engine)
+    yield engine
+    engine.dispose()
+
+
+@pytest.fixture(scope="session")
+def log_signer() -> Ed25519Signer:
+    """The test log's checkpoint signer."""
+    return Ed25519Signer.generate(LOG_NAME)
+
+
+@pytest.fixture(scope="session")
+def insurer_signer() -> Ed25519Signer:
+    """An insurer's event signer."""
+    return Ed25519Signer.generate("gulf-health")
+
+
+@dataclass
+class ServerHandle:
+    """A server running on its own event loop thread, for end-to-end tests."""
+
+    running: RunningServer
+    loop: asyncio.AbstractEventLoop
+    thread: threading.Thread
+    admin_token: str
+    log_verifier_key: str
+
+    @property
+    def address(self) -> str:
+        """host:port of the server."""
+        return f"127.0.0.1:{self.running.port}"
+
+    def stop(self) -> None:
+        """Stop the server and its loop."""
+        asyncio.run_coroutine_threadsafe(self.running.stop(), self.loop).result(timeout=30)
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(timeout=30)
+
+
+def start_server_thread(
+    database_url: str, log_signer: Ed25519Signer, tmp_path: Path, **options: float
+) -> ServerHandle:
+    """Start a real server on 127.0.0.1:0 in a background thread."""
+    key_path = tmp_path / "log.key"
+    key_path.write_text(format_signer_key(log_signer) + "\n", encoding="utf-8")
+    admin_token = secrets.token_urlsafe(16)
+    config = replace(
+        ServerConfig(),
+        database_url=database_url,
+        listen="127.0.0.1:0",
+        log_key_path=key_path,
+        admin_token=admin_token,
+        grace_seconds=1.0,
+        sequencer=SequencerOptions(**options),  # type: ignore[arg-type]
+    )
+    loop = asyncio.new_event_loop()
+    thread = threading.Thread(target=loop.run_forever, name="server-loop", daemon=True)
+    thread.start()
+    running = asyncio.run_coroutine_threadsafe(start_server(config), loop).result(timeout=60)
+    return ServerHandle(running, loop, thread, admin_token, format_verifier_key(log_signer))
+
+
+@pytest.fixture
+def server(database_url: str, log_signer: Ed25519Signer, tmp_path: Path) -> Iterator[ServerHandle]:
+    """A running server on a fresh database (each engine)."""
+    handle = start_server_thread(database_url, log_signer, tmp_path)
+    yield handle
+    handle.stop()

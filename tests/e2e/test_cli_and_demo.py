@@ -1,0 +1,121 @@
+"""The command line and the demo, as a newcomer runs them (real processes)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from ledger.signing import parse_signer_key, parse_verifier_key
+from ledger.storage.db import sqlite_url
+
+CLI = [sys.executable, "-m", "ledger.cli"]
+
+
+def run(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([*CLI, *args], capture_output=True, text=True, check=check, timeout=120)
+
+
+def test_help_lists_every_command_with_examples() -> None:
+    output = run("--help").stdout
+    for command in ("serve", "keygen", "db", "admin", "demo"):
+        assert command in output
+    assert "Examples:" in output
+    assert "Example:" in run("admin", "insurer", "add-key", "--help").stdout
+
+
+def test_keygen_writes_a_private_key_file_and_prints_the_verifier_key(tmp_path: Path) -> None:
+    out = tmp_path / "log.key"
+    printed = run("keygen", "--name", "example.org/log", "--out", str(out)).stdout.strip()
+    signer = parse_signer_key(out.read_text().strip())
+    verifier = parse_verifier_key(printed)
+    assert verifier.public_key == signer.public_key and verifier.name == "example.org/log"
+    assert (out.stat().st_mode & 0o777) == 0o600
+    assert Path(f"{out}.pub").read_text().strip() == printed
+    again = run("keygen", "--name", "x", "--out", str(out), check=False)
+    assert again.returncode == 2 and "exists" in again.stderr
+    assert parse_signer_key(out.read_text().strip()).public_key == signer.public_key
+
+
+def test_admin_key_commands_round_trip(tmp_path: Path) -> None:
+    database = sqlite_url(tmp_path / "ledger.db")
+    key_file = tmp_path / "acme.key"
+    run("keygen", "--name", "acme-health", "--out", str(key_file))
+    added = run(
+        "admin",
+        "insurer",
+        "add-key",
+        "--insurer",
+        "acme-health",
+        "--verifier-key-file",
+        f"{key_file}.pub",
+        "--database",
+        database,
+    ).stdout
+    key_id = added.split()[1]
+    assert key_id.startswith("ed25519:")
+    listed = run("admin", "insurer", "list", "--database", database).stdout
+    assert key_id in listed and "revoked -" in listed
+    run("admin", "insurer", "revoke-key", "--key-id", key_id, "--database", database)
+    again = run(
+        "admin", "insurer", "revoke-key", "--key-id", key_id, "--database", database, check=False
+    )
+    assert again.returncode == 1 and "already revoked" in again.stderr
+    unknown = run(
+        "admin",
+        "insurer",
+        "revoke-key",
+        "--key-id",
+        "ed25519:00",
+        "--database",
+        database,
+        check=False,
+    )
+    assert unknown.returncode == 1 and "no key" in unknown.stderr
+
+
+def test_serve_without_a_log_key_says_how_to_make_one(tmp_path: Path) -> None:
+    result = run(
+        "serve",
+        "--log-key",
+        str(tmp_path / "missing.key"),
+        "--database",
+        sqlite_url(tmp_path / "x.db"),
+        check=False,
+    )
+    assert result.returncode == 1 and "policy-ledger keygen" in result.stderr
+
+
+def test_the_demo_tells_the_whole_story(tmp_path: Path) -> None:
+    env = dict(os.environ)
+    result = subprocess.run(
+        [*CLI, "demo", "--events", "60", "--workdir", str(tmp_path / "demo")],
+        capture_output=True,
+        text=True,
+        timeout=180,
+        env=env,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    story = result.stdout
+    for expected in (
+        "registered insurer",
+        "submitted 60 events",
+        "duplicate=True",
+        "ALREADY_EXISTS",
+        "UNAUTHENTICATED",
+        "consistency proof",
+        "full audit: 60 entries",
+        "verdict",
+        "exit code 0",
+    ):
+        assert expected in story, expected
+
+
+@pytest.mark.parametrize("args", [["keygen"], ["serve", "--batch-entries", "0"], ["nope"]])
+def test_bad_command_lines_are_refused(args: list[str], tmp_path: Path) -> None:
+    result = run(*args, check=False)
+    assert result.returncode != 0

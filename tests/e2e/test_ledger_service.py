@@ -1,0 +1,265 @@
+"""The ledger end to end: a real server on 127.0.0.1:0 (SQLite and PostgreSQL), driven by the
+Python clients in clients/; everything the server says is verified with the log's public key."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+
+import grpc
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+
+from clients.auditor import AuditorClient
+from clients.errors import ClientError, from_rpc_error
+from clients.insurer import InsurerClient
+from clients.samples import sample_events
+from clients.verify import TrustedLog, VerifiedReceipt
+from ledger.errors import VerificationError
+from ledger.keys import insurer_key_id
+from ledger.merkle import leaf_hash
+from ledger.signing import Ed25519Signer, format_verifier_key
+from ledger.v1 import admin_service_pb2, admin_service_pb2_grpc
+from ledger.v1 import ledger_service_pb2 as pb
+from ledger.v1 import ledger_service_pb2_grpc as pb_grpc
+from tests.conftest import ServerHandle
+
+INSURER = "gulf-health"
+NOW = dt.datetime.now(dt.UTC)
+
+
+@pytest.fixture
+def channel(server: ServerHandle) -> Iterator[grpc.Channel]:
+    with grpc.insecure_channel(server.address) as channel:
+        yield channel
+
+
+@pytest.fixture
+def trusted(server: ServerHandle) -> TrustedLog:
+    return TrustedLog.from_verifier_key(server.log_verifier_key)
+
+
+@pytest.fixture
+def insurer(
+    server: ServerHandle, channel: grpc.Channel, insurer_signer: Ed25519Signer, trusted: TrustedLog
+) -> InsurerClient:
+    admin = admin_service_pb2_grpc.AdminServiceStub(channel)
+    admin.RegisterInsurerKey(
+        admin_service_pb2.RegisterInsurerKeyRequest(
+            insurer_id=INSURER, public_key=insurer_signer.public_key
+        ),
+        metadata=[("authorization", f"Bearer {server.admin_token}")],
+    )
+    return InsurerClient(channel, signer=insurer_signer, log=trusted)
+
+
+def _submit_many(
+    insurer: InsurerClient, count: int, first_number: int = 0
+) -> list[VerifiedReceipt]:
+    results = list(
+        insurer.submit_stream(sample_events(count, INSURER, NOW, first_number=first_number))
+    )
+    assert all(isinstance(result, VerifiedReceipt) for result in results), results[:3]
+    return results  # type: ignore[return-value]
+
+
+def test_health_and_reflection_are_served(channel: grpc.Channel) -> None:
+    health = health_pb2_grpc.HealthStub(channel)
+    for service in ("", "ledger.v1.LedgerService", "ledger.v1.AdminService"):
+        response = health.Check(health_pb2.HealthCheckRequest(service=service))
+        assert response.status == health_pb2.HealthCheckResponse.SERVING
+    reflection = reflection_pb2_grpc.ServerReflectionStub(channel)
+    responses = reflection.ServerReflectionInfo(
+        iter([reflection_pb2.ServerReflectionRequest(list_services="")])
+    )
+    names = {
+        service.name
+        for response in responses
+        for service in response.list_services_response.service
+    }
+    assert {"ledger.v1.LedgerService", "ledger.v1.AdminService", "grpc.health.v1.Health"} <= names
+
+
+def test_unary_and_streamed_submissions_get_verified_receipts(insurer: InsurerClient) -> None:
+    single = insurer.submit(next(sample_events(1, INSURER, NOW, first_number=900)))
+    assert single.leaf_index == 0 and single.checkpoint.size == 1
+    streamed = _submit_many(insurer, 120)
+    assert [receipt.leaf_index for receipt in streamed] == list(range(1, 121))
+    assert streamed[-1].checkpoint.size == 121
+
+
+def test_concurrent_submissions_share_batches(server: ServerHandle, insurer: InsurerClient) -> None:
+    events = list(sample_events(200, INSURER, NOW))
+    with ThreadPoolExecutor(max_workers=16) as pool:
+        receipts = list(pool.map(insurer.submit, events))
+    assert sorted(receipt.leaf_index for receipt in receipts) == list(range(200))
+    # Group commit: far fewer checkpoints (one per batch) than entries.
+    assert server.running.sequencer.batches_committed < 200
+    assert (
+        len({receipt.checkpoint.size for receipt in receipts})
+        == server.running.sequencer.batches_committed
+    )
+
+
+def test_auditor_verifies_checkpoints_entries_and_proofs(
+    channel: grpc.Channel,
+    insurer: InsurerClient,
+    insurer_signer: Ed25519Signer,
+    trusted: TrustedLog,
+) -> None:
+    early = _submit_many(insurer, 30)[-1].checkpoint
+    _submit_many(insurer, 1234, first_number=100)
+    auditor = AuditorClient(channel, log=trusted)
+    latest = auditor.checkpoint()
+    assert latest.size == 1264
+    auditor.verify_consistency(early, latest)
+    for index in (0, 29, 30, 777, 1263):
+        auditor.verify_inclusion(index, latest)
+    key_id = insurer_key_id(insurer_signer.public_key)
+    report = auditor.audit({key_id: insurer_signer.public_key}, checkpoint=latest)
+    assert report.entries_checked == report.signatures_checked == 1264
+    assert report.root_hash == latest.root_hash
+    assert auditor.checkpoint(early.size).root_hash == early.root_hash
+
+
+def test_inclusion_proof_by_leaf_hash(channel: grpc.Channel, insurer: InsurerClient) -> None:
+    receipts = _submit_many(insurer, 10)
+    stub = pb_grpc.LedgerServiceStub(channel)
+    response = stub.GetInclusionProof(
+        pb.GetInclusionProofRequest(leaf_hash=receipts[4].leaf_hash, tree_size=7)
+    )
+    assert (response.leaf_index, response.tree_size) == (4, 7)
+    with pytest.raises(grpc.RpcError) as raised:
+        stub.GetInclusionProof(pb.GetInclusionProofRequest(leaf_hash=leaf_hash(b"nope")))
+    assert raised.value.code() == grpc.StatusCode.NOT_FOUND
+
+
+def test_entries_are_paged_and_verbatim(channel: grpc.Channel, insurer: InsurerClient) -> None:
+    receipts = _submit_many(insurer, 25)
+    stub = pb_grpc.LedgerServiceStub(channel)
+    chunks = list(stub.GetEntries(pb.GetEntriesRequest(start_index=3, end_index=10_000)))
+    entries = [data for chunk in chunks for data in chunk.entries]
+    assert chunks[0].start_index == 3 and len(entries) == 22
+    assert [leaf_hash(data) for data in entries] == [r.leaf_hash for r in receipts[3:]]
+
+
+@pytest.mark.parametrize(
+    ("request_message", "method", "code"),
+    [
+        (pb.GetEntriesRequest(start_index=5, end_index=5), "GetEntries", "OUT_OF_RANGE"),
+        (pb.GetEntriesRequest(start_index=2, end_index=1), "GetEntries", "INVALID_ARGUMENT"),
+        (pb.GetInclusionProofRequest(tree_size=1), "GetInclusionProof", "INVALID_ARGUMENT"),
+        (
+            pb.GetInclusionProofRequest(leaf_index=3, tree_size=3),
+            "GetInclusionProof",
+            "OUT_OF_RANGE",
+        ),
+        (
+            pb.GetInclusionProofRequest(leaf_index=0, tree_size=99),
+            "GetInclusionProof",
+            "OUT_OF_RANGE",
+        ),
+        (
+            pb.GetConsistencyProofRequest(from_tree_size=0, to_tree_size=3),
+            "GetConsistencyProof",
+            "OUT_OF_RANGE",
+        ),
+        (
+            pb.GetConsistencyProofRequest(from_tree_size=4, to_tree_size=3),
+            "GetConsistencyProof",
+            "OUT_OF_RANGE",
+        ),
+        (
+            pb.GetConsistencyProofRequest(from_tree_size=1, to_tree_size=9),
+            "GetConsistencyProof",
+            "OUT_OF_RANGE",
+        ),
+        (pb.GetCheckpointRequest(tree_size=2), "GetCheckpoint", "NOT_FOUND"),
+    ],
+)
+def test_bad_read_requests_get_clear_statuses(
+    channel: grpc.Channel, insurer: InsurerClient, request_message: object, method: str, code: str
+) -> None:
+    insurer.submit(next(sample_events(1, INSURER, NOW)))
+    _submit_many(insurer, 2, first_number=10)  # sizes 1 and 3 have checkpoints; 2 has none
+    stub = pb_grpc.LedgerServiceStub(channel)
+    with pytest.raises(grpc.RpcError) as raised:
+        result = getattr(stub, method)(request_message)
+        list(result) if method == "GetEntries" else None
+    error = from_rpc_error(raised.value)
+    assert error.code.name == code, str(error)
+
+
+def test_admin_calls_need_the_token(channel: grpc.Channel, insurer_signer: Ed25519Signer) -> None:
+    admin = admin_service_pb2_grpc.AdminServiceStub(channel)
+    request = admin_service_pb2.RegisterInsurerKeyRequest(
+        insurer_id=INSURER, public_key=insurer_signer.public_key
+    )
+    for metadata in ([], [("authorization", "Bearer wrong")]):
+        with pytest.raises(grpc.RpcError) as raised:
+            admin.RegisterInsurerKey(request, metadata=metadata)
+        assert raised.value.code() == grpc.StatusCode.UNAUTHENTICATED
+    with pytest.raises(grpc.RpcError):
+        admin.ListInsurerKeys(admin_service_pb2.ListInsurerKeysRequest())
+
+
+def test_admin_refuses_bad_keys_and_lists_good_ones(
+    server: ServerHandle, channel: grpc.Channel, insurer_signer: Ed25519Signer
+) -> None:
+    admin = admin_service_pb2_grpc.AdminServiceStub(channel)
+    auth = [("authorization", f"Bearer {server.admin_token}")]
+    bad = [
+        admin_service_pb2.RegisterInsurerKeyRequest(insurer_id=INSURER, public_key=b"short"),
+        admin_service_pb2.RegisterInsurerKeyRequest(
+            insurer_id="", public_key=insurer_signer.public_key
+        ),
+        admin_service_pb2.RegisterInsurerKeyRequest(
+            insurer_id="bad id!", public_key=insurer_signer.public_key
+        ),
+    ]
+    for request in bad:
+        with pytest.raises(grpc.RpcError) as raised:
+            admin.RegisterInsurerKey(request, metadata=auth)
+        assert raised.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert (
+        list(admin.ListInsurerKeys(admin_service_pb2.ListInsurerKeysRequest(), metadata=auth).keys)
+        == []
+    )
+    good = admin_service_pb2.RegisterInsurerKeyRequest(
+        insurer_id=INSURER, public_key=insurer_signer.public_key
+    )
+    first = admin.RegisterInsurerKey(good, metadata=auth).key
+    assert admin.RegisterInsurerKey(good, metadata=auth).key == first  # idempotent
+    other = admin_service_pb2.RegisterInsurerKeyRequest(
+        insurer_id="desert-care", public_key=insurer_signer.public_key
+    )
+    with pytest.raises(grpc.RpcError) as raised:
+        admin.RegisterInsurerKey(other, metadata=auth)
+    assert raised.value.code() == grpc.StatusCode.ALREADY_EXISTS
+    listed = admin.ListInsurerKeys(
+        admin_service_pb2.ListInsurerKeysRequest(insurer_id=INSURER), metadata=auth
+    )
+    assert [key.key_id for key in listed.keys] == [first.key_id]
+
+
+def test_a_receipt_from_another_log_is_rejected(
+    insurer: InsurerClient, channel: grpc.Channel, insurer_signer: Ed25519Signer
+) -> None:
+    # Same log name, another key: the checkpoint's signature is not one the client trusts.
+    impostor = TrustedLog.from_verifier_key(
+        format_verifier_key(Ed25519Signer.generate("test.policy-ledger/log"))
+    )
+    client = InsurerClient(channel, signer=insurer_signer, log=impostor)
+    with pytest.raises(VerificationError):
+        client.submit(next(sample_events(1, INSURER, NOW)))
+
+
+def test_client_errors_are_typed(insurer: InsurerClient) -> None:
+    event = next(sample_events(1, INSURER, NOW))
+    event.policy_issued.plan = ""
+    with pytest.raises(ClientError) as raised:
+        insurer.submit(event)
+    assert type(raised.value).__name__ == "InvalidArgumentError"
+    assert raised.value.field_violations[0].field == "event.policy_issued.plan"

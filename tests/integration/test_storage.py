@@ -1,0 +1,263 @@
+"""Storage on a real database (SQLite and PostgreSQL): migrations, append-only triggers, batches,
+idempotency and proofs built from stored nodes."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import pytest
+from sqlalchemy import Engine, func, select, text
+from sqlalchemy.exc import DBAPIError
+
+from clients.samples import sample_events
+from clients.verify import TrustedLog, verify_receipt
+from ledger.clock import to_micros
+from ledger.dsse import sign_envelope
+from ledger.errors import AlreadyExists, PermissionDenied
+from ledger.events import EVENT_PAYLOAD_TYPE
+from ledger.keys import insurer_key_id
+from ledger.merkle import MemoryTree, leaf_hash, verify_consistency, verify_inclusion
+from ledger.signing import Ed25519Signer, format_verifier_key
+from ledger.storage.append import Appender, PendingEntry, Receipt
+from ledger.storage.key_store import KeyStore
+from ledger.storage.log_store import LogStore
+from ledger.storage.migrate import alembic_config, downgrade, upgrade
+from ledger.storage.tables import APPEND_ONLY_TABLES, checkpoints, log_entries, tree_nodes
+
+NOW = dt.datetime.now(dt.UTC)
+INSURER = "gulf-health"
+
+
+def _pending(signer: Ed25519Signer, events: list[object]) -> list[PendingEntry]:
+    items = []
+    for event in events:
+        payload = event.SerializeToString(deterministic=True)  # type: ignore[attr-defined]
+        envelope = sign_envelope(
+            EVENT_PAYLOAD_TYPE, payload, signer, insurer_key_id(signer.public_key)
+        )
+        items.append(
+            PendingEntry(
+                envelope=envelope,
+                insurer_id=INSURER,
+                event_id=event.event_id,  # type: ignore[attr-defined]
+                key_id=insurer_key_id(signer.public_key),
+            )
+        )
+    return items
+
+
+@pytest.fixture
+def appender(engine: Engine, log_signer: Ed25519Signer, insurer_signer: Ed25519Signer) -> Appender:
+    KeyStore(engine).register(
+        insurer_id=INSURER,
+        public_key=insurer_signer.public_key,
+        valid_from=NOW - dt.timedelta(days=1),
+        valid_until=None,
+        now=NOW,
+    )
+    appender = Appender(engine, log_signer, log_signer.name)
+    appender.initialize(NOW)
+    return appender
+
+
+def _count(engine: Engine, table: object) -> int:
+    with engine.connect() as connection:
+        return int(connection.execute(select(func.count()).select_from(table)).scalar_one())  # type: ignore[arg-type]
+
+
+def test_migrations_match_the_table_definitions(engine: Engine) -> None:
+    from alembic.autogenerate import compare_metadata
+    from alembic.migration import MigrationContext
+
+    from ledger.storage.tables import metadata
+
+    with engine.connect() as connection:
+        differences = compare_metadata(MigrationContext.configure(connection), metadata)
+    assert differences == []
+
+
+def test_migrations_downgrade_and_upgrade_again(engine: Engine) -> None:
+    downgrade(engine, "base")
+    with engine.connect() as connection:
+        assert "log_entries" not in engine.dialect.get_table_names(connection)
+    upgrade(engine)
+    with engine.connect() as connection:
+        assert "log_entries" in engine.dialect.get_table_names(connection)
+    assert alembic_config().get_main_option("script_location")
+
+
+@pytest.mark.parametrize("table", APPEND_ONLY_TABLES)
+@pytest.mark.parametrize(
+    "statement", ["UPDATE {table} SET {column} = {column}", "DELETE FROM {table}"]
+)
+def test_append_only_tables_refuse_update_and_delete(
+    appender: Appender, engine: Engine, insurer_signer: Ed25519Signer, table: str, statement: str
+) -> None:
+    appender.append_batch(_pending(insurer_signer, list(sample_events(3, INSURER, NOW))), NOW)
+    column = {"log_entries": "event_id", "tree_nodes": "hash", "checkpoints": "note_bytes"}[table]
+    before = _count(
+        engine,
+        {"log_entries": log_entries, "tree_nodes": tree_nodes, "checkpoints": checkpoints}[table],
+    )
+    with pytest.raises(DBAPIError, match="append-only"), engine.begin() as connection:
+        connection.execute(text(statement.format(table=table, column=column)))
+    after = _count(
+        engine,
+        {"log_entries": log_entries, "tree_nodes": tree_nodes, "checkpoints": checkpoints}[table],
+    )
+    assert after == before > 0
+
+
+@pytest.mark.postgres
+def test_postgres_refuses_truncate(appender: Appender, engine: Engine) -> None:
+    if engine.dialect.name != "postgresql":
+        pytest.skip("TRUNCATE exists only on PostgreSQL")
+    with pytest.raises(DBAPIError, match="append-only"), engine.begin() as connection:
+        connection.execute(text("TRUNCATE checkpoints CASCADE"))
+    assert _count(engine, checkpoints) == 1
+
+
+def test_initialize_signs_the_empty_tree_once(appender: Appender, engine: Engine) -> None:
+    appender.initialize(NOW)
+    assert _count(engine, checkpoints) == 1
+    assert LogStore(engine).latest_checkpoint().tree_size == 0
+
+
+def test_a_batch_is_one_checkpoint_and_every_receipt_verifies(
+    appender: Appender, engine: Engine, log_signer: Ed25519Signer, insurer_signer: Ed25519Signer
+) -> None:
+    items = _pending(insurer_signer, list(sample_events(37, INSURER, NOW)))
+    outcomes = appender.append_batch(items, NOW)
+    trusted = TrustedLog.from_verifier_key(format_verifier_key(log_signer))
+    from ledger.rpc.ledger_servicer import receipt_to_proto
+
+    for item, outcome in zip(items, outcomes, strict=True):
+        assert isinstance(outcome, Receipt)
+        verified = verify_receipt(receipt_to_proto(outcome), trusted, item.envelope.payload)
+        assert verified.checkpoint.size == 37
+    assert [o.leaf_index for o in outcomes if isinstance(o, Receipt)] == list(range(37))
+    assert _count(engine, checkpoints) == 2
+    assert _count(engine, log_entries) == 37
+
+
+def test_proofs_from_stored_nodes_match_an_in_memory_tree(
+    appender: Appender, engine: Engine, insurer_signer: Ed25519Signer
+) -> None:
+    events = list(sample_events(70, INSURER, NOW))
+    memory = MemoryTree()
+    for start, end in [(0, 1), (1, 2), (2, 7), (7, 8), (8, 33), (33, 64), (64, 70)]:
+        for outcome in appender.append_batch(_pending(insurer_signer, events[start:end]), NOW):
+            assert isinstance(outcome, Receipt)
+            assert memory.append_leaf_hash(outcome.leaf_hash) == outcome.leaf_index
+    store = LogStore(engine)
+    for tree_size in [1, 2, 7, 8, 33, 64, 70]:
+        for leaf_index in range(0, tree_size, 3):
+            size, proof = store.inclusion_proof(leaf_index, tree_size)
+            assert proof == memory.inclusion_proof(leaf_index, tree_size)
+            verify_inclusion(
+                leaf_index, size, memory.get_leaf_hash(leaf_index), proof, memory.root(size)
+            )
+        for older in range(1, tree_size + 1, 5):
+            _, proof = store.consistency_proof(older, tree_size)
+            verify_consistency(older, tree_size, proof, memory.root(older), memory.root(tree_size))
+
+
+def test_resubmitting_the_same_event_returns_its_first_receipt(
+    appender: Appender, engine: Engine, insurer_signer: Ed25519Signer
+) -> None:
+    events = list(sample_events(5, INSURER, NOW))
+    first = appender.append_batch(_pending(insurer_signer, events), NOW)
+    appender.append_batch(
+        _pending(insurer_signer, list(sample_events(4, INSURER, NOW, first_number=50))), NOW
+    )
+    again = appender.append_batch(_pending(insurer_signer, events[2:3]), NOW)
+    original, repeated = first[2], again[0]
+    assert isinstance(original, Receipt) and isinstance(repeated, Receipt)
+    assert repeated.duplicate and not original.duplicate
+    assert (repeated.leaf_index, repeated.checkpoint, repeated.inclusion_proof) == (
+        original.leaf_index,
+        original.checkpoint,
+        original.inclusion_proof,
+    )
+    assert _count(engine, log_entries) == 9
+    assert _count(engine, checkpoints) == 3  # the duplicate-only batch wrote no checkpoint
+
+
+def test_the_same_event_twice_in_one_batch_is_written_once(
+    appender: Appender, engine: Engine, insurer_signer: Ed25519Signer
+) -> None:
+    event = next(sample_events(1, INSURER, NOW))
+    outcomes = appender.append_batch(_pending(insurer_signer, [event, event]), NOW)
+    assert isinstance(outcomes[0], Receipt) and isinstance(outcomes[1], Receipt)
+    assert outcomes[1].duplicate and outcomes[1].leaf_index == outcomes[0].leaf_index == 0
+    assert _count(engine, log_entries) == 1
+
+
+@pytest.mark.parametrize("same_batch", [False, True])
+def test_an_event_id_reused_with_other_bytes_is_refused_naming_the_field(
+    appender: Appender, engine: Engine, insurer_signer: Ed25519Signer, same_batch: bool
+) -> None:
+    event = next(sample_events(1, INSURER, NOW))
+    changed = type(event)()
+    changed.CopyFrom(event)
+    changed.policy_issued.members[1].relationship = 4
+    if same_batch:
+        outcomes = appender.append_batch(_pending(insurer_signer, [event, changed]), NOW)
+        conflict = outcomes[1]
+    else:
+        appender.append_batch(_pending(insurer_signer, [event]), NOW)
+        conflict = appender.append_batch(_pending(insurer_signer, [changed]), NOW)[0]
+    assert isinstance(conflict, AlreadyExists)
+    assert (
+        conflict.details.field_violations[0].field == "event.policy_issued.members[1].relationship"
+    )
+    assert _count(engine, log_entries) == 1
+    assert _count(engine, checkpoints) == 2
+
+
+def test_a_key_revoked_before_the_commit_is_refused_and_nothing_is_written(
+    appender: Appender, engine: Engine, insurer_signer: Ed25519Signer
+) -> None:
+    items = _pending(insurer_signer, list(sample_events(3, INSURER, NOW)))
+    KeyStore(engine).revoke(
+        insurer_key_id(insurer_signer.public_key), NOW - dt.timedelta(seconds=1)
+    )
+    outcomes = appender.append_batch(items, NOW)
+    assert all(isinstance(outcome, PermissionDenied) for outcome in outcomes)
+    assert outcomes[0].reason == "KEY_REVOKED"  # type: ignore[union-attr]
+    assert _count(engine, log_entries) == 0
+    assert _count(engine, checkpoints) == 1
+
+
+def test_stored_entry_bytes_are_exactly_what_was_hashed(
+    appender: Appender, engine: Engine, insurer_signer: Ed25519Signer
+) -> None:
+    items = _pending(insurer_signer, list(sample_events(4, INSURER, NOW)))
+    outcomes = appender.append_batch(items, NOW)
+    _, entries = LogStore(engine).entries(0, 10)
+    from ledger.entry import decode_entry
+
+    for item, outcome, data in zip(items, outcomes, entries, strict=True):
+        assert isinstance(outcome, Receipt)
+        assert leaf_hash(data) == outcome.leaf_hash
+        assert decode_entry(data).envelope.payload == item.envelope.payload
+        assert decode_entry(data).integrated_time == NOW.replace(microsecond=NOW.microsecond)
+    assert to_micros(NOW) > 0
+
+
+def test_a_tampered_node_is_detected_before_the_next_append(
+    appender: Appender, engine: Engine, insurer_signer: Ed25519Signer
+) -> None:
+    if engine.dialect.name != "sqlite":
+        pytest.skip("tampering below the triggers is shown on SQLite")
+    appender.append_batch(_pending(insurer_signer, list(sample_events(4, INSURER, NOW))), NOW)
+    with engine.begin() as connection:
+        connection.execute(text("DROP TRIGGER tree_nodes_append_only_update"))
+        connection.execute(text("UPDATE tree_nodes SET hash = zeroblob(32)"))
+    from ledger.errors import InvariantViolation
+
+    with pytest.raises(InvariantViolation, match="do not give the signed root"):
+        appender.append_batch(
+            _pending(insurer_signer, list(sample_events(2, INSURER, NOW, first_number=9))), NOW
+        )
+    assert _count(engine, log_entries) == 4

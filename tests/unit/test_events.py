@@ -1,0 +1,201 @@
+"""Event decoding and structural validation: every rule refused with its field, and the
+accepted twins."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Callable
+
+import pytest
+
+from clients.samples import policy_cancelled, policy_issued, premium_paid
+from ledger import limits
+from ledger.errors import InvalidArgument, ResourceExhausted
+from ledger.events import decode_event, first_difference, validate_event
+from ledger.v1 import events_pb2, types_pb2
+
+NOW = dt.datetime(2026, 11, 22, 12, 0, tzinfo=dt.UTC)
+INSURER = "gulf-health"
+
+
+def _issued() -> events_pb2.Event:
+    return policy_issued(1, INSURER, NOW)
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda: policy_issued(1, INSURER, NOW),
+        lambda: premium_paid(1, INSURER, NOW),
+        lambda: policy_cancelled(1, INSURER, NOW),
+    ],
+    ids=["issued", "premium", "cancelled"],
+)
+def test_sample_events_are_valid(make: Callable[[], events_pb2.Event]) -> None:
+    event = make()
+    summary = validate_event(decode_event(event.SerializeToString()), NOW)
+    assert (summary.event_id, summary.insurer_id) == (event.event_id, INSURER)
+
+
+def _set_issued(
+    change: Callable[[events_pb2.PolicyIssued], None],
+) -> Callable[[events_pb2.Event], None]:
+    return lambda event: change(event.policy_issued)
+
+
+def _duplicate_member(body: events_pb2.PolicyIssued) -> None:
+    body.members.add().CopyFrom(body.members[0])
+
+
+def _too_many_members(body: events_pb2.PolicyIssued) -> None:
+    for number in range(limits.policy_members_max):
+        body.members.add(
+            person=types_pb2.PersonId(type=1, value=f"3{number:09d}", country_code="SA"),
+            relationship=events_pb2.RELATIONSHIP_CHILD,
+        )
+
+
+def _end_before_start(body: events_pb2.PolicyIssued) -> None:
+    body.end_date.CopyFrom(types_pb2.CivilDate(year=2020, month=1, day=1))
+
+
+def _too_long_term(body: events_pb2.PolicyIssued) -> None:
+    body.end_date.year += 3
+
+
+REFUSED: dict[str, tuple[Callable[[events_pb2.Event], None], str]] = {
+    "no event id": (lambda e: setattr(e, "event_id", ""), "event.event_id"),
+    "event id too long": (lambda e: setattr(e, "event_id", "x" * 129), "event.event_id"),
+    "event id charset": (lambda e: setattr(e, "event_id", "a b"), "event.event_id"),
+    "no insurer": (lambda e: setattr(e, "insurer_id", ""), "event.insurer_id"),
+    "no time": (lambda e: e.ClearField("occurred_at"), "event.occurred_at"),
+    "time before 2000": (
+        lambda e: e.occurred_at.FromDatetime(dt.datetime(1999, 1, 1, tzinfo=dt.UTC)),
+        "event.occurred_at",
+    ),
+    "time in the future": (
+        lambda e: e.occurred_at.FromDatetime(NOW + dt.timedelta(days=2)),
+        "event.occurred_at",
+    ),
+    "no body": (lambda e: e.ClearField("policy_issued"), "event.body"),
+    "no policy id": (
+        _set_issued(lambda b: setattr(b, "policy_id", "")),
+        "event.policy_issued.policy_id",
+    ),
+    "no sponsor": (_set_issued(lambda b: b.ClearField("sponsor")), "event.policy_issued.sponsor"),
+    "sponsor without type": (
+        _set_issued(lambda b: setattr(b.sponsor, "type", 0)),
+        "event.policy_issued.sponsor.type",
+    ),
+    "sponsor lowercase": (
+        _set_issued(lambda b: setattr(b.sponsor, "value", "abc")),
+        "event.policy_issued.sponsor.value",
+    ),
+    "sponsor country": (
+        _set_issued(lambda b: setattr(b.sponsor, "country_code", "SAU")),
+        "event.policy_issued.sponsor.country_code",
+    ),
+    "no holder": (_set_issued(lambda b: b.ClearField("holder")), "event.policy_issued.holder"),
+    "no members": (_set_issued(lambda b: b.ClearField("members")), "event.policy_issued.members"),
+    "member twice": (_set_issued(_duplicate_member), "event.policy_issued.members[3].person"),
+    "too many members": (_set_issued(_too_many_members), "event.policy_issued.members"),
+    "member relationship": (
+        _set_issued(lambda b: setattr(b.members[1], "relationship", 0)),
+        "event.policy_issued.members[1].relationship",
+    ),
+    "impossible date": (
+        _set_issued(
+            lambda b: setattr(b.start_date, "day", 31) or setattr(b.start_date, "month", 2)
+        ),
+        "event.policy_issued.start_date",
+    ),
+    "end before start": (_set_issued(_end_before_start), "event.policy_issued.end_date"),
+    "term too long": (_set_issued(_too_long_term), "event.policy_issued.end_date"),
+    "no plan": (_set_issued(lambda b: setattr(b, "plan", "")), "event.policy_issued.plan"),
+    "plan control char": (
+        _set_issued(lambda b: setattr(b, "plan", "A\nB")),
+        "event.policy_issued.plan",
+    ),
+    "unknown currency": (
+        _set_issued(lambda b: setattr(b.annual_premium, "currency_code", "XXX")),
+        "event.policy_issued.annual_premium.currency_code",
+    ),
+    "zero premium": (
+        _set_issued(lambda b: setattr(b.annual_premium, "amount_minor", 0)),
+        "event.policy_issued.annual_premium.amount_minor",
+    ),
+    "huge premium": (
+        _set_issued(
+            lambda b: setattr(b.annual_premium, "amount_minor", limits.money_amount_minor_max + 1)
+        ),
+        "event.policy_issued.annual_premium.amount_minor",
+    ),
+    "no premium": (
+        _set_issued(lambda b: b.ClearField("annual_premium")),
+        "event.policy_issued.annual_premium",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", REFUSED, ids=list(REFUSED))
+def test_each_structural_rule_is_refused_naming_the_field(case: str) -> None:
+    change, field = REFUSED[case]
+    event = _issued()
+    change(event)
+    with pytest.raises(InvalidArgument) as raised:
+        validate_event(event, NOW)
+    assert field in [violation.field for violation in raised.value.details.field_violations]
+    assert raised.value.reason == "EVENT_INVALID"
+
+
+def test_every_violation_is_reported_at_once() -> None:
+    event = _issued()
+    event.event_id = ""
+    event.policy_issued.plan = ""
+    with pytest.raises(InvalidArgument) as raised:
+        validate_event(event, NOW)
+    assert len(raised.value.details.field_violations) == 2
+    assert "and 1 more" in raised.value.message
+
+
+def test_premium_and_cancellation_rules() -> None:
+    paid = premium_paid(1, INSURER, NOW)
+    paid.premium_paid.payer.type = 0
+    paid.premium_paid.amount.amount_minor = -1
+    with pytest.raises(InvalidArgument) as raised:
+        validate_event(paid, NOW)
+    fields = {violation.field for violation in raised.value.details.field_violations}
+    assert fields == {"event.premium_paid.payer.type", "event.premium_paid.amount.amount_minor"}
+    cancelled = policy_cancelled(1, INSURER, NOW)
+    cancelled.policy_cancelled.reason = 0
+    cancelled.policy_cancelled.ClearField("notice_date")
+    with pytest.raises(InvalidArgument) as raised:
+        validate_event(cancelled, NOW)
+    fields = {violation.field for violation in raised.value.details.field_violations}
+    assert fields == {"event.policy_cancelled.reason", "event.policy_cancelled.notice_date"}
+
+
+def test_decode_refuses_oversize_garbage_and_unknown_fields() -> None:
+    with pytest.raises(ResourceExhausted):
+        decode_event(b"\x00" * (limits.envelope_payload_bytes_max + 1))
+    with pytest.raises(InvalidArgument, match=r"not a ledger\.v1\.Event"):
+        decode_event(b"\xff\xff")
+    nested_unknown = _issued()
+    payload = nested_unknown.SerializeToString() + b"\x98\x06\x01"
+    with pytest.raises(InvalidArgument) as raised:
+        decode_event(payload)
+    assert raised.value.details.field_violations[0].field == "event.#99"
+
+
+def test_first_difference_names_the_deepest_changed_field() -> None:
+    old, new = _issued(), _issued()
+    assert first_difference(old, new) is None
+    new.policy_issued.members[2].person.value = "2999999999"
+    assert first_difference(old, new) == "event.policy_issued.members[2].person.value"
+    new = _issued()
+    new.policy_issued.members.add()
+    assert first_difference(old, new) == "event.policy_issued.members"
+    new = _issued()
+    new.ClearField("policy_issued")
+    new.premium_paid.policy_id = "x"
+    assert first_difference(old, new) == "event.policy_issued"

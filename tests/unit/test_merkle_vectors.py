@@ -1,0 +1,55 @@
+"""The 196 transparency-dev/merkle vectors: each verifier gives exactly ``wantErr``."""
+
+from __future__ import annotations
+
+import base64
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from ledger.errors import VerificationError
+from ledger.merkle import verify_consistency, verify_inclusion
+
+TESTDATA = Path(__file__).parent.parent / "vectors" / "rfc6962" / "testdata"
+FILES = sorted(TESTDATA.rglob("*.json"))
+
+
+def _b64(value: str | None) -> bytes:
+    return base64.b64decode(value or "")
+
+
+def _proof(case: dict[str, Any]) -> list[bytes]:
+    return [_b64(item) for item in case.get("proof") or []]
+
+
+def test_all_vectors_are_present() -> None:
+    assert len(FILES) == 196
+
+
+@pytest.mark.parametrize("path", FILES, ids=[str(p.relative_to(TESTDATA)) for p in FILES])
+def test_vector(path: Path) -> None:
+    case = json.loads(path.read_text())
+    if path.relative_to(TESTDATA).parts[0] == "inclusion":
+
+        def run() -> None:
+            verify_inclusion(
+                case["leafIdx"],
+                case["treeSize"],
+                _b64(case["leafHash"]),
+                _proof(case),
+                _b64(case["root"]),
+            )
+    else:
+
+        def run() -> None:
+            verify_consistency(
+                case["size1"], case["size2"], _proof(case), _b64(case["root1"]), _b64(case["root2"])
+            )
+
+    if case["wantErr"]:
+        with pytest.raises(VerificationError):
+            run()
+    else:
+        run()

@@ -1,0 +1,118 @@
+"""The sequencer's batching and failure semantics, with a recording appender (no database)."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import threading
+import time
+from collections.abc import Sequence
+
+import pytest
+
+from ledger.clock import FixedClock
+from ledger.dsse import Envelope
+from ledger.errors import LedgerError, Unavailable
+from ledger.sequencer import Sequencer, SequencerOptions
+from ledger.storage.append import PendingEntry, Receipt
+
+NOW = dt.datetime(2026, 11, 22, tzinfo=dt.UTC)
+
+
+class RecordingAppender:
+    """Stands in for the storage appender: records batches, can be slow or fail."""
+
+    def __init__(self, *, delay_seconds: float = 0.0, fail: bool = False) -> None:
+        self.batches: list[int] = []
+        self.delay_seconds = delay_seconds
+        self.fail = fail
+        self.size = 0
+        self.lock = threading.Lock()
+
+    def initialize(self, now: dt.datetime) -> None:
+        return None
+
+    def append_batch(
+        self, items: Sequence[PendingEntry], now: dt.datetime
+    ) -> list[Receipt | LedgerError]:
+        time.sleep(self.delay_seconds)
+        if self.fail:
+            raise OSError("disk full")
+        with self.lock:
+            self.batches.append(len(items))
+            first = self.size
+            self.size += len(items)
+        return [
+            Receipt(item.event_id, first + offset, b"", b"", b"", self.size, (), False)
+            for offset, item in enumerate(items)
+        ]
+
+
+def _item(number: int) -> PendingEntry:
+    return PendingEntry(Envelope("t", b"p", ()), "ins", f"e{number}", "k")
+
+
+async def _run(appender: RecordingAppender, options: SequencerOptions, count: int) -> list[object]:
+    sequencer = Sequencer(appender, FixedClock(NOW), options)  # type: ignore[arg-type]
+    await sequencer.start()
+    results = await asyncio.gather(
+        *(sequencer.submit(_item(n)) for n in range(count)), return_exceptions=True
+    )
+    await sequencer.stop()
+    return list(results)
+
+
+def test_concurrent_submissions_are_grouped_and_capped() -> None:
+    appender = RecordingAppender(delay_seconds=0.01)
+    results = asyncio.run(
+        _run(appender, SequencerOptions(batch_entries_max=16, batch_age_ms_max=5), 100)
+    )
+    assert sorted(r.leaf_index for r in results) == list(range(100))  # type: ignore[union-attr]
+    assert sum(appender.batches) == 100
+    assert max(appender.batches) <= 16
+    assert len(appender.batches) < 100
+
+
+def test_a_failed_batch_acknowledges_nothing() -> None:
+    results = asyncio.run(_run(RecordingAppender(fail=True), SequencerOptions(), 10))
+    assert all(
+        isinstance(result, Unavailable) and result.reason == "BATCH_FAILED" for result in results
+    )
+
+
+def test_a_full_queue_answers_unavailable() -> None:
+    appender = RecordingAppender(delay_seconds=0.05)
+    options = SequencerOptions(batch_entries_max=1, batch_age_ms_max=0, queue_entries_max=2)
+    results = asyncio.run(_run(appender, options, 10))
+    overloaded = [r for r in results if isinstance(r, Unavailable) and r.reason == "OVERLOADED"]
+    assert overloaded and len(overloaded) + sum(appender.batches) == 10
+
+
+def test_stop_commits_what_is_queued_then_refuses() -> None:
+    async def scenario() -> tuple[list[object], object]:
+        appender = RecordingAppender(delay_seconds=0.01)
+        sequencer = Sequencer(appender, FixedClock(NOW), SequencerOptions(batch_entries_max=2))  # type: ignore[arg-type]
+        await sequencer.start()
+        pending = [asyncio.create_task(sequencer.submit(_item(n))) for n in range(6)]
+        await asyncio.sleep(0)
+        await sequencer.stop()
+        late = await asyncio.gather(sequencer.submit(_item(99)), return_exceptions=True)
+        return list(await asyncio.gather(*pending)), late[0]
+
+    done, late = asyncio.run(scenario())
+    assert len(done) == 6
+    assert isinstance(late, Unavailable) and late.reason == "SHUTTING_DOWN"
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        {"batch_entries_max": 0},
+        {"batch_entries_max": 10**6},
+        {"batch_age_ms_max": -1},
+        {"queue_entries_max": 0},
+    ],
+)
+def test_options_are_bounded(options: dict[str, float]) -> None:
+    with pytest.raises(ValueError, match="must be"):
+        SequencerOptions(**options)  # type: ignore[arg-type]
