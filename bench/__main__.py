@@ -35,10 +35,11 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from bench.bulk import bulk_load
 from bench.echo import start_echo_server
 from clients.insurer import sign_event
-from clients.samples import sample_events
-from ledger.signing import Ed25519Signer, format_signer_key
+from clients.operator import OPERATOR_ID, OperatorClient
+from clients.samples import policy_issued, sample_events
+from clients.verify import TrustedLog
+from ledger.signing import Ed25519Signer, format_signer_key, format_verifier_key
 from ledger.storage.db import sqlite_url
-from ledger.v1 import admin_service_pb2, admin_service_pb2_grpc
 from ledger.v1 import ledger_service_pb2 as pb
 from ledger.v1 import ledger_service_pb2_grpc as pb_grpc
 
@@ -134,19 +135,38 @@ class ServerProcess:
         self.log.close()
 
 
-def _register(channel: grpc.Channel, public_key: bytes) -> None:
-    admin_service_pb2_grpc.AdminServiceStub(channel).RegisterInsurerKey(
-        admin_service_pb2.RegisterInsurerKeyRequest(insurer_id=INSURER, public_key=public_key),
-        metadata=[("authorization", "Bearer bench-token")],
+def _onboard(channel: grpc.Channel, log_signer: Ed25519Signer, public_key: bytes) -> None:
+    """Register the operator's and the insurer's keys and license the insurer."""
+    operator_signer = Ed25519Signer.generate(OPERATOR_ID)
+    operator = OperatorClient(
+        channel,
+        admin_token="bench-token",
+        signer=operator_signer,
+        log=TrustedLog.from_verifier_key(format_verifier_key(log_signer)),
+    )
+    valid_from = dt.datetime.now(dt.UTC) - dt.timedelta(days=1)
+    operator.register_key(OPERATOR_ID, operator_signer.public_key, valid_from=valid_from)
+    operator.register_key(INSURER, public_key, valid_from=valid_from)
+    operator.license_insurer(
+        INSURER, name="Bench Insurer", licence_number="BENCH-1", effective=valid_from.date()
     )
 
 
-def _envelopes(signer: Ed25519Signer, count: int, first_number: int) -> list[object]:
+def _envelopes(
+    signer: Ed25519Signer, count: int, first_number: int, *, independent: bool = False
+) -> list[object]:
+    """Signed sample events: households' policies, premiums and cancellations in order, or
+    (``independent``) only policies, which concurrent callers may submit in any order."""
     now = dt.datetime.now(dt.UTC)
-    return [
-        sign_event(event, signer)
-        for event in sample_events(count, INSURER, now, first_number=first_number)
-    ]
+    events = (
+        [
+            policy_issued(number, INSURER, now)
+            for number in range(first_number, first_number + count)
+        ]
+        if independent
+        else sample_events(count, INSURER, now, first_number=first_number)
+    )
+    return [sign_event(event, signer) for event in events]
 
 
 def bench_submit(folder: Path, events: int) -> None:
@@ -155,7 +175,7 @@ def bench_submit(folder: Path, events: int) -> None:
     server = ServerProcess(folder / "server", log_signer)
     try:
         with grpc.insecure_channel(server.address) as channel:
-            _register(channel, insurer.public_key)
+            _onboard(channel, log_signer, insurer.public_key)
             stub = pb_grpc.LedgerServiceStub(channel)
             streamed = _envelopes(insurer, events, 0)
             started = time.perf_counter()
@@ -177,7 +197,7 @@ def bench_submit(folder: Path, events: int) -> None:
 def _bench_unary(
     stub: pb_grpc.LedgerServiceStub, insurer: Ed25519Signer, count: int, first_number: int
 ) -> None:
-    envelopes = _envelopes(insurer, count, first_number)
+    envelopes = _envelopes(insurer, count, first_number, independent=True)
     latencies: list[float] = []
 
     def call(envelope: object) -> None:

@@ -24,12 +24,12 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from clients.auditor import AuditorClient
 from clients.errors import ClientError
 from clients.insurer import InsurerClient
+from clients.operator import OPERATOR_ID, OperatorClient
 from clients.samples import sample_events
 from clients.verify import TrustedLog, VerifiedReceipt
 from ledger.keys import insurer_key_id
 from ledger.signing import generate_keypair, parse_signer_key
 from ledger.storage.db import sqlite_url
-from ledger.v1 import admin_service_pb2, admin_service_pb2_grpc
 
 __all__ = ["run_demo"]
 
@@ -107,6 +107,7 @@ def run_demo(*, events_count: int, workdir: Path) -> int:
     log_signer_key, log_verifier_key = generate_keypair(LOG_NAME)
     (workdir / "log.key").write_text(log_signer_key + "\n", encoding="utf-8")
     insurer_signer = parse_signer_key(generate_keypair(INSURER_ID)[0])
+    operator_signer = parse_signer_key(generate_keypair(OPERATOR_ID)[0])
     trusted = TrustedLog.from_verifier_key(log_verifier_key)
     admin_token = secrets.token_urlsafe(24)
     say("policy-ledger demo: a signed, append-only ledger of health-insurance policy events")
@@ -117,23 +118,38 @@ def run_demo(*, events_count: int, workdir: Path) -> int:
     ):
         _wait_until_serving(channel)
         say(f"  server       127.0.0.1:{port}, SQLite at {workdir / 'ledger.db'}")
-        _register_insurer(channel, admin_token, insurer_signer.public_key)
+        operator = OperatorClient(
+            channel, admin_token=admin_token, signer=operator_signer, log=trusted
+        )
+        _onboard_insurer(operator, operator_signer.public_key, insurer_signer.public_key)
         insurer = InsurerClient(channel, signer=insurer_signer, log=trusted)
         occurred_at = dt.datetime.now(dt.UTC)
         first = _submit(insurer, events_count, occurred_at)
         _show_refusals(insurer, occurred_at)
-        _audit(AuditorClient(channel, log=trusted), first, insurer_signer.public_key)
+        signing_keys = [insurer_signer.public_key, operator_signer.public_key]
+        _audit(AuditorClient(channel, log=trusted), first, signing_keys)
     say(f"done in {time.monotonic() - started:.1f} s")
     return 0
 
 
-def _register_insurer(channel: grpc.Channel, admin_token: str, public_key: bytes) -> None:
-    admin = admin_service_pb2_grpc.AdminServiceStub(channel)
-    response = admin.RegisterInsurerKey(
-        admin_service_pb2.RegisterInsurerKeyRequest(insurer_id=INSURER_ID, public_key=public_key),
-        metadata=(("authorization", f"Bearer {admin_token}"),),
+def _onboard_insurer(
+    operator: OperatorClient, operator_public_key: bytes, insurer_public_key: bytes
+) -> None:
+    # Keys are valid from a day back so that events dated today are signable (a key signs only
+    # what happened while it was valid).
+    valid_from = dt.datetime.now(dt.UTC) - dt.timedelta(days=1)
+    operator.register_key(OPERATOR_ID, operator_public_key, valid_from=valid_from)
+    key = operator.register_key(INSURER_ID, insurer_public_key, valid_from=valid_from)
+    receipt = operator.license_insurer(
+        INSURER_ID,
+        name="Gulf Health Cooperative Insurance",
+        licence_number="CCHI-DEMO-0042",
+        effective=valid_from.date(),
     )
-    say(f"1. operator registered insurer {INSURER_ID!r} with key {response.key.key_id}")
+    say(
+        f"1. operator registered insurer {INSURER_ID!r} with key {key.key_id} and licensed it "
+        f"(signed licensing event, leaf {receipt.leaf_index})"
+    )
 
 
 def _submit(insurer: InsurerClient, events_count: int, occurred_at: dt.datetime) -> VerifiedReceipt:
@@ -186,7 +202,7 @@ def _show_refusals(insurer: InsurerClient, occurred_at: dt.datetime) -> None:
         say(f"   a forged signature is refused: {error.code.name} {error.reason}")
 
 
-def _audit(auditor: AuditorClient, first: VerifiedReceipt, insurer_public_key: bytes) -> None:
+def _audit(auditor: AuditorClient, first: VerifiedReceipt, signing_keys: list[bytes]) -> None:
     latest = auditor.checkpoint()
     say(
         f"4. auditor fetched the latest checkpoint: size {latest.size}, "
@@ -201,11 +217,9 @@ def _audit(auditor: AuditorClient, first: VerifiedReceipt, insurer_public_key: b
     for index in samples:
         auditor.verify_inclusion(index, latest)
     say(f"   inclusion proofs of leaves {samples}: verified")
-    report = auditor.audit(
-        {insurer_key_id(insurer_public_key): insurer_public_key}, checkpoint=latest
-    )
+    report = auditor.audit({insurer_key_id(key): key for key in signing_keys}, checkpoint=latest)
     say(
         f"   full audit: {report.entries_checked} entries re-hashed, {report.signatures_checked} "
-        f"insurer signatures verified, root recomputed and equal to the checkpoint's"
+        f"signatures (insurer and operator) verified, root recomputed and equal to the checkpoint's"
     )
     say("   verdict: the ledger is consistent, complete and signed")

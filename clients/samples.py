@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Iterator
 
+from ledger.identifiers import example_iqama
 from ledger.v1 import events_pb2, types_pb2
 
 __all__ = [
@@ -23,10 +24,10 @@ def civil_date(day: dt.date) -> types_pb2.CivilDate:
 
 
 def iqama(number: int) -> types_pb2.PersonId:
-    """A Saudi residence id (iqama): 10 digits starting with 2."""
+    """A valid Saudi residence id (iqama): 2, ``number`` on 8 digits, Luhn check digit."""
     return types_pb2.PersonId(
         type=types_pb2.PERSON_ID_TYPE_RESIDENCE_ID,
-        value=f"2{number % 10**9:09d}",
+        value=example_iqama(number % 10**8),
         country_code="SA",
     )
 

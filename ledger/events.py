@@ -25,6 +25,7 @@ from google.protobuf.unknown_fields import UnknownFieldSet
 
 from ledger import limits
 from ledger.errors import FieldViolation, InvalidArgument, ResourceExhausted
+from ledger.identifiers import validate_person_id
 from ledger.v1 import events_pb2, types_pb2
 
 __all__ = [
@@ -144,6 +145,14 @@ def validate_event(event: events_pb2.Event, now: dt.datetime) -> EventSummary:
         _check_policy_cancelled(violations, "event.policy_cancelled", event.policy_cancelled)
     elif kind == "premium_paid":
         _check_premium_paid(violations, "event.premium_paid", event.premium_paid)
+    elif kind == "member_added":
+        _check_member_added(violations, "event.member_added", event.member_added)
+    elif kind == "member_removed":
+        _check_member_removed(violations, "event.member_removed", event.member_removed)
+    elif kind == "insurer_licensed":
+        _check_insurer_licensed(violations, "event.insurer_licensed", event.insurer_licensed)
+    elif kind == "insurer_suspended":
+        _check_insurer_suspended(violations, "event.insurer_suspended", event.insurer_suspended)
     else:
         violations.append(FieldViolation("event.body", "exactly one event body is required"))
     if violations:
@@ -229,6 +238,7 @@ def _check_text(
 
 
 def _check_person(violations: list[FieldViolation], field: str, person: types_pb2.PersonId) -> None:
+    before = len(violations)
     if person.type == types_pb2.PERSON_ID_TYPE_UNSPECIFIED:
         violations.append(FieldViolation(f"{field}.type", "required"))
     elif person.type not in types_pb2.PersonIdType.values():
@@ -247,6 +257,9 @@ def _check_person(violations: list[FieldViolation], field: str, person: types_pb
         violations.append(
             FieldViolation(f"{field}.country_code", "ISO 3166-1 alpha-2 code, e.g. SA")
         )
+    if len(violations) == before:
+        # The structure is sound: now the rules of this type of identifier in its country.
+        violations.extend(validate_person_id(person, field))
 
 
 def _check_party(violations: list[FieldViolation], field: str, party: types_pb2.Party) -> None:
@@ -361,36 +374,140 @@ def _check_members(
     seen: set[tuple[int, str, str]] = set()
     for position, member in enumerate(members):
         member_field = f"{field}[{position}]"
-        _check_person(violations, f"{member_field}.person", member.person)
+        _check_member(violations, member_field, member)
         key = (member.person.type, member.person.value, member.person.country_code)
         if key in seen:
             violations.append(FieldViolation(f"{member_field}.person", "listed twice"))
         seen.add(key)
-        if member.relationship == events_pb2.RELATIONSHIP_UNSPECIFIED:
-            violations.append(FieldViolation(f"{member_field}.relationship", "required"))
-        elif member.relationship not in events_pb2.Relationship.values():
-            violations.append(FieldViolation(f"{member_field}.relationship", "unknown value"))
-        if member.HasField("birth_date"):
-            _check_date(violations, f"{member_field}.birth_date", member.birth_date, present=True)
+
+
+def _check_member(
+    violations: list[FieldViolation], field: str, member: events_pb2.Member
+) -> dt.date | None:
+    """Check one member; return the birth date when one is given and valid."""
+    if member.HasField("person"):
+        _check_person(violations, f"{field}.person", member.person)
+    else:
+        violations.append(FieldViolation(f"{field}.person", "required"))
+    if member.relationship == events_pb2.RELATIONSHIP_UNSPECIFIED:
+        violations.append(FieldViolation(f"{field}.relationship", "required"))
+    elif member.relationship not in events_pb2.Relationship.values():
+        violations.append(FieldViolation(f"{field}.relationship", "unknown value"))
+    if member.HasField("birth_date"):
+        return _check_date(violations, f"{field}.birth_date", member.birth_date, present=True)
+    return None
 
 
 def _check_policy_cancelled(
     violations: list[FieldViolation], field: str, body: events_pb2.PolicyCancelled
 ) -> None:
     check_identifier(violations, f"{field}.policy_id", body.policy_id, limits.policy_id_chars_max)
+    effective = _check_date(
+        violations,
+        f"{field}.effective_date",
+        body.effective_date,
+        present=body.HasField("effective_date"),
+    )
+    notice = _check_date(
+        violations, f"{field}.notice_date", body.notice_date, present=body.HasField("notice_date")
+    )
+    if effective is not None and notice is not None and notice > effective:
+        violations.append(FieldViolation(f"{field}.notice_date", "after the effective date"))
+    _check_reason(violations, f"{field}.reason", body.reason)
+
+
+def _check_reason(
+    violations: list[FieldViolation], field: str, reason: events_pb2.CancellationReason.ValueType
+) -> None:
+    if reason == events_pb2.CANCELLATION_REASON_UNSPECIFIED:
+        violations.append(FieldViolation(field, "required"))
+    elif reason not in events_pb2.CancellationReason.values():
+        violations.append(FieldViolation(field, "unknown value"))
+
+
+def _check_member_added(
+    violations: list[FieldViolation], field: str, body: events_pb2.MemberAdded
+) -> None:
+    check_identifier(violations, f"{field}.policy_id", body.policy_id, limits.policy_id_chars_max)
+    if body.HasField("member"):
+        birth = _check_member(violations, f"{field}.member", body.member)
+    else:
+        violations.append(FieldViolation(f"{field}.member", "required"))
+        birth = None
+    effective = _check_date(
+        violations,
+        f"{field}.effective_date",
+        body.effective_date,
+        present=body.HasField("effective_date"),
+    )
+    if birth is not None and effective is not None and effective < birth:
+        violations.append(
+            FieldViolation(f"{field}.effective_date", "before the member's birth date")
+        )
+
+
+def _check_member_removed(
+    violations: list[FieldViolation], field: str, body: events_pb2.MemberRemoved
+) -> None:
+    check_identifier(violations, f"{field}.policy_id", body.policy_id, limits.policy_id_chars_max)
+    if body.HasField("person"):
+        _check_person(violations, f"{field}.person", body.person)
+    else:
+        violations.append(FieldViolation(f"{field}.person", "required"))
     _check_date(
         violations,
         f"{field}.effective_date",
         body.effective_date,
         present=body.HasField("effective_date"),
     )
-    _check_date(
-        violations, f"{field}.notice_date", body.notice_date, present=body.HasField("notice_date")
+    _check_reason(violations, f"{field}.reason", body.reason)
+    if body.reason == events_pb2.CANCELLATION_REASON_INSURER_CHANGE:
+        violations.append(
+            FieldViolation(f"{field}.reason", "a change of insurer cancels the whole policy")
+        )
+
+
+def _check_insurer_licensed(
+    violations: list[FieldViolation], field: str, body: events_pb2.InsurerLicensed
+) -> None:
+    check_identifier(
+        violations,
+        f"{field}.licensed_insurer_id",
+        body.licensed_insurer_id,
+        limits.insurer_id_chars_max,
     )
-    if body.reason == events_pb2.CANCELLATION_REASON_UNSPECIFIED:
-        violations.append(FieldViolation(f"{field}.reason", "required"))
-    elif body.reason not in events_pb2.CancellationReason.values():
-        violations.append(FieldViolation(f"{field}.reason", "unknown value"))
+    _check_text(violations, f"{field}.name", body.name, limits.name_chars_max, required=True)
+    _check_text(
+        violations,
+        f"{field}.licence_number",
+        body.licence_number,
+        limits.reference_chars_max,
+        required=True,
+    )
+    _check_date(
+        violations,
+        f"{field}.effective_date",
+        body.effective_date,
+        present=body.HasField("effective_date"),
+    )
+
+
+def _check_insurer_suspended(
+    violations: list[FieldViolation], field: str, body: events_pb2.InsurerSuspended
+) -> None:
+    check_identifier(
+        violations,
+        f"{field}.suspended_insurer_id",
+        body.suspended_insurer_id,
+        limits.insurer_id_chars_max,
+    )
+    _check_date(
+        violations,
+        f"{field}.effective_date",
+        body.effective_date,
+        present=body.HasField("effective_date"),
+    )
+    _check_text(violations, f"{field}.reason", body.reason, limits.name_chars_max, required=False)
 
 
 def _check_premium_paid(

@@ -85,3 +85,20 @@ def check_key_usable(
             metadata=metadata,
         )
     return key
+
+
+def check_key_at_event_time(
+    key: InsurerKey | None, key_id: str, insurer_id: str, occurred_at: dt.datetime
+) -> InsurerKey:
+    """As :func:`check_key_usable`, at the event's own time: a key signs only what happened
+    while it was valid (an event dated before the key's window, or after its revocation, is
+    refused even while the key is still valid now)."""
+    try:
+        return check_key_usable(key, key_id, insurer_id, occurred_at)
+    except PermissionDenied as error:
+        raise PermissionDenied(
+            f"at the event's time ({occurred_at.isoformat()}): {error.message}",
+            reason=error.details.reason,
+            field_violations=[FieldViolation("event.occurred_at", "outside the key's validity")],
+            metadata=dict(error.details.metadata),
+        ) from None

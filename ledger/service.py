@@ -4,7 +4,7 @@ Admission order matters (securesystemslib habit: verify before you parse):
   (1) envelope limits (size, counts) and payload type;
   (2) the signature, with the registered key its keyid names: nothing unsigned is parsed;
   (3) decode the event strictly and validate every field;
-  (4) the key may sign for the event's insurer at this instant.
+  (4) the key may sign for the event's insurer at this instant, and at the event's own time.
 Every refusal raises a LedgerError and nothing is written; the sequencer re-checks the key at
 commit time, so a key revoked while a submission waits is still refused.
 """
@@ -24,7 +24,7 @@ from ledger.errors import (
     VerificationError,
 )
 from ledger.events import EVENT_PAYLOAD_TYPE, decode_event, validate_event
-from ledger.keys import InsurerKey, check_key_usable
+from ledger.keys import InsurerKey, check_key_at_event_time, check_key_usable
 from ledger.sequencer import Sequencer
 from ledger.storage.append import Outcome, PendingEntry, Receipt
 from ledger.storage.key_store import KeyStore
@@ -91,11 +91,13 @@ class Ledger:
         summary = validate_event(event, now)
         # (4)
         check_key_usable(key, key.key_id, summary.insurer_id, now)
+        check_key_at_event_time(key, key.key_id, summary.insurer_id, summary.occurred_at)
         return PendingEntry(
             envelope=envelope,
             insurer_id=summary.insurer_id,
             event_id=summary.event_id,
             key_id=key.key_id,
+            event=event,
         )
 
     async def _verified_key(self, envelope: Envelope) -> InsurerKey:

@@ -9,6 +9,7 @@ are skipped with the reason, unless POLICY_LEDGER_REQUIRE_POSTGRES=1 (CI here), 
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import os
 import secrets
 import threading
@@ -16,22 +17,35 @@ from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+import grpc
 import pytest
 from sqlalchemy import Engine, create_engine, text
 from sqlalchemy.engine import make_url
 
+from clients.operator import OPERATOR_ID, OperatorClient, insurer_licensed
+from clients.verify import TrustedLog
 from ledger.config import ServerConfig
+from ledger.dsse import sign_envelope
+from ledger.events import EVENT_PAYLOAD_TYPE
+from ledger.keys import insurer_key_id
 from ledger.rpc.server import RunningServer, start_server
 from ledger.sequencer import SequencerOptions
-from ledger.signing import Ed25519Signer, format_signer_key, format_verifier_key
+from ledger.signing import Ed25519Signer, Signer, format_signer_key, format_verifier_key
+from ledger.storage.append import Appender, PendingEntry
 from ledger.storage.db import create_ledger_engine, sqlite_url
+from ledger.storage.key_store import KeyStore
 from ledger.storage.migrate import upgrade
+from ledger.v1 import events_pb2
 
 POSTGRES_URL = os.environ.get(
     "POLICY_LEDGER_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
 )
 REQUIRE_POSTGRES = os.environ.get("POLICY_LEDGER_REQUIRE_POSTGRES") == "1"
 LOG_NAME = "test.policy-ledger/log"
+KEYS_VALID_FROM = dt.datetime(2020, 1, 1, tzinfo=dt.UTC)
+"""Test keys are valid from here, so events dated in the past are signable (a key signs only
+what happened while it was valid)."""
+LICENSED_FROM = dt.date(2020, 1, 1)
 
 
 def _postgres_unreachable_reason() -> str | None:
@@ -161,3 +175,76 @@ def server(database_url: str, log_signer: Ed25519Signer, tmp_path: Path) -> Iter
     handle = start_server_thread(database_url, log_signer, tmp_path)
     yield handle
     handle.stop()
+
+
+@pytest.fixture(scope="session")
+def operator_signer() -> Ed25519Signer:
+    """The ledger operator's event signer (insurer licensing)."""
+    return Ed25519Signer.generate(OPERATOR_ID)
+
+
+def licence_event(insurer_id: str) -> events_pb2.Event:
+    """The same licensing event every time (resubmitting it is idempotent)."""
+    return insurer_licensed(
+        insurer_id,
+        name=f"{insurer_id} (test insurer)",
+        licence_number=f"TEST-{insurer_id}",
+        effective=LICENSED_FROM,
+        occurred_at=KEYS_VALID_FROM + dt.timedelta(hours=1),
+    )
+
+
+def onboard(
+    server: ServerHandle,
+    operator_signer: Signer,
+    insurer_id: str,
+    insurer_signer: Signer,
+    *,
+    valid_from: dt.datetime = KEYS_VALID_FROM,
+) -> None:
+    """Register the operator's and the insurer's keys, and license the insurer, over gRPC."""
+    with grpc.insecure_channel(server.address) as channel:
+        operator = OperatorClient(
+            channel,
+            admin_token=server.admin_token,
+            signer=operator_signer,
+            log=TrustedLog.from_verifier_key(server.log_verifier_key),
+        )
+        operator.register_key(OPERATOR_ID, operator_signer.public_key, valid_from=KEYS_VALID_FROM)
+        operator.register_key(insurer_id, insurer_signer.public_key, valid_from=valid_from)
+        operator._events.submit(licence_event(insurer_id))
+
+
+def pending(signer: Signer, event: events_pb2.Event) -> PendingEntry:
+    """A verified submission of ``event`` signed by ``signer``, for the appender directly."""
+    payload = event.SerializeToString(deterministic=True)
+    key_id = insurer_key_id(signer.public_key)
+    return PendingEntry(
+        envelope=sign_envelope(EVENT_PAYLOAD_TYPE, payload, signer, key_id),
+        insurer_id=event.insurer_id,
+        event_id=event.event_id,
+        key_id=key_id,
+    )
+
+
+def onboard_directly(
+    engine: Engine,
+    appender: Appender,
+    operator_signer: Signer,
+    insurer_id: str,
+    insurer_signer: Signer,
+    now: dt.datetime,
+) -> None:
+    """As :func:`onboard`, on the database (key store and appender), without a server."""
+    store = KeyStore(engine)
+    for principal, signer in ((OPERATOR_ID, operator_signer), (insurer_id, insurer_signer)):
+        if store.get(insurer_key_id(signer.public_key)) is None:
+            store.register(
+                insurer_id=principal,
+                public_key=signer.public_key,
+                valid_from=KEYS_VALID_FROM,
+                valid_until=None,
+                now=now,
+            )
+    [outcome] = appender.append_batch([pending(operator_signer, licence_event(insurer_id))], now)
+    assert not isinstance(outcome, Exception), outcome

@@ -7,9 +7,12 @@ lock), so several replicas sharing one database append one at a time and history
 Steps of one batch (numbered in the code):
   (1) lock; read the latest checkpoint and the stored right edge of the tree;
   (2) check the stored nodes give the signed root (the database agrees with its signature);
-  (3) re-check each signing key at commit time (a key revoked meanwhile is refused);
+  (3) re-check each signing key at commit time (a key revoked meanwhile is refused), and at the
+      event's own time;
   (4) idempotency: an event id seen before gets its first receipt, or a conflict naming the field;
-  (5) encode each new entry once, hash it, append it to the tree;
+  (5) in log order, check each new event against the policy rules and update the projections
+      (:class:`ledger.coverage.projector.Projector`; a refused event writes nothing), then
+      encode the entry once, hash it, append it to the tree;
   (6) insert entries and nodes, sign and insert the checkpoint, commit;
   (7) after the commit, build each receipt's inclusion proof from stored nodes.
 Nothing is acknowledged before (6) returns.
@@ -26,11 +29,12 @@ from sqlalchemy import Connection, Engine, select, text, tuple_
 
 from ledger.checkpoint import Checkpoint, sign_checkpoint
 from ledger.clock import to_micros
+from ledger.coverage.projector import Projector
 from ledger.dsse import Envelope
 from ledger.entry import decode_entry, encode_entry
 from ledger.errors import AlreadyExists, FieldViolation, LedgerError, check
 from ledger.events import decode_event, first_difference
-from ledger.keys import check_key_usable
+from ledger.keys import check_key_at_event_time, check_key_usable
 from ledger.merkle import CompactRange, NodeID, inclusion, leaf_hash, right_edge_ids
 from ledger.signing import Signer
 from ledger.storage.db import WRITE_LOCK_OPTION, is_sqlite
@@ -44,6 +48,7 @@ from ledger.storage.log_store import (
 )
 from ledger.storage.nodes import node_key
 from ledger.storage.tables import checkpoints, log_entries, tree_nodes
+from ledger.v1 import events_pb2
 
 __all__ = ["Appender", "PendingEntry", "Receipt"]
 
@@ -59,6 +64,12 @@ class PendingEntry:
     insurer_id: str
     event_id: str
     key_id: str
+    event: events_pb2.Event | None = None
+    """The decoded payload, when admission already decoded it (else the appender decodes it)."""
+
+    def decoded(self) -> events_pb2.Event:
+        """The event the envelope carries."""
+        return self.event if self.event is not None else decode_event(self.envelope.payload)
 
     @property
     def payload_sha256(self) -> bytes:
@@ -122,13 +133,16 @@ class Appender:
         with self._write_transaction() as connection:
             # (1), (2)
             head, tree = _read_head(connection)
+            events = [item.decoded() for item in items]
             # (3)
-            self._check_keys(connection, items, now, outcomes)
+            self._check_keys(connection, items, events, now, outcomes)
             # (4)
             duplicates = _find_duplicates(connection, items, outcomes)
             # (5)
             skipped = {duplicate.position for duplicate in duplicates}
-            sequenced, rows, nodes = _sequence(items, outcomes, skipped, tree, now)
+            sequenced, rows, nodes = _sequence(
+                Projector(connection), items, events, outcomes, skipped, tree, now
+            )
             # (6)
             if sequenced:
                 connection.execute(log_entries.insert(), rows)
@@ -165,13 +179,17 @@ class Appender:
         self,
         connection: Connection,
         items: Sequence[PendingEntry],
+        events: Sequence[events_pb2.Event],
         now: dt.datetime,
         outcomes: list[Outcome | None],
     ) -> None:
         keys = keys_by_id(connection, [item.key_id for item in items])
         for position, item in enumerate(items):
+            key = keys.get(item.key_id)
             try:
-                check_key_usable(keys.get(item.key_id), item.key_id, item.insurer_id, now)
+                check_key_usable(key, item.key_id, item.insurer_id, now)
+                occurred_at = events[position].occurred_at.ToDatetime(tzinfo=dt.UTC)
+                check_key_at_event_time(key, item.key_id, item.insurer_id, occurred_at)
             except LedgerError as error:
                 outcomes[position] = error
 
@@ -295,14 +313,17 @@ def _conflict(item: PendingEntry, first_payload: bytes) -> AlreadyExists:
     )
 
 
-def _sequence(
+def _sequence(  # noqa: PLR0917 (one private step of append_batch)
+    projector: Projector,
     items: Sequence[PendingEntry],
+    events: Sequence[events_pb2.Event],
     outcomes: list[Outcome | None],
     skipped: set[int],
     tree: CompactRange,
     now: dt.datetime,
 ) -> tuple[list[_Sequenced], list[dict[str, object]], dict[NodeID, bytes]]:
-    """Give each new item the next leaf index; return receipts-to-be, entry rows and new nodes."""
+    """Check each new item against the rules and give it the next leaf index; return
+    receipts-to-be, entry rows and new nodes."""
     sequenced: list[_Sequenced] = []
     rows: list[dict[str, object]] = []
     nodes: dict[NodeID, bytes] = {}
@@ -310,6 +331,11 @@ def _sequence(
         if outcomes[position] is not None or position in skipped:
             continue
         leaf_index = tree.size
+        try:
+            projector.apply(events[position], leaf_index)
+        except LedgerError as error:
+            outcomes[position] = error
+            continue
         data = encode_entry(leaf_index, now, item.envelope)
         digest = leaf_hash(data)
         nodes.update(tree.append(digest))

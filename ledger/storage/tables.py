@@ -10,9 +10,11 @@ from __future__ import annotations
 from sqlalchemy import (
     BigInteger,
     Column,
+    Date,
     Index,
     LargeBinary,
     MetaData,
+    PrimaryKeyConstraint,
     String,
     Table,
     UniqueConstraint,
@@ -20,10 +22,16 @@ from sqlalchemy import (
 
 __all__ = [
     "APPEND_ONLY_TABLES",
+    "PROJECTION_TABLES",
     "checkpoints",
+    "coverages",
     "insurer_keys",
+    "insurers",
     "log_entries",
     "metadata",
+    "policies",
+    "premiums",
+    "subject_entries",
     "tree_nodes",
 ]
 
@@ -80,4 +88,91 @@ insurer_keys = Table(
 )
 """Insurer Ed25519 keys with validity windows; ``key_id`` is derived from the public key."""
 
+# Projections: derived from the log, written in the same transaction as the entries they come
+# from, and recomputable from the log alone (``policy-ledger rebuild``). Dates are civil dates.
+# Each row names the entries it was derived from, so a rebuild that disagrees can name the first.
+
+insurers = Table(
+    "insurers",
+    metadata,
+    Column("insurer_id", String(64), primary_key=True),
+    Column("name", String(256), nullable=False),
+    Column("licence_number", String(128), nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("licensed_from", Date, nullable=False),
+    Column("suspended_from", Date, nullable=True),
+    Column("leaf_index", BigInteger, nullable=False),
+)
+"""Insurers the operator licensed; ``status`` is ``licensed`` or ``suspended``."""
+
+policies = Table(
+    "policies",
+    metadata,
+    Column("insurer_id", String(64), nullable=False),
+    Column("policy_id", String(128), nullable=False),
+    Column("sponsor_key", String(64), nullable=False),
+    Column("holder_key", String(200), nullable=False),
+    Column("plan", String(64), nullable=False),
+    Column("start_date", Date, nullable=False),
+    Column("end_date", Date, nullable=False),
+    Column("currency_code", String(3), nullable=False),
+    Column("annual_premium_minor", BigInteger, nullable=False),
+    Column("cancelled_from", Date, nullable=True),
+    Column("cancel_reason", String(32), nullable=True),
+    Column("issued_leaf_index", BigInteger, nullable=False),
+    Column("cancelled_leaf_index", BigInteger, nullable=True),
+    PrimaryKeyConstraint("insurer_id", "policy_id", name="pk_policies"),
+    Index("ix_policies_sponsor_key", "sponsor_key"),
+    Index("ix_policies_policy_id", "policy_id"),
+)
+"""One row per issued policy; the stated period, and the cancellation when there is one."""
+
+coverages = Table(
+    "coverages",
+    metadata,
+    Column("insurer_id", String(64), nullable=False),
+    Column("policy_id", String(128), nullable=False),
+    Column("person_key", String(64), nullable=False),
+    Column("start_date", Date, nullable=False),
+    Column("end_date", Date, nullable=False),
+    Column("sponsor_key", String(64), nullable=False),
+    Column("relationship", String(16), nullable=False),
+    Column("end_reason", String(48), nullable=False),
+    Column("leaf_indexes", String(2000), nullable=False),
+    PrimaryKeyConstraint(
+        "insurer_id", "policy_id", "person_key", "start_date", name="pk_coverages"
+    ),
+    Index("ix_coverages_person_key_start", "person_key", "start_date"),
+    Index("ix_coverages_sponsor_key", "sponsor_key"),
+)
+"""One person's covered days under one policy (``end_date`` inclusive; ``end < start`` when a
+cancellation took effect on the first day). ``leaf_indexes``: ascending, comma-separated."""
+
+premiums = Table(
+    "premiums",
+    metadata,
+    Column("leaf_index", BigInteger, primary_key=True, autoincrement=False),
+    Column("insurer_id", String(64), nullable=False),
+    Column("policy_id", String(128), nullable=False),
+    Column("currency_code", String(3), nullable=False),
+    Column("amount_minor", BigInteger, nullable=False),
+    Column("period_start", Date, nullable=False),
+    Column("period_end", Date, nullable=False),
+    Column("payer_type", String(16), nullable=False),
+    Column("payer_key", String(200), nullable=False),
+    Index("ix_premiums_insurer_id_policy", "insurer_id", "policy_id"),
+)
+"""Premium payments, with the payer (the sponsor, the employer or a third party such as a fund)."""
+
+subject_entries = Table(
+    "subject_entries",
+    metadata,
+    Column("subject", String(256), nullable=False),
+    Column("leaf_index", BigInteger, nullable=False, autoincrement=False),
+    PrimaryKeyConstraint("subject", "leaf_index", name="pk_subject_entries"),
+)
+"""Which entries name which subject: ``policy:<insurer>:<policy>``, ``policy-id:<policy>``,
+``person:<person key>``, ``insurer:<insurer>``; for history and search."""
+
 APPEND_ONLY_TABLES = ("log_entries", "tree_nodes", "checkpoints")
+PROJECTION_TABLES = (insurers, policies, coverages, premiums, subject_entries)

@@ -147,12 +147,19 @@ class Event(_message.Message):
     POLICY_ISSUED_FIELD_NUMBER: _builtins.int
     POLICY_CANCELLED_FIELD_NUMBER: _builtins.int
     PREMIUM_PAID_FIELD_NUMBER: _builtins.int
+    MEMBER_ADDED_FIELD_NUMBER: _builtins.int
+    MEMBER_REMOVED_FIELD_NUMBER: _builtins.int
+    INSURER_LICENSED_FIELD_NUMBER: _builtins.int
+    INSURER_SUSPENDED_FIELD_NUMBER: _builtins.int
     event_id: _builtins.str
     """Chosen by the insurer, unique per insurer. Resubmitting the same id with the same bytes
     returns the first receipt; with different bytes it is refused with ALREADY_EXISTS.
     """
     insurer_id: _builtins.str
-    """The insurer that signs the event; must own the signing key."""
+    """The party that signs the event and must own the signing key: the insurer's id for policy
+    events, or the reserved id "operator" for insurer licensing events (InsurerLicensed,
+    InsurerSuspended), which only the ledger operator's keys may sign.
+    """
     @_builtins.property
     def occurred_at(self) -> _timestamp_pb2.Timestamp:
         """When the event happened at the insurer, UTC."""
@@ -169,6 +176,22 @@ class Event(_message.Message):
     def premium_paid(self) -> Global___PremiumPaid:
         """A premium was paid."""
 
+    @_builtins.property
+    def member_added(self) -> Global___MemberAdded:
+        """A member joined a policy (a newborn, a new spouse, a new domestic worker)."""
+
+    @_builtins.property
+    def member_removed(self) -> Global___MemberRemoved:
+        """A member left a policy (a dependent who lost that status, a final exit, a death)."""
+
+    @_builtins.property
+    def insurer_licensed(self) -> Global___InsurerLicensed:
+        """The operator licensed an insurer (or lifted its suspension). Signed by "operator"."""
+
+    @_builtins.property
+    def insurer_suspended(self) -> Global___InsurerSuspended:
+        """The operator suspended an insurer's licence. Signed by "operator"."""
+
     def __init__(
         self,
         *,
@@ -178,12 +201,16 @@ class Event(_message.Message):
         policy_issued: Global___PolicyIssued | None = ...,
         policy_cancelled: Global___PolicyCancelled | None = ...,
         premium_paid: Global___PremiumPaid | None = ...,
+        member_added: Global___MemberAdded | None = ...,
+        member_removed: Global___MemberRemoved | None = ...,
+        insurer_licensed: Global___InsurerLicensed | None = ...,
+        insurer_suspended: Global___InsurerSuspended | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["body", b"body", "occurred_at", b"occurred_at", "policy_cancelled", b"policy_cancelled", "policy_issued", b"policy_issued", "premium_paid", b"premium_paid"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["body", b"body", "insurer_licensed", b"insurer_licensed", "insurer_suspended", b"insurer_suspended", "member_added", b"member_added", "member_removed", b"member_removed", "occurred_at", b"occurred_at", "policy_cancelled", b"policy_cancelled", "policy_issued", b"policy_issued", "premium_paid", b"premium_paid"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["body", b"body", "event_id", b"event_id", "insurer_id", b"insurer_id", "occurred_at", b"occurred_at", "policy_cancelled", b"policy_cancelled", "policy_issued", b"policy_issued", "premium_paid", b"premium_paid"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["body", b"body", "event_id", b"event_id", "insurer_id", b"insurer_id", "insurer_licensed", b"insurer_licensed", "insurer_suspended", b"insurer_suspended", "member_added", b"member_added", "member_removed", b"member_removed", "occurred_at", b"occurred_at", "policy_cancelled", b"policy_cancelled", "policy_issued", b"policy_issued", "premium_paid", b"premium_paid"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_body: _TypeAlias = _typing.Literal["policy_issued", "policy_cancelled", "premium_paid"]  # noqa: Y015
+    _WhichOneofReturnType_body: _TypeAlias = _typing.Literal["policy_issued", "policy_cancelled", "premium_paid", "member_added", "member_removed", "insurer_licensed", "insurer_suspended"]  # noqa: Y015
     _WhichOneofArgType_body: _TypeAlias = _typing.Literal["body", b"body"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_body) -> _WhichOneofReturnType_body | None: ...
 
@@ -301,11 +328,15 @@ class PolicyCancelled(_message.Message):
     """Why."""
     @_builtins.property
     def effective_date(self) -> _types_pb2.CivilDate:
-        """Last day of coverage is the day before this date."""
+        """The first day without coverage: the last covered day is the day before. On or after the
+        policy's start date, at most one day after its end date.
+        """
 
     @_builtins.property
     def notice_date(self) -> _types_pb2.CivilDate:
-        """When notice of the cancellation was given."""
+        """When notice of the cancellation was given; on or before the effective date. With reason
+        INSURER_CHANGE, at least 30 days before it.
+        """
 
     def __init__(
         self,
@@ -400,3 +431,149 @@ class PremiumPaid(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___PremiumPaid: _TypeAlias = PremiumPaid  # noqa: Y015
+
+@_typing.final
+class MemberAdded(_message.Message):
+    """A member joined an active policy."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    POLICY_ID_FIELD_NUMBER: _builtins.int
+    MEMBER_FIELD_NUMBER: _builtins.int
+    EFFECTIVE_DATE_FIELD_NUMBER: _builtins.int
+    policy_id: _builtins.str
+    """The policy joined."""
+    @_builtins.property
+    def member(self) -> Global___Member:
+        """Who joined."""
+
+    @_builtins.property
+    def effective_date(self) -> _types_pb2.CivilDate:
+        """First covered day; within the policy's period. A newborn is added back-dated to the birth
+        date (the member's birth_date), even when reported later.
+        """
+
+    def __init__(
+        self,
+        *,
+        policy_id: _builtins.str = ...,
+        member: Global___Member | None = ...,
+        effective_date: _types_pb2.CivilDate | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["effective_date", b"effective_date", "member", b"member"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["effective_date", b"effective_date", "member", b"member", "policy_id", b"policy_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___MemberAdded: _TypeAlias = MemberAdded  # noqa: Y015
+
+@_typing.final
+class MemberRemoved(_message.Message):
+    """A member left an active policy; the policy goes on for the other members."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    POLICY_ID_FIELD_NUMBER: _builtins.int
+    PERSON_FIELD_NUMBER: _builtins.int
+    EFFECTIVE_DATE_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    policy_id: _builtins.str
+    """The policy left."""
+    reason: Global___CancellationReason.ValueType
+    """Why (the cancellation reasons apply to one member too; INSURER_CHANGE is not accepted here)."""
+    @_builtins.property
+    def person(self) -> _types_pb2.PersonId:
+        """Who left; must be a current member."""
+
+    @_builtins.property
+    def effective_date(self) -> _types_pb2.CivilDate:
+        """The first day without coverage: the last covered day is the day before. After the member's
+        own first covered day, at most one day after the policy's end date.
+        """
+
+    def __init__(
+        self,
+        *,
+        policy_id: _builtins.str = ...,
+        person: _types_pb2.PersonId | None = ...,
+        effective_date: _types_pb2.CivilDate | None = ...,
+        reason: Global___CancellationReason.ValueType = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["effective_date", b"effective_date", "person", b"person"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["effective_date", b"effective_date", "person", b"person", "policy_id", b"policy_id", "reason", b"reason"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___MemberRemoved: _TypeAlias = MemberRemoved  # noqa: Y015
+
+@_typing.final
+class InsurerLicensed(_message.Message):
+    """The operator licensed an insurer to write policies, or lifted its suspension."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    LICENSED_INSURER_ID_FIELD_NUMBER: _builtins.int
+    NAME_FIELD_NUMBER: _builtins.int
+    LICENCE_NUMBER_FIELD_NUMBER: _builtins.int
+    EFFECTIVE_DATE_FIELD_NUMBER: _builtins.int
+    licensed_insurer_id: _builtins.str
+    """The insurer licensed (the id its keys are registered under)."""
+    name: _builtins.str
+    """Display name, informational only."""
+    licence_number: _builtins.str
+    """The regulator's licence number."""
+    @_builtins.property
+    def effective_date(self) -> _types_pb2.CivilDate:
+        """First day of the licence."""
+
+    def __init__(
+        self,
+        *,
+        licensed_insurer_id: _builtins.str = ...,
+        name: _builtins.str = ...,
+        licence_number: _builtins.str = ...,
+        effective_date: _types_pb2.CivilDate | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["effective_date", b"effective_date"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["effective_date", b"effective_date", "licence_number", b"licence_number", "licensed_insurer_id", b"licensed_insurer_id", "name", b"name"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___InsurerLicensed: _TypeAlias = InsurerLicensed  # noqa: Y015
+
+@_typing.final
+class InsurerSuspended(_message.Message):
+    """The operator suspended an insurer's licence: it may not sign new policy events, and its
+    policies stop counting as coverage from the effective date.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SUSPENDED_INSURER_ID_FIELD_NUMBER: _builtins.int
+    EFFECTIVE_DATE_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    suspended_insurer_id: _builtins.str
+    """The insurer suspended."""
+    reason: _builtins.str
+    """The regulator's reason, informational only."""
+    @_builtins.property
+    def effective_date(self) -> _types_pb2.CivilDate:
+        """First day of the suspension."""
+
+    def __init__(
+        self,
+        *,
+        suspended_insurer_id: _builtins.str = ...,
+        effective_date: _types_pb2.CivilDate | None = ...,
+        reason: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["effective_date", b"effective_date"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["effective_date", b"effective_date", "reason", b"reason", "suspended_insurer_id", b"suspended_insurer_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___InsurerSuspended: _TypeAlias = InsurerSuspended  # noqa: Y015

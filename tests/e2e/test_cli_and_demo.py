@@ -108,7 +108,7 @@ def test_the_demo_tells_the_whole_story(tmp_path: Path) -> None:
         "ALREADY_EXISTS",
         "UNAUTHENTICATED",
         "consistency proof",
-        "full audit: 60 entries",
+        "full audit: 61 entries",
         "verdict",
         "exit code 0",
     ):

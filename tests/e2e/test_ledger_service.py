@@ -15,7 +15,7 @@ from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from clients.auditor import AuditorClient
 from clients.errors import ClientError, from_rpc_error
 from clients.insurer import InsurerClient
-from clients.samples import sample_events
+from clients.samples import policy_issued, sample_events
 from clients.verify import TrustedLog, VerifiedReceipt
 from ledger.errors import VerificationError
 from ledger.keys import insurer_key_id
@@ -24,7 +24,7 @@ from ledger.signing import Ed25519Signer, format_verifier_key
 from ledger.v1 import admin_service_pb2, admin_service_pb2_grpc
 from ledger.v1 import ledger_service_pb2 as pb
 from ledger.v1 import ledger_service_pb2_grpc as pb_grpc
-from tests.conftest import ServerHandle
+from tests.conftest import ServerHandle, onboard
 
 INSURER = "gulf-health"
 NOW = dt.datetime.now(dt.UTC)
@@ -43,15 +43,13 @@ def trusted(server: ServerHandle) -> TrustedLog:
 
 @pytest.fixture
 def insurer(
-    server: ServerHandle, channel: grpc.Channel, insurer_signer: Ed25519Signer, trusted: TrustedLog
+    server: ServerHandle,
+    channel: grpc.Channel,
+    insurer_signer: Ed25519Signer,
+    operator_signer: Ed25519Signer,
+    trusted: TrustedLog,
 ) -> InsurerClient:
-    admin = admin_service_pb2_grpc.AdminServiceStub(channel)
-    admin.RegisterInsurerKey(
-        admin_service_pb2.RegisterInsurerKeyRequest(
-            insurer_id=INSURER, public_key=insurer_signer.public_key
-        ),
-        metadata=[("authorization", f"Bearer {server.admin_token}")],
-    )
+    onboard(server, operator_signer, INSURER, insurer_signer)
     return InsurerClient(channel, signer=insurer_signer, log=trusted)
 
 
@@ -84,21 +82,24 @@ def test_health_and_reflection_are_served(channel: grpc.Channel) -> None:
 
 def test_unary_and_streamed_submissions_get_verified_receipts(insurer: InsurerClient) -> None:
     single = insurer.submit(next(sample_events(1, INSURER, NOW, first_number=900)))
-    assert single.leaf_index == 0 and single.checkpoint.size == 1
+    # Leaf 0 is the operator's licensing of the insurer (the insurer fixture).
+    assert single.leaf_index == 1 and single.checkpoint.size == 2
     streamed = _submit_many(insurer, 120)
-    assert [receipt.leaf_index for receipt in streamed] == list(range(1, 121))
-    assert streamed[-1].checkpoint.size == 121
+    assert [receipt.leaf_index for receipt in streamed] == list(range(2, 122))
+    assert streamed[-1].checkpoint.size == 122
 
 
 def test_concurrent_submissions_share_batches(server: ServerHandle, insurer: InsurerClient) -> None:
-    events = list(sample_events(200, INSURER, NOW))
+    # Independent policies: the callers race, so no event may depend on another's order.
+    events = [policy_issued(number, INSURER, NOW) for number in range(200)]
     with ThreadPoolExecutor(max_workers=16) as pool:
         receipts = list(pool.map(insurer.submit, events))
-    assert sorted(receipt.leaf_index for receipt in receipts) == list(range(200))
+    assert sorted(receipt.leaf_index for receipt in receipts) == list(range(1, 201))
     # Group commit: far fewer checkpoints (one per batch) than entries.
     assert server.running.sequencer.batches_committed < 200
+    # One checkpoint per batch (the licensing batch of the insurer fixture included).
     assert (
-        len({receipt.checkpoint.size for receipt in receipts})
+        len({receipt.checkpoint.size for receipt in receipts}) + 1
         == server.running.sequencer.batches_committed
     )
 
@@ -107,19 +108,23 @@ def test_auditor_verifies_checkpoints_entries_and_proofs(
     channel: grpc.Channel,
     insurer: InsurerClient,
     insurer_signer: Ed25519Signer,
+    operator_signer: Ed25519Signer,
     trusted: TrustedLog,
 ) -> None:
     early = _submit_many(insurer, 30)[-1].checkpoint
     _submit_many(insurer, 1234, first_number=100)
     auditor = AuditorClient(channel, log=trusted)
     latest = auditor.checkpoint()
-    assert latest.size == 1264
+    assert latest.size == 1 + 1264
     auditor.verify_consistency(early, latest)
-    for index in (0, 29, 30, 777, 1263):
+    for index in (0, 29, 30, 777, 1264):
         auditor.verify_inclusion(index, latest)
-    key_id = insurer_key_id(insurer_signer.public_key)
-    report = auditor.audit({key_id: insurer_signer.public_key}, checkpoint=latest)
-    assert report.entries_checked == report.signatures_checked == 1264
+    keys = {
+        insurer_key_id(signer.public_key): signer.public_key
+        for signer in (insurer_signer, operator_signer)
+    }
+    report = auditor.audit(keys, checkpoint=latest)
+    assert report.entries_checked == report.signatures_checked == 1 + 1264
     assert report.root_hash == latest.root_hash
     assert auditor.checkpoint(early.size).root_hash == early.root_hash
 
@@ -130,7 +135,7 @@ def test_inclusion_proof_by_leaf_hash(channel: grpc.Channel, insurer: InsurerCli
     response = stub.GetInclusionProof(
         pb.GetInclusionProofRequest(leaf_hash=receipts[4].leaf_hash, tree_size=7)
     )
-    assert (response.leaf_index, response.tree_size) == (4, 7)
+    assert (response.leaf_index, response.tree_size) == (5, 7)  # leaf 0 is the licence
     with pytest.raises(grpc.RpcError) as raised:
         stub.GetInclusionProof(pb.GetInclusionProofRequest(leaf_hash=leaf_hash(b"nope")))
     assert raised.value.code() == grpc.StatusCode.NOT_FOUND
@@ -141,8 +146,8 @@ def test_entries_are_paged_and_verbatim(channel: grpc.Channel, insurer: InsurerC
     stub = pb_grpc.LedgerServiceStub(channel)
     chunks = list(stub.GetEntries(pb.GetEntriesRequest(start_index=3, end_index=10_000)))
     entries = [data for chunk in chunks for data in chunk.entries]
-    assert chunks[0].start_index == 3 and len(entries) == 22
-    assert [leaf_hash(data) for data in entries] == [r.leaf_hash for r in receipts[3:]]
+    assert chunks[0].start_index == 3 and len(entries) == 1 + 25 - 3  # leaf 0 is the licence
+    assert [leaf_hash(data) for data in entries] == [r.leaf_hash for r in receipts[2:]]
 
 
 @pytest.mark.parametrize(
@@ -176,14 +181,15 @@ def test_entries_are_paged_and_verbatim(channel: grpc.Channel, insurer: InsurerC
             "GetConsistencyProof",
             "OUT_OF_RANGE",
         ),
-        (pb.GetCheckpointRequest(tree_size=2), "GetCheckpoint", "NOT_FOUND"),
+        (pb.GetCheckpointRequest(tree_size=3), "GetCheckpoint", "NOT_FOUND"),
     ],
 )
 def test_bad_read_requests_get_clear_statuses(
     channel: grpc.Channel, insurer: InsurerClient, request_message: object, method: str, code: str
 ) -> None:
     insurer.submit(next(sample_events(1, INSURER, NOW)))
-    _submit_many(insurer, 2, first_number=10)  # sizes 1 and 3 have checkpoints; 2 has none
+    # The licence, then one event, then two in one batch: sizes 1, 2 and 4 have checkpoints.
+    _submit_many(insurer, 2, first_number=10)
     stub = pb_grpc.LedgerServiceStub(channel)
     with pytest.raises(grpc.RpcError) as raised:
         result = getattr(stub, method)(request_message)

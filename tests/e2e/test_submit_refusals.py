@@ -24,11 +24,13 @@ from ledger.storage.tables import checkpoints, log_entries
 from ledger.v1 import admin_service_pb2, admin_service_pb2_grpc, events_pb2, types_pb2
 from ledger.v1 import ledger_service_pb2 as pb
 from ledger.v1 import ledger_service_pb2_grpc as pb_grpc
-from tests.conftest import ServerHandle
+from tests.conftest import ServerHandle, onboard
 
 INSURER = "gulf-health"
 OTHER_INSURER = "desert-care"
 NOW = dt.datetime.now(dt.UTC)
+ONBOARDED = (1, 2)
+"""(entries, checkpoints) once the keys fixture licensed the insurer: the licence is leaf 0."""
 
 
 @dataclass
@@ -55,11 +57,11 @@ def _register(
 
 
 @pytest.fixture
-def keys(server: ServerHandle) -> Keys:
+def keys(server: ServerHandle, operator_signer: Ed25519Signer) -> Keys:
     keys = Keys(
         *(Ed25519Signer.generate(name) for name in ("good", "expired", "revoked", "future", "none"))
     )
-    _register(server, INSURER, keys.good)
+    onboard(server, operator_signer, INSURER, keys.good)
     _register(
         server,
         INSURER,
@@ -221,15 +223,15 @@ def test_refused_with_a_precise_status_and_nothing_written(
     if reason is not None:
         assert error.reason == reason, str(error)
     assert error.message
-    assert _written(database_url) == (0, 1)
+    assert _written(database_url) == ONBOARDED
 
 
 def test_the_unmutated_submission_is_accepted(
     server: ServerHandle, keys: Keys, stub: pb_grpc.LedgerServiceStub, database_url: str
 ) -> None:
     response = stub.SubmitEvent(pb.SubmitEventRequest(envelope=sign_event(_event(), keys.good)))
-    assert response.receipt.leaf_index == 0
-    assert _written(database_url) == (1, 2)
+    assert response.receipt.leaf_index == 1
+    assert _written(database_url) == (2, 3)
 
 
 def test_an_invalid_field_is_named_in_bad_request_details(
@@ -270,7 +272,7 @@ def test_a_refused_event_in_a_stream_gets_its_own_status_and_the_stream_goes_on(
     ]
     refused = results[2]
     assert isinstance(refused, ClientError) and refused.reason == "SIGNATURE_INVALID"
-    assert _written(database_url)[0] == 4
+    assert _written(database_url)[0] == ONBOARDED[0] + 4
 
 
 def test_an_event_id_reused_with_other_content_is_already_exists(
@@ -287,4 +289,4 @@ def test_an_event_id_reused_with_other_content_is_already_exists(
             client.submit(changed)
     assert raised.value.code == grpc.StatusCode.ALREADY_EXISTS
     assert [v.field for v in raised.value.field_violations] == ["event.policy_issued.plan"]
-    assert _written(database_url) == (1, 2)
+    assert _written(database_url) == (2, 3)

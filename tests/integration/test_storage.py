@@ -23,9 +23,14 @@ from ledger.storage.key_store import KeyStore
 from ledger.storage.log_store import LogStore
 from ledger.storage.migrate import alembic_config, downgrade, upgrade
 from ledger.storage.tables import APPEND_ONLY_TABLES, checkpoints, log_entries, tree_nodes
+from tests.conftest import onboard_directly
 
 NOW = dt.datetime.now(dt.UTC)
 INSURER = "gulf-health"
+FIRST = 1
+"""Leaf 0 is the operator's licensing of INSURER (see the appender fixture): entries, and the
+checkpoints made so far (the empty tree's and the licensing batch's), start from here."""
+CHECKPOINTS = 2
 
 
 def _pending(signer: Ed25519Signer, events: list[object]) -> list[PendingEntry]:
@@ -47,16 +52,16 @@ def _pending(signer: Ed25519Signer, events: list[object]) -> list[PendingEntry]:
 
 
 @pytest.fixture
-def appender(engine: Engine, log_signer: Ed25519Signer, insurer_signer: Ed25519Signer) -> Appender:
-    KeyStore(engine).register(
-        insurer_id=INSURER,
-        public_key=insurer_signer.public_key,
-        valid_from=NOW - dt.timedelta(days=1),
-        valid_until=None,
-        now=NOW,
-    )
+def appender(
+    engine: Engine,
+    log_signer: Ed25519Signer,
+    insurer_signer: Ed25519Signer,
+    operator_signer: Ed25519Signer,
+) -> Appender:
+    """An appender on a log whose first entry licenses INSURER (whose key is registered)."""
     appender = Appender(engine, log_signer, log_signer.name)
     appender.initialize(NOW)
+    onboard_directly(engine, appender, operator_signer, INSURER, insurer_signer, NOW)
     return appender
 
 
@@ -114,10 +119,12 @@ def test_postgres_refuses_truncate(appender: Appender, engine: Engine) -> None:
         pytest.skip("TRUNCATE exists only on PostgreSQL")
     with pytest.raises(DBAPIError, match="append-only"), engine.begin() as connection:
         connection.execute(text("TRUNCATE checkpoints CASCADE"))
-    assert _count(engine, checkpoints) == 1
+    assert _count(engine, checkpoints) == CHECKPOINTS
 
 
-def test_initialize_signs_the_empty_tree_once(appender: Appender, engine: Engine) -> None:
+def test_initialize_signs_the_empty_tree_once(engine: Engine, log_signer: Ed25519Signer) -> None:
+    appender = Appender(engine, log_signer, log_signer.name)
+    appender.initialize(NOW)
     appender.initialize(NOW)
     assert _count(engine, checkpoints) == 1
     assert LogStore(engine).latest_checkpoint().tree_size == 0
@@ -134,10 +141,12 @@ def test_a_batch_is_one_checkpoint_and_every_receipt_verifies(
     for item, outcome in zip(items, outcomes, strict=True):
         assert isinstance(outcome, Receipt)
         verified = verify_receipt(receipt_to_proto(outcome), trusted, item.envelope.payload)
-        assert verified.checkpoint.size == 37
-    assert [o.leaf_index for o in outcomes if isinstance(o, Receipt)] == list(range(37))
-    assert _count(engine, checkpoints) == 2
-    assert _count(engine, log_entries) == 37
+        assert verified.checkpoint.size == FIRST + 37
+    assert [o.leaf_index for o in outcomes if isinstance(o, Receipt)] == list(
+        range(FIRST, FIRST + 37)
+    )
+    assert _count(engine, checkpoints) == CHECKPOINTS + 1
+    assert _count(engine, log_entries) == FIRST + 37
 
 
 def test_proofs_from_stored_nodes_match_an_in_memory_tree(
@@ -145,6 +154,8 @@ def test_proofs_from_stored_nodes_match_an_in_memory_tree(
 ) -> None:
     events = list(sample_events(70, INSURER, NOW))
     memory = MemoryTree()
+    _, [licence] = LogStore(engine).entries(0, 1)
+    memory.append_leaf_hash(leaf_hash(licence))
     for start, end in [(0, 1), (1, 2), (2, 7), (7, 8), (8, 33), (33, 64), (64, 70)]:
         for outcome in appender.append_batch(_pending(insurer_signer, events[start:end]), NOW):
             assert isinstance(outcome, Receipt)
@@ -179,8 +190,8 @@ def test_resubmitting_the_same_event_returns_its_first_receipt(
         original.checkpoint,
         original.inclusion_proof,
     )
-    assert _count(engine, log_entries) == 9
-    assert _count(engine, checkpoints) == 3  # the duplicate-only batch wrote no checkpoint
+    assert _count(engine, log_entries) == FIRST + 9
+    assert _count(engine, checkpoints) == CHECKPOINTS + 2  # none for the duplicate-only batch
 
 
 def test_the_same_event_twice_in_one_batch_is_written_once(
@@ -189,8 +200,8 @@ def test_the_same_event_twice_in_one_batch_is_written_once(
     event = next(sample_events(1, INSURER, NOW))
     outcomes = appender.append_batch(_pending(insurer_signer, [event, event]), NOW)
     assert isinstance(outcomes[0], Receipt) and isinstance(outcomes[1], Receipt)
-    assert outcomes[1].duplicate and outcomes[1].leaf_index == outcomes[0].leaf_index == 0
-    assert _count(engine, log_entries) == 1
+    assert outcomes[1].duplicate and outcomes[1].leaf_index == outcomes[0].leaf_index == FIRST
+    assert _count(engine, log_entries) == FIRST + 1
 
 
 @pytest.mark.parametrize("same_batch", [False, True])
@@ -211,8 +222,8 @@ def test_an_event_id_reused_with_other_bytes_is_refused_naming_the_field(
     assert (
         conflict.details.field_violations[0].field == "event.policy_issued.members[1].relationship"
     )
-    assert _count(engine, log_entries) == 1
-    assert _count(engine, checkpoints) == 2
+    assert _count(engine, log_entries) == FIRST + 1
+    assert _count(engine, checkpoints) == CHECKPOINTS + 1
 
 
 def test_a_key_revoked_before_the_commit_is_refused_and_nothing_is_written(
@@ -225,8 +236,8 @@ def test_a_key_revoked_before_the_commit_is_refused_and_nothing_is_written(
     outcomes = appender.append_batch(items, NOW)
     assert all(isinstance(outcome, PermissionDenied) for outcome in outcomes)
     assert outcomes[0].reason == "KEY_REVOKED"  # type: ignore[union-attr]
-    assert _count(engine, log_entries) == 0
-    assert _count(engine, checkpoints) == 1
+    assert _count(engine, log_entries) == FIRST
+    assert _count(engine, checkpoints) == CHECKPOINTS
 
 
 def test_stored_entry_bytes_are_exactly_what_was_hashed(
@@ -234,7 +245,7 @@ def test_stored_entry_bytes_are_exactly_what_was_hashed(
 ) -> None:
     items = _pending(insurer_signer, list(sample_events(4, INSURER, NOW)))
     outcomes = appender.append_batch(items, NOW)
-    _, entries = LogStore(engine).entries(0, 10)
+    _, entries = LogStore(engine).entries(FIRST, FIRST + 10)
     from ledger.entry import decode_entry
 
     for item, outcome, data in zip(items, outcomes, entries, strict=True):
@@ -260,4 +271,4 @@ def test_a_tampered_node_is_detected_before_the_next_append(
         appender.append_batch(
             _pending(insurer_signer, list(sample_events(2, INSURER, NOW, first_number=9))), NOW
         )
-    assert _count(engine, log_entries) == 4
+    assert _count(engine, log_entries) == FIRST + 4

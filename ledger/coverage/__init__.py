@@ -1,0 +1,1 @@
+"""Coverage: projections of the log, the household check and their exports."""

@@ -1,0 +1,577 @@
+"""The policy rules and the projections they maintain, applied entry by entry.
+
+:class:`Projector` is called by the appender inside the batch transaction, once per new entry, in
+log order: it first checks the event against the rules and the state the projections hold
+(including the effects of earlier entries of the same batch, which it wrote on the same
+connection), raising a :class:`~ledger.errors.LedgerError` that names the rule, and only then
+writes. A refused event therefore writes nothing, and the projections always equal what the
+entries committed with them imply. ``policy-ledger rebuild`` runs the same code over the log
+alone (see :mod:`ledger.coverage.rebuild`).
+
+Rules (ARCHITECTURE.md section 5; docs/coverage.md explains each with its source):
+
+* insurer licensing events are signed by the reserved principal ``operator`` only; policy events
+  only by a licensed, unsuspended insurer, and only about its own policies (policy ids are
+  per insurer, so another insurer's policy is simply not found);
+* a policy id is issued once; the same insurer may not cover the same person twice on one day
+  (different insurers may overlap: a person is covered when any policy covers the day);
+* a cancellation is effective on or after the start and at most one day after the end, once;
+  with reason INSURER_CHANGE it needs 30 days' notice;
+* members change only on a policy that is not cancelled, within its period;
+* a premium's currency is the policy's, and its period lies within the policy's.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from sqlalchemy import Connection, Row, and_, insert, select, update
+
+from ledger.errors import (
+    AlreadyExists,
+    FailedPrecondition,
+    FieldViolation,
+    NotFound,
+    PermissionDenied,
+)
+from ledger.storage.tables import coverages, insurers, policies, premiums, subject_entries
+from ledger.v1 import events_pb2, types_pb2
+
+__all__ = [
+    "INSURER_CHANGE_NOTICE_DAYS",
+    "OPERATOR_ID",
+    "PERIOD_END",
+    "Projector",
+    "party_key",
+    "person_key",
+    "to_date",
+]
+
+OPERATOR_ID = "operator"
+"""The principal that signs insurer licensing events (its keys are registered under this id)."""
+INSURER_CHANGE_NOTICE_DAYS = 30
+"""Days of notice a cancellation for a change of insurer needs (CCHI rules)."""
+PERIOD_END = "PERIOD_END"
+"""``coverages.end_reason`` of a coverage that runs to its policy's stated end."""
+
+_ONE_DAY = dt.timedelta(days=1)
+
+
+def to_date(civil: types_pb2.CivilDate) -> dt.date:
+    """The date of an already validated CivilDate."""
+    return dt.date(civil.year, civil.month, civil.day)
+
+
+def person_key(person: types_pb2.PersonId) -> str:
+    """How projections index a person: ``<country>:<TYPE>:<value>`` (``SA:RESIDENCE_ID:2...``)."""
+    type_name = types_pb2.PersonIdType.Name(person.type).removeprefix("PERSON_ID_TYPE_")
+    return f"{person.country_code}:{type_name}:{person.value}"
+
+
+def party_key(party: types_pb2.Party) -> str:
+    """``person:<person key>`` or ``org:<country>:<registration number>``."""
+    if party.WhichOneof("kind") == "person":
+        return f"person:{person_key(party.person)}"
+    return f"org:{party.organization.country_code}:{party.organization.registration_number}"
+
+
+def _relationship(value: events_pb2.Relationship.ValueType) -> str:
+    return events_pb2.Relationship.Name(value).removeprefix("RELATIONSHIP_").lower()
+
+
+def _reason(value: events_pb2.CancellationReason.ValueType) -> str:
+    return events_pb2.CancellationReason.Name(value).removeprefix("CANCELLATION_REASON_")
+
+
+def _leaves(text: str, leaf_index: int) -> str:
+    return f"{text},{leaf_index}" if text else str(leaf_index)
+
+
+class Projector:
+    """Checks and applies events to the projections on one connection (inside its transaction)."""
+
+    def __init__(self, connection: Connection) -> None:
+        self._connection = connection
+        self._handlers: dict[str, Callable[[events_pb2.Event, int], None]] = {
+            "policy_issued": self._policy_issued,
+            "policy_cancelled": self._policy_cancelled,
+            "member_added": self._member_added,
+            "member_removed": self._member_removed,
+            "premium_paid": self._premium_paid,
+            "insurer_licensed": self._insurer_licensed,
+            "insurer_suspended": self._insurer_suspended,
+        }
+
+    def apply(self, event: events_pb2.Event, leaf_index: int) -> None:
+        """Check ``event`` against the rules, then record it as entry ``leaf_index``.
+
+        Raises a LedgerError naming the rule when the event is refused; nothing is written then.
+        """
+        kind = event.WhichOneof("body")
+        handler = self._handlers.get(kind or "")
+        if handler is None:  # validate_event refuses these before they get here
+            raise FailedPrecondition(f"event body {kind!r} has no rules", reason="EVENT_UNKNOWN")
+        handler(event, leaf_index)
+
+    # Insurers (operator events).
+
+    def _insurer_licensed(self, event: events_pb2.Event, leaf_index: int) -> None:
+        body = event.insurer_licensed
+        field = "event.insurer_licensed"
+        self._require_operator(event, field)
+        insurer_id = body.licensed_insurer_id
+        row = self._insurer(insurer_id)
+        if row is not None and row.status == "licensed":
+            raise FailedPrecondition(
+                f"insurer {insurer_id!r} is already licensed",
+                reason="ALREADY_LICENSED",
+                field_violations=[
+                    FieldViolation(f"{field}.licensed_insurer_id", "already licensed")
+                ],
+                metadata={"insurer_id": insurer_id},
+            )
+        values = {
+            "name": body.name,
+            "licence_number": body.licence_number,
+            "status": "licensed",
+            "licensed_from": to_date(body.effective_date),
+            "suspended_from": None,
+            "leaf_index": leaf_index,
+        }
+        if row is None:
+            self._execute(insert(insurers).values(insurer_id=insurer_id, **values))
+        else:
+            self._execute(
+                update(insurers).where(insurers.c.insurer_id == insurer_id).values(**values)
+            )
+        self._index(leaf_index, [f"insurer:{insurer_id}"])
+
+    def _insurer_suspended(self, event: events_pb2.Event, leaf_index: int) -> None:
+        body = event.insurer_suspended
+        field = "event.insurer_suspended"
+        self._require_operator(event, field)
+        insurer_id = body.suspended_insurer_id
+        row = self._insurer(insurer_id)
+        if row is None or row.status != "licensed":
+            state = "never licensed" if row is None else "already suspended"
+            raise FailedPrecondition(
+                f"insurer {insurer_id!r} cannot be suspended: {state}",
+                reason="NOT_LICENSED" if row is None else "ALREADY_SUSPENDED",
+                field_violations=[FieldViolation(f"{field}.suspended_insurer_id", state)],
+                metadata={"insurer_id": insurer_id},
+            )
+        self._execute(
+            update(insurers)
+            .where(insurers.c.insurer_id == insurer_id)
+            .values(
+                status="suspended",
+                suspended_from=to_date(body.effective_date),
+                leaf_index=leaf_index,
+            )
+        )
+        self._index(leaf_index, [f"insurer:{insurer_id}"])
+
+    def _require_operator(self, event: events_pb2.Event, field: str) -> None:
+        if event.insurer_id != OPERATOR_ID:
+            raise PermissionDenied(
+                f"only the operator signs insurer licensing events, not {event.insurer_id!r}",
+                reason="OPERATOR_ONLY",
+                field_violations=[FieldViolation("event.insurer_id", f"must be {OPERATOR_ID!r}")],
+                metadata={"insurer_id": event.insurer_id, "event": field.removeprefix("event.")},
+            )
+
+    def _require_licensed(self, insurer_id: str) -> None:
+        if insurer_id == OPERATOR_ID:
+            raise PermissionDenied(
+                "the operator licenses insurers; it does not write policy events",
+                reason="OPERATOR_CANNOT_WRITE_POLICIES",
+                field_violations=[FieldViolation("event.insurer_id", "an insurer is required")],
+            )
+        row = self._insurer(insurer_id)
+        if row is None or row.status != "licensed":
+            suspended = row is not None
+            raise PermissionDenied(
+                f"insurer {insurer_id!r} is "
+                + (f"suspended since {row.suspended_from}" if row is not None else "not licensed"),
+                reason="INSURER_SUSPENDED" if suspended else "INSURER_NOT_LICENSED",
+                field_violations=[
+                    FieldViolation("event.insurer_id", "suspended" if suspended else "not licensed")
+                ],
+                metadata={"insurer_id": insurer_id},
+            )
+
+    # Policies.
+
+    def _policy_issued(self, event: events_pb2.Event, leaf_index: int) -> None:
+        body = event.policy_issued
+        field = "event.policy_issued"
+        insurer_id = event.insurer_id
+        self._require_licensed(insurer_id)
+        if self._policy(insurer_id, body.policy_id) is not None:
+            raise AlreadyExists(
+                f"insurer {insurer_id!r} already issued policy {body.policy_id!r}",
+                reason="POLICY_EXISTS",
+                field_violations=[FieldViolation(f"{field}.policy_id", "already issued")],
+                metadata={"insurer_id": insurer_id, "policy_id": body.policy_id},
+            )
+        start, end = to_date(body.start_date), to_date(body.end_date)
+        for position, member in enumerate(body.members):
+            self._refuse_double_coverage(
+                insurer_id, member.person, start, end, f"{field}.members[{position}].person"
+            )
+        sponsor = person_key(body.sponsor)
+        self._execute(
+            insert(policies).values(
+                insurer_id=insurer_id,
+                policy_id=body.policy_id,
+                sponsor_key=sponsor,
+                holder_key=party_key(body.holder),
+                plan=body.plan,
+                start_date=start,
+                end_date=end,
+                currency_code=body.annual_premium.currency_code,
+                annual_premium_minor=body.annual_premium.amount_minor,
+                cancelled_from=None,
+                cancel_reason=None,
+                issued_leaf_index=leaf_index,
+                cancelled_leaf_index=None,
+            )
+        )
+        self._execute(
+            insert(coverages),
+            [
+                {
+                    "insurer_id": insurer_id,
+                    "policy_id": body.policy_id,
+                    "person_key": person_key(member.person),
+                    "start_date": start,
+                    "end_date": end,
+                    "sponsor_key": sponsor,
+                    "relationship": _relationship(member.relationship),
+                    "end_reason": PERIOD_END,
+                    "leaf_indexes": str(leaf_index),
+                }
+                for member in body.members
+            ],
+        )
+        subjects = [f"person:{sponsor}", *(f"person:{person_key(m.person)}" for m in body.members)]
+        if body.holder.WhichOneof("kind") == "person":
+            subjects.append(party_key(body.holder))
+        self._index_policy(leaf_index, insurer_id, body.policy_id, subjects)
+
+    def _policy_cancelled(self, event: events_pb2.Event, leaf_index: int) -> None:
+        body = event.policy_cancelled
+        field = "event.policy_cancelled"
+        insurer_id = event.insurer_id
+        self._require_licensed(insurer_id)
+        policy = self._own_policy(insurer_id, body.policy_id, f"{field}.policy_id")
+        if policy.cancelled_from is not None:
+            raise FailedPrecondition(
+                f"policy {body.policy_id!r} was already cancelled from {policy.cancelled_from} "
+                f"(entry {policy.cancelled_leaf_index})",
+                reason="ALREADY_CANCELLED",
+                field_violations=[FieldViolation(f"{field}.policy_id", "already cancelled")],
+                metadata={
+                    "policy_id": body.policy_id,
+                    "leaf_index": str(policy.cancelled_leaf_index),
+                },
+            )
+        effective = to_date(body.effective_date)
+        _check_within(
+            effective,
+            policy.start_date,
+            policy.end_date + _ONE_DAY,
+            f"{field}.effective_date",
+            "cancellation",
+            body.policy_id,
+        )
+        notice = to_date(body.notice_date)
+        if body.reason == events_pb2.CANCELLATION_REASON_INSURER_CHANGE:
+            days = (effective - notice).days
+            if days < INSURER_CHANGE_NOTICE_DAYS:
+                raise FailedPrecondition(
+                    f"a change of insurer needs {INSURER_CHANGE_NOTICE_DAYS} days' notice; "
+                    f"notice on {notice} for {effective} gives {days}",
+                    reason="NOTICE_TOO_SHORT",
+                    field_violations=[
+                        FieldViolation(
+                            f"{field}.notice_date",
+                            f"at least {INSURER_CHANGE_NOTICE_DAYS} days before the effective date",
+                        )
+                    ],
+                    metadata={"notice_days": str(days)},
+                )
+        reason = _reason(body.reason)
+        self._execute(
+            update(policies)
+            .where(_policy_is(insurer_id, body.policy_id))
+            .values(cancelled_from=effective, cancel_reason=reason, cancelled_leaf_index=leaf_index)
+        )
+        affected = self._rows(
+            select(coverages).where(
+                _coverage_of(insurer_id, body.policy_id), coverages.c.end_date >= effective
+            )
+        )
+        for row in affected:
+            self._end_coverage(row, effective - _ONE_DAY, reason, leaf_index)
+        self._index_policy(
+            leaf_index,
+            insurer_id,
+            body.policy_id,
+            [f"person:{policy.sponsor_key}", *(f"person:{row.person_key}" for row in affected)],
+        )
+
+    def _member_added(self, event: events_pb2.Event, leaf_index: int) -> None:
+        body = event.member_added
+        field = "event.member_added"
+        insurer_id = event.insurer_id
+        self._require_licensed(insurer_id)
+        policy = self._active_policy(insurer_id, body.policy_id, f"{field}.policy_id")
+        effective = to_date(body.effective_date)
+        _check_within(
+            effective,
+            policy.start_date,
+            policy.end_date,
+            f"{field}.effective_date",
+            "a member's first day",
+            body.policy_id,
+        )
+        key = person_key(body.member.person)
+        if self._current_coverage(insurer_id, body.policy_id, key) is not None:
+            raise AlreadyExists(
+                f"{key} is already a member of policy {body.policy_id!r}",
+                reason="MEMBER_EXISTS",
+                field_violations=[FieldViolation(f"{field}.member.person", "already a member")],
+                metadata={"person": key, "policy_id": body.policy_id},
+            )
+        self._refuse_double_coverage(
+            insurer_id, body.member.person, effective, policy.end_date, f"{field}.member.person"
+        )
+        self._execute(
+            insert(coverages).values(
+                insurer_id=insurer_id,
+                policy_id=body.policy_id,
+                person_key=key,
+                start_date=effective,
+                end_date=policy.end_date,
+                sponsor_key=policy.sponsor_key,
+                relationship=_relationship(body.member.relationship),
+                end_reason=PERIOD_END,
+                leaf_indexes=str(leaf_index),
+            )
+        )
+        self._index_policy(leaf_index, insurer_id, body.policy_id, [f"person:{key}"])
+
+    def _member_removed(self, event: events_pb2.Event, leaf_index: int) -> None:
+        body = event.member_removed
+        field = "event.member_removed"
+        insurer_id = event.insurer_id
+        self._require_licensed(insurer_id)
+        policy = self._active_policy(insurer_id, body.policy_id, f"{field}.policy_id")
+        key = person_key(body.person)
+        row = self._current_coverage(insurer_id, body.policy_id, key)
+        if row is None:
+            raise NotFound(
+                f"{key} is not a current member of policy {body.policy_id!r}",
+                reason="MEMBER_NOT_FOUND",
+                field_violations=[FieldViolation(f"{field}.person", "not a current member")],
+                metadata={"person": key, "policy_id": body.policy_id},
+            )
+        effective = to_date(body.effective_date)
+        _check_within(
+            effective,
+            row.start_date,
+            policy.end_date + _ONE_DAY,
+            f"{field}.effective_date",
+            "a removal",
+            body.policy_id,
+        )
+        self._end_coverage(
+            row, effective - _ONE_DAY, f"MEMBER_REMOVED:{_reason(body.reason)}", leaf_index
+        )
+        self._index_policy(leaf_index, insurer_id, body.policy_id, [f"person:{key}"])
+
+    def _premium_paid(self, event: events_pb2.Event, leaf_index: int) -> None:
+        body = event.premium_paid
+        field = "event.premium_paid"
+        insurer_id = event.insurer_id
+        self._require_licensed(insurer_id)
+        policy = self._own_policy(insurer_id, body.policy_id, f"{field}.policy_id")
+        if body.amount.currency_code != policy.currency_code:
+            raise FailedPrecondition(
+                f"policy {body.policy_id!r} is in {policy.currency_code}, "
+                f"the payment in {body.amount.currency_code}",
+                reason="CURRENCY_MISMATCH",
+                field_violations=[
+                    FieldViolation(
+                        f"{field}.amount.currency_code", f"must be {policy.currency_code}"
+                    )
+                ],
+            )
+        period_start, period_end = to_date(body.period_start), to_date(body.period_end)
+        if period_start < policy.start_date or period_end > policy.end_date:
+            raise FailedPrecondition(
+                f"the period paid for ({period_start}..{period_end}) is outside policy "
+                f"{body.policy_id!r} ({policy.start_date}..{policy.end_date})",
+                reason="PERIOD_OUTSIDE_POLICY",
+                field_violations=[
+                    FieldViolation(
+                        f"{field}.period_start"
+                        if period_start < policy.start_date
+                        else f"{field}.period_end",
+                        "outside the policy's period",
+                    )
+                ],
+            )
+        payer = party_key(body.payer.party)
+        self._execute(
+            insert(premiums).values(
+                leaf_index=leaf_index,
+                insurer_id=insurer_id,
+                policy_id=body.policy_id,
+                currency_code=body.amount.currency_code,
+                amount_minor=body.amount.amount_minor,
+                period_start=period_start,
+                period_end=period_end,
+                payer_type=events_pb2.PayerType.Name(body.payer.type)
+                .removeprefix("PAYER_TYPE_")
+                .lower(),
+                payer_key=payer,
+            )
+        )
+        subjects = [payer] if payer.startswith("person:") else []
+        self._index_policy(leaf_index, insurer_id, body.policy_id, subjects)
+
+    # Reads and writes.
+
+    def _execute(self, statement: Any, parameters: Any = None) -> None:
+        self._connection.execute(statement, parameters)
+
+    def _rows(self, statement: Any) -> list[Row[Any]]:
+        return list(self._connection.execute(statement))
+
+    def _insurer(self, insurer_id: str) -> Row[Any] | None:
+        return self._connection.execute(
+            select(insurers).where(insurers.c.insurer_id == insurer_id)
+        ).first()
+
+    def _policy(self, insurer_id: str, policy_id: str) -> Row[Any] | None:
+        return self._connection.execute(
+            select(policies).where(_policy_is(insurer_id, policy_id))
+        ).first()
+
+    def _own_policy(self, insurer_id: str, policy_id: str, field: str) -> Row[Any]:
+        policy = self._policy(insurer_id, policy_id)
+        if policy is None:
+            raise NotFound(
+                f"insurer {insurer_id!r} has no policy {policy_id!r}",
+                reason="POLICY_NOT_FOUND",
+                field_violations=[FieldViolation(field, "no such policy of this insurer")],
+                metadata={"insurer_id": insurer_id, "policy_id": policy_id},
+            )
+        return policy
+
+    def _active_policy(self, insurer_id: str, policy_id: str, field: str) -> Row[Any]:
+        policy = self._own_policy(insurer_id, policy_id, field)
+        if policy.cancelled_from is not None:
+            raise FailedPrecondition(
+                f"policy {policy_id!r} was cancelled from {policy.cancelled_from}; "
+                "members change only on an active policy",
+                reason="POLICY_CANCELLED",
+                field_violations=[FieldViolation(field, "cancelled")],
+                metadata={"policy_id": policy_id},
+            )
+        return policy
+
+    def _current_coverage(self, insurer_id: str, policy_id: str, key: str) -> Row[Any] | None:
+        return self._connection.execute(
+            select(coverages).where(
+                _coverage_of(insurer_id, policy_id),
+                coverages.c.person_key == key,
+                coverages.c.end_reason == PERIOD_END,
+            )
+        ).first()
+
+    def _refuse_double_coverage(
+        self,
+        insurer_id: str,
+        person: types_pb2.PersonId,
+        start: dt.date,
+        end: dt.date,
+        field: str,
+    ) -> None:
+        key = person_key(person)
+        clash = self._connection.execute(
+            select(coverages.c.policy_id, coverages.c.start_date, coverages.c.end_date)
+            .where(
+                coverages.c.person_key == key,
+                coverages.c.insurer_id == insurer_id,
+                coverages.c.start_date <= end,
+                coverages.c.end_date >= start,
+                coverages.c.end_date >= coverages.c.start_date,
+            )
+            .limit(1)
+        ).first()
+        if clash is not None:
+            raise FailedPrecondition(
+                f"{insurer_id!r} already covers {key} from {clash.start_date} to "
+                f"{clash.end_date} under policy {clash.policy_id!r}",
+                reason="DOUBLE_COVERAGE",
+                field_violations=[FieldViolation(field, "already covered by this insurer")],
+                metadata={"person": key, "policy_id": clash.policy_id},
+            )
+
+    def _end_coverage(self, row: Row[Any], last_day: dt.date, reason: str, leaf: int) -> None:
+        self._execute(
+            update(coverages)
+            .where(
+                _coverage_of(row.insurer_id, row.policy_id),
+                coverages.c.person_key == row.person_key,
+                coverages.c.start_date == row.start_date,
+            )
+            .values(
+                end_date=last_day, end_reason=reason, leaf_indexes=_leaves(row.leaf_indexes, leaf)
+            )
+        )
+
+    def _index_policy(
+        self, leaf_index: int, insurer_id: str, policy_id: str, subjects: Iterable[str]
+    ) -> None:
+        self._index(
+            leaf_index,
+            [
+                f"policy:{insurer_id}:{policy_id}",
+                f"policy-id:{policy_id}",
+                f"insurer:{insurer_id}",
+                *subjects,
+            ],
+        )
+
+    def _index(self, leaf_index: int, subjects: Iterable[str]) -> None:
+        self._execute(
+            insert(subject_entries),
+            [{"subject": subject, "leaf_index": leaf_index} for subject in sorted(set(subjects))],
+        )
+
+
+def _policy_is(insurer_id: str, policy_id: str) -> Any:
+    return and_(policies.c.insurer_id == insurer_id, policies.c.policy_id == policy_id)
+
+
+def _coverage_of(insurer_id: str, policy_id: str) -> Any:
+    return and_(coverages.c.insurer_id == insurer_id, coverages.c.policy_id == policy_id)
+
+
+def _check_within(  # noqa: PLR0917 (a private helper; every call names what it checks)
+    day: dt.date, first: dt.date, last: dt.date, field: str, what: str, policy_id: str
+) -> None:
+    if first <= day <= last:
+        return
+    raise FailedPrecondition(
+        f"{what} on {day} is outside {first}..{last} of policy {policy_id!r}",
+        reason="DATE_OUTSIDE_POLICY",
+        field_violations=[FieldViolation(field, f"must be within {first}..{last}")],
+        metadata={"policy_id": policy_id},
+    )
