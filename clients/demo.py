@@ -25,11 +25,13 @@ from clients.auditor import AuditorClient
 from clients.errors import ClientError
 from clients.insurer import InsurerClient
 from clients.operator import OPERATOR_ID, OperatorClient
-from clients.samples import sample_events
+from clients.portal import PortalClient
+from clients.samples import iqama, sample_events
 from clients.verify import TrustedLog, VerifiedReceipt
 from ledger.keys import insurer_key_id
 from ledger.signing import generate_keypair, parse_signer_key
 from ledger.storage.db import sqlite_url
+from ledger.v1 import events_pb2
 
 __all__ = ["run_demo"]
 
@@ -126,6 +128,7 @@ def run_demo(*, events_count: int, workdir: Path) -> int:
         occurred_at = dt.datetime.now(dt.UTC)
         first = _submit(insurer, events_count, occurred_at)
         _show_refusals(insurer, occurred_at)
+        _check_households(PortalClient(channel, log=trusted), occurred_at.date())
         signing_keys = [insurer_signer.public_key, operator_signer.public_key]
         _audit(AuditorClient(channel, log=trusted), first, signing_keys)
     say(f"done in {time.monotonic() - started:.1f} s")
@@ -176,6 +179,32 @@ def _submit(insurer: InsurerClient, events_count: int, occurred_at: dt.datetime)
     return first
 
 
+def _check_households(portal: PortalClient, today: dt.date) -> None:
+    """A renewal portal asks whether two households are insured through a new permit's end."""
+    through = today + dt.timedelta(days=300)
+    family = [
+        (iqama(0), events_pb2.RELATIONSHIP_SELF),
+        (iqama(1), events_pb2.RELATIONSHIP_SPOUSE),
+        (iqama(2), events_pb2.RELATIONSHIP_CHILD),
+    ]
+    maid = (iqama(15), events_pb2.RELATIONSHIP_DOMESTIC_WORKER)
+    say(f"4. a renewal portal checks households through {through} (the new permit's end)")
+    for label, members in (("the family", family), ("the family and its maid", [*family, maid])):
+        answer = portal.check_household(iqama(0), members, as_of=today, through=through)
+        response = answer.response
+        verdict = "RENEWABLE" if response.renewable else "BLOCKED"
+        say(
+            f"   sponsor {iqama(0).value}, {label}: {verdict} "
+            f"(answer at tree size {answer.checkpoint.size}, checkpoint verified, "
+            f"entries relied on: {list(response.basis.leaf_indexes)})"
+        )
+        for member in response.members:
+            if not member.covered:
+                relationship = events_pb2.Relationship.Name(member.relationship)
+                kind = relationship.removeprefix("RELATIONSHIP_").lower()
+                say(f"     blocks it: {member.person.value} ({kind}): {member.detail}")
+
+
 def _show_refusals(insurer: InsurerClient, occurred_at: dt.datetime) -> None:
     """Resubmit the first event exactly as sent (``occurred_at`` is the same), then altered."""
     original = next(sample_events(1, INSURER_ID, occurred_at))
@@ -205,7 +234,7 @@ def _show_refusals(insurer: InsurerClient, occurred_at: dt.datetime) -> None:
 def _audit(auditor: AuditorClient, first: VerifiedReceipt, signing_keys: list[bytes]) -> None:
     latest = auditor.checkpoint()
     say(
-        f"4. auditor fetched the latest checkpoint: size {latest.size}, "
+        f"5. auditor fetched the latest checkpoint: size {latest.size}, "
         f"root {latest.root_hash.hex()[:16]}..., signature verified with the log key"
     )
     auditor.verify_consistency(first.checkpoint, latest)

@@ -32,7 +32,9 @@ __all__ = [
     "CURRENCY_MINOR_UNITS",
     "EVENT_PAYLOAD_TYPE",
     "EventSummary",
+    "check_date",
     "check_identifier",
+    "check_person",
     "decode_event",
     "first_difference",
     "summarize_event",
@@ -570,3 +572,15 @@ def first_difference(old: Message, new: Message, path: str = "event") -> str | N
         if old_value != new_value:
             return f"{path}.{name}"
     return None
+
+
+def check_person(violations: list[FieldViolation], field: str, person: types_pb2.PersonId) -> None:
+    """Append the violations of ``person`` (structure, then its type's rules in its country)."""
+    _check_person(violations, field, person)
+
+
+def check_date(
+    violations: list[FieldViolation], field: str, date: types_pb2.CivilDate, *, present: bool
+) -> dt.date | None:
+    """The date of ``date``, or None after appending why it is not one (or is missing)."""
+    return _check_date(violations, field, date, present=present)

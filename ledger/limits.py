@@ -58,3 +58,12 @@ key_name_chars_max: Final = 128
 note_bytes_max: Final = 16 * 1024
 note_signatures_max: Final = 32
 origin_chars_max: Final = 256
+
+# Coverage queries.
+household_members_max: Final = 64
+"""Members one household check may name (as many as one policy may cover)."""
+household_days_max: Final = 3 * 366
+"""Longest as_of..through span a household check covers (permits run one to three years)."""
+history_page_max: Final = 1000
+"""Entries one ListPolicyHistory / FindEntries page returns at most."""
+history_page_default: Final = 100

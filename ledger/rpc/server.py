@@ -21,7 +21,9 @@ from sqlalchemy import Engine
 from ledger import limits
 from ledger.clock import Clock, SystemClock
 from ledger.config import ServerConfig, check_origin, load_signer
+from ledger.coverage.reader import CoverageReader
 from ledger.rpc.admin_servicer import AdminServicer
+from ledger.rpc.coverage_servicer import CoverageServicer
 from ledger.rpc.ledger_servicer import LedgerServicer
 from ledger.sequencer import Sequencer
 from ledger.service import KeyCache, Ledger
@@ -33,6 +35,8 @@ from ledger.storage.migrate import upgrade
 from ledger.v1 import (
     admin_service_pb2,
     admin_service_pb2_grpc,
+    coverage_service_pb2,
+    coverage_service_pb2_grpc,
     ledger_service_pb2,
     ledger_service_pb2_grpc,
 )
@@ -44,6 +48,7 @@ log = logging.getLogger(__name__)
 SERVICE_NAMES = (
     ledger_service_pb2.DESCRIPTOR.services_by_name["LedgerService"].full_name,
     admin_service_pb2.DESCRIPTOR.services_by_name["AdminService"].full_name,
+    coverage_service_pb2.DESCRIPTOR.services_by_name["CoverageService"].full_name,
 )
 
 
@@ -89,6 +94,9 @@ async def start_server(config: ServerConfig, clock: Clock | None = None) -> Runn
     )
     ledger_service_pb2_grpc.add_LedgerServiceServicer_to_server(
         LedgerServicer(Ledger(key_cache, sequencer, clock), LogStore(engine)), server
+    )
+    coverage_service_pb2_grpc.add_CoverageServiceServicer_to_server(
+        CoverageServicer(CoverageReader(engine), clock), server
     )
     admin_service_pb2_grpc.add_AdminServiceServicer_to_server(
         AdminServicer(key_store, key_cache, clock, config.admin_token), server

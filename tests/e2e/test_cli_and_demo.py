@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -21,7 +22,7 @@ def run(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
 
 def test_help_lists_every_command_with_examples() -> None:
     output = run("--help").stdout
-    for command in ("serve", "keygen", "db", "admin", "demo"):
+    for command in ("serve", "keygen", "db", "admin", "demo", "rebuild"):
         assert command in output
     assert "Examples:" in output
     assert "Example:" in run("admin", "insurer", "add-key", "--help").stdout
@@ -109,10 +110,28 @@ def test_the_demo_tells_the_whole_story(tmp_path: Path) -> None:
         "UNAUTHENTICATED",
         "consistency proof",
         "full audit: 61 entries",
+        "the family: RENEWABLE",
+        "the family and its maid: BLOCKED",
+        "blocks it:",
+        "(domestic_worker): no policy covers",
         "verdict",
         "exit code 0",
     ):
         assert expected in story, expected
+    # The projections the demo built agree with its log; tampering with them is reported.
+    database = sqlite_url(tmp_path / "demo" / "ledger.db")
+    rebuilt = run("rebuild", "--database", database)
+    assert "projections match the log" in rebuilt.stdout
+    import sqlite3
+
+    with sqlite3.connect(tmp_path / "demo" / "ledger.db") as connection:
+        connection.execute("UPDATE policies SET plan = 'VIP' WHERE policy_id = 'POL-00000003'")
+    tampered = run("rebuild", "--database", database, "--json", check=False)
+    assert tampered.returncode == 1
+    report = json.loads(tampered.stdout)
+    assert report["consistent"] is False
+    assert [d["table"] for d in report["divergences"]] == ["policies"]
+    assert "plan (stored 'VIP'" in report["divergences"][0]["description"]
 
 
 @pytest.mark.parametrize("args", [["keygen"], ["serve", "--batch-entries", "0"], ["nope"]])

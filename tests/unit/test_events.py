@@ -199,3 +199,65 @@ def test_first_difference_names_the_deepest_changed_field() -> None:
     new.ClearField("policy_issued")
     new.premium_paid.policy_id = "x"
     assert first_difference(old, new) == "event.policy_issued"
+
+
+def _new_bodies() -> dict[str, tuple[events_pb2.Event, str]]:
+    """Each new event body with one structural fault, and the field that must be named."""
+    from tests.builders import R, added, cancelled, person, removed, suspended
+
+    day = dt.date(2026, 5, 1)
+    before_birth = added(INSURER, "P1", person(1), R.RELATIONSHIP_CHILD, day, birth=day)
+    before_birth.member_added.effective_date.day = 1
+    before_birth.member_added.member.birth_date.day = 2
+    no_member = added(INSURER, "P1", person(1), R.RELATIONSHIP_CHILD, day)
+    no_member.member_added.ClearField("member")
+    change = removed(INSURER, "P1", person(1), day, R.CANCELLATION_REASON_INSURER_CHANGE)
+    unset_reason = removed(INSURER, "P1", person(1), day, R.CANCELLATION_REASON_UNSPECIFIED)
+    late_notice = cancelled(
+        INSURER, "P1", day, R.CANCELLATION_REASON_FINAL_EXIT, notice=day + dt.timedelta(days=1)
+    )
+    no_insurer = suspended("", day)
+    bad_check_digit = added(INSURER, "P1", person(1), R.RELATIONSHIP_CHILD, day)
+    value = bad_check_digit.member_added.member.person.value
+    bad_check_digit.member_added.member.person.value = value[:-1] + str((int(value[-1]) + 1) % 10)
+    licensed = events_pb2.Event(event_id="l1", insurer_id="operator")
+    licensed.occurred_at.FromDatetime(NOW)
+    licensed.insurer_licensed.licensed_insurer_id = INSURER
+    licensed.insurer_licensed.effective_date.CopyFrom(
+        types_pb2.CivilDate(year=2026, month=1, day=1)
+    )
+    return {
+        "effective before birth": (before_birth, "event.member_added.effective_date"),
+        "member missing": (no_member, "event.member_added.member"),
+        "removal for an insurer change": (change, "event.member_removed.reason"),
+        "removal reason unset": (unset_reason, "event.member_removed.reason"),
+        "notice after the effective date": (late_notice, "event.policy_cancelled.notice_date"),
+        "suspension of nobody": (no_insurer, "event.insurer_suspended.suspended_insurer_id"),
+        "iqama check digit": (bad_check_digit, "event.member_added.member.person.value"),
+        "licence without a name": (licensed, "event.insurer_licensed.name"),
+    }
+
+
+@pytest.mark.parametrize("case", list(_new_bodies()))
+def test_member_and_licensing_events_are_checked_structurally(case: str) -> None:
+    event, field = _new_bodies()[case]
+    with pytest.raises(InvalidArgument) as raised:
+        validate_event(decode_event(event.SerializeToString()), NOW)
+    assert field in [v.field for v in raised.value.details.field_violations]
+
+
+def test_member_and_licensing_events_accepted_twins() -> None:
+    from clients.operator import insurer_licensed
+    from tests.builders import R, added, cancelled, person, removed, suspended
+
+    day = dt.date(2026, 5, 1)
+    for event in (
+        added(INSURER, "P1", person(1), R.RELATIONSHIP_CHILD, day, birth=day),
+        removed(INSURER, "P1", person(1), day, R.CANCELLATION_REASON_DEPENDENT_LOST_STATUS),
+        cancelled(INSURER, "P1", day, R.CANCELLATION_REASON_INSURER_CHANGE, notice=day),
+        suspended(INSURER, day),
+        insurer_licensed(
+            INSURER, name="Gulf", licence_number="L-1", effective=day, occurred_at=NOW
+        ),
+    ):
+        validate_event(decode_event(event.SerializeToString()), NOW)

@@ -1,0 +1,138 @@
+"""The renewal portal's client: coverage, household checks and history, with verified answers.
+
+Every answer carries the signed checkpoint it was computed at; the client verifies that
+signature with the trusted log key before returning, so a portal never acts on an answer the
+log did not sign for. (The entries an answer relied on can then be proven included at that
+size with ``AuditorClient.verify_inclusion``.)
+
+portal = PortalClient(channel, log=TrustedLog.from_verifier_key(LOG_VERIFIER_KEY))
+answer = portal.check_household(sponsor, [(wife, RELATIONSHIP_SPOUSE)], through=date(2027, 6, 30))
+if not answer.response.renewable:
+    for member in answer.response.members: print(member.detail)
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Generic, TypeVar
+
+import grpc
+
+from clients.errors import from_rpc_error
+from clients.verify import TrustedLog, verify_checkpoint
+from ledger.checkpoint import Checkpoint
+from ledger.v1 import coverage_service_pb2 as pb
+from ledger.v1 import coverage_service_pb2_grpc as pb_grpc
+from ledger.v1 import events_pb2, types_pb2
+
+__all__ = ["PortalClient", "VerifiedAnswer", "civil_date"]
+
+_R = TypeVar("_R")
+
+
+def civil_date(day: dt.date) -> types_pb2.CivilDate:
+    """The wire form of a date."""
+    return types_pb2.CivilDate(year=day.year, month=day.month, day=day.day)
+
+
+@dataclass(frozen=True)
+class VerifiedAnswer(Generic[_R]):
+    """A response whose checkpoint signature verified with the trusted log key."""
+
+    response: _R
+    checkpoint: Checkpoint
+    """The verified checkpoint the answer was computed at."""
+
+
+class PortalClient:
+    """CoverageService calls; each answer's checkpoint is verified before it is returned."""
+
+    def __init__(self, channel: grpc.Channel, *, log: TrustedLog, timeout: float = 30.0) -> None:
+        self._stub = pb_grpc.CoverageServiceStub(channel)
+        self._log = log
+        self._timeout = timeout
+
+    def _verified(self, response: _R, basis: pb.AnswerBasis) -> VerifiedAnswer[_R]:
+        checkpoint = verify_checkpoint(basis.checkpoint, self._log)
+        if checkpoint.size != basis.tree_size:
+            raise ValueError(
+                f"the answer names tree size {basis.tree_size}, its checkpoint {checkpoint.size}"
+            )
+        return VerifiedAnswer(response, checkpoint)
+
+    def get_coverage(
+        self, person: types_pb2.PersonId, day: dt.date, *, include_fhir: bool = False
+    ) -> VerifiedAnswer[pb.GetCoverageResponse]:
+        """The coverages of ``person`` on ``day``."""
+        request = pb.GetCoverageRequest(
+            person=person, date=civil_date(day), include_fhir=include_fhir
+        )
+        try:
+            response = self._stub.GetCoverage(request, timeout=self._timeout)
+        except grpc.RpcError as error:
+            raise from_rpc_error(error) from None
+        return self._verified(response, response.basis)
+
+    def check_household(
+        self,
+        sponsor: types_pb2.PersonId,
+        members: Sequence[tuple[types_pb2.PersonId, events_pb2.Relationship.ValueType]],
+        *,
+        through: dt.date,
+        as_of: dt.date | None = None,
+        include_fhir: bool = False,
+    ) -> VerifiedAnswer[pb.CheckHouseholdResponse]:
+        """Whether every member is covered from ``as_of`` (default: today) through ``through``."""
+        request = pb.CheckHouseholdRequest(
+            sponsor=sponsor,
+            members=[
+                pb.HouseholdMember(person=person, relationship=relationship)
+                for person, relationship in members
+            ],
+            through_date=civil_date(through),
+            include_fhir=include_fhir,
+        )
+        if as_of is not None:
+            request.as_of_date.CopyFrom(civil_date(as_of))
+        try:
+            response = self._stub.CheckHousehold(request, timeout=self._timeout)
+        except grpc.RpcError as error:
+            raise from_rpc_error(error) from None
+        return self._verified(response, response.basis)
+
+    def policy_history(
+        self, insurer_id: str, policy_id: str, *, page_size: int = 0
+    ) -> VerifiedAnswer[pb.ListPolicyHistoryResponse]:
+        """The first page of a policy's entries (ask again with after_leaf_index for more)."""
+        request = pb.ListPolicyHistoryRequest(
+            insurer_id=insurer_id, policy_id=policy_id, page_size=page_size
+        )
+        try:
+            response = self._stub.ListPolicyHistory(request, timeout=self._timeout)
+        except grpc.RpcError as error:
+            raise from_rpc_error(error) from None
+        return self._verified(response, response.basis)
+
+    def find_entries(
+        self,
+        *,
+        person: types_pb2.PersonId | None = None,
+        policy_id: str | None = None,
+        after_leaf_index: int | None = None,
+        page_size: int = 0,
+    ) -> VerifiedAnswer[pb.FindEntriesResponse]:
+        """Entries naming ``person``, or about ``policy_id`` at any insurer."""
+        request = pb.FindEntriesRequest(page_size=page_size)
+        if person is not None:
+            request.person.CopyFrom(person)
+        if policy_id is not None:
+            request.policy_id = policy_id
+        if after_leaf_index is not None:
+            request.after_leaf_index = after_leaf_index
+        try:
+            response = self._stub.FindEntries(request, timeout=self._timeout)
+        except grpc.RpcError as error:
+            raise from_rpc_error(error) from None
+        return self._verified(response, response.basis)

@@ -1,0 +1,313 @@
+"""Answers from the coverage projections, each at one consistent state of the log.
+
+Every read runs in one read transaction (SQLite: a WAL snapshot; PostgreSQL: REPEATABLE READ),
+which sees the latest checkpoint and exactly the projections committed with it, so an answer
+and the tree size it names always agree.
+
+The household check (ARCHITECTURE.md section 5): a member is covered through ``through`` when
+every day from ``as_of`` to ``through`` is covered by some policy (policies of different insurers
+may overlap; a change of insurer is continuous when the new policy starts the day after the old
+one ends). Coverage by an insurer stops counting from its suspension date. A household is
+renewable only when every member is covered; each member who is not gets the reason.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import Connection, Engine, Row, select
+
+from ledger.coverage.model import (
+    BlockReason,
+    CoverageRecord,
+    HouseholdVerdict,
+    MemberVerdict,
+    PersonRef,
+    Relationship,
+)
+from ledger.coverage.projector import PERIOD_END
+from ledger.storage.log_store import StoredCheckpoint, latest_checkpoint
+from ledger.storage.tables import coverages, insurers, log_entries, policies, subject_entries
+
+__all__ = ["CoverageReader", "HistoryPage", "person_from_key"]
+
+_ONE_DAY = dt.timedelta(days=1)
+
+
+def person_from_key(key: str) -> PersonRef:
+    """The PersonRef of a projection key ``<country>:<TYPE>:<value>``."""
+    country, id_type, value = key.split(":", 2)
+    return PersonRef(id_type=id_type, value=value, country=country)
+
+
+@dataclass(frozen=True)
+class HistoryPage:
+    """Entries about one subject, oldest first."""
+
+    entries: tuple[tuple[int, bytes], ...]
+    """(leaf index, LedgerEntry bytes) pairs."""
+    more: bool
+    checkpoint: StoredCheckpoint
+
+
+@dataclass(frozen=True)
+class _Span:
+    """A coverage record and the last day it counts (earlier when its insurer is suspended)."""
+
+    record: CoverageRecord
+    counts_until: dt.date
+    suspended_from: dt.date | None
+    suspension_leaf: int | None
+
+    @property
+    def cut_by_suspension(self) -> bool:
+        return self.counts_until < self.record.end
+
+
+class CoverageReader:
+    """Read-only queries over the projections; safe from many threads."""
+
+    def __init__(self, engine: Engine) -> None:
+        self._engine = engine
+
+    @contextmanager
+    def _snapshot(self) -> Iterator[Connection]:
+        connection = self._engine.connect()
+        if connection.dialect.name != "sqlite":
+            connection = connection.execution_options(isolation_level="REPEATABLE READ")
+        try:
+            with connection.begin():
+                yield connection
+        finally:
+            connection.close()
+
+    def coverage_on(
+        self, person: PersonRef, day: dt.date
+    ) -> tuple[list[CoverageRecord], StoredCheckpoint]:
+        """The coverages of ``person`` in force on ``day`` (suspension aside), and the state."""
+        with self._snapshot() as connection:
+            head = latest_checkpoint(connection)
+            records = [
+                span.record
+                for span in _spans(connection, person.key)
+                if span.record.start <= day <= span.record.end
+            ]
+        return records, head
+
+    def check_household(
+        self,
+        sponsor: PersonRef,
+        members: Sequence[tuple[PersonRef, Relationship | None]],
+        as_of: dt.date,
+        through: dt.date,
+    ) -> HouseholdVerdict:
+        """Whether every member is covered on every day of ``as_of..through``, and why not.
+
+        ``members`` empty: the people the ledger has on record under ``sponsor`` whose coverage
+        has not ended before ``as_of``.
+        """
+        with self._snapshot() as connection:
+            head = latest_checkpoint(connection)
+            asked = list(members) or _members_on_record(connection, sponsor, as_of)
+            verdicts = [
+                _member_verdict(
+                    person, relationship, _spans(connection, person.key), as_of, through
+                )
+                for person, relationship in asked
+            ]
+        leaves = sorted(
+            {leaf for verdict, _ in verdicts for c in verdict.coverages for leaf in c.leaf_indexes}
+            | {
+                leaf
+                for _, suspension in verdicts
+                if suspension is not None
+                for leaf in [suspension]
+            }
+        )
+        return HouseholdVerdict(
+            sponsor=sponsor,
+            as_of=as_of,
+            through=through,
+            renewable=all(verdict.covered for verdict, _ in verdicts),
+            members=tuple(verdict for verdict, _ in verdicts),
+            tree_size=head.tree_size,
+            checkpoint=head.note_bytes,
+            leaf_indexes=tuple(leaves),
+        )
+
+    def history(self, subject: str, after: int | None, page_size: int) -> HistoryPage:
+        """Entries indexed under ``subject`` (see ``subject_entries``), after ``after``."""
+        with self._snapshot() as connection:
+            head = latest_checkpoint(connection)
+            query = (
+                select(log_entries.c.leaf_index, log_entries.c.entry_bytes)
+                .join(subject_entries, subject_entries.c.leaf_index == log_entries.c.leaf_index)
+                .where(subject_entries.c.subject == subject)
+                .order_by(log_entries.c.leaf_index)
+                .limit(page_size + 1)
+            )
+            if after is not None:
+                query = query.where(log_entries.c.leaf_index > after)
+            rows = list(connection.execute(query))
+        entries = tuple((int(row.leaf_index), bytes(row.entry_bytes)) for row in rows[:page_size])
+        return HistoryPage(entries=entries, more=len(rows) > page_size, checkpoint=head)
+
+
+def _spans(connection: Connection, person_key: str) -> list[_Span]:
+    """Every non-empty coverage of a person, by start date, with its insurer's suspension."""
+    rows = connection.execute(
+        select(
+            coverages,
+            policies.c.plan,
+            insurers.c.suspended_from,
+            insurers.c.leaf_index.label("insurer_leaf_index"),
+        )
+        .join(
+            policies,
+            (policies.c.insurer_id == coverages.c.insurer_id)
+            & (policies.c.policy_id == coverages.c.policy_id),
+        )
+        .join(insurers, insurers.c.insurer_id == coverages.c.insurer_id)
+        .where(
+            coverages.c.person_key == person_key,
+            coverages.c.end_date >= coverages.c.start_date,
+        )
+        .order_by(coverages.c.start_date, coverages.c.insurer_id, coverages.c.policy_id)
+    )
+    return [_span(row) for row in rows]
+
+
+def _span(row: Row[Any]) -> _Span:
+    record = CoverageRecord(
+        person=person_from_key(row.person_key),
+        sponsor=person_from_key(row.sponsor_key),
+        relationship=Relationship(row.relationship),
+        insurer_id=row.insurer_id,
+        policy_id=row.policy_id,
+        plan=row.plan,
+        start=row.start_date,
+        end=row.end_date,
+        cancelled=row.end_reason != PERIOD_END,
+        end_reason=row.end_reason,
+        leaf_indexes=tuple(int(leaf) for leaf in row.leaf_indexes.split(",")),
+    )
+    suspended_from: dt.date | None = row.suspended_from
+    counts_until = record.end
+    if suspended_from is not None:
+        counts_until = min(counts_until, suspended_from - _ONE_DAY)
+    return _Span(
+        record=record,
+        counts_until=counts_until,
+        suspended_from=suspended_from,
+        suspension_leaf=int(row.insurer_leaf_index) if suspended_from is not None else None,
+    )
+
+
+def _members_on_record(
+    connection: Connection, sponsor: PersonRef, as_of: dt.date
+) -> list[tuple[PersonRef, Relationship | None]]:
+    rows = connection.execute(
+        select(coverages.c.person_key, coverages.c.relationship)
+        .where(coverages.c.sponsor_key == sponsor.key, coverages.c.end_date >= as_of)
+        .order_by(coverages.c.person_key, coverages.c.start_date.desc())
+    )
+    found: dict[str, Relationship] = {}
+    for row in rows:
+        found.setdefault(row.person_key, Relationship(row.relationship))
+    return [(person_from_key(key), relationship) for key, relationship in found.items()]
+
+
+def _member_verdict(  # noqa: PLR0911 (one return per documented reason)
+    person: PersonRef,
+    relationship: Relationship | None,
+    spans: list[_Span],
+    as_of: dt.date,
+    through: dt.date,
+) -> tuple[MemberVerdict, int | None]:
+    """The member's verdict, and the leaf of the insurer suspension it relied on, if any."""
+    day = as_of
+    used: list[_Span] = []
+    while day <= through:
+        covering = [s for s in spans if s.record.start <= day <= s.counts_until]
+        if not covering:
+            break
+        best = max(covering, key=lambda span: span.counts_until)
+        used.append(best)
+        day = best.counts_until + _ONE_DAY
+    known = relationship or (used[0].record.relationship if used else None)
+    if not known and spans:
+        known = spans[-1].record.relationship
+
+    def verdict(
+        reason: BlockReason, detail: str, relied_on: Sequence[_Span]
+    ) -> tuple[MemberVerdict, int | None]:
+        suspension = (
+            relied_on[-1].suspension_leaf if reason is BlockReason.INSURER_SUSPENDED else None
+        )
+        return MemberVerdict(
+            person=person,
+            relationship=known or Relationship.OTHER,
+            covered=reason is BlockReason.COVERED,
+            reason=reason,
+            detail=detail,
+            covered_until=day - _ONE_DAY if used else None,
+            coverages=tuple(dict.fromkeys(span.record for span in relied_on)),
+        ), suspension
+
+    if day > through:
+        return verdict(BlockReason.COVERED, f"covered through {day - _ONE_DAY}", used)
+    later = [s for s in spans if day < s.record.start <= through]
+    if not used:
+        suspended = [s for s in spans if s.record.start <= day <= s.record.end]
+        if suspended:
+            span = suspended[0]
+            return verdict(
+                BlockReason.INSURER_SUSPENDED,
+                f"insurer {span.record.insurer_id!r} is suspended from {span.suspended_from}",
+                suspended,
+            )
+        if later:
+            return verdict(
+                BlockReason.NO_POLICY,
+                f"not covered on {as_of}; coverage starts on {later[0].record.start}",
+                later[:1],
+            )
+        ended = [s for s in spans if s.record.end < as_of]
+        if ended:
+            last = max(ended, key=lambda span: span.record.end)
+            return verdict(
+                BlockReason.NO_POLICY,
+                f"no coverage on {as_of}; the last ended on {last.record.end} "
+                f"({last.record.end_reason}, policy {last.record.policy_id!r})",
+                [last],
+            )
+        return verdict(BlockReason.NO_POLICY, f"no policy covers {as_of}", [])
+    last = used[-1]
+    if last.cut_by_suspension:
+        return verdict(
+            BlockReason.INSURER_SUSPENDED,
+            f"insurer {last.record.insurer_id!r} is suspended from {last.suspended_from}",
+            used,
+        )
+    if later:
+        return verdict(
+            BlockReason.GAP,
+            f"not covered from {day} until {later[0].record.start - _ONE_DAY}",
+            [*used, later[0]],
+        )
+    if last.record.end_reason == PERIOD_END:
+        return verdict(
+            BlockReason.ENDS_BEFORE,
+            f"coverage ends on {last.record.end} (policy {last.record.policy_id!r})",
+            used,
+        )
+    return verdict(
+        BlockReason.CANCELLED,
+        f"coverage cancelled from {day} ({last.record.end_reason}, "
+        f"policy {last.record.policy_id!r})",
+        used,
+    )

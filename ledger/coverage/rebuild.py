@@ -1,0 +1,150 @@
+"""Recompute the projections from the log alone and compare them with the stored ones.
+
+The log is the record; the projections are a cache of it that the appender keeps in the same
+transaction. ``policy-ledger rebuild`` replays every entry of the latest checkpoint through the
+same :class:`~ledger.coverage.projector.Projector` into a scratch in-memory database, then compares
+every projection table row by row. A difference is a bug (or tampering with the projections) and
+is reported with the first log entry the differing rows were derived from. An entry the rules
+refuse on replay is reported too: it was accepted once, so the rules or the data changed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy import Connection, Engine, StaticPool, Table, create_engine, select
+
+from ledger.coverage.projector import Projector
+from ledger.entry import decode_entry
+from ledger.errors import LedgerError
+from ledger.events import decode_event
+from ledger.storage.log_store import latest_checkpoint
+from ledger.storage.tables import PROJECTION_TABLES, log_entries, metadata
+
+__all__ = ["Divergence", "RebuildReport", "rebuild_and_compare"]
+
+_PAGE = 1000
+
+
+@dataclass(frozen=True)
+class Divergence:
+    """One row that differs between the stored and the rebuilt projections."""
+
+    table: str
+    key: tuple[Any, ...]
+    stored: dict[str, Any] | None
+    rebuilt: dict[str, Any] | None
+    first_leaf_index: int | None
+    """The earliest log entry either version of the row was derived from."""
+
+    def describe(self) -> str:
+        """One line for the operator."""
+        if self.stored is None:
+            what = "missing from the stored projections"
+        elif self.rebuilt is None:
+            what = "stored, but no log entry produces it"
+        else:
+            changed = sorted(k for k in self.stored if self.stored[k] != self.rebuilt.get(k))
+            what = "differs in " + ", ".join(
+                f"{k} (stored {self.stored[k]!r}, from the log {self.rebuilt.get(k)!r})"
+                for k in changed
+            )
+        return f"{self.table} {self.key}: {what}"
+
+
+@dataclass
+class RebuildReport:
+    """What a rebuild found."""
+
+    tree_size: int
+    entries_replayed: int = 0
+    refused: list[tuple[int, str]] = field(default_factory=list)
+    """(leaf index, why) of entries the rules refuse on replay."""
+    divergences: list[Divergence] = field(default_factory=list)
+
+    @property
+    def consistent(self) -> bool:
+        """True when the replay accepted every entry and every table matches."""
+        return not self.refused and not self.divergences
+
+    @property
+    def first_diverging_leaf_index(self) -> int | None:
+        """The earliest entry behind any difference or refusal."""
+        leaves = [leaf for leaf, _ in self.refused] + [
+            d.first_leaf_index for d in self.divergences if d.first_leaf_index is not None
+        ]
+        return min(leaves) if leaves else None
+
+
+def rebuild_and_compare(engine: Engine) -> RebuildReport:
+    """Replay the log of ``engine`` into scratch projections and compare (see module doc)."""
+    scratch = create_engine("sqlite://", poolclass=StaticPool)
+    metadata.create_all(scratch, tables=list(PROJECTION_TABLES))
+    try:
+        with engine.connect() as source, source.begin():
+            head = latest_checkpoint(source)
+            report = RebuildReport(tree_size=head.tree_size)
+            with scratch.begin() as target:
+                projector = Projector(target)
+                for leaf_index, entry in _entries(source, head.tree_size):
+                    report.entries_replayed += 1
+                    try:
+                        event = decode_event(decode_entry(entry).envelope.payload)
+                        projector.apply(event, leaf_index)
+                    except LedgerError as error:
+                        report.refused.append((leaf_index, error.message))
+                for table in PROJECTION_TABLES:
+                    report.divergences.extend(_compare(table, source, target))
+    finally:
+        scratch.dispose()
+    return report
+
+
+def _entries(connection: Connection, tree_size: int) -> Iterator[tuple[int, bytes]]:
+    start = 0
+    while start < tree_size:
+        rows = connection.execute(
+            select(log_entries.c.leaf_index, log_entries.c.entry_bytes)
+            .where(log_entries.c.leaf_index >= start, log_entries.c.leaf_index < tree_size)
+            .order_by(log_entries.c.leaf_index)
+            .limit(_PAGE)
+        ).all()
+        if not rows:
+            return
+        for row in rows:
+            yield int(row.leaf_index), bytes(row.entry_bytes)
+        start = int(rows[-1].leaf_index) + 1
+
+
+def _rows(table: Table, connection: Connection) -> dict[tuple[Any, ...], dict[str, Any]]:
+    key_columns = list(table.primary_key.columns)
+    rows = connection.execute(select(table).order_by(*key_columns)).mappings()
+    return {tuple(row[c.name] for c in key_columns): dict(row) for row in rows}
+
+
+def _compare(table: Table, stored: Connection, rebuilt: Connection) -> list[Divergence]:
+    ours, theirs = _rows(table, stored), _rows(table, rebuilt)
+    found = []
+    for key in sorted(ours.keys() | theirs.keys(), key=repr):
+        mine, replayed = ours.get(key), theirs.get(key)
+        if mine != replayed:
+            leaves = _leaves(mine) + _leaves(replayed)
+            found.append(
+                Divergence(table.name, key, mine, replayed, min(leaves) if leaves else None)
+            )
+    return found
+
+
+def _leaves(row: dict[str, Any] | None) -> list[int]:
+    if row is None:
+        return []
+    leaves = [
+        int(value)
+        for name, value in row.items()
+        if name.endswith("leaf_index") and value is not None
+    ]
+    if row.get("leaf_indexes"):
+        leaves.extend(int(leaf) for leaf in str(row["leaf_indexes"]).split(",") if leaf)
+    return leaves

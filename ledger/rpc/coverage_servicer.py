@@ -1,0 +1,305 @@
+"""ledger.v1.CoverageService: validate the request, ask the projections, convert the answer."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+from collections.abc import Callable
+from typing import TypeVar
+
+import grpc
+
+from ledger import limits
+from ledger.clock import Clock
+from ledger.coverage.fhir import coverage_resource, eligibility_response, to_json
+from ledger.coverage.model import CoverageRecord, HouseholdVerdict, PersonRef, Relationship
+from ledger.coverage.reader import CoverageReader, HistoryPage
+from ledger.errors import FieldViolation, InvalidArgument
+from ledger.events import check_date, check_identifier, check_person
+from ledger.rpc.status import abort
+from ledger.storage.log_store import StoredCheckpoint
+from ledger.v1 import coverage_service_pb2 as pb
+from ledger.v1 import coverage_service_pb2_grpc as pb_grpc
+from ledger.v1 import events_pb2, types_pb2
+
+__all__ = ["CoverageServicer"]
+
+_T = TypeVar("_T")
+_Context = grpc.aio.ServicerContext[object, object]
+
+_VERDICTS = {
+    "covered": pb.COVERAGE_VERDICT_COVERED,
+    "no_policy": pb.COVERAGE_VERDICT_NO_POLICY,
+    "ends_before": pb.COVERAGE_VERDICT_ENDS_BEFORE,
+    "cancelled": pb.COVERAGE_VERDICT_CANCELLED,
+    "gap": pb.COVERAGE_VERDICT_GAP,
+    "insurer_suspended": pb.COVERAGE_VERDICT_INSURER_SUSPENDED,
+}
+
+
+def _refuse(violations: list[FieldViolation]) -> None:
+    if violations:
+        raise InvalidArgument(
+            f"invalid request: {violations[0].field}: {violations[0].description}"
+            + (f" (and {len(violations) - 1} more)" if len(violations) > 1 else ""),
+            reason="REQUEST_INVALID",
+            field_violations=violations,
+        )
+
+
+def _person_ref(person: types_pb2.PersonId) -> PersonRef:
+    return PersonRef(
+        id_type=types_pb2.PersonIdType.Name(person.type).removeprefix("PERSON_ID_TYPE_"),
+        value=person.value,
+        country=person.country_code,
+    )
+
+
+def _person_proto(person: PersonRef) -> types_pb2.PersonId:
+    return types_pb2.PersonId(
+        type=types_pb2.PersonIdType.Value(f"PERSON_ID_TYPE_{person.id_type}"),
+        value=person.value,
+        country_code=person.country,
+    )
+
+
+def _civil(day: dt.date) -> types_pb2.CivilDate:
+    return types_pb2.CivilDate(year=day.year, month=day.month, day=day.day)
+
+
+def _relationship_proto(relationship: Relationship) -> events_pb2.Relationship.ValueType:
+    return events_pb2.Relationship.Value(f"RELATIONSHIP_{relationship.name}")
+
+
+def _coverage_proto(record: CoverageRecord) -> pb.Coverage:
+    return pb.Coverage(
+        person=_person_proto(record.person),
+        sponsor=_person_proto(record.sponsor),
+        relationship=_relationship_proto(record.relationship),
+        insurer_id=record.insurer_id,
+        policy_id=record.policy_id,
+        plan=record.plan,
+        start_date=_civil(record.start),
+        end_date=_civil(record.end),
+        cancelled=record.cancelled,
+        end_reason=record.end_reason,
+        leaf_indexes=list(record.leaf_indexes),
+    )
+
+
+def _basis(head: StoredCheckpoint, leaves: list[int] | tuple[int, ...]) -> pb.AnswerBasis:
+    return pb.AnswerBasis(
+        tree_size=head.tree_size, checkpoint=head.note_bytes, leaf_indexes=sorted(set(leaves))
+    )
+
+
+def _page_size(violations: list[FieldViolation], requested: int) -> int:
+    if requested == 0:
+        return limits.history_page_default
+    if requested > limits.history_page_max:
+        violations.append(FieldViolation("page_size", f"at most {limits.history_page_max}"))
+    return requested
+
+
+def _history_entries(page: HistoryPage) -> list[pb.HistoryEntry]:
+    return [pb.HistoryEntry(leaf_index=leaf, entry=entry) for leaf, entry in page.entries]
+
+
+class CoverageServicer(pb_grpc.CoverageServiceServicer):
+    """Coverage, household checks and history, from the projections."""
+
+    def __init__(self, reader: CoverageReader, clock: Clock) -> None:
+        self._reader = reader
+        self._clock = clock
+
+    async def _read(self, context: _Context, function: Callable[[], _T]) -> _T:
+        try:
+            return await asyncio.to_thread(function)
+        except Exception as error:  # every failure becomes a status; bugs are logged there
+            await abort(context, error)
+
+    async def _checked(self, context: _Context, check: Callable[[], _T]) -> _T:
+        try:
+            return check()
+        except Exception as error:
+            await abort(context, error)
+
+    async def GetCoverage(
+        self, request: pb.GetCoverageRequest, context: _Context
+    ) -> pb.GetCoverageResponse:
+        """The coverages of a person on a date."""
+
+        def parse() -> tuple[PersonRef, dt.date]:
+            violations: list[FieldViolation] = []
+            if request.HasField("person"):
+                check_person(violations, "person", request.person)
+            else:
+                violations.append(FieldViolation("person", "required"))
+            day = check_date(violations, "date", request.date, present=request.HasField("date"))
+            _refuse(violations)
+            assert day is not None
+            return _person_ref(request.person), day
+
+        person, day = await self._checked(context, parse)
+        records, head = await self._read(context, lambda: self._reader.coverage_on(person, day))
+        return pb.GetCoverageResponse(
+            coverages=[_coverage_proto(record) for record in records],
+            basis=_basis(head, [leaf for record in records for leaf in record.leaf_indexes]),
+            fhir_coverages=(
+                [to_json(coverage_resource(record)) for record in records]
+                if request.include_fhir
+                else []
+            ),
+        )
+
+    async def CheckHousehold(
+        self, request: pb.CheckHouseholdRequest, context: _Context
+    ) -> pb.CheckHouseholdResponse:
+        """Whether every member is covered through the date, and why not."""
+        today = self._clock.now().date()
+
+        def parse() -> tuple[
+            PersonRef, list[tuple[PersonRef, Relationship | None]], dt.date, dt.date
+        ]:
+            violations: list[FieldViolation] = []
+            if request.HasField("sponsor"):
+                check_person(violations, "sponsor", request.sponsor)
+            else:
+                violations.append(FieldViolation("sponsor", "required"))
+            if len(request.members) > limits.household_members_max:
+                violations.append(
+                    FieldViolation("members", f"at most {limits.household_members_max}")
+                )
+            members: list[tuple[PersonRef, Relationship | None]] = []
+            seen: set[PersonRef] = set()
+            for position, member in enumerate(request.members[: limits.household_members_max]):
+                field = f"members[{position}]"
+                if not member.HasField("person"):
+                    violations.append(FieldViolation(f"{field}.person", "required"))
+                    continue
+                check_person(violations, f"{field}.person", member.person)
+                person = _person_ref(member.person)
+                if person in seen:
+                    violations.append(FieldViolation(f"{field}.person", "listed twice"))
+                seen.add(person)
+                relationship: Relationship | None = None
+                if member.relationship != events_pb2.RELATIONSHIP_UNSPECIFIED:
+                    if member.relationship not in events_pb2.Relationship.values():
+                        violations.append(FieldViolation(f"{field}.relationship", "unknown value"))
+                    else:
+                        name = events_pb2.Relationship.Name(member.relationship)
+                        relationship = Relationship[name.removeprefix("RELATIONSHIP_")]
+                members.append((person, relationship))
+            as_of = (
+                check_date(violations, "as_of_date", request.as_of_date, present=True)
+                if request.HasField("as_of_date")
+                else today
+            )
+            through = check_date(
+                violations,
+                "through_date",
+                request.through_date,
+                present=request.HasField("through_date"),
+            )
+            if as_of is not None and through is not None:
+                if through < as_of:
+                    violations.append(FieldViolation("through_date", "before as_of_date"))
+                elif (through - as_of).days + 1 > limits.household_days_max:
+                    violations.append(
+                        FieldViolation(
+                            "through_date", f"more than {limits.household_days_max} days ahead"
+                        )
+                    )
+            _refuse(violations)
+            assert as_of is not None and through is not None
+            return _person_ref(request.sponsor), members, as_of, through
+
+        sponsor, members, as_of, through = await self._checked(context, parse)
+        verdict = await self._read(
+            context, lambda: self._reader.check_household(sponsor, members, as_of, through)
+        )
+        return self._household_response(verdict, include_fhir=request.include_fhir)
+
+    def _household_response(
+        self, verdict: HouseholdVerdict, *, include_fhir: bool
+    ) -> pb.CheckHouseholdResponse:
+        response = pb.CheckHouseholdResponse(
+            renewable=verdict.renewable,
+            as_of_date=_civil(verdict.as_of),
+            through_date=_civil(verdict.through),
+            basis=pb.AnswerBasis(
+                tree_size=verdict.tree_size,
+                checkpoint=verdict.checkpoint,
+                leaf_indexes=list(verdict.leaf_indexes),
+            ),
+        )
+        for member in verdict.members:
+            answer = response.members.add(
+                person=_person_proto(member.person),
+                relationship=_relationship_proto(member.relationship),
+                covered=member.covered,
+                verdict=_VERDICTS[member.reason.value],
+                detail=member.detail,
+                coverages=[_coverage_proto(record) for record in member.coverages],
+            )
+            if member.covered_until is not None:
+                answer.covered_until.CopyFrom(_civil(member.covered_until))
+        if include_fhir:
+            response.fhir_eligibility_response = to_json(
+                eligibility_response(verdict, created=self._clock.now())
+            )
+        return response
+
+    async def ListPolicyHistory(
+        self, request: pb.ListPolicyHistoryRequest, context: _Context
+    ) -> pb.ListPolicyHistoryResponse:
+        """The entries of one policy, oldest first."""
+
+        def parse() -> tuple[str, int]:
+            violations: list[FieldViolation] = []
+            check_identifier(violations, "insurer_id", request.insurer_id)
+            check_identifier(violations, "policy_id", request.policy_id, limits.policy_id_chars_max)
+            size = _page_size(violations, request.page_size)
+            _refuse(violations)
+            return f"policy:{request.insurer_id}:{request.policy_id}", size
+
+        subject, size = await self._checked(context, parse)
+        after = request.after_leaf_index if request.HasField("after_leaf_index") else None
+        page = await self._read(context, lambda: self._reader.history(subject, after, size))
+        return pb.ListPolicyHistoryResponse(
+            entries=_history_entries(page),
+            more=page.more,
+            basis=_basis(page.checkpoint, [leaf for leaf, _ in page.entries]),
+        )
+
+    async def FindEntries(
+        self, request: pb.FindEntriesRequest, context: _Context
+    ) -> pb.FindEntriesResponse:
+        """The entries naming a person, or a policy id at any insurer, oldest first."""
+
+        def parse() -> tuple[str, int]:
+            violations: list[FieldViolation] = []
+            kind = request.WhichOneof("subject")
+            subject = ""
+            if kind == "person":
+                check_person(violations, "person", request.person)
+                subject = f"person:{_person_ref(request.person).key}"
+            elif kind == "policy_id":
+                check_identifier(
+                    violations, "policy_id", request.policy_id, limits.policy_id_chars_max
+                )
+                subject = f"policy-id:{request.policy_id}"
+            else:
+                violations.append(FieldViolation("subject", "a person or a policy_id is required"))
+            size = _page_size(violations, request.page_size)
+            _refuse(violations)
+            return subject, size
+
+        subject, size = await self._checked(context, parse)
+        after = request.after_leaf_index if request.HasField("after_leaf_index") else None
+        page = await self._read(context, lambda: self._reader.history(subject, after, size))
+        return pb.FindEntriesResponse(
+            entries=_history_entries(page),
+            more=page.more,
+            basis=_basis(page.checkpoint, [leaf for leaf, _ in page.entries]),
+        )

@@ -1,0 +1,158 @@
+"""Builders of policy events with explicit dates, for the rule and scenario tests."""
+
+from __future__ import annotations
+
+import datetime as dt
+import itertools
+
+from ledger.identifiers import example_iqama
+from ledger.v1 import events_pb2, types_pb2
+
+OCCURRED = dt.datetime(2026, 6, 1, 9, 0, tzinfo=dt.UTC)
+"""When test events happened: inside every test key's validity, never in the future."""
+
+R = events_pb2
+_numbers = itertools.count(1)
+
+
+def person(serial: int) -> types_pb2.PersonId:
+    """A valid Saudi iqama."""
+    return types_pb2.PersonId(
+        type=types_pb2.PERSON_ID_TYPE_RESIDENCE_ID, value=example_iqama(serial), country_code="SA"
+    )
+
+
+def civil(day: dt.date) -> types_pb2.CivilDate:
+    """Wire form of a date."""
+    return types_pb2.CivilDate(year=day.year, month=day.month, day=day.day)
+
+
+def sar(amount_minor: int) -> types_pb2.Money:
+    """Saudi riyals in halalas."""
+    return types_pb2.Money(currency_code="SAR", amount_minor=amount_minor)
+
+
+def _event(insurer_id: str, event_id: str | None) -> events_pb2.Event:
+    event = events_pb2.Event(event_id=event_id or f"evt-{next(_numbers)}", insurer_id=insurer_id)
+    event.occurred_at.FromDatetime(OCCURRED)
+    return event
+
+
+def issued(
+    insurer_id: str,
+    policy_id: str,
+    sponsor: types_pb2.PersonId,
+    members: list[tuple[types_pb2.PersonId, int]],
+    start: dt.date,
+    end: dt.date,
+    *,
+    premium: types_pb2.Money | None = None,
+    event_id: str | None = None,
+) -> events_pb2.Event:
+    """PolicyIssued: ``members`` are (person, Relationship) pairs; the sponsor holds it."""
+    event = _event(insurer_id, event_id)
+    body = event.policy_issued
+    body.policy_id = policy_id
+    body.sponsor.CopyFrom(sponsor)
+    body.holder.person.CopyFrom(sponsor)
+    for member, relationship in members:
+        body.members.add(person=member, relationship=relationship)  # type: ignore[arg-type]
+    body.start_date.CopyFrom(civil(start))
+    body.end_date.CopyFrom(civil(end))
+    body.plan = "CCHI-BASIC"
+    body.annual_premium.CopyFrom(premium or sar(450_000))
+    return event
+
+
+def cancelled(
+    insurer_id: str,
+    policy_id: str,
+    effective: dt.date,
+    reason: int,
+    *,
+    notice: dt.date | None = None,
+    event_id: str | None = None,
+) -> events_pb2.Event:
+    """PolicyCancelled from ``effective`` (the first uncovered day)."""
+    event = _event(insurer_id, event_id)
+    body = event.policy_cancelled
+    body.policy_id = policy_id
+    body.effective_date.CopyFrom(civil(effective))
+    body.notice_date.CopyFrom(civil(notice or effective))
+    body.reason = reason  # type: ignore[assignment]
+    return event
+
+
+def added(
+    insurer_id: str,
+    policy_id: str,
+    member: types_pb2.PersonId,
+    relationship: int,
+    effective: dt.date,
+    *,
+    birth: dt.date | None = None,
+    event_id: str | None = None,
+) -> events_pb2.Event:
+    """MemberAdded from ``effective``."""
+    event = _event(insurer_id, event_id)
+    body = event.member_added
+    body.policy_id = policy_id
+    body.member.person.CopyFrom(member)
+    body.member.relationship = relationship  # type: ignore[assignment]
+    if birth is not None:
+        body.member.birth_date.CopyFrom(civil(birth))
+    body.effective_date.CopyFrom(civil(effective))
+    return event
+
+
+def removed(
+    insurer_id: str,
+    policy_id: str,
+    member: types_pb2.PersonId,
+    effective: dt.date,
+    reason: int,
+    *,
+    event_id: str | None = None,
+) -> events_pb2.Event:
+    """MemberRemoved from ``effective`` (the first uncovered day)."""
+    event = _event(insurer_id, event_id)
+    body = event.member_removed
+    body.policy_id = policy_id
+    body.person.CopyFrom(member)
+    body.effective_date.CopyFrom(civil(effective))
+    body.reason = reason  # type: ignore[assignment]
+    return event
+
+
+def paid(
+    insurer_id: str,
+    policy_id: str,
+    amount: types_pb2.Money,
+    start: dt.date,
+    end: dt.date,
+    *,
+    payer_type: int = R.PAYER_TYPE_SPONSOR,
+    payer: types_pb2.Party | None = None,
+    event_id: str | None = None,
+) -> events_pb2.Event:
+    """PremiumPaid for ``start..end``."""
+    event = _event(insurer_id, event_id)
+    body = event.premium_paid
+    body.policy_id = policy_id
+    body.amount.CopyFrom(amount)
+    body.period_start.CopyFrom(civil(start))
+    body.period_end.CopyFrom(civil(end))
+    body.payer.type = payer_type  # type: ignore[assignment]
+    body.payer.party.CopyFrom(payer or types_pb2.Party(person=person(999)))
+    body.payment_reference = f"PAY-{event.event_id}"
+    return event
+
+
+def suspended(insurer_id: str, effective: dt.date) -> events_pb2.Event:
+    """The operator suspends ``insurer_id`` from ``effective``."""
+    event = _event("operator", None)
+    body = event.insurer_suspended
+    body.suspended_insurer_id = insurer_id
+    body.effective_date.CopyFrom(civil(effective))
+    body.reason = "licence conditions breached"
+    return event

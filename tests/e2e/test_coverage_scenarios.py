@@ -1,0 +1,358 @@
+"""Scenarios written from the regulations, end to end: insurers submit signed events over gRPC,
+a portal asks the CoverageService, and every answer's checkpoint is verified. Each scenario has
+its accepted and its refused variant."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import grpc
+import pytest
+from sqlalchemy import text
+
+from clients.errors import ClientError
+from clients.insurer import InsurerClient
+from clients.portal import PortalClient
+from clients.verify import TrustedLog
+from ledger.coverage.rebuild import rebuild_and_compare
+from ledger.signing import Ed25519Signer
+from ledger.storage.db import create_ledger_engine
+from ledger.v1 import coverage_service_pb2 as cpb
+from ledger.v1 import events_pb2, types_pb2
+from tests.builders import R, added, cancelled, issued, paid, person, removed, sar, suspended
+from tests.conftest import ServerHandle, onboard
+
+GULF, NAJM = "gulf-health", "najm-care"
+JAN1, DEC31 = dt.date(2026, 1, 1), dt.date(2026, 12, 31)
+V = cpb
+
+
+@dataclass
+class World:
+    """Two licensed insurers, the operator, and a portal, on one running server."""
+
+    gulf: InsurerClient
+    najm: InsurerClient
+    operator: InsurerClient
+    portal: PortalClient
+    channel: grpc.Channel
+    server: ServerHandle
+    database_url: str
+
+    def household(
+        self,
+        sponsor: types_pb2.PersonId,
+        members: list[tuple[types_pb2.PersonId, int]],
+        as_of: dt.date,
+        through: dt.date,
+    ) -> cpb.CheckHouseholdResponse:
+        return self.portal.check_household(
+            sponsor,
+            members,  # type: ignore[arg-type]
+            as_of=as_of,
+            through=through,
+        ).response
+
+    def entries(self) -> int:
+        engine = create_ledger_engine(self.database_url)
+        try:
+            with engine.connect() as connection:
+                return int(connection.execute(text("SELECT count(*) FROM log_entries")).scalar())
+        finally:
+            engine.dispose()
+
+
+@pytest.fixture
+def world(
+    server: ServerHandle, operator_signer: Ed25519Signer, database_url: str
+) -> Iterator[World]:
+    signers = {name: Ed25519Signer.generate(name) for name in (GULF, NAJM)}
+    for name, signer in signers.items():
+        onboard(server, operator_signer, name, signer)
+    trusted = TrustedLog.from_verifier_key(server.log_verifier_key)
+    with grpc.insecure_channel(server.address) as channel:
+        yield World(
+            gulf=InsurerClient(channel, signer=signers[GULF], log=trusted),
+            najm=InsurerClient(channel, signer=signers[NAJM], log=trusted),
+            operator=InsurerClient(channel, signer=operator_signer, log=trusted),
+            portal=PortalClient(channel, log=trusted),
+            channel=channel,
+            server=server,
+            database_url=database_url,
+        )
+
+
+def _refused(world: World, client: InsurerClient, event: events_pb2.Event) -> ClientError:
+    before = world.entries()
+    with pytest.raises(ClientError) as raised:
+        client.submit(event)
+    assert world.entries() == before, "a refused event was written"
+    return raised.value
+
+
+SPONSOR, WIFE, SON, MAID = person(500), person(501), person(502), person(503)
+
+
+def test_a_newborn_is_covered_from_birth_when_added_later(world: World) -> None:
+    world.gulf.submit(issued(GULF, "P-NB", SPONSOR, [(SPONSOR, R.RELATIONSHIP_SELF)], JAN1, DEC31))
+    baby, birth = person(510), dt.date(2026, 8, 10)
+    early = added(
+        GULF, "P-NB", baby, R.RELATIONSHIP_CHILD, birth - dt.timedelta(days=9), birth=birth
+    )
+    error = _refused(world, world.gulf, early)
+    assert error.code == grpc.StatusCode.INVALID_ARGUMENT
+    assert [v.field for v in error.field_violations] == ["event.member_added.effective_date"]
+    receipt = world.gulf.submit(added(GULF, "P-NB", baby, R.RELATIONSHIP_CHILD, birth, birth=birth))
+    answer = world.household(SPONSOR, [(baby, R.RELATIONSHIP_CHILD)], birth, DEC31)
+    assert answer.renewable and answer.members[0].verdict == V.COVERAGE_VERDICT_COVERED
+    assert receipt.leaf_index in answer.basis.leaf_indexes
+    before_birth = world.household(
+        SPONSOR, [(baby, R.RELATIONSHIP_CHILD)], birth - dt.timedelta(days=1), DEC31
+    )
+    assert before_birth.members[0].verdict == V.COVERAGE_VERDICT_NO_POLICY
+
+
+def test_final_exit_ends_coverage_from_the_exit_date(world: World) -> None:
+    world.gulf.submit(issued(GULF, "P-FE", SPONSOR, [(SPONSOR, R.RELATIONSHIP_SELF)], JAN1, DEC31))
+    exit_day = dt.date(2026, 9, 15)
+    world.gulf.submit(cancelled(GULF, "P-FE", exit_day, R.CANCELLATION_REASON_FINAL_EXIT))
+    after = world.household(SPONSOR, [(SPONSOR, R.RELATIONSHIP_SELF)], dt.date(2026, 9, 1), DEC31)
+    member = after.members[0]
+    assert not after.renewable and member.verdict == V.COVERAGE_VERDICT_CANCELLED
+    assert "FINAL_EXIT" in member.detail
+    assert (member.covered_until.month, member.covered_until.day) == (9, 14)
+    before = world.household(
+        SPONSOR, [(SPONSOR, R.RELATIONSHIP_SELF)], dt.date(2026, 9, 1), dt.date(2026, 9, 14)
+    )
+    assert before.renewable
+    # Cancelled once: a second cancellation is refused and writes nothing.
+    error = _refused(
+        world, world.gulf, cancelled(GULF, "P-FE", exit_day, R.CANCELLATION_REASON_DEATH)
+    )
+    assert error.reason == "ALREADY_CANCELLED"
+
+
+def test_an_insurer_change_with_notice_is_continuous_and_without_is_refused(world: World) -> None:
+    world.gulf.submit(issued(GULF, "P-OLD", SPONSOR, [(SPONSOR, R.RELATIONSHIP_SELF)], JAN1, DEC31))
+    switch = dt.date(2026, 7, 1)
+    change = R.CANCELLATION_REASON_INSURER_CHANGE
+    error = _refused(
+        world,
+        world.gulf,
+        cancelled(GULF, "P-OLD", switch, change, notice=switch - dt.timedelta(days=10)),
+    )
+    assert (error.code, error.reason) == (grpc.StatusCode.FAILED_PRECONDITION, "NOTICE_TOO_SHORT")
+    world.gulf.submit(
+        cancelled(GULF, "P-OLD", switch, change, notice=switch - dt.timedelta(days=45))
+    )
+    world.najm.submit(
+        issued(
+            NAJM, "N-NEW", SPONSOR, [(SPONSOR, R.RELATIONSHIP_SELF)], switch, dt.date(2027, 6, 30)
+        )
+    )
+    answer = world.household(
+        SPONSOR, [(SPONSOR, R.RELATIONSHIP_SELF)], dt.date(2026, 3, 1), dt.date(2027, 3, 1)
+    )
+    assert answer.renewable
+    assert {c.insurer_id for c in answer.members[0].coverages} == {GULF, NAJM}
+
+
+def test_a_gap_between_insurers_blocks_the_renewal(world: World) -> None:
+    world.gulf.submit(
+        issued(GULF, "P-G1", SPONSOR, [(SPONSOR, R.RELATIONSHIP_SELF)], JAN1, dt.date(2026, 6, 30))
+    )
+    world.najm.submit(
+        issued(NAJM, "N-G2", SPONSOR, [(SPONSOR, R.RELATIONSHIP_SELF)], dt.date(2026, 7, 5), DEC31)
+    )
+    answer = world.household(SPONSOR, [(SPONSOR, R.RELATIONSHIP_SELF)], JAN1, DEC31)
+    assert not answer.renewable
+    assert answer.members[0].verdict == V.COVERAGE_VERDICT_GAP
+    assert "2026-07-01" in answer.members[0].detail
+
+
+def test_a_son_aging_out_of_dependent_status(world: World) -> None:
+    family = [(SPONSOR, R.RELATIONSHIP_SELF), (SON, R.RELATIONSHIP_CHILD)]
+    world.gulf.submit(issued(GULF, "P-AO", SPONSOR, family, JAN1, DEC31))
+    aged_out = dt.date(2026, 10, 1)
+    world.gulf.submit(
+        removed(GULF, "P-AO", SON, aged_out, R.CANCELLATION_REASON_DEPENDENT_LOST_STATUS)
+    )
+    answer = world.household(SPONSOR, family, dt.date(2026, 9, 1), DEC31)
+    assert not answer.renewable
+    son = answer.members[1]
+    assert son.verdict == V.COVERAGE_VERDICT_CANCELLED and "DEPENDENT_LOST_STATUS" in son.detail
+    # He takes his own policy from the day he left: the household is whole again.
+    world.gulf.submit(
+        issued(GULF, "P-SON", SON, [(SON, R.RELATIONSHIP_SELF)], aged_out, dt.date(2027, 9, 30))
+    )
+    assert world.household(SPONSOR, family, dt.date(2026, 9, 1), DEC31).renewable
+    # Removing a member who is no longer on the policy is refused.
+    error = _refused(
+        world,
+        world.gulf,
+        removed(GULF, "P-AO", SON, aged_out, R.CANCELLATION_REASON_DEPENDENT_LOST_STATUS),
+    )
+    assert error.reason == "MEMBER_NOT_FOUND"
+
+
+def test_one_uninsured_domestic_worker_blocks_the_household(world: World) -> None:
+    family = [(SPONSOR, R.RELATIONSHIP_SELF), (WIFE, R.RELATIONSHIP_SPOUSE)]
+    world.gulf.submit(issued(GULF, "P-DW", SPONSOR, family, JAN1, DEC31))
+    household = [*family, (MAID, R.RELATIONSHIP_DOMESTIC_WORKER)]
+    answer = world.household(SPONSOR, household, dt.date(2026, 2, 1), DEC31)
+    assert not answer.renewable
+    assert [m.covered for m in answer.members] == [True, True, False]
+    assert answer.members[2].verdict == V.COVERAGE_VERDICT_NO_POLICY
+    assert answer.members[2].relationship == R.RELATIONSHIP_DOMESTIC_WORKER
+    world.gulf.submit(
+        added(GULF, "P-DW", MAID, R.RELATIONSHIP_DOMESTIC_WORKER, dt.date(2026, 2, 1))
+    )
+    assert world.household(SPONSOR, household, dt.date(2026, 2, 1), DEC31).renewable
+    # Without a member list, the members on record are checked.
+    on_record = world.portal.check_household(
+        SPONSOR, [], as_of=dt.date(2026, 2, 1), through=DEC31
+    ).response
+    assert on_record.renewable and len(on_record.members) == 3
+
+
+def test_a_subsidised_beneficiary_whose_premium_a_fund_paid(world: World) -> None:
+    beneficiary = person(520)
+    world.gulf.submit(
+        issued(GULF, "P-ZK", beneficiary, [(beneficiary, R.RELATIONSHIP_SELF)], JAN1, DEC31)
+    )
+    fund = types_pb2.Party(
+        organization=types_pb2.Organization(
+            registration_number="ZAKAT-FUND-1", country_code="SD", name="Zakat Fund"
+        )
+    )
+    wrong = paid(
+        GULF, "P-ZK", sar(300_000), JAN1, DEC31, payer_type=R.PAYER_TYPE_THIRD_PARTY, payer=fund
+    )
+    wrong.premium_paid.amount.currency_code = "SDG"
+    error = _refused(world, world.gulf, wrong)
+    assert (error.code, error.reason) == (
+        grpc.StatusCode.FAILED_PRECONDITION,
+        "CURRENCY_MISMATCH",  # the fund pays in the policy's currency, SAR
+    )
+    receipt = world.gulf.submit(
+        paid(
+            GULF, "P-ZK", sar(300_000), JAN1, DEC31, payer_type=R.PAYER_TYPE_THIRD_PARTY, payer=fund
+        )
+    )
+    coverage = world.portal.get_coverage(beneficiary, dt.date(2026, 5, 1)).response
+    assert [c.policy_id for c in coverage.coverages] == ["P-ZK"]
+    history = world.portal.policy_history(GULF, "P-ZK").response
+    assert [e.leaf_index for e in history.entries][-1] == receipt.leaf_index
+
+
+def test_a_suspended_insurers_policies_stop_counting(world: World) -> None:
+    world.najm.submit(issued(NAJM, "N-SU", SPONSOR, [(SPONSOR, R.RELATIONSHIP_SELF)], JAN1, DEC31))
+    world.operator.submit(suspended(NAJM, dt.date(2026, 8, 1)))
+    answer = world.household(SPONSOR, [(SPONSOR, R.RELATIONSHIP_SELF)], dt.date(2026, 7, 1), DEC31)
+    assert answer.members[0].verdict == V.COVERAGE_VERDICT_INSURER_SUSPENDED
+    error = _refused(
+        world,
+        world.najm,
+        issued(NAJM, "N-SU2", WIFE, [(WIFE, R.RELATIONSHIP_SELF)], JAN1, DEC31),
+    )
+    assert error.reason == "INSURER_SUSPENDED"
+
+
+def test_answers_carry_fhir_and_find_entries_by_person(world: World) -> None:
+    from fhir.resources.coverageeligibilityresponse import CoverageEligibilityResponse
+
+    family = [(SPONSOR, R.RELATIONSHIP_SELF), (WIFE, R.RELATIONSHIP_SPOUSE)]
+    first = world.gulf.submit(issued(GULF, "P-FH", SPONSOR, family, JAN1, DEC31))
+    answer = world.portal.check_household(
+        SPONSOR,
+        [*family, (MAID, R.RELATIONSHIP_DOMESTIC_WORKER)],  # type: ignore[list-item]
+        as_of=JAN1,
+        through=DEC31,
+        include_fhir=True,
+    ).response
+    resource = CoverageEligibilityResponse.parse_obj(json.loads(answer.fhir_eligibility_response))
+    assert [item.inforce for item in resource.insurance] == [True, True, False]
+    found = world.portal.find_entries(person=WIFE).response
+    assert [e.leaf_index for e in found.entries] == [first.leaf_index]
+    by_policy = world.portal.find_entries(policy_id="P-FH").response
+    assert [e.leaf_index for e in by_policy.entries] == [first.leaf_index]
+
+
+@pytest.mark.parametrize(
+    ("request_message", "field"),
+    [
+        (cpb.CheckHouseholdRequest(sponsor=person(500)), "through_date"),
+        (
+            cpb.CheckHouseholdRequest(
+                sponsor=types_pb2.PersonId(
+                    type=types_pb2.PERSON_ID_TYPE_RESIDENCE_ID,
+                    value="2000000000",
+                    country_code="SA",
+                ),
+                through_date=types_pb2.CivilDate(year=2026, month=12, day=31),
+            ),
+            "sponsor.value",
+        ),
+        (
+            cpb.CheckHouseholdRequest(
+                sponsor=person(500),
+                as_of_date=types_pb2.CivilDate(year=2026, month=12, day=31),
+                through_date=types_pb2.CivilDate(year=2026, month=1, day=1),
+            ),
+            "through_date",
+        ),
+        (
+            cpb.CheckHouseholdRequest(
+                sponsor=person(500),
+                members=[cpb.HouseholdMember(person=person(1 + n)) for n in range(65)],
+                through_date=types_pb2.CivilDate(year=2026, month=12, day=31),
+            ),
+            "members",
+        ),
+        (cpb.GetCoverageRequest(person=person(500)), "date"),
+        (cpb.FindEntriesRequest(), "subject"),
+        (cpb.FindEntriesRequest(policy_id="P1", page_size=5000), "page_size"),
+        (cpb.ListPolicyHistoryRequest(insurer_id="", policy_id="P1"), "insurer_id"),
+    ],
+)
+def test_bad_coverage_requests_are_invalid_argument(
+    world: World, request_message: object, field: str
+) -> None:
+    from clients.errors import from_rpc_error
+    from ledger.v1 import coverage_service_pb2_grpc
+
+    stub = coverage_service_pb2_grpc.CoverageServiceStub(world.channel)
+    method = type(request_message).__name__.removesuffix("Request")
+    with pytest.raises(grpc.RpcError) as raised:
+        getattr(stub, method)(request_message)
+    error = from_rpc_error(raised.value)
+    assert error.code == grpc.StatusCode.INVALID_ARGUMENT, str(error)
+    assert field in [v.field for v in error.field_violations], str(error)
+
+
+def test_rebuild_agrees_with_the_log_and_reports_the_first_tampered_entry(world: World) -> None:
+    family = [(SPONSOR, R.RELATIONSHIP_SELF), (WIFE, R.RELATIONSHIP_SPOUSE)]
+    world.gulf.submit(issued(GULF, "P-RB", SPONSOR, family, JAN1, DEC31))
+    cancel = world.gulf.submit(
+        cancelled(GULF, "P-RB", dt.date(2026, 6, 1), R.CANCELLATION_REASON_FINAL_EXIT)
+    )
+    world.gulf.submit(paid(GULF, "P-RB", sar(100_000), JAN1, dt.date(2026, 5, 31)))
+    engine = create_ledger_engine(world.database_url)
+    try:
+        report = rebuild_and_compare(engine)
+        assert report.consistent and report.entries_replayed == report.tree_size
+        with engine.begin() as connection:  # someone extends the wife's coverage in place
+            connection.execute(
+                text("UPDATE coverages SET end_date = :day WHERE policy_id = 'P-RB'"),
+                {"day": DEC31},
+            )
+        tampered = rebuild_and_compare(engine)
+    finally:
+        engine.dispose()
+    assert not tampered.consistent
+    assert {d.table for d in tampered.divergences} == {"coverages"}
+    assert tampered.first_diverging_leaf_index is not None
+    assert tampered.first_diverging_leaf_index < cancel.leaf_index

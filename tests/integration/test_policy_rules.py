@@ -1,0 +1,277 @@
+"""The policy rules enforced at append time, on both engines: each refusal names the rule and
+writes nothing (no entry, no checkpoint, no projection row); each has an accepted twin."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+import pytest
+from sqlalchemy import Engine, func, select
+
+from ledger.errors import LedgerError
+from ledger.signing import Ed25519Signer
+from ledger.storage.append import Appender, Receipt
+from ledger.storage.tables import PROJECTION_TABLES, checkpoints, log_entries
+from ledger.v1 import events_pb2
+from tests.builders import (
+    R,
+    added,
+    cancelled,
+    issued,
+    paid,
+    person,
+    removed,
+    sar,
+    suspended,
+)
+from tests.conftest import onboard_directly, pending
+
+NOW = dt.datetime(2026, 11, 22, 12, 0, tzinfo=dt.UTC)
+GULF, NAJM = "gulf-health", "najm-care"
+JAN1, DEC31 = dt.date(2026, 1, 1), dt.date(2026, 12, 31)
+SPONSOR, WIFE, SON = person(100), person(101), person(102)
+FAMILY = [(SPONSOR, R.RELATIONSHIP_SELF), (WIFE, R.RELATIONSHIP_SPOUSE)]
+
+
+class Log:
+    """An appender with two licensed insurers, and a way to see everything it wrote."""
+
+    def __init__(self, engine: Engine, appender: Appender, signers: dict[str, Any]) -> None:
+        self.engine = engine
+        self.appender = appender
+        self.signers = signers
+
+    def append(self, *events: events_pb2.Event) -> list[Receipt | LedgerError]:
+        items = [pending(self.signers[event.insurer_id], event) for event in events]
+        return self.appender.append_batch(items, NOW)
+
+    def accept(self, *events: events_pb2.Event) -> list[Receipt]:
+        outcomes = self.append(*events)
+        for outcome in outcomes:
+            assert isinstance(outcome, Receipt), outcome
+        return outcomes  # type: ignore[return-value]
+
+    def snapshot(self) -> dict[str, Any]:
+        with self.engine.connect() as connection:
+            state: dict[str, Any] = {
+                table.name: sorted(
+                    (tuple(row) for row in connection.execute(select(table))), key=repr
+                )
+                for table in PROJECTION_TABLES
+            }
+            for table in (log_entries, checkpoints):
+                state[table.name] = connection.execute(
+                    select(func.count()).select_from(table)
+                ).scalar_one()
+        return state
+
+    def refuse(self, event: events_pb2.Event, code: str, reason: str) -> LedgerError:
+        before = self.snapshot()
+        [outcome] = self.append(event)
+        assert isinstance(outcome, LedgerError), f"accepted, expected {code} {reason}"
+        assert (outcome.code, outcome.reason) == (code, reason), outcome.message
+        assert outcome.message and outcome.details.field_violations
+        assert self.snapshot() == before, "a refused event wrote something"
+        return outcome
+
+
+@pytest.fixture
+def log(engine: Engine, log_signer: Ed25519Signer, operator_signer: Ed25519Signer) -> Log:
+    appender = Appender(engine, log_signer, log_signer.name)
+    appender.initialize(NOW)
+    signers = {"operator": operator_signer, "unlicensed-co": Ed25519Signer.generate("u")}
+    for insurer in (GULF, NAJM):
+        signers[insurer] = Ed25519Signer.generate(insurer)
+        onboard_directly(engine, appender, operator_signer, insurer, signers[insurer], NOW)
+    from ledger.storage.key_store import KeyStore
+
+    KeyStore(engine).register(
+        insurer_id="unlicensed-co",
+        public_key=signers["unlicensed-co"].public_key,
+        valid_from=dt.datetime(2020, 1, 1, tzinfo=dt.UTC),
+        valid_until=None,
+        now=NOW,
+    )
+    return Log(engine, appender, signers)
+
+
+def _policy(policy_id: str = "P1", insurer: str = GULF, **kwargs: Any) -> events_pb2.Event:
+    return issued(insurer, policy_id, SPONSOR, FAMILY, JAN1, DEC31, **kwargs)
+
+
+# Who may sign what.
+
+
+def test_an_unlicensed_insurer_may_not_issue(log: Log) -> None:
+    log.refuse(_policy(insurer="unlicensed-co"), "PERMISSION_DENIED", "INSURER_NOT_LICENSED")
+    log.accept(_policy())
+
+
+def test_a_suspended_insurer_may_not_issue(log: Log) -> None:
+    log.accept(suspended(NAJM, dt.date(2026, 3, 1)))
+    log.refuse(_policy(insurer=NAJM), "PERMISSION_DENIED", "INSURER_SUSPENDED")
+    log.accept(_policy(insurer=GULF))
+
+
+def test_only_the_operator_licenses_and_it_writes_no_policies(log: Log) -> None:
+    by_insurer = suspended(NAJM, JAN1)
+    by_insurer.insurer_id = GULF
+    log.refuse(by_insurer, "PERMISSION_DENIED", "OPERATOR_ONLY")
+    by_operator = _policy()
+    by_operator.insurer_id = "operator"
+    log.refuse(by_operator, "PERMISSION_DENIED", "OPERATOR_CANNOT_WRITE_POLICIES")
+    log.accept(suspended(NAJM, JAN1))
+    log.refuse(suspended(NAJM, JAN1), "FAILED_PRECONDITION", "ALREADY_SUSPENDED")
+
+
+def test_an_insurer_touches_only_its_own_policies(log: Log) -> None:
+    log.accept(_policy("P1", GULF))
+    log.refuse(
+        cancelled(NAJM, "P1", dt.date(2026, 5, 1), R.CANCELLATION_REASON_FINAL_EXIT),
+        "NOT_FOUND",
+        "POLICY_NOT_FOUND",
+    )
+    log.accept(cancelled(GULF, "P1", dt.date(2026, 5, 1), R.CANCELLATION_REASON_FINAL_EXIT))
+
+
+# Policies and coverage.
+
+
+def test_a_policy_id_is_issued_once(log: Log) -> None:
+    log.accept(_policy("P1"))
+    other = issued(GULF, "P1", person(300), [(person(300), R.RELATIONSHIP_SELF)], JAN1, DEC31)
+    log.refuse(other, "ALREADY_EXISTS", "POLICY_EXISTS")
+    log.accept(issued(GULF, "P2", person(300), [(person(300), R.RELATIONSHIP_SELF)], JAN1, DEC31))
+
+
+def test_one_insurer_may_not_cover_a_person_twice_on_a_day(log: Log) -> None:
+    log.accept(_policy("P1"))
+    overlapping = issued(
+        GULF, "P2", WIFE, [(WIFE, R.RELATIONSHIP_SELF)], dt.date(2026, 12, 31), dt.date(2027, 6, 1)
+    )
+    error = log.refuse(overlapping, "FAILED_PRECONDITION", "DOUBLE_COVERAGE")
+    assert error.details.field_violations[0].field == "event.policy_issued.members[0].person"
+    # The day after the first ends is fine, and so is another insurer on the same days.
+    log.accept(
+        issued(
+            GULF,
+            "P2",
+            WIFE,
+            [(WIFE, R.RELATIONSHIP_SELF)],
+            dt.date(2027, 1, 1),
+            dt.date(2027, 6, 1),
+        )
+    )
+    log.accept(issued(NAJM, "N1", WIFE, [(WIFE, R.RELATIONSHIP_SELF)], JAN1, DEC31))
+
+
+def test_a_cancellation_is_effective_within_the_period_and_once(log: Log) -> None:
+    log.accept(_policy("P1"))
+    final_exit = R.CANCELLATION_REASON_FINAL_EXIT
+    log.refuse(
+        cancelled(GULF, "P1", dt.date(2025, 12, 31), final_exit, notice=dt.date(2025, 12, 1)),
+        "FAILED_PRECONDITION",
+        "DATE_OUTSIDE_POLICY",
+    )
+    log.refuse(
+        cancelled(GULF, "P1", dt.date(2027, 1, 2), final_exit, notice=dt.date(2026, 6, 1)),
+        "FAILED_PRECONDITION",
+        "DATE_OUTSIDE_POLICY",
+    )
+    log.accept(cancelled(GULF, "P1", JAN1, final_exit))  # on the start: no coverage at all
+    log.refuse(
+        cancelled(GULF, "P1", dt.date(2026, 2, 1), final_exit),
+        "FAILED_PRECONDITION",
+        "ALREADY_CANCELLED",
+    )
+
+
+def test_an_insurer_change_needs_thirty_days_notice(log: Log) -> None:
+    log.accept(_policy("P1"))
+    effective = dt.date(2026, 7, 1)
+    change = R.CANCELLATION_REASON_INSURER_CHANGE
+    error = log.refuse(
+        cancelled(GULF, "P1", effective, change, notice=effective - dt.timedelta(days=29)),
+        "FAILED_PRECONDITION",
+        "NOTICE_TOO_SHORT",
+    )
+    assert error.details.field_violations[0].field == "event.policy_cancelled.notice_date"
+    log.accept(cancelled(GULF, "P1", effective, change, notice=effective - dt.timedelta(days=30)))
+
+
+def test_a_premium_is_in_the_policy_currency_and_period(log: Log) -> None:
+    log.accept(_policy("P1"))
+    kwd = paid(GULF, "P1", sar(1), JAN1, DEC31)
+    kwd.premium_paid.amount.currency_code = "KWD"
+    log.refuse(kwd, "FAILED_PRECONDITION", "CURRENCY_MISMATCH")
+    log.refuse(
+        paid(GULF, "P1", sar(450_000), JAN1, dt.date(2027, 1, 31)),
+        "FAILED_PRECONDITION",
+        "PERIOD_OUTSIDE_POLICY",
+    )
+    log.refuse(paid(GULF, "P9", sar(450_000), JAN1, DEC31), "NOT_FOUND", "POLICY_NOT_FOUND")
+    log.accept(paid(GULF, "P1", sar(450_000), JAN1, DEC31))
+
+
+# Members.
+
+
+def test_members_change_only_on_an_active_policy_within_its_period(log: Log) -> None:
+    log.accept(_policy("P1"))
+    log.refuse(
+        added(GULF, "P1", SON, R.RELATIONSHIP_CHILD, dt.date(2027, 1, 1)),
+        "FAILED_PRECONDITION",
+        "DATE_OUTSIDE_POLICY",
+    )
+    log.refuse(
+        added(GULF, "P1", WIFE, R.RELATIONSHIP_SPOUSE, dt.date(2026, 3, 1)),
+        "ALREADY_EXISTS",
+        "MEMBER_EXISTS",
+    )
+    log.refuse(
+        removed(GULF, "P1", SON, dt.date(2026, 3, 1), R.CANCELLATION_REASON_DEATH),
+        "NOT_FOUND",
+        "MEMBER_NOT_FOUND",
+    )
+    log.accept(added(GULF, "P1", SON, R.RELATIONSHIP_CHILD, dt.date(2026, 3, 1)))
+    log.accept(removed(GULF, "P1", SON, dt.date(2026, 4, 1), R.CANCELLATION_REASON_DEATH))
+    log.accept(cancelled(GULF, "P1", dt.date(2026, 5, 1), R.CANCELLATION_REASON_FINAL_EXIT))
+    log.refuse(
+        added(GULF, "P1", person(103), R.RELATIONSHIP_CHILD, dt.date(2026, 5, 2)),
+        "FAILED_PRECONDITION",
+        "POLICY_CANCELLED",
+    )
+
+
+def test_events_of_one_batch_see_each_other_in_order(log: Log) -> None:
+    outcomes = log.append(
+        _policy("P1"),
+        cancelled(GULF, "P1", dt.date(2026, 5, 1), R.CANCELLATION_REASON_FINAL_EXIT),
+        cancelled(GULF, "P1", dt.date(2026, 6, 1), R.CANCELLATION_REASON_DEATH),
+        paid(GULF, "P1", sar(100), JAN1, dt.date(2026, 4, 30)),
+    )
+    assert [type(o).__name__ for o in outcomes] == [
+        "Receipt",
+        "Receipt",
+        "FailedPrecondition",
+        "Receipt",
+    ]
+    receipts = [o for o in outcomes if isinstance(o, Receipt)]
+    assert [r.leaf_index for r in receipts] == [2, 3, 4]  # leaves 0, 1: the two licences
+
+
+def test_a_key_signs_only_what_happened_while_it_was_valid(log: Log, engine: Engine) -> None:
+    from ledger.storage.key_store import KeyStore
+
+    late = Ed25519Signer.generate("late")
+    KeyStore(engine).register(
+        insurer_id=GULF,
+        public_key=late.public_key,
+        valid_from=dt.datetime(2026, 7, 1, tzinfo=dt.UTC),  # after tests.builders.OCCURRED
+        valid_until=None,
+        now=NOW,
+    )
+    log.signers[GULF] = late
+    error = log.refuse(_policy(), "PERMISSION_DENIED", "KEY_NOT_YET_VALID")
+    assert "at the event's time" in error.message
