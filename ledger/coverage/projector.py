@@ -24,10 +24,12 @@ Rules (ARCHITECTURE.md section 5; docs/coverage.md explains each with its source
 from __future__ import annotations
 
 import datetime as dt
+from collections import defaultdict
 from collections.abc import Callable, Iterable
+from types import SimpleNamespace
 from typing import Any
 
-from sqlalchemy import Connection, Row, and_, insert, select, update
+from sqlalchemy import Connection, Row, and_, bindparam, insert, select, update
 
 from ledger.errors import (
     AlreadyExists,
@@ -89,11 +91,56 @@ def _leaves(text: str, leaf_index: int) -> str:
     return f"{text},{leaf_index}" if text else str(leaf_index)
 
 
+# Statements built once: SQLAlchemy then compiles each once and reuses it (building a statement
+# per event cost more than running it).
+_SELECT_INSURER = select(insurers).where(insurers.c.insurer_id == bindparam("insurer_id"))
+_SELECT_POLICY = select(policies).where(
+    policies.c.insurer_id == bindparam("insurer_id"),
+    policies.c.policy_id == bindparam("policy_id"),
+)
+_SELECT_CURRENT_COVERAGE = select(coverages).where(
+    coverages.c.insurer_id == bindparam("insurer_id"),
+    coverages.c.policy_id == bindparam("policy_id"),
+    coverages.c.person_key == bindparam("person_key"),
+    coverages.c.end_reason == PERIOD_END,
+)
+_SELECT_CLASH = (
+    select(
+        coverages.c.person_key,
+        coverages.c.policy_id,
+        coverages.c.start_date,
+        coverages.c.end_date,
+    )
+    .where(
+        coverages.c.person_key.in_(bindparam("person_keys", expanding=True)),
+        coverages.c.insurer_id == bindparam("insurer_id"),
+        coverages.c.start_date <= bindparam("last_day"),
+        coverages.c.end_date >= bindparam("first_day"),
+        coverages.c.end_date >= coverages.c.start_date,
+    )
+    .order_by(coverages.c.person_key, coverages.c.start_date)
+)
+_INSERT_POLICY = insert(policies)
+_INSERT_COVERAGE = insert(coverages)
+_INSERT_PREMIUM = insert(premiums)
+_INSERT_SUBJECT = insert(subject_entries)
+
+
 class Projector:
     """Checks and applies events to the projections on one connection (inside its transaction)."""
 
     def __init__(self, connection: Connection) -> None:
         self._connection = connection
+        self._insurers: dict[str, Row[Any] | None] = {}
+        """Insurer rows read so far (this projector lives for one batch; writes update it)."""
+        self._premium_rows: list[dict[str, Any]] = []
+        self._subject_rows: list[dict[str, Any]] = []
+        """Rows no rule reads while a batch is applied: written together by :meth:`flush`."""
+        self._new_policies: dict[tuple[str, str], SimpleNamespace] = {}
+        self._new_coverages: dict[tuple[str, str], list[SimpleNamespace]] = defaultdict(list)
+        self._new_by_person: dict[str, list[SimpleNamespace]] = defaultdict(list)
+        """Policies and coverages this batch created, not yet written: the rules read them here
+        (and the database for older ones); :meth:`flush` inserts them, changes included."""
         self._handlers: dict[str, Callable[[events_pb2.Event, int], None]] = {
             "policy_issued": self._policy_issued,
             "policy_cancelled": self._policy_cancelled,
@@ -114,6 +161,24 @@ class Projector:
         if handler is None:  # validate_event refuses these before they get here
             raise FailedPrecondition(f"event body {kind!r} has no rules", reason="EVENT_UNKNOWN")
         handler(event, leaf_index)
+
+    def flush(self) -> None:
+        """Write the rows kept for the end of the batch (call before the transaction commits)."""
+        if self._new_policies:
+            self._connection.execute(
+                _INSERT_POLICY, [vars(row) for row in self._new_policies.values()]
+            )
+        new_coverages = [vars(row) for rows in self._new_coverages.values() for row in rows]
+        if new_coverages:
+            self._connection.execute(_INSERT_COVERAGE, new_coverages)
+        self._new_policies.clear()
+        self._new_coverages.clear()
+        self._new_by_person.clear()
+        if self._premium_rows:
+            self._connection.execute(_INSERT_PREMIUM, self._premium_rows)
+        if self._subject_rows:
+            self._connection.execute(_INSERT_SUBJECT, self._subject_rows)
+        self._premium_rows, self._subject_rows = [], []
 
     # Insurers (operator events).
 
@@ -146,6 +211,7 @@ class Projector:
             self._execute(
                 update(insurers).where(insurers.c.insurer_id == insurer_id).values(**values)
             )
+        self._insurers.pop(insurer_id, None)
         self._index(leaf_index, [f"insurer:{insurer_id}"])
 
     def _insurer_suspended(self, event: events_pb2.Event, leaf_index: int) -> None:
@@ -171,6 +237,7 @@ class Projector:
                 leaf_index=leaf_index,
             )
         )
+        self._insurers.pop(insurer_id, None)
         self._index(leaf_index, [f"insurer:{insurer_id}"])
 
     def _require_operator(self, event: events_pb2.Event, field: str) -> None:
@@ -217,45 +284,43 @@ class Projector:
                 metadata={"insurer_id": insurer_id, "policy_id": body.policy_id},
             )
         start, end = to_date(body.start_date), to_date(body.end_date)
-        for position, member in enumerate(body.members):
-            self._refuse_double_coverage(
-                insurer_id, member.person, start, end, f"{field}.members[{position}].person"
-            )
+        self._refuse_double_coverage(
+            insurer_id,
+            [
+                (person_key(member.person), f"{field}.members[{position}].person")
+                for position, member in enumerate(body.members)
+            ],
+            start,
+            end,
+        )
         sponsor = person_key(body.sponsor)
-        self._execute(
-            insert(policies).values(
+        self._new_policies[(insurer_id, body.policy_id)] = SimpleNamespace(
+            insurer_id=insurer_id,
+            policy_id=body.policy_id,
+            sponsor_key=sponsor,
+            holder_key=party_key(body.holder),
+            plan=body.plan,
+            start_date=start,
+            end_date=end,
+            currency_code=body.annual_premium.currency_code,
+            annual_premium_minor=body.annual_premium.amount_minor,
+            cancelled_from=None,
+            cancel_reason=None,
+            issued_leaf_index=leaf_index,
+            cancelled_leaf_index=None,
+        )
+        for member in body.members:
+            self._new_coverage(
                 insurer_id=insurer_id,
                 policy_id=body.policy_id,
-                sponsor_key=sponsor,
-                holder_key=party_key(body.holder),
-                plan=body.plan,
+                person_key=person_key(member.person),
                 start_date=start,
                 end_date=end,
-                currency_code=body.annual_premium.currency_code,
-                annual_premium_minor=body.annual_premium.amount_minor,
-                cancelled_from=None,
-                cancel_reason=None,
-                issued_leaf_index=leaf_index,
-                cancelled_leaf_index=None,
+                sponsor_key=sponsor,
+                relationship=_relationship(member.relationship),
+                end_reason=PERIOD_END,
+                leaf_indexes=str(leaf_index),
             )
-        )
-        self._execute(
-            insert(coverages),
-            [
-                {
-                    "insurer_id": insurer_id,
-                    "policy_id": body.policy_id,
-                    "person_key": person_key(member.person),
-                    "start_date": start,
-                    "end_date": end,
-                    "sponsor_key": sponsor,
-                    "relationship": _relationship(member.relationship),
-                    "end_reason": PERIOD_END,
-                    "leaf_indexes": str(leaf_index),
-                }
-                for member in body.members
-            ],
-        )
         subjects = [f"person:{sponsor}", *(f"person:{person_key(m.person)}" for m in body.members)]
         if body.holder.WhichOneof("kind") == "person":
             subjects.append(party_key(body.holder))
@@ -304,16 +369,28 @@ class Projector:
                     metadata={"notice_days": str(days)},
                 )
         reason = _reason(body.reason)
-        self._execute(
-            update(policies)
-            .where(_policy_is(insurer_id, body.policy_id))
-            .values(cancelled_from=effective, cancel_reason=reason, cancelled_leaf_index=leaf_index)
-        )
-        affected = self._rows(
+        if isinstance(policy, SimpleNamespace):
+            policy.cancelled_from = effective
+            policy.cancel_reason = reason
+            policy.cancelled_leaf_index = leaf_index
+        else:
+            self._execute(
+                update(policies)
+                .where(_policy_is(insurer_id, body.policy_id))
+                .values(
+                    cancelled_from=effective, cancel_reason=reason, cancelled_leaf_index=leaf_index
+                )
+            )
+        affected: list[Any] = self._rows(
             select(coverages).where(
                 _coverage_of(insurer_id, body.policy_id), coverages.c.end_date >= effective
             )
         )
+        affected += [
+            row
+            for row in self._new_coverages.get((insurer_id, body.policy_id), [])
+            if row.end_date >= effective
+        ]
         for row in affected:
             self._end_coverage(row, effective - _ONE_DAY, reason, leaf_index)
         self._index_policy(
@@ -347,20 +424,18 @@ class Projector:
                 metadata={"person": key, "policy_id": body.policy_id},
             )
         self._refuse_double_coverage(
-            insurer_id, body.member.person, effective, policy.end_date, f"{field}.member.person"
+            insurer_id, [(key, f"{field}.member.person")], effective, policy.end_date
         )
-        self._execute(
-            insert(coverages).values(
-                insurer_id=insurer_id,
-                policy_id=body.policy_id,
-                person_key=key,
-                start_date=effective,
-                end_date=policy.end_date,
-                sponsor_key=policy.sponsor_key,
-                relationship=_relationship(body.member.relationship),
-                end_reason=PERIOD_END,
-                leaf_indexes=str(leaf_index),
-            )
+        self._new_coverage(
+            insurer_id=insurer_id,
+            policy_id=body.policy_id,
+            person_key=key,
+            start_date=effective,
+            end_date=policy.end_date,
+            sponsor_key=policy.sponsor_key,
+            relationship=_relationship(body.member.relationship),
+            end_reason=PERIOD_END,
+            leaf_indexes=str(leaf_index),
         )
         self._index_policy(leaf_index, insurer_id, body.policy_id, [f"person:{key}"])
 
@@ -426,20 +501,20 @@ class Projector:
                 ],
             )
         payer = party_key(body.payer.party)
-        self._execute(
-            insert(premiums).values(
-                leaf_index=leaf_index,
-                insurer_id=insurer_id,
-                policy_id=body.policy_id,
-                currency_code=body.amount.currency_code,
-                amount_minor=body.amount.amount_minor,
-                period_start=period_start,
-                period_end=period_end,
-                payer_type=events_pb2.PayerType.Name(body.payer.type)
+        self._premium_rows.append(
+            {
+                "leaf_index": leaf_index,
+                "insurer_id": insurer_id,
+                "policy_id": body.policy_id,
+                "currency_code": body.amount.currency_code,
+                "amount_minor": body.amount.amount_minor,
+                "period_start": period_start,
+                "period_end": period_end,
+                "payer_type": events_pb2.PayerType.Name(body.payer.type)
                 .removeprefix("PAYER_TYPE_")
                 .lower(),
-                payer_key=payer,
-            )
+                "payer_key": payer,
+            }
         )
         subjects = [payer] if payer.startswith("person:") else []
         self._index_policy(leaf_index, insurer_id, body.policy_id, subjects)
@@ -453,16 +528,26 @@ class Projector:
         return list(self._connection.execute(statement))
 
     def _insurer(self, insurer_id: str) -> Row[Any] | None:
+        if insurer_id not in self._insurers:
+            self._insurers[insurer_id] = self._connection.execute(
+                _SELECT_INSURER, {"insurer_id": insurer_id}
+            ).first()
+        return self._insurers[insurer_id]
+
+    def _new_coverage(self, **values: Any) -> None:
+        row = SimpleNamespace(**values)
+        self._new_coverages[(row.insurer_id, row.policy_id)].append(row)
+        self._new_by_person[row.person_key].append(row)
+
+    def _policy(self, insurer_id: str, policy_id: str) -> Any:
+        pending = self._new_policies.get((insurer_id, policy_id))
+        if pending is not None:
+            return pending
         return self._connection.execute(
-            select(insurers).where(insurers.c.insurer_id == insurer_id)
+            _SELECT_POLICY, {"insurer_id": insurer_id, "policy_id": policy_id}
         ).first()
 
-    def _policy(self, insurer_id: str, policy_id: str) -> Row[Any] | None:
-        return self._connection.execute(
-            select(policies).where(_policy_is(insurer_id, policy_id))
-        ).first()
-
-    def _own_policy(self, insurer_id: str, policy_id: str, field: str) -> Row[Any]:
+    def _own_policy(self, insurer_id: str, policy_id: str, field: str) -> Any:
         policy = self._policy(insurer_id, policy_id)
         if policy is None:
             raise NotFound(
@@ -473,7 +558,7 @@ class Projector:
             )
         return policy
 
-    def _active_policy(self, insurer_id: str, policy_id: str, field: str) -> Row[Any]:
+    def _active_policy(self, insurer_id: str, policy_id: str, field: str) -> Any:
         policy = self._own_policy(insurer_id, policy_id, field)
         if policy.cancelled_from is not None:
             raise FailedPrecondition(
@@ -485,45 +570,58 @@ class Projector:
             )
         return policy
 
-    def _current_coverage(self, insurer_id: str, policy_id: str, key: str) -> Row[Any] | None:
+    def _current_coverage(self, insurer_id: str, policy_id: str, key: str) -> Any:
+        for row in self._new_coverages.get((insurer_id, policy_id), []):
+            if row.person_key == key and row.end_reason == PERIOD_END:
+                return row
         return self._connection.execute(
-            select(coverages).where(
-                _coverage_of(insurer_id, policy_id),
-                coverages.c.person_key == key,
-                coverages.c.end_reason == PERIOD_END,
-            )
+            _SELECT_CURRENT_COVERAGE,
+            {"insurer_id": insurer_id, "policy_id": policy_id, "person_key": key},
         ).first()
 
     def _refuse_double_coverage(
-        self,
-        insurer_id: str,
-        person: types_pb2.PersonId,
-        start: dt.date,
-        end: dt.date,
-        field: str,
+        self, insurer_id: str, people: list[tuple[str, str]], start: dt.date, end: dt.date
     ) -> None:
-        key = person_key(person)
-        clash = self._connection.execute(
-            select(coverages.c.policy_id, coverages.c.start_date, coverages.c.end_date)
-            .where(
-                coverages.c.person_key == key,
-                coverages.c.insurer_id == insurer_id,
-                coverages.c.start_date <= end,
-                coverages.c.end_date >= start,
-                coverages.c.end_date >= coverages.c.start_date,
-            )
-            .limit(1)
+        """Refuse when ``insurer_id`` already covers one of ``people`` (key, field) on a day of
+        ``start..end``; one query for all of them, then this batch's new coverages."""
+        clash: Any = self._connection.execute(
+            _SELECT_CLASH,
+            {
+                "person_keys": [key for key, _ in people],
+                "insurer_id": insurer_id,
+                "first_day": start,
+                "last_day": end,
+            },
         ).first()
+        if clash is None:
+            clash = next(
+                (
+                    row
+                    for key, _ in people
+                    for row in self._new_by_person.get(key, [])
+                    if row.insurer_id == insurer_id
+                    and row.start_date <= end
+                    and row.end_date >= start
+                    and row.end_date >= row.start_date
+                ),
+                None,
+            )
         if clash is not None:
+            field = next(field for key, field in people if key == clash.person_key)
             raise FailedPrecondition(
-                f"{insurer_id!r} already covers {key} from {clash.start_date} to "
+                f"{insurer_id!r} already covers {clash.person_key} from {clash.start_date} to "
                 f"{clash.end_date} under policy {clash.policy_id!r}",
                 reason="DOUBLE_COVERAGE",
                 field_violations=[FieldViolation(field, "already covered by this insurer")],
-                metadata={"person": key, "policy_id": clash.policy_id},
+                metadata={"person": clash.person_key, "policy_id": clash.policy_id},
             )
 
-    def _end_coverage(self, row: Row[Any], last_day: dt.date, reason: str, leaf: int) -> None:
+    def _end_coverage(self, row: Any, last_day: dt.date, reason: str, leaf: int) -> None:
+        if isinstance(row, SimpleNamespace):
+            row.end_date = last_day
+            row.end_reason = reason
+            row.leaf_indexes = _leaves(row.leaf_indexes, leaf)
+            return
         self._execute(
             update(coverages)
             .where(
@@ -550,9 +648,8 @@ class Projector:
         )
 
     def _index(self, leaf_index: int, subjects: Iterable[str]) -> None:
-        self._execute(
-            insert(subject_entries),
-            [{"subject": subject, "leaf_index": leaf_index} for subject in sorted(set(subjects))],
+        self._subject_rows.extend(
+            {"subject": subject, "leaf_index": leaf_index} for subject in sorted(set(subjects))
         )
 
 

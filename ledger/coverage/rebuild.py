@@ -90,11 +90,14 @@ def rebuild_and_compare(engine: Engine) -> RebuildReport:
                 projector = Projector(target)
                 for leaf_index, entry in _entries(source, head.tree_size):
                     report.entries_replayed += 1
+                    if report.entries_replayed % _PAGE == 0:
+                        projector.flush()  # as the appender's batches do: bounded memory
                     try:
                         event = decode_event(decode_entry(entry).envelope.payload)
                         projector.apply(event, leaf_index)
                     except LedgerError as error:
                         report.refused.append((leaf_index, error.message))
+                projector.flush()
                 for table in PROJECTION_TABLES:
                     report.divergences.extend(_compare(table, source, target))
     finally:

@@ -140,9 +140,11 @@ class Appender:
             duplicates = _find_duplicates(connection, items, outcomes)
             # (5)
             skipped = {duplicate.position for duplicate in duplicates}
+            projector = Projector(connection)
             sequenced, rows, nodes = _sequence(
-                Projector(connection), items, events, outcomes, skipped, tree, now
+                projector, items, events, outcomes, skipped, tree, now
             )
+            projector.flush()
             # (6)
             if sequenced:
                 connection.execute(log_entries.insert(), rows)
@@ -156,6 +158,12 @@ class Appender:
                 head = self._insert_checkpoint(connection, tree, now)
         # (7)
         with self._engine.connect() as connection:
+            if sequenced:
+                # Every proof of the batch is at the same tree size: read the nodes they need,
+                # beyond the ones this batch wrote, in one query.
+                plans = [inclusion(entry.leaf_index, head.tree_size) for entry in sequenced]
+                wanted = list({node for plan in plans for node in plan.ids})
+                known = dict(zip(wanted, read_nodes(connection, wanted, nodes), strict=True))
             for entry in sequenced:
                 outcomes[entry.position] = _receipt(
                     connection,
@@ -163,7 +171,7 @@ class Appender:
                     entry,
                     head,
                     duplicate=False,
-                    known=nodes,
+                    known=known,
                 )
             for duplicate in duplicates:
                 outcomes[duplicate.position] = _duplicate_receipt(

@@ -275,3 +275,45 @@ def test_a_key_signs_only_what_happened_while_it_was_valid(log: Log, engine: Eng
     log.signers[GULF] = late
     error = log.refuse(_policy(), "PERMISSION_DENIED", "KEY_NOT_YET_VALID")
     assert "at the event's time" in error.message
+
+
+def test_one_batch_and_one_batch_per_event_project_the_same(
+    engine: Engine, log_signer: Ed25519Signer, operator_signer: Ed25519Signer, tmp_path: Any
+) -> None:
+    """Rules read this batch's own new policies and coverages before they are written: the
+    projections must not depend on how events were grouped into batches."""
+    from ledger.coverage.rebuild import rebuild_and_compare
+    from ledger.storage.db import create_ledger_engine, sqlite_url
+    from ledger.storage.migrate import upgrade
+
+    events = [
+        _policy("B1"),
+        added(GULF, "B1", SON, R.RELATIONSHIP_CHILD, dt.date(2026, 2, 1)),
+        removed(GULF, "B1", SON, dt.date(2026, 3, 1), R.CANCELLATION_REASON_DEATH),
+        added(GULF, "B1", person(104), R.RELATIONSHIP_DOMESTIC_WORKER, dt.date(2026, 2, 1)),
+        paid(GULF, "B1", sar(450_000), JAN1, DEC31),
+        cancelled(GULF, "B1", dt.date(2026, 9, 1), R.CANCELLATION_REASON_FINAL_EXIT),
+        issued(GULF, "B2", SON, [(SON, R.RELATIONSHIP_SELF)], dt.date(2026, 3, 1), DEC31),
+        issued(GULF, "B3", SON, [(SON, R.RELATIONSHIP_SELF)], dt.date(2026, 2, 15), DEC31),
+    ]
+    snapshots = []
+    for grouping in ("one batch", "one each"):
+        other = create_ledger_engine(sqlite_url(tmp_path / f"{grouping}.db"))
+        upgrade(other)
+        appender = Appender(other, log_signer, log_signer.name)
+        appender.initialize(NOW)
+        signer = Ed25519Signer.generate(GULF)
+        onboard_directly(other, appender, operator_signer, GULF, signer, NOW)
+        log = Log(other, appender, {GULF: signer})
+        if grouping == "one batch":
+            outcomes = log.append(*events)
+        else:
+            outcomes = [outcome for event in events for outcome in log.append(event)]
+        # B3 overlaps the son's own B2 (same insurer): refused either way.
+        assert [type(o).__name__ for o in outcomes] == ["Receipt"] * 7 + ["FailedPrecondition"]
+        state = log.snapshot()
+        state.pop("checkpoints")
+        snapshots.append(state)
+        assert rebuild_and_compare(other).consistent
+        other.dispose()
+    assert snapshots[0] == snapshots[1]
