@@ -340,6 +340,113 @@ def _proofs_over_grpc(
         process.wait(timeout=30)
 
 
+def bench_households(folder: Path, policies_count: int, samples: int = 4000) -> None:
+    """Household check latency with ``policies_count`` policies, in-process and over gRPC."""
+    from bench.bulk import bulk_load_policies, household_members
+    from clients.portal import PortalClient
+    from ledger.coverage.model import PersonRef, Relationship
+    from ledger.coverage.reader import CoverageReader, person_from_key
+    from ledger.storage.db import create_ledger_engine
+
+    signer = Ed25519Signer.generate("bench/log")
+    database = folder / "households.db"
+    bulk_load(database, signer, 1)
+    started = time.perf_counter()
+    bulk_load_policies(database, policies_count)
+    line(
+        f"loaded {policies_count:,} household policies",
+        f"{time.perf_counter() - started:.1f} s",
+        f"({3 * policies_count:,} coverages, straight into the projections)",
+    )
+    reader = CoverageReader(create_ledger_engine(sqlite_url(database)))
+    generator = random.Random(5)
+    as_of, through = dt.date(2026, 3, 1), dt.date(2026, 12, 31)
+    relationships = (Relationship.SELF, Relationship.SPOUSE, Relationship.CHILD)
+
+    def household(number: int) -> tuple[PersonRef, list[tuple[PersonRef, Relationship | None]]]:
+        people = [person_from_key(key) for key in household_members(number)]
+        return people[0], list(zip(people, relationships, strict=True))
+
+    def check_in_process() -> None:
+        sponsor, members = household(generator.randrange(policies_count))
+        assert reader.check_household(sponsor, members, as_of, through).renewable
+
+    _time_proofs("household check, 3 members (store)", samples, check_in_process)
+    address, process = _serve(folder / "household-server", database, signer)
+    try:
+        with grpc.insecure_channel(address) as channel:
+            portal = PortalClient(
+                channel, log=TrustedLog.from_verifier_key(format_verifier_key(signer))
+            )
+
+            def to_proto(person: PersonRef) -> object:
+                from ledger.v1 import types_pb2
+
+                return types_pb2.PersonId(
+                    type=types_pb2.PERSON_ID_TYPE_RESIDENCE_ID,
+                    value=person.value,
+                    country_code=person.country,
+                )
+
+            def call() -> float:
+                sponsor, members = household(generator.randrange(policies_count))
+                began = time.perf_counter()
+                answer = portal.check_household(
+                    to_proto(sponsor),  # type: ignore[arg-type]
+                    # Relationship 0: "as on record" (the portal may leave it unset).
+                    [(to_proto(person), 0) for person, _ in members],  # type: ignore[misc]
+                    as_of=as_of,
+                    through=through,
+                )
+                assert answer.response.renewable
+                return time.perf_counter() - began
+
+            for callers in (1, 16):
+                began = time.perf_counter()
+                with ThreadPoolExecutor(max_workers=callers) as pool:
+                    latencies = list(pool.map(lambda _: call(), range(samples // 2)))
+                elapsed = time.perf_counter() - began
+                p50, p99 = percentiles(latencies)
+                line(
+                    f"household check over gRPC, {callers} caller(s)",
+                    rate(len(latencies), elapsed),
+                    f"p50 {p50:.2f} ms, p99 {p99:.2f} ms (checkpoint verified by the client)",
+                )
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+
+
+def _serve(
+    folder: Path, database: Path, signer: Ed25519Signer
+) -> tuple[str, subprocess.Popen[bytes]]:
+    """``policy-ledger serve`` on an existing database; returns its address and process."""
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "log.key").write_text(format_signer_key(signer) + "\n")
+    port_file = folder / "port"
+    command = [
+        sys.executable,
+        "-m",
+        "ledger.cli",
+        "serve",
+        "--database",
+        sqlite_url(database),
+        "--listen",
+        "127.0.0.1:0",
+        "--log-key",
+        str(folder / "log.key"),
+        "--port-file",
+        str(port_file),
+    ]
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 60
+    while not (port_file.exists() and port_file.read_text().strip()):
+        if time.monotonic() > deadline or process.poll() is not None:
+            raise RuntimeError("server did not start")
+        time.sleep(0.05)
+    return f"127.0.0.1:{int(port_file.read_text())}", process
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run every benchmark and print the figures."""
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
@@ -347,6 +454,9 @@ def main(argv: list[str] | None = None) -> int:
         "--entries", type=int, default=1_000_000, help="tree size for proof figures"
     )
     parser.add_argument("--events", type=int, default=20_000, help="signed events to submit")
+    parser.add_argument(
+        "--policies", type=int, default=1_000_000, help="policies for the household check"
+    )
     args = parser.parse_args(argv)
     print(f"policy-ledger bench on {os.cpu_count()} cores, Python {sys.version.split()[0]}")
     with tempfile.TemporaryDirectory(prefix="policy-ledger-bench-") as scratch:
@@ -358,6 +468,8 @@ def main(argv: list[str] | None = None) -> int:
         print("ledger")
         bench_submit(folder, args.events)
         bench_proofs(folder, args.entries)
+        print("coverage")
+        bench_households(folder, args.policies)
     return 0
 
 

@@ -15,6 +15,7 @@ from ledger.checkpoint import Checkpoint, sign_checkpoint
 from ledger.clock import to_micros
 from ledger.dsse import Envelope, EnvelopeSignature
 from ledger.entry import encode_entry
+from ledger.identifiers import example_iqama
 from ledger.merkle import CompactRange, leaf_hash
 from ledger.signing import Ed25519Signer
 from ledger.storage.db import create_ledger_engine, sqlite_url
@@ -61,4 +62,79 @@ def bulk_load(database: Path, signer: Ed25519Signer, entries: int) -> None:
         "VALUES (?, ?, ?, ?)",
         (entries, root, note, to_micros(now)),
     )
+    connection.close()
+
+
+def household_members(number: int) -> list[str]:
+    """The person keys of bulk household ``number``: sponsor, spouse, child."""
+    return [f"SA:RESIDENCE_ID:{example_iqama(number * 3 + offset)}" for offset in range(3)]
+
+
+def bulk_load_policies(
+    database: Path, policies_count: int, insurer_id: str = "bench-insurer"
+) -> None:
+    """Add ``policies_count`` household policies (3 members each) straight into the projections.
+
+    Rows are what the projector writes for a PolicyIssued event; they are not backed by log
+    entries (the figure measured is the household check's read path, not the append path).
+    """
+    start, end = dt.date(2026, 1, 1), dt.date(2026, 12, 31)
+    connection = sqlite3.connect(database, isolation_level=None)
+    connection.execute("PRAGMA journal_mode=WAL")
+    connection.execute("PRAGMA synchronous=OFF")
+    connection.execute(
+        "INSERT INTO insurers (insurer_id, name, licence_number, status, licensed_from, "
+        "suspended_from, leaf_index) VALUES (?, 'Bench', 'B-1', 'licensed', '2020-01-01', NULL, 0)",
+        (insurer_id,),
+    )
+    relationships = ("self", "spouse", "child")
+    for first in range(0, policies_count, _CHUNK):
+        policy_rows, coverage_rows = [], []
+        for number in range(first, min(policies_count, first + _CHUNK)):
+            keys = household_members(number)
+            policy_id = f"BP{number:08d}"
+            policy_rows.append(
+                (
+                    insurer_id,
+                    policy_id,
+                    keys[0],
+                    f"person:{keys[0]}",
+                    "CCHI-BASIC",
+                    start.isoformat(),
+                    end.isoformat(),
+                    "SAR",
+                    450_000,
+                    number,
+                )
+            )
+            coverage_rows.extend(
+                (
+                    insurer_id,
+                    policy_id,
+                    key,
+                    start.isoformat(),
+                    end.isoformat(),
+                    keys[0],
+                    relationship,
+                    "PERIOD_END",
+                    str(number),
+                )
+                for key, relationship in zip(keys, relationships, strict=True)
+            )
+        connection.execute("BEGIN")
+        connection.executemany(
+            "INSERT INTO policies (insurer_id, policy_id, sponsor_key, holder_key, plan, "
+            "start_date, end_date, currency_code, annual_premium_minor, cancelled_from, "
+            "cancel_reason, issued_leaf_index, cancelled_leaf_index) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, NULL, NULL, ?, NULL)",
+            policy_rows,
+        )
+        connection.executemany(
+            "INSERT INTO coverages (insurer_id, policy_id, person_key, start_date, end_date, "
+            "sponsor_key, relationship, end_reason, leaf_indexes) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            coverage_rows,
+        )
+        connection.execute("COMMIT")
+    connection.execute("ANALYZE")
     connection.close()

@@ -19,7 +19,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Connection, Engine, Row, select
+from sqlalchemy import Connection, Engine, Row, bindparam, select
 
 from ledger.coverage.model import (
     BlockReason,
@@ -157,28 +157,32 @@ class CoverageReader:
         return HistoryPage(entries=entries, more=len(rows) > page_size, checkpoint=head)
 
 
+_SELECT_SPANS = (
+    select(
+        coverages,
+        policies.c.plan,
+        insurers.c.suspended_from,
+        insurers.c.leaf_index.label("insurer_leaf_index"),
+    )
+    .join(
+        policies,
+        (policies.c.insurer_id == coverages.c.insurer_id)
+        & (policies.c.policy_id == coverages.c.policy_id),
+    )
+    .join(insurers, insurers.c.insurer_id == coverages.c.insurer_id)
+    .where(
+        coverages.c.person_key == bindparam("person_key"),
+        coverages.c.end_date >= coverages.c.start_date,
+    )
+    .order_by(coverages.c.start_date, coverages.c.insurer_id, coverages.c.policy_id)
+)
+"""Built once (SQLAlchemy then reuses its compiled form): a person's non-empty coverages, by the
+(person_key, start_date) index; docs/coverage.md shows the query plan."""
+
+
 def _spans(connection: Connection, person_key: str) -> list[_Span]:
     """Every non-empty coverage of a person, by start date, with its insurer's suspension."""
-    rows = connection.execute(
-        select(
-            coverages,
-            policies.c.plan,
-            insurers.c.suspended_from,
-            insurers.c.leaf_index.label("insurer_leaf_index"),
-        )
-        .join(
-            policies,
-            (policies.c.insurer_id == coverages.c.insurer_id)
-            & (policies.c.policy_id == coverages.c.policy_id),
-        )
-        .join(insurers, insurers.c.insurer_id == coverages.c.insurer_id)
-        .where(
-            coverages.c.person_key == person_key,
-            coverages.c.end_date >= coverages.c.start_date,
-        )
-        .order_by(coverages.c.start_date, coverages.c.insurer_id, coverages.c.policy_id)
-    )
-    return [_span(row) for row in rows]
+    return [_span(row) for row in connection.execute(_SELECT_SPANS, {"person_key": person_key})]
 
 
 def _span(row: Row[Any]) -> _Span:

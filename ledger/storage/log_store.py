@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from sqlalchemy import Connection, Engine, func, select
+from sqlalchemy import Connection, Engine, bindparam, func, select
 
 from ledger import limits
 from ledger.errors import FieldViolation, InvalidArgument, NotFound, OutOfRange, check
@@ -30,6 +30,11 @@ class StoredCheckpoint:
     note_bytes: bytes
 
 
+_SELECT_NODES = select(tree_nodes.c.node_key, tree_nodes.c.hash).where(
+    tree_nodes.c.node_key.in_(bindparam("keys", expanding=True))
+)
+
+
 def read_nodes(
     connection: Connection, ids: Sequence[NodeID], known: Mapping[NodeID, bytes] | None = None
 ) -> list[bytes]:
@@ -46,11 +51,7 @@ def read_nodes(
         else:
             missing.append(node_key(node))
     if missing:
-        rows = connection.execute(
-            select(tree_nodes.c.node_key, tree_nodes.c.hash).where(
-                tree_nodes.c.node_key.in_(sorted(set(missing)))
-            )
-        )
+        rows = connection.execute(_SELECT_NODES, {"keys": sorted(set(missing))})
         found.update((node_id(row.node_key), bytes(row.hash)) for row in rows)
     absent = [node for node in ids if node not in found]
     check(not absent, f"tree nodes missing from storage: {absent[:4]}")
@@ -170,11 +171,12 @@ def entry_count(connection: Connection) -> int:
     return 0 if highest is None else int(highest) + 1
 
 
+_SELECT_LATEST_CHECKPOINT = select(checkpoints).order_by(checkpoints.c.tree_size.desc()).limit(1)
+
+
 def latest_checkpoint(connection: Connection) -> StoredCheckpoint:
     """The newest checkpoint on ``connection``; NOT_FOUND before initialization."""
-    row = connection.execute(
-        select(checkpoints).order_by(checkpoints.c.tree_size.desc()).limit(1)
-    ).first()
+    row = connection.execute(_SELECT_LATEST_CHECKPOINT).first()
     if row is None:
         raise NotFound("the log has no checkpoint yet", reason="LOG_NOT_INITIALIZED")
     return _checkpoint_from_row(row)
