@@ -10,7 +10,8 @@ the country:
   or 4, no known check digit).
 * Kuwait (KW): civil ID, 12 digits: century of birth, YYMMDD birth date, 4-digit serial and a
   weighted modulo-11 check digit.
-* Other countries: residence, national and civil IDs are 5 to 20 digits, with no check digit.
+* Other countries: civil IDs are 5 to 20 digits; residence and national IDs 5 to 20 letters and
+  digits (Morocco's CIN has letters), at least one a digit; no check digit.
 * Passports of any issuing state: 5 to 9 characters A-Z0-9 (the ICAO 9303 document-number field).
 
 :func:`validate_person_id` reports at most one violation per field, the first rule broken, in
@@ -134,13 +135,13 @@ def _type_country_problem(kind: int, country: str) -> str | None:
 def _residence_id(value: str, country: str, today: dt.date) -> str | None:
     if country == SAUDI_ARABIA:
         return _saudi_luhn_id(value, _IQAMA, "2")
-    return _generic_digits(value, "a residence ID")
+    return _generic_letters_and_digits(value, "a residence ID")
 
 
 def _national_id(value: str, country: str, today: dt.date) -> str | None:
     if country == SAUDI_ARABIA:
         return _saudi_luhn_id(value, _SAUDI_NATIONAL, "1")
-    return _generic_digits(value, "a national ID")
+    return _generic_letters_and_digits(value, "a national ID")
 
 
 def _civil_id(value: str, country: str, today: dt.date) -> str | None:
@@ -261,6 +262,17 @@ def _generic_digits(value: str, what: str) -> str | None:
         return f"{shape}, without letters"
     if not _GENERIC_DIGITS_MIN <= len(value) <= _GENERIC_DIGITS_MAX:
         return f"{shape}, got {len(value)}"
+    return None
+
+
+def _generic_letters_and_digits(value: str, what: str) -> str | None:
+    """Residence and national IDs of other states: some carry letters (Morocco's CIN, e.g.
+    ``BE123456``); 5 to 20 characters A-Z0-9 with at least one digit."""
+    shape = f"{what} is {_GENERIC_DIGITS_MIN} to {_GENERIC_DIGITS_MAX} letters and digits"
+    if not _GENERIC_DIGITS_MIN <= len(value) <= _GENERIC_DIGITS_MAX:
+        return f"{shape}, got {len(value)}"
+    if not set(value) & _DIGITS:
+        return f"{shape}, with at least one digit"
     return None
 
 

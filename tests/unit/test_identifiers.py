@@ -284,20 +284,34 @@ def test_wrong_country_for_a_type(kind: int, value: str, country: str, expected:
     assert _refused(kind, value, country, on="type") == expected
 
 
-@pytest.mark.parametrize("kind", [RESIDENCE, NATIONAL, CIVIL])
 @pytest.mark.parametrize("country", ["AE", "QA", "OM", "BH", "EG", "DZ"])
-def test_other_countries_take_5_to_20_digits(kind: int, country: str) -> None:
+def test_other_countries_civil_ids_take_5_to_20_digits(country: str) -> None:
+    assert _check(CIVIL, "12345", country) == []
+    assert _check(CIVIL, "1" * 20, country) == []
+    assert _refused(CIVIL, "1234", country).endswith("is 5 to 20 digits, got 4")
+    assert _refused(CIVIL, "1" * 21, country).endswith("is 5 to 20 digits, got 21")
+    assert _refused(CIVIL, "12345A", country).endswith("is 5 to 20 digits, without letters")
+
+
+@pytest.mark.parametrize("kind", [RESIDENCE, NATIONAL])
+@pytest.mark.parametrize("country", ["AE", "QA", "OM", "BH", "EG", "DZ", "MA"])
+def test_other_countries_residence_and_national_ids_take_letters_too(
+    kind: int, country: str
+) -> None:
     assert _check(kind, "12345", country) == []
+    assert _check(kind, "BE123456", country) == []  # a Moroccan CIN
     assert _check(kind, "1" * 20, country) == []
-    assert _check(kind, "0123456789", country) == []
-    assert _refused(kind, "1234", country).endswith("is 5 to 20 digits, got 4")
-    assert _refused(kind, "1" * 21, country).endswith("is 5 to 20 digits, got 21")
-    assert _refused(kind, "12345A", country).endswith("is 5 to 20 digits, without letters")
+    shape = "is 5 to 20 letters and digits"
+    assert _refused(kind, "1234", country).endswith(f"{shape}, got 4")
+    assert _refused(kind, "1" * 21, country).endswith(f"{shape}, got 21")
+    assert _refused(kind, "ABCDEF", country).endswith(f"{shape}, with at least one digit")
 
 
 def test_other_country_descriptions_name_the_type() -> None:
-    assert _refused(RESIDENCE, "1234", "AE") == "a residence ID is 5 to 20 digits, got 4"
-    assert _refused(NATIONAL, "1234", "EG") == "a national ID is 5 to 20 digits, got 4"
+    assert (
+        _refused(RESIDENCE, "1234", "AE") == "a residence ID is 5 to 20 letters and digits, got 4"
+    )
+    assert _refused(NATIONAL, "1234", "EG") == "a national ID is 5 to 20 letters and digits, got 4"
     assert _refused(CIVIL, "1234", "OM") == "a civil ID is 5 to 20 digits, got 4"
 
 
