@@ -34,6 +34,10 @@ class FixedClock:
         """The instant the clock was set to."""
         return self.instant
 
+    def advance(self, delta: dt.timedelta) -> None:
+        """Move the clock forward by ``delta``."""
+        self.instant += delta
+
 
 def to_micros(instant: dt.datetime) -> int:
     """Microseconds since the Unix epoch of an aware datetime (how instants are stored)."""

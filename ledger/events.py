@@ -151,6 +151,10 @@ def validate_event(event: events_pb2.Event, now: dt.datetime) -> EventSummary:
         _check_member_added(violations, "event.member_added", event.member_added)
     elif kind == "member_removed":
         _check_member_removed(violations, "event.member_removed", event.member_removed)
+    elif kind == "fee_collected":
+        _check_fee_collected(violations, "event.fee_collected", event.fee_collected)
+    elif kind == "fee_refunded":
+        _check_fee_refunded(violations, "event.fee_refunded", event.fee_refunded)
     elif kind == "insurer_licensed":
         _check_insurer_licensed(violations, "event.insurer_licensed", event.insurer_licensed)
     elif kind == "insurer_suspended":
@@ -306,7 +310,9 @@ def _check_date(
         return None
 
 
-def _check_money(violations: list[FieldViolation], field: str, money: types_pb2.Money) -> None:
+def _check_money(
+    violations: list[FieldViolation], field: str, money: types_pb2.Money, *, zero: bool = False
+) -> None:
     if money.currency_code not in CURRENCY_MINOR_UNITS:
         violations.append(
             FieldViolation(
@@ -314,8 +320,12 @@ def _check_money(violations: list[FieldViolation], field: str, money: types_pb2.
                 f"not a supported ISO 4217 code: {money.currency_code!r}",
             )
         )
-    if money.amount_minor <= 0:
-        violations.append(FieldViolation(f"{field}.amount_minor", "must be positive"))
+    if money.amount_minor < 0 or (money.amount_minor == 0 and not zero):
+        violations.append(
+            FieldViolation(
+                f"{field}.amount_minor", "must not be negative" if zero else "must be positive"
+            )
+        )
     elif money.amount_minor > limits.money_amount_minor_max:
         violations.append(
             FieldViolation(
@@ -584,3 +594,105 @@ def check_date(
 ) -> dt.date | None:
     """The date of ``date``, or None after appending why it is not one (or is missing)."""
     return _check_date(violations, field, date, present=present)
+
+
+def _check_fee_collected(
+    violations: list[FieldViolation], field: str, body: events_pb2.FeeCollected
+) -> None:
+    check_identifier(violations, f"{field}.renewal_id", body.renewal_id, limits.policy_id_chars_max)
+    if body.HasField("sponsor"):
+        _check_person(violations, f"{field}.sponsor", body.sponsor)
+    else:
+        violations.append(FieldViolation(f"{field}.sponsor", "required"))
+    start = _check_date(
+        violations,
+        f"{field}.period_start",
+        body.period_start,
+        present=body.HasField("period_start"),
+    )
+    end = _check_date(
+        violations, f"{field}.period_end", body.period_end, present=body.HasField("period_end")
+    )
+    _check_period(violations, f"{field}.period_start", start, f"{field}.period_end", end)
+    if not body.lines:
+        violations.append(FieldViolation(f"{field}.lines", "at least one line is required"))
+    if len(body.lines) > limits.policy_members_max:
+        violations.append(
+            FieldViolation(f"{field}.lines", f"more than {limits.policy_members_max} lines")
+        )
+    seen: set[tuple[int, str, str]] = set()
+    total = 0
+    for position, line in enumerate(body.lines[: limits.policy_members_max]):
+        line_field = f"{field}.lines[{position}]"
+        key = (line.person.type, line.person.value, line.person.country_code)
+        if key in seen:
+            violations.append(FieldViolation(f"{line_field}.person", "listed twice"))
+        seen.add(key)
+        total += _check_fee_line(violations, line_field, line, body.total.currency_code)
+    if body.HasField("total"):
+        _check_money(violations, f"{field}.total", body.total)
+        if body.lines and total != body.total.amount_minor:
+            violations.append(
+                FieldViolation(
+                    f"{field}.total.amount_minor", f"is not the sum of the lines ({total})"
+                )
+            )
+    else:
+        violations.append(FieldViolation(f"{field}.total", "required"))
+    check_identifier(
+        violations,
+        f"{field}.merchant_reference",
+        body.merchant_reference,
+        limits.reference_chars_max,
+    )
+    check_identifier(violations, f"{field}.gateway", body.gateway)
+    _check_text(
+        violations,
+        f"{field}.gateway_reference",
+        body.gateway_reference,
+        limits.reference_chars_max,
+        required=False,
+    )
+
+
+def _check_fee_line(
+    violations: list[FieldViolation], field: str, line: events_pb2.FeeLine, currency: str
+) -> int:
+    """Check one fee line; return its amount (to add up)."""
+    if line.HasField("person"):
+        _check_person(violations, f"{field}.person", line.person)
+    else:
+        violations.append(FieldViolation(f"{field}.person", "required"))
+    if line.relationship == events_pb2.RELATIONSHIP_UNSPECIFIED:
+        violations.append(FieldViolation(f"{field}.relationship", "required"))
+    elif line.relationship not in events_pb2.Relationship.values():
+        violations.append(FieldViolation(f"{field}.relationship", "unknown value"))
+    check_identifier(violations, f"{field}.schedule_version", line.schedule_version)
+    check_identifier(violations, f"{field}.rule_id", line.rule_id)
+    _check_money(violations, f"{field}.amount", line.amount, zero=True)
+    if line.amount.currency_code != currency:
+        violations.append(
+            FieldViolation(f"{field}.amount.currency_code", "differs from the total's")
+        )
+    return line.amount.amount_minor
+
+
+def _check_fee_refunded(
+    violations: list[FieldViolation], field: str, body: events_pb2.FeeRefunded
+) -> None:
+    check_identifier(violations, f"{field}.renewal_id", body.renewal_id, limits.policy_id_chars_max)
+    check_identifier(
+        violations, f"{field}.refund_reference", body.refund_reference, limits.reference_chars_max
+    )
+    if body.HasField("amount"):
+        _check_money(violations, f"{field}.amount", body.amount)
+    else:
+        violations.append(FieldViolation(f"{field}.amount", "required"))
+    _check_text(violations, f"{field}.reason", body.reason, limits.name_chars_max, required=False)
+    _check_text(
+        violations,
+        f"{field}.gateway_reference",
+        body.gateway_reference,
+        limits.reference_chars_max,
+        required=False,
+    )

@@ -29,7 +29,7 @@ from collections.abc import Callable, Iterable
 from types import SimpleNamespace
 from typing import Any
 
-from sqlalchemy import Connection, Row, and_, bindparam, insert, select, update
+from sqlalchemy import Connection, Row, and_, bindparam, func, insert, select, update
 
 from ledger.errors import (
     AlreadyExists,
@@ -38,7 +38,14 @@ from ledger.errors import (
     NotFound,
     PermissionDenied,
 )
-from ledger.storage.tables import coverages, insurers, policies, premiums, subject_entries
+from ledger.storage.tables import (
+    coverages,
+    fee_refunds,
+    insurers,
+    policies,
+    premiums,
+    subject_entries,
+)
 from ledger.v1 import events_pb2, types_pb2
 
 __all__ = [
@@ -56,6 +63,8 @@ OPERATOR_ID = "operator"
 INSURER_CHANGE_NOTICE_DAYS = 30
 """Days of notice a cancellation for a change of insurer needs (CCHI rules)."""
 PERIOD_END = "PERIOD_END"
+GOVERNMENT_PLAN = "GOVERNMENT-HEALTH"
+"""The plan of the government coverage a collected renewal fee buys."""
 """``coverages.end_reason`` of a coverage that runs to its policy's stated end."""
 
 _ONE_DAY = dt.timedelta(days=1)
@@ -134,6 +143,7 @@ class Projector:
         self._insurers: dict[str, Row[Any] | None] = {}
         """Insurer rows read so far (this projector lives for one batch; writes update it)."""
         self._premium_rows: list[dict[str, Any]] = []
+        self._refund_rows: list[dict[str, Any]] = []
         self._subject_rows: list[dict[str, Any]] = []
         """Rows no rule reads while a batch is applied: written together by :meth:`flush`."""
         self._new_policies: dict[tuple[str, str], SimpleNamespace] = {}
@@ -147,9 +157,16 @@ class Projector:
             "member_added": self._member_added,
             "member_removed": self._member_removed,
             "premium_paid": self._premium_paid,
+            "fee_collected": self._fee_collected,
+            "fee_refunded": self._fee_refunded,
             "insurer_licensed": self._insurer_licensed,
             "insurer_suspended": self._insurer_suspended,
         }
+
+    @property
+    def connection(self) -> Connection:
+        """The connection (and transaction) this projector writes on."""
+        return self._connection
 
     def apply(self, event: events_pb2.Event, leaf_index: int) -> None:
         """Check ``event`` against the rules, then record it as entry ``leaf_index``.
@@ -176,6 +193,9 @@ class Projector:
         self._new_by_person.clear()
         if self._premium_rows:
             self._connection.execute(_INSERT_PREMIUM, self._premium_rows)
+        if self._refund_rows:
+            self._connection.execute(insert(fee_refunds), self._refund_rows)
+        self._refund_rows = []
         if self._subject_rows:
             self._connection.execute(_INSERT_SUBJECT, self._subject_rows)
         self._premium_rows, self._subject_rows = [], []
@@ -518,6 +538,142 @@ class Projector:
         )
         subjects = [payer] if payer.startswith("person:") else []
         self._index_policy(leaf_index, insurer_id, body.policy_id, subjects)
+
+    # Renewal fees (signed by the collecting authority, a licensed principal).
+
+    def _fee_collected(self, event: events_pb2.Event, leaf_index: int) -> None:
+        body = event.fee_collected
+        field = "event.fee_collected"
+        insurer_id = event.insurer_id
+        self._require_licensed(insurer_id)
+        if self._policy(insurer_id, body.renewal_id) is not None:
+            raise AlreadyExists(
+                f"renewal {body.renewal_id!r} already has its fee recorded",
+                reason="RENEWAL_RECORDED",
+                field_violations=[FieldViolation(f"{field}.renewal_id", "already recorded")],
+                metadata={"renewal_id": body.renewal_id},
+            )
+        start, end = to_date(body.period_start), to_date(body.period_end)
+        self._refuse_double_coverage(
+            insurer_id,
+            [
+                (person_key(line.person), f"{field}.lines[{position}].person")
+                for position, line in enumerate(body.lines)
+            ],
+            start,
+            end,
+        )
+        sponsor = person_key(body.sponsor)
+        self._new_policies[(insurer_id, body.renewal_id)] = SimpleNamespace(
+            insurer_id=insurer_id,
+            policy_id=body.renewal_id,
+            sponsor_key=sponsor,
+            holder_key=f"person:{sponsor}",
+            plan=GOVERNMENT_PLAN,
+            start_date=start,
+            end_date=end,
+            currency_code=body.total.currency_code,
+            annual_premium_minor=body.total.amount_minor,
+            cancelled_from=None,
+            cancel_reason=None,
+            issued_leaf_index=leaf_index,
+            cancelled_leaf_index=None,
+        )
+        for line in body.lines:
+            self._new_coverage(
+                insurer_id=insurer_id,
+                policy_id=body.renewal_id,
+                person_key=person_key(line.person),
+                start_date=start,
+                end_date=end,
+                sponsor_key=sponsor,
+                relationship=_relationship(line.relationship),
+                end_reason=PERIOD_END,
+                leaf_indexes=str(leaf_index),
+            )
+        self._premium_rows.append(
+            {
+                "leaf_index": leaf_index,
+                "insurer_id": insurer_id,
+                "policy_id": body.renewal_id,
+                "currency_code": body.total.currency_code,
+                "amount_minor": body.total.amount_minor,
+                "period_start": start,
+                "period_end": end,
+                "payer_type": "sponsor",
+                "payer_key": f"person:{sponsor}",
+            }
+        )
+        self._index_policy(
+            leaf_index,
+            insurer_id,
+            body.renewal_id,
+            [f"person:{sponsor}", *(f"person:{person_key(line.person)}" for line in body.lines)],
+        )
+
+    def _fee_refunded(self, event: events_pb2.Event, leaf_index: int) -> None:
+        body = event.fee_refunded
+        field = "event.fee_refunded"
+        insurer_id = event.insurer_id
+        self._require_licensed(insurer_id)
+        policy = self._own_policy(insurer_id, body.renewal_id, f"{field}.renewal_id")
+        if body.amount.currency_code != policy.currency_code:
+            raise FailedPrecondition(
+                f"the fee of {body.renewal_id!r} is in {policy.currency_code}",
+                reason="CURRENCY_MISMATCH",
+                field_violations=[
+                    FieldViolation(
+                        f"{field}.amount.currency_code", f"must be {policy.currency_code}"
+                    )
+                ],
+            )
+        stored = self._connection.execute(
+            select(fee_refunds.c.refund_reference, fee_refunds.c.amount_minor).where(
+                fee_refunds.c.insurer_id == insurer_id, fee_refunds.c.policy_id == body.renewal_id
+            )
+        ).all()
+        earlier = [(row.refund_reference, int(row.amount_minor)) for row in stored] + [
+            (row["refund_reference"], int(row["amount_minor"]))
+            for row in self._refund_rows
+            if row["insurer_id"] == insurer_id and row["policy_id"] == body.renewal_id
+        ]
+        if any(reference == body.refund_reference for reference, _ in earlier):
+            raise AlreadyExists(
+                f"refund {body.refund_reference!r} of {body.renewal_id!r} is already recorded",
+                reason="REFUND_EXISTS",
+                field_violations=[FieldViolation(f"{field}.refund_reference", "already recorded")],
+            )
+        fee = self._connection.execute(
+            select(func.coalesce(func.sum(premiums.c.amount_minor), 0)).where(
+                premiums.c.insurer_id == insurer_id, premiums.c.policy_id == body.renewal_id
+            )
+        ).scalar_one() + sum(
+            int(row["amount_minor"])
+            for row in self._premium_rows
+            if row["insurer_id"] == insurer_id and row["policy_id"] == body.renewal_id
+        )
+        refunded = sum(amount for _, amount in earlier)
+        if refunded + body.amount.amount_minor > fee:
+            raise FailedPrecondition(
+                f"refunds of {body.renewal_id!r} would reach {refunded + body.amount.amount_minor}"
+                f", more than its fee of {fee}",
+                reason="REFUND_EXCEEDS_FEE",
+                field_violations=[
+                    FieldViolation(f"{field}.amount.amount_minor", f"at most {fee - refunded}")
+                ],
+                metadata={"fee_minor": str(fee), "refunded_minor": str(refunded)},
+            )
+        self._refund_rows.append(
+            {
+                "leaf_index": leaf_index,
+                "insurer_id": insurer_id,
+                "policy_id": body.renewal_id,
+                "refund_reference": body.refund_reference,
+                "currency_code": body.amount.currency_code,
+                "amount_minor": body.amount.amount_minor,
+            }
+        )
+        self._index_policy(leaf_index, insurer_id, body.renewal_id, [])
 
     # Reads and writes.
 

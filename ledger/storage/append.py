@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from sqlalchemy import Connection, Engine, select, text, tuple_
@@ -66,6 +66,10 @@ class PendingEntry:
     key_id: str
     event: events_pb2.Event | None = None
     """The decoded payload, when admission already decoded it (else the appender decodes it)."""
+    on_append: Callable[[Connection, int], None] | None = None
+    """Runs in the batch transaction once the entry has its leaf index, before the rules: state
+    that must change together with the entry (a payment moving to "recorded"). A LedgerError
+    it raises refuses the entry, and what it wrote is rolled back (a savepoint)."""
 
     def decoded(self) -> events_pb2.Event:
         """The event the envelope carries."""
@@ -340,7 +344,12 @@ def _sequence(  # noqa: PLR0917 (one private step of append_batch)
             continue
         leaf_index = tree.size
         try:
-            projector.apply(events[position], leaf_index)
+            if item.on_append is None:
+                projector.apply(events[position], leaf_index)
+            else:
+                with projector.connection.begin_nested():
+                    item.on_append(projector.connection, leaf_index)
+                    projector.apply(events[position], leaf_index)
         except LedgerError as error:
             outcomes[position] = error
             continue

@@ -25,6 +25,7 @@ __all__ = [
     "PROJECTION_TABLES",
     "checkpoints",
     "coverages",
+    "fee_refunds",
     "insurer_keys",
     "insurers",
     "log_entries",
@@ -174,5 +175,19 @@ subject_entries = Table(
 """Which entries name which subject: ``policy:<insurer>:<policy>``, ``policy-id:<policy>``,
 ``person:<person key>``, ``insurer:<insurer>``; for history and search."""
 
+fee_refunds = Table(
+    "fee_refunds",
+    metadata,
+    Column("leaf_index", BigInteger, primary_key=True, autoincrement=False),
+    Column("insurer_id", String(64), nullable=False),
+    Column("policy_id", String(128), nullable=False),
+    Column("refund_reference", String(128), nullable=False),
+    Column("currency_code", String(3), nullable=False),
+    Column("amount_minor", BigInteger, nullable=False),
+    UniqueConstraint("insurer_id", "refund_reference", name="uq_fee_refunds_insurer_reference"),
+    Index("ix_fee_refunds_insurer_id_policy", "insurer_id", "policy_id"),
+)
+"""Refunds of collected renewal fees (the fee itself is a ``premiums`` row of its renewal)."""
+
 APPEND_ONLY_TABLES = ("log_entries", "tree_nodes", "checkpoints")
-PROJECTION_TABLES = (insurers, policies, coverages, premiums, subject_entries)
+PROJECTION_TABLES = (insurers, policies, coverages, premiums, fee_refunds, subject_entries)

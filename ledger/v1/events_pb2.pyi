@@ -149,6 +149,8 @@ class Event(_message.Message):
     PREMIUM_PAID_FIELD_NUMBER: _builtins.int
     MEMBER_ADDED_FIELD_NUMBER: _builtins.int
     MEMBER_REMOVED_FIELD_NUMBER: _builtins.int
+    FEE_COLLECTED_FIELD_NUMBER: _builtins.int
+    FEE_REFUNDED_FIELD_NUMBER: _builtins.int
     INSURER_LICENSED_FIELD_NUMBER: _builtins.int
     INSURER_SUSPENDED_FIELD_NUMBER: _builtins.int
     event_id: _builtins.str
@@ -185,6 +187,16 @@ class Event(_message.Message):
         """A member left a policy (a dependent who lost that status, a final exit, a death)."""
 
     @_builtins.property
+    def fee_collected(self) -> Global___FeeCollected:
+        """A renewal fee was collected; it buys the government health coverage of the listed
+        members for the permit period. Signed by the collecting authority's principal.
+        """
+
+    @_builtins.property
+    def fee_refunded(self) -> Global___FeeRefunded:
+        """Part or all of a collected fee was refunded. Signed by the collecting authority."""
+
+    @_builtins.property
     def insurer_licensed(self) -> Global___InsurerLicensed:
         """The operator licensed an insurer (or lifted its suspension). Signed by "operator"."""
 
@@ -203,14 +215,16 @@ class Event(_message.Message):
         premium_paid: Global___PremiumPaid | None = ...,
         member_added: Global___MemberAdded | None = ...,
         member_removed: Global___MemberRemoved | None = ...,
+        fee_collected: Global___FeeCollected | None = ...,
+        fee_refunded: Global___FeeRefunded | None = ...,
         insurer_licensed: Global___InsurerLicensed | None = ...,
         insurer_suspended: Global___InsurerSuspended | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["body", b"body", "insurer_licensed", b"insurer_licensed", "insurer_suspended", b"insurer_suspended", "member_added", b"member_added", "member_removed", b"member_removed", "occurred_at", b"occurred_at", "policy_cancelled", b"policy_cancelled", "policy_issued", b"policy_issued", "premium_paid", b"premium_paid"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["body", b"body", "fee_collected", b"fee_collected", "fee_refunded", b"fee_refunded", "insurer_licensed", b"insurer_licensed", "insurer_suspended", b"insurer_suspended", "member_added", b"member_added", "member_removed", b"member_removed", "occurred_at", b"occurred_at", "policy_cancelled", b"policy_cancelled", "policy_issued", b"policy_issued", "premium_paid", b"premium_paid"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["body", b"body", "event_id", b"event_id", "insurer_id", b"insurer_id", "insurer_licensed", b"insurer_licensed", "insurer_suspended", b"insurer_suspended", "member_added", b"member_added", "member_removed", b"member_removed", "occurred_at", b"occurred_at", "policy_cancelled", b"policy_cancelled", "policy_issued", b"policy_issued", "premium_paid", b"premium_paid"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["body", b"body", "event_id", b"event_id", "fee_collected", b"fee_collected", "fee_refunded", b"fee_refunded", "insurer_id", b"insurer_id", "insurer_licensed", b"insurer_licensed", "insurer_suspended", b"insurer_suspended", "member_added", b"member_added", "member_removed", b"member_removed", "occurred_at", b"occurred_at", "policy_cancelled", b"policy_cancelled", "policy_issued", b"policy_issued", "premium_paid", b"premium_paid"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_body: _TypeAlias = _typing.Literal["policy_issued", "policy_cancelled", "premium_paid", "member_added", "member_removed", "insurer_licensed", "insurer_suspended"]  # noqa: Y015
+    _WhichOneofReturnType_body: _TypeAlias = _typing.Literal["policy_issued", "policy_cancelled", "premium_paid", "member_added", "member_removed", "fee_collected", "fee_refunded", "insurer_licensed", "insurer_suspended"]  # noqa: Y015
     _WhichOneofArgType_body: _TypeAlias = _typing.Literal["body", b"body"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_body) -> _WhichOneofReturnType_body | None: ...
 
@@ -577,3 +591,152 @@ class InsurerSuspended(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___InsurerSuspended: _TypeAlias = InsurerSuspended  # noqa: Y015
+
+@_typing.final
+class FeeLine(_message.Message):
+    """One member's part of a collected renewal fee."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PERSON_FIELD_NUMBER: _builtins.int
+    RELATIONSHIP_FIELD_NUMBER: _builtins.int
+    SCHEDULE_VERSION_FIELD_NUMBER: _builtins.int
+    RULE_ID_FIELD_NUMBER: _builtins.int
+    AMOUNT_FIELD_NUMBER: _builtins.int
+    relationship: Global___Relationship.ValueType
+    """Relationship to the sponsor."""
+    schedule_version: _builtins.str
+    """The fee schedule version applied, e.g. "kw-2025-12-23"."""
+    rule_id: _builtins.str
+    """The schedule rule applied, e.g. "KW25-DEPENDENT"."""
+    @_builtins.property
+    def person(self) -> _types_pb2.PersonId:
+        """Who the fee is for."""
+
+    @_builtins.property
+    def amount(self) -> _types_pb2.Money:
+        """The member's fee (zero when exempt)."""
+
+    def __init__(
+        self,
+        *,
+        person: _types_pb2.PersonId | None = ...,
+        relationship: Global___Relationship.ValueType = ...,
+        schedule_version: _builtins.str = ...,
+        rule_id: _builtins.str = ...,
+        amount: _types_pb2.Money | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["amount", b"amount", "person", b"person"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["amount", b"amount", "person", b"person", "relationship", b"relationship", "rule_id", b"rule_id", "schedule_version", b"schedule_version"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___FeeLine: _TypeAlias = FeeLine  # noqa: Y015
+
+@_typing.final
+class FeeCollected(_message.Message):
+    """A residence renewal's health-insurance fee was collected through a payment gateway. The
+    signer (a licensed principal of the collecting authority) thereby issues the government
+    health coverage of every line's member for the permit period, as policy `renewal_id`.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RENEWAL_ID_FIELD_NUMBER: _builtins.int
+    SPONSOR_FIELD_NUMBER: _builtins.int
+    PERIOD_START_FIELD_NUMBER: _builtins.int
+    PERIOD_END_FIELD_NUMBER: _builtins.int
+    LINES_FIELD_NUMBER: _builtins.int
+    TOTAL_FIELD_NUMBER: _builtins.int
+    MERCHANT_REFERENCE_FIELD_NUMBER: _builtins.int
+    GATEWAY_FIELD_NUMBER: _builtins.int
+    GATEWAY_REFERENCE_FIELD_NUMBER: _builtins.int
+    renewal_id: _builtins.str
+    """The renewal (and the government policy id it issues)."""
+    merchant_reference: _builtins.str
+    """Our merchant reference of the payment (the gateway's track id)."""
+    gateway: _builtins.str
+    """The gateway adapter that collected it, e.g. "knet"."""
+    gateway_reference: _builtins.str
+    """The gateway's own reference of the capture (payment id, transaction id)."""
+    @_builtins.property
+    def sponsor(self) -> _types_pb2.PersonId:
+        """The head of household who paid."""
+
+    @_builtins.property
+    def period_start(self) -> _types_pb2.CivilDate:
+        """First day of the new permit (and of the coverage)."""
+
+    @_builtins.property
+    def period_end(self) -> _types_pb2.CivilDate:
+        """Last day of the new permit (and of the coverage)."""
+
+    @_builtins.property
+    def lines(self) -> _containers.RepeatedCompositeFieldContainer[Global___FeeLine]:
+        """One line per member."""
+
+    @_builtins.property
+    def total(self) -> _types_pb2.Money:
+        """The total charged: the sum of the lines, in their currency."""
+
+    def __init__(
+        self,
+        *,
+        renewal_id: _builtins.str = ...,
+        sponsor: _types_pb2.PersonId | None = ...,
+        period_start: _types_pb2.CivilDate | None = ...,
+        period_end: _types_pb2.CivilDate | None = ...,
+        lines: _abc.Iterable[Global___FeeLine] | None = ...,
+        total: _types_pb2.Money | None = ...,
+        merchant_reference: _builtins.str = ...,
+        gateway: _builtins.str = ...,
+        gateway_reference: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["period_end", b"period_end", "period_start", b"period_start", "sponsor", b"sponsor", "total", b"total"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["gateway", b"gateway", "gateway_reference", b"gateway_reference", "lines", b"lines", "merchant_reference", b"merchant_reference", "period_end", b"period_end", "period_start", b"period_start", "renewal_id", b"renewal_id", "sponsor", b"sponsor", "total", b"total"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___FeeCollected: _TypeAlias = FeeCollected  # noqa: Y015
+
+@_typing.final
+class FeeRefunded(_message.Message):
+    """Part or all of a collected fee was refunded (the coverage it bought is not changed here)."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RENEWAL_ID_FIELD_NUMBER: _builtins.int
+    REFUND_REFERENCE_FIELD_NUMBER: _builtins.int
+    AMOUNT_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    GATEWAY_REFERENCE_FIELD_NUMBER: _builtins.int
+    renewal_id: _builtins.str
+    """The renewal whose fee is refunded."""
+    refund_reference: _builtins.str
+    """Our reference of this refund; one refund reference refunds once."""
+    reason: _builtins.str
+    """Why, for people."""
+    gateway_reference: _builtins.str
+    """The gateway's reference of the refund."""
+    @_builtins.property
+    def amount(self) -> _types_pb2.Money:
+        """The amount refunded; the refunds of a renewal never exceed its fee."""
+
+    def __init__(
+        self,
+        *,
+        renewal_id: _builtins.str = ...,
+        refund_reference: _builtins.str = ...,
+        amount: _types_pb2.Money | None = ...,
+        reason: _builtins.str = ...,
+        gateway_reference: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["amount", b"amount"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["amount", b"amount", "gateway_reference", b"gateway_reference", "reason", b"reason", "refund_reference", b"refund_reference", "renewal_id", b"renewal_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___FeeRefunded: _TypeAlias = FeeRefunded  # noqa: Y015

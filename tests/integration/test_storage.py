@@ -74,6 +74,7 @@ def test_migrations_match_the_table_definitions(engine: Engine) -> None:
     from alembic.autogenerate import compare_metadata
     from alembic.migration import MigrationContext
 
+    import payments.tables  # noqa: F401 (registers the payments tables in the shared metadata)
     from ledger.storage.tables import metadata
 
     with engine.connect() as connection:

@@ -1,0 +1,1 @@
+"""Payment gateway adapters: simulated, KNET-style hosted page, direct capture (mada-like)."""

@@ -1,0 +1,128 @@
+"""A renewal stack without a server: real database, real appender and rules, simulated gateway."""
+
+from __future__ import annotations
+
+import datetime as dt
+import random
+from collections.abc import Callable
+from pathlib import Path
+
+from sqlalchemy import Connection, Engine
+
+from ledger.clock import FixedClock
+from ledger.coverage.reader import CoverageReader
+from ledger.errors import LedgerError
+from ledger.events import validate_event
+from ledger.identifiers import example_kuwait_civil_id
+from ledger.signing import Ed25519Signer
+from ledger.storage.append import Appender, Receipt
+from ledger.storage.db import create_ledger_engine, sqlite_url
+from ledger.storage.migrate import upgrade
+from ledger.v1 import events_pb2, types_pb2
+from payments import fees
+from payments.gateways.simulated import FaultPlan, SimulatedGateway
+from payments.renewal import Crash, MemberInput, QuoteRequest, Renewals
+from tests.conftest import onboard_directly, pending
+
+NOW = dt.datetime(2026, 11, 22, 9, 0, tzinfo=dt.UTC)
+AUTHORITY = "kw-gov-health"
+PERIOD = (dt.date(2027, 1, 1), dt.date(2027, 12, 31))
+
+
+def civil_id(household: int, position: int) -> types_pb2.PersonId:
+    """A valid Kuwaiti civil ID, distinct per (household, position): the generator may move to
+    the next serial to find a check digit, so serials are spaced by three."""
+    birth = dt.date(1960, 1, 1) + dt.timedelta(days=household % 20_000)
+    return types_pb2.PersonId(
+        type=types_pb2.PERSON_ID_TYPE_CIVIL_ID,
+        value=example_kuwait_civil_id(birth, 3 * position + 3 * 4 * (household // 20_000)),
+        country_code="KW",
+    )
+
+
+def family_request(number: int, size: int) -> QuoteRequest:
+    """An expatriate worker's household of ``size`` (1..4) members."""
+    kinds = [
+        (fees.Relationship.SELF, fees.ResidenceCategory.PRIVATE_SECTOR_WORKER),
+        (fees.Relationship.SPOUSE, fees.ResidenceCategory.DEPENDENT),
+        (fees.Relationship.CHILD, fees.ResidenceCategory.DEPENDENT),
+        (fees.Relationship.DOMESTIC_WORKER, fees.ResidenceCategory.DOMESTIC_WORKER),
+    ]
+    members = tuple(
+        MemberInput(
+            person=civil_id(number, position),
+            relationship=relationship,
+            residence_category=category,
+            birth_date=dt.date(1990, 1, 1),
+            domestic_worker_ordinal=1
+            if relationship is fees.Relationship.DOMESTIC_WORKER
+            else None,
+        )
+        for position, (relationship, category) in enumerate(kinds[:size])
+    )
+    return QuoteRequest(
+        jurisdiction="KW",
+        sponsor=civil_id(number, 0),
+        sponsor_is_kuwaiti=False,
+        members=members,
+        period_start=PERIOD[0],
+        period_end=PERIOD[1],
+    )
+
+
+class Stack:
+    """Renewals wired to a real ledger (appender in-process) and a simulated gateway."""
+
+    def __init__(self, folder: Path, *, plan: FaultPlan | None = None, seed: int = 0) -> None:
+        self.engine: Engine = create_ledger_engine(sqlite_url(folder / "ledger.db"))
+        upgrade(self.engine)
+        self.log_signer = Ed25519Signer.generate("test/log")
+        self.appender = Appender(self.engine, self.log_signer, self.log_signer.name)
+        self.appender.initialize(NOW)
+        self.authority = Ed25519Signer.generate(AUTHORITY)
+        onboard_directly(
+            self.engine,
+            self.appender,
+            Ed25519Signer.generate("operator"),
+            AUTHORITY,
+            self.authority,
+            NOW,
+        )
+        self.clock = FixedClock(NOW)
+        self.gateway = SimulatedGateway(plan or FaultPlan(), seed=seed)
+        self.crash_rate = 0.0
+        self.crash_rng = random.Random(seed)
+        self.crashes = 0
+        self.renewals = Renewals(
+            self.engine,
+            {"simulated": self.gateway},
+            self.record,
+            CoverageReader(self.engine),
+            self.clock,
+            authority_id=AUTHORITY,
+            crash=self.maybe_crash,
+        )
+
+    def maybe_crash(self, point: str) -> None:
+        if self.crash_rate and self.crash_rng.random() < self.crash_rate:
+            self.crashes += 1
+            raise Crash(point)
+
+    def record(
+        self, event: events_pb2.Event, on_append: Callable[[Connection, int], None]
+    ) -> Receipt:
+        """As the server does: validate, sign with the authority's key, append in one batch."""
+        validate_event(event, self.clock.now())
+        item = pending(self.authority, event)
+        item = type(item)(
+            envelope=item.envelope,
+            insurer_id=item.insurer_id,
+            event_id=item.event_id,
+            key_id=item.key_id,
+            event=event,
+            on_append=on_append,
+        )
+        [outcome] = self.appender.append_batch([item], self.clock.now())
+        if isinstance(outcome, LedgerError):
+            raise outcome
+        return outcome

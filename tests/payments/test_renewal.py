@@ -1,0 +1,193 @@
+"""The renewal saga: quote, collect, record once; refunds; idempotency; and the seeded
+fault-injection run (crashes at every step, gateway timeouts with unknown outcome, declines)."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import random
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+from sqlalchemy import func, select
+
+from ledger.coverage.rebuild import rebuild_and_compare
+from ledger.errors import AlreadyExists, FailedPrecondition, Unavailable
+from ledger.storage.tables import fee_refunds, log_entries, premiums
+from payments.gateway import PaymentStatus
+from payments.gateways.simulated import FaultPlan
+from payments.renewal import Crash
+from tests.payments.support import AUTHORITY, Stack, family_request
+
+FAULT_RENEWALS = int(os.environ.get("POLICY_LEDGER_FAULT_RENEWALS", "1000"))
+"""Renewals in the fault-injection run (``make faults`` runs many more)."""
+
+
+def _entries(stack: Stack) -> int:
+    with stack.engine.connect() as connection:
+        return int(connection.execute(select(func.count()).select_from(log_entries)).scalar_one())
+
+
+def test_a_renewal_is_quoted_collected_and_recorded_once(tmp_path: Path) -> None:
+    stack = Stack(tmp_path)
+    quote = stack.renewals.quote(family_request(1, 3))
+    assert quote.payable and quote.currency == "KWD"
+    assert quote.total_minor == sum(line["amount_minor"] for line in quote.lines) > 0
+    assert all(type(line["amount_minor"]) is int for line in quote.lines)
+    payment = stack.renewals.start_payment(quote.quote_id, "key-0001-start", "simulated")
+    assert payment.state == "recorded" and payment.leaf_index is not None
+    # The same key again: the same payment, nothing charged or written again.
+    before = _entries(stack)
+    again = stack.renewals.start_payment(quote.quote_id, "key-0001-start", "simulated")
+    assert again == payment and _entries(stack) == before
+    assert stack.gateway.snapshot()[payment.payment_id].captured_minor == quote.total_minor
+    # Completing again changes nothing.
+    assert stack.renewals.complete_payment(payment.payment_id).state == "recorded"
+    assert _entries(stack) == before
+    # The fee bought the government coverage of every member for the permit period.
+    verdict = stack.renewals._coverage.check_household(
+        *_household(family_request(1, 3)), quote.period_start, quote.period_end
+    )
+    assert verdict.renewable
+    assert {c.insurer_id for m in verdict.members for c in m.coverages} == {AUTHORITY}
+
+
+def _household(request: object) -> tuple[object, list[tuple[object, None]]]:
+    from ledger.coverage.model import PersonRef
+    from ledger.v1 import types_pb2
+
+    def ref(person: types_pb2.PersonId) -> PersonRef:
+        name = types_pb2.PersonIdType.Name(person.type).removeprefix("PERSON_ID_TYPE_")
+        return PersonRef(name, person.value, person.country_code)
+
+    return ref(request.sponsor), [(ref(m.person), None) for m in request.members]  # type: ignore[attr-defined]
+
+
+def test_an_idempotency_key_reused_for_another_request_is_refused(tmp_path: Path) -> None:
+    stack = Stack(tmp_path)
+    first = stack.renewals.quote(family_request(1, 2))
+    second = stack.renewals.quote(family_request(2, 2))
+    stack.renewals.start_payment(first.quote_id, "key-reused-1", "simulated")
+    before = _entries(stack)
+    with pytest.raises(AlreadyExists) as raised:
+        stack.renewals.start_payment(second.quote_id, "key-reused-1", "simulated")
+    assert raised.value.reason == "IDEMPOTENCY_KEY_REUSED"
+    assert [v.field for v in raised.value.details.field_violations] == ["quote_id"]
+    assert _entries(stack) == before
+
+
+def test_expired_and_unpayable_quotes_are_refused_and_nothing_is_charged(tmp_path: Path) -> None:
+    import datetime as dt
+
+    stack = Stack(tmp_path)
+    quote = stack.renewals.quote(family_request(1, 2))
+    stack.clock.advance(dt.timedelta(hours=1))
+    with pytest.raises(FailedPrecondition) as raised:
+        stack.renewals.start_payment(quote.quote_id, "key-expired-1", "simulated")
+    assert raised.value.reason == "QUOTE_EXPIRED"
+    assert stack.gateway.snapshot() == {}
+
+
+def test_a_declined_card_is_declined_and_not_recorded(tmp_path: Path) -> None:
+    stack = Stack(tmp_path, plan=FaultPlan(decline_rate=1.0))
+    quote = stack.renewals.quote(family_request(1, 2))
+    before = _entries(stack)
+    payment = stack.renewals.start_payment(quote.quote_id, "key-declined", "simulated")
+    assert payment.state == "declined" and payment.leaf_index is None
+    assert _entries(stack) == before
+
+
+def test_refunds_are_partial_repeatable_idempotent_and_bounded(tmp_path: Path) -> None:
+    stack = Stack(tmp_path)
+    quote = stack.renewals.quote(family_request(1, 2))
+    payment = stack.renewals.start_payment(quote.quote_id, "key-refunds-1", "simulated")
+    part = quote.total_minor // 4
+    after_one = stack.renewals.refund(payment.payment_id, part, "refund-key-1", "overcharge")
+    again = stack.renewals.refund(payment.payment_id, part, "refund-key-1", "overcharge")
+    assert after_one.refunded_minor == again.refunded_minor == part
+    stack.renewals.refund(payment.payment_id, part, "refund-key-2", "second")
+    before = _entries(stack)
+    with pytest.raises(FailedPrecondition) as raised:
+        stack.renewals.refund(payment.payment_id, quote.total_minor, "refund-key-3", "too much")
+    assert raised.value.reason == "REFUND_EXCEEDS_CAPTURED"
+    assert _entries(stack) == before
+    assert stack.gateway.snapshot()[payment.payment_id].refunded_minor == 2 * part
+
+
+def test_seeded_faults_never_double_charge_or_lose_a_record(tmp_path: Path) -> None:
+    """Crashes at every saga step, gateway timeouts whose outcome is unknown (applied or not),
+    declines; then reconciliation. Invariants: no double charge, a capture is recorded in the
+    ledger exactly once and a record always has its capture, refunds never exceed captures."""
+    stack = Stack(
+        tmp_path,
+        plan=FaultPlan(decline_rate=0.05, timeout_rate=0.15, timeout_applied_rate=0.5),
+        seed=20261123,
+    )
+    stack.crash_rate = 0.08
+    rng = random.Random(7)
+    payment_ids = []
+    for number in range(FAULT_RENEWALS):
+        quote = stack.renewals.quote(family_request(number, 1 + number % 4))
+        key = f"start-{number:06d}"
+        for _attempt in range(3):  # the portal retries with the same key after a crash
+            try:
+                payment = stack.renewals.start_payment(quote.quote_id, key, "simulated")
+                break
+            except Crash:
+                continue
+        else:
+            continue
+        payment_ids.append(payment.payment_id)
+        if rng.random() < 0.5:
+            # A crash, or the gateway not answering (Unavailable): the outcome stays unknown.
+            with contextlib.suppress(Crash, Unavailable):
+                payment = stack.renewals.complete_payment(payment.payment_id)
+        if payment.state == "recorded" and rng.random() < 0.2:
+            with contextlib.suppress(Crash, Unavailable):
+                stack.renewals.refund(
+                    payment.payment_id,
+                    max(1, payment.amount_minor // 3),
+                    f"refund-{number:06d}",
+                    "test",
+                )
+    # The faults stop; reconciliation repairs what they left.
+    stack.crash_rate = 0.0
+    stack.gateway.plan = replace(stack.gateway.plan, timeout_rate=0.0)
+    for _round in range(3):
+        stack.renewals.reconcile()
+    assert stack.crashes > 0
+    gateway = stack.gateway.snapshot()
+    with stack.engine.connect() as connection:
+        fees_by_renewal = dict(
+            connection.execute(
+                select(premiums.c.policy_id, func.count())
+                .where(premiums.c.insurer_id == AUTHORITY)
+                .group_by(premiums.c.policy_id)
+            ).all()
+        )
+        refunded_in_ledger = dict(
+            connection.execute(
+                select(fee_refunds.c.policy_id, func.sum(fee_refunds.c.amount_minor)).group_by(
+                    fee_refunds.c.policy_id
+                )
+            ).all()
+        )
+    recorded = 0
+    for payment_id in payment_ids:
+        ours = stack.renewals.get_payment(payment_id)
+        theirs = gateway.get(payment_id)
+        captured = theirs is not None and theirs.status is PaymentStatus.CAPTURED
+        assert captured == (ours.state == "recorded"), (payment_id, ours, theirs)
+        if captured:
+            recorded += 1
+            assert theirs is not None and theirs.captured_minor == ours.amount_minor
+            assert fees_by_renewal.get(ours.quote_id) == 1  # recorded exactly once
+            assert theirs.refunded_minor <= theirs.captured_minor
+            assert refunded_in_ledger.get(ours.quote_id, 0) == theirs.refunded_minor
+            assert ours.refunded_minor == theirs.refunded_minor
+        else:
+            assert ours.quote_id not in fees_by_renewal
+    assert recorded > FAULT_RENEWALS // 2
+    assert sum(stack.gateway.applied.values()) >= recorded
+    assert rebuild_and_compare(stack.engine).consistent
