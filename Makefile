@@ -7,7 +7,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 BUF    := protos/node_modules/.bin/buf
-PROTOS := $(wildcard protos/ledger/v1/*.proto)
+PROTOS := $(wildcard protos/ledger/v1/*.proto) $(wildcard protos/payments/v1/*.proto)
 
 .PHONY: run test lint proto proto-check bench bench-small install clean serve
 
@@ -23,7 +23,7 @@ lint: $(STAMP) $(BUF) ## ruff, mypy --strict, buf lint.
 	$(BIN)/mypy
 	cd protos && node_modules/.bin/buf lint
 
-proto: $(STAMP) ## Regenerate ledger/v1 from protos/ (the result is committed).
+proto: $(STAMP) ## Regenerate ledger/v1 and payments/v1 from protos/ (the result is committed).
 	$(BIN)/python -m grpc_tools.protoc -Iprotos \
 	  --python_out=. --grpc_python_out=. \
 	  --mypy_out=. --mypy_grpc_out=. \
@@ -32,10 +32,10 @@ proto: $(STAMP) ## Regenerate ledger/v1 from protos/ (the result is committed).
 	  $(PROTOS)
 
 proto-check: proto ## Fail when the committed generated code differs from what `make proto` makes.
-	git diff --exit-code -- ledger/v1 || \
-	  (echo "generated code in ledger/v1 is stale: run 'make proto' and commit" >&2; exit 1)
-	test -z "$$(git status --porcelain -- ledger/v1)" || \
-	  (echo "untracked generated files in ledger/v1: run 'make proto' and commit" >&2; exit 1)
+	git diff --exit-code -- ledger/v1 payments/v1 || \
+	  (echo "generated code in ledger/v1 or payments/v1 is stale: run 'make proto' and commit" >&2; exit 1)
+	test -z "$$(git status --porcelain -- ledger/v1 payments/v1)" || \
+	  (echo "untracked generated files in ledger/v1 or payments/v1: run 'make proto' and commit" >&2; exit 1)
 
 bench: $(STAMP) ## Print throughput and latency figures (not a test: nothing fails on speed).
 	$(BIN)/python -m bench

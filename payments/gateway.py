@@ -121,6 +121,8 @@ class GatewayResult:
     authorized_minor: int = 0
     captured_minor: int = 0
     refunded_minor: int = 0
+    """Running totals of the payment (not the amount of the last operation). A gateway that
+    cannot report refunds in get_status (KNET has no refund inquiry) reports 0 there."""
     currency: str = ""
     redirect_url: str = ""
     """For PENDING on a hosted-page gateway: where to send the customer."""

@@ -371,13 +371,13 @@ class Renewals:
         """Start collecting a quote's fee; returns the payment (pending with a redirect URL,
         recorded, declined or unknown)."""
         request = {"quote_id": quote_id, "gateway": gateway, "return_url": return_url}
-        adapter = self._gateway(gateway)
         now = self._clock.now()
         payment_id = "pay" + hashlib.sha256(quote_id.encode()).hexdigest()[:24]
         with self._engine.begin() as connection:
             existing = self._claim_key(connection, idempotency_key, "start_payment", request)
             if existing is not None:
                 return self._payment(connection, existing)
+            adapter = self._gateway(gateway)
             quote = self._quote(connection, quote_id)
             stored = json.loads(quote.quote_json)
             if not stored["payable"]:
@@ -636,6 +636,50 @@ class Renewals:
         """The payment as stored."""
         with self._engine.connect() as connection:
             return self._payment(connection, payment_id)
+
+    def amount_of(self, payment_id: str) -> Money | None:
+        """What payment ``payment_id`` collects (KNET's inquiry needs the original amount)."""
+        with self._engine.connect() as connection:
+            row = connection.execute(
+                select(payments.c.currency_code, payments.c.amount_minor).where(
+                    payments.c.payment_id == payment_id
+                )
+            ).first()
+        return None if row is None else Money(row.currency_code, int(row.amount_minor))
+
+    def ids_of(
+        self, *, payment_id: str | None = None, quote_id: str | None = None
+    ) -> tuple[str | None, str]:
+        """(payment id or None, quote id) of a renewal known by either."""
+        with self._engine.connect() as connection:
+            if payment_id is not None:
+                return payment_id, self._payment(connection, payment_id).quote_id
+            assert quote_id is not None
+            self._quote(connection, quote_id)
+            row = connection.execute(
+                select(payments.c.payment_id).where(payments.c.quote_id == quote_id)
+            ).first()
+        return (None if row is None else str(row.payment_id)), quote_id
+
+    def get_quote(self, quote_id: str) -> QuoteRecord:
+        """A stored quote (without the household verdict it may have carried)."""
+        with self._engine.connect() as connection:
+            row = self._quote(connection, quote_id)
+        stored = json.loads(row.quote_json)
+        return QuoteRecord(
+            quote_id=row.quote_id,
+            jurisdiction=row.jurisdiction,
+            sponsor_key=row.sponsor_key,
+            currency=row.currency_code,
+            total_minor=int(row.total_minor),
+            lines=tuple(stored["lines"]),
+            schedule_version=stored["schedule_version"],
+            period_start=dt.date.fromisoformat(stored["period_start"]),
+            period_end=dt.date.fromisoformat(stored["period_end"]),
+            expires_at=from_micros(row.expires_at_us),
+            payable=bool(stored["payable"]),
+            household=None,
+        )
 
     # Refunds.
 

@@ -22,7 +22,7 @@ from ledger.v1 import coverage_service_pb2 as pb
 from ledger.v1 import coverage_service_pb2_grpc as pb_grpc
 from ledger.v1 import events_pb2, types_pb2
 
-__all__ = ["CoverageServicer"]
+__all__ = ["CoverageServicer", "household_response"]
 
 _T = TypeVar("_T")
 _Context = grpc.aio.ServicerContext[object, object]
@@ -103,6 +103,32 @@ def _page_size(violations: list[FieldViolation], requested: int) -> int:
 
 def _history_entries(page: HistoryPage) -> list[pb.HistoryEntry]:
     return [pb.HistoryEntry(leaf_index=leaf, entry=entry) for leaf, entry in page.entries]
+
+
+def household_response(verdict: HouseholdVerdict) -> pb.CheckHouseholdResponse:
+    """The wire form of a household verdict (also used by the renewal service)."""
+    response = pb.CheckHouseholdResponse(
+        renewable=verdict.renewable,
+        as_of_date=_civil(verdict.as_of),
+        through_date=_civil(verdict.through),
+        basis=pb.AnswerBasis(
+            tree_size=verdict.tree_size,
+            checkpoint=verdict.checkpoint,
+            leaf_indexes=list(verdict.leaf_indexes),
+        ),
+    )
+    for member in verdict.members:
+        answer = response.members.add(
+            person=_person_proto(member.person),
+            relationship=_relationship_proto(member.relationship),
+            covered=member.covered,
+            verdict=_VERDICTS[member.reason.value],
+            detail=member.detail,
+            coverages=[_coverage_proto(record) for record in member.coverages],
+        )
+        if member.covered_until is not None:
+            answer.covered_until.CopyFrom(_civil(member.covered_until))
+    return response
 
 
 class CoverageServicer(pb_grpc.CoverageServiceServicer):
@@ -223,27 +249,7 @@ class CoverageServicer(pb_grpc.CoverageServiceServicer):
     def _household_response(
         self, verdict: HouseholdVerdict, *, include_fhir: bool
     ) -> pb.CheckHouseholdResponse:
-        response = pb.CheckHouseholdResponse(
-            renewable=verdict.renewable,
-            as_of_date=_civil(verdict.as_of),
-            through_date=_civil(verdict.through),
-            basis=pb.AnswerBasis(
-                tree_size=verdict.tree_size,
-                checkpoint=verdict.checkpoint,
-                leaf_indexes=list(verdict.leaf_indexes),
-            ),
-        )
-        for member in verdict.members:
-            answer = response.members.add(
-                person=_person_proto(member.person),
-                relationship=_relationship_proto(member.relationship),
-                covered=member.covered,
-                verdict=_VERDICTS[member.reason.value],
-                detail=member.detail,
-                coverages=[_coverage_proto(record) for record in member.coverages],
-            )
-            if member.covered_until is not None:
-                answer.covered_until.CopyFrom(_civil(member.covered_until))
+        response = household_response(verdict)
         if include_fhir:
             response.fhir_eligibility_response = to_json(
                 eligibility_response(verdict, created=self._clock.now())

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from dataclasses import dataclass
+from importlib.metadata import entry_points
 
 import grpc
 from grpc_health.v1 import _async as health_aio  # public as health.aio, which the stubs lack
@@ -50,6 +51,34 @@ SERVICE_NAMES = (
     admin_service_pb2.DESCRIPTOR.services_by_name["AdminService"].full_name,
     coverage_service_pb2.DESCRIPTOR.services_by_name["CoverageService"].full_name,
 )
+
+
+EXTENSION_GROUP = "policy_ledger.server_extensions"
+"""Entry-point group of server extensions: ``install(context: ServerContext) -> tuple[str, ...]``
+adds servicers and returns the full names of the services it added (none when unconfigured).
+The renewal payments plug in this way, so the ledger never imports them."""
+
+
+@dataclass(frozen=True)
+class ServerContext:
+    """What an extension gets to build on."""
+
+    server: grpc.aio.Server
+    engine: Engine
+    ledger: Ledger
+    """Admission (verify, parse, validate) and sequencing of signed events."""
+    clock: Clock
+    loop: asyncio.AbstractEventLoop
+    """The server's event loop (extensions that run work in threads submit back to it)."""
+
+
+def _install_extensions(context: ServerContext) -> tuple[str, ...]:
+    names: list[str] = []
+    for point in entry_points(group=EXTENSION_GROUP):
+        installed = point.load()(context)
+        log.info("extension %s installed: %s", point.name, ", ".join(installed) or "nothing")
+        names.extend(installed)
+    return tuple(names)
 
 
 @dataclass
@@ -92,8 +121,9 @@ async def start_server(config: ServerConfig, clock: Clock | None = None) -> Runn
             ("grpc.max_send_message_length", limits.grpc_message_bytes_max),
         ]
     )
+    ledger = Ledger(key_cache, sequencer, clock)
     ledger_service_pb2_grpc.add_LedgerServiceServicer_to_server(
-        LedgerServicer(Ledger(key_cache, sequencer, clock), LogStore(engine)), server
+        LedgerServicer(ledger, LogStore(engine)), server
     )
     coverage_service_pb2_grpc.add_CoverageServiceServicer_to_server(
         CoverageServicer(CoverageReader(engine), clock), server
@@ -101,13 +131,22 @@ async def start_server(config: ServerConfig, clock: Clock | None = None) -> Runn
     admin_service_pb2_grpc.add_AdminServiceServicer_to_server(
         AdminServicer(key_store, key_cache, clock, config.admin_token), server
     )
+    extension_context = ServerContext(
+        server=server,
+        engine=engine,
+        ledger=ledger,
+        clock=clock,
+        loop=asyncio.get_running_loop(),
+    )
+    extra_services = _install_extensions(extension_context)
     health_servicer = health_aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-    for name in ("", *SERVICE_NAMES):
+    for name in ("", *SERVICE_NAMES, *extra_services):
         await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
     reflection.enable_server_reflection(
         (
             *SERVICE_NAMES,
+            *extra_services,
             health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
             reflection.SERVICE_NAME,
         ),

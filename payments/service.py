@@ -1,0 +1,378 @@
+"""payments.v1.RenewalService, and its installation into the ledger's server.
+
+:func:`install` is the server extension (entry-point group ``policy_ledger.server_extensions``).
+It is configured by environment variables, and installs nothing when no authority key is set:
+
+``POLICY_LEDGER_PAYMENTS_AUTHORITY_KEY``
+    path of the collecting authority's signer key (``policy-ledger keygen``); its public key
+    must be registered, and the authority licensed, by the operator like an insurer's;
+``POLICY_LEDGER_PAYMENTS_AUTHORITY_ID``
+    the authority's principal id (default ``gov-health``);
+``POLICY_LEDGER_PAYMENTS_GATEWAYS``
+    path of a JSON file ``{"<gateway>": {"<setting>": "<value>", ...}, ...}`` naming the
+    adapters to load (entry-point group ``policy_ledger.payment_gateways``); default: only
+    ``simulated``, with no faults.
+
+The saga itself is :mod:`payments.renewal` (synchronous; run here in worker threads). Its
+recorder signs each event with the authority key and submits it through the ledger's own
+admission and sequencer, with the payment's state change attached to the same transaction.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import datetime as dt
+import json
+import logging
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import TypeVar
+
+import grpc
+from sqlalchemy import Connection
+
+from ledger import limits
+from ledger.clock import Clock
+from ledger.coverage.reader import CoverageReader
+from ledger.dsse import sign_envelope
+from ledger.errors import FieldViolation, InvalidArgument
+from ledger.events import EVENT_PAYLOAD_TYPE, check_date, check_identifier, check_person
+from ledger.keys import insurer_key_id
+from ledger.merkle import leaf_hash
+from ledger.rpc.coverage_servicer import household_response
+from ledger.rpc.server import ServerContext
+from ledger.rpc.status import abort
+from ledger.sequencer import receipt_of
+from ledger.service import Ledger
+from ledger.signing import Signer, parse_signer_key
+from ledger.storage.append import Receipt
+from ledger.storage.log_store import LogStore
+from ledger.v1 import events_pb2, ledger_service_pb2, types_pb2
+from payments import fees
+from payments.gateway import PaymentGateway, load_gateway
+from payments.renewal import MemberInput, PaymentRecord, QuoteRecord, QuoteRequest, Renewals
+from payments.v1 import renewal_service_pb2 as pb
+from payments.v1 import renewal_service_pb2_grpc as pb_grpc
+
+__all__ = ["LedgerRecorder", "RenewalServicer", "install"]
+
+log = logging.getLogger(__name__)
+_T = TypeVar("_T")
+_Context = grpc.aio.ServicerContext[object, object]
+
+SERVICE_NAME = pb.DESCRIPTOR.services_by_name["RenewalService"].full_name
+_RENEWAL_DAYS_MAX = 3 * 366
+
+
+class LedgerRecorder:
+    """Signs an event with the authority key and appends it through admission and the
+    sequencer, with ``on_append`` in the batch transaction. Called from worker threads."""
+
+    def __init__(self, ledger: Ledger, loop: asyncio.AbstractEventLoop, signer: Signer) -> None:
+        self._ledger = ledger
+        self._loop = loop
+        self._signer = signer
+        self._key_id = insurer_key_id(signer.public_key)
+
+    def __call__(
+        self, event: events_pb2.Event, on_append: Callable[[Connection, int], None]
+    ) -> Receipt:
+        payload = event.SerializeToString(deterministic=True)
+        envelope = sign_envelope(EVENT_PAYLOAD_TYPE, payload, self._signer, self._key_id)
+
+        async def submit() -> Receipt:
+            item = await self._ledger.admit(envelope)
+            return await receipt_of(
+                self._ledger.enqueue(dataclasses.replace(item, on_append=on_append))
+            )
+
+        return asyncio.run_coroutine_threadsafe(submit(), self._loop).result(timeout=120)
+
+
+def install(context: ServerContext) -> tuple[str, ...]:
+    """Add the RenewalService when the environment configures an authority key."""
+    key_path = os.environ.get("POLICY_LEDGER_PAYMENTS_AUTHORITY_KEY", "")
+    if not key_path:
+        log.info("RenewalService not installed: POLICY_LEDGER_PAYMENTS_AUTHORITY_KEY is unset")
+        return ()
+    signer = parse_signer_key(Path(key_path).read_text(encoding="utf-8").strip())
+    authority_id = os.environ.get("POLICY_LEDGER_PAYMENTS_AUTHORITY_ID", "gov-health")
+    gateways_path = os.environ.get("POLICY_LEDGER_PAYMENTS_GATEWAYS", "")
+    gateway_settings: dict[str, dict[str, str]] = (
+        json.loads(Path(gateways_path).read_text(encoding="utf-8"))
+        if gateways_path
+        else {"simulated": {}}
+    )
+    gateways: dict[str, PaymentGateway] = {
+        name: load_gateway(name, settings) for name, settings in gateway_settings.items()
+    }
+    renewals = Renewals(
+        context.engine,
+        gateways,
+        LedgerRecorder(context.ledger, context.loop, signer),
+        CoverageReader(context.engine),
+        context.clock,
+        authority_id=authority_id,
+    )
+    for gateway in gateways.values():
+        if hasattr(gateway, "amount_lookup"):  # KNET's inquiry needs the original amount
+            gateway.amount_lookup = renewals.amount_of
+    pb_grpc.add_RenewalServiceServicer_to_server(
+        RenewalServicer(renewals, LogStore(context.engine), context.clock), context.server
+    )
+    log.info("RenewalService: authority %s, gateways %s", authority_id, ", ".join(gateways))
+    return (SERVICE_NAME,)
+
+
+def _refuse(violations: list[FieldViolation]) -> None:
+    if violations:
+        raise InvalidArgument(
+            f"invalid request: {violations[0].field}: {violations[0].description}"
+            + (f" (and {len(violations) - 1} more)" if len(violations) > 1 else ""),
+            reason="REQUEST_INVALID",
+            field_violations=violations,
+        )
+
+
+def _civil(day: dt.date) -> types_pb2.CivilDate:
+    return types_pb2.CivilDate(year=day.year, month=day.month, day=day.day)
+
+
+def parse_quote_request(request: pb.QuoteRenewalRequest) -> QuoteRequest:
+    """The saga's QuoteRequest, or INVALID_ARGUMENT naming every bad field."""
+    violations: list[FieldViolation] = []
+    if request.jurisdiction not in {"KW", "SA"}:
+        violations.append(
+            FieldViolation("jurisdiction", "KW (fee) or SA (private insurance) are supported")
+        )
+    if request.HasField("sponsor"):
+        check_person(violations, "sponsor", request.sponsor)
+    else:
+        violations.append(FieldViolation("sponsor", "required"))
+    if not request.members:
+        violations.append(FieldViolation("members", "at least one member is required"))
+    if len(request.members) > limits.household_members_max:
+        violations.append(FieldViolation("members", f"at most {limits.household_members_max}"))
+    members = [
+        parsed
+        for position, member in enumerate(request.members[: limits.household_members_max])
+        if (parsed := _parse_member(violations, f"members[{position}]", member, request))
+        is not None
+    ]
+    start = check_date(
+        violations, "period_start", request.period_start, present=request.HasField("period_start")
+    )
+    end = check_date(
+        violations, "period_end", request.period_end, present=request.HasField("period_end")
+    )
+    if start is not None and end is not None:
+        if end < start:
+            violations.append(FieldViolation("period_end", "before period_start"))
+        elif (end - start).days + 1 > _RENEWAL_DAYS_MAX:
+            violations.append(FieldViolation("period_end", f"more than {_RENEWAL_DAYS_MAX} days"))
+    _refuse(violations)
+    assert start is not None and end is not None  # refused above otherwise
+    return QuoteRequest(
+        jurisdiction=request.jurisdiction,
+        sponsor=request.sponsor,
+        sponsor_is_kuwaiti=request.sponsor_is_citizen,
+        members=tuple(members),
+        period_start=start,
+        period_end=end,
+    )
+
+
+def _parse_member(
+    violations: list[FieldViolation],
+    field: str,
+    member: pb.RenewalMember,
+    request: pb.QuoteRenewalRequest,
+) -> MemberInput | None:
+    if member.HasField("person"):
+        check_person(violations, f"{field}.person", member.person)
+    else:
+        violations.append(FieldViolation(f"{field}.person", "required"))
+    relationship = events_pb2.Relationship.Name(member.relationship).removeprefix("RELATIONSHIP_")
+    if relationship == "UNSPECIFIED":
+        violations.append(FieldViolation(f"{field}.relationship", "required"))
+        return None
+    category = pb.ResidenceCategory.Name(member.residence_category).removeprefix(
+        "RESIDENCE_CATEGORY_"
+    )
+    if category == "UNSPECIFIED":
+        if request.jurisdiction == "KW":
+            violations.append(FieldViolation(f"{field}.residence_category", "required"))
+            return None
+        category = "OTHER"
+    birth = (
+        check_date(violations, f"{field}.birth_date", member.birth_date, present=True)
+        if member.HasField("birth_date")
+        else None
+    )
+    return MemberInput(
+        person=member.person,
+        relationship=fees.Relationship[relationship],
+        residence_category=fees.ResidenceCategory[category],
+        birth_date=birth,
+        domestic_worker_ordinal=member.domestic_worker_ordinal or None,
+    )
+
+
+def quote_proto(record: QuoteRecord) -> pb.Quote:
+    """The wire form of a stored quote."""
+    quote = pb.Quote(
+        quote_id=record.quote_id,
+        jurisdiction=record.jurisdiction,
+        total=types_pb2.Money(currency_code=record.currency, amount_minor=record.total_minor),
+        schedule_version=record.schedule_version,
+        period_start=_civil(record.period_start),
+        period_end=_civil(record.period_end),
+        payable=record.payable,
+    )
+    quote.expires_at.FromDatetime(record.expires_at)
+    for line in record.lines:
+        quote.lines.add(
+            person=types_pb2.PersonId(**line["person"]),
+            schedule_version=line["schedule_version"],
+            rule_id=line["rule_id"],
+            description=line["description"],
+            amount=types_pb2.Money(
+                currency_code=record.currency, amount_minor=line["amount_minor"]
+            ),
+        )
+    return quote
+
+
+class RenewalServicer(pb_grpc.RenewalServiceServicer):
+    """Thin: validate, run the saga in a thread, convert."""
+
+    def __init__(self, renewals: Renewals, log_store: LogStore, clock: Clock) -> None:
+        self._renewals = renewals
+        self._log = log_store
+        self._clock = clock
+
+    async def _run(self, context: _Context, work: Callable[[], _T]) -> _T:
+        try:
+            return await asyncio.to_thread(work)
+        except Exception as error:  # every failure becomes a status; bugs are logged there
+            await abort(context, error)
+
+    def _payment(self, record: PaymentRecord) -> pb.Payment:
+        payment = pb.Payment(
+            payment_id=record.payment_id,
+            quote_id=record.quote_id,
+            gateway=record.gateway,
+            state=pb.PaymentState.Value(f"PAYMENT_STATE_{record.state.upper()}"),
+            amount=types_pb2.Money(currency_code=record.currency, amount_minor=record.amount_minor),
+            captured_minor=record.captured_minor,
+            refunded_minor=record.refunded_minor,
+            redirect_url=record.redirect_url,
+            message=record.message,
+        )
+        if record.leaf_index is not None:
+            head = self._log.latest_checkpoint()
+            _, [entry] = self._log.entries(record.leaf_index, record.leaf_index + 1)
+            _, proof = self._log.inclusion_proof(record.leaf_index, head.tree_size)
+            payment.receipt.CopyFrom(
+                ledger_service_pb2.Receipt(
+                    event_id=f"fee-{record.payment_id}",
+                    leaf_index=record.leaf_index,
+                    leaf_hash=leaf_hash(entry),
+                    checkpoint=head.note_bytes,
+                    inclusion_proof=proof,
+                    entry=entry,
+                )
+            )
+        return payment
+
+    async def QuoteRenewal(
+        self, request: pb.QuoteRenewalRequest, context: _Context
+    ) -> pb.QuoteRenewalResponse:
+        """Price the renewal, or check the household (private-insurance states)."""
+
+        def work() -> pb.QuoteRenewalResponse:
+            record = self._renewals.quote(parse_quote_request(request))
+            response = pb.QuoteRenewalResponse(quote=quote_proto(record))
+            if record.household is not None:
+                response.household.CopyFrom(household_response(record.household))
+            return response
+
+        return await self._run(context, work)
+
+    async def StartPayment(
+        self, request: pb.StartPaymentRequest, context: _Context
+    ) -> pb.StartPaymentResponse:
+        """Start collecting a quote's fee."""
+
+        def work() -> pb.StartPaymentResponse:
+            violations: list[FieldViolation] = []
+            check_identifier(violations, "quote_id", request.quote_id)
+            check_identifier(violations, "gateway", request.gateway)
+            if len(request.return_url) > 2000:
+                violations.append(FieldViolation("return_url", "at most 2000 characters"))
+            _refuse(violations)
+            record = self._renewals.start_payment(
+                request.quote_id, request.idempotency_key, request.gateway, request.return_url
+            )
+            return pb.StartPaymentResponse(payment=self._payment(record))
+
+        return await self._run(context, work)
+
+    async def CompletePayment(
+        self, request: pb.CompletePaymentRequest, context: _Context
+    ) -> pb.CompletePaymentResponse:
+        """Confirm with the gateway; record once when captured."""
+
+        def work() -> pb.CompletePaymentResponse:
+            violations: list[FieldViolation] = []
+            check_identifier(violations, "payment_id", request.payment_id)
+            _refuse(violations)
+            record = self._renewals.complete_payment(request.payment_id)
+            return pb.CompletePaymentResponse(payment=self._payment(record))
+
+        return await self._run(context, work)
+
+    async def GetRenewal(
+        self, request: pb.GetRenewalRequest, context: _Context
+    ) -> pb.GetRenewalResponse:
+        """A renewal's quote and payment."""
+
+        def work() -> pb.GetRenewalResponse:
+            key = request.WhichOneof("key")
+            violations: list[FieldViolation] = []
+            if key is None:
+                violations.append(FieldViolation("key", "a payment_id or a quote_id is required"))
+            else:
+                check_identifier(violations, key, getattr(request, key))
+            _refuse(violations)
+            payment_id, quote_id = self._renewals.ids_of(
+                payment_id=request.payment_id or None, quote_id=request.quote_id or None
+            )
+            response = pb.GetRenewalResponse(quote=quote_proto(self._renewals.get_quote(quote_id)))
+            if payment_id is not None:
+                response.payment.CopyFrom(self._payment(self._renewals.get_payment(payment_id)))
+            return response
+
+        return await self._run(context, work)
+
+    async def RefundPayment(
+        self, request: pb.RefundPaymentRequest, context: _Context
+    ) -> pb.RefundPaymentResponse:
+        """Refund part or all of a recorded fee."""
+
+        def work() -> pb.RefundPaymentResponse:
+            violations: list[FieldViolation] = []
+            check_identifier(violations, "payment_id", request.payment_id)
+            if request.amount_minor <= 0:
+                violations.append(FieldViolation("amount_minor", "must be positive"))
+            if len(request.reason) > limits.name_chars_max:
+                violations.append(FieldViolation("reason", f"at most {limits.name_chars_max}"))
+            _refuse(violations)
+            record = self._renewals.refund(
+                request.payment_id, request.amount_minor, request.idempotency_key, request.reason
+            )
+            return pb.RefundPaymentResponse(payment=self._payment(record))
+
+        return await self._run(context, work)

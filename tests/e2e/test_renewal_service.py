@@ -1,0 +1,175 @@
+"""payments.v1.RenewalService end to end: a real server with the payments extension, the
+simulated gateway, and the portal's client verifying every recorded payment's receipt."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import grpc
+import pytest
+from sqlalchemy import text
+
+from clients.errors import ClientError
+from clients.renewal import RenewalClient
+from clients.verify import TrustedLog
+from ledger.signing import Ed25519Signer, format_signer_key
+from ledger.storage.db import create_ledger_engine
+from ledger.v1 import events_pb2, types_pb2
+from payments.v1 import renewal_service_pb2 as pb
+from tests.builders import person
+from tests.conftest import ServerHandle, onboard, start_server_thread
+from tests.payments.support import civil_id
+
+AUTHORITY = "kw-gov-health"
+R = events_pb2
+
+
+@pytest.fixture
+def stack(
+    database_url: str,
+    log_signer: Ed25519Signer,
+    operator_signer: Ed25519Signer,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> Iterator[tuple[ServerHandle, RenewalClient, grpc.Channel]]:
+    authority = Ed25519Signer.generate(AUTHORITY)
+    key_file = tmp_path / "authority.key"
+    key_file.write_text(format_signer_key(authority) + "\n", encoding="utf-8")
+    monkeypatch.setenv("POLICY_LEDGER_PAYMENTS_AUTHORITY_KEY", str(key_file))
+    monkeypatch.setenv("POLICY_LEDGER_PAYMENTS_AUTHORITY_ID", AUTHORITY)
+    server = start_server_thread(database_url, log_signer, tmp_path)
+    try:
+        onboard(server, operator_signer, AUTHORITY, authority)
+        trusted = TrustedLog.from_verifier_key(server.log_verifier_key)
+        with grpc.insecure_channel(server.address) as channel:
+            yield server, RenewalClient(channel, log=trusted), channel
+    finally:
+        server.stop()
+
+
+def _kuwait_family(number: int, size: int = 3) -> pb.QuoteRenewalRequest:
+    kinds = [
+        (R.RELATIONSHIP_SELF, pb.RESIDENCE_CATEGORY_PRIVATE_SECTOR_WORKER),
+        (R.RELATIONSHIP_SPOUSE, pb.RESIDENCE_CATEGORY_DEPENDENT),
+        (R.RELATIONSHIP_CHILD, pb.RESIDENCE_CATEGORY_DEPENDENT),
+        (R.RELATIONSHIP_DOMESTIC_WORKER, pb.RESIDENCE_CATEGORY_DOMESTIC_WORKER),
+    ]
+    request = pb.QuoteRenewalRequest(
+        jurisdiction="KW",
+        sponsor=civil_id(number, 0),
+        period_start=types_pb2.CivilDate(year=2027, month=1, day=1),
+        period_end=types_pb2.CivilDate(year=2027, month=12, day=31),
+    )
+    for position, (relationship, category) in enumerate(kinds[:size]):
+        request.members.add(
+            person=civil_id(number, position),
+            relationship=relationship,
+            residence_category=category,
+            birth_date=types_pb2.CivilDate(year=2015, month=5, day=5),
+            domestic_worker_ordinal=1 if category == pb.RESIDENCE_CATEGORY_DOMESTIC_WORKER else 0,
+        )
+    return request
+
+
+def _entries(database_url: str) -> int:
+    engine = create_ledger_engine(database_url)
+    try:
+        with engine.connect() as connection:
+            return int(connection.execute(text("SELECT count(*) FROM log_entries")).scalar())
+    finally:
+        engine.dispose()
+
+
+def test_a_kuwaiti_renewal_is_quoted_paid_and_recorded_with_a_verified_receipt(
+    stack: tuple[ServerHandle, RenewalClient, grpc.Channel], database_url: str
+) -> None:
+    _, renewals, _ = stack
+    quote = renewals.quote(_kuwait_family(1, 4)).quote
+    assert quote.payable and quote.total.currency_code == "KWD"
+    assert quote.total.amount_minor == sum(line.amount.amount_minor for line in quote.lines)
+    assert [line.rule_id for line in quote.lines][:2] == ["KW25-RESIDENCE", "KW25-DEPENDENT"]
+    payment = renewals.start_payment(quote.quote_id, "portal-key-0001", gateway="simulated")
+    assert payment.state == pb.PAYMENT_STATE_RECORDED  # receipt verified by the client
+    assert payment.captured_minor == quote.total.amount_minor
+    again = renewals.start_payment(quote.quote_id, "portal-key-0001", gateway="simulated")
+    assert again.payment_id == payment.payment_id and again.receipt.leaf_index == (
+        payment.receipt.leaf_index
+    )
+    before = _entries(database_url)
+    with pytest.raises(ClientError) as raised:
+        renewals.start_payment(quote.quote_id, "portal-key-0001", gateway="knet")
+    assert raised.value.code == grpc.StatusCode.ALREADY_EXISTS
+    assert [v.field for v in raised.value.field_violations] == ["gateway"]
+    refunded = renewals.refund(payment.payment_id, 1_000, "refund-key-0001", "duplicate fee")
+    assert refunded.refunded_minor == 1_000
+    assert _entries(database_url) == before + 1  # the refund, once
+    by_quote = renewals.get(quote_id=quote.quote_id)
+    assert by_quote.payment.payment_id == payment.payment_id
+
+
+def test_a_saudi_renewal_is_refused_while_a_member_is_uninsured(
+    stack: tuple[ServerHandle, RenewalClient, grpc.Channel], database_url: str
+) -> None:
+    _, renewals, _ = stack
+    request = pb.QuoteRenewalRequest(
+        jurisdiction="SA",
+        sponsor=person(900),
+        period_start=types_pb2.CivilDate(year=2027, month=1, day=1),
+        period_end=types_pb2.CivilDate(year=2027, month=12, day=31),
+    )
+    request.members.add(person=person(900), relationship=R.RELATIONSHIP_SELF)
+    request.members.add(person=person(901), relationship=R.RELATIONSHIP_DOMESTIC_WORKER)
+    before = _entries(database_url)
+    response = renewals.quote(request)
+    assert not response.quote.payable
+    assert not response.household.renewable
+    assert [m.covered for m in response.household.members] == [False, False]
+    with pytest.raises(ClientError) as raised:
+        renewals.start_payment(response.quote.quote_id, "portal-key-sa-1", gateway="simulated")
+    assert raised.value.reason == "QUOTE_NOT_PAYABLE"
+    assert _entries(database_url) == before
+
+
+@pytest.mark.parametrize(
+    ("mutate", "field"),
+    [
+        (lambda r: setattr(r, "jurisdiction", "FR"), "jurisdiction"),
+        (lambda r: r.ClearField("members"), "members"),
+        (
+            lambda r: r.period_end.CopyFrom(types_pb2.CivilDate(year=2026, month=1, day=1)),
+            "period_end",
+        ),
+        (lambda r: setattr(r.members[1], "residence_category", 0), "members[1].residence_category"),
+        (lambda r: setattr(r.members[0].person, "value", "123"), "members[0].person.value"),
+    ],
+)
+def test_bad_quote_requests_are_invalid_argument_and_write_nothing(
+    stack: tuple[ServerHandle, RenewalClient, grpc.Channel],
+    database_url: str,
+    mutate: object,
+    field: str,
+) -> None:
+    _, renewals, _ = stack
+    request = _kuwait_family(2)
+    mutate(request)  # type: ignore[operator]
+    with pytest.raises(ClientError) as raised:
+        renewals.quote(request)
+    assert raised.value.code == grpc.StatusCode.INVALID_ARGUMENT
+    assert field in [v.field for v in raised.value.field_violations], str(raised.value)
+    engine = create_ledger_engine(database_url)
+    try:
+        with engine.connect() as connection:
+            assert connection.execute(text("SELECT count(*) FROM quotes")).scalar() == 0
+    finally:
+        engine.dispose()
+
+
+def test_a_server_without_an_authority_key_has_no_renewal_service(
+    server: ServerHandle,
+) -> None:
+    with grpc.insecure_channel(server.address) as channel:
+        client = RenewalClient(channel, log=TrustedLog.from_verifier_key(server.log_verifier_key))
+        with pytest.raises(ClientError) as raised:
+            client.quote(_kuwait_family(3))
+    assert raised.value.code == grpc.StatusCode.UNIMPLEMENTED
