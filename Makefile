@@ -9,7 +9,7 @@ STAMP  := $(VENV)/.installed
 BUF    := protos/node_modules/.bin/buf
 PROTOS := $(wildcard protos/ledger/v1/*.proto) $(wildcard protos/payments/v1/*.proto)
 
-.PHONY: run test lint proto proto-check bench bench-small install clean serve
+.PHONY: run test lint proto proto-check bench bench-small faults install clean serve
 
 run: $(STAMP) ## Start a server on SQLite, submit and audit signed events, print the story.
 	$(BIN)/policy-ledger demo
@@ -36,6 +36,9 @@ proto-check: proto ## Fail when the committed generated code differs from what `
 	  (echo "generated code in ledger/v1 or payments/v1 is stale: run 'make proto' and commit" >&2; exit 1)
 	test -z "$$(git status --porcelain -- ledger/v1 payments/v1)" || \
 	  (echo "untracked generated files in ledger/v1 or payments/v1: run 'make proto' and commit" >&2; exit 1)
+
+faults: $(STAMP) ## The seeded renewal fault-injection run, large (make test runs 1,000 renewals).
+	POLICY_LEDGER_FAULT_RENEWALS=$${RENEWALS:-20000} $(BIN)/pytest -q tests/payments/test_renewal.py -k seeded
 
 bench: $(STAMP) ## Print throughput and latency figures (not a test: nothing fails on speed).
 	$(BIN)/python -m bench

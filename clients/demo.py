@@ -8,6 +8,7 @@ connection and a real process boundary, and stops it with SIGTERM at the end.
 from __future__ import annotations
 
 import datetime as dt
+import os
 import secrets
 import shutil
 import signal
@@ -25,18 +26,23 @@ from clients.auditor import AuditorClient
 from clients.errors import ClientError
 from clients.insurer import InsurerClient
 from clients.operator import OPERATOR_ID, OperatorClient
-from clients.portal import PortalClient
+from clients.portal import PortalClient, civil_date
+from clients.renewal import RenewalClient
 from clients.samples import iqama, sample_events
 from clients.verify import TrustedLog, VerifiedReceipt
+from ledger.identifiers import example_kuwait_civil_id
 from ledger.keys import insurer_key_id
 from ledger.signing import generate_keypair, parse_signer_key
 from ledger.storage.db import sqlite_url
-from ledger.v1 import events_pb2
+from ledger.v1 import events_pb2, types_pb2
+from payments.v1 import renewal_service_pb2 as renewal_pb2
 
 __all__ = ["run_demo"]
 
 LOG_NAME = "policy-ledger.demo/log"
 INSURER_ID = "gulf-health"
+AUTHORITY_ID = "kw-gov-health"
+"""The collecting authority of Kuwait's renewal fee, a principal licensed like an insurer."""
 _START_TIMEOUT_SECONDS = 30.0
 
 
@@ -67,7 +73,15 @@ def running_server(workdir: Path, admin_token: str) -> Iterator[int]:
         str(port_file),
     ]
     log_file = (workdir / "server.log").open("w", encoding="utf-8")
-    process = subprocess.Popen(command, stdout=log_file, stderr=subprocess.STDOUT)  # noqa: S603
+    environment = {
+        **os.environ,
+        "POLICY_LEDGER_PAYMENTS_AUTHORITY_KEY": str(workdir / "authority.key"),
+        "POLICY_LEDGER_PAYMENTS_AUTHORITY_ID": AUTHORITY_ID,
+    }
+    environment.pop("POLICY_LEDGER_PAYMENTS_GATEWAYS", None)  # the simulated gateway
+    process = subprocess.Popen(  # noqa: S603
+        command, stdout=log_file, stderr=subprocess.STDOUT, env=environment
+    )
     try:
         yield _wait_for_port(process, port_file)
     finally:
@@ -110,6 +124,9 @@ def run_demo(*, events_count: int, workdir: Path) -> int:
     (workdir / "log.key").write_text(log_signer_key + "\n", encoding="utf-8")
     insurer_signer = parse_signer_key(generate_keypair(INSURER_ID)[0])
     operator_signer = parse_signer_key(generate_keypair(OPERATOR_ID)[0])
+    authority_key = generate_keypair(AUTHORITY_ID)[0]
+    (workdir / "authority.key").write_text(authority_key + "\n", encoding="utf-8")
+    authority_signer = parse_signer_key(authority_key)
     trusted = TrustedLog.from_verifier_key(log_verifier_key)
     admin_token = secrets.token_urlsafe(24)
     say("policy-ledger demo: a signed, append-only ledger of health-insurance policy events")
@@ -129,7 +146,12 @@ def run_demo(*, events_count: int, workdir: Path) -> int:
         first = _submit(insurer, events_count, occurred_at)
         _show_refusals(insurer, occurred_at)
         _check_households(PortalClient(channel, log=trusted), occurred_at.date())
-        signing_keys = [insurer_signer.public_key, operator_signer.public_key]
+        _renew(operator, authority_signer.public_key, RenewalClient(channel, log=trusted))
+        signing_keys = [
+            insurer_signer.public_key,
+            operator_signer.public_key,
+            authority_signer.public_key,
+        ]
         _audit(AuditorClient(channel, log=trusted), first, signing_keys)
     say(f"done in {time.monotonic() - started:.1f} s")
     return 0
@@ -205,6 +227,89 @@ def _check_households(portal: PortalClient, today: dt.date) -> None:
                 say(f"     blocks it: {member.person.value} ({kind}): {member.detail}")
 
 
+def _renew(operator: OperatorClient, authority_key: bytes, renewals: RenewalClient) -> None:
+    """Kuwait: quote a family's renewal, pay through the simulated gateway, get the receipt.
+    Saudi Arabia: a renewal refused while a member has no private insurance."""
+    valid_from = dt.datetime.now(dt.UTC) - dt.timedelta(days=1)
+    operator.register_key(AUTHORITY_ID, authority_key, valid_from=valid_from)
+    operator.license_insurer(
+        AUTHORITY_ID,
+        name="Kuwait government health insurance (renewal fees)",
+        licence_number="KW-MOH-RENEWALS",
+        effective=valid_from.date(),
+    )
+    start = dt.date.today() + dt.timedelta(days=30)
+    request = renewal_pb2.QuoteRenewalRequest(
+        jurisdiction="KW",
+        sponsor=_kuwait_civil_id(0),
+        period_start=civil_date(start),
+        period_end=civil_date(start + dt.timedelta(days=364)),
+    )
+    family = [
+        (events_pb2.RELATIONSHIP_SELF, renewal_pb2.RESIDENCE_CATEGORY_PRIVATE_SECTOR_WORKER),
+        (events_pb2.RELATIONSHIP_SPOUSE, renewal_pb2.RESIDENCE_CATEGORY_DEPENDENT),
+        (events_pb2.RELATIONSHIP_CHILD, renewal_pb2.RESIDENCE_CATEGORY_DEPENDENT),
+        (events_pb2.RELATIONSHIP_DOMESTIC_WORKER, renewal_pb2.RESIDENCE_CATEGORY_DOMESTIC_WORKER),
+    ]
+    for position, (relationship, category) in enumerate(family):
+        request.members.add(
+            person=_kuwait_civil_id(position),
+            relationship=relationship,
+            residence_category=category,
+            birth_date=civil_date(dt.date(2014, 2, 2)),
+            domestic_worker_ordinal=1 if position == 3 else 0,
+        )
+    quote = renewals.quote(request).quote
+    lines = ", ".join(f"{line.rule_id} {_kwd(line.amount.amount_minor)}" for line in quote.lines)
+    say(
+        f"5. Kuwait renewal portal: quote {quote.quote_id} for 4 members, "
+        f"{quote.total.currency_code} {_kwd(quote.total.amount_minor)} "
+        f"({quote.schedule_version}: {lines})"
+    )
+    payment = renewals.start_payment(quote.quote_id, f"demo-{quote.quote_id}", gateway="simulated")
+    state = renewal_pb2.PaymentState.Name(payment.state).removeprefix("PAYMENT_STATE_")
+    checkpoint_size = int(payment.receipt.checkpoint.split(b"\n")[1])
+    say(
+        f"   paid through the simulated gateway: {state}; ledger receipt leaf "
+        f"{payment.receipt.leaf_index}, inclusion proof of {len(payment.receipt.inclusion_proof)}"
+        f" hashes verified against checkpoint size {checkpoint_size}"
+    )
+    again = renewals.start_payment(quote.quote_id, f"demo-{quote.quote_id}", gateway="simulated")
+    say(
+        f"   the portal retried with the same idempotency key: same payment "
+        f"{again.payment_id == payment.payment_id}, charged once "
+        f"({again.captured_minor == quote.total.amount_minor})"
+    )
+    saudi = renewal_pb2.QuoteRenewalRequest(
+        jurisdiction="SA",
+        sponsor=iqama(0),
+        period_start=civil_date(start),
+        period_end=civil_date(start + dt.timedelta(days=364)),
+    )
+    saudi.members.add(person=iqama(0), relationship=events_pb2.RELATIONSHIP_SELF)
+    saudi.members.add(person=iqama(15), relationship=events_pb2.RELATIONSHIP_DOMESTIC_WORKER)
+    household = renewals.quote(saudi).household
+    blockers = [f"{m.person.value} ({m.detail})" for m in household.members if not m.covered]
+    say(
+        f"   Saudi renewal of sponsor {iqama(0).value}: "
+        f"{'RENEWABLE' if household.renewable else 'REFUSED'}; not insured through the new "
+        f"permit's end: {'; '.join(blockers)}"
+    )
+
+
+def _kwd(fils: int) -> str:
+    """KWD from integer fils, without a float (3 decimals)."""
+    return f"{fils // 1000}.{fils % 1000:03d}"
+
+
+def _kuwait_civil_id(position: int) -> types_pb2.PersonId:
+    return types_pb2.PersonId(
+        type=types_pb2.PERSON_ID_TYPE_CIVIL_ID,
+        value=example_kuwait_civil_id(dt.date(1984, 7, 1), 3 * position),
+        country_code="KW",
+    )
+
+
 def _show_refusals(insurer: InsurerClient, occurred_at: dt.datetime) -> None:
     """Resubmit the first event exactly as sent (``occurred_at`` is the same), then altered."""
     original = next(sample_events(1, INSURER_ID, occurred_at))
@@ -234,7 +339,7 @@ def _show_refusals(insurer: InsurerClient, occurred_at: dt.datetime) -> None:
 def _audit(auditor: AuditorClient, first: VerifiedReceipt, signing_keys: list[bytes]) -> None:
     latest = auditor.checkpoint()
     say(
-        f"5. auditor fetched the latest checkpoint: size {latest.size}, "
+        f"6. auditor fetched the latest checkpoint: size {latest.size}, "
         f"root {latest.root_hash.hex()[:16]}..., signature verified with the log key"
     )
     auditor.verify_consistency(first.checkpoint, latest)
@@ -249,6 +354,7 @@ def _audit(auditor: AuditorClient, first: VerifiedReceipt, signing_keys: list[by
     report = auditor.audit({insurer_key_id(key): key for key in signing_keys}, checkpoint=latest)
     say(
         f"   full audit: {report.entries_checked} entries re-hashed, {report.signatures_checked} "
-        f"signatures (insurer and operator) verified, root recomputed and equal to the checkpoint's"
+        "signatures (insurer, operator, renewal authority) verified, root recomputed and "
+        "equal to the checkpoint's"
     )
     say("   verdict: the ledger is consistent, complete and signed")

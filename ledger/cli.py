@@ -20,6 +20,7 @@ import os
 import signal
 import sys
 from collections.abc import Sequence
+from importlib.metadata import entry_points
 from pathlib import Path
 
 from clients.errors import ClientError
@@ -198,6 +199,11 @@ def _demo(args: argparse.Namespace) -> int:
     return run_demo(events_count=args.events, workdir=Path(args.workdir))
 
 
+CLI_COMMANDS_GROUP = "policy_ledger.cli_commands"
+"""Entry-point group of command groups: ``register(subparsers)`` adds one (the ledger's CLI
+never imports the packages that extend it)."""
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="policy-ledger",
@@ -255,6 +261,8 @@ def _parser() -> argparse.ArgumentParser:
     database_upgrade.set_defaults(handler=_db_upgrade)
 
     _add_admin_commands(commands)
+    for point in entry_points(group=CLI_COMMANDS_GROUP):  # e.g. `payments` (payments/cli.py)
+        point.load()(commands)
 
     rebuild = commands.add_parser(
         "rebuild",

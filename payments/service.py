@@ -31,14 +31,20 @@ from pathlib import Path
 from typing import TypeVar
 
 import grpc
-from sqlalchemy import Connection
+from sqlalchemy import Connection, Engine
 
 from ledger import limits
 from ledger.clock import Clock
 from ledger.coverage.reader import CoverageReader
 from ledger.dsse import sign_envelope
-from ledger.errors import FieldViolation, InvalidArgument
-from ledger.events import EVENT_PAYLOAD_TYPE, check_date, check_identifier, check_person
+from ledger.errors import FieldViolation, InvalidArgument, LedgerError
+from ledger.events import (
+    EVENT_PAYLOAD_TYPE,
+    check_date,
+    check_identifier,
+    check_person,
+    validate_event,
+)
 from ledger.keys import insurer_key_id
 from ledger.merkle import leaf_hash
 from ledger.rpc.coverage_servicer import household_response
@@ -47,16 +53,30 @@ from ledger.rpc.status import abort
 from ledger.sequencer import receipt_of
 from ledger.service import Ledger
 from ledger.signing import Signer, parse_signer_key
-from ledger.storage.append import Receipt
+from ledger.storage.append import Appender, PendingEntry, Receipt
 from ledger.storage.log_store import LogStore
 from ledger.v1 import events_pb2, ledger_service_pb2, types_pb2
 from payments import fees
 from payments.gateway import PaymentGateway, load_gateway
-from payments.renewal import MemberInput, PaymentRecord, QuoteRecord, QuoteRequest, Renewals
+from payments.renewal import (
+    MemberInput,
+    PaymentRecord,
+    QuoteRecord,
+    QuoteRequest,
+    Recorder,
+    Renewals,
+)
 from payments.v1 import renewal_service_pb2 as pb
 from payments.v1 import renewal_service_pb2_grpc as pb_grpc
 
-__all__ = ["LedgerRecorder", "RenewalServicer", "install"]
+__all__ = [
+    "AppenderRecorder",
+    "LedgerRecorder",
+    "RenewalServicer",
+    "authority_signer_from_environment",
+    "install",
+    "renewals_from_environment",
+]
 
 log = logging.getLogger(__name__)
 _T = TypeVar("_T")
@@ -91,14 +111,19 @@ class LedgerRecorder:
         return asyncio.run_coroutine_threadsafe(submit(), self._loop).result(timeout=120)
 
 
-def install(context: ServerContext) -> tuple[str, ...]:
-    """Add the RenewalService when the environment configures an authority key."""
+def authority_signer_from_environment() -> tuple[str, Signer] | None:
+    """(authority id, signer) from the environment, or None when no key is configured."""
     key_path = os.environ.get("POLICY_LEDGER_PAYMENTS_AUTHORITY_KEY", "")
     if not key_path:
-        log.info("RenewalService not installed: POLICY_LEDGER_PAYMENTS_AUTHORITY_KEY is unset")
-        return ()
+        return None
     signer = parse_signer_key(Path(key_path).read_text(encoding="utf-8").strip())
-    authority_id = os.environ.get("POLICY_LEDGER_PAYMENTS_AUTHORITY_ID", "gov-health")
+    return os.environ.get("POLICY_LEDGER_PAYMENTS_AUTHORITY_ID", "gov-health"), signer
+
+
+def renewals_from_environment(
+    engine: Engine, recorder: Recorder, clock: Clock, authority_id: str
+) -> Renewals:
+    """The saga with the gateways the environment names (see module doc)."""
     gateways_path = os.environ.get("POLICY_LEDGER_PAYMENTS_GATEWAYS", "")
     gateway_settings: dict[str, dict[str, str]] = (
         json.loads(Path(gateways_path).read_text(encoding="utf-8"))
@@ -109,20 +134,60 @@ def install(context: ServerContext) -> tuple[str, ...]:
         name: load_gateway(name, settings) for name, settings in gateway_settings.items()
     }
     renewals = Renewals(
-        context.engine,
-        gateways,
-        LedgerRecorder(context.ledger, context.loop, signer),
-        CoverageReader(context.engine),
-        context.clock,
-        authority_id=authority_id,
+        engine, gateways, recorder, CoverageReader(engine), clock, authority_id=authority_id
     )
     for gateway in gateways.values():
         if hasattr(gateway, "amount_lookup"):  # KNET's inquiry needs the original amount
             gateway.amount_lookup = renewals.amount_of
+    return renewals
+
+
+class AppenderRecorder:
+    """A recorder that appends directly (``policy-ledger payments reconcile``): the appender
+    takes the database's write lock, so it is safe beside a running server."""
+
+    def __init__(self, appender: Appender, signer: Signer, clock: Clock) -> None:
+        self._appender = appender
+        self._signer = signer
+        self._key_id = insurer_key_id(signer.public_key)
+        self._clock = clock
+
+    def __call__(
+        self, event: events_pb2.Event, on_append: Callable[[Connection, int], None]
+    ) -> Receipt:
+        validate_event(event, self._clock.now())
+        payload = event.SerializeToString(deterministic=True)
+        item = PendingEntry(
+            envelope=sign_envelope(EVENT_PAYLOAD_TYPE, payload, self._signer, self._key_id),
+            insurer_id=event.insurer_id,
+            event_id=event.event_id,
+            key_id=self._key_id,
+            event=event,
+            on_append=on_append,
+        )
+        [outcome] = self._appender.append_batch([item], self._clock.now())
+        if isinstance(outcome, LedgerError):
+            raise outcome
+        return outcome
+
+
+def install(context: ServerContext) -> tuple[str, ...]:
+    """Add the RenewalService when the environment configures an authority key."""
+    configured = authority_signer_from_environment()
+    if configured is None:
+        log.info("RenewalService not installed: POLICY_LEDGER_PAYMENTS_AUTHORITY_KEY is unset")
+        return ()
+    authority_id, signer = configured
+    renewals = renewals_from_environment(
+        context.engine,
+        LedgerRecorder(context.ledger, context.loop, signer),
+        context.clock,
+        authority_id,
+    )
     pb_grpc.add_RenewalServiceServicer_to_server(
         RenewalServicer(renewals, LogStore(context.engine), context.clock), context.server
     )
-    log.info("RenewalService: authority %s, gateways %s", authority_id, ", ".join(gateways))
+    log.info("RenewalService installed: authority %s", authority_id)
     return (SERVICE_NAME,)
 
 

@@ -22,7 +22,7 @@ def run(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
 
 def test_help_lists_every_command_with_examples() -> None:
     output = run("--help").stdout
-    for command in ("serve", "keygen", "db", "admin", "demo", "rebuild"):
+    for command in ("serve", "keygen", "db", "admin", "demo", "rebuild", "payments"):
         assert command in output
     assert "Examples:" in output
     assert "Example:" in run("admin", "insurer", "add-key", "--help").stdout
@@ -109,7 +109,11 @@ def test_the_demo_tells_the_whole_story(tmp_path: Path) -> None:
         "ALREADY_EXISTS",
         "UNAUTHENTICATED",
         "consistency proof",
-        "full audit: 61 entries",
+        "full audit: 63 entries",
+        "5. Kuwait renewal portal: quote",
+        "paid through the simulated gateway: RECORDED",
+        "same payment True, charged once (True)",
+        "REFUSED; not insured through the new permit's end",
         "the family: RENEWABLE",
         "the family and its maid: BLOCKED",
         "blocks it:",
