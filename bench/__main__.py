@@ -98,7 +98,9 @@ def sqlite_commit_rate(folder: Path, seconds: float = 1.0) -> float:
 class ServerProcess:
     """``policy-ledger serve`` on a fresh SQLite file, as a child process."""
 
-    def __init__(self, folder: Path, signer: Ed25519Signer) -> None:
+    def __init__(
+        self, folder: Path, signer: Ed25519Signer, environment: dict[str, str] | None = None
+    ) -> None:
         folder.mkdir(parents=True, exist_ok=True)
         (folder / "log.key").write_text(format_signer_key(signer) + "\n")
         (folder / "admin.token").write_text("bench-token")
@@ -120,7 +122,12 @@ class ServerProcess:
             str(port_file),
         ]
         self.log = (folder / "server.log").open("w")
-        self.process = subprocess.Popen(command, stdout=self.log, stderr=subprocess.STDOUT)
+        self.process = subprocess.Popen(
+            command,
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, **(environment or {})},
+        )
         deadline = time.monotonic() + 30
         while not (port_file.exists() and port_file.read_text().strip()):
             if time.monotonic() > deadline or self.process.poll() is not None:
@@ -135,8 +142,10 @@ class ServerProcess:
         self.log.close()
 
 
-def _onboard(channel: grpc.Channel, log_signer: Ed25519Signer, public_key: bytes) -> None:
-    """Register the operator's and the insurer's keys and license the insurer."""
+def _onboard(
+    channel: grpc.Channel, log_signer: Ed25519Signer, public_key: bytes, principal: str = INSURER
+) -> None:
+    """Register the operator's and the principal's keys and license the principal."""
     operator_signer = Ed25519Signer.generate(OPERATOR_ID)
     operator = OperatorClient(
         channel,
@@ -146,9 +155,9 @@ def _onboard(channel: grpc.Channel, log_signer: Ed25519Signer, public_key: bytes
     )
     valid_from = dt.datetime.now(dt.UTC) - dt.timedelta(days=1)
     operator.register_key(OPERATOR_ID, operator_signer.public_key, valid_from=valid_from)
-    operator.register_key(INSURER, public_key, valid_from=valid_from)
+    operator.register_key(principal, public_key, valid_from=valid_from)
     operator.license_insurer(
-        INSURER, name="Bench Insurer", licence_number="BENCH-1", effective=valid_from.date()
+        principal, name="Bench principal", licence_number="BENCH-1", effective=valid_from.date()
     )
 
 
@@ -340,6 +349,90 @@ def _proofs_over_grpc(
         process.wait(timeout=30)
 
 
+def bench_renewals(folder: Path, renewals_count: int) -> None:
+    """Kuwaiti renewals end to end over gRPC (quote, then pay through the simulated gateway with
+    50 ms of latency per gateway call, recorded in the ledger), at 1 and 16 portal callers."""
+    from clients.renewal import RenewalClient
+    from ledger.identifiers import example_kuwait_civil_id
+    from ledger.v1 import events_pb2, types_pb2
+    from payments.v1 import renewal_service_pb2 as rpb
+
+    log_signer = Ed25519Signer.generate("bench/log")
+    authority = Ed25519Signer.generate("kw-gov-health")
+    server_folder = folder / "renewal-server"
+    server_folder.mkdir(parents=True, exist_ok=True)
+    (server_folder / "authority.key").write_text(format_signer_key(authority) + "\n")
+    (server_folder / "gateways.json").write_text('{"simulated": {"latency_seconds": "0.05"}}')
+    server = ServerProcess(
+        server_folder,
+        log_signer,
+        {
+            "POLICY_LEDGER_PAYMENTS_AUTHORITY_KEY": str(server_folder / "authority.key"),
+            "POLICY_LEDGER_PAYMENTS_AUTHORITY_ID": "kw-gov-health",
+            "POLICY_LEDGER_PAYMENTS_GATEWAYS": str(server_folder / "gateways.json"),
+        },
+    )
+    try:
+        with grpc.insecure_channel(server.address) as channel:
+            _onboard(channel, log_signer, authority.public_key, principal="kw-gov-health")
+            client = RenewalClient(
+                channel, log=TrustedLog.from_verifier_key(format_verifier_key(log_signer))
+            )
+
+            def civil_id(number: int, position: int) -> types_pb2.PersonId:
+                birth = dt.date(1960, 1, 1) + dt.timedelta(days=number % 20_000)
+                return types_pb2.PersonId(
+                    type=types_pb2.PERSON_ID_TYPE_CIVIL_ID,
+                    value=example_kuwait_civil_id(birth, 3 * position),
+                    country_code="KW",
+                )
+
+            def renew(number: int) -> float:
+                request = rpb.QuoteRenewalRequest(
+                    jurisdiction="KW",
+                    sponsor=civil_id(number, 0),
+                    period_start=types_pb2.CivilDate(year=2027, month=1, day=1),
+                    period_end=types_pb2.CivilDate(year=2027, month=12, day=31),
+                )
+                for position, relationship in enumerate(
+                    (events_pb2.RELATIONSHIP_SELF, events_pb2.RELATIONSHIP_SPOUSE)
+                ):
+                    request.members.add(
+                        person=civil_id(number, position),
+                        relationship=relationship,
+                        residence_category=(
+                            rpb.RESIDENCE_CATEGORY_PRIVATE_SECTOR_WORKER
+                            if position == 0
+                            else rpb.RESIDENCE_CATEGORY_DEPENDENT
+                        ),
+                    )
+                began = time.perf_counter()
+                quote = client.quote(request).quote
+                payment = client.start_payment(
+                    quote.quote_id, f"bench-{number:08d}", gateway="simulated"
+                )
+                assert payment.state == rpb.PAYMENT_STATE_RECORDED, payment
+                return time.perf_counter() - began
+
+            first = 0
+            for callers in (1, 16):
+                count = max(20, renewals_count // (4 if callers == 1 else 1))
+                numbers = range(first, first + count)
+                first += count
+                began = time.perf_counter()
+                with ThreadPoolExecutor(max_workers=callers) as pool:
+                    latencies = list(pool.map(renew, numbers))
+                elapsed = time.perf_counter() - began
+                p50, p99 = percentiles(latencies)
+                line(
+                    f"renewals (quote + pay + record), {callers} caller(s)",
+                    rate(count, elapsed),
+                    f"p50 {p50:.1f} ms, p99 {p99:.1f} ms (gateway latency 50 ms a call)",
+                )
+    finally:
+        server.stop()
+
+
 def bench_households(folder: Path, policies_count: int, samples: int = 4000) -> None:
     """Household check latency with ``policies_count`` policies, in-process and over gRPC."""
     from bench.bulk import bulk_load_policies, household_members
@@ -457,6 +550,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--policies", type=int, default=1_000_000, help="policies for the household check"
     )
+    parser.add_argument("--renewals", type=int, default=400, help="renewals at 16 callers")
     args = parser.parse_args(argv)
     print(f"policy-ledger bench on {os.cpu_count()} cores, Python {sys.version.split()[0]}")
     with tempfile.TemporaryDirectory(prefix="policy-ledger-bench-") as scratch:
@@ -470,6 +564,8 @@ def main(argv: list[str] | None = None) -> int:
         bench_proofs(folder, args.entries)
         print("coverage")
         bench_households(folder, args.policies)
+        print("renewals")
+        bench_renewals(folder, args.renewals)
     return 0
 
 

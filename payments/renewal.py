@@ -29,11 +29,13 @@ import datetime as dt
 import hashlib
 import json
 import secrets
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 from sqlalchemy import Connection, Engine, insert, select, update
+from sqlalchemy.exc import IntegrityError
 
 from ledger.clock import Clock, from_micros, to_micros
 from ledger.coverage.model import HouseholdVerdict, PersonRef
@@ -50,6 +52,7 @@ from ledger.errors import (
     Unavailable,
 )
 from ledger.storage.append import Receipt
+from ledger.storage.db import WRITE_LOCK_OPTION
 from ledger.v1 import events_pb2, types_pb2
 from payments import fees
 from payments.gateway import (
@@ -172,6 +175,19 @@ _RELATIONSHIPS = {
 }
 
 
+@contextmanager
+def _write_transaction(engine: Engine) -> Iterator[Connection]:
+    """A transaction that takes the database's write lock first (SQLite ``BEGIN IMMEDIATE``):
+    a read-then-write transaction would otherwise fail with "database is locked" when another
+    writer committed after its first read. PostgreSQL: an ordinary transaction; a concurrent
+    duplicate insert fails on the primary key and the caller retries."""
+    with (
+        engine.connect().execution_options(**{WRITE_LOCK_OPTION: True}) as connection,
+        connection.begin(),
+    ):
+        yield connection
+
+
 class Renewals:
     """The renewal use cases. Synchronous (gateways are); the gRPC layer runs it in threads."""
 
@@ -269,7 +285,7 @@ class Renewals:
             "period_end": request.period_end.isoformat(),
             "payable": record.payable,
         }
-        with self._engine.begin() as connection:
+        with _write_transaction(self._engine) as connection:
             connection.execute(
                 insert(quotes).values(
                     quote_id=record.quote_id,
@@ -370,10 +386,20 @@ class Renewals:
     ) -> PaymentRecord:
         """Start collecting a quote's fee; returns the payment (pending with a redirect URL,
         recorded, declined or unknown)."""
+        try:
+            return self._start_payment(quote_id, idempotency_key, gateway, return_url)
+        except IntegrityError:
+            # A concurrent call with the same key or quote inserted first (PostgreSQL): this
+            # attempt wrote nothing; the retry finds its row and answers like a repeat.
+            return self._start_payment(quote_id, idempotency_key, gateway, return_url)
+
+    def _start_payment(
+        self, quote_id: str, idempotency_key: str, gateway: str, return_url: str
+    ) -> PaymentRecord:
         request = {"quote_id": quote_id, "gateway": gateway, "return_url": return_url}
         now = self._clock.now()
         payment_id = "pay" + hashlib.sha256(quote_id.encode()).hexdigest()[:24]
-        with self._engine.begin() as connection:
+        with _write_transaction(self._engine) as connection:
             existing = self._claim_key(connection, idempotency_key, "start_payment", request)
             if existing is not None:
                 return self._payment(connection, existing)
@@ -594,7 +620,7 @@ class Renewals:
         statement = update(payments).where(payments.c.payment_id == payment_id)
         if only_from is not None:
             statement = statement.where(payments.c.state.in_(sorted(only_from)))
-        with self._engine.begin() as connection:
+        with _write_transaction(self._engine) as connection:
             connection.execute(statement.values(**values))
 
     def _gateway(self, name: str) -> PaymentGateway:
@@ -689,7 +715,7 @@ class Renewals:
         """Refund part of a recorded payment, once per idempotency key."""
         request = {"payment_id": payment_id, "amount_minor": amount_minor, "reason": reason}
         refund_id = "rf" + hashlib.sha256(idempotency_key.encode()).hexdigest()[:24]
-        with self._engine.begin() as connection:
+        with _write_transaction(self._engine) as connection:
             existing = self._claim_key(connection, idempotency_key, "refund", request)
             payment = self._payment(connection, payment_id)
             if existing is None:

@@ -27,6 +27,7 @@ import json
 import logging
 import os
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TypeVar
 
@@ -313,14 +314,19 @@ def quote_proto(record: QuoteRecord) -> pb.Quote:
 class RenewalServicer(pb_grpc.RenewalServiceServicer):
     """Thin: validate, run the saga in a thread, convert."""
 
-    def __init__(self, renewals: Renewals, log_store: LogStore, clock: Clock) -> None:
+    def __init__(
+        self, renewals: Renewals, log_store: LogStore, clock: Clock, *, workers: int = 32
+    ) -> None:
         self._renewals = renewals
         self._log = log_store
         self._clock = clock
+        # Its own threads: a renewal waits on the gateway and on the ledger, whose admission
+        # uses the loop's default executor; sharing that executor could starve it (deadlock).
+        self._executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="renewal")
 
     async def _run(self, context: _Context, work: Callable[[], _T]) -> _T:
         try:
-            return await asyncio.to_thread(work)
+            return await asyncio.get_running_loop().run_in_executor(self._executor, work)
         except Exception as error:  # every failure becomes a status; bugs are logged there
             await abort(context, error)
 

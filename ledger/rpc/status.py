@@ -15,8 +15,9 @@ import grpc
 from google.protobuf import any_pb2
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_status import rpc_status
+from sqlalchemy.exc import OperationalError
 
-from ledger.errors import LedgerError
+from ledger.errors import LedgerError, Unavailable
 
 __all__ = ["ERROR_DOMAIN", "abort", "status_of"]
 
@@ -28,6 +29,11 @@ log = logging.getLogger(__name__)
 
 def status_of(error: BaseException) -> status_pb2.Status:
     """The google.rpc.Status that reports ``error`` to a client."""
+    if isinstance(error, OperationalError):
+        # The database is unreachable or busy (a lock held too long): nothing was written,
+        # and a retry may succeed. Logged, since it should be rare.
+        log.warning("database unavailable: %s", error.orig)
+        error = Unavailable("the database is busy or unreachable; retry", reason="DATABASE_BUSY")
     if not isinstance(error, LedgerError):
         log.error("unexpected error", exc_info=error)
         return status_pb2.Status(code=code_pb2.INTERNAL, message="internal error")
