@@ -202,7 +202,10 @@ class Renewals:
         authority_id: str,
         quote_ttl: dt.timedelta = dt.timedelta(minutes=30),
         crash: Callable[[str], None] = lambda point: None,
+        notification_base_url: str = "",
     ) -> None:
+        self.notification_base_url = notification_base_url
+        """Where gateways post results (``<base>/notify/<gateway>``, payments.notifications)."""
         self._engine = engine
         self._gateways = dict(gateways)
         self._record_event = recorder
@@ -211,6 +214,11 @@ class Renewals:
         self._authority_id = authority_id
         self._quote_ttl = quote_ttl
         self._crash = crash
+
+    @property
+    def gateways(self) -> dict[str, PaymentGateway]:
+        """The configured adapters, by name."""
+        return dict(self._gateways)
 
     # Quotes.
 
@@ -454,6 +462,11 @@ class Renewals:
             amount=amount,
             description=f"residence renewal health-insurance fee, quote {quote_id}",
             return_url=return_url,
+            notification_url=(
+                f"{self.notification_base_url}/notify/{gateway}"
+                if self.notification_base_url
+                else ""
+            ),
         )
         capabilities = adapter.capabilities()
         try:

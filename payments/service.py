@@ -11,7 +11,11 @@ It is configured by environment variables, and installs nothing when no authorit
 ``POLICY_LEDGER_PAYMENTS_GATEWAYS``
     path of a JSON file ``{"<gateway>": {"<setting>": "<value>", ...}, ...}`` naming the
     adapters to load (entry-point group ``policy_ledger.payment_gateways``); default: only
-    ``simulated``, with no faults.
+    ``simulated``, with no faults;
+``POLICY_LEDGER_PAYMENTS_NOTIFY_LISTEN`` / ``POLICY_LEDGER_PAYMENTS_NOTIFY_URL``
+    ``host:port`` of the HTTP receiver of gateways' server-to-server results
+    (:mod:`payments.notifications`; KNET needs it), and the public base URL gateways reach it
+    at (default: the receiver's own address).
 
 The saga itself is :mod:`payments.renewal` (synchronous; run here in worker threads). Its
 recorder signs each event with the authority key and submits it through the ledger's own
@@ -59,6 +63,7 @@ from ledger.storage.log_store import LogStore
 from ledger.v1 import events_pb2, ledger_service_pb2, types_pb2
 from payments import fees
 from payments.gateway import PaymentGateway, load_gateway
+from payments.notifications import NotificationReceiver
 from payments.renewal import (
     MemberInput,
     PaymentRecord,
@@ -185,6 +190,21 @@ def install(context: ServerContext) -> tuple[str, ...]:
         context.clock,
         authority_id,
     )
+    listen = os.environ.get("POLICY_LEDGER_PAYMENTS_NOTIFY_LISTEN", "")
+    if listen:
+        host, _, port = listen.rpartition(":")
+        receiver = NotificationReceiver(
+            renewals,
+            context.engine,
+            renewals.gateways,
+            context.clock,
+            host=host or "127.0.0.1",
+            port=int(port),
+        ).start()
+        renewals.notification_base_url = os.environ.get(
+            "POLICY_LEDGER_PAYMENTS_NOTIFY_URL", receiver.base_url
+        )
+        log.info("gateway notifications on %s", receiver.base_url)
     pb_grpc.add_RenewalServiceServicer_to_server(
         RenewalServicer(renewals, LogStore(context.engine), context.clock), context.server
     )

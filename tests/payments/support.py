@@ -20,6 +20,7 @@ from ledger.storage.db import create_ledger_engine, sqlite_url
 from ledger.storage.migrate import upgrade
 from ledger.v1 import events_pb2, types_pb2
 from payments import fees
+from payments.gateway import PaymentGateway
 from payments.gateways.simulated import FaultPlan, SimulatedGateway
 from payments.renewal import Crash, MemberInput, QuoteRequest, Renewals
 from tests.conftest import onboard_directly, pending
@@ -73,7 +74,14 @@ def family_request(number: int, size: int) -> QuoteRequest:
 class Stack:
     """Renewals wired to a real ledger (appender in-process) and a simulated gateway."""
 
-    def __init__(self, folder: Path, *, plan: FaultPlan | None = None, seed: int = 0) -> None:
+    def __init__(
+        self,
+        folder: Path,
+        *,
+        plan: FaultPlan | None = None,
+        seed: int = 0,
+        gateways: dict[str, PaymentGateway] | None = None,
+    ) -> None:
         self.engine: Engine = create_ledger_engine(sqlite_url(folder / "ledger.db"))
         upgrade(self.engine)
         self.log_signer = Ed25519Signer.generate("test/log")
@@ -95,7 +103,7 @@ class Stack:
         self.crashes = 0
         self.renewals = Renewals(
             self.engine,
-            {"simulated": self.gateway},
+            {"simulated": self.gateway, **(gateways or {})},
             self.record,
             CoverageReader(self.engine),
             self.clock,

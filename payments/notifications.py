@@ -1,0 +1,129 @@
+"""Gateways' server-to-server results: stored verbatim before they are acknowledged.
+
+KNET posts the result of a hosted-page payment to our ``responseURL`` and expects a body
+``REDIRECT=<receipt url>``. This receiver (``POST /notify/<gateway>``):
+
+1. reads the body (at most 64 KiB) and asks the gateway's adapter to authenticate and parse it;
+2. stores it in ``gateway_notifications`` (verbatim, with whether it verified) and commits;
+3. only then answers the adapter's acknowledgement;
+4. then, in the background, confirms the payment with the gateway itself (inquiry by track id)
+   and records it when captured (:meth:`payments.renewal.Renewals.complete_payment`). A
+   notification is never believed on its own word, verified or not.
+
+If storing fails, the gateway gets HTTP 503 and no acknowledgement, so it retries (or, for
+KNET, reverses the payment); nothing was lost because nothing was acknowledged.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+from sqlalchemy import Engine, insert
+
+from ledger.clock import Clock, to_micros
+from payments.gateway import PaymentGateway
+from payments.renewal import Renewals
+from payments.tables import gateway_notifications
+
+__all__ = ["NOTIFICATION_BYTES_MAX", "NotificationReceiver"]
+
+NOTIFICATION_BYTES_MAX = 64 * 1024
+log = logging.getLogger(__name__)
+
+
+class NotificationReceiver:
+    """An HTTP endpoint on ``host:port`` (port 0: any free one) for gateway notifications."""
+
+    def __init__(
+        self,
+        renewals: Renewals,
+        engine: Engine,
+        gateways: dict[str, PaymentGateway],
+        clock: Clock,
+        *,
+        host: str = "127.0.0.1",
+        port: int = 0,
+    ) -> None:
+        self._renewals = renewals
+        self._engine = engine
+        self._gateways = gateways
+        self._clock = clock
+        self._confirmations = ThreadPoolExecutor(max_workers=4, thread_name_prefix="confirm")
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                receiver._handle(self)
+
+            def log_message(self, format: str, *args: Any) -> None:
+                log.debug("notification %s", format % args)
+
+        self._server = ThreadingHTTPServer((host, port), Handler)
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+
+    @property
+    def base_url(self) -> str:
+        """``http://host:port`` of this receiver."""
+        host, port = self._server.server_address[:2]
+        return f"http://{host!s}:{port}"
+
+    def start(self) -> NotificationReceiver:
+        """Serve in a background thread."""
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        """Stop serving; let pending confirmations finish."""
+        self._server.shutdown()
+        self._server.server_close()
+        self._confirmations.shutdown(wait=True)
+
+    def _handle(self, request: BaseHTTPRequestHandler) -> None:
+        name = request.path.removeprefix("/notify/").split("?", 1)[0]
+        gateway = self._gateways.get(name)
+        length = int(request.headers.get("Content-Length") or 0)
+        if gateway is None or not 0 < length <= NOTIFICATION_BYTES_MAX:
+            request.send_error(404 if gateway is None else 413)
+            return
+        body = request.rfile.read(length)
+        headers = {key: value for key, value in request.headers.items()}
+        try:
+            notification = gateway.parse_notification(body, headers)
+        except Exception:  # an adapter bug must not lose the body: store it unverified
+            log.exception("gateway %s could not parse a notification", name)
+            notification = None
+        reference = notification.merchant_reference if notification else ""
+        verified = bool(notification and notification.verified)
+        try:
+            with self._engine.begin() as connection:
+                connection.execute(
+                    insert(gateway_notifications).values(
+                        payment_id=reference[:64],
+                        gateway=name,
+                        verified="true" if verified else "false",
+                        body=body,
+                        received_at_us=to_micros(self._clock.now()),
+                    )
+                )
+        except Exception:
+            log.exception("could not store a %s notification; not acknowledging it", name)
+            request.send_error(503)
+            return
+        acknowledgement = notification.acknowledgement if notification else b""
+        request.send_response(200)
+        request.send_header("Content-Type", "text/plain")
+        request.send_header("Content-Length", str(len(acknowledgement)))
+        request.end_headers()
+        request.wfile.write(acknowledgement)
+        if reference:
+            self._confirmations.submit(self._confirm, reference)
+
+    def _confirm(self, payment_id: str) -> None:
+        try:
+            self._renewals.complete_payment(payment_id)
+        except Exception:  # reconciliation retries what this could not finish
+            log.exception("confirming payment %s after its notification failed", payment_id)
