@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from sqlalchemy import Connection, Engine, StaticPool, Table, create_engine, select
+from sqlalchemy.exc import DBAPIError
 
 from ledger.coverage.projector import Projector
 from ledger.entry import decode_entry
@@ -38,9 +39,13 @@ class Divergence:
     rebuilt: dict[str, Any] | None
     first_leaf_index: int | None
     """The earliest log entry either version of the row was derived from."""
+    problem: str = ""
+    """Set when the stored rows could not even be read (a damaged value)."""
 
     def describe(self) -> str:
         """One line for the operator."""
+        if self.problem:
+            return f"{self.table}: {self.problem}"
         if self.stored is None:
             what = "missing from the stored projections"
         elif self.rebuilt is None:
@@ -123,12 +128,22 @@ def _entries(connection: Connection, tree_size: int) -> Iterator[tuple[int, byte
 
 def _rows(table: Table, connection: Connection) -> dict[tuple[Any, ...], dict[str, Any]]:
     key_columns = list(table.primary_key.columns)
-    rows = connection.execute(select(table).order_by(*key_columns)).mappings()
+    # A plain scan, no ORDER BY: SQLite then reads every value from the table itself, not from
+    # an index's copy of the key columns (a damaged table row must not hide behind its index).
+    rows = connection.execute(select(table)).mappings()
     return {tuple(row[c.name] for c in key_columns): dict(row) for row in rows}
 
 
 def _compare(table: Table, stored: Connection, rebuilt: Connection) -> list[Divergence]:
-    ours, theirs = _rows(table, stored), _rows(table, rebuilt)
+    theirs = _rows(table, rebuilt)
+    try:
+        ours = _rows(table, stored)
+    except (ValueError, TypeError, DBAPIError) as error:  # a stored value that cannot be read
+        return [
+            Divergence(
+                table.name, (), None, None, None, problem=f"stored rows cannot be read: {error}"
+            )
+        ]
     found = []
     for key in sorted(ours.keys() | theirs.keys(), key=repr):
         mine, replayed = ours.get(key), theirs.get(key)

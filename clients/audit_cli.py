@@ -1,0 +1,320 @@
+"""``policy-ledger audit verify`` and ``audit watch``: the auditor's commands.
+
+Both trust nothing but the log's verifier key (``--log-key``) and the key history of the
+signers. The checks themselves are :mod:`clients.offline` (no server code); this module only
+fetches what they need, over gRPC (``--server``) or from a database file (``--database``), and
+keeps the auditor's trusted state: every checkpoint it has verified, in a JSON file (``--state``),
+so a later rollback, fork or rewritten history is caught.
+
+Exit codes: 0 verified; 1 the audit failed (the message names the entry, what was expected and
+what was found); 2 bad command line or unreadable input; 3 (watch) an inconsistency alert.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import datetime as dt
+import json
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+__all__ = ["register"]
+
+
+def _log_key(text: str) -> Any:
+    from clients.offline.note import VerifierKey
+
+    if text.startswith("@"):
+        text = Path(text[1:]).read_text(encoding="utf-8")
+    return VerifierKey.parse(text)
+
+
+class TrustedState:
+    """The auditor's memory: every checkpoint note it verified, oldest first (JSON file)."""
+
+    def __init__(self, path: Path | None, key: Any) -> None:
+        from clients.offline.note import verify_checkpoint
+
+        self.path = path
+        self.notes: list[str] = []
+        if path is not None and path.exists():
+            stored = json.loads(path.read_text(encoding="utf-8"))
+            self.notes = list(stored.get("checkpoints", []))
+        # Re-verified on load: the state file is not trusted more than the log key.
+        self.checkpoints = [verify_checkpoint(note.encode(), key) for note in self.notes]
+
+    def add(self, note: bytes, checkpoint: Any) -> None:
+        if any(seen.size == checkpoint.size for seen in self.checkpoints):
+            return
+        self.notes.append(note.decode())
+        self.checkpoints.append(checkpoint)
+        if self.path is not None:
+            self.path.write_text(
+                json.dumps({"checkpoints": self.notes}, indent=1) + "\n", encoding="utf-8"
+            )
+
+
+def _grpc_source(address: str, tree_size: int) -> Iterator[tuple[int, bytes]]:
+    import grpc
+
+    from ledger.v1 import ledger_service_pb2 as pb
+    from ledger.v1 import ledger_service_pb2_grpc as pb_grpc
+
+    with grpc.insecure_channel(address) as channel:
+        stub = pb_grpc.LedgerServiceStub(channel)
+        start = 0
+        while start < tree_size:
+            got = 0
+            for chunk in stub.GetEntries(
+                pb.GetEntriesRequest(start_index=start, end_index=tree_size), timeout=120
+            ):
+                for offset, data in enumerate(chunk.entries):
+                    yield chunk.start_index + offset, bytes(data)
+                    got += 1
+            if got == 0:
+                return
+            start += got
+
+
+def _grpc_checkpoint(address: str, tree_size: int = 0) -> bytes:
+    import grpc
+
+    from ledger.v1 import ledger_service_pb2 as pb
+    from ledger.v1 import ledger_service_pb2_grpc as pb_grpc
+
+    with grpc.insecure_channel(address) as channel:
+        response = pb_grpc.LedgerServiceStub(channel).GetCheckpoint(
+            pb.GetCheckpointRequest(tree_size=tree_size), timeout=30
+        )
+    return bytes(response.checkpoint)
+
+
+def _grpc_keys(address: str, token: str) -> dict[str, Any]:
+    import grpc
+
+    from clients.offline.audit import KeyRecord
+    from ledger.v1 import admin_service_pb2, admin_service_pb2_grpc
+
+    def instant(message: Any, present: bool) -> dt.datetime | None:
+        return message.ToDatetime(tzinfo=dt.UTC) if present else None
+
+    with grpc.insecure_channel(address) as channel:
+        response = admin_service_pb2_grpc.AdminServiceStub(channel).ListInsurerKeys(
+            admin_service_pb2.ListInsurerKeysRequest(),
+            metadata=(("authorization", f"Bearer {token}"),),
+            timeout=30,
+        )
+    keys = {}
+    for key in response.keys:
+        keys[key.key_id] = KeyRecord(
+            key_id=key.key_id,
+            principal=key.insurer_id,
+            public_key=bytes(key.public_key),
+            valid_from=key.valid_from.ToDatetime(tzinfo=dt.UTC),
+            valid_until=instant(key.valid_until, key.HasField("valid_until")),
+            revoked_at=instant(key.revoked_at, key.HasField("revoked_at")),
+        )
+    return keys
+
+
+def _sources(args: argparse.Namespace, key: Any, state: TrustedState) -> tuple[Any, ...]:
+    """(checkpoint note, checkpoint, trusted checkpoints, key history, entries)."""
+    from clients.offline.audit import AuditFailure, load_key_history
+    from clients.offline.merkle import VerificationFailure
+    from clients.offline.note import verify_checkpoint
+    from clients.offline.sources import SqliteLedger
+
+    if args.database:
+        database = SqliteLedger(Path(args.database))
+        rows = database.checkpoint_rows()
+        if not rows:
+            raise VerificationFailure("the database holds no checkpoint")
+        stored = [verify_checkpoint(note, key) for _, _, note in rows]
+        for (size, root, _), checkpoint in zip(rows, stored, strict=True):
+            if (size, root) != (checkpoint.size, checkpoint.root_hash):
+                raise AuditFailure(
+                    None,
+                    f"stored size and root of checkpoint {checkpoint.size} to match its note",
+                    f"size {size}, root {root.hex()}",
+                )
+        notes = [note for _, _, note in rows]
+        keys = load_key_history(Path(args.keys)) if args.keys else database.key_history()
+        trusted = [*state.checkpoints, *stored[:-1]]
+        return notes[-1], stored[-1], trusted, keys, database.entries(stored[-1].size)
+    note = _grpc_checkpoint(args.server)
+    checkpoint = verify_checkpoint(note, key)
+    if args.keys:
+        keys = load_key_history(Path(args.keys))
+    elif args.admin_token_file:
+        token = Path(args.admin_token_file).read_text(encoding="utf-8").strip()
+        keys = _grpc_keys(args.server, token)
+    else:
+        raise ValueError("--keys or --admin-token-file is required with --server")
+    return note, checkpoint, state.checkpoints, keys, _grpc_source(args.server, checkpoint.size)
+
+
+def _fail(args: argparse.Namespace, error: Exception) -> int:
+    from clients.offline.audit import AuditFailure
+
+    if args.json:
+        detail: dict[str, Any] = {"verdict": "failed", "message": str(error), "index": None}
+        if isinstance(error, AuditFailure):
+            detail.update(index=error.index, expected=error.expected, found=error.found)
+        print(json.dumps(detail))
+    print(f"audit FAILED: {error}", file=sys.stderr)
+    return 1
+
+
+def _verify(args: argparse.Namespace) -> int:
+    from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+
+    from clients.offline.audit import audit
+    from clients.offline.merkle import VerificationFailure
+
+    started = time.monotonic()
+    try:
+        key = _log_key(args.log_key)
+        state = TrustedState(Path(args.state) if args.state else None, key)
+        note, checkpoint, trusted, keys, entries = _sources(args, key, state)
+        with Progress(
+            TextColumn("auditing"),
+            BarColumn(),
+            TextColumn("{task.completed:,}/{task.total:,} entries"),
+            TextColumn("{task.fields[rate]}"),
+            TimeRemainingColumn(),
+            transient=True,
+            disable=args.json or not sys.stderr.isatty(),
+        ) as progress:
+            task = progress.add_task("audit", total=checkpoint.size, rate="")
+
+            def advance(done: int) -> None:
+                if done % 1000 == 0 or done == checkpoint.size:
+                    rate = done / max(time.monotonic() - started, 1e-6)
+                    progress.update(task, completed=done, rate=f"{rate:,.0f}/s")
+
+            report = audit(entries, checkpoint, keys, trusted=trusted, progress=advance)
+    except (VerificationFailure, OSError, ValueError, KeyError) as error:
+        return _fail(args, error)
+    state.add(note, checkpoint)
+    elapsed = time.monotonic() - started
+    if args.json:
+        print(json.dumps({**report.to_json(), "seconds": round(elapsed, 3)}))
+        return 0
+    print(
+        f"verified: {report.entries_checked:,} entries re-hashed, "
+        f"{report.signatures_checked:,} signatures verified against the key history, "
+        f"{report.checkpoints_checked} checkpoint(s) matched, root "
+        f"{base64.b64encode(report.root_hash).decode()} equals the signed checkpoint of "
+        f"size {report.tree_size:,} ({elapsed:.1f} s)"
+    )
+    for principal, count in sorted(report.signers.items()):
+        print(f"  {principal}: {count:,} entries")
+    return 0
+
+
+def _watch(args: argparse.Namespace) -> int:
+    import grpc
+
+    from clients.offline.merkle import VerificationFailure, verify_consistency
+    from clients.offline.note import verify_checkpoint
+    from ledger.v1 import ledger_service_pb2 as pb
+    from ledger.v1 import ledger_service_pb2_grpc as pb_grpc
+
+    key = _log_key(args.log_key)
+    state = TrustedState(Path(args.state), key)
+    rounds = 0
+    while args.iterations == 0 or rounds < args.iterations:
+        rounds += 1
+        try:
+            note = _grpc_checkpoint(args.server)
+            checkpoint = verify_checkpoint(note, key)
+            last = state.checkpoints[-1] if state.checkpoints else None
+            if last is not None:
+                if checkpoint.size < last.size:
+                    raise VerificationFailure(
+                        f"ROLLBACK: the log now says size {checkpoint.size}, "
+                        f"we saw {last.size} before"
+                    )
+                if checkpoint.size == last.size and checkpoint.root_hash != last.root_hash:
+                    raise VerificationFailure(
+                        f"FORK: two signed roots for size {checkpoint.size} (split view)"
+                    )
+                if checkpoint.size > last.size:
+                    with grpc.insecure_channel(args.server) as channel:
+                        proof = pb_grpc.LedgerServiceStub(channel).GetConsistencyProof(
+                            pb.GetConsistencyProofRequest(
+                                from_tree_size=last.size, to_tree_size=checkpoint.size
+                            ),
+                            timeout=30,
+                        )
+                    if last.size > 0:
+                        verify_consistency(
+                            last.size,
+                            checkpoint.size,
+                            [bytes(h) for h in proof.hashes],
+                            last.root_hash,
+                            checkpoint.root_hash,
+                        )
+            state.add(note, checkpoint)
+            print(f"checkpoint size {checkpoint.size:,}: signature and consistency verified")
+        except VerificationFailure as alert:
+            print(f"ALERT: {alert}", file=sys.stderr)
+            return 3
+        except grpc.RpcError as error:
+            print(f"warning: the server did not answer: {error.code()}", file=sys.stderr)
+        if args.iterations == 0 or rounds < args.iterations:
+            time.sleep(args.interval)
+    return 0
+
+
+def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Add the ``audit`` command group."""
+    audit = commands.add_parser("audit", help="verify the ledger without trusting the server")
+    sub = audit.add_subparsers(dest="audit_command", required=True)
+    verify = sub.add_parser(
+        "verify",
+        help="stream every entry, re-hash, re-verify every signature and the root",
+        description=(
+            "Full audit against the log's verifier key: every entry re-hashed, every signature\n"
+            "verified against the key history, the root recomputed and compared with the signed\n"
+            "checkpoint and with every checkpoint in --state (rewrites, rollbacks, forks).\n"
+            "Exit 0 verified, 1 failed (with the entry, what was expected and found).\n\n"
+            "Examples:\n"
+            "  policy-ledger audit verify --server 127.0.0.1:50051 --log-key @log.pub \\\n"
+            "      --admin-token-file var/admin.token --state auditor.json\n"
+            "  policy-ledger audit verify --database var/ledger.db --log-key @log.pub --json"
+        ),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    source = verify.add_mutually_exclusive_group(required=True)
+    source.add_argument("--server", help="host:port of a policy-ledger server")
+    source.add_argument("--database", help="path of a ledger SQLite file (read-only)")
+    verify.add_argument("--log-key", required=True, help="the log's verifier key, or @file")
+    verify.add_argument("--keys", help="JSON key history (default: the server's or file's)")
+    verify.add_argument("--admin-token-file", help="read the key history from AdminService")
+    verify.add_argument("--state", help="JSON file of checkpoints verified before (updated)")
+    verify.add_argument("--json", action="store_true", help="machine-readable report")
+    verify.set_defaults(handler=_verify)
+    watch = sub.add_parser(
+        "watch",
+        help="follow new checkpoints; alert on any inconsistency",
+        description=(
+            "Polls the latest checkpoint, verifies its signature and its consistency with the\n"
+            "last one in --state (kept on disk), and alerts (exit 3) on a rollback, a fork or a\n"
+            "failed consistency proof.\n\n"
+            "Example:\n"
+            "  policy-ledger audit watch --server 127.0.0.1:50051 --log-key @log.pub \\\n"
+            "      --state auditor.json --interval 30"
+        ),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    watch.add_argument("--server", required=True, help="host:port of a policy-ledger server")
+    watch.add_argument("--log-key", required=True, help="the log's verifier key, or @file")
+    watch.add_argument("--state", required=True, help="JSON file of verified checkpoints")
+    watch.add_argument("--interval", type=float, default=30.0, help="seconds between polls")
+    watch.add_argument("--iterations", type=int, default=0, help="stop after N polls (0: never)")
+    watch.set_defaults(handler=_watch)

@@ -1,0 +1,1 @@
+"""The offline verifier: imports nothing from the server's ledger package."""

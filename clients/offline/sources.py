@@ -1,0 +1,134 @@
+"""Reading a ledger's SQLite file directly (stdlib ``sqlite3``), for an offline audit.
+
+An auditor holding a copy of the database can audit it without running (or trusting) the
+server: entries, every stored checkpoint and the key registry are read straight from the file.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import sqlite3
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from clients.offline.audit import AuditFailure, KeyRecord
+from clients.offline.merkle import VerificationFailure, leaf_hash
+from clients.offline.wire import decode_entry, fields
+
+__all__ = ["SqliteLedger"]
+
+
+def _instant(micros: int | None) -> dt.datetime | None:
+    if micros is None:
+        return None
+    return dt.datetime(1970, 1, 1, tzinfo=dt.UTC) + dt.timedelta(microseconds=int(micros))
+
+
+class SqliteLedger:
+    """A ledger database file, opened read-only."""
+
+    def __init__(self, path: Path) -> None:
+        if not path.is_file():
+            raise VerificationFailure(f"no database file at {path}")
+        try:
+            self._db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+            self._db.execute("SELECT count(*) FROM sqlite_master").fetchone()
+        except sqlite3.DatabaseError as error:
+            raise VerificationFailure(
+                f"{path} is not a readable SQLite database: {error}"
+            ) from None
+
+    def close(self) -> None:
+        """Close the file."""
+        self._db.close()
+
+    def _query(self, sql: str, *args: object) -> list[tuple[Any, ...]]:
+        try:
+            return self._db.execute(sql, args).fetchall()
+        except sqlite3.DatabaseError as error:
+            raise VerificationFailure(f"the database cannot be read: {error}") from None
+
+    def checkpoint_rows(self) -> list[tuple[int, bytes, bytes]]:
+        """(tree size, root hash, note) of every stored checkpoint, by size: read from the table
+        itself (by rowid, not through an index), so the stored copies can be checked against
+        the signed note."""
+        rows = self._query(
+            "SELECT tree_size, root_hash, note_bytes FROM checkpoints ORDER BY rowid"
+        )
+        return sorted((int(size), bytes(root), bytes(note)) for size, root, note in rows)
+
+    def entries(self, tree_size: int, page: int = 1000) -> Iterator[tuple[int, bytes]]:
+        """(index, entry bytes) of the first ``tree_size`` entries, in stored order.
+
+        Read from the table itself (by rowid, no index: an index holds its own copy of the
+        columns it covers, which could hide a damaged row), and every column the server derives
+        from the entry (leaf hash, payload digest, insurer and event id) is checked against the
+        entry bytes: a mismatch raises AuditFailure naming the entry.
+        """
+        last_rowid = 0
+        yielded = 0
+        while yielded < tree_size:
+            rows = self._query(
+                "SELECT rowid, leaf_index, entry_bytes, leaf_hash, payload_sha256, insurer_id, "
+                "event_id FROM log_entries WHERE rowid > ? ORDER BY rowid LIMIT ?",
+                last_rowid,
+                page,
+            )
+            if not rows:
+                return
+            for rowid, index, data, stored_leaf, digest, insurer_id, event_id in rows:
+                entry = bytes(data)
+                _check_derived(
+                    int(index), entry, bytes(stored_leaf), bytes(digest), insurer_id, event_id
+                )
+                yield int(index), entry
+                yielded += 1
+                last_rowid = int(rowid)
+                if yielded >= tree_size:
+                    return
+
+    def key_history(self) -> dict[str, KeyRecord]:
+        """The key registry (the operator's table: not itself in the log)."""
+        keys = {}
+        for key_id, principal, public_key, since, until, revoked in self._query(
+            "SELECT key_id, insurer_id, public_key, valid_from_us, valid_until_us, revoked_at_us "
+            "FROM insurer_keys"
+        ):
+            valid_from = _instant(since)
+            if valid_from is None:
+                continue
+            keys[str(key_id)] = KeyRecord(
+                key_id=str(key_id),
+                principal=str(principal),
+                public_key=bytes(public_key),
+                valid_from=valid_from,
+                valid_until=_instant(until),
+                revoked_at=_instant(revoked),
+            )
+        return keys
+
+
+def _check_derived(  # noqa: PLR0917 (one stored row's columns)
+    index: int, entry: bytes, stored_leaf: bytes, digest: bytes, insurer_id: str, event_id: str
+) -> None:
+    """The server's stored copies of what an entry says must agree with the entry bytes."""
+    decoded = decode_entry(entry)
+    expected = {
+        "leaf_hash": (leaf_hash(entry), stored_leaf),
+        "payload_sha256": (hashlib.sha256(decoded.payload).digest(), digest),
+    }
+    for column, (wanted, found) in expected.items():
+        if wanted != found:
+            raise AuditFailure(index, f"stored {column} {wanted.hex()}", found.hex())
+    names: dict[int, str] = {}
+    for number, value in fields(decoded.payload):
+        if number in (1, 2) and isinstance(value, bytes):
+            names[number] = value.decode("utf-8", errors="replace")
+    if (names.get(2), names.get(1)) != (insurer_id, event_id):
+        raise AuditFailure(
+            index,
+            f"stored insurer/event id {names.get(2)}/{names.get(1)} (from the signed payload)",
+            f"{insurer_id}/{event_id}",
+        )

@@ -1,0 +1,304 @@
+"""The auditor, trusting nothing but the log key: full audits, tamper evidence, rewritten
+history, and watching a live server."""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import datetime as dt
+import io
+import json
+import random
+import sqlite3
+from collections import Counter
+from pathlib import Path
+
+from clients.audit_cli import _verify, _watch
+from clients.samples import sample_events
+from ledger.checkpoint import Checkpoint, sign_checkpoint
+from ledger.signing import Ed25519Signer, format_verifier_key
+from ledger.storage.append import Appender
+from ledger.storage.db import create_ledger_engine, sqlite_url
+from ledger.storage.key_store import KeyStore
+from ledger.storage.migrate import upgrade
+from tests.conftest import ServerHandle, onboard, onboard_directly, pending
+
+NOW = dt.datetime(2026, 11, 22, 12, 0, tzinfo=dt.UTC)
+INSURER = "gulf-health"
+LOG_TABLES = {"log_entries", "checkpoints"}
+PROJECTIONS = {"insurers", "policies", "coverages", "premiums", "fee_refunds", "subject_entries"}
+MUTATIONS = 220
+METADATA = "checkpoints:created_at"
+"""When a checkpoint was stored: not signed, not hashed, informational only."""
+
+
+def _build(path: Path, log_signer: Ed25519Signer, events: list[object]) -> Path:
+    """A ledger file with the operator, one licensed insurer and ``events`` in batches of 7."""
+    engine = create_ledger_engine(sqlite_url(path))
+    upgrade(engine)
+    appender = Appender(engine, log_signer, log_signer.name)
+    appender.initialize(NOW)
+    operator = _OPERATOR_SIGNER
+    insurer = _INSURER_SIGNER
+    onboard_directly(engine, appender, operator, INSURER, insurer, NOW)
+    for start in range(0, len(events), 7):
+        items = [pending(insurer, event) for event in events[start : start + 7]]  # type: ignore[arg-type]
+        assert all(not isinstance(o, Exception) for o in appender.append_batch(items, NOW))
+    keys = [
+        {
+            "key_id": key.key_id,
+            "principal": key.insurer_id,
+            "public_key": __import__("base64").b64encode(key.public_key).decode(),
+            "valid_from": key.valid_from.isoformat(),
+            "valid_until": key.valid_until.isoformat() if key.valid_until else None,
+            "revoked_at": key.revoked_at.isoformat() if key.revoked_at else None,
+        }
+        for key in KeyStore(engine).list()
+    ]
+    engine.dispose()
+    with sqlite3.connect(path) as connection:  # one self-contained file, no WAL beside it
+        connection.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        connection.execute("PRAGMA journal_mode=DELETE")
+    keys_file = path.with_suffix(".keys.json")
+    keys_file.write_text(json.dumps(keys))
+    return keys_file
+
+
+_INSURER_SIGNER = Ed25519Signer.generate(INSURER)
+_OPERATOR_SIGNER = Ed25519Signer.generate("operator")
+
+
+def _audit(
+    database: Path, verifier_key: str, keys: Path, state: Path | None = None
+) -> tuple[int, dict[str, object]]:
+    out, err = io.StringIO(), io.StringIO()
+    args = argparse.Namespace(
+        database=str(database),
+        server=None,
+        log_key=verifier_key,
+        keys=str(keys),
+        admin_token_file=None,
+        state=str(state) if state else None,
+        json=True,
+    )
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        code = _verify(args)
+    return code, json.loads(out.getvalue())
+
+
+def _logical(path: Path) -> dict[str, list[tuple[object, ...]]]:
+    with contextlib.closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True)) as connection:
+        tables = [
+            row[0]
+            for row in connection.execute(
+                "SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name"
+            )
+        ]
+        # Compared as multisets: a damaged rowid may reorder rows without changing them. A
+        # checkpoint's created_at_us is unsigned bookkeeping, compared apart (see METADATA).
+        columns = {"checkpoints": "tree_size, root_hash, note_bytes", METADATA: "created_at_us"}
+        return {
+            name: sorted(
+                connection.execute(
+                    f'SELECT {columns.get(name, "*")} FROM "{name.split(":")[0]}"'
+                ).fetchall(),
+                key=repr,
+            )
+            for name in [*tables, METADATA]
+            if not name.startswith("sqlite_")
+        }
+
+
+def _integrity(path: Path) -> str:
+    try:
+        with contextlib.closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True)) as connection:
+            return str(connection.execute("PRAGMA integrity_check").fetchone()[0])
+    except sqlite3.DatabaseError as error:
+        return f"malformed: {error}"
+
+
+def test_a_full_audit_of_a_database_file(tmp_path: Path, log_signer: Ed25519Signer) -> None:
+    database = tmp_path / "ledger.db"
+    keys = _build(database, log_signer, list(sample_events(40, INSURER, NOW)))
+    code, report = _audit(database, format_verifier_key(log_signer), keys)
+    assert code == 0, report
+    assert report["entries_checked"] == report["tree_size"] == 41
+    assert report["signers"] == {"operator": 1, INSURER: 40}
+    assert report["checkpoints_checked"] >= 7  # every stored checkpoint's root recomputed
+    other = Ed25519Signer.generate(log_signer.name)
+    code, report = _audit(database, format_verifier_key(other), keys)
+    assert code == 1 and "signature" in str(report["message"])
+
+
+def test_every_single_byte_mutation_of_the_file_is_reported_or_shown_harmless(
+    tmp_path: Path, log_signer: Ed25519Signer
+) -> None:
+    """>= 200 seeded single-byte mutations of the SQLite file. Each one is either reported by
+    `audit verify`, or the test shows why it does not matter to the log: the file reads the same
+    (free space, page slack), SQLite itself reports the file malformed, the byte is in tree
+    nodes (the server checks them against the signed root before every append, and the auditor
+    never uses them), in the projections (`rebuild` reports them), or in the operator's key
+    registry (the auditor uses its own copy of the key history)."""
+    from ledger.coverage.rebuild import rebuild_and_compare
+
+    database = tmp_path / "ledger.db"
+    keys = _build(database, log_signer, list(sample_events(60, INSURER, NOW)))
+    verifier_key = format_verifier_key(log_signer)
+    original = database.read_bytes()
+    baseline = _logical(database)
+    rng = random.Random(20261123)
+    outcomes: Counter[str] = Counter()
+    for number in range(MUTATIONS):
+        data = bytearray(original)
+        offset = rng.randrange(len(data))
+        data[offset] ^= 1 << rng.randrange(8)
+        mutated = tmp_path / f"mutated-{number}.db"
+        mutated.write_bytes(bytes(data))
+        code, _ = _audit(mutated, verifier_key, keys)
+        if code == 1:
+            outcomes["reported by audit verify"] += 1
+            continue
+        try:
+            current = _logical(mutated)
+        except sqlite3.DatabaseError:
+            outcomes["file reported malformed by SQLite"] += 1
+            continue
+        changed = {table for table in baseline if current.get(table) != baseline[table]}
+        assert not changed & LOG_TABLES, (offset, changed)  # the audit must have seen these
+        if not changed:
+            integrity = _integrity(mutated)
+            outcomes[
+                "same content (free space, slack)"
+                if integrity == "ok"
+                else "index damage reported by integrity_check"
+            ] += 1
+            continue
+        engine = create_ledger_engine(sqlite_url(mutated))
+        try:
+            if "tree_nodes" in changed and _node_damage_detected(engine):
+                outcomes["tree nodes: a proof or the next append fails"] += 1
+            elif changed & PROJECTIONS and not rebuild_and_compare(engine).consistent:
+                outcomes["projections: reported by rebuild"] += 1
+            elif changed <= {"insurer_keys", "alembic_version"}:
+                outcomes["operator's registry, outside the log"] += 1
+            elif changed == {METADATA}:
+                outcomes["unsigned bookkeeping (a checkpoint's storage time)"] += 1
+            else:
+                # The damaged copy is one that queries do not read (the table row behind an
+                # index that holds the right key): SQLite's own check reports the mismatch.
+                assert _integrity(mutated) != "ok", (offset, changed)
+                outcomes["table/index mismatch reported by integrity_check"] += 1
+        finally:
+            engine.dispose()
+        mutated.unlink()
+    assert sum(outcomes.values()) == MUTATIONS
+    assert outcomes["reported by audit verify"] > 0
+    print(dict(outcomes))
+
+
+def _node_damage_detected(engine: object) -> bool:
+    """Whether damaged tree nodes show: the server's pre-append check of the right edge, or an
+    inclusion or consistency proof served from the nodes that no longer verifies."""
+    from ledger.errors import LedgerError
+    from ledger.merkle import leaf_hash, verify_consistency, verify_inclusion
+    from ledger.storage.append import _read_head
+    from ledger.storage.log_store import LogStore
+
+    store = LogStore(engine)  # type: ignore[arg-type]
+    try:
+        with engine.connect() as connection:  # type: ignore[attr-defined]
+            _read_head(connection)
+        head = store.latest_checkpoint()
+        _, entries = store.entries(0, head.tree_size)
+        for index, data in enumerate(entries):
+            _, proof = store.inclusion_proof(index, head.tree_size)
+            verify_inclusion(index, head.tree_size, leaf_hash(data), proof, head.root_hash)
+        with sqlite3.connect(engine.url.database) as raw:  # type: ignore[attr-defined]
+            sizes = [
+                (int(size), bytes(root))
+                for size, root in raw.execute("SELECT tree_size, root_hash FROM checkpoints")
+            ]
+        for size, root in sizes:
+            if 0 < size < head.tree_size:
+                _, proof = store.consistency_proof(size, head.tree_size)
+                verify_consistency(size, head.tree_size, proof, root, head.root_hash)
+    except (LedgerError, ValueError):
+        return True
+    return False
+
+
+def test_a_rewritten_history_is_detected_even_when_every_node_and_checkpoint_was_redone(
+    tmp_path: Path, log_signer: Ed25519Signer
+) -> None:
+    events = list(sample_events(30, INSURER, NOW))
+    honest = tmp_path / "honest.db"
+    keys = _build(honest, log_signer, events)
+    state = tmp_path / "auditor.json"
+    code, _ = _audit(honest, format_verifier_key(log_signer), keys, state)
+    assert code == 0 and len(json.loads(state.read_text())["checkpoints"]) == 1
+    # The operator rewrites a premium (entry 4: leaf 0 is the licence) to another amount, then
+    # recomputes every node and signs fresh checkpoints with the real log key: internally
+    # consistent. (The insurer's signature is redone too: say its key leaked.)
+    rewritten_events = [type(e)() for e in events]
+    for copy, event in zip(rewritten_events, events, strict=True):
+        copy.CopyFrom(event)
+    assert rewritten_events[3].WhichOneof("body") == "premium_paid"
+    rewritten_events[3].premium_paid.amount.amount_minor -= 1
+    rewritten = tmp_path / "rewritten.db"
+    _build(
+        rewritten, log_signer, [*rewritten_events, *sample_events(5, INSURER, NOW, first_number=90)]
+    )
+    code, fresh = _audit(rewritten, format_verifier_key(log_signer), keys)
+    assert code == 0, fresh  # alone, the rewritten log looks fine
+    code, report = _audit(rewritten, format_verifier_key(log_signer), keys, state)
+    assert code == 1
+    assert "history was rewritten" in str(report["found"]), report
+
+
+def _watch_args(server: ServerHandle, state: Path) -> argparse.Namespace:
+    return argparse.Namespace(
+        server=server.address,
+        log_key=server.log_verifier_key,
+        state=str(state),
+        interval=0.01,
+        iterations=2,
+    )
+
+
+def test_audit_watch_follows_a_live_server_and_alerts_on_a_fork_or_rollback(
+    server: ServerHandle,
+    tmp_path: Path,
+    log_signer: Ed25519Signer,
+    operator_signer: Ed25519Signer,
+) -> None:
+    import grpc
+
+    from clients.insurer import InsurerClient
+    from clients.verify import TrustedLog
+
+    onboard(server, operator_signer, INSURER, _INSURER_SIGNER)
+    state = tmp_path / "watch.json"
+    assert _watch(_watch_args(server, state)) == 0
+    with grpc.insecure_channel(server.address) as channel:
+        client = InsurerClient(
+            channel,
+            signer=_INSURER_SIGNER,
+            log=TrustedLog.from_verifier_key(server.log_verifier_key),
+        )
+        receipts = [client.submit(event) for event in sample_events(4, INSURER, NOW)]
+    assert _watch(_watch_args(server, state)) == 0
+    seen = json.loads(state.read_text())["checkpoints"]
+    assert len(seen) >= 2
+    size = receipts[-1].checkpoint.size
+    # A checkpoint for the same size with another root, properly signed: a split view.
+    forked = sign_checkpoint(Checkpoint(log_signer.name, size, bytes(32)), log_signer).decode()
+    state.write_text(json.dumps({"checkpoints": [*seen, forked]}))
+    with contextlib.redirect_stderr(io.StringIO()) as err:
+        assert _watch(_watch_args(server, state)) == 3
+    assert "FORK" in err.getvalue()
+    # One from the future: the server now looks rolled back.
+    future = sign_checkpoint(Checkpoint(log_signer.name, size + 10, bytes(32)), log_signer)
+    state.write_text(json.dumps({"checkpoints": [*seen, future.decode()]}))
+    with contextlib.redirect_stderr(io.StringIO()) as err:
+        assert _watch(_watch_args(server, state)) == 3
+    assert "ROLLBACK" in err.getvalue()
