@@ -16,6 +16,7 @@ import argparse
 import base64
 import datetime as dt
 import json
+import os
 import sys
 import time
 from collections.abc import Iterator
@@ -196,7 +197,9 @@ def _verify(args: argparse.Namespace) -> int:
                     rate = done / max(time.monotonic() - started, 1e-6)
                     progress.update(task, completed=done, rate=f"{rate:,.0f}/s")
 
-            report = audit(entries, checkpoint, keys, trusted=trusted, progress=advance)
+            report = audit(
+                entries, checkpoint, keys, trusted=trusted, progress=advance, workers=args.workers
+            )
     except (VerificationFailure, OSError, ValueError, KeyError) as error:
         return _fail(args, error)
     state.add(note, checkpoint)
@@ -298,6 +301,12 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     verify.add_argument("--admin-token-file", help="read the key history from AdminService")
     verify.add_argument("--state", help="JSON file of checkpoints verified before (updated)")
     verify.add_argument("--json", action="store_true", help="machine-readable report")
+    verify.add_argument(
+        "--workers",
+        type=int,
+        default=os.cpu_count() or 1,
+        help="processes verifying signatures (default: one per core)",
+    )
     verify.set_defaults(handler=_verify)
     watch = sub.add_parser(
         "watch",

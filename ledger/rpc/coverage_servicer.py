@@ -11,13 +11,16 @@ import grpc
 
 from ledger import limits
 from ledger.clock import Clock
+from ledger.coverage.certificate import sign_certificate
 from ledger.coverage.fhir import coverage_resource, eligibility_response, to_json
 from ledger.coverage.model import CoverageRecord, HouseholdVerdict, PersonRef, Relationship
 from ledger.coverage.reader import CoverageReader, HistoryPage
-from ledger.errors import FieldViolation, InvalidArgument
+from ledger.errors import FieldViolation, InvalidArgument, NotFound, check
 from ledger.events import check_date, check_identifier, check_person
+from ledger.merkle import leaf_hash
 from ledger.rpc.status import abort
-from ledger.storage.log_store import StoredCheckpoint
+from ledger.signing import Signer
+from ledger.storage.log_store import LogStore, StoredCheckpoint
 from ledger.v1 import coverage_service_pb2 as pb
 from ledger.v1 import coverage_service_pb2_grpc as pb_grpc
 from ledger.v1 import events_pb2, types_pb2
@@ -105,6 +108,25 @@ def _history_entries(page: HistoryPage) -> list[pb.HistoryEntry]:
     return [pb.HistoryEntry(leaf_index=leaf, entry=entry) for leaf, entry in page.entries]
 
 
+def _person_and_date(
+    request: pb.GetCoverageRequest | pb.GetCoverageCertificateRequest,
+) -> Callable[[], tuple[PersonRef, dt.date]]:
+    """The check of a request naming a person and a date (INVALID_ARGUMENT per bad field)."""
+
+    def parse() -> tuple[PersonRef, dt.date]:
+        violations: list[FieldViolation] = []
+        if request.HasField("person"):
+            check_person(violations, "person", request.person)
+        else:
+            violations.append(FieldViolation("person", "required"))
+        day = check_date(violations, "date", request.date, present=request.HasField("date"))
+        _refuse(violations)
+        assert day is not None
+        return _person_ref(request.person), day
+
+    return parse
+
+
 def household_response(verdict: HouseholdVerdict) -> pb.CheckHouseholdResponse:
     """The wire form of a household verdict (also used by the renewal service)."""
     response = pb.CheckHouseholdResponse(
@@ -134,9 +156,15 @@ def household_response(verdict: HouseholdVerdict) -> pb.CheckHouseholdResponse:
 class CoverageServicer(pb_grpc.CoverageServiceServicer):
     """Coverage, household checks and history, from the projections."""
 
-    def __init__(self, reader: CoverageReader, clock: Clock) -> None:
+    def __init__(
+        self, reader: CoverageReader, clock: Clock, log_store: LogStore, signer: Signer
+    ) -> None:
+        """``log_store`` reads the proofs and entries of certificates; ``signer`` is the log key,
+        which signs them (as it signs checkpoints)."""
         self._reader = reader
         self._clock = clock
+        self._log_store = log_store
+        self._signer = signer
 
     async def _read(self, context: _Context, function: Callable[[], _T]) -> _T:
         try:
@@ -154,19 +182,7 @@ class CoverageServicer(pb_grpc.CoverageServiceServicer):
         self, request: pb.GetCoverageRequest, context: _Context
     ) -> pb.GetCoverageResponse:
         """The coverages of a person on a date."""
-
-        def parse() -> tuple[PersonRef, dt.date]:
-            violations: list[FieldViolation] = []
-            if request.HasField("person"):
-                check_person(violations, "person", request.person)
-            else:
-                violations.append(FieldViolation("person", "required"))
-            day = check_date(violations, "date", request.date, present=request.HasField("date"))
-            _refuse(violations)
-            assert day is not None
-            return _person_ref(request.person), day
-
-        person, day = await self._checked(context, parse)
+        person, day = await self._checked(context, _person_and_date(request))
         records, head = await self._read(context, lambda: self._reader.coverage_on(person, day))
         return pb.GetCoverageResponse(
             coverages=[_coverage_proto(record) for record in records],
@@ -176,6 +192,52 @@ class CoverageServicer(pb_grpc.CoverageServiceServicer):
                 if request.include_fhir
                 else []
             ),
+        )
+
+    async def GetCoverageCertificate(
+        self, request: pb.GetCoverageCertificateRequest, context: _Context
+    ) -> pb.GetCoverageCertificateResponse:
+        """A certificate per coverage of a person on a date; NOT_FOUND when there is none."""
+        person, day = await self._checked(context, _person_and_date(request))
+        return await self._read(context, lambda: self._certificates(person, day))
+
+    def _certificates(self, person: PersonRef, day: dt.date) -> pb.GetCoverageCertificateResponse:
+        """Runs in a worker thread: read coverage, proofs and entries, and sign."""
+        records, head = self._reader.coverage_on(person, day)
+        if not records:
+            raise NotFound(
+                f"{person.key} has no coverage on {day.isoformat()}",
+                reason="COVERAGE_NOT_FOUND",
+                metadata={"person": person.key, "date": day.isoformat()},
+            )
+        certificates: list[pb.CoverageCertificate] = []
+        for record in records:
+            # The entry that created the coverage (issuance, member added, fee collected).
+            leaf = record.leaf_indexes[0]
+            _, [entry] = self._log_store.entries(leaf, leaf + 1)
+            size, proof = self._log_store.inclusion_proof(leaf, head.tree_size)
+            check(size == head.tree_size, "inclusion proof at another tree size")
+            note = sign_certificate(
+                record,
+                day,
+                leaf_index=leaf,
+                leaf_hash=leaf_hash(entry),
+                tree_size=head.tree_size,
+                root_hash=head.root_hash,
+                proof=proof,
+                signer=self._signer,
+            )
+            certificates.append(
+                pb.CoverageCertificate(
+                    certificate=note,
+                    coverage=_coverage_proto(record),
+                    leaf_index=leaf,
+                    entry=entry,
+                )
+            )
+        return pb.GetCoverageCertificateResponse(
+            certificates=certificates,
+            basis=_basis(head, [certificate.leaf_index for certificate in certificates]),
         )
 
     async def CheckHousehold(

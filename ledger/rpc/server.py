@@ -126,7 +126,7 @@ async def start_server(config: ServerConfig, clock: Clock | None = None) -> Runn
         LedgerServicer(ledger, LogStore(engine)), server
     )
     coverage_service_pb2_grpc.add_CoverageServiceServicer_to_server(
-        CoverageServicer(CoverageReader(engine), clock), server
+        CoverageServicer(CoverageReader(engine), clock, LogStore(engine), signer), server
     )
     admin_service_pb2_grpc.add_AdminServiceServicer_to_server(
         AdminServicer(key_store, key_cache, clock, config.admin_token), server

@@ -592,3 +592,110 @@ class FindEntriesResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___FindEntriesResponse: _TypeAlias = FindEntriesResponse  # noqa: Y015
+
+@_typing.final
+class GetCoverageCertificateRequest(_message.Message):
+    """Request of CoverageService.GetCoverageCertificate."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PERSON_FIELD_NUMBER: _builtins.int
+    DATE_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def person(self) -> _types_pb2.PersonId:
+        """Who."""
+
+    @_builtins.property
+    def date(self) -> _types_pb2.CivilDate:
+        """Which day the certificate states coverage on."""
+
+    def __init__(
+        self,
+        *,
+        person: _types_pb2.PersonId | None = ...,
+        date: _types_pb2.CivilDate | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["date", b"date", "person", b"person"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["date", b"date", "person", b"person"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetCoverageCertificateRequest: _TypeAlias = GetCoverageCertificateRequest  # noqa: Y015
+
+@_typing.final
+class CoverageCertificate(_message.Message):
+    """One coverage certificate, and what a verifier may check it against."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CERTIFICATE_FIELD_NUMBER: _builtins.int
+    COVERAGE_FIELD_NUMBER: _builtins.int
+    LEAF_INDEX_FIELD_NUMBER: _builtins.int
+    ENTRY_FIELD_NUMBER: _builtins.int
+    certificate: _builtins.bytes
+    """The certificate: a C2SP signed note, signed by the log key, whose text is the statement
+    "policy-ledger coverage certificate v1" (format: ledger/coverage/certificate.py).
+    Verifiable offline with the log's verifier key alone; this is what the QR code holds.
+    """
+    leaf_index: _builtins.int
+    """The position in the log of the entry the certificate proves (the one that created the
+    coverage); the certificate's "leaf" line.
+    """
+    entry: _builtins.bytes
+    """That entry's LedgerEntry bytes, verbatim: SHA-256(0x00 || entry) is the certificate's
+    leaf hash, and the insurer's signature on the event inside can be checked too.
+    """
+    @_builtins.property
+    def coverage(self) -> Global___Coverage:
+        """The coverage the certificate states, as GetCoverage returns it."""
+
+    def __init__(
+        self,
+        *,
+        certificate: _builtins.bytes = ...,
+        coverage: Global___Coverage | None = ...,
+        leaf_index: _builtins.int = ...,
+        entry: _builtins.bytes = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["coverage", b"coverage"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["certificate", b"certificate", "coverage", b"coverage", "entry", b"entry", "leaf_index", b"leaf_index"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CoverageCertificate: _TypeAlias = CoverageCertificate  # noqa: Y015
+
+@_typing.final
+class GetCoverageCertificateResponse(_message.Message):
+    """Response of CoverageService.GetCoverageCertificate."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CERTIFICATES_FIELD_NUMBER: _builtins.int
+    BASIS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def certificates(self) -> _containers.RepeatedCompositeFieldContainer[Global___CoverageCertificate]:
+        """One certificate per coverage in force on the date (several when insurers overlap), in the
+        order GetCoverage returns them. Never empty: no coverage is NOT_FOUND.
+        """
+
+    @_builtins.property
+    def basis(self) -> Global___AnswerBasis:
+        """The log state the certificates were made at: their tree size and root are the
+        checkpoint's, and leaf_indexes are the certificates' leaves.
+        """
+
+    def __init__(
+        self,
+        *,
+        certificates: _abc.Iterable[Global___CoverageCertificate] | None = ...,
+        basis: Global___AnswerBasis | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["basis", b"basis"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["basis", b"basis", "certificates", b"certificates"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetCoverageCertificateResponse: _TypeAlias = GetCoverageCertificateResponse  # noqa: Y015

@@ -56,6 +56,11 @@ class CoverageServiceStub:
                 request_serializer=ledger_dot_v1_dot_coverage__service__pb2.FindEntriesRequest.SerializeToString,
                 response_deserializer=ledger_dot_v1_dot_coverage__service__pb2.FindEntriesResponse.FromString,
                 _registered_method=True)
+        self.GetCoverageCertificate = channel.unary_unary(
+                '/ledger.v1.CoverageService/GetCoverageCertificate',
+                request_serializer=ledger_dot_v1_dot_coverage__service__pb2.GetCoverageCertificateRequest.SerializeToString,
+                response_deserializer=ledger_dot_v1_dot_coverage__service__pb2.GetCoverageCertificateResponse.FromString,
+                _registered_method=True)
 
 
 class CoverageServiceServicer:
@@ -92,6 +97,15 @@ class CoverageServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetCoverageCertificate(self, request, context):
+        """Returns a coverage certificate per coverage of a person on a date: a statement signed by
+        the log key, with an inclusion proof, that a clinic verifies offline (the statement's
+        format: ledger/coverage/certificate.py).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_CoverageServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -114,6 +128,11 @@ def add_CoverageServiceServicer_to_server(servicer, server):
                     servicer.FindEntries,
                     request_deserializer=ledger_dot_v1_dot_coverage__service__pb2.FindEntriesRequest.FromString,
                     response_serializer=ledger_dot_v1_dot_coverage__service__pb2.FindEntriesResponse.SerializeToString,
+            ),
+            'GetCoverageCertificate': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetCoverageCertificate,
+                    request_deserializer=ledger_dot_v1_dot_coverage__service__pb2.GetCoverageCertificateRequest.FromString,
+                    response_serializer=ledger_dot_v1_dot_coverage__service__pb2.GetCoverageCertificateResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -226,6 +245,33 @@ class CoverageService:
             '/ledger.v1.CoverageService/FindEntries',
             ledger_dot_v1_dot_coverage__service__pb2.FindEntriesRequest.SerializeToString,
             ledger_dot_v1_dot_coverage__service__pb2.FindEntriesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetCoverageCertificate(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/ledger.v1.CoverageService/GetCoverageCertificate',
+            ledger_dot_v1_dot_coverage__service__pb2.GetCoverageCertificateRequest.SerializeToString,
+            ledger_dot_v1_dot_coverage__service__pb2.GetCoverageCertificateResponse.FromString,
             options,
             channel_credentials,
             insecure,

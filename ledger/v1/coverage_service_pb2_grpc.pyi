@@ -48,6 +48,11 @@ class CoverageServiceStub:
     """Returns the entries of one policy's history, oldest first."""
     FindEntries: _grpc.UnaryUnaryMultiCallable[_coverage_service_pb2.FindEntriesRequest, _coverage_service_pb2.FindEntriesResponse]
     """Returns the entries that name a person, or a policy id of any insurer, oldest first."""
+    GetCoverageCertificate: _grpc.UnaryUnaryMultiCallable[_coverage_service_pb2.GetCoverageCertificateRequest, _coverage_service_pb2.GetCoverageCertificateResponse]
+    """Returns a coverage certificate per coverage of a person on a date: a statement signed by
+    the log key, with an inclusion proof, that a clinic verifies offline (the statement's
+    format: ledger/coverage/certificate.py).
+    """
 
 @_typing.type_check_only
 class CoverageServiceAsyncStub(CoverageServiceStub):
@@ -66,6 +71,11 @@ class CoverageServiceAsyncStub(CoverageServiceStub):
     """Returns the entries of one policy's history, oldest first."""
     FindEntries: _aio.UnaryUnaryMultiCallable[_coverage_service_pb2.FindEntriesRequest, _coverage_service_pb2.FindEntriesResponse]  # type: ignore[assignment]
     """Returns the entries that name a person, or a policy id of any insurer, oldest first."""
+    GetCoverageCertificate: _aio.UnaryUnaryMultiCallable[_coverage_service_pb2.GetCoverageCertificateRequest, _coverage_service_pb2.GetCoverageCertificateResponse]  # type: ignore[assignment]
+    """Returns a coverage certificate per coverage of a person on a date: a statement signed by
+    the log key, with an inclusion proof, that a clinic verifies offline (the statement's
+    format: ledger/coverage/certificate.py).
+    """
 
 class CoverageServiceServicer(metaclass=_abc_1.ABCMeta):
     """Answers renewal portals (is every member of a household insured through a date?) and
@@ -105,5 +115,16 @@ class CoverageServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_coverage_service_pb2.FindEntriesResponse, _abc.Awaitable[_coverage_service_pb2.FindEntriesResponse]]:
         """Returns the entries that name a person, or a policy id of any insurer, oldest first."""
+
+    @_abc_1.abstractmethod
+    def GetCoverageCertificate(
+        self,
+        request: _coverage_service_pb2.GetCoverageCertificateRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_coverage_service_pb2.GetCoverageCertificateResponse, _abc.Awaitable[_coverage_service_pb2.GetCoverageCertificateResponse]]:
+        """Returns a coverage certificate per coverage of a person on a date: a statement signed by
+        the log key, with an inclusion proof, that a clinic verifies offline (the statement's
+        format: ledger/coverage/certificate.py).
+        """
 
 def add_CoverageServiceServicer_to_server(servicer: CoverageServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -69,7 +69,7 @@ _OPERATOR_SIGNER = Ed25519Signer.generate("operator")
 
 
 def _audit(
-    database: Path, verifier_key: str, keys: Path, state: Path | None = None
+    database: Path, verifier_key: str, keys: Path, state: Path | None = None, workers: int = 1
 ) -> tuple[int, dict[str, object]]:
     out, err = io.StringIO(), io.StringIO()
     args = argparse.Namespace(
@@ -80,6 +80,7 @@ def _audit(
         admin_token_file=None,
         state=str(state) if state else None,
         json=True,
+        workers=workers,
     )
     with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
         code = _verify(args)
@@ -125,6 +126,20 @@ def test_a_full_audit_of_a_database_file(tmp_path: Path, log_signer: Ed25519Sign
     assert report["entries_checked"] == report["tree_size"] == 41
     assert report["signers"] == {"operator": 1, INSURER: 40}
     assert report["checkpoints_checked"] >= 7  # every stored checkpoint's root recomputed
+    code, parallel = _audit(database, format_verifier_key(log_signer), keys, workers=2)
+    assert code == 0 and {**parallel, "seconds": 0} == {**report, "seconds": 0}
+    # An auditor whose key history lacks the insurer: the first insurer entry is refused, also
+    # when the check runs in a worker process.
+    only_operator = tmp_path / "operator-only.json"
+    only_operator.write_text(
+        json.dumps([k for k in json.loads(keys.read_text()) if k["principal"] == "operator"])
+    )
+    for workers in (1, 2):
+        code, failed = _audit(
+            database, format_verifier_key(log_signer), only_operator, workers=workers
+        )
+        assert code == 1 and failed["index"] == 1, failed
+        assert "not in the key history" in str(failed["found"])
     other = Ed25519Signer.generate(log_signer.name)
     code, report = _audit(database, format_verifier_key(other), keys)
     assert code == 1 and "signature" in str(report["message"])
@@ -253,6 +268,9 @@ def test_a_rewritten_history_is_detected_even_when_every_node_and_checkpoint_was
     code, report = _audit(rewritten, format_verifier_key(log_signer), keys, state)
     assert code == 1
     assert "history was rewritten" in str(report["found"]), report
+    # The same with signatures checked in worker processes.
+    code, report = _audit(rewritten, format_verifier_key(log_signer), keys, state, workers=2)
+    assert code == 1 and "history was rewritten" in str(report["found"])
 
 
 def _watch_args(server: ServerHandle, state: Path) -> argparse.Namespace:

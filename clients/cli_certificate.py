@@ -1,0 +1,155 @@
+"""``policy-ledger certificate get|verify``: coverage certificates from the command line.
+
+``get`` asks a server for the certificates of a person on a date and writes each as a bundle
+file (JSON: the certificate note, the checkpoint and the entry), optionally with its QR code.
+``verify`` checks a bundle file, or a bare certificate note (what the QR code holds), offline
+with the log's verifier key: exit 0 prints the statement, exit 1 says which check failed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import sys
+from pathlib import Path
+
+import grpc
+
+from clients.certificate import CertificateClient, render_qr_png
+from clients.offline.certificate import CertificateError, load_bundle, verify_certificate
+from ledger.v1 import types_pb2
+
+__all__ = ["register"]
+
+
+def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Add the ``certificate`` command group."""
+    certificate = commands.add_parser(
+        "certificate",
+        help="coverage certificates: get one from a server, verify one offline",
+        description=(
+            "Coverage certificates: a coverage stated and signed by the log key, with the\n"
+            "inclusion proof of the entry that created it, verifiable offline.\n\n"
+            "Example:\n  policy-ledger certificate verify --certificate card.json "
+            "--log-key @var/log.key.pub"
+        ),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    sub = certificate.add_subparsers(dest="certificate_command", required=True)
+    get = sub.add_parser(
+        "get",
+        help="get a person's coverage certificates on a date",
+        description=(
+            "Asks the server for a certificate per coverage of the person on the date and\n"
+            "writes each to --out (the second to FILE-2.json, and so on), with its QR code to\n"
+            "--qr when given. With --log-key, each is verified before it is written.\n\n"
+            "Example:\n  policy-ledger certificate get --server 127.0.0.1:50051 "
+            "--person RESIDENCE_ID:SA:2123456785 --date 2026-11-23 --out card.json --qr card.png"
+        ),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    get.add_argument("--server", required=True, help="HOST:PORT of the ledger's gRPC server")
+    get.add_argument(
+        "--person", required=True, help="TYPE:COUNTRY:VALUE, e.g. RESIDENCE_ID:SA:2123456785"
+    )
+    get.add_argument("--date", required=True, help="the day covered, YYYY-MM-DD")
+    get.add_argument("--out", required=True, help="file to write the certificate bundle to")
+    get.add_argument("--qr", help="PNG file to write the certificate's QR code to")
+    get.add_argument("--log-key", help="verify with this log verifier key (or @FILE holding it)")
+    get.set_defaults(handler=_get)
+
+    verify = sub.add_parser(
+        "verify",
+        help="verify a certificate offline with the log key",
+        description=(
+            "Verifies a certificate bundle (from `certificate get`) or a bare certificate note\n"
+            "(what the QR code holds): the log key's signature, the statement, the inclusion\n"
+            "proof, and the checkpoint and entry when the bundle has them. Exit 0 prints the\n"
+            "statement; exit 1 says which check failed.\n\n"
+            "Example:\n  policy-ledger certificate verify --certificate card.json "
+            "--log-key @var/log.key.pub"
+        ),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    verify.add_argument("--certificate", required=True, help="bundle (JSON) or note file")
+    verify.add_argument("--log-key", required=True, help="the log verifier key, or @FILE")
+    verify.add_argument("--origin", help="the log's checkpoint origin (default: the key's name)")
+    verify.add_argument("--on", help="also require the stated period to cover this YYYY-MM-DD")
+    verify.set_defaults(handler=_verify)
+
+
+def _key(value: str) -> str:
+    if value.startswith("@"):
+        return Path(value[1:]).read_text(encoding="utf-8").strip()
+    return value
+
+
+def _day(value: str, option: str) -> dt.date:
+    try:
+        return dt.date.fromisoformat(value)
+    except ValueError:
+        raise ValueError(f"{option} must be YYYY-MM-DD, got {value!r}") from None
+
+
+def _numbered(path: Path, number: int) -> Path:
+    return path if number == 1 else path.with_name(f"{path.stem}-{number}{path.suffix}")
+
+
+def _get(args: argparse.Namespace) -> int:
+    id_type, country, value = [*args.person.split(":", 2), "", ""][:3]
+    if not (id_type and country and value):
+        raise ValueError(f"--person must be TYPE:COUNTRY:VALUE, got {args.person!r}")
+    try:
+        person_type = types_pb2.PersonIdType.Value(f"PERSON_ID_TYPE_{id_type}")
+    except ValueError:
+        raise ValueError(f"--person: unknown identifier type {id_type!r}") from None
+    person = types_pb2.PersonId(type=person_type, country_code=country, value=value)
+    day = _day(args.date, "--date")
+    log_key = _key(args.log_key) if args.log_key else None
+    with grpc.insecure_channel(args.server) as channel:
+        try:
+            issued = CertificateClient(channel, log_key=log_key).get(person, day)
+        except CertificateError as error:
+            print(f"error: the server's certificate does not verify: {error}", file=sys.stderr)
+            return 1
+    for number, certificate in enumerate(issued, 1):
+        out = _numbered(Path(args.out), number)
+        out.write_text(certificate.bundle.to_json(), encoding="utf-8")
+        written = [str(out)]
+        if args.qr:
+            qr = _numbered(Path(args.qr), number)
+            render_qr_png(certificate.bundle.certificate, qr)
+            written.append(str(qr))
+        coverage = certificate.coverage
+        print(
+            f"{coverage.insurer_id} {coverage.policy_id}: wrote {', '.join(written)}"
+            + (" (verified)" if certificate.statement is not None else "")
+        )
+    return 0
+
+
+def _verify(args: argparse.Namespace) -> int:
+    on = _day(args.on, "--on") if args.on else None
+    data = Path(args.certificate).read_bytes()
+    try:
+        bundle = load_bundle(data)
+        statement = verify_certificate(
+            bundle.certificate,
+            _key(args.log_key),
+            checkpoint=bundle.checkpoint,
+            entry=bundle.entry,
+            origin=args.origin,
+        )
+        if on is not None and not statement.covers(on):
+            raise CertificateError(
+                f"the certificate's period {statement.start}..{statement.end} does not cover {on}"
+            )
+    except CertificateError as error:
+        print(f"error: certificate rejected: {error}", file=sys.stderr)
+        return 1
+    checked = ["signature", "inclusion proof"]
+    checked += ["checkpoint"] if bundle.checkpoint is not None else []
+    checked += ["entry"] if bundle.entry is not None else []
+    sys.stdout.write(statement.text)
+    print(f"verified: {', '.join(checked)}")
+    return 0

@@ -1,0 +1,516 @@
+"""Coverage certificates, verified offline with the log's verifier key alone.
+
+Self-contained: imports nothing from the server's ``ledger`` package (stdlib and
+``cryptography`` only), so a clinic's scanner can ship this file and the log's verifier key and
+nothing else. A certificate is a C2SP signed note (https://c2sp.org/signed-note) signed by the
+log key, whose text is the statement ``ledger/coverage/certificate.py`` writes::
+
+    policy-ledger coverage certificate v1
+    person <COUNTRY>:<TYPE>:<VALUE>
+    date <YYYY-MM-DD>
+    insurer <insurer id>
+    policy <policy id>
+    plan <plan>
+    period <YYYY-MM-DD> <YYYY-MM-DD>
+    relationship <self|spouse|child|parent|domestic_worker|other>
+    leaf <leaf index>
+    leaf-hash <base64 SHA-256(0x00 || entry)>
+    tree-size <tree size>
+    root <base64 root hash>
+    proof <base64 hash>        (as many lines as the inclusion proof has)
+
+:func:`verify_certificate` (1) parses the note strictly, (2) verifies the log key's Ed25519
+signature on it, (3) parses the statement strictly, (4) verifies the RFC 9162 inclusion proof of
+``leaf-hash`` at ``leaf`` in the tree of ``tree-size`` and ``root``, and, when given, (5) checks
+the checkpoint note (same key, the log's origin, same size and root) and (6) the entry bytes
+(SHA-256(0x00 || entry) == leaf-hash). Every failure raises :class:`CertificateError` saying
+which check failed.
+
+The certificate proves that the log stated the coverage at ``tree-size`` and that the entry that
+created it is in the log. It is a snapshot: a cancellation logged later is not in it.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import datetime as dt
+import hashlib
+import json
+import re
+from dataclasses import dataclass
+
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+__all__ = [
+    "BUNDLE_FORMAT",
+    "CERTIFICATE_HEADER",
+    "CertificateBundle",
+    "CertificateError",
+    "CertificateStatement",
+    "LogKey",
+    "load_bundle",
+    "parse_statement",
+    "verify_certificate",
+    "verify_inclusion",
+]
+
+CERTIFICATE_HEADER = "policy-ledger coverage certificate v1"
+"""The first line of every certificate statement."""
+BUNDLE_FORMAT = "policy-ledger coverage certificate bundle v1"
+"""The ``format`` of the JSON file ``policy-ledger certificate get`` writes."""
+
+_NOTE_BYTES_MAX = 1 << 16
+_SIGNATURES_MAX = 16
+_ED25519 = 0x01
+_KEY_ID_BYTES = 4
+_SIGNATURE_BYTES = 64
+_HASH_BYTES = 32
+_TREE_SIZE_MAX = 2**63 - 1
+_PROOF_LINES_MAX = 63
+_SIGNATURE_PREFIX = "\u2014 "
+_CONTROL = re.compile(r"[\x00-\x09\x0b-\x1f\x7f]")
+_DECIMAL = re.compile(r"0|[1-9][0-9]{0,18}", re.ASCII)
+_DATE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}", re.ASCII)
+_IDENTIFIER = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:/-]*", re.ASCII)
+_PERSON = re.compile(
+    r"([A-Z]{2}):(RESIDENCE_ID|NATIONAL_ID|CIVIL_ID|PASSPORT|BORDER_NUMBER):([A-Z0-9]{1,32})",
+    re.ASCII,
+)
+_KEY_NAME = re.compile(r"[^\s+]+")
+_RELATIONSHIPS = frozenset({"self", "spouse", "child", "parent", "domestic_worker", "other"})
+_INSURER_CHARS_MAX = 64
+_POLICY_CHARS_MAX = 128
+_PLAN_CHARS_MAX = 64
+_FIELDS = (
+    "person",
+    "date",
+    "insurer",
+    "policy",
+    "plan",
+    "period",
+    "relationship",
+    "leaf",
+    "leaf-hash",
+    "tree-size",
+    "root",
+)
+
+
+class CertificateError(ValueError):
+    """The certificate (or its key, checkpoint or entry) failed a check; the message says which."""
+
+
+@dataclass(frozen=True)
+class LogKey:
+    """A log's C2SP verifier key: ``<name>+<hex8 key id>+<base64(0x01 || Ed25519 key)>``."""
+
+    name: str
+    key_id: bytes
+    public_key: bytes
+
+    @classmethod
+    def parse(cls, text: str) -> LogKey:
+        """The key of a verifier key string (surrounding whitespace ignored); its id is checked."""
+        parts = text.strip().split("+", 2)
+        if len(parts) != 3:
+            raise CertificateError("malformed log key: want <name>+<hex8 key id>+<base64 key>")
+        name, key_id_hex, encoded = parts
+        if not _KEY_NAME.fullmatch(name):
+            raise CertificateError("malformed log key: empty key name or a space in it")
+        if not re.fullmatch(r"[0-9a-f]{8}", key_id_hex):
+            raise CertificateError("malformed log key: key id must be 8 lowercase hex digits")
+        key = _b64decode(encoded, "log key")
+        if len(key) != 33 or key[0] != _ED25519:
+            raise CertificateError("malformed log key: want 0x01 and a 32-byte Ed25519 key")
+        public_key = key[1:]
+        key_id = _key_id(name, public_key)
+        if key_id.hex() != key_id_hex:
+            raise CertificateError(
+                f"malformed log key: key id {key_id_hex} does not match the key "
+                f"(computed {key_id.hex()})"
+            )
+        return cls(name, key_id, public_key)
+
+    @property
+    def label(self) -> str:
+        """``<name>+<hex key id>``, as messages name keys."""
+        return f"{self.name}+{self.key_id.hex()}"
+
+
+@dataclass(frozen=True)
+class CertificateStatement:
+    """What a certificate states: verified when :func:`verify_certificate` returns it, only
+    well formed when :func:`parse_statement` does."""
+
+    person: str
+    """``<COUNTRY>:<TYPE>:<VALUE>``, e.g. ``SA:RESIDENCE_ID:2123456785``."""
+    date: dt.date
+    """The day the log stated the coverage on."""
+    insurer: str
+    policy: str
+    plan: str
+    start: dt.date
+    end: dt.date
+    """Last covered day, inclusive (as known at ``tree_size``)."""
+    relationship: str
+    leaf_index: int
+    leaf_hash: bytes
+    tree_size: int
+    root_hash: bytes
+    proof: tuple[bytes, ...]
+    text: str
+    """The statement, verbatim."""
+
+    def covers(self, day: dt.date) -> bool:
+        """Whether ``day`` is in the stated period."""
+        return self.start <= day <= self.end
+
+
+@dataclass(frozen=True)
+class CertificateBundle:
+    """A certificate with what may be checked along with it (the checkpoint and the entry)."""
+
+    certificate: bytes
+    checkpoint: bytes | None = None
+    entry: bytes | None = None
+
+    def to_json(self) -> str:
+        """The bundle file: JSON with the notes as text and the entry in base64."""
+        document: dict[str, str] = {
+            "format": BUNDLE_FORMAT,
+            "certificate": self.certificate.decode("utf-8"),
+        }
+        if self.checkpoint is not None:
+            document["checkpoint"] = self.checkpoint.decode("utf-8")
+        if self.entry is not None:
+            document["entry"] = base64.b64encode(self.entry).decode("ascii")
+        return json.dumps(document, indent=2) + "\n"
+
+
+def load_bundle(data: bytes) -> CertificateBundle:
+    """A bundle file (JSON, see :meth:`CertificateBundle.to_json`) or a bare certificate note."""
+    if data.startswith(CERTIFICATE_HEADER.encode("ascii") + b"\n"):
+        return CertificateBundle(certificate=data)
+    try:
+        document = json.loads(data)
+    except (UnicodeDecodeError, ValueError):
+        raise CertificateError(
+            "not a certificate: neither a certificate note nor a certificate bundle (JSON)"
+        ) from None
+    if not isinstance(document, dict) or document.get("format") != BUNDLE_FORMAT:
+        raise CertificateError(f"not a certificate bundle: its format must be {BUNDLE_FORMAT!r}")
+    unknown = sorted(set(document) - {"format", "certificate", "checkpoint", "entry"})
+    if unknown:
+        raise CertificateError(f"certificate bundle has unknown fields: {', '.join(unknown)}")
+    for name in ("certificate", "checkpoint", "entry"):
+        if name in document and not isinstance(document[name], str):
+            raise CertificateError(f"certificate bundle: {name} must be a string")
+    if "certificate" not in document:
+        raise CertificateError("certificate bundle has no certificate")
+    checkpoint = document.get("checkpoint")
+    entry = document.get("entry")
+    return CertificateBundle(
+        certificate=document["certificate"].encode("utf-8"),
+        checkpoint=None if checkpoint is None else checkpoint.encode("utf-8"),
+        entry=None if entry is None else _b64decode(entry, "bundle entry"),
+    )
+
+
+def verify_certificate(
+    certificate: bytes,
+    log_key: LogKey | str,
+    *,
+    checkpoint: bytes | None = None,
+    entry: bytes | None = None,
+    origin: str | None = None,
+) -> CertificateStatement:
+    """The statement of ``certificate`` once every check passed (see the module docstring).
+
+    ``origin`` is the log's checkpoint origin, by default the log key's name.
+    """
+    key = log_key if isinstance(log_key, LogKey) else LogKey.parse(log_key)
+    text = _open_note(certificate, key, "certificate")
+    statement = parse_statement(text)
+    verify_inclusion(
+        statement.leaf_index,
+        statement.tree_size,
+        statement.leaf_hash,
+        statement.proof,
+        statement.root_hash,
+    )
+    if checkpoint is not None:
+        _check_checkpoint(checkpoint, key, origin or key.name, statement)
+    if entry is not None and _leaf_hash(entry) != statement.leaf_hash:
+        raise CertificateError(
+            "entry does not match the certificate: SHA-256(0x00 || entry) differs"
+        )
+    return statement
+
+
+def parse_statement(text: str) -> CertificateStatement:
+    """The fields of a statement, parsed strictly (this checks no signature and no proof)."""
+    if not text.endswith("\n"):
+        raise CertificateError("malformed certificate: statement does not end in a newline")
+    lines = text[:-1].split("\n")
+    if lines[0] != CERTIFICATE_HEADER:
+        raise CertificateError(
+            f"malformed certificate: first line must be {CERTIFICATE_HEADER!r}, "
+            f"got {lines[0][:64]!r}"
+        )
+    values: dict[str, str] = {}
+    for number, field in enumerate(_FIELDS, 2):
+        if number > len(lines):
+            raise CertificateError(f"malformed certificate: line {number} ({field}) is missing")
+        values[field] = _value(lines[number - 1], number, field)
+    proof_lines = lines[len(_FIELDS) + 1 :]
+    if len(proof_lines) > _PROOF_LINES_MAX:
+        raise CertificateError(
+            f"malformed certificate: {len(proof_lines)} proof lines, at most {_PROOF_LINES_MAX}"
+        )
+    proof = tuple(
+        _hash(_value(line, number, "proof"), f"line {number} (proof)")
+        for number, line in enumerate(proof_lines, len(_FIELDS) + 2)
+    )
+    day = _date(values["date"], "date")
+    start_text, space, end_text = values["period"].partition(" ")
+    if not space:
+        raise CertificateError("malformed certificate: period must be '<start> <end>'")
+    start, end = _date(start_text, "period start"), _date(end_text, "period end")
+    if end < start:
+        raise CertificateError(f"malformed certificate: period ends ({end}) before it starts")
+    if not start <= day <= end:
+        raise CertificateError(f"malformed certificate: date {day} is outside the period")
+    leaf, size = _decimal(values["leaf"], "leaf"), _decimal(values["tree-size"], "tree-size")
+    if leaf >= size:
+        raise CertificateError(f"malformed certificate: leaf {leaf} is not below tree-size {size}")
+    expected = _proof_length(leaf, size)
+    if len(proof) != expected:
+        raise CertificateError(
+            f"malformed certificate: {len(proof)} proof lines, the proof of leaf {leaf} "
+            f"in a tree of size {size} has {expected}"
+        )
+    return CertificateStatement(
+        person=_person(values["person"]),
+        date=day,
+        insurer=_identifier(values["insurer"], "insurer", _INSURER_CHARS_MAX),
+        policy=_identifier(values["policy"], "policy", _POLICY_CHARS_MAX),
+        plan=_plan(values["plan"]),
+        start=start,
+        end=end,
+        relationship=_relationship(values["relationship"]),
+        leaf_index=leaf,
+        leaf_hash=_hash(values["leaf-hash"], "leaf-hash"),
+        tree_size=size,
+        root_hash=_hash(values["root"], "root"),
+        proof=proof,
+        text=text,
+    )
+
+
+def verify_inclusion(
+    index: int, size: int, leaf_hash: bytes, proof: tuple[bytes, ...], root: bytes
+) -> None:
+    """RFC 9162 section 2.1.3.2: ``proof`` leads from ``leaf_hash`` at ``index`` to ``root``."""
+    if not 0 <= index < size:
+        raise CertificateError(f"inclusion proof: leaf {index} is not in a tree of size {size}")
+    fn, sn, hashed = index, size - 1, leaf_hash
+    for digest in proof:
+        if sn == 0:
+            raise CertificateError("inclusion proof: too many hashes")
+        if fn & 1 or fn == sn:
+            hashed = _node_hash(digest, hashed)
+            while not fn & 1 and fn != 0:
+                fn, sn = fn >> 1, sn >> 1
+        else:
+            hashed = _node_hash(hashed, digest)
+        fn, sn = fn >> 1, sn >> 1
+    if sn != 0:
+        raise CertificateError("inclusion proof: too few hashes")
+    if hashed != root:
+        raise CertificateError("inclusion proof: the leaf does not lead to the certificate's root")
+
+
+def _open_note(note: bytes, key: LogKey, what: str) -> str:
+    """The text of ``note`` once the log key's signature on it verifies (C2SP signed note)."""
+    if len(note) > _NOTE_BYTES_MAX:
+        raise CertificateError(f"malformed {what}: {len(note)} bytes, at most {_NOTE_BYTES_MAX}")
+    try:
+        decoded = note.decode("utf-8")
+    except UnicodeDecodeError as error:
+        raise CertificateError(f"malformed {what}: not UTF-8 (at byte {error.start})") from None
+    found = _CONTROL.search(decoded)
+    if found:
+        raise CertificateError(
+            f"malformed {what}: control character U+{ord(found.group()):04X} at {found.start()}"
+        )
+    split = decoded.rfind("\n\n")
+    if split < 0:
+        raise CertificateError(f"malformed {what}: no blank line before the signatures")
+    text, block = decoded[: split + 1], decoded[split + 2 :]
+    if not block or not block.endswith("\n"):
+        raise CertificateError(f"malformed {what}: signature block does not end in a newline")
+    lines = block[:-1].split("\n")
+    if len(lines) > _SIGNATURES_MAX:
+        raise CertificateError(f"malformed {what}: {len(lines)} signatures, at most 16")
+    signed = False
+    for number, line in enumerate(lines, 1):
+        name, key_id, signature = _signature_line(line, number, what)
+        if (name, key_id) != (key.name, key.key_id):
+            continue  # another key's signature (a witness, say): not ours to check
+        if len(signature) != _SIGNATURE_BYTES:
+            raise CertificateError(
+                f"{what} signature by {key.label} is {len(signature)} bytes, want 64"
+            )
+        try:
+            Ed25519PublicKey.from_public_bytes(key.public_key).verify(
+                signature, text.encode("utf-8")
+            )
+        except InvalidSignature:
+            raise CertificateError(f"{what} signature by {key.label} does not verify") from None
+        signed = True
+    if not signed:
+        raise CertificateError(f"{what} is not signed by the log key {key.label}")
+    return text
+
+
+def _signature_line(line: str, number: int, what: str) -> tuple[str, bytes, bytes]:
+    if not line.startswith(_SIGNATURE_PREFIX):
+        raise CertificateError(
+            f"malformed {what}: signature line {number} does not start with an em dash and a space"
+        )
+    name, space, encoded = line[len(_SIGNATURE_PREFIX) :].partition(" ")
+    if not space or not _KEY_NAME.fullmatch(name):
+        raise CertificateError(f"malformed {what}: signature line {number} is not '— <name> <sig>'")
+    decoded = _b64decode(encoded, f"{what} signature line {number}")
+    if len(decoded) <= _KEY_ID_BYTES:
+        raise CertificateError(f"malformed {what}: signature line {number} is too short")
+    return name, decoded[:_KEY_ID_BYTES], decoded[_KEY_ID_BYTES:]
+
+
+def _check_checkpoint(
+    note: bytes, key: LogKey, origin: str, statement: CertificateStatement
+) -> None:
+    text = _open_note(note, key, "checkpoint")
+    lines = text[:-1].split("\n")
+    if len(lines) < 3:
+        raise CertificateError("malformed checkpoint: want origin, tree size and root hash")
+    if lines[0] != origin:
+        raise CertificateError(
+            f"checkpoint is of another log: origin {lines[0][:64]!r}, expected {origin!r}"
+        )
+    if not _DECIMAL.fullmatch(lines[1]) or int(lines[1]) != statement.tree_size:
+        raise CertificateError(
+            f"checkpoint tree size {lines[1][:24]!r} is not the certificate's {statement.tree_size}"
+        )
+    if lines[2] != base64.b64encode(statement.root_hash).decode("ascii"):
+        raise CertificateError("checkpoint root hash is not the certificate's root")
+
+
+def _value(line: str, number: int, field: str) -> str:
+    name, space, value = line.partition(" ")
+    if name != field or not space:
+        raise CertificateError(
+            f"malformed certificate: line {number} must be '{field} <value>', got {line[:64]!r}"
+        )
+    if not value:
+        raise CertificateError(f"malformed certificate: line {number} ({field}) has no value")
+    return value
+
+
+def _date(text: str, field: str) -> dt.date:
+    try:
+        if not _DATE.fullmatch(text):
+            raise ValueError(text)
+        return dt.date.fromisoformat(text)
+    except ValueError:
+        raise CertificateError(
+            f"malformed certificate: {field} {text[:32]!r} is not a YYYY-MM-DD date"
+        ) from None
+
+
+def _decimal(text: str, field: str) -> int:
+    if not _DECIMAL.fullmatch(text) or int(text) > _TREE_SIZE_MAX:
+        raise CertificateError(
+            f"malformed certificate: {field} {text[:32]!r} is not a decimal in 0..2**63-1 "
+            "without leading zeros"
+        )
+    return int(text)
+
+
+def _hash(text: str, field: str) -> bytes:
+    digest = _b64decode(text, f"certificate {field}")
+    if len(digest) != _HASH_BYTES:
+        raise CertificateError(
+            f"malformed certificate: {field} is {len(digest)} bytes, SHA-256 hashes are 32"
+        )
+    return digest
+
+
+def _person(text: str) -> str:
+    if not _PERSON.fullmatch(text):
+        raise CertificateError(
+            f"malformed certificate: person {text[:48]!r} is not <COUNTRY>:<TYPE>:<VALUE>"
+        )
+    return text
+
+
+def _identifier(text: str, field: str, chars_max: int) -> str:
+    if len(text) > chars_max or not _IDENTIFIER.fullmatch(text):
+        raise CertificateError(
+            f"malformed certificate: {field} {text[:48]!r} is not an identifier "
+            f"(A-Z a-z 0-9 . _ : / -, at most {chars_max} characters)"
+        )
+    return text
+
+
+def _plan(text: str) -> str:
+    if len(text) > _PLAN_CHARS_MAX or not text.isprintable():
+        raise CertificateError(
+            f"malformed certificate: plan is not printable text of at most {_PLAN_CHARS_MAX} "
+            "characters"
+        )
+    return text
+
+
+def _relationship(text: str) -> str:
+    if text not in _RELATIONSHIPS:
+        raise CertificateError(
+            f"malformed certificate: relationship {text[:32]!r} is not one of "
+            f"{', '.join(sorted(_RELATIONSHIPS))}"
+        )
+    return text
+
+
+def _b64decode(text: str, what: str) -> bytes:
+    """Standard, padded, canonical base64 only: one encoding per value, so no two certificates
+    with different bytes say the same thing."""
+    try:
+        decoded = base64.b64decode(text.encode("ascii"), validate=True)
+    except (UnicodeEncodeError, binascii.Error):
+        raise CertificateError(f"malformed {what}: not standard base64") from None
+    if base64.b64encode(decoded).decode("ascii") != text:
+        raise CertificateError(f"malformed {what}: not canonical base64")
+    return decoded
+
+
+def _key_id(name: str, public_key: bytes) -> bytes:
+    return hashlib.sha256(name.encode("utf-8") + b"\n" + bytes([_ED25519]) + public_key).digest()[
+        :_KEY_ID_BYTES
+    ]
+
+
+def _leaf_hash(entry: bytes) -> bytes:
+    return hashlib.sha256(b"\x00" + entry).digest()
+
+
+def _node_hash(left: bytes, right: bytes) -> bytes:
+    return hashlib.sha256(b"\x01" + left + right).digest()
+
+
+def _proof_length(index: int, size: int) -> int:
+    """Hashes in the inclusion proof of ``index`` in a tree of ``size`` (RFC 9162 2.1.3.1)."""
+    inner = (index ^ (size - 1)).bit_length()
+    border = bin(index >> inner).count("1")
+    return inner + border
