@@ -44,7 +44,7 @@ bench: $(STAMP) ## Print throughput and latency figures (not a test: nothing fai
 	$(BIN)/python -m bench
 
 bench-small: $(STAMP) ## The same benchmark on a small tree, for a quick look.
-	$(BIN)/python -m bench --entries 20000 --events 2000 --policies 20000 --renewals 100
+	$(BIN)/python -m bench --entries 20000 --events 2000 --policies 20000 --renewals 100 --audit-entries 20000
 
 serve: $(STAMP) ## Run the server on the embedded SQLite defaults.
 	$(BIN)/policy-ledger serve

@@ -298,32 +298,9 @@ def _time_proofs(name: str, samples: int, call: Callable[[], object]) -> None:
 def _proofs_over_grpc(
     folder: Path, database: Path, signer: Ed25519Signer, entries: int, samples: int
 ) -> None:
-    serve_folder = folder / "proof-server"
-    serve_folder.mkdir(exist_ok=True)
-    (serve_folder / "log.key").write_text(format_signer_key(signer) + "\n")
-    port_file = serve_folder / "port2"
-    command = [
-        sys.executable,
-        "-m",
-        "ledger.cli",
-        "serve",
-        "--database",
-        sqlite_url(database),
-        "--listen",
-        "127.0.0.1:0",
-        "--log-key",
-        str(serve_folder / "log.key"),
-        "--port-file",
-        str(port_file),
-    ]
-    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    address, process = _serve(folder / "proof-server", database, signer)
     try:
-        deadline = time.monotonic() + 60
-        while not (port_file.exists() and port_file.read_text().strip()):
-            if time.monotonic() > deadline or process.poll() is not None:
-                raise RuntimeError("proof server did not start")
-            time.sleep(0.05)
-        with grpc.insecure_channel(f"127.0.0.1:{int(port_file.read_text())}") as channel:
+        with grpc.insecure_channel(address) as channel:
             stub = pb_grpc.LedgerServiceStub(channel)
             generator = random.Random(11)
             _time_proofs(
@@ -431,6 +408,46 @@ def bench_renewals(folder: Path, renewals_count: int) -> None:
                 )
     finally:
         server.stop()
+
+
+def bench_audit(folder: Path, entries: int) -> None:
+    """The full audit (clients.offline, no server code) of ``entries`` signed entries read from
+    the database file, next to the same run's Ed25519 verify rate times the cores."""
+    from bench.bulk import bulk_load_signed
+    from clients.offline.audit import audit
+    from clients.offline.note import VerifierKey, verify_checkpoint
+    from clients.offline.sources import SqliteLedger
+
+    signer = Ed25519Signer.generate("bench/audit-log")
+    database = folder / "audit.db"
+    started = time.perf_counter()
+    bulk_load_signed(database, signer, entries)
+    line(
+        f"loaded {entries:,} signed entries",
+        f"{time.perf_counter() - started:.1f} s",
+        "(signed in a process pool, direct inserts)",
+    )
+    cores = os.cpu_count() or 1
+    ceiling = ed25519_verify_rate() * cores
+    line(f"ceiling: Ed25519 verify x {cores} cores", f"{ceiling:,.0f}/s")
+    ledger_file = SqliteLedger(database)
+    key = VerifierKey.parse(format_verifier_key(signer))
+    [(_, _, note)] = ledger_file.checkpoint_rows()
+    checkpoint = verify_checkpoint(note, key)
+    started = time.perf_counter()
+    report = audit(
+        ledger_file.entries(checkpoint.size),
+        checkpoint,
+        ledger_file.key_history(),
+        workers=cores,
+    )
+    elapsed = time.perf_counter() - started
+    audited = report.entries_checked / elapsed
+    line(
+        f"full audit, {cores} worker processes",
+        rate(report.entries_checked, elapsed),
+        f"{audited / ceiling:.0%} of the verify ceiling; {report.entries_checked:,} entries",
+    )
 
 
 def bench_households(folder: Path, policies_count: int, samples: int = 4000) -> None:
@@ -551,6 +568,9 @@ def main(argv: list[str] | None = None) -> int:
         "--policies", type=int, default=1_000_000, help="policies for the household check"
     )
     parser.add_argument("--renewals", type=int, default=400, help="renewals at 16 callers")
+    parser.add_argument(
+        "--audit-entries", type=int, default=1_000_000, help="signed entries for the audit"
+    )
     args = parser.parse_args(argv)
     print(f"policy-ledger bench on {os.cpu_count()} cores, Python {sys.version.split()[0]}")
     with tempfile.TemporaryDirectory(prefix="policy-ledger-bench-") as scratch:
@@ -566,6 +586,8 @@ def main(argv: list[str] | None = None) -> int:
         bench_households(folder, args.policies)
         print("renewals")
         bench_renewals(folder, args.renewals)
+        print("audit")
+        bench_audit(folder, args.audit_entries)
     return 0
 
 

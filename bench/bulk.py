@@ -8,6 +8,7 @@ million events, and the stored layout is identical.
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import sqlite3
 from pathlib import Path
 
@@ -15,6 +16,7 @@ from ledger.checkpoint import Checkpoint, sign_checkpoint
 from ledger.clock import to_micros
 from ledger.dsse import Envelope, EnvelopeSignature
 from ledger.entry import encode_entry
+from ledger.events import EVENT_PAYLOAD_TYPE
 from ledger.identifiers import example_iqama
 from ledger.merkle import CompactRange, leaf_hash
 from ledger.signing import Ed25519Signer
@@ -138,3 +140,87 @@ def bulk_load_policies(
         connection.execute("COMMIT")
     connection.execute("ANALYZE")
     connection.close()
+
+
+def _signed_chunk(args: tuple[str, int, int]) -> list[tuple[int, bytes, bytes, str]]:
+    """(index, payload, signature, event id) for entries ``start..end`` (a worker process)."""
+    from ledger.dsse import pae
+    from ledger.signing import parse_signer_key
+    from ledger.v1 import events_pb2
+
+    signer_key, start, end = args
+    signer = parse_signer_key(signer_key)
+    rows = []
+    for index in range(start, end):
+        event = events_pb2.Event(event_id=f"bench-{index}", insurer_id="bench-insurer")
+        event.occurred_at.seconds = 1_780_000_000
+        event.premium_paid.policy_id = f"P{index}"
+        payload = event.SerializeToString(deterministic=True)
+        rows.append((index, payload, signer.sign(pae(EVENT_PAYLOAD_TYPE, payload)), event.event_id))
+    return rows
+
+
+def bulk_load_signed(database: Path, log_signer: Ed25519Signer, entries: int) -> Ed25519Signer:
+    """Like :func:`bulk_load`, with real DSSE envelopes signed by a registered insurer key (in
+    a process pool), for the full-audit figure. Returns the insurer's signer."""
+    from concurrent.futures import ProcessPoolExecutor
+
+    from ledger.keys import insurer_key_id
+    from ledger.signing import format_signer_key
+
+    insurer = Ed25519Signer.generate("bench-insurer")
+    key_id = insurer_key_id(insurer.public_key)
+    engine = create_ledger_engine(sqlite_url(database))
+    upgrade(engine)
+    engine.dispose()
+    now = dt.datetime.now(dt.UTC)
+    tree = CompactRange.empty()
+    connection = sqlite3.connect(database, isolation_level=None)
+    connection.execute("PRAGMA journal_mode=WAL")
+    connection.execute("PRAGMA synchronous=OFF")
+    connection.execute(
+        "INSERT INTO insurer_keys (key_id, insurer_id, public_key, valid_from_us, "
+        "valid_until_us, revoked_at_us, registered_at_us) VALUES (?, 'bench-insurer', ?, 0, "
+        "NULL, NULL, 0)",
+        (key_id, insurer.public_key),
+    )
+    work = [
+        (format_signer_key(insurer), start, min(entries, start + _CHUNK))
+        for start in range(0, entries, _CHUNK)
+    ]
+    with ProcessPoolExecutor() as pool:
+        for signed in pool.map(_signed_chunk, work):
+            rows, nodes = [], []
+            for index, payload, signature, event_id in signed:
+                envelope = Envelope(
+                    EVENT_PAYLOAD_TYPE, payload, (EnvelopeSignature(key_id, signature),)
+                )
+                data = encode_entry(index, now, envelope)
+                digest = leaf_hash(data)
+                nodes.extend((node_key(node), value) for node, value in tree.append(digest))
+                rows.append(
+                    (
+                        index,
+                        "bench-insurer",
+                        event_id,
+                        digest,
+                        hashlib.sha256(payload).digest(),
+                        data,
+                    )
+                )
+            connection.execute("BEGIN")
+            connection.executemany(
+                "INSERT INTO log_entries (leaf_index, insurer_id, event_id, leaf_hash, "
+                "payload_sha256, entry_bytes) VALUES (?, ?, ?, ?, ?, ?)",
+                rows,
+            )
+            connection.executemany("INSERT INTO tree_nodes (node_key, hash) VALUES (?, ?)", nodes)
+            connection.execute("COMMIT")
+    note = sign_checkpoint(Checkpoint(log_signer.name, entries, tree.root()), log_signer)
+    connection.execute(
+        "INSERT INTO checkpoints (tree_size, root_hash, note_bytes, created_at_us) "
+        "VALUES (?, ?, ?, ?)",
+        (entries, tree.root(), note, to_micros(now)),
+    )
+    connection.close()
+    return insurer

@@ -26,6 +26,7 @@ from __future__ import annotations
 import datetime as dt
 from collections import defaultdict
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from types import SimpleNamespace
 from typing import Any
 
@@ -133,6 +134,22 @@ _INSERT_POLICY = insert(policies)
 _INSERT_COVERAGE = insert(coverages)
 _INSERT_PREMIUM = insert(premiums)
 _INSERT_SUBJECT = insert(subject_entries)
+
+
+@dataclass(frozen=True)
+class _Issue:
+    """What issuing a policy writes (PolicyIssued, or the coverage a FeeCollected buys)."""
+
+    insurer_id: str
+    policy_id: str
+    sponsor_key: str
+    holder_key: str
+    plan: str
+    start: dt.date
+    end: dt.date
+    premium: types_pb2.Money
+    members: list[tuple[str, events_pb2.Relationship.ValueType]]
+    leaf_index: int
 
 
 class Projector:
@@ -314,33 +331,20 @@ class Projector:
             end,
         )
         sponsor = person_key(body.sponsor)
-        self._new_policies[(insurer_id, body.policy_id)] = SimpleNamespace(
-            insurer_id=insurer_id,
-            policy_id=body.policy_id,
-            sponsor_key=sponsor,
-            holder_key=party_key(body.holder),
-            plan=body.plan,
-            start_date=start,
-            end_date=end,
-            currency_code=body.annual_premium.currency_code,
-            annual_premium_minor=body.annual_premium.amount_minor,
-            cancelled_from=None,
-            cancel_reason=None,
-            issued_leaf_index=leaf_index,
-            cancelled_leaf_index=None,
-        )
-        for member in body.members:
-            self._new_coverage(
+        self._issue(
+            _Issue(
                 insurer_id=insurer_id,
                 policy_id=body.policy_id,
-                person_key=person_key(member.person),
-                start_date=start,
-                end_date=end,
                 sponsor_key=sponsor,
-                relationship=_relationship(member.relationship),
-                end_reason=PERIOD_END,
-                leaf_indexes=str(leaf_index),
+                holder_key=party_key(body.holder),
+                plan=body.plan,
+                start=start,
+                end=end,
+                premium=body.annual_premium,
+                members=[(person_key(m.person), m.relationship) for m in body.members],
+                leaf_index=leaf_index,
             )
+        )
         subjects = [f"person:{sponsor}", *(f"person:{person_key(m.person)}" for m in body.members)]
         if body.holder.WhichOneof("kind") == "person":
             subjects.append(party_key(body.holder))
@@ -564,33 +568,20 @@ class Projector:
             end,
         )
         sponsor = person_key(body.sponsor)
-        self._new_policies[(insurer_id, body.renewal_id)] = SimpleNamespace(
-            insurer_id=insurer_id,
-            policy_id=body.renewal_id,
-            sponsor_key=sponsor,
-            holder_key=f"person:{sponsor}",
-            plan=GOVERNMENT_PLAN,
-            start_date=start,
-            end_date=end,
-            currency_code=body.total.currency_code,
-            annual_premium_minor=body.total.amount_minor,
-            cancelled_from=None,
-            cancel_reason=None,
-            issued_leaf_index=leaf_index,
-            cancelled_leaf_index=None,
-        )
-        for line in body.lines:
-            self._new_coverage(
+        self._issue(
+            _Issue(
                 insurer_id=insurer_id,
                 policy_id=body.renewal_id,
-                person_key=person_key(line.person),
-                start_date=start,
-                end_date=end,
                 sponsor_key=sponsor,
-                relationship=_relationship(line.relationship),
-                end_reason=PERIOD_END,
-                leaf_indexes=str(leaf_index),
+                holder_key=f"person:{sponsor}",
+                plan=GOVERNMENT_PLAN,
+                start=start,
+                end=end,
+                premium=body.total,
+                members=[(person_key(line.person), line.relationship) for line in body.lines],
+                leaf_index=leaf_index,
             )
+        )
         self._premium_rows.append(
             {
                 "leaf_index": leaf_index,
@@ -689,6 +680,36 @@ class Projector:
                 _SELECT_INSURER, {"insurer_id": insurer_id}
             ).first()
         return self._insurers[insurer_id]
+
+    def _issue(self, issue: _Issue) -> None:
+        """A new policy and its members' coverage for its whole period (kept for the flush)."""
+        self._new_policies[(issue.insurer_id, issue.policy_id)] = SimpleNamespace(
+            insurer_id=issue.insurer_id,
+            policy_id=issue.policy_id,
+            sponsor_key=issue.sponsor_key,
+            holder_key=issue.holder_key,
+            plan=issue.plan,
+            start_date=issue.start,
+            end_date=issue.end,
+            currency_code=issue.premium.currency_code,
+            annual_premium_minor=issue.premium.amount_minor,
+            cancelled_from=None,
+            cancel_reason=None,
+            issued_leaf_index=issue.leaf_index,
+            cancelled_leaf_index=None,
+        )
+        for member_key, relationship in issue.members:
+            self._new_coverage(
+                insurer_id=issue.insurer_id,
+                policy_id=issue.policy_id,
+                person_key=member_key,
+                start_date=issue.start,
+                end_date=issue.end,
+                sponsor_key=issue.sponsor_key,
+                relationship=_relationship(relationship),
+                end_reason=PERIOD_END,
+                leaf_indexes=str(issue.leaf_index),
+            )
 
     def _new_coverage(self, **values: Any) -> None:
         row = SimpleNamespace(**values)
