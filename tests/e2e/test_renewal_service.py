@@ -173,3 +173,35 @@ def test_a_server_without_an_authority_key_has_no_renewal_service(
         with pytest.raises(ClientError) as raised:
             client.quote(_kuwait_family(3))
     assert raised.value.code == grpc.StatusCode.UNIMPLEMENTED
+
+
+def test_the_renew_command_quotes_pays_and_prints_the_receipt(
+    stack: tuple[ServerHandle, RenewalClient, grpc.Channel], tmp_path: Path
+) -> None:
+    import contextlib
+    import io
+
+    from google.protobuf import json_format
+
+    from ledger.cli import main
+
+    server, _, _ = stack
+    request = tmp_path / "family.json"
+    request.write_text(json_format.MessageToJson(_kuwait_family(7)))
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        code = main(
+            [
+                "renew",
+                "--server",
+                server.address,
+                "--log-key",
+                server.log_verifier_key,
+                "--request",
+                str(request),
+                "--idempotency-key",
+                "cli-renew-0001",
+            ]
+        )
+    assert code == 0, out.getvalue()
+    assert "RECORDED" in out.getvalue() and "receipt verified" in out.getvalue()

@@ -1,0 +1,236 @@
+"""``policy-ledger insurer submit``, ``coverage check`` and ``renew``: the clients' daily commands.
+
+Each talks to a server over gRPC with the typed clients of this package and verifies what it
+gets back with the log's verifier key (``--log-key``): receipts, answers' checkpoints.
+Exit codes: 0 done (renewable, all accepted); 1 refused or not renewable (each reason printed);
+2 bad command line or unreadable input.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+from pathlib import Path
+from typing import Any
+
+__all__ = ["register"]
+
+
+def _log(text: str) -> Any:
+    from clients.verify import TrustedLog
+
+    if text.startswith("@"):
+        text = Path(text[1:]).read_text(encoding="utf-8").strip()
+    return TrustedLog.from_verifier_key(text)
+
+
+def _person(text: str) -> Any:
+    """``TYPE:COUNTRY:VALUE``, e.g. ``RESIDENCE_ID:SA:2123456785``."""
+    from ledger.v1 import types_pb2
+
+    kind, _, rest = text.partition(":")
+    country, _, value = rest.partition(":")
+    if not (kind and country and value):
+        raise argparse.ArgumentTypeError("a person is TYPE:COUNTRY:VALUE")
+    try:
+        person_type = types_pb2.PersonIdType.Value(f"PERSON_ID_TYPE_{kind.upper()}")
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"unknown identifier type {kind!r}") from None
+    return types_pb2.PersonId(type=person_type, value=value, country_code=country)
+
+
+def _member(text: str) -> tuple[Any, int]:
+    """``TYPE:COUNTRY:VALUE[/relationship]``."""
+    from ledger.v1 import events_pb2
+
+    identifier, _, relationship = text.partition("/")
+    value = 0
+    if relationship:
+        try:
+            value = events_pb2.Relationship.Value(f"RELATIONSHIP_{relationship.upper()}")
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"unknown relationship {relationship!r}") from None
+    return _person(identifier), value
+
+
+def _date(text: str) -> dt.date:
+    try:
+        return dt.date.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a date (YYYY-MM-DD): {text!r}") from None
+
+
+def _submit(args: argparse.Namespace) -> int:
+    import grpc
+    from google.protobuf import json_format
+
+    from clients.errors import ClientError
+    from clients.insurer import InsurerClient
+    from ledger.signing import parse_signer_key
+    from ledger.v1 import events_pb2
+
+    signer = parse_signer_key(Path(args.key).read_text(encoding="utf-8").strip())
+    events = []
+    for path in args.events:
+        document = json.loads(Path(path).read_text(encoding="utf-8"))
+        for item in document if isinstance(document, list) else [document]:
+            events.append(json_format.ParseDict(item, events_pb2.Event()))
+    refused = 0
+    with grpc.insecure_channel(args.server) as channel:
+        client = InsurerClient(channel, signer=signer, log=_log(args.log_key))
+        for event, result in zip(events, client.submit_stream(events), strict=True):
+            if isinstance(result, ClientError):
+                refused += 1
+                print(f"{event.event_id}: REFUSED {result}")
+            else:
+                again = " (already in the log)" if result.duplicate else ""
+                print(
+                    f"{event.event_id}: leaf {result.leaf_index}, tree size "
+                    f"{result.checkpoint.size}, receipt verified{again}"
+                )
+    print(f"{len(events) - refused} accepted, {refused} refused")
+    return 1 if refused else 0
+
+
+def _check(args: argparse.Namespace) -> int:
+    import grpc
+    from google.protobuf import json_format
+
+    from clients.portal import PortalClient
+    from ledger.v1 import coverage_service_pb2
+
+    with grpc.insecure_channel(args.server) as channel:
+        answer = PortalClient(channel, log=_log(args.log_key)).check_household(
+            args.sponsor, args.member, through=args.through, as_of=args.as_of
+        )
+    response = answer.response
+    if args.json:
+        print(
+            json_format.MessageToJson(
+                response, indent=None, always_print_fields_with_no_presence=True
+            )
+        )
+        return 0 if response.renewable else 1
+    verdict = "RENEWABLE" if response.renewable else "NOT RENEWABLE"
+    print(
+        f"{verdict} through {args.through} (answer at tree size {answer.checkpoint.size}, verified)"
+    )
+    for member in response.members:
+        name = coverage_service_pb2.CoverageVerdict.Name(member.verdict)
+        print(f"  {member.person.value}: {name.removeprefix('COVERAGE_VERDICT_')}: {member.detail}")
+    return 0 if response.renewable else 1
+
+
+def _renew(args: argparse.Namespace) -> int:
+    import grpc
+    from google.protobuf import json_format
+
+    from clients.renewal import RenewalClient
+    from payments.v1 import renewal_service_pb2 as pb
+
+    with grpc.insecure_channel(args.server) as channel:
+        client = RenewalClient(channel, log=_log(args.log_key))
+        if args.complete:
+            payment = client.complete_payment(args.complete)
+        else:
+            request = json_format.Parse(
+                Path(args.request).read_text(encoding="utf-8"), pb.QuoteRenewalRequest()
+            )
+            response = client.quote(request)
+            quote = response.quote
+            total = quote.total
+            print(
+                f"quote {quote.quote_id}: {total.currency_code} {total.amount_minor} minor units"
+                f" ({quote.schedule_version})"
+            )
+            for line in quote.lines:
+                print(f"  {line.person.value}: {line.rule_id} {line.amount.amount_minor}")
+            if not quote.payable:
+                blocked = [m for m in response.household.members if not m.covered]
+                for member in blocked:
+                    print(f"  not insured: {member.person.value}: {member.detail}")
+                print("nothing to collect" if not blocked else "REFUSED: members not insured")
+                return 1 if blocked else 0
+            payment = client.start_payment(
+                quote.quote_id,
+                args.idempotency_key,
+                gateway=args.gateway,
+                return_url=args.return_url,
+            )
+    state = pb.PaymentState.Name(payment.state).removeprefix("PAYMENT_STATE_")
+    print(f"payment {payment.payment_id}: {state}")
+    if payment.redirect_url:
+        print(f"  send the customer to: {payment.redirect_url}")
+    if payment.state == pb.PAYMENT_STATE_RECORDED:
+        print(f"  recorded at leaf {payment.receipt.leaf_index}; receipt verified")
+    return 0 if payment.state in (pb.PAYMENT_STATE_RECORDED, pb.PAYMENT_STATE_PENDING) else 1
+
+
+def _add(
+    commands: argparse._SubParsersAction[argparse.ArgumentParser],
+    name: str,
+    text: str,
+    example: str,
+) -> argparse.ArgumentParser:
+    parser = commands.add_parser(
+        name,
+        help=text,
+        description=f"{text}\n\nExample:\n  {example}",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--server", required=True, help="host:port of a policy-ledger server")
+    parser.add_argument("--log-key", required=True, help="the log's verifier key, or @file")
+    return parser
+
+
+def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Add ``insurer submit``, ``coverage check`` and ``renew``."""
+    insurer = commands.add_parser("insurer", help="insurer commands: submit signed events")
+    insurer_commands = insurer.add_subparsers(dest="insurer_command", required=True)
+    submit = _add(
+        insurer_commands,
+        "submit",
+        "Sign events (JSON files of ledger.v1.Event) with the insurer's key and submit them;\n"
+        "every receipt is verified.",
+        "policy-ledger insurer submit --server 127.0.0.1:50051 --log-key @log.pub "
+        "--key var/acme.key events.json",
+    )
+    submit.add_argument("--key", required=True, help="the insurer's signer key file")
+    submit.add_argument("events", nargs="+", help="JSON files: an Event or a list of Events")
+    submit.set_defaults(handler=_submit)
+
+    coverage = commands.add_parser("coverage", help="coverage commands: check a household")
+    coverage_commands = coverage.add_subparsers(dest="coverage_command", required=True)
+    check = _add(
+        coverage_commands,
+        "check",
+        "Is every member of a household insured through a date? Exit 0 renewable, 1 not.",
+        "policy-ledger coverage check --server 127.0.0.1:50051 --log-key @log.pub "
+        "--sponsor RESIDENCE_ID:SA:2000000006 --member RESIDENCE_ID:SA:2000000014/spouse "
+        "--through 2027-06-30",
+    )
+    check.add_argument("--sponsor", required=True, type=_person, help="TYPE:COUNTRY:VALUE")
+    check.add_argument(
+        "--member", action="append", default=[], type=_member, help="TYPE:COUNTRY:VALUE[/rel]"
+    )
+    check.add_argument("--through", required=True, type=_date, help="last day to be covered")
+    check.add_argument("--as-of", type=_date, help="first day to be covered (default today)")
+    check.add_argument("--json", action="store_true", help="the answer as JSON")
+    check.set_defaults(handler=_check)
+
+    renew = _add(
+        commands,
+        "renew",
+        "Quote a residence renewal (a QuoteRenewalRequest JSON file) and pay its fee; or\n"
+        "--complete a hosted-page payment once the customer is back.",
+        "policy-ledger renew --server 127.0.0.1:50051 --log-key @log.pub --request family.json "
+        "--gateway knet --idempotency-key portal-0001",
+    )
+    action = renew.add_mutually_exclusive_group(required=True)
+    action.add_argument("--request", help="QuoteRenewalRequest as JSON")
+    action.add_argument("--complete", help="payment id to confirm and record")
+    renew.add_argument("--gateway", default="simulated", help="gateway adapter")
+    renew.add_argument("--idempotency-key", default="", help="8 to 128 characters")
+    renew.add_argument("--return-url", default="", help="where the hosted page returns")
+    renew.set_defaults(handler=_renew)
