@@ -23,7 +23,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-__all__ = ["register"]
+__all__ = ["fetch_checkpoint_note", "fetch_entries", "register"]
 
 
 def _log_key(text: str) -> Any:
@@ -59,7 +59,8 @@ class TrustedState:
             )
 
 
-def _grpc_source(address: str, tree_size: int) -> Iterator[tuple[int, bytes]]:
+def fetch_entries(address: str, tree_size: int) -> Iterator[tuple[int, bytes]]:
+    """(index, entry bytes) of the first ``tree_size`` entries, streamed from a server."""
     import grpc
 
     from ledger.v1 import ledger_service_pb2 as pb
@@ -81,7 +82,8 @@ def _grpc_source(address: str, tree_size: int) -> Iterator[tuple[int, bytes]]:
             start += got
 
 
-def _grpc_checkpoint(address: str, tree_size: int = 0) -> bytes:
+def fetch_checkpoint_note(address: str, tree_size: int = 0) -> bytes:
+    """The signed checkpoint note (latest, or of exactly ``tree_size``) from a server."""
     import grpc
 
     from ledger.v1 import ledger_service_pb2 as pb
@@ -146,7 +148,7 @@ def _sources(args: argparse.Namespace, key: Any, state: TrustedState) -> tuple[A
         keys = load_key_history(Path(args.keys)) if args.keys else database.key_history()
         trusted = [*state.checkpoints, *stored[:-1]]
         return notes[-1], stored[-1], trusted, keys, database.entries(stored[-1].size)
-    note = _grpc_checkpoint(args.server)
+    note = fetch_checkpoint_note(args.server)
     checkpoint = verify_checkpoint(note, key)
     if args.keys:
         keys = load_key_history(Path(args.keys))
@@ -155,7 +157,7 @@ def _sources(args: argparse.Namespace, key: Any, state: TrustedState) -> tuple[A
         keys = _grpc_keys(args.server, token)
     else:
         raise ValueError("--keys or --admin-token-file is required with --server")
-    return note, checkpoint, state.checkpoints, keys, _grpc_source(args.server, checkpoint.size)
+    return note, checkpoint, state.checkpoints, keys, fetch_entries(args.server, checkpoint.size)
 
 
 def _fail(args: argparse.Namespace, error: Exception) -> int:
@@ -233,7 +235,7 @@ def _watch(args: argparse.Namespace) -> int:
     while args.iterations == 0 or rounds < args.iterations:
         rounds += 1
         try:
-            note = _grpc_checkpoint(args.server)
+            note = fetch_checkpoint_note(args.server)
             checkpoint = verify_checkpoint(note, key)
             last = state.checkpoints[-1] if state.checkpoints else None
             if last is not None:

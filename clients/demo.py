@@ -22,9 +22,15 @@ from pathlib import Path
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from clients.audit_cli import fetch_checkpoint_note as auditor_checkpoint_note
+from clients.audit_cli import fetch_entries as entries_from_server
 from clients.auditor import AuditorClient
 from clients.errors import ClientError
 from clients.insurer import InsurerClient
+from clients.offline.audit import KeyRecord
+from clients.offline.audit import audit as offline_audit
+from clients.offline.note import Checkpoint as OfflineCheckpoint
+from clients.offline.note import VerifierKey, verify_checkpoint
 from clients.operator import OPERATOR_ID, OperatorClient
 from clients.portal import PortalClient, civil_date
 from clients.renewal import RenewalClient
@@ -147,12 +153,18 @@ def run_demo(*, events_count: int, workdir: Path) -> int:
         _show_refusals(insurer, occurred_at)
         _check_households(PortalClient(channel, log=trusted), occurred_at.date())
         _renew(operator, authority_signer.public_key, RenewalClient(channel, log=trusted))
-        signing_keys = [
-            insurer_signer.public_key,
-            operator_signer.public_key,
-            authority_signer.public_key,
-        ]
-        _audit(AuditorClient(channel, log=trusted), first, signing_keys)
+        signing_keys = {
+            INSURER_ID: insurer_signer.public_key,
+            OPERATOR_ID: operator_signer.public_key,
+            AUTHORITY_ID: authority_signer.public_key,
+        }
+        _audit(
+            AuditorClient(channel, log=trusted),
+            first,
+            signing_keys,
+            f"127.0.0.1:{port}",
+            log_verifier_key,
+        )
     say(f"done in {time.monotonic() - started:.1f} s")
     return 0
 
@@ -336,7 +348,13 @@ def _show_refusals(insurer: InsurerClient, occurred_at: dt.datetime) -> None:
         say(f"   a forged signature is refused: {error.code.name} {error.reason}")
 
 
-def _audit(auditor: AuditorClient, first: VerifiedReceipt, signing_keys: list[bytes]) -> None:
+def _audit(
+    auditor: AuditorClient,
+    first: VerifiedReceipt,
+    signing_keys: dict[str, bytes],
+    address: str,
+    log_verifier_key: str,
+) -> None:
     latest = auditor.checkpoint()
     say(
         f"6. auditor fetched the latest checkpoint: size {latest.size}, "
@@ -351,10 +369,28 @@ def _audit(auditor: AuditorClient, first: VerifiedReceipt, signing_keys: list[by
     for index in samples:
         auditor.verify_inclusion(index, latest)
     say(f"   inclusion proofs of leaves {samples}: verified")
-    report = auditor.audit({insurer_key_id(key): key for key in signing_keys}, checkpoint=latest)
+    # The full audit runs the offline verifier (clients/offline: no server code at all).
+    key = VerifierKey.parse(log_verifier_key)
+    checkpoint = verify_checkpoint(auditor_checkpoint_note(address), key)
+    valid_from = dt.datetime.now(dt.UTC) - dt.timedelta(days=1)
+    history = {
+        insurer_key_id(public): KeyRecord(insurer_key_id(public), principal, public, valid_from)
+        for principal, public in signing_keys.items()
+    }
+    report = offline_audit(
+        entries_from_server(address, checkpoint.size),
+        checkpoint,
+        history,
+        trusted=[
+            OfflineCheckpoint(
+                first.checkpoint.origin, first.checkpoint.size, first.checkpoint.root_hash
+            )
+        ],
+    )
+    signers = ", ".join(f"{count} by {who}" for who, count in sorted(report.signers.items()))
     say(
-        f"   full audit: {report.entries_checked} entries re-hashed, {report.signatures_checked} "
-        "signatures (insurer, operator, renewal authority) verified, root recomputed and "
-        "equal to the checkpoint's"
+        f"   full audit by the offline verifier: {report.entries_checked} entries re-hashed, "
+        f"{report.signatures_checked} signatures verified ({signers}), root recomputed and "
+        "equal to the checkpoint's, and to the first receipt's at its size"
     )
     say("   verdict: the ledger is consistent, complete and signed")

@@ -109,7 +109,7 @@ def test_the_demo_tells_the_whole_story(tmp_path: Path) -> None:
         "ALREADY_EXISTS",
         "UNAUTHENTICATED",
         "consistency proof",
-        "full audit: 63 entries",
+        "full audit by the offline verifier: 63 entries",
         "5. Kuwait renewal portal: quote",
         "paid through the simulated gateway: RECORDED",
         "same payment True, charged once (True)",
