@@ -216,7 +216,12 @@ def _parser() -> argparse.ArgumentParser:
     serve = commands.add_parser(
         "serve",
         help="run the gRPC server",
-        description="Run the gRPC server (SIGTERM or Ctrl-C stops it cleanly).",
+        description=(
+            "Run the gRPC server (SIGTERM or Ctrl-C stops it cleanly).\n\n"
+            "Example:\n  policy-ledger serve --database sqlite+pysqlite:///var/ledger.db "
+            "--listen 127.0.0.1:50051 --log-key var/log.key"
+        ),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     serve.add_argument("--database", help="SQLAlchemy URL (default: sqlite file var/ledger.db)")
     serve.add_argument("--listen", help="host:port (default 127.0.0.1:50051; port 0 picks one)")
@@ -256,7 +261,13 @@ def _parser() -> argparse.ArgumentParser:
 
     database = commands.add_parser("db", help="database maintenance")
     database_commands = database.add_subparsers(dest="db_command", required=True)
-    database_upgrade = database_commands.add_parser("upgrade", help="apply migrations")
+    database_upgrade = database_commands.add_parser(
+        "upgrade",
+        help="apply migrations",
+        description="Apply the schema migrations (Alembic).\n\n"
+        "Example:\n  policy-ledger db upgrade --database postgresql+psycopg://ledger@db/ledger",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     database_upgrade.add_argument("--database", help="SQLAlchemy URL")
     database_upgrade.set_defaults(handler=_db_upgrade)
 
@@ -279,7 +290,13 @@ def _parser() -> argparse.ArgumentParser:
     rebuild.add_argument("--json", action="store_true", help="print a machine-readable report")
     rebuild.set_defaults(handler=_rebuild)
 
-    demo = commands.add_parser("demo", help="show the service end to end (what `make run` does)")
+    demo = commands.add_parser(
+        "demo",
+        help="show the service end to end (what `make run` does)",
+        description="Start a server on SQLite and play the operator, an insurer, a renewal\n"
+        "portal and an auditor against it.\n\nExample:\n  policy-ledger demo --events 300",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     demo.add_argument("--events", type=int, default=300, help="events to submit (default 300)")
     demo.add_argument("--workdir", default="var/demo", help="scratch folder (default var/demo)")
     demo.set_defaults(handler=_demo)

@@ -61,11 +61,15 @@ def verify_note(note: bytes, key: VerifierKey) -> str:
     text, separator, signatures = decoded.partition("\n\n")
     if not separator or not text:
         raise VerificationFailure("note has no blank line between text and signatures")
+    if not signatures.endswith("\n"):
+        raise VerificationFailure("note does not end with a newline")
+    lines = signatures[:-1].split("\n")
+    if any(not line for line in lines):
+        raise VerificationFailure("note has an empty line among its signatures")
     text += "\n"
     public = Ed25519PublicKey.from_public_bytes(key.public_key)
-    for line in signatures.split("\n"):
-        if not line:
-            continue
+    verified = False
+    for line in lines:
         if not line.startswith("\u2014 "):
             raise VerificationFailure(f"malformed signature line {line[:40]!r}")
         name, _, encoded = line[2:].partition(" ")
@@ -80,7 +84,10 @@ def verify_note(note: bytes, key: VerifierKey) -> str:
         try:
             public.verify(raw[4:], text.encode())
         except InvalidSignature:
+            # Any line that claims the log key and does not verify rejects the note.
             raise VerificationFailure(f"signature by {key.name} does not verify") from None
+        verified = True
+    if verified:
         return text
     raise VerificationFailure(f"the note carries no signature by {key.name}")
 

@@ -28,6 +28,42 @@ def test_help_lists_every_command_with_examples() -> None:
     assert "Example:" in run("admin", "insurer", "add-key", "--help").stdout
 
 
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["serve"],
+        ["keygen"],
+        ["db", "upgrade"],
+        ["admin", "insurer", "add-key"],
+        ["admin", "insurer", "revoke-key"],
+        ["admin", "insurer", "list"],
+        ["audit", "verify"],
+        ["audit", "watch"],
+        ["proof", "export"],
+        ["proof", "verify"],
+        ["certificate", "get"],
+        ["certificate", "verify"],
+        ["insurer", "submit"],
+        ["coverage", "check"],
+        ["renew"],
+        ["payments", "reconcile"],
+        ["rebuild"],
+        ["demo"],
+    ],
+)
+def test_every_command_has_help_with_an_example(command: list[str]) -> None:
+    import contextlib
+    import io
+
+    from ledger.cli import main
+
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out), pytest.raises(SystemExit) as done:
+        main([*command, "--help"])
+    assert done.value.code == 0
+    assert "Example" in out.getvalue(), command
+
+
 def test_keygen_writes_a_private_key_file_and_prints_the_verifier_key(tmp_path: Path) -> None:
     out = tmp_path / "log.key"
     printed = run("keygen", "--name", "example.org/log", "--out", str(out)).stdout.strip()
