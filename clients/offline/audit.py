@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import base64
 import datetime as dt
+import hashlib
 import itertools
 import json
 from collections import deque
@@ -34,12 +35,14 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from clients.offline.merkle import RootBuilder, VerificationFailure, leaf_hash
 from clients.offline.note import Checkpoint
-from clients.offline.wire import Entry, decode_entry
+from clients.offline.wire import Entry, decode_entry, fields
 
 __all__ = [
     "AuditFailure",
+    "AuditItem",
     "AuditReport",
     "KeyRecord",
+    "StoredCopies",
     "audit",
     "load_key_history",
     "pae",
@@ -161,13 +164,52 @@ def _signer(index: int, entry: Entry, keys: Mapping[str, KeyRecord]) -> str:
     )
 
 
-def _check_one(position: int, data: bytes, keys: Mapping[str, KeyRecord]) -> str:
+@dataclass(frozen=True)
+class StoredCopies:
+    """What a database stores beside an entry, derived from it (checked against it)."""
+
+    leaf_hash: bytes
+    payload_sha256: bytes
+    insurer_id: str
+    event_id: str
+
+
+AuditItem = tuple[int, bytes] | tuple[int, bytes, StoredCopies]
+"""(index, entry bytes), or with the stored copies a database file keeps beside the entry."""
+
+
+def _check_copies(position: int, data: bytes, entry: Entry, copies: StoredCopies) -> None:
+    """The server's stored copies of what an entry says must agree with the entry bytes."""
+    expected = {
+        "leaf_hash": (leaf_hash(data), copies.leaf_hash),
+        "payload_sha256": (hashlib.sha256(entry.payload).digest(), copies.payload_sha256),
+    }
+    for column, (wanted, found) in expected.items():
+        if wanted != found:
+            raise AuditFailure(position, f"stored {column} {wanted.hex()}", found.hex())
+    names: dict[int, str] = {}
+    for number, value in fields(entry.payload):
+        if number in (1, 2) and isinstance(value, bytes):
+            names[number] = value.decode("utf-8", errors="replace")
+    if (names.get(2), names.get(1)) != (copies.insurer_id, copies.event_id):
+        raise AuditFailure(
+            position,
+            f"stored insurer/event id {names.get(2)}/{names.get(1)} (from the signed payload)",
+            f"{copies.insurer_id}/{copies.event_id}",
+        )
+
+
+def _check_one(
+    position: int, data: bytes, copies: StoredCopies | None, keys: Mapping[str, KeyRecord]
+) -> str:
     try:
         entry = decode_entry(data)
     except (VerificationFailure, UnicodeDecodeError) as error:
         raise AuditFailure(position, "a well-formed LedgerEntry", str(error)) from None
     if entry.leaf_index != position:
         raise AuditFailure(position, f"leaf_index {position}", f"{entry.leaf_index}")
+    if copies is not None:
+        _check_copies(position, data, entry, copies)
     return _signer(position, entry, keys)
 
 
@@ -179,33 +221,36 @@ def _init_worker(keys: Mapping[str, KeyRecord]) -> None:
     _WORKER_KEYS = keys
 
 
-def _check_chunk(chunk: list[tuple[int, bytes]]) -> list[str]:
-    return [_check_one(position, data, _WORKER_KEYS) for position, data in chunk]
+def _check_chunk(chunk: list[tuple[int, bytes, StoredCopies | None]]) -> list[str]:
+    return [_check_one(position, data, copies, _WORKER_KEYS) for position, data, copies in chunk]
 
 
 def _checked(
-    entries: Iterable[tuple[int, bytes]], size: int, keys: Mapping[str, KeyRecord], workers: int
+    entries: Iterable[AuditItem], size: int, keys: Mapping[str, KeyRecord], workers: int
 ) -> Iterator[tuple[int, bytes, str]]:
     """(position, entry bytes, signer) in order, each entry checked; in ``workers`` processes
     when more than one, with a bounded number of chunks in flight."""
 
-    def positioned() -> Iterator[tuple[int, bytes]]:
-        for position, (index, data) in enumerate(entries):
+    def positioned() -> Iterator[tuple[int, bytes, StoredCopies | None]]:
+        for position, item in enumerate(entries):
+            index, data = item[0], item[1]
             if index != position:
                 raise AuditFailure(position, f"entry {position} next", f"entry {index}")
             if position >= size:
                 raise AuditFailure(position, f"{size} entries", "more")
-            yield position, data
+            yield position, data, (item[2] if len(item) > 2 else None)
 
     if workers <= 1:
-        for position, data in positioned():
-            yield position, data, _check_one(position, data, keys)
+        for position, data, copies in positioned():
+            yield position, data, _check_one(position, data, copies, keys)
         return
     chunk_size = 2000
     with ProcessPoolExecutor(
         max_workers=workers, initializer=_init_worker, initargs=(dict(keys),)
     ) as pool:
-        pending: deque[tuple[list[tuple[int, bytes]], Future[list[str]]]] = deque()
+        pending: deque[tuple[list[tuple[int, bytes, StoredCopies | None]], Future[list[str]]]] = (
+            deque()
+        )
         stream = positioned()
         while True:
             chunk = list(itertools.islice(stream, chunk_size))
@@ -213,14 +258,14 @@ def _checked(
                 pending.append((chunk, pool.submit(_check_chunk, chunk)))
             if pending and (not chunk or len(pending) >= 2 * workers):
                 done, future = pending.popleft()
-                for (position, data), principal in zip(done, future.result(), strict=True):
+                for (position, data, _), principal in zip(done, future.result(), strict=True):
                     yield position, data, principal
             if not chunk and not pending:
                 return
 
 
 def audit(
-    entries: Iterable[tuple[int, bytes]],
+    entries: Iterable[AuditItem],
     checkpoint: Checkpoint,
     keys: Mapping[str, KeyRecord],
     *,
