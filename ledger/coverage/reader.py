@@ -86,15 +86,17 @@ class CoverageReader:
             connection.close()
 
     def coverage_on(
-        self, person: PersonRef, day: dt.date
+        self, person: PersonRef, day: dt.date, *, counting_suspension: bool = False
     ) -> tuple[list[CoverageRecord], StoredCheckpoint]:
-        """The coverages of ``person`` in force on ``day`` (suspension aside), and the state."""
+        """The coverages of ``person`` on ``day``, and the state. With ``counting_suspension``,
+        only those still counting (their insurer not suspended by then), as for certificates."""
         with self._snapshot() as connection:
             head = latest_checkpoint(connection)
             records = [
                 span.record
                 for span in _spans(connection, person.key)
-                if span.record.start <= day <= span.record.end
+                if span.record.start <= day
+                and day <= (span.counts_until if counting_suspension else span.record.end)
             ]
         return records, head
 

@@ -203,7 +203,8 @@ class CoverageServicer(pb_grpc.CoverageServiceServicer):
 
     def _certificates(self, person: PersonRef, day: dt.date) -> pb.GetCoverageCertificateResponse:
         """Runs in a worker thread: read coverage, proofs and entries, and sign."""
-        records, head = self._reader.coverage_on(person, day)
+        # A suspended insurer's policies stop counting: no certificate for them.
+        records, head = self._reader.coverage_on(person, day, counting_suspension=True)
         if not records:
             raise NotFound(
                 f"{person.key} has no coverage on {day.isoformat()}",

@@ -270,3 +270,22 @@ def test_help_has_examples(capsys: pytest.CaptureFixture[str]) -> None:
         with pytest.raises(SystemExit):
             _cli("certificate", command, "--help")
         assert "Example:\n  policy-ledger certificate " + command in capsys.readouterr().out
+
+
+def test_a_suspended_insurers_policy_gets_no_certificate(
+    issued_policy: Issued, operator_signer: Ed25519Signer
+) -> None:
+    from tests.builders import suspended
+
+    world = issued_policy
+    client = CertificateClient(world.channel)
+    assert client.get(world.sponsor, world.today)  # certified while the insurer is licensed
+    operator = InsurerClient(
+        world.channel,
+        signer=operator_signer,
+        log=TrustedLog.from_verifier_key(world.server.log_verifier_key),
+    )
+    operator.submit(suspended(GULF, world.today))
+    with pytest.raises(NotFoundError) as raised:
+        client.get(world.sponsor, world.today)
+    assert raised.value.reason == "COVERAGE_NOT_FOUND"
