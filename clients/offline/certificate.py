@@ -43,6 +43,8 @@ from dataclasses import dataclass
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
+from clients.offline import merkle
+
 __all__ = [
     "BUNDLE_FORMAT",
     "CERTIFICATE_HEADER",
@@ -312,24 +314,12 @@ def parse_statement(text: str) -> CertificateStatement:
 def verify_inclusion(
     index: int, size: int, leaf_hash: bytes, proof: tuple[bytes, ...], root: bytes
 ) -> None:
-    """RFC 9162 section 2.1.3.2: ``proof`` leads from ``leaf_hash`` at ``index`` to ``root``."""
-    if not 0 <= index < size:
-        raise CertificateError(f"inclusion proof: leaf {index} is not in a tree of size {size}")
-    fn, sn, hashed = index, size - 1, leaf_hash
-    for digest in proof:
-        if sn == 0:
-            raise CertificateError("inclusion proof: too many hashes")
-        if fn & 1 or fn == sn:
-            hashed = _node_hash(digest, hashed)
-            while not fn & 1 and fn != 0:
-                fn, sn = fn >> 1, sn >> 1
-        else:
-            hashed = _node_hash(hashed, digest)
-        fn, sn = fn >> 1, sn >> 1
-    if sn != 0:
-        raise CertificateError("inclusion proof: too few hashes")
-    if hashed != root:
-        raise CertificateError("inclusion proof: the leaf does not lead to the certificate's root")
+    """RFC 9162 section 2.1.3.2: ``proof`` leads from ``leaf_hash`` at ``index`` to ``root``
+    (:func:`clients.offline.merkle.verify_inclusion`)."""
+    try:
+        merkle.verify_inclusion(index, size, leaf_hash, proof, root)
+    except merkle.VerificationFailure as error:
+        raise CertificateError(str(error)) from None
 
 
 def _open_note(note: bytes, key: LogKey, what: str) -> str:
@@ -501,12 +491,7 @@ def _key_id(name: str, public_key: bytes) -> bytes:
     ]
 
 
-def _leaf_hash(entry: bytes) -> bytes:
-    return hashlib.sha256(b"\x00" + entry).digest()
-
-
-def _node_hash(left: bytes, right: bytes) -> bytes:
-    return hashlib.sha256(b"\x01" + left + right).digest()
+_leaf_hash = merkle.leaf_hash
 
 
 def _proof_length(index: int, size: int) -> int:

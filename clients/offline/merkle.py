@@ -6,6 +6,7 @@ standard library, so an auditor can read and run it on its own.
 
 from __future__ import annotations
 
+import base64
 import hashlib
 from collections.abc import Sequence
 
@@ -77,11 +78,14 @@ def verify_inclusion(
     _check([leaf, root], "hash")
     _check(proof, "proof")
     if not 0 <= index < size:
-        raise VerificationFailure(f"leaf index {index} is not below the tree size {size}")
+        raise VerificationFailure(f"leaf index {index} is not in the tree of size {size}")
     fn, sn, computed = index, size - 1, leaf
     for value in proof:
         if sn == 0:
-            raise VerificationFailure("inclusion proof is too long")
+            raise VerificationFailure(
+                f"inclusion proof has {len(proof)} hashes, too many for leaf {index} "
+                f"in a tree of size {size}"
+            )
         if fn & 1 or fn == sn:
             computed = node_hash(value, computed)
             while fn & 1 == 0 and fn != 0:
@@ -92,9 +96,15 @@ def verify_inclusion(
         fn >>= 1
         sn >>= 1
     if sn != 0:
-        raise VerificationFailure("inclusion proof is too short")
+        raise VerificationFailure(
+            f"inclusion proof has {len(proof)} hashes, too few for leaf {index} "
+            f"in a tree of size {size}"
+        )
     if computed != root:
-        raise VerificationFailure("inclusion proof does not lead to the root")
+        raise VerificationFailure(
+            f"inclusion proof of leaf {index} does not lead to the checkpoint's root hash "
+            f"(computed {base64.b64encode(computed).decode('ascii')})"
+        )
 
 
 def verify_consistency(  # noqa: PLR0912 (RFC 9162's algorithm, step by step)

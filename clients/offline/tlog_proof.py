@@ -39,6 +39,8 @@ from dataclasses import dataclass
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
+from clients.offline import merkle
+
 __all__ = [
     "BUNDLE_BYTES_MAX",
     "CHECKPOINT_BYTES_MAX",
@@ -503,54 +505,19 @@ def _key_name_problem(name: str) -> str:
 
 def leaf_hash(entry: bytes) -> bytes:
     """RFC 6962 leaf hash: ``SHA-256(0x00 || entry)``."""
-    return hashlib.sha256(b"\x00" + entry).digest()
-
-
-def _node_hash(left: bytes, right: bytes) -> bytes:
-    return hashlib.sha256(b"\x01" + left + right).digest()
+    return merkle.leaf_hash(entry)
 
 
 def verify_inclusion(
     index: int, tree_size: int, leaf: bytes, proof: Sequence[bytes], root_hash: bytes
 ) -> None:
     """Return if ``proof`` proves ``leaf`` (a leaf hash) at ``index`` in the tree of
-    ``tree_size`` leaves and root ``root_hash``; else TlogProofVerificationError.
-
-    RFC 9162 section 2.1.3.2, step by step.
-    """
-    if index >= tree_size:
-        raise _failed(f"leaf index {index} is not in the tree of size {tree_size}")
-    if any(len(proof_hash) != HASH_BYTES for proof_hash in proof):
-        raise _failed(f"inclusion proof hashes must be {HASH_BYTES} bytes")
-    # Steps 2-4: fn = leaf_index, sn = tree_size - 1, r = leaf hash.
-    fn, sn, r = index, tree_size - 1, leaf
-    # Step 5: for each p in the proof.
-    for p in proof:
-        if sn == 0:
-            raise _failed(
-                f"inclusion proof has {len(proof)} hashes, too many for leaf {index} "
-                f"in a tree of size {tree_size}"
-            )
-        if fn & 1 or fn == sn:
-            r = _node_hash(p, r)
-            while not fn & 1 and fn != 0:  # only when fn == sn and LSB(fn) is not set
-                fn >>= 1
-                sn >>= 1
-        else:
-            r = _node_hash(r, p)
-        fn >>= 1
-        sn >>= 1
-    # Step 6: sn is 0 and r is the root hash.
-    if sn != 0:
-        raise _failed(
-            f"inclusion proof has {len(proof)} hashes, too few for leaf {index} "
-            f"in a tree of size {tree_size}"
-        )
-    if r != root_hash:
-        raise _failed(
-            f"inclusion proof of leaf {index} does not lead to the checkpoint's root hash "
-            f"(computed {base64.b64encode(r).decode('ascii')})"
-        )
+    ``tree_size`` leaves and root ``root_hash``; else TlogProofVerificationError
+    (RFC 9162 section 2.1.3.2, :func:`clients.offline.merkle.verify_inclusion`)."""
+    try:
+        merkle.verify_inclusion(index, tree_size, leaf, proof, root_hash)
+    except merkle.VerificationFailure as error:
+        raise _failed(str(error)) from None
 
 
 # --- The verifier --------------------------------------------------------------------------

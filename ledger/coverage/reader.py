@@ -95,8 +95,9 @@ class CoverageReader:
             records = [
                 span.record
                 for span in _spans(connection, person.key)
-                if span.record.start <= day
-                and day <= (span.counts_until if counting_suspension else span.record.end)
+                if span.record.start
+                <= day
+                <= (span.counts_until if counting_suspension else span.record.end)
             ]
         return records, head
 

@@ -168,11 +168,11 @@ def test_inclusion_verifier_agrees_with_the_ledger(size: int) -> None:
 def test_inclusion_verifier_refuses_wrong_proof_lengths() -> None:
     proof = tuple(TREE.inclusion_proof(LEAF, SIZE))
     root = TREE.root(SIZE)
-    with pytest.raises(CertificateError, match="too many hashes"):
+    with pytest.raises(CertificateError, match="too many"):
         verify_inclusion(LEAF, SIZE, TREE.get_leaf_hash(LEAF), (*proof, bytes(32)), root)
-    with pytest.raises(CertificateError, match="too few hashes"):
+    with pytest.raises(CertificateError, match="too few"):
         verify_inclusion(LEAF, SIZE, TREE.get_leaf_hash(LEAF), proof[:-1], root)
-    with pytest.raises(CertificateError, match="not in a tree of size"):
+    with pytest.raises(CertificateError, match="not in the tree of size"):
         verify_inclusion(SIZE, SIZE, TREE.get_leaf_hash(LEAF), proof, root)
 
 
@@ -250,8 +250,8 @@ MALFORMED = [
     (B64_LEAF, B64_LEAF.rstrip("="), "not standard base64"),
     (B64_LEAF, _noncanonical(B64_LEAF), "not canonical base64"),
     (B64_LEAF, B64_LEAF.replace("=", "") + "==", "not standard base64"),
-    (B64_ROOT, base64.b64encode(bytes(32)).decode(), "does not lead to the certificate's root"),
-    (B64_LEAF, base64.b64encode(bytes(32)).decode(), "does not lead to the certificate's root"),
+    (B64_ROOT, base64.b64encode(bytes(32)).decode(), "does not lead to the checkpoint's root"),
+    (B64_LEAF, base64.b64encode(bytes(32)).decode(), "does not lead to the checkpoint's root"),
     (FIRST_PROOF, base64.b64encode(bytes(32)).decode(), "does not lead"),
     (f"proof {FIRST_PROOF}\n", "", "proof lines, the proof of leaf 13 in a tree of size 21 has"),
     (f"proof {FIRST_PROOF}\n", f"proof {FIRST_PROOF}\n" * 2, "proof lines, the proof of leaf"),
