@@ -61,11 +61,13 @@ class RenewalClient:
             raise from_rpc_error(error) from None
         return self._verified(response.payment)
 
-    def complete_payment(self, payment_id: str) -> pb.Payment:
-        """Have the server confirm the payment with the gateway (and record it)."""
+    def complete_payment(self, payment_id: str, gateway_result: bytes = b"") -> pb.Payment:
+        """Have the server confirm the payment with the gateway (and record it); pass what the
+        gateway handed the portal, if anything (kept as an unverified hint)."""
         try:
             response = self._stub.CompletePayment(
-                pb.CompletePaymentRequest(payment_id=payment_id), timeout=self._timeout
+                pb.CompletePaymentRequest(payment_id=payment_id, gateway_result=gateway_result),
+                timeout=self._timeout,
             )
         except grpc.RpcError as error:
             raise from_rpc_error(error) from None

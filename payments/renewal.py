@@ -65,7 +65,7 @@ from payments.gateway import (
     PaymentRequest,
     PaymentStatus,
 )
-from payments.tables import idempotency_keys, payments, quotes, refunds
+from payments.tables import gateway_notifications, idempotency_keys, payments, quotes, refunds
 
 __all__ = [
     "MemberInput",
@@ -675,6 +675,21 @@ class Renewals:
         """The payment as stored."""
         with self._engine.connect() as connection:
             return self._payment(connection, payment_id)
+
+    def store_portal_hint(self, payment_id: str, raw: bytes) -> None:
+        """Keep what the portal says the gateway answered (verbatim, unverified): evidence for
+        disputes and reconciliation, never a reason to record a payment."""
+        payment = self.get_payment(payment_id)
+        with _write_transaction(self._engine) as connection:
+            connection.execute(
+                insert(gateway_notifications).values(
+                    payment_id=payment_id,
+                    gateway=payment.gateway,
+                    verified="portal",
+                    body=raw,
+                    received_at_us=to_micros(self._clock.now()),
+                )
+            )
 
     def amount_of(self, payment_id: str) -> Money | None:
         """What payment ``payment_id`` collects (KNET's inquiry needs the original amount)."""

@@ -90,6 +90,7 @@ _Context = grpc.aio.ServicerContext[object, object]
 
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["RenewalService"].full_name
 _RENEWAL_DAYS_MAX = 3 * 366
+_GATEWAY_RESULT_BYTES_MAX = 8 * 1024
 
 
 class LedgerRecorder:
@@ -419,7 +420,13 @@ class RenewalServicer(pb_grpc.RenewalServiceServicer):
         def work() -> pb.CompletePaymentResponse:
             violations: list[FieldViolation] = []
             check_identifier(violations, "payment_id", request.payment_id)
+            if len(request.gateway_result) > _GATEWAY_RESULT_BYTES_MAX:
+                violations.append(
+                    FieldViolation("gateway_result", f"at most {_GATEWAY_RESULT_BYTES_MAX} bytes")
+                )
             _refuse(violations)
+            if request.gateway_result:
+                self._renewals.store_portal_hint(request.payment_id, request.gateway_result)
             record = self._renewals.complete_payment(request.payment_id)
             return pb.CompletePaymentResponse(payment=self._payment(record))
 

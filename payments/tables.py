@@ -89,4 +89,5 @@ gateway_notifications = Table(
     Column("body", LargeBinary, nullable=False),
     Column("received_at_us", BigInteger, nullable=False),
 )
-"""Server-to-server notifications, stored verbatim before they are acknowledged."""
+"""Server-to-server notifications, stored verbatim before they are acknowledged (``verified``:
+``true``/``false``), and what portals relayed from the gateway (``portal``, never trusted)."""

@@ -503,16 +503,23 @@ class CompletePaymentRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     PAYMENT_ID_FIELD_NUMBER: _builtins.int
+    GATEWAY_RESULT_FIELD_NUMBER: _builtins.int
     payment_id: _builtins.str
     """The payment (merchant reference)."""
+    gateway_result: _builtins.bytes
+    """What the gateway handed the portal when the customer came back (for KNET, the query of the
+    return URL), at most 8 KiB. Stored verbatim as an unverified hint; the server confirms the
+    payment with the gateway itself and never acts on this alone.
+    """
     def __init__(
         self,
         *,
         payment_id: _builtins.str = ...,
+        gateway_result: _builtins.bytes = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["payment_id", b"payment_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["gateway_result", b"gateway_result", "payment_id", b"payment_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

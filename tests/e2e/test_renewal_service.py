@@ -205,3 +205,22 @@ def test_the_renew_command_quotes_pays_and_prints_the_receipt(
         )
     assert code == 0, out.getvalue()
     assert "RECORDED" in out.getvalue() and "receipt verified" in out.getvalue()
+
+
+def test_an_oversized_gateway_result_is_refused_and_nothing_is_stored(
+    stack: tuple[ServerHandle, RenewalClient, grpc.Channel], database_url: str
+) -> None:
+    _, renewals, _ = stack
+    quote = renewals.quote(_kuwait_family(11)).quote
+    payment = renewals.start_payment(quote.quote_id, "portal-key-0011", gateway="simulated")
+    with pytest.raises(ClientError) as raised:
+        renewals.complete_payment(payment.payment_id, gateway_result=b"x" * (8 * 1024 + 1))
+    assert raised.value.code == grpc.StatusCode.INVALID_ARGUMENT
+    assert [v.field for v in raised.value.field_violations] == ["gateway_result"]
+    engine = create_ledger_engine(database_url)
+    try:
+        with engine.connect() as connection:
+            stored = connection.execute(text("SELECT count(*) FROM gateway_notifications"))
+            assert stored.scalar() == 0
+    finally:
+        engine.dispose()

@@ -115,3 +115,19 @@ def test_a_forged_notification_is_stored_unverified_and_believes_nothing(
     assert [row.verified for row in rows] == ["false"]
     time.sleep(0.3)
     assert stack.renewals.get_payment(payment.payment_id).state == "pending"
+
+
+def test_the_portals_word_is_kept_but_never_believed(
+    world: tuple[Stack, KnetSandbox, NotificationReceiver],
+) -> None:
+    stack, _, _ = world
+    quote = stack.renewals.quote(family_request(10, 2))
+    payment = stack.renewals.start_payment(quote.quote_id, "knet-key-0004", "knet")
+    stack.renewals.store_portal_hint(payment.payment_id, b"result=CAPTURED&trackid=forged")
+    after = stack.renewals.complete_payment(payment.payment_id)  # the gateway: not paid
+    assert after.state == "pending" and after.leaf_index is None
+    with stack.engine.connect() as connection:
+        rows = connection.execute(select(gateway_notifications)).all()
+    assert [(row.verified, bytes(row.body)) for row in rows] == [
+        ("portal", b"result=CAPTURED&trackid=forged")
+    ]
