@@ -172,6 +172,28 @@ def _fail(args: argparse.Namespace, error: Exception) -> int:
     return 1
 
 
+def _replay(args: argparse.Namespace) -> str:
+    """Re-run the policy rules over the log and compare with the stored projections (this part
+    uses the ledger's own rules code, by design: it checks the server's answers, not the log).
+    Returns the first difference, or "" when they agree."""
+    if not args.database:
+        return "--replay needs --database (a copy of the ledger's file)"
+    from ledger.coverage.rebuild import rebuild_and_compare
+    from ledger.storage.db import create_ledger_engine, sqlite_url
+
+    engine = create_ledger_engine(sqlite_url(args.database))
+    try:
+        report = rebuild_and_compare(engine)
+    finally:
+        engine.dispose()
+    if report.consistent:
+        if not args.json:
+            print(f"replayed the rules over {report.entries_replayed:,} entries: projections agree")
+        return ""
+    first = report.divergences[0].describe() if report.divergences else report.refused[0][1]
+    return f"first diverging entry {report.first_diverging_leaf_index}: {first}"
+
+
 def _verify(args: argparse.Namespace) -> int:
     from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
@@ -205,6 +227,9 @@ def _verify(args: argparse.Namespace) -> int:
     except (VerificationFailure, OSError, ValueError, KeyError) as error:
         return _fail(args, error)
     state.add(note, checkpoint)
+    replay = _replay(args) if args.replay else None
+    if replay:
+        return _fail(args, VerificationFailure(f"replaying the rules: {replay}"))
     elapsed = time.monotonic() - started
     if args.json:
         print(json.dumps({**report.to_json(), "seconds": round(elapsed, 3)}))
@@ -303,6 +328,11 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     verify.add_argument("--admin-token-file", help="read the key history from AdminService")
     verify.add_argument("--state", help="JSON file of checkpoints verified before (updated)")
     verify.add_argument("--json", action="store_true", help="machine-readable report")
+    verify.add_argument(
+        "--replay",
+        action="store_true",
+        help="with --database: also re-run the policy rules and compare the projections",
+    )
     verify.add_argument(
         "--workers",
         type=int,

@@ -69,7 +69,13 @@ _OPERATOR_SIGNER = Ed25519Signer.generate("operator")
 
 
 def _audit(
-    database: Path, verifier_key: str, keys: Path, state: Path | None = None, workers: int = 1
+    database: Path,
+    verifier_key: str,
+    keys: Path,
+    state: Path | None = None,
+    workers: int = 1,
+    *,
+    replay: bool = False,
 ) -> tuple[int, dict[str, object]]:
     out, err = io.StringIO(), io.StringIO()
     args = argparse.Namespace(
@@ -81,6 +87,7 @@ def _audit(
         state=str(state) if state else None,
         json=True,
         workers=workers,
+        replay=replay,
     )
     with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
         code = _verify(args)
@@ -134,6 +141,14 @@ def test_a_full_audit_of_a_database_file(tmp_path: Path, log_signer: Ed25519Sign
     only_operator.write_text(
         json.dumps([k for k in json.loads(keys.read_text()) if k["principal"] == "operator"])
     )
+    code, replayed = _audit(database, format_verifier_key(log_signer), keys, replay=True)
+    assert code == 0, replayed
+    with sqlite3.connect(database) as connection:  # a projection row nobody's log produced
+        connection.execute("UPDATE policies SET plan = 'VIP' WHERE rowid = 1")
+    code, replayed = _audit(database, format_verifier_key(log_signer), keys, replay=True)
+    assert code == 1 and "first diverging entry" in str(replayed["message"])
+    code, plain = _audit(database, format_verifier_key(log_signer), keys)
+    assert code == 0 and plain["verdict"] == "ok"  # the log is intact: only projections changed
     for workers in (1, 2):
         code, failed = _audit(
             database, format_verifier_key(log_signer), only_operator, workers=workers
