@@ -21,17 +21,14 @@ import grpc
 from clients.errors import from_rpc_error
 from clients.insurer import InsurerClient
 from clients.verify import TrustedLog, VerifiedReceipt
+from ledger.events import civil_date
 from ledger.signing import Signer
-from ledger.v1 import admin_service_pb2, admin_service_pb2_grpc, events_pb2, types_pb2
+from ledger.v1 import admin_service_pb2, admin_service_pb2_grpc, events_pb2
 
 __all__ = ["OPERATOR_ID", "OperatorClient", "insurer_licensed", "insurer_suspended"]
 
 OPERATOR_ID = "operator"
 """The reserved principal whose keys sign insurer licensing events."""
-
-
-def _civil(day: dt.date) -> types_pb2.CivilDate:
-    return types_pb2.CivilDate(year=day.year, month=day.month, day=day.day)
 
 
 def insurer_licensed(
@@ -53,7 +50,7 @@ def insurer_licensed(
     body.licensed_insurer_id = insurer_id
     body.name = name
     body.licence_number = licence_number
-    body.effective_date.CopyFrom(_civil(effective))
+    body.effective_date.CopyFrom(civil_date(effective))
     return event
 
 
@@ -73,7 +70,7 @@ def insurer_suspended(
     event.occurred_at.FromDatetime(occurred_at)
     body = event.insurer_suspended
     body.suspended_insurer_id = insurer_id
-    body.effective_date.CopyFrom(_civil(effective))
+    body.effective_date.CopyFrom(civil_date(effective))
     body.reason = reason
     return event
 

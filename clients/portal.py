@@ -23,6 +23,7 @@ import grpc
 from clients.errors import from_rpc_error
 from clients.verify import TrustedLog, verify_checkpoint
 from ledger.checkpoint import Checkpoint
+from ledger.events import civil_date
 from ledger.v1 import coverage_service_pb2 as pb
 from ledger.v1 import coverage_service_pb2_grpc as pb_grpc
 from ledger.v1 import events_pb2, types_pb2
@@ -30,11 +31,6 @@ from ledger.v1 import events_pb2, types_pb2
 __all__ = ["PortalClient", "VerifiedAnswer", "civil_date"]
 
 _R = TypeVar("_R")
-
-
-def civil_date(day: dt.date) -> types_pb2.CivilDate:
-    """The wire form of a date."""
-    return types_pb2.CivilDate(year=day.year, month=day.month, day=day.day)
 
 
 @dataclass(frozen=True)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Iterator
 
+from ledger.events import civil_date
 from ledger.identifiers import example_iqama
 from ledger.v1 import events_pb2, types_pb2
 
@@ -16,11 +17,6 @@ __all__ = [
     "premium_paid",
     "sample_events",
 ]
-
-
-def civil_date(day: dt.date) -> types_pb2.CivilDate:
-    """The wire form of a civil date."""
-    return types_pb2.CivilDate(year=day.year, month=day.month, day=day.day)
 
 
 def iqama(number: int) -> types_pb2.PersonId:

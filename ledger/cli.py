@@ -1,4 +1,6 @@
-"""The ``policy-ledger`` command line: serve, keygen, db, admin, demo.
+"""The ``policy-ledger`` command line: serve, keygen, db, admin, rebuild, demo, and the command
+groups other packages register (entry-point group ``policy_ledger.cli_commands``): audit, proof,
+certificate, insurer, coverage, renew (clients) and payments.
 
 Examples:
   policy-ledger keygen --name policy-ledger.example/log --out var/log.key

@@ -30,6 +30,7 @@ __all__ = [
     "Unavailable",
     "VerificationError",
     "check",
+    "refuse_violations",
 ]
 
 
@@ -155,3 +156,16 @@ def check(condition: bool, message: str) -> None:
     """
     if not condition:
         raise InvariantViolation(message, reason="INVARIANT_VIOLATION")
+
+
+def refuse_violations(
+    violations: list[FieldViolation], what: str = "request", reason: str = "REQUEST_INVALID"
+) -> None:
+    """Raise INVALID_ARGUMENT listing every violation (the first in the message), if any."""
+    if violations:
+        raise InvalidArgument(
+            f"invalid {what}: {violations[0].field}: {violations[0].description}"
+            + (f" (and {len(violations) - 1} more)" if len(violations) > 1 else ""),
+            reason=reason,
+            field_violations=violations,
+        )

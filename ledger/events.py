@@ -24,7 +24,7 @@ from google.protobuf.message import DecodeError, Message
 from google.protobuf.unknown_fields import UnknownFieldSet
 
 from ledger import limits
-from ledger.errors import FieldViolation, InvalidArgument, ResourceExhausted
+from ledger.errors import FieldViolation, InvalidArgument, ResourceExhausted, refuse_violations
 from ledger.identifiers import validate_person_id
 from ledger.v1 import events_pb2, types_pb2
 
@@ -35,6 +35,7 @@ __all__ = [
     "check_date",
     "check_identifier",
     "check_person",
+    "civil_date",
     "decode_event",
     "first_difference",
     "summarize_event",
@@ -161,13 +162,7 @@ def validate_event(event: events_pb2.Event, now: dt.datetime) -> EventSummary:
         _check_insurer_suspended(violations, "event.insurer_suspended", event.insurer_suspended)
     else:
         violations.append(FieldViolation("event.body", "exactly one event body is required"))
-    if violations:
-        raise InvalidArgument(
-            f"invalid event: {violations[0].field}: {violations[0].description}"
-            + (f" (and {len(violations) - 1} more)" if len(violations) > 1 else ""),
-            reason="EVENT_INVALID",
-            field_violations=violations,
-        )
+    refuse_violations(violations, "event", "EVENT_INVALID")
     return EventSummary(
         event_id=event.event_id,
         insurer_id=event.insurer_id,
@@ -696,3 +691,8 @@ def _check_fee_refunded(
         limits.reference_chars_max,
         required=False,
     )
+
+
+def civil_date(day: dt.date) -> types_pb2.CivilDate:
+    """The wire form of a civil date."""
+    return types_pb2.CivilDate(year=day.year, month=day.month, day=day.day)

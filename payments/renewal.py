@@ -38,9 +38,9 @@ from sqlalchemy import Connection, Engine, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
 from ledger.clock import Clock, from_micros, to_micros
-from ledger.coverage.model import HouseholdVerdict, PersonRef
+from ledger.coverage.model import HouseholdVerdict
 from ledger.coverage.model import Relationship as CoverageRelationship
-from ledger.coverage.projector import person_key
+from ledger.coverage.projector import person_key, person_ref
 from ledger.coverage.reader import CoverageReader
 from ledger.errors import (
     AlreadyExists,
@@ -51,6 +51,7 @@ from ledger.errors import (
     NotFound,
     Unavailable,
 )
+from ledger.events import civil_date
 from ledger.storage.append import Receipt
 from ledger.storage.db import WRITE_LOCK_OPTION
 from ledger.v1 import events_pb2, types_pb2
@@ -159,10 +160,6 @@ class PaymentRecord:
 def _fingerprint(request: Mapping[str, Any]) -> tuple[bytes, str]:
     canonical = json.dumps(request, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(canonical.encode()).digest(), canonical
-
-
-def _civil(day: dt.date) -> types_pb2.CivilDate:
-    return types_pb2.CivilDate(year=day.year, month=day.month, day=day.day)
 
 
 _RELATIONSHIPS = {
@@ -309,19 +306,12 @@ class Renewals:
         return record
 
     def _household(self, request: QuoteRequest) -> HouseholdVerdict:
-        def ref(person: types_pb2.PersonId) -> PersonRef:
-            return PersonRef(
-                id_type=types_pb2.PersonIdType.Name(person.type).removeprefix("PERSON_ID_TYPE_"),
-                value=person.value,
-                country=person.country_code,
-            )
-
         members = [
-            (ref(member.person), CoverageRelationship(member.relationship.value))
+            (person_ref(member.person), CoverageRelationship(member.relationship.value))
             for member in request.members
         ]
         return self._coverage.check_household(
-            ref(request.sponsor), members, request.period_start, request.period_end
+            person_ref(request.sponsor), members, request.period_start, request.period_end
         )
 
     def _quote(self, connection: Connection, quote_id: str) -> Any:
@@ -562,8 +552,8 @@ class Renewals:
         body = event.fee_collected
         body.renewal_id = payment.quote_id
         body.sponsor.CopyFrom(types_pb2.PersonId(**stored["sponsor"]))
-        body.period_start.CopyFrom(_civil(dt.date.fromisoformat(stored["period_start"])))
-        body.period_end.CopyFrom(_civil(dt.date.fromisoformat(stored["period_end"])))
+        body.period_start.CopyFrom(civil_date(dt.date.fromisoformat(stored["period_start"])))
+        body.period_end.CopyFrom(civil_date(dt.date.fromisoformat(stored["period_end"])))
         for line in stored["lines"]:
             body.lines.add(
                 person=types_pb2.PersonId(**line["person"]),

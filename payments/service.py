@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import datetime as dt
 import json
 import logging
 import os
@@ -42,12 +41,13 @@ from ledger import limits
 from ledger.clock import Clock
 from ledger.coverage.reader import CoverageReader
 from ledger.dsse import sign_envelope
-from ledger.errors import FieldViolation, InvalidArgument, LedgerError
+from ledger.errors import FieldViolation, LedgerError, refuse_violations
 from ledger.events import (
     EVENT_PAYLOAD_TYPE,
     check_date,
     check_identifier,
     check_person,
+    civil_date,
     validate_event,
 )
 from ledger.keys import insurer_key_id
@@ -213,20 +213,6 @@ def install(context: ServerContext) -> tuple[str, ...]:
     return (SERVICE_NAME,)
 
 
-def _refuse(violations: list[FieldViolation]) -> None:
-    if violations:
-        raise InvalidArgument(
-            f"invalid request: {violations[0].field}: {violations[0].description}"
-            + (f" (and {len(violations) - 1} more)" if len(violations) > 1 else ""),
-            reason="REQUEST_INVALID",
-            field_violations=violations,
-        )
-
-
-def _civil(day: dt.date) -> types_pb2.CivilDate:
-    return types_pb2.CivilDate(year=day.year, month=day.month, day=day.day)
-
-
 def parse_quote_request(request: pb.QuoteRenewalRequest) -> QuoteRequest:
     """The saga's QuoteRequest, or INVALID_ARGUMENT naming every bad field."""
     violations: list[FieldViolation] = []
@@ -259,7 +245,7 @@ def parse_quote_request(request: pb.QuoteRenewalRequest) -> QuoteRequest:
             violations.append(FieldViolation("period_end", "before period_start"))
         elif (end - start).days + 1 > _RENEWAL_DAYS_MAX:
             violations.append(FieldViolation("period_end", f"more than {_RENEWAL_DAYS_MAX} days"))
-    _refuse(violations)
+    refuse_violations(violations)
     assert start is not None and end is not None  # refused above otherwise
     return QuoteRequest(
         jurisdiction=request.jurisdiction,
@@ -314,8 +300,8 @@ def quote_proto(record: QuoteRecord) -> pb.Quote:
         jurisdiction=record.jurisdiction,
         total=types_pb2.Money(currency_code=record.currency, amount_minor=record.total_minor),
         schedule_version=record.schedule_version,
-        period_start=_civil(record.period_start),
-        period_end=_civil(record.period_end),
+        period_start=civil_date(record.period_start),
+        period_end=civil_date(record.period_end),
         payable=record.payable,
     )
     quote.expires_at.FromDatetime(record.expires_at)
@@ -404,7 +390,7 @@ class RenewalServicer(pb_grpc.RenewalServiceServicer):
             check_identifier(violations, "gateway", request.gateway)
             if len(request.return_url) > 2000:
                 violations.append(FieldViolation("return_url", "at most 2000 characters"))
-            _refuse(violations)
+            refuse_violations(violations)
             record = self._renewals.start_payment(
                 request.quote_id, request.idempotency_key, request.gateway, request.return_url
             )
@@ -424,7 +410,7 @@ class RenewalServicer(pb_grpc.RenewalServiceServicer):
                 violations.append(
                     FieldViolation("gateway_result", f"at most {_GATEWAY_RESULT_BYTES_MAX} bytes")
                 )
-            _refuse(violations)
+            refuse_violations(violations)
             if request.gateway_result:
                 self._renewals.store_portal_hint(request.payment_id, request.gateway_result)
             record = self._renewals.complete_payment(request.payment_id)
@@ -444,7 +430,7 @@ class RenewalServicer(pb_grpc.RenewalServiceServicer):
                 violations.append(FieldViolation("key", "a payment_id or a quote_id is required"))
             else:
                 check_identifier(violations, key, getattr(request, key))
-            _refuse(violations)
+            refuse_violations(violations)
             payment_id, quote_id = self._renewals.ids_of(
                 payment_id=request.payment_id or None, quote_id=request.quote_id or None
             )
@@ -467,7 +453,7 @@ class RenewalServicer(pb_grpc.RenewalServiceServicer):
                 violations.append(FieldViolation("amount_minor", "must be positive"))
             if len(request.reason) > limits.name_chars_max:
                 violations.append(FieldViolation("reason", f"at most {limits.name_chars_max}"))
-            _refuse(violations)
+            refuse_violations(violations)
             record = self._renewals.refund(
                 request.payment_id, request.amount_minor, request.idempotency_key, request.reason
             )

@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import itertools
 
+from ledger.events import civil_date as civil
 from ledger.identifiers import example_iqama
 from ledger.v1 import events_pb2, types_pb2
 
@@ -20,11 +21,6 @@ def person(serial: int) -> types_pb2.PersonId:
     return types_pb2.PersonId(
         type=types_pb2.PERSON_ID_TYPE_RESIDENCE_ID, value=example_iqama(serial), country_code="SA"
     )
-
-
-def civil(day: dt.date) -> types_pb2.CivilDate:
-    """Wire form of a date."""
-    return types_pb2.CivilDate(year=day.year, month=day.month, day=day.day)
 
 
 def sar(amount_minor: int) -> types_pb2.Money:

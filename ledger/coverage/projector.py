@@ -32,6 +32,7 @@ from typing import Any
 
 from sqlalchemy import Connection, Row, and_, bindparam, func, insert, select, update
 
+from ledger.coverage.model import PersonRef
 from ledger.errors import (
     AlreadyExists,
     FailedPrecondition,
@@ -56,6 +57,7 @@ __all__ = [
     "Projector",
     "party_key",
     "person_key",
+    "person_ref",
     "to_date",
 ]
 
@@ -80,6 +82,15 @@ def person_key(person: types_pb2.PersonId) -> str:
     """How projections index a person: ``<country>:<TYPE>:<value>`` (``SA:RESIDENCE_ID:2...``)."""
     type_name = types_pb2.PersonIdType.Name(person.type).removeprefix("PERSON_ID_TYPE_")
     return f"{person.country_code}:{type_name}:{person.value}"
+
+
+def person_ref(person: types_pb2.PersonId) -> PersonRef:
+    """The model's PersonRef of a wire PersonId (its ``key`` is :func:`person_key`)."""
+    return PersonRef(
+        id_type=types_pb2.PersonIdType.Name(person.type).removeprefix("PERSON_ID_TYPE_"),
+        value=person.value,
+        country=person.country_code,
+    )
 
 
 def party_key(party: types_pb2.Party) -> str:

@@ -14,9 +14,10 @@ from ledger.clock import Clock
 from ledger.coverage.certificate import sign_certificate
 from ledger.coverage.fhir import coverage_resource, eligibility_response, to_json
 from ledger.coverage.model import CoverageRecord, HouseholdVerdict, PersonRef, Relationship
+from ledger.coverage.projector import person_ref
 from ledger.coverage.reader import CoverageReader, HistoryPage
-from ledger.errors import FieldViolation, InvalidArgument, NotFound, check
-from ledger.events import check_date, check_identifier, check_person
+from ledger.errors import FieldViolation, NotFound, check, refuse_violations
+from ledger.events import check_date, check_identifier, check_person, civil_date
 from ledger.merkle import leaf_hash
 from ledger.rpc.status import abort
 from ledger.signing import Signer
@@ -40,34 +41,12 @@ _VERDICTS = {
 }
 
 
-def _refuse(violations: list[FieldViolation]) -> None:
-    if violations:
-        raise InvalidArgument(
-            f"invalid request: {violations[0].field}: {violations[0].description}"
-            + (f" (and {len(violations) - 1} more)" if len(violations) > 1 else ""),
-            reason="REQUEST_INVALID",
-            field_violations=violations,
-        )
-
-
-def _person_ref(person: types_pb2.PersonId) -> PersonRef:
-    return PersonRef(
-        id_type=types_pb2.PersonIdType.Name(person.type).removeprefix("PERSON_ID_TYPE_"),
-        value=person.value,
-        country=person.country_code,
-    )
-
-
 def _person_proto(person: PersonRef) -> types_pb2.PersonId:
     return types_pb2.PersonId(
         type=types_pb2.PersonIdType.Value(f"PERSON_ID_TYPE_{person.id_type}"),
         value=person.value,
         country_code=person.country,
     )
-
-
-def _civil(day: dt.date) -> types_pb2.CivilDate:
-    return types_pb2.CivilDate(year=day.year, month=day.month, day=day.day)
 
 
 def _relationship_proto(relationship: Relationship) -> events_pb2.Relationship.ValueType:
@@ -82,8 +61,8 @@ def _coverage_proto(record: CoverageRecord) -> pb.Coverage:
         insurer_id=record.insurer_id,
         policy_id=record.policy_id,
         plan=record.plan,
-        start_date=_civil(record.start),
-        end_date=_civil(record.end),
+        start_date=civil_date(record.start),
+        end_date=civil_date(record.end),
         cancelled=record.cancelled,
         end_reason=record.end_reason,
         leaf_indexes=list(record.leaf_indexes),
@@ -120,9 +99,9 @@ def _person_and_date(
         else:
             violations.append(FieldViolation("person", "required"))
         day = check_date(violations, "date", request.date, present=request.HasField("date"))
-        _refuse(violations)
+        refuse_violations(violations)
         assert day is not None
-        return _person_ref(request.person), day
+        return person_ref(request.person), day
 
     return parse
 
@@ -131,8 +110,8 @@ def household_response(verdict: HouseholdVerdict) -> pb.CheckHouseholdResponse:
     """The wire form of a household verdict (also used by the renewal service)."""
     response = pb.CheckHouseholdResponse(
         renewable=verdict.renewable,
-        as_of_date=_civil(verdict.as_of),
-        through_date=_civil(verdict.through),
+        as_of_date=civil_date(verdict.as_of),
+        through_date=civil_date(verdict.through),
         basis=pb.AnswerBasis(
             tree_size=verdict.tree_size,
             checkpoint=verdict.checkpoint,
@@ -149,7 +128,7 @@ def household_response(verdict: HouseholdVerdict) -> pb.CheckHouseholdResponse:
             coverages=[_coverage_proto(record) for record in member.coverages],
         )
         if member.covered_until is not None:
-            answer.covered_until.CopyFrom(_civil(member.covered_until))
+            answer.covered_until.CopyFrom(civil_date(member.covered_until))
     return response
 
 
@@ -267,7 +246,7 @@ class CoverageServicer(pb_grpc.CoverageServiceServicer):
                     violations.append(FieldViolation(f"{field}.person", "required"))
                     continue
                 check_person(violations, f"{field}.person", member.person)
-                person = _person_ref(member.person)
+                person = person_ref(member.person)
                 if person in seen:
                     violations.append(FieldViolation(f"{field}.person", "listed twice"))
                 seen.add(person)
@@ -299,9 +278,9 @@ class CoverageServicer(pb_grpc.CoverageServiceServicer):
                             "through_date", f"more than {limits.household_days_max} days ahead"
                         )
                     )
-            _refuse(violations)
+            refuse_violations(violations)
             assert as_of is not None and through is not None
-            return _person_ref(request.sponsor), members, as_of, through
+            return person_ref(request.sponsor), members, as_of, through
 
         sponsor, members, as_of, through = await self._checked(context, parse)
         verdict = await self._read(
@@ -329,7 +308,7 @@ class CoverageServicer(pb_grpc.CoverageServiceServicer):
             check_identifier(violations, "insurer_id", request.insurer_id)
             check_identifier(violations, "policy_id", request.policy_id, limits.policy_id_chars_max)
             size = _page_size(violations, request.page_size)
-            _refuse(violations)
+            refuse_violations(violations)
             return f"policy:{request.insurer_id}:{request.policy_id}", size
 
         subject, size = await self._checked(context, parse)
@@ -352,7 +331,7 @@ class CoverageServicer(pb_grpc.CoverageServiceServicer):
             subject = ""
             if kind == "person":
                 check_person(violations, "person", request.person)
-                subject = f"person:{_person_ref(request.person).key}"
+                subject = f"person:{person_ref(request.person).key}"
             elif kind == "policy_id":
                 check_identifier(
                     violations, "policy_id", request.policy_id, limits.policy_id_chars_max
@@ -361,7 +340,7 @@ class CoverageServicer(pb_grpc.CoverageServiceServicer):
             else:
                 violations.append(FieldViolation("subject", "a person or a policy_id is required"))
             size = _page_size(violations, request.page_size)
-            _refuse(violations)
+            refuse_violations(violations)
             return subject, size
 
         subject, size = await self._checked(context, parse)

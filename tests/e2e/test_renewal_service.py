@@ -224,3 +224,46 @@ def test_an_oversized_gateway_result_is_refused_and_nothing_is_stored(
             assert stored.scalar() == 0
     finally:
         engine.dispose()
+
+
+@pytest.mark.parametrize(
+    ("method", "fields", "field"),
+    [
+        ("StartPayment", {"quote_id": "", "idempotency_key": "key-00000001"}, "quote_id"),
+        ("StartPayment", {"gateway": "no such!", "idempotency_key": "key-00000002"}, "gateway"),
+        ("StartPayment", {"return_url": "x" * 2001, "idempotency_key": "key-3abc"}, "return_url"),
+        ("StartPayment", {"idempotency_key": "short"}, "idempotency_key"),
+        ("StartPayment", {"gateway": "knet", "idempotency_key": "key-00000005"}, "gateway"),
+        ("RefundPayment", {"payment_id": "pay1", "amount_minor": 0}, "amount_minor"),
+        ("GetRenewal", {}, "key"),
+    ],
+)
+def test_bad_payment_requests_are_invalid_argument_and_write_nothing(
+    stack: tuple[ServerHandle, RenewalClient, grpc.Channel],
+    database_url: str,
+    method: str,
+    fields: dict[str, object],
+    field: str,
+) -> None:
+    from clients.errors import from_rpc_error
+    from payments.v1 import renewal_service_pb2_grpc as pb_grpc
+
+    _, renewals, channel = stack
+    quote = renewals.quote(_kuwait_family(12)).quote
+    request_type = getattr(pb, f"{method}Request")
+    defaults = (
+        {"quote_id": quote.quote_id, "gateway": "simulated"} if method == "StartPayment" else {}
+    )
+    request = request_type(**{**defaults, **fields})
+    with pytest.raises(grpc.RpcError) as raised:
+        getattr(pb_grpc.RenewalServiceStub(channel), method)(request)
+    error = from_rpc_error(raised.value)
+    assert error.code == grpc.StatusCode.INVALID_ARGUMENT, str(error)
+    assert field in [v.field for v in error.field_violations], str(error)
+    engine = create_ledger_engine(database_url)
+    try:
+        with engine.connect() as connection:
+            for table in ("payments", "idempotency_keys", "refunds"):
+                assert connection.execute(text(f"SELECT count(*) FROM {table}")).scalar() == 0
+    finally:
+        engine.dispose()

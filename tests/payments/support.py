@@ -4,26 +4,24 @@ from __future__ import annotations
 
 import datetime as dt
 import random
-from collections.abc import Callable
 from pathlib import Path
 
-from sqlalchemy import Connection, Engine
+from sqlalchemy import Engine
 
 from ledger.clock import FixedClock
 from ledger.coverage.reader import CoverageReader
-from ledger.errors import LedgerError
-from ledger.events import validate_event
 from ledger.identifiers import example_kuwait_civil_id
 from ledger.signing import Ed25519Signer
-from ledger.storage.append import Appender, Receipt
+from ledger.storage.append import Appender
 from ledger.storage.db import create_ledger_engine, sqlite_url
 from ledger.storage.migrate import upgrade
-from ledger.v1 import events_pb2, types_pb2
+from ledger.v1 import types_pb2
 from payments import fees
 from payments.gateway import PaymentGateway
 from payments.gateways.simulated import FaultPlan, SimulatedGateway
 from payments.renewal import Crash, MemberInput, QuoteRequest, Renewals
-from tests.conftest import onboard_directly, pending
+from payments.service import AppenderRecorder
+from tests.conftest import onboard_directly
 
 NOW = dt.datetime(2026, 11, 22, 9, 0, tzinfo=dt.UTC)
 AUTHORITY = "kw-gov-health"
@@ -101,6 +99,8 @@ class Stack:
         self.crash_rate = 0.0
         self.crash_rng = random.Random(seed)
         self.crashes = 0
+        # The same recorder `policy-ledger payments reconcile` uses: validate, sign, append.
+        self.record = AppenderRecorder(self.appender, self.authority, self.clock)
         self.renewals = Renewals(
             self.engine,
             {"simulated": self.gateway, **(gateways or {})},
@@ -115,22 +115,3 @@ class Stack:
         if self.crash_rate and self.crash_rng.random() < self.crash_rate:
             self.crashes += 1
             raise Crash(point)
-
-    def record(
-        self, event: events_pb2.Event, on_append: Callable[[Connection, int], None]
-    ) -> Receipt:
-        """As the server does: validate, sign with the authority's key, append in one batch."""
-        validate_event(event, self.clock.now())
-        item = pending(self.authority, event)
-        item = type(item)(
-            envelope=item.envelope,
-            insurer_id=item.insurer_id,
-            event_id=item.event_id,
-            key_id=item.key_id,
-            event=event,
-            on_append=on_append,
-        )
-        [outcome] = self.appender.append_batch([item], self.clock.now())
-        if isinstance(outcome, LedgerError):
-            raise outcome
-        return outcome

@@ -54,14 +54,9 @@ def test_a_renewal_is_quoted_collected_and_recorded_once(tmp_path: Path) -> None
 
 
 def _household(request: object) -> tuple[object, list[tuple[object, None]]]:
-    from ledger.coverage.model import PersonRef
-    from ledger.v1 import types_pb2
+    from ledger.coverage.projector import person_ref
 
-    def ref(person: types_pb2.PersonId) -> PersonRef:
-        name = types_pb2.PersonIdType.Name(person.type).removeprefix("PERSON_ID_TYPE_")
-        return PersonRef(name, person.value, person.country_code)
-
-    return ref(request.sponsor), [(ref(m.person), None) for m in request.members]  # type: ignore[attr-defined]
+    return person_ref(request.sponsor), [(person_ref(m.person), None) for m in request.members]  # type: ignore[attr-defined]
 
 
 def test_an_idempotency_key_reused_for_another_request_is_refused(tmp_path: Path) -> None:
