@@ -153,11 +153,12 @@ def _onboard(
         signer=operator_signer,
         log=TrustedLog.from_verifier_key(format_verifier_key(log_signer)),
     )
-    valid_from = dt.datetime.now(dt.UTC) - dt.timedelta(days=1)
-    operator.register_key(OPERATOR_ID, operator_signer.public_key, valid_from=valid_from)
-    operator.register_key(principal, public_key, valid_from=valid_from)
-    operator.license_insurer(
-        principal, name="Bench principal", licence_number="BENCH-1", effective=valid_from.date()
+    operator.onboard(
+        principal,
+        public_key,
+        name="Bench principal",
+        licence_number="BENCH-1",
+        valid_from=dt.datetime.now(dt.UTC) - dt.timedelta(days=1),
     )
 
 

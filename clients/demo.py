@@ -146,13 +146,21 @@ def run_demo(*, events_count: int, workdir: Path) -> int:
         operator = OperatorClient(
             channel, admin_token=admin_token, signer=operator_signer, log=trusted
         )
-        _onboard_insurer(operator, operator_signer.public_key, insurer_signer.public_key)
+        # Keys are valid from a day back so that events dated today are signable (a key signs
+        # only what happened while it was valid); one instant, so re-registering is idempotent.
+        keys_valid_from = dt.datetime.now(dt.UTC).replace(microsecond=0) - dt.timedelta(days=1)
+        _onboard_insurer(operator, insurer_signer.public_key, keys_valid_from)
         insurer = InsurerClient(channel, signer=insurer_signer, log=trusted)
         occurred_at = dt.datetime.now(dt.UTC)
         first = _submit(insurer, events_count, occurred_at)
         _show_refusals(insurer, occurred_at)
         _check_households(PortalClient(channel, log=trusted), occurred_at.date())
-        _renew(operator, authority_signer.public_key, RenewalClient(channel, log=trusted))
+        _renew(
+            operator,
+            authority_signer.public_key,
+            RenewalClient(channel, log=trusted),
+            keys_valid_from,
+        )
         signing_keys = {
             INSURER_ID: insurer_signer.public_key,
             OPERATOR_ID: operator_signer.public_key,
@@ -170,18 +178,14 @@ def run_demo(*, events_count: int, workdir: Path) -> int:
 
 
 def _onboard_insurer(
-    operator: OperatorClient, operator_public_key: bytes, insurer_public_key: bytes
+    operator: OperatorClient, insurer_public_key: bytes, valid_from: dt.datetime
 ) -> None:
-    # Keys are valid from a day back so that events dated today are signable (a key signs only
-    # what happened while it was valid).
-    valid_from = dt.datetime.now(dt.UTC) - dt.timedelta(days=1)
-    operator.register_key(OPERATOR_ID, operator_public_key, valid_from=valid_from)
-    key = operator.register_key(INSURER_ID, insurer_public_key, valid_from=valid_from)
-    receipt = operator.license_insurer(
+    key, receipt = operator.onboard(
         INSURER_ID,
+        insurer_public_key,
         name="Gulf Health Cooperative Insurance",
         licence_number="CCHI-DEMO-0042",
-        effective=valid_from.date(),
+        valid_from=valid_from,
     )
     say(
         f"1. operator registered insurer {INSURER_ID!r} with key {key.key_id} and licensed it "
@@ -239,16 +243,20 @@ def _check_households(portal: PortalClient, today: dt.date) -> None:
                 say(f"     blocks it: {member.person.value} ({kind}): {member.detail}")
 
 
-def _renew(operator: OperatorClient, authority_key: bytes, renewals: RenewalClient) -> None:
+def _renew(
+    operator: OperatorClient,
+    authority_key: bytes,
+    renewals: RenewalClient,
+    valid_from: dt.datetime,
+) -> None:
     """Kuwait: quote a family's renewal, pay through the simulated gateway, get the receipt.
     Saudi Arabia: a renewal refused while a member has no private insurance."""
-    valid_from = dt.datetime.now(dt.UTC) - dt.timedelta(days=1)
-    operator.register_key(AUTHORITY_ID, authority_key, valid_from=valid_from)
-    operator.license_insurer(
+    operator.onboard(
         AUTHORITY_ID,
+        authority_key,
         name="Kuwait government health insurance (renewal fees)",
         licence_number="KW-MOH-RENEWALS",
-        effective=valid_from.date(),
+        valid_from=valid_from,
     )
     start = dt.date.today() + dt.timedelta(days=30)
     request = renewal_pb2.QuoteRenewalRequest(

@@ -47,6 +47,11 @@ class InsurerClient:
         self._lock = Lock()
 
     @property
+    def public_key(self) -> bytes:
+        """The raw Ed25519 public key this client signs with."""
+        return self._signer.public_key
+
+    @property
     def key_id(self) -> str:
         """The DSSE key id of this insurer's signing key."""
         return insurer_key_id(self._signer.public_key)

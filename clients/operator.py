@@ -126,6 +126,30 @@ class OperatorClient:
             )
         )
 
+    def onboard(
+        self,
+        principal_id: str,
+        public_key: bytes,
+        *,
+        name: str,
+        licence_number: str,
+        valid_from: dt.datetime,
+        occurred_at: dt.datetime | None = None,
+    ) -> tuple[admin_service_pb2.InsurerKey, VerifiedReceipt]:
+        """Register this operator's own key and ``principal_id``'s key, both valid from
+        ``valid_from`` (a key signs only what happened while it was valid), then license the
+        principal from that day. Idempotent with a fixed ``occurred_at``."""
+        self.register_key(OPERATOR_ID, self._events.public_key, valid_from=valid_from)
+        key = self.register_key(principal_id, public_key, valid_from=valid_from)
+        receipt = self.license_insurer(
+            principal_id,
+            name=name,
+            licence_number=licence_number,
+            effective=valid_from.date(),
+            occurred_at=occurred_at,
+        )
+        return key, receipt
+
     def suspend_insurer(
         self,
         insurer_id: str,

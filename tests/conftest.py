@@ -199,8 +199,6 @@ def onboard(
     operator_signer: Signer,
     insurer_id: str,
     insurer_signer: Signer,
-    *,
-    valid_from: dt.datetime = KEYS_VALID_FROM,
 ) -> None:
     """Register the operator's and the insurer's keys, and license the insurer, over gRPC."""
     with grpc.insecure_channel(server.address) as channel:
@@ -210,9 +208,14 @@ def onboard(
             signer=operator_signer,
             log=TrustedLog.from_verifier_key(server.log_verifier_key),
         )
-        operator.register_key(OPERATOR_ID, operator_signer.public_key, valid_from=KEYS_VALID_FROM)
-        operator.register_key(insurer_id, insurer_signer.public_key, valid_from=valid_from)
-        operator._events.submit(licence_event(insurer_id))
+        operator.onboard(
+            insurer_id,
+            insurer_signer.public_key,
+            name=f"{insurer_id} (test insurer)",
+            licence_number=f"TEST-{insurer_id}",
+            valid_from=KEYS_VALID_FROM,
+            occurred_at=KEYS_VALID_FROM + dt.timedelta(hours=1),  # the same event every time
+        )
 
 
 def pending(signer: Signer, event: events_pb2.Event) -> PendingEntry:
