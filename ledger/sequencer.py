@@ -74,6 +74,12 @@ class Sequencer:
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sequencer")
         self._task: asyncio.Task[None] | None = None
         self._accepting = False
+        # Tests drive batch boundaries with hold()/release() and wait_waiting(): the runner forms
+        # no batch while held, so everything queued meanwhile lands in one batch on release.
+        self._open = asyncio.Event()
+        self._open.set()
+        self._waiting_count = 0
+        self._waiting_changed = asyncio.Event()
         self.batches_committed = 0
         self.entries_committed = 0
 
@@ -103,11 +109,32 @@ class Sequencer:
                 f"the sequencer queue is full ({self._options.queue_entries_max}); retry later",
                 reason="OVERLOADED",
             ) from None
+        self._waiting_count += 1
+        self._waiting_changed.set()
         return future
+
+    def hold(self) -> None:
+        """Form no new batch until :meth:`release` (a batch in flight still commits).
+
+        With :meth:`wait_waiting`, this lets a caller decide exactly which submissions share a
+        batch, instead of hoping they arrive within ``batch_age_ms_max`` of each other.
+        """
+        self._open.clear()
+
+    def release(self) -> None:
+        """Form batches again: everything queued while held goes into the next batch(es)."""
+        self._open.set()
+
+    async def wait_waiting(self, count: int) -> None:
+        """Return once at least ``count`` submissions are queued and not yet in a batch."""
+        while self._waiting_count < count:
+            self._waiting_changed.clear()
+            await self._waiting_changed.wait()
 
     async def stop(self) -> None:
         """Stop accepting, commit what is queued, and stop."""
         self._accepting = False
+        self.release()
         if self._task is not None:
             # The stop marker goes behind every queued submission; the runner commits them all
             # (including a batch in flight, which must not be cancelled), then ends.
@@ -128,6 +155,7 @@ class Sequencer:
         first = await self._queue.get()
         if first is None:  # the stop marker
             return [], True
+        await self._open.wait()
         batch = [first]
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self._options.batch_age_ms_max / 1000
@@ -148,6 +176,7 @@ class Sequencer:
         return batch, False
 
     async def _commit(self, batch: list[_Waiting]) -> None:
+        self._waiting_count -= len(batch)
         items = [item for item, _ in batch]
         loop = asyncio.get_running_loop()
         try:

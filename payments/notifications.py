@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
@@ -53,6 +53,8 @@ class NotificationReceiver:
         self._gateways = gateways
         self._clock = clock
         self._confirmations = ThreadPoolExecutor(max_workers=4, thread_name_prefix="confirm")
+        self._scheduled: list[Future[None]] = []
+        self._scheduled_lock = threading.Lock()
         receiver = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -75,6 +77,17 @@ class NotificationReceiver:
         """Serve in a background thread."""
         self._thread.start()
         return self
+
+    def settle(self, timeout_seconds: float) -> None:
+        """Wait until every confirmation scheduled so far has finished (operators, tests).
+
+        Raises TimeoutError when some are still running after ``timeout_seconds``.
+        """
+        with self._scheduled_lock:
+            scheduled = list(self._scheduled)
+        _, not_done = wait(scheduled, timeout=timeout_seconds)
+        if not_done:
+            raise TimeoutError(f"{len(not_done)} confirmation(s) still running")
 
     def stop(self) -> None:
         """Stop serving; let pending confirmations finish."""
@@ -113,16 +126,27 @@ class NotificationReceiver:
             log.exception("could not store a %s notification; not acknowledging it", name)
             request.send_error(503)
             return
-        acknowledgement = notification.acknowledgement if notification else b""
-        request.send_response(200)
-        request.send_header("Content-Type", "text/plain")
-        request.send_header("Content-Length", str(len(acknowledgement)))
-        request.end_headers()
-        request.wfile.write(acknowledgement)
+        # The confirmation is scheduled before the answer (so settle() sees it as soon as the
+        # gateway has its acknowledgement) but starts only once the answer has been written.
+        answered = threading.Event()
         if reference:
-            self._confirmations.submit(self._confirm, reference)
+            with self._scheduled_lock:
+                self._scheduled = [f for f in self._scheduled if not f.done()]
+                self._scheduled.append(
+                    self._confirmations.submit(self._confirm, reference, answered)
+                )
+        acknowledgement = notification.acknowledgement if notification else b""
+        try:
+            request.send_response(200)
+            request.send_header("Content-Type", "text/plain")
+            request.send_header("Content-Length", str(len(acknowledgement)))
+            request.end_headers()
+            request.wfile.write(acknowledgement)
+        finally:
+            answered.set()
 
-    def _confirm(self, payment_id: str) -> None:
+    def _confirm(self, payment_id: str, answered: threading.Event) -> None:
+        answered.wait()
         try:
             self._renewals.complete_payment(payment_id)
         except Exception:  # reconciliation retries what this could not finish

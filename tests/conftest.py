@@ -13,9 +13,11 @@ import datetime as dt
 import os
 import secrets
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import TypeVar
 
 import grpc
 import pytest
@@ -46,6 +48,7 @@ KEYS_VALID_FROM = dt.datetime(2020, 1, 1, tzinfo=dt.UTC)
 """Test keys are valid from here, so events dated in the past are signable (a key signs only
 what happened while it was valid)."""
 LICENSED_FROM = dt.date(2020, 1, 1)
+_T = TypeVar("_T")
 
 
 def _postgres_unreachable_reason() -> str | None:
@@ -138,6 +141,33 @@ class ServerHandle:
     def address(self) -> str:
         """host:port of the server."""
         return f"127.0.0.1:{self.running.port}"
+
+    def in_one_batch(self, count: int, submit: Callable[[], _T]) -> _T:
+        """Run ``submit`` (which queues ``count`` submissions) so that they share one batch.
+
+        The sequencer is held while ``submit`` runs in another thread; once ``count`` submissions
+        wait in its queue it is released, and they are committed together. No timing is assumed:
+        the batch boundary is the test's decision, not the machine's speed.
+        """
+        sequencer = self.running.sequencer
+
+        async def hold() -> None:
+            sequencer.hold()
+
+        asyncio.run_coroutine_threadsafe(hold(), self.loop).result(timeout=30)
+        try:
+            with ThreadPoolExecutor(max_workers=1) as pool:
+                submitted = pool.submit(submit)
+                waiting = asyncio.run_coroutine_threadsafe(sequencer.wait_waiting(count), self.loop)
+                wait([submitted, waiting], timeout=120, return_when=FIRST_COMPLETED)
+                if not waiting.done():
+                    waiting.cancel()
+                    submitted.result(timeout=0)  # raises why the submissions never queued
+                    raise AssertionError(f"{count} submissions never waited in the queue")
+                self.loop.call_soon_threadsafe(sequencer.release)
+                return submitted.result(timeout=120)
+        finally:
+            self.loop.call_soon_threadsafe(sequencer.release)
 
     def stop(self) -> None:
         """Stop the server and its loop."""

@@ -92,11 +92,17 @@ def test_unary_and_streamed_submissions_get_verified_receipts(insurer: InsurerCl
 def test_concurrent_submissions_share_batches(server: ServerHandle, insurer: InsurerClient) -> None:
     # Independent policies: the callers race, so no event may depend on another's order.
     events = [policy_issued(number, INSURER, NOW) for number in range(200)]
-    with ThreadPoolExecutor(max_workers=16) as pool:
-        receipts = list(pool.map(insurer.submit, events))
+
+    def submit_all() -> list[VerifiedReceipt]:
+        with ThreadPoolExecutor(max_workers=16) as pool:
+            return list(pool.map(insurer.submit, events))
+
+    # The first 16 callers are held in the queue until all of them wait: they share one batch
+    # whatever the machine's load; the rest batch as they come.
+    receipts = server.in_one_batch(16, submit_all)
     assert sorted(receipt.leaf_index for receipt in receipts) == list(range(1, 201))
-    # Group commit: far fewer checkpoints (one per batch) than entries.
-    assert server.running.sequencer.batches_committed < 200
+    # Group commit: fewer checkpoints (one per batch) than entries.
+    assert server.running.sequencer.batches_committed <= 1 + 200 - 15
     # One checkpoint per batch (the licensing batch of the insurer fixture included).
     assert (
         len({receipt.checkpoint.size for receipt in receipts}) + 1
@@ -185,11 +191,18 @@ def test_entries_are_paged_and_verbatim(channel: grpc.Channel, insurer: InsurerC
     ],
 )
 def test_bad_read_requests_get_clear_statuses(
-    channel: grpc.Channel, insurer: InsurerClient, request_message: object, method: str, code: str
+    server: ServerHandle,
+    channel: grpc.Channel,
+    insurer: InsurerClient,
+    request_message: object,
+    method: str,
+    code: str,
 ) -> None:
     insurer.submit(next(sample_events(1, INSURER, NOW)))
-    # The licence, then one event, then two in one batch: sizes 1, 2 and 4 have checkpoints.
-    _submit_many(insurer, 2, first_number=10)
+    # The licence, then one event, then two held into one batch: sizes 1, 2 and 4 have
+    # checkpoints and size 3 has none, whatever the machine's load.
+    server.in_one_batch(2, lambda: _submit_many(insurer, 2, first_number=10))
+    assert server.running.sequencer.batches_committed == 3
     stub = pb_grpc.LedgerServiceStub(channel)
     with pytest.raises(grpc.RpcError) as raised:
         result = getattr(stub, method)(request_message)

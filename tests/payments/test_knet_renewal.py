@@ -4,7 +4,6 @@ confirmed by inquiry on the track id before it is recorded."""
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -38,19 +37,10 @@ def world(tmp_path: Path) -> Iterator[tuple[Stack, KnetSandbox, NotificationRece
         sandbox.stop()
 
 
-def _wait_for(predicate: object, seconds: float = 10.0) -> None:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if predicate():  # type: ignore[operator]
-            return
-        time.sleep(0.02)
-    raise AssertionError("timed out")
-
-
 def test_a_hosted_page_payment_is_stored_acknowledged_confirmed_and_recorded(
     world: tuple[Stack, KnetSandbox, NotificationReceiver],
 ) -> None:
-    stack, sandbox, _ = world
+    stack, sandbox, receiver = world
     quote = stack.renewals.quote(family_request(7, 3))
     payment = stack.renewals.start_payment(
         quote.quote_id, "knet-key-0001", "knet", "https://portal.example/back"
@@ -66,7 +56,8 @@ def test_a_hosted_page_payment_is_stored_acknowledged_confirmed_and_recorded(
     with stack.engine.connect() as connection:
         stored = connection.execute(select(gateway_notifications)).all()
     assert [(row.payment_id, row.verified) for row in stored] == [(payment.payment_id, "true")]
-    _wait_for(lambda: stack.renewals.get_payment(payment.payment_id).state == "recorded")
+    receiver.settle(timeout_seconds=60)  # the background confirmation has finished
+    assert stack.renewals.get_payment(payment.payment_id).state == "recorded"
     assert len(sandbox.tran_pipe_requests) > inquiries_before  # confirmed by inquiry
     recorded = stack.renewals.get_payment(payment.payment_id)
     assert recorded.leaf_index is not None and recorded.captured_minor == quote.total_minor
@@ -75,7 +66,7 @@ def test_a_hosted_page_payment_is_stored_acknowledged_confirmed_and_recorded(
 def test_a_declined_hosted_page_payment_is_declined_and_not_recorded(
     world: tuple[Stack, KnetSandbox, NotificationReceiver],
 ) -> None:
-    stack, sandbox, _ = world
+    stack, sandbox, receiver = world
     quote = stack.renewals.quote(family_request(8, 2))
     payment = stack.renewals.start_payment(quote.quote_id, "knet-key-0002", "knet")
     import urllib.request
@@ -83,7 +74,8 @@ def test_a_declined_hosted_page_payment_is_declined_and_not_recorded(
     with urllib.request.urlopen(payment.redirect_url, timeout=5):
         pass  # the customer reaches the hosted page, then the card is refused
     sandbox.pay(payment.payment_id, "NOT CAPTURED")
-    _wait_for(lambda: stack.renewals.get_payment(payment.payment_id).state == "declined")
+    receiver.settle(timeout_seconds=60)
+    assert stack.renewals.get_payment(payment.payment_id).state == "declined"
     assert stack.renewals.get_payment(payment.payment_id).leaf_index is None
 
 
@@ -113,7 +105,7 @@ def test_a_forged_notification_is_stored_unverified_and_believes_nothing(
     with stack.engine.connect() as connection:
         rows = connection.execute(select(gateway_notifications)).all()
     assert [row.verified for row in rows] == ["false"]
-    time.sleep(0.3)
+    receiver.settle(timeout_seconds=60)  # any confirmation it triggered has run
     assert stack.renewals.get_payment(payment.payment_id).state == "pending"
 
 

@@ -62,15 +62,47 @@ async def _run(appender: RecordingAppender, options: SequencerOptions, count: in
     return list(results)
 
 
+async def _run_held(
+    appender: RecordingAppender, options: SequencerOptions, count: int
+) -> list[object]:
+    """Queue ``count`` submissions while the sequencer is held, then release it."""
+    sequencer = Sequencer(appender, FixedClock(NOW), options)  # type: ignore[arg-type]
+    await sequencer.start()
+    sequencer.hold()
+    submissions = asyncio.gather(
+        *(sequencer.submit(_item(n)) for n in range(count)), return_exceptions=True
+    )
+    await sequencer.wait_waiting(count)
+    assert appender.batches == []  # held: nothing was committed
+    sequencer.release()
+    results = await submissions
+    await sequencer.stop()
+    return list(results)
+
+
 def test_concurrent_submissions_are_grouped_and_capped() -> None:
-    appender = RecordingAppender(delay_seconds=0.01)
+    appender = RecordingAppender()
     results = asyncio.run(
-        _run(appender, SequencerOptions(batch_entries_max=16, batch_age_ms_max=5), 100)
+        _run_held(appender, SequencerOptions(batch_entries_max=16, batch_age_ms_max=0), 100)
     )
     assert sorted(r.leaf_index for r in results) == list(range(100))  # type: ignore[union-attr]
-    assert sum(appender.batches) == 100
-    assert max(appender.batches) <= 16
-    assert len(appender.batches) < 100
+    # Everything was queued before the release: full batches of 16, then the remainder.
+    assert appender.batches == [16] * 6 + [4]
+
+
+def test_a_held_sequencer_still_stops_and_commits_what_waits() -> None:
+    async def scenario() -> list[object]:
+        appender = RecordingAppender()
+        sequencer = Sequencer(appender, FixedClock(NOW), SequencerOptions())  # type: ignore[arg-type]
+        await sequencer.start()
+        sequencer.hold()
+        pending = asyncio.gather(*(sequencer.submit(_item(n)) for n in range(3)))
+        await sequencer.wait_waiting(3)
+        await sequencer.stop()  # releases the hold: what waits is committed, in one batch
+        assert appender.batches == [3]
+        return list(await pending)
+
+    assert [r.leaf_index for r in asyncio.run(scenario())] == [0, 1, 2]  # type: ignore[attr-defined]
 
 
 def test_a_failed_batch_acknowledges_nothing() -> None:
