@@ -142,6 +142,15 @@ class ServerHandle:
         """host:port of the server."""
         return f"127.0.0.1:{self.running.port}"
 
+    def channel(self, role: str = "operator", name: str = "test") -> grpc.Channel:
+        """A channel to this server as the caller ``<role>/<name>`` (close it after use).
+
+        Every test opens its channels here, so that how a caller proves who it is (today: not
+        at all; with mTLS: a client certificate naming ``spiffe://<domain>/<role>/<name>``)
+        changes in one place.
+        """
+        return grpc.insecure_channel(self.address)
+
     def in_one_batch(self, count: int, submit: Callable[[], _T]) -> _T:
         """Run ``submit`` (which queues ``count`` submissions) so that they share one batch.
 
