@@ -15,6 +15,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import ClassVar
 
+from ledger import limits
+
 __all__ = [
     "AlreadyExists",
     "FailedPrecondition",
@@ -131,9 +133,24 @@ class Unauthenticated(LedgerError):
 
 
 class Unavailable(LedgerError):
-    """The service cannot take the request now (shutting down, overloaded); retry later."""
+    """The service cannot take the request now (shutting down, overloaded, a storage fault).
+
+    ``retry_delay_ms`` is how long a client should wait before retrying (a google.rpc RetryInfo
+    on the wire).
+    """
 
     code = "UNAVAILABLE"
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        reason: str = "",
+        metadata: dict[str, str] | None = None,
+        retry_delay_ms: int = limits.unavailable_retry_delay_ms,
+    ) -> None:
+        super().__init__(message, reason=reason, metadata=metadata)
+        self.retry_delay_ms = retry_delay_ms
 
 
 class VerificationError(LedgerError):

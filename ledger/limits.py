@@ -46,6 +46,9 @@ submit_stream_in_flight_max: Final = 1024
 sequencer_batch_entries_max: Final = 2048
 sequencer_queue_entries_max: Final = 65536
 """Submissions waiting for the sequencer; beyond this the server answers UNAVAILABLE."""
+unavailable_retry_delay_ms: Final = 200
+"""The retry hint (google.rpc RetryInfo) of an UNAVAILABLE answer: a storage fault or a full
+queue usually clears within this (the fault-injection runs recovered within 0.2 s)."""
 
 # Reads.
 entries_page_max: Final = 1000

@@ -5,8 +5,9 @@ every other one that arrives within ``batch_age_ms_max`` (or while the previous 
 to ``batch_entries_max``. The batch is appended by :class:`ledger.storage.append.Appender` in one
 transaction on a single dedicated thread: one commit (one fsync) and one signed checkpoint per
 batch. A submission's future resolves only after that commit, so nothing is acknowledged before
-it is durable. A failed batch fails all its submissions with UNAVAILABLE; nothing of it was
-written (the transaction rolled back), and a retry is safe because event ids are idempotent.
+it is durable. A failed batch fails all its submissions with UNAVAILABLE, saying whether nothing
+was written or the commit's outcome is unknown (:mod:`ledger.storage.faults`); either way a retry
+is safe because event ids are idempotent.
 """
 
 from __future__ import annotations
@@ -184,13 +185,17 @@ class Sequencer:
                 self._executor, self._appender.append_batch, items, self._clock.now()
             )
         except LedgerError as error:
-            log.error("batch of %d refused: %s", len(items), error)
+            log.error("batch of %d refused: %s (%s)", len(items), error, error.__cause__)
             outcomes = [error] * len(items)
         except Exception:
+            # The appender turns storage faults into answers that say whether anything was
+            # written; anything else is a bug, and from here we cannot tell whether it came
+            # before or after COMMIT: the honest answer is "unknown", never "not committed".
             log.exception("batch of %d failed; nothing of it was acknowledged", len(items))
             failure = Unavailable(
-                "the batch could not be committed; retry (event ids make it safe)",
-                reason="BATCH_FAILED",
+                "the batch failed: its events may or may not be in the log; "
+                "resubmitting the same events is safe (event ids are idempotent)",
+                reason="COMMIT_OUTCOME_UNKNOWN",
             )
             outcomes = [failure] * len(items)
         else:

@@ -12,12 +12,12 @@ import logging
 from typing import NoReturn
 
 import grpc
-from google.protobuf import any_pb2
+from google.protobuf import any_pb2, duration_pb2
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_status import rpc_status
-from sqlalchemy.exc import OperationalError
 
 from ledger.errors import LedgerError, Unavailable
+from ledger.storage.faults import is_storage_fault, storage_unavailable
 
 __all__ = ["ERROR_DOMAIN", "abort", "status_of"]
 
@@ -29,11 +29,12 @@ log = logging.getLogger(__name__)
 
 def status_of(error: BaseException) -> status_pb2.Status:
     """The google.rpc.Status that reports ``error`` to a client."""
-    if isinstance(error, OperationalError):
-        # The database is unreachable or busy (a lock held too long): nothing was written,
-        # and a retry may succeed. Logged, since it should be rare.
-        log.warning("database unavailable: %s", error.orig)
-        error = Unavailable("the database is busy or unreachable; retry", reason="DATABASE_BUSY")
+    if is_storage_fault(error):
+        # An I/O error, a full disk, a lost connection or a lock held too long, outside a
+        # write batch (the appender reports those itself): a read, or admission before anything
+        # was queued. Nothing was written, and a retry may succeed. Logged, since it is rare.
+        log.warning("storage unavailable: %s", error)
+        error = storage_unavailable()
     if not isinstance(error, LedgerError):
         log.error("unexpected error", exc_info=error)
         return status_pb2.Status(code=code_pb2.INTERNAL, message="internal error")
@@ -54,6 +55,10 @@ def status_of(error: BaseException) -> status_pb2.Status:
             ]
         )
         details.append(_packed(request))
+    if isinstance(error, Unavailable):
+        delay = duration_pb2.Duration()
+        delay.FromMilliseconds(error.retry_delay_ms)
+        details.append(_packed(error_details_pb2.RetryInfo(retry_delay=delay)))
     return status_pb2.Status(code=code.value[0], message=error.message, details=details)
 
 

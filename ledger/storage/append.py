@@ -15,7 +15,9 @@ Steps of one batch (numbered in the code):
       encode the entry once, hash it, append it to the tree;
   (6) insert entries and nodes, sign and insert the checkpoint, commit;
   (7) after the commit, build each receipt's inclusion proof from stored nodes.
-Nothing is acknowledged before (6) returns.
+Nothing is acknowledged before (6) returns. A storage fault answers UNAVAILABLE saying whether
+nothing was written, the commit's outcome is unknown, or only the receipt is missing
+(:mod:`ledger.storage.faults`).
 """
 
 from __future__ import annotations
@@ -38,6 +40,12 @@ from ledger.keys import check_key_at_event_time, check_key_usable
 from ledger.merkle import CompactRange, NodeID, inclusion, leaf_hash, right_edge_ids
 from ledger.signing import Signer
 from ledger.storage.db import WRITE_LOCK_OPTION, is_sqlite
+from ledger.storage.faults import (
+    commit_outcome_unknown,
+    is_storage_fault,
+    receipt_unavailable,
+    storage_unavailable,
+)
 from ledger.storage.key_store import keys_by_id
 from ledger.storage.log_store import (
     StoredCheckpoint,
@@ -112,6 +120,16 @@ class _Duplicate:
     position: int
 
 
+@dataclass(frozen=True)
+class _Written:
+    """What a committed batch wrote: its checkpoint, new entries, duplicates and new nodes."""
+
+    head: StoredCheckpoint
+    sequenced: list[_Sequenced]
+    duplicates: list[_Duplicate]
+    nodes: dict[NodeID, bytes]
+
+
 Outcome = Receipt | LedgerError
 
 
@@ -132,9 +150,38 @@ class Appender:
             return latest_checkpoint(connection)
 
     def append_batch(self, items: Sequence[PendingEntry], now: dt.datetime) -> list[Outcome]:
-        """Append ``items`` in one transaction; one outcome per item, in order (see module doc)."""
+        """Append ``items`` in one transaction; one outcome per item, in order (see module doc).
+
+        A storage fault raises UNAVAILABLE saying what it means for the batch (see
+        :mod:`ledger.storage.faults`): nothing written, outcome unknown, or committed.
+        """
         outcomes: list[Outcome | None] = [None] * len(items)
-        with self._write_transaction() as connection:
+        transaction = self._write_transaction()
+        try:
+            written = self._write_batch(transaction, items, now, outcomes)
+        except Exception as error:
+            if not is_storage_fault(error):
+                raise
+            if transaction.committed:
+                raise receipt_unavailable() from error
+            raise storage_unavailable() from error
+        try:
+            self._fill_receipts(items, written, outcomes)
+        except Exception as error:
+            if is_storage_fault(error):
+                raise receipt_unavailable() from error
+            raise
+        check(all(outcome is not None for outcome in outcomes), "a batch item has no outcome")
+        return [outcome for outcome in outcomes if outcome is not None]
+
+    def _write_batch(
+        self,
+        transaction: _WriteTransaction,
+        items: Sequence[PendingEntry],
+        now: dt.datetime,
+        outcomes: list[Outcome | None],
+    ) -> _Written:
+        with transaction as connection:
             # (1), (2)
             head, tree = _read_head(connection)
             events = [item.decoded() for item in items]
@@ -160,29 +207,41 @@ class Appender:
                     ],
                 )
                 head = self._insert_checkpoint(connection, tree, now)
-        # (7)
+        return _Written(head, sequenced, duplicates, nodes)
+
+    def _fill_receipts(
+        self,
+        items: Sequence[PendingEntry],
+        written: _Written,
+        outcomes: list[Outcome | None],
+    ) -> None:
+        """(7): the committed batch's receipts, and the first receipts of its duplicates."""
+        known: dict[NodeID, bytes] | None = None
         with self._engine.connect() as connection:
-            if sequenced:
+            if written.sequenced:
                 # Every proof of the batch is at the same tree size: read the nodes they need,
                 # beyond the ones this batch wrote, in one query.
-                plans = [inclusion(entry.leaf_index, head.tree_size) for entry in sequenced]
+                plans = [
+                    inclusion(entry.leaf_index, written.head.tree_size)
+                    for entry in written.sequenced
+                ]
                 wanted = list({node for plan in plans for node in plan.ids})
-                known = dict(zip(wanted, read_nodes(connection, wanted, nodes), strict=True))
-            for entry in sequenced:
+                known = dict(
+                    zip(wanted, read_nodes(connection, wanted, written.nodes), strict=True)
+                )
+            for entry in written.sequenced:
                 outcomes[entry.position] = _receipt(
                     connection,
                     items[entry.position],
                     entry,
-                    head,
+                    written.head,
                     duplicate=False,
                     known=known,
                 )
-            for duplicate in duplicates:
+            for duplicate in written.duplicates:
                 outcomes[duplicate.position] = _duplicate_receipt(
                     connection, items[duplicate.position]
                 )
-        check(all(outcome is not None for outcome in outcomes), "a batch item has no outcome")
-        return [outcome for outcome in outcomes if outcome is not None]
 
     def _write_transaction(self) -> _WriteTransaction:
         return _WriteTransaction(self._engine)
@@ -219,10 +278,15 @@ class Appender:
 
 
 class _WriteTransaction:
-    """A transaction holding the ledger's write lock; it rolls back unless it ends cleanly."""
+    """A transaction holding the ledger's write lock; it rolls back unless it ends cleanly.
+
+    A failure during COMMIT raises COMMIT_OUTCOME_UNKNOWN: the database may have made the batch
+    durable before it failed. ``committed`` says whether COMMIT returned.
+    """
 
     def __init__(self, engine: Engine) -> None:
         self._engine = engine
+        self.committed = False
 
     def __enter__(self) -> Connection:
         self._connection = self._engine.connect().execution_options(**{WRITE_LOCK_OPTION: True})
@@ -236,7 +300,14 @@ class _WriteTransaction:
     def __exit__(self, kind: object, value: object, traceback: object) -> None:
         try:
             if kind is None:
-                self._transaction.commit()
+                try:
+                    self._transaction.commit()
+                except Exception as error:
+                    # The connection's state is unknown too (SQLite may still be inside the
+                    # transaction): discard it rather than hand it to the next batch.
+                    self._connection.invalidate()
+                    raise commit_outcome_unknown() from error
+                self.committed = True
             else:
                 self._transaction.rollback()
         finally:

@@ -105,10 +105,12 @@ def test_a_held_sequencer_still_stops_and_commits_what_waits() -> None:
     assert [r.leaf_index for r in asyncio.run(scenario())] == [0, 1, 2]  # type: ignore[attr-defined]
 
 
-def test_a_failed_batch_acknowledges_nothing() -> None:
+def test_a_failed_batch_acknowledges_nothing_and_says_its_outcome_is_unknown() -> None:
+    # An unexpected failure may have come before or after COMMIT: never claim "not committed".
     results = asyncio.run(_run(RecordingAppender(fail=True), SequencerOptions(), 10))
     assert all(
-        isinstance(result, Unavailable) and result.reason == "BATCH_FAILED" for result in results
+        isinstance(result, Unavailable) and result.reason == "COMMIT_OUTCOME_UNKNOWN"
+        for result in results
     )
 
 

@@ -1,0 +1,83 @@
+"""Storage faults: which errors mean "the disk or the database failed", and what each one tells a
+client about its submission.
+
+An I/O error, a full disk or a lost database connection is an operating error, not a bug: the
+client is told UNAVAILABLE with a retry hint. What the answer says about a write depends on when
+the fault came:
+
+- before COMMIT was sent: the transaction rolled back, nothing was written
+  (``STORAGE_UNAVAILABLE``);
+- during COMMIT: the database may have made the batch durable or not, and we cannot tell
+  (``COMMIT_OUTCOME_UNKNOWN``). SQLite can fail an fsync of a WAL frame that a later open still
+  replays; PostgreSQL can lose the connection after it committed. Never answer "not committed";
+- after COMMIT, while building receipts: the batch is durable, only its receipt is missing
+  (``RECEIPT_UNAVAILABLE``).
+
+In every case resubmitting the same event is safe: an event id already in the log answers its
+first receipt (see :mod:`ledger.storage.append`, step (4)).
+"""
+
+from __future__ import annotations
+
+import sqlite3
+
+import psycopg
+from sqlalchemy import exc
+
+from ledger.errors import Unavailable
+
+__all__ = [
+    "commit_outcome_unknown",
+    "is_storage_fault",
+    "receipt_unavailable",
+    "storage_unavailable",
+]
+
+_SQLITE_FAULT_MESSAGES = ("disk i/o error", "database or disk is full", "unable to open")
+"""sqlite3.DatabaseError messages that come from the file system, not from the statement."""
+
+
+def is_storage_fault(error: BaseException) -> bool:
+    """Whether ``error`` is the disk or the database failing (retry later), not a bug."""
+    if isinstance(error, exc.DBAPIError):
+        return (
+            error.connection_invalidated
+            or isinstance(error, (exc.OperationalError, exc.InterfaceError))
+            or (error.orig is not None and is_storage_fault(error.orig))
+        )
+    if isinstance(
+        error,
+        (exc.DisconnectionError, OSError, sqlite3.OperationalError, psycopg.OperationalError),
+    ):
+        return True
+    if isinstance(error, sqlite3.DatabaseError):
+        message = str(error).lower()
+        return any(fault in message for fault in _SQLITE_FAULT_MESSAGES)
+    return False
+
+
+def storage_unavailable() -> Unavailable:
+    """A fault before anything was committed: nothing was written."""
+    return Unavailable(
+        "storage is unavailable (an I/O error, a full disk or a lost database connection); "
+        "nothing was written; retry",
+        reason="STORAGE_UNAVAILABLE",
+    )
+
+
+def commit_outcome_unknown() -> Unavailable:
+    """A fault during COMMIT: the batch may or may not be in the log."""
+    return Unavailable(
+        "storage failed while committing: the event may or may not be in the log; "
+        "resubmitting the same event is safe (it answers the first receipt if it was committed)",
+        reason="COMMIT_OUTCOME_UNKNOWN",
+    )
+
+
+def receipt_unavailable() -> Unavailable:
+    """A fault after COMMIT: the event is in the log, its receipt could not be read."""
+    return Unavailable(
+        "the event was committed but its receipt could not be read; "
+        "resubmit the same event to get its receipt",
+        reason="RECEIPT_UNAVAILABLE",
+    )
