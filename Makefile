@@ -10,12 +10,21 @@ BUF    := protos/node_modules/.bin/buf
 PROTOS := $(wildcard protos/ledger/v1/*.proto) $(wildcard protos/payments/v1/*.proto)
 
 .PHONY: run test lint proto proto-check bench bench-small faults install clean serve
+.PHONY: crash fiu-utils
 
 run: $(STAMP) ## Start a server on SQLite, submit and audit signed events, print the story.
 	$(BIN)/policy-ledger demo
 
-test: $(STAMP) ## Run the whole test suite (SQLite always, PostgreSQL where reachable).
+test: $(STAMP) fiu-utils ## Run the whole test suite (SQLite always, PostgreSQL where reachable).
 	$(BIN)/pytest
+
+crash: $(STAMP) ## SIGKILL the server and a test-owned PostgreSQL under load, CYCLES times each.
+	POLICY_LEDGER_CRASH_CYCLES=$${CYCLES:-50} POLICY_LEDGER_CRASH_SEED=$${SEED:-15} \
+	  $(BIN)/pytest -q --timeout=0 tests/durability/test_crash.py
+
+fiu-utils: ## libfiu's fiu-run (Debian package), for the storage-fault injection test.
+	@command -v fiu-run >/dev/null || (apt-get update -qq && apt-get install -y -qq fiu-utils) \
+	  || echo "fiu-utils could not be installed: the storage-fault injection test is skipped"
 
 lint: $(STAMP) $(BUF) ## ruff, mypy --strict, buf lint.
 	$(BIN)/ruff check .

@@ -1,0 +1,237 @@
+"""Real processes for the durability tests: `policy-ledger serve` and a test-owned PostgreSQL.
+
+:func:`start_server_process` is the one place a test starts a server subprocess (the flags that
+make a caller's identity, such as mTLS certificates, are added here and in
+:meth:`ServerProcess.channel`). Readiness is waited for on events, never on sleeps: the server's
+"serving on port" line, then a health check with ``wait_for_ready``; PostgreSQL's "ready to
+accept connections" log line.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+__all__ = ["PostgresInstance", "ServerProcess", "postgres_binaries", "start_server_process"]
+
+READY_SECONDS_MAX = 120.0
+"""How long a started process may take to answer (a bound against a hang, not a speed check)."""
+_SERVING_LINE = "policy-ledger serving on port "
+_DIE_WITH_PARENT = ("setpriv", "--pdeathsig", "KILL", "--") if shutil.which("setpriv") else ()
+"""Where util-linux's setpriv exists, a server is SIGKILLed when the test process dies (a
+timeout, an interrupted run), so no server outlives its test."""
+
+
+@dataclass
+class ServerProcess:
+    """A `policy-ledger serve` subprocess and the port it listens on."""
+
+    process: subprocess.Popen[str]
+    port: int
+    log_path: Path
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def channel(self, role: str = "operator", name: str = "test") -> grpc.Channel:
+        """A channel to this server as the caller ``<role>/<name>`` (close it after use)."""
+        return grpc.insecure_channel(self.address)
+
+    def kill(self) -> None:
+        """SIGKILL: no shutdown code runs, as in a power cut of the process."""
+        self.process.kill()
+        self.process.wait()
+
+    def stop(self) -> None:
+        """SIGTERM and wait: the server commits what is queued and stops cleanly."""
+        if self.process.poll() is None:
+            self.process.terminate()
+            self.process.wait(timeout=READY_SECONDS_MAX)
+
+    def log_tail(self, characters: int = 4000) -> str:
+        return self.log_path.read_text(encoding="utf-8", errors="replace")[-characters:]
+
+
+def start_server_process(
+    database_url: str,
+    log_key_file: Path,
+    workdir: Path,
+    *,
+    wrapper: Sequence[str] = (),
+    extra_arguments: Sequence[str] = (),
+) -> ServerProcess:
+    """Start `policy-ledger serve` on 127.0.0.1 (a port it picks); return once it is healthy.
+
+    ``wrapper`` runs the server under another program (``fiu-run -x``). The server's log goes
+    to a file in ``workdir``.
+    """
+    workdir.mkdir(parents=True, exist_ok=True)
+    log_path = Path(tempfile.mkstemp(prefix="server-", suffix=".log", dir=workdir)[1])
+    command = [
+        *_DIE_WITH_PARENT,
+        *wrapper,
+        sys.executable,
+        "-m",
+        "ledger.cli",
+        "serve",
+        "--database",
+        database_url,
+        "--listen",
+        "127.0.0.1:0",
+        "--log-key",
+        str(log_key_file),
+        *extra_arguments,
+    ]
+    with log_path.open("w", encoding="utf-8") as log:
+        process = subprocess.Popen(
+            command,
+            stdout=subprocess.PIPE,
+            stderr=log,
+            text=True,
+            cwd=workdir,
+        )
+    handle = ServerProcess(process, 0, log_path)
+    handle.port = _serving_port(process, handle)
+    with handle.channel("auditor", "readiness") as channel:
+        health_pb2_grpc.HealthStub(channel).Check(
+            health_pb2.HealthCheckRequest(), wait_for_ready=True, timeout=READY_SECONDS_MAX
+        )
+    return handle
+
+
+def _serving_port(process: subprocess.Popen[str], handle: ServerProcess) -> int:
+    """Read the server's stdout until it says which port it serves on (or it exits)."""
+    assert process.stdout is not None
+    for line in process.stdout:
+        if line.startswith(_SERVING_LINE):
+            return int(line[len(_SERVING_LINE) :].split(",")[0])
+    process.wait()
+    raise RuntimeError(
+        f"the server exited with {process.returncode} before serving:\n{handle.log_tail()}"
+    )
+
+
+def postgres_binaries() -> Path | None:
+    """The folder of initdb and postgres: on the PATH, else the newest /usr/lib/postgresql."""
+    found = shutil.which("initdb")
+    if found:
+        return Path(found).parent
+    candidates = sorted(
+        Path("/usr/lib/postgresql").glob("*/bin/initdb"), key=lambda path: int(path.parts[-3])
+    )
+    return candidates[-1].parent if candidates else None
+
+
+class PostgresInstance:
+    """A PostgreSQL cluster of the test's own: initdb into a temp dir, its own port and socket.
+
+    Never the machine's shared server: this one is killed with SIGKILL (its whole process
+    group, as in a power cut) and restarted. PostgreSQL refuses to run as root, so as root the
+    cluster belongs to the ``postgres`` user.
+    """
+
+    def __init__(self, binaries: Path) -> None:
+        self._binaries = binaries
+        self._user = "postgres" if os.geteuid() == 0 else None
+        self.directory = Path(tempfile.mkdtemp(prefix="policy-ledger-pg-"))
+        if self._user:
+            shutil.chown(self.directory, self._user)
+        self.port = _free_port()
+        self._process: subprocess.Popen[str] | None = None
+        self._run("initdb", "-D", str(self.directory / "data"), "-U", "postgres", "--auth=trust")
+
+    @property
+    def url(self) -> str:
+        return f"postgresql+psycopg://postgres@127.0.0.1:{self.port}/postgres"
+
+    def start(self) -> None:
+        """Start the server; return once it logs that it accepts connections."""
+        self._process = subprocess.Popen(
+            [
+                str(self._binaries / "postgres"),
+                "-D",
+                str(self.directory / "data"),
+                "-p",
+                str(self.port),
+                "-k",
+                str(self.directory),
+                "-c",
+                "listen_addresses=127.0.0.1",
+                "-c",
+                "logging_collector=off",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+            user=self._user,
+            start_new_session=True,
+        )
+        assert self._process.stderr is not None
+        if not _wait_for_line(self._process.stderr, "ready to accept connections"):
+            raise RuntimeError(f"PostgreSQL did not start (exit {self._process.wait()})")
+        # Keep draining its log so a full pipe never blocks the server.
+        _drain_in_background(self._process.stderr)
+
+    def kill(self) -> None:
+        """SIGKILL the postmaster and every backend at once."""
+        if self._process is not None:
+            os.killpg(self._process.pid, signal.SIGKILL)
+            self._process.wait()
+            self._process = None
+
+    def remove(self) -> None:
+        self.kill()
+        shutil.rmtree(self.directory, ignore_errors=True)
+
+    def _run(self, program: str, *arguments: str) -> None:
+        subprocess.run(
+            [str(self._binaries / program), *arguments],
+            check=True,
+            capture_output=True,
+            user=self._user,
+            cwd=self.directory,
+        )
+
+
+def _wait_for_line(stream: IO[str], marker: str) -> bool:
+    return any(marker in line for line in stream)
+
+
+def _drain_in_background(stream: IO[str]) -> None:
+    import threading
+
+    threading.Thread(target=stream.read, daemon=True, name="postgres-log").start()
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+@contextlib.contextmanager
+def postgres_instance() -> Iterator[PostgresInstance]:
+    """A started test-owned PostgreSQL, removed afterwards."""
+    binaries = postgres_binaries()
+    if binaries is None:
+        raise RuntimeError("no initdb on the PATH or under /usr/lib/postgresql/*/bin")
+    instance = PostgresInstance(binaries)
+    try:
+        instance.start()
+        yield instance
+    finally:
+        instance.remove()
