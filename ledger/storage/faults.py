@@ -33,8 +33,18 @@ __all__ = [
     "storage_unavailable",
 ]
 
-_SQLITE_FAULT_MESSAGES = ("disk i/o error", "database or disk is full", "unable to open")
-"""sqlite3.DatabaseError messages that come from the file system, not from the statement."""
+_SQLITE_FAULT_CODES = frozenset({5, 6, 10, 11, 13, 14, 15, 26})
+"""Primary SQLite result codes that come from the file system, not from the statement: BUSY,
+LOCKED, IOERR, CORRUPT, FULL, CANTOPEN, PROTOCOL, NOTADB. CORRUPT is here because a failed or
+short read makes SQLite see a malformed page (libfiu runs show it clears with the fault); a
+database that stays corrupt keeps answering UNAVAILABLE, and the log says why."""
+_SQLITE_FAULT_MESSAGES = (
+    "disk i/o error",
+    "database or disk is full",
+    "unable to open",
+    "disk image is malformed",
+)
+"""The same faults by message, for errors raised without a result code."""
 
 
 def is_storage_fault(error: BaseException) -> bool:
@@ -51,6 +61,9 @@ def is_storage_fault(error: BaseException) -> bool:
     ):
         return True
     if isinstance(error, sqlite3.DatabaseError):
+        code = getattr(error, "sqlite_errorcode", None)
+        if code is not None:
+            return code & 0xFF in _SQLITE_FAULT_CODES
         message = str(error).lower()
         return any(fault in message for fault in _SQLITE_FAULT_MESSAGES)
     return False

@@ -193,9 +193,17 @@ def test_a_read_fault_answers_unavailable_with_a_retry_hint(
         OSError(errno.ENOSPC, "No space left on device"),
         sqlite3.OperationalError("disk I/O error"),
         sqlite3.DatabaseError("database or disk is full"),
+        sqlite3.DatabaseError("database disk image is malformed"),
         OperationalError("SELECT 1", {}, sqlite3.OperationalError("database is locked")),
     ],
-    ids=["EIO", "ENOSPC", "sqlite-io", "sqlite-full", "sqlalchemy-operational"],
+    ids=[
+        "EIO",
+        "ENOSPC",
+        "sqlite-io",
+        "sqlite-full",
+        "sqlite-short-read",
+        "sqlalchemy-operational",
+    ],
 )
 def test_storage_faults_answer_unavailable_never_internal(error: BaseException) -> None:
     status = status_of(error)
