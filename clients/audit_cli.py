@@ -1,13 +1,14 @@
 """``policy-ledger audit verify`` and ``audit watch``: the auditor's commands.
 
-Both trust nothing but the log's verifier key (``--log-key``) and the key history of the
+Both trust nothing but the log's verifier key (``--log-verifier``) and the key history of the
 signers. The checks themselves are :mod:`clients.offline` (no server code); this module only
 fetches what they need, over gRPC (``--server``) or from a database file (``--database``), and
 keeps the auditor's trusted state: every checkpoint it has verified, in a JSON file (``--state``),
 so a later rollback, fork or rewritten history is caught.
 
-Exit codes: 0 verified; 1 the audit failed (the message names the entry, what was expected and
-what was found); 2 bad command line or unreadable input; 3 (watch) an inconsistency alert.
+Exit codes (as every command's, see docs/operations.md): 0 verified; 1 the audit failed or
+(watch) an inconsistency alert (the message names the entry, what was expected and what was
+found); 2 bad command line or unreadable input; 3 the server is unreachable or refused a call.
 """
 
 from __future__ import annotations
@@ -22,6 +23,8 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+
+from ledger.cli_flags import add_log_verifier
 
 __all__ = ["fetch_checkpoint_note", "fetch_entries", "register"]
 
@@ -124,6 +127,21 @@ def _grpc_keys(address: str, token: str) -> dict[str, Any]:
     return keys
 
 
+def sqlite_path(url: str) -> Path:
+    """The file of a SQLite ``--database`` URL (a URL, as every command's ``--database``)."""
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    hint = f"--database is a SQLAlchemy URL, e.g. sqlite+pysqlite:///{url}"
+    try:
+        parsed = make_url(url)
+    except ArgumentError:
+        raise ValueError(f"{url!r} is not a URL; {hint}") from None
+    if parsed.get_backend_name() != "sqlite" or not parsed.database:
+        raise ValueError(f"audit verify --database reads a SQLite file; {hint}")
+    return Path(parsed.database)
+
+
 def _sources(args: argparse.Namespace, key: Any, state: TrustedState) -> tuple[Any, ...]:
     """(checkpoint note, checkpoint, trusted checkpoints, key history, entries)."""
     from clients.offline.audit import AuditFailure, load_key_history
@@ -132,7 +150,7 @@ def _sources(args: argparse.Namespace, key: Any, state: TrustedState) -> tuple[A
     from clients.offline.sources import SqliteLedger
 
     if args.database:
-        database = SqliteLedger(Path(args.database))
+        database = SqliteLedger(sqlite_path(args.database))
         rows = database.checkpoint_rows()
         if not rows:
             raise VerificationFailure("the database holds no checkpoint")
@@ -179,9 +197,9 @@ def _replay(args: argparse.Namespace) -> str:
     if not args.database:
         return "--replay needs --database (a copy of the ledger's file)"
     from ledger.coverage.rebuild import rebuild_and_compare
-    from ledger.storage.db import create_ledger_engine, sqlite_url
+    from ledger.storage.db import create_ledger_engine
 
-    engine = create_ledger_engine(sqlite_url(args.database))
+    engine = create_ledger_engine(args.database)
     try:
         report = rebuild_and_compare(engine)
     finally:
@@ -194,38 +212,36 @@ def _replay(args: argparse.Namespace) -> str:
     return f"first diverging entry {report.first_diverging_leaf_index}: {first}"
 
 
-def _verify(args: argparse.Namespace) -> int:
-    from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+def _usage(message: str) -> int:
+    print(f"error: {message}", file=sys.stderr)
+    return 2
 
-    from clients.offline.audit import audit
+
+def _unreachable(server: str, error: Any) -> int:
+    details = error.details() if hasattr(error, "details") else ""
+    print(
+        f"error: the server at {server} did not answer or refused: {error.code().name} {details}",
+        file=sys.stderr,
+    )
+    return 3
+
+
+def _verify(args: argparse.Namespace) -> int:
+    import grpc
+
     from clients.offline.merkle import VerificationFailure
 
     started = time.monotonic()
     try:
-        key = _log_key(args.log_key)
+        key = _log_key(args.log_verifier)
+    except VerificationFailure as error:  # a malformed key is a usage mistake, not a verdict
+        return _usage(f"--log-verifier: {error}")
+    try:
         state = TrustedState(Path(args.state) if args.state else None, key)
         note, checkpoint, trusted, keys, entries = _sources(args, key, state)
-        with Progress(
-            TextColumn("auditing"),
-            BarColumn(),
-            TextColumn("{task.completed:,}/{task.total:,} entries"),
-            TextColumn("{task.fields[rate]}"),
-            TimeRemainingColumn(),
-            transient=True,
-            disable=args.json or not sys.stderr.isatty(),
-        ) as progress:
-            task = progress.add_task("audit", total=checkpoint.size, rate="")
-
-            def advance(done: int) -> None:
-                if done % 1000 == 0 or done == checkpoint.size:
-                    rate = done / max(time.monotonic() - started, 1e-6)
-                    progress.update(task, completed=done, rate=f"{rate:,.0f}/s")
-
-            report = audit(
-                entries, checkpoint, keys, trusted=trusted, progress=advance, workers=args.workers
-            )
-    except (VerificationFailure, OSError, ValueError, KeyError) as error:
-        return _fail(args, error)
+        report = _audit_with_progress(args, entries, checkpoint, trusted, keys, started)
+    except (VerificationFailure, grpc.RpcError, OSError, ValueError, KeyError) as error:
+        return _error_exit(args, error)
     state.add(note, checkpoint)
     replay = _replay(args) if args.replay else None
     if replay:
@@ -246,6 +262,52 @@ def _verify(args: argparse.Namespace) -> int:
     return 0
 
 
+def _error_exit(args: argparse.Namespace, error: Exception) -> int:
+    """A failed verdict exits 1, an unreachable or refusing server 3, a usage mistake 2."""
+    import grpc
+
+    from clients.offline.merkle import VerificationFailure
+
+    if isinstance(error, VerificationFailure):
+        return _fail(args, error)
+    if isinstance(error, grpc.RpcError):
+        return _unreachable(args.server, error)
+    return _usage(str(error))
+
+
+def _audit_with_progress(  # noqa: PLR0917 (the audit's inputs, passed through)
+    args: argparse.Namespace,
+    entries: Any,
+    checkpoint: Any,
+    trusted: Any,
+    keys: Any,
+    started: float,
+) -> Any:
+    from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+
+    from clients.offline.audit import audit
+
+    with Progress(
+        TextColumn("auditing"),
+        BarColumn(),
+        TextColumn("{task.completed:,}/{task.total:,} entries"),
+        TextColumn("{task.fields[rate]}"),
+        TimeRemainingColumn(),
+        transient=True,
+        disable=args.json or not sys.stderr.isatty(),
+    ) as progress:
+        task = progress.add_task("audit", total=checkpoint.size, rate="")
+
+        def advance(done: int) -> None:
+            if done % 1000 == 0 or done == checkpoint.size:
+                rate = done / max(time.monotonic() - started, 1e-6)
+                progress.update(task, completed=done, rate=f"{rate:,.0f}/s")
+
+        return audit(
+            entries, checkpoint, keys, trusted=trusted, progress=advance, workers=args.workers
+        )
+
+
 def _watch(args: argparse.Namespace) -> int:
     import grpc
 
@@ -254,8 +316,11 @@ def _watch(args: argparse.Namespace) -> int:
     from ledger.v1 import ledger_service_pb2 as pb
     from ledger.v1 import ledger_service_pb2_grpc as pb_grpc
 
-    key = _log_key(args.log_key)
-    state = TrustedState(Path(args.state), key)
+    try:
+        key = _log_key(args.log_verifier)
+        state = TrustedState(Path(args.state), key)
+    except (VerificationFailure, OSError, ValueError) as error:
+        return _usage(str(error))
     rounds = 0
     while args.iterations == 0 or rounds < args.iterations:
         rounds += 1
@@ -293,9 +358,11 @@ def _watch(args: argparse.Namespace) -> int:
             print(f"checkpoint size {checkpoint.size:,}: signature and consistency verified")
         except VerificationFailure as alert:
             print(f"ALERT: {alert}", file=sys.stderr)
-            return 3
+            return 1
         except grpc.RpcError as error:
-            print(f"warning: the server did not answer: {error.code()}", file=sys.stderr)
+            # A watcher that cannot see the log must say so (a supervisor restarts it and
+            # pages someone), not exit 0 as if all were well.
+            return _unreachable(args.server, error)
         if args.iterations == 0 or rounds < args.iterations:
             time.sleep(args.interval)
     return 0
@@ -312,18 +379,22 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
             "Full audit against the log's verifier key: every entry re-hashed, every signature\n"
             "verified against the key history, the root recomputed and compared with the signed\n"
             "checkpoint and with every checkpoint in --state (rewrites, rollbacks, forks).\n"
-            "Exit 0 verified, 1 failed (with the entry, what was expected and found).\n\n"
+            "Exit 0 verified, 1 failed (with the entry, what was expected and found),\n"
+            "2 usage mistake, 3 server unreachable or refused.\n\n"
             "Examples:\n"
-            "  policy-ledger audit verify --server 127.0.0.1:50051 --log-key @log.pub \\\n"
+            "  policy-ledger audit verify --server 127.0.0.1:50051 --log-verifier @log.pub \\\n"
             "      --admin-token-file var/admin.token --state auditor.json\n"
-            "  policy-ledger audit verify --database var/ledger.db --log-key @log.pub --json"
+            "  policy-ledger audit verify --database sqlite+pysqlite:///var/ledger.db \\\n"
+            "      --log-verifier @log.pub --json"
         ),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     source = verify.add_mutually_exclusive_group(required=True)
     source.add_argument("--server", help="host:port of a policy-ledger server")
-    source.add_argument("--database", help="path of a ledger SQLite file (read-only)")
-    verify.add_argument("--log-key", required=True, help="the log's verifier key, or @file")
+    source.add_argument(
+        "--database", help="URL of a ledger SQLite file (read-only): sqlite+pysqlite:///PATH"
+    )
+    add_log_verifier(verify, required=True)
     verify.add_argument("--keys", help="JSON key history (default: the server's or file's)")
     verify.add_argument("--admin-token-file", help="read the key history from AdminService")
     verify.add_argument("--state", help="JSON file of checkpoints verified before (updated)")
@@ -345,16 +416,16 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         help="follow new checkpoints; alert on any inconsistency",
         description=(
             "Polls the latest checkpoint, verifies its signature and its consistency with the\n"
-            "last one in --state (kept on disk), and alerts (exit 3) on a rollback, a fork or a\n"
-            "failed consistency proof.\n\n"
+            "last one in --state (kept on disk), and alerts (exit 1) on a rollback, a fork or a\n"
+            "failed consistency proof; exit 3 when the server does not answer.\n\n"
             "Example:\n"
-            "  policy-ledger audit watch --server 127.0.0.1:50051 --log-key @log.pub \\\n"
+            "  policy-ledger audit watch --server 127.0.0.1:50051 --log-verifier @log.pub \\\n"
             "      --state auditor.json --interval 30"
         ),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     watch.add_argument("--server", required=True, help="host:port of a policy-ledger server")
-    watch.add_argument("--log-key", required=True, help="the log's verifier key, or @file")
+    add_log_verifier(watch, required=True)
     watch.add_argument("--state", required=True, help="JSON file of verified checkpoints")
     watch.add_argument("--interval", type=float, default=30.0, help="seconds between polls")
     watch.add_argument("--iterations", type=int, default=0, help="stop after N polls (0: never)")

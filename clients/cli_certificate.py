@@ -17,6 +17,7 @@ import grpc
 
 from clients.certificate import CertificateClient, render_qr_png
 from clients.offline.certificate import CertificateError, load_bundle, verify_certificate
+from ledger.cli_flags import add_log_verifier
 from ledger.v1 import types_pb2
 
 __all__ = ["register"]
@@ -31,7 +32,7 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
             "Coverage certificates: a coverage stated and signed by the log key, with the\n"
             "inclusion proof of the entry that created it, verifiable offline.\n\n"
             "Example:\n  policy-ledger certificate verify --certificate card.json "
-            "--log-key @var/log.key.pub"
+            "--log-verifier @var/log.key.pub"
         ),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -42,7 +43,7 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         description=(
             "Asks the server for a certificate per coverage of the person on the date and\n"
             "writes each to --out (the second to FILE-2.json, and so on), with its QR code to\n"
-            "--qr when given. With --log-key, each is verified before it is written.\n\n"
+            "--qr when given. With --log-verifier, each is verified before it is written.\n\n"
             "Example:\n  policy-ledger certificate get --server 127.0.0.1:50051 "
             "--person RESIDENCE_ID:SA:2123456785 --date 2026-11-23 --out card.json --qr card.png"
         ),
@@ -55,7 +56,7 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     get.add_argument("--date", required=True, help="the day covered, YYYY-MM-DD")
     get.add_argument("--out", required=True, help="file to write the certificate bundle to")
     get.add_argument("--qr", help="PNG file to write the certificate's QR code to")
-    get.add_argument("--log-key", help="verify with this log verifier key (or @FILE holding it)")
+    add_log_verifier(get, required=False, help="verify with this log verifier key (or @FILE)")
     get.set_defaults(handler=_get)
 
     verify = sub.add_parser(
@@ -67,12 +68,12 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
             "proof, and the checkpoint and entry when the bundle has them. Exit 0 prints the\n"
             "statement; exit 1 says which check failed.\n\n"
             "Example:\n  policy-ledger certificate verify --certificate card.json "
-            "--log-key @var/log.key.pub"
+            "--log-verifier @var/log.key.pub"
         ),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     verify.add_argument("--certificate", required=True, help="bundle (JSON) or note file")
-    verify.add_argument("--log-key", required=True, help="the log verifier key, or @FILE")
+    add_log_verifier(verify, required=True)
     verify.add_argument("--origin", help="the log's checkpoint origin (default: the key's name)")
     verify.add_argument("--on", help="also require the stated period to cover this YYYY-MM-DD")
     verify.set_defaults(handler=_verify)
@@ -105,7 +106,7 @@ def _get(args: argparse.Namespace) -> int:
         raise ValueError(f"--person: unknown identifier type {id_type!r}") from None
     person = types_pb2.PersonId(type=person_type, country_code=country, value=value)
     day = _day(args.date, "--date")
-    log_key = _key(args.log_key) if args.log_key else None
+    log_key = _key(args.log_verifier) if args.log_verifier else None
     with grpc.insecure_channel(args.server) as channel:
         try:
             issued = CertificateClient(channel, log_key=log_key).get(person, day)
@@ -135,7 +136,7 @@ def _verify(args: argparse.Namespace) -> int:
         bundle = load_bundle(data)
         statement = verify_certificate(
             bundle.certificate,
-            _key(args.log_key),
+            _key(args.log_verifier),
             checkpoint=bundle.checkpoint,
             entry=bundle.entry,
             origin=args.origin,

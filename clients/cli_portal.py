@@ -1,7 +1,7 @@
 """``policy-ledger insurer submit``, ``coverage check`` and ``renew``: the clients' daily commands.
 
 Each talks to a server over gRPC with the typed clients of this package and verifies what it
-gets back with the log's verifier key (``--log-key``): receipts, answers' checkpoints.
+gets back with the log's verifier key (``--log-verifier``): receipts, answers' checkpoints.
 Exit codes: 0 done (renewable, all accepted); 1 refused or not renewable (each reason printed);
 2 bad command line or unreadable input.
 """
@@ -13,6 +13,8 @@ import datetime as dt
 import json
 from pathlib import Path
 from typing import Any
+
+from ledger.cli_flags import add_log_verifier
 
 __all__ = ["register"]
 
@@ -78,7 +80,7 @@ def _submit(args: argparse.Namespace) -> int:
             events.append(json_format.ParseDict(item, events_pb2.Event()))
     refused = 0
     with grpc.insecure_channel(args.server) as channel:
-        client = InsurerClient(channel, signer=signer, log=_log(args.log_key))
+        client = InsurerClient(channel, signer=signer, log=_log(args.log_verifier))
         for event, result in zip(events, client.submit_stream(events), strict=True):
             if isinstance(result, ClientError):
                 refused += 1
@@ -90,7 +92,7 @@ def _submit(args: argparse.Namespace) -> int:
                     f"{result.checkpoint.size}, receipt verified{again}"
                 )
     print(f"{len(events) - refused} accepted, {refused} refused")
-    return 1 if refused else 0
+    return 3 if refused else 0  # 3: refused by the server (docs/operations.md, exit codes)
 
 
 def _check(args: argparse.Namespace) -> int:
@@ -101,7 +103,7 @@ def _check(args: argparse.Namespace) -> int:
     from ledger.v1 import coverage_service_pb2
 
     with grpc.insecure_channel(args.server) as channel:
-        answer = PortalClient(channel, log=_log(args.log_key)).check_household(
+        answer = PortalClient(channel, log=_log(args.log_verifier)).check_household(
             args.sponsor, args.member, through=args.through, as_of=args.as_of
         )
     response = answer.response
@@ -130,7 +132,7 @@ def _renew(args: argparse.Namespace) -> int:
     from payments.v1 import renewal_service_pb2 as pb
 
     with grpc.insecure_channel(args.server) as channel:
-        client = RenewalClient(channel, log=_log(args.log_key))
+        client = RenewalClient(channel, log=_log(args.log_verifier))
         if args.complete:
             payment = client.complete_payment(args.complete)
         else:
@@ -180,7 +182,7 @@ def _add(
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--server", required=True, help="host:port of a policy-ledger server")
-    parser.add_argument("--log-key", required=True, help="the log's verifier key, or @file")
+    add_log_verifier(parser, required=True)
     return parser
 
 
@@ -193,7 +195,7 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         "submit",
         "Sign events (JSON files of ledger.v1.Event) with the insurer's key and submit them;\n"
         "every receipt is verified.",
-        "policy-ledger insurer submit --server 127.0.0.1:50051 --log-key @log.pub "
+        "policy-ledger insurer submit --server 127.0.0.1:50051 --log-verifier @log.pub "
         "--key var/acme.key events.json",
     )
     submit.add_argument("--key", required=True, help="the insurer's signer key file")
@@ -206,7 +208,7 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         coverage_commands,
         "check",
         "Is every member of a household insured through a date? Exit 0 renewable, 1 not.",
-        "policy-ledger coverage check --server 127.0.0.1:50051 --log-key @log.pub "
+        "policy-ledger coverage check --server 127.0.0.1:50051 --log-verifier @log.pub "
         "--sponsor RESIDENCE_ID:SA:2000000006 --member RESIDENCE_ID:SA:2000000014/spouse "
         "--through 2027-06-30",
     )
@@ -224,8 +226,8 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         "renew",
         "Quote a residence renewal (a QuoteRenewalRequest JSON file) and pay its fee; or\n"
         "--complete a hosted-page payment once the customer is back.",
-        "policy-ledger renew --server 127.0.0.1:50051 --log-key @log.pub --request family.json "
-        "--gateway knet --idempotency-key portal-0001",
+        "policy-ledger renew --server 127.0.0.1:50051 --log-verifier @log.pub "
+        "--request family.json --gateway knet --idempotency-key portal-0001",
     )
     action = renew.add_mutually_exclusive_group(required=True)
     action.add_argument("--request", help="QuoteRenewalRequest as JSON")

@@ -32,6 +32,7 @@ from clients.offline.tlog_proof import (
     verify_inclusion,
     verify_tlog_proof,
 )
+from ledger.cli_flags import add_log_verifier
 from ledger.v1 import ledger_service_pb2 as pb
 from ledger.v1 import ledger_service_pb2_grpc as pb_grpc
 
@@ -55,7 +56,7 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
             "  policy-ledger proof export --server 127.0.0.1:50051 --leaf-index 42 "
             "--out leaf42.tlog-proof\n"
             "  policy-ledger proof verify --bundle leaf42.tlog-proof "
-            "--entry leaf42.tlog-proof.entry --log-key @log.key.pub"
+            "--entry leaf42.tlog-proof.entry --log-verifier @log.key.pub"
         ),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -68,7 +69,7 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
             "Fetches, over gRPC, the entry at --leaf-index (GetEntries), the signed checkpoint of\n"
             "--tree-size (GetCheckpoint; default: the latest) and the inclusion proof of the\n"
             "leaf in that tree (GetInclusionProof). Checks the proof against the checkpoint's\n"
-            "root hash (and, with --log-key, the checkpoint's signature), then writes the\n"
+            "root hash (and, with --log-verifier, the checkpoint's signature), then writes the\n"
             "c2sp.org/tlog-proof@v1 bundle to --out and the entry bytes to --out + '.entry'.\n"
             "Exit code 0 on success, 1 on any failure.\n\n"
             "Example:\n"
@@ -86,9 +87,10 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         help="prove inclusion in the checkpoint of this tree size (default: the latest)",
     )
     export.add_argument("--out", required=True, help="bundle file (the entry goes to FILE.entry)")
-    export.add_argument(
-        "--log-key",
-        help="optional: also verify the bundle with this verifier key (string or @file)",
+    add_log_verifier(
+        export,
+        required=False,
+        help="optional: also verify the bundle with this verifier key (string or @FILE)",
     )
     export.set_defaults(handler=export_command)
 
@@ -102,14 +104,14 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
             "Exit code 0 and a summary when all hold; 1 and the reason otherwise.\n\n"
             "Example:\n"
             "  policy-ledger proof verify --bundle leaf42.tlog-proof "
-            "--entry leaf42.tlog-proof.entry --log-key @log.key.pub"
+            "--entry leaf42.tlog-proof.entry --log-verifier @log.key.pub"
         ),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     verify.add_argument("--bundle", required=True, help="the tlog-proof bundle file")
     verify.add_argument("--entry", required=True, help="the entry bytes file")
-    verify.add_argument(
-        "--log-key",
+    add_log_verifier(
+        verify,
         required=True,
         help="the log's verifier key <name>+<hex key id>+<base64 key>, or @FILE holding it",
     )
@@ -123,8 +125,8 @@ def export_command(args: argparse.Namespace) -> int:
     """``proof export``: write the bundle to ``args.out`` and the entry to ``args.out.entry``."""
     try:
         bundle, entry = _fetch_bundle(args.server, args.leaf_index, args.tree_size)
-        if args.log_key:
-            verified = verify_tlog_proof(bundle, entry, _read_log_key(args.log_key))
+        if args.log_verifier:
+            verified = verify_tlog_proof(bundle, entry, _read_log_key(args.log_verifier))
             print(f"checked: checkpoint signed by {verified.log_key}")
         out = Path(args.out)
         entry_path = out.with_name(out.name + ENTRY_SUFFIX)
@@ -144,7 +146,7 @@ def verify_command(args: argparse.Namespace) -> int:
     try:
         bundle = _read_limited(Path(args.bundle), BUNDLE_BYTES_MAX, "bundle")
         entry = _read_limited(Path(args.entry), ENTRY_BYTES_MAX, "entry")
-        log_key = _read_log_key(args.log_key)
+        log_key = _read_log_key(args.log_verifier)
         verified = verify_tlog_proof(bundle, entry, log_key, origin=args.origin)
     except (TlogProofError, _CommandError) as error:
         return _fail(str(error))
@@ -206,7 +208,7 @@ def _fetch_bundle(server: str, leaf_index: int, tree_size: int) -> tuple[bytes, 
         raise _CommandError(f"server did not send exactly the entry at leaf {leaf_index}")
     entry = entries[0][1]
     # The server's word is checked before it is written: the proof must lead to the root the
-    # checkpoint response states (the signature is checked offline, or here with --log-key).
+    # checkpoint response states (the signature is checked offline, or here with --log-verifier).
     verify_inclusion(
         leaf_index, size, leaf_hash(entry), list(inclusion.hashes), checkpoint.root_hash
     )

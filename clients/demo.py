@@ -71,7 +71,7 @@ def running_server(workdir: Path, admin_token: str) -> Iterator[int]:
         sqlite_url(workdir / "ledger.db"),
         "--listen",
         "127.0.0.1:0",
-        "--log-key",
+        "--log-key-file",
         str(workdir / "log.key"),
         "--admin-token-file",
         str(workdir / "admin.token"),

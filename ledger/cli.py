@@ -26,12 +26,13 @@ from importlib.metadata import entry_points
 from pathlib import Path
 
 from clients.errors import ClientError
+from ledger.cli_flags import add_log_key_file
 from ledger.clock import SystemClock
 from ledger.config import ServerConfig
 from ledger.errors import LedgerError
 from ledger.sequencer import SequencerOptions
 from ledger.signing import generate_keypair, parse_verifier_key
-from ledger.storage.db import create_ledger_engine
+from ledger.storage.db import create_ledger_engine, lock_sqlite_for_serving
 from ledger.storage.key_store import KeyStore
 from ledger.storage.migrate import upgrade
 
@@ -43,9 +44,18 @@ def _serve(args: argparse.Namespace) -> int:
 
     config = _server_config(args)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    database_lock = lock_sqlite_for_serving(config.database_url)  # held until the process ends
 
     async def run() -> None:
-        running = await start_server(config)
+        try:
+            running = await start_server(config)
+        except RuntimeError as error:
+            if "Failed to bind" not in str(error):
+                raise
+            raise AddressInUse(
+                f"cannot listen on {config.listen}: the address is in use by another process "
+                "(or not available here); stop it or choose another --listen"
+            ) from None
         if args.port_file:
             Path(args.port_file).write_text(f"{running.port}\n", encoding="utf-8")
         print(f"policy-ledger serving on port {running.port}, origin {running.origin}", flush=True)
@@ -58,7 +68,13 @@ def _serve(args: argparse.Namespace) -> int:
         print("policy-ledger stopped cleanly", flush=True)
 
     asyncio.run(run())
+    if database_lock is not None:
+        database_lock.close()
     return 0
+
+
+class AddressInUse(OSError):
+    """``serve`` could not listen where it was told to."""
 
 
 def _server_config(args: argparse.Namespace) -> ServerConfig:
@@ -70,7 +86,7 @@ def _server_config(args: argparse.Namespace) -> ServerConfig:
         config,
         database_url=args.database or config.database_url,
         listen=args.listen or config.listen,
-        log_key_path=Path(args.log_key) if args.log_key else config.log_key_path,
+        log_key_path=Path(args.log_key_file) if args.log_key_file else config.log_key_path,
         origin=args.origin or config.origin,
         admin_token=token,
         migrate=not args.no_migrate,
@@ -221,13 +237,13 @@ def _parser() -> argparse.ArgumentParser:
         description=(
             "Run the gRPC server (SIGTERM or Ctrl-C stops it cleanly).\n\n"
             "Example:\n  policy-ledger serve --database sqlite+pysqlite:///var/ledger.db "
-            "--listen 127.0.0.1:50051 --log-key var/log.key"
+            "--listen 127.0.0.1:50051 --log-key-file var/log.key"
         ),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     serve.add_argument("--database", help="SQLAlchemy URL (default: sqlite file var/ledger.db)")
     serve.add_argument("--listen", help="host:port (default 127.0.0.1:50051; port 0 picks one)")
-    serve.add_argument("--log-key", help="the log's signer key file (default var/log.key)")
+    add_log_key_file(serve, help="file holding the log's private signer key (default var/log.key)")
     serve.add_argument("--origin", help="checkpoint origin (default: the log key's name)")
     serve.add_argument("--admin-token-file", help="file holding the AdminService bearer token")
     serve.add_argument("--port-file", help="write the port listened on to this file")
@@ -350,22 +366,48 @@ def _add_admin_commands(commands: argparse._SubParsersAction[argparse.ArgumentPa
     listing.set_defaults(handler=_list_keys)
 
 
+EXIT_OK = 0
+EXIT_VERDICT_FAILED = 1
+"""An audit or a check failed, or a household is not renewable: the answer is no."""
+EXIT_USAGE = 2
+"""A bad flag or value, an unreadable file, a port or database file already in use."""
+EXIT_SERVER = 3
+"""The server (or the database) is unreachable, or the server refused the call."""
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the ``policy-ledger`` console script."""
-    args = _parser().parse_args(argv)
+    """Entry point of the ``policy-ledger`` console script (exit codes: the EXIT_* constants)."""
+    args = _parser().parse_args(argv)  # a usage mistake exits EXIT_USAGE here (argparse)
     try:
         return int(args.handler(args))
-    except LedgerError as error:
-        print(f"error: {error.message}", file=sys.stderr)
-        return 1
-    except ClientError as error:
+    except Exception as error:  # expected failures get one line and their exit code
+        code, message = _failure(error)
+        if code is None:
+            raise
+        print(f"error: {message}", file=sys.stderr)
+        return code
+
+
+def _failure(error: Exception) -> tuple[int | None, str]:
+    """The exit code and message of an expected failure; (None, "") for a bug."""
+    import grpc
+
+    from ledger.storage.faults import is_storage_fault
+
+    if isinstance(error, ClientError):
         # A call the server refused (the demo and the admin commands are gRPC clients).
-        print(f"error: the server refused a call: {error}", file=sys.stderr)
-        return 1
-    except (ValueError, OSError) as error:
+        return EXIT_SERVER, f"the server refused a call: {error}"
+    if isinstance(error, grpc.RpcError):
+        details = error.details() if isinstance(error, grpc.Call) else ""
+        return EXIT_SERVER, f"the server did not answer: {error.code().name} {details}"
+    if is_storage_fault(error) and not isinstance(error, OSError):  # OSError: a local file
+        return EXIT_SERVER, f"the database is unreachable or failing: {error}"
+    if isinstance(error, LedgerError):
+        return EXIT_USAGE, error.message
+    if isinstance(error, (ValueError, OSError)):
         # Bad option values (SequencerOptions bounds, dates) and unreadable files.
-        print(f"error: {error}", file=sys.stderr)
-        return 2
+        return EXIT_USAGE, str(error)
+    return None, ""
 
 
 if __name__ == "__main__":

@@ -62,6 +62,12 @@ def load_signer(path: Path) -> Ed25519Signer:
             f"--out {path}`",
             reason="LOG_KEY_MISSING",
         ) from None
+    if not text.startswith("PRIVATE+KEY+") and text.count("+") == 2:
+        raise InvalidArgument(
+            f"{path} holds the log's public verifier key; the server signs, so it needs the "
+            "private signer key (PRIVATE+KEY+...): the file keygen --out wrote, not its .pub",
+            reason="LOG_KEY_IS_VERIFIER",
+        )
     return parse_signer_key(text)
 
 

@@ -14,6 +14,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from ledger.cli_flags import add_log_key_file
+
 __all__ = ["register"]
 
 
@@ -31,12 +33,12 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
             "Configured like the server: POLICY_LEDGER_PAYMENTS_AUTHORITY_KEY, _AUTHORITY_ID,\n"
             "_GATEWAYS (the simulated gateway keeps its state in the server's memory: reconcile\n"
             "from another process is for real gateways).\n\n"
-            "Example:\n  policy-ledger payments reconcile --log-key var/log.key"
+            "Example:\n  policy-ledger payments reconcile --log-key-file var/log.key"
         ),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     reconcile.add_argument("--database", help="SQLAlchemy URL (default: the server's)")
-    reconcile.add_argument("--log-key", help="the log's signer key (default: the server's)")
+    add_log_key_file(reconcile, help="the log's private signer key file (default: the server's)")
     reconcile.add_argument("--stale-minutes", type=float, default=30.0)
     reconcile.set_defaults(handler=_reconcile)
 
@@ -61,7 +63,9 @@ def _reconcile(args: Any) -> int:
     authority_id, authority = configured
     engine = create_ledger_engine(args.database or defaults.database_url)
     upgrade(engine)
-    log_signer = load_signer(Path(args.log_key) if args.log_key else defaults.log_key_path)
+    log_signer = load_signer(
+        Path(args.log_key_file) if args.log_key_file else defaults.log_key_path
+    )
     clock = SystemClock()
     appender = Appender(engine, log_signer, defaults.origin or log_signer.name)
     renewals = renewals_from_environment(

@@ -119,6 +119,9 @@ async def start_server(config: ServerConfig, clock: Clock | None = None) -> Runn
         options=[
             ("grpc.max_receive_message_length", limits.grpc_message_bytes_max),
             ("grpc.max_send_message_length", limits.grpc_message_bytes_max),
+            # gRPC turns SO_REUSEPORT on by default: a second server on the same port would
+            # start silently and share the connections. Refuse the port instead.
+            ("grpc.so_reuseport", 0),
         ]
     )
     ledger = Ledger(key_cache, sequencer, clock)

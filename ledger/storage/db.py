@@ -7,14 +7,23 @@ and transactions begun explicitly so the sequencer can take the write lock up fr
 
 from __future__ import annotations
 
+import fcntl
 import sqlite3
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import Connection, make_url
 
-__all__ = ["WRITE_LOCK_OPTION", "create_ledger_engine", "is_sqlite", "sqlite_url"]
+from ledger.errors import FailedPrecondition
+
+__all__ = [
+    "WRITE_LOCK_OPTION",
+    "create_ledger_engine",
+    "is_sqlite",
+    "lock_sqlite_for_serving",
+    "sqlite_url",
+]
 
 WRITE_LOCK_OPTION = "ledger_write_lock"
 """Execution option: on SQLite, begin the transaction with BEGIN IMMEDIATE (take the write lock)."""
@@ -71,3 +80,30 @@ def _create_sqlite_engine(url: str, database: str | None, *, echo: bool) -> Engi
         connection.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
 
     return engine
+
+
+def lock_sqlite_for_serving(url: str) -> IO[str] | None:
+    """Take the serving lock of a SQLite file (``<file>.serve.lock``); keep the handle open.
+
+    Two servers on one SQLite file would each run a sequencer: SQLite's own lock keeps their
+    transactions apart, but two processes would sign checkpoints for one log from two queues.
+    The lock is an exclusive ``flock``: the kernel drops it when the process ends, even on
+    SIGKILL. Raises FAILED_PRECONDITION when another process holds it; returns None for
+    other engines (PostgreSQL replicas share a database by design).
+    """
+    parsed = make_url(url)
+    if parsed.get_backend_name() != "sqlite" or parsed.database in (None, "", ":memory:"):
+        return None
+    path = Path(f"{parsed.database}.serve.lock")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle = path.open("a+", encoding="utf-8")
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.close()
+        raise FailedPrecondition(
+            f"the database {parsed.database} is already served by another process "
+            f"(it holds {path}); stop that server first",
+            reason="DATABASE_IN_USE",
+        ) from None
+    return handle

@@ -92,7 +92,7 @@ def start_server_process(
         database_url,
         "--listen",
         "127.0.0.1:0",
-        "--log-key",
+        "--log-key-file",
         str(log_key_file),
         *extra_arguments,
     ]

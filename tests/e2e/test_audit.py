@@ -79,9 +79,9 @@ def _audit(
 ) -> tuple[int, dict[str, object]]:
     out, err = io.StringIO(), io.StringIO()
     args = argparse.Namespace(
-        database=str(database),
+        database=sqlite_url(database),
         server=None,
-        log_key=verifier_key,
+        log_verifier=verifier_key,
         keys=str(keys),
         admin_token_file=None,
         state=str(state) if state else None,
@@ -291,7 +291,7 @@ def test_a_rewritten_history_is_detected_even_when_every_node_and_checkpoint_was
 def _watch_args(server: ServerHandle, state: Path) -> argparse.Namespace:
     return argparse.Namespace(
         server=server.address,
-        log_key=server.log_verifier_key,
+        log_verifier=server.log_verifier_key,
         state=str(state),
         interval=0.01,
         iterations=2,
@@ -327,11 +327,18 @@ def test_audit_watch_follows_a_live_server_and_alerts_on_a_fork_or_rollback(
     forked = sign_checkpoint(Checkpoint(log_signer.name, size, bytes(32)), log_signer).decode()
     state.write_text(json.dumps({"checkpoints": [*seen, forked]}))
     with contextlib.redirect_stderr(io.StringIO()) as err:
-        assert _watch(_watch_args(server, state)) == 3
+        assert _watch(_watch_args(server, state)) == 1
     assert "FORK" in err.getvalue()
     # One from the future: the server now looks rolled back.
     future = sign_checkpoint(Checkpoint(log_signer.name, size + 10, bytes(32)), log_signer)
     state.write_text(json.dumps({"checkpoints": [*seen, future.decode()]}))
     with contextlib.redirect_stderr(io.StringIO()) as err:
-        assert _watch(_watch_args(server, state)) == 3
+        assert _watch(_watch_args(server, state)) == 1
     assert "ROLLBACK" in err.getvalue()
+    # A server that does not answer is not "all is well": exit 3, no traceback.
+    unreachable = argparse.Namespace(
+        **{**vars(_watch_args(server, state)), "server": "127.0.0.1:1"}
+    )
+    with contextlib.redirect_stderr(io.StringIO()) as err:
+        assert _watch(unreachable) == 3
+    assert "did not answer" in err.getvalue() and "Traceback" not in err.getvalue()

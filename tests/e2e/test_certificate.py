@@ -210,7 +210,7 @@ def test_the_certificate_commands(
         str(out),
         "--qr",
         str(qr),
-        "--log-key",
+        "--log-verifier",
         f"@{key_file}",
     )
     assert code == 0
@@ -220,7 +220,8 @@ def test_the_certificate_commands(
     assert bundle.checkpoint is not None and bundle.entry is not None
 
     assert (
-        _cli("certificate", "verify", "--certificate", str(out), "--log-key", f"@{key_file}") == 0
+        _cli("certificate", "verify", "--certificate", str(out), "--log-verifier", f"@{key_file}")
+        == 0
     )
     printed = capsys.readouterr().out
     assert printed.startswith("policy-ledger coverage certificate v1\n")
@@ -231,21 +232,29 @@ def test_the_certificate_commands(
     note = tmp_path / "card.note"
     note.write_bytes(bundle.certificate)
     assert (
-        _cli("certificate", "verify", "--certificate", str(note), "--log-key", key_file.read_text())
+        _cli(
+            "certificate",
+            "verify",
+            "--certificate",
+            str(note),
+            "--log-verifier",
+            key_file.read_text(),
+        )
         == 0
     )
     assert capsys.readouterr().out.endswith("verified: signature, inclusion proof\n")
 
     # Refusals: exit 1, with the check that failed.
     stranger = format_verifier_key(Ed25519Signer.generate("test.policy-ledger/log"))
-    assert _cli("certificate", "verify", "--certificate", str(out), "--log-key", stranger) == 1
+    assert _cli("certificate", "verify", "--certificate", str(out), "--log-verifier", stranger) == 1
     assert "not signed by the log key" in capsys.readouterr().err
     document = json.loads(out.read_text(encoding="utf-8"))
     document["certificate"] = document["certificate"].replace("POL-00000001", "POL-00000002")
     out.write_text(json.dumps(document), encoding="utf-8")
-    assert _cli("certificate", "verify", "--certificate", str(out), "--log-key", stranger) == 1
+    assert _cli("certificate", "verify", "--certificate", str(out), "--log-verifier", stranger) == 1
     assert (
-        _cli("certificate", "verify", "--certificate", str(out), "--log-key", f"@{key_file}") == 1
+        _cli("certificate", "verify", "--certificate", str(out), "--log-verifier", f"@{key_file}")
+        == 1
     )
     assert "signature by test.policy-ledger/log+" in capsys.readouterr().err
     late = (world.today + dt.timedelta(days=400)).isoformat()
@@ -255,7 +264,7 @@ def test_the_certificate_commands(
             "verify",
             "--certificate",
             str(note),
-            "--log-key",
+            "--log-verifier",
             f"@{key_file}",
             "--on",
             late,

@@ -100,7 +100,7 @@ def test_admin_key_commands_round_trip(tmp_path: Path) -> None:
     again = run(
         "admin", "insurer", "revoke-key", "--key-id", key_id, "--database", database, check=False
     )
-    assert again.returncode == 1 and "already revoked" in again.stderr
+    assert again.returncode == 2 and "already revoked" in again.stderr
     unknown = run(
         "admin",
         "insurer",
@@ -111,19 +111,19 @@ def test_admin_key_commands_round_trip(tmp_path: Path) -> None:
         database,
         check=False,
     )
-    assert unknown.returncode == 1 and "no key" in unknown.stderr
+    assert unknown.returncode == 2 and "no key" in unknown.stderr
 
 
 def test_serve_without_a_log_key_says_how_to_make_one(tmp_path: Path) -> None:
     result = run(
         "serve",
-        "--log-key",
+        "--log-key-file",
         str(tmp_path / "missing.key"),
         "--database",
         sqlite_url(tmp_path / "x.db"),
         check=False,
     )
-    assert result.returncode == 1 and "policy-ledger keygen" in result.stderr
+    assert result.returncode == 2 and "policy-ledger keygen" in result.stderr
 
 
 def test_the_demo_tells_the_whole_story(tmp_path: Path) -> None:

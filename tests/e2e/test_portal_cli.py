@@ -44,7 +44,7 @@ def test_insurer_submit_then_coverage_check(
         "submit",
         "--server",
         server.address,
-        "--log-key",
+        "--log-verifier",
         server.log_verifier_key,
         "--key",
         str(key),
@@ -58,7 +58,7 @@ def test_insurer_submit_then_coverage_check(
         "submit",
         "--server",
         server.address,
-        "--log-key",
+        "--log-verifier",
         server.log_verifier_key,
         "--key",
         str(key),
@@ -73,15 +73,22 @@ def test_insurer_submit_then_coverage_check(
         "submit",
         "--server",
         server.address,
-        "--log-key",
+        "--log-verifier",
         server.log_verifier_key,
         "--key",
         str(key),
         str(other),
     )
-    assert code == 1 and "REFUSED" in output
+    assert code == 3 and "REFUSED" in output
     sponsor = iqama(0).value
-    base = ["coverage", "check", "--server", server.address, "--log-key", server.log_verifier_key]
+    base = [
+        "coverage",
+        "check",
+        "--server",
+        server.address,
+        "--log-verifier",
+        server.log_verifier_key,
+    ]
     through = (now.date() + dt.timedelta(days=200)).isoformat()
     code, output = _run(
         *base,

@@ -66,7 +66,7 @@ def test_export_then_verify_offline(
     for log_key in (server.log_verifier_key, f"@{key_file}"):
         assert _run(
             "proof", "verify", "--bundle", str(out), "--entry", str(entry_file),
-            "--log-key", log_key,
+            "--log-verifier", log_key,
         ) == 0  # fmt: skip
         printed = capsys.readouterr().out
         assert f"verified: the entry is leaf {receipt.leaf_index} of the log" in printed
@@ -89,7 +89,7 @@ def test_export_at_a_tree_size_and_check_with_the_log_key(
     out = tmp_path / "at-size.tlog-proof"
     assert _run(
         "proof", "export", "--server", server.address, "--leaf-index", str(receipt.leaf_index),
-        "--tree-size", str(size), "--out", str(out), "--log-key", server.log_verifier_key,
+        "--tree-size", str(size), "--out", str(out), "--log-verifier", server.log_verifier_key,
     ) == 0  # fmt: skip
     assert "checked: checkpoint signed by" in capsys.readouterr().out
     bundle = out.read_bytes()
@@ -121,7 +121,7 @@ def test_a_changed_entry_or_another_key_fails_with_exit_1(
     changed.write_bytes(bytes(mutated))
     assert _run(
         "proof", "verify", "--bundle", str(out), "--entry", str(changed),
-        "--log-key", server.log_verifier_key,
+        "--log-verifier", server.log_verifier_key,
     ) == 1  # fmt: skip
     captured = capsys.readouterr()
     assert captured.out == ""
@@ -130,13 +130,13 @@ def test_a_changed_entry_or_another_key_fails_with_exit_1(
     stranger = format_verifier_key(Ed25519Signer.generate("test.policy-ledger/log"))
     assert _run(
         "proof", "verify", "--bundle", str(out), "--entry", str(tmp_path / "leaf.tlog-proof.entry"),
-        "--log-key", stranger,
+        "--log-verifier", stranger,
     ) == 1  # fmt: skip
     assert "not signed by the log key" in capsys.readouterr().err
 
     assert _run(
         "proof", "verify", "--bundle", str(tmp_path / "missing"), "--entry", str(changed),
-        "--log-key", server.log_verifier_key,
+        "--log-verifier", server.log_verifier_key,
     ) == 1  # fmt: skip
     assert "cannot read the bundle file" in capsys.readouterr().err
 

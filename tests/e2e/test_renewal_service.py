@@ -195,7 +195,7 @@ def test_the_renew_command_quotes_pays_and_prints_the_receipt(
                 "renew",
                 "--server",
                 server.address,
-                "--log-key",
+                "--log-verifier",
                 server.log_verifier_key,
                 "--request",
                 str(request),

@@ -62,7 +62,7 @@ def test_reconcile_resolves_a_payment_whose_result_was_lost(
             *CLI,
             "--database",
             f"sqlite+pysqlite:///{tmp_path / 'ledger.db'}",
-            "--log-key",
+            "--log-key-file",
             str(tmp_path / "log.key"),
         ]
         run = subprocess.run(
