@@ -17,8 +17,7 @@ import grpc
 
 from clients.certificate import CertificateClient, render_qr_png
 from clients.offline.certificate import CertificateError, load_bundle, verify_certificate
-from ledger.cli_flags import add_log_verifier
-from ledger.v1 import types_pb2
+from ledger.cli_flags import PERSON_FORM, add_log_verifier, person_argument
 
 __all__ = ["register"]
 
@@ -45,13 +44,16 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
             "writes each to --out (the second to FILE-2.json, and so on), with its QR code to\n"
             "--qr when given. With --log-verifier, each is verified before it is written.\n\n"
             "Example:\n  policy-ledger certificate get --server 127.0.0.1:50051 "
-            "--person RESIDENCE_ID:SA:2123456785 --date 2026-11-23 --out card.json --qr card.png"
+            "--person SA:RESIDENCE_ID:2123456788 --date 2026-11-23 --out card.json --qr card.png"
         ),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     get.add_argument("--server", required=True, help="HOST:PORT of the ledger's gRPC server")
     get.add_argument(
-        "--person", required=True, help="TYPE:COUNTRY:VALUE, e.g. RESIDENCE_ID:SA:2123456785"
+        "--person",
+        required=True,
+        type=person_argument,
+        help=f"{PERSON_FORM}, e.g. SA:RESIDENCE_ID:2123456788",
     )
     get.add_argument("--date", required=True, help="the day covered, YYYY-MM-DD")
     get.add_argument("--out", required=True, help="file to write the certificate bundle to")
@@ -97,14 +99,7 @@ def _numbered(path: Path, number: int) -> Path:
 
 
 def _get(args: argparse.Namespace) -> int:
-    id_type, country, value = [*args.person.split(":", 2), "", ""][:3]
-    if not (id_type and country and value):
-        raise ValueError(f"--person must be TYPE:COUNTRY:VALUE, got {args.person!r}")
-    try:
-        person_type = types_pb2.PersonIdType.Value(f"PERSON_ID_TYPE_{id_type}")
-    except ValueError:
-        raise ValueError(f"--person: unknown identifier type {id_type!r}") from None
-    person = types_pb2.PersonId(type=person_type, country_code=country, value=value)
+    person = args.person
     day = _day(args.date, "--date")
     log_key = _key(args.log_verifier) if args.log_verifier else None
     with grpc.insecure_channel(args.server) as channel:

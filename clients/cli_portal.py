@@ -14,7 +14,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from ledger.cli_flags import add_log_verifier
+from ledger.cli_flags import PERSON_FORM, add_log_verifier, person_argument, person_text
 
 __all__ = ["register"]
 
@@ -27,23 +27,8 @@ def _log(text: str) -> Any:
     return TrustedLog.from_verifier_key(text)
 
 
-def _person(text: str) -> Any:
-    """``TYPE:COUNTRY:VALUE``, e.g. ``RESIDENCE_ID:SA:2123456785``."""
-    from ledger.v1 import types_pb2
-
-    kind, _, rest = text.partition(":")
-    country, _, value = rest.partition(":")
-    if not (kind and country and value):
-        raise argparse.ArgumentTypeError("a person is TYPE:COUNTRY:VALUE")
-    try:
-        person_type = types_pb2.PersonIdType.Value(f"PERSON_ID_TYPE_{kind.upper()}")
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"unknown identifier type {kind!r}") from None
-    return types_pb2.PersonId(type=person_type, value=value, country_code=country)
-
-
 def _member(text: str) -> tuple[Any, int]:
-    """``TYPE:COUNTRY:VALUE[/relationship]``."""
+    """``COUNTRY:TYPE:VALUE[/relationship]``."""
     from ledger.v1 import events_pb2
 
     identifier, _, relationship = text.partition("/")
@@ -53,7 +38,7 @@ def _member(text: str) -> tuple[Any, int]:
             value = events_pb2.Relationship.Value(f"RELATIONSHIP_{relationship.upper()}")
         except ValueError:
             raise argparse.ArgumentTypeError(f"unknown relationship {relationship!r}") from None
-    return _person(identifier), value
+    return person_argument(identifier), value
 
 
 def _date(text: str) -> dt.date:
@@ -120,7 +105,8 @@ def _check(args: argparse.Namespace) -> int:
     )
     for member in response.members:
         name = coverage_service_pb2.CoverageVerdict.Name(member.verdict)
-        print(f"  {member.person.value}: {name.removeprefix('COVERAGE_VERDICT_')}: {member.detail}")
+        member_verdict = name.removeprefix("COVERAGE_VERDICT_")
+        print(f"  {person_text(member.person)}: {member_verdict}: {member.detail}")
     return 0 if response.renewable else 1
 
 
@@ -147,11 +133,11 @@ def _renew(args: argparse.Namespace) -> int:
                 f" ({quote.schedule_version})"
             )
             for line in quote.lines:
-                print(f"  {line.person.value}: {line.rule_id} {line.amount.amount_minor}")
+                print(f"  {person_text(line.person)}: {line.rule_id} {line.amount.amount_minor}")
             if not quote.payable:
                 blocked = [m for m in response.household.members if not m.covered]
                 for member in blocked:
-                    print(f"  not insured: {member.person.value}: {member.detail}")
+                    print(f"  not insured: {person_text(member.person)}: {member.detail}")
                 print("nothing to collect" if not blocked else "REFUSED: members not insured")
                 return 1 if blocked else 0
             payment = client.start_payment(
@@ -209,12 +195,12 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         "check",
         "Is every member of a household insured through a date? Exit 0 renewable, 1 not.",
         "policy-ledger coverage check --server 127.0.0.1:50051 --log-verifier @log.pub "
-        "--sponsor RESIDENCE_ID:SA:2000000006 --member RESIDENCE_ID:SA:2000000014/spouse "
+        "--sponsor SA:RESIDENCE_ID:2000000006 --member SA:RESIDENCE_ID:2000000014/spouse "
         "--through 2027-06-30",
     )
-    check.add_argument("--sponsor", required=True, type=_person, help="TYPE:COUNTRY:VALUE")
+    check.add_argument("--sponsor", required=True, type=person_argument, help=PERSON_FORM)
     check.add_argument(
-        "--member", action="append", default=[], type=_member, help="TYPE:COUNTRY:VALUE[/rel]"
+        "--member", action="append", default=[], type=_member, help=f"{PERSON_FORM}[/relationship]"
     )
     check.add_argument("--through", required=True, type=_date, help="last day to be covered")
     check.add_argument("--as-of", type=_date, help="first day to be covered (default today)")

@@ -1,4 +1,4 @@
-"""The log-key flags of the command line: which key each one takes, and a hint for a mix-up.
+"""Flags every command shares: the log keys, with a hint for a mix-up, and the person form.
 
 The log has two keys. ``--log-key-file`` is the private signer key's file (``PRIVATE+KEY+...``,
 written by ``policy-ledger keygen --out FILE``): only commands that sign checkpoints take it
@@ -15,7 +15,17 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-__all__ = ["add_log_key_file", "add_log_verifier", "read_log_verifier"]
+from ledger.identifiers import validate_person_id
+from ledger.v1 import types_pb2
+
+__all__ = [
+    "PERSON_FORM",
+    "add_log_key_file",
+    "add_log_verifier",
+    "person_argument",
+    "person_text",
+    "read_log_verifier",
+]
 
 _SIGNER_KEY_PREFIX = "PRIVATE+KEY+"
 _OLD_FLAG_HINT = (
@@ -90,3 +100,41 @@ def add_log_key_file(parser: argparse.ArgumentParser, *, help: str) -> None:
         "--log-key-file FILE; --log-verifier is the public key that auditors use",
     )
     parser.add_argument("--log-key", action=_MixedUpFlag, hint=_OLD_FLAG_HINT)
+
+
+PERSON_FORM = "COUNTRY:TYPE:VALUE"
+"""The one way the command line writes a person, in and out: the form certificates and the
+projections use (``SA:RESIDENCE_ID:2123456788``)."""
+
+
+def person_text(person: types_pb2.PersonId) -> str:
+    """``COUNTRY:TYPE:VALUE``: how every command prints a person (as it accepts one)."""
+    kind = types_pb2.PersonIdType.Name(person.type).removeprefix("PERSON_ID_TYPE_")
+    return f"{person.country_code}:{kind}:{person.value}"
+
+
+def person_argument(text: str) -> types_pb2.PersonId:
+    """Parse ``COUNTRY:TYPE:VALUE`` (an argparse ``type``), checked as the server checks it."""
+    country, _, rest = text.partition(":")
+    kind, _, value = rest.partition(":")
+    if _is_person_type(country) and not _is_person_type(kind):
+        raise argparse.ArgumentTypeError(
+            f"a person is {PERSON_FORM}, country first: {kind}:{country}:{value}"
+        )
+    if not (country and kind and value):
+        raise argparse.ArgumentTypeError(f"a person is {PERSON_FORM}, e.g. SA:RESIDENCE_ID:...")
+    if not _is_person_type(kind):
+        raise argparse.ArgumentTypeError(f"unknown identifier type {kind!r}")
+    person = types_pb2.PersonId(
+        type=types_pb2.PersonIdType.Value(f"PERSON_ID_TYPE_{kind.upper()}"),
+        value=value,
+        country_code=country,
+    )
+    violations = validate_person_id(person, "person")
+    if violations:
+        raise argparse.ArgumentTypeError(f"{text}: {violations[0].description}")
+    return person
+
+
+def _is_person_type(text: str) -> bool:
+    return f"PERSON_ID_TYPE_{text.upper()}" in set(types_pb2.PersonIdType.keys())

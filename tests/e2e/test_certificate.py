@@ -196,7 +196,7 @@ def test_the_certificate_commands(
     key_file = tmp_path / "log.pub"
     key_file.write_text(world.server.log_verifier_key + "\n", encoding="utf-8")
     out, qr = tmp_path / "card.json", tmp_path / "card.png"
-    person = f"RESIDENCE_ID:SA:{world.sponsor.value}"
+    person = f"SA:RESIDENCE_ID:{world.sponsor.value}"
     code = _cli(
         "certificate",
         "get",

@@ -93,11 +93,11 @@ def test_insurer_submit_then_coverage_check(
     code, output = _run(
         *base,
         "--sponsor",
-        f"RESIDENCE_ID:SA:{sponsor}",
+        f"SA:RESIDENCE_ID:{sponsor}",
         "--member",
-        f"RESIDENCE_ID:SA:{sponsor}/self",
+        f"SA:RESIDENCE_ID:{sponsor}/self",
         "--member",
-        f"RESIDENCE_ID:SA:{iqama(1).value}/spouse",
+        f"SA:RESIDENCE_ID:{iqama(1).value}/spouse",
         "--through",
         through,
     )
@@ -105,9 +105,9 @@ def test_insurer_submit_then_coverage_check(
     code, output = _run(
         *base,
         "--sponsor",
-        f"RESIDENCE_ID:SA:{sponsor}",
+        f"SA:RESIDENCE_ID:{sponsor}",
         "--member",
-        f"RESIDENCE_ID:SA:{iqama(15).value}/domestic_worker",
+        f"SA:RESIDENCE_ID:{iqama(15).value}/domestic_worker",
         "--through",
         through,
         "--json",
