@@ -30,6 +30,7 @@ from ledger.cli_flags import add_log_key_file
 from ledger.clock import SystemClock
 from ledger.config import ServerConfig
 from ledger.errors import LedgerError
+from ledger.keys import insurer_key_id
 from ledger.sequencer import SequencerOptions
 from ledger.signing import generate_keypair, parse_verifier_key
 from ledger.storage.db import create_ledger_engine, lock_sqlite_for_serving
@@ -108,6 +109,11 @@ def _keygen(args: argparse.Namespace) -> int:
         handle.write(signer_key + "\n")
     Path(f"{out}.pub").write_text(verifier_key + "\n", encoding="utf-8")
     print(verifier_key)
+    # The key id in the one form `admin insurer add-key`, `list` and DSSE envelopes use (the
+    # hex inside the verifier key is C2SP's 4-byte note key id, another thing). On stderr, so
+    # stdout stays the verifier key alone for scripts.
+    key_id = insurer_key_id(parse_verifier_key(verifier_key).public_key)
+    print(f"key id {key_id}", file=sys.stderr)
     return 0
 
 
@@ -268,8 +274,8 @@ def _parser() -> argparse.ArgumentParser:
         "keygen",
         help="make an Ed25519 key pair",
         description="Write a signer key (PRIVATE+KEY+...) to --out, the verifier key to --out.pub, "
-        "and print the verifier key.\n\nExample:\n  policy-ledger keygen --name "
-        "policy-ledger.example/log --out var/log.key",
+        "print the verifier key, and the key id (ed25519:...) on stderr.\n\n"
+        "Example:\n  policy-ledger keygen --name policy-ledger.example/log --out var/log.key",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     keygen.add_argument("--name", required=True, help="key name (for the log key: the origin)")

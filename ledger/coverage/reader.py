@@ -8,7 +8,9 @@ The household check (ARCHITECTURE.md section 5): a member is covered through ``t
 every day from ``as_of`` to ``through`` is covered by some policy (policies of different insurers
 may overlap; a change of insurer is continuous when the new policy starts the day after the old
 one ends). Coverage by an insurer stops counting from its suspension date. A household is
-renewable only when every member is covered; each member who is not gets the reason.
+renewable only when every member is covered, the sponsor included (asked or not: a sponsor
+with no record at all is an empty household, never renewable); each member who is not covered
+gets the reason.
 """
 
 from __future__ import annotations
@@ -111,11 +113,14 @@ class CoverageReader:
         """Whether every member is covered on every day of ``as_of..through``, and why not.
 
         ``members`` empty: the people the ledger has on record under ``sponsor`` whose coverage
-        has not ended before ``as_of``.
+        has not ended before ``as_of``. The sponsor is always checked too: a household whose
+        sponsor is not covered, or of which the ledger has no record at all, is not renewable.
         """
         with self._snapshot() as connection:
             head = latest_checkpoint(connection)
             asked = list(members) or _members_on_record(connection, sponsor, as_of)
+            if all(person.key != sponsor.key for person, _ in asked):
+                asked = [*asked, (sponsor, Relationship.SELF)]
             verdicts = [
                 _member_verdict(
                     person, relationship, _spans(connection, person.key), as_of, through

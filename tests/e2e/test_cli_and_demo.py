@@ -80,7 +80,7 @@ def test_keygen_writes_a_private_key_file_and_prints_the_verifier_key(tmp_path: 
 def test_admin_key_commands_round_trip(tmp_path: Path) -> None:
     database = sqlite_url(tmp_path / "ledger.db")
     key_file = tmp_path / "acme.key"
-    run("keygen", "--name", "acme-health", "--out", str(key_file))
+    generated = run("keygen", "--name", "acme-health", "--out", str(key_file))
     added = run(
         "admin",
         "insurer",
@@ -93,6 +93,8 @@ def test_admin_key_commands_round_trip(tmp_path: Path) -> None:
         database,
     ).stdout
     key_id = added.split()[1]
+    # keygen and add-key name the key in the same form.
+    assert f"key id {key_id}" in generated.stderr and key_id.startswith("ed25519:")
     assert key_id.startswith("ed25519:")
     listed = run("admin", "insurer", "list", "--database", database).stdout
     assert key_id in listed and "revoked -" in listed

@@ -356,3 +356,26 @@ def test_rebuild_agrees_with_the_log_and_reports_the_first_tampered_entry(world:
     assert {d.table for d in tampered.divergences} == {"coverages"}
     assert tampered.first_diverging_leaf_index is not None
     assert tampered.first_diverging_leaf_index < cancel.leaf_index
+
+
+def test_an_empty_household_is_not_renewable_and_the_sponsor_is_always_checked(
+    world: World,
+) -> None:
+    # A sponsor the ledger has no record of: no members on record, yet never RENEWABLE.
+    stranger = person(560)
+    empty = world.household(stranger, [], JAN1, DEC31)
+    assert not empty.renewable
+    assert [(m.person.value, m.verdict) for m in empty.members] == [
+        (stranger.value, V.COVERAGE_VERDICT_NO_POLICY)
+    ]
+    # Members asked by name: the sponsor is checked with them, and blocks the renewal.
+    world.gulf.submit(
+        issued(GULF, "P-SP", person(561), [(WIFE, R.RELATIONSHIP_SPOUSE)], JAN1, DEC31)
+    )
+    answer = world.household(person(561), [(WIFE, R.RELATIONSHIP_SPOUSE)], JAN1, DEC31)
+    assert not answer.renewable
+    verdicts = {m.person.value: m.verdict for m in answer.members}
+    assert verdicts == {
+        WIFE.value: V.COVERAGE_VERDICT_COVERED,
+        person(561).value: V.COVERAGE_VERDICT_NO_POLICY,
+    }
