@@ -71,7 +71,8 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
             "leaf in that tree (GetInclusionProof). Checks the proof against the checkpoint's\n"
             "root hash (and, with --log-verifier, the checkpoint's signature), then writes the\n"
             "c2sp.org/tlog-proof@v1 bundle to --out and the entry bytes to --out + '.entry'.\n"
-            "Exit code 0 on success, 1 on any failure.\n\n"
+            "Exit code 0 on success, 1 when what the server sent does not verify, 2 usage,\n"
+            "3 server unreachable or refused.\n\n"
             "Example:\n"
             "  policy-ledger proof export --server 127.0.0.1:50051 --leaf-index 42 "
             "--out leaf42.tlog-proof"
@@ -198,7 +199,8 @@ def _fetch_bundle(server: str, leaf_index: int, tree_size: int) -> tuple[bytes, 
                 for data in chunk.entries
             ]
         except grpc.RpcError as error:
-            raise _CommandError(f"the server refused a call: {from_rpc_error(error)}") from None
+            # Unreachable or refused: exit 3, as every command (policy-ledger's main maps it).
+            raise from_rpc_error(error) from None
     if inclusion.tree_size != size or inclusion.leaf_index != leaf_index:
         raise _CommandError(
             f"server sent a proof for leaf {inclusion.leaf_index} at tree size "

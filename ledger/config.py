@@ -17,7 +17,7 @@ from pathlib import Path
 from ledger import limits
 from ledger.errors import FieldViolation, InvalidArgument
 from ledger.sequencer import SequencerOptions
-from ledger.signing import Ed25519Signer, parse_signer_key
+from ledger.signing import Ed25519Signer, parse_signer_key, parse_verifier_key
 from ledger.storage.db import sqlite_url
 
 __all__ = ["DEFAULT_DATA_DIR", "ServerConfig", "load_signer"]
@@ -62,13 +62,21 @@ def load_signer(path: Path) -> Ed25519Signer:
             f"--out {path}`",
             reason="LOG_KEY_MISSING",
         ) from None
-    if not text.startswith("PRIVATE+KEY+") and text.count("+") == 2:
+    if not text.startswith("PRIVATE+KEY+") and _is_verifier_key(text):
         raise InvalidArgument(
             f"{path} holds the log's public verifier key; the server signs, so it needs the "
             "private signer key (PRIVATE+KEY+...): the file keygen --out wrote, not its .pub",
             reason="LOG_KEY_IS_VERIFIER",
         )
     return parse_signer_key(text)
+
+
+def _is_verifier_key(text: str) -> bool:
+    try:
+        parse_verifier_key(text)
+    except InvalidArgument:
+        return False
+    return True
 
 
 def check_origin(origin: str) -> None:
