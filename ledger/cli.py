@@ -394,6 +394,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         return code
 
 
+def _unimplemented_hint(code: object) -> str:
+    import grpc
+
+    if code != grpc.StatusCode.UNIMPLEMENTED:
+        return ""
+    return (
+        " (this server does not offer that service: renewals need the payments extension, "
+        "enabled by POLICY_LEDGER_PAYMENTS_AUTHORITY_KEY on the server; see docs/payments.md)"
+    )
+
+
 def _failure(error: Exception) -> tuple[int | None, str]:
     """The exit code and message of an expected failure; (None, "") for a bug."""
     import grpc
@@ -402,12 +413,13 @@ def _failure(error: Exception) -> tuple[int | None, str]:
 
     if isinstance(error, ClientError):
         # A call the server refused (the demo and the admin commands are gRPC clients).
-        return EXIT_SERVER, f"the server refused a call: {error}"
+        return EXIT_SERVER, f"the server refused a call: {error}" + _unimplemented_hint(error.code)
     if isinstance(error, grpc.RpcError):
         details = error.details() if isinstance(error, grpc.Call) else ""
         return EXIT_SERVER, f"the server did not answer: {error.code().name} {details}"
     if is_storage_fault(error) and not isinstance(error, OSError):  # OSError: a local file
-        return EXIT_SERVER, f"the database is unreachable or failing: {error}"
+        cause = str(getattr(error, "orig", None) or error).strip().splitlines()[0]
+        return EXIT_SERVER, f"the database is unreachable or failing: {cause}"
     if isinstance(error, LedgerError):
         return EXIT_USAGE, error.message
     if isinstance(error, (ValueError, OSError)):

@@ -189,3 +189,22 @@ def test_serve_refuses_a_port_or_a_sqlite_file_already_served(files: dict[str, s
         assert "Traceback" not in same_file.stderr
     finally:
         first.stop()
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [["admin", "insurer", "list"], ["rebuild"], ["db", "upgrade"]],
+    ids=["admin", "rebuild", "db-upgrade"],
+)
+def test_an_unreachable_database_exits_3_with_one_line(argv: list[str]) -> None:
+    code, err = _cli(*argv, "--database", "postgresql+psycopg://postgres@127.0.0.1:1/none")
+    assert code == EXIT_SERVER and err.startswith("error: the database is unreachable")
+    assert err.count("\n") == 1 and "Traceback" not in err
+
+
+def test_renew_against_a_server_without_payments_says_how_to_enable_them(
+    server: ServerHandle, files: dict[str, str]
+) -> None:
+    Path(files["pub"]).write_text(server.log_verifier_key + "\n")
+    code, err = _cli(*_client_commands(server.address, files)["renew"])
+    assert code == EXIT_SERVER and "POLICY_LEDGER_PAYMENTS_AUTHORITY_KEY" in err, err
