@@ -22,10 +22,10 @@ from pathlib import Path
 import grpc
 
 from clients.errors import from_rpc_error
+from clients.offline.note import NoteError
 from clients.offline.tlog_proof import (
     BUNDLE_BYTES_MAX,
     TlogProof,
-    TlogProofError,
     leaf_hash,
     parse_tlog_proof,
     serialize_tlog_proof,
@@ -130,7 +130,7 @@ def export_command(args: argparse.Namespace) -> int:
         entry_path = out.with_name(out.name + ENTRY_SUFFIX)
         out.write_bytes(bundle)
         entry_path.write_bytes(entry)
-    except (TlogProofError, _CommandError) as error:
+    except (NoteError, _CommandError) as error:  # the offline verifier's one error root
         return _fail(str(error))
     except OSError as error:
         return _fail(f"cannot write {error.filename}: {error.strerror}")
@@ -146,7 +146,7 @@ def verify_command(args: argparse.Namespace) -> int:
         entry = _read_limited(Path(args.entry), ENTRY_BYTES_MAX, "entry")
         log_key = _read_log_key(args.log_key)
         verified = verify_tlog_proof(bundle, entry, log_key, origin=args.origin)
-    except (TlogProofError, _CommandError) as error:
+    except (NoteError, _CommandError) as error:  # the offline verifier's one error root
         return _fail(str(error))
     root = base64.b64encode(verified.root_hash).decode("ascii")
     print(f"verified: the entry is leaf {verified.leaf_index} of the log {verified.origin}")
