@@ -66,6 +66,7 @@ __all__ = [
     "b64decode_canonical",
     "compute_key_id",
     "cosignature_message",
+    "key_name_problem",
     "open_note",
     "parse_checkpoint",
     "parse_decimal",
