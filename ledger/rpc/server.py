@@ -22,6 +22,7 @@ from sqlalchemy import Engine
 from ledger import limits
 from ledger.clock import Clock, SystemClock
 from ledger.config import ServerConfig, check_origin, load_signer
+from ledger.cosignature import parse_witness_option
 from ledger.coverage.reader import CoverageReader
 from ledger.rpc.admin_servicer import AdminServicer
 from ledger.rpc.coverage_servicer import CoverageServicer
@@ -29,6 +30,7 @@ from ledger.rpc.ledger_servicer import LedgerServicer
 from ledger.sequencer import Sequencer
 from ledger.service import KeyCache, Ledger
 from ledger.storage.append import Appender
+from ledger.storage.cosignature_store import CosignatureStore
 from ledger.storage.db import create_ledger_engine
 from ledger.storage.key_store import KeyStore
 from ledger.storage.log_store import LogStore
@@ -41,6 +43,7 @@ from ledger.v1 import (
     ledger_service_pb2,
     ledger_service_pb2_grpc,
 )
+from ledger.witnessing import WitnessSubmitter
 
 __all__ = ["RunningServer", "start_server"]
 
@@ -92,6 +95,8 @@ class RunningServer:
     engine: Engine
     health: health_aio.HealthServicer
     grace_seconds: float
+    witnessing: WitnessSubmitter | None = None
+    """Submits checkpoints to the configured witnesses (None: no witnesses)."""
 
     async def stop(self) -> None:
         """Stop taking calls, finish the ones under way, commit what is queued, close."""
@@ -99,6 +104,8 @@ class RunningServer:
             await self.health.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
         await self.server.stop(self.grace_seconds)
         await self.sequencer.stop()
+        if self.witnessing is not None:
+            await self.witnessing.stop()
         self.engine.dispose()
 
 
@@ -152,6 +159,7 @@ async def start_server(config: ServerConfig, clock: Clock | None = None) -> Runn
         ),
         server,
     )
+    witnessing = _start_witnessing(config, sequencer, engine, clock)
     port = server.add_insecure_port(config.listen)
     await server.start()
     log.info("serving %s on port %d (origin %s)", config.database_url, port, origin)
@@ -163,4 +171,18 @@ async def start_server(config: ServerConfig, clock: Clock | None = None) -> Runn
         engine=engine,
         health=health_servicer,
         grace_seconds=config.grace_seconds,
+        witnessing=witnessing,
     )
+
+
+def _start_witnessing(
+    config: ServerConfig, sequencer: Sequencer, engine: Engine, clock: Clock
+) -> WitnessSubmitter | None:
+    """Submit every new checkpoint to the configured witnesses, in the background."""
+    if not config.witnesses:
+        return None
+    witnesses = [parse_witness_option(option) for option in config.witnesses]
+    submitter = WitnessSubmitter(witnesses, LogStore(engine), CosignatureStore(engine), clock)
+    sequencer.commit_listeners.append(submitter.notify)
+    submitter.start()
+    return submitter

@@ -1,0 +1,98 @@
+"""The log submits its checkpoints to witnesses in the background and serves the cosignatures;
+verifiers apply a K-of-N witness policy. Witnesses run in-process (clients/witness)."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from clients.offline.note import VerifierKey, verify_checkpoint
+from clients.offline.witness_policy import WitnessPolicy, WitnessPolicyError, verify_cosignatures
+from clients.witness.keys import WitnessKey
+from clients.witness.server import WitnessServer
+from clients.witness.store import WitnessStore
+from clients.witness.witness import Witness
+from ledger.signing import Ed25519Signer, format_verifier_key
+from ledger.v1 import ledger_service_pb2 as pb
+from ledger.v1 import ledger_service_pb2_grpc as pb_grpc
+from tests.conftest import ServerHandle, onboard, start_server_thread
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+@pytest.fixture
+def witnesses(tmp_path: Path, log_signer: Ed25519Signer) -> Iterator[list[WitnessServer]]:
+    log_key = VerifierKey.parse(format_verifier_key(log_signer))
+    servers = []
+    for number in range(2):
+        key = WitnessKey(f"witness.example/w{number}", bytes([number + 40]) * 32)
+        store = WitnessStore(tmp_path / f"witness-{number}.db")
+        server = WitnessServer(Witness(key, {log_signer.name: [log_key]}, store))
+        server.start()
+        servers.append(server)
+    yield servers
+    for server in servers:
+        server.shutdown()
+
+
+def _option(server: WitnessServer) -> str:
+    return f"{server.url}={server_key(server).encode()}"
+
+
+def server_key(server: WitnessServer) -> VerifierKey:
+    return server._server.RequestHandlerClass.witness.key.verifier_key  # type: ignore[attr-defined]
+
+
+def _latest_note(server: ServerHandle) -> bytes:
+    with server.channel("auditor", "witness-test") as channel:
+        response = pb_grpc.LedgerServiceStub(channel).GetCheckpoint(pb.GetCheckpointRequest())
+    return bytes(response.checkpoint)
+
+
+def _wait_cosigned(server: ServerHandle, tree_size: int, count: int) -> None:
+    witnessing = server.running.witnessing
+    assert witnessing is not None
+    waiting = witnessing.wait_cosigned(tree_size, count)
+    asyncio.run_coroutine_threadsafe(waiting, server.loop).result(timeout=120)
+
+
+def test_two_of_three_witnesses_cosign_with_one_down(
+    database_url: str,
+    log_signer: Ed25519Signer,
+    tmp_path: Path,
+    witnesses: list[WitnessServer],
+    operator_signer: Ed25519Signer,
+    insurer_signer: Ed25519Signer,
+) -> None:
+    down = WitnessKey("witness.example/down", bytes([99]) * 32).verifier_key
+    options = (*(_option(w) for w in witnesses), f"http://127.0.0.1:{_free_port()}={down.encode()}")
+    server = start_server_thread(database_url, log_signer, tmp_path, witnesses=options)
+    try:
+        onboard(server, operator_signer, "acme-health", insurer_signer)  # appends: not blocked
+        log_key = VerifierKey.parse(server.log_verifier_key)
+        tree_size = verify_checkpoint(_latest_note(server), log_key).size
+        assert tree_size > 0
+        _wait_cosigned(server, tree_size, 2)
+        note = _latest_note(server)
+        # Served = the stored signed note + the cosignature lines; the log key still verifies it.
+        assert verify_checkpoint(note, log_key).size == tree_size
+        keys = [server_key(w).encode() for w in witnesses] + [down.encode()]
+        cosigned = verify_cosignatures(note, WitnessPolicy.parse(keys, 2))
+        assert {c.witness for c in cosigned} == {server_key(w).label for w in witnesses}
+        with pytest.raises(WitnessPolicyError, match=r"requires 3; missing: witness\.example/down"):
+            verify_cosignatures(note, WitnessPolicy.parse(keys, 3))
+        witnessing = server.running.witnessing
+        assert witnessing is not None
+        lagging = [p for p in witnessing.progress if p.lag > 0]
+        assert [p.name for p in lagging] == ["witness.example/down"]
+        assert lagging[0].failures > 0 and lagging[0].last_error
+    finally:
+        server.stop()
