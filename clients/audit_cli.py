@@ -197,6 +197,7 @@ def _replay(args: argparse.Namespace) -> str:
 def _verify(args: argparse.Namespace) -> int:
     from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
+    from clients.cli_witness_policy import check_witnesses
     from clients.offline.audit import audit
     from clients.offline.merkle import VerificationFailure
 
@@ -205,6 +206,7 @@ def _verify(args: argparse.Namespace) -> int:
         key = _log_key(args.log_key)
         state = TrustedState(Path(args.state) if args.state else None, key)
         note, checkpoint, trusted, keys, entries = _sources(args, key, state)
+        cosigned = check_witnesses(args, note)
         with Progress(
             TextColumn("auditing"),
             BarColumn(),
@@ -243,12 +245,15 @@ def _verify(args: argparse.Namespace) -> int:
     )
     for principal, count in sorted(report.signers.items()):
         print(f"  {principal}: {count:,} entries")
+    for witness in cosigned:
+        print(f"  cosigned by witness {witness.witness} at {witness.timestamp}")
     return 0
 
 
 def _watch(args: argparse.Namespace) -> int:
     import grpc
 
+    from clients.cli_witness_policy import check_witnesses
     from clients.offline.merkle import VerificationFailure, verify_consistency
     from clients.offline.note import verify_checkpoint
     from ledger.v1 import ledger_service_pb2 as pb
@@ -262,6 +267,7 @@ def _watch(args: argparse.Namespace) -> int:
         try:
             note = fetch_checkpoint_note(args.server)
             checkpoint = verify_checkpoint(note, key)
+            check_witnesses(args, note)
             last = state.checkpoints[-1] if state.checkpoints else None
             if last is not None:
                 if checkpoint.size < last.size:
@@ -303,6 +309,8 @@ def _watch(args: argparse.Namespace) -> int:
 
 def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add the ``audit`` command group."""
+    from clients.cli_witness_policy import add_witness_arguments
+
     audit = commands.add_parser("audit", help="verify the ledger without trusting the server")
     sub = audit.add_subparsers(dest="audit_command", required=True)
     verify = sub.add_parser(
@@ -339,6 +347,7 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         default=os.cpu_count() or 1,
         help="processes verifying signatures (default: one per core)",
     )
+    add_witness_arguments(verify)
     verify.set_defaults(handler=_verify)
     watch = sub.add_parser(
         "watch",
@@ -358,4 +367,5 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     watch.add_argument("--state", required=True, help="JSON file of verified checkpoints")
     watch.add_argument("--interval", type=float, default=30.0, help="seconds between polls")
     watch.add_argument("--iterations", type=int, default=0, help="stop after N polls (0: never)")
+    add_witness_arguments(watch)
     watch.set_defaults(handler=_watch)

@@ -3,6 +3,7 @@ verifiers apply a K-of-N witness policy. Witnesses run in-process (clients/witne
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import socket
 from collections.abc import Iterator
@@ -10,6 +11,8 @@ from pathlib import Path
 
 import pytest
 
+from clients.audit_cli import register as register_audit
+from clients.cli_proof import register as register_proof
 from clients.offline.note import VerifierKey, verify_checkpoint
 from clients.offline.witness_policy import WitnessPolicy, WitnessPolicyError, verify_cosignatures
 from clients.witness.keys import WitnessKey
@@ -94,5 +97,52 @@ def test_two_of_three_witnesses_cosign_with_one_down(
         lagging = [p for p in witnessing.progress if p.lag > 0]
         assert [p.name for p in lagging] == ["witness.example/down"]
         assert lagging[0].failures > 0 and lagging[0].last_error
+    finally:
+        server.stop()
+
+
+def _run(*argv: str) -> int:
+    parser = argparse.ArgumentParser(prog="policy-ledger")
+    commands = parser.add_subparsers(dest="command", required=True)
+    register_proof(commands)
+    register_audit(commands)
+    args = parser.parse_args(argv)
+    return int(args.handler(args))
+
+
+def test_verifiers_apply_a_witness_policy_to_served_checkpoints(
+    database_url: str,
+    log_signer: Ed25519Signer,
+    tmp_path: Path,
+    witnesses: list[WitnessServer],
+    operator_signer: Ed25519Signer,
+    insurer_signer: Ed25519Signer,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    options = (_option(witnesses[0]),)
+    server = start_server_thread(database_url, log_signer, tmp_path, witnesses=options)
+    try:
+        onboard(server, operator_signer, "acme-health", insurer_signer)
+        log_key = VerifierKey.parse(server.log_verifier_key)
+        tree_size = verify_checkpoint(_latest_note(server), log_key).size
+        _wait_cosigned(server, tree_size, 1)
+        bundle = tmp_path / "leaf.tlog-proof"
+        export = ["proof", "export", "--server", server.address, "--leaf-index", "0"]
+        assert _run(*export, "--out", str(bundle)) == 0
+        verify = ["proof", "verify", "--bundle", str(bundle), "--entry", f"{bundle}.entry"]
+        verify += ["--log-key", server.log_verifier_key]
+        cosigner, other = server_key(witnesses[0]).encode(), server_key(witnesses[1]).encode()
+        capsys.readouterr()
+        assert _run(*verify, "--witness", cosigner, "--witness-threshold", "1") == 0
+        assert f"cosigned by  {server_key(witnesses[0]).label}" in capsys.readouterr().out
+        # A witness that never saw the log: the policy is not met, and the message says who.
+        assert _run(*verify, "--witness", cosigner, "--witness", other) == 1
+        assert f"missing: {server_key(witnesses[1]).label}" in capsys.readouterr().err
+        # audit watch refuses the served checkpoint under the unmet policy (an alert).
+        watch = ["audit", "watch", "--server", server.address, "--log-key"]
+        watch += [server.log_verifier_key, "--state", str(tmp_path / "state.json")]
+        assert _run(*watch, "--iterations", "1", "--witness", cosigner) == 0
+        assert _run(*watch, "--iterations", "1", "--witness", other) == 3
+        assert "missing" in capsys.readouterr().err
     finally:
         server.stop()
