@@ -20,7 +20,9 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         "keygen",
         help="make a witness key (cosignature/v1, type 0x04)",
         description="Write the witness's signer key to --out (0600), its verifier key to "
-        "--out.pub, and print the verifier key.",
+        "--out.pub, and print the verifier key.\n\nExample:\n  policy-ledger witness keygen "
+        "--name witness.example/w1 --out var/witness.key",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     keygen.add_argument("--name", required=True, help="the witness name, e.g. witness.example/w1")
     keygen.add_argument("--out", required=True, help="signer key file to write")
