@@ -146,3 +146,59 @@ def test_verifiers_apply_a_witness_policy_to_served_checkpoints(
         assert "missing" in capsys.readouterr().err
     finally:
         server.stop()
+
+
+def test_a_restarted_log_learns_the_witness_size_from_a_409(
+    database_url: str,
+    log_signer: Ed25519Signer,
+    tmp_path: Path,
+    witnesses: list[WitnessServer],
+    operator_signer: Ed25519Signer,
+    insurer_signer: Ed25519Signer,
+) -> None:
+    options = (_option(witnesses[0]),)
+    server = start_server_thread(database_url, log_signer, tmp_path, witnesses=options)
+    try:
+        onboard(server, operator_signer, "acme-health", insurer_signer)
+        tree_size = verify_checkpoint(
+            _latest_note(server), VerifierKey.parse(server.log_verifier_key)
+        ).size
+        _wait_cosigned(server, tree_size, 1)
+    finally:
+        server.stop()
+    # A new process knows nothing of the witness: it sends old 0, is told the size, and retries.
+    restarted = start_server_thread(database_url, log_signer, tmp_path, witnesses=options)
+    try:
+        _wait_cosigned(restarted, tree_size, 1)
+        witnessing = restarted.running.witnessing
+        assert witnessing is not None and witnessing.progress[0].failures == 0
+        policy = WitnessPolicy.parse([server_key(witnesses[0]).encode()], 1)
+        assert len(verify_cosignatures(_latest_note(restarted), policy)) == 1
+    finally:
+        restarted.stop()
+
+
+def test_the_witness_process_keeps_its_state_across_a_restart(
+    tmp_path: Path, log_signer: Ed25519Signer
+) -> None:
+    import urllib.error
+    import urllib.request
+
+    from clients.witness.process import running_witness
+    from clients.witness.protocol import format_add_checkpoint
+    from tests.unit.test_witness import _checkpoint
+
+    log_key = format_verifier_key(Ed25519Signer("example.com/log", bytes(range(32))))
+
+    def post(url: str, body: bytes) -> tuple[int, bytes]:
+        request = urllib.request.Request(f"{url}/add-checkpoint", body, method="POST")
+        try:
+            with urllib.request.urlopen(request, timeout=30) as reply:
+                return int(reply.status), reply.read()
+        except urllib.error.HTTPError as error:
+            return int(error.code), error.read()
+
+    with running_witness(tmp_path, "witness.example/p", log_key) as (url, _):
+        assert post(url, format_add_checkpoint(0, [], _checkpoint(3)))[0] == 200
+    with running_witness(tmp_path, "witness.example/p", log_key) as (url, _):
+        assert post(url, format_add_checkpoint(0, [], _checkpoint(4))) == (409, b"3\n")
