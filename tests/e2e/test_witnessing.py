@@ -144,6 +144,15 @@ def test_verifiers_apply_a_witness_policy_to_served_checkpoints(
         assert _run(*watch, "--iterations", "1", "--witness", cosigner) == 0
         assert _run(*watch, "--iterations", "1", "--witness", other) == 3
         assert "missing" in capsys.readouterr().err
+        if database_url.startswith("sqlite"):  # audit verify of the file: the same cosignatures
+            audit = ["audit", "verify", "--database", database_url.split("///", 1)[1]]
+            audit += ["--log-key", server.log_verifier_key, "--workers", "1"]
+            assert _run(*audit, "--witness", cosigner) == 0
+            assert (
+                f"cosigned by witness {server_key(witnesses[0]).label}" in capsys.readouterr().out
+            )
+            assert _run(*audit, "--witness", other) == 1
+            assert "missing" in capsys.readouterr().err
     finally:
         server.stop()
 
