@@ -34,10 +34,12 @@ def add_witness_arguments(parser: argparse.ArgumentParser) -> None:
 
 def witness_policy(args: argparse.Namespace) -> WitnessPolicy | None:
     """The policy the options describe; None without ``--witness`` (and a threshold of 0)."""
-    keys = [_read(text) for text in args.witness]
-    if not keys and not args.witness_threshold:
+    # Callers that build their own Namespace (tests, scripts) may leave the options out.
+    keys = [_read(text) for text in getattr(args, "witness", None) or []]
+    threshold = getattr(args, "witness_threshold", None)
+    if not keys and not threshold:
         return None
-    return WitnessPolicy.parse(keys, args.witness_threshold)
+    return WitnessPolicy.parse(keys, threshold)
 
 
 def check_witnesses(args: argparse.Namespace, note: bytes) -> tuple[Cosigned, ...]:
