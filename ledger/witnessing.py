@@ -19,7 +19,7 @@ import contextlib
 import logging
 import urllib.error
 import urllib.request
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -68,6 +68,7 @@ class WitnessProgress:
     url: str
     name: str
     cosigned_size: int = 0
+    cosigned_once: bool = False
     log_size: int = 0
     failures: int = 0
     last_error: str = ""
@@ -128,10 +129,14 @@ class WitnessSubmitter:
     async def wait_cosigned(self, tree_size: int, count: int) -> None:
         """Return once ``count`` witnesses have cosigned ``tree_size`` or later (for tests and
         the demo: they wait on the event itself, never on time)."""
+        await self.wait_until(
+            lambda progress: sum(p.cosigned_size >= tree_size for p in progress) >= count
+        )
+
+    async def wait_until(self, predicate: Callable[[Sequence[WitnessProgress]], bool]) -> None:
+        """Return once ``predicate(progress)`` holds; it is re-checked after every attempt."""
         async with self._changed:
-            await self._changed.wait_for(
-                lambda: sum(p.cosigned_size >= tree_size for p in self.progress) >= count
-            )
+            await self._changed.wait_for(lambda: predicate(self.progress))
 
     async def _run(self, number: int) -> None:
         wake = self._wake[number]
@@ -147,7 +152,7 @@ class WitnessSubmitter:
             # (1)
             checkpoint = await asyncio.to_thread(self._source.latest_checkpoint)
             progress.log_size = checkpoint.tree_size
-            if progress.cosigned_size >= checkpoint.tree_size and progress.cosigned_size:
+            if progress.cosigned_once and progress.cosigned_size >= checkpoint.tree_size:
                 return
             await self._submit(number, checkpoint)
         except (_Refused, LedgerError, OSError, ValueError) as error:
@@ -178,6 +183,7 @@ class WitnessSubmitter:
                 self._sink.add, checkpoint.tree_size, name, key_id, line, now_us
             )
             progress.cosigned_size = checkpoint.tree_size
+            progress.cosigned_once = True
             progress.last_error = ""
             return
         raise _Refused(f"the witness's size kept changing (last {old_size})")

@@ -211,3 +211,29 @@ def test_the_witness_process_keeps_its_state_across_a_restart(
         assert post(url, format_add_checkpoint(0, [], _checkpoint(3)))[0] == 200
     with running_witness(tmp_path, "witness.example/p", log_key) as (url, _):
         assert post(url, format_add_checkpoint(0, [], _checkpoint(4))) == (409, b"3\n")
+
+
+def test_an_answer_that_does_not_verify_is_not_stored(
+    database_url: str,
+    log_signer: Ed25519Signer,
+    tmp_path: Path,
+    witnesses: list[WitnessServer],
+    operator_signer: Ed25519Signer,
+    insurer_signer: Ed25519Signer,
+) -> None:
+    # The log expects witness 1's key at witness 0's address: the line it gets back is by
+    # another key, so it is refused, counted as a failure, and never served.
+    expected = server_key(witnesses[1]).encode()
+    options = (f"{witnesses[0].url}={expected}",)
+    server = start_server_thread(database_url, log_signer, tmp_path, witnesses=options)
+    try:
+        onboard(server, operator_signer, "acme-health", insurer_signer)
+        witnessing = server.running.witnessing
+        assert witnessing is not None
+        waiting = witnessing.wait_until(lambda progress: progress[0].failures >= 1)
+        asyncio.run_coroutine_threadsafe(waiting, server.loop).result(timeout=120)
+        assert "no cosignature by witness.example/w1" in witnessing.progress[0].last_error
+        note = _latest_note(server)
+        assert note.count("\u2014 ".encode()) == 1  # the log's own signature only
+    finally:
+        server.stop()
