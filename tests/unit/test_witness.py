@@ -24,6 +24,7 @@ from clients.witness.keys import WitnessKey
 from clients.witness.protocol import (
     SIZE_CONTENT_TYPE,
     format_add_checkpoint,
+    parse_add_checkpoint,
     parse_cosignature_lines,
 )
 from clients.witness.server import WitnessServer
@@ -91,6 +92,34 @@ def test_the_spec_example_cosignature_has_the_spec_layout() -> None:
     assert (line.name, len(line.signature)) == ("witness.example.com/w1", 8 + 64)
     assert line.timestamp() == 1679315147
     assert cosignature_message(SPEC_CHECKPOINT_TEXT, 1679315147) == SPEC_SIGNED_MESSAGE.encode()
+
+
+# The tlog-witness spec's example add-checkpoint request body.
+SPEC_REQUEST = (
+    "old 20852014\n"
+    "PlRNCrwHpqhGrupue0L7gxbjbMiKA9temvuZZDDpkaw=\n"
+    "jrJZDmY8Y7SyJE0MWLpLozkIVMSMZcD5kvuKxPC3swk=\n"
+    "5+pKlUdi2LeF/BcMHBn+Ku6yhPGNCswZZD1X/6QgPd8=\n"
+    "/6WVhPs2CwSsb5rYBH5cjHV/wSmA79abXAwhXw3Kj/0=\n"
+    "\n"
+    "example.com/behind-the-sofa\n20852163\nCsUYapGGPo4dkMgIAUqom/Xajj7h2fB2MPA3j2jxq2I=\n"
+    "\n"
+    "\u2014 example.com/behind-the-sofa Az3grlgtzPICa5OS8npVmf1Myq/5IZniMp+ZJurmRDeOoRDe4URYN7u"
+    "5/Zhcyv2q1gGzGku9nTo+zyWE+xeMcTOAYQ8=\n"
+    "\u2014 example.com/behind-the-sofa opLqBQsREYCgu6xQkYQwJr9fo45a62DN9EdmHXnZdXNqlcVGlCum2W"
+    "ks+49/V6267UEjw6QUXTS5Rovnzv++qbSzm9Q=\n"
+).encode()
+
+
+def test_the_spec_example_request_parses_and_round_trips() -> None:
+    request = parse_add_checkpoint(SPEC_REQUEST)
+    assert (request.old_size, len(request.proof)) == (20852014, 4)
+    note = parse_note(request.checkpoint)
+    assert note.text == SPEC_CHECKPOINT_TEXT
+    assert [line.name for line in note.signatures] == ["example.com/behind-the-sofa"] * 2
+    assert (
+        format_add_checkpoint(request.old_size, request.proof, request.checkpoint) == SPEC_REQUEST
+    )
 
 
 def test_a_first_checkpoint_is_cosigned_in_the_spec_format(tmp_path: Path) -> None:
