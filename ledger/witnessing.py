@@ -23,6 +23,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
+from ledger import limits
 from ledger.clock import Clock
 from ledger.cosignature import WitnessEndpoint
 from ledger.errors import LedgerError
@@ -33,7 +34,6 @@ __all__ = ["WitnessProgress", "WitnessSubmitter"]
 
 log = logging.getLogger(__name__)
 
-_RESPONSE_BYTES_MAX = 64 * 1024
 _CONFLICT = 409
 
 
@@ -93,8 +93,8 @@ class WitnessSubmitter:
         sink: CosignatureSink,
         clock: Clock,
         *,
-        timeout_seconds: float = 10.0,
-        retry_seconds: float = 30.0,
+        timeout_seconds: float = limits.witness_timeout_seconds,
+        retry_seconds: float = limits.witness_retry_seconds,
     ) -> None:
         self._witnesses = tuple(witnesses)
         self._source = source
@@ -202,9 +202,9 @@ class WitnessSubmitter:
         request = urllib.request.Request(f"{url}/add-checkpoint", data=body, method="POST")  # noqa: S310
         try:
             with urllib.request.urlopen(request, timeout=self._timeout_seconds) as reply:  # noqa: S310
-                return int(reply.status), reply.read(_RESPONSE_BYTES_MAX)
+                return int(reply.status), reply.read(limits.witness_response_bytes_max)
         except urllib.error.HTTPError as error:
-            return int(error.code), error.read(_RESPONSE_BYTES_MAX)
+            return int(error.code), error.read(limits.witness_response_bytes_max)
 
     @staticmethod
     def _verified_line(witness: WitnessEndpoint, note: bytes, answer: bytes) -> bytes:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 from importlib.metadata import entry_points
 
@@ -22,8 +23,9 @@ from sqlalchemy import Engine
 from ledger import limits
 from ledger.clock import Clock, SystemClock
 from ledger.config import ServerConfig, check_origin, load_signer
-from ledger.cosignature import parse_witness_option
+from ledger.cosignature import WitnessEndpoint, parse_witness_option
 from ledger.coverage.reader import CoverageReader
+from ledger.errors import InvalidArgument
 from ledger.rpc.admin_servicer import AdminServicer
 from ledger.rpc.coverage_servicer import CoverageServicer
 from ledger.rpc.ledger_servicer import LedgerServicer
@@ -115,6 +117,7 @@ async def start_server(config: ServerConfig, clock: Clock | None = None) -> Runn
     signer = load_signer(config.log_key_path)
     origin = config.origin or signer.name
     check_origin(origin)
+    witnesses = parse_witnesses(config.witnesses)  # refused before anything starts
     engine = create_ledger_engine(config.database_url)
     if config.migrate:
         await asyncio.to_thread(upgrade, engine)
@@ -159,7 +162,7 @@ async def start_server(config: ServerConfig, clock: Clock | None = None) -> Runn
         ),
         server,
     )
-    witnessing = _start_witnessing(config, sequencer, engine, clock)
+    witnessing = _start_witnessing(witnesses, sequencer, engine, clock)
     port = server.add_insecure_port(config.listen)
     await server.start()
     log.info("serving %s on port %d (origin %s)", config.database_url, port, origin)
@@ -175,13 +178,22 @@ async def start_server(config: ServerConfig, clock: Clock | None = None) -> Runn
     )
 
 
+def parse_witnesses(options: Sequence[str]) -> list[WitnessEndpoint]:
+    """The ``--witness URL=VERIFIERKEY`` options; InvalidArgument naming the bad one."""
+    if len(options) > limits.witnesses_max:
+        raise InvalidArgument(
+            f"{len(options)} witnesses, over {limits.witnesses_max}",
+            reason="WITNESSES_TOO_MANY",
+        )
+    return [parse_witness_option(option) for option in options]
+
+
 def _start_witnessing(
-    config: ServerConfig, sequencer: Sequencer, engine: Engine, clock: Clock
+    witnesses: Sequence[WitnessEndpoint], sequencer: Sequencer, engine: Engine, clock: Clock
 ) -> WitnessSubmitter | None:
     """Submit every new checkpoint to the configured witnesses, in the background."""
-    if not config.witnesses:
+    if not witnesses:
         return None
-    witnesses = [parse_witness_option(option) for option in config.witnesses]
     submitter = WitnessSubmitter(witnesses, LogStore(engine), CosignatureStore(engine), clock)
     sequencer.commit_listeners.append(submitter.notify)
     submitter.start()
