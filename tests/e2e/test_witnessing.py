@@ -237,3 +237,59 @@ def test_an_answer_that_does_not_verify_is_not_stored(
         assert note.count("\u2014 ".encode()) == 1  # the log's own signature only
     finally:
         server.stop()
+
+
+def test_certificate_verify_applies_the_policy_to_the_bundles_checkpoint(
+    database_url: str,
+    log_signer: Ed25519Signer,
+    tmp_path: Path,
+    witnesses: list[WitnessServer],
+    operator_signer: Ed25519Signer,
+    insurer_signer: Ed25519Signer,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    import datetime as dt
+
+    from clients import samples
+    from clients.cli_certificate import register as register_certificate
+    from clients.insurer import InsurerClient
+    from clients.offline.certificate import load_bundle
+    from clients.verify import TrustedLog
+
+    def run(*argv: str) -> int:
+        parser = argparse.ArgumentParser(prog="policy-ledger")
+        register_certificate(parser.add_subparsers(dest="command", required=True))
+        args = parser.parse_args(argv)
+        return int(args.handler(args))
+
+    server = start_server_thread(
+        database_url, log_signer, tmp_path, witnesses=(_option(witnesses[0]),)
+    )
+    try:
+        onboard(server, operator_signer, "gulf-health", insurer_signer)
+        now = dt.datetime.now(dt.UTC)
+        log = TrustedLog.from_verifier_key(server.log_verifier_key)
+        with server.channel("insurer", "gulf-health") as channel:
+            receipt = InsurerClient(channel, signer=insurer_signer, log=log).submit(
+                samples.policy_issued(1, "gulf-health", now)
+            )
+        _wait_cosigned(server, receipt.leaf_index + 1, 1)
+        out = tmp_path / "card.json"
+        person = f"RESIDENCE_ID:SA:{samples.iqama(16).value}"
+        get = ["certificate", "get", "--server", server.address, "--person", person]
+        assert run(*get, "--date", now.date().isoformat(), "--out", str(out)) == 0
+        cosigner, other = server_key(witnesses[0]).encode(), server_key(witnesses[1]).encode()
+        verify = ["certificate", "verify", "--certificate", str(out)]
+        verify += ["--log-key", server.log_verifier_key]
+        capsys.readouterr()
+        assert run(*verify, "--witness", cosigner) == 0
+        assert f"cosigned by {server_key(witnesses[0]).label}" in capsys.readouterr().out
+        assert run(*verify, "--witness", cosigner, "--witness", other) == 1
+        assert f"missing: {server_key(witnesses[1]).label}" in capsys.readouterr().err
+        bare = tmp_path / "card.note"  # the certificate alone: no checkpoint to hold the policy to
+        bare.write_bytes(load_bundle(out.read_bytes()).certificate)
+        assert run("certificate", "verify", "--certificate", str(bare), "--log-key",
+                   server.log_verifier_key, "--witness", cosigner) == 1  # fmt: skip
+        assert "needs the bundle's checkpoint" in capsys.readouterr().err
+    finally:
+        server.stop()
