@@ -229,6 +229,7 @@ def _unreachable(server: str, error: Any) -> int:
 def _verify(args: argparse.Namespace) -> int:
     import grpc
 
+    from clients.cli_witness_policy import check_witnesses
     from clients.offline.merkle import VerificationFailure
 
     started = time.monotonic()
@@ -239,6 +240,7 @@ def _verify(args: argparse.Namespace) -> int:
     try:
         state = TrustedState(Path(args.state) if args.state else None, key)
         note, checkpoint, trusted, keys, entries = _sources(args, key, state)
+        cosigned = check_witnesses(args, note)
         report = _audit_with_progress(args, entries, checkpoint, trusted, keys, started)
     except (VerificationFailure, grpc.RpcError, OSError, ValueError, KeyError) as error:
         return _error_exit(args, error)
@@ -259,6 +261,8 @@ def _verify(args: argparse.Namespace) -> int:
     )
     for principal, count in sorted(report.signers.items()):
         print(f"  {principal}: {count:,} entries")
+    for witness in cosigned:
+        print(f"  cosigned by witness {witness.witness} at {witness.timestamp}")
     return 0
 
 
@@ -311,6 +315,7 @@ def _audit_with_progress(  # noqa: PLR0917 (the audit's inputs, passed through)
 def _watch(args: argparse.Namespace) -> int:
     import grpc
 
+    from clients.cli_witness_policy import check_witnesses
     from clients.offline.merkle import VerificationFailure, verify_consistency
     from clients.offline.note import verify_checkpoint
     from ledger.v1 import ledger_service_pb2 as pb
@@ -327,6 +332,7 @@ def _watch(args: argparse.Namespace) -> int:
         try:
             note = fetch_checkpoint_note(args.server)
             checkpoint = verify_checkpoint(note, key)
+            check_witnesses(args, note)
             last = state.checkpoints[-1] if state.checkpoints else None
             if last is not None:
                 if checkpoint.size < last.size:
@@ -370,6 +376,8 @@ def _watch(args: argparse.Namespace) -> int:
 
 def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add the ``audit`` command group."""
+    from clients.cli_witness_policy import add_witness_arguments
+
     audit = commands.add_parser("audit", help="verify the ledger without trusting the server")
     sub = audit.add_subparsers(dest="audit_command", required=True)
     verify = sub.add_parser(
@@ -410,6 +418,7 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         default=os.cpu_count() or 1,
         help="processes verifying signatures (default: one per core)",
     )
+    add_witness_arguments(verify)
     verify.set_defaults(handler=_verify)
     watch = sub.add_parser(
         "watch",
@@ -429,4 +438,5 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     watch.add_argument("--state", required=True, help="JSON file of verified checkpoints")
     watch.add_argument("--interval", type=float, default=30.0, help="seconds between polls")
     watch.add_argument("--iterations", type=int, default=0, help="stop after N polls (0: never)")
+    add_witness_arguments(watch)
     watch.set_defaults(handler=_watch)

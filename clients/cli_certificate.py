@@ -16,7 +16,10 @@ from pathlib import Path
 import grpc
 
 from clients.certificate import CertificateClient, render_qr_png
+from clients.cli_witness_policy import add_witness_arguments, check_witnesses, witness_policy
 from clients.offline.certificate import CertificateError, load_bundle, verify_certificate
+from clients.offline.note import NoteError
+from clients.offline.witness_policy import Cosigned
 from ledger.cli_flags import PERSON_FORM, add_log_verifier, person_argument
 
 __all__ = ["register"]
@@ -78,7 +81,17 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     add_log_verifier(verify, required=True)
     verify.add_argument("--origin", help="the log's checkpoint origin (default: the key's name)")
     verify.add_argument("--on", help="also require the stated period to cover this YYYY-MM-DD")
+    add_witness_arguments(verify)
     verify.set_defaults(handler=_verify)
+
+
+def _check_witnesses(args: argparse.Namespace, checkpoint: bytes | None) -> tuple[Cosigned, ...]:
+    """The witness policy applies to the bundle's checkpoint (the certificate is the log's)."""
+    if witness_policy(args) is None:
+        return ()
+    if checkpoint is None:
+        raise CertificateError("a witness policy needs the bundle's checkpoint: it has none")
+    return check_witnesses(args, checkpoint)
 
 
 def _key(value: str) -> str:
@@ -136,16 +149,18 @@ def _verify(args: argparse.Namespace) -> int:
             entry=bundle.entry,
             origin=args.origin,
         )
+        cosigned = _check_witnesses(args, bundle.checkpoint)
         if on is not None and not statement.covers(on):
             raise CertificateError(
                 f"the certificate's period {statement.start}..{statement.end} does not cover {on}"
             )
-    except CertificateError as error:
+    except (CertificateError, NoteError) as error:
         print(f"error: certificate rejected: {error}", file=sys.stderr)
         return 1
     checked = ["signature", "inclusion proof"]
     checked += ["checkpoint"] if bundle.checkpoint is not None else []
     checked += ["entry"] if bundle.entry is not None else []
+    checked += [f"cosigned by {witness.witness}" for witness in cosigned]
     sys.stdout.write(statement.text)
     print(f"verified: {', '.join(checked)}")
     return 0

@@ -21,11 +21,12 @@ from pathlib import Path
 
 import grpc
 
+from clients.cli_witness_policy import add_witness_arguments, check_witnesses
 from clients.errors import from_rpc_error
+from clients.offline.note import NoteError
 from clients.offline.tlog_proof import (
     BUNDLE_BYTES_MAX,
     TlogProof,
-    TlogProofError,
     leaf_hash,
     parse_tlog_proof,
     serialize_tlog_proof,
@@ -119,6 +120,7 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     verify.add_argument(
         "--origin", help="the log's checkpoint origin (default: the verifier key's name)"
     )
+    add_witness_arguments(verify)
     verify.set_defaults(handler=verify_command)
 
 
@@ -133,7 +135,7 @@ def export_command(args: argparse.Namespace) -> int:
         entry_path = out.with_name(out.name + ENTRY_SUFFIX)
         out.write_bytes(bundle)
         entry_path.write_bytes(entry)
-    except (TlogProofError, _CommandError) as error:
+    except (NoteError, _CommandError) as error:  # the offline verifier's one error root
         return _fail(str(error))
     except OSError as error:
         return _fail(f"cannot write {error.filename}: {error.strerror}")
@@ -149,15 +151,20 @@ def verify_command(args: argparse.Namespace) -> int:
         entry = _read_limited(Path(args.entry), ENTRY_BYTES_MAX, "entry")
         log_key = _read_log_key(args.log_verifier)
         verified = verify_tlog_proof(bundle, entry, log_key, origin=args.origin)
-    except (TlogProofError, _CommandError) as error:
+        # The bundle's checkpoint verified with the log key: now the witness policy, if any.
+        cosigned = check_witnesses(args, parse_tlog_proof(bundle).checkpoint)
+    except (NoteError, _CommandError) as error:  # the offline verifier's one error root
         return _fail(str(error))
     root = base64.b64encode(verified.root_hash).decode("ascii")
     print(f"verified: the entry is leaf {verified.leaf_index} of the log {verified.origin}")
     print(f"  leaf hash    {verified.leaf_hash.hex()} (SHA-256(0x00 || entry))")
     print(f"  checkpoint   tree size {verified.tree_size}, root hash {root}")
     print(f"  signed by    {verified.log_key} (Ed25519, C2SP signed note)")
-    if verified.other_signatures:
-        print(f"  not checked  {verified.other_signatures} other signature line(s) (witnesses?)")
+    for witness in cosigned:
+        print(f"  cosigned by  {witness.witness} at {witness.timestamp} (witness)")
+    unchecked = verified.other_signatures - len(cosigned)
+    if unchecked:
+        print(f"  not checked  {unchecked} other signature line(s)")
     if verified.extra:
         print(f"  not trusted  {len(verified.extra)} bytes of extra data (unauthenticated)")
     return 0

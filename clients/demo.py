@@ -31,11 +31,13 @@ from clients.offline.audit import KeyRecord
 from clients.offline.audit import audit as offline_audit
 from clients.offline.note import Checkpoint as OfflineCheckpoint
 from clients.offline.note import VerifierKey, verify_checkpoint
+from clients.offline.witness_policy import WitnessPolicy, WitnessPolicyError, verify_cosignatures
 from clients.operator import OPERATOR_ID, OperatorClient
 from clients.portal import PortalClient, civil_date
 from clients.renewal import RenewalClient
 from clients.samples import iqama, sample_events
 from clients.verify import TrustedLog, VerifiedReceipt
+from clients.witness.process import running_witness
 from ledger.identifiers import example_kuwait_civil_id
 from ledger.keys import insurer_key_id
 from ledger.signing import generate_keypair, parse_signer_key
@@ -46,6 +48,7 @@ from payments.v1 import renewal_service_pb2 as renewal_pb2
 __all__ = ["run_demo"]
 
 LOG_NAME = "policy-ledger.demo/log"
+WITNESS_NAME = "witness.policy-ledger.demo/w1"
 INSURER_ID = "gulf-health"
 AUTHORITY_ID = "kw-gov-health"
 """The collecting authority of Kuwait's renewal fee, a principal licensed like an insurer."""
@@ -58,7 +61,7 @@ def say(text: str) -> None:
 
 
 @contextmanager
-def running_server(workdir: Path, admin_token: str) -> Iterator[int]:
+def running_server(workdir: Path, admin_token: str, *witness_options: str) -> Iterator[int]:
     """Start ``policy-ledger serve`` on a free port; yield the port; stop it with SIGTERM."""
     port_file = workdir / "port"
     (workdir / "admin.token").write_text(admin_token, encoding="utf-8")
@@ -77,6 +80,7 @@ def running_server(workdir: Path, admin_token: str) -> Iterator[int]:
         str(workdir / "admin.token"),
         "--port-file",
         str(port_file),
+        *(f"--witness={option}" for option in witness_options),
     ]
     log_file = (workdir / "server.log").open("w", encoding="utf-8")
     environment = {
@@ -138,7 +142,8 @@ def run_demo(*, events_count: int, workdir: Path) -> int:
     say("policy-ledger demo: a signed, append-only ledger of health-insurance policy events")
     say(f"  log key      {log_verifier_key}")
     with (
-        running_server(workdir, admin_token) as port,
+        running_witness(workdir, WITNESS_NAME, log_verifier_key) as (witness_url, witness_key),
+        running_server(workdir, admin_token, f"{witness_url}={witness_key}") as port,
         grpc.insecure_channel(f"127.0.0.1:{port}") as channel,
     ):
         _wait_until_serving(channel)
@@ -173,6 +178,7 @@ def run_demo(*, events_count: int, workdir: Path) -> int:
             f"127.0.0.1:{port}",
             log_verifier_key,
         )
+        _show_witness(f"127.0.0.1:{port}", log_verifier_key, witness_url, witness_key)
     say(f"done in {time.monotonic() - started:.1f} s")
     return 0
 
@@ -402,3 +408,27 @@ def _audit(
         "equal to the checkpoint's, and to the first receipt's at its size"
     )
     say("   verdict: the ledger is consistent, complete and signed")
+
+
+def _show_witness(address: str, log_verifier_key: str, url: str, witness_key: str) -> None:
+    """7. The witness beside the server cosigned the log's checkpoints (docs/witness.md)."""
+    key = VerifierKey.parse(log_verifier_key)
+    policy = WitnessPolicy.parse([witness_key], 1)
+    # The log submits in the background: the latest checkpoint is cosigned a moment after it
+    # is made, so look until it is (the demo's only wait on another process).
+    deadline = time.monotonic() + _START_TIMEOUT_SECONDS
+    while True:
+        note = auditor_checkpoint_note(address)
+        try:
+            cosigned = verify_cosignatures(note, policy)
+            break
+        except WitnessPolicyError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.1)
+    checkpoint = verify_checkpoint(note, key)
+    say(
+        f"7. witness {WITNESS_NAME} ({url}) cosigned checkpoint {checkpoint.size} "
+        f"(C2SP tlog-witness, cosignature/v1 at {cosigned[0].timestamp}); verified with a "
+        "1-of-1 witness policy: no split view without the witness"
+    )

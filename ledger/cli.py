@@ -91,6 +91,7 @@ def _server_config(args: argparse.Namespace) -> ServerConfig:
         origin=args.origin or config.origin,
         admin_token=token,
         migrate=not args.no_migrate,
+        witnesses=tuple(args.witness or ()),
         sequencer=SequencerOptions(
             batch_entries_max=args.batch_entries, batch_age_ms_max=args.batch_age_ms
         ),
@@ -267,6 +268,12 @@ def _parser() -> argparse.ArgumentParser:
     )
     serve.add_argument(
         "--no-migrate", action="store_true", help="do not apply migrations at start-up"
+    )
+    serve.add_argument(
+        "--witness",
+        action="append",
+        metavar="URL=VERIFIERKEY",
+        help="submit every checkpoint to this C2SP tlog-witness (repeatable; docs/witness.md)",
     )
     serve.set_defaults(handler=_serve)
 

@@ -37,6 +37,8 @@ class ServerConfig:
     migrate: bool = True
     grace_seconds: float = 5.0
     sequencer: SequencerOptions = field(default_factory=SequencerOptions)
+    witnesses: tuple[str, ...] = ()
+    """``URL=VERIFIERKEY`` of each witness to submit checkpoints to (``serve --witness``)."""
 
     @classmethod
     def from_environment(cls, environment: dict[str, str] | None = None) -> ServerConfig:

@@ -70,3 +70,13 @@ household_days_max: Final = 3 * 366
 history_page_max: Final = 1000
 """Entries one ListPolicyHistory / FindEntries page returns at most."""
 history_page_default: Final = 100
+
+# Witnessing (ledger/witnessing.py, docs/witness.md).
+witnesses_max: Final = 16
+"""Witnesses the log submits to (each cosignature is a line of the served note)."""
+witness_response_bytes_max: Final = 64 * 1024
+"""Largest add-checkpoint answer read from a witness."""
+witness_timeout_seconds: Final = 10.0
+"""How long one add-checkpoint request may take before the witness counts as failing."""
+witness_retry_seconds: Final = 30.0
+"""A failing witness is retried at the next checkpoint, or after this long."""

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
@@ -83,6 +84,9 @@ class Sequencer:
         self._waiting_changed = asyncio.Event()
         self.batches_committed = 0
         self.entries_committed = 0
+        # Called on the loop after each committed batch (the witness submitter): never awaited,
+        # so nothing a listener does can delay the next batch.
+        self.commit_listeners: list[Callable[[], None]] = []
 
     async def start(self) -> None:
         """Initialize the log if needed and start forming batches."""
@@ -203,6 +207,8 @@ class Sequencer:
             self.entries_committed += sum(
                 1 for outcome in outcomes if isinstance(outcome, Receipt) and not outcome.duplicate
             )
+            for listener in self.commit_listeners:
+                listener()
         for (_, future), outcome in zip(batch, outcomes, strict=True):
             if not future.done():
                 future.set_result(outcome)

@@ -186,7 +186,12 @@ class ServerHandle:
 
 
 def start_server_thread(
-    database_url: str, log_signer: Ed25519Signer, tmp_path: Path, **options: float
+    database_url: str,
+    log_signer: Ed25519Signer,
+    tmp_path: Path,
+    *,
+    witnesses: tuple[str, ...] = (),
+    **options: float,
 ) -> ServerHandle:
     """Start a real server on 127.0.0.1:0 in a background thread."""
     key_path = tmp_path / "log.key"
@@ -200,6 +205,7 @@ def start_server_thread(
         admin_token=admin_token,
         grace_seconds=1.0,
         sequencer=SequencerOptions(**options),  # type: ignore[arg-type]
+        witnesses=witnesses,
     )
     loop = asyncio.new_event_loop()
     thread = threading.Thread(target=loop.run_forever, name="server-loop", daemon=True)

@@ -35,15 +35,12 @@ from __future__ import annotations
 import base64
 import binascii
 import datetime as dt
-import hashlib
 import json
 import re
 from dataclasses import dataclass
 
-from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
-
-from clients.offline import merkle
+from clients.offline import merkle, note
+from clients.offline.note import NoteError, VerifierKey
 
 __all__ = [
     "BUNDLE_FORMAT",
@@ -63,16 +60,9 @@ CERTIFICATE_HEADER = "policy-ledger coverage certificate v1"
 BUNDLE_FORMAT = "policy-ledger coverage certificate bundle v1"
 """The ``format`` of the JSON file ``policy-ledger certificate get`` writes."""
 
-_NOTE_BYTES_MAX = 1 << 16
-_SIGNATURES_MAX = 16
-_ED25519 = 0x01
-_KEY_ID_BYTES = 4
-_SIGNATURE_BYTES = 64
 _HASH_BYTES = 32
 _TREE_SIZE_MAX = 2**63 - 1
 _PROOF_LINES_MAX = 63
-_SIGNATURE_PREFIX = "\u2014 "
-_CONTROL = re.compile(r"[\x00-\x09\x0b-\x1f\x7f]")
 _DECIMAL = re.compile(r"0|[1-9][0-9]{0,18}", re.ASCII)
 _DATE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}", re.ASCII)
 _IDENTIFIER = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:/-]*", re.ASCII)
@@ -80,7 +70,6 @@ _PERSON = re.compile(
     r"([A-Z]{2}):(RESIDENCE_ID|NATIONAL_ID|CIVIL_ID|PASSPORT|BORDER_NUMBER):([A-Z0-9]{1,32})",
     re.ASCII,
 )
-_KEY_NAME = re.compile(r"[^\s+]+")
 _RELATIONSHIPS = frozenset({"self", "spouse", "child", "parent", "domestic_worker", "other"})
 _INSURER_CHARS_MAX = 64
 _POLICY_CHARS_MAX = 128
@@ -100,45 +89,25 @@ _FIELDS = (
 )
 
 
-class CertificateError(ValueError):
+class CertificateError(NoteError):
     """The certificate (or its key, checkpoint or entry) failed a check; the message says which."""
 
 
-@dataclass(frozen=True)
-class LogKey:
-    """A log's C2SP verifier key: ``<name>+<hex8 key id>+<base64(0x01 || Ed25519 key)>``."""
-
-    name: str
-    key_id: bytes
-    public_key: bytes
+class LogKey(VerifierKey):
+    """A log's C2SP Ed25519 verifier key, parsed by the one note library
+    (:class:`clients.offline.note.VerifierKey`); a malformed key is a CertificateError."""
 
     @classmethod
     def parse(cls, text: str) -> LogKey:
         """The key of a verifier key string (surrounding whitespace ignored); its id is checked."""
-        parts = text.strip().split("+", 2)
-        if len(parts) != 3:
-            raise CertificateError("malformed log key: want <name>+<hex8 key id>+<base64 key>")
-        name, key_id_hex, encoded = parts
-        if not _KEY_NAME.fullmatch(name):
-            raise CertificateError("malformed log key: empty key name or a space in it")
-        if not re.fullmatch(r"[0-9a-f]{8}", key_id_hex):
-            raise CertificateError("malformed log key: key id must be 8 lowercase hex digits")
-        key = _b64decode(encoded, "log key")
-        if len(key) != 33 or key[0] != _ED25519:
-            raise CertificateError("malformed log key: want 0x01 and a 32-byte Ed25519 key")
-        public_key = key[1:]
-        key_id = _key_id(name, public_key)
-        if key_id.hex() != key_id_hex:
-            raise CertificateError(
-                f"malformed log key: key id {key_id_hex} does not match the key "
-                f"(computed {key_id.hex()})"
-            )
-        return cls(name, key_id, public_key)
-
-    @property
-    def label(self) -> str:
-        """``<name>+<hex key id>``, as messages name keys."""
-        return f"{self.name}+{self.key_id.hex()}"
+        try:
+            key = VerifierKey.parse(text)
+        except note.MalformedVerifierKeyError as error:
+            problem = str(error).removeprefix("malformed verifier key: ")
+            raise CertificateError(f"malformed log key: {problem}") from None
+        if key.signature_type != note.ED25519_TYPE:
+            raise CertificateError("malformed log key: a log key is of signature type 0x01")
+        return cls(key.name, key.key_id, key.public_key)
 
 
 @dataclass(frozen=True)
@@ -322,79 +291,36 @@ def verify_inclusion(
         raise CertificateError(str(error)) from None
 
 
-def _open_note(note: bytes, key: LogKey, what: str) -> str:
-    """The text of ``note`` once the log key's signature on it verifies (C2SP signed note)."""
-    if len(note) > _NOTE_BYTES_MAX:
-        raise CertificateError(f"malformed {what}: {len(note)} bytes, at most {_NOTE_BYTES_MAX}")
+def _open_note(data: bytes, key: LogKey, what: str) -> str:
+    """The text of ``data`` once the log key's signature on it verifies (the one note parser)."""
     try:
-        decoded = note.decode("utf-8")
-    except UnicodeDecodeError as error:
-        raise CertificateError(f"malformed {what}: not UTF-8 (at byte {error.start})") from None
-    found = _CONTROL.search(decoded)
-    if found:
-        raise CertificateError(
-            f"malformed {what}: control character U+{ord(found.group()):04X} at {found.start()}"
-        )
-    split = decoded.rfind("\n\n")
-    if split < 0:
-        raise CertificateError(f"malformed {what}: no blank line before the signatures")
-    text, block = decoded[: split + 1], decoded[split + 2 :]
-    if not block or not block.endswith("\n"):
-        raise CertificateError(f"malformed {what}: signature block does not end in a newline")
-    lines = block[:-1].split("\n")
-    if len(lines) > _SIGNATURES_MAX:
-        raise CertificateError(f"malformed {what}: {len(lines)} signatures, at most 16")
-    signed = False
-    for number, line in enumerate(lines, 1):
-        name, key_id, signature = _signature_line(line, number, what)
-        if (name, key_id) != (key.name, key.key_id):
-            continue  # another key's signature (a witness, say): not ours to check
-        if len(signature) != _SIGNATURE_BYTES:
-            raise CertificateError(
-                f"{what} signature by {key.label} is {len(signature)} bytes, want 64"
-            )
-        try:
-            Ed25519PublicKey.from_public_bytes(key.public_key).verify(
-                signature, text.encode("utf-8")
-            )
-        except InvalidSignature:
-            raise CertificateError(f"{what} signature by {key.label} does not verify") from None
-        signed = True
-    if not signed:
-        raise CertificateError(f"{what} is not signed by the log key {key.label}")
-    return text
-
-
-def _signature_line(line: str, number: int, what: str) -> tuple[str, bytes, bytes]:
-    if not line.startswith(_SIGNATURE_PREFIX):
-        raise CertificateError(
-            f"malformed {what}: signature line {number} does not start with an em dash and a space"
-        )
-    name, space, encoded = line[len(_SIGNATURE_PREFIX) :].partition(" ")
-    if not space or not _KEY_NAME.fullmatch(name):
-        raise CertificateError(f"malformed {what}: signature line {number} is not '— <name> <sig>'")
-    decoded = _b64decode(encoded, f"{what} signature line {number}")
-    if len(decoded) <= _KEY_ID_BYTES:
-        raise CertificateError(f"malformed {what}: signature line {number} is too short")
-    return name, decoded[:_KEY_ID_BYTES], decoded[_KEY_ID_BYTES:]
+        return note.open_note(data, [key]).text
+    except note.MalformedNoteError as error:
+        problem = str(error).removeprefix("malformed note: ")
+        raise CertificateError(f"malformed {what}: {problem}") from None
+    except note.UntrustedNoteError:
+        raise CertificateError(f"{what} is not signed by the log key {key.label}") from None
+    except note.NoteVerificationError as error:
+        raise CertificateError(f"{what}: {error}") from None
 
 
 def _check_checkpoint(
-    note: bytes, key: LogKey, origin: str, statement: CertificateStatement
+    data: bytes, key: LogKey, origin: str, statement: CertificateStatement
 ) -> None:
-    text = _open_note(note, key, "checkpoint")
-    lines = text[:-1].split("\n")
-    if len(lines) < 3:
-        raise CertificateError("malformed checkpoint: want origin, tree size and root hash")
-    if lines[0] != origin:
+    try:
+        checkpoint = note.parse_checkpoint(_open_note(data, key, "checkpoint"))
+    except note.MalformedCheckpointError as error:
+        raise CertificateError(str(error)) from None
+    if checkpoint.origin != origin:
         raise CertificateError(
-            f"checkpoint is of another log: origin {lines[0][:64]!r}, expected {origin!r}"
+            f"checkpoint is of another log: origin {checkpoint.origin[:64]!r}, expected {origin!r}"
         )
-    if not _DECIMAL.fullmatch(lines[1]) or int(lines[1]) != statement.tree_size:
+    if checkpoint.size != statement.tree_size:
         raise CertificateError(
-            f"checkpoint tree size {lines[1][:24]!r} is not the certificate's {statement.tree_size}"
+            f"checkpoint tree size '{checkpoint.size}' is not the certificate's "
+            f"{statement.tree_size}"
         )
-    if lines[2] != base64.b64encode(statement.root_hash).decode("ascii"):
+    if checkpoint.root_hash != statement.root_hash:
         raise CertificateError("checkpoint root hash is not the certificate's root")
 
 
@@ -483,12 +409,6 @@ def _b64decode(text: str, what: str) -> bytes:
     if base64.b64encode(decoded).decode("ascii") != text:
         raise CertificateError(f"malformed {what}: not canonical base64")
     return decoded
-
-
-def _key_id(name: str, public_key: bytes) -> bytes:
-    return hashlib.sha256(name.encode("utf-8") + b"\n" + bytes([_ED25519]) + public_key).digest()[
-        :_KEY_ID_BYTES
-    ]
 
 
 _leaf_hash = merkle.leaf_hash

@@ -111,16 +111,18 @@ def verify_consistency(  # noqa: PLR0912 (RFC 9162's algorithm, step by step)
     size1: int, size2: int, proof: Sequence[bytes], root1: bytes, root2: bytes
 ) -> None:
     """RFC 9162 section 2.1.4.2; raise VerificationFailure unless tree 1 is a prefix of tree 2."""
-    _check([root1, root2], "root")
-    _check(proof, "proof")
     if not 0 < size1 <= size2:
         raise VerificationFailure(f"sizes {size1} -> {size2}: the first must be in 1..{size2}")
+    # Equal sizes come first, as in transparency-dev/merkle: the proof must be empty and the
+    # roots equal, whatever their length (vector sizes-are-equal-one-and-proof-is-empty).
     if size1 == size2:
         if proof:
             raise VerificationFailure("a proof between equal sizes must be empty")
         if root1 != root2:
             raise VerificationFailure("same size, different roots: the log forked")
         return
+    _check([root1, root2], "root")
+    _check(proof, "proof")
     path = list(proof)
     if size1 & (size1 - 1) == 0:  # a power of two: root1 is the first node
         path.insert(0, root1)

@@ -55,7 +55,26 @@ class SqliteLedger:
         rows = self._query(
             "SELECT tree_size, root_hash, note_bytes FROM checkpoints ORDER BY rowid"
         )
-        return sorted((int(size), bytes(root), bytes(note)) for size, root, note in rows)
+        cosignatures = self._cosignature_lines()
+        return sorted(
+            (int(size), bytes(root), bytes(note) + cosignatures.get(int(size), b""))
+            for size, root, note in rows
+        )
+
+    def _cosignature_lines(self) -> dict[int, bytes]:
+        """Witness cosignature lines per tree size, as the server appends them when it serves a
+        checkpoint (docs/witness.md); none in a file older than the table."""
+        if not self._query(
+            "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'checkpoint_cosignatures'"
+        ):
+            return {}
+        lines: dict[int, bytes] = {}
+        for size, line in self._query(
+            "SELECT tree_size, signature_line FROM checkpoint_cosignatures "
+            "ORDER BY tree_size, witness_name, key_id"
+        ):
+            lines[int(size)] = lines.get(int(size), b"") + bytes(line)
+        return lines
 
     def entries(self, tree_size: int, page: int = 1000) -> Iterator[AuditItem]:
         """(index, entry bytes, stored copies) of the first ``tree_size`` entries, in stored

@@ -30,16 +30,18 @@ failed checks :class:`TlogProofVerificationError`; each failure has its own mess
 from __future__ import annotations
 
 import base64
-import binascii
-import hashlib
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
-
-from clients.offline import merkle
+from clients.offline import merkle, note
+from clients.offline.note import (
+    Checkpoint,
+    MalformedVerifierKeyError,
+    NoteError,
+    VerifierKey,
+    b64decode_canonical,
+)
 
 __all__ = [
     "BUNDLE_BYTES_MAX",
@@ -76,40 +78,24 @@ PROOF_HASHES_MAX = 64
 """An inclusion proof in a tree of at most 2**64 - 1 leaves has at most 64 hashes."""
 EXTRA_BYTES_MAX = 16 * 1024
 """Largest extra data (decoded) we accept."""
-CHECKPOINT_BYTES_MAX = 16 * 1024
-"""Largest checkpoint note we accept (the ledger signs notes of at most 16 KiB)."""
+CHECKPOINT_BYTES_MAX = note.NOTE_BYTES_MAX
+"""Largest checkpoint note we accept: the one note limit."""
 BUNDLE_BYTES_MAX = 64 * 1024
 """Largest bundle we accept: above every field's limit put together."""
-NOTE_SIGNATURES_MAX = 32
-"""Most signature lines a checkpoint note may carry (the log's and witnesses' cosignatures)."""
-
-_ED25519_ALGORITHM = 0x01
-_KEY_ID_BYTES = 4
-_ED25519_KEY_BYTES = 32
-_ED25519_SIGNATURE_BYTES = 64
-_ORIGIN_CHARS_MAX = 1024
-_SIGNATURE_LINE_PREFIX = "\u2014 "  # em dash, space
 _VERSION_PREFIX = "c2sp.org/tlog-proof@"
 _EXTRA_PREFIX = "extra "
 _INDEX_PREFIX = "index "
 _CANONICAL_DECIMAL = re.compile(r"0|[1-9][0-9]*", re.ASCII)
 _DECIMAL = re.compile(r"[0-9]+", re.ASCII)
 _DECIMAL_DIGITS_MAX = len(str(INDEX_MAX))
-_KEY_ID_HEX = re.compile(r"[0-9a-fA-F]{8}", re.ASCII)
-# C2SP signed-note: no control characters other than newline anywhere in a note.
-_NOTE_CONTROL_CHARACTER = re.compile(r"[\x00-\x09\x0b-\x1f\x7f]")
 
 
-class TlogProofError(Exception):
+class TlogProofError(NoteError):
     """Base class: the bundle, the key or the proof is not acceptable (``str()`` says why)."""
 
 
 class MalformedTlogProofError(TlogProofError, ValueError):
     """The bundle is not a well-formed c2sp.org/tlog-proof@v1 proof."""
-
-
-class MalformedVerifierKeyError(TlogProofError, ValueError):
-    """The verifier key string is not a C2SP Ed25519 verifier key."""
 
 
 class TlogProofVerificationError(TlogProofError):
@@ -145,30 +131,6 @@ class TlogProof:
         problem = _checkpoint_framing_problem(self.checkpoint)
         if problem:
             raise _malformed(problem)
-
-
-@dataclass(frozen=True)
-class VerifierKey:
-    """A C2SP signed-note Ed25519 verifier key: name, 4-byte key id, 32-byte public key."""
-
-    name: str
-    key_id: bytes
-    public_key: bytes
-
-    @property
-    def label(self) -> str:
-        """``<name>+<hex key id>``, as in error messages and reports."""
-        return f"{self.name}+{self.key_id.hex()}"
-
-
-@dataclass(frozen=True)
-class Checkpoint:
-    """A checkpoint body (https://c2sp.org/tlog-checkpoint): the signed tree head."""
-
-    origin: str
-    size: int
-    root_hash: bytes
-    extensions: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -282,7 +244,7 @@ def _parse_extra(line: str) -> bytes:
     if len(encoded) > _base64_length(EXTRA_BYTES_MAX):
         raise _malformed(f"extra data is over {EXTRA_BYTES_MAX} bytes")
     try:
-        return _b64decode_canonical(encoded)
+        return b64decode_canonical(encoded)
     except ValueError:
         raise _malformed("extra data is not standard padded base64") from None
 
@@ -305,7 +267,7 @@ def _parse_index(line: str) -> int:
 
 def _parse_proof_hash(number: int, line: str) -> bytes:
     try:
-        decoded = _b64decode_canonical(line)
+        decoded = b64decode_canonical(line)
     except ValueError:
         raise _malformed(f"proof hash {number} is not standard padded base64") from None
     if len(decoded) != HASH_BYTES:
@@ -326,7 +288,7 @@ def _checkpoint_framing_problem(checkpoint: bytes) -> str:
     return ""
 
 
-# --- Verifier keys and signed notes ----------------------------------------------------------
+# --- Verifier keys and signed notes (one parser: clients.offline.note) ----------------------
 
 
 def parse_verifier_key(text: str) -> VerifierKey:
@@ -334,170 +296,46 @@ def parse_verifier_key(text: str) -> VerifierKey:
 
     The key id must be ``SHA-256(name || 0x0A || 0x01 || key)[:4]`` (C2SP signed-note).
     """
-    # The base64 part may itself contain '+': split at most twice.
-    parts = text.split("+", 2)
-    if len(parts) != 3:
-        raise _bad_key("want <name>+<hex key id>+<base64 key>")
-    name, key_id_hex, encoded = parts
-    problem = _key_name_problem(name)
-    if problem:
-        raise _bad_key(f"key name {name[:64]!r} {problem}")
-    if not _KEY_ID_HEX.fullmatch(key_id_hex):
-        raise _bad_key(f"key id must be 8 hex digits, got {key_id_hex[:16]!r}")
-    try:
-        key = _b64decode_canonical(encoded)
-    except ValueError:
-        raise _bad_key("key is not standard padded base64") from None
-    if not key:
-        raise _bad_key("key is empty")
-    if key[0] != _ED25519_ALGORITHM:
-        raise _bad_key(f"unsupported signature algorithm 0x{key[0]:02x} (want 0x01, Ed25519)")
-    public_key = key[1:]
-    if len(public_key) != _ED25519_KEY_BYTES:
-        raise _bad_key(f"Ed25519 public key must be 32 bytes, got {len(public_key)}")
-    claimed, computed = bytes.fromhex(key_id_hex), _key_id(name, public_key)
-    if claimed != computed:
-        raise _bad_key(f"key id {claimed.hex()} does not match the key (computed {computed.hex()})")
-    return VerifierKey(name=name, key_id=computed, public_key=public_key)
+    key = VerifierKey.parse(text)
+    if key.signature_type != note.ED25519_TYPE:
+        raise MalformedVerifierKeyError(
+            "malformed verifier key: a log key is of signature type 0x01 (Ed25519)"
+        )
+    return key
 
 
 def verify_checkpoint_note(
-    note: bytes, key: VerifierKey, origin: str | None = None
+    checkpoint_note: bytes, key: VerifierKey, origin: str | None = None
 ) -> tuple[Checkpoint, int]:
-    """The checkpoint in ``note`` once ``key``'s signature on it verifies, and the count of
-    signature lines by other keys (ignored, as C2SP requires).
+    """The checkpoint in ``checkpoint_note`` once ``key``'s signature on it verifies, and the
+    count of signature lines by other keys (ignored, as C2SP requires).
 
     The checkpoint's origin must be ``origin`` (default: the key's name).
     """
-    text, signatures = _split_note(note)
-    text_bytes = text.encode("utf-8")
-    public_key = _ed25519_public_key(key)
-    verified = 0
-    others = 0
-    for number, (name, key_id, signature) in enumerate(signatures, 1):
-        if name != key.name or key_id != key.key_id:
-            others += 1
-            continue
-        if len(signature) != _ED25519_SIGNATURE_BYTES:
-            raise _failed(
-                f"checkpoint signature line {number} by {key.label} is {len(signature)} bytes, "
-                f"Ed25519 signatures are {_ED25519_SIGNATURE_BYTES}"
-            )
-        try:
-            public_key.verify(signature, text_bytes)
-        except InvalidSignature:
-            raise _failed(f"checkpoint signature by {key.label} does not verify") from None
-        verified += 1
-    if not verified:
-        signed_by = ", ".join(f"{name}+{key_id.hex()}" for name, key_id, _ in signatures)
+    try:
+        verified = note.open_note(checkpoint_note, [key])
+    except note.MalformedNoteError as error:
+        problem = str(error).removeprefix("malformed note: ")
+        raise _malformed(f"checkpoint note: {problem}") from None
+    except note.UntrustedNoteError:
+        signed_by = ", ".join(
+            signature.label for signature in note.parse_note(checkpoint_note).signatures
+        )
         raise _failed(
             f"checkpoint is not signed by the log key {key.label} (signed by {signed_by})"
-        )
-    checkpoint = _parse_checkpoint_text(text)
+        ) from None
+    except note.NoteVerificationError as error:
+        raise _failed(f"checkpoint {error}") from None
+    try:
+        checkpoint = note.parse_checkpoint(verified.text)
+    except note.MalformedCheckpointError as error:
+        # Reached only for a text the log key signed: a verification failure.
+        problem = str(error).removeprefix("malformed checkpoint: ")
+        raise TlogProofVerificationError(f"signed checkpoint is malformed: {problem}") from None
     expected = key.name if origin is None else origin
     if checkpoint.origin != expected:
         raise _failed(f"checkpoint origin is {checkpoint.origin!r}, expected {expected!r}")
-    return checkpoint, others
-
-
-def _split_note(note: bytes) -> tuple[str, list[tuple[str, bytes, bytes]]]:
-    """(text, [(key name, key id, signature)]) of a signed note, strictly; nothing verified."""
-    if len(note) > CHECKPOINT_BYTES_MAX:
-        raise _malformed_note(f"{len(note)} bytes, over {CHECKPOINT_BYTES_MAX}")
-    try:
-        decoded = note.decode("utf-8")
-    except UnicodeDecodeError as error:
-        raise _malformed_note(f"not valid UTF-8 (at byte {error.start})") from None
-    found = _NOTE_CONTROL_CHARACTER.search(decoded)
-    if found:
-        raise _malformed_note(f"control character U+{ord(found.group()):04X} at {found.start()}")
-    # The signatures follow the last blank line (a note's text may contain empty lines).
-    split = decoded.rfind("\n\n")
-    if split < 0:
-        raise _malformed_note("no blank line between the text and the signatures")
-    text, block = decoded[: split + 1], decoded[split + 2 :]
-    if not block:
-        raise _malformed_note("no signature lines after the blank line")
-    if not block.endswith("\n"):
-        raise _malformed_note("signature block does not end in a newline")
-    lines = block[:-1].split("\n")
-    if len(lines) > NOTE_SIGNATURES_MAX:
-        raise _malformed_note(f"{len(lines)} signature lines, over {NOTE_SIGNATURES_MAX}")
-    return text, [_parse_signature_line(number, line) for number, line in enumerate(lines, 1)]
-
-
-def _parse_signature_line(number: int, line: str) -> tuple[str, bytes, bytes]:
-    if not line.startswith(_SIGNATURE_LINE_PREFIX):
-        raise _malformed_note(f"signature line {number} does not start with an em dash and a space")
-    name, space, encoded = line[len(_SIGNATURE_LINE_PREFIX) :].partition(" ")
-    if not space or not encoded:
-        raise _malformed_note(f"signature line {number} has no signature after the key name")
-    problem = _key_name_problem(name)
-    if problem:
-        raise _malformed_note(f"signature line {number} key name {problem}")
-    try:
-        decoded = _b64decode_canonical(encoded)
-    except ValueError:
-        raise _malformed_note(f"signature line {number} is not standard padded base64") from None
-    if len(decoded) <= _KEY_ID_BYTES:
-        raise _malformed_note(
-            f"signature line {number} is {len(decoded)} bytes: no room for a key id and signature"
-        )
-    return name, decoded[:_KEY_ID_BYTES], decoded[_KEY_ID_BYTES:]
-
-
-def _parse_checkpoint_text(text: str) -> Checkpoint:
-    """The checkpoint body: origin, tree size, base64 root hash, extension lines."""
-    lines = text[:-1].split("\n")  # the text ends in a newline (see _split_note)
-    if len(lines) < 3:
-        raise _malformed_checkpoint(
-            f"want origin, tree size and root hash lines, got {len(lines)} line(s)"
-        )
-    origin, size_line, root_line, *extensions = lines
-    if not origin:
-        raise _malformed_checkpoint("empty origin line")
-    if len(origin) > _ORIGIN_CHARS_MAX:
-        raise _malformed_checkpoint(f"origin over {_ORIGIN_CHARS_MAX} characters")
-    if not _DECIMAL.fullmatch(size_line):
-        raise _malformed_checkpoint(f"tree size {size_line[:32]!r} is not an ASCII decimal")
-    if not _CANONICAL_DECIMAL.fullmatch(size_line):
-        raise _malformed_checkpoint(f"tree size {size_line[:32]!r} has leading zeros")
-    if len(size_line) > _DECIMAL_DIGITS_MAX or int(size_line) > INDEX_MAX:
-        raise _malformed_checkpoint(f"tree size {size_line[:32]} out of range 0..2**64-1")
-    try:
-        root_hash = _b64decode_canonical(root_line)
-    except ValueError:
-        raise _malformed_checkpoint("root hash is not standard padded base64") from None
-    if len(root_hash) != HASH_BYTES:
-        raise _malformed_checkpoint(f"root hash is {len(root_hash)} bytes, want {HASH_BYTES}")
-    for number, line in enumerate(extensions, 4):
-        if not line:
-            raise _malformed_checkpoint(f"extension line {number} is empty")
-    return Checkpoint(origin, int(size_line), root_hash, tuple(extensions))
-
-
-def _ed25519_public_key(key: VerifierKey) -> Ed25519PublicKey:
-    try:
-        return Ed25519PublicKey.from_public_bytes(key.public_key)
-    except ValueError as error:
-        raise _bad_key(f"not an Ed25519 public key: {error}") from None
-
-
-def _key_id(name: str, public_key: bytes) -> bytes:
-    """C2SP key id: ``SHA-256(name || 0x0A || 0x01 || public key)[:4]``."""
-    encoded = name.encode("utf-8") + b"\n" + bytes([_ED25519_ALGORITHM]) + public_key
-    return hashlib.sha256(encoded).digest()[:_KEY_ID_BYTES]
-
-
-def _key_name_problem(name: str) -> str:
-    """Why ``name`` is not a C2SP key name (non-empty, no '+', no whitespace), or ""."""
-    if not name:
-        return "is empty"
-    if "+" in name:
-        return "contains '+'"
-    if any(character.isspace() for character in name):
-        return "contains whitespace"
-    return ""
+    return checkpoint, len(verified.unverified)
 
 
 # --- RFC 6962 / RFC 9162 inclusion ------------------------------------------------------------
@@ -552,36 +390,12 @@ def verify_tlog_proof(
 # --- Helpers -----------------------------------------------------------------------------
 
 
-def _b64decode_canonical(text: str) -> bytes:
-    """Standard padded base64 (RFC 4648 section 4), canonical only; ValueError otherwise."""
-    try:
-        decoded = base64.b64decode(text, validate=True)
-    except binascii.Error:
-        raise ValueError("not base64") from None
-    if base64.b64encode(decoded).decode("ascii") != text:
-        raise ValueError("non-canonical base64")
-    return decoded
-
-
 def _base64_length(size: int) -> int:
     return 4 * ((size + 2) // 3)
 
 
 def _malformed(problem: str) -> MalformedTlogProofError:
     return MalformedTlogProofError(f"malformed tlog-proof: {problem}")
-
-
-def _malformed_note(problem: str) -> MalformedTlogProofError:
-    return MalformedTlogProofError(f"malformed tlog-proof: checkpoint note: {problem}")
-
-
-def _malformed_checkpoint(problem: str) -> TlogProofVerificationError:
-    # Reached only for a text the log key signed: a verification failure, not a framing error.
-    return TlogProofVerificationError(f"signed checkpoint is malformed: {problem}")
-
-
-def _bad_key(problem: str) -> MalformedVerifierKeyError:
-    return MalformedVerifierKeyError(f"malformed verifier key: {problem}")
 
 
 def _failed(problem: str) -> TlogProofVerificationError:

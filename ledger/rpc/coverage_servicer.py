@@ -145,6 +145,12 @@ class CoverageServicer(pb_grpc.CoverageServiceServicer):
         self._log_store = log_store
         self._signer = signer
 
+    def _served_basis(self, head: StoredCheckpoint, leaves: list[int]) -> pb.AnswerBasis:
+        """The basis with the checkpoint as served: with its witness cosignatures."""
+        basis = _basis(head, leaves)
+        basis.checkpoint = self._log_store.served_note(head)
+        return basis
+
     async def _read(self, context: _Context, function: Callable[[], _T]) -> _T:
         try:
             return await asyncio.to_thread(function)
@@ -217,7 +223,7 @@ class CoverageServicer(pb_grpc.CoverageServiceServicer):
             )
         return pb.GetCoverageCertificateResponse(
             certificates=certificates,
-            basis=_basis(head, [certificate.leaf_index for certificate in certificates]),
+            basis=self._served_basis(head, [c.leaf_index for c in certificates]),
         )
 
     async def CheckHousehold(

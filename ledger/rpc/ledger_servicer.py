@@ -161,7 +161,9 @@ class LedgerServicer(pb_grpc.LedgerServiceServicer):
                     )
                 found = at_size
             return pb.GetCheckpointResponse(
-                checkpoint=found.note_bytes, tree_size=found.tree_size, root_hash=found.root_hash
+                checkpoint=self._log.served_note(found),
+                tree_size=found.tree_size,
+                root_hash=found.root_hash,
             )
 
         return await self._read(context, work)
@@ -207,7 +209,7 @@ class LedgerServicer(pb_grpc.LedgerServiceServicer):
                 leaf_index=leaf_index,
                 tree_size=tree_size,
                 hashes=proof,
-                checkpoint=b"" if at_size is None else at_size.note_bytes,
+                checkpoint=b"" if at_size is None else self._log.served_note(at_size),
             )
 
         return await self._read(context, work)

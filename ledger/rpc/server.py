@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 from importlib.metadata import entry_points
 
@@ -22,13 +23,16 @@ from sqlalchemy import Engine
 from ledger import limits
 from ledger.clock import Clock, SystemClock
 from ledger.config import ServerConfig, check_origin, load_signer
+from ledger.cosignature import WitnessEndpoint, parse_witness_option
 from ledger.coverage.reader import CoverageReader
+from ledger.errors import InvalidArgument
 from ledger.rpc.admin_servicer import AdminServicer
 from ledger.rpc.coverage_servicer import CoverageServicer
 from ledger.rpc.ledger_servicer import LedgerServicer
 from ledger.sequencer import Sequencer
 from ledger.service import KeyCache, Ledger
 from ledger.storage.append import Appender
+from ledger.storage.cosignature_store import CosignatureStore
 from ledger.storage.db import create_ledger_engine
 from ledger.storage.key_store import KeyStore
 from ledger.storage.log_store import LogStore
@@ -41,6 +45,7 @@ from ledger.v1 import (
     ledger_service_pb2,
     ledger_service_pb2_grpc,
 )
+from ledger.witnessing import WitnessSubmitter
 
 __all__ = ["RunningServer", "start_server"]
 
@@ -92,6 +97,8 @@ class RunningServer:
     engine: Engine
     health: health_aio.HealthServicer
     grace_seconds: float
+    witnessing: WitnessSubmitter | None = None
+    """Submits checkpoints to the configured witnesses (None: no witnesses)."""
 
     async def stop(self) -> None:
         """Stop taking calls, finish the ones under way, commit what is queued, close."""
@@ -99,6 +106,8 @@ class RunningServer:
             await self.health.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
         await self.server.stop(self.grace_seconds)
         await self.sequencer.stop()
+        if self.witnessing is not None:
+            await self.witnessing.stop()
         self.engine.dispose()
 
 
@@ -108,6 +117,7 @@ async def start_server(config: ServerConfig, clock: Clock | None = None) -> Runn
     signer = load_signer(config.log_key_path)
     origin = config.origin or signer.name
     check_origin(origin)
+    witnesses = parse_witnesses(config.witnesses)  # refused before anything starts
     engine = create_ledger_engine(config.database_url)
     if config.migrate:
         await asyncio.to_thread(upgrade, engine)
@@ -155,6 +165,7 @@ async def start_server(config: ServerConfig, clock: Clock | None = None) -> Runn
         ),
         server,
     )
+    witnessing = _start_witnessing(witnesses, sequencer, engine, clock)
     port = server.add_insecure_port(config.listen)
     await server.start()
     log.info("serving %s on port %d (origin %s)", config.database_url, port, origin)
@@ -166,4 +177,27 @@ async def start_server(config: ServerConfig, clock: Clock | None = None) -> Runn
         engine=engine,
         health=health_servicer,
         grace_seconds=config.grace_seconds,
+        witnessing=witnessing,
     )
+
+
+def parse_witnesses(options: Sequence[str]) -> list[WitnessEndpoint]:
+    """The ``--witness URL=VERIFIERKEY`` options; InvalidArgument naming the bad one."""
+    if len(options) > limits.witnesses_max:
+        raise InvalidArgument(
+            f"{len(options)} witnesses, over {limits.witnesses_max}",
+            reason="WITNESSES_TOO_MANY",
+        )
+    return [parse_witness_option(option) for option in options]
+
+
+def _start_witnessing(
+    witnesses: Sequence[WitnessEndpoint], sequencer: Sequencer, engine: Engine, clock: Clock
+) -> WitnessSubmitter | None:
+    """Submit every new checkpoint to the configured witnesses, in the background."""
+    if not witnesses:
+        return None
+    submitter = WitnessSubmitter(witnesses, LogStore(engine), CosignatureStore(engine), clock)
+    sequencer.commit_listeners.append(submitter.notify)
+    submitter.start()
+    return submitter

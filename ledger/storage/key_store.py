@@ -17,6 +17,7 @@ from ledger.errors import (
     NotFound,
 )
 from ledger.keys import InsurerKey, insurer_key_id, validate_public_key
+from ledger.storage.db import WRITE_LOCK_OPTION
 from ledger.storage.tables import insurer_keys
 
 __all__ = ["KeyStore", "keys_by_id"]
@@ -82,7 +83,9 @@ class KeyStore:
             revoked_at=None,
             registered_at=now,
         )
-        with self._engine.begin() as connection:
+        # Read, then write: take the write lock first (SQLite BEGIN IMMEDIATE), or a concurrent
+        # commit (a batch, a witness cosignature) makes the write fail with "database is locked".
+        with self._engine.execution_options(**{WRITE_LOCK_OPTION: True}).begin() as connection:
             existing = keys_by_id(connection, [wanted.key_id]).get(wanted.key_id)
             if existing is not None:
                 compared = ("insurer_id", "valid_until") + (("valid_from",) if valid_from else ())
@@ -116,7 +119,7 @@ class KeyStore:
 
     def revoke(self, key_id: str, revoked_at: dt.datetime) -> InsurerKey:
         """Revoke ``key_id`` from ``revoked_at`` on. Revoking twice is FAILED_PRECONDITION."""
-        with self._engine.begin() as connection:
+        with self._engine.execution_options(**{WRITE_LOCK_OPTION: True}).begin() as connection:
             existing = keys_by_id(connection, [key_id]).get(key_id)
             if existing is None:
                 raise NotFound(

@@ -15,6 +15,7 @@ from sqlalchemy import Connection, Engine, bindparam, func, select
 from ledger import limits
 from ledger.errors import FieldViolation, InvalidArgument, NotFound, OutOfRange, check
 from ledger.merkle import NodeID, ProofPlan, consistency, inclusion
+from ledger.storage.cosignature_store import CosignatureStore
 from ledger.storage.nodes import node_id, node_key
 from ledger.storage.tables import checkpoints, log_entries, tree_nodes
 
@@ -76,6 +77,11 @@ class LogStore:
         """The newest checkpoint; NOT_FOUND before the log was initialized."""
         with self._engine.connect() as connection:
             return latest_checkpoint(connection)
+
+    def served_note(self, checkpoint: StoredCheckpoint) -> bytes:
+        """The checkpoint as served: the signed note verbatim, then the witness cosignature
+        lines stored for it (C2SP verifiers ignore lines of keys they do not trust)."""
+        return checkpoint.note_bytes + CosignatureStore(self._engine).lines_at(checkpoint.tree_size)
 
     def checkpoint_at(self, tree_size: int) -> StoredCheckpoint | None:
         """The checkpoint made at exactly ``tree_size``, if one was."""

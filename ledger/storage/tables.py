@@ -23,6 +23,7 @@ from sqlalchemy import (
 __all__ = [
     "APPEND_ONLY_TABLES",
     "PROJECTION_TABLES",
+    "checkpoint_cosignatures",
     "checkpoints",
     "coverages",
     "fee_refunds",
@@ -75,6 +76,19 @@ checkpoints = Table(
     Column("created_at_us", BigInteger, nullable=False),
 )
 """One signed checkpoint per committed batch; ``note_bytes`` is the C2SP note as signed."""
+
+checkpoint_cosignatures = Table(
+    "checkpoint_cosignatures",
+    metadata,
+    Column("tree_size", BigInteger, nullable=False, autoincrement=False),
+    Column("witness_name", String(256), nullable=False),
+    Column("key_id", LargeBinary(4), nullable=False),
+    Column("signature_line", LargeBinary, nullable=False),
+    Column("received_at_us", BigInteger, nullable=False),
+    PrimaryKeyConstraint("tree_size", "witness_name", "key_id"),
+)
+"""Witness cosignatures (C2SP tlog-cosignature) of our checkpoints: ``signature_line`` is the
+line the witness returned, verbatim (verified before it is stored); one per witness and size."""
 
 insurer_keys = Table(
     "insurer_keys",

@@ -49,6 +49,8 @@ def test_help_lists_every_command_with_examples() -> None:
         ["payments", "reconcile"],
         ["rebuild"],
         ["demo"],
+        ["witness", "keygen"],
+        ["witness", "serve"],
     ],
 )
 def test_every_command_has_help_with_an_example(command: list[str]) -> None:
@@ -157,6 +159,8 @@ def test_the_demo_tells_the_whole_story(tmp_path: Path) -> None:
         "blocks it:",
         "(domestic_worker): no policy covers",
         "verdict",
+        "cosigned checkpoint",
+        "verified with a 1-of-1 witness policy",
         "exit code 0",
     ):
         assert expected in story, expected

@@ -303,31 +303,31 @@ def _signature_line() -> bytes:
 @pytest.mark.parametrize(
     ("note", "message"),
     [
-        (_text().encode() + _signature_line(), "no blank line before the signatures"),
-        (_text().encode() + b"\n", "signature block does not end in a newline"),
+        (_text().encode() + _signature_line(), "no blank line between the text and the signatures"),
+        (_text().encode() + b"\n", "no signature lines after the blank line"),
         (CERTIFICATE[:-1], "signature block does not end in a newline"),
         (CERTIFICATE.replace("\u2014".encode(), b"-"), "does not start with an em dash"),
-        (CERTIFICATE.replace(b"coverage", b"cov\xffrage"), "not UTF-8 \\(at byte"),
+        (CERTIFICATE.replace(b"coverage", b"cov\xffrage"), "not valid UTF-8 \\(at byte"),
         (CERTIFICATE.replace(b"gulf-health", b"gulf\x01health"), "control character U\\+0001"),
         (CERTIFICATE.replace(b"gulf-health", b"gulf\thealth"), "control character U\\+0009"),
         (
             CERTIFICATE.replace(LOG.name.encode() + b" ", LOG.name.encode() + b"  "),
-            "signature line 1: not standard base64",
+            "signature line 1 is not standard padded base64",
         ),
-        (CERTIFICATE[:-3] + b"!=\n", "signature line 1: not standard base64"),
-        (CERTIFICATE + _signature_line() * 16, "17 signatures, at most 16"),
-        (CERTIFICATE + b"x" * 65536, "bytes, at most 65536"),
+        (CERTIFICATE[:-3] + b"!=\n", "signature line 1 is not standard padded base64"),
+        (CERTIFICATE + _signature_line() * 32, "33 signature lines, over 32"),
+        (CERTIFICATE + b"x" * 16384, "bytes, over 16384"),
         (
             _text().encode()
             + b"\n"
             + f"\u2014 {LOG.name} {base64.b64encode(LOG.key_id).decode()}\n".encode(),
-            "signature line 1 is too short",
+            "signature line 1 is 4 bytes: no room for a key id",
         ),
         (
             _text().encode()
             + b"\n"
             + f"\u2014 {LOG.name} {base64.b64encode(LOG.key_id + bytes(63)).decode()}\n".encode(),
-            "is 63 bytes, want 64",
+            "is 63 bytes, an Ed25519 signature is 64",
         ),
     ],
 )
@@ -421,12 +421,15 @@ def test_the_entry_must_match_the_leaf_hash() -> None:
 @pytest.mark.parametrize(
     ("key", "message"),
     [
-        ("nonsense", "want <name>\\+<hex8 key id>\\+<base64 key>"),
-        (LOG_KEY.replace("+", "+X", 1), "key id must be 8 lowercase hex digits"),
+        ("nonsense", "want <name>\\+<hex key id>\\+<base64 key>"),
+        (LOG_KEY.replace("+", "+X", 1), "key id must be 8 hex digits \\(lowercase\\)"),
         (LOG_KEY[:-4] + "AAAA", "key id .* does not match the key"),
-        (LOG_KEY[:-2], "not standard base64"),
-        (LOG_KEY.rsplit("+", 1)[0] + "+" + base64.b64encode(b"\x02" + bytes(32)).decode(), "0x01"),
-        ("+" + LOG_KEY.split("+", 1)[1], "empty key name"),
+        (LOG_KEY[:-2], "not standard padded base64"),
+        (
+            LOG_KEY.rsplit("+", 1)[0] + "+" + base64.b64encode(b"\x02" + bytes(32)).decode(),
+            "0x01|32 bytes",
+        ),
+        ("+" + LOG_KEY.split("+", 1)[1], "key name '' is empty"),
     ],
 )
 def test_malformed_log_keys_are_refused(key: str, message: str) -> None:

@@ -1,4 +1,5 @@
-"""The 196 transparency-dev/merkle vectors: each verifier gives exactly ``wantErr``."""
+"""The 196 transparency-dev/merkle vectors: each verifier (the server's ``ledger.merkle`` and the
+offline ``clients.offline.merkle``) gives exactly ``wantErr``."""
 
 from __future__ import annotations
 
@@ -9,8 +10,9 @@ from typing import Any
 
 import pytest
 
+from clients.offline import merkle as offline_merkle
+from ledger import merkle as server_merkle
 from ledger.errors import VerificationError
-from ledger.merkle import verify_consistency, verify_inclusion
 
 TESTDATA = Path(__file__).parent.parent / "vectors" / "rfc6962" / "testdata"
 FILES = sorted(TESTDATA.rglob("*.json"))
@@ -28,8 +30,20 @@ def test_all_vectors_are_present() -> None:
     assert len(FILES) == 196
 
 
+VERIFIERS = {
+    "server": (server_merkle.verify_inclusion, server_merkle.verify_consistency, VerificationError),
+    "offline": (
+        offline_merkle.verify_inclusion,
+        offline_merkle.verify_consistency,
+        offline_merkle.VerificationFailure,
+    ),
+}
+
+
+@pytest.mark.parametrize("verifier", sorted(VERIFIERS))
 @pytest.mark.parametrize("path", FILES, ids=[str(p.relative_to(TESTDATA)) for p in FILES])
-def test_vector(path: Path) -> None:
+def test_vector(path: Path, verifier: str) -> None:
+    verify_inclusion, verify_consistency, failure = VERIFIERS[verifier]
     case = json.loads(path.read_text())
     if path.relative_to(TESTDATA).parts[0] == "inclusion":
 
@@ -49,7 +63,7 @@ def test_vector(path: Path) -> None:
             )
 
     if case["wantErr"]:
-        with pytest.raises(VerificationError):
+        with pytest.raises(failure):
             run()
     else:
         run()
