@@ -13,9 +13,8 @@ import datetime as dt
 import sys
 from pathlib import Path
 
-import grpc
-
 from clients.certificate import CertificateClient, render_qr_png
+from clients.channel import add_connection_arguments, connection_from_arguments
 from clients.offline.certificate import CertificateError, load_bundle, verify_certificate
 from ledger.v1 import types_pb2
 
@@ -48,7 +47,7 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         ),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    get.add_argument("--server", required=True, help="HOST:PORT of the ledger's gRPC server")
+    add_connection_arguments(get)
     get.add_argument(
         "--person", required=True, help="TYPE:COUNTRY:VALUE, e.g. RESIDENCE_ID:SA:2123456785"
     )
@@ -106,7 +105,7 @@ def _get(args: argparse.Namespace) -> int:
     person = types_pb2.PersonId(type=person_type, country_code=country, value=value)
     day = _day(args.date, "--date")
     log_key = _key(args.log_key) if args.log_key else None
-    with grpc.insecure_channel(args.server) as channel:
+    with connection_from_arguments(args).open() as channel:
         try:
             issued = CertificateClient(channel, log_key=log_key).get(person, day)
         except CertificateError as error:

@@ -14,6 +14,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+from clients.channel import add_connection_arguments, connection_from_arguments
+
 __all__ = ["register"]
 
 
@@ -62,7 +64,6 @@ def _date(text: str) -> dt.date:
 
 
 def _submit(args: argparse.Namespace) -> int:
-    import grpc
     from google.protobuf import json_format
 
     from clients.errors import ClientError
@@ -77,7 +78,7 @@ def _submit(args: argparse.Namespace) -> int:
         for item in document if isinstance(document, list) else [document]:
             events.append(json_format.ParseDict(item, events_pb2.Event()))
     refused = 0
-    with grpc.insecure_channel(args.server) as channel:
+    with connection_from_arguments(args).open() as channel:
         client = InsurerClient(channel, signer=signer, log=_log(args.log_key))
         for event, result in zip(events, client.submit_stream(events), strict=True):
             if isinstance(result, ClientError):
@@ -94,15 +95,18 @@ def _submit(args: argparse.Namespace) -> int:
 
 
 def _check(args: argparse.Namespace) -> int:
-    import grpc
     from google.protobuf import json_format
 
     from clients.portal import PortalClient
     from ledger.v1 import coverage_service_pb2
 
-    with grpc.insecure_channel(args.server) as channel:
+    with connection_from_arguments(args).open() as channel:
         answer = PortalClient(channel, log=_log(args.log_key)).check_household(
-            args.sponsor, args.member, through=args.through, as_of=args.as_of
+            args.sponsor,
+            args.member,
+            through=args.through,
+            as_of=args.as_of,
+            jurisdiction=args.jurisdiction,
         )
     response = answer.response
     if args.json:
@@ -123,13 +127,12 @@ def _check(args: argparse.Namespace) -> int:
 
 
 def _renew(args: argparse.Namespace) -> int:
-    import grpc
     from google.protobuf import json_format
 
     from clients.renewal import RenewalClient
     from payments.v1 import renewal_service_pb2 as pb
 
-    with grpc.insecure_channel(args.server) as channel:
+    with connection_from_arguments(args).open() as channel:
         client = RenewalClient(channel, log=_log(args.log_key))
         if args.complete:
             payment = client.complete_payment(args.complete)
@@ -179,7 +182,7 @@ def _add(
         description=f"{text}\n\nExample:\n  {example}",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--server", required=True, help="host:port of a policy-ledger server")
+    add_connection_arguments(parser)
     parser.add_argument("--log-key", required=True, help="the log's verifier key, or @file")
     return parser
 
@@ -217,6 +220,9 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     check.add_argument("--through", required=True, type=_date, help="last day to be covered")
     check.add_argument("--as-of", type=_date, help="first day to be covered (default today)")
     check.add_argument("--json", action="store_true", help="the answer as JSON")
+    check.add_argument(
+        "--jurisdiction", default="", help="the renewing state, e.g. KW (a portal's own)"
+    )
     check.set_defaults(handler=_check)
 
     renew = _add(

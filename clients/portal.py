@@ -79,9 +79,14 @@ class PortalClient:
         through: dt.date,
         as_of: dt.date | None = None,
         include_fhir: bool = False,
+        jurisdiction: str = "",
     ) -> VerifiedAnswer[pb.CheckHouseholdResponse]:
-        """Whether every member is covered from ``as_of`` (default: today) through ``through``."""
+        """Whether every member is covered from ``as_of`` (default: today) through ``through``.
+
+        ``jurisdiction``: the state whose renewal this is for; a portal may ask for its own only.
+        """
         request = pb.CheckHouseholdRequest(
+            jurisdiction=jurisdiction,
             sponsor=sponsor,
             members=[
                 pb.HouseholdMember(person=person, relationship=relationship)

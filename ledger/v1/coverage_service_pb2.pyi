@@ -281,8 +281,13 @@ class CheckHouseholdRequest(_message.Message):
     AS_OF_DATE_FIELD_NUMBER: _builtins.int
     THROUGH_DATE_FIELD_NUMBER: _builtins.int
     INCLUDE_FHIR_FIELD_NUMBER: _builtins.int
+    JURISDICTION_FIELD_NUMBER: _builtins.int
     include_fhir: _builtins.bool
     """Also return the answer as a FHIR R4 CoverageEligibilityResponse (JSON)."""
+    jurisdiction: _builtins.str
+    """ISO 3166-1 alpha-2 code of the state whose residence renewal this check is for. A portal
+    (spiffe://<domain>/portal/<jurisdiction>) may only ask for its own jurisdiction.
+    """
     @_builtins.property
     def sponsor(self) -> _types_pb2.PersonId:
         """The head of household whose residence ID the members are listed under."""
@@ -309,10 +314,11 @@ class CheckHouseholdRequest(_message.Message):
         as_of_date: _types_pb2.CivilDate | None = ...,
         through_date: _types_pb2.CivilDate | None = ...,
         include_fhir: _builtins.bool = ...,
+        jurisdiction: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["as_of_date", b"as_of_date", "sponsor", b"sponsor", "through_date", b"through_date"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["as_of_date", b"as_of_date", "include_fhir", b"include_fhir", "members", b"members", "sponsor", b"sponsor", "through_date", b"through_date"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["as_of_date", b"as_of_date", "include_fhir", b"include_fhir", "jurisdiction", b"jurisdiction", "members", b"members", "sponsor", b"sponsor", "through_date", b"through_date"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

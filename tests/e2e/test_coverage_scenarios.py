@@ -73,10 +73,14 @@ def world(
     for name, signer in signers.items():
         onboard(server, operator_signer, name, signer)
     trusted = TrustedLog.from_verifier_key(server.log_verifier_key)
-    with grpc.insecure_channel(server.address) as channel:
+    with (
+        server.channel("insurer", GULF) as gulf,
+        server.channel("insurer", NAJM) as najm,
+        server.channel("operator", "operator") as channel,
+    ):
         yield World(
-            gulf=InsurerClient(channel, signer=signers[GULF], log=trusted),
-            najm=InsurerClient(channel, signer=signers[NAJM], log=trusted),
+            gulf=InsurerClient(gulf, signer=signers[GULF], log=trusted),
+            najm=InsurerClient(najm, signer=signers[NAJM], log=trusted),
             operator=InsurerClient(channel, signer=operator_signer, log=trusted),
             portal=PortalClient(channel, log=trusted),
             channel=channel,

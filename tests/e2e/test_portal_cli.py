@@ -42,8 +42,7 @@ def test_insurer_submit_then_coverage_check(
     code, output = _run(
         "insurer",
         "submit",
-        "--server",
-        server.address,
+        *server.cli_arguments("insurer", INSURER),
         "--log-key",
         server.log_verifier_key,
         "--key",
@@ -56,8 +55,7 @@ def test_insurer_submit_then_coverage_check(
     code, output = _run(
         "insurer",
         "submit",
-        "--server",
-        server.address,
+        *server.cli_arguments("insurer", INSURER),
         "--log-key",
         server.log_verifier_key,
         "--key",
@@ -71,8 +69,7 @@ def test_insurer_submit_then_coverage_check(
     code, output = _run(
         "insurer",
         "submit",
-        "--server",
-        server.address,
+        *server.cli_arguments("insurer", INSURER),
         "--log-key",
         server.log_verifier_key,
         "--key",
@@ -81,7 +78,15 @@ def test_insurer_submit_then_coverage_check(
     )
     assert code == 1 and "REFUSED" in output
     sponsor = iqama(0).value
-    base = ["coverage", "check", "--server", server.address, "--log-key", server.log_verifier_key]
+    base = [
+        "coverage",
+        "check",
+        *server.cli_arguments("portal", "SA"),
+        "--jurisdiction",
+        "SA",
+        "--log-key",
+        server.log_verifier_key,
+    ]
     through = (now.date() + dt.timedelta(days=200)).isoformat()
     code, output = _run(
         *base,
