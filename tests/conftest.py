@@ -129,7 +129,7 @@ def insurer_signer() -> Ed25519Signer:
     return Ed25519Signer.generate("gulf-health")
 
 
-class TestPki:
+class SessionPki:
     """A CA made once per test session, its server certificate, and client certificates issued
     on first use (one per ``role/name``), so tests run over real mTLS."""
 
@@ -166,22 +166,22 @@ class TestPki:
         return ["--credentials", str(self.directory), "--as", f"{role}-{name}"]
 
 
-_TEST_PKI: list[TestPki] = []
+_TEST_PKI: list[SessionPki] = []
 
 
-def test_pki() -> TestPki:
+def session_pki() -> SessionPki:
     """The session's PKI (made on first use, in a temporary directory)."""
     if not _TEST_PKI:
         import tempfile
 
-        _TEST_PKI.append(TestPki(Path(tempfile.mkdtemp(prefix="policy-ledger-pki-"))))
+        _TEST_PKI.append(SessionPki(Path(tempfile.mkdtemp(prefix="policy-ledger-pki-"))))
     return _TEST_PKI[0]
 
 
 @pytest.fixture(scope="session")
-def pki() -> TestPki:
+def pki() -> SessionPki:
     """The session's PKI: CA, server certificate, client certificates on demand."""
-    return test_pki()
+    return session_pki()
 
 
 @dataclass
@@ -192,7 +192,7 @@ class ServerHandle:
     loop: asyncio.AbstractEventLoop
     thread: threading.Thread
     log_verifier_key: str
-    pki: TestPki
+    pki: SessionPki
 
     @property
     def address(self) -> str:
@@ -249,20 +249,27 @@ class ServerHandle:
 
 
 def start_server_thread(
-    database_url: str, log_signer: Ed25519Signer, tmp_path: Path, **options: float
+    database_url: str,
+    log_signer: Ed25519Signer,
+    tmp_path: Path,
+    *,
+    insecure_plaintext: bool = False,
+    **options: float,
 ) -> ServerHandle:
-    """Start a real server on 127.0.0.1:0 in a background thread."""
+    """Start a real server on 127.0.0.1:0 in a background thread (mTLS unless
+    ``insecure_plaintext``, which only the test of that mode asks for)."""
     key_path = tmp_path / "log.key"
     key_path.write_text(format_signer_key(log_signer) + "\n", encoding="utf-8")
-    pki = test_pki()
+    pki = session_pki()
     config = replace(
         ServerConfig(),
         database_url=database_url,
         listen="127.0.0.1:0",
         log_key_path=key_path,
-        tls_cert_path=pki.directory / "server.pem",
-        tls_key_path=pki.directory / "server.key",
-        client_ca_path=pki.ca_path,
+        tls_cert_path=None if insecure_plaintext else pki.directory / "server.pem",
+        tls_key_path=None if insecure_plaintext else pki.directory / "server.key",
+        client_ca_path=None if insecure_plaintext else pki.ca_path,
+        insecure_plaintext=insecure_plaintext,
         grace_seconds=1.0,
         sequencer=SequencerOptions(**options),  # type: ignore[arg-type]
     )

@@ -116,6 +116,8 @@ class RunningServer:
     engine: Engine
     health: health_aio.HealthServicer
     grace_seconds: float
+    authorization: AuthorizationTable
+    """The table the interceptor enforces (every method served must have a row)."""
 
     async def stop(self) -> None:
         """Stop taking calls, finish the ones under way, commit what is queued, close."""
@@ -191,4 +193,5 @@ async def start_server(config: ServerConfig, clock: Clock | None = None) -> Runn
         engine=engine,
         health=health_servicer,
         grace_seconds=config.grace_seconds,
+        authorization=authorization,
     )
