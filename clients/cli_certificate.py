@@ -43,6 +43,7 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
             "writes each to --out (the second to FILE-2.json, and so on), with its QR code to\n"
             "--qr when given. With --log-key, each is verified before it is written.\n\n"
             "Example:\n  policy-ledger certificate get --server 127.0.0.1:50051 "
+            "--credentials var/pki --as operator-operator "
             "--person RESIDENCE_ID:SA:2123456785 --date 2026-11-23 --out card.json --qr card.png"
         ),
         formatter_class=argparse.RawDescriptionHelpFormatter,

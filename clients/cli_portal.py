@@ -196,7 +196,8 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         "submit",
         "Sign events (JSON files of ledger.v1.Event) with the insurer's key and submit them;\n"
         "every receipt is verified.",
-        "policy-ledger insurer submit --server 127.0.0.1:50051 --log-key @log.pub "
+        "policy-ledger insurer submit --server 127.0.0.1:50051 --credentials var/pki "
+        "--as insurer-acme-health --log-key @log.pub "
         "--key var/acme.key events.json",
     )
     submit.add_argument("--key", required=True, help="the insurer's signer key file")
@@ -209,7 +210,8 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         coverage_commands,
         "check",
         "Is every member of a household insured through a date? Exit 0 renewable, 1 not.",
-        "policy-ledger coverage check --server 127.0.0.1:50051 --log-key @log.pub "
+        "policy-ledger coverage check --server 127.0.0.1:50051 --credentials var/pki "
+        "--as portal-SA --jurisdiction SA --log-key @log.pub "
         "--sponsor RESIDENCE_ID:SA:2000000006 --member RESIDENCE_ID:SA:2000000014/spouse "
         "--through 2027-06-30",
     )
@@ -230,7 +232,8 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         "renew",
         "Quote a residence renewal (a QuoteRenewalRequest JSON file) and pay its fee; or\n"
         "--complete a hosted-page payment once the customer is back.",
-        "policy-ledger renew --server 127.0.0.1:50051 --log-key @log.pub --request family.json "
+        "policy-ledger renew --server 127.0.0.1:50051 --credentials var/pki --as portal-KW "
+        "--log-key @log.pub --request family.json "
         "--gateway knet --idempotency-key portal-0001",
     )
     action = renew.add_mutually_exclusive_group(required=True)

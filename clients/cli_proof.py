@@ -53,7 +53,8 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         description=(
             "Offline-verifiable proofs that an entry is in the log (https://c2sp.org/tlog-proof).\n\n"
             "Example:\n"
-            "  policy-ledger proof export --server 127.0.0.1:50051 --leaf-index 42 "
+            "  policy-ledger proof export --server 127.0.0.1:50051 --credentials var/pki "
+            "--as auditor-auditor --leaf-index 42 "
             "--out leaf42.tlog-proof\n"
             "  policy-ledger proof verify --bundle leaf42.tlog-proof "
             "--entry leaf42.tlog-proof.entry --log-key @log.key.pub"
@@ -73,7 +74,8 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
             "c2sp.org/tlog-proof@v1 bundle to --out and the entry bytes to --out + '.entry'.\n"
             "Exit code 0 on success, 1 on any failure.\n\n"
             "Example:\n"
-            "  policy-ledger proof export --server 127.0.0.1:50051 --leaf-index 42 "
+            "  policy-ledger proof export --server 127.0.0.1:50051 --credentials var/pki "
+            "--as auditor-auditor --leaf-index 42 "
             "--out leaf42.tlog-proof"
         ),
         formatter_class=argparse.RawDescriptionHelpFormatter,

@@ -36,6 +36,7 @@ __all__ = [
     "Rule",
     "check_signer",
     "ledger_rules",
+    "render_markdown",
     "signer_principal_required",
 ]
 
@@ -201,3 +202,16 @@ def check_signer(signer_principal: str) -> None:
             reason="SIGNER_NOT_CALLER",
             metadata={"signer": signer_principal, "caller_may_sign_as": required},
         )
+
+
+def render_markdown(table: AuthorizationTable) -> str:
+    """The table as the Markdown docs/security.md shows (a test keeps the doc equal to it)."""
+    lines = ["| method | who may call it |", "|---|---|"]
+    for rule in table:
+        who = [grant.describe() for grant in rule.grants]
+        if rule.any_authenticated:
+            who.append("any authenticated caller")
+        lines.append(f"| `{rule.method}` | {', '.join(who) or 'nobody'} |")
+    open_methods = ", ".join(f"`{prefix}*`" for prefix in OPEN_METHOD_PREFIXES)
+    lines.append(f"| {open_methods} | anyone, with or without a certificate |")
+    return "\n".join(lines) + "\n"

@@ -396,3 +396,23 @@ def test_a_plaintext_server_warns_and_answers_only_health_and_reflection(
         assert _written(database_url) == before
     finally:
         server.stop()
+
+
+def test_a_default_client_negotiates_tls_1_3_with_its_certificate(server: ServerHandle) -> None:
+    import socket
+    import ssl
+
+    pki = server.pki
+    pki.client("auditor", "auditor")
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    context.load_verify_locations(pki.ca_path)
+    context.load_cert_chain(
+        pki.directory / "auditor-auditor.pem", pki.directory / "auditor-auditor.key"
+    )
+    context.set_alpn_protocols(["h2"])
+    host, port = server.address.rsplit(":", 1)
+    with (
+        socket.create_connection((host, int(port)), timeout=10) as raw,
+        context.wrap_socket(raw, server_hostname=host) as connection,
+    ):
+        assert connection.version() == "TLSv1.3"
