@@ -287,6 +287,7 @@ def _parser() -> argparse.ArgumentParser:
 
     _add_admin_commands(commands)
     _add_pki_commands(commands)
+    _add_access_commands(commands)
     for point in entry_points(group=CLI_COMMANDS_GROUP):  # e.g. `payments` (payments/cli.py)
         point.load()(commands)
 
@@ -408,6 +409,49 @@ def _add_pki_commands(commands: argparse._SubParsersAction[argparse.ArgumentPars
     issue.add_argument("--name", required=True, help="insurer id, jurisdiction, or a name")
     issue.add_argument("--trust-domain", default=DEFAULT_TRUST_DOMAIN, help="SPIFFE trust domain")
     issue.set_defaults(handler=_pki_issue)
+
+
+def _access_list(args: argparse.Namespace) -> int:
+    from ledger.storage.access_log import AccessLog
+
+    person = ""
+    if args.person:
+        kind, _, rest = args.person.partition(":")
+        country, _, value = rest.partition(":")
+        if not (kind and country and value):
+            raise ValueError("--person is TYPE:COUNTRY:VALUE, e.g. RESIDENCE_ID:SA:2123456785")
+        person = f"{country}:{kind.upper()}:{value}"  # the projections' person key
+    url = args.database or ServerConfig.from_environment().database_url
+    engine = create_ledger_engine(url)
+    upgrade(engine)
+    records = AccessLog(engine).list(person_key=person, caller=args.caller or "")
+    for record in records:
+        people = ", ".join(record.person_keys) or record.subject
+        print(
+            f"{record.recorded_at.isoformat()}\t{record.caller}\t{record.method}\t"
+            f"{record.purpose}\ttree size {record.tree_size}\t{people}"
+        )
+    print(f"{len(records)} access record(s)", file=sys.stderr)
+    return 0
+
+
+def _add_access_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    access = commands.add_parser("access", help="who read whose data (operator, database)")
+    access_commands = access.add_subparsers(dest="access_command", required=True)
+    listing = access_commands.add_parser(
+        "list",
+        help="list access records per person or per caller, newest first",
+        description="Every answer that carried a person's data was recorded: when, the\n"
+        "caller's SPIFFE ID, the method, the purpose, the tree size answered at.\n\n"
+        "Examples:\n  policy-ledger access list --person RESIDENCE_ID:SA:2123456785\n"
+        "  policy-ledger access list --caller spiffe://policy-ledger.local/portal/KW",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    who = listing.add_mutually_exclusive_group(required=True)
+    who.add_argument("--person", help="TYPE:COUNTRY:VALUE")
+    who.add_argument("--caller", help="the caller's SPIFFE ID")
+    listing.add_argument("--database", help="SQLAlchemy URL")
+    listing.set_defaults(handler=_access_list)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -23,6 +23,7 @@ from ledger import limits
 from ledger.clock import Clock, SystemClock
 from ledger.config import ServerConfig, TlsFiles, check_origin, load_signer, load_tls_files
 from ledger.coverage.reader import CoverageReader
+from ledger.rpc.access import AccessRecordingInterceptor
 from ledger.rpc.admin_servicer import AdminServicer
 from ledger.rpc.authorization import AuthorizationTable, check_signer, ledger_rules
 from ledger.rpc.coverage_servicer import CoverageServicer
@@ -30,6 +31,7 @@ from ledger.rpc.interceptor import AuthorizationInterceptor
 from ledger.rpc.ledger_servicer import LedgerServicer
 from ledger.sequencer import Sequencer
 from ledger.service import KeyCache, Ledger
+from ledger.storage.access_log import AccessLog
 from ledger.storage.append import Appender
 from ledger.storage.db import create_ledger_engine
 from ledger.storage.key_store import KeyStore
@@ -144,7 +146,11 @@ async def start_server(config: ServerConfig, clock: Clock | None = None) -> Runn
     key_cache = KeyCache(key_store)
     authorization = AuthorizationTable(ledger_rules())
     server = grpc.aio.server(
-        interceptors=[AuthorizationInterceptor(authorization, config.trust_domain)],
+        # Authorization first (it sets the caller), then the access records it names.
+        interceptors=[
+            AuthorizationInterceptor(authorization, config.trust_domain),
+            AccessRecordingInterceptor(AccessLog(engine), clock),
+        ],
         options=[
             ("grpc.max_receive_message_length", limits.grpc_message_bytes_max),
             ("grpc.max_send_message_length", limits.grpc_message_bytes_max),

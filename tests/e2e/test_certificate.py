@@ -177,6 +177,7 @@ def test_bad_requests_are_invalid_arguments(issued_policy: Issued) -> None:
         (cpb.GetCoverageCertificateRequest(), ["person", "date"]),
     ]
     for request, fields in cases:
+        request.purpose = types_pb2.ACCESS_PURPOSE_BENEFICIARY_SELF
         with pytest.raises(grpc.RpcError) as raised:
             stub.GetCoverageCertificate(request, timeout=30)
         error = from_rpc_error(raised.value)

@@ -34,6 +34,7 @@ def test_help_lists_every_command_with_examples() -> None:
         ["serve"],
         ["pki", "init"],
         ["pki", "issue"],
+        ["access", "list"],
         ["keygen"],
         ["db", "upgrade"],
         ["admin", "insurer", "add-key"],

@@ -330,8 +330,11 @@ def test_bad_coverage_requests_are_invalid_argument(
 
     stub = coverage_service_pb2_grpc.CoverageServiceStub(world.channel)
     method = type(request_message).__name__.removesuffix("Request")
+    request = type(request_message)()
+    request.CopyFrom(request_message)  # type: ignore[attr-defined]
+    request.purpose = types_pb2.ACCESS_PURPOSE_AUDIT  # type: ignore[attr-defined]
     with pytest.raises(grpc.RpcError) as raised:
-        getattr(stub, method)(request_message)
+        getattr(stub, method)(request)
     error = from_rpc_error(raised.value)
     assert error.code == grpc.StatusCode.INVALID_ARGUMENT, str(error)
     assert field in [v.field for v in error.field_violations], str(error)
