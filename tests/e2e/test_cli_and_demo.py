@@ -184,6 +184,7 @@ def test_the_demo_tells_the_whole_story(tmp_path: Path) -> None:
         "the family and its maid: BLOCKED",
         "blocks it:",
         "(domestic_worker): no policy covers",
+        "portal/KW asking about the same Saudi household: refused, PERMISSION_DENIED",
         "verdict",
         "exit code 0",
     ):
