@@ -10,7 +10,9 @@ Not a test: it prints figures and never fails on speed. What it measures, in one
   both from the store directly and over gRPC.
 
 The server under test runs as a separate process (``policy-ledger serve``) so the client's work
-does not share its interpreter lock.
+does not share its interpreter lock. Every call runs over mutual TLS with certificates from
+``pki init`` (as in production); the echo ceilings are measured in plaintext and over mTLS, which
+is what TLS costs.
 """
 
 from __future__ import annotations
@@ -34,16 +36,43 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from bench.bulk import bulk_load
 from bench.echo import start_echo_server
+from clients.channel import ClientCredentials, Connection
 from clients.insurer import sign_event
 from clients.operator import OPERATOR_ID, OperatorClient
 from clients.samples import policy_issued, sample_events
 from clients.verify import TrustedLog
+from ledger.pki import init_directory, issue_into_directory
 from ledger.signing import Ed25519Signer, format_signer_key, format_verifier_key
 from ledger.storage.db import sqlite_url
 from ledger.v1 import ledger_service_pb2 as pb
 from ledger.v1 import ledger_service_pb2_grpc as pb_grpc
 
 INSURER = "bench-insurer"
+_PKI: list[Path] = []
+"""The credentials directory of this run (``pki init``), made once in ``main``."""
+
+
+def pki() -> Path:
+    """The run's credentials directory."""
+    return _PKI[0]
+
+
+def tls_flags() -> list[str]:
+    """The ``serve`` flags for mTLS with the run's certificates."""
+    directory = pki()
+    return [
+        "--tls-cert",
+        str(directory / "server.pem"),
+        "--tls-key",
+        str(directory / "server.key"),
+        "--client-ca",
+        str(directory / "ca.pem"),
+    ]
+
+
+def channel_as(address: str, identity: str) -> grpc.Channel:
+    """An mTLS channel presenting ``identity``'s certificate (``role-name``)."""
+    return Connection(address, ClientCredentials.from_directory(pki(), identity)).open()
 
 
 def line(name: str, value: str, note: str = "") -> None:
@@ -103,7 +132,6 @@ class ServerProcess:
     ) -> None:
         folder.mkdir(parents=True, exist_ok=True)
         (folder / "log.key").write_text(format_signer_key(signer) + "\n")
-        (folder / "admin.token").write_text("bench-token")
         port_file = folder / "port"
         command = [
             sys.executable,
@@ -116,8 +144,7 @@ class ServerProcess:
             "127.0.0.1:0",
             "--log-key-file",
             str(folder / "log.key"),
-            "--admin-token-file",
-            str(folder / "admin.token"),
+            *tls_flags(),
             "--port-file",
             str(port_file),
         ]
@@ -143,13 +170,23 @@ class ServerProcess:
 
 
 def _onboard(
-    channel: grpc.Channel, log_signer: Ed25519Signer, public_key: bytes, principal: str = INSURER
+    address: str, log_signer: Ed25519Signer, public_key: bytes, principal: str = INSURER
 ) -> None:
     """Register the operator's and the principal's keys and license the principal."""
     operator_signer = Ed25519Signer.generate(OPERATOR_ID)
+    with channel_as(address, "operator-operator") as channel:
+        _onboard_over(channel, operator_signer, log_signer, public_key, principal)
+
+
+def _onboard_over(
+    channel: grpc.Channel,
+    operator_signer: Ed25519Signer,
+    log_signer: Ed25519Signer,
+    public_key: bytes,
+    principal: str,
+) -> None:
     operator = OperatorClient(
         channel,
-        admin_token="bench-token",
         signer=operator_signer,
         log=TrustedLog.from_verifier_key(format_verifier_key(log_signer)),
     )
@@ -184,8 +221,8 @@ def bench_submit(folder: Path, events: int) -> None:
     log_signer, insurer = Ed25519Signer.generate("bench/log"), Ed25519Signer.generate(INSURER)
     server = ServerProcess(folder / "server", log_signer)
     try:
-        with grpc.insecure_channel(server.address) as channel:
-            _onboard(channel, log_signer, insurer.public_key)
+        _onboard(server.address, log_signer, insurer.public_key)
+        with channel_as(server.address, f"insurer-{INSURER}") as channel:
             stub = pb_grpc.LedgerServiceStub(channel)
             streamed = _envelopes(insurer, events, 0)
             started = time.perf_counter()
@@ -231,30 +268,50 @@ def _bench_unary(
 
 
 def bench_echo(seconds: float = 2.0) -> None:
-    """The empty-call ceilings: same client style, trivial aio server."""
-    server_process, address = start_echo_server()
-    try:
-        with grpc.insecure_channel(address) as channel:
-            unary = channel.unary_unary("/bench.Echo/Unary")
-            stream = channel.stream_stream("/bench.Echo/Stream")
-            count, started = 0, time.perf_counter()
-            while time.perf_counter() - started < seconds:
-                unary(b"x" * 300)
-                count += 1
-            line(
-                "ceiling: empty unary gRPC calls (1 caller)",
-                rate(count, time.perf_counter() - started),
-            )
-            messages = 50_000
-            started = time.perf_counter()
-            received = sum(1 for _ in stream(b"x" * 300 for _ in range(messages)))
-            line(
-                "ceiling: empty stream messages (1 stream)",
-                rate(received, time.perf_counter() - started),
-            )
-    finally:
-        server_process.terminate()
-        server_process.wait(timeout=10)
+    """The empty-call ceilings, plaintext and over mTLS (what TLS costs): same client style,
+    trivial aio server."""
+    for transport in ("plaintext", "mTLS"):
+        tls = transport == "mTLS"
+        server_process, address = start_echo_server(pki() if tls else None)
+        try:
+            _echo_figures(address, transport, seconds, tls=tls)
+        finally:
+            server_process.terminate()
+            server_process.wait(timeout=10)
+
+
+def _open_echo_channel(address: str, *, tls: bool) -> grpc.Channel:
+    return channel_as(address, "auditor-auditor") if tls else grpc.insecure_channel(address)
+
+
+def _echo_figures(address: str, transport: str, seconds: float, *, tls: bool) -> None:
+    with _open_echo_channel(address, tls=tls) as channel:
+        unary = channel.unary_unary("/bench.Echo/Unary")
+        stream = channel.stream_stream("/bench.Echo/Stream")
+        count, started = 0, time.perf_counter()
+        while time.perf_counter() - started < seconds:
+            unary(b"x" * 300)
+            count += 1
+        line(
+            f"ceiling: empty unary gRPC calls, {transport}",
+            rate(count, time.perf_counter() - started),
+        )
+        messages = 50_000
+        started = time.perf_counter()
+        received = sum(1 for _ in stream(b"x" * 300 for _ in range(messages)))
+        line(
+            f"ceiling: empty stream messages, {transport}",
+            rate(received, time.perf_counter() - started),
+        )
+    # A new connection's first call: TCP + (for mTLS) the TLS 1.3 handshake with both certificates.
+    latencies = []
+    for _ in range(50):
+        began = time.perf_counter()
+        with _open_echo_channel(address, tls=tls) as fresh:
+            fresh.unary_unary("/bench.Echo/Unary")(b"x")
+        latencies.append(time.perf_counter() - began)
+    p50, p99 = percentiles(latencies)
+    line(f"new connection + first call, {transport}", f"p50 {p50:.2f} ms", f"p99 {p99:.2f} ms")
 
 
 def bench_proofs(folder: Path, entries: int, samples: int = 2000) -> None:
@@ -301,7 +358,7 @@ def _proofs_over_grpc(
 ) -> None:
     address, process = _serve(folder / "proof-server", database, signer)
     try:
-        with grpc.insecure_channel(address) as channel:
+        with channel_as(address, "auditor-auditor") as channel:
             stub = pb_grpc.LedgerServiceStub(channel)
             generator = random.Random(11)
             _time_proofs(
@@ -351,8 +408,8 @@ def bench_renewals(folder: Path, renewals_count: int) -> None:
         },
     )
     try:
-        with grpc.insecure_channel(server.address) as channel:
-            _onboard(channel, log_signer, authority.public_key, principal="kw-gov-health")
+        _onboard(server.address, log_signer, authority.public_key, principal="kw-gov-health")
+        with channel_as(server.address, "portal-KW") as channel:
             client = RenewalClient(
                 channel, log=TrustedLog.from_verifier_key(format_verifier_key(log_signer))
             )
@@ -485,7 +542,7 @@ def bench_households(folder: Path, policies_count: int, samples: int = 4000) -> 
     _time_proofs("household check, 3 members (store)", samples, check_in_process)
     address, process = _serve(folder / "household-server", database, signer)
     try:
-        with grpc.insecure_channel(address) as channel:
+        with channel_as(address, "portal-SA") as channel:
             portal = PortalClient(
                 channel, log=TrustedLog.from_verifier_key(format_verifier_key(signer))
             )
@@ -508,6 +565,7 @@ def bench_households(folder: Path, policies_count: int, samples: int = 4000) -> 
                     [(to_proto(person), 0) for person, _ in members],  # type: ignore[misc]
                     as_of=as_of,
                     through=through,
+                    jurisdiction="SA",
                 )
                 assert answer.response.renewable
                 return time.perf_counter() - began
@@ -546,6 +604,7 @@ def _serve(
         "127.0.0.1:0",
         "--log-key-file",
         str(folder / "log.key"),
+        *tls_flags(),
         "--port-file",
         str(port_file),
     ]
@@ -576,6 +635,9 @@ def main(argv: list[str] | None = None) -> int:
     print(f"policy-ledger bench on {os.cpu_count()} cores, Python {sys.version.split()[0]}")
     with tempfile.TemporaryDirectory(prefix="policy-ledger-bench-") as scratch:
         folder = Path(scratch)
+        init_directory(folder / "pki")
+        issue_into_directory(folder / "pki", "insurer", INSURER)
+        _PKI.append(folder / "pki")
         print("ceilings")
         line("ceiling: Ed25519 verify (1 core)", f"{ed25519_verify_rate():,.0f}/s")
         line("ceiling: SQLite durable commits (1 row each)", f"{sqlite_commit_rate(folder):,.0f}/s")

@@ -24,6 +24,12 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from clients.channel import (
+    Connection,
+    add_connection_arguments,
+    add_identity_arguments,
+    connection_from_arguments,
+)
 from ledger.cli_flags import add_log_verifier
 
 __all__ = ["fetch_checkpoint_note", "fetch_entries", "register"]
@@ -62,14 +68,13 @@ class TrustedState:
             )
 
 
-def fetch_entries(address: str, tree_size: int) -> Iterator[tuple[int, bytes]]:
+def fetch_entries(server: Connection, tree_size: int) -> Iterator[tuple[int, bytes]]:
     """(index, entry bytes) of the first ``tree_size`` entries, streamed from a server."""
-    import grpc
 
     from ledger.v1 import ledger_service_pb2 as pb
     from ledger.v1 import ledger_service_pb2_grpc as pb_grpc
 
-    with grpc.insecure_channel(address) as channel:
+    with server.open() as channel:
         stub = pb_grpc.LedgerServiceStub(channel)
         start = 0
         while start < tree_size:
@@ -85,22 +90,20 @@ def fetch_entries(address: str, tree_size: int) -> Iterator[tuple[int, bytes]]:
             start += got
 
 
-def fetch_checkpoint_note(address: str, tree_size: int = 0) -> bytes:
+def fetch_checkpoint_note(server: Connection, tree_size: int = 0) -> bytes:
     """The signed checkpoint note (latest, or of exactly ``tree_size``) from a server."""
-    import grpc
 
     from ledger.v1 import ledger_service_pb2 as pb
     from ledger.v1 import ledger_service_pb2_grpc as pb_grpc
 
-    with grpc.insecure_channel(address) as channel:
+    with server.open() as channel:
         response = pb_grpc.LedgerServiceStub(channel).GetCheckpoint(
             pb.GetCheckpointRequest(tree_size=tree_size), timeout=30
         )
     return bytes(response.checkpoint)
 
 
-def _grpc_keys(address: str, token: str) -> dict[str, Any]:
-    import grpc
+def _grpc_keys(server: Connection) -> dict[str, Any]:
 
     from clients.offline.audit import KeyRecord
     from ledger.v1 import admin_service_pb2, admin_service_pb2_grpc
@@ -108,10 +111,9 @@ def _grpc_keys(address: str, token: str) -> dict[str, Any]:
     def instant(message: Any, present: bool) -> dt.datetime | None:
         return message.ToDatetime(tzinfo=dt.UTC) if present else None
 
-    with grpc.insecure_channel(address) as channel:
+    with server.open() as channel:
         response = admin_service_pb2_grpc.AdminServiceStub(channel).ListInsurerKeys(
             admin_service_pb2.ListInsurerKeysRequest(),
-            metadata=(("authorization", f"Bearer {token}"),),
             timeout=30,
         )
     keys = {}
@@ -166,16 +168,16 @@ def _sources(args: argparse.Namespace, key: Any, state: TrustedState) -> tuple[A
         keys = load_key_history(Path(args.keys)) if args.keys else database.key_history()
         trusted = [*state.checkpoints, *stored[:-1]]
         return notes[-1], stored[-1], trusted, keys, database.entries(stored[-1].size)
-    note = fetch_checkpoint_note(args.server)
+    server = connection_from_arguments(args)
+    note = fetch_checkpoint_note(server)
     checkpoint = verify_checkpoint(note, key)
     if args.keys:
         keys = load_key_history(Path(args.keys))
-    elif args.admin_token_file:
-        token = Path(args.admin_token_file).read_text(encoding="utf-8").strip()
-        keys = _grpc_keys(args.server, token)
+    elif args.keys_from_admin_service:
+        keys = _grpc_keys(server)
     else:
-        raise ValueError("--keys or --admin-token-file is required with --server")
-    return note, checkpoint, state.checkpoints, keys, fetch_entries(args.server, checkpoint.size)
+        raise ValueError("--keys or --keys-from-admin-service is required with --server")
+    return note, checkpoint, state.checkpoints, keys, fetch_entries(server, checkpoint.size)
 
 
 def _fail(args: argparse.Namespace, error: Exception) -> int:
@@ -326,11 +328,12 @@ def _watch(args: argparse.Namespace) -> int:
         state = TrustedState(Path(args.state), key)
     except (VerificationFailure, OSError, ValueError) as error:
         return _usage(str(error))
+    server = connection_from_arguments(args)
     rounds = 0
     while args.iterations == 0 or rounds < args.iterations:
         rounds += 1
         try:
-            note = fetch_checkpoint_note(args.server)
+            note = fetch_checkpoint_note(server)
             checkpoint = verify_checkpoint(note, key)
             check_witnesses(args, note)
             last = state.checkpoints[-1] if state.checkpoints else None
@@ -345,7 +348,7 @@ def _watch(args: argparse.Namespace) -> int:
                         f"FORK: two signed roots for size {checkpoint.size} (split view)"
                     )
                 if checkpoint.size > last.size:
-                    with grpc.insecure_channel(args.server) as channel:
+                    with server.open() as channel:
                         proof = pb_grpc.LedgerServiceStub(channel).GetConsistencyProof(
                             pb.GetConsistencyProofRequest(
                                 from_tree_size=last.size, to_tree_size=checkpoint.size
@@ -390,8 +393,9 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
             "Exit 0 verified, 1 failed (with the entry, what was expected and found),\n"
             "2 usage mistake, 3 server unreachable or refused.\n\n"
             "Examples:\n"
-            "  policy-ledger audit verify --server 127.0.0.1:50051 --log-verifier @log.pub \\\n"
-            "      --admin-token-file var/admin.token --state auditor.json\n"
+            "  policy-ledger audit verify --server 127.0.0.1:50051 --credentials var/pki \\\n"
+            "      --as operator-operator --log-verifier @log.pub --keys-from-admin-service \\\n"
+            "      --state auditor.json\n"
             "  policy-ledger audit verify --database sqlite+pysqlite:///var/ledger.db \\\n"
             "      --log-verifier @log.pub --json"
         ),
@@ -404,7 +408,12 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     )
     add_log_verifier(verify, required=True)
     verify.add_argument("--keys", help="JSON key history (default: the server's or file's)")
-    verify.add_argument("--admin-token-file", help="read the key history from AdminService")
+    verify.add_argument(
+        "--keys-from-admin-service",
+        action="store_true",
+        help="read the key history from AdminService (needs an operator certificate)",
+    )
+    add_identity_arguments(verify)
     verify.add_argument("--state", help="JSON file of checkpoints verified before (updated)")
     verify.add_argument("--json", action="store_true", help="machine-readable report")
     verify.add_argument(
@@ -428,12 +437,12 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
             "last one in --state (kept on disk), and alerts (exit 1) on a rollback, a fork or a\n"
             "failed consistency proof; exit 3 when the server does not answer.\n\n"
             "Example:\n"
-            "  policy-ledger audit watch --server 127.0.0.1:50051 --log-verifier @log.pub \\\n"
-            "      --state auditor.json --interval 30"
+            "  policy-ledger audit watch --server 127.0.0.1:50051 --credentials var/pki \\\n"
+            "      --as auditor-auditor --log-verifier @log.pub --state auditor.json --interval 30"
         ),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    watch.add_argument("--server", required=True, help="host:port of a policy-ledger server")
+    add_connection_arguments(watch)
     add_log_verifier(watch, required=True)
     watch.add_argument("--state", required=True, help="JSON file of verified checkpoints")
     watch.add_argument("--interval", type=float, default=30.0, help="seconds between polls")

@@ -65,9 +65,16 @@ class CertificateClient:
     """CoverageService.GetCoverageCertificate; verifies each certificate when given the log key."""
 
     def __init__(
-        self, channel: grpc.Channel, *, log_key: str | None = None, timeout: float = 30.0
+        self,
+        channel: grpc.Channel,
+        *,
+        log_key: str | None = None,
+        timeout: float = 30.0,
+        purpose: types_pb2.AccessPurpose.ValueType = types_pb2.ACCESS_PURPOSE_BENEFICIARY_SELF,
     ) -> None:
-        """``log_key`` is the log's verifier key string (``<name>+<hex8>+<base64>``)."""
+        """``log_key`` is the log's verifier key string (``<name>+<hex8>+<base64>``);
+        ``purpose`` is why the person's data is read (default: the person asked for it)."""
+        self._purpose = purpose
         self._stub = pb_grpc.CoverageServiceStub(channel)
         self._log_key = None if log_key is None else LogKey.parse(log_key)
         self._timeout = timeout
@@ -79,6 +86,7 @@ class CertificateClient:
         returned, and CertificateError says what failed.
         """
         request = pb.GetCoverageCertificateRequest(
+            purpose=self._purpose,
             person=person,
             date=types_pb2.CivilDate(year=day.year, month=day.month, day=day.day),
         )

@@ -13,9 +13,8 @@ import datetime as dt
 import sys
 from pathlib import Path
 
-import grpc
-
 from clients.certificate import CertificateClient, render_qr_png
+from clients.channel import add_connection_arguments, connection_from_arguments
 from clients.cli_witness_policy import add_witness_arguments, check_witnesses, witness_policy
 from clients.offline.certificate import CertificateError, load_bundle, verify_certificate
 from clients.offline.note import NoteError
@@ -47,11 +46,12 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
             "writes each to --out (the second to FILE-2.json, and so on), with its QR code to\n"
             "--qr when given. With --log-verifier, each is verified before it is written.\n\n"
             "Example:\n  policy-ledger certificate get --server 127.0.0.1:50051 "
+            "--credentials var/pki --as operator-operator "
             "--person SA:RESIDENCE_ID:2123456788 --date 2026-11-23 --out card.json --qr card.png"
         ),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    get.add_argument("--server", required=True, help="HOST:PORT of the ledger's gRPC server")
+    add_connection_arguments(get)
     get.add_argument(
         "--person",
         required=True,
@@ -115,7 +115,7 @@ def _get(args: argparse.Namespace) -> int:
     person = args.person
     day = _day(args.date, "--date")
     log_key = _key(args.log_verifier) if args.log_verifier else None
-    with grpc.insecure_channel(args.server) as channel:
+    with connection_from_arguments(args).open() as channel:
         try:
             issued = CertificateClient(channel, log_key=log_key).get(person, day)
         except CertificateError as error:

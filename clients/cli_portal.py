@@ -14,6 +14,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from clients.channel import add_connection_arguments, connection_from_arguments
 from ledger.cli_flags import PERSON_FORM, add_log_verifier, person_argument, person_text
 
 __all__ = ["register"]
@@ -49,7 +50,6 @@ def _date(text: str) -> dt.date:
 
 
 def _submit(args: argparse.Namespace) -> int:
-    import grpc
     from google.protobuf import json_format
 
     from clients.errors import ClientError
@@ -64,7 +64,7 @@ def _submit(args: argparse.Namespace) -> int:
         for item in document if isinstance(document, list) else [document]:
             events.append(json_format.ParseDict(item, events_pb2.Event()))
     refused = 0
-    with grpc.insecure_channel(args.server) as channel:
+    with connection_from_arguments(args).open() as channel:
         client = InsurerClient(channel, signer=signer, log=_log(args.log_verifier))
         for event, result in zip(events, client.submit_stream(events), strict=True):
             if isinstance(result, ClientError):
@@ -81,15 +81,18 @@ def _submit(args: argparse.Namespace) -> int:
 
 
 def _check(args: argparse.Namespace) -> int:
-    import grpc
     from google.protobuf import json_format
 
     from clients.portal import PortalClient
     from ledger.v1 import coverage_service_pb2
 
-    with grpc.insecure_channel(args.server) as channel:
+    with connection_from_arguments(args).open() as channel:
         answer = PortalClient(channel, log=_log(args.log_verifier)).check_household(
-            args.sponsor, args.member, through=args.through, as_of=args.as_of
+            args.sponsor,
+            args.member,
+            through=args.through,
+            as_of=args.as_of,
+            jurisdiction=args.jurisdiction,
         )
     response = answer.response
     if args.json:
@@ -111,13 +114,12 @@ def _check(args: argparse.Namespace) -> int:
 
 
 def _renew(args: argparse.Namespace) -> int:
-    import grpc
     from google.protobuf import json_format
 
     from clients.renewal import RenewalClient
     from payments.v1 import renewal_service_pb2 as pb
 
-    with grpc.insecure_channel(args.server) as channel:
+    with connection_from_arguments(args).open() as channel:
         client = RenewalClient(channel, log=_log(args.log_verifier))
         if args.complete:
             payment = client.complete_payment(args.complete)
@@ -167,7 +169,7 @@ def _add(
         description=f"{text}\n\nExample:\n  {example}",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--server", required=True, help="host:port of a policy-ledger server")
+    add_connection_arguments(parser)
     add_log_verifier(parser, required=True)
     return parser
 
@@ -181,7 +183,8 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         "submit",
         "Sign events (JSON files of ledger.v1.Event) with the insurer's key and submit them;\n"
         "every receipt is verified.",
-        "policy-ledger insurer submit --server 127.0.0.1:50051 --log-verifier @log.pub "
+        "policy-ledger insurer submit --server 127.0.0.1:50051 --credentials var/pki "
+        "--as insurer-acme-health --log-verifier @log.pub "
         "--key var/acme.key events.json",
     )
     submit.add_argument("--key", required=True, help="the insurer's signer key file")
@@ -194,7 +197,8 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         coverage_commands,
         "check",
         "Is every member of a household insured through a date? Exit 0 renewable, 1 not.",
-        "policy-ledger coverage check --server 127.0.0.1:50051 --log-verifier @log.pub "
+        "policy-ledger coverage check --server 127.0.0.1:50051 --credentials var/pki "
+        "--as portal-SA --jurisdiction SA --log-verifier @log.pub "
         "--sponsor SA:RESIDENCE_ID:2000000006 --member SA:RESIDENCE_ID:2000000014/spouse "
         "--through 2027-06-30",
     )
@@ -205,6 +209,9 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     check.add_argument("--through", required=True, type=_date, help="last day to be covered")
     check.add_argument("--as-of", type=_date, help="first day to be covered (default today)")
     check.add_argument("--json", action="store_true", help="the answer as JSON")
+    check.add_argument(
+        "--jurisdiction", default="", help="the renewing state, e.g. KW (a portal's own)"
+    )
     check.set_defaults(handler=_check)
 
     renew = _add(
@@ -212,8 +219,9 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         "renew",
         "Quote a residence renewal (a QuoteRenewalRequest JSON file) and pay its fee; or\n"
         "--complete a hosted-page payment once the customer is back.",
-        "policy-ledger renew --server 127.0.0.1:50051 --log-verifier @log.pub "
-        "--request family.json --gateway knet --idempotency-key portal-0001",
+        "policy-ledger renew --server 127.0.0.1:50051 --credentials var/pki --as portal-KW "
+        "--log-verifier @log.pub --request family.json "
+        "--gateway knet --idempotency-key portal-0001",
     )
     action = renew.add_mutually_exclusive_group(required=True)
     action.add_argument("--request", help="QuoteRenewalRequest as JSON")

@@ -21,6 +21,7 @@ from pathlib import Path
 
 import grpc
 
+from clients.channel import Connection, add_connection_arguments, connection_from_arguments
 from clients.cli_witness_policy import add_witness_arguments, check_witnesses
 from clients.errors import from_rpc_error
 from clients.offline.note import NoteError
@@ -54,7 +55,8 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         description=(
             "Offline-verifiable proofs that an entry is in the log (https://c2sp.org/tlog-proof).\n\n"
             "Example:\n"
-            "  policy-ledger proof export --server 127.0.0.1:50051 --leaf-index 42 "
+            "  policy-ledger proof export --server 127.0.0.1:50051 --credentials var/pki "
+            "--as auditor-auditor --leaf-index 42 "
             "--out leaf42.tlog-proof\n"
             "  policy-ledger proof verify --bundle leaf42.tlog-proof "
             "--entry leaf42.tlog-proof.entry --log-verifier @log.key.pub"
@@ -75,12 +77,13 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
             "Exit code 0 on success, 1 when what the server sent does not verify, 2 usage,\n"
             "3 server unreachable or refused.\n\n"
             "Example:\n"
-            "  policy-ledger proof export --server 127.0.0.1:50051 --leaf-index 42 "
+            "  policy-ledger proof export --server 127.0.0.1:50051 --credentials var/pki "
+            "--as auditor-auditor --leaf-index 42 "
             "--out leaf42.tlog-proof"
         ),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    export.add_argument("--server", required=True, help="the ledger server, HOST:PORT")
+    add_connection_arguments(export)
     export.add_argument("--leaf-index", type=int, required=True, help="the leaf to prove")
     export.add_argument(
         "--tree-size",
@@ -127,7 +130,9 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
 def export_command(args: argparse.Namespace) -> int:
     """``proof export``: write the bundle to ``args.out`` and the entry to ``args.out.entry``."""
     try:
-        bundle, entry = _fetch_bundle(args.server, args.leaf_index, args.tree_size)
+        bundle, entry = _fetch_bundle(
+            connection_from_arguments(args), args.leaf_index, args.tree_size
+        )
         if args.log_verifier:
             verified = verify_tlog_proof(bundle, entry, _read_log_key(args.log_verifier))
             print(f"checked: checkpoint signed by {verified.log_key}")
@@ -174,7 +179,7 @@ class _CommandError(Exception):
     """A server call failed or answered something unusable, or an input file is unreadable."""
 
 
-def _fetch_bundle(server: str, leaf_index: int, tree_size: int) -> tuple[bytes, bytes]:
+def _fetch_bundle(server: Connection, leaf_index: int, tree_size: int) -> tuple[bytes, bytes]:
     """(bundle, entry) of ``leaf_index`` at ``tree_size`` (0: latest), fetched from ``server``."""
     if leaf_index < 0:
         raise _CommandError(f"--leaf-index must be >= 0, got {leaf_index}")
@@ -182,7 +187,7 @@ def _fetch_bundle(server: str, leaf_index: int, tree_size: int) -> tuple[bytes, 
         raise _CommandError(f"--tree-size must be >= 0, got {tree_size}")
     if tree_size and leaf_index >= tree_size:
         raise _CommandError(f"leaf {leaf_index} is not in a tree of size {tree_size}")
-    with grpc.insecure_channel(server) as channel:
+    with server.open() as channel:
         stub = pb_grpc.LedgerServiceStub(channel)
         try:
             checkpoint = stub.GetCheckpoint(

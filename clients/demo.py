@@ -9,14 +9,13 @@ from __future__ import annotations
 
 import datetime as dt
 import os
-import secrets
 import shutil
 import signal
 import subprocess
 import sys
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
 import grpc
@@ -25,6 +24,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from clients.audit_cli import fetch_checkpoint_note as auditor_checkpoint_note
 from clients.audit_cli import fetch_entries as entries_from_server
 from clients.auditor import AuditorClient
+from clients.channel import ClientCredentials, Connection
 from clients.errors import ClientError
 from clients.insurer import InsurerClient
 from clients.offline.audit import KeyRecord
@@ -40,6 +40,7 @@ from clients.verify import TrustedLog, VerifiedReceipt
 from clients.witness.process import running_witness
 from ledger.identifiers import example_kuwait_civil_id
 from ledger.keys import insurer_key_id
+from ledger.pki import init_directory, issue_into_directory
 from ledger.signing import generate_keypair, parse_signer_key
 from ledger.storage.db import sqlite_url
 from ledger.v1 import events_pb2, types_pb2
@@ -52,7 +53,7 @@ WITNESS_NAME = "witness.policy-ledger.demo/w1"
 INSURER_ID = "gulf-health"
 AUTHORITY_ID = "kw-gov-health"
 """The collecting authority of Kuwait's renewal fee, a principal licensed like an insurer."""
-_START_TIMEOUT_SECONDS = 30.0
+_START_TIMEOUT_SECONDS = 120.0  # a loaded machine (CI, tests in parallel) starts slowly
 
 
 def say(text: str) -> None:
@@ -61,10 +62,10 @@ def say(text: str) -> None:
 
 
 @contextmanager
-def running_server(workdir: Path, admin_token: str, *witness_options: str) -> Iterator[int]:
-    """Start ``policy-ledger serve`` on a free port; yield the port; stop it with SIGTERM."""
+def running_server(workdir: Path, pki: Path, *witness_options: str) -> Iterator[int]:
+    """Start ``policy-ledger serve`` (mTLS with the certificates in ``pki``) on a free port;
+    yield the port; stop it with SIGTERM."""
     port_file = workdir / "port"
-    (workdir / "admin.token").write_text(admin_token, encoding="utf-8")
     command = [
         sys.executable,
         "-m",
@@ -76,8 +77,12 @@ def running_server(workdir: Path, admin_token: str, *witness_options: str) -> It
         "127.0.0.1:0",
         "--log-key-file",
         str(workdir / "log.key"),
-        "--admin-token-file",
-        str(workdir / "admin.token"),
+        "--tls-cert",
+        str(pki / "server.pem"),
+        "--tls-key",
+        str(pki / "server.key"),
+        "--client-ca",
+        str(pki / "ca.pem"),
         "--port-file",
         str(port_file),
         *(f"--witness={option}" for option in witness_options),
@@ -138,32 +143,49 @@ def run_demo(*, events_count: int, workdir: Path) -> int:
     (workdir / "authority.key").write_text(authority_key + "\n", encoding="utf-8")
     authority_signer = parse_signer_key(authority_key)
     trusted = TrustedLog.from_verifier_key(log_verifier_key)
-    admin_token = secrets.token_urlsafe(24)
+    pki = workdir / "pki"
+    init_directory(pki)
+    for role, name in (("insurer", INSURER_ID), ("authority", AUTHORITY_ID)):
+        issue_into_directory(pki, role, name)
     say("policy-ledger demo: a signed, append-only ledger of health-insurance policy events")
     say(f"  log key      {log_verifier_key}")
+    say(f"  mTLS         CA, server and one certificate per caller in {pki} (`pki init`)")
     with (
         running_witness(workdir, WITNESS_NAME, log_verifier_key) as (witness_url, witness_key),
-        running_server(workdir, admin_token, f"{witness_url}={witness_key}") as port,
-        grpc.insecure_channel(f"127.0.0.1:{port}") as channel,
+        running_server(workdir, pki, f"{witness_url}={witness_key}") as port,
+        ExitStack() as channels,
     ):
+
+        def channel_as(identity: str) -> grpc.Channel:
+            connection = Connection(
+                f"127.0.0.1:{port}", ClientCredentials.from_directory(pki, identity)
+            )
+            return channels.enter_context(connection.open())
+
+        channel = channel_as("operator-operator")
         _wait_until_serving(channel)
         say(f"  server       127.0.0.1:{port}, SQLite at {workdir / 'ledger.db'}")
-        operator = OperatorClient(
-            channel, admin_token=admin_token, signer=operator_signer, log=trusted
-        )
+        operator = OperatorClient(channel, signer=operator_signer, log=trusted)
         # Keys are valid from a day back so that events dated today are signable (a key signs
         # only what happened while it was valid); one instant, so re-registering is idempotent.
         keys_valid_from = dt.datetime.now(dt.UTC).replace(microsecond=0) - dt.timedelta(days=1)
         _onboard_insurer(operator, insurer_signer.public_key, keys_valid_from)
-        insurer = InsurerClient(channel, signer=insurer_signer, log=trusted)
+        insurer = InsurerClient(
+            channel_as(f"insurer-{INSURER_ID}"), signer=insurer_signer, log=trusted
+        )
         occurred_at = dt.datetime.now(dt.UTC)
         first = _submit(insurer, events_count, occurred_at)
         _show_refusals(insurer, occurred_at)
-        _check_households(PortalClient(channel, log=trusted), occurred_at.date())
+        _check_households(
+            PortalClient(channel_as("portal-SA"), log=trusted),
+            PortalClient(channel_as("portal-KW"), log=trusted),
+            occurred_at.date(),
+        )
         _renew(
             operator,
             authority_signer.public_key,
-            RenewalClient(channel, log=trusted),
+            RenewalClient(channel_as("portal-KW"), log=trusted),
+            RenewalClient(channel_as("portal-SA"), log=trusted),
             keys_valid_from,
         )
         signing_keys = {
@@ -172,13 +194,22 @@ def run_demo(*, events_count: int, workdir: Path) -> int:
             AUTHORITY_ID: authority_signer.public_key,
         }
         _audit(
-            AuditorClient(channel, log=trusted),
+            AuditorClient(channel_as("auditor-auditor"), log=trusted),
             first,
             signing_keys,
-            f"127.0.0.1:{port}",
+            Connection(
+                f"127.0.0.1:{port}", ClientCredentials.from_directory(pki, "auditor-auditor")
+            ),
             log_verifier_key,
         )
-        _show_witness(f"127.0.0.1:{port}", log_verifier_key, witness_url, witness_key)
+        _show_witness(
+            Connection(
+                f"127.0.0.1:{port}", ClientCredentials.from_directory(pki, "auditor-auditor")
+            ),
+            log_verifier_key,
+            witness_url,
+            witness_key,
+        )
     say(f"done in {time.monotonic() - started:.1f} s")
     return 0
 
@@ -223,8 +254,9 @@ def _submit(insurer: InsurerClient, events_count: int, occurred_at: dt.datetime)
     return first
 
 
-def _check_households(portal: PortalClient, today: dt.date) -> None:
-    """A renewal portal asks whether two households are insured through a new permit's end."""
+def _check_households(portal: PortalClient, other_portal: PortalClient, today: dt.date) -> None:
+    """A renewal portal asks whether two households are insured through a new permit's end;
+    another state's portal may not ask about a Saudi renewal (mTLS identity, one table)."""
     through = today + dt.timedelta(days=300)
     family = [
         (iqama(0), events_pb2.RELATIONSHIP_SELF),
@@ -234,7 +266,9 @@ def _check_households(portal: PortalClient, today: dt.date) -> None:
     maid = (iqama(15), events_pb2.RELATIONSHIP_DOMESTIC_WORKER)
     say(f"4. a renewal portal checks households through {through} (the new permit's end)")
     for label, members in (("the family", family), ("the family and its maid", [*family, maid])):
-        answer = portal.check_household(iqama(0), members, as_of=today, through=through)
+        answer = portal.check_household(
+            iqama(0), members, as_of=today, through=through, jurisdiction="SA"
+        )
         response = answer.response
         verdict = "RENEWABLE" if response.renewable else "BLOCKED"
         say(
@@ -247,12 +281,21 @@ def _check_households(portal: PortalClient, today: dt.date) -> None:
                 relationship = events_pb2.Relationship.Name(member.relationship)
                 kind = relationship.removeprefix("RELATIONSHIP_").lower()
                 say(f"     blocks it: {member.person.value} ({kind}): {member.detail}")
+    try:
+        other_portal.check_household(
+            iqama(0), family, as_of=today, through=through, jurisdiction="SA"
+        )
+    except ClientError as refused:
+        say(f"   portal/KW asking about the same Saudi household: refused, {refused}")
+    else:
+        raise RuntimeError("portal/KW read a Saudi household: the authorization table failed")
 
 
 def _renew(
     operator: OperatorClient,
     authority_key: bytes,
     renewals: RenewalClient,
+    saudi_renewals: RenewalClient,
     valid_from: dt.datetime,
 ) -> None:
     """Kuwait: quote a family's renewal, pay through the simulated gateway, get the receipt.
@@ -314,7 +357,7 @@ def _renew(
     )
     saudi.members.add(person=iqama(0), relationship=events_pb2.RELATIONSHIP_SELF)
     saudi.members.add(person=iqama(15), relationship=events_pb2.RELATIONSHIP_DOMESTIC_WORKER)
-    household = renewals.quote(saudi).household
+    household = saudi_renewals.quote(saudi).household
     blockers = [f"{m.person.value} ({m.detail})" for m in household.members if not m.covered]
     say(
         f"   Saudi renewal of sponsor {iqama(0).value}: "
@@ -366,7 +409,7 @@ def _audit(
     auditor: AuditorClient,
     first: VerifiedReceipt,
     signing_keys: dict[str, bytes],
-    address: str,
+    address: Connection,
     log_verifier_key: str,
 ) -> None:
     latest = auditor.checkpoint()
@@ -410,7 +453,9 @@ def _audit(
     say("   verdict: the ledger is consistent, complete and signed")
 
 
-def _show_witness(address: str, log_verifier_key: str, url: str, witness_key: str) -> None:
+def _show_witness(
+    connection: Connection, log_verifier_key: str, url: str, witness_key: str
+) -> None:
     """7. The witness beside the server cosigned the log's checkpoints (docs/witness.md)."""
     key = VerifierKey.parse(log_verifier_key)
     policy = WitnessPolicy.parse([witness_key], 1)
@@ -418,7 +463,7 @@ def _show_witness(address: str, log_verifier_key: str, url: str, witness_key: st
     # is made, so look until it is (the demo's only wait on another process).
     deadline = time.monotonic() + _START_TIMEOUT_SECONDS
     while True:
-        note = auditor_checkpoint_note(address)
+        note = auditor_checkpoint_note(connection)
         try:
             cosigned = verify_cosignatures(note, policy)
             break

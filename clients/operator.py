@@ -3,9 +3,9 @@
 The operator is a principal of the ledger like an insurer: its Ed25519 keys are registered under
 the reserved id ``operator``, and it signs InsurerLicensed / InsurerSuspended events, which go
 into the log like any other event (so who was licensed when is verifiable). Key registration
-uses the AdminService and its bearer token.
+uses the AdminService, over a channel that presents an operator certificate (mTLS).
 
-operator = OperatorClient(channel, admin_token=TOKEN, signer=operator_signer, log=trusted)
+operator = OperatorClient(channel, signer=operator_signer, log=trusted)
 operator.register_key("operator", operator_signer.public_key, valid_from=...)
 operator.register_key("gulf-health", insurer_public_key, valid_from=...)
 operator.license_insurer("gulf-health", name="Gulf Health", licence_number="CCHI-0042",
@@ -78,11 +78,9 @@ def insurer_suspended(
 class OperatorClient:
     """Key registration (AdminService) and signed licensing events (LedgerService)."""
 
-    def __init__(
-        self, channel: grpc.Channel, *, admin_token: str, signer: Signer, log: TrustedLog
-    ) -> None:
+    def __init__(self, channel: grpc.Channel, *, signer: Signer, log: TrustedLog) -> None:
+        # The channel must present an operator certificate: AdminService is operator-only.
         self._admin = admin_service_pb2_grpc.AdminServiceStub(channel)
-        self._metadata = (("authorization", f"Bearer {admin_token}"),)
         self._events = InsurerClient(channel, signer=signer, log=log)
 
     def register_key(
@@ -102,7 +100,7 @@ class OperatorClient:
         if valid_until is not None:
             request.valid_until.FromDatetime(valid_until)
         try:
-            return self._admin.RegisterInsurerKey(request, metadata=self._metadata).key
+            return self._admin.RegisterInsurerKey(request).key
         except grpc.RpcError as error:
             raise from_rpc_error(error) from None
 

@@ -43,12 +43,24 @@ class VerifiedAnswer(Generic[_R]):
 
 
 class PortalClient:
-    """CoverageService calls; each answer's checkpoint is verified before it is returned."""
+    """CoverageService calls; each answer's checkpoint is verified before it is returned.
 
-    def __init__(self, channel: grpc.Channel, *, log: TrustedLog, timeout: float = 30.0) -> None:
+    Every call states why it reads a person's data (``purpose``, recorded by the server with
+    the access): a renewal portal's reason by default, another one per client or per call.
+    """
+
+    def __init__(
+        self,
+        channel: grpc.Channel,
+        *,
+        log: TrustedLog,
+        timeout: float = 30.0,
+        purpose: types_pb2.AccessPurpose.ValueType = types_pb2.ACCESS_PURPOSE_RESIDENCE_RENEWAL,
+    ) -> None:
         self._stub = pb_grpc.CoverageServiceStub(channel)
         self._log = log
         self._timeout = timeout
+        self._purpose = purpose
 
     def _verified(self, response: _R, basis: pb.AnswerBasis) -> VerifiedAnswer[_R]:
         checkpoint = verify_checkpoint(basis.checkpoint, self._log)
@@ -63,7 +75,7 @@ class PortalClient:
     ) -> VerifiedAnswer[pb.GetCoverageResponse]:
         """The coverages of ``person`` on ``day``."""
         request = pb.GetCoverageRequest(
-            person=person, date=civil_date(day), include_fhir=include_fhir
+            person=person, date=civil_date(day), include_fhir=include_fhir, purpose=self._purpose
         )
         try:
             response = self._stub.GetCoverage(request, timeout=self._timeout)
@@ -79,9 +91,15 @@ class PortalClient:
         through: dt.date,
         as_of: dt.date | None = None,
         include_fhir: bool = False,
+        jurisdiction: str = "",
     ) -> VerifiedAnswer[pb.CheckHouseholdResponse]:
-        """Whether every member is covered from ``as_of`` (default: today) through ``through``."""
+        """Whether every member is covered from ``as_of`` (default: today) through ``through``.
+
+        ``jurisdiction``: the state whose renewal this is for; a portal may ask for its own only.
+        """
         request = pb.CheckHouseholdRequest(
+            purpose=self._purpose,
+            jurisdiction=jurisdiction,
             sponsor=sponsor,
             members=[
                 pb.HouseholdMember(person=person, relationship=relationship)
@@ -103,7 +121,7 @@ class PortalClient:
     ) -> VerifiedAnswer[pb.ListPolicyHistoryResponse]:
         """The first page of a policy's entries (ask again with after_leaf_index for more)."""
         request = pb.ListPolicyHistoryRequest(
-            insurer_id=insurer_id, policy_id=policy_id, page_size=page_size
+            insurer_id=insurer_id, policy_id=policy_id, page_size=page_size, purpose=self._purpose
         )
         try:
             response = self._stub.ListPolicyHistory(request, timeout=self._timeout)
@@ -120,7 +138,7 @@ class PortalClient:
         page_size: int = 0,
     ) -> VerifiedAnswer[pb.FindEntriesResponse]:
         """Entries naming ``person``, or about ``policy_id`` at any insurer."""
-        request = pb.FindEntriesRequest(page_size=page_size)
+        request = pb.FindEntriesRequest(page_size=page_size, purpose=self._purpose)
         if person is not None:
             request.person.CopyFrom(person)
         if policy_id is not None:

@@ -26,7 +26,7 @@ from importlib.metadata import entry_points
 from pathlib import Path
 
 from clients.errors import ClientError
-from ledger.cli_flags import add_log_key_file
+from ledger.cli_flags import PERSON_FORM, add_log_key_file, person_argument, person_text
 from ledger.clock import SystemClock
 from ledger.config import ServerConfig
 from ledger.errors import LedgerError
@@ -80,16 +80,17 @@ class AddressInUse(OSError):
 
 def _server_config(args: argparse.Namespace) -> ServerConfig:
     config = ServerConfig.from_environment()
-    token = config.admin_token
-    if args.admin_token_file:
-        token = Path(args.admin_token_file).read_text(encoding="utf-8").strip()
     return dataclasses.replace(
         config,
         database_url=args.database or config.database_url,
         listen=args.listen or config.listen,
         log_key_path=Path(args.log_key_file) if args.log_key_file else config.log_key_path,
         origin=args.origin or config.origin,
-        admin_token=token,
+        tls_cert_path=Path(args.tls_cert) if args.tls_cert else config.tls_cert_path,
+        tls_key_path=Path(args.tls_key) if args.tls_key else config.tls_key_path,
+        client_ca_path=Path(args.client_ca) if args.client_ca else config.client_ca_path,
+        trust_domain=args.trust_domain or config.trust_domain,
+        insecure_plaintext=args.insecure_plaintext or config.insecure_plaintext,
         migrate=not args.no_migrate,
         witnesses=tuple(args.witness or ()),
         sequencer=SequencerOptions(
@@ -244,7 +245,9 @@ def _parser() -> argparse.ArgumentParser:
         description=(
             "Run the gRPC server (SIGTERM or Ctrl-C stops it cleanly).\n\n"
             "Example:\n  policy-ledger serve --database sqlite+pysqlite:///var/ledger.db "
-            "--listen 127.0.0.1:50051 --log-key-file var/log.key"
+            "--listen 127.0.0.1:50051 --log-key-file var/log.key \\\n"
+            "    --tls-cert var/pki/server.pem "
+            "--tls-key var/pki/server.key --client-ca var/pki/ca.pem"
         ),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -252,7 +255,17 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--listen", help="host:port (default 127.0.0.1:50051; port 0 picks one)")
     add_log_key_file(serve, help="file holding the log's private signer key (default var/log.key)")
     serve.add_argument("--origin", help="checkpoint origin (default: the log key's name)")
-    serve.add_argument("--admin-token-file", help="file holding the AdminService bearer token")
+    serve.add_argument("--tls-cert", help="the server's certificate chain, PEM (mTLS)")
+    serve.add_argument("--tls-key", help="the server's private key, PEM")
+    serve.add_argument("--client-ca", help="CA certificate(s) whose clients are accepted, PEM")
+    serve.add_argument(
+        "--trust-domain", help="SPIFFE trust domain of callers (default policy-ledger.local)"
+    )
+    serve.add_argument(
+        "--insecure-plaintext",
+        action="store_true",
+        help="no TLS: development only; no caller can authenticate (see docs/security.md)",
+    )
     serve.add_argument("--port-file", help="write the port listened on to this file")
     serve.add_argument(
         "--batch-entries",
@@ -303,6 +316,8 @@ def _parser() -> argparse.ArgumentParser:
     database_upgrade.set_defaults(handler=_db_upgrade)
 
     _add_admin_commands(commands)
+    _add_pki_commands(commands)
+    _add_access_commands(commands)
     for point in entry_points(group=CLI_COMMANDS_GROUP):  # e.g. `payments` (payments/cli.py)
         point.load()(commands)
 
@@ -386,6 +401,90 @@ EXIT_USAGE = 2
 """A bad flag or value, an unreadable file, a port or database file already in use."""
 EXIT_SERVER = 3
 """The server (or the database) is unreachable, or the server refused the call."""
+
+
+def _pki_init(args: argparse.Namespace) -> int:
+    from ledger.pki import init_directory
+
+    for path in init_directory(Path(args.out), trust_domain=args.trust_domain):
+        print(path)
+    return 0
+
+
+def _pki_issue(args: argparse.Namespace) -> int:
+    from ledger.pki import issue_into_directory
+
+    for path in issue_into_directory(Path(args.out), args.role, args.name, args.trust_domain):
+        print(path)
+    return 0
+
+
+def _add_pki_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    from ledger.pki import DEFAULT_TRUST_DOMAIN, ROLES
+
+    pki = commands.add_parser("pki", help="development certificates for mTLS")
+    pki_commands = pki.add_subparsers(dest="pki_command", required=True)
+    init = pki_commands.add_parser(
+        "init",
+        help="make a development CA, a server certificate and one client per role",
+        description="Writes ca.pem/ca.key, server.pem/server.key (127.0.0.1, localhost) and\n"
+        "ROLE-NAME.pem/.key for operator-operator, auditor-auditor, authority-gov-health,\n"
+        "portal-KW, portal-SA and insurer-acme-health. Production operators bring their own CA\n"
+        "(docs/security.md).\n\nExample:\n  policy-ledger pki init --out var/pki",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    init.add_argument("--out", required=True, help="directory to write to (must hold no CA)")
+    init.add_argument("--trust-domain", default=DEFAULT_TRUST_DOMAIN, help="SPIFFE trust domain")
+    init.set_defaults(handler=_pki_init)
+    issue = pki_commands.add_parser(
+        "issue",
+        help="issue one more client certificate with the CA of a directory",
+        description="Writes ROLE-NAME.pem/.key, with the SAN spiffe://DOMAIN/ROLE/NAME.\n\n"
+        "Example:\n  policy-ledger pki issue --out var/pki --role insurer --name gulf-health",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    issue.add_argument("--out", required=True, help="directory holding ca.pem and ca.key")
+    issue.add_argument("--role", required=True, choices=ROLES)
+    issue.add_argument("--name", required=True, help="insurer id, jurisdiction, or a name")
+    issue.add_argument("--trust-domain", default=DEFAULT_TRUST_DOMAIN, help="SPIFFE trust domain")
+    issue.set_defaults(handler=_pki_issue)
+
+
+def _access_list(args: argparse.Namespace) -> int:
+    from ledger.storage.access_log import AccessLog
+
+    person = person_text(args.person) if args.person else ""  # the projections' person key
+    url = args.database or ServerConfig.from_environment().database_url
+    engine = create_ledger_engine(url)
+    upgrade(engine)
+    records = AccessLog(engine).list(person_key=person, caller=args.caller or "")
+    for record in records:
+        people = ", ".join(record.person_keys) or record.subject
+        print(
+            f"{record.recorded_at.isoformat()}\t{record.caller}\t{record.method}\t"
+            f"{record.purpose}\ttree size {record.tree_size}\t{people}"
+        )
+    print(f"{len(records)} access record(s)", file=sys.stderr)
+    return 0
+
+
+def _add_access_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    access = commands.add_parser("access", help="who read whose data (operator, database)")
+    access_commands = access.add_subparsers(dest="access_command", required=True)
+    listing = access_commands.add_parser(
+        "list",
+        help="list access records per person or per caller, newest first",
+        description="Every answer that carried a person's data was recorded: when, the\n"
+        "caller's SPIFFE ID, the method, the purpose, the tree size answered at.\n\n"
+        "Examples:\n  policy-ledger access list --person SA:RESIDENCE_ID:2123456788\n"
+        "  policy-ledger access list --caller spiffe://policy-ledger.local/portal/KW",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    who = listing.add_mutually_exclusive_group(required=True)
+    who.add_argument("--person", type=person_argument, help=PERSON_FORM)
+    who.add_argument("--caller", help="the caller's SPIFFE ID")
+    listing.add_argument("--database", help="SQLAlchemy URL")
+    listing.set_defaults(handler=_access_list)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -5,7 +5,11 @@ Environment variables (flags of ``policy-ledger serve`` take precedence):
   POLICY_LEDGER_LISTEN         host:port to listen on; default 127.0.0.1:50051
   POLICY_LEDGER_LOG_KEY        file holding the log's signer key (see ``policy-ledger keygen``)
   POLICY_LEDGER_ORIGIN         checkpoint origin; default: the log key's name
-  POLICY_LEDGER_ADMIN_TOKEN    bearer token of the AdminService; empty disables it
+  POLICY_LEDGER_TLS_CERT       the server's certificate chain (PEM)
+  POLICY_LEDGER_TLS_KEY        the server's private key (PEM)
+  POLICY_LEDGER_CLIENT_CA      the CA whose client certificates are accepted (PEM)
+  POLICY_LEDGER_TRUST_DOMAIN   the SPIFFE trust domain of callers; default policy-ledger.local
+  POLICY_LEDGER_INSECURE_PLAINTEXT  "1": no TLS (development only; see docs/security.md)
 """
 
 from __future__ import annotations
@@ -16,11 +20,12 @@ from pathlib import Path
 
 from ledger import limits
 from ledger.errors import FieldViolation, InvalidArgument
+from ledger.pki import DEFAULT_TRUST_DOMAIN
 from ledger.sequencer import SequencerOptions
 from ledger.signing import Ed25519Signer, parse_signer_key, parse_verifier_key
 from ledger.storage.db import sqlite_url
 
-__all__ = ["DEFAULT_DATA_DIR", "ServerConfig", "load_signer"]
+__all__ = ["DEFAULT_DATA_DIR", "ServerConfig", "TlsFiles", "load_signer", "load_tls_files"]
 
 DEFAULT_DATA_DIR = Path("var")
 
@@ -33,7 +38,11 @@ class ServerConfig:
     listen: str = "127.0.0.1:50051"
     log_key_path: Path = DEFAULT_DATA_DIR / "log.key"
     origin: str = ""
-    admin_token: str = ""
+    tls_cert_path: Path | None = None
+    tls_key_path: Path | None = None
+    client_ca_path: Path | None = None
+    trust_domain: str = DEFAULT_TRUST_DOMAIN
+    insecure_plaintext: bool = False
     migrate: bool = True
     grace_seconds: float = 5.0
     sequencer: SequencerOptions = field(default_factory=SequencerOptions)
@@ -50,7 +59,11 @@ class ServerConfig:
             listen=env.get("POLICY_LEDGER_LISTEN", defaults.listen),
             log_key_path=Path(env.get("POLICY_LEDGER_LOG_KEY", str(defaults.log_key_path))),
             origin=env.get("POLICY_LEDGER_ORIGIN", defaults.origin),
-            admin_token=env.get("POLICY_LEDGER_ADMIN_TOKEN", defaults.admin_token),
+            tls_cert_path=_optional_path(env.get("POLICY_LEDGER_TLS_CERT")),
+            tls_key_path=_optional_path(env.get("POLICY_LEDGER_TLS_KEY")),
+            client_ca_path=_optional_path(env.get("POLICY_LEDGER_CLIENT_CA")),
+            trust_domain=env.get("POLICY_LEDGER_TRUST_DOMAIN", defaults.trust_domain),
+            insecure_plaintext=env.get("POLICY_LEDGER_INSECURE_PLAINTEXT", "") == "1",
         )
 
 
@@ -89,3 +102,49 @@ def check_origin(origin: str) -> None:
             reason="ORIGIN_INVALID",
             field_violations=[FieldViolation("origin", "invalid")],
         )
+
+
+def _optional_path(text: str | None) -> Path | None:
+    return Path(text) if text else None
+
+
+@dataclass(frozen=True)
+class TlsFiles:
+    """The server's certificate chain and key, and the client CA, as PEM bytes."""
+
+    certificate_chain: bytes
+    private_key: bytes
+    client_ca: bytes
+
+
+def load_tls_files(config: ServerConfig) -> TlsFiles | None:
+    """The TLS material ``config`` names; None only with ``insecure_plaintext``.
+
+    Without TLS settings and without the explicit plaintext flag the server refuses to start,
+    and says what to pass: a server that silently fell back to plaintext would answer anyone.
+    """
+    paths = (config.tls_cert_path, config.tls_key_path, config.client_ca_path)
+    if config.insecure_plaintext:
+        if any(path is not None for path in paths):
+            raise InvalidArgument(
+                "--insecure-plaintext and TLS files are exclusive: pass one or the other",
+                reason="TLS_AND_PLAINTEXT",
+            )
+        return None
+    if config.tls_cert_path is None or config.tls_key_path is None or config.client_ca_path is None:
+        raise InvalidArgument(
+            "the server needs TLS: pass --tls-cert FILE --tls-key FILE --client-ca FILE "
+            "(`policy-ledger pki init --out var/pki` makes development ones), or "
+            "--insecure-plaintext for a development server no caller can authenticate to",
+            reason="TLS_SETTINGS_MISSING",
+        )
+    try:
+        return TlsFiles(
+            config.tls_cert_path.read_bytes(),
+            config.tls_key_path.read_bytes(),
+            config.client_ca_path.read_bytes(),
+        )
+    except FileNotFoundError as error:
+        raise InvalidArgument(
+            f"TLS file {error.filename} not found", reason="TLS_FILE_MISSING"
+        ) from None

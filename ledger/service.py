@@ -4,7 +4,9 @@ Admission order matters (securesystemslib habit: verify before you parse):
   (1) envelope limits (size, counts) and payload type;
   (2) the signature, with the registered key its keyid names: nothing unsigned is parsed;
   (3) decode the event strictly and validate every field;
-  (4) the key may sign for the event's insurer at this instant, and at the event's own time.
+  (4) the key may sign for the event's insurer at this instant, and at the event's own time;
+  (5) the caller may submit events of that signer (``signer_check``, owned by the
+      authorization table: an insurer/<name> caller submits only events signed as <name>).
 Every refusal raises a LedgerError and nothing is written; the sequencer re-checks the key at
 commit time, so a key revoked while a submission waits is still refused.
 """
@@ -13,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
 
 from ledger.clock import Clock
 from ledger.dsse import Envelope, check_envelope_limits, verify_envelope_signature
@@ -60,8 +63,15 @@ class KeyCache:
 class Ledger:
     """Submission use case: admit (verify + validate) then sequence."""
 
-    def __init__(self, keys: KeyCache, sequencer: Sequencer, clock: Clock) -> None:
+    def __init__(
+        self,
+        keys: KeyCache,
+        sequencer: Sequencer,
+        clock: Clock,
+        signer_check: Callable[[str], None] | None = None,
+    ) -> None:
         self._keys = keys
+        self._signer_check = signer_check
         self._sequencer = sequencer
         self._clock = clock
 
@@ -92,6 +102,9 @@ class Ledger:
         # (4)
         check_key_usable(key, key.key_id, summary.insurer_id, now)
         check_key_at_event_time(key, key.key_id, summary.insurer_id, summary.occurred_at)
+        # (5)
+        if self._signer_check is not None:
+            self._signer_check(summary.insurer_id)
         return PendingEntry(
             envelope=envelope,
             insurer_id=summary.insurer_id,

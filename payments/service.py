@@ -62,6 +62,7 @@ from ledger.storage.append import Appender, PendingEntry, Receipt
 from ledger.storage.log_store import LogStore
 from ledger.v1 import events_pb2, ledger_service_pb2, types_pb2
 from payments import fees
+from payments.authorization import renewal_rules
 from payments.gateway import PaymentGateway, load_gateway
 from payments.notifications import NotificationReceiver
 from payments.renewal import (
@@ -209,6 +210,7 @@ def install(context: ServerContext) -> tuple[str, ...]:
     pb_grpc.add_RenewalServiceServicer_to_server(
         RenewalServicer(renewals, LogStore(context.engine), context.clock), context.server
     )
+    context.authorization.add(renewal_rules(context.engine))
     log.info("RenewalService installed: authority %s", authority_id)
     return (SERVICE_NAME,)
 

@@ -24,12 +24,14 @@ import pytest
 from sqlalchemy import Engine, create_engine, text
 from sqlalchemy.engine import make_url
 
+from clients.channel import ClientCredentials
 from clients.operator import OPERATOR_ID, OperatorClient, insurer_licensed
 from clients.verify import TrustedLog
 from ledger.config import ServerConfig
 from ledger.dsse import sign_envelope
 from ledger.events import EVENT_PAYLOAD_TYPE
 from ledger.keys import insurer_key_id
+from ledger.pki import DEFAULT_TRUST_DOMAIN, CertificateAuthority, IssuedCertificate
 from ledger.rpc.server import RunningServer, start_server
 from ledger.sequencer import SequencerOptions
 from ledger.signing import Ed25519Signer, Signer, format_signer_key, format_verifier_key
@@ -127,6 +129,61 @@ def insurer_signer() -> Ed25519Signer:
     return Ed25519Signer.generate("gulf-health")
 
 
+class SessionPki:
+    """A CA made once per test session, its server certificate, and client certificates issued
+    on first use (one per ``role/name``), so tests run over real mTLS."""
+
+    def __init__(self, directory: Path) -> None:
+        now = dt.datetime.now(dt.UTC)
+        self.now = now
+        self.authority = CertificateAuthority.create("policy-ledger test CA", now)
+        self.server = self.authority.issue_server(["127.0.0.1", "localhost"], now)
+        self.directory = directory
+        self.ca_path = directory / "ca.pem"
+        self.ca_path.write_bytes(self.authority.certificate_pem)
+        self.server.write(directory, "server")
+        self.authority_key_path = directory / "ca.key"
+        self._clients: dict[tuple[str, str], IssuedCertificate] = {}
+
+    def client(self, role: str, name: str) -> IssuedCertificate:
+        """The certificate of ``spiffe://policy-ledger.local/<role>/<name>`` (issued once)."""
+        if (role, name) not in self._clients:
+            issued = self.authority.issue_client(DEFAULT_TRUST_DOMAIN, role, name, self.now)
+            issued.write(self.directory, f"{role}-{name}")
+            self._clients[role, name] = issued
+        return self._clients[role, name]
+
+    def credentials(self, role: str, name: str) -> ClientCredentials:
+        """What a client presents as ``role/name``."""
+        issued = self.client(role, name)
+        return ClientCredentials(
+            self.authority.certificate_pem, issued.certificate_pem, issued.key_pem
+        )
+
+    def cli_arguments(self, role: str, name: str) -> list[str]:
+        """``--credentials DIR --as ROLE-NAME`` for a command-line client."""
+        self.client(role, name)
+        return ["--credentials", str(self.directory), "--as", f"{role}-{name}"]
+
+
+_TEST_PKI: list[SessionPki] = []
+
+
+def session_pki() -> SessionPki:
+    """The session's PKI (made on first use, in a temporary directory)."""
+    if not _TEST_PKI:
+        import tempfile
+
+        _TEST_PKI.append(SessionPki(Path(tempfile.mkdtemp(prefix="policy-ledger-pki-"))))
+    return _TEST_PKI[0]
+
+
+@pytest.fixture(scope="session")
+def pki() -> SessionPki:
+    """The session's PKI: CA, server certificate, client certificates on demand."""
+    return session_pki()
+
+
 @dataclass
 class ServerHandle:
     """A server running on its own event loop thread, for end-to-end tests."""
@@ -134,8 +191,8 @@ class ServerHandle:
     running: RunningServer
     loop: asyncio.AbstractEventLoop
     thread: threading.Thread
-    admin_token: str
     log_verifier_key: str
+    pki: SessionPki
 
     @property
     def address(self) -> str:
@@ -145,11 +202,17 @@ class ServerHandle:
     def channel(self, role: str = "operator", name: str = "test") -> grpc.Channel:
         """A channel to this server as the caller ``<role>/<name>`` (close it after use).
 
-        Every test opens its channels here, so that how a caller proves who it is (today: not
-        at all; with mTLS: a client certificate naming ``spiffe://<domain>/<role>/<name>``)
-        changes in one place.
+        Every test opens its channels here: the caller proves who it is with a client
+        certificate naming ``spiffe://policy-ledger.local/<role>/<name>``, issued by the
+        session's test CA.
         """
-        return grpc.insecure_channel(self.address)
+        return grpc.secure_channel(
+            self.address, self.pki.credentials(role, name).channel_credentials()
+        )
+
+    def cli_arguments(self, role: str = "operator", name: str = "test") -> list[str]:
+        """``--server ADDRESS --credentials DIR --as ROLE-NAME`` for a command-line client."""
+        return ["--server", self.address, *self.pki.cli_arguments(role, name)]
 
     def in_one_batch(self, count: int, submit: Callable[[], _T]) -> _T:
         """Run ``submit`` (which queues ``count`` submissions) so that they share one batch.
@@ -191,18 +254,23 @@ def start_server_thread(
     tmp_path: Path,
     *,
     witnesses: tuple[str, ...] = (),
+    insecure_plaintext: bool = False,
     **options: float,
 ) -> ServerHandle:
-    """Start a real server on 127.0.0.1:0 in a background thread."""
+    """Start a real server on 127.0.0.1:0 in a background thread (mTLS unless
+    ``insecure_plaintext``, which only the test of that mode asks for)."""
     key_path = tmp_path / "log.key"
     key_path.write_text(format_signer_key(log_signer) + "\n", encoding="utf-8")
-    admin_token = secrets.token_urlsafe(16)
+    pki = session_pki()
     config = replace(
         ServerConfig(),
         database_url=database_url,
         listen="127.0.0.1:0",
         log_key_path=key_path,
-        admin_token=admin_token,
+        tls_cert_path=None if insecure_plaintext else pki.directory / "server.pem",
+        tls_key_path=None if insecure_plaintext else pki.directory / "server.key",
+        client_ca_path=None if insecure_plaintext else pki.ca_path,
+        insecure_plaintext=insecure_plaintext,
         grace_seconds=1.0,
         sequencer=SequencerOptions(**options),  # type: ignore[arg-type]
         witnesses=witnesses,
@@ -211,7 +279,7 @@ def start_server_thread(
     thread = threading.Thread(target=loop.run_forever, name="server-loop", daemon=True)
     thread.start()
     running = asyncio.run_coroutine_threadsafe(start_server(config), loop).result(timeout=60)
-    return ServerHandle(running, loop, thread, admin_token, format_verifier_key(log_signer))
+    return ServerHandle(running, loop, thread, format_verifier_key(log_signer), pki)
 
 
 @pytest.fixture
@@ -246,10 +314,9 @@ def onboard(
     insurer_signer: Signer,
 ) -> None:
     """Register the operator's and the insurer's keys, and license the insurer, over gRPC."""
-    with grpc.insecure_channel(server.address) as channel:
+    with server.channel("operator", "operator") as channel:
         operator = OperatorClient(
             channel,
-            admin_token=server.admin_token,
             signer=operator_signer,
             log=TrustedLog.from_verifier_key(server.log_verifier_key),
         )

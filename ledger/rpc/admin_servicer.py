@@ -1,21 +1,19 @@
-"""ledger.v1.AdminService: the operator's key registry calls, behind the admin token.
+"""ledger.v1.AdminService: the operator's key registry calls.
 
-Until mTLS roles arrive, the operator authenticates with a bearer token
-(``authorization: Bearer <token>`` metadata), compared in constant time. A server started
-without a token refuses every admin call: the registry is then managed with the CLI only.
+Only the operator role may call them: the authorization table (ledger/rpc/authorization.py)
+says so and the interceptor enforces it before this servicer runs.
 """
 
 from __future__ import annotations
 
 import asyncio
 import datetime as dt
-import hmac
 
 import grpc
 from google.protobuf import timestamp_pb2
 
 from ledger.clock import Clock
-from ledger.errors import FieldViolation, InvalidArgument, PermissionDenied, Unauthenticated
+from ledger.errors import FieldViolation, InvalidArgument
 from ledger.events import check_identifier
 from ledger.keys import InsurerKey
 from ledger.rpc.status import abort
@@ -58,30 +56,16 @@ def _instant(
 class AdminServicer(pb_grpc.AdminServiceServicer):
     """Key registry calls for the operator."""
 
-    def __init__(self, keys: KeyStore, cache: KeyCache, clock: Clock, admin_token: str) -> None:
+    def __init__(self, keys: KeyStore, cache: KeyCache, clock: Clock) -> None:
         self._keys = keys
         self._cache = cache
         self._clock = clock
-        self._admin_token = admin_token
-
-    def _authorize(self, context: _Context) -> None:
-        if not self._admin_token:
-            raise PermissionDenied(
-                "the admin API is disabled on this server (no admin token configured)",
-                reason="ADMIN_DISABLED",
-            )
-        metadata = dict(context.invocation_metadata() or ())
-        presented = str(metadata.get("authorization", ""))
-        expected = f"Bearer {self._admin_token}"
-        if not hmac.compare_digest(presented.encode(), expected.encode()):
-            raise Unauthenticated("a valid admin bearer token is required", reason="ADMIN_TOKEN")
 
     async def RegisterInsurerKey(
         self, request: pb.RegisterInsurerKeyRequest, context: _Context
     ) -> pb.RegisterInsurerKeyResponse:
         """Register an insurer's public key (idempotent)."""
         try:
-            self._authorize(context)
             _check_insurer_id(request.insurer_id)
             now = self._clock.now()
             key = await asyncio.to_thread(
@@ -105,7 +89,6 @@ class AdminServicer(pb_grpc.AdminServiceServicer):
     ) -> pb.RevokeInsurerKeyResponse:
         """Revoke a key from an instant on (default: now)."""
         try:
-            self._authorize(context)
             now = self._clock.now()
             revoked_at = _instant(request.revoked_at, request.HasField("revoked_at"), now) or now
             key = await asyncio.to_thread(self._keys.revoke, request.key_id, revoked_at)
@@ -119,7 +102,6 @@ class AdminServicer(pb_grpc.AdminServiceServicer):
     ) -> pb.ListInsurerKeysResponse:
         """Every key of an insurer, or of all insurers."""
         try:
-            self._authorize(context)
             keys = await asyncio.to_thread(self._keys.list, request.insurer_id)
         except Exception as error:
             await abort(context, error)

@@ -22,15 +22,19 @@ from sqlalchemy import Engine
 
 from ledger import limits
 from ledger.clock import Clock, SystemClock
-from ledger.config import ServerConfig, check_origin, load_signer
+from ledger.config import ServerConfig, TlsFiles, check_origin, load_signer, load_tls_files
 from ledger.cosignature import WitnessEndpoint, parse_witness_option
 from ledger.coverage.reader import CoverageReader
 from ledger.errors import InvalidArgument
+from ledger.rpc.access import AccessRecordingInterceptor
 from ledger.rpc.admin_servicer import AdminServicer
+from ledger.rpc.authorization import AuthorizationTable, check_signer, ledger_rules
 from ledger.rpc.coverage_servicer import CoverageServicer
+from ledger.rpc.interceptor import AuthorizationInterceptor
 from ledger.rpc.ledger_servicer import LedgerServicer
 from ledger.sequencer import Sequencer
 from ledger.service import KeyCache, Ledger
+from ledger.storage.access_log import AccessLog
 from ledger.storage.append import Appender
 from ledger.storage.cosignature_store import CosignatureStore
 from ledger.storage.db import create_ledger_engine
@@ -75,6 +79,9 @@ class ServerContext:
     clock: Clock
     loop: asyncio.AbstractEventLoop
     """The server's event loop (extensions that run work in threads submit back to it)."""
+    authorization: AuthorizationTable
+    """The authorization table: an extension adds a row for every method it serves (a method
+    without one is refused)."""
 
 
 def _install_extensions(context: ServerContext) -> tuple[str, ...]:
@@ -84,6 +91,25 @@ def _install_extensions(context: ServerContext) -> tuple[str, ...]:
         log.info("extension %s installed: %s", point.name, ", ".join(installed) or "nothing")
         names.extend(installed)
     return tuple(names)
+
+
+def _add_port(server: grpc.aio.Server, listen: str, tls: TlsFiles | None) -> int:
+    """Listen with mutual TLS (TLS 1.3 where the client offers it; a client certificate from
+    the client CA required), or in plaintext when explicitly asked to, with a warning."""
+    if tls is None:
+        log.warning(
+            "INSECURE: serving %s in plaintext (--insecure-plaintext). No caller can prove who it "
+            "is: every method but health and reflection is refused UNAUTHENTICATED. "
+            "Development only.",
+            listen,
+        )
+        return server.add_insecure_port(listen)
+    credentials = grpc.ssl_server_credentials(
+        [(tls.private_key, tls.certificate_chain)],
+        root_certificates=tls.client_ca,
+        require_client_auth=True,
+    )
+    return server.add_secure_port(listen, credentials)
 
 
 @dataclass
@@ -97,6 +123,8 @@ class RunningServer:
     engine: Engine
     health: health_aio.HealthServicer
     grace_seconds: float
+    authorization: AuthorizationTable
+    """The table the interceptor enforces (every method served must have a row)."""
     witnessing: WitnessSubmitter | None = None
     """Submits checkpoints to the configured witnesses (None: no witnesses)."""
 
@@ -114,6 +142,7 @@ class RunningServer:
 async def start_server(config: ServerConfig, clock: Clock | None = None) -> RunningServer:
     """Start a server as ``config`` says; returns once it listens."""
     clock = clock or SystemClock()
+    tls = load_tls_files(config)  # first: refuse to start before opening anything
     signer = load_signer(config.log_key_path)
     origin = config.origin or signer.name
     check_origin(origin)
@@ -125,16 +154,22 @@ async def start_server(config: ServerConfig, clock: Clock | None = None) -> Runn
     await sequencer.start()
     key_store = KeyStore(engine)
     key_cache = KeyCache(key_store)
+    authorization = AuthorizationTable(ledger_rules())
     server = grpc.aio.server(
+        # Authorization first (it sets the caller), then the access records it names.
+        interceptors=[
+            AuthorizationInterceptor(authorization, config.trust_domain),
+            AccessRecordingInterceptor(AccessLog(engine), clock),
+        ],
         options=[
             ("grpc.max_receive_message_length", limits.grpc_message_bytes_max),
             ("grpc.max_send_message_length", limits.grpc_message_bytes_max),
             # gRPC turns SO_REUSEPORT on by default: a second server on the same port would
             # start silently and share the connections. Refuse the port instead.
             ("grpc.so_reuseport", 0),
-        ]
+        ],
     )
-    ledger = Ledger(key_cache, sequencer, clock)
+    ledger = Ledger(key_cache, sequencer, clock, signer_check=check_signer)
     ledger_service_pb2_grpc.add_LedgerServiceServicer_to_server(
         LedgerServicer(ledger, LogStore(engine)), server
     )
@@ -142,7 +177,7 @@ async def start_server(config: ServerConfig, clock: Clock | None = None) -> Runn
         CoverageServicer(CoverageReader(engine), clock, LogStore(engine), signer), server
     )
     admin_service_pb2_grpc.add_AdminServiceServicer_to_server(
-        AdminServicer(key_store, key_cache, clock, config.admin_token), server
+        AdminServicer(key_store, key_cache, clock), server
     )
     extension_context = ServerContext(
         server=server,
@@ -150,6 +185,7 @@ async def start_server(config: ServerConfig, clock: Clock | None = None) -> Runn
         ledger=ledger,
         clock=clock,
         loop=asyncio.get_running_loop(),
+        authorization=authorization,
     )
     extra_services = _install_extensions(extension_context)
     health_servicer = health_aio.HealthServicer()
@@ -166,7 +202,7 @@ async def start_server(config: ServerConfig, clock: Clock | None = None) -> Runn
         server,
     )
     witnessing = _start_witnessing(witnesses, sequencer, engine, clock)
-    port = server.add_insecure_port(config.listen)
+    port = _add_port(server, config.listen, tls)
     await server.start()
     log.info("serving %s on port %d (origin %s)", config.database_url, port, origin)
     return RunningServer(
@@ -178,6 +214,7 @@ async def start_server(config: ServerConfig, clock: Clock | None = None) -> Runn
         health=health_servicer,
         grace_seconds=config.grace_seconds,
         witnessing=witnessing,
+        authorization=authorization,
     )
 
 

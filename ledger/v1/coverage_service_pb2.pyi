@@ -181,8 +181,11 @@ class GetCoverageRequest(_message.Message):
     PERSON_FIELD_NUMBER: _builtins.int
     DATE_FIELD_NUMBER: _builtins.int
     INCLUDE_FHIR_FIELD_NUMBER: _builtins.int
+    PURPOSE_FIELD_NUMBER: _builtins.int
     include_fhir: _builtins.bool
     """Also return each coverage as a FHIR R4 Coverage resource (JSON)."""
+    purpose: _types_pb2.AccessPurpose.ValueType
+    """Why (required; recorded in the access record)."""
     @_builtins.property
     def person(self) -> _types_pb2.PersonId:
         """Who."""
@@ -197,10 +200,11 @@ class GetCoverageRequest(_message.Message):
         person: _types_pb2.PersonId | None = ...,
         date: _types_pb2.CivilDate | None = ...,
         include_fhir: _builtins.bool = ...,
+        purpose: _types_pb2.AccessPurpose.ValueType = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["date", b"date", "person", b"person"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["date", b"date", "include_fhir", b"include_fhir", "person", b"person"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["date", b"date", "include_fhir", b"include_fhir", "person", b"person", "purpose", b"purpose"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -281,8 +285,16 @@ class CheckHouseholdRequest(_message.Message):
     AS_OF_DATE_FIELD_NUMBER: _builtins.int
     THROUGH_DATE_FIELD_NUMBER: _builtins.int
     INCLUDE_FHIR_FIELD_NUMBER: _builtins.int
+    JURISDICTION_FIELD_NUMBER: _builtins.int
+    PURPOSE_FIELD_NUMBER: _builtins.int
     include_fhir: _builtins.bool
     """Also return the answer as a FHIR R4 CoverageEligibilityResponse (JSON)."""
+    jurisdiction: _builtins.str
+    """ISO 3166-1 alpha-2 code of the state whose residence renewal this check is for. A portal
+    (spiffe://<domain>/portal/<jurisdiction>) may only ask for its own jurisdiction.
+    """
+    purpose: _types_pb2.AccessPurpose.ValueType
+    """Why (required; recorded in the access record)."""
     @_builtins.property
     def sponsor(self) -> _types_pb2.PersonId:
         """The head of household whose residence ID the members are listed under."""
@@ -309,10 +321,12 @@ class CheckHouseholdRequest(_message.Message):
         as_of_date: _types_pb2.CivilDate | None = ...,
         through_date: _types_pb2.CivilDate | None = ...,
         include_fhir: _builtins.bool = ...,
+        jurisdiction: _builtins.str = ...,
+        purpose: _types_pb2.AccessPurpose.ValueType = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["as_of_date", b"as_of_date", "sponsor", b"sponsor", "through_date", b"through_date"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["as_of_date", b"as_of_date", "include_fhir", b"include_fhir", "members", b"members", "sponsor", b"sponsor", "through_date", b"through_date"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["as_of_date", b"as_of_date", "include_fhir", b"include_fhir", "jurisdiction", b"jurisdiction", "members", b"members", "purpose", b"purpose", "sponsor", b"sponsor", "through_date", b"through_date"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -456,6 +470,7 @@ class ListPolicyHistoryRequest(_message.Message):
     POLICY_ID_FIELD_NUMBER: _builtins.int
     AFTER_LEAF_INDEX_FIELD_NUMBER: _builtins.int
     PAGE_SIZE_FIELD_NUMBER: _builtins.int
+    PURPOSE_FIELD_NUMBER: _builtins.int
     insurer_id: _builtins.str
     """The insurer whose policy it is."""
     policy_id: _builtins.str
@@ -464,6 +479,8 @@ class ListPolicyHistoryRequest(_message.Message):
     """Return entries after this leaf index only (for the next page); unset for the first page."""
     page_size: _builtins.int
     """Entries per page, 1..1000; 0 means 100."""
+    purpose: _types_pb2.AccessPurpose.ValueType
+    """Why (required; recorded in the access record)."""
     def __init__(
         self,
         *,
@@ -471,10 +488,11 @@ class ListPolicyHistoryRequest(_message.Message):
         policy_id: _builtins.str = ...,
         after_leaf_index: _builtins.int | None = ...,
         page_size: _builtins.int = ...,
+        purpose: _types_pb2.AccessPurpose.ValueType = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["_after_leaf_index", b"_after_leaf_index", "after_leaf_index", b"after_leaf_index"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_after_leaf_index", b"_after_leaf_index", "after_leaf_index", b"after_leaf_index", "insurer_id", b"insurer_id", "page_size", b"page_size", "policy_id", b"policy_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_after_leaf_index", b"_after_leaf_index", "after_leaf_index", b"after_leaf_index", "insurer_id", b"insurer_id", "page_size", b"page_size", "policy_id", b"policy_id", "purpose", b"purpose"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__after_leaf_index: _TypeAlias = _typing.Literal["after_leaf_index"]  # noqa: Y015
     _WhichOneofArgType__after_leaf_index: _TypeAlias = _typing.Literal["_after_leaf_index", b"_after_leaf_index"]  # noqa: Y015
@@ -526,12 +544,15 @@ class FindEntriesRequest(_message.Message):
     POLICY_ID_FIELD_NUMBER: _builtins.int
     AFTER_LEAF_INDEX_FIELD_NUMBER: _builtins.int
     PAGE_SIZE_FIELD_NUMBER: _builtins.int
+    PURPOSE_FIELD_NUMBER: _builtins.int
     policy_id: _builtins.str
     """Entries about a policy with this number, at any insurer."""
     after_leaf_index: _builtins.int
     """Return entries after this leaf index only (for the next page); unset for the first page."""
     page_size: _builtins.int
     """Entries per page, 1..1000; 0 means 100."""
+    purpose: _types_pb2.AccessPurpose.ValueType
+    """Why (required; recorded in the access record)."""
     @_builtins.property
     def person(self) -> _types_pb2.PersonId:
         """Entries naming this person (as member, sponsor, holder or payer)."""
@@ -543,10 +564,11 @@ class FindEntriesRequest(_message.Message):
         policy_id: _builtins.str = ...,
         after_leaf_index: _builtins.int | None = ...,
         page_size: _builtins.int = ...,
+        purpose: _types_pb2.AccessPurpose.ValueType = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["_after_leaf_index", b"_after_leaf_index", "after_leaf_index", b"after_leaf_index", "person", b"person", "policy_id", b"policy_id", "subject", b"subject"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_after_leaf_index", b"_after_leaf_index", "after_leaf_index", b"after_leaf_index", "page_size", b"page_size", "person", b"person", "policy_id", b"policy_id", "subject", b"subject"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_after_leaf_index", b"_after_leaf_index", "after_leaf_index", b"after_leaf_index", "page_size", b"page_size", "person", b"person", "policy_id", b"policy_id", "purpose", b"purpose", "subject", b"subject"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__after_leaf_index: _TypeAlias = _typing.Literal["after_leaf_index"]  # noqa: Y015
     _WhichOneofArgType__after_leaf_index: _TypeAlias = _typing.Literal["_after_leaf_index", b"_after_leaf_index"]  # noqa: Y015
@@ -601,6 +623,9 @@ class GetCoverageCertificateRequest(_message.Message):
 
     PERSON_FIELD_NUMBER: _builtins.int
     DATE_FIELD_NUMBER: _builtins.int
+    PURPOSE_FIELD_NUMBER: _builtins.int
+    purpose: _types_pb2.AccessPurpose.ValueType
+    """Why (required; recorded in the access record)."""
     @_builtins.property
     def person(self) -> _types_pb2.PersonId:
         """Who."""
@@ -614,10 +639,11 @@ class GetCoverageCertificateRequest(_message.Message):
         *,
         person: _types_pb2.PersonId | None = ...,
         date: _types_pb2.CivilDate | None = ...,
+        purpose: _types_pb2.AccessPurpose.ValueType = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["date", b"date", "person", b"person"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["date", b"date", "person", b"person"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["date", b"date", "person", b"person", "purpose", b"purpose"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -57,6 +57,40 @@ PERSON_ID_TYPE_BORDER_NUMBER: PersonIdType.ValueType  # 5
 """Border number given at entry before a residence ID is issued."""
 Global___PersonIdType: _TypeAlias = PersonIdType  # noqa: Y015
 
+class _AccessPurpose:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _AccessPurposeEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_AccessPurpose.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    ACCESS_PURPOSE_UNSPECIFIED: _AccessPurpose.ValueType  # 0
+    """Never valid: a read of a person's data states its purpose."""
+    ACCESS_PURPOSE_RESIDENCE_RENEWAL: _AccessPurpose.ValueType  # 1
+    """A residence permit renewal (a portal checking the household)."""
+    ACCESS_PURPOSE_BENEFICIARY_SELF: _AccessPurpose.ValueType  # 2
+    """The person asked for their own data (an insurance card, their coverage)."""
+    ACCESS_PURPOSE_AUDIT: _AccessPurpose.ValueType  # 3
+    """An audit of the ledger's answers."""
+    ACCESS_PURPOSE_CARE_ELIGIBILITY: _AccessPurpose.ValueType  # 4
+    """A care provider checking eligibility before treatment."""
+
+class AccessPurpose(_AccessPurpose, metaclass=_AccessPurposeEnumTypeWrapper):
+    """Why a caller reads a person's data: required on every call that returns it, and stored in
+    the access record of the call (who looked at whom, when, why, at which tree size).
+    """
+
+ACCESS_PURPOSE_UNSPECIFIED: AccessPurpose.ValueType  # 0
+"""Never valid: a read of a person's data states its purpose."""
+ACCESS_PURPOSE_RESIDENCE_RENEWAL: AccessPurpose.ValueType  # 1
+"""A residence permit renewal (a portal checking the household)."""
+ACCESS_PURPOSE_BENEFICIARY_SELF: AccessPurpose.ValueType  # 2
+"""The person asked for their own data (an insurance card, their coverage)."""
+ACCESS_PURPOSE_AUDIT: AccessPurpose.ValueType  # 3
+"""An audit of the ledger's answers."""
+ACCESS_PURPOSE_CARE_ELIGIBILITY: AccessPurpose.ValueType  # 4
+"""A care provider checking eligibility before treatment."""
+Global___AccessPurpose: _TypeAlias = AccessPurpose  # noqa: Y015
+
 @_typing.final
 class Money(_message.Message):
     """An amount of money in integer minor units of an ISO 4217 currency. Never a float.

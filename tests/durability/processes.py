@@ -48,8 +48,12 @@ class ServerProcess:
         return f"127.0.0.1:{self.port}"
 
     def channel(self, role: str = "operator", name: str = "test") -> grpc.Channel:
-        """A channel to this server as the caller ``<role>/<name>`` (close it after use)."""
-        return grpc.insecure_channel(self.address)
+        """A channel to this server as the caller ``<role>/<name>`` (close it after use), over
+        mTLS with the test session's certificates."""
+        from tests.conftest import session_pki
+
+        credentials = session_pki().credentials(role, name)
+        return grpc.secure_channel(self.address, credentials.channel_credentials())
 
     def kill(self) -> None:
         """SIGKILL: no shutdown code runs, as in a power cut of the process."""
@@ -94,6 +98,7 @@ def start_server_process(
         "127.0.0.1:0",
         "--log-key-file",
         str(log_key_file),
+        *_tls_arguments(),
         *extra_arguments,
     ]
     with log_path.open("w", encoding="utf-8") as log:
@@ -111,6 +116,22 @@ def start_server_process(
             health_pb2.HealthCheckRequest(), wait_for_ready=True, timeout=READY_SECONDS_MAX
         )
     return handle
+
+
+def _tls_arguments() -> list[str]:
+    """The server's side of the test session's mTLS (every server process serves mTLS)."""
+    from tests.conftest import session_pki
+
+    pki = session_pki()
+    directory = pki.directory
+    return [
+        "--tls-cert",
+        str(directory / "server.pem"),
+        "--tls-key",
+        str(directory / "server.key"),
+        "--client-ca",
+        str(pki.ca_path),
+    ]
 
 
 def _serving_port(process: subprocess.Popen[str], handle: ServerProcess) -> int:

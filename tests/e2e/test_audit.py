@@ -83,7 +83,7 @@ def _audit(
         server=None,
         log_verifier=verifier_key,
         keys=str(keys),
-        admin_token_file=None,
+        keys_from_admin_service=False,
         state=str(state) if state else None,
         json=True,
         workers=workers,
@@ -291,6 +291,9 @@ def test_a_rewritten_history_is_detected_even_when_every_node_and_checkpoint_was
 def _watch_args(server: ServerHandle, state: Path) -> argparse.Namespace:
     return argparse.Namespace(
         server=server.address,
+        credentials=str(server.pki.directory),
+        identity=f"auditor-{server.pki.client('auditor', 'auditor') and 'auditor'}",
+        insecure_plaintext=False,
         log_verifier=server.log_verifier_key,
         state=str(state),
         interval=0.01,
@@ -304,7 +307,6 @@ def test_audit_watch_follows_a_live_server_and_alerts_on_a_fork_or_rollback(
     log_signer: Ed25519Signer,
     operator_signer: Ed25519Signer,
 ) -> None:
-    import grpc
 
     from clients.insurer import InsurerClient
     from clients.verify import TrustedLog
@@ -312,7 +314,7 @@ def test_audit_watch_follows_a_live_server_and_alerts_on_a_fork_or_rollback(
     onboard(server, operator_signer, INSURER, _INSURER_SIGNER)
     state = tmp_path / "watch.json"
     assert _watch(_watch_args(server, state)) == 0
-    with grpc.insecure_channel(server.address) as channel:
+    with server.channel("insurer", INSURER) as channel:
         client = InsurerClient(
             channel,
             signer=_INSURER_SIGNER,

@@ -50,9 +50,11 @@ def issued_policy(
     onboard(server, operator_signer, GULF, insurer_signer)
     now = dt.datetime.now(dt.UTC)
     log = TrustedLog.from_verifier_key(server.log_verifier_key)
-    with grpc.insecure_channel(server.address) as channel:
+    with server.channel("insurer", GULF) as channel:
         insurer = InsurerClient(channel, signer=insurer_signer, log=log)
         receipt = insurer.submit(samples.policy_issued(1, GULF, now))
+    # Certificates are a person's data: the operator (answering the person) reads them here.
+    with server.channel("operator", "operator") as channel:
         yield Issued(server, channel, receipt.leaf_index, now.date(), samples.iqama(16))
 
 
@@ -127,7 +129,8 @@ def test_overlapping_insurers_give_one_certificate_each(
         world.today - dt.timedelta(days=10),
         world.today + dt.timedelta(days=30),
     )
-    receipt = InsurerClient(world.channel, signer=najm, log=log).submit(top_up)
+    with world.server.channel("insurer", NAJM) as channel:
+        receipt = InsurerClient(channel, signer=najm, log=log).submit(top_up)
     certificates = CertificateClient(world.channel, log_key=world.server.log_verifier_key).get(
         world.sponsor, world.today
     )
@@ -174,6 +177,7 @@ def test_bad_requests_are_invalid_arguments(issued_policy: Issued) -> None:
         (cpb.GetCoverageCertificateRequest(), ["person", "date"]),
     ]
     for request, fields in cases:
+        request.purpose = types_pb2.ACCESS_PURPOSE_BENEFICIARY_SELF
         with pytest.raises(grpc.RpcError) as raised:
             stub.GetCoverageCertificate(request, timeout=30)
         error = from_rpc_error(raised.value)
@@ -200,8 +204,7 @@ def test_the_certificate_commands(
     code = _cli(
         "certificate",
         "get",
-        "--server",
-        world.server.address,
+        *world.server.cli_arguments("operator", "operator"),
         "--person",
         person,
         "--date",

@@ -32,6 +32,9 @@ def test_help_lists_every_command_with_examples() -> None:
     "command",
     [
         ["serve"],
+        ["pki", "init"],
+        ["pki", "issue"],
+        ["access", "list"],
         ["keygen"],
         ["db", "upgrade"],
         ["admin", "insurer", "add-key"],
@@ -125,9 +128,36 @@ def test_serve_without_a_log_key_says_how_to_make_one(tmp_path: Path) -> None:
         str(tmp_path / "missing.key"),
         "--database",
         sqlite_url(tmp_path / "x.db"),
+        "--insecure-plaintext",
         check=False,
     )
     assert result.returncode == 2 and "policy-ledger keygen" in result.stderr
+
+
+def test_serve_without_tls_settings_refuses_to_start_and_says_what_to_pass(
+    tmp_path: Path,
+) -> None:
+    database = tmp_path / "x.db"
+    result = run("serve", "--database", sqlite_url(database), check=False)
+    assert result.returncode == 1
+    assert "--tls-cert FILE --tls-key FILE --client-ca FILE" in result.stderr
+    assert "--insecure-plaintext" in result.stderr
+    assert not database.exists()  # refused before opening anything
+
+
+def test_pki_init_writes_guessable_files_and_issue_adds_one(tmp_path: Path) -> None:
+    out = tmp_path / "pki"
+    run("pki", "init", "--out", str(out))
+    names = {path.name for path in out.iterdir()}
+    for expected in (
+        "ca.pem", "ca.key", "server.pem", "server.key", "operator-operator.pem",
+        "auditor-auditor.key", "portal-KW.pem", "insurer-acme-health.pem",
+    ):  # fmt: skip
+        assert expected in names
+    run("pki", "issue", "--out", str(out), "--role", "insurer", "--name", "gulf-health")
+    assert (out / "insurer-gulf-health.pem").exists()
+    again = run("pki", "init", "--out", str(out), check=False)
+    assert again.returncode == 1 and "exists" in again.stderr  # the CA is never replaced
 
 
 def test_the_demo_tells_the_whole_story(tmp_path: Path) -> None:
@@ -158,6 +188,7 @@ def test_the_demo_tells_the_whole_story(tmp_path: Path) -> None:
         "the family and its maid: BLOCKED",
         "blocks it:",
         "(domestic_worker): no policy covers",
+        "portal/KW asking about the same Saudi household: refused, PERMISSION_DENIED",
         "verdict",
         "cosigned checkpoint",
         "verified with a 1-of-1 witness policy",

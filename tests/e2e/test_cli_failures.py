@@ -22,7 +22,7 @@ import pytest
 from ledger.cli import EXIT_SERVER, EXIT_USAGE, main
 from ledger.signing import Ed25519Signer, format_signer_key, format_verifier_key
 from ledger.storage.db import sqlite_url
-from tests.conftest import ServerHandle
+from tests.conftest import ServerHandle, session_pki
 from tests.durability.processes import start_server_process
 
 PERSON = "SA:RESIDENCE_ID:2123456788"
@@ -61,23 +61,32 @@ def files(tmp_path: Path) -> dict[str, str]:
     return {name: str(path) for name, path in paths.items()} | {"dir": str(tmp_path)}
 
 
-def _client_commands(server: str, files: dict[str, str]) -> dict[str, list[str]]:
+def _client_commands(
+    server: str, files: dict[str, str], *, credentials: bool = True
+) -> dict[str, list[str]]:
     """One working command line per client command, against ``server``."""
     verifier = ["--log-verifier", f"@{files['pub']}"]
+
+    def who(role: str, name: str) -> list[str]:
+        return session_pki().cli_arguments(role, name) if credentials else []
+
     return {
-        "audit verify": ["audit", "verify", "--server", server, *verifier,
-                         "--admin-token-file", files["token"]],
-        "audit watch": ["audit", "watch", "--server", server, *verifier,
-                        "--state", files["state"], "--iterations", "1"],
-        "insurer submit": ["insurer", "submit", "--server", server, *verifier,
+        "audit verify": ["audit", "verify", "--server", server, *who("operator", "operator"),
+                         *verifier, "--keys-from-admin-service"],
+        "audit watch": ["audit", "watch", "--server", server, *who("auditor", "auditor"),
+                        *verifier, "--state", files["state"], "--iterations", "1"],
+        "insurer submit": ["insurer", "submit", "--server", server,
+                           *who("insurer", "gulf-health"), *verifier,
                            "--key", files["insurer"], files["events"]],
-        "coverage check": ["coverage", "check", "--server", server, *verifier,
-                           "--sponsor", PERSON, "--through", "2026-12-31"],
-        "renew": ["renew", "--server", server, *verifier, "--request", files["request"]],
-        "certificate get": ["certificate", "get", "--server", server, "--person", PERSON,
+        "coverage check": ["coverage", "check", "--server", server, *who("portal", "SA"),
+                           *verifier, "--sponsor", PERSON, "--through", "2026-12-31"],
+        "renew": ["renew", "--server", server, *who("portal", "KW"), *verifier,
+                  "--request", files["request"]],
+        "certificate get": ["certificate", "get", "--server", server,
+                            *who("operator", "operator"), "--person", PERSON,
                             "--date", "2026-11-23", "--out", f"{files['dir']}/card.json"],
-        "proof export": ["proof", "export", "--server", server, "--leaf-index", "0",
-                         "--out", f"{files['dir']}/leaf.tlog-proof"],
+        "proof export": ["proof", "export", "--server", server, *who("auditor", "auditor"),
+                         "--leaf-index", "0", "--out", f"{files['dir']}/leaf.tlog-proof"],
     }  # fmt: skip
 
 
@@ -90,7 +99,8 @@ def unreachable() -> Iterator[str]:
 
 
 COMMANDS = list(_client_commands("x", {k: "x" for k in ("pub", "token", "state", "insurer",
-                                                        "events", "request", "dir")}))  # fmt: skip
+                                                        "events", "request", "dir")},
+                                  credentials=False))  # fmt: skip
 
 
 @pytest.mark.parametrize("command", COMMANDS)
@@ -115,9 +125,12 @@ def test_a_wrong_credential_exits_3_without_a_traceback(
 ) -> None:
     Path(files["pub"]).write_text(server.log_verifier_key + "\n")
     commands = _client_commands(server.address, files)
-    # A wrong admin token, and an insurer key the server never registered.
-    for command in ("audit verify", "insurer submit"):
-        code, err = _cli(*commands[command])
+    # A caller whose role may not read the log, and an insurer key the server never registered.
+    wrong_role = [*commands["audit verify"]]
+    at = wrong_role.index("--as")
+    wrong_role[at - 2 : at + 2] = session_pki().cli_arguments("portal", "SA")
+    for command, arguments in (("audit verify", wrong_role), ("insurer submit", None)):
+        code, err = _cli(*(arguments or commands[command]))
         assert code == EXIT_SERVER, (command, err)
         assert "Traceback" not in err
 
@@ -147,7 +160,8 @@ def test_a_private_key_given_as_the_verifier_or_a_public_one_as_the_key_file_get
     )  # fmt: skip
     assert code == EXIT_USAGE and "PRIVATE signer key" in err
     code, err = _cli(
-        "serve", "--log-key-file", files["pub"], "--database", sqlite_url(files["dir"] + "/y.db")
+        "serve", "--log-key-file", files["pub"], "--insecure-plaintext",
+        "--database", sqlite_url(files["dir"] + "/y.db")
     )
     assert code == EXIT_USAGE and "public verifier key" in err
 
@@ -172,7 +186,7 @@ def test_the_old_person_order_gets_a_hint_and_a_bad_check_digit_is_refused(
 def _serve(database_url: str, key_file: str, listen: str) -> subprocess.CompletedProcess[str]:
     """A second `serve` that must refuse to start (so it returns)."""
     command = [sys.executable, "-m", "ledger.cli", "serve", "--database", database_url,
-               "--listen", listen, "--log-key-file", key_file]  # fmt: skip
+               "--listen", listen, "--log-key-file", key_file, "--insecure-plaintext"]  # fmt: skip
     return subprocess.run(command, capture_output=True, text=True, timeout=120, check=False)
 
 

@@ -73,10 +73,14 @@ def world(
     for name, signer in signers.items():
         onboard(server, operator_signer, name, signer)
     trusted = TrustedLog.from_verifier_key(server.log_verifier_key)
-    with grpc.insecure_channel(server.address) as channel:
+    with (
+        server.channel("insurer", GULF) as gulf,
+        server.channel("insurer", NAJM) as najm,
+        server.channel("operator", "operator") as channel,
+    ):
         yield World(
-            gulf=InsurerClient(channel, signer=signers[GULF], log=trusted),
-            najm=InsurerClient(channel, signer=signers[NAJM], log=trusted),
+            gulf=InsurerClient(gulf, signer=signers[GULF], log=trusted),
+            najm=InsurerClient(najm, signer=signers[NAJM], log=trusted),
             operator=InsurerClient(channel, signer=operator_signer, log=trusted),
             portal=PortalClient(channel, log=trusted),
             channel=channel,
@@ -326,8 +330,11 @@ def test_bad_coverage_requests_are_invalid_argument(
 
     stub = coverage_service_pb2_grpc.CoverageServiceStub(world.channel)
     method = type(request_message).__name__.removesuffix("Request")
+    request = type(request_message)()
+    request.CopyFrom(request_message)  # type: ignore[attr-defined]
+    request.purpose = types_pb2.ACCESS_PURPOSE_AUDIT  # type: ignore[attr-defined]
     with pytest.raises(grpc.RpcError) as raised:
-        getattr(stub, method)(request_message)
+        getattr(stub, method)(request)
     error = from_rpc_error(raised.value)
     assert error.code == grpc.StatusCode.INVALID_ARGUMENT, str(error)
     assert field in [v.field for v in error.field_violations], str(error)

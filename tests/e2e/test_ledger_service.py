@@ -32,7 +32,13 @@ NOW = dt.datetime.now(dt.UTC)
 
 @pytest.fixture
 def channel(server: ServerHandle) -> Iterator[grpc.Channel]:
-    with grpc.insecure_channel(server.address) as channel:
+    with server.channel("insurer", INSURER) as channel:
+        yield channel
+
+
+@pytest.fixture
+def auditor_channel(server: ServerHandle) -> Iterator[grpc.Channel]:
+    with server.channel("auditor", "auditor") as channel:
         yield channel
 
 
@@ -111,7 +117,7 @@ def test_concurrent_submissions_share_batches(server: ServerHandle, insurer: Ins
 
 
 def test_auditor_verifies_checkpoints_entries_and_proofs(
-    channel: grpc.Channel,
+    auditor_channel: grpc.Channel,
     insurer: InsurerClient,
     insurer_signer: Ed25519Signer,
     operator_signer: Ed25519Signer,
@@ -119,7 +125,7 @@ def test_auditor_verifies_checkpoints_entries_and_proofs(
 ) -> None:
     early = _submit_many(insurer, 30)[-1].checkpoint
     _submit_many(insurer, 1234, first_number=100)
-    auditor = AuditorClient(channel, log=trusted)
+    auditor = AuditorClient(auditor_channel, log=trusted)
     latest = auditor.checkpoint()
     assert latest.size == 1 + 1264
     auditor.verify_consistency(early, latest)
@@ -135,9 +141,11 @@ def test_auditor_verifies_checkpoints_entries_and_proofs(
     assert auditor.checkpoint(early.size).root_hash == early.root_hash
 
 
-def test_inclusion_proof_by_leaf_hash(channel: grpc.Channel, insurer: InsurerClient) -> None:
+def test_inclusion_proof_by_leaf_hash(
+    auditor_channel: grpc.Channel, insurer: InsurerClient
+) -> None:
     receipts = _submit_many(insurer, 10)
-    stub = pb_grpc.LedgerServiceStub(channel)
+    stub = pb_grpc.LedgerServiceStub(auditor_channel)
     response = stub.GetInclusionProof(
         pb.GetInclusionProofRequest(leaf_hash=receipts[4].leaf_hash, tree_size=7)
     )
@@ -147,9 +155,11 @@ def test_inclusion_proof_by_leaf_hash(channel: grpc.Channel, insurer: InsurerCli
     assert raised.value.code() == grpc.StatusCode.NOT_FOUND
 
 
-def test_entries_are_paged_and_verbatim(channel: grpc.Channel, insurer: InsurerClient) -> None:
+def test_entries_are_paged_and_verbatim(
+    auditor_channel: grpc.Channel, insurer: InsurerClient
+) -> None:
     receipts = _submit_many(insurer, 25)
-    stub = pb_grpc.LedgerServiceStub(channel)
+    stub = pb_grpc.LedgerServiceStub(auditor_channel)
     chunks = list(stub.GetEntries(pb.GetEntriesRequest(start_index=3, end_index=10_000)))
     entries = [data for chunk in chunks for data in chunk.entries]
     assert chunks[0].start_index == 3 and len(entries) == 1 + 25 - 3  # leaf 0 is the licence
@@ -192,7 +202,7 @@ def test_entries_are_paged_and_verbatim(channel: grpc.Channel, insurer: InsurerC
 )
 def test_bad_read_requests_get_clear_statuses(
     server: ServerHandle,
-    channel: grpc.Channel,
+    auditor_channel: grpc.Channel,
     insurer: InsurerClient,
     request_message: object,
     method: str,
@@ -203,7 +213,7 @@ def test_bad_read_requests_get_clear_statuses(
     # checkpoints and size 3 has none, whatever the machine's load.
     server.in_one_batch(2, lambda: _submit_many(insurer, 2, first_number=10))
     assert server.running.sequencer.batches_committed == 3
-    stub = pb_grpc.LedgerServiceStub(channel)
+    stub = pb_grpc.LedgerServiceStub(auditor_channel)
     with pytest.raises(grpc.RpcError) as raised:
         result = getattr(stub, method)(request_message)
         list(result) if method == "GetEntries" else None
@@ -211,24 +221,32 @@ def test_bad_read_requests_get_clear_statuses(
     assert error.code.name == code, str(error)
 
 
-def test_admin_calls_need_the_token(channel: grpc.Channel, insurer_signer: Ed25519Signer) -> None:
-    admin = admin_service_pb2_grpc.AdminServiceStub(channel)
+def test_admin_calls_need_the_operator_role(
+    server: ServerHandle, insurer_signer: Ed25519Signer
+) -> None:
     request = admin_service_pb2.RegisterInsurerKeyRequest(
         insurer_id=INSURER, public_key=insurer_signer.public_key
     )
-    for metadata in ([], [("authorization", "Bearer wrong")]):
-        with pytest.raises(grpc.RpcError) as raised:
-            admin.RegisterInsurerKey(request, metadata=metadata)
-        assert raised.value.code() == grpc.StatusCode.UNAUTHENTICATED
-    with pytest.raises(grpc.RpcError):
-        admin.ListInsurerKeys(admin_service_pb2.ListInsurerKeysRequest())
+    for role, name in (("insurer", INSURER), ("auditor", "auditor"), ("portal", "SA")):
+        with server.channel(role, name) as channel:
+            admin = admin_service_pb2_grpc.AdminServiceStub(channel)
+            with pytest.raises(grpc.RpcError) as raised:
+                admin.RegisterInsurerKey(request)
+            error = from_rpc_error(raised.value)
+            assert error.code == grpc.StatusCode.PERMISSION_DENIED
+            assert error.reason == "ROLE_NOT_ALLOWED"
+    with server.channel("operator", "operator") as channel:
+        keys = admin_service_pb2_grpc.AdminServiceStub(channel).ListInsurerKeys(
+            admin_service_pb2.ListInsurerKeysRequest()
+        )
+    assert list(keys.keys) == []  # nothing was registered by the refused calls
 
 
 def test_admin_refuses_bad_keys_and_lists_good_ones(
-    server: ServerHandle, channel: grpc.Channel, insurer_signer: Ed25519Signer
+    server: ServerHandle, insurer_signer: Ed25519Signer
 ) -> None:
-    admin = admin_service_pb2_grpc.AdminServiceStub(channel)
-    auth = [("authorization", f"Bearer {server.admin_token}")]
+    operator_channel = server.channel("operator", "operator")
+    admin = admin_service_pb2_grpc.AdminServiceStub(operator_channel)
     bad = [
         admin_service_pb2.RegisterInsurerKeyRequest(insurer_id=INSURER, public_key=b"short"),
         admin_service_pb2.RegisterInsurerKeyRequest(
@@ -240,27 +258,23 @@ def test_admin_refuses_bad_keys_and_lists_good_ones(
     ]
     for request in bad:
         with pytest.raises(grpc.RpcError) as raised:
-            admin.RegisterInsurerKey(request, metadata=auth)
+            admin.RegisterInsurerKey(request)
         assert raised.value.code() == grpc.StatusCode.INVALID_ARGUMENT
-    assert (
-        list(admin.ListInsurerKeys(admin_service_pb2.ListInsurerKeysRequest(), metadata=auth).keys)
-        == []
-    )
+    assert list(admin.ListInsurerKeys(admin_service_pb2.ListInsurerKeysRequest()).keys) == []
     good = admin_service_pb2.RegisterInsurerKeyRequest(
         insurer_id=INSURER, public_key=insurer_signer.public_key
     )
-    first = admin.RegisterInsurerKey(good, metadata=auth).key
-    assert admin.RegisterInsurerKey(good, metadata=auth).key == first  # idempotent
+    first = admin.RegisterInsurerKey(good).key
+    assert admin.RegisterInsurerKey(good).key == first  # idempotent
     other = admin_service_pb2.RegisterInsurerKeyRequest(
         insurer_id="desert-care", public_key=insurer_signer.public_key
     )
     with pytest.raises(grpc.RpcError) as raised:
-        admin.RegisterInsurerKey(other, metadata=auth)
+        admin.RegisterInsurerKey(other)
     assert raised.value.code() == grpc.StatusCode.ALREADY_EXISTS
-    listed = admin.ListInsurerKeys(
-        admin_service_pb2.ListInsurerKeysRequest(insurer_id=INSURER), metadata=auth
-    )
+    listed = admin.ListInsurerKeys(admin_service_pb2.ListInsurerKeysRequest(insurer_id=INSURER))
     assert [key.key_id for key in listed.keys] == [first.key_id]
+    operator_channel.close()
 
 
 def test_a_receipt_from_another_log_is_rejected(

@@ -6,7 +6,6 @@ import datetime as dt
 import subprocess
 import sys
 
-import grpc
 import pytest
 
 from clients.insurer import sign_event
@@ -27,7 +26,7 @@ def test_receipts_verify_offline_and_every_tampering_fails(
 ) -> None:
     onboard(server, operator_signer, INSURER, insurer_signer)
     key = VerifierKey.parse(server.log_verifier_key)
-    with grpc.insecure_channel(server.address) as channel:
+    with server.channel("insurer", INSURER) as channel:
         stub = pb_grpc.LedgerServiceStub(channel)
         for event in sample_events(5, INSURER, dt.datetime.now(dt.UTC)):
             envelope = sign_event(event, insurer_signer)

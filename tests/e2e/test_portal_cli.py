@@ -42,8 +42,7 @@ def test_insurer_submit_then_coverage_check(
     code, output = _run(
         "insurer",
         "submit",
-        "--server",
-        server.address,
+        *server.cli_arguments("insurer", INSURER),
         "--log-verifier",
         server.log_verifier_key,
         "--key",
@@ -56,8 +55,7 @@ def test_insurer_submit_then_coverage_check(
     code, output = _run(
         "insurer",
         "submit",
-        "--server",
-        server.address,
+        *server.cli_arguments("insurer", INSURER),
         "--log-verifier",
         server.log_verifier_key,
         "--key",
@@ -71,8 +69,7 @@ def test_insurer_submit_then_coverage_check(
     code, output = _run(
         "insurer",
         "submit",
-        "--server",
-        server.address,
+        *server.cli_arguments("insurer", INSURER),
         "--log-verifier",
         server.log_verifier_key,
         "--key",
@@ -84,8 +81,9 @@ def test_insurer_submit_then_coverage_check(
     base = [
         "coverage",
         "check",
-        "--server",
-        server.address,
+        *server.cli_arguments("portal", "SA"),
+        "--jurisdiction",
+        "SA",
         "--log-verifier",
         server.log_verifier_key,
     ]

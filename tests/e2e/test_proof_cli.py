@@ -10,7 +10,6 @@ import argparse
 import datetime as dt
 from pathlib import Path
 
-import grpc
 import pytest
 
 from clients.cli_proof import register
@@ -37,7 +36,7 @@ def receipts(
 ) -> list[VerifiedReceipt]:
     onboard(server, operator_signer, INSURER, insurer_signer)
     log = TrustedLog.from_verifier_key(server.log_verifier_key)
-    with grpc.insecure_channel(server.address) as channel:
+    with server.channel("insurer", INSURER) as channel:
         insurer = InsurerClient(channel, signer=insurer_signer, log=log)
         results = list(insurer.submit_stream(sample_events(12, INSURER, dt.datetime.now(dt.UTC))))
     assert all(isinstance(result, VerifiedReceipt) for result in results), results
@@ -53,7 +52,8 @@ def test_export_then_verify_offline(
     receipt = receipts[5]
     out = tmp_path / "leaf.tlog-proof"
     assert _run(
-        "proof", "export", "--server", server.address, "--leaf-index", str(receipt.leaf_index),
+        "proof", "export", *server.cli_arguments("auditor", "auditor"),
+        "--leaf-index", str(receipt.leaf_index),
         "--out", str(out),
     ) == 0  # fmt: skip
     entry_file = tmp_path / "leaf.tlog-proof.entry"
@@ -88,7 +88,8 @@ def test_export_at_a_tree_size_and_check_with_the_log_key(
     size = receipt.checkpoint.size
     out = tmp_path / "at-size.tlog-proof"
     assert _run(
-        "proof", "export", "--server", server.address, "--leaf-index", str(receipt.leaf_index),
+        "proof", "export", *server.cli_arguments("auditor", "auditor"),
+        "--leaf-index", str(receipt.leaf_index),
         "--tree-size", str(size), "--out", str(out), "--log-verifier", server.log_verifier_key,
     ) == 0  # fmt: skip
     assert "checked: checkpoint signed by" in capsys.readouterr().out
@@ -109,7 +110,8 @@ def test_a_changed_entry_or_another_key_fails_with_exit_1(
     out = tmp_path / "leaf.tlog-proof"
     leaf_index = receipts[3].leaf_index
     assert _run(
-        "proof", "export", "--server", server.address, "--leaf-index", str(leaf_index),
+        "proof", "export", *server.cli_arguments("auditor", "auditor"),
+        "--leaf-index", str(leaf_index),
         "--out", str(out),
     ) == 0  # fmt: skip
     entry = (tmp_path / "leaf.tlog-proof.entry").read_bytes()
@@ -149,7 +151,8 @@ def test_export_of_a_leaf_beyond_the_log_fails_with_exit_1(
 ) -> None:
     out = tmp_path / "none.tlog-proof"
     assert _run(
-        "proof", "export", "--server", server.address, "--leaf-index", "100000",
+        "proof", "export", *server.cli_arguments("auditor", "auditor"),
+        "--leaf-index", "100000",
         "--out", str(out),
     ) == 1  # fmt: skip
     assert "leaf 100000 is not in" in capsys.readouterr().err

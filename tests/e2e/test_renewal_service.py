@@ -42,7 +42,7 @@ def stack(
     try:
         onboard(server, operator_signer, AUTHORITY, authority)
         trusted = TrustedLog.from_verifier_key(server.log_verifier_key)
-        with grpc.insecure_channel(server.address) as channel:
+        with server.channel("portal", "KW") as channel:
             yield server, RenewalClient(channel, log=trusted), channel
     finally:
         server.stop()
@@ -84,7 +84,7 @@ def _entries(database_url: str) -> int:
 def test_a_kuwaiti_renewal_is_quoted_paid_and_recorded_with_a_verified_receipt(
     stack: tuple[ServerHandle, RenewalClient, grpc.Channel], database_url: str
 ) -> None:
-    _, renewals, _ = stack
+    server, renewals, _ = stack
     quote = renewals.quote(_kuwait_family(1, 4)).quote
     assert quote.payable and quote.total.currency_code == "KWD"
     assert quote.total.amount_minor == sum(line.amount.amount_minor for line in quote.lines)
@@ -101,7 +101,16 @@ def test_a_kuwaiti_renewal_is_quoted_paid_and_recorded_with_a_verified_receipt(
         renewals.start_payment(quote.quote_id, "portal-key-0001", gateway="knet")
     assert raised.value.code == grpc.StatusCode.ALREADY_EXISTS
     assert [v.field for v in raised.value.field_violations] == ["gateway"]
-    refunded = renewals.refund(payment.payment_id, 1_000, "refund-key-0001", "duplicate fee")
+    # A portal may not refund (PERMISSION_DENIED, nothing written); the renewal authority may.
+    with pytest.raises(ClientError) as raised:
+        renewals.refund(payment.payment_id, 1_000, "refund-key-0001", "duplicate fee")
+    assert raised.value.code == grpc.StatusCode.PERMISSION_DENIED
+    assert _entries(database_url) == before
+    with server.channel("authority", AUTHORITY) as channel:
+        authority = RenewalClient(
+            channel, log=TrustedLog.from_verifier_key(server.log_verifier_key)
+        )
+        refunded = authority.refund(payment.payment_id, 1_000, "refund-key-0001", "duplicate fee")
     assert refunded.refunded_minor == 1_000
     assert _entries(database_url) == before + 1  # the refund, once
     by_quote = renewals.get(quote_id=quote.quote_id)
@@ -111,7 +120,11 @@ def test_a_kuwaiti_renewal_is_quoted_paid_and_recorded_with_a_verified_receipt(
 def test_a_saudi_renewal_is_refused_while_a_member_is_uninsured(
     stack: tuple[ServerHandle, RenewalClient, grpc.Channel], database_url: str
 ) -> None:
-    _, renewals, _ = stack
+    server, _, _ = stack
+    saudi_portal = server.channel("portal", "SA")
+    renewals = RenewalClient(
+        saudi_portal, log=TrustedLog.from_verifier_key(server.log_verifier_key)
+    )
     request = pb.QuoteRenewalRequest(
         jurisdiction="SA",
         sponsor=person(900),
@@ -129,6 +142,7 @@ def test_a_saudi_renewal_is_refused_while_a_member_is_uninsured(
         renewals.start_payment(response.quote.quote_id, "portal-key-sa-1", gateway="simulated")
     assert raised.value.reason == "QUOTE_NOT_PAYABLE"
     assert _entries(database_url) == before
+    saudi_portal.close()
 
 
 @pytest.mark.parametrize(
@@ -155,8 +169,12 @@ def test_bad_quote_requests_are_invalid_argument_and_write_nothing(
     mutate(request)  # type: ignore[operator]
     with pytest.raises(ClientError) as raised:
         renewals.quote(request)
-    assert raised.value.code == grpc.StatusCode.INVALID_ARGUMENT
-    assert field in [v.field for v in raised.value.field_violations], str(raised.value)
+    if field == "jurisdiction":
+        # A portal/KW asking for another jurisdiction is refused before validation.
+        assert raised.value.code == grpc.StatusCode.PERMISSION_DENIED, str(raised.value)
+    else:
+        assert raised.value.code == grpc.StatusCode.INVALID_ARGUMENT
+        assert field in [v.field for v in raised.value.field_violations], str(raised.value)
     engine = create_ledger_engine(database_url)
     try:
         with engine.connect() as connection:
@@ -168,7 +186,7 @@ def test_bad_quote_requests_are_invalid_argument_and_write_nothing(
 def test_a_server_without_an_authority_key_has_no_renewal_service(
     server: ServerHandle,
 ) -> None:
-    with grpc.insecure_channel(server.address) as channel:
+    with server.channel("portal", "KW") as channel:
         client = RenewalClient(channel, log=TrustedLog.from_verifier_key(server.log_verifier_key))
         with pytest.raises(ClientError) as raised:
             client.quote(_kuwait_family(3))
@@ -193,8 +211,7 @@ def test_the_renew_command_quotes_pays_and_prints_the_receipt(
         code = main(
             [
                 "renew",
-                "--server",
-                server.address,
+                *server.cli_arguments("portal", "KW"),
                 "--log-verifier",
                 server.log_verifier_key,
                 "--request",
@@ -248,15 +265,18 @@ def test_bad_payment_requests_are_invalid_argument_and_write_nothing(
     from clients.errors import from_rpc_error
     from payments.v1 import renewal_service_pb2_grpc as pb_grpc
 
-    _, renewals, channel = stack
+    _, renewals, _ = stack
     quote = renewals.quote(_kuwait_family(12)).quote
     request_type = getattr(pb, f"{method}Request")
     defaults = (
         {"quote_id": quote.quote_id, "gateway": "simulated"} if method == "StartPayment" else {}
     )
     request = request_type(**{**defaults, **fields})
-    with pytest.raises(grpc.RpcError) as raised:
-        getattr(pb_grpc.RenewalServiceStub(channel), method)(request)
+    server, _, _ = stack
+    # Refunds are the renewal authority's; every other call here is the portal's.
+    role, name = ("authority", AUTHORITY) if method == "RefundPayment" else ("portal", "KW")
+    with server.channel(role, name) as caller, pytest.raises(grpc.RpcError) as raised:
+        getattr(pb_grpc.RenewalServiceStub(caller), method)(request)
     error = from_rpc_error(raised.value)
     assert error.code == grpc.StatusCode.INVALID_ARGUMENT, str(error)
     assert field in [v.field for v in error.field_violations], str(error)

@@ -47,13 +47,13 @@ class Keys:
 def _register(
     server: ServerHandle, insurer: str, signer: Ed25519Signer, **window: dt.datetime
 ) -> None:
-    stub = admin_service_pb2_grpc.AdminServiceStub(grpc.insecure_channel(server.address))
     request = admin_service_pb2.RegisterInsurerKeyRequest(
         insurer_id=insurer, public_key=signer.public_key
     )
     for name, instant in window.items():
         getattr(request, name).FromDatetime(instant)
-    stub.RegisterInsurerKey(request, metadata=[("authorization", f"Bearer {server.admin_token}")])
+    with server.channel("operator", "operator") as channel:
+        admin_service_pb2_grpc.AdminServiceStub(channel).RegisterInsurerKey(request)
 
 
 @pytest.fixture
@@ -71,17 +71,18 @@ def keys(server: ServerHandle, operator_signer: Ed25519Signer) -> Keys:
     )
     _register(server, INSURER, keys.revoked)
     _register(server, INSURER, keys.future, valid_from=NOW + dt.timedelta(days=30))
-    stub = admin_service_pb2_grpc.AdminServiceStub(grpc.insecure_channel(server.address))
-    stub.RevokeInsurerKey(
-        admin_service_pb2.RevokeInsurerKeyRequest(key_id=insurer_key_id(keys.revoked.public_key)),
-        metadata=[("authorization", f"Bearer {server.admin_token}")],
-    )
+    with server.channel("operator", "operator") as channel:
+        admin_service_pb2_grpc.AdminServiceStub(channel).RevokeInsurerKey(
+            admin_service_pb2.RevokeInsurerKeyRequest(
+                key_id=insurer_key_id(keys.revoked.public_key)
+            )
+        )
     return keys
 
 
 @pytest.fixture
 def stub(server: ServerHandle) -> Iterator[pb_grpc.LedgerServiceStub]:
-    with grpc.insecure_channel(server.address) as channel:
+    with server.channel("insurer", INSURER) as channel:
         yield pb_grpc.LedgerServiceStub(channel)
 
 
@@ -258,7 +259,7 @@ def test_a_refused_event_in_a_stream_gets_its_own_status_and_the_stream_goes_on(
     server: ServerHandle, keys: Keys, database_url: str
 ) -> None:
     trusted = TrustedLog.from_verifier_key(server.log_verifier_key)
-    with grpc.insecure_channel(server.address) as channel:
+    with server.channel("insurer", INSURER) as channel:
         client = InsurerClient(channel, signer=keys.good, log=trusted)
         envelopes = [client.sign(policy_issued(number, INSURER, NOW)) for number in range(5)]
         _flip_signature_bit(envelopes[2], keys)
@@ -279,7 +280,7 @@ def test_an_event_id_reused_with_other_content_is_already_exists(
     server: ServerHandle, keys: Keys, database_url: str
 ) -> None:
     trusted = TrustedLog.from_verifier_key(server.log_verifier_key)
-    with grpc.insecure_channel(server.address) as channel:
+    with server.channel("insurer", INSURER) as channel:
         client = InsurerClient(channel, signer=keys.good, log=trusted)
         first = client.submit(_event())
         assert client.submit(_event()).leaf_index == first.leaf_index

@@ -1,0 +1,217 @@
+"""The authorization table: which role may call which RPC, and how the caller's name limits it.
+
+One table, as data, enforced by one interceptor (ledger/rpc/interceptor.py) before any
+servicer runs. **Default deny**: a method without a row is refused, whoever calls it. Health
+checking and reflection are open (they reveal nothing but which services exist). Extensions
+(the payments' RenewalService) add their rows through ``ServerContext.authorization``, so the
+ledger never imports them. docs/security.md renders this table (and a test keeps them equal).
+
+How a caller's name limits a call (:class:`Limit`):
+  ANY          the role is enough;
+  SIGNER       the DSSE-verified signer of every submitted event must be the caller
+               (insurer/acme-health submits only events signed as acme-health; operator/<any>
+               only events signed as the operator); checked after admission verified the
+               signature, by :func:`check_signer` (the ledger calls it, the servicers do not);
+  JURISDICTION the request's jurisdiction must be the caller's name (portal/KW asks for KW);
+               a request names it in a field, or a resolver the row carries finds it (e.g. the
+               jurisdiction of the quote a payment pays).
+"""
+
+from __future__ import annotations
+
+import contextvars
+import enum
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+
+from ledger.coverage.projector import OPERATOR_ID
+from ledger.errors import PermissionDenied
+from ledger.rpc.identity import Caller
+
+__all__ = [
+    "OPEN_METHOD_PREFIXES",
+    "AuthorizationTable",
+    "Grant",
+    "Limit",
+    "Rule",
+    "check_signer",
+    "ledger_rules",
+    "render_markdown",
+    "signer_principal_required",
+]
+
+OPEN_METHOD_PREFIXES = (
+    "/grpc.health.v1.Health/",
+    "/grpc.reflection.v1alpha.ServerReflection/",
+    "/grpc.reflection.v1.ServerReflection/",
+)
+"""Methods any client may call, with or without a certificate."""
+
+
+class Limit(enum.Enum):
+    """How the caller's name limits a call (see the module doc)."""
+
+    ANY = "any name"
+    SIGNER = "signer = caller"
+    JURISDICTION = "jurisdiction = caller"
+
+
+JurisdictionResolver = Callable[[object], str | None]
+"""Finds the jurisdiction of what a request names (a quote, a payment). None: it names nothing
+that exists, and the servicer refuses the request itself (NOT_FOUND, INVALID_ARGUMENT). Runs in
+a thread: it may read the database."""
+
+
+@dataclass(frozen=True)
+class Grant:
+    """One role allowed on a method, and how its name limits the call."""
+
+    role: str
+    limit: Limit = Limit.ANY
+    jurisdiction_field: str = "jurisdiction"
+    """For JURISDICTION: the request field naming it (when no resolver is given)."""
+    resolver: JurisdictionResolver | None = field(default=None, compare=False)
+    """For JURISDICTION: how to find it when the request only names a quote or payment."""
+
+    def describe(self) -> str:
+        """``role`` or ``role (limit)``, for the rendered table."""
+        if self.limit is Limit.ANY:
+            return self.role
+        if self.limit is Limit.JURISDICTION and self.resolver is None:
+            return f"{self.role} (request.{self.jurisdiction_field} = name)"
+        if self.limit is Limit.JURISDICTION:
+            return f"{self.role} (jurisdiction of the quote/payment = name)"
+        return f"{self.role} (event signer = {'operator' if self.role == 'operator' else 'name'})"
+
+
+@dataclass(frozen=True)
+class Rule:
+    """A row: a full method name and who may call it."""
+
+    method: str
+    grants: tuple[Grant, ...] = ()
+    any_authenticated: bool = False
+    """True: every authenticated caller may call it (checkpoints and consistency proofs, which
+    witnesses need), whatever its role."""
+
+    def grant_for(self, caller: Caller) -> Grant | None:
+        """The grant that lets ``caller`` call, or None."""
+        for grant in self.grants:
+            if grant.role == caller.role:
+                return grant
+        return Grant(caller.role) if self.any_authenticated else None
+
+
+class AuthorizationTable:
+    """Full method name -> rule. Rows are added once, at start-up; a duplicate is a bug."""
+
+    def __init__(self, rules: Iterable[Rule] = ()) -> None:
+        self._rules: dict[str, Rule] = {}
+        self.add(rules)
+
+    def add(self, rules: Iterable[Rule]) -> None:
+        """Add rows (an extension adds its own); refuse a method that already has one."""
+        for rule in rules:
+            if rule.method in self._rules:
+                raise ValueError(f"two authorization rows for {rule.method}")
+            self._rules[rule.method] = rule
+
+    def rule(self, method: str) -> Rule | None:
+        """The row of ``method`` (``/package.Service/Method``), or None: refused."""
+        return self._rules.get(method)
+
+    def __iter__(self) -> Iterator[Rule]:
+        return iter(sorted(self._rules.values(), key=lambda rule: rule.method))
+
+
+def _rows(service: str, grants: dict[str, tuple[Grant, ...]]) -> list[Rule]:
+    return [Rule(f"/{service}/{method}", granted) for method, granted in grants.items()]
+
+
+_LOG_READERS = (Grant("auditor"), Grant("operator"))
+_SUBMITTERS = (
+    Grant("insurer", Limit.SIGNER),
+    Grant("authority", Limit.SIGNER),
+    Grant("operator", Limit.SIGNER),
+)
+_PERSON_READERS = (Grant("auditor"), Grant("operator"))
+"""Who may read a person's data without a jurisdiction: the auditor (to check) and the
+operator (to answer a person's own request). Portals check households only."""
+
+
+def ledger_rules() -> list[Rule]:
+    """The rows of the ledger's own services (LedgerService, CoverageService, AdminService)."""
+    ledger = "ledger.v1.LedgerService"
+    coverage = "ledger.v1.CoverageService"
+    admin = "ledger.v1.AdminService"
+    operator_only = (Grant("operator"),)
+    return [
+        *_rows(ledger, {"SubmitEvent": _SUBMITTERS, "SubmitEvents": _SUBMITTERS}),
+        Rule(f"/{ledger}/GetCheckpoint", any_authenticated=True),
+        Rule(f"/{ledger}/GetConsistencyProof", any_authenticated=True),
+        *_rows(ledger, {"GetEntries": _LOG_READERS, "GetInclusionProof": _LOG_READERS}),
+        *_rows(
+            coverage,
+            {
+                "GetCoverage": _PERSON_READERS,
+                "CheckHousehold": (*_PERSON_READERS, Grant("portal", Limit.JURISDICTION)),
+                "ListPolicyHistory": _PERSON_READERS,
+                "FindEntries": _PERSON_READERS,
+                "GetCoverageCertificate": _PERSON_READERS,
+            },
+        ),
+        *_rows(
+            admin,
+            {
+                "RegisterInsurerKey": operator_only,
+                "RevokeInsurerKey": operator_only,
+                "ListInsurerKeys": operator_only,
+            },
+        ),
+    ]
+
+
+_signer_required: contextvars.ContextVar[str | None] = contextvars.ContextVar(
+    "policy_ledger_signer_required", default=None
+)
+
+
+def signer_principal_required(caller: Caller, grant: Grant) -> str | None:
+    """The signer principal every event of this call must have (None: no limit)."""
+    if grant.limit is not Limit.SIGNER:
+        return None
+    return OPERATOR_ID if caller.role == "operator" else caller.name
+
+
+def set_signer_required(principal: str | None) -> None:
+    """Remember, for this call, which signer its events must have (the interceptor does)."""
+    _signer_required.set(principal)
+
+
+def check_signer(signer_principal: str) -> None:
+    """Raise PERMISSION_DENIED unless the call under way may submit events signed by
+    ``signer_principal`` (the DSSE-verified signer: Event.insurer_id after verification).
+
+    Calls outside a limited RPC (the payments' own recorder, tests on the appender) pass.
+    """
+    required = _signer_required.get()
+    if required is not None and signer_principal != required:
+        raise PermissionDenied(
+            f"this caller may submit events signed by {required!r} only, not by "
+            f"{signer_principal!r}",
+            reason="SIGNER_NOT_CALLER",
+            metadata={"signer": signer_principal, "caller_may_sign_as": required},
+        )
+
+
+def render_markdown(table: AuthorizationTable) -> str:
+    """The table as the Markdown docs/security.md shows (a test keeps the doc equal to it)."""
+    lines = ["| method | who may call it |", "|---|---|"]
+    for rule in table:
+        who = [grant.describe() for grant in rule.grants]
+        if rule.any_authenticated:
+            who.append("any authenticated caller")
+        lines.append(f"| `{rule.method}` | {', '.join(who) or 'nobody'} |")
+    open_methods = ", ".join(f"`{prefix}*`" for prefix in OPEN_METHOD_PREFIXES)
+    lines.append(f"| {open_methods} | anyone, with or without a certificate |")
+    return "\n".join(lines) + "\n"
