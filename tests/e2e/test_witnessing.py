@@ -127,7 +127,8 @@ def test_verifiers_apply_a_witness_policy_to_served_checkpoints(
         tree_size = verify_checkpoint(_latest_note(server), log_key).size
         _wait_cosigned(server, tree_size, 1)
         bundle = tmp_path / "leaf.tlog-proof"
-        export = ["proof", "export", *server.cli_arguments("auditor", "auditor"), "--leaf-index", "0"]
+        export = ["proof", "export", *server.cli_arguments("auditor", "auditor")]
+        export += ["--leaf-index", "0"]
         assert _run(*export, "--out", str(bundle)) == 0
         verify = ["proof", "verify", "--bundle", str(bundle), "--entry", f"{bundle}.entry"]
         verify += ["--log-verifier", server.log_verifier_key]
@@ -276,7 +277,8 @@ def test_certificate_verify_applies_the_policy_to_the_bundles_checkpoint(
         _wait_cosigned(server, receipt.leaf_index + 1, 1)
         out = tmp_path / "card.json"
         person = f"SA:RESIDENCE_ID:{samples.iqama(16).value}"
-        get = ["certificate", "get", *server.cli_arguments("operator", "operator"), "--person", person]
+        get = ["certificate", "get", *server.cli_arguments("operator", "operator")]
+        get += ["--person", person]
         assert run(*get, "--date", now.date().isoformat(), "--out", str(out)) == 0
         cosigner, other = server_key(witnesses[0]).encode(), server_key(witnesses[1]).encode()
         verify = ["certificate", "verify", "--certificate", str(out)]
