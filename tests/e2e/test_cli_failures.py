@@ -160,8 +160,12 @@ def test_a_private_key_given_as_the_verifier_or_a_public_one_as_the_key_file_get
     )  # fmt: skip
     assert code == EXIT_USAGE and "PRIVATE signer key" in err
     code, err = _cli(
-        "serve", "--log-key-file", files["pub"], "--insecure-plaintext",
-        "--database", sqlite_url(files["dir"] + "/y.db")
+        "serve",
+        "--log-key-file",
+        files["pub"],
+        "--insecure-plaintext",
+        "--database",
+        sqlite_url(files["dir"] + "/y.db"),
     )
     assert code == EXIT_USAGE and "public verifier key" in err
 
