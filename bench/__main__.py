@@ -38,6 +38,7 @@ from clients.insurer import sign_event
 from clients.operator import OPERATOR_ID, OperatorClient
 from clients.samples import policy_issued, sample_events
 from clients.verify import TrustedLog
+from ledger.signers import SignerRole
 from ledger.signing import Ed25519Signer, format_signer_key, format_verifier_key
 from ledger.storage.db import sqlite_url
 from ledger.v1 import ledger_service_pb2 as pb
@@ -118,6 +119,8 @@ class ServerProcess:
             str(folder / "log.key"),
             "--admin-token-file",
             str(folder / "admin.token"),
+            "--operator-verifier",
+            format_verifier_key(_OPERATOR),
             "--port-file",
             str(port_file),
         ]
@@ -142,15 +145,21 @@ class ServerProcess:
         self.log.close()
 
 
+_OPERATOR = Ed25519Signer.generate(OPERATOR_ID)
+"""The operator of every bench server (named by its genesis entry)."""
+
+
 def _onboard(
-    channel: grpc.Channel, log_signer: Ed25519Signer, public_key: bytes, principal: str = INSURER
+    channel: grpc.Channel,
+    log_signer: Ed25519Signer,
+    public_key: bytes,
+    principal: str = INSURER,
+    role: SignerRole = SignerRole.INSURER,
 ) -> None:
-    """Register the operator's and the principal's keys and license the principal."""
-    operator_signer = Ed25519Signer.generate(OPERATOR_ID)
+    """Register the principal's key in ``role`` (and license an insurer), as operator events."""
     operator = OperatorClient(
         channel,
-        admin_token="bench-token",
-        signer=operator_signer,
+        signer=_OPERATOR,
         log=TrustedLog.from_verifier_key(format_verifier_key(log_signer)),
     )
     operator.onboard(
@@ -159,6 +168,7 @@ def _onboard(
         name="Bench principal",
         licence_number="BENCH-1",
         valid_from=dt.datetime.now(dt.UTC) - dt.timedelta(days=1),
+        role=role,
     )
 
 
@@ -352,7 +362,13 @@ def bench_renewals(folder: Path, renewals_count: int) -> None:
     )
     try:
         with grpc.insecure_channel(server.address) as channel:
-            _onboard(channel, log_signer, authority.public_key, principal="kw-gov-health")
+            _onboard(
+                channel,
+                log_signer,
+                authority.public_key,
+                principal="kw-gov-health",
+                role=SignerRole.AUTHORITY,
+            )
             client = RenewalClient(
                 channel, log=TrustedLog.from_verifier_key(format_verifier_key(log_signer))
             )
@@ -433,13 +449,13 @@ def bench_audit(folder: Path, entries: int) -> None:
     line(f"ceiling: Ed25519 verify x {cores} cores", f"{ceiling:,.0f}/s")
     ledger_file = SqliteLedger(database)
     key = VerifierKey.parse(format_verifier_key(signer))
-    [(_, _, note)] = ledger_file.checkpoint_rows()
+    note = ledger_file.checkpoint_rows()[-1][2]
     checkpoint = verify_checkpoint(note, key)
     started = time.perf_counter()
     report = audit(
         ledger_file.entries(checkpoint.size),
         checkpoint,
-        ledger_file.key_history(),
+        key.public_key,
         workers=cores,
     )
     elapsed = time.perf_counter() - started

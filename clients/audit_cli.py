@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import base64
-import datetime as dt
 import json
 import os
 import sys
@@ -96,37 +95,10 @@ def fetch_checkpoint_note(address: str, tree_size: int = 0) -> bytes:
     return bytes(response.checkpoint)
 
 
-def _grpc_keys(address: str, token: str) -> dict[str, Any]:
-    import grpc
-
-    from clients.offline.audit import KeyRecord
-    from ledger.v1 import admin_service_pb2, admin_service_pb2_grpc
-
-    def instant(message: Any, present: bool) -> dt.datetime | None:
-        return message.ToDatetime(tzinfo=dt.UTC) if present else None
-
-    with grpc.insecure_channel(address) as channel:
-        response = admin_service_pb2_grpc.AdminServiceStub(channel).ListInsurerKeys(
-            admin_service_pb2.ListInsurerKeysRequest(),
-            metadata=(("authorization", f"Bearer {token}"),),
-            timeout=30,
-        )
-    keys = {}
-    for key in response.keys:
-        keys[key.key_id] = KeyRecord(
-            key_id=key.key_id,
-            principal=key.insurer_id,
-            public_key=bytes(key.public_key),
-            valid_from=key.valid_from.ToDatetime(tzinfo=dt.UTC),
-            valid_until=instant(key.valid_until, key.HasField("valid_until")),
-            revoked_at=instant(key.revoked_at, key.HasField("revoked_at")),
-        )
-    return keys
-
-
 def _sources(args: argparse.Namespace, key: Any, state: TrustedState) -> tuple[Any, ...]:
-    """(checkpoint note, checkpoint, trusted checkpoints, key history, entries)."""
-    from clients.offline.audit import AuditFailure, load_key_history
+    """(checkpoint note, checkpoint, trusted checkpoints, entries). The key history is not a
+    source: the audit learns it from the entries themselves."""
+    from clients.offline.audit import AuditFailure
     from clients.offline.merkle import VerificationFailure
     from clients.offline.note import verify_checkpoint
     from clients.offline.sources import SqliteLedger
@@ -145,19 +117,11 @@ def _sources(args: argparse.Namespace, key: Any, state: TrustedState) -> tuple[A
                     f"size {size}, root {root.hex()}",
                 )
         notes = [note for _, _, note in rows]
-        keys = load_key_history(Path(args.keys)) if args.keys else database.key_history()
         trusted = [*state.checkpoints, *stored[:-1]]
-        return notes[-1], stored[-1], trusted, keys, database.entries(stored[-1].size)
+        return notes[-1], stored[-1], trusted, database.entries(stored[-1].size)
     note = fetch_checkpoint_note(args.server)
     checkpoint = verify_checkpoint(note, key)
-    if args.keys:
-        keys = load_key_history(Path(args.keys))
-    elif args.admin_token_file:
-        token = Path(args.admin_token_file).read_text(encoding="utf-8").strip()
-        keys = _grpc_keys(args.server, token)
-    else:
-        raise ValueError("--keys or --admin-token-file is required with --server")
-    return note, checkpoint, state.checkpoints, keys, fetch_entries(args.server, checkpoint.size)
+    return note, checkpoint, state.checkpoints, fetch_entries(args.server, checkpoint.size)
 
 
 def _fail(args: argparse.Namespace, error: Exception) -> int:
@@ -204,7 +168,7 @@ def _verify(args: argparse.Namespace) -> int:
     try:
         key = _log_key(args.log_key)
         state = TrustedState(Path(args.state) if args.state else None, key)
-        note, checkpoint, trusted, keys, entries = _sources(args, key, state)
+        note, checkpoint, trusted, entries = _sources(args, key, state)
         with Progress(
             TextColumn("auditing"),
             BarColumn(),
@@ -222,7 +186,12 @@ def _verify(args: argparse.Namespace) -> int:
                     progress.update(task, completed=done, rate=f"{rate:,.0f}/s")
 
             report = audit(
-                entries, checkpoint, keys, trusted=trusted, progress=advance, workers=args.workers
+                entries,
+                checkpoint,
+                key.public_key,
+                trusted=trusted,
+                progress=advance,
+                workers=args.workers,
             )
     except (VerificationFailure, OSError, ValueError, KeyError) as error:
         return _fail(args, error)
@@ -236,7 +205,7 @@ def _verify(args: argparse.Namespace) -> int:
         return 0
     print(
         f"verified: {report.entries_checked:,} entries re-hashed, "
-        f"{report.signatures_checked:,} signatures verified against the key history, "
+        f"{report.signatures_checked:,} signatures verified against the key history in the log, "
         f"{report.checkpoints_checked} checkpoint(s) matched, root "
         f"{base64.b64encode(report.root_hash).decode()} equals the signed checkpoint of "
         f"size {report.tree_size:,} ({elapsed:.1f} s)"
@@ -309,13 +278,15 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         "verify",
         help="stream every entry, re-hash, re-verify every signature and the root",
         description=(
-            "Full audit against the log's verifier key: every entry re-hashed, every signature\n"
-            "verified against the key history, the root recomputed and compared with the signed\n"
-            "checkpoint and with every checkpoint in --state (rewrites, rollbacks, forks).\n"
+            "Full audit against the log's verifier key alone: every entry re-hashed, every\n"
+            "signature verified against the key valid at that entry in the key history the log\n"
+            "itself records (genesis entry, KeyRegistered, KeyRevoked), the root recomputed and\n"
+            "compared with the signed checkpoint and with every checkpoint in --state (rewrites,\n"
+            "rollbacks, forks).\n"
             "Exit 0 verified, 1 failed (with the entry, what was expected and found).\n\n"
             "Examples:\n"
             "  policy-ledger audit verify --server 127.0.0.1:50051 --log-key @log.pub \\\n"
-            "      --admin-token-file var/admin.token --state auditor.json\n"
+            "      --state auditor.json\n"
             "  policy-ledger audit verify --database var/ledger.db --log-key @log.pub --json"
         ),
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -324,8 +295,6 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     source.add_argument("--server", help="host:port of a policy-ledger server")
     source.add_argument("--database", help="path of a ledger SQLite file (read-only)")
     verify.add_argument("--log-key", required=True, help="the log's verifier key, or @file")
-    verify.add_argument("--keys", help="JSON key history (default: the server's or file's)")
-    verify.add_argument("--admin-token-file", help="read the key history from AdminService")
     verify.add_argument("--state", help="JSON file of checkpoints verified before (updated)")
     verify.add_argument("--json", action="store_true", help="machine-readable report")
     verify.add_argument(

@@ -27,7 +27,7 @@ from clients.audit_cli import fetch_entries as entries_from_server
 from clients.auditor import AuditorClient
 from clients.errors import ClientError
 from clients.insurer import InsurerClient
-from clients.offline.audit import KeyRecord
+from clients.offline.audit import KeyHistory
 from clients.offline.audit import audit as offline_audit
 from clients.offline.note import Checkpoint as OfflineCheckpoint
 from clients.offline.note import VerifierKey, verify_checkpoint
@@ -38,7 +38,8 @@ from clients.samples import iqama, sample_events
 from clients.verify import TrustedLog, VerifiedReceipt
 from ledger.identifiers import example_kuwait_civil_id
 from ledger.keys import insurer_key_id
-from ledger.signing import generate_keypair, parse_signer_key
+from ledger.signers import SignerRole
+from ledger.signing import format_verifier_key, generate_keypair, parse_signer_key
 from ledger.storage.db import sqlite_url
 from ledger.v1 import events_pb2, types_pb2
 from payments.v1 import renewal_service_pb2 as renewal_pb2
@@ -48,7 +49,7 @@ __all__ = ["run_demo"]
 LOG_NAME = "policy-ledger.demo/log"
 INSURER_ID = "gulf-health"
 AUTHORITY_ID = "kw-gov-health"
-"""The collecting authority of Kuwait's renewal fee, a principal licensed like an insurer."""
+"""The collecting authority of Kuwait's renewal fee: a principal of role authority."""
 _START_TIMEOUT_SECONDS = 30.0
 
 
@@ -58,7 +59,7 @@ def say(text: str) -> None:
 
 
 @contextmanager
-def running_server(workdir: Path, admin_token: str) -> Iterator[int]:
+def running_server(workdir: Path, admin_token: str, operator_verifier: str) -> Iterator[int]:
     """Start ``policy-ledger serve`` on a free port; yield the port; stop it with SIGTERM."""
     port_file = workdir / "port"
     (workdir / "admin.token").write_text(admin_token, encoding="utf-8")
@@ -75,6 +76,8 @@ def running_server(workdir: Path, admin_token: str) -> Iterator[int]:
         str(workdir / "log.key"),
         "--admin-token-file",
         str(workdir / "admin.token"),
+        "--operator-verifier",
+        operator_verifier,
         "--port-file",
         str(port_file),
     ]
@@ -138,14 +141,12 @@ def run_demo(*, events_count: int, workdir: Path) -> int:
     say("policy-ledger demo: a signed, append-only ledger of health-insurance policy events")
     say(f"  log key      {log_verifier_key}")
     with (
-        running_server(workdir, admin_token) as port,
+        running_server(workdir, admin_token, format_verifier_key(operator_signer)) as port,
         grpc.insecure_channel(f"127.0.0.1:{port}") as channel,
     ):
         _wait_until_serving(channel)
         say(f"  server       127.0.0.1:{port}, SQLite at {workdir / 'ledger.db'}")
-        operator = OperatorClient(
-            channel, admin_token=admin_token, signer=operator_signer, log=trusted
-        )
+        operator = OperatorClient(channel, signer=operator_signer, log=trusted)
         # Keys are valid from a day back so that events dated today are signable (a key signs
         # only what happened while it was valid); one instant, so re-registering is idempotent.
         keys_valid_from = dt.datetime.now(dt.UTC).replace(microsecond=0) - dt.timedelta(days=1)
@@ -161,18 +162,7 @@ def run_demo(*, events_count: int, workdir: Path) -> int:
             RenewalClient(channel, log=trusted),
             keys_valid_from,
         )
-        signing_keys = {
-            INSURER_ID: insurer_signer.public_key,
-            OPERATOR_ID: operator_signer.public_key,
-            AUTHORITY_ID: authority_signer.public_key,
-        }
-        _audit(
-            AuditorClient(channel, log=trusted),
-            first,
-            signing_keys,
-            f"127.0.0.1:{port}",
-            log_verifier_key,
-        )
+        _audit(AuditorClient(channel, log=trusted), first, f"127.0.0.1:{port}", log_verifier_key)
     say(f"done in {time.monotonic() - started:.1f} s")
     return 0
 
@@ -180,16 +170,19 @@ def run_demo(*, events_count: int, workdir: Path) -> int:
 def _onboard_insurer(
     operator: OperatorClient, insurer_public_key: bytes, valid_from: dt.datetime
 ) -> None:
-    key, receipt = operator.onboard(
+    key, licence = operator.onboard(
         INSURER_ID,
         insurer_public_key,
         name="Gulf Health Cooperative Insurance",
         licence_number="CCHI-DEMO-0042",
         valid_from=valid_from,
     )
+    licence_leaf = licence.leaf_index if licence is not None else "-"
+    key_id = insurer_key_id(insurer_public_key)
     say(
-        f"1. operator registered insurer {INSURER_ID!r} with key {key.key_id} and licensed it "
-        f"(signed licensing event, leaf {receipt.leaf_index})"
+        f"1. operator registered insurer {INSURER_ID!r} with key {key_id}"
+        f" and licensed it (signed KeyRegistered at leaf {key.leaf_index}, InsurerLicensed at "
+        f"leaf {licence_leaf}; leaf 0 is the genesis entry naming the operator's key)"
     )
 
 
@@ -257,6 +250,8 @@ def _renew(
         name="Kuwait government health insurance (renewal fees)",
         licence_number="KW-MOH-RENEWALS",
         valid_from=valid_from,
+        role=SignerRole.AUTHORITY,
+        jurisdiction="KW",
     )
     start = dt.date.today() + dt.timedelta(days=30)
     request = renewal_pb2.QuoteRenewalRequest(
@@ -357,11 +352,7 @@ def _show_refusals(insurer: InsurerClient, occurred_at: dt.datetime) -> None:
 
 
 def _audit(
-    auditor: AuditorClient,
-    first: VerifiedReceipt,
-    signing_keys: dict[str, bytes],
-    address: str,
-    log_verifier_key: str,
+    auditor: AuditorClient, first: VerifiedReceipt, address: str, log_verifier_key: str
 ) -> None:
     latest = auditor.checkpoint()
     say(
@@ -380,15 +371,12 @@ def _audit(
     # The full audit runs the offline verifier (clients/offline: no server code at all).
     key = VerifierKey.parse(log_verifier_key)
     checkpoint = verify_checkpoint(auditor_checkpoint_note(address), key)
-    valid_from = dt.datetime.now(dt.UTC) - dt.timedelta(days=1)
-    history = {
-        insurer_key_id(public): KeyRecord(insurer_key_id(public), principal, public, valid_from)
-        for principal, public in signing_keys.items()
-    }
+    history = KeyHistory(key.public_key)
     report = offline_audit(
         entries_from_server(address, checkpoint.size),
         checkpoint,
-        history,
+        key.public_key,
+        history=history,
         trusted=[
             OfflineCheckpoint(
                 first.checkpoint.origin, first.checkpoint.size, first.checkpoint.root_hash
@@ -400,5 +388,10 @@ def _audit(
         f"   full audit by the offline verifier: {report.entries_checked} entries re-hashed, "
         f"{report.signatures_checked} signatures verified ({signers}), root recomputed and "
         "equal to the checkpoint's, and to the first receipt's at its size"
+    )
+    say(
+        f"   key history learned from the log alone: {len(history.records())} keys "
+        "(genesis, KeyRegistered, KeyRevoked entries), each signature checked against the key "
+        "valid at its entry"
     )
     say("   verdict: the ledger is consistent, complete and signed")

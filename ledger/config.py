@@ -6,6 +6,8 @@ Environment variables (flags of ``policy-ledger serve`` take precedence):
   POLICY_LEDGER_LOG_KEY        file holding the log's signer key (see ``policy-ledger keygen``)
   POLICY_LEDGER_ORIGIN         checkpoint origin; default: the log key's name
   POLICY_LEDGER_ADMIN_TOKEN    bearer token of the AdminService; empty disables it
+  POLICY_LEDGER_OPERATOR_VERIFIER  the operator's verifier key: on an empty log, the genesis
+                               entry registers it; on a non-empty one it must be an operator key
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ class ServerConfig:
     log_key_path: Path = DEFAULT_DATA_DIR / "log.key"
     origin: str = ""
     admin_token: str = ""
+    operator_verifier: str = ""
     migrate: bool = True
     grace_seconds: float = 5.0
     sequencer: SequencerOptions = field(default_factory=SequencerOptions)
@@ -49,6 +52,9 @@ class ServerConfig:
             log_key_path=Path(env.get("POLICY_LEDGER_LOG_KEY", str(defaults.log_key_path))),
             origin=env.get("POLICY_LEDGER_ORIGIN", defaults.origin),
             admin_token=env.get("POLICY_LEDGER_ADMIN_TOKEN", defaults.admin_token),
+            operator_verifier=env.get(
+                "POLICY_LEDGER_OPERATOR_VERIFIER", defaults.operator_verifier
+            ),
         )
 
 
