@@ -299,7 +299,7 @@ def _check_operator_key(connection: Connection, operator_key: bytes) -> None:
         raise FailedPrecondition(
             f"the operator key {key_id} given at start {state} in this log, which already has "
             "its genesis entry: pass one of the log's operator keys (see `policy-ledger admin "
-            "keys list`), or none",
+            "insurer list`), or none",
             reason="OPERATOR_KEY_MISMATCH",
             metadata={"key_id": key_id},
         )
