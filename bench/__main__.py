@@ -42,6 +42,7 @@ from clients.operator import OPERATOR_ID, OperatorClient
 from clients.samples import policy_issued, sample_events
 from clients.verify import TrustedLog
 from ledger.pki import init_directory, issue_into_directory
+from ledger.signers import SignerRole
 from ledger.signing import Ed25519Signer, format_signer_key, format_verifier_key
 from ledger.storage.db import sqlite_url
 from ledger.v1 import ledger_service_pb2 as pb
@@ -145,6 +146,8 @@ class ServerProcess:
             "--log-key-file",
             str(folder / "log.key"),
             *tls_flags(),
+            "--operator-verifier",
+            format_verifier_key(_OPERATOR),
             "--port-file",
             str(port_file),
         ]
@@ -169,25 +172,33 @@ class ServerProcess:
         self.log.close()
 
 
+_OPERATOR = Ed25519Signer.generate(OPERATOR_ID)
+"""The operator of every bench server (named by its genesis entry)."""
+
+
 def _onboard(
-    address: str, log_signer: Ed25519Signer, public_key: bytes, principal: str = INSURER
+    address: str,
+    log_signer: Ed25519Signer,
+    public_key: bytes,
+    principal: str = INSURER,
+    role: SignerRole = SignerRole.INSURER,
 ) -> None:
-    """Register the operator's and the principal's keys and license the principal."""
-    operator_signer = Ed25519Signer.generate(OPERATOR_ID)
+    """Register the principal's key in ``role`` (and license an insurer), as operator events
+    over an operator's mTLS channel."""
     with channel_as(address, "operator-operator") as channel:
-        _onboard_over(channel, operator_signer, log_signer, public_key, principal)
+        _onboard_over(channel, log_signer, public_key, principal, role)
 
 
 def _onboard_over(
     channel: grpc.Channel,
-    operator_signer: Ed25519Signer,
     log_signer: Ed25519Signer,
     public_key: bytes,
     principal: str,
+    role: SignerRole,
 ) -> None:
     operator = OperatorClient(
         channel,
-        signer=operator_signer,
+        signer=_OPERATOR,
         log=TrustedLog.from_verifier_key(format_verifier_key(log_signer)),
     )
     operator.onboard(
@@ -196,6 +207,7 @@ def _onboard_over(
         name="Bench principal",
         licence_number="BENCH-1",
         valid_from=dt.datetime.now(dt.UTC) - dt.timedelta(days=1),
+        role=role,
     )
 
 
@@ -408,7 +420,13 @@ def bench_renewals(folder: Path, renewals_count: int) -> None:
         },
     )
     try:
-        _onboard(server.address, log_signer, authority.public_key, principal="kw-gov-health")
+        _onboard(
+            server.address,
+            log_signer,
+            authority.public_key,
+            principal="kw-gov-health",
+            role=SignerRole.AUTHORITY,
+        )
         with channel_as(server.address, "portal-KW") as channel:
             client = RenewalClient(
                 channel, log=TrustedLog.from_verifier_key(format_verifier_key(log_signer))
@@ -490,13 +508,13 @@ def bench_audit(folder: Path, entries: int) -> None:
     line(f"ceiling: Ed25519 verify x {cores} cores", f"{ceiling:,.0f}/s")
     ledger_file = SqliteLedger(database)
     key = VerifierKey.parse(format_verifier_key(signer))
-    [(_, _, note)] = ledger_file.checkpoint_rows()
+    note = ledger_file.checkpoint_rows()[-1][2]
     checkpoint = verify_checkpoint(note, key)
     started = time.perf_counter()
     report = audit(
         ledger_file.entries(checkpoint.size),
         checkpoint,
-        ledger_file.key_history(),
+        key.public_key,
         workers=cores,
     )
     elapsed = time.perf_counter() - started

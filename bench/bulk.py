@@ -160,6 +160,40 @@ def _signed_chunk(args: tuple[str, int, int]) -> list[tuple[int, bytes, bytes, s
     return rows
 
 
+def _anchor_keys(
+    database: Path, log_signer: Ed25519Signer, insurer: Ed25519Signer, now: dt.datetime
+) -> tuple[int, CompactRange]:
+    """The genesis entry and the insurer's KeyRegistered, through the appender (the audit
+    learns every key from the log); returns the next leaf index and the tree so far."""
+    from clients.operator import key_registered
+    from ledger.dsse import sign_envelope
+    from ledger.keys import insurer_key_id
+    from ledger.signers import SignerRole
+    from ledger.storage.append import Appender, PendingEntry, _read_head
+
+    operator = Ed25519Signer.generate("operator")
+    engine = create_ledger_engine(sqlite_url(database))
+    upgrade(engine)
+    appender = Appender(engine, log_signer, log_signer.name, operator.public_key)
+    appender.initialize(now)
+    event = key_registered(
+        "bench-insurer",
+        insurer.public_key,
+        role=SignerRole.INSURER,
+        valid_from=now - dt.timedelta(days=3650),
+        occurred_at=now,
+    )
+    payload = event.SerializeToString(deterministic=True)
+    operator_key_id = insurer_key_id(operator.public_key)
+    envelope = sign_envelope(EVENT_PAYLOAD_TYPE, payload, operator, operator_key_id)
+    item = PendingEntry(envelope, event.insurer_id, event.event_id, operator_key_id, event)
+    appender.append_batch([item], now)
+    with engine.connect() as connection:
+        head, tree = _read_head(connection)
+    engine.dispose()
+    return head.tree_size, tree
+
+
 def bulk_load_signed(database: Path, log_signer: Ed25519Signer, entries: int) -> Ed25519Signer:
     """Like :func:`bulk_load`, with real DSSE envelopes signed by a registered insurer key (in
     a process pool), for the full-audit figure. Returns the insurer's signer."""
@@ -170,23 +204,14 @@ def bulk_load_signed(database: Path, log_signer: Ed25519Signer, entries: int) ->
 
     insurer = Ed25519Signer.generate("bench-insurer")
     key_id = insurer_key_id(insurer.public_key)
-    engine = create_ledger_engine(sqlite_url(database))
-    upgrade(engine)
-    engine.dispose()
     now = dt.datetime.now(dt.UTC)
-    tree = CompactRange.empty()
+    first, tree = _anchor_keys(database, log_signer, insurer, now)
     connection = sqlite3.connect(database, isolation_level=None)
     connection.execute("PRAGMA journal_mode=WAL")
     connection.execute("PRAGMA synchronous=OFF")
-    connection.execute(
-        "INSERT INTO insurer_keys (key_id, insurer_id, public_key, valid_from_us, "
-        "valid_until_us, revoked_at_us, registered_at_us) VALUES (?, 'bench-insurer', ?, 0, "
-        "NULL, NULL, 0)",
-        (key_id, insurer.public_key),
-    )
     work = [
-        (format_signer_key(insurer), start, min(entries, start + _CHUNK))
-        for start in range(0, entries, _CHUNK)
+        (format_signer_key(insurer), start, min(first + entries, start + _CHUNK))
+        for start in range(first, first + entries, _CHUNK)
     ]
     with ProcessPoolExecutor() as pool:
         for signed in pool.map(_signed_chunk, work):
@@ -216,11 +241,11 @@ def bulk_load_signed(database: Path, log_signer: Ed25519Signer, entries: int) ->
             )
             connection.executemany("INSERT INTO tree_nodes (node_key, hash) VALUES (?, ?)", nodes)
             connection.execute("COMMIT")
-    note = sign_checkpoint(Checkpoint(log_signer.name, entries, tree.root()), log_signer)
+    note = sign_checkpoint(Checkpoint(log_signer.name, tree.size, tree.root()), log_signer)
     connection.execute(
         "INSERT INTO checkpoints (tree_size, root_hash, note_bytes, created_at_us) "
         "VALUES (?, ?, ?, ?)",
-        (entries, tree.root(), note, to_micros(now)),
+        (tree.size, tree.root(), note, to_micros(now)),
     )
     connection.close()
     return insurer

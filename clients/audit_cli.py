@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import base64
-import datetime as dt
 import json
 import os
 import sys
@@ -103,32 +102,6 @@ def fetch_checkpoint_note(server: Connection, tree_size: int = 0) -> bytes:
     return bytes(response.checkpoint)
 
 
-def _grpc_keys(server: Connection) -> dict[str, Any]:
-
-    from clients.offline.audit import KeyRecord
-    from ledger.v1 import admin_service_pb2, admin_service_pb2_grpc
-
-    def instant(message: Any, present: bool) -> dt.datetime | None:
-        return message.ToDatetime(tzinfo=dt.UTC) if present else None
-
-    with server.open() as channel:
-        response = admin_service_pb2_grpc.AdminServiceStub(channel).ListInsurerKeys(
-            admin_service_pb2.ListInsurerKeysRequest(),
-            timeout=30,
-        )
-    keys = {}
-    for key in response.keys:
-        keys[key.key_id] = KeyRecord(
-            key_id=key.key_id,
-            principal=key.insurer_id,
-            public_key=bytes(key.public_key),
-            valid_from=key.valid_from.ToDatetime(tzinfo=dt.UTC),
-            valid_until=instant(key.valid_until, key.HasField("valid_until")),
-            revoked_at=instant(key.revoked_at, key.HasField("revoked_at")),
-        )
-    return keys
-
-
 def sqlite_path(url: str) -> Path:
     """The file of a SQLite ``--database`` URL (a URL, as every command's ``--database``)."""
     from sqlalchemy.engine import make_url
@@ -145,8 +118,9 @@ def sqlite_path(url: str) -> Path:
 
 
 def _sources(args: argparse.Namespace, key: Any, state: TrustedState) -> tuple[Any, ...]:
-    """(checkpoint note, checkpoint, trusted checkpoints, key history, entries)."""
-    from clients.offline.audit import AuditFailure, load_key_history
+    """(checkpoint note, checkpoint, trusted checkpoints, entries). The key history is not a
+    source: the audit learns it from the entries themselves."""
+    from clients.offline.audit import AuditFailure
     from clients.offline.merkle import VerificationFailure
     from clients.offline.note import verify_checkpoint
     from clients.offline.sources import SqliteLedger
@@ -165,19 +139,12 @@ def _sources(args: argparse.Namespace, key: Any, state: TrustedState) -> tuple[A
                     f"size {size}, root {root.hex()}",
                 )
         notes = [note for _, _, note in rows]
-        keys = load_key_history(Path(args.keys)) if args.keys else database.key_history()
         trusted = [*state.checkpoints, *stored[:-1]]
-        return notes[-1], stored[-1], trusted, keys, database.entries(stored[-1].size)
+        return notes[-1], stored[-1], trusted, database.entries(stored[-1].size)
     server = connection_from_arguments(args)
     note = fetch_checkpoint_note(server)
     checkpoint = verify_checkpoint(note, key)
-    if args.keys:
-        keys = load_key_history(Path(args.keys))
-    elif args.keys_from_admin_service:
-        keys = _grpc_keys(server)
-    else:
-        raise ValueError("--keys or --keys-from-admin-service is required with --server")
-    return note, checkpoint, state.checkpoints, keys, fetch_entries(server, checkpoint.size)
+    return note, checkpoint, state.checkpoints, fetch_entries(server, checkpoint.size)
 
 
 def _fail(args: argparse.Namespace, error: Exception) -> int:
@@ -241,9 +208,9 @@ def _verify(args: argparse.Namespace) -> int:
         return _usage(f"--log-verifier: {error}")
     try:
         state = TrustedState(Path(args.state) if args.state else None, key)
-        note, checkpoint, trusted, keys, entries = _sources(args, key, state)
+        note, checkpoint, trusted, entries = _sources(args, key, state)
         cosigned = check_witnesses(args, note)
-        report = _audit_with_progress(args, entries, checkpoint, trusted, keys, started)
+        report = _audit_with_progress(args, entries, checkpoint, trusted, key.public_key, started)
     except (VerificationFailure, grpc.RpcError, OSError, ValueError, KeyError) as error:
         return _error_exit(args, error)
     state.add(note, checkpoint)
@@ -256,7 +223,7 @@ def _verify(args: argparse.Namespace) -> int:
         return 0
     print(
         f"verified: {report.entries_checked:,} entries re-hashed, "
-        f"{report.signatures_checked:,} signatures verified against the key history, "
+        f"{report.signatures_checked:,} signatures verified against the key history in the log, "
         f"{report.checkpoints_checked} checkpoint(s) matched, root "
         f"{base64.b64encode(report.root_hash).decode()} equals the signed checkpoint of "
         f"size {report.tree_size:,} ({elapsed:.1f} s)"
@@ -286,7 +253,7 @@ def _audit_with_progress(  # noqa: PLR0917 (the audit's inputs, passed through)
     entries: Any,
     checkpoint: Any,
     trusted: Any,
-    keys: Any,
+    log_public_key: bytes,
     started: float,
 ) -> Any:
     from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
@@ -310,7 +277,12 @@ def _audit_with_progress(  # noqa: PLR0917 (the audit's inputs, passed through)
                 progress.update(task, completed=done, rate=f"{rate:,.0f}/s")
 
         return audit(
-            entries, checkpoint, keys, trusted=trusted, progress=advance, workers=args.workers
+            entries,
+            checkpoint,
+            log_public_key,
+            trusted=trusted,
+            progress=advance,
+            workers=args.workers,
         )
 
 
@@ -387,15 +359,16 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         "verify",
         help="stream every entry, re-hash, re-verify every signature and the root",
         description=(
-            "Full audit against the log's verifier key: every entry re-hashed, every signature\n"
-            "verified against the key history, the root recomputed and compared with the signed\n"
-            "checkpoint and with every checkpoint in --state (rewrites, rollbacks, forks).\n"
+            "Full audit against the log's verifier key alone: every entry re-hashed, every\n"
+            "signature verified against the key valid at that entry in the key history the log\n"
+            "itself records (genesis entry, KeyRegistered, KeyRevoked), the root recomputed and\n"
+            "compared with the signed checkpoint and with every checkpoint in --state (rewrites,\n"
+            "rollbacks, forks).\n"
             "Exit 0 verified, 1 failed (with the entry, what was expected and found),\n"
             "2 usage mistake, 3 server unreachable or refused.\n\n"
             "Examples:\n"
             "  policy-ledger audit verify --server 127.0.0.1:50051 --credentials var/pki \\\n"
-            "      --as operator-operator --log-verifier @log.pub --keys-from-admin-service \\\n"
-            "      --state auditor.json\n"
+            "      --as auditor-auditor --log-verifier @log.pub --state auditor.json\n"
             "  policy-ledger audit verify --database sqlite+pysqlite:///var/ledger.db \\\n"
             "      --log-verifier @log.pub --json"
         ),
@@ -407,12 +380,6 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         "--database", help="URL of a ledger SQLite file (read-only): sqlite+pysqlite:///PATH"
     )
     add_log_verifier(verify, required=True)
-    verify.add_argument("--keys", help="JSON key history (default: the server's or file's)")
-    verify.add_argument(
-        "--keys-from-admin-service",
-        action="store_true",
-        help="read the key history from AdminService (needs an operator certificate)",
-    )
     add_identity_arguments(verify)
     verify.add_argument("--state", help="JSON file of checkpoints verified before (updated)")
     verify.add_argument("--json", action="store_true", help="machine-readable report")

@@ -27,7 +27,7 @@ from clients.auditor import AuditorClient
 from clients.channel import ClientCredentials, Connection
 from clients.errors import ClientError
 from clients.insurer import InsurerClient
-from clients.offline.audit import KeyRecord
+from clients.offline.audit import KeyHistory
 from clients.offline.audit import audit as offline_audit
 from clients.offline.note import Checkpoint as OfflineCheckpoint
 from clients.offline.note import VerifierKey, verify_checkpoint
@@ -41,7 +41,8 @@ from clients.witness.process import running_witness
 from ledger.identifiers import example_kuwait_civil_id
 from ledger.keys import insurer_key_id
 from ledger.pki import init_directory, issue_into_directory
-from ledger.signing import generate_keypair, parse_signer_key
+from ledger.signers import SignerRole
+from ledger.signing import format_verifier_key, generate_keypair, parse_signer_key
 from ledger.storage.db import sqlite_url
 from ledger.v1 import events_pb2, types_pb2
 from payments.v1 import renewal_service_pb2 as renewal_pb2
@@ -52,7 +53,7 @@ LOG_NAME = "policy-ledger.demo/log"
 WITNESS_NAME = "witness.policy-ledger.demo/w1"
 INSURER_ID = "gulf-health"
 AUTHORITY_ID = "kw-gov-health"
-"""The collecting authority of Kuwait's renewal fee, a principal licensed like an insurer."""
+"""The collecting authority of Kuwait's renewal fee: a principal of role authority."""
 _START_TIMEOUT_SECONDS = 120.0  # a loaded machine (CI, tests in parallel) starts slowly
 
 
@@ -62,7 +63,9 @@ def say(text: str) -> None:
 
 
 @contextmanager
-def running_server(workdir: Path, pki: Path, *witness_options: str) -> Iterator[int]:
+def running_server(
+    workdir: Path, pki: Path, operator_verifier: str, *witness_options: str
+) -> Iterator[int]:
     """Start ``policy-ledger serve`` (mTLS with the certificates in ``pki``) on a free port;
     yield the port; stop it with SIGTERM."""
     port_file = workdir / "port"
@@ -83,6 +86,8 @@ def running_server(workdir: Path, pki: Path, *witness_options: str) -> Iterator[
         str(pki / "server.key"),
         "--client-ca",
         str(pki / "ca.pem"),
+        "--operator-verifier",
+        operator_verifier,
         "--port-file",
         str(port_file),
         *(f"--witness={option}" for option in witness_options),
@@ -152,7 +157,9 @@ def run_demo(*, events_count: int, workdir: Path) -> int:
     say(f"  mTLS         CA, server and one certificate per caller in {pki} (`pki init`)")
     with (
         running_witness(workdir, WITNESS_NAME, log_verifier_key) as (witness_url, witness_key),
-        running_server(workdir, pki, f"{witness_url}={witness_key}") as port,
+        running_server(
+            workdir, pki, format_verifier_key(operator_signer), f"{witness_url}={witness_key}"
+        ) as port,
         ExitStack() as channels,
     ):
 
@@ -188,15 +195,9 @@ def run_demo(*, events_count: int, workdir: Path) -> int:
             RenewalClient(channel_as("portal-SA"), log=trusted),
             keys_valid_from,
         )
-        signing_keys = {
-            INSURER_ID: insurer_signer.public_key,
-            OPERATOR_ID: operator_signer.public_key,
-            AUTHORITY_ID: authority_signer.public_key,
-        }
         _audit(
             AuditorClient(channel_as("auditor-auditor"), log=trusted),
             first,
-            signing_keys,
             Connection(
                 f"127.0.0.1:{port}", ClientCredentials.from_directory(pki, "auditor-auditor")
             ),
@@ -217,16 +218,19 @@ def run_demo(*, events_count: int, workdir: Path) -> int:
 def _onboard_insurer(
     operator: OperatorClient, insurer_public_key: bytes, valid_from: dt.datetime
 ) -> None:
-    key, receipt = operator.onboard(
+    key, licence = operator.onboard(
         INSURER_ID,
         insurer_public_key,
         name="Gulf Health Cooperative Insurance",
         licence_number="CCHI-DEMO-0042",
         valid_from=valid_from,
     )
+    licence_leaf = licence.leaf_index if licence is not None else "-"
+    key_id = insurer_key_id(insurer_public_key)
     say(
-        f"1. operator registered insurer {INSURER_ID!r} with key {key.key_id} and licensed it "
-        f"(signed licensing event, leaf {receipt.leaf_index})"
+        f"1. operator registered insurer {INSURER_ID!r} with key {key_id}"
+        f" and licensed it (signed KeyRegistered at leaf {key.leaf_index}, InsurerLicensed at "
+        f"leaf {licence_leaf}; leaf 0 is the genesis entry naming the operator's key)"
     )
 
 
@@ -306,6 +310,8 @@ def _renew(
         name="Kuwait government health insurance (renewal fees)",
         licence_number="KW-MOH-RENEWALS",
         valid_from=valid_from,
+        role=SignerRole.AUTHORITY,
+        jurisdiction="KW",
     )
     start = dt.date.today() + dt.timedelta(days=30)
     request = renewal_pb2.QuoteRenewalRequest(
@@ -408,7 +414,6 @@ def _show_refusals(insurer: InsurerClient, occurred_at: dt.datetime) -> None:
 def _audit(
     auditor: AuditorClient,
     first: VerifiedReceipt,
-    signing_keys: dict[str, bytes],
     address: Connection,
     log_verifier_key: str,
 ) -> None:
@@ -429,15 +434,12 @@ def _audit(
     # The full audit runs the offline verifier (clients/offline: no server code at all).
     key = VerifierKey.parse(log_verifier_key)
     checkpoint = verify_checkpoint(auditor_checkpoint_note(address), key)
-    valid_from = dt.datetime.now(dt.UTC) - dt.timedelta(days=1)
-    history = {
-        insurer_key_id(public): KeyRecord(insurer_key_id(public), principal, public, valid_from)
-        for principal, public in signing_keys.items()
-    }
+    history = KeyHistory(key.public_key)
     report = offline_audit(
         entries_from_server(address, checkpoint.size),
         checkpoint,
-        history,
+        key.public_key,
+        history=history,
         trusted=[
             OfflineCheckpoint(
                 first.checkpoint.origin, first.checkpoint.size, first.checkpoint.root_hash
@@ -449,6 +451,11 @@ def _audit(
         f"   full audit by the offline verifier: {report.entries_checked} entries re-hashed, "
         f"{report.signatures_checked} signatures verified ({signers}), root recomputed and "
         "equal to the checkpoint's, and to the first receipt's at its size"
+    )
+    say(
+        f"   key history learned from the log alone: {len(history.records())} keys "
+        "(genesis, KeyRegistered, KeyRevoked entries), each signature checked against the key "
+        "valid at its entry"
     )
     say("   verdict: the ledger is consistent, complete and signed")
 

@@ -1,15 +1,15 @@
-"""The ledger operator's client: register signing keys, license and suspend insurers.
+"""The ledger operator's client: register and revoke signing keys, license and suspend insurers.
 
 The operator is a principal of the ledger like an insurer: its Ed25519 keys are registered under
-the reserved id ``operator``, and it signs InsurerLicensed / InsurerSuspended events, which go
-into the log like any other event (so who was licensed when is verifiable). Key registration
-uses the AdminService, over a channel that presents an operator certificate (mTLS).
+the reserved id ``operator`` (the first one by the log's genesis entry), and it signs
+KeyRegistered / KeyRevoked / InsurerLicensed / InsurerSuspended events, which go into the log like
+any other event, so an auditor learns who could sign what, and when, from the log alone.
 
 operator = OperatorClient(channel, signer=operator_signer, log=trusted)
-operator.register_key("operator", operator_signer.public_key, valid_from=...)
-operator.register_key("gulf-health", insurer_public_key, valid_from=...)
+operator.register_key("gulf-health", insurer_public_key, role=SignerRole.INSURER, valid_from=...)
 operator.license_insurer("gulf-health", name="Gulf Health", licence_number="CCHI-0042",
                          effective=date(2026, 1, 1))
+operator.revoke_key("ed25519:0123abcd4567ef89", reason="rotated")
 """
 
 from __future__ import annotations
@@ -22,13 +22,70 @@ from clients.errors import from_rpc_error
 from clients.insurer import InsurerClient
 from clients.verify import TrustedLog, VerifiedReceipt
 from ledger.events import civil_date
+from ledger.keys import insurer_key_id
+from ledger.signers import OPERATOR_ID, SignerRole, role_to_proto
 from ledger.signing import Signer
 from ledger.v1 import admin_service_pb2, admin_service_pb2_grpc, events_pb2
 
-__all__ = ["OPERATOR_ID", "OperatorClient", "insurer_licensed", "insurer_suspended"]
+__all__ = [
+    "OPERATOR_ID",
+    "OperatorClient",
+    "insurer_licensed",
+    "insurer_suspended",
+    "key_registered",
+    "key_revoked",
+]
 
-OPERATOR_ID = "operator"
-"""The reserved principal whose keys sign insurer licensing events."""
+
+def key_registered(
+    principal_id: str,
+    public_key: bytes,
+    *,
+    role: SignerRole,
+    valid_from: dt.datetime,
+    occurred_at: dt.datetime,
+    valid_until: dt.datetime | None = None,
+    jurisdiction: str = "",
+    event_id: str | None = None,
+) -> events_pb2.Event:
+    """The operator's event registering ``public_key`` for ``principal_id`` in ``role``."""
+    event = events_pb2.Event(
+        event_id=event_id or f"key-{insurer_key_id(public_key)}", insurer_id=OPERATOR_ID
+    )
+    event.occurred_at.FromDatetime(occurred_at)
+    body = event.key_registered
+    body.principal_id = principal_id
+    body.role = role_to_proto(role)
+    body.public_key = public_key
+    body.valid_from.FromDatetime(valid_from)
+    if valid_until is not None:
+        body.valid_until.FromDatetime(valid_until)
+    body.jurisdiction = jurisdiction
+    return event
+
+
+def key_revoked(
+    key_id: str,
+    *,
+    reason: str,
+    occurred_at: dt.datetime,
+    revoked_from: dt.datetime | None = None,
+    event_id: str | None = None,
+) -> events_pb2.Event:
+    """The operator's event revoking ``key_id`` (from ``revoked_from``, default: its entry)."""
+    # The instant is in the id: a second revocation of a key is then refused as such
+    # (KEY_ALREADY_REVOKED), while a retry of this very event stays idempotent.
+    stamp = occurred_at.strftime("%Y%m%dT%H%M%S.%fZ")
+    event = events_pb2.Event(
+        event_id=event_id or f"revoke-{key_id}-{stamp}", insurer_id=OPERATOR_ID
+    )
+    event.occurred_at.FromDatetime(occurred_at)
+    body = event.key_revoked
+    body.key_id = key_id
+    body.reason = reason
+    if revoked_from is not None:
+        body.revoked_from.FromDatetime(revoked_from)
+    return event
 
 
 def insurer_licensed(
@@ -76,7 +133,7 @@ def insurer_suspended(
 
 
 class OperatorClient:
-    """Key registration (AdminService) and signed licensing events (LedgerService)."""
+    """Signed operator events (LedgerService) and reads of the key registry (AdminService)."""
 
     def __init__(self, channel: grpc.Channel, *, signer: Signer, log: TrustedLog) -> None:
         # The channel must present an operator certificate: AdminService is operator-only.
@@ -88,19 +145,50 @@ class OperatorClient:
         principal_id: str,
         public_key: bytes,
         *,
+        role: SignerRole = SignerRole.INSURER,
         valid_from: dt.datetime | None = None,
         valid_until: dt.datetime | None = None,
-    ) -> admin_service_pb2.InsurerKey:
-        """Register an Ed25519 key of an insurer (or of ``operator``); idempotent."""
-        request = admin_service_pb2.RegisterInsurerKeyRequest(
-            insurer_id=principal_id, public_key=public_key
+        jurisdiction: str = "",
+        occurred_at: dt.datetime | None = None,
+    ) -> VerifiedReceipt:
+        """Sign and submit a KeyRegistered event; return its verified receipt. Idempotent with
+        a fixed ``occurred_at`` and ``valid_from`` (the event id is derived from the key)."""
+        now = dt.datetime.now(dt.UTC)
+        return self._events.submit(
+            key_registered(
+                principal_id,
+                public_key,
+                role=role,
+                valid_from=valid_from or now,
+                valid_until=valid_until,
+                jurisdiction=jurisdiction,
+                occurred_at=occurred_at or now,
+            )
         )
-        if valid_from is not None:
-            request.valid_from.FromDatetime(valid_from)
-        if valid_until is not None:
-            request.valid_until.FromDatetime(valid_until)
+
+    def revoke_key(
+        self,
+        key_id: str,
+        *,
+        reason: str,
+        revoked_from: dt.datetime | None = None,
+        occurred_at: dt.datetime | None = None,
+    ) -> VerifiedReceipt:
+        """Sign and submit a KeyRevoked event; return its verified receipt."""
+        return self._events.submit(
+            key_revoked(
+                key_id,
+                reason=reason,
+                revoked_from=revoked_from,
+                occurred_at=occurred_at or dt.datetime.now(dt.UTC),
+            )
+        )
+
+    def list_keys(self, principal_id: str = "") -> list[admin_service_pb2.InsurerKey]:
+        """The registered keys of ``principal_id`` (or of all principals), from the projection."""
+        request = admin_service_pb2.ListInsurerKeysRequest(insurer_id=principal_id)
         try:
-            return self._admin.RegisterInsurerKey(request).key
+            return list(self._admin.ListInsurerKeys(request).keys)
         except grpc.RpcError as error:
             raise from_rpc_error(error) from None
 
@@ -133,12 +221,23 @@ class OperatorClient:
         licence_number: str,
         valid_from: dt.datetime,
         occurred_at: dt.datetime | None = None,
-    ) -> tuple[admin_service_pb2.InsurerKey, VerifiedReceipt]:
-        """Register this operator's own key and ``principal_id``'s key, both valid from
-        ``valid_from`` (a key signs only what happened while it was valid), then license the
-        principal from that day. Idempotent with a fixed ``occurred_at``."""
-        self.register_key(OPERATOR_ID, self._events.public_key, valid_from=valid_from)
-        key = self.register_key(principal_id, public_key, valid_from=valid_from)
+        role: SignerRole = SignerRole.INSURER,
+        jurisdiction: str = "",
+    ) -> tuple[VerifiedReceipt, VerifiedReceipt | None]:
+        """Register ``principal_id``'s key in ``role``, valid from ``valid_from`` (a key signs
+        only what happened while it was valid); an insurer is then licensed from that day (an
+        authority needs no licence: its role lets it collect fees). Returns the receipts of the
+        KeyRegistered and InsurerLicensed events. Idempotent with a fixed ``occurred_at``."""
+        key = self.register_key(
+            principal_id,
+            public_key,
+            role=role,
+            valid_from=valid_from,
+            jurisdiction=jurisdiction,
+            occurred_at=occurred_at or valid_from,
+        )
+        if role != SignerRole.INSURER:
+            return key, None
         receipt = self.license_insurer(
             principal_id,
             name=name,

@@ -4,8 +4,13 @@ certificate, insurer, coverage, renew (clients) and payments.
 
 Examples:
   policy-ledger keygen --name policy-ledger.example/log --out var/log.key
-  policy-ledger serve --listen 127.0.0.1:50051
-  policy-ledger admin insurer add-key --insurer acme-health --verifier-key-file acme.pub
+  policy-ledger pki init --out var/pki
+  policy-ledger serve --listen 127.0.0.1:50051 --tls-cert var/pki/server.pem \
+      --tls-key var/pki/server.key --client-ca var/pki/ca.pem \
+      --operator-verifier @var/operator.key.pub
+  policy-ledger admin insurer add-key --insurer acme-health --verifier-key-file acme.pub \
+      --server 127.0.0.1:50051 --credentials var/pki --as operator-operator \
+      --operator-key var/operator.key --log-verifier @var/log.key.pub
   policy-ledger admin insurer list
   policy-ledger demo
 """
@@ -24,15 +29,21 @@ import sys
 from collections.abc import Sequence
 from importlib.metadata import entry_points
 from pathlib import Path
+from typing import Any
 
 from clients.errors import ClientError
-from ledger.cli_flags import PERSON_FORM, add_log_key_file, person_argument, person_text
-from ledger.clock import SystemClock
+from ledger.cli_flags import (
+    PERSON_FORM,
+    add_log_key_file,
+    add_log_verifier,
+    person_argument,
+    person_text,
+)
 from ledger.config import ServerConfig
 from ledger.errors import LedgerError
 from ledger.keys import insurer_key_id
 from ledger.sequencer import SequencerOptions
-from ledger.signing import generate_keypair, parse_verifier_key
+from ledger.signing import generate_keypair, parse_signer_key, parse_verifier_key
 from ledger.storage.db import create_ledger_engine, lock_sqlite_for_serving
 from ledger.storage.key_store import KeyStore
 from ledger.storage.migrate import upgrade
@@ -91,6 +102,7 @@ def _server_config(args: argparse.Namespace) -> ServerConfig:
         client_ca_path=Path(args.client_ca) if args.client_ca else config.client_ca_path,
         trust_domain=args.trust_domain or config.trust_domain,
         insecure_plaintext=args.insecure_plaintext or config.insecure_plaintext,
+        operator_verifier=_operator_verifier(args) or config.operator_verifier,
         migrate=not args.no_migrate,
         witnesses=tuple(args.witness or ()),
         sequencer=SequencerOptions(
@@ -187,24 +199,55 @@ def _instant(text: str | None) -> dt.datetime | None:
     return instant if instant.tzinfo else instant.replace(tzinfo=dt.UTC)
 
 
+def _operator_verifier(args: argparse.Namespace) -> str:
+    text = str(args.operator_verifier or "")
+    if text.startswith("@"):
+        return Path(text[1:]).read_text(encoding="utf-8").strip()
+    return text
+
+
+def _operator_client(args: argparse.Namespace) -> tuple[Any, Any]:
+    """(channel, OperatorClient) signing with --operator-key, verifying with --log-verifier."""
+    from clients.channel import connection_from_arguments
+    from clients.operator import OperatorClient
+    from clients.verify import TrustedLog
+
+    signer = parse_signer_key(Path(args.operator_key).read_text(encoding="utf-8").strip())
+    channel = connection_from_arguments(args).open()
+    log = TrustedLog.from_verifier_key(args.log_verifier)
+    return channel, OperatorClient(channel, signer=signer, log=log)
+
+
 def _add_key(args: argparse.Namespace) -> int:
+    from ledger.keys import insurer_key_id
+    from ledger.signers import SignerRole
+
     text = args.verifier_key or Path(args.verifier_key_file).read_text(encoding="utf-8").strip()
     public_key = parse_verifier_key(text).public_key
-    now = SystemClock().now()
-    key = _key_store(args).register(
-        insurer_id=args.insurer,
-        public_key=public_key,
-        valid_from=_instant(args.valid_from),
-        valid_until=_instant(args.valid_until),
-        now=now,
+    channel, operator = _operator_client(args)
+    with channel:
+        receipt = operator.register_key(
+            args.insurer,
+            public_key,
+            role=SignerRole(args.role),
+            valid_from=_instant(args.valid_from),
+            valid_until=_instant(args.valid_until),
+            jurisdiction=args.jurisdiction or "",
+        )
+    print(
+        f"registered {insurer_key_id(public_key)} for {args.insurer} ({args.role}): "
+        f"KeyRegistered at leaf {receipt.leaf_index}"
     )
-    print(f"registered {key.key_id} for {key.insurer_id} from {key.valid_from.isoformat()}")
     return 0
 
 
 def _revoke_key(args: argparse.Namespace) -> int:
-    key = _key_store(args).revoke(args.key_id, _instant(args.at) or SystemClock().now())
-    print(f"revoked {key.key_id} at {key.revoked_at.isoformat() if key.revoked_at else '?'}")
+    channel, operator = _operator_client(args)
+    with channel:
+        receipt = operator.revoke_key(
+            args.key_id, reason=args.reason, revoked_from=_instant(args.at)
+        )
+    print(f"revoked {args.key_id}: KeyRevoked at leaf {receipt.leaf_index}")
     return 0
 
 
@@ -213,8 +256,8 @@ def _list_keys(args: argparse.Namespace) -> int:
         until = key.valid_until.isoformat() if key.valid_until else "-"
         revoked = key.revoked_at.isoformat() if key.revoked_at else "-"
         print(
-            f"{key.insurer_id}\t{key.key_id}\tfrom {key.valid_from.isoformat()}\tuntil {until}"
-            f"\trevoked {revoked}"
+            f"{key.insurer_id}\t{key.role}\t{key.key_id}\tfrom {key.valid_from.isoformat()}"
+            f"\tuntil {until}\trevoked {revoked}\tleaf {key.registered_leaf_index}"
         )
     return 0
 
@@ -265,6 +308,11 @@ def _parser() -> argparse.ArgumentParser:
         "--insecure-plaintext",
         action="store_true",
         help="no TLS: development only; no caller can authenticate (see docs/security.md)",
+    )
+    serve.add_argument(
+        "--operator-verifier",
+        help="the operator's verifier key, or @file: an empty log's genesis entry names it; a "
+        "log that has one refuses a key that is not one of its operator keys",
     )
     serve.add_argument("--port-file", help="write the port listened on to this file")
     serve.add_argument(
@@ -357,30 +405,43 @@ def _add_admin_commands(commands: argparse._SubParsersAction[argparse.ArgumentPa
 
     add_key = insurer_commands.add_parser(
         "add-key",
-        help="register an insurer's public key",
-        description="Example:\n  policy-ledger admin insurer add-key --insurer acme-health "
-        "--verifier-key-file acme.key.pub",
+        help="register a principal's public key (a signed KeyRegistered event)",
+        description="Signs a KeyRegistered event with the operator's key and submits it; the\n"
+        "key table is its projection.\n\nExample:\n  policy-ledger admin insurer add-key "
+        "--insurer acme-health --verifier-key-file acme.key.pub \\\n      --server "
+        "127.0.0.1:50051 --credentials var/pki --as operator-operator \\\n      "
+        "--operator-key var/operator.key --log-verifier @var/log.key.pub",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    add_key.add_argument("--insurer", required=True, help="insurer id")
+    add_key.add_argument("--insurer", required=True, help="the principal id")
+    add_key.add_argument(
+        "--role",
+        default="insurer",
+        choices=["insurer", "authority", "operator", "regulator", "funder", "beneficiary"],
+        help="the principal's signer role (default insurer)",
+    )
+    add_key.add_argument("--jurisdiction", help="an authority's country (ISO 3166-1 alpha-2)")
     source = add_key.add_mutually_exclusive_group(required=True)
     source.add_argument("--verifier-key", help="verifier key string from `policy-ledger keygen`")
     source.add_argument("--verifier-key-file", help="file holding the verifier key string")
     add_key.add_argument("--valid-from", help="ISO 8601 instant (default: now)")
     add_key.add_argument("--valid-until", help="ISO 8601 instant (default: open-ended)")
-    add_key.add_argument("--database", help="SQLAlchemy URL")
+    _add_operator_options(add_key)
     add_key.set_defaults(handler=_add_key)
 
     revoke = insurer_commands.add_parser(
         "revoke-key",
-        help="revoke a key",
-        description="Example:\n  policy-ledger admin insurer "
-        "revoke-key --key-id ed25519:0123abcd4567ef89",
+        help="revoke a key (a signed KeyRevoked event)",
+        description="Example:\n  policy-ledger admin insurer revoke-key --key-id "
+        "ed25519:0123abcd4567ef89 --reason compromised \\\n      --server 127.0.0.1:50051 "
+        "--credentials var/pki --as operator-operator \\\n      "
+        "--operator-key var/operator.key --log-verifier @var/log.key.pub",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     revoke.add_argument("--key-id", required=True, help="the key id (ed25519:...)")
-    revoke.add_argument("--at", help="ISO 8601 instant (default: now)")
-    revoke.add_argument("--database", help="SQLAlchemy URL")
+    revoke.add_argument("--reason", required=True, help="why (recorded in the log)")
+    revoke.add_argument("--at", help="ISO 8601 instant (default and earliest: its entry's)")
+    _add_operator_options(revoke)
     revoke.set_defaults(handler=_revoke_key)
 
     listing = insurer_commands.add_parser(
@@ -485,6 +546,14 @@ def _add_access_commands(commands: argparse._SubParsersAction[argparse.ArgumentP
     who.add_argument("--caller", help="the caller's SPIFFE ID")
     listing.add_argument("--database", help="SQLAlchemy URL")
     listing.set_defaults(handler=_access_list)
+
+
+def _add_operator_options(parser: argparse.ArgumentParser) -> None:
+    from clients.channel import add_connection_arguments
+
+    add_connection_arguments(parser)
+    parser.add_argument("--operator-key", required=True, help="the operator's signer key file")
+    add_log_verifier(parser, required=True)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

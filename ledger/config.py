@@ -10,6 +10,8 @@ Environment variables (flags of ``policy-ledger serve`` take precedence):
   POLICY_LEDGER_CLIENT_CA      the CA whose client certificates are accepted (PEM)
   POLICY_LEDGER_TRUST_DOMAIN   the SPIFFE trust domain of callers; default policy-ledger.local
   POLICY_LEDGER_INSECURE_PLAINTEXT  "1": no TLS (development only; see docs/security.md)
+  POLICY_LEDGER_OPERATOR_VERIFIER  the operator's verifier key: on an empty log, the genesis
+                               entry registers it; on a non-empty one it must be an operator key
 """
 
 from __future__ import annotations
@@ -43,6 +45,7 @@ class ServerConfig:
     client_ca_path: Path | None = None
     trust_domain: str = DEFAULT_TRUST_DOMAIN
     insecure_plaintext: bool = False
+    operator_verifier: str = ""
     migrate: bool = True
     grace_seconds: float = 5.0
     sequencer: SequencerOptions = field(default_factory=SequencerOptions)
@@ -64,6 +67,9 @@ class ServerConfig:
             client_ca_path=_optional_path(env.get("POLICY_LEDGER_CLIENT_CA")),
             trust_domain=env.get("POLICY_LEDGER_TRUST_DOMAIN", defaults.trust_domain),
             insecure_plaintext=env.get("POLICY_LEDGER_INSECURE_PLAINTEXT", "") == "1",
+            operator_verifier=env.get(
+                "POLICY_LEDGER_OPERATOR_VERIFIER", defaults.operator_verifier
+            ),
         )
 
 

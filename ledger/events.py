@@ -26,6 +26,7 @@ from google.protobuf.unknown_fields import UnknownFieldSet
 from ledger import limits
 from ledger.errors import FieldViolation, InvalidArgument, ResourceExhausted, refuse_violations
 from ledger.identifiers import validate_person_id
+from ledger.signers import OPERATOR_ID, SignerRole, role_from_proto
 from ledger.v1 import events_pb2, types_pb2
 
 __all__ = [
@@ -70,6 +71,7 @@ CURRENCY_MINOR_UNITS: dict[str, int] = {
 _IDENTIFIER = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:/-]*")
 _PERSON_VALUE = re.compile(r"[A-Z0-9]+")
 _COUNTRY = re.compile(r"[A-Z]{2}")
+_KEY_ID = re.compile(r"ed25519:[0-9a-f]{16}")
 _EARLIEST_EVENT = dt.datetime(2000, 1, 1, tzinfo=dt.UTC)
 
 
@@ -160,6 +162,10 @@ def validate_event(event: events_pb2.Event, now: dt.datetime) -> EventSummary:
         _check_insurer_licensed(violations, "event.insurer_licensed", event.insurer_licensed)
     elif kind == "insurer_suspended":
         _check_insurer_suspended(violations, "event.insurer_suspended", event.insurer_suspended)
+    elif kind == "key_registered":
+        _check_key_registered(violations, "event.key_registered", event.key_registered)
+    elif kind == "key_revoked":
+        _check_key_revoked(violations, "event.key_revoked", event.key_revoked)
     else:
         violations.append(FieldViolation("event.body", "exactly one event body is required"))
     refuse_violations(violations, "event", "EVENT_INVALID")
@@ -515,6 +521,67 @@ def _check_insurer_suspended(
         present=body.HasField("effective_date"),
     )
     _check_text(violations, f"{field}.reason", body.reason, limits.name_chars_max, required=False)
+
+
+def _check_key_registered(
+    violations: list[FieldViolation], field: str, body: events_pb2.KeyRegistered
+) -> None:
+    check_identifier(
+        violations, f"{field}.principal_id", body.principal_id, limits.insurer_id_chars_max
+    )
+    role = role_from_proto(body.role)
+    if role is None:
+        violations.append(FieldViolation(f"{field}.role", "required: a known SignerRole"))
+    elif (role == SignerRole.OPERATOR) != (body.principal_id == OPERATOR_ID):
+        violations.append(
+            FieldViolation(
+                f"{field}.principal_id", f"{OPERATOR_ID!r} is the operator role's only principal"
+            )
+        )
+    if len(body.public_key) != limits.ed25519_public_key_bytes:
+        violations.append(
+            FieldViolation(
+                f"{field}.public_key",
+                f"must be a raw {limits.ed25519_public_key_bytes}-byte Ed25519 public key",
+            )
+        )
+    start = _check_instant(violations, f"{field}.valid_from", body, "valid_from", required=True)
+    end = _check_instant(violations, f"{field}.valid_until", body, "valid_until", required=False)
+    if start is not None and end is not None and end <= start:
+        violations.append(FieldViolation(f"{field}.valid_until", "not after valid_from"))
+    if body.jurisdiction and not _COUNTRY.fullmatch(body.jurisdiction):
+        violations.append(FieldViolation(f"{field}.jurisdiction", "ISO 3166-1 alpha-2 code"))
+    elif body.jurisdiction and role != SignerRole.AUTHORITY:
+        violations.append(FieldViolation(f"{field}.jurisdiction", "only an authority has one"))
+
+
+def _check_key_revoked(
+    violations: list[FieldViolation], field: str, body: events_pb2.KeyRevoked
+) -> None:
+    if not _KEY_ID.fullmatch(body.key_id):
+        violations.append(FieldViolation(f"{field}.key_id", "must be ed25519: and 16 hex digits"))
+    _check_instant(violations, f"{field}.revoked_from", body, "revoked_from", required=False)
+    _check_text(violations, f"{field}.reason", body.reason, limits.name_chars_max, required=False)
+
+
+def _check_instant(
+    violations: list[FieldViolation], field: str, body: Message, name: str, *, required: bool
+) -> dt.datetime | None:
+    """The instant of timestamp field ``name`` of ``body``, or None (after a violation when it
+    is malformed, or missing and ``required``)."""
+    if not body.HasField(name):
+        if required:
+            violations.append(FieldViolation(field, "required"))
+        return None
+    stamp = getattr(body, name)
+    try:
+        if not 0 <= stamp.nanos < 1_000_000_000:
+            raise ValueError(stamp.nanos)
+        instant: dt.datetime = stamp.ToDatetime(tzinfo=dt.UTC)
+    except (OverflowError, ValueError):
+        violations.append(FieldViolation(field, "out of range"))
+        return None
+    return instant
 
 
 def _check_premium_paid(

@@ -1,6 +1,8 @@
-"""The insurer key registry's rules: key ids, validity windows, who may sign what.
+"""The signing-key registry's rules: key ids, validity windows, whether a key may sign now.
 
-Insurers sign events with Ed25519 keys the operator registered for them. A key is usable at an
+Principals (insurers, authorities, the operator) sign events with Ed25519 keys the operator
+registered for them by KeyRegistered events in the log; which role may sign which event type
+is :mod:`ledger.signers`. A key is usable at an
 instant when ``valid_from <= instant < valid_until`` and it was not revoked at or before that
 instant. The key id is derived from the public key, so an id can never name two keys.
 """
@@ -13,6 +15,7 @@ from dataclasses import dataclass
 
 from ledger import limits
 from ledger.errors import FieldViolation, InvalidArgument, PermissionDenied, Unauthenticated
+from ledger.signers import SignerRole
 
 __all__ = ["InsurerKey", "check_key_usable", "insurer_key_id", "validate_public_key"]
 
@@ -36,15 +39,19 @@ def validate_public_key(public_key: bytes) -> None:
 
 @dataclass(frozen=True)
 class InsurerKey:
-    """A registered insurer signing key."""
+    """A registered signing key (of an insurer, an authority or the operator)."""
 
     key_id: str
     insurer_id: str
+    """The principal the key signs for."""
     public_key: bytes
     valid_from: dt.datetime
     valid_until: dt.datetime | None
     revoked_at: dt.datetime | None
     registered_at: dt.datetime
+    role: SignerRole = SignerRole.INSURER
+    jurisdiction: str = ""
+    registered_leaf_index: int = 0
 
 
 def check_key_usable(

@@ -5,7 +5,8 @@ Admission order matters (securesystemslib habit: verify before you parse):
   (2) the signature, with the registered key its keyid names: nothing unsigned is parsed;
   (3) decode the event strictly and validate every field;
   (4) the key may sign for the event's insurer at this instant, and at the event's own time;
-  (5) the caller may submit events of that signer (``signer_check``, owned by the
+  (5) the key's role may sign this event type (:mod:`ledger.signers`, one table);
+  (6) the caller may submit events of that signer (``signer_check``, owned by the
       authorization table: an insurer/<name> caller submits only events signed as <name>).
 Every refusal raises a LedgerError and nothing is written; the sequencer re-checks the key at
 commit time, so a key revoked while a submission waits is still refused.
@@ -29,6 +30,7 @@ from ledger.errors import (
 from ledger.events import EVENT_PAYLOAD_TYPE, decode_event, validate_event
 from ledger.keys import InsurerKey, check_key_at_event_time, check_key_usable
 from ledger.sequencer import Sequencer
+from ledger.signers import check_signer_role
 from ledger.storage.append import Outcome, PendingEntry, Receipt
 from ledger.storage.key_store import KeyStore
 
@@ -36,7 +38,8 @@ __all__ = ["KeyCache", "Ledger"]
 
 
 class KeyCache:
-    """Insurer keys by id, cached for ``ttl_seconds`` (revocation is re-checked at commit)."""
+    """Registered keys by id, cached for ``ttl_seconds`` (revocation is re-checked at commit;
+    unknown ids are not cached)."""
 
     def __init__(self, store: KeyStore, ttl_seconds: float = 2.0) -> None:
         self._store = store
@@ -50,6 +53,9 @@ class KeyCache:
         if cached is not None and now - cached[0] < self._ttl_seconds:
             return cached[1]
         key = await asyncio.to_thread(self._store.get, key_id)
+        if key is None:
+            # Not cached: a key the operator registers is usable as soon as its event commits.
+            return None
         if len(self._entries) > 10_000:
             self._entries.clear()
         self._entries[key_id] = (now, key)
@@ -103,6 +109,8 @@ class Ledger:
         check_key_usable(key, key.key_id, summary.insurer_id, now)
         check_key_at_event_time(key, key.key_id, summary.insurer_id, summary.occurred_at)
         # (5)
+        check_signer_role(summary.kind, key.role, summary.insurer_id, key.key_id)
+        # (6)
         if self._signer_check is not None:
             self._signer_check(summary.insurer_id)
         return PendingEntry(

@@ -6,7 +6,7 @@ import datetime as dt
 import itertools
 
 from ledger.events import civil_date as civil
-from ledger.identifiers import example_iqama
+from ledger.identifiers import example_iqama, example_kuwait_civil_id
 from ledger.v1 import events_pb2, types_pb2
 
 OCCURRED = dt.datetime(2026, 6, 1, 9, 0, tzinfo=dt.UTC)
@@ -151,4 +151,37 @@ def suspended(insurer_id: str, effective: dt.date) -> events_pb2.Event:
     body.suspended_insurer_id = insurer_id
     body.effective_date.CopyFrom(civil(effective))
     body.reason = "licence conditions breached"
+    return event
+
+
+_kuwaiti_serials = itertools.count(100)
+
+
+def fee_collected(signer_id: str, renewal_id: str) -> events_pb2.Event:
+    """A Kuwaiti renewal's fee of KWD 100 for its sponsor alone, collected by ``signer_id``."""
+    event = events_pb2.Event(event_id=f"fee-{renewal_id}", insurer_id=signer_id)
+    event.occurred_at.FromDatetime(OCCURRED)
+    body = event.fee_collected
+    body.renewal_id = renewal_id
+    sponsor = types_pb2.PersonId(
+        type=types_pb2.PERSON_ID_TYPE_CIVIL_ID,
+        value=example_kuwait_civil_id(
+            dt.date(1960, 1, 1) + dt.timedelta(days=next(_kuwaiti_serials)), 0
+        ),
+        country_code="KW",
+    )
+    body.sponsor.CopyFrom(sponsor)
+    body.period_start.CopyFrom(civil(dt.date(2026, 1, 1)))
+    body.period_end.CopyFrom(civil(dt.date(2026, 12, 31)))
+    kwd = types_pb2.Money(currency_code="KWD", amount_minor=100_000)
+    body.lines.add(
+        person=sponsor,
+        relationship=R.RELATIONSHIP_SELF,
+        schedule_version="kw-2025-12-23",
+        rule_id="KW25-WORKER",
+        amount=kwd,
+    )
+    body.total.CopyFrom(kwd)
+    body.merchant_reference = f"M-{renewal_id}"
+    body.gateway = "simulated"
     return event

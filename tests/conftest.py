@@ -25,7 +25,7 @@ from sqlalchemy import Engine, create_engine, text
 from sqlalchemy.engine import make_url
 
 from clients.channel import ClientCredentials
-from clients.operator import OPERATOR_ID, OperatorClient, insurer_licensed
+from clients.operator import OPERATOR_ID, OperatorClient, insurer_licensed, key_registered
 from clients.verify import TrustedLog
 from ledger.config import ServerConfig
 from ledger.dsse import sign_envelope
@@ -34,10 +34,10 @@ from ledger.keys import insurer_key_id
 from ledger.pki import DEFAULT_TRUST_DOMAIN, CertificateAuthority, IssuedCertificate
 from ledger.rpc.server import RunningServer, start_server
 from ledger.sequencer import SequencerOptions
+from ledger.signers import SignerRole
 from ledger.signing import Ed25519Signer, Signer, format_signer_key, format_verifier_key
 from ledger.storage.append import Appender, PendingEntry
 from ledger.storage.db import create_ledger_engine, sqlite_url
-from ledger.storage.key_store import KeyStore
 from ledger.storage.migrate import upgrade
 from ledger.v1 import events_pb2
 
@@ -51,6 +51,8 @@ KEYS_VALID_FROM = dt.datetime(2020, 1, 1, tzinfo=dt.UTC)
 what happened while it was valid)."""
 LICENSED_FROM = dt.date(2020, 1, 1)
 _T = TypeVar("_T")
+OPERATOR_SIGNER = Ed25519Signer.generate(OPERATOR_ID)
+"""The operator's key of every test log (the genesis entry, leaf 0, names it)."""
 
 
 def _postgres_unreachable_reason() -> str | None:
@@ -255,10 +257,12 @@ def start_server_thread(
     *,
     witnesses: tuple[str, ...] = (),
     insecure_plaintext: bool = False,
+    operator_signer: Signer = OPERATOR_SIGNER,
     **options: float,
 ) -> ServerHandle:
     """Start a real server on 127.0.0.1:0 in a background thread (mTLS unless
-    ``insecure_plaintext``, which only the test of that mode asks for)."""
+    ``insecure_plaintext``, which only the test of that mode asks for); on an empty database
+    its genesis entry (leaf 0) names ``operator_signer``'s key."""
     key_path = tmp_path / "log.key"
     key_path.write_text(format_signer_key(log_signer) + "\n", encoding="utf-8")
     pki = session_pki()
@@ -271,6 +275,7 @@ def start_server_thread(
         tls_key_path=None if insecure_plaintext else pki.directory / "server.key",
         client_ca_path=None if insecure_plaintext else pki.ca_path,
         insecure_plaintext=insecure_plaintext,
+        operator_verifier=format_verifier_key(operator_signer),
         grace_seconds=1.0,
         sequencer=SequencerOptions(**options),  # type: ignore[arg-type]
         witnesses=witnesses,
@@ -292,8 +297,8 @@ def server(database_url: str, log_signer: Ed25519Signer, tmp_path: Path) -> Iter
 
 @pytest.fixture(scope="session")
 def operator_signer() -> Ed25519Signer:
-    """The ledger operator's event signer (insurer licensing)."""
-    return Ed25519Signer.generate(OPERATOR_ID)
+    """The ledger operator's event signer (key history, insurer licensing)."""
+    return OPERATOR_SIGNER
 
 
 def licence_event(insurer_id: str) -> events_pb2.Event:
@@ -312,8 +317,12 @@ def onboard(
     operator_signer: Signer,
     insurer_id: str,
     insurer_signer: Signer,
+    role: SignerRole = SignerRole.INSURER,
 ) -> None:
-    """Register the operator's and the insurer's keys, and license the insurer, over gRPC."""
+    """Register the principal's key (and license an insurer) by operator events, over gRPC.
+
+    Appends two entries for an insurer (KeyRegistered, InsurerLicensed), one for another role;
+    again with the same arguments, none (the same events are duplicates)."""
     with server.channel("operator", "operator") as channel:
         operator = OperatorClient(
             channel,
@@ -327,6 +336,7 @@ def onboard(
             licence_number=f"TEST-{insurer_id}",
             valid_from=KEYS_VALID_FROM,
             occurred_at=KEYS_VALID_FROM + dt.timedelta(hours=1),  # the same event every time
+            role=role,
         )
 
 
@@ -342,6 +352,17 @@ def pending(signer: Signer, event: events_pb2.Event) -> PendingEntry:
     )
 
 
+def key_event(principal_id: str, signer: Signer, role: SignerRole) -> events_pb2.Event:
+    """The same KeyRegistered event every time (resubmitting it is idempotent)."""
+    return key_registered(
+        principal_id,
+        signer.public_key,
+        role=role,
+        valid_from=KEYS_VALID_FROM,
+        occurred_at=KEYS_VALID_FROM + dt.timedelta(hours=1),
+    )
+
+
 def onboard_directly(
     engine: Engine,
     appender: Appender,
@@ -349,17 +370,14 @@ def onboard_directly(
     insurer_id: str,
     insurer_signer: Signer,
     now: dt.datetime,
+    role: SignerRole = SignerRole.INSURER,
 ) -> None:
-    """As :func:`onboard`, on the database (key store and appender), without a server."""
-    store = KeyStore(engine)
-    for principal, signer in ((OPERATOR_ID, operator_signer), (insurer_id, insurer_signer)):
-        if store.get(insurer_key_id(signer.public_key)) is None:
-            store.register(
-                insurer_id=principal,
-                public_key=signer.public_key,
-                valid_from=KEYS_VALID_FROM,
-                valid_until=None,
-                now=now,
-            )
-    [outcome] = appender.append_batch([pending(operator_signer, licence_event(insurer_id))], now)
-    assert not isinstance(outcome, Exception), outcome
+    """As :func:`onboard`, on the database through the appender, without a server; on an empty
+    log it first appends the genesis entry naming ``operator_signer``'s key (leaf 0)."""
+    appender.anchor_operator(operator_signer.public_key, now)
+    events = [key_event(insurer_id, insurer_signer, role)]
+    if role == SignerRole.INSURER:
+        events.append(licence_event(insurer_id))
+    outcomes = appender.append_batch([pending(operator_signer, event) for event in events], now)
+    for outcome in outcomes:
+        assert not isinstance(outcome, Exception), outcome

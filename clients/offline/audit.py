@@ -1,12 +1,15 @@
 """The full audit: every entry re-hashed, every signature re-verified, every checkpoint checked.
 
-Trusting nothing but the log's verifier key (and the key history of the signers), an auditor
-streams every entry of a checkpoint's tree and checks, failing at the first problem with the
-entry, what was expected and what was found:
+Trusting nothing but the log's verifier key, an auditor streams every entry of a checkpoint's
+tree and checks, failing at the first problem with the entry, what was expected and what was
+found:
 
 * each entry decodes, and says it is at its position;
-* it carries a DSSE signature (Ed25519 over PAE(payloadType, payload)) by a key of the key
-  history that was valid at the entry's integrated time;
+* it carries a DSSE signature (Ed25519 over PAE(payloadType, payload)) by a key valid at the
+  entry's integrated time, in the key history the log itself wrote before that entry
+  (:class:`KeyHistory`): leaf 0 is the genesis entry, a KeyRegistered of the operator's first key
+  signed by the log's key; every later KeyRegistered / KeyRevoked must be signed by an operator
+  key; a key not registered before an entry, or revoked before it, cannot sign it;
 * the root recomputed from all leaves equals the checkpoint's, whose signature verifies;
 * at every size the auditor saw a checkpoint before (its trusted state), the recomputed root
   equals that checkpoint's: a rewritten history is detected even when the server recomputed
@@ -22,12 +25,10 @@ import base64
 import datetime as dt
 import hashlib
 import itertools
-import json
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
-from dataclasses import dataclass, field
-from pathlib import Path
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from cryptography.exceptions import InvalidSignature
@@ -35,16 +36,17 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from clients.offline.merkle import RootBuilder, VerificationFailure, leaf_hash
 from clients.offline.note import Checkpoint
-from clients.offline.wire import Entry, decode_entry, fields
+from clients.offline.wire import Entry, KeyEvent, decode_entry, decode_key_event, fields
 
 __all__ = [
     "AuditFailure",
     "AuditItem",
     "AuditReport",
+    "KeyHistory",
     "KeyRecord",
     "StoredCopies",
     "audit",
-    "load_key_history",
+    "key_id_of",
     "pae",
 ]
 
@@ -73,6 +75,10 @@ class KeyRecord:
     valid_from: dt.datetime
     valid_until: dt.datetime | None = None
     revoked_at: dt.datetime | None = None
+    role: str = ""
+    registered_index: int = -1
+    """The entry that registered the key (-1: the log's own key, which signs only leaf 0)."""
+    revoked_index: int | None = None
 
     def valid_at(self, instant: dt.datetime) -> bool:
         """Whether the key could sign at ``instant``."""
@@ -83,28 +89,103 @@ class KeyRecord:
         return self.revoked_at is None or instant < self.revoked_at
 
 
-def _instant(value: str | None) -> dt.datetime | None:
-    return None if not value else dt.datetime.fromisoformat(value)
+def key_id_of(public_key: bytes) -> str:
+    """``ed25519:`` + hex of the first 8 bytes of SHA-256(public key): how the log names keys."""
+    return "ed25519:" + hashlib.sha256(public_key).digest()[:8].hex()
 
 
-def load_key_history(path: Path) -> dict[str, KeyRecord]:
-    """Keys from a JSON list of {key_id, principal, public_key (base64), valid_from,
-    valid_until, revoked_at} (ISO 8601 instants), by key id."""
-    records = json.loads(path.read_text(encoding="utf-8"))
-    keys: dict[str, KeyRecord] = {}
-    for record in records:
-        valid_from = _instant(record["valid_from"])
-        if valid_from is None:
-            raise VerificationFailure(f"key {record['key_id']}: valid_from is required")
-        keys[record["key_id"]] = KeyRecord(
-            key_id=record["key_id"],
-            principal=record["principal"],
-            public_key=base64.b64decode(record["public_key"], validate=True),
-            valid_from=valid_from,
-            valid_until=_instant(record.get("valid_until")),
-            revoked_at=_instant(record.get("revoked_at")),
+def _instant(stamp: tuple[int, int]) -> dt.datetime:
+    seconds, nanos = stamp
+    return dt.datetime.fromtimestamp(seconds, dt.UTC) + dt.timedelta(microseconds=nanos // 1000)
+
+
+def _integrated_at(entry: Entry) -> dt.datetime:
+    return _instant((entry.integrated_seconds, entry.integrated_nanos))
+
+
+class KeyHistory:
+    """The signing keys as the log registered and revoked them, learned entry by entry.
+
+    :meth:`keys_for` gives the records an entry's signatures name *as they stood before it*;
+    :meth:`learn` then applies the entry if it is a key event. Only the genesis entry (leaf 0)
+    may be signed by the log's own key; a key event must be signed by an operator key valid then.
+    """
+
+    def __init__(self, log_public_key: bytes) -> None:
+        earliest = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+        log_key_id = key_id_of(log_public_key)
+        self._log_key = KeyRecord(log_key_id, "log", log_public_key, earliest, role="log")
+        self._keys: dict[str, KeyRecord] = {}
+
+    def keys_for(self, position: int, entry: Entry) -> dict[str, KeyRecord]:
+        """The records of the keys ``entry`` names, before ``entry`` is applied."""
+        if position == 0:
+            return {self._log_key.key_id: self._log_key}
+        return {
+            signature.keyid: self._keys[signature.keyid]
+            for signature in entry.signatures
+            if signature.keyid in self._keys
+        }
+
+    def learn(self, position: int, entry: Entry) -> None:
+        """Apply ``entry`` (already checked to be at ``position``) if it is a key event."""
+        try:
+            event = decode_key_event(entry.payload)
+        except (VerificationFailure, UnicodeDecodeError) as error:
+            raise AuditFailure(position, "a well-formed key event", str(error)) from None
+        if position == 0:
+            if event is None or event.role != "operator" or event.principal != "operator":
+                raise AuditFailure(0, "the genesis entry: a KeyRegistered of the operator", "not")
+        elif event is not None:
+            self._check_operator_signed(position, entry)
+        if event is None:
+            return
+        if event.public_key:
+            self._register(position, entry, event)
+        else:
+            self._revoke(position, entry, event)
+
+    def _check_operator_signed(self, position: int, entry: Entry) -> None:
+        instant = _integrated_at(entry)
+        for signature in entry.signatures:
+            key = self._keys.get(signature.keyid)
+            if key is not None and key.role == "operator" and key.valid_at(instant):
+                return  # the signature itself is verified with the entry's other checks
+        raise AuditFailure(
+            position,
+            "a key event signed by an operator key valid at its time",
+            ", ".join(signature.keyid for signature in entry.signatures) or "no signature",
         )
-    return keys
+
+    def _register(self, position: int, entry: Entry, event: KeyEvent) -> None:
+        key_id = key_id_of(event.public_key)
+        if key_id in self._keys:
+            raise AuditFailure(position, f"key {key_id} registered once", "registered again")
+        self._keys[key_id] = KeyRecord(
+            key_id=key_id,
+            principal=event.principal,
+            public_key=event.public_key,
+            valid_from=_instant(event.valid_from or (0, 0)),
+            valid_until=None if event.valid_until is None else _instant(event.valid_until),
+            role=event.role,
+            registered_index=position,
+        )
+
+    def _revoke(self, position: int, entry: Entry, event: KeyEvent) -> None:
+        record = self._keys.get(event.key_id)
+        if record is None or record.revoked_at is not None:
+            state = "unknown" if record is None else "already revoked"
+            raise AuditFailure(position, f"a revocation of a usable key {event.key_id}", state)
+        # As the ledger does: a revocation never reaches back before its own entry.
+        integrated_at = _integrated_at(entry)
+        wanted = integrated_at if event.revoked_from is None else _instant(event.revoked_from)
+        self._keys[event.key_id] = replace(
+            record, revoked_at=max(wanted, integrated_at), revoked_index=position
+        )
+
+    def records(self) -> list[KeyRecord]:
+        """Every key learned so far, in registration order."""
+        return sorted(self._keys.values(), key=lambda record: record.registered_index)
 
 
 def pae(payload_type: str, payload: bytes) -> bytes:
@@ -138,18 +219,22 @@ class AuditReport:
 
 
 def _signer(index: int, entry: Entry, keys: Mapping[str, KeyRecord]) -> str:
-    instant = dt.datetime.fromtimestamp(entry.integrated_seconds, dt.UTC) + dt.timedelta(
-        microseconds=entry.integrated_nanos // 1000
-    )
+    instant = _integrated_at(entry)
     message = pae(entry.payload_type, entry.payload)
     seen = []
     for signature in entry.signatures:
         key = keys.get(signature.keyid)
         if key is None:
-            seen.append(f"{signature.keyid} (not in the key history)")
+            seen.append(f"{signature.keyid} (not registered in the log before this entry)")
+            continue
+        if key.revoked_at is not None and instant >= key.revoked_at:
+            seen.append(
+                f"{signature.keyid} (revoked by entry {key.revoked_index} from "
+                f"{key.revoked_at.isoformat()}, before this entry at {instant.isoformat()})"
+            )
             continue
         if not key.valid_at(instant):
-            seen.append(f"{signature.keyid} (not valid at {instant.isoformat()})")
+            seen.append(f"{signature.keyid} (outside its validity at {instant.isoformat()})")
             continue
         try:
             Ed25519PublicKey.from_public_bytes(key.public_key).verify(signature.sig, message)
@@ -159,7 +244,7 @@ def _signer(index: int, entry: Entry, keys: Mapping[str, KeyRecord]) -> str:
         return key.principal
     raise AuditFailure(
         index,
-        "a signature by a key of the history, valid at the entry's time",
+        "a signature by a key the log registered before it, valid at the entry's time",
         ", ".join(seen) or "no signature",
     )
 
@@ -213,44 +298,52 @@ def _check_one(
     return _signer(position, entry, keys)
 
 
-_WORKER_KEYS: Mapping[str, KeyRecord] = {}
+_Checkable = tuple[int, bytes, StoredCopies | None, dict[str, KeyRecord]]
+"""(position, entry bytes, stored copies, the records of the keys it names as of before it)."""
 
 
-def _init_worker(keys: Mapping[str, KeyRecord]) -> None:
-    global _WORKER_KEYS  # noqa: PLW0603 (one key history per worker process)
-    _WORKER_KEYS = keys
+def _check_chunk(chunk: list[_Checkable]) -> list[str]:
+    return [_check_one(position, data, copies, keys) for position, data, copies, keys in chunk]
 
 
-def _check_chunk(chunk: list[tuple[int, bytes, StoredCopies | None]]) -> list[str]:
-    return [_check_one(position, data, copies, _WORKER_KEYS) for position, data, copies in chunk]
+def _with_keys(position: int, data: bytes, history: KeyHistory) -> dict[str, KeyRecord]:
+    """The key records ``data``'s signatures name, before it; then learn from it. Key history
+    is sequential, so this runs in order in the auditing process; the (costly) signature checks
+    then run anywhere, each with the records its entry needs."""
+    try:
+        entry = decode_entry(data)
+    except (VerificationFailure, UnicodeDecodeError) as error:
+        raise AuditFailure(position, "a well-formed LedgerEntry", str(error)) from None
+    if entry.leaf_index != position:
+        raise AuditFailure(position, f"leaf_index {position}", f"{entry.leaf_index}")
+    keys = history.keys_for(position, entry)
+    history.learn(position, entry)
+    return keys
 
 
 def _checked(
-    entries: Iterable[AuditItem], size: int, keys: Mapping[str, KeyRecord], workers: int
+    entries: Iterable[AuditItem], size: int, history: KeyHistory, workers: int
 ) -> Iterator[tuple[int, bytes, str]]:
     """(position, entry bytes, signer) in order, each entry checked; in ``workers`` processes
     when more than one, with a bounded number of chunks in flight."""
 
-    def positioned() -> Iterator[tuple[int, bytes, StoredCopies | None]]:
+    def positioned() -> Iterator[_Checkable]:
         for position, item in enumerate(entries):
             index, data = item[0], item[1]
             if index != position:
                 raise AuditFailure(position, f"entry {position} next", f"entry {index}")
             if position >= size:
                 raise AuditFailure(position, f"{size} entries", "more")
-            yield position, data, (item[2] if len(item) > 2 else None)
+            keys = _with_keys(position, data, history)
+            yield position, data, (item[2] if len(item) > 2 else None), keys
 
     if workers <= 1:
-        for position, data, copies in positioned():
+        for position, data, copies, keys in positioned():
             yield position, data, _check_one(position, data, copies, keys)
         return
     chunk_size = 2000
-    with ProcessPoolExecutor(
-        max_workers=workers, initializer=_init_worker, initargs=(dict(keys),)
-    ) as pool:
-        pending: deque[tuple[list[tuple[int, bytes, StoredCopies | None]], Future[list[str]]]] = (
-            deque()
-        )
+    with ProcessPoolExecutor(max_workers=workers) as pool:
+        pending: deque[tuple[list[_Checkable], Future[list[str]]]] = deque()
         stream = positioned()
         while True:
             chunk = list(itertools.islice(stream, chunk_size))
@@ -258,7 +351,7 @@ def _checked(
                 pending.append((chunk, pool.submit(_check_chunk, chunk)))
             if pending and (not chunk or len(pending) >= 2 * workers):
                 done, future = pending.popleft()
-                for (position, data, _), principal in zip(done, future.result(), strict=True):
+                for (position, data, _, _), principal in zip(done, future.result(), strict=True):
                     yield position, data, principal
             if not chunk and not pending:
                 return
@@ -267,15 +360,18 @@ def _checked(
 def audit(
     entries: Iterable[AuditItem],
     checkpoint: Checkpoint,
-    keys: Mapping[str, KeyRecord],
+    log_public_key: bytes,
     *,
     trusted: Sequence[Checkpoint] = (),
     progress: Callable[[int], None] | None = None,
     workers: int = 1,
+    history: KeyHistory | None = None,
 ) -> AuditReport:
     """Audit ``entries`` (index, bytes) of ``checkpoint``'s tree; raise AuditFailure at the
-    first problem. ``trusted``: checkpoints seen before (already verified). ``workers`` > 1
-    verifies signatures in that many processes (the audit is bound by Ed25519 checks)."""
+    first problem. ``log_public_key``: the log's key (it signs the checkpoints and the genesis
+    entry); every other key is learned from the log. ``trusted``: checkpoints seen before
+    (already verified). ``workers`` > 1 verifies signatures in that many processes (the audit is
+    bound by Ed25519 checks). ``history``, when given, is the one to learn into (to read after)."""
     newer = [seen for seen in trusted if seen.size > checkpoint.size]
     if newer:
         raise AuditFailure(
@@ -309,7 +405,8 @@ def audit(
         report.checkpoints_checked += 1
 
     check_root_at(0)
-    for position, data, principal in _checked(entries, checkpoint.size, keys, workers):
+    learned = history if history is not None else KeyHistory(log_public_key)
+    for position, data, principal in _checked(entries, checkpoint.size, learned, workers):
         report.signers[principal] = report.signers.get(principal, 0) + 1
         report.signatures_checked += 1
         builder.append(leaf_hash(data))

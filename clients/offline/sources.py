@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from clients.offline.audit import AuditItem, KeyRecord, StoredCopies
+from clients.offline.audit import AuditItem, StoredCopies
 from clients.offline.merkle import VerificationFailure
 
 __all__ = ["SqliteLedger"]
@@ -103,23 +103,3 @@ class SqliteLedger:
                 last_rowid = int(rowid)
                 if yielded >= tree_size:
                     return
-
-    def key_history(self) -> dict[str, KeyRecord]:
-        """The key registry (the operator's table: not itself in the log)."""
-        keys = {}
-        for key_id, principal, public_key, since, until, revoked in self._query(
-            "SELECT key_id, insurer_id, public_key, valid_from_us, valid_until_us, revoked_at_us "
-            "FROM insurer_keys"
-        ):
-            valid_from = _instant(since)
-            if valid_from is None:
-                continue
-            keys[str(key_id)] = KeyRecord(
-                key_id=str(key_id),
-                principal=str(principal),
-                public_key=bytes(public_key),
-                valid_from=valid_from,
-                valid_until=_instant(until),
-                revoked_at=_instant(revoked),
-            )
-        return keys

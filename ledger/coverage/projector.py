@@ -10,9 +10,15 @@ alone (see :mod:`ledger.coverage.rebuild`).
 
 Rules (ARCHITECTURE.md section 5; docs/coverage.md explains each with its source):
 
-* insurer licensing events are signed by the reserved principal ``operator`` only; policy events
-  only by a licensed, unsuspended insurer, and only about its own policies (policy ids are
-  per insurer, so another insurer's policy is simply not found);
+* every entry but the genesis (leaf 0, see :mod:`ledger.genesis`) is signed by a registered key
+  usable at the entry's integration time and at the event's own time, whose principal's role may
+  sign that event type (:mod:`ledger.signers`): checked here, in the batch transaction, so a key
+  revoked earlier in the same batch, or while a submission waited, is refused;
+* policy events only by a licensed, unsuspended insurer, and only about its own policies (policy
+  ids are per insurer, so another insurer's policy is simply not found); fee events only by a
+  renewal authority, in its jurisdiction when it has one;
+* a key is registered once, a principal keeps one role, a key is revoked once and never by
+  itself, and a revocation never reaches back before its own entry;
 * a policy id is issued once; the same insurer may not cover the same person twice on one day
   (different insurers may overlap: a person is covered when any policy covers the day);
 * a cancellation is effective on or after the start and at most one day after the end, once;
@@ -32,6 +38,7 @@ from typing import Any
 
 from sqlalchemy import Connection, Row, and_, bindparam, func, insert, select, update
 
+from ledger.clock import to_micros
 from ledger.coverage.model import PersonRef
 from ledger.errors import (
     AlreadyExists,
@@ -40,9 +47,19 @@ from ledger.errors import (
     NotFound,
     PermissionDenied,
 )
+from ledger.keys import InsurerKey, check_key_at_event_time, check_key_usable, insurer_key_id
+from ledger.signers import (
+    GENESIS_LEAF_INDEX,
+    OPERATOR_ID,
+    SignerRole,
+    check_signer_role,
+    role_from_proto,
+)
+from ledger.storage.key_store import keys_by_id
 from ledger.storage.tables import (
     coverages,
     fee_refunds,
+    insurer_keys,
     insurers,
     policies,
     premiums,
@@ -55,14 +72,13 @@ __all__ = [
     "OPERATOR_ID",
     "PERIOD_END",
     "Projector",
+    "SignedBy",
     "party_key",
     "person_key",
     "person_ref",
     "to_date",
 ]
 
-OPERATOR_ID = "operator"
-"""The principal that signs insurer licensing events (its keys are registered under this id)."""
 INSURER_CHANGE_NOTICE_DAYS = 30
 """Days of notice a cancellation for a change of insurer needs (CCHI rules)."""
 PERIOD_END = "PERIOD_END"
@@ -163,6 +179,17 @@ class _Issue:
     leaf_index: int
 
 
+@dataclass(frozen=True)
+class SignedBy:
+    """Who signed an entry, and when the log integrated it (what the signer checks need)."""
+
+    key_id: str
+    """The keyid of the envelope signature admission verified."""
+    integrated_at: dt.datetime
+    genesis: bool = False
+    """The genesis entry (leaf 0), signed by the log's key rather than a registered one."""
+
+
 class Projector:
     """Checks and applies events to the projections on one connection (inside its transaction)."""
 
@@ -189,23 +216,58 @@ class Projector:
             "fee_refunded": self._fee_refunded,
             "insurer_licensed": self._insurer_licensed,
             "insurer_suspended": self._insurer_suspended,
+            "key_registered": self._key_registered,
+            "key_revoked": self._key_revoked,
         }
+        self._keys: dict[str, InsurerKey | None] = {}
+        """Keys read so far; an entry changing a key drops it from here."""
+        self._signed = SignedBy("", dt.datetime.min.replace(tzinfo=dt.UTC))
+        self._signing_key: InsurerKey | None = None
+        """The entry being applied: who signed it (set by :meth:`apply`)."""
 
     @property
     def connection(self) -> Connection:
         """The connection (and transaction) this projector writes on."""
         return self._connection
 
-    def apply(self, event: events_pb2.Event, leaf_index: int) -> None:
-        """Check ``event`` against the rules, then record it as entry ``leaf_index``.
+    def apply(self, event: events_pb2.Event, leaf_index: int, signed: SignedBy) -> None:
+        """Check ``event`` (and who ``signed`` it) against the rules, then record it as entry
+        ``leaf_index``.
 
         Raises a LedgerError naming the rule when the event is refused; nothing is written then.
         """
-        kind = event.WhichOneof("body")
-        handler = self._handlers.get(kind or "")
+        kind = event.WhichOneof("body") or ""
+        handler = self._handlers.get(kind)
         if handler is None:  # validate_event refuses these before they get here
             raise FailedPrecondition(f"event body {kind!r} has no rules", reason="EVENT_UNKNOWN")
+        if signed.genesis:
+            _check_genesis(event, leaf_index)
+            self._signing_key = None
+        else:
+            self._signing_key = self._check_signer(event, kind, leaf_index, signed)
+        self._signed = signed
         handler(event, leaf_index)
+
+    def _check_signer(
+        self, event: events_pb2.Event, kind: str, leaf_index: int, signed: SignedBy
+    ) -> InsurerKey:
+        """The signing key, once it may sign this event now (see the module doc)."""
+        if leaf_index == GENESIS_LEAF_INDEX:
+            raise FailedPrecondition(
+                "leaf 0 is the genesis entry naming the operator's first key",
+                reason="GENESIS_MISSING",
+            )
+        key = self._key(signed.key_id)
+        checked = check_key_usable(key, signed.key_id, event.insurer_id, signed.integrated_at)
+        occurred_at = event.occurred_at.ToDatetime(tzinfo=dt.UTC)
+        check_key_at_event_time(key, signed.key_id, event.insurer_id, occurred_at)
+        check_signer_role(kind, checked.role, event.insurer_id, signed.key_id)
+        return checked
+
+    def _key(self, key_id: str) -> InsurerKey | None:
+        if key_id not in self._keys:
+            self._keys[key_id] = keys_by_id(self._connection, [key_id]).get(key_id)
+        return self._keys[key_id]
 
     def flush(self) -> None:
         """Write the rows kept for the end of the batch (call before the transaction commits)."""
@@ -233,7 +295,6 @@ class Projector:
     def _insurer_licensed(self, event: events_pb2.Event, leaf_index: int) -> None:
         body = event.insurer_licensed
         field = "event.insurer_licensed"
-        self._require_operator(event, field)
         insurer_id = body.licensed_insurer_id
         row = self._insurer(insurer_id)
         if row is not None and row.status == "licensed":
@@ -265,7 +326,6 @@ class Projector:
     def _insurer_suspended(self, event: events_pb2.Event, leaf_index: int) -> None:
         body = event.insurer_suspended
         field = "event.insurer_suspended"
-        self._require_operator(event, field)
         insurer_id = body.suspended_insurer_id
         row = self._insurer(insurer_id)
         if row is None or row.status != "licensed":
@@ -288,22 +348,7 @@ class Projector:
         self._insurers.pop(insurer_id, None)
         self._index(leaf_index, [f"insurer:{insurer_id}"])
 
-    def _require_operator(self, event: events_pb2.Event, field: str) -> None:
-        if event.insurer_id != OPERATOR_ID:
-            raise PermissionDenied(
-                f"only the operator signs insurer licensing events, not {event.insurer_id!r}",
-                reason="OPERATOR_ONLY",
-                field_violations=[FieldViolation("event.insurer_id", f"must be {OPERATOR_ID!r}")],
-                metadata={"insurer_id": event.insurer_id, "event": field.removeprefix("event.")},
-            )
-
     def _require_licensed(self, insurer_id: str) -> None:
-        if insurer_id == OPERATOR_ID:
-            raise PermissionDenied(
-                "the operator licenses insurers; it does not write policy events",
-                reason="OPERATOR_CANNOT_WRITE_POLICIES",
-                field_violations=[FieldViolation("event.insurer_id", "an insurer is required")],
-            )
         row = self._insurer(insurer_id)
         if row is None or row.status != "licensed":
             suspended = row is not None
@@ -554,13 +599,13 @@ class Projector:
         subjects = [payer] if payer.startswith("person:") else []
         self._index_policy(leaf_index, insurer_id, body.policy_id, subjects)
 
-    # Renewal fees (signed by the collecting authority, a licensed principal).
+    # Renewal fees (signed by the collecting authority: its role, not a licence, lets it).
 
     def _fee_collected(self, event: events_pb2.Event, leaf_index: int) -> None:
         body = event.fee_collected
         field = "event.fee_collected"
         insurer_id = event.insurer_id
-        self._require_licensed(insurer_id)
+        self._require_jurisdiction(body.sponsor.country_code, f"{field}.sponsor.country_code")
         if self._policy(insurer_id, body.renewal_id) is not None:
             raise AlreadyExists(
                 f"renewal {body.renewal_id!r} already has its fee recorded",
@@ -617,7 +662,6 @@ class Projector:
         body = event.fee_refunded
         field = "event.fee_refunded"
         insurer_id = event.insurer_id
-        self._require_licensed(insurer_id)
         policy = self._own_policy(insurer_id, body.renewal_id, f"{field}.renewal_id")
         if body.amount.currency_code != policy.currency_code:
             raise FailedPrecondition(
@@ -676,6 +720,107 @@ class Projector:
             }
         )
         self._index_policy(leaf_index, insurer_id, body.renewal_id, [])
+
+    def _require_jurisdiction(self, country: str, field: str) -> None:
+        key = self._signing_key
+        if key is None or not key.jurisdiction or key.jurisdiction == country:
+            return
+        raise PermissionDenied(
+            f"authority {key.insurer_id!r} collects fees in {key.jurisdiction}, "
+            f"not for a sponsor identified by {country}",
+            reason="OUTSIDE_JURISDICTION",
+            field_violations=[FieldViolation(field, f"must be {key.jurisdiction}")],
+            metadata={"signer": key.insurer_id, "jurisdiction": key.jurisdiction},
+        )
+
+    # Signing keys (operator events; the genesis entry registers the operator's first key).
+
+    def _key_registered(self, event: events_pb2.Event, leaf_index: int) -> None:
+        body = event.key_registered
+        field = "event.key_registered"
+        key_id = insurer_key_id(body.public_key)
+        if self._key(key_id) is not None:
+            raise AlreadyExists(
+                f"key {key_id} is already registered",
+                reason="KEY_ALREADY_REGISTERED",
+                field_violations=[FieldViolation(f"{field}.public_key", "already registered")],
+                metadata={"key_id": key_id},
+            )
+        role = role_from_proto(body.role) or SignerRole.INSURER  # validated: never None here
+        held = self._connection.execute(
+            select(insurer_keys.c.role)
+            .where(insurer_keys.c.insurer_id == body.principal_id)
+            .limit(1)
+        ).scalar()
+        if held is not None and held != role:
+            raise FailedPrecondition(
+                f"principal {body.principal_id!r} has role {held}, not {role}",
+                reason="PRINCIPAL_ROLE_CONFLICT",
+                field_violations=[FieldViolation(f"{field}.role", f"must be {held}")],
+                metadata={"principal": body.principal_id, "role": str(held)},
+            )
+        until = body.valid_until.ToDatetime(tzinfo=dt.UTC) if body.HasField("valid_until") else None
+        self._execute(
+            insert(insurer_keys).values(
+                key_id=key_id,
+                insurer_id=body.principal_id,
+                public_key=body.public_key,
+                valid_from_us=to_micros(body.valid_from.ToDatetime(tzinfo=dt.UTC)),
+                valid_until_us=None if until is None else to_micros(until),
+                revoked_at_us=None,
+                registered_at_us=to_micros(self._signed.integrated_at),
+                role=str(role),
+                jurisdiction=body.jurisdiction,
+                leaf_index=leaf_index,
+                revoked_leaf_index=None,
+            )
+        )
+        self._keys.pop(key_id, None)
+        self._index(leaf_index, [f"insurer:{body.principal_id}"])
+
+    def _key_revoked(self, event: events_pb2.Event, leaf_index: int) -> None:
+        body = event.key_revoked
+        field = "event.key_revoked"
+        key = self._key(body.key_id)
+        metadata = {"key_id": body.key_id}
+        if key is None:
+            raise NotFound(
+                f"no key {body.key_id!r}",
+                reason="KEY_UNKNOWN",
+                field_violations=[FieldViolation(f"{field}.key_id", "not registered")],
+                metadata=metadata,
+            )
+        if key.revoked_at is not None:
+            raise FailedPrecondition(
+                f"key {body.key_id!r} was already revoked at {key.revoked_at.isoformat()}",
+                reason="KEY_ALREADY_REVOKED",
+                field_violations=[FieldViolation(f"{field}.key_id", "already revoked")],
+                metadata=metadata,
+            )
+        if body.key_id == self._signed.key_id:
+            raise FailedPrecondition(
+                f"key {body.key_id!r} cannot sign its own revocation (sign with another key)",
+                reason="KEY_REVOKES_ITSELF",
+                field_violations=[FieldViolation(f"{field}.key_id", "the signing key")],
+                metadata=metadata,
+            )
+        # Never before this entry: what the log accepted stays verifiable (docs/audit.md).
+        integrated_at = self._signed.integrated_at
+        wanted = (
+            body.revoked_from.ToDatetime(tzinfo=dt.UTC)
+            if body.HasField("revoked_from")
+            else integrated_at
+        )
+        self._execute(
+            update(insurer_keys)
+            .where(insurer_keys.c.key_id == body.key_id)
+            .values(
+                revoked_at_us=to_micros(max(wanted, integrated_at)),
+                revoked_leaf_index=leaf_index,
+            )
+        )
+        self._keys.pop(body.key_id, None)
+        self._index(leaf_index, [f"insurer:{key.insurer_id}"])
 
     # Reads and writes.
 
@@ -838,6 +983,21 @@ class Projector:
     def _index(self, leaf_index: int, subjects: Iterable[str]) -> None:
         self._subject_rows.extend(
             {"subject": subject, "leaf_index": leaf_index} for subject in sorted(set(subjects))
+        )
+
+
+def _check_genesis(event: events_pb2.Event, leaf_index: int) -> None:
+    """The genesis entry is leaf 0 and registers an operator key, nothing else."""
+    registers_operator = (
+        event.WhichOneof("body") == "key_registered"
+        and event.key_registered.principal_id == OPERATOR_ID
+        and role_from_proto(event.key_registered.role) == SignerRole.OPERATOR
+    )
+    if leaf_index != GENESIS_LEAF_INDEX or not registers_operator:
+        raise FailedPrecondition(
+            f"entry {leaf_index} is not a genesis entry: only leaf 0, registering the operator's "
+            "first key, is signed by the log's key",
+            reason="GENESIS_INVALID",
         )
 
 

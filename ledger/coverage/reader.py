@@ -177,7 +177,9 @@ _SELECT_SPANS = (
         (policies.c.insurer_id == coverages.c.insurer_id)
         & (policies.c.policy_id == coverages.c.policy_id),
     )
-    .join(insurers, insurers.c.insurer_id == coverages.c.insurer_id)
+    # Outer: a renewal authority's coverage has no licence row (its role, not a licence, lets
+    # it collect fees), and it is never suspended.
+    .join(insurers, insurers.c.insurer_id == coverages.c.insurer_id, isouter=True)
     .where(
         coverages.c.person_key == bindparam("person_key"),
         coverages.c.end_date >= coverages.c.start_date,

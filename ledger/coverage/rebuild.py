@@ -17,10 +17,11 @@ from typing import Any
 from sqlalchemy import Connection, Engine, StaticPool, Table, create_engine, select
 from sqlalchemy.exc import DBAPIError
 
-from ledger.coverage.projector import Projector
-from ledger.entry import decode_entry
+from ledger.coverage.projector import Projector, SignedBy
+from ledger.entry import DecodedEntry, decode_entry
 from ledger.errors import LedgerError
 from ledger.events import decode_event
+from ledger.signers import GENESIS_LEAF_INDEX
 from ledger.storage.log_store import latest_checkpoint
 from ledger.storage.tables import PROJECTION_TABLES, log_entries, metadata
 
@@ -98,8 +99,9 @@ def rebuild_and_compare(engine: Engine) -> RebuildReport:
                     if report.entries_replayed % _PAGE == 0:
                         projector.flush()  # as the appender's batches do: bounded memory
                     try:
-                        event = decode_event(decode_entry(entry).envelope.payload)
-                        projector.apply(event, leaf_index)
+                        decoded = decode_entry(entry)
+                        event = decode_event(decoded.envelope.payload)
+                        projector.apply(event, leaf_index, _signed_by(decoded, leaf_index))
                     except LedgerError as error:
                         report.refused.append((leaf_index, error.message))
                 projector.flush()
@@ -108,6 +110,14 @@ def rebuild_and_compare(engine: Engine) -> RebuildReport:
     finally:
         scratch.dispose()
     return report
+
+
+def _signed_by(entry: DecodedEntry, leaf_index: int) -> SignedBy:
+    """Who signed ``entry``, as the appender saw it: admission accepts an envelope by its first
+    verifying signature, and the ledger's own envelopes carry exactly one."""
+    signatures = entry.envelope.signatures
+    key_id = signatures[0].keyid if signatures else ""
+    return SignedBy(key_id, entry.integrated_time, genesis=leaf_index == GENESIS_LEAF_INDEX)
 
 
 def _entries(connection: Connection, tree_size: int) -> Iterator[tuple[int, bytes]]:

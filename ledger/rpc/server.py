@@ -34,12 +34,13 @@ from ledger.rpc.interceptor import AuthorizationInterceptor
 from ledger.rpc.ledger_servicer import LedgerServicer
 from ledger.sequencer import Sequencer
 from ledger.service import KeyCache, Ledger
+from ledger.signing import parse_verifier_key
 from ledger.storage.access_log import AccessLog
 from ledger.storage.append import Appender
 from ledger.storage.cosignature_store import CosignatureStore
 from ledger.storage.db import create_ledger_engine
 from ledger.storage.key_store import KeyStore
-from ledger.storage.log_store import LogStore
+from ledger.storage.log_store import LogStore, entry_count
 from ledger.storage.migrate import upgrade
 from ledger.v1 import (
     admin_service_pb2,
@@ -139,6 +140,22 @@ class RunningServer:
         self.engine.dispose()
 
 
+def _operator_key_to_anchor(engine: Engine, config: ServerConfig) -> bytes | None:
+    """The operator's public key from the configuration; an empty log cannot start without
+    one, since nothing could ever be signed in it (see :mod:`ledger.genesis`)."""
+    if config.operator_verifier:
+        return parse_verifier_key(config.operator_verifier).public_key
+    with engine.connect() as connection:
+        if entry_count(connection) == 0:
+            raise InvalidArgument(
+                "this log is empty: pass the operator's first key with `serve --operator-verifier "
+                "KEY` (or POLICY_LEDGER_OPERATOR_VERIFIER), the verifier key printed by "
+                "`policy-ledger keygen --name operator`; its genesis entry will name it",
+                reason="OPERATOR_KEY_REQUIRED",
+            )
+    return None
+
+
 async def start_server(config: ServerConfig, clock: Clock | None = None) -> RunningServer:
     """Start a server as ``config`` says; returns once it listens."""
     clock = clock or SystemClock()
@@ -150,7 +167,8 @@ async def start_server(config: ServerConfig, clock: Clock | None = None) -> Runn
     engine = create_ledger_engine(config.database_url)
     if config.migrate:
         await asyncio.to_thread(upgrade, engine)
-    sequencer = Sequencer(Appender(engine, signer, origin), clock, config.sequencer)
+    operator_key = await asyncio.to_thread(_operator_key_to_anchor, engine, config)
+    sequencer = Sequencer(Appender(engine, signer, origin, operator_key), clock, config.sequencer)
     await sequencer.start()
     key_store = KeyStore(engine)
     key_cache = KeyCache(key_store)

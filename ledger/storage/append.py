@@ -7,12 +7,13 @@ lock), so several replicas sharing one database append one at a time and history
 Steps of one batch (numbered in the code):
   (1) lock; read the latest checkpoint and the stored right edge of the tree;
   (2) check the stored nodes give the signed root (the database agrees with its signature);
-  (3) re-check each signing key at commit time (a key revoked meanwhile is refused), and at the
-      event's own time;
+  (3) (reserved: the signer checks moved into (5), entry by entry);
   (4) idempotency: an event id seen before gets its first receipt, or a conflict naming the field;
   (5) in log order, check each new event against the policy rules and update the projections
-      (:class:`ledger.coverage.projector.Projector`; a refused event writes nothing), then
-      encode the entry once, hash it, append it to the tree;
+      (:class:`ledger.coverage.projector.Projector`; a refused event writes nothing): first its
+      signing key again, at commit time (a key revoked meanwhile, even earlier in this batch, is
+      refused), at the event's own time, and the signer role table; then encode the entry once,
+      hash it, append it to the tree;
   (6) insert entries and nodes, sign and insert the checkpoint, commit;
   (7) after the commit, build each receipt's inclusion proof from stored nodes.
 Nothing is acknowledged before (6) returns. A storage fault answers UNAVAILABLE saying whether
@@ -31,13 +32,15 @@ from sqlalchemy import Connection, Engine, select, text, tuple_
 
 from ledger.checkpoint import Checkpoint, sign_checkpoint
 from ledger.clock import to_micros
-from ledger.coverage.projector import Projector
+from ledger.coverage.projector import Projector, SignedBy
 from ledger.dsse import Envelope
 from ledger.entry import decode_entry, encode_entry
-from ledger.errors import AlreadyExists, FieldViolation, LedgerError, check
+from ledger.errors import AlreadyExists, FailedPrecondition, FieldViolation, LedgerError, check
 from ledger.events import decode_event, first_difference
-from ledger.keys import check_key_at_event_time, check_key_usable
+from ledger.genesis import GENESIS_EVENT_ID, genesis_envelope, genesis_event
+from ledger.keys import insurer_key_id
 from ledger.merkle import CompactRange, NodeID, inclusion, leaf_hash, right_edge_ids
+from ledger.signers import OPERATOR_ID, SignerRole
 from ledger.signing import Signer
 from ledger.storage.db import WRITE_LOCK_OPTION, is_sqlite
 from ledger.storage.faults import (
@@ -136,18 +139,69 @@ Outcome = Receipt | LedgerError
 class Appender:
     """Writes batches to the log. One instance per sequencer; not for concurrent use."""
 
-    def __init__(self, engine: Engine, signer: Signer, origin: str) -> None:
+    def __init__(
+        self,
+        engine: Engine,
+        signer: Signer,
+        origin: str,
+        operator_public_key: bytes | None = None,
+    ) -> None:
         self._engine = engine
         self._signer = signer
         self._origin = origin
+        self._operator_public_key = operator_public_key
 
     def initialize(self, now: dt.datetime) -> StoredCheckpoint:
-        """Sign and store the empty tree's checkpoint unless the log already has one."""
+        """Sign and store the empty tree's checkpoint unless the log already has one; then, when
+        this appender was given the operator's key, anchor it (:mod:`ledger.genesis`): on an
+        empty log, append the genesis entry; on a log that has one, refuse a key that is not a
+        registered, unrevoked operator key (FAILED_PRECONDITION, saying what to pass)."""
         with self._write_transaction() as connection:
             found = connection.execute(select(checkpoints.c.tree_size).limit(1)).first()
             if found is None:
                 self._insert_checkpoint(connection, CompactRange.empty(), now)
+        if self._operator_public_key is not None:
+            return self.anchor_operator(self._operator_public_key, now)
+        with self._engine.connect() as connection:
             return latest_checkpoint(connection)
+
+    def anchor_operator(self, operator_public_key: bytes, now: dt.datetime) -> StoredCheckpoint:
+        """Append the genesis entry naming ``operator_public_key`` to an empty (initialized)
+        log; on a log that has one, check the key is a registered, unrevoked operator key."""
+        with self._write_transaction() as connection:
+            head, tree = _read_head(connection)
+            if head.tree_size == 0:
+                self._append_genesis(connection, tree, operator_public_key, now)
+            else:
+                _check_operator_key(connection, operator_public_key)
+            return latest_checkpoint(connection)
+
+    def _append_genesis(
+        self, connection: Connection, tree: CompactRange, operator_key: bytes, now: dt.datetime
+    ) -> None:
+        envelope = genesis_envelope(operator_key, now, self._signer)
+        projector = Projector(connection)
+        log_key_id = insurer_key_id(self._signer.public_key)
+        projector.apply(genesis_event(operator_key, now), 0, SignedBy(log_key_id, now, True))
+        projector.flush()
+        data = encode_entry(0, now, envelope)
+        digest = leaf_hash(data)
+        nodes = tree.append(digest)
+        connection.execute(
+            log_entries.insert().values(
+                leaf_index=0,
+                insurer_id=OPERATOR_ID,
+                event_id=GENESIS_EVENT_ID,
+                leaf_hash=digest,
+                payload_sha256=hashlib.sha256(envelope.payload).digest(),
+                entry_bytes=data,
+            )
+        )
+        connection.execute(
+            tree_nodes.insert(),
+            [{"node_key": node_key(node), "hash": value} for node, value in nodes],
+        )
+        self._insert_checkpoint(connection, tree, now)
 
     def append_batch(self, items: Sequence[PendingEntry], now: dt.datetime) -> list[Outcome]:
         """Append ``items`` in one transaction; one outcome per item, in order (see module doc).
@@ -185,8 +239,6 @@ class Appender:
             # (1), (2)
             head, tree = _read_head(connection)
             events = [item.decoded() for item in items]
-            # (3)
-            self._check_keys(connection, items, events, now, outcomes)
             # (4)
             duplicates = _find_duplicates(connection, items, outcomes)
             # (5)
@@ -245,24 +297,6 @@ class Appender:
 
     def _write_transaction(self) -> _WriteTransaction:
         return _WriteTransaction(self._engine)
-
-    def _check_keys(
-        self,
-        connection: Connection,
-        items: Sequence[PendingEntry],
-        events: Sequence[events_pb2.Event],
-        now: dt.datetime,
-        outcomes: list[Outcome | None],
-    ) -> None:
-        keys = keys_by_id(connection, [item.key_id for item in items])
-        for position, item in enumerate(items):
-            key = keys.get(item.key_id)
-            try:
-                check_key_usable(key, item.key_id, item.insurer_id, now)
-                occurred_at = events[position].occurred_at.ToDatetime(tzinfo=dt.UTC)
-                check_key_at_event_time(key, item.key_id, item.insurer_id, occurred_at)
-            except LedgerError as error:
-                outcomes[position] = error
 
     def _insert_checkpoint(
         self, connection: Connection, tree: CompactRange, now: dt.datetime
@@ -325,6 +359,21 @@ def _read_head(connection: Connection) -> tuple[StoredCheckpoint, CompactRange]:
     tree = CompactRange(head.tree_size, read_nodes(connection, edge))
     check(tree.root() == head.root_hash, "stored tree nodes do not give the signed root")
     return head, tree
+
+
+def _check_operator_key(connection: Connection, operator_key: bytes) -> None:
+    """Refuse to serve a log whose registered operator keys do not include ``operator_key``."""
+    key_id = insurer_key_id(operator_key)
+    key = keys_by_id(connection, [key_id]).get(key_id)
+    if key is None or key.role != SignerRole.OPERATOR or key.revoked_at is not None:
+        state = "is not registered" if key is None else "is not a usable operator key"
+        raise FailedPrecondition(
+            f"the operator key {key_id} given at start {state} in this log, which already has "
+            "its genesis entry: pass one of the log's operator keys (see `policy-ledger admin "
+            "insurer list`), or none",
+            reason="OPERATOR_KEY_MISMATCH",
+            metadata={"key_id": key_id},
+        )
 
 
 def _find_duplicates(
@@ -414,13 +463,14 @@ def _sequence(  # noqa: PLR0917 (one private step of append_batch)
         if outcomes[position] is not None or position in skipped:
             continue
         leaf_index = tree.size
+        signed = SignedBy(item.key_id, now)
         try:
             if item.on_append is None:
-                projector.apply(events[position], leaf_index)
+                projector.apply(events[position], leaf_index, signed)
             else:
                 with projector.connection.begin_nested():
                     item.on_append(projector.connection, leaf_index)
-                    projector.apply(events[position], leaf_index)
+                    projector.apply(events[position], leaf_index, signed)
         except LedgerError as error:
             outcomes[position] = error
             continue

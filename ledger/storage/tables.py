@@ -1,7 +1,8 @@
 """The ledger's tables (SQLAlchemy Core). Alembic migrations create them; this module queries them.
 
 ``log_entries``, ``tree_nodes`` and ``checkpoints`` are append-only (database triggers refuse
-UPDATE and DELETE). ``insurer_keys`` is the operator's key registry and may change (revocation).
+UPDATE and DELETE). ``insurer_keys`` is the signing-key registry: a projection of the operator's
+KeyRegistered / KeyRevoked events, like the other projections.
 Instants are stored as integer microseconds since the Unix epoch, UTC, identical on every engine.
 """
 
@@ -100,8 +101,15 @@ insurer_keys = Table(
     Column("valid_until_us", BigInteger, nullable=True),
     Column("revoked_at_us", BigInteger, nullable=True),
     Column("registered_at_us", BigInteger, nullable=False),
+    Column("role", String(16), nullable=False),
+    Column("jurisdiction", String(2), nullable=False),
+    Column("leaf_index", BigInteger, nullable=False),
+    Column("revoked_leaf_index", BigInteger, nullable=True),
 )
-"""Insurer Ed25519 keys with validity windows; ``key_id`` is derived from the public key."""
+"""Signing keys (Ed25519) with validity windows and their principal's role; ``key_id`` is
+derived from the public key. ``leaf_index``: the KeyRegistered entry; ``revoked_at_us`` and
+``revoked_leaf_index``: the KeyRevoked entry, once revoked. ``registered_at_us``: the
+registration's integration time."""
 
 # Projections: derived from the log, written in the same transaction as the entries they come
 # from, and recomputable from the log alone (``policy-ledger rebuild``). Dates are civil dates.
@@ -204,4 +212,12 @@ fee_refunds = Table(
 """Refunds of collected renewal fees (the fee itself is a ``premiums`` row of its renewal)."""
 
 APPEND_ONLY_TABLES = ("log_entries", "tree_nodes", "checkpoints")
-PROJECTION_TABLES = (insurers, policies, coverages, premiums, fee_refunds, subject_entries)
+PROJECTION_TABLES = (
+    insurer_keys,
+    insurers,
+    policies,
+    coverages,
+    premiums,
+    fee_refunds,
+    subject_entries,
+)

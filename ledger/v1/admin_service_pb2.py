@@ -23,29 +23,22 @@ _sym_db = _symbol_database.Default()
 
 
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
+from ledger.v1 import events_pb2 as ledger_dot_v1_dot_events__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1dledger/v1/admin_service.proto\x12\tledger.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xd5\x01\n\nInsurerKey\x12\x12\n\ninsurer_id\x18\x01 \x01(\t\x12\x0e\n\x06key_id\x18\x02 \x01(\t\x12\x12\n\npublic_key\x18\x03 \x01(\x0c\x12.\n\nvalid_from\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0bvalid_until\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nrevoked_at\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xa4\x01\n\x19RegisterInsurerKeyRequest\x12\x12\n\ninsurer_id\x18\x01 \x01(\t\x12\x12\n\npublic_key\x18\x02 \x01(\x0c\x12.\n\nvalid_from\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0bvalid_until\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"@\n\x1aRegisterInsurerKeyResponse\x12\"\n\x03key\x18\x01 \x01(\x0b\x32\x15.ledger.v1.InsurerKey\"Y\n\x17RevokeInsurerKeyRequest\x12\x0e\n\x06key_id\x18\x01 \x01(\t\x12.\n\nrevoked_at\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\">\n\x18RevokeInsurerKeyResponse\x12\"\n\x03key\x18\x01 \x01(\x0b\x32\x15.ledger.v1.InsurerKey\",\n\x16ListInsurerKeysRequest\x12\x12\n\ninsurer_id\x18\x01 \x01(\t\">\n\x17ListInsurerKeysResponse\x12#\n\x04keys\x18\x01 \x03(\x0b\x32\x15.ledger.v1.InsurerKey2\xa8\x02\n\x0c\x41\x64minService\x12\x61\n\x12RegisterInsurerKey\x12$.ledger.v1.RegisterInsurerKeyRequest\x1a%.ledger.v1.RegisterInsurerKeyResponse\x12[\n\x10RevokeInsurerKey\x12\".ledger.v1.RevokeInsurerKeyRequest\x1a#.ledger.v1.RevokeInsurerKeyResponse\x12X\n\x0fListInsurerKeys\x12!.ledger.v1.ListInsurerKeysRequest\x1a\".ledger.v1.ListInsurerKeysResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1dledger/v1/admin_service.proto\x12\tledger.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x16ledger/v1/events.proto\"\xaf\x02\n\nInsurerKey\x12\x12\n\ninsurer_id\x18\x01 \x01(\t\x12\x0e\n\x06key_id\x18\x02 \x01(\t\x12\x12\n\npublic_key\x18\x03 \x01(\x0c\x12.\n\nvalid_from\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0bvalid_until\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nrevoked_at\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12#\n\x04role\x18\x07 \x01(\x0e\x32\x15.ledger.v1.SignerRole\x12\x14\n\x0cjurisdiction\x18\x08 \x01(\t\x12\x1d\n\x15registered_leaf_index\x18\t \x01(\x04\",\n\x16ListInsurerKeysRequest\x12\x12\n\ninsurer_id\x18\x01 \x01(\t\">\n\x17ListInsurerKeysResponse\x12#\n\x04keys\x18\x01 \x03(\x0b\x32\x15.ledger.v1.InsurerKey2h\n\x0c\x41\x64minService\x12X\n\x0fListInsurerKeys\x12!.ledger.v1.ListInsurerKeysRequest\x1a\".ledger.v1.ListInsurerKeysResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'ledger.v1.admin_service_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_INSURERKEY']._serialized_start=78
-  _globals['_INSURERKEY']._serialized_end=291
-  _globals['_REGISTERINSURERKEYREQUEST']._serialized_start=294
-  _globals['_REGISTERINSURERKEYREQUEST']._serialized_end=458
-  _globals['_REGISTERINSURERKEYRESPONSE']._serialized_start=460
-  _globals['_REGISTERINSURERKEYRESPONSE']._serialized_end=524
-  _globals['_REVOKEINSURERKEYREQUEST']._serialized_start=526
-  _globals['_REVOKEINSURERKEYREQUEST']._serialized_end=615
-  _globals['_REVOKEINSURERKEYRESPONSE']._serialized_start=617
-  _globals['_REVOKEINSURERKEYRESPONSE']._serialized_end=679
-  _globals['_LISTINSURERKEYSREQUEST']._serialized_start=681
-  _globals['_LISTINSURERKEYSREQUEST']._serialized_end=725
-  _globals['_LISTINSURERKEYSRESPONSE']._serialized_start=727
-  _globals['_LISTINSURERKEYSRESPONSE']._serialized_end=789
-  _globals['_ADMINSERVICE']._serialized_start=792
-  _globals['_ADMINSERVICE']._serialized_end=1088
+  _globals['_INSURERKEY']._serialized_start=102
+  _globals['_INSURERKEY']._serialized_end=405
+  _globals['_LISTINSURERKEYSREQUEST']._serialized_start=407
+  _globals['_LISTINSURERKEYSREQUEST']._serialized_end=451
+  _globals['_LISTINSURERKEYSRESPONSE']._serialized_start=453
+  _globals['_LISTINSURERKEYSRESPONSE']._serialized_end=515
+  _globals['_ADMINSERVICE']._serialized_start=517
+  _globals['_ADMINSERVICE']._serialized_end=621
 # @@protoc_insertion_point(module_scope)

@@ -26,7 +26,7 @@ if _version_not_supported:
 
 
 class AdminServiceStub:
-    """The operator's service: registers, revokes and lists insurer signing keys.
+    """The operator's service: lists the registered signing keys.
     """
 
     def __init__(self, channel):
@@ -35,16 +35,6 @@ class AdminServiceStub:
         Args:
             channel: A grpc.Channel.
         """
-        self.RegisterInsurerKey = channel.unary_unary(
-                '/ledger.v1.AdminService/RegisterInsurerKey',
-                request_serializer=ledger_dot_v1_dot_admin__service__pb2.RegisterInsurerKeyRequest.SerializeToString,
-                response_deserializer=ledger_dot_v1_dot_admin__service__pb2.RegisterInsurerKeyResponse.FromString,
-                _registered_method=True)
-        self.RevokeInsurerKey = channel.unary_unary(
-                '/ledger.v1.AdminService/RevokeInsurerKey',
-                request_serializer=ledger_dot_v1_dot_admin__service__pb2.RevokeInsurerKeyRequest.SerializeToString,
-                response_deserializer=ledger_dot_v1_dot_admin__service__pb2.RevokeInsurerKeyResponse.FromString,
-                _registered_method=True)
         self.ListInsurerKeys = channel.unary_unary(
                 '/ledger.v1.AdminService/ListInsurerKeys',
                 request_serializer=ledger_dot_v1_dot_admin__service__pb2.ListInsurerKeysRequest.SerializeToString,
@@ -53,25 +43,11 @@ class AdminServiceStub:
 
 
 class AdminServiceServicer:
-    """The operator's service: registers, revokes and lists insurer signing keys.
+    """The operator's service: lists the registered signing keys.
     """
 
-    def RegisterInsurerKey(self, request, context):
-        """Registers an insurer's Ed25519 public key with a validity window.
-        """
-        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
-        context.set_details('Method not implemented!')
-        raise NotImplementedError('Method not implemented!')
-
-    def RevokeInsurerKey(self, request, context):
-        """Revokes a key from a time on; signatures made with it are refused from then on.
-        """
-        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
-        context.set_details('Method not implemented!')
-        raise NotImplementedError('Method not implemented!')
-
     def ListInsurerKeys(self, request, context):
-        """Lists the keys of one insurer, or of all insurers.
+        """Lists the keys of one principal, or of all principals.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -80,16 +56,6 @@ class AdminServiceServicer:
 
 def add_AdminServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
-            'RegisterInsurerKey': grpc.unary_unary_rpc_method_handler(
-                    servicer.RegisterInsurerKey,
-                    request_deserializer=ledger_dot_v1_dot_admin__service__pb2.RegisterInsurerKeyRequest.FromString,
-                    response_serializer=ledger_dot_v1_dot_admin__service__pb2.RegisterInsurerKeyResponse.SerializeToString,
-            ),
-            'RevokeInsurerKey': grpc.unary_unary_rpc_method_handler(
-                    servicer.RevokeInsurerKey,
-                    request_deserializer=ledger_dot_v1_dot_admin__service__pb2.RevokeInsurerKeyRequest.FromString,
-                    response_serializer=ledger_dot_v1_dot_admin__service__pb2.RevokeInsurerKeyResponse.SerializeToString,
-            ),
             'ListInsurerKeys': grpc.unary_unary_rpc_method_handler(
                     servicer.ListInsurerKeys,
                     request_deserializer=ledger_dot_v1_dot_admin__service__pb2.ListInsurerKeysRequest.FromString,
@@ -104,62 +70,8 @@ def add_AdminServiceServicer_to_server(servicer, server):
 
  # This class is part of an EXPERIMENTAL API.
 class AdminService:
-    """The operator's service: registers, revokes and lists insurer signing keys.
+    """The operator's service: lists the registered signing keys.
     """
-
-    @staticmethod
-    def RegisterInsurerKey(request,
-            target,
-            options=(),
-            channel_credentials=None,
-            call_credentials=None,
-            insecure=False,
-            compression=None,
-            wait_for_ready=None,
-            timeout=None,
-            metadata=None):
-        return grpc.experimental.unary_unary(
-            request,
-            target,
-            '/ledger.v1.AdminService/RegisterInsurerKey',
-            ledger_dot_v1_dot_admin__service__pb2.RegisterInsurerKeyRequest.SerializeToString,
-            ledger_dot_v1_dot_admin__service__pb2.RegisterInsurerKeyResponse.FromString,
-            options,
-            channel_credentials,
-            insecure,
-            call_credentials,
-            compression,
-            wait_for_ready,
-            timeout,
-            metadata,
-            _registered_method=True)
-
-    @staticmethod
-    def RevokeInsurerKey(request,
-            target,
-            options=(),
-            channel_credentials=None,
-            call_credentials=None,
-            insecure=False,
-            compression=None,
-            wait_for_ready=None,
-            timeout=None,
-            metadata=None):
-        return grpc.experimental.unary_unary(
-            request,
-            target,
-            '/ledger.v1.AdminService/RevokeInsurerKey',
-            ledger_dot_v1_dot_admin__service__pb2.RevokeInsurerKeyRequest.SerializeToString,
-            ledger_dot_v1_dot_admin__service__pb2.RevokeInsurerKeyResponse.FromString,
-            options,
-            channel_credentials,
-            insecure,
-            call_credentials,
-            compression,
-            wait_for_ready,
-            timeout,
-            metadata,
-            _registered_method=True)
 
     @staticmethod
     def ListInsurerKeys(request,

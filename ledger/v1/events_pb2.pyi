@@ -135,6 +135,48 @@ PAYER_TYPE_THIRD_PARTY: PayerType.ValueType  # 3
 """A third party paid, such as a zakat fund for a subsidised beneficiary."""
 Global___PayerType: _TypeAlias = PayerType  # noqa: Y015
 
+class _SignerRole:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _SignerRoleEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_SignerRole.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    SIGNER_ROLE_UNSPECIFIED: _SignerRole.ValueType  # 0
+    """Not set: always invalid."""
+    SIGNER_ROLE_OPERATOR: _SignerRole.ValueType  # 1
+    """The ledger operator (the reserved principal "operator"): licences and key history."""
+    SIGNER_ROLE_INSURER: _SignerRole.ValueType  # 2
+    """A licensed insurer: its own policies."""
+    SIGNER_ROLE_AUTHORITY: _SignerRole.ValueType  # 3
+    """A renewal authority: collected renewal fees and their refunds."""
+    SIGNER_ROLE_REGULATOR: _SignerRole.ValueType  # 4
+    """A health-insurance regulator (reserved: signs no event type yet)."""
+    SIGNER_ROLE_FUNDER: _SignerRole.ValueType  # 5
+    """A third-party funder such as a zakat fund (reserved: signs no event type yet)."""
+    SIGNER_ROLE_BENEFICIARY: _SignerRole.ValueType  # 6
+    """A beneficiary (reserved: signs no event type yet)."""
+
+class SignerRole(_SignerRole, metaclass=_SignerRoleEnumTypeWrapper):
+    """The role of a principal whose keys sign events: what it may sign is one table
+    (ledger/signers.py), the same for every principal of a role.
+    """
+
+SIGNER_ROLE_UNSPECIFIED: SignerRole.ValueType  # 0
+"""Not set: always invalid."""
+SIGNER_ROLE_OPERATOR: SignerRole.ValueType  # 1
+"""The ledger operator (the reserved principal "operator"): licences and key history."""
+SIGNER_ROLE_INSURER: SignerRole.ValueType  # 2
+"""A licensed insurer: its own policies."""
+SIGNER_ROLE_AUTHORITY: SignerRole.ValueType  # 3
+"""A renewal authority: collected renewal fees and their refunds."""
+SIGNER_ROLE_REGULATOR: SignerRole.ValueType  # 4
+"""A health-insurance regulator (reserved: signs no event type yet)."""
+SIGNER_ROLE_FUNDER: SignerRole.ValueType  # 5
+"""A third-party funder such as a zakat fund (reserved: signs no event type yet)."""
+SIGNER_ROLE_BENEFICIARY: SignerRole.ValueType  # 6
+"""A beneficiary (reserved: signs no event type yet)."""
+Global___SignerRole: _TypeAlias = SignerRole  # noqa: Y015
+
 @_typing.final
 class Event(_message.Message):
     """One signed policy event."""
@@ -153,14 +195,17 @@ class Event(_message.Message):
     FEE_REFUNDED_FIELD_NUMBER: _builtins.int
     INSURER_LICENSED_FIELD_NUMBER: _builtins.int
     INSURER_SUSPENDED_FIELD_NUMBER: _builtins.int
+    KEY_REGISTERED_FIELD_NUMBER: _builtins.int
+    KEY_REVOKED_FIELD_NUMBER: _builtins.int
     event_id: _builtins.str
     """Chosen by the insurer, unique per insurer. Resubmitting the same id with the same bytes
     returns the first receipt; with different bytes it is refused with ALREADY_EXISTS.
     """
     insurer_id: _builtins.str
-    """The party that signs the event and must own the signing key: the insurer's id for policy
-    events, or the reserved id "operator" for insurer licensing events (InsurerLicensed,
-    InsurerSuspended), which only the ledger operator's keys may sign.
+    """The principal that signs the event and must own the signing key: the insurer's id for
+    policy events, the collecting authority's id for fee events, or the reserved id "operator"
+    for the operator's events (licences, key history). Which signer role may sign which event
+    type is one table (docs/coverage.md, "Who may sign what").
     """
     @_builtins.property
     def occurred_at(self) -> _timestamp_pb2.Timestamp:
@@ -204,6 +249,16 @@ class Event(_message.Message):
     def insurer_suspended(self) -> Global___InsurerSuspended:
         """The operator suspended an insurer's licence. Signed by "operator"."""
 
+    @_builtins.property
+    def key_registered(self) -> Global___KeyRegistered:
+        """The operator registered a principal's signing key. Signed by "operator" (leaf 0, the
+        genesis entry naming the operator's first key, is signed by the log's own key).
+        """
+
+    @_builtins.property
+    def key_revoked(self) -> Global___KeyRevoked:
+        """The operator revoked a signing key. Signed by "operator"."""
+
     def __init__(
         self,
         *,
@@ -219,12 +274,14 @@ class Event(_message.Message):
         fee_refunded: Global___FeeRefunded | None = ...,
         insurer_licensed: Global___InsurerLicensed | None = ...,
         insurer_suspended: Global___InsurerSuspended | None = ...,
+        key_registered: Global___KeyRegistered | None = ...,
+        key_revoked: Global___KeyRevoked | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["body", b"body", "fee_collected", b"fee_collected", "fee_refunded", b"fee_refunded", "insurer_licensed", b"insurer_licensed", "insurer_suspended", b"insurer_suspended", "member_added", b"member_added", "member_removed", b"member_removed", "occurred_at", b"occurred_at", "policy_cancelled", b"policy_cancelled", "policy_issued", b"policy_issued", "premium_paid", b"premium_paid"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["body", b"body", "fee_collected", b"fee_collected", "fee_refunded", b"fee_refunded", "insurer_licensed", b"insurer_licensed", "insurer_suspended", b"insurer_suspended", "key_registered", b"key_registered", "key_revoked", b"key_revoked", "member_added", b"member_added", "member_removed", b"member_removed", "occurred_at", b"occurred_at", "policy_cancelled", b"policy_cancelled", "policy_issued", b"policy_issued", "premium_paid", b"premium_paid"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["body", b"body", "event_id", b"event_id", "fee_collected", b"fee_collected", "fee_refunded", b"fee_refunded", "insurer_id", b"insurer_id", "insurer_licensed", b"insurer_licensed", "insurer_suspended", b"insurer_suspended", "member_added", b"member_added", "member_removed", b"member_removed", "occurred_at", b"occurred_at", "policy_cancelled", b"policy_cancelled", "policy_issued", b"policy_issued", "premium_paid", b"premium_paid"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["body", b"body", "event_id", b"event_id", "fee_collected", b"fee_collected", "fee_refunded", b"fee_refunded", "insurer_id", b"insurer_id", "insurer_licensed", b"insurer_licensed", "insurer_suspended", b"insurer_suspended", "key_registered", b"key_registered", "key_revoked", b"key_revoked", "member_added", b"member_added", "member_removed", b"member_removed", "occurred_at", b"occurred_at", "policy_cancelled", b"policy_cancelled", "policy_issued", b"policy_issued", "premium_paid", b"premium_paid"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_body: _TypeAlias = _typing.Literal["policy_issued", "policy_cancelled", "premium_paid", "member_added", "member_removed", "fee_collected", "fee_refunded", "insurer_licensed", "insurer_suspended"]  # noqa: Y015
+    _WhichOneofReturnType_body: _TypeAlias = _typing.Literal["policy_issued", "policy_cancelled", "premium_paid", "member_added", "member_removed", "fee_collected", "fee_refunded", "insurer_licensed", "insurer_suspended", "key_registered", "key_revoked"]  # noqa: Y015
     _WhichOneofArgType_body: _TypeAlias = _typing.Literal["body", b"body"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_body) -> _WhichOneofReturnType_body | None: ...
 
@@ -740,3 +797,88 @@ class FeeRefunded(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___FeeRefunded: _TypeAlias = FeeRefunded  # noqa: Y015
+
+@_typing.final
+class KeyRegistered(_message.Message):
+    """The operator registered an Ed25519 signing key of a principal. The key id is derived from the
+    public key ("ed25519:" + hex of the first 8 bytes of its SHA-256), so it names one key forever.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PRINCIPAL_ID_FIELD_NUMBER: _builtins.int
+    ROLE_FIELD_NUMBER: _builtins.int
+    PUBLIC_KEY_FIELD_NUMBER: _builtins.int
+    VALID_FROM_FIELD_NUMBER: _builtins.int
+    VALID_UNTIL_FIELD_NUMBER: _builtins.int
+    JURISDICTION_FIELD_NUMBER: _builtins.int
+    principal_id: _builtins.str
+    """The principal the key signs for (an event's insurer_id); "operator" for the operator."""
+    role: Global___SignerRole.ValueType
+    """The principal's role; one principal has one role, whatever its keys."""
+    public_key: _builtins.bytes
+    """Raw 32-byte Ed25519 public key."""
+    jurisdiction: _builtins.str
+    """For an authority: the ISO 3166-1 alpha-2 country whose renewal fees it collects (a fee
+    whose sponsor's identifier another country issued is refused). Empty otherwise.
+    """
+    @_builtins.property
+    def valid_from(self) -> _timestamp_pb2.Timestamp:
+        """First instant the key may sign."""
+
+    @_builtins.property
+    def valid_until(self) -> _timestamp_pb2.Timestamp:
+        """Instant from which the key may no longer sign; unset for open-ended."""
+
+    def __init__(
+        self,
+        *,
+        principal_id: _builtins.str = ...,
+        role: Global___SignerRole.ValueType = ...,
+        public_key: _builtins.bytes = ...,
+        valid_from: _timestamp_pb2.Timestamp | None = ...,
+        valid_until: _timestamp_pb2.Timestamp | None = ...,
+        jurisdiction: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["valid_from", b"valid_from", "valid_until", b"valid_until"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["jurisdiction", b"jurisdiction", "principal_id", b"principal_id", "public_key", b"public_key", "role", b"role", "valid_from", b"valid_from", "valid_until", b"valid_until"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___KeyRegistered: _TypeAlias = KeyRegistered  # noqa: Y015
+
+@_typing.final
+class KeyRevoked(_message.Message):
+    """The operator revoked a signing key: entries integrated from then on that it signed are
+    refused. A revocation never reaches back before its own entry (the log does not rewrite
+    what it already accepted).
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    KEY_ID_FIELD_NUMBER: _builtins.int
+    REVOKED_FROM_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    key_id: _builtins.str
+    """The key revoked ("ed25519:...")."""
+    reason: _builtins.str
+    """Why, for people (e.g. "compromised", "rotated")."""
+    @_builtins.property
+    def revoked_from(self) -> _timestamp_pb2.Timestamp:
+        """From when; unset, or earlier than the revocation's own integration, means from then."""
+
+    def __init__(
+        self,
+        *,
+        key_id: _builtins.str = ...,
+        revoked_from: _timestamp_pb2.Timestamp | None = ...,
+        reason: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["revoked_from", b"revoked_from"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["key_id", b"key_id", "reason", b"reason", "revoked_from", b"revoked_from"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___KeyRevoked: _TypeAlias = KeyRevoked  # noqa: Y015

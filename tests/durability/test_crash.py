@@ -74,15 +74,18 @@ def prepare_log(
     key_file = workdir / "log.key"
     key_file.write_text(format_signer_key(log_signer) + "\n", encoding="utf-8")
     trusted = TrustedLog.from_verifier_key(format_verifier_key(log_signer))
-    return key_file, Ledger(trusted, INSURER, insurer_signer, operator_signer)
+    return key_file, Ledger(trusted, INSURER, insurer_signer, operator_signer, log_signer)
 
 
 def check_log(server: ServerProcess, ledger: Ledger, recorded: Recorded) -> None:
     """The four checks of a cycle, against the restarted server."""
-    with server.channel("auditor", "crash-test") as channel:
+    with (
+        server.channel("auditor", "crash-test") as channel,
+        server.channel("insurer", ledger.insurer_id) as insurer_channel,
+    ):
         auditor = AuditorClient(channel, log=ledger.log)
         check_nothing_acknowledged_is_lost(auditor, recorded)
-        resubmit_unacknowledged(channel, ledger, recorded)
+        resubmit_unacknowledged(insurer_channel, ledger, recorded)
         latest = check_nothing_acknowledged_is_lost(auditor, recorded)
         check_checkpoints_consistent(auditor, [*recorded.checkpoints, latest])
         report = auditor.audit(ledger.insurer_keys(), checkpoint=latest)

@@ -87,9 +87,11 @@ class Ledger:
     insurer_id: str
     insurer_signer: Signer
     operator_signer: Signer
+    log_signer: Signer
+    """Signs the genesis entry (leaf 0), which names the operator's first key."""
 
     def insurer_keys(self) -> dict[str, bytes]:
-        signers = (self.insurer_signer, self.operator_signer)
+        signers = (self.insurer_signer, self.operator_signer, self.log_signer)
         return {insurer_key_id(signer.public_key): signer.public_key for signer in signers}
 
 

@@ -19,20 +19,31 @@ from ledger.checkpoint import Checkpoint, sign_checkpoint
 from ledger.signing import Ed25519Signer, format_verifier_key
 from ledger.storage.append import Appender
 from ledger.storage.db import create_ledger_engine, sqlite_url
-from ledger.storage.key_store import KeyStore
 from ledger.storage.migrate import upgrade
-from tests.conftest import ServerHandle, onboard, onboard_directly, pending
+from tests.conftest import OPERATOR_SIGNER, ServerHandle, onboard, onboard_directly, pending
 
 NOW = dt.datetime(2026, 11, 22, 12, 0, tzinfo=dt.UTC)
 INSURER = "gulf-health"
 LOG_TABLES = {"log_entries", "checkpoints"}
-PROJECTIONS = {"insurers", "policies", "coverages", "premiums", "fee_refunds", "subject_entries"}
+PROJECTIONS = {
+    "insurer_keys",
+    "insurers",
+    "policies",
+    "coverages",
+    "premiums",
+    "fee_refunds",
+    "subject_entries",
+}
 MUTATIONS = 220
 METADATA = "checkpoints:created_at"
 """When a checkpoint was stored: not signed, not hashed, informational only."""
 
 
-def _build(path: Path, log_signer: Ed25519Signer, events: list[object]) -> Path:
+FIRST = 3
+"""Leaf 0: the genesis entry (the operator's key); 1, 2: the insurer's key and licence."""
+
+
+def _build(path: Path, log_signer: Ed25519Signer, events: list[object]) -> None:
     """A ledger file with the operator, one licensed insurer and ``events`` in batches of 7."""
     engine = create_ledger_engine(sqlite_url(path))
     upgrade(engine)
@@ -41,37 +52,31 @@ def _build(path: Path, log_signer: Ed25519Signer, events: list[object]) -> Path:
     operator = _OPERATOR_SIGNER
     insurer = _INSURER_SIGNER
     onboard_directly(engine, appender, operator, INSURER, insurer, NOW)
-    for start in range(0, len(events), 7):
-        items = [pending(insurer, event) for event in events[start : start + 7]]  # type: ignore[arg-type]
-        assert all(not isinstance(o, Exception) for o in appender.append_batch(items, NOW))
-    keys = [
-        {
-            "key_id": key.key_id,
-            "principal": key.insurer_id,
-            "public_key": __import__("base64").b64encode(key.public_key).decode(),
-            "valid_from": key.valid_from.isoformat(),
-            "valid_until": key.valid_until.isoformat() if key.valid_until else None,
-            "revoked_at": key.revoked_at.isoformat() if key.revoked_at else None,
-        }
-        for key in KeyStore(engine).list()
-    ]
+    _append(appender, insurer, events)
     engine.dispose()
+    _self_contained(path)
+
+
+def _append(appender: Appender, signer: Ed25519Signer, events: list[object]) -> None:
+    for start in range(0, len(events), 7):
+        items = [pending(signer, event) for event in events[start : start + 7]]  # type: ignore[arg-type]
+        outcomes = appender.append_batch(items, NOW)
+        assert all(not isinstance(o, Exception) for o in outcomes), outcomes
+
+
+def _self_contained(path: Path) -> None:
     with sqlite3.connect(path) as connection:  # one self-contained file, no WAL beside it
         connection.execute("PRAGMA wal_checkpoint(TRUNCATE)")
         connection.execute("PRAGMA journal_mode=DELETE")
-    keys_file = path.with_suffix(".keys.json")
-    keys_file.write_text(json.dumps(keys))
-    return keys_file
 
 
 _INSURER_SIGNER = Ed25519Signer.generate(INSURER)
-_OPERATOR_SIGNER = Ed25519Signer.generate("operator")
+_OPERATOR_SIGNER = OPERATOR_SIGNER
 
 
 def _audit(
     database: Path,
     verifier_key: str,
-    keys: Path,
     state: Path | None = None,
     workers: int = 1,
     *,
@@ -82,8 +87,6 @@ def _audit(
         database=sqlite_url(database),
         server=None,
         log_verifier=verifier_key,
-        keys=str(keys),
-        keys_from_admin_service=False,
         state=str(state) if state else None,
         json=True,
         workers=workers,
@@ -127,36 +130,30 @@ def _integrity(path: Path) -> str:
 
 def test_a_full_audit_of_a_database_file(tmp_path: Path, log_signer: Ed25519Signer) -> None:
     database = tmp_path / "ledger.db"
-    keys = _build(database, log_signer, list(sample_events(40, INSURER, NOW)))
-    code, report = _audit(database, format_verifier_key(log_signer), keys)
+    _build(database, log_signer, list(sample_events(40, INSURER, NOW)))
+    code, report = _audit(database, format_verifier_key(log_signer))
     assert code == 0, report
-    assert report["entries_checked"] == report["tree_size"] == 41
-    assert report["signers"] == {"operator": 1, INSURER: 40}
+    assert report["entries_checked"] == report["tree_size"] == FIRST + 40
+    assert report["signers"] == {"log": 1, "operator": 2, INSURER: 40}
     assert report["checkpoints_checked"] >= 7  # every stored checkpoint's root recomputed
-    code, parallel = _audit(database, format_verifier_key(log_signer), keys, workers=2)
+    code, parallel = _audit(database, format_verifier_key(log_signer), workers=2)
     assert code == 0 and {**parallel, "seconds": 0} == {**report, "seconds": 0}
-    # An auditor whose key history lacks the insurer: the first insurer entry is refused, also
-    # when the check runs in a worker process.
-    only_operator = tmp_path / "operator-only.json"
-    only_operator.write_text(
-        json.dumps([k for k in json.loads(keys.read_text()) if k["principal"] == "operator"])
-    )
-    code, replayed = _audit(database, format_verifier_key(log_signer), keys, replay=True)
+    code, replayed = _audit(database, format_verifier_key(log_signer), replay=True)
     assert code == 0, replayed
     with sqlite3.connect(database) as connection:  # a projection row nobody's log produced
         connection.execute("UPDATE policies SET plan = 'VIP' WHERE rowid = 1")
-    code, replayed = _audit(database, format_verifier_key(log_signer), keys, replay=True)
+    code, replayed = _audit(database, format_verifier_key(log_signer), replay=True)
     assert code == 1 and "first diverging entry" in str(replayed["message"])
-    code, plain = _audit(database, format_verifier_key(log_signer), keys)
+    code, plain = _audit(database, format_verifier_key(log_signer))
     assert code == 0 and plain["verdict"] == "ok"  # the log is intact: only projections changed
-    for workers in (1, 2):
-        code, failed = _audit(
-            database, format_verifier_key(log_signer), only_operator, workers=workers
+    with sqlite3.connect(database) as connection:  # the key table is a projection too
+        connection.execute(
+            "UPDATE insurer_keys SET revoked_at_us = 1 WHERE insurer_id = ?", [INSURER]
         )
-        assert code == 1 and failed["index"] == 1, failed
-        assert "not in the key history" in str(failed["found"])
+    code, plain = _audit(database, format_verifier_key(log_signer))
+    assert code == 0, plain  # the auditor never reads it: it learns the keys from the log
     other = Ed25519Signer.generate(log_signer.name)
-    code, report = _audit(database, format_verifier_key(other), keys)
+    code, report = _audit(database, format_verifier_key(other))
     assert code == 1 and "signature" in str(report["message"])
 
 
@@ -167,12 +164,12 @@ def test_every_single_byte_mutation_of_the_file_is_reported_or_shown_harmless(
     `audit verify`, or the test shows why it does not matter to the log: the file reads the same
     (free space, page slack), SQLite itself reports the file malformed, the byte is in tree
     nodes (the server checks them against the signed root before every append, and the auditor
-    never uses them), in the projections (`rebuild` reports them), or in the operator's key
-    registry (the auditor uses its own copy of the key history)."""
+    never uses them), or in the projections, the key table among them (`rebuild` reports them;
+    the auditor learns the key history from the log itself)."""
     from ledger.coverage.rebuild import rebuild_and_compare
 
     database = tmp_path / "ledger.db"
-    keys = _build(database, log_signer, list(sample_events(60, INSURER, NOW)))
+    _build(database, log_signer, list(sample_events(60, INSURER, NOW)))
     verifier_key = format_verifier_key(log_signer)
     original = database.read_bytes()
     baseline = _logical(database)
@@ -184,7 +181,7 @@ def test_every_single_byte_mutation_of_the_file_is_reported_or_shown_harmless(
         data[offset] ^= 1 << rng.randrange(8)
         mutated = tmp_path / f"mutated-{number}.db"
         mutated.write_bytes(bytes(data))
-        code, _ = _audit(mutated, verifier_key, keys)
+        code, _ = _audit(mutated, verifier_key)
         if code == 1:
             outcomes["reported by audit verify"] += 1
             continue
@@ -209,8 +206,8 @@ def test_every_single_byte_mutation_of_the_file_is_reported_or_shown_harmless(
                 outcomes["tree nodes: a proof or the next append fails"] += 1
             elif changed & PROJECTIONS and not rebuild_and_compare(engine).consistent:
                 outcomes["projections: reported by rebuild"] += 1
-            elif changed <= {"insurer_keys", "alembic_version"}:
-                outcomes["operator's registry, outside the log"] += 1
+            elif changed <= {"alembic_version"}:
+                outcomes["schema version, outside the log"] += 1
             elif changed == {METADATA}:
                 outcomes["unsigned bookkeeping (a checkpoint's storage time)"] += 1
             else:
@@ -262,12 +259,12 @@ def test_a_rewritten_history_is_detected_even_when_every_node_and_checkpoint_was
 ) -> None:
     events = list(sample_events(30, INSURER, NOW))
     honest = tmp_path / "honest.db"
-    keys = _build(honest, log_signer, events)
+    _build(honest, log_signer, events)
     state = tmp_path / "auditor.json"
-    code, _ = _audit(honest, format_verifier_key(log_signer), keys, state)
+    code, _ = _audit(honest, format_verifier_key(log_signer), state)
     assert code == 0 and len(json.loads(state.read_text())["checkpoints"]) == 1
-    # The operator rewrites a premium (entry 4: leaf 0 is the licence) to another amount, then
-    # recomputes every node and signs fresh checkpoints with the real log key: internally
+    # The operator rewrites a premium (entry 6: leaves 0-2 are the onboarding) to another amount,
+    # then recomputes every node and signs fresh checkpoints with the real log key: internally
     # consistent. (The insurer's signature is redone too: say its key leaked.)
     rewritten_events = [type(e)() for e in events]
     for copy, event in zip(rewritten_events, events, strict=True):
@@ -278,13 +275,13 @@ def test_a_rewritten_history_is_detected_even_when_every_node_and_checkpoint_was
     _build(
         rewritten, log_signer, [*rewritten_events, *sample_events(5, INSURER, NOW, first_number=90)]
     )
-    code, fresh = _audit(rewritten, format_verifier_key(log_signer), keys)
+    code, fresh = _audit(rewritten, format_verifier_key(log_signer))
     assert code == 0, fresh  # alone, the rewritten log looks fine
-    code, report = _audit(rewritten, format_verifier_key(log_signer), keys, state)
+    code, report = _audit(rewritten, format_verifier_key(log_signer), state)
     assert code == 1
     assert "history was rewritten" in str(report["found"]), report
     # The same with signatures checked in worker processes.
-    code, report = _audit(rewritten, format_verifier_key(log_signer), keys, state, workers=2)
+    code, report = _audit(rewritten, format_verifier_key(log_signer), state, workers=2)
     assert code == 1 and "history was rewritten" in str(report["found"])
 
 

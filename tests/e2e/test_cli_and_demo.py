@@ -10,8 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from ledger.signing import parse_signer_key, parse_verifier_key
+from ledger.signing import format_signer_key, parse_signer_key, parse_verifier_key
 from ledger.storage.db import sqlite_url
+from tests.conftest import OPERATOR_SIGNER, ServerHandle
 
 CLI = [sys.executable, "-m", "ledger.cli"]
 
@@ -82,10 +83,20 @@ def test_keygen_writes_a_private_key_file_and_prints_the_verifier_key(tmp_path: 
     assert parse_signer_key(out.read_text().strip()).public_key == signer.public_key
 
 
-def test_admin_key_commands_round_trip(tmp_path: Path) -> None:
-    database = sqlite_url(tmp_path / "ledger.db")
+def test_admin_key_commands_round_trip(server: ServerHandle, tmp_path: Path) -> None:
+    """add-key and revoke-key sign KeyRegistered / KeyRevoked with the operator's key and
+    submit them; list reads the projection from the database."""
     key_file = tmp_path / "acme.key"
     generated = run("keygen", "--name", "acme-health", "--out", str(key_file))
+    operator_key = tmp_path / "operator.key"
+    operator_key.write_text(format_signer_key(OPERATOR_SIGNER) + "\n", encoding="utf-8")
+    operator = [
+        *server.cli_arguments("operator", "operator"),
+        "--operator-key",
+        str(operator_key),
+        "--log-verifier",
+        server.log_verifier_key,
+    ]
     added = run(
         "admin",
         "insurer",
@@ -94,31 +105,21 @@ def test_admin_key_commands_round_trip(tmp_path: Path) -> None:
         "acme-health",
         "--verifier-key-file",
         f"{key_file}.pub",
-        "--database",
-        database,
+        *operator,
     ).stdout
     key_id = added.split()[1]
+    assert key_id.startswith("ed25519:") and "KeyRegistered at leaf 1" in added
     # keygen and add-key name the key in the same form.
-    assert f"key id {key_id}" in generated.stderr and key_id.startswith("ed25519:")
-    assert key_id.startswith("ed25519:")
+    assert f"key id {key_id}" in generated.stderr
+    database = str(server.running.engine.url.render_as_string(hide_password=False))
     listed = run("admin", "insurer", "list", "--database", database).stdout
-    assert key_id in listed and "revoked -" in listed
-    run("admin", "insurer", "revoke-key", "--key-id", key_id, "--database", database)
-    again = run(
-        "admin", "insurer", "revoke-key", "--key-id", key_id, "--database", database, check=False
-    )
-    assert again.returncode == 2 and "already revoked" in again.stderr
-    unknown = run(
-        "admin",
-        "insurer",
-        "revoke-key",
-        "--key-id",
-        "ed25519:00",
-        "--database",
-        database,
-        check=False,
-    )
-    assert unknown.returncode == 2 and "no key" in unknown.stderr
+    assert key_id in listed and "revoked -" in listed and "insurer" in listed
+    revoke = ["admin", "insurer", "revoke-key", "--key-id", key_id, "--reason", "lost", *operator]
+    assert "KeyRevoked at leaf 2" in run(*revoke).stdout
+    again = run(*revoke, check=False)
+    assert again.returncode == 3 and "already revoked" in again.stderr  # refused by the server
+    unknown = run(*revoke[:4], "ed25519:0000000000000000", *revoke[5:], check=False)
+    assert unknown.returncode == 3 and "no key" in unknown.stderr
 
 
 def test_serve_without_a_log_key_says_how_to_make_one(tmp_path: Path) -> None:
@@ -179,7 +180,8 @@ def test_the_demo_tells_the_whole_story(tmp_path: Path) -> None:
         "ALREADY_EXISTS",
         "UNAUTHENTICATED",
         "consistency proof",
-        "full audit by the offline verifier: 63 entries",
+        "full audit by the offline verifier: 65 entries",
+        "key history learned from the log alone: 3 keys",
         "5. Kuwait renewal portal: quote",
         "paid through the simulated gateway: RECORDED",
         "same payment True, charged once (True)",

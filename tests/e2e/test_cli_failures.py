@@ -72,7 +72,7 @@ def _client_commands(
 
     return {
         "audit verify": ["audit", "verify", "--server", server, *who("operator", "operator"),
-                         *verifier, "--keys-from-admin-service"],
+                         *verifier],
         "audit watch": ["audit", "watch", "--server", server, *who("auditor", "auditor"),
                         *verifier, "--state", files["state"], "--iterations", "1"],
         "insurer submit": ["insurer", "submit", "--server", server,

@@ -15,19 +15,24 @@ from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from clients.auditor import AuditorClient
 from clients.errors import ClientError, from_rpc_error
 from clients.insurer import InsurerClient
+from clients.operator import OperatorClient
 from clients.samples import policy_issued, sample_events
 from clients.verify import TrustedLog, VerifiedReceipt
 from ledger.errors import VerificationError
 from ledger.keys import insurer_key_id
 from ledger.merkle import leaf_hash
+from ledger.signers import SignerRole
 from ledger.signing import Ed25519Signer, format_verifier_key
-from ledger.v1 import admin_service_pb2, admin_service_pb2_grpc
+from ledger.v1 import admin_service_pb2, admin_service_pb2_grpc, events_pb2
 from ledger.v1 import ledger_service_pb2 as pb
 from ledger.v1 import ledger_service_pb2_grpc as pb_grpc
 from tests.conftest import ServerHandle, onboard
 
 INSURER = "gulf-health"
 NOW = dt.datetime.now(dt.UTC)
+ONBOARDED = 3
+"""Entries before the insurer's first: leaf 0 the genesis entry (the operator's key), leaf 1 the
+insurer's KeyRegistered, leaf 2 its InsurerLicensed (the insurer fixture)."""
 
 
 @pytest.fixture
@@ -88,11 +93,11 @@ def test_health_and_reflection_are_served(channel: grpc.Channel) -> None:
 
 def test_unary_and_streamed_submissions_get_verified_receipts(insurer: InsurerClient) -> None:
     single = insurer.submit(next(sample_events(1, INSURER, NOW, first_number=900)))
-    # Leaf 0 is the operator's licensing of the insurer (the insurer fixture).
-    assert single.leaf_index == 1 and single.checkpoint.size == 2
+    assert single.leaf_index == ONBOARDED and single.checkpoint.size == ONBOARDED + 1
     streamed = _submit_many(insurer, 120)
-    assert [receipt.leaf_index for receipt in streamed] == list(range(2, 122))
-    assert streamed[-1].checkpoint.size == 122
+    expected = list(range(ONBOARDED + 1, ONBOARDED + 121))
+    assert [receipt.leaf_index for receipt in streamed] == expected
+    assert streamed[-1].checkpoint.size == ONBOARDED + 121
 
 
 def test_concurrent_submissions_share_batches(server: ServerHandle, insurer: InsurerClient) -> None:
@@ -106,12 +111,14 @@ def test_concurrent_submissions_share_batches(server: ServerHandle, insurer: Ins
     # The first 16 callers are held in the queue until all of them wait: they share one batch
     # whatever the machine's load; the rest batch as they come.
     receipts = server.in_one_batch(16, submit_all)
-    assert sorted(receipt.leaf_index for receipt in receipts) == list(range(1, 201))
+    expected = list(range(ONBOARDED, ONBOARDED + 200))
+    assert sorted(receipt.leaf_index for receipt in receipts) == expected
     # Group commit: fewer checkpoints (one per batch) than entries.
-    assert server.running.sequencer.batches_committed <= 1 + 200 - 15
-    # One checkpoint per batch (the licensing batch of the insurer fixture included).
+    assert server.running.sequencer.batches_committed <= 2 + 200 - 15
+    # One checkpoint per batch (the insurer fixture's two batches included; the genesis entry
+    # is written at start, not by the sequencer).
     assert (
-        len({receipt.checkpoint.size for receipt in receipts}) + 1
+        len({receipt.checkpoint.size for receipt in receipts}) + 2
         == server.running.sequencer.batches_committed
     )
 
@@ -121,22 +128,23 @@ def test_auditor_verifies_checkpoints_entries_and_proofs(
     insurer: InsurerClient,
     insurer_signer: Ed25519Signer,
     operator_signer: Ed25519Signer,
+    log_signer: Ed25519Signer,
     trusted: TrustedLog,
 ) -> None:
     early = _submit_many(insurer, 30)[-1].checkpoint
     _submit_many(insurer, 1234, first_number=100)
     auditor = AuditorClient(auditor_channel, log=trusted)
     latest = auditor.checkpoint()
-    assert latest.size == 1 + 1264
+    assert latest.size == ONBOARDED + 1264
     auditor.verify_consistency(early, latest)
     for index in (0, 29, 30, 777, 1264):
         auditor.verify_inclusion(index, latest)
     keys = {
         insurer_key_id(signer.public_key): signer.public_key
-        for signer in (insurer_signer, operator_signer)
+        for signer in (insurer_signer, operator_signer, log_signer)  # the log key: leaf 0
     }
     report = auditor.audit(keys, checkpoint=latest)
-    assert report.entries_checked == report.signatures_checked == 1 + 1264
+    assert report.entries_checked == report.signatures_checked == ONBOARDED + 1264
     assert report.root_hash == latest.root_hash
     assert auditor.checkpoint(early.size).root_hash == early.root_hash
 
@@ -147,9 +155,9 @@ def test_inclusion_proof_by_leaf_hash(
     receipts = _submit_many(insurer, 10)
     stub = pb_grpc.LedgerServiceStub(auditor_channel)
     response = stub.GetInclusionProof(
-        pb.GetInclusionProofRequest(leaf_hash=receipts[4].leaf_hash, tree_size=7)
+        pb.GetInclusionProofRequest(leaf_hash=receipts[4].leaf_hash, tree_size=ONBOARDED + 6)
     )
-    assert (response.leaf_index, response.tree_size) == (5, 7)  # leaf 0 is the licence
+    assert (response.leaf_index, response.tree_size) == (ONBOARDED + 4, ONBOARDED + 6)
     with pytest.raises(grpc.RpcError) as raised:
         stub.GetInclusionProof(pb.GetInclusionProofRequest(leaf_hash=leaf_hash(b"nope")))
     assert raised.value.code() == grpc.StatusCode.NOT_FOUND
@@ -160,16 +168,17 @@ def test_entries_are_paged_and_verbatim(
 ) -> None:
     receipts = _submit_many(insurer, 25)
     stub = pb_grpc.LedgerServiceStub(auditor_channel)
-    chunks = list(stub.GetEntries(pb.GetEntriesRequest(start_index=3, end_index=10_000)))
+    start = ONBOARDED + 2
+    chunks = list(stub.GetEntries(pb.GetEntriesRequest(start_index=start, end_index=10_000)))
     entries = [data for chunk in chunks for data in chunk.entries]
-    assert chunks[0].start_index == 3 and len(entries) == 1 + 25 - 3  # leaf 0 is the licence
+    assert chunks[0].start_index == start and len(entries) == ONBOARDED + 25 - start
     assert [leaf_hash(data) for data in entries] == [r.leaf_hash for r in receipts[2:]]
 
 
 @pytest.mark.parametrize(
     ("request_message", "method", "code"),
     [
-        (pb.GetEntriesRequest(start_index=5, end_index=5), "GetEntries", "OUT_OF_RANGE"),
+        (pb.GetEntriesRequest(start_index=7, end_index=7), "GetEntries", "OUT_OF_RANGE"),
         (pb.GetEntriesRequest(start_index=2, end_index=1), "GetEntries", "INVALID_ARGUMENT"),
         (pb.GetInclusionProofRequest(tree_size=1), "GetInclusionProof", "INVALID_ARGUMENT"),
         (
@@ -197,7 +206,7 @@ def test_entries_are_paged_and_verbatim(
             "GetConsistencyProof",
             "OUT_OF_RANGE",
         ),
-        (pb.GetCheckpointRequest(tree_size=3), "GetCheckpoint", "NOT_FOUND"),
+        (pb.GetCheckpointRequest(tree_size=5), "GetCheckpoint", "NOT_FOUND"),
     ],
 )
 def test_bad_read_requests_get_clear_statuses(
@@ -209,10 +218,10 @@ def test_bad_read_requests_get_clear_statuses(
     code: str,
 ) -> None:
     insurer.submit(next(sample_events(1, INSURER, NOW)))
-    # The licence, then one event, then two held into one batch: sizes 1, 2 and 4 have
-    # checkpoints and size 3 has none, whatever the machine's load.
+    # Genesis, key, licence, then one event, then two held into one batch: sizes 0-4 and 6 have
+    # checkpoints and size 5 has none, whatever the machine's load.
     server.in_one_batch(2, lambda: _submit_many(insurer, 2, first_number=10))
-    assert server.running.sequencer.batches_committed == 3
+    assert server.running.sequencer.batches_committed == 4
     stub = pb_grpc.LedgerServiceStub(auditor_channel)
     with pytest.raises(grpc.RpcError) as raised:
         result = getattr(stub, method)(request_message)
@@ -221,59 +230,58 @@ def test_bad_read_requests_get_clear_statuses(
     assert error.code.name == code, str(error)
 
 
-def test_admin_calls_need_the_operator_role(
-    server: ServerHandle, insurer_signer: Ed25519Signer
-) -> None:
-    request = admin_service_pb2.RegisterInsurerKeyRequest(
-        insurer_id=INSURER, public_key=insurer_signer.public_key
-    )
+def test_admin_calls_need_the_operator_role(server: ServerHandle) -> None:
+    request = admin_service_pb2.ListInsurerKeysRequest()
     for role, name in (("insurer", INSURER), ("auditor", "auditor"), ("portal", "SA")):
         with server.channel(role, name) as channel:
             admin = admin_service_pb2_grpc.AdminServiceStub(channel)
             with pytest.raises(grpc.RpcError) as raised:
-                admin.RegisterInsurerKey(request)
+                admin.ListInsurerKeys(request)
             error = from_rpc_error(raised.value)
             assert error.code == grpc.StatusCode.PERMISSION_DENIED
             assert error.reason == "ROLE_NOT_ALLOWED"
-    with server.channel("operator", "operator") as channel:
-        keys = admin_service_pb2_grpc.AdminServiceStub(channel).ListInsurerKeys(
-            admin_service_pb2.ListInsurerKeysRequest()
-        )
-    assert list(keys.keys) == []  # nothing was registered by the refused calls
 
 
-def test_admin_refuses_bad_keys_and_lists_good_ones(
-    server: ServerHandle, insurer_signer: Ed25519Signer
+def test_bad_key_events_are_refused_and_the_registry_lists_good_ones(
+    server: ServerHandle,
+    insurer_signer: Ed25519Signer,
+    operator_signer: Ed25519Signer,
+    trusted: TrustedLog,
 ) -> None:
     operator_channel = server.channel("operator", "operator")
-    admin = admin_service_pb2_grpc.AdminServiceStub(operator_channel)
+    operator = OperatorClient(operator_channel, signer=operator_signer, log=trusted)
+    auditor = AuditorClient(operator_channel, log=trusted)
     bad = [
-        admin_service_pb2.RegisterInsurerKeyRequest(insurer_id=INSURER, public_key=b"short"),
-        admin_service_pb2.RegisterInsurerKeyRequest(
-            insurer_id="", public_key=insurer_signer.public_key
-        ),
-        admin_service_pb2.RegisterInsurerKeyRequest(
-            insurer_id="bad id!", public_key=insurer_signer.public_key
-        ),
+        (INSURER, b"short", SignerRole.INSURER, "INVALID_ARGUMENT"),
+        ("", insurer_signer.public_key, SignerRole.INSURER, "INVALID_ARGUMENT"),
+        ("bad id!", insurer_signer.public_key, SignerRole.INSURER, "INVALID_ARGUMENT"),
+        ("operator", insurer_signer.public_key, SignerRole.INSURER, "INVALID_ARGUMENT"),
+        (INSURER, insurer_signer.public_key, SignerRole.OPERATOR, "INVALID_ARGUMENT"),
+        (INSURER, operator_signer.public_key, SignerRole.INSURER, "ALREADY_EXISTS"),
     ]
-    for request in bad:
-        with pytest.raises(grpc.RpcError) as raised:
-            admin.RegisterInsurerKey(request)
-        assert raised.value.code() == grpc.StatusCode.INVALID_ARGUMENT
-    assert list(admin.ListInsurerKeys(admin_service_pb2.ListInsurerKeysRequest()).keys) == []
-    good = admin_service_pb2.RegisterInsurerKeyRequest(
-        insurer_id=INSURER, public_key=insurer_signer.public_key
-    )
-    first = admin.RegisterInsurerKey(good).key
-    assert admin.RegisterInsurerKey(good).key == first  # idempotent
-    other = admin_service_pb2.RegisterInsurerKeyRequest(
-        insurer_id="desert-care", public_key=insurer_signer.public_key
-    )
-    with pytest.raises(grpc.RpcError) as raised:
-        admin.RegisterInsurerKey(other)
-    assert raised.value.code() == grpc.StatusCode.ALREADY_EXISTS
-    listed = admin.ListInsurerKeys(admin_service_pb2.ListInsurerKeysRequest(insurer_id=INSURER))
-    assert [key.key_id for key in listed.keys] == [first.key_id]
+    for principal, public_key, role, code in bad:
+        with pytest.raises(ClientError) as raised:
+            operator.register_key(principal, public_key, role=role)
+        assert raised.value.code.name == code, (principal, role, raised.value)
+        assert auditor.checkpoint().size == 1, "a refused key event wrote something"
+    listing = admin_service_pb2.ListInsurerKeysRequest()
+    admin = admin_service_pb2_grpc.AdminServiceStub(operator_channel)
+    [genesis] = admin.ListInsurerKeys(listing).keys
+    assert (genesis.insurer_id, genesis.registered_leaf_index) == ("operator", 0)
+    assert genesis.key_id == insurer_key_id(operator_signer.public_key)
+    receipt = operator.register_key(INSURER, insurer_signer.public_key)
+    with pytest.raises(ClientError) as raised:  # one principal, one role
+        operator.register_key(
+            INSURER, Ed25519Signer.generate("x").public_key, role=SignerRole.AUTHORITY
+        )
+    assert raised.value.reason == "PRINCIPAL_ROLE_CONFLICT"
+    listed = admin.ListInsurerKeys(
+        admin_service_pb2.ListInsurerKeysRequest(insurer_id=INSURER)
+    ).keys
+    assert [(key.key_id, key.registered_leaf_index) for key in listed] == [
+        (insurer_key_id(insurer_signer.public_key), receipt.leaf_index)
+    ]
+    assert listed[0].role == events_pb2.SIGNER_ROLE_INSURER
     operator_channel.close()
 
 

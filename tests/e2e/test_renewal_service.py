@@ -13,6 +13,7 @@ from sqlalchemy import text
 from clients.errors import ClientError
 from clients.renewal import RenewalClient
 from clients.verify import TrustedLog
+from ledger.signers import SignerRole
 from ledger.signing import Ed25519Signer, format_signer_key
 from ledger.storage.db import create_ledger_engine
 from ledger.v1 import events_pb2, types_pb2
@@ -40,7 +41,7 @@ def stack(
     monkeypatch.setenv("POLICY_LEDGER_PAYMENTS_AUTHORITY_ID", AUTHORITY)
     server = start_server_thread(database_url, log_signer, tmp_path)
     try:
-        onboard(server, operator_signer, AUTHORITY, authority)
+        onboard(server, operator_signer, AUTHORITY, authority, SignerRole.AUTHORITY)
         trusted = TrustedLog.from_verifier_key(server.log_verifier_key)
         with server.channel("portal", "KW") as channel:
             yield server, RenewalClient(channel, log=trusted), channel

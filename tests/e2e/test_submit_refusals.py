@@ -14,6 +14,7 @@ from sqlalchemy import func, select
 
 from clients.errors import ClientError, from_rpc_error
 from clients.insurer import InsurerClient, sign_event
+from clients.operator import OperatorClient, insurer_licensed
 from clients.samples import policy_issued
 from clients.verify import TrustedLog
 from ledger.dsse import pae
@@ -21,16 +22,19 @@ from ledger.keys import insurer_key_id
 from ledger.signing import Ed25519Signer
 from ledger.storage.db import create_ledger_engine
 from ledger.storage.tables import checkpoints, log_entries
-from ledger.v1 import admin_service_pb2, admin_service_pb2_grpc, events_pb2, types_pb2
+from ledger.v1 import events_pb2, types_pb2
 from ledger.v1 import ledger_service_pb2 as pb
 from ledger.v1 import ledger_service_pb2_grpc as pb_grpc
+from tests.builders import fee_collected
 from tests.conftest import ServerHandle, onboard
 
 INSURER = "gulf-health"
 OTHER_INSURER = "desert-care"
 NOW = dt.datetime.now(dt.UTC)
-ONBOARDED = (1, 2)
-"""(entries, checkpoints) once the keys fixture licensed the insurer: the licence is leaf 0."""
+ONBOARDED = (7, 8)
+"""(entries, checkpoints) once the keys fixture ran: leaf 0 the genesis entry, 1 and 2 the good
+key and the licence, 3-5 three more keys, 6 a revocation (the empty tree's checkpoint, then
+one per submission)."""
 
 
 @dataclass
@@ -44,39 +48,29 @@ class Keys:
     unregistered: Ed25519Signer
 
 
-def _register(
-    server: ServerHandle, insurer: str, signer: Ed25519Signer, **window: dt.datetime
-) -> None:
-    request = admin_service_pb2.RegisterInsurerKeyRequest(
-        insurer_id=insurer, public_key=signer.public_key
-    )
-    for name, instant in window.items():
-        getattr(request, name).FromDatetime(instant)
-    with server.channel("operator", "operator") as channel:
-        admin_service_pb2_grpc.AdminServiceStub(channel).RegisterInsurerKey(request)
-
-
 @pytest.fixture
 def keys(server: ServerHandle, operator_signer: Ed25519Signer) -> Keys:
     keys = Keys(
         *(Ed25519Signer.generate(name) for name in ("good", "expired", "revoked", "future", "none"))
     )
     onboard(server, operator_signer, INSURER, keys.good)
-    _register(
-        server,
-        INSURER,
-        keys.expired,
-        valid_from=NOW - dt.timedelta(days=30),
-        valid_until=NOW - dt.timedelta(days=1),
-    )
-    _register(server, INSURER, keys.revoked)
-    _register(server, INSURER, keys.future, valid_from=NOW + dt.timedelta(days=30))
     with server.channel("operator", "operator") as channel:
-        admin_service_pb2_grpc.AdminServiceStub(channel).RevokeInsurerKey(
-            admin_service_pb2.RevokeInsurerKeyRequest(
-                key_id=insurer_key_id(keys.revoked.public_key)
-            )
+        operator = OperatorClient(
+            channel,
+            signer=operator_signer,
+            log=TrustedLog.from_verifier_key(server.log_verifier_key),
         )
+        operator.register_key(
+            INSURER,
+            keys.expired.public_key,
+            valid_from=NOW - dt.timedelta(days=30),
+            valid_until=NOW - dt.timedelta(days=1),
+        )
+        operator.register_key(INSURER, keys.revoked.public_key, valid_from=NOW)
+        operator.register_key(
+            INSURER, keys.future.public_key, valid_from=NOW + dt.timedelta(days=30)
+        )
+        operator.revoke_key(insurer_key_id(keys.revoked.public_key), reason="compromised")
     return keys
 
 
@@ -92,6 +86,18 @@ def _event() -> events_pb2.Event:
 
 def _resign(envelope: types_pb2.Envelope, signer: Ed25519Signer) -> None:
     envelope.signatures[0].sig = signer.sign(pae(envelope.payload_type, envelope.payload))
+
+
+def _licence_by(signer_id: str) -> events_pb2.Event:
+    event = insurer_licensed(
+        "self-licensed",
+        name="self",
+        licence_number="X",
+        effective=NOW.date(),
+        occurred_at=NOW,
+    )
+    event.insurer_id = signer_id
+    return event
 
 
 def _with_payload(payload: bytes) -> Callable[[types_pb2.Envelope, Keys], None]:
@@ -195,6 +201,18 @@ CASES = {
     ),
     "expired key": (_signed_by(lambda k: k.expired), "PERMISSION_DENIED", "KEY_EXPIRED"),
     "revoked key": (_signed_by(lambda k: k.revoked), "PERMISSION_DENIED", "KEY_REVOKED"),
+    # An insurer may not sign what only a renewal authority may: a fee with no payment behind
+    # it would otherwise create government coverage.
+    "fee signed by an insurer": (
+        _with_payload(fee_collected(INSURER, "R-forged").SerializeToString()),
+        "PERMISSION_DENIED",
+        "SIGNER_ROLE_NOT_ALLOWED",
+    ),
+    "licence signed by an insurer": (
+        _with_payload(_licence_by(INSURER).SerializeToString()),
+        "PERMISSION_DENIED",
+        "SIGNER_ROLE_NOT_ALLOWED",
+    ),
     "key not yet valid": (_signed_by(lambda k: k.future), "PERMISSION_DENIED", "KEY_NOT_YET_VALID"),
 }
 
@@ -231,8 +249,8 @@ def test_the_unmutated_submission_is_accepted(
     server: ServerHandle, keys: Keys, stub: pb_grpc.LedgerServiceStub, database_url: str
 ) -> None:
     response = stub.SubmitEvent(pb.SubmitEventRequest(envelope=sign_event(_event(), keys.good)))
-    assert response.receipt.leaf_index == 1
-    assert _written(database_url) == (2, 3)
+    assert response.receipt.leaf_index == ONBOARDED[0]
+    assert _written(database_url) == (ONBOARDED[0] + 1, ONBOARDED[1] + 1)
 
 
 def test_an_invalid_field_is_named_in_bad_request_details(
@@ -252,7 +270,10 @@ def test_a_missing_envelope_is_refused(
     with pytest.raises(grpc.RpcError) as raised:
         stub.SubmitEvent(pb.SubmitEventRequest())
     assert from_rpc_error(raised.value).reason == "ENVELOPE_MISSING"
-    assert _written(database_url) == (0, 1)
+    assert _written(database_url) == (
+        1,
+        2,
+    )  # the genesis entry, and the checkpoints of size 0 and 1
 
 
 def test_a_refused_event_in_a_stream_gets_its_own_status_and_the_stream_goes_on(
@@ -290,4 +311,4 @@ def test_an_event_id_reused_with_other_content_is_already_exists(
             client.submit(changed)
     assert raised.value.code == grpc.StatusCode.ALREADY_EXISTS
     assert [v.field for v in raised.value.field_violations] == ["event.policy_issued.plan"]
-    assert _written(database_url) == (2, 3)
+    assert _written(database_url) == (ONBOARDED[0] + 1, ONBOARDED[1] + 1)

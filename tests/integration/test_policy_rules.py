@@ -9,7 +9,9 @@ from typing import Any
 import pytest
 from sqlalchemy import Engine, func, select
 
+from clients.operator import key_registered
 from ledger.errors import LedgerError
+from ledger.signers import SignerRole
 from ledger.signing import Ed25519Signer
 from ledger.storage.append import Appender, Receipt
 from ledger.storage.tables import PROJECTION_TABLES, checkpoints, log_entries
@@ -25,7 +27,7 @@ from tests.builders import (
     sar,
     suspended,
 )
-from tests.conftest import onboard_directly, pending
+from tests.conftest import key_event, onboard_directly, pending
 
 NOW = dt.datetime(2026, 11, 22, 12, 0, tzinfo=dt.UTC)
 GULF, NAJM = "gulf-health", "najm-care"
@@ -84,16 +86,9 @@ def log(engine: Engine, log_signer: Ed25519Signer, operator_signer: Ed25519Signe
     for insurer in (GULF, NAJM):
         signers[insurer] = Ed25519Signer.generate(insurer)
         onboard_directly(engine, appender, operator_signer, insurer, signers[insurer], NOW)
-    from ledger.storage.key_store import KeyStore
-
-    KeyStore(engine).register(
-        insurer_id="unlicensed-co",
-        public_key=signers["unlicensed-co"].public_key,
-        valid_from=dt.datetime(2020, 1, 1, tzinfo=dt.UTC),
-        valid_until=None,
-        now=NOW,
-    )
-    return Log(engine, appender, signers)
+    log = Log(engine, appender, signers)
+    log.accept(key_event("unlicensed-co", signers["unlicensed-co"], SignerRole.INSURER))
+    return log
 
 
 def _policy(policy_id: str = "P1", insurer: str = GULF, **kwargs: Any) -> events_pb2.Event:
@@ -117,10 +112,12 @@ def test_a_suspended_insurer_may_not_issue(log: Log) -> None:
 def test_only_the_operator_licenses_and_it_writes_no_policies(log: Log) -> None:
     by_insurer = suspended(NAJM, JAN1)
     by_insurer.insurer_id = GULF
-    log.refuse(by_insurer, "PERMISSION_DENIED", "OPERATOR_ONLY")
+    error = log.refuse(by_insurer, "PERMISSION_DENIED", "SIGNER_ROLE_NOT_ALLOWED")
+    assert "InsurerSuspended" in error.message and GULF in error.message
     by_operator = _policy()
     by_operator.insurer_id = "operator"
-    log.refuse(by_operator, "PERMISSION_DENIED", "OPERATOR_CANNOT_WRITE_POLICIES")
+    error = log.refuse(by_operator, "PERMISSION_DENIED", "SIGNER_ROLE_NOT_ALLOWED")
+    assert "PolicyIssued" in error.message and "'operator'" in error.message
     log.accept(suspended(NAJM, JAN1))
     log.refuse(suspended(NAJM, JAN1), "FAILED_PRECONDITION", "ALREADY_SUSPENDED")
 
@@ -258,19 +255,20 @@ def test_events_of_one_batch_see_each_other_in_order(log: Log) -> None:
         "Receipt",
     ]
     receipts = [o for o in outcomes if isinstance(o, Receipt)]
-    assert [r.leaf_index for r in receipts] == [2, 3, 4]  # leaves 0, 1: the two licences
+    # Leaf 0: genesis; 1-4: two insurers' keys and licences; 5: the unlicensed-co key.
+    assert [r.leaf_index for r in receipts] == [6, 7, 8]
 
 
-def test_a_key_signs_only_what_happened_while_it_was_valid(log: Log, engine: Engine) -> None:
-    from ledger.storage.key_store import KeyStore
-
+def test_a_key_signs_only_what_happened_while_it_was_valid(log: Log) -> None:
     late = Ed25519Signer.generate("late")
-    KeyStore(engine).register(
-        insurer_id=GULF,
-        public_key=late.public_key,
-        valid_from=dt.datetime(2026, 7, 1, tzinfo=dt.UTC),  # after tests.builders.OCCURRED
-        valid_until=None,
-        now=NOW,
+    log.accept(
+        key_registered(
+            GULF,
+            late.public_key,
+            role=SignerRole.INSURER,
+            valid_from=dt.datetime(2026, 7, 1, tzinfo=dt.UTC),  # after tests.builders.OCCURRED
+            occurred_at=NOW,
+        )
     )
     log.signers[GULF] = late
     error = log.refuse(_policy(), "PERMISSION_DENIED", "KEY_NOT_YET_VALID")
@@ -297,12 +295,12 @@ def test_one_batch_and_one_batch_per_event_project_the_same(
         issued(GULF, "B3", SON, [(SON, R.RELATIONSHIP_SELF)], dt.date(2026, 2, 15), DEC31),
     ]
     snapshots = []
+    signer = Ed25519Signer.generate(GULF)
     for grouping in ("one batch", "one each"):
         other = create_ledger_engine(sqlite_url(tmp_path / f"{grouping}.db"))
         upgrade(other)
         appender = Appender(other, log_signer, log_signer.name)
         appender.initialize(NOW)
-        signer = Ed25519Signer.generate(GULF)
         onboard_directly(other, appender, operator_signer, GULF, signer, NOW)
         log = Log(other, appender, {GULF: signer})
         if grouping == "one batch":

@@ -9,6 +9,7 @@ import pytest
 from sqlalchemy import Engine, func, select, text
 from sqlalchemy.exc import DBAPIError
 
+from clients.operator import key_revoked
 from clients.samples import sample_events
 from clients.verify import TrustedLog, verify_receipt
 from ledger.clock import to_micros
@@ -19,18 +20,18 @@ from ledger.keys import insurer_key_id
 from ledger.merkle import MemoryTree, leaf_hash, verify_consistency, verify_inclusion
 from ledger.signing import Ed25519Signer, format_verifier_key
 from ledger.storage.append import Appender, PendingEntry, Receipt
-from ledger.storage.key_store import KeyStore
 from ledger.storage.log_store import LogStore
 from ledger.storage.migrate import alembic_config, downgrade, upgrade
 from ledger.storage.tables import APPEND_ONLY_TABLES, checkpoints, log_entries, tree_nodes
-from tests.conftest import onboard_directly
+from tests.conftest import onboard_directly, pending
 
 NOW = dt.datetime.now(dt.UTC)
 INSURER = "gulf-health"
-FIRST = 1
-"""Leaf 0 is the operator's licensing of INSURER (see the appender fixture): entries, and the
-checkpoints made so far (the empty tree's and the licensing batch's), start from here."""
-CHECKPOINTS = 2
+FIRST = 3
+"""Leaf 0 is the genesis entry naming the operator's key, leaves 1 and 2 register INSURER's key
+and license it (see the appender fixture): entries, and the checkpoints made so far (the empty
+tree's, the genesis's and the onboarding batch's), start from here."""
+CHECKPOINTS = 3
 
 
 def _pending(signer: Ed25519Signer, events: list[object]) -> list[PendingEntry]:
@@ -155,8 +156,9 @@ def test_proofs_from_stored_nodes_match_an_in_memory_tree(
 ) -> None:
     events = list(sample_events(70, INSURER, NOW))
     memory = MemoryTree()
-    _, [licence] = LogStore(engine).entries(0, 1)
-    memory.append_leaf_hash(leaf_hash(licence))
+    _, onboarding = LogStore(engine).entries(0, FIRST)
+    for entry in onboarding:
+        memory.append_leaf_hash(leaf_hash(entry))
     for start, end in [(0, 1), (1, 2), (2, 7), (7, 8), (8, 33), (33, 64), (64, 70)]:
         for outcome in appender.append_batch(_pending(insurer_signer, events[start:end]), NOW):
             assert isinstance(outcome, Receipt)
@@ -227,18 +229,23 @@ def test_an_event_id_reused_with_other_bytes_is_refused_naming_the_field(
     assert _count(engine, checkpoints) == CHECKPOINTS + 1
 
 
-def test_a_key_revoked_before_the_commit_is_refused_and_nothing_is_written(
-    appender: Appender, engine: Engine, insurer_signer: Ed25519Signer
+def test_a_key_revoked_earlier_in_the_batch_is_refused_and_nothing_is_written(
+    appender: Appender,
+    engine: Engine,
+    insurer_signer: Ed25519Signer,
+    operator_signer: Ed25519Signer,
 ) -> None:
+    # Admitted while the key was valid; the revocation commits first, in the same batch.
     items = _pending(insurer_signer, list(sample_events(3, INSURER, NOW)))
-    KeyStore(engine).revoke(
-        insurer_key_id(insurer_signer.public_key), NOW - dt.timedelta(seconds=1)
+    revocation = key_revoked(
+        insurer_key_id(insurer_signer.public_key), reason="compromised", occurred_at=NOW
     )
-    outcomes = appender.append_batch(items, NOW)
-    assert all(isinstance(outcome, PermissionDenied) for outcome in outcomes)
-    assert outcomes[0].reason == "KEY_REVOKED"  # type: ignore[union-attr]
-    assert _count(engine, log_entries) == FIRST
-    assert _count(engine, checkpoints) == CHECKPOINTS
+    outcomes = appender.append_batch([pending(operator_signer, revocation), *items], NOW)
+    assert isinstance(outcomes[0], Receipt)
+    assert all(isinstance(outcome, PermissionDenied) for outcome in outcomes[1:])
+    assert outcomes[1].reason == "KEY_REVOKED"  # type: ignore[union-attr]
+    assert _count(engine, log_entries) == FIRST + 1
+    assert _count(engine, checkpoints) == CHECKPOINTS + 1
 
 
 def test_stored_entry_bytes_are_exactly_what_was_hashed(

@@ -11,6 +11,7 @@ from sqlalchemy import Engine
 from ledger.clock import FixedClock
 from ledger.coverage.reader import CoverageReader
 from ledger.identifiers import example_kuwait_civil_id
+from ledger.signers import SignerRole
 from ledger.signing import Ed25519Signer
 from ledger.storage.append import Appender
 from ledger.storage.db import create_ledger_engine, sqlite_url
@@ -93,6 +94,7 @@ class Stack:
             AUTHORITY,
             self.authority,
             NOW,
+            role=SignerRole.AUTHORITY,
         )
         self.clock = FixedClock(NOW)
         self.gateway = SimulatedGateway(plan or FaultPlan(), seed=seed)

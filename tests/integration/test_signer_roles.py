@@ -1,0 +1,265 @@
+"""Who may sign what (ledger/signers.py): every event type x every signer role, at append.
+
+Each event is built so that the rules accept it from a role the table allows; from any other role
+it must be refused with PERMISSION_DENIED naming the event type and the signer, and write
+nothing. The appender is called directly (past admission), so this is the commit-time check.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import itertools
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import Engine, func, select
+
+from clients.operator import insurer_licensed, key_registered, key_revoked
+from ledger.errors import LedgerError, PermissionDenied
+from ledger.keys import insurer_key_id
+from ledger.signers import SIGNING_RULES, SignerRole, rule_for, signing_table_markdown
+from ledger.signing import Ed25519Signer
+from ledger.storage.append import Appender, Receipt
+from ledger.storage.tables import PROJECTION_TABLES, checkpoints, log_entries
+from ledger.v1 import events_pb2, types_pb2
+from tests.builders import (
+    OCCURRED,
+    R,
+    added,
+    cancelled,
+    fee_collected,
+    issued,
+    paid,
+    person,
+    removed,
+    sar,
+    suspended,
+)
+from tests.conftest import KEYS_VALID_FROM, key_event, onboard_directly, pending
+
+NOW = dt.datetime(2026, 11, 22, 12, 0, tzinfo=dt.UTC)
+JAN1, DEC31 = dt.date(2026, 1, 1), dt.date(2026, 12, 31)
+PRINCIPALS = {
+    SignerRole.OPERATOR: "operator",
+    SignerRole.INSURER: "gulf-health",
+    SignerRole.AUTHORITY: "kw-gov-health",
+    SignerRole.REGULATOR: "cchi",
+    SignerRole.FUNDER: "zakat-fund",
+    SignerRole.BENEFICIARY: "beneficiary-1",
+}
+_serials = itertools.count(500)
+
+
+def _fee_refunded(signer_id: str, renewal_id: str, reference: str) -> events_pb2.Event:
+    event = events_pb2.Event(event_id=f"refund-{reference}", insurer_id=signer_id)
+    event.occurred_at.FromDatetime(OCCURRED)
+    body = event.fee_refunded
+    body.renewal_id = renewal_id
+    body.refund_reference = reference
+    body.amount.CopyFrom(types_pb2.Money(currency_code="KWD", amount_minor=1_000))
+    return event
+
+
+def _as(signer_id: str, event: events_pb2.Event) -> events_pb2.Event:
+    event.insurer_id = signer_id
+    return event
+
+
+class World:
+    """A log with one principal of every role, and what each event type acts on."""
+
+    def __init__(self, engine: Engine, appender: Appender, operator: Ed25519Signer) -> None:
+        self.engine = engine
+        self.appender = appender
+        self.signers: dict[str, Ed25519Signer] = {"operator": operator}
+        self.spare_keys: dict[SignerRole, str] = {}
+
+    def append(self, signer_id: str, event: events_pb2.Event) -> Receipt | LedgerError:
+        [outcome] = self.appender.append_batch([pending(self.signers[signer_id], event)], NOW)
+        return outcome
+
+    def accept(self, signer_id: str, event: events_pb2.Event) -> None:
+        outcome = self.append(signer_id, event)
+        assert isinstance(outcome, Receipt), outcome
+
+    def snapshot(self) -> dict[str, Any]:
+        with self.engine.connect() as connection:
+            state: dict[str, Any] = {
+                table.name: sorted(map(tuple, connection.execute(select(table))), key=repr)
+                for table in PROJECTION_TABLES
+            }
+            for table in (log_entries, checkpoints):
+                state[table.name] = connection.execute(
+                    select(func.count()).select_from(table)
+                ).scalar_one()
+        return state
+
+
+@pytest.fixture
+def world(engine: Engine, log_signer: Ed25519Signer, operator_signer: Ed25519Signer) -> World:
+    appender = Appender(engine, log_signer, log_signer.name)
+    appender.initialize(NOW)
+    insurer = Ed25519Signer.generate("gulf-health")
+    onboard_directly(engine, appender, operator_signer, "gulf-health", insurer, NOW)
+    world = World(engine, appender, operator_signer)
+    world.signers["gulf-health"] = insurer
+    for role, principal in PRINCIPALS.items():
+        if role not in (SignerRole.OPERATOR, SignerRole.INSURER):
+            world.signers[principal] = Ed25519Signer.generate(principal)
+            world.accept("operator", key_event(principal, world.signers[principal], role))
+    for role in PRINCIPALS:
+        spare = Ed25519Signer.generate(f"spare-{role}")
+        world.accept("operator", key_event(f"spare-{role}", spare, SignerRole.INSURER))
+        world.spare_keys[role] = insurer_key_id(spare.public_key)
+        for what in ("cancel", "pay", "add", "remove"):
+            sponsor = person(next(_serials))
+            world.accept(
+                "gulf-health",
+                issued(
+                    "gulf-health",
+                    f"{what}-{role}",
+                    sponsor,
+                    [(sponsor, R.RELATIONSHIP_SELF), (person(next(_serials)), 2)],
+                    JAN1,
+                    DEC31,
+                ),
+            )
+        world.accept("kw-gov-health", fee_collected("kw-gov-health", f"R-{role}"))
+        world.accept(
+            "operator",
+            insurer_licensed(
+                f"to-suspend-{role}",
+                name="to be suspended",
+                licence_number=f"L-{role}",
+                effective=JAN1,
+                occurred_at=OCCURRED,
+            ),
+        )
+    return world
+
+
+def _events_of(world: World, role: SignerRole) -> dict[str, Callable[[], events_pb2.Event]]:
+    """One buildable event per event type, as ``role``'s principal would sign it."""
+    who = PRINCIPALS[role]
+    sponsor = person(next(_serials))
+    removed_member = _member_of(world, f"remove-{role}")
+    return {
+        "policy_issued": lambda: issued(
+            who, f"new-{role}", sponsor, [(sponsor, R.RELATIONSHIP_SELF)], JAN1, DEC31
+        ),
+        "policy_cancelled": lambda: cancelled(
+            who, f"cancel-{role}", dt.date(2026, 5, 1), R.CANCELLATION_REASON_FINAL_EXIT
+        ),
+        "premium_paid": lambda: paid(who, f"pay-{role}", sar(1000), JAN1, dt.date(2026, 3, 31)),
+        "member_added": lambda: added(
+            who, f"add-{role}", person(next(_serials)), R.RELATIONSHIP_CHILD, dt.date(2026, 2, 1)
+        ),
+        "member_removed": lambda: _removed(who, f"remove-{role}", removed_member),
+        "fee_collected": lambda: fee_collected(who, f"R-new-{role}"),
+        "fee_refunded": lambda: _fee_refunded(who, f"R-{role}", f"refund-{role}"),
+        "insurer_licensed": lambda: _as(
+            who,
+            insurer_licensed(
+                f"licensed-by-{role}",
+                name="new insurer",
+                licence_number=f"N-{role}",
+                effective=JAN1,
+                occurred_at=OCCURRED,
+            ),
+        ),
+        "insurer_suspended": lambda: _as(who, suspended(f"to-suspend-{role}", JAN1)),
+        "key_registered": lambda: _as(
+            who,
+            key_registered(
+                f"new-principal-{role}",
+                Ed25519Signer.generate("k").public_key,
+                role=SignerRole.INSURER,
+                valid_from=KEYS_VALID_FROM,
+                occurred_at=OCCURRED,
+            ),
+        ),
+        "key_revoked": lambda: _as(
+            who, key_revoked(world.spare_keys[role], reason="test", occurred_at=OCCURRED)
+        ),
+    }
+
+
+def _member_of(world: World, policy_id: str) -> types_pb2.PersonId:
+    """The second member of ``policy_id`` (from its PolicyIssued, read back from the log)."""
+    from ledger.entry import decode_entry
+    from ledger.events import decode_event
+
+    with world.engine.connect() as connection:
+        rows = connection.execute(select(log_entries.c.entry_bytes)).scalars().all()
+    for data in rows:
+        event = decode_event(decode_entry(bytes(data)).envelope.payload)
+        if event.WhichOneof("body") == "policy_issued" and event.policy_issued.policy_id == (
+            policy_id
+        ):
+            return event.policy_issued.members[1].person
+    raise AssertionError(f"no policy {policy_id}")
+
+
+def _removed(who: str, policy_id: str, member: types_pb2.PersonId) -> events_pb2.Event:
+    return removed(who, policy_id, member, dt.date(2026, 4, 1), R.CANCELLATION_REASON_DEATH)
+
+
+def test_the_table_names_every_event_type_once() -> None:
+    bodies = {field.name for field in events_pb2.Event.DESCRIPTOR.oneofs_by_name["body"].fields}
+    assert sorted(rule.body for rule in SIGNING_RULES) == sorted(bodies)
+    for rule in SIGNING_RULES:
+        message = events_pb2.Event.DESCRIPTOR.fields_by_name[rule.body].message_type
+        assert message.name == rule.event_type
+    assert rule_for("unheard_of") is None
+
+
+def test_every_event_type_by_every_signer_role(world: World) -> None:
+    accepted, refused = 0, 0
+    for role in SignerRole:
+        for body, build in _events_of(world, role).items():
+            event = build()
+            assert event.WhichOneof("body") == body
+            rule = rule_for(body)
+            assert rule is not None
+            before = world.snapshot()
+            outcome = world.append(PRINCIPALS[role], event)
+            if role in rule.roles:
+                assert isinstance(outcome, Receipt), (body, role, outcome)
+                accepted += 1
+                continue
+            assert isinstance(outcome, PermissionDenied), (body, role, outcome)
+            assert outcome.reason == "SIGNER_ROLE_NOT_ALLOWED", (body, role, outcome)
+            assert rule.event_type in outcome.message and PRINCIPALS[role] in outcome.message
+            assert outcome.details.metadata["event_type"] == rule.event_type
+            assert outcome.details.metadata["signer"] == PRINCIPALS[role]
+            assert world.snapshot() == before, f"refused {body} by {role} wrote something"
+            refused += 1
+    assert accepted == len(SIGNING_RULES)  # each type has exactly one signing role today
+    assert refused == len(SIGNING_RULES) * (len(SignerRole) - 1)
+
+
+def test_an_authority_collects_only_in_its_jurisdiction(world: World) -> None:
+    saudi = Ed25519Signer.generate("sa-authority")
+    world.signers["sa-authority"] = saudi
+    world.accept(
+        "operator",
+        key_registered(
+            "sa-authority",
+            saudi.public_key,
+            role=SignerRole.AUTHORITY,
+            jurisdiction="SA",
+            valid_from=KEYS_VALID_FROM,
+            occurred_at=OCCURRED,
+        ),
+    )
+    before = world.snapshot()
+    outcome = world.append("sa-authority", fee_collected("sa-authority", "R-kuwaiti"))
+    assert isinstance(outcome, PermissionDenied) and outcome.reason == "OUTSIDE_JURISDICTION"
+    assert world.snapshot() == before
+
+
+def test_the_docs_render_the_table() -> None:
+    docs = (Path(__file__).parents[2] / "docs" / "coverage.md").read_text(encoding="utf-8")
+    assert signing_table_markdown() in docs
