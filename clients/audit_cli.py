@@ -111,9 +111,9 @@ def sqlite_path(url: str) -> Path:
     try:
         parsed = make_url(url)
     except ArgumentError:
-        raise ValueError(f"{url!r} is not a URL; {hint}") from None
+        raise UsageError(f"{url!r} is not a URL; {hint}") from None
     if parsed.get_backend_name() != "sqlite" or not parsed.database:
-        raise ValueError(f"audit verify --database reads a SQLite file; {hint}")
+        raise UsageError(f"audit verify --database reads a SQLite file; {hint}")
     return Path(parsed.database)
 
 
@@ -235,17 +235,21 @@ def _verify(args: argparse.Namespace) -> int:
     return 0
 
 
+class UsageError(ValueError):
+    """A command-line value that cannot be used (exit 2), as opposed to data that is damaged."""
+
+
 def _error_exit(args: argparse.Namespace, error: Exception) -> int:
-    """A failed verdict exits 1, an unreachable or refusing server 3, a usage mistake 2."""
+    """An unreachable or refusing server exits 3, a usage mistake (a bad value, a file that
+    cannot be opened) 2; anything else, including data that cannot even be decoded, is a failed
+    verdict (1): a damaged database must never pass for a typing mistake."""
     import grpc
 
-    from clients.offline.merkle import VerificationFailure
-
-    if isinstance(error, VerificationFailure):
-        return _fail(args, error)
     if isinstance(error, grpc.RpcError):
         return _unreachable(args.server, error)
-    return _usage(str(error))
+    if isinstance(error, UsageError | OSError):
+        return _usage(str(error))
+    return _fail(args, error)
 
 
 def _audit_with_progress(  # noqa: PLR0917 (the audit's inputs, passed through)

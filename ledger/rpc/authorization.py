@@ -163,8 +163,6 @@ def ledger_rules() -> list[Rule]:
         *_rows(
             admin,
             {
-                "RegisterInsurerKey": operator_only,
-                "RevokeInsurerKey": operator_only,
                 "ListInsurerKeys": operator_only,
             },
         ),

@@ -99,6 +99,7 @@ def start_server_process(
         "--log-key-file",
         str(log_key_file),
         *_tls_arguments(),
+        *_operator_arguments(extra_arguments),
         *extra_arguments,
     ]
     with log_path.open("w", encoding="utf-8") as log:
@@ -132,6 +133,16 @@ def _tls_arguments() -> list[str]:
         "--client-ca",
         str(pki.ca_path),
     ]
+
+
+def _operator_arguments(extra_arguments: Sequence[str]) -> list[str]:
+    """The operator key an empty log's genesis entry names (the test session's operator)."""
+    if "--operator-verifier" in extra_arguments:
+        return []
+    from ledger.signing import format_verifier_key
+    from tests.conftest import OPERATOR_SIGNER
+
+    return ["--operator-verifier", format_verifier_key(OPERATOR_SIGNER)]
 
 
 def _serving_port(process: subprocess.Popen[str], handle: ServerProcess) -> int:

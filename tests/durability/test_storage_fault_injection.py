@@ -89,8 +89,15 @@ def _answer_of(error: grpc.RpcError) -> Answer:
 class Caller:
     """Submits and reads with the raw stub, so every status and its details can be checked."""
 
-    def __init__(self, channel: grpc.Channel, ledger: Ledger, recorded: Recorded) -> None:
+    def __init__(
+        self,
+        channel: grpc.Channel,
+        reader_channel: grpc.Channel,
+        ledger: Ledger,
+        recorded: Recorded,
+    ) -> None:
         self._stub = pb_grpc.LedgerServiceStub(channel)
+        self._reader = pb_grpc.LedgerServiceStub(reader_channel)  # reading entries: an auditor
         self._ledger = ledger
         self._recorded = recorded
         self.answers: list[Answer] = []
@@ -109,9 +116,9 @@ class Caller:
 
     def read(self) -> bool:
         try:
-            size = self._stub.GetCheckpoint(pb.GetCheckpointRequest()).checkpoint.count(b"\n")
-            list(self._stub.GetEntries(pb.GetEntriesRequest(start_index=0, end_index=1)))
-            list(self._stub.GetEntries(pb.GetEntriesRequest(start_index=0, end_index=size)))
+            size = self._reader.GetCheckpoint(pb.GetCheckpointRequest()).checkpoint.count(b"\n")
+            list(self._reader.GetEntries(pb.GetEntriesRequest(start_index=0, end_index=1)))
+            list(self._reader.GetEntries(pb.GetEntriesRequest(start_index=0, end_index=size)))
         except grpc.RpcError as error:
             self.answers.append(_answer_of(error))
             return False
@@ -137,8 +144,11 @@ def test_injected_storage_faults_answer_honestly_and_lose_nothing(
     numbers = iter(range(10**6))
     server = start_server_process(database_url, key_file, tmp_path, wrapper=("fiu-run", "-x"))
     try:
-        with server.channel("insurer", INSURER) as channel:
-            caller = Caller(channel, ledger, recorded)
+        with (
+            server.channel("insurer", INSURER) as channel,
+            server.channel("auditor", "fault-test") as reader_channel,
+        ):
+            caller = Caller(channel, reader_channel, ledger, recorded)
             for _ in range(WINDOWS):
                 fault = rng.choice(FAULTS)
                 _fiu_control(server, fault)
@@ -167,10 +177,13 @@ def test_injected_storage_faults_answer_honestly_and_lose_nothing(
 
 
 def _check(server: ServerProcess, ledger: Ledger, recorded: Recorded) -> None:
-    with server.channel("auditor", "fault-test") as channel:
+    with (
+        server.channel("auditor", "fault-test") as channel,
+        server.channel("insurer", ledger.insurer_id) as insurer_channel,
+    ):
         auditor = AuditorClient(channel, log=ledger.log)
         check_nothing_acknowledged_is_lost(auditor, recorded)
-        resubmit_unacknowledged(channel, ledger, recorded)
+        resubmit_unacknowledged(insurer_channel, ledger, recorded)
         latest = check_nothing_acknowledged_is_lost(auditor, recorded)
         check_checkpoints_consistent(auditor, [*recorded.checkpoints, latest])
         assert auditor.audit(ledger.insurer_keys(), checkpoint=latest).entries_checked

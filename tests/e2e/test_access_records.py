@@ -142,7 +142,7 @@ def test_the_operator_lists_access_records_per_person(
     out = io.StringIO()
     with contextlib.redirect_stdout(out):
         code = main(
-            ["access", "list", "--person", f"RESIDENCE_ID:SA:{iqama(0).value}",
+            ["access", "list", "--person", f"SA:RESIDENCE_ID:{iqama(0).value}",
              "--database", database_url]
         )  # fmt: skip
     assert code == 0

@@ -94,6 +94,7 @@ def _audit(
     )
     with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
         code = _verify(args)
+    assert out.getvalue(), f"exit {code} without a JSON report: {err.getvalue()}"
     return code, json.loads(out.getvalue())
 
 

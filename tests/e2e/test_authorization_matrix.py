@@ -28,6 +28,7 @@ from clients.renewal import RenewalClient
 from clients.samples import policy_issued
 from clients.verify import TrustedLog
 from ledger.pki import DEFAULT_TRUST_DOMAIN, CertificateAuthority, IssuedCertificate
+from ledger.signers import SignerRole
 from ledger.signing import Ed25519Signer, format_signer_key
 from ledger.storage.db import create_ledger_engine, sqlite_url
 from payments.v1 import renewal_service_pb2 as renewal_pb
@@ -84,7 +85,7 @@ def world(
     database_url = sqlite_url(tmp_path / "ledger.db")
     server = start_server_thread(database_url, log_signer, tmp_path)
     try:
-        onboard(server, operator_signer, AUTHORITY, authority)
+        onboard(server, operator_signer, AUTHORITY, authority, role=SignerRole.AUTHORITY)
         onboard(server, operator_signer, INSURER, insurer_signer)
         with server.channel("portal", "KW") as channel:
             renewals = RenewalClient(

@@ -140,7 +140,7 @@ def test_serve_without_tls_settings_refuses_to_start_and_says_what_to_pass(
 ) -> None:
     database = tmp_path / "x.db"
     result = run("serve", "--database", sqlite_url(database), check=False)
-    assert result.returncode == 1
+    assert result.returncode == 2  # a usage mistake
     assert "--tls-cert FILE --tls-key FILE --client-ca FILE" in result.stderr
     assert "--insecure-plaintext" in result.stderr
     assert not database.exists()  # refused before opening anything
@@ -158,7 +158,7 @@ def test_pki_init_writes_guessable_files_and_issue_adds_one(tmp_path: Path) -> N
     run("pki", "issue", "--out", str(out), "--role", "insurer", "--name", "gulf-health")
     assert (out / "insurer-gulf-health.pem").exists()
     again = run("pki", "init", "--out", str(out), check=False)
-    assert again.returncode == 1 and "exists" in again.stderr  # the CA is never replaced
+    assert again.returncode == 2 and "exists" in again.stderr  # the CA is never replaced
 
 
 def test_the_demo_tells_the_whole_story(tmp_path: Path) -> None:

@@ -209,7 +209,11 @@ def test_the_operator_key_is_anchored_once(
     key_path = tmp_path / "log.key"
     key_path.write_text(format_signer_key(log_signer) + "\n", encoding="utf-8")
     config = dataclasses.replace(
-        ServerConfig(), database_url=database_url, listen="127.0.0.1:0", log_key_path=key_path
+        ServerConfig(),
+        database_url=database_url,
+        listen="127.0.0.1:0",
+        log_key_path=key_path,
+        insecure_plaintext=True,  # TLS settings are checked first; this test is about the key
     )
     with pytest.raises(InvalidArgument) as raised:
         asyncio.run(start_server(config))

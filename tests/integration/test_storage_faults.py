@@ -175,6 +175,7 @@ def test_a_fault_after_commit_says_the_event_is_in_the_log(
 def test_a_read_fault_answers_unavailable_with_a_retry_hint(
     appender: Appender, engine: Engine, faults: FaultSwitch
 ) -> None:
+    size = LogStore(engine).latest_checkpoint().tree_size
     faults.fail_statements_matching = "FROM checkpoints"
     with pytest.raises(OperationalError) as raised:
         LogStore(engine).latest_checkpoint()
@@ -183,7 +184,7 @@ def test_a_read_fault_answers_unavailable_with_a_retry_hint(
     assert status.code == code_pb2.UNAVAILABLE and status.details[0].Unpack(info)
     assert info.reason == "STORAGE_UNAVAILABLE"
     faults.heal()
-    assert LogStore(engine).latest_checkpoint().tree_size == 1
+    assert LogStore(engine).latest_checkpoint().tree_size == size
 
 
 @pytest.mark.parametrize(

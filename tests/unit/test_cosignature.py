@@ -75,6 +75,7 @@ def test_a_server_with_a_bad_witness_option_refuses_to_start_and_writes_nothing(
         database_url=sqlite_url(database),
         listen="127.0.0.1:0",
         log_key_path=key_file,
+        insecure_plaintext=True,  # TLS settings are checked first; this test is about witnesses
         witnesses=("not-a-url=key",),
     )
     with pytest.raises(InvalidArgument, match="URL=VERIFIERKEY"):
