@@ -46,6 +46,7 @@ def _reconcile(args: Any) -> int:
     from ledger.config import ServerConfig, load_signer
     from ledger.storage.append import Appender
     from ledger.storage.db import create_ledger_engine
+    from ledger.storage.key_store import KeyStore
     from ledger.storage.migrate import upgrade
     from payments.service import (
         AppenderRecorder,
@@ -65,7 +66,7 @@ def _reconcile(args: Any) -> int:
     clock = SystemClock()
     appender = Appender(engine, log_signer, defaults.origin or log_signer.name)
     renewals = renewals_from_environment(
-        engine, AppenderRecorder(appender, authority, clock), clock, authority_id
+        engine, AppenderRecorder(appender, authority, clock, KeyStore(engine)), clock, authority_id
     )
     actions = renewals.reconcile(stale_after=dt.timedelta(minutes=args.stale_minutes))
     for action in actions:

@@ -32,6 +32,7 @@ import secrets
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
+from types import SimpleNamespace
 from typing import Any, Protocol
 
 from sqlalchemy import Connection, Engine, insert, select, update
@@ -40,7 +41,7 @@ from sqlalchemy.exc import IntegrityError
 from ledger.clock import Clock, from_micros, to_micros
 from ledger.coverage.model import HouseholdVerdict
 from ledger.coverage.model import Relationship as CoverageRelationship
-from ledger.coverage.projector import person_key, person_ref
+from ledger.coverage.projector import check_fee_collected, person_key, person_ref
 from ledger.coverage.reader import CoverageReader
 from ledger.errors import (
     AlreadyExists,
@@ -89,6 +90,10 @@ class Recorder(Protocol):
     def __call__(
         self, event: events_pb2.Event, on_append: Callable[[Connection, int], None]
     ) -> Receipt: ...
+
+    def check(self, event: events_pb2.Event) -> None:
+        """Raise what the ledger's admission would refuse in ``event`` signed now (its signing
+        key unknown, revoked or expired; the event malformed), appending nothing."""
 
 
 class Crash(Exception):
@@ -155,6 +160,16 @@ class PaymentRecord:
     redirect_url: str
     leaf_index: int | None
     message: str
+
+
+def _payment_id(quote_id: str) -> str:
+    """A quote's payment id: the merchant reference, derived so retries never charge twice."""
+    return "pay" + hashlib.sha256(quote_id.encode()).hexdigest()[:24]
+
+
+def _return_reference(payment_id: str) -> str:
+    """The gateway refund reference of a payment's compensation (one per payment)."""
+    return "rt" + payment_id.removeprefix("pay")
 
 
 def _fingerprint(request: Mapping[str, Any]) -> tuple[bytes, str]:
@@ -290,13 +305,27 @@ class Renewals:
             "period_end": request.period_end.isoformat(),
             "payable": record.payable,
         }
+        serialized = json.dumps(stored, sort_keys=True)
         with _write_transaction(self._engine) as connection:
+            if record.payable:
+                draft = SimpleNamespace(
+                    quote_id=record.quote_id,
+                    quote_json=serialized,
+                    currency_code=currency,
+                    total_minor=total,
+                )
+                self._refuse_unrecordable(
+                    connection,
+                    self._fee_event(
+                        _payment_id(record.quote_id), draft, gateway="quote", gateway_reference=""
+                    ),
+                )
             connection.execute(
                 insert(quotes).values(
                     quote_id=record.quote_id,
                     jurisdiction=request.jurisdiction,
                     sponsor_key=sponsor_key,
-                    quote_json=json.dumps(stored, sort_keys=True),
+                    quote_json=serialized,
                     total_minor=total,
                     currency_code=currency,
                     created_at_us=to_micros(now),
@@ -396,7 +425,7 @@ class Renewals:
     ) -> PaymentRecord:
         request = {"quote_id": quote_id, "gateway": gateway, "return_url": return_url}
         now = self._clock.now()
-        payment_id = "pay" + hashlib.sha256(quote_id.encode()).hexdigest()[:24]
+        payment_id = _payment_id(quote_id)
         with _write_transaction(self._engine) as connection:
             existing = self._claim_key(connection, idempotency_key, "start_payment", request)
             if existing is not None:
@@ -426,6 +455,10 @@ class Renewals:
                     field_violations=[FieldViolation("quote_id", "already has a payment")],
                     metadata={"payment_id": already.payment_id},
                 )
+            self._refuse_unrecordable(
+                connection,
+                self._fee_event(payment_id, quote, gateway=gateway, gateway_reference=""),
+            )
             connection.execute(
                 insert(payments).values(
                     payment_id=payment_id,
@@ -476,8 +509,11 @@ class Renewals:
     def complete_payment(self, payment_id: str) -> PaymentRecord:
         """Confirm with the gateway itself, then record once (never on the portal's word)."""
         payment = self.get_payment(payment_id)
-        if payment.state in {"recorded", "declined", "failed", "voided"}:
+        if payment.state in {"recorded", "declined", "failed", "voided", "returned"}:
             return payment
+        if payment.state == "returning":
+            self._return(payment_id, payment.message)
+            return self.get_payment(payment_id)
         adapter = self._gateway(payment.gateway)
         try:
             result = adapter.get_status(payment_id)
@@ -537,20 +573,16 @@ class Renewals:
             self._set_state(payment_id, "voided", message=result.message)
         return self.get_payment(payment_id)
 
-    def _record(self, payment_id: str) -> None:
-        """Append FeeCollected and mark the payment recorded, in one ledger transaction."""
-        with self._engine.connect() as connection:
-            payment = connection.execute(
-                select(payments).where(payments.c.payment_id == payment_id)
-            ).one()
-            quote = self._quote(connection, payment.quote_id)
-        if payment.state == "recorded":
-            return
+    def _fee_event(
+        self, payment_id: str, quote: Any, *, gateway: str, gateway_reference: str
+    ) -> events_pb2.Event:
+        """The FeeCollected entry that records ``quote``'s fee (its event id is derived from the
+        payment, so it is recorded at most once)."""
         stored = json.loads(quote.quote_json)
         event = events_pb2.Event(event_id=f"fee-{payment_id}", insurer_id=self._authority_id)
         event.occurred_at.FromDatetime(self._clock.now())
         body = event.fee_collected
-        body.renewal_id = payment.quote_id
+        body.renewal_id = quote.quote_id
         body.sponsor.CopyFrom(types_pb2.PersonId(**stored["sponsor"]))
         body.period_start.CopyFrom(civil_date(dt.date.fromisoformat(stored["period_start"])))
         body.period_end.CopyFrom(civil_date(dt.date.fromisoformat(stored["period_end"])))
@@ -561,15 +593,51 @@ class Renewals:
                 schedule_version=line["schedule_version"],
                 rule_id=line["rule_id"],
                 amount=types_pb2.Money(
-                    currency_code=payment.currency_code, amount_minor=line["amount_minor"]
+                    currency_code=quote.currency_code, amount_minor=line["amount_minor"]
                 ),
             )
         body.total.CopyFrom(
-            types_pb2.Money(currency_code=payment.currency_code, amount_minor=payment.amount_minor)
+            types_pb2.Money(currency_code=quote.currency_code, amount_minor=quote.total_minor)
         )
         body.merchant_reference = payment_id
-        body.gateway = payment.gateway
-        body.gateway_reference = payment.gateway_reference
+        body.gateway = gateway
+        body.gateway_reference = gateway_reference
+        return event
+
+    def _refuse_unrecordable(self, connection: Connection, event: events_pb2.Event) -> None:
+        """Refuse (FAILED_PRECONDITION, the rule's reason) what recording would refuse now: the
+        ledger's admission of the signed entry (authority key valid, event well-formed) and the
+        FeeCollected rules against current state (authority licensed, nobody in the household
+        already covered by it for the period) -- the very function the append runs."""
+        try:
+            self._record_event.check(event)
+            check_fee_collected(connection, event)
+        except Unavailable:
+            raise
+        except LedgerError as error:
+            raise FailedPrecondition(
+                f"this renewal cannot be recorded, so nothing is charged: {error.message}",
+                reason=error.details.reason or error.code,
+                field_violations=list(error.details.field_violations),
+                metadata=dict(error.details.metadata),
+            ) from error
+
+    def _record(self, payment_id: str) -> None:
+        """Append FeeCollected and mark the payment recorded, in one ledger transaction; when
+        the ledger refuses it for good, return the fee through the gateway."""
+        with self._engine.connect() as connection:
+            payment = connection.execute(
+                select(payments).where(payments.c.payment_id == payment_id)
+            ).one()
+            quote = self._quote(connection, payment.quote_id)
+        if payment.state != "captured":
+            return
+        event = self._fee_event(
+            payment_id,
+            quote,
+            gateway=payment.gateway,
+            gateway_reference=payment.gateway_reference,
+        )
 
         def mark_recorded(connection: Connection, leaf_index: int) -> None:
             moved = connection.execute(
@@ -582,23 +650,57 @@ class Renewals:
                 )
             ).rowcount
             if moved != 1:
-                raise FailedPrecondition(
-                    f"payment {payment_id!r} is not captured (or already recorded)",
-                    reason="PAYMENT_NOT_CAPTURED",
+                raise Unavailable(
+                    f"payment {payment_id!r} changed while it was recorded; retry",
+                    reason="PAYMENT_CHANGED",
                 )
 
         try:
             # A duplicate receipt means an earlier attempt recorded it (its answer was lost):
             # that transaction moved the payment to recorded together with the entry.
             self._record_event(event, mark_recorded)
-        except LedgerError as error:
+        except Unavailable as error:
             if self.get_payment(payment_id).state == "recorded":
                 return
             raise Unavailable(
                 f"the fee was captured but could not be recorded yet: {error.message}; "
-                "reconcile will record it",
+                "retry CompletePayment, or reconcile will record it",
                 reason="RECORD_PENDING",
+                metadata={"payment_id": payment_id},
             ) from error
+        except LedgerError as error:
+            if self.get_payment(payment_id).state == "recorded":
+                return
+            self._crash("before_return")
+            self._return(payment_id, f"the ledger refused the record: {error.message}")
+
+    def _return(self, payment_id: str, why: str) -> None:
+        """Compensation: a captured fee the ledger refused for good is refunded in full.
+        ``returning`` is saved first, so a crash or a gateway timeout leaves a refund in flight
+        that reconciliation finishes (the refund reference is derived from the payment, so the
+        gateway applies it once)."""
+        self._set_state(payment_id, "returning", message=why, only_from={"captured"})
+        payment = self.get_payment(payment_id)
+        why = payment.message
+        if payment.state != "returning":
+            return
+        adapter = self._gateway(payment.gateway)
+        try:
+            result = adapter.refund(
+                payment_id,
+                Money(payment.currency, payment.captured_minor),
+                _return_reference(payment_id),
+            )
+        except (GatewayOutcomeUnknown, GatewayRefused):
+            return  # still returning: CompletePayment or reconciliation retries the same refund
+        self._crash("after_gateway_return")
+        self._set_state(
+            payment_id,
+            "returned",
+            message=f"{why}; refunded in full by the gateway",
+            gateway_reference=result.gateway_reference,
+            only_from={"returning"},
+        )
 
     def _set_state(
         self,

@@ -50,7 +50,7 @@ from ledger.events import (
     civil_date,
     validate_event,
 )
-from ledger.keys import insurer_key_id
+from ledger.keys import check_key_at_event_time, check_key_usable, insurer_key_id
 from ledger.merkle import leaf_hash
 from ledger.rpc.coverage_servicer import household_response
 from ledger.rpc.server import ServerContext
@@ -59,6 +59,7 @@ from ledger.sequencer import receipt_of
 from ledger.service import Ledger
 from ledger.signing import Signer, parse_signer_key
 from ledger.storage.append import Appender, PendingEntry, Receipt
+from ledger.storage.key_store import KeyStore
 from ledger.storage.log_store import LogStore
 from ledger.v1 import events_pb2, ledger_service_pb2, types_pb2
 from payments import fees
@@ -117,6 +118,15 @@ class LedgerRecorder:
 
         return asyncio.run_coroutine_threadsafe(submit(), self._loop).result(timeout=120)
 
+    def check(self, event: events_pb2.Event) -> None:
+        """Run the ledger's admission (signature, key valid now and at the event's time, event
+        well-formed) on ``event`` signed now; nothing is queued."""
+        payload = event.SerializeToString(deterministic=True)
+        envelope = sign_envelope(EVENT_PAYLOAD_TYPE, payload, self._signer, self._key_id)
+        asyncio.run_coroutine_threadsafe(self._ledger.admit(envelope), self._loop).result(
+            timeout=120
+        )
+
 
 def authority_signer_from_environment() -> tuple[str, Signer] | None:
     """(authority id, signer) from the environment, or None when no key is configured."""
@@ -153,16 +163,29 @@ class AppenderRecorder:
     """A recorder that appends directly (``policy-ledger payments reconcile``): the appender
     takes the database's write lock, so it is safe beside a running server."""
 
-    def __init__(self, appender: Appender, signer: Signer, clock: Clock) -> None:
+    def __init__(
+        self, appender: Appender, signer: Signer, clock: Clock, keys: KeyStore | None = None
+    ) -> None:
         self._appender = appender
         self._signer = signer
         self._key_id = insurer_key_id(signer.public_key)
         self._clock = clock
+        self._keys = keys
+
+    def check(self, event: events_pb2.Event) -> None:
+        """The admission checks the server runs: the event well-formed and, given the key
+        store, the authority's key valid now and at the event's time."""
+        now = self._clock.now()
+        summary = validate_event(event, now)
+        if self._keys is not None:
+            key = self._keys.get(self._key_id)
+            check_key_usable(key, self._key_id, summary.insurer_id, now)
+            check_key_at_event_time(key, self._key_id, summary.insurer_id, summary.occurred_at)
 
     def __call__(
         self, event: events_pb2.Event, on_append: Callable[[Connection, int], None]
     ) -> Receipt:
-        validate_event(event, self._clock.now())
+        self.check(event)
         payload = event.SerializeToString(deterministic=True)
         item = PendingEntry(
             envelope=sign_envelope(EVENT_PAYLOAD_TYPE, payload, self._signer, self._key_id),

@@ -55,6 +55,7 @@ __all__ = [
     "OPERATOR_ID",
     "PERIOD_END",
     "Projector",
+    "check_fee_collected",
     "party_key",
     "person_key",
     "person_ref",
@@ -556,7 +557,10 @@ class Projector:
 
     # Renewal fees (signed by the collecting authority, a licensed principal).
 
-    def _fee_collected(self, event: events_pb2.Event, leaf_index: int) -> None:
+    def check_fee_collected(self, event: events_pb2.Event) -> None:
+        """The rules of a FeeCollected entry against current state, writing nothing: the append
+        runs it, and the renewal saga runs it (through :func:`check_fee_collected`) before any
+        money moves, so the two cannot drift apart."""
         body = event.fee_collected
         field = "event.fee_collected"
         insurer_id = event.insurer_id
@@ -568,16 +572,21 @@ class Projector:
                 field_violations=[FieldViolation(f"{field}.renewal_id", "already recorded")],
                 metadata={"renewal_id": body.renewal_id},
             )
-        start, end = to_date(body.period_start), to_date(body.period_end)
         self._refuse_double_coverage(
             insurer_id,
             [
                 (person_key(line.person), f"{field}.lines[{position}].person")
                 for position, line in enumerate(body.lines)
             ],
-            start,
-            end,
+            to_date(body.period_start),
+            to_date(body.period_end),
         )
+
+    def _fee_collected(self, event: events_pb2.Event, leaf_index: int) -> None:
+        body = event.fee_collected
+        insurer_id = event.insurer_id
+        self.check_fee_collected(event)
+        start, end = to_date(body.period_start), to_date(body.period_end)
         sponsor = person_key(body.sponsor)
         self._issue(
             _Issue(
@@ -839,6 +848,12 @@ class Projector:
         self._subject_rows.extend(
             {"subject": subject, "leaf_index": leaf_index} for subject in sorted(set(subjects))
         )
+
+
+def check_fee_collected(connection: Connection, event: events_pb2.Event) -> None:
+    """Raise what appending FeeCollected ``event`` now would raise (the same rules, on a
+    read-only snapshot: nothing is written on ``connection``)."""
+    Projector(connection).check_fee_collected(event)
 
 
 def _policy_is(insurer_id: str, policy_id: str) -> Any:

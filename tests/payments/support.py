@@ -4,16 +4,20 @@ from __future__ import annotations
 
 import datetime as dt
 import random
+from collections.abc import Callable
 from pathlib import Path
 
 from sqlalchemy import Engine
 
+from clients.operator import insurer_suspended
 from ledger.clock import FixedClock
 from ledger.coverage.reader import CoverageReader
 from ledger.identifiers import example_kuwait_civil_id
+from ledger.keys import insurer_key_id
 from ledger.signing import Ed25519Signer
 from ledger.storage.append import Appender
 from ledger.storage.db import create_ledger_engine, sqlite_url
+from ledger.storage.key_store import KeyStore
 from ledger.storage.migrate import upgrade
 from ledger.v1 import types_pb2
 from payments import fees
@@ -21,7 +25,7 @@ from payments.gateway import PaymentGateway
 from payments.gateways.simulated import FaultPlan, SimulatedGateway
 from payments.renewal import Crash, MemberInput, QuoteRequest, Renewals
 from payments.service import AppenderRecorder
-from tests.conftest import onboard_directly
+from tests.conftest import onboard_directly, pending
 
 NOW = dt.datetime(2026, 11, 22, 9, 0, tzinfo=dt.UTC)
 AUTHORITY = "kw-gov-health"
@@ -86,10 +90,11 @@ class Stack:
         self.appender = Appender(self.engine, self.log_signer, self.log_signer.name)
         self.appender.initialize(NOW)
         self.authority = Ed25519Signer.generate(AUTHORITY)
+        self.operator = Ed25519Signer.generate("operator")
         onboard_directly(
             self.engine,
             self.appender,
-            Ed25519Signer.generate("operator"),
+            self.operator,
             AUTHORITY,
             self.authority,
             NOW,
@@ -99,8 +104,12 @@ class Stack:
         self.crash_rate = 0.0
         self.crash_rng = random.Random(seed)
         self.crashes = 0
+        self.at_point: dict[str, Callable[[], None]] = {}
+        """Something that happens meanwhile at a saga step (state changing under the saga)."""
         # The same recorder `policy-ledger payments reconcile` uses: validate, sign, append.
-        self.record = AppenderRecorder(self.appender, self.authority, self.clock)
+        self.record = AppenderRecorder(
+            self.appender, self.authority, self.clock, KeyStore(self.engine)
+        )
         self.renewals = Renewals(
             self.engine,
             {"simulated": self.gateway, **(gateways or {})},
@@ -112,6 +121,21 @@ class Stack:
         )
 
     def maybe_crash(self, point: str) -> None:
+        meanwhile = self.at_point.pop(point, None)
+        if meanwhile is not None:
+            meanwhile()
         if self.crash_rate and self.crash_rng.random() < self.crash_rate:
             self.crashes += 1
             raise Crash(point)
+
+    def suspend_authority(self) -> None:
+        """The operator suspends the renewal authority (a signed event in the log)."""
+        event = insurer_suspended(
+            AUTHORITY, effective=NOW.date(), reason="test", occurred_at=self.clock.now()
+        )
+        [outcome] = self.appender.append_batch([pending(self.operator, event)], self.clock.now())
+        assert not isinstance(outcome, Exception), outcome
+
+    def revoke_authority_key(self) -> None:
+        """The operator revokes the authority's signing key from now on."""
+        KeyStore(self.engine).revoke(insurer_key_id(self.authority.public_key), self.clock.now())
