@@ -162,6 +162,10 @@ class PaymentRecord:
     message: str
 
 
+_IN_FLIGHT = frozenset({"started", "captured"})
+"""States a first StartPayment passes through; a repeat meanwhile does not answer them."""
+
+
 def _payment_id(quote_id: str) -> str:
     """A quote's payment id: the merchant reference, derived so retries never charge twice."""
     return "pay" + hashlib.sha256(quote_id.encode()).hexdigest()[:24]
@@ -343,8 +347,11 @@ class Renewals:
             person_ref(request.sponsor), members, request.period_start, request.period_end
         )
 
-    def _quote(self, connection: Connection, quote_id: str) -> Any:
-        row = connection.execute(select(quotes).where(quotes.c.quote_id == quote_id)).first()
+    def _quote(self, connection: Connection, quote_id: str, *, lock: bool = False) -> Any:
+        """The quote row; ``lock``: held until the transaction ends (PostgreSQL ``FOR UPDATE``;
+        SQLite's write transaction already serializes every writer)."""
+        query = select(quotes).where(quotes.c.quote_id == quote_id)
+        row = connection.execute(query.with_for_update() if lock else query).first()
         if row is None:
             raise NotFound(
                 f"no quote {quote_id!r}",
@@ -427,57 +434,18 @@ class Renewals:
         now = self._clock.now()
         payment_id = _payment_id(quote_id)
         with _write_transaction(self._engine) as connection:
+            # The quote's row lock first: every call for this quote waits here for the one
+            # before it to commit, and then sees its key and payment (several servers may
+            # share the database, so no lock in this process would do).
+            quote = self._quote(connection, quote_id, lock=True)
             existing = self._claim_key(connection, idempotency_key, "start_payment", request)
-            if existing is not None:
-                return self._payment(connection, existing)
-            adapter = self._gateway(gateway)
-            quote = self._quote(connection, quote_id)
-            stored = json.loads(quote.quote_json)
-            if not stored["payable"]:
-                raise FailedPrecondition(
-                    f"quote {quote_id!r} has nothing to collect",
-                    reason="QUOTE_NOT_PAYABLE",
-                    field_violations=[FieldViolation("quote_id", "nothing to collect")],
-                )
-            if from_micros(quote.expires_at_us) <= now:
-                raise FailedPrecondition(
-                    f"quote {quote_id!r} expired at {from_micros(quote.expires_at_us).isoformat()}",
-                    reason="QUOTE_EXPIRED",
-                    field_violations=[FieldViolation("quote_id", "expired: ask a new quote")],
-                )
-            already = connection.execute(
-                select(payments.c.payment_id).where(payments.c.quote_id == quote_id)
-            ).first()
-            if already is not None:
-                raise AlreadyExists(
-                    f"quote {quote_id!r} already has payment {already.payment_id!r}",
-                    reason="QUOTE_ALREADY_PAID",
-                    field_violations=[FieldViolation("quote_id", "already has a payment")],
-                    metadata={"payment_id": already.payment_id},
-                )
-            self._refuse_unrecordable(
-                connection,
-                self._fee_event(payment_id, quote, gateway=gateway, gateway_reference=""),
-            )
-            connection.execute(
-                insert(payments).values(
-                    payment_id=payment_id,
-                    quote_id=quote_id,
-                    gateway=gateway,
-                    state="started",
-                    currency_code=quote.currency_code,
-                    amount_minor=quote.total_minor,
-                    captured_minor=0,
-                    refunded_minor=0,
-                    gateway_reference="",
-                    redirect_url="",
-                    leaf_index=None,
-                    message="",
-                    created_at_us=to_micros(now),
-                    updated_at_us=to_micros(now),
-                )
-            )
-            self._store_key(connection, idempotency_key, "start_payment", request, payment_id)
+            repeated = None if existing is None else self._payment(connection, existing)
+            if repeated is None:
+                adapter = self._gateway(gateway)
+                self._open_payment(connection, quote, payment_id, gateway, now)
+                self._store_key(connection, idempotency_key, "start_payment", request, payment_id)
+        if repeated is not None:
+            return self._repeat_start(repeated)
         self._crash("after_start_saved")
         amount = Money(quote.currency_code, int(quote.total_minor))
         charge = PaymentRequest(
@@ -505,6 +473,72 @@ class Renewals:
             return self.get_payment(payment_id)
         self._crash("after_gateway_charge")
         return self._apply(payment_id, result)
+
+    def _open_payment(
+        self, connection: Connection, quote: Any, payment_id: str, gateway: str, now: dt.datetime
+    ) -> None:
+        """Check that ``quote`` may be paid now, then save its payment as ``started``."""
+        quote_id = quote.quote_id
+        stored = json.loads(quote.quote_json)
+        if not stored["payable"]:
+            raise FailedPrecondition(
+                f"quote {quote_id!r} has nothing to collect",
+                reason="QUOTE_NOT_PAYABLE",
+                field_violations=[FieldViolation("quote_id", "nothing to collect")],
+            )
+        if from_micros(quote.expires_at_us) <= now:
+            raise FailedPrecondition(
+                f"quote {quote_id!r} expired at {from_micros(quote.expires_at_us).isoformat()}",
+                reason="QUOTE_EXPIRED",
+                field_violations=[FieldViolation("quote_id", "expired: ask a new quote")],
+            )
+        already = connection.execute(
+            select(payments.c.payment_id).where(payments.c.quote_id == quote_id)
+        ).first()
+        if already is not None:
+            raise AlreadyExists(
+                f"quote {quote_id!r} already has payment {already.payment_id!r}",
+                reason="QUOTE_ALREADY_PAID",
+                field_violations=[FieldViolation("quote_id", "already has a payment")],
+                metadata={"payment_id": already.payment_id},
+            )
+        self._refuse_unrecordable(
+            connection,
+            self._fee_event(payment_id, quote, gateway=gateway, gateway_reference=""),
+        )
+        connection.execute(
+            insert(payments).values(
+                payment_id=payment_id,
+                quote_id=quote_id,
+                gateway=gateway,
+                state="started",
+                currency_code=quote.currency_code,
+                amount_minor=quote.total_minor,
+                captured_minor=0,
+                refunded_minor=0,
+                gateway_reference="",
+                redirect_url="",
+                leaf_index=None,
+                message="",
+                created_at_us=to_micros(now),
+                updated_at_us=to_micros(now),
+            )
+        )
+
+    def _repeat_start(self, payment: PaymentRecord) -> PaymentRecord:
+        """The answer to a repeated StartPayment: the payment as it stands; while its first call
+        is still under way (at the gateway, or being recorded) the gateway is asked and the
+        payment recorded, and if that does not settle it, UNAVAILABLE: retry with the same key."""
+        if payment.state not in _IN_FLIGHT:
+            return payment
+        resumed = self.complete_payment(payment.payment_id)
+        if resumed.state in _IN_FLIGHT:
+            raise Unavailable(
+                f"payment {payment.payment_id!r} is still at the gateway; retry with the same key",
+                reason="IN_FLIGHT",
+                metadata={"payment_id": payment.payment_id},
+            )
+        return resumed
 
     def complete_payment(self, payment_id: str) -> PaymentRecord:
         """Confirm with the gateway itself, then record once (never on the portal's word)."""
@@ -738,10 +772,11 @@ class Renewals:
             )
         return adapter
 
-    def _payment(self, connection: Connection, payment_id: str) -> PaymentRecord:
-        row = connection.execute(
-            select(payments).where(payments.c.payment_id == payment_id)
-        ).first()
+    def _payment(
+        self, connection: Connection, payment_id: str, *, lock: bool = False
+    ) -> PaymentRecord:
+        query = select(payments).where(payments.c.payment_id == payment_id)
+        row = connection.execute(query.with_for_update() if lock else query).first()
         if row is None:
             raise NotFound(
                 f"no payment {payment_id!r}",
@@ -833,59 +868,82 @@ class Renewals:
         self, payment_id: str, amount_minor: int, idempotency_key: str, reason: str = ""
     ) -> PaymentRecord:
         """Refund part of a recorded payment, once per idempotency key."""
-        request = {"payment_id": payment_id, "amount_minor": amount_minor, "reason": reason}
-        refund_id = "rf" + hashlib.sha256(idempotency_key.encode()).hexdigest()[:24]
-        with _write_transaction(self._engine) as connection:
-            existing = self._claim_key(connection, idempotency_key, "refund", request)
-            payment = self._payment(connection, payment_id)
-            if existing is None:
-                if payment.state != "recorded":
-                    raise FailedPrecondition(
-                        f"payment {payment_id!r} is {payment.state}: "
-                        "only a recorded fee is refunded",
-                        reason="PAYMENT_NOT_RECORDED",
-                        field_violations=[FieldViolation("payment_id", payment.state)],
-                    )
-                available = (
-                    payment.captured_minor
-                    - payment.refunded_minor
-                    - self._refunds_in_flight(connection, payment_id)
-                )
-                if not 0 < amount_minor <= available:
-                    raise FailedPrecondition(
-                        f"a refund of {amount_minor} exceeds what is left ({available})",
-                        reason="REFUND_EXCEEDS_CAPTURED",
-                        field_violations=[FieldViolation("amount_minor", f"1..{available}")],
-                    )
-                connection.execute(
-                    insert(refunds).values(
-                        refund_id=refund_id,
-                        payment_id=payment_id,
-                        amount_minor=amount_minor,
-                        state="started",
-                        gateway_reference="",
-                        leaf_index=None,
-                        created_at_us=to_micros(self._clock.now()),
-                    )
-                )
-                self._store_key(connection, idempotency_key, "refund", request, refund_id)
+        try:
+            refund_id = self._open_refund(payment_id, amount_minor, idempotency_key, reason)
+        except IntegrityError:
+            # A concurrent call inserted first (PostgreSQL): this attempt wrote nothing.
+            refund_id = self._open_refund(payment_id, amount_minor, idempotency_key, reason)
         self._finish_refund(refund_id, reason)
         return self.get_payment(payment_id)
 
-    def _refunds_in_flight(self, connection: Connection, payment_id: str) -> int:
-        rows = connection.execute(
-            select(refunds.c.amount_minor).where(
-                refunds.c.payment_id == payment_id, refunds.c.state != "recorded"
+    def _open_refund(
+        self, payment_id: str, amount_minor: int, idempotency_key: str, reason: str
+    ) -> str:
+        """Claim the key and save the refund as ``started`` (counting against what is left),
+        under the payment's row lock, so concurrent refunds see each other; or return the
+        refund an earlier call with this key saved."""
+        request = {"payment_id": payment_id, "amount_minor": amount_minor, "reason": reason}
+        refund_id = "rf" + hashlib.sha256(idempotency_key.encode()).hexdigest()[:24]
+        with _write_transaction(self._engine) as connection:
+            payment = self._payment(connection, payment_id, lock=True)
+            existing = self._claim_key(connection, idempotency_key, "refund", request)
+            if existing is not None:
+                return existing
+            if payment.state != "recorded":
+                raise FailedPrecondition(
+                    f"payment {payment_id!r} is {payment.state}: only a recorded fee is refunded",
+                    reason="PAYMENT_NOT_RECORDED",
+                    field_violations=[FieldViolation("payment_id", payment.state)],
+                )
+            available = self._refundable(connection, payment)
+            if not 0 < amount_minor <= available:
+                raise FailedPrecondition(
+                    f"a refund of {amount_minor} exceeds what is left ({available})",
+                    reason="REFUND_EXCEEDS_CAPTURED",
+                    field_violations=[FieldViolation("amount_minor", f"1..{available}")],
+                    metadata={"refundable_minor": str(available)},
+                )
+            connection.execute(
+                insert(refunds).values(
+                    refund_id=refund_id,
+                    payment_id=payment_id,
+                    amount_minor=amount_minor,
+                    state="started",
+                    gateway_reference="",
+                    leaf_index=None,
+                    created_at_us=to_micros(self._clock.now()),
+                )
+            )
+            self._store_key(connection, idempotency_key, "refund", request, refund_id)
+        return refund_id
+
+    def _refundable(self, connection: Connection, payment: PaymentRecord) -> int:
+        """What is left to refund: captured, less what is refunded and what is in flight (a
+        refund counts from when it is started until it is recorded or fails). Never negative."""
+        in_flight = sum(
+            int(row.amount_minor)
+            for row in connection.execute(
+                select(refunds.c.amount_minor).where(
+                    refunds.c.payment_id == payment.payment_id, refunds.c.state == "started"
+                )
             )
         )
-        return sum(int(row.amount_minor) for row in rows)
+        return max(0, payment.captured_minor - payment.refunded_minor - in_flight)
 
     def _finish_refund(self, refund_id: str, reason: str) -> None:
+        """Refund at the gateway (the reference makes repeats apply once), then record it; a
+        concurrent call finishing the same refund leaves one record, and both answer it."""
         with self._engine.connect() as connection:
             row = connection.execute(select(refunds).where(refunds.c.refund_id == refund_id)).one()
             payment = self._payment(connection, row.payment_id)
         if row.state == "recorded":
             return
+        if row.state == "failed":
+            raise FailedPrecondition(
+                f"the gateway refused refund {refund_id!r}: nothing was refunded",
+                reason="REFUND_REFUSED",
+                metadata={"refund_id": refund_id},
+            )
         adapter = self._gateway(payment.gateway)
         try:
             result = adapter.refund(
@@ -896,14 +954,39 @@ class Renewals:
                 f"refund outcome unknown ({error}); retry with the same idempotency key",
                 reason="GATEWAY_UNAVAILABLE",
             ) from error
+        except GatewayRefused as error:
+            self._fail_refund(refund_id, str(error))
+            raise FailedPrecondition(
+                f"the gateway refused the refund: {error}; nothing was refunded",
+                reason="REFUND_REFUSED",
+                metadata={"refund_id": refund_id},
+            ) from error
         self._crash("after_gateway_refund")
+        self._record_refund(refund_id, payment, int(row.amount_minor), reason, result)
+
+    def _fail_refund(self, refund_id: str, why: str) -> None:
+        with _write_transaction(self._engine) as connection:
+            connection.execute(
+                update(refunds)
+                .where(refunds.c.refund_id == refund_id, refunds.c.state == "started")
+                .values(state="failed", gateway_reference=why[:128])
+            )
+
+    def _record_refund(
+        self,
+        refund_id: str,
+        payment: PaymentRecord,
+        amount_minor: int,
+        reason: str,
+        result: GatewayResult,
+    ) -> None:
         event = events_pb2.Event(event_id=f"refund-{refund_id}", insurer_id=self._authority_id)
         event.occurred_at.FromDatetime(self._clock.now())
         body = event.fee_refunded
         body.renewal_id = payment.quote_id
         body.refund_reference = refund_id
         body.amount.CopyFrom(
-            types_pb2.Money(currency_code=payment.currency, amount_minor=int(row.amount_minor))
+            types_pb2.Money(currency_code=payment.currency, amount_minor=amount_minor)
         )
         body.reason = reason[:256]
         body.gateway_reference = result.gateway_reference[:128]
@@ -911,18 +994,30 @@ class Renewals:
         def mark(connection: Connection, leaf_index: int) -> None:
             moved = connection.execute(
                 update(refunds)
-                .where(refunds.c.refund_id == refund_id, refunds.c.state != "recorded")
-                .values(state="recorded", leaf_index=leaf_index)
+                .where(refunds.c.refund_id == refund_id, refunds.c.state == "started")
+                .values(
+                    state="recorded",
+                    leaf_index=leaf_index,
+                    gateway_reference=result.gateway_reference[:128],
+                )
             ).rowcount
             if moved != 1:
-                raise FailedPrecondition("refund already recorded", reason="REFUND_RECORDED")
+                raise Unavailable("refund changed while it was recorded", reason="REFUND_CHANGED")
             connection.execute(
                 update(payments)
                 .where(payments.c.payment_id == payment.payment_id)
-                .values(refunded_minor=payments.c.refunded_minor + int(row.amount_minor))
+                .values(refunded_minor=payments.c.refunded_minor + amount_minor)
             )
 
-        self._record_event(event, mark)
+        try:
+            self._record_event(event, mark)
+        except LedgerError:
+            with self._engine.connect() as connection:
+                state = connection.execute(
+                    select(refunds.c.state).where(refunds.c.refund_id == refund_id)
+                ).scalar_one()
+            if state != "recorded":  # not recorded by a concurrent call for the same key
+                raise
 
     # Reconciliation.
 
@@ -939,7 +1034,7 @@ class Renewals:
                 )
             ).all()
             open_refunds = connection.execute(
-                select(refunds.c.refund_id).where(refunds.c.state != "recorded")
+                select(refunds.c.refund_id).where(refunds.c.state == "started")
             ).all()
         for row in open_payments:
             before = row.state
