@@ -67,6 +67,14 @@ from payments.gateway import (
     PaymentRequest,
     PaymentStatus,
 )
+from payments.states import (
+    PAYMENT_TRANSITIONS,
+    UNFINISHED,
+    PaymentState,
+    RefundState,
+    move_payment,
+    move_refund,
+)
 from payments.tables import gateway_notifications, idempotency_keys, payments, quotes, refunds
 
 __all__ = [
@@ -151,7 +159,7 @@ class PaymentRecord:
     payment_id: str
     quote_id: str
     gateway: str
-    state: str
+    state: PaymentState
     currency: str
     amount_minor: int
     captured_minor: int
@@ -162,7 +170,7 @@ class PaymentRecord:
     message: str
 
 
-_IN_FLIGHT = frozenset({"started", "captured"})
+_IN_FLIGHT = frozenset({PaymentState.STARTED, PaymentState.CAPTURED})
 """States a first StartPayment passes through; a repeat meanwhile does not answer them."""
 
 
@@ -260,11 +268,7 @@ class Renewals:
                 for member in request.members
             ]
             quote = fees.quote_fees(
-                request.jurisdiction,
-                now.date(),
-                request.period_start,
-                request.period_end,
-                facts,
+                request.jurisdiction, now.date(), request.period_start, request.period_end, facts
             )
             for member, line in zip(request.members, quote.lines, strict=True):
                 lines.append(
@@ -466,10 +470,12 @@ class Renewals:
             else:
                 result = adapter.authorize(charge)
         except GatewayOutcomeUnknown as error:
-            self._set_state(payment_id, "unknown", message=f"gateway outcome unknown: {error}")
+            self._set_state(
+                payment_id, PaymentState.UNKNOWN, message=f"gateway outcome unknown: {error}"
+            )
             return self.get_payment(payment_id)
         except GatewayRefused as error:
-            self._set_state(payment_id, "failed", message=f"gateway refused: {error}")
+            self._set_state(payment_id, PaymentState.FAILED, message=f"gateway refused: {error}")
             return self.get_payment(payment_id)
         self._crash("after_gateway_charge")
         return self._apply(payment_id, result)
@@ -511,7 +517,7 @@ class Renewals:
                 payment_id=payment_id,
                 quote_id=quote_id,
                 gateway=gateway,
-                state="started",
+                state=PaymentState.STARTED.value,
                 currency_code=quote.currency_code,
                 amount_minor=quote.total_minor,
                 captured_minor=0,
@@ -543,9 +549,9 @@ class Renewals:
     def complete_payment(self, payment_id: str) -> PaymentRecord:
         """Confirm with the gateway itself, then record once (never on the portal's word)."""
         payment = self.get_payment(payment_id)
-        if payment.state in {"recorded", "declined", "failed", "voided", "returned"}:
+        if not PAYMENT_TRANSITIONS[payment.state]:  # a final state
             return payment
-        if payment.state == "returning":
+        if payment.state is PaymentState.RETURNING:
             self._return(payment_id, payment.message)
             return self.get_payment(payment_id)
         adapter = self._gateway(payment.gateway)
@@ -566,24 +572,25 @@ class Renewals:
             try:
                 result = adapter.capture(payment_id, Money(payment.currency, payment.amount_minor))
             except GatewayOutcomeUnknown as error:
-                self._set_state(payment_id, "unknown", message=f"capture outcome unknown: {error}")
+                self._set_state(
+                    payment_id, PaymentState.UNKNOWN, message=f"capture outcome unknown: {error}"
+                )
                 return self.get_payment(payment_id)
             self._crash("after_gateway_capture")
         if result.status is PaymentStatus.CAPTURED:
             if result.captured_minor != payment.amount_minor:
                 self._set_state(
                     payment_id,
-                    "mismatch",
+                    PaymentState.MISMATCH,
                     message=f"gateway captured {result.captured_minor}, expected "
                     f"{payment.amount_minor}",
                 )
                 return self.get_payment(payment_id)
             self._set_state(
                 payment_id,
-                "captured",
+                PaymentState.CAPTURED,
                 captured=result.captured_minor,
                 gateway_reference=result.gateway_reference,
-                only_from={"started", "pending", "unknown", "authorized", "captured"},
             )
             self._crash("after_captured_saved")
             self._record(payment_id)
@@ -591,20 +598,14 @@ class Renewals:
         elif result.status is PaymentStatus.PENDING:
             self._set_state(
                 payment_id,
-                "pending",
+                PaymentState.PENDING,
                 redirect_url=result.redirect_url,
                 gateway_reference=result.gateway_reference,
-                only_from={"started", "unknown", "pending"},
             )
         elif result.status is PaymentStatus.DECLINED:
-            self._set_state(
-                payment_id,
-                "declined",
-                message=result.message,
-                only_from={"started", "pending", "unknown"},
-            )
+            self._set_state(payment_id, PaymentState.DECLINED, message=result.message)
         elif result.status is PaymentStatus.VOIDED:
-            self._set_state(payment_id, "voided", message=result.message)
+            self._set_state(payment_id, PaymentState.VOIDED, message=result.message)
         return self.get_payment(payment_id)
 
     def _fee_event(
@@ -664,7 +665,7 @@ class Renewals:
                 select(payments).where(payments.c.payment_id == payment_id)
             ).one()
             quote = self._quote(connection, payment.quote_id)
-        if payment.state != "captured":
+        if payment.state != PaymentState.CAPTURED:
             return
         event = self._fee_event(
             payment_id,
@@ -674,16 +675,14 @@ class Renewals:
         )
 
         def mark_recorded(connection: Connection, leaf_index: int) -> None:
-            moved = connection.execute(
-                update(payments)
-                .where(payments.c.payment_id == payment_id, payments.c.state == "captured")
-                .values(
-                    state="recorded",
-                    leaf_index=leaf_index,
-                    updated_at_us=to_micros(self._clock.now()),
-                )
-            ).rowcount
-            if moved != 1:
+            if not move_payment(
+                connection,
+                payment_id,
+                PaymentState.RECORDED,
+                why="FeeCollected appended",
+                now=self._clock.now(),
+                leaf_index=leaf_index,
+            ):
                 raise Unavailable(
                     f"payment {payment_id!r} changed while it was recorded; retry",
                     reason="PAYMENT_CHANGED",
@@ -694,7 +693,7 @@ class Renewals:
             # that transaction moved the payment to recorded together with the entry.
             self._record_event(event, mark_recorded)
         except Unavailable as error:
-            if self.get_payment(payment_id).state == "recorded":
+            if self.get_payment(payment_id).state is PaymentState.RECORDED:
                 return
             raise Unavailable(
                 f"the fee was captured but could not be recorded yet: {error.message}; "
@@ -703,7 +702,7 @@ class Renewals:
                 metadata={"payment_id": payment_id},
             ) from error
         except LedgerError as error:
-            if self.get_payment(payment_id).state == "recorded":
+            if self.get_payment(payment_id).state is PaymentState.RECORDED:
                 return
             self._crash("before_return")
             self._return(payment_id, f"the ledger refused the record: {error.message}")
@@ -713,10 +712,14 @@ class Renewals:
         ``returning`` is saved first, so a crash or a gateway timeout leaves a refund in flight
         that reconciliation finishes (the refund reference is derived from the payment, so the
         gateway applies it once)."""
-        self._set_state(payment_id, "returning", message=why, only_from={"captured"})
+        self._set_state(
+            payment_id,
+            PaymentState.RETURNING,
+            message=why,
+        )
         payment = self.get_payment(payment_id)
         why = payment.message
-        if payment.state != "returning":
+        if payment.state is not PaymentState.RETURNING:
             return
         adapter = self._gateway(payment.gateway)
         try:
@@ -730,37 +733,33 @@ class Renewals:
         self._crash("after_gateway_return")
         self._set_state(
             payment_id,
-            "returned",
+            PaymentState.RETURNED,
             message=f"{why}; refunded in full by the gateway",
             gateway_reference=result.gateway_reference,
-            only_from={"returning"},
         )
 
     def _set_state(
         self,
         payment_id: str,
-        state: str,
+        state: PaymentState,
         *,
         message: str = "",
         captured: int | None = None,
         gateway_reference: str = "",
         redirect_url: str = "",
-        only_from: set[str] | None = None,
     ) -> None:
-        values: dict[str, Any] = {"state": state, "updated_at_us": to_micros(self._clock.now())}
-        if message:
-            values["message"] = message[:500]
-        if captured is not None:
-            values["captured_minor"] = captured
-        if gateway_reference:
-            values["gateway_reference"] = gateway_reference[:128]
-        if redirect_url:
-            values["redirect_url"] = redirect_url[:2000]
-        statement = update(payments).where(payments.c.payment_id == payment_id)
-        if only_from is not None:
-            statement = statement.where(payments.c.state.in_(sorted(only_from)))
+        """Move the payment if the transition table allows it (see payments.states)."""
         with _write_transaction(self._engine) as connection:
-            connection.execute(statement.values(**values))
+            move_payment(
+                connection,
+                payment_id,
+                state,
+                why=message,
+                now=self._clock.now(),
+                captured_minor=captured,
+                gateway_reference=gateway_reference,
+                redirect_url=redirect_url,
+            )
 
     def _gateway(self, name: str) -> PaymentGateway:
         adapter = self._gateways.get(name)
@@ -787,7 +786,7 @@ class Renewals:
             payment_id=row.payment_id,
             quote_id=row.quote_id,
             gateway=row.gateway,
-            state=row.state,
+            state=PaymentState(row.state),
             currency=row.currency_code,
             amount_minor=int(row.amount_minor),
             captured_minor=int(row.captured_minor),
@@ -889,7 +888,7 @@ class Renewals:
             existing = self._claim_key(connection, idempotency_key, "refund", request)
             if existing is not None:
                 return existing
-            if payment.state != "recorded":
+            if payment.state is not PaymentState.RECORDED:
                 raise FailedPrecondition(
                     f"payment {payment_id!r} is {payment.state}: only a recorded fee is refunded",
                     reason="PAYMENT_NOT_RECORDED",
@@ -908,7 +907,7 @@ class Renewals:
                     refund_id=refund_id,
                     payment_id=payment_id,
                     amount_minor=amount_minor,
-                    state="started",
+                    state=RefundState.STARTED.value,
                     gateway_reference="",
                     leaf_index=None,
                     created_at_us=to_micros(self._clock.now()),
@@ -924,7 +923,8 @@ class Renewals:
             int(row.amount_minor)
             for row in connection.execute(
                 select(refunds.c.amount_minor).where(
-                    refunds.c.payment_id == payment.payment_id, refunds.c.state == "started"
+                    refunds.c.payment_id == payment.payment_id,
+                    refunds.c.state == RefundState.STARTED,
                 )
             )
         )
@@ -936,9 +936,9 @@ class Renewals:
         with self._engine.connect() as connection:
             row = connection.execute(select(refunds).where(refunds.c.refund_id == refund_id)).one()
             payment = self._payment(connection, row.payment_id)
-        if row.state == "recorded":
+        if row.state == RefundState.RECORDED:
             return
-        if row.state == "failed":
+        if row.state == RefundState.FAILED:
             raise FailedPrecondition(
                 f"the gateway refused refund {refund_id!r}: nothing was refunded",
                 reason="REFUND_REFUSED",
@@ -966,10 +966,12 @@ class Renewals:
 
     def _fail_refund(self, refund_id: str, why: str) -> None:
         with _write_transaction(self._engine) as connection:
-            connection.execute(
-                update(refunds)
-                .where(refunds.c.refund_id == refund_id, refunds.c.state == "started")
-                .values(state="failed", gateway_reference=why[:128])
+            move_refund(
+                connection,
+                refund_id,
+                RefundState.FAILED,
+                why=f"the gateway refused: {why}",
+                now=self._clock.now(),
             )
 
     def _record_refund(
@@ -992,16 +994,15 @@ class Renewals:
         body.gateway_reference = result.gateway_reference[:128]
 
         def mark(connection: Connection, leaf_index: int) -> None:
-            moved = connection.execute(
-                update(refunds)
-                .where(refunds.c.refund_id == refund_id, refunds.c.state == "started")
-                .values(
-                    state="recorded",
-                    leaf_index=leaf_index,
-                    gateway_reference=result.gateway_reference[:128],
-                )
-            ).rowcount
-            if moved != 1:
+            if not move_refund(
+                connection,
+                refund_id,
+                RefundState.RECORDED,
+                why="FeeRefunded appended",
+                now=self._clock.now(),
+                gateway_reference=result.gateway_reference,
+                leaf_index=leaf_index,
+            ):
                 raise Unavailable("refund changed while it was recorded", reason="REFUND_CHANGED")
             connection.execute(
                 update(payments)
@@ -1016,7 +1017,7 @@ class Renewals:
                 state = connection.execute(
                     select(refunds.c.state).where(refunds.c.refund_id == refund_id)
                 ).scalar_one()
-            if state != "recorded":  # not recorded by a concurrent call for the same key
+            if state != RefundState.RECORDED:  # not recorded by a concurrent call for the same key
                 raise
 
     # Reconciliation.
@@ -1028,13 +1029,11 @@ class Renewals:
         with self._engine.connect() as connection:
             open_payments = connection.execute(
                 select(payments.c.payment_id, payments.c.state, payments.c.updated_at_us).where(
-                    payments.c.state.in_(
-                        ["started", "pending", "unknown", "authorized", "captured"]
-                    )
+                    payments.c.state.in_(sorted(UNFINISHED))
                 )
             ).all()
             open_refunds = connection.execute(
-                select(refunds.c.refund_id).where(refunds.c.state == "started")
+                select(refunds.c.refund_id).where(refunds.c.state == RefundState.STARTED)
             ).all()
         for row in open_payments:
             before = row.state
@@ -1044,7 +1043,7 @@ class Renewals:
                 actions.append(f"{row.payment_id}: {before}, still unresolved ({error})")
                 continue
             stale = now - from_micros(row.updated_at_us) >= stale_after
-            if after.state in {"pending", "started"} and stale:
+            if after.state in {PaymentState.PENDING, PaymentState.STARTED} and stale:
                 adapter = self._gateway(after.gateway)
                 status = adapter.get_status(row.payment_id)
                 if status.status is PaymentStatus.NOT_FOUND or (
@@ -1053,7 +1052,9 @@ class Renewals:
                 ):
                     if status.status is PaymentStatus.AUTHORIZED:
                         adapter.void(row.payment_id)
-                    self._set_state(row.payment_id, "voided", message="stale: voided by reconcile")
+                    self._set_state(
+                        row.payment_id, PaymentState.VOIDED, message="stale: voided by reconcile"
+                    )
                     after = self.get_payment(row.payment_id)
             if after.state != before:
                 actions.append(f"{row.payment_id}: {before} -> {after.state}")
