@@ -8,6 +8,8 @@ in full by the gateway and the payment ends ``returned``."""
 
 from __future__ import annotations
 
+import datetime as dt
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -16,6 +18,7 @@ from sqlalchemy import func, select
 from ledger.errors import FailedPrecondition
 from ledger.storage.tables import coverages, log_entries, premiums
 from payments.gateway import PaymentStatus
+from payments.renewal import Crash
 from payments.tables import idempotency_keys, payments, quotes
 from tests.payments.support import Stack, family_request
 
@@ -111,7 +114,7 @@ def test_a_capture_whose_record_is_refused_for_good_is_returned(
     # Repeats and reconciliation change nothing and refund nothing more.
     assert stack.renewals.start_payment(quote.quote_id, "key-returned", "simulated") == payment
     assert stack.renewals.complete_payment(payment.payment_id) == payment
-    stack.renewals.reconcile()
+    stack.renewals.reconcile(stale_after=dt.timedelta(0))
     assert stack.gateway.snapshot()[payment.payment_id] == at_gateway
     assert stack.gateway.applied["refund"] == 1
 
@@ -131,3 +134,47 @@ def test_a_return_whose_refund_timed_out_is_finished_by_completion(tmp_path: Pat
     done = stack.renewals.complete_payment(payment.payment_id)
     assert done.state == "returned"
     assert stack.gateway.snapshot()[payment.payment_id].refunded_minor == quote.total_minor
+
+
+def _die(point: str) -> Callable[[], None]:
+    def crash() -> None:
+        raise Crash(point)
+
+    return crash
+
+
+def test_reconcile_returns_a_captured_fee_the_ledger_now_refuses(tmp_path: Path) -> None:
+    """The issue's case: captured, the process died before recording, and meanwhile the
+    authority was suspended. Reconcile lists it, says what the gateway said, and returns it."""
+    stack = Stack(tmp_path)
+    quote = stack.renewals.quote(family_request(1, 2))
+    stack.at_point["after_captured_saved"] = _die("after_captured_saved")
+    with pytest.raises(Crash):
+        stack.renewals.start_payment(quote.quote_id, "key-recon-01", "simulated")
+    payment_id, _ = stack.renewals.ids_of(quote_id=quote.quote_id)
+    assert payment_id is not None
+    assert stack.renewals.get_payment(payment_id).state == "captured"
+    stack.suspend_authority()
+    [item] = stack.renewals.reconcile(stale_after=dt.timedelta(0))
+    assert (item.kind, item.id, item.before, item.after) == (
+        "payment",
+        payment_id,
+        "captured",
+        "returned",
+    )
+    assert item.gateway_said == f"captured (captured {quote.total_minor}, refunded 0)"
+    assert not item.needs_person
+    assert stack.gateway.snapshot()[payment_id].refunded_minor == quote.total_minor
+    assert stack.renewals.reconcile(stale_after=dt.timedelta(0)) == []
+
+
+def test_reconcile_looks_only_at_what_is_older_than_the_stale_age(tmp_path: Path) -> None:
+    stack = Stack(tmp_path)
+    quote = stack.renewals.quote(family_request(1, 2))
+    stack.at_point["after_captured_saved"] = _die("after_captured_saved")
+    with pytest.raises(Crash):
+        stack.renewals.start_payment(quote.quote_id, "key-recon-03", "simulated")
+    assert stack.renewals.reconcile(stale_after=dt.timedelta(minutes=5)) == []
+    stack.clock.advance(dt.timedelta(minutes=5))
+    [item] = stack.renewals.reconcile(stale_after=dt.timedelta(minutes=5))
+    assert (item.before, item.after, item.needs_person) == ("captured", "recorded", False)

@@ -4,6 +4,7 @@ fault-injection run (crashes at every step, gateway timeouts with unknown outcom
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
 import os
 import random
 from dataclasses import replace
@@ -149,7 +150,7 @@ def test_seeded_faults_never_double_charge_or_lose_a_record(tmp_path: Path) -> N
     stack.crash_rate = 0.0
     stack.gateway.plan = replace(stack.gateway.plan, timeout_rate=0.0)
     for _round in range(3):
-        stack.renewals.reconcile()
+        stack.renewals.reconcile(stale_after=dt.timedelta(0))
     assert stack.crashes > 0
     with stack.engine.connect() as connection:
         payment_ids = list(connection.execute(select(payments.c.payment_id)).scalars())
