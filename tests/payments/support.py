@@ -9,7 +9,7 @@ from pathlib import Path
 
 from sqlalchemy import Engine
 
-from clients.operator import insurer_suspended
+from clients.operator import insurer_licensed, insurer_suspended
 from ledger.clock import FixedClock
 from ledger.coverage.reader import CoverageReader
 from ledger.identifiers import example_kuwait_civil_id
@@ -104,6 +104,8 @@ class Stack:
         self.crash_rate = 0.0
         self.crash_rng = random.Random(seed)
         self.crashes = 0
+        self.suspended = False
+        self.suspensions = 0
         self.at_point: dict[str, Callable[[], None]] = {}
         """Something that happens meanwhile at a saga step (state changing under the saga)."""
         # The same recorder `policy-ledger payments reconcile` uses: validate, sign, append.
@@ -130,11 +132,31 @@ class Stack:
 
     def suspend_authority(self) -> None:
         """The operator suspends the renewal authority (a signed event in the log)."""
+        self.suspensions += 1
         event = insurer_suspended(
-            AUTHORITY, effective=NOW.date(), reason="test", occurred_at=self.clock.now()
+            AUTHORITY,
+            effective=NOW.date(),
+            reason="test",
+            occurred_at=self.clock.now(),
+            event_id=f"suspension-{self.suspensions}",
         )
         [outcome] = self.appender.append_batch([pending(self.operator, event)], self.clock.now())
         assert not isinstance(outcome, Exception), outcome
+        self.suspended = True
+
+    def relicense_authority(self) -> None:
+        """The operator licenses the renewal authority again after a suspension."""
+        event = insurer_licensed(
+            AUTHORITY,
+            name="renewal authority",
+            licence_number="TEST-AUTHORITY",
+            effective=NOW.date(),
+            occurred_at=self.clock.now(),
+            event_id=f"relicence-{self.suspensions}",
+        )
+        [outcome] = self.appender.append_batch([pending(self.operator, event)], self.clock.now())
+        assert not isinstance(outcome, Exception), outcome
+        self.suspended = False
 
     def revoke_authority_key(self) -> None:
         """The operator revokes the authority's signing key from now on."""
