@@ -67,6 +67,12 @@ from payments.gateway import (
     PaymentRequest,
     PaymentStatus,
 )
+from payments.limits import (
+    IDEMPOTENCY_KEY_CHARS,
+    QUOTE_TTL,
+    REFERENCE_CHARS_MAX,
+    REFUND_REASON_CHARS_MAX,
+)
 from payments.states import (
     PAYMENT_TRANSITIONS,
     UNFINISHED,
@@ -87,8 +93,6 @@ __all__ = [
     "Renewals",
 ]
 
-IDEMPOTENCY_DAYS = 30
-"""Idempotency keys are kept at least this long."""
 PRIVATE_INSURANCE_JURISDICTIONS = frozenset({"SA"})
 """Where residents must hold private insurance instead of paying a fee (the Saudi model)."""
 
@@ -225,7 +229,7 @@ class Renewals:
         clock: Clock,
         *,
         authority_id: str,
-        quote_ttl: dt.timedelta = dt.timedelta(minutes=30),
+        quote_ttl: dt.timedelta = QUOTE_TTL,
         crash: Callable[[str], None] = lambda point: None,
         notification_base_url: str = "",
     ) -> None:
@@ -371,7 +375,7 @@ class Renewals:
         self, connection: Connection, key: str, operation: str, request: Mapping[str, Any]
     ) -> str | None:
         """The result id stored under ``key``, or None after claiming it for this request."""
-        if not 8 <= len(key) <= 128 or not key.isprintable():
+        if len(key) not in IDEMPOTENCY_KEY_CHARS or not key.isprintable():
             raise InvalidArgument(
                 "idempotency_key must be 8 to 128 printable characters",
                 reason="IDEMPOTENCY_KEY_INVALID",
@@ -991,8 +995,8 @@ class Renewals:
         body.amount.CopyFrom(
             types_pb2.Money(currency_code=payment.currency, amount_minor=amount_minor)
         )
-        body.reason = reason[:256]
-        body.gateway_reference = result.gateway_reference[:128]
+        body.reason = reason[:REFUND_REASON_CHARS_MAX]
+        body.gateway_reference = result.gateway_reference[:REFERENCE_CHARS_MAX]
 
         def mark(connection: Connection, leaf_index: int) -> None:
             if not move_refund(

@@ -64,6 +64,7 @@ from ledger.storage.log_store import LogStore
 from ledger.v1 import events_pb2, ledger_service_pb2, types_pb2
 from payments import fees
 from payments.gateway import PaymentGateway, load_gateway
+from payments.limits import GATEWAY_RESULT_BYTES_MAX, RENEWAL_DAYS_MAX, URL_CHARS_MAX
 from payments.notifications import NotificationReceiver
 from payments.renewal import (
     MemberInput,
@@ -90,8 +91,6 @@ _T = TypeVar("_T")
 _Context = grpc.aio.ServicerContext[object, object]
 
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["RenewalService"].full_name
-_RENEWAL_DAYS_MAX = 3 * 366
-_GATEWAY_RESULT_BYTES_MAX = 8 * 1024
 
 
 class LedgerRecorder:
@@ -266,8 +265,8 @@ def parse_quote_request(request: pb.QuoteRenewalRequest) -> QuoteRequest:
     if start is not None and end is not None:
         if end < start:
             violations.append(FieldViolation("period_end", "before period_start"))
-        elif (end - start).days + 1 > _RENEWAL_DAYS_MAX:
-            violations.append(FieldViolation("period_end", f"more than {_RENEWAL_DAYS_MAX} days"))
+        elif (end - start).days + 1 > RENEWAL_DAYS_MAX:
+            violations.append(FieldViolation("period_end", f"more than {RENEWAL_DAYS_MAX} days"))
     refuse_violations(violations)
     assert start is not None and end is not None  # refused above otherwise
     return QuoteRequest(
@@ -411,8 +410,10 @@ class RenewalServicer(pb_grpc.RenewalServiceServicer):
             violations: list[FieldViolation] = []
             check_identifier(violations, "quote_id", request.quote_id)
             check_identifier(violations, "gateway", request.gateway)
-            if len(request.return_url) > 2000:
-                violations.append(FieldViolation("return_url", "at most 2000 characters"))
+            if len(request.return_url) > URL_CHARS_MAX:
+                violations.append(
+                    FieldViolation("return_url", f"at most {URL_CHARS_MAX} characters")
+                )
             refuse_violations(violations)
             record = self._renewals.start_payment(
                 request.quote_id, request.idempotency_key, request.gateway, request.return_url
@@ -429,9 +430,9 @@ class RenewalServicer(pb_grpc.RenewalServiceServicer):
         def work() -> pb.CompletePaymentResponse:
             violations: list[FieldViolation] = []
             check_identifier(violations, "payment_id", request.payment_id)
-            if len(request.gateway_result) > _GATEWAY_RESULT_BYTES_MAX:
+            if len(request.gateway_result) > GATEWAY_RESULT_BYTES_MAX:
                 violations.append(
-                    FieldViolation("gateway_result", f"at most {_GATEWAY_RESULT_BYTES_MAX} bytes")
+                    FieldViolation("gateway_result", f"at most {GATEWAY_RESULT_BYTES_MAX} bytes")
                 )
             refuse_violations(violations)
             if request.gateway_result:

@@ -24,6 +24,7 @@ import logging
 from sqlalchemy import Connection, insert, select, update
 
 from ledger.clock import to_micros
+from payments.limits import MESSAGE_CHARS_MAX, REFERENCE_CHARS_MAX, URL_CHARS_MAX
 from payments.tables import payment_history, payments, refunds
 
 __all__ = [
@@ -115,15 +116,15 @@ def move_payment(
         return False
     values: dict[str, object] = {"state": to.value, "updated_at_us": to_micros(now)}
     if why:
-        values["message"] = why[:500]
+        values["message"] = why[:MESSAGE_CHARS_MAX]
     if gateway_reference:
-        values["gateway_reference"] = gateway_reference[:128]
+        values["gateway_reference"] = gateway_reference[:REFERENCE_CHARS_MAX]
     if leaf_index is not None:
         values["leaf_index"] = leaf_index
     if captured_minor is not None:
         values["captured_minor"] = captured_minor
     if redirect_url:
-        values["redirect_url"] = redirect_url[:2000]
+        values["redirect_url"] = redirect_url[:URL_CHARS_MAX]
     moved = connection.execute(
         update(payments)
         .where(payments.c.payment_id == payment_id, payments.c.state == before.value)
@@ -153,7 +154,7 @@ def move_refund(
         return False
     values: dict[str, object] = {"state": to.value}
     if gateway_reference:
-        values["gateway_reference"] = gateway_reference[:128]
+        values["gateway_reference"] = gateway_reference[:REFERENCE_CHARS_MAX]
     if leaf_index is not None:
         values["leaf_index"] = leaf_index
     moved = connection.execute(
@@ -190,8 +191,8 @@ def _history(  # noqa: PLR0917
             refund_id=refund_id,
             from_state=before.value,
             to_state=to.value,
-            why=why[:500],
-            gateway_reference=gateway_reference[:128],
+            why=why[:MESSAGE_CHARS_MAX],
+            gateway_reference=gateway_reference[:REFERENCE_CHARS_MAX],
             leaf_index=leaf_index,
             at_us=to_micros(now),
         )
