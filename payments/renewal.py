@@ -32,7 +32,6 @@ import secrets
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
-from types import SimpleNamespace
 from typing import Any, Protocol
 
 from sqlalchemy import Connection, Engine, insert, select, update
@@ -86,6 +85,7 @@ from payments.tables import gateway_notifications, idempotency_keys, payments, q
 __all__ = [
     "MemberInput",
     "PaymentRecord",
+    "QuoteLine",
     "QuoteRecord",
     "QuoteRequest",
     "ReconcileItem",
@@ -137,16 +137,59 @@ class QuoteRequest:
 
 
 @dataclass(frozen=True)
+class QuoteLine:
+    """One member's line of a quote, typed (stored as JSON in ``quotes.quote_json``, parsed
+    once when the quote is read)."""
+
+    person: types_pb2.PersonId
+    person_key: str
+    relationship: fees.Relationship
+    schedule_version: str
+    rule_id: str
+    description: str
+    amount_minor: int
+
+    def to_json(self) -> dict[str, Any]:
+        """The stored form."""
+        return {
+            "person": {
+                "type": int(self.person.type),
+                "value": self.person.value,
+                "country_code": self.person.country_code,
+            },
+            "person_key": self.person_key,
+            "relationship": self.relationship.value,
+            "schedule_version": self.schedule_version,
+            "rule_id": self.rule_id,
+            "description": self.description,
+            "amount_minor": self.amount_minor,
+        }
+
+    @classmethod
+    def from_json(cls, stored: Mapping[str, Any]) -> QuoteLine:
+        """The line a stored form describes."""
+        return cls(
+            person=types_pb2.PersonId(**stored["person"]),
+            person_key=str(stored["person_key"]),
+            relationship=fees.Relationship(stored["relationship"]),
+            schedule_version=str(stored["schedule_version"]),
+            rule_id=str(stored["rule_id"]),
+            description=str(stored["description"]),
+            amount_minor=int(stored["amount_minor"]),
+        )
+
+
+@dataclass(frozen=True)
 class QuoteRecord:
     """A stored quote."""
 
     quote_id: str
     jurisdiction: str
     sponsor_key: str
+    sponsor: types_pb2.PersonId
     currency: str
     total_minor: int
-    lines: tuple[dict[str, Any], ...]
-    """person, person_key, relationship, schedule_version, rule_id, description, amount_minor."""
+    lines: tuple[QuoteLine, ...]
     schedule_version: str
     period_start: dt.date
     period_end: dt.date
@@ -177,6 +220,26 @@ class PaymentRecord:
 
 _IN_FLIGHT = frozenset({PaymentState.STARTED, PaymentState.CAPTURED})
 """States a first StartPayment passes through; a repeat meanwhile does not answer them."""
+
+
+def _quote_record(row: Any) -> QuoteRecord:
+    """A ``quotes`` row as its typed record (the JSON parsed here, once)."""
+    stored = json.loads(row.quote_json)
+    return QuoteRecord(
+        quote_id=row.quote_id,
+        jurisdiction=row.jurisdiction,
+        sponsor_key=row.sponsor_key,
+        sponsor=types_pb2.PersonId(**stored["sponsor"]),
+        currency=row.currency_code,
+        total_minor=int(row.total_minor),
+        lines=tuple(QuoteLine.from_json(line) for line in stored["lines"]),
+        schedule_version=stored["schedule_version"],
+        period_start=dt.date.fromisoformat(stored["period_start"]),
+        period_end=dt.date.fromisoformat(stored["period_end"]),
+        expires_at=from_micros(row.expires_at_us),
+        payable=bool(stored["payable"]),
+        household=None,
+    )
 
 
 def _payment_id(quote_id: str) -> str:
@@ -256,7 +319,7 @@ class Renewals:
         now = self._clock.now()
         sponsor_key = person_key(request.sponsor)
         household: HouseholdVerdict | None = None
-        lines: list[dict[str, Any]] = []
+        lines: list[QuoteLine] = []
         if request.jurisdiction in PRIVATE_INSURANCE_JURISDICTIONS:
             household = self._household(request)
             currency, total, version = "SAR", 0, "private-insurance"
@@ -277,25 +340,22 @@ class Renewals:
             )
             for member, line in zip(request.members, quote.lines, strict=True):
                 lines.append(
-                    {
-                        "person": {
-                            "type": int(member.person.type),
-                            "value": member.person.value,
-                            "country_code": member.person.country_code,
-                        },
-                        "person_key": line.person_key,
-                        "relationship": member.relationship.value,
-                        "schedule_version": line.schedule_version,
-                        "rule_id": line.rule_id,
-                        "description": line.rule_description,
-                        "amount_minor": line.amount_minor,
-                    }
+                    QuoteLine(
+                        person=member.person,
+                        person_key=line.person_key,
+                        relationship=member.relationship,
+                        schedule_version=line.schedule_version,
+                        rule_id=line.rule_id,
+                        description=line.rule_description,
+                        amount_minor=line.amount_minor,
+                    )
                 )
             currency, total, version = quote.currency, quote.total_minor, quote.schedule_version
         record = QuoteRecord(
             quote_id=f"q-{secrets.token_hex(8)}",
             jurisdiction=request.jurisdiction,
             sponsor_key=sponsor_key,
+            sponsor=request.sponsor,
             currency=currency,
             total_minor=total,
             lines=tuple(lines),
@@ -312,7 +372,7 @@ class Renewals:
                 "value": request.sponsor.value,
                 "country_code": request.sponsor.country_code,
             },
-            "lines": lines,
+            "lines": [line.to_json() for line in lines],
             "schedule_version": version,
             "period_start": request.period_start.isoformat(),
             "period_end": request.period_end.isoformat(),
@@ -321,16 +381,10 @@ class Renewals:
         serialized = json.dumps(stored, sort_keys=True)
         with _write_transaction(self._engine) as connection:
             if record.payable:
-                draft = SimpleNamespace(
-                    quote_id=record.quote_id,
-                    quote_json=serialized,
-                    currency_code=currency,
-                    total_minor=total,
-                )
                 self._refuse_unrecordable(
                     connection,
                     self._fee_event(
-                        _payment_id(record.quote_id), draft, gateway="quote", gateway_reference=""
+                        _payment_id(record.quote_id), record, gateway="quote", gateway_reference=""
                     ),
                 )
             connection.execute(
@@ -515,7 +569,9 @@ class Renewals:
             )
         self._refuse_unrecordable(
             connection,
-            self._fee_event(payment_id, quote, gateway=gateway, gateway_reference=""),
+            self._fee_event(
+                payment_id, _quote_record(quote), gateway=gateway, gateway_reference=""
+            ),
         )
         connection.execute(
             insert(payments).values(
@@ -614,30 +670,29 @@ class Renewals:
         return self.get_payment(payment_id)
 
     def _fee_event(
-        self, payment_id: str, quote: Any, *, gateway: str, gateway_reference: str
+        self, payment_id: str, quote: QuoteRecord, *, gateway: str, gateway_reference: str
     ) -> events_pb2.Event:
         """The FeeCollected entry that records ``quote``'s fee (its event id is derived from the
         payment, so it is recorded at most once)."""
-        stored = json.loads(quote.quote_json)
         event = events_pb2.Event(event_id=f"fee-{payment_id}", insurer_id=self._authority_id)
         event.occurred_at.FromDatetime(self._clock.now())
         body = event.fee_collected
         body.renewal_id = quote.quote_id
-        body.sponsor.CopyFrom(types_pb2.PersonId(**stored["sponsor"]))
-        body.period_start.CopyFrom(civil_date(dt.date.fromisoformat(stored["period_start"])))
-        body.period_end.CopyFrom(civil_date(dt.date.fromisoformat(stored["period_end"])))
-        for line in stored["lines"]:
+        body.sponsor.CopyFrom(quote.sponsor)
+        body.period_start.CopyFrom(civil_date(quote.period_start))
+        body.period_end.CopyFrom(civil_date(quote.period_end))
+        for line in quote.lines:
             body.lines.add(
-                person=types_pb2.PersonId(**line["person"]),
-                relationship=_RELATIONSHIPS[fees.Relationship(line["relationship"])],
-                schedule_version=line["schedule_version"],
-                rule_id=line["rule_id"],
+                person=line.person,
+                relationship=_RELATIONSHIPS[line.relationship],
+                schedule_version=line.schedule_version,
+                rule_id=line.rule_id,
                 amount=types_pb2.Money(
-                    currency_code=quote.currency_code, amount_minor=line["amount_minor"]
+                    currency_code=quote.currency, amount_minor=line.amount_minor
                 ),
             )
         body.total.CopyFrom(
-            types_pb2.Money(currency_code=quote.currency_code, amount_minor=quote.total_minor)
+            types_pb2.Money(currency_code=quote.currency, amount_minor=quote.total_minor)
         )
         body.merchant_reference = payment_id
         body.gateway = gateway
@@ -674,7 +729,7 @@ class Renewals:
             return
         event = self._fee_event(
             payment_id,
-            quote,
+            _quote_record(quote),
             gateway=payment.gateway,
             gateway_reference=payment.gateway_reference,
         )
@@ -849,22 +904,7 @@ class Renewals:
     def get_quote(self, quote_id: str) -> QuoteRecord:
         """A stored quote (without the household verdict it may have carried)."""
         with self._engine.connect() as connection:
-            row = self._quote(connection, quote_id)
-        stored = json.loads(row.quote_json)
-        return QuoteRecord(
-            quote_id=row.quote_id,
-            jurisdiction=row.jurisdiction,
-            sponsor_key=row.sponsor_key,
-            currency=row.currency_code,
-            total_minor=int(row.total_minor),
-            lines=tuple(stored["lines"]),
-            schedule_version=stored["schedule_version"],
-            period_start=dt.date.fromisoformat(stored["period_start"]),
-            period_end=dt.date.fromisoformat(stored["period_end"]),
-            expires_at=from_micros(row.expires_at_us),
-            payable=bool(stored["payable"]),
-            household=None,
-        )
+            return _quote_record(self._quote(connection, quote_id))
 
     # Refunds.
 

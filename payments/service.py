@@ -329,13 +329,11 @@ def quote_proto(record: QuoteRecord) -> pb.Quote:
     quote.expires_at.FromDatetime(record.expires_at)
     for line in record.lines:
         quote.lines.add(
-            person=types_pb2.PersonId(**line["person"]),
-            schedule_version=line["schedule_version"],
-            rule_id=line["rule_id"],
-            description=line["description"],
-            amount=types_pb2.Money(
-                currency_code=record.currency, amount_minor=line["amount_minor"]
-            ),
+            person=line.person,
+            schedule_version=line.schedule_version,
+            rule_id=line.rule_id,
+            description=line.description,
+            amount=types_pb2.Money(currency_code=record.currency, amount_minor=line.amount_minor),
         )
     return quote
 

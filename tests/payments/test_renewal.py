@@ -37,8 +37,8 @@ def test_a_renewal_is_quoted_collected_and_recorded_once(tmp_path: Path) -> None
     stack = Stack(tmp_path)
     quote = stack.renewals.quote(family_request(1, 3))
     assert quote.payable and quote.currency == "KWD"
-    assert quote.total_minor == sum(line["amount_minor"] for line in quote.lines) > 0
-    assert all(type(line["amount_minor"]) is int for line in quote.lines)
+    assert quote.total_minor == sum(line.amount_minor for line in quote.lines) > 0
+    assert all(type(line.amount_minor) is int for line in quote.lines)
     payment = stack.renewals.start_payment(quote.quote_id, "key-0001-start", "simulated")
     assert payment.state == "recorded" and payment.leaf_index is not None
     # The same key again: the same payment, nothing charged or written again.
