@@ -222,6 +222,24 @@ _IN_FLIGHT = frozenset({PaymentState.STARTED, PaymentState.CAPTURED})
 """States a first StartPayment passes through; a repeat meanwhile does not answer them."""
 
 
+def _refuse_changed_schedule(
+    quote_id: str, version: str, jurisdiction: str, now: dt.datetime
+) -> None:
+    """Refuse to collect a quote priced by a schedule no longer in force today."""
+    try:
+        in_force = fees.default_schedules().for_date(jurisdiction, now.date()).version
+    except fees.FeeError as error:
+        in_force = f"none ({error.message})"
+    if in_force != version:
+        raise FailedPrecondition(
+            f"quote {quote_id!r} was priced by fee schedule {version}, but {in_force} is in "
+            "force today: ask a new quote (nothing is charged)",
+            reason="FEE_SCHEDULE_CHANGED",
+            field_violations=[FieldViolation("quote_id", "priced by another schedule")],
+            metadata={"schedule_version": version, "in_force": in_force},
+        )
+
+
 def _quote_record(row: Any) -> QuoteRecord:
     """A ``quotes`` row as its typed record (the JSON parsed here, once)."""
     stored = json.loads(row.quote_json)
@@ -557,6 +575,7 @@ class Renewals:
                 reason="QUOTE_EXPIRED",
                 field_violations=[FieldViolation("quote_id", "expired: ask a new quote")],
             )
+        _refuse_changed_schedule(quote_id, stored["schedule_version"], quote.jurisdiction, now)
         already = connection.execute(
             select(payments.c.payment_id).where(payments.c.quote_id == quote_id)
         ).first()

@@ -178,3 +178,18 @@ def test_reconcile_looks_only_at_what_is_older_than_the_stale_age(tmp_path: Path
     stack.clock.advance(dt.timedelta(minutes=5))
     [item] = stack.renewals.reconcile(stale_after=dt.timedelta(minutes=5))
     assert (item.before, item.after, item.needs_person) == ("captured", "recorded", False)
+
+
+def test_a_quote_priced_by_a_schedule_no_longer_in_force_is_not_collected(
+    tmp_path: Path,
+) -> None:
+    stack = Stack(tmp_path)
+    stack.clock.advance(dt.datetime(2025, 12, 22, 23, 50, tzinfo=dt.UTC) - stack.clock.now())
+    quote = stack.renewals.quote(family_request(1, 2))
+    assert quote.schedule_version == "kw-legacy"
+    stack.clock.advance(dt.timedelta(minutes=15))  # midnight: kw-2025-12-23 is in force
+    before = _counts(stack)
+    with pytest.raises(FailedPrecondition) as raised:
+        stack.renewals.start_payment(quote.quote_id, "key-schedule1", "simulated")
+    assert raised.value.reason == "FEE_SCHEDULE_CHANGED"
+    assert _counts(stack) == before and stack.gateway.snapshot() == {}
