@@ -32,7 +32,7 @@ import secrets
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from sqlalchemy import Connection, Engine, insert, select, update
 from sqlalchemy.exc import IntegrityError
@@ -74,7 +74,6 @@ from payments.limits import (
 )
 from payments.states import (
     PAYMENT_TRANSITIONS,
-    UNFINISHED,
     PaymentState,
     RefundState,
     move_payment,
@@ -82,13 +81,15 @@ from payments.states import (
 )
 from payments.tables import gateway_notifications, idempotency_keys, payments, quotes, refunds
 
+if TYPE_CHECKING:
+    from payments.reconciliation import ReconcileItem
+
 __all__ = [
     "MemberInput",
     "PaymentRecord",
     "QuoteLine",
     "QuoteRecord",
     "QuoteRequest",
-    "ReconcileItem",
     "Recorder",
     "Renewals",
 ]
@@ -1084,127 +1085,13 @@ class Renewals:
             if state != RefundState.RECORDED:  # not recorded by a concurrent call for the same key
                 raise
 
-    # Reconciliation.
+    # Reconciliation (payments.reconciliation).
 
     def reconcile(
         self, *, stale_after: dt.timedelta = dt.timedelta(minutes=30)
     ) -> list[ReconcileItem]:
         """Compare every unfinished payment and refund last changed at least ``stale_after``
         ago (the only filter) with its gateway and repair it; one item per thing looked at."""
-        cutoff = to_micros(self._clock.now() - stale_after)
-        with self._engine.connect() as connection:
-            open_payments = connection.execute(
-                select(payments.c.payment_id)
-                .where(payments.c.state.in_(sorted(UNFINISHED)), payments.c.updated_at_us <= cutoff)
-                .order_by(payments.c.created_at_us, payments.c.payment_id)
-            ).all()
-            open_refunds = connection.execute(
-                select(refunds.c.refund_id)
-                .where(refunds.c.state == RefundState.STARTED, refunds.c.created_at_us <= cutoff)
-                .order_by(refunds.c.created_at_us, refunds.c.refund_id)
-            ).all()
-        items = [self._reconcile_payment(row.payment_id) for row in open_payments]
-        return items + [self._reconcile_refund(row.refund_id) for row in open_refunds]
+        from payments.reconciliation import reconcile  # noqa: PLC0415 (it imports this module)
 
-    def _reconcile_payment(self, payment_id: str) -> ReconcileItem:
-        before = self.get_payment(payment_id)
-        adapter = self._gateway(before.gateway)
-
-        def item(said: str, action: str) -> ReconcileItem:
-            after = self.get_payment(payment_id).state
-            return ReconcileItem(
-                kind="payment",
-                id=payment_id,
-                before=before.state.value,
-                after=after.value,
-                gateway_said=said,
-                action=action,
-                needs_person=after in _NEEDS_A_PERSON,
-            )
-
-        try:
-            status = adapter.get_status(payment_id)
-        except GatewayOutcomeUnknown as error:
-            return item(
-                "no answer",
-                f"left {before.state.value}: the gateway did not answer ({error}); run again",
-            )
-        said = _said(status)
-        try:
-            if before.state is PaymentState.RETURNING:
-                self._return(payment_id, before.message)
-            else:
-                self._apply(payment_id, status)
-        except (Unavailable, Crash) as error:
-            return item(said, f"left {self.get_payment(payment_id).state.value}: {error}")
-        after = self.get_payment(payment_id)
-        if after.state in {PaymentState.PENDING, PaymentState.STARTED} and (
-            status.status is PaymentStatus.NOT_FOUND
-            or (
-                Capability.VOID in adapter.capabilities()
-                and status.status is PaymentStatus.AUTHORIZED
-            )
-        ):
-            if status.status is PaymentStatus.AUTHORIZED:
-                adapter.void(payment_id)
-            self._set_state(payment_id, PaymentState.VOIDED, message="stale: voided by reconcile")
-        return item(said, _ACTIONS.get(self.get_payment(payment_id).state, "left as it is"))
-
-    def _reconcile_refund(self, refund_id: str) -> ReconcileItem:
-        def item(said: str, action: str, *, person: bool) -> ReconcileItem:
-            with self._engine.connect() as connection:
-                state = connection.execute(
-                    select(refunds.c.state).where(refunds.c.refund_id == refund_id)
-                ).scalar_one()
-            return ReconcileItem("refund", refund_id, "started", state, said, action, person)
-
-        try:
-            self._finish_refund(refund_id, "completed by reconcile")
-        except GatewayOutcomeUnknown as error:
-            return item("no answer", f"left started: {error}; run again", person=False)
-        except Unavailable as error:
-            return item("no answer", f"left started: {error.message}", person=False)
-        except (GatewayRefused, LedgerError, Crash) as error:
-            return item("refused", f"needs a person: {error}", person=True)
-        return item("refunded", "refund recorded", person=False)
-
-
-@dataclass(frozen=True)
-class ReconcileItem:
-    """One unfinished payment or refund reconciliation looked at: what the gateway said and
-    what was done."""
-
-    kind: str
-    """``payment`` or ``refund``."""
-    id: str
-    before: str
-    after: str
-    gateway_said: str
-    action: str
-    needs_person: bool
-    """Money is held and this run could not settle it (a mismatch, a return or a record the
-    gateway or the ledger keeps refusing)."""
-
-
-_NEEDS_A_PERSON = frozenset({PaymentState.MISMATCH, PaymentState.RETURNING, PaymentState.CAPTURED})
-_ACTIONS = {
-    PaymentState.RECORDED: "recorded in the ledger",
-    PaymentState.RETURNED: "returned: the ledger refused the record, the gateway refunded it",
-    PaymentState.RETURNING: "needs a person: the refund of a refused fee is not confirmed",
-    PaymentState.CAPTURED: "needs a person: captured but not recorded",
-    PaymentState.MISMATCH: "needs a person: the gateway captured another amount",
-    PaymentState.DECLINED: "declined: nothing was charged",
-    PaymentState.VOIDED: "voided: nothing was charged",
-    PaymentState.FAILED: "failed: nothing was charged",
-    PaymentState.PENDING: "left pending: the customer has not finished",
-    PaymentState.UNKNOWN: "left unknown: the gateway has not decided",
-    PaymentState.STARTED: "left started",
-    PaymentState.AUTHORIZED: "left authorized",
-}
-
-
-def _said(status: GatewayResult) -> str:
-    words = status.status.value
-    if status.captured_minor or status.refunded_minor:
-        words += f" (captured {status.captured_minor}, refunded {status.refunded_minor})"
-    return words
+        return reconcile(self, stale_after=stale_after)
