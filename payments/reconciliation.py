@@ -17,6 +17,7 @@ from payments.gateway import (
     GatewayResult,
     PaymentStatus,
 )
+from payments.refunds import finish_refund
 from payments.renewal import Crash, Renewals
 from payments.states import UNFINISHED, PaymentState, RefundState
 from payments.tables import payments, refunds
@@ -94,7 +95,7 @@ def _reconcile_refund(renewals: Renewals, refund_id: str) -> ReconcileItem:
         return ReconcileItem("refund", refund_id, "started", state, said, action, person)
 
     try:
-        renewals._finish_refund(refund_id, "completed by reconcile")
+        finish_refund(renewals, refund_id, "completed by reconcile")
     except GatewayOutcomeUnknown as error:
         return item("no answer", f"left started: {error}; run again", person=False)
     except Unavailable as error:

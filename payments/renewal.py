@@ -34,7 +34,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
-from sqlalchemy import Connection, Engine, insert, select, update
+from sqlalchemy import Connection, Engine, insert, select
 from sqlalchemy.exc import IntegrityError
 
 from ledger.clock import Clock, from_micros, to_micros
@@ -69,17 +69,13 @@ from payments.gateway import (
 from payments.limits import (
     IDEMPOTENCY_KEY_CHARS,
     QUOTE_TTL,
-    REFERENCE_CHARS_MAX,
-    REFUND_REASON_CHARS_MAX,
 )
 from payments.states import (
     PAYMENT_TRANSITIONS,
     PaymentState,
-    RefundState,
     move_payment,
-    move_refund,
 )
-from payments.tables import gateway_notifications, idempotency_keys, payments, quotes, refunds
+from payments.tables import gateway_notifications, idempotency_keys, payments, quotes
 
 if TYPE_CHECKING:
     from payments.reconciliation import ReconcileItem
@@ -92,6 +88,7 @@ __all__ = [
     "QuoteRequest",
     "Recorder",
     "Renewals",
+    "write_transaction",
 ]
 
 PRIVATE_INSURANCE_JURISDICTIONS = frozenset({"SA"})
@@ -287,7 +284,7 @@ _RELATIONSHIPS = {
 
 
 @contextmanager
-def _write_transaction(engine: Engine) -> Iterator[Connection]:
+def write_transaction(engine: Engine) -> Iterator[Connection]:
     """A transaction that takes the database's write lock first (SQLite ``BEGIN IMMEDIATE``):
     a read-then-write transaction would otherwise fail with "database is locked" when another
     writer committed after its first read. PostgreSQL: an ordinary transaction; a concurrent
@@ -398,7 +395,7 @@ class Renewals:
             "payable": record.payable,
         }
         serialized = json.dumps(stored, sort_keys=True)
-        with _write_transaction(self._engine) as connection:
+        with write_transaction(self._engine) as connection:
             if record.payable:
                 self._refuse_unrecordable(
                     connection,
@@ -515,7 +512,7 @@ class Renewals:
         request = {"quote_id": quote_id, "gateway": gateway, "return_url": return_url}
         now = self._clock.now()
         payment_id = _payment_id(quote_id)
-        with _write_transaction(self._engine) as connection:
+        with write_transaction(self._engine) as connection:
             # The quote's row lock first: every call for this quote waits here for the one
             # before it to commit, and then sees its key and payment (several servers may
             # share the database, so no lock in this process would do).
@@ -829,7 +826,7 @@ class Renewals:
         redirect_url: str = "",
     ) -> None:
         """Move the payment if the transition table allows it (see payments.states)."""
-        with _write_transaction(self._engine) as connection:
+        with write_transaction(self._engine) as connection:
             move_payment(
                 connection,
                 payment_id,
@@ -886,7 +883,7 @@ class Renewals:
         """Keep what the portal says the gateway answered (verbatim, unverified): evidence for
         disputes and reconciliation, never a reason to record a payment."""
         payment = self.get_payment(payment_id)
-        with _write_transaction(self._engine) as connection:
+        with write_transaction(self._engine) as connection:
             connection.execute(
                 insert(gateway_notifications).values(
                     payment_id=payment_id,
@@ -926,164 +923,15 @@ class Renewals:
         with self._engine.connect() as connection:
             return _quote_record(self._quote(connection, quote_id))
 
-    # Refunds.
+    # Refunds (payments.refunds).
 
     def refund(
         self, payment_id: str, amount_minor: int, idempotency_key: str, reason: str = ""
     ) -> PaymentRecord:
         """Refund part of a recorded payment, once per idempotency key."""
-        try:
-            refund_id = self._open_refund(payment_id, amount_minor, idempotency_key, reason)
-        except IntegrityError:
-            # A concurrent call inserted first (PostgreSQL): this attempt wrote nothing.
-            refund_id = self._open_refund(payment_id, amount_minor, idempotency_key, reason)
-        self._finish_refund(refund_id, reason)
-        return self.get_payment(payment_id)
+        from payments.refunds import refund  # noqa: PLC0415 (it imports this module)
 
-    def _open_refund(
-        self, payment_id: str, amount_minor: int, idempotency_key: str, reason: str
-    ) -> str:
-        """Claim the key and save the refund as ``started`` (counting against what is left),
-        under the payment's row lock, so concurrent refunds see each other; or return the
-        refund an earlier call with this key saved."""
-        request = {"payment_id": payment_id, "amount_minor": amount_minor, "reason": reason}
-        refund_id = "rf" + hashlib.sha256(idempotency_key.encode()).hexdigest()[:24]
-        with _write_transaction(self._engine) as connection:
-            payment = self._payment(connection, payment_id, lock=True)
-            existing = self._claim_key(connection, idempotency_key, "refund", request)
-            if existing is not None:
-                return existing
-            if payment.state is not PaymentState.RECORDED:
-                raise FailedPrecondition(
-                    f"payment {payment_id!r} is {payment.state}: only a recorded fee is refunded",
-                    reason="PAYMENT_NOT_RECORDED",
-                    field_violations=[FieldViolation("payment_id", payment.state)],
-                )
-            available = self._refundable(connection, payment)
-            if not 0 < amount_minor <= available:
-                raise FailedPrecondition(
-                    f"a refund of {amount_minor} exceeds what is left ({available})",
-                    reason="REFUND_EXCEEDS_CAPTURED",
-                    field_violations=[FieldViolation("amount_minor", f"1..{available}")],
-                    metadata={"refundable_minor": str(available)},
-                )
-            connection.execute(
-                insert(refunds).values(
-                    refund_id=refund_id,
-                    payment_id=payment_id,
-                    amount_minor=amount_minor,
-                    state=RefundState.STARTED.value,
-                    gateway_reference="",
-                    leaf_index=None,
-                    created_at_us=to_micros(self._clock.now()),
-                )
-            )
-            self._store_key(connection, idempotency_key, "refund", request, refund_id)
-        return refund_id
-
-    def _refundable(self, connection: Connection, payment: PaymentRecord) -> int:
-        """What is left to refund: captured, less what is refunded and what is in flight (a
-        refund counts from when it is started until it is recorded or fails). Never negative."""
-        in_flight = sum(
-            int(row.amount_minor)
-            for row in connection.execute(
-                select(refunds.c.amount_minor).where(
-                    refunds.c.payment_id == payment.payment_id,
-                    refunds.c.state == RefundState.STARTED,
-                )
-            )
-        )
-        return max(0, payment.captured_minor - payment.refunded_minor - in_flight)
-
-    def _finish_refund(self, refund_id: str, reason: str) -> None:
-        """Refund at the gateway (the reference makes repeats apply once), then record it; a
-        concurrent call finishing the same refund leaves one record, and both answer it."""
-        with self._engine.connect() as connection:
-            row = connection.execute(select(refunds).where(refunds.c.refund_id == refund_id)).one()
-            payment = self._payment(connection, row.payment_id)
-        if row.state == RefundState.RECORDED:
-            return
-        if row.state == RefundState.FAILED:
-            raise FailedPrecondition(
-                f"the gateway refused refund {refund_id!r}: nothing was refunded",
-                reason="REFUND_REFUSED",
-                metadata={"refund_id": refund_id},
-            )
-        adapter = self._gateway(payment.gateway)
-        try:
-            result = adapter.refund(
-                payment.payment_id, Money(payment.currency, int(row.amount_minor)), refund_id
-            )
-        except GatewayOutcomeUnknown as error:
-            raise Unavailable(
-                f"refund outcome unknown ({error}); retry with the same idempotency key",
-                reason="GATEWAY_UNAVAILABLE",
-            ) from error
-        except GatewayRefused as error:
-            self._fail_refund(refund_id, str(error))
-            raise FailedPrecondition(
-                f"the gateway refused the refund: {error}; nothing was refunded",
-                reason="REFUND_REFUSED",
-                metadata={"refund_id": refund_id},
-            ) from error
-        self._crash("after_gateway_refund")
-        self._record_refund(refund_id, payment, int(row.amount_minor), reason, result)
-
-    def _fail_refund(self, refund_id: str, why: str) -> None:
-        with _write_transaction(self._engine) as connection:
-            move_refund(
-                connection,
-                refund_id,
-                RefundState.FAILED,
-                why=f"the gateway refused: {why}",
-                now=self._clock.now(),
-            )
-
-    def _record_refund(
-        self,
-        refund_id: str,
-        payment: PaymentRecord,
-        amount_minor: int,
-        reason: str,
-        result: GatewayResult,
-    ) -> None:
-        event = events_pb2.Event(event_id=f"refund-{refund_id}", insurer_id=self._authority_id)
-        event.occurred_at.FromDatetime(self._clock.now())
-        body = event.fee_refunded
-        body.renewal_id = payment.quote_id
-        body.refund_reference = refund_id
-        body.amount.CopyFrom(
-            types_pb2.Money(currency_code=payment.currency, amount_minor=amount_minor)
-        )
-        body.reason = reason[:REFUND_REASON_CHARS_MAX]
-        body.gateway_reference = result.gateway_reference[:REFERENCE_CHARS_MAX]
-
-        def mark(connection: Connection, leaf_index: int) -> None:
-            if not move_refund(
-                connection,
-                refund_id,
-                RefundState.RECORDED,
-                why="FeeRefunded appended",
-                now=self._clock.now(),
-                gateway_reference=result.gateway_reference,
-                leaf_index=leaf_index,
-            ):
-                raise Unavailable("refund changed while it was recorded", reason="REFUND_CHANGED")
-            connection.execute(
-                update(payments)
-                .where(payments.c.payment_id == payment.payment_id)
-                .values(refunded_minor=payments.c.refunded_minor + amount_minor)
-            )
-
-        try:
-            self._record_event(event, mark)
-        except LedgerError:
-            with self._engine.connect() as connection:
-                state = connection.execute(
-                    select(refunds.c.state).where(refunds.c.refund_id == refund_id)
-                ).scalar_one()
-            if state != RefundState.RECORDED:  # not recorded by a concurrent call for the same key
-                raise
+        return refund(self, payment_id, amount_minor, idempotency_key, reason)
 
     # Reconciliation (payments.reconciliation).
 
