@@ -116,18 +116,24 @@ def _check(args: argparse.Namespace) -> int:
 def _renew(args: argparse.Namespace) -> int:
     from google.protobuf import json_format
 
+    from clients.errors import ClientError
     from clients.renewal import RenewalClient
     from payments.v1 import renewal_service_pb2 as pb
 
     with connection_from_arguments(args).open() as channel:
         client = RenewalClient(channel, log=_log(args.log_verifier))
         if args.complete:
-            payment = client.complete_payment(args.complete)
+            payment_id, quote_id = args.complete, ""
         else:
             request = json_format.Parse(
                 Path(args.request).read_text(encoding="utf-8"), pb.QuoteRenewalRequest()
             )
-            response = client.quote(request)
+            try:
+                response = client.quote(request)
+            except ClientError as error:
+                print(f"REFUSED before any charge: {error.reason}: {error.message}")
+                print("  nothing was charged; next: resolve the reason, then run renew again")
+                return 1
             quote = response.quote
             total = quote.total
             print(
@@ -142,18 +148,71 @@ def _renew(args: argparse.Namespace) -> int:
                     print(f"  not insured: {person_text(member.person)}: {member.detail}")
                 print("nothing to collect" if not blocked else "REFUSED: members not insured")
                 return 1 if blocked else 0
-            payment = client.start_payment(
-                quote.quote_id,
-                args.idempotency_key,
-                gateway=args.gateway,
-                return_url=args.return_url,
-            )
+            payment_id, quote_id = "", quote.quote_id
+        try:
+            if payment_id:
+                payment = client.complete_payment(payment_id)
+            else:
+                payment = client.start_payment(
+                    quote_id,
+                    args.idempotency_key,
+                    gateway=args.gateway,
+                    return_url=args.return_url,
+                )
+        except ClientError as error:
+            return _renew_refused(args, client, error, payment_id, quote_id)
+    return _renew_outcome(args, payment)
+
+
+def _complete_command(args: argparse.Namespace, payment_id: str) -> str:
+    return f"policy-ledger renew --server {args.server} --log-key KEY --complete {payment_id}"
+
+
+def _renew_refused(
+    args: argparse.Namespace, client: Any, error: Any, payment_id: str, quote_id: str
+) -> int:
+    """A refused StartPayment or CompletePayment: the payment id (when one exists: after a
+    capture there always is one) and what to do next."""
+    from clients.errors import ClientError
+
+    known = payment_id or error.metadata.get("payment_id", "")
+    if not known and quote_id:
+        try:
+            known = client.get(quote_id=quote_id).payment.payment_id
+        except ClientError:
+            known = ""
+    print(f"REFUSED: {error.code.name} {error.reason}: {error.message}")
+    if not known:
+        print("  no payment was started: nothing was charged")
+        print("  next: resolve the reason, then run renew again with a new quote")
+        return 1
+    print(f"payment {known}")
+    print(f"  next: {_complete_command(args, known)}")
+    return 1
+
+
+_NEXT = {
+    "RECORDED": "nothing: the fee is recorded",
+    "RETURNED": "nothing was kept: the fee was refunded in full; renew again once resolved",
+    "DECLINED": "nothing was charged: run renew again (a new --idempotency-key)",
+    "FAILED": "nothing was charged: run renew again (a new --idempotency-key)",
+    "VOIDED": "nothing was charged: run renew again (a new --idempotency-key)",
+    "MISMATCH": "an operator runs: policy-ledger payments reconcile",
+}
+
+
+def _renew_outcome(args: argparse.Namespace, payment: Any) -> int:
+    from payments.v1 import renewal_service_pb2 as pb
+
     state = pb.PaymentState.Name(payment.state).removeprefix("PAYMENT_STATE_")
     print(f"payment {payment.payment_id}: {state}")
+    if payment.message:
+        print(f"  {payment.message}")
     if payment.redirect_url:
         print(f"  send the customer to: {payment.redirect_url}")
     if payment.state == pb.PAYMENT_STATE_RECORDED:
         print(f"  recorded at leaf {payment.receipt.leaf_index}; receipt verified")
+    print(f"  next: {_NEXT.get(state) or _complete_command(args, payment.payment_id)}")
     return 0 if payment.state in (pb.PAYMENT_STATE_RECORDED, pb.PAYMENT_STATE_PENDING) else 1
 
 

@@ -26,12 +26,12 @@ from sqlalchemy import Engine, insert
 
 from ledger.clock import Clock, to_micros
 from payments.gateway import PaymentGateway
+from payments.limits import NOTIFICATION_BYTES_MAX
 from payments.renewal import Renewals
 from payments.tables import gateway_notifications
 
 __all__ = ["NOTIFICATION_BYTES_MAX", "NotificationReceiver"]
 
-NOTIFICATION_BYTES_MAX = 64 * 1024
 log = logging.getLogger(__name__)
 
 

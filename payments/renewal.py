@@ -32,15 +32,15 @@ import secrets
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
-from sqlalchemy import Connection, Engine, insert, select, update
+from sqlalchemy import Connection, Engine, insert, select
 from sqlalchemy.exc import IntegrityError
 
 from ledger.clock import Clock, from_micros, to_micros
 from ledger.coverage.model import HouseholdVerdict
 from ledger.coverage.model import Relationship as CoverageRelationship
-from ledger.coverage.projector import person_key, person_ref
+from ledger.coverage.projector import check_fee_collected, person_key, person_ref
 from ledger.coverage.reader import CoverageReader
 from ledger.errors import (
     AlreadyExists,
@@ -66,19 +66,39 @@ from payments.gateway import (
     PaymentRequest,
     PaymentStatus,
 )
-from payments.tables import gateway_notifications, idempotency_keys, payments, quotes, refunds
+from payments.limits import (
+    IDEMPOTENCY_KEY_CHARS,
+    QUOTE_TTL,
+)
+from payments.quotes import (
+    MemberInput,
+    QuoteLine,
+    QuoteRecord,
+    QuoteRequest,
+    quote_record,
+    refuse_changed_schedule,
+)
+from payments.states import (
+    PAYMENT_TRANSITIONS,
+    PaymentState,
+    move_payment,
+)
+from payments.tables import gateway_notifications, idempotency_keys, payments, quotes
+
+if TYPE_CHECKING:
+    from payments.reconciliation import ReconcileItem
 
 __all__ = [
     "MemberInput",
     "PaymentRecord",
+    "QuoteLine",
     "QuoteRecord",
     "QuoteRequest",
     "Recorder",
     "Renewals",
+    "write_transaction",
 ]
 
-IDEMPOTENCY_DAYS = 30
-"""Idempotency keys are kept at least this long."""
 PRIVATE_INSURANCE_JURISDICTIONS = frozenset({"SA"})
 """Where residents must hold private insurance instead of paying a fee (the Saudi model)."""
 
@@ -90,53 +110,13 @@ class Recorder(Protocol):
         self, event: events_pb2.Event, on_append: Callable[[Connection, int], None]
     ) -> Receipt: ...
 
+    def check(self, event: events_pb2.Event) -> None:
+        """Raise what the ledger's admission would refuse in ``event`` signed now (its signing
+        key unknown, revoked or expired; the event malformed), appending nothing."""
+
 
 class Crash(Exception):
     """Raised by a crash hook to simulate the process dying at a step (fault-injection tests)."""
-
-
-@dataclass(frozen=True)
-class MemberInput:
-    """A household member as the residence record states it."""
-
-    person: types_pb2.PersonId
-    relationship: fees.Relationship
-    residence_category: fees.ResidenceCategory
-    birth_date: dt.date | None = None
-    domestic_worker_ordinal: int | None = None
-
-
-@dataclass(frozen=True)
-class QuoteRequest:
-    """What a portal asks a quote for."""
-
-    jurisdiction: str
-    sponsor: types_pb2.PersonId
-    sponsor_is_kuwaiti: bool
-    members: tuple[MemberInput, ...]
-    period_start: dt.date
-    period_end: dt.date
-
-
-@dataclass(frozen=True)
-class QuoteRecord:
-    """A stored quote."""
-
-    quote_id: str
-    jurisdiction: str
-    sponsor_key: str
-    currency: str
-    total_minor: int
-    lines: tuple[dict[str, Any], ...]
-    """person, person_key, relationship, schedule_version, rule_id, description, amount_minor."""
-    schedule_version: str
-    period_start: dt.date
-    period_end: dt.date
-    expires_at: dt.datetime
-    payable: bool
-    """False for a private-insurance jurisdiction or a zero total: nothing to collect."""
-    household: HouseholdVerdict | None
-    """For a private-insurance jurisdiction: the household check the renewal depends on."""
 
 
 @dataclass(frozen=True)
@@ -146,7 +126,7 @@ class PaymentRecord:
     payment_id: str
     quote_id: str
     gateway: str
-    state: str
+    state: PaymentState
     currency: str
     amount_minor: int
     captured_minor: int
@@ -155,6 +135,20 @@ class PaymentRecord:
     redirect_url: str
     leaf_index: int | None
     message: str
+
+
+_IN_FLIGHT = frozenset({PaymentState.STARTED, PaymentState.CAPTURED})
+"""States a first StartPayment passes through; a repeat meanwhile does not answer them."""
+
+
+def _payment_id(quote_id: str) -> str:
+    """A quote's payment id: the merchant reference, derived so retries never charge twice."""
+    return "pay" + hashlib.sha256(quote_id.encode()).hexdigest()[:24]
+
+
+def _return_reference(payment_id: str) -> str:
+    """The gateway refund reference of a payment's compensation (one per payment)."""
+    return "rt" + payment_id.removeprefix("pay")
 
 
 def _fingerprint(request: Mapping[str, Any]) -> tuple[bytes, str]:
@@ -173,7 +167,7 @@ _RELATIONSHIPS = {
 
 
 @contextmanager
-def _write_transaction(engine: Engine) -> Iterator[Connection]:
+def write_transaction(engine: Engine) -> Iterator[Connection]:
     """A transaction that takes the database's write lock first (SQLite ``BEGIN IMMEDIATE``):
     a read-then-write transaction would otherwise fail with "database is locked" when another
     writer committed after its first read. PostgreSQL: an ordinary transaction; a concurrent
@@ -197,7 +191,7 @@ class Renewals:
         clock: Clock,
         *,
         authority_id: str,
-        quote_ttl: dt.timedelta = dt.timedelta(minutes=30),
+        quote_ttl: dt.timedelta = QUOTE_TTL,
         crash: Callable[[str], None] = lambda point: None,
         notification_base_url: str = "",
     ) -> None:
@@ -224,7 +218,7 @@ class Renewals:
         now = self._clock.now()
         sponsor_key = person_key(request.sponsor)
         household: HouseholdVerdict | None = None
-        lines: list[dict[str, Any]] = []
+        lines: list[QuoteLine] = []
         if request.jurisdiction in PRIVATE_INSURANCE_JURISDICTIONS:
             household = self._household(request)
             currency, total, version = "SAR", 0, "private-insurance"
@@ -241,33 +235,26 @@ class Renewals:
                 for member in request.members
             ]
             quote = fees.quote_fees(
-                request.jurisdiction,
-                now.date(),
-                request.period_start,
-                request.period_end,
-                facts,
+                request.jurisdiction, now.date(), request.period_start, request.period_end, facts
             )
             for member, line in zip(request.members, quote.lines, strict=True):
                 lines.append(
-                    {
-                        "person": {
-                            "type": int(member.person.type),
-                            "value": member.person.value,
-                            "country_code": member.person.country_code,
-                        },
-                        "person_key": line.person_key,
-                        "relationship": member.relationship.value,
-                        "schedule_version": line.schedule_version,
-                        "rule_id": line.rule_id,
-                        "description": line.rule_description,
-                        "amount_minor": line.amount_minor,
-                    }
+                    QuoteLine(
+                        person=member.person,
+                        person_key=line.person_key,
+                        relationship=member.relationship,
+                        schedule_version=line.schedule_version,
+                        rule_id=line.rule_id,
+                        description=line.rule_description,
+                        amount_minor=line.amount_minor,
+                    )
                 )
             currency, total, version = quote.currency, quote.total_minor, quote.schedule_version
         record = QuoteRecord(
             quote_id=f"q-{secrets.token_hex(8)}",
             jurisdiction=request.jurisdiction,
             sponsor_key=sponsor_key,
+            sponsor=request.sponsor,
             currency=currency,
             total_minor=total,
             lines=tuple(lines),
@@ -284,19 +271,27 @@ class Renewals:
                 "value": request.sponsor.value,
                 "country_code": request.sponsor.country_code,
             },
-            "lines": lines,
+            "lines": [line.to_json() for line in lines],
             "schedule_version": version,
             "period_start": request.period_start.isoformat(),
             "period_end": request.period_end.isoformat(),
             "payable": record.payable,
         }
-        with _write_transaction(self._engine) as connection:
+        serialized = json.dumps(stored, sort_keys=True)
+        with write_transaction(self._engine) as connection:
+            if record.payable:
+                self._refuse_unrecordable(
+                    connection,
+                    self._fee_event(
+                        _payment_id(record.quote_id), record, gateway="quote", gateway_reference=""
+                    ),
+                )
             connection.execute(
                 insert(quotes).values(
                     quote_id=record.quote_id,
                     jurisdiction=request.jurisdiction,
                     sponsor_key=sponsor_key,
-                    quote_json=json.dumps(stored, sort_keys=True),
+                    quote_json=serialized,
                     total_minor=total,
                     currency_code=currency,
                     created_at_us=to_micros(now),
@@ -314,8 +309,11 @@ class Renewals:
             person_ref(request.sponsor), members, request.period_start, request.period_end
         )
 
-    def _quote(self, connection: Connection, quote_id: str) -> Any:
-        row = connection.execute(select(quotes).where(quotes.c.quote_id == quote_id)).first()
+    def _quote(self, connection: Connection, quote_id: str, *, lock: bool = False) -> Any:
+        """The quote row; ``lock``: held until the transaction ends (PostgreSQL ``FOR UPDATE``;
+        SQLite's write transaction already serializes every writer)."""
+        query = select(quotes).where(quotes.c.quote_id == quote_id)
+        row = connection.execute(query.with_for_update() if lock else query).first()
         if row is None:
             raise NotFound(
                 f"no quote {quote_id!r}",
@@ -330,7 +328,7 @@ class Renewals:
         self, connection: Connection, key: str, operation: str, request: Mapping[str, Any]
     ) -> str | None:
         """The result id stored under ``key``, or None after claiming it for this request."""
-        if not 8 <= len(key) <= 128 or not key.isprintable():
+        if len(key) not in IDEMPOTENCY_KEY_CHARS or not key.isprintable():
             raise InvalidArgument(
                 "idempotency_key must be 8 to 128 printable characters",
                 reason="IDEMPOTENCY_KEY_INVALID",
@@ -396,55 +394,20 @@ class Renewals:
     ) -> PaymentRecord:
         request = {"quote_id": quote_id, "gateway": gateway, "return_url": return_url}
         now = self._clock.now()
-        payment_id = "pay" + hashlib.sha256(quote_id.encode()).hexdigest()[:24]
-        with _write_transaction(self._engine) as connection:
+        payment_id = _payment_id(quote_id)
+        with write_transaction(self._engine) as connection:
+            # The quote's row lock first: every call for this quote waits here for the one
+            # before it to commit, and then sees its key and payment (several servers may
+            # share the database, so no lock in this process would do).
+            quote = self._quote(connection, quote_id, lock=True)
             existing = self._claim_key(connection, idempotency_key, "start_payment", request)
-            if existing is not None:
-                return self._payment(connection, existing)
-            adapter = self._gateway(gateway)
-            quote = self._quote(connection, quote_id)
-            stored = json.loads(quote.quote_json)
-            if not stored["payable"]:
-                raise FailedPrecondition(
-                    f"quote {quote_id!r} has nothing to collect",
-                    reason="QUOTE_NOT_PAYABLE",
-                    field_violations=[FieldViolation("quote_id", "nothing to collect")],
-                )
-            if from_micros(quote.expires_at_us) <= now:
-                raise FailedPrecondition(
-                    f"quote {quote_id!r} expired at {from_micros(quote.expires_at_us).isoformat()}",
-                    reason="QUOTE_EXPIRED",
-                    field_violations=[FieldViolation("quote_id", "expired: ask a new quote")],
-                )
-            already = connection.execute(
-                select(payments.c.payment_id).where(payments.c.quote_id == quote_id)
-            ).first()
-            if already is not None:
-                raise AlreadyExists(
-                    f"quote {quote_id!r} already has payment {already.payment_id!r}",
-                    reason="QUOTE_ALREADY_PAID",
-                    field_violations=[FieldViolation("quote_id", "already has a payment")],
-                    metadata={"payment_id": already.payment_id},
-                )
-            connection.execute(
-                insert(payments).values(
-                    payment_id=payment_id,
-                    quote_id=quote_id,
-                    gateway=gateway,
-                    state="started",
-                    currency_code=quote.currency_code,
-                    amount_minor=quote.total_minor,
-                    captured_minor=0,
-                    refunded_minor=0,
-                    gateway_reference="",
-                    redirect_url="",
-                    leaf_index=None,
-                    message="",
-                    created_at_us=to_micros(now),
-                    updated_at_us=to_micros(now),
-                )
-            )
-            self._store_key(connection, idempotency_key, "start_payment", request, payment_id)
+            repeated = None if existing is None else self._payment(connection, existing)
+            if repeated is None:
+                adapter = self._gateway(gateway)
+                self._open_payment(connection, quote, payment_id, gateway, now)
+                self._store_key(connection, idempotency_key, "start_payment", request, payment_id)
+        if repeated is not None:
+            return self._repeat_start(repeated)
         self._crash("after_start_saved")
         amount = Money(quote.currency_code, int(quote.total_minor))
         charge = PaymentRequest(
@@ -465,19 +428,91 @@ class Renewals:
             else:
                 result = adapter.authorize(charge)
         except GatewayOutcomeUnknown as error:
-            self._set_state(payment_id, "unknown", message=f"gateway outcome unknown: {error}")
+            self._set_state(
+                payment_id, PaymentState.UNKNOWN, message=f"gateway outcome unknown: {error}"
+            )
             return self.get_payment(payment_id)
         except GatewayRefused as error:
-            self._set_state(payment_id, "failed", message=f"gateway refused: {error}")
+            self._set_state(payment_id, PaymentState.FAILED, message=f"gateway refused: {error}")
             return self.get_payment(payment_id)
         self._crash("after_gateway_charge")
         return self._apply(payment_id, result)
 
+    def _open_payment(
+        self, connection: Connection, quote: Any, payment_id: str, gateway: str, now: dt.datetime
+    ) -> None:
+        """Check that ``quote`` may be paid now, then save its payment as ``started``."""
+        quote_id = quote.quote_id
+        stored = json.loads(quote.quote_json)
+        if not stored["payable"]:
+            raise FailedPrecondition(
+                f"quote {quote_id!r} has nothing to collect",
+                reason="QUOTE_NOT_PAYABLE",
+                field_violations=[FieldViolation("quote_id", "nothing to collect")],
+            )
+        if from_micros(quote.expires_at_us) <= now:
+            raise FailedPrecondition(
+                f"quote {quote_id!r} expired at {from_micros(quote.expires_at_us).isoformat()}",
+                reason="QUOTE_EXPIRED",
+                field_violations=[FieldViolation("quote_id", "expired: ask a new quote")],
+            )
+        refuse_changed_schedule(quote_id, stored["schedule_version"], quote.jurisdiction, now)
+        already = connection.execute(
+            select(payments.c.payment_id).where(payments.c.quote_id == quote_id)
+        ).first()
+        if already is not None:
+            raise AlreadyExists(
+                f"quote {quote_id!r} already has payment {already.payment_id!r}",
+                reason="QUOTE_ALREADY_PAID",
+                field_violations=[FieldViolation("quote_id", "already has a payment")],
+                metadata={"payment_id": already.payment_id},
+            )
+        self._refuse_unrecordable(
+            connection,
+            self._fee_event(payment_id, quote_record(quote), gateway=gateway, gateway_reference=""),
+        )
+        connection.execute(
+            insert(payments).values(
+                payment_id=payment_id,
+                quote_id=quote_id,
+                gateway=gateway,
+                state=PaymentState.STARTED.value,
+                currency_code=quote.currency_code,
+                amount_minor=quote.total_minor,
+                captured_minor=0,
+                refunded_minor=0,
+                gateway_reference="",
+                redirect_url="",
+                leaf_index=None,
+                message="",
+                created_at_us=to_micros(now),
+                updated_at_us=to_micros(now),
+            )
+        )
+
+    def _repeat_start(self, payment: PaymentRecord) -> PaymentRecord:
+        """The answer to a repeated StartPayment: the payment as it stands; while its first call
+        is still under way (at the gateway, or being recorded) the gateway is asked and the
+        payment recorded, and if that does not settle it, UNAVAILABLE: retry with the same key."""
+        if payment.state not in _IN_FLIGHT:
+            return payment
+        resumed = self.complete_payment(payment.payment_id)
+        if resumed.state in _IN_FLIGHT:
+            raise Unavailable(
+                f"payment {payment.payment_id!r} is still at the gateway; retry with the same key",
+                reason="IN_FLIGHT",
+                metadata={"payment_id": payment.payment_id},
+            )
+        return resumed
+
     def complete_payment(self, payment_id: str) -> PaymentRecord:
         """Confirm with the gateway itself, then record once (never on the portal's word)."""
         payment = self.get_payment(payment_id)
-        if payment.state in {"recorded", "declined", "failed", "voided"}:
+        if not PAYMENT_TRANSITIONS[payment.state]:  # a final state
             return payment
+        if payment.state is PaymentState.RETURNING:
+            self._return(payment_id, payment.message)
+            return self.get_payment(payment_id)
         adapter = self._gateway(payment.gateway)
         try:
             result = adapter.get_status(payment_id)
@@ -496,24 +531,25 @@ class Renewals:
             try:
                 result = adapter.capture(payment_id, Money(payment.currency, payment.amount_minor))
             except GatewayOutcomeUnknown as error:
-                self._set_state(payment_id, "unknown", message=f"capture outcome unknown: {error}")
+                self._set_state(
+                    payment_id, PaymentState.UNKNOWN, message=f"capture outcome unknown: {error}"
+                )
                 return self.get_payment(payment_id)
             self._crash("after_gateway_capture")
         if result.status is PaymentStatus.CAPTURED:
             if result.captured_minor != payment.amount_minor:
                 self._set_state(
                     payment_id,
-                    "mismatch",
+                    PaymentState.MISMATCH,
                     message=f"gateway captured {result.captured_minor}, expected "
                     f"{payment.amount_minor}",
                 )
                 return self.get_payment(payment_id)
             self._set_state(
                 payment_id,
-                "captured",
+                PaymentState.CAPTURED,
                 captured=result.captured_minor,
                 gateway_reference=result.gateway_reference,
-                only_from={"started", "pending", "unknown", "authorized", "captured"},
             )
             self._crash("after_captured_saved")
             self._record(payment_id)
@@ -521,110 +557,167 @@ class Renewals:
         elif result.status is PaymentStatus.PENDING:
             self._set_state(
                 payment_id,
-                "pending",
+                PaymentState.PENDING,
                 redirect_url=result.redirect_url,
                 gateway_reference=result.gateway_reference,
-                only_from={"started", "unknown", "pending"},
             )
         elif result.status is PaymentStatus.DECLINED:
-            self._set_state(
-                payment_id,
-                "declined",
-                message=result.message,
-                only_from={"started", "pending", "unknown"},
-            )
+            self._set_state(payment_id, PaymentState.DECLINED, message=result.message)
         elif result.status is PaymentStatus.VOIDED:
-            self._set_state(payment_id, "voided", message=result.message)
+            self._set_state(payment_id, PaymentState.VOIDED, message=result.message)
         return self.get_payment(payment_id)
 
+    def _fee_event(
+        self, payment_id: str, quote: QuoteRecord, *, gateway: str, gateway_reference: str
+    ) -> events_pb2.Event:
+        """The FeeCollected entry that records ``quote``'s fee (its event id is derived from the
+        payment, so it is recorded at most once)."""
+        event = events_pb2.Event(event_id=f"fee-{payment_id}", insurer_id=self._authority_id)
+        event.occurred_at.FromDatetime(self._clock.now())
+        body = event.fee_collected
+        body.renewal_id = quote.quote_id
+        body.sponsor.CopyFrom(quote.sponsor)
+        body.period_start.CopyFrom(civil_date(quote.period_start))
+        body.period_end.CopyFrom(civil_date(quote.period_end))
+        for line in quote.lines:
+            body.lines.add(
+                person=line.person,
+                relationship=_RELATIONSHIPS[line.relationship],
+                schedule_version=line.schedule_version,
+                rule_id=line.rule_id,
+                amount=types_pb2.Money(
+                    currency_code=quote.currency, amount_minor=line.amount_minor
+                ),
+            )
+        body.total.CopyFrom(
+            types_pb2.Money(currency_code=quote.currency, amount_minor=quote.total_minor)
+        )
+        body.merchant_reference = payment_id
+        body.gateway = gateway
+        body.gateway_reference = gateway_reference
+        return event
+
+    def _refuse_unrecordable(self, connection: Connection, event: events_pb2.Event) -> None:
+        """Refuse (FAILED_PRECONDITION, the rule's reason) what recording would refuse now: the
+        ledger's admission of the signed entry (authority key valid, event well-formed) and the
+        FeeCollected rules against current state (authority licensed, nobody in the household
+        already covered by it for the period) -- the very function the append runs."""
+        try:
+            self._record_event.check(event)
+            check_fee_collected(connection, event)
+        except Unavailable:
+            raise
+        except LedgerError as error:
+            raise FailedPrecondition(
+                f"this renewal cannot be recorded, so nothing is charged: {error.message}",
+                reason=error.details.reason or error.code,
+                field_violations=list(error.details.field_violations),
+                metadata=dict(error.details.metadata),
+            ) from error
+
     def _record(self, payment_id: str) -> None:
-        """Append FeeCollected and mark the payment recorded, in one ledger transaction."""
+        """Append FeeCollected and mark the payment recorded, in one ledger transaction; when
+        the ledger refuses it for good, return the fee through the gateway."""
         with self._engine.connect() as connection:
             payment = connection.execute(
                 select(payments).where(payments.c.payment_id == payment_id)
             ).one()
             quote = self._quote(connection, payment.quote_id)
-        if payment.state == "recorded":
+        if payment.state != PaymentState.CAPTURED:
             return
-        stored = json.loads(quote.quote_json)
-        event = events_pb2.Event(event_id=f"fee-{payment_id}", insurer_id=self._authority_id)
-        event.occurred_at.FromDatetime(self._clock.now())
-        body = event.fee_collected
-        body.renewal_id = payment.quote_id
-        body.sponsor.CopyFrom(types_pb2.PersonId(**stored["sponsor"]))
-        body.period_start.CopyFrom(civil_date(dt.date.fromisoformat(stored["period_start"])))
-        body.period_end.CopyFrom(civil_date(dt.date.fromisoformat(stored["period_end"])))
-        for line in stored["lines"]:
-            body.lines.add(
-                person=types_pb2.PersonId(**line["person"]),
-                relationship=_RELATIONSHIPS[fees.Relationship(line["relationship"])],
-                schedule_version=line["schedule_version"],
-                rule_id=line["rule_id"],
-                amount=types_pb2.Money(
-                    currency_code=payment.currency_code, amount_minor=line["amount_minor"]
-                ),
-            )
-        body.total.CopyFrom(
-            types_pb2.Money(currency_code=payment.currency_code, amount_minor=payment.amount_minor)
+        event = self._fee_event(
+            payment_id,
+            quote_record(quote),
+            gateway=payment.gateway,
+            gateway_reference=payment.gateway_reference,
         )
-        body.merchant_reference = payment_id
-        body.gateway = payment.gateway
-        body.gateway_reference = payment.gateway_reference
 
         def mark_recorded(connection: Connection, leaf_index: int) -> None:
-            moved = connection.execute(
-                update(payments)
-                .where(payments.c.payment_id == payment_id, payments.c.state == "captured")
-                .values(
-                    state="recorded",
-                    leaf_index=leaf_index,
-                    updated_at_us=to_micros(self._clock.now()),
-                )
-            ).rowcount
-            if moved != 1:
-                raise FailedPrecondition(
-                    f"payment {payment_id!r} is not captured (or already recorded)",
-                    reason="PAYMENT_NOT_CAPTURED",
+            if not move_payment(
+                connection,
+                payment_id,
+                PaymentState.RECORDED,
+                why="FeeCollected appended",
+                now=self._clock.now(),
+                leaf_index=leaf_index,
+            ):
+                raise Unavailable(
+                    f"payment {payment_id!r} changed while it was recorded; retry",
+                    reason="PAYMENT_CHANGED",
                 )
 
         try:
             # A duplicate receipt means an earlier attempt recorded it (its answer was lost):
             # that transaction moved the payment to recorded together with the entry.
             self._record_event(event, mark_recorded)
-        except LedgerError as error:
-            if self.get_payment(payment_id).state == "recorded":
+        except Unavailable as error:
+            if self.get_payment(payment_id).state is PaymentState.RECORDED:
                 return
             raise Unavailable(
                 f"the fee was captured but could not be recorded yet: {error.message}; "
-                "reconcile will record it",
+                "retry CompletePayment, or reconcile will record it",
                 reason="RECORD_PENDING",
+                metadata={"payment_id": payment_id},
             ) from error
+        except LedgerError as error:
+            if self.get_payment(payment_id).state is PaymentState.RECORDED:
+                return
+            self._crash("before_return")
+            self._return(payment_id, f"the ledger refused the record: {error.message}")
+
+    def _return(self, payment_id: str, why: str) -> None:
+        """Compensation: a captured fee the ledger refused for good is refunded in full.
+        ``returning`` is saved first, so a crash or a gateway timeout leaves a refund in flight
+        that reconciliation finishes (the refund reference is derived from the payment, so the
+        gateway applies it once)."""
+        self._set_state(
+            payment_id,
+            PaymentState.RETURNING,
+            message=why,
+        )
+        payment = self.get_payment(payment_id)
+        why = payment.message
+        if payment.state is not PaymentState.RETURNING:
+            return
+        adapter = self._gateway(payment.gateway)
+        try:
+            result = adapter.refund(
+                payment_id,
+                Money(payment.currency, payment.captured_minor),
+                _return_reference(payment_id),
+            )
+        except (GatewayOutcomeUnknown, GatewayRefused):
+            return  # still returning: CompletePayment or reconciliation retries the same refund
+        self._crash("after_gateway_return")
+        self._set_state(
+            payment_id,
+            PaymentState.RETURNED,
+            message=f"{why}; refunded in full by the gateway",
+            gateway_reference=result.gateway_reference,
+        )
 
     def _set_state(
         self,
         payment_id: str,
-        state: str,
+        state: PaymentState,
         *,
         message: str = "",
         captured: int | None = None,
         gateway_reference: str = "",
         redirect_url: str = "",
-        only_from: set[str] | None = None,
     ) -> None:
-        values: dict[str, Any] = {"state": state, "updated_at_us": to_micros(self._clock.now())}
-        if message:
-            values["message"] = message[:500]
-        if captured is not None:
-            values["captured_minor"] = captured
-        if gateway_reference:
-            values["gateway_reference"] = gateway_reference[:128]
-        if redirect_url:
-            values["redirect_url"] = redirect_url[:2000]
-        statement = update(payments).where(payments.c.payment_id == payment_id)
-        if only_from is not None:
-            statement = statement.where(payments.c.state.in_(sorted(only_from)))
-        with _write_transaction(self._engine) as connection:
-            connection.execute(statement.values(**values))
+        """Move the payment if the transition table allows it (see payments.states)."""
+        with write_transaction(self._engine) as connection:
+            move_payment(
+                connection,
+                payment_id,
+                state,
+                why=message,
+                now=self._clock.now(),
+                captured_minor=captured,
+                gateway_reference=gateway_reference,
+                redirect_url=redirect_url,
+            )
 
     def _gateway(self, name: str) -> PaymentGateway:
         adapter = self._gateways.get(name)
@@ -636,10 +729,11 @@ class Renewals:
             )
         return adapter
 
-    def _payment(self, connection: Connection, payment_id: str) -> PaymentRecord:
-        row = connection.execute(
-            select(payments).where(payments.c.payment_id == payment_id)
-        ).first()
+    def _payment(
+        self, connection: Connection, payment_id: str, *, lock: bool = False
+    ) -> PaymentRecord:
+        query = select(payments).where(payments.c.payment_id == payment_id)
+        row = connection.execute(query.with_for_update() if lock else query).first()
         if row is None:
             raise NotFound(
                 f"no payment {payment_id!r}",
@@ -650,7 +744,7 @@ class Renewals:
             payment_id=row.payment_id,
             quote_id=row.quote_id,
             gateway=row.gateway,
-            state=row.state,
+            state=PaymentState(row.state),
             currency=row.currency_code,
             amount_minor=int(row.amount_minor),
             captured_minor=int(row.captured_minor),
@@ -670,7 +764,7 @@ class Renewals:
         """Keep what the portal says the gateway answered (verbatim, unverified): evidence for
         disputes and reconciliation, never a reason to record a payment."""
         payment = self.get_payment(payment_id)
-        with _write_transaction(self._engine) as connection:
+        with write_transaction(self._engine) as connection:
             connection.execute(
                 insert(gateway_notifications).values(
                     payment_id=payment_id,
@@ -708,162 +802,25 @@ class Renewals:
     def get_quote(self, quote_id: str) -> QuoteRecord:
         """A stored quote (without the household verdict it may have carried)."""
         with self._engine.connect() as connection:
-            row = self._quote(connection, quote_id)
-        stored = json.loads(row.quote_json)
-        return QuoteRecord(
-            quote_id=row.quote_id,
-            jurisdiction=row.jurisdiction,
-            sponsor_key=row.sponsor_key,
-            currency=row.currency_code,
-            total_minor=int(row.total_minor),
-            lines=tuple(stored["lines"]),
-            schedule_version=stored["schedule_version"],
-            period_start=dt.date.fromisoformat(stored["period_start"]),
-            period_end=dt.date.fromisoformat(stored["period_end"]),
-            expires_at=from_micros(row.expires_at_us),
-            payable=bool(stored["payable"]),
-            household=None,
-        )
+            return quote_record(self._quote(connection, quote_id))
 
-    # Refunds.
+    # Refunds (payments.refunds).
 
     def refund(
         self, payment_id: str, amount_minor: int, idempotency_key: str, reason: str = ""
     ) -> PaymentRecord:
         """Refund part of a recorded payment, once per idempotency key."""
-        request = {"payment_id": payment_id, "amount_minor": amount_minor, "reason": reason}
-        refund_id = "rf" + hashlib.sha256(idempotency_key.encode()).hexdigest()[:24]
-        with _write_transaction(self._engine) as connection:
-            existing = self._claim_key(connection, idempotency_key, "refund", request)
-            payment = self._payment(connection, payment_id)
-            if existing is None:
-                if payment.state != "recorded":
-                    raise FailedPrecondition(
-                        f"payment {payment_id!r} is {payment.state}: "
-                        "only a recorded fee is refunded",
-                        reason="PAYMENT_NOT_RECORDED",
-                        field_violations=[FieldViolation("payment_id", payment.state)],
-                    )
-                available = (
-                    payment.captured_minor
-                    - payment.refunded_minor
-                    - self._refunds_in_flight(connection, payment_id)
-                )
-                if not 0 < amount_minor <= available:
-                    raise FailedPrecondition(
-                        f"a refund of {amount_minor} exceeds what is left ({available})",
-                        reason="REFUND_EXCEEDS_CAPTURED",
-                        field_violations=[FieldViolation("amount_minor", f"1..{available}")],
-                    )
-                connection.execute(
-                    insert(refunds).values(
-                        refund_id=refund_id,
-                        payment_id=payment_id,
-                        amount_minor=amount_minor,
-                        state="started",
-                        gateway_reference="",
-                        leaf_index=None,
-                        created_at_us=to_micros(self._clock.now()),
-                    )
-                )
-                self._store_key(connection, idempotency_key, "refund", request, refund_id)
-        self._finish_refund(refund_id, reason)
-        return self.get_payment(payment_id)
+        from payments.refunds import refund  # noqa: PLC0415 (it imports this module)
 
-    def _refunds_in_flight(self, connection: Connection, payment_id: str) -> int:
-        rows = connection.execute(
-            select(refunds.c.amount_minor).where(
-                refunds.c.payment_id == payment_id, refunds.c.state != "recorded"
-            )
-        )
-        return sum(int(row.amount_minor) for row in rows)
+        return refund(self, payment_id, amount_minor, idempotency_key, reason)
 
-    def _finish_refund(self, refund_id: str, reason: str) -> None:
-        with self._engine.connect() as connection:
-            row = connection.execute(select(refunds).where(refunds.c.refund_id == refund_id)).one()
-            payment = self._payment(connection, row.payment_id)
-        if row.state == "recorded":
-            return
-        adapter = self._gateway(payment.gateway)
-        try:
-            result = adapter.refund(
-                payment.payment_id, Money(payment.currency, int(row.amount_minor)), refund_id
-            )
-        except GatewayOutcomeUnknown as error:
-            raise Unavailable(
-                f"refund outcome unknown ({error}); retry with the same idempotency key",
-                reason="GATEWAY_UNAVAILABLE",
-            ) from error
-        self._crash("after_gateway_refund")
-        event = events_pb2.Event(event_id=f"refund-{refund_id}", insurer_id=self._authority_id)
-        event.occurred_at.FromDatetime(self._clock.now())
-        body = event.fee_refunded
-        body.renewal_id = payment.quote_id
-        body.refund_reference = refund_id
-        body.amount.CopyFrom(
-            types_pb2.Money(currency_code=payment.currency, amount_minor=int(row.amount_minor))
-        )
-        body.reason = reason[:256]
-        body.gateway_reference = result.gateway_reference[:128]
+    # Reconciliation (payments.reconciliation).
 
-        def mark(connection: Connection, leaf_index: int) -> None:
-            moved = connection.execute(
-                update(refunds)
-                .where(refunds.c.refund_id == refund_id, refunds.c.state != "recorded")
-                .values(state="recorded", leaf_index=leaf_index)
-            ).rowcount
-            if moved != 1:
-                raise FailedPrecondition("refund already recorded", reason="REFUND_RECORDED")
-            connection.execute(
-                update(payments)
-                .where(payments.c.payment_id == payment.payment_id)
-                .values(refunded_minor=payments.c.refunded_minor + int(row.amount_minor))
-            )
+    def reconcile(
+        self, *, stale_after: dt.timedelta = dt.timedelta(minutes=30)
+    ) -> list[ReconcileItem]:
+        """Compare every unfinished payment and refund last changed at least ``stale_after``
+        ago (the only filter) with its gateway and repair it; one item per thing looked at."""
+        from payments.reconciliation import reconcile  # noqa: PLC0415 (it imports this module)
 
-        self._record_event(event, mark)
-
-    # Reconciliation.
-
-    def reconcile(self, *, stale_after: dt.timedelta = dt.timedelta(minutes=30)) -> list[str]:
-        """Compare every unfinished payment with its gateway and repair; return what was done."""
-        actions: list[str] = []
-        now = self._clock.now()
-        with self._engine.connect() as connection:
-            open_payments = connection.execute(
-                select(payments.c.payment_id, payments.c.state, payments.c.updated_at_us).where(
-                    payments.c.state.in_(
-                        ["started", "pending", "unknown", "authorized", "captured"]
-                    )
-                )
-            ).all()
-            open_refunds = connection.execute(
-                select(refunds.c.refund_id).where(refunds.c.state != "recorded")
-            ).all()
-        for row in open_payments:
-            before = row.state
-            try:
-                after = self.complete_payment(row.payment_id)
-            except (Unavailable, Crash) as error:
-                actions.append(f"{row.payment_id}: {before}, still unresolved ({error})")
-                continue
-            stale = now - from_micros(row.updated_at_us) >= stale_after
-            if after.state in {"pending", "started"} and stale:
-                adapter = self._gateway(after.gateway)
-                status = adapter.get_status(row.payment_id)
-                if status.status is PaymentStatus.NOT_FOUND or (
-                    Capability.VOID in adapter.capabilities()
-                    and status.status is PaymentStatus.AUTHORIZED
-                ):
-                    if status.status is PaymentStatus.AUTHORIZED:
-                        adapter.void(row.payment_id)
-                    self._set_state(row.payment_id, "voided", message="stale: voided by reconcile")
-                    after = self.get_payment(row.payment_id)
-            if after.state != before:
-                actions.append(f"{row.payment_id}: {before} -> {after.state}")
-        for refund in open_refunds:
-            try:
-                self._finish_refund(refund.refund_id, "completed by reconcile")
-                actions.append(f"{refund.refund_id}: refund recorded")
-            except (Unavailable, GatewayRefused, LedgerError, Crash) as error:
-                actions.append(f"{refund.refund_id}: refund still unresolved ({error})")
-        return actions
+        return reconcile(self, stale_after=stale_after)

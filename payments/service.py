@@ -50,7 +50,7 @@ from ledger.events import (
     civil_date,
     validate_event,
 )
-from ledger.keys import insurer_key_id
+from ledger.keys import check_key_at_event_time, check_key_usable, insurer_key_id
 from ledger.merkle import leaf_hash
 from ledger.rpc.coverage_servicer import household_response
 from ledger.rpc.server import ServerContext
@@ -59,11 +59,13 @@ from ledger.sequencer import receipt_of
 from ledger.service import Ledger
 from ledger.signing import Signer, parse_signer_key
 from ledger.storage.append import Appender, PendingEntry, Receipt
+from ledger.storage.key_store import KeyStore
 from ledger.storage.log_store import LogStore
 from ledger.v1 import events_pb2, ledger_service_pb2, types_pb2
 from payments import fees
 from payments.authorization import renewal_rules
 from payments.gateway import PaymentGateway, load_gateway
+from payments.limits import GATEWAY_RESULT_BYTES_MAX, RENEWAL_DAYS_MAX, URL_CHARS_MAX
 from payments.notifications import NotificationReceiver
 from payments.renewal import (
     MemberInput,
@@ -90,8 +92,6 @@ _T = TypeVar("_T")
 _Context = grpc.aio.ServicerContext[object, object]
 
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["RenewalService"].full_name
-_RENEWAL_DAYS_MAX = 3 * 366
-_GATEWAY_RESULT_BYTES_MAX = 8 * 1024
 
 
 class LedgerRecorder:
@@ -117,6 +117,15 @@ class LedgerRecorder:
             )
 
         return asyncio.run_coroutine_threadsafe(submit(), self._loop).result(timeout=120)
+
+    def check(self, event: events_pb2.Event) -> None:
+        """Run the ledger's admission (signature, key valid now and at the event's time, event
+        well-formed) on ``event`` signed now; nothing is queued."""
+        payload = event.SerializeToString(deterministic=True)
+        envelope = sign_envelope(EVENT_PAYLOAD_TYPE, payload, self._signer, self._key_id)
+        asyncio.run_coroutine_threadsafe(self._ledger.admit(envelope), self._loop).result(
+            timeout=120
+        )
 
 
 def authority_signer_from_environment() -> tuple[str, Signer] | None:
@@ -154,16 +163,33 @@ class AppenderRecorder:
     """A recorder that appends directly (``policy-ledger payments reconcile``): the appender
     takes the database's write lock, so it is safe beside a running server."""
 
-    def __init__(self, appender: Appender, signer: Signer, clock: Clock) -> None:
+    def __init__(
+        self, appender: Appender, signer: Signer, clock: Clock, keys: KeyStore | None = None
+    ) -> None:
         self._appender = appender
+        self.use_signer(signer)
+        self._clock = clock
+        self._keys = keys
+
+    def use_signer(self, signer: Signer) -> None:
+        """Sign with ``signer`` from now on (the authority's key was rotated)."""
         self._signer = signer
         self._key_id = insurer_key_id(signer.public_key)
-        self._clock = clock
+
+    def check(self, event: events_pb2.Event) -> None:
+        """The admission checks the server runs: the event well-formed and, given the key
+        store, the authority's key valid now and at the event's time."""
+        now = self._clock.now()
+        summary = validate_event(event, now)
+        if self._keys is not None:
+            key = self._keys.get(self._key_id)
+            check_key_usable(key, self._key_id, summary.insurer_id, now)
+            check_key_at_event_time(key, self._key_id, summary.insurer_id, summary.occurred_at)
 
     def __call__(
         self, event: events_pb2.Event, on_append: Callable[[Connection, int], None]
     ) -> Receipt:
-        validate_event(event, self._clock.now())
+        self.check(event)
         payload = event.SerializeToString(deterministic=True)
         item = PendingEntry(
             envelope=sign_envelope(EVENT_PAYLOAD_TYPE, payload, self._signer, self._key_id),
@@ -245,8 +271,8 @@ def parse_quote_request(request: pb.QuoteRenewalRequest) -> QuoteRequest:
     if start is not None and end is not None:
         if end < start:
             violations.append(FieldViolation("period_end", "before period_start"))
-        elif (end - start).days + 1 > _RENEWAL_DAYS_MAX:
-            violations.append(FieldViolation("period_end", f"more than {_RENEWAL_DAYS_MAX} days"))
+        elif (end - start).days + 1 > RENEWAL_DAYS_MAX:
+            violations.append(FieldViolation("period_end", f"more than {RENEWAL_DAYS_MAX} days"))
     refuse_violations(violations)
     assert start is not None and end is not None  # refused above otherwise
     return QuoteRequest(
@@ -309,13 +335,11 @@ def quote_proto(record: QuoteRecord) -> pb.Quote:
     quote.expires_at.FromDatetime(record.expires_at)
     for line in record.lines:
         quote.lines.add(
-            person=types_pb2.PersonId(**line["person"]),
-            schedule_version=line["schedule_version"],
-            rule_id=line["rule_id"],
-            description=line["description"],
-            amount=types_pb2.Money(
-                currency_code=record.currency, amount_minor=line["amount_minor"]
-            ),
+            person=line.person,
+            schedule_version=line.schedule_version,
+            rule_id=line.rule_id,
+            description=line.description,
+            amount=types_pb2.Money(currency_code=record.currency, amount_minor=line.amount_minor),
         )
     return quote
 
@@ -390,8 +414,10 @@ class RenewalServicer(pb_grpc.RenewalServiceServicer):
             violations: list[FieldViolation] = []
             check_identifier(violations, "quote_id", request.quote_id)
             check_identifier(violations, "gateway", request.gateway)
-            if len(request.return_url) > 2000:
-                violations.append(FieldViolation("return_url", "at most 2000 characters"))
+            if len(request.return_url) > URL_CHARS_MAX:
+                violations.append(
+                    FieldViolation("return_url", f"at most {URL_CHARS_MAX} characters")
+                )
             refuse_violations(violations)
             record = self._renewals.start_payment(
                 request.quote_id, request.idempotency_key, request.gateway, request.return_url
@@ -408,9 +434,9 @@ class RenewalServicer(pb_grpc.RenewalServiceServicer):
         def work() -> pb.CompletePaymentResponse:
             violations: list[FieldViolation] = []
             check_identifier(violations, "payment_id", request.payment_id)
-            if len(request.gateway_result) > _GATEWAY_RESULT_BYTES_MAX:
+            if len(request.gateway_result) > GATEWAY_RESULT_BYTES_MAX:
                 violations.append(
-                    FieldViolation("gateway_result", f"at most {_GATEWAY_RESULT_BYTES_MAX} bytes")
+                    FieldViolation("gateway_result", f"at most {GATEWAY_RESULT_BYTES_MAX} bytes")
                 )
             refuse_violations(violations)
             if request.gateway_result:

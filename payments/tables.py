@@ -10,7 +10,14 @@ from sqlalchemy import BigInteger, Column, Index, Integer, LargeBinary, String, 
 
 from ledger.storage.tables import metadata
 
-__all__ = ["gateway_notifications", "idempotency_keys", "payments", "quotes", "refunds"]
+__all__ = [
+    "gateway_notifications",
+    "idempotency_keys",
+    "payment_history",
+    "payments",
+    "quotes",
+    "refunds",
+]
 
 quotes = Table(
     "quotes",
@@ -91,3 +98,25 @@ gateway_notifications = Table(
 )
 """Server-to-server notifications, stored verbatim before they are acknowledged (``verified``:
 ``true``/``false``), and what portals relayed from the gateway (``portal``, never trusted)."""
+
+payment_history = Table(
+    "payment_history",
+    metadata,
+    Column(
+        "history_id",
+        BigInteger().with_variant(Integer, "sqlite"),
+        primary_key=True,
+        autoincrement=True,
+    ),
+    Column("payment_id", String(64), nullable=False, index=True),
+    Column("refund_id", String(128), nullable=False),
+    Column("from_state", String(16), nullable=False),
+    Column("to_state", String(16), nullable=False),
+    Column("why", String(500), nullable=False),
+    Column("gateway_reference", String(128), nullable=False),
+    Column("leaf_index", BigInteger, nullable=True),
+    Column("at_us", BigInteger, nullable=False),
+)
+"""Every state change of a payment (``refund_id`` empty) or of one of its refunds, appended by
+:func:`payments.states.move_payment` / ``move_refund`` in the change's own transaction
+(migration 0005)."""

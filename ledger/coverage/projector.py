@@ -68,11 +68,13 @@ from ledger.storage.tables import (
 from ledger.v1 import events_pb2, types_pb2
 
 __all__ = [
+    "FEE_REFUNDED",
     "INSURER_CHANGE_NOTICE_DAYS",
     "OPERATOR_ID",
     "PERIOD_END",
     "Projector",
     "SignedBy",
+    "check_fee_collected",
     "party_key",
     "person_key",
     "person_ref",
@@ -82,6 +84,8 @@ __all__ = [
 INSURER_CHANGE_NOTICE_DAYS = 30
 """Days of notice a cancellation for a change of insurer needs (CCHI rules)."""
 PERIOD_END = "PERIOD_END"
+FEE_REFUNDED = "FEE_REFUNDED"
+"""The end (and cancellation) reason of government coverage whose whole fee was refunded."""
 GOVERNMENT_PLAN = "GOVERNMENT-HEALTH"
 """The plan of the government coverage a collected renewal fee buys."""
 """``coverages.end_reason`` of a coverage that runs to its policy's stated end."""
@@ -448,7 +452,26 @@ class Projector:
                     ],
                     metadata={"notice_days": str(days)},
                 )
-        reason = _reason(body.reason)
+        affected = self._cancel(
+            insurer_id, body.policy_id, policy, effective, _reason(body.reason), leaf_index
+        )
+        self._index_policy(
+            leaf_index,
+            insurer_id,
+            body.policy_id,
+            [f"person:{policy.sponsor_key}", *(f"person:{row.person_key}" for row in affected)],
+        )
+
+    def _cancel(  # noqa: PLR0917 (a private helper; both callers name every value)
+        self,
+        insurer_id: str,
+        policy_id: str,
+        policy: Any,
+        effective: dt.date,
+        reason: str,
+        leaf_index: int,
+    ) -> list[Any]:
+        """End ``policy`` and its members' coverage from ``effective``; the coverages ended."""
         if isinstance(policy, SimpleNamespace):
             policy.cancelled_from = effective
             policy.cancel_reason = reason
@@ -456,29 +479,24 @@ class Projector:
         else:
             self._execute(
                 update(policies)
-                .where(_policy_is(insurer_id, body.policy_id))
+                .where(_policy_is(insurer_id, policy_id))
                 .values(
                     cancelled_from=effective, cancel_reason=reason, cancelled_leaf_index=leaf_index
                 )
             )
         affected: list[Any] = self._rows(
             select(coverages).where(
-                _coverage_of(insurer_id, body.policy_id), coverages.c.end_date >= effective
+                _coverage_of(insurer_id, policy_id), coverages.c.end_date >= effective
             )
         )
         affected += [
             row
-            for row in self._new_coverages.get((insurer_id, body.policy_id), [])
+            for row in self._new_coverages.get((insurer_id, policy_id), [])
             if row.end_date >= effective
         ]
         for row in affected:
             self._end_coverage(row, effective - _ONE_DAY, reason, leaf_index)
-        self._index_policy(
-            leaf_index,
-            insurer_id,
-            body.policy_id,
-            [f"person:{policy.sponsor_key}", *(f"person:{row.person_key}" for row in affected)],
-        )
+        return affected
 
     def _member_added(self, event: events_pb2.Event, leaf_index: int) -> None:
         body = event.member_added
@@ -601,7 +619,10 @@ class Projector:
 
     # Renewal fees (signed by the collecting authority: its role, not a licence, lets it).
 
-    def _fee_collected(self, event: events_pb2.Event, leaf_index: int) -> None:
+    def check_fee_collected(self, event: events_pb2.Event) -> None:
+        """The rules of a FeeCollected entry against current state, writing nothing: the append
+        runs it, and the renewal saga runs it (through :func:`check_fee_collected`) before any
+        money moves, so the two cannot drift apart."""
         body = event.fee_collected
         field = "event.fee_collected"
         insurer_id = event.insurer_id
@@ -613,16 +634,21 @@ class Projector:
                 field_violations=[FieldViolation(f"{field}.renewal_id", "already recorded")],
                 metadata={"renewal_id": body.renewal_id},
             )
-        start, end = to_date(body.period_start), to_date(body.period_end)
         self._refuse_double_coverage(
             insurer_id,
             [
                 (person_key(line.person), f"{field}.lines[{position}].person")
                 for position, line in enumerate(body.lines)
             ],
-            start,
-            end,
+            to_date(body.period_start),
+            to_date(body.period_end),
         )
+
+    def _fee_collected(self, event: events_pb2.Event, leaf_index: int) -> None:
+        body = event.fee_collected
+        insurer_id = event.insurer_id
+        self.check_fee_collected(event)
+        start, end = to_date(body.period_start), to_date(body.period_end)
         sponsor = person_key(body.sponsor)
         self._issue(
             _Issue(
@@ -719,7 +745,18 @@ class Projector:
                 "amount_minor": body.amount.amount_minor,
             }
         )
-        self._index_policy(leaf_index, insurer_id, body.renewal_id, [])
+        ended: list[Any] = []
+        if refunded + body.amount.amount_minor == fee and policy.cancelled_from is None:
+            # The whole fee is back: what it bought ends from the refund's date (from the
+            # start, when refunded before the period began). A partial refund ends nothing.
+            refund_day = event.occurred_at.ToDatetime(tzinfo=dt.UTC).date()
+            effective = max(refund_day, policy.start_date)
+            ended = self._cancel(
+                insurer_id, body.renewal_id, policy, effective, FEE_REFUNDED, leaf_index
+            )
+        self._index_policy(
+            leaf_index, insurer_id, body.renewal_id, [f"person:{row.person_key}" for row in ended]
+        )
 
     def _require_jurisdiction(self, country: str, field: str) -> None:
         key = self._signing_key
@@ -999,6 +1036,12 @@ def _check_genesis(event: events_pb2.Event, leaf_index: int) -> None:
             "first key, is signed by the log's key",
             reason="GENESIS_INVALID",
         )
+
+
+def check_fee_collected(connection: Connection, event: events_pb2.Event) -> None:
+    """Raise what appending FeeCollected ``event`` now would raise (the same rules, on a
+    read-only snapshot: nothing is written on ``connection``)."""
+    Projector(connection).check_fee_collected(event)
 
 
 def _policy_is(insurer_id: str, policy_id: str) -> Any:

@@ -693,9 +693,10 @@ Global___FeeLine: _TypeAlias = FeeLine  # noqa: Y015
 
 @_typing.final
 class FeeCollected(_message.Message):
-    """A residence renewal's health-insurance fee was collected through a payment gateway. The
-    signer (a licensed principal of the collecting authority) thereby issues the government
-    health coverage of every line's member for the permit period, as policy `renewal_id`.
+    """A residence renewal's health-insurance fee was collected through a payment gateway. Signed
+    by the renewal authority (a licensed principal of the collecting authority), which thereby
+    issues the government health coverage of every line's member for the permit period, as
+    policy `renewal_id`.
     """
 
     DESCRIPTOR: _descriptor.Descriptor
@@ -760,7 +761,11 @@ Global___FeeCollected: _TypeAlias = FeeCollected  # noqa: Y015
 
 @_typing.final
 class FeeRefunded(_message.Message):
-    """Part or all of a collected fee was refunded (the coverage it bought is not changed here)."""
+    """Part or all of a collected fee was refunded. Signed by the renewal authority. When the
+    refunds of a fee reach the whole fee, the coverage it bought ends from this event's date
+    (occurred_at, UTC; the whole period when that is before it starts); a partial refund ends
+    no coverage.
+    """
 
     DESCRIPTOR: _descriptor.Descriptor
 

@@ -120,6 +120,12 @@ class _PaymentStateEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_PaymentS
     """The gateway refused the request; nothing was charged."""
     PAYMENT_STATE_MISMATCH: _PaymentState.ValueType  # 9
     """The gateway captured another amount than quoted: held for reconciliation."""
+    PAYMENT_STATE_RETURNING: _PaymentState.ValueType  # 10
+    """Captured, but the ledger refused the record for good (state changed after the quote,
+    e.g. the household was covered meanwhile): the fee is being refunded through the gateway.
+    """
+    PAYMENT_STATE_RETURNED: _PaymentState.ValueType  # 11
+    """Captured, refused by the ledger, and refunded in full by the gateway (see message)."""
 
 class PaymentState(_PaymentState, metaclass=_PaymentStateEnumTypeWrapper):
     """Where a payment stands."""
@@ -144,6 +150,12 @@ PAYMENT_STATE_FAILED: PaymentState.ValueType  # 8
 """The gateway refused the request; nothing was charged."""
 PAYMENT_STATE_MISMATCH: PaymentState.ValueType  # 9
 """The gateway captured another amount than quoted: held for reconciliation."""
+PAYMENT_STATE_RETURNING: PaymentState.ValueType  # 10
+"""Captured, but the ledger refused the record for good (state changed after the quote,
+e.g. the household was covered meanwhile): the fee is being refunded through the gateway.
+"""
+PAYMENT_STATE_RETURNED: PaymentState.ValueType  # 11
+"""Captured, refused by the ledger, and refunded in full by the gateway (see message)."""
 Global___PaymentState: _TypeAlias = PaymentState  # noqa: Y015
 
 @_typing.final

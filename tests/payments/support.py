@@ -4,25 +4,29 @@ from __future__ import annotations
 
 import datetime as dt
 import random
+from collections.abc import Callable
 from pathlib import Path
 
 from sqlalchemy import Engine
 
+from clients.operator import key_registered, key_revoked
 from ledger.clock import FixedClock
 from ledger.coverage.reader import CoverageReader
 from ledger.identifiers import example_kuwait_civil_id
+from ledger.keys import insurer_key_id
 from ledger.signers import SignerRole
 from ledger.signing import Ed25519Signer
 from ledger.storage.append import Appender
 from ledger.storage.db import create_ledger_engine, sqlite_url
+from ledger.storage.key_store import KeyStore
 from ledger.storage.migrate import upgrade
-from ledger.v1 import types_pb2
+from ledger.v1 import events_pb2, types_pb2
 from payments import fees
 from payments.gateway import PaymentGateway
 from payments.gateways.simulated import FaultPlan, SimulatedGateway
 from payments.renewal import Crash, MemberInput, QuoteRequest, Renewals
 from payments.service import AppenderRecorder
-from tests.conftest import onboard_directly
+from tests.conftest import onboard_directly, pending
 
 NOW = dt.datetime(2026, 11, 22, 9, 0, tzinfo=dt.UTC)
 AUTHORITY = "kw-gov-health"
@@ -87,10 +91,11 @@ class Stack:
         self.appender = Appender(self.engine, self.log_signer, self.log_signer.name)
         self.appender.initialize(NOW)
         self.authority = Ed25519Signer.generate(AUTHORITY)
+        self.operator = Ed25519Signer.generate("operator")
         onboard_directly(
             self.engine,
             self.appender,
-            Ed25519Signer.generate("operator"),
+            self.operator,
             AUTHORITY,
             self.authority,
             NOW,
@@ -101,8 +106,14 @@ class Stack:
         self.crash_rate = 0.0
         self.crash_rng = random.Random(seed)
         self.crashes = 0
+        self.suspended = False
+        self.suspensions = 0
+        self.at_point: dict[str, Callable[[], None]] = {}
+        """Something that happens meanwhile at a saga step (state changing under the saga)."""
         # The same recorder `policy-ledger payments reconcile` uses: validate, sign, append.
-        self.record = AppenderRecorder(self.appender, self.authority, self.clock)
+        self.record = AppenderRecorder(
+            self.appender, self.authority, self.clock, KeyStore(self.engine)
+        )
         self.renewals = Renewals(
             self.engine,
             {"simulated": self.gateway, **(gateways or {})},
@@ -114,6 +125,44 @@ class Stack:
         )
 
     def maybe_crash(self, point: str) -> None:
+        meanwhile = self.at_point.pop(point, None)
+        if meanwhile is not None:
+            meanwhile()
         if self.crash_rate and self.crash_rng.random() < self.crash_rate:
             self.crashes += 1
             raise Crash(point)
+
+    def suspend_authority(self) -> None:
+        """The operator stops the renewal authority from signing: an authority holds no
+        licence, so this revokes its key from now on (a signed KeyRevoked event in the log)."""
+        self.suspensions += 1
+        self.revoke_authority_key()
+        self.suspended = True
+
+    def relicense_authority(self) -> None:
+        """The operator lets the renewal authority sign again: a new key, registered by a signed
+        KeyRegistered event; the recorder signs with it from now on."""
+        self.authority = Ed25519Signer.generate(AUTHORITY)
+        event = key_registered(
+            AUTHORITY,
+            self.authority.public_key,
+            role=SignerRole.AUTHORITY,
+            valid_from=self.clock.now(),
+            occurred_at=self.clock.now(),
+        )
+        self._append_as_operator(event)
+        self.record.use_signer(self.authority)
+        self.suspended = False
+
+    def revoke_authority_key(self) -> None:
+        """The operator revokes the authority's signing key from now on (a signed event)."""
+        event = key_revoked(
+            insurer_key_id(self.authority.public_key),
+            reason="test",
+            occurred_at=self.clock.now(),
+        )
+        self._append_as_operator(event)
+
+    def _append_as_operator(self, event: events_pb2.Event) -> None:
+        [outcome] = self.appender.append_batch([pending(self.operator, event)], self.clock.now())
+        assert not isinstance(outcome, Exception), outcome

@@ -64,12 +64,14 @@ def test_reconcile_resolves_a_payment_whose_result_was_lost(
             f"sqlite+pysqlite:///{tmp_path / 'ledger.db'}",
             "--log-key-file",
             str(tmp_path / "log.key"),
+            "--stale-minutes",
+            "0",
         ]
         run = subprocess.run(
             command, capture_output=True, text=True, timeout=120, env=environment, check=False
         )
         assert run.returncode == 0, run.stderr
-        assert f"{payment.payment_id}: pending -> {expected}" in run.stdout
+        assert f"{payment.payment_id}: pending -> {expected}; gateway said" in run.stdout
         resolved = stack.renewals.get_payment(payment.payment_id)
         assert resolved.state == expected
         assert (resolved.leaf_index is not None) == (expected == "recorded")
@@ -88,3 +90,59 @@ def test_reconcile_without_an_authority_key_says_what_is_missing(tmp_path: Path)
     )
     assert run.returncode == 2
     assert "POLICY_LEDGER_PAYMENTS_AUTHORITY_KEY" in run.stderr
+
+
+def test_reconcile_lists_a_stuck_payment_in_json_and_exits_1(tmp_path: Path) -> None:
+    """A payment captured by a gateway this process cannot see (the simulated gateway's state
+    died with the server): reconcile lists it, says the gateway does not know it, exits 1."""
+    from payments.renewal import Crash
+
+    stack = Stack(tmp_path)
+    quote = stack.renewals.quote(family_request(5, 2))
+
+    def crash() -> None:
+        raise Crash("after_captured_saved")
+
+    stack.at_point["after_captured_saved"] = crash
+    with pytest.raises(Crash):
+        stack.renewals.start_payment(quote.quote_id, "cli-key-stuck", "simulated")
+    payment_id, _ = stack.renewals.ids_of(quote_id=quote.quote_id)
+    (tmp_path / "authority.key").write_text(format_signer_key(stack.authority) + "\n")
+    (tmp_path / "log.key").write_text(format_signer_key(stack.log_signer) + "\n")
+    environment = {
+        **os.environ,
+        "POLICY_LEDGER_PAYMENTS_AUTHORITY_KEY": str(tmp_path / "authority.key"),
+        "POLICY_LEDGER_PAYMENTS_AUTHORITY_ID": AUTHORITY,
+    }
+    environment.pop("POLICY_LEDGER_PAYMENTS_GATEWAYS", None)
+    run = subprocess.run(
+        [
+            *CLI,
+            "--database",
+            f"sqlite+pysqlite:///{tmp_path / 'ledger.db'}",
+            "--log-key-file",
+            str(tmp_path / "log.key"),
+            "--stale-minutes",
+            "0",
+            "--json",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=environment,
+        check=False,
+    )
+    assert run.returncode == 1, run.stderr
+    report = json.loads(run.stdout)
+    assert report["needs_person"] == 1
+    [item] = report["looked_at"]
+    assert item | {"action": ""} == {
+        "kind": "payment",
+        "id": payment_id,
+        "before": "captured",
+        "after": "captured",
+        "gateway_said": "not_found",
+        "action": "",
+        "needs_person": True,
+    }
+    assert "needs a person" in item["action"]

@@ -4,8 +4,11 @@ fault-injection run (crashes at every step, gateway timeouts with unknown outcom
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
 import os
 import random
+from collections import Counter
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 
@@ -13,11 +16,12 @@ import pytest
 from sqlalchemy import func, select
 
 from ledger.coverage.rebuild import rebuild_and_compare
-from ledger.errors import AlreadyExists, FailedPrecondition, Unavailable
+from ledger.errors import AlreadyExists, FailedPrecondition, NotFound, Unavailable
 from ledger.storage.tables import fee_refunds, log_entries, premiums
 from payments.gateway import PaymentStatus
 from payments.gateways.simulated import FaultPlan
-from payments.renewal import Crash
+from payments.renewal import Crash, PaymentRecord
+from payments.tables import payments
 from tests.payments.support import AUTHORITY, Stack, family_request
 
 FAULT_RENEWALS = int(os.environ.get("POLICY_LEDGER_FAULT_RENEWALS", "1000"))
@@ -33,8 +37,8 @@ def test_a_renewal_is_quoted_collected_and_recorded_once(tmp_path: Path) -> None
     stack = Stack(tmp_path)
     quote = stack.renewals.quote(family_request(1, 3))
     assert quote.payable and quote.currency == "KWD"
-    assert quote.total_minor == sum(line["amount_minor"] for line in quote.lines) > 0
-    assert all(type(line["amount_minor"]) is int for line in quote.lines)
+    assert quote.total_minor == sum(line.amount_minor for line in quote.lines) > 0
+    assert all(type(line.amount_minor) is int for line in quote.lines)
     payment = stack.renewals.start_payment(quote.quote_id, "key-0001-start", "simulated")
     assert payment.state == "recorded" and payment.leaf_index is not None
     # The same key again: the same payment, nothing charged or written again.
@@ -110,10 +114,37 @@ def test_refunds_are_partial_repeatable_idempotent_and_bounded(tmp_path: Path) -
     assert stack.gateway.snapshot()[payment.payment_id].refunded_minor == 2 * part
 
 
+def _start(stack: Stack, quote_id: str, key: str) -> PaymentRecord | None:
+    """StartPayment as a portal does it: retried with the same key after a crash or a
+    "retry" answer; None when every attempt was cut short."""
+    for _attempt in range(3):
+        try:
+            return stack.renewals.start_payment(quote_id, key, "simulated")
+        except (Crash, Unavailable):  # Unavailable: the first call's charge is in flight
+            continue
+    return None
+
+
+def _meanwhile(stack: Stack, number: int, rng: random.Random) -> tuple[str, Callable[[], None]]:
+    """A permanent refusal arriving between the charge and the record: another portal renews
+    the same household first (a duplicate renewal), or the authority is suspended."""
+    if rng.random() < 0.75:
+        other = stack.renewals.quote(family_request(number, 1 + number % 4))
+
+        def other_portal_first() -> None:
+            with contextlib.suppress(Crash, Unavailable):
+                _start(stack, other.quote_id, f"other-{number:06d}")
+
+        return "duplicate", other_portal_first
+    return "suspended", stack.suspend_authority
+
+
 def test_seeded_faults_never_double_charge_or_lose_a_record(tmp_path: Path) -> None:
     """Crashes at every saga step, gateway timeouts whose outcome is unknown (applied or not),
-    declines; then reconciliation. Invariants: no double charge, a capture is recorded in the
-    ledger exactly once and a record always has its capture, refunds never exceed captures."""
+    declines, permanent refusals after the charge (a duplicate renewal of the same household
+    from another portal, the authority suspended), notifications for unknown payments; then
+    reconciliation. At the end: no double charge, nothing captured and unresolved, every
+    captured fee recorded once or returned once, refunds within what was captured."""
     stack = Stack(
         tmp_path,
         plan=FaultPlan(decline_rate=0.05, timeout_rate=0.15, timeout_applied_rate=0.5),
@@ -121,19 +152,22 @@ def test_seeded_faults_never_double_charge_or_lose_a_record(tmp_path: Path) -> N
     )
     stack.crash_rate = 0.08
     rng = random.Random(7)
-    payment_ids = []
+    refusals: Counter[str] = Counter()
     for number in range(FAULT_RENEWALS):
         quote = stack.renewals.quote(family_request(number, 1 + number % 4))
-        key = f"start-{number:06d}"
-        for _attempt in range(3):  # the portal retries with the same key after a crash
-            try:
-                payment = stack.renewals.start_payment(quote.quote_id, key, "simulated")
-                break
-            except Crash:
-                continue
-        else:
+        if rng.random() < 0.05:
+            kind, change = _meanwhile(stack, number, rng)
+            refusals[kind] += 1
+            stack.at_point["after_gateway_charge"] = change
+        payment = _start(stack, quote.quote_id, f"start-{number:06d}")
+        stack.at_point.clear()
+        if stack.suspended:
+            stack.relicense_authority()
+        if number % 50 == 0:  # a gateway notification for a payment we never started
+            with pytest.raises(NotFound):
+                stack.renewals.complete_payment(f"payunknown{number:014d}")
+        if payment is None:
             continue
-        payment_ids.append(payment.payment_id)
         if rng.random() < 0.5:
             # A crash, or the gateway not answering (Unavailable): the outcome stays unknown.
             with contextlib.suppress(Crash, Unavailable):
@@ -150,10 +184,15 @@ def test_seeded_faults_never_double_charge_or_lose_a_record(tmp_path: Path) -> N
     stack.crash_rate = 0.0
     stack.gateway.plan = replace(stack.gateway.plan, timeout_rate=0.0)
     for _round in range(3):
-        stack.renewals.reconcile()
-    assert stack.crashes > 0
+        stack.renewals.reconcile(stale_after=dt.timedelta(0))
+    assert stack.crashes > 0 and refusals["duplicate"] > 0 and refusals["suspended"] > 0
+    _check_every_fee_is_recorded_once_or_returned(stack)
+
+
+def _check_every_fee_is_recorded_once_or_returned(stack: Stack) -> None:
     gateway = stack.gateway.snapshot()
     with stack.engine.connect() as connection:
+        payment_ids = list(connection.execute(select(payments.c.payment_id)).scalars())
         fees_by_renewal = dict(
             connection.execute(
                 select(premiums.c.policy_id, func.count())
@@ -168,21 +207,30 @@ def test_seeded_faults_never_double_charge_or_lose_a_record(tmp_path: Path) -> N
                 )
             ).all()
         )
-    recorded = 0
+        stuck = connection.execute(
+            select(func.count()).where(payments.c.state.in_(["captured", "returning"]))
+        ).scalar_one()
+    assert stuck == 0  # nothing captured and unresolved
+    recorded = returned = 0
     for payment_id in payment_ids:
         ours = stack.renewals.get_payment(payment_id)
         theirs = gateway.get(payment_id)
         captured = theirs is not None and theirs.status is PaymentStatus.CAPTURED
-        assert captured == (ours.state == "recorded"), (payment_id, ours, theirs)
-        if captured:
-            recorded += 1
-            assert theirs is not None and theirs.captured_minor == ours.amount_minor
-            assert fees_by_renewal.get(ours.quote_id) == 1  # recorded exactly once
-            assert theirs.refunded_minor <= theirs.captured_minor
-            assert refunded_in_ledger.get(ours.quote_id, 0) == theirs.refunded_minor
-            assert ours.refunded_minor == theirs.refunded_minor
-        else:
+        assert captured == (ours.state in {"recorded", "returned"}), (payment_id, ours, theirs)
+        if not captured:
             assert ours.quote_id not in fees_by_renewal
-    assert recorded > FAULT_RENEWALS // 2
-    assert sum(stack.gateway.applied.values()) >= recorded
+            continue
+        assert theirs is not None and theirs.captured_minor == ours.amount_minor
+        assert theirs.refunded_minor <= theirs.captured_minor
+        if ours.state == "returned":  # returned once, in full, and never recorded
+            returned += 1
+            assert theirs.refunded_minor == theirs.captured_minor
+            assert ours.quote_id not in fees_by_renewal
+            continue
+        recorded += 1
+        assert fees_by_renewal.get(ours.quote_id) == 1  # recorded exactly once
+        assert refunded_in_ledger.get(ours.quote_id, 0) == theirs.refunded_minor
+        assert ours.refunded_minor == theirs.refunded_minor
+    assert recorded > FAULT_RENEWALS // 2 and returned > 0
+    assert stack.gateway.applied["purchase"] == len(gateway)  # one charge per payment
     assert rebuild_and_compare(stack.engine).consistent

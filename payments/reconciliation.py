@@ -1,0 +1,146 @@
+"""Reconciliation: compare every unfinished payment and refund with its gateway, repair the
+difference, and say what was seen and done (``policy-ledger payments reconcile``)."""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+
+from sqlalchemy import select
+
+from ledger.clock import to_micros
+from ledger.errors import LedgerError, Unavailable
+from payments.gateway import (
+    Capability,
+    GatewayOutcomeUnknown,
+    GatewayRefused,
+    GatewayResult,
+    PaymentStatus,
+)
+from payments.refunds import finish_refund
+from payments.renewal import Crash, Renewals
+from payments.states import UNFINISHED, PaymentState, RefundState
+from payments.tables import payments, refunds
+
+__all__ = ["ReconcileItem", "reconcile"]
+
+
+def reconcile(renewals: Renewals, *, stale_after: dt.timedelta) -> list[ReconcileItem]:
+    """Compare every unfinished payment and refund last changed at least ``stale_after``
+    ago (the only filter) with its gateway and repair it; one item per thing looked at."""
+    cutoff = to_micros(renewals._clock.now() - stale_after)
+    with renewals._engine.connect() as connection:
+        open_payments = connection.execute(
+            select(payments.c.payment_id)
+            .where(payments.c.state.in_(sorted(UNFINISHED)), payments.c.updated_at_us <= cutoff)
+            .order_by(payments.c.created_at_us, payments.c.payment_id)
+        ).all()
+        open_refunds = connection.execute(
+            select(refunds.c.refund_id)
+            .where(refunds.c.state == RefundState.STARTED, refunds.c.created_at_us <= cutoff)
+            .order_by(refunds.c.created_at_us, refunds.c.refund_id)
+        ).all()
+    items = [_reconcile_payment(renewals, row.payment_id) for row in open_payments]
+    return items + [_reconcile_refund(renewals, row.refund_id) for row in open_refunds]
+
+
+def _reconcile_payment(renewals: Renewals, payment_id: str) -> ReconcileItem:
+    before = renewals.get_payment(payment_id)
+    adapter = renewals._gateway(before.gateway)
+
+    def item(said: str, action: str) -> ReconcileItem:
+        after = renewals.get_payment(payment_id).state
+        return ReconcileItem(
+            kind="payment",
+            id=payment_id,
+            before=before.state.value,
+            after=after.value,
+            gateway_said=said,
+            action=action,
+            needs_person=after in _NEEDS_A_PERSON,
+        )
+
+    try:
+        status = adapter.get_status(payment_id)
+    except GatewayOutcomeUnknown as error:
+        return item(
+            "no answer",
+            f"left {before.state.value}: the gateway did not answer ({error}); run again",
+        )
+    said = _said(status)
+    try:
+        if before.state is PaymentState.RETURNING:
+            renewals._return(payment_id, before.message)
+        else:
+            renewals._apply(payment_id, status)
+    except (Unavailable, Crash) as error:
+        return item(said, f"left {renewals.get_payment(payment_id).state.value}: {error}")
+    after = renewals.get_payment(payment_id)
+    if after.state in {PaymentState.PENDING, PaymentState.STARTED} and (
+        status.status is PaymentStatus.NOT_FOUND
+        or (Capability.VOID in adapter.capabilities() and status.status is PaymentStatus.AUTHORIZED)
+    ):
+        if status.status is PaymentStatus.AUTHORIZED:
+            adapter.void(payment_id)
+        renewals._set_state(payment_id, PaymentState.VOIDED, message="stale: voided by reconcile")
+    return item(said, _ACTIONS.get(renewals.get_payment(payment_id).state, "left as it is"))
+
+
+def _reconcile_refund(renewals: Renewals, refund_id: str) -> ReconcileItem:
+    def item(said: str, action: str, *, person: bool) -> ReconcileItem:
+        with renewals._engine.connect() as connection:
+            state = connection.execute(
+                select(refunds.c.state).where(refunds.c.refund_id == refund_id)
+            ).scalar_one()
+        return ReconcileItem("refund", refund_id, "started", state, said, action, person)
+
+    try:
+        finish_refund(renewals, refund_id, "completed by reconcile")
+    except GatewayOutcomeUnknown as error:
+        return item("no answer", f"left started: {error}; run again", person=False)
+    except Unavailable as error:
+        return item("no answer", f"left started: {error.message}", person=False)
+    except (GatewayRefused, LedgerError, Crash) as error:
+        return item("refused", f"needs a person: {error}", person=True)
+    return item("refunded", "refund recorded", person=False)
+
+
+@dataclass(frozen=True)
+class ReconcileItem:
+    """One unfinished payment or refund reconciliation looked at: what the gateway said and
+    what was done."""
+
+    kind: str
+    """``payment`` or ``refund``."""
+    id: str
+    before: str
+    after: str
+    gateway_said: str
+    action: str
+    needs_person: bool
+    """Money is held and this run could not settle it (a mismatch, a return or a record the
+    gateway or the ledger keeps refusing)."""
+
+
+_NEEDS_A_PERSON = frozenset({PaymentState.MISMATCH, PaymentState.RETURNING, PaymentState.CAPTURED})
+_ACTIONS = {
+    PaymentState.RECORDED: "recorded in the ledger",
+    PaymentState.RETURNED: "returned: the ledger refused the record, the gateway refunded it",
+    PaymentState.RETURNING: "needs a person: the refund of a refused fee is not confirmed",
+    PaymentState.CAPTURED: "needs a person: captured but not recorded",
+    PaymentState.MISMATCH: "needs a person: the gateway captured another amount",
+    PaymentState.DECLINED: "declined: nothing was charged",
+    PaymentState.VOIDED: "voided: nothing was charged",
+    PaymentState.FAILED: "failed: nothing was charged",
+    PaymentState.PENDING: "left pending: the customer has not finished",
+    PaymentState.UNKNOWN: "left unknown: the gateway has not decided",
+    PaymentState.STARTED: "left started",
+    PaymentState.AUTHORIZED: "left authorized",
+}
+
+
+def _said(status: GatewayResult) -> str:
+    words = status.status.value
+    if status.captured_minor or status.refunded_minor:
+        words += f" (captured {status.captured_minor}, refunded {status.refunded_minor})"
+    return words

@@ -1,0 +1,195 @@
+"""Refuse before money moves; return what was captured when the record is refused for good.
+
+The quote and the payment run the FeeCollected rules the append runs (one function,
+``ledger.coverage.projector.check_fee_collected``) plus the ledger's admission of the signed
+entry; a refusal charges nothing and writes nothing. When state changes between the check and
+the record (coverage appeared, authority suspended, key revoked), the captured fee is refunded
+in full by the gateway and the payment ends ``returned``."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from sqlalchemy import func, select
+
+from ledger.errors import FailedPrecondition
+from ledger.storage.tables import coverages, log_entries, premiums
+from payments.gateway import PaymentStatus
+from payments.renewal import Crash
+from payments.tables import idempotency_keys, payments, quotes
+from tests.payments.support import Stack, family_request
+
+
+def _counts(stack: Stack) -> tuple[int, int, int, int]:
+    """(ledger entries, quotes, payments, idempotency keys)."""
+    with stack.engine.connect() as connection:
+        return tuple(  # type: ignore[return-value]
+            int(connection.execute(select(func.count()).select_from(table)).scalar_one())
+            for table in (log_entries, quotes, payments, idempotency_keys)
+        )
+
+
+def test_a_second_renewal_for_a_covered_household_is_refused_at_the_quote(
+    tmp_path: Path,
+) -> None:
+    stack = Stack(tmp_path)
+    first = stack.renewals.quote(family_request(1, 2))
+    assert stack.renewals.start_payment(first.quote_id, "key-first-01", "simulated").state == (
+        "recorded"
+    )
+    before, charged = _counts(stack), stack.gateway.snapshot()
+    with pytest.raises(FailedPrecondition) as raised:
+        stack.renewals.quote(family_request(1, 2))
+    assert raised.value.reason == "DOUBLE_COVERAGE"
+    assert "nothing is charged" in raised.value.message
+    assert _counts(stack) == before and stack.gateway.snapshot() == charged
+
+
+def test_a_payment_is_refused_when_the_household_was_covered_after_the_quote(
+    tmp_path: Path,
+) -> None:
+    stack = Stack(tmp_path)
+    first = stack.renewals.quote(family_request(1, 2))
+    second = stack.renewals.quote(family_request(1, 2))  # both quoted before either is paid
+    stack.renewals.start_payment(first.quote_id, "key-first-01", "simulated")
+    before, charged = _counts(stack), stack.gateway.snapshot()
+    with pytest.raises(FailedPrecondition) as raised:
+        stack.renewals.start_payment(second.quote_id, "key-second-1", "simulated")
+    assert raised.value.reason == "DOUBLE_COVERAGE"
+    assert _counts(stack) == before and stack.gateway.snapshot() == charged
+
+
+@pytest.mark.parametrize(
+    ("change", "reason"),
+    [("suspend_authority", "KEY_REVOKED"), ("revoke_authority_key", "KEY_REVOKED")],
+)
+def test_quotes_and_payments_are_refused_when_the_authority_cannot_sign(
+    tmp_path: Path, change: str, reason: str
+) -> None:
+    stack = Stack(tmp_path)
+    quote = stack.renewals.quote(family_request(1, 2))
+    getattr(stack, change)()
+    before = _counts(stack)
+    with pytest.raises(FailedPrecondition) as raised:
+        stack.renewals.start_payment(quote.quote_id, "key-refused-1", "simulated")
+    assert raised.value.reason == reason
+    with pytest.raises(FailedPrecondition) as again:
+        stack.renewals.quote(family_request(2, 2))
+    assert again.value.reason == reason
+    assert _counts(stack) == before and stack.gateway.snapshot() == {}
+
+
+def _cover_meanwhile(stack: Stack) -> None:
+    """Another portal renews the same household and its fee is recorded first."""
+    other = stack.renewals.quote(family_request(1, 2))
+    stack.renewals.start_payment(other.quote_id, "key-meanwhile", "simulated")
+
+
+@pytest.mark.parametrize("change", ["cover", "suspend_authority", "revoke_authority_key"])
+def test_a_capture_whose_record_is_refused_for_good_is_returned(
+    tmp_path: Path, change: str
+) -> None:
+    stack = Stack(tmp_path)
+    quote = stack.renewals.quote(family_request(1, 2))
+    stack.at_point["after_gateway_charge"] = (
+        (lambda: _cover_meanwhile(stack)) if change == "cover" else getattr(stack, change)
+    )
+    payment = stack.renewals.start_payment(quote.quote_id, "key-returned", "simulated")
+    assert payment.state == "returned", payment
+    assert payment.leaf_index is None and "refused" in payment.message
+    at_gateway = stack.gateway.snapshot()[payment.payment_id]
+    assert at_gateway.status is PaymentStatus.CAPTURED
+    assert at_gateway.refunded_minor == at_gateway.captured_minor == quote.total_minor
+    # Nothing of this payment reached the ledger: no fee, no coverage it would have bought.
+    with stack.engine.connect() as connection:
+        assert not connection.execute(
+            select(premiums).where(premiums.c.policy_id == quote.quote_id)
+        ).first()
+        assert not connection.execute(
+            select(coverages).where(coverages.c.policy_id == quote.quote_id)
+        ).first()
+    # Repeats and reconciliation change nothing and refund nothing more.
+    assert stack.renewals.start_payment(quote.quote_id, "key-returned", "simulated") == payment
+    assert stack.renewals.complete_payment(payment.payment_id) == payment
+    stack.renewals.reconcile(stale_after=dt.timedelta(0))
+    assert stack.gateway.snapshot()[payment.payment_id] == at_gateway
+    assert stack.gateway.applied["refund"] == 1
+
+
+def test_a_return_whose_refund_timed_out_is_finished_by_completion(tmp_path: Path) -> None:
+    stack = Stack(tmp_path)
+    quote = stack.renewals.quote(family_request(1, 2))
+
+    def cover_then_time_out() -> None:
+        _cover_meanwhile(stack)
+        stack.gateway.inject_outcome_unknown(applied=False)
+
+    stack.at_point["after_gateway_charge"] = cover_then_time_out
+    payment = stack.renewals.start_payment(quote.quote_id, "key-returning", "simulated")
+    assert payment.state == "returning"  # a refund in flight: never captured-and-unresolved
+    assert stack.gateway.snapshot()[payment.payment_id].refunded_minor == 0
+    done = stack.renewals.complete_payment(payment.payment_id)
+    assert done.state == "returned"
+    assert stack.gateway.snapshot()[payment.payment_id].refunded_minor == quote.total_minor
+
+
+def _die(point: str) -> Callable[[], None]:
+    def crash() -> None:
+        raise Crash(point)
+
+    return crash
+
+
+def test_reconcile_returns_a_captured_fee_the_ledger_now_refuses(tmp_path: Path) -> None:
+    """The issue's case: captured, the process died before recording, and meanwhile the
+    authority was suspended. Reconcile lists it, says what the gateway said, and returns it."""
+    stack = Stack(tmp_path)
+    quote = stack.renewals.quote(family_request(1, 2))
+    stack.at_point["after_captured_saved"] = _die("after_captured_saved")
+    with pytest.raises(Crash):
+        stack.renewals.start_payment(quote.quote_id, "key-recon-01", "simulated")
+    payment_id, _ = stack.renewals.ids_of(quote_id=quote.quote_id)
+    assert payment_id is not None
+    assert stack.renewals.get_payment(payment_id).state == "captured"
+    stack.suspend_authority()
+    [item] = stack.renewals.reconcile(stale_after=dt.timedelta(0))
+    assert (item.kind, item.id, item.before, item.after) == (
+        "payment",
+        payment_id,
+        "captured",
+        "returned",
+    )
+    assert item.gateway_said == f"captured (captured {quote.total_minor}, refunded 0)"
+    assert not item.needs_person
+    assert stack.gateway.snapshot()[payment_id].refunded_minor == quote.total_minor
+    assert stack.renewals.reconcile(stale_after=dt.timedelta(0)) == []
+
+
+def test_reconcile_looks_only_at_what_is_older_than_the_stale_age(tmp_path: Path) -> None:
+    stack = Stack(tmp_path)
+    quote = stack.renewals.quote(family_request(1, 2))
+    stack.at_point["after_captured_saved"] = _die("after_captured_saved")
+    with pytest.raises(Crash):
+        stack.renewals.start_payment(quote.quote_id, "key-recon-03", "simulated")
+    assert stack.renewals.reconcile(stale_after=dt.timedelta(minutes=5)) == []
+    stack.clock.advance(dt.timedelta(minutes=5))
+    [item] = stack.renewals.reconcile(stale_after=dt.timedelta(minutes=5))
+    assert (item.before, item.after, item.needs_person) == ("captured", "recorded", False)
+
+
+def test_a_quote_priced_by_a_schedule_no_longer_in_force_is_not_collected(
+    tmp_path: Path,
+) -> None:
+    stack = Stack(tmp_path)
+    stack.clock.advance(dt.datetime(2025, 12, 22, 23, 50, tzinfo=dt.UTC) - stack.clock.now())
+    quote = stack.renewals.quote(family_request(1, 2))
+    assert quote.schedule_version == "kw-legacy"
+    stack.clock.advance(dt.timedelta(minutes=15))  # midnight: kw-2025-12-23 is in force
+    before = _counts(stack)
+    with pytest.raises(FailedPrecondition) as raised:
+        stack.renewals.start_payment(quote.quote_id, "key-schedule1", "simulated")
+    assert raised.value.reason == "FEE_SCHEDULE_CHANGED"
+    assert _counts(stack) == before and stack.gateway.snapshot() == {}
