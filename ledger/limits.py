@@ -7,6 +7,8 @@ is written. Names are ``<thing>_<unit>_max``.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from types import MappingProxyType
 from typing import Final
 
 # gRPC transport.
@@ -67,3 +69,37 @@ household_days_max: Final = 3 * 366
 history_page_max: Final = 1000
 """Entries one ListPolicyHistory / FindEntries page returns at most."""
 history_page_default: Final = 100
+
+# Every request, checked by one descriptor-driven layer (ledger/rpc/validation.py) before any
+# servicer sees it. The defaults bound every field of every message; the table below tightens
+# (or, for URLs, widens) the bound of named fields. Keys are protobuf full field names.
+request_string_chars_max: Final = 1024
+"""Longest string any request field may hold unless ``request_field_max`` says otherwise."""
+request_bytes_max: Final = envelope_payload_bytes_max
+"""Largest bytes field of any request unless ``request_field_max`` says otherwise."""
+request_repeated_max: Final = 1024
+"""Most elements any repeated request field may hold unless ``request_field_max`` says otherwise."""
+request_violations_max: Final = 32
+"""Field violations one refusal lists at most (the rest are counted, not listed)."""
+url_chars_max: Final = 2048
+request_field_max: Final[Mapping[str, int]] = MappingProxyType(
+    {
+        "ledger.v1.Envelope.payload": envelope_payload_bytes_max,
+        "ledger.v1.Envelope.payload_type": envelope_payload_type_chars_max,
+        "ledger.v1.Signature.keyid": envelope_keyid_chars_max,
+        "ledger.v1.PersonId.value": person_id_value_chars_max,
+        "ledger.v1.CheckHouseholdRequest.members": household_members_max,
+        "ledger.v1.ListPolicyHistoryRequest.insurer_id": insurer_id_chars_max,
+        "ledger.v1.ListPolicyHistoryRequest.policy_id": policy_id_chars_max,
+        "ledger.v1.FindEntriesRequest.policy_id": policy_id_chars_max,
+        "ledger.v1.RegisterInsurerKeyRequest.insurer_id": insurer_id_chars_max,
+        "ledger.v1.ListInsurerKeysRequest.insurer_id": insurer_id_chars_max,
+        "ledger.v1.RevokeInsurerKeyRequest.key_id": key_name_chars_max,
+        "payments.v1.QuoteRenewalRequest.members": household_members_max,
+        "payments.v1.StartPaymentRequest.return_url": url_chars_max,
+        "payments.v1.RefundPaymentRequest.reason": name_chars_max,
+    }
+)
+"""Per-field bounds: characters of a string, bytes of a bytes field, elements of a repeated one."""
+request_integer_max: Final = 2**63 - 1
+"""Largest value of any unsigned 64-bit request field: storage keeps indexes and sizes as int64."""

@@ -26,6 +26,7 @@ from ledger.coverage.reader import CoverageReader
 from ledger.rpc.admin_servicer import AdminServicer
 from ledger.rpc.coverage_servicer import CoverageServicer
 from ledger.rpc.ledger_servicer import LedgerServicer
+from ledger.rpc.request_layer import RequestValidationInterceptor
 from ledger.sequencer import Sequencer
 from ledger.service import KeyCache, Ledger
 from ledger.storage.append import Appender
@@ -116,10 +117,11 @@ async def start_server(config: ServerConfig, clock: Clock | None = None) -> Runn
     key_store = KeyStore(engine)
     key_cache = KeyCache(key_store)
     server = grpc.aio.server(
+        interceptors=[RequestValidationInterceptor()],
         options=[
             ("grpc.max_receive_message_length", limits.grpc_message_bytes_max),
             ("grpc.max_send_message_length", limits.grpc_message_bytes_max),
-        ]
+        ],
     )
     ledger = Ledger(key_cache, sequencer, clock)
     ledger_service_pb2_grpc.add_LedgerServiceServicer_to_server(
