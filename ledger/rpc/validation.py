@@ -7,6 +7,7 @@ through but the service cannot take, for every field of every message, with no p
 - an enum value the schema does not define (proto3 keeps unknown numbers as plain integers);
 - an unsigned 64-bit integer above ``limits.request_integer_max`` (storage keeps int64);
 - a ``google.protobuf.Timestamp`` outside 0001-01-01..9999-12-31 or with nanos outside 0..10^9-1;
+- a string holding the NUL character (PostgreSQL refuses it in text);
 - a string, bytes or repeated field over its bound (``limits.request_field_max``, else the
   ``request_*_max`` defaults).
 
@@ -71,6 +72,9 @@ def _scalar_violation(field: FieldDescriptor, value: object, path: str) -> _Viol
         bound = _bound(field, limits.request_string_chars_max)
         if len(text) > bound:
             return _Violation(path, f"{len(text)} characters, at most {bound}", False)
+        if "\x00" in text:
+            # No identifier or name holds one, and PostgreSQL cannot even compare text with it.
+            return _Violation(path, "contains the NUL character", False)
     elif field.type == FieldDescriptor.TYPE_BYTES:
         data = cast(bytes, value)
         bound = _bound(field, limits.request_bytes_max)

@@ -183,6 +183,12 @@ CASES: dict[str, tuple[str, Callable[[], Message], str, str]] = {
         "INVALID_ARGUMENT",
         "insurer_id",
     ),
+    "ListInsurerKeys insurer_id with NUL (INTERNAL on PostgreSQL, found by the fuzz suite)": (
+        "ledger.v1.AdminService.ListInsurerKeys",
+        lambda: admin.ListInsurerKeysRequest(insurer_id="\x00"),
+        "INVALID_ARGUMENT",
+        "insurer_id",
+    ),
     "CheckHousehold 65 members": (
         "ledger.v1.CoverageService.CheckHousehold",
         lambda: coverage.CheckHouseholdRequest(
