@@ -127,6 +127,11 @@ def insurer_signer() -> Ed25519Signer:
     return Ed25519Signer.generate("gulf-health")
 
 
+_OWN_CONNECTION = [("grpc.use_local_subchannel_pool", 1)]
+"""Each test channel opens its own connection, as separate callers do (grpc would otherwise
+share one between channels of the same process, and the server could not tell them apart)."""
+
+
 @dataclass
 class ServerHandle:
     """A server running on its own event loop thread, for end-to-end tests."""
@@ -149,7 +154,11 @@ class ServerHandle:
         at all; with mTLS: a client certificate naming ``spiffe://<domain>/<role>/<name>``)
         changes in one place.
         """
-        return grpc.insecure_channel(self.address)
+        return grpc.insecure_channel(self.address, options=_OWN_CONNECTION)
+
+    def aio_channel(self, role: str = "operator", name: str = "test") -> grpc.aio.Channel:
+        """As :meth:`channel`, an asyncio channel (for loads of thousands of concurrent calls)."""
+        return grpc.aio.insecure_channel(self.address, options=_OWN_CONNECTION)
 
     def in_one_batch(self, count: int, submit: Callable[[], _T]) -> _T:
         """Run ``submit`` (which queues ``count`` submissions) so that they share one batch.
@@ -186,7 +195,12 @@ class ServerHandle:
 
 
 def start_server_thread(
-    database_url: str, log_signer: Ed25519Signer, tmp_path: Path, **options: float
+    database_url: str,
+    log_signer: Ed25519Signer,
+    tmp_path: Path,
+    *,
+    config_changes: dict[str, int] | None = None,
+    **options: float,
 ) -> ServerHandle:
     """Start a real server on 127.0.0.1:0 in a background thread."""
     key_path = tmp_path / "log.key"
@@ -201,6 +215,7 @@ def start_server_thread(
         grace_seconds=1.0,
         sequencer=SequencerOptions(**options),  # type: ignore[arg-type]
     )
+    config = replace(config, **(config_changes or {}))  # type: ignore[arg-type]
     loop = asyncio.new_event_loop()
     thread = threading.Thread(target=loop.run_forever, name="server-loop", daemon=True)
     thread.start()

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from importlib.metadata import entry_points
 
@@ -25,6 +26,7 @@ from ledger.config import ServerConfig, check_origin, load_signer
 from ledger.coverage.reader import CoverageReader
 from ledger.rpc.admin_servicer import AdminServicer
 from ledger.rpc.coverage_servicer import CoverageServicer
+from ledger.rpc.fairness import CallerLimitInterceptor
 from ledger.rpc.ledger_servicer import LedgerServicer
 from ledger.rpc.request_layer import RequestValidationInterceptor
 from ledger.sequencer import Sequencer
@@ -73,6 +75,24 @@ class ServerContext:
     """The server's event loop (extensions that run work in threads submit back to it)."""
 
 
+def connection_options(idle_ms: int) -> list[tuple[str, int]]:
+    """The transport limits that keep one connection from hurting the others (ledger.limits)."""
+    return [
+        ("grpc.max_concurrent_streams", limits.connection_streams_max),
+        # grpc cancels calls that wait for the server to take them beyond this (default 1000):
+        # a burst of 2,000 streams was answered CANCELLED, or INTERNAL by clients still writing.
+        ("grpc.server.max_pending_requests", limits.server_pending_calls_max),
+        ("grpc.server.max_pending_requests_hard_limit", 2 * limits.server_pending_calls_max),
+        ("grpc.max_connection_idle_ms", idle_ms),
+        ("grpc.server_handshake_timeout_ms", min(limits.handshake_ms_max, idle_ms)),
+        ("grpc.keepalive_time_ms", limits.keepalive_interval_ms),
+        ("grpc.keepalive_timeout_ms", limits.keepalive_timeout_ms),
+        ("grpc.keepalive_permit_without_calls", 1),
+        ("grpc.http2.min_ping_interval_without_data_ms", limits.client_ping_interval_ms_min),
+        ("grpc.http2.max_ping_strikes", 2),
+    ]
+
+
 def _install_extensions(context: ServerContext) -> tuple[str, ...]:
     names: list[str] = []
     for point in entry_points(group=EXTENSION_GROUP):
@@ -93,6 +113,7 @@ class RunningServer:
     engine: Engine
     health: health_aio.HealthServicer
     grace_seconds: float
+    read_pool: ThreadPoolExecutor | None = None
 
     async def stop(self) -> None:
         """Stop taking calls, finish the ones under way, commit what is queued, close."""
@@ -101,11 +122,17 @@ class RunningServer:
         await self.server.stop(self.grace_seconds)
         await self.sequencer.stop()
         self.engine.dispose()
+        if self.read_pool is not None:
+            self.read_pool.shutdown(wait=False)
 
 
 async def start_server(config: ServerConfig, clock: Clock | None = None) -> RunningServer:
     """Start a server as ``config`` says; returns once it listens."""
     clock = clock or SystemClock()
+    # Servicer reads run on the loop's default executor (asyncio.to_thread): bound it, apart from
+    # the sequencer's own writer thread, so a flood of reads cannot take every thread.
+    read_pool = ThreadPoolExecutor(limits.read_threads_max, thread_name_prefix="read")
+    asyncio.get_running_loop().set_default_executor(read_pool)
     signer = load_signer(config.log_key_path)
     origin = config.origin or signer.name
     check_origin(origin)
@@ -117,10 +144,14 @@ async def start_server(config: ServerConfig, clock: Clock | None = None) -> Runn
     key_store = KeyStore(engine)
     key_cache = KeyCache(key_store)
     server = grpc.aio.server(
-        interceptors=[RequestValidationInterceptor()],
+        interceptors=[
+            CallerLimitInterceptor(config.caller_calls_in_flight_max),
+            RequestValidationInterceptor(),
+        ],
         options=[
             ("grpc.max_receive_message_length", limits.grpc_message_bytes_max),
             ("grpc.max_send_message_length", limits.grpc_message_bytes_max),
+            *connection_options(config.connection_idle_ms),
         ],
     )
     ledger = Ledger(key_cache, sequencer, clock)
@@ -165,4 +196,5 @@ async def start_server(config: ServerConfig, clock: Clock | None = None) -> Runn
         engine=engine,
         health=health_servicer,
         grace_seconds=config.grace_seconds,
+        read_pool=read_pool,
     )
