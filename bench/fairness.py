@@ -50,10 +50,12 @@ class LoadSizes:
     silent_connections: int = 1000
 
 
-def signed_events(signer: Signer, insurer_id: str, first: int, count: int) -> Iterator[bytes]:
+def signed_events(
+    signer: Signer, insurer_id: str, first: int, count: int, occurred: dt.datetime = OCCURRED
+) -> Iterator[bytes]:
     """``count`` distinct signed policy events, each a serialized DSSE ``Envelope``."""
     for number in range(first, first + count):
-        envelope = sign_event(policy_issued(number, insurer_id, OCCURRED, members=1), signer)
+        envelope = sign_event(policy_issued(number, insurer_id, occurred, members=1), signer)
         yield envelope.SerializeToString()
 
 
@@ -144,7 +146,7 @@ class Probe:
     def __init__(self, channel: grpc.Channel, envelopes: Iterator[bytes]) -> None:
         self._stub = pb_grpc.LedgerServiceStub(channel)
         self._envelopes = envelopes
-        self.latencies_ms: list[float] = []
+        self.latencies_seconds: list[float] = []
         self.failures: list[str] = []
 
     def run(self, count: int) -> None:
@@ -155,7 +157,7 @@ class Probe:
             started = time.perf_counter()
             try:
                 self._stub.SubmitEvent(request, timeout=CALL_DEADLINE_SECONDS)
-                self.latencies_ms.append((time.perf_counter() - started) * 1000)
+                self.latencies_seconds.append(time.perf_counter() - started)
                 self._stub.GetCheckpoint(pb.GetCheckpointRequest(), timeout=CALL_DEADLINE_SECONDS)
             except grpc.RpcError as error:
                 self.failures.append(f"{error.code().name}: {error.details()}")

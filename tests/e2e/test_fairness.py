@@ -196,5 +196,5 @@ def test_the_probe_never_fails_under_each_load(
             signed_events(insurer_signer, INSURER, 0, 10**6),
         )
     assert probe.failures == []
-    assert len(probe.latencies_ms) == PROBE_CALLS
+    assert len(probe.latencies_seconds) == PROBE_CALLS
     assert not FORBIDDEN & set(outcomes), outcomes
