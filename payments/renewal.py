@@ -731,6 +731,16 @@ class Renewals:
         self, payment_id: str, amount_minor: int, idempotency_key: str, reason: str = ""
     ) -> PaymentRecord:
         """Refund part of a recorded payment, once per idempotency key."""
+        try:
+            return self._refund(payment_id, amount_minor, idempotency_key, reason)
+        except IntegrityError:
+            # A concurrent call with the same key inserted first (PostgreSQL): this attempt
+            # wrote nothing; the retry finds the claimed key and answers like a repeat.
+            return self._refund(payment_id, amount_minor, idempotency_key, reason)
+
+    def _refund(
+        self, payment_id: str, amount_minor: int, idempotency_key: str, reason: str
+    ) -> PaymentRecord:
         request = {"payment_id": payment_id, "amount_minor": amount_minor, "reason": reason}
         refund_id = "rf" + hashlib.sha256(idempotency_key.encode()).hexdigest()[:24]
         with _write_transaction(self._engine) as connection:
@@ -796,7 +806,9 @@ class Renewals:
             ) from error
         self._crash("after_gateway_refund")
         event = events_pb2.Event(event_id=f"refund-{refund_id}", insurer_id=self._authority_id)
-        event.occurred_at.FromDatetime(self._clock.now())
+        # Dated when the refund was claimed, not now: concurrent finishers of one refund then
+        # submit the same bytes, and the ledger answers the second with the first receipt.
+        event.occurred_at.FromDatetime(from_micros(int(row.created_at_us)))
         body = event.fee_refunded
         body.renewal_id = payment.quote_id
         body.refund_reference = refund_id
@@ -820,7 +832,20 @@ class Renewals:
                 .values(refunded_minor=payments.c.refunded_minor + int(row.amount_minor))
             )
 
-        self._record_event(event, mark)
+        try:
+            self._record_event(event, mark)
+        except LedgerError:
+            # A concurrent finisher of the same refund recorded it first: the answer is the same.
+            if self._refund_state(refund_id) != "recorded":
+                raise
+
+    def _refund_state(self, refund_id: str) -> str:
+        with self._engine.connect() as connection:
+            return str(
+                connection.execute(
+                    select(refunds.c.state).where(refunds.c.refund_id == refund_id)
+                ).scalar_one()
+            )
 
     # Reconciliation.
 
