@@ -13,18 +13,15 @@ from google.protobuf.descriptor import MethodDescriptor
 from google.protobuf.message_factory import GetMessageClass
 from sqlalchemy import MetaData, func, select
 
+from ledger.rpc.server import SERVICE_NAMES
 from ledger.signing import Ed25519Signer, format_signer_key
 from ledger.storage.db import create_ledger_engine
+from payments.service import SERVICE_NAME as RENEWAL_SERVICE_NAME
 from payments.v1 import renewal_service_pb2
 from tests.conftest import ServerHandle, onboard, start_server_thread
 
 AUTHORITY = "kw-gov-health"
-SERVICES = (
-    "ledger.v1.LedgerService",
-    "ledger.v1.CoverageService",
-    "ledger.v1.AdminService",
-    "payments.v1.RenewalService",
-)
+SERVICES = (*SERVICE_NAMES, RENEWAL_SERVICE_NAME)
 """The services the server registers (health and reflection are the standard packages')."""
 
 ROLE_OF_SERVICE = {

@@ -6,9 +6,10 @@ method handler the server has (ours, the extensions', health and reflection) so 
 
 1. the deserializer never raises: a body that does not parse becomes an :class:`_Undecodable`
    marker, which step 2 refuses with INVALID_ARGUMENT;
-2. each request (each message of a request stream) is checked by
-   :func:`ledger.rpc.validation.check_request` before the servicer sees it: a refusal is
-   answered with its status and details, and the servicer never runs (nothing is written).
+2. each request is checked by :func:`ledger.rpc.validation.check_request` before the servicer
+   sees it: a refusal is answered with its status and details, and the servicer never runs
+   (nothing is written). In a request stream each message is checked as it is read, and the
+   first bad one ends the call (what the messages before it did stands).
 
 Servicers therefore never see a request that breaks a generic rule, and need no code for it.
 """
