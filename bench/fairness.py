@@ -23,12 +23,13 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack
 from dataclasses import dataclass
+from typing import Protocol
 
 import grpc
 
 from clients.insurer import sign_event
 from clients.samples import policy_issued
-from ledger.signing import Signer
+from ledger.signing import Signer, parse_signer_key
 from ledger.v1 import ledger_service_pb2 as pb
 from ledger.v1 import ledger_service_pb2_grpc as pb_grpc
 
@@ -37,6 +38,13 @@ __all__ = ["LoadSizes", "Probe", "run_load", "signed_events"]
 OCCURRED = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
 CALL_DEADLINE_SECONDS = 120.0
 AioChannels = Callable[[], grpc.aio.Channel]
+
+
+class EventLike(Protocol):
+    """A threading or multiprocessing event."""
+
+    def set(self) -> None: ...
+    def wait(self, timeout: float | None = None) -> bool: ...
 
 
 @dataclass(frozen=True)
@@ -211,3 +219,46 @@ def run_load(
 
 
 LOADS = ("streams", "silent writers", "readers", "silent connections")
+
+
+def load_in_process(
+    name: str,
+    sizes: LoadSizes,
+    address: str,
+    signer_key: str,
+    insurer_id: str,
+    started: EventLike,
+    stop: EventLike,
+) -> None:
+    """Run load ``name`` until ``stop`` is set (a child process's entry point: the load's client
+    work then does not share the probe's interpreter lock, so the probe measures the server)."""
+    signer = parse_signer_key(signer_key)
+    now = dt.datetime.now(dt.UTC)
+    envelopes = signed_events(signer, insurer_id, 0, 10**7, now)
+
+    async def load() -> None:
+        channels: AioChannels = lambda: grpc.aio.insecure_channel(address)  # noqa: E731
+        stopped = asyncio.Event()
+        waiting = asyncio.create_task(asyncio.to_thread(stop.wait))
+        waiting.add_done_callback(lambda _: stopped.set())
+        if name == "streams":
+            batch = [next(envelopes) for _ in range(sizes.streams)]
+            started.set()
+            await streams_load(channels, batch)
+        elif name == "silent writers":
+            batches = [
+                [next(envelopes) for _ in range(sizes.silent_writer_events)]
+                for _ in range(sizes.silent_writers)
+            ]
+            started.set()
+            await silent_writers_load(channels, batches, stopped)
+        elif name == "readers":
+            started.set()
+            await readers_load(channels, sizes.readers, stopped)
+        else:
+            with silent_connections(address, sizes.silent_connections):
+                started.set()
+                await stopped.wait()
+        await waiting
+
+    asyncio.run(load())
