@@ -29,6 +29,8 @@ ROLE_OF_SERVICE = {
     "ledger.v1.CoverageService": "portal",
     "ledger.v1.AdminService": "operator",
     "payments.v1.RenewalService": "portal",
+    "grpc.health.v1.Health": "auditor",
+    "grpc.reflection.v1alpha.ServerReflection": "auditor",
 }
 ROLE_OF_METHOD = {
     "ledger.v1.LedgerService.SubmitEvent": "insurer",

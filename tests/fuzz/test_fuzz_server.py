@@ -47,7 +47,6 @@ from tests.builders import issued, person
 from tests.conftest import ServerHandle, onboard
 from tests.fuzz.generate import message_strategy, mutated
 from tests.stack import (
-    ROLE_OF_SERVICE,
     Method,
     RowCounter,
     call_raw,
@@ -64,9 +63,6 @@ MEMORY_GROWTH_BYTES_MAX = 256 * 1024 * 1024
 """Resident memory the whole run may add after warm-up (a leak per call would exceed it)."""
 INSURER = "gulf-health"
 FORBIDDEN = {grpc.StatusCode.INTERNAL, grpc.StatusCode.UNKNOWN}
-
-ROLE_OF_SERVICE.setdefault("grpc.health.v1.Health", "auditor")
-ROLE_OF_SERVICE.setdefault("grpc.reflection.v1alpha.ServerReflection", "auditor")
 
 
 def _fuzzed_methods() -> list[Method]:
