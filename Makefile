@@ -9,7 +9,7 @@ STAMP  := $(VENV)/.installed
 BUF    := protos/node_modules/.bin/buf
 PROTOS := $(wildcard protos/ledger/v1/*.proto) $(wildcard protos/payments/v1/*.proto)
 
-.PHONY: run test lint proto proto-check bench bench-small faults install clean serve
+.PHONY: run test lint proto proto-check bench bench-small faults fuzz install clean serve
 .PHONY: crash fiu-utils
 
 run: $(STAMP) ## Start a server on SQLite, submit and audit signed events, print the story.
@@ -48,6 +48,9 @@ proto-check: proto ## Fail when the committed generated code differs from what `
 
 faults: $(STAMP) ## The seeded renewal fault-injection run, large (make test runs 1,000 renewals).
 	POLICY_LEDGER_FAULT_RENEWALS=$${RENEWALS:-20000} $(BIN)/pytest -q tests/payments/test_renewal.py -k seeded
+
+fuzz: $(STAMP) ## The fuzz suite, large: 100,000 generated and mutated requests per engine (make test runs 1,200).
+	POLICY_LEDGER_FUZZ_CASES=$${CASES:-100000} $(BIN)/pytest -q --timeout=0 tests/fuzz
 
 bench: $(STAMP) ## Print throughput and latency figures (not a test: nothing fails on speed).
 	$(BIN)/python -m bench

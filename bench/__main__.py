@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import multiprocessing
 import os
 import random
 import sqlite3
@@ -34,6 +35,7 @@ from pathlib import Path
 import grpc
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from bench import fairness
 from bench.bulk import bulk_load
 from bench.echo import start_echo_server
 from clients.channel import ClientCredentials, Connection
@@ -635,6 +637,53 @@ def _serve(
     return f"127.0.0.1:{int(port_file.read_text())}", process
 
 
+def bench_fairness(folder: Path, scale: float, probe_calls: int = 200) -> None:
+    """The probe's unary SubmitEvent p99, idle and under each of issue 15's four loads."""
+    log_signer, insurer = Ed25519Signer.generate("bench/log"), Ed25519Signer.generate(INSURER)
+    server = ServerProcess(folder / "fairness-server", log_signer)
+    now = dt.datetime.now(dt.UTC)
+    sizes = fairness.LoadSizes()
+    sizes = fairness.LoadSizes(
+        streams=max(1, int(sizes.streams * scale)),
+        silent_writers=sizes.silent_writers,
+        silent_writer_events=max(1, int(sizes.silent_writer_events * scale)),
+        readers=max(1, int(sizes.readers * scale)),
+        silent_connections=max(1, int(sizes.silent_connections * scale)),
+    )
+    try:
+        with grpc.insecure_channel(server.address) as channel:
+            _onboard(channel, log_signer, insurer.public_key)
+        # The loads run in a child process and number their events from 0; the probe's start
+        # at 10^7, so no two callers submit the same event.
+        probes = fairness.signed_events(insurer, INSURER, 10**7, 10**7, now)
+        with grpc.insecure_channel(server.address) as channel:
+            probe = fairness.Probe(channel, probes)
+            probe.run(probe_calls)
+            idle_p99 = percentiles(probe.latencies_seconds)[1]
+            line("probe SubmitEvent p99, idle", f"{idle_p99:.1f} ms", "target under load: 5x")
+            for load in fairness.LOADS:
+                probe = fairness.Probe(channel, probes)
+                started, stop = multiprocessing.Event(), multiprocessing.Event()
+                loader = multiprocessing.Process(
+                    target=fairness.load_in_process,
+                    args=(load, sizes, server.address, format_signer_key(insurer), INSURER),
+                    kwargs={"started": started, "stop": stop},
+                )
+                loader.start()
+                started.wait(timeout=300)
+                probe.run(probe_calls)
+                stop.set()
+                loader.join(timeout=300)
+                p99 = percentiles(probe.latencies_seconds)[1]
+                line(
+                    f"probe p99 under {load}",
+                    f"{p99:.1f} ms",
+                    f"target {5 * idle_p99:.1f} ms; probe failures {len(probe.failures)}",
+                )
+    finally:
+        server.stop()
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run every benchmark and print the figures."""
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
@@ -648,6 +697,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--renewals", type=int, default=400, help="renewals at 16 callers")
     parser.add_argument(
         "--audit-entries", type=int, default=1_000_000, help="signed entries for the audit"
+    )
+    parser.add_argument(
+        "--load-scale", type=float, default=1.0, help="fraction of issue 15's loads (fairness)"
     )
     args = parser.parse_args(argv)
     print(f"policy-ledger bench on {os.cpu_count()} cores, Python {sys.version.split()[0]}")
@@ -669,6 +721,8 @@ def main(argv: list[str] | None = None) -> int:
         bench_renewals(folder, args.renewals)
         print("audit")
         bench_audit(folder, args.audit_entries)
+        print("fairness (issue 15: one caller's load against another's calls)")
+        bench_fairness(folder, args.load_scale)
     return 0
 
 

@@ -51,6 +51,10 @@ class ServerConfig:
     sequencer: SequencerOptions = field(default_factory=SequencerOptions)
     witnesses: tuple[str, ...] = ()
     """``URL=VERIFIERKEY`` of each witness to submit checkpoints to (``serve --witness``)."""
+    connection_idle_ms: int = limits.connection_idle_ms_max
+    """A connection with no call for this long is closed (tests shorten it)."""
+    caller_calls_in_flight_max: int = limits.caller_calls_in_flight_max
+    """Calls one caller may have under way (tests lower it)."""
 
     @classmethod
     def from_environment(cls, environment: dict[str, str] | None = None) -> ServerConfig:

@@ -7,6 +7,8 @@ is written. Names are ``<thing>_<unit>_max``.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from types import MappingProxyType
 from typing import Final
 
 # gRPC transport.
@@ -80,3 +82,60 @@ witness_timeout_seconds: Final = 10.0
 """How long one add-checkpoint request may take before the witness counts as failing."""
 witness_retry_seconds: Final = 30.0
 """A failing witness is retried at the next checkpoint, or after this long."""
+# Every request, checked by one descriptor-driven layer (ledger/rpc/validation.py) before any
+# servicer sees it. The defaults bound every field of every message; the table below tightens
+# (or, for URLs, widens) the bound of named fields. Keys are protobuf full field names.
+request_string_chars_max: Final = 1024
+"""Longest string any request field may hold unless ``request_field_max`` says otherwise."""
+request_bytes_max: Final = envelope_payload_bytes_max
+"""Largest bytes field of any request unless ``request_field_max`` says otherwise."""
+request_repeated_max: Final = 1024
+"""Most elements any repeated request field may hold unless ``request_field_max`` says otherwise."""
+request_violations_max: Final = 32
+"""Field violations one refusal lists at most (the rest are counted, not listed)."""
+url_chars_max: Final = 2048
+request_field_max: Final[Mapping[str, int]] = MappingProxyType(
+    {
+        "ledger.v1.Envelope.payload": envelope_payload_bytes_max,
+        "ledger.v1.Envelope.payload_type": envelope_payload_type_chars_max,
+        "ledger.v1.Signature.keyid": envelope_keyid_chars_max,
+        "ledger.v1.PersonId.value": person_id_value_chars_max,
+        "ledger.v1.CheckHouseholdRequest.members": household_members_max,
+        "ledger.v1.ListPolicyHistoryRequest.insurer_id": insurer_id_chars_max,
+        "ledger.v1.ListPolicyHistoryRequest.policy_id": policy_id_chars_max,
+        "ledger.v1.FindEntriesRequest.policy_id": policy_id_chars_max,
+        "ledger.v1.ListInsurerKeysRequest.insurer_id": insurer_id_chars_max,
+        "payments.v1.QuoteRenewalRequest.members": household_members_max,
+        "payments.v1.StartPaymentRequest.return_url": url_chars_max,
+        "payments.v1.RefundPaymentRequest.reason": name_chars_max,
+    }
+)
+"""Per-field bounds: characters of a string, bytes of a bytes field, elements of a repeated one."""
+request_integer_max: Final = 2**63 - 1
+"""Largest value of any unsigned 64-bit request field: storage keeps indexes and sizes as int64."""
+
+# Fairness: what one connection or one caller may hold, so that one cannot hurt the others.
+connection_streams_max: Final = 4096
+"""Concurrent calls (HTTP/2 streams) one connection may open: a backstop far above
+``caller_calls_in_flight_max``. A stream over it is reset (REFUSED_STREAM), which a gRPC client
+still writing its requests reports as INTERNAL; the per-caller limit answers clearly first."""
+server_pending_calls_max: Final = 4 * connection_streams_max
+"""Calls that may wait for the server to take them; grpc cancels the rest (default 1000)."""
+connection_idle_ms_max: Final = 5 * 60 * 1000
+"""A connection with no call for this long is closed by the server (ServerConfig may shorten)."""
+handshake_ms_max: Final = 10_000
+"""A connection must finish its handshake within this (a silent socket is dropped)."""
+keepalive_interval_ms: Final = 60_000
+"""The server pings a connection quiet for this long, to find peers that vanished."""
+keepalive_timeout_ms: Final = 20_000
+"""A ping unanswered for this long closes the connection."""
+client_ping_interval_ms_min: Final = 10_000
+"""Clients may ping at most this often (more often is abuse: the connection is closed)."""
+caller_calls_in_flight_max: Final = 1024
+"""Calls one caller may have under way at once; beyond, RESOURCE_EXHAUSTED with a retry hint."""
+read_threads_max: Final = 4
+"""Threads of the read pool (servicer reads), apart from the sequencer's own writer thread."""
+read_queue_max: Final = 256
+"""Reads waiting for a read thread; beyond, RESOURCE_EXHAUSTED with a retry hint."""
+retry_after_ms: Final = 200
+"""The retry hint (google.rpc.RetryInfo) sent with a RESOURCE_EXHAUSTED for load."""

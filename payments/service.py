@@ -37,7 +37,6 @@ from typing import TypeVar
 import grpc
 from sqlalchemy import Connection, Engine
 
-from ledger import limits
 from ledger.clock import Clock
 from ledger.coverage.reader import CoverageReader
 from ledger.dsse import sign_envelope
@@ -254,11 +253,9 @@ def parse_quote_request(request: pb.QuoteRenewalRequest) -> QuoteRequest:
         violations.append(FieldViolation("sponsor", "required"))
     if not request.members:
         violations.append(FieldViolation("members", "at least one member is required"))
-    if len(request.members) > limits.household_members_max:
-        violations.append(FieldViolation("members", f"at most {limits.household_members_max}"))
     members = [
         parsed
-        for position, member in enumerate(request.members[: limits.household_members_max])
+        for position, member in enumerate(request.members)
         if (parsed := _parse_member(violations, f"members[{position}]", member, request))
         is not None
     ]
@@ -479,8 +476,6 @@ class RenewalServicer(pb_grpc.RenewalServiceServicer):
             check_identifier(violations, "payment_id", request.payment_id)
             if request.amount_minor <= 0:
                 violations.append(FieldViolation("amount_minor", "must be positive"))
-            if len(request.reason) > limits.name_chars_max:
-                violations.append(FieldViolation("reason", f"at most {limits.name_chars_max}"))
             refuse_violations(violations)
             record = self._renewals.refund(
                 request.payment_id, request.amount_minor, request.idempotency_key, request.reason

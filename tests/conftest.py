@@ -131,6 +131,11 @@ def insurer_signer() -> Ed25519Signer:
     return Ed25519Signer.generate("gulf-health")
 
 
+_OWN_CONNECTION = [("grpc.use_local_subchannel_pool", 1)]
+"""Each test channel opens its own connection, as separate callers do (grpc would otherwise
+share one between channels of the same process, and the server could not tell them apart)."""
+
+
 class SessionPki:
     """A CA made once per test session, its server certificate, and client certificates issued
     on first use (one per ``role/name``), so tests run over real mTLS."""
@@ -209,7 +214,17 @@ class ServerHandle:
         session's test CA.
         """
         return grpc.secure_channel(
-            self.address, self.pki.credentials(role, name).channel_credentials()
+            self.address,
+            self.pki.credentials(role, name).channel_credentials(),
+            options=_OWN_CONNECTION,
+        )
+
+    def aio_channel(self, role: str = "operator", name: str = "test") -> grpc.aio.Channel:
+        """As :meth:`channel`, an asyncio channel (for loads of thousands of concurrent calls)."""
+        return grpc.aio.secure_channel(
+            self.address,
+            self.pki.credentials(role, name).channel_credentials(),
+            options=_OWN_CONNECTION,
         )
 
     def cli_arguments(self, role: str = "operator", name: str = "test") -> list[str]:
@@ -258,6 +273,7 @@ def start_server_thread(
     witnesses: tuple[str, ...] = (),
     insecure_plaintext: bool = False,
     operator_signer: Signer = OPERATOR_SIGNER,
+    config_changes: dict[str, int] | None = None,
     **options: float,
 ) -> ServerHandle:
     """Start a real server on 127.0.0.1:0 in a background thread (mTLS unless
@@ -280,6 +296,7 @@ def start_server_thread(
         sequencer=SequencerOptions(**options),  # type: ignore[arg-type]
         witnesses=witnesses,
     )
+    config = replace(config, **(config_changes or {}))  # type: ignore[arg-type]
     loop = asyncio.new_event_loop()
     thread = threading.Thread(target=loop.run_forever, name="server-loop", daemon=True)
     thread.start()

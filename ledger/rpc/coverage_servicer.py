@@ -240,13 +240,9 @@ class CoverageServicer(pb_grpc.CoverageServiceServicer):
                 check_person(violations, "sponsor", request.sponsor)
             else:
                 violations.append(FieldViolation("sponsor", "required"))
-            if len(request.members) > limits.household_members_max:
-                violations.append(
-                    FieldViolation("members", f"at most {limits.household_members_max}")
-                )
             members: list[tuple[PersonRef, Relationship | None]] = []
             seen: set[PersonRef] = set()
-            for position, member in enumerate(request.members[: limits.household_members_max]):
+            for position, member in enumerate(request.members):
                 field = f"members[{position}]"
                 if not member.HasField("person"):
                     violations.append(FieldViolation(f"{field}.person", "required"))
@@ -258,11 +254,9 @@ class CoverageServicer(pb_grpc.CoverageServiceServicer):
                 seen.add(person)
                 relationship: Relationship | None = None
                 if member.relationship != events_pb2.RELATIONSHIP_UNSPECIFIED:
-                    if member.relationship not in events_pb2.Relationship.values():
-                        violations.append(FieldViolation(f"{field}.relationship", "unknown value"))
-                    else:
-                        name = events_pb2.Relationship.Name(member.relationship)
-                        relationship = Relationship[name.removeprefix("RELATIONSHIP_")]
+                    # The request layer has refused unknown enum values.
+                    name = events_pb2.Relationship.Name(member.relationship)
+                    relationship = Relationship[name.removeprefix("RELATIONSHIP_")]
                 members.append((person, relationship))
             as_of = (
                 check_date(violations, "as_of_date", request.as_of_date, present=True)

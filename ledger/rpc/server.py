@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from importlib.metadata import entry_points
 
@@ -30,8 +31,10 @@ from ledger.rpc.access import AccessRecordingInterceptor
 from ledger.rpc.admin_servicer import AdminServicer
 from ledger.rpc.authorization import AuthorizationTable, check_signer, ledger_rules
 from ledger.rpc.coverage_servicer import CoverageServicer
+from ledger.rpc.fairness import CallerLimitInterceptor
 from ledger.rpc.interceptor import AuthorizationInterceptor
 from ledger.rpc.ledger_servicer import LedgerServicer
+from ledger.rpc.request_layer import RequestValidationInterceptor
 from ledger.sequencer import Sequencer
 from ledger.service import KeyCache, Ledger
 from ledger.signing import parse_verifier_key
@@ -85,6 +88,24 @@ class ServerContext:
     without one is refused)."""
 
 
+def connection_options(idle_ms: int) -> list[tuple[str, int]]:
+    """The transport limits that keep one connection from hurting the others (ledger.limits)."""
+    return [
+        ("grpc.max_concurrent_streams", limits.connection_streams_max),
+        # grpc cancels calls that wait for the server to take them beyond this (default 1000):
+        # a burst of 2,000 streams was answered CANCELLED, or INTERNAL by clients still writing.
+        ("grpc.server.max_pending_requests", limits.server_pending_calls_max),
+        ("grpc.server.max_pending_requests_hard_limit", 2 * limits.server_pending_calls_max),
+        ("grpc.max_connection_idle_ms", idle_ms),
+        ("grpc.server_handshake_timeout_ms", min(limits.handshake_ms_max, idle_ms)),
+        ("grpc.keepalive_time_ms", limits.keepalive_interval_ms),
+        ("grpc.keepalive_timeout_ms", limits.keepalive_timeout_ms),
+        ("grpc.keepalive_permit_without_calls", 1),
+        ("grpc.http2.min_ping_interval_without_data_ms", limits.client_ping_interval_ms_min),
+        ("grpc.http2.max_ping_strikes", 2),
+    ]
+
+
 def _install_extensions(context: ServerContext) -> tuple[str, ...]:
     names: list[str] = []
     for point in entry_points(group=EXTENSION_GROUP):
@@ -128,6 +149,7 @@ class RunningServer:
     """The table the interceptor enforces (every method served must have a row)."""
     witnessing: WitnessSubmitter | None = None
     """Submits checkpoints to the configured witnesses (None: no witnesses)."""
+    read_pool: ThreadPoolExecutor | None = None
 
     async def stop(self) -> None:
         """Stop taking calls, finish the ones under way, commit what is queued, close."""
@@ -138,6 +160,8 @@ class RunningServer:
         if self.witnessing is not None:
             await self.witnessing.stop()
         self.engine.dispose()
+        if self.read_pool is not None:
+            self.read_pool.shutdown(wait=False)
 
 
 def _operator_key_to_anchor(engine: Engine, config: ServerConfig) -> bytes | None:
@@ -160,6 +184,10 @@ async def start_server(config: ServerConfig, clock: Clock | None = None) -> Runn
     """Start a server as ``config`` says; returns once it listens."""
     clock = clock or SystemClock()
     tls = load_tls_files(config)  # first: refuse to start before opening anything
+    # Servicer reads run on the loop's default executor (asyncio.to_thread): bound it, apart from
+    # the sequencer's own writer thread, so a flood of reads cannot take every thread.
+    read_pool = ThreadPoolExecutor(limits.read_threads_max, thread_name_prefix="read")
+    asyncio.get_running_loop().set_default_executor(read_pool)
     signer = load_signer(config.log_key_path)
     origin = config.origin or signer.name
     check_origin(origin)
@@ -174,9 +202,12 @@ async def start_server(config: ServerConfig, clock: Clock | None = None) -> Runn
     key_cache = KeyCache(key_store)
     authorization = AuthorizationTable(ledger_rules())
     server = grpc.aio.server(
-        # Authorization first (it sets the caller), then the access records it names.
+        # Authorization first (it sets the caller); then the caller's share of the server and
+        # the request's validity; last, the access record of an answer about people.
         interceptors=[
             AuthorizationInterceptor(authorization, config.trust_domain),
+            CallerLimitInterceptor(config.caller_calls_in_flight_max),
+            RequestValidationInterceptor(),
             AccessRecordingInterceptor(AccessLog(engine), clock),
         ],
         options=[
@@ -185,6 +216,7 @@ async def start_server(config: ServerConfig, clock: Clock | None = None) -> Runn
             # gRPC turns SO_REUSEPORT on by default: a second server on the same port would
             # start silently and share the connections. Refuse the port instead.
             ("grpc.so_reuseport", 0),
+            *connection_options(config.connection_idle_ms),
         ],
     )
     ledger = Ledger(key_cache, sequencer, clock, signer_check=check_signer)
@@ -233,6 +265,7 @@ async def start_server(config: ServerConfig, clock: Clock | None = None) -> Runn
         grace_seconds=config.grace_seconds,
         witnessing=witnessing,
         authorization=authorization,
+        read_pool=read_pool,
     )
 
 

@@ -4,6 +4,7 @@ simulated gateway, and the portal's client verifying every recorded payment's re
 from __future__ import annotations
 
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import grpc
@@ -288,3 +289,28 @@ def test_bad_payment_requests_are_invalid_argument_and_write_nothing(
                 assert connection.execute(text(f"SELECT count(*) FROM {table}")).scalar() == 0
     finally:
         engine.dispose()
+
+
+def _refund_outcome(renewals: RenewalClient, payment_id: str) -> str:
+    try:
+        refunded = renewals.refund(payment_id, 1_000, "refund-key-race", "duplicate fee")
+    except ClientError as error:
+        return f"{error.code.name}: {error}"
+    return f"OK refunded {refunded.refunded_minor}"
+
+
+def test_concurrent_refunds_with_one_idempotency_key_refund_once_and_answer_alike(
+    stack: tuple[ServerHandle, RenewalClient, grpc.Channel], database_url: str
+) -> None:
+    """Issue 15: concurrent RefundPayment calls with one idempotency key answered INTERNAL."""
+    _, renewals, _ = stack
+    quote = renewals.quote(_kuwait_family(2, 2)).quote
+    payment = renewals.start_payment(quote.quote_id, "portal-key-race", gateway="simulated")
+    before = _entries(database_url)
+    callers = 8
+    with ThreadPoolExecutor(max_workers=callers) as pool:
+        outcomes = list(
+            pool.map(lambda _: _refund_outcome(renewals, payment.payment_id), range(callers))
+        )
+    assert outcomes == ["OK refunded 1000"] * callers
+    assert _entries(database_url) == before + 1  # the refund, once

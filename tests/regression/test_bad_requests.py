@@ -1,0 +1,247 @@
+"""Regression tests of issue 15's bad-input findings: each was answered UNKNOWN or INTERNAL.
+
+Every one is now refused by the one decode-and-validation layer (``ledger.rpc.request_layer``)
+with INVALID_ARGUMENT (or RESOURCE_EXHAUSTED for sizes) and a BadRequest field violation naming
+the field, and writes nothing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import grpc
+import pytest
+from google.protobuf.message import Message
+
+from clients.errors import from_rpc_error
+from ledger.signing import Ed25519Signer
+from ledger.v1 import admin_service_pb2 as admin
+from ledger.v1 import coverage_service_pb2 as coverage
+from ledger.v1 import ledger_service_pb2 as ledger
+from ledger.v1 import types_pb2
+from payments.v1 import renewal_service_pb2 as renewal
+from tests.builders import person
+from tests.conftest import ServerHandle
+from tests.stack import Method, call_raw, every_method, metadata_for, row_counts, start_full_server
+
+TIMEOUT_SECONDS = 30
+UNDECODABLE = b"\xff\xff\xff\xff"
+"""A field tag with no end: no message parses from these bytes."""
+
+
+@pytest.fixture
+def full_server(
+    database_url: str,
+    log_signer: Ed25519Signer,
+    operator_signer: Ed25519Signer,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> Iterator[ServerHandle]:
+    server = start_full_server(database_url, log_signer, operator_signer, tmp_path, monkeypatch)
+    yield server
+    server.stop()
+
+
+def _method(full_name: str) -> Method:
+    [found] = [m for m in every_method() if m.descriptor.full_name == full_name]
+    return found
+
+
+@pytest.mark.parametrize("method", every_method(), ids=lambda m: m.descriptor.full_name)
+def test_a_body_that_does_not_parse_is_invalid_argument_on_every_method(
+    method: Method, full_server: ServerHandle, database_url: str
+) -> None:
+    before = row_counts(database_url)
+    with full_server.channel(method.role, "regression") as channel:
+        code = call_raw(
+            channel, method, [UNDECODABLE], metadata_for(full_server, method), TIMEOUT_SECONDS
+        )
+    assert code == grpc.StatusCode.INVALID_ARGUMENT
+    assert row_counts(database_url) == before
+
+
+def _person_99() -> types_pb2.PersonId:
+    bad = person(1)
+    bad.type = 99  # type: ignore[assignment]
+    return bad
+
+
+def _find_entries_person_99() -> Message:
+    return coverage.FindEntriesRequest(person=_person_99())
+
+
+def _check_household_sponsor_99() -> Message:
+    return coverage.CheckHouseholdRequest(
+        sponsor=_person_99(), through_date=types_pb2.CivilDate(year=2027, month=1, day=1)
+    )
+
+
+def _quote(**member: int) -> Callable[[], Message]:
+    def build() -> Message:
+        request = renewal.QuoteRenewalRequest(jurisdiction="KW", sponsor=person(1))
+        request.members.add(person=person(1), **member)  # type: ignore[arg-type]
+        return request
+
+    return build
+
+
+def _register_key(**valid_from: int) -> Callable[[], Message]:
+    def build() -> Message:
+        request = admin.RegisterInsurerKeyRequest(insurer_id="gulf-health", public_key=b"k" * 32)
+        for name, value in valid_from.items():
+            setattr(request.valid_from, name, value)
+        return request
+
+    return build
+
+
+def _revoke_key(**revoked_at: int) -> Callable[[], Message]:
+    def build() -> Message:
+        request = admin.RevokeInsurerKeyRequest(key_id="gulf-health+00000000")
+        for name, value in revoked_at.items():
+            setattr(request.revoked_at, name, value)
+        return request
+
+    return build
+
+
+BEYOND_INT64 = 2**63
+YEAR_10000 = 253_402_300_800
+CASES: dict[str, tuple[str, Callable[[], Message], str, str]] = {
+    "FindEntries person.type 99": (
+        "ledger.v1.CoverageService.FindEntries",
+        _find_entries_person_99,
+        "INVALID_ARGUMENT",
+        "person.type",
+    ),
+    "CheckHousehold sponsor.type 99": (
+        "ledger.v1.CoverageService.CheckHousehold",
+        _check_household_sponsor_99,
+        "INVALID_ARGUMENT",
+        "sponsor.type",
+    ),
+    "QuoteRenewal unknown relationship": (
+        "payments.v1.RenewalService.QuoteRenewal",
+        _quote(relationship=77),
+        "INVALID_ARGUMENT",
+        "members[0].relationship",
+    ),
+    "QuoteRenewal unknown residence_category": (
+        "payments.v1.RenewalService.QuoteRenewal",
+        _quote(residence_category=77),
+        "INVALID_ARGUMENT",
+        "members[0].residence_category",
+    ),
+    "FindEntries after_leaf_index 2^63": (
+        "ledger.v1.CoverageService.FindEntries",
+        lambda: coverage.FindEntriesRequest(policy_id="P-1", after_leaf_index=BEYOND_INT64),
+        "INVALID_ARGUMENT",
+        "after_leaf_index",
+    ),
+    "ListPolicyHistory after_leaf_index 2^63": (
+        "ledger.v1.CoverageService.ListPolicyHistory",
+        lambda: coverage.ListPolicyHistoryRequest(
+            insurer_id="gulf-health", policy_id="P-1", after_leaf_index=BEYOND_INT64
+        ),
+        "INVALID_ARGUMENT",
+        "after_leaf_index",
+    ),
+    "GetCheckpoint tree_size 2^63": (
+        "ledger.v1.LedgerService.GetCheckpoint",
+        lambda: ledger.GetCheckpointRequest(tree_size=BEYOND_INT64),
+        "INVALID_ARGUMENT",
+        "tree_size",
+    ),
+    "GetInclusionProof leaf_index 2^64-1": (
+        "ledger.v1.LedgerService.GetInclusionProof",
+        lambda: ledger.GetInclusionProofRequest(leaf_index=2**64 - 1),
+        "INVALID_ARGUMENT",
+        "leaf_index",
+    ),
+    "RegisterInsurerKey negative nanos": (
+        "ledger.v1.AdminService.RegisterInsurerKey",
+        _register_key(seconds=1, nanos=-1),
+        "INVALID_ARGUMENT",
+        "valid_from.nanos",
+    ),
+    "RegisterInsurerKey nanos of 10^9": (
+        "ledger.v1.AdminService.RegisterInsurerKey",
+        _register_key(seconds=1, nanos=10**9),
+        "INVALID_ARGUMENT",
+        "valid_from.nanos",
+    ),
+    "RevokeInsurerKey year 10000": (
+        "ledger.v1.AdminService.RevokeInsurerKey",
+        _revoke_key(seconds=YEAR_10000),
+        "INVALID_ARGUMENT",
+        "revoked_at.seconds",
+    ),
+    "ListInsurerKeys over-long insurer_id": (
+        "ledger.v1.AdminService.ListInsurerKeys",
+        lambda: admin.ListInsurerKeysRequest(insurer_id="x" * 65),
+        "INVALID_ARGUMENT",
+        "insurer_id",
+    ),
+    "ListInsurerKeys insurer_id with NUL (INTERNAL on PostgreSQL, found by the fuzz suite)": (
+        "ledger.v1.AdminService.ListInsurerKeys",
+        lambda: admin.ListInsurerKeysRequest(insurer_id="\x00"),
+        "INVALID_ARGUMENT",
+        "insurer_id",
+    ),
+    "CheckHousehold 65 members": (
+        "ledger.v1.CoverageService.CheckHousehold",
+        lambda: coverage.CheckHouseholdRequest(
+            sponsor=person(1),
+            members=[coverage.HouseholdMember(person=person(n)) for n in range(65)],
+        ),
+        "INVALID_ARGUMENT",
+        "members",
+    ),
+    "SubmitEvent payload over 64 KiB": (
+        "ledger.v1.LedgerService.SubmitEvent",
+        lambda: ledger.SubmitEventRequest(
+            envelope=types_pb2.Envelope(
+                payload=b"\x00" * (64 * 1024 + 1),
+                payload_type="application/vnd.policy-ledger.event+protobuf",
+                signatures=[types_pb2.Signature(sig=b"s" * 64, keyid="k")],
+            )
+        ),
+        "RESOURCE_EXHAUSTED",
+        "envelope.payload",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", CASES, ids=list(CASES))
+def test_a_bad_field_is_refused_naming_it_and_nothing_is_written(
+    case: str, full_server: ServerHandle, database_url: str
+) -> None:
+    method_name, build, code, field = CASES[case]
+    method = _method(method_name)
+    before = row_counts(database_url)
+    body = build().SerializeToString()
+    with full_server.channel(method.role, "regression") as channel:
+        call = channel.unary_unary(method.path)
+        with pytest.raises(grpc.RpcError) as raised:
+            call(body, timeout=TIMEOUT_SECONDS, metadata=metadata_for(full_server, method))
+    error = from_rpc_error(raised.value)
+    assert error.code.name == code, str(error)
+    assert field in [violation.field for violation in error.field_violations], str(error)
+    assert row_counts(database_url) == before
+
+
+def test_an_undecodable_message_in_a_stream_ends_it_invalid_argument_after_the_good_ones(
+    full_server: ServerHandle, database_url: str
+) -> None:
+    method = _method("ledger.v1.LedgerService.SubmitEvents")
+    before = row_counts(database_url)
+    empty = ledger.SubmitEventsRequest().SerializeToString()
+    with full_server.channel(method.role, "regression") as channel:
+        call = channel.stream_stream(method.path)
+        responses = call(iter([empty, UNDECODABLE]), timeout=TIMEOUT_SECONDS)
+        with pytest.raises(grpc.RpcError) as raised:
+            for _ in responses:
+                pass
+    assert raised.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert row_counts(database_url) == before
