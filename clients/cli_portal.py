@@ -14,6 +14,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+import grpc
+
 from clients.channel import add_connection_arguments, connection_from_arguments
 from ledger.cli_flags import PERSON_FORM, add_log_verifier, person_argument, person_text
 
@@ -131,6 +133,9 @@ def _renew(args: argparse.Namespace) -> int:
             try:
                 response = client.quote(request)
             except ClientError as error:
+                if error.code is not grpc.StatusCode.FAILED_PRECONDITION:
+                    raise  # unreachable, refused, unimplemented: the CLI's exit 3 with a hint
+                # The renewal's own rules refused it: an answer (exit 1), not a failure to ask.
                 print(f"REFUSED before any charge: {error.reason}: {error.message}")
                 print("  nothing was charged; next: resolve the reason, then run renew again")
                 return 1

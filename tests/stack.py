@@ -14,6 +14,7 @@ from google.protobuf.message_factory import GetMessageClass
 from sqlalchemy import MetaData, func, select
 
 from ledger.rpc.server import SERVICE_NAMES
+from ledger.signers import SignerRole
 from ledger.signing import Ed25519Signer, format_signer_key
 from ledger.storage.db import create_ledger_engine
 from payments.service import SERVICE_NAME as RENEWAL_SERVICE_NAME
@@ -24,20 +25,24 @@ AUTHORITY = "kw-gov-health"
 SERVICES = (*SERVICE_NAMES, RENEWAL_SERVICE_NAME)
 """The services the server registers (health and reflection are the standard packages')."""
 
-ROLE_OF_SERVICE = {
-    "ledger.v1.LedgerService": "auditor",
-    "ledger.v1.CoverageService": "portal",
-    "ledger.v1.AdminService": "operator",
-    "payments.v1.RenewalService": "portal",
-    "grpc.health.v1.Health": "auditor",
-    "grpc.reflection.v1alpha.ServerReflection": "auditor",
+CALLER_OF_SERVICE = {
+    "ledger.v1.LedgerService": ("auditor", "auditor"),
+    "ledger.v1.CoverageService": ("operator", "operator"),
+    "ledger.v1.AdminService": ("operator", "operator"),
+    "payments.v1.RenewalService": ("portal", "KW"),
+    "grpc.health.v1.Health": ("auditor", "auditor"),
+    "grpc.reflection.v1alpha.ServerReflection": ("auditor", "auditor"),
 }
-ROLE_OF_METHOD = {
-    "ledger.v1.LedgerService.SubmitEvent": "insurer",
-    "ledger.v1.LedgerService.SubmitEvents": "insurer",
+CALLER_OF_METHOD = {
+    "ledger.v1.LedgerService.SubmitEvent": ("insurer", "gulf-health"),
+    "ledger.v1.LedgerService.SubmitEvents": ("insurer", "gulf-health"),
+    "payments.v1.RenewalService.CompletePayment": ("authority", "kw"),
+    "payments.v1.RenewalService.GetRenewal": ("operator", "operator"),
+    "payments.v1.RenewalService.RefundPayment": ("authority", "kw"),
 }
-"""Who calls each method (to be aligned with the authorization table): a method's own entry,
-else its service's."""
+"""Who calls each method (``role``, ``name``), as the authorization table
+(ledger/rpc/authorization.py, payments/authorization.py) allows: a method's own entry, else its
+service's. The requests then reach the validation layer and the servicers, not a refusal."""
 
 
 @dataclass(frozen=True)
@@ -52,10 +57,11 @@ class Method:
         return f"/{self.descriptor.containing_service.full_name}/{self.descriptor.name}"
 
     @property
-    def role(self) -> str:
-        """The role of the caller the tests call this method as."""
-        return ROLE_OF_METHOD.get(
-            self.descriptor.full_name, ROLE_OF_SERVICE[self.descriptor.containing_service.full_name]
+    def caller(self) -> tuple[str, str]:
+        """The caller (role, name) the tests call this method as."""
+        return CALLER_OF_METHOD.get(
+            self.descriptor.full_name,
+            CALLER_OF_SERVICE[self.descriptor.containing_service.full_name],
         )
 
     @property
@@ -98,14 +104,13 @@ def start_full_server(
     monkeypatch.setenv("POLICY_LEDGER_PAYMENTS_AUTHORITY_KEY", str(key_file))
     monkeypatch.setenv("POLICY_LEDGER_PAYMENTS_AUTHORITY_ID", AUTHORITY)
     server = start_server_thread(database_url, log_signer, tmp_path, **options)
-    onboard(server, operator_signer, AUTHORITY, authority)
+    onboard(server, operator_signer, AUTHORITY, authority, role=SignerRole.AUTHORITY)
     return server
 
 
 def metadata_for(server: ServerHandle, method: Method) -> tuple[tuple[str, str], ...]:
-    """The credentials the caller of ``method`` presents (the operator's admin token)."""
-    if method.role == "operator":
-        return (("authorization", f"Bearer {server.admin_token}"),)
+    """Extra metadata the caller of ``method`` sends: none (it proves who it is with its
+    client certificate)."""
     return ()
 
 

@@ -22,6 +22,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import grpc
+from google.protobuf.message import Message
 
 from ledger.errors import LedgerError, PermissionDenied, Unauthenticated
 from ledger.rpc.authorization import (
@@ -111,6 +112,10 @@ class AuthorizationInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type
 
 
 async def _check_jurisdiction(grant: Grant, caller: Caller, request: object) -> None:
+    if request is not None and not isinstance(request, Message):
+        # A body that did not parse: the request layer after this interceptor refuses it with
+        # INVALID_ARGUMENT; it names no jurisdiction, so nothing of another one is at stake.
+        return
     if request is None:
         raise PermissionDenied(
             "a jurisdiction-limited method cannot be streamed", reason="JURISDICTION_UNKNOWN"

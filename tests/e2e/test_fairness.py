@@ -69,7 +69,7 @@ def test_2000_concurrent_streams_on_one_connection_get_no_internal(
     request reported INTERNAL (181 of 2,000 in the issue). Needs more than 1,000 streams."""
     envelopes = list(signed_events(insurer_signer, INSURER, 0, 2000))
     outcomes = asyncio.run(
-        streams_load(lambda: loaded_server.aio_channel("insurer", "burst"), envelopes)
+        streams_load(lambda: loaded_server.aio_channel("insurer", INSURER), envelopes)
     )
     assert set(outcomes) <= {"OK", "RESOURCE_EXHAUSTED"}, outcomes
     assert outcomes["OK"] > 0
@@ -105,7 +105,7 @@ def test_a_caller_over_its_in_flight_limit_is_refused_with_a_retry_hint_others_a
     sequencer, loop = server.running.sequencer, server.loop
     requests = _envelopes(insurer_signer, 0, 3)
     try:
-        with server.channel("insurer", "busy") as busy, server.channel("auditor", "calm") as calm:
+        with server.channel("insurer", INSURER) as busy, server.channel("auditor", "calm") as calm:
             stub = pb_grpc.LedgerServiceStub(busy)
             calm_stub = pb_grpc.LedgerServiceStub(calm)
             size_before = calm_stub.GetCheckpoint(pb.GetCheckpointRequest()).tree_size
@@ -187,12 +187,12 @@ def test_the_probe_never_fails_under_each_load(
     load: str, loaded_server: ServerHandle, insurer_signer: Ed25519Signer
 ) -> None:
     sizes = _scaled(LoadSizes())
-    with loaded_server.channel("insurer", "probe") as channel:
+    with loaded_server.channel("insurer", INSURER) as channel:
         probe = Probe(channel, signed_events(insurer_signer, INSURER, 10**6, PROBE_CALLS))
         outcomes = run_load(
             load,
             sizes,
-            lambda: loaded_server.aio_channel("insurer", "load"),
+            lambda: loaded_server.aio_channel("insurer", INSURER),
             loaded_server.address,
             probe,
             PROBE_CALLS,

@@ -302,15 +302,27 @@ def _refund_outcome(renewals: RenewalClient, payment_id: str) -> str:
 def test_concurrent_refunds_with_one_idempotency_key_refund_once_and_answer_alike(
     stack: tuple[ServerHandle, RenewalClient, grpc.Channel], database_url: str
 ) -> None:
-    """Issue 15: concurrent RefundPayment calls with one idempotency key answered INTERNAL."""
-    _, renewals, _ = stack
+    """Issue 15: concurrent RefundPayment calls with one idempotency key answered INTERNAL.
+    Now each gets the first call's answer, or UNAVAILABLE "retry" while the first is in flight
+    (issue 9), and the refund is recorded once."""
+    server, renewals, _ = stack
     quote = renewals.quote(_kuwait_family(2, 2)).quote
     payment = renewals.start_payment(quote.quote_id, "portal-key-race", gateway="simulated")
     before = _entries(database_url)
     callers = 8
-    with ThreadPoolExecutor(max_workers=callers) as pool:
-        outcomes = list(
-            pool.map(lambda _: _refund_outcome(renewals, payment.payment_id), range(callers))
+    with server.channel("authority", AUTHORITY) as channel:
+        authority = RenewalClient(
+            channel, log=TrustedLog.from_verifier_key(server.log_verifier_key)
         )
-    assert outcomes == ["OK refunded 1000"] * callers
+        with ThreadPoolExecutor(max_workers=callers) as pool:
+            outcomes = list(
+                pool.map(lambda _: _refund_outcome(authority, payment.payment_id), range(callers))
+            )
+        assert "OK refunded 1000" in outcomes, outcomes
+        assert all(
+            outcome == "OK refunded 1000"
+            or (outcome.startswith("UNAVAILABLE") and "retry" in outcome)
+            for outcome in outcomes
+        ), outcomes
+        assert _refund_outcome(authority, payment.payment_id) == "OK refunded 1000"
     assert _entries(database_url) == before + 1  # the refund, once

@@ -126,9 +126,6 @@ def _seeds(insurer: Ed25519Signer) -> dict[str, list[Message]]:
         "ledger.v1.CoverageService.GetCoverageCertificate": [
             coverage.GetCoverageCertificateRequest(person=person(1), date=day)
         ],
-        "ledger.v1.AdminService.RegisterInsurerKey": [
-            admin.RegisterInsurerKeyRequest(insurer_id="fuzz-insurer", public_key=b"\x01" * 32)
-        ],
         "ledger.v1.AdminService.ListInsurerKeys": [admin.ListInsurerKeysRequest()],
         "payments.v1.RenewalService.QuoteRenewal": [
             renewal.QuoteRenewalRequest(
@@ -162,7 +159,7 @@ class Fuzzer:
     def call(self, method: Method, bodies: list[bytes]) -> grpc.StatusCode:
         """Call ``method`` with ``bodies``; fail on INTERNAL/UNKNOWN, a hang or a stray write."""
         code = call_raw(
-            self.channels[method.role],
+            self.channels[method.caller],
             method,
             bodies,
             metadata_for(self.server, method),
@@ -192,8 +189,8 @@ def fuzzer(
         onboard(server, operator_signer, INSURER, insurer_signer)
         with ExitStack() as stack:
             channels = {
-                role: stack.enter_context(server.channel(role, "fuzz"))
-                for role in {method.role for method in METHODS}
+                caller: stack.enter_context(server.channel(*caller))
+                for caller in {method.caller for method in METHODS}
             }
             rows = RowCounter(database_url)
             stack.callback(rows.close)

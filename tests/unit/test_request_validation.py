@@ -7,7 +7,12 @@ import pytest
 from ledger import limits
 from ledger.errors import InvalidArgument, ResourceExhausted
 from ledger.rpc.validation import check_request
-from ledger.v1 import admin_service_pb2, coverage_service_pb2, ledger_service_pb2, types_pb2
+from ledger.v1 import (
+    coverage_service_pb2,
+    events_pb2,
+    ledger_service_pb2,
+    types_pb2,
+)
 
 
 def test_a_valid_request_passes() -> None:
@@ -26,13 +31,13 @@ def test_every_bad_field_is_named_by_its_path() -> None:
 
 
 def test_timestamp_bounds_are_checked_inside_any_message() -> None:
-    request = admin_service_pb2.RevokeInsurerKeyRequest(key_id="k")
-    request.revoked_at.seconds = 253_402_300_800  # 10000-01-01
-    request.revoked_at.nanos = -1
+    request = events_pb2.Event(event_id="k")
+    request.key_revoked.revoked_from.seconds = 253_402_300_800  # 10000-01-01
+    request.key_revoked.revoked_from.nanos = -1
     with pytest.raises(InvalidArgument) as raised:
         check_request(request)
     fields = [violation.field for violation in raised.value.details.field_violations]
-    assert fields == ["revoked_at.seconds", "revoked_at.nanos"]
+    assert fields == ["key_revoked.revoked_from.seconds", "key_revoked.revoked_from.nanos"]
 
 
 def test_oversize_bytes_alone_are_resource_exhausted_with_anything_else_invalid() -> None:
