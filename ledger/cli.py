@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from clients.errors import ClientError
+from ledger.cli_enrol import add_enrol_commands
 from ledger.cli_flags import (
     PERSON_FORM,
     add_log_key_file,
@@ -366,6 +367,7 @@ def _parser() -> argparse.ArgumentParser:
     _add_admin_commands(commands)
     _add_pki_commands(commands)
     _add_access_commands(commands)
+    add_enrol_commands(commands)
     for point in entry_points(group=CLI_COMMANDS_GROUP):  # e.g. `payments` (payments/cli.py)
         point.load()(commands)
 

@@ -1,0 +1,69 @@
+"""``policy-ledger enrol``: the operator issues a one-time code (``enrol issue``, database), and
+a new party trades it for its client certificate (``enrol --server ...``, see
+clients/enrolment.py). The flow is in docs/security.md, "Enrolment".
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from ledger.clock import SystemClock
+from ledger.config import ServerConfig
+from ledger.enrolment import new_code, parse_ttl
+from ledger.pki import ROLES, spiffe_id
+from ledger.storage.db import create_ledger_engine
+from ledger.storage.enrolment_store import EnrolmentStore
+from ledger.storage.migrate import upgrade
+
+__all__ = ["add_enrol_commands"]
+
+_ISSUE_DESCRIPTION = """\
+Issue a one-time enrolment code for a party (a role and a name). The code is printed once, on
+standard output; the database keeps only its SHA-256. It expires after --ttl, is used once, and
+is locked after 5 wrong tries (issue a new one to unlock). Issuing a new code for the same party
+replaces the old one.
+
+Example:
+  policy-ledger enrol issue --role insurer --name acme-health --ttl 24h"""
+
+
+def _issue(args: argparse.Namespace) -> int:
+    spiffe_id("policy-ledger.local", args.role, args.name)  # refuses a bad role or name
+    ttl = parse_ttl(args.ttl)
+    engine = create_ledger_engine(args.database or ServerConfig.from_environment().database_url)
+    upgrade(engine)
+    now = SystemClock().now()
+    code = new_code()
+    EnrolmentStore(engine).issue(args.role, args.name, code, now, ttl)
+    engine.dispose()
+    print(code)
+    print(
+        f"enrolment code for {args.role}/{args.name}, valid until {(now + ttl).isoformat()}; "
+        "it is shown only this once",
+        file=sys.stderr,
+    )
+    return 0
+
+
+def _usage(parser: argparse.ArgumentParser) -> int:
+    parser.print_usage(sys.stderr)
+    return 2
+
+
+def add_enrol_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Add ``enrol`` (and ``enrol issue``) to the command line."""
+    enrol = commands.add_parser("enrol", help="enrolment: one-time codes, then certificates")
+    enrol.set_defaults(handler=lambda _: _usage(enrol))
+    enrol_commands = enrol.add_subparsers(dest="enrol_command")
+    issue = enrol_commands.add_parser(
+        "issue",
+        help="issue a one-time enrolment code (operator, database)",
+        description=_ISSUE_DESCRIPTION,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    issue.add_argument("--role", required=True, choices=ROLES)
+    issue.add_argument("--name", required=True, help="insurer id, jurisdiction, or a name")
+    issue.add_argument("--ttl", default="24h", help="how long the code is valid: 30m, 24h, 7d")
+    issue.add_argument("--database", help="SQLAlchemy URL")
+    issue.set_defaults(handler=_issue)
