@@ -6,17 +6,18 @@ clients/enrolment.py). The flow is in docs/security.md, "Enrolment".
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
+from pathlib import Path
 
 from ledger.clock import SystemClock
 from ledger.config import ServerConfig
-from ledger.enrolment import new_code, parse_ttl
-from ledger.pki import ROLES, spiffe_id
+from ledger.enrolment import ENROLLABLE_ROLES, check_enrollable, new_code, parse_ttl
 from ledger.storage.db import create_ledger_engine
 from ledger.storage.enrolment_store import EnrolmentStore
 from ledger.storage.migrate import upgrade
 
-__all__ = ["add_enrol_commands"]
+__all__ = ["add_enrol_commands", "add_enrol_serve_options", "apply_enrol_serve_options"]
 
 _ISSUE_DESCRIPTION = """\
 Issue a one-time enrolment code for a party (a role and a name). The code is printed once, on
@@ -29,7 +30,7 @@ Example:
 
 
 def _issue(args: argparse.Namespace) -> int:
-    spiffe_id("policy-ledger.local", args.role, args.name)  # refuses a bad role or name
+    check_enrollable(args.role, args.name)
     ttl = parse_ttl(args.ttl)
     engine = create_ledger_engine(args.database or ServerConfig.from_environment().database_url)
     upgrade(engine)
@@ -62,8 +63,31 @@ def add_enrol_commands(commands: argparse._SubParsersAction[argparse.ArgumentPar
         description=_ISSUE_DESCRIPTION,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    issue.add_argument("--role", required=True, choices=ROLES)
+    issue.add_argument("--role", required=True, choices=ENROLLABLE_ROLES)
     issue.add_argument("--name", required=True, help="insurer id, jurisdiction, or a name")
     issue.add_argument("--ttl", default="24h", help="how long the code is valid: 30m, 24h, 7d")
     issue.add_argument("--database", help="SQLAlchemy URL")
     issue.set_defaults(handler=_issue)
+
+
+def add_enrol_serve_options(serve: argparse.ArgumentParser) -> None:
+    """``serve``'s enrolment port options (all three, or none)."""
+    serve.add_argument(
+        "--enrol-listen",
+        help="host:port of the enrolment port (server certificate only; EnrolmentService only)",
+    )
+    serve.add_argument("--client-ca-key", help="the client CA's key, PEM: signs enrolled parties")
+    serve.add_argument(
+        "--operator-key-file",
+        help="the operator's signer key: signs enrolled insurers' KeyRegistered events",
+    )
+
+
+def apply_enrol_serve_options(args: argparse.Namespace, config: ServerConfig) -> ServerConfig:
+    """``config`` with the enrolment port options of ``serve``."""
+    return dataclasses.replace(
+        config,
+        enrol_listen=args.enrol_listen or config.enrol_listen,
+        client_ca_key_path=Path(args.client_ca_key) if args.client_ca_key else None,
+        operator_key_path=Path(args.operator_key_file) if args.operator_key_file else None,
+    )

@@ -147,3 +147,9 @@ enrolment_code_ttl_max: Final = dt.timedelta(days=30)
 """The longest an enrolment code may stay valid (``enrol issue --ttl``)."""
 enrolment_code_bytes: Final = 20
 """Random bytes in an enrolment code (160 bits: guessing is hopeless within the tries allowed)."""
+enrolment_csr_bytes_max: Final = 8192
+"""The largest PEM certificate signing request ``EnrolmentService/Enrol`` reads."""
+enrolment_code_chars_max: Final = 64
+"""The longest enrolment code ``Enrol`` compares (a code is 32 characters)."""
+enrolled_certificate_validity: Final = dt.timedelta(days=90)
+"""How long a certificate obtained by enrolment is valid (re-enrol with a new code after)."""
