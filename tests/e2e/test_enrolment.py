@@ -22,6 +22,7 @@ from clients.samples import policy_issued
 from clients.verify import TrustedLog
 from ledger import limits
 from ledger.enrolment import new_code
+from ledger.rpc.authorization import AuthorizationTable, enrolment_rules
 from ledger.signing import Ed25519Signer, format_signer_key
 from ledger.storage.enrolment_store import EnrolmentStore
 from ledger.storage.log_store import entry_count
@@ -270,6 +271,18 @@ def test_each_port_serves_only_its_own_services(enrolling_server: ServerHandle) 
 
 def test_without_enrol_listen_no_enrolment_port_is_opened(server: ServerHandle) -> None:
     assert server.running.enrolment is None
+
+
+def test_only_the_enrolment_table_has_a_row_without_a_certificate(
+    enrolling_server: ServerHandle,
+) -> None:
+    # The main port's table: every row needs a client certificate (TLS requires one anyway).
+    assert [
+        rule.method for rule in enrolling_server.running.authorization if rule.without_certificate
+    ] == []
+    assert [rule.method for rule in AuthorizationTable(enrolment_rules())] == [
+        "/ledger.v1.EnrolmentService/Enrol"
+    ]
 
 
 def test_a_portal_enrols_without_a_signing_key_and_registers_nothing(
