@@ -19,10 +19,21 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from clients.errors import from_rpc_error
-from ledger.signing import Ed25519Signer
+from ledger.signing import (
+    Ed25519Signer,
+    format_signer_key,
+    format_verifier_key,
+    parse_signer_key,
+)
 from ledger.v1 import enrolment_service_pb2, enrolment_service_pb2_grpc, ledger_service_pb2
 
-__all__ = ["Enrolled", "certificate_request", "enrol", "write_credentials"]
+__all__ = [
+    "Enrolled",
+    "certificate_request",
+    "enrol",
+    "signing_key_file",
+    "write_credentials",
+]
 
 SIGNING_ROLES = ("insurer",)
 """Roles that sign events, so they enrol a signing key (the server's ENROLLABLE_ROLES)."""
@@ -103,3 +114,17 @@ def write_credentials(
         (directory / "ca.pem").write_bytes(ca)
         written.append(directory / "ca.pem")
     return written
+
+
+def signing_key_file(path: Path, name: str) -> Ed25519Signer:
+    """The signer key in ``path``; if there is none, a new one named ``name``, written there
+    (mode 0600) with its verifier key in ``path.pub``, as ``policy-ledger keygen`` does."""
+    if path.exists():
+        return parse_signer_key(path.read_text(encoding="utf-8").strip())
+    signer = Ed25519Signer.generate(name)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(descriptor, "w", encoding="utf-8") as handle:
+        handle.write(format_signer_key(signer) + "\n")
+    Path(f"{path}.pub").write_text(format_verifier_key(signer) + "\n", encoding="utf-8")
+    return signer

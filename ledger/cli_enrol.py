@@ -10,6 +10,9 @@ import dataclasses
 import sys
 from pathlib import Path
 
+import grpc
+
+from clients.enrolment import enrol, signing_key_file, write_credentials
 from ledger.clock import SystemClock
 from ledger.config import ServerConfig
 from ledger.enrolment import ENROLLABLE_ROLES, check_enrollable, new_code, parse_ttl
@@ -47,15 +50,67 @@ def _issue(args: argparse.Namespace) -> int:
     return 0
 
 
-def _usage(parser: argparse.ArgumentParser) -> int:
-    parser.print_usage(sys.stderr)
-    return 2
+_ENROL_DESCRIPTION = """\
+Enrol: make a TLS key and a certificate request, trade the operator's one-time code for a client
+certificate (the enrolment port checks no client certificate; you check the server's against
+--ca), and, as an insurer, have your signing key registered. Writes ROLE-NAME.pem/.key (and
+ca.pem) into --out, so `--credentials DIR --as ROLE-NAME` works for every other command.
+
+Example:
+  policy-ledger enrol --server 127.0.0.1:50052 --ca var/pki/ca.pem --code CODE \\
+      --role insurer --name acme-health --signing-key var/acme.key --out var/acme"""
+
+
+def _enrol(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
+    missing = [
+        f"--{option.replace('_', '-')}"
+        for option in ("server", "ca", "code", "role", "name", "out")
+        if not getattr(args, option)
+    ]
+    if missing:
+        parser.error(f"enrolling needs {', '.join(missing)} (or `enrol issue` to make a code)")
+    ca = Path(args.ca).read_bytes()
+    signer = signing_key_file(Path(args.signing_key), args.name) if args.signing_key else None
+    channel = grpc.secure_channel(args.server, grpc.ssl_channel_credentials(root_certificates=ca))
+    with channel:
+        enrolled = enrol(
+            channel,
+            code=args.code,
+            role=args.role,
+            name=args.name,
+            signing_key=signer,
+            trust_domain=args.trust_domain,
+        )
+    for path in write_credentials(Path(args.out), args.role, args.name, enrolled, ca):
+        print(path)
+    if enrolled.key_registered_receipt is not None:
+        print(
+            f"signing key registered at leaf {enrolled.key_registered_receipt.leaf_index}",
+            file=sys.stderr,
+        )
+    return 0
 
 
 def add_enrol_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add ``enrol`` (and ``enrol issue``) to the command line."""
-    enrol = commands.add_parser("enrol", help="enrolment: one-time codes, then certificates")
-    enrol.set_defaults(handler=lambda _: _usage(enrol))
+    enrol = commands.add_parser(
+        "enrol",
+        help="enrolment: trade a one-time code for a client certificate (`enrol issue`: make one)",
+        description=_ENROL_DESCRIPTION,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    enrol.add_argument("--server", help="HOST:PORT of the server's enrolment port")
+    enrol.add_argument("--ca", help="the CA of the server's certificate, PEM")
+    enrol.add_argument("--code", help="the one-time code the operator gave you")
+    enrol.add_argument("--role", choices=ENROLLABLE_ROLES)
+    enrol.add_argument("--name", help="the name the code was issued for")
+    enrol.add_argument(
+        "--signing-key",
+        help="insurers: your Ed25519 signer key file (made, with FILE.pub, if it does not exist)",
+    )
+    enrol.add_argument("--out", help="directory to write ROLE-NAME.pem/.key (and ca.pem) into")
+    enrol.add_argument("--trust-domain", default="policy-ledger.local", help="SPIFFE trust domain")
+    enrol.set_defaults(handler=lambda args: _enrol(enrol, args))
     enrol_commands = enrol.add_subparsers(dest="enrol_command")
     issue = enrol_commands.add_parser(
         "issue",

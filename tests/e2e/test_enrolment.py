@@ -3,7 +3,9 @@ on the enrolment port (server certificate only); every refusal issues and regist
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
+import io
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -11,6 +13,7 @@ import grpc
 import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
+from google.protobuf import json_format
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from clients.channel import ClientCredentials
@@ -21,6 +24,7 @@ from clients.operator import OperatorClient
 from clients.samples import policy_issued
 from clients.verify import TrustedLog
 from ledger import limits
+from ledger.cli import main
 from ledger.enrolment import new_code
 from ledger.rpc.authorization import AuthorizationTable, enrolment_rules
 from ledger.signing import Ed25519Signer, format_signer_key
@@ -297,3 +301,71 @@ def test_a_portal_enrols_without_a_signing_key_and_registers_nothing(
     certificate = x509.load_pem_x509_certificate(enrolled.certificate_pem)
     san = certificate.extensions.get_extension_for_class(x509.SubjectAlternativeName)
     assert [str(name.value) for name in san.value] == ["spiffe://policy-ledger.local/portal/KW"]
+
+
+def _run(arguments: list[str]) -> tuple[int, str, str]:
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        code = main(arguments)
+    return code, out.getvalue(), err.getvalue()
+
+
+def test_the_command_line_enrols_an_insurer_whose_credentials_then_submit(
+    enrolling_server: ServerHandle, database_url: str, tmp_path: Path
+) -> None:
+    server = enrolling_server
+    assert server.running.enrolment is not None
+    exit_code, out, _ = _run(
+        ["enrol", "issue", "--role", "insurer", "--name", INSURER, "--ttl", "1h",
+         "--database", database_url]
+    )  # fmt: skip
+    assert exit_code == 0
+    code = out.strip()
+    credentials, signing_key = tmp_path / "acme", tmp_path / "acme.key"
+    exit_code, out, err = _run(
+        ["enrol", "--server", f"127.0.0.1:{server.running.enrolment.port}",
+         "--ca", str(server.pki.ca_path), "--code", code, "--role", "insurer", "--name", INSURER,
+         "--signing-key", str(signing_key), "--out", str(credentials)]
+    )  # fmt: skip
+    assert exit_code == 0, err
+    assert (credentials / f"insurer-{INSURER}.pem").exists()
+    assert (credentials / f"insurer-{INSURER}.key").stat().st_mode & 0o777 == 0o600
+    assert (credentials / "ca.pem").read_bytes() == server.pki.ca_path.read_bytes()
+    assert "signing key registered at leaf" in err
+    log = TrustedLog.from_verifier_key(server.log_verifier_key)
+    with server.channel("operator", "operator") as channel:
+        OperatorClient(channel, signer=OPERATOR_SIGNER, log=log).license_insurer(
+            INSURER, name="Acme Health", licence_number="ACME-1", effective=dt.date(2020, 1, 1)
+        )
+    events = tmp_path / "events.json"
+    events.write_text(
+        json_format.MessageToJson(policy_issued(2, INSURER, dt.datetime.now(dt.UTC))),
+        encoding="utf-8",
+    )
+    before = _entries(server)
+    exit_code, _, err = _run(
+        ["insurer", "submit", "--server", server.address, "--credentials", str(credentials),
+         "--as", f"insurer-{INSURER}", "--log-verifier", server.log_verifier_key,
+         "--key", str(signing_key), str(events)]
+    )  # fmt: skip
+    assert exit_code == 0, err
+    assert _entries(server) == before + 1
+
+
+def test_the_command_line_refuses_a_wrong_code_and_writes_no_credentials(
+    enrolling_server: ServerHandle, tmp_path: Path
+) -> None:
+    server = enrolling_server
+    assert server.running.enrolment is not None
+    _issue(server)
+    before = _entries(server)
+    exit_code, _, err = _run(
+        ["enrol", "--server", f"127.0.0.1:{server.running.enrolment.port}",
+         "--ca", str(server.pki.ca_path), "--code", new_code(), "--role", "insurer",
+         "--name", INSURER, "--signing-key", str(tmp_path / "acme.key"),
+         "--out", str(tmp_path / "acme")]
+    )  # fmt: skip
+    assert exit_code == 3
+    assert "CODE_WRONG" in err or "wrong enrolment code" in err
+    assert not (tmp_path / "acme").exists()
+    assert _entries(server) == before
