@@ -32,7 +32,12 @@ from ledger.signing import Signer, parse_signer_key
 from ledger.storage.enrolment_store import EnrolmentStore
 from ledger.v1 import enrolment_service_pb2, enrolment_service_pb2_grpc
 
-__all__ = ["EnrolmentPort", "load_enrolment_material", "start_enrolment_port"]
+__all__ = [
+    "EnrolmentMaterial",
+    "EnrolmentPort",
+    "load_enrolment_material",
+    "start_enrolment_port",
+]
 
 SERVICE_NAME = enrolment_service_pb2.DESCRIPTOR.services_by_name["EnrolmentService"].full_name
 
@@ -51,7 +56,7 @@ class EnrolmentPort:
         await self.server.stop(grace_seconds)
 
 
-def load_enrolment_material(
+def _read_material(
     config: ServerConfig, tls: TlsFiles | None
 ) -> tuple[TlsFiles, CertificateAuthority, Signer]:
     """The server's TLS files, the client CA that signs enrolled certificates (the first
@@ -83,17 +88,39 @@ def load_enrolment_material(
     return tls, CertificateAuthority(certificate, key), parse_signer_key(operator_text)
 
 
-async def start_enrolment_port(
-    config: ServerConfig, tls: TlsFiles | None, ledger: Ledger, store: EnrolmentStore, clock: Clock
-) -> EnrolmentPort | None:
-    """Start the enrolment server if ``config.enrol_listen`` asks for one."""
+@dataclass(frozen=True)
+class EnrolmentMaterial:
+    """What the enrolment port signs with, loaded and checked before anything starts."""
+
+    tls: TlsFiles
+    authority: CertificateAuthority
+    operator_signer: Signer
+
+
+def load_enrolment_material(config: ServerConfig, tls: TlsFiles | None) -> EnrolmentMaterial | None:
+    """The enrolment port's material if ``config.enrol_listen`` asks for a port (None if not);
+    refused (InvalidArgument) unless TLS, ``--client-ca-key`` and ``--operator-key-file`` are
+    given and the CA key is the key of the first ``--client-ca`` certificate."""
     if not config.enrol_listen:
         return None
-    tls, authority, operator_signer = load_enrolment_material(config, tls)
+    tls, authority, operator_signer = _read_material(config, tls)
+    return EnrolmentMaterial(tls, authority, operator_signer)
+
+
+async def start_enrolment_port(
+    config: ServerConfig,
+    material: EnrolmentMaterial | None,
+    ledger: Ledger,
+    store: EnrolmentStore,
+    clock: Clock,
+) -> EnrolmentPort | None:
+    """Start the enrolment server on ``config.enrol_listen`` (None: no material, no port)."""
+    if material is None:
+        return None
     enroller = Enroller(
         store,
-        authority=authority,
-        operator_signer=operator_signer,
+        authority=material.authority,
+        operator_signer=material.operator_signer,
         ledger=ledger,
         clock=clock,
         trust_domain=config.trust_domain,
@@ -115,7 +142,7 @@ async def start_enrolment_port(
     for name in ("", SERVICE_NAME):
         await health.set(name, health_pb2.HealthCheckResponse.SERVING)
     credentials = grpc.ssl_server_credentials(
-        [(tls.private_key, tls.certificate_chain)], require_client_auth=False
+        [(material.tls.private_key, material.tls.certificate_chain)], require_client_auth=False
     )
     port = server.add_secure_port(config.enrol_listen, credentials)
     await server.start()

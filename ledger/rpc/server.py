@@ -31,7 +31,11 @@ from ledger.rpc.access import AccessRecordingInterceptor
 from ledger.rpc.admin_servicer import AdminServicer
 from ledger.rpc.authorization import AuthorizationTable, check_signer, ledger_rules
 from ledger.rpc.coverage_servicer import CoverageServicer
-from ledger.rpc.enrolment_port import EnrolmentPort, start_enrolment_port
+from ledger.rpc.enrolment_port import (
+    EnrolmentPort,
+    load_enrolment_material,
+    start_enrolment_port,
+)
 from ledger.rpc.fairness import CallerLimitInterceptor
 from ledger.rpc.interceptor import AuthorizationInterceptor
 from ledger.rpc.ledger_servicer import LedgerServicer
@@ -190,6 +194,7 @@ async def start_server(config: ServerConfig, clock: Clock | None = None) -> Runn
     """Start a server as ``config`` says; returns once it listens."""
     clock = clock or SystemClock()
     tls = load_tls_files(config)  # first: refuse to start before opening anything
+    enrolment_material = load_enrolment_material(config, tls)
     # Servicer reads run on the loop's default executor (asyncio.to_thread): bound it, apart from
     # the sequencer's own writer thread, so a flood of reads cannot take every thread.
     read_pool = ThreadPoolExecutor(limits.read_threads_max, thread_name_prefix="read")
@@ -260,7 +265,9 @@ async def start_server(config: ServerConfig, clock: Clock | None = None) -> Runn
     witnessing = _start_witnessing(witnesses, sequencer, engine, clock)
     port = _add_port(server, config.listen, tls)
     await server.start()
-    enrolment = await start_enrolment_port(config, tls, ledger, EnrolmentStore(engine), clock)
+    enrolment = await start_enrolment_port(
+        config, enrolment_material, ledger, EnrolmentStore(engine), clock
+    )
     log.info("serving %s on port %d (origin %s)", config.database_url, port, origin)
     return RunningServer(
         server=server,

@@ -3,7 +3,9 @@ on the enrolment port (server certificate only); every refusal issues and regist
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import dataclasses
 import datetime as dt
 import io
 from collections.abc import Iterator
@@ -25,8 +27,12 @@ from clients.samples import policy_issued
 from clients.verify import TrustedLog
 from ledger import limits
 from ledger.cli import main
+from ledger.config import ServerConfig
 from ledger.enrolment import new_code
+from ledger.errors import InvalidArgument
+from ledger.pki import CertificateAuthority
 from ledger.rpc.authorization import AuthorizationTable, enrolment_rules
+from ledger.rpc.server import start_server
 from ledger.signing import Ed25519Signer, format_signer_key
 from ledger.storage.enrolment_store import EnrolmentStore
 from ledger.storage.log_store import entry_count
@@ -369,3 +375,41 @@ def test_the_command_line_refuses_a_wrong_code_and_writes_no_credentials(
     assert "CODE_WRONG" in err or "wrong enrolment code" in err
     assert not (tmp_path / "acme").exists()
     assert _entries(server) == before
+
+
+def _start_refused(tmp_path: Path, **changes: object) -> InvalidArgument:
+    from tests.conftest import session_pki
+
+    pki = session_pki()
+    config = dataclasses.replace(
+        ServerConfig(),
+        database_url=f"sqlite+pysqlite:///{tmp_path / 'never.db'}",
+        listen="127.0.0.1:0",
+        tls_cert_path=pki.directory / "server.pem",
+        tls_key_path=pki.directory / "server.key",
+        client_ca_path=pki.ca_path,
+        enrol_listen="127.0.0.1:0",
+        **changes,  # type: ignore[arg-type]
+    )
+    with pytest.raises(InvalidArgument) as refused:
+        asyncio.run(start_server(config))
+    assert not (tmp_path / "never.db").exists()  # refused before opening anything
+    return refused.value
+
+
+def test_an_enrolment_port_without_its_keys_refuses_to_start(tmp_path: Path) -> None:
+    operator_key = tmp_path / "operator.key"
+    operator_key.write_text(format_signer_key(OPERATOR_SIGNER) + "\n", encoding="utf-8")
+    assert _start_refused(tmp_path, operator_key_path=operator_key).reason == (
+        "ENROLMENT_SETTINGS_MISSING"
+    )
+    other_ca = tmp_path / "other-ca.key"
+    other_ca.write_bytes(
+        CertificateAuthority.create("another CA", dt.datetime.now(dt.UTC)).key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    refused = _start_refused(tmp_path, operator_key_path=operator_key, client_ca_key_path=other_ca)
+    assert refused.reason == "CLIENT_CA_KEY_MISMATCH"
