@@ -26,6 +26,7 @@ from ledger import limits
 from ledger.clock import from_micros, to_micros
 from ledger.enrolment import code_hash, code_matches
 from ledger.errors import PermissionDenied, ResourceExhausted, Unauthenticated
+from ledger.storage.db import WRITE_LOCK_OPTION
 from ledger.storage.tables import metadata
 
 __all__ = [
@@ -104,12 +105,15 @@ class EnrolmentStore:
         (4) ``code`` matches (a wrong one is counted), (5) it has not expired. The lock is
         checked before the comparison, so that a locked party learns nothing from a try.
         """
-        with self._engine.begin() as connection:
+        # One check of a party at a time (the code's row locked on PostgreSQL, the write lock
+        # on SQLite), so that concurrent wrong tries cannot each see 4 and make it 6.
+        with self._engine.execution_options(**{WRITE_LOCK_OPTION: True}).begin() as connection:
             row = connection.execute(
                 select(enrolment_codes)
                 .where(enrolment_codes.c.role == role, enrolment_codes.c.name == name)
                 .order_by(enrolment_codes.c.issued_at_us.desc())
                 .limit(1)
+                .with_for_update()
             ).first()
             if row is None:  # (1)
                 raise Unauthenticated(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import io
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 from sqlalchemy import Engine, func, select, text
@@ -100,6 +101,24 @@ def test_after_five_wrong_codes_even_the_right_one_is_refused(
     store.issue("insurer", "acme-health", fresh, NOW + dt.timedelta(seconds=1), DAY)
     assert store.check("insurer", "acme-health", fresh, NOW).name == "acme-health"
     assert _count(engine, enrolment_wrong_codes) == limits.enrolment_wrong_codes_max
+
+
+def test_concurrent_wrong_codes_never_count_past_the_limit(store: EnrolmentStore) -> None:
+    code_id = store.issue("insurer", "acme-health", new_code(), NOW, DAY)
+    tries = 3 * limits.enrolment_wrong_codes_max
+
+    def attempt(_: int) -> str:
+        try:
+            store.check("insurer", "acme-health", new_code(), NOW)
+        except (Unauthenticated, ResourceExhausted) as error:
+            return error.reason
+        return "accepted"
+
+    with ThreadPoolExecutor(8) as pool:
+        reasons = list(pool.map(attempt, range(tries)))
+    assert reasons.count("CODE_WRONG") == limits.enrolment_wrong_codes_max
+    assert reasons.count("ENROLMENT_TRIES_EXHAUSTED") == tries - limits.enrolment_wrong_codes_max
+    assert store.wrong_tries(code_id) == limits.enrolment_wrong_codes_max
 
 
 def test_an_expired_code_is_refused_and_stays_unused(store: EnrolmentStore) -> None:
