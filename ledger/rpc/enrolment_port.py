@@ -10,6 +10,7 @@ to sign the KeyRegistered events); docs/security.md, "Enrolment".
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 
 import grpc
@@ -38,6 +39,8 @@ __all__ = [
     "load_enrolment_material",
     "start_enrolment_port",
 ]
+
+log = logging.getLogger(__name__)
 
 SERVICE_NAME = enrolment_service_pb2.DESCRIPTOR.services_by_name["EnrolmentService"].full_name
 
@@ -146,4 +149,5 @@ async def start_enrolment_port(
     )
     port = server.add_secure_port(config.enrol_listen, credentials)
     await server.start()
+    log.info("enrolment port %d: EnrolmentService, no client certificate required", port)
     return EnrolmentPort(server, port, health)
