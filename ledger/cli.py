@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from clients.errors import ClientError
+from ledger.cli_enrol import add_enrol_commands, add_enrol_serve_options, apply_enrol_serve_options
 from ledger.cli_flags import (
     PERSON_FORM,
     add_log_key_file,
@@ -91,6 +92,7 @@ class AddressInUse(OSError):
 
 def _server_config(args: argparse.Namespace) -> ServerConfig:
     config = ServerConfig.from_environment()
+    config = apply_enrol_serve_options(args, config)
     return dataclasses.replace(
         config,
         database_url=args.database or config.database_url,
@@ -336,6 +338,7 @@ def _parser() -> argparse.ArgumentParser:
         metavar="URL=VERIFIERKEY",
         help="submit every checkpoint to this C2SP tlog-witness (repeatable; docs/witness.md)",
     )
+    add_enrol_serve_options(serve)
     serve.set_defaults(handler=_serve)
 
     keygen = commands.add_parser(
@@ -366,6 +369,7 @@ def _parser() -> argparse.ArgumentParser:
     _add_admin_commands(commands)
     _add_pki_commands(commands)
     _add_access_commands(commands)
+    add_enrol_commands(commands)
     for point in entry_points(group=CLI_COMMANDS_GROUP):  # e.g. `payments` (payments/cli.py)
         point.load()(commands)
 

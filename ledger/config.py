@@ -55,6 +55,12 @@ class ServerConfig:
     """A connection with no call for this long is closed (tests shorten it)."""
     caller_calls_in_flight_max: int = limits.caller_calls_in_flight_max
     """Calls one caller may have under way (tests lower it)."""
+    enrol_listen: str = ""
+    """host:port of the enrolment port (``serve --enrol-listen``); empty: none is opened."""
+    client_ca_key_path: Path | None = None
+    """The client CA's private key, which signs enrolled parties' certificates."""
+    operator_key_path: Path | None = None
+    """The operator's signer key, which signs enrolled parties' KeyRegistered events."""
 
     @classmethod
     def from_environment(cls, environment: dict[str, str] | None = None) -> ServerConfig:

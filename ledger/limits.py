@@ -7,6 +7,7 @@ is written. Names are ``<thing>_<unit>_max``.
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Mapping
 from types import MappingProxyType
 from typing import Final
@@ -139,3 +140,16 @@ read_queue_max: Final = 256
 """Reads waiting for a read thread; beyond, RESOURCE_EXHAUSTED with a retry hint."""
 retry_after_ms: Final = 200
 """The retry hint (google.rpc.RetryInfo) sent with a RESOURCE_EXHAUSTED for load."""
+enrolment_wrong_codes_max: Final = 5
+"""Wrong enrolment codes a party may try against its current code; then every try (the right
+code too) is refused RESOURCE_EXHAUSTED until the operator issues a new code."""
+enrolment_code_ttl_max: Final = dt.timedelta(days=30)
+"""The longest an enrolment code may stay valid (``enrol issue --ttl``)."""
+enrolment_code_bytes: Final = 20
+"""Random bytes in an enrolment code (160 bits: guessing is hopeless within the tries allowed)."""
+enrolment_csr_bytes_max: Final = 8192
+"""The largest PEM certificate signing request ``EnrolmentService/Enrol`` reads."""
+enrolment_code_chars_max: Final = 64
+"""The longest enrolment code ``Enrol`` compares (a code is 32 characters)."""
+enrolled_certificate_validity: Final = dt.timedelta(days=90)
+"""How long a certificate obtained by enrolment is valid (re-enrol with a new code after)."""

@@ -169,12 +169,35 @@ class CertificateAuthority:
     ) -> IssuedCertificate:
         """A leaf certificate for ``names`` (SANs), for a server or a client."""
         key = ec.generate_private_key(ec.SECP256R1())
+        certificate = self.certify(
+            key.public_key(),
+            common_name,
+            names,
+            server=server,
+            not_before=not_before,
+            not_after=not_after,
+        )
+        return IssuedCertificate(
+            certificate.public_bytes(serialization.Encoding.PEM), _key_pem(key)
+        )
+
+    def certify(
+        self,
+        public_key: ec.EllipticCurvePublicKey,
+        common_name: str,
+        names: list[x509.GeneralName],
+        *,
+        server: bool,
+        not_before: dt.datetime,
+        not_after: dt.datetime,
+    ) -> x509.Certificate:
+        """A leaf certificate of ``public_key`` (held by someone else, e.g. from a CSR)."""
         usage = ExtendedKeyUsageOID.SERVER_AUTH if server else ExtendedKeyUsageOID.CLIENT_AUTH
         builder = (
             x509.CertificateBuilder()
             .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)]))
             .issuer_name(self.certificate.subject)
-            .public_key(key.public_key())
+            .public_key(public_key)
             .serial_number(x509.random_serial_number())
             .not_valid_before(not_before)
             .not_valid_after(not_after)
@@ -187,10 +210,7 @@ class CertificateAuthority:
         )
         if names:
             builder = builder.add_extension(x509.SubjectAlternativeName(names), critical=False)
-        certificate = builder.sign(self.key, hashes.SHA256())
-        return IssuedCertificate(
-            certificate.public_bytes(serialization.Encoding.PEM), _key_pem(key)
-        )
+        return builder.sign(self.key, hashes.SHA256())
 
     def issue_server(self, hosts: list[str], now: dt.datetime) -> IssuedCertificate:
         """A server certificate for ``hosts`` (IP addresses or DNS names)."""

@@ -219,6 +219,17 @@ class ServerHandle:
             options=_OWN_CONNECTION,
         )
 
+    def enrolment_channel(self) -> grpc.Channel:
+        """A channel to this server's enrolment port, checking the server certificate and
+        presenting none (as a party that has not enrolled yet); close it after use."""
+        if self.running.enrolment is None:
+            raise ValueError("this server has no enrolment port (config enrol_listen)")
+        return grpc.secure_channel(
+            f"127.0.0.1:{self.running.enrolment.port}",
+            grpc.ssl_channel_credentials(root_certificates=self.pki.authority.certificate_pem),
+            options=_OWN_CONNECTION,
+        )
+
     def aio_channel(self, role: str = "operator", name: str = "test") -> grpc.aio.Channel:
         """As :meth:`channel`, an asyncio channel (for loads of thousands of concurrent calls)."""
         return grpc.aio.secure_channel(

@@ -35,6 +35,7 @@ __all__ = [
     "Limit",
     "Rule",
     "check_signer",
+    "enrolment_rules",
     "ledger_rules",
     "render_markdown",
     "signer_principal_required",
@@ -93,6 +94,9 @@ class Rule:
     any_authenticated: bool = False
     """True: every authenticated caller may call it (checkpoints and consistency proofs, which
     witnesses need), whatever its role."""
+    without_certificate: bool = False
+    """True: callers without a client certificate may call it. Only the enrolment port's table
+    has such a row (:func:`enrolment_rules`); the main port requires a certificate in TLS."""
 
     def grant_for(self, caller: Caller) -> Grant | None:
         """The grant that lets ``caller`` call, or None."""
@@ -169,6 +173,12 @@ def ledger_rules() -> list[Rule]:
     ]
 
 
+def enrolment_rules() -> list[Rule]:
+    """The enrolment port's table: its one method, for callers without a certificate (the
+    one-time code in the request is the credential; ledger/rpc/enrolment_port.py)."""
+    return [Rule("/ledger.v1.EnrolmentService/Enrol", without_certificate=True)]
+
+
 _signer_required: contextvars.ContextVar[str | None] = contextvars.ContextVar(
     "policy_ledger_signer_required", default=None
 )
@@ -209,6 +219,11 @@ def render_markdown(table: AuthorizationTable) -> str:
         who = [grant.describe() for grant in rule.grants]
         if rule.any_authenticated:
             who.append("any authenticated caller")
+        if rule.without_certificate:
+            who.append(
+                "anyone with a one-time enrolment code, without a certificate, on the "
+                "enrolment port only (`serve --enrol-listen`)"
+            )
         lines.append(f"| `{rule.method}` | {', '.join(who) or 'nobody'} |")
     open_methods = ", ".join(f"`{prefix}*`" for prefix in OPEN_METHOD_PREFIXES)
     lines.append(f"| {open_methods} | anyone, with or without a certificate |")

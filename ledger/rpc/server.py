@@ -31,6 +31,11 @@ from ledger.rpc.access import AccessRecordingInterceptor
 from ledger.rpc.admin_servicer import AdminServicer
 from ledger.rpc.authorization import AuthorizationTable, check_signer, ledger_rules
 from ledger.rpc.coverage_servicer import CoverageServicer
+from ledger.rpc.enrolment_port import (
+    EnrolmentPort,
+    load_enrolment_material,
+    start_enrolment_port,
+)
 from ledger.rpc.fairness import CallerLimitInterceptor
 from ledger.rpc.interceptor import AuthorizationInterceptor
 from ledger.rpc.ledger_servicer import LedgerServicer
@@ -42,6 +47,7 @@ from ledger.storage.access_log import AccessLog
 from ledger.storage.append import Appender
 from ledger.storage.cosignature_store import CosignatureStore
 from ledger.storage.db import create_ledger_engine
+from ledger.storage.enrolment_store import EnrolmentStore
 from ledger.storage.key_store import KeyStore
 from ledger.storage.log_store import LogStore, entry_count
 from ledger.storage.migrate import upgrade
@@ -149,12 +155,16 @@ class RunningServer:
     """The table the interceptor enforces (every method served must have a row)."""
     witnessing: WitnessSubmitter | None = None
     """Submits checkpoints to the configured witnesses (None: no witnesses)."""
+    enrolment: EnrolmentPort | None = None
+    """The enrolment port (``serve --enrol-listen``), or None."""
     read_pool: ThreadPoolExecutor | None = None
 
     async def stop(self) -> None:
         """Stop taking calls, finish the ones under way, commit what is queued, close."""
         for name in ("", *SERVICE_NAMES):
             await self.health.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
+        if self.enrolment is not None:
+            await self.enrolment.stop(self.grace_seconds)
         await self.server.stop(self.grace_seconds)
         await self.sequencer.stop()
         if self.witnessing is not None:
@@ -184,6 +194,7 @@ async def start_server(config: ServerConfig, clock: Clock | None = None) -> Runn
     """Start a server as ``config`` says; returns once it listens."""
     clock = clock or SystemClock()
     tls = load_tls_files(config)  # first: refuse to start before opening anything
+    enrolment_material = load_enrolment_material(config, tls)
     # Servicer reads run on the loop's default executor (asyncio.to_thread): bound it, apart from
     # the sequencer's own writer thread, so a flood of reads cannot take every thread.
     read_pool = ThreadPoolExecutor(limits.read_threads_max, thread_name_prefix="read")
@@ -254,6 +265,9 @@ async def start_server(config: ServerConfig, clock: Clock | None = None) -> Runn
     witnessing = _start_witnessing(witnesses, sequencer, engine, clock)
     port = _add_port(server, config.listen, tls)
     await server.start()
+    enrolment = await start_enrolment_port(
+        config, enrolment_material, ledger, EnrolmentStore(engine), clock
+    )
     log.info("serving %s on port %d (origin %s)", config.database_url, port, origin)
     return RunningServer(
         server=server,
@@ -266,6 +280,7 @@ async def start_server(config: ServerConfig, clock: Clock | None = None) -> Runn
         witnessing=witnessing,
         authorization=authorization,
         read_pool=read_pool,
+        enrolment=enrolment,
     )
 
 

@@ -6,7 +6,12 @@ from pathlib import Path
 
 from sqlalchemy import create_engine
 
-from ledger.rpc.authorization import AuthorizationTable, ledger_rules, render_markdown
+from ledger.rpc.authorization import (
+    AuthorizationTable,
+    enrolment_rules,
+    ledger_rules,
+    render_markdown,
+)
 from payments.authorization import renewal_rules
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "security.md"
@@ -17,6 +22,7 @@ def test_the_security_doc_shows_the_table_the_server_enforces() -> None:
     table = AuthorizationTable(ledger_rules())
     engine = create_engine("sqlite://")
     table.add(renewal_rules(engine))
+    table.add(enrolment_rules())  # the enrolment port's table, shown in the same one
     engine.dispose()
     text = DOC.read_text(encoding="utf-8")
     shown = text.split(START, 1)[1].split(END, 1)[0]
