@@ -251,6 +251,22 @@ def _revoke_key(args: argparse.Namespace) -> int:
     return 0
 
 
+def _license(args: argparse.Namespace) -> int:
+    channel, operator = _operator_client(args)
+    with channel:
+        receipt = operator.license_insurer(
+            args.insurer,
+            name=args.name,
+            licence_number=args.licence_number,
+            effective=args.effective,
+        )
+    print(
+        f"licensed {args.insurer} ({args.licence_number}) from {args.effective}: "
+        f"InsurerLicensed at leaf {receipt.leaf_index}"
+    )
+    return 0
+
+
 def _list_keys(args: argparse.Namespace) -> int:
     for key in _key_store(args).list(args.insurer or ""):
         until = key.valid_until.isoformat() if key.valid_until else "-"
@@ -443,6 +459,29 @@ def _add_admin_commands(commands: argparse._SubParsersAction[argparse.ArgumentPa
     revoke.add_argument("--at", help="ISO 8601 instant (default and earliest: its entry's)")
     _add_operator_options(revoke)
     revoke.set_defaults(handler=_revoke_key)
+
+    license_command = insurer_commands.add_parser(
+        "license",
+        help="license an insurer (a signed InsurerLicensed event)",
+        description="Signs an InsurerLicensed event with the operator's key and submits it;\n"
+        "only a licensed insurer's policy events are accepted.\n\nExample:\n  "
+        "policy-ledger admin insurer license --insurer acme-health --name 'Acme Health' \\\n"
+        "      --licence-number CCHI-0042 --effective 2026-01-01 --server 127.0.0.1:50051 \\\n"
+        "      --credentials var/pki --as operator-operator \\\n      "
+        "--operator-key var/operator.key --log-verifier @var/log.key.pub",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    license_command.add_argument("--insurer", required=True, help="the insurer's principal id")
+    license_command.add_argument("--name", required=True, help="the insurer's legal name")
+    license_command.add_argument("--licence-number", required=True, help="the regulator's number")
+    license_command.add_argument(
+        "--effective",
+        required=True,
+        type=dt.date.fromisoformat,
+        help="first day of the licence (YYYY-MM-DD)",
+    )
+    _add_operator_options(license_command)
+    license_command.set_defaults(handler=_license)
 
     listing = insurer_commands.add_parser(
         "list",

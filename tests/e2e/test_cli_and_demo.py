@@ -40,6 +40,7 @@ def test_help_lists_every_command_with_examples() -> None:
         ["db", "upgrade"],
         ["admin", "insurer", "add-key"],
         ["admin", "insurer", "revoke-key"],
+        ["admin", "insurer", "license"],
         ["admin", "insurer", "list"],
         ["audit", "verify"],
         ["audit", "watch"],
