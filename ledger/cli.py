@@ -382,6 +382,7 @@ def _parser() -> argparse.ArgumentParser:
     _add_admin_commands(commands)
     _add_pki_commands(commands)
     _add_access_commands(commands)
+    _add_health_command(commands)
     for point in entry_points(group=CLI_COMMANDS_GROUP):  # e.g. `payments` (payments/cli.py)
         point.load()(commands)
 
@@ -585,6 +586,42 @@ def _add_access_commands(commands: argparse._SubParsersAction[argparse.ArgumentP
     who.add_argument("--caller", help="the caller's SPIFFE ID")
     listing.add_argument("--database", help="SQLAlchemy URL")
     listing.set_defaults(handler=_access_list)
+
+
+def _health(args: argparse.Namespace) -> int:
+    """Ask the standard gRPC health service; with ``wait_for_ready`` the call waits for the
+    server to come up (gRPC retries the connection) instead of failing at once, up to --wait."""
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+    from clients.channel import connection_from_arguments
+
+    with connection_from_arguments(args).open() as channel:
+        answer = health_pb2_grpc.HealthStub(channel).Check(
+            health_pb2.HealthCheckRequest(),
+            timeout=args.wait or None,
+            wait_for_ready=args.wait > 0,
+        )
+    status = health_pb2.HealthCheckResponse.ServingStatus.Name(answer.status)
+    print(status)
+    return EXIT_OK if answer.status == health_pb2.HealthCheckResponse.SERVING else EXIT_SERVER
+
+
+def _add_health_command(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    from clients.channel import add_connection_arguments
+
+    health = commands.add_parser(
+        "health",
+        help="is the server up and serving? (waits for it to start, up to --wait seconds)",
+        description="Exit 0 once the server answers SERVING; 3 when it is not serving or does\n"
+        "not answer within --wait seconds.\n\nExample:\n  policy-ledger health --server "
+        "127.0.0.1:50051 --credentials var/pki --as auditor-auditor --wait 30",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    add_connection_arguments(health)
+    health.add_argument(
+        "--wait", type=float, default=0.0, help="seconds to wait for the server (default: none)"
+    )
+    health.set_defaults(handler=_health)
 
 
 def _add_operator_options(parser: argparse.ArgumentParser) -> None:

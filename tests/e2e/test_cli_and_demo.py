@@ -41,6 +41,7 @@ def test_help_lists_every_command_with_examples() -> None:
         ["admin", "insurer", "add-key"],
         ["admin", "insurer", "revoke-key"],
         ["admin", "insurer", "license"],
+        ["health"],
         ["admin", "insurer", "list"],
         ["audit", "verify"],
         ["audit", "watch"],
