@@ -1,8 +1,8 @@
 """README's "Run a server of your own" works verbatim (issue 15, item 7): the fenced block after
 the ``operator-path`` marker is extracted from README.md, not retyped, and run with ``bash -e``
 in a fresh directory laid out like a clone (``.venv/`` and ``examples/``, no ``var/``), on a free
-port. It starts a server, licenses an insurer, submits examples, checks a household, audits the
-server and stops it; every line must succeed."""
+port. It starts a server with renewals on, licenses an insurer, submits examples, checks a
+household, collects a renewal fee, audits the server and stops it; every line must succeed."""
 
 from __future__ import annotations
 
@@ -63,6 +63,8 @@ def test_the_readme_operator_path_runs_verbatim(tmp_path: Path) -> None:
     assert "InsurerLicensed at leaf 2" in output
     assert "3 accepted, 0 refused" in output
     assert "RENEWABLE through 2027-06-30" in output and "NOT RENEWABLE" not in output
+    assert "KeyRegistered at leaf 3" in output  # the renewal authority's key
+    assert ": RECORDED" in output and "receipt verified" in output  # the renewal's fee
     assert "verified:" in output and "root" in output  # the audit passed
     server_log = (tmp_path / "var" / "serve.log").read_text(encoding="utf-8")
     assert "stopped cleanly" in server_log
