@@ -117,6 +117,11 @@ def _check(args: argparse.Namespace) -> int:
     return 0 if response.renewable else 1
 
 
+_NOT_A_REFUSAL = ("UNAVAILABLE", "UNIMPLEMENTED", "DEADLINE_EXCEEDED", "UNAUTHENTICATED")
+"""Status codes (names) that say nothing about the renewal itself: the server is unreachable,
+lacks the payments extension, or does not know the caller."""
+
+
 def _renew(args: argparse.Namespace) -> int:
     from google.protobuf import json_format
 
@@ -135,6 +140,8 @@ def _renew(args: argparse.Namespace) -> int:
             try:
                 response = client.quote(request)
             except ClientError as error:
+                if error.code.name in _NOT_A_REFUSAL:
+                    raise  # no answer about this renewal: the CLI exits 3 with a hint
                 print(f"REFUSED before any charge: {error.reason}: {error.message}")
                 print("  nothing was charged; next: resolve the reason, then run renew again")
                 return 1
