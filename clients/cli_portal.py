@@ -64,7 +64,11 @@ def _submit(args: argparse.Namespace) -> int:
     for path in args.events:
         document = json.loads(Path(path).read_text(encoding="utf-8"))
         for item in document if isinstance(document, list) else [document]:
-            events.append(json_format.ParseDict(item, events_pb2.Event()))
+            event = json_format.ParseDict(item, events_pb2.Event())
+            if not event.HasField("occurred_at"):
+                # Example files (examples/) leave the time out: it is when they are signed.
+                event.occurred_at.FromDatetime(dt.datetime.now(dt.UTC))
+            events.append(event)
     refused = 0
     with connection_from_arguments(args).open() as channel:
         client = InsurerClient(channel, signer=signer, log=_log(args.log_verifier))

@@ -228,7 +228,7 @@ def _onboard_insurer(
     licence_leaf = licence.leaf_index if licence is not None else "-"
     key_id = insurer_key_id(insurer_public_key)
     say(
-        f"1. operator registered insurer {INSURER_ID!r} with key {key_id}"
+        f"1. operator: registered insurer {INSURER_ID!r} with key {key_id}"
         f" and licensed it (signed KeyRegistered at leaf {key.leaf_index}, InsurerLicensed at "
         f"leaf {licence_leaf}; leaf 0 is the genesis entry naming the operator's key)"
     )
@@ -246,7 +246,7 @@ def _submit(insurer: InsurerClient, events_count: int, occurred_at: dt.datetime)
     elapsed = time.monotonic() - started
     first, last = receipts[0], receipts[-1]
     say(
-        f"2. insurer signed and submitted {len(receipts)} events ({unary_count} one by one, "
+        f"2. insurer: signed and submitted {len(receipts)} events ({unary_count} one by one, "
         f"{len(receipts) - unary_count} on one stream) in {elapsed:.2f} s; every receipt's "
         "checkpoint signature and inclusion proof verified on arrival"
     )
@@ -268,7 +268,7 @@ def _check_households(portal: PortalClient, other_portal: PortalClient, today: d
         (iqama(2), events_pb2.RELATIONSHIP_CHILD),
     ]
     maid = (iqama(15), events_pb2.RELATIONSHIP_DOMESTIC_WORKER)
-    say(f"4. a renewal portal checks households through {through} (the new permit's end)")
+    say(f"4. renewal portal: checks households through {through} (the new permit's end)")
     for label, members in (("the family", family), ("the family and its maid", [*family, maid])):
         answer = portal.check_household(
             iqama(0), members, as_of=today, through=through, jurisdiction="SA"
@@ -337,7 +337,7 @@ def _renew(
     quote = renewals.quote(request).quote
     lines = ", ".join(f"{line.rule_id} {_kwd(line.amount.amount_minor)}" for line in quote.lines)
     say(
-        f"5. Kuwait renewal portal: quote {quote.quote_id} for 4 members, "
+        f"5. renewal: Kuwait's portal quotes {quote.quote_id} for 4 members, "
         f"{quote.total.currency_code} {_kwd(quote.total.amount_minor)} "
         f"({quote.schedule_version}: {lines})"
     )
@@ -390,8 +390,8 @@ def _show_refusals(insurer: InsurerClient, occurred_at: dt.datetime) -> None:
     original = next(sample_events(1, INSURER_ID, occurred_at))
     again = insurer.submit(original)
     say(
-        f"3. the same event sent again returns its first receipt (leaf {again.leaf_index}, "
-        f"duplicate={again.duplicate})"
+        "3. refusals: the same event sent again returns its first receipt "
+        f"(leaf {again.leaf_index}, duplicate={again.duplicate})"
     )
     changed = next(sample_events(1, INSURER_ID, occurred_at))
     changed.policy_issued.annual_premium.amount_minor += 1
@@ -419,7 +419,7 @@ def _audit(
 ) -> None:
     latest = auditor.checkpoint()
     say(
-        f"6. auditor fetched the latest checkpoint: size {latest.size}, "
+        f"6. auditor: fetched the latest checkpoint: size {latest.size}, "
         f"root {latest.root_hash.hex()[:16]}..., signature verified with the log key"
     )
     auditor.verify_consistency(first.checkpoint, latest)
@@ -480,7 +480,7 @@ def _show_witness(
             time.sleep(0.1)
     checkpoint = verify_checkpoint(note, key)
     say(
-        f"7. witness {WITNESS_NAME} ({url}) cosigned checkpoint {checkpoint.size} "
+        f"7. witness: {WITNESS_NAME} ({url}) cosigned checkpoint {checkpoint.size} "
         f"(C2SP tlog-witness, cosignature/v1 at {cosigned[0].timestamp}); verified with a "
         "1-of-1 witness policy: no split view without the witness"
     )

@@ -253,6 +253,22 @@ def _revoke_key(args: argparse.Namespace) -> int:
     return 0
 
 
+def _license(args: argparse.Namespace) -> int:
+    channel, operator = _operator_client(args)
+    with channel:
+        receipt = operator.license_insurer(
+            args.insurer,
+            name=args.name,
+            licence_number=args.licence_number,
+            effective=args.effective,
+        )
+    print(
+        f"licensed {args.insurer} ({args.licence_number}) from {args.effective}: "
+        f"InsurerLicensed at leaf {receipt.leaf_index}"
+    )
+    return 0
+
+
 def _list_keys(args: argparse.Namespace) -> int:
     for key in _key_store(args).list(args.insurer or ""):
         until = key.valid_until.isoformat() if key.valid_until else "-"
@@ -370,6 +386,7 @@ def _parser() -> argparse.ArgumentParser:
     _add_pki_commands(commands)
     _add_access_commands(commands)
     add_enrol_commands(commands)
+    _add_health_command(commands)
     for point in entry_points(group=CLI_COMMANDS_GROUP):  # e.g. `payments` (payments/cli.py)
         point.load()(commands)
 
@@ -447,6 +464,29 @@ def _add_admin_commands(commands: argparse._SubParsersAction[argparse.ArgumentPa
     revoke.add_argument("--at", help="ISO 8601 instant (default and earliest: its entry's)")
     _add_operator_options(revoke)
     revoke.set_defaults(handler=_revoke_key)
+
+    license_command = insurer_commands.add_parser(
+        "license",
+        help="license an insurer (a signed InsurerLicensed event)",
+        description="Signs an InsurerLicensed event with the operator's key and submits it;\n"
+        "only a licensed insurer's policy events are accepted.\n\nExample:\n  "
+        "policy-ledger admin insurer license --insurer acme-health --name 'Acme Health' \\\n"
+        "      --licence-number CCHI-0042 --effective 2026-01-01 --server 127.0.0.1:50051 \\\n"
+        "      --credentials var/pki --as operator-operator \\\n      "
+        "--operator-key var/operator.key --log-verifier @var/log.key.pub",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    license_command.add_argument("--insurer", required=True, help="the insurer's principal id")
+    license_command.add_argument("--name", required=True, help="the insurer's legal name")
+    license_command.add_argument("--licence-number", required=True, help="the regulator's number")
+    license_command.add_argument(
+        "--effective",
+        required=True,
+        type=dt.date.fromisoformat,
+        help="first day of the licence (YYYY-MM-DD)",
+    )
+    _add_operator_options(license_command)
+    license_command.set_defaults(handler=_license)
 
     listing = insurer_commands.add_parser(
         "list",
@@ -550,6 +590,42 @@ def _add_access_commands(commands: argparse._SubParsersAction[argparse.ArgumentP
     who.add_argument("--caller", help="the caller's SPIFFE ID")
     listing.add_argument("--database", help="SQLAlchemy URL")
     listing.set_defaults(handler=_access_list)
+
+
+def _health(args: argparse.Namespace) -> int:
+    """Ask the standard gRPC health service; with ``wait_for_ready`` the call waits for the
+    server to come up (gRPC retries the connection) instead of failing at once, up to --wait."""
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+    from clients.channel import connection_from_arguments
+
+    with connection_from_arguments(args).open() as channel:
+        answer = health_pb2_grpc.HealthStub(channel).Check(
+            health_pb2.HealthCheckRequest(),
+            timeout=args.wait or None,
+            wait_for_ready=args.wait > 0,
+        )
+    status = health_pb2.HealthCheckResponse.ServingStatus.Name(answer.status)
+    print(status)
+    return EXIT_OK if answer.status == health_pb2.HealthCheckResponse.SERVING else EXIT_SERVER
+
+
+def _add_health_command(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    from clients.channel import add_connection_arguments
+
+    health = commands.add_parser(
+        "health",
+        help="is the server up and serving? (waits for it to start, up to --wait seconds)",
+        description="Exit 0 once the server answers SERVING; 3 when it is not serving or does\n"
+        "not answer within --wait seconds.\n\nExample:\n  policy-ledger health --server "
+        "127.0.0.1:50051 --credentials var/pki --as auditor-auditor --wait 30",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    add_connection_arguments(health)
+    health.add_argument(
+        "--wait", type=float, default=0.0, help="seconds to wait for the server (default: none)"
+    )
+    health.set_defaults(handler=_health)
 
 
 def _add_operator_options(parser: argparse.ArgumentParser) -> None:

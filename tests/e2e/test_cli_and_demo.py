@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -40,6 +41,8 @@ def test_help_lists_every_command_with_examples() -> None:
         ["db", "upgrade"],
         ["admin", "insurer", "add-key"],
         ["admin", "insurer", "revoke-key"],
+        ["admin", "insurer", "license"],
+        ["health"],
         ["admin", "insurer", "list"],
         ["audit", "verify"],
         ["audit", "watch"],
@@ -161,6 +164,24 @@ def test_pki_init_writes_guessable_files_and_issue_adds_one(tmp_path: Path) -> N
     assert again.returncode == 2 and "exists" in again.stderr  # the CA is never replaced
 
 
+def demo_steps(story: str) -> list[tuple[int, str]]:
+    """The demo's numbered steps as it prints them: ``N. title: ...``."""
+    return [
+        (int(found.group(1)), found.group(2))
+        for found in re.finditer(r"^(\d+)\. ([a-z ]+): ", story, flags=re.MULTILINE)
+    ]
+
+
+def readme_demo_steps() -> list[tuple[int, str]]:
+    """README's list under "What `make run` shows": ``N. **title**``."""
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text(encoding="utf-8")
+    section = readme.split("## What `make run` shows", 1)[1].split("\n## ", 1)[0]
+    return [
+        (int(found.group(1)), found.group(2))
+        for found in re.finditer(r"^(\d+)\. \*\*([a-z ]+)\*\*", section, flags=re.MULTILINE)
+    ]
+
+
 def test_the_demo_tells_the_whole_story(tmp_path: Path) -> None:
     env = dict(os.environ)
     result = subprocess.run(
@@ -182,7 +203,7 @@ def test_the_demo_tells_the_whole_story(tmp_path: Path) -> None:
         "consistency proof",
         "full audit by the offline verifier: 65 entries",
         "key history learned from the log alone: 3 keys",
-        "5. Kuwait renewal portal: quote",
+        "5. renewal: Kuwait's portal quotes",
         "paid through the simulated gateway: RECORDED",
         "same payment True, charged once (True)",
         "REFUSED; not insured through the new permit's end",
@@ -197,6 +218,9 @@ def test_the_demo_tells_the_whole_story(tmp_path: Path) -> None:
         "exit code 0",
     ):
         assert expected in story, expected
+    # README's "What `make run` shows" lists the demo's steps: same numbers, same titles.
+    assert readme_demo_steps() == demo_steps(story)
+    assert [number for number, _ in demo_steps(story)] == list(range(1, 8))
     # The projections the demo built agree with its log; tampering with them is reported.
     database = sqlite_url(tmp_path / "demo" / "ledger.db")
     rebuilt = run("rebuild", "--database", database)

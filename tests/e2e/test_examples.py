@@ -1,0 +1,149 @@
+"""The example events in examples/ (issue 15, item 7): one file per event type, each submitted
+through the CLI (`policy-ledger insurer submit`) to a real server with the signer its type needs,
+and accepted once the state it needs exists; before that, refused with the reason the test names,
+writing nothing."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from google.protobuf import json_format
+from sqlalchemy import func, select
+
+from ledger.signing import format_signer_key
+from ledger.storage.tables import log_entries
+from ledger.v1 import events_pb2
+from tests.conftest import OPERATOR_SIGNER, ServerHandle
+
+CLI = [sys.executable, "-m", "ledger.cli"]
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
+
+
+def run(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([*CLI, *args], capture_output=True, text=True, check=check, timeout=120)
+
+
+def _tree_size(server: ServerHandle) -> int:
+    with server.running.engine.connect() as connection:
+        return int(connection.execute(select(func.count()).select_from(log_entries)).scalar_one())
+
+
+def _file_of(body: str) -> Path:
+    return EXAMPLES / f"{body.replace('_', '-')}.json"
+
+
+def test_every_event_type_has_one_example_whose_body_is_that_type() -> None:
+    bodies = [field.name for field in events_pb2.Event.DESCRIPTOR.oneofs_by_name["body"].fields]
+    for body in bodies:
+        document = json.loads(_file_of(body).read_text(encoding="utf-8"))
+        event = events_pb2.Event()
+        json_format.ParseDict(document, event)
+        assert event.WhichOneof("body") == body
+    listed = sorted(path.name for path in EXAMPLES.glob("*.json"))
+    assert listed == sorted(_file_of(body).name for body in bodies)
+    readme = (EXAMPLES / "README.md").read_text(encoding="utf-8")
+    assert all(_file_of(body).name in readme for body in bodies)
+
+
+class _Operator:
+    """The CLI as the server's operator, with the test's operator key in a file."""
+
+    def __init__(self, server: ServerHandle, tmp_path: Path) -> None:
+        self.server = server
+        self.key = tmp_path / "operator.key"
+        self.key.write_text(format_signer_key(OPERATOR_SIGNER) + "\n", encoding="utf-8")
+        self.options = [
+            *server.cli_arguments("operator", "operator"),
+            "--operator-key",
+            str(self.key),
+            "--log-verifier",
+            server.log_verifier_key,
+        ]
+
+    def add_key(self, principal: str, key_file: Path, *extra: str) -> str:
+        return run(
+            "admin", "insurer", "add-key", "--insurer", principal,
+            "--verifier-key-file", f"{key_file}.pub", *extra, *self.options,
+        ).stdout  # fmt: skip
+
+    def submit(
+        self, role: str, name: str, key: Path, *files: str
+    ) -> subprocess.CompletedProcess[str]:
+        return run(
+            "insurer", "submit", *self.server.cli_arguments(role, name),
+            "--log-verifier", self.server.log_verifier_key, "--key", str(key),
+            *(str(EXAMPLES / file) for file in files), check=False,
+        )  # fmt: skip
+
+
+def test_insurer_examples_are_refused_until_the_insurer_is_licensed_then_accepted(
+    server: ServerHandle, tmp_path: Path
+) -> None:
+    operator = _Operator(server, tmp_path)
+    acme_key = tmp_path / "acme.key"
+    run("keygen", "--name", "acme-health", "--out", str(acme_key))
+    operator.add_key("acme-health", acme_key)
+    size = _tree_size(server)
+    refused = operator.submit("insurer", "acme-health", acme_key, "policy-issued.json")
+    assert refused.returncode == 3, refused
+    assert "REFUSED" in refused.stdout and "INSURER_NOT_LICENSED" in refused.stdout
+    assert _tree_size(server) == size  # nothing written
+    licensed = run(
+        "admin", "insurer", "license", "--insurer", "acme-health", "--name", "Acme Health",
+        "--licence-number", "CCHI-0007", "--effective", "2026-01-01", *operator.options,
+    ).stdout  # fmt: skip
+    assert f"InsurerLicensed at leaf {size}" in licensed
+    files = ["policy-issued.json", "premium-paid.json", "member-added.json"]
+    files += ["member-removed.json", "policy-cancelled.json"]
+    accepted = operator.submit("insurer", "acme-health", acme_key, *files)
+    assert accepted.returncode == 0, accepted
+    assert "5 accepted, 0 refused" in accepted.stdout
+    assert _tree_size(server) == size + 1 + 5
+
+
+def test_license_refuses_a_bad_date_before_anything_is_written(
+    server: ServerHandle, tmp_path: Path
+) -> None:
+    operator = _Operator(server, tmp_path)
+    size = _tree_size(server)
+    bad = run(
+        "admin", "insurer", "license", "--insurer", "acme-health", "--name", "Acme Health",
+        "--licence-number", "CCHI-0007", "--effective", "2026-13-01", *operator.options,
+        check=False,
+    )  # fmt: skip
+    assert bad.returncode == 2 and "--effective" in bad.stderr
+    assert _tree_size(server) == size
+
+
+def test_operator_examples_are_accepted_from_the_operator(
+    server: ServerHandle, tmp_path: Path
+) -> None:
+    operator = _Operator(server, tmp_path)
+    files = ["key-registered.json", "insurer-licensed.json"]
+    files += ["insurer-suspended.json", "key-revoked.json"]
+    size = _tree_size(server)
+    accepted = operator.submit("operator", "operator", operator.key, *files)
+    assert accepted.returncode == 0, accepted
+    assert "4 accepted, 0 refused" in accepted.stdout
+    assert _tree_size(server) == size + 4
+
+
+def test_authority_examples_are_refused_without_the_authority_key_then_accepted(
+    server: ServerHandle, tmp_path: Path
+) -> None:
+    operator = _Operator(server, tmp_path)
+    authority_key = tmp_path / "kw-authority.key"
+    run("keygen", "--name", "kw-authority", "--out", str(authority_key))
+    size = _tree_size(server)
+    files = ["fee-collected.json", "fee-refunded.json"]
+    refused = operator.submit("authority", "kw-authority", authority_key, *files)
+    assert refused.returncode == 3 and "0 accepted, 2 refused" in refused.stdout, refused
+    assert _tree_size(server) == size  # an unregistered key writes nothing
+    operator.add_key("kw-authority", authority_key, "--role", "authority", "--jurisdiction", "KW")
+    accepted = operator.submit("authority", "kw-authority", authority_key, *files)
+    assert accepted.returncode == 0, accepted
+    assert "2 accepted, 0 refused" in accepted.stdout
+    assert _tree_size(server) == size + 1 + 2
