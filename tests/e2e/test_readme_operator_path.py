@@ -43,6 +43,7 @@ def test_the_readme_operator_path_runs_verbatim(tmp_path: Path) -> None:
     shutil.copytree(ROOT / "examples", tmp_path / "examples")
     environment = {k: v for k, v in os.environ.items() if not k.startswith("POLICY_LEDGER_")}
     environment["PORT"] = str(_free_port())
+    environment["ENROL_PORT"] = str(_free_port())
     shell = subprocess.Popen(
         ["bash", "-e", "-c", block],
         cwd=tmp_path,
