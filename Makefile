@@ -58,8 +58,12 @@ bench: $(STAMP) ## Print throughput and latency figures (not a test: nothing fai
 bench-small: $(STAMP) ## The same benchmark on a small tree, for a quick look.
 	$(BIN)/python -m bench --entries 20000 --events 2000 --policies 20000 --renewals 100 --audit-entries 20000
 
-serve: $(STAMP) ## Run the server on the embedded SQLite defaults.
-	$(BIN)/policy-ledger serve
+serve: $(STAMP) ## Run the server on the embedded defaults: SQLite var/ledger.db, mTLS with var/pki.
+	@test -f var/pki/ca.pem || $(BIN)/policy-ledger pki init --out var/pki
+	@test -f var/log.key || $(BIN)/policy-ledger keygen --name policy-ledger.example/log --out var/log.key
+	@test -f var/operator.key || $(BIN)/policy-ledger keygen --name operator --out var/operator.key
+	$(BIN)/policy-ledger serve --tls-cert var/pki/server.pem --tls-key var/pki/server.key \
+	  --client-ca var/pki/ca.pem --operator-verifier @var/operator.key.pub
 
 install: $(STAMP)
 
