@@ -289,7 +289,7 @@ class Signature(_message.Message):
     sig: _builtins.bytes
     """The Ed25519 signature (64 bytes) over PAE(payload_type, payload)."""
     keyid: _builtins.str
-    """The registered key that made it (see AdminService.RegisterInsurerKey)."""
+    """The registered key that made it (registered by an operator-signed KeyRegistered event)."""
     def __init__(
         self,
         *,
