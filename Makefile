@@ -10,7 +10,7 @@ BUF    := protos/node_modules/.bin/buf
 PROTOS := $(wildcard protos/ledger/v1/*.proto) $(wildcard protos/payments/v1/*.proto)
 
 .PHONY: run test lint proto proto-check bench bench-small faults fuzz install clean serve
-.PHONY: crash fiu-utils
+.PHONY: crash fiu-utils i18n i18n-extract
 
 run: $(STAMP) ## Start a server on SQLite, submit and audit signed events, print the story.
 	$(BIN)/policy-ledger demo
@@ -71,7 +71,17 @@ $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[dev]'
+	$(BIN)/pybabel compile -d ledger/i18n/locales -D ledger
 	touch $(STAMP)
+
+i18n: $(STAMP) ## Compile the gettext catalogues (.po -> .mo; make install does it too).
+	$(BIN)/pybabel compile -d ledger/i18n/locales -D ledger --statistics
+
+i18n-extract: $(STAMP) ## Re-extract message ids to ledger.pot and merge them into every .po.
+	$(BIN)/pybabel extract --no-default-keywords -k N_ --no-location --project=policy-ledger \
+	  -o ledger/i18n/locales/ledger.pot ledger/i18n/messages.py
+	$(BIN)/pybabel update --no-location --width=100 -d ledger/i18n/locales -D ledger \
+	  -i ledger/i18n/locales/ledger.pot
 
 $(BUF): protos/package.json protos/package-lock.json
 	# `npm install --no-save`, not `npm ci`: the registry this project reaches serves only some of

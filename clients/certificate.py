@@ -59,6 +59,8 @@ class IssuedCertificate:
     """The coverage it states (as GetCoverage returns it)."""
     statement: CertificateStatement | None
     """Its verified statement, when the client was given the log key; else None."""
+    human_text: str = ""
+    """For people, in the language asked for (not signed: the statement is)."""
 
 
 class CertificateClient:
@@ -79,8 +81,13 @@ class CertificateClient:
         self._log_key = None if log_key is None else LogKey.parse(log_key)
         self._timeout = timeout
 
-    def get(self, person: types_pb2.PersonId, day: dt.date) -> list[IssuedCertificate]:
+    def get(
+        self, person: types_pb2.PersonId, day: dt.date, *, accept_language: str = ""
+    ) -> list[IssuedCertificate]:
         """A certificate per coverage of ``person`` on ``day`` (NotFoundError when none).
+
+        ``accept_language`` (the ``accept-language`` metadata, docs/i18n.md) chooses the
+        language and calendar of each certificate's ``human_text``.
 
         With a log key, each is verified (signature, proof, checkpoint, entry) before it is
         returned, and CertificateError says what failed.
@@ -91,7 +98,11 @@ class CertificateClient:
             date=types_pb2.CivilDate(year=day.year, month=day.month, day=day.day),
         )
         try:
-            response = self._stub.GetCoverageCertificate(request, timeout=self._timeout)
+            response = self._stub.GetCoverageCertificate(
+                request,
+                timeout=self._timeout,
+                metadata=(("accept-language", accept_language),) if accept_language else (),
+            )
         except grpc.RpcError as error:
             raise from_rpc_error(error) from None
         issued: list[IssuedCertificate] = []
@@ -114,7 +125,9 @@ class CertificateClient:
                         f"the response names leaf {certificate.leaf_index}, "
                         f"the certificate leaf {statement.leaf_index}"
                     )
-            issued.append(IssuedCertificate(bundle, certificate.coverage, statement))
+            issued.append(
+                IssuedCertificate(bundle, certificate.coverage, statement, certificate.human_text)
+            )
         return issued
 
 

@@ -61,6 +61,11 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     get.add_argument("--date", required=True, help="the day covered, YYYY-MM-DD")
     get.add_argument("--out", required=True, help="file to write the certificate bundle to")
     get.add_argument("--qr", help="PNG file to write the certificate's QR code to")
+    get.add_argument(
+        "--lang",
+        default="",
+        help="language of the printed text: en, fr or ar; add -u-ca-islamic-umalqura for Hijri",
+    )
     add_log_verifier(get, required=False, help="verify with this log verifier key (or @FILE)")
     get.set_defaults(handler=_get)
 
@@ -117,7 +122,9 @@ def _get(args: argparse.Namespace) -> int:
     log_key = _key(args.log_verifier) if args.log_verifier else None
     with connection_from_arguments(args).open() as channel:
         try:
-            issued = CertificateClient(channel, log_key=log_key).get(person, day)
+            issued = CertificateClient(channel, log_key=log_key).get(
+                person, day, accept_language=args.lang
+            )
         except CertificateError as error:
             print(f"error: the server's certificate does not verify: {error}", file=sys.stderr)
             return 1
@@ -134,6 +141,8 @@ def _get(args: argparse.Namespace) -> int:
             f"{coverage.insurer_id} {coverage.policy_id}: wrote {', '.join(written)}"
             + (" (verified)" if certificate.statement is not None else "")
         )
+        if certificate.human_text:
+            print(f"  {certificate.human_text}")
     return 0
 
 

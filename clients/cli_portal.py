@@ -99,6 +99,7 @@ def _check(args: argparse.Namespace) -> int:
             through=args.through,
             as_of=args.as_of,
             jurisdiction=args.jurisdiction,
+            accept_language=args.lang,
         )
     response = answer.response
     if args.json:
@@ -279,6 +280,11 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     check.add_argument("--json", action="store_true", help="the answer as JSON")
     check.add_argument(
         "--jurisdiction", default="", help="the renewing state, e.g. KW (a portal's own)"
+    )
+    check.add_argument(
+        "--lang",
+        default="",
+        help="language of the details: en, fr or ar; add -u-ca-islamic-umalqura for Hijri dates",
     )
     check.set_defaults(handler=_check)
 

@@ -33,6 +33,10 @@ __all__ = ["PortalClient", "VerifiedAnswer", "civil_date"]
 _R = TypeVar("_R")
 
 
+def _language(accept_language: str) -> tuple[tuple[str, str], ...]:
+    return (("accept-language", accept_language),) if accept_language else ()
+
+
 @dataclass(frozen=True)
 class VerifiedAnswer(Generic[_R]):
     """A response whose checkpoint signature verified with the trusted log key."""
@@ -92,10 +96,14 @@ class PortalClient:
         as_of: dt.date | None = None,
         include_fhir: bool = False,
         jurisdiction: str = "",
+        accept_language: str = "",
     ) -> VerifiedAnswer[pb.CheckHouseholdResponse]:
         """Whether every member is covered from ``as_of`` (default: today) through ``through``.
 
         ``jurisdiction``: the state whose renewal this is for; a portal may ask for its own only.
+        ``accept_language``: the language (and calendar) of the members' ``detail``, sent as the
+        ``accept-language`` metadata, e.g. ``fr`` or ``ar-SA-u-ca-islamic-umalqura``
+        (docs/i18n.md); empty: English with ISO dates.
         """
         request = pb.CheckHouseholdRequest(
             purpose=self._purpose,
@@ -111,7 +119,9 @@ class PortalClient:
         if as_of is not None:
             request.as_of_date.CopyFrom(civil_date(as_of))
         try:
-            response = self._stub.CheckHousehold(request, timeout=self._timeout)
+            response = self._stub.CheckHousehold(
+                request, timeout=self._timeout, metadata=_language(accept_language)
+            )
         except grpc.RpcError as error:
             raise from_rpc_error(error) from None
         return self._verified(response, response.basis)

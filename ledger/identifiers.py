@@ -10,8 +10,11 @@ the country:
   or 4, no known check digit).
 * Kuwait (KW): civil ID, 12 digits: century of birth, YYMMDD birth date, 4-digit serial and a
   weighted modulo-11 check digit.
+* Morocco (MA): national ID (the CIN, carte nationale d'identité électronique): one or two
+  letters (the issuing office's prefix) then 5 or 6 digits, e.g. ``BE123456``; no check digit.
+  Morocco issues no civil ID (use NATIONAL_ID).
 * Other countries: civil IDs are 5 to 20 digits; residence and national IDs 5 to 20 letters and
-  digits (Morocco's CIN has letters), at least one a digit; no check digit.
+  digits, at least one a digit; no check digit.
 * Passports of any issuing state: 5 to 9 characters A-Z0-9 (the ICAO 9303 document-number field).
 
 :func:`validate_person_id` reports at most one violation per field, the first rule broken, in
@@ -34,6 +37,7 @@ __all__ = [
     "example_border_number",
     "example_iqama",
     "example_kuwait_civil_id",
+    "example_moroccan_cin",
     "example_saudi_national_id",
     "kuwait_civil_id_check_digit",
     "luhn_check_digit",
@@ -42,6 +46,7 @@ __all__ = [
 
 SAUDI_ARABIA = "SA"
 KUWAIT = "KW"
+MOROCCO = "MA"
 
 _SAUDI_ID_DIGITS = 10
 _KUWAIT_CIVIL_ID_DIGITS = 12
@@ -49,6 +54,9 @@ _GENERIC_DIGITS_MIN = 5
 _GENERIC_DIGITS_MAX = 20
 _PASSPORT_CHARS_MIN = 5
 _PASSPORT_CHARS_MAX = 9
+_CIN_LETTERS_MAX = 2
+_CIN_DIGITS_MIN = 5
+_CIN_DIGITS_MAX = 6
 
 # Weights of the Kuwaiti civil ID check digit over its first 11 digits.
 _KUWAIT_WEIGHTS = (2, 1, 6, 3, 7, 9, 10, 5, 8, 4, 2)
@@ -56,6 +64,7 @@ _KUWAIT_WEIGHTS = (2, 1, 6, 3, 7, 9, 10, 5, 8, 4, 2)
 _KUWAIT_CENTURIES = {"2": 1900, "3": 2000}
 
 _DIGITS = frozenset("0123456789")
+_LETTERS = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
 _PASSPORT_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789")
 
 _T = types_pb2
@@ -129,6 +138,8 @@ def _type_country_problem(kind: int, country: str) -> str | None:
         country == KUWAIT
     ):
         return "Kuwait identifies citizens and residents by their civil ID: use type CIVIL_ID"
+    if kind == _T.PERSON_ID_TYPE_CIVIL_ID and country == MOROCCO:
+        return "Morocco issues no civil ID: a Moroccan CIN is type NATIONAL_ID"
     return None
 
 
@@ -141,7 +152,28 @@ def _residence_id(value: str, country: str, today: dt.date) -> str | None:
 def _national_id(value: str, country: str, today: dt.date) -> str | None:
     if country == SAUDI_ARABIA:
         return _saudi_luhn_id(value, _SAUDI_NATIONAL, "1")
+    if country == MOROCCO:
+        return _moroccan_cin(value)
     return _generic_letters_and_digits(value, "a national ID")
+
+
+def _moroccan_cin(value: str) -> str | None:
+    """One or two letters (the issuing office's prefix), then 5 or 6 digits."""
+    shape = (
+        f"a Moroccan CIN is 1 to {_CIN_LETTERS_MAX} letters then {_CIN_DIGITS_MIN} or "
+        f"{_CIN_DIGITS_MAX} digits (e.g. BE123456)"
+    )
+    letters = len(value) - len(value.lstrip(_LETTERS))
+    digits = value[letters:]
+    if letters == 0:
+        return f"{shape}, this one starts with a digit"
+    if letters > _CIN_LETTERS_MAX:
+        return f"{shape}, this one starts with {letters} letters"
+    if not set(digits) <= _DIGITS:
+        return f"{shape}, letters only at the start"
+    if not _CIN_DIGITS_MIN <= len(digits) <= _CIN_DIGITS_MAX:
+        return f"{shape}, got {len(digits)} digits"
+    return None
 
 
 def _civil_id(value: str, country: str, today: dt.date) -> str | None:
@@ -266,8 +298,8 @@ def _generic_digits(value: str, what: str) -> str | None:
 
 
 def _generic_letters_and_digits(value: str, what: str) -> str | None:
-    """Residence and national IDs of other states: some carry letters (Morocco's CIN, e.g.
-    ``BE123456``); 5 to 20 characters A-Z0-9 with at least one digit."""
+    """Residence and national IDs of states whose format is not encoded: some carry letters;
+    5 to 20 characters A-Z0-9 with at least one digit."""
     shape = f"{what} is {_GENERIC_DIGITS_MIN} to {_GENERIC_DIGITS_MAX} letters and digits"
     if not _GENERIC_DIGITS_MIN <= len(value) <= _GENERIC_DIGITS_MAX:
         return f"{shape}, got {len(value)}"
@@ -323,3 +355,10 @@ def example_kuwait_civil_id(birth: dt.date, serial: int) -> str:
         if check is not None:
             return f"{payload}{check}"
     raise AssertionError("unreachable: at most two serials in a row lack a check digit")
+
+
+def example_moroccan_cin(serial: int) -> str:
+    """A valid Moroccan CIN: prefix ``BE`` (Casablanca) and a 6-digit serial (0 to 999999)."""
+    if not 0 <= serial < 10**_CIN_DIGITS_MAX:
+        raise ValueError(f"serial must be in 0..{10**_CIN_DIGITS_MAX - 1}, got {serial}")
+    return f"BE{serial:06d}"

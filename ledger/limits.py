@@ -74,6 +74,12 @@ history_page_max: Final = 1000
 """Entries one ListPolicyHistory / FindEntries page returns at most."""
 history_page_default: Final = 100
 
+# Human texts (ledger/i18n, docs/i18n.md).
+accept_language_chars_max: Final = 256
+"""Longest ``accept-language`` request metadata value read (longer is INVALID_ARGUMENT)."""
+accept_language_ranges_max: Final = 16
+"""Language ranges one ``accept-language`` value may list."""
+
 # Witnessing (ledger/witnessing.py, docs/witness.md).
 witnesses_max: Final = 16
 """Witnesses the log submits to (each cosignature is a line of the served note)."""

@@ -172,7 +172,7 @@ _SCHEDULE_KEYS = _REQUIRED_SCHEDULE_KEYS | {"effective_until"}
 _ISO_DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 _RULE_ID = re.compile(r"^[A-Z0-9]+(?:-[A-Z0-9]+)*$")
 _VERSION = re.compile(r"^[a-z0-9]+(?:[-.][a-z0-9]+)*$")
-_PACKAGED_FILES = ("kw-legacy.json", "kw-2025-12-23.json")
+_PACKAGED_FILES = ("kw-legacy.json", "kw-2025-12-23.json", "ma-2005-08-18.json")
 _E = TypeVar("_E", bound=enum.Enum)
 
 

@@ -67,6 +67,7 @@ from payments.gateway import PaymentGateway, load_gateway
 from payments.limits import GATEWAY_RESULT_BYTES_MAX, RENEWAL_DAYS_MAX, URL_CHARS_MAX
 from payments.notifications import NotificationReceiver
 from payments.renewal import (
+    PRIVATE_INSURANCE_JURISDICTIONS,
     MemberInput,
     PaymentRecord,
     QuoteRecord,
@@ -243,10 +244,13 @@ def install(context: ServerContext) -> tuple[str, ...]:
 def parse_quote_request(request: pb.QuoteRenewalRequest) -> QuoteRequest:
     """The saga's QuoteRequest, or INVALID_ARGUMENT naming every bad field."""
     violations: list[FieldViolation] = []
-    if request.jurisdiction not in {"KW", "SA"}:
-        violations.append(
-            FieldViolation("jurisdiction", "KW (fee) or SA (private insurance) are supported")
+    fee_jurisdictions = fees.default_schedules().jurisdictions
+    if request.jurisdiction not in {*fee_jurisdictions, *PRIVATE_INSURANCE_JURISDICTIONS}:
+        supported = ", ".join(
+            [f"{j} (fee)" for j in fee_jurisdictions]
+            + [f"{j} (private insurance)" for j in sorted(PRIVATE_INSURANCE_JURISDICTIONS)]
         )
+        violations.append(FieldViolation("jurisdiction", f"supported: {supported}"))
     if request.HasField("sponsor"):
         check_person(violations, "sponsor", request.sponsor)
     else:

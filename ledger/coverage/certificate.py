@@ -31,11 +31,12 @@ from collections.abc import Sequence
 
 from ledger.coverage.model import CoverageRecord
 from ledger.errors import VerificationError, check
+from ledger.i18n.messages import CERTIFICATE_STATUS_NOTE, CERTIFICATE_SUMMARY, Message
 from ledger.merkle import HASH_SIZE, verify_inclusion
 from ledger.note import sign_note
 from ledger.signing import Signer
 
-__all__ = ["CERTIFICATE_HEADER", "certificate_text", "sign_certificate"]
+__all__ = ["CERTIFICATE_HEADER", "certificate_messages", "certificate_text", "sign_certificate"]
 
 CERTIFICATE_HEADER = "policy-ledger coverage certificate v1"
 """The first line of every certificate statement (its format and version)."""
@@ -111,3 +112,21 @@ def sign_certificate(
         proof=proof,
     )
     return sign_note(text, [signer])
+
+
+def certificate_messages(record: CoverageRecord, day: dt.date, *, tree_size: int) -> list[Message]:
+    """The certificate's human text, to render in the reader's language (``ledger.i18n``): who
+    is covered on ``day``, by whom, for which period, and that its status must be checked."""
+    summary = Message(
+        CERTIFICATE_SUMMARY,
+        {
+            "person": record.person.key,
+            "date": day,
+            "insurer": record.insurer_id,
+            "policy": record.policy_id,
+            "plan": record.plan,
+            "start": record.start,
+            "end": record.end,
+        },
+    )
+    return [summary, Message(CERTIFICATE_STATUS_NOTE, {"tree_size": tree_size})]

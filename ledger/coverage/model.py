@@ -10,6 +10,8 @@ import datetime as dt
 import enum
 from dataclasses import dataclass
 
+from ledger.i18n.messages import Message
+
 __all__ = [
     "BlockReason",
     "CoverageRecord",
@@ -100,6 +102,8 @@ class MemberVerdict:
     """The last day of continuous coverage from ``as_of``, or None when not covered on it."""
     coverages: tuple[CoverageRecord, ...]
     """The coverage records the verdict relied on."""
+    message: Message | None = None
+    """``detail`` as a message id and its arguments, to render in the reader's language."""
 
 
 @dataclass(frozen=True)

@@ -19,10 +19,11 @@ import datetime as dt
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 from sqlalchemy import Connection, Engine, Row, bindparam, select
 
+from ledger import i18n
 from ledger.coverage.model import (
     BlockReason,
     CoverageRecord,
@@ -32,6 +33,18 @@ from ledger.coverage.model import (
     Relationship,
 )
 from ledger.coverage.projector import PERIOD_END
+from ledger.errors import check
+from ledger.i18n.messages import (
+    VERDICT_CANCELLED,
+    VERDICT_COVERED_THROUGH,
+    VERDICT_ENDS_ON,
+    VERDICT_GAP,
+    VERDICT_INSURER_SUSPENDED,
+    VERDICT_LAST_ENDED,
+    VERDICT_NO_POLICY,
+    VERDICT_STARTS_LATER,
+    Message,
+)
 from ledger.storage.log_store import StoredCheckpoint, latest_checkpoint
 from ledger.storage.tables import coverages, insurers, log_entries, policies, subject_entries
 
@@ -235,6 +248,14 @@ def _members_on_record(
     return [(person_from_key(key), relationship) for key, relationship in found.items()]
 
 
+def _suspended(span: _Span) -> Message:
+    check(span.suspended_from is not None, "a suspended span without its suspension date")
+    suspended_from = cast(dt.date, span.suspended_from)
+    return Message(
+        VERDICT_INSURER_SUSPENDED, {"insurer": span.record.insurer_id, "date": suspended_from}
+    )
+
+
 def _member_verdict(  # noqa: PLR0911 (one return per documented reason)
     person: PersonRef,
     relationship: Relationship | None,
@@ -257,7 +278,7 @@ def _member_verdict(  # noqa: PLR0911 (one return per documented reason)
         known = spans[-1].record.relationship
 
     def verdict(
-        reason: BlockReason, detail: str, relied_on: Sequence[_Span]
+        reason: BlockReason, message: Message, relied_on: Sequence[_Span]
     ) -> tuple[MemberVerdict, int | None]:
         suspension = (
             relied_on[-1].suspension_leaf if reason is BlockReason.INSURER_SUSPENDED else None
@@ -267,13 +288,16 @@ def _member_verdict(  # noqa: PLR0911 (one return per documented reason)
             relationship=known or Relationship.OTHER,
             covered=reason is BlockReason.COVERED,
             reason=reason,
-            detail=detail,
+            detail=i18n.render(message, i18n.DEFAULT),
+            message=message,
             covered_until=day - _ONE_DAY if used else None,
             coverages=tuple(dict.fromkeys(span.record for span in relied_on)),
         ), suspension
 
     if day > through:
-        return verdict(BlockReason.COVERED, f"covered through {day - _ONE_DAY}", used)
+        return verdict(
+            BlockReason.COVERED, Message(VERDICT_COVERED_THROUGH, {"date": day - _ONE_DAY}), used
+        )
     later = [s for s in spans if day < s.record.start <= through]
     if not used:
         suspended = [s for s in spans if s.record.start <= day <= s.record.end]
@@ -281,13 +305,13 @@ def _member_verdict(  # noqa: PLR0911 (one return per documented reason)
             span = suspended[0]
             return verdict(
                 BlockReason.INSURER_SUSPENDED,
-                f"insurer {span.record.insurer_id!r} is suspended from {span.suspended_from}",
+                _suspended(span),
                 suspended,
             )
         if later:
             return verdict(
                 BlockReason.NO_POLICY,
-                f"not covered on {as_of}; coverage starts on {later[0].record.start}",
+                Message(VERDICT_STARTS_LATER, {"date": as_of, "start": later[0].record.start}),
                 later[:1],
             )
         ended = [s for s in spans if s.record.end < as_of]
@@ -295,33 +319,38 @@ def _member_verdict(  # noqa: PLR0911 (one return per documented reason)
             last = max(ended, key=lambda span: span.record.end)
             return verdict(
                 BlockReason.NO_POLICY,
-                f"no coverage on {as_of}; the last ended on {last.record.end} "
-                f"({last.record.end_reason}, policy {last.record.policy_id!r})",
+                Message(
+                    VERDICT_LAST_ENDED,
+                    {
+                        "date": as_of,
+                        "end": last.record.end,
+                        "reason": last.record.end_reason,
+                        "policy": last.record.policy_id,
+                    },
+                ),
                 [last],
             )
-        return verdict(BlockReason.NO_POLICY, f"no policy covers {as_of}", [])
+        return verdict(BlockReason.NO_POLICY, Message(VERDICT_NO_POLICY, {"date": as_of}), [])
     last = used[-1]
     if last.cut_by_suspension:
-        return verdict(
-            BlockReason.INSURER_SUSPENDED,
-            f"insurer {last.record.insurer_id!r} is suspended from {last.suspended_from}",
-            used,
-        )
+        return verdict(BlockReason.INSURER_SUSPENDED, _suspended(last), used)
     if later:
         return verdict(
             BlockReason.GAP,
-            f"not covered from {day} until {later[0].record.start - _ONE_DAY}",
+            Message(VERDICT_GAP, {"start": day, "end": later[0].record.start - _ONE_DAY}),
             [*used, later[0]],
         )
     if last.record.end_reason == PERIOD_END:
         return verdict(
             BlockReason.ENDS_BEFORE,
-            f"coverage ends on {last.record.end} (policy {last.record.policy_id!r})",
+            Message(VERDICT_ENDS_ON, {"date": last.record.end, "policy": last.record.policy_id}),
             used,
         )
     return verdict(
         BlockReason.CANCELLED,
-        f"coverage cancelled from {day} ({last.record.end_reason}, "
-        f"policy {last.record.policy_id!r})",
+        Message(
+            VERDICT_CANCELLED,
+            {"date": day, "reason": last.record.end_reason, "policy": last.record.policy_id},
+        ),
         used,
     )

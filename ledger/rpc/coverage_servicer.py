@@ -9,9 +9,9 @@ from typing import TypeVar
 
 import grpc
 
-from ledger import limits
+from ledger import i18n, limits
 from ledger.clock import Clock
-from ledger.coverage.certificate import sign_certificate
+from ledger.coverage.certificate import certificate_messages, sign_certificate
 from ledger.coverage.fhir import coverage_resource, eligibility_response, to_json
 from ledger.coverage.model import CoverageRecord, HouseholdVerdict, PersonRef, Relationship
 from ledger.coverage.projector import person_ref
@@ -26,7 +26,7 @@ from ledger.v1 import coverage_service_pb2 as pb
 from ledger.v1 import coverage_service_pb2_grpc as pb_grpc
 from ledger.v1 import events_pb2, types_pb2
 
-__all__ = ["CoverageServicer", "household_response"]
+__all__ = ["CoverageServicer", "answer_language", "household_response", "presentation_of"]
 
 _T = TypeVar("_T")
 _Context = grpc.aio.ServicerContext[object, object]
@@ -106,8 +106,27 @@ def _person_and_date(
     return parse
 
 
-def household_response(verdict: HouseholdVerdict) -> pb.CheckHouseholdResponse:
-    """The wire form of a household verdict (also used by the renewal service)."""
+def presentation_of(context: _Context) -> i18n.Presentation:
+    """How the caller wants human texts: the ``accept-language`` metadata (repeated values are
+    one list, as HTTP joins repeated headers); INVALID_ARGUMENT when it cannot be read."""
+    values = [
+        str(value)
+        for key, value in (context.invocation_metadata() or ())
+        if key.lower() == i18n.METADATA_KEY
+    ]
+    return i18n.presentation_from_accept_language(", ".join(values) or None)
+
+
+async def answer_language(context: _Context, presentation: i18n.Presentation) -> None:
+    """Say which language and calendar the human texts are in (``content-language``)."""
+    await context.send_initial_metadata((("content-language", presentation.tag),))
+
+
+def household_response(
+    verdict: HouseholdVerdict, presentation: i18n.Presentation = i18n.DEFAULT
+) -> pb.CheckHouseholdResponse:
+    """The wire form of a household verdict (also used by the renewal service), its details
+    in the presentation's language and calendar."""
     response = pb.CheckHouseholdResponse(
         renewable=verdict.renewable,
         as_of_date=civil_date(verdict.as_of),
@@ -124,7 +143,7 @@ def household_response(verdict: HouseholdVerdict) -> pb.CheckHouseholdResponse:
             relationship=_relationship_proto(member.relationship),
             covered=member.covered,
             verdict=_VERDICTS[member.reason.value],
-            detail=member.detail,
+            detail=(i18n.render(member.message, presentation) if member.message else member.detail),
             coverages=[_coverage_proto(record) for record in member.coverages],
         )
         if member.covered_until is not None:
@@ -183,10 +202,15 @@ class CoverageServicer(pb_grpc.CoverageServiceServicer):
         self, request: pb.GetCoverageCertificateRequest, context: _Context
     ) -> pb.GetCoverageCertificateResponse:
         """A certificate per coverage of a person on a date; NOT_FOUND when there is none."""
+        presentation = await self._checked(context, lambda: presentation_of(context))
         person, day = await self._checked(context, _person_and_date(request))
-        return await self._read(context, lambda: self._certificates(person, day))
+        response = await self._read(context, lambda: self._certificates(person, day, presentation))
+        await answer_language(context, presentation)
+        return response
 
-    def _certificates(self, person: PersonRef, day: dt.date) -> pb.GetCoverageCertificateResponse:
+    def _certificates(
+        self, person: PersonRef, day: dt.date, presentation: i18n.Presentation
+    ) -> pb.GetCoverageCertificateResponse:
         """Runs in a worker thread: read coverage, proofs and entries, and sign."""
         # A suspended insurer's policies stop counting: no certificate for them.
         records, head = self._reader.coverage_on(person, day, counting_suspension=True)
@@ -219,6 +243,10 @@ class CoverageServicer(pb_grpc.CoverageServiceServicer):
                     coverage=_coverage_proto(record),
                     leaf_index=leaf,
                     entry=entry,
+                    human_text=" ".join(
+                        i18n.render(message, presentation)
+                        for message in certificate_messages(record, day, tree_size=head.tree_size)
+                    ),
                 )
             )
         return pb.GetCoverageCertificateResponse(
@@ -282,16 +310,24 @@ class CoverageServicer(pb_grpc.CoverageServiceServicer):
             assert as_of is not None and through is not None
             return person_ref(request.sponsor), members, as_of, through
 
+        presentation = await self._checked(context, lambda: presentation_of(context))
         sponsor, members, as_of, through = await self._checked(context, parse)
         verdict = await self._read(
             context, lambda: self._reader.check_household(sponsor, members, as_of, through)
         )
-        return self._household_response(verdict, include_fhir=request.include_fhir)
+        await answer_language(context, presentation)
+        return self._household_response(
+            verdict, include_fhir=request.include_fhir, presentation=presentation
+        )
 
     def _household_response(
-        self, verdict: HouseholdVerdict, *, include_fhir: bool
+        self,
+        verdict: HouseholdVerdict,
+        *,
+        include_fhir: bool,
+        presentation: i18n.Presentation = i18n.DEFAULT,
     ) -> pb.CheckHouseholdResponse:
-        response = household_response(verdict)
+        response = household_response(verdict, presentation)
         if include_fhir:
             response.fhir_eligibility_response = to_json(
                 eligibility_response(verdict, created=self._clock.now())

@@ -352,7 +352,10 @@ class MemberCoverage(_message.Message):
     verdict: Global___CoverageVerdict.ValueType
     """Why covered or not."""
     detail: _builtins.str
-    """A sentence for the portal's operator, e.g. "cancelled from 2026-03-01 (FINAL_EXIT)"."""
+    """A sentence for the portal's operator, e.g. "coverage cancelled from 2026-03-01 (FINAL_EXIT,
+    policy 'P-1')": in English with ISO dates, or in the language and calendar the call's
+    `accept-language` metadata asked for (docs/i18n.md).
+    """
     @_builtins.property
     def person(self) -> _types_pb2.PersonId:
         """Who."""
@@ -659,6 +662,7 @@ class CoverageCertificate(_message.Message):
     COVERAGE_FIELD_NUMBER: _builtins.int
     LEAF_INDEX_FIELD_NUMBER: _builtins.int
     ENTRY_FIELD_NUMBER: _builtins.int
+    HUMAN_TEXT_FIELD_NUMBER: _builtins.int
     certificate: _builtins.bytes
     """The certificate: a C2SP signed note, signed by the log key, whose text is the statement
     "policy-ledger coverage certificate v1" (format: ledger/coverage/certificate.py).
@@ -672,6 +676,11 @@ class CoverageCertificate(_message.Message):
     """That entry's LedgerEntry bytes, verbatim: SHA-256(0x00 || entry) is the certificate's
     leaf hash, and the insurer's signature on the event inside can be checked too.
     """
+    human_text: _builtins.str
+    """For people: who is covered, by whom, until when, and that the status must be checked
+    online, in the language and calendar the call's `accept-language` metadata asked for
+    (docs/i18n.md). Not signed: the certificate is.
+    """
     @_builtins.property
     def coverage(self) -> Global___Coverage:
         """The coverage the certificate states, as GetCoverage returns it."""
@@ -683,10 +692,11 @@ class CoverageCertificate(_message.Message):
         coverage: Global___Coverage | None = ...,
         leaf_index: _builtins.int = ...,
         entry: _builtins.bytes = ...,
+        human_text: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["coverage", b"coverage"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["certificate", b"certificate", "coverage", b"coverage", "entry", b"entry", "leaf_index", b"leaf_index"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["certificate", b"certificate", "coverage", b"coverage", "entry", b"entry", "human_text", b"human_text", "leaf_index", b"leaf_index"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

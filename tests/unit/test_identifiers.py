@@ -14,6 +14,7 @@ from ledger.identifiers import (
     example_border_number,
     example_iqama,
     example_kuwait_civil_id,
+    example_moroccan_cin,
     example_saudi_national_id,
     kuwait_civil_id_check_digit,
     luhn_check_digit,
@@ -293,13 +294,20 @@ def test_other_countries_civil_ids_take_5_to_20_digits(country: str) -> None:
     assert _refused(CIVIL, "12345A", country).endswith("is 5 to 20 digits, without letters")
 
 
-@pytest.mark.parametrize("kind", [RESIDENCE, NATIONAL])
-@pytest.mark.parametrize("country", ["AE", "QA", "OM", "BH", "EG", "DZ", "MA"])
+@pytest.mark.parametrize(
+    ("kind", "country"),
+    [
+        (kind, country)
+        for kind in (RESIDENCE, NATIONAL)
+        for country in ("AE", "QA", "OM", "BH", "EG", "DZ", "MA")
+        if (kind, country) != (NATIONAL, "MA")  # the CIN has its own rule
+    ],
+)
 def test_other_countries_residence_and_national_ids_take_letters_too(
     kind: int, country: str
 ) -> None:
     assert _check(kind, "12345", country) == []
-    assert _check(kind, "BE123456", country) == []  # a Moroccan CIN
+    assert _check(kind, "BE123456", country) == []
     assert _check(kind, "1" * 20, country) == []
     shape = "is 5 to 20 letters and digits"
     assert _refused(kind, "1234", country).endswith(f"{shape}, got 4")
@@ -426,3 +434,45 @@ def test_today_defaults_to_the_local_date() -> None:
     future = example_kuwait_civil_id(dt.date(2099, 12, 31), 0)
     person = types_pb2.PersonId(type=CIVIL, value=future, country_code="KW")
     assert validate_person_id(person, FIELD)[0].description.endswith("is in the future")
+
+
+# Morocco: the CIN ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("value", ["A123456", "BE123456", "BK765432", "J12345", "AB12345"])
+def test_moroccan_cin_one_or_two_letters_then_five_or_six_digits(value: str) -> None:
+    assert _check(NATIONAL, value, "MA") == []
+
+
+@pytest.mark.parametrize(
+    ("value", "problem"),
+    [
+        ("123456", "this one starts with a digit"),
+        ("ABC12345", "this one starts with 3 letters"),
+        ("BE12A456", "letters only at the start"),
+        ("BE123456X", "letters only at the start"),
+        ("BE1234", "got 4 digits"),
+        ("A1234567", "got 7 digits"),
+        ("BE", "got 0 digits"),
+    ],
+)
+def test_moroccan_cin_refusals_say_what_is_wrong(value: str, problem: str) -> None:
+    shape = "a Moroccan CIN is 1 to 2 letters then 5 or 6 digits (e.g. BE123456)"
+    assert _refused(NATIONAL, value, "MA") == f"{shape}, {problem}"
+
+
+def test_morocco_issues_no_civil_id() -> None:
+    assert _refused(CIVIL, "123456", "MA", on="type") == (
+        "Morocco issues no civil ID: a Moroccan CIN is type NATIONAL_ID"
+    )
+
+
+@given(st.integers(min_value=0, max_value=999_999))
+def test_example_moroccan_cins_are_valid(serial: int) -> None:
+    assert _check(NATIONAL, example_moroccan_cin(serial), "MA") == []
+
+
+def test_example_moroccan_cin_refuses_out_of_range_serials() -> None:
+    for serial in (-1, 1_000_000):
+        with pytest.raises(ValueError, match="serial"):
+            example_moroccan_cin(serial)

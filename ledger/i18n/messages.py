@@ -1,0 +1,103 @@
+"""The human texts' message ids: English templates with ``{named}`` placeholders.
+
+Each id is a gettext msgid of the ``ledger`` domain (catalogues in ``ledger/i18n/locales``).
+:func:`N_` only marks a string for ``pybabel extract``; a :class:`Message` pairs an id with its
+arguments, and :func:`ledger.i18n.render` translates and fills it. A placeholder is replaced by
+its argument as is (a string) or as a date in the reader's language and calendar (a
+``datetime.date``); a translation must use exactly the placeholders of its id (a test checks).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+__all__ = [
+    "CERTIFICATE_STATUS_NOTE",
+    "CERTIFICATE_SUMMARY",
+    "HIJRI_DATE",
+    "HIJRI_MONTHS",
+    "MESSAGE_IDS",
+    "N_",
+    "VERDICT_CANCELLED",
+    "VERDICT_COVERED_THROUGH",
+    "VERDICT_ENDS_ON",
+    "VERDICT_GAP",
+    "VERDICT_INSURER_SUSPENDED",
+    "VERDICT_LAST_ENDED",
+    "VERDICT_NO_POLICY",
+    "VERDICT_STARTS_LATER",
+    "Message",
+]
+
+Argument = str | int | dt.date
+
+
+def N_(message_id: str) -> str:  # noqa: N802 - the gettext convention pybabel extracts
+    """Mark ``message_id`` for extraction; return it unchanged."""
+    return message_id
+
+
+@dataclass(frozen=True)
+class Message:
+    """A message id and the values of its placeholders."""
+
+    message_id: str
+    arguments: Mapping[str, Argument] = field(default_factory=dict)
+
+
+# Household verdicts (ledger/coverage/reader.py), one per documented reason.
+VERDICT_COVERED_THROUGH = N_("covered through {date}")
+VERDICT_INSURER_SUSPENDED = N_("insurer '{insurer}' is suspended from {date}")
+VERDICT_STARTS_LATER = N_("not covered on {date}; coverage starts on {start}")
+VERDICT_LAST_ENDED = N_(
+    "no coverage on {date}; the last ended on {end} ({reason}, policy '{policy}')"
+)
+VERDICT_NO_POLICY = N_("no policy covers {date}")
+VERDICT_GAP = N_("not covered from {start} until {end}")
+VERDICT_ENDS_ON = N_("coverage ends on {date} (policy '{policy}')")
+VERDICT_CANCELLED = N_("coverage cancelled from {date} ({reason}, policy '{policy}')")
+
+# Coverage certificates (ledger/coverage/certificate.py).
+CERTIFICATE_SUMMARY = N_(
+    "{person} is covered on {date} by insurer '{insurer}', policy '{policy}', plan '{plan}', "
+    "from {start} to {end}."
+)
+CERTIFICATE_STATUS_NOTE = N_(
+    "Signed by the ledger at log size {tree_size}. Verify the signature offline; the ledger may "
+    "have cancelled or replaced this coverage since: check its current status online."
+)
+
+# Dates in the Hijri (Umm al-Qura) calendar: hijridate's English month names are the ids.
+HIJRI_DATE = N_("{day} {month} {year} AH")
+HIJRI_MONTHS = (
+    N_("Muharram"),
+    N_("Safar"),
+    N_("Rabi' al-Awwal"),
+    N_("Rabi' al-Thani"),
+    N_("Jumada al-Ula"),
+    N_("Jumada al-Akhirah"),
+    N_("Rajab"),
+    N_("Sha'ban"),
+    N_("Ramadan"),
+    N_("Shawwal"),
+    N_("Dhu al-Qa'dah"),
+    N_("Dhu al-Hijjah"),
+)
+
+MESSAGE_IDS: tuple[str, ...] = (
+    VERDICT_COVERED_THROUGH,
+    VERDICT_INSURER_SUSPENDED,
+    VERDICT_STARTS_LATER,
+    VERDICT_LAST_ENDED,
+    VERDICT_NO_POLICY,
+    VERDICT_GAP,
+    VERDICT_ENDS_ON,
+    VERDICT_CANCELLED,
+    CERTIFICATE_SUMMARY,
+    CERTIFICATE_STATUS_NOTE,
+    HIJRI_DATE,
+    *HIJRI_MONTHS,
+)
+"""Every message id the code uses; each catalogue translates exactly these."""

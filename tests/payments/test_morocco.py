@@ -1,0 +1,151 @@
+"""Morocco's contribution schedule (payments/schedules/ma-2005-08-18.json) and a Moroccan
+household quoted, paid through the CMI adapter against its sandbox, and recorded."""
+
+from __future__ import annotations
+
+import urllib.request
+from datetime import date
+from pathlib import Path
+
+import pytest
+from sqlalchemy import select
+
+from ledger.errors import InvalidArgument
+from ledger.v1 import events_pb2, types_pb2
+from payments import fees
+from payments.fees import FeeScheduleError, MemberFacts, Relationship, quote_fees
+from payments.gateways.cmi import from_settings as cmi_from_settings
+from payments.notifications import NotificationReceiver
+from payments.renewal import MemberInput, QuoteRequest
+from payments.sandbox.cmi import CmiSandbox
+from payments.service import parse_quote_request
+from payments.tables import gateway_notifications
+from payments.v1 import renewal_service_pb2 as pb
+from tests.payments.support import PERIOD, Stack
+
+R = Relationship
+OTHER = fees.ResidenceCategory.OTHER
+YEAR = (date(2026, 1, 1), date(2026, 12, 31))
+
+
+def _facts(key: str, relationship: Relationship, birth: date | None = None) -> MemberFacts:
+    return MemberFacts(key, relationship, OTHER, birth, sponsor_is_kuwaiti=False)
+
+
+def test_the_moroccan_schedule_is_packaged_in_mad_with_two_decimals() -> None:
+    (schedule,) = fees.load_packaged_schedules().schedules("MA")
+    assert schedule.version == "ma-2005-08-18"
+    assert (schedule.currency, schedule.minor_units) == ("MAD", 2)
+    assert schedule.effective_from == date(2005, 8, 18)
+    assert schedule.effective_until is None
+
+
+def test_an_insured_pays_the_monthly_floor_and_declared_beneficiaries_nothing() -> None:
+    household = [
+        _facts("insured", R.SELF),
+        _facts("spouse", R.SPOUSE),
+        _facts("child", R.CHILD, date(2018, 4, 1)),
+    ]
+    q = quote_fees("MA", date(2026, 1, 10), *YEAR, household)
+    assert [(line.person_key, line.rule_id, line.amount_minor) for line in q.lines] == [
+        ("insured", "MA05-CNOPS-INSURED-FLOOR", 84_000),
+        ("spouse", "MA05-CNOPS-BENEFICIARY", 0),
+        ("child", "MA05-CNOPS-BENEFICIARY", 0),
+    ]
+    assert (q.currency, q.total_minor) == ("MAD", 84_000)  # 12 x MAD 70.00
+    assert fees.format_minor(q.total_minor, 2) == "840.00"
+    three_months = quote_fees(
+        "MA", date(2026, 1, 10), date(2026, 1, 1), date(2026, 3, 31), household[:1]
+    )
+    assert three_months.total_minor == 21_000
+
+
+def test_what_the_moroccan_schedule_does_not_price_is_refused() -> None:
+    with pytest.raises(fees.UnpricedMemberError):
+        quote_fees("MA", date(2026, 1, 10), *YEAR, [_facts("parent", R.PARENT)])
+    with pytest.raises(FeeScheduleError, match="no MA fee schedule is effective on 2005-08-17"):
+        quote_fees("MA", date(2005, 8, 17), *YEAR, [_facts("insured", R.SELF)])
+
+
+def test_sudan_has_no_renewal_fee_schedule() -> None:
+    """Sudan's contributions are paid by a funder for a cohort (docs/fees.md), not quoted."""
+    with pytest.raises(FeeScheduleError) as raised:
+        quote_fees("SD", date(2026, 1, 10), *YEAR, [_facts("member", R.SELF)])
+    assert raised.value.reason == "FEE_SCHEDULE_NOT_FOUND"
+
+
+def _cin(value: str) -> types_pb2.PersonId:
+    return types_pb2.PersonId(
+        type=types_pb2.PERSON_ID_TYPE_NATIONAL_ID, value=value, country_code="MA"
+    )
+
+
+def _moroccan_household() -> QuoteRequest:
+    insured = _cin("BE123456")
+    return QuoteRequest(
+        jurisdiction="MA",
+        sponsor=insured,
+        sponsor_is_kuwaiti=False,
+        members=(
+            MemberInput(insured, R.SELF, OTHER, date(1980, 2, 1), None),
+            MemberInput(_cin("BK765432"), R.SPOUSE, OTHER, date(1984, 7, 9), None),
+        ),
+        period_start=PERIOD[0],
+        period_end=PERIOD[1],
+    )
+
+
+def test_a_moroccan_household_is_quoted_paid_through_cmi_and_recorded(tmp_path: Path) -> None:
+    with CmiSandbox() as sandbox:
+        cmi = cmi_from_settings(sandbox.settings(return_url="https://portal.example/receipt"))
+        stack = Stack(tmp_path, gateways={"cmi": cmi})
+        receiver = NotificationReceiver(stack.renewals, stack.engine, {"cmi": cmi}, stack.clock)
+        receiver.start()
+        stack.renewals.notification_base_url = receiver.base_url
+        try:
+            quote = stack.renewals.quote(_moroccan_household())
+            assert quote.payable
+            assert (quote.currency, quote.total_minor) == ("MAD", 84_000)
+            payment = stack.renewals.start_payment(quote.quote_id, "ma-key-0001", "cmi")
+            assert payment.state == "pending" and "/fim/est3Dgate" in payment.redirect_url
+            with urllib.request.urlopen(payment.redirect_url, timeout=5) as page:
+                assert page.status == 200
+            delivery = sandbox.pay(payment.payment_id)
+            assert delivery.answer == "ACTION=POSTAUTH"  # stored, verified, then acknowledged
+            with stack.engine.connect() as connection:
+                stored = connection.execute(select(gateway_notifications)).all()
+            assert [(row.payment_id, row.verified) for row in stored] == [
+                (payment.payment_id, "true")
+            ]
+            receiver.settle(timeout_seconds=60)
+            recorded = stack.renewals.get_payment(payment.payment_id)
+            assert recorded.state == "recorded", recorded
+            assert recorded.captured_minor == 84_000 and recorded.leaf_index is not None
+            assert sandbox.orders[payment.payment_id].captured_centimes == 84_000
+        finally:
+            receiver.stop()
+
+
+def _wire_request(jurisdiction: str) -> pb.QuoteRenewalRequest:
+    insured = _cin("BE123456")
+    return pb.QuoteRenewalRequest(
+        jurisdiction=jurisdiction,
+        sponsor=insured,
+        members=[pb.RenewalMember(person=insured, relationship=events_pb2.RELATIONSHIP_SELF)],
+        period_start=types_pb2.CivilDate(year=2027, month=1, day=1),
+        period_end=types_pb2.CivilDate(year=2027, month=12, day=31),
+    )
+
+
+def test_the_quote_request_accepts_morocco_without_a_residence_category() -> None:
+    parsed = parse_quote_request(_wire_request("MA"))
+    assert parsed.jurisdiction == "MA"
+    assert [m.residence_category for m in parsed.members] == [OTHER]
+
+
+def test_the_quote_request_refuses_a_jurisdiction_without_schedule_naming_the_supported() -> None:
+    with pytest.raises(InvalidArgument) as raised:
+        parse_quote_request(_wire_request("SD"))
+    [violation] = raised.value.details.field_violations
+    assert violation.field == "jurisdiction"
+    assert "MA (fee)" in violation.description and "KW (fee)" in violation.description
