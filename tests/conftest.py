@@ -9,6 +9,7 @@ are skipped with the reason, unless POLICY_LEDGER_REQUIRE_POSTGRES=1 (CI here), 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
 import os
 import secrets
@@ -142,14 +143,14 @@ def _drop_database(admin: Engine, name: str) -> None:
         connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
 
 
-@pytest.fixture
-def fresh_postgres_url(postgres_admin_url: str) -> Iterator[str]:
-    """The URL of a new, empty PostgreSQL database of this test's alone.
+@contextlib.contextmanager
+def postgres_database(admin_url: str) -> Iterator[str]:
+    """The URL of a new, empty PostgreSQL database, this caller's alone while the block runs.
 
     Afterwards its connections are closed and it is emptied (see :func:`_emptied`) for a later
-    test of this process, or dropped when that fails; the session drops the rest at its end.
+    caller in this process, or dropped when that fails; the session drops the rest at its end.
     Names carry the xdist worker, so parallel workers never share one."""
-    admin = create_engine(postgres_admin_url, isolation_level="AUTOCOMMIT")
+    admin = create_engine(admin_url, isolation_level="AUTOCOMMIT")
     try:
         if _SPARE_DATABASES:
             name = _SPARE_DATABASES.pop()
@@ -159,14 +160,22 @@ def fresh_postgres_url(postgres_admin_url: str) -> Iterator[str]:
             with admin.connect() as connection:
                 connection.execute(text(f'CREATE DATABASE "{name}"'))
             _MADE_DATABASES.append(name)
-        yield _database_url(postgres_admin_url, name)
-        if _emptied(admin, postgres_admin_url, name):
+        yield _database_url(admin_url, name)
+        if _emptied(admin, admin_url, name):
             _SPARE_DATABASES.append(name)
         else:
             _MADE_DATABASES.remove(name)
             _drop_database(admin, name)
     finally:
         admin.dispose()
+
+
+@pytest.fixture
+def fresh_postgres_url(postgres_admin_url: str) -> Iterator[str]:
+    """The URL of a new, empty PostgreSQL database of this test's alone (see
+    :func:`postgres_database`)."""
+    with postgres_database(postgres_admin_url) as url:
+        yield url
 
 
 def pytest_sessionfinish(session: pytest.Session) -> None:
@@ -188,6 +197,22 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     if request.param == "sqlite":
         return sqlite_url(tmp_path / "ledger.db")
     return str(request.getfixturevalue("fresh_postgres_url"))
+
+
+@pytest.fixture(
+    scope="module", params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
+)
+def module_database_url(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[str]:
+    """As ``database_url``, one database per module and engine: for a module whose tests each
+    leave the database as they found it (refusal matrices that check nothing was written), so
+    they can share one server instead of starting one per case."""
+    if request.param == "sqlite":
+        yield sqlite_url(tmp_path_factory.mktemp("module-db") / "ledger.db")
+        return
+    with postgres_database(str(request.getfixturevalue("postgres_admin_url"))) as url:
+        yield url
 
 
 @pytest.fixture
