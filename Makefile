@@ -15,8 +15,12 @@ PROTOS := $(wildcard protos/ledger/v1/*.proto) $(wildcard protos/payments/v1/*.p
 run: $(STAMP) ## Start a server on SQLite, submit and audit signed events, print the story.
 	$(BIN)/policy-ledger demo
 
+# make test runs the suite in PYTEST_WORKERS processes (pytest-xdist; `auto` is one per core,
+# 0 runs it in this one process). Tests that must share a process carry @pytest.mark.xdist_group.
+PYTEST_WORKERS ?= auto
+
 test: $(STAMP) fiu-utils ## Run the whole test suite (SQLite always, PostgreSQL where reachable).
-	$(BIN)/pytest
+	$(BIN)/pytest -n $(PYTEST_WORKERS) --dist loadgroup
 
 crash: $(STAMP) ## SIGKILL the server and a test-owned PostgreSQL under load, CYCLES times each.
 	POLICY_LEDGER_CRASH_CYCLES=$${CYCLES:-50} POLICY_LEDGER_CRASH_SEED=$${SEED:-15} \

@@ -9,6 +9,7 @@ are skipped with the reason, unless POLICY_LEDGER_REQUIRE_POSTGRES=1 (CI here), 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
 import os
 import secrets
@@ -87,19 +88,107 @@ def postgres_admin_url() -> str:
     return POSTGRES_URL
 
 
+_SPARE_DATABASES: list[str] = []
+"""This process's PostgreSQL test databases that are empty again and may be handed out anew."""
+_MADE_DATABASES: list[str] = []
+"""Every PostgreSQL test database this process made (dropped when the session ends)."""
+_LEFT_OVER_OBJECTS = text(
+    "SELECT (SELECT count(*) FROM pg_namespace WHERE nspname NOT LIKE 'pg\\_%'"
+    " AND nspname NOT IN ('public', 'information_schema'))"
+    " + (SELECT count(*) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace"
+    " WHERE n.nspname = 'public')"
+    " + (SELECT count(*) FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace"
+    " WHERE n.nspname = 'public')"
+    " + (SELECT count(*) FROM pg_type t JOIN pg_namespace n ON n.oid = t.typnamespace"
+    " WHERE n.nspname = 'public')"
+)
+
+
+def _database_url(admin_url: str, name: str) -> str:
+    return make_url(admin_url).set(database=name).render_as_string(hide_password=False)
+
+
+def _emptied(admin: Engine, admin_url: str, name: str) -> bool:
+    """Make database ``name`` as empty as a new one (its public schema dropped and made anew,
+    every connection to it closed); True when nothing is left in it.
+
+    A ``DROP DATABASE`` forces a checkpoint of the whole server (a second or more here), and
+    about a third of the suite's tests each used to make and drop one: emptying one instead
+    takes a tenth of that. Anything that would survive (another schema, say) fails the check,
+    and then the database is dropped rather than handed out again."""
+    try:
+        with admin.connect() as connection:
+            connection.execute(
+                text(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+                    " WHERE datname = :name AND pid <> pg_backend_pid()"
+                ),
+                {"name": name},
+            )
+        database = create_engine(_database_url(admin_url, name), isolation_level="AUTOCOMMIT")
+        try:
+            with database.connect() as connection:
+                connection.execute(text("DROP SCHEMA public CASCADE"))
+                connection.execute(text("CREATE SCHEMA public AUTHORIZATION pg_database_owner"))
+                connection.execute(text("GRANT USAGE ON SCHEMA public TO PUBLIC"))
+                return connection.execute(_LEFT_OVER_OBJECTS).scalar_one() == 0
+        finally:
+            database.dispose()
+    except Exception:
+        return False
+
+
+def _drop_database(admin: Engine, name: str) -> None:
+    with admin.connect() as connection:
+        connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
+@contextlib.contextmanager
+def postgres_database(admin_url: str) -> Iterator[str]:
+    """The URL of a new, empty PostgreSQL database, this caller's alone while the block runs.
+
+    Afterwards its connections are closed and it is emptied (see :func:`_emptied`) for a later
+    caller in this process, or dropped when that fails; the session drops the rest at its end.
+    Names carry the xdist worker, so parallel workers never share one."""
+    admin = create_engine(admin_url, isolation_level="AUTOCOMMIT")
+    try:
+        if _SPARE_DATABASES:
+            name = _SPARE_DATABASES.pop()
+        else:
+            worker = os.environ.get("PYTEST_XDIST_WORKER", "main")
+            name = f"policy_ledger_test_{worker}_{secrets.token_hex(6)}"
+            with admin.connect() as connection:
+                connection.execute(text(f'CREATE DATABASE "{name}"'))
+            _MADE_DATABASES.append(name)
+        yield _database_url(admin_url, name)
+        if _emptied(admin, admin_url, name):
+            _SPARE_DATABASES.append(name)
+        else:
+            _MADE_DATABASES.remove(name)
+            _drop_database(admin, name)
+    finally:
+        admin.dispose()
+
+
 @pytest.fixture
 def fresh_postgres_url(postgres_admin_url: str) -> Iterator[str]:
-    """The URL of a new, empty PostgreSQL database, dropped after the test."""
-    name = f"policy_ledger_test_{secrets.token_hex(6)}"
-    admin = create_engine(postgres_admin_url, isolation_level="AUTOCOMMIT")
-    with admin.connect() as connection:
-        connection.execute(text(f'CREATE DATABASE "{name}"'))
+    """The URL of a new, empty PostgreSQL database of this test's alone (see
+    :func:`postgres_database`)."""
+    with postgres_database(postgres_admin_url) as url:
+        yield url
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    """Drop the PostgreSQL test databases this process made."""
+    if not _MADE_DATABASES:
+        return
+    admin = create_engine(POSTGRES_URL, isolation_level="AUTOCOMMIT")
     try:
-        yield make_url(postgres_admin_url).set(database=name).render_as_string(hide_password=False)
+        while _MADE_DATABASES:
+            _drop_database(admin, _MADE_DATABASES.pop())
     finally:
-        with admin.connect() as connection:
-            connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
         admin.dispose()
+    _SPARE_DATABASES.clear()
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
@@ -108,6 +197,22 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     if request.param == "sqlite":
         return sqlite_url(tmp_path / "ledger.db")
     return str(request.getfixturevalue("fresh_postgres_url"))
+
+
+@pytest.fixture(
+    scope="module", params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
+)
+def module_database_url(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[str]:
+    """As ``database_url``, one database per module and engine: for a module whose tests each
+    leave the database as they found it (refusal matrices that check nothing was written), so
+    they can share one server instead of starting one per case."""
+    if request.param == "sqlite":
+        yield sqlite_url(tmp_path_factory.mktemp("module-db") / "ledger.db")
+        return
+    with postgres_database(str(request.getfixturevalue("postgres_admin_url"))) as url:
+        yield url
 
 
 @pytest.fixture

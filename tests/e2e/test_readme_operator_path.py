@@ -37,13 +37,24 @@ def _free_port() -> int:
         return int(probe.getsockname()[1])
 
 
+def _free_ports(count: int) -> list[int]:
+    """``count`` different free ports (all held while they are chosen, so no two are the same;
+    the block's server binds them right after, as any parallel test worker binds port 0)."""
+    with contextlib.ExitStack() as stack:
+        probes = [stack.enter_context(socket.socket()) for _ in range(count)]
+        for probe in probes:
+            probe.bind(("127.0.0.1", 0))
+        return [int(probe.getsockname()[1]) for probe in probes]
+
+
 def test_the_readme_operator_path_runs_verbatim(tmp_path: Path) -> None:
     block = operator_path_block((ROOT / "README.md").read_text(encoding="utf-8"))
     (tmp_path / ".venv").symlink_to(ROOT / ".venv")
     shutil.copytree(ROOT / "examples", tmp_path / "examples")
     environment = {k: v for k, v in os.environ.items() if not k.startswith("POLICY_LEDGER_")}
-    environment["PORT"] = str(_free_port())
-    environment["ENROL_PORT"] = str(_free_port())
+    port, enrol_port = _free_ports(2)
+    environment["PORT"] = str(port)
+    environment["ENROL_PORT"] = str(enrol_port)
     shell = subprocess.Popen(
         ["bash", "-e", "-c", block],
         cwd=tmp_path,

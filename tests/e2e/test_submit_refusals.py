@@ -26,7 +26,7 @@ from ledger.v1 import events_pb2, types_pb2
 from ledger.v1 import ledger_service_pb2 as pb
 from ledger.v1 import ledger_service_pb2_grpc as pb_grpc
 from tests.builders import fee_collected
-from tests.conftest import ServerHandle, onboard
+from tests.conftest import ServerHandle, onboard, start_server_thread
 
 INSURER = "gulf-health"
 OTHER_INSURER = "desert-care"
@@ -48,8 +48,8 @@ class Keys:
     unregistered: Ed25519Signer
 
 
-@pytest.fixture
-def keys(server: ServerHandle, operator_signer: Ed25519Signer) -> Keys:
+def _register_keys(server: ServerHandle, operator_signer: Ed25519Signer) -> Keys:
+    """Onboard the insurer with the good key, then register the others with their windows."""
     keys = Keys(
         *(Ed25519Signer.generate(name) for name in ("good", "expired", "revoked", "future", "none"))
     )
@@ -72,6 +72,30 @@ def keys(server: ServerHandle, operator_signer: Ed25519Signer) -> Keys:
         )
         operator.revoke_key(insurer_key_id(keys.revoked.public_key), reason="compromised")
     return keys
+
+
+@pytest.fixture
+def keys(server: ServerHandle, operator_signer: Ed25519Signer) -> Keys:
+    return _register_keys(server, operator_signer)
+
+
+@pytest.fixture(scope="module")
+def refusal_server(
+    module_database_url: str, log_signer: Ed25519Signer, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[ServerHandle]:
+    """One server per engine for the refusal matrix (not one per case): every case is refused
+    and checks that the log still holds exactly the onboarding entries, so none can hide a
+    write behind another's."""
+    handle = start_server_thread(
+        module_database_url, log_signer, tmp_path_factory.mktemp("refusals")
+    )
+    yield handle
+    handle.stop()
+
+
+@pytest.fixture(scope="module")
+def refusal_keys(refusal_server: ServerHandle, operator_signer: Ed25519Signer) -> Keys:
+    return _register_keys(refusal_server, operator_signer)
 
 
 @pytest.fixture
@@ -230,13 +254,19 @@ def _written(database_url: str) -> tuple[int, int]:
 
 @pytest.mark.parametrize("case", CASES, ids=list(CASES))
 def test_refused_with_a_precise_status_and_nothing_written(
-    case: str, server: ServerHandle, keys: Keys, stub: pb_grpc.LedgerServiceStub, database_url: str
+    case: str, refusal_server: ServerHandle, refusal_keys: Keys, module_database_url: str
 ) -> None:
     mutate, code, reason = CASES[case]
+    keys, database_url = refusal_keys, module_database_url
     envelope = sign_event(_event(), keys.good)
     mutate(envelope, keys)
-    with pytest.raises(grpc.RpcError) as raised:
-        stub.SubmitEvent(pb.SubmitEventRequest(envelope=envelope), timeout=30)
+    with (
+        refusal_server.channel("insurer", INSURER) as channel,
+        pytest.raises(grpc.RpcError) as raised,
+    ):
+        pb_grpc.LedgerServiceStub(channel).SubmitEvent(
+            pb.SubmitEventRequest(envelope=envelope), timeout=30
+        )
     error = from_rpc_error(raised.value)
     assert error.code.name == code, str(error)
     if reason is not None:

@@ -8,7 +8,6 @@ the field, and writes nothing.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from pathlib import Path
 
 import grpc
 import pytest
@@ -23,24 +22,51 @@ from ledger.v1 import types_pb2
 from payments.v1 import renewal_service_pb2 as renewal
 from tests.builders import person
 from tests.conftest import ServerHandle
-from tests.stack import Method, call_raw, every_method, metadata_for, row_counts, start_full_server
+from tests.stack import (
+    Method,
+    RowCounter,
+    call_raw,
+    every_method,
+    metadata_for,
+    start_full_server,
+)
 
 TIMEOUT_SECONDS = 30
 UNDECODABLE = b"\xff\xff\xff\xff"
 """A field tag with no end: no message parses from these bytes."""
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
+def database_url(module_database_url: str) -> str:
+    """One database per engine for the whole module: every test here is refused, checks that
+    nothing was written, and so leaves it as it found it."""
+    return module_database_url
+
+
+@pytest.fixture(scope="module")
 def full_server(
     database_url: str,
     log_signer: Ed25519Signer,
     operator_signer: Ed25519Signer,
-    tmp_path: Path,
-    monkeypatch: pytest.MonkeyPatch,
+    tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[ServerHandle]:
-    server = start_full_server(database_url, log_signer, operator_signer, tmp_path, monkeypatch)
-    yield server
-    server.stop()
+    """One full server per engine for the module (not one per case: ~120 server starts)."""
+    with pytest.MonkeyPatch.context() as monkeypatch:
+        tmp_path = tmp_path_factory.mktemp("full-server")
+        server = start_full_server(database_url, log_signer, operator_signer, tmp_path, monkeypatch)
+        yield server
+        server.stop()
+
+
+@pytest.fixture(scope="module")
+def row_counts(
+    full_server: ServerHandle, database_url: str
+) -> Iterator[Callable[[], dict[str, int]]]:
+    """Rows of every table of the module's database (its tables reflected once, after the
+    server migrated it): what every refused request here must leave unchanged."""
+    counter = RowCounter(database_url)
+    yield counter.counts
+    counter.close()
 
 
 def _method(full_name: str) -> Method:
@@ -50,15 +76,15 @@ def _method(full_name: str) -> Method:
 
 @pytest.mark.parametrize("method", every_method(), ids=lambda m: m.descriptor.full_name)
 def test_a_body_that_does_not_parse_is_invalid_argument_on_every_method(
-    method: Method, full_server: ServerHandle, database_url: str
+    method: Method, full_server: ServerHandle, row_counts: Callable[[], dict[str, int]]
 ) -> None:
-    before = row_counts(database_url)
+    before = row_counts()
     with full_server.channel(*method.caller) as channel:
         code = call_raw(
             channel, method, [UNDECODABLE], metadata_for(full_server, method), TIMEOUT_SECONDS
         )
     assert code == grpc.StatusCode.INVALID_ARGUMENT
-    assert row_counts(database_url) == before
+    assert row_counts() == before
 
 
 def _person_99() -> types_pb2.PersonId:
@@ -180,11 +206,11 @@ CASES: dict[str, tuple[str, Callable[[], Message], str, str]] = {
 
 @pytest.mark.parametrize("case", CASES, ids=list(CASES))
 def test_a_bad_field_is_refused_naming_it_and_nothing_is_written(
-    case: str, full_server: ServerHandle, database_url: str
+    case: str, full_server: ServerHandle, row_counts: Callable[[], dict[str, int]]
 ) -> None:
     method_name, build, code, field = CASES[case]
     method = _method(method_name)
-    before = row_counts(database_url)
+    before = row_counts()
     body = build().SerializeToString()
     with full_server.channel(*method.caller) as channel:
         call = channel.unary_unary(method.path)
@@ -193,14 +219,14 @@ def test_a_bad_field_is_refused_naming_it_and_nothing_is_written(
     error = from_rpc_error(raised.value)
     assert error.code.name == code, str(error)
     assert field in [violation.field for violation in error.field_violations], str(error)
-    assert row_counts(database_url) == before
+    assert row_counts() == before
 
 
 def test_an_undecodable_message_in_a_stream_ends_it_invalid_argument_after_the_good_ones(
-    full_server: ServerHandle, database_url: str
+    full_server: ServerHandle, row_counts: Callable[[], dict[str, int]]
 ) -> None:
     method = _method("ledger.v1.LedgerService.SubmitEvents")
-    before = row_counts(database_url)
+    before = row_counts()
     empty = ledger.SubmitEventsRequest().SerializeToString()
     with full_server.channel(*method.caller) as channel:
         call = channel.stream_stream(method.path)
@@ -209,4 +235,4 @@ def test_an_undecodable_message_in_a_stream_ends_it_invalid_argument_after_the_g
             for _ in responses:
                 pass
     assert raised.value.code() == grpc.StatusCode.INVALID_ARGUMENT
-    assert row_counts(database_url) == before
+    assert row_counts() == before
