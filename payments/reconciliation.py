@@ -71,6 +71,12 @@ def _reconcile_payment(renewals: Renewals, payment_id: str) -> ReconcileItem:
     try:
         if before.state is PaymentState.RETURNING:
             renewals._return(payment_id, before.message)
+        elif before.state in {PaymentState.CAPTURED, PaymentState.RECORDING}:
+            if status.status is not PaymentStatus.CAPTURED:
+                return item(said, f"needs a person: captured here, but the gateway says {said}")
+            # The entry is looked up by its event id, else submitted again (recorded once);
+            # a refusal for good returns the fee.
+            renewals._record(payment_id)
         else:
             renewals._apply(payment_id, status)
     except (Unavailable, Crash) as error:
@@ -122,12 +128,15 @@ class ReconcileItem:
     gateway or the ledger keeps refusing)."""
 
 
-_NEEDS_A_PERSON = frozenset({PaymentState.MISMATCH, PaymentState.RETURNING, PaymentState.CAPTURED})
+_NEEDS_A_PERSON = frozenset(
+    {PaymentState.MISMATCH, PaymentState.RETURNING, PaymentState.CAPTURED, PaymentState.RECORDING}
+)
 _ACTIONS = {
     PaymentState.RECORDED: "recorded in the ledger",
     PaymentState.RETURNED: "returned: the ledger refused the record, the gateway refunded it",
     PaymentState.RETURNING: "needs a person: the refund of a refused fee is not confirmed",
     PaymentState.CAPTURED: "needs a person: captured but not recorded",
+    PaymentState.RECORDING: "needs a person if it stays: captured, the ledger has not answered",
     PaymentState.MISMATCH: "needs a person: the gateway captured another amount",
     PaymentState.DECLINED: "declined: nothing was charged",
     PaymentState.VOIDED: "voided: nothing was charged",

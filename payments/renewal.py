@@ -54,6 +54,7 @@ from ledger.errors import (
 from ledger.events import civil_date
 from ledger.storage.append import Receipt
 from ledger.storage.db import WRITE_LOCK_OPTION
+from ledger.storage.tables import log_entries
 from ledger.v1 import events_pb2, types_pb2
 from payments import fees
 from payments.gateway import (
@@ -137,7 +138,7 @@ class PaymentRecord:
     message: str
 
 
-_IN_FLIGHT = frozenset({PaymentState.STARTED, PaymentState.CAPTURED})
+_IN_FLIGHT = frozenset({PaymentState.STARTED, PaymentState.CAPTURED, PaymentState.RECORDING})
 """States a first StartPayment passes through; a repeat meanwhile does not answer them."""
 
 
@@ -499,7 +500,8 @@ class Renewals:
         resumed = self.complete_payment(payment.payment_id)
         if resumed.state in _IN_FLIGHT:
             raise Unavailable(
-                f"payment {payment.payment_id!r} is still at the gateway; retry with the same key",
+                f"payment {payment.payment_id!r} is still in flight ({resumed.state}: at the "
+                "gateway or being recorded); retry with the same key",
                 reason="IN_FLIGHT",
                 metadata={"payment_id": payment.payment_id},
             )
@@ -512,6 +514,9 @@ class Renewals:
             return payment
         if payment.state is PaymentState.RETURNING:
             self._return(payment_id, payment.message)
+            return self.get_payment(payment_id)
+        if payment.state in {PaymentState.CAPTURED, PaymentState.RECORDING}:
+            self._record(payment_id)  # the gateway has it: what is left is the ledger's part
             return self.get_payment(payment_id)
         adapter = self._gateway(payment.gateway)
         try:
@@ -617,14 +622,28 @@ class Renewals:
 
     def _record(self, payment_id: str) -> None:
         """Append FeeCollected and mark the payment recorded, in one ledger transaction; when
-        the ledger refuses it for good, return the fee through the gateway."""
+        the ledger refuses it for good, return the fee through the gateway.
+
+        The payment is ``recording`` from before the entry is submitted until its outcome is
+        known: a submission whose answer is lost (a timeout) may still be appended, so only the
+        entry itself (looked up by its event id) or a refusal of a resubmission moves it on. The
+        entry's ``on_append`` moves ``recording`` to ``recorded`` in the entry's transaction, so
+        a late entry of a payment already being returned is refused, never appended."""
+        self._set_state(payment_id, PaymentState.RECORDING, message="FeeCollected submitted")
         with self._engine.connect() as connection:
             payment = connection.execute(
                 select(payments).where(payments.c.payment_id == payment_id)
             ).one()
             quote = self._quote(connection, payment.quote_id)
-        if payment.state != PaymentState.CAPTURED:
+            leaf_index = self._recorded_leaf(connection, payment_id)
+        if payment.state != PaymentState.RECORDING:
             return
+        if leaf_index is not None:  # appended meanwhile (with on_append: already recorded)
+            self._set_state(
+                payment_id, PaymentState.RECORDED, message="found in the ledger", leaf=leaf_index
+            )
+            return
+        self._crash("before_record")
         event = self._fee_event(
             payment_id,
             quote_record(quote),
@@ -641,9 +660,9 @@ class Renewals:
                 now=self._clock.now(),
                 leaf_index=leaf_index,
             ):
-                raise Unavailable(
-                    f"payment {payment_id!r} changed while it was recorded; retry",
-                    reason="PAYMENT_CHANGED",
+                raise FailedPrecondition(
+                    f"payment {payment_id!r} is no longer being recorded (it is being returned)",
+                    reason="PAYMENT_NOT_RECORDING",
                 )
 
         try:
@@ -654,16 +673,27 @@ class Renewals:
             if self.get_payment(payment_id).state is PaymentState.RECORDED:
                 return
             raise Unavailable(
-                f"the fee was captured but could not be recorded yet: {error.message}; "
-                "retry CompletePayment, or reconcile will record it",
+                f"the fee was captured and its record is in flight: {error.message}; the "
+                f"outcome is not known yet, and retrying (CompletePayment, or StartPayment with "
+                f"the same key) is safe: it is recorded once or returned",
                 reason="RECORD_PENDING",
-                metadata={"payment_id": payment_id},
+                metadata={"payment_id": payment_id, "state": PaymentState.RECORDING.value},
             ) from error
         except LedgerError as error:
             if self.get_payment(payment_id).state is PaymentState.RECORDED:
                 return
             self._crash("before_return")
             self._return(payment_id, f"the ledger refused the record: {error.message}")
+
+    def _recorded_leaf(self, connection: Connection, payment_id: str) -> int | None:
+        """The leaf of the payment's FeeCollected entry, if the ledger holds it."""
+        leaf = connection.execute(
+            select(log_entries.c.leaf_index).where(
+                log_entries.c.insurer_id == self._authority_id,
+                log_entries.c.event_id == f"fee-{payment_id}",
+            )
+        ).scalar_one_or_none()
+        return None if leaf is None else int(leaf)
 
     def _return(self, payment_id: str, why: str) -> None:
         """Compensation: a captured fee the ledger refused for good is refunded in full.
@@ -705,6 +735,7 @@ class Renewals:
         captured: int | None = None,
         gateway_reference: str = "",
         redirect_url: str = "",
+        leaf: int | None = None,
     ) -> None:
         """Move the payment if the transition table allows it (see payments.states)."""
         with write_transaction(self._engine) as connection:
@@ -717,6 +748,7 @@ class Renewals:
                 captured_minor=captured,
                 gateway_reference=gateway_reference,
                 redirect_url=redirect_url,
+                leaf_index=leaf,
             )
 
     def _gateway(self, name: str) -> PaymentGateway:

@@ -142,15 +142,18 @@ def _meanwhile(stack: Stack, number: int, rng: random.Random) -> tuple[str, Call
 def test_seeded_faults_never_double_charge_or_lose_a_record(tmp_path: Path) -> None:
     """Crashes at every saga step, gateway timeouts whose outcome is unknown (applied or not),
     declines, permanent refusals after the charge (a duplicate renewal of the same household
-    from another portal, the authority suspended), notifications for unknown payments; then
-    reconciliation. At the end: no double charge, nothing captured and unresolved, every
-    captured fee recorded once or returned once, refunds within what was captured."""
+    from another portal, the authority suspended), the ledger not answering while a fee is
+    recorded (appended anyway, not appended, or appended late), notifications for unknown
+    payments; then reconciliation. At the end: no double charge, nothing captured and
+    unresolved, every captured fee recorded once or returned once, refunds within what was
+    captured."""
     stack = Stack(
         tmp_path,
         plan=FaultPlan(decline_rate=0.05, timeout_rate=0.15, timeout_applied_rate=0.5),
         seed=20261123,
     )
     stack.crash_rate = 0.08
+    stack.recorder.rate = 0.04  # the ledger's answer lost: applied, lost, or appended late
     rng = random.Random(7)
     refusals: Counter[str] = Counter()
     for number in range(FAULT_RENEWALS):
@@ -163,6 +166,8 @@ def test_seeded_faults_never_double_charge_or_lose_a_record(tmp_path: Path) -> N
         stack.at_point.clear()
         if stack.suspended:
             stack.relicense_authority()
+        if number % 25 == 0:  # submissions that outlived their caller reach the sequencer
+            stack.recorder.land_late()
         if number % 50 == 0:  # a gateway notification for a payment we never started
             with pytest.raises(NotFound):
                 stack.renewals.complete_payment(f"payunknown{number:014d}")
@@ -183,9 +188,13 @@ def test_seeded_faults_never_double_charge_or_lose_a_record(tmp_path: Path) -> N
     # The faults stop; reconciliation repairs what they left.
     stack.crash_rate = 0.0
     stack.gateway.plan = replace(stack.gateway.plan, timeout_rate=0.0)
-    for _round in range(3):
+    stack.recorder.rate = 0.0
+    stack.renewals.reconcile(stale_after=dt.timedelta(0))
+    stack.recorder.land_late()  # after reconcile resubmitted or returned them: no effect
+    for _round in range(2):
         stack.renewals.reconcile(stale_after=dt.timedelta(0))
     assert stack.crashes > 0 and refusals["duplicate"] > 0 and refusals["suspended"] > 0
+    assert set(stack.recorder.faults) == set(stack.recorder.FAULTS)
     _check_every_fee_is_recorded_once_or_returned(stack)
 
 
@@ -208,7 +217,7 @@ def _check_every_fee_is_recorded_once_or_returned(stack: Stack) -> None:
             ).all()
         )
         stuck = connection.execute(
-            select(func.count()).where(payments.c.state.in_(["captured", "returning"]))
+            select(func.count()).where(payments.c.state.in_(["captured", "recording", "returning"]))
         ).scalar_one()
     assert stuck == 0  # nothing captured and unresolved
     recorded = returned = 0
