@@ -151,7 +151,7 @@ def test_the_ledger_recorder_answers_unavailable_when_the_ledger_does_not_answer
 ) -> None:
     stack = Stack(tmp_path)
     quote = stack.renewals.quote(family_request(1, 2))
-    event = stack.renewals._fee_event(
+    event = stack.renewals.saga.entries.fee_collected(
         "pay-x", stack.renewals.get_quote(quote.quote_id), gateway="simulated", gateway_reference=""
     )
     ledger = _NeverAnswers()

@@ -50,7 +50,7 @@ def test_a_renewal_is_quoted_collected_and_recorded_once(tmp_path: Path) -> None
     assert stack.renewals.complete_payment(payment.payment_id).state == "recorded"
     assert _entries(stack) == before
     # The fee bought the government coverage of every member for the permit period.
-    verdict = stack.renewals._coverage.check_household(
+    verdict = stack.renewals.saga.coverage.check_household(
         *_household(family_request(1, 3)), quote.period_start, quote.period_end
     )
     assert verdict.renewable
