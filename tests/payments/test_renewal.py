@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import json
 import os
 import random
 from collections import Counter
@@ -219,6 +220,25 @@ def _check_every_fee_is_recorded_once_or_returned(stack: Stack) -> None:
         stuck = connection.execute(
             select(func.count()).where(payments.c.state.in_(["captured", "recording", "returning"]))
         ).scalar_one()
+    captured_total = sum(
+        p.captured_minor for p in gateway.values() if p.status is PaymentStatus.CAPTURED
+    )
+    refunded_total = sum(p.refunded_minor for p in gateway.values())
+    figures = {
+        "renewals": FAULT_RENEWALS,
+        "payments": len(payment_ids),
+        "double_charges": stack.gateway.applied["purchase"] - len(gateway),
+        "captured_unresolved": stuck,
+        "refunds_over_captured": sum(
+            1 for p in gateway.values() if p.refunded_minor > p.captured_minor
+        ),
+        "refunded_minor": refunded_total,
+        "captured_minor": captured_total,
+        "recorded_twice": sum(1 for count in fees_by_renewal.values() if count > 1),
+        "crashes": stack.crashes,
+        "ledger_timeouts": dict(stack.recorder.faults),
+    }
+    print(f"\nfault run: {json.dumps(figures, sort_keys=True)}")  # `make faults` shows it
     assert stuck == 0  # nothing captured and unresolved
     recorded = returned = 0
     for payment_id in payment_ids:
@@ -241,5 +261,6 @@ def _check_every_fee_is_recorded_once_or_returned(stack: Stack) -> None:
         assert refunded_in_ledger.get(ours.quote_id, 0) == theirs.refunded_minor
         assert ours.refunded_minor == theirs.refunded_minor
     assert recorded > FAULT_RENEWALS // 2 and returned > 0
+    print(f"fault run: recorded {recorded}, returned {returned}")
     assert stack.gateway.applied["purchase"] == len(gateway)  # one charge per payment
     assert rebuild_and_compare(stack.engine).consistent
