@@ -79,24 +79,37 @@ class RenewalSaga(RuleBasedStateMachine):
         elif fault in RECORD_TIMEOUTS:
             self.stack.recorder.next = fault.removeprefix("record_")
 
-    @rule(target=quotes, household=st.integers(0, HOUSEHOLDS - 1))
-    def quote(self, household: int) -> str:
+    def _quote(self, household: int, size: int = 2) -> str:
         try:
-            return self.stack.renewals.quote(family_request(household, 2)).quote_id
+            return self.stack.renewals.quote(family_request(household, size)).quote_id
         except FailedPrecondition:
             return ""  # covered already, or the authority suspended: refused, nothing written
 
     @rule(
-        quote_id=quotes,
+        target=quotes,
+        household=st.integers(0, HOUSEHOLDS - 1),
         fault=st.sampled_from(
             ["none", "timeout_applied", "timeout_lost", *CRASH_POINTS, *RECORD_TIMEOUTS]
         ),
         meanwhile=st.sampled_from(["nothing", "other_portal", "suspend"]),
-        other=quotes,
+        other=st.integers(0, HOUSEHOLDS - 1),
     )
-    def start(self, quote_id: str, fault: str, meanwhile: str, other: str) -> None:
-        if not quote_id:
-            return
+    def renew(self, household: int, fault: str, meanwhile: str, other: int) -> str:
+        """A portal quotes and pays a renewal, with a fault, and a permanent refusal that may
+        arrive between the charge and the record (another portal renewing a household first,
+        or the authority suspended)."""
+        quote_id = self._quote(household)
+        if quote_id:
+            self._start(quote_id, fault, meanwhile, self._quote(other, 1))
+        return quote_id
+
+    @rule(quote_id=quotes)
+    def pay_again(self, quote_id: str) -> None:
+        """A quote paid again with another key: refused (it has a payment), nothing charged."""
+        if quote_id:
+            self._start(quote_id, "none", "nothing", "")
+
+    def _start(self, quote_id: str, fault: str, meanwhile: str, other: str) -> None:
         self._fault(fault)
         if meanwhile == "suspend":
             self.stack.at_point.setdefault("after_gateway_charge", self.stack.suspend_authority)
@@ -202,8 +215,8 @@ class RenewalSaga(RuleBasedStateMachine):
 
 
 RenewalSaga.TestCase.settings = settings(
-    max_examples=15,
-    stateful_step_count=10,
+    max_examples=40,
+    stateful_step_count=12,
     derandomize=True,
     database=None,
     deadline=None,
