@@ -6,8 +6,8 @@ transaction (so a change commits with whatever it belongs to, e.g. the ledger en
 Payment::
 
     started --> pending --> captured --> recording --> recorded
-       |  \\        \\                  \\-> returning --> returned   (the ledger refused the
-       |   \\        \\-> declined / voided                record for good: the fee goes back)
+       |  \\        \\                        \\-> returning --> returned   (the ledger refused
+       |   \\        \\-> declined / voided            the record for good: the fee goes back)
        |    \\-> unknown (a timeout: only get_status tells) --> any outcome above
        \\-> failed / declined / mismatch
 
