@@ -51,7 +51,7 @@ proto-check: proto ## Fail when the committed generated code differs from what `
 	  (echo "untracked generated files in ledger/v1 or payments/v1: run 'make proto' and commit" >&2; exit 1)
 
 faults: $(STAMP) ## The seeded renewal fault-injection run, large (make test runs 1,000 renewals).
-	POLICY_LEDGER_FAULT_RENEWALS=$${RENEWALS:-20000} $(BIN)/pytest -q tests/payments/test_renewal.py -k seeded
+	POLICY_LEDGER_FAULT_RENEWALS=$${RENEWALS:-20000} $(BIN)/pytest -q -s --timeout=0 tests/payments/test_renewal.py -k seeded
 
 fuzz: $(STAMP) ## The fuzz suite, large: 100,000 generated and mutated requests per engine (make test runs 1,200).
 	POLICY_LEDGER_FUZZ_CASES=$${CASES:-100000} $(BIN)/pytest -q --timeout=0 tests/fuzz

@@ -191,7 +191,12 @@ def _renew_refused(
             known = client.get(quote_id=quote_id).payment.payment_id
         except ClientError:
             known = ""
-    print(f"REFUSED: {error.code.name} {error.reason}: {error.message}")
+    if error.code.name == "UNAVAILABLE" and known:
+        # Not a refusal: the outcome is not known yet (e.g. the fee is captured and its ledger
+        # record in flight); finishing it with the same payment is safe.
+        print(f"NOT FINISHED: {error.code.name} {error.reason}: {error.message}")
+    else:
+        print(f"REFUSED: {error.code.name} {error.reason}: {error.message}")
     if not known:
         print("  no payment was started: nothing was charged")
         print("  next: resolve the reason, then run renew again with a new quote")

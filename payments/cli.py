@@ -29,7 +29,7 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         help="compare payments with their gateways and repair the difference",
         description=(
             "Looks at every unfinished payment (started, pending, authorized, unknown, captured,\n"
-            "returning, mismatch) and every refund in flight last changed more than\n"
+            "recording, returning, mismatch) and every refund in flight last changed more than\n"
             "--stale-minutes ago (the only filter), asks its gateway, and repairs it: captured\n"
             "-> recorded in the ledger (exactly once), or returned (refunded) when the ledger\n"
             "refuses the record for good; declined -> declined; pending or authorized that the\n"

@@ -15,6 +15,7 @@ __all__ = [
     "MESSAGE_CHARS_MAX",
     "NOTIFICATION_BYTES_MAX",
     "QUOTE_TTL",
+    "RECORD_TIMEOUT_SECONDS",
     "REFERENCE_CHARS_MAX",
     "REFUND_REASON_CHARS_MAX",
     "RENEWAL_DAYS_MAX",
@@ -41,3 +42,6 @@ REFERENCE_CHARS_MAX = 128
 """A gateway reference (``payments.gateway_reference``)."""
 REFUND_REASON_CHARS_MAX = 256
 """A refund's reason as the FeeRefunded entry carries it."""
+RECORD_TIMEOUT_SECONDS = 120.0
+"""How long the saga waits for the ledger to append (or admit) a FeeCollected / FeeRefunded
+entry; past it the outcome is unknown: UNAVAILABLE, and the payment stays ``recording``."""

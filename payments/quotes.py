@@ -1,28 +1,42 @@
-"""Quotes: what a portal asks (QuoteRequest), and the stored quote as a typed value
-(QuoteRecord with QuoteLine per member), parsed once from ``quotes.quote_json``."""
+"""Quotes: what a portal asks (QuoteRequest), the use case that prices and stores it
+(:func:`quote`: refused before anything is written when the fee could not be recorded), and the
+stored quote as a typed value (QuoteRecord with QuoteLine per member), parsed once from
+``quotes.quote_json``."""
 
 from __future__ import annotations
 
 import datetime as dt
 import json
+import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from ledger.clock import from_micros
+from sqlalchemy import insert
+
+from ledger.clock import from_micros, to_micros
 from ledger.coverage.model import HouseholdVerdict
+from ledger.coverage.model import Relationship as CoverageRelationship
+from ledger.coverage.projector import person_key, person_ref
 from ledger.errors import FailedPrecondition, FieldViolation
 from ledger.v1 import types_pb2
 from payments import fees
+from payments.saga import Saga, payment_id_of, refuse_unrecordable
+from payments.tables import quotes
 
 __all__ = [
+    "PRIVATE_INSURANCE_JURISDICTIONS",
     "MemberInput",
     "QuoteLine",
     "QuoteRecord",
     "QuoteRequest",
+    "quote",
     "quote_record",
     "refuse_changed_schedule",
 ]
+
+PRIVATE_INSURANCE_JURISDICTIONS = frozenset({"SA"})
+"""Where residents must hold private insurance instead of paying a fee (the Saudi model)."""
 
 
 @dataclass(frozen=True)
@@ -147,4 +161,103 @@ def quote_record(row: Any) -> QuoteRecord:
         expires_at=from_micros(row.expires_at_us),
         payable=bool(stored["payable"]),
         household=None,
+    )
+
+
+def quote(saga: Saga, request: QuoteRequest) -> QuoteRecord:
+    """Price the renewal (or, for a private-insurance jurisdiction, check the household)."""
+    now = saga.clock.now()
+    sponsor_key = person_key(request.sponsor)
+    household: HouseholdVerdict | None = None
+    lines: list[QuoteLine] = []
+    if request.jurisdiction in PRIVATE_INSURANCE_JURISDICTIONS:
+        household = _household(saga, request)
+        currency, total, version = "SAR", 0, "private-insurance"
+    else:
+        facts = [
+            fees.MemberFacts(
+                person_key=person_key(member.person),
+                relationship=member.relationship,
+                residence_category=member.residence_category,
+                birth_date=member.birth_date,
+                sponsor_is_kuwaiti=request.sponsor_is_kuwaiti,
+                domestic_worker_ordinal=member.domestic_worker_ordinal,
+            )
+            for member in request.members
+        ]
+        quote = fees.quote_fees(
+            request.jurisdiction, now.date(), request.period_start, request.period_end, facts
+        )
+        for member, line in zip(request.members, quote.lines, strict=True):
+            lines.append(
+                QuoteLine(
+                    person=member.person,
+                    person_key=line.person_key,
+                    relationship=member.relationship,
+                    schedule_version=line.schedule_version,
+                    rule_id=line.rule_id,
+                    description=line.rule_description,
+                    amount_minor=line.amount_minor,
+                )
+            )
+        currency, total, version = quote.currency, quote.total_minor, quote.schedule_version
+    record = QuoteRecord(
+        quote_id=f"q-{secrets.token_hex(8)}",
+        jurisdiction=request.jurisdiction,
+        sponsor_key=sponsor_key,
+        sponsor=request.sponsor,
+        currency=currency,
+        total_minor=total,
+        lines=tuple(lines),
+        schedule_version=version,
+        period_start=request.period_start,
+        period_end=request.period_end,
+        expires_at=now + saga.quote_ttl,
+        payable=household is None and total > 0,
+        household=household,
+    )
+    stored = {
+        "sponsor": {
+            "type": int(request.sponsor.type),
+            "value": request.sponsor.value,
+            "country_code": request.sponsor.country_code,
+        },
+        "lines": [line.to_json() for line in lines],
+        "schedule_version": version,
+        "period_start": request.period_start.isoformat(),
+        "period_end": request.period_end.isoformat(),
+        "payable": record.payable,
+    }
+    serialized = json.dumps(stored, sort_keys=True)
+    with saga.uow.write() as connection:
+        if record.payable:
+            refuse_unrecordable(
+                saga,
+                connection,
+                saga.entries.fee_collected(
+                    payment_id_of(record.quote_id), record, gateway="quote", gateway_reference=""
+                ),
+            )
+        connection.execute(
+            insert(quotes).values(
+                quote_id=record.quote_id,
+                jurisdiction=request.jurisdiction,
+                sponsor_key=sponsor_key,
+                quote_json=serialized,
+                total_minor=total,
+                currency_code=currency,
+                created_at_us=to_micros(now),
+                expires_at_us=to_micros(record.expires_at),
+            )
+        )
+    return record
+
+
+def _household(saga: Saga, request: QuoteRequest) -> HouseholdVerdict:
+    members = [
+        (person_ref(member.person), CoverageRelationship(member.relationship.value))
+        for member in request.members
+    ]
+    return saga.coverage.check_household(
+        person_ref(request.sponsor), members, request.period_start, request.period_end
     )

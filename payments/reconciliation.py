@@ -10,6 +10,7 @@ from sqlalchemy import select
 
 from ledger.clock import to_micros
 from ledger.errors import LedgerError, Unavailable
+from payments.charges import apply
 from payments.gateway import (
     Capability,
     GatewayOutcomeUnknown,
@@ -17,19 +18,20 @@ from payments.gateway import (
     GatewayResult,
     PaymentStatus,
 )
+from payments.recording import record, return_fee
 from payments.refunds import finish_refund
-from payments.renewal import Crash, Renewals
+from payments.saga import Crash, Saga, move
 from payments.states import UNFINISHED, PaymentState, RefundState
 from payments.tables import payments, refunds
 
 __all__ = ["ReconcileItem", "reconcile"]
 
 
-def reconcile(renewals: Renewals, *, stale_after: dt.timedelta) -> list[ReconcileItem]:
+def reconcile(saga: Saga, *, stale_after: dt.timedelta) -> list[ReconcileItem]:
     """Compare every unfinished payment and refund last changed at least ``stale_after``
     ago (the only filter) with its gateway and repair it; one item per thing looked at."""
-    cutoff = to_micros(renewals._clock.now() - stale_after)
-    with renewals._engine.connect() as connection:
+    cutoff = to_micros(saga.clock.now() - stale_after)
+    with saga.uow.read() as connection:
         open_payments = connection.execute(
             select(payments.c.payment_id)
             .where(payments.c.state.in_(sorted(UNFINISHED)), payments.c.updated_at_us <= cutoff)
@@ -40,16 +42,16 @@ def reconcile(renewals: Renewals, *, stale_after: dt.timedelta) -> list[Reconcil
             .where(refunds.c.state == RefundState.STARTED, refunds.c.created_at_us <= cutoff)
             .order_by(refunds.c.created_at_us, refunds.c.refund_id)
         ).all()
-    items = [_reconcile_payment(renewals, row.payment_id) for row in open_payments]
-    return items + [_reconcile_refund(renewals, row.refund_id) for row in open_refunds]
+    items = [_reconcile_payment(saga, row.payment_id) for row in open_payments]
+    return items + [_reconcile_refund(saga, row.refund_id) for row in open_refunds]
 
 
-def _reconcile_payment(renewals: Renewals, payment_id: str) -> ReconcileItem:
-    before = renewals.get_payment(payment_id)
-    adapter = renewals._gateway(before.gateway)
+def _reconcile_payment(saga: Saga, payment_id: str) -> ReconcileItem:
+    before = saga.payment(payment_id)
+    adapter = saga.gateway(before.gateway)
 
     def item(said: str, action: str) -> ReconcileItem:
-        after = renewals.get_payment(payment_id).state
+        after = saga.payment(payment_id).state
         return ReconcileItem(
             kind="payment",
             id=payment_id,
@@ -70,32 +72,38 @@ def _reconcile_payment(renewals: Renewals, payment_id: str) -> ReconcileItem:
     said = _said(status)
     try:
         if before.state is PaymentState.RETURNING:
-            renewals._return(payment_id, before.message)
+            return_fee(saga, payment_id, before.message)
+        elif before.state in {PaymentState.CAPTURED, PaymentState.RECORDING}:
+            if status.status is not PaymentStatus.CAPTURED:
+                return item(said, f"needs a person: captured here, but the gateway says {said}")
+            # The entry is looked up by its event id, else submitted again (recorded once);
+            # a refusal for good returns the fee.
+            record(saga, payment_id)
         else:
-            renewals._apply(payment_id, status)
+            apply(saga, payment_id, status)
     except (Unavailable, Crash) as error:
-        return item(said, f"left {renewals.get_payment(payment_id).state.value}: {error}")
-    after = renewals.get_payment(payment_id)
+        return item(said, f"left {saga.payment(payment_id).state.value}: {error}")
+    after = saga.payment(payment_id)
     if after.state in {PaymentState.PENDING, PaymentState.STARTED} and (
         status.status is PaymentStatus.NOT_FOUND
         or (Capability.VOID in adapter.capabilities() and status.status is PaymentStatus.AUTHORIZED)
     ):
         if status.status is PaymentStatus.AUTHORIZED:
             adapter.void(payment_id)
-        renewals._set_state(payment_id, PaymentState.VOIDED, message="stale: voided by reconcile")
-    return item(said, _ACTIONS.get(renewals.get_payment(payment_id).state, "left as it is"))
+        move(saga, payment_id, PaymentState.VOIDED, message="stale: voided by reconcile")
+    return item(said, _ACTIONS.get(saga.payment(payment_id).state, "left as it is"))
 
 
-def _reconcile_refund(renewals: Renewals, refund_id: str) -> ReconcileItem:
+def _reconcile_refund(saga: Saga, refund_id: str) -> ReconcileItem:
     def item(said: str, action: str, *, person: bool) -> ReconcileItem:
-        with renewals._engine.connect() as connection:
+        with saga.uow.read() as connection:
             state = connection.execute(
                 select(refunds.c.state).where(refunds.c.refund_id == refund_id)
             ).scalar_one()
         return ReconcileItem("refund", refund_id, "started", state, said, action, person)
 
     try:
-        finish_refund(renewals, refund_id, "completed by reconcile")
+        finish_refund(saga, refund_id, "completed by reconcile")
     except GatewayOutcomeUnknown as error:
         return item("no answer", f"left started: {error}; run again", person=False)
     except Unavailable as error:
@@ -122,12 +130,15 @@ class ReconcileItem:
     gateway or the ledger keeps refusing)."""
 
 
-_NEEDS_A_PERSON = frozenset({PaymentState.MISMATCH, PaymentState.RETURNING, PaymentState.CAPTURED})
+_NEEDS_A_PERSON = frozenset(
+    {PaymentState.MISMATCH, PaymentState.RETURNING, PaymentState.CAPTURED, PaymentState.RECORDING}
+)
 _ACTIONS = {
     PaymentState.RECORDED: "recorded in the ledger",
     PaymentState.RETURNED: "returned: the ledger refused the record, the gateway refunded it",
     PaymentState.RETURNING: "needs a person: the refund of a refused fee is not confirmed",
     PaymentState.CAPTURED: "needs a person: captured but not recorded",
+    PaymentState.RECORDING: "needs a person if it stays: captured, the ledger has not answered",
     PaymentState.MISMATCH: "needs a person: the gateway captured another amount",
     PaymentState.DECLINED: "declined: nothing was charged",
     PaymentState.VOIDED: "voided: nothing was charged",

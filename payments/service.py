@@ -40,7 +40,7 @@ from sqlalchemy import Connection, Engine
 from ledger.clock import Clock
 from ledger.coverage.reader import CoverageReader
 from ledger.dsse import sign_envelope
-from ledger.errors import FieldViolation, LedgerError, refuse_violations
+from ledger.errors import FieldViolation, LedgerError, Unavailable, refuse_violations
 from ledger.events import (
     EVENT_PAYLOAD_TYPE,
     check_date,
@@ -64,7 +64,12 @@ from ledger.v1 import events_pb2, ledger_service_pb2, types_pb2
 from payments import fees
 from payments.authorization import renewal_rules
 from payments.gateway import PaymentGateway, load_gateway
-from payments.limits import GATEWAY_RESULT_BYTES_MAX, RENEWAL_DAYS_MAX, URL_CHARS_MAX
+from payments.limits import (
+    GATEWAY_RESULT_BYTES_MAX,
+    RECORD_TIMEOUT_SECONDS,
+    RENEWAL_DAYS_MAX,
+    URL_CHARS_MAX,
+)
 from payments.notifications import NotificationReceiver
 from payments.renewal import (
     PRIVATE_INSURANCE_JURISDICTIONS,
@@ -98,7 +103,15 @@ class LedgerRecorder:
     """Signs an event with the authority key and appends it through admission and the
     sequencer, with ``on_append`` in the batch transaction. Called from worker threads."""
 
-    def __init__(self, ledger: Ledger, loop: asyncio.AbstractEventLoop, signer: Signer) -> None:
+    def __init__(
+        self,
+        ledger: Ledger,
+        loop: asyncio.AbstractEventLoop,
+        signer: Signer,
+        *,
+        timeout_seconds: float = RECORD_TIMEOUT_SECONDS,
+    ) -> None:
+        self._timeout = timeout_seconds
         self._ledger = ledger
         self._loop = loop
         self._signer = signer
@@ -116,16 +129,34 @@ class LedgerRecorder:
                 self._ledger.enqueue(dataclasses.replace(item, on_append=on_append))
             )
 
-        return asyncio.run_coroutine_threadsafe(submit(), self._loop).result(timeout=120)
+        future = asyncio.run_coroutine_threadsafe(submit(), self._loop)
+        try:
+            return future.result(timeout=self._timeout)
+        except TimeoutError as error:
+            # The submission goes on (the sequencer may still append it): the outcome is
+            # unknown, so this is UNAVAILABLE, never a failure. The saga keeps the payment
+            # ``recording`` and resolves it by the entry's event id.
+            raise Unavailable(
+                f"the ledger did not answer within {self._timeout} s; the entry may "
+                "still be appended",
+                reason="RECORD_OUTCOME_UNKNOWN",
+                metadata={"event_id": event.event_id},
+            ) from error
 
     def check(self, event: events_pb2.Event) -> None:
         """Run the ledger's admission (signature, key valid now and at the event's time, event
         well-formed) on ``event`` signed now; nothing is queued."""
         payload = event.SerializeToString(deterministic=True)
         envelope = sign_envelope(EVENT_PAYLOAD_TYPE, payload, self._signer, self._key_id)
-        asyncio.run_coroutine_threadsafe(self._ledger.admit(envelope), self._loop).result(
-            timeout=120
-        )
+        future = asyncio.run_coroutine_threadsafe(self._ledger.admit(envelope), self._loop)
+        try:
+            future.result(timeout=self._timeout)
+        except TimeoutError as error:
+            raise Unavailable(
+                f"the ledger's admission did not answer within {self._timeout} s; "
+                "nothing was charged: retry",
+                reason="ADMISSION_TIMEOUT",
+            ) from error
 
 
 def authority_signer_from_environment() -> tuple[str, Signer] | None:

@@ -5,9 +5,9 @@ transaction (so a change commits with whatever it belongs to, e.g. the ledger en
 
 Payment::
 
-    started --> pending --> captured --> recorded
-       |  \\        \\          \\-> returning --> returned   (the ledger refused the record for
-       |   \\        \\-> declined / voided                   good: the fee goes back)
+    started --> pending --> captured --> recording --> recorded
+       |  \\        \\                        \\-> returning --> returned   (the ledger refused
+       |   \\        \\-> declined / voided            the record for good: the fee goes back)
        |    \\-> unknown (a timeout: only get_status tells) --> any outcome above
        \\-> failed / declined / mismatch
 
@@ -47,6 +47,10 @@ class PaymentState(enum.StrEnum):
     AUTHORIZED = "authorized"
     UNKNOWN = "unknown"
     CAPTURED = "captured"
+    RECORDING = "recording"
+    """The FeeCollected entry is submitted to the ledger and its outcome is not known yet (the
+    ledger may still append it); only the entry's arrival, or a refusal of a resubmission,
+    moves it on."""
     RECORDED = "recorded"
     DECLINED = "declined"
     VOIDED = "voided"
@@ -71,7 +75,8 @@ PAYMENT_TRANSITIONS: dict[PaymentState, frozenset[PaymentState]] = {
     _P.UNKNOWN: _OUTCOMES | {_P.AUTHORIZED},
     _P.PENDING: _OUTCOMES - {_P.PENDING} | {_P.UNKNOWN, _P.AUTHORIZED},
     _P.AUTHORIZED: frozenset({_P.CAPTURED, _P.UNKNOWN, _P.VOIDED, _P.MISMATCH}),
-    _P.CAPTURED: frozenset({_P.RECORDED, _P.RETURNING}),
+    _P.CAPTURED: frozenset({_P.RECORDING}),
+    _P.RECORDING: frozenset({_P.RECORDED, _P.RETURNING}),
     _P.RETURNING: frozenset({_P.RETURNED}),
     _P.RECORDED: frozenset(),
     _P.RETURNED: frozenset(),
@@ -83,7 +88,16 @@ PAYMENT_TRANSITIONS: dict[PaymentState, frozenset[PaymentState]] = {
 """Allowed moves; anything else is not made (a late or stale gateway answer changes nothing)."""
 
 UNFINISHED = frozenset(
-    {_P.STARTED, _P.PENDING, _P.AUTHORIZED, _P.UNKNOWN, _P.CAPTURED, _P.RETURNING, _P.MISMATCH}
+    {
+        _P.STARTED,
+        _P.PENDING,
+        _P.AUTHORIZED,
+        _P.UNKNOWN,
+        _P.CAPTURED,
+        _P.RECORDING,
+        _P.RETURNING,
+        _P.MISMATCH,
+    }
 )
 """States reconciliation looks at (mismatch: to report it; a person decides)."""
 

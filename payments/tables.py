@@ -1,23 +1,44 @@
 """The renewal payments' tables (mutable state; the ledger keeps the signed record).
 
-They share the ledger's SQLAlchemy ``metadata`` so one Alembic history creates everything
-(migration 0003). Instants are integer microseconds since the Unix epoch, UTC.
+They are the payments' own: their own ``metadata`` (the ledger's naming convention) and their
+own Alembic branch, ``payments`` (``payments/migrations/versions``), which the ledger's
+migration runner applies with its own (entry-point group ``policy_ledger.migrations``).
+``payment_history`` is append-only, enforced by the database's triggers. Instants are integer
+microseconds since the Unix epoch, UTC.
 """
 
 from __future__ import annotations
 
-from sqlalchemy import BigInteger, Column, Index, Integer, LargeBinary, String, Table, Text
+from sqlalchemy import (
+    BigInteger,
+    Column,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    String,
+    Table,
+    Text,
+)
 
-from ledger.storage.tables import metadata
+from ledger.storage.tables import metadata as ledger_metadata
 
 __all__ = [
+    "APPEND_ONLY_TABLES",
     "gateway_notifications",
     "idempotency_keys",
+    "metadata",
     "payment_history",
     "payments",
     "quotes",
     "refunds",
 ]
+
+metadata = MetaData(naming_convention=ledger_metadata.naming_convention)
+"""The payments' tables (and only them)."""
+
+APPEND_ONLY_TABLES = ("payment_history",)
+"""Tables whose rows are never changed or deleted (database triggers refuse it)."""
 
 quotes = Table(
     "quotes",
@@ -118,5 +139,5 @@ payment_history = Table(
     Column("at_us", BigInteger, nullable=False),
 )
 """Every state change of a payment (``refund_id`` empty) or of one of its refunds, appended by
-:func:`payments.states.move_payment` / ``move_refund`` in the change's own transaction
-(migration 0005)."""
+:func:`payments.states.move_payment` / ``move_refund`` in the change's own transaction.
+Append-only (revision ``payments_0001``'s triggers)."""

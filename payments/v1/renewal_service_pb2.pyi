@@ -107,7 +107,7 @@ class _PaymentStateEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_PaymentS
     PAYMENT_STATE_PENDING: _PaymentState.ValueType  # 2
     """Waiting for the customer on the gateway's page (see redirect_url)."""
     PAYMENT_STATE_CAPTURED: _PaymentState.ValueType  # 3
-    """Captured at the gateway; being recorded."""
+    """Captured at the gateway; its record not submitted yet."""
     PAYMENT_STATE_RECORDED: _PaymentState.ValueType  # 4
     """Captured and recorded in the ledger (see receipt)."""
     PAYMENT_STATE_DECLINED: _PaymentState.ValueType  # 5
@@ -126,6 +126,13 @@ class _PaymentStateEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_PaymentS
     """
     PAYMENT_STATE_RETURNED: _PaymentState.ValueType  # 11
     """Captured, refused by the ledger, and refunded in full by the gateway (see message)."""
+    PAYMENT_STATE_RECORDING: _PaymentState.ValueType  # 12
+    """Captured; its ledger record is in flight and its outcome not known yet (the ledger did
+    not answer in time). CompletePayment, StartPayment with the same key, or reconciliation
+    resolves it: recorded once, or returned if the ledger refuses it for good.
+    """
+    PAYMENT_STATE_AUTHORIZED: _PaymentState.ValueType  # 13
+    """Authorized at the gateway, not captured yet (gateways that authorize, then capture)."""
 
 class PaymentState(_PaymentState, metaclass=_PaymentStateEnumTypeWrapper):
     """Where a payment stands."""
@@ -137,7 +144,7 @@ PAYMENT_STATE_STARTED: PaymentState.ValueType  # 1
 PAYMENT_STATE_PENDING: PaymentState.ValueType  # 2
 """Waiting for the customer on the gateway's page (see redirect_url)."""
 PAYMENT_STATE_CAPTURED: PaymentState.ValueType  # 3
-"""Captured at the gateway; being recorded."""
+"""Captured at the gateway; its record not submitted yet."""
 PAYMENT_STATE_RECORDED: PaymentState.ValueType  # 4
 """Captured and recorded in the ledger (see receipt)."""
 PAYMENT_STATE_DECLINED: PaymentState.ValueType  # 5
@@ -156,6 +163,13 @@ e.g. the household was covered meanwhile): the fee is being refunded through the
 """
 PAYMENT_STATE_RETURNED: PaymentState.ValueType  # 11
 """Captured, refused by the ledger, and refunded in full by the gateway (see message)."""
+PAYMENT_STATE_RECORDING: PaymentState.ValueType  # 12
+"""Captured; its ledger record is in flight and its outcome not known yet (the ledger did
+not answer in time). CompletePayment, StartPayment with the same key, or reconciliation
+resolves it: recorded once, or returned if the ledger refuses it for good.
+"""
+PAYMENT_STATE_AUTHORIZED: PaymentState.ValueType  # 13
+"""Authorized at the gateway, not captured yet (gateways that authorize, then capture)."""
 Global___PaymentState: _TypeAlias = PaymentState  # noqa: Y015
 
 @_typing.final

@@ -2,21 +2,24 @@
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import random
+from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 
-from sqlalchemy import Engine
+from sqlalchemy import Connection, Engine
 
 from clients.operator import key_registered, key_revoked
 from ledger.clock import FixedClock
 from ledger.coverage.reader import CoverageReader
+from ledger.errors import LedgerError, Unavailable
 from ledger.identifiers import example_kuwait_civil_id
 from ledger.keys import insurer_key_id
 from ledger.signers import SignerRole
 from ledger.signing import Ed25519Signer
-from ledger.storage.append import Appender
+from ledger.storage.append import Appender, Receipt
 from ledger.storage.db import create_ledger_engine, sqlite_url
 from ledger.storage.key_store import KeyStore
 from ledger.storage.migrate import upgrade
@@ -74,6 +77,55 @@ def family_request(number: int, size: int) -> QuoteRequest:
     )
 
 
+class SlowLedger:
+    """The ledger recorder with its answer lost (``LedgerRecorder`` timing out): UNAVAILABLE
+    after the entry was appended (``applied``), without it (``lost``), or with the submission
+    still queued, appended only when :meth:`land_late` runs (``late``: the entry arrives after
+    the saga gave up waiting). ``next`` forces the next fault; ``rate`` draws one at random."""
+
+    FAULTS = ("applied", "lost", "late")
+
+    def __init__(self, ledger: AppenderRecorder, rng: random.Random) -> None:
+        self.ledger = ledger
+        self.rng = rng
+        self.rate = 0.0
+        self.next: str | None = None
+        self.queued: list[tuple[events_pb2.Event, Callable[[Connection, int], None]]] = []
+        self.faults: Counter[str] = Counter()
+        self.landed = 0
+
+    def check(self, event: events_pb2.Event) -> None:
+        self.ledger.check(event)
+
+    def __call__(
+        self, event: events_pb2.Event, on_append: Callable[[Connection, int], None]
+    ) -> Receipt:
+        fault, self.next = self.next, None
+        if fault is None and self.rate and self.rng.random() < self.rate:
+            fault = self.rng.choice(self.FAULTS)
+        if fault is None:
+            return self.ledger(event, on_append)
+        self.faults[fault] += 1
+        if fault == "applied":
+            with contextlib.suppress(LedgerError):  # its answer, refusal or receipt, is lost
+                self.ledger(event, on_append)
+        elif fault == "late":
+            self.queued.append((event, on_append))
+        raise Unavailable(
+            "the ledger did not answer in time (test)",
+            reason="RECORD_OUTCOME_UNKNOWN",
+            metadata={"event_id": event.event_id},
+        )
+
+    def land_late(self) -> None:
+        """The queued submissions reach the sequencer now (appended, or refused)."""
+        queued, self.queued = self.queued, []
+        for event, on_append in queued:
+            with contextlib.suppress(LedgerError):
+                self.ledger(event, on_append)
+                self.landed += 1
+
+
 class Stack:
     """Renewals wired to a real ledger (appender in-process) and a simulated gateway."""
 
@@ -114,10 +166,12 @@ class Stack:
         self.record = AppenderRecorder(
             self.appender, self.authority, self.clock, KeyStore(self.engine)
         )
+        self.recorder = SlowLedger(self.record, random.Random(seed + 1))
+        """The recorder the saga calls: the ledger, whose answers may be lost (timeouts)."""
         self.renewals = Renewals(
             self.engine,
             {"simulated": self.gateway, **(gateways or {})},
-            self.record,
+            self.recorder,
             CoverageReader(self.engine),
             self.clock,
             authority_id=AUTHORITY,

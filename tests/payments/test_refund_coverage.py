@@ -18,7 +18,7 @@ from tests.payments.support import PERIOD, Stack, family_request
 def _renewable(stack: Stack, number: int, first: dt.date, last: dt.date) -> bool:
     request = family_request(number, 2)
     members = [(person_ref(member.person), None) for member in request.members]
-    return stack.renewals._coverage.check_household(
+    return stack.renewals.saga.coverage.check_household(
         person_ref(request.sponsor),
         members,  # type: ignore[arg-type]
         first,

@@ -23,6 +23,8 @@ ARGS = argparse.Namespace(server="127.0.0.1:50051", log_key="@log.pub")
         (pb.PAYMENT_STATE_RETURNED, 1, "refunded in full"),
         (pb.PAYMENT_STATE_RETURNING, 1, "--complete pay123"),
         (pb.PAYMENT_STATE_UNKNOWN, 1, "--complete pay123"),
+        (pb.PAYMENT_STATE_RECORDING, 1, "--complete pay123"),
+        (pb.PAYMENT_STATE_CAPTURED, 1, "--complete pay123"),
         (pb.PAYMENT_STATE_DECLINED, 1, "nothing was charged"),
     ],
 )
@@ -53,6 +55,7 @@ def test_a_refusal_after_capture_names_the_payment_and_how_to_finish_it(
     )
     assert _renew_refused(ARGS, _NoClient(), error, "", "q-1") == 1
     out = capsys.readouterr().out
+    assert out.startswith("NOT FINISHED: UNAVAILABLE RECORD_PENDING")  # not a refusal
     assert "payment pay777" in out
     assert (
         "next: policy-ledger renew --server 127.0.0.1:50051 --log-key KEY --complete pay777" in out

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import json
 import os
 import random
 from collections import Counter
@@ -50,7 +51,7 @@ def test_a_renewal_is_quoted_collected_and_recorded_once(tmp_path: Path) -> None
     assert stack.renewals.complete_payment(payment.payment_id).state == "recorded"
     assert _entries(stack) == before
     # The fee bought the government coverage of every member for the permit period.
-    verdict = stack.renewals._coverage.check_household(
+    verdict = stack.renewals.saga.coverage.check_household(
         *_household(family_request(1, 3)), quote.period_start, quote.period_end
     )
     assert verdict.renewable
@@ -142,15 +143,18 @@ def _meanwhile(stack: Stack, number: int, rng: random.Random) -> tuple[str, Call
 def test_seeded_faults_never_double_charge_or_lose_a_record(tmp_path: Path) -> None:
     """Crashes at every saga step, gateway timeouts whose outcome is unknown (applied or not),
     declines, permanent refusals after the charge (a duplicate renewal of the same household
-    from another portal, the authority suspended), notifications for unknown payments; then
-    reconciliation. At the end: no double charge, nothing captured and unresolved, every
-    captured fee recorded once or returned once, refunds within what was captured."""
+    from another portal, the authority suspended), the ledger not answering while a fee is
+    recorded (appended anyway, not appended, or appended late), notifications for unknown
+    payments; then reconciliation. At the end: no double charge, nothing captured and
+    unresolved, every captured fee recorded once or returned once, refunds within what was
+    captured."""
     stack = Stack(
         tmp_path,
         plan=FaultPlan(decline_rate=0.05, timeout_rate=0.15, timeout_applied_rate=0.5),
         seed=20261123,
     )
     stack.crash_rate = 0.08
+    stack.recorder.rate = 0.04  # the ledger's answer lost: applied, lost, or appended late
     rng = random.Random(7)
     refusals: Counter[str] = Counter()
     for number in range(FAULT_RENEWALS):
@@ -163,6 +167,8 @@ def test_seeded_faults_never_double_charge_or_lose_a_record(tmp_path: Path) -> N
         stack.at_point.clear()
         if stack.suspended:
             stack.relicense_authority()
+        if number % 25 == 0:  # submissions that outlived their caller reach the sequencer
+            stack.recorder.land_late()
         if number % 50 == 0:  # a gateway notification for a payment we never started
             with pytest.raises(NotFound):
                 stack.renewals.complete_payment(f"payunknown{number:014d}")
@@ -183,9 +189,13 @@ def test_seeded_faults_never_double_charge_or_lose_a_record(tmp_path: Path) -> N
     # The faults stop; reconciliation repairs what they left.
     stack.crash_rate = 0.0
     stack.gateway.plan = replace(stack.gateway.plan, timeout_rate=0.0)
-    for _round in range(3):
+    stack.recorder.rate = 0.0
+    stack.renewals.reconcile(stale_after=dt.timedelta(0))
+    stack.recorder.land_late()  # after reconcile resubmitted or returned them: no effect
+    for _round in range(2):
         stack.renewals.reconcile(stale_after=dt.timedelta(0))
     assert stack.crashes > 0 and refusals["duplicate"] > 0 and refusals["suspended"] > 0
+    assert set(stack.recorder.faults) == set(stack.recorder.FAULTS)
     _check_every_fee_is_recorded_once_or_returned(stack)
 
 
@@ -208,8 +218,27 @@ def _check_every_fee_is_recorded_once_or_returned(stack: Stack) -> None:
             ).all()
         )
         stuck = connection.execute(
-            select(func.count()).where(payments.c.state.in_(["captured", "returning"]))
+            select(func.count()).where(payments.c.state.in_(["captured", "recording", "returning"]))
         ).scalar_one()
+    captured_total = sum(
+        p.captured_minor for p in gateway.values() if p.status is PaymentStatus.CAPTURED
+    )
+    refunded_total = sum(p.refunded_minor for p in gateway.values())
+    figures = {
+        "renewals": FAULT_RENEWALS,
+        "payments": len(payment_ids),
+        "double_charges": stack.gateway.applied["purchase"] - len(gateway),
+        "captured_unresolved": stuck,
+        "refunds_over_captured": sum(
+            1 for p in gateway.values() if p.refunded_minor > p.captured_minor
+        ),
+        "refunded_minor": refunded_total,
+        "captured_minor": captured_total,
+        "recorded_twice": sum(1 for count in fees_by_renewal.values() if count > 1),
+        "crashes": stack.crashes,
+        "ledger_timeouts": dict(stack.recorder.faults),
+    }
+    print(f"\nfault run: {json.dumps(figures, sort_keys=True)}")  # `make faults` shows it
     assert stuck == 0  # nothing captured and unresolved
     recorded = returned = 0
     for payment_id in payment_ids:
@@ -232,5 +261,6 @@ def _check_every_fee_is_recorded_once_or_returned(stack: Stack) -> None:
         assert refunded_in_ledger.get(ours.quote_id, 0) == theirs.refunded_minor
         assert ours.refunded_minor == theirs.refunded_minor
     assert recorded > FAULT_RENEWALS // 2 and returned > 0
+    print(f"fault run: recorded {recorded}, returned {returned}")
     assert stack.gateway.applied["purchase"] == len(gateway)  # one charge per payment
     assert rebuild_and_compare(stack.engine).consistent

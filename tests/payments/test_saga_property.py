@@ -1,9 +1,11 @@
 """A hypothesis state machine over the renewal saga with the simulated gateway's faults
 (timeouts applied or not, declines), crashes at saga steps, and permanent refusals arriving
 between the charge and the record (the household covered by another renewal, the authority
-suspended). After every step: money the gateway holds belongs to a payment that is recorded
-(once), being returned, returned, or still in flight (unknown, or captured only after a crash);
-after reconciliation with the faults stopped, only recorded or returned."""
+suspended), and the ledger not answering while a fee is recorded (the entry appended anyway,
+not appended, or appended late, after the saga stopped waiting). After every step: money the
+gateway holds belongs to a payment that is recorded (once), being recorded (its record in
+flight), being returned, returned, or still in flight at the gateway (unknown, or captured only
+after a crash); after reconciliation with the faults stopped, only recorded or returned."""
 
 from __future__ import annotations
 
@@ -27,12 +29,15 @@ from payments.renewal import Crash
 from payments.tables import payments
 from tests.payments.support import AUTHORITY, Stack, family_request
 
+RECORD_TIMEOUTS = ("record_applied", "record_lost", "record_late")
+"""The ledger not answering while a fee is recorded (LedgerRecorder timing out)."""
 HOUSEHOLDS = 3
 """A small pool, so that renewals of the same household meet."""
 CRASH_POINTS = (
     "after_start_saved",
     "after_gateway_charge",
     "after_captured_saved",
+    "before_record",
     "before_return",
     "after_gateway_return",
     "after_gateway_refund",
@@ -71,23 +76,40 @@ class RenewalSaga(RuleBasedStateMachine):
             self.stack.gateway.inject_outcome_unknown(applied=True)
         elif fault == "timeout_lost":
             self.stack.gateway.inject_outcome_unknown(applied=False)
+        elif fault in RECORD_TIMEOUTS:
+            self.stack.recorder.next = fault.removeprefix("record_")
 
-    @rule(target=quotes, household=st.integers(0, HOUSEHOLDS - 1))
-    def quote(self, household: int) -> str:
+    def _quote(self, household: int, size: int = 2) -> str:
         try:
-            return self.stack.renewals.quote(family_request(household, 2)).quote_id
+            return self.stack.renewals.quote(family_request(household, size)).quote_id
         except FailedPrecondition:
             return ""  # covered already, or the authority suspended: refused, nothing written
 
     @rule(
-        quote_id=quotes,
-        fault=st.sampled_from(["none", "timeout_applied", "timeout_lost", *CRASH_POINTS]),
+        target=quotes,
+        household=st.integers(0, HOUSEHOLDS - 1),
+        fault=st.sampled_from(
+            ["none", "timeout_applied", "timeout_lost", *CRASH_POINTS, *RECORD_TIMEOUTS]
+        ),
         meanwhile=st.sampled_from(["nothing", "other_portal", "suspend"]),
-        other=quotes,
+        other=st.integers(0, HOUSEHOLDS - 1),
     )
-    def start(self, quote_id: str, fault: str, meanwhile: str, other: str) -> None:
-        if not quote_id:
-            return
+    def renew(self, household: int, fault: str, meanwhile: str, other: int) -> str:
+        """A portal quotes and pays a renewal, with a fault, and a permanent refusal that may
+        arrive between the charge and the record (another portal renewing a household first,
+        or the authority suspended)."""
+        quote_id = self._quote(household)
+        if quote_id:
+            self._start(quote_id, fault, meanwhile, self._quote(other, 1))
+        return quote_id
+
+    @rule(quote_id=quotes)
+    def pay_again(self, quote_id: str) -> None:
+        """A quote paid again with another key: refused (it has a payment), nothing charged."""
+        if quote_id:
+            self._start(quote_id, "none", "nothing", "")
+
+    def _start(self, quote_id: str, fault: str, meanwhile: str, other: str) -> None:
         self._fault(fault)
         if meanwhile == "suspend":
             self.stack.at_point.setdefault("after_gateway_charge", self.stack.suspend_authority)
@@ -102,17 +124,19 @@ class RenewalSaga(RuleBasedStateMachine):
         with contextlib.suppress(Crash, Unavailable, FailedPrecondition, AlreadyExists):
             self.stack.renewals.start_payment(quote_id, self._key(), "simulated")
         self.stack.at_point.clear()
+        self.stack.recorder.next = None
         self.stack.gateway.inject_outcome_unknown(applied=None)
         if self.stack.suspended:
             self.stack.relicense_authority()
 
-    @rule(fault=st.sampled_from(["none", "timeout_lost", *CRASH_POINTS]))
+    @rule(fault=st.sampled_from(["none", "timeout_lost", *CRASH_POINTS, *RECORD_TIMEOUTS]))
     def complete_all(self, fault: str) -> None:
         self._fault(fault)
         for payment_id in self._payment_ids():
             with contextlib.suppress(Crash, Unavailable):
                 self.stack.renewals.complete_payment(payment_id)
         self.stack.at_point.clear()
+        self.stack.recorder.next = None
         self.stack.gateway.inject_outcome_unknown(applied=None)
 
     @rule(third=st.integers(1, 3), fault=st.sampled_from(["none", "after_gateway_refund"]))
@@ -129,11 +153,19 @@ class RenewalSaga(RuleBasedStateMachine):
         self.stack.at_point.clear()
 
     @rule()
+    def late_records_land(self) -> None:
+        """Submissions whose caller stopped waiting reach the sequencer: appended if their
+        payment is still being recorded, refused if it was returned meanwhile."""
+        self.stack.recorder.land_late()
+
+    @rule()
     def settle(self) -> None:
-        """The faults stop; reconciliation repairs what they left."""
+        """The faults stop; reconciliation repairs what they left (late submissions may land
+        in between, and change nothing)."""
         self.stack.gateway.plan = replace(self.stack.gateway.plan, decline_rate=0.0)
-        for _round in range(2):
-            self.stack.renewals.reconcile(stale_after=dt.timedelta(0))
+        self.stack.renewals.reconcile(stale_after=dt.timedelta(0))
+        self.stack.recorder.land_late()
+        self.stack.renewals.reconcile(stale_after=dt.timedelta(0))
         self.stack.gateway.plan = replace(self.stack.gateway.plan, decline_rate=0.1)
         self.crashed = False
         self.settled = True
@@ -160,7 +192,8 @@ class RenewalSaga(RuleBasedStateMachine):
                     )
                 ).all()
             )
-        allowed = {"recorded", "returning", "returned", "unknown"}
+        # "recording": the record is in flight (submitted, its outcome not known yet).
+        allowed = {"recorded", "recording", "returning", "returned", "unknown"}
         if self.crashed:
             allowed |= {"captured", "started"}
         if self.settled:
@@ -182,8 +215,8 @@ class RenewalSaga(RuleBasedStateMachine):
 
 
 RenewalSaga.TestCase.settings = settings(
-    max_examples=15,
-    stateful_step_count=10,
+    max_examples=40,
+    stateful_step_count=12,
     derandomize=True,
     database=None,
     deadline=None,

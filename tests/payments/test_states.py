@@ -34,12 +34,14 @@ def test_every_change_is_in_the_history_and_logged_as_json(
         payment = stack.renewals.start_payment(quote.quote_id, "key-history1", "simulated")
     assert _history(stack, payment.payment_id) == [
         ("started", "captured", None),
-        ("captured", "recorded", payment.leaf_index),
+        ("captured", "recording", None),
+        ("recording", "recorded", payment.leaf_index),
     ]
     lines = [json.loads(record.getMessage()) for record in caplog.records]
     assert [(line["from"], line["to"]) for line in lines] == [
         ("started", "captured"),
-        ("captured", "recorded"),
+        ("captured", "recording"),
+        ("recording", "recorded"),
     ]
     assert lines[-1] == lines[-1] | {
         "payment_id": payment.payment_id,
@@ -66,7 +68,9 @@ def test_a_transition_outside_the_table_changes_nothing(tmp_path: Path) -> None:
 
 
 def test_the_table_only_leaves_captured_for_a_record_or_a_return() -> None:
-    assert PAYMENT_TRANSITIONS[PaymentState.CAPTURED] == {
+    # Captured money leaves only through a record in flight, which ends recorded or returned.
+    assert PAYMENT_TRANSITIONS[PaymentState.CAPTURED] == {PaymentState.RECORDING}
+    assert PAYMENT_TRANSITIONS[PaymentState.RECORDING] == {
         PaymentState.RECORDED,
         PaymentState.RETURNING,
     }

@@ -1,0 +1,271 @@
+"""Collecting a quote's fee: StartPayment (claim the idempotency key, check the quote may be
+paid and recorded, save the payment ``started``, charge through the gateway) and
+CompletePayment (believe only the gateway's own answer, capture when due, then record).
+
+Rules (ARCHITECTURE.md section 6): one payment per quote, whose merchant reference is derived
+from the quote (``payment_id_of``), so retries never make a second charge; a result is believed
+only when the gateway itself confirms it (``get_status``), never on the portal's or a
+notification's word; a timeout is ``unknown``, never a failure; reconciliation resolves what is
+left (``payments.reconciliation``). Every transaction is opened by the saga's unit of work.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from typing import Any
+
+from sqlalchemy import Connection, insert, select
+from sqlalchemy.exc import IntegrityError
+
+from ledger.clock import from_micros, to_micros
+from ledger.errors import AlreadyExists, FailedPrecondition, FieldViolation, Unavailable
+from payments.gateway import (
+    Capability,
+    GatewayOutcomeUnknown,
+    GatewayRefused,
+    GatewayResult,
+    Money,
+    PaymentRequest,
+    PaymentStatus,
+)
+from payments.idempotency import claim_key, store_key
+from payments.quotes import quote_record, refuse_changed_schedule
+from payments.recording import record, return_fee
+from payments.saga import (
+    PaymentRecord,
+    Saga,
+    load_payment,
+    load_quote,
+    move,
+    payment_id_of,
+    refuse_unrecordable,
+)
+from payments.states import PAYMENT_TRANSITIONS, PaymentState
+from payments.tables import payments
+
+__all__ = ["apply", "complete_payment", "start_payment"]
+
+IN_FLIGHT = frozenset({PaymentState.STARTED, PaymentState.CAPTURED, PaymentState.RECORDING})
+"""States a first StartPayment passes through; a repeat meanwhile does not answer them."""
+
+
+def start_payment(  # noqa: PLR0917 (the request's fields)
+    saga: Saga,
+    quote_id: str,
+    idempotency_key: str,
+    gateway: str,
+    return_url: str = "",
+    notification_base_url: str = "",
+) -> PaymentRecord:
+    """Start collecting a quote's fee; returns the payment (pending with a redirect URL,
+    recorded, declined or unknown)."""
+    try:
+        return _start_payment(
+            saga, quote_id, idempotency_key, gateway, return_url, notification_base_url
+        )
+    except IntegrityError:
+        # A concurrent call with the same key or quote inserted first (PostgreSQL): this
+        # attempt wrote nothing; the retry finds its row and answers like a repeat.
+        return _start_payment(
+            saga, quote_id, idempotency_key, gateway, return_url, notification_base_url
+        )
+
+
+def _start_payment(  # noqa: PLR0917 (the request's fields)
+    saga: Saga,
+    quote_id: str,
+    idempotency_key: str,
+    gateway: str,
+    return_url: str,
+    notification_base_url: str,
+) -> PaymentRecord:
+    request = {"quote_id": quote_id, "gateway": gateway, "return_url": return_url}
+    now = saga.clock.now()
+    payment_id = payment_id_of(quote_id)
+    with saga.uow.write() as connection:
+        # The quote's row lock first: every call for this quote waits here for the one
+        # before it to commit, and then sees its key and payment (several servers may
+        # share the database, so no lock in this process would do).
+        quote = load_quote(connection, quote_id, lock=True)
+        existing = claim_key(connection, idempotency_key, "start_payment", request)
+        repeated = None if existing is None else load_payment(connection, existing)
+        if repeated is None:
+            adapter = saga.gateway(gateway)
+            _open_payment(saga, connection, quote, payment_id, gateway, now)
+            store_key(connection, idempotency_key, "start_payment", request, payment_id, now)
+    if repeated is not None:
+        return _repeat_start(saga, repeated)
+    saga.crash("after_start_saved")
+    amount = Money(quote.currency_code, int(quote.total_minor))
+    charge = PaymentRequest(
+        merchant_reference=payment_id,
+        amount=amount,
+        description=f"residence renewal health-insurance fee, quote {quote_id}",
+        return_url=return_url,
+        notification_url=(
+            f"{notification_base_url}/notify/{gateway}" if notification_base_url else ""
+        ),
+    )
+    capabilities = adapter.capabilities()
+    try:
+        if Capability.PURCHASE in capabilities:
+            result = adapter.purchase(charge)
+        else:
+            result = adapter.authorize(charge)
+    except GatewayOutcomeUnknown as error:
+        move(saga, payment_id, PaymentState.UNKNOWN, message=f"gateway outcome unknown: {error}")
+        return saga.payment(payment_id)
+    except GatewayRefused as error:
+        move(saga, payment_id, PaymentState.FAILED, message=f"gateway refused: {error}")
+        return saga.payment(payment_id)
+    saga.crash("after_gateway_charge")
+    return apply(saga, payment_id, result)
+
+
+def _open_payment(  # noqa: PLR0917 (one row's facts)
+    saga: Saga,
+    connection: Connection,
+    quote: Any,
+    payment_id: str,
+    gateway: str,
+    now: dt.datetime,
+) -> None:
+    """Check that ``quote`` may be paid now, then save its payment as ``started``."""
+    quote_id = quote.quote_id
+    stored = json.loads(quote.quote_json)
+    if not stored["payable"]:
+        raise FailedPrecondition(
+            f"quote {quote_id!r} has nothing to collect",
+            reason="QUOTE_NOT_PAYABLE",
+            field_violations=[FieldViolation("quote_id", "nothing to collect")],
+        )
+    if from_micros(quote.expires_at_us) <= now:
+        raise FailedPrecondition(
+            f"quote {quote_id!r} expired at {from_micros(quote.expires_at_us).isoformat()}",
+            reason="QUOTE_EXPIRED",
+            field_violations=[FieldViolation("quote_id", "expired: ask a new quote")],
+        )
+    refuse_changed_schedule(quote_id, stored["schedule_version"], quote.jurisdiction, now)
+    already = connection.execute(
+        select(payments.c.payment_id).where(payments.c.quote_id == quote_id)
+    ).first()
+    if already is not None:
+        raise AlreadyExists(
+            f"quote {quote_id!r} already has payment {already.payment_id!r}",
+            reason="QUOTE_ALREADY_PAID",
+            field_violations=[FieldViolation("quote_id", "already has a payment")],
+            metadata={"payment_id": already.payment_id},
+        )
+    refuse_unrecordable(
+        saga,
+        connection,
+        saga.entries.fee_collected(
+            payment_id, quote_record(quote), gateway=gateway, gateway_reference=""
+        ),
+    )
+    connection.execute(
+        insert(payments).values(
+            payment_id=payment_id,
+            quote_id=quote_id,
+            gateway=gateway,
+            state=PaymentState.STARTED.value,
+            currency_code=quote.currency_code,
+            amount_minor=quote.total_minor,
+            captured_minor=0,
+            refunded_minor=0,
+            gateway_reference="",
+            redirect_url="",
+            leaf_index=None,
+            message="",
+            created_at_us=to_micros(now),
+            updated_at_us=to_micros(now),
+        )
+    )
+
+
+def _repeat_start(saga: Saga, payment: PaymentRecord) -> PaymentRecord:
+    """The answer to a repeated StartPayment: the payment as it stands; while its first call
+    is still under way (at the gateway, or being recorded) the gateway is asked and the
+    payment recorded, and if that does not settle it, UNAVAILABLE: retry with the same key."""
+    if payment.state not in IN_FLIGHT:
+        return payment
+    resumed = complete_payment(saga, payment.payment_id)
+    if resumed.state in IN_FLIGHT:
+        raise Unavailable(
+            f"payment {payment.payment_id!r} is still in flight ({resumed.state}: at the "
+            "gateway or being recorded); retry with the same key",
+            reason="IN_FLIGHT",
+            metadata={"payment_id": payment.payment_id},
+        )
+    return resumed
+
+
+def complete_payment(saga: Saga, payment_id: str) -> PaymentRecord:
+    """Confirm with the gateway itself, then record once (never on the portal's word)."""
+    payment = saga.payment(payment_id)
+    if not PAYMENT_TRANSITIONS[payment.state]:  # a final state
+        return payment
+    if payment.state is PaymentState.RETURNING:
+        return_fee(saga, payment_id, payment.message)
+        return saga.payment(payment_id)
+    if payment.state in {PaymentState.CAPTURED, PaymentState.RECORDING}:
+        record(saga, payment_id)  # the gateway has it: what is left is the ledger's part
+        return saga.payment(payment_id)
+    adapter = saga.gateway(payment.gateway)
+    try:
+        result = adapter.get_status(payment_id)
+    except GatewayOutcomeUnknown as error:
+        raise Unavailable(
+            f"the gateway did not answer; the payment stays {payment.state}: retry",
+            reason="GATEWAY_UNAVAILABLE",
+        ) from error
+    return apply(saga, payment_id, result)
+
+
+def apply(saga: Saga, payment_id: str, result: GatewayResult) -> PaymentRecord:
+    """Move the payment to what the gateway says; capture and record when due."""
+    payment = saga.payment(payment_id)
+    adapter = saga.gateway(payment.gateway)
+    if result.status is PaymentStatus.AUTHORIZED:
+        try:
+            result = adapter.capture(payment_id, Money(payment.currency, payment.amount_minor))
+        except GatewayOutcomeUnknown as error:
+            move(
+                saga, payment_id, PaymentState.UNKNOWN, message=f"capture outcome unknown: {error}"
+            )
+            return saga.payment(payment_id)
+        saga.crash("after_gateway_capture")
+    if result.status is PaymentStatus.CAPTURED:
+        if result.captured_minor != payment.amount_minor:
+            move(
+                saga,
+                payment_id,
+                PaymentState.MISMATCH,
+                message=f"gateway captured {result.captured_minor}, expected "
+                f"{payment.amount_minor}",
+            )
+            return saga.payment(payment_id)
+        move(
+            saga,
+            payment_id,
+            PaymentState.CAPTURED,
+            captured=result.captured_minor,
+            gateway_reference=result.gateway_reference,
+        )
+        saga.crash("after_captured_saved")
+        record(saga, payment_id)
+        saga.crash("after_recorded")
+    elif result.status is PaymentStatus.PENDING:
+        move(
+            saga,
+            payment_id,
+            PaymentState.PENDING,
+            redirect_url=result.redirect_url,
+            gateway_reference=result.gateway_reference,
+        )
+    elif result.status is PaymentStatus.DECLINED:
+        move(saga, payment_id, PaymentState.DECLINED, message=result.message)
+    elif result.status is PaymentStatus.VOIDED:
+        move(saga, payment_id, PaymentState.VOIDED, message=result.message)
+    return saga.payment(payment_id)

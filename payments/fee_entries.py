@@ -1,0 +1,88 @@
+"""The ledger entries the renewal saga records, each built in one small function: the
+``FeeCollected`` entry of a captured fee (which also issues the government coverage it buys) and
+the ``FeeRefunded`` entry of a refund. Their event ids are derived from the payment and the
+refund, so each is recorded at most once whatever crashes and retries happen."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from ledger.clock import Clock
+from ledger.events import civil_date
+from ledger.v1 import events_pb2, types_pb2
+from payments import fees
+from payments.gateway import GatewayResult
+from payments.limits import REFERENCE_CHARS_MAX, REFUND_REASON_CHARS_MAX
+
+if TYPE_CHECKING:
+    from payments.quotes import QuoteRecord
+
+__all__ = ["FeeEntries"]
+
+_RELATIONSHIPS = {
+    fees.Relationship.SELF: events_pb2.RELATIONSHIP_SELF,
+    fees.Relationship.SPOUSE: events_pb2.RELATIONSHIP_SPOUSE,
+    fees.Relationship.CHILD: events_pb2.RELATIONSHIP_CHILD,
+    fees.Relationship.PARENT: events_pb2.RELATIONSHIP_PARENT,
+    fees.Relationship.DOMESTIC_WORKER: events_pb2.RELATIONSHIP_DOMESTIC_WORKER,
+    fees.Relationship.OTHER: events_pb2.RELATIONSHIP_OTHER,
+}
+
+
+class FeeEntries:
+    """Builds the entries the authority ``authority_id`` signs, dated by ``clock``."""
+
+    def __init__(self, authority_id: str, clock: Clock) -> None:
+        self._authority_id = authority_id
+        self._clock = clock
+
+    def fee_collected(
+        self, payment_id: str, quote: QuoteRecord, *, gateway: str, gateway_reference: str
+    ) -> events_pb2.Event:
+        """The FeeCollected entry that records ``quote``'s fee (its event id is derived from the
+        payment, so it is recorded at most once)."""
+        event = events_pb2.Event(event_id=f"fee-{payment_id}", insurer_id=self._authority_id)
+        event.occurred_at.FromDatetime(self._clock.now())
+        body = event.fee_collected
+        body.renewal_id = quote.quote_id
+        body.sponsor.CopyFrom(quote.sponsor)
+        body.period_start.CopyFrom(civil_date(quote.period_start))
+        body.period_end.CopyFrom(civil_date(quote.period_end))
+        for line in quote.lines:
+            body.lines.add(
+                person=line.person,
+                relationship=_RELATIONSHIPS[line.relationship],
+                schedule_version=line.schedule_version,
+                rule_id=line.rule_id,
+                amount=types_pb2.Money(
+                    currency_code=quote.currency, amount_minor=line.amount_minor
+                ),
+            )
+        body.total.CopyFrom(
+            types_pb2.Money(currency_code=quote.currency, amount_minor=quote.total_minor)
+        )
+        body.merchant_reference = payment_id
+        body.gateway = gateway
+        body.gateway_reference = gateway_reference
+        return event
+
+    def fee_refunded(
+        self,
+        refund_id: str,
+        *,
+        renewal_id: str,
+        currency: str,
+        amount_minor: int,
+        reason: str,
+        result: GatewayResult,
+    ) -> events_pb2.Event:
+        """The FeeRefunded entry of refund ``refund_id`` (its event id derived from it)."""
+        event = events_pb2.Event(event_id=f"refund-{refund_id}", insurer_id=self._authority_id)
+        event.occurred_at.FromDatetime(self._clock.now())
+        body = event.fee_refunded
+        body.renewal_id = renewal_id
+        body.refund_reference = refund_id
+        body.amount.CopyFrom(types_pb2.Money(currency_code=currency, amount_minor=amount_minor))
+        body.reason = reason[:REFUND_REASON_CHARS_MAX]
+        body.gateway_reference = result.gateway_reference[:REFERENCE_CHARS_MAX]
+        return event
