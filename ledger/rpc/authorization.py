@@ -143,8 +143,13 @@ _PERSON_READERS = (Grant("auditor"), Grant("operator"))
 operator (to answer a person's own request). Portals check households only."""
 
 
+_PERSON_WRITERS = (Grant("insurer"), Grant("authority"), Grant("operator"))
+"""Who may obtain person tokens: the roles whose events name people (docs/privacy.md). A portal
+or an auditor asks by person ID and never needs a token; a funder will, once it signs events."""
+
+
 def ledger_rules() -> list[Rule]:
-    """The rows of the ledger's own services (LedgerService, CoverageService, AdminService)."""
+    """The rows of the ledger's own services (Ledger, Coverage, Admin and Identity services)."""
     ledger = "ledger.v1.LedgerService"
     coverage = "ledger.v1.CoverageService"
     admin = "ledger.v1.AdminService"
@@ -170,6 +175,7 @@ def ledger_rules() -> list[Rule]:
                 "ListInsurerKeys": operator_only,
             },
         ),
+        *_rows("ledger.v1.IdentityService", {"GetPersonTokens": _PERSON_WRITERS}),
     ]
 
 
