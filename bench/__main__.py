@@ -41,6 +41,7 @@ from bench.echo import start_echo_server
 from clients.channel import ClientCredentials, Connection
 from clients.insurer import sign_event
 from clients.operator import OPERATOR_ID, OperatorClient
+from clients.person_tokens import PersonTokens
 from clients.samples import policy_issued, sample_events
 from clients.verify import TrustedLog
 from ledger.pki import init_directory, issue_into_directory
@@ -655,8 +656,10 @@ def bench_fairness(folder: Path, scale: float, probe_calls: int = 200) -> None:
             _onboard(channel, log_signer, insurer.public_key)
         # The loads run in a child process and number their events from 0; the probe's start
         # at 10^7, so no two callers submit the same event.
-        probes = fairness.signed_events(insurer, INSURER, 10**7, 10**7, now)
         with grpc.insecure_channel(server.address) as channel:
+            probes = fairness.signed_events(
+                insurer, INSURER, 10**7, 10**7, now, tokens=PersonTokens(channel).tokens
+            )
             probe = fairness.Probe(channel, probes)
             probe.run(probe_calls)
             idle_p99 = percentiles(probe.latencies_seconds)[1]

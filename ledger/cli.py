@@ -556,12 +556,22 @@ def _add_pki_commands(commands: argparse._SubParsersAction[argparse.ArgumentPars
 
 
 def _access_list(args: argparse.Namespace) -> int:
+    from ledger.coverage.projector import person_ref
     from ledger.storage.access_log import AccessLog
+    from ledger.storage.vault_store import VaultStore
 
-    person = person_text(args.person) if args.person else ""  # the projections' person key
     url = args.database or ServerConfig.from_environment().database_url
     engine = create_ledger_engine(url)
     upgrade(engine)
+    person = ""  # access records name people by token: look the person's up in the vault
+    if args.person:
+        person = VaultStore(engine).token_of(person_ref(args.person)) or ""
+        if not person:
+            print(
+                f"{person_text(args.person)}: no such person in the identity vault", file=sys.stderr
+            )
+            print("0 access record(s)", file=sys.stderr)
+            return 0
     records = AccessLog(engine).list(person_key=person, caller=args.caller or "")
     for record in records:
         people = ", ".join(record.person_keys) or record.subject

@@ -67,6 +67,8 @@ origin_chars_max: Final = 256
 
 # Coverage queries.
 household_members_max: Final = 64
+erasure_basis_chars_max: Final = 500
+"""Characters of a PersonErased event's legal basis."""
 person_tokens_per_call_max: Final = 256
 """Identifiers one IdentityService.GetPersonTokens call may tokenize (a few households' worth;
 a bulk load asks in several calls)."""

@@ -40,7 +40,7 @@ from sqlalchemy.exc import IntegrityError
 from ledger.clock import Clock, from_micros, to_micros
 from ledger.coverage.model import HouseholdVerdict
 from ledger.coverage.model import Relationship as CoverageRelationship
-from ledger.coverage.projector import check_fee_collected, person_key, person_ref
+from ledger.coverage.projector import check_fee_collected, person_ref
 from ledger.coverage.reader import CoverageReader
 from ledger.errors import (
     AlreadyExists,
@@ -52,6 +52,7 @@ from ledger.errors import (
     Unavailable,
 )
 from ledger.events import civil_date
+from ledger.identity.vault import tokens_in_transaction
 from ledger.storage.append import Receipt
 from ledger.storage.db import WRITE_LOCK_OPTION
 from ledger.v1 import events_pb2, types_pb2
@@ -216,7 +217,7 @@ class Renewals:
     def quote(self, request: QuoteRequest) -> QuoteRecord:
         """Price the renewal (or, for a private-insurance jurisdiction, check the household)."""
         now = self._clock.now()
-        sponsor_key = person_key(request.sponsor)
+        sponsor_key = person_ref(request.sponsor).key
         household: HouseholdVerdict | None = None
         lines: list[QuoteLine] = []
         if request.jurisdiction in PRIVATE_INSURANCE_JURISDICTIONS:
@@ -225,7 +226,7 @@ class Renewals:
         else:
             facts = [
                 fees.MemberFacts(
-                    person_key=person_key(member.person),
+                    person_key=person_ref(member.person).key,
                     relationship=member.relationship,
                     residence_category=member.residence_category,
                     birth_date=member.birth_date,
@@ -283,7 +284,11 @@ class Renewals:
                 self._refuse_unrecordable(
                     connection,
                     self._fee_event(
-                        _payment_id(record.quote_id), record, gateway="quote", gateway_reference=""
+                        connection,
+                        _payment_id(record.quote_id),
+                        record,
+                        gateway="quote",
+                        gateway_reference="",
                     ),
                 )
             connection.execute(
@@ -469,7 +474,9 @@ class Renewals:
             )
         self._refuse_unrecordable(
             connection,
-            self._fee_event(payment_id, quote_record(quote), gateway=gateway, gateway_reference=""),
+            self._fee_event(
+                connection, payment_id, quote_record(quote), gateway=gateway, gateway_reference=""
+            ),
         )
         connection.execute(
             insert(payments).values(
@@ -568,20 +575,31 @@ class Renewals:
         return self.get_payment(payment_id)
 
     def _fee_event(
-        self, payment_id: str, quote: QuoteRecord, *, gateway: str, gateway_reference: str
+        self,
+        connection: Connection,
+        payment_id: str,
+        quote: QuoteRecord,
+        *,
+        gateway: str,
+        gateway_reference: str,
     ) -> events_pb2.Event:
         """The FeeCollected entry that records ``quote``'s fee (its event id is derived from the
-        payment, so it is recorded at most once)."""
+        payment, so it is recorded at most once). It names people by the identity vault's
+        tokens, resolved (issued for people new to the ledger) in ``connection``'s write
+        transaction: the same household gives the same tokens, so a rebuilt event is the same."""
+        now = self._clock.now()
+        people = [person_ref(quote.sponsor), *(person_ref(line.person) for line in quote.lines)]
+        sponsor_token, *line_tokens = tokens_in_transaction(connection, people, now)
         event = events_pb2.Event(event_id=f"fee-{payment_id}", insurer_id=self._authority_id)
-        event.occurred_at.FromDatetime(self._clock.now())
+        event.occurred_at.FromDatetime(now)
         body = event.fee_collected
         body.renewal_id = quote.quote_id
-        body.sponsor.CopyFrom(quote.sponsor)
+        body.sponsor_token = sponsor_token
         body.period_start.CopyFrom(civil_date(quote.period_start))
         body.period_end.CopyFrom(civil_date(quote.period_end))
-        for line in quote.lines:
+        for line, token in zip(quote.lines, line_tokens, strict=True):
             body.lines.add(
-                person=line.person,
+                person_token=token,
                 relationship=_RELATIONSHIPS[line.relationship],
                 schedule_version=line.schedule_version,
                 rule_id=line.rule_id,
@@ -625,12 +643,14 @@ class Renewals:
             quote = self._quote(connection, payment.quote_id)
         if payment.state != PaymentState.CAPTURED:
             return
-        event = self._fee_event(
-            payment_id,
-            quote_record(quote),
-            gateway=payment.gateway,
-            gateway_reference=payment.gateway_reference,
-        )
+        with write_transaction(self._engine) as connection:  # the tokens it may issue
+            event = self._fee_event(
+                connection,
+                payment_id,
+                quote_record(quote),
+                gateway=payment.gateway,
+                gateway_reference=payment.gateway_reference,
+            )
 
         def mark_recorded(connection: Connection, leaf_index: int) -> None:
             if not move_payment(

@@ -11,12 +11,23 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Sequence
 
+from sqlalchemy import Connection
+
 from ledger import limits
 from ledger.coverage.model import PersonRef
 from ledger.errors import FieldViolation, refuse_violations
-from ledger.storage.vault_store import VaultStore
+from ledger.storage.vault_store import VaultStore, tokens_for_in
 
-__all__ = ["IdentityVault"]
+__all__ = ["IdentityVault", "tokens_in_transaction"]
+
+
+def tokens_in_transaction(
+    connection: Connection, people: Sequence[PersonRef], now: dt.datetime
+) -> list[str]:
+    """The token of each person, issuing new ones, in the caller's write transaction: for a
+    part of the server that builds events about people itself (the renewal saga's FeeCollected),
+    so that the tokens and what it writes commit together."""
+    return tokens_for_in(connection, people, now)
 
 
 class IdentityVault:

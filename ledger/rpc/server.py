@@ -225,7 +225,7 @@ async def start_server(config: ServerConfig, clock: Clock | None = None) -> Runn
             AuthorizationInterceptor(authorization, config.trust_domain),
             CallerLimitInterceptor(config.caller_calls_in_flight_max),
             RequestValidationInterceptor(),
-            AccessRecordingInterceptor(AccessLog(engine), clock),
+            AccessRecordingInterceptor(AccessLog(engine), VaultStore(engine), clock),
         ],
         options=[
             ("grpc.max_receive_message_length", limits.grpc_message_bytes_max),

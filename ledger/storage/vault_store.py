@@ -2,9 +2,10 @@
 
 Two tables (migration 0009):
 
-- ``person_tokens``: every token ever issued and, once the person is erased, when. A token's
-  row is never deleted: it holds no personal data, and the log's entries naming the token stay
-  replayable (``rebuild``) after erasure;
+- ``person_tokens``: every token ever issued, the country that issued the person's identifier
+  (a renewal authority collects fees for its own country's residents only) and, once the
+  person is erased, when. A token's row is never deleted: it holds no personal data, and the
+  log's entries naming the token stay replayable (``rebuild``) after erasure;
 - ``person_identities``: token -> (type, country, value), unique per identifier, so that the
   same person always gets the same token while not erased. Erasure deletes the row; nothing
   else in the database links the token to the identifier (docs/privacy.md).
@@ -14,6 +15,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 
 from sqlalchemy import (
     BigInteger,
@@ -35,12 +37,22 @@ from ledger.identity.tokens import new_person_token
 from ledger.storage.db import WRITE_LOCK_OPTION
 from ledger.storage.tables import metadata
 
-__all__ = ["VaultStore", "person_identities", "person_tokens", "token_states"]
+__all__ = [
+    "TokenState",
+    "VaultStore",
+    "erase_token",
+    "identities_of",
+    "person_identities",
+    "person_tokens",
+    "token_states",
+    "tokens_for_in",
+]
 
 person_tokens = Table(
     "person_tokens",
     metadata,
     Column("token", String(40), primary_key=True),
+    Column("country", String(2), nullable=False),
     Column("issued_at_us", BigInteger, nullable=False),
     Column("erased_at_us", BigInteger, nullable=True),
 )
@@ -71,17 +83,44 @@ def _identifier(person: PersonRef) -> dict[str, str]:
     return {"country": person.country, "id_type": person.id_type, "value": person.value}
 
 
-def token_states(connection: Connection, tokens: Iterable[str]) -> dict[str, bool]:
-    """token -> erased, for the tokens the vault issued (an unknown token is absent)."""
+@dataclass(frozen=True)
+class TokenState:
+    """What the vault says of an issued token, without the person: their identifier's country
+    and whether they were erased."""
+
+    country: str
+    erased: bool
+
+
+def token_states(connection: Connection, tokens: Iterable[str]) -> dict[str, TokenState]:
+    """The state of each token the vault issued (an unknown token is absent)."""
     wanted = sorted(set(tokens))
     if not wanted:
         return {}
     rows = connection.execute(
-        select(person_tokens.c.token, person_tokens.c.erased_at_us).where(
+        select(person_tokens.c.token, person_tokens.c.country, person_tokens.c.erased_at_us).where(
             person_tokens.c.token.in_(wanted)
         )
     )
-    return {row.token: row.erased_at_us is not None for row in rows}
+    return {
+        row.token: TokenState(country=row.country, erased=row.erased_at_us is not None)
+        for row in rows
+    }
+
+
+def erase_token(
+    connection: Connection, token: str, now: dt.datetime, *, identifier: bool = True
+) -> None:
+    """Delete the token's identifier and date its erasure, in the caller's transaction (the
+    appender's, with the PersonErased entry that records it). ``identifier=False``: only date
+    it (a replay's scratch database has no identifiers)."""
+    if identifier:
+        connection.execute(person_identities.delete().where(person_identities.c.token == token))
+    connection.execute(
+        person_tokens.update()
+        .where(person_tokens.c.token == token, person_tokens.c.erased_at_us.is_(None))
+        .values(erased_at_us=to_micros(now))
+    )
 
 
 class VaultStore:
@@ -108,21 +147,7 @@ class VaultStore:
     def _tokens_for_once(self, people: Sequence[PersonRef], now: dt.datetime) -> list[str]:
         write = self._engine.execution_options(**{WRITE_LOCK_OPTION: True})
         with write.begin() as connection:
-            known = _tokens_of(connection, people)
-            tokens: list[str] = []
-            for person in people:
-                token = known.get(person)
-                if token is None:
-                    token = new_person_token()
-                    connection.execute(
-                        person_tokens.insert().values(token=token, issued_at_us=to_micros(now))
-                    )
-                    connection.execute(
-                        person_identities.insert().values(token=token, **_identifier(person))
-                    )
-                    known[person] = token
-                tokens.append(token)
-            return tokens
+            return tokens_for_in(connection, people, now)
 
     def token_of(self, person: PersonRef) -> str | None:
         """The person's token, or None: never tokenized, or erased."""
@@ -153,6 +178,29 @@ def identities_of(engine: Engine | Connection, tokens: Iterable[str]) -> dict[st
         row.token: PersonRef(id_type=row.id_type, value=row.value, country=row.country)
         for row in rows
     }
+
+
+def tokens_for_in(
+    connection: Connection, people: Sequence[PersonRef], now: dt.datetime
+) -> list[str]:
+    """:meth:`VaultStore.tokens_for` in the caller's write transaction (the renewal saga's)."""
+    known = _tokens_of(connection, people)
+    tokens: list[str] = []
+    for person in people:
+        token = known.get(person)
+        if token is None:
+            token = new_person_token()
+            connection.execute(
+                person_tokens.insert().values(
+                    token=token, country=person.country, issued_at_us=to_micros(now)
+                )
+            )
+            connection.execute(
+                person_identities.insert().values(token=token, **_identifier(person))
+            )
+            known[person] = token
+        tokens.append(token)
+    return tokens
 
 
 def _tokens_of(connection: Connection, people: Iterable[PersonRef]) -> dict[PersonRef, str]:

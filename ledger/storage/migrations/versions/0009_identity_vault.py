@@ -21,6 +21,7 @@ def upgrade() -> None:
     op.create_table(
         "person_tokens",
         sa.Column("token", sa.String(40), primary_key=True),
+        sa.Column("country", sa.String(2), nullable=False),
         sa.Column("issued_at_us", sa.BigInteger, nullable=False),
         sa.Column("erased_at_us", sa.BigInteger, nullable=True),
     )
