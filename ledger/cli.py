@@ -253,6 +253,37 @@ def _revoke_key(args: argparse.Namespace) -> int:
     return 0
 
 
+def _erase(args: argparse.Namespace) -> int:
+    channel, operator = _operator_client(args)
+    with channel:
+        token, receipt = operator.erase_person(args.person, basis=args.basis)
+    print(
+        f"erased {token} ({args.basis}): PersonErased at leaf {receipt.leaf_index}; the identity "
+        "vault no longer links the token to the person"
+    )
+    return 0
+
+
+def _add_erase_command(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    erase = commands.add_parser(
+        "erase",
+        help="erase a person from the identity vault (operator; a signed PersonErased event)",
+        description="Looks the person's token up, then signs a PersonErased event naming only\n"
+        "the token and the legal basis with the operator's key. The ledger deletes the\n"
+        "identifier in the transaction that appends the entry (docs/privacy.md).\n\nExample:\n"
+        "  policy-ledger erase --person SA:RESIDENCE_ID:2000000048 --basis 'PDPL art. 18' \\\n"
+        "      --server 127.0.0.1:50051 --credentials var/pki --as operator-operator \\\n"
+        "      --operator-key var/operator.key --log-verifier @var/log.key.pub",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    erase.add_argument(
+        "--person", required=True, type=person_argument, help=f"the person, {PERSON_FORM}"
+    )
+    erase.add_argument("--basis", required=True, help="the legal basis (recorded in the log)")
+    _add_operator_options(erase)
+    erase.set_defaults(handler=_erase)
+
+
 def _license(args: argparse.Namespace) -> int:
     channel, operator = _operator_client(args)
     with channel:
@@ -385,6 +416,7 @@ def _parser() -> argparse.ArgumentParser:
     _add_admin_commands(commands)
     _add_pki_commands(commands)
     _add_access_commands(commands)
+    _add_erase_command(commands)
     add_enrol_commands(commands)
     _add_health_command(commands)
     for point in entry_points(group=CLI_COMMANDS_GROUP):  # e.g. `payments` (payments/cli.py)

@@ -37,6 +37,7 @@ CALLER_OF_SERVICE = {
 CALLER_OF_METHOD = {
     "ledger.v1.LedgerService.SubmitEvent": ("insurer", "gulf-health"),
     "ledger.v1.LedgerService.SubmitEvents": ("insurer", "gulf-health"),
+    "ledger.v1.IdentityService.LookUpPersonToken": ("operator", "operator"),
     "payments.v1.RenewalService.CompletePayment": ("authority", "kw"),
     "payments.v1.RenewalService.GetRenewal": ("operator", "operator"),
     "payments.v1.RenewalService.RefundPayment": ("authority", "kw"),

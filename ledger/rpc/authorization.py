@@ -177,7 +177,10 @@ def ledger_rules() -> list[Rule]:
                 "ListInsurerKeys": operator_only,
             },
         ),
-        *_rows("ledger.v1.IdentityService", {"GetPersonTokens": _PERSON_WRITERS}),
+        *_rows(
+            "ledger.v1.IdentityService",
+            {"GetPersonTokens": _PERSON_WRITERS, "LookUpPersonToken": operator_only},
+        ),
     ]
 
 

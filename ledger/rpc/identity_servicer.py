@@ -14,7 +14,7 @@ import grpc
 
 from ledger.clock import Clock
 from ledger.coverage.projector import person_ref
-from ledger.errors import FieldViolation, refuse_violations
+from ledger.errors import FieldViolation, NotFound, refuse_violations
 from ledger.events import check_person
 from ledger.identity.vault import IdentityVault
 from ledger.rpc.status import abort
@@ -49,3 +49,22 @@ class IdentityServicer(pb_grpc.IdentityServiceServicer):
         except Exception as error:
             await abort(context, error)
         return pb.GetPersonTokensResponse(person_tokens=tokens)
+
+    async def LookUpPersonToken(
+        self, request: pb.LookUpPersonTokenRequest, context: _Context
+    ) -> pb.LookUpPersonTokenResponse:
+        """The token of one identifier, or NOT_FOUND; issues none."""
+        try:
+            violations: list[FieldViolation] = []
+            check_person(violations, "person", request.person)
+            refuse_violations(violations, "request", "PERSON_ID_INVALID")
+            token = await asyncio.to_thread(self._vault.token_of, person_ref(request.person))
+            if token is None:
+                raise NotFound(
+                    "the identity vault does not know this person (never tokenized, or erased)",
+                    reason="PERSON_NOT_IN_VAULT",
+                    field_violations=[FieldViolation("person", "not in the identity vault")],
+                )
+        except Exception as error:
+            await abort(context, error)
+        return pb.LookUpPersonTokenResponse(person_token=token)

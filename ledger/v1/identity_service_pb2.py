@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from ledger.v1 import types_pb2 as ledger_dot_v1_dot_types__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n ledger/v1/identity_service.proto\x12\tledger.v1\x1a\x15ledger/v1/types.proto\"=\n\x16GetPersonTokensRequest\x12#\n\x06people\x18\x01 \x03(\x0b\x32\x13.ledger.v1.PersonId\"0\n\x17GetPersonTokensResponse\x12\x15\n\rperson_tokens\x18\x01 \x03(\t2k\n\x0fIdentityService\x12X\n\x0fGetPersonTokens\x12!.ledger.v1.GetPersonTokensRequest\x1a\".ledger.v1.GetPersonTokensResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n ledger/v1/identity_service.proto\x12\tledger.v1\x1a\x15ledger/v1/types.proto\"=\n\x16GetPersonTokensRequest\x12#\n\x06people\x18\x01 \x03(\x0b\x32\x13.ledger.v1.PersonId\"0\n\x17GetPersonTokensResponse\x12\x15\n\rperson_tokens\x18\x01 \x03(\t\"?\n\x18LookUpPersonTokenRequest\x12#\n\x06person\x18\x01 \x01(\x0b\x32\x13.ledger.v1.PersonId\"1\n\x19LookUpPersonTokenResponse\x12\x14\n\x0cperson_token\x18\x01 \x01(\t2\xcb\x01\n\x0fIdentityService\x12X\n\x0fGetPersonTokens\x12!.ledger.v1.GetPersonTokensRequest\x1a\".ledger.v1.GetPersonTokensResponse\x12^\n\x11LookUpPersonToken\x12#.ledger.v1.LookUpPersonTokenRequest\x1a$.ledger.v1.LookUpPersonTokenResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -36,6 +36,10 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_GETPERSONTOKENSREQUEST']._serialized_end=131
   _globals['_GETPERSONTOKENSRESPONSE']._serialized_start=133
   _globals['_GETPERSONTOKENSRESPONSE']._serialized_end=181
-  _globals['_IDENTITYSERVICE']._serialized_start=183
-  _globals['_IDENTITYSERVICE']._serialized_end=290
+  _globals['_LOOKUPPERSONTOKENREQUEST']._serialized_start=183
+  _globals['_LOOKUPPERSONTOKENREQUEST']._serialized_end=246
+  _globals['_LOOKUPPERSONTOKENRESPONSE']._serialized_start=248
+  _globals['_LOOKUPPERSONTOKENRESPONSE']._serialized_end=297
+  _globals['_IDENTITYSERVICE']._serialized_start=300
+  _globals['_IDENTITYSERVICE']._serialized_end=503
 # @@protoc_insertion_point(module_scope)

@@ -69,3 +69,49 @@ class GetPersonTokensResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___GetPersonTokensResponse: _TypeAlias = GetPersonTokensResponse  # noqa: Y015
+
+@_typing.final
+class LookUpPersonTokenRequest(_message.Message):
+    """Request of IdentityService.LookUpPersonToken."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PERSON_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def person(self) -> _types_pb2.PersonId:
+        """The identifier to look up."""
+
+    def __init__(
+        self,
+        *,
+        person: _types_pb2.PersonId | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["person", b"person"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["person", b"person"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___LookUpPersonTokenRequest: _TypeAlias = LookUpPersonTokenRequest  # noqa: Y015
+
+@_typing.final
+class LookUpPersonTokenResponse(_message.Message):
+    """Response of IdentityService.LookUpPersonToken."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PERSON_TOKEN_FIELD_NUMBER: _builtins.int
+    person_token: _builtins.str
+    """The person's token."""
+    def __init__(
+        self,
+        *,
+        person_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["person_token", b"person_token"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___LookUpPersonTokenResponse: _TypeAlias = LookUpPersonTokenResponse  # noqa: Y015

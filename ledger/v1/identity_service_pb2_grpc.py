@@ -40,6 +40,11 @@ class IdentityServiceStub:
                 request_serializer=ledger_dot_v1_dot_identity__service__pb2.GetPersonTokensRequest.SerializeToString,
                 response_deserializer=ledger_dot_v1_dot_identity__service__pb2.GetPersonTokensResponse.FromString,
                 _registered_method=True)
+        self.LookUpPersonToken = channel.unary_unary(
+                '/ledger.v1.IdentityService/LookUpPersonToken',
+                request_serializer=ledger_dot_v1_dot_identity__service__pb2.LookUpPersonTokenRequest.SerializeToString,
+                response_deserializer=ledger_dot_v1_dot_identity__service__pb2.LookUpPersonTokenResponse.FromString,
+                _registered_method=True)
 
 
 class IdentityServiceServicer:
@@ -56,6 +61,14 @@ class IdentityServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def LookUpPersonToken(self, request, context):
+        """The token of one identifier, issuing none: NOT_FOUND when the vault does not know the person
+        (never tokenized, or erased). The operator's, to erase a person (`policy-ledger erase`).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_IdentityServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -63,6 +76,11 @@ def add_IdentityServiceServicer_to_server(servicer, server):
                     servicer.GetPersonTokens,
                     request_deserializer=ledger_dot_v1_dot_identity__service__pb2.GetPersonTokensRequest.FromString,
                     response_serializer=ledger_dot_v1_dot_identity__service__pb2.GetPersonTokensResponse.SerializeToString,
+            ),
+            'LookUpPersonToken': grpc.unary_unary_rpc_method_handler(
+                    servicer.LookUpPersonToken,
+                    request_deserializer=ledger_dot_v1_dot_identity__service__pb2.LookUpPersonTokenRequest.FromString,
+                    response_serializer=ledger_dot_v1_dot_identity__service__pb2.LookUpPersonTokenResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -93,6 +111,33 @@ class IdentityService:
             '/ledger.v1.IdentityService/GetPersonTokens',
             ledger_dot_v1_dot_identity__service__pb2.GetPersonTokensRequest.SerializeToString,
             ledger_dot_v1_dot_identity__service__pb2.GetPersonTokensResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def LookUpPersonToken(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/ledger.v1.IdentityService/LookUpPersonToken',
+            ledger_dot_v1_dot_identity__service__pb2.LookUpPersonTokenRequest.SerializeToString,
+            ledger_dot_v1_dot_identity__service__pb2.LookUpPersonTokenResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -42,6 +42,10 @@ class IdentityServiceStub:
     ledger/limits.py person_tokens_per_call_max identifiers per call; every identifier is checked
     (type, country, check digit) and a refused call issues no token.
     """
+    LookUpPersonToken: _grpc.UnaryUnaryMultiCallable[_identity_service_pb2.LookUpPersonTokenRequest, _identity_service_pb2.LookUpPersonTokenResponse]
+    """The token of one identifier, issuing none: NOT_FOUND when the vault does not know the person
+    (never tokenized, or erased). The operator's, to erase a person (`policy-ledger erase`).
+    """
 
 @_typing.type_check_only
 class IdentityServiceAsyncStub(IdentityServiceStub):
@@ -53,6 +57,10 @@ class IdentityServiceAsyncStub(IdentityServiceStub):
     token while not erased; a person the vault does not know yet gets a new random one. Up to
     ledger/limits.py person_tokens_per_call_max identifiers per call; every identifier is checked
     (type, country, check digit) and a refused call issues no token.
+    """
+    LookUpPersonToken: _aio.UnaryUnaryMultiCallable[_identity_service_pb2.LookUpPersonTokenRequest, _identity_service_pb2.LookUpPersonTokenResponse]  # type: ignore[assignment]
+    """The token of one identifier, issuing none: NOT_FOUND when the vault does not know the person
+    (never tokenized, or erased). The operator's, to erase a person (`policy-ledger erase`).
     """
 
 class IdentityServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -68,6 +76,16 @@ class IdentityServiceServicer(metaclass=_abc_1.ABCMeta):
         token while not erased; a person the vault does not know yet gets a new random one. Up to
         ledger/limits.py person_tokens_per_call_max identifiers per call; every identifier is checked
         (type, country, check digit) and a refused call issues no token.
+        """
+
+    @_abc_1.abstractmethod
+    def LookUpPersonToken(
+        self,
+        request: _identity_service_pb2.LookUpPersonTokenRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_identity_service_pb2.LookUpPersonTokenResponse, _abc.Awaitable[_identity_service_pb2.LookUpPersonTokenResponse]]:
+        """The token of one identifier, issuing none: NOT_FOUND when the vault does not know the person
+        (never tokenized, or erased). The operator's, to erase a person (`policy-ledger erase`).
         """
 
 def add_IdentityServiceServicer_to_server(servicer: IdentityServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
