@@ -68,7 +68,3 @@ class IdentityVault:
     def tokens_of(self, people: Sequence[PersonRef]) -> dict[PersonRef, str]:
         """The tokens of the people the vault knows."""
         return self._store.tokens_of(people)
-
-    def identities_of(self, tokens: Sequence[str]) -> dict[str, PersonRef]:
-        """The person of each token the vault can still resolve (erased tokens are absent)."""
-        return self._store.identities_of(tokens)

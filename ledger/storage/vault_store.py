@@ -41,7 +41,6 @@ __all__ = [
     "TokenState",
     "VaultStore",
     "erase_token",
-    "identities_of",
     "person_identities",
     "person_tokens",
     "token_states",
@@ -73,9 +72,6 @@ _SELECT_TOKEN = select(person_identities.c.token).where(
     person_identities.c.country == bindparam("country"),
     person_identities.c.id_type == bindparam("id_type"),
     person_identities.c.value == bindparam("value"),
-)
-_SELECT_IDENTITIES = select(person_identities).where(
-    person_identities.c.token.in_(bindparam("tokens", expanding=True))
 )
 
 
@@ -158,26 +154,6 @@ class VaultStore:
         """The tokens of the people the vault knows (the others are absent)."""
         with self._engine.connect() as connection:
             return _tokens_of(connection, people)
-
-    def identities_of(self, tokens: Iterable[str]) -> dict[str, PersonRef]:
-        """The person of each token the vault can still resolve (erased ones are absent)."""
-        return identities_of(self._engine, tokens)
-
-
-def identities_of(engine: Engine | Connection, tokens: Iterable[str]) -> dict[str, PersonRef]:
-    """The person of each token the vault can still resolve, on an engine or a connection."""
-    wanted = sorted(set(tokens))
-    if not wanted:
-        return {}
-    if isinstance(engine, Connection):
-        rows = list(engine.execute(_SELECT_IDENTITIES, {"tokens": wanted}))
-    else:
-        with engine.connect() as connection:
-            rows = list(connection.execute(_SELECT_IDENTITIES, {"tokens": wanted}))
-    return {
-        row.token: PersonRef(id_type=row.id_type, value=row.value, country=row.country)
-        for row in rows
-    }
 
 
 def tokens_for_in(
