@@ -158,6 +158,10 @@ class OperatorClient:
         self._identity = identity_service_pb2_grpc.IdentityServiceStub(channel)
         self._events = InsurerClient(channel, signer=signer, log=log)
 
+    def submit(self, event: events_pb2.Event) -> VerifiedReceipt:
+        """Sign and submit one operator event (e.g. :func:`person_erased`)."""
+        return self._events.submit(event)
+
     def erase_person(
         self, person: types_pb2.PersonId, *, basis: str, occurred_at: dt.datetime | None = None
     ) -> tuple[str, VerifiedReceipt]:

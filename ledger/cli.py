@@ -254,6 +254,10 @@ def _revoke_key(args: argparse.Namespace) -> int:
 
 
 def _erase(args: argparse.Namespace) -> int:
+    if args.expired:
+        return _erase_expired(args)
+    if args.person is None or not args.basis:
+        raise ValueError("erase needs --person and --basis, or --expired")
     channel, operator = _operator_client(args)
     with channel:
         token, receipt = operator.erase_person(args.person, basis=args.basis)
@@ -261,6 +265,32 @@ def _erase(args: argparse.Namespace) -> int:
         f"erased {token} ({args.basis}): PersonErased at leaf {receipt.leaf_index}; the identity "
         "vault no longer links the token to the person"
     )
+    return 0
+
+
+def _erase_expired(args: argparse.Namespace) -> int:
+    """Everyone past their jurisdiction's retention period (read from the database), erased
+    one signed PersonErased at a time; idempotent (the erased are not listed again)."""
+    from clients.operator import person_erased
+    from ledger.identity.retention import expired_people
+
+    url = args.database or ServerConfig.from_environment().database_url
+    engine = create_ledger_engine(url)
+    today = dt.datetime.now(dt.UTC).date()
+    with engine.connect() as connection:
+        expired = expired_people(connection, today)
+    engine.dispose()
+    channel, operator = _operator_client(args)
+    with channel:
+        for person in expired:
+            receipt = operator.submit(
+                person_erased(
+                    person.person_token, basis=person.why, occurred_at=dt.datetime.now(dt.UTC)
+                )
+            )
+            print(f"erased {person.person_token} ({person.jurisdiction}): {person.why}; "
+                  f"leaf {receipt.leaf_index}")  # fmt: skip
+    print(f"{len(expired)} person(s) erased past their retention period", file=sys.stderr)
     return 0
 
 
@@ -273,13 +303,21 @@ def _add_erase_command(commands: argparse._SubParsersAction[argparse.ArgumentPar
         "identifier in the transaction that appends the entry (docs/privacy.md).\n\nExample:\n"
         "  policy-ledger erase --person SA:RESIDENCE_ID:2000000048 --basis 'PDPL art. 18' \\\n"
         "      --server 127.0.0.1:50051 --credentials var/pki --as operator-operator \\\n"
+        "      --operator-key var/operator.key --log-verifier @var/log.key.pub\n"
+        "  policy-ledger erase --expired --database sqlite+pysqlite:///var/ledger.db \\\n"
+        "      --server 127.0.0.1:50051 --credentials var/pki --as operator-operator \\\n"
         "      --operator-key var/operator.key --log-verifier @var/log.key.pub",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
+    erase.add_argument("--person", type=person_argument, help=f"the person, {PERSON_FORM}")
+    erase.add_argument("--basis", help="the legal basis (recorded in the log)")
     erase.add_argument(
-        "--person", required=True, type=person_argument, help=f"the person, {PERSON_FORM}"
+        "--expired",
+        action="store_true",
+        help="erase everyone whose last coverage ended longer ago than their jurisdiction's "
+        "retention period (ledger/identity/retention/; reads --database); idempotent",
     )
-    erase.add_argument("--basis", required=True, help="the legal basis (recorded in the log)")
+    erase.add_argument("--database", help="with --expired: the ledger's database URL")
     _add_operator_options(erase)
     erase.set_defaults(handler=_erase)
 
