@@ -252,6 +252,7 @@ def _span(row: Row[Any], person: PersonRef) -> _Span:
         cancelled=row.end_reason != PERIOD_END,
         end_reason=row.end_reason,
         leaf_indexes=tuple(int(leaf) for leaf in row.leaf_indexes.split(",")),
+        person_token=row.person_key,
     )
     suspended_from: dt.date | None = row.suspended_from
     counts_until = record.end

@@ -227,7 +227,7 @@ def test_the_certificate_commands(
         == 0
     )
     printed = capsys.readouterr().out
-    assert printed.startswith("policy-ledger coverage certificate v1\n")
+    assert printed.startswith("policy-ledger coverage certificate v2\n")
     assert "policy POL-00000001\n" in printed
     assert printed.endswith("verified: signature, inclusion proof, checkpoint, entry\n")
 
