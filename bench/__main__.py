@@ -41,7 +41,8 @@ from bench.echo import start_echo_server
 from clients.channel import ClientCredentials, Connection
 from clients.insurer import sign_event
 from clients.operator import OPERATOR_ID, OperatorClient
-from clients.samples import policy_issued, sample_events
+from clients.person_tokens import PersonTokens
+from clients.samples import TokenSource, policy_issued, sample_events
 from clients.verify import TrustedLog
 from ledger.pki import init_directory, issue_into_directory
 from ledger.signers import SignerRole
@@ -214,18 +215,24 @@ def _onboard_over(
 
 
 def _envelopes(
-    signer: Ed25519Signer, count: int, first_number: int, *, independent: bool = False
+    signer: Ed25519Signer,
+    count: int,
+    first_number: int,
+    *,
+    tokens: TokenSource,
+    independent: bool = False,
 ) -> list[object]:
     """Signed sample events: households' policies, premiums and cancellations in order, or
-    (``independent``) only policies, which concurrent callers may submit in any order."""
+    (``independent``) only policies, which concurrent callers may submit in any order. Built
+    (their tokens asked) before any timing starts."""
     now = dt.datetime.now(dt.UTC)
     events = (
         [
-            policy_issued(number, INSURER, now)
+            policy_issued(number, INSURER, now, tokens=tokens)
             for number in range(first_number, first_number + count)
         ]
         if independent
-        else sample_events(count, INSURER, now, first_number=first_number)
+        else sample_events(count, INSURER, now, first_number=first_number, tokens=tokens)
     )
     return [sign_event(event, signer) for event in events]
 
@@ -238,7 +245,8 @@ def bench_submit(folder: Path, events: int) -> None:
         _onboard(server.address, log_signer, insurer.public_key)
         with channel_as(server.address, f"insurer-{INSURER}") as channel:
             stub = pb_grpc.LedgerServiceStub(channel)
-            streamed = _envelopes(insurer, events, 0)
+            tokens = PersonTokens(channel).tokens
+            streamed = _envelopes(insurer, events, 0, tokens=tokens)
             started = time.perf_counter()
             responses = list(
                 stub.SubmitEvents(pb.SubmitEventsRequest(envelope=e) for e in streamed)
@@ -250,15 +258,20 @@ def bench_submit(folder: Path, events: int) -> None:
                 rate(len(streamed), elapsed),
                 f"{len(streamed)} events, {refused} refused",
             )
-            _bench_unary(stub, insurer, max(200, events // 4), first_number=events)
+            _bench_unary(stub, insurer, max(200, events // 4), first_number=events, tokens=tokens)
     finally:
         server.stop()
 
 
 def _bench_unary(
-    stub: pb_grpc.LedgerServiceStub, insurer: Ed25519Signer, count: int, first_number: int
+    stub: pb_grpc.LedgerServiceStub,
+    insurer: Ed25519Signer,
+    count: int,
+    first_number: int,
+    *,
+    tokens: TokenSource,
 ) -> None:
-    envelopes = _envelopes(insurer, count, first_number, independent=True)
+    envelopes = _envelopes(insurer, count, first_number, tokens=tokens, independent=True)
     latencies: list[float] = []
 
     def call(envelope: object) -> None:
@@ -655,8 +668,10 @@ def bench_fairness(folder: Path, scale: float, probe_calls: int = 200) -> None:
             _onboard(channel, log_signer, insurer.public_key)
         # The loads run in a child process and number their events from 0; the probe's start
         # at 10^7, so no two callers submit the same event.
-        probes = fairness.signed_events(insurer, INSURER, 10**7, 10**7, now)
         with grpc.insecure_channel(server.address) as channel:
+            probes = fairness.signed_events(
+                insurer, INSURER, 10**7, 10**7, now, tokens=PersonTokens(channel).tokens
+            )
             probe = fairness.Probe(channel, probes)
             probe.run(probe_calls)
             idle_p99 = percentiles(probe.latencies_seconds)[1]

@@ -18,6 +18,7 @@ from ledger.dsse import Envelope, EnvelopeSignature
 from ledger.entry import encode_entry
 from ledger.events import EVENT_PAYLOAD_TYPE
 from ledger.identifiers import example_iqama
+from ledger.identity.tokens import new_person_token
 from ledger.merkle import CompactRange, leaf_hash
 from ledger.signing import Ed25519Signer
 from ledger.storage.db import create_ledger_engine, sqlite_url
@@ -68,7 +69,8 @@ def bulk_load(database: Path, signer: Ed25519Signer, entries: int) -> None:
 
 
 def household_members(number: int) -> list[str]:
-    """The person keys of bulk household ``number``: sponsor, spouse, child."""
+    """The identifiers (``COUNTRY:TYPE:VALUE``) of bulk household ``number``: sponsor, spouse,
+    child. The projections name them by the tokens :func:`bulk_load_policies` gives them."""
     return [f"SA:RESIDENCE_ID:{example_iqama(number * 3 + offset)}" for offset in range(3)]
 
 
@@ -77,8 +79,9 @@ def bulk_load_policies(
 ) -> None:
     """Add ``policies_count`` household policies (3 members each) straight into the projections.
 
-    Rows are what the projector writes for a PolicyIssued event; they are not backed by log
-    entries (the figure measured is the household check's read path, not the append path).
+    Rows are what the projector writes for a PolicyIssued event, people by person token, with
+    the identity vault's rows of each member; they are not backed by log entries (the figure
+    measured is the household check's read path, not the append path).
     """
     start, end = dt.date(2026, 1, 1), dt.date(2026, 12, 31)
     connection = sqlite3.connect(database, isolation_level=None)
@@ -91,9 +94,14 @@ def bulk_load_policies(
     )
     relationships = ("self", "spouse", "child")
     for first in range(0, policies_count, _CHUNK):
-        policy_rows, coverage_rows = [], []
+        policy_rows, coverage_rows, token_rows, identity_rows = [], [], [], []
         for number in range(first, min(policies_count, first + _CHUNK)):
-            keys = household_members(number)
+            members = household_members(number)
+            keys = [new_person_token() for _ in members]
+            for token, member in zip(keys, members, strict=True):
+                country, id_type, value = member.split(":", 2)
+                token_rows.append((token, country, 0))
+                identity_rows.append((token, id_type, country, value))
             policy_id = f"BP{number:08d}"
             policy_rows.append(
                 (
@@ -124,6 +132,14 @@ def bulk_load_policies(
                 for key, relationship in zip(keys, relationships, strict=True)
             )
         connection.execute("BEGIN")
+        connection.executemany(
+            "INSERT INTO person_tokens (token, country, issued_at_us) VALUES (?, ?, ?)",
+            token_rows,
+        )
+        connection.executemany(
+            "INSERT INTO person_identities (token, id_type, country, value) VALUES (?, ?, ?, ?)",
+            identity_rows,
+        )
         connection.executemany(
             "INSERT INTO policies (insurer_id, policy_id, sponsor_key, holder_key, plan, "
             "start_date, end_date, currency_code, annual_premium_minor, cancelled_from, "

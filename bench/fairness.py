@@ -28,7 +28,9 @@ from typing import Protocol
 import grpc
 
 from clients.insurer import sign_event
-from clients.samples import policy_issued
+from clients.person_tokens import PersonTokens
+from clients.samples import TokenSource, household, policy_issued
+from ledger import limits
 from ledger.signing import Signer, parse_signer_key
 from ledger.v1 import ledger_service_pb2 as pb
 from ledger.v1 import ledger_service_pb2_grpc as pb_grpc
@@ -59,12 +61,26 @@ class LoadSizes:
 
 
 def signed_events(
-    signer: Signer, insurer_id: str, first: int, count: int, occurred: dt.datetime = OCCURRED
+    signer: Signer,
+    insurer_id: str,
+    first: int,
+    count: int,
+    occurred: dt.datetime = OCCURRED,
+    *,
+    tokens: TokenSource,
 ) -> Iterator[bytes]:
-    """``count`` distinct signed policy events, each a serialized DSSE ``Envelope``."""
-    for number in range(first, first + count):
-        envelope = sign_event(policy_issued(number, insurer_id, occurred, members=1), signer)
-        yield envelope.SerializeToString()
+    """``count`` distinct signed policy events, each a serialized DSSE ``Envelope``. Their
+    people's tokens are asked ``limits.person_tokens_per_call_max`` households at a time, ahead
+    of the events, so that a caller timing submissions does not time the token calls."""
+    chunk = limits.person_tokens_per_call_max
+    for start in range(first, first + count, chunk):
+        numbers = range(start, min(start + chunk, first + count))
+        sponsors = tokens([household(number, 1)[0] for number in numbers])
+        for number, sponsor in zip(numbers, sponsors, strict=True):
+            event = policy_issued(
+                number, insurer_id, occurred, members=1, tokens=lambda _, t=sponsor: [t]
+            )
+            yield sign_event(event, signer).SerializeToString()
 
 
 def _envelope(data: bytes) -> pb.SubmitEventsRequest:
@@ -234,7 +250,10 @@ def load_in_process(
     work then does not share the probe's interpreter lock, so the probe measures the server)."""
     signer = parse_signer_key(signer_key)
     now = dt.datetime.now(dt.UTC)
-    envelopes = signed_events(signer, insurer_id, 0, 10**7, now)
+    token_channel = grpc.insecure_channel(address)
+    envelopes = signed_events(
+        signer, insurer_id, 0, 10**7, now, tokens=PersonTokens(token_channel).tokens
+    )
 
     async def load() -> None:
         channels: AioChannels = lambda: grpc.aio.insecure_channel(address)  # noqa: E731

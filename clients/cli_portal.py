@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -56,6 +57,7 @@ def _submit(args: argparse.Namespace) -> int:
 
     from clients.errors import ClientError
     from clients.insurer import InsurerClient
+    from clients.person_tokens import tokenize_event
     from ledger.signing import parse_signer_key
     from ledger.v1 import events_pb2
 
@@ -72,6 +74,15 @@ def _submit(args: argparse.Namespace) -> int:
     refused = 0
     with connection_from_arguments(args).open() as channel:
         client = InsurerClient(channel, signer=signer, log=_log(args.log_verifier))
+        try:
+            for event in events:  # "id:COUNTRY:TYPE:VALUE" in a token field: ask its token
+                tokenize_event(event, client.tokens)
+        except ValueError as error:
+            print(f"policy-ledger insurer submit: {error}", file=sys.stderr)
+            return 2
+        except ClientError as error:
+            print(f"person tokens refused: {error}")
+            return 3
         for event, result in zip(events, client.submit_stream(events), strict=True):
             if isinstance(result, ClientError):
                 refused += 1

@@ -235,7 +235,9 @@ def _onboard_insurer(
 
 
 def _submit(insurer: InsurerClient, events_count: int, occurred_at: dt.datetime) -> VerifiedReceipt:
-    events = list(sample_events(events_count, INSURER_ID, occurred_at))
+    events = list(
+        sample_events(events_count, INSURER_ID, occurred_at, tokens=insurer.tokens.tokens)
+    )
     unary_count = min(10, len(events))
     started = time.monotonic()
     receipts = [insurer.submit(event) for event in events[:unary_count]]
@@ -387,13 +389,13 @@ def _kuwait_civil_id(position: int) -> types_pb2.PersonId:
 
 def _show_refusals(insurer: InsurerClient, occurred_at: dt.datetime) -> None:
     """Resubmit the first event exactly as sent (``occurred_at`` is the same), then altered."""
-    original = next(sample_events(1, INSURER_ID, occurred_at))
+    original = next(sample_events(1, INSURER_ID, occurred_at, tokens=insurer.tokens.tokens))
     again = insurer.submit(original)
     say(
         "3. refusals: the same event sent again returns its first receipt "
         f"(leaf {again.leaf_index}, duplicate={again.duplicate})"
     )
-    changed = next(sample_events(1, INSURER_ID, occurred_at))
+    changed = next(sample_events(1, INSURER_ID, occurred_at, tokens=insurer.tokens.tokens))
     changed.policy_issued.annual_premium.amount_minor += 1
     try:
         insurer.submit(changed)

@@ -3,6 +3,7 @@
 signer = parse_signer_key(open("insurer.key").read())
 client = InsurerClient(grpc.insecure_channel("127.0.0.1:50051"), signer=signer,
                        log=TrustedLog.from_verifier_key(LOG_VERIFIER_KEY))
+sponsor = client.tokens.token(person_id)  # events name people by the ledger's person tokens
 receipt = client.submit(event)            # raises a clients.errors.ClientError if refused
 for result in client.submit_stream(events):   # one VerifiedReceipt or ClientError each
     ...
@@ -16,6 +17,7 @@ from threading import Lock
 import grpc
 
 from clients.errors import ClientError, from_rpc_error, from_status
+from clients.person_tokens import PersonTokens
 from clients.verify import TrustedLog, VerifiedReceipt, verify_receipt
 from ledger.dsse import sign_envelope
 from ledger.entry import envelope_to_proto
@@ -41,6 +43,8 @@ class InsurerClient:
 
     def __init__(self, channel: grpc.Channel, *, signer: Signer, log: TrustedLog) -> None:
         self._stub = pb_grpc.LedgerServiceStub(channel)
+        self.tokens = PersonTokens(channel)
+        """Person tokens for the identifiers this insurer's events name (asked once each)."""
         self._signer = signer
         self._log = log
         self._verified_notes: dict[bytes, object] = {}

@@ -25,7 +25,14 @@ from ledger.events import civil_date
 from ledger.keys import insurer_key_id
 from ledger.signers import OPERATOR_ID, SignerRole, role_to_proto
 from ledger.signing import Signer
-from ledger.v1 import admin_service_pb2, admin_service_pb2_grpc, events_pb2
+from ledger.v1 import (
+    admin_service_pb2,
+    admin_service_pb2_grpc,
+    events_pb2,
+    identity_service_pb2,
+    identity_service_pb2_grpc,
+    types_pb2,
+)
 
 __all__ = [
     "OPERATOR_ID",
@@ -34,6 +41,7 @@ __all__ = [
     "insurer_suspended",
     "key_registered",
     "key_revoked",
+    "person_erased",
 ]
 
 
@@ -88,6 +96,15 @@ def key_revoked(
     return event
 
 
+def person_erased(person_token: str, *, basis: str, occurred_at: dt.datetime) -> events_pb2.Event:
+    """The operator's event erasing the person of ``person_token`` from the identity vault."""
+    event = events_pb2.Event(event_id=f"erase-{person_token}", insurer_id=OPERATOR_ID)
+    event.occurred_at.FromDatetime(occurred_at)
+    event.person_erased.person_token = person_token
+    event.person_erased.basis = basis
+    return event
+
+
 def insurer_licensed(
     insurer_id: str,
     *,
@@ -138,7 +155,28 @@ class OperatorClient:
     def __init__(self, channel: grpc.Channel, *, signer: Signer, log: TrustedLog) -> None:
         # The channel must present an operator certificate: AdminService is operator-only.
         self._admin = admin_service_pb2_grpc.AdminServiceStub(channel)
+        self._identity = identity_service_pb2_grpc.IdentityServiceStub(channel)
         self._events = InsurerClient(channel, signer=signer, log=log)
+
+    def submit(self, event: events_pb2.Event) -> VerifiedReceipt:
+        """Sign and submit one operator event (e.g. :func:`person_erased`)."""
+        return self._events.submit(event)
+
+    def erase_person(
+        self, person: types_pb2.PersonId, *, basis: str, occurred_at: dt.datetime | None = None
+    ) -> tuple[str, VerifiedReceipt]:
+        """Erase ``person`` from the identity vault: (1) look their token up (issuing none),
+        (2) sign and submit PersonErased naming only the token and ``basis``. The ledger deletes
+        the identifier in the transaction that appends the entry. Returns (token, receipt)."""
+        request = identity_service_pb2.LookUpPersonTokenRequest(person=person)
+        try:  # (1)
+            token = self._identity.LookUpPersonToken(request, timeout=30).person_token
+        except grpc.RpcError as error:
+            raise from_rpc_error(error) from error
+        event = person_erased(  # (2)
+            token, basis=basis, occurred_at=occurred_at or dt.datetime.now(dt.UTC)
+        )
+        return token, self._events.submit(event)
 
     def register_key(
         self,

@@ -253,6 +253,75 @@ def _revoke_key(args: argparse.Namespace) -> int:
     return 0
 
 
+def _erase(args: argparse.Namespace) -> int:
+    if args.expired:
+        return _erase_expired(args)
+    if args.person is None or not args.basis:
+        raise ValueError("erase needs --person and --basis, or --expired")
+    channel, operator = _operator_client(args)
+    with channel:
+        token, receipt = operator.erase_person(args.person, basis=args.basis)
+    print(
+        f"erased {token} ({args.basis}): PersonErased at leaf {receipt.leaf_index}; the identity "
+        "vault no longer links the token to the person"
+    )
+    return 0
+
+
+def _erase_expired(args: argparse.Namespace) -> int:
+    """Everyone past their jurisdiction's retention period (read from the database), erased
+    one signed PersonErased at a time; idempotent (the erased are not listed again)."""
+    from clients.operator import person_erased
+    from ledger.identity.retention import expired_people
+
+    url = args.database or ServerConfig.from_environment().database_url
+    engine = create_ledger_engine(url)
+    today = dt.datetime.now(dt.UTC).date()
+    with engine.connect() as connection:
+        expired = expired_people(connection, today)
+    engine.dispose()
+    channel, operator = _operator_client(args)
+    with channel:
+        for person in expired:
+            receipt = operator.submit(
+                person_erased(
+                    person.person_token, basis=person.why, occurred_at=dt.datetime.now(dt.UTC)
+                )
+            )
+            print(f"erased {person.person_token} ({person.jurisdiction}): {person.why}; "
+                  f"leaf {receipt.leaf_index}")  # fmt: skip
+    print(f"{len(expired)} person(s) erased past their retention period", file=sys.stderr)
+    return 0
+
+
+def _add_erase_command(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    erase = commands.add_parser(
+        "erase",
+        help="erase a person from the identity vault (operator; a signed PersonErased event)",
+        description="Looks the person's token up, then signs a PersonErased event naming only\n"
+        "the token and the legal basis with the operator's key. The ledger deletes the\n"
+        "identifier in the transaction that appends the entry (docs/privacy.md).\n\nExample:\n"
+        "  policy-ledger erase --person SA:RESIDENCE_ID:2000000048 --basis 'PDPL art. 18' \\\n"
+        "      --server 127.0.0.1:50051 --credentials var/pki --as operator-operator \\\n"
+        "      --operator-key var/operator.key --log-verifier @var/log.key.pub\n"
+        "  policy-ledger erase --expired --database sqlite+pysqlite:///var/ledger.db \\\n"
+        "      --server 127.0.0.1:50051 --credentials var/pki --as operator-operator \\\n"
+        "      --operator-key var/operator.key --log-verifier @var/log.key.pub",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    erase.add_argument("--person", type=person_argument, help=f"the person, {PERSON_FORM}")
+    erase.add_argument("--basis", help="the legal basis (recorded in the log)")
+    erase.add_argument(
+        "--expired",
+        action="store_true",
+        help="erase everyone whose last coverage ended longer ago than their jurisdiction's "
+        "retention period (ledger/identity/retention/; reads --database); idempotent",
+    )
+    erase.add_argument("--database", help="with --expired: the ledger's database URL")
+    _add_operator_options(erase)
+    erase.set_defaults(handler=_erase)
+
+
 def _license(args: argparse.Namespace) -> int:
     channel, operator = _operator_client(args)
     with channel:
@@ -385,6 +454,7 @@ def _parser() -> argparse.ArgumentParser:
     _add_admin_commands(commands)
     _add_pki_commands(commands)
     _add_access_commands(commands)
+    _add_erase_command(commands)
     add_enrol_commands(commands)
     _add_health_command(commands)
     for point in entry_points(group=CLI_COMMANDS_GROUP):  # e.g. `payments` (payments/cli.py)
@@ -556,12 +626,22 @@ def _add_pki_commands(commands: argparse._SubParsersAction[argparse.ArgumentPars
 
 
 def _access_list(args: argparse.Namespace) -> int:
+    from ledger.coverage.projector import person_ref
     from ledger.storage.access_log import AccessLog
+    from ledger.storage.vault_store import VaultStore
 
-    person = person_text(args.person) if args.person else ""  # the projections' person key
     url = args.database or ServerConfig.from_environment().database_url
     engine = create_ledger_engine(url)
     upgrade(engine)
+    person = ""  # access records name people by token: look the person's up in the vault
+    if args.person:
+        person = VaultStore(engine).token_of(person_ref(args.person)) or ""
+        if not person:
+            print(
+                f"{person_text(args.person)}: no such person in the identity vault", file=sys.stderr
+            )
+            print("0 access record(s)", file=sys.stderr)
+            return 0
     records = AccessLog(engine).list(person_key=person, caller=args.caller or "")
     for record in records:
         people = ", ".join(record.person_keys) or record.subject

@@ -17,8 +17,9 @@ from __future__ import annotations
 
 import datetime as dt
 import re
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from google.protobuf.message import DecodeError, Message
 from google.protobuf.unknown_fields import UnknownFieldSet
@@ -26,6 +27,7 @@ from google.protobuf.unknown_fields import UnknownFieldSet
 from ledger import limits
 from ledger.errors import FieldViolation, InvalidArgument, ResourceExhausted, refuse_violations
 from ledger.identifiers import validate_person_id
+from ledger.identity.tokens import is_person_token
 from ledger.signers import OPERATOR_ID, SignerRole, role_from_proto
 from ledger.v1 import events_pb2, types_pb2
 
@@ -36,15 +38,18 @@ __all__ = [
     "check_date",
     "check_identifier",
     "check_person",
+    "check_person_token",
     "civil_date",
     "decode_event",
     "first_difference",
+    "person_tokens_of",
     "summarize_event",
     "validate_event",
 ]
 
-EVENT_PAYLOAD_TYPE = "application/vnd.policy-ledger.event.v1+protobuf"
-"""The DSSE payloadType of a serialized ``ledger.v1.Event``."""
+EVENT_PAYLOAD_TYPE = "application/vnd.policy-ledger.event.v2+protobuf"
+"""The DSSE payloadType of a serialized ``ledger.v1.Event``. v2: people are named by person
+tokens only (docs/privacy.md); v1 events, which carried identifiers, are refused."""
 
 CURRENCY_MINOR_UNITS: dict[str, int] = {
     # ISO 4217 minor-unit exponents of the currencies the ledger accepts: the Gulf and
@@ -144,30 +149,11 @@ def validate_event(event: events_pb2.Event, now: dt.datetime) -> EventSummary:
     check_identifier(violations, "event.insurer_id", event.insurer_id, limits.insurer_id_chars_max)
     occurred_at = _check_timestamp(violations, event, now)
     kind = event.WhichOneof("body")
-    if kind == "policy_issued":
-        _check_policy_issued(violations, "event.policy_issued", event.policy_issued)
-    elif kind == "policy_cancelled":
-        _check_policy_cancelled(violations, "event.policy_cancelled", event.policy_cancelled)
-    elif kind == "premium_paid":
-        _check_premium_paid(violations, "event.premium_paid", event.premium_paid)
-    elif kind == "member_added":
-        _check_member_added(violations, "event.member_added", event.member_added)
-    elif kind == "member_removed":
-        _check_member_removed(violations, "event.member_removed", event.member_removed)
-    elif kind == "fee_collected":
-        _check_fee_collected(violations, "event.fee_collected", event.fee_collected)
-    elif kind == "fee_refunded":
-        _check_fee_refunded(violations, "event.fee_refunded", event.fee_refunded)
-    elif kind == "insurer_licensed":
-        _check_insurer_licensed(violations, "event.insurer_licensed", event.insurer_licensed)
-    elif kind == "insurer_suspended":
-        _check_insurer_suspended(violations, "event.insurer_suspended", event.insurer_suspended)
-    elif kind == "key_registered":
-        _check_key_registered(violations, "event.key_registered", event.key_registered)
-    elif kind == "key_revoked":
-        _check_key_revoked(violations, "event.key_revoked", event.key_revoked)
-    else:
+    check_body = _BODY_CHECKS.get(kind or "")
+    if check_body is None:
         violations.append(FieldViolation("event.body", "exactly one event body is required"))
+    else:
+        check_body(violations, f"event.{kind}", getattr(event, kind or ""))
     refuse_violations(violations, "event", "EVENT_INVALID")
     return EventSummary(
         event_id=event.event_id,
@@ -269,10 +255,69 @@ def _check_person(violations: list[FieldViolation], field: str, person: types_pb
         violations.extend(validate_person_id(person, field))
 
 
-def _check_party(violations: list[FieldViolation], field: str, party: types_pb2.Party) -> None:
+def check_person_token(violations: list[FieldViolation], field: str, token: str) -> None:
+    """Append a violation unless ``token`` has a person token's form (the vault, not this pure
+    check, says whether it was issued and is not erased)."""
+    if not token:
+        violations.append(FieldViolation(field, "required"))
+    elif not is_person_token(token):
+        violations.append(
+            FieldViolation(field, 'not a person token ("pt_" and 26 base32 characters)')
+        )
+
+
+def person_tokens_of(event: events_pb2.Event) -> list[tuple[str, str]]:
+    """(token, field) of every person an event names, in field order (PersonErased's token is
+    not listed: it names a person being erased, not one the event is about)."""
+    kind = event.WhichOneof("body")
+    found: list[tuple[str, str]] = []
+    if kind == "policy_issued":
+        body = event.policy_issued
+        found.append((body.sponsor_token, "event.policy_issued.sponsor_token"))
+        if body.holder.WhichOneof("kind") == "person_token":
+            found.append((body.holder.person_token, "event.policy_issued.holder.person_token"))
+        found.extend(
+            (member.person_token, f"event.policy_issued.members[{position}].person_token")
+            for position, member in enumerate(body.members)
+        )
+    elif kind == "member_added":
+        found.append(
+            (event.member_added.member.person_token, "event.member_added.member.person_token")
+        )
+    elif kind == "member_removed":
+        found.append((event.member_removed.person_token, "event.member_removed.person_token"))
+    elif kind == "premium_paid" and event.premium_paid.payer.party.WhichOneof("kind") == (
+        "person_token"
+    ):
+        found.append(
+            (
+                event.premium_paid.payer.party.person_token,
+                "event.premium_paid.payer.party.person_token",
+            )
+        )
+    elif kind == "fee_collected":
+        body_fee = event.fee_collected
+        found.append((body_fee.sponsor_token, "event.fee_collected.sponsor_token"))
+        found.extend(
+            (line.person_token, f"event.fee_collected.lines[{position}].person_token")
+            for position, line in enumerate(body_fee.lines)
+        )
+    return found
+
+
+def _check_person_erased(
+    violations: list[FieldViolation], field: str, body: events_pb2.PersonErased
+) -> None:
+    check_person_token(violations, f"{field}.person_token", body.person_token)
+    _check_text(
+        violations, f"{field}.basis", body.basis, limits.erasure_basis_chars_max, required=True
+    )
+
+
+def _check_party(violations: list[FieldViolation], field: str, party: events_pb2.PartyRef) -> None:
     kind = party.WhichOneof("kind")
-    if kind == "person":
-        _check_person(violations, f"{field}.person", party.person)
+    if kind == "person_token":
+        check_person_token(violations, f"{field}.person_token", party.person_token)
     elif kind == "organization":
         organization = party.organization
         check_identifier(
@@ -356,10 +401,7 @@ def _check_policy_issued(
     violations: list[FieldViolation], field: str, body: events_pb2.PolicyIssued
 ) -> None:
     check_identifier(violations, f"{field}.policy_id", body.policy_id, limits.policy_id_chars_max)
-    if body.HasField("sponsor"):
-        _check_person(violations, f"{field}.sponsor", body.sponsor)
-    else:
-        violations.append(FieldViolation(f"{field}.sponsor", "required"))
+    check_person_token(violations, f"{field}.sponsor_token", body.sponsor_token)
     _check_party(violations, f"{field}.holder", body.holder)
     _check_members(violations, f"{field}.members", body.members)
     start = _check_date(
@@ -384,24 +426,20 @@ def _check_members(
     if len(members) > limits.policy_members_max:
         violations.append(FieldViolation(field, f"more than {limits.policy_members_max} members"))
         return
-    seen: set[tuple[int, str, str]] = set()
+    seen: set[str] = set()
     for position, member in enumerate(members):
         member_field = f"{field}[{position}]"
         _check_member(violations, member_field, member)
-        key = (member.person.type, member.person.value, member.person.country_code)
-        if key in seen:
-            violations.append(FieldViolation(f"{member_field}.person", "listed twice"))
-        seen.add(key)
+        if member.person_token in seen:
+            violations.append(FieldViolation(f"{member_field}.person_token", "listed twice"))
+        seen.add(member.person_token)
 
 
 def _check_member(
     violations: list[FieldViolation], field: str, member: events_pb2.Member
 ) -> dt.date | None:
     """Check one member; return the birth date when one is given and valid."""
-    if member.HasField("person"):
-        _check_person(violations, f"{field}.person", member.person)
-    else:
-        violations.append(FieldViolation(f"{field}.person", "required"))
+    check_person_token(violations, f"{field}.person_token", member.person_token)
     if member.relationship == events_pb2.RELATIONSHIP_UNSPECIFIED:
         violations.append(FieldViolation(f"{field}.relationship", "required"))
     elif member.relationship not in events_pb2.Relationship.values():
@@ -463,10 +501,7 @@ def _check_member_removed(
     violations: list[FieldViolation], field: str, body: events_pb2.MemberRemoved
 ) -> None:
     check_identifier(violations, f"{field}.policy_id", body.policy_id, limits.policy_id_chars_max)
-    if body.HasField("person"):
-        _check_person(violations, f"{field}.person", body.person)
-    else:
-        violations.append(FieldViolation(f"{field}.person", "required"))
+    check_person_token(violations, f"{field}.person_token", body.person_token)
     _check_date(
         violations,
         f"{field}.effective_date",
@@ -662,10 +697,7 @@ def _check_fee_collected(
     violations: list[FieldViolation], field: str, body: events_pb2.FeeCollected
 ) -> None:
     check_identifier(violations, f"{field}.renewal_id", body.renewal_id, limits.policy_id_chars_max)
-    if body.HasField("sponsor"):
-        _check_person(violations, f"{field}.sponsor", body.sponsor)
-    else:
-        violations.append(FieldViolation(f"{field}.sponsor", "required"))
+    check_person_token(violations, f"{field}.sponsor_token", body.sponsor_token)
     start = _check_date(
         violations,
         f"{field}.period_start",
@@ -682,14 +714,13 @@ def _check_fee_collected(
         violations.append(
             FieldViolation(f"{field}.lines", f"more than {limits.policy_members_max} lines")
         )
-    seen: set[tuple[int, str, str]] = set()
+    seen: set[str] = set()
     total = 0
     for position, line in enumerate(body.lines[: limits.policy_members_max]):
         line_field = f"{field}.lines[{position}]"
-        key = (line.person.type, line.person.value, line.person.country_code)
-        if key in seen:
-            violations.append(FieldViolation(f"{line_field}.person", "listed twice"))
-        seen.add(key)
+        if line.person_token in seen:
+            violations.append(FieldViolation(f"{line_field}.person_token", "listed twice"))
+        seen.add(line.person_token)
         total += _check_fee_line(violations, line_field, line, body.total.currency_code)
     if body.HasField("total"):
         _check_money(violations, f"{field}.total", body.total)
@@ -721,10 +752,7 @@ def _check_fee_line(
     violations: list[FieldViolation], field: str, line: events_pb2.FeeLine, currency: str
 ) -> int:
     """Check one fee line; return its amount (to add up)."""
-    if line.HasField("person"):
-        _check_person(violations, f"{field}.person", line.person)
-    else:
-        violations.append(FieldViolation(f"{field}.person", "required"))
+    check_person_token(violations, f"{field}.person_token", line.person_token)
     if line.relationship == events_pb2.RELATIONSHIP_UNSPECIFIED:
         violations.append(FieldViolation(f"{field}.relationship", "required"))
     elif line.relationship not in events_pb2.Relationship.values():
@@ -758,6 +786,23 @@ def _check_fee_refunded(
         limits.reference_chars_max,
         required=False,
     )
+
+
+_BODY_CHECKS: dict[str, Callable[[list[FieldViolation], str, Any], None]] = {
+    "policy_issued": _check_policy_issued,
+    "policy_cancelled": _check_policy_cancelled,
+    "premium_paid": _check_premium_paid,
+    "member_added": _check_member_added,
+    "member_removed": _check_member_removed,
+    "fee_collected": _check_fee_collected,
+    "fee_refunded": _check_fee_refunded,
+    "insurer_licensed": _check_insurer_licensed,
+    "insurer_suspended": _check_insurer_suspended,
+    "key_registered": _check_key_registered,
+    "key_revoked": _check_key_revoked,
+    "person_erased": _check_person_erased,
+}
+"""The checks of each event body (``Event.body``'s field name)."""
 
 
 def civil_date(day: dt.date) -> types_pb2.CivilDate:

@@ -67,6 +67,11 @@ origin_chars_max: Final = 256
 
 # Coverage queries.
 household_members_max: Final = 64
+erasure_basis_chars_max: Final = 500
+"""Characters of a PersonErased event's legal basis."""
+person_tokens_per_call_max: Final = 256
+"""Identifiers one IdentityService.GetPersonTokens call may tokenize (a few households' worth;
+a bulk load asks in several calls)."""
 """Members one household check may name (as many as one policy may cover)."""
 household_days_max: Final = 3 * 366
 """Longest as_of..through span a household check covers (permits run one to three years)."""
@@ -108,6 +113,7 @@ request_field_max: Final[Mapping[str, int]] = MappingProxyType(
         "ledger.v1.Signature.keyid": envelope_keyid_chars_max,
         "ledger.v1.PersonId.value": person_id_value_chars_max,
         "ledger.v1.CheckHouseholdRequest.members": household_members_max,
+        "ledger.v1.GetPersonTokensRequest.people": person_tokens_per_call_max,
         "ledger.v1.ListPolicyHistoryRequest.insurer_id": insurer_id_chars_max,
         "ledger.v1.ListPolicyHistoryRequest.policy_id": policy_id_chars_max,
         "ledger.v1.FindEntriesRequest.policy_id": policy_id_chars_max,

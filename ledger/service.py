@@ -97,6 +97,7 @@ class Ledger:
             raise InvalidArgument(
                 f"payload type must be {EVENT_PAYLOAD_TYPE!r}, got {envelope.payload_type!r}",
                 reason="PAYLOAD_TYPE_UNSUPPORTED",
+                metadata={"supported": EVENT_PAYLOAD_TYPE},
                 field_violations=[FieldViolation("envelope.payload_type", "unsupported")],
             )
         # (2)

@@ -112,6 +112,12 @@ SIGNING_RULES: tuple[SigningRule, ...] = (
         frozenset({SignerRole.OPERATOR}),
         _OPERATOR_EVENT + "; not with the key it revokes",
     ),
+    SigningRule(
+        "person_erased",
+        "PersonErased",
+        frozenset({SignerRole.OPERATOR}),
+        _OPERATOR_EVENT + "; a token the vault issued, of a person not erased yet",
+    ),
 )
 
 _RULES_BY_BODY = {rule.body: rule for rule in SIGNING_RULES}

@@ -161,7 +161,7 @@ def _open_payment(  # noqa: PLR0917 (one row's facts)
         saga,
         connection,
         saga.entries.fee_collected(
-            payment_id, quote_record(quote), gateway=gateway, gateway_reference=""
+            connection, payment_id, quote_record(quote), gateway=gateway, gateway_reference=""
         ),
     )
     connection.execute(

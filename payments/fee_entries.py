@@ -8,13 +8,17 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from ledger.clock import Clock
+from ledger.coverage.projector import person_ref
 from ledger.events import civil_date
+from ledger.identity.vault import tokens_in_transaction
 from ledger.v1 import events_pb2, types_pb2
 from payments import fees
 from payments.gateway import GatewayResult
 from payments.limits import REFERENCE_CHARS_MAX, REFUND_REASON_CHARS_MAX
 
 if TYPE_CHECKING:
+    from sqlalchemy import Connection
+
     from payments.quotes import QuoteRecord
 
 __all__ = ["FeeEntries"]
@@ -37,20 +41,31 @@ class FeeEntries:
         self._clock = clock
 
     def fee_collected(
-        self, payment_id: str, quote: QuoteRecord, *, gateway: str, gateway_reference: str
+        self,
+        connection: Connection,
+        payment_id: str,
+        quote: QuoteRecord,
+        *,
+        gateway: str,
+        gateway_reference: str,
     ) -> events_pb2.Event:
         """The FeeCollected entry that records ``quote``'s fee (its event id is derived from the
-        payment, so it is recorded at most once)."""
+        payment, so it is recorded at most once). It names people by the identity vault's
+        tokens, resolved (issued for people new to the ledger) in ``connection``'s write
+        transaction: the same household gives the same tokens, so a rebuilt event is the same."""
+        now = self._clock.now()
+        people = [person_ref(quote.sponsor), *(person_ref(line.person) for line in quote.lines)]
+        sponsor_token, *line_tokens = tokens_in_transaction(connection, people, now)
         event = events_pb2.Event(event_id=f"fee-{payment_id}", insurer_id=self._authority_id)
-        event.occurred_at.FromDatetime(self._clock.now())
+        event.occurred_at.FromDatetime(now)
         body = event.fee_collected
         body.renewal_id = quote.quote_id
-        body.sponsor.CopyFrom(quote.sponsor)
+        body.sponsor_token = sponsor_token
         body.period_start.CopyFrom(civil_date(quote.period_start))
         body.period_end.CopyFrom(civil_date(quote.period_end))
-        for line in quote.lines:
+        for line, token in zip(quote.lines, line_tokens, strict=True):
             body.lines.add(
-                person=line.person,
+                person_token=token,
                 relationship=_RELATIONSHIPS[line.relationship],
                 schedule_version=line.schedule_version,
                 rule_id=line.rule_id,

@@ -17,7 +17,7 @@ from sqlalchemy import insert
 from ledger.clock import from_micros, to_micros
 from ledger.coverage.model import HouseholdVerdict
 from ledger.coverage.model import Relationship as CoverageRelationship
-from ledger.coverage.projector import person_key, person_ref
+from ledger.coverage.projector import person_ref
 from ledger.errors import FailedPrecondition, FieldViolation
 from ledger.v1 import types_pb2
 from payments import fees
@@ -167,7 +167,7 @@ def quote_record(row: Any) -> QuoteRecord:
 def quote(saga: Saga, request: QuoteRequest) -> QuoteRecord:
     """Price the renewal (or, for a private-insurance jurisdiction, check the household)."""
     now = saga.clock.now()
-    sponsor_key = person_key(request.sponsor)
+    sponsor_key = person_ref(request.sponsor).key
     household: HouseholdVerdict | None = None
     lines: list[QuoteLine] = []
     if request.jurisdiction in PRIVATE_INSURANCE_JURISDICTIONS:
@@ -176,7 +176,7 @@ def quote(saga: Saga, request: QuoteRequest) -> QuoteRecord:
     else:
         facts = [
             fees.MemberFacts(
-                person_key=person_key(member.person),
+                person_key=person_ref(member.person).key,
                 relationship=member.relationship,
                 residence_category=member.residence_category,
                 birth_date=member.birth_date,
@@ -235,7 +235,11 @@ def quote(saga: Saga, request: QuoteRequest) -> QuoteRecord:
                 saga,
                 connection,
                 saga.entries.fee_collected(
-                    payment_id_of(record.quote_id), record, gateway="quote", gateway_reference=""
+                    connection,
+                    payment_id_of(record.quote_id),
+                    record,
+                    gateway="quote",
+                    gateway_reference="",
                 ),
             )
         connection.execute(

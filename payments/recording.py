@@ -45,9 +45,14 @@ def record(saga: Saga, payment_id: str) -> None:
         return
     saga.crash("before_record")
     # 3. Submit the entry; it moves the payment to recorded in its own transaction.
-    event = saga.entries.fee_collected(
-        payment_id, quote, gateway=payment.gateway, gateway_reference=payment.gateway_reference
-    )
+    with saga.uow.write() as connection:  # the tokens it may issue
+        event = saga.entries.fee_collected(
+            connection,
+            payment_id,
+            quote,
+            gateway=payment.gateway,
+            gateway_reference=payment.gateway_reference,
+        )
 
     def mark_recorded(connection: Connection, leaf_index: int) -> None:
         if not move_payment(

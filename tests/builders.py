@@ -1,13 +1,88 @@
-"""Builders of policy events with explicit dates, for the rule and scenario tests."""
+"""Builders of policy events with explicit dates, for the rule and scenario tests.
+
+Tests name people by identifier (:func:`person`); events name them by person token. The builders
+ask :func:`tokens`, which asks the identity vault of the ledger under test: the conftest points
+it at each server it starts (:func:`use_vault`) and at the ``engine`` fixture's database. With
+no ledger (pure validation tests) it hands out random tokens no vault knows.
+"""
 
 from __future__ import annotations
 
 import datetime as dt
 import itertools
+from collections.abc import Callable, Sequence
 
+from sqlalchemy import Engine
+
+from ledger.clock import SystemClock
+from ledger.coverage.projector import person_ref
 from ledger.events import civil_date as civil
 from ledger.identifiers import example_iqama, example_kuwait_civil_id
+from ledger.identity.tokens import new_person_token
+from ledger.storage.vault_store import VaultStore
 from ledger.v1 import events_pb2, types_pb2
+
+TokenSource = Callable[[Sequence[types_pb2.PersonId]], list[str]]
+
+
+def _unvaulted() -> TokenSource:
+    issued: dict[tuple[int, str, str], str] = {}
+
+    def source(people: Sequence[types_pb2.PersonId]) -> list[str]:
+        keys = [(int(p.type), p.country_code, p.value) for p in people]
+        return [issued.setdefault(key, new_person_token()) for key in keys]
+
+    return source
+
+
+_SOURCE: list[TokenSource] = [_unvaulted()]
+
+
+def vault_tokens(engine: Engine) -> TokenSource:
+    """Tokens from the vault of ``engine``'s ledger (issued there as GetPersonTokens would)."""
+    store = VaultStore(engine)
+    clock = SystemClock()
+
+    def source(people: Sequence[types_pb2.PersonId]) -> list[str]:
+        return store.tokens_for([person_ref(p) for p in people], clock.now())
+
+    return source
+
+
+def use_vault(engine: Engine) -> None:
+    """From now on, :func:`tokens` asks the vault of ``engine``'s ledger."""
+    _SOURCE[0] = vault_tokens(engine)
+
+
+def use_unvaulted_tokens() -> None:
+    """From now on, :func:`tokens` hands out random tokens no vault knows (the default)."""
+    _SOURCE[0] = _unvaulted()
+
+
+def tokens(people: Sequence[types_pb2.PersonId]) -> list[str]:
+    """The token of each person from the current source (see the module doc)."""
+    return _SOURCE[0](people)
+
+
+def token(person: types_pb2.PersonId | str) -> str:
+    """The token of one person from the current source (a token is its own)."""
+    if isinstance(person, str):
+        return person
+    return tokens([person])[0]
+
+
+def copy_vault(source: Engine, target: Engine) -> None:
+    """Give ``target``'s vault the tokens of ``source``'s: the same events then replay on both."""
+    from sqlalchemy import select
+
+    from ledger.storage.vault_store import person_identities, person_tokens
+
+    with source.connect() as reading, target.begin() as writing:
+        for table in (person_tokens, person_identities):
+            rows = [dict(row._mapping) for row in reading.execute(select(table))]
+            if rows:
+                writing.execute(table.insert(), rows)
+
 
 OCCURRED = dt.datetime(2026, 6, 1, 9, 0, tzinfo=dt.UTC)
 """When test events happened: inside every test key's validity, never in the future."""
@@ -37,8 +112,8 @@ def _event(insurer_id: str, event_id: str | None) -> events_pb2.Event:
 def issued(
     insurer_id: str,
     policy_id: str,
-    sponsor: types_pb2.PersonId,
-    members: list[tuple[types_pb2.PersonId, int]],
+    sponsor: types_pb2.PersonId | str,
+    members: list[tuple[types_pb2.PersonId | str, int]],
     start: dt.date,
     end: dt.date,
     *,
@@ -49,10 +124,10 @@ def issued(
     event = _event(insurer_id, event_id)
     body = event.policy_issued
     body.policy_id = policy_id
-    body.sponsor.CopyFrom(sponsor)
-    body.holder.person.CopyFrom(sponsor)
+    body.sponsor_token = token(sponsor)
+    body.holder.person_token = body.sponsor_token
     for member, relationship in members:
-        body.members.add(person=member, relationship=relationship)  # type: ignore[arg-type]
+        body.members.add(person_token=token(member), relationship=relationship)  # type: ignore[arg-type]
     body.start_date.CopyFrom(civil(start))
     body.end_date.CopyFrom(civil(end))
     body.plan = "CCHI-BASIC"
@@ -82,7 +157,7 @@ def cancelled(
 def added(
     insurer_id: str,
     policy_id: str,
-    member: types_pb2.PersonId,
+    member: types_pb2.PersonId | str,
     relationship: int,
     effective: dt.date,
     *,
@@ -93,7 +168,7 @@ def added(
     event = _event(insurer_id, event_id)
     body = event.member_added
     body.policy_id = policy_id
-    body.member.person.CopyFrom(member)
+    body.member.person_token = token(member)
     body.member.relationship = relationship  # type: ignore[assignment]
     if birth is not None:
         body.member.birth_date.CopyFrom(civil(birth))
@@ -104,7 +179,7 @@ def added(
 def removed(
     insurer_id: str,
     policy_id: str,
-    member: types_pb2.PersonId,
+    member: types_pb2.PersonId | str,
     effective: dt.date,
     reason: int,
     *,
@@ -114,7 +189,7 @@ def removed(
     event = _event(insurer_id, event_id)
     body = event.member_removed
     body.policy_id = policy_id
-    body.person.CopyFrom(member)
+    body.person_token = token(member)
     body.effective_date.CopyFrom(civil(effective))
     body.reason = reason  # type: ignore[assignment]
     return event
@@ -128,7 +203,7 @@ def paid(
     end: dt.date,
     *,
     payer_type: int = R.PAYER_TYPE_SPONSOR,
-    payer: types_pb2.Party | None = None,
+    payer: events_pb2.PartyRef | None = None,
     event_id: str | None = None,
 ) -> events_pb2.Event:
     """PremiumPaid for ``start..end``."""
@@ -139,8 +214,16 @@ def paid(
     body.period_start.CopyFrom(civil(start))
     body.period_end.CopyFrom(civil(end))
     body.payer.type = payer_type  # type: ignore[assignment]
-    body.payer.party.CopyFrom(payer or types_pb2.Party(person=person(999)))
+    body.payer.party.CopyFrom(payer or events_pb2.PartyRef(person_token=token(person(999))))
     body.payment_reference = f"PAY-{event.event_id}"
+    return event
+
+
+def erased(person: types_pb2.PersonId | str, basis: str = "PDPL art. 18") -> events_pb2.Event:
+    """The operator erases ``person`` from the identity vault."""
+    event = _event("operator", None)
+    event.person_erased.person_token = token(person)
+    event.person_erased.basis = basis
     return event
 
 
@@ -170,12 +253,12 @@ def fee_collected(signer_id: str, renewal_id: str) -> events_pb2.Event:
         ),
         country_code="KW",
     )
-    body.sponsor.CopyFrom(sponsor)
+    body.sponsor_token = token(sponsor)
     body.period_start.CopyFrom(civil(dt.date(2026, 1, 1)))
     body.period_end.CopyFrom(civil(dt.date(2026, 12, 31)))
     kwd = types_pb2.Money(currency_code="KWD", amount_minor=100_000)
     body.lines.add(
-        person=sponsor,
+        person_token=body.sponsor_token,
         relationship=R.RELATIONSHIP_SELF,
         schedule_version="kw-2025-12-23",
         rule_id="KW25-WORKER",

@@ -41,6 +41,7 @@ from ledger.storage.append import Appender, PendingEntry
 from ledger.storage.db import create_ledger_engine, sqlite_url
 from ledger.storage.migrate import upgrade
 from ledger.v1 import events_pb2
+from tests.builders import use_unvaulted_tokens, use_vault
 
 POSTGRES_URL = os.environ.get(
     "POLICY_LEDGER_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
@@ -191,6 +192,14 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
     _SPARE_DATABASES.clear()
 
 
+@pytest.fixture(autouse=True)
+def _token_source_per_test() -> Iterator[None]:
+    """Each test starts with the builders' unvaulted tokens; its server or engine repoints them."""
+    use_unvaulted_tokens()
+    yield
+    use_unvaulted_tokens()
+
+
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
 def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     """An empty database on each engine: a SQLite file, then a fresh PostgreSQL database."""
@@ -220,7 +229,9 @@ def engine(database_url: str) -> Iterator[Engine]:
     """An engine on a migrated, empty database."""
     engine = create_ledger_engine(database_url)
     upgrade(engine)
+    use_vault(engine)
     yield engine
+    use_unvaulted_tokens()
     engine.dispose()
 
 
@@ -417,6 +428,7 @@ def start_server_thread(
     thread = threading.Thread(target=loop.run_forever, name="server-loop", daemon=True)
     thread.start()
     running = asyncio.run_coroutine_threadsafe(start_server(config), loop).result(timeout=60)
+    use_vault(running.engine)  # the builders' events name people by this server's tokens
     return ServerHandle(running, loop, thread, format_verifier_key(log_signer), pki)
 
 

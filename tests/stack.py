@@ -29,6 +29,7 @@ CALLER_OF_SERVICE = {
     "ledger.v1.LedgerService": ("auditor", "auditor"),
     "ledger.v1.CoverageService": ("operator", "operator"),
     "ledger.v1.AdminService": ("operator", "operator"),
+    "ledger.v1.IdentityService": ("insurer", "gulf-health"),
     "payments.v1.RenewalService": ("portal", "KW"),
     "grpc.health.v1.Health": ("auditor", "auditor"),
     "grpc.reflection.v1alpha.ServerReflection": ("auditor", "auditor"),
@@ -36,6 +37,7 @@ CALLER_OF_SERVICE = {
 CALLER_OF_METHOD = {
     "ledger.v1.LedgerService.SubmitEvent": ("insurer", "gulf-health"),
     "ledger.v1.LedgerService.SubmitEvents": ("insurer", "gulf-health"),
+    "ledger.v1.IdentityService.LookUpPersonToken": ("operator", "operator"),
     "payments.v1.RenewalService.CompletePayment": ("authority", "kw"),
     "payments.v1.RenewalService.GetRenewal": ("operator", "operator"),
     "payments.v1.RenewalService.RefundPayment": ("authority", "kw"),

@@ -5,8 +5,9 @@ Self-contained: imports nothing from the server's ``ledger`` package (stdlib and
 nothing else. A certificate is a C2SP signed note (https://c2sp.org/signed-note) signed by the
 log key, whose text is the statement ``ledger/coverage/certificate.py`` writes::
 
-    policy-ledger coverage certificate v1
+    policy-ledger coverage certificate v2
     person <COUNTRY>:<TYPE>:<VALUE>
+    person-token <the person's token in the identity vault: pt_ and 26 base32 characters>
     date <YYYY-MM-DD>
     insurer <insurer id>
     policy <policy id>
@@ -23,7 +24,9 @@ log key, whose text is the statement ``ledger/coverage/certificate.py`` writes::
 signature on it, (3) parses the statement strictly, (4) verifies the RFC 9162 inclusion proof of
 ``leaf-hash`` at ``leaf`` in the tree of ``tree-size`` and ``root``, and, when given, (5) checks
 the checkpoint note (same key, the log's origin, same size and root) and (6) the entry bytes
-(SHA-256(0x00 || entry) == leaf-hash). Every failure raises :class:`CertificateError` saying
+(SHA-256(0x00 || entry) == leaf-hash, and the entry names ``person-token``: the log's events
+name people by token only, so this binds the ID the certificate shows to the proven entry).
+Every failure raises :class:`CertificateError` saying
 which check failed.
 
 The certificate proves that the log stated the coverage at ``tree-size`` and that the entry that
@@ -55,7 +58,7 @@ __all__ = [
     "verify_inclusion",
 ]
 
-CERTIFICATE_HEADER = "policy-ledger coverage certificate v1"
+CERTIFICATE_HEADER = "policy-ledger coverage certificate v2"
 """The first line of every certificate statement."""
 BUNDLE_FORMAT = "policy-ledger coverage certificate bundle v1"
 """The ``format`` of the JSON file ``policy-ledger certificate get`` writes."""
@@ -66,6 +69,7 @@ _PROOF_LINES_MAX = 63
 _DECIMAL = re.compile(r"0|[1-9][0-9]{0,18}", re.ASCII)
 _DATE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}", re.ASCII)
 _IDENTIFIER = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:/-]*", re.ASCII)
+_PERSON_TOKEN = re.compile(r"pt_[a-z2-7]{26}")
 _PERSON = re.compile(
     r"([A-Z]{2}):(RESIDENCE_ID|NATIONAL_ID|CIVIL_ID|PASSPORT|BORDER_NUMBER):([A-Z0-9]{1,32})",
     re.ASCII,
@@ -76,6 +80,7 @@ _POLICY_CHARS_MAX = 128
 _PLAN_CHARS_MAX = 64
 _FIELDS = (
     "person",
+    "person-token",
     "date",
     "insurer",
     "policy",
@@ -117,6 +122,8 @@ class CertificateStatement:
 
     person: str
     """``<COUNTRY>:<TYPE>:<VALUE>``, e.g. ``SA:RESIDENCE_ID:2123456785``."""
+    person_token: str
+    """The token the log's entries name the person by (``pt_`` and 26 base32 characters)."""
     date: dt.date
     """The day the log stated the coverage on."""
     insurer: str
@@ -217,6 +224,10 @@ def verify_certificate(
         raise CertificateError(
             "entry does not match the certificate: SHA-256(0x00 || entry) differs"
         )
+    if entry is not None and statement.person_token.encode("ascii") not in entry:
+        raise CertificateError(
+            f"the entry does not name the certificate's person token {statement.person_token}"
+        )
     return statement
 
 
@@ -264,6 +275,7 @@ def parse_statement(text: str) -> CertificateStatement:
         )
     return CertificateStatement(
         person=_person(values["person"]),
+        person_token=_person_token(values["person-token"]),
         date=day,
         insurer=_identifier(values["insurer"], "insurer", _INSURER_CHARS_MAX),
         policy=_identifier(values["policy"], "policy", _POLICY_CHARS_MAX),
@@ -368,6 +380,14 @@ def _person(text: str) -> str:
     if not _PERSON.fullmatch(text):
         raise CertificateError(
             f"malformed certificate: person {text[:48]!r} is not <COUNTRY>:<TYPE>:<VALUE>"
+        )
+    return text
+
+
+def _person_token(text: str) -> str:
+    if not _PERSON_TOKEN.fullmatch(text):
+        raise CertificateError(
+            f"malformed certificate: person-token {text[:48]!r} is not pt_ and 26 base32 characters"
         )
     return text
 

@@ -3,7 +3,7 @@
 A certificate is a C2SP signed note (:mod:`ledger.note`), signed by the log's checkpoint key,
 whose text is a line-based statement::
 
-    policy-ledger coverage certificate v1
+    policy-ledger coverage certificate v2
     person SA:RESIDENCE_ID:2123456785
     date 2026-11-23
     insurer gulf-health
@@ -38,7 +38,7 @@ from ledger.signing import Signer
 
 __all__ = ["CERTIFICATE_HEADER", "certificate_messages", "certificate_text", "sign_certificate"]
 
-CERTIFICATE_HEADER = "policy-ledger coverage certificate v1"
+CERTIFICATE_HEADER = "policy-ledger coverage certificate v2"
 """The first line of every certificate statement (its format and version)."""
 
 
@@ -75,6 +75,7 @@ def certificate_text(
     lines = [
         CERTIFICATE_HEADER,
         f"person {record.person.key}",
+        f"person-token {record.person_token}",
         f"date {day.isoformat()}",
         f"insurer {record.insurer_id}",
         f"policy {record.policy_id}",

@@ -70,6 +70,8 @@ class CoverageRecord:
     without its prefix (``FINAL_EXIT``, ``DEATH``...), or ``MEMBER_REMOVED``."""
     leaf_indexes: tuple[int, ...]
     """The log entries this record was derived from (issuance, member changes, cancellation)."""
+    person_token: str = ""
+    """The person's token in the identity vault: what the entries name (docs/privacy.md)."""
 
 
 class BlockReason(enum.Enum):

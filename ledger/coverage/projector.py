@@ -47,6 +47,7 @@ from ledger.errors import (
     NotFound,
     PermissionDenied,
 )
+from ledger.events import person_tokens_of
 from ledger.keys import InsurerKey, check_key_at_event_time, check_key_usable, insurer_key_id
 from ledger.signers import (
     GENESIS_LEAF_INDEX,
@@ -65,6 +66,7 @@ from ledger.storage.tables import (
     premiums,
     subject_entries,
 )
+from ledger.storage.vault_store import TokenState, erase_token, token_states
 from ledger.v1 import events_pb2, types_pb2
 
 __all__ = [
@@ -76,7 +78,6 @@ __all__ = [
     "SignedBy",
     "check_fee_collected",
     "party_key",
-    "person_key",
     "person_ref",
     "to_date",
 ]
@@ -98,14 +99,8 @@ def to_date(civil: types_pb2.CivilDate) -> dt.date:
     return dt.date(civil.year, civil.month, civil.day)
 
 
-def person_key(person: types_pb2.PersonId) -> str:
-    """How projections index a person: ``<country>:<TYPE>:<value>`` (``SA:RESIDENCE_ID:2...``)."""
-    type_name = types_pb2.PersonIdType.Name(person.type).removeprefix("PERSON_ID_TYPE_")
-    return f"{person.country_code}:{type_name}:{person.value}"
-
-
 def person_ref(person: types_pb2.PersonId) -> PersonRef:
-    """The model's PersonRef of a wire PersonId (its ``key`` is :func:`person_key`)."""
+    """The model's PersonRef of a wire PersonId (a request's; events carry tokens)."""
     return PersonRef(
         id_type=types_pb2.PersonIdType.Name(person.type).removeprefix("PERSON_ID_TYPE_"),
         value=person.value,
@@ -113,10 +108,10 @@ def person_ref(person: types_pb2.PersonId) -> PersonRef:
     )
 
 
-def party_key(party: types_pb2.Party) -> str:
-    """``person:<person key>`` or ``org:<country>:<registration number>``."""
-    if party.WhichOneof("kind") == "person":
-        return f"person:{person_key(party.person)}"
+def party_key(party: events_pb2.PartyRef) -> str:
+    """``person:<person token>`` or ``org:<country>:<registration number>``."""
+    if party.WhichOneof("kind") == "person_token":
+        return f"person:{party.person_token}"
     return f"org:{party.organization.country_code}:{party.organization.registration_number}"
 
 
@@ -197,8 +192,11 @@ class SignedBy:
 class Projector:
     """Checks and applies events to the projections on one connection (inside its transaction)."""
 
-    def __init__(self, connection: Connection) -> None:
+    def __init__(self, connection: Connection, *, replay: bool = False) -> None:
+        """``replay``: the entries were admitted once (``rebuild``): a token erased since is
+        still accepted, and erasing one touches no identifier (the scratch database has none)."""
         self._connection = connection
+        self._replay = replay
         self._insurers: dict[str, Row[Any] | None] = {}
         """Insurer rows read so far (this projector lives for one batch; writes update it)."""
         self._premium_rows: list[dict[str, Any]] = []
@@ -222,6 +220,7 @@ class Projector:
             "insurer_suspended": self._insurer_suspended,
             "key_registered": self._key_registered,
             "key_revoked": self._key_revoked,
+            "person_erased": self._person_erased,
         }
         self._keys: dict[str, InsurerKey | None] = {}
         """Keys read so far; an entry changing a key drops it from here."""
@@ -250,7 +249,36 @@ class Projector:
         else:
             self._signing_key = self._check_signer(event, kind, leaf_index, signed)
         self._signed = signed
+        self._check_person_tokens(event)
         handler(event, leaf_index)
+
+    def _check_person_tokens(self, event: events_pb2.Event) -> None:
+        """Every token the event names was issued by the vault and (unless replaying) its
+        person is not erased: an unknown token is NOT_FOUND, an erased person's
+        FAILED_PRECONDITION (docs/privacy.md)."""
+        named = person_tokens_of(event)
+        if not named:
+            return
+        states = self._token_states([token for token, _ in named])
+        for token, field in named:
+            state = states.get(token)
+            if state is None:
+                raise NotFound(
+                    f"{field} names a person token the identity vault never issued",
+                    reason="PERSON_TOKEN_UNKNOWN",
+                    field_violations=[FieldViolation(field, "unknown person token")],
+                    metadata={"person_token": token},
+                )
+            if state.erased and not self._replay:
+                raise FailedPrecondition(
+                    f"{field} names a person who was erased",
+                    reason="PERSON_ERASED",
+                    field_violations=[FieldViolation(field, "the person was erased")],
+                    metadata={"person_token": token},
+                )
+
+    def _token_states(self, tokens: list[str]) -> dict[str, TokenState]:
+        return token_states(self._connection, tokens)
 
     def _check_signer(
         self, event: events_pb2.Event, kind: str, leaf_index: int, signed: SignedBy
@@ -384,13 +412,13 @@ class Projector:
         self._refuse_double_coverage(
             insurer_id,
             [
-                (person_key(member.person), f"{field}.members[{position}].person")
+                (member.person_token, f"{field}.members[{position}].person_token")
                 for position, member in enumerate(body.members)
             ],
             start,
             end,
         )
-        sponsor = person_key(body.sponsor)
+        sponsor = body.sponsor_token
         self._issue(
             _Issue(
                 insurer_id=insurer_id,
@@ -401,12 +429,12 @@ class Projector:
                 start=start,
                 end=end,
                 premium=body.annual_premium,
-                members=[(person_key(m.person), m.relationship) for m in body.members],
+                members=[(m.person_token, m.relationship) for m in body.members],
                 leaf_index=leaf_index,
             )
         )
-        subjects = [f"person:{sponsor}", *(f"person:{person_key(m.person)}" for m in body.members)]
-        if body.holder.WhichOneof("kind") == "person":
+        subjects = [f"person:{sponsor}", *(f"person:{m.person_token}" for m in body.members)]
+        if body.holder.WhichOneof("kind") == "person_token":
             subjects.append(party_key(body.holder))
         self._index_policy(leaf_index, insurer_id, body.policy_id, subjects)
 
@@ -513,16 +541,18 @@ class Projector:
             "a member's first day",
             body.policy_id,
         )
-        key = person_key(body.member.person)
+        key = body.member.person_token
         if self._current_coverage(insurer_id, body.policy_id, key) is not None:
             raise AlreadyExists(
                 f"{key} is already a member of policy {body.policy_id!r}",
                 reason="MEMBER_EXISTS",
-                field_violations=[FieldViolation(f"{field}.member.person", "already a member")],
+                field_violations=[
+                    FieldViolation(f"{field}.member.person_token", "already a member")
+                ],
                 metadata={"person": key, "policy_id": body.policy_id},
             )
         self._refuse_double_coverage(
-            insurer_id, [(key, f"{field}.member.person")], effective, policy.end_date
+            insurer_id, [(key, f"{field}.member.person_token")], effective, policy.end_date
         )
         self._new_coverage(
             insurer_id=insurer_id,
@@ -543,13 +573,13 @@ class Projector:
         insurer_id = event.insurer_id
         self._require_licensed(insurer_id)
         policy = self._active_policy(insurer_id, body.policy_id, f"{field}.policy_id")
-        key = person_key(body.person)
+        key = body.person_token
         row = self._current_coverage(insurer_id, body.policy_id, key)
         if row is None:
             raise NotFound(
                 f"{key} is not a current member of policy {body.policy_id!r}",
                 reason="MEMBER_NOT_FOUND",
-                field_violations=[FieldViolation(f"{field}.person", "not a current member")],
+                field_violations=[FieldViolation(f"{field}.person_token", "not a current member")],
                 metadata={"person": key, "policy_id": body.policy_id},
             )
         effective = to_date(body.effective_date)
@@ -626,7 +656,9 @@ class Projector:
         body = event.fee_collected
         field = "event.fee_collected"
         insurer_id = event.insurer_id
-        self._require_jurisdiction(body.sponsor.country_code, f"{field}.sponsor.country_code")
+        state = self._token_states([body.sponsor_token]).get(body.sponsor_token)
+        if state is not None:  # an unknown token is refused by the token check first
+            self._require_jurisdiction(state.country, f"{field}.sponsor_token")
         if self._policy(insurer_id, body.renewal_id) is not None:
             raise AlreadyExists(
                 f"renewal {body.renewal_id!r} already has its fee recorded",
@@ -637,7 +669,7 @@ class Projector:
         self._refuse_double_coverage(
             insurer_id,
             [
-                (person_key(line.person), f"{field}.lines[{position}].person")
+                (line.person_token, f"{field}.lines[{position}].person_token")
                 for position, line in enumerate(body.lines)
             ],
             to_date(body.period_start),
@@ -649,7 +681,7 @@ class Projector:
         insurer_id = event.insurer_id
         self.check_fee_collected(event)
         start, end = to_date(body.period_start), to_date(body.period_end)
-        sponsor = person_key(body.sponsor)
+        sponsor = body.sponsor_token
         self._issue(
             _Issue(
                 insurer_id=insurer_id,
@@ -660,7 +692,7 @@ class Projector:
                 start=start,
                 end=end,
                 premium=body.total,
-                members=[(person_key(line.person), line.relationship) for line in body.lines],
+                members=[(line.person_token, line.relationship) for line in body.lines],
                 leaf_index=leaf_index,
             )
         )
@@ -681,7 +713,7 @@ class Projector:
             leaf_index,
             insurer_id,
             body.renewal_id,
-            [f"person:{sponsor}", *(f"person:{person_key(line.person)}" for line in body.lines)],
+            [f"person:{sponsor}", *(f"person:{line.person_token}" for line in body.lines)],
         )
 
     def _fee_refunded(self, event: events_pb2.Event, leaf_index: int) -> None:
@@ -769,6 +801,35 @@ class Projector:
             field_violations=[FieldViolation(field, f"must be {key.jurisdiction}")],
             metadata={"signer": key.insurer_id, "jurisdiction": key.jurisdiction},
         )
+
+    # Erasure (an operator event).
+
+    def _person_erased(self, event: events_pb2.Event, leaf_index: int) -> None:
+        """Erase the person: their identifier is deleted from the vault in this transaction, so
+        the entry and the erasure commit together. The token itself stays issued (its history
+        replays) and no later event may name it."""
+        body = event.person_erased
+        field = "event.person_erased.person_token"
+        token = body.person_token
+        state = self._token_states([token]).get(token)
+        if state is None:
+            raise NotFound(
+                "the identity vault never issued this person token",
+                reason="PERSON_TOKEN_UNKNOWN",
+                field_violations=[FieldViolation(field, "unknown person token")],
+                metadata={"person_token": token},
+            )
+        if state.erased and not self._replay:
+            raise FailedPrecondition(
+                "this person was already erased",
+                reason="PERSON_ERASED",
+                field_violations=[FieldViolation(field, "already erased")],
+                metadata={"person_token": token},
+            )
+        erase_token(
+            self._connection, token, self._signed.integrated_at, identifier=not self._replay
+        )
+        self._index(leaf_index, [f"person:{token}"])
 
     # Signing keys (operator events; the genesis entry registers the operator's first key).
 

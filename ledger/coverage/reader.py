@@ -11,6 +11,11 @@ one ends). Coverage by an insurer stops counting from its suspension date. A hou
 renewable only when every member is covered, the sponsor included (asked or not: a sponsor
 with no record at all is an empty household, never renewable); each member who is not covered
 gets the reason.
+
+The projections name people by person token (docs/privacy.md); every query here is by
+identifier, joined to the identity vault's ``person_identities`` in the same snapshot. A person
+erased from the vault is found nowhere; an erased sponsor of a person still on record shows as
+:data:`ERASED_PERSON`.
 """
 
 from __future__ import annotations
@@ -47,8 +52,12 @@ from ledger.i18n.messages import (
 )
 from ledger.storage.log_store import StoredCheckpoint, latest_checkpoint
 from ledger.storage.tables import coverages, insurers, log_entries, policies, subject_entries
+from ledger.storage.vault_store import person_identities
 
-__all__ = ["CoverageReader", "HistoryPage", "person_from_key"]
+__all__ = ["ERASED_PERSON", "CoverageReader", "HistoryPage", "person_from_key"]
+
+ERASED_PERSON = PersonRef(id_type="UNSPECIFIED", value="", country="")
+"""Who a record names when that person was erased from the identity vault."""
 
 _ONE_DAY = dt.timedelta(days=1)
 
@@ -109,7 +118,7 @@ class CoverageReader:
             head = latest_checkpoint(connection)
             records = [
                 span.record
-                for span in _spans(connection, person.key)
+                for span in _spans(connection, person)
                 if span.record.start
                 <= day
                 <= (span.counts_until if counting_suspension else span.record.end)
@@ -135,9 +144,7 @@ class CoverageReader:
             if all(person.key != sponsor.key for person, _ in asked):
                 asked = [*asked, (sponsor, Relationship.SELF)]
             verdicts = [
-                _member_verdict(
-                    person, relationship, _spans(connection, person.key), as_of, through
-                )
+                _member_verdict(person, relationship, _spans(connection, person), as_of, through)
                 for person, relationship in asked
             ]
         leaves = sorted(
@@ -160,10 +167,16 @@ class CoverageReader:
             leaf_indexes=tuple(leaves),
         )
 
-    def history(self, subject: str, after: int | None, page_size: int) -> HistoryPage:
-        """Entries indexed under ``subject`` (see ``subject_entries``), after ``after``."""
+    def history(self, subject: str | PersonRef, after: int | None, page_size: int) -> HistoryPage:
+        """Entries indexed under ``subject`` (see ``subject_entries``), after ``after``; a
+        person is looked up by token (none: an empty page)."""
         with self._snapshot() as connection:
             head = latest_checkpoint(connection)
+            if isinstance(subject, PersonRef):
+                token = _token_of(connection, subject)
+                if token is None:
+                    return HistoryPage(entries=(), more=False, checkpoint=head)
+                subject = f"person:{token}"
             query = (
                 select(log_entries.c.leaf_index, log_entries.c.entry_bytes)
                 .join(subject_entries, subject_entries.c.leaf_index == log_entries.c.leaf_index)
@@ -178,13 +191,27 @@ class CoverageReader:
         return HistoryPage(entries=entries, more=len(rows) > page_size, checkpoint=head)
 
 
+_PERSON = person_identities.alias("person_identity")
+_SPONSOR = person_identities.alias("sponsor_identity")
+_BY_IDENTIFIER = (
+    (_PERSON.c.country == bindparam("country"))
+    & (_PERSON.c.id_type == bindparam("id_type"))
+    & (_PERSON.c.value == bindparam("value"))
+)
+_SELECT_TOKEN = select(_PERSON.c.token).where(_BY_IDENTIFIER)
+
 _SELECT_SPANS = (
     select(
         coverages,
         policies.c.plan,
         insurers.c.suspended_from,
         insurers.c.leaf_index.label("insurer_leaf_index"),
+        _SPONSOR.c.id_type.label("sponsor_id_type"),
+        _SPONSOR.c.value.label("sponsor_value"),
+        _SPONSOR.c.country.label("sponsor_country"),
     )
+    .select_from(_PERSON)
+    .join(coverages, coverages.c.person_key == _PERSON.c.token)
     .join(
         policies,
         (policies.c.insurer_id == coverages.c.insurer_id)
@@ -193,25 +220,42 @@ _SELECT_SPANS = (
     # Outer: a renewal authority's coverage has no licence row (its role, not a licence, lets
     # it collect fees), and it is never suspended.
     .join(insurers, insurers.c.insurer_id == coverages.c.insurer_id, isouter=True)
-    .where(
-        coverages.c.person_key == bindparam("person_key"),
-        coverages.c.end_date >= coverages.c.start_date,
-    )
+    .join(_SPONSOR, _SPONSOR.c.token == coverages.c.sponsor_key, isouter=True)
+    .where(_BY_IDENTIFIER, coverages.c.end_date >= coverages.c.start_date)
     .order_by(coverages.c.start_date, coverages.c.insurer_id, coverages.c.policy_id)
 )
 """Built once (SQLAlchemy then reuses its compiled form): a person's non-empty coverages, by the
-(person_key, start_date) index; docs/coverage.md shows the query plan."""
+vault's unique identifier index, then the (person_key, start_date) index; docs/coverage.md
+shows the query plan."""
 
 
-def _spans(connection: Connection, person_key: str) -> list[_Span]:
+def _identifier(person: PersonRef) -> dict[str, str]:
+    return {"country": person.country, "id_type": person.id_type, "value": person.value}
+
+
+def _token_of(connection: Connection, person: PersonRef) -> str | None:
+    token: str | None = connection.execute(_SELECT_TOKEN, _identifier(person)).scalar()
+    return token
+
+
+def _spans(connection: Connection, person: PersonRef) -> list[_Span]:
     """Every non-empty coverage of a person, by start date, with its insurer's suspension."""
-    return [_span(row) for row in connection.execute(_SELECT_SPANS, {"person_key": person_key})]
+    rows = connection.execute(_SELECT_SPANS, _identifier(person))
+    return [_span(row, person) for row in rows]
 
 
-def _span(row: Row[Any]) -> _Span:
+def _sponsor(row: Row[Any]) -> PersonRef:
+    if row.sponsor_id_type is None:
+        return ERASED_PERSON
+    return PersonRef(
+        id_type=row.sponsor_id_type, value=row.sponsor_value, country=row.sponsor_country
+    )
+
+
+def _span(row: Row[Any], person: PersonRef) -> _Span:
     record = CoverageRecord(
-        person=person_from_key(row.person_key),
-        sponsor=person_from_key(row.sponsor_key),
+        person=person,
+        sponsor=_sponsor(row),
         relationship=Relationship(row.relationship),
         insurer_id=row.insurer_id,
         policy_id=row.policy_id,
@@ -221,6 +265,7 @@ def _span(row: Row[Any]) -> _Span:
         cancelled=row.end_reason != PERIOD_END,
         end_reason=row.end_reason,
         leaf_indexes=tuple(int(leaf) for leaf in row.leaf_indexes.split(",")),
+        person_token=row.person_key,
     )
     suspended_from: dt.date | None = row.suspended_from
     counts_until = record.end
@@ -237,15 +282,28 @@ def _span(row: Row[Any]) -> _Span:
 def _members_on_record(
     connection: Connection, sponsor: PersonRef, as_of: dt.date
 ) -> list[tuple[PersonRef, Relationship | None]]:
+    """The people on record under ``sponsor`` (erased ones are gone: their identifier is)."""
+    token = _token_of(connection, sponsor)
+    if token is None:
+        return []
+    member = person_identities.alias("member_identity")
     rows = connection.execute(
-        select(coverages.c.person_key, coverages.c.relationship)
-        .where(coverages.c.sponsor_key == sponsor.key, coverages.c.end_date >= as_of)
+        select(
+            coverages.c.person_key,
+            coverages.c.relationship,
+            member.c.id_type,
+            member.c.value,
+            member.c.country,
+        )
+        .join(member, member.c.token == coverages.c.person_key)
+        .where(coverages.c.sponsor_key == token, coverages.c.end_date >= as_of)
         .order_by(coverages.c.person_key, coverages.c.start_date.desc())
     )
-    found: dict[str, Relationship] = {}
+    found: dict[PersonRef, Relationship] = {}
     for row in rows:
-        found.setdefault(row.person_key, Relationship(row.relationship))
-    return [(person_from_key(key), relationship) for key, relationship in found.items()]
+        person = PersonRef(id_type=row.id_type, value=row.value, country=row.country)
+        found.setdefault(person, Relationship(row.relationship))
+    return list(found.items())
 
 
 def _suspended(span: _Span) -> Message:

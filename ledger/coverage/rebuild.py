@@ -5,7 +5,9 @@ transaction. ``policy-ledger rebuild`` replays every entry of the latest checkpo
 same :class:`~ledger.coverage.projector.Projector` into a scratch in-memory database, then compares
 every projection table row by row. A difference is a bug (or tampering with the projections) and
 is reported with the first log entry the differing rows were derived from. An entry the rules
-refuse on replay is reported too: it was accepted once, so the rules or the data changed.
+refuse on replay is reported too: it was accepted once, so the rules or the data changed. The
+replay reads the identity vault's token rows (no identifier in them; they survive erasure),
+never its identifiers.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from ledger.events import decode_event
 from ledger.signers import GENESIS_LEAF_INDEX
 from ledger.storage.log_store import latest_checkpoint
 from ledger.storage.tables import PROJECTION_TABLES, log_entries, metadata
+from ledger.storage.vault_store import person_tokens
 
 __all__ = ["Divergence", "RebuildReport", "rebuild_and_compare"]
 
@@ -87,13 +90,14 @@ class RebuildReport:
 def rebuild_and_compare(engine: Engine) -> RebuildReport:
     """Replay the log of ``engine`` into scratch projections and compare (see module doc)."""
     scratch = create_engine("sqlite://", poolclass=StaticPool)
-    metadata.create_all(scratch, tables=list(PROJECTION_TABLES))
+    metadata.create_all(scratch, tables=[*PROJECTION_TABLES, person_tokens])
     try:
         with engine.connect() as source, source.begin():
             head = latest_checkpoint(source)
             report = RebuildReport(tree_size=head.tree_size)
             with scratch.begin() as target:
-                projector = Projector(target)
+                _copy_tokens(source, target)
+                projector = Projector(target, replay=True)
                 for leaf_index, entry in _entries(source, head.tree_size):
                     report.entries_replayed += 1
                     if report.entries_replayed % _PAGE == 0:
@@ -110,6 +114,14 @@ def rebuild_and_compare(engine: Engine) -> RebuildReport:
     finally:
         scratch.dispose()
     return report
+
+
+def _copy_tokens(source: Connection, target: Connection) -> None:
+    """The vault's token rows (never deleted; no identifier in them): the replay checks every
+    token an entry names was issued, and a fee's sponsor country, against them."""
+    rows = [dict(row._mapping) for row in source.execute(select(person_tokens))]
+    if rows:
+        target.execute(person_tokens.insert(), rows)
 
 
 def _signed_by(entry: DecodedEntry, leaf_index: int) -> SignedBy:

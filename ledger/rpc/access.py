@@ -6,6 +6,9 @@ For the methods of :data:`ACCESS_RULES`, after the authorization interceptor let
   (2) the servicer answers (a refusal records nothing: no data left the server);
   (3) the access record (caller SPIFFE ID, method, purpose, people, the answer's tree size) is
       stored; only then does the answer leave. If it cannot be stored, the call fails.
+People are recorded by person token (the identity vault's), never by identifier, so the access
+log stays append-only through an erasure (docs/privacy.md); a person the vault does not know
+(the ledger has nothing on them) is recorded as no one.
 Servicers know nothing of this, as they know nothing of authorization.
 """
 
@@ -18,32 +21,46 @@ from typing import Any
 import grpc
 
 from ledger.clock import Clock
-from ledger.coverage.projector import person_key
+from ledger.coverage.model import PersonRef
+from ledger.coverage.projector import person_ref
 from ledger.errors import FieldViolation, InvalidArgument
 from ledger.rpc.identity import current_caller
 from ledger.rpc.status import abort
 from ledger.storage.access_log import AccessLog, AccessRecord
+from ledger.storage.vault_store import VaultStore
 from ledger.v1 import types_pb2
 
 __all__ = ["ACCESS_RULES", "AccessRecordingInterceptor"]
 
 _Context = grpc.aio.ServicerContext[Any, Any]
-People = tuple[tuple[str, ...], str]
-"""(person keys, subject) a request asks about."""
+People = tuple[tuple[PersonRef, ...], str]
+"""(people, subject) a request asks about; a subject ``household of`` is completed with the
+sponsor's token."""
+_HOUSEHOLD_OF = "household of"
 
 
 def _person(request: Any) -> People:
-    return (person_key(request.person),), ""
+    return (person_ref(request.person),), ""
 
 
 def _household(request: Any) -> People:
-    people = [person_key(request.sponsor)] if request.HasField("sponsor") else []
-    people.extend(person_key(member.person) for member in request.members)
-    return tuple(people), f"household of {people[0]}" if people else ""
+    people = [person_ref(request.sponsor)] if request.HasField("sponsor") else []
+    people.extend(person_ref(member.person) for member in request.members)
+    return tuple(people), _HOUSEHOLD_OF if people else ""
 
 
 def _policy(request: Any) -> People:
     return (), f"policy {request.insurer_id}/{request.policy_id}"
+
+
+def _tokens_and_subject(vault: VaultStore, people: People) -> tuple[tuple[str, ...], str]:
+    """The people's tokens (the unknown ones left out) and the subject naming tokens only."""
+    persons, subject = people
+    tokens = vault.tokens_of(persons)
+    if subject == _HOUSEHOLD_OF:
+        sponsor = tokens.get(persons[0])
+        subject = f"household of {sponsor}" if sponsor else "household of an unknown person"
+    return tuple(tokens[person] for person in persons if person in tokens), subject
 
 
 def _entries(request: Any) -> People:
@@ -66,8 +83,9 @@ ACCESS_RULES: dict[str, Callable[[Any], People]] = {
 class AccessRecordingInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
     """Require a purpose, and store an access record before each answer leaves."""
 
-    def __init__(self, access_log: AccessLog, clock: Clock) -> None:
+    def __init__(self, access_log: AccessLog, vault: VaultStore, clock: Clock) -> None:
         self._access_log = access_log
+        self._vault = vault
         self._clock = clock
 
     async def intercept_service(
@@ -91,19 +109,23 @@ class AccessRecordingInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[ty
             # (2)
             response = await inner(request, context)
             # (3)
-            person_keys, subject = people_of(request)
             caller = current_caller()
-            record = AccessRecord(
-                recorded_at=self._clock.now(),
-                caller=caller.spiffe_id if caller else "",
-                method=method,
-                purpose=purpose,
-                person_keys=person_keys,
-                subject=subject,
-                tree_size=response.basis.tree_size,
-            )
+
+            def store() -> None:
+                person_keys, subject = _tokens_and_subject(self._vault, people_of(request))
+                record = AccessRecord(
+                    recorded_at=self._clock.now(),
+                    caller=caller.spiffe_id if caller else "",
+                    method=method,
+                    purpose=purpose,
+                    person_keys=person_keys,
+                    subject=subject,
+                    tree_size=response.basis.tree_size,
+                )
+                self._access_log.append(record)
+
             try:
-                await asyncio.to_thread(self._access_log.append, record)
+                await asyncio.to_thread(store)
             except Exception as error:  # no record, no answer
                 await abort(context, error)
             return response

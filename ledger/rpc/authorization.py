@@ -92,8 +92,8 @@ class Rule:
     method: str
     grants: tuple[Grant, ...] = ()
     any_authenticated: bool = False
-    """True: every authenticated caller may call it (checkpoints and consistency proofs, which
-    witnesses need), whatever its role."""
+    """True: every authenticated caller may call it, whatever its role: the log's reads
+    (checkpoints, proofs, entries), which carry no personal data."""
     without_certificate: bool = False
     """True: callers without a client certificate may call it. Only the enrolment port's table
     has such a row (:func:`enrolment_rules`); the main port requires a certificate in TLS."""
@@ -132,7 +132,6 @@ def _rows(service: str, grants: dict[str, tuple[Grant, ...]]) -> list[Rule]:
     return [Rule(f"/{service}/{method}", granted) for method, granted in grants.items()]
 
 
-_LOG_READERS = (Grant("auditor"), Grant("operator"))
 _SUBMITTERS = (
     Grant("insurer", Limit.SIGNER),
     Grant("authority", Limit.SIGNER),
@@ -143,17 +142,25 @@ _PERSON_READERS = (Grant("auditor"), Grant("operator"))
 operator (to answer a person's own request). Portals check households only."""
 
 
+_PERSON_WRITERS = (Grant("insurer"), Grant("authority"), Grant("operator"))
+"""Who may obtain person tokens: the roles whose events name people (docs/privacy.md). A portal
+or an auditor asks by person ID and never needs a token; a funder will, once it signs events."""
+
+
 def ledger_rules() -> list[Rule]:
-    """The rows of the ledger's own services (LedgerService, CoverageService, AdminService)."""
+    """The rows of the ledger's own services (Ledger, Coverage, Admin and Identity services)."""
     ledger = "ledger.v1.LedgerService"
     coverage = "ledger.v1.CoverageService"
     admin = "ledger.v1.AdminService"
     operator_only = (Grant("operator"),)
     return [
         *_rows(ledger, {"SubmitEvent": _SUBMITTERS, "SubmitEvents": _SUBMITTERS}),
+        # The log names people by person token only (docs/privacy.md): any authenticated
+        # party (a witness, a public auditor, an insurer checking its own entries) may read it.
         Rule(f"/{ledger}/GetCheckpoint", any_authenticated=True),
         Rule(f"/{ledger}/GetConsistencyProof", any_authenticated=True),
-        *_rows(ledger, {"GetEntries": _LOG_READERS, "GetInclusionProof": _LOG_READERS}),
+        Rule(f"/{ledger}/GetEntries", any_authenticated=True),
+        Rule(f"/{ledger}/GetInclusionProof", any_authenticated=True),
         *_rows(
             coverage,
             {
@@ -169,6 +176,10 @@ def ledger_rules() -> list[Rule]:
             {
                 "ListInsurerKeys": operator_only,
             },
+        ),
+        *_rows(
+            "ledger.v1.IdentityService",
+            {"GetPersonTokens": _PERSON_WRITERS, "LookUpPersonToken": operator_only},
         ),
     ]
 

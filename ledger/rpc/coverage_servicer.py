@@ -361,13 +361,13 @@ class CoverageServicer(pb_grpc.CoverageServiceServicer):
     ) -> pb.FindEntriesResponse:
         """The entries naming a person, or a policy id at any insurer, oldest first."""
 
-        def parse() -> tuple[str, int]:
+        def parse() -> tuple[str | PersonRef, int]:
             violations: list[FieldViolation] = []
             kind = request.WhichOneof("subject")
-            subject = ""
+            subject: str | PersonRef = ""
             if kind == "person":
                 check_person(violations, "person", request.person)
-                subject = f"person:{person_ref(request.person).key}"
+                subject = person_ref(request.person)  # the reader finds its token
             elif kind == "policy_id":
                 check_identifier(
                     violations, "policy_id", request.policy_id, limits.policy_id_chars_max

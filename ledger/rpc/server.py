@@ -27,6 +27,7 @@ from ledger.config import ServerConfig, TlsFiles, check_origin, load_signer, loa
 from ledger.cosignature import WitnessEndpoint, parse_witness_option
 from ledger.coverage.reader import CoverageReader
 from ledger.errors import InvalidArgument
+from ledger.identity.vault import IdentityVault
 from ledger.rpc.access import AccessRecordingInterceptor
 from ledger.rpc.admin_servicer import AdminServicer
 from ledger.rpc.authorization import AuthorizationTable, check_signer, ledger_rules
@@ -37,6 +38,7 @@ from ledger.rpc.enrolment_port import (
     start_enrolment_port,
 )
 from ledger.rpc.fairness import CallerLimitInterceptor
+from ledger.rpc.identity_servicer import IdentityServicer
 from ledger.rpc.interceptor import AuthorizationInterceptor
 from ledger.rpc.ledger_servicer import LedgerServicer
 from ledger.rpc.request_layer import RequestValidationInterceptor
@@ -51,11 +53,14 @@ from ledger.storage.enrolment_store import EnrolmentStore
 from ledger.storage.key_store import KeyStore
 from ledger.storage.log_store import LogStore, entry_count
 from ledger.storage.migrate import upgrade
+from ledger.storage.vault_store import VaultStore
 from ledger.v1 import (
     admin_service_pb2,
     admin_service_pb2_grpc,
     coverage_service_pb2,
     coverage_service_pb2_grpc,
+    identity_service_pb2,
+    identity_service_pb2_grpc,
     ledger_service_pb2,
     ledger_service_pb2_grpc,
 )
@@ -69,6 +74,7 @@ SERVICE_NAMES = (
     ledger_service_pb2.DESCRIPTOR.services_by_name["LedgerService"].full_name,
     admin_service_pb2.DESCRIPTOR.services_by_name["AdminService"].full_name,
     coverage_service_pb2.DESCRIPTOR.services_by_name["CoverageService"].full_name,
+    identity_service_pb2.DESCRIPTOR.services_by_name["IdentityService"].full_name,
 )
 
 
@@ -219,7 +225,7 @@ async def start_server(config: ServerConfig, clock: Clock | None = None) -> Runn
             AuthorizationInterceptor(authorization, config.trust_domain),
             CallerLimitInterceptor(config.caller_calls_in_flight_max),
             RequestValidationInterceptor(),
-            AccessRecordingInterceptor(AccessLog(engine), clock),
+            AccessRecordingInterceptor(AccessLog(engine), VaultStore(engine), clock),
         ],
         options=[
             ("grpc.max_receive_message_length", limits.grpc_message_bytes_max),
@@ -239,6 +245,9 @@ async def start_server(config: ServerConfig, clock: Clock | None = None) -> Runn
     )
     admin_service_pb2_grpc.add_AdminServiceServicer_to_server(
         AdminServicer(key_store, key_cache, clock), server
+    )
+    identity_service_pb2_grpc.add_IdentityServiceServicer_to_server(
+        IdentityServicer(IdentityVault(VaultStore(engine)), clock), server
     )
     extension_context = ServerContext(
         server=server,

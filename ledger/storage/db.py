@@ -70,6 +70,9 @@ def _create_sqlite_engine(url: str, database: str | None, *, echo: bool) -> Engi
         cursor.execute("PRAGMA synchronous=FULL")
         cursor.execute(f"PRAGMA busy_timeout={_SQLITE_BUSY_TIMEOUT_MS}")
         cursor.execute("PRAGMA foreign_keys=ON")
+        # Deleted content (an erased person's identifier, docs/privacy.md) is overwritten with
+        # zeros, not left in free pages.
+        cursor.execute("PRAGMA secure_delete=ON")
         cursor.close()
 
     @event.listens_for(engine, "begin")

@@ -27,6 +27,7 @@ from ledger.signing import Ed25519Signer, format_signer_key, format_verifier_key
 from ledger.storage.append import Appender
 from ledger.storage.db import create_ledger_engine, sqlite_url
 from ledger.storage.migrate import upgrade
+from tests.builders import use_vault
 from tests.conftest import onboard_directly
 from tests.durability.processes import (
     PostgresInstance,
@@ -70,6 +71,10 @@ def prepare_log(
         onboard_directly(engine, appender, operator_signer, INSURER, insurer_signer, now)
     finally:
         engine.dispose()
+    # The workload's events name people by tokens this process issues straight into the vault
+    # (as GetPersonTokens would): a token call to a server being killed would muddle what the
+    # crash test counts.
+    use_vault(create_ledger_engine(database_url))
     workdir.mkdir(parents=True, exist_ok=True)
     key_file = workdir / "log.key"
     key_file.write_text(format_signer_key(log_signer) + "\n", encoding="utf-8")

@@ -33,6 +33,7 @@ from ledger.signing import Ed25519Signer
 from ledger.storage.db import sqlite_url
 from ledger.v1 import ledger_service_pb2 as pb
 from ledger.v1 import ledger_service_pb2_grpc as pb_grpc
+from tests.builders import tokens
 from tests.durability.processes import ServerProcess, start_server_process
 from tests.durability.test_crash import INSURER, prepare_log
 from tests.durability.workload import (
@@ -103,7 +104,7 @@ class Caller:
         self.answers: list[Answer] = []
 
     def submit(self, number: int) -> bool:
-        event = policy_issued(number, INSURER, OCCURRED_AT)
+        event = policy_issued(number, INSURER, OCCURRED_AT, tokens=tokens)
         envelope = sign_event(event, self._ledger.insurer_signer)
         self._recorded.signed(event.event_id, envelope)
         try:

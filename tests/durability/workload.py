@@ -28,6 +28,7 @@ from ledger.keys import insurer_key_id
 from ledger.merkle import leaf_hash
 from ledger.signing import Signer
 from ledger.v1 import types_pb2
+from tests.builders import tokens
 
 __all__ = ["Ledger", "Load", "Recorded"]
 
@@ -146,7 +147,7 @@ class Load:
                 window.acquire()
                 if self.stopping.is_set():
                     return
-            event = policy_issued(number, self._ledger.insurer_id, OCCURRED_AT)
+            event = policy_issued(number, self._ledger.insurer_id, OCCURRED_AT, tokens=tokens)
             envelope = client.sign(event)
             self._recorded.signed(event.event_id, envelope)
             yield envelope

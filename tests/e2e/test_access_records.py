@@ -23,6 +23,7 @@ from ledger.storage.db import create_ledger_engine
 from ledger.v1 import coverage_service_pb2 as cpb
 from ledger.v1 import coverage_service_pb2_grpc as cpb_grpc
 from ledger.v1 import events_pb2, types_pb2
+from tests.builders import token, tokens
 from tests.conftest import ServerHandle, onboard
 from tests.e2e.test_authorization_matrix import _written
 
@@ -38,7 +39,8 @@ def _records(database_url: str, **where: str) -> list[AccessRecord]:
 
 
 def _key(person: types_pb2.PersonId) -> str:
-    return f"SA:RESIDENCE_ID:{person.value}"
+    """Access records name people by token (the server's vault), never by identifier."""
+    return token(person)
 
 
 @pytest.fixture
@@ -50,7 +52,7 @@ def issued(
     with server.channel("insurer", INSURER) as channel:
         log = TrustedLog.from_verifier_key(server.log_verifier_key)
         InsurerClient(channel, signer=insurer_signer, log=log).submit(
-            policy_issued(1, INSURER, now)
+            policy_issued(1, INSURER, now, tokens=tokens)
         )
     return now.date()
 
@@ -59,7 +61,7 @@ def test_each_answer_is_recorded_with_caller_purpose_people_and_tree_size(
     server: ServerHandle, issued: dt.date, database_url: str
 ) -> None:
     log = TrustedLog.from_verifier_key(server.log_verifier_key)
-    sponsor, spouse = iqama(0), iqama(1)
+    sponsor, spouse = iqama(16), iqama(17)
     with server.channel("portal", "SA") as channel:
         answer = PortalClient(channel, log=log).check_household(
             sponsor,
@@ -90,7 +92,7 @@ def test_each_answer_is_recorded_with_caller_purpose_people_and_tree_size(
 def test_no_purpose_or_no_permission_answers_nothing_and_records_nothing(
     server: ServerHandle, issued: dt.date, database_url: str
 ) -> None:
-    request = cpb.GetCoverageRequest(person=iqama(0))
+    request = cpb.GetCoverageRequest(person=iqama(16))
     request.date.year, request.date.month, request.date.day = issued.year, issued.month, 1
     before = _written(database_url)
     with server.channel("auditor", "auditor") as channel, pytest.raises(grpc.RpcError) as raised:
@@ -100,11 +102,11 @@ def test_no_purpose_or_no_permission_answers_nothing_and_records_nothing(
     log = TrustedLog.from_verifier_key(server.log_verifier_key)
     with server.channel("portal", "KW") as channel, pytest.raises(ClientError) as refused:
         PortalClient(channel, log=log).check_household(
-            iqama(0), [], through=issued, jurisdiction="SA"
+            iqama(16), [], through=issued, jurisdiction="SA"
         )
     assert refused.value.code == grpc.StatusCode.PERMISSION_DENIED
     assert _records(database_url, caller="spiffe://policy-ledger.local/auditor/auditor") == []
-    assert _records(database_url, person_key=_key(iqama(0))) == []
+    assert _records(database_url, person_key=_key(iqama(16))) == []
     assert _written(database_url) == before  # nothing at all was written
 
 
@@ -115,7 +117,7 @@ def test_access_records_are_append_only(engine: Engine) -> None:
             caller="spiffe://policy-ledger.local/auditor/a",
             method="/ledger.v1.CoverageService/GetCoverage",
             purpose="AUDIT",
-            person_keys=("SA:RESIDENCE_ID:2000000008",),
+            person_keys=("pt_" + "a" * 26,),
             subject="",
             tree_size=1,
         )
@@ -137,12 +139,12 @@ def test_the_operator_lists_access_records_per_person(
     log = TrustedLog.from_verifier_key(server.log_verifier_key)
     with server.channel("portal", "SA") as channel:
         PortalClient(channel, log=log).check_household(
-            iqama(0), [], through=issued, jurisdiction="SA"
+            iqama(16), [], through=issued, jurisdiction="SA"
         )
     out = io.StringIO()
     with contextlib.redirect_stdout(out):
         code = main(
-            ["access", "list", "--person", f"SA:RESIDENCE_ID:{iqama(0).value}",
+            ["access", "list", "--person", f"SA:RESIDENCE_ID:{iqama(16).value}",
              "--database", database_url]
         )  # fmt: skip
     assert code == 0

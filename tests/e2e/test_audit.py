@@ -13,6 +13,8 @@ import sqlite3
 from collections import Counter
 from pathlib import Path
 
+from sqlalchemy import Engine
+
 from clients.audit_cli import _verify, _watch
 from clients.samples import sample_events
 from ledger.checkpoint import Checkpoint, sign_checkpoint
@@ -20,6 +22,7 @@ from ledger.signing import Ed25519Signer, format_verifier_key
 from ledger.storage.append import Appender
 from ledger.storage.db import create_ledger_engine, sqlite_url
 from ledger.storage.migrate import upgrade
+from tests.builders import copy_vault, tokens, use_vault
 from tests.conftest import OPERATOR_SIGNER, ServerHandle, onboard, onboard_directly, pending
 
 NOW = dt.datetime(2026, 11, 22, 12, 0, tzinfo=dt.UTC)
@@ -43,10 +46,23 @@ FIRST = 3
 """Leaf 0: the genesis entry (the operator's key); 1, 2: the insurer's key and licence."""
 
 
+def _vault(folder: Path) -> Engine:
+    """A scratch ledger whose identity vault the events' tokens come from (each ledger built
+    by :func:`_build` gets a copy, so that one list of events can go into several)."""
+    engine = create_ledger_engine(sqlite_url(folder / "vault.db"))
+    upgrade(engine)
+    use_vault(engine)
+    return engine
+
+
 def _build(path: Path, log_signer: Ed25519Signer, events: list[object]) -> None:
-    """A ledger file with the operator, one licensed insurer and ``events`` in batches of 7."""
+    """A ledger file with the operator, one licensed insurer and ``events`` in batches of 7
+    (their tokens from :func:`_vault` of the same folder)."""
     engine = create_ledger_engine(sqlite_url(path))
     upgrade(engine)
+    vault = create_ledger_engine(sqlite_url(path.parent / "vault.db"))
+    copy_vault(vault, engine)
+    vault.dispose()
     appender = Appender(engine, log_signer, log_signer.name)
     appender.initialize(NOW)
     operator = _OPERATOR_SIGNER
@@ -131,7 +147,8 @@ def _integrity(path: Path) -> str:
 
 def test_a_full_audit_of_a_database_file(tmp_path: Path, log_signer: Ed25519Signer) -> None:
     database = tmp_path / "ledger.db"
-    _build(database, log_signer, list(sample_events(40, INSURER, NOW)))
+    _vault(tmp_path).dispose()
+    _build(database, log_signer, list(sample_events(40, INSURER, NOW, tokens=tokens)))
     code, report = _audit(database, format_verifier_key(log_signer))
     assert code == 0, report
     assert report["entries_checked"] == report["tree_size"] == FIRST + 40
@@ -170,7 +187,8 @@ def test_every_single_byte_mutation_of_the_file_is_reported_or_shown_harmless(
     from ledger.coverage.rebuild import rebuild_and_compare
 
     database = tmp_path / "ledger.db"
-    _build(database, log_signer, list(sample_events(60, INSURER, NOW)))
+    _vault(tmp_path).dispose()
+    _build(database, log_signer, list(sample_events(60, INSURER, NOW, tokens=tokens)))
     verifier_key = format_verifier_key(log_signer)
     original = database.read_bytes()
     baseline = _logical(database)
@@ -258,7 +276,8 @@ def _node_damage_detected(engine: object) -> bool:
 def test_a_rewritten_history_is_detected_even_when_every_node_and_checkpoint_was_redone(
     tmp_path: Path, log_signer: Ed25519Signer
 ) -> None:
-    events = list(sample_events(30, INSURER, NOW))
+    _vault(tmp_path).dispose()
+    events = list(sample_events(30, INSURER, NOW, tokens=tokens))
     honest = tmp_path / "honest.db"
     _build(honest, log_signer, events)
     state = tmp_path / "auditor.json"
@@ -274,7 +293,9 @@ def test_a_rewritten_history_is_detected_even_when_every_node_and_checkpoint_was
     rewritten_events[3].premium_paid.amount.amount_minor -= 1
     rewritten = tmp_path / "rewritten.db"
     _build(
-        rewritten, log_signer, [*rewritten_events, *sample_events(5, INSURER, NOW, first_number=90)]
+        rewritten,
+        log_signer,
+        [*rewritten_events, *sample_events(5, INSURER, NOW, first_number=90, tokens=tokens)],
     )
     code, fresh = _audit(rewritten, format_verifier_key(log_signer))
     assert code == 0, fresh  # alone, the rewritten log looks fine
@@ -318,7 +339,7 @@ def test_audit_watch_follows_a_live_server_and_alerts_on_a_fork_or_rollback(
             signer=_INSURER_SIGNER,
             log=TrustedLog.from_verifier_key(server.log_verifier_key),
         )
-        receipts = [client.submit(event) for event in sample_events(4, INSURER, NOW)]
+        receipts = [client.submit(event) for event in sample_events(4, INSURER, NOW, tokens=tokens)]
     assert _watch(_watch_args(server, state)) == 0
     seen = json.loads(state.read_text())["checkpoints"]
     assert len(seen) >= 2

@@ -32,6 +32,7 @@ from ledger.signers import SignerRole
 from ledger.signing import Ed25519Signer, format_signer_key
 from ledger.storage.db import create_ledger_engine, sqlite_url
 from payments.v1 import renewal_service_pb2 as renewal_pb
+from tests.builders import tokens
 from tests.conftest import ServerHandle, SessionPki, onboard, start_server_thread
 from tests.payments.support import civil_id
 
@@ -93,7 +94,7 @@ def world(
             )
             quote = renewals.quote(_kuwait_household()).quote
             payment = renewals.start_payment(quote.quote_id, "matrix-key-0001", gateway="simulated")
-        event = policy_issued(1, INSURER, dt.datetime.now(dt.UTC))
+        event = policy_issued(1, INSURER, dt.datetime.now(dt.UTC), tokens=tokens)
         yield World(
             server,
             database_url,
@@ -383,10 +384,11 @@ def test_a_plaintext_server_warns_and_answers_only_health_and_reflection(
         server = start_server_thread(database_url, log_signer, tmp_path, insecure_plaintext=True)
     try:
         assert any("INSECURE" in record.getMessage() for record in caplog.records)
-        before = _written(database_url)
-        world = World(server, database_url, "q", "p", sign_event(
-            policy_issued(1, INSURER, dt.datetime.now(dt.UTC)), Ed25519Signer.generate(INSURER)
-        ))  # fmt: skip
+        event = policy_issued(1, INSURER, dt.datetime.now(dt.UTC), tokens=tokens)
+        before = _written(database_url)  # the tokens above are issued: the calls write nothing
+        world = World(
+            server, database_url, "q", "p", sign_event(event, Ed25519Signer.generate(INSURER))
+        )
         with grpc.insecure_channel(server.address) as channel:
             health = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest())
             assert health.status == health_pb2.HealthCheckResponse.SERVING

@@ -26,7 +26,7 @@ from ledger.signing import Ed25519Signer, format_verifier_key
 from ledger.v1 import coverage_service_pb2 as cpb
 from ledger.v1 import coverage_service_pb2_grpc as cpb_grpc
 from ledger.v1 import events_pb2, types_pb2
-from tests.builders import issued
+from tests.builders import issued, tokens
 from tests.conftest import ServerHandle, onboard
 
 GULF, NAJM = "gulf-health", "najm-care"
@@ -52,7 +52,7 @@ def issued_policy(
     log = TrustedLog.from_verifier_key(server.log_verifier_key)
     with server.channel("insurer", GULF) as channel:
         insurer = InsurerClient(channel, signer=insurer_signer, log=log)
-        receipt = insurer.submit(samples.policy_issued(1, GULF, now))
+        receipt = insurer.submit(samples.policy_issued(1, GULF, now, tokens=tokens))
     # Certificates are a person's data: the operator (answering the person) reads them here.
     with server.channel("operator", "operator") as channel:
         yield Issued(server, channel, receipt.leaf_index, now.date(), samples.iqama(16))
@@ -227,7 +227,7 @@ def test_the_certificate_commands(
         == 0
     )
     printed = capsys.readouterr().out
-    assert printed.startswith("policy-ledger coverage certificate v1\n")
+    assert printed.startswith("policy-ledger coverage certificate v2\n")
     assert "policy POL-00000001\n" in printed
     assert printed.endswith("verified: signature, inclusion proof, checkpoint, entry\n")
 

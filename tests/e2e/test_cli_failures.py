@@ -125,11 +125,12 @@ def test_a_wrong_credential_exits_3_without_a_traceback(
 ) -> None:
     Path(files["pub"]).write_text(server.log_verifier_key + "\n")
     commands = _client_commands(server.address, files)
-    # A caller whose role may not read the log, and an insurer key the server never registered.
-    wrong_role = [*commands["audit verify"]]
+    # A portal asking for another jurisdiction's household (the log itself is open to any
+    # authenticated caller: docs/privacy.md), and an insurer key the server never registered.
+    wrong_role = [*commands["coverage check"]]
     at = wrong_role.index("--as")
-    wrong_role[at - 2 : at + 2] = session_pki().cli_arguments("portal", "SA")
-    for command, arguments in (("audit verify", wrong_role), ("insurer submit", None)):
+    wrong_role[at - 2 : at + 2] = session_pki().cli_arguments("portal", "KW")
+    for command, arguments in (("coverage check", wrong_role), ("insurer submit", None)):
         code, err = _cli(*(arguments or commands[command]))
         assert code == EXIT_SERVER, (command, err)
         assert "Traceback" not in err

@@ -227,7 +227,7 @@ def test_a_subsidised_beneficiary_whose_premium_a_fund_paid(world: World) -> Non
     world.gulf.submit(
         issued(GULF, "P-ZK", beneficiary, [(beneficiary, R.RELATIONSHIP_SELF)], JAN1, DEC31)
     )
-    fund = types_pb2.Party(
+    fund = R.PartyRef(
         organization=types_pb2.Organization(
             registration_number="ZAKAT-FUND-1", country_code="SD", name="Zakat Fund"
         )

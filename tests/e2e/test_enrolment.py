@@ -42,6 +42,7 @@ from ledger.v1 import (
     ledger_service_pb2,
     ledger_service_pb2_grpc,
 )
+from tests.builders import tokens
 from tests.conftest import OPERATOR_SIGNER, ServerHandle, start_server_thread
 
 INSURER = "acme-health"
@@ -136,7 +137,7 @@ def test_an_insurer_enrols_is_licensed_and_submits_with_its_new_certificate(
     )
     with grpc.secure_channel(server.address, credentials.channel_credentials()) as channel:
         receipt = InsurerClient(channel, signer=signer, log=log).submit(
-            policy_issued(1, INSURER, dt.datetime.now(dt.UTC))
+            policy_issued(1, INSURER, dt.datetime.now(dt.UTC), tokens=tokens)
         )
     assert receipt.leaf_index == _entries(server) - 1
 
@@ -345,7 +346,9 @@ def test_the_command_line_enrols_an_insurer_whose_credentials_then_submit(
         )
     events = tmp_path / "events.json"
     events.write_text(
-        json_format.MessageToJson(policy_issued(2, INSURER, dt.datetime.now(dt.UTC))),
+        json_format.MessageToJson(
+            policy_issued(2, INSURER, dt.datetime.now(dt.UTC), tokens=tokens)
+        ),
         encoding="utf-8",
     )
     before = _entries(server)

@@ -123,12 +123,12 @@ def test_operator_examples_are_accepted_from_the_operator(
 ) -> None:
     operator = _Operator(server, tmp_path)
     files = ["key-registered.json", "insurer-licensed.json"]
-    files += ["insurer-suspended.json", "key-revoked.json"]
+    files += ["insurer-suspended.json", "key-revoked.json", "person-erased.json"]
     size = _tree_size(server)
     accepted = operator.submit("operator", "operator", operator.key, *files)
     assert accepted.returncode == 0, accepted
-    assert "4 accepted, 0 refused" in accepted.stdout
-    assert _tree_size(server) == size + 4
+    assert "5 accepted, 0 refused" in accepted.stdout
+    assert _tree_size(server) == size + 5
 
 
 def test_authority_examples_are_refused_without_the_authority_key_then_accepted(

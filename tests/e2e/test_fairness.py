@@ -24,6 +24,7 @@ from ledger.storage.db import sqlite_url
 from ledger.v1 import ledger_service_pb2 as pb
 from ledger.v1 import ledger_service_pb2_grpc as pb_grpc
 from ledger.v1 import types_pb2
+from tests.builders import tokens
 from tests.conftest import ServerHandle, onboard, start_server_thread
 
 SCALE = float(os.environ.get("POLICY_LEDGER_LOAD_SCALE", "0.1"))
@@ -67,7 +68,7 @@ def test_2000_concurrent_streams_on_one_connection_get_no_internal(
 ) -> None:
     """grpc cancelled calls pending beyond its default of 1,000, and clients still writing their
     request reported INTERNAL (181 of 2,000 in the issue). Needs more than 1,000 streams."""
-    envelopes = list(signed_events(insurer_signer, INSURER, 0, 2000))
+    envelopes = list(signed_events(insurer_signer, INSURER, 0, 2000, tokens=tokens))
     outcomes = asyncio.run(
         streams_load(lambda: loaded_server.aio_channel("insurer", INSURER), envelopes)
     )
@@ -89,7 +90,7 @@ def _retry_delay_ms(error: grpc.RpcError) -> int:
 def _envelopes(signer: Ed25519Signer, first: int, count: int) -> list[pb.SubmitEventRequest]:
     return [
         pb.SubmitEventRequest(envelope=types_pb2.Envelope.FromString(data))
-        for data in signed_events(signer, INSURER, first, count)
+        for data in signed_events(signer, INSURER, first, count, tokens=tokens)
     ]
 
 
@@ -188,7 +189,9 @@ def test_the_probe_never_fails_under_each_load(
 ) -> None:
     sizes = _scaled(LoadSizes())
     with loaded_server.channel("insurer", INSURER) as channel:
-        probe = Probe(channel, signed_events(insurer_signer, INSURER, 10**6, PROBE_CALLS))
+        probe = Probe(
+            channel, signed_events(insurer_signer, INSURER, 10**6, PROBE_CALLS, tokens=tokens)
+        )
         outcomes = run_load(
             load,
             sizes,
@@ -196,7 +199,7 @@ def test_the_probe_never_fails_under_each_load(
             loaded_server.address,
             probe,
             PROBE_CALLS,
-            signed_events(insurer_signer, INSURER, 0, 10**6),
+            signed_events(insurer_signer, INSURER, 0, 10**6, tokens=tokens),
         )
     assert probe.failures == []
     assert len(probe.latencies_seconds) == PROBE_CALLS

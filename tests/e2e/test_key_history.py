@@ -34,6 +34,7 @@ from ledger.storage.migrate import upgrade
 from ledger.storage.nodes import node_key
 from ledger.storage.tables import checkpoints, log_entries, tree_nodes
 from ledger.v1 import events_pb2
+from tests.builders import tokens, use_unvaulted_tokens, use_vault
 from tests.conftest import KEYS_VALID_FROM, OPERATOR_SIGNER, onboard_directly, pending
 from tests.e2e.test_audit import _audit, _self_contained
 
@@ -70,6 +71,7 @@ def _build(path: Path, log_signer: Ed25519Signer) -> History:
     operator rotates its own key (registered by the old, which the new one then revokes)."""
     engine = create_ledger_engine(sqlite_url(path))
     upgrade(engine)
+    use_vault(engine)
     appender = Appender(engine, log_signer, log_signer.name)
     appender.initialize(NOW)
     history = History(
@@ -79,14 +81,16 @@ def _build(path: Path, log_signer: Ed25519Signer) -> History:
     )
     onboard_directly(engine, appender, OPERATOR_SIGNER, GULF, history.gulf_old, NOW)
     onboard_directly(engine, appender, OPERATOR_SIGNER, NAJM, history.najm, NOW)
-    _append(appender, history.gulf_old, *sample_events(5, GULF, NOW))
-    _append(appender, history.najm, *sample_events(3, NAJM, NOW))
+    _append(appender, history.gulf_old, *sample_events(5, GULF, NOW, tokens=tokens))
+    _append(appender, history.najm, *sample_events(3, NAJM, NOW, tokens=tokens))
     old_key = insurer_key_id(history.gulf_old.public_key)
     _, [history.revocation_index] = (
         _append(appender, OPERATOR_SIGNER, _key(GULF, history.gulf_new, SignerRole.INSURER)),
         _append(appender, OPERATOR_SIGNER, key_revoked(old_key, reason="rotated", occurred_at=NOW)),
     )
-    _append(appender, history.gulf_new, *sample_events(5, GULF, NOW, first_number=50))
+    _append(
+        appender, history.gulf_new, *sample_events(5, GULF, NOW, first_number=50, tokens=tokens)
+    )
     najm_key = insurer_key_id(history.najm.public_key)
     _append(appender, OPERATOR_SIGNER, key_revoked(najm_key, reason="left", occurred_at=NOW))
     # The operator's own rotation: the old key registers the new, the new revokes the old.
@@ -102,7 +106,7 @@ def _build(path: Path, log_signer: Ed25519Signer) -> History:
     )
     # What the revocations refuse, at commit time (admission is bypassed here).
     for signer, event in (
-        (history.gulf_old, next(sample_events(1, GULF, NOW, first_number=90))),
+        (history.gulf_old, next(sample_events(1, GULF, NOW, first_number=90, tokens=tokens))),
         (
             OPERATOR_SIGNER,
             insurer_licensed(
@@ -116,6 +120,8 @@ def _build(path: Path, log_signer: Ed25519Signer) -> History:
     keys = {key.key_id: key for key in KeyStore(engine).list()}
     assert keys[old_key].revoked_at == NOW and keys[najm_key].revoked_at == NOW
     engine.dispose()
+    # Events forged into the file later bypass admission (no vault check): random tokens do.
+    use_unvaulted_tokens()
     _self_contained(path)
     return history
 
@@ -175,7 +181,7 @@ def test_an_entry_signed_by_a_revoked_key_inserted_in_the_database_is_named(
     tmp_path: Path, log_signer: Ed25519Signer, workers: int
 ) -> None:
     history = _build(tmp_path / "ledger.db", log_signer)
-    forged = next(sample_events(1, GULF, NOW, first_number=70))
+    forged = next(sample_events(1, GULF, NOW, first_number=70, tokens=tokens))
     index = _insert_bypassing_admission(history.path, log_signer, history.gulf_old, forged)
     code, report = _audit(history.path, format_verifier_key(log_signer), workers=workers)
     assert code == 1 and report["index"] == index, report
@@ -188,7 +194,10 @@ def test_an_entry_signed_by_an_unregistered_key_or_a_key_event_not_by_the_operat
     history = _build(tmp_path / "ledger.db", log_signer)
     stranger = Ed25519Signer.generate("stranger")
     index = _insert_bypassing_admission(
-        history.path, log_signer, stranger, next(sample_events(1, GULF, NOW, first_number=80))
+        history.path,
+        log_signer,
+        stranger,
+        next(sample_events(1, GULF, NOW, first_number=80, tokens=tokens)),
     )
     code, report = _audit(history.path, format_verifier_key(log_signer))
     assert code == 1 and report["index"] == index

@@ -26,6 +26,7 @@ from ledger.signing import Ed25519Signer, format_verifier_key
 from ledger.v1 import admin_service_pb2, admin_service_pb2_grpc, events_pb2
 from ledger.v1 import ledger_service_pb2 as pb
 from ledger.v1 import ledger_service_pb2_grpc as pb_grpc
+from tests.builders import tokens
 from tests.conftest import ServerHandle, onboard
 
 INSURER = "gulf-health"
@@ -68,7 +69,9 @@ def _submit_many(
     insurer: InsurerClient, count: int, first_number: int = 0
 ) -> list[VerifiedReceipt]:
     results = list(
-        insurer.submit_stream(sample_events(count, INSURER, NOW, first_number=first_number))
+        insurer.submit_stream(
+            sample_events(count, INSURER, NOW, first_number=first_number, tokens=tokens)
+        )
     )
     assert all(isinstance(result, VerifiedReceipt) for result in results), results[:3]
     return results  # type: ignore[return-value]
@@ -92,7 +95,7 @@ def test_health_and_reflection_are_served(channel: grpc.Channel) -> None:
 
 
 def test_unary_and_streamed_submissions_get_verified_receipts(insurer: InsurerClient) -> None:
-    single = insurer.submit(next(sample_events(1, INSURER, NOW, first_number=900)))
+    single = insurer.submit(next(sample_events(1, INSURER, NOW, first_number=900, tokens=tokens)))
     assert single.leaf_index == ONBOARDED and single.checkpoint.size == ONBOARDED + 1
     streamed = _submit_many(insurer, 120)
     expected = list(range(ONBOARDED + 1, ONBOARDED + 121))
@@ -102,7 +105,7 @@ def test_unary_and_streamed_submissions_get_verified_receipts(insurer: InsurerCl
 
 def test_concurrent_submissions_share_batches(server: ServerHandle, insurer: InsurerClient) -> None:
     # Independent policies: the callers race, so no event may depend on another's order.
-    events = [policy_issued(number, INSURER, NOW) for number in range(200)]
+    events = [policy_issued(number, INSURER, NOW, tokens=tokens) for number in range(200)]
 
     def submit_all() -> list[VerifiedReceipt]:
         with ThreadPoolExecutor(max_workers=16) as pool:
@@ -217,7 +220,7 @@ def test_bad_read_requests_get_clear_statuses(
     method: str,
     code: str,
 ) -> None:
-    insurer.submit(next(sample_events(1, INSURER, NOW)))
+    insurer.submit(next(sample_events(1, INSURER, NOW, tokens=tokens)))
     # Genesis, key, licence, then one event, then two held into one batch: sizes 0-4 and 6 have
     # checkpoints and size 5 has none, whatever the machine's load.
     server.in_one_batch(2, lambda: _submit_many(insurer, 2, first_number=10))
@@ -294,11 +297,11 @@ def test_a_receipt_from_another_log_is_rejected(
     )
     client = InsurerClient(channel, signer=insurer_signer, log=impostor)
     with pytest.raises(VerificationError):
-        client.submit(next(sample_events(1, INSURER, NOW)))
+        client.submit(next(sample_events(1, INSURER, NOW, tokens=tokens)))
 
 
 def test_client_errors_are_typed(insurer: InsurerClient) -> None:
-    event = next(sample_events(1, INSURER, NOW))
+    event = next(sample_events(1, INSURER, NOW, tokens=tokens))
     event.policy_issued.plan = ""
     with pytest.raises(ClientError) as raised:
         insurer.submit(event)

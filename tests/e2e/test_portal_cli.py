@@ -13,6 +13,7 @@ from google.protobuf import json_format
 from clients.samples import iqama, policy_issued, sample_events
 from ledger.cli import main
 from ledger.signing import Ed25519Signer, format_signer_key
+from tests.builders import tokens
 from tests.conftest import ServerHandle, onboard
 
 INSURER = "gulf-health"
@@ -37,7 +38,9 @@ def test_insurer_submit_then_coverage_check(
     now = dt.datetime.now(dt.UTC)
     events = tmp_path / "events.json"
     events.write_text(
-        json.dumps([json_format.MessageToDict(e) for e in sample_events(4, INSURER, now)])
+        json.dumps(
+            [json_format.MessageToDict(e) for e in sample_events(4, INSURER, now, tokens=tokens)]
+        )
     )
     code, output = _run(
         "insurer",
@@ -65,7 +68,9 @@ def test_insurer_submit_then_coverage_check(
     assert code == 0 and output.count("already in the log") == 4
     # An event of another insurer signed with this key is refused; exit 1.
     other = tmp_path / "other.json"
-    other.write_text(json.dumps(json_format.MessageToDict(policy_issued(9, "najm-care", now))))
+    other.write_text(
+        json.dumps(json_format.MessageToDict(policy_issued(9, "najm-care", now, tokens=tokens)))
+    )
     code, output = _run(
         "insurer",
         "submit",

@@ -18,6 +18,7 @@ from clients.offline.tlog_proof import parse_tlog_proof, verify_tlog_proof
 from clients.samples import sample_events
 from clients.verify import TrustedLog, VerifiedReceipt
 from ledger.signing import Ed25519Signer, format_verifier_key
+from tests.builders import tokens
 from tests.conftest import ServerHandle, onboard
 
 INSURER = "gulf-health"
@@ -38,7 +39,11 @@ def receipts(
     log = TrustedLog.from_verifier_key(server.log_verifier_key)
     with server.channel("insurer", INSURER) as channel:
         insurer = InsurerClient(channel, signer=insurer_signer, log=log)
-        results = list(insurer.submit_stream(sample_events(12, INSURER, dt.datetime.now(dt.UTC))))
+        results = list(
+            insurer.submit_stream(
+                sample_events(12, INSURER, dt.datetime.now(dt.UTC), tokens=tokens)
+            )
+        )
     assert all(isinstance(result, VerifiedReceipt) for result in results), results
     return [result for result in results if isinstance(result, VerifiedReceipt)]
 

@@ -25,7 +25,7 @@ from ledger.storage.tables import checkpoints, log_entries
 from ledger.v1 import events_pb2, types_pb2
 from ledger.v1 import ledger_service_pb2 as pb
 from ledger.v1 import ledger_service_pb2_grpc as pb_grpc
-from tests.builders import fee_collected
+from tests.builders import fee_collected, tokens, use_vault
 from tests.conftest import ServerHandle, onboard, start_server_thread
 
 INSURER = "gulf-health"
@@ -98,6 +98,16 @@ def refusal_keys(refusal_server: ServerHandle, operator_signer: Ed25519Signer) -
     return _register_keys(refusal_server, operator_signer)
 
 
+@pytest.fixture(autouse=True)
+def _tokens_of_the_shared_server(
+    request: pytest.FixtureRequest, _token_source_per_test: None
+) -> None:
+    """A case on the shared server names people by that server's tokens (the conftest resets
+    the builders' token source before every test)."""
+    if "refusal_server" in request.fixturenames:
+        use_vault(request.getfixturevalue("refusal_server").engine)
+
+
 @pytest.fixture
 def stub(server: ServerHandle) -> Iterator[pb_grpc.LedgerServiceStub]:
     with server.channel("insurer", INSURER) as channel:
@@ -105,7 +115,7 @@ def stub(server: ServerHandle) -> Iterator[pb_grpc.LedgerServiceStub]:
 
 
 def _event() -> events_pb2.Event:
-    return policy_issued(7, INSURER, NOW)
+    return policy_issued(7, INSURER, NOW, tokens=tokens)
 
 
 def _resign(envelope: types_pb2.Envelope, signer: Ed25519Signer) -> None:
@@ -312,7 +322,9 @@ def test_a_refused_event_in_a_stream_gets_its_own_status_and_the_stream_goes_on(
     trusted = TrustedLog.from_verifier_key(server.log_verifier_key)
     with server.channel("insurer", INSURER) as channel:
         client = InsurerClient(channel, signer=keys.good, log=trusted)
-        envelopes = [client.sign(policy_issued(number, INSURER, NOW)) for number in range(5)]
+        envelopes = [
+            client.sign(policy_issued(number, INSURER, NOW, tokens=tokens)) for number in range(5)
+        ]
         _flip_signature_bit(envelopes[2], keys)
         results = list(client.submit_envelopes(envelopes))
     assert [isinstance(result, ClientError) for result in results] == [

@@ -22,6 +22,7 @@ from clients.witness.witness import Witness
 from ledger.signing import Ed25519Signer, format_verifier_key
 from ledger.v1 import ledger_service_pb2 as pb
 from ledger.v1 import ledger_service_pb2_grpc as pb_grpc
+from tests.builders import tokens
 from tests.conftest import ServerHandle, onboard, start_server_thread
 
 
@@ -272,7 +273,7 @@ def test_certificate_verify_applies_the_policy_to_the_bundles_checkpoint(
         log = TrustedLog.from_verifier_key(server.log_verifier_key)
         with server.channel("insurer", "gulf-health") as channel:
             receipt = InsurerClient(channel, signer=insurer_signer, log=log).submit(
-                samples.policy_issued(1, "gulf-health", now)
+                samples.policy_issued(1, "gulf-health", now, tokens=tokens)
             )
         _wait_cosigned(server, receipt.leaf_index + 1, 1)
         out = tmp_path / "card.json"

@@ -20,12 +20,14 @@ from tests.builders import (
     R,
     added,
     cancelled,
+    copy_vault,
     issued,
     paid,
     person,
     removed,
     sar,
     suspended,
+    use_vault,
 )
 from tests.conftest import key_event, onboard_directly, pending
 
@@ -148,7 +150,7 @@ def test_one_insurer_may_not_cover_a_person_twice_on_a_day(log: Log) -> None:
         GULF, "P2", WIFE, [(WIFE, R.RELATIONSHIP_SELF)], dt.date(2026, 12, 31), dt.date(2027, 6, 1)
     )
     error = log.refuse(overlapping, "FAILED_PRECONDITION", "DOUBLE_COVERAGE")
-    assert error.details.field_violations[0].field == "event.policy_issued.members[0].person"
+    assert error.details.field_violations[0].field == "event.policy_issued.members[0].person_token"
     # The day after the first ends is fine, and so is another insurer on the same days.
     log.accept(
         issued(
@@ -284,6 +286,13 @@ def test_one_batch_and_one_batch_per_event_project_the_same(
     from ledger.storage.db import create_ledger_engine, sqlite_url
     from ledger.storage.migrate import upgrade
 
+    engines = {
+        grouping: create_ledger_engine(sqlite_url(tmp_path / f"{grouping}.db"))
+        for grouping in ("one batch", "one each")
+    }
+    for other in engines.values():
+        upgrade(other)
+    use_vault(engines["one batch"])  # the events name the same tokens in both ledgers
     events = [
         _policy("B1"),
         added(GULF, "B1", SON, R.RELATIONSHIP_CHILD, dt.date(2026, 2, 1)),
@@ -296,9 +305,8 @@ def test_one_batch_and_one_batch_per_event_project_the_same(
     ]
     snapshots = []
     signer = Ed25519Signer.generate(GULF)
-    for grouping in ("one batch", "one each"):
-        other = create_ledger_engine(sqlite_url(tmp_path / f"{grouping}.db"))
-        upgrade(other)
+    copy_vault(engines["one batch"], engines["one each"])
+    for grouping, other in engines.items():
         appender = Appender(other, log_signer, log_signer.name)
         appender.initialize(NOW)
         onboard_directly(other, appender, operator_signer, GULF, signer, NOW)

@@ -29,6 +29,7 @@ from tests.builders import (
     R,
     added,
     cancelled,
+    erased,
     fee_collected,
     issued,
     paid,
@@ -183,11 +184,12 @@ def _events_of(world: World, role: SignerRole) -> dict[str, Callable[[], events_
         "key_revoked": lambda: _as(
             who, key_revoked(world.spare_keys[role], reason="test", occurred_at=OCCURRED)
         ),
+        "person_erased": lambda: _as(who, erased(person(next(_serials)))),
     }
 
 
-def _member_of(world: World, policy_id: str) -> types_pb2.PersonId:
-    """The second member of ``policy_id`` (from its PolicyIssued, read back from the log)."""
+def _member_of(world: World, policy_id: str) -> str:
+    """The token of the second member of ``policy_id`` (its PolicyIssued, read from the log)."""
     from ledger.entry import decode_entry
     from ledger.events import decode_event
 
@@ -198,11 +200,11 @@ def _member_of(world: World, policy_id: str) -> types_pb2.PersonId:
         if event.WhichOneof("body") == "policy_issued" and event.policy_issued.policy_id == (
             policy_id
         ):
-            return event.policy_issued.members[1].person
+            return event.policy_issued.members[1].person_token
     raise AssertionError(f"no policy {policy_id}")
 
 
-def _removed(who: str, policy_id: str, member: types_pb2.PersonId) -> events_pb2.Event:
+def _removed(who: str, policy_id: str, member: str) -> events_pb2.Event:
     return removed(who, policy_id, member, dt.date(2026, 4, 1), R.CANCELLATION_REASON_DEATH)
 
 

@@ -23,6 +23,7 @@ from ledger.storage.append import Appender, PendingEntry, Receipt
 from ledger.storage.log_store import LogStore
 from ledger.storage.migrate import alembic_config, downgrade, upgrade
 from ledger.storage.tables import APPEND_ONLY_TABLES, checkpoints, log_entries, tree_nodes
+from tests.builders import tokens
 from tests.conftest import onboard_directly, pending
 
 NOW = dt.datetime.now(dt.UTC)
@@ -104,7 +105,9 @@ def test_migrations_downgrade_and_upgrade_again(engine: Engine) -> None:
 def test_append_only_tables_refuse_update_and_delete(
     appender: Appender, engine: Engine, insurer_signer: Ed25519Signer, table: str, statement: str
 ) -> None:
-    appender.append_batch(_pending(insurer_signer, list(sample_events(3, INSURER, NOW))), NOW)
+    appender.append_batch(
+        _pending(insurer_signer, list(sample_events(3, INSURER, NOW, tokens=tokens))), NOW
+    )
     column = {"log_entries": "event_id", "tree_nodes": "hash", "checkpoints": "note_bytes"}[table]
     before = _count(
         engine,
@@ -139,7 +142,7 @@ def test_initialize_signs_the_empty_tree_once(engine: Engine, log_signer: Ed2551
 def test_a_batch_is_one_checkpoint_and_every_receipt_verifies(
     appender: Appender, engine: Engine, log_signer: Ed25519Signer, insurer_signer: Ed25519Signer
 ) -> None:
-    items = _pending(insurer_signer, list(sample_events(37, INSURER, NOW)))
+    items = _pending(insurer_signer, list(sample_events(37, INSURER, NOW, tokens=tokens)))
     outcomes = appender.append_batch(items, NOW)
     trusted = TrustedLog.from_verifier_key(format_verifier_key(log_signer))
     from ledger.rpc.ledger_servicer import receipt_to_proto
@@ -158,7 +161,7 @@ def test_a_batch_is_one_checkpoint_and_every_receipt_verifies(
 def test_proofs_from_stored_nodes_match_an_in_memory_tree(
     appender: Appender, engine: Engine, insurer_signer: Ed25519Signer
 ) -> None:
-    events = list(sample_events(70, INSURER, NOW))
+    events = list(sample_events(70, INSURER, NOW, tokens=tokens))
     memory = MemoryTree()
     _, onboarding = LogStore(engine).entries(0, FIRST)
     for entry in onboarding:
@@ -183,10 +186,13 @@ def test_proofs_from_stored_nodes_match_an_in_memory_tree(
 def test_resubmitting_the_same_event_returns_its_first_receipt(
     appender: Appender, engine: Engine, insurer_signer: Ed25519Signer
 ) -> None:
-    events = list(sample_events(5, INSURER, NOW))
+    events = list(sample_events(5, INSURER, NOW, tokens=tokens))
     first = appender.append_batch(_pending(insurer_signer, events), NOW)
     appender.append_batch(
-        _pending(insurer_signer, list(sample_events(4, INSURER, NOW, first_number=50))), NOW
+        _pending(
+            insurer_signer, list(sample_events(4, INSURER, NOW, first_number=50, tokens=tokens))
+        ),
+        NOW,
     )
     again = appender.append_batch(_pending(insurer_signer, events[2:3]), NOW)
     original, repeated = first[2], again[0]
@@ -204,7 +210,7 @@ def test_resubmitting_the_same_event_returns_its_first_receipt(
 def test_the_same_event_twice_in_one_batch_is_written_once(
     appender: Appender, engine: Engine, insurer_signer: Ed25519Signer
 ) -> None:
-    event = next(sample_events(1, INSURER, NOW))
+    event = next(sample_events(1, INSURER, NOW, tokens=tokens))
     outcomes = appender.append_batch(_pending(insurer_signer, [event, event]), NOW)
     assert isinstance(outcomes[0], Receipt) and isinstance(outcomes[1], Receipt)
     assert outcomes[1].duplicate and outcomes[1].leaf_index == outcomes[0].leaf_index == FIRST
@@ -215,7 +221,7 @@ def test_the_same_event_twice_in_one_batch_is_written_once(
 def test_an_event_id_reused_with_other_bytes_is_refused_naming_the_field(
     appender: Appender, engine: Engine, insurer_signer: Ed25519Signer, same_batch: bool
 ) -> None:
-    event = next(sample_events(1, INSURER, NOW))
+    event = next(sample_events(1, INSURER, NOW, tokens=tokens))
     changed = type(event)()
     changed.CopyFrom(event)
     changed.policy_issued.members[1].relationship = 4
@@ -240,7 +246,7 @@ def test_a_key_revoked_earlier_in_the_batch_is_refused_and_nothing_is_written(
     operator_signer: Ed25519Signer,
 ) -> None:
     # Admitted while the key was valid; the revocation commits first, in the same batch.
-    items = _pending(insurer_signer, list(sample_events(3, INSURER, NOW)))
+    items = _pending(insurer_signer, list(sample_events(3, INSURER, NOW, tokens=tokens)))
     revocation = key_revoked(
         insurer_key_id(insurer_signer.public_key), reason="compromised", occurred_at=NOW
     )
@@ -255,7 +261,7 @@ def test_a_key_revoked_earlier_in_the_batch_is_refused_and_nothing_is_written(
 def test_stored_entry_bytes_are_exactly_what_was_hashed(
     appender: Appender, engine: Engine, insurer_signer: Ed25519Signer
 ) -> None:
-    items = _pending(insurer_signer, list(sample_events(4, INSURER, NOW)))
+    items = _pending(insurer_signer, list(sample_events(4, INSURER, NOW, tokens=tokens)))
     outcomes = appender.append_batch(items, NOW)
     _, entries = LogStore(engine).entries(FIRST, FIRST + 10)
     from ledger.entry import decode_entry
@@ -273,7 +279,9 @@ def test_a_tampered_node_is_detected_before_the_next_append(
 ) -> None:
     if engine.dialect.name != "sqlite":
         pytest.skip("tampering below the triggers is shown on SQLite")
-    appender.append_batch(_pending(insurer_signer, list(sample_events(4, INSURER, NOW))), NOW)
+    appender.append_batch(
+        _pending(insurer_signer, list(sample_events(4, INSURER, NOW, tokens=tokens))), NOW
+    )
     with engine.begin() as connection:
         connection.execute(text("DROP TRIGGER tree_nodes_append_only_update"))
         connection.execute(text("UPDATE tree_nodes SET hash = zeroblob(32)"))
@@ -281,6 +289,9 @@ def test_a_tampered_node_is_detected_before_the_next_append(
 
     with pytest.raises(InvariantViolation, match="do not give the signed root"):
         appender.append_batch(
-            _pending(insurer_signer, list(sample_events(2, INSURER, NOW, first_number=9))), NOW
+            _pending(
+                insurer_signer, list(sample_events(2, INSURER, NOW, first_number=9, tokens=tokens))
+            ),
+            NOW,
         )
     assert _count(engine, log_entries) == FIRST + 4

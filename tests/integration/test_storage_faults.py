@@ -27,6 +27,7 @@ from ledger.signing import Ed25519Signer
 from ledger.storage.append import Appender, PendingEntry, Receipt
 from ledger.storage.log_store import LogStore
 from ledger.storage.tables import checkpoints, log_entries, tree_nodes
+from tests.builders import tokens
 from tests.conftest import onboard_directly, pending
 
 NOW = dt.datetime.now(dt.UTC)
@@ -98,7 +99,7 @@ def appender(
 def _items(signer: Ed25519Signer, count: int, first_number: int = 0) -> list[PendingEntry]:
     return [
         pending(signer, event)
-        for event in sample_events(count, INSURER, NOW, first_number=first_number)
+        for event in sample_events(count, INSURER, NOW, first_number=first_number, tokens=tokens)
     ]
 
 
@@ -128,8 +129,9 @@ def test_a_fault_before_commit_writes_nothing_and_says_so(
     appender: Appender, engine: Engine, faults: FaultSwitch, insurer_signer: Ed25519Signer
 ) -> None:
     before = _counts(engine)
+    items = _items(insurer_signer, 3)
     faults.fail_statements_matching = "INSERT INTO tree_nodes"
-    error = _append_refused(appender, _items(insurer_signer, 3))
+    error = _append_refused(appender, items)
     assert error.reason == "STORAGE_UNAVAILABLE" and "nothing was written" in error.message
     assert _retry_delay_ms(error) > 0
     assert _counts(engine) == before
@@ -147,8 +149,9 @@ def test_a_fault_during_commit_says_the_outcome_is_unknown_and_a_resubmission_is
     committed: bool,
 ) -> None:
     before = _counts(engine)
+    items = _items(insurer_signer, 3)  # the vault issues their tokens before the fault
     faults.fail_commit = "after" if committed else "before"
-    error = _append_refused(appender, _items(insurer_signer, 3))
+    error = _append_refused(appender, items)
     assert error.reason == "COMMIT_OUTCOME_UNKNOWN"
     assert "may or may not" in error.message and "not be committed" not in error.message
     assert _retry_delay_ms(error) > 0
@@ -163,8 +166,9 @@ def test_a_fault_after_commit_says_the_event_is_in_the_log(
     appender: Appender, engine: Engine, faults: FaultSwitch, insurer_signer: Ed25519Signer
 ) -> None:
     before = _counts(engine)
+    items = _items(insurer_signer, 2)  # the vault issues their tokens before the fault
     faults.fail_commit = "reads-after"
-    error = _append_refused(appender, _items(insurer_signer, 2))
+    error = _append_refused(appender, items)
     assert error.reason == "RECEIPT_UNAVAILABLE" and "was committed" in error.message
     faults.heal()
     assert _counts(engine)[0] == before[0] + 2

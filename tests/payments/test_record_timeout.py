@@ -151,9 +151,15 @@ def test_the_ledger_recorder_answers_unavailable_when_the_ledger_does_not_answer
 ) -> None:
     stack = Stack(tmp_path)
     quote = stack.renewals.quote(family_request(1, 2))
-    event = stack.renewals.saga.entries.fee_collected(
-        "pay-x", stack.renewals.get_quote(quote.quote_id), gateway="simulated", gateway_reference=""
-    )
+    saga = stack.renewals.saga
+    with saga.uow.write() as connection:
+        event = saga.entries.fee_collected(
+            connection,
+            "pay-x",
+            stack.renewals.get_quote(quote.quote_id),
+            gateway="simulated",
+            gateway_reference="",
+        )
     ledger = _NeverAnswers()
     recorder = LedgerRecorder(ledger, loop, stack.authority, timeout_seconds=0.01)  # type: ignore[arg-type]
     with pytest.raises(Unavailable) as raised:

@@ -39,6 +39,8 @@ IMPOSTOR = Ed25519Signer(LOG.name, bytes(range(2, 34)))
 """Same key name as the log, another key (so another key id)."""
 DAY = dt.date(2026, 11, 23)
 SIZE, LEAF = 21, 13
+TOKEN = "pt_" + "a" * 26
+"""The person's token, which the proven entry names (the log's events name people by token)."""
 RECORD = CoverageRecord(
     person=PersonRef(id_type="RESIDENCE_ID", value="2123456785", country="SA"),
     sponsor=PersonRef(id_type="RESIDENCE_ID", value="2123456785", country="SA"),
@@ -51,18 +53,19 @@ RECORD = CoverageRecord(
     cancelled=False,
     end_reason="PERIOD_END",
     leaf_indexes=(LEAF, 19),
+    person_token=TOKEN,
 )
 
 
 def _tree(size: int) -> MemoryTree:
     tree = MemoryTree()
     for number in range(size):
-        tree.append(f"entry {number}".encode())
+        tree.append(f"entry {number} naming {TOKEN}".encode())
     return tree
 
 
 TREE = _tree(SIZE)
-ENTRY = f"entry {LEAF}".encode()
+ENTRY = f"entry {LEAF} naming {TOKEN}".encode()
 
 
 def _text(record: CoverageRecord = RECORD, day: dt.date = DAY, leaf: int = LEAF) -> str:
@@ -126,9 +129,10 @@ def test_statement_round_trip() -> None:
 
 def test_statement_format_is_the_documented_one() -> None:
     lines = _text().splitlines()
-    assert lines[:12] == [
-        "policy-ledger coverage certificate v1",
+    assert lines[:13] == [
+        "policy-ledger coverage certificate v2",
         "person SA:RESIDENCE_ID:2123456785",
+        f"person-token {TOKEN}",
         "date 2026-11-23",
         "insurer gulf-health",
         "policy POL-00000001",
@@ -140,7 +144,7 @@ def test_statement_format_is_the_documented_one() -> None:
         f"tree-size {SIZE}",
         f"root {base64.b64encode(TREE.root(SIZE)).decode()}",
     ]
-    assert lines[12:] == [
+    assert lines[13:] == [
         f"proof {base64.b64encode(digest).decode()}" for digest in TREE.inclusion_proof(LEAF, SIZE)
     ]
 
@@ -210,10 +214,12 @@ def _noncanonical(encoded: str) -> str:
 
 MALFORMED = [
     (
-        "policy-ledger coverage certificate v1",
         "policy-ledger coverage certificate v2",
+        "policy-ledger coverage certificate v1",
         "first line",
     ),
+    (f"person-token {TOKEN}", "person-token 2123456785", "person-token"),
+    (f"person-token {TOKEN}", f"person-token {TOKEN.upper()}", "person-token"),
     ("person SA:", "person  SA:", "person"),
     ("SA:RESIDENCE_ID:2123456785", "SA:RESIDENCE:2123456785", "person"),
     ("SA:RESIDENCE_ID:2123456785", "sa:RESIDENCE_ID:2123456785", "person"),
@@ -223,9 +229,9 @@ MALFORMED = [
     ("date 2026-11-23", "date 20261123", "not a YYYY-MM-DD date"),
     ("date 2026-11-23", "date 2027-01-01", "outside the period"),
     ("date 2026-11-23", "date 2025-12-31", "outside the period"),
-    ("date 2026-11-23", "Date 2026-11-23", "line 3 must be 'date <value>'"),
-    ("date 2026-11-23", "date ", "line 3 \\(date\\) has no value"),
-    ("date 2026-11-23", "date", "line 3 must be 'date <value>'"),
+    ("date 2026-11-23", "Date 2026-11-23", "line 4 must be 'date <value>'"),
+    ("date 2026-11-23", "date ", "line 4 \\(date\\) has no value"),
+    ("date 2026-11-23", "date", "line 4 must be 'date <value>'"),
     ("insurer gulf-health", "insurer gulf health", "insurer 'gulf health' is not an identifier"),
     ("insurer gulf-health", "insurer " + "g" * 65, "not an identifier"),
     ("policy POL-00000001", "policy -POL", "not an identifier"),
@@ -257,11 +263,11 @@ MALFORMED = [
     (f"proof {FIRST_PROOF}\n", f"proof {FIRST_PROOF}\n" * 2, "proof lines, the proof of leaf"),
     (f"proof {FIRST_PROOF}\n", f"proof {FIRST_PROOF}\nextra line\n", "must be 'proof <value>'"),
     (f"proof {FIRST_PROOF}\n", f"proof {FIRST_PROOF}\nproof {'A' * 64}\n", "proof"),
-    ("insurer gulf-health\npolicy POL-00000001\n", "policy POL-00000001\n", "line 4"),
+    ("insurer gulf-health\npolicy POL-00000001\n", "policy POL-00000001\n", "line 5"),
     (
         "insurer gulf-health\npolicy POL-00000001\n",
         "policy POL-00000001\ninsurer gulf-health\n",
-        "line 4 must be 'insurer <value>'",
+        "line 5 must be 'insurer <value>'",
     ),
 ]
 
@@ -278,12 +284,12 @@ def test_malformed_statements_are_refused(old: str, new: str, message: str) -> N
 @pytest.mark.parametrize(
     ("text", "message"),
     [
-        ("policy-ledger coverage certificate v1\n", "line 2 \\(person\\) is missing"),
+        ("policy-ledger coverage certificate v2\n", "line 2 \\(person\\) is missing"),
         ("hello\n", "first line must be"),
-        ("policy-ledger coverage certificate v1\nperson SA:RESIDENCE_ID:2123456785\n", "line 3"),
+        ("policy-ledger coverage certificate v2\nperson SA:RESIDENCE_ID:2123456785\n", "line 3"),
         (_text() + "proof " + FIRST_PROOF + "\n" * 1, "proof lines, the proof of leaf"),
         (_text() + ("proof " + FIRST_PROOF + "\n") * 64, "69 proof lines, at most 63"),
-        (_text() + "\n", "line 18 must be 'proof <value>'"),
+        (_text() + "\n", "line 19 must be 'proof <value>'"),
     ],
 )
 def test_truncated_or_extended_statements_are_refused(text: str, message: str) -> None:
@@ -533,3 +539,23 @@ def test_offline_module_imports_nothing_from_ledger() -> None:
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout == "ok\n"
+
+
+def test_an_entry_that_does_not_name_the_certificates_token_is_refused() -> None:
+    """The certificate states the ID and the token; the proven entry names only the token, so
+    a certificate for someone else's ID over this entry is caught offline."""
+    statement = verify_certificate(CERTIFICATE, LOG_KEY, entry=ENTRY)
+    assert statement.person_token == TOKEN
+    other = replace(RECORD, person_token="pt_" + "b" * 26)
+    forged = sign_certificate(
+        other,
+        DAY,
+        leaf_index=LEAF,
+        leaf_hash=TREE.get_leaf_hash(LEAF),
+        tree_size=SIZE,
+        root_hash=TREE.root(SIZE),
+        proof=TREE.inclusion_proof(LEAF, SIZE),
+        signer=LOG,
+    )
+    with pytest.raises(CertificateError, match="does not name the certificate's person token"):
+        verify_certificate(forged, LOG_KEY, entry=ENTRY)

@@ -13,20 +13,21 @@ from ledger import limits
 from ledger.errors import InvalidArgument, ResourceExhausted
 from ledger.events import decode_event, first_difference, validate_event
 from ledger.v1 import events_pb2, types_pb2
+from tests.builders import tokens
 
 NOW = dt.datetime(2026, 11, 22, 12, 0, tzinfo=dt.UTC)
 INSURER = "gulf-health"
 
 
 def _issued() -> events_pb2.Event:
-    return policy_issued(1, INSURER, NOW)
+    return policy_issued(1, INSURER, NOW, tokens=tokens)
 
 
 @pytest.mark.parametrize(
     "make",
     [
-        lambda: policy_issued(1, INSURER, NOW),
-        lambda: premium_paid(1, INSURER, NOW),
+        lambda: policy_issued(1, INSURER, NOW, tokens=tokens),
+        lambda: premium_paid(1, INSURER, NOW, tokens=tokens),
         lambda: policy_cancelled(1, INSURER, NOW),
     ],
     ids=["issued", "premium", "cancelled"],
@@ -50,7 +51,9 @@ def _duplicate_member(body: events_pb2.PolicyIssued) -> None:
 def _too_many_members(body: events_pb2.PolicyIssued) -> None:
     for number in range(limits.policy_members_max):
         body.members.add(
-            person=types_pb2.PersonId(type=1, value=f"3{number:09d}", country_code="SA"),
+            person_token=tokens(
+                [types_pb2.PersonId(type=1, value=f"3{number:09d}", country_code="SA")]
+            )[0],
             relationship=events_pb2.RELATIONSHIP_CHILD,
         )
 
@@ -82,22 +85,29 @@ REFUSED: dict[str, tuple[Callable[[events_pb2.Event], None], str]] = {
         _set_issued(lambda b: setattr(b, "policy_id", "")),
         "event.policy_issued.policy_id",
     ),
-    "no sponsor": (_set_issued(lambda b: b.ClearField("sponsor")), "event.policy_issued.sponsor"),
-    "sponsor without type": (
-        _set_issued(lambda b: setattr(b.sponsor, "type", 0)),
-        "event.policy_issued.sponsor.type",
+    "no sponsor": (
+        _set_issued(lambda b: b.ClearField("sponsor_token")),
+        "event.policy_issued.sponsor_token",
     ),
-    "sponsor lowercase": (
-        _set_issued(lambda b: setattr(b.sponsor, "value", "abc")),
-        "event.policy_issued.sponsor.value",
+    "sponsor named by identifier, not token": (
+        _set_issued(lambda b: setattr(b, "sponsor_token", "2123456789")),
+        "event.policy_issued.sponsor_token",
     ),
-    "sponsor country": (
-        _set_issued(lambda b: setattr(b.sponsor, "country_code", "SAU")),
-        "event.policy_issued.sponsor.country_code",
+    "sponsor token upper case": (
+        _set_issued(lambda b: setattr(b, "sponsor_token", b.sponsor_token.upper())),
+        "event.policy_issued.sponsor_token",
+    ),
+    "sponsor token truncated": (
+        _set_issued(lambda b: setattr(b, "sponsor_token", b.sponsor_token[:-1])),
+        "event.policy_issued.sponsor_token",
+    ),
+    "holder token malformed": (
+        _set_issued(lambda b: setattr(b.holder, "person_token", "pt_")),
+        "event.policy_issued.holder.person_token",
     ),
     "no holder": (_set_issued(lambda b: b.ClearField("holder")), "event.policy_issued.holder"),
     "no members": (_set_issued(lambda b: b.ClearField("members")), "event.policy_issued.members"),
-    "member twice": (_set_issued(_duplicate_member), "event.policy_issued.members[3].person"),
+    "member twice": (_set_issued(_duplicate_member), "event.policy_issued.members[3].person_token"),
     "too many members": (_set_issued(_too_many_members), "event.policy_issued.members"),
     "member relationship": (
         _set_issued(lambda b: setattr(b.members[1], "relationship", 0)),
@@ -159,7 +169,7 @@ def test_every_violation_is_reported_at_once() -> None:
 
 
 def test_premium_and_cancellation_rules() -> None:
-    paid = premium_paid(1, INSURER, NOW)
+    paid = premium_paid(1, INSURER, NOW, tokens=tokens)
     paid.premium_paid.payer.type = 0
     paid.premium_paid.amount.amount_minor = -1
     with pytest.raises(InvalidArgument) as raised:
@@ -190,8 +200,8 @@ def test_decode_refuses_oversize_garbage_and_unknown_fields() -> None:
 def test_first_difference_names_the_deepest_changed_field() -> None:
     old, new = _issued(), _issued()
     assert first_difference(old, new) is None
-    new.policy_issued.members[2].person.value = "2999999999"
-    assert first_difference(old, new) == "event.policy_issued.members[2].person.value"
+    new.policy_issued.members[2].person_token = "pt_" + "a" * 26
+    assert first_difference(old, new) == "event.policy_issued.members[2].person_token"
     new = _issued()
     new.policy_issued.members.add()
     assert first_difference(old, new) == "event.policy_issued.members"
@@ -217,9 +227,11 @@ def _new_bodies() -> dict[str, tuple[events_pb2.Event, str]]:
         INSURER, "P1", day, R.CANCELLATION_REASON_FINAL_EXIT, notice=day + dt.timedelta(days=1)
     )
     no_insurer = suspended("", day)
-    bad_check_digit = added(INSURER, "P1", person(1), R.RELATIONSHIP_CHILD, day)
-    value = bad_check_digit.member_added.member.person.value
-    bad_check_digit.member_added.member.person.value = value[:-1] + str((int(value[-1]) + 1) % 10)
+    identifier = added(INSURER, "P1", person(1), R.RELATIONSHIP_CHILD, day)
+    identifier.member_added.member.person_token = person(1).value  # v1 habit: the iqama itself
+    erased_bad = events_pb2.Event(event_id="e1", insurer_id="operator")
+    erased_bad.occurred_at.FromDatetime(NOW)
+    erased_bad.person_erased.person_token = "pt_" + "b" * 26
     licensed = events_pb2.Event(event_id="l1", insurer_id="operator")
     licensed.occurred_at.FromDatetime(NOW)
     licensed.insurer_licensed.licensed_insurer_id = INSURER
@@ -233,7 +245,11 @@ def _new_bodies() -> dict[str, tuple[events_pb2.Event, str]]:
         "removal reason unset": (unset_reason, "event.member_removed.reason"),
         "notice after the effective date": (late_notice, "event.policy_cancelled.notice_date"),
         "suspension of nobody": (no_insurer, "event.insurer_suspended.suspended_insurer_id"),
-        "iqama check digit": (bad_check_digit, "event.member_added.member.person.value"),
+        "identifier instead of a token": (
+            identifier,
+            "event.member_added.member.person_token",
+        ),
+        "erasure without a basis": (erased_bad, "event.person_erased.basis"),
         "licence without a name": (licensed, "event.insurer_licensed.name"),
     }
 

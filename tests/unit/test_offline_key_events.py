@@ -13,6 +13,7 @@ from clients.operator import key_registered, key_revoked
 from clients.samples import sample_events
 from ledger.signers import SignerRole, role_from_proto, role_to_proto
 from ledger.signing import Ed25519Signer
+from tests.builders import tokens
 
 NOW = dt.datetime(2026, 11, 22, 12, 0, tzinfo=dt.UTC)
 KEY = Ed25519Signer.generate("k").public_key
@@ -46,7 +47,12 @@ def test_a_registration_and_a_revocation_are_read_back() -> None:
 
 
 def test_other_events_are_not_key_events() -> None:
-    assert decode_key_event(next(sample_events(1, "gulf-health", NOW)).SerializeToString()) is None
+    assert (
+        decode_key_event(
+            next(sample_events(1, "gulf-health", NOW, tokens=tokens)).SerializeToString()
+        )
+        is None
+    )
 
 
 @pytest.mark.parametrize(

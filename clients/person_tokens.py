@@ -1,0 +1,120 @@
+"""Person tokens for a party that writes events about people (an insurer, an authority).
+
+Signed events name people by the tokens the ledger's identity vault issues (docs/privacy.md).
+This client asks IdentityService.GetPersonTokens in batches of at most
+``limits.person_tokens_per_call_max`` and caches the answers: the vault gives the same person
+the same token while not erased, so a cached token stays right until the person is erased (an
+event naming an erased person is refused anyway).
+
+tokens = PersonTokens(channel)
+sponsor_token = tokens.token(person_id)         # one RPC the first time, none after
+member_tokens = tokens.tokens([a, b, c])        # one RPC for the ones not cached
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from threading import Lock
+
+import grpc
+from google.protobuf.message import Message
+
+from clients.errors import from_rpc_error
+from ledger import limits
+from ledger.v1 import events_pb2, types_pb2
+from ledger.v1 import identity_service_pb2 as pb
+from ledger.v1 import identity_service_pb2_grpc as pb_grpc
+
+__all__ = ["IDENTIFIER_PREFIX", "PersonTokens", "person_id_key", "tokenize_event"]
+
+
+def person_id_key(person: types_pb2.PersonId) -> tuple[int, str, str]:
+    """The cache key of an identifier: (type, country, value)."""
+    return (int(person.type), person.country_code, person.value)
+
+
+class PersonTokens:
+    """Tokens for identifiers, asked once each (thread-safe)."""
+
+    def __init__(self, channel: grpc.Channel, *, timeout: float = 30.0) -> None:
+        self._stub = pb_grpc.IdentityServiceStub(channel)
+        self._timeout = timeout
+        self._cache: dict[tuple[int, str, str], str] = {}
+        self._lock = Lock()
+
+    def token(self, person: types_pb2.PersonId) -> str:
+        """The token of one person."""
+        return self.tokens([person])[0]
+
+    def tokens(self, people: Sequence[types_pb2.PersonId]) -> list[str]:
+        """The token of each person, in order; raises a ClientError if the ledger refuses."""
+        with self._lock:
+            missing: dict[tuple[int, str, str], types_pb2.PersonId] = {}
+            for person in people:
+                key = person_id_key(person)
+                if key not in self._cache:
+                    missing.setdefault(key, person)
+        pending = list(missing.items())
+        step = limits.person_tokens_per_call_max
+        for start in range(0, len(pending), step):
+            batch = pending[start : start + step]
+            request = pb.GetPersonTokensRequest(people=[person for _, person in batch])
+            try:
+                answer = self._stub.GetPersonTokens(request, timeout=self._timeout)
+            except grpc.RpcError as error:
+                raise from_rpc_error(error) from error
+            with self._lock:
+                for (key, _), token in zip(batch, answer.person_tokens, strict=True):
+                    self._cache[key] = token
+        with self._lock:
+            return [self._cache[person_id_key(person)] for person in people]
+
+    def forget(self, person: types_pb2.PersonId) -> None:
+        """Drop a cached token (after the person was erased)."""
+        with self._lock:
+            self._cache.pop(person_id_key(person), None)
+
+
+IDENTIFIER_PREFIX = "id:"
+"""In an event file (examples/), a token field may name a person by identifier instead:
+``"sponsorToken": "id:SA:RESIDENCE_ID:2000000014"``. :func:`tokenize_event` replaces each
+with the person's token before the event is signed; the ledger only ever sees tokens."""
+
+
+def _identifier_fields(message: Message) -> Iterator[tuple[Message, str, str]]:
+    """(message, field name, identifier text) of every ``*_token`` field holding ``id:...``."""
+    for descriptor, value in message.ListFields():
+        if descriptor.message_type is not None:
+            children = value if getattr(descriptor, "is_repeated", False) else [value]
+            for child in children:
+                yield from _identifier_fields(child)
+        elif (
+            descriptor.name.endswith("_token")
+            and isinstance(value, str)
+            and value.startswith(IDENTIFIER_PREFIX)
+        ):
+            yield message, descriptor.name, value.removeprefix(IDENTIFIER_PREFIX)
+
+
+def tokenize_event(event: events_pb2.Event, tokens: PersonTokens) -> None:
+    """Replace every ``id:COUNTRY:TYPE:VALUE`` in ``event``'s token fields by the person's token
+    (one GetPersonTokens call for the ones not cached). Raises ValueError naming a malformed
+    identifier; the ledger checks the identifiers themselves when it issues the tokens."""
+    found = list(_identifier_fields(event))
+    if not found:
+        return
+    people = [_person_id(text) for _, _, text in found]
+    for (message, name, _), token in zip(found, tokens.tokens(people), strict=True):
+        setattr(message, name, token)
+
+
+def _person_id(text: str) -> types_pb2.PersonId:
+    country, _, rest = text.partition(":")
+    kind, _, value = rest.partition(":")
+    if not (country and kind and value):
+        raise ValueError(f"a person is id:COUNTRY:TYPE:VALUE, got id:{text}")
+    try:
+        id_type = types_pb2.PersonIdType.Value(f"PERSON_ID_TYPE_{kind}")
+    except ValueError:
+        raise ValueError(f"unknown identifier type {kind!r} in id:{text}") from None
+    return types_pb2.PersonId(type=id_type, value=value, country_code=country)

@@ -1,0 +1,70 @@
+"""The identity vault's use cases: tokenize identifiers, resolve tokens, look a person up.
+
+Storage is :class:`ledger.storage.vault_store.VaultStore`; this module checks what callers ask
+(every identifier valid, each at most once, at most ``limits.person_tokens_per_call_max``) and
+holds the in-process helpers other parts of the server use to work by ID (the renewal builder
+resolves a household's identifiers to tokens here, without an RPC).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Sequence
+
+from sqlalchemy import Connection
+
+from ledger import limits
+from ledger.coverage.model import PersonRef
+from ledger.errors import FieldViolation, refuse_violations
+from ledger.storage.vault_store import VaultStore, tokens_for_in
+
+__all__ = ["IdentityVault", "tokens_in_transaction"]
+
+
+def tokens_in_transaction(
+    connection: Connection, people: Sequence[PersonRef], now: dt.datetime
+) -> list[str]:
+    """The token of each person, issuing new ones, in the caller's write transaction: for a
+    part of the server that builds events about people itself (the renewal saga's FeeCollected),
+    so that the tokens and what it writes commit together."""
+    return tokens_for_in(connection, people, now)
+
+
+class IdentityVault:
+    """Person tokens for identifiers, and back."""
+
+    def __init__(self, store: VaultStore) -> None:
+        self._store = store
+
+    def tokens_for(self, people: Sequence[PersonRef], now: dt.datetime) -> list[str]:
+        """The token of each person, in order (new ones issued); refuse a bad batch whole.
+
+        The identifiers themselves are checked by the caller (they arrive as wire PersonIds,
+        checked by ``ledger.events.check_person``); here the batch: its size and duplicates.
+        """
+        violations: list[FieldViolation] = []
+        if not people:
+            violations.append(FieldViolation("people", "at least one identifier is required"))
+        if len(people) > limits.person_tokens_per_call_max:
+            violations.append(
+                FieldViolation(
+                    "people",
+                    f"{len(people)} identifiers, over the limit of "
+                    f"{limits.person_tokens_per_call_max} per call",
+                )
+            )
+        seen: set[PersonRef] = set()
+        for position, person in enumerate(people):
+            if person in seen:
+                violations.append(FieldViolation(f"people[{position}]", "listed twice"))
+            seen.add(person)
+        refuse_violations(violations, "request", "PERSON_TOKENS_REQUEST_INVALID")
+        return self._store.tokens_for(people, now)
+
+    def token_of(self, person: PersonRef) -> str | None:
+        """The person's token; None when the vault never saw them or they were erased."""
+        return self._store.token_of(person)
+
+    def tokens_of(self, people: Sequence[PersonRef]) -> dict[PersonRef, str]:
+        """The tokens of the people the vault knows."""
+        return self._store.tokens_of(people)

@@ -1,0 +1,197 @@
+"""The identity vault in the database: person tokens and the identifiers they stand for.
+
+Two tables (migration 0009):
+
+- ``person_tokens``: every token ever issued, the country that issued the person's identifier
+  (a renewal authority collects fees for its own country's residents only) and, once the
+  person is erased, when. A token's row is never deleted: it holds no personal data, and the
+  log's entries naming the token stay replayable (``rebuild``) after erasure;
+- ``person_identities``: token -> (type, country, value), unique per identifier, so that the
+  same person always gets the same token while not erased. Erasure deletes the row; nothing
+  else in the database links the token to the identifier (docs/privacy.md).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+from sqlalchemy import (
+    BigInteger,
+    Column,
+    Connection,
+    Engine,
+    Index,
+    String,
+    Table,
+    bindparam,
+    select,
+    tuple_,
+)
+from sqlalchemy.exc import IntegrityError
+
+from ledger.clock import to_micros
+from ledger.coverage.model import PersonRef
+from ledger.identity.tokens import new_person_token
+from ledger.storage.db import WRITE_LOCK_OPTION
+from ledger.storage.tables import metadata
+
+__all__ = [
+    "TokenState",
+    "VaultStore",
+    "erase_token",
+    "person_identities",
+    "person_tokens",
+    "token_states",
+    "tokens_for_in",
+]
+
+person_tokens = Table(
+    "person_tokens",
+    metadata,
+    Column("token", String(40), primary_key=True),
+    Column("country", String(2), nullable=False),
+    Column("issued_at_us", BigInteger, nullable=False),
+    Column("erased_at_us", BigInteger, nullable=True),
+)
+person_identities = Table(
+    "person_identities",
+    metadata,
+    Column("token", String(40), primary_key=True),
+    Column("id_type", String(20), nullable=False),
+    Column("country", String(2), nullable=False),
+    Column("value", String(32), nullable=False),
+    Index("person_identities_by_identifier", "country", "id_type", "value", unique=True),
+)
+
+_ATTEMPTS_MAX = 3
+"""Tries of a tokenizing transaction that lost a race for a new identifier (PostgreSQL)."""
+
+_SELECT_TOKEN = select(person_identities.c.token).where(
+    person_identities.c.country == bindparam("country"),
+    person_identities.c.id_type == bindparam("id_type"),
+    person_identities.c.value == bindparam("value"),
+)
+
+
+def _identifier(person: PersonRef) -> dict[str, str]:
+    return {"country": person.country, "id_type": person.id_type, "value": person.value}
+
+
+@dataclass(frozen=True)
+class TokenState:
+    """What the vault says of an issued token, without the person: their identifier's country
+    and whether they were erased."""
+
+    country: str
+    erased: bool
+
+
+def token_states(connection: Connection, tokens: Iterable[str]) -> dict[str, TokenState]:
+    """The state of each token the vault issued (an unknown token is absent)."""
+    wanted = sorted(set(tokens))
+    if not wanted:
+        return {}
+    rows = connection.execute(
+        select(person_tokens.c.token, person_tokens.c.country, person_tokens.c.erased_at_us).where(
+            person_tokens.c.token.in_(wanted)
+        )
+    )
+    return {
+        row.token: TokenState(country=row.country, erased=row.erased_at_us is not None)
+        for row in rows
+    }
+
+
+def erase_token(
+    connection: Connection, token: str, now: dt.datetime, *, identifier: bool = True
+) -> None:
+    """Delete the token's identifier and date its erasure, in the caller's transaction (the
+    appender's, with the PersonErased entry that records it). ``identifier=False``: only date
+    it (a replay's scratch database has no identifiers)."""
+    if identifier:
+        connection.execute(person_identities.delete().where(person_identities.c.token == token))
+    connection.execute(
+        person_tokens.update()
+        .where(person_tokens.c.token == token, person_tokens.c.erased_at_us.is_(None))
+        .values(erased_at_us=to_micros(now))
+    )
+
+
+class VaultStore:
+    """Issue, look up and resolve person tokens."""
+
+    def __init__(self, engine: Engine) -> None:
+        self._engine = engine
+
+    def tokens_for(self, people: Sequence[PersonRef], now: dt.datetime) -> list[str]:
+        """The token of each person, in order, issuing new ones for people not yet known.
+
+        One transaction: either every new token is stored or none is. Two callers racing to
+        tokenize the same new person on PostgreSQL: the loser's insert violates the unique
+        identifier index, and it retries, then finding the winner's token.
+        """
+        for attempt in range(_ATTEMPTS_MAX):
+            try:
+                return self._tokens_for_once(people, now)
+            except IntegrityError:
+                if attempt == _ATTEMPTS_MAX - 1:
+                    raise
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _tokens_for_once(self, people: Sequence[PersonRef], now: dt.datetime) -> list[str]:
+        write = self._engine.execution_options(**{WRITE_LOCK_OPTION: True})
+        with write.begin() as connection:
+            return tokens_for_in(connection, people, now)
+
+    def token_of(self, person: PersonRef) -> str | None:
+        """The person's token, or None: never tokenized, or erased."""
+        with self._engine.connect() as connection:
+            return connection.execute(_SELECT_TOKEN, _identifier(person)).scalar_one_or_none()
+
+    def tokens_of(self, people: Iterable[PersonRef]) -> dict[PersonRef, str]:
+        """The tokens of the people the vault knows (the others are absent)."""
+        with self._engine.connect() as connection:
+            return _tokens_of(connection, people)
+
+
+def tokens_for_in(
+    connection: Connection, people: Sequence[PersonRef], now: dt.datetime
+) -> list[str]:
+    """:meth:`VaultStore.tokens_for` in the caller's write transaction (the renewal saga's)."""
+    known = _tokens_of(connection, people)
+    tokens: list[str] = []
+    for person in people:
+        token = known.get(person)
+        if token is None:
+            token = new_person_token()
+            connection.execute(
+                person_tokens.insert().values(
+                    token=token, country=person.country, issued_at_us=to_micros(now)
+                )
+            )
+            connection.execute(
+                person_identities.insert().values(token=token, **_identifier(person))
+            )
+            known[person] = token
+        tokens.append(token)
+    return tokens
+
+
+def _tokens_of(connection: Connection, people: Iterable[PersonRef]) -> dict[PersonRef, str]:
+    wanted = sorted(set(people))
+    if not wanted:
+        return {}
+    key = tuple_(
+        person_identities.c.country, person_identities.c.id_type, person_identities.c.value
+    )
+    rows = connection.execute(
+        select(person_identities).where(
+            key.in_([(person.country, person.id_type, person.value) for person in wanted])
+        )
+    )
+    return {
+        PersonRef(id_type=row.id_type, value=row.value, country=row.country): row.token
+        for row in rows
+    }

@@ -1,0 +1,201 @@
+"""``policy-ledger erase`` (issue 14 item 4), on SQLite and PostgreSQL: after it the log still
+verifies end to end (``audit verify`` over gRPC as an auditor), ``rebuild`` matches, queries by
+the person's ID find nothing, and the database's files hold the identifier nowhere.
+
+SQLite: the server runs ``PRAGMA secure_delete`` (deleted cells are zeroed); the test checkpoints
+the WAL into the file and truncates it, then reads every byte of the file. PostgreSQL: a deleted
+row's bytes stay in its heap and index pages until the relation is rewritten, so the test runs
+``VACUUM FULL`` on the vault's tables (docs/privacy.md tells the operator to), then reads every
+relation file of the database with ``pg_read_binary_file``. It runs on a PostgreSQL cluster of
+its own (initdb in a temp dir): on the machine's shared one, other sessions' snapshots may keep
+the deleted row's version alive through the VACUUM, so the scan would not be reliable.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import io
+import sqlite3
+from collections.abc import Iterator
+from pathlib import Path
+
+import grpc
+import pytest
+from sqlalchemy import create_engine, make_url, text
+
+from clients.insurer import InsurerClient
+from clients.portal import PortalClient
+from clients.samples import iqama, sample_events
+from clients.verify import TrustedLog
+from ledger.cli import main
+from ledger.coverage.rebuild import rebuild_and_compare
+from ledger.signing import Ed25519Signer, format_signer_key
+from ledger.storage.db import sqlite_url
+from ledger.v1 import identity_service_pb2 as ipb
+from ledger.v1 import identity_service_pb2_grpc as ipb_grpc
+from tests.conftest import ServerHandle, onboard, start_server_thread
+from tests.durability.processes import postgres_binaries, postgres_instance
+from tests.stack import row_counts
+
+INSURER = "gulf-health"
+SPONSOR, WIFE = iqama(16), iqama(17)  # sample household 1
+
+
+def _cli(*arguments: str) -> tuple[int, str]:
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(out):
+        code = main(list(arguments))
+    return code, out.getvalue()
+
+
+@pytest.fixture(params=["sqlite", pytest.param("own postgres", marks=pytest.mark.postgres)])
+def scanned_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """A database whose files the test may read whole: a SQLite file, or a PostgreSQL cluster
+    of the test's own (see the module doc)."""
+    if request.param == "sqlite":
+        yield sqlite_url(tmp_path / "ledger.db")
+        return
+    if postgres_binaries() is None:
+        pytest.skip("no initdb on the PATH or under /usr/lib/postgresql/*/bin")
+    with postgres_instance() as instance:
+        yield instance.url
+
+
+@pytest.fixture
+def scanned_server(
+    scanned_url: str, log_signer: Ed25519Signer, tmp_path: Path
+) -> Iterator[ServerHandle]:
+    handle = start_server_thread(scanned_url, log_signer, tmp_path)
+    yield handle
+    handle.stop()
+
+
+def _populate(
+    server: ServerHandle, operator_signer: Ed25519Signer, insurer_signer: Ed25519Signer
+) -> ServerHandle:
+    onboard(server, operator_signer, INSURER, insurer_signer)
+    log = TrustedLog.from_verifier_key(server.log_verifier_key)
+    with server.channel("insurer", INSURER) as channel:
+        insurer = InsurerClient(channel, signer=insurer_signer, log=log)
+        now = dt.datetime.now(dt.UTC)
+        for event in sample_events(6, INSURER, now, tokens=insurer.tokens.tokens):
+            insurer.submit(event)
+    return server
+
+
+def _erase(server: ServerHandle, tmp_path: Path, person: str) -> tuple[int, str]:
+    key = tmp_path / "operator.key"
+    from tests.conftest import OPERATOR_SIGNER
+
+    key.write_text(format_signer_key(OPERATOR_SIGNER) + "\n", encoding="utf-8")
+    return _cli(
+        "erase", "--person", person, "--basis", "PDPL art. 18: retention period ended",
+        *server.cli_arguments("operator", "operator"),
+        "--operator-key", str(key), "--log-verifier", server.log_verifier_key,
+    )  # fmt: skip
+
+
+def _database_bytes(database_url: str) -> bytes:
+    """Every byte the database keeps (see the module doc for how each engine is read)."""
+    url = make_url(database_url)
+    if url.get_backend_name() == "sqlite":
+        path = str(url.database)
+        with sqlite3.connect(path) as connection:
+            connection.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        chunks = []
+        for suffix in ("", "-wal", "-journal"):
+            with contextlib.suppress(FileNotFoundError), open(path + suffix, "rb") as file:
+                chunks.append(file.read())
+        return b"".join(chunks)
+    engine = create_engine(database_url, isolation_level="AUTOCOMMIT")
+    try:
+        with engine.connect() as connection:
+            connection.execute(text("VACUUM FULL person_identities"))
+            connection.execute(text("VACUUM FULL person_tokens"))
+            connection.execute(text("CHECKPOINT"))
+            files = connection.execute(
+                text(
+                    "SELECT pg_relation_filepath(c.oid) FROM pg_class c "
+                    "JOIN pg_namespace n ON n.oid = c.relnamespace "
+                    "WHERE c.relkind IN ('r', 'i', 't', 'm') AND n.nspname = 'public' "
+                    "AND pg_relation_filepath(c.oid) IS NOT NULL"
+                )
+            ).scalars()
+            chunks = []
+            for path in list(files):
+                size = connection.execute(
+                    text("SELECT (pg_stat_file(:p, true)).size"), {"p": path}
+                ).scalar()
+                if size:
+                    chunks.append(
+                        connection.execute(
+                            text("SELECT pg_read_binary_file(:p)"), {"p": path}
+                        ).scalar_one()
+                    )
+            return b"".join(bytes(chunk) for chunk in chunks)
+    finally:
+        engine.dispose()
+
+
+@pytest.fixture
+def populated(
+    server: ServerHandle, operator_signer: Ed25519Signer, insurer_signer: Ed25519Signer
+) -> ServerHandle:
+    return _populate(server, operator_signer, insurer_signer)
+
+
+def test_an_erased_person_is_found_nowhere_and_the_log_still_verifies(
+    scanned_server: ServerHandle,
+    scanned_url: str,
+    tmp_path: Path,
+    operator_signer: Ed25519Signer,
+    insurer_signer: Ed25519Signer,
+) -> None:
+    server = _populate(scanned_server, operator_signer, insurer_signer)
+    database_url = scanned_url
+    wife = f"SA:RESIDENCE_ID:{WIFE.value}"
+    assert WIFE.value.encode() in _database_bytes(database_url)  # the scan can find it
+    code, output = _erase(server, tmp_path, wife)
+    assert code == 0, output
+    assert "erased pt_" in output and WIFE.value not in output
+    log = TrustedLog.from_verifier_key(server.log_verifier_key)
+    with server.channel("operator", "operator") as channel:
+        portal = PortalClient(channel, log=log)
+        assert list(portal.get_coverage(WIFE, dt.date.today()).response.coverages) == []
+        household = portal.check_household(SPONSOR, [], through=dt.date.today(), jurisdiction="SA")
+        members = {m.person.value for m in household.response.members}
+        assert members == {SPONSOR.value, iqama(18).value}  # the wife is no longer on record
+        with pytest.raises(grpc.RpcError) as unknown:
+            ipb_grpc.IdentityServiceStub(channel).LookUpPersonToken(
+                ipb.LookUpPersonTokenRequest(person=WIFE)
+            )
+        assert unknown.value.code() == grpc.StatusCode.NOT_FOUND
+    assert rebuild_and_compare(server.running.engine).consistent
+    code, output = _cli(
+        "audit", "verify", *server.cli_arguments("auditor", "auditor"),
+        "--log-verifier", server.log_verifier_key, "--workers", "1",
+    )  # fmt: skip
+    assert code == 0, output
+    assert WIFE.value.encode() not in _database_bytes(database_url)
+    assert SPONSOR.value.encode() in _database_bytes(database_url)  # the others stay
+
+
+def test_erasing_a_person_the_vault_does_not_know_writes_nothing(
+    populated: ServerHandle, database_url: str, tmp_path: Path
+) -> None:
+    before = row_counts(database_url)
+    code, output = _erase(populated, tmp_path, "SA:RESIDENCE_ID:2000099990")
+    assert code == 3 and "PERSON_NOT_IN_VAULT" in output, output
+    assert row_counts(database_url) == before
+
+
+def test_only_the_operator_may_look_a_token_up(populated: ServerHandle, database_url: str) -> None:
+    before = row_counts(database_url)
+    for role, name in (("insurer", INSURER), ("portal", "SA"), ("auditor", "auditor")):
+        with populated.channel(role, name) as channel, pytest.raises(grpc.RpcError) as refused:
+            ipb_grpc.IdentityServiceStub(channel).LookUpPersonToken(
+                ipb.LookUpPersonTokenRequest(person=SPONSOR)
+            )
+        assert refused.value.code() == grpc.StatusCode.PERMISSION_DENIED
+    assert row_counts(database_url) == before
