@@ -71,8 +71,8 @@ from payments.limits import (
     URL_CHARS_MAX,
 )
 from payments.notifications import NotificationReceiver
+from payments.quotes import PRIVATE_INSURANCE_JURISDICTIONS
 from payments.renewal import (
-    PRIVATE_INSURANCE_JURISDICTIONS,
     MemberInput,
     PaymentRecord,
     QuoteRecord,
