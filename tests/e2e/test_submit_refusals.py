@@ -105,7 +105,7 @@ def _tokens_of_the_shared_server(
     """A case on the shared server names people by that server's tokens (the conftest resets
     the builders' token source before every test)."""
     if "refusal_server" in request.fixturenames:
-        use_vault(request.getfixturevalue("refusal_server").engine)
+        use_vault(request.getfixturevalue("refusal_server").running.engine)
 
 
 @pytest.fixture
