@@ -134,6 +134,8 @@ client_ping_interval_ms_min: Final = 10_000
 """Clients may ping at most this often (more often is abuse: the connection is closed)."""
 caller_calls_in_flight_max: Final = 1024
 """Calls one caller may have under way at once; beyond, RESOURCE_EXHAUSTED with a retry hint."""
+request_id_chars_max: Final = 64
+"""The longest ``x-request-id`` metadata the call log takes from a caller (else it makes one)."""
 read_threads_max: Final = 4
 """Threads of the read pool (servicer reads), apart from the sequencer's own writer thread."""
 read_queue_max: Final = 256

@@ -65,6 +65,7 @@ from payments import fees
 from payments.authorization import renewal_rules
 from payments.gateway import PaymentGateway, load_gateway
 from payments.limits import GATEWAY_RESULT_BYTES_MAX, RENEWAL_DAYS_MAX, URL_CHARS_MAX
+from payments.metrics import PaymentStateCollector
 from payments.notifications import NotificationReceiver
 from payments.renewal import (
     MemberInput,
@@ -236,6 +237,8 @@ def install(context: ServerContext) -> tuple[str, ...]:
         RenewalServicer(renewals, LogStore(context.engine), context.clock), context.server
     )
     context.authorization.add(renewal_rules(context.engine))
+    if context.metrics is not None:
+        context.metrics.register(PaymentStateCollector(context.engine))
     log.info("RenewalService installed: authority %s", authority_id)
     return (SERVICE_NAME,)
 

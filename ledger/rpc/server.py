@@ -9,24 +9,35 @@ period, commits what the sequencer still holds, and closes the database.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from importlib.metadata import entry_points
+from typing import Any
 
 import grpc
 from grpc_health.v1 import _async as health_aio  # public as health.aio, which the stubs lack
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
+from prometheus_client import CollectorRegistry
 from sqlalchemy import Engine
 
 from ledger import limits
 from ledger.clock import Clock, SystemClock
-from ledger.config import ServerConfig, TlsFiles, check_origin, load_signer, load_tls_files
+from ledger.config import (
+    ServerConfig,
+    TlsFiles,
+    check_origin,
+    host_of,
+    load_signer,
+    load_tls_files,
+)
 from ledger.cosignature import WitnessEndpoint, parse_witness_option
 from ledger.coverage.reader import CoverageReader
 from ledger.errors import InvalidArgument
+from ledger.metrics import LedgerMetrics
 from ledger.rpc.access import AccessRecordingInterceptor
 from ledger.rpc.admin_servicer import AdminServicer
 from ledger.rpc.authorization import AuthorizationTable, check_signer, ledger_rules
@@ -39,6 +50,7 @@ from ledger.rpc.enrolment_port import (
 from ledger.rpc.fairness import CallerLimitInterceptor
 from ledger.rpc.interceptor import AuthorizationInterceptor
 from ledger.rpc.ledger_servicer import LedgerServicer
+from ledger.rpc.observing import CallObservingInterceptor
 from ledger.rpc.request_layer import RequestValidationInterceptor
 from ledger.sequencer import Sequencer
 from ledger.service import KeyCache, Ledger
@@ -92,6 +104,9 @@ class ServerContext:
     authorization: AuthorizationTable
     """The authorization table: an extension adds a row for every method it serves (a method
     without one is refused)."""
+    metrics: CollectorRegistry | None = None
+    """The server's Prometheus registry, where an extension registers its own collectors; None
+    when ``serve`` has no metrics endpoint."""
 
 
 def connection_options(idle_ms: int) -> list[tuple[str, int]]:
@@ -158,6 +173,8 @@ class RunningServer:
     enrolment: EnrolmentPort | None = None
     """The enrolment port (``serve --enrol-listen``), or None."""
     read_pool: ThreadPoolExecutor | None = None
+    metrics: LedgerMetrics | None = None
+    """The server's metrics and their endpoint (``serve --metrics-port``), or None."""
 
     async def stop(self) -> None:
         """Stop taking calls, finish the ones under way, commit what is queued, close."""
@@ -169,6 +186,8 @@ class RunningServer:
         await self.sequencer.stop()
         if self.witnessing is not None:
             await self.witnessing.stop()
+        if self.metrics is not None:
+            await asyncio.to_thread(self.metrics.stop)
         self.engine.dispose()
         if self.read_pool is not None:
             self.read_pool.shutdown(wait=False)
@@ -203,85 +222,121 @@ async def start_server(config: ServerConfig, clock: Clock | None = None) -> Runn
     origin = config.origin or signer.name
     check_origin(origin)
     witnesses = parse_witnesses(config.witnesses)  # refused before anything starts
-    engine = create_ledger_engine(config.database_url)
-    if config.migrate:
-        await asyncio.to_thread(upgrade, engine)
-    operator_key = await asyncio.to_thread(_operator_key_to_anchor, engine, config)
-    sequencer = Sequencer(Appender(engine, signer, origin, operator_key), clock, config.sequencer)
-    await sequencer.start()
-    key_store = KeyStore(engine)
-    key_cache = KeyCache(key_store)
-    authorization = AuthorizationTable(ledger_rules())
-    server = grpc.aio.server(
-        # Authorization first (it sets the caller); then the caller's share of the server and
-        # the request's validity; last, the access record of an answer about people.
-        interceptors=[
-            AuthorizationInterceptor(authorization, config.trust_domain),
-            CallerLimitInterceptor(config.caller_calls_in_flight_max),
-            RequestValidationInterceptor(),
-            AccessRecordingInterceptor(AccessLog(engine), clock),
-        ],
-        options=[
-            ("grpc.max_receive_message_length", limits.grpc_message_bytes_max),
-            ("grpc.max_send_message_length", limits.grpc_message_bytes_max),
-            # gRPC turns SO_REUSEPORT on by default: a second server on the same port would
-            # start silently and share the connections. Refuse the port instead.
-            ("grpc.so_reuseport", 0),
-            *connection_options(config.connection_idle_ms),
-        ],
-    )
-    ledger = Ledger(key_cache, sequencer, clock, signer_check=check_signer)
-    ledger_service_pb2_grpc.add_LedgerServiceServicer_to_server(
-        LedgerServicer(ledger, LogStore(engine)), server
-    )
-    coverage_service_pb2_grpc.add_CoverageServiceServicer_to_server(
-        CoverageServicer(CoverageReader(engine), clock, LogStore(engine), signer), server
-    )
-    admin_service_pb2_grpc.add_AdminServiceServicer_to_server(
-        AdminServicer(key_store, key_cache, clock), server
-    )
-    extension_context = ServerContext(
-        server=server,
-        engine=engine,
-        ledger=ledger,
-        clock=clock,
-        loop=asyncio.get_running_loop(),
-        authorization=authorization,
-    )
-    extra_services = _install_extensions(extension_context)
-    health_servicer = health_aio.HealthServicer()
-    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-    for name in ("", *SERVICE_NAMES, *extra_services):
-        await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
-    reflection.enable_server_reflection(
-        (
-            *SERVICE_NAMES,
-            *extra_services,
-            health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
-            reflection.SERVICE_NAME,
-        ),
-        server,
-    )
-    witnessing = _start_witnessing(witnesses, sequencer, engine, clock)
-    port = _add_port(server, config.listen, tls)
-    await server.start()
-    enrolment = await start_enrolment_port(
-        config, enrolment_material, ledger, EnrolmentStore(engine), clock
-    )
-    log.info("serving %s on port %d (origin %s)", config.database_url, port, origin)
-    return RunningServer(
-        server=server,
-        port=port,
-        origin=origin,
-        sequencer=sequencer,
-        engine=engine,
-        health=health_servicer,
-        grace_seconds=config.grace_seconds,
-        witnessing=witnessing,
-        authorization=authorization,
-        read_pool=read_pool,
-        enrolment=enrolment,
-    )
+    # The metrics port next: one in use is refused before the database is opened.
+    metrics = _start_metrics(config)
+    with contextlib.ExitStack() as on_failure:
+        if metrics is not None:
+            on_failure.callback(metrics.stop)
+        engine = create_ledger_engine(config.database_url)
+        if config.migrate:
+            await asyncio.to_thread(upgrade, engine)
+        operator_key = await asyncio.to_thread(_operator_key_to_anchor, engine, config)
+        sequencer = Sequencer(
+            Appender(engine, signer, origin, operator_key), clock, config.sequencer
+        )
+        await sequencer.start()
+        if metrics is not None:
+            metrics.watch_sequencer(sequencer)
+        key_store = KeyStore(engine)
+        key_cache = KeyCache(key_store)
+        authorization = AuthorizationTable(ledger_rules())
+        server = grpc.aio.server(
+            # The call's metrics and log line outermost (they see every refusal); authorization
+            # next (it sets the caller); then the caller's share of the server and the request's
+            # validity; last, the access record of an answer about people.
+            interceptors=[
+                *_observing(metrics, config),
+                AuthorizationInterceptor(authorization, config.trust_domain),
+                CallerLimitInterceptor(config.caller_calls_in_flight_max),
+                RequestValidationInterceptor(),
+                AccessRecordingInterceptor(AccessLog(engine), clock),
+            ],
+            options=[
+                ("grpc.max_receive_message_length", limits.grpc_message_bytes_max),
+                ("grpc.max_send_message_length", limits.grpc_message_bytes_max),
+                # gRPC turns SO_REUSEPORT on by default: a second server on the same port would
+                # start silently and share the connections. Refuse the port instead.
+                ("grpc.so_reuseport", 0),
+                *connection_options(config.connection_idle_ms),
+            ],
+        )
+        ledger = Ledger(key_cache, sequencer, clock, signer_check=check_signer)
+        ledger_service_pb2_grpc.add_LedgerServiceServicer_to_server(
+            LedgerServicer(ledger, LogStore(engine)), server
+        )
+        coverage_service_pb2_grpc.add_CoverageServiceServicer_to_server(
+            CoverageServicer(CoverageReader(engine), clock, LogStore(engine), signer), server
+        )
+        admin_service_pb2_grpc.add_AdminServiceServicer_to_server(
+            AdminServicer(key_store, key_cache, clock), server
+        )
+        extension_context = ServerContext(
+            server=server,
+            engine=engine,
+            ledger=ledger,
+            clock=clock,
+            loop=asyncio.get_running_loop(),
+            authorization=authorization,
+            metrics=metrics.registry if metrics is not None else None,
+        )
+        extra_services = _install_extensions(extension_context)
+        health_servicer = health_aio.HealthServicer()
+        health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+        for name in ("", *SERVICE_NAMES, *extra_services):
+            await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
+        reflection.enable_server_reflection(
+            (
+                *SERVICE_NAMES,
+                *extra_services,
+                health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
+                reflection.SERVICE_NAME,
+            ),
+            server,
+        )
+        witnessing = _start_witnessing(witnesses, sequencer, engine, clock)
+        if witnessing is not None and metrics is not None:
+            metrics.watch_witnesses(witnessing)
+        port = _add_port(server, config.listen, tls)
+        await server.start()
+        enrolment = await start_enrolment_port(
+            config, enrolment_material, ledger, EnrolmentStore(engine), clock
+        )
+        log.info("serving %s on port %d (origin %s)", config.database_url, port, origin)
+        on_failure.pop_all()  # started: stopping is RunningServer.stop's
+        return RunningServer(
+            server=server,
+            port=port,
+            origin=origin,
+            sequencer=sequencer,
+            engine=engine,
+            health=health_servicer,
+            grace_seconds=config.grace_seconds,
+            witnessing=witnessing,
+            authorization=authorization,
+            read_pool=read_pool,
+            enrolment=enrolment,
+            metrics=metrics,
+        )
+
+
+def _start_metrics(config: ServerConfig) -> LedgerMetrics | None:
+    """The server's metrics, served on ``--metrics-port`` at the host of ``--listen``."""
+    if config.metrics_port is None:
+        return None
+    metrics = LedgerMetrics()
+    host = host_of(config.listen)
+    port = metrics.serve(host, config.metrics_port)
+    log.info("metrics on http://%s:%d/metrics", host, port)
+    return metrics
+
+
+def _observing(metrics: LedgerMetrics | None, config: ServerConfig) -> list[Any]:
+    """The call-observing interceptor, when metrics or the call log are on (else none: a
+    server that shows nothing pays nothing per call)."""
+    log_calls = config.log_format == "json"
+    if metrics is None and not log_calls:
+        return []
+    return [CallObservingInterceptor(metrics, log_calls=log_calls)]
 
 
 def parse_witnesses(options: Sequence[str]) -> list[WitnessEndpoint]:
