@@ -46,6 +46,10 @@ event_time_skew_seconds_max: Final = 24 * 3600
 # Streaming and batching.
 submit_stream_in_flight_max: Final = 1024
 """Envelopes one SubmitEvents stream may have awaiting a receipt; more wait for receipts."""
+submit_message_envelopes_max: Final = 64
+"""Envelopes one SubmitEvents request message may carry (``envelopes``); more is refused
+INVALID_ARGUMENT and ends the stream. The message as a whole stays under
+``grpc_message_bytes_max`` (64 envelopes of a few hundred bytes each are typical)."""
 sequencer_batch_entries_max: Final = 2048
 sequencer_queue_entries_max: Final = 65536
 """Submissions waiting for the sequencer; beyond this the server answers UNAVAILABLE."""
@@ -106,6 +110,7 @@ request_field_max: Final[Mapping[str, int]] = MappingProxyType(
         "ledger.v1.ListPolicyHistoryRequest.policy_id": policy_id_chars_max,
         "ledger.v1.FindEntriesRequest.policy_id": policy_id_chars_max,
         "ledger.v1.ListInsurerKeysRequest.insurer_id": insurer_id_chars_max,
+        "ledger.v1.SubmitEventsRequest.envelopes": submit_message_envelopes_max,
         "payments.v1.QuoteRenewalRequest.members": household_members_max,
         "payments.v1.StartPaymentRequest.return_url": url_chars_max,
         "payments.v1.RefundPaymentRequest.reason": name_chars_max,
