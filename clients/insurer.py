@@ -5,7 +5,7 @@ client = InsurerClient(grpc.insecure_channel("127.0.0.1:50051"), signer=signer,
                        log=TrustedLog.from_verifier_key(LOG_VERIFIER_KEY))
 receipt = client.submit(event)            # raises a clients.errors.ClientError if refused
 for result in client.submit_stream(events):   # one VerifiedReceipt or ClientError each, in
-    ...                                       # order; up to 64 events per request message
+    ...                                       # order; up to 8 events per request message
 """
 
 from __future__ import annotations
@@ -83,7 +83,7 @@ class InsurerClient:
         events: Iterable[events_pb2.Event],
         *,
         timeout: float | None = None,
-        per_message: int = limits.submit_message_envelopes_max,
+        per_message: int = limits.submit_message_envelopes_default,
     ) -> Iterator[VerifiedReceipt | ClientError]:
         """Submit events on one stream; yield, in order, a verified receipt or the refusal.
 
@@ -98,7 +98,7 @@ class InsurerClient:
         envelopes: Iterable[types_pb2.Envelope],
         *,
         timeout: float | None = None,
-        per_message: int = limits.submit_message_envelopes_max,
+        per_message: int = limits.submit_message_envelopes_default,
     ) -> Iterator[VerifiedReceipt | ClientError]:
         """Submit signed envelopes on one stream; yield one result each, in order.
 

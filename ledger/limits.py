@@ -50,6 +50,11 @@ submit_message_envelopes_max: Final = 64
 """Envelopes one SubmitEvents request message may carry (``envelopes``); more is refused
 INVALID_ARGUMENT and ends the stream. The message as a whole stays under
 ``grpc_message_bytes_max`` (64 envelopes of a few hundred bytes each are typical)."""
+submit_message_envelopes_default: Final = 8
+"""Envelopes ``InsurerClient.submit_stream`` puts in one request message unless told: 8 cut
+the server's CPU per event by about a fifth at the same or a better rate; 64 cut it a little
+more but lowered the rate (one process: long runs of admission starve the sequencer's
+commits; docs/benchmarks.md)."""
 sequencer_batch_entries_max: Final = 2048
 sequencer_queue_entries_max: Final = 65536
 """Submissions waiting for the sequencer; beyond this the server answers UNAVAILABLE."""

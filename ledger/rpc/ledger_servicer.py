@@ -202,9 +202,15 @@ class LedgerServicer(pb_grpc.LedgerServiceServicer):
         queued together in order after the previous request, answered in one response."""
         outcomes: list[asyncio.Future[Outcome] | BaseException] = []
         try:
-            admitted = await asyncio.gather(
-                *(self._admit(envelope) for envelope in envelopes), return_exceptions=True
-            )
+            # One after the other in this task: admission is CPU work on the loop, so tasks
+            # of their own would only interleave it with other requests' and delay the queueing
+            # of this one's.
+            admitted: list[PendingEntry | BaseException] = []
+            for envelope in envelopes:
+                try:
+                    admitted.append(await self._admit(envelope))
+                except Exception as error:  # one refused envelope does not refuse the others
+                    admitted.append(error)
             await previous.wait()
             for item in admitted:
                 outcomes.append(item if isinstance(item, BaseException) else self._enqueue(item))
