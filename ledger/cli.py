@@ -44,7 +44,7 @@ from ledger.errors import LedgerError
 from ledger.keys import insurer_key_id
 from ledger.sequencer import SequencerOptions
 from ledger.signing import generate_keypair, parse_signer_key, parse_verifier_key
-from ledger.storage.db import create_ledger_engine, lock_sqlite_for_serving
+from ledger.storage.db import create_ledger_engine
 from ledger.storage.key_store import KeyStore
 from ledger.storage.migrate import upgrade
 
@@ -57,7 +57,6 @@ def _serve(args: argparse.Namespace) -> int:
 
     config = _server_config(args)
     configure_logging(config.log_format)
-    database_lock = lock_sqlite_for_serving(config.database_url)  # held until the process ends
 
     async def run() -> None:
         try:
@@ -68,11 +67,6 @@ def _serve(args: argparse.Namespace) -> int:
             raise AddressInUse(
                 f"cannot listen on {config.listen}: the address is in use by another process "
                 "(or not available here); stop it or choose another --listen"
-            ) from None
-        except OSError as error:  # the metrics endpoint's socket (gRPC's is the RuntimeError)
-            raise AddressInUse(
-                f"cannot serve metrics on port {config.metrics_port}: {error.strerror}; stop "
-                "the process holding it or choose another --metrics-port"
             ) from None
         if args.port_file:
             Path(args.port_file).write_text(f"{running.port}\n", encoding="utf-8")
@@ -88,8 +82,6 @@ def _serve(args: argparse.Namespace) -> int:
         print("policy-ledger stopped cleanly", flush=True)
 
     asyncio.run(run())
-    if database_lock is not None:
-        database_lock.close()
     return 0
 
 

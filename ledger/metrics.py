@@ -19,6 +19,7 @@ docs/operations.md ("Metrics") lists every series; a test keeps that list and th
 
 from __future__ import annotations
 
+import errno
 import logging
 import sys
 import threading
@@ -41,7 +42,7 @@ from prometheus_client.registry import Collector
 from pythonjsonlogger.json import JsonFormatter
 
 from ledger.config import LOG_FORMATS
-from ledger.errors import InvalidArgument
+from ledger.errors import FailedPrecondition, InvalidArgument
 from ledger.sequencer import BatchReport, Sequencer
 from ledger.witnessing import WitnessSubmitter
 
@@ -127,8 +128,17 @@ class LedgerMetrics:
 
     def serve(self, host: str, port: int) -> int:
         """Serve the registry at ``http://host:port/metrics`` (port 0 picks one); the port.
-        An address in use raises OSError, which ``serve`` reports as it reports its own."""
-        server, thread = start_http_server(port, addr=host, registry=self.registry)
+        A port in use is FAILED_PRECONDITION (ADDRESS_IN_USE), as ``serve``'s own."""
+        try:
+            server, thread = start_http_server(port, addr=host, registry=self.registry)
+        except OSError as error:
+            if error.errno != errno.EADDRINUSE:
+                raise
+            raise FailedPrecondition(
+                f"cannot serve metrics on port {port}: it is in use by another process; stop "
+                "it or choose another --metrics-port",
+                reason="ADDRESS_IN_USE",
+            ) from None
         self.endpoint = MetricsEndpoint(server, thread)
         return self.endpoint.port
 

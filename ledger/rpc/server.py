@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from importlib.metadata import entry_points
-from typing import Any
+from typing import IO, Any
 
 import grpc
 from grpc_health.v1 import _async as health_aio  # public as health.aio, which the stubs lack
@@ -51,6 +51,7 @@ from ledger.rpc.fairness import CallerLimitInterceptor
 from ledger.rpc.interceptor import AuthorizationInterceptor
 from ledger.rpc.ledger_servicer import LedgerServicer
 from ledger.rpc.observing import CallObservingInterceptor
+from ledger.rpc.ports import refuse_address_in_use
 from ledger.rpc.request_layer import RequestValidationInterceptor
 from ledger.sequencer import Sequencer
 from ledger.service import KeyCache, Ledger
@@ -58,7 +59,7 @@ from ledger.signing import parse_verifier_key
 from ledger.storage.access_log import AccessLog
 from ledger.storage.append import Appender
 from ledger.storage.cosignature_store import CosignatureStore
-from ledger.storage.db import create_ledger_engine
+from ledger.storage.db import create_ledger_engine, lock_sqlite_for_serving
 from ledger.storage.enrolment_store import EnrolmentStore
 from ledger.storage.key_store import KeyStore
 from ledger.storage.log_store import LogStore, entry_count
@@ -175,6 +176,9 @@ class RunningServer:
     read_pool: ThreadPoolExecutor | None = None
     metrics: LedgerMetrics | None = None
     """The server's metrics and their endpoint (``serve --metrics-port``), or None."""
+    database_lock: IO[str] | None = None
+    """The SQLite file's serving lock (``ledger.storage.db.lock_sqlite_for_serving``), held
+    until the server stops; None on PostgreSQL."""
 
     async def stop(self) -> None:
         """Stop taking calls, finish the ones under way, commit what is queued, close."""
@@ -189,6 +193,8 @@ class RunningServer:
         if self.metrics is not None:
             await asyncio.to_thread(self.metrics.stop)
         self.engine.dispose()
+        if self.database_lock is not None:
+            self.database_lock.close()
         if self.read_pool is not None:
             self.read_pool.shutdown(wait=False)
 
@@ -222,9 +228,15 @@ async def start_server(config: ServerConfig, clock: Clock | None = None) -> Runn
     origin = config.origin or signer.name
     check_origin(origin)
     witnesses = parse_witnesses(config.witnesses)  # refused before anything starts
-    # The metrics port next: one in use is refused before the database is opened.
-    metrics = _start_metrics(config)
+    # One server per port and per SQLite file: refused before the database is opened.
+    refuse_address_in_use(config.listen)
+    if config.enrol_listen:
+        refuse_address_in_use(config.enrol_listen, "--enrol-listen")
     with contextlib.ExitStack() as on_failure:
+        database_lock = lock_sqlite_for_serving(config.database_url)
+        if database_lock is not None:
+            on_failure.callback(database_lock.close)
+        metrics = _start_metrics(config)
         if metrics is not None:
             on_failure.callback(metrics.stop)
         engine = create_ledger_engine(config.database_url)
@@ -316,6 +328,7 @@ async def start_server(config: ServerConfig, clock: Clock | None = None) -> Runn
             read_pool=read_pool,
             enrolment=enrolment,
             metrics=metrics,
+            database_lock=database_lock,
         )
 
 
