@@ -9,7 +9,10 @@ log on (``serve --log-format json``) it writes one line per call on the logger
 The request id is the caller's ``x-request-id`` metadata when it sends a usable one (printable
 ASCII, at most ``limits.request_id_chars_max``), else one the server makes; an operator finds
 a client's call in the logs by it. The caller is the SPIFFE ID the authorization layer set, or
-``-`` for open methods and refused callers (the peer address is logged beside it).
+``-`` for open methods and unauthenticated callers (the peer address is logged beside it).
+
+The wrapped handler is kept per method (as the other interceptors keep theirs): the inner
+interceptors decide from the method name alone, never from one call's details.
 """
 
 from __future__ import annotations

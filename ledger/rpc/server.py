@@ -217,18 +217,7 @@ def _operator_key_to_anchor(engine: Engine, config: ServerConfig) -> bytes | Non
 
 async def start_server(config: ServerConfig, clock: Clock | None = None) -> RunningServer:
     """Start a server as ``config`` says; returns once it listens."""
-    clock = clock or SystemClock()
-    tls = load_tls_files(config)  # first: refuse to start before opening anything
-    enrolment_material = load_enrolment_material(config, tls)
-    # Servicer reads run on the loop's default executor (asyncio.to_thread): bound it, apart from
-    # the sequencer's own writer thread, so a flood of reads cannot take every thread.
-    read_pool = ThreadPoolExecutor(limits.read_threads_max, thread_name_prefix="read")
-    asyncio.get_running_loop().set_default_executor(read_pool)
-    signer = load_signer(config.log_key_path)
-    origin = config.origin or signer.name
-    check_origin(origin)
-    witnesses = parse_witnesses(config.witnesses)  # refused before anything starts
-    # One server per port and per SQLite file: refused before the database is opened.
+    # One server per port and per SQLite file: refused before anything is opened.
     refuse_address_in_use(config.listen)
     if config.enrol_listen:
         refuse_address_in_use(config.enrol_listen, "--enrol-listen")
@@ -239,97 +228,115 @@ async def start_server(config: ServerConfig, clock: Clock | None = None) -> Runn
         metrics = _start_metrics(config)
         if metrics is not None:
             on_failure.callback(metrics.stop)
-        engine = create_ledger_engine(config.database_url)
-        if config.migrate:
-            await asyncio.to_thread(upgrade, engine)
-        operator_key = await asyncio.to_thread(_operator_key_to_anchor, engine, config)
-        sequencer = Sequencer(
-            Appender(engine, signer, origin, operator_key), clock, config.sequencer
-        )
-        await sequencer.start()
-        if metrics is not None:
-            metrics.watch_sequencer(sequencer)
-        key_store = KeyStore(engine)
-        key_cache = KeyCache(key_store)
-        authorization = AuthorizationTable(ledger_rules())
-        server = grpc.aio.server(
-            # The call's metrics and log line outermost (they see every refusal); authorization
-            # next (it sets the caller); then the caller's share of the server and the request's
-            # validity; last, the access record of an answer about people.
-            interceptors=[
-                *_observing(metrics, config),
-                AuthorizationInterceptor(authorization, config.trust_domain),
-                CallerLimitInterceptor(config.caller_calls_in_flight_max),
-                RequestValidationInterceptor(),
-                AccessRecordingInterceptor(AccessLog(engine), clock),
-            ],
-            options=[
-                ("grpc.max_receive_message_length", limits.grpc_message_bytes_max),
-                ("grpc.max_send_message_length", limits.grpc_message_bytes_max),
-                # gRPC turns SO_REUSEPORT on by default: a second server on the same port would
-                # start silently and share the connections. Refuse the port instead.
-                ("grpc.so_reuseport", 0),
-                *connection_options(config.connection_idle_ms),
-            ],
-        )
-        ledger = Ledger(key_cache, sequencer, clock, signer_check=check_signer)
-        ledger_service_pb2_grpc.add_LedgerServiceServicer_to_server(
-            LedgerServicer(ledger, LogStore(engine)), server
-        )
-        coverage_service_pb2_grpc.add_CoverageServiceServicer_to_server(
-            CoverageServicer(CoverageReader(engine), clock, LogStore(engine), signer), server
-        )
-        admin_service_pb2_grpc.add_AdminServiceServicer_to_server(
-            AdminServicer(key_store, key_cache, clock), server
-        )
-        extension_context = ServerContext(
-            server=server,
-            engine=engine,
-            ledger=ledger,
-            clock=clock,
-            loop=asyncio.get_running_loop(),
-            authorization=authorization,
-            metrics=metrics.registry if metrics is not None else None,
-        )
-        extra_services = _install_extensions(extension_context)
-        health_servicer = health_aio.HealthServicer()
-        health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-        for name in ("", *SERVICE_NAMES, *extra_services):
-            await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
-        reflection.enable_server_reflection(
-            (
-                *SERVICE_NAMES,
-                *extra_services,
-                health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
-                reflection.SERVICE_NAME,
-            ),
-            server,
-        )
-        witnessing = _start_witnessing(witnesses, sequencer, engine, clock)
-        if witnessing is not None and metrics is not None:
-            metrics.watch_witnesses(witnessing)
-        port = _add_port(server, config.listen, tls)
-        await server.start()
-        enrolment = await start_enrolment_port(
-            config, enrolment_material, ledger, EnrolmentStore(engine), clock
-        )
-        log.info("serving %s on port %d (origin %s)", config.database_url, port, origin)
+        running = await _start(config, clock or SystemClock(), metrics, database_lock)
         on_failure.pop_all()  # started: stopping is RunningServer.stop's
-        return RunningServer(
-            server=server,
-            port=port,
-            origin=origin,
-            sequencer=sequencer,
-            engine=engine,
-            health=health_servicer,
-            grace_seconds=config.grace_seconds,
-            witnessing=witnessing,
-            authorization=authorization,
-            read_pool=read_pool,
-            enrolment=enrolment,
-            metrics=metrics,
-            database_lock=database_lock,
-        )
+        return running
+
+
+async def _start(
+    config: ServerConfig,
+    clock: Clock,
+    metrics: LedgerMetrics | None,
+    database_lock: IO[str] | None,
+) -> RunningServer:
+    tls = load_tls_files(config)  # first: refuse to start before opening anything
+    enrolment_material = load_enrolment_material(config, tls)
+    # Servicer reads run on the loop's default executor (asyncio.to_thread): bound it, apart from
+    # the sequencer's own writer thread, so a flood of reads cannot take every thread.
+    read_pool = ThreadPoolExecutor(limits.read_threads_max, thread_name_prefix="read")
+    asyncio.get_running_loop().set_default_executor(read_pool)
+    signer = load_signer(config.log_key_path)
+    origin = config.origin or signer.name
+    check_origin(origin)
+    witnesses = parse_witnesses(config.witnesses)  # refused before anything starts
+    engine = create_ledger_engine(config.database_url)
+    if config.migrate:
+        await asyncio.to_thread(upgrade, engine)
+    operator_key = await asyncio.to_thread(_operator_key_to_anchor, engine, config)
+    sequencer = Sequencer(Appender(engine, signer, origin, operator_key), clock, config.sequencer)
+    await sequencer.start()
+    if metrics is not None:
+        metrics.watch_sequencer(sequencer)
+    key_store = KeyStore(engine)
+    key_cache = KeyCache(key_store)
+    authorization = AuthorizationTable(ledger_rules())
+    server = grpc.aio.server(
+        # The call's metrics and log line outermost (they see every refusal); authorization
+        # next (it sets the caller); then the caller's share of the server and the request's
+        # validity; last, the access record of an answer about people.
+        interceptors=[
+            *_observing(metrics, config),
+            AuthorizationInterceptor(authorization, config.trust_domain),
+            CallerLimitInterceptor(config.caller_calls_in_flight_max),
+            RequestValidationInterceptor(),
+            AccessRecordingInterceptor(AccessLog(engine), clock),
+        ],
+        options=[
+            ("grpc.max_receive_message_length", limits.grpc_message_bytes_max),
+            ("grpc.max_send_message_length", limits.grpc_message_bytes_max),
+            # gRPC turns SO_REUSEPORT on by default: a second server on the same port would
+            # start silently and share the connections. Refuse the port instead.
+            ("grpc.so_reuseport", 0),
+            *connection_options(config.connection_idle_ms),
+        ],
+    )
+    ledger = Ledger(key_cache, sequencer, clock, signer_check=check_signer)
+    ledger_service_pb2_grpc.add_LedgerServiceServicer_to_server(
+        LedgerServicer(ledger, LogStore(engine)), server
+    )
+    coverage_service_pb2_grpc.add_CoverageServiceServicer_to_server(
+        CoverageServicer(CoverageReader(engine), clock, LogStore(engine), signer), server
+    )
+    admin_service_pb2_grpc.add_AdminServiceServicer_to_server(
+        AdminServicer(key_store, key_cache, clock), server
+    )
+    extension_context = ServerContext(
+        server=server,
+        engine=engine,
+        ledger=ledger,
+        clock=clock,
+        loop=asyncio.get_running_loop(),
+        authorization=authorization,
+        metrics=metrics.registry if metrics is not None else None,
+    )
+    extra_services = _install_extensions(extension_context)
+    health_servicer = health_aio.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    for name in ("", *SERVICE_NAMES, *extra_services):
+        await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
+    reflection.enable_server_reflection(
+        (
+            *SERVICE_NAMES,
+            *extra_services,
+            health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
+            reflection.SERVICE_NAME,
+        ),
+        server,
+    )
+    witnessing = _start_witnessing(witnesses, sequencer, engine, clock)
+    if witnessing is not None and metrics is not None:
+        metrics.watch_witnesses(witnessing)
+    port = _add_port(server, config.listen, tls)
+    await server.start()
+    enrolment = await start_enrolment_port(
+        config, enrolment_material, ledger, EnrolmentStore(engine), clock
+    )
+    log.info("serving %s on port %d (origin %s)", config.database_url, port, origin)
+    return RunningServer(
+        server=server,
+        port=port,
+        origin=origin,
+        sequencer=sequencer,
+        engine=engine,
+        health=health_servicer,
+        grace_seconds=config.grace_seconds,
+        witnessing=witnessing,
+        authorization=authorization,
+        read_pool=read_pool,
+        enrolment=enrolment,
+        metrics=metrics,
+        database_lock=database_lock,
+    )
 
 
 def _start_metrics(config: ServerConfig) -> LedgerMetrics | None:
