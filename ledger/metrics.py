@@ -236,4 +236,6 @@ def configure_logging(log_format: str) -> None:
         )
     else:
         handler.setFormatter(logging.Formatter(_TEXT_FORMAT))
-    logging.basicConfig(level=logging.INFO, handlers=[handler], force=True)
+    # As basicConfig does: nothing when logging is configured already (an embedding program,
+    # or the tests, which run `serve` in-process and keep their own handlers).
+    logging.basicConfig(level=logging.INFO, handlers=[handler])
