@@ -22,7 +22,6 @@ import asyncio
 import dataclasses
 import datetime as dt
 import json
-import logging
 import os
 import signal
 import sys
@@ -40,12 +39,12 @@ from ledger.cli_flags import (
     person_argument,
     person_text,
 )
-from ledger.config import ServerConfig
+from ledger.config import LOG_FORMATS, ServerConfig
 from ledger.errors import LedgerError
 from ledger.keys import insurer_key_id
 from ledger.sequencer import SequencerOptions
 from ledger.signing import generate_keypair, parse_signer_key, parse_verifier_key
-from ledger.storage.db import create_ledger_engine, lock_sqlite_for_serving
+from ledger.storage.db import create_ledger_engine
 from ledger.storage.key_store import KeyStore
 from ledger.storage.migrate import upgrade
 
@@ -53,11 +52,11 @@ __all__ = ["main"]
 
 
 def _serve(args: argparse.Namespace) -> int:
+    from ledger.metrics import configure_logging
     from ledger.rpc.server import start_server
 
     config = _server_config(args)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
-    database_lock = lock_sqlite_for_serving(config.database_url)  # held until the process ends
+    configure_logging(config.log_format)
 
     async def run() -> None:
         try:
@@ -72,6 +71,8 @@ def _serve(args: argparse.Namespace) -> int:
         if args.port_file:
             Path(args.port_file).write_text(f"{running.port}\n", encoding="utf-8")
         print(f"policy-ledger serving on port {running.port}, origin {running.origin}", flush=True)
+        if running.metrics is not None and running.metrics.endpoint is not None:
+            print(f"metrics on port {running.metrics.endpoint.port}", flush=True)
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGINT, signal.SIGTERM):
@@ -81,9 +82,13 @@ def _serve(args: argparse.Namespace) -> int:
         print("policy-ledger stopped cleanly", flush=True)
 
     asyncio.run(run())
-    if database_lock is not None:
-        database_lock.close()
     return 0
+
+
+def _port_number(text: str) -> int:
+    if not text.isdigit() or int(text) > 65535:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a port number (0..65535)")
+    return int(text)
 
 
 class AddressInUse(OSError):
@@ -110,6 +115,8 @@ def _server_config(args: argparse.Namespace) -> ServerConfig:
         sequencer=SequencerOptions(
             batch_entries_max=args.batch_entries, batch_age_ms_max=args.batch_age_ms
         ),
+        metrics_port=config.metrics_port if args.metrics_port is None else args.metrics_port,
+        log_format=args.log_format or config.log_format,
     )
 
 
@@ -422,6 +429,19 @@ def _parser() -> argparse.ArgumentParser:
         action="append",
         metavar="URL=VERIFIERKEY",
         help="submit every checkpoint to this C2SP tlog-witness (repeatable; docs/witness.md)",
+    )
+    serve.add_argument(
+        "--metrics-port",
+        type=_port_number,
+        metavar="PORT",
+        help="serve Prometheus metrics at http://HOST:PORT/metrics, HOST being --listen's "
+        "(0 picks a port; default: no metrics endpoint; docs/operations.md lists the series)",
+    )
+    serve.add_argument(
+        "--log-format",
+        choices=LOG_FORMATS,
+        help="text (default), or json: one JSON object per line, and one line per call with "
+        "its request id and caller",
     )
     add_enrol_serve_options(serve)
     serve.set_defaults(handler=_serve)

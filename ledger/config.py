@@ -12,6 +12,10 @@ Environment variables (flags of ``policy-ledger serve`` take precedence):
   POLICY_LEDGER_INSECURE_PLAINTEXT  "1": no TLS (development only; see docs/security.md)
   POLICY_LEDGER_OPERATOR_VERIFIER  the operator's verifier key: on an empty log, the genesis
                                entry registers it; on a non-empty one it must be an operator key
+  POLICY_LEDGER_METRICS_PORT   serve Prometheus metrics on this port (the --listen host); unset:
+                               no metrics endpoint
+  POLICY_LEDGER_LOG_FORMAT     text (default) or json (one JSON object per line, and one line
+                               per call with its request id and caller)
 """
 
 from __future__ import annotations
@@ -27,9 +31,19 @@ from ledger.sequencer import SequencerOptions
 from ledger.signing import Ed25519Signer, parse_signer_key, parse_verifier_key
 from ledger.storage.db import sqlite_url
 
-__all__ = ["DEFAULT_DATA_DIR", "ServerConfig", "TlsFiles", "load_signer", "load_tls_files"]
+__all__ = [
+    "DEFAULT_DATA_DIR",
+    "LOG_FORMATS",
+    "ServerConfig",
+    "TlsFiles",
+    "load_signer",
+    "load_tls_files",
+]
 
 DEFAULT_DATA_DIR = Path("var")
+
+LOG_FORMATS = ("text", "json")
+"""``serve --log-format``: text lines for a terminal, or one JSON object per line."""
 
 
 @dataclass(frozen=True)
@@ -61,6 +75,11 @@ class ServerConfig:
     """The client CA's private key, which signs enrolled parties' certificates."""
     operator_key_path: Path | None = None
     """The operator's signer key, which signs enrolled parties' KeyRegistered events."""
+    metrics_port: int | None = None
+    """Port of the Prometheus metrics endpoint, on the host of ``listen`` (0 picks one); None:
+    no endpoint (``serve --metrics-port``)."""
+    log_format: str = "text"
+    """``text`` or ``json``; json also logs one line per call (``serve --log-format``)."""
 
     @classmethod
     def from_environment(cls, environment: dict[str, str] | None = None) -> ServerConfig:
@@ -80,6 +99,8 @@ class ServerConfig:
             operator_verifier=env.get(
                 "POLICY_LEDGER_OPERATOR_VERIFIER", defaults.operator_verifier
             ),
+            metrics_port=_optional_port(env.get("POLICY_LEDGER_METRICS_PORT")),
+            log_format=env.get("POLICY_LEDGER_LOG_FORMAT", defaults.log_format),
         )
 
 
@@ -118,6 +139,23 @@ def check_origin(origin: str) -> None:
             reason="ORIGIN_INVALID",
             field_violations=[FieldViolation("origin", "invalid")],
         )
+
+
+def _optional_port(text: str | None) -> int | None:
+    if not text:
+        return None
+    if not text.isdigit() or int(text) > 65535:
+        raise InvalidArgument(
+            f"POLICY_LEDGER_METRICS_PORT={text!r}: a port number 0..65535",
+            reason="METRICS_PORT_INVALID",
+        )
+    return int(text)
+
+
+def host_of(listen: str) -> str:
+    """The host part of a ``host:port`` listen address (``[::1]:50051`` gives ``::1``)."""
+    host = listen.rpartition(":")[0]
+    return host.removeprefix("[").removesuffix("]") or "0.0.0.0"  # noqa: S104 (as listen says)
 
 
 def _optional_path(text: str | None) -> Path | None:

@@ -46,6 +46,15 @@ event_time_skew_seconds_max: Final = 24 * 3600
 # Streaming and batching.
 submit_stream_in_flight_max: Final = 1024
 """Envelopes one SubmitEvents stream may have awaiting a receipt; more wait for receipts."""
+submit_message_envelopes_max: Final = 64
+"""Envelopes one SubmitEvents request message may carry (``envelopes``); more is refused
+INVALID_ARGUMENT and ends the stream. The message as a whole stays under
+``grpc_message_bytes_max`` (64 envelopes of a few hundred bytes each are typical)."""
+submit_message_envelopes_default: Final = 8
+"""Envelopes ``InsurerClient.submit_stream`` puts in one request message unless told: 8 cut
+the server's CPU per event by about a fifth at the same or a better rate; 64 cut it a little
+more but lowered the rate (one process: long runs of admission starve the sequencer's
+commits; docs/benchmarks.md)."""
 sequencer_batch_entries_max: Final = 2048
 sequencer_queue_entries_max: Final = 65536
 """Submissions waiting for the sequencer; beyond this the server answers UNAVAILABLE."""
@@ -118,6 +127,7 @@ request_field_max: Final[Mapping[str, int]] = MappingProxyType(
         "ledger.v1.ListPolicyHistoryRequest.policy_id": policy_id_chars_max,
         "ledger.v1.FindEntriesRequest.policy_id": policy_id_chars_max,
         "ledger.v1.ListInsurerKeysRequest.insurer_id": insurer_id_chars_max,
+        "ledger.v1.SubmitEventsRequest.envelopes": submit_message_envelopes_max,
         "payments.v1.QuoteRenewalRequest.members": household_members_max,
         "payments.v1.StartPaymentRequest.return_url": url_chars_max,
         "payments.v1.RefundPaymentRequest.reason": name_chars_max,
@@ -146,6 +156,8 @@ client_ping_interval_ms_min: Final = 10_000
 """Clients may ping at most this often (more often is abuse: the connection is closed)."""
 caller_calls_in_flight_max: Final = 1024
 """Calls one caller may have under way at once; beyond, RESOURCE_EXHAUSTED with a retry hint."""
+request_id_chars_max: Final = 64
+"""The longest ``x-request-id`` metadata the call log takes from a caller (else it makes one)."""
 read_threads_max: Final = 4
 """Threads of the read pool (servicer reads), apart from the sequencer's own writer thread."""
 read_queue_max: Final = 256

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -23,7 +24,7 @@ from ledger.clock import Clock
 from ledger.errors import LedgerError, Unavailable
 from ledger.storage.append import Appender, Outcome, PendingEntry, Receipt
 
-__all__ = ["Sequencer", "SequencerOptions", "receipt_of"]
+__all__ = ["BatchReport", "Sequencer", "SequencerOptions", "receipt_of"]
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +49,20 @@ class SequencerOptions:
             raise ValueError("batch_age_ms_max must be in 0..1000")
         if self.queue_entries_max < 1:
             raise ValueError("queue_entries_max must be at least 1")
+
+
+@dataclass(frozen=True)
+class BatchReport:
+    """What one batch did, for the batch listeners (the metrics)."""
+
+    entries: int
+    """Submissions in the batch (new entries, duplicates and refused ones)."""
+    appended: int
+    """New entries it added to the log."""
+    seconds: float
+    """How long its transaction took (from the write thread taking it to the outcome)."""
+    committed: bool
+    """False when the whole batch failed (every submission answered UNAVAILABLE)."""
 
 
 _Waiting = tuple[PendingEntry, "asyncio.Future[Outcome]"]
@@ -84,6 +99,10 @@ class Sequencer:
         self._waiting_changed = asyncio.Event()
         self.batches_committed = 0
         self.entries_committed = 0
+        self.tree_size = 0
+        """The log's size after this sequencer's last commit (read at start)."""
+        # Called on the loop after each batch, committed or failed (the metrics).
+        self.batch_listeners: list[Callable[[BatchReport], None]] = []
         # Called on the loop after each committed batch (the witness submitter): never awaited,
         # so nothing a listener does can delay the next batch.
         self.commit_listeners: list[Callable[[], None]] = []
@@ -91,7 +110,10 @@ class Sequencer:
     async def start(self) -> None:
         """Initialize the log if needed and start forming batches."""
         loop = asyncio.get_running_loop()
-        await loop.run_in_executor(self._executor, self._appender.initialize, self._clock.now())
+        head = await loop.run_in_executor(
+            self._executor, self._appender.initialize, self._clock.now()
+        )
+        self.tree_size = head.tree_size
         self._accepting = True
         self._task = asyncio.create_task(self._run(), name="sequencer")
 
@@ -117,6 +139,11 @@ class Sequencer:
         self._waiting_count += 1
         self._waiting_changed.set()
         return future
+
+    @property
+    def queue_depth(self) -> int:
+        """Submissions queued and not yet in a committing batch (read from any thread)."""
+        return self._waiting_count
 
     def hold(self) -> None:
         """Form no new batch until :meth:`release` (a batch in flight still commits).
@@ -184,6 +211,8 @@ class Sequencer:
         self._waiting_count -= len(batch)
         items = [item for item, _ in batch]
         loop = asyncio.get_running_loop()
+        started = time.perf_counter()
+        committed, appended = False, 0
         try:
             outcomes = await loop.run_in_executor(
                 self._executor, self._appender.append_batch, items, self._clock.now()
@@ -203,12 +232,18 @@ class Sequencer:
             )
             outcomes = [failure] * len(items)
         else:
+            committed = True
             self.batches_committed += 1
-            self.entries_committed += sum(
-                1 for outcome in outcomes if isinstance(outcome, Receipt) and not outcome.duplicate
-            )
+            new = [o for o in outcomes if isinstance(o, Receipt) and not o.duplicate]
+            appended = len(new)
+            self.entries_committed += appended
+            if new:
+                self.tree_size = max(self.tree_size, new[-1].tree_size)
             for listener in self.commit_listeners:
                 listener()
+        report = BatchReport(len(items), appended, time.perf_counter() - started, committed)
+        for batch_listener in self.batch_listeners:
+            batch_listener(report)
         for (_, future), outcome in zip(batch, outcomes, strict=True):
             if not future.done():
                 future.set_result(outcome)

@@ -70,6 +70,7 @@ from payments.limits import (
     RENEWAL_DAYS_MAX,
     URL_CHARS_MAX,
 )
+from payments.metrics import PaymentStateCollector
 from payments.notifications import NotificationReceiver
 from payments.quotes import PRIVATE_INSURANCE_JURISDICTIONS
 from payments.renewal import (
@@ -268,6 +269,8 @@ def install(context: ServerContext) -> tuple[str, ...]:
         RenewalServicer(renewals, LogStore(context.engine), context.clock), context.server
     )
     context.authorization.add(renewal_rules(context.engine))
+    if context.metrics is not None:
+        context.metrics.register(PaymentStateCollector(context.engine))
     log.info("RenewalService installed: authority %s", authority_id)
     return (SERVICE_NAME,)
 

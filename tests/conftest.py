@@ -400,7 +400,7 @@ def start_server_thread(
     witnesses: tuple[str, ...] = (),
     insecure_plaintext: bool = False,
     operator_signer: Signer = OPERATOR_SIGNER,
-    config_changes: dict[str, int] | None = None,
+    config_changes: dict[str, object] | None = None,
     **options: float,
 ) -> ServerHandle:
     """Start a real server on 127.0.0.1:0 in a background thread (mTLS unless

@@ -97,15 +97,19 @@ def start_full_server(
     operator_signer: Ed25519Signer,
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
+    config_changes: dict[str, object] | None = None,
     **options: float,
 ) -> ServerHandle:
-    """A server with the payments extension installed and its authority onboarded."""
+    """A server with the payments extension installed and its authority onboarded
+    (``config_changes`` replace fields of its ServerConfig)."""
     authority = Ed25519Signer.generate(AUTHORITY)
     key_file = tmp_path / "authority.key"
     key_file.write_text(format_signer_key(authority) + "\n", encoding="utf-8")
     monkeypatch.setenv("POLICY_LEDGER_PAYMENTS_AUTHORITY_KEY", str(key_file))
     monkeypatch.setenv("POLICY_LEDGER_PAYMENTS_AUTHORITY_ID", AUTHORITY)
-    server = start_server_thread(database_url, log_signer, tmp_path, **options)
+    server = start_server_thread(
+        database_url, log_signer, tmp_path, config_changes=config_changes, **options
+    )
     onboard(server, operator_signer, AUTHORITY, authority, role=SignerRole.AUTHORITY)
     return server
 

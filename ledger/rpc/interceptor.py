@@ -77,6 +77,7 @@ class AuthorizationInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type
         try:
             # (1)
             caller = self._caller(context)
+            set_current_caller(caller)  # authenticated: the call log names it, refused or not
             # (2)
             rule = self._table.rule(method)
             if rule is None:

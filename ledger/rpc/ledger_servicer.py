@@ -3,18 +3,19 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from dataclasses import dataclass
 from typing import TypeVar
 
 import grpc
 
 from ledger import limits
 from ledger.entry import envelope_from_proto
-from ledger.errors import FieldViolation, InvalidArgument, NotFound
+from ledger.errors import FieldViolation, InvalidArgument, LedgerError, NotFound
 from ledger.rpc.status import abort, status_of
 from ledger.sequencer import receipt_of
 from ledger.service import Ledger
-from ledger.storage.append import Receipt
+from ledger.storage.append import Outcome, PendingEntry, Receipt
 from ledger.storage.log_store import LogStore
 from ledger.v1 import ledger_service_pb2 as pb
 from ledger.v1 import ledger_service_pb2_grpc as pb_grpc
@@ -52,6 +53,36 @@ def _required_envelope(has_envelope: bool, envelope: types_pb2.Envelope) -> type
     return envelope
 
 
+@dataclass(frozen=True)
+class _InFlight:
+    """A request of the stream being answered, and how many envelopes it carries."""
+
+    task: asyncio.Task[pb.SubmitEventsResponse]
+    envelopes: int
+
+
+def _envelopes_of(request: pb.SubmitEventsRequest) -> Sequence[types_pb2.Envelope]:
+    """The request's envelopes when it uses ``envelopes``; refuses one that sets both forms."""
+    if request.envelopes and request.HasField("envelope"):
+        raise InvalidArgument(
+            "a SubmitEvents request carries `envelope` or `envelopes`, not both",
+            reason="ENVELOPE_AND_ENVELOPES",
+            field_violations=[FieldViolation("envelope", "set with envelopes")],
+        )
+    return request.envelopes
+
+
+async def _result_of(outcome: asyncio.Future[Outcome] | BaseException) -> pb.SubmitEventsResult:
+    """One envelope's answer: its receipt once durable, or why it was refused."""
+    try:
+        if isinstance(outcome, BaseException):
+            raise outcome
+        receipt = await receipt_of(outcome)
+    except Exception as error:  # one refused event does not refuse the others
+        return pb.SubmitEventsResult(error=status_of(error))
+    return pb.SubmitEventsResult(receipt=receipt_to_proto(receipt))
+
+
 class LedgerServicer(pb_grpc.LedgerServiceServicer):
     """Submission and read calls of the log."""
 
@@ -85,38 +116,55 @@ class LedgerServicer(pb_grpc.LedgerServiceServicer):
     ) -> AsyncIterator[pb.SubmitEventsResponse]:
         """Pipeline a stream: requests are admitted concurrently, answered in request order.
 
-        At most ``limits.submit_stream_in_flight_max`` requests await their receipt at once;
-        beyond that the stream stops reading (flow control pushes back on the client).
+        A request carries one envelope (answered with ``receipt`` or ``error``) or several
+        (answered with ``results`` in order). At most ``limits.submit_stream_in_flight_max``
+        envelopes await their receipt at once; beyond that the stream stops reading (flow
+        control pushes back on the client). A malformed request (both ``envelope`` and
+        ``envelopes``) ends the stream with INVALID_ARGUMENT once the requests before it are
+        answered; nothing of it is written.
         """
-        in_flight: asyncio.Queue[asyncio.Task[pb.SubmitEventsResponse] | None] = asyncio.Queue(
-            maxsize=limits.submit_stream_in_flight_max
-        )
-        reader = asyncio.create_task(self._read_stream(request_iterator, in_flight))
+        in_flight: asyncio.Queue[_InFlight | None] = asyncio.Queue()
+        budget = asyncio.Semaphore(limits.submit_stream_in_flight_max)
+        reader = asyncio.create_task(self._read_stream(request_iterator, in_flight, budget))
         try:
-            while (task := await in_flight.get()) is not None:
-                yield await task
-            await reader
+            while (waiting := await in_flight.get()) is not None:
+                response = await waiting.task
+                yield response
+                for _ in range(waiting.envelopes):
+                    budget.release()
+            try:
+                await reader
+            except LedgerError as error:
+                await abort(context, error)
         finally:
             reader.cancel()
             while not in_flight.empty():
                 leftover = in_flight.get_nowait()
                 if leftover is not None:
-                    leftover.cancel()
+                    leftover.task.cancel()
 
     async def _read_stream(
         self,
         request_iterator: AsyncIterator[pb.SubmitEventsRequest],
-        in_flight: asyncio.Queue[asyncio.Task[pb.SubmitEventsResponse] | None],
+        in_flight: asyncio.Queue[_InFlight | None],
+        budget: asyncio.Semaphore,
     ) -> None:
         sequence = 0
         previous = asyncio.Event()
         previous.set()
         try:
             async for request in request_iterator:
+                envelopes = _envelopes_of(request)
+                count = max(1, len(envelopes))
+                for _ in range(count):
+                    await budget.acquire()
                 queued = asyncio.Event()
-                task = asyncio.create_task(self._submit_one(sequence, request, previous, queued))
-                await in_flight.put(task)
-                sequence, previous = sequence + 1, queued
+                if request.envelopes:
+                    work = self._submit_several(sequence, envelopes, previous, queued)
+                else:
+                    work = self._submit_one(sequence, request, previous, queued)
+                await in_flight.put(_InFlight(asyncio.create_task(work), count))
+                sequence, previous = sequence + count, queued
         finally:
             # Wake the writer even when reading failed; it then re-raises the reader's error.
             await in_flight.put(None)
@@ -142,6 +190,44 @@ class LedgerServicer(pb_grpc.LedgerServiceServicer):
         except Exception as error:  # one refused event does not end the stream
             return pb.SubmitEventsResponse(sequence=sequence, error=status_of(error))
         return pb.SubmitEventsResponse(sequence=sequence, receipt=receipt_to_proto(receipt))
+
+    async def _submit_several(
+        self,
+        sequence: int,
+        envelopes: Sequence[types_pb2.Envelope],
+        previous: asyncio.Event,
+        queued: asyncio.Event,
+    ) -> pb.SubmitEventsResponse:
+        """As :meth:`_submit_one` for each envelope of one request: admitted concurrently,
+        queued together in order after the previous request, answered in one response."""
+        outcomes: list[asyncio.Future[Outcome] | BaseException] = []
+        try:
+            # One after the other in this task: admission is CPU work on the loop, so tasks
+            # of their own would only interleave it with other requests' and delay the queueing
+            # of this one's.
+            admitted: list[PendingEntry | BaseException] = []
+            for envelope in envelopes:
+                try:
+                    admitted.append(await self._admit(envelope))
+                except Exception as error:  # one refused envelope does not refuse the others
+                    admitted.append(error)
+            await previous.wait()
+            for item in admitted:
+                outcomes.append(item if isinstance(item, BaseException) else self._enqueue(item))
+        finally:
+            await previous.wait()
+            queued.set()
+        results = [await _result_of(outcome) for outcome in outcomes]
+        return pb.SubmitEventsResponse(sequence=sequence, results=results)
+
+    async def _admit(self, envelope: types_pb2.Envelope) -> PendingEntry:
+        return await self._ledger.admit(envelope_from_proto(envelope))
+
+    def _enqueue(self, item: PendingEntry) -> asyncio.Future[Outcome] | BaseException:
+        try:
+            return self._ledger.enqueue(item)
+        except LedgerError as error:  # the queue is full, or the server is stopping
+            return error
 
     async def GetCheckpoint(
         self, request: pb.GetCheckpointRequest, context: _Context

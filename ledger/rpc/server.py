@@ -9,25 +9,36 @@ period, commits what the sequencer still holds, and closes the database.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from importlib.metadata import entry_points
+from typing import IO, Any
 
 import grpc
 from grpc_health.v1 import _async as health_aio  # public as health.aio, which the stubs lack
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
+from prometheus_client import CollectorRegistry
 from sqlalchemy import Engine
 
 from ledger import limits
 from ledger.clock import Clock, SystemClock
-from ledger.config import ServerConfig, TlsFiles, check_origin, load_signer, load_tls_files
+from ledger.config import (
+    ServerConfig,
+    TlsFiles,
+    check_origin,
+    host_of,
+    load_signer,
+    load_tls_files,
+)
 from ledger.cosignature import WitnessEndpoint, parse_witness_option
 from ledger.coverage.reader import CoverageReader
 from ledger.errors import InvalidArgument
 from ledger.identity.vault import IdentityVault
+from ledger.metrics import LedgerMetrics
 from ledger.rpc.access import AccessRecordingInterceptor
 from ledger.rpc.admin_servicer import AdminServicer
 from ledger.rpc.authorization import AuthorizationTable, check_signer, ledger_rules
@@ -41,6 +52,8 @@ from ledger.rpc.fairness import CallerLimitInterceptor
 from ledger.rpc.identity_servicer import IdentityServicer
 from ledger.rpc.interceptor import AuthorizationInterceptor
 from ledger.rpc.ledger_servicer import LedgerServicer
+from ledger.rpc.observing import CallObservingInterceptor
+from ledger.rpc.ports import refuse_address_in_use
 from ledger.rpc.request_layer import RequestValidationInterceptor
 from ledger.sequencer import Sequencer
 from ledger.service import KeyCache, Ledger
@@ -48,7 +61,7 @@ from ledger.signing import parse_verifier_key
 from ledger.storage.access_log import AccessLog
 from ledger.storage.append import Appender
 from ledger.storage.cosignature_store import CosignatureStore
-from ledger.storage.db import create_ledger_engine
+from ledger.storage.db import create_ledger_engine, lock_sqlite_for_serving
 from ledger.storage.enrolment_store import EnrolmentStore
 from ledger.storage.key_store import KeyStore
 from ledger.storage.log_store import LogStore, entry_count
@@ -98,6 +111,9 @@ class ServerContext:
     authorization: AuthorizationTable
     """The authorization table: an extension adds a row for every method it serves (a method
     without one is refused)."""
+    metrics: CollectorRegistry | None = None
+    """The server's Prometheus registry, where an extension registers its own collectors; None
+    when ``serve`` has no metrics endpoint."""
 
 
 def connection_options(idle_ms: int) -> list[tuple[str, int]]:
@@ -164,6 +180,11 @@ class RunningServer:
     enrolment: EnrolmentPort | None = None
     """The enrolment port (``serve --enrol-listen``), or None."""
     read_pool: ThreadPoolExecutor | None = None
+    metrics: LedgerMetrics | None = None
+    """The server's metrics and their endpoint (``serve --metrics-port``), or None."""
+    database_lock: IO[str] | None = None
+    """The SQLite file's serving lock (``ledger.storage.db.lock_sqlite_for_serving``), held
+    until the server stops; None on PostgreSQL."""
 
     async def stop(self) -> None:
         """Stop taking calls, finish the ones under way, commit what is queued, close."""
@@ -175,7 +196,11 @@ class RunningServer:
         await self.sequencer.stop()
         if self.witnessing is not None:
             await self.witnessing.stop()
+        if self.metrics is not None:
+            await asyncio.to_thread(self.metrics.stop)
         self.engine.dispose()
+        if self.database_lock is not None:
+            self.database_lock.close()
         if self.read_pool is not None:
             self.read_pool.shutdown(wait=False)
 
@@ -198,7 +223,28 @@ def _operator_key_to_anchor(engine: Engine, config: ServerConfig) -> bytes | Non
 
 async def start_server(config: ServerConfig, clock: Clock | None = None) -> RunningServer:
     """Start a server as ``config`` says; returns once it listens."""
-    clock = clock or SystemClock()
+    # One server per port and per SQLite file: refused before anything is opened.
+    refuse_address_in_use(config.listen)
+    if config.enrol_listen:
+        refuse_address_in_use(config.enrol_listen, "--enrol-listen")
+    with contextlib.ExitStack() as on_failure:
+        database_lock = lock_sqlite_for_serving(config.database_url)
+        if database_lock is not None:
+            on_failure.callback(database_lock.close)
+        metrics = _start_metrics(config)
+        if metrics is not None:
+            on_failure.callback(metrics.stop)
+        running = await _start(config, clock or SystemClock(), metrics, database_lock)
+        on_failure.pop_all()  # started: stopping is RunningServer.stop's
+        return running
+
+
+async def _start(
+    config: ServerConfig,
+    clock: Clock,
+    metrics: LedgerMetrics | None,
+    database_lock: IO[str] | None,
+) -> RunningServer:
     tls = load_tls_files(config)  # first: refuse to start before opening anything
     enrolment_material = load_enrolment_material(config, tls)
     # Servicer reads run on the loop's default executor (asyncio.to_thread): bound it, apart from
@@ -215,13 +261,17 @@ async def start_server(config: ServerConfig, clock: Clock | None = None) -> Runn
     operator_key = await asyncio.to_thread(_operator_key_to_anchor, engine, config)
     sequencer = Sequencer(Appender(engine, signer, origin, operator_key), clock, config.sequencer)
     await sequencer.start()
+    if metrics is not None:
+        metrics.watch_sequencer(sequencer)
     key_store = KeyStore(engine)
     key_cache = KeyCache(key_store)
     authorization = AuthorizationTable(ledger_rules())
     server = grpc.aio.server(
-        # Authorization first (it sets the caller); then the caller's share of the server and
-        # the request's validity; last, the access record of an answer about people.
+        # The call's metrics and log line outermost (they see every refusal); authorization
+        # next (it sets the caller); then the caller's share of the server and the request's
+        # validity; last, the access record of an answer about people.
         interceptors=[
+            *_observing(metrics, config),
             AuthorizationInterceptor(authorization, config.trust_domain),
             CallerLimitInterceptor(config.caller_calls_in_flight_max),
             RequestValidationInterceptor(),
@@ -256,6 +306,7 @@ async def start_server(config: ServerConfig, clock: Clock | None = None) -> Runn
         clock=clock,
         loop=asyncio.get_running_loop(),
         authorization=authorization,
+        metrics=metrics.registry if metrics is not None else None,
     )
     extra_services = _install_extensions(extension_context)
     health_servicer = health_aio.HealthServicer()
@@ -272,6 +323,8 @@ async def start_server(config: ServerConfig, clock: Clock | None = None) -> Runn
         server,
     )
     witnessing = _start_witnessing(witnesses, sequencer, engine, clock)
+    if witnessing is not None and metrics is not None:
+        metrics.watch_witnesses(witnessing)
     port = _add_port(server, config.listen, tls)
     await server.start()
     enrolment = await start_enrolment_port(
@@ -290,7 +343,29 @@ async def start_server(config: ServerConfig, clock: Clock | None = None) -> Runn
         authorization=authorization,
         read_pool=read_pool,
         enrolment=enrolment,
+        metrics=metrics,
+        database_lock=database_lock,
     )
+
+
+def _start_metrics(config: ServerConfig) -> LedgerMetrics | None:
+    """The server's metrics, served on ``--metrics-port`` at the host of ``--listen``."""
+    if config.metrics_port is None:
+        return None
+    metrics = LedgerMetrics()
+    host = host_of(config.listen)
+    port = metrics.serve(host, config.metrics_port)
+    log.info("metrics on http://%s:%d/metrics", host, port)
+    return metrics
+
+
+def _observing(metrics: LedgerMetrics | None, config: ServerConfig) -> list[Any]:
+    """The call-observing interceptor, when metrics or the call log are on (else none: a
+    server that shows nothing pays nothing per call)."""
+    log_calls = config.log_format == "json"
+    if metrics is None and not log_calls:
+        return []
+    return [CallObservingInterceptor(metrics, log_calls=log_calls)]
 
 
 def parse_witnesses(options: Sequence[str]) -> list[WitnessEndpoint]:

@@ -91,13 +91,16 @@ def lock_sqlite_for_serving(url: str) -> IO[str] | None:
     Two servers on one SQLite file would each run a sequencer: SQLite's own lock keeps their
     transactions apart, but two processes would sign checkpoints for one log from two queues.
     The lock is an exclusive ``flock``: the kernel drops it when the process ends, even on
-    SIGKILL. Raises FAILED_PRECONDITION when another process holds it; returns None for
-    other engines (PostgreSQL replicas share a database by design).
+    SIGKILL; a second server in the same process is refused too (``flock`` locks belong to
+    an open file, not a process). The file's path is resolved first, so another spelling of it
+    (relative, with ``..``, through a symlink) finds the same lock. Raises FAILED_PRECONDITION
+    when another server holds it; returns None for other engines (PostgreSQL replicas share a
+    database by design).
     """
     parsed = make_url(url)
     if parsed.get_backend_name() != "sqlite" or parsed.database in (None, "", ":memory:"):
         return None
-    path = Path(f"{parsed.database}.serve.lock")
+    path = Path(f"{Path(parsed.database).resolve()}.serve.lock")
     path.parent.mkdir(parents=True, exist_ok=True)
     handle = path.open("a+", encoding="utf-8")
     try:
@@ -105,7 +108,7 @@ def lock_sqlite_for_serving(url: str) -> IO[str] | None:
     except BlockingIOError:
         handle.close()
         raise FailedPrecondition(
-            f"the database {parsed.database} is already served by another process "
+            f"the database {parsed.database} is already served by another server "
             f"(it holds {path}); stop that server first",
             reason="DATABASE_IN_USE",
         ) from None

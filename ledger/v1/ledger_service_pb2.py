@@ -26,7 +26,7 @@ from google.rpc import status_pb2 as google_dot_rpc_dot_status__pb2
 from ledger.v1 import types_pb2 as ledger_dot_v1_dot_types__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1eledger/v1/ledger_service.proto\x12\tledger.v1\x1a\x17google/rpc/status.proto\x1a\x15ledger/v1/types.proto\"\x91\x01\n\x07Receipt\x12\x10\n\x08\x65vent_id\x18\x01 \x01(\t\x12\x12\n\nleaf_index\x18\x02 \x01(\x04\x12\x11\n\tleaf_hash\x18\x03 \x01(\x0c\x12\x12\n\ncheckpoint\x18\x04 \x01(\x0c\x12\x17\n\x0finclusion_proof\x18\x05 \x03(\x0c\x12\x11\n\tduplicate\x18\x06 \x01(\x08\x12\r\n\x05\x65ntry\x18\x07 \x01(\x0c\";\n\x12SubmitEventRequest\x12%\n\x08\x65nvelope\x18\x01 \x01(\x0b\x32\x13.ledger.v1.Envelope\":\n\x13SubmitEventResponse\x12#\n\x07receipt\x18\x01 \x01(\x0b\x32\x12.ledger.v1.Receipt\"<\n\x13SubmitEventsRequest\x12%\n\x08\x65nvelope\x18\x01 \x01(\x0b\x32\x13.ledger.v1.Envelope\"~\n\x14SubmitEventsResponse\x12\x10\n\x08sequence\x18\x01 \x01(\x04\x12%\n\x07receipt\x18\x02 \x01(\x0b\x32\x12.ledger.v1.ReceiptH\x00\x12#\n\x05\x65rror\x18\x03 \x01(\x0b\x32\x12.google.rpc.StatusH\x00\x42\x08\n\x06result\")\n\x14GetCheckpointRequest\x12\x11\n\ttree_size\x18\x01 \x01(\x04\"Q\n\x15GetCheckpointResponse\x12\x12\n\ncheckpoint\x18\x01 \x01(\x0c\x12\x11\n\ttree_size\x18\x02 \x01(\x04\x12\x11\n\troot_hash\x18\x03 \x01(\x0c\";\n\x11GetEntriesRequest\x12\x13\n\x0bstart_index\x18\x01 \x01(\x04\x12\x11\n\tend_index\x18\x02 \x01(\x04\":\n\x12GetEntriesResponse\x12\x13\n\x0bstart_index\x18\x01 \x01(\x04\x12\x0f\n\x07\x65ntries\x18\x02 \x03(\x0c\"`\n\x18GetInclusionProofRequest\x12\x14\n\nleaf_index\x18\x01 \x01(\x04H\x00\x12\x13\n\tleaf_hash\x18\x02 \x01(\x0cH\x00\x12\x11\n\ttree_size\x18\x03 \x01(\x04\x42\x06\n\x04leaf\"f\n\x19GetInclusionProofResponse\x12\x12\n\nleaf_index\x18\x01 \x01(\x04\x12\x11\n\ttree_size\x18\x02 \x01(\x04\x12\x0e\n\x06hashes\x18\x03 \x03(\x0c\x12\x12\n\ncheckpoint\x18\x04 \x01(\x0c\"J\n\x1aGetConsistencyProofRequest\x12\x16\n\x0e\x66rom_tree_size\x18\x01 \x01(\x04\x12\x14\n\x0cto_tree_size\x18\x02 \x01(\x04\"[\n\x1bGetConsistencyProofResponse\x12\x16\n\x0e\x66rom_tree_size\x18\x01 \x01(\x04\x12\x14\n\x0cto_tree_size\x18\x02 \x01(\x04\x12\x0e\n\x06hashes\x18\x03 \x03(\x0c\x32\x99\x04\n\rLedgerService\x12L\n\x0bSubmitEvent\x12\x1d.ledger.v1.SubmitEventRequest\x1a\x1e.ledger.v1.SubmitEventResponse\x12S\n\x0cSubmitEvents\x12\x1e.ledger.v1.SubmitEventsRequest\x1a\x1f.ledger.v1.SubmitEventsResponse(\x01\x30\x01\x12R\n\rGetCheckpoint\x12\x1f.ledger.v1.GetCheckpointRequest\x1a .ledger.v1.GetCheckpointResponse\x12K\n\nGetEntries\x12\x1c.ledger.v1.GetEntriesRequest\x1a\x1d.ledger.v1.GetEntriesResponse0\x01\x12^\n\x11GetInclusionProof\x12#.ledger.v1.GetInclusionProofRequest\x1a$.ledger.v1.GetInclusionProofResponse\x12\x64\n\x13GetConsistencyProof\x12%.ledger.v1.GetConsistencyProofRequest\x1a&.ledger.v1.GetConsistencyProofResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1eledger/v1/ledger_service.proto\x12\tledger.v1\x1a\x17google/rpc/status.proto\x1a\x15ledger/v1/types.proto\"\x91\x01\n\x07Receipt\x12\x10\n\x08\x65vent_id\x18\x01 \x01(\t\x12\x12\n\nleaf_index\x18\x02 \x01(\x04\x12\x11\n\tleaf_hash\x18\x03 \x01(\x0c\x12\x12\n\ncheckpoint\x18\x04 \x01(\x0c\x12\x17\n\x0finclusion_proof\x18\x05 \x03(\x0c\x12\x11\n\tduplicate\x18\x06 \x01(\x08\x12\r\n\x05\x65ntry\x18\x07 \x01(\x0c\";\n\x12SubmitEventRequest\x12%\n\x08\x65nvelope\x18\x01 \x01(\x0b\x32\x13.ledger.v1.Envelope\":\n\x13SubmitEventResponse\x12#\n\x07receipt\x18\x01 \x01(\x0b\x32\x12.ledger.v1.Receipt\"d\n\x13SubmitEventsRequest\x12%\n\x08\x65nvelope\x18\x01 \x01(\x0b\x32\x13.ledger.v1.Envelope\x12&\n\tenvelopes\x18\x02 \x03(\x0b\x32\x13.ledger.v1.Envelope\"\xae\x01\n\x14SubmitEventsResponse\x12\x10\n\x08sequence\x18\x01 \x01(\x04\x12%\n\x07receipt\x18\x02 \x01(\x0b\x32\x12.ledger.v1.ReceiptH\x00\x12#\n\x05\x65rror\x18\x03 \x01(\x0b\x32\x12.google.rpc.StatusH\x00\x12.\n\x07results\x18\x04 \x03(\x0b\x32\x1d.ledger.v1.SubmitEventsResultB\x08\n\x06result\"j\n\x12SubmitEventsResult\x12%\n\x07receipt\x18\x01 \x01(\x0b\x32\x12.ledger.v1.ReceiptH\x00\x12#\n\x05\x65rror\x18\x02 \x01(\x0b\x32\x12.google.rpc.StatusH\x00\x42\x08\n\x06result\")\n\x14GetCheckpointRequest\x12\x11\n\ttree_size\x18\x01 \x01(\x04\"Q\n\x15GetCheckpointResponse\x12\x12\n\ncheckpoint\x18\x01 \x01(\x0c\x12\x11\n\ttree_size\x18\x02 \x01(\x04\x12\x11\n\troot_hash\x18\x03 \x01(\x0c\";\n\x11GetEntriesRequest\x12\x13\n\x0bstart_index\x18\x01 \x01(\x04\x12\x11\n\tend_index\x18\x02 \x01(\x04\":\n\x12GetEntriesResponse\x12\x13\n\x0bstart_index\x18\x01 \x01(\x04\x12\x0f\n\x07\x65ntries\x18\x02 \x03(\x0c\"`\n\x18GetInclusionProofRequest\x12\x14\n\nleaf_index\x18\x01 \x01(\x04H\x00\x12\x13\n\tleaf_hash\x18\x02 \x01(\x0cH\x00\x12\x11\n\ttree_size\x18\x03 \x01(\x04\x42\x06\n\x04leaf\"f\n\x19GetInclusionProofResponse\x12\x12\n\nleaf_index\x18\x01 \x01(\x04\x12\x11\n\ttree_size\x18\x02 \x01(\x04\x12\x0e\n\x06hashes\x18\x03 \x03(\x0c\x12\x12\n\ncheckpoint\x18\x04 \x01(\x0c\"J\n\x1aGetConsistencyProofRequest\x12\x16\n\x0e\x66rom_tree_size\x18\x01 \x01(\x04\x12\x14\n\x0cto_tree_size\x18\x02 \x01(\x04\"[\n\x1bGetConsistencyProofResponse\x12\x16\n\x0e\x66rom_tree_size\x18\x01 \x01(\x04\x12\x14\n\x0cto_tree_size\x18\x02 \x01(\x04\x12\x0e\n\x06hashes\x18\x03 \x03(\x0c\x32\x99\x04\n\rLedgerService\x12L\n\x0bSubmitEvent\x12\x1d.ledger.v1.SubmitEventRequest\x1a\x1e.ledger.v1.SubmitEventResponse\x12S\n\x0cSubmitEvents\x12\x1e.ledger.v1.SubmitEventsRequest\x1a\x1f.ledger.v1.SubmitEventsResponse(\x01\x30\x01\x12R\n\rGetCheckpoint\x12\x1f.ledger.v1.GetCheckpointRequest\x1a .ledger.v1.GetCheckpointResponse\x12K\n\nGetEntries\x12\x1c.ledger.v1.GetEntriesRequest\x1a\x1d.ledger.v1.GetEntriesResponse0\x01\x12^\n\x11GetInclusionProof\x12#.ledger.v1.GetInclusionProofRequest\x1a$.ledger.v1.GetInclusionProofResponse\x12\x64\n\x13GetConsistencyProof\x12%.ledger.v1.GetConsistencyProofRequest\x1a&.ledger.v1.GetConsistencyProofResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -40,25 +40,27 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_SUBMITEVENTRESPONSE']._serialized_start=302
   _globals['_SUBMITEVENTRESPONSE']._serialized_end=360
   _globals['_SUBMITEVENTSREQUEST']._serialized_start=362
-  _globals['_SUBMITEVENTSREQUEST']._serialized_end=422
-  _globals['_SUBMITEVENTSRESPONSE']._serialized_start=424
-  _globals['_SUBMITEVENTSRESPONSE']._serialized_end=550
-  _globals['_GETCHECKPOINTREQUEST']._serialized_start=552
-  _globals['_GETCHECKPOINTREQUEST']._serialized_end=593
-  _globals['_GETCHECKPOINTRESPONSE']._serialized_start=595
-  _globals['_GETCHECKPOINTRESPONSE']._serialized_end=676
-  _globals['_GETENTRIESREQUEST']._serialized_start=678
-  _globals['_GETENTRIESREQUEST']._serialized_end=737
-  _globals['_GETENTRIESRESPONSE']._serialized_start=739
-  _globals['_GETENTRIESRESPONSE']._serialized_end=797
-  _globals['_GETINCLUSIONPROOFREQUEST']._serialized_start=799
-  _globals['_GETINCLUSIONPROOFREQUEST']._serialized_end=895
-  _globals['_GETINCLUSIONPROOFRESPONSE']._serialized_start=897
-  _globals['_GETINCLUSIONPROOFRESPONSE']._serialized_end=999
-  _globals['_GETCONSISTENCYPROOFREQUEST']._serialized_start=1001
-  _globals['_GETCONSISTENCYPROOFREQUEST']._serialized_end=1075
-  _globals['_GETCONSISTENCYPROOFRESPONSE']._serialized_start=1077
-  _globals['_GETCONSISTENCYPROOFRESPONSE']._serialized_end=1168
-  _globals['_LEDGERSERVICE']._serialized_start=1171
-  _globals['_LEDGERSERVICE']._serialized_end=1708
+  _globals['_SUBMITEVENTSREQUEST']._serialized_end=462
+  _globals['_SUBMITEVENTSRESPONSE']._serialized_start=465
+  _globals['_SUBMITEVENTSRESPONSE']._serialized_end=639
+  _globals['_SUBMITEVENTSRESULT']._serialized_start=641
+  _globals['_SUBMITEVENTSRESULT']._serialized_end=747
+  _globals['_GETCHECKPOINTREQUEST']._serialized_start=749
+  _globals['_GETCHECKPOINTREQUEST']._serialized_end=790
+  _globals['_GETCHECKPOINTRESPONSE']._serialized_start=792
+  _globals['_GETCHECKPOINTRESPONSE']._serialized_end=873
+  _globals['_GETENTRIESREQUEST']._serialized_start=875
+  _globals['_GETENTRIESREQUEST']._serialized_end=934
+  _globals['_GETENTRIESRESPONSE']._serialized_start=936
+  _globals['_GETENTRIESRESPONSE']._serialized_end=994
+  _globals['_GETINCLUSIONPROOFREQUEST']._serialized_start=996
+  _globals['_GETINCLUSIONPROOFREQUEST']._serialized_end=1092
+  _globals['_GETINCLUSIONPROOFRESPONSE']._serialized_start=1094
+  _globals['_GETINCLUSIONPROOFRESPONSE']._serialized_end=1196
+  _globals['_GETCONSISTENCYPROOFREQUEST']._serialized_start=1198
+  _globals['_GETCONSISTENCYPROOFREQUEST']._serialized_end=1272
+  _globals['_GETCONSISTENCYPROOFRESPONSE']._serialized_start=1274
+  _globals['_GETCONSISTENCYPROOFRESPONSE']._serialized_end=1365
+  _globals['_LEDGERSERVICE']._serialized_start=1368
+  _globals['_LEDGERSERVICE']._serialized_end=1905
 # @@protoc_insertion_point(module_scope)

@@ -120,23 +120,34 @@ Global___SubmitEventResponse: _TypeAlias = SubmitEventResponse  # noqa: Y015
 
 @_typing.final
 class SubmitEventsRequest(_message.Message):
-    """One request on the LedgerService.SubmitEvents stream."""
+    """One request on the LedgerService.SubmitEvents stream: one signed event, or several."""
 
     DESCRIPTOR: _descriptor.Descriptor
 
     ENVELOPE_FIELD_NUMBER: _builtins.int
+    ENVELOPES_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def envelope(self) -> _types_pb2.Envelope:
-        """The signed event."""
+        """The signed event. Answered by a response with `receipt` or `error`. Leave it unset when
+        `envelopes` is used: a request with both is refused (INVALID_ARGUMENT, the stream ends).
+        """
+
+    @_builtins.property
+    def envelopes(self) -> _containers.RepeatedCompositeFieldContainer[_types_pb2.Envelope]:
+        """Several signed events, at most limits.submit_message_envelopes_max (more: INVALID_ARGUMENT,
+        the stream ends, nothing of this request is written). Sequenced in order, after the
+        stream's earlier requests; answered by one response whose `results` are in the same order.
+        """
 
     def __init__(
         self,
         *,
         envelope: _types_pb2.Envelope | None = ...,
+        envelopes: _abc.Iterable[_types_pb2.Envelope] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["envelope", b"envelope"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["envelope", b"envelope"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["envelope", b"envelope", "envelopes", b"envelopes"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -144,15 +155,18 @@ Global___SubmitEventsRequest: _TypeAlias = SubmitEventsRequest  # noqa: Y015
 
 @_typing.final
 class SubmitEventsResponse(_message.Message):
-    """One response on the LedgerService.SubmitEvents stream, for the request at `sequence`."""
+    """One response on the LedgerService.SubmitEvents stream, for one request."""
 
     DESCRIPTOR: _descriptor.Descriptor
 
     SEQUENCE_FIELD_NUMBER: _builtins.int
     RECEIPT_FIELD_NUMBER: _builtins.int
     ERROR_FIELD_NUMBER: _builtins.int
+    RESULTS_FIELD_NUMBER: _builtins.int
     sequence: _builtins.int
-    """Position of the request in the stream, from 0."""
+    """Position in the stream of the request's (first) envelope, from 0. Envelopes are numbered
+    across the stream: a request of `envelopes` takes one number per envelope.
+    """
     @_builtins.property
     def receipt(self) -> Global___Receipt:
         """Proof that the event is durable and in the log."""
@@ -161,22 +175,61 @@ class SubmitEventsResponse(_message.Message):
     def error(self) -> _status_pb2.Status:
         """Why the event was refused, with google.rpc error details; nothing was written."""
 
+    @_builtins.property
+    def results(self) -> _containers.RepeatedCompositeFieldContainer[Global___SubmitEventsResult]:
+        """The answer to a request of `envelopes`: one result per envelope, in order (envelope
+        `sequence + i` has `results[i]`). A refused envelope does not refuse the others.
+        """
+
     def __init__(
         self,
         *,
         sequence: _builtins.int = ...,
         receipt: Global___Receipt | None = ...,
         error: _status_pb2.Status | None = ...,
+        results: _abc.Iterable[Global___SubmitEventsResult] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["error", b"error", "receipt", b"receipt", "result", b"result"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["error", b"error", "receipt", b"receipt", "result", b"result", "sequence", b"sequence"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["error", b"error", "receipt", b"receipt", "result", b"result", "results", b"results", "sequence", b"sequence"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType_result: _TypeAlias = _typing.Literal["receipt", "error"]  # noqa: Y015
     _WhichOneofArgType_result: _TypeAlias = _typing.Literal["result", b"result"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_result) -> _WhichOneofReturnType_result | None: ...
 
 Global___SubmitEventsResponse: _TypeAlias = SubmitEventsResponse  # noqa: Y015
+
+@_typing.final
+class SubmitEventsResult(_message.Message):
+    """The answer for one envelope of a request of several."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RECEIPT_FIELD_NUMBER: _builtins.int
+    ERROR_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def receipt(self) -> Global___Receipt:
+        """Proof that the event is durable and in the log."""
+
+    @_builtins.property
+    def error(self) -> _status_pb2.Status:
+        """Why the event was refused, with google.rpc error details; nothing of it was written."""
+
+    def __init__(
+        self,
+        *,
+        receipt: Global___Receipt | None = ...,
+        error: _status_pb2.Status | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["error", b"error", "receipt", b"receipt", "result", b"result"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["error", b"error", "receipt", b"receipt", "result", b"result"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType_result: _TypeAlias = _typing.Literal["receipt", "error"]  # noqa: Y015
+    _WhichOneofArgType_result: _TypeAlias = _typing.Literal["result", b"result"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType_result) -> _WhichOneofReturnType_result | None: ...
+
+Global___SubmitEventsResult: _TypeAlias = SubmitEventsResult  # noqa: Y015
 
 @_typing.final
 class GetCheckpointRequest(_message.Message):

@@ -82,7 +82,9 @@ class LedgerServiceServicer:
 
     def SubmitEvents(self, request_iterator, context):
         """Submits a stream of signed events. One response per request, in request order; a refused
-        event gets its own status and does not end the stream.
+        event gets its own status and does not end the stream. A request may carry one envelope
+        (`envelope`) or several (`envelopes`, at most limits.submit_message_envelopes_max), which
+        are answered together in one response, in order (`results`).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

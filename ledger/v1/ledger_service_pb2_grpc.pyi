@@ -39,7 +39,9 @@ class LedgerServiceStub:
     """Submits one signed event. Answers only once the entry is durable, with a receipt."""
     SubmitEvents: _grpc.StreamStreamMultiCallable[_ledger_service_pb2.SubmitEventsRequest, _ledger_service_pb2.SubmitEventsResponse]
     """Submits a stream of signed events. One response per request, in request order; a refused
-    event gets its own status and does not end the stream.
+    event gets its own status and does not end the stream. A request may carry one envelope
+    (`envelope`) or several (`envelopes`, at most limits.submit_message_envelopes_max), which
+    are answered together in one response, in order (`results`).
     """
     GetCheckpoint: _grpc.UnaryUnaryMultiCallable[_ledger_service_pb2.GetCheckpointRequest, _ledger_service_pb2.GetCheckpointResponse]
     """Returns the latest signed checkpoint, or the one of an exact tree size."""
@@ -61,7 +63,9 @@ class LedgerServiceAsyncStub(LedgerServiceStub):
     """Submits one signed event. Answers only once the entry is durable, with a receipt."""
     SubmitEvents: _aio.StreamStreamMultiCallable[_ledger_service_pb2.SubmitEventsRequest, _ledger_service_pb2.SubmitEventsResponse]  # type: ignore[assignment]
     """Submits a stream of signed events. One response per request, in request order; a refused
-    event gets its own status and does not end the stream.
+    event gets its own status and does not end the stream. A request may carry one envelope
+    (`envelope`) or several (`envelopes`, at most limits.submit_message_envelopes_max), which
+    are answered together in one response, in order (`results`).
     """
     GetCheckpoint: _aio.UnaryUnaryMultiCallable[_ledger_service_pb2.GetCheckpointRequest, _ledger_service_pb2.GetCheckpointResponse]  # type: ignore[assignment]
     """Returns the latest signed checkpoint, or the one of an exact tree size."""
@@ -92,7 +96,9 @@ class LedgerServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_abc.Iterator[_ledger_service_pb2.SubmitEventsResponse], _abc.AsyncIterator[_ledger_service_pb2.SubmitEventsResponse]]:
         """Submits a stream of signed events. One response per request, in request order; a refused
-        event gets its own status and does not end the stream.
+        event gets its own status and does not end the stream. A request may carry one envelope
+        (`envelope`) or several (`envelopes`, at most limits.submit_message_envelopes_max), which
+        are answered together in one response, in order (`results`).
         """
 
     @_abc_1.abstractmethod

@@ -156,7 +156,10 @@ class Load:
         client = self._client(channel)
         window = threading.Semaphore(STREAM_WINDOW)
         try:
-            for result in client.submit_envelopes(self._envelopes(client, block, window)):
+            # One envelope per message: the generator waits for the window, so it must not be
+            # asked for more envelopes than the window lets it yield before results come back.
+            envelopes = self._envelopes(client, block, window)
+            for result in client.submit_envelopes(envelopes, per_message=1):
                 window.release()
                 if isinstance(result, ClientError):
                     self._recorded.refusal(result)

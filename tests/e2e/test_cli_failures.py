@@ -205,7 +205,7 @@ def test_serve_refuses_a_port_or_a_sqlite_file_already_served(files: dict[str, s
         assert "in use" in same_port.stderr and "Traceback" not in same_port.stderr
         same_file = _serve(first_database, files["private"], "127.0.0.1:0")
         assert same_file.returncode == EXIT_USAGE, same_file.stderr
-        assert "already served by another process" in same_file.stderr
+        assert "already served by another server" in same_file.stderr
         assert "Traceback" not in same_file.stderr
     finally:
         first.stop()

@@ -13,8 +13,9 @@ import pytest
 from ledger.clock import FixedClock
 from ledger.dsse import Envelope
 from ledger.errors import LedgerError, Unavailable
-from ledger.sequencer import Sequencer, SequencerOptions
+from ledger.sequencer import BatchReport, Sequencer, SequencerOptions
 from ledger.storage.append import PendingEntry, Receipt
+from ledger.storage.log_store import StoredCheckpoint
 
 NOW = dt.datetime(2026, 11, 22, tzinfo=dt.UTC)
 
@@ -29,8 +30,8 @@ class RecordingAppender:
         self.size = 0
         self.lock = threading.Lock()
 
-    def initialize(self, now: dt.datetime) -> None:
-        return None
+    def initialize(self, now: dt.datetime) -> StoredCheckpoint:
+        return StoredCheckpoint(self.size, b"", b"")
 
     def append_batch(
         self, items: Sequence[PendingEntry], now: dt.datetime
@@ -103,6 +104,46 @@ def test_a_held_sequencer_still_stops_and_commits_what_waits() -> None:
         return list(await pending)
 
     assert [r.leaf_index for r in asyncio.run(scenario())] == [0, 1, 2]  # type: ignore[attr-defined]
+
+
+def test_batch_listeners_see_each_batch_and_the_tree_size_and_queue_depth_follow() -> None:
+    async def scenario() -> tuple[list[BatchReport], list[int], int]:
+        appender = RecordingAppender()
+        appender.size = 7  # the log already holds 7 entries
+        sequencer = Sequencer(appender, FixedClock(NOW), SequencerOptions(batch_entries_max=4))  # type: ignore[arg-type]
+        reports: list[BatchReport] = []
+        sequencer.batch_listeners.append(reports.append)
+        await sequencer.start()
+        assert sequencer.tree_size == 7 and sequencer.queue_depth == 0
+        sequencer.hold()
+        pending = asyncio.gather(*(sequencer.submit(_item(n)) for n in range(6)))
+        await sequencer.wait_waiting(6)
+        depth_held = sequencer.queue_depth
+        sequencer.release()
+        await pending
+        after = (sequencer.tree_size, sequencer.queue_depth)
+        await sequencer.stop()
+        return reports, [depth_held, *after], sequencer.entries_committed
+
+    reports, (held, size, depth), committed = asyncio.run(scenario())
+    assert held == 6 and size == 13 and depth == 0 and committed == 6
+    assert [(r.entries, r.appended, r.committed) for r in reports] == [(4, 4, True), (2, 2, True)]
+    assert all(r.seconds >= 0 for r in reports)
+
+
+def test_a_failed_batch_is_reported_failed_with_nothing_appended() -> None:
+    async def scenario() -> list[BatchReport]:
+        sequencer = Sequencer(RecordingAppender(fail=True), FixedClock(NOW), SequencerOptions())  # type: ignore[arg-type]
+        reports: list[BatchReport] = []
+        sequencer.batch_listeners.append(reports.append)
+        await sequencer.start()
+        with pytest.raises(Unavailable):
+            await sequencer.submit(_item(0))
+        await sequencer.stop()
+        return reports
+
+    reports = asyncio.run(scenario())
+    assert [(r.entries, r.appended, r.committed) for r in reports] == [(1, 0, False)]
 
 
 def test_a_failed_batch_acknowledges_nothing_and_says_its_outcome_is_unknown() -> None:

@@ -1,0 +1,241 @@
+"""What the server shows of itself: Prometheus metrics (``serve --metrics-port``) and structured
+JSON logs (``serve --log-format json``).
+
+Each server has its own :class:`prometheus_client.CollectorRegistry` (not the library's global
+one), so several servers in one process (the tests) keep their figures apart. The registry holds:
+
+* per-RPC figures from the one call interceptor (``ledger.rpc.observing``), named as
+  go-grpc-middleware names them so existing dashboards work: ``grpc_server_started_total``,
+  ``grpc_server_handled_total`` (by ``grpc_code``), ``grpc_server_handling_seconds``;
+* the sequencer's: batch size, commit latency, batches by outcome, entries appended, queue
+  depth, and the tree size after its last commit;
+* the witnesses': lag, cosigned size and failures per witness (``ledger.witnessing``);
+* whatever a server extension registers through ``ServerContext.metrics`` (the payments
+  register their state counts; the ledger never imports them);
+* the process's own (CPU, memory, open files) from ``prometheus_client``.
+
+docs/operations.md ("Metrics") lists every series; a test keeps that list and the registry equal.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import sys
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Final
+from wsgiref.simple_server import WSGIServer
+
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    PlatformCollector,
+    ProcessCollector,
+    start_http_server,
+)
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+from pythonjsonlogger.json import JsonFormatter
+
+from ledger.config import LOG_FORMATS
+from ledger.errors import FailedPrecondition, InvalidArgument
+from ledger.sequencer import BatchReport, Sequencer
+from ledger.witnessing import WitnessSubmitter
+
+__all__ = [
+    "LedgerMetrics",
+    "MetricsEndpoint",
+    "configure_logging",
+]
+
+RPC_SECONDS_BUCKETS: Final = (
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+)  # fmt: skip
+"""Latency buckets of RPCs and commits, in seconds: sub-millisecond reads to slow renewals."""
+
+BATCH_ENTRIES_BUCKETS: Final = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096)
+"""Batch size buckets, in submissions (``limits.sequencer_batch_entries_max`` at most)."""
+
+_RPC_LABELS: Final = ("grpc_type", "grpc_service", "grpc_method")
+
+
+class LedgerMetrics:
+    """The server's registry and the collectors the ledger itself feeds."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        ProcessCollector(registry=self.registry)
+        PlatformCollector(registry=self.registry)
+        self.rpc_started = Counter(
+            "grpc_server_started",
+            "RPCs started on the server.",
+            _RPC_LABELS,
+            registry=self.registry,
+        )
+        self.rpc_handled = Counter(
+            "grpc_server_handled",
+            "RPCs completed on the server, by status code.",
+            (*_RPC_LABELS, "grpc_code"),
+            registry=self.registry,
+        )
+        self.rpc_seconds = Histogram(
+            "grpc_server_handling_seconds",
+            "Time from the RPC's start to its status, in seconds.",
+            _RPC_LABELS,
+            buckets=RPC_SECONDS_BUCKETS,
+            registry=self.registry,
+        )
+        self.batch_entries = Histogram(
+            "policy_ledger_sequencer_batch_entries",
+            "Submissions per sequencer batch (one transaction, one checkpoint).",
+            buckets=BATCH_ENTRIES_BUCKETS,
+            registry=self.registry,
+        )
+        self.commit_seconds = Histogram(
+            "policy_ledger_sequencer_commit_seconds",
+            "Time one batch's transaction took, from the write thread taking it to its outcome.",
+            buckets=RPC_SECONDS_BUCKETS,
+            registry=self.registry,
+        )
+        self.batches = Counter(
+            "policy_ledger_sequencer_batches",
+            "Sequencer batches, by outcome: committed, or failed (every submission UNAVAILABLE).",
+            ("outcome",),
+            registry=self.registry,
+        )
+        self.entries_appended = Counter(
+            "policy_ledger_entries_appended",
+            "New entries this server appended to the log (duplicates are not counted).",
+            registry=self.registry,
+        )
+        self.queue_entries = Gauge(
+            "policy_ledger_sequencer_queue_entries",
+            "Submissions waiting in the sequencer's queue, not yet in a batch.",
+            registry=self.registry,
+        )
+        self.tree_size = Gauge(
+            "policy_ledger_tree_size",
+            "Entries in the log after this server's last commit.",
+            registry=self.registry,
+        )
+
+        self.endpoint: MetricsEndpoint | None = None
+        """The HTTP endpoint serving the registry, once :meth:`serve` started it."""
+
+    def serve(self, host: str, port: int) -> int:
+        """Serve the registry at ``http://host:port/metrics`` (port 0 picks one); the port.
+        A port in use is FAILED_PRECONDITION (ADDRESS_IN_USE), as ``serve``'s own."""
+        try:
+            server, thread = start_http_server(port, addr=host, registry=self.registry)
+        except OSError as error:
+            if error.errno != errno.EADDRINUSE:
+                raise
+            raise FailedPrecondition(
+                f"cannot serve metrics on port {port}: it is in use by another process; stop "
+                "it or choose another --metrics-port",
+                reason="ADDRESS_IN_USE",
+            ) from None
+        self.endpoint = MetricsEndpoint(server, thread)
+        return self.endpoint.port
+
+    def stop(self) -> None:
+        """Stop the endpoint (if started) and close its socket."""
+        if self.endpoint is not None:
+            self.endpoint.stop()
+            self.endpoint = None
+
+    def watch_sequencer(self, sequencer: Sequencer) -> None:
+        """Feed the sequencer series from ``sequencer`` (call once, on the server's loop)."""
+        self.queue_entries.set_function(lambda: sequencer.queue_depth)
+        self.tree_size.set_function(lambda: sequencer.tree_size)
+        sequencer.batch_listeners.append(self._batch_done)
+
+    def watch_witnesses(self, submitter: WitnessSubmitter) -> None:
+        """Report each witness's progress (read at every scrape)."""
+        self.registry.register(_WitnessCollector(submitter))
+
+    def _batch_done(self, report: BatchReport) -> None:
+        self.batch_entries.observe(report.entries)
+        self.commit_seconds.observe(report.seconds)
+        self.batches.labels("committed" if report.committed else "failed").inc()
+        self.entries_appended.inc(report.appended)
+
+
+class _WitnessCollector(Collector):
+    """``policy_ledger_witness_*`` by witness (its key name), from ``WitnessProgress``."""
+
+    def __init__(self, submitter: WitnessSubmitter) -> None:
+        self._submitter = submitter
+
+    def collect(self) -> Iterator[Metric]:
+        lag = GaugeMetricFamily(
+            "policy_ledger_witness_lag_entries",
+            "Entries the log has that the witness has not cosigned yet.",
+            labels=("witness",),
+        )
+        cosigned = GaugeMetricFamily(
+            "policy_ledger_witness_cosigned_size",
+            "The tree size of the witness's latest cosignature the log holds.",
+            labels=("witness",),
+        )
+        failures = CounterMetricFamily(
+            "policy_ledger_witness_failures",
+            "Submissions to the witness that failed (refused, unreachable, bad answer).",
+            labels=("witness",),
+        )
+        for progress in list(self._submitter.progress):
+            lag.add_metric((progress.name,), progress.lag)
+            cosigned.add_metric((progress.name,), progress.cosigned_size)
+            failures.add_metric((progress.name,), progress.failures)
+        yield from (lag, cosigned, failures)
+
+
+@dataclass
+class MetricsEndpoint:
+    """The HTTP server that answers ``GET /metrics``, in a thread of its own."""
+
+    server: WSGIServer
+    thread: threading.Thread
+
+    @property
+    def port(self) -> int:
+        """The port it listens on (the chosen one when asked for port 0)."""
+        return int(self.server.server_port)
+
+    def stop(self) -> None:
+        """Stop answering and close the socket."""
+        self.server.shutdown()
+        self.server.server_close()
+        self.thread.join(timeout=5)
+
+
+_TEXT_FORMAT: Final = "%(asctime)s %(levelname)s %(name)s %(message)s"
+
+
+def configure_logging(log_format: str) -> None:
+    """Send INFO and above to stderr, as text or as JSON lines (``timestamp``, ``level``,
+    ``logger``, ``message`` and any ``extra`` fields, e.g. the call log's request id)."""
+    if log_format not in LOG_FORMATS:
+        raise InvalidArgument(
+            f"log format {log_format!r}: use one of {', '.join(LOG_FORMATS)}",
+            reason="LOG_FORMAT_UNKNOWN",
+        )
+    handler = logging.StreamHandler(sys.stderr)
+    if log_format == "json":
+        handler.setFormatter(
+            JsonFormatter(
+                "{asctime}{levelname}{name}{message}",
+                style="{",
+                rename_fields={"asctime": "timestamp", "levelname": "level", "name": "logger"},
+                datefmt="%Y-%m-%dT%H:%M:%S%z",
+            )
+        )
+    else:
+        handler.setFormatter(logging.Formatter(_TEXT_FORMAT))
+    # As basicConfig does: nothing when logging is configured already (an embedding program,
+    # or the tests, which run `serve` in-process and keep their own handlers).
+    logging.basicConfig(level=logging.INFO, handlers=[handler])
