@@ -15,14 +15,15 @@ from __future__ import annotations
 import asyncio
 import contextvars
 from collections import OrderedDict, deque
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import asynccontextmanager
 from typing import Generic, TypeVar
 
 from ledger import limits
 from ledger.errors import ResourceExhausted
 
-__all__ = ["FairQueue", "Overloaded", "ReadPool", "caller_key"]
+__all__ = ["CallerSlots", "FairQueue", "Overloaded", "ReadPool", "caller_key"]
 
 _T = TypeVar("_T")
 
@@ -149,3 +150,34 @@ class ReadPool:
     def shutdown(self) -> None:
         """Stop the threads (reads under way finish)."""
         self._executor.shutdown(wait=False)
+
+
+class CallerSlots:
+    """At most ``per_caller`` pieces of one caller's work under way at once; the rest wait.
+
+    Admitting an event (verifying its signature, parsing, validating) runs on the server's one
+    event loop: a caller with thousands of events under way would otherwise have thousands of
+    steps ready in front of another caller's one. Waiting here is back-pressure (a stream stops
+    being read), not a refusal.
+    """
+
+    def __init__(self, per_caller: int = limits.caller_admissions_max) -> None:
+        self._per_caller = per_caller
+        self._slots: dict[str, tuple[asyncio.Semaphore, list[int]]] = {}
+
+    @asynccontextmanager
+    async def slot(self) -> AsyncIterator[None]:
+        """Hold one of the current caller's slots (:data:`caller_key`) for the block."""
+        key = caller_key.get()
+        entry = self._slots.get(key)
+        if entry is None:
+            entry = self._slots[key] = (asyncio.Semaphore(self._per_caller), [0])
+        semaphore, users = entry
+        users[0] += 1
+        try:
+            async with semaphore:
+                yield
+        finally:
+            users[0] -= 1
+            if not users[0]:
+                del self._slots[key]  # no state is kept for a caller with nothing under way

@@ -141,6 +141,9 @@ read_threads_max: Final = 4
 """Threads of the read pool (servicer reads), apart from the sequencer's own writer thread."""
 read_queue_max: Final = 256
 """Reads waiting for a read thread; beyond, RESOURCE_EXHAUSTED with a retry hint."""
+caller_admissions_max: Final = 64
+"""Events of one caller being admitted (signature, parse, rules) at once; more wait their turn
+(back-pressure, not a refusal), so one caller's flood cannot fill the event loop."""
 caller_read_queue_max: Final = 64
 """Reads of one caller waiting for a read thread; beyond, RESOURCE_EXHAUSTED with a retry hint
 (so one caller cannot fill ``read_queue_max`` and refuse everyone else's reads)."""
