@@ -50,7 +50,7 @@ faults: $(STAMP) ## The seeded renewal fault-injection run, large (make test run
 	POLICY_LEDGER_FAULT_RENEWALS=$${RENEWALS:-20000} $(BIN)/pytest -q tests/payments/test_renewal.py -k seeded
 
 fuzz: $(STAMP) ## The fuzz suite, large: 100,000 generated and mutated requests per engine (make test runs 1,200).
-	POLICY_LEDGER_FUZZ_CASES=$${CASES:-100000} $(BIN)/pytest -q --timeout=0 tests/fuzz
+	POLICY_LEDGER_FUZZ_CASES=$${CASES:-100000} $(BIN)/pytest -q -s --timeout=0 tests/fuzz
 
 bench: $(STAMP) ## Print throughput and latency figures (not a test: nothing fails on speed).
 	$(BIN)/python -m bench
