@@ -13,6 +13,7 @@ from ledger.clock import FixedClock
 from ledger.fair import FairQueue, Overloaded, ReadPool, caller_key
 from ledger.rpc.status import status_of
 from ledger.sequencer import Sequencer, SequencerOptions
+from ledger.service import KeyCache
 from tests.unit.test_sequencer import RecordingAppender, _item
 
 NOW = dt.datetime(2026, 11, 22, tzinfo=dt.UTC)
@@ -123,3 +124,38 @@ def test_the_read_pool_takes_callers_in_turns_and_bounds_each_callers_queue() ->
     assert all(isinstance(r, Overloaded) for r in refused)
     assert [r.reason for r in refused] == ["CALLER_READS_QUEUED_MAX"] * 2  # type: ignore[attr-defined]
     assert order == ["busy-0", "calm", "busy-1", "busy-2", "busy-3"]
+
+
+class _CountingStore:
+    """Stands in for the key registry: counts lookups, answers once released."""
+
+    def __init__(self) -> None:
+        self.lookups = 0
+        self.release = threading.Event()
+
+    def get(self, key_id: str) -> object:
+        self.lookups += 1
+        self.release.wait(timeout=60)
+        return None if key_id == "unknown" else ("key", key_id)
+
+
+def test_concurrent_misses_of_one_key_share_one_registry_lookup() -> None:
+    """A busy caller's thousand submissions, when its key leaves the cache, queue one lookup
+    in the shared executor, not a thousand in front of everyone else's."""
+
+    async def scenario() -> tuple[list[object], int, int]:
+        store = _CountingStore()
+        cache = KeyCache(store)  # type: ignore[arg-type]
+        waiting = [asyncio.create_task(cache.get("k1")) for _ in range(100)]
+        unknown = [asyncio.create_task(cache.get("unknown")) for _ in range(10)]
+        await asyncio.to_thread(lambda: None)  # every task has asked (they ran before this)
+        store.release.set()
+        keys = await asyncio.gather(*waiting)
+        assert await asyncio.gather(*unknown) == [None] * 10
+        lookups = store.lookups
+        assert await cache.get("k1") == ("key", "k1")  # cached now: no new lookup
+        return list(keys), lookups, store.lookups
+
+    keys, lookups, after = asyncio.run(scenario())
+    assert keys == [("key", "k1")] * 100
+    assert lookups == 2 and after == 2  # one per key id, however many asked
