@@ -9,7 +9,7 @@ STAMP  := $(VENV)/.installed
 BUF    := protos/node_modules/.bin/buf
 PROTOS := $(wildcard protos/ledger/v1/*.proto) $(wildcard protos/payments/v1/*.proto)
 
-.PHONY: run test lint proto proto-check bench bench-small faults fuzz install clean serve
+.PHONY: run test lint proto proto-check bench bench-fairness bench-small faults fuzz install clean serve
 .PHONY: crash fiu-utils i18n i18n-extract
 
 run: $(STAMP) ## Start a server on SQLite, submit and audit signed events, print the story.
@@ -54,10 +54,13 @@ faults: $(STAMP) ## The seeded renewal fault-injection run, large (make test run
 	POLICY_LEDGER_FAULT_RENEWALS=$${RENEWALS:-20000} $(BIN)/pytest -q -s --timeout=0 tests/payments/test_renewal.py -k seeded
 
 fuzz: $(STAMP) ## The fuzz suite, large: 100,000 generated and mutated requests per engine (make test runs 1,200).
-	POLICY_LEDGER_FUZZ_CASES=$${CASES:-100000} $(BIN)/pytest -q --timeout=0 tests/fuzz
+	POLICY_LEDGER_FUZZ_CASES=$${CASES:-100000} $(BIN)/pytest -q -s --timeout=0 tests/fuzz
 
 bench: $(STAMP) ## Print throughput and latency figures (not a test: nothing fails on speed).
 	$(BIN)/python -m bench
+
+bench-fairness: $(STAMP) ## Only the fairness figures: the probe's p99 idle and under issue 15's loads.
+	$(BIN)/python -m bench --only fairness --load-scale $${SCALE:-1}
 
 bench-small: $(STAMP) ## The same benchmark on a small tree, for a quick look.
 	$(BIN)/python -m bench --entries 20000 --events 2000 --policies 20000 --renewals 100 --audit-entries 20000

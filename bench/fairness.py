@@ -7,8 +7,9 @@ Loads (each bounded: a count of calls, or until told to stop):
 3. ``readers``: callers, each on its own connection, looping GetEntries(0..1000);
 4. ``silent connections``: raw TCP connections that never speak.
 
-The probe, on a connection of its own and a thread of its own, submits events one at a time and
-reads the checkpoint after each; every call must succeed. Used by ``make bench`` (figures) and by
+The probe, another caller (its own client certificate, its own insurer) on a connection of its own
+and a thread of its own, submits events one at a time and reads the checkpoint after each; every
+call must succeed. Used by ``make bench`` (figures) and by
 ``tests/e2e/test_fairness.py`` (scaled down: only that the probe never fails).
 """
 
@@ -241,22 +242,27 @@ def load_in_process(
     name: str,
     sizes: LoadSizes,
     address: str,
+    credentials: tuple[bytes, bytes, bytes],
     signer_key: str,
     insurer_id: str,
     started: EventLike,
     stop: EventLike,
 ) -> None:
     """Run load ``name`` until ``stop`` is set (a child process's entry point: the load's client
-    work then does not share the probe's interpreter lock, so the probe measures the server)."""
+    work then does not share the probe's interpreter lock, so the probe measures the server).
+    ``credentials`` are the load's caller's (CA, certificate chain, private key), PEM."""
     signer = parse_signer_key(signer_key)
     now = dt.datetime.now(dt.UTC)
-    token_channel = grpc.insecure_channel(address)
+    root, chain, key = credentials
+    token_channel = grpc.secure_channel(address, grpc.ssl_channel_credentials(root, key, chain))
     envelopes = signed_events(
         signer, insurer_id, 0, 10**7, now, tokens=PersonTokens(token_channel).tokens
     )
 
     async def load() -> None:
-        channels: AioChannels = lambda: grpc.aio.insecure_channel(address)  # noqa: E731
+        root, chain, key = credentials
+        tls = grpc.ssl_channel_credentials(root, key, chain)
+        channels: AioChannels = lambda: grpc.aio.secure_channel(address, tls)  # noqa: E731
         stopped = asyncio.Event()
         waiting = asyncio.create_task(asyncio.to_thread(stop.wait))
         waiting.add_done_callback(lambda _: stopped.set())

@@ -58,6 +58,9 @@ commits; docs/benchmarks.md)."""
 sequencer_batch_entries_max: Final = 2048
 sequencer_queue_entries_max: Final = 65536
 """Submissions waiting for the sequencer; beyond this the server answers UNAVAILABLE."""
+caller_queue_entries_max: Final = 8192
+"""Submissions of one caller waiting for the sequencer; beyond, RESOURCE_EXHAUSTED with a retry
+hint. Batches take the waiting callers' submissions round-robin (``ledger.fair``)."""
 unavailable_retry_delay_ms: Final = 200
 """The retry hint (google.rpc RetryInfo) of an UNAVAILABLE answer: a storage fault or a full
 queue usually clears within this (the fault-injection runs recovered within 0.2 s)."""
@@ -162,6 +165,15 @@ read_threads_max: Final = 4
 """Threads of the read pool (servicer reads), apart from the sequencer's own writer thread."""
 read_queue_max: Final = 256
 """Reads waiting for a read thread; beyond, RESOURCE_EXHAUSTED with a retry hint."""
+caller_admissions_max: Final = 64
+"""Events of one caller being admitted (signature, parse, rules) at once; more wait their turn
+(back-pressure, not a refusal), so one caller's flood cannot fill the event loop."""
+caller_read_queue_max: Final = 64
+"""Reads of one caller waiting for a read thread; beyond, RESOURCE_EXHAUSTED with a retry hint
+(so one caller cannot fill ``read_queue_max`` and refuse everyone else's reads)."""
+service_threads_max: Final = 4
+"""Threads of the loop's default executor (key lookups, access records, jurisdiction lookups),
+apart from the read pool and the writer."""
 retry_after_ms: Final = 200
 """The retry hint (google.rpc.RetryInfo) sent with a RESOURCE_EXHAUSTED for load."""
 enrolment_wrong_codes_max: Final = 5

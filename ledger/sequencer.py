@@ -1,14 +1,15 @@
 """The sequencer: groups concurrent submissions into batches, one transaction each.
 
-Submissions wait in a bounded queue. A batch starts with the first waiting submission and takes
-every other one that arrives within ``batch_age_ms_max`` (or while the previous batch commits), up
-to ``batch_entries_max``. The batch is appended by :class:`ledger.storage.append.Appender` in one
-transaction on a single dedicated thread: one commit (one fsync) and one signed checkpoint per
-batch. A submission's future resolves only after that commit, so nothing is acknowledged before
-it is durable. A failed batch fails all its submissions with UNAVAILABLE, saying whether nothing
-was written or the commit's outcome is unknown (:mod:`ledger.storage.faults`); either way a retry
-is safe because event ids are idempotent.
-"""
+Submissions wait in a bounded queue, one FIFO per caller (:class:`ledger.fair.FairQueue`). A batch
+starts with the first waiting submission and takes every other one that arrives within
+``batch_age_ms_max`` (or while the previous batch commits), up to ``batch_entries_max``, taking the
+callers' submissions round-robin: one caller's backlog never sits in front of another caller's
+single event (each caller's own submissions keep their order). The batch is appended by
+:class:`ledger.storage.append.Appender` in one transaction on a single dedicated thread: one commit
+(one fsync) and one signed checkpoint per batch. A submission's future resolves only after that
+commit, so nothing is acknowledged before it is durable. A failed batch fails all its submissions
+with UNAVAILABLE, saying whether nothing was written or the commit's outcome is unknown
+(:mod:`ledger.storage.faults`); either way a retry is safe because event ids are idempotent."""
 
 from __future__ import annotations
 
@@ -22,6 +23,7 @@ from dataclasses import dataclass
 from ledger import limits
 from ledger.clock import Clock
 from ledger.errors import LedgerError, Unavailable
+from ledger.fair import FairQueue, Overloaded, caller_key
 from ledger.storage.append import Appender, Outcome, PendingEntry, Receipt
 
 __all__ = ["BatchReport", "Sequencer", "SequencerOptions", "receipt_of"]
@@ -39,6 +41,8 @@ class SequencerOptions:
     """How long the first submission of a batch waits for others to join it."""
     queue_entries_max: int = limits.sequencer_queue_entries_max
     """Submissions that may wait; beyond this the sequencer answers UNAVAILABLE."""
+    caller_queue_entries_max: int = limits.caller_queue_entries_max
+    """Submissions of one caller that may wait; beyond, RESOURCE_EXHAUSTED with a retry hint."""
 
     def __post_init__(self) -> None:
         if not 1 <= self.batch_entries_max <= limits.sequencer_batch_entries_max:
@@ -47,8 +51,8 @@ class SequencerOptions:
             )
         if not 0 <= self.batch_age_ms_max <= 1000:
             raise ValueError("batch_age_ms_max must be in 0..1000")
-        if self.queue_entries_max < 1:
-            raise ValueError("queue_entries_max must be at least 1")
+        if self.queue_entries_max < 1 or self.caller_queue_entries_max < 1:
+            raise ValueError("queue_entries_max and caller_queue_entries_max must be at least 1")
 
 
 @dataclass(frozen=True)
@@ -66,8 +70,6 @@ class BatchReport:
 
 
 _Waiting = tuple[PendingEntry, "asyncio.Future[Outcome]"]
-_STOP = None
-"""Queued by :meth:`Sequencer.stop` behind the last submission: commit up to here, then end."""
 
 
 async def receipt_of(future: asyncio.Future[Outcome]) -> Receipt:
@@ -85,9 +87,9 @@ class Sequencer:
         self._appender = appender
         self._clock = clock
         self._options = options
-        self._queue: asyncio.Queue[_Waiting | None] = asyncio.Queue(
-            maxsize=options.queue_entries_max
-        )
+        self._queue: FairQueue[_Waiting] = FairQueue()
+        self._arrived = asyncio.Event()
+        self._stopping = False
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sequencer")
         self._task: asyncio.Task[None] | None = None
         self._accepting = False
@@ -122,20 +124,29 @@ class Sequencer:
         return await receipt_of(self.enqueue(item))
 
     def enqueue(self, item: PendingEntry) -> asyncio.Future[Outcome]:
-        """Queue ``item`` now (items are sequenced in the order they are queued).
+        """Queue ``item`` now, as the caller's (:data:`ledger.fair.caller_key`) next submission.
 
-        Returns the future of its outcome; raises UNAVAILABLE when shutting down or full.
+        One caller's items are sequenced in the order they are queued; batches take the
+        callers' items in turns. Returns the future of its outcome; raises UNAVAILABLE when
+        shutting down or full, RESOURCE_EXHAUSTED when this caller has its share queued.
         """
         if not self._accepting:
             raise Unavailable("the sequencer is not accepting submissions", reason="SHUTTING_DOWN")
-        future: asyncio.Future[Outcome] = asyncio.get_running_loop().create_future()
-        try:
-            self._queue.put_nowait((item, future))
-        except asyncio.QueueFull:
+        if len(self._queue) >= self._options.queue_entries_max:
             raise Unavailable(
                 f"the sequencer queue is full ({self._options.queue_entries_max}); retry later",
                 reason="OVERLOADED",
-            ) from None
+            )
+        key = caller_key.get()
+        if self._queue.count(key) >= self._options.caller_queue_entries_max:
+            raise Overloaded(
+                f"{self._options.caller_queue_entries_max} submissions of this caller are "
+                "waiting to be sequenced; retry after the delay in RetryInfo",
+                reason="CALLER_QUEUE_FULL",
+            )
+        future: asyncio.Future[Outcome] = asyncio.get_running_loop().create_future()
+        self._queue.put(key, (item, future))
+        self._arrived.set()
         self._waiting_count += 1
         self._waiting_changed.set()
         return future
@@ -168,9 +179,10 @@ class Sequencer:
         self._accepting = False
         self.release()
         if self._task is not None:
-            # The stop marker goes behind every queued submission; the runner commits them all
-            # (including a batch in flight, which must not be cancelled), then ends.
-            await self._queue.put(_STOP)
+            # The runner commits every queued submission (including a batch in flight, which
+            # must not be cancelled), then ends.
+            self._stopping = True
+            self._arrived.set()
             await self._task
             self._task = None
         self._executor.shutdown(wait=True)
@@ -183,29 +195,29 @@ class Sequencer:
                 await self._commit(batch)
 
     async def _next_batch(self) -> tuple[list[_Waiting], bool]:
-        """The next batch, and whether the stop marker ended it."""
-        first = await self._queue.get()
-        if first is None:  # the stop marker
-            return [], True
+        """The next batch, and whether the sequencer is stopping with nothing left behind it."""
+        while not self._queue:
+            if self._stopping:
+                return [], True
+            self._arrived.clear()
+            await self._arrived.wait()
         await self._open.wait()
-        batch = [first]
+        batch = [self._queue.take()]
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self._options.batch_age_ms_max / 1000
         while len(batch) < self._options.batch_entries_max:
+            if self._queue:
+                batch.append(self._queue.take())
+                continue
+            remaining = deadline - loop.time()
+            if self._stopping or remaining <= 0:
+                break
+            self._arrived.clear()
             try:
-                waiting = self._queue.get_nowait()
-            except asyncio.QueueEmpty:
-                remaining = deadline - loop.time()
-                if remaining <= 0:
-                    break
-                try:
-                    waiting = await asyncio.wait_for(self._queue.get(), remaining)
-                except TimeoutError:
-                    break
-            if waiting is None:  # the stop marker
-                return batch, True
-            batch.append(waiting)
-        return batch, False
+                await asyncio.wait_for(self._arrived.wait(), remaining)
+            except TimeoutError:
+                break
+        return batch, self._stopping and not self._queue
 
     async def _commit(self, batch: list[_Waiting]) -> None:
         self._waiting_count -= len(batch)

@@ -28,6 +28,7 @@ from ledger.errors import (
     VerificationError,
 )
 from ledger.events import EVENT_PAYLOAD_TYPE, decode_event, validate_event
+from ledger.fair import CallerSlots
 from ledger.keys import InsurerKey, check_key_at_event_time, check_key_usable
 from ledger.sequencer import Sequencer
 from ledger.signers import check_signer_role
@@ -45,17 +46,37 @@ class KeyCache:
         self._store = store
         self._ttl_seconds = ttl_seconds
         self._entries: dict[str, tuple[float, InsurerKey | None]] = {}
+        self._lookups: dict[str, asyncio.Future[InsurerKey | None]] = {}
+        self._generation = 0
 
     async def get(self, key_id: str) -> InsurerKey | None:
-        """The key registered under ``key_id``, or None."""
+        """The key registered under ``key_id``, or None.
+
+        Concurrent misses of one key share one lookup: when a busy caller's key expires from the
+        cache, its thousand submissions under way do not queue a thousand lookups in front of
+        everyone else's.
+        """
         cached = self._entries.get(key_id)
         now = time.monotonic()
         if cached is not None and now - cached[0] < self._ttl_seconds:
             return cached[1]
+        lookup = self._lookups.get(key_id)
+        if lookup is None:
+            lookup = asyncio.ensure_future(self._look_up(key_id, now, self._generation))
+            self._lookups[key_id] = lookup
+            lookup.add_done_callback(lambda done: self._lookup_done(key_id, done))
+        return await asyncio.shield(lookup)
+
+    def _lookup_done(self, key_id: str, done: asyncio.Future[InsurerKey | None]) -> None:
+        if self._lookups.get(key_id) is done:
+            del self._lookups[key_id]
+
+    async def _look_up(self, key_id: str, now: float, generation: int) -> InsurerKey | None:
         key = await asyncio.to_thread(self._store.get, key_id)
-        if key is None:
-            # Not cached: a key the operator registers is usable as soon as its event commits.
-            return None
+        if key is None or generation != self._generation:
+            # Not cached: a key the operator registers is usable as soon as its event commits;
+            # a lookup that began before forget() may have read the registry as it was.
+            return key
         if len(self._entries) > 10_000:
             self._entries.clear()
         self._entries[key_id] = (now, key)
@@ -64,6 +85,8 @@ class KeyCache:
     def forget(self) -> None:
         """Drop every cached key (after the registry changed in this process)."""
         self._entries.clear()
+        self._lookups.clear()
+        self._generation += 1
 
 
 class Ledger:
@@ -80,6 +103,7 @@ class Ledger:
         self._signer_check = signer_check
         self._sequencer = sequencer
         self._clock = clock
+        self._admitting = CallerSlots()
 
     async def submit(self, envelope: Envelope) -> Receipt:
         """Admit ``envelope`` and return its receipt once durable."""
@@ -90,7 +114,15 @@ class Ledger:
         return self._sequencer.enqueue(item)
 
     async def admit(self, envelope: Envelope) -> PendingEntry:
-        """Check ``envelope`` completely (see module doc); raise why it is refused."""
+        """Check ``envelope`` completely (see module doc); raise why it is refused.
+
+        At most ``limits.caller_admissions_max`` of one caller's envelopes are checked at once
+        (:class:`ledger.fair.CallerSlots`); the rest wait their turn.
+        """
+        async with self._admitting.slot():
+            return await self._admit(envelope)
+
+    async def _admit(self, envelope: Envelope) -> PendingEntry:
         # (1)
         check_envelope_limits(envelope)
         if envelope.payload_type != EVENT_PAYLOAD_TYPE:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import datetime as dt
 from collections.abc import Callable
 from typing import TypeVar
@@ -18,6 +17,7 @@ from ledger.coverage.projector import person_ref
 from ledger.coverage.reader import CoverageReader, HistoryPage
 from ledger.errors import FieldViolation, NotFound, check, refuse_violations
 from ledger.events import check_date, check_identifier, check_person, civil_date
+from ledger.fair import ReadPool
 from ledger.merkle import leaf_hash
 from ledger.rpc.status import abort
 from ledger.signing import Signer
@@ -155,10 +155,17 @@ class CoverageServicer(pb_grpc.CoverageServiceServicer):
     """Coverage, household checks and history, from the projections."""
 
     def __init__(
-        self, reader: CoverageReader, clock: Clock, log_store: LogStore, signer: Signer
+        self,
+        reader: CoverageReader,
+        clock: Clock,
+        log_store: LogStore,
+        signer: Signer,
+        reads: ReadPool | None = None,
     ) -> None:
         """``log_store`` reads the proofs and entries of certificates; ``signer`` is the log key,
-        which signs them (as it signs checkpoints)."""
+        which signs them (as it signs checkpoints); ``reads`` runs the reads (the server's one
+        read pool)."""
+        self._reads = reads or ReadPool()
         self._reader = reader
         self._clock = clock
         self._log_store = log_store
@@ -172,7 +179,7 @@ class CoverageServicer(pb_grpc.CoverageServiceServicer):
 
     async def _read(self, context: _Context, function: Callable[[], _T]) -> _T:
         try:
-            return await asyncio.to_thread(function)
+            return await self._reads.run(function)
         except Exception as error:  # every failure becomes a status; bugs are logged there
             await abort(context, error)
 

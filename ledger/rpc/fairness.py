@@ -6,8 +6,11 @@ threads, database connections and sequencer slots that the others need. The tran
 (streams per connection, idle and handshake timeouts) are server options: see
 ``ledger.rpc.server.connection_options``.
 
-Callers are told apart by :func:`peer_of` today (the connection's address); with mTLS the
-caller's identity (its SPIFFE ID) replaces it by passing another ``caller_of`` function.
+Callers are told apart by :func:`caller_of` (the SPIFFE ID of the caller's client certificate, as
+the authorization interceptor, which runs first, found it; the connection's address for the open
+methods, health and reflection): many connections of one caller share its limit, and one
+connection cannot pass for many callers. The key is also set as :data:`ledger.fair.caller_key`
+for the call, so the sequencer and the read pool take the waiting work of callers in turns.
 """
 
 from __future__ import annotations
@@ -22,9 +25,11 @@ from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
 from ledger import limits
+from ledger.fair import caller_key
+from ledger.rpc.identity import current_caller
 from ledger.rpc.status import ERROR_DOMAIN
 
-__all__ = ["CallerLimitInterceptor", "overloaded_status", "peer_of"]
+__all__ = ["CallerLimitInterceptor", "caller_of", "overloaded_status", "peer_of"]
 
 _Context: TypeAlias = "grpc.aio.ServicerContext[Any, Any]"
 _Handler: TypeAlias = "grpc.RpcMethodHandler[Any, Any]"
@@ -42,6 +47,12 @@ else:
 def peer_of(context: _Context) -> str:
     """The caller as the transport knows it (``ipv4:127.0.0.1:54321``)."""
     return str(context.peer())
+
+
+def caller_of(context: _Context) -> str:
+    """The caller's SPIFFE ID (set by the authorization interceptor), else its peer address."""
+    caller = current_caller()
+    return caller.spiffe_id if caller is not None else peer_of(context)
 
 
 def overloaded_status(message: str, reason: str) -> status_pb2.Status:
@@ -85,7 +96,7 @@ class CallerLimitInterceptor(_Interceptor):
     def __init__(
         self,
         in_flight_max: int = limits.caller_calls_in_flight_max,
-        caller_of: Callable[[_Context], str] = peer_of,
+        caller_of: Callable[[_Context], str] = caller_of,
     ) -> None:
         self._counter = _Counter(in_flight_max)
         self._caller_of = caller_of
@@ -113,6 +124,7 @@ class CallerLimitInterceptor(_Interceptor):
 
             async def stream_out(request: Any, context: _Context) -> AsyncIterator[Any]:
                 caller = caller_of(context)
+                caller_key.set(caller)
                 if not counter.enter(caller):
                     await refuse(context, request if streams_requests else None)
                 try:
@@ -125,6 +137,7 @@ class CallerLimitInterceptor(_Interceptor):
 
         async def unary_out(request: Any, context: _Context) -> Any:
             caller = caller_of(context)
+            caller_key.set(caller)
             if not counter.enter(caller):
                 await refuse(context, request if streams_requests else None)
             try:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import TypeVar
@@ -12,6 +13,7 @@ import grpc
 from ledger import limits
 from ledger.entry import envelope_from_proto
 from ledger.errors import FieldViolation, InvalidArgument, LedgerError, NotFound
+from ledger.fair import ReadPool
 from ledger.rpc.status import abort, status_of
 from ledger.sequencer import receipt_of
 from ledger.service import Ledger
@@ -86,9 +88,10 @@ async def _result_of(outcome: asyncio.Future[Outcome] | BaseException) -> pb.Sub
 class LedgerServicer(pb_grpc.LedgerServiceServicer):
     """Submission and read calls of the log."""
 
-    def __init__(self, ledger: Ledger, log_store: LogStore) -> None:
+    def __init__(self, ledger: Ledger, log_store: LogStore, reads: ReadPool | None = None) -> None:
         self._ledger = ledger
         self._log = log_store
+        self._reads = reads or ReadPool()
 
     async def _call(self, context: _Context, work: Awaitable[_T]) -> _T:
         try:
@@ -97,7 +100,7 @@ class LedgerServicer(pb_grpc.LedgerServiceServicer):
             await abort(context, error)
 
     async def _read(self, context: _Context, function: Callable[..., _T], *args: object) -> _T:
-        return await self._call(context, asyncio.to_thread(function, *args))
+        return await self._call(context, self._reads.run(functools.partial(function, *args)))
 
     async def SubmitEvent(
         self, request: pb.SubmitEventRequest, context: _Context

@@ -37,6 +37,7 @@ from ledger.config import (
 from ledger.cosignature import WitnessEndpoint, parse_witness_option
 from ledger.coverage.reader import CoverageReader
 from ledger.errors import InvalidArgument
+from ledger.fair import ReadPool
 from ledger.identity.vault import IdentityVault
 from ledger.metrics import LedgerMetrics
 from ledger.rpc.access import AccessRecordingInterceptor
@@ -180,6 +181,9 @@ class RunningServer:
     enrolment: EnrolmentPort | None = None
     """The enrolment port (``serve --enrol-listen``), or None."""
     read_pool: ThreadPoolExecutor | None = None
+    """The loop's default executor (small lookups of submissions, access records)."""
+    reads: ReadPool | None = None
+    """The servicers' read pool (fair between callers, bounded)."""
     metrics: LedgerMetrics | None = None
     """The server's metrics and their endpoint (``serve --metrics-port``), or None."""
     database_lock: IO[str] | None = None
@@ -203,6 +207,8 @@ class RunningServer:
             self.database_lock.close()
         if self.read_pool is not None:
             self.read_pool.shutdown(wait=False)
+        if self.reads is not None:
+            self.reads.shutdown()
 
 
 def _operator_key_to_anchor(engine: Engine, config: ServerConfig) -> bytes | None:
@@ -247,10 +253,12 @@ async def _start(
 ) -> RunningServer:
     tls = load_tls_files(config)  # first: refuse to start before opening anything
     enrolment_material = load_enrolment_material(config, tls)
-    # Servicer reads run on the loop's default executor (asyncio.to_thread): bound it, apart from
-    # the sequencer's own writer thread, so a flood of reads cannot take every thread.
-    read_pool = ThreadPoolExecutor(limits.read_threads_max, thread_name_prefix="read")
+    # Servicer reads run on a read pool of their own, taking callers in turns (ledger.fair); the
+    # small lookups of submissions (asyncio.to_thread) on the loop's default executor, bounded:
+    # neither can starve the other, nor the sequencer's own writer thread.
+    read_pool = ThreadPoolExecutor(limits.service_threads_max, thread_name_prefix="service")
     asyncio.get_running_loop().set_default_executor(read_pool)
+    reads = ReadPool()
     signer = load_signer(config.log_key_path)
     origin = config.origin or signer.name
     check_origin(origin)
@@ -288,10 +296,10 @@ async def _start(
     )
     ledger = Ledger(key_cache, sequencer, clock, signer_check=check_signer)
     ledger_service_pb2_grpc.add_LedgerServiceServicer_to_server(
-        LedgerServicer(ledger, LogStore(engine)), server
+        LedgerServicer(ledger, LogStore(engine), reads), server
     )
     coverage_service_pb2_grpc.add_CoverageServiceServicer_to_server(
-        CoverageServicer(CoverageReader(engine), clock, LogStore(engine), signer), server
+        CoverageServicer(CoverageReader(engine), clock, LogStore(engine), signer, reads), server
     )
     admin_service_pb2_grpc.add_AdminServiceServicer_to_server(
         AdminServicer(key_store, key_cache, clock), server
@@ -342,6 +350,7 @@ async def _start(
         witnessing=witnessing,
         authorization=authorization,
         read_pool=read_pool,
+        reads=reads,
         enrolment=enrolment,
         metrics=metrics,
         database_lock=database_lock,

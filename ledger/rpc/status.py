@@ -17,6 +17,7 @@ from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
 from ledger.errors import LedgerError, Unavailable
+from ledger.fair import Overloaded
 from ledger.storage.faults import is_storage_fault, storage_unavailable
 
 __all__ = ["ERROR_DOMAIN", "abort", "status_of"]
@@ -55,7 +56,7 @@ def status_of(error: BaseException) -> status_pb2.Status:
             ]
         )
         details.append(_packed(request))
-    if isinstance(error, Unavailable):
+    if isinstance(error, Unavailable | Overloaded):
         delay = duration_pb2.Duration()
         delay.FromMilliseconds(error.retry_delay_ms)
         details.append(_packed(error_details_pb2.RetryInfo(retry_delay=delay)))

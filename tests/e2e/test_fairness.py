@@ -29,6 +29,8 @@ from tests.conftest import ServerHandle, onboard, start_server_thread
 
 SCALE = float(os.environ.get("POLICY_LEDGER_LOAD_SCALE", "0.1"))
 INSURER = "gulf-health"
+PROBE_INSURER = "probe-health"
+"""The probe's insurer: another caller than the loads' (its own certificate and share)."""
 IDLE_MS = 300
 """The idle bound the idle test configures (the default is minutes)."""
 CLOSE_WAIT_SECONDS = 60.0
@@ -94,7 +96,7 @@ def _envelopes(signer: Ed25519Signer, first: int, count: int) -> list[pb.SubmitE
     ]
 
 
-def test_a_caller_over_its_in_flight_limit_is_refused_with_a_retry_hint_others_are_not(
+def test_a_caller_over_its_in_flight_limit_on_any_connection_is_refused_with_a_retry_hint(
     tmp_path: Path,
     log_signer: Ed25519Signer,
     operator_signer: Ed25519Signer,
@@ -106,8 +108,13 @@ def test_a_caller_over_its_in_flight_limit_is_refused_with_a_retry_hint_others_a
     sequencer, loop = server.running.sequencer, server.loop
     requests = _envelopes(insurer_signer, 0, 3)
     try:
-        with server.channel("insurer", INSURER) as busy, server.channel("auditor", "calm") as calm:
-            stub = pb_grpc.LedgerServiceStub(busy)
+        with (
+            server.channel("insurer", INSURER) as busy,
+            server.channel("insurer", INSURER) as busy_again,
+            server.channel("insurer", INSURER) as busy_third,
+            server.channel("auditor", "calm") as calm,
+        ):
+            stubs = [pb_grpc.LedgerServiceStub(c) for c in (busy, busy_again, busy_third)]
             calm_stub = pb_grpc.LedgerServiceStub(calm)
             size_before = calm_stub.GetCheckpoint(pb.GetCheckpointRequest()).tree_size
 
@@ -116,11 +123,15 @@ def test_a_caller_over_its_in_flight_limit_is_refused_with_a_retry_hint_others_a
 
             asyncio.run_coroutine_threadsafe(hold(), loop).result(timeout=30)
             try:
-                # Two calls wait in the held sequencer's queue: the caller's limit is reached.
-                held = [stub.SubmitEvent.future(request, timeout=120) for request in requests[:2]]
+                # Two calls wait in the held sequencer's queue, each on a connection of its own
+                # but both of one caller (one SPIFFE ID): the caller's limit is reached.
+                held = [
+                    stub.SubmitEvent.future(request, timeout=120)
+                    for stub, request in zip(stubs[:2], requests[:2], strict=True)
+                ]
                 asyncio.run_coroutine_threadsafe(sequencer.wait_waiting(2), loop).result(120)
                 with pytest.raises(grpc.RpcError) as raised:
-                    stub.SubmitEvent(requests[2], timeout=120)
+                    stubs[2].SubmitEvent(requests[2], timeout=120)
                 assert raised.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
                 assert _retry_delay_ms(raised.value) > 0
                 # Another caller is not refused meanwhile.
@@ -133,7 +144,7 @@ def test_a_caller_over_its_in_flight_limit_is_refused_with_a_retry_hint_others_a
             assert size_after == size_before + 2
             # Finished calls give their places back: the busy caller may call again.
             for _ in range(3):
-                stub.GetCheckpoint(pb.GetCheckpointRequest(), timeout=120)
+                stubs[2].GetCheckpoint(pb.GetCheckpointRequest(), timeout=120)
     finally:
         server.stop()
 
@@ -185,13 +196,16 @@ def _scaled(sizes: LoadSizes) -> LoadSizes:
 
 @pytest.mark.parametrize("load", LOADS)
 def test_the_probe_never_fails_under_each_load(
-    load: str, loaded_server: ServerHandle, insurer_signer: Ed25519Signer
+    load: str,
+    loaded_server: ServerHandle,
+    insurer_signer: Ed25519Signer,
+    operator_signer: Ed25519Signer,
 ) -> None:
     sizes = _scaled(LoadSizes())
-    with loaded_server.channel("insurer", INSURER) as channel:
-        probe = Probe(
-            channel, signed_events(insurer_signer, INSURER, 10**6, PROBE_CALLS, tokens=tokens)
-        )
+    prober = Ed25519Signer.generate(PROBE_INSURER)
+    onboard(loaded_server, operator_signer, PROBE_INSURER, prober)
+    with loaded_server.channel("insurer", PROBE_INSURER) as channel:
+        probe = Probe(channel, signed_events(prober, PROBE_INSURER, 0, PROBE_CALLS, tokens=tokens))
         outcomes = run_load(
             load,
             sizes,

@@ -29,7 +29,7 @@ import pytest
 from google.protobuf.message import Message
 from grpc_health.v1 import health_pb2
 from grpc_reflection.v1alpha import reflection_pb2
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, given, seed, settings
 from hypothesis import strategies as st
 
 from clients.insurer import sign_event
@@ -61,6 +61,12 @@ CALL_DEADLINE_SECONDS = 20.0
 """No call may take longer (generous: the machine is shared; a hang is what this catches)."""
 MEMORY_GROWTH_BYTES_MAX = 256 * 1024 * 1024
 """Resident memory the whole run may add after warm-up (a leak per call would exceed it)."""
+HYPOTHESIS_CHUNK_EXAMPLES = 1000
+"""Examples per hypothesis run: hypothesis remembers every example of a run (its choice tree,
+about 8 kB each), so one run of 50,000 grew the test process by 400 MB; the generated cases
+are drawn in runs of this many, each with its own seed, and memory stays flat."""
+MEMORY_SAMPLE_CALLS = 5000
+"""Resident memory is sampled every this many calls (printed with -s, kept for the assertion)."""
 INSURER = "gulf-health"
 FORBIDDEN = {grpc.StatusCode.INTERNAL, grpc.StatusCode.UNKNOWN}
 
@@ -155,6 +161,8 @@ class Fuzzer:
     channels: dict[str, grpc.Channel]
     counts: dict[str, int] = field(default_factory=dict)
     calls: int = 0
+    memory: list[tuple[int, int]] = field(default_factory=list)
+    """(calls, resident bytes) every MEMORY_SAMPLE_CALLS calls."""
 
     def call(self, method: Method, bodies: list[bytes]) -> grpc.StatusCode:
         """Call ``method`` with ``bodies``; fail on INTERNAL/UNKNOWN, a hang or a stray write."""
@@ -172,7 +180,16 @@ class Fuzzer:
         if code != grpc.StatusCode.OK:
             assert after == self.counts, f"{method.path} refused ({code.name}) but wrote"
         self.counts = after
+        if self.calls % MEMORY_SAMPLE_CALLS == 0:
+            self.memory.append((self.calls, _resident_bytes()))
+            print(f"fuzz: {self.calls} calls, resident {self.memory[-1][1] / 2**20:.0f} MiB")
         return code
+
+    def check_memory(self, baseline: int) -> None:
+        """Resident memory never grew more than MEMORY_GROWTH_BYTES_MAX over ``baseline``."""
+        curve = ", ".join(f"{calls}: {size / 2**20:.0f} MiB" for calls, size in self.memory)
+        grown = max([size for _, size in self.memory] + [_resident_bytes()]) - baseline
+        assert grown < MEMORY_GROWTH_BYTES_MAX, f"memory grew {grown / 2**20:.0f} MiB: {curve}"
 
 
 @pytest.fixture
@@ -202,24 +219,31 @@ def fuzzer(
 
 
 def test_generated_requests_on_every_method(fuzzer: Fuzzer) -> None:
-    """Hypothesis draws a method, then a request from its descriptor."""
+    """Hypothesis draws a method, then a request from its descriptor (in seeded runs of
+    HYPOTHESIS_CHUNK_EXAMPLES, so that hypothesis's own memory of a run stays bounded)."""
     examples = max(CASES // 2, len(METHODS))
 
-    @settings(
-        max_examples=examples,
-        deadline=None,
-        derandomize=True,
-        database=None,
-        suppress_health_check=list(HealthCheck),
-    )
-    @given(data=st.data(), method=st.sampled_from(METHODS))
-    def case(data: st.DataObject, method: Method) -> None:
-        request = data.draw(message_strategy(method.descriptor.input_type), label="request")
-        fuzzer.call(method, [request.SerializeToString()])
+    def run(seed_number: int, count: int) -> None:
+        @seed(seed_number)
+        @settings(
+            max_examples=count,
+            deadline=None,
+            database=None,
+            suppress_health_check=list(HealthCheck),
+        )
+        @given(data=st.data(), method=st.sampled_from(METHODS))
+        def case(data: st.DataObject, method: Method) -> None:
+            request = data.draw(message_strategy(method.descriptor.input_type), label="request")
+            fuzzer.call(method, [request.SerializeToString()])
 
-    memory_before = _resident_bytes()
-    case()
-    assert _resident_bytes() - memory_before < MEMORY_GROWTH_BYTES_MAX
+        case()
+
+    first = min(examples, HYPOTHESIS_CHUNK_EXAMPLES)
+    run(0, first)  # warm-up: connections, caches and hypothesis's strategies are built
+    baseline = _resident_bytes()
+    for chunk, start in enumerate(range(first, examples, HYPOTHESIS_CHUNK_EXAMPLES), start=1):
+        run(chunk, min(HYPOTHESIS_CHUNK_EXAMPLES, examples - start))
+    fuzzer.check_memory(baseline)
 
 
 def test_mutated_requests_and_envelopes_on_every_method(
@@ -230,8 +254,11 @@ def test_mutated_requests_and_envelopes_on_every_method(
     seeds = _seeds(insurer_signer)
     submit = next(m for m in METHODS if m.descriptor.name == "SubmitEvent")
     event_bytes = _event(2).SerializeToString()
-    memory_before = _resident_bytes()
+    baseline = 0
     for case_number in range(max(CASES // 2, len(METHODS))):
+        if case_number == len(METHODS) * 4:
+            baseline = _resident_bytes()  # after warm-up: every method called
+
         method = METHODS[case_number % len(METHODS)]
         if case_number % 4 == 3:
             # A mutated event, signed as the insurer would sign it: the parser and rules see it.
@@ -239,10 +266,10 @@ def test_mutated_requests_and_envelopes_on_every_method(
             fuzzer.call(submit, [ledger.SubmitEventRequest(envelope=envelope).SerializeToString()])
             continue
         seed_messages = seeds.get(method.descriptor.full_name) or [method.request_class()]
-        seed = chance.choice(seed_messages).SerializeToString()
+        seed_bytes = chance.choice(seed_messages).SerializeToString()
         count = chance.randint(1, 3) if method.streams_requests else 1
-        fuzzer.call(method, [mutated(seed, chance) for _ in range(count)])
-    assert _resident_bytes() - memory_before < MEMORY_GROWTH_BYTES_MAX
+        fuzzer.call(method, [mutated(seed_bytes, chance) for _ in range(count)])
+    fuzzer.check_memory(baseline or _resident_bytes())
 
 
 def signed_payload(payload: bytes, signer: Ed25519Signer) -> types_pb2.Envelope:

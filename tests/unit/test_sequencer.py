@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import threading
-import time
 from collections.abc import Sequence
 
 import pytest
@@ -21,11 +20,10 @@ NOW = dt.datetime(2026, 11, 22, tzinfo=dt.UTC)
 
 
 class RecordingAppender:
-    """Stands in for the storage appender: records batches, can be slow or fail."""
+    """Stands in for the storage appender: records batches, can fail."""
 
-    def __init__(self, *, delay_seconds: float = 0.0, fail: bool = False) -> None:
+    def __init__(self, *, fail: bool = False) -> None:
         self.batches: list[int] = []
-        self.delay_seconds = delay_seconds
         self.fail = fail
         self.size = 0
         self.lock = threading.Lock()
@@ -36,7 +34,6 @@ class RecordingAppender:
     def append_batch(
         self, items: Sequence[PendingEntry], now: dt.datetime
     ) -> list[Receipt | LedgerError]:
-        time.sleep(self.delay_seconds)
         if self.fail:
             raise OSError("disk full")
         with self.lock:
@@ -64,16 +61,17 @@ async def _run(appender: RecordingAppender, options: SequencerOptions, count: in
 
 
 async def _run_held(
-    appender: RecordingAppender, options: SequencerOptions, count: int
+    appender: RecordingAppender, options: SequencerOptions, count: int, waiting: int = 0
 ) -> list[object]:
-    """Queue ``count`` submissions while the sequencer is held, then release it."""
+    """Submit ``count`` at once while the sequencer is held (``waiting`` of them are queued,
+    all by default), then release it."""
     sequencer = Sequencer(appender, FixedClock(NOW), options)  # type: ignore[arg-type]
     await sequencer.start()
     sequencer.hold()
     submissions = asyncio.gather(
         *(sequencer.submit(_item(n)) for n in range(count)), return_exceptions=True
     )
-    await sequencer.wait_waiting(count)
+    await sequencer.wait_waiting(waiting or count)
     assert appender.batches == []  # held: nothing was committed
     sequencer.release()
     results = await submissions
@@ -156,20 +154,22 @@ def test_a_failed_batch_acknowledges_nothing_and_says_its_outcome_is_unknown() -
 
 
 def test_a_full_queue_answers_unavailable() -> None:
-    appender = RecordingAppender(delay_seconds=0.05)
+    # Held, the sequencer takes nothing from its queue: exactly two submissions fit.
+    appender = RecordingAppender()
     options = SequencerOptions(batch_entries_max=1, batch_age_ms_max=0, queue_entries_max=2)
-    results = asyncio.run(_run(appender, options, 10))
+    results = asyncio.run(_run_held(appender, options, 10, waiting=2))
     overloaded = [r for r in results if isinstance(r, Unavailable) and r.reason == "OVERLOADED"]
-    assert overloaded and len(overloaded) + sum(appender.batches) == 10
+    assert len(overloaded) == 8 and appender.batches == [1, 1]
 
 
 def test_stop_commits_what_is_queued_then_refuses() -> None:
     async def scenario() -> tuple[list[object], object]:
-        appender = RecordingAppender(delay_seconds=0.01)
+        appender = RecordingAppender()
         sequencer = Sequencer(appender, FixedClock(NOW), SequencerOptions(batch_entries_max=2))  # type: ignore[arg-type]
         await sequencer.start()
+        sequencer.hold()
         pending = [asyncio.create_task(sequencer.submit(_item(n))) for n in range(6)]
-        await asyncio.sleep(0)
+        await sequencer.wait_waiting(6)  # all six are queued (the event, not a guess of time)
         await sequencer.stop()
         late = await asyncio.gather(sequencer.submit(_item(99)), return_exceptions=True)
         return list(await asyncio.gather(*pending)), late[0]
