@@ -17,8 +17,9 @@ from __future__ import annotations
 
 import datetime as dt
 import re
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from google.protobuf.message import DecodeError, Message
 from google.protobuf.unknown_fields import UnknownFieldSet
@@ -144,28 +145,9 @@ def validate_event(event: events_pb2.Event, now: dt.datetime) -> EventSummary:
     check_identifier(violations, "event.insurer_id", event.insurer_id, limits.insurer_id_chars_max)
     occurred_at = _check_timestamp(violations, event, now)
     kind = event.WhichOneof("body")
-    if kind == "policy_issued":
-        _check_policy_issued(violations, "event.policy_issued", event.policy_issued)
-    elif kind == "policy_cancelled":
-        _check_policy_cancelled(violations, "event.policy_cancelled", event.policy_cancelled)
-    elif kind == "premium_paid":
-        _check_premium_paid(violations, "event.premium_paid", event.premium_paid)
-    elif kind == "member_added":
-        _check_member_added(violations, "event.member_added", event.member_added)
-    elif kind == "member_removed":
-        _check_member_removed(violations, "event.member_removed", event.member_removed)
-    elif kind == "fee_collected":
-        _check_fee_collected(violations, "event.fee_collected", event.fee_collected)
-    elif kind == "fee_refunded":
-        _check_fee_refunded(violations, "event.fee_refunded", event.fee_refunded)
-    elif kind == "insurer_licensed":
-        _check_insurer_licensed(violations, "event.insurer_licensed", event.insurer_licensed)
-    elif kind == "insurer_suspended":
-        _check_insurer_suspended(violations, "event.insurer_suspended", event.insurer_suspended)
-    elif kind == "key_registered":
-        _check_key_registered(violations, "event.key_registered", event.key_registered)
-    elif kind == "key_revoked":
-        _check_key_revoked(violations, "event.key_revoked", event.key_revoked)
+    check = _BODY_CHECKS.get(kind or "")
+    if check is not None:
+        check(violations, f"event.{kind}", getattr(event, kind or ""))
     else:
         violations.append(FieldViolation("event.body", "exactly one event body is required"))
     refuse_violations(violations, "event", "EVENT_INVALID")
@@ -427,6 +409,16 @@ def _check_policy_cancelled(
     if effective is not None and notice is not None and notice > effective:
         violations.append(FieldViolation(f"{field}.notice_date", "after the effective date"))
     _check_reason(violations, f"{field}.reason", body.reason)
+
+
+def _check_insurer_change_notified(
+    violations: list[FieldViolation], field: str, body: events_pb2.InsurerChangeNotified
+) -> None:
+    check_identifier(violations, f"{field}.policy_id", body.policy_id, limits.policy_id_chars_max)
+    if body.new_insurer_id:
+        check_identifier(
+            violations, f"{field}.new_insurer_id", body.new_insurer_id, limits.insurer_id_chars_max
+        )
 
 
 def _check_reason(
@@ -763,3 +755,20 @@ def _check_fee_refunded(
 def civil_date(day: dt.date) -> types_pb2.CivilDate:
     """The wire form of a civil date."""
     return types_pb2.CivilDate(year=day.year, month=day.month, day=day.day)
+
+
+_BODY_CHECKS: dict[str, Callable[[list[FieldViolation], str, Any], None]] = {
+    "policy_issued": _check_policy_issued,
+    "policy_cancelled": _check_policy_cancelled,
+    "insurer_change_notified": _check_insurer_change_notified,
+    "premium_paid": _check_premium_paid,
+    "member_added": _check_member_added,
+    "member_removed": _check_member_removed,
+    "fee_collected": _check_fee_collected,
+    "fee_refunded": _check_fee_refunded,
+    "insurer_licensed": _check_insurer_licensed,
+    "insurer_suspended": _check_insurer_suspended,
+    "key_registered": _check_key_registered,
+    "key_revoked": _check_key_revoked,
+}
+"""How each event body is checked (the ``Event.body`` oneof field name -> its check)."""

@@ -153,3 +153,14 @@ enrolment_code_chars_max: Final = 64
 """The longest enrolment code ``Enrol`` compares (a code is 32 characters)."""
 enrolled_certificate_validity: Final = dt.timedelta(days=90)
 """How long a certificate obtained by enrolment is valid (re-enrol with a new code after)."""
+
+# Coverage rules over time (ledger/coverage/rules.py; docs/compliance.md gives each its source).
+insurer_change_notice_days_min: Final = 30
+"""Days between an ``InsurerChangeNotified`` entry's ledger date and the effective date of the
+``PolicyCancelled`` (reason INSURER_CHANGE) it announces (CCHI: at least 30 days' notice)."""
+cancellation_backdating_days_max: Final[Mapping[str, int]] = MappingProxyType(
+    {"DEATH": 365, "FINAL_EXIT": 365, "DEPENDENT_LOST_STATUS": 90}
+)
+"""How far before its own ledger date a cancellation may take effect, by reason: only reasons
+that are facts of the past may be back-dated at all (illustrative figures: the CCHI text sets
+none; a death may be reported late, a final exit is recorded by the passport authority)."""

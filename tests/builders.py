@@ -79,6 +79,16 @@ def cancelled(
     return event
 
 
+def change_notified(
+    insurer_id: str, policy_id: str, *, new_insurer: str = "", event_id: str | None = None
+) -> events_pb2.Event:
+    """InsurerChangeNotified for ``policy_id`` (its ledger time starts the 30 days' notice)."""
+    event = _event(insurer_id, event_id)
+    event.insurer_change_notified.policy_id = policy_id
+    event.insurer_change_notified.new_insurer_id = new_insurer
+    return event
+
+
 def added(
     insurer_id: str,
     policy_id: str,

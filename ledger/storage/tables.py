@@ -28,6 +28,7 @@ __all__ = [
     "checkpoints",
     "coverages",
     "fee_refunds",
+    "insurer_change_notices",
     "insurer_keys",
     "insurers",
     "log_entries",
@@ -211,6 +212,20 @@ fee_refunds = Table(
 )
 """Refunds of collected renewal fees (the fee itself is a ``premiums`` row of its renewal)."""
 
+insurer_change_notices = Table(
+    "insurer_change_notices",
+    metadata,
+    Column("leaf_index", BigInteger, primary_key=True, autoincrement=False),
+    Column("insurer_id", String(64), nullable=False),
+    Column("policy_id", String(128), nullable=False),
+    Column("new_insurer_id", String(64), nullable=False),
+    Column("notified_on", Date, nullable=False),
+    Index("ix_insurer_change_notices_policy", "insurer_id", "policy_id", "notified_on"),
+)
+"""InsurerChangeNotified entries: ``notified_on`` is the entry's ledger date (the UTC date of
+its batch's integration time), from which the 30 days' notice counts; ``new_insurer_id`` is
+empty when the event names none."""
+
 APPEND_ONLY_TABLES = ("log_entries", "tree_nodes", "checkpoints")
 PROJECTION_TABLES = (
     insurer_keys,
@@ -219,5 +234,6 @@ PROJECTION_TABLES = (
     coverages,
     premiums,
     fee_refunds,
+    insurer_change_notices,
     subject_entries,
 )

@@ -26,49 +26,51 @@ from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__
 from ledger.v1 import types_pb2 as ledger_dot_v1_dot_types__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16ledger/v1/events.proto\x12\tledger.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x15ledger/v1/types.proto\"\x9a\x05\n\x05\x45vent\x12\x10\n\x08\x65vent_id\x18\x01 \x01(\t\x12\x12\n\ninsurer_id\x18\x02 \x01(\t\x12/\n\x0boccurred_at\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x30\n\rpolicy_issued\x18\n \x01(\x0b\x32\x17.ledger.v1.PolicyIssuedH\x00\x12\x36\n\x10policy_cancelled\x18\x0b \x01(\x0b\x32\x1a.ledger.v1.PolicyCancelledH\x00\x12.\n\x0cpremium_paid\x18\x0c \x01(\x0b\x32\x16.ledger.v1.PremiumPaidH\x00\x12.\n\x0cmember_added\x18\r \x01(\x0b\x32\x16.ledger.v1.MemberAddedH\x00\x12\x32\n\x0emember_removed\x18\x0e \x01(\x0b\x32\x18.ledger.v1.MemberRemovedH\x00\x12\x30\n\rfee_collected\x18\x0f \x01(\x0b\x32\x17.ledger.v1.FeeCollectedH\x00\x12.\n\x0c\x66\x65\x65_refunded\x18\x10 \x01(\x0b\x32\x16.ledger.v1.FeeRefundedH\x00\x12\x36\n\x10insurer_licensed\x18\x14 \x01(\x0b\x32\x1a.ledger.v1.InsurerLicensedH\x00\x12\x38\n\x11insurer_suspended\x18\x15 \x01(\x0b\x32\x1b.ledger.v1.InsurerSuspendedH\x00\x12\x32\n\x0ekey_registered\x18\x16 \x01(\x0b\x32\x18.ledger.v1.KeyRegisteredH\x00\x12,\n\x0bkey_revoked\x18\x17 \x01(\x0b\x32\x15.ledger.v1.KeyRevokedH\x00\x42\x06\n\x04\x62ody\"\x86\x01\n\x06Member\x12#\n\x06person\x18\x01 \x01(\x0b\x32\x13.ledger.v1.PersonId\x12-\n\x0crelationship\x18\x02 \x01(\x0e\x32\x17.ledger.v1.Relationship\x12(\n\nbirth_date\x18\x03 \x01(\x0b\x32\x14.ledger.v1.CivilDate\"\x97\x02\n\x0cPolicyIssued\x12\x11\n\tpolicy_id\x18\x01 \x01(\t\x12$\n\x07sponsor\x18\x02 \x01(\x0b\x32\x13.ledger.v1.PersonId\x12 \n\x06holder\x18\x03 \x01(\x0b\x32\x10.ledger.v1.Party\x12\"\n\x07members\x18\x04 \x03(\x0b\x32\x11.ledger.v1.Member\x12(\n\nstart_date\x18\x05 \x01(\x0b\x32\x14.ledger.v1.CivilDate\x12&\n\x08\x65nd_date\x18\x06 \x01(\x0b\x32\x14.ledger.v1.CivilDate\x12\x0c\n\x04plan\x18\x07 \x01(\t\x12(\n\x0e\x61nnual_premium\x18\x08 \x01(\x0b\x32\x10.ledger.v1.Money\"\xac\x01\n\x0fPolicyCancelled\x12\x11\n\tpolicy_id\x18\x01 \x01(\t\x12,\n\x0e\x65\x66\x66\x65\x63tive_date\x18\x02 \x01(\x0b\x32\x14.ledger.v1.CivilDate\x12)\n\x0bnotice_date\x18\x03 \x01(\x0b\x32\x14.ledger.v1.CivilDate\x12-\n\x06reason\x18\x04 \x01(\x0e\x32\x1d.ledger.v1.CancellationReason\"L\n\x05Payer\x12\"\n\x04type\x18\x01 \x01(\x0e\x32\x14.ledger.v1.PayerType\x12\x1f\n\x05party\x18\x02 \x01(\x0b\x32\x10.ledger.v1.Party\"\xd4\x01\n\x0bPremiumPaid\x12\x11\n\tpolicy_id\x18\x01 \x01(\t\x12 \n\x06\x61mount\x18\x02 \x01(\x0b\x32\x10.ledger.v1.Money\x12*\n\x0cperiod_start\x18\x03 \x01(\x0b\x32\x14.ledger.v1.CivilDate\x12(\n\nperiod_end\x18\x04 \x01(\x0b\x32\x14.ledger.v1.CivilDate\x12\x1f\n\x05payer\x18\x05 \x01(\x0b\x32\x10.ledger.v1.Payer\x12\x19\n\x11payment_reference\x18\x06 \x01(\t\"q\n\x0bMemberAdded\x12\x11\n\tpolicy_id\x18\x01 \x01(\t\x12!\n\x06member\x18\x02 \x01(\x0b\x32\x11.ledger.v1.Member\x12,\n\x0e\x65\x66\x66\x65\x63tive_date\x18\x03 \x01(\x0b\x32\x14.ledger.v1.CivilDate\"\xa4\x01\n\rMemberRemoved\x12\x11\n\tpolicy_id\x18\x01 \x01(\t\x12#\n\x06person\x18\x02 \x01(\x0b\x32\x13.ledger.v1.PersonId\x12,\n\x0e\x65\x66\x66\x65\x63tive_date\x18\x03 \x01(\x0b\x32\x14.ledger.v1.CivilDate\x12-\n\x06reason\x18\x04 \x01(\x0e\x32\x1d.ledger.v1.CancellationReason\"\x82\x01\n\x0fInsurerLicensed\x12\x1b\n\x13licensed_insurer_id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x16\n\x0elicence_number\x18\x03 \x01(\t\x12,\n\x0e\x65\x66\x66\x65\x63tive_date\x18\x04 \x01(\x0b\x32\x14.ledger.v1.CivilDate\"n\n\x10InsurerSuspended\x12\x1c\n\x14suspended_insurer_id\x18\x01 \x01(\t\x12,\n\x0e\x65\x66\x66\x65\x63tive_date\x18\x02 \x01(\x0b\x32\x14.ledger.v1.CivilDate\x12\x0e\n\x06reason\x18\x03 \x01(\t\"\xaa\x01\n\x07\x46\x65\x65Line\x12#\n\x06person\x18\x01 \x01(\x0b\x32\x13.ledger.v1.PersonId\x12-\n\x0crelationship\x18\x02 \x01(\x0e\x32\x17.ledger.v1.Relationship\x12\x18\n\x10schedule_version\x18\x03 \x01(\t\x12\x0f\n\x07rule_id\x18\x04 \x01(\t\x12 \n\x06\x61mount\x18\x05 \x01(\x0b\x32\x10.ledger.v1.Money\"\xaa\x02\n\x0c\x46\x65\x65\x43ollected\x12\x12\n\nrenewal_id\x18\x01 \x01(\t\x12$\n\x07sponsor\x18\x02 \x01(\x0b\x32\x13.ledger.v1.PersonId\x12*\n\x0cperiod_start\x18\x03 \x01(\x0b\x32\x14.ledger.v1.CivilDate\x12(\n\nperiod_end\x18\x04 \x01(\x0b\x32\x14.ledger.v1.CivilDate\x12!\n\x05lines\x18\x05 \x03(\x0b\x32\x12.ledger.v1.FeeLine\x12\x1f\n\x05total\x18\x06 \x01(\x0b\x32\x10.ledger.v1.Money\x12\x1a\n\x12merchant_reference\x18\x07 \x01(\t\x12\x0f\n\x07gateway\x18\x08 \x01(\t\x12\x19\n\x11gateway_reference\x18\t \x01(\t\"\x88\x01\n\x0b\x46\x65\x65Refunded\x12\x12\n\nrenewal_id\x18\x01 \x01(\t\x12\x18\n\x10refund_reference\x18\x02 \x01(\t\x12 \n\x06\x61mount\x18\x03 \x01(\x0b\x32\x10.ledger.v1.Money\x12\x0e\n\x06reason\x18\x04 \x01(\t\x12\x19\n\x11gateway_reference\x18\x05 \x01(\t\"\xd5\x01\n\rKeyRegistered\x12\x14\n\x0cprincipal_id\x18\x01 \x01(\t\x12#\n\x04role\x18\x02 \x01(\x0e\x32\x15.ledger.v1.SignerRole\x12\x12\n\npublic_key\x18\x03 \x01(\x0c\x12.\n\nvalid_from\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0bvalid_until\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x14\n\x0cjurisdiction\x18\x06 \x01(\t\"^\n\nKeyRevoked\x12\x0e\n\x06key_id\x18\x01 \x01(\t\x12\x30\n\x0crevoked_from\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0e\n\x06reason\x18\x03 \x01(\t*\xc7\x01\n\x0cRelationship\x12\x1c\n\x18RELATIONSHIP_UNSPECIFIED\x10\x00\x12\x15\n\x11RELATIONSHIP_SELF\x10\x01\x12\x17\n\x13RELATIONSHIP_SPOUSE\x10\x02\x12\x16\n\x12RELATIONSHIP_CHILD\x10\x03\x12\x17\n\x13RELATIONSHIP_PARENT\x10\x04\x12 \n\x1cRELATIONSHIP_DOMESTIC_WORKER\x10\x05\x12\x16\n\x12RELATIONSHIP_OTHER\x10\x06*\xc5\x02\n\x12\x43\x61ncellationReason\x12#\n\x1f\x43\x41NCELLATION_REASON_UNSPECIFIED\x10\x00\x12\"\n\x1e\x43\x41NCELLATION_REASON_FINAL_EXIT\x10\x01\x12\x1d\n\x19\x43\x41NCELLATION_REASON_DEATH\x10\x02\x12 \n\x1c\x43\x41NCELLATION_REASON_TRANSFER\x10\x03\x12)\n%CANCELLATION_REASON_END_OF_EMPLOYMENT\x10\x04\x12&\n\"CANCELLATION_REASON_INSURER_CHANGE\x10\x05\x12-\n)CANCELLATION_REASON_DEPENDENT_LOST_STATUS\x10\x06\x12#\n\x1f\x43\x41NCELLATION_REASON_NON_PAYMENT\x10\x07*t\n\tPayerType\x12\x1a\n\x16PAYER_TYPE_UNSPECIFIED\x10\x00\x12\x16\n\x12PAYER_TYPE_SPONSOR\x10\x01\x12\x17\n\x13PAYER_TYPE_EMPLOYER\x10\x02\x12\x1a\n\x16PAYER_TYPE_THIRD_PARTY\x10\x03*\xc7\x01\n\nSignerRole\x12\x1b\n\x17SIGNER_ROLE_UNSPECIFIED\x10\x00\x12\x18\n\x14SIGNER_ROLE_OPERATOR\x10\x01\x12\x17\n\x13SIGNER_ROLE_INSURER\x10\x02\x12\x19\n\x15SIGNER_ROLE_AUTHORITY\x10\x03\x12\x19\n\x15SIGNER_ROLE_REGULATOR\x10\x04\x12\x16\n\x12SIGNER_ROLE_FUNDER\x10\x05\x12\x1b\n\x17SIGNER_ROLE_BENEFICIARY\x10\x06\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16ledger/v1/events.proto\x12\tledger.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x15ledger/v1/types.proto\"\xdf\x05\n\x05\x45vent\x12\x10\n\x08\x65vent_id\x18\x01 \x01(\t\x12\x12\n\ninsurer_id\x18\x02 \x01(\t\x12/\n\x0boccurred_at\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x30\n\rpolicy_issued\x18\n \x01(\x0b\x32\x17.ledger.v1.PolicyIssuedH\x00\x12\x36\n\x10policy_cancelled\x18\x0b \x01(\x0b\x32\x1a.ledger.v1.PolicyCancelledH\x00\x12.\n\x0cpremium_paid\x18\x0c \x01(\x0b\x32\x16.ledger.v1.PremiumPaidH\x00\x12.\n\x0cmember_added\x18\r \x01(\x0b\x32\x16.ledger.v1.MemberAddedH\x00\x12\x32\n\x0emember_removed\x18\x0e \x01(\x0b\x32\x18.ledger.v1.MemberRemovedH\x00\x12\x30\n\rfee_collected\x18\x0f \x01(\x0b\x32\x17.ledger.v1.FeeCollectedH\x00\x12.\n\x0c\x66\x65\x65_refunded\x18\x10 \x01(\x0b\x32\x16.ledger.v1.FeeRefundedH\x00\x12\x43\n\x17insurer_change_notified\x18\x11 \x01(\x0b\x32 .ledger.v1.InsurerChangeNotifiedH\x00\x12\x36\n\x10insurer_licensed\x18\x14 \x01(\x0b\x32\x1a.ledger.v1.InsurerLicensedH\x00\x12\x38\n\x11insurer_suspended\x18\x15 \x01(\x0b\x32\x1b.ledger.v1.InsurerSuspendedH\x00\x12\x32\n\x0ekey_registered\x18\x16 \x01(\x0b\x32\x18.ledger.v1.KeyRegisteredH\x00\x12,\n\x0bkey_revoked\x18\x17 \x01(\x0b\x32\x15.ledger.v1.KeyRevokedH\x00\x42\x06\n\x04\x62ody\"\x86\x01\n\x06Member\x12#\n\x06person\x18\x01 \x01(\x0b\x32\x13.ledger.v1.PersonId\x12-\n\x0crelationship\x18\x02 \x01(\x0e\x32\x17.ledger.v1.Relationship\x12(\n\nbirth_date\x18\x03 \x01(\x0b\x32\x14.ledger.v1.CivilDate\"\x97\x02\n\x0cPolicyIssued\x12\x11\n\tpolicy_id\x18\x01 \x01(\t\x12$\n\x07sponsor\x18\x02 \x01(\x0b\x32\x13.ledger.v1.PersonId\x12 \n\x06holder\x18\x03 \x01(\x0b\x32\x10.ledger.v1.Party\x12\"\n\x07members\x18\x04 \x03(\x0b\x32\x11.ledger.v1.Member\x12(\n\nstart_date\x18\x05 \x01(\x0b\x32\x14.ledger.v1.CivilDate\x12&\n\x08\x65nd_date\x18\x06 \x01(\x0b\x32\x14.ledger.v1.CivilDate\x12\x0c\n\x04plan\x18\x07 \x01(\t\x12(\n\x0e\x61nnual_premium\x18\x08 \x01(\x0b\x32\x10.ledger.v1.Money\"\xac\x01\n\x0fPolicyCancelled\x12\x11\n\tpolicy_id\x18\x01 \x01(\t\x12,\n\x0e\x65\x66\x66\x65\x63tive_date\x18\x02 \x01(\x0b\x32\x14.ledger.v1.CivilDate\x12)\n\x0bnotice_date\x18\x03 \x01(\x0b\x32\x14.ledger.v1.CivilDate\x12-\n\x06reason\x18\x04 \x01(\x0e\x32\x1d.ledger.v1.CancellationReason\"B\n\x15InsurerChangeNotified\x12\x11\n\tpolicy_id\x18\x01 \x01(\t\x12\x16\n\x0enew_insurer_id\x18\x02 \x01(\t\"L\n\x05Payer\x12\"\n\x04type\x18\x01 \x01(\x0e\x32\x14.ledger.v1.PayerType\x12\x1f\n\x05party\x18\x02 \x01(\x0b\x32\x10.ledger.v1.Party\"\xd4\x01\n\x0bPremiumPaid\x12\x11\n\tpolicy_id\x18\x01 \x01(\t\x12 \n\x06\x61mount\x18\x02 \x01(\x0b\x32\x10.ledger.v1.Money\x12*\n\x0cperiod_start\x18\x03 \x01(\x0b\x32\x14.ledger.v1.CivilDate\x12(\n\nperiod_end\x18\x04 \x01(\x0b\x32\x14.ledger.v1.CivilDate\x12\x1f\n\x05payer\x18\x05 \x01(\x0b\x32\x10.ledger.v1.Payer\x12\x19\n\x11payment_reference\x18\x06 \x01(\t\"q\n\x0bMemberAdded\x12\x11\n\tpolicy_id\x18\x01 \x01(\t\x12!\n\x06member\x18\x02 \x01(\x0b\x32\x11.ledger.v1.Member\x12,\n\x0e\x65\x66\x66\x65\x63tive_date\x18\x03 \x01(\x0b\x32\x14.ledger.v1.CivilDate\"\xa4\x01\n\rMemberRemoved\x12\x11\n\tpolicy_id\x18\x01 \x01(\t\x12#\n\x06person\x18\x02 \x01(\x0b\x32\x13.ledger.v1.PersonId\x12,\n\x0e\x65\x66\x66\x65\x63tive_date\x18\x03 \x01(\x0b\x32\x14.ledger.v1.CivilDate\x12-\n\x06reason\x18\x04 \x01(\x0e\x32\x1d.ledger.v1.CancellationReason\"\x82\x01\n\x0fInsurerLicensed\x12\x1b\n\x13licensed_insurer_id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x16\n\x0elicence_number\x18\x03 \x01(\t\x12,\n\x0e\x65\x66\x66\x65\x63tive_date\x18\x04 \x01(\x0b\x32\x14.ledger.v1.CivilDate\"n\n\x10InsurerSuspended\x12\x1c\n\x14suspended_insurer_id\x18\x01 \x01(\t\x12,\n\x0e\x65\x66\x66\x65\x63tive_date\x18\x02 \x01(\x0b\x32\x14.ledger.v1.CivilDate\x12\x0e\n\x06reason\x18\x03 \x01(\t\"\xaa\x01\n\x07\x46\x65\x65Line\x12#\n\x06person\x18\x01 \x01(\x0b\x32\x13.ledger.v1.PersonId\x12-\n\x0crelationship\x18\x02 \x01(\x0e\x32\x17.ledger.v1.Relationship\x12\x18\n\x10schedule_version\x18\x03 \x01(\t\x12\x0f\n\x07rule_id\x18\x04 \x01(\t\x12 \n\x06\x61mount\x18\x05 \x01(\x0b\x32\x10.ledger.v1.Money\"\xaa\x02\n\x0c\x46\x65\x65\x43ollected\x12\x12\n\nrenewal_id\x18\x01 \x01(\t\x12$\n\x07sponsor\x18\x02 \x01(\x0b\x32\x13.ledger.v1.PersonId\x12*\n\x0cperiod_start\x18\x03 \x01(\x0b\x32\x14.ledger.v1.CivilDate\x12(\n\nperiod_end\x18\x04 \x01(\x0b\x32\x14.ledger.v1.CivilDate\x12!\n\x05lines\x18\x05 \x03(\x0b\x32\x12.ledger.v1.FeeLine\x12\x1f\n\x05total\x18\x06 \x01(\x0b\x32\x10.ledger.v1.Money\x12\x1a\n\x12merchant_reference\x18\x07 \x01(\t\x12\x0f\n\x07gateway\x18\x08 \x01(\t\x12\x19\n\x11gateway_reference\x18\t \x01(\t\"\x88\x01\n\x0b\x46\x65\x65Refunded\x12\x12\n\nrenewal_id\x18\x01 \x01(\t\x12\x18\n\x10refund_reference\x18\x02 \x01(\t\x12 \n\x06\x61mount\x18\x03 \x01(\x0b\x32\x10.ledger.v1.Money\x12\x0e\n\x06reason\x18\x04 \x01(\t\x12\x19\n\x11gateway_reference\x18\x05 \x01(\t\"\xd5\x01\n\rKeyRegistered\x12\x14\n\x0cprincipal_id\x18\x01 \x01(\t\x12#\n\x04role\x18\x02 \x01(\x0e\x32\x15.ledger.v1.SignerRole\x12\x12\n\npublic_key\x18\x03 \x01(\x0c\x12.\n\nvalid_from\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0bvalid_until\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x14\n\x0cjurisdiction\x18\x06 \x01(\t\"^\n\nKeyRevoked\x12\x0e\n\x06key_id\x18\x01 \x01(\t\x12\x30\n\x0crevoked_from\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0e\n\x06reason\x18\x03 \x01(\t*\xc7\x01\n\x0cRelationship\x12\x1c\n\x18RELATIONSHIP_UNSPECIFIED\x10\x00\x12\x15\n\x11RELATIONSHIP_SELF\x10\x01\x12\x17\n\x13RELATIONSHIP_SPOUSE\x10\x02\x12\x16\n\x12RELATIONSHIP_CHILD\x10\x03\x12\x17\n\x13RELATIONSHIP_PARENT\x10\x04\x12 \n\x1cRELATIONSHIP_DOMESTIC_WORKER\x10\x05\x12\x16\n\x12RELATIONSHIP_OTHER\x10\x06*\xc5\x02\n\x12\x43\x61ncellationReason\x12#\n\x1f\x43\x41NCELLATION_REASON_UNSPECIFIED\x10\x00\x12\"\n\x1e\x43\x41NCELLATION_REASON_FINAL_EXIT\x10\x01\x12\x1d\n\x19\x43\x41NCELLATION_REASON_DEATH\x10\x02\x12 \n\x1c\x43\x41NCELLATION_REASON_TRANSFER\x10\x03\x12)\n%CANCELLATION_REASON_END_OF_EMPLOYMENT\x10\x04\x12&\n\"CANCELLATION_REASON_INSURER_CHANGE\x10\x05\x12-\n)CANCELLATION_REASON_DEPENDENT_LOST_STATUS\x10\x06\x12#\n\x1f\x43\x41NCELLATION_REASON_NON_PAYMENT\x10\x07*t\n\tPayerType\x12\x1a\n\x16PAYER_TYPE_UNSPECIFIED\x10\x00\x12\x16\n\x12PAYER_TYPE_SPONSOR\x10\x01\x12\x17\n\x13PAYER_TYPE_EMPLOYER\x10\x02\x12\x1a\n\x16PAYER_TYPE_THIRD_PARTY\x10\x03*\xc7\x01\n\nSignerRole\x12\x1b\n\x17SIGNER_ROLE_UNSPECIFIED\x10\x00\x12\x18\n\x14SIGNER_ROLE_OPERATOR\x10\x01\x12\x17\n\x13SIGNER_ROLE_INSURER\x10\x02\x12\x19\n\x15SIGNER_ROLE_AUTHORITY\x10\x03\x12\x19\n\x15SIGNER_ROLE_REGULATOR\x10\x04\x12\x16\n\x12SIGNER_ROLE_FUNDER\x10\x05\x12\x1b\n\x17SIGNER_ROLE_BENEFICIARY\x10\x06\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'ledger.v1.events_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_RELATIONSHIP']._serialized_start=3102
-  _globals['_RELATIONSHIP']._serialized_end=3301
-  _globals['_CANCELLATIONREASON']._serialized_start=3304
-  _globals['_CANCELLATIONREASON']._serialized_end=3629
-  _globals['_PAYERTYPE']._serialized_start=3631
-  _globals['_PAYERTYPE']._serialized_end=3747
-  _globals['_SIGNERROLE']._serialized_start=3750
-  _globals['_SIGNERROLE']._serialized_end=3949
+  _globals['_RELATIONSHIP']._serialized_start=3239
+  _globals['_RELATIONSHIP']._serialized_end=3438
+  _globals['_CANCELLATIONREASON']._serialized_start=3441
+  _globals['_CANCELLATIONREASON']._serialized_end=3766
+  _globals['_PAYERTYPE']._serialized_start=3768
+  _globals['_PAYERTYPE']._serialized_end=3884
+  _globals['_SIGNERROLE']._serialized_start=3887
+  _globals['_SIGNERROLE']._serialized_end=4086
   _globals['_EVENT']._serialized_start=94
-  _globals['_EVENT']._serialized_end=760
-  _globals['_MEMBER']._serialized_start=763
-  _globals['_MEMBER']._serialized_end=897
-  _globals['_POLICYISSUED']._serialized_start=900
-  _globals['_POLICYISSUED']._serialized_end=1179
-  _globals['_POLICYCANCELLED']._serialized_start=1182
-  _globals['_POLICYCANCELLED']._serialized_end=1354
-  _globals['_PAYER']._serialized_start=1356
-  _globals['_PAYER']._serialized_end=1432
-  _globals['_PREMIUMPAID']._serialized_start=1435
-  _globals['_PREMIUMPAID']._serialized_end=1647
-  _globals['_MEMBERADDED']._serialized_start=1649
-  _globals['_MEMBERADDED']._serialized_end=1762
-  _globals['_MEMBERREMOVED']._serialized_start=1765
-  _globals['_MEMBERREMOVED']._serialized_end=1929
-  _globals['_INSURERLICENSED']._serialized_start=1932
-  _globals['_INSURERLICENSED']._serialized_end=2062
-  _globals['_INSURERSUSPENDED']._serialized_start=2064
-  _globals['_INSURERSUSPENDED']._serialized_end=2174
-  _globals['_FEELINE']._serialized_start=2177
-  _globals['_FEELINE']._serialized_end=2347
-  _globals['_FEECOLLECTED']._serialized_start=2350
-  _globals['_FEECOLLECTED']._serialized_end=2648
-  _globals['_FEEREFUNDED']._serialized_start=2651
-  _globals['_FEEREFUNDED']._serialized_end=2787
-  _globals['_KEYREGISTERED']._serialized_start=2790
-  _globals['_KEYREGISTERED']._serialized_end=3003
-  _globals['_KEYREVOKED']._serialized_start=3005
-  _globals['_KEYREVOKED']._serialized_end=3099
+  _globals['_EVENT']._serialized_end=829
+  _globals['_MEMBER']._serialized_start=832
+  _globals['_MEMBER']._serialized_end=966
+  _globals['_POLICYISSUED']._serialized_start=969
+  _globals['_POLICYISSUED']._serialized_end=1248
+  _globals['_POLICYCANCELLED']._serialized_start=1251
+  _globals['_POLICYCANCELLED']._serialized_end=1423
+  _globals['_INSURERCHANGENOTIFIED']._serialized_start=1425
+  _globals['_INSURERCHANGENOTIFIED']._serialized_end=1491
+  _globals['_PAYER']._serialized_start=1493
+  _globals['_PAYER']._serialized_end=1569
+  _globals['_PREMIUMPAID']._serialized_start=1572
+  _globals['_PREMIUMPAID']._serialized_end=1784
+  _globals['_MEMBERADDED']._serialized_start=1786
+  _globals['_MEMBERADDED']._serialized_end=1899
+  _globals['_MEMBERREMOVED']._serialized_start=1902
+  _globals['_MEMBERREMOVED']._serialized_end=2066
+  _globals['_INSURERLICENSED']._serialized_start=2069
+  _globals['_INSURERLICENSED']._serialized_end=2199
+  _globals['_INSURERSUSPENDED']._serialized_start=2201
+  _globals['_INSURERSUSPENDED']._serialized_end=2311
+  _globals['_FEELINE']._serialized_start=2314
+  _globals['_FEELINE']._serialized_end=2484
+  _globals['_FEECOLLECTED']._serialized_start=2487
+  _globals['_FEECOLLECTED']._serialized_end=2785
+  _globals['_FEEREFUNDED']._serialized_start=2788
+  _globals['_FEEREFUNDED']._serialized_end=2924
+  _globals['_KEYREGISTERED']._serialized_start=2927
+  _globals['_KEYREGISTERED']._serialized_end=3140
+  _globals['_KEYREVOKED']._serialized_start=3142
+  _globals['_KEYREVOKED']._serialized_end=3236
 # @@protoc_insertion_point(module_scope)

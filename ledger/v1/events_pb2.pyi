@@ -193,6 +193,7 @@ class Event(_message.Message):
     MEMBER_REMOVED_FIELD_NUMBER: _builtins.int
     FEE_COLLECTED_FIELD_NUMBER: _builtins.int
     FEE_REFUNDED_FIELD_NUMBER: _builtins.int
+    INSURER_CHANGE_NOTIFIED_FIELD_NUMBER: _builtins.int
     INSURER_LICENSED_FIELD_NUMBER: _builtins.int
     INSURER_SUSPENDED_FIELD_NUMBER: _builtins.int
     KEY_REGISTERED_FIELD_NUMBER: _builtins.int
@@ -242,6 +243,13 @@ class Event(_message.Message):
         """Part or all of a collected fee was refunded. Signed by the collecting authority."""
 
     @_builtins.property
+    def insurer_change_notified(self) -> Global___InsurerChangeNotified:
+        """The holder of a policy gave notice of moving to another insurer: the 30 days' notice a
+        PolicyCancelled with reason INSURER_CHANGE needs counts from this entry's ledger time.
+        Signed by the insurer that owns the policy.
+        """
+
+    @_builtins.property
     def insurer_licensed(self) -> Global___InsurerLicensed:
         """The operator licensed an insurer (or lifted its suspension). Signed by "operator"."""
 
@@ -272,16 +280,17 @@ class Event(_message.Message):
         member_removed: Global___MemberRemoved | None = ...,
         fee_collected: Global___FeeCollected | None = ...,
         fee_refunded: Global___FeeRefunded | None = ...,
+        insurer_change_notified: Global___InsurerChangeNotified | None = ...,
         insurer_licensed: Global___InsurerLicensed | None = ...,
         insurer_suspended: Global___InsurerSuspended | None = ...,
         key_registered: Global___KeyRegistered | None = ...,
         key_revoked: Global___KeyRevoked | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["body", b"body", "fee_collected", b"fee_collected", "fee_refunded", b"fee_refunded", "insurer_licensed", b"insurer_licensed", "insurer_suspended", b"insurer_suspended", "key_registered", b"key_registered", "key_revoked", b"key_revoked", "member_added", b"member_added", "member_removed", b"member_removed", "occurred_at", b"occurred_at", "policy_cancelled", b"policy_cancelled", "policy_issued", b"policy_issued", "premium_paid", b"premium_paid"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["body", b"body", "fee_collected", b"fee_collected", "fee_refunded", b"fee_refunded", "insurer_change_notified", b"insurer_change_notified", "insurer_licensed", b"insurer_licensed", "insurer_suspended", b"insurer_suspended", "key_registered", b"key_registered", "key_revoked", b"key_revoked", "member_added", b"member_added", "member_removed", b"member_removed", "occurred_at", b"occurred_at", "policy_cancelled", b"policy_cancelled", "policy_issued", b"policy_issued", "premium_paid", b"premium_paid"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["body", b"body", "event_id", b"event_id", "fee_collected", b"fee_collected", "fee_refunded", b"fee_refunded", "insurer_id", b"insurer_id", "insurer_licensed", b"insurer_licensed", "insurer_suspended", b"insurer_suspended", "key_registered", b"key_registered", "key_revoked", b"key_revoked", "member_added", b"member_added", "member_removed", b"member_removed", "occurred_at", b"occurred_at", "policy_cancelled", b"policy_cancelled", "policy_issued", b"policy_issued", "premium_paid", b"premium_paid"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["body", b"body", "event_id", b"event_id", "fee_collected", b"fee_collected", "fee_refunded", b"fee_refunded", "insurer_change_notified", b"insurer_change_notified", "insurer_id", b"insurer_id", "insurer_licensed", b"insurer_licensed", "insurer_suspended", b"insurer_suspended", "key_registered", b"key_registered", "key_revoked", b"key_revoked", "member_added", b"member_added", "member_removed", b"member_removed", "occurred_at", b"occurred_at", "policy_cancelled", b"policy_cancelled", "policy_issued", b"policy_issued", "premium_paid", b"premium_paid"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_body: _TypeAlias = _typing.Literal["policy_issued", "policy_cancelled", "premium_paid", "member_added", "member_removed", "fee_collected", "fee_refunded", "insurer_licensed", "insurer_suspended", "key_registered", "key_revoked"]  # noqa: Y015
+    _WhichOneofReturnType_body: _TypeAlias = _typing.Literal["policy_issued", "policy_cancelled", "premium_paid", "member_added", "member_removed", "fee_collected", "fee_refunded", "insurer_change_notified", "insurer_licensed", "insurer_suspended", "key_registered", "key_revoked"]  # noqa: Y015
     _WhichOneofArgType_body: _TypeAlias = _typing.Literal["body", b"body"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_body) -> _WhichOneofReturnType_body | None: ...
 
@@ -405,8 +414,9 @@ class PolicyCancelled(_message.Message):
 
     @_builtins.property
     def notice_date(self) -> _types_pb2.CivilDate:
-        """When notice of the cancellation was given; on or before the effective date. With reason
-        INSURER_CHANGE, at least 30 days before it.
+        """When the submitter says notice of the cancellation was given; on or before the effective
+        date. Informational only: no rule reads it. With reason INSURER_CHANGE the 30 days' notice
+        counts from the ledger time of an InsurerChangeNotified entry, not from this date.
         """
 
     def __init__(
@@ -424,6 +434,34 @@ class PolicyCancelled(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___PolicyCancelled: _TypeAlias = PolicyCancelled  # noqa: Y015
+
+@_typing.final
+class InsurerChangeNotified(_message.Message):
+    """The holder of a policy gave notice of moving to another insurer. The ledger time of this
+    entry (when the sequencer integrated it) starts the notice period; the event states no date.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    POLICY_ID_FIELD_NUMBER: _builtins.int
+    NEW_INSURER_ID_FIELD_NUMBER: _builtins.int
+    policy_id: _builtins.str
+    """The policy whose holder is moving (one of the signing insurer's policies, not cancelled)."""
+    new_insurer_id: _builtins.str
+    """The insurer the holder moves to, when known; empty otherwise."""
+    def __init__(
+        self,
+        *,
+        policy_id: _builtins.str = ...,
+        new_insurer_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["new_insurer_id", b"new_insurer_id", "policy_id", b"policy_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___InsurerChangeNotified: _TypeAlias = InsurerChangeNotified  # noqa: Y015
 
 @_typing.final
 class Payer(_message.Message):

@@ -10,6 +10,7 @@ import pytest
 from sqlalchemy import Engine, func, select
 
 from clients.operator import key_registered
+from ledger import limits
 from ledger.errors import LedgerError
 from ledger.signers import SignerRole
 from ledger.signing import Ed25519Signer
@@ -20,6 +21,7 @@ from tests.builders import (
     R,
     added,
     cancelled,
+    change_notified,
     issued,
     paid,
     person,
@@ -44,12 +46,15 @@ class Log:
         self.appender = appender
         self.signers = signers
 
-    def append(self, *events: events_pb2.Event) -> list[Receipt | LedgerError]:
+    def append(
+        self, *events: events_pb2.Event, at: dt.datetime = NOW
+    ) -> list[Receipt | LedgerError]:
+        """Append ``events`` as one batch integrated at ``at`` (their ledger time)."""
         items = [pending(self.signers[event.insurer_id], event) for event in events]
-        return self.appender.append_batch(items, NOW)
+        return self.appender.append_batch(items, at)
 
-    def accept(self, *events: events_pb2.Event) -> list[Receipt]:
-        outcomes = self.append(*events)
+    def accept(self, *events: events_pb2.Event, at: dt.datetime = NOW) -> list[Receipt]:
+        outcomes = self.append(*events, at=at)
         for outcome in outcomes:
             assert isinstance(outcome, Receipt), outcome
         return outcomes  # type: ignore[return-value]
@@ -68,9 +73,11 @@ class Log:
                 ).scalar_one()
         return state
 
-    def refuse(self, event: events_pb2.Event, code: str, reason: str) -> LedgerError:
+    def refuse(
+        self, event: events_pb2.Event, code: str, reason: str, *, at: dt.datetime = NOW
+    ) -> LedgerError:
         before = self.snapshot()
-        [outcome] = self.append(event)
+        [outcome] = self.append(event, at=at)
         assert isinstance(outcome, LedgerError), f"accepted, expected {code} {reason}"
         assert (outcome.code, outcome.reason) == (code, reason), outcome.message
         assert outcome.message and outcome.details.field_violations
@@ -184,17 +191,71 @@ def test_a_cancellation_is_effective_within_the_period_and_once(log: Log) -> Non
     )
 
 
-def test_an_insurer_change_needs_thirty_days_notice(log: Log) -> None:
+def test_an_insurer_change_needs_a_notice_entry_thirty_days_before(log: Log) -> None:
+    """The 30 days count from the InsurerChangeNotified entry's ledger time (not its occurred_at,
+    OCCURRED, months earlier); the notice_date the cancellation states does not count."""
     log.accept(_policy("P1"))
-    effective = dt.date(2026, 7, 1)
     change = R.CANCELLATION_REASON_INSURER_CHANGE
+    next_day = NOW + dt.timedelta(days=1)
+    effective = next_day.date() + dt.timedelta(days=29)
+    stated = NOW.date() - dt.timedelta(days=90)
     error = log.refuse(
-        cancelled(GULF, "P1", effective, change, notice=effective - dt.timedelta(days=29)),
+        cancelled(GULF, "P1", effective, change, notice=stated),
+        "FAILED_PRECONDITION",
+        "NOTICE_MISSING",
+    )
+    assert error.details.metadata["notice_days_min"] == "30"
+    [notice] = log.accept(change_notified(GULF, "P1", new_insurer=NAJM), at=next_day)
+    error = log.refuse(
+        cancelled(GULF, "P1", effective, change, notice=stated),
         "FAILED_PRECONDITION",
         "NOTICE_TOO_SHORT",
+        at=next_day,
     )
-    assert error.details.field_violations[0].field == "event.policy_cancelled.notice_date"
-    log.accept(cancelled(GULF, "P1", effective, change, notice=effective - dt.timedelta(days=30)))
+    assert error.details.field_violations[0].field == "event.policy_cancelled.effective_date"
+    assert error.details.metadata["notice_days"] == "29"
+    assert error.details.metadata["notice_leaf_index"] == str(notice.leaf_index)
+    log.accept(cancelled(GULF, "P1", effective + dt.timedelta(days=1), change), at=next_day)
+
+
+def test_a_notice_is_only_for_the_insurer_s_own_active_policy(log: Log) -> None:
+    log.accept(_policy("P1"))
+    log.refuse(change_notified(NAJM, "P1"), "NOT_FOUND", "POLICY_NOT_FOUND")
+    log.refuse(change_notified("unlicensed-co", "P1"), "PERMISSION_DENIED", "INSURER_NOT_LICENSED")
+    log.accept(cancelled(GULF, "P1", NOW.date(), R.CANCELLATION_REASON_END_OF_EMPLOYMENT))
+    log.refuse(change_notified(GULF, "P1"), "FAILED_PRECONDITION", "POLICY_CANCELLED")
+
+
+@pytest.mark.parametrize(
+    ("reason", "window"),
+    [
+        (R.CANCELLATION_REASON_TRANSFER, 0),
+        (R.CANCELLATION_REASON_END_OF_EMPLOYMENT, 0),
+        (R.CANCELLATION_REASON_NON_PAYMENT, 0),
+        (R.CANCELLATION_REASON_DEATH, limits.cancellation_backdating_days_max["DEATH"]),
+        (R.CANCELLATION_REASON_FINAL_EXIT, limits.cancellation_backdating_days_max["FINAL_EXIT"]),
+        (
+            R.CANCELLATION_REASON_DEPENDENT_LOST_STATUS,
+            limits.cancellation_backdating_days_max["DEPENDENT_LOST_STATUS"],
+        ),
+    ],
+)
+def test_a_cancellation_reaches_back_only_for_facts_of_the_past(
+    log: Log, reason: int, window: int
+) -> None:
+    """Not before the entry's ledger date, except death, final exit and a dependent's lost
+    status, each within its window (ledger.limits)."""
+    start = NOW.date() - dt.timedelta(days=400)
+    log.accept(issued(GULF, "P1", SPONSOR, FAMILY, start, start + dt.timedelta(days=700)))
+    earliest = NOW.date() - dt.timedelta(days=window)
+    error = log.refuse(
+        cancelled(GULF, "P1", earliest - dt.timedelta(days=1), reason),
+        "FAILED_PRECONDITION",
+        "BACKDATED_CANCELLATION",
+    )
+    assert error.details.metadata["earliest"] == earliest.isoformat()
+    assert error.details.field_violations[0].field == "event.policy_cancelled.effective_date"
+    log.accept(cancelled(GULF, "P1", earliest, reason))
 
 
 def test_a_premium_is_in_the_policy_currency_and_period(log: Log) -> None:

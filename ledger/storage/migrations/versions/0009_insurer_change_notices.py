@@ -1,0 +1,36 @@
+"""Insurer-change notices: the InsurerChangeNotified entries, with their ledger time (a projection).
+
+Revision ID: 0009
+Revises: 0008
+"""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+from alembic import op
+
+revision = "0009"
+down_revision = "0008"
+branch_labels = None
+depends_on = None
+
+
+def upgrade() -> None:
+    op.create_table(
+        "insurer_change_notices",
+        sa.Column("leaf_index", sa.BigInteger, primary_key=True, autoincrement=False),
+        sa.Column("insurer_id", sa.String(64), nullable=False),
+        sa.Column("policy_id", sa.String(128), nullable=False),
+        sa.Column("new_insurer_id", sa.String(64), nullable=False),
+        sa.Column("notified_on", sa.Date, nullable=False),
+    )
+    op.create_index(
+        "ix_insurer_change_notices_policy",
+        "insurer_change_notices",
+        ["insurer_id", "policy_id", "notified_on"],
+    )
+
+
+def downgrade() -> None:
+    op.drop_index("ix_insurer_change_notices_policy", table_name="insurer_change_notices")
+    op.drop_table("insurer_change_notices")
