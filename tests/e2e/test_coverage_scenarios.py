@@ -22,7 +22,18 @@ from ledger.signing import Ed25519Signer
 from ledger.storage.db import create_ledger_engine
 from ledger.v1 import coverage_service_pb2 as cpb
 from ledger.v1 import events_pb2, types_pb2
-from tests.builders import R, added, cancelled, issued, paid, person, removed, sar, suspended
+from tests.builders import (
+    R,
+    added,
+    cancelled,
+    change_notified,
+    issued,
+    paid,
+    person,
+    removed,
+    sar,
+    suspended,
+)
 from tests.conftest import ServerHandle, onboard
 
 GULF, NAJM = "gulf-health", "najm-care"
@@ -140,26 +151,41 @@ def test_final_exit_ends_coverage_from_the_exit_date(world: World) -> None:
 
 
 def test_an_insurer_change_with_notice_is_continuous_and_without_is_refused(world: World) -> None:
-    world.gulf.submit(issued(GULF, "P-OLD", SPONSOR, [(SPONSOR, R.RELATIONSHIP_SELF)], JAN1, DEC31))
-    switch = dt.date(2026, 7, 1)
+    """The 30 days count from the InsurerChangeNotified entry's ledger time (the server's clock
+    when it sequenced it), never from a date the insurer states; dates are relative to today so
+    the ledger time is what it would be in production."""
+    today = dt.datetime.now(dt.UTC).date()
+    start, end = today - dt.timedelta(days=100), today + dt.timedelta(days=265)
+    world.gulf.submit(issued(GULF, "P-OLD", SPONSOR, [(SPONSOR, R.RELATIONSHIP_SELF)], start, end))
+    switch = today + dt.timedelta(days=35)
     change = R.CANCELLATION_REASON_INSURER_CHANGE
+    long_ago = today - dt.timedelta(days=90)
+    error = _refused(world, world.gulf, cancelled(GULF, "P-OLD", switch, change, notice=long_ago))
+    assert (error.code, error.reason) == (grpc.StatusCode.FAILED_PRECONDITION, "NOTICE_MISSING")
+    # A change of insurer (or a transfer) never takes effect before its entry's ledger date.
+    for reason in (change, R.CANCELLATION_REASON_TRANSFER):
+        error = _refused(
+            world,
+            world.gulf,
+            cancelled(GULF, "P-OLD", today - dt.timedelta(days=40), reason, notice=long_ago),
+        )
+        assert (error.code, error.reason) == (
+            grpc.StatusCode.FAILED_PRECONDITION,
+            "BACKDATED_CANCELLATION",
+        )
+    # Only the insurer owning the policy gives its notice (another's policy is not found).
+    error = _refused(world, world.najm, change_notified(NAJM, "P-OLD", new_insurer=NAJM))
+    assert (error.code, error.reason) == (grpc.StatusCode.NOT_FOUND, "POLICY_NOT_FOUND")
+    world.gulf.submit(change_notified(GULF, "P-OLD", new_insurer=NAJM))
     error = _refused(
         world,
         world.gulf,
-        cancelled(GULF, "P-OLD", switch, change, notice=switch - dt.timedelta(days=10)),
+        cancelled(GULF, "P-OLD", today + dt.timedelta(days=10), change, notice=long_ago),
     )
     assert (error.code, error.reason) == (grpc.StatusCode.FAILED_PRECONDITION, "NOTICE_TOO_SHORT")
-    world.gulf.submit(
-        cancelled(GULF, "P-OLD", switch, change, notice=switch - dt.timedelta(days=45))
-    )
-    world.najm.submit(
-        issued(
-            NAJM, "N-NEW", SPONSOR, [(SPONSOR, R.RELATIONSHIP_SELF)], switch, dt.date(2027, 6, 30)
-        )
-    )
-    answer = world.household(
-        SPONSOR, [(SPONSOR, R.RELATIONSHIP_SELF)], dt.date(2026, 3, 1), dt.date(2027, 3, 1)
-    )
+    world.gulf.submit(cancelled(GULF, "P-OLD", switch, change))
+    world.najm.submit(issued(NAJM, "N-NEW", SPONSOR, [(SPONSOR, R.RELATIONSHIP_SELF)], switch, end))
+    answer = world.household(SPONSOR, [(SPONSOR, R.RELATIONSHIP_SELF)], start, end)
     assert answer.renewable
     assert {c.insurer_id for c in answer.members[0].coverages} == {GULF, NAJM}
 
