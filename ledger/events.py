@@ -356,6 +356,55 @@ def _check_policy_issued(
         _check_money(violations, f"{field}.annual_premium", body.annual_premium)
     else:
         violations.append(FieldViolation(f"{field}.annual_premium", "required"))
+    if body.HasField("replaces"):
+        _check_replaces(violations, f"{field}.replaces", body.replaces)
+    _check_instalments(violations, f"{field}.instalments", body, start, end)
+
+
+def _check_replaces(
+    violations: list[FieldViolation], field: str, replaces: events_pb2.PolicyRef
+) -> None:
+    check_identifier(violations, f"{field}.insurer_id", replaces.insurer_id)
+    check_identifier(
+        violations, f"{field}.policy_id", replaces.policy_id, limits.policy_id_chars_max
+    )
+
+
+def _check_instalments(
+    violations: list[FieldViolation],
+    field: str,
+    body: events_pb2.PolicyIssued,
+    start: dt.date | None,
+    end: dt.date | None,
+) -> None:
+    """Due dates ascending within the period; amounts in the annual premium's currency."""
+    if len(body.instalments) > limits.policy_instalments_max:
+        violations.append(
+            FieldViolation(field, f"more than {limits.policy_instalments_max} instalments")
+        )
+        return
+    previous: dt.date | None = None
+    for position, instalment in enumerate(body.instalments):
+        item = f"{field}[{position}]"
+        due = _check_date(
+            violations,
+            f"{item}.due_date",
+            instalment.due_date,
+            present=instalment.HasField("due_date"),
+        )
+        if due is not None and start is not None and end is not None and not start <= due <= end:
+            violations.append(FieldViolation(f"{item}.due_date", "outside the policy's period"))
+        if due is not None and previous is not None and due <= previous:
+            violations.append(FieldViolation(f"{item}.due_date", "not after the previous one"))
+        previous = due or previous
+        if not instalment.HasField("amount"):
+            violations.append(FieldViolation(f"{item}.amount", "required"))
+            continue
+        _check_money(violations, f"{item}.amount", instalment.amount)
+        if instalment.amount.currency_code != body.annual_premium.currency_code:
+            violations.append(
+                FieldViolation(f"{item}.amount.currency_code", "not the annual premium's currency")
+            )
 
 
 def _check_members(

@@ -21,11 +21,18 @@ __all__ = [
     "BACKDATABLE_REASONS",
     "INSURER_CHANGE",
     "Cancellation",
+    "Instalment",
     "InsurerChangeNotice",
+    "Payment",
     "PolicyState",
     "check_cancellation",
     "check_insurer_change_notice",
+    "check_newborn_start",
+    "last_covered_day",
     "ledger_date",
+    "non_payment_periods",
+    "premium_schedule",
+    "transfer_gap",
 ]
 
 INSURER_CHANGE = "INSURER_CHANGE"
@@ -179,3 +186,130 @@ def check_insurer_change_notice(
                 "earliest": (notice.notified_on + dt.timedelta(days=days_min)).isoformat(),
             },
         )
+
+
+# Transfers and newborns (issue 10 item 4).
+
+
+def last_covered_day(policy: PolicyState) -> dt.date:
+    """The last day ``policy`` covers: the day before its cancellation, else its end date."""
+    if policy.cancelled_from is not None:
+        return min(policy.end, policy.cancelled_from - _ONE_DAY)
+    return policy.end
+
+
+def transfer_gap(replaced: PolicyState, new_start: dt.date) -> tuple[dt.date, dt.date] | None:
+    """The days (first, last) between ``replaced``'s last covered day and a replacement starting
+    on ``new_start``; None when it starts on the next day or earlier (overlap is allowed)."""
+    first = last_covered_day(replaced) + _ONE_DAY
+    if new_start <= first:
+        return None
+    return first, new_start - _ONE_DAY
+
+
+def check_newborn_start(birth: dt.date, effective: dt.date, ledger_date: dt.date) -> None:
+    """A member with a birth date may be covered from before the entry's ledger date only when
+    the entry comes within ``limits.newborn_backdating_days_max`` days of the birth."""
+    if effective >= ledger_date:
+        return
+    window = limits.newborn_backdating_days_max
+    if (ledger_date - birth).days <= window:
+        return
+    raise FailedPrecondition(
+        f"a member born on {birth} added on {ledger_date} (more than {window} days later) is "
+        f"covered from the entry's ledger date at the earliest, not {effective}; the days "
+        "since birth count as uninsured",
+        reason="NEWBORN_WINDOW_PASSED",
+        field_violations=[
+            FieldViolation(
+                "event.member_added.effective_date", f"must be on or after {ledger_date}"
+            )
+        ],
+        metadata={"earliest": ledger_date.isoformat(), "window_days": str(window)},
+    )
+
+
+# Premiums (issue 10 item 5).
+
+
+@dataclass(frozen=True)
+class Instalment:
+    """One instalment of a policy's premium schedule."""
+
+    due: dt.date
+    amount_minor: int
+
+
+@dataclass(frozen=True)
+class Payment:
+    """A PremiumPaid entry of the policy: its amount, and its ledger date (when it counts)."""
+
+    paid_on: dt.date
+    amount_minor: int
+
+
+def premium_schedule(
+    annual_minor: int, start: dt.date, stated: tuple[Instalment, ...]
+) -> tuple[Instalment, ...]:
+    """The schedule a policy states, or one instalment of the annual premium due on its start."""
+    return stated or (Instalment(start, annual_minor),)
+
+
+def non_payment_periods(
+    schedule: tuple[Instalment, ...],
+    payments: tuple[Payment, ...],
+    as_of: dt.date,
+) -> tuple[tuple[dt.date, dt.date | None], ...]:
+    """The periods (first day, last day or None while still unpaid) in which the policy does not
+    count as coverage for non-payment, as the ledger knows it on ``as_of``.
+
+    Payments settle instalments in due order (the oldest first), each counting from its ledger
+    date. An instalment settled more than ``limits.premium_grace_days`` after its due date, or
+    still unsettled on ``as_of`` when the grace has passed, stops coverage from its due date to
+    the day before it was settled; overlapping periods are merged.
+    """
+    grace = dt.timedelta(days=limits.premium_grace_days)
+    ordered = sorted(payments, key=lambda payment: payment.paid_on)
+    periods: list[tuple[dt.date, dt.date | None]] = []
+    paid_total, owed_total, next_payment = 0, 0, 0
+    for instalment in sorted(schedule, key=lambda item: item.due):
+        owed_total += instalment.amount_minor
+        settled_on: dt.date | None = None
+        while paid_total < owed_total and next_payment < len(ordered):
+            if ordered[next_payment].paid_on > as_of:
+                break
+            paid_total += ordered[next_payment].amount_minor
+            settled_on = ordered[next_payment].paid_on
+            next_payment += 1
+        if paid_total >= owed_total:
+            settled_on = settled_on or _settled_before(ordered, next_payment, instalment.due)
+            if settled_on > instalment.due + grace:
+                periods.append((instalment.due, settled_on - _ONE_DAY))
+        elif as_of > instalment.due + grace:
+            periods.append((instalment.due, None))
+    return _merged(periods)
+
+
+def _settled_before(ordered: list[Payment], used: int, due: dt.date) -> dt.date:
+    """When an instalment already covered by earlier payments was settled: the last payment
+    used, or its due date when that payment came before it (paid in advance)."""
+    return max(due, ordered[used - 1].paid_on) if used else due
+
+
+def _merged(
+    periods: list[tuple[dt.date, dt.date | None]],
+) -> tuple[tuple[dt.date, dt.date | None], ...]:
+    merged: list[tuple[dt.date, dt.date | None]] = []
+    for first, last in sorted(periods, key=lambda period: period[0]):
+        if merged:
+            previous_first, previous_last = merged[-1]
+            if previous_last is None:
+                continue
+            if first <= previous_last + _ONE_DAY:
+                merged[-1] = (
+                    previous_first,
+                    None if last is None else max(previous_last, last),
+                )
+                continue
+        merged.append((first, last))
+    return tuple(merged)

@@ -344,6 +344,8 @@ class PolicyIssued(_message.Message):
     END_DATE_FIELD_NUMBER: _builtins.int
     PLAN_FIELD_NUMBER: _builtins.int
     ANNUAL_PREMIUM_FIELD_NUMBER: _builtins.int
+    REPLACES_FIELD_NUMBER: _builtins.int
+    INSTALMENTS_FIELD_NUMBER: _builtins.int
     policy_id: _builtins.str
     """Insurer-chosen policy number, unique per insurer."""
     plan: _builtins.str
@@ -372,6 +374,20 @@ class PolicyIssued(_message.Message):
     def annual_premium(self) -> _types_pb2.Money:
         """Premium for one year of coverage."""
 
+    @_builtins.property
+    def replaces(self) -> Global___PolicyRef:
+        """The policy this one replaces (a transfer or a change of insurer), when it does. The new
+        policy should start the day after the old one's last covered day; when it starts later the
+        days between are recorded as a transfer gap (accepted, and visible: docs/compliance.md).
+        """
+
+    @_builtins.property
+    def instalments(self) -> _containers.RepeatedCompositeFieldContainer[Global___Instalment]:
+        """The premium schedule: the instalments and their due dates. Empty means one instalment of
+        `annual_premium` due on the start date. An instalment unpaid past the grace period stops
+        the policy counting as coverage from its due date until paid (docs/compliance.md).
+        """
+
     def __init__(
         self,
         *,
@@ -383,14 +399,72 @@ class PolicyIssued(_message.Message):
         end_date: _types_pb2.CivilDate | None = ...,
         plan: _builtins.str = ...,
         annual_premium: _types_pb2.Money | None = ...,
+        replaces: Global___PolicyRef | None = ...,
+        instalments: _abc.Iterable[Global___Instalment] | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["annual_premium", b"annual_premium", "end_date", b"end_date", "holder", b"holder", "sponsor", b"sponsor", "start_date", b"start_date"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["annual_premium", b"annual_premium", "end_date", b"end_date", "holder", b"holder", "replaces", b"replaces", "sponsor", b"sponsor", "start_date", b"start_date"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["annual_premium", b"annual_premium", "end_date", b"end_date", "holder", b"holder", "members", b"members", "plan", b"plan", "policy_id", b"policy_id", "sponsor", b"sponsor", "start_date", b"start_date"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["annual_premium", b"annual_premium", "end_date", b"end_date", "holder", b"holder", "instalments", b"instalments", "members", b"members", "plan", b"plan", "policy_id", b"policy_id", "replaces", b"replaces", "sponsor", b"sponsor", "start_date", b"start_date"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___PolicyIssued: _TypeAlias = PolicyIssued  # noqa: Y015
+
+@_typing.final
+class PolicyRef(_message.Message):
+    """A policy named across insurers."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    INSURER_ID_FIELD_NUMBER: _builtins.int
+    POLICY_ID_FIELD_NUMBER: _builtins.int
+    insurer_id: _builtins.str
+    """The insurer that issued it."""
+    policy_id: _builtins.str
+    """Its policy id (unique per insurer)."""
+    def __init__(
+        self,
+        *,
+        insurer_id: _builtins.str = ...,
+        policy_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["insurer_id", b"insurer_id", "policy_id", b"policy_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PolicyRef: _TypeAlias = PolicyRef  # noqa: Y015
+
+@_typing.final
+class Instalment(_message.Message):
+    """One premium instalment of a policy's schedule."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    DUE_DATE_FIELD_NUMBER: _builtins.int
+    AMOUNT_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def due_date(self) -> _types_pb2.CivilDate:
+        """The day it is due (within the policy's period)."""
+
+    @_builtins.property
+    def amount(self) -> _types_pb2.Money:
+        """The amount due, in the policy's currency."""
+
+    def __init__(
+        self,
+        *,
+        due_date: _types_pb2.CivilDate | None = ...,
+        amount: _types_pb2.Money | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["amount", b"amount", "due_date", b"due_date"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["amount", b"amount", "due_date", b"due_date"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Instalment: _TypeAlias = Instalment  # noqa: Y015
 
 @_typing.final
 class PolicyCancelled(_message.Message):
