@@ -44,8 +44,10 @@ def issued(
     *,
     premium: types_pb2.Money | None = None,
     event_id: str | None = None,
+    replaces: tuple[str, str] | None = None,
 ) -> events_pb2.Event:
-    """PolicyIssued: ``members`` are (person, Relationship) pairs; the sponsor holds it."""
+    """PolicyIssued: ``members`` are (person, Relationship) pairs; the sponsor holds it;
+    ``replaces`` is the (insurer, policy) it replaces."""
     event = _event(insurer_id, event_id)
     body = event.policy_issued
     body.policy_id = policy_id
@@ -57,6 +59,8 @@ def issued(
     body.end_date.CopyFrom(civil(end))
     body.plan = "CCHI-BASIC"
     body.annual_premium.CopyFrom(premium or sar(450_000))
+    if replaces is not None:
+        body.replaces.insurer_id, body.replaces.policy_id = replaces
     return event
 
 

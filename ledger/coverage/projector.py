@@ -69,6 +69,7 @@ from ledger.storage.tables import (
     policies,
     premiums,
     subject_entries,
+    transfer_gaps,
 )
 from ledger.v1 import events_pb2, types_pb2
 
@@ -405,6 +406,7 @@ class Projector:
             start,
             end,
         )
+        gap = self._transfer_gap(body, start) if body.HasField("replaces") else None
         sponsor = person_key(body.sponsor)
         self._issue(
             _Issue(
@@ -420,10 +422,49 @@ class Projector:
                 leaf_index=leaf_index,
             )
         )
+        if gap is not None:
+            self._execute(
+                insert(transfer_gaps).values(
+                    leaf_index=leaf_index,
+                    insurer_id=insurer_id,
+                    policy_id=body.policy_id,
+                    replaced_insurer_id=body.replaces.insurer_id,
+                    replaced_policy_id=body.replaces.policy_id,
+                    first_day=gap[0],
+                    last_day=gap[1],
+                )
+            )
         subjects = [f"person:{sponsor}", *(f"person:{person_key(m.person)}" for m in body.members)]
         if body.holder.WhichOneof("kind") == "person":
             subjects.append(party_key(body.holder))
         self._index_policy(leaf_index, insurer_id, body.policy_id, subjects)
+
+    def _transfer_gap(
+        self, body: events_pb2.PolicyIssued, start: dt.date
+    ) -> tuple[dt.date, dt.date] | None:
+        """The days between the policy ``body`` replaces and its start (None: continuous)."""
+        replaced = body.replaces
+        old = self._policy(replaced.insurer_id, replaced.policy_id)
+        if old is None:
+            raise NotFound(
+                f"policy {replaced.policy_id!r} of insurer {replaced.insurer_id!r}, which "
+                f"{body.policy_id!r} replaces, was never issued",
+                reason="REPLACED_POLICY_NOT_FOUND",
+                field_violations=[FieldViolation("event.policy_issued.replaces", "no such policy")],
+                metadata={
+                    "insurer_id": replaced.insurer_id,
+                    "policy_id": replaced.policy_id,
+                },
+            )
+        return rules.transfer_gap(
+            rules.PolicyState(
+                policy_id=replaced.policy_id,
+                start=old.start_date,
+                end=old.end_date,
+                cancelled_from=old.cancelled_from,
+            ),
+            start,
+        )
 
     def _policy_cancelled(self, event: events_pb2.Event, leaf_index: int) -> None:
         body = event.policy_cancelled
@@ -536,6 +577,12 @@ class Projector:
             "a member's first day",
             body.policy_id,
         )
+        if body.member.HasField("birth_date"):
+            rules.check_newborn_start(
+                to_date(body.member.birth_date),
+                effective,
+                rules.ledger_date(self._signed.integrated_at),
+            )
         key = person_key(body.member.person)
         if self._current_coverage(insurer_id, body.policy_id, key) is not None:
             raise AlreadyExists(

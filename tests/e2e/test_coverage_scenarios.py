@@ -17,6 +17,7 @@ from clients.errors import ClientError
 from clients.insurer import InsurerClient
 from clients.portal import PortalClient
 from clients.verify import TrustedLog
+from ledger import limits
 from ledger.coverage.rebuild import rebuild_and_compare
 from ledger.signing import Ed25519Signer
 from ledger.storage.db import create_ledger_engine
@@ -112,8 +113,12 @@ SPONSOR, WIFE, SON, MAID = person(500), person(501), person(502), person(503)
 
 
 def test_a_newborn_is_covered_from_birth_when_added_later(world: World) -> None:
-    world.gulf.submit(issued(GULF, "P-NB", SPONSOR, [(SPONSOR, R.RELATIONSHIP_SELF)], JAN1, DEC31))
-    baby, birth = person(510), dt.date(2026, 8, 10)
+    """Back-dated to birth when added within the newborn window (ledger time: today); added
+    later, coverage starts no earlier than the entry and the days since birth stay uninsured."""
+    today = dt.datetime.now(dt.UTC).date()
+    start, end = today - dt.timedelta(days=200), today + dt.timedelta(days=160)
+    world.gulf.submit(issued(GULF, "P-NB", SPONSOR, [(SPONSOR, R.RELATIONSHIP_SELF)], start, end))
+    baby, birth = person(510), today - dt.timedelta(days=limits.newborn_backdating_days_max - 2)
     early = added(
         GULF, "P-NB", baby, R.RELATIONSHIP_CHILD, birth - dt.timedelta(days=9), birth=birth
     )
@@ -121,13 +126,27 @@ def test_a_newborn_is_covered_from_birth_when_added_later(world: World) -> None:
     assert error.code == grpc.StatusCode.INVALID_ARGUMENT
     assert [v.field for v in error.field_violations] == ["event.member_added.effective_date"]
     receipt = world.gulf.submit(added(GULF, "P-NB", baby, R.RELATIONSHIP_CHILD, birth, birth=birth))
-    answer = world.household(SPONSOR, [(baby, R.RELATIONSHIP_CHILD)], birth, DEC31)
+    answer = world.household(SPONSOR, [(baby, R.RELATIONSHIP_CHILD)], birth, end)
     assert answer.renewable and answer.members[0].verdict == V.COVERAGE_VERDICT_COVERED
     assert receipt.leaf_index in answer.basis.leaf_indexes
     before_birth = world.household(
-        SPONSOR, [(baby, R.RELATIONSHIP_CHILD)], birth - dt.timedelta(days=1), DEC31
+        SPONSOR, [(baby, R.RELATIONSHIP_CHILD)], birth - dt.timedelta(days=1), end
     )
     assert before_birth.members[0].verdict == V.COVERAGE_VERDICT_NO_POLICY
+    # Born before the window: not back-dated to birth (refused, nothing written); from today.
+    older, born = person(511), today - dt.timedelta(days=limits.newborn_backdating_days_max + 30)
+    error = _refused(
+        world, world.gulf, added(GULF, "P-NB", older, R.RELATIONSHIP_CHILD, born, birth=born)
+    )
+    assert (error.code, error.reason) == (
+        grpc.StatusCode.FAILED_PRECONDITION,
+        "NEWBORN_WINDOW_PASSED",
+    )
+    world.gulf.submit(
+        added(GULF, "P-NB", older, R.RELATIONSHIP_CHILD, today + dt.timedelta(days=1), birth=born)
+    )
+    since_birth = world.household(SPONSOR, [(older, R.RELATIONSHIP_CHILD)], born, end)
+    assert not since_birth.renewable
 
 
 def test_final_exit_ends_coverage_from_the_exit_date(world: World) -> None:

@@ -15,7 +15,7 @@ from ledger.errors import LedgerError
 from ledger.signers import SignerRole
 from ledger.signing import Ed25519Signer
 from ledger.storage.append import Appender, Receipt
-from ledger.storage.tables import PROJECTION_TABLES, checkpoints, log_entries
+from ledger.storage.tables import PROJECTION_TABLES, checkpoints, log_entries, transfer_gaps
 from ledger.v1 import events_pb2
 from tests.builders import (
     R,
@@ -256,6 +256,60 @@ def test_a_cancellation_reaches_back_only_for_facts_of_the_past(
     assert error.details.metadata["earliest"] == earliest.isoformat()
     assert error.details.field_violations[0].field == "event.policy_cancelled.effective_date"
     log.accept(cancelled(GULF, "P1", earliest, reason))
+
+
+def _gaps(log: Log) -> list[tuple[Any, ...]]:
+    with log.engine.connect() as connection:
+        return [tuple(row) for row in connection.execute(select(transfer_gaps))]
+
+
+def test_a_replacement_that_starts_late_is_accepted_with_its_gap_recorded(log: Log) -> None:
+    log.accept(issued(GULF, "OLD", SPONSOR, FAMILY, JAN1, dt.date(2026, 6, 30)))
+    log.accept(
+        issued(NAJM, "CONT", SPONSOR, FAMILY, dt.date(2026, 7, 1), DEC31, replaces=(GULF, "OLD"))
+    )
+    assert _gaps(log) == []  # the day after: continuous
+    [late] = log.accept(
+        issued(GULF, "LATE", WIFE, [(WIFE, R.RELATIONSHIP_SELF)], dt.date(2026, 8, 5), DEC31,
+               replaces=(GULF, "OLD"))
+    )  # fmt: skip
+    assert _gaps(log) == [
+        (late.leaf_index, GULF, "LATE", GULF, "OLD", dt.date(2026, 7, 1), dt.date(2026, 8, 4))
+    ]
+
+
+def test_a_replacement_counts_from_the_old_policy_s_cancellation(log: Log) -> None:
+    log.accept(_policy("OLD"))
+    log.accept(cancelled(GULF, "OLD", dt.date(2026, 11, 1), R.CANCELLATION_REASON_FINAL_EXIT))
+    [new] = log.accept(
+        issued(NAJM, "NEW", SPONSOR, FAMILY, dt.date(2026, 11, 11), DEC31, replaces=(GULF, "OLD"))
+    )
+    assert _gaps(log) == [
+        (new.leaf_index, NAJM, "NEW", GULF, "OLD", dt.date(2026, 11, 1), dt.date(2026, 11, 10))
+    ]
+
+
+def test_a_replacement_of_an_unknown_policy_is_refused(log: Log) -> None:
+    log.refuse(
+        issued(NAJM, "NEW", SPONSOR, FAMILY, JAN1, DEC31, replaces=(GULF, "NEVER")),
+        "NOT_FOUND",
+        "REPLACED_POLICY_NOT_FOUND",
+    )
+
+
+def test_a_newborn_is_backdated_to_birth_only_within_the_window(log: Log) -> None:
+    log.accept(_policy("P1"))
+    window = limits.newborn_backdating_days_max
+    born = NOW.date() - dt.timedelta(days=window + 1)
+    error = log.refuse(
+        added(GULF, "P1", SON, R.RELATIONSHIP_CHILD, born, birth=born),
+        "FAILED_PRECONDITION",
+        "NEWBORN_WINDOW_PASSED",
+    )
+    assert error.details.metadata["earliest"] == NOW.date().isoformat()
+    log.accept(added(GULF, "P1", SON, R.RELATIONSHIP_CHILD, NOW.date(), birth=born))
+    baby, birth = person(103), NOW.date() - dt.timedelta(days=window)
+    log.accept(added(GULF, "P1", baby, R.RELATIONSHIP_CHILD, birth, birth=birth))
 
 
 def test_a_premium_is_in_the_policy_currency_and_period(log: Log) -> None:
