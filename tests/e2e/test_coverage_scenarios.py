@@ -150,17 +150,25 @@ def test_a_newborn_is_covered_from_birth_when_added_later(world: World) -> None:
 
 
 def test_final_exit_ends_coverage_from_the_exit_date(world: World) -> None:
-    world.gulf.submit(issued(GULF, "P-FE", SPONSOR, [(SPONSOR, R.RELATIONSHIP_SELF)], JAN1, DEC31))
-    exit_day = dt.date(2026, 9, 15)
+    """A final exit is a fact of the past: recorded after it happened, it is back-dated to it
+    (within its window, relative to today's ledger time)."""
+    today = dt.datetime.now(dt.UTC).date()
+    start, end = today - dt.timedelta(days=200), today + dt.timedelta(days=160)
+    world.gulf.submit(issued(GULF, "P-FE", SPONSOR, [(SPONSOR, R.RELATIONSHIP_SELF)], start, end))
+    exit_day = today - dt.timedelta(days=80)
     world.gulf.submit(cancelled(GULF, "P-FE", exit_day, R.CANCELLATION_REASON_FINAL_EXIT))
-    after = world.household(SPONSOR, [(SPONSOR, R.RELATIONSHIP_SELF)], dt.date(2026, 9, 1), DEC31)
+    asked = exit_day - dt.timedelta(days=14)
+    after = world.household(SPONSOR, [(SPONSOR, R.RELATIONSHIP_SELF)], asked, end)
     member = after.members[0]
     assert not after.renewable and member.verdict == V.COVERAGE_VERDICT_CANCELLED
     assert "FINAL_EXIT" in member.detail
-    assert (member.covered_until.month, member.covered_until.day) == (9, 14)
-    before = world.household(
-        SPONSOR, [(SPONSOR, R.RELATIONSHIP_SELF)], dt.date(2026, 9, 1), dt.date(2026, 9, 14)
+    last = exit_day - dt.timedelta(days=1)
+    assert (member.covered_until.year, member.covered_until.month, member.covered_until.day) == (
+        last.year,
+        last.month,
+        last.day,
     )
+    before = world.household(SPONSOR, [(SPONSOR, R.RELATIONSHIP_SELF)], asked, last)
     assert before.renewable
     # Cancelled once: a second cancellation is refused and writes nothing.
     error = _refused(
