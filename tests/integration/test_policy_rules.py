@@ -408,6 +408,11 @@ def test_one_batch_and_one_batch_per_event_project_the_same(
         cancelled(GULF, "B1", dt.date(2026, 9, 1), R.CANCELLATION_REASON_FINAL_EXIT),
         issued(GULF, "B2", SON, [(SON, R.RELATIONSHIP_SELF)], dt.date(2026, 3, 1), DEC31),
         issued(GULF, "B3", SON, [(SON, R.RELATIONSHIP_SELF)], dt.date(2026, 2, 15), DEC31),
+        # A notice read by the cancellation after it, and a replacement with a transfer gap.
+        issued(GULF, "B4", person(105), [(person(105), R.RELATIONSHIP_SELF)], JAN1, DEC31),
+        change_notified(GULF, "B4", new_insurer=NAJM),
+        cancelled(GULF, "B4", dt.date(2026, 12, 22), R.CANCELLATION_REASON_INSURER_CHANGE),
+        issued(GULF, "B5", SPONSOR, FAMILY, dt.date(2026, 9, 10), DEC31, replaces=(GULF, "B1")),
     ]
     snapshots = []
     signer = Ed25519Signer.generate(GULF)
@@ -423,9 +428,15 @@ def test_one_batch_and_one_batch_per_event_project_the_same(
         else:
             outcomes = [outcome for event in events for outcome in log.append(event)]
         # B3 overlaps the son's own B2 (same insurer): refused either way.
-        assert [type(o).__name__ for o in outcomes] == ["Receipt"] * 7 + ["FailedPrecondition"]
+        assert [type(o).__name__ for o in outcomes] == (
+            ["Receipt"] * 7 + ["FailedPrecondition"] + ["Receipt"] * 4
+        )
         state = log.snapshot()
         state.pop("checkpoints")
+        assert [row[5:] for row in state["transfer_gaps"]] == [
+            (dt.date(2026, 9, 1), dt.date(2026, 9, 9))
+        ]
+        assert len(state["insurer_change_notices"]) == 1
         snapshots.append(state)
         assert rebuild_and_compare(other).consistent
         other.dispose()
