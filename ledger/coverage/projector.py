@@ -40,7 +40,6 @@ from typing import Any
 
 from sqlalchemy import Connection, Row, and_, bindparam, func, insert, select, update
 
-from ledger import limits
 from ledger.clock import to_micros
 from ledger.coverage import rules
 from ledger.coverage.model import PersonRef
@@ -75,7 +74,6 @@ from ledger.v1 import events_pb2, types_pb2
 
 __all__ = [
     "FEE_REFUNDED",
-    "INSURER_CHANGE_NOTICE_DAYS",
     "OPERATOR_ID",
     "PERIOD_END",
     "Projector",
@@ -87,8 +85,6 @@ __all__ = [
     "to_date",
 ]
 
-INSURER_CHANGE_NOTICE_DAYS = limits.insurer_change_notice_days_min
-"""Days of notice a cancellation for a change of insurer needs (CCHI rules; see ledger.limits)."""
 PERIOD_END = "PERIOD_END"
 FEE_REFUNDED = "FEE_REFUNDED"
 """The end (and cancellation) reason of government coverage whose whole fee was refunded."""
