@@ -416,6 +416,55 @@ def _check_policy_issued(
         _check_money(violations, f"{field}.annual_premium", body.annual_premium)
     else:
         violations.append(FieldViolation(f"{field}.annual_premium", "required"))
+    if body.HasField("replaces"):
+        _check_replaces(violations, f"{field}.replaces", body.replaces)
+    _check_instalments(violations, f"{field}.instalments", body, start, end)
+
+
+def _check_replaces(
+    violations: list[FieldViolation], field: str, replaces: events_pb2.PolicyRef
+) -> None:
+    check_identifier(violations, f"{field}.insurer_id", replaces.insurer_id)
+    check_identifier(
+        violations, f"{field}.policy_id", replaces.policy_id, limits.policy_id_chars_max
+    )
+
+
+def _check_instalments(
+    violations: list[FieldViolation],
+    field: str,
+    body: events_pb2.PolicyIssued,
+    start: dt.date | None,
+    end: dt.date | None,
+) -> None:
+    """Due dates ascending within the period; amounts in the annual premium's currency."""
+    if len(body.instalments) > limits.policy_instalments_max:
+        violations.append(
+            FieldViolation(field, f"more than {limits.policy_instalments_max} instalments")
+        )
+        return
+    previous: dt.date | None = None
+    for position, instalment in enumerate(body.instalments):
+        item = f"{field}[{position}]"
+        due = _check_date(
+            violations,
+            f"{item}.due_date",
+            instalment.due_date,
+            present=instalment.HasField("due_date"),
+        )
+        if due is not None and start is not None and end is not None and not start <= due <= end:
+            violations.append(FieldViolation(f"{item}.due_date", "outside the policy's period"))
+        if due is not None and previous is not None and due <= previous:
+            violations.append(FieldViolation(f"{item}.due_date", "not after the previous one"))
+        previous = due or previous
+        if not instalment.HasField("amount"):
+            violations.append(FieldViolation(f"{item}.amount", "required"))
+            continue
+        _check_money(violations, f"{item}.amount", instalment.amount)
+        if instalment.amount.currency_code != body.annual_premium.currency_code:
+            violations.append(
+                FieldViolation(f"{item}.amount.currency_code", "not the annual premium's currency")
+            )
 
 
 def _check_members(
@@ -465,6 +514,16 @@ def _check_policy_cancelled(
     if effective is not None and notice is not None and notice > effective:
         violations.append(FieldViolation(f"{field}.notice_date", "after the effective date"))
     _check_reason(violations, f"{field}.reason", body.reason)
+
+
+def _check_insurer_change_notified(
+    violations: list[FieldViolation], field: str, body: events_pb2.InsurerChangeNotified
+) -> None:
+    check_identifier(violations, f"{field}.policy_id", body.policy_id, limits.policy_id_chars_max)
+    if body.new_insurer_id:
+        check_identifier(
+            violations, f"{field}.new_insurer_id", body.new_insurer_id, limits.insurer_id_chars_max
+        )
 
 
 def _check_reason(
@@ -788,9 +847,15 @@ def _check_fee_refunded(
     )
 
 
+def civil_date(day: dt.date) -> types_pb2.CivilDate:
+    """The wire form of a civil date."""
+    return types_pb2.CivilDate(year=day.year, month=day.month, day=day.day)
+
+
 _BODY_CHECKS: dict[str, Callable[[list[FieldViolation], str, Any], None]] = {
     "policy_issued": _check_policy_issued,
     "policy_cancelled": _check_policy_cancelled,
+    "insurer_change_notified": _check_insurer_change_notified,
     "premium_paid": _check_premium_paid,
     "member_added": _check_member_added,
     "member_removed": _check_member_removed,
@@ -802,9 +867,4 @@ _BODY_CHECKS: dict[str, Callable[[list[FieldViolation], str, Any], None]] = {
     "key_revoked": _check_key_revoked,
     "person_erased": _check_person_erased,
 }
-"""The checks of each event body (``Event.body``'s field name)."""
-
-
-def civil_date(day: dt.date) -> types_pb2.CivilDate:
-    """The wire form of a civil date."""
-    return types_pb2.CivilDate(year=day.year, month=day.month, day=day.day)
+"""How each event body is checked (the ``Event.body`` oneof field name -> its check)."""

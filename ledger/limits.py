@@ -36,6 +36,8 @@ name_chars_max: Final = 256
 reference_chars_max: Final = 128
 policy_members_max: Final = 64
 """A household policy covers the sponsor and his dependents and domestic workers."""
+policy_instalments_max: Final = 24
+"""Instalments one policy's premium schedule may state (monthly over the longest term)."""
 policy_term_days_max: Final = 2 * 366
 """Longest coverage period one policy may state (residence permits run one or two years)."""
 money_amount_minor_max: Final = 10**12
@@ -189,3 +191,21 @@ enrolment_code_chars_max: Final = 64
 """The longest enrolment code ``Enrol`` compares (a code is 32 characters)."""
 enrolled_certificate_validity: Final = dt.timedelta(days=90)
 """How long a certificate obtained by enrolment is valid (re-enrol with a new code after)."""
+
+# Coverage rules over time (ledger/coverage/rules.py; docs/compliance.md gives each its source).
+insurer_change_notice_days_min: Final = 30
+"""Days between an ``InsurerChangeNotified`` entry's ledger date and the effective date of the
+``PolicyCancelled`` (reason INSURER_CHANGE) it announces (CCHI: at least 30 days' notice)."""
+cancellation_backdating_days_max: Final[Mapping[str, int]] = MappingProxyType(
+    {"DEATH": 365, "FINAL_EXIT": 365, "DEPENDENT_LOST_STATUS": 90}
+)
+"""How far before its own ledger date a cancellation may take effect, by reason: only reasons
+that are facts of the past may be back-dated at all (illustrative figures: the CCHI text sets
+none; a death may be reported late, a final exit is recorded by the passport authority)."""
+newborn_backdating_days_max: Final = 30
+"""A member added with a birth date may be covered from birth (before the entry's ledger date)
+only when the entry comes at most this many days after the birth; later, coverage starts no
+earlier than the ledger date and the days since birth count as uninsured (illustrative figure)."""
+premium_grace_days: Final = 30
+"""Days after an instalment's due date before an unpaid instalment stops the policy counting as
+coverage, from the due date until paid (illustrative figure: the CCHI text says "on time")."""

@@ -85,6 +85,12 @@ SIGNING_RULES: tuple[SigningRule, ...] = (
     SigningRule("policy_issued", "PolicyIssued", frozenset({SignerRole.INSURER}), _POLICY),
     SigningRule("policy_cancelled", "PolicyCancelled", frozenset({SignerRole.INSURER}), _POLICY),
     SigningRule("premium_paid", "PremiumPaid", frozenset({SignerRole.INSURER}), _POLICY),
+    SigningRule(
+        "insurer_change_notified",
+        "InsurerChangeNotified",
+        frozenset({SignerRole.INSURER}),
+        "the licensed, unsuspended insurer owning the policy (the one the holder leaves)",
+    ),
     SigningRule("member_added", "MemberAdded", frozenset({SignerRole.INSURER}), _POLICY),
     SigningRule("member_removed", "MemberRemoved", frozenset({SignerRole.INSURER}), _POLICY),
     SigningRule("fee_collected", "FeeCollected", frozenset({SignerRole.AUTHORITY}), _AUTHORITY),

@@ -119,8 +119,10 @@ def issued(
     *,
     premium: types_pb2.Money | None = None,
     event_id: str | None = None,
+    replaces: tuple[str, str] | None = None,
 ) -> events_pb2.Event:
-    """PolicyIssued: ``members`` are (person, Relationship) pairs; the sponsor holds it."""
+    """PolicyIssued: ``members`` are (person, Relationship) pairs; the sponsor holds it;
+    ``replaces`` is the (insurer, policy) it replaces."""
     event = _event(insurer_id, event_id)
     body = event.policy_issued
     body.policy_id = policy_id
@@ -132,6 +134,8 @@ def issued(
     body.end_date.CopyFrom(civil(end))
     body.plan = "CCHI-BASIC"
     body.annual_premium.CopyFrom(premium or sar(450_000))
+    if replaces is not None:
+        body.replaces.insurer_id, body.replaces.policy_id = replaces
     return event
 
 
@@ -151,6 +155,16 @@ def cancelled(
     body.effective_date.CopyFrom(civil(effective))
     body.notice_date.CopyFrom(civil(notice or effective))
     body.reason = reason  # type: ignore[assignment]
+    return event
+
+
+def change_notified(
+    insurer_id: str, policy_id: str, *, new_insurer: str = "", event_id: str | None = None
+) -> events_pb2.Event:
+    """InsurerChangeNotified for ``policy_id`` (its ledger time starts the 30 days' notice)."""
+    event = _event(insurer_id, event_id)
+    event.insurer_change_notified.policy_id = policy_id
+    event.insurer_change_notified.new_insurer_id = new_insurer
     return event
 
 

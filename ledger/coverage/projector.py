@@ -21,8 +21,10 @@ Rules (ARCHITECTURE.md section 5; docs/coverage.md explains each with its source
   itself, and a revocation never reaches back before its own entry;
 * a policy id is issued once; the same insurer may not cover the same person twice on one day
   (different insurers may overlap: a person is covered when any policy covers the day);
-* a cancellation is effective on or after the start and at most one day after the end, once;
-  with reason INSURER_CHANGE it needs 30 days' notice;
+* a cancellation is effective on or after the start and at most one day after the end, once,
+  and not before its entry's ledger date except reasons that are facts of the past, within a
+  bounded window; with reason INSURER_CHANGE it needs an InsurerChangeNotified entry 30 days
+  before (these are pure functions in :mod:`ledger.coverage.rules`);
 * members change only on a policy that is not cancelled, within its period;
 * a premium's currency is the policy's, and its period lies within the policy's.
 """
@@ -39,6 +41,7 @@ from typing import Any
 from sqlalchemy import Connection, Row, and_, bindparam, func, insert, select, update
 
 from ledger.clock import to_micros
+from ledger.coverage import rules
 from ledger.coverage.model import PersonRef
 from ledger.errors import (
     AlreadyExists,
@@ -60,18 +63,19 @@ from ledger.storage.key_store import keys_by_id
 from ledger.storage.tables import (
     coverages,
     fee_refunds,
+    insurer_change_notices,
     insurer_keys,
     insurers,
     policies,
     premiums,
     subject_entries,
+    transfer_gaps,
 )
 from ledger.storage.vault_store import TokenState, erase_token, token_states
 from ledger.v1 import events_pb2, types_pb2
 
 __all__ = [
     "FEE_REFUNDED",
-    "INSURER_CHANGE_NOTICE_DAYS",
     "OPERATOR_ID",
     "PERIOD_END",
     "Projector",
@@ -82,8 +86,6 @@ __all__ = [
     "to_date",
 ]
 
-INSURER_CHANGE_NOTICE_DAYS = 30
-"""Days of notice a cancellation for a change of insurer needs (CCHI rules)."""
 PERIOD_END = "PERIOD_END"
 FEE_REFUNDED = "FEE_REFUNDED"
 """The end (and cancellation) reason of government coverage whose whole fee was refunded."""
@@ -156,6 +158,15 @@ _SELECT_CLASH = (
     )
     .order_by(coverages.c.person_key, coverages.c.start_date)
 )
+_SELECT_LATEST_NOTICE = (
+    select(insurer_change_notices.c.leaf_index, insurer_change_notices.c.notified_on)
+    .where(
+        insurer_change_notices.c.insurer_id == bindparam("insurer_id"),
+        insurer_change_notices.c.policy_id == bindparam("policy_id"),
+    )
+    .order_by(insurer_change_notices.c.leaf_index.desc())
+    .limit(1)
+)
 _INSERT_POLICY = insert(policies)
 _INSERT_COVERAGE = insert(coverages)
 _INSERT_PREMIUM = insert(premiums)
@@ -214,6 +225,7 @@ class Projector:
             "member_added": self._member_added,
             "member_removed": self._member_removed,
             "premium_paid": self._premium_paid,
+            "insurer_change_notified": self._insurer_change_notified,
             "fee_collected": self._fee_collected,
             "fee_refunded": self._fee_refunded,
             "insurer_licensed": self._insurer_licensed,
@@ -418,6 +430,7 @@ class Projector:
             start,
             end,
         )
+        gap = self._transfer_gap(body, start) if body.HasField("replaces") else None
         sponsor = body.sponsor_token
         self._issue(
             _Issue(
@@ -433,10 +446,49 @@ class Projector:
                 leaf_index=leaf_index,
             )
         )
+        if gap is not None:
+            self._execute(
+                insert(transfer_gaps).values(
+                    leaf_index=leaf_index,
+                    insurer_id=insurer_id,
+                    policy_id=body.policy_id,
+                    replaced_insurer_id=body.replaces.insurer_id,
+                    replaced_policy_id=body.replaces.policy_id,
+                    first_day=gap[0],
+                    last_day=gap[1],
+                )
+            )
         subjects = [f"person:{sponsor}", *(f"person:{m.person_token}" for m in body.members)]
         if body.holder.WhichOneof("kind") == "person_token":
             subjects.append(party_key(body.holder))
         self._index_policy(leaf_index, insurer_id, body.policy_id, subjects)
+
+    def _transfer_gap(
+        self, body: events_pb2.PolicyIssued, start: dt.date
+    ) -> tuple[dt.date, dt.date] | None:
+        """The days between the policy ``body`` replaces and its start (None: continuous)."""
+        replaced = body.replaces
+        old = self._policy(replaced.insurer_id, replaced.policy_id)
+        if old is None:
+            raise NotFound(
+                f"policy {replaced.policy_id!r} of insurer {replaced.insurer_id!r}, which "
+                f"{body.policy_id!r} replaces, was never issued",
+                reason="REPLACED_POLICY_NOT_FOUND",
+                field_violations=[FieldViolation("event.policy_issued.replaces", "no such policy")],
+                metadata={
+                    "insurer_id": replaced.insurer_id,
+                    "policy_id": replaced.policy_id,
+                },
+            )
+        return rules.transfer_gap(
+            rules.PolicyState(
+                policy_id=replaced.policy_id,
+                start=old.start_date,
+                end=old.end_date,
+                cancelled_from=old.cancelled_from,
+            ),
+            start,
+        )
 
     def _policy_cancelled(self, event: events_pb2.Event, leaf_index: int) -> None:
         body = event.policy_cancelled
@@ -444,51 +496,59 @@ class Projector:
         insurer_id = event.insurer_id
         self._require_licensed(insurer_id)
         policy = self._own_policy(insurer_id, body.policy_id, f"{field}.policy_id")
-        if policy.cancelled_from is not None:
-            raise FailedPrecondition(
-                f"policy {body.policy_id!r} was already cancelled from {policy.cancelled_from} "
-                f"(entry {policy.cancelled_leaf_index})",
-                reason="ALREADY_CANCELLED",
-                field_violations=[FieldViolation(f"{field}.policy_id", "already cancelled")],
-                metadata={
-                    "policy_id": body.policy_id,
-                    "leaf_index": str(policy.cancelled_leaf_index),
-                },
-            )
         effective = to_date(body.effective_date)
-        _check_within(
-            effective,
-            policy.start_date,
-            policy.end_date + _ONE_DAY,
-            f"{field}.effective_date",
-            "cancellation",
-            body.policy_id,
+        reason = _reason(body.reason)
+        rules.check_cancellation(
+            rules.PolicyState(
+                policy_id=body.policy_id,
+                start=policy.start_date,
+                end=policy.end_date,
+                cancelled_from=policy.cancelled_from,
+                cancelled_leaf_index=policy.cancelled_leaf_index,
+            ),
+            rules.Cancellation(
+                effective=effective,
+                reason=reason,
+                ledger_date=rules.ledger_date(self._signed.integrated_at),
+            ),
+            self._latest_notice(insurer_id, body.policy_id)
+            if reason == rules.INSURER_CHANGE
+            else None,
         )
-        notice = to_date(body.notice_date)
-        if body.reason == events_pb2.CANCELLATION_REASON_INSURER_CHANGE:
-            days = (effective - notice).days
-            if days < INSURER_CHANGE_NOTICE_DAYS:
-                raise FailedPrecondition(
-                    f"a change of insurer needs {INSURER_CHANGE_NOTICE_DAYS} days' notice; "
-                    f"notice on {notice} for {effective} gives {days}",
-                    reason="NOTICE_TOO_SHORT",
-                    field_violations=[
-                        FieldViolation(
-                            f"{field}.notice_date",
-                            f"at least {INSURER_CHANGE_NOTICE_DAYS} days before the effective date",
-                        )
-                    ],
-                    metadata={"notice_days": str(days)},
-                )
-        affected = self._cancel(
-            insurer_id, body.policy_id, policy, effective, _reason(body.reason), leaf_index
-        )
+        affected = self._cancel(insurer_id, body.policy_id, policy, effective, reason, leaf_index)
         self._index_policy(
             leaf_index,
             insurer_id,
             body.policy_id,
             [f"person:{policy.sponsor_key}", *(f"person:{row.person_key}" for row in affected)],
         )
+
+    def _insurer_change_notified(self, event: events_pb2.Event, leaf_index: int) -> None:
+        """Record the notice with its ledger date (the 30 days count from there)."""
+        body = event.insurer_change_notified
+        field = "event.insurer_change_notified"
+        insurer_id = event.insurer_id
+        self._require_licensed(insurer_id)
+        policy = self._active_policy(insurer_id, body.policy_id, f"{field}.policy_id")
+        self._execute(
+            insert(insurer_change_notices).values(
+                leaf_index=leaf_index,
+                insurer_id=insurer_id,
+                policy_id=body.policy_id,
+                new_insurer_id=body.new_insurer_id,
+                notified_on=rules.ledger_date(self._signed.integrated_at),
+            )
+        )
+        self._index_policy(leaf_index, insurer_id, body.policy_id, [f"person:{policy.sponsor_key}"])
+
+    def _latest_notice(self, insurer_id: str, policy_id: str) -> rules.InsurerChangeNotice | None:
+        """The policy's most recent InsurerChangeNotified entry, this batch's included."""
+        row = self._connection.execute(
+            _SELECT_LATEST_NOTICE, {"insurer_id": insurer_id, "policy_id": policy_id}
+        ).first()
+        if row is None:
+            return None
+        return rules.InsurerChangeNotice(leaf_index=row.leaf_index, notified_on=row.notified_on)
 
     def _cancel(  # noqa: PLR0917 (a private helper; both callers name every value)
         self,
@@ -541,6 +601,12 @@ class Projector:
             "a member's first day",
             body.policy_id,
         )
+        if body.member.HasField("birth_date"):
+            rules.check_newborn_start(
+                to_date(body.member.birth_date),
+                effective,
+                rules.ledger_date(self._signed.integrated_at),
+            )
         key = body.member.person_token
         if self._current_coverage(insurer_id, body.policy_id, key) is not None:
             raise AlreadyExists(

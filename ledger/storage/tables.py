@@ -28,6 +28,7 @@ __all__ = [
     "checkpoints",
     "coverages",
     "fee_refunds",
+    "insurer_change_notices",
     "insurer_keys",
     "insurers",
     "log_entries",
@@ -35,6 +36,7 @@ __all__ = [
     "policies",
     "premiums",
     "subject_entries",
+    "transfer_gaps",
     "tree_nodes",
 ]
 
@@ -211,6 +213,35 @@ fee_refunds = Table(
 )
 """Refunds of collected renewal fees (the fee itself is a ``premiums`` row of its renewal)."""
 
+insurer_change_notices = Table(
+    "insurer_change_notices",
+    metadata,
+    Column("leaf_index", BigInteger, primary_key=True, autoincrement=False),
+    Column("insurer_id", String(64), nullable=False),
+    Column("policy_id", String(128), nullable=False),
+    Column("new_insurer_id", String(64), nullable=False),
+    Column("notified_on", Date, nullable=False),
+    Index("ix_insurer_change_notices_policy", "insurer_id", "policy_id", "notified_on"),
+)
+"""InsurerChangeNotified entries: ``notified_on`` is the entry's ledger date (the UTC date of
+its batch's integration time), from which the 30 days' notice counts; ``new_insurer_id`` is
+empty when the event names none."""
+
+transfer_gaps = Table(
+    "transfer_gaps",
+    metadata,
+    Column("leaf_index", BigInteger, primary_key=True, autoincrement=False),
+    Column("insurer_id", String(64), nullable=False),
+    Column("policy_id", String(128), nullable=False),
+    Column("replaced_insurer_id", String(64), nullable=False),
+    Column("replaced_policy_id", String(128), nullable=False),
+    Column("first_day", Date, nullable=False),
+    Column("last_day", Date, nullable=False),
+    Index("ix_transfer_gaps_replaced", "replaced_insurer_id", "replaced_policy_id"),
+)
+"""Replacement policies (``PolicyIssued.replaces``) that did not start the day after the old
+one's last covered day: the uncovered days between (inclusive), by the replacing entry."""
+
 APPEND_ONLY_TABLES = ("log_entries", "tree_nodes", "checkpoints")
 PROJECTION_TABLES = (
     insurer_keys,
@@ -219,5 +250,7 @@ PROJECTION_TABLES = (
     coverages,
     premiums,
     fee_refunds,
+    insurer_change_notices,
+    transfer_gaps,
     subject_entries,
 )

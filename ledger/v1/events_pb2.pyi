@@ -199,6 +199,7 @@ class Event(_message.Message):
     MEMBER_REMOVED_FIELD_NUMBER: _builtins.int
     FEE_COLLECTED_FIELD_NUMBER: _builtins.int
     FEE_REFUNDED_FIELD_NUMBER: _builtins.int
+    INSURER_CHANGE_NOTIFIED_FIELD_NUMBER: _builtins.int
     INSURER_LICENSED_FIELD_NUMBER: _builtins.int
     INSURER_SUSPENDED_FIELD_NUMBER: _builtins.int
     KEY_REGISTERED_FIELD_NUMBER: _builtins.int
@@ -249,6 +250,13 @@ class Event(_message.Message):
         """Part or all of a collected fee was refunded. Signed by the collecting authority."""
 
     @_builtins.property
+    def insurer_change_notified(self) -> Global___InsurerChangeNotified:
+        """The holder of a policy gave notice of moving to another insurer: the 30 days' notice a
+        PolicyCancelled with reason INSURER_CHANGE needs counts from this entry's ledger time.
+        Signed by the insurer that owns the policy.
+        """
+
+    @_builtins.property
     def insurer_licensed(self) -> Global___InsurerLicensed:
         """The operator licensed an insurer (or lifted its suspension). Signed by "operator"."""
 
@@ -283,17 +291,18 @@ class Event(_message.Message):
         member_removed: Global___MemberRemoved | None = ...,
         fee_collected: Global___FeeCollected | None = ...,
         fee_refunded: Global___FeeRefunded | None = ...,
+        insurer_change_notified: Global___InsurerChangeNotified | None = ...,
         insurer_licensed: Global___InsurerLicensed | None = ...,
         insurer_suspended: Global___InsurerSuspended | None = ...,
         key_registered: Global___KeyRegistered | None = ...,
         key_revoked: Global___KeyRevoked | None = ...,
         person_erased: Global___PersonErased | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["body", b"body", "fee_collected", b"fee_collected", "fee_refunded", b"fee_refunded", "insurer_licensed", b"insurer_licensed", "insurer_suspended", b"insurer_suspended", "key_registered", b"key_registered", "key_revoked", b"key_revoked", "member_added", b"member_added", "member_removed", b"member_removed", "occurred_at", b"occurred_at", "person_erased", b"person_erased", "policy_cancelled", b"policy_cancelled", "policy_issued", b"policy_issued", "premium_paid", b"premium_paid"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["body", b"body", "fee_collected", b"fee_collected", "fee_refunded", b"fee_refunded", "insurer_change_notified", b"insurer_change_notified", "insurer_licensed", b"insurer_licensed", "insurer_suspended", b"insurer_suspended", "key_registered", b"key_registered", "key_revoked", b"key_revoked", "member_added", b"member_added", "member_removed", b"member_removed", "occurred_at", b"occurred_at", "person_erased", b"person_erased", "policy_cancelled", b"policy_cancelled", "policy_issued", b"policy_issued", "premium_paid", b"premium_paid"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["body", b"body", "event_id", b"event_id", "fee_collected", b"fee_collected", "fee_refunded", b"fee_refunded", "insurer_id", b"insurer_id", "insurer_licensed", b"insurer_licensed", "insurer_suspended", b"insurer_suspended", "key_registered", b"key_registered", "key_revoked", b"key_revoked", "member_added", b"member_added", "member_removed", b"member_removed", "occurred_at", b"occurred_at", "person_erased", b"person_erased", "policy_cancelled", b"policy_cancelled", "policy_issued", b"policy_issued", "premium_paid", b"premium_paid"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["body", b"body", "event_id", b"event_id", "fee_collected", b"fee_collected", "fee_refunded", b"fee_refunded", "insurer_change_notified", b"insurer_change_notified", "insurer_id", b"insurer_id", "insurer_licensed", b"insurer_licensed", "insurer_suspended", b"insurer_suspended", "key_registered", b"key_registered", "key_revoked", b"key_revoked", "member_added", b"member_added", "member_removed", b"member_removed", "occurred_at", b"occurred_at", "person_erased", b"person_erased", "policy_cancelled", b"policy_cancelled", "policy_issued", b"policy_issued", "premium_paid", b"premium_paid"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_body: _TypeAlias = _typing.Literal["policy_issued", "policy_cancelled", "premium_paid", "member_added", "member_removed", "fee_collected", "fee_refunded", "insurer_licensed", "insurer_suspended", "key_registered", "key_revoked", "person_erased"]  # noqa: Y015
+    _WhichOneofReturnType_body: _TypeAlias = _typing.Literal["policy_issued", "policy_cancelled", "premium_paid", "member_added", "member_removed", "fee_collected", "fee_refunded", "insurer_change_notified", "insurer_licensed", "insurer_suspended", "key_registered", "key_revoked", "person_erased"]  # noqa: Y015
     _WhichOneofArgType_body: _TypeAlias = _typing.Literal["body", b"body"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_body) -> _WhichOneofReturnType_body | None: ...
 
@@ -345,6 +354,8 @@ class PolicyIssued(_message.Message):
     END_DATE_FIELD_NUMBER: _builtins.int
     PLAN_FIELD_NUMBER: _builtins.int
     ANNUAL_PREMIUM_FIELD_NUMBER: _builtins.int
+    REPLACES_FIELD_NUMBER: _builtins.int
+    INSTALMENTS_FIELD_NUMBER: _builtins.int
     policy_id: _builtins.str
     """Insurer-chosen policy number, unique per insurer."""
     sponsor_token: _builtins.str
@@ -371,6 +382,20 @@ class PolicyIssued(_message.Message):
     def annual_premium(self) -> _types_pb2.Money:
         """Premium for one year of coverage."""
 
+    @_builtins.property
+    def replaces(self) -> Global___PolicyRef:
+        """The policy this one replaces (a transfer or a change of insurer), when it does. The new
+        policy should start the day after the old one's last covered day; when it starts later the
+        days between are recorded as a transfer gap (accepted, and visible: docs/compliance.md).
+        """
+
+    @_builtins.property
+    def instalments(self) -> _containers.RepeatedCompositeFieldContainer[Global___Instalment]:
+        """The premium schedule: the instalments and their due dates. Empty means one instalment of
+        `annual_premium` due on the start date. An instalment unpaid past the grace period stops
+        the policy counting as coverage from its due date until paid (docs/compliance.md).
+        """
+
     def __init__(
         self,
         *,
@@ -382,14 +407,72 @@ class PolicyIssued(_message.Message):
         end_date: _types_pb2.CivilDate | None = ...,
         plan: _builtins.str = ...,
         annual_premium: _types_pb2.Money | None = ...,
+        replaces: Global___PolicyRef | None = ...,
+        instalments: _abc.Iterable[Global___Instalment] | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["annual_premium", b"annual_premium", "end_date", b"end_date", "holder", b"holder", "start_date", b"start_date"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["annual_premium", b"annual_premium", "end_date", b"end_date", "holder", b"holder", "replaces", b"replaces", "start_date", b"start_date"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["annual_premium", b"annual_premium", "end_date", b"end_date", "holder", b"holder", "members", b"members", "plan", b"plan", "policy_id", b"policy_id", "sponsor_token", b"sponsor_token", "start_date", b"start_date"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["annual_premium", b"annual_premium", "end_date", b"end_date", "holder", b"holder", "instalments", b"instalments", "members", b"members", "plan", b"plan", "policy_id", b"policy_id", "replaces", b"replaces", "sponsor_token", b"sponsor_token", "start_date", b"start_date"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___PolicyIssued: _TypeAlias = PolicyIssued  # noqa: Y015
+
+@_typing.final
+class PolicyRef(_message.Message):
+    """A policy named across insurers."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    INSURER_ID_FIELD_NUMBER: _builtins.int
+    POLICY_ID_FIELD_NUMBER: _builtins.int
+    insurer_id: _builtins.str
+    """The insurer that issued it."""
+    policy_id: _builtins.str
+    """Its policy id (unique per insurer)."""
+    def __init__(
+        self,
+        *,
+        insurer_id: _builtins.str = ...,
+        policy_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["insurer_id", b"insurer_id", "policy_id", b"policy_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PolicyRef: _TypeAlias = PolicyRef  # noqa: Y015
+
+@_typing.final
+class Instalment(_message.Message):
+    """One premium instalment of a policy's schedule."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    DUE_DATE_FIELD_NUMBER: _builtins.int
+    AMOUNT_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def due_date(self) -> _types_pb2.CivilDate:
+        """The day it is due (within the policy's period)."""
+
+    @_builtins.property
+    def amount(self) -> _types_pb2.Money:
+        """The amount due, in the policy's currency."""
+
+    def __init__(
+        self,
+        *,
+        due_date: _types_pb2.CivilDate | None = ...,
+        amount: _types_pb2.Money | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["amount", b"amount", "due_date", b"due_date"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["amount", b"amount", "due_date", b"due_date"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Instalment: _TypeAlias = Instalment  # noqa: Y015
 
 @_typing.final
 class PolicyCancelled(_message.Message):
@@ -413,8 +496,9 @@ class PolicyCancelled(_message.Message):
 
     @_builtins.property
     def notice_date(self) -> _types_pb2.CivilDate:
-        """When notice of the cancellation was given; on or before the effective date. With reason
-        INSURER_CHANGE, at least 30 days before it.
+        """When the submitter says notice of the cancellation was given; on or before the effective
+        date. Informational only: no rule reads it. With reason INSURER_CHANGE the 30 days' notice
+        counts from the ledger time of an InsurerChangeNotified entry, not from this date.
         """
 
     def __init__(
@@ -432,6 +516,34 @@ class PolicyCancelled(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___PolicyCancelled: _TypeAlias = PolicyCancelled  # noqa: Y015
+
+@_typing.final
+class InsurerChangeNotified(_message.Message):
+    """The holder of a policy gave notice of moving to another insurer. The ledger time of this
+    entry (when the sequencer integrated it) starts the notice period; the event states no date.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    POLICY_ID_FIELD_NUMBER: _builtins.int
+    NEW_INSURER_ID_FIELD_NUMBER: _builtins.int
+    policy_id: _builtins.str
+    """The policy whose holder is moving (one of the signing insurer's policies, not cancelled)."""
+    new_insurer_id: _builtins.str
+    """The insurer the holder moves to, when known; empty otherwise."""
+    def __init__(
+        self,
+        *,
+        policy_id: _builtins.str = ...,
+        new_insurer_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["new_insurer_id", b"new_insurer_id", "policy_id", b"policy_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___InsurerChangeNotified: _TypeAlias = InsurerChangeNotified  # noqa: Y015
 
 @_typing.final
 class PartyRef(_message.Message):

@@ -17,12 +17,24 @@ from clients.errors import ClientError
 from clients.insurer import InsurerClient
 from clients.portal import PortalClient
 from clients.verify import TrustedLog
+from ledger import limits
 from ledger.coverage.rebuild import rebuild_and_compare
 from ledger.signing import Ed25519Signer
 from ledger.storage.db import create_ledger_engine
 from ledger.v1 import coverage_service_pb2 as cpb
 from ledger.v1 import events_pb2, types_pb2
-from tests.builders import R, added, cancelled, issued, paid, person, removed, sar, suspended
+from tests.builders import (
+    R,
+    added,
+    cancelled,
+    change_notified,
+    issued,
+    paid,
+    person,
+    removed,
+    sar,
+    suspended,
+)
 from tests.conftest import ServerHandle, onboard
 
 GULF, NAJM = "gulf-health", "najm-care"
@@ -101,8 +113,12 @@ SPONSOR, WIFE, SON, MAID = person(500), person(501), person(502), person(503)
 
 
 def test_a_newborn_is_covered_from_birth_when_added_later(world: World) -> None:
-    world.gulf.submit(issued(GULF, "P-NB", SPONSOR, [(SPONSOR, R.RELATIONSHIP_SELF)], JAN1, DEC31))
-    baby, birth = person(510), dt.date(2026, 8, 10)
+    """Back-dated to birth when added within the newborn window (ledger time: today); added
+    later, coverage starts no earlier than the entry and the days since birth stay uninsured."""
+    today = dt.datetime.now(dt.UTC).date()
+    start, end = today - dt.timedelta(days=200), today + dt.timedelta(days=160)
+    world.gulf.submit(issued(GULF, "P-NB", SPONSOR, [(SPONSOR, R.RELATIONSHIP_SELF)], start, end))
+    baby, birth = person(510), today - dt.timedelta(days=limits.newborn_backdating_days_max - 2)
     early = added(
         GULF, "P-NB", baby, R.RELATIONSHIP_CHILD, birth - dt.timedelta(days=9), birth=birth
     )
@@ -110,27 +126,49 @@ def test_a_newborn_is_covered_from_birth_when_added_later(world: World) -> None:
     assert error.code == grpc.StatusCode.INVALID_ARGUMENT
     assert [v.field for v in error.field_violations] == ["event.member_added.effective_date"]
     receipt = world.gulf.submit(added(GULF, "P-NB", baby, R.RELATIONSHIP_CHILD, birth, birth=birth))
-    answer = world.household(SPONSOR, [(baby, R.RELATIONSHIP_CHILD)], birth, DEC31)
+    answer = world.household(SPONSOR, [(baby, R.RELATIONSHIP_CHILD)], birth, end)
     assert answer.renewable and answer.members[0].verdict == V.COVERAGE_VERDICT_COVERED
     assert receipt.leaf_index in answer.basis.leaf_indexes
     before_birth = world.household(
-        SPONSOR, [(baby, R.RELATIONSHIP_CHILD)], birth - dt.timedelta(days=1), DEC31
+        SPONSOR, [(baby, R.RELATIONSHIP_CHILD)], birth - dt.timedelta(days=1), end
     )
     assert before_birth.members[0].verdict == V.COVERAGE_VERDICT_NO_POLICY
+    # Born before the window: not back-dated to birth (refused, nothing written); from today.
+    older, born = person(511), today - dt.timedelta(days=limits.newborn_backdating_days_max + 30)
+    error = _refused(
+        world, world.gulf, added(GULF, "P-NB", older, R.RELATIONSHIP_CHILD, born, birth=born)
+    )
+    assert (error.code, error.reason) == (
+        grpc.StatusCode.FAILED_PRECONDITION,
+        "NEWBORN_WINDOW_PASSED",
+    )
+    world.gulf.submit(
+        added(GULF, "P-NB", older, R.RELATIONSHIP_CHILD, today + dt.timedelta(days=1), birth=born)
+    )
+    since_birth = world.household(SPONSOR, [(older, R.RELATIONSHIP_CHILD)], born, end)
+    assert not since_birth.renewable
 
 
 def test_final_exit_ends_coverage_from_the_exit_date(world: World) -> None:
-    world.gulf.submit(issued(GULF, "P-FE", SPONSOR, [(SPONSOR, R.RELATIONSHIP_SELF)], JAN1, DEC31))
-    exit_day = dt.date(2026, 9, 15)
+    """A final exit is a fact of the past: recorded after it happened, it is back-dated to it
+    (within its window, relative to today's ledger time)."""
+    today = dt.datetime.now(dt.UTC).date()
+    start, end = today - dt.timedelta(days=200), today + dt.timedelta(days=160)
+    world.gulf.submit(issued(GULF, "P-FE", SPONSOR, [(SPONSOR, R.RELATIONSHIP_SELF)], start, end))
+    exit_day = today - dt.timedelta(days=80)
     world.gulf.submit(cancelled(GULF, "P-FE", exit_day, R.CANCELLATION_REASON_FINAL_EXIT))
-    after = world.household(SPONSOR, [(SPONSOR, R.RELATIONSHIP_SELF)], dt.date(2026, 9, 1), DEC31)
+    asked = exit_day - dt.timedelta(days=14)
+    after = world.household(SPONSOR, [(SPONSOR, R.RELATIONSHIP_SELF)], asked, end)
     member = after.members[0]
     assert not after.renewable and member.verdict == V.COVERAGE_VERDICT_CANCELLED
     assert "FINAL_EXIT" in member.detail
-    assert (member.covered_until.month, member.covered_until.day) == (9, 14)
-    before = world.household(
-        SPONSOR, [(SPONSOR, R.RELATIONSHIP_SELF)], dt.date(2026, 9, 1), dt.date(2026, 9, 14)
+    last = exit_day - dt.timedelta(days=1)
+    assert (member.covered_until.year, member.covered_until.month, member.covered_until.day) == (
+        last.year,
+        last.month,
+        last.day,
     )
+    before = world.household(SPONSOR, [(SPONSOR, R.RELATIONSHIP_SELF)], asked, last)
     assert before.renewable
     # Cancelled once: a second cancellation is refused and writes nothing.
     error = _refused(
@@ -140,26 +178,41 @@ def test_final_exit_ends_coverage_from_the_exit_date(world: World) -> None:
 
 
 def test_an_insurer_change_with_notice_is_continuous_and_without_is_refused(world: World) -> None:
-    world.gulf.submit(issued(GULF, "P-OLD", SPONSOR, [(SPONSOR, R.RELATIONSHIP_SELF)], JAN1, DEC31))
-    switch = dt.date(2026, 7, 1)
+    """The 30 days count from the InsurerChangeNotified entry's ledger time (the server's clock
+    when it sequenced it), never from a date the insurer states; dates are relative to today so
+    the ledger time is what it would be in production."""
+    today = dt.datetime.now(dt.UTC).date()
+    start, end = today - dt.timedelta(days=100), today + dt.timedelta(days=265)
+    world.gulf.submit(issued(GULF, "P-OLD", SPONSOR, [(SPONSOR, R.RELATIONSHIP_SELF)], start, end))
+    switch = today + dt.timedelta(days=35)
     change = R.CANCELLATION_REASON_INSURER_CHANGE
+    long_ago = today - dt.timedelta(days=90)
+    error = _refused(world, world.gulf, cancelled(GULF, "P-OLD", switch, change, notice=long_ago))
+    assert (error.code, error.reason) == (grpc.StatusCode.FAILED_PRECONDITION, "NOTICE_MISSING")
+    # A change of insurer (or a transfer) never takes effect before its entry's ledger date.
+    for reason in (change, R.CANCELLATION_REASON_TRANSFER):
+        error = _refused(
+            world,
+            world.gulf,
+            cancelled(GULF, "P-OLD", today - dt.timedelta(days=40), reason, notice=long_ago),
+        )
+        assert (error.code, error.reason) == (
+            grpc.StatusCode.FAILED_PRECONDITION,
+            "BACKDATED_CANCELLATION",
+        )
+    # Only the insurer owning the policy gives its notice (another's policy is not found).
+    error = _refused(world, world.najm, change_notified(NAJM, "P-OLD", new_insurer=NAJM))
+    assert (error.code, error.reason) == (grpc.StatusCode.NOT_FOUND, "POLICY_NOT_FOUND")
+    world.gulf.submit(change_notified(GULF, "P-OLD", new_insurer=NAJM))
     error = _refused(
         world,
         world.gulf,
-        cancelled(GULF, "P-OLD", switch, change, notice=switch - dt.timedelta(days=10)),
+        cancelled(GULF, "P-OLD", today + dt.timedelta(days=10), change, notice=long_ago),
     )
     assert (error.code, error.reason) == (grpc.StatusCode.FAILED_PRECONDITION, "NOTICE_TOO_SHORT")
-    world.gulf.submit(
-        cancelled(GULF, "P-OLD", switch, change, notice=switch - dt.timedelta(days=45))
-    )
-    world.najm.submit(
-        issued(
-            NAJM, "N-NEW", SPONSOR, [(SPONSOR, R.RELATIONSHIP_SELF)], switch, dt.date(2027, 6, 30)
-        )
-    )
-    answer = world.household(
-        SPONSOR, [(SPONSOR, R.RELATIONSHIP_SELF)], dt.date(2026, 3, 1), dt.date(2027, 3, 1)
-    )
+    world.gulf.submit(cancelled(GULF, "P-OLD", switch, change))
+    world.najm.submit(issued(NAJM, "N-NEW", SPONSOR, [(SPONSOR, R.RELATIONSHIP_SELF)], switch, end))
+    answer = world.household(SPONSOR, [(SPONSOR, R.RELATIONSHIP_SELF)], start, end)
     assert answer.renewable
     assert {c.insurer_id for c in answer.members[0].coverages} == {GULF, NAJM}
 

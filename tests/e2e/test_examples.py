@@ -97,11 +97,11 @@ def test_insurer_examples_are_refused_until_the_insurer_is_licensed_then_accepte
     ).stdout  # fmt: skip
     assert f"InsurerLicensed at leaf {size}" in licensed
     files = ["policy-issued.json", "premium-paid.json", "member-added.json"]
-    files += ["member-removed.json", "policy-cancelled.json"]
+    files += ["member-removed.json", "insurer-change-notified.json", "policy-cancelled.json"]
     accepted = operator.submit("insurer", "acme-health", acme_key, *files)
     assert accepted.returncode == 0, accepted
-    assert "5 accepted, 0 refused" in accepted.stdout
-    assert _tree_size(server) == size + 1 + 5
+    assert "6 accepted, 0 refused" in accepted.stdout
+    assert _tree_size(server) == size + 1 + 6
 
 
 def test_license_refuses_a_bad_date_before_anything_is_written(

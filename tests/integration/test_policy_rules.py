@@ -10,16 +10,18 @@ import pytest
 from sqlalchemy import Engine, func, select
 
 from clients.operator import key_registered
+from ledger import limits
 from ledger.errors import LedgerError
 from ledger.signers import SignerRole
 from ledger.signing import Ed25519Signer
 from ledger.storage.append import Appender, Receipt
-from ledger.storage.tables import PROJECTION_TABLES, checkpoints, log_entries
+from ledger.storage.tables import PROJECTION_TABLES, checkpoints, log_entries, transfer_gaps
 from ledger.v1 import events_pb2
 from tests.builders import (
     R,
     added,
     cancelled,
+    change_notified,
     copy_vault,
     issued,
     paid,
@@ -46,12 +48,15 @@ class Log:
         self.appender = appender
         self.signers = signers
 
-    def append(self, *events: events_pb2.Event) -> list[Receipt | LedgerError]:
+    def append(
+        self, *events: events_pb2.Event, at: dt.datetime = NOW
+    ) -> list[Receipt | LedgerError]:
+        """Append ``events`` as one batch integrated at ``at`` (their ledger time)."""
         items = [pending(self.signers[event.insurer_id], event) for event in events]
-        return self.appender.append_batch(items, NOW)
+        return self.appender.append_batch(items, at)
 
-    def accept(self, *events: events_pb2.Event) -> list[Receipt]:
-        outcomes = self.append(*events)
+    def accept(self, *events: events_pb2.Event, at: dt.datetime = NOW) -> list[Receipt]:
+        outcomes = self.append(*events, at=at)
         for outcome in outcomes:
             assert isinstance(outcome, Receipt), outcome
         return outcomes  # type: ignore[return-value]
@@ -70,9 +75,11 @@ class Log:
                 ).scalar_one()
         return state
 
-    def refuse(self, event: events_pb2.Event, code: str, reason: str) -> LedgerError:
+    def refuse(
+        self, event: events_pb2.Event, code: str, reason: str, *, at: dt.datetime = NOW
+    ) -> LedgerError:
         before = self.snapshot()
-        [outcome] = self.append(event)
+        [outcome] = self.append(event, at=at)
         assert isinstance(outcome, LedgerError), f"accepted, expected {code} {reason}"
         assert (outcome.code, outcome.reason) == (code, reason), outcome.message
         assert outcome.message and outcome.details.field_violations
@@ -186,17 +193,125 @@ def test_a_cancellation_is_effective_within_the_period_and_once(log: Log) -> Non
     )
 
 
-def test_an_insurer_change_needs_thirty_days_notice(log: Log) -> None:
+def test_an_insurer_change_needs_a_notice_entry_thirty_days_before(log: Log) -> None:
+    """The 30 days count from the InsurerChangeNotified entry's ledger time (not its occurred_at,
+    OCCURRED, months earlier); the notice_date the cancellation states does not count."""
     log.accept(_policy("P1"))
-    effective = dt.date(2026, 7, 1)
     change = R.CANCELLATION_REASON_INSURER_CHANGE
+    next_day = NOW + dt.timedelta(days=1)
+    effective = next_day.date() + dt.timedelta(days=29)
+    stated = NOW.date() - dt.timedelta(days=90)
     error = log.refuse(
-        cancelled(GULF, "P1", effective, change, notice=effective - dt.timedelta(days=29)),
+        cancelled(GULF, "P1", effective, change, notice=stated),
+        "FAILED_PRECONDITION",
+        "NOTICE_MISSING",
+    )
+    assert error.details.metadata["notice_days_min"] == "30"
+    [notice] = log.accept(change_notified(GULF, "P1", new_insurer=NAJM), at=next_day)
+    error = log.refuse(
+        cancelled(GULF, "P1", effective, change, notice=stated),
         "FAILED_PRECONDITION",
         "NOTICE_TOO_SHORT",
+        at=next_day,
     )
-    assert error.details.field_violations[0].field == "event.policy_cancelled.notice_date"
-    log.accept(cancelled(GULF, "P1", effective, change, notice=effective - dt.timedelta(days=30)))
+    assert error.details.field_violations[0].field == "event.policy_cancelled.effective_date"
+    assert error.details.metadata["notice_days"] == "29"
+    assert error.details.metadata["notice_leaf_index"] == str(notice.leaf_index)
+    log.accept(cancelled(GULF, "P1", effective + dt.timedelta(days=1), change), at=next_day)
+
+
+def test_a_notice_is_only_for_the_insurer_s_own_active_policy(log: Log) -> None:
+    log.accept(_policy("P1"))
+    log.refuse(change_notified(NAJM, "P1"), "NOT_FOUND", "POLICY_NOT_FOUND")
+    log.refuse(change_notified("unlicensed-co", "P1"), "PERMISSION_DENIED", "INSURER_NOT_LICENSED")
+    log.accept(cancelled(GULF, "P1", NOW.date(), R.CANCELLATION_REASON_END_OF_EMPLOYMENT))
+    log.refuse(change_notified(GULF, "P1"), "FAILED_PRECONDITION", "POLICY_CANCELLED")
+
+
+@pytest.mark.parametrize(
+    ("reason", "window"),
+    [
+        (R.CANCELLATION_REASON_TRANSFER, 0),
+        (R.CANCELLATION_REASON_END_OF_EMPLOYMENT, 0),
+        (R.CANCELLATION_REASON_NON_PAYMENT, 0),
+        (R.CANCELLATION_REASON_DEATH, limits.cancellation_backdating_days_max["DEATH"]),
+        (R.CANCELLATION_REASON_FINAL_EXIT, limits.cancellation_backdating_days_max["FINAL_EXIT"]),
+        (
+            R.CANCELLATION_REASON_DEPENDENT_LOST_STATUS,
+            limits.cancellation_backdating_days_max["DEPENDENT_LOST_STATUS"],
+        ),
+    ],
+)
+def test_a_cancellation_reaches_back_only_for_facts_of_the_past(
+    log: Log, reason: int, window: int
+) -> None:
+    """Not before the entry's ledger date, except death, final exit and a dependent's lost
+    status, each within its window (ledger.limits)."""
+    start = NOW.date() - dt.timedelta(days=400)
+    log.accept(issued(GULF, "P1", SPONSOR, FAMILY, start, start + dt.timedelta(days=700)))
+    earliest = NOW.date() - dt.timedelta(days=window)
+    error = log.refuse(
+        cancelled(GULF, "P1", earliest - dt.timedelta(days=1), reason),
+        "FAILED_PRECONDITION",
+        "BACKDATED_CANCELLATION",
+    )
+    assert error.details.metadata["earliest"] == earliest.isoformat()
+    assert error.details.field_violations[0].field == "event.policy_cancelled.effective_date"
+    log.accept(cancelled(GULF, "P1", earliest, reason))
+
+
+def _gaps(log: Log) -> list[tuple[Any, ...]]:
+    with log.engine.connect() as connection:
+        return [tuple(row) for row in connection.execute(select(transfer_gaps))]
+
+
+def test_a_replacement_that_starts_late_is_accepted_with_its_gap_recorded(log: Log) -> None:
+    log.accept(issued(GULF, "OLD", SPONSOR, FAMILY, JAN1, dt.date(2026, 6, 30)))
+    log.accept(
+        issued(NAJM, "CONT", SPONSOR, FAMILY, dt.date(2026, 7, 1), DEC31, replaces=(GULF, "OLD"))
+    )
+    assert _gaps(log) == []  # the day after: continuous
+    [late] = log.accept(
+        issued(GULF, "LATE", WIFE, [(WIFE, R.RELATIONSHIP_SELF)], dt.date(2026, 8, 5), DEC31,
+               replaces=(GULF, "OLD"))
+    )  # fmt: skip
+    assert _gaps(log) == [
+        (late.leaf_index, GULF, "LATE", GULF, "OLD", dt.date(2026, 7, 1), dt.date(2026, 8, 4))
+    ]
+
+
+def test_a_replacement_counts_from_the_old_policy_s_cancellation(log: Log) -> None:
+    log.accept(_policy("OLD"))
+    log.accept(cancelled(GULF, "OLD", dt.date(2026, 11, 1), R.CANCELLATION_REASON_FINAL_EXIT))
+    [new] = log.accept(
+        issued(NAJM, "NEW", SPONSOR, FAMILY, dt.date(2026, 11, 11), DEC31, replaces=(GULF, "OLD"))
+    )
+    assert _gaps(log) == [
+        (new.leaf_index, NAJM, "NEW", GULF, "OLD", dt.date(2026, 11, 1), dt.date(2026, 11, 10))
+    ]
+
+
+def test_a_replacement_of_an_unknown_policy_is_refused(log: Log) -> None:
+    log.refuse(
+        issued(NAJM, "NEW", SPONSOR, FAMILY, JAN1, DEC31, replaces=(GULF, "NEVER")),
+        "NOT_FOUND",
+        "REPLACED_POLICY_NOT_FOUND",
+    )
+
+
+def test_a_newborn_is_backdated_to_birth_only_within_the_window(log: Log) -> None:
+    log.accept(_policy("P1"))
+    window = limits.newborn_backdating_days_max
+    born = NOW.date() - dt.timedelta(days=window + 1)
+    error = log.refuse(
+        added(GULF, "P1", SON, R.RELATIONSHIP_CHILD, born, birth=born),
+        "FAILED_PRECONDITION",
+        "NEWBORN_WINDOW_PASSED",
+    )
+    assert error.details.metadata["earliest"] == NOW.date().isoformat()
+    log.accept(added(GULF, "P1", SON, R.RELATIONSHIP_CHILD, NOW.date(), birth=born))
+    baby, birth = person(103), NOW.date() - dt.timedelta(days=window)
+    log.accept(added(GULF, "P1", baby, R.RELATIONSHIP_CHILD, birth, birth=birth))
 
 
 def test_a_premium_is_in_the_policy_currency_and_period(log: Log) -> None:
@@ -302,6 +417,11 @@ def test_one_batch_and_one_batch_per_event_project_the_same(
         cancelled(GULF, "B1", dt.date(2026, 9, 1), R.CANCELLATION_REASON_FINAL_EXIT),
         issued(GULF, "B2", SON, [(SON, R.RELATIONSHIP_SELF)], dt.date(2026, 3, 1), DEC31),
         issued(GULF, "B3", SON, [(SON, R.RELATIONSHIP_SELF)], dt.date(2026, 2, 15), DEC31),
+        # A notice read by the cancellation after it, and a replacement with a transfer gap.
+        issued(GULF, "B4", person(105), [(person(105), R.RELATIONSHIP_SELF)], JAN1, DEC31),
+        change_notified(GULF, "B4", new_insurer=NAJM),
+        cancelled(GULF, "B4", dt.date(2026, 12, 22), R.CANCELLATION_REASON_INSURER_CHANGE),
+        issued(GULF, "B5", SPONSOR, FAMILY, dt.date(2026, 9, 10), DEC31, replaces=(GULF, "B1")),
     ]
     snapshots = []
     signer = Ed25519Signer.generate(GULF)
@@ -316,9 +436,15 @@ def test_one_batch_and_one_batch_per_event_project_the_same(
         else:
             outcomes = [outcome for event in events for outcome in log.append(event)]
         # B3 overlaps the son's own B2 (same insurer): refused either way.
-        assert [type(o).__name__ for o in outcomes] == ["Receipt"] * 7 + ["FailedPrecondition"]
+        assert [type(o).__name__ for o in outcomes] == (
+            ["Receipt"] * 7 + ["FailedPrecondition"] + ["Receipt"] * 4
+        )
         state = log.snapshot()
         state.pop("checkpoints")
+        assert [row[5:] for row in state["transfer_gaps"]] == [
+            (dt.date(2026, 9, 1), dt.date(2026, 9, 9))
+        ]
+        assert len(state["insurer_change_notices"]) == 1
         snapshots.append(state)
         assert rebuild_and_compare(other).consistent
         other.dispose()

@@ -29,6 +29,7 @@ from tests.builders import (
     R,
     added,
     cancelled,
+    change_notified,
     erased,
     fee_collected,
     issued,
@@ -114,7 +115,7 @@ def world(engine: Engine, log_signer: Ed25519Signer, operator_signer: Ed25519Sig
         spare = Ed25519Signer.generate(f"spare-{role}")
         world.accept("operator", key_event(f"spare-{role}", spare, SignerRole.INSURER))
         world.spare_keys[role] = insurer_key_id(spare.public_key)
-        for what in ("cancel", "pay", "add", "remove"):
+        for what in ("cancel", "pay", "add", "remove", "notice"):
             sponsor = person(next(_serials))
             world.accept(
                 "gulf-health",
@@ -154,6 +155,7 @@ def _events_of(world: World, role: SignerRole) -> dict[str, Callable[[], events_
             who, f"cancel-{role}", dt.date(2026, 5, 1), R.CANCELLATION_REASON_FINAL_EXIT
         ),
         "premium_paid": lambda: paid(who, f"pay-{role}", sar(1000), JAN1, dt.date(2026, 3, 31)),
+        "insurer_change_notified": lambda: change_notified(who, f"notice-{role}"),
         "member_added": lambda: added(
             who, f"add-{role}", person(next(_serials)), R.RELATIONSHIP_CHILD, dt.date(2026, 2, 1)
         ),

@@ -277,3 +277,67 @@ def test_member_and_licensing_events_accepted_twins() -> None:
         ),
     ):
         validate_event(decode_event(event.SerializeToString()), NOW)
+
+
+def _with_schedule(*dues: tuple[int, int, int, str, int]) -> events_pb2.Event:
+    """The sample policy (from 2026-11-22, in SAR) with instalments (y, m, d, currency, amount)."""
+    event = _issued()
+    for year, month, day, currency, amount in dues:
+        instalment = event.policy_issued.instalments.add()
+        instalment.due_date.CopyFrom(types_pb2.CivilDate(year=year, month=month, day=day))
+        instalment.amount.CopyFrom(types_pb2.Money(currency_code=currency, amount_minor=amount))
+    return event
+
+
+def _replacing(insurer_id: str, policy_id: str) -> events_pb2.Event:
+    event = _issued()
+    event.policy_issued.replaces.insurer_id = insurer_id
+    event.policy_issued.replaces.policy_id = policy_id
+    return event
+
+
+@pytest.mark.parametrize(
+    ("event", "field"),
+    [
+        (
+            _with_schedule((2026, 11, 1, "SAR", 100)),
+            "event.policy_issued.instalments[0].due_date",
+        ),
+        (
+            _with_schedule((2026, 12, 1, "SAR", 100), (2026, 12, 1, "SAR", 100)),
+            "event.policy_issued.instalments[1].due_date",
+        ),
+        (
+            _with_schedule((2026, 12, 1, "KWD", 100)),
+            "event.policy_issued.instalments[0].amount.currency_code",
+        ),
+        (_with_schedule((2026, 12, 1, "SAR", 0)), "event.policy_issued.instalments[0].amount"),
+        (
+            _with_schedule(*[(2027, 1, day, "SAR", 1) for day in range(1, 27)]),
+            "event.policy_issued.instalments",
+        ),
+        (_replacing("", "P-OLD"), "event.policy_issued.replaces.insurer_id"),
+        (_replacing("najm-care", ""), "event.policy_issued.replaces.policy_id"),
+    ],
+    ids=[
+        "due before start",
+        "not ascending",
+        "currency",
+        "zero",
+        "too many",
+        "no insurer",
+        "no id",
+    ],
+)
+def test_a_premium_schedule_and_a_replaced_policy_are_checked(
+    event: events_pb2.Event, field: str
+) -> None:
+    with pytest.raises(InvalidArgument) as raised:
+        validate_event(decode_event(event.SerializeToString()), NOW)
+    assert any(v.field.startswith(field) for v in raised.value.details.field_violations)
+
+
+def test_a_premium_schedule_and_a_replaced_policy_accepted_twins() -> None:
+    schedule = _with_schedule((2026, 12, 1, "SAR", 100), (2027, 6, 1, "SAR", 100))
+    validate_event(decode_event(schedule.SerializeToString()), NOW)
+    validate_event(decode_event(_replacing("najm-care", "P-OLD").SerializeToString()), NOW)

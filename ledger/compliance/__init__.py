@@ -1,0 +1,1 @@
+"""Employer compliance: arrears and fines for uninsured workers and dependents (issue 10)."""
