@@ -22,6 +22,7 @@ from ledger.storage.db import create_ledger_engine
 from ledger.v1 import coverage_service_pb2 as cpb
 from ledger.v1 import coverage_service_pb2_grpc as cpb_grpc
 from ledger.v1 import events_pb2, types_pb2
+from tests.builders import tokens
 from tests.conftest import ServerHandle, onboard
 
 INSURER = "gulf-health"
@@ -36,7 +37,7 @@ def issued(
     with server.channel("insurer", INSURER) as channel:
         log = TrustedLog.from_verifier_key(server.log_verifier_key)
         InsurerClient(channel, signer=insurer_signer, log=log).submit(
-            policy_issued(1, INSURER, now)
+            policy_issued(1, INSURER, now, tokens=tokens)
         )
     return now.date()
 

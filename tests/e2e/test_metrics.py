@@ -32,6 +32,7 @@ from ledger.v1 import ledger_service_pb2_grpc as pb_grpc
 from ledger.witnessing import WitnessSubmitter
 from payments.metrics import PaymentStateCollector
 from payments.states import PaymentState, RefundState
+from tests.builders import tokens
 from tests.conftest import ServerHandle, onboard
 from tests.durability.processes import start_server_process
 from tests.payments.support import Stack, family_request
@@ -104,7 +105,7 @@ def test_rpc_sequencer_tree_and_payment_series_move_with_the_calls(
     trusted = TrustedLog.from_verifier_key(observed.log_verifier_key)
     with observed.channel("insurer", INSURER) as channel:
         insurer = InsurerClient(channel, signer=insurer_signer, log=trusted)
-        receipts = list(insurer.submit_stream(sample_events(3, INSURER, NOW)))
+        receipts = list(insurer.submit_stream(sample_events(3, INSURER, NOW, tokens=tokens)))
         with pytest.raises(grpc.RpcError) as missing:
             pb_grpc.LedgerServiceStub(channel).GetCheckpoint(
                 pb.GetCheckpointRequest(tree_size=10**9)
@@ -161,7 +162,7 @@ def test_queue_depth_and_batch_size_are_what_the_sequencer_holds(
     observed.loop.call_soon_threadsafe(sequencer.hold)
     with observed.channel("insurer", INSURER) as channel, ThreadPoolExecutor(4) as pool:
         insurer = InsurerClient(channel, signer=insurer_signer, log=trusted)
-        events = [policy_issued(number, INSURER, NOW) for number in range(4)]
+        events = [policy_issued(number, INSURER, NOW, tokens=tokens) for number in range(4)]
         submitted = [pool.submit(insurer.submit, event) for event in events]
         asyncio.run_coroutine_threadsafe(sequencer.wait_waiting(4), observed.loop).result(60)
         held = scrape(observed)

@@ -22,6 +22,7 @@ from ledger.storage.tables import checkpoints, log_entries
 from ledger.v1 import ledger_service_pb2 as pb
 from ledger.v1 import ledger_service_pb2_grpc as pb_grpc
 from ledger.v1 import types_pb2
+from tests.builders import tokens
 from tests.conftest import ServerHandle, onboard
 
 INSURER = "gulf-health"
@@ -51,7 +52,9 @@ def _written(database_url: str) -> tuple[int, int]:
 
 
 def _envelopes(client: InsurerClient, first: int, count: int) -> list[types_pb2.Envelope]:
-    return [client.sign(policy_issued(first + n, INSURER, NOW)) for n in range(count)]
+    return [
+        client.sign(policy_issued(first + n, INSURER, NOW, tokens=tokens)) for n in range(count)
+    ]
 
 
 def _bad_signature(envelope: types_pb2.Envelope) -> types_pb2.Envelope:
@@ -158,7 +161,7 @@ def test_the_insurer_client_sends_several_per_message_and_gets_each_result_in_or
     client: InsurerClient, database_url: str
 ) -> None:
     count = 2 * limits.submit_message_envelopes_max + 5
-    events = [policy_issued(number, INSURER, NOW) for number in range(count)]
+    events = [policy_issued(number, INSURER, NOW, tokens=tokens) for number in range(count)]
     before = _written(database_url)[0]
     results = list(client.submit_stream(events))
     assert all(isinstance(result, VerifiedReceipt) for result in results)
