@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import select
 import shutil
 import signal
 import socket
@@ -213,16 +214,23 @@ class PostgresInstance:
             start_new_session=True,
         )
         assert self._process.stderr is not None
-        if not _wait_for_line(self._process.stderr, "ready to accept connections"):
-            raise RuntimeError(f"PostgreSQL did not start (exit {self._process.wait()})")
+        seen: list[str] = []
+        if not _wait_for_line(self._process.stderr, "ready to accept connections", seen):
+            raise RuntimeError(
+                f"PostgreSQL did not start (exit {self._process.wait()}): {''.join(seen[-5:])}"
+            )
         # Keep draining its log so a full pipe never blocks the server.
         _drain_in_background(self._process.stderr)
 
     def kill(self) -> None:
-        """SIGKILL the postmaster and every backend at once."""
+        """SIGKILL the postmaster and every backend at once; return once all of them are gone
+        (a backend still attached to the old shared memory makes the next start refuse)."""
         if self._process is not None:
-            os.killpg(self._process.pid, signal.SIGKILL)
+            group = self._process.pid
+            members = _process_group(group)
+            os.killpg(group, signal.SIGKILL)
             self._process.wait()
+            _wait_until_exited(members)
             self._process = None
 
     def remove(self) -> None:
@@ -239,8 +247,38 @@ class PostgresInstance:
         )
 
 
-def _wait_for_line(stream: IO[str], marker: str) -> bool:
-    return any(marker in line for line in stream)
+def _process_group(group: int) -> list[int]:
+    """The pids of process group ``group`` (from /proc)."""
+    members = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            with contextlib.suppress(OSError, ValueError, IndexError):
+                # Field 5 of /proc/<pid>/stat is the process group; the name (2) may hold spaces.
+                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+                if int(fields[2]) == group:
+                    members.append(int(entry.name))
+    return members
+
+
+def _wait_until_exited(pids: list[int]) -> None:
+    """Block until every process of ``pids`` has exited (a pidfd becomes readable on exit)."""
+    for pid in pids:
+        try:
+            descriptor = os.pidfd_open(pid)
+        except ProcessLookupError:
+            continue
+        try:
+            select.select([descriptor], [], [], 60)
+        finally:
+            os.close(descriptor)
+
+
+def _wait_for_line(stream: IO[str], marker: str, seen: list[str]) -> bool:
+    for line in stream:
+        seen.append(line)
+        if marker in line:
+            return True
+    return False
 
 
 def _drain_in_background(stream: IO[str]) -> None:
