@@ -71,7 +71,7 @@ from ledger.storage.tables import (
     subject_entries,
     transfer_gaps,
 )
-from ledger.storage.vault_store import TokenState, erase_token, token_states
+from ledger.storage.vault_store import TokenState, birth_dates_of, erase_token, token_states
 from ledger.v1 import events_pb2, types_pb2
 
 __all__ = [
@@ -601,13 +601,8 @@ class Projector:
             "a member's first day",
             body.policy_id,
         )
-        if body.member.HasField("birth_date"):
-            rules.check_newborn_start(
-                to_date(body.member.birth_date),
-                effective,
-                rules.ledger_date(self._signed.integrated_at),
-            )
         key = body.member.person_token
+        self._check_birth(key, effective)
         if self._current_coverage(insurer_id, body.policy_id, key) is not None:
             raise AlreadyExists(
                 f"{key} is already a member of policy {body.policy_id!r}",
@@ -632,6 +627,29 @@ class Projector:
             leaf_indexes=str(leaf_index),
         )
         self._index_policy(leaf_index, insurer_id, body.policy_id, [f"person:{key}"])
+
+    def _check_birth(self, token: str, effective: dt.date) -> None:
+        """The birth date the identity vault holds for ``token`` (none: no rule applies): not
+        covered before birth, and back-dated to birth only within the newborn window.
+
+        Not on replay (``rebuild``): the entry was accepted, a fact; the person may have been
+        erased since (the vault no longer holds the date) or the date given later, so the
+        replay does not judge it again (these rules only refuse, they change no projection).
+        """
+        if self._replay:
+            return
+        birth = birth_dates_of(self._connection, [token]).get(token)
+        if birth is None:
+            return
+        field = "event.member_added.effective_date"
+        if effective < birth:
+            raise FailedPrecondition(
+                f"the member is added from {effective}, before the birth date the identity "
+                f"vault holds ({birth})",
+                reason="BEFORE_BIRTH",
+                field_violations=[FieldViolation(field, "before the member's birth date")],
+            )
+        rules.check_newborn_start(birth, effective, rules.ledger_date(self._signed.integrated_at))
 
     def _member_removed(self, event: events_pb2.Event, leaf_index: int) -> None:
         body = event.member_removed

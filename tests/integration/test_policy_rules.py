@@ -314,6 +314,16 @@ def test_a_newborn_is_backdated_to_birth_only_within_the_window(log: Log) -> Non
     log.accept(added(GULF, "P1", baby, R.RELATIONSHIP_CHILD, birth, birth=birth))
 
 
+def test_a_member_is_not_covered_before_the_birth_date_the_vault_holds(log: Log) -> None:
+    """The birth date is the vault's (given with the token), not the event's: admission reads
+    it by token and refuses coverage before it, writing nothing."""
+    log.accept(_policy("P1"))
+    baby, born = person(104), NOW.date() - dt.timedelta(days=3)
+    early = added(GULF, "P1", baby, R.RELATIONSHIP_CHILD, born - dt.timedelta(days=1), birth=born)
+    log.refuse(early, "FAILED_PRECONDITION", "BEFORE_BIRTH")
+    log.accept(added(GULF, "P1", baby, R.RELATIONSHIP_CHILD, born))
+
+
 def test_a_premium_is_in_the_policy_currency_and_period(log: Log) -> None:
     log.accept(_policy("P1"))
     kwd = paid(GULF, "P1", sar(1), JAN1, DEC31)
