@@ -484,9 +484,7 @@ def _check_members(
         seen.add(member.person_token)
 
 
-def _check_member(
-    violations: list[FieldViolation], field: str, member: events_pb2.Member
-) -> None:
+def _check_member(violations: list[FieldViolation], field: str, member: events_pb2.Member) -> None:
     """Check one member (its birth date is the identity vault's, checked at admission)."""
     check_person_token(violations, f"{field}.person_token", member.person_token)
     if member.relationship == events_pb2.RELATIONSHIP_UNSPECIFIED:

@@ -51,6 +51,7 @@ from ledger.errors import (
     PermissionDenied,
 )
 from ledger.events import person_tokens_of
+from ledger.identity.erasure import ErasedPerson, ErasureHooks
 from ledger.keys import InsurerKey, check_key_at_event_time, check_key_usable, insurer_key_id
 from ledger.signers import (
     GENESIS_LEAF_INDEX,
@@ -71,7 +72,13 @@ from ledger.storage.tables import (
     subject_entries,
     transfer_gaps,
 )
-from ledger.storage.vault_store import TokenState, birth_dates_of, erase_token, token_states
+from ledger.storage.vault_store import (
+    TokenState,
+    birth_dates_of,
+    erase_token,
+    identity_of,
+    token_states,
+)
 from ledger.v1 import events_pb2, types_pb2
 
 __all__ = [
@@ -203,11 +210,20 @@ class SignedBy:
 class Projector:
     """Checks and applies events to the projections on one connection (inside its transaction)."""
 
-    def __init__(self, connection: Connection, *, replay: bool = False) -> None:
+    def __init__(
+        self,
+        connection: Connection,
+        *,
+        replay: bool = False,
+        erasure_hooks: ErasureHooks | None = None,
+    ) -> None:
         """``replay``: the entries were admitted once (``rebuild``): a token erased since is
-        still accepted, and erasing one touches no identifier (the scratch database has none)."""
+        still accepted, and erasing one touches no identifier (the scratch database has none).
+        ``erasure_hooks``: what the server's extensions redact when a person is erased (run
+        before the vault forgets the identifier; never on replay)."""
         self._connection = connection
         self._replay = replay
+        self._erasure_hooks = erasure_hooks
         self._insurers: dict[str, Row[Any] | None] = {}
         """Insurer rows read so far (this projector lives for one batch; writes update it)."""
         self._premium_rows: list[dict[str, Any]] = []
@@ -910,6 +926,10 @@ class Projector:
                 field_violations=[FieldViolation(field, "already erased")],
                 metadata={"person_token": token},
             )
+        if self._erasure_hooks and not self._replay:
+            person = identity_of(self._connection, token)
+            if person is not None:
+                self._erasure_hooks.run(self._connection, ErasedPerson(token, person))
         erase_token(
             self._connection, token, self._signed.integrated_at, identifier=not self._replay
         )

@@ -33,8 +33,8 @@ from sqlalchemy import (
 from sqlalchemy.exc import IntegrityError
 
 from ledger.clock import to_micros
-from ledger.errors import FailedPrecondition, FieldViolation
 from ledger.coverage.model import PersonRef
+from ledger.errors import FailedPrecondition, FieldViolation
 from ledger.identity.tokens import new_person_token
 from ledger.storage.db import WRITE_LOCK_OPTION
 from ledger.storage.tables import metadata
@@ -44,6 +44,7 @@ __all__ = [
     "VaultStore",
     "birth_dates_of",
     "erase_token",
+    "identity_of",
     "person_identities",
     "person_tokens",
     "token_states",
@@ -247,6 +248,16 @@ def birth_dates_of(connection: Connection, tokens: Iterable[str]) -> dict[str, d
         )
     )
     return {row.token: row.birth_date for row in rows}
+
+
+def identity_of(connection: Connection, token: str) -> PersonRef | None:
+    """The identifier behind ``token`` (None: unknown, or erased)."""
+    row = connection.execute(
+        select(person_identities).where(person_identities.c.token == token)
+    ).first()
+    if row is None:
+        return None
+    return PersonRef(id_type=row.id_type, value=row.value, country=row.country)
 
 
 def _known(
