@@ -9,10 +9,12 @@ event naming an erased person is refused anyway).
 tokens = PersonTokens(channel)
 sponsor_token = tokens.token(person_id)         # one RPC the first time, none after
 member_tokens = tokens.tokens([a, b, c])        # one RPC for the ones not cached
+baby_token = tokens.tokens([baby], [born])[0]   # the vault keeps the birth date, not the log
 """
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Iterator, Sequence
 from threading import Lock
 
@@ -46,26 +48,46 @@ class PersonTokens:
         """The token of one person."""
         return self.tokens([person])[0]
 
-    def tokens(self, people: Sequence[types_pb2.PersonId]) -> list[str]:
-        """The token of each person, in order; raises a ClientError if the ledger refuses."""
+    def tokens(
+        self,
+        people: Sequence[types_pb2.PersonId],
+        birth_dates: Sequence[dt.date | None] = (),
+    ) -> list[str]:
+        """The token of each person, in order; raises a ClientError if the ledger refuses.
+
+        ``birth_dates``: none, or one per person (None: unknown). The vault keeps a birth date
+        with the token (never in a signed event); a person given one is asked again even when
+        cached, so that the vault learns it.
+        """
+        if birth_dates and len(birth_dates) != len(people):
+            raise ValueError(f"{len(birth_dates)} birth dates for {len(people)} people")
+        births = list(birth_dates) if birth_dates else [None] * len(people)
         with self._lock:
-            missing: dict[tuple[int, str, str], types_pb2.PersonId] = {}
-            for person in people:
+            missing: dict[tuple[int, str, str], tuple[types_pb2.PersonId, dt.date | None]] = {}
+            for person, birth in zip(people, births, strict=True):
                 key = person_id_key(person)
-                if key not in self._cache:
-                    missing.setdefault(key, person)
-        pending = list(missing.items())
+                wanted = key not in self._cache or birth is not None
+                if wanted and missing.get(key, (person, None))[1] is None:
+                    missing[key] = (person, birth)
+        pending = list(missing.values())
         step = limits.person_tokens_per_call_max
         for start in range(0, len(pending), step):
             batch = pending[start : start + step]
-            request = pb.GetPersonTokensRequest(people=[person for _, person in batch])
+            request = pb.GetPersonTokensRequest(people=[person for person, _ in batch])
+            if any(birth is not None for _, birth in batch):
+                request.birth_dates.extend(
+                    types_pb2.CivilDate()
+                    if birth is None
+                    else types_pb2.CivilDate(year=birth.year, month=birth.month, day=birth.day)
+                    for _, birth in batch
+                )
             try:
                 answer = self._stub.GetPersonTokens(request, timeout=self._timeout)
             except grpc.RpcError as error:
                 raise from_rpc_error(error) from error
             with self._lock:
-                for (key, _), token in zip(batch, answer.person_tokens, strict=True):
-                    self._cache[key] = token
+                for (person, _), token in zip(batch, answer.person_tokens, strict=True):
+                    self._cache[person_id_key(person)] = token
         with self._lock:
             return [self._cache[person_id_key(person)] for person in people]
 
