@@ -8,9 +8,10 @@ SQLite: the server runs ``PRAGMA secure_delete`` (deleted cells are zeroed); the
 the WAL into the file and truncates it, then reads every byte of the file. PostgreSQL: a deleted
 row's bytes stay in its heap and index pages until the relation is rewritten, so the test runs
 ``VACUUM FULL`` on the vault's tables and the payments' quotes (docs/privacy.md tells the
-operator to), then reads every relation file of the database with ``pg_read_binary_file``. It runs on a PostgreSQL cluster of
-its own (initdb in a temp dir): on the machine's shared one, other sessions' snapshots may keep
-the deleted row's version alive through the VACUUM, so the scan would not be reliable.
+operator to), then reads every relation file of the database with ``pg_read_binary_file``. It
+runs on a PostgreSQL cluster of its own (initdb in a temp dir): on the machine's shared one,
+other sessions' snapshots may keep the deleted row's version alive through the VACUUM, so the
+scan would not be reliable.
 """
 
 from __future__ import annotations
