@@ -27,7 +27,13 @@ from ledger.v1 import events_pb2, types_pb2
 from ledger.v1 import identity_service_pb2 as pb
 from ledger.v1 import identity_service_pb2_grpc as pb_grpc
 
-__all__ = ["IDENTIFIER_PREFIX", "PersonTokens", "person_id_key", "tokenize_event"]
+__all__ = [
+    "BIRTH_SEPARATOR",
+    "IDENTIFIER_PREFIX",
+    "PersonTokens",
+    "person_id_key",
+    "tokenize_event",
+]
 
 
 def person_id_key(person: types_pb2.PersonId) -> tuple[int, str, str]:
@@ -100,7 +106,12 @@ class PersonTokens:
 IDENTIFIER_PREFIX = "id:"
 """In an event file (examples/), a token field may name a person by identifier instead:
 ``"sponsorToken": "id:SA:RESIDENCE_ID:2000000014"``. :func:`tokenize_event` replaces each
-with the person's token before the event is signed; the ledger only ever sees tokens."""
+with the person's token before the event is signed; the ledger only ever sees tokens. A birth
+date may follow after ``@`` (``"id:SA:RESIDENCE_ID:2000000030@2019-08-21"``): it goes to the
+identity vault with the token request, never into the event."""
+
+BIRTH_SEPARATOR = "@"
+"""Between an identifier and its holder's birth date in an ``id:`` field."""
 
 
 def _identifier_fields(message: Message) -> Iterator[tuple[Message, str, str]]:
@@ -119,22 +130,37 @@ def _identifier_fields(message: Message) -> Iterator[tuple[Message, str, str]]:
 
 
 def tokenize_event(event: events_pb2.Event, tokens: PersonTokens) -> None:
-    """Replace every ``id:COUNTRY:TYPE:VALUE`` in ``event``'s token fields by the person's token
-    (one GetPersonTokens call for the ones not cached). Raises ValueError naming a malformed
-    identifier; the ledger checks the identifiers themselves when it issues the tokens."""
+    """Replace every ``id:COUNTRY:TYPE:VALUE[@YYYY-MM-DD]`` in ``event``'s token fields by the
+    person's token (one GetPersonTokens call for the ones not cached or given a birth date).
+    Raises ValueError naming a malformed identifier or birth date; the ledger checks the
+    identifiers themselves when it issues the tokens."""
     found = list(_identifier_fields(event))
     if not found:
         return
-    people = [_person_id(text) for _, _, text in found]
-    for (message, name, _), token in zip(found, tokens.tokens(people), strict=True):
+    people = [_person_id(text.partition(BIRTH_SEPARATOR)[0]) for _, _, text in found]
+    births = [_birth_date(text) for _, _, text in found]
+    answer = tokens.tokens(people, births if any(births) else ())
+    for (message, name, _), token in zip(found, answer, strict=True):
         setattr(message, name, token)
+
+
+def _birth_date(text: str) -> dt.date | None:
+    _, separator, birth = text.partition(BIRTH_SEPARATOR)
+    if not separator:
+        return None
+    try:
+        return dt.date.fromisoformat(birth)
+    except ValueError:
+        raise ValueError(
+            f"a birth date after {BIRTH_SEPARATOR} is YYYY-MM-DD, got id:{text}"
+        ) from None
 
 
 def _person_id(text: str) -> types_pb2.PersonId:
     country, _, rest = text.partition(":")
     kind, _, value = rest.partition(":")
     if not (country and kind and value):
-        raise ValueError(f"a person is id:COUNTRY:TYPE:VALUE, got id:{text}")
+        raise ValueError(f"a person is id:COUNTRY:TYPE:VALUE, got id:{text}") from None
     try:
         id_type = types_pb2.PersonIdType.Value(f"PERSON_ID_TYPE_{kind}")
     except ValueError:
