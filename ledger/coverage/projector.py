@@ -929,7 +929,10 @@ class Projector:
         if self._erasure_hooks and not self._replay:
             person = identity_of(self._connection, token)
             if person is not None:
-                self._erasure_hooks.run(self._connection, ErasedPerson(token, person))
+                # A savepoint: the rules write nothing before they pass, but hooks do; a hook
+                # that raises refuses the entry, and what the hooks before it wrote is undone.
+                with self._connection.begin_nested():
+                    self._erasure_hooks.run(self._connection, ErasedPerson(token, person))
         erase_token(
             self._connection, token, self._signed.integrated_at, identifier=not self._replay
         )

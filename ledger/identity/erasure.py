@@ -5,8 +5,10 @@ vault_store`). An extension that keeps rows naming people by identifier (the pay
 quotes) registers a hook on ``ServerContext.erasure_hooks``; the appender runs every hook inside
 the transaction that appends the ``PersonErased`` entry, before the vault row is deleted, with the
 person's token and identifier. A hook redacts what names the person (replacing the identifier by
-the token) and must not commit: the entry and every redaction commit together, or none does. The
-ledger never imports an extension (ARCHITECTURE §3): it only calls what was registered.
+the token) and must not commit: the entry and every redaction commit together, or none does.
+The hooks run in a savepoint: one that raises a LedgerError refuses the entry, and what the hooks
+before it wrote is rolled back. The ledger never imports an extension (ARCHITECTURE §3): it only
+calls what was registered.
 """
 
 from __future__ import annotations
