@@ -484,18 +484,13 @@ def _check_members(
         seen.add(member.person_token)
 
 
-def _check_member(
-    violations: list[FieldViolation], field: str, member: events_pb2.Member
-) -> dt.date | None:
-    """Check one member; return the birth date when one is given and valid."""
+def _check_member(violations: list[FieldViolation], field: str, member: events_pb2.Member) -> None:
+    """Check one member (its birth date is the identity vault's, checked at admission)."""
     check_person_token(violations, f"{field}.person_token", member.person_token)
     if member.relationship == events_pb2.RELATIONSHIP_UNSPECIFIED:
         violations.append(FieldViolation(f"{field}.relationship", "required"))
     elif member.relationship not in events_pb2.Relationship.values():
         violations.append(FieldViolation(f"{field}.relationship", "unknown value"))
-    if member.HasField("birth_date"):
-        return _check_date(violations, f"{field}.birth_date", member.birth_date, present=True)
-    return None
 
 
 def _check_policy_cancelled(
@@ -540,20 +535,15 @@ def _check_member_added(
 ) -> None:
     check_identifier(violations, f"{field}.policy_id", body.policy_id, limits.policy_id_chars_max)
     if body.HasField("member"):
-        birth = _check_member(violations, f"{field}.member", body.member)
+        _check_member(violations, f"{field}.member", body.member)
     else:
         violations.append(FieldViolation(f"{field}.member", "required"))
-        birth = None
-    effective = _check_date(
+    _check_date(
         violations,
         f"{field}.effective_date",
         body.effective_date,
         present=body.HasField("effective_date"),
     )
-    if birth is not None and effective is not None and effective < birth:
-        violations.append(
-            FieldViolation(f"{field}.effective_date", "before the member's birth date")
-        )
 
 
 def _check_member_removed(

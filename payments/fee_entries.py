@@ -9,10 +9,12 @@ from typing import TYPE_CHECKING
 
 from ledger.clock import Clock
 from ledger.coverage.projector import person_ref
+from ledger.errors import FailedPrecondition, FieldViolation
 from ledger.events import civil_date
 from ledger.identity.vault import tokens_in_transaction
 from ledger.v1 import events_pb2, types_pb2
 from payments import fees
+from payments.erasure import is_redacted
 from payments.gateway import GatewayResult
 from payments.limits import REFERENCE_CHARS_MAX, REFUND_REASON_CHARS_MAX
 
@@ -54,6 +56,13 @@ class FeeEntries:
         tokens, resolved (issued for people new to the ledger) in ``connection``'s write
         transaction: the same household gives the same tokens, so a rebuilt event is the same."""
         now = self._clock.now()
+        if any(is_redacted(p) for p in (quote.sponsor, *(line.person for line in quote.lines))):
+            raise FailedPrecondition(
+                f"quote {quote.quote_id!r} names a person who was erased: its fee cannot be "
+                "recorded (ask a new quote)",
+                reason="PERSON_ERASED",
+                field_violations=[FieldViolation("quote_id", "names an erased person")],
+            )
         people = [person_ref(quote.sponsor), *(person_ref(line.person) for line in quote.lines)]
         sponsor_token, *line_tokens = tokens_in_transaction(connection, people, now)
         event = events_pb2.Event(event_id=f"fee-{payment_id}", insurer_id=self._authority_id)

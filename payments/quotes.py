@@ -21,6 +21,7 @@ from ledger.coverage.projector import person_ref
 from ledger.errors import FailedPrecondition, FieldViolation
 from ledger.v1 import types_pb2
 from payments import fees
+from payments.erasure import stored_person
 from payments.saga import Saga, payment_id_of, refuse_unrecordable
 from payments.tables import quotes
 
@@ -95,7 +96,7 @@ class QuoteLine:
     def from_json(cls, stored: Mapping[str, Any]) -> QuoteLine:
         """The line a stored form describes."""
         return cls(
-            person=types_pb2.PersonId(**stored["person"]),
+            person=stored_person(stored["person"]),
             person_key=str(stored["person_key"]),
             relationship=fees.Relationship(stored["relationship"]),
             schedule_version=str(stored["schedule_version"]),
@@ -151,7 +152,7 @@ def quote_record(row: Any) -> QuoteRecord:
         quote_id=row.quote_id,
         jurisdiction=row.jurisdiction,
         sponsor_key=row.sponsor_key,
-        sponsor=types_pb2.PersonId(**stored["sponsor"]),
+        sponsor=stored_person(stored["sponsor"]),
         currency=row.currency_code,
         total_minor=int(row.total_minor),
         lines=tuple(QuoteLine.from_json(line) for line in stored["lines"]),

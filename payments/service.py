@@ -63,6 +63,7 @@ from ledger.storage.log_store import LogStore
 from ledger.v1 import events_pb2, ledger_service_pb2, types_pb2
 from payments import fees
 from payments.authorization import renewal_rules
+from payments.erasure import redact_person
 from payments.gateway import PaymentGateway, load_gateway
 from payments.limits import (
     GATEWAY_RESULT_BYTES_MAX,
@@ -269,6 +270,7 @@ def install(context: ServerContext) -> tuple[str, ...]:
         RenewalServicer(renewals, LogStore(context.engine), context.clock), context.server
     )
     context.authorization.add(renewal_rules(context.engine))
+    context.erasure_hooks.add(redact_person)
     if context.metrics is not None:
         context.metrics.register(PaymentStateCollector(context.engine))
     log.info("RenewalService installed: authority %s", authority_id)

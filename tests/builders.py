@@ -22,13 +22,16 @@ from ledger.identity.tokens import new_person_token
 from ledger.storage.vault_store import VaultStore
 from ledger.v1 import events_pb2, types_pb2
 
-TokenSource = Callable[[Sequence[types_pb2.PersonId]], list[str]]
+TokenSource = Callable[[Sequence[types_pb2.PersonId], Sequence[dt.date | None]], list[str]]
+"""Tokens for people, with their birth dates (none, or one per person) for the vault."""
 
 
 def _unvaulted() -> TokenSource:
     issued: dict[tuple[int, str, str], str] = {}
 
-    def source(people: Sequence[types_pb2.PersonId]) -> list[str]:
+    def source(
+        people: Sequence[types_pb2.PersonId], birth_dates: Sequence[dt.date | None] = ()
+    ) -> list[str]:
         keys = [(int(p.type), p.country_code, p.value) for p in people]
         return [issued.setdefault(key, new_person_token()) for key in keys]
 
@@ -43,8 +46,10 @@ def vault_tokens(engine: Engine) -> TokenSource:
     store = VaultStore(engine)
     clock = SystemClock()
 
-    def source(people: Sequence[types_pb2.PersonId]) -> list[str]:
-        return store.tokens_for([person_ref(p) for p in people], clock.now())
+    def source(
+        people: Sequence[types_pb2.PersonId], birth_dates: Sequence[dt.date | None] = ()
+    ) -> list[str]:
+        return store.tokens_for([person_ref(p) for p in people], clock.now(), birth_dates)
 
     return source
 
@@ -59,16 +64,20 @@ def use_unvaulted_tokens() -> None:
     _SOURCE[0] = _unvaulted()
 
 
-def tokens(people: Sequence[types_pb2.PersonId]) -> list[str]:
-    """The token of each person from the current source (see the module doc)."""
-    return _SOURCE[0](people)
+def tokens(
+    people: Sequence[types_pb2.PersonId], birth_dates: Sequence[dt.date | None] = ()
+) -> list[str]:
+    """The token of each person from the current source (see the module doc); ``birth_dates``
+    (none, or one per person) go to the vault with them."""
+    return _SOURCE[0](people, birth_dates)
 
 
-def token(person: types_pb2.PersonId | str) -> str:
-    """The token of one person from the current source (a token is its own)."""
+def token(person: types_pb2.PersonId | str, birth: dt.date | None = None) -> str:
+    """The token of one person from the current source (a token is its own); ``birth``: the
+    person's birth date, kept by the vault (never in the event)."""
     if isinstance(person, str):
         return person
-    return tokens([person])[0]
+    return tokens([person], [birth])[0]
 
 
 def copy_vault(source: Engine, target: Engine) -> None:
@@ -178,14 +187,12 @@ def added(
     birth: dt.date | None = None,
     event_id: str | None = None,
 ) -> events_pb2.Event:
-    """MemberAdded from ``effective``."""
+    """MemberAdded from ``effective``; ``birth`` goes to the vault with the member's token."""
     event = _event(insurer_id, event_id)
     body = event.member_added
     body.policy_id = policy_id
-    body.member.person_token = token(member)
+    body.member.person_token = token(member, birth)
     body.member.relationship = relationship  # type: ignore[assignment]
-    if birth is not None:
-        body.member.birth_date.CopyFrom(civil(birth))
     body.effective_date.CopyFrom(civil(effective))
     return event
 

@@ -51,6 +51,7 @@ from ledger.errors import (
     PermissionDenied,
 )
 from ledger.events import person_tokens_of
+from ledger.identity.erasure import ErasedPerson, ErasureHooks
 from ledger.keys import InsurerKey, check_key_at_event_time, check_key_usable, insurer_key_id
 from ledger.signers import (
     GENESIS_LEAF_INDEX,
@@ -71,7 +72,13 @@ from ledger.storage.tables import (
     subject_entries,
     transfer_gaps,
 )
-from ledger.storage.vault_store import TokenState, erase_token, token_states
+from ledger.storage.vault_store import (
+    TokenState,
+    birth_dates_of,
+    erase_token,
+    identity_of,
+    token_states,
+)
 from ledger.v1 import events_pb2, types_pb2
 
 __all__ = [
@@ -203,11 +210,20 @@ class SignedBy:
 class Projector:
     """Checks and applies events to the projections on one connection (inside its transaction)."""
 
-    def __init__(self, connection: Connection, *, replay: bool = False) -> None:
+    def __init__(
+        self,
+        connection: Connection,
+        *,
+        replay: bool = False,
+        erasure_hooks: ErasureHooks | None = None,
+    ) -> None:
         """``replay``: the entries were admitted once (``rebuild``): a token erased since is
-        still accepted, and erasing one touches no identifier (the scratch database has none)."""
+        still accepted, and erasing one touches no identifier (the scratch database has none).
+        ``erasure_hooks``: what the server's extensions redact when a person is erased (run
+        before the vault forgets the identifier; never on replay)."""
         self._connection = connection
         self._replay = replay
+        self._erasure_hooks = erasure_hooks
         self._insurers: dict[str, Row[Any] | None] = {}
         """Insurer rows read so far (this projector lives for one batch; writes update it)."""
         self._premium_rows: list[dict[str, Any]] = []
@@ -601,13 +617,8 @@ class Projector:
             "a member's first day",
             body.policy_id,
         )
-        if body.member.HasField("birth_date"):
-            rules.check_newborn_start(
-                to_date(body.member.birth_date),
-                effective,
-                rules.ledger_date(self._signed.integrated_at),
-            )
         key = body.member.person_token
+        self._check_birth(key, effective)
         if self._current_coverage(insurer_id, body.policy_id, key) is not None:
             raise AlreadyExists(
                 f"{key} is already a member of policy {body.policy_id!r}",
@@ -632,6 +643,29 @@ class Projector:
             leaf_indexes=str(leaf_index),
         )
         self._index_policy(leaf_index, insurer_id, body.policy_id, [f"person:{key}"])
+
+    def _check_birth(self, token: str, effective: dt.date) -> None:
+        """The birth date the identity vault holds for ``token`` (none: no rule applies): not
+        covered before birth, and back-dated to birth only within the newborn window.
+
+        Not on replay (``rebuild``): the entry was accepted, a fact; the person may have been
+        erased since (the vault no longer holds the date) or the date given later, so the
+        replay does not judge it again (these rules only refuse, they change no projection).
+        """
+        if self._replay:
+            return
+        birth = birth_dates_of(self._connection, [token]).get(token)
+        if birth is None:
+            return
+        field = "event.member_added.effective_date"
+        if effective < birth:
+            raise FailedPrecondition(
+                f"the member is added from {effective}, before the birth date the identity "
+                f"vault holds ({birth})",
+                reason="BEFORE_BIRTH",
+                field_violations=[FieldViolation(field, "before the member's birth date")],
+            )
+        rules.check_newborn_start(birth, effective, rules.ledger_date(self._signed.integrated_at))
 
     def _member_removed(self, event: events_pb2.Event, leaf_index: int) -> None:
         body = event.member_removed
@@ -892,6 +926,13 @@ class Projector:
                 field_violations=[FieldViolation(field, "already erased")],
                 metadata={"person_token": token},
             )
+        if self._erasure_hooks and not self._replay:
+            person = identity_of(self._connection, token)
+            if person is not None:
+                # A savepoint: the rules write nothing before they pass, but hooks do; a hook
+                # that raises refuses the entry, and what the hooks before it wrote is undone.
+                with self._connection.begin_nested():
+                    self._erasure_hooks.run(self._connection, ErasedPerson(token, person))
         erase_token(
             self._connection, token, self._signed.integrated_at, identifier=not self._replay
         )

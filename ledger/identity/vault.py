@@ -22,12 +22,17 @@ __all__ = ["IdentityVault", "tokens_in_transaction"]
 
 
 def tokens_in_transaction(
-    connection: Connection, people: Sequence[PersonRef], now: dt.datetime
+    connection: Connection,
+    people: Sequence[PersonRef],
+    now: dt.datetime,
+    birth_dates: Sequence[dt.date | None] = (),
 ) -> list[str]:
     """The token of each person, issuing new ones, in the caller's write transaction: for a
     part of the server that builds events about people itself (the renewal saga's FeeCollected),
-    so that the tokens and what it writes commit together."""
-    return tokens_for_in(connection, people, now)
+    so that the tokens and what it writes commit together. ``birth_dates`` (none, or one per
+    person) fill the vault's where it holds none; a stored one is kept (the fee is paid: a
+    differing date must not stop it being recorded)."""
+    return tokens_for_in(connection, people, now, birth_dates, keep_stored_birth_date=True)
 
 
 class IdentityVault:
@@ -36,8 +41,15 @@ class IdentityVault:
     def __init__(self, store: VaultStore) -> None:
         self._store = store
 
-    def tokens_for(self, people: Sequence[PersonRef], now: dt.datetime) -> list[str]:
+    def tokens_for(
+        self,
+        people: Sequence[PersonRef],
+        now: dt.datetime,
+        birth_dates: Sequence[dt.date | None] = (),
+    ) -> list[str]:
         """The token of each person, in order (new ones issued); refuse a bad batch whole.
+        ``birth_dates``: none, or one per person (None: unknown), kept with the tokens; one
+        after ``now`` is refused, and so is one differing from the date the vault holds.
 
         The identifiers themselves are checked by the caller (they arrive as wire PersonIds,
         checked by ``ledger.events.check_person``); here the batch: its size and duplicates.
@@ -58,8 +70,19 @@ class IdentityVault:
             if person in seen:
                 violations.append(FieldViolation(f"people[{position}]", "listed twice"))
             seen.add(person)
+        if birth_dates and len(birth_dates) != len(people):
+            violations.append(
+                FieldViolation(
+                    "birth_dates",
+                    f"{len(birth_dates)} birth dates for {len(people)} identifiers: "
+                    "give none, or one per identifier",
+                )
+            )
+        for position, birth in enumerate(birth_dates):
+            if birth is not None and birth > now.date():
+                violations.append(FieldViolation(f"birth_dates[{position}]", "in the future"))
         refuse_violations(violations, "request", "PERSON_TOKENS_REQUEST_INVALID")
-        return self._store.tokens_for(people, now)
+        return self._store.tokens_for(people, now, birth_dates)
 
     def token_of(self, person: PersonRef) -> str | None:
         """The person's token; None when the vault never saw them or they were erased."""

@@ -15,15 +15,19 @@ import grpc
 from ledger.clock import Clock
 from ledger.coverage.projector import person_ref
 from ledger.errors import FieldViolation, NotFound, refuse_violations
-from ledger.events import check_person
+from ledger.events import check_date, check_person
 from ledger.identity.vault import IdentityVault
 from ledger.rpc.status import abort
 from ledger.v1 import identity_service_pb2 as pb
 from ledger.v1 import identity_service_pb2_grpc as pb_grpc
+from ledger.v1 import types_pb2
 
 __all__ = ["IdentityServicer"]
 
 _Context = grpc.aio.ServicerContext[object, object]
+
+_UNKNOWN_DATE = types_pb2.CivilDate()
+"""A birth date left all zero: unknown."""
 
 
 class IdentityServicer(pb_grpc.IdentityServiceServicer):
@@ -36,15 +40,23 @@ class IdentityServicer(pb_grpc.IdentityServiceServicer):
     async def GetPersonTokens(
         self, request: pb.GetPersonTokensRequest, context: _Context
     ) -> pb.GetPersonTokensResponse:
-        """(1) every identifier valid, (2) the batch (size, duplicates), (3) the tokens."""
+        """(1) every identifier and birth date valid, (2) the batch (size, duplicates, one birth
+        date per identifier or none, none in the future), (3) the tokens (a birth date differing
+        from the vault's is refused there, writing nothing)."""
         try:
             violations: list[FieldViolation] = []
             for position, person in enumerate(request.people):  # (1)
                 check_person(violations, f"people[{position}]", person)
+            births = [
+                None
+                if birth == _UNKNOWN_DATE
+                else check_date(violations, f"birth_dates[{position}]", birth, present=True)
+                for position, birth in enumerate(request.birth_dates)
+            ]
             refuse_violations(violations, "request", "PERSON_ID_INVALID")
             people = [person_ref(person) for person in request.people]
             tokens = await asyncio.to_thread(  # (2), (3)
-                self._vault.tokens_for, people, self._clock.now()
+                self._vault.tokens_for, people, self._clock.now(), births
             )
         except Exception as error:
             await abort(context, error)

@@ -13,7 +13,7 @@ import contextlib
 import logging
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from importlib.metadata import entry_points
 from typing import IO, Any
 
@@ -38,6 +38,7 @@ from ledger.cosignature import WitnessEndpoint, parse_witness_option
 from ledger.coverage.reader import CoverageReader
 from ledger.errors import InvalidArgument
 from ledger.fair import ReadPool
+from ledger.identity.erasure import ErasureHooks
 from ledger.identity.vault import IdentityVault
 from ledger.metrics import LedgerMetrics
 from ledger.rpc.access import AccessRecordingInterceptor
@@ -115,6 +116,9 @@ class ServerContext:
     metrics: CollectorRegistry | None = None
     """The server's Prometheus registry, where an extension registers its own collectors; None
     when ``serve`` has no metrics endpoint."""
+    erasure_hooks: ErasureHooks = field(default_factory=ErasureHooks)
+    """Where an extension that keeps rows naming people registers how to redact them: run in
+    the transaction that appends a ``PersonErased`` entry (:mod:`ledger.identity.erasure`)."""
 
 
 def connection_options(idle_ms: int) -> list[tuple[str, int]]:
@@ -267,7 +271,10 @@ async def _start(
     if config.migrate:
         await asyncio.to_thread(upgrade, engine)
     operator_key = await asyncio.to_thread(_operator_key_to_anchor, engine, config)
-    sequencer = Sequencer(Appender(engine, signer, origin, operator_key), clock, config.sequencer)
+    erasure_hooks = ErasureHooks()
+    sequencer = Sequencer(
+        Appender(engine, signer, origin, operator_key, erasure_hooks), clock, config.sequencer
+    )
     await sequencer.start()
     if metrics is not None:
         metrics.watch_sequencer(sequencer)
@@ -315,6 +322,7 @@ async def _start(
         loop=asyncio.get_running_loop(),
         authorization=authorization,
         metrics=metrics.registry if metrics is not None else None,
+        erasure_hooks=erasure_hooks,
     )
     extra_services = _install_extensions(extension_context)
     health_servicer = health_aio.HealthServicer()

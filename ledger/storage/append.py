@@ -38,6 +38,7 @@ from ledger.entry import decode_entry, encode_entry
 from ledger.errors import AlreadyExists, FailedPrecondition, FieldViolation, LedgerError, check
 from ledger.events import decode_event, first_difference
 from ledger.genesis import GENESIS_EVENT_ID, genesis_envelope, genesis_event
+from ledger.identity.erasure import ErasureHooks
 from ledger.keys import insurer_key_id
 from ledger.merkle import CompactRange, NodeID, inclusion, leaf_hash, right_edge_ids
 from ledger.signers import OPERATOR_ID, SignerRole
@@ -145,11 +146,16 @@ class Appender:
         signer: Signer,
         origin: str,
         operator_public_key: bytes | None = None,
+        erasure_hooks: ErasureHooks | None = None,
     ) -> None:
+        """``erasure_hooks``: what the server's extensions redact when a person is erased, run
+        in the transaction that appends the ``PersonErased`` entry
+        (:mod:`ledger.identity.erasure`)."""
         self._engine = engine
         self._signer = signer
         self._origin = origin
         self._operator_public_key = operator_public_key
+        self._erasure_hooks = erasure_hooks
 
     def initialize(self, now: dt.datetime) -> StoredCheckpoint:
         """Sign and store the empty tree's checkpoint unless the log already has one; then, when
@@ -243,7 +249,7 @@ class Appender:
             duplicates = _find_duplicates(connection, items, outcomes)
             # (5)
             skipped = {duplicate.position for duplicate in duplicates}
-            projector = Projector(connection)
+            projector = Projector(connection, erasure_hooks=self._erasure_hooks)
             sequenced, rows, nodes = _sequence(
                 projector, items, events, outcomes, skipped, tree, now
             )

@@ -21,6 +21,7 @@ from sqlalchemy import (
     BigInteger,
     Column,
     Connection,
+    Date,
     Engine,
     Index,
     String,
@@ -33,6 +34,7 @@ from sqlalchemy.exc import IntegrityError
 
 from ledger.clock import to_micros
 from ledger.coverage.model import PersonRef
+from ledger.errors import FailedPrecondition, FieldViolation
 from ledger.identity.tokens import new_person_token
 from ledger.storage.db import WRITE_LOCK_OPTION
 from ledger.storage.tables import metadata
@@ -40,7 +42,9 @@ from ledger.storage.tables import metadata
 __all__ = [
     "TokenState",
     "VaultStore",
+    "birth_dates_of",
     "erase_token",
+    "identity_of",
     "person_identities",
     "person_tokens",
     "token_states",
@@ -62,6 +66,7 @@ person_identities = Table(
     Column("id_type", String(20), nullable=False),
     Column("country", String(2), nullable=False),
     Column("value", String(32), nullable=False),
+    Column("birth_date", Date, nullable=True),
     Index("person_identities_by_identifier", "country", "id_type", "value", unique=True),
 )
 
@@ -125,8 +130,15 @@ class VaultStore:
     def __init__(self, engine: Engine) -> None:
         self._engine = engine
 
-    def tokens_for(self, people: Sequence[PersonRef], now: dt.datetime) -> list[str]:
-        """The token of each person, in order, issuing new ones for people not yet known.
+    def tokens_for(
+        self,
+        people: Sequence[PersonRef],
+        now: dt.datetime,
+        birth_dates: Sequence[dt.date | None] = (),
+    ) -> list[str]:
+        """The token of each person, in order, issuing new ones for people not yet known;
+        ``birth_dates`` (none, or one per person) are stored with the tokens (see
+        :func:`tokens_for_in`).
 
         One transaction: either every new token is stored or none is. Two callers racing to
         tokenize the same new person on PostgreSQL: the loser's insert violates the unique
@@ -134,16 +146,18 @@ class VaultStore:
         """
         for attempt in range(_ATTEMPTS_MAX):
             try:
-                return self._tokens_for_once(people, now)
+                return self._tokens_for_once(people, now, birth_dates)
             except IntegrityError:
                 if attempt == _ATTEMPTS_MAX - 1:
                     raise
         raise AssertionError("unreachable")  # pragma: no cover
 
-    def _tokens_for_once(self, people: Sequence[PersonRef], now: dt.datetime) -> list[str]:
+    def _tokens_for_once(
+        self, people: Sequence[PersonRef], now: dt.datetime, birth_dates: Sequence[dt.date | None]
+    ) -> list[str]:
         write = self._engine.execution_options(**{WRITE_LOCK_OPTION: True})
         with write.begin() as connection:
-            return tokens_for_in(connection, people, now)
+            return tokens_for_in(connection, people, now, birth_dates)
 
     def token_of(self, person: PersonRef) -> str | None:
         """The person's token, or None: never tokenized, or erased."""
@@ -157,14 +171,46 @@ class VaultStore:
 
 
 def tokens_for_in(
-    connection: Connection, people: Sequence[PersonRef], now: dt.datetime
+    connection: Connection,
+    people: Sequence[PersonRef],
+    now: dt.datetime,
+    birth_dates: Sequence[dt.date | None] = (),
+    *,
+    keep_stored_birth_date: bool = False,
 ) -> list[str]:
-    """:meth:`VaultStore.tokens_for` in the caller's write transaction (the renewal saga's)."""
-    known = _tokens_of(connection, people)
+    """:meth:`VaultStore.tokens_for` in the caller's write transaction (the renewal saga's).
+
+    ``birth_dates``: none, or one per person (None: unknown). A birth date is stored with the
+    token when the vault holds none yet; a different one than the vault holds is refused
+    (FAILED_PRECONDITION ``BIRTH_DATE_CONFLICT``, before anything is written) unless
+    ``keep_stored_birth_date`` (the renewal saga, recording a fee already paid: the stored
+    date stays).
+    """
+    if birth_dates and len(birth_dates) != len(people):
+        raise ValueError(f"{len(birth_dates)} birth dates for {len(people)} people")
+    births = list(birth_dates) if birth_dates else [None] * len(people)
+    known = _known(connection, people)
+    violations = [
+        FieldViolation(
+            f"birth_dates[{position}]",
+            f"the identity vault holds another birth date for this person ({stored[1]})",
+        )
+        for position, (person, birth) in enumerate(zip(people, births, strict=True))
+        if (stored := known.get(person)) is not None
+        and birth is not None
+        and stored[1] is not None
+        and stored[1] != birth
+    ]
+    if violations and not keep_stored_birth_date:
+        raise FailedPrecondition(
+            "a birth date differs from the one the identity vault holds",
+            reason="BIRTH_DATE_CONFLICT",
+            field_violations=violations,
+        )
     tokens: list[str] = []
-    for person in people:
-        token = known.get(person)
-        if token is None:
+    for person, birth in zip(people, births, strict=True):
+        entry = known.get(person)
+        if entry is None:
             token = new_person_token()
             connection.execute(
                 person_tokens.insert().values(
@@ -172,11 +218,69 @@ def tokens_for_in(
                 )
             )
             connection.execute(
-                person_identities.insert().values(token=token, **_identifier(person))
+                person_identities.insert().values(
+                    token=token, birth_date=birth, **_identifier(person)
+                )
             )
-            known[person] = token
+            known[person] = (token, birth)
+        else:
+            token = entry[0]
+            if birth is not None and entry[1] is None:
+                connection.execute(
+                    person_identities.update()
+                    .where(person_identities.c.token == token)
+                    .values(birth_date=birth)
+                )
+                known[person] = (token, birth)
         tokens.append(token)
     return tokens
+
+
+def birth_dates_of(connection: Connection, tokens: Iterable[str]) -> dict[str, dt.date]:
+    """The birth dates the vault holds for ``tokens`` (an erased person's, or an unknown one,
+    is absent)."""
+    wanted = sorted(set(tokens))
+    if not wanted:
+        return {}
+    rows = connection.execute(
+        select(person_identities.c.token, person_identities.c.birth_date).where(
+            person_identities.c.token.in_(wanted), person_identities.c.birth_date.is_not(None)
+        )
+    )
+    return {row.token: row.birth_date for row in rows}
+
+
+def identity_of(connection: Connection, token: str) -> PersonRef | None:
+    """The identifier behind ``token`` (None: unknown, or erased)."""
+    row = connection.execute(
+        select(person_identities).where(person_identities.c.token == token)
+    ).first()
+    if row is None:
+        return None
+    return PersonRef(id_type=row.id_type, value=row.value, country=row.country)
+
+
+def _known(
+    connection: Connection, people: Iterable[PersonRef]
+) -> dict[PersonRef, tuple[str, dt.date | None]]:
+    wanted = sorted(set(people))
+    if not wanted:
+        return {}
+    key = tuple_(
+        person_identities.c.country, person_identities.c.id_type, person_identities.c.value
+    )
+    rows = connection.execute(
+        select(person_identities).where(
+            key.in_([(person.country, person.id_type, person.value) for person in wanted])
+        )
+    )
+    return {
+        PersonRef(id_type=row.id_type, value=row.value, country=row.country): (
+            row.token,
+            row.birth_date,
+        )
+        for row in rows
+    }
 
 
 def _tokens_of(connection: Connection, people: Iterable[PersonRef]) -> dict[PersonRef, str]:

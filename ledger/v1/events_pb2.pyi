@@ -316,25 +316,19 @@ class Member(_message.Message):
 
     PERSON_TOKEN_FIELD_NUMBER: _builtins.int
     RELATIONSHIP_FIELD_NUMBER: _builtins.int
-    BIRTH_DATE_FIELD_NUMBER: _builtins.int
     person_token: _builtins.str
     """Who is covered: a person token from the identity vault."""
     relationship: Global___Relationship.ValueType
     """Relationship to the sponsor."""
-    @_builtins.property
-    def birth_date(self) -> _types_pb2.CivilDate:
-        """Date of birth, when known (needed for newborns and age limits)."""
-
     def __init__(
         self,
         *,
         person_token: _builtins.str = ...,
         relationship: Global___Relationship.ValueType = ...,
-        birth_date: _types_pb2.CivilDate | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["birth_date", b"birth_date"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["birth_date", b"birth_date", "person_token", b"person_token", "relationship", b"relationship"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["person_token", b"person_token", "relationship", b"relationship"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -671,7 +665,8 @@ class MemberAdded(_message.Message):
     @_builtins.property
     def effective_date(self) -> _types_pb2.CivilDate:
         """First covered day; within the policy's period. A newborn is added back-dated to the birth
-        date (the member's birth_date), even when reported later.
+        date (the birth date the identity vault holds for the member's token), even when reported
+        later.
         """
 
     def __init__(

@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from ledger.v1 import types_pb2 as ledger_dot_v1_dot_types__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n ledger/v1/identity_service.proto\x12\tledger.v1\x1a\x15ledger/v1/types.proto\"=\n\x16GetPersonTokensRequest\x12#\n\x06people\x18\x01 \x03(\x0b\x32\x13.ledger.v1.PersonId\"0\n\x17GetPersonTokensResponse\x12\x15\n\rperson_tokens\x18\x01 \x03(\t\"?\n\x18LookUpPersonTokenRequest\x12#\n\x06person\x18\x01 \x01(\x0b\x32\x13.ledger.v1.PersonId\"1\n\x19LookUpPersonTokenResponse\x12\x14\n\x0cperson_token\x18\x01 \x01(\t2\xcb\x01\n\x0fIdentityService\x12X\n\x0fGetPersonTokens\x12!.ledger.v1.GetPersonTokensRequest\x1a\".ledger.v1.GetPersonTokensResponse\x12^\n\x11LookUpPersonToken\x12#.ledger.v1.LookUpPersonTokenRequest\x1a$.ledger.v1.LookUpPersonTokenResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n ledger/v1/identity_service.proto\x12\tledger.v1\x1a\x15ledger/v1/types.proto\"h\n\x16GetPersonTokensRequest\x12#\n\x06people\x18\x01 \x03(\x0b\x32\x13.ledger.v1.PersonId\x12)\n\x0b\x62irth_dates\x18\x02 \x03(\x0b\x32\x14.ledger.v1.CivilDate\"0\n\x17GetPersonTokensResponse\x12\x15\n\rperson_tokens\x18\x01 \x03(\t\"?\n\x18LookUpPersonTokenRequest\x12#\n\x06person\x18\x01 \x01(\x0b\x32\x13.ledger.v1.PersonId\"1\n\x19LookUpPersonTokenResponse\x12\x14\n\x0cperson_token\x18\x01 \x01(\t2\xcb\x01\n\x0fIdentityService\x12X\n\x0fGetPersonTokens\x12!.ledger.v1.GetPersonTokensRequest\x1a\".ledger.v1.GetPersonTokensResponse\x12^\n\x11LookUpPersonToken\x12#.ledger.v1.LookUpPersonTokenRequest\x1a$.ledger.v1.LookUpPersonTokenResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -33,13 +33,13 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'ledger.v1.identity_service_
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_GETPERSONTOKENSREQUEST']._serialized_start=70
-  _globals['_GETPERSONTOKENSREQUEST']._serialized_end=131
-  _globals['_GETPERSONTOKENSRESPONSE']._serialized_start=133
-  _globals['_GETPERSONTOKENSRESPONSE']._serialized_end=181
-  _globals['_LOOKUPPERSONTOKENREQUEST']._serialized_start=183
-  _globals['_LOOKUPPERSONTOKENREQUEST']._serialized_end=246
-  _globals['_LOOKUPPERSONTOKENRESPONSE']._serialized_start=248
-  _globals['_LOOKUPPERSONTOKENRESPONSE']._serialized_end=297
-  _globals['_IDENTITYSERVICE']._serialized_start=300
-  _globals['_IDENTITYSERVICE']._serialized_end=503
+  _globals['_GETPERSONTOKENSREQUEST']._serialized_end=174
+  _globals['_GETPERSONTOKENSRESPONSE']._serialized_start=176
+  _globals['_GETPERSONTOKENSRESPONSE']._serialized_end=224
+  _globals['_LOOKUPPERSONTOKENREQUEST']._serialized_start=226
+  _globals['_LOOKUPPERSONTOKENREQUEST']._serialized_end=289
+  _globals['_LOOKUPPERSONTOKENRESPONSE']._serialized_start=291
+  _globals['_LOOKUPPERSONTOKENRESPONSE']._serialized_end=340
+  _globals['_IDENTITYSERVICE']._serialized_start=343
+  _globals['_IDENTITYSERVICE']._serialized_end=546
 # @@protoc_insertion_point(module_scope)

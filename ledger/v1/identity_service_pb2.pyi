@@ -29,18 +29,29 @@ class GetPersonTokensRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     PEOPLE_FIELD_NUMBER: _builtins.int
+    BIRTH_DATES_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def people(self) -> _containers.RepeatedCompositeFieldContainer[_types_pb2.PersonId]:
         """The identifiers to tokenize; each at most once."""
+
+    @_builtins.property
+    def birth_dates(self) -> _containers.RepeatedCompositeFieldContainer[_types_pb2.CivilDate]:
+        """Birth dates, when known: either none, or one per identifier in the same order (a CivilDate
+        left all zero means unknown). The vault keeps a birth date as an attribute of the token (the
+        newborn back-dating rule reads it at admission) and erases it with the identifier; it is
+        never signed into the log. A person whose birth date the vault already holds must be given
+        the same one (FAILED_PRECONDITION BIRTH_DATE_CONFLICT otherwise).
+        """
 
     def __init__(
         self,
         *,
         people: _abc.Iterable[_types_pb2.PersonId] | None = ...,
+        birth_dates: _abc.Iterable[_types_pb2.CivilDate] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["people", b"people"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["birth_dates", b"birth_dates", "people", b"people"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

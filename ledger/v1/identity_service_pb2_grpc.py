@@ -55,7 +55,8 @@ class IdentityServiceServicer:
         """The person token of each identifier, in request order: the same person always gets the same
         token while not erased; a person the vault does not know yet gets a new random one. Up to
         ledger/limits.py person_tokens_per_call_max identifiers per call; every identifier is checked
-        (type, country, check digit) and a refused call issues no token.
+        (type, country, check digit) and a refused call issues no token and stores nothing. An
+        optional birth date per identifier is stored with the token, never in the log.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

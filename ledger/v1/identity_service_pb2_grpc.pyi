@@ -40,7 +40,8 @@ class IdentityServiceStub:
     """The person token of each identifier, in request order: the same person always gets the same
     token while not erased; a person the vault does not know yet gets a new random one. Up to
     ledger/limits.py person_tokens_per_call_max identifiers per call; every identifier is checked
-    (type, country, check digit) and a refused call issues no token.
+    (type, country, check digit) and a refused call issues no token and stores nothing. An
+    optional birth date per identifier is stored with the token, never in the log.
     """
     LookUpPersonToken: _grpc.UnaryUnaryMultiCallable[_identity_service_pb2.LookUpPersonTokenRequest, _identity_service_pb2.LookUpPersonTokenResponse]
     """The token of one identifier, issuing none: NOT_FOUND when the vault does not know the person
@@ -56,7 +57,8 @@ class IdentityServiceAsyncStub(IdentityServiceStub):
     """The person token of each identifier, in request order: the same person always gets the same
     token while not erased; a person the vault does not know yet gets a new random one. Up to
     ledger/limits.py person_tokens_per_call_max identifiers per call; every identifier is checked
-    (type, country, check digit) and a refused call issues no token.
+    (type, country, check digit) and a refused call issues no token and stores nothing. An
+    optional birth date per identifier is stored with the token, never in the log.
     """
     LookUpPersonToken: _aio.UnaryUnaryMultiCallable[_identity_service_pb2.LookUpPersonTokenRequest, _identity_service_pb2.LookUpPersonTokenResponse]  # type: ignore[assignment]
     """The token of one identifier, issuing none: NOT_FOUND when the vault does not know the person
@@ -75,7 +77,8 @@ class IdentityServiceServicer(metaclass=_abc_1.ABCMeta):
         """The person token of each identifier, in request order: the same person always gets the same
         token while not erased; a person the vault does not know yet gets a new random one. Up to
         ledger/limits.py person_tokens_per_call_max identifiers per call; every identifier is checked
-        (type, country, check digit) and a refused call issues no token.
+        (type, country, check digit) and a refused call issues no token and stores nothing. An
+        optional birth date per identifier is stored with the token, never in the log.
         """
 
     @_abc_1.abstractmethod

@@ -185,8 +185,9 @@ def test_every_single_byte_mutation_of_the_file_is_reported_or_shown_harmless(
     `audit verify`, or the test shows why it does not matter to the log: the file reads the same
     (free space, page slack), SQLite itself reports the file malformed, the byte is in tree
     nodes (the server checks them against the signed root before every append, and the auditor
-    never uses them), or in the projections, the key table among them (`rebuild` reports them;
-    the auditor learns the key history from the log itself)."""
+    never uses them), in the projections, the key table among them (`rebuild` reports them;
+    the auditor learns the key history from the log itself), or in the identity vault (outside
+    the log by design)."""
     from ledger.coverage.rebuild import rebuild_and_compare
 
     database = tmp_path / "ledger.db"
@@ -234,6 +235,10 @@ def test_every_single_byte_mutation_of_the_file_is_reported_or_shown_harmless(
                 outcomes["schema version, outside the log"] += 1
             elif changed == {METADATA}:
                 outcomes["unsigned bookkeeping (a checkpoint's storage time)"] += 1
+            elif changed <= {"person_tokens", "person_identities"}:
+                # The identity vault is outside the log by design (erasable, never signed):
+                # nothing the auditor verifies depends on it (docs/privacy.md).
+                outcomes["identity vault, outside the log"] += 1
             else:
                 # The damaged copy is one that queries do not read (the table row behind an
                 # index that holds the right key): SQLite's own check reports the mismatch.

@@ -122,8 +122,8 @@ def test_a_newborn_is_covered_from_birth_when_added_later(world: World) -> None:
     early = added(
         GULF, "P-NB", baby, R.RELATIONSHIP_CHILD, birth - dt.timedelta(days=9), birth=birth
     )
-    error = _refused(world, world.gulf, early)
-    assert error.code == grpc.StatusCode.INVALID_ARGUMENT
+    error = _refused(world, world.gulf, early)  # the vault holds the birth date, not the event
+    assert (error.code, error.reason) == (grpc.StatusCode.FAILED_PRECONDITION, "BEFORE_BIRTH")
     assert [v.field for v in error.field_violations] == ["event.member_added.effective_date"]
     receipt = world.gulf.submit(added(GULF, "P-NB", baby, R.RELATIONSHIP_CHILD, birth, birth=birth))
     answer = world.household(SPONSOR, [(baby, R.RELATIONSHIP_CHILD)], birth, end)

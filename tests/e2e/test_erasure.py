@@ -1,14 +1,17 @@
 """``policy-ledger erase`` (issue 14 item 4), on SQLite and PostgreSQL: after it the log still
 verifies end to end (``audit verify`` over gRPC as an auditor), ``rebuild`` matches, queries by
-the person's ID find nothing, and the database's files hold the identifier nowhere.
+the person's ID find nothing, and the database's files hold the identifier nowhere: the ledger's
+tables and the payments extension's (a Kuwaiti erased after a paid renewal: the quote is redacted
+by the extension's erasure hook, the payment and its FeeCollected entry stay).
 
 SQLite: the server runs ``PRAGMA secure_delete`` (deleted cells are zeroed); the test checkpoints
 the WAL into the file and truncates it, then reads every byte of the file. PostgreSQL: a deleted
 row's bytes stay in its heap and index pages until the relation is rewritten, so the test runs
-``VACUUM FULL`` on the vault's tables (docs/privacy.md tells the operator to), then reads every
-relation file of the database with ``pg_read_binary_file``. It runs on a PostgreSQL cluster of
-its own (initdb in a temp dir): on the machine's shared one, other sessions' snapshots may keep
-the deleted row's version alive through the VACUUM, so the scan would not be reliable.
+``VACUUM FULL`` on the vault's tables and the payments' quotes (docs/privacy.md tells the
+operator to), then reads every relation file of the database with ``pg_read_binary_file``. It
+runs on a PostgreSQL cluster of its own (initdb in a temp dir): on the machine's shared one,
+other sessions' snapshots may keep the deleted row's version alive through the VACUUM, so the
+scan would not be reliable.
 """
 
 from __future__ import annotations
@@ -24,22 +27,34 @@ import grpc
 import pytest
 from sqlalchemy import create_engine, make_url, text
 
+from clients.errors import ClientError
 from clients.insurer import InsurerClient
 from clients.portal import PortalClient
+from clients.renewal import RenewalClient
 from clients.samples import iqama, sample_events
 from clients.verify import TrustedLog
 from ledger.cli import main
 from ledger.coverage.rebuild import rebuild_and_compare
+from ledger.events import civil_date
+from ledger.signers import SignerRole
 from ledger.signing import Ed25519Signer, format_signer_key
 from ledger.storage.db import sqlite_url
+from ledger.v1 import events_pb2
 from ledger.v1 import identity_service_pb2 as ipb
 from ledger.v1 import identity_service_pb2_grpc as ipb_grpc
+from payments.v1 import renewal_service_pb2 as pb
 from tests.conftest import ServerHandle, onboard, start_server_thread
 from tests.durability.processes import postgres_binaries, postgres_instance
+from tests.payments.support import civil_id
 from tests.stack import row_counts
 
 INSURER = "gulf-health"
 SPONSOR, WIFE = iqama(16), iqama(17)  # sample household 1
+AUTHORITY = "kw-gov-health"
+AUTHORITY_SIGNER = Ed25519Signer.generate(AUTHORITY)
+KW_SPONSOR, KW_SPOUSE, KW_CHILD = (civil_id(7, position) for position in range(3))
+KW_CHILD_BIRTH = dt.date(2015, 5, 5)
+R = events_pb2
 
 
 def _cli(*arguments: str) -> tuple[int, str]:
@@ -64,11 +79,88 @@ def scanned_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]
 
 @pytest.fixture
 def scanned_server(
-    scanned_url: str, log_signer: Ed25519Signer, tmp_path: Path
+    scanned_url: str,
+    log_signer: Ed25519Signer,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> Iterator[ServerHandle]:
+    """A server with the payments extension (Kuwait's authority ``AUTHORITY``)."""
+    key_file = tmp_path / "authority.key"
+    key_file.write_text(format_signer_key(AUTHORITY_SIGNER) + "\n", encoding="utf-8")
+    monkeypatch.setenv("POLICY_LEDGER_PAYMENTS_AUTHORITY_KEY", str(key_file))
+    monkeypatch.setenv("POLICY_LEDGER_PAYMENTS_AUTHORITY_ID", AUTHORITY)
     handle = start_server_thread(scanned_url, log_signer, tmp_path)
     yield handle
     handle.stop()
+
+
+def _kuwait_quote(year: int) -> pb.QuoteRenewalRequest:
+    """A renewal for ``year`` of the household of ``KW_SPONSOR`` (with ``KW_SPOUSE`` and a
+    child born on ``KW_CHILD_BIRTH``)."""
+    request = pb.QuoteRenewalRequest(
+        jurisdiction="KW",
+        sponsor=KW_SPONSOR,
+        period_start=civil_date(dt.date(year, 1, 1)),
+        period_end=civil_date(dt.date(year, 12, 31)),
+    )
+    family = [
+        (KW_SPONSOR, R.RELATIONSHIP_SELF, pb.RESIDENCE_CATEGORY_PRIVATE_SECTOR_WORKER, None),
+        (KW_SPOUSE, R.RELATIONSHIP_SPOUSE, pb.RESIDENCE_CATEGORY_DEPENDENT, None),
+        (KW_CHILD, R.RELATIONSHIP_CHILD, pb.RESIDENCE_CATEGORY_DEPENDENT, KW_CHILD_BIRTH),
+    ]
+    for person, relationship, category, birth in family:
+        member = request.members.add(
+            person=person, relationship=relationship, residence_category=category
+        )
+        if birth is not None:
+            member.birth_date.CopyFrom(civil_date(birth))
+    return request
+
+
+def _renewals(server: ServerHandle, channel: grpc.Channel) -> RenewalClient:
+    return RenewalClient(channel, log=TrustedLog.from_verifier_key(server.log_verifier_key))
+
+
+def _kuwait_renewal(server: ServerHandle, operator_signer: Ed25519Signer) -> tuple[pb.Payment, str]:
+    """Kuwait's portal quotes and pays the household's 2027 renewal (a quote, a payment, a
+    FeeCollected), and quotes 2028 without paying; returns the payment and the unpaid quote."""
+    onboard(server, operator_signer, AUTHORITY, AUTHORITY_SIGNER, SignerRole.AUTHORITY)
+    with server.channel("portal", "KW") as channel:
+        renewals = _renewals(server, channel)
+        quote = renewals.quote(_kuwait_quote(2027)).quote
+        payment = renewals.start_payment(quote.quote_id, "erasure-kw-1", gateway="simulated")
+        unpaid = renewals.quote(_kuwait_quote(2028)).quote.quote_id
+    assert payment.state == pb.PAYMENT_STATE_RECORDED
+    return payment, unpaid
+
+
+def _quote_json(database_url: str) -> str:
+    engine = create_engine(database_url)
+    try:
+        with engine.connect() as connection:
+            return "".join(connection.execute(text("SELECT quote_json FROM quotes")).scalars())
+    finally:
+        engine.dispose()
+
+
+def _money_records(database_url: str) -> list[tuple[object, ...]]:
+    """What payments keeps of money: the quotes' and payments' amounts and references."""
+    engine = create_engine(database_url)
+    try:
+        with engine.connect() as connection:
+            return [
+                tuple(row)
+                for row in connection.execute(
+                    text(
+                        "SELECT q.quote_id, q.total_minor, q.currency_code, p.payment_id, "
+                        "p.amount_minor, p.captured_minor, p.state, p.leaf_index "
+                        "FROM quotes q JOIN payments p ON p.quote_id = q.quote_id "
+                        "ORDER BY q.quote_id"
+                    )
+                )
+            ]
+    finally:
+        engine.dispose()
 
 
 def _populate(
@@ -113,6 +205,7 @@ def _database_bytes(database_url: str) -> bytes:
         with engine.connect() as connection:
             connection.execute(text("VACUUM FULL person_identities"))
             connection.execute(text("VACUUM FULL person_tokens"))
+            connection.execute(text("VACUUM FULL quotes"))  # redacted by the payments' hook
             connection.execute(text("CHECKPOINT"))
             files = connection.execute(
                 text(
@@ -154,11 +247,31 @@ def test_an_erased_person_is_found_nowhere_and_the_log_still_verifies(
 ) -> None:
     server = _populate(scanned_server, operator_signer, insurer_signer)
     database_url = scanned_url
+    payment, unpaid = _kuwait_renewal(server, operator_signer)
+    money = _money_records(database_url)
+    assert [row[3] for row in money] == [payment.payment_id]
+    assert KW_SPOUSE.value in _quote_json(database_url)
     wife = f"SA:RESIDENCE_ID:{WIFE.value}"
-    assert WIFE.value.encode() in _database_bytes(database_url)  # the scan can find it
+    stored = _database_bytes(database_url)
+    assert WIFE.value.encode() in stored  # the scan can find it
+    assert KW_SPOUSE.value.encode() in stored  # in the vault and the payments' quote
     code, output = _erase(server, tmp_path, wife)
     assert code == 0, output
     assert "erased pt_" in output and WIFE.value not in output
+    code, output = _erase(server, tmp_path, f"KW:CIVIL_ID:{KW_SPOUSE.value}")
+    assert code == 0, output
+    assert _money_records(database_url) == money  # the money records stay, amounts and all
+    quotes_now = _quote_json(database_url)
+    assert KW_SPOUSE.value not in quotes_now and KW_SPONSOR.value in quotes_now
+    # A quote naming the erased person can no longer be paid; refusing it writes nothing.
+    before = row_counts(database_url)
+    with server.channel("portal", "KW") as channel, pytest.raises(ClientError) as refused:
+        _renewals(server, channel).start_payment(unpaid, "erasure-kw-2", gateway="simulated")
+    assert (refused.value.code, refused.value.reason) == (
+        grpc.StatusCode.FAILED_PRECONDITION,
+        "PERSON_ERASED",
+    )
+    assert row_counts(database_url) == before
     log = TrustedLog.from_verifier_key(server.log_verifier_key)
     with server.channel("operator", "operator") as channel:
         portal = PortalClient(channel, log=log)
@@ -177,8 +290,11 @@ def test_an_erased_person_is_found_nowhere_and_the_log_still_verifies(
         "--log-verifier", server.log_verifier_key, "--workers", "1",
     )  # fmt: skip
     assert code == 0, output
-    assert WIFE.value.encode() not in _database_bytes(database_url)
-    assert SPONSOR.value.encode() in _database_bytes(database_url)  # the others stay
+    stored = _database_bytes(database_url)
+    assert WIFE.value.encode() not in stored
+    assert KW_SPOUSE.value.encode() not in stored
+    assert SPONSOR.value.encode() in stored  # the others stay
+    assert KW_SPONSOR.value.encode() in stored
 
 
 def test_erasing_a_person_the_vault_does_not_know_writes_nothing(

@@ -5,16 +5,19 @@ writing nothing."""
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import subprocess
 import sys
 from pathlib import Path
 
 from google.protobuf import json_format
-from sqlalchemy import func, select
+from sqlalchemy import create_engine, func, select
 
+from ledger.events import civil_date
 from ledger.signing import format_signer_key
 from ledger.storage.tables import log_entries
+from ledger.storage.vault_store import person_identities
 from ledger.v1 import events_pb2
 from tests.conftest import OPERATOR_SIGNER, ServerHandle
 
@@ -102,6 +105,21 @@ def test_insurer_examples_are_refused_until_the_insurer_is_licensed_then_accepte
     assert accepted.returncode == 0, accepted
     assert "6 accepted, 0 refused" in accepted.stdout
     assert _tree_size(server) == size + 1 + 6
+    # policy-issued.json's "@2019-08-21" went to the vault with the token, not into the entry.
+    # (A fresh engine: the server's pooled connections may read an older snapshot.)
+    engine = create_engine(server.running.engine.url)
+    try:
+        with engine.connect() as connection:
+            born = connection.execute(
+                select(person_identities.c.birth_date).where(
+                    person_identities.c.value == "2000000030"
+                )
+            ).scalar_one()
+            leaves = b"".join(connection.execute(select(log_entries.c.entry_bytes)).scalars())
+    finally:
+        engine.dispose()
+    assert born == dt.date(2019, 8, 21)
+    assert civil_date(born).SerializeToString() not in leaves and b"2019-08-21" not in leaves
 
 
 def test_license_refuses_a_bad_date_before_anything_is_written(

@@ -27,6 +27,7 @@ from ledger.coverage.model import PersonRef
 from ledger.coverage.rebuild import rebuild_and_compare
 from ledger.dsse import sign_envelope
 from ledger.entry import envelope_to_proto
+from ledger.events import civil_date
 from ledger.keys import insurer_key_id
 from ledger.signers import SignerRole
 from ledger.signing import Ed25519Signer
@@ -41,6 +42,8 @@ from tests.stack import row_counts
 INSURER = "gulf-health"
 AUTHORITY = "kw-gov-health"
 TODAY = dt.date(2026, 6, 1)
+BIRTHS = {4243: dt.date(2011, 7, 13), 4244: dt.date(1988, 11, 30)}
+"""Members added with a birth date (far from every date the sample events carry)."""
 
 
 @dataclass
@@ -86,6 +89,10 @@ def _populate(world: World) -> None:
         world.insurer.submit(event)
     day = now.date()
     world.insurer.submit(added(INSURER, "POL-00000001", person(4242), R.RELATIONSHIP_CHILD, day))
+    # Members whose birth dates the vault keeps (given with GetPersonTokens, never signed).
+    for serial, born in BIRTHS.items():
+        [member] = world.insurer.tokens.tokens([person(serial)], [born])
+        world.insurer.submit(added(INSURER, "POL-00000002", member, R.RELATIONSHIP_CHILD, day))
     world.insurer.submit(
         removed(INSURER, "POL-00000001", person(4242), day, R.CANCELLATION_REASON_DEATH)
     )
@@ -121,15 +128,47 @@ def _found_in(blobs: list[bytes], people: list[PersonRef]) -> list[str]:
     ]
 
 
+def _birth_dates(world: World) -> list[dt.date]:
+    with world.server.running.engine.connect() as connection:
+        return list(
+            connection.execute(
+                select(person_identities.c.birth_date).where(
+                    person_identities.c.birth_date.is_not(None)
+                )
+            ).scalars()
+        )
+
+
+def _date_forms(day: dt.date) -> list[bytes]:
+    """A birth date as ISO text, as digits, and as an encoded CivilDate (bare, and as the
+    reserved ``Member.birth_date`` field 3 would have carried it)."""
+    encoded = civil_date(day).SerializeToString()
+    return [
+        day.isoformat().encode("ascii"),
+        day.strftime("%Y%m%d").encode("ascii"),
+        encoded,
+        bytes([0x1A, len(encoded)]) + encoded,
+    ]
+
+
 def test_no_leaf_and_no_checkpoint_holds_an_identifier(world: World) -> None:
     _populate(world)
     people = _identifiers(world)
     assert len(people) >= 12 * 3 // 2 + 2  # the households, the child, the Kuwaiti sponsor
+    births = _birth_dates(world)
+    assert sorted(births) == sorted(BIRTHS.values())  # the vault has them, to be looked for
     with world.server.running.engine.connect() as connection:
         leaves = [bytes(b) for b in connection.execute(select(log_entries.c.entry_bytes)).scalars()]
         notes = [bytes(b) for b in connection.execute(select(checkpoints.c.note_bytes)).scalars()]
     assert leaves and notes
     assert _found_in(leaves + notes, people) == []
+    dates_found = [
+        f"{day} as {form!r}"
+        for day in births
+        for form in _date_forms(day)
+        if any(form in blob for blob in leaves + notes)
+    ]
+    assert dates_found == []
     # The same bytes as any authenticated reader gets them: a portal reads the whole log.
     with world.server.channel("portal", "KW") as channel:
         auditor = AuditorClient(channel, log=world.log)

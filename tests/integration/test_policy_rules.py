@@ -7,15 +7,17 @@ import datetime as dt
 from typing import Any
 
 import pytest
-from sqlalchemy import Engine, func, select
+from sqlalchemy import Connection, Engine, func, select
 
 from clients.operator import key_registered
 from ledger import limits
-from ledger.errors import LedgerError
+from ledger.errors import FailedPrecondition, LedgerError
+from ledger.identity.erasure import ErasedPerson, ErasureHooks
 from ledger.signers import SignerRole
 from ledger.signing import Ed25519Signer
 from ledger.storage.append import Appender, Receipt
 from ledger.storage.tables import PROJECTION_TABLES, checkpoints, log_entries, transfer_gaps
+from ledger.storage.vault_store import person_identities
 from ledger.v1 import events_pb2
 from tests.builders import (
     R,
@@ -23,12 +25,14 @@ from tests.builders import (
     cancelled,
     change_notified,
     copy_vault,
+    erased,
     issued,
     paid,
     person,
     removed,
     sar,
     suspended,
+    token,
     use_vault,
 )
 from tests.conftest import key_event, onboard_directly, pending
@@ -314,6 +318,16 @@ def test_a_newborn_is_backdated_to_birth_only_within_the_window(log: Log) -> Non
     log.accept(added(GULF, "P1", baby, R.RELATIONSHIP_CHILD, birth, birth=birth))
 
 
+def test_a_member_is_not_covered_before_the_birth_date_the_vault_holds(log: Log) -> None:
+    """The birth date is the vault's (given with the token), not the event's: admission reads
+    it by token and refuses coverage before it, writing nothing."""
+    log.accept(_policy("P1"))
+    baby, born = person(104), NOW.date() - dt.timedelta(days=3)
+    early = added(GULF, "P1", baby, R.RELATIONSHIP_CHILD, born - dt.timedelta(days=1), birth=born)
+    log.refuse(early, "FAILED_PRECONDITION", "BEFORE_BIRTH")
+    log.accept(added(GULF, "P1", baby, R.RELATIONSHIP_CHILD, born))
+
+
 def test_a_premium_is_in_the_policy_currency_and_period(log: Log) -> None:
     log.accept(_policy("P1"))
     kwd = paid(GULF, "P1", sar(1), JAN1, DEC31)
@@ -449,3 +463,52 @@ def test_one_batch_and_one_batch_per_event_project_the_same(
         assert rebuild_and_compare(other).consistent
         other.dispose()
     assert snapshots[0] == snapshots[1]
+
+
+# Erasure hooks (a server extension's redaction runs in the PersonErased transaction).
+
+
+def test_erasure_hooks_run_in_the_erasure_transaction(
+    engine: Engine, log_signer: Ed25519Signer, operator_signer: Ed25519Signer
+) -> None:
+    """Every hook sees the token and the identifier before the vault forgets it; a hook that
+    raises refuses the erasure, and what any hook wrote is rolled back with it."""
+    use_vault(engine)
+    wife_token, sponsor_token = token(WIFE), token(SPONSOR)
+    seen: list[ErasedPerson] = []
+
+    def record(connection: Connection, erased_person: ErasedPerson) -> None:
+        seen.append(erased_person)
+        connection.execute(
+            person_identities.update()
+            .where(person_identities.c.token == wife_token)
+            .values(birth_date=dt.date(1990, 1, 1))
+        )
+
+    def refuse_the_sponsor(connection: Connection, erased_person: ErasedPerson) -> None:
+        if erased_person.person.value == SPONSOR.value:
+            raise FailedPrecondition("the extension cannot forget this one", reason="HELD")
+
+    hooks = ErasureHooks()
+    hooks.add(record)
+    hooks.add(refuse_the_sponsor)
+    appender = Appender(
+        engine, log_signer, log_signer.name, operator_signer.public_key, erasure_hooks=hooks
+    )
+    appender.initialize(NOW)
+    log = Log(engine, appender, {"operator": operator_signer})
+    snapshot = log.snapshot()
+    [outcome] = log.append(erased(SPONSOR))
+    assert isinstance(outcome, LedgerError) and outcome.reason == "HELD"
+    assert log.snapshot() == snapshot
+    with engine.connect() as connection:
+        vault = {r.token: r.birth_date for r in connection.execute(select(person_identities))}
+    assert vault[wife_token] is None and sponsor_token in vault  # the hook's write undone
+    log.accept(erased(WIFE))
+    assert [(e.token, e.person.value) for e in seen] == [
+        (sponsor_token, SPONSOR.value),
+        (wife_token, WIFE.value),
+    ]
+    with engine.connect() as connection:
+        left = set(connection.execute(select(person_identities.c.token)).scalars())
+    assert wife_token not in left and sponsor_token in left

@@ -216,9 +216,6 @@ def _new_bodies() -> dict[str, tuple[events_pb2.Event, str]]:
     from tests.builders import R, added, cancelled, person, removed, suspended
 
     day = dt.date(2026, 5, 1)
-    before_birth = added(INSURER, "P1", person(1), R.RELATIONSHIP_CHILD, day, birth=day)
-    before_birth.member_added.effective_date.day = 1
-    before_birth.member_added.member.birth_date.day = 2
     no_member = added(INSURER, "P1", person(1), R.RELATIONSHIP_CHILD, day)
     no_member.member_added.ClearField("member")
     change = removed(INSURER, "P1", person(1), day, R.CANCELLATION_REASON_INSURER_CHANGE)
@@ -239,7 +236,6 @@ def _new_bodies() -> dict[str, tuple[events_pb2.Event, str]]:
         types_pb2.CivilDate(year=2026, month=1, day=1)
     )
     return {
-        "effective before birth": (before_birth, "event.member_added.effective_date"),
         "member missing": (no_member, "event.member_added.member"),
         "removal for an insurer change": (change, "event.member_removed.reason"),
         "removal reason unset": (unset_reason, "event.member_removed.reason"),
