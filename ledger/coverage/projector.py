@@ -26,7 +26,9 @@ Rules (ARCHITECTURE.md section 5; docs/coverage.md explains each with its source
   bounded window; with reason INSURER_CHANGE it needs an InsurerChangeNotified entry 30 days
   before (these are pure functions in :mod:`ledger.coverage.rules`);
 * members change only on a policy that is not cancelled, within its period;
-* a premium's currency is the policy's, and its period lies within the policy's.
+* a premium's currency is the policy's, and its period lies within the policy's; it counts
+  from its ledger date against the instalments the policy states (the reader applies the
+  non-payment rule, :func:`ledger.coverage.rules.non_payment_periods`).
 """
 
 from __future__ import annotations
@@ -67,6 +69,7 @@ from ledger.storage.tables import (
     insurer_keys,
     insurers,
     policies,
+    premium_instalments,
     premiums,
     subject_entries,
     transfer_gaps,
@@ -446,6 +449,22 @@ class Projector:
                 leaf_index=leaf_index,
             )
         )
+        if body.instalments:
+            # No schedule, no instalment obligation (docs/compliance.md "Premiums").
+            self._execute(
+                insert(premium_instalments),
+                [
+                    {
+                        "insurer_id": insurer_id,
+                        "policy_id": body.policy_id,
+                        "position": position,
+                        "due_date": to_date(instalment.due_date),
+                        "amount_minor": instalment.amount.amount_minor,
+                        "leaf_index": leaf_index,
+                    }
+                    for position, instalment in enumerate(body.instalments)
+                ],
+            )
         if gap is not None:
             self._execute(
                 insert(transfer_gaps).values(
@@ -708,6 +727,7 @@ class Projector:
                 .removeprefix("PAYER_TYPE_")
                 .lower(),
                 "payer_key": payer,
+                "paid_on": rules.ledger_date(self._signed.integrated_at),
             }
         )
         subjects = [payer] if payer.startswith("person:") else []
@@ -773,6 +793,7 @@ class Projector:
                 "period_end": end,
                 "payer_type": "sponsor",
                 "payer_key": f"person:{sponsor}",
+                "paid_on": rules.ledger_date(self._signed.integrated_at),
             }
         )
         self._index_policy(

@@ -26,6 +26,7 @@ __all__ = [
     "VERDICT_GAP",
     "VERDICT_INSURER_SUSPENDED",
     "VERDICT_LAST_ENDED",
+    "VERDICT_NON_PAYMENT",
     "VERDICT_NO_POLICY",
     "VERDICT_STARTS_LATER",
     "Message",
@@ -58,6 +59,10 @@ VERDICT_NO_POLICY = N_("no policy covers {date}")
 VERDICT_GAP = N_("not covered from {start} until {end}")
 VERDICT_ENDS_ON = N_("coverage ends on {date} (policy '{policy}')")
 VERDICT_CANCELLED = N_("coverage cancelled from {date} ({reason}, policy '{policy}')")
+VERDICT_NON_PAYMENT = N_(
+    "policy '{policy}' does not count from {date}: an instalment due then is unpaid past the "
+    "grace period"
+)
 
 # Coverage certificates (ledger/coverage/certificate.py).
 CERTIFICATE_SUMMARY = N_(
@@ -95,6 +100,7 @@ MESSAGE_IDS: tuple[str, ...] = (
     VERDICT_GAP,
     VERDICT_ENDS_ON,
     VERDICT_CANCELLED,
+    VERDICT_NON_PAYMENT,
     CERTIFICATE_SUMMARY,
     CERTIFICATE_STATUS_NOTE,
     HIJRI_DATE,

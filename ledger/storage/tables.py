@@ -13,6 +13,7 @@ from sqlalchemy import (
     Column,
     Date,
     Index,
+    Integer,
     LargeBinary,
     MetaData,
     PrimaryKeyConstraint,
@@ -34,6 +35,7 @@ __all__ = [
     "log_entries",
     "metadata",
     "policies",
+    "premium_instalments",
     "premiums",
     "subject_entries",
     "transfer_gaps",
@@ -185,9 +187,26 @@ premiums = Table(
     Column("period_end", Date, nullable=False),
     Column("payer_type", String(16), nullable=False),
     Column("payer_key", String(200), nullable=False),
+    Column("paid_on", Date, nullable=True),
     Index("ix_premiums_insurer_id_policy", "insurer_id", "policy_id"),
 )
-"""Premium payments, with the payer (the sponsor, the employer or a third party such as a fund)."""
+"""Premium payments, with the payer (the sponsor, the employer or a third party such as a fund).
+``paid_on`` is the entry's ledger date, from which the payment counts (NULL only for rows
+recorded before migration 0011, until ``rebuild``)."""
+
+premium_instalments = Table(
+    "premium_instalments",
+    metadata,
+    Column("insurer_id", String(64), nullable=False),
+    Column("policy_id", String(128), nullable=False),
+    Column("position", Integer, nullable=False, autoincrement=False),
+    Column("due_date", Date, nullable=False),
+    Column("amount_minor", BigInteger, nullable=False),
+    Column("leaf_index", BigInteger, nullable=False),
+    PrimaryKeyConstraint("insurer_id", "policy_id", "position", name="pk_premium_instalments"),
+)
+"""The premium schedule a policy states (``PolicyIssued.instalments``), in the policy's
+currency. A policy with none has no instalment obligation (docs/compliance.md)."""
 
 subject_entries = Table(
     "subject_entries",
@@ -249,6 +268,7 @@ PROJECTION_TABLES = (
     policies,
     coverages,
     premiums,
+    premium_instalments,
     fee_refunds,
     insurer_change_notices,
     transfer_gaps,

@@ -1,0 +1,42 @@
+"""Premium schedules (PolicyIssued.instalments) and the ledger date of each payment: what the
+non-payment rule reads (docs/compliance.md "Premiums").
+
+Payments recorded before this revision have no ledger date (NULL, read as paid in time): run
+``policy-ledger rebuild`` after upgrading to recompute it from the log.
+
+Revision ID: 0011
+Revises: 0010
+"""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+from alembic import op
+
+revision = "0011"
+down_revision = "0010"
+branch_labels = None
+depends_on = None
+
+
+def upgrade() -> None:
+    op.create_table(
+        "premium_instalments",
+        sa.Column("insurer_id", sa.String(64), nullable=False),
+        sa.Column("policy_id", sa.String(128), nullable=False),
+        sa.Column("position", sa.Integer, nullable=False, autoincrement=False),
+        sa.Column("due_date", sa.Date, nullable=False),
+        sa.Column("amount_minor", sa.BigInteger, nullable=False),
+        sa.Column("leaf_index", sa.BigInteger, nullable=False),
+        sa.PrimaryKeyConstraint(
+            "insurer_id", "policy_id", "position", name="pk_premium_instalments"
+        ),
+    )
+    with op.batch_alter_table("premiums") as batch:
+        batch.add_column(sa.Column("paid_on", sa.Date, nullable=True))
+
+
+def downgrade() -> None:
+    with op.batch_alter_table("premiums") as batch:
+        batch.drop_column("paid_on")
+    op.drop_table("premium_instalments")
