@@ -190,6 +190,8 @@ class _Issue:
     premium: types_pb2.Money
     members: list[tuple[str, events_pb2.Relationship.ValueType]]
     leaf_index: int
+    instalments: int = 0
+    """How many instalments its premium schedule states."""
 
 
 @dataclass(frozen=True)
@@ -447,6 +449,7 @@ class Projector:
                 premium=body.annual_premium,
                 members=[(m.person_token, m.relationship) for m in body.members],
                 leaf_index=leaf_index,
+                instalments=len(body.instalments),
             )
         )
         if body.instalments:
@@ -1038,6 +1041,7 @@ class Projector:
             cancel_reason=None,
             issued_leaf_index=issue.leaf_index,
             cancelled_leaf_index=None,
+            instalments=issue.instalments,
         )
         for member_key, relationship in issue.members:
             self._new_coverage(

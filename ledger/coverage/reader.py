@@ -265,6 +265,7 @@ _SELECT_SPANS = (
     select(
         coverages,
         policies.c.plan,
+        policies.c.instalments,
         insurers.c.suspended_from,
         insurers.c.leaf_index.label("insurer_leaf_index"),
         _SPONSOR.c.id_type.label("sponsor_id_type"),
@@ -332,10 +333,10 @@ _SELECT_PAYMENTS = (
 def _spans(connection: Connection, person: PersonRef, today: dt.date) -> list[_Span]:
     """Every non-empty coverage of a person, by start date, with its insurer's suspension,
     split where instalments unpaid past their grace (as of ``today``) stop it counting."""
-    spans = [_span(row, person) for row in connection.execute(_SELECT_SPANS, _identifier(person))]
-    unpaid = _non_payment(
-        connection, sorted({(s.record.insurer_id, s.record.policy_id) for s in spans}), today
-    )
+    rows = list(connection.execute(_SELECT_SPANS, _identifier(person)))
+    spans = [_span(row, person) for row in rows]
+    scheduled = sorted({(row.insurer_id, row.policy_id) for row in rows if row.instalments})
+    unpaid = _non_payment(connection, scheduled, today)
     if not unpaid:
         return spans
     split: list[_Span] = []

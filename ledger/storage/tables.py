@@ -148,11 +148,14 @@ policies = Table(
     Column("cancel_reason", String(32), nullable=True),
     Column("issued_leaf_index", BigInteger, nullable=False),
     Column("cancelled_leaf_index", BigInteger, nullable=True),
+    Column("instalments", Integer, nullable=False, server_default="0"),
     PrimaryKeyConstraint("insurer_id", "policy_id", name="pk_policies"),
     Index("ix_policies_sponsor_key", "sponsor_key"),
     Index("ix_policies_policy_id", "policy_id"),
 )
-"""One row per issued policy; the stated period, and the cancellation when there is one."""
+"""One row per issued policy; the stated period, and the cancellation when there is one.
+``instalments``: how many the premium schedule states (0: none, no instalment obligation), so
+a coverage read looks up schedules only for policies that have one."""
 
 coverages = Table(
     "coverages",

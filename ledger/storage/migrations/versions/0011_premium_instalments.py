@@ -1,8 +1,10 @@
 """Premium schedules (PolicyIssued.instalments) and the ledger date of each payment: what the
 non-payment rule reads (docs/compliance.md "Premiums").
 
-Payments recorded before this revision have no ledger date (NULL, read as paid in time): run
-``policy-ledger rebuild`` after upgrading to recompute it from the log.
+``policies.instalments`` counts each policy's instalments (0: none), so reads skip the
+schedule lookup for the others. Rows recorded before this revision have neither (policies: 0;
+payments: NULL, read as paid in time): run ``policy-ledger rebuild`` after upgrading to
+recompute them from the log.
 
 Revision ID: 0011
 Revises: 0010
@@ -34,9 +36,13 @@ def upgrade() -> None:
     )
     with op.batch_alter_table("premiums") as batch:
         batch.add_column(sa.Column("paid_on", sa.Date, nullable=True))
+    with op.batch_alter_table("policies") as batch:
+        batch.add_column(sa.Column("instalments", sa.Integer, nullable=False, server_default="0"))
 
 
 def downgrade() -> None:
+    with op.batch_alter_table("policies") as batch:
+        batch.drop_column("instalments")
     with op.batch_alter_table("premiums") as batch:
         batch.drop_column("paid_on")
     op.drop_table("premium_instalments")
