@@ -91,6 +91,9 @@ class BlockReason(enum.Enum):
     """Coverage resumes later, but some day in between is not covered."""
     INSURER_SUSPENDED = "insurer_suspended"
     """The only covering policies are with an insurer whose licence is suspended."""
+    TRANSFER_GAP = "transfer_gap"
+    """Not covered between a policy and its replacement (``PolicyIssued.replaces``), which
+    started later than the day after the old one's last covered day (docs/compliance.md)."""
     NON_PAYMENT = "non_payment"
     """A covering policy has an instalment unpaid past the grace period: it does not count from
     the instalment's due date until paid (docs/compliance.md "Premiums")."""

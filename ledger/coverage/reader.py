@@ -54,6 +54,7 @@ from ledger.i18n.messages import (
     VERDICT_NO_POLICY,
     VERDICT_NON_PAYMENT,
     VERDICT_STARTS_LATER,
+    VERDICT_TRANSFER_GAP,
     Message,
 )
 from ledger.storage.log_store import StoredCheckpoint, latest_checkpoint
@@ -65,6 +66,7 @@ from ledger.storage.tables import (
     premium_instalments,
     premiums,
     subject_entries,
+    transfer_gaps,
 )
 from ledger.storage.vault_store import person_identities
 
@@ -105,6 +107,17 @@ class _Unpaid:
 
 
 @dataclass(frozen=True)
+class _Transfer:
+    """The record's policy replaced ``replaced`` (of ``insurer``) and started late: the days
+    ``first..last`` between are a transfer gap."""
+
+    insurer: str
+    replaced: str
+    first: dt.date
+    last: dt.date
+
+
+@dataclass(frozen=True)
 class _Span:
     """A run of days in which a coverage record counts: from its start, or the day a late
     payment restored it, to its end, or earlier when its insurer is suspended or an instalment
@@ -117,6 +130,8 @@ class _Span:
     counts_from: dt.date = dt.date.min
     unpaid: tuple[_Unpaid, ...] = ()
     """The record's non-payment periods (every piece of the record carries them all)."""
+    transfer: _Transfer | None = None
+    """When the record's policy is a late replacement: the gap before it."""
 
     @property
     def cut_by_suspension(self) -> bool:
@@ -271,6 +286,10 @@ _SELECT_SPANS = (
         _SPONSOR.c.id_type.label("sponsor_id_type"),
         _SPONSOR.c.value.label("sponsor_value"),
         _SPONSOR.c.country.label("sponsor_country"),
+        transfer_gaps.c.replaced_insurer_id,
+        transfer_gaps.c.replaced_policy_id,
+        transfer_gaps.c.first_day.label("gap_first"),
+        transfer_gaps.c.last_day.label("gap_last"),
     )
     .select_from(_PERSON)
     .join(coverages, coverages.c.person_key == _PERSON.c.token)
@@ -283,6 +302,12 @@ _SELECT_SPANS = (
     # it collect fees), and it is never suspended.
     .join(insurers, insurers.c.insurer_id == coverages.c.insurer_id, isouter=True)
     .join(_SPONSOR, _SPONSOR.c.token == coverages.c.sponsor_key, isouter=True)
+    .join(
+        transfer_gaps,
+        (transfer_gaps.c.insurer_id == coverages.c.insurer_id)
+        & (transfer_gaps.c.policy_id == coverages.c.policy_id),
+        isouter=True,
+    )
     .where(_BY_IDENTIFIER, coverages.c.end_date >= coverages.c.start_date)
     .order_by(coverages.c.start_date, coverages.c.insurer_id, coverages.c.policy_id)
 )
@@ -432,8 +457,17 @@ def _span(row: Row[Any], person: PersonRef) -> _Span:
     counts_until = record.end
     if suspended_from is not None:
         counts_until = min(counts_until, suspended_from - _ONE_DAY)
+    transfer = None
+    if row.gap_first is not None:
+        transfer = _Transfer(
+            insurer=row.replaced_insurer_id,
+            replaced=row.replaced_policy_id,
+            first=row.gap_first,
+            last=row.gap_last,
+        )
     return _Span(
         record=record,
+        transfer=transfer,
         counts_from=record.start,
         counts_until=counts_until,
         suspended_from=suspended_from,
@@ -468,6 +502,23 @@ def _members_on_record(
     return list(found.items())
 
 
+def _transfer_gap(day: dt.date, later: _Span) -> Message | None:
+    """The message for an uncovered ``day`` inside the transfer gap before ``later``, if any."""
+    transfer = later.transfer
+    if transfer is None or not transfer.first <= day <= transfer.last:
+        return None
+    return Message(
+        VERDICT_TRANSFER_GAP,
+        {
+            "start": day,
+            "end": later.record.start - _ONE_DAY,
+            "policy": later.record.policy_id,
+            "replaced": transfer.replaced,
+            "insurer": transfer.insurer,
+        },
+    )
+
+
 def _suspended(span: _Span) -> Message:
     check(span.suspended_from is not None, "a suspended span without its suspension date")
     suspended_from = cast(dt.date, span.suspended_from)
@@ -476,7 +527,7 @@ def _suspended(span: _Span) -> Message:
     )
 
 
-def _member_verdict(  # noqa: PLR0911 (one return per documented reason)
+def _member_verdict(  # noqa: PLR0911, PLR0912 (one branch and return per documented reason)
     person: PersonRef,
     relationship: Relationship | None,
     spans: list[_Span],
@@ -543,6 +594,8 @@ def _member_verdict(  # noqa: PLR0911 (one return per documented reason)
                 _suspended(span),
                 suspended,
             )
+        if later and (gap := _transfer_gap(day, later[0])) is not None:
+            return verdict(BlockReason.TRANSFER_GAP, gap, later[:1])
         if later:
             return verdict(
                 BlockReason.NO_POLICY,
@@ -569,6 +622,8 @@ def _member_verdict(  # noqa: PLR0911 (one return per documented reason)
     last = used[-1]
     if last.cut_by_suspension:
         return verdict(BlockReason.INSURER_SUSPENDED, _suspended(last), used)
+    if later and (gap := _transfer_gap(day, later[0])) is not None:
+        return verdict(BlockReason.TRANSFER_GAP, gap, [*used, later[0]])
     if later:
         return verdict(
             BlockReason.GAP,

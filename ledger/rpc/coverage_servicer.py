@@ -39,6 +39,7 @@ _VERDICTS = {
     "gap": pb.COVERAGE_VERDICT_GAP,
     "insurer_suspended": pb.COVERAGE_VERDICT_INSURER_SUSPENDED,
     "non_payment": pb.COVERAGE_VERDICT_NON_PAYMENT,
+    "transfer_gap": pb.COVERAGE_VERDICT_TRANSFER_GAP,
 }
 
 

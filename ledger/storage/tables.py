@@ -260,6 +260,7 @@ transfer_gaps = Table(
     Column("first_day", Date, nullable=False),
     Column("last_day", Date, nullable=False),
     Index("ix_transfer_gaps_replaced", "replaced_insurer_id", "replaced_policy_id"),
+    Index("ix_transfer_gaps_policy", "insurer_id", "policy_id"),
 )
 """Replacement policies (``PolicyIssued.replaces``) that did not start the day after the old
 one's last covered day: the uncovered days between (inclusive), by the replacing entry."""

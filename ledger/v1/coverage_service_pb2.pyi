@@ -48,6 +48,10 @@ class _CoverageVerdictEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Cover
     """A covering policy has an instalment unpaid past the grace period: it does not count from
     the instalment's due date until paid (docs/compliance.md "Premiums").
     """
+    COVERAGE_VERDICT_TRANSFER_GAP: _CoverageVerdict.ValueType  # 8
+    """Not covered between a policy and its replacement, which started later than the day after
+    the old policy's last covered day (a transfer gap, docs/compliance.md); detail names both.
+    """
 
 class CoverageVerdict(_CoverageVerdict, metaclass=_CoverageVerdictEnumTypeWrapper):
     """Why a member is, or is not, covered through the requested date."""
@@ -69,6 +73,10 @@ COVERAGE_VERDICT_INSURER_SUSPENDED: CoverageVerdict.ValueType  # 6
 COVERAGE_VERDICT_NON_PAYMENT: CoverageVerdict.ValueType  # 7
 """A covering policy has an instalment unpaid past the grace period: it does not count from
 the instalment's due date until paid (docs/compliance.md "Premiums").
+"""
+COVERAGE_VERDICT_TRANSFER_GAP: CoverageVerdict.ValueType  # 8
+"""Not covered between a policy and its replacement, which started later than the day after
+the old policy's last covered day (a transfer gap, docs/compliance.md); detail names both.
 """
 Global___CoverageVerdict: _TypeAlias = CoverageVerdict  # noqa: Y015
 

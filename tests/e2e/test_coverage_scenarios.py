@@ -476,3 +476,15 @@ def test_an_unpaid_instalment_stops_coverage_in_every_answer_until_paid(world: W
     assert len(certificates.get(SON, today)) == 1
     earlier = world.household(SON, [], today - dt.timedelta(days=50), end)
     assert earlier.members[0].verdict == V.COVERAGE_VERDICT_NON_PAYMENT
+
+
+def test_a_late_replacement_shows_as_a_transfer_gap(world: World) -> None:
+    self_only = [(MAID, R.RELATIONSHIP_SELF)]
+    world.gulf.submit(issued(GULF, "P-TG1", MAID, self_only, JAN1, dt.date(2026, 6, 30)))
+    world.najm.submit(
+        issued(NAJM, "P-TG2", MAID, self_only, dt.date(2026, 7, 11), DEC31,
+               replaces=(GULF, "P-TG1"))
+    )  # fmt: skip
+    answer = world.household(MAID, [], dt.date(2026, 6, 1), DEC31)
+    assert [m.verdict for m in answer.members] == [V.COVERAGE_VERDICT_TRANSFER_GAP]
+    assert "'P-TG1'" in answer.members[0].detail and "2026-07-10" in answer.members[0].detail

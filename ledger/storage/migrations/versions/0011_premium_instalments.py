@@ -1,5 +1,6 @@
 """Premium schedules (PolicyIssued.instalments) and the ledger date of each payment: what the
-non-payment rule reads (docs/compliance.md "Premiums").
+non-payment rule reads (docs/compliance.md "Premiums"); transfer gaps by the replacing policy,
+which household verdicts name.
 
 ``policies.instalments`` counts each policy's instalments (0: none), so reads skip the
 schedule lookup for the others. Rows recorded before this revision have neither (policies: 0;
@@ -38,9 +39,11 @@ def upgrade() -> None:
         batch.add_column(sa.Column("paid_on", sa.Date, nullable=True))
     with op.batch_alter_table("policies") as batch:
         batch.add_column(sa.Column("instalments", sa.Integer, nullable=False, server_default="0"))
+    op.create_index("ix_transfer_gaps_policy", "transfer_gaps", ["insurer_id", "policy_id"])
 
 
 def downgrade() -> None:
+    op.drop_index("ix_transfer_gaps_policy", table_name="transfer_gaps")
     with op.batch_alter_table("policies") as batch:
         batch.drop_column("instalments")
     with op.batch_alter_table("premiums") as batch:
