@@ -195,7 +195,7 @@ premiums = Table(
 )
 """Premium payments, with the payer (the sponsor, the employer or a third party such as a fund).
 ``paid_on`` is the entry's ledger date, from which the payment counts (NULL only for rows
-recorded before migration 0011, until ``rebuild``)."""
+recorded before migration 0011: read as paid in time)."""
 
 premium_instalments = Table(
     "premium_instalments",

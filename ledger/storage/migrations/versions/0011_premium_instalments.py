@@ -4,8 +4,9 @@ which household verdicts name.
 
 ``policies.instalments`` counts each policy's instalments (0: none), so reads skip the
 schedule lookup for the others. Rows recorded before this revision have neither (policies: 0;
-payments: NULL, read as paid in time): run ``policy-ledger rebuild`` after upgrading to
-recompute them from the log.
+payments: NULL, read as paid in time), so such a policy's schedule is not enforced;
+``policy-ledger rebuild`` reports each such row against the log (it compares and writes
+nothing: filling them in needs a repair step that does not exist yet).
 
 Revision ID: 0011
 Revises: 0010
