@@ -1,4 +1,3 @@
-
 import os
 
 # The tests fork subprocesses (a test-owned PostgreSQL, `serve`, the CLI) while gRPC threads are

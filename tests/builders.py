@@ -129,9 +129,11 @@ def issued(
     premium: types_pb2.Money | None = None,
     event_id: str | None = None,
     replaces: tuple[str, str] | None = None,
+    instalments: list[tuple[dt.date, types_pb2.Money]] | None = None,
 ) -> events_pb2.Event:
     """PolicyIssued: ``members`` are (person, Relationship) pairs; the sponsor holds it;
-    ``replaces`` is the (insurer, policy) it replaces."""
+    ``replaces`` is the (insurer, policy) it replaces; ``instalments`` its premium schedule
+    (due date, amount)."""
     event = _event(insurer_id, event_id)
     body = event.policy_issued
     body.policy_id = policy_id
@@ -145,6 +147,8 @@ def issued(
     body.annual_premium.CopyFrom(premium or sar(450_000))
     if replaces is not None:
         body.replaces.insurer_id, body.replaces.policy_id = replaces
+    for due, amount in instalments or []:
+        body.instalments.add(due_date=civil(due), amount=amount)
     return event
 
 

@@ -80,7 +80,9 @@ def coverage_resource(record: CoverageRecord, *, base: str = "urn:policy-ledger"
     ``id`` is ``cov-`` and 40 hex digits of SHA-256 over the insurer, policy, person and start day:
     deterministic, within FHIR's ``[A-Za-z0-9\\-.]{1,64}``, and distinct for the two runs of a
     person removed from and re-added to one policy. ``status`` is ``cancelled`` when the record was
-    cancelled or the member removed early, else ``active``. ``period`` holds civil dates; a FHIR
+    cancelled or the member removed early, or does not count on the day asked about (an
+    instalment unpaid past its grace, a suspended insurer: the ``not-counting`` extension says
+    which), else ``active``. ``period`` holds civil dates; a FHIR
     date ``end`` includes the whole day, matching the record's inclusive ``end``. ``subscriber`` is
     the sponsor, ``beneficiary`` the person, ``payor`` the insurer, ``class`` the plan. The leaf
     indexes and the end reason are extensions (see the module docstring).
@@ -94,6 +96,8 @@ def coverage_resource(record: CoverageRecord, *, base: str = "urn:policy-ledger"
     ]
     if record.end_reason:
         extensions.append({"url": _ext(base, "end-reason"), "valueCode": record.end_reason})
+    if record.not_counting:
+        extensions.append({"url": _ext(base, "not-counting"), "valueCode": record.not_counting})
     resource: dict[str, Any] = {
         "resourceType": "Coverage",
         "id": _hash_id(
@@ -105,7 +109,7 @@ def coverage_resource(record: CoverageRecord, *, base: str = "urn:policy-ledger"
                 "value": record.policy_id,
             }
         ],
-        "status": "cancelled" if record.cancelled else "active",
+        "status": "cancelled" if record.cancelled or record.not_counting else "active",
         "subscriber": _person(base, record.sponsor),
         "beneficiary": _person(base, record.person),
         "relationship": _relationship(base, record.relationship),

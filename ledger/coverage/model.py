@@ -72,6 +72,9 @@ class CoverageRecord:
     """The log entries this record was derived from (issuance, member changes, cancellation)."""
     person_token: str = ""
     """The person's token in the identity vault: what the entries name (docs/privacy.md)."""
+    not_counting: str = ""
+    """Why the record does not count as coverage on the day asked about (``NON_PAYMENT``,
+    ``INSURER_SUSPENDED``); empty when it counts or when no day was asked about."""
 
 
 class BlockReason(enum.Enum):
@@ -88,6 +91,12 @@ class BlockReason(enum.Enum):
     """Coverage resumes later, but some day in between is not covered."""
     INSURER_SUSPENDED = "insurer_suspended"
     """The only covering policies are with an insurer whose licence is suspended."""
+    TRANSFER_GAP = "transfer_gap"
+    """Not covered between a policy and its replacement (``PolicyIssued.replaces``), which
+    started later than the day after the old one's last covered day (docs/compliance.md)."""
+    NON_PAYMENT = "non_payment"
+    """A covering policy has an instalment unpaid past the grace period: it does not count from
+    the instalment's due date until paid (docs/compliance.md "Premiums")."""
 
 
 @dataclass(frozen=True)

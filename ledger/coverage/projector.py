@@ -26,7 +26,9 @@ Rules (ARCHITECTURE.md section 5; docs/coverage.md explains each with its source
   bounded window; with reason INSURER_CHANGE it needs an InsurerChangeNotified entry 30 days
   before (these are pure functions in :mod:`ledger.coverage.rules`);
 * members change only on a policy that is not cancelled, within its period;
-* a premium's currency is the policy's, and its period lies within the policy's.
+* a premium's currency is the policy's, and its period lies within the policy's; it counts
+  from its ledger date against the instalments the policy states (the reader applies the
+  non-payment rule, :func:`ledger.coverage.rules.non_payment_periods`).
 """
 
 from __future__ import annotations
@@ -68,6 +70,7 @@ from ledger.storage.tables import (
     insurer_keys,
     insurers,
     policies,
+    premium_instalments,
     premiums,
     subject_entries,
     transfer_gaps,
@@ -194,6 +197,8 @@ class _Issue:
     premium: types_pb2.Money
     members: list[tuple[str, events_pb2.Relationship.ValueType]]
     leaf_index: int
+    instalments: int = 0
+    """How many instalments its premium schedule states."""
 
 
 @dataclass(frozen=True)
@@ -460,8 +465,25 @@ class Projector:
                 premium=body.annual_premium,
                 members=[(m.person_token, m.relationship) for m in body.members],
                 leaf_index=leaf_index,
+                instalments=len(body.instalments),
             )
         )
+        if body.instalments:
+            # No schedule, no instalment obligation (docs/compliance.md "Premiums").
+            self._execute(
+                insert(premium_instalments),
+                [
+                    {
+                        "insurer_id": insurer_id,
+                        "policy_id": body.policy_id,
+                        "position": position,
+                        "due_date": to_date(instalment.due_date),
+                        "amount_minor": instalment.amount.amount_minor,
+                        "leaf_index": leaf_index,
+                    }
+                    for position, instalment in enumerate(body.instalments)
+                ],
+            )
         if gap is not None:
             self._execute(
                 insert(transfer_gaps).values(
@@ -742,6 +764,7 @@ class Projector:
                 .removeprefix("PAYER_TYPE_")
                 .lower(),
                 "payer_key": payer,
+                "paid_on": rules.ledger_date(self._signed.integrated_at),
             }
         )
         subjects = [payer] if payer.startswith("person:") else []
@@ -807,6 +830,7 @@ class Projector:
                 "period_end": end,
                 "payer_type": "sponsor",
                 "payer_key": f"person:{sponsor}",
+                "paid_on": rules.ledger_date(self._signed.integrated_at),
             }
         )
         self._index_policy(
@@ -1058,6 +1082,7 @@ class Projector:
             cancel_reason=None,
             issued_leaf_index=issue.leaf_index,
             cancelled_leaf_index=None,
+            instalments=issue.instalments,
         )
         for member_key, relationship in issue.members:
             self._new_coverage(

@@ -7,7 +7,10 @@ and the tree size it names always agree.
 The household check (ARCHITECTURE.md section 5): a member is covered through ``through`` when
 every day from ``as_of`` to ``through`` is covered by some policy (policies of different insurers
 may overlap; a change of insurer is continuous when the new policy starts the day after the old
-one ends). Coverage by an insurer stops counting from its suspension date. A household is
+one ends). Coverage by an insurer stops counting from its suspension date, and a policy with
+an instalment unpaid past the grace period stops counting from its due date until paid
+(:func:`ledger.coverage.rules.non_payment_periods`, judged as the ledger knows it today: the
+clock's UTC date). A household is
 renewable only when every member is covered, the sponsor included (asked or not: a sponsor
 with no record at all is an empty household, never renewable); each member who is not covered
 gets the reason.
@@ -23,12 +26,14 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, cast
 
-from sqlalchemy import Connection, Engine, Row, bindparam, select
+from sqlalchemy import Connection, Engine, Row, bindparam, select, tuple_
 
 from ledger import i18n
+from ledger.clock import Clock, SystemClock
+from ledger.coverage import rules
 from ledger.coverage.model import (
     BlockReason,
     CoverageRecord,
@@ -47,11 +52,22 @@ from ledger.i18n.messages import (
     VERDICT_INSURER_SUSPENDED,
     VERDICT_LAST_ENDED,
     VERDICT_NO_POLICY,
+    VERDICT_NON_PAYMENT,
     VERDICT_STARTS_LATER,
+    VERDICT_TRANSFER_GAP,
     Message,
 )
 from ledger.storage.log_store import StoredCheckpoint, latest_checkpoint
-from ledger.storage.tables import coverages, insurers, log_entries, policies, subject_entries
+from ledger.storage.tables import (
+    coverages,
+    insurers,
+    log_entries,
+    policies,
+    premium_instalments,
+    premiums,
+    subject_entries,
+    transfer_gaps,
+)
 from ledger.storage.vault_store import person_identities
 
 __all__ = ["ERASED_PERSON", "CoverageReader", "HistoryPage", "person_from_key"]
@@ -79,24 +95,72 @@ class HistoryPage:
 
 
 @dataclass(frozen=True)
+class _Unpaid:
+    """A non-payment period of a policy: its first day (an instalment's due date) and its last
+    (None while still unpaid)."""
+
+    first: dt.date
+    last: dt.date | None
+
+    def holds(self, day: dt.date) -> bool:
+        return self.first <= day and (self.last is None or day <= self.last)
+
+
+@dataclass(frozen=True)
+class _Transfer:
+    """The record's policy replaced ``replaced`` (of ``insurer``) and started late: the days
+    ``first..last`` between are a transfer gap."""
+
+    insurer: str
+    replaced: str
+    first: dt.date
+    last: dt.date
+
+
+@dataclass(frozen=True)
 class _Span:
-    """A coverage record and the last day it counts (earlier when its insurer is suspended)."""
+    """A run of days in which a coverage record counts: from its start, or the day a late
+    payment restored it, to its end, or earlier when its insurer is suspended or an instalment
+    goes unpaid (``unpaid``: the non-payment period that cuts it)."""
 
     record: CoverageRecord
     counts_until: dt.date
     suspended_from: dt.date | None
     suspension_leaf: int | None
+    counts_from: dt.date = dt.date.min
+    unpaid: tuple[_Unpaid, ...] = ()
+    """The record's non-payment periods (every piece of the record carries them all)."""
+    transfer: _Transfer | None = None
+    """When the record's policy is a late replacement: the gap before it."""
 
     @property
     def cut_by_suspension(self) -> bool:
-        return self.counts_until < self.record.end
+        return (
+            self.suspended_from is not None
+            and self.counts_until < self.record.end
+            and self.counts_until == self.suspended_from - _ONE_DAY
+        )
+
+    def unpaid_on(self, day: dt.date) -> _Unpaid | None:
+        """The non-payment period holding ``day`` while the record would otherwise count."""
+        if not self.record.start <= day <= self.record.end:
+            return None
+        if self.suspended_from is not None and day >= self.suspended_from:
+            return None
+        return next((period for period in self.unpaid if period.holds(day)), None)
 
 
 class CoverageReader:
     """Read-only queries over the projections; safe from many threads."""
 
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: Engine, clock: Clock | None = None) -> None:
+        """``clock``: what "today" is for the non-payment rule (an instalment's grace passes
+        with time, not with an entry)."""
         self._engine = engine
+        self._clock: Clock = clock or SystemClock()
+
+    def _today(self) -> dt.date:
+        return rules.ledger_date(self._clock.now())
 
     @contextmanager
     def _snapshot(self) -> Iterator[Connection]:
@@ -113,17 +177,26 @@ class CoverageReader:
         self, person: PersonRef, day: dt.date, *, counting_suspension: bool = False
     ) -> tuple[list[CoverageRecord], StoredCheckpoint]:
         """The coverages of ``person`` on ``day``, and the state. With ``counting_suspension``,
-        only those still counting (their insurer not suspended by then), as for certificates."""
+        only those still counting (their insurer not suspended by then, no instalment unpaid past
+        its grace), as for certificates; without, every record whose period holds the day, each
+        with ``not_counting`` set when it does not count then."""
         with self._snapshot() as connection:
             head = latest_checkpoint(connection)
-            records = [
-                span.record
-                for span in _spans(connection, person)
-                if span.record.start
-                <= day
-                <= (span.counts_until if counting_suspension else span.record.end)
-            ]
-        return records, head
+            spans = _spans(connection, person, self._today())
+        counting = {
+            id(span.record) for span in spans if span.counts_from <= day <= span.counts_until
+        }
+        records: dict[int, CoverageRecord] = {}
+        for span in spans:
+            record = span.record
+            if id(record) in records or not record.start <= day <= record.end:
+                continue
+            if id(record) in counting:
+                records[id(record)] = record
+            elif not counting_suspension:
+                reason = "NON_PAYMENT" if span.unpaid_on(day) else "INSURER_SUSPENDED"
+                records[id(record)] = replace(record, not_counting=reason)
+        return list(records.values()), head
 
     def check_household(
         self,
@@ -138,13 +211,16 @@ class CoverageReader:
         has not ended before ``as_of``. The sponsor is always checked too: a household whose
         sponsor is not covered, or of which the ledger has no record at all, is not renewable.
         """
+        today = self._today()
         with self._snapshot() as connection:
             head = latest_checkpoint(connection)
             asked = list(members) or _members_on_record(connection, sponsor, as_of)
             if all(person.key != sponsor.key for person, _ in asked):
                 asked = [*asked, (sponsor, Relationship.SELF)]
             verdicts = [
-                _member_verdict(person, relationship, _spans(connection, person), as_of, through)
+                _member_verdict(
+                    person, relationship, _spans(connection, person, today), as_of, through
+                )
                 for person, relationship in asked
             ]
         leaves = sorted(
@@ -204,11 +280,16 @@ _SELECT_SPANS = (
     select(
         coverages,
         policies.c.plan,
+        policies.c.instalments,
         insurers.c.suspended_from,
         insurers.c.leaf_index.label("insurer_leaf_index"),
         _SPONSOR.c.id_type.label("sponsor_id_type"),
         _SPONSOR.c.value.label("sponsor_value"),
         _SPONSOR.c.country.label("sponsor_country"),
+        transfer_gaps.c.replaced_insurer_id,
+        transfer_gaps.c.replaced_policy_id,
+        transfer_gaps.c.first_day.label("gap_first"),
+        transfer_gaps.c.last_day.label("gap_last"),
     )
     .select_from(_PERSON)
     .join(coverages, coverages.c.person_key == _PERSON.c.token)
@@ -221,6 +302,12 @@ _SELECT_SPANS = (
     # it collect fees), and it is never suspended.
     .join(insurers, insurers.c.insurer_id == coverages.c.insurer_id, isouter=True)
     .join(_SPONSOR, _SPONSOR.c.token == coverages.c.sponsor_key, isouter=True)
+    .join(
+        transfer_gaps,
+        (transfer_gaps.c.insurer_id == coverages.c.insurer_id)
+        & (transfer_gaps.c.policy_id == coverages.c.policy_id),
+        isouter=True,
+    )
     .where(_BY_IDENTIFIER, coverages.c.end_date >= coverages.c.start_date)
     .order_by(coverages.c.start_date, coverages.c.insurer_id, coverages.c.policy_id)
 )
@@ -238,10 +325,109 @@ def _token_of(connection: Connection, person: PersonRef) -> str | None:
     return token
 
 
-def _spans(connection: Connection, person: PersonRef) -> list[_Span]:
-    """Every non-empty coverage of a person, by start date, with its insurer's suspension."""
-    rows = connection.execute(_SELECT_SPANS, _identifier(person))
-    return [_span(row, person) for row in rows]
+_SELECT_INSTALMENTS = (
+    select(
+        premium_instalments.c.insurer_id,
+        premium_instalments.c.policy_id,
+        premium_instalments.c.due_date,
+        premium_instalments.c.amount_minor,
+    )
+    .where(
+        tuple_(premium_instalments.c.insurer_id, premium_instalments.c.policy_id).in_(
+            bindparam("policies", expanding=True)
+        )
+    )
+    .order_by(premium_instalments.c.position)
+)
+_SELECT_PAYMENTS = (
+    select(
+        premiums.c.insurer_id,
+        premiums.c.policy_id,
+        premiums.c.paid_on,
+        premiums.c.amount_minor,
+    )
+    .where(
+        tuple_(premiums.c.insurer_id, premiums.c.policy_id).in_(
+            bindparam("policies", expanding=True)
+        )
+    )
+    .order_by(premiums.c.leaf_index)
+)
+
+
+def _spans(connection: Connection, person: PersonRef, today: dt.date) -> list[_Span]:
+    """Every non-empty coverage of a person, by start date, with its insurer's suspension,
+    split where instalments unpaid past their grace (as of ``today``) stop it counting."""
+    rows = list(connection.execute(_SELECT_SPANS, _identifier(person)))
+    spans = [_span(row, person) for row in rows]
+    scheduled = sorted({(row.insurer_id, row.policy_id) for row in rows if row.instalments})
+    unpaid = _non_payment(connection, scheduled, today)
+    if not unpaid:
+        return spans
+    split: list[_Span] = []
+    for span in spans:
+        periods = unpaid.get((span.record.insurer_id, span.record.policy_id), ())
+        split.extend(_pieces(span, periods) if periods else [span])
+    return split
+
+
+def _non_payment(
+    connection: Connection, keys: list[tuple[str, str]], today: dt.date
+) -> dict[tuple[str, str], tuple[_Unpaid, ...]]:
+    """The non-payment periods of the policies ``keys`` that state a premium schedule."""
+    if not keys:
+        return {}
+    schedules: dict[tuple[str, str], list[rules.Instalment]] = {}
+    for row in connection.execute(_SELECT_INSTALMENTS, {"policies": keys}):
+        schedules.setdefault((row.insurer_id, row.policy_id), []).append(
+            rules.Instalment(row.due_date, int(row.amount_minor))
+        )
+    if not schedules:
+        return {}
+    payments: dict[tuple[str, str], list[rules.Payment]] = {}
+    for row in connection.execute(_SELECT_PAYMENTS, {"policies": sorted(schedules)}):
+        # NULL: recorded before migration 0012 (until rebuild): counted as paid in time.
+        paid_on = row.paid_on if row.paid_on is not None else dt.date.min
+        payments.setdefault((row.insurer_id, row.policy_id), []).append(
+            rules.Payment(paid_on, int(row.amount_minor))
+        )
+    found: dict[tuple[str, str], tuple[_Unpaid, ...]] = {}
+    for key, schedule in schedules.items():
+        periods = rules.non_payment_periods(tuple(schedule), tuple(payments.get(key, ())), today)
+        if periods:
+            found[key] = tuple(_Unpaid(first, last) for first, last in periods)
+    return found
+
+
+def _pieces(span: _Span, periods: tuple[_Unpaid, ...]) -> list[_Span]:
+    """``span`` without the days of ``periods`` (each piece carries them, for the verdict)."""
+    pieces: list[_Span] = []
+    cursor: dt.date | None = span.record.start
+    for period in periods:
+        if cursor is None or period.first > span.counts_until:
+            break
+        if period.last is not None and period.last < cursor:
+            continue
+        if period.first > cursor:
+            pieces.append(
+                replace(
+                    span, counts_from=cursor, counts_until=period.first - _ONE_DAY, unpaid=periods
+                )
+            )
+        cursor = None if period.last is None else period.last + _ONE_DAY
+    if cursor is not None and cursor <= span.counts_until:
+        pieces.append(replace(span, counts_from=cursor, unpaid=periods))
+    if not pieces:
+        # Not counting on any day: an empty piece keeps the record for the verdict's reasons.
+        pieces.append(
+            replace(
+                span,
+                counts_from=span.record.start,
+                counts_until=span.record.start - _ONE_DAY,
+                unpaid=periods,
+            )
+        )
+    return pieces
 
 
 def _sponsor(row: Row[Any]) -> PersonRef:
@@ -271,8 +457,18 @@ def _span(row: Row[Any], person: PersonRef) -> _Span:
     counts_until = record.end
     if suspended_from is not None:
         counts_until = min(counts_until, suspended_from - _ONE_DAY)
+    transfer = None
+    if row.gap_first is not None:
+        transfer = _Transfer(
+            insurer=row.replaced_insurer_id,
+            replaced=row.replaced_policy_id,
+            first=row.gap_first,
+            last=row.gap_last,
+        )
     return _Span(
         record=record,
+        transfer=transfer,
+        counts_from=record.start,
         counts_until=counts_until,
         suspended_from=suspended_from,
         suspension_leaf=int(row.insurer_leaf_index) if suspended_from is not None else None,
@@ -306,6 +502,23 @@ def _members_on_record(
     return list(found.items())
 
 
+def _transfer_gap(day: dt.date, later: _Span) -> Message | None:
+    """The message for an uncovered ``day`` inside the transfer gap before ``later``, if any."""
+    transfer = later.transfer
+    if transfer is None or not transfer.first <= day <= transfer.last:
+        return None
+    return Message(
+        VERDICT_TRANSFER_GAP,
+        {
+            "start": day,
+            "end": later.record.start - _ONE_DAY,
+            "policy": later.record.policy_id,
+            "replaced": transfer.replaced,
+            "insurer": transfer.insurer,
+        },
+    )
+
+
 def _suspended(span: _Span) -> Message:
     check(span.suspended_from is not None, "a suspended span without its suspension date")
     suspended_from = cast(dt.date, span.suspended_from)
@@ -314,7 +527,7 @@ def _suspended(span: _Span) -> Message:
     )
 
 
-def _member_verdict(  # noqa: PLR0911 (one return per documented reason)
+def _member_verdict(  # noqa: PLR0911, PLR0912 (one branch and return per documented reason)
     person: PersonRef,
     relationship: Relationship | None,
     spans: list[_Span],
@@ -325,7 +538,7 @@ def _member_verdict(  # noqa: PLR0911 (one return per documented reason)
     day = as_of
     used: list[_Span] = []
     while day <= through:
-        covering = [s for s in spans if s.record.start <= day <= s.counts_until]
+        covering = [s for s in spans if s.counts_from <= day <= s.counts_until]
         if not covering:
             break
         best = max(covering, key=lambda span: span.counts_until)
@@ -356,9 +569,24 @@ def _member_verdict(  # noqa: PLR0911 (one return per documented reason)
         return verdict(
             BlockReason.COVERED, Message(VERDICT_COVERED_THROUGH, {"date": day - _ONE_DAY}), used
         )
+    unpaid = [(s, period) for s in spans if (period := s.unpaid_on(day)) is not None]
+    if unpaid:
+        span, period = unpaid[0]
+        return verdict(
+            BlockReason.NON_PAYMENT,
+            Message(
+                VERDICT_NON_PAYMENT,
+                {"date": period.first, "policy": span.record.policy_id},
+            ),
+            [*used, span],
+        )
     later = [s for s in spans if day < s.record.start <= through]
     if not used:
-        suspended = [s for s in spans if s.record.start <= day <= s.record.end]
+        suspended = [
+            s
+            for s in spans
+            if s.record.start <= day <= s.record.end and s.suspended_from is not None
+        ]
         if suspended:
             span = suspended[0]
             return verdict(
@@ -366,6 +594,8 @@ def _member_verdict(  # noqa: PLR0911 (one return per documented reason)
                 _suspended(span),
                 suspended,
             )
+        if later and (gap := _transfer_gap(day, later[0])) is not None:
+            return verdict(BlockReason.TRANSFER_GAP, gap, later[:1])
         if later:
             return verdict(
                 BlockReason.NO_POLICY,
@@ -392,6 +622,8 @@ def _member_verdict(  # noqa: PLR0911 (one return per documented reason)
     last = used[-1]
     if last.cut_by_suspension:
         return verdict(BlockReason.INSURER_SUSPENDED, _suspended(last), used)
+    if later and (gap := _transfer_gap(day, later[0])) is not None:
+        return verdict(BlockReason.TRANSFER_GAP, gap, [*used, later[0]])
     if later:
         return verdict(
             BlockReason.GAP,

@@ -38,6 +38,8 @@ _VERDICTS = {
     "cancelled": pb.COVERAGE_VERDICT_CANCELLED,
     "gap": pb.COVERAGE_VERDICT_GAP,
     "insurer_suspended": pb.COVERAGE_VERDICT_INSURER_SUSPENDED,
+    "non_payment": pb.COVERAGE_VERDICT_NON_PAYMENT,
+    "transfer_gap": pb.COVERAGE_VERDICT_TRANSFER_GAP,
 }
 
 
@@ -66,6 +68,7 @@ def _coverage_proto(record: CoverageRecord) -> pb.Coverage:
         cancelled=record.cancelled,
         end_reason=record.end_reason,
         leaf_indexes=list(record.leaf_indexes),
+        not_counting=record.not_counting,
     )
 
 
@@ -219,7 +222,8 @@ class CoverageServicer(pb_grpc.CoverageServiceServicer):
         self, person: PersonRef, day: dt.date, presentation: i18n.Presentation
     ) -> pb.GetCoverageCertificateResponse:
         """Runs in a worker thread: read coverage, proofs and entries, and sign."""
-        # A suspended insurer's policies stop counting: no certificate for them.
+        # A suspended insurer's policies, and a policy unpaid past its grace, stop counting: no
+        # certificate for them.
         records, head = self._reader.coverage_on(person, day, counting_suspension=True)
         if not records:
             raise NotFound(

@@ -306,7 +306,8 @@ async def _start(
         LedgerServicer(ledger, LogStore(engine), reads), server
     )
     coverage_service_pb2_grpc.add_CoverageServiceServicer_to_server(
-        CoverageServicer(CoverageReader(engine), clock, LogStore(engine), signer, reads), server
+        CoverageServicer(CoverageReader(engine, clock), clock, LogStore(engine), signer, reads),
+        server,
     )
     admin_service_pb2_grpc.add_AdminServiceServicer_to_server(
         AdminServicer(key_store, key_cache, clock), server

@@ -13,6 +13,7 @@ from sqlalchemy import (
     Column,
     Date,
     Index,
+    Integer,
     LargeBinary,
     MetaData,
     PrimaryKeyConstraint,
@@ -34,6 +35,7 @@ __all__ = [
     "log_entries",
     "metadata",
     "policies",
+    "premium_instalments",
     "premiums",
     "subject_entries",
     "transfer_gaps",
@@ -146,11 +148,14 @@ policies = Table(
     Column("cancel_reason", String(32), nullable=True),
     Column("issued_leaf_index", BigInteger, nullable=False),
     Column("cancelled_leaf_index", BigInteger, nullable=True),
+    Column("instalments", Integer, nullable=False, server_default="0"),
     PrimaryKeyConstraint("insurer_id", "policy_id", name="pk_policies"),
     Index("ix_policies_sponsor_key", "sponsor_key"),
     Index("ix_policies_policy_id", "policy_id"),
 )
-"""One row per issued policy; the stated period, and the cancellation when there is one."""
+"""One row per issued policy; the stated period, and the cancellation when there is one.
+``instalments``: how many the premium schedule states (0: none, no instalment obligation), so
+a coverage read looks up schedules only for policies that have one."""
 
 coverages = Table(
     "coverages",
@@ -185,9 +190,26 @@ premiums = Table(
     Column("period_end", Date, nullable=False),
     Column("payer_type", String(16), nullable=False),
     Column("payer_key", String(200), nullable=False),
+    Column("paid_on", Date, nullable=True),
     Index("ix_premiums_insurer_id_policy", "insurer_id", "policy_id"),
 )
-"""Premium payments, with the payer (the sponsor, the employer or a third party such as a fund)."""
+"""Premium payments, with the payer (the sponsor, the employer or a third party such as a fund).
+``paid_on`` is the entry's ledger date, from which the payment counts (NULL only for rows
+recorded before migration 0012: read as paid in time)."""
+
+premium_instalments = Table(
+    "premium_instalments",
+    metadata,
+    Column("insurer_id", String(64), nullable=False),
+    Column("policy_id", String(128), nullable=False),
+    Column("position", Integer, nullable=False, autoincrement=False),
+    Column("due_date", Date, nullable=False),
+    Column("amount_minor", BigInteger, nullable=False),
+    Column("leaf_index", BigInteger, nullable=False),
+    PrimaryKeyConstraint("insurer_id", "policy_id", "position", name="pk_premium_instalments"),
+)
+"""The premium schedule a policy states (``PolicyIssued.instalments``), in the policy's
+currency. A policy with none has no instalment obligation (docs/compliance.md)."""
 
 subject_entries = Table(
     "subject_entries",
@@ -238,6 +260,7 @@ transfer_gaps = Table(
     Column("first_day", Date, nullable=False),
     Column("last_day", Date, nullable=False),
     Index("ix_transfer_gaps_replaced", "replaced_insurer_id", "replaced_policy_id"),
+    Index("ix_transfer_gaps_policy", "insurer_id", "policy_id"),
 )
 """Replacement policies (``PolicyIssued.replaces``) that did not start the day after the old
 one's last covered day: the uncovered days between (inclusive), by the replacing entry."""
@@ -249,6 +272,7 @@ PROJECTION_TABLES = (
     policies,
     coverages,
     premiums,
+    premium_instalments,
     fee_refunds,
     insurer_change_notices,
     transfer_gaps,

@@ -44,6 +44,14 @@ class _CoverageVerdictEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Cover
     """Coverage resumes later, but some day in between is not covered."""
     COVERAGE_VERDICT_INSURER_SUSPENDED: _CoverageVerdict.ValueType  # 6
     """The covering insurer's licence is suspended."""
+    COVERAGE_VERDICT_NON_PAYMENT: _CoverageVerdict.ValueType  # 7
+    """A covering policy has an instalment unpaid past the grace period: it does not count from
+    the instalment's due date until paid (docs/compliance.md "Premiums").
+    """
+    COVERAGE_VERDICT_TRANSFER_GAP: _CoverageVerdict.ValueType  # 8
+    """Not covered between a policy and its replacement, which started later than the day after
+    the old policy's last covered day (a transfer gap, docs/compliance.md); detail names both.
+    """
 
 class CoverageVerdict(_CoverageVerdict, metaclass=_CoverageVerdictEnumTypeWrapper):
     """Why a member is, or is not, covered through the requested date."""
@@ -62,6 +70,14 @@ COVERAGE_VERDICT_GAP: CoverageVerdict.ValueType  # 5
 """Coverage resumes later, but some day in between is not covered."""
 COVERAGE_VERDICT_INSURER_SUSPENDED: CoverageVerdict.ValueType  # 6
 """The covering insurer's licence is suspended."""
+COVERAGE_VERDICT_NON_PAYMENT: CoverageVerdict.ValueType  # 7
+"""A covering policy has an instalment unpaid past the grace period: it does not count from
+the instalment's due date until paid (docs/compliance.md "Premiums").
+"""
+COVERAGE_VERDICT_TRANSFER_GAP: CoverageVerdict.ValueType  # 8
+"""Not covered between a policy and its replacement, which started later than the day after
+the old policy's last covered day (a transfer gap, docs/compliance.md); detail names both.
+"""
 Global___CoverageVerdict: _TypeAlias = CoverageVerdict  # noqa: Y015
 
 @_typing.final
@@ -115,6 +131,7 @@ class Coverage(_message.Message):
     CANCELLED_FIELD_NUMBER: _builtins.int
     END_REASON_FIELD_NUMBER: _builtins.int
     LEAF_INDEXES_FIELD_NUMBER: _builtins.int
+    NOT_COUNTING_FIELD_NUMBER: _builtins.int
     relationship: _events_pb2.Relationship.ValueType
     """The person's relationship to the sponsor."""
     insurer_id: _builtins.str
@@ -128,6 +145,11 @@ class Coverage(_message.Message):
     end_reason: _builtins.str
     """Why coverage ends on end_date: "PERIOD_END", "MEMBER_REMOVED:<reason>" or a
     CancellationReason name without its prefix, such as "FINAL_EXIT".
+    """
+    not_counting: _builtins.str
+    """GetCoverage only: why this coverage does not count on the date asked about, though its
+    period holds it: "NON_PAYMENT" (an instalment unpaid past the grace period,
+    docs/compliance.md) or "INSURER_SUSPENDED". Empty when it counts.
     """
     @_builtins.property
     def person(self) -> _types_pb2.PersonId:
@@ -163,10 +185,11 @@ class Coverage(_message.Message):
         cancelled: _builtins.bool = ...,
         end_reason: _builtins.str = ...,
         leaf_indexes: _abc.Iterable[_builtins.int] | None = ...,
+        not_counting: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["end_date", b"end_date", "person", b"person", "sponsor", b"sponsor", "start_date", b"start_date"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["cancelled", b"cancelled", "end_date", b"end_date", "end_reason", b"end_reason", "insurer_id", b"insurer_id", "leaf_indexes", b"leaf_indexes", "person", b"person", "plan", b"plan", "policy_id", b"policy_id", "relationship", b"relationship", "sponsor", b"sponsor", "start_date", b"start_date"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cancelled", b"cancelled", "end_date", b"end_date", "end_reason", b"end_reason", "insurer_id", b"insurer_id", "leaf_indexes", b"leaf_indexes", "not_counting", b"not_counting", "person", b"person", "plan", b"plan", "policy_id", b"policy_id", "relationship", b"relationship", "sponsor", b"sponsor", "start_date", b"start_date"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

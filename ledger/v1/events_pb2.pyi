@@ -385,9 +385,9 @@ class PolicyIssued(_message.Message):
 
     @_builtins.property
     def instalments(self) -> _containers.RepeatedCompositeFieldContainer[Global___Instalment]:
-        """The premium schedule: the instalments and their due dates. Empty means one instalment of
-        `annual_premium` due on the start date. An instalment unpaid past the grace period stops
-        the policy counting as coverage from its due date until paid (docs/compliance.md).
+        """The premium schedule: the instalments and their due dates. Empty means no instalment
+        obligation the ledger enforces. An instalment unpaid past the grace period stops the
+        policy counting as coverage from its due date until paid (docs/compliance.md).
         """
 
     def __init__(

@@ -439,3 +439,52 @@ def test_an_empty_household_is_not_renewable_and_the_sponsor_is_always_checked(
         WIFE.value: V.COVERAGE_VERDICT_COVERED,
         person(561).value: V.COVERAGE_VERDICT_NO_POLICY,
     }
+
+
+def test_an_unpaid_instalment_stops_coverage_in_every_answer_until_paid(world: World) -> None:
+    """Ledger time is today: the first instalment, due 100 days ago, is past its grace."""
+    from clients.certificate import CertificateClient
+    from clients.errors import NotFoundError
+
+    today = dt.datetime.now(dt.UTC).date()
+    start, end = today - dt.timedelta(days=100), today + dt.timedelta(days=200)
+    schedule = [(start, sar(100_000)), (today - dt.timedelta(days=5), sar(100_000))]
+    world.gulf.submit(
+        issued(GULF, "P-NP", SON, [(SON, R.RELATIONSHIP_SELF)], start, end,
+               premium=sar(200_000), instalments=schedule)
+    )  # fmt: skip
+    answer = world.household(SON, [], today, today + dt.timedelta(days=30))
+    assert not answer.renewable
+    assert answer.members[0].verdict == V.COVERAGE_VERDICT_NON_PAYMENT
+    assert start.isoformat() in answer.members[0].detail
+    coverage = world.portal.get_coverage(SON, today, include_fhir=True).response
+    assert [c.not_counting for c in coverage.coverages] == ["NON_PAYMENT"]
+    [fhir] = [json.loads(resource) for resource in coverage.fhir_coverages]
+    assert fhir["status"] == "cancelled"
+    assert {"NON_PAYMENT"} <= {ext.get("valueCode") for ext in fhir["extension"]}
+    certificates = CertificateClient(world.channel)
+    with pytest.raises(NotFoundError) as raised:
+        certificates.get(SON, today)
+    assert raised.value.reason == "COVERAGE_NOT_FOUND"
+    # Both instalments paid today: coverage counts again from today, not before.
+    world.gulf.submit(paid(GULF, "P-NP", sar(200_000), start, end))
+    answer = world.household(SON, [], today, end)
+    assert answer.renewable, answer.members[0].detail
+    coverage = world.portal.get_coverage(SON, today, include_fhir=True).response
+    assert [c.not_counting for c in coverage.coverages] == [""]
+    assert json.loads(coverage.fhir_coverages[0])["status"] == "active"
+    assert len(certificates.get(SON, today)) == 1
+    earlier = world.household(SON, [], today - dt.timedelta(days=50), end)
+    assert earlier.members[0].verdict == V.COVERAGE_VERDICT_NON_PAYMENT
+
+
+def test_a_late_replacement_shows_as_a_transfer_gap(world: World) -> None:
+    self_only = [(MAID, R.RELATIONSHIP_SELF)]
+    world.gulf.submit(issued(GULF, "P-TG1", MAID, self_only, JAN1, dt.date(2026, 6, 30)))
+    world.najm.submit(
+        issued(NAJM, "P-TG2", MAID, self_only, dt.date(2026, 7, 11), DEC31,
+               replaces=(GULF, "P-TG1"))
+    )  # fmt: skip
+    answer = world.household(MAID, [], dt.date(2026, 6, 1), DEC31)
+    assert [m.verdict for m in answer.members] == [V.COVERAGE_VERDICT_TRANSFER_GAP]
+    assert "'P-TG1'" in answer.members[0].detail and "2026-07-10" in answer.members[0].detail

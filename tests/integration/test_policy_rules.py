@@ -11,6 +11,9 @@ from sqlalchemy import Connection, Engine, func, select
 
 from clients.operator import key_registered
 from ledger import limits
+from ledger.coverage.model import BlockReason
+from ledger.coverage.projector import person_ref
+from ledger.coverage.reader import CoverageReader
 from ledger.errors import FailedPrecondition, LedgerError
 from ledger.identity.erasure import ErasedPerson, ErasureHooks
 from ledger.signers import SignerRole
@@ -282,6 +285,34 @@ def test_a_replacement_that_starts_late_is_accepted_with_its_gap_recorded(log: L
     assert _gaps(log) == [
         (late.leaf_index, GULF, "LATE", GULF, "OLD", dt.date(2026, 7, 1), dt.date(2026, 8, 4))
     ]
+
+
+def test_a_household_verdict_over_a_transfer_gap_names_the_transfer(log: Log) -> None:
+    log.accept(issued(GULF, "OLD", SPONSOR, FAMILY, JAN1, dt.date(2026, 6, 30)))
+    log.accept(
+        issued(NAJM, "LATE", SPONSOR, FAMILY, dt.date(2026, 8, 5), DEC31, replaces=(GULF, "OLD"))
+    )
+    reader = CoverageReader(log.engine)
+    sponsor = person_ref(SPONSOR)
+    # Asked from before the gap: covered until it, then the transfer's gap.
+    answer = reader.check_household(sponsor, [], dt.date(2026, 6, 1), DEC31)
+    assert not answer.renewable
+    assert {m.reason for m in answer.members} == {BlockReason.TRANSFER_GAP}
+    member = answer.members[0]
+    assert member.covered_until == dt.date(2026, 6, 30)
+    assert all(
+        word in member.detail for word in ("2026-07-01", "2026-08-04", "'LATE'", "'OLD'", GULF)
+    )
+    assert {"OLD", "LATE"} <= {c.policy_id for c in member.coverages}
+    # Asked from inside the gap: the same reason, from that day.
+    inside = reader.check_household(sponsor, [(sponsor, None)], dt.date(2026, 7, 20), DEC31)
+    assert [m.reason for m in inside.members] == [BlockReason.TRANSFER_GAP]
+    assert "2026-07-20" in inside.members[0].detail
+    # A later policy that replaces nothing leaves an ordinary gap.
+    log.accept(issued(GULF, "SON", SON, [(SON, R.RELATIONSHIP_SELF)], JAN1, dt.date(2026, 6, 30)))
+    log.accept(issued(NAJM, "SON2", SON, [(SON, R.RELATIONSHIP_SELF)], dt.date(2026, 8, 5), DEC31))
+    plain = reader.check_household(person_ref(SON), [], dt.date(2026, 6, 1), DEC31)
+    assert [m.reason for m in plain.members] == [BlockReason.GAP]
 
 
 def test_a_replacement_counts_from_the_old_policy_s_cancellation(log: Log) -> None:
