@@ -260,10 +260,12 @@ def test_every_help_example_runs_as_printed(
     witness = runner.start("policy-ledger witness serve", " on http://")
     runner.stop(witness)
     other = runner.start("policy-ledger serve --listen", "policy-ledger serving on port")
-    runner.run(
-        "policy-ledger admin insurer add-key --insurer acme-health --verifier-key-file acme.pub"
-    )
-    runner.stop(other)
+    try:
+        runner.run(
+            "policy-ledger admin insurer add-key --insurer acme-health --verifier-key-file acme.pub"
+        )
+    finally:
+        runner.stop(other)
     runner.run("policy-ledger demo --events")
 
     assert not runner.failures, "\n".join(runner.failures)
