@@ -71,10 +71,6 @@ HYPOTHESIS_CHUNK_EXAMPLES = 1000
 """Examples per hypothesis run: hypothesis remembers every example of a run (its choice tree,
 about 8 kB each), so one run of 50,000 grew the test process by 400 MB; the generated cases
 are drawn in runs of this many, each with its own seed, and memory stays flat."""
-CHANNEL_CALLS_MAX = 1000
-"""Calls on one client channel before it is replaced: a grpc client channel kept for the whole
-run grew the test process (226 to 297 MiB over 45,000 generated calls, the server process flat
-at 118-158 MiB); renewed every 1,000 calls it stayed at 200-227 MiB over 15,000."""
 SERVER_PROCESS = os.environ.get("POLICY_LEDGER_FUZZ_SERVER_PROCESS", "") == "1"
 """Whether the server runs in its own process (else in a thread of this one)."""
 MEMORY_SAMPLE_CALLS = min(5000, max(1000, CASES // 20))
@@ -211,8 +207,6 @@ class Fuzzer:
         if code != grpc.StatusCode.OK:
             assert after == self.counts, f"{method.path} refused ({code.name}) but wrote"
         self.counts = after
-        if self.calls % CHANNEL_CALLS_MAX == 0:
-            self.renew_channels()
         if self.calls % MEMORY_SAMPLE_CALLS == 0:
             self.memory.append((self.calls, _resident_bytes()))
             line = f"fuzz: {self.calls} calls, resident {self.memory[-1][1] / 2**20:.0f} MiB"
@@ -221,17 +215,6 @@ class Fuzzer:
                 line += f" (server process {self.server_memory[-1][1] / 2**20:.0f} MiB)"
             print(line, flush=True)
         return code
-
-    def renew_channels(self) -> None:
-        """A new channel per caller, the old ones closed: done every CHANNEL_CALLS_MAX calls."""
-        self.close_channels()
-        for caller in {method.caller for method in METHODS}:
-            self.channels[caller] = self.server.channel(*caller)
-
-    def close_channels(self) -> None:
-        for channel in self.channels.values():
-            channel.close()
-        self.channels.clear()
 
     def baseline(self) -> tuple[int, int | None]:
         """Resident memory now, of this process and of the server's (None in this one)."""
@@ -271,11 +254,13 @@ def fuzzer(
     try:
         onboard(server, operator_signer, INSURER, insurer_signer)
         with ExitStack() as stack:
+            channels = {
+                caller: stack.enter_context(server.channel(*caller))
+                for caller in {method.caller for method in METHODS}
+            }
             rows = RowCounter(database_url)
             stack.callback(rows.close)
-            fuzzer = Fuzzer(server, rows, {})
-            fuzzer.renew_channels()
-            stack.callback(fuzzer.close_channels)
+            fuzzer = Fuzzer(server, rows, channels)
             if isinstance(server, _ProcessServer):
                 fuzzer.server_pid = server.process.process.pid
             fuzzer.counts = rows.counts()
