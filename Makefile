@@ -53,8 +53,8 @@ proto-check: proto ## Fail when the committed generated code differs from what `
 faults: $(STAMP) ## The seeded renewal fault-injection run, large (make test runs 1,000 renewals).
 	POLICY_LEDGER_FAULT_RENEWALS=$${RENEWALS:-20000} $(BIN)/pytest -q -s --timeout=0 tests/payments/test_renewal.py -k seeded
 
-fuzz: $(STAMP) ## The fuzz suite, large: 100,000 generated and mutated requests per engine (make test runs 1,200).
-	POLICY_LEDGER_FUZZ_CASES=$${CASES:-100000} $(BIN)/pytest -q -s --timeout=0 tests/fuzz
+fuzz: $(STAMP) ## The fuzz suite, large: 100,000 generated and mutated requests against a `serve` process, its memory checked apart (make test: 1,200, in-process).
+	POLICY_LEDGER_FUZZ_SERVER_PROCESS=1 POLICY_LEDGER_FUZZ_CASES=$${CASES:-100000} $(BIN)/pytest -q -s --timeout=0 tests/fuzz
 
 bench: $(STAMP) ## Print throughput and latency figures (not a test: nothing fails on speed).
 	$(BIN)/python -m bench

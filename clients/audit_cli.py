@@ -17,10 +17,12 @@ import argparse
 import base64
 import json
 import os
+import signal
 import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from types import FrameType
 from typing import Any
 
 from clients.channel import (
@@ -290,6 +292,10 @@ def _audit_with_progress(  # noqa: PLR0917 (the audit's inputs, passed through)
         )
 
 
+def _stop_watching(signum: int, frame: FrameType | None) -> None:
+    raise KeyboardInterrupt
+
+
 def _watch(args: argparse.Namespace) -> int:
     import grpc
 
@@ -305,51 +311,55 @@ def _watch(args: argparse.Namespace) -> int:
     except (VerificationFailure, OSError, ValueError) as error:
         return _usage(str(error))
     server = connection_from_arguments(args)
-    rounds = 0
-    while args.iterations == 0 or rounds < args.iterations:
-        rounds += 1
-        try:
-            note = fetch_checkpoint_note(server)
-            checkpoint = verify_checkpoint(note, key)
-            check_witnesses(args, note)
-            last = state.checkpoints[-1] if state.checkpoints else None
-            if last is not None:
-                if checkpoint.size < last.size:
-                    raise VerificationFailure(
-                        f"ROLLBACK: the log now says size {checkpoint.size}, "
-                        f"we saw {last.size} before"
-                    )
-                if checkpoint.size == last.size and checkpoint.root_hash != last.root_hash:
-                    raise VerificationFailure(
-                        f"FORK: two signed roots for size {checkpoint.size} (split view)"
-                    )
-                if checkpoint.size > last.size:
-                    with server.open() as channel:
-                        proof = pb_grpc.LedgerServiceStub(channel).GetConsistencyProof(
-                            pb.GetConsistencyProofRequest(
-                                from_tree_size=last.size, to_tree_size=checkpoint.size
-                            ),
-                            timeout=30,
+    signal.signal(signal.SIGTERM, _stop_watching)  # SIGTERM ends the watch: exit 0
+    try:
+        rounds = 0
+        while args.iterations == 0 or rounds < args.iterations:
+            rounds += 1
+            try:
+                note = fetch_checkpoint_note(server)
+                checkpoint = verify_checkpoint(note, key)
+                check_witnesses(args, note)
+                last = state.checkpoints[-1] if state.checkpoints else None
+                if last is not None:
+                    if checkpoint.size < last.size:
+                        raise VerificationFailure(
+                            f"ROLLBACK: the log now says size {checkpoint.size}, "
+                            f"we saw {last.size} before"
                         )
-                    if last.size > 0:
-                        verify_consistency(
-                            last.size,
-                            checkpoint.size,
-                            [bytes(h) for h in proof.hashes],
-                            last.root_hash,
-                            checkpoint.root_hash,
+                    if checkpoint.size == last.size and checkpoint.root_hash != last.root_hash:
+                        raise VerificationFailure(
+                            f"FORK: two signed roots for size {checkpoint.size} (split view)"
                         )
-            state.add(note, checkpoint)
-            print(f"checkpoint size {checkpoint.size:,}: signature and consistency verified")
-        except VerificationFailure as alert:
-            print(f"ALERT: {alert}", file=sys.stderr)
-            return 1
-        except grpc.RpcError as error:
-            # A watcher that cannot see the log must say so (a supervisor restarts it and
-            # pages someone), not exit 0 as if all were well.
-            return _unreachable(args.server, error)
-        if args.iterations == 0 or rounds < args.iterations:
-            time.sleep(args.interval)
+                    if checkpoint.size > last.size:
+                        with server.open() as channel:
+                            proof = pb_grpc.LedgerServiceStub(channel).GetConsistencyProof(
+                                pb.GetConsistencyProofRequest(
+                                    from_tree_size=last.size, to_tree_size=checkpoint.size
+                                ),
+                                timeout=30,
+                            )
+                        if last.size > 0:
+                            verify_consistency(
+                                last.size,
+                                checkpoint.size,
+                                [bytes(h) for h in proof.hashes],
+                                last.root_hash,
+                                checkpoint.root_hash,
+                            )
+                state.add(note, checkpoint)
+                print(f"checkpoint size {checkpoint.size:,}: signature and consistency verified")
+            except VerificationFailure as alert:
+                print(f"ALERT: {alert}", file=sys.stderr)
+                return 1
+            except grpc.RpcError as error:
+                # A watcher that cannot see the log must say so (a supervisor restarts it and
+                # pages someone), not exit 0 as if all were well.
+                return _unreachable(args.server, error)
+            if args.iterations == 0 or rounds < args.iterations:
+                time.sleep(args.interval)
+    except KeyboardInterrupt:  # SIGTERM or Ctrl-C: the watch ends, nothing failed
+        return 0
     return 0
 
 

@@ -311,7 +311,7 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         "--complete a hosted-page payment once the customer is back.",
         "policy-ledger renew --server 127.0.0.1:50051 --credentials var/pki --as portal-KW "
         "--log-verifier @log.pub --request family.json "
-        "--gateway knet --idempotency-key portal-0001",
+        "--gateway simulated --idempotency-key portal-0001",
     )
     action = renew.add_mutually_exclusive_group(required=True)
     action.add_argument("--request", help="QuoteRenewalRequest as JSON")

@@ -13,6 +13,13 @@ Examples:
       --operator-key var/operator.key --log-verifier @var/log.key.pub
   policy-ledger admin insurer list
   policy-ledger demo
+
+Placeholders: the examples of every command's --help run as printed in a folder where
+`policy-ledger pki init --out var/pki` and `keygen` made var/; replace only `127.0.0.1:50051`
+(your server's address), `127.0.0.1:50052` (its --enrol-listen port), `127.0.0.1:8380` (a
+witness's address), `CODE` (the code `enrol issue` printed), `ed25519:0123abcd4567ef89` (a key
+id `admin insurer list` shows), `policy-ledger.example/log+1234abcd+AQ...` (your log's verifier
+key, var/log.key.pub) and `postgresql+psycopg://ledger@db/ledger` (your database's URL).
 """
 
 from __future__ import annotations
@@ -384,7 +391,10 @@ def _parser() -> argparse.ArgumentParser:
             "Example:\n  policy-ledger serve --database sqlite+pysqlite:///var/ledger.db "
             "--listen 127.0.0.1:50051 --log-key-file var/log.key \\\n"
             "    --tls-cert var/pki/server.pem "
-            "--tls-key var/pki/server.key --client-ca var/pki/ca.pem"
+            "--tls-key var/pki/server.key --client-ca var/pki/ca.pem \\\n"
+            "    --operator-verifier @var/operator.key.pub --enrol-listen 127.0.0.1:50052 "
+            "--client-ca-key var/pki/ca.key \\\n"
+            "    --operator-key-file var/operator.key"
         ),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )

@@ -104,12 +104,12 @@ def _serve(args: argparse.Namespace) -> int:
     server = WitnessServer(Witness(key, logs, store), host or "127.0.0.1", int(port))
     if args.port_file:
         Path(args.port_file).write_text(f"{server.port}\n", encoding="utf-8")
-    print(f"witness {key.verifier_key.encode()} on {server.url}", flush=True)
 
     def stop(signum: int, frame: FrameType | None) -> None:
         raise KeyboardInterrupt
 
-    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGTERM, stop)  # before saying it serves: a SIGTERM then stops it
+    print(f"witness {key.verifier_key.encode()} on {server.url}", flush=True)
     try:
         server.serve_forever()
     except KeyboardInterrupt:

@@ -10,8 +10,10 @@ extension and the standard health and reflection services included) gets:
 Each call must end within a deadline with any status but INTERNAL or UNKNOWN; a refused call must
 leave every table's row count unchanged; the process's memory must stay within a bound.
 
-Size knob: POLICY_LEDGER_FUZZ_CASES (cases per engine; small by default so `make test` stays
-quick; `make fuzz` runs 100,000).
+Size knobs: POLICY_LEDGER_FUZZ_CASES (cases per engine; small by default so `make test` stays
+quick; `make fuzz` runs 100,000); POLICY_LEDGER_FUZZ_SERVER_PROCESS=1 runs the server as its
+own `policy-ledger serve` process (what `make fuzz` does), so that the server's resident memory is
+measured apart from the test process's (the generator, hypothesis, the client channels).
 """
 
 from __future__ import annotations
@@ -37,16 +39,20 @@ from ledger.dsse import sign_envelope
 from ledger.entry import envelope_to_proto
 from ledger.events import EVENT_PAYLOAD_TYPE
 from ledger.keys import insurer_key_id
-from ledger.signing import Ed25519Signer
+from ledger.signers import SignerRole
+from ledger.signing import Ed25519Signer, format_signer_key, format_verifier_key
+from ledger.storage.db import create_ledger_engine
 from ledger.v1 import admin_service_pb2 as admin
 from ledger.v1 import coverage_service_pb2 as coverage
 from ledger.v1 import events_pb2, types_pb2
 from ledger.v1 import ledger_service_pb2 as ledger
 from payments.v1 import renewal_service_pb2 as renewal
-from tests.builders import issued, person
-from tests.conftest import ServerHandle, onboard
+from tests.builders import issued, person, use_vault
+from tests.conftest import OPERATOR_SIGNER, ServerHandle, onboard
+from tests.durability.processes import ServerProcess, start_server_process
 from tests.fuzz.generate import message_strategy, mutated
 from tests.stack import (
+    AUTHORITY,
     Method,
     RowCounter,
     call_raw,
@@ -65,7 +71,9 @@ HYPOTHESIS_CHUNK_EXAMPLES = 1000
 """Examples per hypothesis run: hypothesis remembers every example of a run (its choice tree,
 about 8 kB each), so one run of 50,000 grew the test process by 400 MB; the generated cases
 are drawn in runs of this many, each with its own seed, and memory stays flat."""
-MEMORY_SAMPLE_CALLS = 5000
+SERVER_PROCESS = os.environ.get("POLICY_LEDGER_FUZZ_SERVER_PROCESS", "") == "1"
+"""Whether the server runs in its own process (else in a thread of this one)."""
+MEMORY_SAMPLE_CALLS = min(5000, max(1000, CASES // 20))
 """Resident memory is sampled every this many calls (printed with -s, kept for the assertion)."""
 INSURER = "gulf-health"
 FORBIDDEN = {grpc.StatusCode.INTERNAL, grpc.StatusCode.UNKNOWN}
@@ -147,22 +155,41 @@ def _seeds(insurer: Ed25519Signer) -> dict[str, list[Message]]:
     }
 
 
-def _resident_bytes() -> int:
-    with open("/proc/self/statm", encoding="ascii") as statm:
+def _resident_bytes(pid: int | None = None) -> int:
+    """Resident memory of process ``pid`` (this one by default)."""
+    with open(f"/proc/{pid or 'self'}/statm", encoding="ascii") as statm:
         return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+@dataclass
+class _ProcessServer:
+    """What :func:`onboard` and the fuzzer need of a server running as its own process."""
+
+    process: ServerProcess
+    log_verifier_key: str
+
+    def channel(self, role: str = "operator", name: str = "test") -> grpc.Channel:
+        return self.process.channel(role, name)
+
+    def stop(self) -> None:
+        self.process.stop()
 
 
 @dataclass
 class Fuzzer:
     """Calls one server and checks each answer; keeps the baseline of row counts."""
 
-    server: ServerHandle
+    server: ServerHandle | _ProcessServer
     rows: RowCounter
     channels: dict[str, grpc.Channel]
     counts: dict[str, int] = field(default_factory=dict)
     calls: int = 0
+    server_pid: int | None = None
+    """The server's process, when it runs in its own (its memory is then checked too)."""
     memory: list[tuple[int, int]] = field(default_factory=list)
-    """(calls, resident bytes) every MEMORY_SAMPLE_CALLS calls."""
+    """(calls, resident bytes of this process) every MEMORY_SAMPLE_CALLS calls."""
+    server_memory: list[tuple[int, int]] = field(default_factory=list)
+    """(calls, resident bytes of the server's process) likewise, when it runs in its own."""
 
     def call(self, method: Method, bodies: list[bytes]) -> grpc.StatusCode:
         """Call ``method`` with ``bodies``; fail on INTERNAL/UNKNOWN, a hang or a stray write."""
@@ -182,14 +209,32 @@ class Fuzzer:
         self.counts = after
         if self.calls % MEMORY_SAMPLE_CALLS == 0:
             self.memory.append((self.calls, _resident_bytes()))
-            print(f"fuzz: {self.calls} calls, resident {self.memory[-1][1] / 2**20:.0f} MiB")
+            line = f"fuzz: {self.calls} calls, resident {self.memory[-1][1] / 2**20:.0f} MiB"
+            if self.server_pid is not None:
+                self.server_memory.append((self.calls, _resident_bytes(self.server_pid)))
+                line += f" (server process {self.server_memory[-1][1] / 2**20:.0f} MiB)"
+            print(line, flush=True)
         return code
 
-    def check_memory(self, baseline: int) -> None:
-        """Resident memory never grew more than MEMORY_GROWTH_BYTES_MAX over ``baseline``."""
-        curve = ", ".join(f"{calls}: {size / 2**20:.0f} MiB" for calls, size in self.memory)
-        grown = max([size for _, size in self.memory] + [_resident_bytes()]) - baseline
-        assert grown < MEMORY_GROWTH_BYTES_MAX, f"memory grew {grown / 2**20:.0f} MiB: {curve}"
+    def baseline(self) -> tuple[int, int | None]:
+        """Resident memory now, of this process and of the server's (None in this one)."""
+        server = None if self.server_pid is None else _resident_bytes(self.server_pid)
+        return _resident_bytes(), server
+
+    def check_memory(self, baseline: tuple[int, int | None]) -> None:
+        """Resident memory never grew more than MEMORY_GROWTH_BYTES_MAX over ``baseline``, in
+        this process nor in the server's."""
+        own, server = baseline
+        _check_growth("this process", self.memory, _resident_bytes(), own)
+        if self.server_pid is not None and server is not None:
+            now = _resident_bytes(self.server_pid)
+            _check_growth("the server process", self.server_memory, now, server)
+
+
+def _check_growth(name: str, samples: list[tuple[int, int]], now: int, baseline: int) -> None:
+    curve = ", ".join(f"{calls}: {size / 2**20:.0f} MiB" for calls, size in samples)
+    grown = max([size for _, size in samples] + [now]) - baseline
+    assert grown < MEMORY_GROWTH_BYTES_MAX, f"{name} grew {grown / 2**20:.0f} MiB: {curve}"
 
 
 @pytest.fixture
@@ -201,7 +246,11 @@ def fuzzer(
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> Iterator[Fuzzer]:
-    server = start_full_server(database_url, log_signer, operator_signer, tmp_path, monkeypatch)
+    server: ServerHandle | _ProcessServer
+    if SERVER_PROCESS:
+        server = _start_server_process(database_url, log_signer, tmp_path, monkeypatch)
+    else:
+        server = start_full_server(database_url, log_signer, operator_signer, tmp_path, monkeypatch)
     try:
         onboard(server, operator_signer, INSURER, insurer_signer)
         with ExitStack() as stack:
@@ -212,10 +261,35 @@ def fuzzer(
             rows = RowCounter(database_url)
             stack.callback(rows.close)
             fuzzer = Fuzzer(server, rows, channels)
+            if isinstance(server, _ProcessServer):
+                fuzzer.server_pid = server.process.process.pid
             fuzzer.counts = rows.counts()
             yield fuzzer
     finally:
         server.stop()
+
+
+def _start_server_process(
+    database_url: str, log_signer: Ed25519Signer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> _ProcessServer:
+    """`policy-ledger serve` in its own process, with the payments extension and its authority
+    onboarded (as :func:`start_full_server` does in a thread)."""
+    authority = Ed25519Signer.generate(AUTHORITY)
+    authority_file = tmp_path / "authority.key"
+    authority_file.write_text(format_signer_key(authority) + "\n", encoding="utf-8")
+    monkeypatch.setenv("POLICY_LEDGER_PAYMENTS_AUTHORITY_KEY", str(authority_file))
+    monkeypatch.setenv("POLICY_LEDGER_PAYMENTS_AUTHORITY_ID", AUTHORITY)
+    log_key_file = tmp_path / "log.key"
+    log_key_file.write_text(format_signer_key(log_signer) + "\n", encoding="utf-8")
+    process = start_server_process(database_url, log_key_file, tmp_path / "server")
+    server = _ProcessServer(process, format_verifier_key(log_signer))
+    try:
+        onboard(server, OPERATOR_SIGNER, AUTHORITY, authority, role=SignerRole.AUTHORITY)  # type: ignore[arg-type]
+        use_vault(create_ledger_engine(database_url))
+    except BaseException:
+        server.stop()
+        raise
+    return server
 
 
 def test_generated_requests_on_every_method(fuzzer: Fuzzer) -> None:
@@ -240,7 +314,7 @@ def test_generated_requests_on_every_method(fuzzer: Fuzzer) -> None:
 
     first = min(examples, HYPOTHESIS_CHUNK_EXAMPLES)
     run(0, first)  # warm-up: connections, caches and hypothesis's strategies are built
-    baseline = _resident_bytes()
+    baseline = fuzzer.baseline()
     for chunk, start in enumerate(range(first, examples, HYPOTHESIS_CHUNK_EXAMPLES), start=1):
         run(chunk, min(HYPOTHESIS_CHUNK_EXAMPLES, examples - start))
     fuzzer.check_memory(baseline)
@@ -254,10 +328,10 @@ def test_mutated_requests_and_envelopes_on_every_method(
     seeds = _seeds(insurer_signer)
     submit = next(m for m in METHODS if m.descriptor.name == "SubmitEvent")
     event_bytes = _event(2).SerializeToString()
-    baseline = 0
+    baseline: tuple[int, int | None] | None = None
     for case_number in range(max(CASES // 2, len(METHODS))):
         if case_number == len(METHODS) * 4:
-            baseline = _resident_bytes()  # after warm-up: every method called
+            baseline = fuzzer.baseline()  # after warm-up: every method called
 
         method = METHODS[case_number % len(METHODS)]
         if case_number % 4 == 3:
@@ -269,7 +343,7 @@ def test_mutated_requests_and_envelopes_on_every_method(
         seed_bytes = chance.choice(seed_messages).SerializeToString()
         count = chance.randint(1, 3) if method.streams_requests else 1
         fuzzer.call(method, [mutated(seed_bytes, chance) for _ in range(count)])
-    fuzzer.check_memory(baseline or _resident_bytes())
+    fuzzer.check_memory(baseline or fuzzer.baseline())
 
 
 def signed_payload(payload: bytes, signer: Ed25519Signer) -> types_pb2.Envelope:
