@@ -386,10 +386,12 @@ class ServerHandle:
             self.loop.call_soon_threadsafe(sequencer.release)
 
     def stop(self) -> None:
-        """Stop the server and its loop."""
-        asyncio.run_coroutine_threadsafe(self.running.stop(), self.loop).result(timeout=30)
+        """Stop the server and its loop. The bounds are hang guards, not expectations: under
+        the stress loops (two busy processes beside two test workers on two cores) a stop took
+        over 30 s once."""
+        asyncio.run_coroutine_threadsafe(self.running.stop(), self.loop).result(timeout=120)
         self.loop.call_soon_threadsafe(self.loop.stop)
-        self.thread.join(timeout=30)
+        self.thread.join(timeout=120)
 
 
 def start_server_thread(
