@@ -7,19 +7,20 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 BUF    := protos/node_modules/.bin/buf
+MO_FILES := $(patsubst %.po,%.mo,$(wildcard ledger/i18n/locales/*/LC_MESSAGES/ledger.po))
 PROTOS := $(wildcard protos/ledger/v1/*.proto) $(wildcard protos/payments/v1/*.proto)
 
 .PHONY: run test lint proto proto-check bench bench-fairness bench-small faults fuzz install clean serve
 .PHONY: crash fiu-utils i18n i18n-extract
 
-run: $(STAMP) ## Start a server on SQLite, submit and audit signed events, print the story.
+run: $(STAMP) $(MO_FILES) ## Start a server on SQLite, submit and audit signed events, print the story.
 	$(BIN)/policy-ledger demo
 
 # make test runs the suite in PYTEST_WORKERS processes (pytest-xdist; `auto` is one per core,
 # 0 runs it in this one process). Tests that must share a process carry @pytest.mark.xdist_group.
 PYTEST_WORKERS ?= auto
 
-test: $(STAMP) fiu-utils ## Run the whole test suite (SQLite always, PostgreSQL where reachable).
+test: $(STAMP) $(MO_FILES) fiu-utils ## Run the whole test suite (SQLite always, PostgreSQL where reachable).
 	$(BIN)/pytest -n $(PYTEST_WORKERS) --dist loadgroup
 
 crash: $(STAMP) ## SIGKILL the server and a test-owned PostgreSQL under load, CYCLES times each.
@@ -56,7 +57,7 @@ faults: $(STAMP) ## The seeded renewal fault-injection run, large (make test run
 fuzz: $(STAMP) ## The fuzz suite, large: 100,000 generated and mutated requests against a `serve` process, its memory checked apart (make test: 1,200, in-process).
 	POLICY_LEDGER_FUZZ_SERVER_PROCESS=1 POLICY_LEDGER_FUZZ_CASES=$${CASES:-100000} $(BIN)/pytest -q -s --timeout=0 tests/fuzz
 
-bench: $(STAMP) ## Print throughput and latency figures (not a test: nothing fails on speed).
+bench: $(STAMP) $(MO_FILES) ## Print throughput and latency figures (not a test: nothing fails on speed).
 	$(BIN)/python -m bench
 
 bench-fairness: $(STAMP) ## Only the fairness figures: the probe's p99 idle and under issue 15's loads.
@@ -65,7 +66,7 @@ bench-fairness: $(STAMP) ## Only the fairness figures: the probe's p99 idle and 
 bench-small: $(STAMP) ## The same benchmark on a small tree, for a quick look.
 	$(BIN)/python -m bench --entries 20000 --events 2000 --policies 20000 --renewals 100 --audit-entries 20000
 
-serve: $(STAMP) ## Run the server on the embedded defaults: SQLite var/ledger.db, mTLS with var/pki.
+serve: $(STAMP) $(MO_FILES) ## Run the server on the embedded defaults: SQLite var/ledger.db, mTLS with var/pki.
 	@test -f var/pki/ca.pem || $(BIN)/policy-ledger pki init --out var/pki
 	@test -f var/log.key || $(BIN)/policy-ledger keygen --name policy-ledger.example/log --out var/log.key
 	@test -f var/operator.key || $(BIN)/policy-ledger keygen --name operator --out var/operator.key
@@ -81,8 +82,11 @@ $(STAMP): pyproject.toml constraints.txt
 	$(BIN)/pybabel compile -d ledger/i18n/locales -D ledger
 	touch $(STAMP)
 
-i18n: $(STAMP) ## Compile the gettext catalogues (.po -> .mo; make install does it too).
-	$(BIN)/pybabel compile -d ledger/i18n/locales -D ledger --statistics
+i18n: $(STAMP) $(MO_FILES) ## Compile the gettext catalogues (.po -> .mo; make install does it too).
+
+# A catalogue is recompiled whenever its .po changes (after a pull, not only at install).
+ledger/i18n/locales/%/LC_MESSAGES/ledger.mo: ledger/i18n/locales/%/LC_MESSAGES/ledger.po | $(STAMP)
+	$(BIN)/pybabel compile -i $< -o $@ --statistics
 
 i18n-extract: $(STAMP) ## Re-extract message ids to ledger.pot and merge them into every .po.
 	$(BIN)/pybabel extract --no-default-keywords -k N_ --no-location --project=policy-ledger \
