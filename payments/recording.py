@@ -45,14 +45,20 @@ def record(saga: Saga, payment_id: str) -> None:
         return
     saga.crash("before_record")
     # 3. Submit the entry; it moves the payment to recorded in its own transaction.
-    with saga.uow.write() as connection:  # the tokens it may issue
-        event = saga.entries.fee_collected(
-            connection,
-            payment_id,
-            quote,
-            gateway=payment.gateway,
-            gateway_reference=payment.gateway_reference,
-        )
+    try:
+        with saga.uow.write() as connection:  # the tokens it may issue
+            event = saga.entries.fee_collected(
+                connection,
+                payment_id,
+                quote,
+                gateway=payment.gateway,
+                gateway_reference=payment.gateway_reference,
+            )
+    except FailedPrecondition as error:
+        # The entry cannot even be built (a person of the quote was erased since the capture):
+        # refused for good, like a refusal by the ledger, so the fee goes back.
+        return_fee(saga, payment_id, f"the record is refused for good: {error.message}")
+        return
 
     def mark_recorded(connection: Connection, leaf_index: int) -> None:
         if not move_payment(

@@ -15,8 +15,12 @@ from pathlib import Path
 import pytest
 from sqlalchemy import func, select
 
+from ledger.coverage.projector import person_ref
 from ledger.errors import FailedPrecondition
+from ledger.identity.erasure import ErasedPerson
+from ledger.identity.vault import tokens_in_transaction
 from ledger.storage.tables import coverages, log_entries, premiums
+from payments.erasure import redact_person
 from payments.gateway import PaymentStatus
 from payments.renewal import Crash
 from payments.tables import idempotency_keys, payments, quotes
@@ -88,15 +92,27 @@ def _cover_meanwhile(stack: Stack) -> None:
     stack.renewals.start_payment(other.quote_id, "key-meanwhile", "simulated")
 
 
-@pytest.mark.parametrize("change", ["cover", "suspend_authority", "revoke_authority_key"])
+def _erase_sponsor(stack: Stack) -> None:
+    """The sponsor is erased between the capture and the record (the erasure hook redacts the
+    quote, so its FeeCollected can no longer be built)."""
+    sponsor = person_ref(family_request(1, 2).sponsor)
+    with stack.engine.begin() as connection:
+        [token] = tokens_in_transaction(connection, [sponsor], stack.clock.now())
+        redact_person(connection, ErasedPerson(token, sponsor))
+
+
+@pytest.mark.parametrize(
+    "change", ["cover", "suspend_authority", "revoke_authority_key", "erase_sponsor"]
+)
 def test_a_capture_whose_record_is_refused_for_good_is_returned(
     tmp_path: Path, change: str
 ) -> None:
     stack = Stack(tmp_path)
     quote = stack.renewals.quote(family_request(1, 2))
-    stack.at_point["after_gateway_charge"] = (
-        (lambda: _cover_meanwhile(stack)) if change == "cover" else getattr(stack, change)
-    )
+    stack.at_point["after_gateway_charge"] = {
+        "cover": lambda: _cover_meanwhile(stack),
+        "erase_sponsor": lambda: _erase_sponsor(stack),
+    }.get(change) or getattr(stack, change)
     payment = stack.renewals.start_payment(quote.quote_id, "key-returned", "simulated")
     assert payment.state == "returned", payment
     assert payment.leaf_index is None and "refused" in payment.message
