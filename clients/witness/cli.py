@@ -109,8 +109,10 @@ def _serve(args: argparse.Namespace) -> int:
         raise KeyboardInterrupt
 
     signal.signal(signal.SIGTERM, stop)  # before saying it serves: a SIGTERM then stops it
-    print(f"witness {key.verifier_key.encode()} on {server.url}", flush=True)
     try:
+        # Inside the try: a SIGTERM sent the moment this line is read (before serve_forever
+        # starts) must still end in a clean exit, not an uncaught KeyboardInterrupt (exit -2).
+        print(f"witness {key.verifier_key.encode()} on {server.url}", flush=True)
         server.serve_forever()
     except KeyboardInterrupt:
         pass

@@ -293,3 +293,50 @@ def test_the_http_server_speaks_the_protocol(tmp_path: Path) -> None:
         assert isinstance(parse_note(served).signatures[1], NoteSignature)
     finally:
         server.shutdown()
+
+
+def test_witness_serve_exits_cleanly_on_sigterm_sent_as_it_announces_itself(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """CI once saw `witness serve` exit -2 (an uncaught KeyboardInterrupt): the SIGTERM came the
+    moment the "witness ... on http://" line was read, before serving began. Here the SIGTERM is
+    raised by the write of that very line, so the moment is reproduced without any timing."""
+    import io
+    import os
+    import signal
+    import sys
+
+    from ledger.cli import main
+
+    key_file = tmp_path / "witness.key"
+    key_file.write_text(WITNESS_KEY.private_text(), encoding="utf-8")
+
+    class SignalOnAnnounce(io.StringIO):
+        def write(self, text: str) -> int:
+            written = super().write(text)
+            if " on http://" in text:
+                os.kill(os.getpid(), signal.SIGTERM)
+            return written
+
+    announced = SignalOnAnnounce()
+    monkeypatch.setattr(sys, "stdout", announced)
+    previous = signal.getsignal(signal.SIGTERM)
+    try:
+        code = main(
+            [
+                "witness",
+                "serve",
+                "--key-file",
+                str(key_file),
+                "--state",
+                str(tmp_path / "witness.db"),
+                "--log",
+                f"{ORIGIN}={format_verifier_key(LOG)}",
+                "--listen",
+                "127.0.0.1:0",
+            ]
+        )
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    assert code == 0
+    assert " on http://" in announced.getvalue()
