@@ -22,22 +22,23 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
+from ledger.v1 import coverage_service_pb2 as ledger_dot_v1_dot_coverage__service__pb2
 from ledger.v1 import types_pb2 as ledger_dot_v1_dot_types__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\"ledger/v1/compliance_service.proto\x12\tledger.v1\x1a\x15ledger/v1/types.proto\"\xff\x01\n\x15\x43omputeArrearsRequest\x12\x1c\n\x14\x65stablishment_number\x18\x01 \x01(\t\x12\x14\n\x0cjurisdiction\x18\x02 \x01(\t\x12\'\n\tfrom_date\x18\x03 \x01(\x0b\x32\x14.ledger.v1.CivilDate\x12*\n\x0cthrough_date\x18\x04 \x01(\x0b\x32\x14.ledger.v1.CivilDate\x12\x10\n\x08\x61\x63tivity\x18\x05 \x01(\t\x12\x0e\n\x06region\x18\x06 \x01(\t\x12\x10\n\x08\x63\x61tegory\x18\x07 \x01(\t\x12)\n\x07purpose\x18\x08 \x01(\x0e\x32\x18.ledger.v1.AccessPurpose\"\xf3\x01\n\rPersonArrears\x12#\n\x06person\x18\x01 \x01(\x0b\x32\x13.ledger.v1.PersonId\x12\x14\n\x0cperson_token\x18\x02 \x01(\t\x12\x16\n\x0euninsured_days\x18\x03 \x01(\r\x12!\n\x07\x61rrears\x18\x04 \x01(\x0b\x32\x10.ledger.v1.Money\x12\'\n\rfine_uncapped\x18\x05 \x01(\x0b\x32\x10.ledger.v1.Money\x12\x1e\n\x04\x66ine\x18\x06 \x01(\x0b\x32\x10.ledger.v1.Money\x12\x0e\n\x06\x63\x61pped\x18\x07 \x01(\x08\x12\x13\n\x0b\x65xplanation\x18\x08 \x03(\t\"\xda\x02\n\x16\x43omputeArrearsResponse\x12(\n\x06people\x18\x01 \x03(\x0b\x32\x18.ledger.v1.PersonArrears\x12\'\n\rtotal_arrears\x18\x02 \x01(\x0b\x32\x10.ledger.v1.Money\x12%\n\x0btotal_fines\x18\x03 \x01(\x0b\x32\x10.ledger.v1.Money\x12\x18\n\x10schedule_version\x18\x04 \x01(\t\x12\x17\n\x0fschedule_source\x18\x05 \x01(\t\x12\x15\n\raverage_basis\x18\x06 \x01(\t\x12\x30\n\x16\x61verage_annual_premium\x18\x07 \x01(\x0b\x32\x10.ledger.v1.Money\x12\x11\n\tsize_band\x18\x08 \x01(\t\x12\x0f\n\x07workers\x18\t \x01(\r\x12\x13\n\x0b\x65xplanation\x18\n \x03(\t\x12\x11\n\ttree_size\x18\x0b \x01(\x04\x32j\n\x11\x43omplianceService\x12U\n\x0e\x43omputeArrears\x12 .ledger.v1.ComputeArrearsRequest\x1a!.ledger.v1.ComputeArrearsResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\"ledger/v1/compliance_service.proto\x12\tledger.v1\x1a ledger/v1/coverage_service.proto\x1a\x15ledger/v1/types.proto\"\xff\x01\n\x15\x43omputeArrearsRequest\x12\x1c\n\x14\x65stablishment_number\x18\x01 \x01(\t\x12\x14\n\x0cjurisdiction\x18\x02 \x01(\t\x12\'\n\tfrom_date\x18\x03 \x01(\x0b\x32\x14.ledger.v1.CivilDate\x12*\n\x0cthrough_date\x18\x04 \x01(\x0b\x32\x14.ledger.v1.CivilDate\x12\x10\n\x08\x61\x63tivity\x18\x05 \x01(\t\x12\x0e\n\x06region\x18\x06 \x01(\t\x12\x10\n\x08\x63\x61tegory\x18\x07 \x01(\t\x12)\n\x07purpose\x18\x08 \x01(\x0e\x32\x18.ledger.v1.AccessPurpose\"\xf3\x01\n\rPersonArrears\x12#\n\x06person\x18\x01 \x01(\x0b\x32\x13.ledger.v1.PersonId\x12\x14\n\x0cperson_token\x18\x02 \x01(\t\x12\x16\n\x0euninsured_days\x18\x03 \x01(\r\x12!\n\x07\x61rrears\x18\x04 \x01(\x0b\x32\x10.ledger.v1.Money\x12\'\n\rfine_uncapped\x18\x05 \x01(\x0b\x32\x10.ledger.v1.Money\x12\x1e\n\x04\x66ine\x18\x06 \x01(\x0b\x32\x10.ledger.v1.Money\x12\x0e\n\x06\x63\x61pped\x18\x07 \x01(\x08\x12\x13\n\x0b\x65xplanation\x18\x08 \x03(\t\"\xee\x02\n\x16\x43omputeArrearsResponse\x12(\n\x06people\x18\x01 \x03(\x0b\x32\x18.ledger.v1.PersonArrears\x12\'\n\rtotal_arrears\x18\x02 \x01(\x0b\x32\x10.ledger.v1.Money\x12%\n\x0btotal_fines\x18\x03 \x01(\x0b\x32\x10.ledger.v1.Money\x12\x18\n\x10schedule_version\x18\x04 \x01(\t\x12\x17\n\x0fschedule_source\x18\x05 \x01(\t\x12\x15\n\raverage_basis\x18\x06 \x01(\t\x12\x30\n\x16\x61verage_annual_premium\x18\x07 \x01(\x0b\x32\x10.ledger.v1.Money\x12\x11\n\tsize_band\x18\x08 \x01(\t\x12\x0f\n\x07workers\x18\t \x01(\r\x12\x13\n\x0b\x65xplanation\x18\n \x03(\t\x12%\n\x05\x62\x61sis\x18\x0b \x01(\x0b\x32\x16.ledger.v1.AnswerBasis2j\n\x11\x43omplianceService\x12U\n\x0e\x43omputeArrears\x12 .ledger.v1.ComputeArrearsRequest\x1a!.ledger.v1.ComputeArrearsResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'ledger.v1.compliance_service_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_COMPUTEARREARSREQUEST']._serialized_start=73
-  _globals['_COMPUTEARREARSREQUEST']._serialized_end=328
-  _globals['_PERSONARREARS']._serialized_start=331
-  _globals['_PERSONARREARS']._serialized_end=574
-  _globals['_COMPUTEARREARSRESPONSE']._serialized_start=577
-  _globals['_COMPUTEARREARSRESPONSE']._serialized_end=923
-  _globals['_COMPLIANCESERVICE']._serialized_start=925
-  _globals['_COMPLIANCESERVICE']._serialized_end=1031
+  _globals['_COMPUTEARREARSREQUEST']._serialized_start=107
+  _globals['_COMPUTEARREARSREQUEST']._serialized_end=362
+  _globals['_PERSONARREARS']._serialized_start=365
+  _globals['_PERSONARREARS']._serialized_end=608
+  _globals['_COMPUTEARREARSRESPONSE']._serialized_start=611
+  _globals['_COMPUTEARREARSRESPONSE']._serialized_end=977
+  _globals['_COMPLIANCESERVICE']._serialized_start=979
+  _globals['_COMPLIANCESERVICE']._serialized_end=1085
 # @@protoc_insertion_point(module_scope)

@@ -7,6 +7,7 @@ from collections import abc as _abc
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
 from google.protobuf.internal import containers as _containers
+from ledger.v1 import coverage_service_pb2 as _coverage_service_pb2
 from ledger.v1 import types_pb2 as _types_pb2
 import builtins as _builtins
 import sys
@@ -156,7 +157,7 @@ class ComputeArrearsResponse(_message.Message):
     SIZE_BAND_FIELD_NUMBER: _builtins.int
     WORKERS_FIELD_NUMBER: _builtins.int
     EXPLANATION_FIELD_NUMBER: _builtins.int
-    TREE_SIZE_FIELD_NUMBER: _builtins.int
+    BASIS_FIELD_NUMBER: _builtins.int
     schedule_version: _builtins.str
     """The penalty schedule version applied (the one in force on through_date)."""
     schedule_source: _builtins.str
@@ -167,8 +168,6 @@ class ComputeArrearsResponse(_message.Message):
     """The size band the establishment falls in, and the worker count it was taken from."""
     workers: _builtins.int
     """Workers (permit holders) the establishment is responsible for in the period."""
-    tree_size: _builtins.int
-    """Tree size of the log state the figures were computed at."""
     @_builtins.property
     def people(self) -> _containers.RepeatedCompositeFieldContainer[Global___PersonArrears]:
         """One line per person with uninsured days, ordered by person token."""
@@ -189,6 +188,12 @@ class ComputeArrearsResponse(_message.Message):
     def explanation(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """How the inputs were chosen, one sentence each."""
 
+    @_builtins.property
+    def basis(self) -> _coverage_service_pb2.AnswerBasis:
+        """The log state the figures were computed at, and the permit and coverage entries they
+        relied on.
+        """
+
     def __init__(
         self,
         *,
@@ -202,11 +207,11 @@ class ComputeArrearsResponse(_message.Message):
         size_band: _builtins.str = ...,
         workers: _builtins.int = ...,
         explanation: _abc.Iterable[_builtins.str] | None = ...,
-        tree_size: _builtins.int = ...,
+        basis: _coverage_service_pb2.AnswerBasis | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["average_annual_premium", b"average_annual_premium", "total_arrears", b"total_arrears", "total_fines", b"total_fines"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["average_annual_premium", b"average_annual_premium", "basis", b"basis", "total_arrears", b"total_arrears", "total_fines", b"total_fines"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["average_annual_premium", b"average_annual_premium", "average_basis", b"average_basis", "explanation", b"explanation", "people", b"people", "schedule_source", b"schedule_source", "schedule_version", b"schedule_version", "size_band", b"size_band", "total_arrears", b"total_arrears", "total_fines", b"total_fines", "tree_size", b"tree_size", "workers", b"workers"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["average_annual_premium", b"average_annual_premium", "average_basis", b"average_basis", "basis", b"basis", "explanation", b"explanation", "people", b"people", "schedule_source", b"schedule_source", "schedule_version", b"schedule_version", "size_band", b"size_band", "total_arrears", b"total_arrears", "total_fines", b"total_fines", "workers", b"workers"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

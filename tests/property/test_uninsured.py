@@ -4,6 +4,7 @@ rule, and the obligation rules of ledger/compliance/obligations.py (task A, issu
 from __future__ import annotations
 
 import datetime as dt
+import itertools
 
 from hypothesis import given
 from hypothesis import strategies as st
@@ -51,7 +52,7 @@ def test_intervals_partition_the_obligation_and_state_each_day_as_the_rule_does(
     first, last = obligation
     intervals = uninsured.obligation_intervals(first, last, counting, cut_list)
     assert intervals[0].first == first and intervals[-1].last == last
-    for earlier, later in zip(intervals, intervals[1:], strict=False):
+    for earlier, later in itertools.pairwise(intervals):
         assert later.first == earlier.last + ONE_DAY  # consecutive, no overlap, no hole
         assert (earlier.covered, earlier.reason) != (later.covered, later.reason)  # merged
     for interval in intervals:
