@@ -95,8 +95,10 @@ def obligation_intervals(
         return ()
     # (1): every day on which the answer may change: the bounds of each run and cut.
     points = {first, last + _ONE_DAY}
-    for span in (*counting, *cuts):
-        for point in (span.first, span.last + _ONE_DAY):
+    bounds = [(run.first, run.last) for run in counting]
+    bounds.extend((cut.first, cut.last) for cut in cuts)
+    for span_first, span_last in bounds:
+        for point in (span_first, span_last + _ONE_DAY):
             if first < point <= last:
                 points.add(point)
     # (2): each elementary segment lies wholly inside or outside every run and cut.
