@@ -35,11 +35,13 @@ from tests.builders import (
     permit_issued,
     permit_renewed,
     person,
+    sar,
+    suspended,
     token,
 )
 from tests.conftest import ServerHandle, onboard
 
-AUTHORITY, GULF = "sa-residence", "gulf-health"
+AUTHORITY, GULF, NAJM = "sa-residence", "gulf-health", "najm-care"
 ESTABLISHMENT = "7000000001"
 JAN1, DEC31 = dt.date(2026, 1, 1), dt.date(2026, 12, 31)
 PURPOSE = types_pb2.ACCESS_PURPOSE_AUDIT
@@ -51,6 +53,8 @@ class World:
 
     authority: InsurerClient
     gulf: InsurerClient
+    najm: InsurerClient
+    operator: InsurerClient
     server: ServerHandle
     database_url: str
 
@@ -85,16 +89,22 @@ def world(
 ) -> Iterator[World]:
     authority_signer = Ed25519Signer.generate(AUTHORITY)
     gulf_signer = Ed25519Signer.generate(GULF)
+    najm_signer = Ed25519Signer.generate(NAJM)
     onboard(server, operator_signer, AUTHORITY, authority_signer, SignerRole.AUTHORITY)
     onboard(server, operator_signer, GULF, gulf_signer)
+    onboard(server, operator_signer, NAJM, najm_signer)
     trusted = TrustedLog.from_verifier_key(server.log_verifier_key)
     with (
         server.channel("authority", AUTHORITY) as authority,
         server.channel("insurer", GULF) as gulf,
+        server.channel("insurer", NAJM) as najm,
+        server.channel("operator", "operator") as operator,
     ):
         yield World(
             authority=InsurerClient(authority, signer=authority_signer, log=trusted),
             gulf=InsurerClient(gulf, signer=gulf_signer, log=trusted),
+            najm=InsurerClient(najm, signer=najm_signer, log=trusted),
+            operator=InsurerClient(operator, signer=operator_signer, log=trusted),
             server=server,
             database_url=database_url,
         )
@@ -306,3 +316,40 @@ def test_compute_arrears_explains_every_figure(world: World) -> None:
         with pytest.raises(grpc.RpcError) as raised:
             compliance_grpc.ComplianceServiceStub(channel).ComputeArrears(request, timeout=30)
         assert raised.value.code() == grpc.StatusCode.PERMISSION_DENIED
+
+
+def test_unpaid_premiums_and_a_suspended_insurer_show_as_uninsured_with_their_reason(
+    world: World,
+) -> None:
+    """Scenario (CCHI policy: insured with a licensed insurer, premiums paid on time): worker C's
+    policy has an instalment never paid (its grace long passed: the ledger's today is after
+    2026-03-31), worker D's insurer is suspended from October."""
+    worker_c, worker_d = person(904), person(905)
+    for permit_id, worker in (("PRM-C", worker_c), ("PRM-D", worker_d)):
+        world.accepted(
+            world.authority,
+            permit_issued(AUTHORITY, permit_id, worker, ESTABLISHMENT, [], JAN1, JAN1, DEC31),
+        )
+    unpaid = issued(
+        GULF, "GC-1", worker_c, [(worker_c, R.RELATIONSHIP_SELF)], JAN1, DEC31,
+        instalments=[(JAN1, sar(225_000)), (dt.date(2026, 3, 1), sar(225_000))],
+    )  # fmt: skip
+    world.accepted(world.gulf, unpaid)
+    world.accepted(world.najm, issued(NAJM, "ND-1", worker_d, [(worker_d, 1)], JAN1, DEC31))
+    world.accepted(world.operator, suspended(NAJM, dt.date(2026, 10, 1)))
+    request = cpb.CheckEmployerRequest(
+        establishment_number=ESTABLISHMENT, jurisdiction="SA", from_date=civil(JAN1),
+        through_date=civil(DEC31), purpose=PURPOSE,
+    )  # fmt: skip
+    with world.server.channel("operator", "operator") as channel:
+        answer = coverage_grpc.CoverageServiceStub(channel).CheckEmployer(request, timeout=30)
+    people = {item.person_token: item for item in answer.people}
+    # Nothing was ever paid: the first instalment's grace passed, so from its due date on.
+    assert _intervals(people[token(worker_c)]) == [
+        ("2026-01-01", "2026-12-31", False, "NON_PAYMENT")
+    ]
+    assert _intervals(people[token(worker_d)]) == [
+        ("2026-01-01", "2026-09-30", True, ""),
+        ("2026-10-01", "2026-12-31", False, "INSURER_SUSPENDED"),
+    ]
+    assert people[token(worker_d)].uninsured_days == 92
