@@ -49,7 +49,7 @@ def _civil(day: dt.date) -> Any:
 def _employer(args: argparse.Namespace) -> int:
     from ledger.v1 import coverage_service_pb2 as pb
     from ledger.v1 import coverage_service_pb2_grpc as pb_grpc
-    from ledger.v1 import types_pb2
+    from ledger.v1 import events_pb2, types_pb2
 
     request = pb.CheckEmployerRequest(
         establishment_number=args.establishment,
@@ -73,7 +73,7 @@ def _employer(args: argparse.Namespace) -> int:
                     uninsured += 1
                 print(
                     f"{who} ({person.person_token}, "
-                    f"{pb.Relationship.Name(person.relationship).removeprefix('RELATIONSHIP_')}"
+                    f"{events_pb2.Relationship.Name(person.relationship).removeprefix('RELATIONSHIP_')}"
                     f", permit {person.authority_id}/{person.permit_id}): {state}, "
                     f"{person.uninsured_days} uninsured days"
                 )
