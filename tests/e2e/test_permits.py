@@ -353,3 +353,36 @@ def test_unpaid_premiums_and_a_suspended_insurer_show_as_uninsured_with_their_re
         ("2026-10-01", "2026-12-31", False, "INSURER_SUSPENDED"),
     ]
     assert people[token(worker_d)].uninsured_days == 92
+
+
+def test_the_cli_lists_the_uninsured_and_explains_the_arrears(world: World) -> None:
+    """`policy-ledger coverage employer` exits 1 naming the uninsured; `compliance arrears`
+    prints the totals and each figure's explanation."""
+    import subprocess
+    import sys
+
+    _employer_world(world)
+    common = [
+        *world.server.cli_arguments("auditor", "cchi"),
+        "--log-verifier", world.server.log_verifier_key, "--establishment", ESTABLISHMENT,
+        "--jurisdiction", "SA", "--from", "2026-01-01", "--through", "2026-12-31",
+    ]  # fmt: skip
+
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "ledger.cli", *args],
+            capture_output=True, text=True, timeout=120, check=False,
+        )  # fmt: skip
+
+    employer = run("coverage", "employer", *common, "--page-size", "2")
+    assert employer.returncode == 1, employer.stdout + employer.stderr
+    assert f"{WIFE_A.value} ({token(WIFE_A)}, SPOUSE" in employer.stdout
+    assert "2026-03-01..2026-12-31: NO_COVERAGE" in employer.stdout
+    assert "2026-07-01..2026-07-15: TRANSFER_GAP" in employer.stdout
+    assert "3 people, 2 with uninsured days" in employer.stdout
+    arrears = run(
+        "compliance", "arrears", *common, "--activity", "CONSTRUCTION", "--region", "RIYADH"
+    )
+    assert arrears.returncode == 0, arrears.stdout + arrears.stderr
+    assert "arrears 395753, fines 400000 (SAR minor units" in arrears.stdout
+    assert "450000 x 306 days / 365 = 377260" in arrears.stdout
