@@ -25,7 +25,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Connection, Engine, bindparam, func, select, tuple_
+from sqlalchemy import Connection, Engine, String, bindparam, func, null, select, tuple_
 
 from ledger import limits
 from ledger.clock import Clock, SystemClock
@@ -153,7 +153,7 @@ _OBLIGATIONS = (
     )
     .order_by(obligations.c.person_token, obligations.c.authority_id, obligations.c.permit_id)
 )
-_SPONSOR = person_identities.alias("sponsor_identity")
+_NO_TEXT = null().cast(String)
 _SELECT_SPANS = (
     select(
         coverages,
@@ -161,9 +161,10 @@ _SELECT_SPANS = (
         policies.c.instalments,
         insurers.c.suspended_from,
         insurers.c.leaf_index.label("insurer_leaf_index"),
-        _SPONSOR.c.id_type.label("sponsor_id_type"),
-        _SPONSOR.c.value.label("sponsor_value"),
-        _SPONSOR.c.country.label("sponsor_country"),
+        # Who sponsors each policy is not part of this answer: no join to the vault for it.
+        _NO_TEXT.label("sponsor_id_type"),
+        _NO_TEXT.label("sponsor_value"),
+        _NO_TEXT.label("sponsor_country"),
         transfer_gaps.c.replaced_insurer_id,
         transfer_gaps.c.replaced_policy_id,
         transfer_gaps.c.first_day.label("gap_first"),
@@ -176,7 +177,6 @@ _SELECT_SPANS = (
         & (policies.c.policy_id == coverages.c.policy_id),
     )
     .join(insurers, insurers.c.insurer_id == coverages.c.insurer_id, isouter=True)
-    .join(_SPONSOR, _SPONSOR.c.token == coverages.c.sponsor_key, isouter=True)
     .join(
         transfer_gaps,
         (transfer_gaps.c.insurer_id == coverages.c.insurer_id)
@@ -190,9 +190,12 @@ _SELECT_SPANS = (
 )
 """The same columns as the household check's query, by token (the (person_key, start_date)
 index) instead of by identifier."""
-_IDENTITIES = select(person_identities).where(
-    person_identities.c.token.in_(bindparam("tokens", expanding=True))
-)
+_IDENTITIES = select(
+    person_identities.c.token,
+    person_identities.c.id_type,
+    person_identities.c.value,
+    person_identities.c.country,
+).where(person_identities.c.token.in_(bindparam("tokens", expanding=True)))
 
 
 class EmployerReader:
