@@ -748,6 +748,13 @@ def bench_fairness(folder: Path, scale: float, probe_calls: int = 200) -> None:
         server.stop()
 
 
+def bench_employer(database: Path, *args: object) -> None:
+    """CheckEmployer's figures (bench/employer.py), on the household benchmark's database."""
+    from bench.employer import bench_employer as measure
+
+    measure(database, *args)  # type: ignore[arg-type]
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run every benchmark and print the figures."""
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
@@ -790,6 +797,7 @@ def main(argv: list[str] | None = None) -> int:
         bench_proofs(folder, args.entries)
         print("coverage")
         bench_households(folder, args.policies)
+        bench_employer(folder / "households.db", line, percentiles)  # Task A (issue 10)
         print("renewals")
         bench_renewals(folder, args.renewals)
         print("audit")

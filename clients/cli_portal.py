@@ -18,6 +18,7 @@ from typing import Any
 import grpc
 
 from clients.channel import add_connection_arguments, connection_from_arguments
+from clients.cli_compliance import register_compliance, register_employer
 from ledger.cli_flags import PERSON_FORM, add_log_verifier, person_argument, person_text
 
 __all__ = ["register"]
@@ -303,6 +304,8 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         help="language of the details: en, fr or ar; add -u-ca-islamic-umalqura for Hijri dates",
     )
     check.set_defaults(handler=_check)
+    register_employer(coverage_commands)  # Task A (issue 10): `coverage employer`
+    register_compliance(commands)  # Task A (issue 10): `compliance arrears`
 
     renew = _add(
         commands,

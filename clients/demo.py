@@ -25,6 +25,7 @@ from clients.audit_cli import fetch_checkpoint_note as auditor_checkpoint_note
 from clients.audit_cli import fetch_entries as entries_from_server
 from clients.auditor import AuditorClient
 from clients.channel import ClientCredentials, Connection
+from clients.demo_permits import show_permits
 from clients.errors import ClientError
 from clients.insurer import InsurerClient
 from clients.offline.audit import KeyHistory
@@ -187,6 +188,15 @@ def run_demo(*, events_count: int, workdir: Path) -> int:
             PortalClient(channel_as("portal-SA"), log=trusted),
             PortalClient(channel_as("portal-KW"), log=trusted),
             occurred_at.date(),
+        )
+        show_permits(
+            say,
+            operator=operator,
+            channel_as=channel_as,
+            trusted=trusted,
+            keys_valid_from=keys_valid_from,
+            today=occurred_at.date(),
+            pki=pki,
         )
         _renew(
             operator,

@@ -302,6 +302,7 @@ def person_tokens_of(event: events_pb2.Event) -> list[tuple[str, str]]:
             (line.person_token, f"event.fee_collected.lines[{position}].person_token")
             for position, line in enumerate(body_fee.lines)
         )
+    found.extend(_permit_tokens(event))
     return found
 
 
@@ -842,6 +843,130 @@ def civil_date(day: dt.date) -> types_pb2.CivilDate:
     return types_pb2.CivilDate(year=day.year, month=day.month, day=day.day)
 
 
+# Task A (issue 10): residence permits.
+
+
+def _check_permit_member(
+    violations: list[FieldViolation], field: str, member: events_pb2.PermitMember
+) -> dt.date | None:
+    check_person_token(violations, f"{field}.person_token", member.person_token)
+    if member.relationship == events_pb2.RELATIONSHIP_UNSPECIFIED:
+        violations.append(FieldViolation(f"{field}.relationship", "required"))
+    elif member.relationship not in events_pb2.Relationship.values():
+        violations.append(FieldViolation(f"{field}.relationship", "unknown value"))
+    elif member.relationship == events_pb2.RELATIONSHIP_SELF:
+        violations.append(FieldViolation(f"{field}.relationship", "the holder is not a member"))
+    return _check_date(
+        violations,
+        f"{field}.dependent_since",
+        member.dependent_since,
+        present=member.HasField("dependent_since"),
+    )
+
+
+def _check_permit_members(
+    violations: list[FieldViolation],
+    field: str,
+    members: Sequence[events_pb2.PermitMember],
+    last_day: dt.date | None,
+    holder_token: str = "",
+) -> None:
+    """At most ``limits.permit_members_max``, each once, none the holder, each a dependent by
+    the permit's last day."""
+    if len(members) > limits.permit_members_max:
+        violations.append(FieldViolation(field, f"more than {limits.permit_members_max} members"))
+        return
+    seen = {holder_token} if holder_token else set()
+    for position, member in enumerate(members):
+        item = f"{field}[{position}]"
+        since = _check_permit_member(violations, item, member)
+        if member.person_token in seen:
+            violations.append(FieldViolation(f"{item}.person_token", "listed twice"))
+        seen.add(member.person_token)
+        if since is not None and last_day is not None and since > last_day:
+            violations.append(FieldViolation(f"{item}.dependent_since", "after the permit's end"))
+
+
+def _check_permit_issued(
+    violations: list[FieldViolation], field: str, body: events_pb2.PermitIssued
+) -> None:
+    check_identifier(violations, f"{field}.permit_id", body.permit_id, limits.permit_id_chars_max)
+    check_person_token(violations, f"{field}.holder_token", body.holder_token)
+    _check_party(violations, f"{field}.sponsor", body.sponsor)
+    entry = _check_date(
+        violations, f"{field}.entry_date", body.entry_date, present=body.HasField("entry_date")
+    )
+    start = _check_date(
+        violations, f"{field}.start_date", body.start_date, present=body.HasField("start_date")
+    )
+    end = _check_date(
+        violations, f"{field}.end_date", body.end_date, present=body.HasField("end_date")
+    )
+    if start is not None and end is not None:
+        if end < start:
+            violations.append(FieldViolation(f"{field}.end_date", "before start_date"))
+        elif (end - start).days + 1 > limits.permit_term_days_max:
+            violations.append(
+                FieldViolation(
+                    f"{field}.end_date", f"period longer than {limits.permit_term_days_max} days"
+                )
+            )
+    if entry is not None and start is not None and end is not None:
+        earliest = start - dt.timedelta(days=limits.permit_entry_before_start_days_max)
+        if not earliest <= entry <= end:
+            violations.append(
+                FieldViolation(f"{field}.entry_date", f"must be within {earliest}..{end}")
+            )
+    _check_permit_members(violations, f"{field}.members", body.members, end, body.holder_token)
+
+
+def _check_permit_renewed(
+    violations: list[FieldViolation], field: str, body: events_pb2.PermitRenewed
+) -> None:
+    check_identifier(violations, f"{field}.permit_id", body.permit_id, limits.permit_id_chars_max)
+    end = _check_date(
+        violations, f"{field}.end_date", body.end_date, present=body.HasField("end_date")
+    )
+    _check_permit_members(violations, f"{field}.added_members", body.added_members, end)
+
+
+def _check_permit_ended(
+    violations: list[FieldViolation], field: str, body: events_pb2.PermitEnded
+) -> None:
+    check_identifier(violations, f"{field}.permit_id", body.permit_id, limits.permit_id_chars_max)
+    _check_date(
+        violations,
+        f"{field}.effective_date",
+        body.effective_date,
+        present=body.HasField("effective_date"),
+    )
+    if body.reason == events_pb2.PERMIT_END_REASON_UNSPECIFIED:
+        violations.append(FieldViolation(f"{field}.reason", "required"))
+    elif body.reason not in events_pb2.PermitEndReason.values():
+        violations.append(FieldViolation(f"{field}.reason", "unknown value"))
+
+
+def _permit_tokens(event: events_pb2.Event) -> list[tuple[str, str]]:
+    """(token, field) of every person a permit event names."""
+    kind = event.WhichOneof("body")
+    if kind == "permit_issued":
+        body = event.permit_issued
+        found = [(body.holder_token, "event.permit_issued.holder_token")]
+        if body.sponsor.WhichOneof("kind") == "person_token":
+            found.append((body.sponsor.person_token, "event.permit_issued.sponsor.person_token"))
+        found.extend(
+            (member.person_token, f"event.permit_issued.members[{position}].person_token")
+            for position, member in enumerate(body.members)
+        )
+        return found
+    if kind == "permit_renewed":
+        return [
+            (member.person_token, f"event.permit_renewed.added_members[{position}].person_token")
+            for position, member in enumerate(event.permit_renewed.added_members)
+        ]
+    return []
+
+
 _BODY_CHECKS: dict[str, Callable[[list[FieldViolation], str, Any], None]] = {
     "policy_issued": _check_policy_issued,
     "policy_cancelled": _check_policy_cancelled,
@@ -856,5 +981,9 @@ _BODY_CHECKS: dict[str, Callable[[list[FieldViolation], str, Any], None]] = {
     "key_registered": _check_key_registered,
     "key_revoked": _check_key_revoked,
     "person_erased": _check_person_erased,
+    # Task A (issue 10).
+    "permit_issued": _check_permit_issued,
+    "permit_renewed": _check_permit_renewed,
+    "permit_ended": _check_permit_ended,
 }
 """How each event body is checked (the ``Event.body`` oneof field name -> its check)."""

@@ -136,6 +136,13 @@ request_field_max: Final[Mapping[str, int]] = MappingProxyType(
         "payments.v1.QuoteRenewalRequest.members": household_members_max,
         "payments.v1.StartPaymentRequest.return_url": url_chars_max,
         "payments.v1.RefundPaymentRequest.reason": name_chars_max,
+        # Task A (issue 10).
+        "ledger.v1.CheckEmployerRequest.establishment_number": reference_chars_max,
+        "ledger.v1.CheckEmployerRequest.page_token": reference_chars_max,
+        "ledger.v1.ComputeArrearsRequest.establishment_number": reference_chars_max,
+        "ledger.v1.ComputeArrearsRequest.activity": plan_chars_max,
+        "ledger.v1.ComputeArrearsRequest.region": plan_chars_max,
+        "ledger.v1.ComputeArrearsRequest.category": plan_chars_max,
     }
 )
 """Per-field bounds: characters of a string, bytes of a bytes field, elements of a repeated one."""
@@ -209,3 +216,24 @@ earlier than the ledger date and the days since birth count as uninsured (illust
 premium_grace_days: Final = 30
 """Days after an instalment's due date before an unpaid instalment stops the policy counting as
 coverage, from the due date until paid (illustrative figure: the CCHI text says "on time")."""
+
+# Task A (issue 10): residence permits, CheckEmployer and ComputeArrears (docs/compliance.md).
+permit_id_chars_max: Final = 128
+"""Longest permit number an authority may give."""
+permit_members_max: Final = 32
+"""Members one permit (or one renewal) may name besides its holder: a household's dependents
+and domestic workers."""
+permit_term_days_max: Final = 3 * 366
+"""Longest permit period (a Saudi residence permit runs one or two years; margin for renewals
+that extend by two years)."""
+permit_entry_before_start_days_max: Final = 366
+"""How long before a permit's first day its holder's entry date may lie (a worker enters on a
+visa; the permit follows within months)."""
+employer_page_default: Final = 100
+"""People per CheckEmployer page when the request names no page size."""
+employer_page_max: Final = 500
+"""Most people one CheckEmployer page may hold (an employer of 500 workers fits in one)."""
+employer_days_max: Final = 3 * 366
+"""Longest date range CheckEmployer and ComputeArrears answer for."""
+employer_people_max: Final = 100_000
+"""Most obligations ComputeArrears reads for one establishment (it is not paged)."""

@@ -124,6 +124,25 @@ SIGNING_RULES: tuple[SigningRule, ...] = (
         frozenset({SignerRole.OPERATOR}),
         _OPERATOR_EVENT + "; a token the vault issued, of a person not erased yet",
     ),
+    # Task A (issue 10): residence permits, by the residence authority.
+    SigningRule(
+        "permit_issued",
+        "PermitIssued",
+        frozenset({SignerRole.AUTHORITY}),
+        "a residence authority; permit ids are per authority",
+    ),
+    SigningRule(
+        "permit_renewed",
+        "PermitRenewed",
+        frozenset({SignerRole.AUTHORITY}),
+        "the residence authority that issued the permit, not ended",
+    ),
+    SigningRule(
+        "permit_ended",
+        "PermitEnded",
+        frozenset({SignerRole.AUTHORITY}),
+        "the residence authority that issued the permit, not ended",
+    ),
 )
 
 _RULES_BY_BODY = {rule.body: rule for rule in SIGNING_RULES}

@@ -293,3 +293,73 @@ def fee_collected(signer_id: str, renewal_id: str) -> events_pb2.Event:
     body.merchant_reference = f"M-{renewal_id}"
     body.gateway = "simulated"
     return event
+
+
+# Task A (issue 10): residence permits.
+
+
+def permit_issued(
+    authority_id: str,
+    permit_id: str,
+    holder: types_pb2.PersonId | str,
+    sponsor: str | types_pb2.PersonId,
+    members: list[tuple[types_pb2.PersonId | str, int, dt.date]],
+    entry: dt.date,
+    start: dt.date,
+    end: dt.date,
+    *,
+    event_id: str | None = None,
+) -> events_pb2.Event:
+    """PermitIssued: ``sponsor`` an establishment number (SA) or a person; ``members`` are
+    (person, Relationship, dependent since)."""
+    event = _event(authority_id, event_id)
+    body = event.permit_issued
+    body.permit_id = permit_id
+    body.holder_token = token(holder)
+    if isinstance(sponsor, str):
+        body.sponsor.organization.registration_number = sponsor
+        body.sponsor.organization.country_code = "SA"
+    else:
+        body.sponsor.person_token = token(sponsor)
+    for member, relationship, since in members:
+        body.members.add(
+            person_token=token(member),
+            relationship=relationship,  # type: ignore[arg-type]
+            dependent_since=civil(since),
+        )
+    body.entry_date.CopyFrom(civil(entry))
+    body.start_date.CopyFrom(civil(start))
+    body.end_date.CopyFrom(civil(end))
+    return event
+
+
+def permit_renewed(
+    authority_id: str,
+    permit_id: str,
+    end: dt.date,
+    added_members: list[tuple[types_pb2.PersonId | str, int, dt.date]] = (),  # type: ignore[assignment]
+) -> events_pb2.Event:
+    """PermitRenewed to ``end``, with members joining."""
+    event = _event(authority_id, None)
+    body = event.permit_renewed
+    body.permit_id = permit_id
+    body.end_date.CopyFrom(civil(end))
+    for member, relationship, since in added_members:
+        body.added_members.add(
+            person_token=token(member),
+            relationship=relationship,  # type: ignore[arg-type]
+            dependent_since=civil(since),
+        )
+    return event
+
+
+def permit_ended(
+    authority_id: str, permit_id: str, effective: dt.date, reason: int
+) -> events_pb2.Event:
+    """PermitEnded from ``effective``."""
+    event = _event(authority_id, None)
+    body = event.permit_ended
+    body.permit_id = permit_id
+    body.effective_date.CopyFrom(civil(effective))
+    body.reason = reason  # type: ignore[assignment]
+    return event

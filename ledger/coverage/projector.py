@@ -43,6 +43,7 @@ from typing import Any
 from sqlalchemy import Connection, Row, and_, bindparam, func, insert, select, update
 
 from ledger.clock import to_micros
+from ledger.compliance.obligations import PermitProjection
 from ledger.coverage import rules
 from ledger.coverage.model import PersonRef
 from ledger.errors import (
@@ -254,6 +255,8 @@ class Projector:
             "key_registered": self._key_registered,
             "key_revoked": self._key_revoked,
             "person_erased": self._person_erased,
+            # Task A (issue 10): residence permits (their rules: ledger/compliance/obligations.py).
+            **PermitProjection(connection, self._index).handlers(),
         }
         self._keys: dict[str, InsurerKey | None] = {}
         """Keys read so far; an entry changing a key drops it from here."""

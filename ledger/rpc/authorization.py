@@ -142,6 +142,18 @@ _PERSON_READERS = (Grant("auditor"), Grant("operator"))
 operator (to answer a person's own request). Portals check households only."""
 
 
+_EMPLOYER_READERS = (
+    Grant("operator"),
+    Grant("auditor"),
+    Grant("portal", Limit.JURISDICTION),
+)
+"""Task A (issue 10): who may ask what an establishment is responsible for and owes: the
+operator (for the regulator) and the auditor anywhere; a portal for establishments of its own
+jurisdiction (the request's ``jurisdiction`` is the establishment's registering state). A
+``regulator`` caller role does not exist yet (ledger/pki.py ROLES); when it does, it gets a
+grant here."""
+
+
 _PERSON_WRITERS = (Grant("insurer"), Grant("authority"), Grant("operator"))
 """Who may obtain person tokens: the roles whose events name people (docs/privacy.md). A portal
 or an auditor asks by person ID and never needs a token; a funder will, once it signs events."""
@@ -181,6 +193,9 @@ def ledger_rules() -> list[Rule]:
             "ledger.v1.IdentityService",
             {"GetPersonTokens": _PERSON_WRITERS, "LookUpPersonToken": operator_only},
         ),
+        # Task A (issue 10): employers' obligations, arrears and fines.
+        *_rows(coverage, {"CheckEmployer": _EMPLOYER_READERS}),
+        *_rows("ledger.v1.ComplianceService", {"ComputeArrears": _EMPLOYER_READERS}),
     ]
 
 

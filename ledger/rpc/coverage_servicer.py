@@ -10,6 +10,12 @@ import grpc
 
 from ledger import i18n, limits
 from ledger.clock import Clock
+from ledger.compliance.employer import (
+    EmployerReader,
+    decode_page_token,
+    employer_key,
+    encode_page_token,
+)
 from ledger.coverage.certificate import certificate_messages, sign_certificate
 from ledger.coverage.fhir import coverage_resource, eligibility_response, to_json
 from ledger.coverage.model import CoverageRecord, HouseholdVerdict, PersonRef, Relationship
@@ -19,6 +25,7 @@ from ledger.errors import FieldViolation, NotFound, check, refuse_violations
 from ledger.events import check_date, check_identifier, check_person, civil_date
 from ledger.fair import ReadPool
 from ledger.merkle import leaf_hash
+from ledger.rpc.compliance_servicer import basis_of, obligation_proto, parse_employer_range
 from ledger.rpc.status import abort
 from ledger.signing import Signer
 from ledger.storage.log_store import LogStore, StoredCheckpoint
@@ -164,10 +171,13 @@ class CoverageServicer(pb_grpc.CoverageServiceServicer):
         log_store: LogStore,
         signer: Signer,
         reads: ReadPool | None = None,
+        *,
+        employers: EmployerReader,
     ) -> None:
         """``log_store`` reads the proofs and entries of certificates; ``signer`` is the log key,
         which signs them (as it signs checkpoints); ``reads`` runs the reads (the server's one
-        read pool)."""
+        read pool); ``employers`` answers CheckEmployer."""
+        self._employers = employers
         self._reads = reads or ReadPool()
         self._reader = reader
         self._clock = clock
@@ -397,4 +407,39 @@ class CoverageServicer(pb_grpc.CoverageServiceServicer):
             entries=_history_entries(page),
             more=page.more,
             basis=_basis(page.checkpoint, [leaf for leaf, _ in page.entries]),
+        )
+
+    # Task A (issue 10): CheckEmployer.
+
+    async def CheckEmployer(
+        self, request: pb.CheckEmployerRequest, context: _Context
+    ) -> pb.CheckEmployerResponse:
+        """Every worker and dependent an establishment is responsible for, with intervals."""
+
+        def parse() -> tuple[str, dt.date, dt.date, int, tuple[str, str, str] | None]:
+            violations: list[FieldViolation] = []
+            found = parse_employer_range(request, violations)
+            size = request.page_size or limits.employer_page_default
+            if size > limits.employer_page_max:
+                violations.append(
+                    FieldViolation("page_size", f"at most {limits.employer_page_max}")
+                )
+            refuse_violations(violations)
+            assert found is not None
+            after = decode_page_token(request.page_token) if request.page_token else None
+            key = employer_key(found.jurisdiction, found.establishment_number)
+            return key, found.first, found.last, size, after
+
+        employers = self._employers
+        responsible, first, last, size, after = await self._checked(context, parse)
+        page = await self._read(
+            context, lambda: employers.check_employer(responsible, first, last, size, after)
+        )
+        leaves = {leaf for person in page.people for leaf in person.leaf_indexes}
+        basis = basis_of(page.checkpoint, leaves)
+        basis.checkpoint = self._log_store.served_note(page.checkpoint)
+        return pb.CheckEmployerResponse(
+            people=[obligation_proto(person) for person in page.people],
+            next_page_token="" if page.next_page is None else encode_page_token(page.next_page),
+            basis=basis,
         )

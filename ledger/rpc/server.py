@@ -26,6 +26,7 @@ from sqlalchemy import Engine
 
 from ledger import limits
 from ledger.clock import Clock, SystemClock
+from ledger.compliance.employer import EmployerReader
 from ledger.config import (
     ServerConfig,
     TlsFiles,
@@ -44,6 +45,7 @@ from ledger.metrics import LedgerMetrics
 from ledger.rpc.access import AccessRecordingInterceptor
 from ledger.rpc.admin_servicer import AdminServicer
 from ledger.rpc.authorization import AuthorizationTable, check_signer, ledger_rules
+from ledger.rpc.compliance_servicer import ComplianceServicer
 from ledger.rpc.coverage_servicer import CoverageServicer
 from ledger.rpc.enrolment_port import (
     EnrolmentPort,
@@ -72,6 +74,8 @@ from ledger.storage.vault_store import VaultStore
 from ledger.v1 import (
     admin_service_pb2,
     admin_service_pb2_grpc,
+    compliance_service_pb2,
+    compliance_service_pb2_grpc,
     coverage_service_pb2,
     coverage_service_pb2_grpc,
     identity_service_pb2,
@@ -90,6 +94,8 @@ SERVICE_NAMES = (
     admin_service_pb2.DESCRIPTOR.services_by_name["AdminService"].full_name,
     coverage_service_pb2.DESCRIPTOR.services_by_name["CoverageService"].full_name,
     identity_service_pb2.DESCRIPTOR.services_by_name["IdentityService"].full_name,
+    # Task A (issue 10).
+    compliance_service_pb2.DESCRIPTOR.services_by_name["ComplianceService"].full_name,
 )
 
 
@@ -306,8 +312,19 @@ async def _start(
         LedgerServicer(ledger, LogStore(engine), reads), server
     )
     coverage_service_pb2_grpc.add_CoverageServiceServicer_to_server(
-        CoverageServicer(CoverageReader(engine, clock), clock, LogStore(engine), signer, reads),
+        CoverageServicer(
+            CoverageReader(engine, clock),
+            clock,
+            LogStore(engine),
+            signer,
+            reads,
+            employers=EmployerReader(engine, clock),
+        ),
         server,
+    )
+    # Task A (issue 10): arrears and fines of employers.
+    compliance_service_pb2_grpc.add_ComplianceServiceServicer_to_server(
+        ComplianceServicer(EmployerReader(engine, clock), reads), server
     )
     admin_service_pb2_grpc.add_AdminServiceServicer_to_server(
         AdminServicer(key_store, key_cache, clock), server

@@ -34,6 +34,8 @@ __all__ = [
     "insurers",
     "log_entries",
     "metadata",
+    "obligations",
+    "permits",
     "policies",
     "premium_instalments",
     "premiums",
@@ -265,6 +267,46 @@ transfer_gaps = Table(
 """Replacement policies (``PolicyIssued.replaces``) that did not start the day after the old
 one's last covered day: the uncovered days between (inclusive), by the replacing entry."""
 
+# Task A (issue 10): residence permits and the obligations they create (docs/compliance.md).
+
+permits = Table(
+    "permits",
+    metadata,
+    Column("authority_id", String(64), nullable=False),
+    Column("permit_id", String(128), nullable=False),
+    Column("holder_token", String(64), nullable=False),
+    Column("sponsor_key", String(256), nullable=False),
+    Column("entry_date", Date, nullable=False),
+    Column("start_date", Date, nullable=False),
+    Column("end_date", Date, nullable=False),
+    Column("ended_from", Date, nullable=True),
+    Column("end_reason", String(32), nullable=True),
+    Column("leaf_indexes", String(2000), nullable=False),
+    PrimaryKeyConstraint("authority_id", "permit_id", name="pk_permits"),
+)
+"""Residence permits (PermitIssued / PermitRenewed / PermitEnded), per authority.
+``sponsor_key``: ``org:<country>:<establishment number>`` or ``person:<person token>``;
+``end_date`` is the current last day (renewals move it); ``ended_from`` the first day without
+the permit when it ended early."""
+
+obligations = Table(
+    "obligations",
+    metadata,
+    Column("authority_id", String(64), nullable=False),
+    Column("permit_id", String(128), nullable=False),
+    Column("person_token", String(64), nullable=False),
+    Column("relationship", String(32), nullable=False),
+    Column("obligated_from", Date, nullable=False),
+    Column("obligated_until", Date, nullable=False),
+    Column("responsible_key", String(256), nullable=False),
+    Column("leaf_indexes", String(2000), nullable=False),
+    PrimaryKeyConstraint("authority_id", "permit_id", "person_token", name="pk_obligations"),
+    Index("ix_obligations_responsible_key", "responsible_key", "person_token"),
+)
+"""Who must be insured, from when to when (inclusive; ``obligated_until`` before
+``obligated_from`` when a permit ended before the obligation began), and who is responsible
+(``responsible_key``: the permit's sponsor key). One row per person per permit."""
+
 APPEND_ONLY_TABLES = ("log_entries", "tree_nodes", "checkpoints")
 PROJECTION_TABLES = (
     insurer_keys,
@@ -277,4 +319,7 @@ PROJECTION_TABLES = (
     insurer_change_notices,
     transfer_gaps,
     subject_entries,
+    # Task A (issue 10).
+    permits,
+    obligations,
 )

@@ -758,3 +758,198 @@ class GetCoverageCertificateResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___GetCoverageCertificateResponse: _TypeAlias = GetCoverageCertificateResponse  # noqa: Y015
+
+@_typing.final
+class CheckEmployerRequest(_message.Message):
+    """Task A (issue 10): CheckEmployer (docs/compliance.md "Obligations", "Uninsured periods").
+
+    Request of CoverageService.CheckEmployer.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ESTABLISHMENT_NUMBER_FIELD_NUMBER: _builtins.int
+    JURISDICTION_FIELD_NUMBER: _builtins.int
+    FROM_DATE_FIELD_NUMBER: _builtins.int
+    THROUGH_DATE_FIELD_NUMBER: _builtins.int
+    PAGE_SIZE_FIELD_NUMBER: _builtins.int
+    PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    PURPOSE_FIELD_NUMBER: _builtins.int
+    establishment_number: _builtins.str
+    """The establishment number (the employer's registration number, as permits name it)."""
+    jurisdiction: _builtins.str
+    """ISO 3166-1 alpha-2 code of the state that registered the establishment. A portal
+    (spiffe://<domain>/portal/<jurisdiction>) may only ask for its own jurisdiction.
+    """
+    page_size: _builtins.int
+    """People per page; 0 means the default (docs/compliance.md)."""
+    page_token: _builtins.str
+    """The next_page_token of the previous page; empty for the first page."""
+    purpose: _types_pb2.AccessPurpose.ValueType
+    """Why (required; recorded in the access record)."""
+    @_builtins.property
+    def from_date(self) -> _types_pb2.CivilDate:
+        """The first day of the range."""
+
+    @_builtins.property
+    def through_date(self) -> _types_pb2.CivilDate:
+        """The last day of the range (inclusive)."""
+
+    def __init__(
+        self,
+        *,
+        establishment_number: _builtins.str = ...,
+        jurisdiction: _builtins.str = ...,
+        from_date: _types_pb2.CivilDate | None = ...,
+        through_date: _types_pb2.CivilDate | None = ...,
+        page_size: _builtins.int = ...,
+        page_token: _builtins.str = ...,
+        purpose: _types_pb2.AccessPurpose.ValueType = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["from_date", b"from_date", "through_date", b"through_date"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["establishment_number", b"establishment_number", "from_date", b"from_date", "jurisdiction", b"jurisdiction", "page_size", b"page_size", "page_token", b"page_token", "purpose", b"purpose", "through_date", b"through_date"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CheckEmployerRequest: _TypeAlias = CheckEmployerRequest  # noqa: Y015
+
+@_typing.final
+class ObligationInterval(_message.Message):
+    """A run of days of one person's obligation: covered, or uninsured and why."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    FIRST_DAY_FIELD_NUMBER: _builtins.int
+    LAST_DAY_FIELD_NUMBER: _builtins.int
+    COVERED_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    DAYS_FIELD_NUMBER: _builtins.int
+    covered: _builtins.bool
+    """True when some coverage counts on every day of the run."""
+    reason: _builtins.str
+    """Uninsured only: "NO_COVERAGE", "NON_PAYMENT" (an instalment unpaid past its grace),
+    "INSURER_SUSPENDED" or "TRANSFER_GAP" (between a policy and its late replacement).
+    """
+    days: _builtins.int
+    """Number of days of the run."""
+    @_builtins.property
+    def first_day(self) -> _types_pb2.CivilDate:
+        """First day of the run."""
+
+    @_builtins.property
+    def last_day(self) -> _types_pb2.CivilDate:
+        """Last day of the run (inclusive)."""
+
+    def __init__(
+        self,
+        *,
+        first_day: _types_pb2.CivilDate | None = ...,
+        last_day: _types_pb2.CivilDate | None = ...,
+        covered: _builtins.bool = ...,
+        reason: _builtins.str = ...,
+        days: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["first_day", b"first_day", "last_day", b"last_day"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["covered", b"covered", "days", b"days", "first_day", b"first_day", "last_day", b"last_day", "reason", b"reason"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ObligationInterval: _TypeAlias = ObligationInterval  # noqa: Y015
+
+@_typing.final
+class EmployerObligation(_message.Message):
+    """One person an establishment is responsible for, under one permit."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PERSON_FIELD_NUMBER: _builtins.int
+    PERSON_TOKEN_FIELD_NUMBER: _builtins.int
+    RELATIONSHIP_FIELD_NUMBER: _builtins.int
+    AUTHORITY_ID_FIELD_NUMBER: _builtins.int
+    PERMIT_ID_FIELD_NUMBER: _builtins.int
+    OBLIGATED_FROM_FIELD_NUMBER: _builtins.int
+    OBLIGATED_UNTIL_FIELD_NUMBER: _builtins.int
+    INTERVALS_FIELD_NUMBER: _builtins.int
+    UNINSURED_DAYS_FIELD_NUMBER: _builtins.int
+    person_token: _builtins.str
+    """The person's token (what the log names)."""
+    relationship: _events_pb2.Relationship.ValueType
+    """Relationship to the permit's holder (SELF: the worker)."""
+    authority_id: _builtins.str
+    """The authority that issued the permit, and its permit number."""
+    permit_id: _builtins.str
+    """The permit number."""
+    uninsured_days: _builtins.int
+    """Uninsured days within the range asked."""
+    @_builtins.property
+    def person(self) -> _types_pb2.PersonId:
+        """Who, as the identity vault knows the person; unset when the person was erased."""
+
+    @_builtins.property
+    def obligated_from(self) -> _types_pb2.CivilDate:
+        """First day the person must be insured (entry date, dependent since, or birth)."""
+
+    @_builtins.property
+    def obligated_until(self) -> _types_pb2.CivilDate:
+        """Last day the person must be insured (the permit's end, or the day before it ended)."""
+
+    @_builtins.property
+    def intervals(self) -> _containers.RepeatedCompositeFieldContainer[Global___ObligationInterval]:
+        """The obligation within the range asked, as runs of covered and uninsured days."""
+
+    def __init__(
+        self,
+        *,
+        person: _types_pb2.PersonId | None = ...,
+        person_token: _builtins.str = ...,
+        relationship: _events_pb2.Relationship.ValueType = ...,
+        authority_id: _builtins.str = ...,
+        permit_id: _builtins.str = ...,
+        obligated_from: _types_pb2.CivilDate | None = ...,
+        obligated_until: _types_pb2.CivilDate | None = ...,
+        intervals: _abc.Iterable[Global___ObligationInterval] | None = ...,
+        uninsured_days: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["obligated_from", b"obligated_from", "obligated_until", b"obligated_until", "person", b"person"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["authority_id", b"authority_id", "intervals", b"intervals", "obligated_from", b"obligated_from", "obligated_until", b"obligated_until", "permit_id", b"permit_id", "person", b"person", "person_token", b"person_token", "relationship", b"relationship", "uninsured_days", b"uninsured_days"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___EmployerObligation: _TypeAlias = EmployerObligation  # noqa: Y015
+
+@_typing.final
+class CheckEmployerResponse(_message.Message):
+    """Response of CoverageService.CheckEmployer."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PEOPLE_FIELD_NUMBER: _builtins.int
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    BASIS_FIELD_NUMBER: _builtins.int
+    next_page_token: _builtins.str
+    """Pass as page_token for the next page; empty on the last page."""
+    @_builtins.property
+    def people(self) -> _containers.RepeatedCompositeFieldContainer[Global___EmployerObligation]:
+        """The people of this page, ordered by person token then permit."""
+
+    @_builtins.property
+    def basis(self) -> Global___AnswerBasis:
+        """The log state the answer was computed at, and the permit entries it relied on."""
+
+    def __init__(
+        self,
+        *,
+        people: _abc.Iterable[Global___EmployerObligation] | None = ...,
+        next_page_token: _builtins.str = ...,
+        basis: Global___AnswerBasis | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["basis", b"basis"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["basis", b"basis", "next_page_token", b"next_page_token", "people", b"people"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CheckEmployerResponse: _TypeAlias = CheckEmployerResponse  # noqa: Y015

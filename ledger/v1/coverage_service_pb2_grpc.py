@@ -61,6 +61,11 @@ class CoverageServiceStub:
                 request_serializer=ledger_dot_v1_dot_coverage__service__pb2.GetCoverageCertificateRequest.SerializeToString,
                 response_deserializer=ledger_dot_v1_dot_coverage__service__pb2.GetCoverageCertificateResponse.FromString,
                 _registered_method=True)
+        self.CheckEmployer = channel.unary_unary(
+                '/ledger.v1.CoverageService/CheckEmployer',
+                request_serializer=ledger_dot_v1_dot_coverage__service__pb2.CheckEmployerRequest.SerializeToString,
+                response_deserializer=ledger_dot_v1_dot_coverage__service__pb2.CheckEmployerResponse.FromString,
+                _registered_method=True)
 
 
 class CoverageServiceServicer:
@@ -106,6 +111,15 @@ class CoverageServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def CheckEmployer(self, request, context):
+        """Task A (issue 10): for an establishment and a date range, every worker and dependent it
+        is responsible for (from the residence permits), each with covered and uninsured
+        intervals and why; paged.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_CoverageServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -133,6 +147,11 @@ def add_CoverageServiceServicer_to_server(servicer, server):
                     servicer.GetCoverageCertificate,
                     request_deserializer=ledger_dot_v1_dot_coverage__service__pb2.GetCoverageCertificateRequest.FromString,
                     response_serializer=ledger_dot_v1_dot_coverage__service__pb2.GetCoverageCertificateResponse.SerializeToString,
+            ),
+            'CheckEmployer': grpc.unary_unary_rpc_method_handler(
+                    servicer.CheckEmployer,
+                    request_deserializer=ledger_dot_v1_dot_coverage__service__pb2.CheckEmployerRequest.FromString,
+                    response_serializer=ledger_dot_v1_dot_coverage__service__pb2.CheckEmployerResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -272,6 +291,33 @@ class CoverageService:
             '/ledger.v1.CoverageService/GetCoverageCertificate',
             ledger_dot_v1_dot_coverage__service__pb2.GetCoverageCertificateRequest.SerializeToString,
             ledger_dot_v1_dot_coverage__service__pb2.GetCoverageCertificateResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CheckEmployer(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/ledger.v1.CoverageService/CheckEmployer',
+            ledger_dot_v1_dot_coverage__service__pb2.CheckEmployerRequest.SerializeToString,
+            ledger_dot_v1_dot_coverage__service__pb2.CheckEmployerResponse.FromString,
             options,
             channel_credentials,
             insecure,

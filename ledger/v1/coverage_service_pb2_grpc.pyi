@@ -53,6 +53,11 @@ class CoverageServiceStub:
     the log key, with an inclusion proof, that a clinic verifies offline (the statement's
     format: ledger/coverage/certificate.py).
     """
+    CheckEmployer: _grpc.UnaryUnaryMultiCallable[_coverage_service_pb2.CheckEmployerRequest, _coverage_service_pb2.CheckEmployerResponse]
+    """Task A (issue 10): for an establishment and a date range, every worker and dependent it
+    is responsible for (from the residence permits), each with covered and uninsured
+    intervals and why; paged.
+    """
 
 @_typing.type_check_only
 class CoverageServiceAsyncStub(CoverageServiceStub):
@@ -75,6 +80,11 @@ class CoverageServiceAsyncStub(CoverageServiceStub):
     """Returns a coverage certificate per coverage of a person on a date: a statement signed by
     the log key, with an inclusion proof, that a clinic verifies offline (the statement's
     format: ledger/coverage/certificate.py).
+    """
+    CheckEmployer: _aio.UnaryUnaryMultiCallable[_coverage_service_pb2.CheckEmployerRequest, _coverage_service_pb2.CheckEmployerResponse]  # type: ignore[assignment]
+    """Task A (issue 10): for an establishment and a date range, every worker and dependent it
+    is responsible for (from the residence permits), each with covered and uninsured
+    intervals and why; paged.
     """
 
 class CoverageServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -125,6 +135,17 @@ class CoverageServiceServicer(metaclass=_abc_1.ABCMeta):
         """Returns a coverage certificate per coverage of a person on a date: a statement signed by
         the log key, with an inclusion proof, that a clinic verifies offline (the statement's
         format: ledger/coverage/certificate.py).
+        """
+
+    @_abc_1.abstractmethod
+    def CheckEmployer(
+        self,
+        request: _coverage_service_pb2.CheckEmployerRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_coverage_service_pb2.CheckEmployerResponse, _abc.Awaitable[_coverage_service_pb2.CheckEmployerResponse]]:
+        """Task A (issue 10): for an establishment and a date range, every worker and dependent it
+        is responsible for (from the residence permits), each with covered and uninsured
+        intervals and why; paged.
         """
 
 def add_CoverageServiceServicer_to_server(servicer: CoverageServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -183,6 +183,38 @@ SIGNER_ROLE_BENEFICIARY: SignerRole.ValueType  # 6
 """A beneficiary (reserved: signs no event type yet)."""
 Global___SignerRole: _TypeAlias = SignerRole  # noqa: Y015
 
+class _PermitEndReason:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _PermitEndReasonEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_PermitEndReason.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    PERMIT_END_REASON_UNSPECIFIED: _PermitEndReason.ValueType  # 0
+    """Not set: always invalid."""
+    PERMIT_END_REASON_FINAL_EXIT: _PermitEndReason.ValueType  # 1
+    """The holder left the country for good."""
+    PERMIT_END_REASON_DEATH: _PermitEndReason.ValueType  # 2
+    """The holder died."""
+    PERMIT_END_REASON_TRANSFER: _PermitEndReason.ValueType  # 3
+    """Sponsorship transferred to another sponsor (a new permit follows)."""
+    PERMIT_END_REASON_CANCELLED: _PermitEndReason.ValueType  # 4
+    """The authority cancelled the permit."""
+
+class PermitEndReason(_PermitEndReason, metaclass=_PermitEndReasonEnumTypeWrapper):
+    """Why a permit ended early."""
+
+PERMIT_END_REASON_UNSPECIFIED: PermitEndReason.ValueType  # 0
+"""Not set: always invalid."""
+PERMIT_END_REASON_FINAL_EXIT: PermitEndReason.ValueType  # 1
+"""The holder left the country for good."""
+PERMIT_END_REASON_DEATH: PermitEndReason.ValueType  # 2
+"""The holder died."""
+PERMIT_END_REASON_TRANSFER: PermitEndReason.ValueType  # 3
+"""Sponsorship transferred to another sponsor (a new permit follows)."""
+PERMIT_END_REASON_CANCELLED: PermitEndReason.ValueType  # 4
+"""The authority cancelled the permit."""
+Global___PermitEndReason: _TypeAlias = PermitEndReason  # noqa: Y015
+
 @_typing.final
 class Event(_message.Message):
     """One signed policy event."""
@@ -205,6 +237,9 @@ class Event(_message.Message):
     KEY_REGISTERED_FIELD_NUMBER: _builtins.int
     KEY_REVOKED_FIELD_NUMBER: _builtins.int
     PERSON_ERASED_FIELD_NUMBER: _builtins.int
+    PERMIT_ISSUED_FIELD_NUMBER: _builtins.int
+    PERMIT_RENEWED_FIELD_NUMBER: _builtins.int
+    PERMIT_ENDED_FIELD_NUMBER: _builtins.int
     event_id: _builtins.str
     """Chosen by the insurer, unique per insurer. Resubmitting the same id with the same bytes
     returns the first receipt; with different bytes it is refused with ALREADY_EXISTS.
@@ -278,6 +313,21 @@ class Event(_message.Message):
     def person_erased(self) -> Global___PersonErased:
         """The operator erased a person from the identity vault. Signed by "operator"."""
 
+    @_builtins.property
+    def permit_issued(self) -> Global___PermitIssued:
+        """Task A (issue 10): residence permits, signed by the residence authority (role
+        `authority`). They say who must be insured, from when to when, and who is responsible.
+        A residence permit was issued.
+        """
+
+    @_builtins.property
+    def permit_renewed(self) -> Global___PermitRenewed:
+        """A residence permit was renewed (its period extended; members may join)."""
+
+    @_builtins.property
+    def permit_ended(self) -> Global___PermitEnded:
+        """A residence permit ended before its period's end (final exit, death, transfer...)."""
+
     def __init__(
         self,
         *,
@@ -297,12 +347,15 @@ class Event(_message.Message):
         key_registered: Global___KeyRegistered | None = ...,
         key_revoked: Global___KeyRevoked | None = ...,
         person_erased: Global___PersonErased | None = ...,
+        permit_issued: Global___PermitIssued | None = ...,
+        permit_renewed: Global___PermitRenewed | None = ...,
+        permit_ended: Global___PermitEnded | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["body", b"body", "fee_collected", b"fee_collected", "fee_refunded", b"fee_refunded", "insurer_change_notified", b"insurer_change_notified", "insurer_licensed", b"insurer_licensed", "insurer_suspended", b"insurer_suspended", "key_registered", b"key_registered", "key_revoked", b"key_revoked", "member_added", b"member_added", "member_removed", b"member_removed", "occurred_at", b"occurred_at", "person_erased", b"person_erased", "policy_cancelled", b"policy_cancelled", "policy_issued", b"policy_issued", "premium_paid", b"premium_paid"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["body", b"body", "fee_collected", b"fee_collected", "fee_refunded", b"fee_refunded", "insurer_change_notified", b"insurer_change_notified", "insurer_licensed", b"insurer_licensed", "insurer_suspended", b"insurer_suspended", "key_registered", b"key_registered", "key_revoked", b"key_revoked", "member_added", b"member_added", "member_removed", b"member_removed", "occurred_at", b"occurred_at", "permit_ended", b"permit_ended", "permit_issued", b"permit_issued", "permit_renewed", b"permit_renewed", "person_erased", b"person_erased", "policy_cancelled", b"policy_cancelled", "policy_issued", b"policy_issued", "premium_paid", b"premium_paid"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["body", b"body", "event_id", b"event_id", "fee_collected", b"fee_collected", "fee_refunded", b"fee_refunded", "insurer_change_notified", b"insurer_change_notified", "insurer_id", b"insurer_id", "insurer_licensed", b"insurer_licensed", "insurer_suspended", b"insurer_suspended", "key_registered", b"key_registered", "key_revoked", b"key_revoked", "member_added", b"member_added", "member_removed", b"member_removed", "occurred_at", b"occurred_at", "person_erased", b"person_erased", "policy_cancelled", b"policy_cancelled", "policy_issued", b"policy_issued", "premium_paid", b"premium_paid"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["body", b"body", "event_id", b"event_id", "fee_collected", b"fee_collected", "fee_refunded", b"fee_refunded", "insurer_change_notified", b"insurer_change_notified", "insurer_id", b"insurer_id", "insurer_licensed", b"insurer_licensed", "insurer_suspended", b"insurer_suspended", "key_registered", b"key_registered", "key_revoked", b"key_revoked", "member_added", b"member_added", "member_removed", b"member_removed", "occurred_at", b"occurred_at", "permit_ended", b"permit_ended", "permit_issued", b"permit_issued", "permit_renewed", b"permit_renewed", "person_erased", b"person_erased", "policy_cancelled", b"policy_cancelled", "policy_issued", b"policy_issued", "premium_paid", b"premium_paid"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_body: _TypeAlias = _typing.Literal["policy_issued", "policy_cancelled", "premium_paid", "member_added", "member_removed", "fee_collected", "fee_refunded", "insurer_change_notified", "insurer_licensed", "insurer_suspended", "key_registered", "key_revoked", "person_erased"]  # noqa: Y015
+    _WhichOneofReturnType_body: _TypeAlias = _typing.Literal["policy_issued", "policy_cancelled", "premium_paid", "member_added", "member_removed", "fee_collected", "fee_refunded", "insurer_change_notified", "insurer_licensed", "insurer_suspended", "key_registered", "key_revoked", "person_erased", "permit_issued", "permit_renewed", "permit_ended"]  # noqa: Y015
     _WhichOneofArgType_body: _TypeAlias = _typing.Literal["body", b"body"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_body) -> _WhichOneofReturnType_body | None: ...
 
@@ -1055,3 +1108,173 @@ class PersonErased(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___PersonErased: _TypeAlias = PersonErased  # noqa: Y015
+
+@_typing.final
+class PermitMember(_message.Message):
+    """Task A (issue 10): residence permits (docs/compliance.md "Obligations").
+
+    One household member a permit names, besides its holder.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PERSON_TOKEN_FIELD_NUMBER: _builtins.int
+    RELATIONSHIP_FIELD_NUMBER: _builtins.int
+    DEPENDENT_SINCE_FIELD_NUMBER: _builtins.int
+    person_token: _builtins.str
+    """Who: a person token from the identity vault."""
+    relationship: Global___Relationship.ValueType
+    """Relationship to the holder (not SELF)."""
+    @_builtins.property
+    def dependent_since(self) -> _types_pb2.CivilDate:
+        """The day the person became the holder's dependent (the birth date for a newborn, the
+        marriage for a spouse). The obligation to insure starts then, not before the holder's
+        entry date.
+        """
+
+    def __init__(
+        self,
+        *,
+        person_token: _builtins.str = ...,
+        relationship: Global___Relationship.ValueType = ...,
+        dependent_since: _types_pb2.CivilDate | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["dependent_since", b"dependent_since"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["dependent_since", b"dependent_since", "person_token", b"person_token", "relationship", b"relationship"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PermitMember: _TypeAlias = PermitMember  # noqa: Y015
+
+@_typing.final
+class PermitIssued(_message.Message):
+    """The residence authority issued a residence permit: the holder, the sponsor responsible for
+    insuring the household, the members, the entry date and the permit period.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PERMIT_ID_FIELD_NUMBER: _builtins.int
+    HOLDER_TOKEN_FIELD_NUMBER: _builtins.int
+    SPONSOR_FIELD_NUMBER: _builtins.int
+    MEMBERS_FIELD_NUMBER: _builtins.int
+    ENTRY_DATE_FIELD_NUMBER: _builtins.int
+    START_DATE_FIELD_NUMBER: _builtins.int
+    END_DATE_FIELD_NUMBER: _builtins.int
+    permit_id: _builtins.str
+    """The authority's permit number, unique per authority."""
+    holder_token: _builtins.str
+    """The resident holding the permit: a person token."""
+    @_builtins.property
+    def sponsor(self) -> Global___PartyRef:
+        """Who is responsible for insuring the holder and members: an employer (organization,
+        registration_number = its establishment number) or a person (a person token).
+        """
+
+    @_builtins.property
+    def members(self) -> _containers.RepeatedCompositeFieldContainer[Global___PermitMember]:
+        """The holder's dependents and domestic workers, each with the day they became one."""
+
+    @_builtins.property
+    def entry_date(self) -> _types_pb2.CivilDate:
+        """The day the holder entered the country: the holder's coverage is due from then."""
+
+    @_builtins.property
+    def start_date(self) -> _types_pb2.CivilDate:
+        """First day of the permit."""
+
+    @_builtins.property
+    def end_date(self) -> _types_pb2.CivilDate:
+        """Last day of the permit (inclusive): the obligation to insure lasts until then."""
+
+    def __init__(
+        self,
+        *,
+        permit_id: _builtins.str = ...,
+        holder_token: _builtins.str = ...,
+        sponsor: Global___PartyRef | None = ...,
+        members: _abc.Iterable[Global___PermitMember] | None = ...,
+        entry_date: _types_pb2.CivilDate | None = ...,
+        start_date: _types_pb2.CivilDate | None = ...,
+        end_date: _types_pb2.CivilDate | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["end_date", b"end_date", "entry_date", b"entry_date", "sponsor", b"sponsor", "start_date", b"start_date"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["end_date", b"end_date", "entry_date", b"entry_date", "holder_token", b"holder_token", "members", b"members", "permit_id", b"permit_id", "sponsor", b"sponsor", "start_date", b"start_date"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PermitIssued: _TypeAlias = PermitIssued  # noqa: Y015
+
+@_typing.final
+class PermitRenewed(_message.Message):
+    """The residence authority renewed a permit: its last day moves to end_date (on or after the
+    current one); members may join (a newborn, a new spouse).
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PERMIT_ID_FIELD_NUMBER: _builtins.int
+    END_DATE_FIELD_NUMBER: _builtins.int
+    ADDED_MEMBERS_FIELD_NUMBER: _builtins.int
+    permit_id: _builtins.str
+    """The permit renewed (one of the signing authority's, not ended)."""
+    @_builtins.property
+    def end_date(self) -> _types_pb2.CivilDate:
+        """The new last day of the permit (inclusive)."""
+
+    @_builtins.property
+    def added_members(self) -> _containers.RepeatedCompositeFieldContainer[Global___PermitMember]:
+        """Members who join with this renewal; none already on the permit."""
+
+    def __init__(
+        self,
+        *,
+        permit_id: _builtins.str = ...,
+        end_date: _types_pb2.CivilDate | None = ...,
+        added_members: _abc.Iterable[Global___PermitMember] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["end_date", b"end_date"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["added_members", b"added_members", "end_date", b"end_date", "permit_id", b"permit_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PermitRenewed: _TypeAlias = PermitRenewed  # noqa: Y015
+
+@_typing.final
+class PermitEnded(_message.Message):
+    """The residence authority ended a permit before its period's end: no obligation to insure
+    from effective_date on.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PERMIT_ID_FIELD_NUMBER: _builtins.int
+    EFFECTIVE_DATE_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    permit_id: _builtins.str
+    """The permit ended (one of the signing authority's, not ended)."""
+    reason: Global___PermitEndReason.ValueType
+    """Why."""
+    @_builtins.property
+    def effective_date(self) -> _types_pb2.CivilDate:
+        """The first day without the permit; within the permit's period (at most one day after
+        its end).
+        """
+
+    def __init__(
+        self,
+        *,
+        permit_id: _builtins.str = ...,
+        effective_date: _types_pb2.CivilDate | None = ...,
+        reason: Global___PermitEndReason.ValueType = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["effective_date", b"effective_date"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["effective_date", b"effective_date", "permit_id", b"permit_id", "reason", b"reason"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PermitEnded: _TypeAlias = PermitEnded  # noqa: Y015

@@ -201,8 +201,11 @@ def test_the_demo_tells_the_whole_story(tmp_path: Path) -> None:
         "ALREADY_EXISTS",
         "UNAUTHENTICATED",
         "consistency proof",
-        "full audit by the offline verifier: 65 entries",
-        "key history learned from the log alone: 3 keys",
+        # Task A (issue 10): the permit step adds the authority's key and its PermitIssued.
+        "full audit by the offline verifier: 67 entries",
+        "key history learned from the log alone: 4 keys",
+        "(domestic_worker): NO_COVERAGE 90 days",
+        "fines 200000 SAR minor units (schedule sa-2025-illustrative, MARKET average",
         "5. renewal: Kuwait's portal quotes",
         "paid through the simulated gateway: RECORDED",
         "same payment True, charged once (True)",

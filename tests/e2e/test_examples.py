@@ -178,3 +178,22 @@ def test_authority_examples_are_refused_without_the_authority_key_then_accepted(
     assert accepted.returncode == 0, accepted
     assert "2 accepted, 0 refused" in accepted.stdout
     assert _tree_size(server) == size + 1 + 2
+
+
+def test_permit_examples_are_refused_without_the_authority_key_then_accepted(
+    server: ServerHandle, tmp_path: Path
+) -> None:
+    """Task A (issue 10): the residence authority's permit events."""
+    operator = _Operator(server, tmp_path)
+    authority_key = tmp_path / "sa-residence.key"
+    run("keygen", "--name", "sa-residence", "--out", str(authority_key))
+    size = _tree_size(server)
+    files = ["permit-issued.json", "permit-renewed.json", "permit-ended.json"]
+    refused = operator.submit("authority", "sa-residence", authority_key, *files)
+    assert refused.returncode == 3 and "0 accepted, 3 refused" in refused.stdout, refused
+    assert _tree_size(server) == size  # an unregistered key writes nothing
+    operator.add_key("sa-residence", authority_key, "--role", "authority")
+    accepted = operator.submit("authority", "sa-residence", authority_key, *files)
+    assert accepted.returncode == 0, accepted
+    assert "3 accepted, 0 refused" in accepted.stdout
+    assert _tree_size(server) == size + 1 + 3

@@ -43,6 +43,7 @@ from ledger.signers import SignerRole
 from ledger.signing import Ed25519Signer, format_signer_key, format_verifier_key
 from ledger.storage.db import create_ledger_engine
 from ledger.v1 import admin_service_pb2 as admin
+from ledger.v1 import compliance_service_pb2 as compliance
 from ledger.v1 import coverage_service_pb2 as coverage
 from ledger.v1 import events_pb2, types_pb2
 from ledger.v1 import ledger_service_pb2 as ledger
@@ -141,6 +142,28 @@ def _seeds(insurer: Ed25519Signer) -> dict[str, list[Message]]:
             coverage.GetCoverageCertificateRequest(person=person(1), date=day)
         ],
         "ledger.v1.AdminService.ListInsurerKeys": [admin.ListInsurerKeysRequest()],
+        # Task A (issue 10).
+        "ledger.v1.CoverageService.CheckEmployer": [
+            coverage.CheckEmployerRequest(
+                establishment_number="7000000001",
+                jurisdiction="SA",
+                from_date=day,
+                through_date=day,
+                page_size=2,
+                purpose=types_pb2.ACCESS_PURPOSE_AUDIT,
+            )
+        ],
+        "ledger.v1.ComplianceService.ComputeArrears": [
+            compliance.ComputeArrearsRequest(
+                establishment_number="7000000001",
+                jurisdiction="SA",
+                from_date=day,
+                through_date=day,
+                activity="CONSTRUCTION",
+                region="RIYADH",
+                purpose=types_pb2.ACCESS_PURPOSE_AUDIT,
+            )
+        ],
         "payments.v1.RenewalService.QuoteRenewal": [
             renewal.QuoteRenewalRequest(
                 jurisdiction="SA", sponsor=person(1), members=[family], period_start=day

@@ -34,6 +34,9 @@ from tests.builders import (
     fee_collected,
     issued,
     paid,
+    permit_ended,
+    permit_issued,
+    permit_renewed,
     person,
     removed,
     sar,
@@ -129,6 +132,14 @@ def world(engine: Engine, log_signer: Ed25519Signer, operator_signer: Ed25519Sig
                 ),
             )
         world.accept("kw-gov-health", fee_collected("kw-gov-health", f"R-{role}"))
+        for what in ("renew", "end"):  # Task A (issue 10): permits to renew and end
+            world.accept(
+                "kw-gov-health",
+                permit_issued(
+                    "kw-gov-health", f"{what}-{role}", person(next(_serials)), "7000000001",
+                    [], JAN1, JAN1, DEC31,
+                ),
+            )  # fmt: skip
         world.accept(
             "operator",
             insurer_licensed(
@@ -187,6 +198,14 @@ def _events_of(world: World, role: SignerRole) -> dict[str, Callable[[], events_
             who, key_revoked(world.spare_keys[role], reason="test", occurred_at=OCCURRED)
         ),
         "person_erased": lambda: _as(who, erased(person(next(_serials)))),
+        # Task A (issue 10).
+        "permit_issued": lambda: permit_issued(
+            who, f"new-permit-{role}", person(next(_serials)), "7000000001", [], JAN1, JAN1, DEC31
+        ),
+        "permit_renewed": lambda: permit_renewed(who, f"renew-{role}", dt.date(2027, 12, 31)),
+        "permit_ended": lambda: permit_ended(
+            who, f"end-{role}", dt.date(2026, 9, 1), R.PERMIT_END_REASON_FINAL_EXIT
+        ),
     }
 
 
