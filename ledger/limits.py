@@ -209,3 +209,24 @@ earlier than the ledger date and the days since birth count as uninsured (illust
 premium_grace_days: Final = 30
 """Days after an instalment's due date before an unpaid instalment stops the policy counting as
 coverage, from the due date until paid (illustrative figure: the CCHI text says "on time")."""
+
+# Penalty decisions (ledger/compliance/decisions.py; docs/compliance.md "Penalty decisions").
+penalty_payment_days: Final = 60
+"""Days after a ``PenaltyAssessed`` entry's ledger date within which ``PenaltyPaid`` entries are
+taken (CCHI employer-compliance policy: 60 days to pay)."""
+penalty_objection_days: Final = 30
+"""Days after a ``PenaltyAssessed`` entry's ledger date within which an objection is taken
+(CCHI employer-compliance policy: 30 days to object)."""
+penalty_grievance_days: Final = 60
+"""Days within which a grievance before the Board of Grievances is taken, after the ledger date
+of the rejection of the objection, else of the assessment (CCHI employer-compliance policy:
+60 days to take it to the Board of Grievances)."""
+penalty_lines_max: Final = 500
+"""People one ``PenaltyAssessed`` names at most (a larger employer gets several decisions; 500
+lines stay well within ``envelope_payload_bytes_max``)."""
+penalty_decision_id_chars_max: Final = 128
+"""The longest decision number of a penalty decision."""
+penalty_decisions_page_max: Final = 100
+"""Decisions one ``ListPenaltyDecisions`` page returns at most."""
+penalty_decisions_page_default: Final = 20
+"""Decisions a ``ListPenaltyDecisions`` page returns when the request names no page size."""

@@ -43,6 +43,7 @@ from typing import Any
 from sqlalchemy import Connection, Row, and_, bindparam, func, insert, select, update
 
 from ledger.clock import to_micros
+from ledger.compliance import decision_store
 from ledger.coverage import rules
 from ledger.coverage.model import PersonRef
 from ledger.errors import (
@@ -254,6 +255,8 @@ class Projector:
             "key_registered": self._key_registered,
             "key_revoked": self._key_revoked,
             "person_erased": self._person_erased,
+            # Penalty decisions (task B): ledger/compliance/decision_store.py owns them.
+            **dict.fromkeys(decision_store.DECISION_BODIES, self._penalty_decision),
         }
         self._keys: dict[str, InsurerKey | None] = {}
         """Keys read so far; an entry changing a key drops it from here."""
@@ -1052,6 +1055,14 @@ class Projector:
         self._index(leaf_index, [f"insurer:{key.insurer_id}"])
 
     # Reads and writes.
+
+    def _penalty_decision(self, event: events_pb2.Event, leaf_index: int) -> None:
+        """A penalty decision entry (task B): checked and recorded by its own module, from
+        this entry's ledger date."""
+        subjects = decision_store.apply_decision_event(
+            self._connection, event, leaf_index, rules.ledger_date(self._signed.integrated_at)
+        )
+        self._index(leaf_index, subjects)
 
     def _execute(self, statement: Any, parameters: Any = None) -> None:
         self._connection.execute(statement, parameters)
