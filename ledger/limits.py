@@ -120,6 +120,8 @@ request_repeated_max: Final = 1024
 request_violations_max: Final = 32
 """Field violations one refusal lists at most (the rest are counted, not listed)."""
 url_chars_max: Final = 2048
+penalty_decision_id_chars_max: Final = 128
+"""The longest decision number of a penalty decision."""
 request_field_max: Final[Mapping[str, int]] = MappingProxyType(
     {
         "ledger.v1.Envelope.payload": envelope_payload_bytes_max,
@@ -136,6 +138,9 @@ request_field_max: Final[Mapping[str, int]] = MappingProxyType(
         "payments.v1.QuoteRenewalRequest.members": household_members_max,
         "payments.v1.StartPaymentRequest.return_url": url_chars_max,
         "payments.v1.RefundPaymentRequest.reason": name_chars_max,
+        # Penalty decisions (task B).
+        "ledger.v1.GetPenaltyDecisionRequest.decision_id": penalty_decision_id_chars_max,
+        "ledger.v1.ListPenaltyDecisionsRequest.establishment_number": reference_chars_max,
     }
 )
 """Per-field bounds: characters of a string, bytes of a bytes field, elements of a repeated one."""
@@ -224,8 +229,6 @@ of the rejection of the objection, else of the assessment (CCHI employer-complia
 penalty_lines_max: Final = 500
 """People one ``PenaltyAssessed`` names at most (a larger employer gets several decisions; 500
 lines stay well within ``envelope_payload_bytes_max``)."""
-penalty_decision_id_chars_max: Final = 128
-"""The longest decision number of a penalty decision."""
 penalty_decisions_page_max: Final = 100
 """Decisions one ``ListPenaltyDecisions`` page returns at most."""
 penalty_decisions_page_default: Final = 20

@@ -136,15 +136,25 @@ _SUBMITTERS = (
     Grant("insurer", Limit.SIGNER),
     Grant("authority", Limit.SIGNER),
     Grant("operator", Limit.SIGNER),
+    Grant("regulator", Limit.SIGNER),  # penalty decisions (task B)
 )
 _PERSON_READERS = (Grant("auditor"), Grant("operator"))
 """Who may read a person's data without a jurisdiction: the auditor (to check) and the
 operator (to answer a person's own request). Portals check households only."""
 
 
-_PERSON_WRITERS = (Grant("insurer"), Grant("authority"), Grant("operator"))
+_PERSON_WRITERS = (
+    Grant("insurer"),
+    Grant("authority"),
+    Grant("operator"),
+    Grant("regulator"),  # its penalty decisions name the uninsured people (task B)
+)
 """Who may obtain person tokens: the roles whose events name people (docs/privacy.md). A portal
 or an auditor asks by person ID and never needs a token; a funder will, once it signs events."""
+
+
+_DECISION_READERS = (Grant("regulator"), Grant("operator"), Grant("auditor"))
+"""Who may read penalty decisions (task B; docs/compliance.md "Penalty decisions")."""
 
 
 def ledger_rules() -> list[Rule]:
@@ -180,6 +190,12 @@ def ledger_rules() -> list[Rule]:
         *_rows(
             "ledger.v1.IdentityService",
             {"GetPersonTokens": _PERSON_WRITERS, "LookUpPersonToken": operator_only},
+        ),
+        # Penalty decisions (task B): the regulators who decide, the operator, the auditor.
+        # Portals do not: a decision concerns an employer, not a household's renewal.
+        *_rows(
+            "ledger.v1.ComplianceService",
+            {"GetPenaltyDecision": _DECISION_READERS, "ListPenaltyDecisions": _DECISION_READERS},
         ),
     ]
 

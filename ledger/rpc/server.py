@@ -44,6 +44,7 @@ from ledger.metrics import LedgerMetrics
 from ledger.rpc.access import AccessRecordingInterceptor
 from ledger.rpc.admin_servicer import AdminServicer
 from ledger.rpc.authorization import AuthorizationTable, check_signer, ledger_rules
+from ledger.rpc.compliance_servicer import ComplianceServicer
 from ledger.rpc.coverage_servicer import CoverageServicer
 from ledger.rpc.enrolment_port import (
     EnrolmentPort,
@@ -72,6 +73,8 @@ from ledger.storage.vault_store import VaultStore
 from ledger.v1 import (
     admin_service_pb2,
     admin_service_pb2_grpc,
+    compliance_service_pb2,
+    compliance_service_pb2_grpc,
     coverage_service_pb2,
     coverage_service_pb2_grpc,
     identity_service_pb2,
@@ -90,6 +93,7 @@ SERVICE_NAMES = (
     admin_service_pb2.DESCRIPTOR.services_by_name["AdminService"].full_name,
     coverage_service_pb2.DESCRIPTOR.services_by_name["CoverageService"].full_name,
     identity_service_pb2.DESCRIPTOR.services_by_name["IdentityService"].full_name,
+    compliance_service_pb2.DESCRIPTOR.services_by_name["ComplianceService"].full_name,
 )
 
 
@@ -314,6 +318,9 @@ async def _start(
     )
     identity_service_pb2_grpc.add_IdentityServiceServicer_to_server(
         IdentityServicer(IdentityVault(VaultStore(engine)), clock), server
+    )
+    compliance_service_pb2_grpc.add_ComplianceServiceServicer_to_server(
+        ComplianceServicer(engine, clock, LogStore(engine), reads), server
     )
     extension_context = ServerContext(
         server=server,
