@@ -33,6 +33,7 @@ CALLER_OF_SERVICE = {
     "payments.v1.RenewalService": ("portal", "KW"),
     "grpc.health.v1.Health": ("auditor", "auditor"),
     "grpc.reflection.v1alpha.ServerReflection": ("auditor", "auditor"),
+    "ledger.v1.ComplianceService": ("regulator", "cchi"),
 }
 CALLER_OF_METHOD = {
     "ledger.v1.LedgerService.SubmitEvent": ("insurer", "gulf-health"),
