@@ -28,7 +28,9 @@ Rules (ARCHITECTURE.md section 5; docs/coverage.md explains each with its source
 * members change only on a policy that is not cancelled, within its period;
 * a premium's currency is the policy's, and its period lies within the policy's; it counts
   from its ledger date against the instalments the policy states (the reader applies the
-  non-payment rule, :func:`ledger.coverage.rules.non_payment_periods`).
+  non-payment rule, :func:`ledger.coverage.rules.non_payment_periods`);
+* penalty decisions and their deadlines are checked and recorded by their own module,
+  :mod:`ledger.compliance.decision_store` (task B), from the entry's ledger date.
 """
 
 from __future__ import annotations
