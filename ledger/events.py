@@ -302,6 +302,11 @@ def person_tokens_of(event: events_pb2.Event) -> list[tuple[str, str]]:
             (line.person_token, f"event.fee_collected.lines[{position}].person_token")
             for position, line in enumerate(body_fee.lines)
         )
+    elif kind == "penalty_assessed":
+        found.extend(
+            (line.person_token, f"event.penalty_assessed.lines[{position}].person_token")
+            for position, line in enumerate(event.penalty_assessed.lines)
+        )
     found.extend(_permit_tokens(event))
     return found
 
@@ -838,6 +843,129 @@ def _check_fee_refunded(
     )
 
 
+# Penalty decisions (task B; docs/compliance.md "Penalty decisions").
+
+
+def _check_decision_id(violations: list[FieldViolation], field: str, decision_id: str) -> None:
+    check_identifier(
+        violations, f"{field}.decision_id", decision_id, limits.penalty_decision_id_chars_max
+    )
+
+
+def _check_penalty_assessed(
+    violations: list[FieldViolation], field: str, body: events_pb2.PenaltyAssessed
+) -> None:
+    _check_decision_id(violations, field, body.decision_id)
+    check_identifier(
+        violations,
+        f"{field}.establishment_number",
+        body.establishment_number,
+        limits.reference_chars_max,
+    )
+    start = _check_date(
+        violations,
+        f"{field}.period_start",
+        body.period_start,
+        present=body.HasField("period_start"),
+    )
+    end = _check_date(
+        violations, f"{field}.period_end", body.period_end, present=body.HasField("period_end")
+    )
+    _check_period(violations, f"{field}.period_start", start, f"{field}.period_end", end)
+    check_identifier(violations, f"{field}.schedule_version", body.schedule_version)
+    if not body.HasField("total"):
+        violations.append(FieldViolation(f"{field}.total", "required"))
+        return
+    _check_money(violations, f"{field}.total", body.total)
+    _check_penalty_lines(violations, field, body, start, end)
+
+
+def _check_penalty_lines(
+    violations: list[FieldViolation],
+    field: str,
+    body: events_pb2.PenaltyAssessed,
+    start: dt.date | None,
+    end: dt.date | None,
+) -> None:
+    """Each person once, days within the period, money in the total's currency, adding up."""
+    if not body.lines:
+        violations.append(FieldViolation(f"{field}.lines", "at least one line is required"))
+    if len(body.lines) > limits.penalty_lines_max:
+        violations.append(
+            FieldViolation(f"{field}.lines", f"more than {limits.penalty_lines_max} lines")
+        )
+        return
+    period_days = (end - start).days + 1 if start is not None and end is not None else None
+    seen: set[str] = set()
+    total = 0
+    for position, line in enumerate(body.lines):
+        item = f"{field}.lines[{position}]"
+        check_person_token(violations, f"{item}.person_token", line.person_token)
+        if line.person_token in seen:
+            violations.append(FieldViolation(f"{item}.person_token", "listed twice"))
+        seen.add(line.person_token)
+        if line.uninsured_days == 0:
+            violations.append(FieldViolation(f"{item}.uninsured_days", "must be positive"))
+        elif period_days is not None and line.uninsured_days > period_days:
+            violations.append(
+                FieldViolation(f"{item}.uninsured_days", f"more than the period's {period_days}")
+            )
+        for name in ("arrears", "fine"):
+            money = getattr(line, name)
+            _check_money(violations, f"{item}.{name}", money, zero=True)
+            if money.currency_code != body.total.currency_code:
+                violations.append(
+                    FieldViolation(f"{item}.{name}.currency_code", "differs from the total's")
+                )
+            total += money.amount_minor
+    if body.lines and total != body.total.amount_minor:
+        violations.append(
+            FieldViolation(
+                f"{field}.total.amount_minor",
+                f"is not the sum of the lines' arrears and fines ({total})",
+            )
+        )
+
+
+def _check_objection(
+    violations: list[FieldViolation],
+    field: str,
+    body: events_pb2.ObjectionFiled | events_pb2.ObjectionRejected,
+) -> None:
+    _check_decision_id(violations, field, body.decision_id)
+    if body.stage == events_pb2.OBJECTION_STAGE_UNSPECIFIED:
+        violations.append(FieldViolation(f"{field}.stage", "required"))
+    elif body.stage not in events_pb2.ObjectionStage.values():
+        violations.append(FieldViolation(f"{field}.stage", "unknown value"))
+    _check_text(
+        violations, f"{field}.reference", body.reference, limits.reference_chars_max, required=False
+    )
+
+
+def _check_penalty_paid(
+    violations: list[FieldViolation], field: str, body: events_pb2.PenaltyPaid
+) -> None:
+    _check_decision_id(violations, field, body.decision_id)
+    if body.HasField("amount"):
+        _check_money(violations, f"{field}.amount", body.amount)
+    else:
+        violations.append(FieldViolation(f"{field}.amount", "required"))
+    _check_text(
+        violations,
+        f"{field}.payment_reference",
+        body.payment_reference,
+        limits.reference_chars_max,
+        required=False,
+    )
+
+
+def _check_penalty_withdrawn(
+    violations: list[FieldViolation], field: str, body: events_pb2.PenaltyWithdrawn
+) -> None:
+    _check_decision_id(violations, field, body.decision_id)
+    _check_text(violations, f"{field}.reason", body.reason, limits.name_chars_max, required=True)
+
+
 def civil_date(day: dt.date) -> types_pb2.CivilDate:
     """The wire form of a civil date."""
     return types_pb2.CivilDate(year=day.year, month=day.month, day=day.day)
@@ -985,5 +1113,11 @@ _BODY_CHECKS: dict[str, Callable[[list[FieldViolation], str, Any], None]] = {
     "permit_issued": _check_permit_issued,
     "permit_renewed": _check_permit_renewed,
     "permit_ended": _check_permit_ended,
+    # Penalty decisions (task B).
+    "penalty_assessed": _check_penalty_assessed,
+    "objection_filed": _check_objection,
+    "objection_rejected": _check_objection,
+    "penalty_paid": _check_penalty_paid,
+    "penalty_withdrawn": _check_penalty_withdrawn,
 }
 """How each event body is checked (the ``Event.body`` oneof field name -> its check)."""

@@ -120,6 +120,8 @@ request_repeated_max: Final = 1024
 request_violations_max: Final = 32
 """Field violations one refusal lists at most (the rest are counted, not listed)."""
 url_chars_max: Final = 2048
+penalty_decision_id_chars_max: Final = 128
+"""The longest decision number of a penalty decision."""
 request_field_max: Final[Mapping[str, int]] = MappingProxyType(
     {
         "ledger.v1.Envelope.payload": envelope_payload_bytes_max,
@@ -143,6 +145,9 @@ request_field_max: Final[Mapping[str, int]] = MappingProxyType(
         "ledger.v1.ComputeArrearsRequest.activity": plan_chars_max,
         "ledger.v1.ComputeArrearsRequest.region": plan_chars_max,
         "ledger.v1.ComputeArrearsRequest.category": plan_chars_max,
+        # Penalty decisions (task B).
+        "ledger.v1.GetPenaltyDecisionRequest.decision_id": penalty_decision_id_chars_max,
+        "ledger.v1.ListPenaltyDecisionsRequest.establishment_number": reference_chars_max,
     }
 )
 """Per-field bounds: characters of a string, bytes of a bytes field, elements of a repeated one."""
@@ -237,3 +242,21 @@ employer_days_max: Final = 3 * 366
 """Longest date range CheckEmployer and ComputeArrears answer for."""
 employer_people_max: Final = 100_000
 """Most obligations ComputeArrears reads for one establishment (it is not paged)."""
+# Penalty decisions (ledger/compliance/decisions.py; docs/compliance.md "Penalty decisions").
+penalty_payment_days: Final = 60
+"""Days after a ``PenaltyAssessed`` entry's ledger date within which ``PenaltyPaid`` entries are
+taken (CCHI employer-compliance policy: 60 days to pay)."""
+penalty_objection_days: Final = 30
+"""Days after a ``PenaltyAssessed`` entry's ledger date within which an objection is taken
+(CCHI employer-compliance policy: 30 days to object)."""
+penalty_grievance_days: Final = 60
+"""Days within which a grievance before the Board of Grievances is taken, after the ledger date
+of the rejection of the objection, else of the assessment (CCHI employer-compliance policy:
+60 days to take it to the Board of Grievances)."""
+penalty_lines_max: Final = 500
+"""People one ``PenaltyAssessed`` names at most (a larger employer gets several decisions; 500
+lines stay well within ``envelope_payload_bytes_max``)."""
+penalty_decisions_page_max: Final = 100
+"""Decisions one ``ListPenaltyDecisions`` page returns at most."""
+penalty_decisions_page_default: Final = 20
+"""Decisions a ``ListPenaltyDecisions`` page returns when the request names no page size."""

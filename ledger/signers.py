@@ -81,6 +81,13 @@ _AUTHORITY = (
     "identifier that country issued"
 )
 
+_DECIDERS = frozenset({SignerRole.REGULATOR, SignerRole.OPERATOR})
+"""Who signs penalty decisions: the regulator, or the operator (issue 10: "the regulator
+(operator or a `regulator` signer)")."""
+_DECISION_FOLLOW_UP = (
+    "the principal that assessed the decision, or the operator; within the decision's deadline"
+)
+
 SIGNING_RULES: tuple[SigningRule, ...] = (
     SigningRule("policy_issued", "PolicyIssued", frozenset({SignerRole.INSURER}), _POLICY),
     SigningRule("policy_cancelled", "PolicyCancelled", frozenset({SignerRole.INSURER}), _POLICY),
@@ -143,6 +150,18 @@ SIGNING_RULES: tuple[SigningRule, ...] = (
         frozenset({SignerRole.AUTHORITY}),
         "the residence authority that issued the permit, not ended",
     ),
+    # Penalty decisions (task B; docs/compliance.md "Penalty decisions").
+    SigningRule(
+        "penalty_assessed",
+        "PenaltyAssessed",
+        _DECIDERS,
+        "a regulator (or the operator acting for it); a decision id once; a packaged penalty "
+        "schedule, in its currency",
+    ),
+    SigningRule("objection_filed", "ObjectionFiled", _DECIDERS, _DECISION_FOLLOW_UP),
+    SigningRule("objection_rejected", "ObjectionRejected", _DECIDERS, _DECISION_FOLLOW_UP),
+    SigningRule("penalty_paid", "PenaltyPaid", _DECIDERS, _DECISION_FOLLOW_UP),
+    SigningRule("penalty_withdrawn", "PenaltyWithdrawn", _DECIDERS, _DECISION_FOLLOW_UP),
 )
 
 _RULES_BY_BODY = {rule.body: rule for rule in SIGNING_RULES}

@@ -362,4 +362,104 @@ def permit_ended(
     body.permit_id = permit_id
     body.effective_date.CopyFrom(civil(effective))
     body.reason = reason  # type: ignore[assignment]
+
+
+# Penalty decisions (task B).
+
+SCHEDULE = "sa-2025-illustrative"
+"""The packaged penalty schedule (SAR) decisions name in tests."""
+
+
+def penalty_assessed(
+    regulator_id: str,
+    decision_id: str,
+    establishment_number: str,
+    lines: Sequence[tuple[types_pb2.PersonId | str, int, int, int]],
+    *,
+    period: tuple[dt.date, dt.date] = (dt.date(2026, 1, 1), dt.date(2026, 6, 30)),
+    schedule_version: str = SCHEDULE,
+    currency: str = "SAR",
+    computed_at_tree_size: int = 0,
+    event_id: str | None = None,
+) -> events_pb2.Event:
+    """PenaltyAssessed: ``lines`` are (person, uninsured days, arrears, fine) in minor units;
+    the total is their sum."""
+    event = _event(regulator_id, event_id)
+    body = event.penalty_assessed
+    body.decision_id = decision_id
+    body.establishment_number = establishment_number
+    body.period_start.CopyFrom(civil(period[0]))
+    body.period_end.CopyFrom(civil(period[1]))
+    body.schedule_version = schedule_version
+    body.computed_at_tree_size = computed_at_tree_size
+    for who, days, arrears, fine in lines:
+        body.lines.add(
+            person_token=token(who),
+            uninsured_days=days,
+            arrears=types_pb2.Money(currency_code=currency, amount_minor=arrears),
+            fine=types_pb2.Money(currency_code=currency, amount_minor=fine),
+        )
+    body.total.CopyFrom(
+        types_pb2.Money(currency_code=currency, amount_minor=sum(a + f for _, _, a, f in lines))
+    )
+    return event
+
+
+def objection_filed(
+    signer_id: str,
+    decision_id: str,
+    stage: int = events_pb2.OBJECTION_STAGE_OBJECTION,
+    *,
+    reference: str = "",
+    event_id: str | None = None,
+) -> events_pb2.Event:
+    """ObjectionFiled (an objection, or with ``stage`` GRIEVANCE a grievance)."""
+    event = _event(signer_id, event_id)
+    event.objection_filed.decision_id = decision_id
+    event.objection_filed.stage = stage  # type: ignore[assignment]
+    event.objection_filed.reference = reference
+    return event
+
+
+def objection_rejected(
+    signer_id: str,
+    decision_id: str,
+    stage: int = events_pb2.OBJECTION_STAGE_OBJECTION,
+    *,
+    event_id: str | None = None,
+) -> events_pb2.Event:
+    """ObjectionRejected: the pending ``stage`` of ``decision_id`` was rejected."""
+    event = _event(signer_id, event_id)
+    event.objection_rejected.decision_id = decision_id
+    event.objection_rejected.stage = stage  # type: ignore[assignment]
+    return event
+
+
+def penalty_paid(
+    signer_id: str,
+    decision_id: str,
+    amount: types_pb2.Money,
+    *,
+    reference: str = "",
+    event_id: str | None = None,
+) -> events_pb2.Event:
+    """PenaltyPaid of ``amount`` toward ``decision_id``."""
+    event = _event(signer_id, event_id)
+    event.penalty_paid.decision_id = decision_id
+    event.penalty_paid.amount.CopyFrom(amount)
+    event.penalty_paid.payment_reference = reference
+    return event
+
+
+def penalty_withdrawn(
+    signer_id: str,
+    decision_id: str,
+    reason: str = "objection upheld",
+    *,
+    event_id: str | None = None,
+) -> events_pb2.Event:
+    """PenaltyWithdrawn of ``decision_id``."""
+    event = _event(signer_id, event_id)
+    event.penalty_withdrawn.decision_id = decision_id
+    event.penalty_withdrawn.reason = reason
     return event

@@ -28,7 +28,9 @@ Rules (ARCHITECTURE.md section 5; docs/coverage.md explains each with its source
 * members change only on a policy that is not cancelled, within its period;
 * a premium's currency is the policy's, and its period lies within the policy's; it counts
   from its ledger date against the instalments the policy states (the reader applies the
-  non-payment rule, :func:`ledger.coverage.rules.non_payment_periods`).
+  non-payment rule, :func:`ledger.coverage.rules.non_payment_periods`);
+* penalty decisions and their deadlines are checked and recorded by their own module,
+  :mod:`ledger.compliance.decision_store` (task B), from the entry's ledger date.
 """
 
 from __future__ import annotations
@@ -43,6 +45,7 @@ from typing import Any
 from sqlalchemy import Connection, Row, and_, bindparam, func, insert, select, update
 
 from ledger.clock import to_micros
+from ledger.compliance import decision_store
 from ledger.compliance.obligations import PermitProjection
 from ledger.coverage import rules
 from ledger.coverage.model import PersonRef
@@ -257,6 +260,8 @@ class Projector:
             "person_erased": self._person_erased,
             # Task A (issue 10): residence permits (their rules: ledger/compliance/obligations.py).
             **PermitProjection(connection, self._index).handlers(),
+            # Penalty decisions (task B): ledger/compliance/decision_store.py owns them.
+            **dict.fromkeys(decision_store.DECISION_BODIES, self._penalty_decision),
         }
         self._keys: dict[str, InsurerKey | None] = {}
         """Keys read so far; an entry changing a key drops it from here."""
@@ -1055,6 +1060,14 @@ class Projector:
         self._index(leaf_index, [f"insurer:{key.insurer_id}"])
 
     # Reads and writes.
+
+    def _penalty_decision(self, event: events_pb2.Event, leaf_index: int) -> None:
+        """A penalty decision entry (task B): checked and recorded by its own module, from
+        this entry's ledger date."""
+        subjects = decision_store.apply_decision_event(
+            self._connection, event, leaf_index, rules.ledger_date(self._signed.integrated_at)
+        )
+        self._index(leaf_index, subjects)
 
     def _execute(self, statement: Any, parameters: Any = None) -> None:
         self._connection.execute(statement, parameters)

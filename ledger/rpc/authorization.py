@@ -136,6 +136,7 @@ _SUBMITTERS = (
     Grant("insurer", Limit.SIGNER),
     Grant("authority", Limit.SIGNER),
     Grant("operator", Limit.SIGNER),
+    Grant("regulator", Limit.SIGNER),  # penalty decisions (task B)
 )
 _PERSON_READERS = (Grant("auditor"), Grant("operator"))
 """Who may read a person's data without a jurisdiction: the auditor (to check) and the
@@ -145,18 +146,27 @@ operator (to answer a person's own request). Portals check households only."""
 _EMPLOYER_READERS = (
     Grant("operator"),
     Grant("auditor"),
+    Grant("regulator"),
     Grant("portal", Limit.JURISDICTION),
 )
 """Task A (issue 10): who may ask what an establishment is responsible for and owes: the
 operator (for the regulator) and the auditor anywhere; a portal for establishments of its own
-jurisdiction (the request's ``jurisdiction`` is the establishment's registering state). A
-``regulator`` caller role does not exist yet (ledger/pki.py ROLES); when it does, it gets a
-grant here."""
+jurisdiction (the request's ``jurisdiction`` is the establishment's registering state); the
+regulator, whose penalty decisions start from these figures."""
 
 
-_PERSON_WRITERS = (Grant("insurer"), Grant("authority"), Grant("operator"))
+_PERSON_WRITERS = (
+    Grant("insurer"),
+    Grant("authority"),
+    Grant("operator"),
+    Grant("regulator"),  # its penalty decisions name the uninsured people (task B)
+)
 """Who may obtain person tokens: the roles whose events name people (docs/privacy.md). A portal
 or an auditor asks by person ID and never needs a token; a funder will, once it signs events."""
+
+
+_DECISION_READERS = (Grant("regulator"), Grant("operator"), Grant("auditor"))
+"""Who may read penalty decisions (task B; docs/compliance.md "Penalty decisions")."""
 
 
 def ledger_rules() -> list[Rule]:
@@ -196,6 +206,12 @@ def ledger_rules() -> list[Rule]:
         # Task A (issue 10): employers' obligations, arrears and fines.
         *_rows(coverage, {"CheckEmployer": _EMPLOYER_READERS}),
         *_rows("ledger.v1.ComplianceService", {"ComputeArrears": _EMPLOYER_READERS}),
+        # Penalty decisions (task B): the regulators who decide, the operator, the auditor.
+        # Portals do not: a decision concerns an employer, not a household's renewal.
+        *_rows(
+            "ledger.v1.ComplianceService",
+            {"GetPenaltyDecision": _DECISION_READERS, "ListPenaltyDecisions": _DECISION_READERS},
+        ),
     ]
 
 

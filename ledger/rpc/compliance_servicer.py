@@ -22,6 +22,7 @@ from ledger.coverage.model import PersonRef
 from ledger.errors import FieldViolation, refuse_violations
 from ledger.events import check_date, check_identifier, civil_date
 from ledger.fair import ReadPool
+from ledger.rpc.decisions_servicer import PenaltyDecisionsServicer
 from ledger.rpc.status import abort
 from ledger.storage.log_store import StoredCheckpoint
 from ledger.v1 import compliance_service_pb2 as pb
@@ -168,11 +169,31 @@ def arrears_response(answer: ArrearsAnswer) -> pb.ComputeArrearsResponse:
 
 
 class ComplianceServicer(pb_grpc.ComplianceServiceServicer):
-    """Arrears and fines of employers, from the projections."""
+    """The ComplianceService: arrears and fines of employers, from the projections (here), and
+    penalty decisions (:class:`ledger.rpc.decisions_servicer.PenaltyDecisionsServicer`, to which
+    its methods are handed: gRPC takes one servicer per service)."""
 
-    def __init__(self, employers: EmployerReader, reads: ReadPool | None = None) -> None:
+    def __init__(
+        self,
+        employers: EmployerReader,
+        decisions: PenaltyDecisionsServicer,
+        reads: ReadPool | None = None,
+    ) -> None:
         self._employers = employers
+        self._decisions = decisions
         self._reads = reads or ReadPool()
+
+    async def GetPenaltyDecision(
+        self, request: pb.GetPenaltyDecisionRequest, context: _Context
+    ) -> pb.GetPenaltyDecisionResponse:
+        """See :meth:`PenaltyDecisionsServicer.GetPenaltyDecision`."""
+        return await self._decisions.GetPenaltyDecision(request, context)
+
+    async def ListPenaltyDecisions(
+        self, request: pb.ListPenaltyDecisionsRequest, context: _Context
+    ) -> pb.ListPenaltyDecisionsResponse:
+        """See :meth:`PenaltyDecisionsServicer.ListPenaltyDecisions`."""
+        return await self._decisions.ListPenaltyDecisions(request, context)
 
     async def _run(self, context: _Context, function: Callable[[], _T], *, read: bool) -> _T:
         try:

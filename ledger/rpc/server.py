@@ -47,6 +47,7 @@ from ledger.rpc.admin_servicer import AdminServicer
 from ledger.rpc.authorization import AuthorizationTable, check_signer, ledger_rules
 from ledger.rpc.compliance_servicer import ComplianceServicer
 from ledger.rpc.coverage_servicer import CoverageServicer
+from ledger.rpc.decisions_servicer import PenaltyDecisionsServicer
 from ledger.rpc.enrolment_port import (
     EnrolmentPort,
     load_enrolment_material,
@@ -322,15 +323,20 @@ async def _start(
         ),
         server,
     )
-    # Task A (issue 10): arrears and fines of employers.
-    compliance_service_pb2_grpc.add_ComplianceServiceServicer_to_server(
-        ComplianceServicer(EmployerReader(engine, clock), reads), server
-    )
     admin_service_pb2_grpc.add_AdminServiceServicer_to_server(
         AdminServicer(key_store, key_cache, clock), server
     )
     identity_service_pb2_grpc.add_IdentityServiceServicer_to_server(
         IdentityServicer(IdentityVault(VaultStore(engine)), clock), server
+    )
+    # Issue 10: arrears and fines of employers, and penalty decisions.
+    compliance_service_pb2_grpc.add_ComplianceServiceServicer_to_server(
+        ComplianceServicer(
+            EmployerReader(engine, clock),
+            PenaltyDecisionsServicer(engine, clock, LogStore(engine), reads),
+            reads,
+        ),
+        server,
     )
     extension_context = ServerContext(
         server=server,

@@ -35,6 +35,9 @@ __all__ = [
     "log_entries",
     "metadata",
     "obligations",
+    "penalty_decision_entries",
+    "penalty_decisions",
+    "penalty_lines",
     "permits",
     "policies",
     "premium_instalments",
@@ -306,6 +309,55 @@ obligations = Table(
 """Who must be insured, from when to when (inclusive; ``obligated_until`` before
 ``obligated_from`` when a permit ended before the obligation began), and who is responsible
 (``responsible_key``: the permit's sponsor key). One row per person per permit."""
+# Penalty decisions (task B; ledger/compliance/decision_store.py, migration 0014).
+
+penalty_decisions = Table(
+    "penalty_decisions",
+    metadata,
+    Column("decision_id", String(128), primary_key=True),
+    Column("regulator_id", String(64), nullable=False),
+    Column("establishment_number", String(128), nullable=False),
+    Column("period_start", Date, nullable=False),
+    Column("period_end", Date, nullable=False),
+    Column("schedule_version", String(64), nullable=False),
+    Column("currency_code", String(3), nullable=False),
+    Column("total_minor", BigInteger, nullable=False),
+    Column("computed_at_tree_size", BigInteger, nullable=False),
+    Column("assessed_on", Date, nullable=False),
+    Column("leaf_index", BigInteger, nullable=False),
+    Index("ix_penalty_decisions_establishment", "establishment_number", "leaf_index"),
+)
+"""``PenaltyAssessed`` decisions (never changed once written): ``assessed_on`` is the entry's
+ledger date, from which the payment, objection and grievance windows count."""
+
+penalty_lines = Table(
+    "penalty_lines",
+    metadata,
+    Column("decision_id", String(128), nullable=False),
+    Column("position", Integer, nullable=False, autoincrement=False),
+    Column("person_token", String(64), nullable=False),
+    Column("uninsured_days", Integer, nullable=False),
+    Column("arrears_minor", BigInteger, nullable=False),
+    Column("fine_minor", BigInteger, nullable=False),
+    PrimaryKeyConstraint("decision_id", "position", name="pk_penalty_lines"),
+)
+"""Each decision's per-person figures, in the decision's currency."""
+
+penalty_decision_entries = Table(
+    "penalty_decision_entries",
+    metadata,
+    Column("leaf_index", BigInteger, primary_key=True, autoincrement=False),
+    Column("decision_id", String(128), nullable=False),
+    Column("kind", String(16), nullable=False),
+    Column("stage", String(16), nullable=False),
+    Column("ledger_date", Date, nullable=False),
+    Column("amount_minor", BigInteger, nullable=False),
+    Column("reference", String(256), nullable=False),
+    Index("ix_penalty_decision_entries_decision", "decision_id", "leaf_index"),
+)
+"""What followed each decision, by entry: ``kind`` FILED (``stage`` OBJECTION or GRIEVANCE),
+REJECTED (the stage rejected), PAID (``amount_minor``) or WITHDRAWN (``reference``: the
+reason); ``ledger_date`` is the entry's."""
 
 APPEND_ONLY_TABLES = ("log_entries", "tree_nodes", "checkpoints")
 PROJECTION_TABLES = (
@@ -322,4 +374,7 @@ PROJECTION_TABLES = (
     # Task A (issue 10).
     permits,
     obligations,
+    penalty_decisions,
+    penalty_lines,
+    penalty_decision_entries,
 )

@@ -23,22 +23,39 @@ _sym_db = _symbol_database.Default()
 
 
 from ledger.v1 import coverage_service_pb2 as ledger_dot_v1_dot_coverage__service__pb2
+from ledger.v1 import events_pb2 as ledger_dot_v1_dot_events__pb2
 from ledger.v1 import types_pb2 as ledger_dot_v1_dot_types__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\"ledger/v1/compliance_service.proto\x12\tledger.v1\x1a ledger/v1/coverage_service.proto\x1a\x15ledger/v1/types.proto\"\xff\x01\n\x15\x43omputeArrearsRequest\x12\x1c\n\x14\x65stablishment_number\x18\x01 \x01(\t\x12\x14\n\x0cjurisdiction\x18\x02 \x01(\t\x12\'\n\tfrom_date\x18\x03 \x01(\x0b\x32\x14.ledger.v1.CivilDate\x12*\n\x0cthrough_date\x18\x04 \x01(\x0b\x32\x14.ledger.v1.CivilDate\x12\x10\n\x08\x61\x63tivity\x18\x05 \x01(\t\x12\x0e\n\x06region\x18\x06 \x01(\t\x12\x10\n\x08\x63\x61tegory\x18\x07 \x01(\t\x12)\n\x07purpose\x18\x08 \x01(\x0e\x32\x18.ledger.v1.AccessPurpose\"\xf3\x01\n\rPersonArrears\x12#\n\x06person\x18\x01 \x01(\x0b\x32\x13.ledger.v1.PersonId\x12\x14\n\x0cperson_token\x18\x02 \x01(\t\x12\x16\n\x0euninsured_days\x18\x03 \x01(\r\x12!\n\x07\x61rrears\x18\x04 \x01(\x0b\x32\x10.ledger.v1.Money\x12\'\n\rfine_uncapped\x18\x05 \x01(\x0b\x32\x10.ledger.v1.Money\x12\x1e\n\x04\x66ine\x18\x06 \x01(\x0b\x32\x10.ledger.v1.Money\x12\x0e\n\x06\x63\x61pped\x18\x07 \x01(\x08\x12\x13\n\x0b\x65xplanation\x18\x08 \x03(\t\"\xee\x02\n\x16\x43omputeArrearsResponse\x12(\n\x06people\x18\x01 \x03(\x0b\x32\x18.ledger.v1.PersonArrears\x12\'\n\rtotal_arrears\x18\x02 \x01(\x0b\x32\x10.ledger.v1.Money\x12%\n\x0btotal_fines\x18\x03 \x01(\x0b\x32\x10.ledger.v1.Money\x12\x18\n\x10schedule_version\x18\x04 \x01(\t\x12\x17\n\x0fschedule_source\x18\x05 \x01(\t\x12\x15\n\raverage_basis\x18\x06 \x01(\t\x12\x30\n\x16\x61verage_annual_premium\x18\x07 \x01(\x0b\x32\x10.ledger.v1.Money\x12\x11\n\tsize_band\x18\x08 \x01(\t\x12\x0f\n\x07workers\x18\t \x01(\r\x12\x13\n\x0b\x65xplanation\x18\n \x03(\t\x12%\n\x05\x62\x61sis\x18\x0b \x01(\x0b\x32\x16.ledger.v1.AnswerBasis2j\n\x11\x43omplianceService\x12U\n\x0e\x43omputeArrears\x12 .ledger.v1.ComputeArrearsRequest\x1a!.ledger.v1.ComputeArrearsResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\"ledger/v1/compliance_service.proto\x12\tledger.v1\x1a ledger/v1/coverage_service.proto\x1a\x16ledger/v1/events.proto\x1a\x15ledger/v1/types.proto\"\xff\x01\n\x15\x43omputeArrearsRequest\x12\x1c\n\x14\x65stablishment_number\x18\x01 \x01(\t\x12\x14\n\x0cjurisdiction\x18\x02 \x01(\t\x12\'\n\tfrom_date\x18\x03 \x01(\x0b\x32\x14.ledger.v1.CivilDate\x12*\n\x0cthrough_date\x18\x04 \x01(\x0b\x32\x14.ledger.v1.CivilDate\x12\x10\n\x08\x61\x63tivity\x18\x05 \x01(\t\x12\x0e\n\x06region\x18\x06 \x01(\t\x12\x10\n\x08\x63\x61tegory\x18\x07 \x01(\t\x12)\n\x07purpose\x18\x08 \x01(\x0e\x32\x18.ledger.v1.AccessPurpose\"\xf3\x01\n\rPersonArrears\x12#\n\x06person\x18\x01 \x01(\x0b\x32\x13.ledger.v1.PersonId\x12\x14\n\x0cperson_token\x18\x02 \x01(\t\x12\x16\n\x0euninsured_days\x18\x03 \x01(\r\x12!\n\x07\x61rrears\x18\x04 \x01(\x0b\x32\x10.ledger.v1.Money\x12\'\n\rfine_uncapped\x18\x05 \x01(\x0b\x32\x10.ledger.v1.Money\x12\x1e\n\x04\x66ine\x18\x06 \x01(\x0b\x32\x10.ledger.v1.Money\x12\x0e\n\x06\x63\x61pped\x18\x07 \x01(\x08\x12\x13\n\x0b\x65xplanation\x18\x08 \x03(\t\"\xee\x02\n\x16\x43omputeArrearsResponse\x12(\n\x06people\x18\x01 \x03(\x0b\x32\x18.ledger.v1.PersonArrears\x12\'\n\rtotal_arrears\x18\x02 \x01(\x0b\x32\x10.ledger.v1.Money\x12%\n\x0btotal_fines\x18\x03 \x01(\x0b\x32\x10.ledger.v1.Money\x12\x18\n\x10schedule_version\x18\x04 \x01(\t\x12\x17\n\x0fschedule_source\x18\x05 \x01(\t\x12\x15\n\raverage_basis\x18\x06 \x01(\t\x12\x30\n\x16\x61verage_annual_premium\x18\x07 \x01(\x0b\x32\x10.ledger.v1.Money\x12\x11\n\tsize_band\x18\x08 \x01(\t\x12\x0f\n\x07workers\x18\t \x01(\r\x12\x13\n\x0b\x65xplanation\x18\n \x03(\t\x12%\n\x05\x62\x61sis\x18\x0b \x01(\x0b\x32\x16.ledger.v1.AnswerBasis\"\xd2\x01\n\x0fPenaltyDeadline\x12,\n\x04kind\x18\x01 \x01(\x0e\x32\x1e.ledger.v1.PenaltyDeadlineKind\x12*\n\x0c\x63ounted_from\x18\x02 \x01(\x0b\x32\x14.ledger.v1.CivilDate\x12\x1f\n\x17\x63ounted_from_leaf_index\x18\x03 \x01(\x04\x12&\n\x08last_day\x18\x04 \x01(\x0b\x32\x14.ledger.v1.CivilDate\x12\x0c\n\x04\x64\x61ys\x18\x05 \x01(\r\x12\x0e\n\x06passed\x18\x06 \x01(\x08\"\xb7\x04\n\x0fPenaltyDecision\x12\x13\n\x0b\x64\x65\x63ision_id\x18\x01 \x01(\t\x12\x14\n\x0cregulator_id\x18\x02 \x01(\t\x12\x1c\n\x14\x65stablishment_number\x18\x03 \x01(\t\x12*\n\x0cperiod_start\x18\x04 \x01(\x0b\x32\x14.ledger.v1.CivilDate\x12(\n\nperiod_end\x18\x05 \x01(\x0b\x32\x14.ledger.v1.CivilDate\x12\x18\n\x10schedule_version\x18\x06 \x01(\t\x12%\n\x05lines\x18\x07 \x03(\x0b\x32\x16.ledger.v1.PenaltyLine\x12\x1f\n\x05total\x18\x08 \x01(\x0b\x32\x10.ledger.v1.Money\x12\x1e\n\x04paid\x18\t \x01(\x0b\x32\x10.ledger.v1.Money\x12\x1d\n\x03\x64ue\x18\n \x01(\x0b\x32\x10.ledger.v1.Money\x12(\n\x06status\x18\x0b \x01(\x0e\x32\x18.ledger.v1.PenaltyStatus\x12)\n\x0b\x61ssessed_on\x18\x0c \x01(\x0b\x32\x14.ledger.v1.CivilDate\x12-\n\tdeadlines\x18\r \x03(\x0b\x32\x1a.ledger.v1.PenaltyDeadline\x12\x30\n\rpending_stage\x18\x0e \x01(\x0e\x32\x19.ledger.v1.ObjectionStage\x12\x18\n\x10withdrawn_reason\x18\x0f \x01(\t\x12\x14\n\x0cleaf_indexes\x18\x10 \x03(\x04\"0\n\x19GetPenaltyDecisionRequest\x12\x13\n\x0b\x64\x65\x63ision_id\x18\x01 \x01(\t\"q\n\x1aGetPenaltyDecisionResponse\x12,\n\x08\x64\x65\x63ision\x18\x01 \x01(\x0b\x32\x1a.ledger.v1.PenaltyDecision\x12%\n\x05\x62\x61sis\x18\x02 \x01(\x0b\x32\x16.ledger.v1.AnswerBasis\"b\n\x1bListPenaltyDecisionsRequest\x12\x1c\n\x14\x65stablishment_number\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\r\x12\x12\n\npage_token\x18\x03 \x01(\t\"\x8d\x01\n\x1cListPenaltyDecisionsResponse\x12-\n\tdecisions\x18\x01 \x03(\x0b\x32\x1a.ledger.v1.PenaltyDecision\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\x12%\n\x05\x62\x61sis\x18\x03 \x01(\x0b\x32\x16.ledger.v1.AnswerBasis*\xa0\x01\n\rPenaltyStatus\x12\x1e\n\x1aPENALTY_STATUS_UNSPECIFIED\x10\x00\x12\x1b\n\x17PENALTY_STATUS_ASSESSED\x10\x01\x12\x1b\n\x17PENALTY_STATUS_OBJECTED\x10\x02\x12\x17\n\x13PENALTY_STATUS_PAID\x10\x03\x12\x1c\n\x18PENALTY_STATUS_WITHDRAWN\x10\x04*\xa9\x01\n\x13PenaltyDeadlineKind\x12%\n!PENALTY_DEADLINE_KIND_UNSPECIFIED\x10\x00\x12!\n\x1dPENALTY_DEADLINE_KIND_PAYMENT\x10\x01\x12#\n\x1fPENALTY_DEADLINE_KIND_OBJECTION\x10\x02\x12#\n\x1fPENALTY_DEADLINE_KIND_GRIEVANCE\x10\x03\x32\xb6\x02\n\x11\x43omplianceService\x12U\n\x0e\x43omputeArrears\x12 .ledger.v1.ComputeArrearsRequest\x1a!.ledger.v1.ComputeArrearsResponse\x12\x61\n\x12GetPenaltyDecision\x12$.ledger.v1.GetPenaltyDecisionRequest\x1a%.ledger.v1.GetPenaltyDecisionResponse\x12g\n\x14ListPenaltyDecisions\x12&.ledger.v1.ListPenaltyDecisionsRequest\x1a\'.ledger.v1.ListPenaltyDecisionsResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'ledger.v1.compliance_service_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_COMPUTEARREARSREQUEST']._serialized_start=107
-  _globals['_COMPUTEARREARSREQUEST']._serialized_end=362
-  _globals['_PERSONARREARS']._serialized_start=365
-  _globals['_PERSONARREARS']._serialized_end=608
-  _globals['_COMPUTEARREARSRESPONSE']._serialized_start=611
-  _globals['_COMPUTEARREARSRESPONSE']._serialized_end=977
-  _globals['_COMPLIANCESERVICE']._serialized_start=979
-  _globals['_COMPLIANCESERVICE']._serialized_end=1085
+  _globals['_PENALTYSTATUS']._serialized_start=2196
+  _globals['_PENALTYSTATUS']._serialized_end=2356
+  _globals['_PENALTYDEADLINEKIND']._serialized_start=2359
+  _globals['_PENALTYDEADLINEKIND']._serialized_end=2528
+  _globals['_COMPUTEARREARSREQUEST']._serialized_start=131
+  _globals['_COMPUTEARREARSREQUEST']._serialized_end=386
+  _globals['_PERSONARREARS']._serialized_start=389
+  _globals['_PERSONARREARS']._serialized_end=632
+  _globals['_COMPUTEARREARSRESPONSE']._serialized_start=635
+  _globals['_COMPUTEARREARSRESPONSE']._serialized_end=1001
+  _globals['_PENALTYDEADLINE']._serialized_start=1004
+  _globals['_PENALTYDEADLINE']._serialized_end=1214
+  _globals['_PENALTYDECISION']._serialized_start=1217
+  _globals['_PENALTYDECISION']._serialized_end=1784
+  _globals['_GETPENALTYDECISIONREQUEST']._serialized_start=1786
+  _globals['_GETPENALTYDECISIONREQUEST']._serialized_end=1834
+  _globals['_GETPENALTYDECISIONRESPONSE']._serialized_start=1836
+  _globals['_GETPENALTYDECISIONRESPONSE']._serialized_end=1949
+  _globals['_LISTPENALTYDECISIONSREQUEST']._serialized_start=1951
+  _globals['_LISTPENALTYDECISIONSREQUEST']._serialized_end=2049
+  _globals['_LISTPENALTYDECISIONSRESPONSE']._serialized_start=2052
+  _globals['_LISTPENALTYDECISIONSRESPONSE']._serialized_end=2193
+  _globals['_COMPLIANCESERVICE']._serialized_start=2531
+  _globals['_COMPLIANCESERVICE']._serialized_end=2841
 # @@protoc_insertion_point(module_scope)

@@ -26,8 +26,9 @@ if _version_not_supported:
 
 
 class ComplianceServiceStub:
-    """Computes employers' arrears and fines from the obligations (residence permits) and the
-    coverage projections (docs/compliance.md).
+    """Answers regulators, the operator, auditors and portals about employers' compliance:
+    arrears and fines computed from the obligations (residence permits) and the coverage
+    projections, and the penalty decisions recorded in the log.
     """
 
     def __init__(self, channel):
@@ -41,16 +42,43 @@ class ComplianceServiceStub:
                 request_serializer=ledger_dot_v1_dot_compliance__service__pb2.ComputeArrearsRequest.SerializeToString,
                 response_deserializer=ledger_dot_v1_dot_compliance__service__pb2.ComputeArrearsResponse.FromString,
                 _registered_method=True)
+        self.GetPenaltyDecision = channel.unary_unary(
+                '/ledger.v1.ComplianceService/GetPenaltyDecision',
+                request_serializer=ledger_dot_v1_dot_compliance__service__pb2.GetPenaltyDecisionRequest.SerializeToString,
+                response_deserializer=ledger_dot_v1_dot_compliance__service__pb2.GetPenaltyDecisionResponse.FromString,
+                _registered_method=True)
+        self.ListPenaltyDecisions = channel.unary_unary(
+                '/ledger.v1.ComplianceService/ListPenaltyDecisions',
+                request_serializer=ledger_dot_v1_dot_compliance__service__pb2.ListPenaltyDecisionsRequest.SerializeToString,
+                response_deserializer=ledger_dot_v1_dot_compliance__service__pb2.ListPenaltyDecisionsResponse.FromString,
+                _registered_method=True)
 
 
 class ComplianceServiceServicer:
-    """Computes employers' arrears and fines from the obligations (residence permits) and the
-    coverage projections (docs/compliance.md).
+    """Answers regulators, the operator, auditors and portals about employers' compliance:
+    arrears and fines computed from the obligations (residence permits) and the coverage
+    projections, and the penalty decisions recorded in the log.
     """
 
     def ComputeArrears(self, request, context):
         """Task A (issue 10): arrears and fines of an establishment for a period, every figure
         explained. Computes; records nothing.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetPenaltyDecision(self, request, context):
+        """--- decisions (task B) ---
+        Returns one penalty decision: its status, amounts paid and due, each deadline and whether
+        it has passed, and the entries it was derived from.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListPenaltyDecisions(self, request, context):
+        """Lists an establishment's penalty decisions, oldest first, paged.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -64,6 +92,16 @@ def add_ComplianceServiceServicer_to_server(servicer, server):
                     request_deserializer=ledger_dot_v1_dot_compliance__service__pb2.ComputeArrearsRequest.FromString,
                     response_serializer=ledger_dot_v1_dot_compliance__service__pb2.ComputeArrearsResponse.SerializeToString,
             ),
+            'GetPenaltyDecision': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetPenaltyDecision,
+                    request_deserializer=ledger_dot_v1_dot_compliance__service__pb2.GetPenaltyDecisionRequest.FromString,
+                    response_serializer=ledger_dot_v1_dot_compliance__service__pb2.GetPenaltyDecisionResponse.SerializeToString,
+            ),
+            'ListPenaltyDecisions': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListPenaltyDecisions,
+                    request_deserializer=ledger_dot_v1_dot_compliance__service__pb2.ListPenaltyDecisionsRequest.FromString,
+                    response_serializer=ledger_dot_v1_dot_compliance__service__pb2.ListPenaltyDecisionsResponse.SerializeToString,
+            ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
             'ledger.v1.ComplianceService', rpc_method_handlers)
@@ -73,8 +111,9 @@ def add_ComplianceServiceServicer_to_server(servicer, server):
 
  # This class is part of an EXPERIMENTAL API.
 class ComplianceService:
-    """Computes employers' arrears and fines from the obligations (residence permits) and the
-    coverage projections (docs/compliance.md).
+    """Answers regulators, the operator, auditors and portals about employers' compliance:
+    arrears and fines computed from the obligations (residence permits) and the coverage
+    projections, and the penalty decisions recorded in the log.
     """
 
     @staticmethod
@@ -94,6 +133,60 @@ class ComplianceService:
             '/ledger.v1.ComplianceService/ComputeArrears',
             ledger_dot_v1_dot_compliance__service__pb2.ComputeArrearsRequest.SerializeToString,
             ledger_dot_v1_dot_compliance__service__pb2.ComputeArrearsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetPenaltyDecision(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/ledger.v1.ComplianceService/GetPenaltyDecision',
+            ledger_dot_v1_dot_compliance__service__pb2.GetPenaltyDecisionRequest.SerializeToString,
+            ledger_dot_v1_dot_compliance__service__pb2.GetPenaltyDecisionResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListPenaltyDecisions(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/ledger.v1.ComplianceService/ListPenaltyDecisions',
+            ledger_dot_v1_dot_compliance__service__pb2.ListPenaltyDecisionsRequest.SerializeToString,
+            ledger_dot_v1_dot_compliance__service__pb2.ListPenaltyDecisionsResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -156,7 +156,7 @@ class _SignerRoleEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_SignerRole
     SIGNER_ROLE_AUTHORITY: _SignerRole.ValueType  # 3
     """A renewal authority: collected renewal fees and their refunds."""
     SIGNER_ROLE_REGULATOR: _SignerRole.ValueType  # 4
-    """A health-insurance regulator (reserved: signs no event type yet)."""
+    """A health-insurance regulator: penalty decisions and what follows them."""
     SIGNER_ROLE_FUNDER: _SignerRole.ValueType  # 5
     """A third-party funder such as a zakat fund (reserved: signs no event type yet)."""
     SIGNER_ROLE_BENEFICIARY: _SignerRole.ValueType  # 6
@@ -176,7 +176,7 @@ SIGNER_ROLE_INSURER: SignerRole.ValueType  # 2
 SIGNER_ROLE_AUTHORITY: SignerRole.ValueType  # 3
 """A renewal authority: collected renewal fees and their refunds."""
 SIGNER_ROLE_REGULATOR: SignerRole.ValueType  # 4
-"""A health-insurance regulator (reserved: signs no event type yet)."""
+"""A health-insurance regulator: penalty decisions and what follows them."""
 SIGNER_ROLE_FUNDER: SignerRole.ValueType  # 5
 """A third-party funder such as a zakat fund (reserved: signs no event type yet)."""
 SIGNER_ROLE_BENEFICIARY: SignerRole.ValueType  # 6
@@ -215,6 +215,34 @@ PERMIT_END_REASON_CANCELLED: PermitEndReason.ValueType  # 4
 """The authority cancelled the permit."""
 Global___PermitEndReason: _TypeAlias = PermitEndReason  # noqa: Y015
 
+class _ObjectionStage:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _ObjectionStageEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ObjectionStage.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    OBJECTION_STAGE_UNSPECIFIED: _ObjectionStage.ValueType  # 0
+    """Not set: always invalid."""
+    OBJECTION_STAGE_OBJECTION: _ObjectionStage.ValueType  # 1
+    """An objection to the regulator (within 30 days of the assessment)."""
+    OBJECTION_STAGE_GRIEVANCE: _ObjectionStage.ValueType  # 2
+    """A grievance before the Board of Grievances (within 60 days of the rejection of the
+    objection, or of the assessment when there was no objection).
+    """
+
+class ObjectionStage(_ObjectionStage, metaclass=_ObjectionStageEnumTypeWrapper):
+    """Which step of contesting a decision."""
+
+OBJECTION_STAGE_UNSPECIFIED: ObjectionStage.ValueType  # 0
+"""Not set: always invalid."""
+OBJECTION_STAGE_OBJECTION: ObjectionStage.ValueType  # 1
+"""An objection to the regulator (within 30 days of the assessment)."""
+OBJECTION_STAGE_GRIEVANCE: ObjectionStage.ValueType  # 2
+"""A grievance before the Board of Grievances (within 60 days of the rejection of the
+objection, or of the assessment when there was no objection).
+"""
+Global___ObjectionStage: _TypeAlias = ObjectionStage  # noqa: Y015
+
 @_typing.final
 class Event(_message.Message):
     """One signed policy event."""
@@ -240,6 +268,11 @@ class Event(_message.Message):
     PERMIT_ISSUED_FIELD_NUMBER: _builtins.int
     PERMIT_RENEWED_FIELD_NUMBER: _builtins.int
     PERMIT_ENDED_FIELD_NUMBER: _builtins.int
+    PENALTY_ASSESSED_FIELD_NUMBER: _builtins.int
+    OBJECTION_FILED_FIELD_NUMBER: _builtins.int
+    PENALTY_PAID_FIELD_NUMBER: _builtins.int
+    PENALTY_WITHDRAWN_FIELD_NUMBER: _builtins.int
+    OBJECTION_REJECTED_FIELD_NUMBER: _builtins.int
     event_id: _builtins.str
     """Chosen by the insurer, unique per insurer. Resubmitting the same id with the same bytes
     returns the first receipt; with different bytes it is refused with ALREADY_EXISTS.
@@ -328,6 +361,38 @@ class Event(_message.Message):
     def permit_ended(self) -> Global___PermitEnded:
         """A residence permit ended before its period's end (final exit, death, transfer...)."""
 
+    @_builtins.property
+    def penalty_assessed(self) -> Global___PenaltyAssessed:
+        """Penalty decisions (task B, fields 40-44; docs/compliance.md "Penalty decisions").
+        A regulator assessed an employer's arrears and fines. Signed by a regulator or the
+        operator; its ledger time starts the payment, objection and grievance windows.
+        """
+
+    @_builtins.property
+    def objection_filed(self) -> Global___ObjectionFiled:
+        """The employer objected to a decision, or took it to the Board of Grievances, and the
+        regulator records it. Signed by the assessing regulator or the operator.
+        """
+
+    @_builtins.property
+    def penalty_paid(self) -> Global___PenaltyPaid:
+        """Part or all of a decision's total was paid. Signed by the assessing regulator or the
+        operator.
+        """
+
+    @_builtins.property
+    def penalty_withdrawn(self) -> Global___PenaltyWithdrawn:
+        """A decision was withdrawn (an objection or grievance upheld, an error). Signed by the
+        assessing regulator or the operator.
+        """
+
+    @_builtins.property
+    def objection_rejected(self) -> Global___ObjectionRejected:
+        """The pending objection or grievance of a decision was rejected: the decision stands, and
+        the grievance window counts from this entry's ledger time. Signed by the assessing
+        regulator or the operator.
+        """
+
     def __init__(
         self,
         *,
@@ -350,12 +415,17 @@ class Event(_message.Message):
         permit_issued: Global___PermitIssued | None = ...,
         permit_renewed: Global___PermitRenewed | None = ...,
         permit_ended: Global___PermitEnded | None = ...,
+        penalty_assessed: Global___PenaltyAssessed | None = ...,
+        objection_filed: Global___ObjectionFiled | None = ...,
+        penalty_paid: Global___PenaltyPaid | None = ...,
+        penalty_withdrawn: Global___PenaltyWithdrawn | None = ...,
+        objection_rejected: Global___ObjectionRejected | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["body", b"body", "fee_collected", b"fee_collected", "fee_refunded", b"fee_refunded", "insurer_change_notified", b"insurer_change_notified", "insurer_licensed", b"insurer_licensed", "insurer_suspended", b"insurer_suspended", "key_registered", b"key_registered", "key_revoked", b"key_revoked", "member_added", b"member_added", "member_removed", b"member_removed", "occurred_at", b"occurred_at", "permit_ended", b"permit_ended", "permit_issued", b"permit_issued", "permit_renewed", b"permit_renewed", "person_erased", b"person_erased", "policy_cancelled", b"policy_cancelled", "policy_issued", b"policy_issued", "premium_paid", b"premium_paid"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["body", b"body", "fee_collected", b"fee_collected", "fee_refunded", b"fee_refunded", "insurer_change_notified", b"insurer_change_notified", "insurer_licensed", b"insurer_licensed", "insurer_suspended", b"insurer_suspended", "key_registered", b"key_registered", "key_revoked", b"key_revoked", "member_added", b"member_added", "member_removed", b"member_removed", "objection_filed", b"objection_filed", "objection_rejected", b"objection_rejected", "occurred_at", b"occurred_at", "penalty_assessed", b"penalty_assessed", "penalty_paid", b"penalty_paid", "penalty_withdrawn", b"penalty_withdrawn", "permit_ended", b"permit_ended", "permit_issued", b"permit_issued", "permit_renewed", b"permit_renewed", "person_erased", b"person_erased", "policy_cancelled", b"policy_cancelled", "policy_issued", b"policy_issued", "premium_paid", b"premium_paid"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["body", b"body", "event_id", b"event_id", "fee_collected", b"fee_collected", "fee_refunded", b"fee_refunded", "insurer_change_notified", b"insurer_change_notified", "insurer_id", b"insurer_id", "insurer_licensed", b"insurer_licensed", "insurer_suspended", b"insurer_suspended", "key_registered", b"key_registered", "key_revoked", b"key_revoked", "member_added", b"member_added", "member_removed", b"member_removed", "occurred_at", b"occurred_at", "permit_ended", b"permit_ended", "permit_issued", b"permit_issued", "permit_renewed", b"permit_renewed", "person_erased", b"person_erased", "policy_cancelled", b"policy_cancelled", "policy_issued", b"policy_issued", "premium_paid", b"premium_paid"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["body", b"body", "event_id", b"event_id", "fee_collected", b"fee_collected", "fee_refunded", b"fee_refunded", "insurer_change_notified", b"insurer_change_notified", "insurer_id", b"insurer_id", "insurer_licensed", b"insurer_licensed", "insurer_suspended", b"insurer_suspended", "key_registered", b"key_registered", "key_revoked", b"key_revoked", "member_added", b"member_added", "member_removed", b"member_removed", "objection_filed", b"objection_filed", "objection_rejected", b"objection_rejected", "occurred_at", b"occurred_at", "penalty_assessed", b"penalty_assessed", "penalty_paid", b"penalty_paid", "penalty_withdrawn", b"penalty_withdrawn", "permit_ended", b"permit_ended", "permit_issued", b"permit_issued", "permit_renewed", b"permit_renewed", "person_erased", b"person_erased", "policy_cancelled", b"policy_cancelled", "policy_issued", b"policy_issued", "premium_paid", b"premium_paid"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_body: _TypeAlias = _typing.Literal["policy_issued", "policy_cancelled", "premium_paid", "member_added", "member_removed", "fee_collected", "fee_refunded", "insurer_change_notified", "insurer_licensed", "insurer_suspended", "key_registered", "key_revoked", "person_erased", "permit_issued", "permit_renewed", "permit_ended"]  # noqa: Y015
+    _WhichOneofReturnType_body: _TypeAlias = _typing.Literal["policy_issued", "policy_cancelled", "premium_paid", "member_added", "member_removed", "fee_collected", "fee_refunded", "insurer_change_notified", "insurer_licensed", "insurer_suspended", "key_registered", "key_revoked", "person_erased", "permit_issued", "permit_renewed", "permit_ended", "penalty_assessed", "objection_filed", "penalty_paid", "penalty_withdrawn", "objection_rejected"]  # noqa: Y015
     _WhichOneofArgType_body: _TypeAlias = _typing.Literal["body", b"body"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_body) -> _WhichOneofReturnType_body | None: ...
 
@@ -1278,3 +1348,229 @@ class PermitEnded(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___PermitEnded: _TypeAlias = PermitEnded  # noqa: Y015
+
+@_typing.final
+class PenaltyLine(_message.Message):
+    """--- Penalty decisions (task B) ---
+
+    One person's figures in a penalty decision.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PERSON_TOKEN_FIELD_NUMBER: _builtins.int
+    UNINSURED_DAYS_FIELD_NUMBER: _builtins.int
+    ARREARS_FIELD_NUMBER: _builtins.int
+    FINE_FIELD_NUMBER: _builtins.int
+    person_token: _builtins.str
+    """The uninsured person: a person token."""
+    uninsured_days: _builtins.int
+    """The days without valid coverage the decision counts."""
+    @_builtins.property
+    def arrears(self) -> _types_pb2.Money:
+        """The premiums owed for those days (integer minor units)."""
+
+    @_builtins.property
+    def fine(self) -> _types_pb2.Money:
+        """The fine for this person (at most one year's premium)."""
+
+    def __init__(
+        self,
+        *,
+        person_token: _builtins.str = ...,
+        uninsured_days: _builtins.int = ...,
+        arrears: _types_pb2.Money | None = ...,
+        fine: _types_pb2.Money | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["arrears", b"arrears", "fine", b"fine"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["arrears", b"arrears", "fine", b"fine", "person_token", b"person_token", "uninsured_days", b"uninsured_days"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PenaltyLine: _TypeAlias = PenaltyLine  # noqa: Y015
+
+@_typing.final
+class PenaltyAssessed(_message.Message):
+    """A regulator's decision: an employer owes arrears and fines for people it left uninsured.
+    The ledger time of this entry starts the payment (60 days), objection (30 days) and
+    grievance (60 days) windows (docs/compliance.md "Penalty decisions").
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    DECISION_ID_FIELD_NUMBER: _builtins.int
+    ESTABLISHMENT_NUMBER_FIELD_NUMBER: _builtins.int
+    PERIOD_START_FIELD_NUMBER: _builtins.int
+    PERIOD_END_FIELD_NUMBER: _builtins.int
+    LINES_FIELD_NUMBER: _builtins.int
+    TOTAL_FIELD_NUMBER: _builtins.int
+    SCHEDULE_VERSION_FIELD_NUMBER: _builtins.int
+    COMPUTED_AT_TREE_SIZE_FIELD_NUMBER: _builtins.int
+    decision_id: _builtins.str
+    """The regulator's decision number, unique in the ledger."""
+    establishment_number: _builtins.str
+    """The employer: its establishment number."""
+    schedule_version: _builtins.str
+    """The penalty schedule the fines come from (a packaged schedule, e.g. "sa-2025-illustrative");
+    its currency is the decision's.
+    """
+    computed_at_tree_size: _builtins.int
+    """The tree size the computation read (ComplianceService.ComputeArrears), so the figures
+    can be recomputed from the log; at most this entry's own leaf index.
+    """
+    @_builtins.property
+    def period_start(self) -> _types_pb2.CivilDate:
+        """First day of the period assessed."""
+
+    @_builtins.property
+    def period_end(self) -> _types_pb2.CivilDate:
+        """Last day of the period assessed (inclusive)."""
+
+    @_builtins.property
+    def lines(self) -> _containers.RepeatedCompositeFieldContainer[Global___PenaltyLine]:
+        """One line per person, each person once."""
+
+    @_builtins.property
+    def total(self) -> _types_pb2.Money:
+        """The sum of every line's arrears and fine, in their currency."""
+
+    def __init__(
+        self,
+        *,
+        decision_id: _builtins.str = ...,
+        establishment_number: _builtins.str = ...,
+        period_start: _types_pb2.CivilDate | None = ...,
+        period_end: _types_pb2.CivilDate | None = ...,
+        lines: _abc.Iterable[Global___PenaltyLine] | None = ...,
+        total: _types_pb2.Money | None = ...,
+        schedule_version: _builtins.str = ...,
+        computed_at_tree_size: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["period_end", b"period_end", "period_start", b"period_start", "total", b"total"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["computed_at_tree_size", b"computed_at_tree_size", "decision_id", b"decision_id", "establishment_number", b"establishment_number", "lines", b"lines", "period_end", b"period_end", "period_start", b"period_start", "schedule_version", b"schedule_version", "total", b"total"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PenaltyAssessed: _TypeAlias = PenaltyAssessed  # noqa: Y015
+
+@_typing.final
+class ObjectionFiled(_message.Message):
+    """The employer contested a decision; the regulator records what it received. The employer
+    signs nothing in the ledger (it is not a signer role): the regulator vouches for it.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    DECISION_ID_FIELD_NUMBER: _builtins.int
+    STAGE_FIELD_NUMBER: _builtins.int
+    REFERENCE_FIELD_NUMBER: _builtins.int
+    decision_id: _builtins.str
+    """The decision contested."""
+    stage: Global___ObjectionStage.ValueType
+    """Objection or grievance."""
+    reference: _builtins.str
+    """The regulator's or the Board's case reference, when it has one."""
+    def __init__(
+        self,
+        *,
+        decision_id: _builtins.str = ...,
+        stage: Global___ObjectionStage.ValueType = ...,
+        reference: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["decision_id", b"decision_id", "reference", b"reference", "stage", b"stage"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ObjectionFiled: _TypeAlias = ObjectionFiled  # noqa: Y015
+
+@_typing.final
+class ObjectionRejected(_message.Message):
+    """The pending objection or grievance of a decision was rejected."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    DECISION_ID_FIELD_NUMBER: _builtins.int
+    STAGE_FIELD_NUMBER: _builtins.int
+    REFERENCE_FIELD_NUMBER: _builtins.int
+    decision_id: _builtins.str
+    """The decision."""
+    stage: Global___ObjectionStage.ValueType
+    """The stage rejected (the pending one)."""
+    reference: _builtins.str
+    """The rejection's reference, when it has one."""
+    def __init__(
+        self,
+        *,
+        decision_id: _builtins.str = ...,
+        stage: Global___ObjectionStage.ValueType = ...,
+        reference: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["decision_id", b"decision_id", "reference", b"reference", "stage", b"stage"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ObjectionRejected: _TypeAlias = ObjectionRejected  # noqa: Y015
+
+@_typing.final
+class PenaltyPaid(_message.Message):
+    """A payment of a decision (partial payments add up; never beyond the total)."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    DECISION_ID_FIELD_NUMBER: _builtins.int
+    AMOUNT_FIELD_NUMBER: _builtins.int
+    PAYMENT_REFERENCE_FIELD_NUMBER: _builtins.int
+    decision_id: _builtins.str
+    """The decision paid."""
+    payment_reference: _builtins.str
+    """The payment's reference (the collecting system's), when it has one."""
+    @_builtins.property
+    def amount(self) -> _types_pb2.Money:
+        """The amount, in the decision's currency."""
+
+    def __init__(
+        self,
+        *,
+        decision_id: _builtins.str = ...,
+        amount: _types_pb2.Money | None = ...,
+        payment_reference: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["amount", b"amount"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["amount", b"amount", "decision_id", b"decision_id", "payment_reference", b"payment_reference"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PenaltyPaid: _TypeAlias = PenaltyPaid  # noqa: Y015
+
+@_typing.final
+class PenaltyWithdrawn(_message.Message):
+    """A decision was withdrawn: nothing more is due and nothing more may be filed against it."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    DECISION_ID_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    decision_id: _builtins.str
+    """The decision withdrawn."""
+    reason: _builtins.str
+    """Why, for people (e.g. "objection upheld")."""
+    def __init__(
+        self,
+        *,
+        decision_id: _builtins.str = ...,
+        reason: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["decision_id", b"decision_id", "reason", b"reason"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PenaltyWithdrawn: _TypeAlias = PenaltyWithdrawn  # noqa: Y015

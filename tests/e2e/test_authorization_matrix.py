@@ -57,8 +57,14 @@ RIGHT_CALLERS = {
     "authority": AUTHORITY,
     "auditor": "auditor",
     "operator": "operator",
+    "regulator": "cchi",
 }
-OTHER_NAMES = {"insurer": "najm-care", "portal": "SA", "authority": "sa-gov-health"}
+OTHER_NAMES = {
+    "insurer": "najm-care",
+    "portal": "SA",
+    "authority": "sa-gov-health",
+    "regulator": "other-regulator",
+}
 
 
 @dataclass

@@ -58,6 +58,8 @@ def test_help_lists_every_command_with_examples() -> None:
         ["demo"],
         ["witness", "keygen"],
         ["witness", "serve"],
+        ["compliance", "decision", "get"],
+        ["compliance", "decision", "list"],
     ],
 )
 def test_every_command_has_help_with_an_example(command: list[str]) -> None:

@@ -197,3 +197,38 @@ def test_permit_examples_are_refused_without_the_authority_key_then_accepted(
     assert accepted.returncode == 0, accepted
     assert "3 accepted, 0 refused" in accepted.stdout
     assert _tree_size(server) == size + 1 + 3
+
+
+def test_regulator_examples_are_refused_without_the_regulator_key_then_accepted(
+    server: ServerHandle, tmp_path: Path
+) -> None:
+    """Penalty decisions (task B): the regulator `cchi` submits its decision and what followed,
+    and `compliance decision get` shows it, verified."""
+    operator = _Operator(server, tmp_path)
+    regulator_key = tmp_path / "cchi.key"
+    run("keygen", "--name", "cchi", "--out", str(regulator_key))
+    size = _tree_size(server)
+    files = ["penalty-assessed.json", "objection-filed.json", "objection-rejected.json"]
+    files += ["penalty-paid.json"]
+    refused = operator.submit("regulator", "cchi", regulator_key, *files)
+    assert refused.returncode == 3 and "0 accepted, 4 refused" in refused.stdout, refused
+    assert _tree_size(server) == size  # an unregistered key writes nothing
+    operator.add_key("cchi", regulator_key, "--role", "regulator")
+    accepted = operator.submit("regulator", "cchi", regulator_key, *files)
+    assert accepted.returncode == 0, accepted
+    assert "4 accepted, 0 refused" in accepted.stdout
+    assert _tree_size(server) == size + 1 + 4
+    shown = run(
+        "compliance", "decision", "get", "--decision", "CCHI-2026-0001",
+        *server.cli_arguments("auditor", "auditor"), "--log-verifier", server.log_verifier_key,
+    )  # fmt: skip
+    assert "CCHI-2026-0001: ASSESSED" in shown.stdout
+    assert "paid 100000 SAR minor units, due 220000 SAR minor units" in shown.stdout
+    assert "objection: by" in shown.stdout and "grievance: by" in shown.stdout
+    withdrawn = operator.submit("regulator", "cchi", regulator_key, "penalty-withdrawn.json")
+    assert withdrawn.returncode == 0, withdrawn
+    listed = run(
+        "compliance", "decision", "list", "--establishment", "7001234567",
+        *server.cli_arguments("regulator", "cchi"), "--log-verifier", server.log_verifier_key,
+    )  # fmt: skip
+    assert "CCHI-2026-0001: WITHDRAWN" in listed.stdout and "due 0 SAR" in listed.stdout

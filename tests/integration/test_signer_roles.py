@@ -33,7 +33,12 @@ from tests.builders import (
     erased,
     fee_collected,
     issued,
+    objection_filed,
+    objection_rejected,
     paid,
+    penalty_assessed,
+    penalty_paid,
+    penalty_withdrawn,
     permit_ended,
     permit_issued,
     permit_renewed,
@@ -140,6 +145,7 @@ def world(engine: Engine, log_signer: Ed25519Signer, operator_signer: Ed25519Sig
                     [], JAN1, JAN1, DEC31,
                 ),
             )  # fmt: skip
+        world.accept("cchi", _decision("cchi", f"D-{role}"))
         world.accept(
             "operator",
             insurer_licensed(
@@ -206,7 +212,18 @@ def _events_of(world: World, role: SignerRole) -> dict[str, Callable[[], events_
         "permit_ended": lambda: permit_ended(
             who, f"end-{role}", dt.date(2026, 9, 1), R.PERMIT_END_REASON_FINAL_EXIT
         ),
+        "penalty_assessed": lambda: _decision(who, f"D-new-{role}"),
+        "objection_filed": lambda: objection_filed(who, f"D-{role}"),
+        "objection_rejected": lambda: objection_rejected(who, f"D-{role}"),
+        "penalty_paid": lambda: penalty_paid(who, f"D-{role}", sar(100)),
+        "penalty_withdrawn": lambda: penalty_withdrawn(who, f"D-{role}"),
     }
+
+
+def _decision(who: str, decision_id: str) -> events_pb2.Event:
+    return penalty_assessed(
+        who, decision_id, "7001234567", [(person(next(_serials)), 30, 900, 100)]
+    )
 
 
 def _member_of(world: World, policy_id: str) -> str:
@@ -259,8 +276,9 @@ def test_every_event_type_by_every_signer_role(world: World) -> None:
             assert outcome.details.metadata["signer"] == PRINCIPALS[role]
             assert world.snapshot() == before, f"refused {body} by {role} wrote something"
             refused += 1
-    assert accepted == len(SIGNING_RULES)  # each type has exactly one signing role today
-    assert refused == len(SIGNING_RULES) * (len(SignerRole) - 1)
+    allowed = sum(len(rule.roles) for rule in SIGNING_RULES)
+    assert accepted == allowed
+    assert refused == len(SIGNING_RULES) * len(SignerRole) - allowed
 
 
 def test_an_authority_collects_only_in_its_jurisdiction(world: World) -> None:

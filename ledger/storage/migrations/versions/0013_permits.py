@@ -4,7 +4,7 @@ docs/compliance.md "Obligations").
 Both tables are projections of PermitIssued / PermitRenewed / PermitEnded entries, so
 ``policy-ledger rebuild`` recomputes and compares them.
 
-Revision ID: 0013_permits
+Revision ID: 0013
 Revises: 0012
 """
 
@@ -13,7 +13,7 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0013_permits"
+revision = "0013"
 down_revision = "0012"
 branch_labels = None
 depends_on = None
