@@ -18,6 +18,7 @@ from typing import Any
 import grpc
 
 from clients.channel import add_connection_arguments, connection_from_arguments
+from clients.cli_watch import register_watch
 from ledger.cli_flags import PERSON_FORM, add_log_verifier, person_argument, person_text
 
 __all__ = ["register"]
@@ -303,6 +304,7 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         help="language of the details: en, fr or ar; add -u-ca-islamic-umalqura for Hijri dates",
     )
     check.set_defaults(handler=_check)
+    register_watch(coverage_commands, _add, _log)  # Task C: coverage watch
 
     renew = _add(
         commands,

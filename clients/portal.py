@@ -14,7 +14,7 @@ if not answer.response.renewable:
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
@@ -160,3 +160,60 @@ class PortalClient:
         except grpc.RpcError as error:
             raise from_rpc_error(error) from None
         return self._verified(response, response.basis)
+
+    # Task C (issue 10 item 9): the change feed.
+
+    def watch(
+        self,
+        *,
+        person: types_pb2.PersonId | None = None,
+        household_sponsor: types_pb2.PersonId | None = None,
+        establishment: types_pb2.Organization | None = None,
+        from_tree_size: int = 0,
+        heartbeat_seconds: int = 0,
+        jurisdiction: str = "",
+        deadline_seconds: float | None = None,
+    ) -> Iterator[pb.WatchCoverageResponse]:
+        """The changes of one subject (exactly one of ``person``, ``household_sponsor``,
+        ``establishment``) from ``from_tree_size``, as the log sequences them.
+
+        Every heartbeat's checkpoint is verified with the trusted log key (and its size checked)
+        before it is yielded. Keep the last ``tree_size`` yielded: watching again from it after a
+        broken stream misses nothing and repeats nothing. The stream never ends by itself: stop
+        iterating (or set ``deadline_seconds``) to leave; hearing nothing for longer than the
+        heartbeat interval means the stream is dead.
+        """
+        request = pb.WatchCoverageRequest(
+            from_tree_size=from_tree_size,
+            heartbeat_seconds=heartbeat_seconds,
+            jurisdiction=jurisdiction,
+            purpose=self._purpose,
+        )
+        subjects = [
+            (name, value)
+            for name, value in (
+                ("person", person),
+                ("household_sponsor", household_sponsor),
+                ("establishment", establishment),
+            )
+            if value is not None
+        ]
+        if len(subjects) != 1:
+            raise ValueError("watch exactly one of person, household_sponsor, establishment")
+        name, value = subjects[0]
+        getattr(request, name).CopyFrom(value)
+        call = self._stub.WatchCoverage(request, timeout=deadline_seconds)
+        try:
+            for response in call:
+                if response.WhichOneof("kind") == "heartbeat":
+                    checkpoint = verify_checkpoint(response.heartbeat.checkpoint, self._log)
+                    if checkpoint.size != response.tree_size:
+                        raise ValueError(
+                            f"the heartbeat names tree size {response.tree_size}, its "
+                            f"checkpoint {checkpoint.size}"
+                        )
+                yield response
+        except grpc.RpcError as error:
+            raise from_rpc_error(error) from None
+        finally:
+            call.cancel()
