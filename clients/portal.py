@@ -16,7 +16,7 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 import grpc
 
@@ -202,7 +202,7 @@ class PortalClient:
             raise ValueError("watch exactly one of person, household_sponsor, establishment")
         name, value = subjects[0]
         getattr(request, name).CopyFrom(value)
-        call = self._stub.WatchCoverage(request, timeout=deadline_seconds)
+        call: Any = self._stub.WatchCoverage(request, timeout=deadline_seconds)
         try:
             for response in call:
                 if response.WhichOneof("kind") == "heartbeat":
@@ -216,4 +216,4 @@ class PortalClient:
         except grpc.RpcError as error:
             raise from_rpc_error(error) from None
         finally:
-            call.cancel()
+            call.cancel()  # leaving the loop ends the call on the server too
