@@ -64,21 +64,23 @@ def _watch(args: argparse.Namespace, trusted_log: Callable[[str], Any]) -> int:
     last = args.from_tree_size
     with connection_from_arguments(args).open() as channel:
         client = PortalClient(channel, log=trusted_log(args.log_verifier))
+        stream = client.watch(
+            person=args.person,
+            household_sponsor=args.household,
+            establishment=args.establishment,
+            from_tree_size=args.from_tree_size,
+            heartbeat_seconds=args.heartbeat,
+            jurisdiction=args.jurisdiction,
+        )
         try:
-            for response in client.watch(
-                person=args.person,
-                household_sponsor=args.household,
-                establishment=args.establishment,
-                from_tree_size=args.from_tree_size,
-                heartbeat_seconds=args.heartbeat,
-                jurisdiction=args.jurisdiction,
-            ):
+            for response in stream:
                 last = response.tree_size
                 if args.json:
                     print(json_format.MessageToJson(response, indent=None), flush=True)
                 else:
                     print(_line(response), flush=True)
                 if args.once and response.WhichOneof("kind") == "heartbeat":
+                    stream.cancel()
                     return 0
         except ClientError as error:
             print(f"watch ended: {error}", file=sys.stderr)
