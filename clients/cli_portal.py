@@ -277,7 +277,9 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     submit.add_argument("events", nargs="+", help="JSON files: an Event or a list of Events")
     submit.set_defaults(handler=_submit)
 
-    coverage = commands.add_parser("coverage", help="coverage commands: check a household")
+    coverage = commands.add_parser(
+        "coverage", help="coverage commands: check a household, watch changes"
+    )
     coverage_commands = coverage.add_subparsers(dest="coverage_command", required=True)
     check = _add(
         coverage_commands,

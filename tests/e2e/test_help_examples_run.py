@@ -235,6 +235,7 @@ def test_every_help_example_runs_as_printed(
         runner.run("policy-ledger enrol --server")
         runner.run("policy-ledger insurer submit")  # signed with var/acme.key, enrolled
         runner.run("policy-ledger coverage check")
+        runner.run("policy-ledger coverage watch")  # task C: --once, caught up
         runner.run("policy-ledger certificate get")
         runner.run("policy-ledger certificate verify")
         runner.run("policy-ledger proof export")
