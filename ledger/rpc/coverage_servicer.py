@@ -439,6 +439,14 @@ def _watch_request(request: pb.WatchCoverageRequest) -> WatchRequest:
             violations.append(
                 FieldViolation("establishment.country_code", "ISO 3166-1 alpha-2 code")
             )
+        elif request.jurisdiction and code != request.jurisdiction:
+            # A portal acts for its own state: it follows the establishments registered there.
+            violations.append(
+                FieldViolation(
+                    "establishment.country_code",
+                    f"registered in {code}, not in the jurisdiction {request.jurisdiction}",
+                )
+            )
     else:
         violations.append(
             FieldViolation("subject", "a person, a household_sponsor or an establishment")

@@ -951,8 +951,9 @@ Global___WatchedEntry: _TypeAlias = WatchedEntry  # noqa: Y015
 
 @_typing.final
 class WatchHeartbeat(_message.Message):
-    """Sent when the feed has read every entry below tree_size, and then every heartbeat_seconds
-    while nothing changes: a client that receives nothing for longer knows the stream is dead.
+    """Sent each time the feed has read every entry below tree_size (at the start, after each
+    committed batch) and every heartbeat_seconds while nothing is committed: a client that
+    receives nothing for longer knows the stream is dead.
     """
 
     DESCRIPTOR: _descriptor.Descriptor

@@ -251,12 +251,17 @@ def test_bad_watches_are_refused_with_clear_statuses_and_write_nothing(
         jurisdiction="SA",
         purpose=purpose,
     )
+    abroad = pb.WatchCoverageRequest(
+        establishment=types_pb2.Organization(country_code="KW", registration_number="7001"),
+        jurisdiction="SA",
+        purpose=purpose,
+    )
     before = row_counts(database_url)
     with world.server.channel("portal", "SA") as channel:
         error = _refused(channel, beyond)
         assert error.code() == grpc.StatusCode.OUT_OF_RANGE
         assert f"{size + 1} > {size}" in (error.details() or "")
-        for request in (unknown_type, no_subject, no_purpose, slow_heartbeat):
+        for request in (unknown_type, no_subject, no_purpose, slow_heartbeat, abroad):
             assert _refused(channel, request).code() == grpc.StatusCode.INVALID_ARGUMENT
     with world.server.channel("portal", "KW") as channel:
         assert _refused(channel, good).code() == grpc.StatusCode.PERMISSION_DENIED
@@ -264,12 +269,32 @@ def test_bad_watches_are_refused_with_clear_statuses_and_write_nothing(
         assert _refused(channel, good).code() == grpc.StatusCode.PERMISSION_DENIED
     assert row_counts(database_url) == before
 
-    # The accepted twin: the same request from the portal of SA starts, caught up.
-    watch = Watch(world.portal(), household_sponsor=SPONSOR)
+    # The accepted twins: the same requests from the portal of SA start, caught up; each
+    # watch is recorded once in the access records, and writes nothing else.
+    for subject in (
+        {"household_sponsor": SPONSOR},
+        {"establishment": types_pb2.Organization(country_code="SA", registration_number="7001")},
+    ):
+        watch = Watch(world.portal(), **subject)
+        try:
+            assert watch.next().WhichOneof("kind") == "heartbeat"
+        finally:
+            watch.stop()
+    after = row_counts(database_url)
+    assert after["access_records"] == before["access_records"] + 2
+    assert {**after, "access_records": 0} == {**before, "access_records": 0}
+
+
+def test_a_quiet_watch_sends_heartbeats(world: World) -> None:
+    """Nothing is committed: heartbeats keep coming, each at the same tree size (the test waits
+    for the messages themselves)."""
+    watch = Watch(world.portal(), household_sponsor=SPONSOR, heartbeat_seconds=1)
     try:
-        assert watch.next().WhichOneof("kind") == "heartbeat"
+        beats = [watch.next() for _ in range(3)]
     finally:
         watch.stop()
+    assert [beat.WhichOneof("kind") for beat in beats] == ["heartbeat"] * 3
+    assert len({beat.tree_size for beat in beats}) == 1
 
 
 def test_a_caller_over_its_watches_is_refused_until_one_ends(world: World) -> None:
