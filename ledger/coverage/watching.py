@@ -40,7 +40,7 @@ from ledger.errors import LedgerError, OutOfRange, ResourceExhausted, Unavailabl
 from ledger.events import decode_event
 from ledger.storage.log_store import StoredCheckpoint, latest_checkpoint
 from ledger.storage.tables import log_entries, policies, subject_entries
-from ledger.storage.vault_store import _tokens_of, identity_of
+from ledger.storage.vault_store import VaultStore, identity_of
 
 __all__ = [
     "CommitSignal",
@@ -128,8 +128,7 @@ class WatchStore:
 
     def token_of(self, person: PersonRef) -> str:
         """The person's token, or "" while the vault has none."""
-        with self._engine.connect() as connection:
-            return _tokens_of(connection, [person]).get(person, "")
+        return VaultStore(self._engine).tokens_of([person]).get(person, "")
 
     def people_of(self, tokens: tuple[str, ...]) -> tuple[PersonRef, ...]:
         """The identifiers behind ``tokens`` (an erased person is left out)."""

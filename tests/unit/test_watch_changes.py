@@ -208,3 +208,18 @@ def test_a_person_added_to_an_earlier_policy_follows_it_from_then() -> None:
     changes = _changes(WatchSubject(SubjectKind.PERSON, SON))
     assert _kinds(changes) == [(6, ChangeKind.INSURER_SUSPENDED, "P-2")]
     assert changes[0][1].person_tokens == (SON,)
+
+
+def test_a_commit_between_reading_the_log_and_waiting_still_wakes_the_watch() -> None:
+    import asyncio
+
+    from ledger.coverage.watching import CommitSignal
+
+    async def scenario() -> None:
+        signal = CommitSignal()
+        taken = signal.current()  # a watch takes the event, then reads the log ...
+        signal.notify()  # ... a batch commits before it waits ...
+        await asyncio.wait_for(taken.wait(), 60)  # ... and the wait returns at once
+        assert not signal.current().is_set()  # the next commit has an event of its own
+
+    asyncio.run(scenario())
