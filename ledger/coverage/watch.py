@@ -168,6 +168,28 @@ def _party_key(party: events_pb2.PartyRef) -> str:
     return f"org:{organization.country_code}:{organization.registration_number}"
 
 
+_POLICY_EVENTS = frozenset(
+    {
+        "policy_issued",
+        "policy_cancelled",
+        "premium_paid",
+        "member_added",
+        "member_removed",
+        "insurer_change_notified",
+    }
+)
+
+
+def _policy_key(event: events_pb2.Event) -> tuple[str, str] | None:
+    """The (insurer, policy) an entry is about, if any."""
+    kind = event.WhichOneof("body")
+    if kind in _POLICY_EVENTS:
+        return event.insurer_id, getattr(event, kind).policy_id
+    if kind == "fee_collected":
+        return event.insurer_id, event.fee_collected.renewal_id
+    return None
+
+
 class WatchState:
     """The subject's policies as the entries fed so far made them; see the module doc."""
 
@@ -199,29 +221,44 @@ class WatchState:
             self._apply(entry)
 
     def apply(self, entry: WatchedEvent) -> list[Change]:
-        """Feed the next entry of the log; return the changes it caused."""
+        """Feed the next entry of the log; return the changes it caused.
+
+        Only what can change is recomputed: every policy's unpaid instalments when the ledger
+        date moves, else only those of the policy the entry is about; the household's hold only
+        when the entry is about a policy (it is judged on the entry's own date).
+        """
         previous = self.last_ledger_date or entry.ledger_date
-        blocked_before = self._blocked(entry.ledger_date)
-        unpaid_before = {key: p.open_unpaid(previous) for key, p in self._policies.items()}
+        key = _policy_key(entry.event)
+        date_moved = entry.ledger_date != previous
+        # An entry about any policy may bring it into scope: a new policy can lift a hold.
+        blocked_before = self._blocked(entry.ledger_date) if key is not None else set()
+        unpaid_before = {
+            policy_key: policy.open_unpaid(previous)
+            for policy_key, policy in self._policies.items()
+            if date_moved or policy_key == key
+        }
         changes = self._apply(entry)
         changes.extend(self._permit_changes(entry))
-        for key, policy in sorted(self._policies.items()):
-            overdue = policy.open_unpaid(entry.ledger_date) - unpaid_before.get(key, set())
-            for first in sorted(overdue):
-                changes.append(
-                    self._change(
-                        ChangeKind.PREMIUM_OVERDUE,
-                        policy,
-                        first,
-                        f"policy {policy.policy_id!r} of {policy.insurer_id!r}: the instalment "
-                        f"due {first.isoformat()} is unpaid past the grace period; the policy "
-                        f"does not count as coverage from {first.isoformat()} until paid",
-                    )
-                )
+        for policy_key, policy in sorted(self._policies.items()):
+            if date_moved or policy_key == key:
+                changes.extend(self._overdue(policy, entry, unpaid_before.get(policy_key, set())))
         if blocked_before and not self._blocked(entry.ledger_date):
             changes.extend(self._hold_lifted(entry, blocked_before))
         self.last_ledger_date = entry.ledger_date
         return changes
+
+    def _overdue(self, policy: _Policy, entry: WatchedEvent, before: set[dt.date]) -> list[Change]:
+        return [
+            self._change(
+                ChangeKind.PREMIUM_OVERDUE,
+                policy,
+                first,
+                f"policy {policy.policy_id!r} of {policy.insurer_id!r}: the instalment due "
+                f"{first.isoformat()} is unpaid past the grace period; the policy does not "
+                f"count as coverage from {first.isoformat()} until paid",
+            )
+            for first in sorted(policy.open_unpaid(entry.ledger_date) - before)
+        ]
 
     def _apply(self, entry: WatchedEvent) -> list[Change]:
         event = entry.event

@@ -80,8 +80,10 @@ def _history(log: list[WatchedEvent]):  # type: ignore[no-untyped-def]
     return history
 
 
-def _changes(subject: WatchSubject, start: int = 0) -> list[tuple[int, Change]]:
-    log = _log()
+def _changes(
+    subject: WatchSubject, start: int = 0, log: list[WatchedEvent] | None = None
+) -> list[tuple[int, Change]]:
+    log = log if log is not None else _log()
     state = WatchState(subject, _history(log))
     state.replay(entry for entry in log if entry.leaf_index < start)
     before = [entry for entry in log if entry.leaf_index < start]
@@ -223,3 +225,51 @@ def test_a_commit_between_reading_the_log_and_waiting_still_wakes_the_watch() ->
         assert not signal.current().is_set()  # the next commit has an event of its own
 
     asyncio.run(scenario())
+
+
+def test_a_new_policy_covering_the_last_blocking_members_lifts_the_hold() -> None:
+    year = DAY + dt.timedelta(days=364)
+    members = [(SPONSOR, SELF), (WIFE, SPOUSE)]
+    log = [
+        WatchedEvent(1, DAY, issued(GULF, "P-1", SPONSOR, members, DAY, year)),
+        WatchedEvent(2, DAY, cancelled(GULF, "P-1", DAY, FINAL_EXIT)),
+        WatchedEvent(3, DAY, issued(GULF, "P-2", OTHER, [(OTHER, SELF)], DAY, year)),
+        WatchedEvent(4, DAY, issued(NAJM, "P-9", SPONSOR, members, DAY, year)),
+    ]
+    state = WatchState(WatchSubject(SubjectKind.HOUSEHOLD, SPONSOR), _history(log))
+    found = [(entry.leaf_index, change) for entry in log for change in state.apply(entry)]
+    assert [(leaf, change.kind) for leaf, change in found] == [
+        (2, ChangeKind.POLICY_CANCELLED),
+        (4, ChangeKind.HOLD_LIFTED),
+    ]
+    assert found[1][1].person_tokens == (SPONSOR, WIFE)
+
+
+def _lifted_log() -> list[WatchedEvent]:
+    """A hold set by a cancellation and lifted by a new policy, a day later."""
+    year = DAY + dt.timedelta(days=364)
+    members = [(SPONSOR, SELF), (WIFE, SPOUSE)]
+    events = [
+        issued(GULF, "P-1", SPONSOR, members, DAY, year),
+        cancelled(GULF, "P-1", DAY + dt.timedelta(days=1), FINAL_EXIT),
+        issued(NAJM, "P-9", SPONSOR, members, DAY + dt.timedelta(days=2), year),
+        suspended(NAJM, DAY + dt.timedelta(days=5)),
+    ]
+    return [
+        WatchedEvent(leaf, DAY + dt.timedelta(days=leaf), event)
+        for leaf, event in enumerate(events, start=1)
+    ]
+
+
+@settings(max_examples=20, deadline=None)
+@given(start=st.integers(0, 5))
+def test_a_household_watch_resumed_anywhere_sees_the_same_hold_lifted(start: int) -> None:
+    subject = WatchSubject(SubjectKind.HOUSEHOLD, SPONSOR)
+    whole = _changes(subject, log=_lifted_log())
+    assert [(leaf, change.kind) for leaf, change in whole] == [
+        (2, ChangeKind.POLICY_CANCELLED),
+        (3, ChangeKind.HOLD_LIFTED),
+        (4, ChangeKind.INSURER_SUSPENDED),
+    ]
+    resumed = _changes(subject, start, log=_lifted_log())
+    assert resumed == [(leaf, change) for leaf, change in whole if leaf >= start]
