@@ -19,6 +19,7 @@ import grpc
 
 from clients.channel import add_connection_arguments, connection_from_arguments
 from clients.cli_compliance import register_compliance, register_employer
+from clients.cli_watch import register_watch
 from ledger.cli_flags import PERSON_FORM, add_log_verifier, person_argument, person_text
 
 __all__ = ["register"]
@@ -277,7 +278,9 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     submit.add_argument("events", nargs="+", help="JSON files: an Event or a list of Events")
     submit.set_defaults(handler=_submit)
 
-    coverage = commands.add_parser("coverage", help="coverage commands: check a household")
+    coverage = commands.add_parser(
+        "coverage", help="coverage commands: check a household, watch changes"
+    )
     coverage_commands = coverage.add_subparsers(dest="coverage_command", required=True)
     check = _add(
         coverage_commands,
@@ -306,6 +309,7 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     check.set_defaults(handler=_check)
     register_employer(coverage_commands)  # Task A (issue 10): `coverage employer`
     register_compliance(commands)  # Task A (issue 10): `compliance arrears`
+    register_watch(coverage_commands, _add, _log)  # Task C: coverage watch
 
     renew = _add(
         commands,

@@ -16,7 +16,7 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 import grpc
 
@@ -28,7 +28,7 @@ from ledger.v1 import coverage_service_pb2 as pb
 from ledger.v1 import coverage_service_pb2_grpc as pb_grpc
 from ledger.v1 import events_pb2, types_pb2
 
-__all__ = ["PortalClient", "VerifiedAnswer", "civil_date"]
+__all__ = ["PortalClient", "VerifiedAnswer", "WatchStream", "civil_date"]
 
 _R = TypeVar("_R")
 
@@ -160,3 +160,78 @@ class PortalClient:
         except grpc.RpcError as error:
             raise from_rpc_error(error) from None
         return self._verified(response, response.basis)
+
+    # Task C (issue 10 item 9): the change feed.
+
+    def watch(
+        self,
+        *,
+        person: types_pb2.PersonId | None = None,
+        household_sponsor: types_pb2.PersonId | None = None,
+        establishment: types_pb2.Organization | None = None,
+        from_tree_size: int = 0,
+        heartbeat_seconds: int = 0,
+        jurisdiction: str = "",
+        deadline_seconds: float | None = None,
+    ) -> WatchStream:
+        """The changes of one subject (exactly one of ``person``, ``household_sponsor``,
+        ``establishment``) from ``from_tree_size``, as the log sequences them.
+
+        Every heartbeat's checkpoint is verified with the trusted log key (and its size checked)
+        before it is returned. Keep the last ``tree_size`` received: watching again from it after
+        a broken stream misses nothing and repeats nothing. The stream never ends by itself:
+        ``cancel()`` it (or set ``deadline_seconds``) to leave; hearing nothing for longer than
+        the heartbeat interval means the stream is dead.
+        """
+        request = pb.WatchCoverageRequest(
+            from_tree_size=from_tree_size,
+            heartbeat_seconds=heartbeat_seconds,
+            jurisdiction=jurisdiction,
+            purpose=self._purpose,
+        )
+        subjects = [
+            (name, value)
+            for name, value in (
+                ("person", person),
+                ("household_sponsor", household_sponsor),
+                ("establishment", establishment),
+            )
+            if value is not None
+        ]
+        if len(subjects) != 1:
+            raise ValueError("watch exactly one of person, household_sponsor, establishment")
+        name, value = subjects[0]
+        getattr(request, name).CopyFrom(value)
+        call = self._stub.WatchCoverage(request, timeout=deadline_seconds)
+        return WatchStream(call, self._log)
+
+
+class WatchStream:
+    """The responses of a watch, each heartbeat's checkpoint verified (an iterator); call
+    :meth:`cancel` (from any thread) to leave. A refusal or the stream's end by the server is
+    raised as a :class:`clients.errors.ClientError` (CANCELLED after :meth:`cancel`)."""
+
+    def __init__(self, call: Any, log: TrustedLog) -> None:
+        self._call = call
+        self._log = log
+
+    def __iter__(self) -> WatchStream:
+        return self
+
+    def __next__(self) -> pb.WatchCoverageResponse:
+        try:
+            response: pb.WatchCoverageResponse = next(self._call)
+        except grpc.RpcError as error:
+            raise from_rpc_error(error) from None
+        if response.WhichOneof("kind") == "heartbeat":
+            checkpoint = verify_checkpoint(response.heartbeat.checkpoint, self._log)
+            if checkpoint.size != response.tree_size:
+                raise ValueError(
+                    f"the heartbeat names tree size {response.tree_size}, its checkpoint "
+                    f"{checkpoint.size}"
+                )
+        return response
+
+    def cancel(self) -> None:
+        """End the watch (the server's side ends too)."""
+        self._call.cancel()

@@ -260,3 +260,19 @@ penalty_decisions_page_max: Final = 100
 """Decisions one ``ListPenaltyDecisions`` page returns at most."""
 penalty_decisions_page_default: Final = 20
 """Decisions a ``ListPenaltyDecisions`` page returns when the request names no page size."""
+# Task C (issue 10 item 9): CoverageService.WatchCoverage, the change feed (docs/coverage.md).
+watches_per_caller_max: Final = 8
+"""Watches one caller may have open at once; beyond, RESOURCE_EXHAUSTED (a watch holds a task
+and reads the log at every commit, so a caller's watches are bounded well below its calls)."""
+watch_heartbeat_seconds_default: Final = 30
+"""Seconds between heartbeats of a quiet watch when the request leaves it 0."""
+watch_heartbeat_seconds_max: Final = 300
+"""The longest heartbeat interval a watch may ask for (clients detect a dead stream by it)."""
+watch_entries_per_read_max: Final = 256
+"""Entries a watch reads from the log in one read (then it sends their changes)."""
+watch_replay_entries_max: Final = 100_000
+"""Entries about a subject a watch replays to start from a tree size; beyond, RESOURCE_EXHAUSTED
+(a subject with that much history is watched from a later tree size)."""
+watch_permit_notice_days: Final = 90
+"""ENDS_BEFORE_PERMIT: coverage ending at most this many days before the permit's end is reported
+(illustrative figure, issue 10 item 9's "within N days")."""

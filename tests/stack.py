@@ -48,6 +48,11 @@ CALLER_OF_METHOD = {
 service's. The requests then reach the validation layer and the servicers, not a refusal."""
 
 
+ENDLESS_STREAMS = frozenset({"/ledger.v1.CoverageService/WatchCoverage"})
+"""Response streams that run until the client leaves (task C's change feed): a raw call reads
+their first message, which a watch sends once caught up, and leaves."""
+
+
 @dataclass(frozen=True)
 class Method:
     """One RPC of the server, with what a client needs to call it with raw bytes."""
@@ -173,10 +178,13 @@ def call_raw(
             for _ in call(iter(bodies), timeout=timeout, metadata=metadata):
                 pass
         elif method.streams_responses:
-            for _ in channel.unary_stream(method.path, identity, identity)(
+            responses = channel.unary_stream(method.path, identity, identity)(
                 bodies[0], timeout=timeout, metadata=metadata
-            ):
-                pass
+            )
+            for _ in responses:
+                if method.path in ENDLESS_STREAMS:
+                    responses.cancel()  # the watch answered (caught up): leave it
+                    break
         else:
             channel.unary_unary(method.path, identity, identity)(
                 bodies[0], timeout=timeout, metadata=metadata

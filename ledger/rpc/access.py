@@ -15,7 +15,7 @@ Servicers know nothing of this, as they know nothing of authorization.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import grpc
@@ -73,6 +73,17 @@ def _establishment(request: Any) -> People:
     return (), f"establishment {request.jurisdiction}/{request.establishment_number}"
 
 
+def _watched(request: Any) -> People:
+    """A watch (task C): recorded once, when it starts (before its first message leaves)."""
+    kind = request.WhichOneof("subject")
+    if kind == "person":
+        return _person(request)
+    if kind == "household_sponsor":
+        return (person_ref(request.household_sponsor),), _HOUSEHOLD_OF
+    organization = request.establishment
+    return (), f"establishment {organization.country_code}:{organization.registration_number}"
+
+
 _SERVICE = "/ledger.v1.CoverageService/"
 ACCESS_RULES: dict[str, Callable[[Any], People]] = {
     f"{_SERVICE}GetCoverage": _person,
@@ -83,6 +94,7 @@ ACCESS_RULES: dict[str, Callable[[Any], People]] = {
     # Task A (issue 10): answers naming every person an establishment is responsible for.
     f"{_SERVICE}CheckEmployer": _establishment,
     "/ledger.v1.ComplianceService/ComputeArrears": _establishment,
+    f"{_SERVICE}WatchCoverage": _watched,
 }
 """Every method whose answer carries a person's data, and whom a request asks about."""
 
@@ -103,7 +115,11 @@ class AccessRecordingInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[ty
         method = handler_call_details.method
         handler = await continuation(handler_call_details)
         people_of = ACCESS_RULES.get(method)
-        if handler is None or people_of is None or handler.unary_unary is None:
+        if handler is None or people_of is None:
+            return handler
+        if handler.unary_stream is not None:
+            return self._recorded_stream(method, handler, people_of)
+        if handler.unary_unary is None:
             return handler
         inner = handler.unary_unary
 
@@ -138,6 +154,49 @@ class AccessRecordingInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[ty
             return response
 
         return grpc.unary_unary_rpc_method_handler(
+            recorded, handler.request_deserializer, handler.response_serializer
+        )
+
+    def _store(self, method: str, purpose: str, people: People, tree_size: int) -> None:
+        caller = current_caller()
+        person_keys, subject = _tokens_and_subject(self._vault, people)
+        self._access_log.append(
+            AccessRecord(
+                recorded_at=self._clock.now(),
+                caller=caller.spiffe_id if caller else "",
+                method=method,
+                purpose=purpose,
+                person_keys=person_keys,
+                subject=subject,
+                tree_size=tree_size,
+            )
+        )
+
+    def _recorded_stream(
+        self, method: str, handler: Any, people_of: Callable[[Any], People]
+    ) -> Any:
+        """A response stream (WatchCoverage): steps (1)-(3), recorded once, before the first
+        message leaves, with that message's tree size."""
+        inner = handler.unary_stream
+
+        async def recorded(request: Any, context: _Context) -> AsyncIterator[Any]:
+            try:
+                purpose = _purpose(request)
+            except InvalidArgument as error:
+                await abort(context, error)
+            first = True
+            async for response in inner(request, context):
+                if first:
+                    first = False
+                    try:
+                        await asyncio.to_thread(
+                            self._store, method, purpose, people_of(request), response.tree_size
+                        )
+                    except Exception as error:  # no record, no answer
+                        await abort(context, error)
+                yield response
+
+        return grpc.unary_stream_rpc_method_handler(
             recorded, handler.request_deserializer, handler.response_serializer
         )
 

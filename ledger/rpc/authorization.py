@@ -191,6 +191,8 @@ def ledger_rules() -> list[Rule]:
                 "ListPolicyHistory": _PERSON_READERS,
                 "FindEntries": _PERSON_READERS,
                 "GetCoverageCertificate": _PERSON_READERS,
+                # Task C (issue 10 item 9): the change feed, to whom CheckHousehold answers.
+                "WatchCoverage": (*_PERSON_READERS, Grant("portal", Limit.JURISDICTION)),
             },
         ),
         *_rows(

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from typing import TypeVar
 
 import grpc
@@ -21,11 +21,14 @@ from ledger.coverage.fhir import coverage_resource, eligibility_response, to_jso
 from ledger.coverage.model import CoverageRecord, HouseholdVerdict, PersonRef, Relationship
 from ledger.coverage.projector import person_ref
 from ledger.coverage.reader import CoverageReader, HistoryPage
-from ledger.errors import FieldViolation, NotFound, check, refuse_violations
+from ledger.coverage.watch import ChangeKind
+from ledger.coverage.watching import EntryChanges, Heartbeat, WatchHub, WatchRequest, watch_request
+from ledger.errors import FieldViolation, NotFound, Unavailable, check, refuse_violations
 from ledger.events import check_date, check_identifier, check_person, civil_date
 from ledger.fair import ReadPool
 from ledger.merkle import leaf_hash
 from ledger.rpc.compliance_servicer import basis_of, obligation_proto, parse_employer_range
+from ledger.rpc.fairness import caller_of
 from ledger.rpc.status import abort
 from ledger.signing import Signer
 from ledger.storage.log_store import LogStore, StoredCheckpoint
@@ -173,11 +176,14 @@ class CoverageServicer(pb_grpc.CoverageServiceServicer):
         reads: ReadPool | None = None,
         *,
         employers: EmployerReader,
+        watches: WatchHub | None = None,
     ) -> None:
         """``log_store`` reads the proofs and entries of certificates; ``signer`` is the log key,
         which signs them (as it signs checkpoints); ``reads`` runs the reads (the server's one
-        read pool); ``employers`` answers CheckEmployer."""
+        read pool); ``employers`` answers CheckEmployer; ``watches`` serves WatchCoverage
+        (None: UNAVAILABLE)."""
         self._employers = employers
+        self._watches = watches
         self._reads = reads or ReadPool()
         self._reader = reader
         self._clock = clock
@@ -443,3 +449,97 @@ class CoverageServicer(pb_grpc.CoverageServiceServicer):
             next_page_token="" if page.next_page is None else encode_page_token(page.next_page),
             basis=basis,
         )
+
+    # Task C (issue 10 item 9): the change feed.
+
+    async def WatchCoverage(
+        self, request: pb.WatchCoverageRequest, context: _Context
+    ) -> AsyncIterator[pb.WatchCoverageResponse]:
+        """The changes of a person, household or establishment as they are sequenced."""
+        watch = await self._checked(context, lambda: _watch_request(request))
+        if self._watches is None:
+            await abort(context, Unavailable("this server has no change feed", reason="NO_FEED"))
+        assert self._watches is not None
+        try:
+            async for item in self._watches.watch(caller_of(context), watch):
+                yield _watch_response(item)
+        except Exception as error:  # every failure becomes a status; bugs are logged there
+            await abort(context, error)
+
+
+def _watch_request(request: pb.WatchCoverageRequest) -> WatchRequest:
+    """The checked request (INVALID_ARGUMENT per bad field)."""
+    violations: list[FieldViolation] = []
+    kind = request.WhichOneof("subject")
+    if kind in {"person", "household_sponsor"}:
+        check_person(violations, kind, getattr(request, kind))
+    elif kind == "establishment":
+        check_identifier(
+            violations,
+            "establishment.registration_number",
+            request.establishment.registration_number,
+            limits.reference_chars_max,
+        )
+        if not (len(code := request.establishment.country_code) == 2 and code.isupper()):
+            violations.append(
+                FieldViolation("establishment.country_code", "ISO 3166-1 alpha-2 code")
+            )
+        elif request.jurisdiction and code != request.jurisdiction:
+            # A portal acts for its own state: it follows the establishments registered there.
+            violations.append(
+                FieldViolation(
+                    "establishment.country_code",
+                    f"registered in {code}, not in the jurisdiction {request.jurisdiction}",
+                )
+            )
+    else:
+        violations.append(
+            FieldViolation("subject", "a person, a household_sponsor or an establishment")
+        )
+    seconds = request.heartbeat_seconds or limits.watch_heartbeat_seconds_default
+    if seconds > limits.watch_heartbeat_seconds_max:
+        violations.append(
+            FieldViolation("heartbeat_seconds", f"at most {limits.watch_heartbeat_seconds_max}")
+        )
+    refuse_violations(violations)
+    return watch_request(
+        kind or "",
+        person=(
+            person_ref(request.household_sponsor if kind == "household_sponsor" else request.person)
+        ),
+        establishment=(
+            f"org:{request.establishment.country_code}:{request.establishment.registration_number}"
+        ),
+        from_tree_size=request.from_tree_size,
+        heartbeat_seconds=seconds,
+    )
+
+
+_CHANGE_KINDS = {
+    kind: pb.CoverageChangeKind.Value(f"COVERAGE_CHANGE_KIND_{kind.value}") for kind in ChangeKind
+}
+
+
+def _watch_response(item: EntryChanges | Heartbeat) -> pb.WatchCoverageResponse:
+    if isinstance(item, Heartbeat):
+        return pb.WatchCoverageResponse(
+            tree_size=item.tree_size, heartbeat=pb.WatchHeartbeat(checkpoint=item.checkpoint)
+        )
+    return pb.WatchCoverageResponse(
+        tree_size=item.leaf_index + 1,
+        entry=pb.WatchedEntry(
+            leaf_index=item.leaf_index,
+            checkpoint_tree_size=item.tree_size,
+            changes=[
+                pb.CoverageChange(
+                    kind=_CHANGE_KINDS[change.kind],
+                    insurer_id=change.insurer_id,
+                    policy_id=change.policy_id,
+                    people=[_person_proto(person) for person in people],
+                    effective_date=civil_date(change.effective),
+                    detail=change.detail,
+                )
+                for change, people in item.changes
+            ],
+        ),
+    )

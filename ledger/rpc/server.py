@@ -37,6 +37,7 @@ from ledger.config import (
 )
 from ledger.cosignature import WitnessEndpoint, parse_witness_option
 from ledger.coverage.reader import CoverageReader
+from ledger.coverage.watching import WatchHub, WatchStore
 from ledger.errors import InvalidArgument
 from ledger.fair import ReadPool
 from ledger.identity.erasure import ErasureHooks
@@ -200,11 +201,17 @@ class RunningServer:
     database_lock: IO[str] | None = None
     """The SQLite file's serving lock (``ledger.storage.db.lock_sqlite_for_serving``), held
     until the server stops; None on PostgreSQL."""
+    watches: WatchHub | None = None
+    """The change feed's watches (CoverageService.WatchCoverage), ended first at stop."""
 
     async def stop(self) -> None:
         """Stop taking calls, finish the ones under way, commit what is queued, close."""
         for name in ("", *SERVICE_NAMES):
             await self.health.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
+        if self.watches is not None:
+            # Watches never end by themselves: end them (UNAVAILABLE, with the tree size to
+            # resume from) so the grace period is left to the calls that do.
+            self.watches.close()
         if self.enrolment is not None:
             await self.enrolment.stop(self.grace_seconds)
         await self.server.stop(self.grace_seconds)
@@ -312,6 +319,8 @@ async def _start(
     ledger_service_pb2_grpc.add_LedgerServiceServicer_to_server(
         LedgerServicer(ledger, LogStore(engine), reads), server
     )
+    watches = WatchHub(WatchStore(engine))
+    sequencer.commit_listeners.append(watches.signal.notify)
     coverage_service_pb2_grpc.add_CoverageServiceServicer_to_server(
         CoverageServicer(
             CoverageReader(engine, clock),
@@ -320,6 +329,7 @@ async def _start(
             signer,
             reads,
             employers=EmployerReader(engine, clock),
+            watches=watches,
         ),
         server,
     )
@@ -386,6 +396,7 @@ async def _start(
         enrolment=enrolment,
         metrics=metrics,
         database_lock=database_lock,
+        watches=watches,
     )
 
 

@@ -80,6 +80,56 @@ the old policy's last covered day (a transfer gap, docs/compliance.md); detail n
 """
 Global___CoverageVerdict: _TypeAlias = CoverageVerdict  # noqa: Y015
 
+class _CoverageChangeKind:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _CoverageChangeKindEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_CoverageChangeKind.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    COVERAGE_CHANGE_KIND_UNSPECIFIED: _CoverageChangeKind.ValueType  # 0
+    """Never sent."""
+    COVERAGE_CHANGE_KIND_POLICY_CANCELLED: _CoverageChangeKind.ValueType  # 1
+    """A policy covering the subject was cancelled (effective_date: its first uncovered day)."""
+    COVERAGE_CHANGE_KIND_INSURER_SUSPENDED: _CoverageChangeKind.ValueType  # 2
+    """The insurer of a policy covering the subject was suspended (effective_date: from when)."""
+    COVERAGE_CHANGE_KIND_PREMIUM_OVERDUE: _CoverageChangeKind.ValueType  # 3
+    """An instalment of a policy covering the subject is unpaid past the grace period: the
+    policy stops counting as coverage from its due date (effective_date) until paid. Reported
+    at the first entry whose ledger time is past the grace (docs/compliance.md "Premiums").
+    """
+    COVERAGE_CHANGE_KIND_HOLD_LIFTED: _CoverageChangeKind.ValueType  # 4
+    """Household watches: the last member who was not covered on the entry's ledger date is
+    covered by this entry (people: the members it covered).
+    """
+    COVERAGE_CHANGE_KIND_ENDS_BEFORE_PERMIT: _CoverageChangeKind.ValueType  # 5
+    """Coverage ends within the notice window before the end of the person's residence permit.
+    Not sent until residence permits are in the log (docs/coverage.md "Watching coverage").
+    """
+
+class CoverageChangeKind(_CoverageChangeKind, metaclass=_CoverageChangeKindEnumTypeWrapper):
+    """What changed."""
+
+COVERAGE_CHANGE_KIND_UNSPECIFIED: CoverageChangeKind.ValueType  # 0
+"""Never sent."""
+COVERAGE_CHANGE_KIND_POLICY_CANCELLED: CoverageChangeKind.ValueType  # 1
+"""A policy covering the subject was cancelled (effective_date: its first uncovered day)."""
+COVERAGE_CHANGE_KIND_INSURER_SUSPENDED: CoverageChangeKind.ValueType  # 2
+"""The insurer of a policy covering the subject was suspended (effective_date: from when)."""
+COVERAGE_CHANGE_KIND_PREMIUM_OVERDUE: CoverageChangeKind.ValueType  # 3
+"""An instalment of a policy covering the subject is unpaid past the grace period: the
+policy stops counting as coverage from its due date (effective_date) until paid. Reported
+at the first entry whose ledger time is past the grace (docs/compliance.md "Premiums").
+"""
+COVERAGE_CHANGE_KIND_HOLD_LIFTED: CoverageChangeKind.ValueType  # 4
+"""Household watches: the last member who was not covered on the entry's ledger date is
+covered by this entry (people: the members it covered).
+"""
+COVERAGE_CHANGE_KIND_ENDS_BEFORE_PERMIT: CoverageChangeKind.ValueType  # 5
+"""Coverage ends within the notice window before the end of the person's residence permit.
+Not sent until residence permits are in the log (docs/coverage.md "Watching coverage").
+"""
+Global___CoverageChangeKind: _TypeAlias = CoverageChangeKind  # noqa: Y015
+
 @_typing.final
 class AnswerBasis(_message.Message):
     """The log state an answer was computed at: verify the checkpoint with the log key, and each
@@ -953,3 +1003,206 @@ class CheckEmployerResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___CheckEmployerResponse: _TypeAlias = CheckEmployerResponse  # noqa: Y015
+
+@_typing.final
+class WatchCoverageRequest(_message.Message):
+    """---- Task C (issue 10 item 9): CoverageService.WatchCoverage, the change feed. ----
+
+    Request of CoverageService.WatchCoverage.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PERSON_FIELD_NUMBER: _builtins.int
+    HOUSEHOLD_SPONSOR_FIELD_NUMBER: _builtins.int
+    ESTABLISHMENT_FIELD_NUMBER: _builtins.int
+    FROM_TREE_SIZE_FIELD_NUMBER: _builtins.int
+    HEARTBEAT_SECONDS_FIELD_NUMBER: _builtins.int
+    JURISDICTION_FIELD_NUMBER: _builtins.int
+    PURPOSE_FIELD_NUMBER: _builtins.int
+    from_tree_size: _builtins.int
+    """The first entry to watch: changes caused by entries at leaf index >= from_tree_size are
+    sent. 0 watches the whole log; the tree_size of the last response received resumes a
+    broken stream. At most the log's current size (else OUT_OF_RANGE).
+    """
+    heartbeat_seconds: _builtins.int
+    """Seconds between heartbeats while nothing changes, 1..300; 0 means 30."""
+    jurisdiction: _builtins.str
+    """ISO 3166-1 alpha-2 code of the state the portal acts for. A portal
+    (spiffe://<domain>/portal/<jurisdiction>) may only watch for its own jurisdiction.
+    """
+    purpose: _types_pb2.AccessPurpose.ValueType
+    """Why (required; recorded in the access record when the watch starts)."""
+    @_builtins.property
+    def person(self) -> _types_pb2.PersonId:
+        """One person, by identifier (resolved through the identity vault)."""
+
+    @_builtins.property
+    def household_sponsor(self) -> _types_pb2.PersonId:
+        """A household: every member of the policies whose sponsor is this person."""
+
+    @_builtins.property
+    def establishment(self) -> _types_pb2.Organization:
+        """An establishment: every member of the policies it holds (PolicyIssued.holder)."""
+
+    def __init__(
+        self,
+        *,
+        person: _types_pb2.PersonId | None = ...,
+        household_sponsor: _types_pb2.PersonId | None = ...,
+        establishment: _types_pb2.Organization | None = ...,
+        from_tree_size: _builtins.int = ...,
+        heartbeat_seconds: _builtins.int = ...,
+        jurisdiction: _builtins.str = ...,
+        purpose: _types_pb2.AccessPurpose.ValueType = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["establishment", b"establishment", "household_sponsor", b"household_sponsor", "person", b"person", "subject", b"subject"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["establishment", b"establishment", "from_tree_size", b"from_tree_size", "heartbeat_seconds", b"heartbeat_seconds", "household_sponsor", b"household_sponsor", "jurisdiction", b"jurisdiction", "person", b"person", "purpose", b"purpose", "subject", b"subject"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType_subject: _TypeAlias = _typing.Literal["person", "household_sponsor", "establishment"]  # noqa: Y015
+    _WhichOneofArgType_subject: _TypeAlias = _typing.Literal["subject", b"subject"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType_subject) -> _WhichOneofReturnType_subject | None: ...
+
+Global___WatchCoverageRequest: _TypeAlias = WatchCoverageRequest  # noqa: Y015
+
+@_typing.final
+class CoverageChange(_message.Message):
+    """One change."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    KIND_FIELD_NUMBER: _builtins.int
+    INSURER_ID_FIELD_NUMBER: _builtins.int
+    POLICY_ID_FIELD_NUMBER: _builtins.int
+    PEOPLE_FIELD_NUMBER: _builtins.int
+    EFFECTIVE_DATE_FIELD_NUMBER: _builtins.int
+    DETAIL_FIELD_NUMBER: _builtins.int
+    kind: Global___CoverageChangeKind.ValueType
+    """What changed."""
+    insurer_id: _builtins.str
+    """The insurer of the policy concerned."""
+    policy_id: _builtins.str
+    """The policy concerned."""
+    detail: _builtins.str
+    """A sentence for the portal's operator, in English with ISO dates."""
+    @_builtins.property
+    def people(self) -> _containers.RepeatedCompositeFieldContainer[_types_pb2.PersonId]:
+        """The people concerned who are still in the identity vault (an erased person is left out)."""
+
+    @_builtins.property
+    def effective_date(self) -> _types_pb2.CivilDate:
+        """The day the change takes effect (see each kind)."""
+
+    def __init__(
+        self,
+        *,
+        kind: Global___CoverageChangeKind.ValueType = ...,
+        insurer_id: _builtins.str = ...,
+        policy_id: _builtins.str = ...,
+        people: _abc.Iterable[_types_pb2.PersonId] | None = ...,
+        effective_date: _types_pb2.CivilDate | None = ...,
+        detail: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["effective_date", b"effective_date"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["detail", b"detail", "effective_date", b"effective_date", "insurer_id", b"insurer_id", "kind", b"kind", "people", b"people", "policy_id", b"policy_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CoverageChange: _TypeAlias = CoverageChange  # noqa: Y015
+
+@_typing.final
+class WatchedEntry(_message.Message):
+    """The changes one entry caused."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    LEAF_INDEX_FIELD_NUMBER: _builtins.int
+    CHECKPOINT_TREE_SIZE_FIELD_NUMBER: _builtins.int
+    CHANGES_FIELD_NUMBER: _builtins.int
+    leaf_index: _builtins.int
+    """The entry's position in the log: prove it with an inclusion proof."""
+    checkpoint_tree_size: _builtins.int
+    """The size of a signed checkpoint that contains the entry (prove the entry at this size)."""
+    @_builtins.property
+    def changes(self) -> _containers.RepeatedCompositeFieldContainer[Global___CoverageChange]:
+        """The changes, at least one."""
+
+    def __init__(
+        self,
+        *,
+        leaf_index: _builtins.int = ...,
+        checkpoint_tree_size: _builtins.int = ...,
+        changes: _abc.Iterable[Global___CoverageChange] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["changes", b"changes", "checkpoint_tree_size", b"checkpoint_tree_size", "leaf_index", b"leaf_index"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___WatchedEntry: _TypeAlias = WatchedEntry  # noqa: Y015
+
+@_typing.final
+class WatchHeartbeat(_message.Message):
+    """Sent each time the feed has read every entry below tree_size (at the start, after each
+    committed batch) and every heartbeat_seconds while nothing is committed: a client that
+    receives nothing for longer knows the stream is dead.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CHECKPOINT_FIELD_NUMBER: _builtins.int
+    checkpoint: _builtins.bytes
+    """The C2SP signed note of the checkpoint of the response's tree_size, verbatim."""
+    def __init__(
+        self,
+        *,
+        checkpoint: _builtins.bytes = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["checkpoint", b"checkpoint"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___WatchHeartbeat: _TypeAlias = WatchHeartbeat  # noqa: Y015
+
+@_typing.final
+class WatchCoverageResponse(_message.Message):
+    """Response of CoverageService.WatchCoverage."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TREE_SIZE_FIELD_NUMBER: _builtins.int
+    ENTRY_FIELD_NUMBER: _builtins.int
+    HEARTBEAT_FIELD_NUMBER: _builtins.int
+    tree_size: _builtins.int
+    """Every change caused by entries below this tree size has been sent: resume from it. For an
+    entry, its leaf_index + 1; for a heartbeat, the size of its checkpoint.
+    """
+    @_builtins.property
+    def entry(self) -> Global___WatchedEntry:
+        """The changes one entry caused."""
+
+    @_builtins.property
+    def heartbeat(self) -> Global___WatchHeartbeat:
+        """Nothing more below tree_size."""
+
+    def __init__(
+        self,
+        *,
+        tree_size: _builtins.int = ...,
+        entry: Global___WatchedEntry | None = ...,
+        heartbeat: Global___WatchHeartbeat | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["entry", b"entry", "heartbeat", b"heartbeat", "kind", b"kind"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["entry", b"entry", "heartbeat", b"heartbeat", "kind", b"kind", "tree_size", b"tree_size"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType_kind: _TypeAlias = _typing.Literal["entry", "heartbeat"]  # noqa: Y015
+    _WhichOneofArgType_kind: _TypeAlias = _typing.Literal["kind", b"kind"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType_kind) -> _WhichOneofReturnType_kind | None: ...
+
+Global___WatchCoverageResponse: _TypeAlias = WatchCoverageResponse  # noqa: Y015

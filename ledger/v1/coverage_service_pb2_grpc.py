@@ -66,6 +66,11 @@ class CoverageServiceStub:
                 request_serializer=ledger_dot_v1_dot_coverage__service__pb2.CheckEmployerRequest.SerializeToString,
                 response_deserializer=ledger_dot_v1_dot_coverage__service__pb2.CheckEmployerResponse.FromString,
                 _registered_method=True)
+        self.WatchCoverage = channel.unary_stream(
+                '/ledger.v1.CoverageService/WatchCoverage',
+                request_serializer=ledger_dot_v1_dot_coverage__service__pb2.WatchCoverageRequest.SerializeToString,
+                response_deserializer=ledger_dot_v1_dot_coverage__service__pb2.WatchCoverageResponse.FromString,
+                _registered_method=True)
 
 
 class CoverageServiceServicer:
@@ -120,6 +125,17 @@ class CoverageServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def WatchCoverage(self, request, context):
+        """Task C (issue 10 item 9): the change feed. Streams the coverage changes of a person, a
+        household or an establishment as the log sequences them, from a tree size: each change
+        names the entry (leaf index) that caused it, and heartbeats say how far the feed has read.
+        Resume after a broken stream from the last tree_size received: nothing is missed or
+        repeated (docs/coverage.md "Watching coverage").
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_CoverageServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -152,6 +168,11 @@ def add_CoverageServiceServicer_to_server(servicer, server):
                     servicer.CheckEmployer,
                     request_deserializer=ledger_dot_v1_dot_coverage__service__pb2.CheckEmployerRequest.FromString,
                     response_serializer=ledger_dot_v1_dot_coverage__service__pb2.CheckEmployerResponse.SerializeToString,
+            ),
+            'WatchCoverage': grpc.unary_stream_rpc_method_handler(
+                    servicer.WatchCoverage,
+                    request_deserializer=ledger_dot_v1_dot_coverage__service__pb2.WatchCoverageRequest.FromString,
+                    response_serializer=ledger_dot_v1_dot_coverage__service__pb2.WatchCoverageResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -318,6 +339,33 @@ class CoverageService:
             '/ledger.v1.CoverageService/CheckEmployer',
             ledger_dot_v1_dot_coverage__service__pb2.CheckEmployerRequest.SerializeToString,
             ledger_dot_v1_dot_coverage__service__pb2.CheckEmployerResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def WatchCoverage(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/ledger.v1.CoverageService/WatchCoverage',
+            ledger_dot_v1_dot_coverage__service__pb2.WatchCoverageRequest.SerializeToString,
+            ledger_dot_v1_dot_coverage__service__pb2.WatchCoverageResponse.FromString,
             options,
             channel_credentials,
             insecure,

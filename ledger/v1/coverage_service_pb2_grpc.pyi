@@ -58,6 +58,13 @@ class CoverageServiceStub:
     is responsible for (from the residence permits), each with covered and uninsured
     intervals and why; paged.
     """
+    WatchCoverage: _grpc.UnaryStreamMultiCallable[_coverage_service_pb2.WatchCoverageRequest, _coverage_service_pb2.WatchCoverageResponse]
+    """Task C (issue 10 item 9): the change feed. Streams the coverage changes of a person, a
+    household or an establishment as the log sequences them, from a tree size: each change
+    names the entry (leaf index) that caused it, and heartbeats say how far the feed has read.
+    Resume after a broken stream from the last tree_size received: nothing is missed or
+    repeated (docs/coverage.md "Watching coverage").
+    """
 
 @_typing.type_check_only
 class CoverageServiceAsyncStub(CoverageServiceStub):
@@ -85,6 +92,13 @@ class CoverageServiceAsyncStub(CoverageServiceStub):
     """Task A (issue 10): for an establishment and a date range, every worker and dependent it
     is responsible for (from the residence permits), each with covered and uninsured
     intervals and why; paged.
+    """
+    WatchCoverage: _aio.UnaryStreamMultiCallable[_coverage_service_pb2.WatchCoverageRequest, _coverage_service_pb2.WatchCoverageResponse]  # type: ignore[assignment]
+    """Task C (issue 10 item 9): the change feed. Streams the coverage changes of a person, a
+    household or an establishment as the log sequences them, from a tree size: each change
+    names the entry (leaf index) that caused it, and heartbeats say how far the feed has read.
+    Resume after a broken stream from the last tree_size received: nothing is missed or
+    repeated (docs/coverage.md "Watching coverage").
     """
 
 class CoverageServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -146,6 +160,19 @@ class CoverageServiceServicer(metaclass=_abc_1.ABCMeta):
         """Task A (issue 10): for an establishment and a date range, every worker and dependent it
         is responsible for (from the residence permits), each with covered and uninsured
         intervals and why; paged.
+        """
+
+    @_abc_1.abstractmethod
+    def WatchCoverage(
+        self,
+        request: _coverage_service_pb2.WatchCoverageRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_abc.Iterator[_coverage_service_pb2.WatchCoverageResponse], _abc.AsyncIterator[_coverage_service_pb2.WatchCoverageResponse]]:
+        """Task C (issue 10 item 9): the change feed. Streams the coverage changes of a person, a
+        household or an establishment as the log sequences them, from a tree size: each change
+        names the entry (leaf index) that caused it, and heartbeats say how far the feed has read.
+        Resume after a broken stream from the last tree_size received: nothing is missed or
+        repeated (docs/coverage.md "Watching coverage").
         """
 
 def add_CoverageServiceServicer_to_server(servicer: CoverageServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

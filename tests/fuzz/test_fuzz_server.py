@@ -141,6 +141,13 @@ def _seeds(insurer: Ed25519Signer) -> dict[str, list[Message]]:
         "ledger.v1.CoverageService.GetCoverageCertificate": [
             coverage.GetCoverageCertificateRequest(person=person(1), date=day)
         ],
+        "ledger.v1.CoverageService.WatchCoverage": [
+            coverage.WatchCoverageRequest(
+                household_sponsor=person(1),
+                purpose=types_pb2.ACCESS_PURPOSE_RESIDENCE_RENEWAL,
+                jurisdiction="SA",
+            )
+        ],
         "ledger.v1.AdminService.ListInsurerKeys": [admin.ListInsurerKeysRequest()],
         # Task A (issue 10).
         "ledger.v1.CoverageService.CheckEmployer": [

@@ -1,0 +1,275 @@
+"""The pure change detector of CoverageService.WatchCoverage (ledger/coverage/watch.py): which
+changes each entry causes for a person, a household and an establishment, and that a watch
+resumed from any tree size reports exactly the changes of the entries from there."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from ledger import limits
+from ledger.coverage.watch import (
+    Change,
+    ChangeKind,
+    NoPermits,
+    SubjectKind,
+    WatchedEvent,
+    WatchState,
+    WatchSubject,
+)
+from ledger.v1 import events_pb2
+from tests.builders import added, cancelled, issued, paid, sar, suspended
+
+GULF, NAJM = "gulf-health", "najm-care"
+DAY = dt.date(2026, 3, 1)
+SPONSOR, WIFE, SON, OTHER = "pt_sponsor", "pt_wife", "pt_son", "pt_other"
+SELF, SPOUSE, CHILD = (
+    events_pb2.RELATIONSHIP_SELF,
+    events_pb2.RELATIONSHIP_SPOUSE,
+    events_pb2.RELATIONSHIP_CHILD,
+)
+FINAL_EXIT = events_pb2.CANCELLATION_REASON_FINAL_EXIT
+
+
+def _log() -> list[WatchedEvent]:
+    """A small log: two households' policies, a late member, a payment, a suspension, a
+    cancellation, and an instalment that falls overdue as ledger time passes."""
+    year = DAY + dt.timedelta(days=364)
+    due = DAY + dt.timedelta(days=60)
+    events = [
+        issued(GULF, "P-1", SPONSOR, [(SPONSOR, SELF), (WIFE, SPOUSE)], DAY, year),
+        issued(NAJM, "P-2", OTHER, [(OTHER, SELF)], DAY, year),
+        issued(
+            NAJM,
+            "P-3",
+            SPONSOR,
+            [(SPONSOR, SELF)],
+            DAY,
+            year,
+            instalments=[(DAY, sar(100)), (due, sar(100))],
+        ),
+        paid(NAJM, "P-3", sar(100), DAY, year),
+        added(NAJM, "P-2", SON, CHILD, DAY + dt.timedelta(days=10)),
+        suspended(NAJM, DAY + dt.timedelta(days=20)),
+        cancelled(GULF, "P-1", DAY + dt.timedelta(days=40), FINAL_EXIT),
+        added(NAJM, "P-2", SPONSOR, SELF, DAY + dt.timedelta(days=45)),
+    ]
+    days = [0, 0, 0, 1, 10, 20, 40, 95]  # the last entry's ledger date is past the grace
+    return [
+        WatchedEvent(leaf, DAY + dt.timedelta(days=offset), event)
+        for leaf, (offset, event) in enumerate(zip(days, events, strict=True), start=1)
+    ]
+
+
+def _history(log: list[WatchedEvent]):  # type: ignore[no-untyped-def]
+    def history(insurer_id: str, policy_id: str, before: int) -> list[WatchedEvent]:
+        found = []
+        for entry in log:
+            kind = entry.event.WhichOneof("body")
+            body = getattr(entry.event, kind)
+            if (
+                entry.leaf_index < before
+                and entry.event.insurer_id == insurer_id
+                and getattr(body, "policy_id", None) == policy_id
+            ):
+                found.append(entry)
+        return found
+
+    return history
+
+
+def _changes(
+    subject: WatchSubject, start: int = 0, log: list[WatchedEvent] | None = None
+) -> list[tuple[int, Change]]:
+    log = log if log is not None else _log()
+    state = WatchState(subject, _history(log))
+    state.replay(entry for entry in log if entry.leaf_index < start)
+    before = [entry for entry in log if entry.leaf_index < start]
+    state.last_ledger_date = before[-1].ledger_date if before else None
+    return [
+        (entry.leaf_index, change)
+        for entry in log
+        if entry.leaf_index >= start
+        for change in state.apply(entry)
+    ]
+
+
+def _kinds(changes: list[tuple[int, Change]]) -> list[tuple[int, ChangeKind, str]]:
+    return [(leaf, change.kind, change.policy_id) for leaf, change in changes]
+
+
+def test_a_person_sees_the_cancellation_suspension_and_overdue_instalment_of_their_policies() -> (
+    None
+):
+    changes = _changes(WatchSubject(SubjectKind.PERSON, SPONSOR))
+    assert _kinds(changes) == [
+        (6, ChangeKind.INSURER_SUSPENDED, "P-3"),
+        (7, ChangeKind.POLICY_CANCELLED, "P-1"),
+        # The sponsor joined P-2 (of the suspended insurer) at leaf 8, whose ledger date is
+        # also past the grace of P-3's second instalment (due day 60, grace 30 days).
+        (8, ChangeKind.PREMIUM_OVERDUE, "P-3"),
+    ]
+    overdue = changes[-1][1]
+    assert overdue.effective == DAY + dt.timedelta(days=60)
+    assert overdue.person_tokens == (SPONSOR,)
+    assert changes[1][1].effective == DAY + dt.timedelta(days=40)
+    assert "FINAL_EXIT" in changes[1][1].detail
+
+
+def test_a_person_watch_names_only_that_person() -> None:
+    changes = _changes(WatchSubject(SubjectKind.PERSON, WIFE))
+    assert _kinds(changes) == [(7, ChangeKind.POLICY_CANCELLED, "P-1")]
+    assert changes[0][1].person_tokens == (WIFE,)
+
+
+def test_a_household_sees_its_hold_lifted_when_its_last_uncovered_member_is_covered() -> None:
+    # OTHER's household: P-2 covers OTHER; SON joins it at day 10. Nobody is uncovered, so no
+    # hold. The sponsor's household: after P-1 is cancelled from day 40, WIFE is uncovered
+    # from then; nothing covers her again, so no hold is lifted.
+    assert _kinds(_changes(WatchSubject(SubjectKind.HOUSEHOLD, OTHER))) == [
+        (6, ChangeKind.INSURER_SUSPENDED, "P-2")
+    ]
+    household = _kinds(_changes(WatchSubject(SubjectKind.HOUSEHOLD, SPONSOR)))
+    assert ChangeKind.HOLD_LIFTED not in {kind for _, kind, _ in household}
+
+
+def test_the_hold_is_lifted_by_the_entry_that_covers_the_last_blocking_member() -> None:
+    year = DAY + dt.timedelta(days=364)
+    log = [
+        WatchedEvent(
+            1, DAY, issued(GULF, "P-1", SPONSOR, [(SPONSOR, SELF), (WIFE, SPOUSE)], DAY, year)
+        ),
+        WatchedEvent(2, DAY, cancelled(GULF, "P-1", DAY, FINAL_EXIT)),
+        WatchedEvent(3, DAY, issued(NAJM, "P-9", SPONSOR, [(SPONSOR, SELF)], DAY, year)),
+        WatchedEvent(4, DAY, added(NAJM, "P-9", WIFE, SPOUSE, DAY)),
+    ]
+    state = WatchState(WatchSubject(SubjectKind.HOUSEHOLD, SPONSOR), _history(log))
+    found = [(entry.leaf_index, change) for entry in log for change in state.apply(entry)]
+    assert [(leaf, change.kind) for leaf, change in found] == [
+        (2, ChangeKind.POLICY_CANCELLED),
+        (4, ChangeKind.HOLD_LIFTED),
+    ]
+    assert found[1][1].person_tokens == (WIFE,)
+    assert found[1][1].policy_id == "P-9"
+
+
+def test_an_establishment_sees_the_policies_it_holds() -> None:
+    year = DAY + dt.timedelta(days=364)
+    policy = issued(GULF, "P-E", SPONSOR, [(SPONSOR, SELF)], DAY, year)
+    policy.policy_issued.holder.organization.country_code = "SA"
+    policy.policy_issued.holder.organization.registration_number = "7001234567"
+    log = [
+        WatchedEvent(1, DAY, policy),
+        WatchedEvent(2, DAY, issued(GULF, "P-X", OTHER, [(OTHER, SELF)], DAY, year)),
+        WatchedEvent(3, DAY, cancelled(GULF, "P-X", DAY, FINAL_EXIT)),
+        WatchedEvent(4, DAY, cancelled(GULF, "P-E", DAY, FINAL_EXIT)),
+    ]
+    state = WatchState(WatchSubject(SubjectKind.ESTABLISHMENT, "org:SA:7001234567"), _history(log))
+    found = [(entry.leaf_index, change.policy_id) for entry in log for change in state.apply(entry)]
+    assert found == [(4, "P-E")]
+
+
+def test_a_subject_without_a_token_sees_nothing() -> None:
+    assert _changes(WatchSubject(SubjectKind.PERSON, "")) == []
+
+
+def test_there_are_no_permit_changes_until_permits_exist() -> None:
+    assert NoPermits().permit_end(SPONSOR, 10) is None
+    assert limits.watch_permit_notice_days > 0
+    every = [
+        change
+        for kind in SubjectKind
+        for _, change in _changes(WatchSubject(kind, SPONSOR))
+        if change.kind is ChangeKind.ENDS_BEFORE_PERMIT
+    ]
+    assert every == []
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    start=st.integers(0, 9),
+    subject=st.sampled_from(
+        [
+            WatchSubject(SubjectKind.PERSON, SPONSOR),
+            WatchSubject(SubjectKind.PERSON, SON),
+            WatchSubject(SubjectKind.HOUSEHOLD, SPONSOR),
+            WatchSubject(SubjectKind.HOUSEHOLD, OTHER),
+        ]
+    ),
+)
+def test_a_watch_resumed_from_any_tree_size_reports_exactly_the_changes_from_there(
+    start: int, subject: WatchSubject
+) -> None:
+    whole = _changes(subject)
+    assert _changes(subject, start) == [(leaf, change) for leaf, change in whole if leaf >= start]
+
+
+def test_a_person_added_to_an_earlier_policy_follows_it_from_then() -> None:
+    changes = _changes(WatchSubject(SubjectKind.PERSON, SON))
+    assert _kinds(changes) == [(6, ChangeKind.INSURER_SUSPENDED, "P-2")]
+    assert changes[0][1].person_tokens == (SON,)
+
+
+def test_a_commit_between_reading_the_log_and_waiting_still_wakes_the_watch() -> None:
+    import asyncio
+
+    from ledger.coverage.watching import CommitSignal
+
+    async def scenario() -> None:
+        signal = CommitSignal()
+        taken = signal.current()  # a watch takes the event, then reads the log ...
+        signal.notify()  # ... a batch commits before it waits ...
+        await asyncio.wait_for(taken.wait(), 60)  # ... and the wait returns at once
+        assert not signal.current().is_set()  # the next commit has an event of its own
+
+    asyncio.run(scenario())
+
+
+def test_a_new_policy_covering_the_last_blocking_members_lifts_the_hold() -> None:
+    year = DAY + dt.timedelta(days=364)
+    members = [(SPONSOR, SELF), (WIFE, SPOUSE)]
+    log = [
+        WatchedEvent(1, DAY, issued(GULF, "P-1", SPONSOR, members, DAY, year)),
+        WatchedEvent(2, DAY, cancelled(GULF, "P-1", DAY, FINAL_EXIT)),
+        WatchedEvent(3, DAY, issued(GULF, "P-2", OTHER, [(OTHER, SELF)], DAY, year)),
+        WatchedEvent(4, DAY, issued(NAJM, "P-9", SPONSOR, members, DAY, year)),
+    ]
+    state = WatchState(WatchSubject(SubjectKind.HOUSEHOLD, SPONSOR), _history(log))
+    found = [(entry.leaf_index, change) for entry in log for change in state.apply(entry)]
+    assert [(leaf, change.kind) for leaf, change in found] == [
+        (2, ChangeKind.POLICY_CANCELLED),
+        (4, ChangeKind.HOLD_LIFTED),
+    ]
+    assert found[1][1].person_tokens == (SPONSOR, WIFE)
+
+
+def _lifted_log() -> list[WatchedEvent]:
+    """A hold set by a cancellation and lifted by a new policy, a day later."""
+    year = DAY + dt.timedelta(days=364)
+    members = [(SPONSOR, SELF), (WIFE, SPOUSE)]
+    events = [
+        issued(GULF, "P-1", SPONSOR, members, DAY, year),
+        cancelled(GULF, "P-1", DAY + dt.timedelta(days=1), FINAL_EXIT),
+        issued(NAJM, "P-9", SPONSOR, members, DAY + dt.timedelta(days=2), year),
+        suspended(NAJM, DAY + dt.timedelta(days=5)),
+    ]
+    return [
+        WatchedEvent(leaf, DAY + dt.timedelta(days=leaf), event)
+        for leaf, event in enumerate(events, start=1)
+    ]
+
+
+@settings(max_examples=20, deadline=None)
+@given(start=st.integers(0, 5))
+def test_a_household_watch_resumed_anywhere_sees_the_same_hold_lifted(start: int) -> None:
+    subject = WatchSubject(SubjectKind.HOUSEHOLD, SPONSOR)
+    whole = _changes(subject, log=_lifted_log())
+    assert [(leaf, change.kind) for leaf, change in whole] == [
+        (2, ChangeKind.POLICY_CANCELLED),
+        (3, ChangeKind.HOLD_LIFTED),
+        (4, ChangeKind.INSURER_SUSPENDED),
+    ]
+    resumed = _changes(subject, start, log=_lifted_log())
+    assert resumed == [(leaf, change) for leaf, change in whole if leaf >= start]
