@@ -209,3 +209,12 @@ earlier than the ledger date and the days since birth count as uninsured (illust
 premium_grace_days: Final = 30
 """Days after an instalment's due date before an unpaid instalment stops the policy counting as
 coverage, from the due date until paid (illustrative figure: the CCHI text says "on time")."""
+
+# The verification page's read-only HTTP listener (serve --verify-page-port; docs/verify-page.md).
+verify_page_connections_max: Final = 16
+"""Connections the page's listener serves at once; more are closed unanswered (it serves one
+static file: a browser needs one or two)."""
+verify_page_request_seconds_max: Final = 10.0
+"""How long the listener waits on a connection's request line and headers before closing it."""
+verify_page_path_chars_max: Final = 256
+"""The longest request target the listener reads (its paths are a few characters); longer: 414."""
