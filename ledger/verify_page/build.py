@@ -24,13 +24,13 @@ ROOT = Path(__file__).resolve().parents[2]
 WEB = ROOT / "web"
 SOURCES = WEB / "verify"
 OUTPUT = Path(__file__).resolve().parent / "verify.html"
-LANGUAGES = ("fr", "ar")
-"""Catalogues besides English (the message ids are the English text)."""
+LANGUAGES = ("en", "fr", "ar")
+"""The catalogues (the message ids are the English text: en.po has only the few that differ)."""
 
 
 def catalogue() -> dict[str, dict[str, str]]:
     """``{language: {English text: translation}}`` from ``web/verify/locales/<language>.po``."""
-    messages: dict[str, dict[str, str]] = {"en": {}}
+    messages: dict[str, dict[str, str]] = {}
     for language in LANGUAGES:
         with (SOURCES / "locales" / f"{language}.po").open("rb") as handle:
             po = read_po(handle, locale=language)

@@ -8,7 +8,7 @@ from __future__ import annotations
 import base64
 import datetime as dt
 import http.client
-import json
+import os
 import re
 import socket
 from collections.abc import Iterator
@@ -20,6 +20,9 @@ import pytest
 from clients import samples
 from clients.certificate import CertificateClient
 from clients.insurer import InsurerClient
+from clients.offline.certificate import (
+    _RELATIONSHIPS as RELATIONSHIPS,
+)
 from clients.offline.certificate import (
     CertificateBundle,
     CertificateError,
@@ -38,11 +41,13 @@ from ledger.verify_page.http import PAGE_PATH, VerifyPageEndpoint
 from tests.builders import issued, tokens
 from tests.conftest import ServerHandle, onboard, start_server_thread
 from tests.web.browser import (
+    ROOT,
     ShownPage,
     dump_dom,
     js_verdicts,
     node_modules,
     page_url,
+    screenshot,
     words,
 )
 
@@ -388,6 +393,30 @@ def test_the_catalogue_has_every_message_the_page_shows() -> None:
     used = set(re.findall(r'\bt\(\s*"([^"]+)"', script))
     used |= set(re.findall(r'data-i18n="([^"]+)"', template))
     used |= set(re.findall(r'^\s+(?:[\w"-]+): "([^"]+)",$', script, re.MULTILINE))
+    used |= {f"relationship: {name}" for name in RELATIONSHIPS}
+    used |= {"signature", "inclusion proof", "checkpoint", "entry", ", "}
     for language in ("fr", "ar"):
         assert used - set(messages[language]) == set(), language
-    assert "verify" not in json.dumps(messages["en"])
+    relationships = {message for message in used if message.startswith("relationship: ")}
+    assert relationships and relationships <= set(messages["en"])
+
+
+# -- screenshots (docs/verify-page-*.png) -----------------------------------------------------
+
+
+def test_screenshots_of_each_verdict(world: World, tmp_path: Path) -> None:
+    """A screenshot of the page for a real, a tampered and an expired certificate (written to
+    docs/ when POLICY_LEDGER_VERIFY_PAGE_SCREENSHOTS=docs: that is how the shipped ones were
+    made)."""
+    out = tmp_path
+    if os.environ.get("POLICY_LEDGER_VERIFY_PAGE_SCREENSHOTS") == "docs":
+        out = ROOT / "docs"
+    shots = {
+        "valid": (world.current.certificate, "en"),
+        "tampered": (tampered(world.current.certificate), "ar"),
+        "expired": (world.expired.certificate, "fr"),
+    }
+    for name, (document, lang) in shots.items():
+        path = out / f"verify-page-{name}.png"
+        screenshot(page_url(world.page, document, lang), path)
+        assert path.stat().st_size > 10_000

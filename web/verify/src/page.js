@@ -163,8 +163,12 @@ async function scanImage(source) {
   return codes.length ? codes[0].rawValue : null;
 }
 
-function setUpScanning() {
-  if (!("BarcodeDetector" in window)) return; // paste or open a file instead
+async function setUpScanning() {
+  // Only where the browser decodes QR codes itself (BarcodeDetector: Chromium on Android,
+  // macOS, ChromeOS); elsewhere the text is pasted or a file opened.
+  if (!("BarcodeDetector" in window)) return;
+  const formats = await window.BarcodeDetector.getSupportedFormats().catch(() => []);
+  if (!formats.includes("qr_code")) return;
   $("scan").hidden = false;
   $("image").addEventListener("change", async () => {
     const file = $("image").files[0];
@@ -213,8 +217,8 @@ function start() {
       show(text);
     }
   });
-  setUpScanning();
   fromFragment();
+  setUpScanning();
   window.addEventListener("hashchange", fromFragment);
 }
 
