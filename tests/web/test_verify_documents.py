@@ -157,3 +157,23 @@ def test_a_card_is_shown_with_its_number_in_groups_of_four(tmp_path: Path) -> No
     assert shown.fields["Card number"] == "4000 0012 3456 7899"
     assert shown.fields["Insurer"] == "nhif-sudan"
     assert shown.fields["Valid until"] == until
+
+
+def test_the_page_command_writes_the_page_with_the_key(tmp_path: Path) -> None:
+    from ledger.cli import main
+
+    out = tmp_path / "verify.html"
+    assert main(["certificate", "page", "--log-verifier", KEY, "--out", str(out)]) == 0
+    assert f'content="{KEY}"'.encode() in out.read_bytes()
+    shown = ShownPage(dump_dom(page_url(out.as_uri(), card(), "ar")))
+    assert shown.status in {"valid", "expired"}  # the card's date is fixed; the browser's is not
+    assert (shown.lang, shown.dir) == ("ar", "rtl")
+
+
+def test_the_page_command_refuses_a_bad_key_and_writes_nothing(tmp_path: Path) -> None:
+    from ledger.cli import main
+
+    out = tmp_path / "verify.html"
+    bad = KEY[:-4] + "AAAA"
+    assert main(["certificate", "page", "--log-verifier", bad, "--out", str(out)]) == 2
+    assert not out.exists()
