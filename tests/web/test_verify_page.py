@@ -11,6 +11,8 @@ import http.client
 import os
 import re
 import socket
+import subprocess
+import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,13 +35,14 @@ from clients.verify import TrustedLog
 from ledger import limits
 from ledger.errors import FailedPrecondition
 from ledger.note import sign_note
-from ledger.signing import Ed25519Signer, format_verifier_key
+from ledger.signing import Ed25519Signer, format_signer_key, format_verifier_key
 from ledger.storage.db import sqlite_url
 from ledger.v1 import events_pb2
 from ledger.verify_page import KEY_PLACEHOLDER, page_html, page_with_key
 from ledger.verify_page.http import PAGE_PATH, VerifyPageEndpoint
 from tests.builders import issued, tokens
 from tests.conftest import ServerHandle, onboard, start_server_thread
+from tests.durability.processes import start_server_process
 from tests.web.browser import (
     ROOT,
     ShownPage,
@@ -420,3 +423,45 @@ def test_screenshots_of_each_verdict(world: World, tmp_path: Path) -> None:
         path = out / f"verify-page-{name}.png"
         screenshot(page_url(world.page, document, lang), path)
         assert path.stat().st_size > 10_000
+
+
+# -- `serve --verify-page-port` ----------------------------------------------------------------
+
+
+def test_serve_verify_page_port_and_a_port_in_use(
+    tmp_path: Path, log_signer: Ed25519Signer
+) -> None:
+    """The flag, as an operator runs it: the page is served with the log key; a second server
+    asking for the same port refuses to start, says why, and opens no database."""
+    key_file = tmp_path / "log.key"
+    key_file.write_text(format_signer_key(log_signer) + "\n", encoding="utf-8")
+    server = start_server_process(
+        sqlite_url(tmp_path / "ledger.db"),
+        key_file,
+        tmp_path,
+        extra_arguments=["--verify-page-port", "0"],
+    )
+    try:
+        assert server.process.stdout is not None
+        line = server.process.stdout.readline()
+        assert line.startswith("verification page on port "), line
+        port = int(line.split()[-1])
+        connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+        connection.request("GET", PAGE_PATH)
+        response = connection.getresponse()
+        assert response.status == 200
+        assert format_verifier_key(log_signer).encode() in response.read()
+        other = subprocess.run(
+            [sys.executable, "-m", "ledger.cli", "serve", "--database",
+             sqlite_url(tmp_path / "other.db"), "--listen", "127.0.0.1:0",
+             "--log-key-file", str(key_file), "--insecure-plaintext",
+             "--operator-verifier", format_verifier_key(Ed25519Signer.generate("operator")),
+             "--verify-page-port", str(port)],
+            capture_output=True, text=True, timeout=120, check=False,
+        )  # fmt: skip
+        assert other.returncode == 2, other.stderr
+        assert f"cannot serve the verification page on port {port}" in other.stderr
+        assert "Traceback" not in other.stderr
+        assert not (tmp_path / "other.db").exists()
+    finally:
+        server.stop()
