@@ -396,6 +396,8 @@ def test_the_catalogue_has_every_message_the_page_shows() -> None:
     used = set(re.findall(r'\bt\(\s*"([^"]+)"', script))
     used |= set(re.findall(r'data-i18n="([^"]+)"', template))
     used |= set(re.findall(r'^\s+(?:[\w"-]+): "([^"]+)",$', script, re.MULTILINE))
+    used |= set(re.findall(r'\brow\(table, "([^"]+)"', script))
+    assert {"Person", "Insurer", "Valid until", "Issued at tree size"} <= used
     used |= {f"relationship: {name}" for name in RELATIONSHIPS}
     used |= {"signature", "inclusion proof", "checkpoint", "entry", ", "}
     for language in ("fr", "ar"):
@@ -465,3 +467,9 @@ def test_serve_verify_page_port_and_a_port_in_use(
         assert not (tmp_path / "other.db").exists()
     finally:
         server.stop()
+
+
+def test_a_link_whose_document_is_not_base64_is_refused(world: World) -> None:
+    shown = ShownPage(dump_dom(f"{world.page}#lang=en&doc=%%%not-base64%%%"))
+    assert shown.status == "invalid"
+    assert shown.note == "This is not a well-formed document of this log."

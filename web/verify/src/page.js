@@ -148,10 +148,13 @@ function fromFragment() {
   if (doc) {
     // base64url of the document's bytes (a note or a bundle), as scanned
     const b64 = doc.replace(/-/g, "+").replace(/_/g, "/");
-    const bytes = Uint8Array.from(atob(b64 + "=".repeat((4 - (b64.length % 4)) % 4)), (c) =>
-      c.charCodeAt(0),
-    );
-    const text = new TextDecoder().decode(bytes);
+    let text;
+    try {
+      const padded = b64 + "=".repeat((4 - (b64.length % 4)) % 4);
+      text = new TextDecoder().decode(Uint8Array.from(atob(padded), (c) => c.charCodeAt(0)));
+    } catch {
+      text = doc; // not base64url: shown, and refused, as it is
+    }
     $("document").value = text;
     show(text);
   }
