@@ -145,3 +145,33 @@ def js_verdicts(cases: list[dict[str, str]]) -> list[dict[str, object]]:
 def words(text: str) -> str:
     """``text`` with runs of white space made one space."""
     return re.sub(r"\s+", " ", text).strip()
+
+
+def drive(url: str, *, paste: str | None = None, file: Path | None = None) -> list[dict[str, str]]:
+    """What the page shows after a person pastes ``paste`` and clicks Verify (or opens
+    ``file``), then after each language button: fr, ar, en (web/verify/drive.mjs,
+    playwright-core in Debian's chromium)."""
+    program = chromium()
+    node_modules()
+    if not (WEB / "node_modules" / "playwright-core").is_dir():
+        pytest.skip("web/node_modules has no playwright-core: run `make web`")
+    request = {
+        "url": url,
+        "chromium": program,
+        "paste": paste,
+        "file": None if file is None else str(file),
+        "languages": ["fr", "ar", "en"],
+    }
+    result = subprocess.run(
+        ["node", str(WEB / "verify" / "drive.mjs")],
+        input=json.dumps(request),
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=WEB,
+        env={**os.environ, "TZ": "UTC"},
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    steps: list[dict[str, str]] = json.loads(result.stdout)["steps"]
+    return steps

@@ -8,6 +8,7 @@ from __future__ import annotations
 import base64
 import datetime as dt
 import http.client
+import json
 import os
 import re
 import socket
@@ -46,6 +47,7 @@ from tests.durability.processes import start_server_process
 from tests.web.browser import (
     ROOT,
     ShownPage,
+    drive,
     dump_dom,
     js_verdicts,
     node_modules,
@@ -473,3 +475,33 @@ def test_a_link_whose_document_is_not_base64_is_refused(world: World) -> None:
     shown = ShownPage(dump_dom(f"{world.page}#lang=en&doc=%%%not-base64%%%"))
     assert shown.status == "invalid"
     assert shown.note == "This is not a well-formed document of this log."
+
+
+# -- as a person uses it: paste, click, switch language (playwright-core) ---------------------
+
+
+def test_a_person_pastes_a_certificate_and_switches_language(world: World) -> None:
+    steps = drive(world.page, paste=world.current.certificate.decode("utf-8"))
+    assert [(s["lang"], s["dir"], s["status"]) for s in steps] == [
+        ("en", "ltr", "valid"),
+        ("fr", "ltr", "valid"),
+        ("ar", "rtl", "valid"),
+        ("en", "ltr", "valid"),
+    ]
+    assert [s["verdict"] for s in steps] == [
+        "Valid as issued: check its status online",
+        "Valable tel qu'émis : vérifiez son statut en ligne",
+        "صالحة كما صدرت: تحقّق من حالتها عبر الإنترنت",
+        "Valid as issued: check its status online",
+    ]
+
+
+def test_a_person_opens_a_tampered_bundle_file(world: World, tmp_path: Path) -> None:
+    bundle = json.loads(world.current.to_json())
+    bundle["certificate"] = tampered(bundle["certificate"].encode()).decode()
+    path = tmp_path / "card.json"
+    path.write_text(json.dumps(bundle), encoding="utf-8")
+    steps = drive(world.page, file=path)
+    assert {s["status"] for s in steps} == {"invalid"}
+    assert steps[0]["note"] == "The signature does not match the document: it was altered."
+    assert steps[2]["note"] == "التوقيع لا يطابق الوثيقة: لقد تم تعديلها."
