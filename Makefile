@@ -12,6 +12,7 @@ PROTOS := $(wildcard protos/ledger/v1/*.proto) $(wildcard protos/payments/v1/*.p
 
 .PHONY: run test lint proto proto-check bench bench-fairness bench-small faults fuzz install clean serve
 .PHONY: crash fiu-utils i18n i18n-extract
+.PHONY: web verify-page chromium
 
 run: $(STAMP) $(MO_FILES) ## Start a server on SQLite, submit and audit signed events, print the story.
 	$(BIN)/policy-ledger demo
@@ -20,7 +21,7 @@ run: $(STAMP) $(MO_FILES) ## Start a server on SQLite, submit and audit signed e
 # 0 runs it in this one process). Tests that must share a process carry @pytest.mark.xdist_group.
 PYTEST_WORKERS ?= auto
 
-test: $(STAMP) $(MO_FILES) fiu-utils ## Run the whole test suite (SQLite always, PostgreSQL where reachable).
+test: $(STAMP) $(MO_FILES) fiu-utils web chromium ## Run the whole test suite (SQLite always, PostgreSQL where reachable).
 	$(BIN)/pytest -n $(PYTEST_WORKERS) --dist loadgroup
 
 crash: $(STAMP) ## SIGKILL the server and a test-owned PostgreSQL under load, CYCLES times each.
@@ -101,5 +102,23 @@ $(BUF): protos/package.json protos/package-lock.json
 	cd protos && npm install --no-save --no-audit --no-fund --loglevel=error
 	touch $(BUF)
 
+# The verification page (docs/verify-page.md): its JS libraries and bundler, pinned by
+# web/package-lock.json; the built page ledger/verify_page/verify.html is committed.
+WEB_STAMP := web/node_modules/.installed
+
+web: $(WEB_STAMP) ## Install the verification page's pinned JS libraries (web/node_modules).
+
+$(WEB_STAMP): web/package.json web/package-lock.json
+	# --no-save, as for protos/: the lock file lists esbuild's per-platform packages, npm fetches ours.
+	cd web && npm install --no-save --no-audit --no-fund --loglevel=error
+	touch $(WEB_STAMP)
+
+verify-page: $(STAMP) $(WEB_STAMP) ## Rebuild ledger/verify_page/verify.html from web/verify (commit it).
+	$(BIN)/python -m ledger.verify_page.build
+
+chromium: ## Debian's chromium, for the verification page's browser tests.
+	@command -v chromium >/dev/null || (apt-get update -qq && apt-get install -y -qq chromium chromium-driver) \
+	  || echo "chromium could not be installed: the verification page's browser tests are skipped"
+
 clean:
-	rm -rf $(VENV) protos/node_modules var .mypy_cache .ruff_cache .pytest_cache
+	rm -rf $(VENV) protos/node_modules web/node_modules var .mypy_cache .ruff_cache .pytest_cache

@@ -16,7 +16,7 @@ from pathlib import Path
 from clients.certificate import CertificateClient, render_qr_png
 from clients.channel import add_connection_arguments, connection_from_arguments
 from clients.cli_witness_policy import add_witness_arguments, check_witnesses, witness_policy
-from clients.offline.certificate import CertificateError, load_bundle, verify_certificate
+from clients.offline.certificate import CertificateError, LogKey, load_bundle, verify_certificate
 from clients.offline.note import NoteError
 from clients.offline.witness_policy import Cosigned
 from ledger.cli_flags import PERSON_FORM, add_log_verifier, person_argument
@@ -88,6 +88,23 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     verify.add_argument("--on", help="also require the stated period to cover this YYYY-MM-DD")
     add_witness_arguments(verify)
     verify.set_defaults(handler=_verify)
+
+    page = sub.add_parser(
+        "page",
+        help="write the verification page, with the log key in it, as one HTML file",
+        description=(
+            "Writes the certificate verification page (docs/verify-page.md) with the log's\n"
+            "verifier key in it: one HTML file that checks a QR code's text or a certificate\n"
+            "file in the browser, offline. The server serves the same page with\n"
+            "`serve --verify-page-port`.\n\n"
+            "Example:\n  policy-ledger certificate page --log-verifier @var/log.key.pub "
+            "--out verify.html"
+        ),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    add_log_verifier(page, required=True)
+    page.add_argument("--out", required=True, help="the HTML file to write")
+    page.set_defaults(handler=_page)
 
 
 def _check_witnesses(args: argparse.Namespace, checkpoint: bytes | None) -> tuple[Cosigned, ...]:
@@ -172,4 +189,18 @@ def _verify(args: argparse.Namespace) -> int:
     checked += [f"cosigned by {witness.witness}" for witness in cosigned]
     sys.stdout.write(statement.text)
     print(f"verified: {', '.join(checked)}")
+    return 0
+
+
+def _page(args: argparse.Namespace) -> int:
+    from ledger.verify_page import page_html, page_with_key
+
+    key = _key(args.log_verifier)
+    try:
+        LogKey.parse(key)
+    except CertificateError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    Path(args.out).write_bytes(page_with_key(page_html(), key))
+    print(f"wrote {args.out}: open it in a browser (it needs no network)")
     return 0

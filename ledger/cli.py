@@ -80,6 +80,8 @@ def _serve(args: argparse.Namespace) -> int:
         print(f"policy-ledger serving on port {running.port}, origin {running.origin}", flush=True)
         if running.metrics is not None and running.metrics.endpoint is not None:
             print(f"metrics on port {running.metrics.endpoint.port}", flush=True)
+        if running.verify_page is not None:
+            print(f"verification page on port {running.verify_page.port}", flush=True)
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGINT, signal.SIGTERM):
@@ -124,6 +126,7 @@ def _server_config(args: argparse.Namespace) -> ServerConfig:
         ),
         metrics_port=config.metrics_port if args.metrics_port is None else args.metrics_port,
         log_format=args.log_format or config.log_format,
+        verify_page_port=args.verify_page_port,
     )
 
 
@@ -452,6 +455,14 @@ def _parser() -> argparse.ArgumentParser:
         choices=LOG_FORMATS,
         help="text (default), or json: one JSON object per line, and one line per call with "
         "its request id and caller",
+    )
+    serve.add_argument(
+        "--verify-page-port",
+        type=_port_number,
+        metavar="PORT",
+        help="serve the certificate verification page at http://HOST:PORT/verify/, HOST being "
+        "--listen's (0 picks a port; default: none; read-only, one static file; "
+        "docs/verify-page.md)",
     )
     add_enrol_serve_options(serve)
     serve.set_defaults(handler=_serve)

@@ -80,6 +80,9 @@ class ServerConfig:
     no endpoint (``serve --metrics-port``)."""
     log_format: str = "text"
     """``text`` or ``json``; json also logs one line per call (``serve --log-format``)."""
+    verify_page_port: int | None = None
+    """Port of the verification page's read-only HTTP listener, on the host of ``listen`` (0
+    picks one); None: no page (``serve --verify-page-port``, docs/verify-page.md)."""
 
     @classmethod
     def from_environment(cls, environment: dict[str, str] | None = None) -> ServerConfig:

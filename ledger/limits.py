@@ -276,3 +276,11 @@ watch_replay_entries_max: Final = 100_000
 watch_permit_notice_days: Final = 90
 """ENDS_BEFORE_PERMIT: coverage ending at most this many days before the permit's end is reported
 (illustrative figure, issue 10 item 9's "within N days")."""
+# The verification page's read-only HTTP listener (serve --verify-page-port; docs/verify-page.md).
+verify_page_connections_max: Final = 16
+"""Connections the page's listener serves at once; more are closed unanswered (it serves one
+static file: a browser needs one or two)."""
+verify_page_request_seconds_max: Final = 10.0
+"""How long the listener waits on a connection's request line and headers before closing it."""
+verify_page_path_chars_max: Final = 256
+"""The longest request target the listener reads (its paths are a few characters); longer: 414."""

@@ -63,7 +63,7 @@ from ledger.rpc.ports import refuse_address_in_use
 from ledger.rpc.request_layer import RequestValidationInterceptor
 from ledger.sequencer import Sequencer
 from ledger.service import KeyCache, Ledger
-from ledger.signing import parse_verifier_key
+from ledger.signing import format_verifier_key, parse_verifier_key
 from ledger.storage.access_log import AccessLog
 from ledger.storage.append import Appender
 from ledger.storage.cosignature_store import CosignatureStore
@@ -85,6 +85,7 @@ from ledger.v1 import (
     ledger_service_pb2,
     ledger_service_pb2_grpc,
 )
+from ledger.verify_page.http import PAGE_PATH, VerifyPageEndpoint
 from ledger.witnessing import WitnessSubmitter
 
 __all__ = ["RunningServer", "start_server"]
@@ -203,6 +204,8 @@ class RunningServer:
     until the server stops; None on PostgreSQL."""
     watches: WatchHub | None = None
     """The change feed's watches (CoverageService.WatchCoverage), ended first at stop."""
+    verify_page: VerifyPageEndpoint | None = None
+    """The verification page's listener (``serve --verify-page-port``), or None."""
 
     async def stop(self) -> None:
         """Stop taking calls, finish the ones under way, commit what is queued, close."""
@@ -220,6 +223,8 @@ class RunningServer:
             await self.witnessing.stop()
         if self.metrics is not None:
             await asyncio.to_thread(self.metrics.stop)
+        if self.verify_page is not None:
+            await asyncio.to_thread(self.verify_page.stop)
         self.engine.dispose()
         if self.database_lock is not None:
             self.database_lock.close()
@@ -258,7 +263,11 @@ async def start_server(config: ServerConfig, clock: Clock | None = None) -> Runn
         metrics = _start_metrics(config)
         if metrics is not None:
             on_failure.callback(metrics.stop)
+        verify_page = _start_verify_page(config)
+        if verify_page is not None:
+            on_failure.callback(verify_page.stop)
         running = await _start(config, clock or SystemClock(), metrics, database_lock)
+        running.verify_page = verify_page
         on_failure.pop_all()  # started: stopping is RunningServer.stop's
         return running
 
@@ -409,6 +418,18 @@ def _start_metrics(config: ServerConfig) -> LedgerMetrics | None:
     port = metrics.serve(host, config.metrics_port)
     log.info("metrics on http://%s:%d/metrics", host, port)
     return metrics
+
+
+def _start_verify_page(config: ServerConfig) -> VerifyPageEndpoint | None:
+    """The verification page, with the log's verifier key in it, on ``--verify-page-port`` at
+    the host of ``--listen`` (docs/verify-page.md)."""
+    if config.verify_page_port is None:
+        return None
+    log_key = format_verifier_key(load_signer(config.log_key_path))
+    host = host_of(config.listen)
+    page = VerifyPageEndpoint(host, config.verify_page_port, log_key)
+    log.info("verification page on http://%s:%d%s", host, page.port, PAGE_PATH)
+    return page
 
 
 def _observing(metrics: LedgerMetrics | None, config: ServerConfig) -> list[Any]:

@@ -50,6 +50,7 @@ def test_help_lists_every_command_with_examples() -> None:
         ["proof", "verify"],
         ["certificate", "get"],
         ["certificate", "verify"],
+        ["certificate", "page"],
         ["insurer", "submit"],
         ["coverage", "check"],
         ["renew"],

@@ -240,6 +240,7 @@ def test_every_help_example_runs_as_printed(
         runner.run("policy-ledger coverage watch")  # task C: --once, caught up
         runner.run("policy-ledger certificate get")
         runner.run("policy-ledger certificate verify")
+        runner.run("policy-ledger certificate page")
         runner.run("policy-ledger proof export")
         runner.run("policy-ledger proof verify")
         runner.run("policy-ledger audit verify --server")
