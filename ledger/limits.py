@@ -209,3 +209,14 @@ earlier than the ledger date and the days since birth count as uninsured (illust
 premium_grace_days: Final = 30
 """Days after an instalment's due date before an unpaid instalment stops the policy counting as
 coverage, from the due date until paid (illustrative figure: the CCHI text says "on time")."""
+
+# Read standby (serve --read-database; ledger/storage/read_routing.py; docs/operations.md).
+standby_lag_entries_max: Final = 1000
+"""A read standby more than this many entries behind the newest tree size the server knows is
+bypassed (the primary answers). About a second of full-speed submission: a standby within it
+answers reads whose freshness nobody asked for; a caller that needs more names its receipt's
+size (``x-min-tree-size``) and never gets an answer from before it (``serve --read-lag-max``
+overrides the bound)."""
+min_tree_size_metadata: Final = "x-min-tree-size"
+"""The call metadata in which a reader names the smallest tree size an answer may be computed
+at (a receipt's checkpoint size): a decimal number up to 2**63 - 1."""
