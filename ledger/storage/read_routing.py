@@ -100,13 +100,13 @@ def open_standby(url: str, primary_url: str) -> Engine:
 
 
 def check_same_log(primary: Engine, standby: Engine) -> None:
-    """FAILED_PRECONDITION when the standby holds another log (its newest checkpoint is not the
-    primary's checkpoint of that size). An unreachable or empty standby passes (it is bypassed
-    until it answers)."""
+    """FAILED_PRECONDITION when the standby holds another log (its newest signed checkpoint is
+    not byte for byte the primary's of that size). An unreachable or empty standby passes (it
+    is bypassed until it answers)."""
     try:
         with standby.connect() as connection:
             row = connection.execute(
-                select(checkpoints.c.tree_size, checkpoints.c.root_hash)
+                select(checkpoints.c.tree_size, checkpoints.c.note_bytes)
                 .order_by(checkpoints.c.tree_size.desc())
                 .limit(1)
             ).first()
@@ -116,10 +116,10 @@ def check_same_log(primary: Engine, standby: Engine) -> None:
     if row is None:
         return
     with primary.connect() as connection:
-        root = connection.execute(
-            select(checkpoints.c.root_hash).where(checkpoints.c.tree_size == row.tree_size)
+        note = connection.execute(
+            select(checkpoints.c.note_bytes).where(checkpoints.c.tree_size == row.tree_size)
         ).scalar()
-    if root is None or bytes(root) != bytes(row.root_hash):
+    if note is None or bytes(note) != bytes(row.note_bytes):
         raise FailedPrecondition(
             f"--read-database holds another log: its checkpoint at tree size {row.tree_size} "
             "is not the primary's; give a streaming-replication standby of --database",
