@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import subprocess
+import sys
 from dataclasses import replace
 from pathlib import Path
 
@@ -169,3 +171,31 @@ def test_a_read_database_that_is_not_a_standby_of_the_database_is_refused(
 
     asyncio.run(start_and_stop())
     assert row_counts(fresh_postgres_url)["log_entries"] == before["log_entries"] + 1
+
+
+def test_serve_with_a_sqlite_read_database_exits_2_saying_why(
+    tmp_path: Path, log_signer: Ed25519Signer
+) -> None:
+    key_file = tmp_path / "log.key"
+    key_file.write_text(format_signer_key(log_signer) + "\n", encoding="utf-8")
+    primary = tmp_path / "ledger.db"
+    base = [sys.executable, "-m", "ledger.cli", "serve", "--database", sqlite_url(primary),
+            "--listen", "127.0.0.1:0", "--log-key-file", str(key_file), "--insecure-plaintext",
+            "--operator-verifier", format_verifier_key(log_signer)]  # fmt: skip
+    refused = subprocess.run(
+        [*base, "--read-database", sqlite_url(tmp_path / "copy.db")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert refused.returncode == 2, refused.stderr
+    assert "--read-database must be a PostgreSQL URL" in refused.stderr
+    assert "Traceback" not in refused.stderr
+    assert not primary.exists()
+    bad_bound = subprocess.run(
+        [*base, "--read-lag-max", "-1"], capture_output=True, text=True, timeout=120, check=False
+    )
+    assert bad_bound.returncode == 2
+    assert "not a number of entries" in bad_bound.stderr
+    assert not primary.exists()
