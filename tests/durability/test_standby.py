@@ -150,6 +150,14 @@ def test_reads_come_from_a_fresh_standby_and_never_from_before_a_receipt(
             )
             assert (chunk.start_index, len(chunk.entries)) == (second.leaf_index, 1)
             assert chunk.tree_size == receipt_size
+            # A leaf the standby has not replayed, asked for by hash: the standby cannot find
+            # it, so the primary answers (no NOT_FOUND for an acknowledged entry).
+            proof = stub.GetInclusionProof(pb.GetInclusionProofRequest(leaf_hash=second.leaf_hash))
+            assert (proof.leaf_index, proof.tree_size) == (second.leaf_index, receipt_size)
+            failed = _sample(
+                "policy_ledger_standby_bypassed_total", handle, reason="standby_failed"
+            )
+            assert failed == 1
         bypassed = _sample(
             "policy_ledger_standby_bypassed_total", handle, reason="behind_min_tree_size"
         )
