@@ -15,7 +15,9 @@ the receipts' tree size as ``x-min-tree-size``.
 
 from __future__ import annotations
 
+import argparse
 import datetime as dt
+import json
 import random
 from collections.abc import Iterator
 from pathlib import Path
@@ -23,6 +25,7 @@ from pathlib import Path
 import grpc
 import pytest
 
+from clients.audit_cli import _watch
 from clients.auditor import AuditorClient
 from clients.insurer import InsurerClient
 from clients.portal import PortalClient
@@ -90,6 +93,19 @@ def _household_size(handle: ServerHandle, ledger: Ledger, number: int, min_size:
         portal = PortalClient(channel, log=ledger.log, min_tree_size=min_size)
         answer = portal.check_household(household(number)[0], [], through=ON_DAY, as_of=ON_DAY)
     return answer.checkpoint.size
+
+
+def _watch_args(server: ServerHandle, state: Path) -> argparse.Namespace:
+    return argparse.Namespace(
+        server=server.address,
+        credentials=str(server.pki.directory),
+        identity=f"auditor-{server.pki.client('auditor', 'auditor') and 'auditor'}",
+        insecure_plaintext=False,
+        log_verifier=server.log_verifier_key,
+        state=str(state),
+        interval=0.01,
+        iterations=1,
+    )
 
 
 def _start(
@@ -162,6 +178,23 @@ def test_reads_come_from_a_fresh_standby_and_never_from_before_a_receipt(
             "policy_ledger_standby_bypassed_total", handle, reason="behind_min_tree_size"
         )
         assert bypassed == 6  # coverage, household, checkpoint, entry + proof, entries
+        # `audit watch` that has seen the newest checkpoint presents its size: the stale
+        # standby is no rollback to it.
+        with handle.channel("auditor", "standby-test") as channel:
+            note = (
+                pb_grpc.LedgerServiceStub(channel)
+                .GetCheckpoint(
+                    pb.GetCheckpointRequest(), metadata=(("x-min-tree-size", str(receipt_size)),)
+                )
+                .checkpoint
+            )
+        state = tmp_path / "watch.json"
+        state.write_text(json.dumps({"checkpoints": [note.decode()]}), encoding="utf-8")
+        assert _watch(_watch_args(handle, state)) == 0
+        assert (
+            _sample("policy_ledger_standby_bypassed_total", handle, reason="behind_min_tree_size")
+            == 8
+        )
         assert _sample("policy_ledger_standby_reads_total", handle) == 2
 
         # A server whose bound the lag exceeds bypasses the standby: the new entry is there.
