@@ -21,12 +21,22 @@ from ledger.merkle import CompactRange, leaf_hash, verify_inclusion
 from ledger.v1 import ledger_service_pb2 as pb
 from ledger.v1 import ledger_service_pb2_grpc as pb_grpc
 
-__all__ = ["AuditReport", "AuditorClient"]
+__all__ = ["AuditReport", "AuditorClient", "check_fresh"]
 
 _PAGE = 1000
 MIN_TREE_SIZE_METADATA = "x-min-tree-size"
 """The metadata naming the smallest tree size an answer may be computed at (the server's
 ``ledger.limits.min_tree_size_metadata``; the client does not import server code)."""
+
+
+def check_fresh(answered_size: int, min_tree_size: int) -> None:
+    """VerificationError when an answer was computed at a tree smaller than the one asked for
+    (``x-min-tree-size``): the server promised never to answer so; a client does not trust it."""
+    if answered_size < min_tree_size:
+        raise VerificationError(
+            f"the answer is at tree size {answered_size}, older than the {min_tree_size} "
+            "asked for (x-min-tree-size)"
+        )
 
 
 @dataclass
@@ -65,7 +75,9 @@ class AuditorClient:
             )
         except grpc.RpcError as error:
             raise from_rpc_error(error) from None
-        return verify_checkpoint(response.checkpoint, self._log)
+        checkpoint = verify_checkpoint(response.checkpoint, self._log)
+        check_fresh(checkpoint.size, self.min_tree_size)
+        return checkpoint
 
     def entries(self, start_index: int, end_index: int) -> Iterator[tuple[int, bytes]]:
         """(leaf index, entry bytes) for ``[start_index, end_index)``, page by page."""
@@ -80,6 +92,8 @@ class AuditorClient:
                         raise VerificationError(
                             f"entries out of order: expected {index}, got {chunk.start_index}"
                         )
+                    if chunk.tree_size:  # servers before the field sent none
+                        check_fresh(chunk.tree_size, self.min_tree_size)
                     for data in chunk.entries:
                         yield index, data
                         index += 1

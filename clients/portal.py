@@ -20,7 +20,7 @@ from typing import Generic, TypeVar
 
 import grpc
 
-from clients.auditor import MIN_TREE_SIZE_METADATA
+from clients.auditor import MIN_TREE_SIZE_METADATA, check_fresh
 from clients.errors import from_rpc_error
 from clients.verify import TrustedLog, verify_checkpoint
 from ledger.checkpoint import Checkpoint
@@ -83,6 +83,7 @@ class PortalClient:
             raise ValueError(
                 f"the answer names tree size {basis.tree_size}, its checkpoint {checkpoint.size}"
             )
+        check_fresh(checkpoint.size, self.min_tree_size)
         return VerifiedAnswer(response, checkpoint)
 
     def get_coverage(

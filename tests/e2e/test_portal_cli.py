@@ -117,6 +117,18 @@ def test_insurer_submit_then_coverage_check(
         str(size),
     )
     assert code == 0 and f"answer at tree size {size}," in output, output
+    # A size no receipt can name (beyond the log): the client refuses the older answer.
+    code, output = _run(
+        *base,
+        "--sponsor",
+        f"SA:RESIDENCE_ID:{sponsor}",
+        "--through",
+        through,
+        "--min-tree-size",
+        str(size + 1000),
+    )
+    assert code == 2 and f"older than the {size + 1000} asked for" in output, output
+    assert "Traceback" not in output
     code, output = _run(
         *base,
         "--sponsor",
