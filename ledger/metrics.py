@@ -46,6 +46,7 @@ from pythonjsonlogger.json import JsonFormatter
 from ledger.config import LOG_FORMATS
 from ledger.errors import FailedPrecondition, InvalidArgument
 from ledger.sequencer import BatchReport, Sequencer
+from ledger.storage.read_routing import BYPASS_REASONS
 from ledger.witnessing import WitnessSubmitter
 
 __all__ = [
@@ -143,6 +144,8 @@ class LedgerMetrics:
             ("reason",),
             registry=self.registry,
         )
+        for reason in BYPASS_REASONS:  # every reason shows, at 0 until it happens
+            self.standby_bypassed_total.labels(reason)
 
         self.endpoint: MetricsEndpoint | None = None
         """The HTTP endpoint serving the registry, once :meth:`serve` started it."""

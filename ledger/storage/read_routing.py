@@ -16,7 +16,7 @@ How fresh is fresh enough, per read (docs/operations.md, "Read standby"):
    (``limits.standby_lag_entries_max``, or ``serve --read-lag-max``) bypasses the standby.
 4. A standby that fails (unreachable, a query cancelled by recovery conflict, or an answer it
    cannot give because it lags, such as an unknown leaf hash) is bypassed for that read: the
-   primary answers it.
+   primary answers it. An INVALID_ARGUMENT refusal is the request's own and is returned as is.
 
 A bypass routes to the primary at once (no waiting on the standby). Each answer carries the
 tree size it was computed at, so a caller can always tell. The router is pure storage: it knows
@@ -152,6 +152,8 @@ class ReadRouter:
         if reason is None:
             try:
                 answer = work(True)
+            except InvalidArgument:
+                raise  # the request's own fault: the primary would refuse it the same way
             except Exception as error:  # the primary answers instead (and refuses if it must)
                 log.debug("standby read failed, the primary answers: %s", error)
                 reason = "standby_failed"
