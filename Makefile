@@ -65,7 +65,7 @@ bench-fairness: $(STAMP) ## Only the fairness figures: the probe's p99 idle and 
 	$(BIN)/python -m bench --only fairness --load-scale $${SCALE:-1}
 
 bench-small: $(STAMP) ## The same benchmark on a small tree, for a quick look.
-	$(BIN)/python -m bench --entries 20000 --events 2000 --policies 20000 --renewals 100 --audit-entries 20000
+	$(BIN)/python -m bench --entries 20000 --events 2000 --policies 20000 --renewals 100 --audit-entries 20000 --standby-policies 2000
 
 serve: $(STAMP) $(MO_FILES) ## Run the server on the embedded defaults: SQLite var/ledger.db, mTLS with var/pki.
 	@test -f var/pki/ca.pem || $(BIN)/policy-ledger pki init --out var/pki
@@ -122,3 +122,7 @@ chromium: ## Debian's chromium, for the verification page's browser tests.
 
 clean:
 	rm -rf $(VENV) protos/node_modules web/node_modules var .mypy_cache .ruff_cache .pytest_cache
+
+.PHONY: bench-standby
+bench-standby: $(STAMP) $(MO_FILES) ## Only the read-standby figures: household checks from a PostgreSQL primary and its hot standby.
+	$(BIN)/python -m bench --only standby --standby-policies $${POLICIES:-100000}

@@ -651,9 +651,15 @@ def bench_households(folder: Path, policies_count: int, samples: int = 4000) -> 
 
 
 def _serve(
-    folder: Path, database: Path, signer: Ed25519Signer
+    folder: Path,
+    database: Path,
+    signer: Ed25519Signer,
+    *,
+    database_url: str = "",
+    extra_arguments: tuple[str, ...] = (),
 ) -> tuple[str, subprocess.Popen[bytes]]:
-    """``policy-ledger serve`` on an existing database; returns its address and process."""
+    """``policy-ledger serve`` on an existing database (the SQLite file, or ``database_url``);
+    returns its address and process."""
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "log.key").write_text(format_signer_key(signer) + "\n")
     port_file = folder / "port"
@@ -663,7 +669,7 @@ def _serve(
         "ledger.cli",
         "serve",
         "--database",
-        sqlite_url(database),
+        database_url or sqlite_url(database),
         "--listen",
         "127.0.0.1:0",
         "--log-key-file",
@@ -671,6 +677,7 @@ def _serve(
         *tls_flags(),
         "--port-file",
         str(port_file),
+        *extra_arguments,
     ]
     process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 60
@@ -679,6 +686,117 @@ def _serve(
             raise RuntimeError("server did not start")
         time.sleep(0.05)
     return f"127.0.0.1:{int(port_file.read_text())}", process
+
+
+def bench_standby(folder: Path, policies_count: int, samples: int = 4000) -> None:
+    """Household checks at 16 callers on PostgreSQL: answered by the primary, then by a
+    streaming-replication hot standby (``serve --read-database``), next to the same run's
+    empty-unary ceiling at 16 callers (mTLS)."""
+    from bench.bulk import bulk_load_policies, copy_into, household_members
+    from clients.portal import PortalClient
+    from ledger.v1 import types_pb2
+    from tests.durability.standby import standby_pair, standby_unavailable
+
+    reason = standby_unavailable()
+    if reason is not None:
+        line("household check from a read standby", "skipped", reason)
+        return
+    callers = 16
+    ceiling = _echo_rate_at(callers)
+    line(f"ceiling: empty unary gRPC calls, mTLS, {callers} callers", rate(*ceiling))
+    ceiling_rate = ceiling[0] / ceiling[1]
+    signer = Ed25519Signer.generate("bench/log")
+    staging = folder / "standby-staging.db"
+    bulk_load(staging, signer, 1)
+    bulk_load_policies(staging, policies_count)
+    with standby_pair() as pair:
+        primary_url, standby_url = pair.database()
+        started = time.perf_counter()
+        copied = copy_into(staging, primary_url)
+        pair.caught_up()
+        line(
+            f"loaded {policies_count:,} policies into a PostgreSQL primary",
+            f"{time.perf_counter() - started:.1f} s",
+            f"({copied:,} rows, replayed by its hot standby)",
+        )
+        log = TrustedLog.from_verifier_key(format_verifier_key(signer))
+        generator = random.Random(7)
+
+        def person(key: str) -> types_pb2.PersonId:
+            country, _, value = key.split(":", 2)
+            return types_pb2.PersonId(
+                type=types_pb2.PERSON_ID_TYPE_RESIDENCE_ID, value=value, country_code=country
+            )
+
+        for where, extra in (
+            ("the primary", ()),
+            ("the standby", ("--read-database", standby_url, "--metrics-port", "0")),
+        ):
+            address, process = _serve(
+                folder / f"standby-bench-{len(extra)}",
+                staging,
+                signer,
+                database_url=primary_url,
+                extra_arguments=extra,
+            )
+            try:
+                with channel_as(address, "portal-SA") as channel:
+                    portal = PortalClient(channel, log=log)
+
+                    def call(portal: PortalClient = portal) -> float:
+                        members = [
+                            person(key)
+                            for key in household_members(generator.randrange(policies_count))
+                        ]
+                        began = time.perf_counter()
+                        answer = portal.check_household(
+                            members[0],
+                            [(member, 0) for member in members],  # type: ignore[misc]
+                            as_of=dt.date(2026, 3, 1),
+                            through=dt.date(2026, 12, 31),
+                            jurisdiction="SA",
+                        )
+                        assert answer.response.renewable
+                        return time.perf_counter() - began
+
+                    began = time.perf_counter()
+                    with ThreadPoolExecutor(max_workers=callers) as pool:
+                        latencies = list(pool.map(lambda _: call(), range(samples // 2)))
+                    elapsed = time.perf_counter() - began
+                p50, p99 = percentiles(latencies)
+                share = len(latencies) / elapsed / ceiling_rate
+                line(
+                    f"household check from {where}, {callers} callers",
+                    rate(len(latencies), elapsed),
+                    f"p50 {p50:.2f} ms, p99 {p99:.2f} ms; {share:.0%} of the ceiling "
+                    f"(PostgreSQL, {policies_count:,} policies)",
+                )
+            finally:
+                process.terminate()
+                process.wait(timeout=30)
+
+
+def _echo_rate_at(callers: int, seconds: float = 2.0) -> tuple[int, float]:
+    """(calls, seconds) of empty unary calls over mTLS with ``callers`` concurrent callers."""
+    server_process, address = start_echo_server(pki())
+    try:
+        with _open_echo_channel(address, tls=True) as channel:
+            unary = channel.unary_unary("/bench.Echo/Unary")
+            started = time.perf_counter()
+
+            def caller(_: int) -> int:
+                count = 0
+                while time.perf_counter() - started < seconds:
+                    unary(b"x" * 300)
+                    count += 1
+                return count
+
+            with ThreadPoolExecutor(max_workers=callers) as pool:
+                total = sum(pool.map(caller, range(callers)))
+            return total, time.perf_counter() - started
+    finally:
+        server_process.terminate()
+        server_process.wait(timeout=10)
 
 
 PROBE_INSURER = "bench-probe"
@@ -767,6 +885,12 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--renewals", type=int, default=400, help="renewals at 16 callers")
     parser.add_argument(
+        "--standby-policies",
+        type=int,
+        default=100_000,
+        help="policies for the household check from a PostgreSQL primary and its read standby",
+    )
+    parser.add_argument(
         "--audit-entries", type=int, default=1_000_000, help="signed entries for the audit"
     )
     parser.add_argument(
@@ -774,8 +898,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument(
         "--only",
-        choices=("fairness",),
-        help="run one benchmark only (fairness: issue 15's four loads against a probe)",
+        choices=("fairness", "standby"),
+        help="run one benchmark only (fairness: issue 15's four loads against a probe; "
+        "standby: household checks from a PostgreSQL primary and from its read standby)",
     )
     args = parser.parse_args(argv)
     print(f"policy-ledger bench on {os.cpu_count()} cores, Python {sys.version.split()[0]}")
@@ -788,6 +913,10 @@ def main(argv: list[str] | None = None) -> int:
             print("fairness (issue 15: one caller's load against another's calls)")
             bench_fairness(folder, args.load_scale)
             return 0
+        if args.only == "standby":
+            print("read standby (issue 13: household checks from a hot standby)")
+            bench_standby(folder, args.standby_policies)
+            return 0
         print("ceilings")
         line("ceiling: Ed25519 verify (1 core)", f"{ed25519_verify_rate():,.0f}/s")
         line("ceiling: SQLite durable commits (1 row each)", f"{sqlite_commit_rate(folder):,.0f}/s")
@@ -798,6 +927,8 @@ def main(argv: list[str] | None = None) -> int:
         print("coverage")
         bench_households(folder, args.policies)
         bench_employer(folder / "households.db", line, percentiles)  # Task A (issue 10)
+        print("read standby (issue 13: household checks from a hot standby)")
+        bench_standby(folder, args.standby_policies)
         print("renewals")
         bench_renewals(folder, args.renewals)
         print("audit")

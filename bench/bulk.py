@@ -265,3 +265,33 @@ def bulk_load_signed(database: Path, log_signer: Ed25519Signer, entries: int) ->
     )
     connection.close()
     return insurer
+
+
+def copy_into(database: Path, url: str) -> int:
+    """Copy every non-empty table of the SQLite ``database`` into the (migrated, empty) database
+    at ``url``, parents first; the number of rows copied. The PostgreSQL figures load a
+    SQLite file with the loaders above, then copy it (the stored layout is the same)."""
+    from sqlalchemy import func, select
+
+    import ledger.storage.vault_store  # noqa: F401  (its tables join the metadata)
+    from ledger.storage.tables import metadata
+
+    source = create_ledger_engine(sqlite_url(database))
+    target = create_ledger_engine(url)
+    upgrade(target)
+    copied = 0
+    try:
+        with source.connect() as reading, target.begin() as writing:
+            for table in metadata.sorted_tables:
+                if not reading.execute(select(func.count()).select_from(table)).scalar():
+                    continue
+                rows = reading.execution_options(yield_per=_CHUNK).execute(select(table))
+                for chunk in rows.partitions():
+                    writing.execute(table.insert(), [row._asdict() for row in chunk])
+                    copied += len(chunk)
+            if writing.dialect.name == "postgresql":
+                writing.exec_driver_sql("ANALYZE")
+    finally:
+        source.dispose()
+        target.dispose()
+    return copied

@@ -91,15 +91,19 @@ def fetch_entries(server: Connection, tree_size: int) -> Iterator[tuple[int, byt
             start += got
 
 
-def fetch_checkpoint_note(server: Connection, tree_size: int = 0) -> bytes:
-    """The signed checkpoint note (latest, or of exactly ``tree_size``) from a server."""
+def fetch_checkpoint_note(server: Connection, tree_size: int = 0, min_tree_size: int = 0) -> bytes:
+    """The signed checkpoint note (latest, or of exactly ``tree_size``) from a server;
+    ``min_tree_size``: never one smaller (``x-min-tree-size``: a server reading from a standby
+    that is behind asks its primary, so a watcher never sees a stale size as a rollback)."""
 
+    from clients.auditor import MIN_TREE_SIZE_METADATA
     from ledger.v1 import ledger_service_pb2 as pb
     from ledger.v1 import ledger_service_pb2_grpc as pb_grpc
 
+    metadata = ((MIN_TREE_SIZE_METADATA, str(min_tree_size)),) if min_tree_size > 0 else ()
     with server.open() as channel:
         response = pb_grpc.LedgerServiceStub(channel).GetCheckpoint(
-            pb.GetCheckpointRequest(tree_size=tree_size), timeout=30
+            pb.GetCheckpointRequest(tree_size=tree_size), timeout=30, metadata=metadata
         )
     return bytes(response.checkpoint)
 
@@ -317,10 +321,10 @@ def _watch(args: argparse.Namespace) -> int:
         while args.iterations == 0 or rounds < args.iterations:
             rounds += 1
             try:
-                note = fetch_checkpoint_note(server)
+                last = state.checkpoints[-1] if state.checkpoints else None
+                note = fetch_checkpoint_note(server, min_tree_size=last.size if last else 0)
                 checkpoint = verify_checkpoint(note, key)
                 check_witnesses(args, note)
-                last = state.checkpoints[-1] if state.checkpoints else None
                 if last is not None:
                     if checkpoint.size < last.size:
                         raise VerificationFailure(

@@ -21,9 +21,22 @@ from ledger.merkle import CompactRange, leaf_hash, verify_inclusion
 from ledger.v1 import ledger_service_pb2 as pb
 from ledger.v1 import ledger_service_pb2_grpc as pb_grpc
 
-__all__ = ["AuditReport", "AuditorClient"]
+__all__ = ["AuditReport", "AuditorClient", "check_fresh"]
 
 _PAGE = 1000
+MIN_TREE_SIZE_METADATA = "x-min-tree-size"
+"""The metadata naming the smallest tree size an answer may be computed at (the server's
+``ledger.limits.min_tree_size_metadata``; the client does not import server code)."""
+
+
+def check_fresh(answered_size: int, min_tree_size: int) -> None:
+    """VerificationError when an answer was computed at a tree smaller than the one asked for
+    (``x-min-tree-size``): the server promised never to answer so; a client does not trust it."""
+    if answered_size < min_tree_size:
+        raise VerificationError(
+            f"the answer is at tree size {answered_size}, older than the {min_tree_size} "
+            "asked for (x-min-tree-size)"
+        )
 
 
 @dataclass
@@ -40,17 +53,31 @@ class AuditReport:
 class AuditorClient:
     """Reads the log and verifies everything it reads."""
 
-    def __init__(self, channel: grpc.Channel, *, log: TrustedLog) -> None:
+    def __init__(self, channel: grpc.Channel, *, log: TrustedLog, min_tree_size: int = 0) -> None:
+        """``min_tree_size``: never be answered from a tree smaller than this (a receipt's
+        checkpoint size; sent as ``x-min-tree-size``, which a server with a read standby
+        honours by asking the primary when the standby is behind it)."""
         self._stub = pb_grpc.LedgerServiceStub(channel)
         self._log = log
+        self.min_tree_size = min_tree_size
+
+    @property
+    def _metadata(self) -> tuple[tuple[str, str], ...]:
+        if self.min_tree_size <= 0:
+            return ()
+        return ((MIN_TREE_SIZE_METADATA, str(self.min_tree_size)),)
 
     def checkpoint(self, tree_size: int = 0) -> Checkpoint:
         """The latest (or an exact-size) checkpoint, signature verified."""
         try:
-            response = self._stub.GetCheckpoint(pb.GetCheckpointRequest(tree_size=tree_size))
+            response = self._stub.GetCheckpoint(
+                pb.GetCheckpointRequest(tree_size=tree_size), metadata=self._metadata
+            )
         except grpc.RpcError as error:
             raise from_rpc_error(error) from None
-        return verify_checkpoint(response.checkpoint, self._log)
+        checkpoint = verify_checkpoint(response.checkpoint, self._log)
+        check_fresh(checkpoint.size, self.min_tree_size)
+        return checkpoint
 
     def entries(self, start_index: int, end_index: int) -> Iterator[tuple[int, bytes]]:
         """(leaf index, entry bytes) for ``[start_index, end_index)``, page by page."""
@@ -60,11 +87,13 @@ class AuditorClient:
                 start_index=index, end_index=min(end_index, index + _PAGE)
             )
             try:
-                for chunk in self._stub.GetEntries(request):
+                for chunk in self._stub.GetEntries(request, metadata=self._metadata):
                     if chunk.start_index != index:
                         raise VerificationError(
                             f"entries out of order: expected {index}, got {chunk.start_index}"
                         )
+                    if chunk.tree_size:  # servers before the field sent none
+                        check_fresh(chunk.tree_size, self.min_tree_size)
                     for data in chunk.entries:
                         yield index, data
                         index += 1
@@ -76,7 +105,8 @@ class AuditorClient:
         ((_, data),) = list(self.entries(leaf_index, leaf_index + 1))
         try:
             response = self._stub.GetInclusionProof(
-                pb.GetInclusionProofRequest(leaf_index=leaf_index, tree_size=checkpoint.size)
+                pb.GetInclusionProofRequest(leaf_index=leaf_index, tree_size=checkpoint.size),
+                metadata=self._metadata,
             )
         except grpc.RpcError as error:
             raise from_rpc_error(error) from None
@@ -97,7 +127,8 @@ class AuditorClient:
                 response = self._stub.GetConsistencyProof(
                     pb.GetConsistencyProofRequest(
                         from_tree_size=older.size, to_tree_size=newer.size
-                    )
+                    ),
+                    metadata=self._metadata,
                 )
             except grpc.RpcError as error:
                 raise from_rpc_error(error) from None

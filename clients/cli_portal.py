@@ -54,6 +54,12 @@ def _date(text: str) -> dt.date:
         raise argparse.ArgumentTypeError(f"not a date (YYYY-MM-DD): {text!r}") from None
 
 
+def _tree_size(text: str) -> int:
+    if not (text.isascii() and text.isdigit()) or int(text) >= 2**63:
+        raise argparse.ArgumentTypeError(f"not a tree size: {text!r}")
+    return int(text)
+
+
 def _submit(args: argparse.Namespace) -> int:
     from google.protobuf import json_format
 
@@ -106,7 +112,10 @@ def _check(args: argparse.Namespace) -> int:
     from ledger.v1 import coverage_service_pb2
 
     with connection_from_arguments(args).open() as channel:
-        answer = PortalClient(channel, log=_log(args.log_verifier)).check_household(
+        portal = PortalClient(
+            channel, log=_log(args.log_verifier), min_tree_size=args.min_tree_size
+        )
+        answer = portal.check_household(
             args.sponsor,
             args.member,
             through=args.through,
@@ -305,6 +314,14 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         "--lang",
         default="",
         help="language of the details: en, fr or ar; add -u-ca-islamic-umalqura for Hijri dates",
+    )
+    check.add_argument(
+        "--min-tree-size",
+        type=_tree_size,
+        default=0,
+        metavar="N",
+        help="never be answered from a tree smaller than N (a receipt's tree size): a server "
+        "with a read standby then asks its primary when the standby is behind",
     )
     check.set_defaults(handler=_check)
     register_employer(coverage_commands)  # Task A (issue 10): `coverage employer`

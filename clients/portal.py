@@ -20,6 +20,7 @@ from typing import Any, Generic, TypeVar
 
 import grpc
 
+from clients.auditor import MIN_TREE_SIZE_METADATA, check_fresh
 from clients.errors import from_rpc_error
 from clients.verify import TrustedLog, verify_checkpoint
 from ledger.checkpoint import Checkpoint
@@ -60,11 +61,21 @@ class PortalClient:
         log: TrustedLog,
         timeout: float = 30.0,
         purpose: types_pb2.AccessPurpose.ValueType = types_pb2.ACCESS_PURPOSE_RESIDENCE_RENEWAL,
+        min_tree_size: int = 0,
     ) -> None:
+        """``min_tree_size``: never be answered from a tree smaller than this (a receipt's
+        checkpoint size, sent as ``x-min-tree-size``: a server with a read standby then asks
+        the primary when the standby is behind it); 0: any fresh-enough answer."""
         self._stub = pb_grpc.CoverageServiceStub(channel)
         self._log = log
         self._timeout = timeout
         self._purpose = purpose
+        self.min_tree_size = min_tree_size
+
+    def _metadata(self) -> tuple[tuple[str, str], ...]:
+        if self.min_tree_size <= 0:
+            return ()
+        return ((MIN_TREE_SIZE_METADATA, str(self.min_tree_size)),)
 
     def _verified(self, response: _R, basis: pb.AnswerBasis) -> VerifiedAnswer[_R]:
         checkpoint = verify_checkpoint(basis.checkpoint, self._log)
@@ -72,6 +83,7 @@ class PortalClient:
             raise ValueError(
                 f"the answer names tree size {basis.tree_size}, its checkpoint {checkpoint.size}"
             )
+        check_fresh(checkpoint.size, self.min_tree_size)
         return VerifiedAnswer(response, checkpoint)
 
     def get_coverage(
@@ -82,7 +94,9 @@ class PortalClient:
             person=person, date=civil_date(day), include_fhir=include_fhir, purpose=self._purpose
         )
         try:
-            response = self._stub.GetCoverage(request, timeout=self._timeout)
+            response = self._stub.GetCoverage(
+                request, timeout=self._timeout, metadata=self._metadata()
+            )
         except grpc.RpcError as error:
             raise from_rpc_error(error) from None
         return self._verified(response, response.basis)
@@ -120,7 +134,9 @@ class PortalClient:
             request.as_of_date.CopyFrom(civil_date(as_of))
         try:
             response = self._stub.CheckHousehold(
-                request, timeout=self._timeout, metadata=_language(accept_language)
+                request,
+                timeout=self._timeout,
+                metadata=(*_language(accept_language), *self._metadata()),
             )
         except grpc.RpcError as error:
             raise from_rpc_error(error) from None
@@ -134,7 +150,9 @@ class PortalClient:
             insurer_id=insurer_id, policy_id=policy_id, page_size=page_size, purpose=self._purpose
         )
         try:
-            response = self._stub.ListPolicyHistory(request, timeout=self._timeout)
+            response = self._stub.ListPolicyHistory(
+                request, timeout=self._timeout, metadata=self._metadata()
+            )
         except grpc.RpcError as error:
             raise from_rpc_error(error) from None
         return self._verified(response, response.basis)
@@ -156,7 +174,9 @@ class PortalClient:
         if after_leaf_index is not None:
             request.after_leaf_index = after_leaf_index
         try:
-            response = self._stub.FindEntries(request, timeout=self._timeout)
+            response = self._stub.FindEntries(
+                request, timeout=self._timeout, metadata=self._metadata()
+            )
         except grpc.RpcError as error:
             raise from_rpc_error(error) from None
         return self._verified(response, response.basis)

@@ -38,6 +38,7 @@ from pathlib import Path
 from typing import Any
 
 from clients.errors import ClientError
+from ledger import limits
 from ledger.cli_enrol import add_enrol_commands, add_enrol_serve_options, apply_enrol_serve_options
 from ledger.cli_flags import (
     PERSON_FORM,
@@ -100,6 +101,12 @@ def _port_number(text: str) -> int:
     return int(text)
 
 
+def _entries_count(text: str) -> int:
+    if not text.isdigit() or int(text) >= 2**63:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of entries (0 or more)")
+    return int(text)
+
+
 class AddressInUse(OSError):
     """``serve`` could not listen where it was told to."""
 
@@ -127,6 +134,10 @@ def _server_config(args: argparse.Namespace) -> ServerConfig:
         metrics_port=config.metrics_port if args.metrics_port is None else args.metrics_port,
         log_format=args.log_format or config.log_format,
         verify_page_port=args.verify_page_port,
+        read_database_url=args.read_database or config.read_database_url,
+        read_lag_entries_max=(
+            config.read_lag_entries_max if args.read_lag_max is None else args.read_lag_max
+        ),
     )
 
 
@@ -463,6 +474,20 @@ def _parser() -> argparse.ArgumentParser:
         help="serve the certificate verification page at http://HOST:PORT/verify/, HOST being "
         "--listen's (0 picks a port; default: none; read-only, one static file; "
         "docs/verify-page.md)",
+    )
+    serve.add_argument(
+        "--read-database",
+        metavar="URL",
+        help="a PostgreSQL streaming-replication hot standby of --database: proofs, entries, "
+        "checkpoints and coverage reads are answered from it while it is fresh enough "
+        "(docs/operations.md, 'Read standby'); writes always go to --database",
+    )
+    serve.add_argument(
+        "--read-lag-max",
+        type=_entries_count,
+        metavar="ENTRIES",
+        help="bypass the read standby when it is more than this many entries behind "
+        f"(default {limits.standby_lag_entries_max}, limits.standby_lag_entries_max)",
     )
     add_enrol_serve_options(serve)
     serve.set_defaults(handler=_serve)

@@ -14,6 +14,8 @@ Environment variables (flags of ``policy-ledger serve`` take precedence):
                                entry registers it; on a non-empty one it must be an operator key
   POLICY_LEDGER_METRICS_PORT   serve Prometheus metrics on this port (the --listen host); unset:
                                no metrics endpoint
+  POLICY_LEDGER_READ_DATABASE_URL  a PostgreSQL hot standby of the database: reads may be
+                               answered from it (docs/operations.md, "Read standby")
   POLICY_LEDGER_LOG_FORMAT     text (default) or json (one JSON object per line, and one line
                                per call with its request id and caller)
 """
@@ -83,6 +85,11 @@ class ServerConfig:
     verify_page_port: int | None = None
     """Port of the verification page's read-only HTTP listener, on the host of ``listen`` (0
     picks one); None: no page (``serve --verify-page-port``, docs/verify-page.md)."""
+    read_database_url: str = ""
+    """A streaming-replication hot standby of ``database_url`` that reads may be routed to
+    (``serve --read-database``); empty: every read goes to the primary."""
+    read_lag_entries_max: int = limits.standby_lag_entries_max
+    """Entries the standby may lag before reads bypass it (``serve --read-lag-max``)."""
 
     @classmethod
     def from_environment(cls, environment: dict[str, str] | None = None) -> ServerConfig:
@@ -104,6 +111,9 @@ class ServerConfig:
             ),
             metrics_port=_optional_port(env.get("POLICY_LEDGER_METRICS_PORT")),
             log_format=env.get("POLICY_LEDGER_LOG_FORMAT", defaults.log_format),
+            read_database_url=env.get(
+                "POLICY_LEDGER_READ_DATABASE_URL", defaults.read_database_url
+            ),
         )
 
 

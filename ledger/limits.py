@@ -284,3 +284,13 @@ verify_page_request_seconds_max: Final = 10.0
 """How long the listener waits on a connection's request line and headers before closing it."""
 verify_page_path_chars_max: Final = 256
 """The longest request target the listener reads (its paths are a few characters); longer: 414."""
+# Read standby (serve --read-database; ledger/storage/read_routing.py; docs/operations.md).
+standby_lag_entries_max: Final = 1000
+"""A read standby more than this many entries behind the newest tree size the server knows is
+bypassed (the primary answers). About a second of full-speed submission: a standby within it
+answers reads whose freshness nobody asked for; a caller that needs more names its receipt's
+size (``x-min-tree-size``) and never gets an answer from before it (``serve --read-lag-max``
+overrides the bound)."""
+min_tree_size_metadata: Final = "x-min-tree-size"
+"""The call metadata in which a reader names the smallest tree size an answer may be computed
+at (a receipt's checkpoint size): a decimal number up to 2**63 - 1."""

@@ -9,6 +9,8 @@ one), so several servers in one process (the tests) keep their figures apart. Th
   ``grpc_server_handled_total`` (by ``grpc_code``), ``grpc_server_handling_seconds``;
 * the sequencer's: batch size, commit latency, batches by outcome, entries appended, queue
   depth, and the tree size after its last commit;
+* the read standby's (``serve --read-database``): its lag in entries, the reads it answered and
+  the reads routed to the primary instead, by reason (``ledger.storage.read_routing``);
 * the witnesses': lag, cosigned size and failures per witness (``ledger.witnessing``);
 * whatever a server extension registers through ``ServerContext.metrics`` (the payments
   register their state counts; the ledger never imports them);
@@ -44,6 +46,7 @@ from pythonjsonlogger.json import JsonFormatter
 from ledger.config import LOG_FORMATS
 from ledger.errors import FailedPrecondition, InvalidArgument
 from ledger.sequencer import BatchReport, Sequencer
+from ledger.storage.read_routing import BYPASS_REASONS
 from ledger.witnessing import WitnessSubmitter
 
 __all__ = [
@@ -123,6 +126,27 @@ class LedgerMetrics:
             registry=self.registry,
         )
 
+        self.standby_lag_entries = Gauge(
+            "policy_ledger_standby_lag_entries",
+            "Entries the read standby was behind the newest tree size this server knew, at the "
+            "last routed read (serve --read-database).",
+            registry=self.registry,
+        )
+        self.standby_reads = Counter(
+            "policy_ledger_standby_reads",
+            "Reads the read standby answered.",
+            registry=self.registry,
+        )
+        self.standby_bypassed_total = Counter(
+            "policy_ledger_standby_bypassed",
+            "Reads routed to the primary instead of the standby, by reason: "
+            "behind_min_tree_size, lagging, standby_failed.",
+            ("reason",),
+            registry=self.registry,
+        )
+        for reason in BYPASS_REASONS:  # every reason shows, at 0 until it happens
+            self.standby_bypassed_total.labels(reason)
+
         self.endpoint: MetricsEndpoint | None = None
         """The HTTP endpoint serving the registry, once :meth:`serve` started it."""
 
@@ -153,6 +177,16 @@ class LedgerMetrics:
         self.queue_entries.set_function(lambda: sequencer.queue_depth)
         self.tree_size.set_function(lambda: sequencer.tree_size)
         sequencer.batch_listeners.append(self._batch_done)
+
+    def standby_lag(self, entries: int) -> None:
+        """The read router's :class:`~ledger.storage.read_routing.RoutingObserver`."""
+        self.standby_lag_entries.set(entries)
+
+    def standby_served(self) -> None:
+        self.standby_reads.inc()
+
+    def standby_bypassed(self, reason: str) -> None:
+        self.standby_bypassed_total.labels(reason).inc()
 
     def watch_witnesses(self, submitter: WitnessSubmitter) -> None:
         """Report each witness's progress (read at every scrape)."""

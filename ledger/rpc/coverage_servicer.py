@@ -29,9 +29,11 @@ from ledger.fair import ReadPool
 from ledger.merkle import leaf_hash
 from ledger.rpc.compliance_servicer import basis_of, obligation_proto, parse_employer_range
 from ledger.rpc.fairness import caller_of
+from ledger.rpc.reads import min_tree_size_of
 from ledger.rpc.status import abort
 from ledger.signing import Signer
 from ledger.storage.log_store import LogStore, StoredCheckpoint
+from ledger.storage.read_routing import ReadRouter
 from ledger.v1 import coverage_service_pb2 as pb
 from ledger.v1 import coverage_service_pb2_grpc as pb_grpc
 from ledger.v1 import events_pb2, types_pb2
@@ -177,11 +179,14 @@ class CoverageServicer(pb_grpc.CoverageServiceServicer):
         *,
         employers: EmployerReader,
         watches: WatchHub | None = None,
+        standby: tuple[CoverageReader, LogStore] | None = None,
+        router: ReadRouter | None = None,
     ) -> None:
         """``log_store`` reads the proofs and entries of certificates; ``signer`` is the log key,
         which signs them (as it signs checkpoints); ``reads`` runs the reads (the server's one
         read pool); ``employers`` answers CheckEmployer; ``watches`` serves WatchCoverage
-        (None: UNAVAILABLE)."""
+        (None: UNAVAILABLE); ``standby`` reads the read standby, which ``router`` chooses per
+        read (``serve --read-database``)."""
         self._employers = employers
         self._watches = watches
         self._reads = reads or ReadPool()
@@ -189,12 +194,35 @@ class CoverageServicer(pb_grpc.CoverageServiceServicer):
         self._clock = clock
         self._log_store = log_store
         self._signer = signer
+        self._standby = standby or (reader, log_store)
+        self._router = router or ReadRouter(None)
 
-    def _served_basis(self, head: StoredCheckpoint, leaves: list[int]) -> pb.AnswerBasis:
+    def _served_basis(
+        self, head: StoredCheckpoint, leaves: list[int], log_store: LogStore
+    ) -> pb.AnswerBasis:
         """The basis with the checkpoint as served: with its witness cosignatures."""
         basis = _basis(head, leaves)
-        basis.checkpoint = self._log_store.served_note(head)
+        basis.checkpoint = log_store.served_note(head)
         return basis
+
+    async def _routed(
+        self,
+        context: _Context,
+        work: Callable[[CoverageReader, LogStore], _T],
+        size_of: Callable[[_T], int],
+    ) -> _T:
+        """``work`` on the standby or the primary (:class:`ReadRouter`), never answered at a
+        tree smaller than the caller's ``x-min-tree-size``."""
+
+        def run() -> _T:
+            primary = (self._reader, self._log_store)
+            return self._router.read(
+                lambda on_standby: work(*(self._standby if on_standby else primary)),
+                min_tree_size_of(context),
+                size_of,
+            )
+
+        return await self._read(context, run)
 
     async def _read(self, context: _Context, function: Callable[[], _T]) -> _T:
         try:
@@ -213,7 +241,9 @@ class CoverageServicer(pb_grpc.CoverageServiceServicer):
     ) -> pb.GetCoverageResponse:
         """The coverages of a person on a date."""
         person, day = await self._checked(context, _person_and_date(request))
-        records, head = await self._read(context, lambda: self._reader.coverage_on(person, day))
+        records, head = await self._routed(
+            context, lambda reader, _: reader.coverage_on(person, day), lambda a: a[1].tree_size
+        )
         return pb.GetCoverageResponse(
             coverages=[_coverage_proto(record) for record in records],
             basis=_basis(head, [leaf for record in records for leaf in record.leaf_indexes]),
@@ -230,17 +260,28 @@ class CoverageServicer(pb_grpc.CoverageServiceServicer):
         """A certificate per coverage of a person on a date; NOT_FOUND when there is none."""
         presentation = await self._checked(context, lambda: presentation_of(context))
         person, day = await self._checked(context, _person_and_date(request))
-        response = await self._read(context, lambda: self._certificates(person, day, presentation))
+        response = await self._routed(
+            context,
+            lambda reader, log_store: self._certificates(
+                person, day, presentation, reader, log_store
+            ),
+            lambda answer: answer.basis.tree_size,
+        )
         await answer_language(context, presentation)
         return response
 
     def _certificates(
-        self, person: PersonRef, day: dt.date, presentation: i18n.Presentation
+        self,
+        person: PersonRef,
+        day: dt.date,
+        presentation: i18n.Presentation,
+        reader: CoverageReader,
+        log_store: LogStore,
     ) -> pb.GetCoverageCertificateResponse:
         """Runs in a worker thread: read coverage, proofs and entries, and sign."""
         # A suspended insurer's policies, and a policy unpaid past its grace, stop counting: no
         # certificate for them.
-        records, head = self._reader.coverage_on(person, day, counting_suspension=True)
+        records, head = reader.coverage_on(person, day, counting_suspension=True)
         if not records:
             raise NotFound(
                 f"{person.key} has no coverage on {day.isoformat()}",
@@ -251,8 +292,8 @@ class CoverageServicer(pb_grpc.CoverageServiceServicer):
         for record in records:
             # The entry that created the coverage (issuance, member added, fee collected).
             leaf = record.leaf_indexes[0]
-            _, [entry] = self._log_store.entries(leaf, leaf + 1)
-            size, proof = self._log_store.inclusion_proof(leaf, head.tree_size)
+            _, [entry] = log_store.entries(leaf, leaf + 1)
+            size, proof = log_store.inclusion_proof(leaf, head.tree_size)
             check(size == head.tree_size, "inclusion proof at another tree size")
             note = sign_certificate(
                 record,
@@ -278,7 +319,7 @@ class CoverageServicer(pb_grpc.CoverageServiceServicer):
             )
         return pb.GetCoverageCertificateResponse(
             certificates=certificates,
-            basis=self._served_basis(head, [c.leaf_index for c in certificates]),
+            basis=self._served_basis(head, [c.leaf_index for c in certificates], log_store),
         )
 
     async def CheckHousehold(
@@ -339,8 +380,10 @@ class CoverageServicer(pb_grpc.CoverageServiceServicer):
 
         presentation = await self._checked(context, lambda: presentation_of(context))
         sponsor, members, as_of, through = await self._checked(context, parse)
-        verdict = await self._read(
-            context, lambda: self._reader.check_household(sponsor, members, as_of, through)
+        verdict = await self._routed(
+            context,
+            lambda reader, _: reader.check_household(sponsor, members, as_of, through),
+            lambda answer: answer.tree_size,
         )
         await answer_language(context, presentation)
         return self._household_response(
@@ -376,7 +419,11 @@ class CoverageServicer(pb_grpc.CoverageServiceServicer):
 
         subject, size = await self._checked(context, parse)
         after = request.after_leaf_index if request.HasField("after_leaf_index") else None
-        page = await self._read(context, lambda: self._reader.history(subject, after, size))
+        page = await self._routed(
+            context,
+            lambda reader, _: reader.history(subject, after, size),
+            lambda answer: answer.checkpoint.tree_size,
+        )
         return pb.ListPolicyHistoryResponse(
             entries=_history_entries(page),
             more=page.more,
@@ -408,7 +455,11 @@ class CoverageServicer(pb_grpc.CoverageServiceServicer):
 
         subject, size = await self._checked(context, parse)
         after = request.after_leaf_index if request.HasField("after_leaf_index") else None
-        page = await self._read(context, lambda: self._reader.history(subject, after, size))
+        page = await self._routed(
+            context,
+            lambda reader, _: reader.history(subject, after, size),
+            lambda answer: answer.checkpoint.tree_size,
+        )
         return pb.FindEntriesResponse(
             entries=_history_entries(page),
             more=page.more,

@@ -14,11 +14,13 @@ from ledger import limits
 from ledger.entry import envelope_from_proto
 from ledger.errors import FieldViolation, InvalidArgument, LedgerError, NotFound
 from ledger.fair import ReadPool
+from ledger.rpc.reads import min_tree_size_of
 from ledger.rpc.status import abort, status_of
 from ledger.sequencer import receipt_of
 from ledger.service import Ledger
 from ledger.storage.append import Outcome, PendingEntry, Receipt
 from ledger.storage.log_store import LogStore
+from ledger.storage.read_routing import ReadRouter
 from ledger.v1 import ledger_service_pb2 as pb
 from ledger.v1 import ledger_service_pb2_grpc as pb_grpc
 from ledger.v1 import types_pb2
@@ -88,10 +90,22 @@ async def _result_of(outcome: asyncio.Future[Outcome] | BaseException) -> pb.Sub
 class LedgerServicer(pb_grpc.LedgerServiceServicer):
     """Submission and read calls of the log."""
 
-    def __init__(self, ledger: Ledger, log_store: LogStore, reads: ReadPool | None = None) -> None:
+    def __init__(
+        self,
+        ledger: Ledger,
+        log_store: LogStore,
+        reads: ReadPool | None = None,
+        *,
+        standby_log: LogStore | None = None,
+        router: ReadRouter | None = None,
+    ) -> None:
+        """``standby_log`` reads the read standby, which ``router`` chooses per read
+        (``serve --read-database``); without them every read is the primary's."""
         self._ledger = ledger
         self._log = log_store
         self._reads = reads or ReadPool()
+        self._standby_log = standby_log or log_store
+        self._router = router or ReadRouter(None)
 
     async def _call(self, context: _Context, work: Awaitable[_T]) -> _T:
         try:
@@ -101,6 +115,26 @@ class LedgerServicer(pb_grpc.LedgerServiceServicer):
 
     async def _read(self, context: _Context, function: Callable[..., _T], *args: object) -> _T:
         return await self._call(context, self._reads.run(functools.partial(function, *args)))
+
+    async def _routed(
+        self,
+        context: _Context,
+        work: Callable[[LogStore], _T],
+        needed_size: int,
+        size_of: Callable[[_T], int],
+    ) -> _T:
+        """``work`` on the standby or the primary (:class:`ReadRouter`), never answered at a
+        tree smaller than ``needed_size`` or the caller's ``x-min-tree-size``."""
+
+        def run() -> _T:
+            needed = max(needed_size, min_tree_size_of(context))
+            return self._router.read(
+                lambda on_standby: work(self._standby_log if on_standby else self._log),
+                needed,
+                size_of,
+            )
+
+        return await self._read(context, run)
 
     async def SubmitEvent(
         self, request: pb.SubmitEventRequest, context: _Context
@@ -237,11 +271,11 @@ class LedgerServicer(pb_grpc.LedgerServiceServicer):
     ) -> pb.GetCheckpointResponse:
         """The latest checkpoint, or the one of exactly ``tree_size``."""
 
-        def work() -> pb.GetCheckpointResponse:
+        def work(log: LogStore) -> pb.GetCheckpointResponse:
             if request.tree_size == 0:
-                found = self._log.latest_checkpoint()
+                found = log.latest_checkpoint()
             else:
-                at_size = self._log.checkpoint_at(request.tree_size)
+                at_size = log.checkpoint_at(request.tree_size)
                 if at_size is None:
                     raise NotFound(
                         f"no checkpoint was made at tree size {request.tree_size}",
@@ -250,40 +284,43 @@ class LedgerServicer(pb_grpc.LedgerServiceServicer):
                     )
                 found = at_size
             return pb.GetCheckpointResponse(
-                checkpoint=self._log.served_note(found),
+                checkpoint=log.served_note(found),
                 tree_size=found.tree_size,
                 root_hash=found.root_hash,
             )
 
-        return await self._read(context, work)
+        return await self._routed(context, work, request.tree_size, _checkpoint_size)
 
     async def GetEntries(
         self, request: pb.GetEntriesRequest, context: _Context
     ) -> AsyncIterator[pb.GetEntriesResponse]:
         """Entry bytes of a range (clipped to the page limit), in chunks of about 1 MiB."""
-        start, entries = await self._read(
-            context, self._log.entries, request.start_index, request.end_index
+        start, entries, size = await self._routed(
+            context,
+            lambda log: log.entries_at_size(request.start_index, request.end_index),
+            request.start_index + 1,  # a standby must hold the first entry asked for
+            lambda answer: answer[2],
         )
         chunk: list[bytes] = []
         chunk_start, chunk_bytes = start, 0
         for offset, data in enumerate(entries):
             if chunk and chunk_bytes + len(data) > _ENTRIES_CHUNK_BYTES_MAX:
-                yield pb.GetEntriesResponse(start_index=chunk_start, entries=chunk)
+                yield pb.GetEntriesResponse(start_index=chunk_start, entries=chunk, tree_size=size)
                 chunk, chunk_start, chunk_bytes = [], start + offset, 0
             chunk.append(data)
             chunk_bytes += len(data)
         if chunk:
-            yield pb.GetEntriesResponse(start_index=chunk_start, entries=chunk)
+            yield pb.GetEntriesResponse(start_index=chunk_start, entries=chunk, tree_size=size)
 
     async def GetInclusionProof(
         self, request: pb.GetInclusionProofRequest, context: _Context
     ) -> pb.GetInclusionProofResponse:
         """Inclusion proof by leaf index or leaf hash, at a tree size (0: latest)."""
 
-        def work() -> pb.GetInclusionProofResponse:
+        def work(log: LogStore) -> pb.GetInclusionProofResponse:
             which = request.WhichOneof("leaf")
             if which == "leaf_hash":
-                leaf_index = self._log.leaf_index_of(request.leaf_hash)
+                leaf_index = log.leaf_index_of(request.leaf_hash)
             elif which == "leaf_index":
                 leaf_index = request.leaf_index
             else:
@@ -292,28 +329,40 @@ class LedgerServicer(pb_grpc.LedgerServiceServicer):
                     reason="LEAF_MISSING",
                     field_violations=[FieldViolation("leaf", "required")],
                 )
-            tree_size, proof = self._log.inclusion_proof(leaf_index, request.tree_size)
-            at_size = self._log.checkpoint_at(tree_size)
+            tree_size, proof = log.inclusion_proof(leaf_index, request.tree_size)
+            at_size = log.checkpoint_at(tree_size)
             return pb.GetInclusionProofResponse(
                 leaf_index=leaf_index,
                 tree_size=tree_size,
                 hashes=proof,
-                checkpoint=b"" if at_size is None else self._log.served_note(at_size),
+                checkpoint=b"" if at_size is None else log.served_note(at_size),
             )
 
-        return await self._read(context, work)
+        by_index = request.leaf_index + 1 if request.WhichOneof("leaf") == "leaf_index" else 0
+        return await self._routed(context, work, max(request.tree_size, by_index), _inclusion_size)
 
     async def GetConsistencyProof(
         self, request: pb.GetConsistencyProofRequest, context: _Context
     ) -> pb.GetConsistencyProofResponse:
         """Consistency proof between two tree sizes (to 0: latest)."""
 
-        def work() -> pb.GetConsistencyProofResponse:
-            to_size, proof = self._log.consistency_proof(
-                request.from_tree_size, request.to_tree_size
-            )
+        def work(log: LogStore) -> pb.GetConsistencyProofResponse:
+            to_size, proof = log.consistency_proof(request.from_tree_size, request.to_tree_size)
             return pb.GetConsistencyProofResponse(
                 from_tree_size=request.from_tree_size, to_tree_size=to_size, hashes=proof
             )
 
-        return await self._read(context, work)
+        needed = max(request.from_tree_size, request.to_tree_size)
+        return await self._routed(context, work, needed, _consistency_size)
+
+
+def _checkpoint_size(response: pb.GetCheckpointResponse) -> int:
+    return response.tree_size
+
+
+def _inclusion_size(response: pb.GetInclusionProofResponse) -> int:
+    return response.tree_size
+
+
+def _consistency_size(response: pb.GetConsistencyProofResponse) -> int:
+    return response.to_tree_size

@@ -72,6 +72,7 @@ from ledger.storage.enrolment_store import EnrolmentStore
 from ledger.storage.key_store import KeyStore
 from ledger.storage.log_store import LogStore, entry_count
 from ledger.storage.migrate import upgrade
+from ledger.storage.read_routing import ReadRouter, check_same_log, open_standby
 from ledger.storage.vault_store import VaultStore
 from ledger.v1 import (
     admin_service_pb2,
@@ -206,6 +207,8 @@ class RunningServer:
     """The change feed's watches (CoverageService.WatchCoverage), ended first at stop."""
     verify_page: VerifyPageEndpoint | None = None
     """The verification page's listener (``serve --verify-page-port``), or None."""
+    router: ReadRouter | None = None
+    """Routes reads to the read standby (``serve --read-database``) or the primary."""
 
     async def stop(self) -> None:
         """Stop taking calls, finish the ones under way, commit what is queued, close."""
@@ -226,6 +229,8 @@ class RunningServer:
         if self.verify_page is not None:
             await asyncio.to_thread(self.verify_page.stop)
         self.engine.dispose()
+        if self.router is not None and self.router.standby is not None:
+            self.router.standby.dispose()
         if self.database_lock is not None:
             self.database_lock.close()
         if self.read_pool is not None:
@@ -290,9 +295,16 @@ async def _start(
     origin = config.origin or signer.name
     check_origin(origin)
     witnesses = parse_witnesses(config.witnesses)  # refused before anything starts
+    standby = (
+        open_standby(config.read_database_url, config.database_url)
+        if config.read_database_url
+        else None
+    )  # a bad URL is refused before the primary is opened
     engine = create_ledger_engine(config.database_url)
     if config.migrate:
         await asyncio.to_thread(upgrade, engine)
+    if standby is not None:
+        await asyncio.to_thread(check_same_log, engine, standby)
     operator_key = await asyncio.to_thread(_operator_key_to_anchor, engine, config)
     erasure_hooks = ErasureHooks()
     sequencer = Sequencer(
@@ -301,6 +313,12 @@ async def _start(
     await sequencer.start()
     if metrics is not None:
         metrics.watch_sequencer(sequencer)
+    router = ReadRouter(
+        standby,
+        known_size=lambda: sequencer.tree_size,
+        lag_entries_max=config.read_lag_entries_max,
+        observer=metrics,
+    )
     key_store = KeyStore(engine)
     key_cache = KeyCache(key_store)
     authorization = AuthorizationTable(ledger_rules())
@@ -326,7 +344,14 @@ async def _start(
     )
     ledger = Ledger(key_cache, sequencer, clock, signer_check=check_signer)
     ledger_service_pb2_grpc.add_LedgerServiceServicer_to_server(
-        LedgerServicer(ledger, LogStore(engine), reads), server
+        LedgerServicer(
+            ledger,
+            LogStore(engine),
+            reads,
+            standby_log=None if standby is None else LogStore(standby),
+            router=router,
+        ),
+        server,
     )
     watches = WatchHub(WatchStore(engine))
     sequencer.commit_listeners.append(watches.signal.notify)
@@ -339,6 +364,10 @@ async def _start(
             reads,
             employers=EmployerReader(engine, clock),
             watches=watches,
+            standby=(
+                None if standby is None else (CoverageReader(standby, clock), LogStore(standby))
+            ),
+            router=router,
         ),
         server,
     )
@@ -390,6 +419,8 @@ async def _start(
         config, enrolment_material, ledger, EnrolmentStore(engine), clock
     )
     log.info("serving %s on port %d (origin %s)", config.database_url, port, origin)
+    if standby is not None:
+        log.info("reads may be answered by the standby %s", standby.url.render_as_string())
     return RunningServer(
         server=server,
         port=port,
@@ -406,6 +437,7 @@ async def _start(
         metrics=metrics,
         database_lock=database_lock,
         watches=watches,
+        router=router,
     )
 
 

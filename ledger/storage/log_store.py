@@ -101,6 +101,12 @@ class LogStore:
 
         Returns ``(start_index, entries)``. Requires start_index < the latest tree size.
         """
+        start, data, _ = self.entries_at_size(start_index, end_index)
+        return start, data
+
+    def entries_at_size(self, start_index: int, end_index: int) -> tuple[int, list[bytes], int]:
+        """As :meth:`entries`, with the tree size the range was clipped to (the newest
+        checkpoint's size when read): ``(start_index, entries, tree_size)``."""
         with self._engine.connect() as connection:
             tree_size = latest_checkpoint(connection).tree_size
             if start_index >= tree_size:
@@ -123,7 +129,7 @@ class LogStore:
             )
             data = [bytes(row.entry_bytes) for row in rows]
         check(len(data) == end - start_index, "log_entries has a gap below the tree size")
-        return start_index, data
+        return start_index, data, tree_size
 
     def leaf_index_of(self, leaf_hash: bytes) -> int:
         """The index of the leaf with ``leaf_hash``; NOT_FOUND when there is none."""

@@ -317,8 +317,14 @@ class GetEntriesResponse(_message.Message):
 
     START_INDEX_FIELD_NUMBER: _builtins.int
     ENTRIES_FIELD_NUMBER: _builtins.int
+    TREE_SIZE_FIELD_NUMBER: _builtins.int
     start_index: _builtins.int
     """Leaf index of entries[0]."""
+    tree_size: _builtins.int
+    """The tree size the range was read at (issue 13, read standby): entries beyond it were not
+    in the log that answered; end_index was clipped to it. Send x-min-tree-size to never be
+    answered from a smaller tree.
+    """
     @_builtins.property
     def entries(self) -> _containers.RepeatedScalarFieldContainer[_builtins.bytes]:
         """LedgerEntry bytes, verbatim as hashed into the tree."""
@@ -328,10 +334,11 @@ class GetEntriesResponse(_message.Message):
         *,
         start_index: _builtins.int = ...,
         entries: _abc.Iterable[_builtins.bytes] | None = ...,
+        tree_size: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["entries", b"entries", "start_index", b"start_index"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["entries", b"entries", "start_index", b"start_index", "tree_size", b"tree_size"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -26,7 +26,13 @@ from typing import IO
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-__all__ = ["PostgresInstance", "ServerProcess", "postgres_binaries", "start_server_process"]
+__all__ = [
+    "PostgresInstance",
+    "ServerProcess",
+    "postgres_binaries",
+    "postgres_program",
+    "start_server_process",
+]
 
 READY_SECONDS_MAX = 120.0
 """How long a started process may take to answer (a bound against a hang, not a speed check)."""
@@ -169,6 +175,15 @@ def postgres_binaries() -> Path | None:
     return candidates[-1].parent if candidates else None
 
 
+def postgres_program(binaries: Path, program: str) -> Path | None:
+    """``program`` of the PostgreSQL installation of ``binaries``: in that folder, else in the
+    folder the ``initdb`` found there links to (a PATH of symlinks to some of the programs)."""
+    for folder in (binaries, (binaries / "initdb").resolve().parent):
+        if (folder / program).is_file():
+            return folder / program
+    return None
+
+
 class PostgresInstance:
     """A PostgreSQL cluster of the test's own: initdb into a temp dir, its own port and socket.
 
@@ -177,15 +192,37 @@ class PostgresInstance:
     cluster belongs to the ``postgres`` user.
     """
 
-    def __init__(self, binaries: Path) -> None:
+    def __init__(
+        self,
+        binaries: Path,
+        *,
+        settings: Sequence[str] = (),
+        standby_of: PostgresInstance | None = None,
+    ) -> None:
+        """``settings``: ``name=value`` server settings (``-c``). ``standby_of``: instead of
+        initdb, a ``pg_basebackup -R`` of that (started) instance: this one then starts as its
+        streaming-replication hot standby."""
         self._binaries = binaries
         self._user = "postgres" if os.geteuid() == 0 else None
         self.directory = Path(tempfile.mkdtemp(prefix="policy-ledger-pg-"))
         if self._user:
             shutil.chown(self.directory, self._user)
         self.port = _free_port()
+        self._settings = tuple(settings)
+        self._ready_marker = "ready to accept connections"
         self._process: subprocess.Popen[str] | None = None
-        self._run("initdb", "-D", str(self.directory / "data"), "-U", "postgres", "--auth=trust")
+        if standby_of is None:
+            self._run(
+                "initdb", "-D", str(self.directory / "data"), "-U", "postgres", "--auth=trust"
+            )
+        else:
+            self._run(
+                "pg_basebackup",
+                *("-D", str(self.directory / "data")),
+                *("-h", "127.0.0.1", "-p", str(standby_of.port), "-U", "postgres"),
+                *("-X", "stream", "-R", "--checkpoint=fast"),
+            )
+            self._ready_marker = "ready to accept read-only connections"
 
     @property
     def url(self) -> str:
@@ -206,6 +243,7 @@ class PostgresInstance:
                 "listen_addresses=127.0.0.1",
                 "-c",
                 "logging_collector=off",
+                *(argument for setting in self._settings for argument in ("-c", setting)),
             ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
@@ -215,7 +253,7 @@ class PostgresInstance:
         )
         assert self._process.stderr is not None
         seen: list[str] = []
-        if not _wait_for_line(self._process.stderr, "ready to accept connections", seen):
+        if not _wait_for_line(self._process.stderr, self._ready_marker, seen):
             raise RuntimeError(
                 f"PostgreSQL did not start (exit {self._process.wait()}): {''.join(seen[-5:])}"
             )
@@ -238,8 +276,11 @@ class PostgresInstance:
         shutil.rmtree(self.directory, ignore_errors=True)
 
     def _run(self, program: str, *arguments: str) -> None:
+        path = postgres_program(self._binaries, program)
+        if path is None:
+            raise RuntimeError(f"no {program} beside {self._binaries / 'initdb'}")
         subprocess.run(
-            [str(self._binaries / program), *arguments],
+            [str(path), *arguments],
             check=True,
             capture_output=True,
             user=self._user,

@@ -106,6 +106,30 @@ def test_insurer_submit_then_coverage_check(
         through,
     )
     assert code == 0 and output.startswith("RENEWABLE"), output
+    # A receipt's tree size presented (x-min-tree-size): the answer is at least that fresh.
+    size = int(output.split("answer at tree size ")[1].split(",")[0])
+    code, output = _run(
+        *base,
+        "--sponsor",
+        f"SA:RESIDENCE_ID:{sponsor}",
+        "--through",
+        through,
+        "--min-tree-size",
+        str(size),
+    )
+    assert code == 0 and f"answer at tree size {size}," in output, output
+    # A size no receipt can name (beyond the log): the client refuses the older answer.
+    code, output = _run(
+        *base,
+        "--sponsor",
+        f"SA:RESIDENCE_ID:{sponsor}",
+        "--through",
+        through,
+        "--min-tree-size",
+        str(size + 1000),
+    )
+    assert code == 2 and f"older than the {size + 1000} asked for" in output, output
+    assert "Traceback" not in output
     code, output = _run(
         *base,
         "--sponsor",
@@ -121,4 +145,8 @@ def test_insurer_submit_then_coverage_check(
 
     with pytest.raises(SystemExit) as refused:  # argparse: a clear usage error, exit 2
         _run(*base, "--sponsor", "NOPE:SA:1", "--through", through)
+    assert refused.value.code == 2
+    with pytest.raises(SystemExit) as refused:
+        _run(*base, "--sponsor", f"SA:RESIDENCE_ID:{sponsor}", "--through", through,
+             "--min-tree-size", "-3")  # fmt: skip
     assert refused.value.code == 2
