@@ -172,9 +172,14 @@ def register_employer(coverage: argparse._SubParsersAction[argparse.ArgumentPars
 
 
 def register_compliance(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    """Add ``compliance arrears``."""
-    compliance = commands.add_parser("compliance", help="employers' arrears and fines")
+    """Add ``compliance arrears`` and ``compliance decision get|list``."""
+    from clients.cli_compliance_decisions import register_decisions
+
+    compliance = commands.add_parser(
+        "compliance", help="employers' arrears and fines, and penalty decisions"
+    )
     compliance_commands = compliance.add_subparsers(dest="compliance_command", required=True)
+    register_decisions(compliance_commands)
     arrears = _add(
         compliance_commands,
         "arrears",

@@ -1,7 +1,8 @@
 """``policy-ledger compliance decision get|list``: a regulator's, the operator's or an auditor's
 view of penalty decisions (task B; docs/compliance.md "Penalty decisions").
 
-Exit codes: 0 shown; 1 refused by the server (the reason printed); 2 bad command line.
+Exit codes: 0 shown; 2 bad command line; 3 refused by the server (the reason printed) or
+unreachable.
 """
 
 from __future__ import annotations
@@ -13,11 +14,11 @@ from typing import Any
 from clients.channel import add_connection_arguments, connection_from_arguments
 from ledger.cli_flags import add_log_verifier
 
-__all__ = ["register"]
+__all__ = ["register_decisions"]
 
 _EXAMPLE_GET = (
     "Example:\n  policy-ledger compliance decision get --decision CCHI-2026-0001 \\\n"
-    "    --server 127.0.0.1:50051 --credentials var/pki --as regulator-cchi "
+    "    --server 127.0.0.1:50051 --credentials var/pki --as auditor-auditor "
     "--log-verifier @var/log.key.pub"
 )
 _EXAMPLE_LIST = (
@@ -27,24 +28,10 @@ _EXAMPLE_LIST = (
 )
 
 
-def _compliance_commands(subparsers: Any) -> Any:
-    """The ``compliance`` group's subcommands, created here or found when another package
-    (task A's arrears) registered the group first."""
-    parser = subparsers.choices.get("compliance")
-    if parser is None:
-        parser = subparsers.add_parser(
-            "compliance", help="employers' compliance: penalty decisions"
-        )
-        return parser.add_subparsers(dest="compliance_command", required=True)
-    for action in parser._actions:  # argparse keeps a group's subcommands as an action
-        if isinstance(action, argparse._SubParsersAction):
-            return action
-    return parser.add_subparsers(dest="compliance_command", required=True)
-
-
-def register(subparsers: Any) -> None:
-    """Add ``compliance decision get|list``."""
-    decision = _compliance_commands(subparsers).add_parser(
+def register_decisions(compliance_commands: Any) -> None:
+    """Add ``compliance decision get|list`` to the ``compliance`` group's subcommands
+    (:func:`clients.cli_compliance.register_compliance` makes the group)."""
+    decision = compliance_commands.add_parser(
         "decision", help="penalty decisions: status, amounts, deadlines"
     )
     commands = decision.add_subparsers(dest="decision_command", required=True)
@@ -116,7 +103,7 @@ def _run(args: argparse.Namespace, call: Any) -> int:
             answer = call(client)
         except ClientError as error:
             print(f"refused: {error}")
-            return 1
+            return 3  # refused by the server (docs/operations.md, exit codes)
     if args.json:
         print(json_format.MessageToJson(answer.response, indent=None))
         return 0

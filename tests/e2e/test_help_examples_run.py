@@ -237,6 +237,8 @@ def test_every_help_example_runs_as_printed(
         runner.run("policy-ledger coverage check")
         runner.run("policy-ledger coverage employer")  # Task A (issue 10): nobody on record
         runner.run("policy-ledger compliance arrears")
+        runner.run("policy-ledger compliance decision list")  # none recorded: an empty list
+        runner.run("policy-ledger compliance decision get", expected=(3,))  # NOT_FOUND
         runner.run("policy-ledger coverage watch")  # task C: --once, caught up
         runner.run("policy-ledger certificate get")
         runner.run("policy-ledger certificate verify")
