@@ -25,6 +25,7 @@ from google.protobuf.message import DecodeError, Message
 from google.protobuf.unknown_fields import UnknownFieldSet
 
 from ledger import limits
+from ledger.cards.validation import CARD_BODY_CHECKS, card_tokens_of
 from ledger.errors import FieldViolation, InvalidArgument, ResourceExhausted, refuse_violations
 from ledger.identifiers import validate_person_id
 from ledger.identity.tokens import is_person_token
@@ -302,6 +303,7 @@ def person_tokens_of(event: events_pb2.Event) -> list[tuple[str, str]]:
             (line.person_token, f"event.fee_collected.lines[{position}].person_token")
             for position, line in enumerate(body_fee.lines)
         )
+    found.extend(card_tokens_of(event))
     return found
 
 
@@ -856,5 +858,6 @@ _BODY_CHECKS: dict[str, Callable[[list[FieldViolation], str, Any], None]] = {
     "key_registered": _check_key_registered,
     "key_revoked": _check_key_revoked,
     "person_erased": _check_person_erased,
+    **CARD_BODY_CHECKS,
 }
 """How each event body is checked (the ``Event.body`` oneof field name -> its check)."""

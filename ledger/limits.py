@@ -120,6 +120,12 @@ request_repeated_max: Final = 1024
 request_violations_max: Final = 32
 """Field violations one refusal lists at most (the rest are counted, not listed)."""
 url_chars_max: Final = 2048
+# Task E (cards): bounds of the card and document requests (below).
+card_number_digits: Final = 16
+"""Digits of an insurance card number, its Luhn check digit included (docs/cards.md)."""
+document_bytes_max: Final = 16384
+"""The largest signed document ``GetDocumentStatus`` reads (a C2SP signed note is at most
+16 KiB: docs/formats.md)."""
 request_field_max: Final[Mapping[str, int]] = MappingProxyType(
     {
         "ledger.v1.Envelope.payload": envelope_payload_bytes_max,
@@ -136,6 +142,10 @@ request_field_max: Final[Mapping[str, int]] = MappingProxyType(
         "payments.v1.QuoteRenewalRequest.members": household_members_max,
         "payments.v1.StartPaymentRequest.return_url": url_chars_max,
         "payments.v1.RefundPaymentRequest.reason": name_chars_max,
+        # Task E (cards).
+        "ledger.v1.GetCardStatusRequest.card_number": card_number_digits,
+        "ledger.v1.GetCardRequest.card_number": card_number_digits,
+        "ledger.v1.GetDocumentStatusRequest.document": document_bytes_max,
     }
 )
 """Per-field bounds: characters of a string, bytes of a bytes field, elements of a repeated one."""
@@ -209,3 +219,11 @@ earlier than the ledger date and the days since birth count as uninsured (illust
 premium_grace_days: Final = 30
 """Days after an instalment's due date before an unpaid instalment stops the policy counting as
 coverage, from the due date until paid (illustrative figure: the CCHI text says "on time")."""
+
+# Insurance cards and signed documents (task E; docs/cards.md).
+card_validity_days_max: Final = 1830
+"""The longest a card may be valid: ``valid_until`` at most this many days after the issuing
+entry's ledger date (five years, as identity and insurance cards commonly are)."""
+registration_certificate_validity_days: Final = 90
+"""A registration certificate is valid this many days from the ledger date it was issued on
+(never past the registration's last day): a fresh one is a request away."""

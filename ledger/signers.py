@@ -124,6 +124,27 @@ SIGNING_RULES: tuple[SigningRule, ...] = (
         frozenset({SignerRole.OPERATOR}),
         _OPERATOR_EVENT + "; a token the vault issued, of a person not erased yet",
     ),
+    # Task E (cards): insurance cards (docs/cards.md).
+    SigningRule(
+        "card_issued",
+        "CardIssued",
+        frozenset({SignerRole.INSURER}),
+        "a licensed, unsuspended insurer (fund) covering the person on the entry's ledger date "
+        "or later; one current card per person and insurer",
+    ),
+    SigningRule(
+        "card_replaced",
+        "CardReplaced",
+        frozenset({SignerRole.INSURER}),
+        "the licensed, unsuspended insurer that issued the card, still covering the person; "
+        "the card is current",
+    ),
+    SigningRule(
+        "card_revoked",
+        "CardRevoked",
+        frozenset({SignerRole.INSURER}),
+        "the insurer that issued the card; the card is current",
+    ),
 )
 
 _RULES_BY_BODY = {rule.body: rule for rule in SIGNING_RULES}

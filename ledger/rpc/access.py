@@ -69,6 +69,10 @@ def _entries(request: Any) -> People:
     return (), f"policy {request.policy_id}"
 
 
+def _card(request: Any) -> People:
+    return (), f"card {request.card_number}"
+
+
 _SERVICE = "/ledger.v1.CoverageService/"
 ACCESS_RULES: dict[str, Callable[[Any], People]] = {
     f"{_SERVICE}GetCoverage": _person,
@@ -76,6 +80,9 @@ ACCESS_RULES: dict[str, Callable[[Any], People]] = {
     f"{_SERVICE}ListPolicyHistory": _policy,
     f"{_SERVICE}FindEntries": _entries,
     f"{_SERVICE}GetCoverageCertificate": _person,
+    # Task E (cards).
+    f"{_SERVICE}GetCard": _card,
+    f"{_SERVICE}GetRegistrationCertificate": _person,
 }
 """Every method whose answer carries a person's data, and whom a request asks about."""
 

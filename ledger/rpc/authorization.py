@@ -169,8 +169,15 @@ def ledger_rules() -> list[Rule]:
                 "ListPolicyHistory": _PERSON_READERS,
                 "FindEntries": _PERSON_READERS,
                 "GetCoverageCertificate": _PERSON_READERS,
+                # Task E (cards): a document's holder shows it to anyone; the card or
+                # certificate itself carries the person's identifier.
+                "GetCard": _PERSON_READERS,
+                "GetRegistrationCertificate": _PERSON_READERS,
             },
         ),
+        # Task E (cards): a status names nobody (a number or a document the caller holds).
+        Rule(f"/{coverage}/GetCardStatus", any_authenticated=True),
+        Rule(f"/{coverage}/GetDocumentStatus", any_authenticated=True),
         *_rows(
             admin,
             {

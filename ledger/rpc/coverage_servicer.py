@@ -9,6 +9,7 @@ from typing import TypeVar
 import grpc
 
 from ledger import i18n, limits
+from ledger.cards.reader import CardReader
 from ledger.clock import Clock
 from ledger.coverage.certificate import certificate_messages, sign_certificate
 from ledger.coverage.fhir import coverage_resource, eligibility_response, to_json
@@ -19,6 +20,7 @@ from ledger.errors import FieldViolation, NotFound, check, refuse_violations
 from ledger.events import check_date, check_identifier, check_person, civil_date
 from ledger.fair import ReadPool
 from ledger.merkle import leaf_hash
+from ledger.rpc.cards_servicer import CardMethods
 from ledger.rpc.status import abort
 from ledger.signing import Signer
 from ledger.storage.log_store import LogStore, StoredCheckpoint
@@ -154,7 +156,7 @@ def household_response(
     return response
 
 
-class CoverageServicer(pb_grpc.CoverageServiceServicer):
+class CoverageServicer(CardMethods, pb_grpc.CoverageServiceServicer):
     """Coverage, household checks and history, from the projections."""
 
     def __init__(
@@ -173,12 +175,19 @@ class CoverageServicer(pb_grpc.CoverageServiceServicer):
         self._clock = clock
         self._log_store = log_store
         self._signer = signer
+        self._cards = CardReader(reader.engine)  # Task E (cards): ledger/rpc/cards_servicer.py
 
     def _served_basis(self, head: StoredCheckpoint, leaves: list[int]) -> pb.AnswerBasis:
         """The basis with the checkpoint as served: with its witness cosignatures."""
         basis = _basis(head, leaves)
         basis.checkpoint = self._log_store.served_note(head)
         return basis
+
+    def _presentation(self, context: _Context) -> i18n.Presentation:
+        return presentation_of(context)
+
+    async def _answer_language(self, context: _Context, presentation: i18n.Presentation) -> None:
+        await answer_language(context, presentation)
 
     async def _read(self, context: _Context, function: Callable[[], _T]) -> _T:
         try:
