@@ -46,6 +46,7 @@ import datetime as dt
 import json
 import re
 from dataclasses import dataclass
+from typing import Protocol
 
 from clients.offline import merkle, note
 from clients.offline.note import NoteError, VerifierKey
@@ -349,9 +350,16 @@ def _open_note(data: bytes, key: LogKey, what: str) -> str:
         raise CertificateError(f"{what}: {error}") from None
 
 
-def _check_checkpoint(
-    data: bytes, key: LogKey, origin: str, statement: CertificateStatement
-) -> None:
+class _IssuedAt(Protocol):
+    """What a checkpoint is checked against: the tree a document was issued at."""
+
+    @property
+    def tree_size(self) -> int: ...
+    @property
+    def root_hash(self) -> bytes: ...
+
+
+def _check_checkpoint(data: bytes, key: LogKey, origin: str, statement: _IssuedAt) -> None:
     try:
         checkpoint = note.parse_checkpoint(_open_note(data, key, "checkpoint"))
     except note.MalformedCheckpointError as error:
