@@ -32,6 +32,7 @@ from clients.offline.document import verify_document
 from clients.verify import TrustedLog
 from ledger.cards.number import format_card_number
 from ledger.cards.reader import CardReader
+from ledger.coverage.rebuild import rebuild_and_compare
 from ledger.merkle import leaf_hash
 from ledger.signing import Ed25519Signer
 from ledger.storage.tables import cards, log_entries, subject_entries
@@ -161,6 +162,9 @@ def test_issue_replace_revoke_and_the_status_of_each_number(world: World) -> Non
         "REVOKED",
         revoked.leaf_index,
     )
+    # The cards projection is rebuilt from the log alone, row for row.
+    report = rebuild_and_compare(world.server.running.engine)
+    assert report.consistent, report
 
 
 def test_a_card_expires_after_its_valid_until(world: World) -> None:
