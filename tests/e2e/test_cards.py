@@ -135,6 +135,8 @@ def test_issue_replace_revoke_and_the_status_of_each_number(world: World) -> Non
     arabic = world.cards().get(first, accept_language="ar").human_text
     french = world.cards().get(first, accept_language="fr").human_text
     assert "بطاقة التأمين" in arabic and "Carte d'assurance" in french
+    hijri = world.cards().get(first, accept_language="ar-SA-u-ca-islamic-umalqura").human_text
+    assert "هـ" in hijri and "هـ" not in arabic  # Hijri dates only where asked
     assert world.cards().document_status(card.document).status == "CURRENT"
 
     replaced = world.gulf.submit(card_replaced(GULF, first, second, until))
