@@ -332,3 +332,15 @@ def _cli(*argv: str) -> int:
     register(parser.add_subparsers(dest="command"))
     args = parser.parse_args(["card", *argv])
     return int(args.handler(args))
+
+
+def test_documents_of_nothing_are_not_found(world: World) -> None:
+    with pytest.raises(NotFoundError) as caught:
+        world.cards().get(card_number())
+    assert caught.value.reason == "CARD_NOT_FOUND"
+    with pytest.raises(NotFoundError) as caught:
+        world.cards().registration(samples.iqama(99), world.today)
+    assert caught.value.reason == "REGISTRATION_NOT_FOUND"
+    # Before the policy starts there is no registration holding on that day.
+    with pytest.raises(NotFoundError):
+        world.cards().registration(world.sponsor, world.today - dt.timedelta(days=1))
