@@ -19,6 +19,7 @@ from clients import samples
 from clients.cards import CardClient
 from clients.certificate import CertificateClient
 from clients.cli_cards import register
+from clients.cli_certificate import register as register_certificate
 from clients.errors import (
     AlreadyExistsError,
     ClientError,
@@ -34,7 +35,7 @@ from ledger.cards.number import format_card_number
 from ledger.cards.reader import CardReader
 from ledger.coverage.rebuild import rebuild_and_compare
 from ledger.merkle import leaf_hash
-from ledger.signing import Ed25519Signer
+from ledger.signing import Ed25519Signer, format_signer_key
 from ledger.storage.tables import cards, log_entries, subject_entries
 from ledger.v1 import events_pb2, types_pb2
 from tests.builders import (
@@ -344,3 +345,67 @@ def test_documents_of_nothing_are_not_found(world: World) -> None:
     # Before the policy starts there is no registration holding on that day.
     with pytest.raises(NotFoundError):
         world.cards().registration(world.sponsor, world.today - dt.timedelta(days=1))
+
+
+def test_the_card_and_certificate_commands(
+    world: World, insurer_signer: Ed25519Signer, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    server = world.server
+    key = tmp_path / "gulf.key"
+    key.write_text(format_signer_key(insurer_signer) + "\n", encoding="utf-8")
+    as_gulf = [*server.cli_arguments("insurer", GULF), "--log-verifier", server.log_verifier_key]
+    signing = [*as_gulf, "--key", str(key), "--insurer", GULF]
+    first, second = card_number(), card_number()
+    until = (world.today + dt.timedelta(days=100)).isoformat()
+    person = f"SA:RESIDENCE_ID:{world.sponsor.value}"
+    issue = ["issue", *signing, "--card-number", first, "--person", person]
+    assert _cli(*issue, "--valid-until", until) == 0
+    assert "receipt verified" in capsys.readouterr().out
+    # Refused (a second current card): exit 3, nothing written.
+    before = world.counts()
+    assert _cli("issue", *signing, "--card-number", second, "--person", person,
+                "--valid-until", until) == 3  # fmt: skip
+    assert "CARD_ALREADY_HELD" in capsys.readouterr().out and world.counts() == before
+
+    status = ["status", *server.cli_arguments("insurer", GULF), "--card-number", first]
+    assert _cli(*status) == 0
+    assert f"card {first}: CURRENT" in capsys.readouterr().out
+    out, qr = tmp_path / "card.json", tmp_path / "card.png"
+    reader = [*server.cli_arguments("operator", "operator"), "--card-number", first]
+    get = ["get", *reader, "--out", str(out), "--qr", str(qr), "--lang", "fr"]
+    assert _cli(*get, "--log-verifier", server.log_verifier_key) == 0
+    assert "(verified)" in capsys.readouterr().out and qr.read_bytes().startswith(b"\x89PNG")
+    assert _cli("verify", "--card", str(out), "--log-verifier", server.log_verifier_key) == 0
+    printed = capsys.readouterr().out
+    assert f"card {first}\n" in printed and "check its status online" in printed
+
+    replace = ["replace", *signing, "--card-number", first, "--new-card-number", second]
+    assert _cli(*replace, "--valid-until", until, "--reason", "lost") == 0
+    capsys.readouterr()
+    assert _cli(*status) == 1
+    assert "REPLACED (entry" in capsys.readouterr().out
+    assert _cli("revoke", *signing, "--card-number", second, "--reason", "fraud") == 0
+    capsys.readouterr()
+
+    # The certificate commands: the old card's status from its file, a registration certificate.
+    parser = argparse.ArgumentParser()
+    register_certificate(parser.add_subparsers(dest="command"))
+
+    def certificate(*argv: str) -> int:
+        args = parser.parse_args(["certificate", *argv])
+        return int(args.handler(args))
+
+    as_clinic = server.cli_arguments("insurer", NAJM)
+    assert certificate("status", *as_clinic, "--certificate", str(out)) == 1
+    assert "insurance card: REPLACED" in capsys.readouterr().out
+    registration = tmp_path / "reg.json"
+    assert certificate("registration", *server.cli_arguments("operator", "operator"),
+                       "--person", person, "--date", world.today.isoformat(),
+                       "--out", str(registration), "--log-verifier",
+                       server.log_verifier_key) == 0  # fmt: skip
+    capsys.readouterr()
+    key_args = ["--log-verifier", server.log_verifier_key]
+    assert certificate("verify", "--certificate", str(registration), *key_args) == 0
+    assert "policy-ledger registration certificate v1\n" in capsys.readouterr().out
+    assert certificate("status", *as_clinic, "--certificate", str(registration)) == 0
+    assert "registration certificate: CURRENT" in capsys.readouterr().out
