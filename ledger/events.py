@@ -25,6 +25,7 @@ from google.protobuf.message import DecodeError, Message
 from google.protobuf.unknown_fields import UnknownFieldSet
 
 from ledger import limits
+from ledger.cards.validation import CARD_BODY_CHECKS, card_tokens_of
 from ledger.errors import FieldViolation, InvalidArgument, ResourceExhausted, refuse_violations
 from ledger.identifiers import validate_person_id
 from ledger.identity.tokens import is_person_token
@@ -308,6 +309,7 @@ def person_tokens_of(event: events_pb2.Event) -> list[tuple[str, str]]:
             for position, line in enumerate(event.penalty_assessed.lines)
         )
     found.extend(_permit_tokens(event))
+    found.extend(card_tokens_of(event))
     return found
 
 
@@ -1119,5 +1121,6 @@ _BODY_CHECKS: dict[str, Callable[[list[FieldViolation], str, Any], None]] = {
     "objection_rejected": _check_objection,
     "penalty_paid": _check_penalty_paid,
     "penalty_withdrawn": _check_penalty_withdrawn,
+    **CARD_BODY_CHECKS,
 }
 """How each event body is checked (the ``Event.body`` oneof field name -> its check)."""

@@ -122,6 +122,12 @@ request_violations_max: Final = 32
 url_chars_max: Final = 2048
 penalty_decision_id_chars_max: Final = 128
 """The longest decision number of a penalty decision."""
+# Task E (cards): bounds of the card and document requests (below).
+card_number_digits: Final = 16
+"""Digits of an insurance card number, its Luhn check digit included (docs/cards.md)."""
+document_bytes_max: Final = 16384
+"""The largest signed document ``GetDocumentStatus`` reads (a C2SP signed note is at most
+16 KiB: docs/formats.md)."""
 request_field_max: Final[Mapping[str, int]] = MappingProxyType(
     {
         "ledger.v1.Envelope.payload": envelope_payload_bytes_max,
@@ -148,6 +154,10 @@ request_field_max: Final[Mapping[str, int]] = MappingProxyType(
         # Penalty decisions (task B).
         "ledger.v1.GetPenaltyDecisionRequest.decision_id": penalty_decision_id_chars_max,
         "ledger.v1.ListPenaltyDecisionsRequest.establishment_number": reference_chars_max,
+        # Task E (cards).
+        "ledger.v1.GetCardStatusRequest.card_number": card_number_digits,
+        "ledger.v1.GetCardRequest.card_number": card_number_digits,
+        "ledger.v1.GetDocumentStatusRequest.document": document_bytes_max,
     }
 )
 """Per-field bounds: characters of a string, bytes of a bytes field, elements of a repeated one."""
@@ -294,3 +304,10 @@ overrides the bound)."""
 min_tree_size_metadata: Final = "x-min-tree-size"
 """The call metadata in which a reader names the smallest tree size an answer may be computed
 at (a receipt's checkpoint size): a decimal number up to 2**63 - 1."""
+# Insurance cards and signed documents (task E; docs/cards.md).
+card_validity_days_max: Final = 1830
+"""The longest a card may be valid: ``valid_until`` at most this many days after the issuing
+entry's ledger date (five years, as identity and insurance cards commonly are)."""
+registration_certificate_validity_days: Final = 90
+"""A registration certificate is valid this many days from the ledger date it was issued on
+(never past the registration's last day): a fresh one is a request away."""

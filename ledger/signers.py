@@ -162,6 +162,27 @@ SIGNING_RULES: tuple[SigningRule, ...] = (
     SigningRule("objection_rejected", "ObjectionRejected", _DECIDERS, _DECISION_FOLLOW_UP),
     SigningRule("penalty_paid", "PenaltyPaid", _DECIDERS, _DECISION_FOLLOW_UP),
     SigningRule("penalty_withdrawn", "PenaltyWithdrawn", _DECIDERS, _DECISION_FOLLOW_UP),
+    # Task E (cards): insurance cards (docs/cards.md).
+    SigningRule(
+        "card_issued",
+        "CardIssued",
+        frozenset({SignerRole.INSURER}),
+        "a licensed, unsuspended insurer (fund) covering the person on the entry's ledger date "
+        "or later; one current card per person and insurer",
+    ),
+    SigningRule(
+        "card_replaced",
+        "CardReplaced",
+        frozenset({SignerRole.INSURER}),
+        "the licensed, unsuspended insurer that issued the card, still covering the person; "
+        "the card is current",
+    ),
+    SigningRule(
+        "card_revoked",
+        "CardRevoked",
+        frozenset({SignerRole.INSURER}),
+        "the insurer that issued the card; the card is current",
+    ),
 )
 
 _RULES_BY_BODY = {rule.body: rule for rule in SIGNING_RULES}

@@ -14,6 +14,7 @@ from collections.abc import Callable, Sequence
 
 from sqlalchemy import Engine
 
+from ledger.cards.number import with_check_digit
 from ledger.clock import SystemClock
 from ledger.coverage.projector import person_ref
 from ledger.events import civil_date as civil
@@ -462,4 +463,59 @@ def penalty_withdrawn(
     event = _event(signer_id, event_id)
     event.penalty_withdrawn.decision_id = decision_id
     event.penalty_withdrawn.reason = reason
+
+
+# Task E (cards): insurance card events (docs/cards.md).
+_card_serials = itertools.count(100_000)
+
+
+def card_number(serial: int | None = None) -> str:
+    """A fresh 16-digit card number with its Luhn check digit."""
+    return with_check_digit(f"{serial if serial is not None else next(_card_serials):015d}")
+
+
+def card_issued(
+    insurer_id: str,
+    number: str,
+    holder: types_pb2.PersonId | str,
+    valid_until: dt.date,
+    *,
+    event_id: str | None = None,
+) -> events_pb2.Event:
+    """CardIssued: ``number`` to ``holder`` until ``valid_until``."""
+    event = _event(insurer_id, event_id)
+    body = event.card_issued
+    body.card_number = number
+    body.person_token = token(holder)
+    body.valid_until.CopyFrom(civil(valid_until))
+    return event
+
+
+def card_replaced(
+    insurer_id: str,
+    old: str,
+    new: str,
+    valid_until: dt.date,
+    reason: int = R.CARD_REASON_LOST,
+    *,
+    event_id: str | None = None,
+) -> events_pb2.Event:
+    """CardReplaced: ``old`` by ``new``."""
+    event = _event(insurer_id, event_id)
+    body = event.card_replaced
+    body.old_card_number = old
+    body.new_card_number = new
+    body.valid_until.CopyFrom(civil(valid_until))
+    body.reason = reason  # type: ignore[assignment]
+    return event
+
+
+def card_revoked(
+    insurer_id: str, number: str, reason: int = R.CARD_REASON_FRAUD, *, event_id: str | None = None
+) -> events_pb2.Event:
+    """CardRevoked: ``number``."""
+    event = _event(insurer_id, event_id)
+    body = event.card_revoked
+    body.card_number = number
+    body.reason = reason  # type: ignore[assignment]
     return event

@@ -5,7 +5,7 @@ Self-contained: imports nothing from the server's ``ledger`` package (stdlib and
 nothing else. A certificate is a C2SP signed note (https://c2sp.org/signed-note) signed by the
 log key, whose text is the statement ``ledger/coverage/certificate.py`` writes::
 
-    policy-ledger coverage certificate v2
+    policy-ledger coverage certificate v3
     person <COUNTRY>:<TYPE>:<VALUE>
     person-token <the person's token in the identity vault: pt_ and 26 base32 characters>
     date <YYYY-MM-DD>
@@ -14,6 +14,7 @@ log key, whose text is the statement ``ledger/coverage/certificate.py`` writes::
     plan <plan>
     period <YYYY-MM-DD> <YYYY-MM-DD>
     relationship <self|spouse|child|parent|domestic_worker|other>
+    valid-until <YYYY-MM-DD>   (v3 only: v2 certificates lack it, their period's end stands for it)
     leaf <leaf index>
     leaf-hash <base64 SHA-256(0x00 || entry)>
     tree-size <tree size>
@@ -30,7 +31,11 @@ Every failure raises :class:`CertificateError` saying
 which check failed.
 
 The certificate proves that the log stated the coverage at ``tree-size`` and that the entry that
-created it is in the log. It is a snapshot: a cancellation logged later is not in it.
+created it is in the log. It is a snapshot: a cancellation logged later is not in it. So a
+verifier shows the checkpoint it was issued at (``tree-size``), refuses it as expired after
+``valid-until`` (:meth:`CertificateStatement.expired`), and tells the reader to check its status
+online (``CoverageService/GetDocumentStatus``). The insurance card and the registration
+certificate are verified by ``clients/offline/document.py`` with the same checks.
 """
 
 from __future__ import annotations
@@ -41,6 +46,7 @@ import datetime as dt
 import json
 import re
 from dataclasses import dataclass
+from typing import Protocol
 
 from clients.offline import merkle, note
 from clients.offline.note import NoteError, VerifierKey
@@ -48,6 +54,7 @@ from clients.offline.note import NoteError, VerifierKey
 __all__ = [
     "BUNDLE_FORMAT",
     "CERTIFICATE_HEADER",
+    "CERTIFICATE_HEADER_V2",
     "CertificateBundle",
     "CertificateError",
     "CertificateStatement",
@@ -58,8 +65,10 @@ __all__ = [
     "verify_inclusion",
 ]
 
-CERTIFICATE_HEADER = "policy-ledger coverage certificate v2"
-"""The first line of every certificate statement."""
+CERTIFICATE_HEADER = "policy-ledger coverage certificate v3"
+"""The first line of every certificate statement the log issues now."""
+CERTIFICATE_HEADER_V2 = "policy-ledger coverage certificate v2"
+"""The first line of the certificates issued before ``valid-until`` (still verified)."""
 BUNDLE_FORMAT = "policy-ledger coverage certificate bundle v1"
 """The ``format`` of the JSON file ``policy-ledger certificate get`` writes."""
 
@@ -92,6 +101,7 @@ _FIELDS = (
     "tree-size",
     "root",
 )
+_FIELDS_V3 = (*_FIELDS[:8], "valid-until", *_FIELDS[8:])
 
 
 class CertificateError(NoteError):
@@ -140,10 +150,21 @@ class CertificateStatement:
     proof: tuple[bytes, ...]
     text: str
     """The statement, verbatim."""
+    valid_until: dt.date | None = None
+    """The last day the certificate is valid (v3); None for v2 (then ``end`` stands for it)."""
 
     def covers(self, day: dt.date) -> bool:
         """Whether ``day`` is in the stated period."""
         return self.start <= day <= self.end
+
+    @property
+    def last_valid_day(self) -> dt.date:
+        """``valid_until``, or for a v2 certificate its period's end."""
+        return self.valid_until if self.valid_until is not None else self.end
+
+    def expired(self, today: dt.date) -> bool:
+        """Whether ``today`` (the verifier's date) is after the last valid day."""
+        return today > self.last_valid_day
 
 
 @dataclass(frozen=True)
@@ -169,7 +190,7 @@ class CertificateBundle:
 
 def load_bundle(data: bytes) -> CertificateBundle:
     """A bundle file (JSON, see :meth:`CertificateBundle.to_json`) or a bare certificate note."""
-    if data.startswith(CERTIFICATE_HEADER.encode("ascii") + b"\n"):
+    if any(data.startswith(header.encode("ascii") + b"\n") for header in _BARE_NOTE_HEADERS):
         return CertificateBundle(certificate=data)
     try:
         document = json.loads(data)
@@ -236,25 +257,13 @@ def parse_statement(text: str) -> CertificateStatement:
     if not text.endswith("\n"):
         raise CertificateError("malformed certificate: statement does not end in a newline")
     lines = text[:-1].split("\n")
-    if lines[0] != CERTIFICATE_HEADER:
+    if lines[0] not in {CERTIFICATE_HEADER, CERTIFICATE_HEADER_V2}:
         raise CertificateError(
-            f"malformed certificate: first line must be {CERTIFICATE_HEADER!r}, "
+            f"malformed certificate: first line must be {CERTIFICATE_HEADER!r} (or v2), "
             f"got {lines[0][:64]!r}"
         )
-    values: dict[str, str] = {}
-    for number, field in enumerate(_FIELDS, 2):
-        if number > len(lines):
-            raise CertificateError(f"malformed certificate: line {number} ({field}) is missing")
-        values[field] = _value(lines[number - 1], number, field)
-    proof_lines = lines[len(_FIELDS) + 1 :]
-    if len(proof_lines) > _PROOF_LINES_MAX:
-        raise CertificateError(
-            f"malformed certificate: {len(proof_lines)} proof lines, at most {_PROOF_LINES_MAX}"
-        )
-    proof = tuple(
-        _hash(_value(line, number, "proof"), f"line {number} (proof)")
-        for number, line in enumerate(proof_lines, len(_FIELDS) + 2)
-    )
+    names = _FIELDS_V3 if lines[0] == CERTIFICATE_HEADER else _FIELDS
+    values, proof = statement_lines(lines, names, "certificate")
     day = _date(values["date"], "date")
     start_text, space, end_text = values["period"].partition(" ")
     if not space:
@@ -289,7 +298,32 @@ def parse_statement(text: str) -> CertificateStatement:
         root_hash=_hash(values["root"], "root"),
         proof=proof,
         text=text,
+        valid_until=(
+            _date(values["valid-until"], "valid-until") if "valid-until" in values else None
+        ),
     )
+
+
+def statement_lines(
+    lines: list[str], names: tuple[str, ...], what: str
+) -> tuple[dict[str, str], tuple[bytes, ...]]:
+    """The values of a statement's lines after its header (``names``, in order, each once),
+    and the hashes of the ``proof`` lines that follow (the proof block, docs/formats.md)."""
+    values: dict[str, str] = {}
+    for number, field in enumerate(names, 2):
+        if number > len(lines):
+            raise CertificateError(f"malformed {what}: line {number} ({field}) is missing")
+        values[field] = _value(lines[number - 1], number, field)
+    proof_lines = lines[len(names) + 1 :]
+    if len(proof_lines) > _PROOF_LINES_MAX:
+        raise CertificateError(
+            f"malformed {what}: {len(proof_lines)} proof lines, at most {_PROOF_LINES_MAX}"
+        )
+    proof = tuple(
+        _hash(_value(line, number, "proof"), f"line {number} (proof)")
+        for number, line in enumerate(proof_lines, len(names) + 2)
+    )
+    return values, proof
 
 
 def verify_inclusion(
@@ -316,9 +350,16 @@ def _open_note(data: bytes, key: LogKey, what: str) -> str:
         raise CertificateError(f"{what}: {error}") from None
 
 
-def _check_checkpoint(
-    data: bytes, key: LogKey, origin: str, statement: CertificateStatement
-) -> None:
+class _IssuedAt(Protocol):
+    """What a checkpoint is checked against: the tree a document was issued at."""
+
+    @property
+    def tree_size(self) -> int: ...
+    @property
+    def root_hash(self) -> bytes: ...
+
+
+def _check_checkpoint(data: bytes, key: LogKey, origin: str, statement: _IssuedAt) -> None:
     try:
         checkpoint = note.parse_checkpoint(_open_note(data, key, "checkpoint"))
     except note.MalformedCheckpointError as error:
@@ -432,6 +473,12 @@ def _b64decode(text: str, what: str) -> bytes:
 
 
 _leaf_hash = merkle.leaf_hash
+_BARE_NOTE_HEADERS = (
+    CERTIFICATE_HEADER,
+    CERTIFICATE_HEADER_V2,
+    "policy-ledger insurance card v1",
+    "policy-ledger registration certificate v1",
+)
 
 
 def _proof_length(index: int, size: int) -> int:

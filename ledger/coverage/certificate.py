@@ -3,14 +3,16 @@
 A certificate is a C2SP signed note (:mod:`ledger.note`), signed by the log's checkpoint key,
 whose text is a line-based statement::
 
-    policy-ledger coverage certificate v2
+    policy-ledger coverage certificate v3
     person SA:RESIDENCE_ID:2123456785
+    person-token pt_...
     date 2026-11-23
     insurer gulf-health
     policy POL-00000001
     plan CCHI-BASIC
     period 2026-01-01 2026-12-31
     relationship self
+    valid-until 2026-12-31         (the period's last day)
     leaf 17
     leaf-hash <base64 SHA-256(0x00 || entry)>
     tree-size 4242
@@ -20,7 +22,9 @@ whose text is a line-based statement::
 Every line appears once, in this order (``proof`` 0..63 times, as many as the proof of ``leaf``
 in a tree of ``tree-size`` has). The first line keeps certificates and checkpoints apart: a
 checkpoint's second line is a number, a certificate's never is. ``clients/offline/certificate.py``
-parses and verifies it without this package.
+parses and verifies it without this package. The insurance card and the registration certificate
+(:mod:`ledger.cards.document`) end with the same proof block (:func:`proof_block`); the formats
+are in docs/formats.md.
 """
 
 from __future__ import annotations
@@ -36,9 +40,15 @@ from ledger.merkle import HASH_SIZE, verify_inclusion
 from ledger.note import sign_note
 from ledger.signing import Signer
 
-__all__ = ["CERTIFICATE_HEADER", "certificate_messages", "certificate_text", "sign_certificate"]
+__all__ = [
+    "CERTIFICATE_HEADER",
+    "certificate_messages",
+    "certificate_text",
+    "proof_block",
+    "sign_certificate",
+]
 
-CERTIFICATE_HEADER = "policy-ledger coverage certificate v2"
+CERTIFICATE_HEADER = "policy-ledger coverage certificate v3"
 """The first line of every certificate statement (its format and version)."""
 
 
@@ -64,14 +74,6 @@ def certificate_text(
     """
     check(record.start <= day <= record.end, f"{day} is outside the coverage period")
     check(leaf_index in record.leaf_indexes, f"leaf {leaf_index} is not one of the coverage's")
-    check(
-        len(leaf_hash) == HASH_SIZE and len(root_hash) == HASH_SIZE,
-        "certificate hashes must be SHA-256 digests",
-    )
-    try:
-        verify_inclusion(leaf_index, tree_size, leaf_hash, proof, root_hash)
-    except VerificationError as error:  # the stored tree disagrees with itself: a bug
-        check(False, f"inclusion proof of leaf {leaf_index} does not verify: {error.message}")
     lines = [
         CERTIFICATE_HEADER,
         f"person {record.person.key}",
@@ -82,13 +84,44 @@ def certificate_text(
         f"plan {record.plan}",
         f"period {record.start.isoformat()} {record.end.isoformat()}",
         f"relationship {record.relationship.value}",
+        f"valid-until {record.end.isoformat()}",
+        *proof_block(
+            leaf_index=leaf_index,
+            leaf_hash=leaf_hash,
+            tree_size=tree_size,
+            root_hash=root_hash,
+            proof=proof,
+        ),
+    ]
+    return "".join(line + "\n" for line in lines)
+
+
+def proof_block(
+    *,
+    leaf_index: int,
+    leaf_hash: bytes,
+    tree_size: int,
+    root_hash: bytes,
+    proof: Sequence[bytes],
+) -> list[str]:
+    """The lines every signed document ends with (``leaf``, ``leaf-hash``, ``tree-size``,
+    ``root``, one ``proof`` per hash), once the proof verifies: the log never signs a document
+    whose proof does not."""
+    check(
+        len(leaf_hash) == HASH_SIZE and len(root_hash) == HASH_SIZE,
+        "certificate hashes must be SHA-256 digests",
+    )
+    try:
+        verify_inclusion(leaf_index, tree_size, leaf_hash, proof, root_hash)
+    except VerificationError as error:  # the stored tree disagrees with itself: a bug
+        check(False, f"inclusion proof of leaf {leaf_index} does not verify: {error.message}")
+    return [
         f"leaf {leaf_index}",
         f"leaf-hash {_b64(leaf_hash)}",
         f"tree-size {tree_size}",
         f"root {_b64(root_hash)}",
         *(f"proof {_b64(digest)}" for digest in proof),
     ]
-    return "".join(line + "\n" for line in lines)
 
 
 def sign_certificate(

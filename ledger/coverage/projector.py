@@ -44,6 +44,7 @@ from typing import Any
 
 from sqlalchemy import Connection, Row, and_, bindparam, func, insert, select, update
 
+from ledger.cards.projection import card_handlers
 from ledger.clock import to_micros
 from ledger.compliance import decision_store
 from ledger.compliance.obligations import PermitProjection
@@ -262,6 +263,7 @@ class Projector:
             **PermitProjection(connection, self._index).handlers(),
             # Penalty decisions (task B): ledger/compliance/decision_store.py owns them.
             **dict.fromkeys(decision_store.DECISION_BODIES, self._penalty_decision),
+            **card_handlers(self),  # Task E (cards): the rules are in ledger/cards/projection.py
         }
         self._keys: dict[str, InsurerKey | None] = {}
         """Keys read so far; an entry changing a key drops it from here."""
@@ -362,6 +364,21 @@ class Projector:
         if self._subject_rows:
             self._connection.execute(_INSERT_SUBJECT, self._subject_rows)
         self._premium_rows, self._subject_rows = [], []
+
+    # Task E (cards): what ledger/cards/projection.py needs of the entry being applied.
+
+    @property
+    def ledger_date(self) -> dt.date:
+        """The ledger date of the entry being applied (its batch's integration time, UTC)."""
+        return rules.ledger_date(self._signed.integrated_at)
+
+    def require_licensed(self, insurer_id: str) -> None:
+        """PERMISSION_DENIED unless ``insurer_id`` is licensed and not suspended."""
+        self._require_licensed(insurer_id)
+
+    def index(self, leaf_index: int, subjects: Iterable[str]) -> None:
+        """Index entry ``leaf_index`` under ``subjects`` (``FindEntries``)."""
+        self._index(leaf_index, subjects)
 
     # Insurers (operator events).
 

@@ -162,6 +162,11 @@ class CoverageReader:
     def _today(self) -> dt.date:
         return rules.ledger_date(self._clock.now())
 
+    @property
+    def engine(self) -> Engine:
+        """The engine it reads (the card reader shares it: ledger/cards/reader.py)."""
+        return self._engine
+
     @contextmanager
     def _snapshot(self) -> Iterator[Connection]:
         connection = self._engine.connect()

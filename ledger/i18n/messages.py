@@ -14,12 +14,20 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 __all__ = [
+    "CARD_SUMMARY",
     "CERTIFICATE_STATUS_NOTE",
     "CERTIFICATE_SUMMARY",
+    "DOCUMENT_CANCELLED",
+    "DOCUMENT_CURRENT",
+    "DOCUMENT_EXPIRED",
+    "DOCUMENT_REPLACED",
+    "DOCUMENT_REVOKED",
+    "DOCUMENT_STATUS_NOTE",
     "HIJRI_DATE",
     "HIJRI_MONTHS",
     "MESSAGE_IDS",
     "N_",
+    "REGISTRATION_SUMMARY",
     "VERDICT_CANCELLED",
     "VERDICT_COVERED_THROUGH",
     "VERDICT_ENDS_ON",
@@ -96,6 +104,25 @@ HIJRI_MONTHS = (
     N_("Dhu al-Hijjah"),
 )
 
+# Task E (cards): insurance cards, registration certificates, document status (docs/cards.md).
+CARD_SUMMARY = N_(
+    "Insurance card {card} of {person}, issued by '{insurer}' on {issued}, valid until "
+    "{valid_until}."
+)
+REGISTRATION_SUMMARY = N_(
+    "{person} is registered with '{insurer}' under policy '{policy}' since {registered}. This "
+    "certificate is valid until {valid_until}."
+)
+DOCUMENT_STATUS_NOTE = N_(
+    "Signed by the ledger at log size {tree_size}. Verify the signature offline; the ledger may "
+    "have replaced, revoked or cancelled it since: check its current status online."
+)
+DOCUMENT_CURRENT = N_("Current on {date} (entry {leaf}); valid until {valid_until}.")
+DOCUMENT_EXPIRED = N_("Expired: it was valid until {valid_until}.")
+DOCUMENT_REPLACED = N_("Replaced by card {replaced_by} (entry {leaf}): no longer valid.")
+DOCUMENT_REVOKED = N_("Revoked (entry {leaf}): no longer valid.")
+DOCUMENT_CANCELLED = N_("Cancelled since it was issued (entry {leaf}): no longer valid.")
+
 MESSAGE_IDS: tuple[str, ...] = (
     VERDICT_COVERED_THROUGH,
     VERDICT_INSURER_SUSPENDED,
@@ -111,5 +138,13 @@ MESSAGE_IDS: tuple[str, ...] = (
     CERTIFICATE_STATUS_NOTE,
     HIJRI_DATE,
     *HIJRI_MONTHS,
+    CARD_SUMMARY,
+    REGISTRATION_SUMMARY,
+    DOCUMENT_STATUS_NOTE,
+    DOCUMENT_CURRENT,
+    DOCUMENT_EXPIRED,
+    DOCUMENT_REPLACED,
+    DOCUMENT_REVOKED,
+    DOCUMENT_CANCELLED,
 )
 """Every message id the code uses; each catalogue translates exactly these."""

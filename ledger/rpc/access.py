@@ -84,6 +84,10 @@ def _watched(request: Any) -> People:
     return (), f"establishment {organization.country_code}:{organization.registration_number}"
 
 
+def _card(request: Any) -> People:
+    return (), f"card {request.card_number}"
+
+
 _SERVICE = "/ledger.v1.CoverageService/"
 ACCESS_RULES: dict[str, Callable[[Any], People]] = {
     f"{_SERVICE}GetCoverage": _person,
@@ -95,6 +99,9 @@ ACCESS_RULES: dict[str, Callable[[Any], People]] = {
     f"{_SERVICE}CheckEmployer": _establishment,
     "/ledger.v1.ComplianceService/ComputeArrears": _establishment,
     f"{_SERVICE}WatchCoverage": _watched,
+    # Task E (cards).
+    f"{_SERVICE}GetCard": _card,
+    f"{_SERVICE}GetRegistrationCertificate": _person,
 }
 """Every method whose answer carries a person's data, and whom a request asks about."""
 

@@ -193,8 +193,15 @@ def ledger_rules() -> list[Rule]:
                 "GetCoverageCertificate": _PERSON_READERS,
                 # Task C (issue 10 item 9): the change feed, to whom CheckHousehold answers.
                 "WatchCoverage": (*_PERSON_READERS, Grant("portal", Limit.JURISDICTION)),
+                # Task E (cards): a document's holder shows it to anyone; the card or
+                # certificate itself carries the person's identifier.
+                "GetCard": _PERSON_READERS,
+                "GetRegistrationCertificate": _PERSON_READERS,
             },
         ),
+        # Task E (cards): a status names nobody (a number or a document the caller holds).
+        Rule(f"/{coverage}/GetCardStatus", any_authenticated=True),
+        Rule(f"/{coverage}/GetDocumentStatus", any_authenticated=True),
         *_rows(
             admin,
             {

@@ -9,6 +9,7 @@ from typing import TypeVar
 import grpc
 
 from ledger import i18n, limits
+from ledger.cards.reader import CardReader
 from ledger.clock import Clock
 from ledger.compliance.employer import (
     EmployerReader,
@@ -27,6 +28,7 @@ from ledger.errors import FieldViolation, NotFound, Unavailable, check, refuse_v
 from ledger.events import check_date, check_identifier, check_person, civil_date
 from ledger.fair import ReadPool
 from ledger.merkle import leaf_hash
+from ledger.rpc.cards_servicer import CardMethods
 from ledger.rpc.compliance_servicer import basis_of, obligation_proto, parse_employer_range
 from ledger.rpc.fairness import caller_of
 from ledger.rpc.reads import min_tree_size_of
@@ -166,7 +168,7 @@ def household_response(
     return response
 
 
-class CoverageServicer(pb_grpc.CoverageServiceServicer):
+class CoverageServicer(CardMethods, pb_grpc.CoverageServiceServicer):
     """Coverage, household checks and history, from the projections."""
 
     def __init__(
@@ -196,13 +198,15 @@ class CoverageServicer(pb_grpc.CoverageServiceServicer):
         self._signer = signer
         self._standby = standby or (reader, log_store)
         self._router = router or ReadRouter(None)
+        self._cards = CardReader(reader.engine)  # Task E (cards): ledger/rpc/cards_servicer.py
 
     def _served_basis(
-        self, head: StoredCheckpoint, leaves: list[int], log_store: LogStore
+        self, head: StoredCheckpoint, leaves: list[int], log_store: LogStore | None = None
     ) -> pb.AnswerBasis:
-        """The basis with the checkpoint as served: with its witness cosignatures."""
+        """The basis with the checkpoint as served (with its witness cosignatures) by
+        ``log_store``: the store the answer was read from (default: the primary's)."""
         basis = _basis(head, leaves)
-        basis.checkpoint = log_store.served_note(head)
+        basis.checkpoint = (log_store or self._log_store).served_note(head)
         return basis
 
     async def _routed(
@@ -223,6 +227,12 @@ class CoverageServicer(pb_grpc.CoverageServiceServicer):
             )
 
         return await self._read(context, run)
+
+    def _presentation(self, context: _Context) -> i18n.Presentation:
+        return presentation_of(context)
+
+    async def _answer_language(self, context: _Context, presentation: i18n.Presentation) -> None:
+        await answer_language(context, presentation)
 
     async def _read(self, context: _Context, function: Callable[[], _T]) -> _T:
         try:

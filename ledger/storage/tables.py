@@ -25,6 +25,7 @@ from sqlalchemy import (
 __all__ = [
     "APPEND_ONLY_TABLES",
     "PROJECTION_TABLES",
+    "cards",
     "checkpoint_cosignatures",
     "checkpoints",
     "coverages",
@@ -358,6 +359,25 @@ penalty_decision_entries = Table(
 """What followed each decision, by entry: ``kind`` FILED (``stage`` OBJECTION or GRIEVANCE),
 REJECTED (the stage rejected), PAID (``amount_minor``) or WITHDRAWN (``reference``: the
 reason); ``ledger_date`` is the entry's."""
+# Task E (cards).
+cards = Table(
+    "cards",
+    metadata,
+    Column("card_number", String(16), primary_key=True),
+    Column("insurer_id", String(64), nullable=False),
+    Column("person_key", String(64), nullable=False),
+    Column("issued_on", Date, nullable=False),
+    Column("valid_until", Date, nullable=False),
+    Column("issued_leaf", BigInteger, nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("status_leaf", BigInteger, nullable=True),
+    Column("replaced_by", String(16), nullable=True),
+    Index("ix_cards_person_key", "person_key", "insurer_id"),
+)
+"""Insurance cards (CardIssued, CardReplaced, CardRevoked): one row per number ever issued.
+``issued_on`` is the issuing entry's ledger date; ``status`` is ``CURRENT``, ``REPLACED`` or
+``REVOKED`` (expiry is not stored: it is ``valid_until`` against the ledger date);
+``status_leaf`` is the entry that replaced or revoked it, ``replaced_by`` the new number."""
 
 APPEND_ONLY_TABLES = ("log_entries", "tree_nodes", "checkpoints")
 PROJECTION_TABLES = (
@@ -377,4 +397,5 @@ PROJECTION_TABLES = (
     penalty_decisions,
     penalty_lines,
     penalty_decision_entries,
+    cards,
 )

@@ -130,6 +130,46 @@ Not sent until residence permits are in the log (docs/coverage.md "Watching cove
 """
 Global___CoverageChangeKind: _TypeAlias = CoverageChangeKind  # noqa: Y015
 
+class _DocumentStatus:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _DocumentStatusEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_DocumentStatus.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    DOCUMENT_STATUS_UNSPECIFIED: _DocumentStatus.ValueType  # 0
+    """Not set: never answered."""
+    DOCUMENT_STATUS_CURRENT: _DocumentStatus.ValueType  # 1
+    """Valid: nothing the log holds since has withdrawn it, and valid_until is not past."""
+    DOCUMENT_STATUS_EXPIRED: _DocumentStatus.ValueType  # 2
+    """Its valid_until is before the ledger date."""
+    DOCUMENT_STATUS_REPLACED: _DocumentStatus.ValueType  # 3
+    """A card replaced by another number (CardReplaced)."""
+    DOCUMENT_STATUS_REVOKED: _DocumentStatus.ValueType  # 4
+    """A card revoked (CardRevoked)."""
+    DOCUMENT_STATUS_CANCELLED: _DocumentStatus.ValueType  # 5
+    """What a certificate states was ended since: the policy cancelled, the member removed, the
+    fee refunded.
+    """
+
+class DocumentStatus(_DocumentStatus, metaclass=_DocumentStatusEnumTypeWrapper):
+    """The status of a signed document."""
+
+DOCUMENT_STATUS_UNSPECIFIED: DocumentStatus.ValueType  # 0
+"""Not set: never answered."""
+DOCUMENT_STATUS_CURRENT: DocumentStatus.ValueType  # 1
+"""Valid: nothing the log holds since has withdrawn it, and valid_until is not past."""
+DOCUMENT_STATUS_EXPIRED: DocumentStatus.ValueType  # 2
+"""Its valid_until is before the ledger date."""
+DOCUMENT_STATUS_REPLACED: DocumentStatus.ValueType  # 3
+"""A card replaced by another number (CardReplaced)."""
+DOCUMENT_STATUS_REVOKED: DocumentStatus.ValueType  # 4
+"""A card revoked (CardRevoked)."""
+DOCUMENT_STATUS_CANCELLED: DocumentStatus.ValueType  # 5
+"""What a certificate states was ended since: the policy cancelled, the member removed, the
+fee refunded.
+"""
+Global___DocumentStatus: _TypeAlias = DocumentStatus  # noqa: Y015
+
 @_typing.final
 class AnswerBasis(_message.Message):
     """The log state an answer was computed at: verify the checkpoint with the log key, and each
@@ -1206,3 +1246,330 @@ class WatchCoverageResponse(_message.Message):
     def WhichOneof(self, oneof_group: _WhichOneofArgType_kind) -> _WhichOneofReturnType_kind | None: ...
 
 Global___WatchCoverageResponse: _TypeAlias = WatchCoverageResponse  # noqa: Y015
+
+@_typing.final
+class GetCardStatusRequest(_message.Message):
+    """---- Task E (cards): insurance cards, registration certificates, document status ----
+
+    Request of CoverageService.GetCardStatus.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CARD_NUMBER_FIELD_NUMBER: _builtins.int
+    card_number: _builtins.str
+    """The card number: 16 digits (spaces are not accepted)."""
+    def __init__(
+        self,
+        *,
+        card_number: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["card_number", b"card_number"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetCardStatusRequest: _TypeAlias = GetCardStatusRequest  # noqa: Y015
+
+@_typing.final
+class GetCardStatusResponse(_message.Message):
+    """Response of CoverageService.GetCardStatus."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    STATUS_FIELD_NUMBER: _builtins.int
+    LEAF_INDEX_FIELD_NUMBER: _builtins.int
+    VALID_UNTIL_FIELD_NUMBER: _builtins.int
+    REPLACED_BY_FIELD_NUMBER: _builtins.int
+    AS_OF_DATE_FIELD_NUMBER: _builtins.int
+    BASIS_FIELD_NUMBER: _builtins.int
+    HUMAN_TEXT_FIELD_NUMBER: _builtins.int
+    status: Global___DocumentStatus.ValueType
+    """The answer."""
+    leaf_index: _builtins.int
+    """The entry that decided it: the replacing, revoking or cancelling entry; for CURRENT and
+    EXPIRED, the entry that issued the document.
+    """
+    replaced_by: _builtins.str
+    """For a replaced card: the number that replaced it."""
+    human_text: _builtins.str
+    """For people, in the language of the call's accept-language metadata."""
+    @_builtins.property
+    def valid_until(self) -> _types_pb2.CivilDate:
+        """The document's last valid day."""
+
+    @_builtins.property
+    def as_of_date(self) -> _types_pb2.CivilDate:
+        """The ledger date the status was computed for."""
+
+    @_builtins.property
+    def basis(self) -> Global___AnswerBasis:
+        """The log state it was computed at (leaf_indexes: leaf_index)."""
+
+    def __init__(
+        self,
+        *,
+        status: Global___DocumentStatus.ValueType = ...,
+        leaf_index: _builtins.int = ...,
+        valid_until: _types_pb2.CivilDate | None = ...,
+        replaced_by: _builtins.str = ...,
+        as_of_date: _types_pb2.CivilDate | None = ...,
+        basis: Global___AnswerBasis | None = ...,
+        human_text: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["as_of_date", b"as_of_date", "basis", b"basis", "valid_until", b"valid_until"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["as_of_date", b"as_of_date", "basis", b"basis", "human_text", b"human_text", "leaf_index", b"leaf_index", "replaced_by", b"replaced_by", "status", b"status", "valid_until", b"valid_until"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetCardStatusResponse: _TypeAlias = GetCardStatusResponse  # noqa: Y015
+
+@_typing.final
+class GetCardRequest(_message.Message):
+    """Request of CoverageService.GetCard."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CARD_NUMBER_FIELD_NUMBER: _builtins.int
+    PURPOSE_FIELD_NUMBER: _builtins.int
+    card_number: _builtins.str
+    """The card number: 16 digits."""
+    purpose: _types_pb2.AccessPurpose.ValueType
+    """Why (required; recorded in the access record)."""
+    def __init__(
+        self,
+        *,
+        card_number: _builtins.str = ...,
+        purpose: _types_pb2.AccessPurpose.ValueType = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["card_number", b"card_number", "purpose", b"purpose"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetCardRequest: _TypeAlias = GetCardRequest  # noqa: Y015
+
+@_typing.final
+class SignedDocument(_message.Message):
+    """A signed document and what a verifier may check it against."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    DOCUMENT_FIELD_NUMBER: _builtins.int
+    LEAF_INDEX_FIELD_NUMBER: _builtins.int
+    ENTRY_FIELD_NUMBER: _builtins.int
+    HUMAN_TEXT_FIELD_NUMBER: _builtins.int
+    VALID_UNTIL_FIELD_NUMBER: _builtins.int
+    document: _builtins.bytes
+    """The C2SP signed note by the log key (docs/formats.md): what the QR code holds."""
+    leaf_index: _builtins.int
+    """The leaf it proves."""
+    entry: _builtins.bytes
+    """That entry's LedgerEntry bytes, verbatim."""
+    human_text: _builtins.str
+    """For people, in the language of the call's accept-language metadata (not signed)."""
+    @_builtins.property
+    def valid_until(self) -> _types_pb2.CivilDate:
+        """The last day the document is valid."""
+
+    def __init__(
+        self,
+        *,
+        document: _builtins.bytes = ...,
+        leaf_index: _builtins.int = ...,
+        entry: _builtins.bytes = ...,
+        human_text: _builtins.str = ...,
+        valid_until: _types_pb2.CivilDate | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["valid_until", b"valid_until"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["document", b"document", "entry", b"entry", "human_text", b"human_text", "leaf_index", b"leaf_index", "valid_until", b"valid_until"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SignedDocument: _TypeAlias = SignedDocument  # noqa: Y015
+
+@_typing.final
+class GetCardResponse(_message.Message):
+    """Response of CoverageService.GetCard."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CARD_FIELD_NUMBER: _builtins.int
+    STATUS_FIELD_NUMBER: _builtins.int
+    BASIS_FIELD_NUMBER: _builtins.int
+    status: Global___DocumentStatus.ValueType
+    """Its status now."""
+    @_builtins.property
+    def card(self) -> Global___SignedDocument:
+        """The card document."""
+
+    @_builtins.property
+    def basis(self) -> Global___AnswerBasis:
+        """The log state it was made at."""
+
+    def __init__(
+        self,
+        *,
+        card: Global___SignedDocument | None = ...,
+        status: Global___DocumentStatus.ValueType = ...,
+        basis: Global___AnswerBasis | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["basis", b"basis", "card", b"card"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["basis", b"basis", "card", b"card", "status", b"status"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetCardResponse: _TypeAlias = GetCardResponse  # noqa: Y015
+
+@_typing.final
+class GetRegistrationCertificateRequest(_message.Message):
+    """Request of CoverageService.GetRegistrationCertificate."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PERSON_FIELD_NUMBER: _builtins.int
+    DATE_FIELD_NUMBER: _builtins.int
+    PURPOSE_FIELD_NUMBER: _builtins.int
+    purpose: _types_pb2.AccessPurpose.ValueType
+    """Why (required; recorded in the access record)."""
+    @_builtins.property
+    def person(self) -> _types_pb2.PersonId:
+        """Who."""
+
+    @_builtins.property
+    def date(self) -> _types_pb2.CivilDate:
+        """The day the registration must hold on."""
+
+    def __init__(
+        self,
+        *,
+        person: _types_pb2.PersonId | None = ...,
+        date: _types_pb2.CivilDate | None = ...,
+        purpose: _types_pb2.AccessPurpose.ValueType = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["date", b"date", "person", b"person"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["date", b"date", "person", b"person", "purpose", b"purpose"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetRegistrationCertificateRequest: _TypeAlias = GetRegistrationCertificateRequest  # noqa: Y015
+
+@_typing.final
+class GetRegistrationCertificateResponse(_message.Message):
+    """Response of CoverageService.GetRegistrationCertificate."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CERTIFICATES_FIELD_NUMBER: _builtins.int
+    BASIS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def certificates(self) -> _containers.RepeatedCompositeFieldContainer[Global___SignedDocument]:
+        """One certificate per registration (coverage) on the date; never empty (NOT_FOUND)."""
+
+    @_builtins.property
+    def basis(self) -> Global___AnswerBasis:
+        """The log state they were made at."""
+
+    def __init__(
+        self,
+        *,
+        certificates: _abc.Iterable[Global___SignedDocument] | None = ...,
+        basis: Global___AnswerBasis | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["basis", b"basis"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["basis", b"basis", "certificates", b"certificates"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetRegistrationCertificateResponse: _TypeAlias = GetRegistrationCertificateResponse  # noqa: Y015
+
+@_typing.final
+class GetDocumentStatusRequest(_message.Message):
+    """Request of CoverageService.GetDocumentStatus."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    DOCUMENT_FIELD_NUMBER: _builtins.int
+    document: _builtins.bytes
+    """The signed note, as the QR code holds it."""
+    def __init__(
+        self,
+        *,
+        document: _builtins.bytes = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["document", b"document"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetDocumentStatusRequest: _TypeAlias = GetDocumentStatusRequest  # noqa: Y015
+
+@_typing.final
+class GetDocumentStatusResponse(_message.Message):
+    """Response of CoverageService.GetDocumentStatus (the fields of GetCardStatusResponse, and the
+    document's kind).
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    STATUS_FIELD_NUMBER: _builtins.int
+    LEAF_INDEX_FIELD_NUMBER: _builtins.int
+    VALID_UNTIL_FIELD_NUMBER: _builtins.int
+    REPLACED_BY_FIELD_NUMBER: _builtins.int
+    AS_OF_DATE_FIELD_NUMBER: _builtins.int
+    BASIS_FIELD_NUMBER: _builtins.int
+    HUMAN_TEXT_FIELD_NUMBER: _builtins.int
+    DOCUMENT_KIND_FIELD_NUMBER: _builtins.int
+    status: Global___DocumentStatus.ValueType
+    """The answer."""
+    leaf_index: _builtins.int
+    """The entry that decided it: the replacing, revoking or cancelling entry; for CURRENT and
+    EXPIRED, the entry that issued the document.
+    """
+    replaced_by: _builtins.str
+    """For a replaced card: the number that replaced it."""
+    human_text: _builtins.str
+    """For people, in the language of the call's accept-language metadata."""
+    document_kind: _builtins.str
+    """Which document it is: "coverage certificate", "insurance card" or "registration
+    certificate" (its first line without "policy-ledger " and the version).
+    """
+    @_builtins.property
+    def valid_until(self) -> _types_pb2.CivilDate:
+        """The document's last valid day."""
+
+    @_builtins.property
+    def as_of_date(self) -> _types_pb2.CivilDate:
+        """The ledger date the status was computed for."""
+
+    @_builtins.property
+    def basis(self) -> Global___AnswerBasis:
+        """The log state it was computed at (leaf_indexes: leaf_index)."""
+
+    def __init__(
+        self,
+        *,
+        status: Global___DocumentStatus.ValueType = ...,
+        leaf_index: _builtins.int = ...,
+        valid_until: _types_pb2.CivilDate | None = ...,
+        replaced_by: _builtins.str = ...,
+        as_of_date: _types_pb2.CivilDate | None = ...,
+        basis: Global___AnswerBasis | None = ...,
+        human_text: _builtins.str = ...,
+        document_kind: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["as_of_date", b"as_of_date", "basis", b"basis", "valid_until", b"valid_until"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["as_of_date", b"as_of_date", "basis", b"basis", "document_kind", b"document_kind", "human_text", b"human_text", "leaf_index", b"leaf_index", "replaced_by", b"replaced_by", "status", b"status", "valid_until", b"valid_until"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetDocumentStatusResponse: _TypeAlias = GetDocumentStatusResponse  # noqa: Y015

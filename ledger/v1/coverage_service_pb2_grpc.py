@@ -71,6 +71,26 @@ class CoverageServiceStub:
                 request_serializer=ledger_dot_v1_dot_coverage__service__pb2.WatchCoverageRequest.SerializeToString,
                 response_deserializer=ledger_dot_v1_dot_coverage__service__pb2.WatchCoverageResponse.FromString,
                 _registered_method=True)
+        self.GetCardStatus = channel.unary_unary(
+                '/ledger.v1.CoverageService/GetCardStatus',
+                request_serializer=ledger_dot_v1_dot_coverage__service__pb2.GetCardStatusRequest.SerializeToString,
+                response_deserializer=ledger_dot_v1_dot_coverage__service__pb2.GetCardStatusResponse.FromString,
+                _registered_method=True)
+        self.GetCard = channel.unary_unary(
+                '/ledger.v1.CoverageService/GetCard',
+                request_serializer=ledger_dot_v1_dot_coverage__service__pb2.GetCardRequest.SerializeToString,
+                response_deserializer=ledger_dot_v1_dot_coverage__service__pb2.GetCardResponse.FromString,
+                _registered_method=True)
+        self.GetRegistrationCertificate = channel.unary_unary(
+                '/ledger.v1.CoverageService/GetRegistrationCertificate',
+                request_serializer=ledger_dot_v1_dot_coverage__service__pb2.GetRegistrationCertificateRequest.SerializeToString,
+                response_deserializer=ledger_dot_v1_dot_coverage__service__pb2.GetRegistrationCertificateResponse.FromString,
+                _registered_method=True)
+        self.GetDocumentStatus = channel.unary_unary(
+                '/ledger.v1.CoverageService/GetDocumentStatus',
+                request_serializer=ledger_dot_v1_dot_coverage__service__pb2.GetDocumentStatusRequest.SerializeToString,
+                response_deserializer=ledger_dot_v1_dot_coverage__service__pb2.GetDocumentStatusResponse.FromString,
+                _registered_method=True)
 
 
 class CoverageServiceServicer:
@@ -136,6 +156,37 @@ class CoverageServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetCardStatus(self, request, context):
+        """Task E (cards). Answers whether an insurance card number is current, replaced, revoked or
+        expired, with the leaf index that decided it. Names nobody: anyone holding a card may ask.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetCard(self, request, context):
+        """Returns the signed insurance card document of a card number (docs/formats.md).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetRegistrationCertificate(self, request, context):
+        """Returns a registration certificate per registration of a person with an insurer (fund) on
+        a date (docs/formats.md).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetDocumentStatus(self, request, context):
+        """Answers the status of any signed document the log issued (coverage certificate, insurance
+        card, registration certificate), given its note bytes (what the QR code holds).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_CoverageServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -173,6 +224,26 @@ def add_CoverageServiceServicer_to_server(servicer, server):
                     servicer.WatchCoverage,
                     request_deserializer=ledger_dot_v1_dot_coverage__service__pb2.WatchCoverageRequest.FromString,
                     response_serializer=ledger_dot_v1_dot_coverage__service__pb2.WatchCoverageResponse.SerializeToString,
+            ),
+            'GetCardStatus': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetCardStatus,
+                    request_deserializer=ledger_dot_v1_dot_coverage__service__pb2.GetCardStatusRequest.FromString,
+                    response_serializer=ledger_dot_v1_dot_coverage__service__pb2.GetCardStatusResponse.SerializeToString,
+            ),
+            'GetCard': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetCard,
+                    request_deserializer=ledger_dot_v1_dot_coverage__service__pb2.GetCardRequest.FromString,
+                    response_serializer=ledger_dot_v1_dot_coverage__service__pb2.GetCardResponse.SerializeToString,
+            ),
+            'GetRegistrationCertificate': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetRegistrationCertificate,
+                    request_deserializer=ledger_dot_v1_dot_coverage__service__pb2.GetRegistrationCertificateRequest.FromString,
+                    response_serializer=ledger_dot_v1_dot_coverage__service__pb2.GetRegistrationCertificateResponse.SerializeToString,
+            ),
+            'GetDocumentStatus': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetDocumentStatus,
+                    request_deserializer=ledger_dot_v1_dot_coverage__service__pb2.GetDocumentStatusRequest.FromString,
+                    response_serializer=ledger_dot_v1_dot_coverage__service__pb2.GetDocumentStatusResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -366,6 +437,114 @@ class CoverageService:
             '/ledger.v1.CoverageService/WatchCoverage',
             ledger_dot_v1_dot_coverage__service__pb2.WatchCoverageRequest.SerializeToString,
             ledger_dot_v1_dot_coverage__service__pb2.WatchCoverageResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetCardStatus(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/ledger.v1.CoverageService/GetCardStatus',
+            ledger_dot_v1_dot_coverage__service__pb2.GetCardStatusRequest.SerializeToString,
+            ledger_dot_v1_dot_coverage__service__pb2.GetCardStatusResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetCard(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/ledger.v1.CoverageService/GetCard',
+            ledger_dot_v1_dot_coverage__service__pb2.GetCardRequest.SerializeToString,
+            ledger_dot_v1_dot_coverage__service__pb2.GetCardResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetRegistrationCertificate(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/ledger.v1.CoverageService/GetRegistrationCertificate',
+            ledger_dot_v1_dot_coverage__service__pb2.GetRegistrationCertificateRequest.SerializeToString,
+            ledger_dot_v1_dot_coverage__service__pb2.GetRegistrationCertificateResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetDocumentStatus(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/ledger.v1.CoverageService/GetDocumentStatus',
+            ledger_dot_v1_dot_coverage__service__pb2.GetDocumentStatusRequest.SerializeToString,
+            ledger_dot_v1_dot_coverage__service__pb2.GetDocumentStatusResponse.FromString,
             options,
             channel_credentials,
             insecure,

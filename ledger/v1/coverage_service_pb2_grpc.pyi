@@ -65,6 +65,20 @@ class CoverageServiceStub:
     Resume after a broken stream from the last tree_size received: nothing is missed or
     repeated (docs/coverage.md "Watching coverage").
     """
+    GetCardStatus: _grpc.UnaryUnaryMultiCallable[_coverage_service_pb2.GetCardStatusRequest, _coverage_service_pb2.GetCardStatusResponse]
+    """Task E (cards). Answers whether an insurance card number is current, replaced, revoked or
+    expired, with the leaf index that decided it. Names nobody: anyone holding a card may ask.
+    """
+    GetCard: _grpc.UnaryUnaryMultiCallable[_coverage_service_pb2.GetCardRequest, _coverage_service_pb2.GetCardResponse]
+    """Returns the signed insurance card document of a card number (docs/formats.md)."""
+    GetRegistrationCertificate: _grpc.UnaryUnaryMultiCallable[_coverage_service_pb2.GetRegistrationCertificateRequest, _coverage_service_pb2.GetRegistrationCertificateResponse]
+    """Returns a registration certificate per registration of a person with an insurer (fund) on
+    a date (docs/formats.md).
+    """
+    GetDocumentStatus: _grpc.UnaryUnaryMultiCallable[_coverage_service_pb2.GetDocumentStatusRequest, _coverage_service_pb2.GetDocumentStatusResponse]
+    """Answers the status of any signed document the log issued (coverage certificate, insurance
+    card, registration certificate), given its note bytes (what the QR code holds).
+    """
 
 @_typing.type_check_only
 class CoverageServiceAsyncStub(CoverageServiceStub):
@@ -99,6 +113,20 @@ class CoverageServiceAsyncStub(CoverageServiceStub):
     names the entry (leaf index) that caused it, and heartbeats say how far the feed has read.
     Resume after a broken stream from the last tree_size received: nothing is missed or
     repeated (docs/coverage.md "Watching coverage").
+    """
+    GetCardStatus: _aio.UnaryUnaryMultiCallable[_coverage_service_pb2.GetCardStatusRequest, _coverage_service_pb2.GetCardStatusResponse]  # type: ignore[assignment]
+    """Task E (cards). Answers whether an insurance card number is current, replaced, revoked or
+    expired, with the leaf index that decided it. Names nobody: anyone holding a card may ask.
+    """
+    GetCard: _aio.UnaryUnaryMultiCallable[_coverage_service_pb2.GetCardRequest, _coverage_service_pb2.GetCardResponse]  # type: ignore[assignment]
+    """Returns the signed insurance card document of a card number (docs/formats.md)."""
+    GetRegistrationCertificate: _aio.UnaryUnaryMultiCallable[_coverage_service_pb2.GetRegistrationCertificateRequest, _coverage_service_pb2.GetRegistrationCertificateResponse]  # type: ignore[assignment]
+    """Returns a registration certificate per registration of a person with an insurer (fund) on
+    a date (docs/formats.md).
+    """
+    GetDocumentStatus: _aio.UnaryUnaryMultiCallable[_coverage_service_pb2.GetDocumentStatusRequest, _coverage_service_pb2.GetDocumentStatusResponse]  # type: ignore[assignment]
+    """Answers the status of any signed document the log issued (coverage certificate, insurance
+    card, registration certificate), given its note bytes (what the QR code holds).
     """
 
 class CoverageServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -173,6 +201,44 @@ class CoverageServiceServicer(metaclass=_abc_1.ABCMeta):
         names the entry (leaf index) that caused it, and heartbeats say how far the feed has read.
         Resume after a broken stream from the last tree_size received: nothing is missed or
         repeated (docs/coverage.md "Watching coverage").
+        """
+
+    @_abc_1.abstractmethod
+    def GetCardStatus(
+        self,
+        request: _coverage_service_pb2.GetCardStatusRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_coverage_service_pb2.GetCardStatusResponse, _abc.Awaitable[_coverage_service_pb2.GetCardStatusResponse]]:
+        """Task E (cards). Answers whether an insurance card number is current, replaced, revoked or
+        expired, with the leaf index that decided it. Names nobody: anyone holding a card may ask.
+        """
+
+    @_abc_1.abstractmethod
+    def GetCard(
+        self,
+        request: _coverage_service_pb2.GetCardRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_coverage_service_pb2.GetCardResponse, _abc.Awaitable[_coverage_service_pb2.GetCardResponse]]:
+        """Returns the signed insurance card document of a card number (docs/formats.md)."""
+
+    @_abc_1.abstractmethod
+    def GetRegistrationCertificate(
+        self,
+        request: _coverage_service_pb2.GetRegistrationCertificateRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_coverage_service_pb2.GetRegistrationCertificateResponse, _abc.Awaitable[_coverage_service_pb2.GetRegistrationCertificateResponse]]:
+        """Returns a registration certificate per registration of a person with an insurer (fund) on
+        a date (docs/formats.md).
+        """
+
+    @_abc_1.abstractmethod
+    def GetDocumentStatus(
+        self,
+        request: _coverage_service_pb2.GetDocumentStatusRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_coverage_service_pb2.GetDocumentStatusResponse, _abc.Awaitable[_coverage_service_pb2.GetDocumentStatusResponse]]:
+        """Answers the status of any signed document the log issued (coverage certificate, insurance
+        card, registration certificate), given its note bytes (what the QR code holds).
         """
 
 def add_CoverageServiceServicer_to_server(servicer: CoverageServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -243,6 +243,54 @@ objection, or of the assessment when there was no objection).
 """
 Global___ObjectionStage: _TypeAlias = ObjectionStage  # noqa: Y015
 
+class _CardReason:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _CardReasonEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_CardReason.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    CARD_REASON_UNSPECIFIED: _CardReason.ValueType  # 0
+    """Not set: always invalid."""
+    CARD_REASON_LOST: _CardReason.ValueType  # 1
+    """The holder lost the card."""
+    CARD_REASON_STOLEN: _CardReason.ValueType  # 2
+    """The card was stolen."""
+    CARD_REASON_DAMAGED: _CardReason.ValueType  # 3
+    """The card is damaged."""
+    CARD_REASON_RENEWAL: _CardReason.ValueType  # 4
+    """A new card for a new validity period."""
+    CARD_REASON_COVERAGE_ENDED: _CardReason.ValueType  # 5
+    """The person is no longer covered by the fund."""
+    CARD_REASON_FRAUD: _CardReason.ValueType  # 6
+    """The card was obtained or used fraudulently."""
+    CARD_REASON_DECEASED: _CardReason.ValueType  # 7
+    """The holder died."""
+    CARD_REASON_OTHER: _CardReason.ValueType  # 8
+    """Any other reason."""
+
+class CardReason(_CardReason, metaclass=_CardReasonEnumTypeWrapper):
+    """Why a card was replaced or revoked."""
+
+CARD_REASON_UNSPECIFIED: CardReason.ValueType  # 0
+"""Not set: always invalid."""
+CARD_REASON_LOST: CardReason.ValueType  # 1
+"""The holder lost the card."""
+CARD_REASON_STOLEN: CardReason.ValueType  # 2
+"""The card was stolen."""
+CARD_REASON_DAMAGED: CardReason.ValueType  # 3
+"""The card is damaged."""
+CARD_REASON_RENEWAL: CardReason.ValueType  # 4
+"""A new card for a new validity period."""
+CARD_REASON_COVERAGE_ENDED: CardReason.ValueType  # 5
+"""The person is no longer covered by the fund."""
+CARD_REASON_FRAUD: CardReason.ValueType  # 6
+"""The card was obtained or used fraudulently."""
+CARD_REASON_DECEASED: CardReason.ValueType  # 7
+"""The holder died."""
+CARD_REASON_OTHER: CardReason.ValueType  # 8
+"""Any other reason."""
+Global___CardReason: _TypeAlias = CardReason  # noqa: Y015
+
 @_typing.final
 class Event(_message.Message):
     """One signed policy event."""
@@ -273,6 +321,9 @@ class Event(_message.Message):
     PENALTY_PAID_FIELD_NUMBER: _builtins.int
     PENALTY_WITHDRAWN_FIELD_NUMBER: _builtins.int
     OBJECTION_REJECTED_FIELD_NUMBER: _builtins.int
+    CARD_ISSUED_FIELD_NUMBER: _builtins.int
+    CARD_REPLACED_FIELD_NUMBER: _builtins.int
+    CARD_REVOKED_FIELD_NUMBER: _builtins.int
     event_id: _builtins.str
     """Chosen by the insurer, unique per insurer. Resubmitting the same id with the same bytes
     returns the first receipt; with different bytes it is refused with ALREADY_EXISTS.
@@ -393,6 +444,22 @@ class Event(_message.Message):
         regulator or the operator.
         """
 
+    @_builtins.property
+    def card_issued(self) -> Global___CardIssued:
+        """Task E (cards): insurance cards, field numbers 60-64.
+        An insurance card number was issued to a beneficiary the signing insurer (fund) covers.
+        """
+
+    @_builtins.property
+    def card_replaced(self) -> Global___CardReplaced:
+        """A card was replaced by a new number (lost, damaged, renewed): the old number stops being
+        current. Signed by the insurer that issued the old card.
+        """
+
+    @_builtins.property
+    def card_revoked(self) -> Global___CardRevoked:
+        """A card was revoked: its number stops being current. Signed by the insurer that issued it."""
+
     def __init__(
         self,
         *,
@@ -420,12 +487,15 @@ class Event(_message.Message):
         penalty_paid: Global___PenaltyPaid | None = ...,
         penalty_withdrawn: Global___PenaltyWithdrawn | None = ...,
         objection_rejected: Global___ObjectionRejected | None = ...,
+        card_issued: Global___CardIssued | None = ...,
+        card_replaced: Global___CardReplaced | None = ...,
+        card_revoked: Global___CardRevoked | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["body", b"body", "fee_collected", b"fee_collected", "fee_refunded", b"fee_refunded", "insurer_change_notified", b"insurer_change_notified", "insurer_licensed", b"insurer_licensed", "insurer_suspended", b"insurer_suspended", "key_registered", b"key_registered", "key_revoked", b"key_revoked", "member_added", b"member_added", "member_removed", b"member_removed", "objection_filed", b"objection_filed", "objection_rejected", b"objection_rejected", "occurred_at", b"occurred_at", "penalty_assessed", b"penalty_assessed", "penalty_paid", b"penalty_paid", "penalty_withdrawn", b"penalty_withdrawn", "permit_ended", b"permit_ended", "permit_issued", b"permit_issued", "permit_renewed", b"permit_renewed", "person_erased", b"person_erased", "policy_cancelled", b"policy_cancelled", "policy_issued", b"policy_issued", "premium_paid", b"premium_paid"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["body", b"body", "card_issued", b"card_issued", "card_replaced", b"card_replaced", "card_revoked", b"card_revoked", "fee_collected", b"fee_collected", "fee_refunded", b"fee_refunded", "insurer_change_notified", b"insurer_change_notified", "insurer_licensed", b"insurer_licensed", "insurer_suspended", b"insurer_suspended", "key_registered", b"key_registered", "key_revoked", b"key_revoked", "member_added", b"member_added", "member_removed", b"member_removed", "objection_filed", b"objection_filed", "objection_rejected", b"objection_rejected", "occurred_at", b"occurred_at", "penalty_assessed", b"penalty_assessed", "penalty_paid", b"penalty_paid", "penalty_withdrawn", b"penalty_withdrawn", "permit_ended", b"permit_ended", "permit_issued", b"permit_issued", "permit_renewed", b"permit_renewed", "person_erased", b"person_erased", "policy_cancelled", b"policy_cancelled", "policy_issued", b"policy_issued", "premium_paid", b"premium_paid"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["body", b"body", "event_id", b"event_id", "fee_collected", b"fee_collected", "fee_refunded", b"fee_refunded", "insurer_change_notified", b"insurer_change_notified", "insurer_id", b"insurer_id", "insurer_licensed", b"insurer_licensed", "insurer_suspended", b"insurer_suspended", "key_registered", b"key_registered", "key_revoked", b"key_revoked", "member_added", b"member_added", "member_removed", b"member_removed", "objection_filed", b"objection_filed", "objection_rejected", b"objection_rejected", "occurred_at", b"occurred_at", "penalty_assessed", b"penalty_assessed", "penalty_paid", b"penalty_paid", "penalty_withdrawn", b"penalty_withdrawn", "permit_ended", b"permit_ended", "permit_issued", b"permit_issued", "permit_renewed", b"permit_renewed", "person_erased", b"person_erased", "policy_cancelled", b"policy_cancelled", "policy_issued", b"policy_issued", "premium_paid", b"premium_paid"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["body", b"body", "card_issued", b"card_issued", "card_replaced", b"card_replaced", "card_revoked", b"card_revoked", "event_id", b"event_id", "fee_collected", b"fee_collected", "fee_refunded", b"fee_refunded", "insurer_change_notified", b"insurer_change_notified", "insurer_id", b"insurer_id", "insurer_licensed", b"insurer_licensed", "insurer_suspended", b"insurer_suspended", "key_registered", b"key_registered", "key_revoked", b"key_revoked", "member_added", b"member_added", "member_removed", b"member_removed", "objection_filed", b"objection_filed", "objection_rejected", b"objection_rejected", "occurred_at", b"occurred_at", "penalty_assessed", b"penalty_assessed", "penalty_paid", b"penalty_paid", "penalty_withdrawn", b"penalty_withdrawn", "permit_ended", b"permit_ended", "permit_issued", b"permit_issued", "permit_renewed", b"permit_renewed", "person_erased", b"person_erased", "policy_cancelled", b"policy_cancelled", "policy_issued", b"policy_issued", "premium_paid", b"premium_paid"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_body: _TypeAlias = _typing.Literal["policy_issued", "policy_cancelled", "premium_paid", "member_added", "member_removed", "fee_collected", "fee_refunded", "insurer_change_notified", "insurer_licensed", "insurer_suspended", "key_registered", "key_revoked", "person_erased", "permit_issued", "permit_renewed", "permit_ended", "penalty_assessed", "objection_filed", "penalty_paid", "penalty_withdrawn", "objection_rejected"]  # noqa: Y015
+    _WhichOneofReturnType_body: _TypeAlias = _typing.Literal["policy_issued", "policy_cancelled", "premium_paid", "member_added", "member_removed", "fee_collected", "fee_refunded", "insurer_change_notified", "insurer_licensed", "insurer_suspended", "key_registered", "key_revoked", "person_erased", "permit_issued", "permit_renewed", "permit_ended", "penalty_assessed", "objection_filed", "penalty_paid", "penalty_withdrawn", "objection_rejected", "card_issued", "card_replaced", "card_revoked"]  # noqa: Y015
     _WhichOneofArgType_body: _TypeAlias = _typing.Literal["body", b"body"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_body) -> _WhichOneofReturnType_body | None: ...
 
@@ -1574,3 +1644,105 @@ class PenaltyWithdrawn(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___PenaltyWithdrawn: _TypeAlias = PenaltyWithdrawn  # noqa: Y015
+
+@_typing.final
+class CardIssued(_message.Message):
+    """---- Task E (cards): insurance cards (docs/cards.md) ----
+
+    An insurance card number was issued to a person the signing insurer (fund) covers on the
+    entry's ledger date or later; a person holds at most one current card per insurer.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CARD_NUMBER_FIELD_NUMBER: _builtins.int
+    PERSON_TOKEN_FIELD_NUMBER: _builtins.int
+    VALID_UNTIL_FIELD_NUMBER: _builtins.int
+    card_number: _builtins.str
+    """The card number: 16 ASCII digits, the last a Luhn check digit (docs/cards.md); unique in
+    the ledger, never reused.
+    """
+    person_token: _builtins.str
+    """The beneficiary: a person token from the identity vault."""
+    @_builtins.property
+    def valid_until(self) -> _types_pb2.CivilDate:
+        """The last day the card is valid (inclusive): on or after the entry's ledger date, at most
+        limits.card_validity_days_max days after it.
+        """
+
+    def __init__(
+        self,
+        *,
+        card_number: _builtins.str = ...,
+        person_token: _builtins.str = ...,
+        valid_until: _types_pb2.CivilDate | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["valid_until", b"valid_until"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["card_number", b"card_number", "person_token", b"person_token", "valid_until", b"valid_until"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CardIssued: _TypeAlias = CardIssued  # noqa: Y015
+
+@_typing.final
+class CardReplaced(_message.Message):
+    """A current card was replaced by a new number for the same person."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    OLD_CARD_NUMBER_FIELD_NUMBER: _builtins.int
+    NEW_CARD_NUMBER_FIELD_NUMBER: _builtins.int
+    VALID_UNTIL_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    old_card_number: _builtins.str
+    """The card replaced: a current card the signer issued."""
+    new_card_number: _builtins.str
+    """The new number (same rules as CardIssued.card_number)."""
+    reason: Global___CardReason.ValueType
+    """Why."""
+    @_builtins.property
+    def valid_until(self) -> _types_pb2.CivilDate:
+        """The last day the new card is valid (as CardIssued.valid_until)."""
+
+    def __init__(
+        self,
+        *,
+        old_card_number: _builtins.str = ...,
+        new_card_number: _builtins.str = ...,
+        valid_until: _types_pb2.CivilDate | None = ...,
+        reason: Global___CardReason.ValueType = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["valid_until", b"valid_until"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["new_card_number", b"new_card_number", "old_card_number", b"old_card_number", "reason", b"reason", "valid_until", b"valid_until"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CardReplaced: _TypeAlias = CardReplaced  # noqa: Y015
+
+@_typing.final
+class CardRevoked(_message.Message):
+    """A current card was revoked."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CARD_NUMBER_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    card_number: _builtins.str
+    """The card revoked: a current card the signer issued."""
+    reason: Global___CardReason.ValueType
+    """Why."""
+    def __init__(
+        self,
+        *,
+        card_number: _builtins.str = ...,
+        reason: Global___CardReason.ValueType = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["card_number", b"card_number", "reason", b"reason"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CardRevoked: _TypeAlias = CardRevoked  # noqa: Y015

@@ -19,7 +19,13 @@ from clients.certificate import CertificateClient, certificate_qr, render_qr_png
 from clients.cli_certificate import register
 from clients.errors import InvalidArgumentError, NotFoundError, from_rpc_error
 from clients.insurer import InsurerClient
-from clients.offline.certificate import CertificateError, load_bundle, verify_certificate
+from clients.offline.certificate import (
+    CertificateBundle,
+    CertificateError,
+    load_bundle,
+    parse_statement,
+    verify_certificate,
+)
 from clients.verify import TrustedLog
 from ledger.merkle import leaf_hash
 from ledger.signing import Ed25519Signer, format_verifier_key
@@ -228,9 +234,12 @@ def test_the_certificate_commands(
         == 0
     )
     printed = capsys.readouterr().out
-    assert printed.startswith("policy-ledger coverage certificate v2\n")
+    assert printed.startswith("policy-ledger coverage certificate v3\n")
     assert "policy POL-00000001\n" in printed
-    assert printed.endswith("verified: signature, inclusion proof, checkpoint, entry\n")
+    assert "verified: signature, inclusion proof, checkpoint, entry\n" in printed
+    # Offline it says which checkpoint it was issued at, until when, and to check status.
+    assert f"issued at checkpoint: tree size {bundle_statement_size(bundle)}\n" in printed
+    assert "valid until " in printed and "check its status online" in printed
 
     # The bare note (what the QR code holds) verifies too.
     note = tmp_path / "card.note"
@@ -246,7 +255,7 @@ def test_the_certificate_commands(
         )
         == 0
     )
-    assert capsys.readouterr().out.endswith("verified: signature, inclusion proof\n")
+    assert "verified: signature, inclusion proof\n" in capsys.readouterr().out
 
     # Refusals: exit 1, with the check that failed.
     stranger = format_verifier_key(Ed25519Signer.generate("test.policy-ledger/log"))
@@ -302,3 +311,14 @@ def test_a_suspended_insurers_policy_gets_no_certificate(
     with pytest.raises(NotFoundError) as raised:
         client.get(world.sponsor, world.today)
     assert raised.value.reason == "COVERAGE_NOT_FOUND"
+
+
+def bundle_statement_size(bundle: CertificateBundle) -> int:
+    """The tree size the bundle's certificate states."""
+    return parse_statement(parse_note_text(bundle.certificate)).tree_size
+
+
+def parse_note_text(note: bytes) -> str:
+    """The text of a signed note (up to its last blank line)."""
+    text = note.decode("utf-8")
+    return text[: text.rindex("\n\n") + 1]

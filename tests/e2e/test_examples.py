@@ -114,10 +114,11 @@ def test_insurer_examples_are_refused_until_the_insurer_is_licensed_then_accepte
     assert f"InsurerLicensed at leaf {size}" in licensed
     files = ["policy-issued.json", "premium-paid.json", "member-added.json"]
     files += ["member-removed.json", "insurer-change-notified.json", "policy-cancelled.json"]
+    files += ["card-issued.json", "card-replaced.json", "card-revoked.json"]
     accepted = operator.submit("insurer", "acme-health", acme_key, *files)
     assert accepted.returncode == 0, accepted
-    assert "6 accepted, 0 refused" in accepted.stdout
-    assert _tree_size(server) == size + 1 + 6
+    assert "9 accepted, 0 refused" in accepted.stdout
+    assert _tree_size(server) == size + 1 + 9
     # policy-issued.json's "@2019-08-21" went to the vault with the token, not into the entry.
     # (A fresh engine: the server's pooled connections may read an older snapshot.)
     engine = create_engine(server.running.engine.url)

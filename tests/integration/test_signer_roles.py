@@ -29,6 +29,10 @@ from tests.builders import (
     R,
     added,
     cancelled,
+    card_issued,
+    card_number,
+    card_replaced,
+    card_revoked,
     change_notified,
     erased,
     fee_collected,
@@ -85,6 +89,8 @@ class World:
         self.appender = appender
         self.signers: dict[str, Ed25519Signer] = {"operator": operator}
         self.spare_keys: dict[SignerRole, str] = {}
+        self.card_holders: dict[SignerRole, types_pb2.PersonId] = {}
+        self.cards: dict[tuple[str, SignerRole], str] = {}
 
     def append(self, signer_id: str, event: events_pb2.Event) -> Receipt | LedgerError:
         [outcome] = self.appender.append_batch([pending(self.signers[signer_id], event)], NOW)
@@ -136,6 +142,27 @@ def world(engine: Engine, log_signer: Ed25519Signer, operator_signer: Ed25519Sig
                     DEC31,
                 ),
             )
+        # Task E (cards): a covered person, and cards to replace and to revoke.
+        holder = person(next(_serials))
+        world.accept(
+            "gulf-health",
+            issued(
+                "gulf-health", f"card-{role}", holder, [(holder, R.RELATIONSHIP_SELF)], JAN1, DEC31
+            ),
+        )
+        world.card_holders[role] = holder
+        for what in ("replace", "revoke"):
+            covered = person(next(_serials))
+            world.accept(
+                "gulf-health",
+                issued(
+                    "gulf-health", f"{what}-card-{role}", covered,
+                    [(covered, R.RELATIONSHIP_SELF)], JAN1, DEC31,
+                ),
+            )  # fmt: skip
+            number = card_number()
+            world.accept("gulf-health", card_issued("gulf-health", number, covered, DEC31))
+            world.cards[(what, role)] = number
         world.accept("kw-gov-health", fee_collected("kw-gov-health", f"R-{role}"))
         for what in ("renew", "end"):  # Task A (issue 10): permits to renew and end
             world.accept(
@@ -217,6 +244,12 @@ def _events_of(world: World, role: SignerRole) -> dict[str, Callable[[], events_
         "objection_rejected": lambda: objection_rejected(who, f"D-{role}"),
         "penalty_paid": lambda: penalty_paid(who, f"D-{role}", sar(100)),
         "penalty_withdrawn": lambda: penalty_withdrawn(who, f"D-{role}"),
+        # Task E (cards).
+        "card_issued": lambda: card_issued(who, card_number(), world.card_holders[role], DEC31),
+        "card_replaced": lambda: card_replaced(
+            who, world.cards[("replace", role)], card_number(), DEC31
+        ),
+        "card_revoked": lambda: card_revoked(who, world.cards[("revoke", role)]),
     }
 
 

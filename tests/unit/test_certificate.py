@@ -129,8 +129,8 @@ def test_statement_round_trip() -> None:
 
 def test_statement_format_is_the_documented_one() -> None:
     lines = _text().splitlines()
-    assert lines[:13] == [
-        "policy-ledger coverage certificate v2",
+    assert lines[:14] == [
+        "policy-ledger coverage certificate v3",
         "person SA:RESIDENCE_ID:2123456785",
         f"person-token {TOKEN}",
         "date 2026-11-23",
@@ -139,12 +139,13 @@ def test_statement_format_is_the_documented_one() -> None:
         "plan CCHI-BASIC",
         "period 2026-01-01 2026-12-31",
         "relationship self",
+        "valid-until 2026-12-31",
         f"leaf {LEAF}",
         f"leaf-hash {base64.b64encode(TREE.get_leaf_hash(LEAF)).decode()}",
         f"tree-size {SIZE}",
         f"root {base64.b64encode(TREE.root(SIZE)).decode()}",
     ]
-    assert lines[13:] == [
+    assert lines[14:] == [
         f"proof {base64.b64encode(digest).decode()}" for digest in TREE.inclusion_proof(LEAF, SIZE)
     ]
 
@@ -214,7 +215,7 @@ def _noncanonical(encoded: str) -> str:
 
 MALFORMED = [
     (
-        "policy-ledger coverage certificate v2",
+        "policy-ledger coverage certificate v3",
         "policy-ledger coverage certificate v1",
         "first line",
     ),
@@ -289,7 +290,7 @@ def test_malformed_statements_are_refused(old: str, new: str, message: str) -> N
         ("policy-ledger coverage certificate v2\nperson SA:RESIDENCE_ID:2123456785\n", "line 3"),
         (_text() + "proof " + FIRST_PROOF + "\n" * 1, "proof lines, the proof of leaf"),
         (_text() + ("proof " + FIRST_PROOF + "\n") * 64, "69 proof lines, at most 63"),
-        (_text() + "\n", "line 19 must be 'proof <value>'"),
+        (_text() + "\n", "line 20 must be 'proof <value>'"),
     ],
 )
 def test_truncated_or_extended_statements_are_refused(text: str, message: str) -> None:
@@ -559,3 +560,16 @@ def test_an_entry_that_does_not_name_the_certificates_token_is_refused() -> None
     )
     with pytest.raises(CertificateError, match="does not name the certificate's person token"):
         verify_certificate(forged, LOG_KEY, entry=ENTRY)
+
+
+def test_a_v2_certificate_still_verifies_and_its_period_end_is_its_last_valid_day() -> None:
+    """Certificates issued before valid-until (v2) keep verifying; they expire after their
+    period's last day, as a v3 certificate after its valid-until line."""
+    v3 = _text()
+    v2 = v3.replace("coverage certificate v3", "coverage certificate v2")
+    v2 = v2.replace("valid-until 2026-12-31\n", "")
+    old, new = parse_statement(v2), parse_statement(v3)
+    assert old.valid_until is None and new.valid_until == dt.date(2026, 12, 31)
+    assert old.last_valid_day == new.last_valid_day == dt.date(2026, 12, 31)
+    assert not new.expired(dt.date(2026, 12, 31))
+    assert new.expired(dt.date(2027, 1, 1)) and old.expired(dt.date(2027, 1, 1))
