@@ -53,6 +53,7 @@ from ledger.errors import (
     PermissionDenied,
 )
 from ledger.events import person_tokens_of
+from ledger.funds.projection import FundProjector
 from ledger.identity.erasure import ErasedPerson, ErasureHooks
 from ledger.keys import InsurerKey, check_key_at_event_time, check_key_usable, insurer_key_id
 from ledger.signers import (
@@ -254,7 +255,12 @@ class Projector:
             "key_registered": self._key_registered,
             "key_revoked": self._key_revoked,
             "person_erased": self._person_erased,
+            # Task D (issue 11): funded cohorts, checked and written by ledger/funds.
+            "cohort_enrolled": self._fund_event,
+            "contribution_paid": self._fund_event,
+            "cohort_ended": self._fund_event,
         }
+        self._funds = FundProjector(connection)
         self._keys: dict[str, InsurerKey | None] = {}
         """Keys read so far; an entry changing a key drops it from here."""
         self._signed = SignedBy("", dt.datetime.min.replace(tzinfo=dt.UTC))
@@ -1196,6 +1202,10 @@ class Projector:
                 end_date=last_day, end_reason=reason, leaf_indexes=_leaves(row.leaf_indexes, leaf)
             )
         )
+
+    def _fund_event(self, event: events_pb2.Event, leaf_index: int) -> None:
+        """A funder's event (task D): its rules and projections live in ledger/funds."""
+        self._index(leaf_index, self._funds.apply(event, leaf_index))
 
     def _index_policy(
         self, leaf_index: int, insurer_id: str, policy_id: str, subjects: Iterable[str]

@@ -21,6 +21,7 @@ __all__ = [
     "MESSAGE_IDS",
     "N_",
     "VERDICT_CANCELLED",
+    "VERDICT_COHORT_NOT_PAID",
     "VERDICT_COVERED_THROUGH",
     "VERDICT_ENDS_ON",
     "VERDICT_GAP",
@@ -96,6 +97,12 @@ HIJRI_MONTHS = (
     N_("Dhu al-Hijjah"),
 )
 
+# Task D (issue 11): funded cohorts (ledger/funds/, docs/funds.md).
+VERDICT_COHORT_NOT_PAID = N_(
+    "cohort '{cohort}' does not count from {date}: its funder '{funder}' has not paid the "
+    "contribution for that month"
+)
+
 MESSAGE_IDS: tuple[str, ...] = (
     VERDICT_COVERED_THROUGH,
     VERDICT_INSURER_SUSPENDED,
@@ -111,5 +118,6 @@ MESSAGE_IDS: tuple[str, ...] = (
     CERTIFICATE_STATUS_NOTE,
     HIJRI_DATE,
     *HIJRI_MONTHS,
+    VERDICT_COHORT_NOT_PAID,
 )
 """Every message id the code uses; each catalogue translates exactly these."""

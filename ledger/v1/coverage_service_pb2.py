@@ -26,47 +26,47 @@ from ledger.v1 import events_pb2 as ledger_dot_v1_dot_events__pb2
 from ledger.v1 import types_pb2 as ledger_dot_v1_dot_types__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n ledger/v1/coverage_service.proto\x12\tledger.v1\x1a\x16ledger/v1/events.proto\x1a\x15ledger/v1/types.proto\"J\n\x0b\x41nswerBasis\x12\x11\n\ttree_size\x18\x01 \x01(\x04\x12\x12\n\ncheckpoint\x18\x02 \x01(\x0c\x12\x14\n\x0cleaf_indexes\x18\x03 \x03(\x04\"\xde\x02\n\x08\x43overage\x12#\n\x06person\x18\x01 \x01(\x0b\x32\x13.ledger.v1.PersonId\x12$\n\x07sponsor\x18\x02 \x01(\x0b\x32\x13.ledger.v1.PersonId\x12-\n\x0crelationship\x18\x03 \x01(\x0e\x32\x17.ledger.v1.Relationship\x12\x12\n\ninsurer_id\x18\x04 \x01(\t\x12\x11\n\tpolicy_id\x18\x05 \x01(\t\x12\x0c\n\x04plan\x18\x06 \x01(\t\x12(\n\nstart_date\x18\x07 \x01(\x0b\x32\x14.ledger.v1.CivilDate\x12&\n\x08\x65nd_date\x18\x08 \x01(\x0b\x32\x14.ledger.v1.CivilDate\x12\x11\n\tcancelled\x18\t \x01(\x08\x12\x12\n\nend_reason\x18\n \x01(\t\x12\x14\n\x0cleaf_indexes\x18\x0b \x03(\x04\x12\x14\n\x0cnot_counting\x18\x0c \x01(\t\"\x9e\x01\n\x12GetCoverageRequest\x12#\n\x06person\x18\x01 \x01(\x0b\x32\x13.ledger.v1.PersonId\x12\"\n\x04\x64\x61te\x18\x02 \x01(\x0b\x32\x14.ledger.v1.CivilDate\x12\x14\n\x0cinclude_fhir\x18\x03 \x01(\x08\x12)\n\x07purpose\x18\x04 \x01(\x0e\x32\x18.ledger.v1.AccessPurpose\"|\n\x13GetCoverageResponse\x12&\n\tcoverages\x18\x01 \x03(\x0b\x32\x13.ledger.v1.Coverage\x12%\n\x05\x62\x61sis\x18\x02 \x01(\x0b\x32\x16.ledger.v1.AnswerBasis\x12\x16\n\x0e\x66hir_coverages\x18\x03 \x03(\t\"e\n\x0fHouseholdMember\x12#\n\x06person\x18\x01 \x01(\x0b\x32\x13.ledger.v1.PersonId\x12-\n\x0crelationship\x18\x02 \x01(\x0e\x32\x17.ledger.v1.Relationship\"\x97\x02\n\x15\x43heckHouseholdRequest\x12$\n\x07sponsor\x18\x01 \x01(\x0b\x32\x13.ledger.v1.PersonId\x12+\n\x07members\x18\x02 \x03(\x0b\x32\x1a.ledger.v1.HouseholdMember\x12(\n\nas_of_date\x18\x03 \x01(\x0b\x32\x14.ledger.v1.CivilDate\x12*\n\x0cthrough_date\x18\x04 \x01(\x0b\x32\x14.ledger.v1.CivilDate\x12\x14\n\x0cinclude_fhir\x18\x05 \x01(\x08\x12\x14\n\x0cjurisdiction\x18\x06 \x01(\t\x12)\n\x07purpose\x18\x07 \x01(\x0e\x32\x18.ledger.v1.AccessPurpose\"\x87\x02\n\x0eMemberCoverage\x12#\n\x06person\x18\x01 \x01(\x0b\x32\x13.ledger.v1.PersonId\x12-\n\x0crelationship\x18\x02 \x01(\x0e\x32\x17.ledger.v1.Relationship\x12\x0f\n\x07\x63overed\x18\x03 \x01(\x08\x12+\n\x07verdict\x18\x04 \x01(\x0e\x32\x1a.ledger.v1.CoverageVerdict\x12\x0e\n\x06\x64\x65tail\x18\x05 \x01(\t\x12+\n\rcovered_until\x18\x06 \x01(\x0b\x32\x14.ledger.v1.CivilDate\x12&\n\tcoverages\x18\x07 \x03(\x0b\x32\x13.ledger.v1.Coverage\"\xf7\x01\n\x16\x43heckHouseholdResponse\x12\x11\n\trenewable\x18\x01 \x01(\x08\x12*\n\x07members\x18\x02 \x03(\x0b\x32\x19.ledger.v1.MemberCoverage\x12(\n\nas_of_date\x18\x03 \x01(\x0b\x32\x14.ledger.v1.CivilDate\x12*\n\x0cthrough_date\x18\x04 \x01(\x0b\x32\x14.ledger.v1.CivilDate\x12%\n\x05\x62\x61sis\x18\x05 \x01(\x0b\x32\x16.ledger.v1.AnswerBasis\x12!\n\x19\x66hir_eligibility_response\x18\x06 \x01(\t\"1\n\x0cHistoryEntry\x12\x12\n\nleaf_index\x18\x01 \x01(\x04\x12\r\n\x05\x65ntry\x18\x02 \x01(\x0c\"\xb3\x01\n\x18ListPolicyHistoryRequest\x12\x12\n\ninsurer_id\x18\x01 \x01(\t\x12\x11\n\tpolicy_id\x18\x02 \x01(\t\x12\x1d\n\x10\x61\x66ter_leaf_index\x18\x03 \x01(\x04H\x00\x88\x01\x01\x12\x11\n\tpage_size\x18\x04 \x01(\r\x12)\n\x07purpose\x18\x05 \x01(\x0e\x32\x18.ledger.v1.AccessPurposeB\x13\n\x11_after_leaf_index\"z\n\x19ListPolicyHistoryResponse\x12(\n\x07\x65ntries\x18\x01 \x03(\x0b\x32\x17.ledger.v1.HistoryEntry\x12\x0c\n\x04more\x18\x02 \x01(\x08\x12%\n\x05\x62\x61sis\x18\x03 \x01(\x0b\x32\x16.ledger.v1.AnswerBasis\"\xcd\x01\n\x12\x46indEntriesRequest\x12%\n\x06person\x18\x01 \x01(\x0b\x32\x13.ledger.v1.PersonIdH\x00\x12\x13\n\tpolicy_id\x18\x02 \x01(\tH\x00\x12\x1d\n\x10\x61\x66ter_leaf_index\x18\x03 \x01(\x04H\x01\x88\x01\x01\x12\x11\n\tpage_size\x18\x04 \x01(\r\x12)\n\x07purpose\x18\x05 \x01(\x0e\x32\x18.ledger.v1.AccessPurposeB\t\n\x07subjectB\x13\n\x11_after_leaf_index\"t\n\x13\x46indEntriesResponse\x12(\n\x07\x65ntries\x18\x01 \x03(\x0b\x32\x17.ledger.v1.HistoryEntry\x12\x0c\n\x04more\x18\x02 \x01(\x08\x12%\n\x05\x62\x61sis\x18\x03 \x01(\x0b\x32\x16.ledger.v1.AnswerBasis\"\x93\x01\n\x1dGetCoverageCertificateRequest\x12#\n\x06person\x18\x01 \x01(\x0b\x32\x13.ledger.v1.PersonId\x12\"\n\x04\x64\x61te\x18\x02 \x01(\x0b\x32\x14.ledger.v1.CivilDate\x12)\n\x07purpose\x18\x03 \x01(\x0e\x32\x18.ledger.v1.AccessPurpose\"\x88\x01\n\x13\x43overageCertificate\x12\x13\n\x0b\x63\x65rtificate\x18\x01 \x01(\x0c\x12%\n\x08\x63overage\x18\x02 \x01(\x0b\x32\x13.ledger.v1.Coverage\x12\x12\n\nleaf_index\x18\x03 \x01(\x04\x12\r\n\x05\x65ntry\x18\x04 \x01(\x0c\x12\x12\n\nhuman_text\x18\x05 \x01(\t\"}\n\x1eGetCoverageCertificateResponse\x12\x34\n\x0c\x63\x65rtificates\x18\x01 \x03(\x0b\x32\x1e.ledger.v1.CoverageCertificate\x12%\n\x05\x62\x61sis\x18\x02 \x01(\x0b\x32\x16.ledger.v1.AnswerBasis*\xba\x02\n\x0f\x43overageVerdict\x12 \n\x1c\x43OVERAGE_VERDICT_UNSPECIFIED\x10\x00\x12\x1c\n\x18\x43OVERAGE_VERDICT_COVERED\x10\x01\x12\x1e\n\x1a\x43OVERAGE_VERDICT_NO_POLICY\x10\x02\x12 \n\x1c\x43OVERAGE_VERDICT_ENDS_BEFORE\x10\x03\x12\x1e\n\x1a\x43OVERAGE_VERDICT_CANCELLED\x10\x04\x12\x18\n\x14\x43OVERAGE_VERDICT_GAP\x10\x05\x12&\n\"COVERAGE_VERDICT_INSURER_SUSPENDED\x10\x06\x12 \n\x1c\x43OVERAGE_VERDICT_NON_PAYMENT\x10\x07\x12!\n\x1d\x43OVERAGE_VERDICT_TRANSFER_GAP\x10\x08\x32\xd3\x03\n\x0f\x43overageService\x12L\n\x0bGetCoverage\x12\x1d.ledger.v1.GetCoverageRequest\x1a\x1e.ledger.v1.GetCoverageResponse\x12U\n\x0e\x43heckHousehold\x12 .ledger.v1.CheckHouseholdRequest\x1a!.ledger.v1.CheckHouseholdResponse\x12^\n\x11ListPolicyHistory\x12#.ledger.v1.ListPolicyHistoryRequest\x1a$.ledger.v1.ListPolicyHistoryResponse\x12L\n\x0b\x46indEntries\x12\x1d.ledger.v1.FindEntriesRequest\x1a\x1e.ledger.v1.FindEntriesResponse\x12m\n\x16GetCoverageCertificate\x12(.ledger.v1.GetCoverageCertificateRequest\x1a).ledger.v1.GetCoverageCertificateResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n ledger/v1/coverage_service.proto\x12\tledger.v1\x1a\x16ledger/v1/events.proto\x1a\x15ledger/v1/types.proto\"J\n\x0b\x41nswerBasis\x12\x11\n\ttree_size\x18\x01 \x01(\x04\x12\x12\n\ncheckpoint\x18\x02 \x01(\x0c\x12\x14\n\x0cleaf_indexes\x18\x03 \x03(\x04\"\xf1\x02\n\x08\x43overage\x12#\n\x06person\x18\x01 \x01(\x0b\x32\x13.ledger.v1.PersonId\x12$\n\x07sponsor\x18\x02 \x01(\x0b\x32\x13.ledger.v1.PersonId\x12-\n\x0crelationship\x18\x03 \x01(\x0e\x32\x17.ledger.v1.Relationship\x12\x12\n\ninsurer_id\x18\x04 \x01(\t\x12\x11\n\tpolicy_id\x18\x05 \x01(\t\x12\x0c\n\x04plan\x18\x06 \x01(\t\x12(\n\nstart_date\x18\x07 \x01(\x0b\x32\x14.ledger.v1.CivilDate\x12&\n\x08\x65nd_date\x18\x08 \x01(\x0b\x32\x14.ledger.v1.CivilDate\x12\x11\n\tcancelled\x18\t \x01(\x08\x12\x12\n\nend_reason\x18\n \x01(\t\x12\x14\n\x0cleaf_indexes\x18\x0b \x03(\x04\x12\x14\n\x0cnot_counting\x18\x0c \x01(\t\x12\x11\n\tfunder_id\x18\x32 \x01(\t\"\x9e\x01\n\x12GetCoverageRequest\x12#\n\x06person\x18\x01 \x01(\x0b\x32\x13.ledger.v1.PersonId\x12\"\n\x04\x64\x61te\x18\x02 \x01(\x0b\x32\x14.ledger.v1.CivilDate\x12\x14\n\x0cinclude_fhir\x18\x03 \x01(\x08\x12)\n\x07purpose\x18\x04 \x01(\x0e\x32\x18.ledger.v1.AccessPurpose\"|\n\x13GetCoverageResponse\x12&\n\tcoverages\x18\x01 \x03(\x0b\x32\x13.ledger.v1.Coverage\x12%\n\x05\x62\x61sis\x18\x02 \x01(\x0b\x32\x16.ledger.v1.AnswerBasis\x12\x16\n\x0e\x66hir_coverages\x18\x03 \x03(\t\"e\n\x0fHouseholdMember\x12#\n\x06person\x18\x01 \x01(\x0b\x32\x13.ledger.v1.PersonId\x12-\n\x0crelationship\x18\x02 \x01(\x0e\x32\x17.ledger.v1.Relationship\"\x97\x02\n\x15\x43heckHouseholdRequest\x12$\n\x07sponsor\x18\x01 \x01(\x0b\x32\x13.ledger.v1.PersonId\x12+\n\x07members\x18\x02 \x03(\x0b\x32\x1a.ledger.v1.HouseholdMember\x12(\n\nas_of_date\x18\x03 \x01(\x0b\x32\x14.ledger.v1.CivilDate\x12*\n\x0cthrough_date\x18\x04 \x01(\x0b\x32\x14.ledger.v1.CivilDate\x12\x14\n\x0cinclude_fhir\x18\x05 \x01(\x08\x12\x14\n\x0cjurisdiction\x18\x06 \x01(\t\x12)\n\x07purpose\x18\x07 \x01(\x0e\x32\x18.ledger.v1.AccessPurpose\"\x87\x02\n\x0eMemberCoverage\x12#\n\x06person\x18\x01 \x01(\x0b\x32\x13.ledger.v1.PersonId\x12-\n\x0crelationship\x18\x02 \x01(\x0e\x32\x17.ledger.v1.Relationship\x12\x0f\n\x07\x63overed\x18\x03 \x01(\x08\x12+\n\x07verdict\x18\x04 \x01(\x0e\x32\x1a.ledger.v1.CoverageVerdict\x12\x0e\n\x06\x64\x65tail\x18\x05 \x01(\t\x12+\n\rcovered_until\x18\x06 \x01(\x0b\x32\x14.ledger.v1.CivilDate\x12&\n\tcoverages\x18\x07 \x03(\x0b\x32\x13.ledger.v1.Coverage\"\xf7\x01\n\x16\x43heckHouseholdResponse\x12\x11\n\trenewable\x18\x01 \x01(\x08\x12*\n\x07members\x18\x02 \x03(\x0b\x32\x19.ledger.v1.MemberCoverage\x12(\n\nas_of_date\x18\x03 \x01(\x0b\x32\x14.ledger.v1.CivilDate\x12*\n\x0cthrough_date\x18\x04 \x01(\x0b\x32\x14.ledger.v1.CivilDate\x12%\n\x05\x62\x61sis\x18\x05 \x01(\x0b\x32\x16.ledger.v1.AnswerBasis\x12!\n\x19\x66hir_eligibility_response\x18\x06 \x01(\t\"1\n\x0cHistoryEntry\x12\x12\n\nleaf_index\x18\x01 \x01(\x04\x12\r\n\x05\x65ntry\x18\x02 \x01(\x0c\"\xb3\x01\n\x18ListPolicyHistoryRequest\x12\x12\n\ninsurer_id\x18\x01 \x01(\t\x12\x11\n\tpolicy_id\x18\x02 \x01(\t\x12\x1d\n\x10\x61\x66ter_leaf_index\x18\x03 \x01(\x04H\x00\x88\x01\x01\x12\x11\n\tpage_size\x18\x04 \x01(\r\x12)\n\x07purpose\x18\x05 \x01(\x0e\x32\x18.ledger.v1.AccessPurposeB\x13\n\x11_after_leaf_index\"z\n\x19ListPolicyHistoryResponse\x12(\n\x07\x65ntries\x18\x01 \x03(\x0b\x32\x17.ledger.v1.HistoryEntry\x12\x0c\n\x04more\x18\x02 \x01(\x08\x12%\n\x05\x62\x61sis\x18\x03 \x01(\x0b\x32\x16.ledger.v1.AnswerBasis\"\xcd\x01\n\x12\x46indEntriesRequest\x12%\n\x06person\x18\x01 \x01(\x0b\x32\x13.ledger.v1.PersonIdH\x00\x12\x13\n\tpolicy_id\x18\x02 \x01(\tH\x00\x12\x1d\n\x10\x61\x66ter_leaf_index\x18\x03 \x01(\x04H\x01\x88\x01\x01\x12\x11\n\tpage_size\x18\x04 \x01(\r\x12)\n\x07purpose\x18\x05 \x01(\x0e\x32\x18.ledger.v1.AccessPurposeB\t\n\x07subjectB\x13\n\x11_after_leaf_index\"t\n\x13\x46indEntriesResponse\x12(\n\x07\x65ntries\x18\x01 \x03(\x0b\x32\x17.ledger.v1.HistoryEntry\x12\x0c\n\x04more\x18\x02 \x01(\x08\x12%\n\x05\x62\x61sis\x18\x03 \x01(\x0b\x32\x16.ledger.v1.AnswerBasis\"\x93\x01\n\x1dGetCoverageCertificateRequest\x12#\n\x06person\x18\x01 \x01(\x0b\x32\x13.ledger.v1.PersonId\x12\"\n\x04\x64\x61te\x18\x02 \x01(\x0b\x32\x14.ledger.v1.CivilDate\x12)\n\x07purpose\x18\x03 \x01(\x0e\x32\x18.ledger.v1.AccessPurpose\"\x88\x01\n\x13\x43overageCertificate\x12\x13\n\x0b\x63\x65rtificate\x18\x01 \x01(\x0c\x12%\n\x08\x63overage\x18\x02 \x01(\x0b\x32\x13.ledger.v1.Coverage\x12\x12\n\nleaf_index\x18\x03 \x01(\x04\x12\r\n\x05\x65ntry\x18\x04 \x01(\x0c\x12\x12\n\nhuman_text\x18\x05 \x01(\t\"}\n\x1eGetCoverageCertificateResponse\x12\x34\n\x0c\x63\x65rtificates\x18\x01 \x03(\x0b\x32\x1e.ledger.v1.CoverageCertificate\x12%\n\x05\x62\x61sis\x18\x02 \x01(\x0b\x32\x16.ledger.v1.AnswerBasis*\xba\x02\n\x0f\x43overageVerdict\x12 \n\x1c\x43OVERAGE_VERDICT_UNSPECIFIED\x10\x00\x12\x1c\n\x18\x43OVERAGE_VERDICT_COVERED\x10\x01\x12\x1e\n\x1a\x43OVERAGE_VERDICT_NO_POLICY\x10\x02\x12 \n\x1c\x43OVERAGE_VERDICT_ENDS_BEFORE\x10\x03\x12\x1e\n\x1a\x43OVERAGE_VERDICT_CANCELLED\x10\x04\x12\x18\n\x14\x43OVERAGE_VERDICT_GAP\x10\x05\x12&\n\"COVERAGE_VERDICT_INSURER_SUSPENDED\x10\x06\x12 \n\x1c\x43OVERAGE_VERDICT_NON_PAYMENT\x10\x07\x12!\n\x1d\x43OVERAGE_VERDICT_TRANSFER_GAP\x10\x08\x32\xd3\x03\n\x0f\x43overageService\x12L\n\x0bGetCoverage\x12\x1d.ledger.v1.GetCoverageRequest\x1a\x1e.ledger.v1.GetCoverageResponse\x12U\n\x0e\x43heckHousehold\x12 .ledger.v1.CheckHouseholdRequest\x1a!.ledger.v1.CheckHouseholdResponse\x12^\n\x11ListPolicyHistory\x12#.ledger.v1.ListPolicyHistoryRequest\x1a$.ledger.v1.ListPolicyHistoryResponse\x12L\n\x0b\x46indEntries\x12\x1d.ledger.v1.FindEntriesRequest\x1a\x1e.ledger.v1.FindEntriesResponse\x12m\n\x16GetCoverageCertificate\x12(.ledger.v1.GetCoverageCertificateRequest\x1a).ledger.v1.GetCoverageCertificateResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'ledger.v1.coverage_service_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_COVERAGEVERDICT']._serialized_start=2811
-  _globals['_COVERAGEVERDICT']._serialized_end=3125
+  _globals['_COVERAGEVERDICT']._serialized_start=2830
+  _globals['_COVERAGEVERDICT']._serialized_end=3144
   _globals['_ANSWERBASIS']._serialized_start=94
   _globals['_ANSWERBASIS']._serialized_end=168
   _globals['_COVERAGE']._serialized_start=171
-  _globals['_COVERAGE']._serialized_end=521
-  _globals['_GETCOVERAGEREQUEST']._serialized_start=524
-  _globals['_GETCOVERAGEREQUEST']._serialized_end=682
-  _globals['_GETCOVERAGERESPONSE']._serialized_start=684
-  _globals['_GETCOVERAGERESPONSE']._serialized_end=808
-  _globals['_HOUSEHOLDMEMBER']._serialized_start=810
-  _globals['_HOUSEHOLDMEMBER']._serialized_end=911
-  _globals['_CHECKHOUSEHOLDREQUEST']._serialized_start=914
-  _globals['_CHECKHOUSEHOLDREQUEST']._serialized_end=1193
-  _globals['_MEMBERCOVERAGE']._serialized_start=1196
-  _globals['_MEMBERCOVERAGE']._serialized_end=1459
-  _globals['_CHECKHOUSEHOLDRESPONSE']._serialized_start=1462
-  _globals['_CHECKHOUSEHOLDRESPONSE']._serialized_end=1709
-  _globals['_HISTORYENTRY']._serialized_start=1711
-  _globals['_HISTORYENTRY']._serialized_end=1760
-  _globals['_LISTPOLICYHISTORYREQUEST']._serialized_start=1763
-  _globals['_LISTPOLICYHISTORYREQUEST']._serialized_end=1942
-  _globals['_LISTPOLICYHISTORYRESPONSE']._serialized_start=1944
-  _globals['_LISTPOLICYHISTORYRESPONSE']._serialized_end=2066
-  _globals['_FINDENTRIESREQUEST']._serialized_start=2069
-  _globals['_FINDENTRIESREQUEST']._serialized_end=2274
-  _globals['_FINDENTRIESRESPONSE']._serialized_start=2276
-  _globals['_FINDENTRIESRESPONSE']._serialized_end=2392
-  _globals['_GETCOVERAGECERTIFICATEREQUEST']._serialized_start=2395
-  _globals['_GETCOVERAGECERTIFICATEREQUEST']._serialized_end=2542
-  _globals['_COVERAGECERTIFICATE']._serialized_start=2545
-  _globals['_COVERAGECERTIFICATE']._serialized_end=2681
-  _globals['_GETCOVERAGECERTIFICATERESPONSE']._serialized_start=2683
-  _globals['_GETCOVERAGECERTIFICATERESPONSE']._serialized_end=2808
-  _globals['_COVERAGESERVICE']._serialized_start=3128
-  _globals['_COVERAGESERVICE']._serialized_end=3595
+  _globals['_COVERAGE']._serialized_end=540
+  _globals['_GETCOVERAGEREQUEST']._serialized_start=543
+  _globals['_GETCOVERAGEREQUEST']._serialized_end=701
+  _globals['_GETCOVERAGERESPONSE']._serialized_start=703
+  _globals['_GETCOVERAGERESPONSE']._serialized_end=827
+  _globals['_HOUSEHOLDMEMBER']._serialized_start=829
+  _globals['_HOUSEHOLDMEMBER']._serialized_end=930
+  _globals['_CHECKHOUSEHOLDREQUEST']._serialized_start=933
+  _globals['_CHECKHOUSEHOLDREQUEST']._serialized_end=1212
+  _globals['_MEMBERCOVERAGE']._serialized_start=1215
+  _globals['_MEMBERCOVERAGE']._serialized_end=1478
+  _globals['_CHECKHOUSEHOLDRESPONSE']._serialized_start=1481
+  _globals['_CHECKHOUSEHOLDRESPONSE']._serialized_end=1728
+  _globals['_HISTORYENTRY']._serialized_start=1730
+  _globals['_HISTORYENTRY']._serialized_end=1779
+  _globals['_LISTPOLICYHISTORYREQUEST']._serialized_start=1782
+  _globals['_LISTPOLICYHISTORYREQUEST']._serialized_end=1961
+  _globals['_LISTPOLICYHISTORYRESPONSE']._serialized_start=1963
+  _globals['_LISTPOLICYHISTORYRESPONSE']._serialized_end=2085
+  _globals['_FINDENTRIESREQUEST']._serialized_start=2088
+  _globals['_FINDENTRIESREQUEST']._serialized_end=2293
+  _globals['_FINDENTRIESRESPONSE']._serialized_start=2295
+  _globals['_FINDENTRIESRESPONSE']._serialized_end=2411
+  _globals['_GETCOVERAGECERTIFICATEREQUEST']._serialized_start=2414
+  _globals['_GETCOVERAGECERTIFICATEREQUEST']._serialized_end=2561
+  _globals['_COVERAGECERTIFICATE']._serialized_start=2564
+  _globals['_COVERAGECERTIFICATE']._serialized_end=2700
+  _globals['_GETCOVERAGECERTIFICATERESPONSE']._serialized_start=2702
+  _globals['_GETCOVERAGECERTIFICATERESPONSE']._serialized_end=2827
+  _globals['_COVERAGESERVICE']._serialized_start=3147
+  _globals['_COVERAGESERVICE']._serialized_end=3614
 # @@protoc_insertion_point(module_scope)
