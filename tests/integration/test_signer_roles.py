@@ -30,6 +30,9 @@ from tests.builders import (
     added,
     cancelled,
     change_notified,
+    cohort_ended,
+    cohort_enrolled,
+    contribution_paid,
     erased,
     fee_collected,
     issued,
@@ -37,6 +40,8 @@ from tests.builders import (
     person,
     removed,
     sar,
+    sdg,
+    sudanese,
     suspended,
 )
 from tests.conftest import KEYS_VALID_FROM, key_event, onboard_directly, pending
@@ -129,6 +134,13 @@ def world(engine: Engine, log_signer: Ed25519Signer, operator_signer: Ed25519Sig
                 ),
             )
         world.accept("kw-gov-health", fee_collected("kw-gov-health", f"R-{role}"))
+        for cohort in (f"C-{role}", f"E-{role}"):
+            world.accept(
+                "zakat-fund",
+                cohort_enrolled(
+                    "zakat-fund", cohort, [(sudanese(next(_serials)), "SD-KH")], JAN1, DEC31
+                ),
+            )
         world.accept(
             "operator",
             insurer_licensed(
@@ -187,6 +199,13 @@ def _events_of(world: World, role: SignerRole) -> dict[str, Callable[[], events_
             who, key_revoked(world.spare_keys[role], reason="test", occurred_at=OCCURRED)
         ),
         "person_erased": lambda: _as(who, erased(person(next(_serials)))),
+        "cohort_enrolled": lambda: cohort_enrolled(
+            who, f"new-cohort-{role}", [(sudanese(next(_serials)), "SD-KH")], JAN1, DEC31
+        ),
+        "contribution_paid": lambda: contribution_paid(
+            who, f"C-{role}", JAN1, dt.date(2026, 1, 31), sdg(1_000), 1
+        ),
+        "cohort_ended": lambda: cohort_ended(who, f"E-{role}", dt.date(2026, 6, 1)),
     }
 
 
