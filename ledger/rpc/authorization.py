@@ -136,15 +136,25 @@ _SUBMITTERS = (
     Grant("insurer", Limit.SIGNER),
     Grant("authority", Limit.SIGNER),
     Grant("operator", Limit.SIGNER),
+    Grant("funder", Limit.SIGNER),  # task D: its cohorts (docs/funds.md)
 )
 _PERSON_READERS = (Grant("auditor"), Grant("operator"))
 """Who may read a person's data without a jurisdiction: the auditor (to check) and the
 operator (to answer a person's own request). Portals check households only."""
 
 
-_PERSON_WRITERS = (Grant("insurer"), Grant("authority"), Grant("operator"))
-"""Who may obtain person tokens: the roles whose events name people (docs/privacy.md). A portal
-or an auditor asks by person ID and never needs a token; a funder will, once it signs events."""
+_PERSON_WRITERS = (Grant("insurer"), Grant("authority"), Grant("operator"), Grant("funder"))
+"""Who may obtain person tokens: the roles whose events name people (docs/privacy.md), a
+funder's cohorts included. A portal or an auditor asks by person ID and never needs a token."""
+
+_FUND_READERS = (
+    Grant("funder", Limit.JURISDICTION, jurisdiction_field="funder_id"),
+    Grant("operator"),
+    Grant("auditor"),
+    Grant("regulator"),
+)
+"""Task D (issue 11): who may read funded cohorts' totals; a funder its own only (its name in
+``funder_id``)."""
 
 
 def ledger_rules() -> list[Rule]:
@@ -181,6 +191,7 @@ def ledger_rules() -> list[Rule]:
             "ledger.v1.IdentityService",
             {"GetPersonTokens": _PERSON_WRITERS, "LookUpPersonToken": operator_only},
         ),
+        *_rows("ledger.v1.FundService", {"GetFundTotals": _FUND_READERS}),
     ]
 
 

@@ -38,6 +38,7 @@ from ledger.cosignature import WitnessEndpoint, parse_witness_option
 from ledger.coverage.reader import CoverageReader
 from ledger.errors import InvalidArgument
 from ledger.fair import ReadPool
+from ledger.funds.reader import FundTotalsReader
 from ledger.identity.erasure import ErasureHooks
 from ledger.identity.vault import IdentityVault
 from ledger.metrics import LedgerMetrics
@@ -51,6 +52,7 @@ from ledger.rpc.enrolment_port import (
     start_enrolment_port,
 )
 from ledger.rpc.fairness import CallerLimitInterceptor
+from ledger.rpc.fund_servicer import FundServicer
 from ledger.rpc.identity_servicer import IdentityServicer
 from ledger.rpc.interceptor import AuthorizationInterceptor
 from ledger.rpc.ledger_servicer import LedgerServicer
@@ -74,6 +76,8 @@ from ledger.v1 import (
     admin_service_pb2_grpc,
     coverage_service_pb2,
     coverage_service_pb2_grpc,
+    fund_service_pb2,
+    fund_service_pb2_grpc,
     identity_service_pb2,
     identity_service_pb2_grpc,
     ledger_service_pb2,
@@ -90,6 +94,7 @@ SERVICE_NAMES = (
     admin_service_pb2.DESCRIPTOR.services_by_name["AdminService"].full_name,
     coverage_service_pb2.DESCRIPTOR.services_by_name["CoverageService"].full_name,
     identity_service_pb2.DESCRIPTOR.services_by_name["IdentityService"].full_name,
+    fund_service_pb2.DESCRIPTOR.services_by_name["FundService"].full_name,
 )
 
 
@@ -314,6 +319,10 @@ async def _start(
     )
     identity_service_pb2_grpc.add_IdentityServiceServicer_to_server(
         IdentityServicer(IdentityVault(VaultStore(engine)), clock), server
+    )
+    # Task D (issue 11): funded cohorts' totals.
+    fund_service_pb2_grpc.add_FundServiceServicer_to_server(
+        FundServicer(FundTotalsReader(engine, clock), reads), server
     )
     extension_context = ServerContext(
         server=server,

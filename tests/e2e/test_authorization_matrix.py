@@ -56,8 +56,15 @@ RIGHT_CALLERS = {
     "authority": AUTHORITY,
     "auditor": "auditor",
     "operator": "operator",
+    "funder": "zakat-chamber",
+    "regulator": "regulator",
 }
-OTHER_NAMES = {"insurer": "najm-care", "portal": "SA", "authority": "sa-gov-health"}
+OTHER_NAMES = {
+    "insurer": "najm-care",
+    "portal": "SA",
+    "authority": "sa-gov-health",
+    "funder": "other-funder",
+}
 
 
 @dataclass
@@ -219,6 +226,7 @@ def _request(world: World, method: str) -> object:
         "idempotency_key": "matrix-key-0002",
         "gateway": "simulated",
         "amount_minor": 1,
+        "funder_id": "zakat-chamber",
     }
     for field, value in values.items():
         if field in request.DESCRIPTOR.fields_by_name:
