@@ -25,7 +25,13 @@ import enum
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
-from ledger.errors import AlreadyExists, FailedPrecondition, FieldViolation, PermissionDenied
+from ledger.errors import (
+    AlreadyExists,
+    FailedPrecondition,
+    FieldViolation,
+    NotFound,
+    PermissionDenied,
+)
 
 __all__ = [
     "COHORT_ENDED",
@@ -185,7 +191,7 @@ def unpaid_periods(
 def check_own(cohort: Cohort | None, cohort_id: str, funder_id: str, field: str) -> Cohort:
     """The cohort, once it exists and is ``funder_id``'s: NOT_FOUND, else PERMISSION_DENIED."""
     if cohort is None:
-        raise FailedPrecondition(
+        raise NotFound(
             f"cohort {cohort_id!r} is not enrolled",
             reason="COHORT_NOT_FOUND",
             field_violations=[FieldViolation(field, "no such cohort")],
