@@ -31,6 +31,7 @@ CALLER_OF_SERVICE = {
     "ledger.v1.AdminService": ("operator", "operator"),
     "ledger.v1.IdentityService": ("insurer", "gulf-health"),
     "payments.v1.RenewalService": ("portal", "KW"),
+    "ledger.v1.FundService": ("auditor", "auditor"),
     "grpc.health.v1.Health": ("auditor", "auditor"),
     "grpc.reflection.v1alpha.ServerReflection": ("auditor", "auditor"),
 }
