@@ -72,7 +72,7 @@ def run_sudan_step(
     )
     receipts = list(funder.submit_stream(events))
     say(
-        f"8. Sudan: the Zakat chamber (funder {FUNDER_ID!r}) enrolled cohort {cohort} of "
+        f"8. funder: in Sudan, the Zakat chamber ({FUNDER_ID!r}) enrolled cohort {cohort} of "
         f"{_MEMBERS} beneficiaries in 3 states with fund {FUND_ID!r}, {start}..{end}, in "
         f"{len(receipts)} signed CohortEnrolled events on one stream (docs/funds.md)"
     )
