@@ -192,7 +192,9 @@ def test_a_funded_cohort_from_enrolment_to_totals(sudan: Sudan) -> None:
         )
         for t in response.totals
     }
-    assert served == _totals_from_the_log(sudan, response.tree_size, today=dt.date.today())
+    assert served == _totals_from_the_log(
+        sudan, response.tree_size, today=dt.datetime.now(dt.UTC).date()
+    )
     khartoum_june = served[(ZAKAT, "SD-KH", 2026, 6)]
     assert khartoum_june[1] <= khartoum_june[0]
     assert sum(v[2] for v in served.values()) == MONTHLY.amount_minor * (
