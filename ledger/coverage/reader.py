@@ -369,18 +369,17 @@ def _spans(connection: Connection, person: PersonRef, today: dt.date) -> list[_S
     for span in spans:
         periods = unpaid.get((span.record.insurer_id, span.record.policy_id), ())
         split.extend(_pieces(span, periods) if periods else [span])
-    funded = _cohort_spans(connection, person)
+    # The token is on every coverage row; only a person with none needs the vault asked.
+    token = str(rows[0].person_key) if rows else _token_of(connection, person)
+    funded = _cohort_spans(connection, person, token) if token is not None else []
     if funded:
         split = sorted([*split, *funded], key=lambda span: span.record.start)
     return split
 
 
-def _cohort_spans(connection: Connection, person: PersonRef) -> list[_Span]:
+def _cohort_spans(connection: Connection, person: PersonRef, token: str) -> list[_Span]:
     """Task D (issue 11): the person's funded-cohort coverage, as spans that count only on the
     days a contribution pays for them (ledger/funds/rules.py, docs/funds.md)."""
-    token = _token_of(connection, person)
-    if token is None:
-        return []
     found: list[_Span] = []
     for membership in memberships_of(connection, token):
         cohort = membership.cohort
