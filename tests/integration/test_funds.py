@@ -10,11 +10,13 @@ from typing import Any
 import pytest
 from sqlalchemy import Engine, func, select
 
+from ledger import limits
 from ledger.clock import FixedClock
 from ledger.coverage.model import BlockReason, Relationship
 from ledger.coverage.reader import CoverageReader
 from ledger.coverage.rebuild import rebuild_and_compare
-from ledger.errors import LedgerError
+from ledger.errors import LedgerError, ResourceExhausted
+from ledger.funds.reader import FundTotalsReader
 from ledger.signers import SignerRole
 from ledger.signing import Ed25519Signer
 from ledger.storage.append import Appender, Receipt
@@ -238,3 +240,19 @@ def test_one_batch_enrols_a_cohort_in_several_events(funds: Funds) -> None:
     assert all(isinstance(outcome, Receipt) for outcome in outcomes), outcomes
     assert _covered(funds, sudanese(149), dt.date(2026, 1, 5)).covered
     assert rebuild_and_compare(funds.engine).consistent
+
+
+def test_totals_over_the_row_limit_are_refused(
+    funds: Funds, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    funds.accept(ZAKAT, cohort_enrolled(ZAKAT, "Z-6", [(sudanese(200), "SD-KH")], JAN1, DEC31))
+    reader = FundTotalsReader(funds.engine, FixedClock(NOW))
+    answer = reader.totals(ZAKAT, JAN1, DEC31)
+    assert len(answer.totals) == 12
+    assert answer.checkpoint.tree_size > 0
+    assert [t.owed_minor for t in answer.totals[:4]] == [1_000, 1_000, 1_000, 0]
+    monkeypatch.setattr(limits, "fund_totals_rows_max", 11)
+    with pytest.raises(ResourceExhausted) as refused:
+        reader.totals(ZAKAT, JAN1, DEC31)
+    assert refused.value.reason == "FUND_TOTALS_TOO_MANY_ROWS"
+    assert len(reader.totals(ZAKAT, JAN1, dt.date(2026, 11, 1)).totals) == 11

@@ -133,3 +133,25 @@ def test_totals_add_up_to_the_payments_and_enrolments(
             assert total.covered <= total.enrolled
             due = (total.enrolled - total.covered) * 1_000 if month <= today else 0
             assert total.owed_minor == due
+
+
+@settings(max_examples=150, deadline=None)
+@given(cohorts(), st.integers(1, 6))
+def test_covered_totals_are_the_members_coverage_on_covers(drawn: tuple, members: int) -> None:
+    """The totals' covered count for a month is the number of beneficiaries
+    :func:`coverage_on` says are covered on the month's first day."""
+    cohort, contributions, _ = drawn
+    rows = [MemberRecord("C", n, "SD-KH", n) for n in range(1, members + 1)]
+    totals = fund_totals(
+        [CohortRecord(cohort, 0)],
+        rows,
+        {"C": contributions},
+        first_month=START,
+        last_month=_month(24),
+        today=START,
+    )
+    for total in totals:
+        expected = sum(
+            coverage_on(total.month, cohort, row.position, contributions).covered for row in rows
+        )
+        assert total.covered == expected
