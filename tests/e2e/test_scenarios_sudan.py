@@ -17,6 +17,7 @@ import pytest
 from sqlalchemy import inspect, text
 
 from clients.auditor import AuditorClient
+from clients.certificate import CertificateClient
 from clients.errors import ClientError
 from clients.fund import FundClient
 from clients.funder import cohort_events, contribution_paid, sdg
@@ -176,6 +177,17 @@ def test_a_funded_cohort_from_enrolment_to_totals(sudan: Sudan) -> None:
     portal = PortalClient(sudan.channel("auditor", "auditor"), log=sudan.trusted)
     answer = portal.get_coverage(sudan.people[1], dt.date(2026, 12, 10))
     assert [c.not_counting for c in answer.response.coverages] == ["NON_PAYMENT"]
+
+    # A paid day has a coverage certificate that verifies offline; an unpaid day has none.
+    certificates = CertificateClient(
+        sudan.channel("auditor", "auditor"), log_key=sudan.server.log_verifier_key
+    )
+    [certificate] = certificates.get(sudan.people[0], dt.date(2026, 3, 15))
+    assert certificate.statement is not None
+    assert certificate.coverage.funder_id == ZAKAT
+    with pytest.raises(ClientError) as none:
+        certificates.get(sudan.people[0], dt.date(2026, 12, 10))
+    assert none.value.code == grpc.StatusCode.NOT_FOUND
 
     # (4) The totals, from the projections, equal the totals recomputed from the raw entries.
     funds = FundClient(sudan.channel("auditor", "auditor"), log=sudan.trusted)
