@@ -32,6 +32,7 @@ from ledger.signers import SignerRole
 from ledger.signing import Ed25519Signer
 from ledger.storage.db import create_ledger_engine
 from ledger.v1 import coverage_service_pb2, events_pb2, types_pb2
+from tests import clock
 from tests.conftest import ServerHandle, onboard, start_server_thread
 
 ZAKAT, OTHER, FUND = "zakat-chamber", "other-funder", "sd-nhif"
@@ -128,7 +129,7 @@ def test_a_funded_cohort_from_enrolment_to_totals(sudan: Sudan) -> None:
     # (1) The Zakat chamber enrols 2,500 beneficiaries in one stream of 10 events of 250.
     tokens = sudan.zakat.tokens.tokens(sudan.people)
     pairs = list(zip(tokens, sudan.states, strict=True))
-    now = dt.datetime.now(dt.UTC)
+    now = clock.now()
     events = cohort_events(
         ZAKAT, COHORT, pairs[:MEMBERS], (START, END), MONTHLY, fund_id=FUND, occurred_at=now
     )
@@ -277,7 +278,7 @@ def _totals_from_the_log(
 
 def test_refusals_over_grpc_write_nothing_and_have_accepted_twins(sudan: Sudan) -> None:
     tokens = sudan.zakat.tokens.tokens(sudan.people[:300])
-    now = dt.datetime.now(dt.UTC)
+    now = clock.now()
     pairs = [(token, "SD-KH") for token in tokens]
     limit = limits.cohort_beneficiaries_per_event_max
 
