@@ -118,25 +118,7 @@ class FundProjector:
         found = cohort_of(self._connection, body.cohort_id)
         rules.check_enrolment_terms(found[0] if found else None, proposed, field)
         tokens = [entry.person_token for entry in body.beneficiaries]
-        enrolled = {
-            str(token)
-            for token in self._connection.execute(
-                _SELECT_ENROLLED, {"cohort_id": body.cohort_id, "tokens": tokens}
-            ).scalars()
-        }
-        if enrolled:
-            position = next(p for p, token in enumerate(tokens) if token in enrolled)
-            raise FailedPrecondition(
-                f"a beneficiary of event {event.event_id!r} is already in cohort "
-                f"{body.cohort_id!r}",
-                reason="BENEFICIARY_ALREADY_ENROLLED",
-                field_violations=[
-                    FieldViolation(
-                        f"{field}.beneficiaries[{position}].person_token", "already enrolled"
-                    )
-                ],
-                metadata={"cohort_id": body.cohort_id, "person_token": tokens[position]},
-            )
+        self._refuse_enrolled_twice(body.cohort_id, tokens, event.event_id, field)
         count = found[1] if found else 0
         if found is None:
             self._connection.execute(
@@ -174,6 +156,29 @@ class FundProjector:
             ],
         )
         return [f"cohort:{body.cohort_id}", *(f"person:{token}" for token in tokens)]
+
+    def _refuse_enrolled_twice(
+        self, cohort_id: str, tokens: list[str], event_id: str, field: str
+    ) -> None:
+        """A person is in a cohort once (the event itself lists each once: validated)."""
+        enrolled = set(
+            self._connection.execute(
+                _SELECT_ENROLLED, {"cohort_id": cohort_id, "tokens": tokens}
+            ).scalars()
+        )
+        if not enrolled:
+            return
+        position = next(p for p, token in enumerate(tokens) if token in enrolled)
+        raise FailedPrecondition(
+            f"a beneficiary of event {event_id!r} is already in cohort {cohort_id!r}",
+            reason="BENEFICIARY_ALREADY_ENROLLED",
+            field_violations=[
+                FieldViolation(
+                    f"{field}.beneficiaries[{position}].person_token", "already enrolled"
+                )
+            ],
+            metadata={"cohort_id": cohort_id, "person_token": tokens[position]},
+        )
 
     def _own(self, cohort_id: str, funder_id: str, field: str) -> tuple[Cohort, int]:
         found = cohort_of(self._connection, cohort_id)
