@@ -65,7 +65,7 @@ bench-fairness: $(STAMP) ## Only the fairness figures: the probe's p99 idle and 
 	$(BIN)/python -m bench --only fairness --load-scale $${SCALE:-1}
 
 bench-small: $(STAMP) ## The same benchmark on a small tree, for a quick look.
-	$(BIN)/python -m bench --entries 20000 --events 2000 --policies 20000 --renewals 100 --audit-entries 20000 --standby-policies 2000
+	$(BIN)/python -m bench --entries 20000 --events 2000 --policies 20000 --renewals 100 --audit-entries 20000 --standby-policies 2000 --cohort-members 2500
 
 serve: $(STAMP) $(MO_FILES) ## Run the server on the embedded defaults: SQLite var/ledger.db, mTLS with var/pki.
 	@test -f var/pki/ca.pem || $(BIN)/policy-ledger pki init --out var/pki

@@ -7,7 +7,9 @@ Not a test: it prints figures and never fails on speed. What it measures, in one
 * signed events/s end to end over gRPC, streaming and unary (signatures verified by the server,
   every batch durably committed), and receipt latency p50/p99 of unary calls under concurrency;
 * inclusion and consistency proof latency at a tree of ``--entries`` leaves (default 1,000,000),
-  both from the store directly and over gRPC.
+  both from the store directly and over gRPC;
+* task D: a funder's cohort of ``--cohort-members`` (default 25,000) streamed in one
+  ``SubmitEvents`` call, in members/s next to SQLite's rate for the member rows alone.
 
 The server under test runs as a separate process (``policy-ledger serve``) so the client's work
 does not share its interpreter lock. Every call runs over mutual TLS with certificates from
@@ -37,6 +39,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from bench import fairness
 from bench.bulk import bulk_load
+from bench.cohort import FUNDER, bench_cohort, member_insert_ceiling
 from bench.echo import start_echo_server
 from clients.channel import ClientCredentials, Connection
 from clients.insurer import sign_event
@@ -323,6 +326,23 @@ def _bench_unary(
             rate(len(chunk), elapsed),
             f"receipt latency p50 {p50:.2f} ms, p99 {p99:.2f} ms",
         )
+
+
+def bench_funds(folder: Path, members: int) -> None:
+    """Task D: one cohort of ``members`` streamed by a funder (bench/cohort.py)."""
+    log_signer = Ed25519Signer.generate("bench/log")
+    ceiling = member_insert_ceiling(folder, members)
+    server = ServerProcess(folder / "funds-server", log_signer)
+    try:
+
+        def onboard(public_key: bytes, principal: str, role: SignerRole) -> None:
+            _onboard(server.address, log_signer, public_key, principal, role)
+
+        bench_cohort(
+            lambda identity: channel_as(server.address, identity), onboard, members, line, ceiling
+        )
+    finally:
+        server.stop()
 
 
 def bench_echo(seconds: float = 2.0) -> None:
@@ -897,6 +917,9 @@ def main(argv: list[str] | None = None) -> int:
         "--load-scale", type=float, default=1.0, help="fraction of issue 15's loads (fairness)"
     )
     parser.add_argument(
+        "--cohort-members", type=int, default=25_000, help="beneficiaries of one funded cohort"
+    )
+    parser.add_argument(
         "--only",
         choices=("fairness", "standby"),
         help="run one benchmark only (fairness: issue 15's four loads against a probe; "
@@ -908,6 +931,7 @@ def main(argv: list[str] | None = None) -> int:
         folder = Path(scratch)
         init_directory(folder / "pki")
         issue_into_directory(folder / "pki", "insurer", INSURER)
+        issue_into_directory(folder / "pki", "funder", FUNDER)
         _PKI.append(folder / "pki")
         if args.only == "fairness":
             print("fairness (issue 15: one caller's load against another's calls)")
@@ -924,6 +948,8 @@ def main(argv: list[str] | None = None) -> int:
         print("ledger")
         bench_submit(folder, args.events)
         bench_proofs(folder, args.entries)
+        print("funds (task D: a funder's cohort in one stream)")
+        bench_funds(folder, args.cohort_members)
         print("coverage")
         bench_households(folder, args.policies)
         bench_employer(folder / "households.db", line, percentiles)  # Task A (issue 10)

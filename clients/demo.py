@@ -26,6 +26,7 @@ from clients.audit_cli import fetch_entries as entries_from_server
 from clients.auditor import AuditorClient
 from clients.channel import ClientCredentials, Connection
 from clients.demo_permits import show_permits
+from clients.demo_sudan import run_sudan_step
 from clients.errors import ClientError
 from clients.insurer import InsurerClient
 from clients.offline.audit import KeyHistory
@@ -220,6 +221,9 @@ def run_demo(*, events_count: int, workdir: Path) -> int:
             log_verifier_key,
             witness_url,
             witness_key,
+        )
+        run_sudan_step(  # task D (issue 11): a funded cohort
+            operator, pki, channel_as, trusted=trusted, keys_valid_from=keys_valid_from, say=say
         )
     say(f"done in {time.monotonic() - started:.1f} s")
     return 0

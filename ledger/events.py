@@ -296,6 +296,11 @@ def person_tokens_of(event: events_pb2.Event) -> list[tuple[str, str]]:
                 "event.premium_paid.payer.party.person_token",
             )
         )
+    elif kind == "cohort_enrolled":
+        found.extend(
+            (entry.person_token, f"event.cohort_enrolled.beneficiaries[{position}].person_token")
+            for position, entry in enumerate(event.cohort_enrolled.beneficiaries)
+        )
     elif kind == "fee_collected":
         body_fee = event.fee_collected
         found.append((body_fee.sponsor_token, "event.fee_collected.sponsor_token"))
@@ -1097,6 +1102,126 @@ def _permit_tokens(event: events_pb2.Event) -> list[tuple[str, str]]:
     return []
 
 
+# Funded cohorts (task D, issue 11): the structure of CohortEnrolled, ContributionPaid and
+# CohortEnded. Their rules against the ledger's state are in ledger/funds/rules.py.
+
+
+def _check_month_period(
+    violations: list[FieldViolation],
+    field: str,
+    body: Message,
+    names: tuple[str, str],
+) -> None:
+    """Both dates present, the first a month's first day, the second a month's last, in order,
+    at most ``cohort_months_max`` months."""
+    start_name, end_name = names
+    start = _check_date(
+        violations,
+        f"{field}.{start_name}",
+        getattr(body, start_name),
+        present=body.HasField(start_name),
+    )
+    end = _check_date(
+        violations, f"{field}.{end_name}", getattr(body, end_name), present=body.HasField(end_name)
+    )
+    if start is not None and start.day != 1:
+        violations.append(FieldViolation(f"{field}.{start_name}", "not the first day of a month"))
+    if end is not None and (end + dt.timedelta(days=1)).day != 1:
+        violations.append(FieldViolation(f"{field}.{end_name}", "not the last day of a month"))
+    if start is None or end is None:
+        return
+    months = (end.year - start.year) * 12 + end.month - start.month + 1
+    if end < start:
+        violations.append(FieldViolation(f"{field}.{end_name}", f"before {start_name}"))
+    elif months > limits.cohort_months_max:
+        violations.append(
+            FieldViolation(f"{field}.{end_name}", f"more than {limits.cohort_months_max} months")
+        )
+
+
+def _check_cohort_enrolled(
+    violations: list[FieldViolation], field: str, body: events_pb2.CohortEnrolled
+) -> None:
+    from ledger.funds.states import sudan_states  # noqa: PLC0415 (data loaded on first use)
+
+    check_identifier(violations, f"{field}.cohort_id", body.cohort_id, limits.cohort_id_chars_max)
+    check_identifier(violations, f"{field}.fund_id", body.fund_id, limits.insurer_id_chars_max)
+    _check_month_period(violations, field, body, ("period_start", "period_end"))
+    if not body.HasField("monthly_contribution"):
+        violations.append(FieldViolation(f"{field}.monthly_contribution", "required"))
+    else:
+        _check_money(violations, f"{field}.monthly_contribution", body.monthly_contribution)
+        if body.monthly_contribution.currency_code != limits.fund_currency:
+            violations.append(
+                FieldViolation(
+                    f"{field}.monthly_contribution.currency_code",
+                    f"cohort contributions are in {limits.fund_currency}",
+                )
+            )
+    count = len(body.beneficiaries)
+    if count == 0:
+        violations.append(FieldViolation(f"{field}.beneficiaries", "at least one is required"))
+    elif count > limits.cohort_beneficiaries_per_event_max:
+        violations.append(
+            FieldViolation(
+                f"{field}.beneficiaries",
+                f"{count} beneficiaries, over the limit of "
+                f"{limits.cohort_beneficiaries_per_event_max} per event",
+            )
+        )
+    states = sudan_states()
+    seen: set[str] = set()
+    for position, entry in enumerate(
+        body.beneficiaries[: limits.cohort_beneficiaries_per_event_max]
+    ):
+        entry_field = f"{field}.beneficiaries[{position}]"
+        check_person_token(violations, f"{entry_field}.person_token", entry.person_token)
+        if entry.person_token in seen:
+            violations.append(FieldViolation(f"{entry_field}.person_token", "listed twice"))
+        seen.add(entry.person_token)
+        if entry.state_code not in states:
+            violations.append(
+                FieldViolation(
+                    f"{entry_field}.state_code", "not one of the 18 ISO 3166-2:SD state codes"
+                )
+            )
+
+
+def _check_contribution_paid(
+    violations: list[FieldViolation], field: str, body: events_pb2.ContributionPaid
+) -> None:
+    check_identifier(violations, f"{field}.cohort_id", body.cohort_id, limits.cohort_id_chars_max)
+    _check_month_period(violations, field, body, ("period_start", "period_end"))
+    if body.HasField("amount"):
+        _check_money(violations, f"{field}.amount", body.amount)
+    else:
+        violations.append(FieldViolation(f"{field}.amount", "required"))
+    if body.beneficiary_count == 0:
+        violations.append(FieldViolation(f"{field}.beneficiary_count", "must be positive"))
+    _check_text(
+        violations,
+        f"{field}.payment_reference",
+        body.payment_reference,
+        limits.reference_chars_max,
+        required=False,
+    )
+
+
+def _check_cohort_ended(
+    violations: list[FieldViolation], field: str, body: events_pb2.CohortEnded
+) -> None:
+    check_identifier(violations, f"{field}.cohort_id", body.cohort_id, limits.cohort_id_chars_max)
+    effective = _check_date(
+        violations,
+        f"{field}.effective_date",
+        body.effective_date,
+        present=body.HasField("effective_date"),
+    )
+    if effective is not None and effective.day != 1:
+        violations.append(FieldViolation(f"{field}.effective_date", "not the first day of a month"))
+    _check_text(violations, f"{field}.reason", body.reason, limits.name_chars_max, required=True)
+
+
 _BODY_CHECKS: dict[str, Callable[[list[FieldViolation], str, Any], None]] = {
     "policy_issued": _check_policy_issued,
     "policy_cancelled": _check_policy_cancelled,
@@ -1122,5 +1247,9 @@ _BODY_CHECKS: dict[str, Callable[[list[FieldViolation], str, Any], None]] = {
     "penalty_paid": _check_penalty_paid,
     "penalty_withdrawn": _check_penalty_withdrawn,
     **CARD_BODY_CHECKS,
+    # Task D (issue 11): funded cohorts (ledger/funds/, docs/funds.md).
+    "cohort_enrolled": _check_cohort_enrolled,
+    "contribution_paid": _check_contribution_paid,
+    "cohort_ended": _check_cohort_ended,
 }
 """How each event body is checked (the ``Event.body`` oneof field name -> its check)."""

@@ -311,3 +311,20 @@ entry's ledger date (five years, as identity and insurance cards commonly are)."
 registration_certificate_validity_days: Final = 90
 """A registration certificate is valid this many days from the ledger date it was issued on
 (never past the registration's last day): a fresh one is a request away."""
+# Funded cohorts (task D, issue 11; ledger/funds/, docs/funds.md).
+cohort_beneficiaries_per_event_max: Final = 250
+"""Beneficiaries one ``CohortEnrolled`` event may add. 250 fits one person-token call
+(``person_tokens_per_call_max``), keeps the event near 12 KiB (a quarter of
+``envelope_payload_bytes_max``) and one projector step short; 25,000 beneficiaries (the size of
+one re-targeting announcement) are 100 events, streamed in one ``SubmitEvents`` call."""
+cohort_id_chars_max: Final = 128
+"""The longest cohort id."""
+cohort_months_max: Final = 60
+"""The longest cohort period, in months (five years)."""
+fund_totals_months_max: Final = 36
+"""The most months one ``FundService/GetFundTotals`` request spans."""
+fund_totals_rows_max: Final = 5000
+"""The most rows one ``GetFundTotals`` answer carries (funders x states x months); a request
+that would need more is refused RESOURCE_EXHAUSTED and must ask for fewer months or one state."""
+fund_currency: Final = "SDG"
+"""The currency of cohort contributions (Sudanese pound, ISO 4217, 2 decimals)."""

@@ -183,6 +183,22 @@ SIGNING_RULES: tuple[SigningRule, ...] = (
         frozenset({SignerRole.INSURER}),
         "the insurer that issued the card; the card is current",
     ),
+    # Task D (issue 11): funded cohorts (docs/funds.md).
+    SigningRule(
+        "cohort_enrolled",
+        "CohortEnrolled",
+        frozenset({SignerRole.FUNDER}),
+        "a funder; a cohort id already enrolled only by the same funder, with the same terms",
+    ),
+    SigningRule(
+        "contribution_paid",
+        "ContributionPaid",
+        frozenset({SignerRole.FUNDER}),
+        "the funder of the cohort",
+    ),
+    SigningRule(
+        "cohort_ended", "CohortEnded", frozenset({SignerRole.FUNDER}), "the funder of the cohort"
+    ),
 )
 
 _RULES_BY_BODY = {rule.body: rule for rule in SIGNING_RULES}

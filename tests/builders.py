@@ -518,4 +518,86 @@ def card_revoked(
     body = event.card_revoked
     body.card_number = number
     body.reason = reason  # type: ignore[assignment]
+
+
+# Task D (issue 11): funded cohorts (ledger/funds/, docs/funds.md).
+
+
+def sudanese(serial: int) -> types_pb2.PersonId:
+    """A Sudanese national number (11 digits; the generic national-ID rule applies)."""
+    return types_pb2.PersonId(
+        type=types_pb2.PERSON_ID_TYPE_NATIONAL_ID, value=f"1{serial:010d}", country_code="SD"
+    )
+
+
+def sdg(amount_minor: int) -> types_pb2.Money:
+    """Sudanese pounds in piastres (2 decimals)."""
+    return types_pb2.Money(currency_code="SDG", amount_minor=amount_minor)
+
+
+def cohort_enrolled(
+    funder_id: str,
+    cohort_id: str,
+    beneficiaries: Sequence[tuple[types_pb2.PersonId | str, str]],
+    start: dt.date,
+    end: dt.date,
+    *,
+    monthly: types_pb2.Money | None = None,
+    fund_id: str = "sd-nhif",
+    event_id: str | None = None,
+) -> events_pb2.Event:
+    """CohortEnrolled of (person, state code) pairs, at SDG 10.00 a month by default."""
+    event = _event(funder_id, event_id)
+    body = event.cohort_enrolled
+    body.cohort_id = cohort_id
+    body.fund_id = fund_id
+    body.period_start.CopyFrom(civil(start))
+    body.period_end.CopyFrom(civil(end))
+    body.monthly_contribution.CopyFrom(monthly or sdg(1_000))
+    people = [who for who, _ in beneficiaries]
+    plain = [who for who in people if not isinstance(who, str)]
+    issued_tokens = iter(tokens(plain)) if plain else iter(())
+    for who, state in beneficiaries:
+        entry = body.beneficiaries.add()
+        entry.person_token = who if isinstance(who, str) else next(issued_tokens)
+        entry.state_code = state
+    return event
+
+
+def contribution_paid(
+    funder_id: str,
+    cohort_id: str,
+    start: dt.date,
+    end: dt.date,
+    amount: types_pb2.Money,
+    beneficiary_count: int,
+    *,
+    event_id: str | None = None,
+) -> events_pb2.Event:
+    """ContributionPaid for the months ``start..end``."""
+    event = _event(funder_id, event_id)
+    body = event.contribution_paid
+    body.cohort_id = cohort_id
+    body.period_start.CopyFrom(civil(start))
+    body.period_end.CopyFrom(civil(end))
+    body.amount.CopyFrom(amount)
+    body.beneficiary_count = beneficiary_count
+    body.payment_reference = f"PAY-{event.event_id}"
+    return event
+
+
+def cohort_ended(
+    funder_id: str,
+    cohort_id: str,
+    effective: dt.date,
+    reason: str = "re-targeted",
+    *,
+    event_id: str | None = None,
+) -> events_pb2.Event:
+    """CohortEnded from ``effective`` (the first day of a month)."""
+    event = _event(funder_id, event_id)
+    body = event.cohort_ended
+    body.cohort_id = cohort_id
+    body.effective_date.CopyFrom(civil(effective))
+    body.reason = reason
     return event

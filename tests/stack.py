@@ -32,6 +32,7 @@ CALLER_OF_SERVICE = {
     "ledger.v1.IdentityService": ("insurer", "gulf-health"),
     "payments.v1.RenewalService": ("portal", "KW"),
     "ledger.v1.ComplianceService": ("operator", "operator"),  # Task A (issue 10)
+    "ledger.v1.FundService": ("auditor", "auditor"),
     "grpc.health.v1.Health": ("auditor", "auditor"),
     "grpc.reflection.v1alpha.ServerReflection": ("auditor", "auditor"),
 }

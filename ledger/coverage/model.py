@@ -75,6 +75,9 @@ class CoverageRecord:
     not_counting: str = ""
     """Why the record does not count as coverage on the day asked about (``NON_PAYMENT``,
     ``INSURER_SUSPENDED``); empty when it counts or when no day was asked about."""
+    funder_id: str = ""
+    """A funded cohort's coverage (docs/funds.md): the funder that pays its contributions;
+    ``insurer_id`` is then the fund, ``policy_id`` the cohort. Empty for a policy."""
 
 
 class BlockReason(enum.Enum):

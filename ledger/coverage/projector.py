@@ -58,6 +58,7 @@ from ledger.errors import (
     PermissionDenied,
 )
 from ledger.events import person_tokens_of
+from ledger.funds.projection import FundProjector
 from ledger.identity.erasure import ErasedPerson, ErasureHooks
 from ledger.keys import InsurerKey, check_key_at_event_time, check_key_usable, insurer_key_id
 from ledger.signers import (
@@ -264,7 +265,12 @@ class Projector:
             # Penalty decisions (task B): ledger/compliance/decision_store.py owns them.
             **dict.fromkeys(decision_store.DECISION_BODIES, self._penalty_decision),
             **card_handlers(self),  # Task E (cards): the rules are in ledger/cards/projection.py
+            # Task D (issue 11): funded cohorts, checked and written by ledger/funds.
+            "cohort_enrolled": self._fund_event,
+            "contribution_paid": self._fund_event,
+            "cohort_ended": self._fund_event,
         }
+        self._funds = FundProjector(connection)
         self._keys: dict[str, InsurerKey | None] = {}
         """Keys read so far; an entry changing a key drops it from here."""
         self._signed = SignedBy("", dt.datetime.min.replace(tzinfo=dt.UTC))
@@ -1229,6 +1235,10 @@ class Projector:
                 end_date=last_day, end_reason=reason, leaf_indexes=_leaves(row.leaf_indexes, leaf)
             )
         )
+
+    def _fund_event(self, event: events_pb2.Event, leaf_index: int) -> None:
+        """A funder's event (task D): its rules and projections live in ledger/funds."""
+        self._index(leaf_index, self._funds.apply(event, leaf_index))
 
     def _index_policy(
         self, leaf_index: int, insurer_id: str, policy_id: str, subjects: Iterable[str]

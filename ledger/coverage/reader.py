@@ -44,8 +44,11 @@ from ledger.coverage.model import (
 )
 from ledger.coverage.projector import PERIOD_END
 from ledger.errors import check
+from ledger.funds.projection import memberships_of
+from ledger.funds.rules import COHORT_ENDED, FUNDED_COHORT_PLAN, unpaid_periods
 from ledger.i18n.messages import (
     VERDICT_CANCELLED,
+    VERDICT_COHORT_NOT_PAID,
     VERDICT_COVERED_THROUGH,
     VERDICT_ENDS_ON,
     VERDICT_GAP,
@@ -367,13 +370,59 @@ def _spans(connection: Connection, person: PersonRef, today: dt.date) -> list[_S
     spans = [_span(row, person) for row in rows]
     scheduled = sorted({(row.insurer_id, row.policy_id) for row in rows if row.instalments})
     unpaid = _non_payment(connection, scheduled, today)
-    if not unpaid:
-        return spans
     split: list[_Span] = []
     for span in spans:
         periods = unpaid.get((span.record.insurer_id, span.record.policy_id), ())
         split.extend(_pieces(span, periods) if periods else [span])
+    # The token is on every coverage row; only a person with none needs the vault asked.
+    token = str(rows[0].person_key) if rows else _token_of(connection, person)
+    funded = _cohort_spans(connection, person, token) if token is not None else []
+    if funded:
+        split = sorted([*split, *funded], key=lambda span: span.record.start)
     return split
+
+
+def _cohort_spans(connection: Connection, person: PersonRef, token: str) -> list[_Span]:
+    """Task D (issue 11): the person's funded-cohort coverage, as spans that count only on the
+    days a contribution pays for them (ledger/funds/rules.py, docs/funds.md)."""
+    found: list[_Span] = []
+    for membership in memberships_of(connection, token):
+        cohort = membership.cohort
+        record = CoverageRecord(
+            person=person,
+            sponsor=person,
+            relationship=Relationship.SELF,
+            insurer_id=cohort.fund_id,
+            policy_id=cohort.cohort_id,
+            plan=FUNDED_COHORT_PLAN,
+            start=cohort.period_start,
+            end=cohort.last_covered_day,
+            cancelled=cohort.ended_from is not None and cohort.ended_from <= cohort.period_end,
+            end_reason=PERIOD_END if cohort.ended_from is None else COHORT_ENDED,
+            leaf_indexes=tuple(
+                sorted(
+                    {
+                        *membership.leaf_indexes,
+                        *(c.leaf_index for c in membership.contributions),
+                    }
+                )
+            ),
+            person_token=token,
+            funder_id=cohort.funder_id,
+        )
+        span = _Span(
+            record=record,
+            counts_from=record.start,
+            counts_until=record.end,
+            suspended_from=None,
+            suspension_leaf=None,
+        )
+        periods = tuple(
+            _Unpaid(first, last)
+            for first, last in unpaid_periods(cohort, membership.position, membership.contributions)
+        )
+        found.extend(_pieces(span, periods) if periods else [span])
+    return found
 
 
 def _non_payment(
@@ -575,6 +624,20 @@ def _member_verdict(  # noqa: PLR0911, PLR0912 (one branch and return per docume
             BlockReason.COVERED, Message(VERDICT_COVERED_THROUGH, {"date": day - _ONE_DAY}), used
         )
     unpaid = [(s, period) for s in spans if (period := s.unpaid_on(day)) is not None]
+    if unpaid and unpaid[0][0].record.funder_id:
+        span, period = unpaid[0]
+        return verdict(
+            BlockReason.NON_PAYMENT,
+            Message(
+                VERDICT_COHORT_NOT_PAID,
+                {
+                    "date": max(period.first, day),
+                    "cohort": span.record.policy_id,
+                    "funder": span.record.funder_id,
+                },
+            ),
+            [*used, span],
+        )
     if unpaid:
         span, period = unpaid[0]
         return verdict(

@@ -29,6 +29,7 @@ __all__ = [
     "N_",
     "REGISTRATION_SUMMARY",
     "VERDICT_CANCELLED",
+    "VERDICT_COHORT_NOT_PAID",
     "VERDICT_COVERED_THROUGH",
     "VERDICT_ENDS_ON",
     "VERDICT_GAP",
@@ -122,6 +123,11 @@ DOCUMENT_EXPIRED = N_("Expired: it was valid until {valid_until}.")
 DOCUMENT_REPLACED = N_("Replaced by card {replaced_by} (entry {leaf}): no longer valid.")
 DOCUMENT_REVOKED = N_("Revoked (entry {leaf}): no longer valid.")
 DOCUMENT_CANCELLED = N_("Cancelled since it was issued (entry {leaf}): no longer valid.")
+# Task D (issue 11): funded cohorts (ledger/funds/, docs/funds.md).
+VERDICT_COHORT_NOT_PAID = N_(
+    "cohort '{cohort}' does not count from {date}: its funder '{funder}' has not paid the "
+    "contribution for that month"
+)
 
 MESSAGE_IDS: tuple[str, ...] = (
     VERDICT_COVERED_THROUGH,
@@ -146,5 +152,6 @@ MESSAGE_IDS: tuple[str, ...] = (
     DOCUMENT_REPLACED,
     DOCUMENT_REVOKED,
     DOCUMENT_CANCELLED,
+    VERDICT_COHORT_NOT_PAID,
 )
 """Every message id the code uses; each catalogue translates exactly these."""

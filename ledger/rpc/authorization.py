@@ -137,6 +137,7 @@ _SUBMITTERS = (
     Grant("authority", Limit.SIGNER),
     Grant("operator", Limit.SIGNER),
     Grant("regulator", Limit.SIGNER),  # penalty decisions (task B)
+    Grant("funder", Limit.SIGNER),  # task D: its cohorts (docs/funds.md)
 )
 _PERSON_READERS = (Grant("auditor"), Grant("operator"))
 """Who may read a person's data without a jurisdiction: the auditor (to check) and the
@@ -160,9 +161,19 @@ _PERSON_WRITERS = (
     Grant("authority"),
     Grant("operator"),
     Grant("regulator"),  # its penalty decisions name the uninsured people (task B)
+    Grant("funder"),  # its cohorts name their beneficiaries (task D)
 )
-"""Who may obtain person tokens: the roles whose events name people (docs/privacy.md). A portal
-or an auditor asks by person ID and never needs a token; a funder will, once it signs events."""
+"""Who may obtain person tokens: the roles whose events name people (docs/privacy.md), a
+funder's cohorts included. A portal or an auditor asks by person ID and never needs a token."""
+
+_FUND_READERS = (
+    Grant("funder", Limit.JURISDICTION, jurisdiction_field="funder_id"),
+    Grant("operator"),
+    Grant("auditor"),
+    Grant("regulator"),
+)
+"""Task D (issue 11): who may read funded cohorts' totals; a funder its own only (its name in
+``funder_id``)."""
 
 
 _DECISION_READERS = (Grant("regulator"), Grant("operator"), Grant("auditor"))
@@ -221,6 +232,7 @@ def ledger_rules() -> list[Rule]:
             "ledger.v1.ComplianceService",
             {"GetPenaltyDecision": _DECISION_READERS, "ListPenaltyDecisions": _DECISION_READERS},
         ),
+        *_rows("ledger.v1.FundService", {"GetFundTotals": _FUND_READERS}),
     ]
 
 

@@ -83,6 +83,7 @@ def _coverage_proto(record: CoverageRecord) -> pb.Coverage:
         end_reason=record.end_reason,
         leaf_indexes=list(record.leaf_indexes),
         not_counting=record.not_counting,
+        funder_id=record.funder_id,
     )
 
 

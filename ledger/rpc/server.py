@@ -40,6 +40,7 @@ from ledger.coverage.reader import CoverageReader
 from ledger.coverage.watching import WatchHub, WatchStore
 from ledger.errors import InvalidArgument
 from ledger.fair import ReadPool
+from ledger.funds.reader import FundTotalsReader
 from ledger.identity.erasure import ErasureHooks
 from ledger.identity.vault import IdentityVault
 from ledger.metrics import LedgerMetrics
@@ -55,6 +56,7 @@ from ledger.rpc.enrolment_port import (
     start_enrolment_port,
 )
 from ledger.rpc.fairness import CallerLimitInterceptor
+from ledger.rpc.fund_servicer import FundServicer
 from ledger.rpc.identity_servicer import IdentityServicer
 from ledger.rpc.interceptor import AuthorizationInterceptor
 from ledger.rpc.ledger_servicer import LedgerServicer
@@ -81,6 +83,8 @@ from ledger.v1 import (
     compliance_service_pb2_grpc,
     coverage_service_pb2,
     coverage_service_pb2_grpc,
+    fund_service_pb2,
+    fund_service_pb2_grpc,
     identity_service_pb2,
     identity_service_pb2_grpc,
     ledger_service_pb2,
@@ -100,6 +104,7 @@ SERVICE_NAMES = (
     identity_service_pb2.DESCRIPTOR.services_by_name["IdentityService"].full_name,
     # Task A (issue 10).
     compliance_service_pb2.DESCRIPTOR.services_by_name["ComplianceService"].full_name,
+    fund_service_pb2.DESCRIPTOR.services_by_name["FundService"].full_name,
 )
 
 
@@ -385,6 +390,10 @@ async def _start(
             reads,
         ),
         server,
+    )
+    # Task D (issue 11): funded cohorts' totals.
+    fund_service_pb2_grpc.add_FundServiceServicer_to_server(
+        FundServicer(FundTotalsReader(engine, clock), reads), server
     )
     extension_context = ServerContext(
         server=server,

@@ -30,6 +30,9 @@ __all__ = [
     "checkpoints",
     "coverages",
     "fee_refunds",
+    "fund_cohort_members",
+    "fund_cohorts",
+    "fund_contributions",
     "insurer_change_notices",
     "insurer_keys",
     "insurers",
@@ -378,6 +381,54 @@ cards = Table(
 ``issued_on`` is the issuing entry's ledger date; ``status`` is ``CURRENT``, ``REPLACED`` or
 ``REVOKED`` (expiry is not stored: it is ``valid_until`` against the ledger date);
 ``status_leaf`` is the entry that replaced or revoked it, ``replaced_by`` the new number."""
+# Task D (issue 11): funded cohorts (ledger/funds/, docs/funds.md; migration 0016).
+fund_cohorts = Table(
+    "fund_cohorts",
+    metadata,
+    Column("cohort_id", String(128), primary_key=True),
+    Column("funder_id", String(64), nullable=False),
+    Column("fund_id", String(64), nullable=False),
+    Column("period_start", Date, nullable=False),
+    Column("period_end", Date, nullable=False),
+    Column("currency_code", String(3), nullable=False),
+    Column("monthly_minor", BigInteger, nullable=False),
+    Column("beneficiaries", Integer, nullable=False),
+    Column("ended_from", Date, nullable=True),
+    Column("leaf_index", BigInteger, nullable=False),
+    Column("end_leaf_index", BigInteger, nullable=True),
+    Index("ix_fund_cohorts_funder_id", "funder_id"),
+)
+"""Cohorts of funded beneficiaries (``CohortEnrolled``; ``leaf_index``: the first one), their
+count so far, and their end (``CohortEnded``)."""
+
+fund_cohort_members = Table(
+    "fund_cohort_members",
+    metadata,
+    Column("cohort_id", String(128), nullable=False),
+    Column("person_token", String(64), nullable=False),
+    Column("position", Integer, nullable=False),
+    Column("state_code", String(8), nullable=False),
+    Column("leaf_index", BigInteger, nullable=False),
+    PrimaryKeyConstraint("cohort_id", "person_token", name="pk_fund_cohort_members"),
+    Index("ix_fund_cohort_members_person_token", "person_token"),
+)
+"""A cohort's beneficiaries: ``position`` is the 1-based enrolment order (a contribution pays
+for the first ``beneficiary_count``), ``state_code`` ISO 3166-2:SD."""
+
+fund_contributions = Table(
+    "fund_contributions",
+    metadata,
+    Column("leaf_index", BigInteger, primary_key=True, autoincrement=False),
+    Column("cohort_id", String(128), nullable=False),
+    Column("period_start", Date, nullable=False),
+    Column("period_end", Date, nullable=False),
+    Column("currency_code", String(3), nullable=False),
+    Column("amount_minor", BigInteger, nullable=False),
+    Column("beneficiary_count", Integer, nullable=False),
+    Index("ix_fund_contributions_cohort_id", "cohort_id"),
+)
+"""``ContributionPaid`` entries: whole months of a cohort, for its first ``beneficiary_count``
+beneficiaries."""
 
 APPEND_ONLY_TABLES = ("log_entries", "tree_nodes", "checkpoints")
 PROJECTION_TABLES = (
@@ -398,4 +449,7 @@ PROJECTION_TABLES = (
     penalty_lines,
     penalty_decision_entries,
     cards,
+    fund_cohorts,
+    fund_cohort_members,
+    fund_contributions,
 )

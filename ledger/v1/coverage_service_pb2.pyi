@@ -222,6 +222,7 @@ class Coverage(_message.Message):
     END_REASON_FIELD_NUMBER: _builtins.int
     LEAF_INDEXES_FIELD_NUMBER: _builtins.int
     NOT_COUNTING_FIELD_NUMBER: _builtins.int
+    FUNDER_ID_FIELD_NUMBER: _builtins.int
     relationship: _events_pb2.Relationship.ValueType
     """The person's relationship to the sponsor."""
     insurer_id: _builtins.str
@@ -240,6 +241,10 @@ class Coverage(_message.Message):
     """GetCoverage only: why this coverage does not count on the date asked about, though its
     period holds it: "NON_PAYMENT" (an instalment unpaid past the grace period,
     docs/compliance.md) or "INSURER_SUSPENDED". Empty when it counts.
+    """
+    funder_id: _builtins.str
+    """Task D (issue 11): set for a funded cohort's coverage (docs/funds.md): the funder that pays
+    the contributions (the payer); insurer_id is then the fund and policy_id the cohort id.
     """
     @_builtins.property
     def person(self) -> _types_pb2.PersonId:
@@ -276,10 +281,11 @@ class Coverage(_message.Message):
         end_reason: _builtins.str = ...,
         leaf_indexes: _abc.Iterable[_builtins.int] | None = ...,
         not_counting: _builtins.str = ...,
+        funder_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["end_date", b"end_date", "person", b"person", "sponsor", b"sponsor", "start_date", b"start_date"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["cancelled", b"cancelled", "end_date", b"end_date", "end_reason", b"end_reason", "insurer_id", b"insurer_id", "leaf_indexes", b"leaf_indexes", "not_counting", b"not_counting", "person", b"person", "plan", b"plan", "policy_id", b"policy_id", "relationship", b"relationship", "sponsor", b"sponsor", "start_date", b"start_date"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cancelled", b"cancelled", "end_date", b"end_date", "end_reason", b"end_reason", "funder_id", b"funder_id", "insurer_id", b"insurer_id", "leaf_indexes", b"leaf_indexes", "not_counting", b"not_counting", "person", b"person", "plan", b"plan", "policy_id", b"policy_id", "relationship", b"relationship", "sponsor", b"sponsor", "start_date", b"start_date"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

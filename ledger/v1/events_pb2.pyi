@@ -158,7 +158,7 @@ class _SignerRoleEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_SignerRole
     SIGNER_ROLE_REGULATOR: _SignerRole.ValueType  # 4
     """A health-insurance regulator: penalty decisions and what follows them."""
     SIGNER_ROLE_FUNDER: _SignerRole.ValueType  # 5
-    """A third-party funder such as a zakat fund (reserved: signs no event type yet)."""
+    """A third-party funder such as a zakat fund: its cohorts and their contributions."""
     SIGNER_ROLE_BENEFICIARY: _SignerRole.ValueType  # 6
     """A beneficiary (reserved: signs no event type yet)."""
 
@@ -178,7 +178,7 @@ SIGNER_ROLE_AUTHORITY: SignerRole.ValueType  # 3
 SIGNER_ROLE_REGULATOR: SignerRole.ValueType  # 4
 """A health-insurance regulator: penalty decisions and what follows them."""
 SIGNER_ROLE_FUNDER: SignerRole.ValueType  # 5
-"""A third-party funder such as a zakat fund (reserved: signs no event type yet)."""
+"""A third-party funder such as a zakat fund: its cohorts and their contributions."""
 SIGNER_ROLE_BENEFICIARY: SignerRole.ValueType  # 6
 """A beneficiary (reserved: signs no event type yet)."""
 Global___SignerRole: _TypeAlias = SignerRole  # noqa: Y015
@@ -324,6 +324,9 @@ class Event(_message.Message):
     CARD_ISSUED_FIELD_NUMBER: _builtins.int
     CARD_REPLACED_FIELD_NUMBER: _builtins.int
     CARD_REVOKED_FIELD_NUMBER: _builtins.int
+    COHORT_ENROLLED_FIELD_NUMBER: _builtins.int
+    CONTRIBUTION_PAID_FIELD_NUMBER: _builtins.int
+    COHORT_ENDED_FIELD_NUMBER: _builtins.int
     event_id: _builtins.str
     """Chosen by the insurer, unique per insurer. Resubmitting the same id with the same bytes
     returns the first receipt; with different bytes it is refused with ALREADY_EXISTS.
@@ -460,6 +463,18 @@ class Event(_message.Message):
     def card_revoked(self) -> Global___CardRevoked:
         """A card was revoked: its number stops being current. Signed by the insurer that issued it."""
 
+    @_builtins.property
+    def cohort_enrolled(self) -> Global___CohortEnrolled:
+        """Task D (issue 11): a funder enrolled beneficiaries in a cohort. Signed by a funder."""
+
+    @_builtins.property
+    def contribution_paid(self) -> Global___ContributionPaid:
+        """Task D (issue 11): a funder paid a cohort's contributions. Signed by the funder."""
+
+    @_builtins.property
+    def cohort_ended(self) -> Global___CohortEnded:
+        """Task D (issue 11): a funder ended a cohort. Signed by the funder."""
+
     def __init__(
         self,
         *,
@@ -490,12 +505,15 @@ class Event(_message.Message):
         card_issued: Global___CardIssued | None = ...,
         card_replaced: Global___CardReplaced | None = ...,
         card_revoked: Global___CardRevoked | None = ...,
+        cohort_enrolled: Global___CohortEnrolled | None = ...,
+        contribution_paid: Global___ContributionPaid | None = ...,
+        cohort_ended: Global___CohortEnded | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["body", b"body", "card_issued", b"card_issued", "card_replaced", b"card_replaced", "card_revoked", b"card_revoked", "fee_collected", b"fee_collected", "fee_refunded", b"fee_refunded", "insurer_change_notified", b"insurer_change_notified", "insurer_licensed", b"insurer_licensed", "insurer_suspended", b"insurer_suspended", "key_registered", b"key_registered", "key_revoked", b"key_revoked", "member_added", b"member_added", "member_removed", b"member_removed", "objection_filed", b"objection_filed", "objection_rejected", b"objection_rejected", "occurred_at", b"occurred_at", "penalty_assessed", b"penalty_assessed", "penalty_paid", b"penalty_paid", "penalty_withdrawn", b"penalty_withdrawn", "permit_ended", b"permit_ended", "permit_issued", b"permit_issued", "permit_renewed", b"permit_renewed", "person_erased", b"person_erased", "policy_cancelled", b"policy_cancelled", "policy_issued", b"policy_issued", "premium_paid", b"premium_paid"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["body", b"body", "card_issued", b"card_issued", "card_replaced", b"card_replaced", "card_revoked", b"card_revoked", "cohort_ended", b"cohort_ended", "cohort_enrolled", b"cohort_enrolled", "contribution_paid", b"contribution_paid", "fee_collected", b"fee_collected", "fee_refunded", b"fee_refunded", "insurer_change_notified", b"insurer_change_notified", "insurer_licensed", b"insurer_licensed", "insurer_suspended", b"insurer_suspended", "key_registered", b"key_registered", "key_revoked", b"key_revoked", "member_added", b"member_added", "member_removed", b"member_removed", "objection_filed", b"objection_filed", "objection_rejected", b"objection_rejected", "occurred_at", b"occurred_at", "penalty_assessed", b"penalty_assessed", "penalty_paid", b"penalty_paid", "penalty_withdrawn", b"penalty_withdrawn", "permit_ended", b"permit_ended", "permit_issued", b"permit_issued", "permit_renewed", b"permit_renewed", "person_erased", b"person_erased", "policy_cancelled", b"policy_cancelled", "policy_issued", b"policy_issued", "premium_paid", b"premium_paid"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["body", b"body", "card_issued", b"card_issued", "card_replaced", b"card_replaced", "card_revoked", b"card_revoked", "event_id", b"event_id", "fee_collected", b"fee_collected", "fee_refunded", b"fee_refunded", "insurer_change_notified", b"insurer_change_notified", "insurer_id", b"insurer_id", "insurer_licensed", b"insurer_licensed", "insurer_suspended", b"insurer_suspended", "key_registered", b"key_registered", "key_revoked", b"key_revoked", "member_added", b"member_added", "member_removed", b"member_removed", "objection_filed", b"objection_filed", "objection_rejected", b"objection_rejected", "occurred_at", b"occurred_at", "penalty_assessed", b"penalty_assessed", "penalty_paid", b"penalty_paid", "penalty_withdrawn", b"penalty_withdrawn", "permit_ended", b"permit_ended", "permit_issued", b"permit_issued", "permit_renewed", b"permit_renewed", "person_erased", b"person_erased", "policy_cancelled", b"policy_cancelled", "policy_issued", b"policy_issued", "premium_paid", b"premium_paid"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["body", b"body", "card_issued", b"card_issued", "card_replaced", b"card_replaced", "card_revoked", b"card_revoked", "cohort_ended", b"cohort_ended", "cohort_enrolled", b"cohort_enrolled", "contribution_paid", b"contribution_paid", "event_id", b"event_id", "fee_collected", b"fee_collected", "fee_refunded", b"fee_refunded", "insurer_change_notified", b"insurer_change_notified", "insurer_id", b"insurer_id", "insurer_licensed", b"insurer_licensed", "insurer_suspended", b"insurer_suspended", "key_registered", b"key_registered", "key_revoked", b"key_revoked", "member_added", b"member_added", "member_removed", b"member_removed", "objection_filed", b"objection_filed", "objection_rejected", b"objection_rejected", "occurred_at", b"occurred_at", "penalty_assessed", b"penalty_assessed", "penalty_paid", b"penalty_paid", "penalty_withdrawn", b"penalty_withdrawn", "permit_ended", b"permit_ended", "permit_issued", b"permit_issued", "permit_renewed", b"permit_renewed", "person_erased", b"person_erased", "policy_cancelled", b"policy_cancelled", "policy_issued", b"policy_issued", "premium_paid", b"premium_paid"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_body: _TypeAlias = _typing.Literal["policy_issued", "policy_cancelled", "premium_paid", "member_added", "member_removed", "fee_collected", "fee_refunded", "insurer_change_notified", "insurer_licensed", "insurer_suspended", "key_registered", "key_revoked", "person_erased", "permit_issued", "permit_renewed", "permit_ended", "penalty_assessed", "objection_filed", "penalty_paid", "penalty_withdrawn", "objection_rejected", "card_issued", "card_replaced", "card_revoked"]  # noqa: Y015
+    _WhichOneofReturnType_body: _TypeAlias = _typing.Literal["policy_issued", "policy_cancelled", "premium_paid", "member_added", "member_removed", "fee_collected", "fee_refunded", "insurer_change_notified", "insurer_licensed", "insurer_suspended", "key_registered", "key_revoked", "person_erased", "permit_issued", "permit_renewed", "permit_ended", "penalty_assessed", "objection_filed", "penalty_paid", "penalty_withdrawn", "objection_rejected", "card_issued", "card_replaced", "card_revoked", "cohort_enrolled", "contribution_paid", "cohort_ended"]  # noqa: Y015
     _WhichOneofArgType_body: _TypeAlias = _typing.Literal["body", b"body"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_body) -> _WhichOneofReturnType_body | None: ...
 
@@ -1746,3 +1764,172 @@ class CardRevoked(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___CardRevoked: _TypeAlias = CardRevoked  # noqa: Y015
+
+@_typing.final
+class CohortBeneficiary(_message.Message):
+    """---- Task D (issue 11, Sudan): funder cohorts and contributions (docs/funds.md). ----
+
+    One beneficiary of a funded cohort.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PERSON_TOKEN_FIELD_NUMBER: _builtins.int
+    STATE_CODE_FIELD_NUMBER: _builtins.int
+    person_token: _builtins.str
+    """Who is covered: a person token from the identity vault."""
+    state_code: _builtins.str
+    """The Sudanese state (wilayah) the beneficiary lives in: an ISO 3166-2:SD code, e.g. "SD-KH"
+    (ledger/funds/data/sd_states.json lists the 18).
+    """
+    def __init__(
+        self,
+        *,
+        person_token: _builtins.str = ...,
+        state_code: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["person_token", b"person_token", "state_code", b"state_code"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CohortBeneficiary: _TypeAlias = CohortBeneficiary  # noqa: Y015
+
+@_typing.final
+class CohortEnrolled(_message.Message):
+    """A funder (a third-party payer such as the Zakat chamber) enrolled beneficiaries in one of its
+    cohorts with a fund. The first CohortEnrolled of a cohort id creates the cohort; later ones
+    with the same id (and the same fund, period and contribution) add beneficiaries, up to a
+    named limit per event. Signed by the funder (role FUNDER).
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    COHORT_ID_FIELD_NUMBER: _builtins.int
+    FUND_ID_FIELD_NUMBER: _builtins.int
+    PERIOD_START_FIELD_NUMBER: _builtins.int
+    PERIOD_END_FIELD_NUMBER: _builtins.int
+    MONTHLY_CONTRIBUTION_FIELD_NUMBER: _builtins.int
+    BENEFICIARIES_FIELD_NUMBER: _builtins.int
+    cohort_id: _builtins.str
+    """The funder-chosen cohort id, unique across the ledger."""
+    fund_id: _builtins.str
+    """The fund (an insurer id) the cohort is enrolled with, e.g. the national health insurance
+    fund.
+    """
+    @_builtins.property
+    def period_start(self) -> _types_pb2.CivilDate:
+        """First day of the cohort's period: the first day of a month."""
+
+    @_builtins.property
+    def period_end(self) -> _types_pb2.CivilDate:
+        """Last day of the cohort's period (inclusive): the last day of a month."""
+
+    @_builtins.property
+    def monthly_contribution(self) -> _types_pb2.Money:
+        """The monthly contribution per beneficiary, in SDG."""
+
+    @_builtins.property
+    def beneficiaries(self) -> _containers.RepeatedCompositeFieldContainer[Global___CohortBeneficiary]:
+        """The beneficiaries this event adds (at least one)."""
+
+    def __init__(
+        self,
+        *,
+        cohort_id: _builtins.str = ...,
+        fund_id: _builtins.str = ...,
+        period_start: _types_pb2.CivilDate | None = ...,
+        period_end: _types_pb2.CivilDate | None = ...,
+        monthly_contribution: _types_pb2.Money | None = ...,
+        beneficiaries: _abc.Iterable[Global___CohortBeneficiary] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["monthly_contribution", b"monthly_contribution", "period_end", b"period_end", "period_start", b"period_start"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["beneficiaries", b"beneficiaries", "cohort_id", b"cohort_id", "fund_id", b"fund_id", "monthly_contribution", b"monthly_contribution", "period_end", b"period_end", "period_start", b"period_start"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CohortEnrolled: _TypeAlias = CohortEnrolled  # noqa: Y015
+
+@_typing.final
+class ContributionPaid(_message.Message):
+    """A funder paid the contributions of one of its cohorts for whole months. It pays for every
+    beneficiary enrolled when it is recorded; those are covered for the months paid.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    COHORT_ID_FIELD_NUMBER: _builtins.int
+    PERIOD_START_FIELD_NUMBER: _builtins.int
+    PERIOD_END_FIELD_NUMBER: _builtins.int
+    AMOUNT_FIELD_NUMBER: _builtins.int
+    BENEFICIARY_COUNT_FIELD_NUMBER: _builtins.int
+    PAYMENT_REFERENCE_FIELD_NUMBER: _builtins.int
+    cohort_id: _builtins.str
+    """The cohort paid for (one of the signing funder's)."""
+    beneficiary_count: _builtins.int
+    """How many beneficiaries it pays for: the cohort's count when recorded."""
+    payment_reference: _builtins.str
+    """The funder's payment reference."""
+    @_builtins.property
+    def period_start(self) -> _types_pb2.CivilDate:
+        """First day of the months paid for (the first day of a month)."""
+
+    @_builtins.property
+    def period_end(self) -> _types_pb2.CivilDate:
+        """Last day of the months paid for (the last day of a month), within the cohort's period."""
+
+    @_builtins.property
+    def amount(self) -> _types_pb2.Money:
+        """The amount: monthly contribution x beneficiaries x months, in the cohort's currency."""
+
+    def __init__(
+        self,
+        *,
+        cohort_id: _builtins.str = ...,
+        period_start: _types_pb2.CivilDate | None = ...,
+        period_end: _types_pb2.CivilDate | None = ...,
+        amount: _types_pb2.Money | None = ...,
+        beneficiary_count: _builtins.int = ...,
+        payment_reference: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["amount", b"amount", "period_end", b"period_end", "period_start", b"period_start"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["amount", b"amount", "beneficiary_count", b"beneficiary_count", "cohort_id", b"cohort_id", "payment_reference", b"payment_reference", "period_end", b"period_end", "period_start", b"period_start"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ContributionPaid: _TypeAlias = ContributionPaid  # noqa: Y015
+
+@_typing.final
+class CohortEnded(_message.Message):
+    """A funder ended one of its cohorts: no beneficiary of it is covered from the effective date."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    COHORT_ID_FIELD_NUMBER: _builtins.int
+    EFFECTIVE_DATE_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    cohort_id: _builtins.str
+    """The cohort ended."""
+    reason: _builtins.str
+    """Why, for people (e.g. "re-targeted to the state programme")."""
+    @_builtins.property
+    def effective_date(self) -> _types_pb2.CivilDate:
+        """The first day without coverage; within the cohort's period, or the day after its end."""
+
+    def __init__(
+        self,
+        *,
+        cohort_id: _builtins.str = ...,
+        effective_date: _types_pb2.CivilDate | None = ...,
+        reason: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["effective_date", b"effective_date"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cohort_id", b"cohort_id", "effective_date", b"effective_date", "reason", b"reason"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CohortEnded: _TypeAlias = CohortEnded  # noqa: Y015

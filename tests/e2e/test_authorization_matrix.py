@@ -57,6 +57,7 @@ RIGHT_CALLERS = {
     "authority": AUTHORITY,
     "auditor": "auditor",
     "operator": "operator",
+    "funder": "zakat-chamber",
     "regulator": "cchi",
 }
 OTHER_NAMES = {
@@ -64,6 +65,7 @@ OTHER_NAMES = {
     "portal": "SA",
     "authority": "sa-gov-health",
     "regulator": "other-regulator",
+    "funder": "other-funder",
 }
 
 
@@ -226,6 +228,7 @@ def _request(world: World, method: str) -> object:
         "idempotency_key": "matrix-key-0002",
         "gateway": "simulated",
         "amount_minor": 1,
+        "funder_id": "zakat-chamber",
     }
     for field, value in values.items():
         if field in request.DESCRIPTOR.fields_by_name:

@@ -233,3 +233,22 @@ def test_regulator_examples_are_refused_without_the_regulator_key_then_accepted(
         *server.cli_arguments("regulator", "cchi"), "--log-verifier", server.log_verifier_key,
     )  # fmt: skip
     assert "CCHI-2026-0001: WITHDRAWN" in listed.stdout and "due 0 SAR" in listed.stdout
+
+
+def test_funder_examples_are_refused_without_the_funder_key_then_accepted(
+    server: ServerHandle, tmp_path: Path
+) -> None:
+    """Task D (issue 11): the Zakat chamber's cohort, contribution and end (docs/funds.md)."""
+    operator = _Operator(server, tmp_path)
+    funder_key = tmp_path / "zakat-chamber.key"
+    run("keygen", "--name", "zakat-chamber", "--out", str(funder_key))
+    size = _tree_size(server)
+    files = ["cohort-enrolled.json", "contribution-paid.json", "cohort-ended.json"]
+    refused = operator.submit("funder", "zakat-chamber", funder_key, *files)
+    assert refused.returncode == 3 and "0 accepted, 3 refused" in refused.stdout, refused
+    assert _tree_size(server) == size  # an unregistered key writes nothing
+    operator.add_key("zakat-chamber", funder_key, "--role", "funder")
+    accepted = operator.submit("funder", "zakat-chamber", funder_key, *files)
+    assert accepted.returncode == 0, accepted
+    assert "3 accepted, 0 refused" in accepted.stdout
+    assert _tree_size(server) == size + 1 + 3

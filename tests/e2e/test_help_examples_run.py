@@ -248,6 +248,7 @@ def test_every_help_example_runs_as_printed(
         runner.run("policy-ledger audit verify --server")
         watch = runner.start("policy-ledger audit watch", "verified")
         runner.stop(watch)
+        runner.run("policy-ledger fund totals")  # task D: no cohort yet, an empty answer
         runner.run("policy-ledger access list --caller")
         runner.run("policy-ledger access list --person")
         runner.run("policy-ledger renew")

@@ -34,6 +34,9 @@ from tests.builders import (
     card_replaced,
     card_revoked,
     change_notified,
+    cohort_ended,
+    cohort_enrolled,
+    contribution_paid,
     erased,
     fee_collected,
     issued,
@@ -49,6 +52,8 @@ from tests.builders import (
     person,
     removed,
     sar,
+    sdg,
+    sudanese,
     suspended,
 )
 from tests.conftest import KEYS_VALID_FROM, key_event, onboard_directly, pending
@@ -173,6 +178,13 @@ def world(engine: Engine, log_signer: Ed25519Signer, operator_signer: Ed25519Sig
                 ),
             )  # fmt: skip
         world.accept("cchi", _decision("cchi", f"D-{role}"))
+        for cohort in (f"C-{role}", f"E-{role}"):
+            world.accept(
+                "zakat-fund",
+                cohort_enrolled(
+                    "zakat-fund", cohort, [(sudanese(next(_serials)), "SD-KH")], JAN1, DEC31
+                ),
+            )
         world.accept(
             "operator",
             insurer_licensed(
@@ -250,6 +262,13 @@ def _events_of(world: World, role: SignerRole) -> dict[str, Callable[[], events_
             who, world.cards[("replace", role)], card_number(), DEC31
         ),
         "card_revoked": lambda: card_revoked(who, world.cards[("revoke", role)]),
+        "cohort_enrolled": lambda: cohort_enrolled(
+            who, f"new-cohort-{role}", [(sudanese(next(_serials)), "SD-KH")], JAN1, DEC31
+        ),
+        "contribution_paid": lambda: contribution_paid(
+            who, f"C-{role}", JAN1, dt.date(2026, 1, 31), sdg(1_000), 1
+        ),
+        "cohort_ended": lambda: cohort_ended(who, f"E-{role}", dt.date(2026, 6, 1)),
     }
 
 
