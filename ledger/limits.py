@@ -136,6 +136,10 @@ request_field_max: Final[Mapping[str, int]] = MappingProxyType(
         "payments.v1.QuoteRenewalRequest.members": household_members_max,
         "payments.v1.StartPaymentRequest.return_url": url_chars_max,
         "payments.v1.RefundPaymentRequest.reason": name_chars_max,
+        # Task F (issue 11, items 4-5).
+        "ledger.v1.GetPersonRecordRequest.person_token": insurer_id_chars_max,
+        "payments.v1.GetContributionStatusRequest.person_token": insurer_id_chars_max,
+        "payments.v1.GetContributionStatusRequest.jurisdiction": 2,
     }
 )
 """Per-field bounds: characters of a string, bytes of a bytes field, elements of a repeated one."""
@@ -209,3 +213,16 @@ earlier than the ledger date and the days since birth count as uninsured (illust
 premium_grace_days: Final = 30
 """Days after an instalment's due date before an unpaid instalment stops the policy counting as
 coverage, from the due date until paid (illustrative figure: the CCHI text says "on time")."""
+
+# Task F (issue 11, items 4-5): beneficiaries declared by the insured (docs/beneficiaries.md).
+declared_beneficiaries_max: Final = 16
+"""People one BeneficiariesDeclared may declare (a spouse and children: CNOPS counts no more
+than a household holds; the bound keeps one entry small)."""
+declaration_documents_max: Final = 8
+"""Document references one declared person may carry."""
+document_reference_chars_max: Final = 128
+"""The longest document reference (the fund's opaque reference of an uploaded document)."""
+declaration_id_chars_max: Final = 128
+"""The longest declaration id an insured may choose."""
+decision_reason_chars_max: Final = 256
+"""The longest reason a fund gives for its decision on a declaration."""

@@ -43,7 +43,7 @@ from typing import Any
 from sqlalchemy import Connection, Row, and_, bindparam, func, insert, select, update
 
 from ledger.clock import to_micros
-from ledger.coverage import rules
+from ledger.coverage import declarations, rules
 from ledger.coverage.model import PersonRef
 from ledger.errors import (
     AlreadyExists,
@@ -254,6 +254,13 @@ class Projector:
             "key_registered": self._key_registered,
             "key_revoked": self._key_revoked,
             "person_erased": self._person_erased,
+            # Task F (issue 11, item 4): the rules live in ledger/coverage/declarations.py.
+            "beneficiaries_declared": lambda event, leaf: declarations.apply_beneficiaries_declared(
+                self, event, leaf
+            ),
+            "declaration_decided": lambda event, leaf: declarations.apply_declaration_decided(
+                self, event, leaf
+            ),
         }
         self._keys: dict[str, InsurerKey | None] = {}
         """Keys read so far; an entry changing a key drops it from here."""

@@ -35,6 +35,7 @@ from ledger.config import (
     load_tls_files,
 )
 from ledger.cosignature import WitnessEndpoint, parse_witness_option
+from ledger.coverage.person_record import PersonRecordReader
 from ledger.coverage.reader import CoverageReader
 from ledger.errors import InvalidArgument
 from ledger.fair import ReadPool
@@ -43,7 +44,13 @@ from ledger.identity.vault import IdentityVault
 from ledger.metrics import LedgerMetrics
 from ledger.rpc.access import AccessRecordingInterceptor
 from ledger.rpc.admin_servicer import AdminServicer
-from ledger.rpc.authorization import AuthorizationTable, check_signer, ledger_rules
+from ledger.rpc.authorization import (
+    AuthorizationTable,
+    beneficiary_rules,
+    check_signer,
+    ledger_rules,
+)
+from ledger.rpc.beneficiary_servicer import BeneficiaryServicer
 from ledger.rpc.coverage_servicer import CoverageServicer
 from ledger.rpc.enrolment_port import (
     EnrolmentPort,
@@ -72,6 +79,8 @@ from ledger.storage.vault_store import VaultStore
 from ledger.v1 import (
     admin_service_pb2,
     admin_service_pb2_grpc,
+    beneficiary_service_pb2,
+    beneficiary_service_pb2_grpc,
     coverage_service_pb2,
     coverage_service_pb2_grpc,
     identity_service_pb2,
@@ -90,6 +99,7 @@ SERVICE_NAMES = (
     admin_service_pb2.DESCRIPTOR.services_by_name["AdminService"].full_name,
     coverage_service_pb2.DESCRIPTOR.services_by_name["CoverageService"].full_name,
     identity_service_pb2.DESCRIPTOR.services_by_name["IdentityService"].full_name,
+    beneficiary_service_pb2.DESCRIPTOR.services_by_name["BeneficiaryService"].full_name,
 )
 
 
@@ -280,7 +290,9 @@ async def _start(
         metrics.watch_sequencer(sequencer)
     key_store = KeyStore(engine)
     key_cache = KeyCache(key_store)
+    person_records = PersonRecordReader(engine)
     authorization = AuthorizationTable(ledger_rules())
+    authorization.add(beneficiary_rules(person_records.readable_by))  # Task F (issue 11)
     server = grpc.aio.server(
         # The call's metrics and log line outermost (they see every refusal); authorization
         # next (it sets the caller); then the caller's share of the server and the request's
@@ -314,6 +326,9 @@ async def _start(
     )
     identity_service_pb2_grpc.add_IdentityServiceServicer_to_server(
         IdentityServicer(IdentityVault(VaultStore(engine)), clock), server
+    )
+    beneficiary_service_pb2_grpc.add_BeneficiaryServiceServicer_to_server(
+        BeneficiaryServicer(person_records, LogStore(engine), reads), server
     )
     extension_context = ServerContext(
         server=server,
