@@ -150,13 +150,19 @@ _SUBMITTERS = (
     Grant("insurer", Limit.SIGNER),
     Grant("authority", Limit.SIGNER),
     Grant("operator", Limit.SIGNER),
+    Grant("beneficiary", Limit.SIGNER),  # Task F: a person signs their own declarations
 )
 _PERSON_READERS = (Grant("auditor"), Grant("operator"))
 """Who may read a person's data without a jurisdiction: the auditor (to check) and the
 operator (to answer a person's own request). Portals check households only."""
 
 
-_PERSON_WRITERS = (Grant("insurer"), Grant("authority"), Grant("operator"))
+_PERSON_WRITERS = (
+    Grant("insurer"),
+    Grant("authority"),
+    Grant("operator"),
+    Grant("beneficiary"),  # Task F: the tokens of the people a person declares
+)
 """Who may obtain person tokens: the roles whose events name people (docs/privacy.md). A portal
 or an auditor asks by person ID and never needs a token; a funder will, once it signs events."""
 

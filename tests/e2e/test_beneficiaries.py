@@ -1,0 +1,221 @@
+"""The insured acts for themselves (issue 11, item 4), on SQLite and PostgreSQL: a person
+declares their spouse and child, the fund decides, acceptance adds them to the policy; a person
+reads only their own record and their accepted beneficiaries'. Every refusal (a declaration for
+someone else, a decision by another insurer, a second decision, reading another person) writes
+nothing: no entry, no projection row, no access record; each has an accepted twin."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import grpc
+import pytest
+from sqlalchemy import func, select
+
+from clients.beneficiary import (
+    BeneficiaryClient,
+    Declared,
+    beneficiaries_declared,
+    declaration_decided,
+)
+from clients.errors import ClientError
+from clients.insurer import InsurerClient
+from clients.verify import TrustedLog
+from ledger.signers import SignerRole
+from ledger.signing import Ed25519Signer
+from ledger.storage.access_log import access_record_people, access_records
+from ledger.storage.tables import PROJECTION_TABLES, log_entries
+from ledger.v1 import beneficiary_service_pb2 as bpb
+from ledger.v1 import events_pb2, types_pb2
+from tests.builders import issued, tokens
+from tests.conftest import OPERATOR_SIGNER, ServerHandle, onboard
+
+R = events_pb2
+FUND, RIVAL = "cnops", "rival-fund"
+JAN1, DEC31, JUL1 = dt.date(2026, 1, 1), dt.date(2026, 12, 31), dt.date(2026, 7, 1)
+NOW = dt.datetime(2026, 6, 1, 9, 0, tzinfo=dt.UTC)
+MARRIAGE = ((R.DOCUMENT_KIND_MARRIAGE_CERTIFICATE, "CNOPS-DOC-0001"),)
+BIRTH = ((R.DOCUMENT_KIND_BIRTH_CERTIFICATE, "CNOPS-DOC-0002"),)
+
+
+def cin(value: str) -> types_pb2.PersonId:
+    """A Moroccan CIN."""
+    return types_pb2.PersonId(
+        type=types_pb2.PERSON_ID_TYPE_NATIONAL_ID, value=value, country_code="MA"
+    )
+
+
+@dataclass
+class Family:
+    server: ServerHandle
+    fund: Ed25519Signer
+    rival: Ed25519Signer
+    insured: str
+    other: str
+    spouse: str
+    child: str
+    insured_signer: Ed25519Signer
+    other_signer: Ed25519Signer
+
+    def log(self) -> TrustedLog:
+        return TrustedLog.from_verifier_key(self.server.log_verifier_key)
+
+    def submit(self, signer: Ed25519Signer, role: str, event: events_pb2.Event) -> Any:
+        with self.server.channel(role, event.insurer_id) as channel:
+            return InsurerClient(channel, signer=signer, log=self.log()).submit(event)
+
+    def declare(self, declaration_id: str, **changes: Any) -> events_pb2.Event:
+        return beneficiaries_declared(
+            changes.get("insured", self.insured),
+            declaration_id,
+            (FUND, "CNOPS-1"),
+            changes.get(
+                "people",
+                [
+                    Declared(self.spouse, R.RELATIONSHIP_SPOUSE, MARRIAGE),
+                    Declared(self.child, R.RELATIONSHIP_CHILD, BIRTH),
+                ],
+            ),
+            effective=JUL1,
+            occurred_at=NOW,
+        )
+
+    def record(self, caller: str, person: str) -> bpb.GetPersonRecordResponse:
+        with self.server.channel("beneficiary", caller) as channel:
+            client = BeneficiaryClient(
+                channel, person_token=caller, signer=self.insured_signer, log=self.log()
+            )
+            return client.record(person)
+
+    def snapshot(self) -> dict[str, int]:
+        tables = [*PROJECTION_TABLES, log_entries, access_records, access_record_people]
+        with self.server.running.engine.connect() as connection:
+            return {
+                table.name: connection.execute(select(func.count()).select_from(table)).scalar_one()
+                for table in tables
+            }
+
+
+@pytest.fixture
+def family(server: ServerHandle) -> Iterator[Family]:
+    fund, rival = Ed25519Signer.generate(FUND), Ed25519Signer.generate(RIVAL)
+    onboard(server, OPERATOR_SIGNER, FUND, fund)
+    onboard(server, OPERATOR_SIGNER, RIVAL, rival)
+    insured, other, spouse, child = tokens(
+        [cin("BE123456"), cin("BK765432"), cin("BJ234567"), cin("A123456")]
+    )
+    insured_signer = Ed25519Signer.generate(insured)
+    other_signer = Ed25519Signer.generate(other)
+    onboard(server, OPERATOR_SIGNER, insured, insured_signer, SignerRole.BENEFICIARY)
+    onboard(server, OPERATOR_SIGNER, other, other_signer, SignerRole.BENEFICIARY)
+    world = Family(server, fund, rival, insured, other, spouse, child, insured_signer, other_signer)
+    mad = types_pb2.Money(currency_code="MAD", amount_minor=84_000)
+    for policy_id, person in (("CNOPS-1", insured), ("CNOPS-2", other)):
+        event = issued(FUND, policy_id, person, [(person, R.RELATIONSHIP_SELF)], JAN1, DEC31)
+        event.policy_issued.annual_premium.CopyFrom(mad)
+        world.submit(fund, "insurer", event)
+    yield world
+
+
+def _refused(world: Family, call: Any) -> ClientError:
+    before = world.snapshot()
+    with pytest.raises(ClientError) as raised:
+        call()
+    assert world.snapshot() == before, "a refusal wrote something"
+    return raised.value
+
+
+def test_a_declaration_accepted_by_the_fund_covers_the_spouse_and_child(family: Family) -> None:
+    family.submit(family.insured_signer, "beneficiary", family.declare("decl-1"))
+    [pending] = family.record(family.insured, family.insured).declarations
+    assert pending.status == bpb.DECLARATION_STATUS_PENDING
+    assert [b.documents[0].reference for b in pending.beneficiaries] == [
+        "CNOPS-DOC-0001",
+        "CNOPS-DOC-0002",
+    ]
+    decision = declaration_decided(FUND, family.insured, "decl-1", accepted=True, occurred_at=NOW)
+    family.submit(family.fund, "insurer", decision)
+    record = family.record(family.insured, family.insured)
+    assert record.declarations[0].status == bpb.DECLARATION_STATUS_ACCEPTED
+    spouse = family.record(family.insured, family.spouse)  # an accepted beneficiary's record
+    assert [(c.policy_id, c.relationship, c.start_date.month) for c in spouse.coverages] == [
+        ("CNOPS-1", R.RELATIONSHIP_SPOUSE, 7)
+    ]
+    child = family.record(family.insured, family.child)
+    assert [(c.sponsor_token, c.relationship) for c in child.coverages] == [
+        (family.insured, R.RELATIONSHIP_CHILD)
+    ]
+
+
+def test_a_declaration_for_someone_else_is_refused_and_writes_nothing(family: Family) -> None:
+    forged = family.declare("decl-forged", insured=family.insured)
+    forged.insurer_id = family.other  # signed by another person, naming the insured
+    error = _refused(family, lambda: family.submit(family.other_signer, "beneficiary", forged))
+    assert error.code == grpc.StatusCode.PERMISSION_DENIED
+    assert error.reason == "DECLARATION_FOR_ANOTHER"
+    # The twin: the same person declares for themselves on their own policy.
+    own = family.declare("decl-own", insured=family.other)
+    own.beneficiaries_declared.policy.policy_id = "CNOPS-2"
+    family.submit(family.other_signer, "beneficiary", own)
+
+
+def test_a_declaration_on_a_policy_not_the_insureds_is_refused(family: Family) -> None:
+    other_policy = family.declare("decl-2")
+    other_policy.beneficiaries_declared.policy.policy_id = "CNOPS-2"
+    error = _refused(
+        family, lambda: family.submit(family.insured_signer, "beneficiary", other_policy)
+    )
+    assert (error.code, error.reason) == (
+        grpc.StatusCode.FAILED_PRECONDITION,
+        "NOT_INSURED_ON_POLICY",
+    )
+
+
+def test_a_decision_by_another_insurer_is_refused_and_writes_nothing(family: Family) -> None:
+    family.submit(family.insured_signer, "beneficiary", family.declare("decl-1"))
+    by_rival = declaration_decided(RIVAL, family.insured, "decl-1", accepted=True, occurred_at=NOW)
+    error = _refused(family, lambda: family.submit(family.rival, "insurer", by_rival))
+    assert (error.code, error.reason) == (
+        grpc.StatusCode.PERMISSION_DENIED,
+        "DECLARATION_OF_ANOTHER_INSURER",
+    )
+    rejected = declaration_decided(
+        FUND, family.insured, "decl-1", accepted=False, reason="document unreadable", occurred_at=NOW
+    )
+    family.submit(family.fund, "insurer", rejected)  # the twin: the fund decides
+    [declaration] = family.record(family.insured, family.insured).declarations
+    assert declaration.status == bpb.DECLARATION_STATUS_REJECTED
+    assert declaration.reason == "document unreadable"
+
+
+def test_a_second_decision_is_refused_and_writes_nothing(family: Family) -> None:
+    family.submit(family.insured_signer, "beneficiary", family.declare("decl-1"))
+    first = declaration_decided(FUND, family.insured, "decl-1", accepted=True, occurred_at=NOW)
+    family.submit(family.fund, "insurer", first)
+    again = declaration_decided(
+        FUND, family.insured, "decl-1", accepted=False, reason="changed mind", occurred_at=NOW
+    )
+    again.event_id = "decide-again"
+    error = _refused(family, lambda: family.submit(family.fund, "insurer", again))
+    assert (error.code, error.reason) == (
+        grpc.StatusCode.FAILED_PRECONDITION,
+        "DECLARATION_DECIDED",
+    )
+
+
+def test_reading_another_person_is_refused_and_records_nothing(family: Family) -> None:
+    family.submit(family.insured_signer, "beneficiary", family.declare("decl-1"))
+    for someone in (family.other, family.spouse):  # the spouse: declared, not accepted yet
+        error = _refused(family, lambda who=someone: family.record(family.insured, who))
+        assert (error.code, error.reason) == (
+            grpc.StatusCode.PERMISSION_DENIED,
+            "PERSON_NOT_CALLER",
+        )
+    before = family.snapshot()
+    own = family.record(family.insured, family.insured)  # the twin: one's own record
+    assert [c.policy_id for c in own.coverages] == ["CNOPS-1"]
+    after = family.snapshot()
+    assert after["access_records"] == before["access_records"] + 1
