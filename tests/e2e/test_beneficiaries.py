@@ -9,10 +9,12 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import grpc
 import pytest
+from google.protobuf import json_format
 from sqlalchemy import func, select
 
 from clients.beneficiary import (
@@ -23,6 +25,7 @@ from clients.beneficiary import (
 )
 from clients.errors import ClientError
 from clients.insurer import InsurerClient
+from clients.person_tokens import PersonTokens, tokenize_event
 from clients.verify import TrustedLog
 from ledger.signers import SignerRole
 from ledger.signing import Ed25519Signer
@@ -32,6 +35,8 @@ from ledger.v1 import beneficiary_service_pb2 as bpb
 from ledger.v1 import events_pb2, types_pb2
 from tests.builders import issued, tokens
 from tests.conftest import OPERATOR_SIGNER, ServerHandle, onboard
+
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 
 R = events_pb2
 FUND, RIVAL = "cnops", "rival-fund"
@@ -71,7 +76,7 @@ class Family:
         return beneficiaries_declared(
             changes.get("insured", self.insured),
             declaration_id,
-            (FUND, "CNOPS-1"),
+            (FUND, "CNOPS-0001"),
             changes.get(
                 "people",
                 [
@@ -105,7 +110,7 @@ def family(server: ServerHandle) -> Iterator[Family]:
     onboard(server, OPERATOR_SIGNER, FUND, fund)
     onboard(server, OPERATOR_SIGNER, RIVAL, rival)
     insured, other, spouse, child = tokens(
-        [cin("BE123456"), cin("BK765432"), cin("BJ234567"), cin("A123456")]
+        [cin("BE123456"), cin("BH345678"), cin("BK765432"), cin("BJ234567")]
     )
     insured_signer = Ed25519Signer.generate(insured)
     other_signer = Ed25519Signer.generate(other)
@@ -113,7 +118,7 @@ def family(server: ServerHandle) -> Iterator[Family]:
     onboard(server, OPERATOR_SIGNER, other, other_signer, SignerRole.BENEFICIARY)
     world = Family(server, fund, rival, insured, other, spouse, child, insured_signer, other_signer)
     mad = types_pb2.Money(currency_code="MAD", amount_minor=84_000)
-    for policy_id, person in (("CNOPS-1", insured), ("CNOPS-2", other)):
+    for policy_id, person in (("CNOPS-0001", insured), ("CNOPS-0002", other)):
         event = issued(FUND, policy_id, person, [(person, R.RELATIONSHIP_SELF)], JAN1, DEC31)
         event.policy_issued.annual_premium.CopyFrom(mad)
         world.submit(fund, "insurer", event)
@@ -142,7 +147,7 @@ def test_a_declaration_accepted_by_the_fund_covers_the_spouse_and_child(family: 
     assert record.declarations[0].status == bpb.DECLARATION_STATUS_ACCEPTED
     spouse = family.record(family.insured, family.spouse)  # an accepted beneficiary's record
     assert [(c.policy_id, c.relationship, c.start_date.month) for c in spouse.coverages] == [
-        ("CNOPS-1", R.RELATIONSHIP_SPOUSE, 7)
+        ("CNOPS-0001", R.RELATIONSHIP_SPOUSE, 7)
     ]
     child = family.record(family.insured, family.child)
     assert [(c.sponsor_token, c.relationship) for c in child.coverages] == [
@@ -158,13 +163,13 @@ def test_a_declaration_for_someone_else_is_refused_and_writes_nothing(family: Fa
     assert error.reason == "DECLARATION_FOR_ANOTHER"
     # The twin: the same person declares for themselves on their own policy.
     own = family.declare("decl-own", insured=family.other)
-    own.beneficiaries_declared.policy.policy_id = "CNOPS-2"
+    own.beneficiaries_declared.policy.policy_id = "CNOPS-0002"
     family.submit(family.other_signer, "beneficiary", own)
 
 
 def test_a_declaration_on_a_policy_not_the_insureds_is_refused(family: Family) -> None:
     other_policy = family.declare("decl-2")
-    other_policy.beneficiaries_declared.policy.policy_id = "CNOPS-2"
+    other_policy.beneficiaries_declared.policy.policy_id = "CNOPS-0002"
     error = _refused(
         family, lambda: family.submit(family.insured_signer, "beneficiary", other_policy)
     )
@@ -183,7 +188,12 @@ def test_a_decision_by_another_insurer_is_refused_and_writes_nothing(family: Fam
         "DECLARATION_OF_ANOTHER_INSURER",
     )
     rejected = declaration_decided(
-        FUND, family.insured, "decl-1", accepted=False, reason="document unreadable", occurred_at=NOW
+        FUND,
+        family.insured,
+        "decl-1",
+        accepted=False,
+        reason="document unreadable",
+        occurred_at=NOW,
     )
     family.submit(family.fund, "insurer", rejected)  # the twin: the fund decides
     [declaration] = family.record(family.insured, family.insured).declarations
@@ -216,6 +226,25 @@ def test_reading_another_person_is_refused_and_records_nothing(family: Family) -
         )
     before = family.snapshot()
     own = family.record(family.insured, family.insured)  # the twin: one's own record
-    assert [c.policy_id for c in own.coverages] == ["CNOPS-1"]
+    assert [c.policy_id for c in own.coverages] == ["CNOPS-0001"]
     after = family.snapshot()
     assert after["access_records"] == before["access_records"] + 1
+
+
+def _example(world: Family, name: str) -> events_pb2.Event:
+    event = events_pb2.Event()
+    json_format.Parse((EXAMPLES / name).read_text(encoding="utf-8"), event)
+    event.occurred_at.FromDatetime(NOW)
+    with world.server.channel("operator", "operator") as channel:
+        tokenize_event(event, PersonTokens(channel))
+    return event
+
+
+def test_the_example_files_are_accepted_in_order(family: Family) -> None:
+    declared = _example(family, "beneficiaries-declared.json")
+    assert declared.insurer_id == family.insured  # the signer's identifier became their token
+    decided = _example(family, "declaration-decided.json")
+    family.submit(family.insured_signer, "beneficiary", declared)
+    family.submit(family.fund, "insurer", decided)
+    spouse = family.record(family.insured, family.spouse)
+    assert [c.policy_id for c in spouse.coverages] == ["CNOPS-0001"]

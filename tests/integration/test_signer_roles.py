@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 from sqlalchemy import Engine, func, select
 
+from clients.beneficiary import Declared, beneficiaries_declared, declaration_decided
 from clients.operator import insurer_licensed, key_registered, key_revoked
 from ledger.errors import LedgerError, PermissionDenied
 from ledger.keys import insurer_key_id
@@ -38,6 +39,7 @@ from tests.builders import (
     removed,
     sar,
     suspended,
+    token,
 )
 from tests.conftest import KEYS_VALID_FROM, key_event, onboard_directly, pending
 
@@ -107,6 +109,8 @@ def world(engine: Engine, log_signer: Ed25519Signer, operator_signer: Ed25519Sig
     onboard_directly(engine, appender, operator_signer, "gulf-health", insurer, NOW)
     world = World(engine, appender, operator_signer)
     world.signers["gulf-health"] = insurer
+    # A beneficiary's principal is its person token (issue 11, item 4): one from this vault.
+    PRINCIPALS[SignerRole.BENEFICIARY] = token(person(next(_serials)))
     for role, principal in PRINCIPALS.items():
         if role not in (SignerRole.OPERATOR, SignerRole.INSURER):
             world.signers[principal] = Ed25519Signer.generate(principal)
@@ -129,6 +133,16 @@ def world(engine: Engine, log_signer: Ed25519Signer, operator_signer: Ed25519Sig
                 ),
             )
         world.accept("kw-gov-health", fee_collected("kw-gov-health", f"R-{role}"))
+        if role is SignerRole.OPERATOR:  # once: the beneficiary's own policy
+            insured = PRINCIPALS[SignerRole.BENEFICIARY]
+            world.accept(
+                "gulf-health",
+                issued("gulf-health", "declare-home", insured, [(insured, 1)], JAN1, DEC31),
+            )
+        world.accept(
+            PRINCIPALS[SignerRole.BENEFICIARY],
+            _declared(PRINCIPALS[SignerRole.BENEFICIARY], f"decl-{role}"),
+        )
         world.accept(
             "operator",
             insurer_licensed(
@@ -187,7 +201,33 @@ def _events_of(world: World, role: SignerRole) -> dict[str, Callable[[], events_
             who, key_revoked(world.spare_keys[role], reason="test", occurred_at=OCCURRED)
         ),
         "person_erased": lambda: _as(who, erased(person(next(_serials)))),
+        "beneficiaries_declared": lambda: _as(
+            who, _declared(PRINCIPALS[SignerRole.BENEFICIARY], f"new-{role}")
+        ),
+        "declaration_decided": lambda: declaration_decided(
+            who,
+            PRINCIPALS[SignerRole.BENEFICIARY],
+            f"decl-{role}",
+            accepted=True,
+            occurred_at=OCCURRED,
+        ),
     }
+
+
+def _declared(insured: str, declaration_id: str) -> events_pb2.Event:
+    child = Declared(
+        token(person(next(_serials))),
+        R.RELATIONSHIP_CHILD,
+        ((R.DOCUMENT_KIND_BIRTH_CERTIFICATE, f"DOC-{declaration_id}"),),
+    )
+    return beneficiaries_declared(
+        insured,
+        declaration_id,
+        ("gulf-health", "declare-home"),
+        [child],
+        effective=dt.date(2026, 7, 1),
+        occurred_at=OCCURRED,
+    )
 
 
 def _member_of(world: World, policy_id: str) -> str:
