@@ -1,0 +1,127 @@
+"""A Moroccan insured person's contribution status (issue 11, item 5): paid through, owed.
+
+Contributions are priced by the jurisdiction's dated schedule (``payments/schedules/ma-*.json``:
+MAD, 2 decimals, the insured's monthly share; declared spouses and children are exempt) and
+settled through the renewal saga (QuoteRenewal for the months owed, StartPayment with the CMI
+adapter): each settled contribution is one ``FeeCollected`` entry, recorded exactly once, whose
+government coverage of the insured *is* the record of the months it paid. So the status is read
+from the ledger's projections, never from the payments tables:
+
+  (1) ``insured_since``: the first day the person is covered as SELF by a policy that is not a
+      contribution (the fund's own policy); none: NOT_FOUND, the person is not insured;
+  (2) ``paid_through``: the last day of the contribution coverage (plan ``GOVERNMENT-HEALTH``,
+      relationship SELF, in the schedule's currency) that still runs to its period's end (a fee
+      refunded in full ends it early: it no longer counts);
+  (3) ``owed``: the schedule's price of the months from the day after ``paid_through`` (or from
+      ``insured_since``) through the end of the month of ``as_of``; zero when paid ahead.
+docs/beneficiaries.md, "Contributions", explains it with its sources.
+"""
+
+from __future__ import annotations
+
+import calendar
+import datetime as dt
+from dataclasses import dataclass
+
+from sqlalchemy import Connection, func, select
+
+from ledger.coverage.projector import GOVERNMENT_PLAN, PERIOD_END
+from ledger.errors import NotFound
+from ledger.storage.log_store import StoredCheckpoint, latest_checkpoint
+from ledger.storage.tables import coverages, policies
+from payments import fees
+
+__all__ = ["ContributionStatus", "contribution_status", "month_end"]
+
+_SELF = "self"
+
+
+@dataclass(frozen=True)
+class ContributionStatus:
+    """What an insured person has paid and owes, at one checkpoint."""
+
+    person_token: str
+    insured_since: dt.date
+    paid_through: dt.date | None
+    owed_minor: int
+    currency: str
+    owed_through: dt.date
+    schedule_version: str
+    head: StoredCheckpoint
+
+
+def month_end(day: dt.date) -> dt.date:
+    """The last day of ``day``'s month."""
+    return day.replace(day=calendar.monthrange(day.year, day.month)[1])
+
+
+def contribution_status(
+    connection: Connection, person_token: str, jurisdiction: str, as_of: dt.date
+) -> ContributionStatus:
+    """Steps (1)-(3) of the module doc, on one connection (one snapshot)."""
+    head = latest_checkpoint(connection)
+    insured_since = connection.execute(  # (1)
+        select(func.min(coverages.c.start_date))
+        .select_from(coverages.join(policies, _policy_of_coverage()))
+        .where(
+            coverages.c.person_key == person_token,
+            coverages.c.relationship == _SELF,
+            policies.c.plan != GOVERNMENT_PLAN,
+        )
+    ).scalar()
+    if insured_since is None:
+        raise NotFound(
+            "the person is not insured as SELF by any policy: no contribution is due",
+            reason="NOT_INSURED",
+            metadata={"person_token": person_token},
+        )
+    schedule = fees.default_schedules().for_date(jurisdiction, as_of)
+    paid_through = connection.execute(  # (2)
+        select(func.max(coverages.c.end_date))
+        .select_from(coverages.join(policies, _policy_of_coverage()))
+        .where(
+            coverages.c.person_key == person_token,
+            coverages.c.relationship == _SELF,
+            coverages.c.end_reason == PERIOD_END,
+            policies.c.plan == GOVERNMENT_PLAN,
+            policies.c.currency_code == schedule.currency,
+        )
+    ).scalar()
+    owed_through = month_end(as_of)  # (3)
+    first_owed = max(
+        insured_since, paid_through + dt.timedelta(days=1) if paid_through else insured_since
+    )
+    owed = 0
+    if first_owed <= owed_through:
+        quote = fees.quote_fees(
+            jurisdiction,
+            as_of,
+            first_owed,
+            owed_through,
+            [
+                fees.MemberFacts(
+                    person_token,
+                    fees.Relationship.SELF,
+                    fees.ResidenceCategory.OTHER,
+                    None,
+                    sponsor_is_kuwaiti=False,
+                )
+            ],
+        )
+        owed = quote.total_minor
+    return ContributionStatus(
+        person_token=person_token,
+        insured_since=insured_since,
+        paid_through=paid_through,
+        owed_minor=owed,
+        currency=schedule.currency,
+        owed_through=owed_through,
+        schedule_version=schedule.version,
+        head=head,
+    )
+
+
+def _policy_of_coverage() -> object:
+    return (policies.c.insurer_id == coverages.c.insurer_id) & (
+        policies.c.policy_id == coverages.c.policy_id
+    )
