@@ -9,6 +9,7 @@ with both they sign their own declarations and read their own record:
     receipt = client.declare("decl-1", ("cnops", "CNOPS-1"), [Declared(spouse, SPOUSE, docs)],
                              effective=date(2026, 7, 1))
     record = client.record()               # their coverages and declarations
+    status = client.contribution_status("MA")  # paid through, owed (payments extension)
 
 The fund decides with :func:`declaration_decided`, signed and submitted as any insurer event.
 """
@@ -29,6 +30,8 @@ from ledger.signing import Signer
 from ledger.v1 import beneficiary_service_pb2 as pb
 from ledger.v1 import beneficiary_service_pb2_grpc as pb_grpc
 from ledger.v1 import events_pb2, types_pb2
+from payments.v1 import contribution_service_pb2 as contribution_pb
+from payments.v1 import contribution_service_pb2_grpc as contribution_grpc
 
 __all__ = ["BeneficiaryClient", "Declared", "beneficiaries_declared", "declaration_decided"]
 
@@ -108,6 +111,7 @@ class BeneficiaryClient:
         self.tokens = self._submitter.tokens
         """Person tokens of the people this person declares."""
         self._stub = pb_grpc.BeneficiaryServiceStub(channel)
+        self._contributions = contribution_grpc.ContributionServiceStub(channel)
 
     def declare(
         self,
@@ -139,5 +143,19 @@ class BeneficiaryClient:
         )
         try:
             return self._stub.GetPersonRecord(request, timeout=timeout)
+        except grpc.RpcError as error:
+            raise from_rpc_error(error) from error
+
+    def contribution_status(
+        self, jurisdiction: str, as_of: dt.date | None = None, *, timeout: float = 30.0
+    ) -> contribution_pb.GetContributionStatusResponse:
+        """This person's contributions: paid through, owed through the end of as_of's month."""
+        request = contribution_pb.GetContributionStatusRequest(
+            person_token=self.person_token, jurisdiction=jurisdiction
+        )
+        if as_of is not None:
+            request.as_of.CopyFrom(civil_date(as_of))
+        try:
+            return self._contributions.GetContributionStatus(request, timeout=timeout)
         except grpc.RpcError as error:
             raise from_rpc_error(error) from error
