@@ -24,6 +24,7 @@ import grpc
 
 from clients.errors import from_rpc_error
 from clients.insurer import InsurerClient
+from clients.person_tokens import PersonTokens
 from clients.verify import TrustedLog, VerifiedReceipt
 from ledger.events import civil_date
 from ledger.signing import Signer
@@ -104,11 +105,19 @@ class BeneficiaryClient:
     """An insured person's calls, as ``beneficiary/<their person token>``."""
 
     def __init__(
-        self, channel: grpc.Channel, *, person_token: str, signer: Signer, log: TrustedLog
+        self,
+        channel: grpc.Channel,
+        *,
+        person_token: str,
+        signer: Signer | None,
+        log: TrustedLog,
     ) -> None:
+        """``signer``: the person's enrolled key (None for reads only)."""
         self.person_token = person_token
-        self._submitter = InsurerClient(channel, signer=signer, log=log)
-        self.tokens = self._submitter.tokens
+        self._submitter = (
+            InsurerClient(channel, signer=signer, log=log) if signer is not None else None
+        )
+        self.tokens = PersonTokens(channel)
         """Person tokens of the people this person declares."""
         self._stub = pb_grpc.BeneficiaryServiceStub(channel)
         self._contributions = contribution_grpc.ContributionServiceStub(channel)
@@ -131,6 +140,8 @@ class BeneficiaryClient:
             effective=effective,
             occurred_at=occurred_at or dt.datetime.now(dt.UTC),
         )
+        if self._submitter is None:
+            raise ValueError("declaring needs the person's signing key")
         return self._submitter.submit(event)
 
     def record(

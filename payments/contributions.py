@@ -23,7 +23,7 @@ import calendar
 import datetime as dt
 from dataclasses import dataclass
 
-from sqlalchemy import Connection, func, select
+from sqlalchemy import ColumnElement, Connection, and_, func, select
 
 from ledger.coverage.projector import GOVERNMENT_PLAN, PERIOD_END
 from ledger.errors import NotFound
@@ -121,7 +121,8 @@ def contribution_status(
     )
 
 
-def _policy_of_coverage() -> object:
-    return (policies.c.insurer_id == coverages.c.insurer_id) & (
-        policies.c.policy_id == coverages.c.policy_id
+def _policy_of_coverage() -> ColumnElement[bool]:
+    return and_(
+        policies.c.insurer_id == coverages.c.insurer_id,
+        policies.c.policy_id == coverages.c.policy_id,
     )
