@@ -25,6 +25,7 @@ from clients.audit_cli import fetch_checkpoint_note as auditor_checkpoint_note
 from clients.audit_cli import fetch_entries as entries_from_server
 from clients.auditor import AuditorClient
 from clients.channel import ClientCredentials, Connection
+from clients.demo_morocco import run_morocco
 from clients.errors import ClientError
 from clients.insurer import InsurerClient
 from clients.offline.audit import KeyHistory
@@ -211,6 +212,7 @@ def run_demo(*, events_count: int, workdir: Path) -> int:
             witness_url,
             witness_key,
         )
+    run_morocco(workdir)  # Task F (issue 11): the insured acts for themselves; contributions
     say(f"done in {time.monotonic() - started:.1f} s")
     return 0
 
