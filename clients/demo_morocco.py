@@ -183,7 +183,12 @@ def run_morocco(workdir: Path) -> None:
         with grpc.secure_channel(address, credentials.channel_credentials()) as channel:
             person = BeneficiaryClient(channel, person_token=insured, signer=signer, log=log)
             _declare_and_decide(
-                person, channel_as(f"insurer-{FUND_ID}"), fund, log, spouse, child, today
+                person,
+                channel_as(f"insurer-{FUND_ID}"),
+                fund,
+                log=log,
+                people=(spouse, child),
+                today=today,
             )
             owed = person.contribution_status("MA")
             _say(
