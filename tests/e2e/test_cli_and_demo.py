@@ -216,11 +216,18 @@ def test_the_demo_tells_the_whole_story(tmp_path: Path) -> None:
         "cosigned checkpoint",
         "verified with a 1-of-1 witness policy",
         "exit code 0",
+        # Task F (issue 11): the insured acts for themselves; the contribution settled via CMI.
+        "traded it for a client certificate",
+        "the fund accepted",
+        "spouse from",
+        "owes MAD 840.00",
+        "through the CMI sandbox's hosted page: RECORDED",
+        "owes MAD 0.00",
     ):
         assert expected in story, expected
     # README's "What `make run` shows" lists the demo's steps: same numbers, same titles.
     assert readme_demo_steps() == demo_steps(story)
-    assert [number for number, _ in demo_steps(story)] == list(range(1, 8))
+    assert [number for number, _ in demo_steps(story)] == list(range(1, 9))
     # The projections the demo built agree with its log; tampering with them is reported.
     database = sqlite_url(tmp_path / "demo" / "ledger.db")
     rebuilt = run("rebuild", "--database", database)
