@@ -27,6 +27,7 @@ from clients.errors import ClientError
 from clients.insurer import InsurerClient
 from clients.person_tokens import PersonTokens, tokenize_event
 from clients.verify import TrustedLog
+from ledger.coverage.rebuild import rebuild_and_compare
 from ledger.signers import SignerRole
 from ledger.signing import Ed25519Signer
 from ledger.storage.access_log import access_record_people, access_records
@@ -153,6 +154,9 @@ def test_a_declaration_accepted_by_the_fund_covers_the_spouse_and_child(family: 
     assert [(c.sponsor_token, c.relationship) for c in child.coverages] == [
         (family.insured, R.RELATIONSHIP_CHILD)
     ]
+    # The projections (declarations, members) are what the log implies: a rebuild agrees.
+    report = rebuild_and_compare(family.server.running.engine)
+    assert report.consistent, report
 
 
 def test_a_declaration_for_someone_else_is_refused_and_writes_nothing(family: Family) -> None:
@@ -248,3 +252,59 @@ def test_the_example_files_are_accepted_in_order(family: Family) -> None:
     family.submit(family.fund, "insurer", decided)
     spouse = family.record(family.insured, family.spouse)
     assert [c.policy_id for c in spouse.coverages] == ["CNOPS-0001"]
+
+
+def _bad_declarations(world: Family) -> dict[str, tuple[events_pb2.Event, grpc.StatusCode, str]]:
+    parent = world.declare(
+        "decl-parent", people=[Declared(world.spouse, R.RELATIONSHIP_PARENT, MARRIAGE)]
+    )
+    no_documents = world.declare(
+        "decl-bare", people=[Declared(world.spouse, R.RELATIONSHIP_SPOUSE, ())]
+    )
+    oneself = world.declare(
+        "decl-self", people=[Declared(world.insured, R.RELATIONSHIP_SPOUSE, MARRIAGE)]
+    )
+    outside = world.declare("decl-late")
+    outside.beneficiaries_declared.effective_date.year = 2027
+    invalid = grpc.StatusCode.INVALID_ARGUMENT
+    return {
+        "parent": (parent, invalid, "EVENT_INVALID"),
+        "no documents": (no_documents, invalid, "EVENT_INVALID"),
+        "oneself": (oneself, grpc.StatusCode.FAILED_PRECONDITION, "SELF_DECLARED"),
+        "outside the policy": (outside, grpc.StatusCode.FAILED_PRECONDITION, "DATE_OUTSIDE_POLICY"),
+    }
+
+
+def test_malformed_or_impossible_declarations_are_refused_and_write_nothing(
+    family: Family,
+) -> None:
+    for case, (event, code, reason) in _bad_declarations(family).items():
+        error = _refused(
+            family, lambda event=event: family.submit(family.insured_signer, "beneficiary", event)
+        )
+        assert (error.code, error.reason) == (code, reason), case
+    family.submit(family.insured_signer, "beneficiary", family.declare("decl-1"))  # the twin
+    again = family.declare("decl-1", people=[Declared(family.child, R.RELATIONSHIP_CHILD, BIRTH)])
+    again.event_id = "declare-decl-1-again"
+    error = _refused(family, lambda: family.submit(family.insured_signer, "beneficiary", again))
+    assert (error.code, error.reason) == (grpc.StatusCode.ALREADY_EXISTS, "DECLARATION_EXISTS")
+
+
+def test_bad_decisions_are_refused_and_write_nothing(family: Family) -> None:
+    unknown = declaration_decided(FUND, family.insured, "decl-none", accepted=True, occurred_at=NOW)
+    error = _refused(family, lambda: family.submit(family.fund, "insurer", unknown))
+    assert (error.code, error.reason) == (grpc.StatusCode.NOT_FOUND, "DECLARATION_NOT_FOUND")
+    family.submit(family.insured_signer, "beneficiary", family.declare("decl-1"))
+    silent = declaration_decided(FUND, family.insured, "decl-1", accepted=False, occurred_at=NOW)
+    error = _refused(family, lambda: family.submit(family.fund, "insurer", silent))
+    assert error.code == grpc.StatusCode.INVALID_ARGUMENT  # a rejection states its reason
+    assert [v.field for v in error.field_violations] == ["event.declaration_decided.reason"]
+    by_person = declaration_decided(
+        family.insured, family.insured, "decl-1", accepted=True, occurred_at=NOW
+    )
+    by_person.event_id = "self-decided"
+    error = _refused(family, lambda: family.submit(family.insured_signer, "beneficiary", by_person))
+    assert (error.code, error.reason) == (
+        grpc.StatusCode.PERMISSION_DENIED,
+        "SIGNER_ROLE_NOT_ALLOWED",
+    )
