@@ -34,8 +34,11 @@ from ledger.v1 import beneficiary_service_pb2 as bpb
 from ledger.v1 import events_pb2, types_pb2
 from payments.sandbox.cmi import CmiSandbox
 from payments.v1 import renewal_service_pb2 as rpb
+from payments.v1.contribution_service_pb2 import GetContributionStatusRequest
+from payments.v1.contribution_service_pb2_grpc import ContributionServiceStub
 from tests.builders import issued, tokens
 from tests.conftest import OPERATOR_SIGNER, ServerHandle, onboard, session_pki, start_server_thread
+from tests.stack import RowCounter
 
 R = events_pb2
 FUND, AUTHORITY = "cnops", "ma-gov-contributions"
@@ -217,3 +220,29 @@ def test_an_insured_enrols_declares_is_accepted_and_settles_through_cmi(
         31,
     )
     assert settled.owed.amount_minor == 0
+
+
+def test_contribution_status_refusals_write_nothing(
+    moroccan_server: tuple[ServerHandle, CmiSandbox], database_url: str
+) -> None:
+    server, _ = moroccan_server
+    [nobody] = tokens([cin("BH345678")])
+    counter = RowCounter(database_url)
+    try:
+        before = counter.counts()
+        with server.channel("operator", "operator") as channel:
+            stub = ContributionServiceStub(channel)
+            for request, code in (
+                (GetContributionStatusRequest(person_token=nobody, jurisdiction="SD"),
+                 grpc.StatusCode.INVALID_ARGUMENT),
+                (GetContributionStatusRequest(person_token="not-a-token", jurisdiction="MA"),
+                 grpc.StatusCode.INVALID_ARGUMENT),
+                (GetContributionStatusRequest(person_token=nobody, jurisdiction="MA"),
+                 grpc.StatusCode.NOT_FOUND),
+            ):  # fmt: skip
+                with pytest.raises(grpc.RpcError) as raised:
+                    stub.GetContributionStatus(request, timeout=30)
+                assert raised.value.code() == code, request
+        assert counter.counts() == before
+    finally:
+        counter.close()
