@@ -34,7 +34,13 @@ from ledger.v1 import events_pb2, types_pb2
 from payments.v1 import contribution_service_pb2 as contribution_pb
 from payments.v1 import contribution_service_pb2_grpc as contribution_grpc
 
-__all__ = ["BeneficiaryClient", "Declared", "beneficiaries_declared", "declaration_decided"]
+__all__ = [
+    "BeneficiaryClient",
+    "Declared",
+    "beneficiaries_declared",
+    "declaration_decided",
+    "issue_enrolment_code",
+]
 
 
 @dataclass(frozen=True)
@@ -99,6 +105,18 @@ def declaration_decided(
     )
     body.reason = reason
     return event
+
+
+def issue_enrolment_code(
+    channel: grpc.Channel, person_token: str, ttl: str = "", *, timeout: float = 30.0
+) -> pb.IssueEnrolmentCodeResponse:
+    """As the fund (or the operator): a one-time enrolment code for a person it insures."""
+    stub = pb_grpc.BeneficiaryServiceStub(channel)
+    request = pb.IssueEnrolmentCodeRequest(person_token=person_token, ttl=ttl)
+    try:
+        return stub.IssueEnrolmentCode(request, timeout=timeout)
+    except grpc.RpcError as error:
+        raise from_rpc_error(error) from error
 
 
 class BeneficiaryClient:

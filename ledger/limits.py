@@ -138,6 +138,8 @@ request_field_max: Final[Mapping[str, int]] = MappingProxyType(
         "payments.v1.RefundPaymentRequest.reason": name_chars_max,
         # Task F (issue 11, items 4-5).
         "ledger.v1.GetPersonRecordRequest.person_token": insurer_id_chars_max,
+        "ledger.v1.IssueEnrolmentCodeRequest.person_token": insurer_id_chars_max,
+        "ledger.v1.IssueEnrolmentCodeRequest.ttl": 8,
         "payments.v1.GetContributionStatusRequest.person_token": insurer_id_chars_max,
         "payments.v1.GetContributionStatusRequest.jurisdiction": 2,
     }

@@ -44,6 +44,7 @@ CALLER_OF_METHOD = {
     "payments.v1.RenewalService.CompletePayment": ("authority", "kw"),
     "payments.v1.RenewalService.GetRenewal": ("operator", "operator"),
     "payments.v1.RenewalService.RefundPayment": ("authority", "kw"),
+    "ledger.v1.BeneficiaryService.IssueEnrolmentCode": ("insurer", "gulf-health"),
 }
 """Who calls each method (``role``, ``name``), as the authorization table
 (ledger/rpc/authorization.py, payments/authorization.py) allows: a method's own entry, else its

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from sqlalchemy import Connection, Engine, select
 
 from ledger.coverage.declarations import ACCEPTED
+from ledger.coverage.projector import PERIOD_END
 from ledger.storage.log_store import StoredCheckpoint, latest_checkpoint
 from ledger.storage.tables import beneficiary_declarations, coverages, declared_beneficiaries
 
@@ -116,6 +117,22 @@ class PersonRecordReader:
         with self._engine.connect() as connection:
             declared = connection.execute(query).scalars().all()
         return frozenset({person_token, *declared})
+
+    def insured_by(self, insurer_id: str, person_token: str) -> bool:
+        """Whether ``insurer_id`` covers ``person_token`` as SELF today (a current coverage of
+        one of its policies): the people a fund may issue enrolment codes for."""
+        query = (
+            select(coverages.c.person_key)
+            .where(
+                coverages.c.insurer_id == insurer_id,
+                coverages.c.person_key == person_token,
+                coverages.c.relationship == "self",
+                coverages.c.end_reason == PERIOD_END,
+            )
+            .limit(1)
+        )
+        with self._engine.connect() as connection:
+            return connection.execute(query).first() is not None
 
     def record(self, person_token: str) -> PersonRecord:
         """The record of ``person_token`` (empty lists for a token the ledger knows nothing of:

@@ -210,6 +210,12 @@ def beneficiary_rules(people: PeopleResolver) -> list[Rule]:
     own = Grant("beneficiary", Limit.PERSON, people=people)
     return [
         Rule("/ledger.v1.BeneficiaryService/GetPersonRecord", (own, *_PERSON_READERS)),
+        # The fund only for the people it insures (checked by the use case, which reads the
+        # coverage); the operator for anyone.
+        Rule(
+            "/ledger.v1.BeneficiaryService/IssueEnrolmentCode",
+            (Grant("insurer"), Grant("operator")),
+        ),
     ]
 
 

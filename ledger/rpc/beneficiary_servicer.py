@@ -7,12 +7,16 @@ checks the request's form, reads (:mod:`ledger.coverage.person_record`) and conv
 
 from __future__ import annotations
 
+import asyncio
+
 import grpc
 
 from ledger.coverage.person_record import PersonRecord, PersonRecordReader
-from ledger.errors import FieldViolation, refuse_violations
+from ledger.errors import FailedPrecondition, FieldViolation, refuse_violations
 from ledger.events import check_person_token, civil_date
 from ledger.fair import ReadPool
+from ledger.fund_enrolment import FundEnrolment
+from ledger.rpc.identity import current_caller
 from ledger.rpc.status import abort
 from ledger.storage.log_store import LogStore
 from ledger.v1 import beneficiary_service_pb2 as pb
@@ -73,14 +77,41 @@ def record_response(record: PersonRecord, checkpoint: bytes) -> pb.GetPersonReco
 
 
 class BeneficiaryServicer(pb_grpc.BeneficiaryServiceServicer):
-    """A person's record, from the projections."""
+    """A person's record, from the projections; a fund's enrolment codes for its insured."""
 
     def __init__(
-        self, reader: PersonRecordReader, log_store: LogStore, reads: ReadPool | None = None
+        self,
+        reader: PersonRecordReader,
+        log_store: LogStore,
+        reads: ReadPool | None = None,
+        enrolment: FundEnrolment | None = None,
     ) -> None:
         self._reader = reader
         self._log_store = log_store
         self._reads = reads or ReadPool()
+        self._enrolment = enrolment
+
+    async def IssueEnrolmentCode(
+        self, request: pb.IssueEnrolmentCodeRequest, context: _Context
+    ) -> pb.IssueEnrolmentCodeResponse:
+        """A one-time code for a person the calling fund insures."""
+        try:
+            if self._enrolment is None:
+                raise FailedPrecondition(
+                    "this server issues no enrolment codes", reason="ENROLMENT_OFF"
+                )
+            enrolment, caller = self._enrolment, current_caller()
+            code, expires = await asyncio.to_thread(
+                enrolment.issue,
+                (caller.role, caller.name) if caller else None,
+                request.person_token,
+                request.ttl,
+            )
+            response = pb.IssueEnrolmentCodeResponse(code=code)
+            response.expires_at.FromDatetime(expires)
+            return response
+        except Exception as error:  # every failure becomes a status; bugs are logged there
+            await abort(context, error)
 
     async def GetPersonRecord(
         self, request: pb.GetPersonRecordRequest, context: _Context

@@ -39,6 +39,7 @@ from ledger.coverage.person_record import PersonRecordReader
 from ledger.coverage.reader import CoverageReader
 from ledger.errors import InvalidArgument
 from ledger.fair import ReadPool
+from ledger.fund_enrolment import FundEnrolment
 from ledger.identity.erasure import ErasureHooks
 from ledger.identity.vault import IdentityVault
 from ledger.metrics import LedgerMetrics
@@ -328,7 +329,13 @@ async def _start(
         IdentityServicer(IdentityVault(VaultStore(engine)), clock), server
     )
     beneficiary_service_pb2_grpc.add_BeneficiaryServiceServicer_to_server(
-        BeneficiaryServicer(person_records, LogStore(engine), reads), server
+        BeneficiaryServicer(
+            person_records,
+            LogStore(engine),
+            reads,
+            FundEnrolment(person_records, EnrolmentStore(engine), clock),
+        ),
+        server,
     )
     extension_context = ServerContext(
         server=server,

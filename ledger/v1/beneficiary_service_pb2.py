@@ -22,28 +22,33 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
+from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 from ledger.v1 import coverage_service_pb2 as ledger_dot_v1_dot_coverage__service__pb2
 from ledger.v1 import events_pb2 as ledger_dot_v1_dot_events__pb2
 from ledger.v1 import types_pb2 as ledger_dot_v1_dot_types__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n#ledger/v1/beneficiary_service.proto\x12\tledger.v1\x1a ledger/v1/coverage_service.proto\x1a\x16ledger/v1/events.proto\x1a\x15ledger/v1/types.proto\"Y\n\x16GetPersonRecordRequest\x12\x14\n\x0cperson_token\x18\x01 \x01(\t\x12)\n\x07purpose\x18\x02 \x01(\x0e\x32\x18.ledger.v1.AccessPurpose\"\xe3\x01\n\x0eRecordCoverage\x12\x12\n\ninsurer_id\x18\x01 \x01(\t\x12\x11\n\tpolicy_id\x18\x02 \x01(\t\x12\x15\n\rsponsor_token\x18\x03 \x01(\t\x12-\n\x0crelationship\x18\x04 \x01(\x0e\x32\x17.ledger.v1.Relationship\x12(\n\nstart_date\x18\x05 \x01(\x0b\x32\x14.ledger.v1.CivilDate\x12&\n\x08\x65nd_date\x18\x06 \x01(\x0b\x32\x14.ledger.v1.CivilDate\x12\x12\n\nend_reason\x18\x07 \x01(\t\"\xff\x01\n\x11RecordDeclaration\x12\x16\n\x0e\x64\x65\x63laration_id\x18\x01 \x01(\t\x12$\n\x06policy\x18\x02 \x01(\x0b\x32\x14.ledger.v1.PolicyRef\x12,\n\x06status\x18\x03 \x01(\x0e\x32\x1c.ledger.v1.DeclarationStatus\x12\x35\n\rbeneficiaries\x18\x04 \x03(\x0b\x32\x1e.ledger.v1.DeclaredBeneficiary\x12\x0e\n\x06reason\x18\x05 \x01(\t\x12\x1b\n\x13\x64\x65\x63lared_leaf_index\x18\x06 \x01(\x04\x12\x1a\n\x12\x64\x65\x63ided_leaf_index\x18\x07 \x01(\x04\"\xb8\x01\n\x17GetPersonRecordResponse\x12\x14\n\x0cperson_token\x18\x01 \x01(\t\x12,\n\tcoverages\x18\x02 \x03(\x0b\x32\x19.ledger.v1.RecordCoverage\x12\x32\n\x0c\x64\x65\x63larations\x18\x03 \x03(\x0b\x32\x1c.ledger.v1.RecordDeclaration\x12%\n\x05\x62\x61sis\x18\x04 \x01(\x0b\x32\x16.ledger.v1.AnswerBasis*\x99\x01\n\x11\x44\x65\x63larationStatus\x12\"\n\x1e\x44\x45\x43LARATION_STATUS_UNSPECIFIED\x10\x00\x12\x1e\n\x1a\x44\x45\x43LARATION_STATUS_PENDING\x10\x01\x12\x1f\n\x1b\x44\x45\x43LARATION_STATUS_ACCEPTED\x10\x02\x12\x1f\n\x1b\x44\x45\x43LARATION_STATUS_REJECTED\x10\x03\x32n\n\x12\x42\x65neficiaryService\x12X\n\x0fGetPersonRecord\x12!.ledger.v1.GetPersonRecordRequest\x1a\".ledger.v1.GetPersonRecordResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n#ledger/v1/beneficiary_service.proto\x12\tledger.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a ledger/v1/coverage_service.proto\x1a\x16ledger/v1/events.proto\x1a\x15ledger/v1/types.proto\">\n\x19IssueEnrolmentCodeRequest\x12\x14\n\x0cperson_token\x18\x01 \x01(\t\x12\x0b\n\x03ttl\x18\x02 \x01(\t\"Z\n\x1aIssueEnrolmentCodeResponse\x12\x0c\n\x04\x63ode\x18\x01 \x01(\t\x12.\n\nexpires_at\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"Y\n\x16GetPersonRecordRequest\x12\x14\n\x0cperson_token\x18\x01 \x01(\t\x12)\n\x07purpose\x18\x02 \x01(\x0e\x32\x18.ledger.v1.AccessPurpose\"\xe3\x01\n\x0eRecordCoverage\x12\x12\n\ninsurer_id\x18\x01 \x01(\t\x12\x11\n\tpolicy_id\x18\x02 \x01(\t\x12\x15\n\rsponsor_token\x18\x03 \x01(\t\x12-\n\x0crelationship\x18\x04 \x01(\x0e\x32\x17.ledger.v1.Relationship\x12(\n\nstart_date\x18\x05 \x01(\x0b\x32\x14.ledger.v1.CivilDate\x12&\n\x08\x65nd_date\x18\x06 \x01(\x0b\x32\x14.ledger.v1.CivilDate\x12\x12\n\nend_reason\x18\x07 \x01(\t\"\xff\x01\n\x11RecordDeclaration\x12\x16\n\x0e\x64\x65\x63laration_id\x18\x01 \x01(\t\x12$\n\x06policy\x18\x02 \x01(\x0b\x32\x14.ledger.v1.PolicyRef\x12,\n\x06status\x18\x03 \x01(\x0e\x32\x1c.ledger.v1.DeclarationStatus\x12\x35\n\rbeneficiaries\x18\x04 \x03(\x0b\x32\x1e.ledger.v1.DeclaredBeneficiary\x12\x0e\n\x06reason\x18\x05 \x01(\t\x12\x1b\n\x13\x64\x65\x63lared_leaf_index\x18\x06 \x01(\x04\x12\x1a\n\x12\x64\x65\x63ided_leaf_index\x18\x07 \x01(\x04\"\xb8\x01\n\x17GetPersonRecordResponse\x12\x14\n\x0cperson_token\x18\x01 \x01(\t\x12,\n\tcoverages\x18\x02 \x03(\x0b\x32\x19.ledger.v1.RecordCoverage\x12\x32\n\x0c\x64\x65\x63larations\x18\x03 \x03(\x0b\x32\x1c.ledger.v1.RecordDeclaration\x12%\n\x05\x62\x61sis\x18\x04 \x01(\x0b\x32\x16.ledger.v1.AnswerBasis*\x99\x01\n\x11\x44\x65\x63larationStatus\x12\"\n\x1e\x44\x45\x43LARATION_STATUS_UNSPECIFIED\x10\x00\x12\x1e\n\x1a\x44\x45\x43LARATION_STATUS_PENDING\x10\x01\x12\x1f\n\x1b\x44\x45\x43LARATION_STATUS_ACCEPTED\x10\x02\x12\x1f\n\x1b\x44\x45\x43LARATION_STATUS_REJECTED\x10\x03\x32\xd1\x01\n\x12\x42\x65neficiaryService\x12X\n\x0fGetPersonRecord\x12!.ledger.v1.GetPersonRecordRequest\x1a\".ledger.v1.GetPersonRecordResponse\x12\x61\n\x12IssueEnrolmentCode\x12$.ledger.v1.IssueEnrolmentCodeRequest\x1a%.ledger.v1.IssueEnrolmentCodeResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'ledger.v1.beneficiary_service_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_DECLARATIONSTATUS']._serialized_start=898
-  _globals['_DECLARATIONSTATUS']._serialized_end=1051
-  _globals['_GETPERSONRECORDREQUEST']._serialized_start=131
-  _globals['_GETPERSONRECORDREQUEST']._serialized_end=220
-  _globals['_RECORDCOVERAGE']._serialized_start=223
-  _globals['_RECORDCOVERAGE']._serialized_end=450
-  _globals['_RECORDDECLARATION']._serialized_start=453
-  _globals['_RECORDDECLARATION']._serialized_end=708
-  _globals['_GETPERSONRECORDRESPONSE']._serialized_start=711
-  _globals['_GETPERSONRECORDRESPONSE']._serialized_end=895
-  _globals['_BENEFICIARYSERVICE']._serialized_start=1053
-  _globals['_BENEFICIARYSERVICE']._serialized_end=1163
+  _globals['_DECLARATIONSTATUS']._serialized_start=1087
+  _globals['_DECLARATIONSTATUS']._serialized_end=1240
+  _globals['_ISSUEENROLMENTCODEREQUEST']._serialized_start=164
+  _globals['_ISSUEENROLMENTCODEREQUEST']._serialized_end=226
+  _globals['_ISSUEENROLMENTCODERESPONSE']._serialized_start=228
+  _globals['_ISSUEENROLMENTCODERESPONSE']._serialized_end=318
+  _globals['_GETPERSONRECORDREQUEST']._serialized_start=320
+  _globals['_GETPERSONRECORDREQUEST']._serialized_end=409
+  _globals['_RECORDCOVERAGE']._serialized_start=412
+  _globals['_RECORDCOVERAGE']._serialized_end=639
+  _globals['_RECORDDECLARATION']._serialized_start=642
+  _globals['_RECORDDECLARATION']._serialized_end=897
+  _globals['_GETPERSONRECORDRESPONSE']._serialized_start=900
+  _globals['_GETPERSONRECORDRESPONSE']._serialized_end=1084
+  _globals['_BENEFICIARYSERVICE']._serialized_start=1243
+  _globals['_BENEFICIARYSERVICE']._serialized_end=1452
 # @@protoc_insertion_point(module_scope)

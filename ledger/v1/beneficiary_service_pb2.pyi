@@ -10,6 +10,7 @@ anyone else's is PERMISSION_DENIED (docs/beneficiaries.md).
 from collections import abc as _abc
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
+from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 from ledger.v1 import coverage_service_pb2 as _coverage_service_pb2
@@ -53,6 +54,60 @@ DECLARATION_STATUS_ACCEPTED: DeclarationStatus.ValueType  # 2
 DECLARATION_STATUS_REJECTED: DeclarationStatus.ValueType  # 3
 """Rejected by the fund."""
 Global___DeclarationStatus: _TypeAlias = DeclarationStatus  # noqa: Y015
+
+@_typing.final
+class IssueEnrolmentCodeRequest(_message.Message):
+    """Request of BeneficiaryService.IssueEnrolmentCode."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PERSON_TOKEN_FIELD_NUMBER: _builtins.int
+    TTL_FIELD_NUMBER: _builtins.int
+    person_token: _builtins.str
+    """The person: their person token."""
+    ttl: _builtins.str
+    """How long the code is valid: 30m, 24h or 7d (at most 30 days); empty means 24h."""
+    def __init__(
+        self,
+        *,
+        person_token: _builtins.str = ...,
+        ttl: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["person_token", b"person_token", "ttl", b"ttl"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___IssueEnrolmentCodeRequest: _TypeAlias = IssueEnrolmentCodeRequest  # noqa: Y015
+
+@_typing.final
+class IssueEnrolmentCodeResponse(_message.Message):
+    """Response of BeneficiaryService.IssueEnrolmentCode."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CODE_FIELD_NUMBER: _builtins.int
+    EXPIRES_AT_FIELD_NUMBER: _builtins.int
+    code: _builtins.str
+    """The code, shown once (only its SHA-256 is stored)."""
+    @_builtins.property
+    def expires_at(self) -> _timestamp_pb2.Timestamp:
+        """When it expires, UTC."""
+
+    def __init__(
+        self,
+        *,
+        code: _builtins.str = ...,
+        expires_at: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["expires_at", b"expires_at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["code", b"code", "expires_at", b"expires_at"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___IssueEnrolmentCodeResponse: _TypeAlias = IssueEnrolmentCodeResponse  # noqa: Y015
 
 @_typing.final
 class GetPersonRecordRequest(_message.Message):

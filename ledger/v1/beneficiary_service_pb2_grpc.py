@@ -40,6 +40,11 @@ class BeneficiaryServiceStub:
                 request_serializer=ledger_dot_v1_dot_beneficiary__service__pb2.GetPersonRecordRequest.SerializeToString,
                 response_deserializer=ledger_dot_v1_dot_beneficiary__service__pb2.GetPersonRecordResponse.FromString,
                 _registered_method=True)
+        self.IssueEnrolmentCode = channel.unary_unary(
+                '/ledger.v1.BeneficiaryService/IssueEnrolmentCode',
+                request_serializer=ledger_dot_v1_dot_beneficiary__service__pb2.IssueEnrolmentCodeRequest.SerializeToString,
+                response_deserializer=ledger_dot_v1_dot_beneficiary__service__pb2.IssueEnrolmentCodeResponse.FromString,
+                _registered_method=True)
 
 
 class BeneficiaryServiceServicer:
@@ -53,6 +58,15 @@ class BeneficiaryServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def IssueEnrolmentCode(self, request, context):
+        """The fund issues a one-time enrolment code for a person it insures (covered as SELF by one
+        of its policies), to deliver out of band; the person then enrols on the enrolment port
+        (role beneficiary, name = their person token). The operator may issue one for anyone.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_BeneficiaryServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -60,6 +74,11 @@ def add_BeneficiaryServiceServicer_to_server(servicer, server):
                     servicer.GetPersonRecord,
                     request_deserializer=ledger_dot_v1_dot_beneficiary__service__pb2.GetPersonRecordRequest.FromString,
                     response_serializer=ledger_dot_v1_dot_beneficiary__service__pb2.GetPersonRecordResponse.SerializeToString,
+            ),
+            'IssueEnrolmentCode': grpc.unary_unary_rpc_method_handler(
+                    servicer.IssueEnrolmentCode,
+                    request_deserializer=ledger_dot_v1_dot_beneficiary__service__pb2.IssueEnrolmentCodeRequest.FromString,
+                    response_serializer=ledger_dot_v1_dot_beneficiary__service__pb2.IssueEnrolmentCodeResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -90,6 +109,33 @@ class BeneficiaryService:
             '/ledger.v1.BeneficiaryService/GetPersonRecord',
             ledger_dot_v1_dot_beneficiary__service__pb2.GetPersonRecordRequest.SerializeToString,
             ledger_dot_v1_dot_beneficiary__service__pb2.GetPersonRecordResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def IssueEnrolmentCode(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/ledger.v1.BeneficiaryService/IssueEnrolmentCode',
+            ledger_dot_v1_dot_beneficiary__service__pb2.IssueEnrolmentCodeRequest.SerializeToString,
+            ledger_dot_v1_dot_beneficiary__service__pb2.IssueEnrolmentCodeResponse.FromString,
             options,
             channel_credentials,
             insecure,

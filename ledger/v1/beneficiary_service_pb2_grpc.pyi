@@ -39,6 +39,11 @@ class BeneficiaryServiceStub:
     def __new__(cls, channel: _aio.Channel) -> BeneficiaryServiceAsyncStub: ...
     GetPersonRecord: _grpc.UnaryUnaryMultiCallable[_beneficiary_service_pb2.GetPersonRecordRequest, _beneficiary_service_pb2.GetPersonRecordResponse]
     """Returns the person's coverages (every policy, every period) and the declarations they made."""
+    IssueEnrolmentCode: _grpc.UnaryUnaryMultiCallable[_beneficiary_service_pb2.IssueEnrolmentCodeRequest, _beneficiary_service_pb2.IssueEnrolmentCodeResponse]
+    """The fund issues a one-time enrolment code for a person it insures (covered as SELF by one
+    of its policies), to deliver out of band; the person then enrols on the enrolment port
+    (role beneficiary, name = their person token). The operator may issue one for anyone.
+    """
 
 @_typing.type_check_only
 class BeneficiaryServiceAsyncStub(BeneficiaryServiceStub):
@@ -47,6 +52,11 @@ class BeneficiaryServiceAsyncStub(BeneficiaryServiceStub):
     def __init__(self, channel: _aio.Channel) -> None: ...
     GetPersonRecord: _aio.UnaryUnaryMultiCallable[_beneficiary_service_pb2.GetPersonRecordRequest, _beneficiary_service_pb2.GetPersonRecordResponse]  # type: ignore[assignment]
     """Returns the person's coverages (every policy, every period) and the declarations they made."""
+    IssueEnrolmentCode: _aio.UnaryUnaryMultiCallable[_beneficiary_service_pb2.IssueEnrolmentCodeRequest, _beneficiary_service_pb2.IssueEnrolmentCodeResponse]  # type: ignore[assignment]
+    """The fund issues a one-time enrolment code for a person it insures (covered as SELF by one
+    of its policies), to deliver out of band; the person then enrols on the enrolment port
+    (role beneficiary, name = their person token). The operator may issue one for anyone.
+    """
 
 class BeneficiaryServiceServicer(metaclass=_abc_1.ABCMeta):
     """What the ledger holds about one person, for that person."""
@@ -58,5 +68,16 @@ class BeneficiaryServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_beneficiary_service_pb2.GetPersonRecordResponse, _abc.Awaitable[_beneficiary_service_pb2.GetPersonRecordResponse]]:
         """Returns the person's coverages (every policy, every period) and the declarations they made."""
+
+    @_abc_1.abstractmethod
+    def IssueEnrolmentCode(
+        self,
+        request: _beneficiary_service_pb2.IssueEnrolmentCodeRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_beneficiary_service_pb2.IssueEnrolmentCodeResponse, _abc.Awaitable[_beneficiary_service_pb2.IssueEnrolmentCodeResponse]]:
+        """The fund issues a one-time enrolment code for a person it insures (covered as SELF by one
+        of its policies), to deliver out of band; the person then enrols on the enrolment port
+        (role beneficiary, name = their person token). The operator may issue one for anyone.
+        """
 
 def add_BeneficiaryServiceServicer_to_server(servicer: BeneficiaryServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

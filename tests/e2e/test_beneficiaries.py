@@ -22,6 +22,7 @@ from clients.beneficiary import (
     Declared,
     beneficiaries_declared,
     declaration_decided,
+    issue_enrolment_code,
 )
 from clients.errors import ClientError
 from clients.insurer import InsurerClient
@@ -31,6 +32,7 @@ from ledger.coverage.rebuild import rebuild_and_compare
 from ledger.signers import SignerRole
 from ledger.signing import Ed25519Signer
 from ledger.storage.access_log import access_record_people, access_records
+from ledger.storage.enrolment_store import EnrolmentStore, enrolment_codes
 from ledger.storage.tables import PROJECTION_TABLES, log_entries
 from ledger.v1 import beneficiary_service_pb2 as bpb
 from ledger.v1 import events_pb2, types_pb2
@@ -308,3 +310,34 @@ def test_bad_decisions_are_refused_and_write_nothing(family: Family) -> None:
         grpc.StatusCode.PERMISSION_DENIED,
         "SIGNER_ROLE_NOT_ALLOWED",
     )
+
+
+def _codes(world: Family) -> int:
+    with world.server.running.engine.connect() as connection:
+        return int(
+            connection.execute(select(func.count()).select_from(enrolment_codes)).scalar_one()
+        )
+
+
+def test_a_fund_issues_enrolment_codes_only_for_the_people_it_insures(family: Family) -> None:
+    for caller, person in ((RIVAL, family.insured), (FUND, family.spouse)):
+        before = _codes(family)
+        with (
+            family.server.channel("insurer", caller) as channel,
+            pytest.raises(ClientError) as raised,
+        ):
+            issue_enrolment_code(channel, person)
+        assert (raised.value.code, raised.value.reason) == (
+            grpc.StatusCode.PERMISSION_DENIED,
+            "PERSON_NOT_INSURED_BY_CALLER",
+        )
+        assert _codes(family) == before  # nothing stored
+    with family.server.channel("insurer", FUND) as channel:
+        issued = issue_enrolment_code(channel, family.insured, "7d")
+        with pytest.raises(ClientError) as raised:
+            issue_enrolment_code(channel, family.insured, "90d")  # over the 30 days allowed
+        assert raised.value.code == grpc.StatusCode.INVALID_ARGUMENT
+    store = EnrolmentStore(family.server.running.engine)
+    assert store.check("beneficiary", family.insured, issued.code, dt.datetime.now(dt.UTC))
+    with family.server.channel("operator", "operator") as channel:  # the operator: anyone
+        issue_enrolment_code(channel, family.spouse)

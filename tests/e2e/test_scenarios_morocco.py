@@ -18,17 +18,20 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from sqlalchemy import func, select
 
-from clients.beneficiary import BeneficiaryClient, Declared, declaration_decided
+from clients.beneficiary import (
+    BeneficiaryClient,
+    Declared,
+    declaration_decided,
+    issue_enrolment_code,
+)
 from clients.channel import ClientCredentials
 from clients.enrolment import enrol
 from clients.errors import ClientError
 from clients.insurer import InsurerClient
 from clients.renewal import RenewalClient
 from clients.verify import TrustedLog
-from ledger.enrolment import new_code
 from ledger.signers import SignerRole
 from ledger.signing import Ed25519Signer, format_signer_key
-from ledger.storage.enrolment_store import EnrolmentStore
 from ledger.storage.tables import log_entries
 from ledger.v1 import beneficiary_service_pb2 as bpb
 from ledger.v1 import events_pb2, types_pb2
@@ -123,10 +126,9 @@ def test_an_insured_enrols_declares_is_accepted_and_settles_through_cmi(
         InsurerClient(channel, signer=fund, log=log).submit(policy)
 
     # (1) A temporary code, delivered out of band, for the person's token...
-    code = new_code()
-    EnrolmentStore(server.running.engine).issue(
-        "beneficiary", insured, code, dt.datetime.now(dt.UTC), dt.timedelta(hours=1)
-    )
+    # (issued by the fund, for a person it insures; the operator could too: `enrol issue`)
+    with server.channel("insurer", FUND) as channel:
+        code = issue_enrolment_code(channel, insured, "1h").code
     # (2) ...traded for a permanent credential: a client certificate and a registered key.
     signer = Ed25519Signer.generate(insured)
     with server.enrolment_channel() as channel:
