@@ -185,6 +185,28 @@ def _decide(args: argparse.Namespace) -> int:
     return 0
 
 
+def _issue_code(args: argparse.Namespace) -> int:
+    from clients.beneficiary import issue_enrolment_code
+    from clients.errors import ClientError
+    from clients.person_tokens import PersonTokens
+
+    with connection_from_arguments(args).open() as channel:
+        try:
+            [insured] = PersonTokens(channel).tokens([args.insured])
+            issued = issue_enrolment_code(channel, insured, args.ttl)
+        except ClientError as error:
+            print(f"REFUSED {error}")
+            return 3
+    print(issued.code)
+    print(insured)
+    print(
+        f"enrolment code for beneficiary/{insured}, valid until "
+        f"{issued.expires_at.ToDatetime(tzinfo=dt.UTC).isoformat()}; it is shown only this once",
+        file=sys.stderr,
+    )
+    return 0
+
+
 def _add(
     commands: argparse._SubParsersAction[argparse.ArgumentParser],
     name: str,
@@ -203,7 +225,7 @@ def _add(
 
 
 def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    """Add ``beneficiary declare|record|contributions`` and ``fund decide``."""
+    """Add ``beneficiary declare|record|contributions`` and ``fund decide|issue-code``."""
     beneficiary = commands.add_parser(
         "beneficiary", help="the insured person: declare beneficiaries, read one's record"
     )
@@ -252,7 +274,9 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     contributions.add_argument("--as-of", type=_date, help="default: the ledger's date today")
     contributions.set_defaults(handler=_contributions)
 
-    fund = commands.add_parser("fund", help="the fund (an insurer): decide declarations")
+    fund = commands.add_parser(
+        "fund", help="the fund (an insurer): enrolment codes for its insured, decisions"
+    )
     fund_commands = fund.add_subparsers(dest="fund_command", required=True)
     decide = _add(
         fund_commands,
@@ -269,3 +293,16 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     decision.add_argument("--accept", action="store_true", help="accept it")
     decision.add_argument("--reject", metavar="REASON", help="reject it, saying why")
     decide.set_defaults(handler=_decide)
+
+    issue_code = _add(
+        fund_commands,
+        "issue-code",
+        "Issue a one-time enrolment code for a person the fund insures (covered as SELF), to\n"
+        "deliver out of band; prints the code, then the person's token (their enrolment name).",
+        "policy-ledger fund issue-code --server 127.0.0.1:50051 --credentials var/pki "
+        "--as insurer-acme-health --log-verifier @log.pub --insured MA:NATIONAL_ID:BE123456 "
+        "--ttl 7d",
+    )
+    issue_code.add_argument("--insured", required=True, type=person_argument, help=PERSON_FORM)
+    issue_code.add_argument("--ttl", default="24h", help="30m, 24h or 7d (at most 30 days)")
+    issue_code.set_defaults(handler=_issue_code)

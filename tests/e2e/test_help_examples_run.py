@@ -264,6 +264,7 @@ def test_every_help_example_runs_as_printed(
         runner.run("policy-ledger fund decide")
         runner.run("policy-ledger beneficiary record")
         runner.run("policy-ledger beneficiary contributions")
+        runner.run("policy-ledger fund issue-code")  # the fund's code for its insured
         runner.run("policy-ledger coverage check")
         runner.run("policy-ledger certificate get")
         runner.run("policy-ledger certificate verify")
