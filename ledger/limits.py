@@ -228,3 +228,7 @@ declaration_id_chars_max: Final = 128
 """The longest declaration id an insured may choose."""
 decision_reason_chars_max: Final = 256
 """The longest reason a fund gives for its decision on a declaration."""
+declared_child_age_max_years: Final = 21
+"""Law 65-00, article 5: a child in the insured's charge is covered up to 21 (completed years)."""
+declared_child_in_education_age_max_years: Final = 26
+"""Law 65-00, article 5: up to 26 for a child in higher education (a school certificate)."""

@@ -12,7 +12,9 @@ Rules of a declaration (signed by the insured, role beneficiary, principal = per
       today (their current coverage on it);
   (3) the effective date lies within the policy's period;
   (4) the declaration id is new for this insured;
-  (5) nobody declared is the insured, or already a current member of the policy.
+  (5) nobody declared is the insured, or already a current member of the policy; a child
+      whose birth date the vault holds is within law 65-00 article 5's age limits
+      (:func:`check_child_age`).
 Rules of a decision (signed by an insurer):
   (1) the declaration exists;
   (2) the signer owns the declaration's policy (another insurer cannot decide it);
@@ -24,11 +26,13 @@ Rules of a decision (signed by an insurer):
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import insert, select, update
 
+from ledger import limits
 from ledger.coverage import projector as _projector
 from ledger.errors import (
     AlreadyExists,
@@ -38,6 +42,7 @@ from ledger.errors import (
     PermissionDenied,
 )
 from ledger.storage.tables import beneficiary_declarations, declared_beneficiaries
+from ledger.storage.vault_store import birth_dates_of
 from ledger.v1 import events_pb2
 
 if TYPE_CHECKING:
@@ -49,6 +54,7 @@ __all__ = [
     "REJECTED",
     "apply_beneficiaries_declared",
     "apply_declaration_decided",
+    "check_child_age",
     "documents_json",
 ]
 
@@ -175,6 +181,46 @@ def _check_declarable(
                 field_violations=[FieldViolation(person_field, "already a member")],
                 metadata={"person": person.person_token, "policy_id": policy_id},
             )
+    if projector._replay:  # the vault may hold a birth date given since; the entry is a fact
+        return
+    births = birth_dates_of(projector.connection, [p.person_token for p in body.beneficiaries])
+    effective = _projector.to_date(body.effective_date)
+    for position, person in enumerate(body.beneficiaries):
+        birth = births.get(person.person_token)
+        if person.relationship == events_pb2.RELATIONSHIP_CHILD and birth is not None:
+            check_child_age(
+                birth,
+                effective,
+                {document.kind for document in person.documents},
+                f"{field}.beneficiaries[{position}]",
+            )
+
+
+def check_child_age(
+    birth: dt.date, effective: dt.date, document_kinds: set[int], field: str
+) -> None:
+    """Law 65-00, article 5: a child in the insured's charge is at most 21 years old, at most 26
+    when a school certificate shows them in higher education, of any age when disabled (a
+    disability card). Age in completed years on the effective date. Raise FAILED_PRECONDITION
+    ``CHILD_OVER_AGE`` otherwise."""
+    if events_pb2.DOCUMENT_KIND_DISABILITY_CARD in document_kinds:
+        return
+    age_max = (
+        limits.declared_child_in_education_age_max_years
+        if events_pb2.DOCUMENT_KIND_SCHOOL_CERTIFICATE in document_kinds
+        else limits.declared_child_age_max_years
+    )
+    birthday_passed = (effective.month, effective.day) >= (birth.month, birth.day)
+    age = effective.year - birth.year - (0 if birthday_passed else 1)
+    if age > age_max:
+        raise FailedPrecondition(
+            f"a child of {age} on {effective} is over the {age_max} years law 65-00 article 5 "
+            "allows (a school certificate extends it to "
+            f"{limits.declared_child_in_education_age_max_years}; a disability card lifts it)",
+            reason="CHILD_OVER_AGE",
+            field_violations=[FieldViolation(f"{field}.person_token", f"over {age_max} years")],
+            metadata={"age": str(age), "age_max": str(age_max)},
+        )
 
 
 def apply_declaration_decided(

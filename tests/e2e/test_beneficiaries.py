@@ -341,3 +341,16 @@ def test_a_fund_issues_enrolment_codes_only_for_the_people_it_insures(family: Fa
     assert store.check("beneficiary", family.insured, issued.code, dt.datetime.now(dt.UTC))
     with family.server.channel("operator", "operator") as channel:  # the operator: anyone
         issue_enrolment_code(channel, family.spouse)
+
+
+def test_a_child_over_the_legal_age_is_refused_unless_a_document_extends_it(
+    family: Family,
+) -> None:
+    # Born 2003-03-01: 23 on 2026-07-01, over 21 (law 65-00, article 5).
+    [grown] = tokens([cin("BJ999999")], [dt.date(2003, 3, 1)])
+    over = family.declare("decl-grown", people=[Declared(grown, R.RELATIONSHIP_CHILD, BIRTH)])
+    error = _refused(family, lambda: family.submit(family.insured_signer, "beneficiary", over))
+    assert (error.code, error.reason) == (grpc.StatusCode.FAILED_PRECONDITION, "CHILD_OVER_AGE")
+    studying = (*BIRTH, (R.DOCUMENT_KIND_SCHOOL_CERTIFICATE, "CNOPS-DOC-0009"))
+    twin = family.declare("decl-student", people=[Declared(grown, R.RELATIONSHIP_CHILD, studying)])
+    family.submit(family.insured_signer, "beneficiary", twin)  # up to 26 in higher education
