@@ -28,6 +28,7 @@ from sqlalchemy.engine import make_url
 from clients.channel import ClientCredentials
 from clients.operator import OPERATOR_ID, OperatorClient, insurer_licensed, key_registered
 from clients.verify import TrustedLog
+from ledger.clock import Clock
 from ledger.config import ServerConfig
 from ledger.dsse import sign_envelope
 from ledger.events import EVENT_PAYLOAD_TYPE
@@ -42,6 +43,7 @@ from ledger.storage.db import create_ledger_engine, sqlite_url
 from ledger.storage.migrate import upgrade
 from ledger.v1 import events_pb2
 from tests.builders import use_unvaulted_tokens, use_vault
+from tests.clock import CLOCK
 
 POSTGRES_URL = os.environ.get(
     "POLICY_LEDGER_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
@@ -403,6 +405,7 @@ def start_server_thread(
     insecure_plaintext: bool = False,
     operator_signer: Signer = OPERATOR_SIGNER,
     config_changes: dict[str, object] | None = None,
+    clock: Clock = CLOCK,
     **options: float,
 ) -> ServerHandle:
     """Start a real server on 127.0.0.1:0 in a background thread (mTLS unless
@@ -429,7 +432,7 @@ def start_server_thread(
     loop = asyncio.new_event_loop()
     thread = threading.Thread(target=loop.run_forever, name="server-loop", daemon=True)
     thread.start()
-    running = asyncio.run_coroutine_threadsafe(start_server(config), loop).result(timeout=60)
+    running = asyncio.run_coroutine_threadsafe(start_server(config, clock), loop).result(timeout=60)
     use_vault(running.engine)  # the builders' events name people by this server's tokens
     return ServerHandle(running, loop, thread, format_verifier_key(log_signer), pki)
 

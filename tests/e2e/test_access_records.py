@@ -23,6 +23,7 @@ from ledger.storage.db import create_ledger_engine
 from ledger.v1 import coverage_service_pb2 as cpb
 from ledger.v1 import coverage_service_pb2_grpc as cpb_grpc
 from ledger.v1 import events_pb2, types_pb2
+from tests import clock as test_clock
 from tests.builders import token, tokens
 from tests.conftest import ServerHandle, onboard
 from tests.e2e.test_authorization_matrix import _written
@@ -48,7 +49,7 @@ def issued(
     server: ServerHandle, operator_signer: Ed25519Signer, insurer_signer: Ed25519Signer
 ) -> dt.date:
     onboard(server, operator_signer, INSURER, insurer_signer)
-    now = dt.datetime.now(dt.UTC)
+    now = test_clock.now()
     with server.channel("insurer", INSURER) as channel:
         log = TrustedLog.from_verifier_key(server.log_verifier_key)
         InsurerClient(channel, signer=insurer_signer, log=log).submit(
@@ -113,7 +114,7 @@ def test_no_purpose_or_no_permission_answers_nothing_and_records_nothing(
 def test_access_records_are_append_only(engine: Engine) -> None:
     AccessLog(engine).append(
         AccessRecord(
-            recorded_at=dt.datetime.now(dt.UTC),
+            recorded_at=test_clock.now(),
             caller="spiffe://policy-ledger.local/auditor/a",
             method="/ledger.v1.CoverageService/GetCoverage",
             purpose="AUDIT",

@@ -32,6 +32,7 @@ from ledger.signers import SignerRole
 from ledger.signing import Ed25519Signer, format_signer_key
 from ledger.storage.db import create_ledger_engine, sqlite_url
 from payments.v1 import renewal_service_pb2 as renewal_pb
+from tests import clock as test_clock
 from tests.builders import tokens
 from tests.conftest import ServerHandle, SessionPki, onboard, start_server_thread
 from tests.payments.support import civil_id
@@ -94,7 +95,7 @@ def world(
             )
             quote = renewals.quote(_kuwait_household()).quote
             payment = renewals.start_payment(quote.quote_id, "matrix-key-0001", gateway="simulated")
-        event = policy_issued(1, INSURER, dt.datetime.now(dt.UTC), tokens=tokens)
+        event = policy_issued(1, INSURER, test_clock.now(), tokens=tokens)
         yield World(
             server,
             database_url,
@@ -198,7 +199,7 @@ IDENTITY_REFUSED = ("wrong trust domain", "two SANs", "no SAN", "unknown role")
 
 
 def _bad_channel(world: World, kind: str) -> grpc.Channel:
-    root, issued = _bad_certificate(world.server.pki, kind, dt.datetime.now(dt.UTC))
+    root, issued = _bad_certificate(world.server.pki, kind, test_clock.now())
     credentials = grpc.ssl_channel_credentials(
         root_certificates=root,
         private_key=issued.key_pem if issued else None,
@@ -384,7 +385,7 @@ def test_a_plaintext_server_warns_and_answers_only_health_and_reflection(
         server = start_server_thread(database_url, log_signer, tmp_path, insecure_plaintext=True)
     try:
         assert any("INSECURE" in record.getMessage() for record in caplog.records)
-        event = policy_issued(1, INSURER, dt.datetime.now(dt.UTC), tokens=tokens)
+        event = policy_issued(1, INSURER, test_clock.now(), tokens=tokens)
         before = _written(database_url)  # the tokens above are issued: the calls write nothing
         world = World(
             server, database_url, "q", "p", sign_event(event, Ed25519Signer.generate(INSURER))

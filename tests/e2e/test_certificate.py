@@ -26,6 +26,7 @@ from ledger.signing import Ed25519Signer, format_verifier_key
 from ledger.v1 import coverage_service_pb2 as cpb
 from ledger.v1 import coverage_service_pb2_grpc as cpb_grpc
 from ledger.v1 import events_pb2, types_pb2
+from tests import clock as test_clock
 from tests.builders import issued, tokens
 from tests.conftest import ServerHandle, onboard
 
@@ -48,7 +49,7 @@ def issued_policy(
     server: ServerHandle, operator_signer: Ed25519Signer, insurer_signer: Ed25519Signer
 ) -> Iterator[Issued]:
     onboard(server, operator_signer, GULF, insurer_signer)
-    now = dt.datetime.now(dt.UTC)
+    now = test_clock.now()
     log = TrustedLog.from_verifier_key(server.log_verifier_key)
     with server.channel("insurer", GULF) as channel:
         insurer = InsurerClient(channel, signer=insurer_signer, log=log)

@@ -23,6 +23,7 @@ from ledger.signing import Ed25519Signer
 from ledger.storage.db import create_ledger_engine
 from ledger.v1 import coverage_service_pb2 as cpb
 from ledger.v1 import events_pb2, types_pb2
+from tests import clock as test_clock
 from tests.builders import (
     R,
     added,
@@ -115,7 +116,7 @@ SPONSOR, WIFE, SON, MAID = person(500), person(501), person(502), person(503)
 def test_a_newborn_is_covered_from_birth_when_added_later(world: World) -> None:
     """Back-dated to birth when added within the newborn window (ledger time: today); added
     later, coverage starts no earlier than the entry and the days since birth stay uninsured."""
-    today = dt.datetime.now(dt.UTC).date()
+    today = test_clock.now().date()
     start, end = today - dt.timedelta(days=200), today + dt.timedelta(days=160)
     world.gulf.submit(issued(GULF, "P-NB", SPONSOR, [(SPONSOR, R.RELATIONSHIP_SELF)], start, end))
     baby, birth = person(510), today - dt.timedelta(days=limits.newborn_backdating_days_max - 2)
@@ -152,7 +153,7 @@ def test_a_newborn_is_covered_from_birth_when_added_later(world: World) -> None:
 def test_final_exit_ends_coverage_from_the_exit_date(world: World) -> None:
     """A final exit is a fact of the past: recorded after it happened, it is back-dated to it
     (within its window, relative to today's ledger time)."""
-    today = dt.datetime.now(dt.UTC).date()
+    today = test_clock.now().date()
     start, end = today - dt.timedelta(days=200), today + dt.timedelta(days=160)
     world.gulf.submit(issued(GULF, "P-FE", SPONSOR, [(SPONSOR, R.RELATIONSHIP_SELF)], start, end))
     exit_day = today - dt.timedelta(days=80)
@@ -181,7 +182,7 @@ def test_an_insurer_change_with_notice_is_continuous_and_without_is_refused(worl
     """The 30 days count from the InsurerChangeNotified entry's ledger time (the server's clock
     when it sequenced it), never from a date the insurer states; dates are relative to today so
     the ledger time is what it would be in production."""
-    today = dt.datetime.now(dt.UTC).date()
+    today = test_clock.now().date()
     start, end = today - dt.timedelta(days=100), today + dt.timedelta(days=265)
     world.gulf.submit(issued(GULF, "P-OLD", SPONSOR, [(SPONSOR, R.RELATIONSHIP_SELF)], start, end))
     switch = today + dt.timedelta(days=35)
@@ -446,7 +447,7 @@ def test_an_unpaid_instalment_stops_coverage_in_every_answer_until_paid(world: W
     from clients.certificate import CertificateClient
     from clients.errors import NotFoundError
 
-    today = dt.datetime.now(dt.UTC).date()
+    today = test_clock.now().date()
     start, end = today - dt.timedelta(days=100), today + dt.timedelta(days=200)
     schedule = [(start, sar(100_000)), (today - dt.timedelta(days=5), sar(100_000))]
     world.gulf.submit(

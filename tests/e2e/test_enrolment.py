@@ -42,6 +42,7 @@ from ledger.v1 import (
     ledger_service_pb2,
     ledger_service_pb2_grpc,
 )
+from tests import clock as test_clock
 from tests.builders import tokens
 from tests.conftest import OPERATOR_SIGNER, ServerHandle, start_server_thread
 
@@ -86,7 +87,7 @@ def _issue(
     server: ServerHandle, *, role: str = "insurer", name: str = INSURER, **when: object
 ) -> tuple[str, str]:
     code = new_code()
-    now = when.get("now", dt.datetime.now(dt.UTC))
+    now = when.get("now", test_clock.now())
     ttl = when.get("ttl", dt.timedelta(hours=1))
     code_id = EnrolmentStore(server.running.engine).issue(role, name, code, now, ttl)  # type: ignore[arg-type]
     return code, code_id
@@ -137,7 +138,7 @@ def test_an_insurer_enrols_is_licensed_and_submits_with_its_new_certificate(
     )
     with grpc.secure_channel(server.address, credentials.channel_credentials()) as channel:
         receipt = InsurerClient(channel, signer=signer, log=log).submit(
-            policy_issued(1, INSURER, dt.datetime.now(dt.UTC), tokens=tokens)
+            policy_issued(1, INSURER, test_clock.now(), tokens=tokens)
         )
     assert receipt.leaf_index == _entries(server) - 1
 
@@ -172,7 +173,7 @@ def test_a_used_code_is_refused_the_second_time(enrolling_server: ServerHandle) 
 def test_an_expired_code_is_refused_and_stays_unused(enrolling_server: ServerHandle) -> None:
     code, code_id = _issue(
         enrolling_server,
-        now=dt.datetime.now(dt.UTC) - dt.timedelta(hours=2),
+        now=test_clock.now() - dt.timedelta(hours=2),
         ttl=dt.timedelta(hours=1),
     )
     error = _refused(enrolling_server, code, Ed25519Signer.generate(INSURER))
@@ -346,9 +347,7 @@ def test_the_command_line_enrols_an_insurer_whose_credentials_then_submit(
         )
     events = tmp_path / "events.json"
     events.write_text(
-        json_format.MessageToJson(
-            policy_issued(2, INSURER, dt.datetime.now(dt.UTC), tokens=tokens)
-        ),
+        json_format.MessageToJson(policy_issued(2, INSURER, test_clock.now(), tokens=tokens)),
         encoding="utf-8",
     )
     before = _entries(server)
@@ -408,7 +407,7 @@ def test_an_enrolment_port_without_its_keys_refuses_to_start(tmp_path: Path) -> 
     )
     other_ca = tmp_path / "other-ca.key"
     other_ca.write_bytes(
-        CertificateAuthority.create("another CA", dt.datetime.now(dt.UTC)).key.private_bytes(
+        CertificateAuthority.create("another CA", test_clock.now()).key.private_bytes(
             serialization.Encoding.PEM,
             serialization.PrivateFormat.PKCS8,
             serialization.NoEncryption(),

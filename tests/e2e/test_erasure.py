@@ -43,6 +43,7 @@ from ledger.v1 import events_pb2
 from ledger.v1 import identity_service_pb2 as ipb
 from ledger.v1 import identity_service_pb2_grpc as ipb_grpc
 from payments.v1 import renewal_service_pb2 as pb
+from tests import clock as test_clock
 from tests.conftest import ServerHandle, onboard, start_server_thread
 from tests.durability.processes import postgres_binaries, postgres_instance
 from tests.payments.support import civil_id
@@ -170,7 +171,7 @@ def _populate(
     log = TrustedLog.from_verifier_key(server.log_verifier_key)
     with server.channel("insurer", INSURER) as channel:
         insurer = InsurerClient(channel, signer=insurer_signer, log=log)
-        now = dt.datetime.now(dt.UTC)
+        now = test_clock.now()
         for event in sample_events(6, INSURER, now, tokens=insurer.tokens.tokens):
             insurer.submit(event)
     return server
@@ -275,8 +276,10 @@ def test_an_erased_person_is_found_nowhere_and_the_log_still_verifies(
     log = TrustedLog.from_verifier_key(server.log_verifier_key)
     with server.channel("operator", "operator") as channel:
         portal = PortalClient(channel, log=log)
-        assert list(portal.get_coverage(WIFE, dt.date.today()).response.coverages) == []
-        household = portal.check_household(SPONSOR, [], through=dt.date.today(), jurisdiction="SA")
+        assert list(portal.get_coverage(WIFE, test_clock.today()).response.coverages) == []
+        household = portal.check_household(
+            SPONSOR, [], through=test_clock.today(), jurisdiction="SA"
+        )
         members = {m.person.value for m in household.response.members}
         assert members == {SPONSOR.value, iqama(18).value}  # the wife is no longer on record
         with pytest.raises(grpc.RpcError) as unknown:

@@ -9,20 +9,33 @@ import datetime as dt
 import json
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
+import pytest
 from google.protobuf import json_format
 from sqlalchemy import create_engine, func, select
 
+from ledger.clock import SystemClock
 from ledger.events import civil_date
-from ledger.signing import format_signer_key
+from ledger.signing import Ed25519Signer, format_signer_key
 from ledger.storage.tables import log_entries
 from ledger.storage.vault_store import person_identities
 from ledger.v1 import events_pb2
-from tests.conftest import OPERATOR_SIGNER, ServerHandle
+from tests.conftest import OPERATOR_SIGNER, ServerHandle, start_server_thread
 
 CLI = [sys.executable, "-m", "ledger.cli"]
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
+
+
+@pytest.fixture
+def server(database_url: str, log_signer: Ed25519Signer, tmp_path: Path) -> Iterator[ServerHandle]:
+    """A running server on the machine's clock, not the tests' (tests/clock.py): the CLI
+    processes these tests run register keys valid from the machine's now, and the server must
+    not be behind them. The examples' dates do not depend on the day."""
+    handle = start_server_thread(database_url, log_signer, tmp_path, clock=SystemClock())
+    yield handle
+    handle.stop()
 
 
 def run(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:

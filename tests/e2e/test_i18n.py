@@ -22,6 +22,7 @@ from ledger.storage.db import create_ledger_engine
 from ledger.v1 import coverage_service_pb2 as cpb
 from ledger.v1 import coverage_service_pb2_grpc as cpb_grpc
 from ledger.v1 import events_pb2, types_pb2
+from tests import clock as test_clock
 from tests.builders import tokens
 from tests.conftest import ServerHandle, onboard
 
@@ -33,7 +34,7 @@ def issued(
     server: ServerHandle, operator_signer: Ed25519Signer, insurer_signer: Ed25519Signer
 ) -> dt.date:
     onboard(server, operator_signer, INSURER, insurer_signer)
-    now = dt.datetime.now(dt.UTC)
+    now = test_clock.now()
     with server.channel("insurer", INSURER) as channel:
         log = TrustedLog.from_verifier_key(server.log_verifier_key)
         InsurerClient(channel, signer=insurer_signer, log=log).submit(

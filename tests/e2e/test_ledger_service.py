@@ -3,7 +3,6 @@ Python clients in clients/; everything the server says is verified with the log'
 
 from __future__ import annotations
 
-import datetime as dt
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 
@@ -26,11 +25,12 @@ from ledger.signing import Ed25519Signer, format_verifier_key
 from ledger.v1 import admin_service_pb2, admin_service_pb2_grpc, events_pb2
 from ledger.v1 import ledger_service_pb2 as pb
 from ledger.v1 import ledger_service_pb2_grpc as pb_grpc
+from tests import clock as test_clock
 from tests.builders import tokens
 from tests.conftest import ServerHandle, onboard
 
 INSURER = "gulf-health"
-NOW = dt.datetime.now(dt.UTC)
+NOW = test_clock.now()
 ONBOARDED = 3
 """Entries before the insurer's first: leaf 0 the genesis entry (the operator's key), leaf 1 the
 insurer's KeyRegistered, leaf 2 its InsurerLicensed (the insurer fixture)."""

@@ -4,7 +4,6 @@ calls, and every named series moves by what the calls did (docs/operations.md, "
 from __future__ import annotations
 
 import asyncio
-import datetime as dt
 import json
 import logging
 import re
@@ -32,6 +31,7 @@ from ledger.v1 import ledger_service_pb2_grpc as pb_grpc
 from ledger.witnessing import WitnessSubmitter
 from payments.metrics import PaymentStateCollector
 from payments.states import PaymentState, RefundState
+from tests import clock as test_clock
 from tests.builders import tokens
 from tests.conftest import ServerHandle, onboard
 from tests.durability.processes import start_server_process
@@ -39,7 +39,7 @@ from tests.payments.support import Stack, family_request
 from tests.stack import start_full_server
 
 INSURER = "gulf-health"
-NOW = dt.datetime.now(dt.UTC)
+NOW = test_clock.now()
 OPERATIONS = Path(__file__).resolve().parents[2] / "docs" / "operations.md"
 LEDGER = "ledger.v1.LedgerService"
 

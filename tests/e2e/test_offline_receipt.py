@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import datetime as dt
 import subprocess
 import sys
 
@@ -16,6 +15,7 @@ from clients.samples import sample_events
 from ledger.signing import Ed25519Signer, format_verifier_key
 from ledger.v1 import ledger_service_pb2 as pb
 from ledger.v1 import ledger_service_pb2_grpc as pb_grpc
+from tests import clock as test_clock
 from tests.builders import tokens
 from tests.conftest import ServerHandle, onboard
 
@@ -29,7 +29,7 @@ def test_receipts_verify_offline_and_every_tampering_fails(
     key = VerifierKey.parse(server.log_verifier_key)
     with server.channel("insurer", INSURER) as channel:
         stub = pb_grpc.LedgerServiceStub(channel)
-        for event in sample_events(5, INSURER, dt.datetime.now(dt.UTC), tokens=tokens):
+        for event in sample_events(5, INSURER, test_clock.now(), tokens=tokens):
             envelope = sign_event(event, insurer_signer)
             receipt = stub.SubmitEvent(pb.SubmitEventRequest(envelope=envelope)).receipt
             fields = {

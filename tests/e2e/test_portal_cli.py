@@ -13,6 +13,7 @@ from google.protobuf import json_format
 from clients.samples import iqama, policy_issued, sample_events
 from ledger.cli import main
 from ledger.signing import Ed25519Signer, format_signer_key
+from tests import clock as test_clock
 from tests.builders import tokens
 from tests.conftest import ServerHandle, onboard
 
@@ -35,7 +36,7 @@ def test_insurer_submit_then_coverage_check(
     onboard(server, operator_signer, INSURER, insurer_signer)
     key = tmp_path / "insurer.key"
     key.write_text(format_signer_key(insurer_signer) + "\n")
-    now = dt.datetime.now(dt.UTC)
+    now = test_clock.now()
     events = tmp_path / "events.json"
     events.write_text(
         json.dumps(

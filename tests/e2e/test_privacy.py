@@ -35,6 +35,7 @@ from ledger.storage.tables import checkpoints, log_entries
 from ledger.storage.vault_store import person_identities
 from ledger.v1 import ledger_service_pb2 as pb
 from ledger.v1 import ledger_service_pb2_grpc as pb_grpc
+from tests import clock as test_clock
 from tests.builders import R, added, erased, fee_collected, person, removed, token
 from tests.conftest import ServerHandle, onboard
 from tests.stack import row_counts
@@ -84,7 +85,7 @@ def world(
 
 def _populate(world: World) -> None:
     """Policies, premiums, cancellations, a member added and removed, a collected fee."""
-    now = dt.datetime.now(dt.UTC)
+    now = test_clock.now()
     for event in sample_events(12, INSURER, now, tokens=world.insurer.tokens.tokens):
         world.insurer.submit(event)
     day = now.date()
@@ -203,9 +204,7 @@ def test_an_event_naming_a_token_the_vault_never_issued_is_refused(world: World)
 
 
 def test_a_v1_payload_is_refused_naming_the_supported_type(world: World) -> None:
-    event = next(
-        sample_events(1, INSURER, dt.datetime.now(dt.UTC), tokens=world.insurer.tokens.tokens)
-    )
+    event = next(sample_events(1, INSURER, test_clock.now(), tokens=world.insurer.tokens.tokens))
     payload = event.SerializeToString(deterministic=True)
     signer = world.insurer._signer
     envelope = envelope_to_proto(
@@ -237,13 +236,13 @@ def test_after_erasure_the_person_is_found_nowhere_and_the_log_still_verifies(
     wife_token = token(wife)
     with world.server.channel("operator", "operator") as channel:
         portal = PortalClient(channel, log=world.log)
-        assert portal.get_coverage(wife, dt.date.today()).response.coverages
+        assert portal.get_coverage(wife, test_clock.today()).response.coverages
     _erase(world, wife_token)
     with world.server.channel("operator", "operator") as channel:
         portal = PortalClient(channel, log=world.log)
-        assert list(portal.get_coverage(wife, dt.date.today()).response.coverages) == []
+        assert list(portal.get_coverage(wife, test_clock.today()).response.coverages) == []
         household = portal.check_household(
-            iqama(16 * 3), [], through=dt.date.today(), jurisdiction="SA"
+            iqama(16 * 3), [], through=test_clock.today(), jurisdiction="SA"
         ).response
         assert all(member.person.value != wife.value for member in household.members)
     assert all(p.value != wife.value for p in _identifiers(world))

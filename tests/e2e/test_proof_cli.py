@@ -7,7 +7,6 @@ CLI wires ``register`` in separately), so exactly what the console script would 
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 from pathlib import Path
 
 import pytest
@@ -18,6 +17,7 @@ from clients.offline.tlog_proof import parse_tlog_proof, verify_tlog_proof
 from clients.samples import sample_events
 from clients.verify import TrustedLog, VerifiedReceipt
 from ledger.signing import Ed25519Signer, format_verifier_key
+from tests import clock as test_clock
 from tests.builders import tokens
 from tests.conftest import ServerHandle, onboard
 
@@ -40,9 +40,7 @@ def receipts(
     with server.channel("insurer", INSURER) as channel:
         insurer = InsurerClient(channel, signer=insurer_signer, log=log)
         results = list(
-            insurer.submit_stream(
-                sample_events(12, INSURER, dt.datetime.now(dt.UTC), tokens=tokens)
-            )
+            insurer.submit_stream(sample_events(12, INSURER, test_clock.now(), tokens=tokens))
         )
     assert all(isinstance(result, VerifiedReceipt) for result in results), results
     return [result for result in results if isinstance(result, VerifiedReceipt)]

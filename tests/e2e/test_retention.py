@@ -14,6 +14,7 @@ from clients.verify import TrustedLog
 from ledger.cli import main
 from ledger.identity.retention import load_retention_periods
 from ledger.signing import Ed25519Signer, format_signer_key
+from tests import clock as test_clock
 from tests.builders import R, issued, person, token
 from tests.conftest import OPERATOR_SIGNER, ServerHandle, onboard
 from tests.stack import row_counts
@@ -50,7 +51,7 @@ def test_erase_expired_erases_the_people_past_their_period_once(
         insurer.submit(
             issued(INSURER, "OLD", OLD_SPONSOR, old, dt.date(2016, 1, 1), dt.date(2016, 12, 31))
         )
-        today = dt.datetime.now(dt.UTC).date()
+        today = test_clock.now().date()
         insurer.submit(
             issued(INSURER, "NOW", CURRENT, [(CURRENT, R.RELATIONSHIP_SELF)], today, today)
         )

@@ -25,12 +25,13 @@ from ledger.storage.tables import checkpoints, log_entries
 from ledger.v1 import events_pb2, types_pb2
 from ledger.v1 import ledger_service_pb2 as pb
 from ledger.v1 import ledger_service_pb2_grpc as pb_grpc
+from tests import clock as test_clock
 from tests.builders import fee_collected, tokens, use_vault
 from tests.conftest import ServerHandle, onboard, start_server_thread
 
 INSURER = "gulf-health"
 OTHER_INSURER = "desert-care"
-NOW = dt.datetime.now(dt.UTC)
+NOW = test_clock.now()
 ONBOARDED = (7, 8)
 """(entries, checkpoints) once the keys fixture ran: leaf 0 the genesis entry, 1 and 2 the good
 key and the licence, 3-5 three more keys, 6 a revocation (the empty tree's checkpoint, then

@@ -4,7 +4,6 @@ INVALID_ARGUMENT once the requests before it are answered, and nothing of it is 
 
 from __future__ import annotations
 
-import datetime as dt
 from collections.abc import Iterator
 
 import grpc
@@ -22,11 +21,12 @@ from ledger.storage.tables import checkpoints, log_entries
 from ledger.v1 import ledger_service_pb2 as pb
 from ledger.v1 import ledger_service_pb2_grpc as pb_grpc
 from ledger.v1 import types_pb2
+from tests import clock as test_clock
 from tests.builders import tokens
 from tests.conftest import ServerHandle, onboard
 
 INSURER = "gulf-health"
-NOW = dt.datetime.now(dt.UTC)
+NOW = test_clock.now()
 
 
 @pytest.fixture

@@ -22,6 +22,7 @@ from clients.witness.witness import Witness
 from ledger.signing import Ed25519Signer, format_verifier_key
 from ledger.v1 import ledger_service_pb2 as pb
 from ledger.v1 import ledger_service_pb2_grpc as pb_grpc
+from tests import clock as test_clock
 from tests.builders import tokens
 from tests.conftest import ServerHandle, onboard, start_server_thread
 
@@ -250,7 +251,6 @@ def test_certificate_verify_applies_the_policy_to_the_bundles_checkpoint(
     insurer_signer: Ed25519Signer,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    import datetime as dt
 
     from clients import samples
     from clients.cli_certificate import register as register_certificate
@@ -269,7 +269,7 @@ def test_certificate_verify_applies_the_policy_to_the_bundles_checkpoint(
     )
     try:
         onboard(server, operator_signer, "gulf-health", insurer_signer)
-        now = dt.datetime.now(dt.UTC)
+        now = test_clock.now()
         log = TrustedLog.from_verifier_key(server.log_verifier_key)
         with server.channel("insurer", "gulf-health") as channel:
             receipt = InsurerClient(channel, signer=insurer_signer, log=log).submit(

@@ -3,8 +3,6 @@ idempotency and proofs built from stored nodes."""
 
 from __future__ import annotations
 
-import datetime as dt
-
 import pytest
 from sqlalchemy import Engine, func, select, text
 from sqlalchemy.exc import DBAPIError
@@ -23,10 +21,11 @@ from ledger.storage.append import Appender, PendingEntry, Receipt
 from ledger.storage.log_store import LogStore
 from ledger.storage.migrate import alembic_config, downgrade, upgrade
 from ledger.storage.tables import APPEND_ONLY_TABLES, checkpoints, log_entries, tree_nodes
+from tests import clock as test_clock
 from tests.builders import tokens
 from tests.conftest import onboard_directly, pending
 
-NOW = dt.datetime.now(dt.UTC)
+NOW = test_clock.now()
 INSURER = "gulf-health"
 FIRST = 3
 """Leaf 0 is the genesis entry naming the operator's key, leaves 1 and 2 register INSURER's key

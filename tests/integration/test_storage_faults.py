@@ -8,7 +8,6 @@ UNAVAILABLE with a retry hint, and resubmitting the same events gets receipts, n
 
 from __future__ import annotations
 
-import datetime as dt
 import errno
 import sqlite3
 from collections.abc import Iterator
@@ -27,10 +26,11 @@ from ledger.signing import Ed25519Signer
 from ledger.storage.append import Appender, PendingEntry, Receipt
 from ledger.storage.log_store import LogStore
 from ledger.storage.tables import checkpoints, log_entries, tree_nodes
+from tests import clock as test_clock
 from tests.builders import tokens
 from tests.conftest import onboard_directly, pending
 
-NOW = dt.datetime.now(dt.UTC)
+NOW = test_clock.now()
 INSURER = "gulf-health"
 
 

@@ -10,10 +10,11 @@ from cryptography import x509
 from ledger.errors import InvalidArgument, Unauthenticated
 from ledger.pki import CertificateAuthority, spiffe_id
 from ledger.rpc.identity import Caller, caller_from_certificate, caller_from_spiffe_id
+from tests import clock as test_clock
 
 DOMAIN = "policy-ledger.local"
 URI = x509.UniformResourceIdentifier
-NOW = dt.datetime.now(dt.UTC)
+NOW = test_clock.now()
 
 
 @pytest.fixture(scope="module")
