@@ -36,6 +36,7 @@ from ledger.storage.enrolment_store import EnrolmentStore, enrolment_codes
 from ledger.storage.tables import PROJECTION_TABLES, log_entries
 from ledger.v1 import beneficiary_service_pb2 as bpb
 from ledger.v1 import events_pb2, types_pb2
+from tests import clock
 from tests.builders import issued, tokens
 from tests.conftest import OPERATOR_SIGNER, ServerHandle, onboard
 
@@ -338,7 +339,7 @@ def test_a_fund_issues_enrolment_codes_only_for_the_people_it_insures(family: Fa
             issue_enrolment_code(channel, family.insured, "90d")  # over the 30 days allowed
         assert raised.value.code == grpc.StatusCode.INVALID_ARGUMENT
     store = EnrolmentStore(family.server.running.engine)
-    assert store.check("beneficiary", family.insured, issued.code, dt.datetime.now(dt.UTC))
+    assert store.check("beneficiary", family.insured, issued.code, clock.now())
     with family.server.channel("operator", "operator") as channel:  # the operator: anyone
         issue_enrolment_code(channel, family.spouse)
 

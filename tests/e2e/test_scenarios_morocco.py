@@ -39,6 +39,7 @@ from payments.sandbox.cmi import CmiSandbox
 from payments.v1 import renewal_service_pb2 as rpb
 from payments.v1.contribution_service_pb2 import GetContributionStatusRequest
 from payments.v1.contribution_service_pb2_grpc import ContributionServiceStub
+from tests import clock
 from tests.builders import issued, tokens
 from tests.conftest import OPERATOR_SIGNER, ServerHandle, onboard, session_pki, start_server_thread
 from tests.stack import RowCounter
@@ -157,7 +158,8 @@ def test_an_insured_enrols_declares_is_accepted_and_settles_through_cmi(
                     ((R.DOCUMENT_KIND_BIRTH_CERTIFICATE, "CNOPS-DOC-0002"),),
                 ),
             ],
-            effective=JUL1,  # signed now: the key enrolled just now is valid from now
+            effective=JUL1,
+            occurred_at=clock.now(),  # the key enrolled just now is valid from the server's now
         )
         # (4) The fund accepts; (5) both are members of the insured's policy from 1 July.
         with server.channel("insurer", FUND) as fund_channel:
@@ -167,7 +169,7 @@ def test_an_insured_enrols_declares_is_accepted_and_settles_through_cmi(
                     insured,
                     "CNOPS-DECL-0001",
                     accepted=True,
-                    occurred_at=dt.datetime.now(dt.UTC),
+                    occurred_at=clock.now(),
                 )
             )
         [declaration] = person.record().declarations
