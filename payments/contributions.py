@@ -10,8 +10,9 @@ from the ledger's projections, never from the payments tables:
   (1) ``insured_since``: the first day the person is covered as SELF by a policy that is not a
       contribution (the fund's own policy); none: NOT_FOUND, the person is not insured;
   (2) ``paid_through``: the last day of the contribution coverage (plan ``GOVERNMENT-HEALTH``,
-      relationship SELF, in the schedule's currency) that still runs to its period's end (a fee
-      refunded in full ends it early: it no longer counts);
+      relationship SELF, in the schedule's currency) that still runs to its period's end, of a
+      contribution not refunded in full (a full refund, before or after the period, means it was
+      not paid: it no longer counts; a partial refund leaves it counting);
   (3) ``owed``: the schedule's price of the months from the day after ``paid_through`` (or from
       ``insured_since``) through the end of the month of ``as_of``; zero when paid ahead.
 docs/beneficiaries.md, "Contributions", explains it with its sources.
@@ -28,7 +29,7 @@ from sqlalchemy import ColumnElement, Connection, and_, func, select
 from ledger.coverage.projector import GOVERNMENT_PLAN, PERIOD_END
 from ledger.errors import NotFound
 from ledger.storage.log_store import StoredCheckpoint, latest_checkpoint
-from ledger.storage.tables import coverages, policies
+from ledger.storage.tables import coverages, fee_refunds, policies
 from payments import fees
 
 __all__ = ["ContributionStatus", "contribution_status", "month_end"]
@@ -76,17 +77,7 @@ def contribution_status(
             metadata={"person_token": person_token},
         )
     schedule = fees.default_schedules().for_date(jurisdiction, as_of)
-    paid_through = connection.execute(  # (2)
-        select(func.max(coverages.c.end_date))
-        .select_from(coverages.join(policies, _policy_of_coverage()))
-        .where(
-            coverages.c.person_key == person_token,
-            coverages.c.relationship == _SELF,
-            coverages.c.end_reason == PERIOD_END,
-            policies.c.plan == GOVERNMENT_PLAN,
-            policies.c.currency_code == schedule.currency,
-        )
-    ).scalar()
+    paid_through = _paid_through(connection, person_token, schedule.currency)  # (2)
     owed_through = month_end(as_of)  # (3)
     first_owed = max(
         insured_since, paid_through + dt.timedelta(days=1) if paid_through else insured_since
@@ -119,6 +110,46 @@ def contribution_status(
         schedule_version=schedule.version,
         head=head,
     )
+
+
+def _paid_through(connection: Connection, person_token: str, currency: str) -> dt.date | None:
+    """The last day of the person's contribution coverage still running to its end, of a
+    contribution not refunded in full (a refund after the period leaves the coverage as it was,
+    but the contribution was not paid: it does not count)."""
+    refunded = (
+        select(
+            fee_refunds.c.insurer_id,
+            fee_refunds.c.policy_id,
+            func.sum(fee_refunds.c.amount_minor).label("refunded_minor"),
+        )
+        .group_by(fee_refunds.c.insurer_id, fee_refunds.c.policy_id)
+        .subquery()
+    )
+    rows = connection.execute(
+        select(coverages.c.end_date, policies.c.annual_premium_minor, refunded.c.refunded_minor)
+        .select_from(
+            coverages.join(policies, _policy_of_coverage()).outerjoin(
+                refunded,
+                and_(
+                    refunded.c.insurer_id == policies.c.insurer_id,
+                    refunded.c.policy_id == policies.c.policy_id,
+                ),
+            )
+        )
+        .where(
+            coverages.c.person_key == person_token,
+            coverages.c.relationship == _SELF,
+            coverages.c.end_reason == PERIOD_END,
+            policies.c.plan == GOVERNMENT_PLAN,
+            policies.c.currency_code == currency,
+        )
+    ).all()
+    paid = [
+        row.end_date
+        for row in rows
+        if row.refunded_minor is None or row.refunded_minor < row.annual_premium_minor
+    ]
+    return max(paid, default=None)
 
 
 def _policy_of_coverage() -> ColumnElement[bool]:
