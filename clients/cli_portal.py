@@ -271,7 +271,11 @@ def _add(
 
 
 def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    """Add ``insurer submit``, ``coverage check`` and ``renew``."""
+    """Add ``insurer submit``, ``coverage check`` and ``renew`` (and, task F, the
+    ``beneficiary`` and ``fund`` commands of clients/cli_beneficiary.py)."""
+    from clients.cli_beneficiary import register as register_beneficiary
+
+    register_beneficiary(commands)
     insurer = commands.add_parser("insurer", help="insurer commands: submit signed events")
     insurer_commands = insurer.add_subparsers(dest="insurer_command", required=True)
     submit = _add(

@@ -25,6 +25,7 @@ from clients.audit_cli import fetch_checkpoint_note as auditor_checkpoint_note
 from clients.audit_cli import fetch_entries as entries_from_server
 from clients.auditor import AuditorClient
 from clients.channel import ClientCredentials, Connection
+from clients.demo_morocco import run_morocco
 from clients.demo_permits import show_permits
 from clients.demo_sudan import run_sudan_step
 from clients.errors import ClientError
@@ -225,6 +226,7 @@ def run_demo(*, events_count: int, workdir: Path) -> int:
         run_sudan_step(  # task D (issue 11): a funded cohort
             operator, pki, channel_as, trusted=trusted, keys_valid_from=keys_valid_from, say=say
         )
+    run_morocco(workdir)  # Task F (issue 11): the insured acts for themselves; contributions
     say(f"done in {time.monotonic() - started:.1f} s")
     return 0
 

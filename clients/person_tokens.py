@@ -135,6 +135,9 @@ def tokenize_event(event: events_pb2.Event, tokens: PersonTokens) -> None:
     Raises ValueError naming a malformed identifier or birth date; the ledger checks the
     identifiers themselves when it issues the tokens."""
     found = list(_identifier_fields(event))
+    if event.insurer_id.startswith(IDENTIFIER_PREFIX):
+        # A person signs for themselves (BeneficiariesDeclared): their principal is their token.
+        found.append((event, "insurer_id", event.insurer_id.removeprefix(IDENTIFIER_PREFIX)))
     if not found:
         return
     people = [_person_id(text.partition(BIRTH_SEPARATOR)[0]) for _, _, text in found]

@@ -19,7 +19,8 @@ Placeholders: the examples of every command's --help run as printed in a folder 
 (your server's address), `127.0.0.1:50052` (its --enrol-listen port), `127.0.0.1:8380` (a
 witness's address), `CODE` (the code `enrol issue` printed), `ed25519:0123abcd4567ef89` (a key
 id `admin insurer list` shows), `policy-ledger.example/log+1234abcd+AQ...` (your log's verifier
-key, var/log.key.pub) and `postgresql+psycopg://ledger@db/ledger` (your database's URL).
+key, var/log.key.pub), `postgresql+psycopg://ledger@db/ledger` (your database's URL) and
+`pt_abcdefghijklmnopqrstuvwxyz` (the person token `enrol issue --person` printed).
 """
 
 from __future__ import annotations

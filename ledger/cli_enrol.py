@@ -13,12 +13,15 @@ from pathlib import Path
 import grpc
 
 from clients.enrolment import enrol, signing_key_file, write_credentials
+from ledger.cli_flags import PERSON_FORM, person_argument
 from ledger.clock import SystemClock
 from ledger.config import ServerConfig
+from ledger.coverage.projector import person_ref
 from ledger.enrolment import ENROLLABLE_ROLES, check_enrollable, new_code, parse_ttl
 from ledger.storage.db import create_ledger_engine
 from ledger.storage.enrolment_store import EnrolmentStore
 from ledger.storage.migrate import upgrade
+from ledger.storage.vault_store import VaultStore
 
 __all__ = ["add_enrol_commands", "add_enrol_serve_options", "apply_enrol_serve_options"]
 
@@ -28,20 +31,34 @@ standard output; the database keeps only its SHA-256. It expires after --ttl, is
 is locked after 5 wrong tries (issue a new one to unlock). Issuing a new code for the same party
 replaces the old one.
 
-Example:
-  policy-ledger enrol issue --role insurer --name acme-health --ttl 24h"""
+A person (role beneficiary, docs/beneficiaries.md) is named by identifier with --person: the
+code is issued for their person token (the identity vault issues one if the person is new),
+printed on standard output after the code; the person enrols with that token as --name.
+
+Examples:
+  policy-ledger enrol issue --role insurer --name acme-health --ttl 24h
+  policy-ledger enrol issue --role beneficiary --person MA:NATIONAL_ID:BE123456 --ttl 7d"""
 
 
-def _issue(args: argparse.Namespace) -> int:
-    check_enrollable(args.role, args.name)
+def _issue(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
+    if (args.name is None) == (args.person is None):
+        parser.error("give --name, or --person for a beneficiary (exactly one)")
+    if args.person is not None and args.role != "beneficiary":
+        parser.error("--person is for --role beneficiary only")
     ttl = parse_ttl(args.ttl)
     engine = create_ledger_engine(args.database or ServerConfig.from_environment().database_url)
     upgrade(engine)
     now = SystemClock().now()
+    name = args.name
+    if args.person is not None:  # the person's token, from the vault (issued if new)
+        [name] = VaultStore(engine).tokens_for([person_ref(args.person)], now)
+    check_enrollable(args.role, name)
     code = new_code()
-    EnrolmentStore(engine).issue(args.role, args.name, code, now, ttl)
+    EnrolmentStore(engine).issue(args.role, name, code, now, ttl)
     engine.dispose()
     print(code)
+    if args.person is not None:
+        print(name)
     print(
         f"enrolment code for {args.role}/{args.name}, valid until {(now + ttl).isoformat()}; "
         "it is shown only this once",
@@ -56,9 +73,15 @@ certificate (the enrolment port checks no client certificate; you check the serv
 --ca), and, as an insurer, have your signing key registered. Writes ROLE-NAME.pem/.key (and
 ca.pem) into --out, so `--credentials DIR --as ROLE-NAME` works for every other command.
 
-Example:
+A person enrols as --role beneficiary with --name their person token (printed by `enrol issue
+--person`), and their own Ed25519 signing key: they sign their declarations with it.
+
+Examples:
   policy-ledger enrol --server 127.0.0.1:50052 --ca var/pki/ca.pem --code CODE \\
-      --role insurer --name acme-health --signing-key var/acme.key --out var/acme"""
+      --role insurer --name acme-health --signing-key var/acme.key --out var/acme
+  policy-ledger enrol --server 127.0.0.1:50052 --ca var/pki/ca.pem --code CODE \\
+      --role beneficiary --name pt_abcdefghijklmnopqrstuvwxyz --signing-key var/me.key \\
+      --out var/me"""
 
 
 def _enrol(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
@@ -106,7 +129,8 @@ def add_enrol_commands(commands: argparse._SubParsersAction[argparse.ArgumentPar
     enrol.add_argument("--name", help="the name the code was issued for")
     enrol.add_argument(
         "--signing-key",
-        help="insurers: your Ed25519 signer key file (made, with FILE.pub, if it does not exist)",
+        help="insurers and beneficiaries: your Ed25519 signer key file (made, with FILE.pub, if "
+        "it does not exist)",
     )
     enrol.add_argument("--out", help="directory to write ROLE-NAME.pem/.key (and ca.pem) into")
     enrol.add_argument("--trust-domain", default="policy-ledger.local", help="SPIFFE trust domain")
@@ -119,10 +143,15 @@ def add_enrol_commands(commands: argparse._SubParsersAction[argparse.ArgumentPar
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     issue.add_argument("--role", required=True, choices=ENROLLABLE_ROLES)
-    issue.add_argument("--name", required=True, help="insurer id, jurisdiction, or a name")
+    issue.add_argument("--name", help="insurer id, jurisdiction, or a name")
+    issue.add_argument(
+        "--person",
+        type=person_argument,
+        help=f"beneficiaries: the person, {PERSON_FORM} (the code names their person token)",
+    )
     issue.add_argument("--ttl", default="24h", help="how long the code is valid: 30m, 24h, 7d")
     issue.add_argument("--database", help="SQLAlchemy URL")
-    issue.set_defaults(handler=_issue)
+    issue.set_defaults(handler=lambda args: _issue(issue, args))
 
 
 def add_enrol_serve_options(serve: argparse.ArgumentParser) -> None:

@@ -22,6 +22,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 from ledger import limits
 from ledger.errors import FieldViolation, InvalidArgument, PermissionDenied
+from ledger.identity.tokens import is_person_token
 from ledger.pki import CertificateAuthority, spiffe_id
 from ledger.signers import OPERATOR_ID, SignerRole, role_to_proto
 from ledger.v1 import events_pb2
@@ -38,11 +39,12 @@ __all__ = [
     "parse_ttl",
 ]
 
-ENROLLABLE_ROLES = ("insurer", "portal", "auditor")
+ENROLLABLE_ROLES = ("insurer", "portal", "auditor", "beneficiary")
 """Roles a party may enrol in with a code. Not the operator (its certificate reads everyone's
 data and its key signs the registry: issued by hand, offline) nor an authority (its key needs a
-jurisdiction the code does not carry): both keep `pki issue` and `register_key`."""
-SIGNING_ROLES = {"insurer": SignerRole.INSURER}
+jurisdiction the code does not carry): both keep `pki issue` and `register_key`. A beneficiary
+is a person (issue 11, item 4): its name is its person token (docs/beneficiaries.md)."""
+SIGNING_ROLES = {"insurer": SignerRole.INSURER, "beneficiary": SignerRole.BENEFICIARY}
 """Enrollable roles that sign events, so enrolment registers their key."""
 
 _TTL = re.compile(r"^([1-9][0-9]{0,5})([mhd])$")
@@ -91,6 +93,12 @@ def check_enrollable(role: str, name: str) -> None:
             field_violations=[FieldViolation("role", "not an enrollable role")],
         )
     spiffe_id("policy-ledger.local", role, name)  # the name's form
+    if role == "beneficiary" and not is_person_token(name):
+        raise InvalidArgument(
+            f"a beneficiary enrols under their person token (pt_...), not {name!r}",
+            reason="BENEFICIARY_NAME_NOT_TOKEN",
+            field_violations=[FieldViolation("name", "not a person token")],
+        )
 
 
 def _violation(field: str, message: str, reason: str) -> InvalidArgument:
@@ -190,7 +198,8 @@ def key_registered_event(
 
 
 def check_signing_key(role: str, public_key: bytes) -> None:
-    """An insurer sends its raw 32-byte Ed25519 key; a role that signs nothing sends none."""
+    """An insurer or a beneficiary sends its raw 32-byte Ed25519 key; a role that signs nothing
+    sends none."""
     if role in SIGNING_ROLES and len(public_key) != 32:
         raise _violation(
             "signing_public_key",

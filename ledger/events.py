@@ -313,6 +313,24 @@ def person_tokens_of(event: events_pb2.Event) -> list[tuple[str, str]]:
             (line.person_token, f"event.penalty_assessed.lines[{position}].person_token")
             for position, line in enumerate(event.penalty_assessed.lines)
         )
+    elif kind == "beneficiaries_declared":
+        found.append(
+            (
+                event.beneficiaries_declared.insured_token,
+                "event.beneficiaries_declared.insured_token",
+            )
+        )
+        found.extend(
+            (
+                person.person_token,
+                f"event.beneficiaries_declared.beneficiaries[{position}].person_token",
+            )
+            for position, person in enumerate(event.beneficiaries_declared.beneficiaries)
+        )
+    elif kind == "declaration_decided":
+        found.append(
+            (event.declaration_decided.insured_token, "event.declaration_decided.insured_token")
+        )
     found.extend(_permit_tokens(event))
     found.extend(card_tokens_of(event))
     return found
@@ -1222,6 +1240,94 @@ def _check_cohort_ended(
     _check_text(violations, f"{field}.reason", body.reason, limits.name_chars_max, required=True)
 
 
+# Task F (issue 11, item 4): beneficiaries declared by the insured (docs/beneficiaries.md).
+_DECLARABLE = (events_pb2.RELATIONSHIP_SPOUSE, events_pb2.RELATIONSHIP_CHILD)
+
+
+def _check_beneficiaries_declared(
+    violations: list[FieldViolation], field: str, body: events_pb2.BeneficiariesDeclared
+) -> None:
+    check_identifier(
+        violations, f"{field}.declaration_id", body.declaration_id, limits.declaration_id_chars_max
+    )
+    check_person_token(violations, f"{field}.insured_token", body.insured_token)
+    check_identifier(violations, f"{field}.policy.insurer_id", body.policy.insurer_id)
+    check_identifier(
+        violations, f"{field}.policy.policy_id", body.policy.policy_id, limits.policy_id_chars_max
+    )
+    _check_date(
+        violations,
+        f"{field}.effective_date",
+        body.effective_date,
+        present=body.HasField("effective_date"),
+    )
+    if not body.beneficiaries:
+        violations.append(FieldViolation(f"{field}.beneficiaries", "at least one is required"))
+    if len(body.beneficiaries) > limits.declared_beneficiaries_max:
+        violations.append(
+            FieldViolation(
+                f"{field}.beneficiaries", f"more than {limits.declared_beneficiaries_max}"
+            )
+        )
+    seen: set[str] = set()
+    for position, person in enumerate(body.beneficiaries[: limits.declared_beneficiaries_max]):
+        person_field = f"{field}.beneficiaries[{position}]"
+        check_person_token(violations, f"{person_field}.person_token", person.person_token)
+        if person.person_token in seen:
+            violations.append(FieldViolation(f"{person_field}.person_token", "declared twice"))
+        seen.add(person.person_token)
+        if person.relationship not in _DECLARABLE:
+            violations.append(
+                FieldViolation(f"{person_field}.relationship", "a spouse or a child only")
+            )
+        _check_documents(violations, f"{person_field}.documents", person.documents)
+
+
+def _check_documents(
+    violations: list[FieldViolation],
+    field: str,
+    documents: Sequence[events_pb2.DocumentReference],
+) -> None:
+    if not documents:
+        violations.append(FieldViolation(field, "at least one document reference is required"))
+    if len(documents) > limits.declaration_documents_max:
+        violations.append(FieldViolation(field, f"more than {limits.declaration_documents_max}"))
+    for position, document in enumerate(documents[: limits.declaration_documents_max]):
+        if (
+            document.kind == events_pb2.DOCUMENT_KIND_UNSPECIFIED
+            or document.kind not in events_pb2.DocumentKind.values()
+        ):
+            violations.append(FieldViolation(f"{field}[{position}].kind", "required, known"))
+        check_identifier(
+            violations,
+            f"{field}[{position}].reference",
+            document.reference,
+            limits.document_reference_chars_max,
+        )
+
+
+def _check_declaration_decided(
+    violations: list[FieldViolation], field: str, body: events_pb2.DeclarationDecided
+) -> None:
+    check_person_token(violations, f"{field}.insured_token", body.insured_token)
+    check_identifier(
+        violations, f"{field}.declaration_id", body.declaration_id, limits.declaration_id_chars_max
+    )
+    if body.decision not in (
+        events_pb2.DECLARATION_DECISION_ACCEPTED,
+        events_pb2.DECLARATION_DECISION_REJECTED,
+    ):
+        violations.append(FieldViolation(f"{field}.decision", "ACCEPTED or REJECTED"))
+    rejected = body.decision == events_pb2.DECLARATION_DECISION_REJECTED
+    _check_text(
+        violations,
+        f"{field}.reason",
+        body.reason,
+        limits.decision_reason_chars_max,
+        required=rejected,
+    )
+
+
 _BODY_CHECKS: dict[str, Callable[[list[FieldViolation], str, Any], None]] = {
     "policy_issued": _check_policy_issued,
     "policy_cancelled": _check_policy_cancelled,
@@ -1251,5 +1357,7 @@ _BODY_CHECKS: dict[str, Callable[[list[FieldViolation], str, Any], None]] = {
     "cohort_enrolled": _check_cohort_enrolled,
     "contribution_paid": _check_contribution_paid,
     "cohort_ended": _check_cohort_ended,
+    "beneficiaries_declared": _check_beneficiaries_declared,
+    "declaration_decided": _check_declaration_decided,
 }
 """How each event body is checked (the ``Event.body`` oneof field name -> its check)."""

@@ -158,6 +158,12 @@ request_field_max: Final[Mapping[str, int]] = MappingProxyType(
         "ledger.v1.GetCardStatusRequest.card_number": card_number_digits,
         "ledger.v1.GetCardRequest.card_number": card_number_digits,
         "ledger.v1.GetDocumentStatusRequest.document": document_bytes_max,
+        # Task F (issue 11, items 4-5).
+        "ledger.v1.GetPersonRecordRequest.person_token": insurer_id_chars_max,
+        "ledger.v1.IssueEnrolmentCodeRequest.person_token": insurer_id_chars_max,
+        "ledger.v1.IssueEnrolmentCodeRequest.ttl": 8,
+        "payments.v1.GetContributionStatusRequest.person_token": insurer_id_chars_max,
+        "payments.v1.GetContributionStatusRequest.jurisdiction": 2,
     }
 )
 """Per-field bounds: characters of a string, bytes of a bytes field, elements of a repeated one."""
@@ -328,3 +334,20 @@ fund_totals_rows_max: Final = 5000
 that would need more is refused RESOURCE_EXHAUSTED and must ask for fewer months or one state."""
 fund_currency: Final = "SDG"
 """The currency of cohort contributions (Sudanese pound, ISO 4217, 2 decimals)."""
+
+# Task F (issue 11, items 4-5): beneficiaries declared by the insured (docs/beneficiaries.md).
+declared_beneficiaries_max: Final = 16
+"""People one BeneficiariesDeclared may declare (a spouse and children: CNOPS counts no more
+than a household holds; the bound keeps one entry small)."""
+declaration_documents_max: Final = 8
+"""Document references one declared person may carry."""
+document_reference_chars_max: Final = 128
+"""The longest document reference (the fund's opaque reference of an uploaded document)."""
+declaration_id_chars_max: Final = 128
+"""The longest declaration id an insured may choose."""
+decision_reason_chars_max: Final = 256
+"""The longest reason a fund gives for its decision on a declaration."""
+declared_child_age_max_years: Final = 21
+"""Law 65-00, article 5: a child in the insured's charge is covered up to 21 (completed years)."""
+declared_child_in_education_age_max_years: Final = 26
+"""Law 65-00, article 5: up to 26 for a child in higher education (a school certificate)."""

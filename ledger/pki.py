@@ -43,7 +43,16 @@ __all__ = [
 ]
 
 DEFAULT_TRUST_DOMAIN = "policy-ledger.local"
-ROLES = ("insurer", "portal", "authority", "auditor", "operator", "funder", "regulator")
+ROLES = (
+    "insurer",
+    "portal",
+    "authority",
+    "auditor",
+    "operator",
+    "funder",
+    "regulator",
+    "beneficiary",
+)
 """Every role a caller may have; the authorization table (ledger/rpc/authorization.py) says
 what each may call."""
 

@@ -199,6 +199,21 @@ SIGNING_RULES: tuple[SigningRule, ...] = (
     SigningRule(
         "cohort_ended", "CohortEnded", frozenset({SignerRole.FUNDER}), "the funder of the cohort"
     ),
+    # Task F (issue 11, item 4): the insured acts for themselves (docs/beneficiaries.md).
+    SigningRule(
+        "beneficiaries_declared",
+        "BeneficiariesDeclared",
+        frozenset({SignerRole.BENEFICIARY}),
+        "the insured themselves (principal = their person token = `insured_token`), covered as "
+        "SELF by the policy the declaration names",
+    ),
+    SigningRule(
+        "declaration_decided",
+        "DeclarationDecided",
+        frozenset({SignerRole.INSURER}),
+        "the licensed, unsuspended insurer owning the declaration's policy (the fund), once per "
+        "declaration",
+    ),
 )
 
 _RULES_BY_BODY = {rule.body: rule for rule in SIGNING_RULES}

@@ -63,6 +63,8 @@ from ledger.storage.log_store import LogStore
 from ledger.v1 import events_pb2, ledger_service_pb2, types_pb2
 from payments import fees
 from payments.authorization import renewal_rules
+from payments.contribution_service import SERVICE_NAME as CONTRIBUTION_SERVICE_NAME
+from payments.contribution_service import ContributionServicer, contribution_rules
 from payments.erasure import redact_person
 from payments.gateway import PaymentGateway, load_gateway
 from payments.limits import (
@@ -82,6 +84,7 @@ from payments.renewal import (
     Recorder,
     Renewals,
 )
+from payments.v1 import contribution_service_pb2_grpc
 from payments.v1 import renewal_service_pb2 as pb
 from payments.v1 import renewal_service_pb2_grpc as pb_grpc
 
@@ -270,11 +273,16 @@ def install(context: ServerContext) -> tuple[str, ...]:
         RenewalServicer(renewals, LogStore(context.engine), context.clock), context.server
     )
     context.authorization.add(renewal_rules(context.engine))
+    # Task F (issue 11, item 5): contribution status, settled through this same saga.
+    contribution_service_pb2_grpc.add_ContributionServiceServicer_to_server(
+        ContributionServicer(context.engine, context.clock), context.server
+    )
+    context.authorization.add(contribution_rules(context.engine))
     context.erasure_hooks.add(redact_person)
     if context.metrics is not None:
         context.metrics.register(PaymentStateCollector(context.engine))
     log.info("RenewalService installed: authority %s", authority_id)
-    return (SERVICE_NAME,)
+    return (SERVICE_NAME, CONTRIBUTION_SERVICE_NAME)
 
 
 def parse_quote_request(request: pb.QuoteRenewalRequest) -> QuoteRequest:

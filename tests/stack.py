@@ -17,12 +17,13 @@ from ledger.rpc.server import SERVICE_NAMES
 from ledger.signers import SignerRole
 from ledger.signing import Ed25519Signer, format_signer_key
 from ledger.storage.db import create_ledger_engine
+from payments.contribution_service import SERVICE_NAME as CONTRIBUTION_SERVICE_NAME
 from payments.service import SERVICE_NAME as RENEWAL_SERVICE_NAME
 from payments.v1 import renewal_service_pb2
 from tests.conftest import ServerHandle, onboard, start_server_thread
 
 AUTHORITY = "kw-gov-health"
-SERVICES = (*SERVICE_NAMES, RENEWAL_SERVICE_NAME)
+SERVICES = (*SERVICE_NAMES, RENEWAL_SERVICE_NAME, CONTRIBUTION_SERVICE_NAME)
 """The services the server registers (health and reflection are the standard packages')."""
 
 CALLER_OF_SERVICE = {
@@ -33,6 +34,8 @@ CALLER_OF_SERVICE = {
     "payments.v1.RenewalService": ("portal", "KW"),
     "ledger.v1.ComplianceService": ("operator", "operator"),  # Task A (issue 10)
     "ledger.v1.FundService": ("auditor", "auditor"),
+    "ledger.v1.BeneficiaryService": ("operator", "operator"),
+    "payments.v1.ContributionService": ("operator", "operator"),
     "grpc.health.v1.Health": ("auditor", "auditor"),
     "grpc.reflection.v1alpha.ServerReflection": ("auditor", "auditor"),
 }
@@ -43,6 +46,7 @@ CALLER_OF_METHOD = {
     "payments.v1.RenewalService.CompletePayment": ("authority", "kw"),
     "payments.v1.RenewalService.GetRenewal": ("operator", "operator"),
     "payments.v1.RenewalService.RefundPayment": ("authority", "kw"),
+    "ledger.v1.BeneficiaryService.IssueEnrolmentCode": ("insurer", "gulf-health"),
 }
 """Who calls each method (``role``, ``name``), as the authorization table
 (ledger/rpc/authorization.py, payments/authorization.py) allows: a method's own entry, else its

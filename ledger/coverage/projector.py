@@ -48,7 +48,7 @@ from ledger.cards.projection import card_handlers
 from ledger.clock import to_micros
 from ledger.compliance import decision_store
 from ledger.compliance.obligations import PermitProjection
-from ledger.coverage import rules
+from ledger.coverage import declarations, rules
 from ledger.coverage.model import PersonRef
 from ledger.errors import (
     AlreadyExists,
@@ -269,6 +269,13 @@ class Projector:
             "cohort_enrolled": self._fund_event,
             "contribution_paid": self._fund_event,
             "cohort_ended": self._fund_event,
+            # Task F (issue 11, item 4): the rules live in ledger/coverage/declarations.py.
+            "beneficiaries_declared": lambda event, leaf: declarations.apply_beneficiaries_declared(
+                self, event, leaf
+            ),
+            "declaration_decided": lambda event, leaf: declarations.apply_declaration_decided(
+                self, event, leaf
+            ),
         }
         self._funds = FundProjector(connection)
         self._keys: dict[str, InsurerKey | None] = {}

@@ -37,6 +37,8 @@ People = tuple[tuple[PersonRef, ...], str]
 """(people, subject) a request asks about; a subject ``household of`` is completed with the
 sponsor's token."""
 _HOUSEHOLD_OF = "household of"
+_BY_TOKEN = "token:"  # noqa: S105 (a prefix, not a secret)
+"""Subject prefix of a request naming its one person by token (BeneficiaryService)."""
 
 
 def _person(request: Any) -> People:
@@ -56,6 +58,8 @@ def _policy(request: Any) -> People:
 def _tokens_and_subject(vault: VaultStore, people: People) -> tuple[tuple[str, ...], str]:
     """The people's tokens (the unknown ones left out) and the subject naming tokens only."""
     persons, subject = people
+    if subject.startswith(_BY_TOKEN):  # a request that names its person by token already
+        return (subject.removeprefix(_BY_TOKEN),), ""
     tokens = vault.tokens_of(persons)
     if subject == _HOUSEHOLD_OF:
         sponsor = tokens.get(persons[0])
@@ -102,6 +106,11 @@ ACCESS_RULES: dict[str, Callable[[Any], People]] = {
     # Task E (cards).
     f"{_SERVICE}GetCard": _card,
     f"{_SERVICE}GetRegistrationCertificate": _person,
+    # Task F (issue 11, item 4): a person's own record, asked for by token.
+    "/ledger.v1.BeneficiaryService/GetPersonRecord": lambda request: (
+        (),
+        f"{_BY_TOKEN}{request.person_token}",
+    ),
 }
 """Every method whose answer carries a person's data, and whom a request asks about."""
 

@@ -15,6 +15,10 @@ How a caller's name limits a call (:class:`Limit`):
   JURISDICTION the request's jurisdiction must be the caller's name (portal/KW asks for KW);
                a request names it in a field, or a resolver the row carries finds it (e.g. the
                jurisdiction of the quote a payment pays).
+  PERSON       the person the request names (its ``person_token``) must be the caller (a
+               beneficiary's name is its person token) or a person the caller declared and
+               the fund accepted; the row's ``people`` resolver answers that set
+               (issue 11, item 4; docs/beneficiaries.md).
 """
 
 from __future__ import annotations
@@ -33,7 +37,9 @@ __all__ = [
     "AuthorizationTable",
     "Grant",
     "Limit",
+    "PeopleResolver",
     "Rule",
+    "beneficiary_rules",
     "check_signer",
     "enrolment_rules",
     "ledger_rules",
@@ -55,12 +61,16 @@ class Limit(enum.Enum):
     ANY = "any name"
     SIGNER = "signer = caller"
     JURISDICTION = "jurisdiction = caller"
+    PERSON = "person = caller or their accepted beneficiary"
 
 
 JurisdictionResolver = Callable[[object], str | None]
 """Finds the jurisdiction of what a request names (a quote, a payment). None: it names nothing
 that exists, and the servicer refuses the request itself (NOT_FOUND, INVALID_ARGUMENT). Runs in
 a thread: it may read the database."""
+PeopleResolver = Callable[[str], frozenset[str]]
+"""For Limit.PERSON: the person tokens a caller (named by its own person token) may read. Runs
+in a thread: it reads the database."""
 
 
 @dataclass(frozen=True)
@@ -73,6 +83,8 @@ class Grant:
     """For JURISDICTION: the request field naming it (when no resolver is given)."""
     resolver: JurisdictionResolver | None = field(default=None, compare=False)
     """For JURISDICTION: how to find it when the request only names a quote or payment."""
+    people: PeopleResolver | None = field(default=None, compare=False)
+    """For PERSON: the tokens the caller may read (the request names one in ``person_token``)."""
 
     def describe(self) -> str:
         """``role`` or ``role (limit)``, for the rendered table."""
@@ -82,6 +94,8 @@ class Grant:
             return f"{self.role} (request.{self.jurisdiction_field} = name)"
         if self.limit is Limit.JURISDICTION:
             return f"{self.role} (jurisdiction of the quote/payment = name)"
+        if self.limit is Limit.PERSON:
+            return f"{self.role} (request.person_token = name or a beneficiary it declared)"
         return f"{self.role} (event signer = {'operator' if self.role == 'operator' else 'name'})"
 
 
@@ -138,6 +152,7 @@ _SUBMITTERS = (
     Grant("operator", Limit.SIGNER),
     Grant("regulator", Limit.SIGNER),  # penalty decisions (task B)
     Grant("funder", Limit.SIGNER),  # task D: its cohorts (docs/funds.md)
+    Grant("beneficiary", Limit.SIGNER),  # Task F: a person signs their own declarations
 )
 _PERSON_READERS = (Grant("auditor"), Grant("operator"))
 """Who may read a person's data without a jurisdiction: the auditor (to check) and the
@@ -162,6 +177,7 @@ _PERSON_WRITERS = (
     Grant("operator"),
     Grant("regulator"),  # its penalty decisions name the uninsured people (task B)
     Grant("funder"),  # its cohorts name their beneficiaries (task D)
+    Grant("beneficiary"),  # Task F: the tokens of the people a person declares
 )
 """Who may obtain person tokens: the roles whose events name people (docs/privacy.md), a
 funder's cohorts included. A portal or an auditor asks by person ID and never needs a token."""
@@ -233,6 +249,21 @@ def ledger_rules() -> list[Rule]:
             {"GetPenaltyDecision": _DECISION_READERS, "ListPenaltyDecisions": _DECISION_READERS},
         ),
         *_rows("ledger.v1.FundService", {"GetFundTotals": _FUND_READERS}),
+    ]
+
+
+def beneficiary_rules(people: PeopleResolver) -> list[Rule]:
+    """The BeneficiaryService's rows (issue 11, item 4): a person reads their own record and
+    their accepted beneficiaries' (``people``); the operator and auditors read any."""
+    own = Grant("beneficiary", Limit.PERSON, people=people)
+    return [
+        Rule("/ledger.v1.BeneficiaryService/GetPersonRecord", (own, *_PERSON_READERS)),
+        # The fund only for the people it insures (checked by the use case, which reads the
+        # coverage); the operator for anyone.
+        Rule(
+            "/ledger.v1.BeneficiaryService/IssueEnrolmentCode",
+            (Grant("insurer"), Grant("operator")),
+        ),
     ]
 
 

@@ -96,6 +96,8 @@ class AuthorizationInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type
             # (4)
             if grant.limit is Limit.JURISDICTION:
                 await _check_jurisdiction(grant, caller, request)
+            elif grant.limit is Limit.PERSON:
+                await _check_person(grant, caller, request)
         except LedgerError as error:
             log.info("refused %s for %s: %s", method, caller and caller.spiffe_id, error.message)
             raise _with_metadata(error, caller, method) from None
@@ -137,6 +139,24 @@ async def _check_jurisdiction(grant: Grant, caller: Caller, request: object) -> 
             f"for {jurisdiction or 'no jurisdiction'!r}",
             reason="JURISDICTION_NOT_CALLER",
             metadata={"jurisdiction": jurisdiction or ""},
+        )
+
+
+async def _check_person(grant: Grant, caller: Caller, request: object) -> None:
+    """Limit.PERSON: the request's person_token is the caller or one it may read."""
+    if request is not None and not isinstance(request, Message):
+        return  # unparsed: the request layer refuses it, and it names nobody
+    if request is None or grant.people is None:
+        raise PermissionDenied(
+            "a person-limited method cannot be streamed", reason="PERSON_NOT_CALLER"
+        )
+    asked = str(getattr(request, "person_token", ""))
+    readable = await asyncio.to_thread(grant.people, caller.name)
+    if asked not in readable:
+        raise PermissionDenied(
+            f"{caller.spiffe_id} may read its own record and its accepted beneficiaries' only",
+            reason="PERSON_NOT_CALLER",
+            metadata={"person_token": asked},
         )
 
 

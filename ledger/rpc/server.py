@@ -36,17 +36,25 @@ from ledger.config import (
     load_tls_files,
 )
 from ledger.cosignature import WitnessEndpoint, parse_witness_option
+from ledger.coverage.person_record import PersonRecordReader
 from ledger.coverage.reader import CoverageReader
 from ledger.coverage.watching import WatchHub, WatchStore
 from ledger.errors import InvalidArgument
 from ledger.fair import ReadPool
+from ledger.fund_enrolment import FundEnrolment
 from ledger.funds.reader import FundTotalsReader
 from ledger.identity.erasure import ErasureHooks
 from ledger.identity.vault import IdentityVault
 from ledger.metrics import LedgerMetrics
 from ledger.rpc.access import AccessRecordingInterceptor
 from ledger.rpc.admin_servicer import AdminServicer
-from ledger.rpc.authorization import AuthorizationTable, check_signer, ledger_rules
+from ledger.rpc.authorization import (
+    AuthorizationTable,
+    beneficiary_rules,
+    check_signer,
+    ledger_rules,
+)
+from ledger.rpc.beneficiary_servicer import BeneficiaryServicer
 from ledger.rpc.compliance_servicer import ComplianceServicer
 from ledger.rpc.coverage_servicer import CoverageServicer
 from ledger.rpc.decisions_servicer import PenaltyDecisionsServicer
@@ -79,6 +87,8 @@ from ledger.storage.vault_store import VaultStore
 from ledger.v1 import (
     admin_service_pb2,
     admin_service_pb2_grpc,
+    beneficiary_service_pb2,
+    beneficiary_service_pb2_grpc,
     compliance_service_pb2,
     compliance_service_pb2_grpc,
     coverage_service_pb2,
@@ -105,6 +115,7 @@ SERVICE_NAMES = (
     # Task A (issue 10).
     compliance_service_pb2.DESCRIPTOR.services_by_name["ComplianceService"].full_name,
     fund_service_pb2.DESCRIPTOR.services_by_name["FundService"].full_name,
+    beneficiary_service_pb2.DESCRIPTOR.services_by_name["BeneficiaryService"].full_name,
 )
 
 
@@ -152,6 +163,59 @@ def connection_options(idle_ms: int) -> list[tuple[str, int]]:
         ("grpc.http2.min_ping_interval_without_data_ms", limits.client_ping_interval_ms_min),
         ("grpc.http2.max_ping_strikes", 2),
     ]
+
+
+def _add_compliance_and_fund_servicers(
+    server: grpc.aio.Server,
+    engine: Engine,
+    clock: Clock,
+    reads: ReadPool,
+    person_records: PersonRecordReader,
+) -> None:
+    """The services of employers' compliance (issue 10) and of funds and beneficiaries
+    (issue 11)."""
+    # Issue 10: arrears and fines of employers, and penalty decisions.
+    compliance_service_pb2_grpc.add_ComplianceServiceServicer_to_server(
+        ComplianceServicer(
+            EmployerReader(engine, clock),
+            PenaltyDecisionsServicer(engine, clock, LogStore(engine), reads),
+            reads,
+        ),
+        server,
+    )
+    # Task D (issue 11): funded cohorts' totals.
+    fund_service_pb2_grpc.add_FundServiceServicer_to_server(
+        FundServicer(FundTotalsReader(engine, clock), reads), server
+    )
+    beneficiary_service_pb2_grpc.add_BeneficiaryServiceServicer_to_server(
+        BeneficiaryServicer(
+            person_records,
+            LogStore(engine),
+            reads,
+            FundEnrolment(person_records, EnrolmentStore(engine), clock),
+        ),
+        server,
+    )
+
+
+async def _add_health_and_reflection(
+    server: grpc.aio.Server, extra_services: tuple[str, ...]
+) -> health_aio.HealthServicer:
+    """grpc.health.v1 (every service SERVING) and server reflection."""
+    health_servicer = health_aio.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    for name in ("", *SERVICE_NAMES, *extra_services):
+        await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
+    reflection.enable_server_reflection(
+        (
+            *SERVICE_NAMES,
+            *extra_services,
+            health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
+            reflection.SERVICE_NAME,
+        ),
+        server,
+    )
+    return health_servicer
 
 
 def _install_extensions(context: ServerContext) -> tuple[str, ...]:
@@ -326,7 +390,9 @@ async def _start(
     )
     key_store = KeyStore(engine)
     key_cache = KeyCache(key_store)
+    person_records = PersonRecordReader(engine)
     authorization = AuthorizationTable(ledger_rules())
+    authorization.add(beneficiary_rules(person_records.readable_by))  # Task F (issue 11)
     server = grpc.aio.server(
         # The call's metrics and log line outermost (they see every refusal); authorization
         # next (it sets the caller); then the caller's share of the server and the request's
@@ -382,19 +448,7 @@ async def _start(
     identity_service_pb2_grpc.add_IdentityServiceServicer_to_server(
         IdentityServicer(IdentityVault(VaultStore(engine)), clock), server
     )
-    # Issue 10: arrears and fines of employers, and penalty decisions.
-    compliance_service_pb2_grpc.add_ComplianceServiceServicer_to_server(
-        ComplianceServicer(
-            EmployerReader(engine, clock),
-            PenaltyDecisionsServicer(engine, clock, LogStore(engine), reads),
-            reads,
-        ),
-        server,
-    )
-    # Task D (issue 11): funded cohorts' totals.
-    fund_service_pb2_grpc.add_FundServiceServicer_to_server(
-        FundServicer(FundTotalsReader(engine, clock), reads), server
-    )
+    _add_compliance_and_fund_servicers(server, engine, clock, reads, person_records)
     extension_context = ServerContext(
         server=server,
         engine=engine,
@@ -406,19 +460,7 @@ async def _start(
         erasure_hooks=erasure_hooks,
     )
     extra_services = _install_extensions(extension_context)
-    health_servicer = health_aio.HealthServicer()
-    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-    for name in ("", *SERVICE_NAMES, *extra_services):
-        await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
-    reflection.enable_server_reflection(
-        (
-            *SERVICE_NAMES,
-            *extra_services,
-            health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
-            reflection.SERVICE_NAME,
-        ),
-        server,
-    )
+    health_servicer = await _add_health_and_reflection(server, extra_services)
     witnessing = _start_witnessing(witnesses, sequencer, engine, clock)
     if witnessing is not None and metrics is not None:
         metrics.watch_witnesses(witnessing)

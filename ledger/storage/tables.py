@@ -25,10 +25,12 @@ from sqlalchemy import (
 __all__ = [
     "APPEND_ONLY_TABLES",
     "PROJECTION_TABLES",
+    "beneficiary_declarations",
     "cards",
     "checkpoint_cosignatures",
     "checkpoints",
     "coverages",
+    "declared_beneficiaries",
     "fee_refunds",
     "fund_cohort_members",
     "fund_cohorts",
@@ -430,6 +432,42 @@ fund_contributions = Table(
 """``ContributionPaid`` entries: whole months of a cohort, for its first ``beneficiary_count``
 beneficiaries."""
 
+# Task F (issue 11, item 4): declarations of beneficiaries (ledger/coverage/declarations.py).
+beneficiary_declarations = Table(
+    "beneficiary_declarations",
+    metadata,
+    Column("declared_by", String(64), nullable=False),
+    Column("declaration_id", String(128), nullable=False),
+    Column("insurer_id", String(64), nullable=False),
+    Column("policy_id", String(128), nullable=False),
+    Column("effective_date", Date, nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("reason", String(256), nullable=False),
+    Column("declared_leaf_index", BigInteger, nullable=False),
+    Column("decided_leaf_index", BigInteger, nullable=True),
+    PrimaryKeyConstraint("declared_by", "declaration_id", name="pk_beneficiary_declarations"),
+    Index("ix_beneficiary_declarations_policy", "insurer_id", "policy_id"),
+)
+"""BeneficiariesDeclared entries (``declared_by``: the insured's person token) and where each
+stands: ``PENDING`` until the fund's DeclarationDecided makes it ``ACCEPTED`` or ``REJECTED``."""
+
+declared_beneficiaries = Table(
+    "declared_beneficiaries",
+    metadata,
+    Column("declared_by", String(64), nullable=False),
+    Column("declaration_id", String(128), nullable=False),
+    Column("position", Integer, nullable=False, autoincrement=False),
+    Column("person_token", String(64), nullable=False),
+    Column("relationship", String(32), nullable=False),
+    Column("documents", String(4096), nullable=False),
+    PrimaryKeyConstraint(
+        "declared_by", "declaration_id", "position", name="pk_declared_beneficiaries"
+    ),
+    Index("ix_declared_beneficiaries_person", "person_token"),
+)
+"""The people of each declaration, in order; ``documents`` is the JSON list of the
+``[kind, reference]`` pairs the event carries."""
+
 APPEND_ONLY_TABLES = ("log_entries", "tree_nodes", "checkpoints")
 PROJECTION_TABLES = (
     insurer_keys,
@@ -452,4 +490,6 @@ PROJECTION_TABLES = (
     fund_cohorts,
     fund_cohort_members,
     fund_contributions,
+    beneficiary_declarations,
+    declared_beneficiaries,
 )

@@ -291,6 +291,66 @@ CARD_REASON_OTHER: CardReason.ValueType  # 8
 """Any other reason."""
 Global___CardReason: _TypeAlias = CardReason  # noqa: Y015
 
+class _DocumentKind:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _DocumentKindEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_DocumentKind.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    DOCUMENT_KIND_UNSPECIFIED: _DocumentKind.ValueType  # 0
+    """Not set: always invalid."""
+    DOCUMENT_KIND_MARRIAGE_CERTIFICATE: _DocumentKind.ValueType  # 1
+    """A marriage certificate (acte de mariage)."""
+    DOCUMENT_KIND_BIRTH_CERTIFICATE: _DocumentKind.ValueType  # 2
+    """A birth certificate (extrait d'acte de naissance)."""
+    DOCUMENT_KIND_FAMILY_BOOKLET: _DocumentKind.ValueType  # 3
+    """The civil-status family booklet (livret de famille)."""
+    DOCUMENT_KIND_SCHOOL_CERTIFICATE: _DocumentKind.ValueType  # 4
+    """A school certificate (a child over the age limit still in education)."""
+    DOCUMENT_KIND_DISABILITY_CARD: _DocumentKind.ValueType  # 5
+    """A disability card (a child covered without age limit)."""
+
+class DocumentKind(_DocumentKind, metaclass=_DocumentKindEnumTypeWrapper):
+    """Kinds of documents a declaration may refer to."""
+
+DOCUMENT_KIND_UNSPECIFIED: DocumentKind.ValueType  # 0
+"""Not set: always invalid."""
+DOCUMENT_KIND_MARRIAGE_CERTIFICATE: DocumentKind.ValueType  # 1
+"""A marriage certificate (acte de mariage)."""
+DOCUMENT_KIND_BIRTH_CERTIFICATE: DocumentKind.ValueType  # 2
+"""A birth certificate (extrait d'acte de naissance)."""
+DOCUMENT_KIND_FAMILY_BOOKLET: DocumentKind.ValueType  # 3
+"""The civil-status family booklet (livret de famille)."""
+DOCUMENT_KIND_SCHOOL_CERTIFICATE: DocumentKind.ValueType  # 4
+"""A school certificate (a child over the age limit still in education)."""
+DOCUMENT_KIND_DISABILITY_CARD: DocumentKind.ValueType  # 5
+"""A disability card (a child covered without age limit)."""
+Global___DocumentKind: _TypeAlias = DocumentKind  # noqa: Y015
+
+class _DeclarationDecision:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _DeclarationDecisionEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_DeclarationDecision.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    DECLARATION_DECISION_UNSPECIFIED: _DeclarationDecision.ValueType  # 0
+    """Not set: always invalid."""
+    DECLARATION_DECISION_ACCEPTED: _DeclarationDecision.ValueType  # 1
+    """Accepted: the declared people become members of the policy."""
+    DECLARATION_DECISION_REJECTED: _DeclarationDecision.ValueType  # 2
+    """Rejected: nothing changes."""
+
+class DeclarationDecision(_DeclarationDecision, metaclass=_DeclarationDecisionEnumTypeWrapper):
+    """The fund's decision on a declaration."""
+
+DECLARATION_DECISION_UNSPECIFIED: DeclarationDecision.ValueType  # 0
+"""Not set: always invalid."""
+DECLARATION_DECISION_ACCEPTED: DeclarationDecision.ValueType  # 1
+"""Accepted: the declared people become members of the policy."""
+DECLARATION_DECISION_REJECTED: DeclarationDecision.ValueType  # 2
+"""Rejected: nothing changes."""
+Global___DeclarationDecision: _TypeAlias = DeclarationDecision  # noqa: Y015
+
 @_typing.final
 class Event(_message.Message):
     """One signed policy event."""
@@ -327,6 +387,8 @@ class Event(_message.Message):
     COHORT_ENROLLED_FIELD_NUMBER: _builtins.int
     CONTRIBUTION_PAID_FIELD_NUMBER: _builtins.int
     COHORT_ENDED_FIELD_NUMBER: _builtins.int
+    BENEFICIARIES_DECLARED_FIELD_NUMBER: _builtins.int
+    DECLARATION_DECIDED_FIELD_NUMBER: _builtins.int
     event_id: _builtins.str
     """Chosen by the insurer, unique per insurer. Resubmitting the same id with the same bytes
     returns the first receipt; with different bytes it is refused with ALREADY_EXISTS.
@@ -475,6 +537,19 @@ class Event(_message.Message):
     def cohort_ended(self) -> Global___CohortEnded:
         """Task D (issue 11): a funder ended a cohort. Signed by the funder."""
 
+    @_builtins.property
+    def beneficiaries_declared(self) -> Global___BeneficiariesDeclared:
+        """Task F (issue 11, item 4): an insured person declares their beneficiaries (spouse,
+        children) to their fund. Signed by the insured themselves (principal = their person
+        token, role beneficiary).
+        """
+
+    @_builtins.property
+    def declaration_decided(self) -> Global___DeclarationDecided:
+        """Task F: the fund (the insurer owning the policy the declaration names) accepts or rejects
+        a declaration; acceptance adds the declared people as members of that policy.
+        """
+
     def __init__(
         self,
         *,
@@ -508,12 +583,14 @@ class Event(_message.Message):
         cohort_enrolled: Global___CohortEnrolled | None = ...,
         contribution_paid: Global___ContributionPaid | None = ...,
         cohort_ended: Global___CohortEnded | None = ...,
+        beneficiaries_declared: Global___BeneficiariesDeclared | None = ...,
+        declaration_decided: Global___DeclarationDecided | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["body", b"body", "card_issued", b"card_issued", "card_replaced", b"card_replaced", "card_revoked", b"card_revoked", "cohort_ended", b"cohort_ended", "cohort_enrolled", b"cohort_enrolled", "contribution_paid", b"contribution_paid", "fee_collected", b"fee_collected", "fee_refunded", b"fee_refunded", "insurer_change_notified", b"insurer_change_notified", "insurer_licensed", b"insurer_licensed", "insurer_suspended", b"insurer_suspended", "key_registered", b"key_registered", "key_revoked", b"key_revoked", "member_added", b"member_added", "member_removed", b"member_removed", "objection_filed", b"objection_filed", "objection_rejected", b"objection_rejected", "occurred_at", b"occurred_at", "penalty_assessed", b"penalty_assessed", "penalty_paid", b"penalty_paid", "penalty_withdrawn", b"penalty_withdrawn", "permit_ended", b"permit_ended", "permit_issued", b"permit_issued", "permit_renewed", b"permit_renewed", "person_erased", b"person_erased", "policy_cancelled", b"policy_cancelled", "policy_issued", b"policy_issued", "premium_paid", b"premium_paid"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["beneficiaries_declared", b"beneficiaries_declared", "body", b"body", "card_issued", b"card_issued", "card_replaced", b"card_replaced", "card_revoked", b"card_revoked", "cohort_ended", b"cohort_ended", "cohort_enrolled", b"cohort_enrolled", "contribution_paid", b"contribution_paid", "declaration_decided", b"declaration_decided", "fee_collected", b"fee_collected", "fee_refunded", b"fee_refunded", "insurer_change_notified", b"insurer_change_notified", "insurer_licensed", b"insurer_licensed", "insurer_suspended", b"insurer_suspended", "key_registered", b"key_registered", "key_revoked", b"key_revoked", "member_added", b"member_added", "member_removed", b"member_removed", "objection_filed", b"objection_filed", "objection_rejected", b"objection_rejected", "occurred_at", b"occurred_at", "penalty_assessed", b"penalty_assessed", "penalty_paid", b"penalty_paid", "penalty_withdrawn", b"penalty_withdrawn", "permit_ended", b"permit_ended", "permit_issued", b"permit_issued", "permit_renewed", b"permit_renewed", "person_erased", b"person_erased", "policy_cancelled", b"policy_cancelled", "policy_issued", b"policy_issued", "premium_paid", b"premium_paid"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["body", b"body", "card_issued", b"card_issued", "card_replaced", b"card_replaced", "card_revoked", b"card_revoked", "cohort_ended", b"cohort_ended", "cohort_enrolled", b"cohort_enrolled", "contribution_paid", b"contribution_paid", "event_id", b"event_id", "fee_collected", b"fee_collected", "fee_refunded", b"fee_refunded", "insurer_change_notified", b"insurer_change_notified", "insurer_id", b"insurer_id", "insurer_licensed", b"insurer_licensed", "insurer_suspended", b"insurer_suspended", "key_registered", b"key_registered", "key_revoked", b"key_revoked", "member_added", b"member_added", "member_removed", b"member_removed", "objection_filed", b"objection_filed", "objection_rejected", b"objection_rejected", "occurred_at", b"occurred_at", "penalty_assessed", b"penalty_assessed", "penalty_paid", b"penalty_paid", "penalty_withdrawn", b"penalty_withdrawn", "permit_ended", b"permit_ended", "permit_issued", b"permit_issued", "permit_renewed", b"permit_renewed", "person_erased", b"person_erased", "policy_cancelled", b"policy_cancelled", "policy_issued", b"policy_issued", "premium_paid", b"premium_paid"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["beneficiaries_declared", b"beneficiaries_declared", "body", b"body", "card_issued", b"card_issued", "card_replaced", b"card_replaced", "card_revoked", b"card_revoked", "cohort_ended", b"cohort_ended", "cohort_enrolled", b"cohort_enrolled", "contribution_paid", b"contribution_paid", "declaration_decided", b"declaration_decided", "event_id", b"event_id", "fee_collected", b"fee_collected", "fee_refunded", b"fee_refunded", "insurer_change_notified", b"insurer_change_notified", "insurer_id", b"insurer_id", "insurer_licensed", b"insurer_licensed", "insurer_suspended", b"insurer_suspended", "key_registered", b"key_registered", "key_revoked", b"key_revoked", "member_added", b"member_added", "member_removed", b"member_removed", "objection_filed", b"objection_filed", "objection_rejected", b"objection_rejected", "occurred_at", b"occurred_at", "penalty_assessed", b"penalty_assessed", "penalty_paid", b"penalty_paid", "penalty_withdrawn", b"penalty_withdrawn", "permit_ended", b"permit_ended", "permit_issued", b"permit_issued", "permit_renewed", b"permit_renewed", "person_erased", b"person_erased", "policy_cancelled", b"policy_cancelled", "policy_issued", b"policy_issued", "premium_paid", b"premium_paid"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_body: _TypeAlias = _typing.Literal["policy_issued", "policy_cancelled", "premium_paid", "member_added", "member_removed", "fee_collected", "fee_refunded", "insurer_change_notified", "insurer_licensed", "insurer_suspended", "key_registered", "key_revoked", "person_erased", "permit_issued", "permit_renewed", "permit_ended", "penalty_assessed", "objection_filed", "penalty_paid", "penalty_withdrawn", "objection_rejected", "card_issued", "card_replaced", "card_revoked", "cohort_enrolled", "contribution_paid", "cohort_ended"]  # noqa: Y015
+    _WhichOneofReturnType_body: _TypeAlias = _typing.Literal["policy_issued", "policy_cancelled", "premium_paid", "member_added", "member_removed", "fee_collected", "fee_refunded", "insurer_change_notified", "insurer_licensed", "insurer_suspended", "key_registered", "key_revoked", "person_erased", "permit_issued", "permit_renewed", "permit_ended", "penalty_assessed", "objection_filed", "penalty_paid", "penalty_withdrawn", "objection_rejected", "card_issued", "card_replaced", "card_revoked", "cohort_enrolled", "contribution_paid", "cohort_ended", "beneficiaries_declared", "declaration_decided"]  # noqa: Y015
     _WhichOneofArgType_body: _TypeAlias = _typing.Literal["body", b"body"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_body) -> _WhichOneofReturnType_body | None: ...
 
@@ -1933,3 +2010,153 @@ class CohortEnded(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___CohortEnded: _TypeAlias = CohortEnded  # noqa: Y015
+
+@_typing.final
+class BeneficiariesDeclared(_message.Message):
+    """---- Task F (issue 11, item 4): beneficiaries declared by the insured (docs/beneficiaries.md).
+
+    The insured person declares people they cover (spouse, children) on a policy the fund holds
+    for them. Signed by the insured (Event.insurer_id is the insured's own person token, their
+    principal of role beneficiary). A declaration changes nothing until the fund accepts it.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    DECLARATION_ID_FIELD_NUMBER: _builtins.int
+    POLICY_FIELD_NUMBER: _builtins.int
+    BENEFICIARIES_FIELD_NUMBER: _builtins.int
+    EFFECTIVE_DATE_FIELD_NUMBER: _builtins.int
+    INSURED_TOKEN_FIELD_NUMBER: _builtins.int
+    declaration_id: _builtins.str
+    """Chosen by the insured; unique per insured."""
+    insured_token: _builtins.str
+    """The insured who declares: their person token, which must be the event's signer
+    (Event.insurer_id): nobody declares for someone else.
+    """
+    @_builtins.property
+    def policy(self) -> Global___PolicyRef:
+        """The fund's policy on which the insured is covered as SELF."""
+
+    @_builtins.property
+    def beneficiaries(self) -> _containers.RepeatedCompositeFieldContainer[Global___DeclaredBeneficiary]:
+        """The people declared: at most a named limit, each once, none the insured."""
+
+    @_builtins.property
+    def effective_date(self) -> _types_pb2.CivilDate:
+        """First day the declared people are to be covered (within the policy's period)."""
+
+    def __init__(
+        self,
+        *,
+        declaration_id: _builtins.str = ...,
+        policy: Global___PolicyRef | None = ...,
+        beneficiaries: _abc.Iterable[Global___DeclaredBeneficiary] | None = ...,
+        effective_date: _types_pb2.CivilDate | None = ...,
+        insured_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["effective_date", b"effective_date", "policy", b"policy"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["beneficiaries", b"beneficiaries", "declaration_id", b"declaration_id", "effective_date", b"effective_date", "insured_token", b"insured_token", "policy", b"policy"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___BeneficiariesDeclared: _TypeAlias = BeneficiariesDeclared  # noqa: Y015
+
+@_typing.final
+class DeclaredBeneficiary(_message.Message):
+    """One person declared, with the references of the documents proving the relationship."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PERSON_TOKEN_FIELD_NUMBER: _builtins.int
+    RELATIONSHIP_FIELD_NUMBER: _builtins.int
+    DOCUMENTS_FIELD_NUMBER: _builtins.int
+    person_token: _builtins.str
+    """A person token from the identity vault."""
+    relationship: Global___Relationship.ValueType
+    """Spouse or child only."""
+    @_builtins.property
+    def documents(self) -> _containers.RepeatedCompositeFieldContainer[Global___DocumentReference]:
+        """References of the documents (marriage certificate, birth certificate, family booklet)
+        the fund checks: references only, never the documents' content.
+        """
+
+    def __init__(
+        self,
+        *,
+        person_token: _builtins.str = ...,
+        relationship: Global___Relationship.ValueType = ...,
+        documents: _abc.Iterable[Global___DocumentReference] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["documents", b"documents", "person_token", b"person_token", "relationship", b"relationship"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DeclaredBeneficiary: _TypeAlias = DeclaredBeneficiary  # noqa: Y015
+
+@_typing.final
+class DocumentReference(_message.Message):
+    """A reference to a document kept outside the log."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    KIND_FIELD_NUMBER: _builtins.int
+    REFERENCE_FIELD_NUMBER: _builtins.int
+    kind: Global___DocumentKind.ValueType
+    """What it is."""
+    reference: _builtins.str
+    """The fund's opaque reference of the uploaded document (letters, digits and . _ : / -):
+    never a civil-status or identity number, which would name a person in the log.
+    """
+    def __init__(
+        self,
+        *,
+        kind: Global___DocumentKind.ValueType = ...,
+        reference: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["kind", b"kind", "reference", b"reference"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DocumentReference: _TypeAlias = DocumentReference  # noqa: Y015
+
+@_typing.final
+class DeclarationDecided(_message.Message):
+    """The fund decided a declaration. Signed by the insurer owning the declaration's policy, once
+    per declaration. Accepting adds every declared person to the policy from the declaration's
+    effective date (as a MemberAdded would).
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    INSURED_TOKEN_FIELD_NUMBER: _builtins.int
+    DECLARATION_ID_FIELD_NUMBER: _builtins.int
+    DECISION_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    insured_token: _builtins.str
+    """The insured who declared (their person token)."""
+    declaration_id: _builtins.str
+    """The declaration decided."""
+    decision: Global___DeclarationDecision.ValueType
+    """Accepted or rejected."""
+    reason: _builtins.str
+    """Why, for people (required when rejected)."""
+    def __init__(
+        self,
+        *,
+        insured_token: _builtins.str = ...,
+        declaration_id: _builtins.str = ...,
+        decision: Global___DeclarationDecision.ValueType = ...,
+        reason: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["decision", b"decision", "declaration_id", b"declaration_id", "insured_token", b"insured_token", "reason", b"reason"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DeclarationDecided: _TypeAlias = DeclarationDecided  # noqa: Y015

@@ -222,6 +222,13 @@ def test_the_demo_tells_the_whole_story(tmp_path: Path) -> None:
         "cosigned checkpoint",
         "verified with a 1-of-1 witness policy",
         "exit code 0",
+        # Task F (issue 11): the insured acts for themselves; the contribution settled via CMI.
+        "traded it for a client certificate",
+        "the fund accepted",
+        "spouse from",
+        "owes MAD 840.00",
+        "through the CMI sandbox's hosted page: RECORDED",
+        "owes MAD 0.00",
     ):
         assert expected in story, expected
     # README's "What `make run` shows" lists the demo's steps: same numbers, same titles.

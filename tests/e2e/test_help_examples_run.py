@@ -171,7 +171,22 @@ def _events(count: int) -> list[dict[str, object]]:
         event["premiumPaid"]["policyId"] = "ACME-HELP-1"
         event["premiumPaid"]["payer"]["party"]["personToken"] = person("2000000006")
         premiums.append(event)
-    return [policy, *premiums]
+    insured = "id:MA:NATIONAL_ID:BE123456"  # task F: the fund's policy of a Moroccan insured
+    moroccan = {
+        "eventId": "acme-help-ma",
+        "insurerId": "acme-health",
+        "policyIssued": {
+            "policyId": "ACME-HELP-MA",
+            "sponsorToken": insured,
+            "holder": {"personToken": insured},
+            "members": [{"personToken": insured, "relationship": "RELATIONSHIP_SELF"}],
+            "startDate": {"year": 2026, "month": 1, "day": 1},
+            "endDate": {"year": 2027, "month": 12, "day": 31},
+            "plan": "CNOPS-AMO",
+            "annualPremium": {"currencyCode": "MAD", "amountMinor": "84000"},
+        },
+    }
+    return [policy, moroccan, *premiums]
 
 
 @pytest.fixture
@@ -230,10 +245,26 @@ def test_every_help_example_runs_as_printed(
         )
         runner.run("policy-ledger admin insurer license")
         runner.run("policy-ledger admin insurer list")
-        code = runner.run("policy-ledger enrol issue").split()
+        code = runner.run("policy-ledger enrol issue --role insurer").split()
         runner.values["CODE"] = code[0] if code else "CODE"
-        runner.run("policy-ledger enrol --server")
+        runner.run(
+            "policy-ledger enrol --server 127.0.0.1:50052 --ca var/pki/ca.pem --code CODE  "
+            "--role insurer"
+        )
         runner.run("policy-ledger insurer submit")  # signed with var/acme.key, enrolled
+        # Task F (issue 11): a person enrols, declares, the fund decides, the person reads.
+        issued = runner.run("policy-ledger enrol issue --role beneficiary").split()
+        runner.values["CODE"] = issued[0] if issued else "CODE"
+        runner.values["pt_abcdefghijklmnopqrstuvwxyz"] = issued[1] if len(issued) > 1 else "?"
+        runner.run(
+            "policy-ledger enrol --server 127.0.0.1:50052 --ca var/pki/ca.pem --code CODE  "
+            "--role beneficiary"
+        )
+        runner.run("policy-ledger beneficiary declare")
+        runner.run("policy-ledger fund decide")
+        runner.run("policy-ledger beneficiary record")
+        runner.run("policy-ledger beneficiary contributions")
+        runner.run("policy-ledger fund issue-code")  # the fund's code for its insured
         runner.run("policy-ledger coverage check")
         runner.run("policy-ledger coverage employer")  # Task A (issue 10): nobody on record
         runner.run("policy-ledger compliance arrears")

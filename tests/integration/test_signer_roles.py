@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 from sqlalchemy import Engine, func, select
 
+from clients.beneficiary import Declared, beneficiaries_declared, declaration_decided
 from clients.operator import insurer_licensed, key_registered, key_revoked
 from ledger.errors import LedgerError, PermissionDenied
 from ledger.keys import insurer_key_id
@@ -55,6 +56,7 @@ from tests.builders import (
     sdg,
     sudanese,
     suspended,
+    token,
 )
 from tests.conftest import KEYS_VALID_FROM, key_event, onboard_directly, pending
 
@@ -126,6 +128,8 @@ def world(engine: Engine, log_signer: Ed25519Signer, operator_signer: Ed25519Sig
     onboard_directly(engine, appender, operator_signer, "gulf-health", insurer, NOW)
     world = World(engine, appender, operator_signer)
     world.signers["gulf-health"] = insurer
+    # A beneficiary's principal is its person token (issue 11, item 4): one from this vault.
+    PRINCIPALS[SignerRole.BENEFICIARY] = token(person(next(_serials)))
     for role, principal in PRINCIPALS.items():
         if role not in (SignerRole.OPERATOR, SignerRole.INSURER):
             world.signers[principal] = Ed25519Signer.generate(principal)
@@ -169,6 +173,16 @@ def world(engine: Engine, log_signer: Ed25519Signer, operator_signer: Ed25519Sig
             world.accept("gulf-health", card_issued("gulf-health", number, covered, DEC31))
             world.cards[(what, role)] = number
         world.accept("kw-gov-health", fee_collected("kw-gov-health", f"R-{role}"))
+        if role is SignerRole.OPERATOR:  # once: the beneficiary's own policy
+            insured = PRINCIPALS[SignerRole.BENEFICIARY]
+            world.accept(
+                "gulf-health",
+                issued("gulf-health", "declare-home", insured, [(insured, 1)], JAN1, DEC31),
+            )
+        world.accept(
+            PRINCIPALS[SignerRole.BENEFICIARY],
+            _declared(PRINCIPALS[SignerRole.BENEFICIARY], f"decl-{role}"),
+        )
         for what in ("renew", "end"):  # Task A (issue 10): permits to renew and end
             world.accept(
                 "kw-gov-health",
@@ -269,7 +283,33 @@ def _events_of(world: World, role: SignerRole) -> dict[str, Callable[[], events_
             who, f"C-{role}", JAN1, dt.date(2026, 1, 31), sdg(1_000), 1
         ),
         "cohort_ended": lambda: cohort_ended(who, f"E-{role}", dt.date(2026, 6, 1)),
+        "beneficiaries_declared": lambda: _as(
+            who, _declared(PRINCIPALS[SignerRole.BENEFICIARY], f"new-{role}")
+        ),
+        "declaration_decided": lambda: declaration_decided(
+            who,
+            PRINCIPALS[SignerRole.BENEFICIARY],
+            f"decl-{role}",
+            accepted=True,
+            occurred_at=OCCURRED,
+        ),
     }
+
+
+def _declared(insured: str, declaration_id: str) -> events_pb2.Event:
+    child = Declared(
+        token(person(next(_serials))),
+        R.RELATIONSHIP_CHILD,
+        ((R.DOCUMENT_KIND_BIRTH_CERTIFICATE, f"DOC-{declaration_id}"),),
+    )
+    return beneficiaries_declared(
+        insured,
+        declaration_id,
+        ("gulf-health", "declare-home"),
+        [child],
+        effective=dt.date(2026, 7, 1),
+        occurred_at=OCCURRED,
+    )
 
 
 def _decision(who: str, decision_id: str) -> events_pb2.Event:

@@ -8,11 +8,13 @@ from sqlalchemy import create_engine
 
 from ledger.rpc.authorization import (
     AuthorizationTable,
+    beneficiary_rules,
     enrolment_rules,
     ledger_rules,
     render_markdown,
 )
 from payments.authorization import renewal_rules
+from payments.contribution_service import contribution_rules
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "security.md"
 START, END = "<!-- authorization-table:start -->\n", "<!-- authorization-table:end -->"
@@ -23,6 +25,8 @@ def test_the_security_doc_shows_the_table_the_server_enforces() -> None:
     engine = create_engine("sqlite://")
     table.add(renewal_rules(engine))
     table.add(enrolment_rules())  # the enrolment port's table, shown in the same one
+    table.add(beneficiary_rules(lambda _caller: frozenset()))  # Task F (issue 11)
+    table.add(contribution_rules(engine))
     engine.dispose()
     text = DOC.read_text(encoding="utf-8")
     shown = text.split(START, 1)[1].split(END, 1)[0]
