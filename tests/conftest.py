@@ -391,9 +391,36 @@ class ServerHandle:
         """Stop the server and its loop. The bounds are hang guards, not expectations: under
         the stress loops (two busy processes beside two test workers on two cores) a stop took
         over 30 s once."""
-        asyncio.run_coroutine_threadsafe(self.running.stop(), self.loop).result(timeout=120)
+        stopping = asyncio.run_coroutine_threadsafe(self.running.stop(), self.loop)
+        try:
+            stopping.result(timeout=120)
+        except TimeoutError:
+            raise AssertionError(f"the server did not stop in 120 s:\n{self._stacks()}") from None
         self.loop.call_soon_threadsafe(self.loop.stop)
         self.thread.join(timeout=120)
+
+    def _stacks(self) -> str:
+        """Where every thread and every task of the server's loop is (a hang's diagnosis)."""
+        import sys
+        import traceback
+
+        frames = sys._current_frames()
+        threads = [
+            f"thread {thread.name}:\n{''.join(traceback.format_stack(frames[thread.ident]))}"
+            for thread in threading.enumerate()
+            if thread.ident in frames
+        ]
+
+        async def tasks() -> list[str]:
+            return [
+                f"task {task.get_name()}: {task.get_stack(limit=8)}" for task in asyncio.all_tasks()
+            ]
+
+        try:
+            listed = asyncio.run_coroutine_threadsafe(tasks(), self.loop).result(timeout=10)
+        except TimeoutError:
+            listed = ["(the loop did not answer in 10 s: it is blocked)"]
+        return "\n".join([*threads, *listed])
 
 
 def start_server_thread(
