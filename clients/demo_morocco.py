@@ -128,7 +128,7 @@ def _server(
 
 
 def run_morocco(workdir: Path) -> None:
-    """The Moroccan step, in ``workdir/morocco`` (printed as step 8 of the story)."""
+    """The Moroccan step, in ``workdir/morocco`` (printed as step 9 of the story)."""
     workdir = workdir / "morocco"
     workdir.mkdir(parents=True, exist_ok=True)
     pki = workdir / "pki"
@@ -176,7 +176,7 @@ def run_morocco(workdir: Path) -> None:
             )
             fund_client.submit(_fund_policy(insured, year_start, year_end))
         _say(
-            f"8. morocco: fund {FUND_ID!r} covers insured CIN BE123456 ({insured}) as SELF "
+            f"9. morocco: fund {FUND_ID!r} covers insured CIN BE123456 ({insured}) as SELF "
             f"under CNOPS-DEMO-1 for {today.year}"
         )
         signer, credentials = _enrol_person(workdir, insured, enrol_port, pki)

@@ -233,7 +233,7 @@ def test_the_demo_tells_the_whole_story(tmp_path: Path) -> None:
         assert expected in story, expected
     # README's "What `make run` shows" lists the demo's steps: same numbers, same titles.
     assert readme_demo_steps() == demo_steps(story)
-    assert [number for number, _ in demo_steps(story)] == list(range(1, 9))
+    assert [number for number, _ in demo_steps(story)] == list(range(1, 10))
     # The projections the demo built agree with its log; tampering with them is reported.
     database = sqlite_url(tmp_path / "demo" / "ledger.db")
     rebuilt = run("rebuild", "--database", database)
