@@ -274,10 +274,9 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     contributions.add_argument("--as-of", type=_date, help="default: the ledger's date today")
     contributions.set_defaults(handler=_contributions)
 
-    fund = commands.add_parser(
-        "fund", help="the fund (an insurer): enrolment codes for its insured, decisions"
-    )
-    fund_commands = fund.add_subparsers(dest="fund_command", required=True)
+    from clients.cli_fund import fund_commands as fund_group
+
+    fund_commands = fund_group(commands)
     decide = _add(
         fund_commands,
         "decide",

@@ -59,10 +59,25 @@ def _totals(args: argparse.Namespace) -> int:
     return 0
 
 
+_FUND_HELP = "a fund's and a funder's commands: cohort totals, enrolment codes, decisions"
+
+
+def fund_commands(
+    commands: argparse._SubParsersAction[argparse.ArgumentParser],
+) -> argparse._SubParsersAction[argparse.ArgumentParser]:
+    """The ``fund`` group's subcommands: made by whichever registers first (``fund totals``
+    here, ``fund decide|issue-code`` in clients/cli_beneficiary.py), found by the other."""
+    fund = commands.choices.get("fund")
+    if fund is None:
+        fund = commands.add_parser("fund", help=_FUND_HELP)
+        fund.set_defaults(fund_commands=fund.add_subparsers(dest="fund_command", required=True))
+    found: argparse._SubParsersAction[argparse.ArgumentParser] = fund.get_default("fund_commands")
+    return found
+
+
 def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add ``fund totals``."""
-    fund = commands.add_parser("fund", help="funded cohorts: totals per funder and state")
-    fund_commands = fund.add_subparsers(dest="fund_command", required=True)
+    fund_commands_ = fund_commands(commands)
     text = (
         "Beneficiaries enrolled and covered, contributions paid and owed (SDG), per funder,\n"
         "state and month, with the tree size they were computed at. A funder asks for its own\n"
@@ -72,7 +87,7 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         "policy-ledger fund totals --server 127.0.0.1:50051 --credentials var/pki "
         "--as operator-operator --log-verifier @log.pub --from 2026-01 --to 2026-12"
     )
-    totals = fund_commands.add_parser(
+    totals = fund_commands_.add_parser(
         "totals",
         help="totals per funder, state and month",
         description=f"{text}\n\nExample:\n  {example}",
