@@ -363,6 +363,7 @@ def permit_ended(
     body.permit_id = permit_id
     body.effective_date.CopyFrom(civil(effective))
     body.reason = reason  # type: ignore[assignment]
+    return event
 
 
 # Penalty decisions (task B).

@@ -16,7 +16,11 @@ The changes (issue 10 item 9):
   of a policy in scope (:func:`ledger.coverage.rules.non_payment_periods`);
 * HOLD_LIFTED (households): the entry that covers, on its ledger date, the last member of the
   household who was not covered by any policy period then;
-* ENDS_BEFORE_PERMIT: needs residence permits (:class:`PermitEnds`): none are in the log yet.
+* ENDS_BEFORE_PERMIT: the entry that moves a person's coverage end (a policy issued, renewed,
+  cancelled, a member added or removed) or their residence permit's end (PermitIssued,
+  PermitRenewed) so that the coverage now ends ``D`` days before the permit does, with
+  ``1 <= D <= limits.watch_permit_notice_days``; permits are read from their own entries below
+  the entry (:class:`PermitEnds`, :class:`LoggedPermits`), never from the current projection.
 """
 
 from __future__ import annotations
@@ -34,13 +38,17 @@ from ledger.v1 import events_pb2
 __all__ = [
     "Change",
     "ChangeKind",
+    "LoggedPermits",
     "NoPermits",
     "PermitEnds",
+    "PermitEntries",
+    "PermitHistory",
     "PolicyHistory",
     "SubjectKind",
     "WatchState",
     "WatchSubject",
     "WatchedEvent",
+    "permit_last_days",
 ]
 
 _ONE_DAY = dt.timedelta(days=1)
@@ -104,27 +112,93 @@ order (its issuance first)."""
 
 
 class PermitEnds(Protocol):
-    """Where a person's residence permit ends, for ENDS_BEFORE_PERMIT."""
+    """Where a person's residence permit ends, for ENDS_BEFORE_PERMIT, as the log stood below a
+    leaf (so the answer for an entry never changes: a resumed watch agrees)."""
 
     def permit_end(self, person_token: str, leaf_index: int) -> dt.date | None:
         """The last day of the person's permit as the log knows it below ``leaf_index``."""
         ...
 
+    def permit_people(self, authority_id: str, permit_id: str, leaf_index: int) -> tuple[str, ...]:
+        """The holder and members of one permit as the log knows them below ``leaf_index``."""
+        ...
+
 
 class NoPermits:
-    """No residence permits in the log: ENDS_BEFORE_PERMIT is never sent.
-
-    TODO(permits, issue 10 item 1): once ``PermitIssued``/``PermitRenewed``/``PermitEnded``
-    exist, track each permit's end per person token in :class:`WatchState` (as policies are
-    tracked: from the entries, so a resumed watch agrees) and give it here; then
-    :meth:`WatchState._permit_changes` reports a coverage whose last day falls before the
-    permit's end within ``limits.watch_permit_notice_days``.
-    """
+    """No residence permits: ENDS_BEFORE_PERMIT is never sent (a state without a permit
+    reader, as in tests of the other changes)."""
 
     def permit_end(self, person_token: str, leaf_index: int) -> dt.date | None:
-        """Always None: there are no permits yet."""
+        """Always None."""
         del person_token, leaf_index
         return None
+
+    def permit_people(self, authority_id: str, permit_id: str, leaf_index: int) -> tuple[str, ...]:
+        """Always empty."""
+        del authority_id, permit_id, leaf_index
+        return ()
+
+
+_PERMIT_EVENTS = frozenset({"permit_issued", "permit_renewed", "permit_ended"})
+
+
+def permit_last_days(entries: Iterable[WatchedEvent]) -> dict[str, dt.date]:
+    """Person token -> the last day of their residence permit, from permit entries in log order.
+
+    A permit's last day is its ``end_date`` (moved by each PermitRenewed), or the day before a
+    PermitEnded's ``effective_date`` (the same rule as :func:`ledger.compliance.obligations.
+    obligation_until`); its people are the holder, the members it was issued with and those a
+    renewal added. A person on several permits (a transfer ends one, a new one follows) has the
+    latest last day of them. Entries of other types are skipped.
+    """
+    people: dict[tuple[str, str], set[str]] = {}
+    last: dict[tuple[str, str], dt.date] = {}
+    for entry in entries:
+        event = entry.event
+        kind = event.WhichOneof("body")
+        if kind not in _PERMIT_EVENTS:
+            continue
+        body = getattr(event, kind)
+        key = (event.insurer_id, body.permit_id)
+        if kind == "permit_issued":
+            people[key] = {body.holder_token, *(m.person_token for m in body.members)}
+            last[key] = _date(body.end_date)
+        elif key not in last:
+            continue  # the issuance is not among the entries given: nothing to follow
+        elif kind == "permit_renewed":
+            people[key].update(m.person_token for m in body.added_members)
+            last[key] = _date(body.end_date)
+        else:
+            last[key] = min(last[key], _date(body.effective_date) - _ONE_DAY)
+    found: dict[str, dt.date] = {}
+    for key, tokens in people.items():
+        for token in tokens:
+            found[token] = max(found.get(token, last[key]), last[key])
+    return found
+
+
+PermitHistory = Callable[[str, int], list[WatchedEvent]]
+"""``(person_token, before_leaf)`` -> the entries, below the leaf, of every permit naming the
+person (log order)."""
+PermitEntries = Callable[[str, str, int], list[WatchedEvent]]
+"""``(authority_id, permit_id, before_leaf)`` -> that permit's entries below the leaf."""
+
+
+class LoggedPermits:
+    """:class:`PermitEnds` from the permits' own entries below the leaf asked about (never the
+    current projection, so the answer for a leaf is fixed once the leaf is sequenced)."""
+
+    def __init__(self, of_person: PermitHistory, of_permit: PermitEntries) -> None:
+        self._of_person = of_person
+        self._of_permit = of_permit
+
+    def permit_end(self, person_token: str, leaf_index: int) -> dt.date | None:
+        """See :class:`PermitEnds`."""
+        return permit_last_days(self._of_person(person_token, leaf_index)).get(person_token)
+
+    def permit_people(self, authority_id: str, permit_id: str, leaf_index: int) -> tuple[str, ...]:
+        """See :class:`PermitEnds`."""
+        return tuple(sorted(permit_last_days(self._of_permit(authority_id, permit_id, leaf_index))))
 
 
 @dataclass
@@ -237,8 +311,10 @@ class WatchState:
             for policy_key, policy in self._policies.items()
             if date_moved or policy_key == key
         }
+        candidates = self._candidates(entry.event)
+        ends_before = {token: self._coverage_end(token) for token in candidates}
         changes = self._apply(entry)
-        changes.extend(self._permit_changes(entry))
+        changes.extend(self._permit_changes(entry, ends_before))
         for policy_key, policy in sorted(self._policies.items()):
             if date_moved or policy_key == key:
                 changes.extend(self._overdue(policy, entry, unpaid_before.get(policy_key, set())))
@@ -450,37 +526,79 @@ class WatchState:
             if key[0] == body.suspended_insurer_id and policy.last_day() >= effective
         ]
 
-    def _permit_changes(self, entry: WatchedEvent) -> list[Change]:
-        """ENDS_BEFORE_PERMIT for the members whose coverage by the policy this entry changed
-        now ends before their permit does, within the notice window (never while
-        :class:`NoPermits` answers: see its TODO)."""
+    # ENDS_BEFORE_PERMIT (docs/coverage.md "Watching coverage").
+
+    def _candidates(self, event: events_pb2.Event) -> list[str]:
+        """The people whose coverage end a policy entry may move (before it is applied)."""
+        kind = event.WhichOneof("body")
+        if kind == "policy_issued":
+            return [member.person_token for member in event.policy_issued.members]
+        if kind == "fee_collected":
+            return [line.person_token for line in event.fee_collected.lines]
+        if kind == "member_added":
+            return [event.member_added.member.person_token]
+        if kind == "member_removed":
+            return [event.member_removed.person_token]
+        if kind == "policy_cancelled":
+            policy = self._policies.get((event.insurer_id, event.policy_cancelled.policy_id))
+            return sorted(policy.members) if policy is not None else []
+        return []
+
+    def _coverage_end(self, token: str) -> tuple[dt.date, _Policy] | None:
+        """The last day any policy in scope covers ``token`` (by its dates, cancellation and
+        member removals), with that policy; None when none covers them on any day."""
+        best: tuple[dt.date, _Policy] | None = None
+        for _, policy in sorted(self._policies.items()):
+            span = policy.members.get(token)
+            if span is None:
+                continue
+            last = min(span[1], policy.last_day())
+            if last >= span[0] and (best is None or last > best[0]):
+                best = (last, policy)
+        return best
+
+    def _permit_changes(
+        self, entry: WatchedEvent, ends_before: dict[str, tuple[dt.date, _Policy] | None]
+    ) -> list[Change]:
+        """ENDS_BEFORE_PERMIT for the people of the subject whose coverage end (a policy entry)
+        or permit end (a PermitIssued or PermitRenewed) this entry moved, when their coverage
+        now ends ``D`` days before their permit does, ``1 <= D <= watch_permit_notice_days``.
+
+        Permits are read as the log stood below the entry (its coverage side) and below the
+        next one (the permit side), so the answer for an entry never changes."""
         event = entry.event
         kind = event.WhichOneof("body")
-        if kind not in {"policy_cancelled", "member_removed", "policy_issued", "member_added"}:
-            return []
-        policy = self._policies.get((event.insurer_id, getattr(event, kind).policy_id))
-        if policy is None:
-            return []
-        changes: list[Change] = []
-        for token, (_, last) in sorted(policy.members.items()):
-            permit_end = self._permits.permit_end(token, entry.leaf_index)
-            last_day = min(last, policy.last_day())
-            if permit_end is None or last_day >= permit_end:
-                continue
-            if (permit_end - last_day).days <= limits.watch_permit_notice_days:
-                changes.append(
-                    Change(
-                        kind=ChangeKind.ENDS_BEFORE_PERMIT,
-                        insurer_id=policy.insurer_id,
-                        policy_id=policy.policy_id,
-                        person_tokens=(token,),
-                        effective=last_day + _ONE_DAY,
-                        detail=f"coverage by policy {policy.policy_id!r} ends on "
-                        f"{last_day.isoformat()}, before the residence permit ends on "
-                        f"{permit_end.isoformat()}",
-                    )
+        leaf = entry.leaf_index
+        tracked = self._members()
+        found: list[tuple[str, dt.date, tuple[dt.date, _Policy]]] = []
+        if kind in {"permit_issued", "permit_renewed"}:
+            if kind == "permit_issued":
+                body = event.permit_issued
+                people: Iterable[str] = [body.holder_token, *(m.person_token for m in body.members)]
+            else:
+                people = self._permits.permit_people(
+                    event.insurer_id, event.permit_renewed.permit_id, leaf + 1
                 )
-        return changes
+            for token in sorted(set(people) & tracked):
+                after = self._permits.permit_end(token, leaf + 1)
+                coverage = self._coverage_end(token)
+                if after is None or coverage is None:
+                    continue
+                if after != self._permits.permit_end(token, leaf):
+                    found.append((token, after, coverage))
+        else:
+            for token in sorted(set(ends_before) & tracked):
+                coverage = self._coverage_end(token)
+                if coverage is None or coverage[0] == _end_day(ends_before[token]):
+                    continue
+                permit_end = self._permits.permit_end(token, leaf)
+                if permit_end is not None:
+                    found.append((token, permit_end, coverage))
+        return [
+            _ends_before_permit(token, permit_end, last, policy)
+            for token, permit_end, (last, policy) in found
+            if 1 <= (permit_end - last).days <= limits.watch_permit_notice_days
+        ]
 
     def _members(self) -> set[str]:
         return {token for policy in self._policies.values() for token in policy.members}
@@ -515,3 +633,21 @@ class WatchState:
                 f"{policy.policy_id!r} of {policy.insurer_id!r}",
             )
         ]
+
+
+def _end_day(coverage: tuple[dt.date, _Policy] | None) -> dt.date | None:
+    return None if coverage is None else coverage[0]
+
+
+def _ends_before_permit(token: str, permit_end: dt.date, last: dt.date, policy: _Policy) -> Change:
+    days = (permit_end - last).days
+    return Change(
+        kind=ChangeKind.ENDS_BEFORE_PERMIT,
+        insurer_id=policy.insurer_id,
+        policy_id=policy.policy_id,
+        person_tokens=(token,),
+        effective=last + _ONE_DAY,
+        detail=f"coverage ends on {last.isoformat()} (last day, policy {policy.policy_id!r} of "
+        f"{policy.insurer_id!r}), {days} days before the residence permit does "
+        f"({permit_end.isoformat()}); notice window {limits.watch_permit_notice_days} days",
+    )

@@ -30,6 +30,7 @@ from ledger.coverage import rules
 from ledger.coverage.model import PersonRef
 from ledger.coverage.watch import (
     Change,
+    LoggedPermits,
     SubjectKind,
     WatchedEvent,
     WatchState,
@@ -39,7 +40,7 @@ from ledger.entry import decode_entry
 from ledger.errors import LedgerError, OutOfRange, ResourceExhausted, Unavailable
 from ledger.events import decode_event
 from ledger.storage.log_store import StoredCheckpoint, latest_checkpoint
-from ledger.storage.tables import log_entries, policies, subject_entries
+from ledger.storage.tables import log_entries, obligations, policies, subject_entries
 from ledger.storage.vault_store import VaultStore, identity_of
 
 __all__ = [
@@ -188,6 +189,28 @@ class WatchStore:
         """The entries of one policy below ``before`` (the state's :data:`PolicyHistory`)."""
         return self._events(self._leaves([f"policy:{insurer_id}:{policy_id}"], before))
 
+    def permit_history(self, person_token: str, before: int) -> list[WatchedEvent]:
+        """The entries below ``before`` of every permit naming the person (the state's
+        :data:`~ledger.coverage.watch.PermitHistory`). The ``obligations`` projection only says
+        which permits name them; what the permits said is read from their entries below the
+        leaf, so a permit issued or renewed later changes nothing here."""
+        with self._engine.connect() as connection:
+            rows = connection.execute(
+                select(obligations.c.authority_id, obligations.c.permit_id)
+                .where(obligations.c.person_token == person_token)
+                .distinct()
+            ).all()
+        subjects = sorted(f"permit:{row.authority_id}:{row.permit_id}" for row in rows)
+        return self._events(self._leaves(subjects, before))
+
+    def permit_entries(self, authority_id: str, permit_id: str, before: int) -> list[WatchedEvent]:
+        """One permit's entries below ``before`` (:data:`~ledger.coverage.watch.PermitEntries`)."""
+        return self._events(self._leaves([f"permit:{authority_id}:{permit_id}"], before))
+
+    def permits(self) -> LoggedPermits:
+        """The permit reader a watch's state asks (ENDS_BEFORE_PERMIT)."""
+        return LoggedPermits(self.permit_history, self.permit_entries)
+
     def history(self, subject: WatchSubject, before: int) -> list[WatchedEvent]:
         """The entries below ``before`` that a watch of ``subject`` must replay: every entry of
         every policy that named the subject (or that the establishment holds)."""
@@ -302,7 +325,7 @@ class WatchHub:
         key = request.establishment_key
         if request.person is not None:
             key = await asyncio.to_thread(store.token_of, request.person)
-        state = WatchState(WatchSubject(request.kind, key), store.policy_history)
+        state = WatchState(WatchSubject(request.kind, key), store.policy_history, store.permits())
         # (2)
         await asyncio.to_thread(
             lambda: state.replay(store.history(state.subject, request.from_tree_size))

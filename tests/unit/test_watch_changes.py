@@ -13,14 +13,27 @@ from ledger import limits
 from ledger.coverage.watch import (
     Change,
     ChangeKind,
+    LoggedPermits,
     NoPermits,
     SubjectKind,
     WatchedEvent,
     WatchState,
     WatchSubject,
+    permit_last_days,
 )
 from ledger.v1 import events_pb2
-from tests.builders import added, cancelled, issued, paid, sar, suspended
+from tests.builders import (
+    added,
+    cancelled,
+    issued,
+    paid,
+    permit_ended,
+    permit_issued,
+    permit_renewed,
+    removed,
+    sar,
+    suspended,
+)
 
 GULF, NAJM = "gulf-health", "najm-care"
 DAY = dt.date(2026, 3, 1)
@@ -273,3 +286,187 @@ def test_a_household_watch_resumed_anywhere_sees_the_same_hold_lifted(start: int
     ]
     resumed = _changes(subject, start, log=_lifted_log())
     assert resumed == [(leaf, change) for leaf, change in whole if leaf >= start]
+
+
+# ENDS_BEFORE_PERMIT (residence permits, issue 10 item 9).
+
+AUTHORITY = "jawazat"
+NOTICE = limits.watch_permit_notice_days
+PERMIT_END = DAY + dt.timedelta(days=364 + 30)
+
+
+def _permits(log: list[WatchedEvent]) -> LoggedPermits:
+    """Permits as the log below a leaf says (what WatchStore reads from the database)."""
+
+    def named(entry: WatchedEvent, token: str) -> bool:
+        return token in permit_last_days(
+            [other for other in log if other.leaf_index <= entry.leaf_index]
+        ) and entry.event.WhichOneof("body") in {
+            "permit_issued",
+            "permit_renewed",
+            "permit_ended",
+        }
+
+    def of_person(token: str, before: int) -> list[WatchedEvent]:
+        permits = {
+            (
+                entry.event.insurer_id,
+                getattr(entry.event, str(entry.event.WhichOneof("body"))).permit_id,
+            )
+            for entry in log
+            if named(entry, token)
+        }
+        return [
+            entry
+            for entry in log
+            if entry.leaf_index < before
+            and entry.event.WhichOneof("body")
+            in {"permit_issued", "permit_renewed", "permit_ended"}
+            and (
+                entry.event.insurer_id,
+                getattr(entry.event, str(entry.event.WhichOneof("body"))).permit_id,
+            )
+            in permits
+        ]
+
+    def of_permit(authority_id: str, permit_id: str, before: int) -> list[WatchedEvent]:
+        return [
+            entry
+            for entry in log
+            if entry.leaf_index < before
+            and entry.event.WhichOneof("body")
+            in {"permit_issued", "permit_renewed", "permit_ended"}
+            and entry.event.insurer_id == authority_id
+            and getattr(entry.event, str(entry.event.WhichOneof("body"))).permit_id == permit_id
+        ]
+
+    return LoggedPermits(of_person, of_permit)
+
+
+def _permit_log() -> list[WatchedEvent]:
+    """A household whose permit outlives its policy by 30 days, then is renewed, the policy
+    cancelled early, a new policy issued, a member removed, and the permit ended."""
+    year = DAY + dt.timedelta(days=364)
+    members = [(SPONSOR, SELF), (WIFE, SPOUSE)]
+    since = DAY - dt.timedelta(days=400)
+    events = [
+        # 1: no permit yet: nothing to compare with.
+        issued(GULF, "P-1", SPONSOR, members, DAY, year),
+        # 2: the permit ends 30 days after the coverage: both people, D = 30.
+        permit_issued(
+            AUTHORITY, "R-1", SPONSOR, SPONSOR, [(WIFE, SPOUSE, since)], since, DAY, PERMIT_END
+        ),
+        # 3: renewed by a year: D = 395 > the notice window, nothing.
+        permit_renewed(AUTHORITY, "R-1", PERMIT_END + dt.timedelta(days=365)),
+        # 4: a policy to the permit's end less 10 days: D = 10 for both.
+        issued(
+            NAJM,
+            "P-2",
+            SPONSOR,
+            members,
+            year + dt.timedelta(days=1),
+            PERMIT_END + dt.timedelta(days=355),
+        ),
+        # 5: the wife leaves P-2 early: her coverage ends 200 days before, outside the window.
+        removed(NAJM, "P-2", WIFE, PERMIT_END + dt.timedelta(days=166), FINAL_EXIT),
+        # 6: the sponsor's P-2 cancelled 60 days before the permit's end: D = 60.
+        cancelled(NAJM, "P-2", PERMIT_END + dt.timedelta(days=306), FINAL_EXIT),
+        # 7: an unrelated permit of someone else.
+        permit_issued(AUTHORITY, "R-2", OTHER, OTHER, [], since, DAY, PERMIT_END),
+        # 8: the permit ends early (no report: only issuance and renewal are reported).
+        permit_ended(
+            AUTHORITY,
+            "R-1",
+            PERMIT_END + dt.timedelta(days=200),
+            events_pb2.PERMIT_END_REASON_FINAL_EXIT,
+        ),
+        # 9: a member added back to P-1: coverage end unchanged for the wife? no: P-1 ended
+        # already, so her coverage end stays the latest (P-2's removal): nothing.
+        added(GULF, "P-1", SON, CHILD, DAY + dt.timedelta(days=5)),
+    ]
+    return [
+        WatchedEvent(leaf, DAY + dt.timedelta(days=leaf), event)
+        for leaf, event in enumerate(events, start=1)
+    ]
+
+
+def _permit_changes(subject: WatchSubject, start: int = 0) -> list[tuple[int, str, int, dt.date]]:
+    log = _permit_log()
+    state = WatchState(subject, _history(log), _permits(log))
+    state.replay(entry for entry in log if entry.leaf_index < start)
+    return [
+        (entry.leaf_index, change.person_tokens[0], _days(change), change.effective)
+        for entry in log
+        if entry.leaf_index >= start
+        for change in state.apply(entry)
+        if change.kind is ChangeKind.ENDS_BEFORE_PERMIT
+    ]
+
+
+def _days(change: Change) -> int:
+    return int(change.detail.split(" days before")[0].rsplit(" ", 1)[1])
+
+
+def test_permit_last_days_follow_issuance_renewal_and_early_end() -> None:
+    log = _permit_log()
+    assert permit_last_days(log[:2]) == {SPONSOR: PERMIT_END, WIFE: PERMIT_END}
+    renewed = PERMIT_END + dt.timedelta(days=365)
+    assert permit_last_days(log[:3])[WIFE] == renewed
+    ended = PERMIT_END + dt.timedelta(days=199)
+    assert permit_last_days(log) == {SPONSOR: ended, WIFE: ended, OTHER: PERMIT_END}
+    # A renewal whose issuance is not given is skipped.
+    assert permit_last_days(log[2:3]) == {}
+
+
+def test_coverage_ending_within_the_notice_window_before_the_permit_is_reported() -> None:
+    year = DAY + dt.timedelta(days=364)
+    renewed = PERMIT_END + dt.timedelta(days=365)
+    assert 60 <= NOTICE < 200
+    assert _permit_changes(WatchSubject(SubjectKind.HOUSEHOLD, SPONSOR)) == [
+        (2, SPONSOR, 30, year + dt.timedelta(days=1)),
+        (2, WIFE, 30, year + dt.timedelta(days=1)),
+        (4, SPONSOR, 10, renewed - dt.timedelta(days=9)),
+        (4, WIFE, 10, renewed - dt.timedelta(days=9)),
+        (6, SPONSOR, 60, renewed - dt.timedelta(days=59)),
+    ]
+    # A person's watch names only that person; someone else's permit is not theirs.
+    assert [leaf for leaf, *_ in _permit_changes(WatchSubject(SubjectKind.PERSON, WIFE))] == [2, 4]
+    assert _permit_changes(WatchSubject(SubjectKind.PERSON, OTHER)) == []
+
+
+def test_the_change_names_the_policy_that_ends_the_coverage_and_the_permit_day() -> None:
+    log = _permit_log()
+    state = WatchState(WatchSubject(SubjectKind.PERSON, SPONSOR), _history(log), _permits(log))
+    changes = [change for entry in log[:4] for change in state.apply(entry)]
+    assert [(c.kind, c.policy_id, c.insurer_id) for c in changes] == [
+        (ChangeKind.ENDS_BEFORE_PERMIT, "P-1", GULF),
+        (ChangeKind.ENDS_BEFORE_PERMIT, "P-2", NAJM),
+    ]
+    assert PERMIT_END.isoformat() in changes[0].detail
+
+
+def test_a_permit_read_below_the_leaf_ignores_later_permit_entries() -> None:
+    log = _permit_log()
+    permits = _permits(log)
+    assert permits.permit_end(SPONSOR, 2) is None
+    assert permits.permit_end(SPONSOR, 3) == PERMIT_END
+    assert permits.permit_people(AUTHORITY, "R-1", 3) == (SPONSOR, WIFE)
+    assert permits.permit_people(AUTHORITY, "R-1", 2) == ()
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    start=st.integers(0, 10),
+    subject=st.sampled_from(
+        [
+            WatchSubject(SubjectKind.PERSON, SPONSOR),
+            WatchSubject(SubjectKind.PERSON, WIFE),
+            WatchSubject(SubjectKind.HOUSEHOLD, SPONSOR),
+        ]
+    ),
+)
+def test_permit_changes_resume_exactly_from_any_tree_size(
+    start: int, subject: WatchSubject
+) -> None:
+    whole = _permit_changes(subject)
+    assert _permit_changes(subject, start) == [item for item in whole if item[0] >= start]
