@@ -106,6 +106,10 @@ class WatchedEvent:
     event: events_pb2.Event
 
 
+PersonPolicies = Callable[[str, int], list[WatchedEvent]]
+"""``(person_token, before_leaf)`` -> the entries, below the leaf, of every policy that named the
+person (log order): what an establishment's watch replays for a worker its permit names."""
+
 PolicyHistory = Callable[[str, str, int], list[WatchedEvent]]
 """``(insurer_id, policy_id, before_leaf)`` -> the entries of that policy below the leaf, in log
 order (its issuance first)."""
@@ -215,6 +219,9 @@ class _Policy:
     cancelled_from: dt.date | None = None
     schedule: tuple[rules.Instalment, ...] = ()
     payments: list[rules.Payment] = field(default_factory=list)
+    whole: bool = True
+    """Every member is followed (False: an establishment follows only its permit workers on
+    a policy it does not hold)."""
 
     def last_day(self) -> dt.date:
         return self.end if self.cancelled_from is None else self.cancelled_from - _ONE_DAY
@@ -272,11 +279,17 @@ class WatchState:
         subject: WatchSubject,
         history: PolicyHistory,
         permits: PermitEnds | None = None,
+        person_policies: PersonPolicies | None = None,
     ) -> None:
         self.subject = subject
         self._history = history
         self._permits = permits or NoPermits()
+        self._person_policies = person_policies
         self._policies: dict[tuple[str, str], _Policy] = {}
+        self._sponsored: set[tuple[str, str]] = set()
+        """Establishments: the permits naming the subject as sponsor."""
+        self.workers: set[str] = set()
+        """Establishments: the people of those permits, whose policies are followed too."""
         self.last_ledger_date: dt.date | None = None
         """The ledger date of the entry before the next one (PREMIUM_OVERDUE compares it)."""
 
@@ -353,6 +366,8 @@ class WatchState:
             return self._cancelled(entry)
         elif kind == "insurer_suspended":
             return self._suspended(entry)
+        elif kind in {"permit_issued", "permit_renewed"}:
+            self._sponsored_permit(entry)
         return []
 
     # Scope: which policies the subject's watch follows.
@@ -365,12 +380,15 @@ class WatchState:
             return key in members
         if self.subject.kind is SubjectKind.HOUSEHOLD:
             return sponsor == key
-        return holder == key
+        return holder == key or not self.workers.isdisjoint(members)
 
-    def _tracked(self, members: Iterable[str]) -> list[str]:
-        """The members a policy in scope contributes (a person watch follows one person)."""
+    def _tracked(self, members: Iterable[str], *, whole: bool = True) -> list[str]:
+        """The members a policy in scope contributes (a person watch follows one person; an
+        establishment, on a policy it does not hold, its permit workers)."""
         if self.subject.kind is SubjectKind.PERSON:
             return [token for token in members if token == self.subject.key]
+        if not whole:
+            return [token for token in members if token in self.workers]
         return list(members)
 
     def _add_policy(
@@ -382,9 +400,11 @@ class WatchState:
         start: dt.date,
         end: dt.date,
         members: list[str],
+        holder: str,
     ) -> _Policy:
-        policy = _Policy(event.insurer_id, policy_id, sponsor, start, end)
-        for token in self._tracked(members):
+        whole = self.subject.kind is not SubjectKind.ESTABLISHMENT or holder == self.subject.key
+        policy = _Policy(event.insurer_id, policy_id, sponsor, start, end, whole=whole)
+        for token in self._tracked(members, whole=whole):
             policy.members[token] = (start, end)
         self._policies[(event.insurer_id, policy_id)] = policy
         return policy
@@ -401,6 +421,7 @@ class WatchState:
             start=_date(body.start_date),
             end=_date(body.end_date),
             members=members,
+            holder=_party_key(body.holder),
         )
         policy.schedule = tuple(
             rules.Instalment(_date(item.due_date), item.amount.amount_minor)
@@ -420,6 +441,7 @@ class WatchState:
             start=_date(body.period_start),
             end=_date(body.period_end),
             members=members,
+            holder=f"person:{sponsor}",
         )
 
     def _member_added(self, entry: WatchedEvent) -> None:
@@ -428,15 +450,58 @@ class WatchState:
         token = body.member.person_token
         policy = self._policies.get(key)
         if policy is None:
-            if self.subject.kind is not SubjectKind.PERSON or token != self.subject.key:
+            if not self._follows(token):
                 return
             # The person joins a policy issued before: follow it from its history.
             policy = self._policy_from_history(key, entry.leaf_index)
             if policy is None:
                 return
+            policy.whole = self.subject.kind is not SubjectKind.ESTABLISHMENT
+        if not policy.whole and not self._follows(token):
+            return
         if self.subject.kind is SubjectKind.PERSON and token != self.subject.key:
             return
         policy.members[token] = (_date(body.effective_date), policy.end)
+
+    def _follows(self, token: str) -> bool:
+        """The subject follows this person on any policy (the person, a permit worker)."""
+        if self.subject.kind is SubjectKind.PERSON:
+            return token == self.subject.key
+        return self.subject.kind is SubjectKind.ESTABLISHMENT and token in self.workers
+
+    def _sponsored_permit(self, entry: WatchedEvent) -> None:
+        """Establishments: a permit naming the subject as sponsor makes its people workers
+        the watch follows, with the policies that named them below this entry."""
+        if self.subject.kind is not SubjectKind.ESTABLISHMENT or not self.subject.key:
+            return
+        event = entry.event
+        if event.WhichOneof("body") == "permit_issued":
+            body = event.permit_issued
+            if _party_key(body.sponsor) != self.subject.key:
+                return
+            self._sponsored.add((event.insurer_id, body.permit_id))
+            people = [body.holder_token, *(m.person_token for m in body.members)]
+        else:
+            renewal = event.permit_renewed
+            if (event.insurer_id, renewal.permit_id) not in self._sponsored:
+                return
+            people = [m.person_token for m in renewal.added_members]
+        for token in sorted(set(people) - self.workers):
+            self._follow_worker(token, entry.leaf_index)
+
+    def _follow_worker(self, token: str, before: int) -> None:
+        self.workers.add(token)
+        if self._person_policies is None:
+            return
+        alone = WatchState(WatchSubject(SubjectKind.PERSON, token), self._history)
+        alone.replay(self._person_policies(token, before))
+        for key, policy in alone._policies.items():
+            mine = self._policies.get(key)
+            if mine is None:
+                policy.whole = False
+                self._policies[key] = policy
+            else:
+                mine.members.setdefault(token, policy.members[token])
 
     def _policy_from_history(self, key: tuple[str, str], before: int) -> _Policy | None:
         """The policy ``key`` as its entries below ``before`` made it (members not followed)."""

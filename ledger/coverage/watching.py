@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from sqlalchemy import Engine, select
 
 from ledger import limits
+from ledger.compliance.obligations import responsible_key
 from ledger.coverage import rules
 from ledger.coverage.model import PersonRef
 from ledger.coverage.watch import (
@@ -216,6 +217,7 @@ class WatchStore:
         every policy that named the subject (or that the establishment holds)."""
         if not subject.key:
             return []
+        permit_entries: list[WatchedEvent] = []
         if subject.kind is SubjectKind.ESTABLISHMENT:
             with self._engine.connect() as connection:
                 rows = connection.execute(
@@ -225,24 +227,71 @@ class WatchStore:
                     )
                 ).all()
             keys = {(str(row.insurer_id), str(row.policy_id)) for row in rows}
+            # The permits naming it as sponsor, and every policy of the workers they name.
+            permit_entries = self._sponsored_permits(subject.key, before)
+            for token in sorted(_permit_people(permit_entries)):
+                keys |= self._policy_keys_of(token, before)
         else:
-            keys = set()
-            for entry in self._events(self._leaves([f"person:{subject.key}"], before)):
-                body = entry.event.WhichOneof("body")
-                if body in {"policy_issued", "member_added"}:
-                    policy_id = getattr(entry.event, body).policy_id
-                    keys.add((entry.event.insurer_id, policy_id))
-                elif body == "fee_collected":
-                    keys.add((entry.event.insurer_id, entry.event.fee_collected.renewal_id))
+            keys = self._policy_keys_of(subject.key, before)
         subjects = sorted(f"policy:{insurer}:{policy}" for insurer, policy in keys)
         # Suspensions change no state a watch keeps, so the insurers' own entries are not read.
-        return self._events(self._leaves(subjects, before))
+        entries = {
+            entry.leaf_index: entry for entry in self._events(self._leaves(subjects, before))
+        }
+        entries.update((entry.leaf_index, entry) for entry in permit_entries)
+        return [entries[leaf] for leaf in sorted(entries)]
+
+    def _policy_keys_of(self, token: str, before: int) -> set[tuple[str, str]]:
+        """The (insurer, policy) pairs of the policies that named the person below ``before``."""
+        keys: set[tuple[str, str]] = set()
+        for entry in self._events(self._leaves([f"person:{token}"], before)):
+            body = entry.event.WhichOneof("body")
+            if body in {"policy_issued", "member_added"}:
+                keys.add((entry.event.insurer_id, getattr(entry.event, body).policy_id))
+            elif body == "fee_collected":
+                keys.add((entry.event.insurer_id, entry.event.fee_collected.renewal_id))
+        return keys
+
+    def _sponsored_permits(self, key: str, before: int) -> list[WatchedEvent]:
+        """The issuances and renewals, below ``before``, of the permits naming ``key`` (an
+        establishment) as sponsor (the projector indexes permit entries by their sponsor)."""
+        found: list[WatchedEvent] = []
+        sponsored: set[tuple[str, str]] = set()
+        for entry in self._events(self._leaves([key], before)):
+            event = entry.event
+            body = event.WhichOneof("body")
+            if body == "permit_issued" and responsible_key(event.permit_issued.sponsor) == key:
+                sponsored.add((event.insurer_id, event.permit_issued.permit_id))
+                found.append(entry)
+            elif body == "permit_renewed" and (
+                (event.insurer_id, event.permit_renewed.permit_id) in sponsored
+            ):
+                found.append(entry)
+        return found
+
+    def person_policies(self, person_token: str, before: int) -> list[WatchedEvent]:
+        """The entries below ``before`` of every policy that named the person (the state's
+        :data:`~ledger.coverage.watch.PersonPolicies`)."""
+        return self.history(WatchSubject(SubjectKind.PERSON, person_token), before)
 
     def ledger_date_before(self, tree_size: int) -> WatchedEvent | None:
         """The entry just below ``tree_size`` (its ledger date starts the overdue check)."""
         if tree_size == 0:
             return None
         return next(self.entries(tree_size - 1, tree_size), None)
+
+
+def _permit_people(entries: list[WatchedEvent]) -> set[str]:
+    people: set[str] = set()
+    for entry in entries:
+        event = entry.event
+        if event.WhichOneof("body") == "permit_issued":
+            body = event.permit_issued
+            people.add(body.holder_token)
+            people.update(member.person_token for member in body.members)
+        else:
+            people.update(member.person_token for member in event.permit_renewed.added_members)
+    return people
 
 
 class CommitSignal:

@@ -470,3 +470,103 @@ def test_permit_changes_resume_exactly_from_any_tree_size(
 ) -> None:
     whole = _permit_changes(subject)
     assert _permit_changes(subject, start) == [item for item in whole if item[0] >= start]
+
+
+ESTABLISHMENT_NUMBER = "7001234567"
+WORKER = "pt_worker"
+
+
+def _person_policies(log: list[WatchedEvent]):  # type: ignore[no-untyped-def]
+    """The entries below a leaf of every policy that named a person (WatchStore's read)."""
+
+    def policies(token: str, before: int) -> list[WatchedEvent]:
+        keys = set()
+        for entry in log:
+            kind = entry.event.WhichOneof("body")
+            if entry.leaf_index >= before:
+                continue
+            if kind == "policy_issued" and token in {
+                m.person_token for m in entry.event.policy_issued.members
+            }:
+                keys.add((entry.event.insurer_id, entry.event.policy_issued.policy_id))
+            if kind == "member_added" and entry.event.member_added.member.person_token == token:
+                keys.add((entry.event.insurer_id, entry.event.member_added.policy_id))
+        return [
+            entry
+            for entry in log
+            if entry.leaf_index < before
+            and (
+                entry.event.insurer_id,
+                getattr(getattr(entry.event, str(entry.event.WhichOneof("body"))), "policy_id", ""),
+            )
+            in keys
+        ]
+
+    return policies
+
+
+def _worker_log() -> list[WatchedEvent]:
+    """A worker insured on his own policy before an establishment sponsors his permit."""
+    year = DAY + dt.timedelta(days=364)
+    since = DAY - dt.timedelta(days=10)
+    events = [
+        # 1: the worker's own policy, and someone else's: the establishment holds neither.
+        issued(GULF, "P-W", WORKER, [(WORKER, SELF)], DAY, year),
+        issued(GULF, "P-O", OTHER, [(OTHER, SELF)], DAY, year),
+        # 3: the establishment sponsors the worker's permit, 30 days past his coverage.
+        permit_issued(
+            AUTHORITY,
+            "R-W",
+            WORKER,
+            ESTABLISHMENT_NUMBER,
+            [],
+            since,
+            since,
+            year + dt.timedelta(days=30),
+        ),
+        # 4, 5: from then on his policy's changes are the establishment's; OTHER's are not.
+        cancelled(GULF, "P-O", DAY + dt.timedelta(days=3), FINAL_EXIT),
+        cancelled(GULF, "P-W", year - dt.timedelta(days=9), FINAL_EXIT),
+        # 6: a newborn joins the permit, then his policy: followed too.
+        permit_renewed(AUTHORITY, "R-W", year + dt.timedelta(days=30), [(SON, CHILD, DAY)]),
+        added(GULF, "P-W", SON, CHILD, DAY + dt.timedelta(days=7)),
+    ]
+    return [
+        WatchedEvent(leaf, DAY + dt.timedelta(days=leaf), event)
+        for leaf, event in enumerate(events, start=1)
+    ]
+
+
+def _establishment_changes(start: int = 0) -> list[tuple[int, ChangeKind, tuple[str, ...]]]:
+    log = _worker_log()
+    state = WatchState(
+        WatchSubject(SubjectKind.ESTABLISHMENT, f"org:SA:{ESTABLISHMENT_NUMBER}"),
+        _history(log),
+        _permits(log),
+        _person_policies(log),
+    )
+    state.replay(entry for entry in log if entry.leaf_index < start)
+    return [
+        (entry.leaf_index, change.kind, change.person_tokens)
+        for entry in log
+        if entry.leaf_index >= start
+        for change in state.apply(entry)
+    ]
+
+
+def test_an_establishment_follows_the_workers_its_permits_name() -> None:
+    assert _establishment_changes() == [
+        (3, ChangeKind.ENDS_BEFORE_PERMIT, (WORKER,)),
+        (5, ChangeKind.POLICY_CANCELLED, (WORKER,)),
+        # The cancellation moved his coverage end 10 days further from the permit's: D = 40.
+        (5, ChangeKind.ENDS_BEFORE_PERMIT, (WORKER,)),
+        # SON's coverage (P-W cancelled) ends 40 days before the permit: reported when he joins.
+        (7, ChangeKind.ENDS_BEFORE_PERMIT, (SON,)),
+    ]
+
+
+@settings(max_examples=20, deadline=None)
+@given(start=st.integers(0, 8))
+def test_an_establishment_watch_resumed_anywhere_follows_the_same_workers(start: int) -> None:
+    whole = _establishment_changes()
+    assert _establishment_changes(start) == [item for item in whole if item[0] >= start]
