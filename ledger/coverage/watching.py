@@ -374,7 +374,12 @@ class WatchHub:
         key = request.establishment_key
         if request.person is not None:
             key = await asyncio.to_thread(store.token_of, request.person)
-        state = WatchState(WatchSubject(request.kind, key), store.policy_history, store.permits())
+        state = WatchState(
+            WatchSubject(request.kind, key),
+            store.policy_history,
+            store.permits(),
+            store.person_policies,
+        )
         # (2)
         await asyncio.to_thread(
             lambda: state.replay(store.history(state.subject, request.from_tree_size))

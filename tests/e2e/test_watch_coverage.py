@@ -524,3 +524,59 @@ def test_a_permit_watch_resumed_from_any_tree_size_gets_exactly_the_rest(
         finally:
             watch.stop()
         assert rest == [m for m in everything if m.entry.leaf_index >= size], size
+
+
+WORKER = person(503)
+ESTABLISHMENT = types_pb2.Organization(country_code="SA", registration_number="7000000001")
+
+
+def test_an_establishment_follows_the_workers_its_permits_name_and_resumes_exactly(
+    world: World, authority: InsurerClient
+) -> None:
+    today, year = world.today, world.today + dt.timedelta(days=364)
+    start = world.tree_size()
+    own = world.insurer.submit(issued(GULF, "P-W", WORKER, [(WORKER, 1)], today, year))
+    stranger = world.insurer.submit(issued(GULF, "P-S", WIFE, [(WIFE, 1)], today, year))
+    permit = authority.submit(
+        permit_issued(
+            AUTHORITY,
+            "R-W",
+            WORKER,
+            ESTABLISHMENT.registration_number,
+            [],
+            today,
+            today,
+            year + dt.timedelta(days=30),
+        )
+    )
+    cancel = world.insurer.submit(
+        cancelled(
+            GULF, "P-W", year - dt.timedelta(days=9), events_pb2.CANCELLATION_REASON_FINAL_EXIT
+        )
+    )
+    world.insurer.submit(
+        cancelled(
+            GULF, "P-S", year - dt.timedelta(days=9), events_pb2.CANCELLATION_REASON_FINAL_EXIT
+        )
+    )
+    end = world.tree_size()
+    whole = Watch(world.portal(), establishment=ESTABLISHMENT, from_tree_size=start)
+    try:
+        everything = whole.until_caught_up(end)
+    finally:
+        whole.stop()
+    assert own.leaf_index < stranger.leaf_index < permit.leaf_index
+    assert sorted(_changes(everything)) == [
+        (permit.leaf_index, "ENDS_BEFORE_PERMIT", "P-W"),
+        (cancel.leaf_index, "ENDS_BEFORE_PERMIT", "P-W"),
+        (cancel.leaf_index, "POLICY_CANCELLED", "P-W"),
+    ]
+    for message in everything:
+        assert {p.value for c in message.entry.changes for p in c.people} == {WORKER.value}
+    for size in range(start, end + 1):
+        watch = Watch(world.portal(), establishment=ESTABLISHMENT, from_tree_size=size)
+        try:
+            rest = watch.until_caught_up(end)
+        finally:
+            watch.stop()
+        assert rest == [m for m in everything if m.entry.leaf_index >= size], size
