@@ -594,20 +594,28 @@ class WatchState:
     # ENDS_BEFORE_PERMIT (docs/coverage.md "Watching coverage").
 
     def _candidates(self, event: events_pb2.Event) -> list[str]:
-        """The people whose coverage end a policy entry may move (before it is applied)."""
+        """The people whose coverage end a policy entry may move (before it is applied): only
+        of a policy in scope, or one the entry brings into scope."""
         kind = event.WhichOneof("body")
         if kind == "policy_issued":
-            return [member.person_token for member in event.policy_issued.members]
+            body = event.policy_issued
+            members = [member.person_token for member in body.members]
+            scoped = self._in_scope(body.sponsor_token, _party_key(body.holder), members)
+            return members if scoped else []
         if kind == "fee_collected":
-            return [line.person_token for line in event.fee_collected.lines]
+            sponsor = event.fee_collected.sponsor_token
+            members = [line.person_token for line in event.fee_collected.lines]
+            return members if self._in_scope(sponsor, f"person:{sponsor}", members) else []
+        if kind not in {"member_added", "member_removed", "policy_cancelled"}:
+            return []
+        policy = self._policies.get((event.insurer_id, getattr(event, kind).policy_id))
         if kind == "member_added":
-            return [event.member_added.member.person_token]
-        if kind == "member_removed":
-            return [event.member_removed.person_token]
-        if kind == "policy_cancelled":
-            policy = self._policies.get((event.insurer_id, event.policy_cancelled.policy_id))
-            return sorted(policy.members) if policy is not None else []
-        return []
+            token = event.member_added.member.person_token
+            return [token] if policy is not None or self._follows(token) else []
+        if policy is None:
+            return []
+        removed = [event.member_removed.person_token] if kind == "member_removed" else []
+        return removed or sorted(policy.members)
 
     def _coverage_end(self, token: str) -> tuple[dt.date, _Policy] | None:
         """The last day any policy in scope covers ``token`` (by its dates, cancellation and
@@ -634,6 +642,8 @@ class WatchState:
         event = entry.event
         kind = event.WhichOneof("body")
         leaf = entry.leaf_index
+        if not ends_before and kind not in {"permit_issued", "permit_renewed"}:
+            return []  # moves neither end: skip the work (most entries of the log)
         tracked = self._members()
         found: list[tuple[str, dt.date, tuple[dt.date, _Policy]]] = []
         if kind in {"permit_issued", "permit_renewed"}:

@@ -188,7 +188,7 @@ def test_a_subject_without_a_token_sees_nothing() -> None:
     assert _changes(WatchSubject(SubjectKind.PERSON, "")) == []
 
 
-def test_there_are_no_permit_changes_until_permits_exist() -> None:
+def test_there_are_no_permit_changes_without_a_permit_reader() -> None:
     assert NoPermits().permit_end(SPONSOR, 10) is None
     assert limits.watch_permit_notice_days > 0
     every = [
