@@ -570,3 +570,99 @@ def test_an_establishment_follows_the_workers_its_permits_name() -> None:
 def test_an_establishment_watch_resumed_anywhere_follows_the_same_workers(start: int) -> None:
     whole = _establishment_changes()
     assert _establishment_changes(start) == [item for item in whole if item[0] >= start]
+
+
+# Random logs of policies and permits: the changes a watch sends do not depend on where it
+# started, and every ENDS_BEFORE_PERMIT's D is within the window by the permits below it.
+
+_PEOPLE = (SPONSOR, WIFE, SON)
+_ORG_KEY = f"org:SA:{ESTABLISHMENT_NUMBER}"
+
+
+def _build_log(ops: list[tuple[int, int, int, int]]) -> list[WatchedEvent]:
+    """Each op (kind, a, b, days) becomes one event; references to policies and permits pick
+    among those issued so far (none yet: the op is an issuance instead)."""
+    policies: list[str] = []
+    permits: list[str] = []
+    events: list[events_pb2.Event] = []
+    for position, (kind, a, b, days) in enumerate(ops):
+        day = DAY + dt.timedelta(days=days)
+        people = [_PEOPLE[a % 3], *([_PEOPLE[b % 3]] if b % 3 != a % 3 else [])]
+        if kind == 0 or (kind in {1, 2, 3} and not policies):
+            policies.append(f"P-{position}")
+            members = [(token, SELF if token == people[0] else SPOUSE) for token in people]
+            events.append(
+                issued(GULF, policies[-1], people[0], members, DAY, day + dt.timedelta(days=30))
+            )
+        elif kind == 1:
+            events.append(cancelled(GULF, policies[a % len(policies)], day, FINAL_EXIT))
+        elif kind == 2:
+            events.append(removed(GULF, policies[a % len(policies)], people[-1], day, FINAL_EXIT))
+        elif kind == 3:
+            events.append(added(GULF, policies[a % len(policies)], people[-1], CHILD, DAY))
+        elif kind == 4 or not permits:
+            permits.append(f"R-{position}")
+            sponsor = ESTABLISHMENT_NUMBER if b % 2 else people[0]
+            members = [(token, SPOUSE, DAY) for token in people[1:]]
+            events.append(
+                permit_issued(AUTHORITY, permits[-1], people[0], sponsor, members, DAY, DAY, day)
+            )
+        elif kind == 5:
+            events.append(
+                permit_renewed(
+                    AUTHORITY, permits[a % len(permits)], day, [(people[-1], CHILD, DAY)]
+                )
+            )
+        else:
+            events.append(
+                permit_ended(
+                    AUTHORITY, permits[a % len(permits)], day, events_pb2.PERMIT_END_REASON_DEATH
+                )
+            )
+    return [WatchedEvent(leaf, DAY, event) for leaf, event in enumerate(events, start=1)]
+
+
+def _random_changes(
+    log: list[WatchedEvent], subject: WatchSubject, start: int
+) -> list[tuple[int, Change]]:
+    state = WatchState(subject, _history(log), _permits(log), _person_policies(log))
+    state.replay(entry for entry in log if entry.leaf_index < start)
+    state.last_ledger_date = DAY if start > 1 else None
+    return [
+        (entry.leaf_index, change)
+        for entry in log
+        if entry.leaf_index >= start
+        for change in state.apply(entry)
+    ]
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    ops=st.lists(
+        st.tuples(st.integers(0, 6), st.integers(0, 5), st.integers(0, 5), st.integers(0, 400)),
+        min_size=1,
+        max_size=12,
+    ),
+    start=st.integers(0, 13),
+    subject=st.sampled_from(
+        [
+            WatchSubject(SubjectKind.PERSON, WIFE),
+            WatchSubject(SubjectKind.HOUSEHOLD, SPONSOR),
+            WatchSubject(SubjectKind.ESTABLISHMENT, _ORG_KEY),
+        ]
+    ),
+)
+def test_random_logs_send_the_same_changes_from_any_start_and_ds_within_the_window(
+    ops: list[tuple[int, int, int, int]], start: int, subject: WatchSubject
+) -> None:
+    log = _build_log(ops)
+    whole = _random_changes(log, subject, 0)
+    assert _random_changes(log, subject, start) == [item for item in whole if item[0] >= start]
+    for leaf, change in whole:
+        if change.kind is not ChangeKind.ENDS_BEFORE_PERMIT:
+            continue
+        (token,) = change.person_tokens
+        permit_end = permit_last_days(log[:leaf])[token]
+        days = (permit_end - (change.effective - dt.timedelta(days=1))).days
+        assert 1 <= days <= NOTICE
+        assert f"{days} days before" in change.detail
