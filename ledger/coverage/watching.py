@@ -1,8 +1,10 @@
 """The change feed behind CoverageService.WatchCoverage: read committed entries, report changes.
 
 A watch (1) checks its start (``from_tree_size`` at most the log's size), (2) replays, quietly,
-the entries about its subject below that size (:class:`WatchStore`), so its state is what a watch
-that never stopped would hold, then (3) reads the log from there in pages of
+the entries about its subject below that size (:class:`WatchStore`; for an establishment also
+its permits and their workers' policies), so its state is what a watch that never stopped would
+hold (residence permits, for ENDS_BEFORE_PERMIT, are read from their own entries below the entry
+judged, :meth:`WatchStore.permits`), then (3) reads the log from there in pages of
 ``limits.watch_entries_per_read_max`` up to the latest checkpoint, yielding the changes of each
 entry (:mod:`ledger.coverage.watch`), (4) sends a heartbeat saying how far it has read, and (5)
 waits for the next commit: the sequencer calls :meth:`CommitSignal.notify` after every committed
