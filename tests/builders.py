@@ -363,6 +363,7 @@ def permit_ended(
     body.permit_id = permit_id
     body.effective_date.CopyFrom(civil(effective))
     body.reason = reason  # type: ignore[assignment]
+    return event
 
 
 # Penalty decisions (task B).
@@ -463,6 +464,7 @@ def penalty_withdrawn(
     event = _event(signer_id, event_id)
     event.penalty_withdrawn.decision_id = decision_id
     event.penalty_withdrawn.reason = reason
+    return event
 
 
 # Task E (cards): insurance card events (docs/cards.md).
@@ -518,6 +520,7 @@ def card_revoked(
     body = event.card_revoked
     body.card_number = number
     body.reason = reason  # type: ignore[assignment]
+    return event
 
 
 # Task D (issue 11): funded cohorts (ledger/funds/, docs/funds.md).

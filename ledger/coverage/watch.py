@@ -16,7 +16,11 @@ The changes (issue 10 item 9):
   of a policy in scope (:func:`ledger.coverage.rules.non_payment_periods`);
 * HOLD_LIFTED (households): the entry that covers, on its ledger date, the last member of the
   household who was not covered by any policy period then;
-* ENDS_BEFORE_PERMIT: needs residence permits (:class:`PermitEnds`): none are in the log yet.
+* ENDS_BEFORE_PERMIT: the entry that moves a person's coverage end (a policy issued, renewed,
+  cancelled, a member added or removed) or their residence permit's end (PermitIssued,
+  PermitRenewed) so that the coverage now ends ``D`` days before the permit does, with
+  ``1 <= D <= limits.watch_permit_notice_days``; permits are read from their own entries below
+  the entry (:class:`PermitEnds`, :class:`LoggedPermits`), never from the current projection.
 """
 
 from __future__ import annotations
@@ -34,13 +38,17 @@ from ledger.v1 import events_pb2
 __all__ = [
     "Change",
     "ChangeKind",
+    "LoggedPermits",
     "NoPermits",
     "PermitEnds",
+    "PermitEntries",
+    "PermitHistory",
     "PolicyHistory",
     "SubjectKind",
     "WatchState",
     "WatchSubject",
     "WatchedEvent",
+    "permit_last_days",
 ]
 
 _ONE_DAY = dt.timedelta(days=1)
@@ -98,33 +106,103 @@ class WatchedEvent:
     event: events_pb2.Event
 
 
+PersonPolicies = Callable[[str, int], list[WatchedEvent]]
+"""``(person_token, before_leaf)`` -> the entries, below the leaf, of every policy that named the
+person (log order): what an establishment's watch replays for a worker its permit names."""
+
 PolicyHistory = Callable[[str, str, int], list[WatchedEvent]]
 """``(insurer_id, policy_id, before_leaf)`` -> the entries of that policy below the leaf, in log
 order (its issuance first)."""
 
 
 class PermitEnds(Protocol):
-    """Where a person's residence permit ends, for ENDS_BEFORE_PERMIT."""
+    """Where a person's residence permit ends, for ENDS_BEFORE_PERMIT, as the log stood below a
+    leaf (so the answer for an entry never changes: a resumed watch agrees)."""
 
     def permit_end(self, person_token: str, leaf_index: int) -> dt.date | None:
         """The last day of the person's permit as the log knows it below ``leaf_index``."""
         ...
 
+    def permit_people(self, authority_id: str, permit_id: str, leaf_index: int) -> tuple[str, ...]:
+        """The holder and members of one permit as the log knows them below ``leaf_index``."""
+        ...
+
 
 class NoPermits:
-    """No residence permits in the log: ENDS_BEFORE_PERMIT is never sent.
-
-    TODO(permits, issue 10 item 1): once ``PermitIssued``/``PermitRenewed``/``PermitEnded``
-    exist, track each permit's end per person token in :class:`WatchState` (as policies are
-    tracked: from the entries, so a resumed watch agrees) and give it here; then
-    :meth:`WatchState._permit_changes` reports a coverage whose last day falls before the
-    permit's end within ``limits.watch_permit_notice_days``.
-    """
+    """No residence permits: ENDS_BEFORE_PERMIT is never sent (a state without a permit
+    reader, as in tests of the other changes)."""
 
     def permit_end(self, person_token: str, leaf_index: int) -> dt.date | None:
-        """Always None: there are no permits yet."""
+        """Always None."""
         del person_token, leaf_index
         return None
+
+    def permit_people(self, authority_id: str, permit_id: str, leaf_index: int) -> tuple[str, ...]:
+        """Always empty."""
+        del authority_id, permit_id, leaf_index
+        return ()
+
+
+_PERMIT_EVENTS = frozenset({"permit_issued", "permit_renewed", "permit_ended"})
+
+
+def permit_last_days(entries: Iterable[WatchedEvent]) -> dict[str, dt.date]:
+    """Person token -> the last day of their residence permit, from permit entries in log order.
+
+    A permit's last day is its ``end_date`` (moved by each PermitRenewed), or the day before a
+    PermitEnded's ``effective_date`` (the same rule as :func:`ledger.compliance.obligations.
+    obligation_until`); its people are the holder, the members it was issued with and those a
+    renewal added. A person on several permits (a transfer ends one, a new one follows) has the
+    latest last day of them. Entries of other types are skipped.
+    """
+    people: dict[tuple[str, str], set[str]] = {}
+    last: dict[tuple[str, str], dt.date] = {}
+    for entry in entries:
+        event = entry.event
+        kind = event.WhichOneof("body")
+        if kind not in _PERMIT_EVENTS:
+            continue
+        body = getattr(event, kind)
+        key = (event.insurer_id, body.permit_id)
+        if kind == "permit_issued":
+            people[key] = {body.holder_token, *(m.person_token for m in body.members)}
+            last[key] = _date(body.end_date)
+        elif key not in last:
+            continue  # the issuance is not among the entries given: nothing to follow
+        elif kind == "permit_renewed":
+            people[key].update(m.person_token for m in body.added_members)
+            last[key] = _date(body.end_date)
+        else:
+            last[key] = min(last[key], _date(body.effective_date) - _ONE_DAY)
+    found: dict[str, dt.date] = {}
+    for key, tokens in people.items():
+        for token in tokens:
+            found[token] = max(found.get(token, last[key]), last[key])
+    return found
+
+
+PermitHistory = Callable[[str, int], list[WatchedEvent]]
+"""``(person_token, before_leaf)`` -> the entries, below the leaf, of every permit naming the
+person (log order)."""
+PermitEntries = Callable[[str, str, int], list[WatchedEvent]]
+"""``(authority_id, permit_id, before_leaf)`` -> that permit's entries below the leaf."""
+
+
+class LoggedPermits:
+    """:class:`PermitEnds` from the permits' own entries below the leaf asked about (never the
+    current projection, so the answer for a leaf is fixed once the leaf is sequenced)."""
+
+    def __init__(self, of_person: PermitHistory, of_permit: PermitEntries) -> None:
+        self._of_person = of_person
+        self._of_permit = of_permit
+
+    def permit_end(self, person_token: str, leaf_index: int) -> dt.date | None:
+        """See :class:`PermitEnds`."""
+        return permit_last_days(self._of_person(person_token, leaf_index)).get(person_token)
+
+    def permit_people(self, authority_id: str, permit_id: str, leaf_index: int) -> tuple[str, ...]:
+        """See :class:`PermitEnds`."""
+        return tuple(sorted(permit_last_days(self._of_permit(authority_id, permit_id, leaf_index))))
 
 
 @dataclass
@@ -141,6 +219,9 @@ class _Policy:
     cancelled_from: dt.date | None = None
     schedule: tuple[rules.Instalment, ...] = ()
     payments: list[rules.Payment] = field(default_factory=list)
+    whole: bool = True
+    """Every member is followed (False: an establishment follows only its permit workers on
+    a policy it does not hold)."""
 
     def last_day(self) -> dt.date:
         return self.end if self.cancelled_from is None else self.cancelled_from - _ONE_DAY
@@ -198,11 +279,17 @@ class WatchState:
         subject: WatchSubject,
         history: PolicyHistory,
         permits: PermitEnds | None = None,
+        person_policies: PersonPolicies | None = None,
     ) -> None:
         self.subject = subject
         self._history = history
         self._permits = permits or NoPermits()
+        self._person_policies = person_policies
         self._policies: dict[tuple[str, str], _Policy] = {}
+        self._sponsored: set[tuple[str, str]] = set()
+        """Establishments: the permits naming the subject as sponsor."""
+        self.workers: set[str] = set()
+        """Establishments: the people of those permits, whose policies are followed too."""
         self.last_ledger_date: dt.date | None = None
         """The ledger date of the entry before the next one (PREMIUM_OVERDUE compares it)."""
 
@@ -237,8 +324,10 @@ class WatchState:
             for policy_key, policy in self._policies.items()
             if date_moved or policy_key == key
         }
+        candidates = self._candidates(entry.event)
+        ends_before = {token: self._coverage_end(token) for token in candidates}
         changes = self._apply(entry)
-        changes.extend(self._permit_changes(entry))
+        changes.extend(self._permit_changes(entry, ends_before))
         for policy_key, policy in sorted(self._policies.items()):
             if date_moved or policy_key == key:
                 changes.extend(self._overdue(policy, entry, unpaid_before.get(policy_key, set())))
@@ -277,6 +366,8 @@ class WatchState:
             return self._cancelled(entry)
         elif kind == "insurer_suspended":
             return self._suspended(entry)
+        elif kind in {"permit_issued", "permit_renewed"}:
+            self._sponsored_permit(entry)
         return []
 
     # Scope: which policies the subject's watch follows.
@@ -289,12 +380,15 @@ class WatchState:
             return key in members
         if self.subject.kind is SubjectKind.HOUSEHOLD:
             return sponsor == key
-        return holder == key
+        return holder == key or not self.workers.isdisjoint(members)
 
-    def _tracked(self, members: Iterable[str]) -> list[str]:
-        """The members a policy in scope contributes (a person watch follows one person)."""
+    def _tracked(self, members: Iterable[str], *, whole: bool = True) -> list[str]:
+        """The members a policy in scope contributes (a person watch follows one person; an
+        establishment, on a policy it does not hold, its permit workers)."""
         if self.subject.kind is SubjectKind.PERSON:
             return [token for token in members if token == self.subject.key]
+        if not whole:
+            return [token for token in members if token in self.workers]
         return list(members)
 
     def _add_policy(
@@ -306,9 +400,11 @@ class WatchState:
         start: dt.date,
         end: dt.date,
         members: list[str],
+        holder: str,
     ) -> _Policy:
-        policy = _Policy(event.insurer_id, policy_id, sponsor, start, end)
-        for token in self._tracked(members):
+        whole = self.subject.kind is not SubjectKind.ESTABLISHMENT or holder == self.subject.key
+        policy = _Policy(event.insurer_id, policy_id, sponsor, start, end, whole=whole)
+        for token in self._tracked(members, whole=whole):
             policy.members[token] = (start, end)
         self._policies[(event.insurer_id, policy_id)] = policy
         return policy
@@ -325,6 +421,7 @@ class WatchState:
             start=_date(body.start_date),
             end=_date(body.end_date),
             members=members,
+            holder=_party_key(body.holder),
         )
         policy.schedule = tuple(
             rules.Instalment(_date(item.due_date), item.amount.amount_minor)
@@ -344,6 +441,7 @@ class WatchState:
             start=_date(body.period_start),
             end=_date(body.period_end),
             members=members,
+            holder=f"person:{sponsor}",
         )
 
     def _member_added(self, entry: WatchedEvent) -> None:
@@ -352,15 +450,58 @@ class WatchState:
         token = body.member.person_token
         policy = self._policies.get(key)
         if policy is None:
-            if self.subject.kind is not SubjectKind.PERSON or token != self.subject.key:
+            if not self._follows(token):
                 return
             # The person joins a policy issued before: follow it from its history.
             policy = self._policy_from_history(key, entry.leaf_index)
             if policy is None:
                 return
+            policy.whole = self.subject.kind is not SubjectKind.ESTABLISHMENT
+        if not policy.whole and not self._follows(token):
+            return
         if self.subject.kind is SubjectKind.PERSON and token != self.subject.key:
             return
         policy.members[token] = (_date(body.effective_date), policy.end)
+
+    def _follows(self, token: str) -> bool:
+        """The subject follows this person on any policy (the person, a permit worker)."""
+        if self.subject.kind is SubjectKind.PERSON:
+            return token == self.subject.key
+        return self.subject.kind is SubjectKind.ESTABLISHMENT and token in self.workers
+
+    def _sponsored_permit(self, entry: WatchedEvent) -> None:
+        """Establishments: a permit naming the subject as sponsor makes its people workers
+        the watch follows, with the policies that named them below this entry."""
+        if self.subject.kind is not SubjectKind.ESTABLISHMENT or not self.subject.key:
+            return
+        event = entry.event
+        if event.WhichOneof("body") == "permit_issued":
+            body = event.permit_issued
+            if _party_key(body.sponsor) != self.subject.key:
+                return
+            self._sponsored.add((event.insurer_id, body.permit_id))
+            people = [body.holder_token, *(m.person_token for m in body.members)]
+        else:
+            renewal = event.permit_renewed
+            if (event.insurer_id, renewal.permit_id) not in self._sponsored:
+                return
+            people = [m.person_token for m in renewal.added_members]
+        for token in sorted(set(people) - self.workers):
+            self._follow_worker(token, entry.leaf_index)
+
+    def _follow_worker(self, token: str, before: int) -> None:
+        self.workers.add(token)
+        if self._person_policies is None:
+            return
+        alone = WatchState(WatchSubject(SubjectKind.PERSON, token), self._history)
+        alone.replay(self._person_policies(token, before))
+        for key, policy in alone._policies.items():
+            mine = self._policies.get(key)
+            if mine is None:
+                policy.whole = False
+                self._policies[key] = policy
+            else:
+                mine.members.setdefault(token, policy.members[token])
 
     def _policy_from_history(self, key: tuple[str, str], before: int) -> _Policy | None:
         """The policy ``key`` as its entries below ``before`` made it (members not followed)."""
@@ -450,37 +591,89 @@ class WatchState:
             if key[0] == body.suspended_insurer_id and policy.last_day() >= effective
         ]
 
-    def _permit_changes(self, entry: WatchedEvent) -> list[Change]:
-        """ENDS_BEFORE_PERMIT for the members whose coverage by the policy this entry changed
-        now ends before their permit does, within the notice window (never while
-        :class:`NoPermits` answers: see its TODO)."""
-        event = entry.event
+    # ENDS_BEFORE_PERMIT (docs/coverage.md "Watching coverage").
+
+    def _candidates(self, event: events_pb2.Event) -> list[str]:
+        """The people whose coverage end a policy entry may move (before it is applied): only
+        of a policy in scope, or one the entry brings into scope."""
         kind = event.WhichOneof("body")
-        if kind not in {"policy_cancelled", "member_removed", "policy_issued", "member_added"}:
+        if kind == "policy_issued":
+            body = event.policy_issued
+            members = [member.person_token for member in body.members]
+            scoped = self._in_scope(body.sponsor_token, _party_key(body.holder), members)
+            return members if scoped else []
+        if kind == "fee_collected":
+            sponsor = event.fee_collected.sponsor_token
+            members = [line.person_token for line in event.fee_collected.lines]
+            return members if self._in_scope(sponsor, f"person:{sponsor}", members) else []
+        if kind not in {"member_added", "member_removed", "policy_cancelled"}:
             return []
         policy = self._policies.get((event.insurer_id, getattr(event, kind).policy_id))
+        if kind == "member_added":
+            token = event.member_added.member.person_token
+            return [token] if policy is not None or self._follows(token) else []
         if policy is None:
             return []
-        changes: list[Change] = []
-        for token, (_, last) in sorted(policy.members.items()):
-            permit_end = self._permits.permit_end(token, entry.leaf_index)
-            last_day = min(last, policy.last_day())
-            if permit_end is None or last_day >= permit_end:
+        removed = [event.member_removed.person_token] if kind == "member_removed" else []
+        return removed or sorted(policy.members)
+
+    def _coverage_end(self, token: str) -> tuple[dt.date, _Policy] | None:
+        """The last day any policy in scope covers ``token`` (by its dates, cancellation and
+        member removals), with that policy; None when none covers them on any day."""
+        best: tuple[dt.date, _Policy] | None = None
+        for _, policy in sorted(self._policies.items()):
+            span = policy.members.get(token)
+            if span is None:
                 continue
-            if (permit_end - last_day).days <= limits.watch_permit_notice_days:
-                changes.append(
-                    Change(
-                        kind=ChangeKind.ENDS_BEFORE_PERMIT,
-                        insurer_id=policy.insurer_id,
-                        policy_id=policy.policy_id,
-                        person_tokens=(token,),
-                        effective=last_day + _ONE_DAY,
-                        detail=f"coverage by policy {policy.policy_id!r} ends on "
-                        f"{last_day.isoformat()}, before the residence permit ends on "
-                        f"{permit_end.isoformat()}",
-                    )
+            last = min(span[1], policy.last_day())
+            if last >= span[0] and (best is None or last > best[0]):
+                best = (last, policy)
+        return best
+
+    def _permit_changes(
+        self, entry: WatchedEvent, ends_before: dict[str, tuple[dt.date, _Policy] | None]
+    ) -> list[Change]:
+        """ENDS_BEFORE_PERMIT for the people of the subject whose coverage end (a policy entry)
+        or permit end (a PermitIssued or PermitRenewed) this entry moved, when their coverage
+        now ends ``D`` days before their permit does, ``1 <= D <= watch_permit_notice_days``.
+
+        Permits are read as the log stood below the entry (its coverage side) and below the
+        next one (the permit side), so the answer for an entry never changes."""
+        event = entry.event
+        kind = event.WhichOneof("body")
+        leaf = entry.leaf_index
+        if not ends_before and kind not in {"permit_issued", "permit_renewed"}:
+            return []  # moves neither end: skip the work (most entries of the log)
+        tracked = self._members()
+        found: list[tuple[str, dt.date, tuple[dt.date, _Policy]]] = []
+        if kind in {"permit_issued", "permit_renewed"}:
+            if kind == "permit_issued":
+                body = event.permit_issued
+                people: Iterable[str] = [body.holder_token, *(m.person_token for m in body.members)]
+            else:
+                people = self._permits.permit_people(
+                    event.insurer_id, event.permit_renewed.permit_id, leaf + 1
                 )
-        return changes
+            for token in sorted(set(people) & tracked):
+                after = self._permits.permit_end(token, leaf + 1)
+                coverage = self._coverage_end(token)
+                if after is None or coverage is None:
+                    continue
+                if after != self._permits.permit_end(token, leaf):
+                    found.append((token, after, coverage))
+        else:
+            for token in sorted(set(ends_before) & tracked):
+                coverage = self._coverage_end(token)
+                if coverage is None or coverage[0] == _end_day(ends_before[token]):
+                    continue
+                permit_end = self._permits.permit_end(token, leaf)
+                if permit_end is not None:
+                    found.append((token, permit_end, coverage))
+        return [
+            _ends_before_permit(token, permit_end, last, policy)
+            for token, permit_end, (last, policy) in found
+            if 1 <= (permit_end - last).days <= limits.watch_permit_notice_days
+        ]
 
     def _members(self) -> set[str]:
         return {token for policy in self._policies.values() for token in policy.members}
@@ -515,3 +708,21 @@ class WatchState:
                 f"{policy.policy_id!r} of {policy.insurer_id!r}",
             )
         ]
+
+
+def _end_day(coverage: tuple[dt.date, _Policy] | None) -> dt.date | None:
+    return None if coverage is None else coverage[0]
+
+
+def _ends_before_permit(token: str, permit_end: dt.date, last: dt.date, policy: _Policy) -> Change:
+    days = (permit_end - last).days
+    return Change(
+        kind=ChangeKind.ENDS_BEFORE_PERMIT,
+        insurer_id=policy.insurer_id,
+        policy_id=policy.policy_id,
+        person_tokens=(token,),
+        effective=last + _ONE_DAY,
+        detail=f"coverage ends on {last.isoformat()} (last day, policy {policy.policy_id!r} of "
+        f"{policy.insurer_id!r}), {days} days before the residence permit does "
+        f"({permit_end.isoformat()}); notice window {limits.watch_permit_notice_days} days",
+    )

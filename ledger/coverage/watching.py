@@ -1,8 +1,10 @@
 """The change feed behind CoverageService.WatchCoverage: read committed entries, report changes.
 
 A watch (1) checks its start (``from_tree_size`` at most the log's size), (2) replays, quietly,
-the entries about its subject below that size (:class:`WatchStore`), so its state is what a watch
-that never stopped would hold, then (3) reads the log from there in pages of
+the entries about its subject below that size (:class:`WatchStore`; for an establishment also
+its permits and their workers' policies), so its state is what a watch that never stopped would
+hold (residence permits, for ENDS_BEFORE_PERMIT, are read from their own entries below the entry
+judged, :meth:`WatchStore.permits`), then (3) reads the log from there in pages of
 ``limits.watch_entries_per_read_max`` up to the latest checkpoint, yielding the changes of each
 entry (:mod:`ledger.coverage.watch`), (4) sends a heartbeat saying how far it has read, and (5)
 waits for the next commit: the sequencer calls :meth:`CommitSignal.notify` after every committed
@@ -26,10 +28,12 @@ from dataclasses import dataclass
 from sqlalchemy import Engine, select
 
 from ledger import limits
+from ledger.compliance.obligations import responsible_key
 from ledger.coverage import rules
 from ledger.coverage.model import PersonRef
 from ledger.coverage.watch import (
     Change,
+    LoggedPermits,
     SubjectKind,
     WatchedEvent,
     WatchState,
@@ -39,7 +43,7 @@ from ledger.entry import decode_entry
 from ledger.errors import LedgerError, OutOfRange, ResourceExhausted, Unavailable
 from ledger.events import decode_event
 from ledger.storage.log_store import StoredCheckpoint, latest_checkpoint
-from ledger.storage.tables import log_entries, policies, subject_entries
+from ledger.storage.tables import log_entries, obligations, policies, subject_entries
 from ledger.storage.vault_store import VaultStore, identity_of
 
 __all__ = [
@@ -188,11 +192,34 @@ class WatchStore:
         """The entries of one policy below ``before`` (the state's :data:`PolicyHistory`)."""
         return self._events(self._leaves([f"policy:{insurer_id}:{policy_id}"], before))
 
+    def permit_history(self, person_token: str, before: int) -> list[WatchedEvent]:
+        """The entries below ``before`` of every permit naming the person (the state's
+        :data:`~ledger.coverage.watch.PermitHistory`). The ``obligations`` projection only says
+        which permits name them; what the permits said is read from their entries below the
+        leaf, so a permit issued or renewed later changes nothing here."""
+        with self._engine.connect() as connection:
+            rows = connection.execute(
+                select(obligations.c.authority_id, obligations.c.permit_id)
+                .where(obligations.c.person_token == person_token)
+                .distinct()
+            ).all()
+        subjects = sorted(f"permit:{row.authority_id}:{row.permit_id}" for row in rows)
+        return self._events(self._leaves(subjects, before))
+
+    def permit_entries(self, authority_id: str, permit_id: str, before: int) -> list[WatchedEvent]:
+        """One permit's entries below ``before`` (:data:`~ledger.coverage.watch.PermitEntries`)."""
+        return self._events(self._leaves([f"permit:{authority_id}:{permit_id}"], before))
+
+    def permits(self) -> LoggedPermits:
+        """The permit reader a watch's state asks (ENDS_BEFORE_PERMIT)."""
+        return LoggedPermits(self.permit_history, self.permit_entries)
+
     def history(self, subject: WatchSubject, before: int) -> list[WatchedEvent]:
         """The entries below ``before`` that a watch of ``subject`` must replay: every entry of
         every policy that named the subject (or that the establishment holds)."""
         if not subject.key:
             return []
+        permit_entries: list[WatchedEvent] = []
         if subject.kind is SubjectKind.ESTABLISHMENT:
             with self._engine.connect() as connection:
                 rows = connection.execute(
@@ -202,24 +229,71 @@ class WatchStore:
                     )
                 ).all()
             keys = {(str(row.insurer_id), str(row.policy_id)) for row in rows}
+            # The permits naming it as sponsor, and every policy of the workers they name.
+            permit_entries = self._sponsored_permits(subject.key, before)
+            for token in sorted(_permit_people(permit_entries)):
+                keys |= self._policy_keys_of(token, before)
         else:
-            keys = set()
-            for entry in self._events(self._leaves([f"person:{subject.key}"], before)):
-                body = entry.event.WhichOneof("body")
-                if body in {"policy_issued", "member_added"}:
-                    policy_id = getattr(entry.event, body).policy_id
-                    keys.add((entry.event.insurer_id, policy_id))
-                elif body == "fee_collected":
-                    keys.add((entry.event.insurer_id, entry.event.fee_collected.renewal_id))
+            keys = self._policy_keys_of(subject.key, before)
         subjects = sorted(f"policy:{insurer}:{policy}" for insurer, policy in keys)
         # Suspensions change no state a watch keeps, so the insurers' own entries are not read.
-        return self._events(self._leaves(subjects, before))
+        entries = {
+            entry.leaf_index: entry for entry in self._events(self._leaves(subjects, before))
+        }
+        entries.update((entry.leaf_index, entry) for entry in permit_entries)
+        return [entries[leaf] for leaf in sorted(entries)]
+
+    def _policy_keys_of(self, token: str, before: int) -> set[tuple[str, str]]:
+        """The (insurer, policy) pairs of the policies that named the person below ``before``."""
+        keys: set[tuple[str, str]] = set()
+        for entry in self._events(self._leaves([f"person:{token}"], before)):
+            body = entry.event.WhichOneof("body")
+            if body in {"policy_issued", "member_added"}:
+                keys.add((entry.event.insurer_id, getattr(entry.event, body).policy_id))
+            elif body == "fee_collected":
+                keys.add((entry.event.insurer_id, entry.event.fee_collected.renewal_id))
+        return keys
+
+    def _sponsored_permits(self, key: str, before: int) -> list[WatchedEvent]:
+        """The issuances and renewals, below ``before``, of the permits naming ``key`` (an
+        establishment) as sponsor (the projector indexes permit entries by their sponsor)."""
+        found: list[WatchedEvent] = []
+        sponsored: set[tuple[str, str]] = set()
+        for entry in self._events(self._leaves([key], before)):
+            event = entry.event
+            body = event.WhichOneof("body")
+            if body == "permit_issued" and responsible_key(event.permit_issued.sponsor) == key:
+                sponsored.add((event.insurer_id, event.permit_issued.permit_id))
+                found.append(entry)
+            elif body == "permit_renewed" and (
+                (event.insurer_id, event.permit_renewed.permit_id) in sponsored
+            ):
+                found.append(entry)
+        return found
+
+    def person_policies(self, person_token: str, before: int) -> list[WatchedEvent]:
+        """The entries below ``before`` of every policy that named the person (the state's
+        :data:`~ledger.coverage.watch.PersonPolicies`)."""
+        return self.history(WatchSubject(SubjectKind.PERSON, person_token), before)
 
     def ledger_date_before(self, tree_size: int) -> WatchedEvent | None:
         """The entry just below ``tree_size`` (its ledger date starts the overdue check)."""
         if tree_size == 0:
             return None
         return next(self.entries(tree_size - 1, tree_size), None)
+
+
+def _permit_people(entries: list[WatchedEvent]) -> set[str]:
+    people: set[str] = set()
+    for entry in entries:
+        event = entry.event
+        if event.WhichOneof("body") == "permit_issued":
+            body = event.permit_issued
+            people.add(body.holder_token)
+            people.update(member.person_token for member in body.members)
+        else:
+            people.update(member.person_token for member in event.permit_renewed.added_members)
+    return people
 
 
 class CommitSignal:
@@ -302,7 +376,12 @@ class WatchHub:
         key = request.establishment_key
         if request.person is not None:
             key = await asyncio.to_thread(store.token_of, request.person)
-        state = WatchState(WatchSubject(request.kind, key), store.policy_history)
+        state = WatchState(
+            WatchSubject(request.kind, key),
+            store.policy_history,
+            store.permits(),
+            store.person_policies,
+        )
         # (2)
         await asyncio.to_thread(
             lambda: state.replay(store.history(state.subject, request.from_tree_size))

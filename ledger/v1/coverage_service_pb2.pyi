@@ -102,8 +102,9 @@ class _CoverageChangeKindEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Co
     covered by this entry (people: the members it covered).
     """
     COVERAGE_CHANGE_KIND_ENDS_BEFORE_PERMIT: _CoverageChangeKind.ValueType  # 5
-    """Coverage ends within the notice window before the end of the person's residence permit.
-    Not sent until residence permits are in the log (docs/coverage.md "Watching coverage").
+    """The person's coverage now ends D days before their residence permit does, 1 <= D <= the
+    notice window (sent by the entry that moved either end; docs/coverage.md "Watching
+    coverage").
     """
 
 class CoverageChangeKind(_CoverageChangeKind, metaclass=_CoverageChangeKindEnumTypeWrapper):
@@ -125,8 +126,9 @@ COVERAGE_CHANGE_KIND_HOLD_LIFTED: CoverageChangeKind.ValueType  # 4
 covered by this entry (people: the members it covered).
 """
 COVERAGE_CHANGE_KIND_ENDS_BEFORE_PERMIT: CoverageChangeKind.ValueType  # 5
-"""Coverage ends within the notice window before the end of the person's residence permit.
-Not sent until residence permits are in the log (docs/coverage.md "Watching coverage").
+"""The person's coverage now ends D days before their residence permit does, 1 <= D <= the
+notice window (sent by the entry that moved either end; docs/coverage.md "Watching
+coverage").
 """
 Global___CoverageChangeKind: _TypeAlias = CoverageChangeKind  # noqa: Y015
 

@@ -20,11 +20,21 @@ from clients.insurer import InsurerClient
 from clients.portal import PortalClient
 from clients.verify import TrustedLog
 from ledger import limits
+from ledger.signers import SignerRole
 from ledger.signing import Ed25519Signer
 from ledger.v1 import coverage_service_pb2 as pb
 from ledger.v1 import coverage_service_pb2_grpc as pb_grpc
 from ledger.v1 import events_pb2, types_pb2
-from tests.builders import cancelled, issued, person, sar, suspended
+from tests.builders import (
+    cancelled,
+    issued,
+    permit_issued,
+    permit_renewed,
+    person,
+    removed,
+    sar,
+    suspended,
+)
 from tests.conftest import ServerHandle, onboard, start_server_thread
 from tests.stack import row_counts
 
@@ -356,3 +366,217 @@ def test_a_stopping_server_ends_its_watches_with_the_tree_size_to_resume_from(
     finally:
         if not stopped:
             server.stop()
+
+
+# ENDS_BEFORE_PERMIT: residence permits (issue 10 item 9; docs/coverage.md "Watching coverage").
+
+AUTHORITY = "sa-residence"
+
+
+@pytest.fixture
+def authority(world: World, operator_signer: Ed25519Signer) -> InsurerClient:
+    """The residence authority, onboarded on the world's server."""
+    signer = Ed25519Signer.generate(AUTHORITY)
+    onboard(world.server, operator_signer, AUTHORITY, signer, SignerRole.AUTHORITY)
+    channel = world.server.channel("authority", AUTHORITY)
+    world.channels.append(channel)
+    log = TrustedLog.from_verifier_key(world.server.log_verifier_key)
+    return InsurerClient(channel, signer=signer, log=log)
+
+
+def _permit_story(world: World, authority: InsurerClient) -> list[int]:
+    """A household whose coverage and permit end close together; the leaf indexes of: a
+    policy (no permit yet), the permit (30 days after the coverage), a renewal (120 days
+    after: outside the window), a follow-on policy (60 days before), the wife's removal from
+    it (90 days before: the window's edge)."""
+    today, year = world.today, world.today + dt.timedelta(days=364)
+    both = [(SPONSOR, 1), (WIFE, 2)]
+    wife = (WIFE, events_pb2.RELATIONSHIP_SPOUSE, today)
+    return [
+        world.insurer.submit(issued(GULF, "P-1", SPONSOR, both, today, year)).leaf_index,
+        authority.submit(
+            permit_issued(
+                AUTHORITY,
+                "R-1",
+                SPONSOR,
+                SPONSOR,
+                [wife],
+                today,
+                today,
+                year + dt.timedelta(days=30),
+            )
+        ).leaf_index,
+        authority.submit(
+            permit_renewed(AUTHORITY, "R-1", year + dt.timedelta(days=120))
+        ).leaf_index,
+        world.insurer.submit(
+            issued(
+                GULF,
+                "P-2",
+                SPONSOR,
+                both,
+                year + dt.timedelta(days=1),
+                year + dt.timedelta(days=60),
+            )
+        ).leaf_index,
+        world.insurer.submit(
+            removed(
+                GULF,
+                "P-2",
+                WIFE,
+                year + dt.timedelta(days=31),
+                events_pb2.CANCELLATION_REASON_FINAL_EXIT,
+            )
+        ).leaf_index,
+    ]
+
+
+def _permit_changes(messages: list[pb.WatchCoverageResponse]) -> list[tuple[int, str, str, str]]:
+    """(leaf index, policy, person, D days) of each ENDS_BEFORE_PERMIT, by leaf and person."""
+    return sorted(
+        (
+            message.entry.leaf_index,
+            change.policy_id,
+            next(iter(change.people)).value,
+            change.detail.split(" days before")[0].rsplit(" ", 1)[1],
+        )
+        for message in messages
+        for change in message.entry.changes
+        if change.kind == KIND.COVERAGE_CHANGE_KIND_ENDS_BEFORE_PERMIT
+    )
+
+
+def test_coverage_ending_before_the_permit_arrives_with_its_leaf_index(
+    world: World, authority: InsurerClient
+) -> None:
+    start = world.tree_size()
+    household = Watch(world.portal(), household_sponsor=SPONSOR, from_tree_size=start)
+    try:
+        policy, permit, renewal, follow_on, removal = _permit_story(world, authority)
+        received = household.until_caught_up(world.tree_size())
+    finally:
+        household.stop()
+    assert policy < permit < renewal < follow_on < removal
+    assert _permit_changes(received) == sorted(
+        [
+            (permit, "P-1", SPONSOR.value, "30"),
+            (permit, "P-1", WIFE.value, "30"),
+            (follow_on, "P-2", SPONSOR.value, "60"),
+            (follow_on, "P-2", WIFE.value, "60"),
+            (removal, "P-2", WIFE.value, "90"),
+        ]
+    )
+    first = next(
+        change
+        for message in received
+        for change in message.entry.changes
+        if change.kind == KIND.COVERAGE_CHANGE_KIND_ENDS_BEFORE_PERMIT
+    )
+    year = world.today + dt.timedelta(days=364)
+    first_uncovered = year + dt.timedelta(days=1)
+    assert (first.effective_date.year, first.effective_date.month, first.effective_date.day) == (
+        first_uncovered.year,
+        first_uncovered.month,
+        first_uncovered.day,
+    )
+    # A person's watch sees only that person's.
+    wife = Watch(world.portal(), person=WIFE, from_tree_size=start)
+    try:
+        mine = wife.until_caught_up(world.tree_size())
+    finally:
+        wife.stop()
+    assert [(leaf, who) for leaf, _, who, _ in _permit_changes(mine)] == [
+        (permit, WIFE.value),
+        (follow_on, WIFE.value),
+        (removal, WIFE.value),
+    ]
+
+
+def test_a_permit_watch_resumed_from_any_tree_size_gets_exactly_the_rest(
+    world: World, authority: InsurerClient
+) -> None:
+    start = world.tree_size()
+    _permit_story(world, authority)
+    end = world.tree_size()
+    whole = Watch(world.portal(), household_sponsor=SPONSOR, from_tree_size=start)
+    try:
+        everything = whole.until_caught_up(end)
+    finally:
+        whole.stop()
+    assert len(_permit_changes(everything)) == 5
+    # Killed after its first message, resumed from the tree size it received.
+    killed = Watch(world.portal(), household_sponsor=SPONSOR, from_tree_size=start)
+    try:
+        seen = killed.next()
+    finally:
+        killed.stop()
+    assert seen.WhichOneof("kind") == "entry"
+    resumed = Watch(world.portal(), household_sponsor=SPONSOR, from_tree_size=seen.tree_size)
+    try:
+        assert [seen, *resumed.until_caught_up(end)] == everything
+    finally:
+        resumed.stop()
+    # From every tree size of the story: exactly the changes of the entries from there.
+    for size in range(start, end + 1):
+        watch = Watch(world.portal(), household_sponsor=SPONSOR, from_tree_size=size)
+        try:
+            rest = watch.until_caught_up(end)
+        finally:
+            watch.stop()
+        assert rest == [m for m in everything if m.entry.leaf_index >= size], size
+
+
+WORKER = person(503)
+ESTABLISHMENT = types_pb2.Organization(country_code="SA", registration_number="7000000001")
+
+
+def test_an_establishment_follows_the_workers_its_permits_name_and_resumes_exactly(
+    world: World, authority: InsurerClient
+) -> None:
+    today, year = world.today, world.today + dt.timedelta(days=364)
+    start = world.tree_size()
+    own = world.insurer.submit(issued(GULF, "P-W", WORKER, [(WORKER, 1)], today, year))
+    stranger = world.insurer.submit(issued(GULF, "P-S", WIFE, [(WIFE, 1)], today, year))
+    permit = authority.submit(
+        permit_issued(
+            AUTHORITY,
+            "R-W",
+            WORKER,
+            ESTABLISHMENT.registration_number,
+            [],
+            today,
+            today,
+            year + dt.timedelta(days=30),
+        )
+    )
+    cancel = world.insurer.submit(
+        cancelled(
+            GULF, "P-W", year - dt.timedelta(days=9), events_pb2.CANCELLATION_REASON_FINAL_EXIT
+        )
+    )
+    world.insurer.submit(
+        cancelled(
+            GULF, "P-S", year - dt.timedelta(days=9), events_pb2.CANCELLATION_REASON_FINAL_EXIT
+        )
+    )
+    end = world.tree_size()
+    whole = Watch(world.portal(), establishment=ESTABLISHMENT, from_tree_size=start)
+    try:
+        everything = whole.until_caught_up(end)
+    finally:
+        whole.stop()
+    assert own.leaf_index < stranger.leaf_index < permit.leaf_index
+    assert sorted(_changes(everything)) == [
+        (permit.leaf_index, "ENDS_BEFORE_PERMIT", "P-W"),
+        (cancel.leaf_index, "ENDS_BEFORE_PERMIT", "P-W"),
+        (cancel.leaf_index, "POLICY_CANCELLED", "P-W"),
+    ]
+    for message in everything:
+        assert {p.value for c in message.entry.changes for p in c.people} == {WORKER.value}
+    for size in range(start, end + 1):
+        watch = Watch(world.portal(), establishment=ESTABLISHMENT, from_tree_size=size)
+        try:
+            rest = watch.until_caught_up(end)
+        finally:
+            watch.stop()
+        assert rest == [m for m in everything if m.entry.leaf_index >= size], size
