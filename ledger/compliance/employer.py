@@ -166,11 +166,18 @@ def _obligations_page(after: bool) -> Select[Any]:
 
 
 def _with_identities(after: bool) -> Select[Any]:
-    """A page of obligations, each with its person's identifier (NULL once erased)."""
+    """A page of obligations, each with its person's identifier (NULL once erased); the
+    columns in the order :func:`_answers` unpacks them."""
     page = _obligations_page(after).subquery("page")
     return (
         select(
-            page,
+            page.c.person_token,
+            page.c.authority_id,
+            page.c.permit_id,
+            page.c.relationship,
+            page.c.obligated_from,
+            page.c.obligated_until,
+            page.c.leaf_indexes,
             person_identities.c.id_type,
             person_identities.c.value,
             person_identities.c.country,
@@ -228,6 +235,23 @@ def _spans_of_page(after: bool) -> Select[Any]:
 
 _PAGE = {after: _with_identities(after) for after in (False, True)}
 _SPANS = {after: _spans_of_page(after) for after in (False, True)}
+_AT = {name: at for at, name in enumerate(_SPANS[False].selected_columns.keys())}
+"""Where each column of a :data:`_SPANS` row is (a row is read by position: by name costs more
+than the rest of the work on it)."""
+_TOKEN, _START, _END, _LEAVES = (
+    _AT["person_key"],
+    _AT["start_date"],
+    _AT["end_date"],
+    _AT["leaf_indexes"],
+)
+_INSURER, _POLICY, _INSTALMENTS, _SUSPENDED, _GAP_FIRST, _GAP_LAST = (
+    _AT["insurer_id"],
+    _AT["policy_id"],
+    _AT["instalments"],
+    _AT["suspended_from"],
+    _AT["gap_first"],
+    _AT["gap_last"],
+)
 
 
 class EmployerReader:
@@ -392,25 +416,36 @@ def _answers(
         return ()
     coverage_of = _coverage(connection, spans_query, parameters, today)
     answers = []
-    for row in rows:
-        found = coverage_of.get(row.person_token, _NONE)
-        window_first = max(first, row.obligated_from)
-        window_last = min(last, row.obligated_until)
-        leaves = {int(leaf) for leaf in row.leaf_indexes.split(",")}
+    for (
+        token,
+        authority_id,
+        permit_id,
+        relationship,
+        obligated_from,
+        obligated_until,
+        leaf_text,
+        id_type,
+        value,
+        country,
+    ) in rows:
+        found = coverage_of.get(token, _NONE)
+        window_first = max(first, obligated_from)
+        window_last = min(last, obligated_until)
+        leaves = {int(leaf) for leaf in leaf_text.split(",")}
         for start, end, record_leaves in found.records:
             if start <= window_last and end >= window_first:
                 leaves.update(record_leaves)
         answers.append(
             PersonObligation(
-                person_token=row.person_token,
+                person_token=token,
                 person=None
-                if row.id_type is None
-                else PersonRef(id_type=row.id_type, value=row.value, country=row.country),
-                relationship=row.relationship,
-                authority_id=row.authority_id,
-                permit_id=row.permit_id,
-                obligated_from=row.obligated_from,
-                obligated_until=row.obligated_until,
+                if id_type is None
+                else PersonRef(id_type=id_type, value=value, country=country),
+                relationship=relationship,
+                authority_id=authority_id,
+                permit_id=permit_id,
+                obligated_from=obligated_from,
+                obligated_until=obligated_until,
                 intervals=uninsured.obligation_intervals(
                     window_first, window_last, found.counting, found.cuts
                 ),
@@ -442,25 +477,24 @@ def _coverage(
     start to its end, or the day before its insurer's suspension); one with them goes through
     the household check's own split (:func:`ledger.coverage.reader._pieces`)."""
     rows = list(connection.execute(query, parameters))
-    scheduled = sorted({(row.insurer_id, row.policy_id) for row in rows if row.instalments})
+    scheduled = sorted({(row[_INSURER], row[_POLICY]) for row in rows if row[_INSTALMENTS]})
     unpaid = _non_payment(connection, scheduled, today)
     found: dict[str, _Coverage] = {}
     for row in rows:
-        token = row.person_key
+        token = row[_TOKEN]
         person = found.get(token)
         if person is None:
             person = found[token] = _Coverage([], [], [])
-        start: dt.date = row.start_date
-        end: dt.date = row.end_date
-        leaves = tuple(int(leaf) for leaf in row.leaf_indexes.split(","))
-        person.records.append((start, end, leaves))
-        periods = unpaid.get((row.insurer_id, row.policy_id))
+        start: dt.date = row[_START]
+        end: dt.date = row[_END]
+        person.records.append((start, end, tuple(int(leaf) for leaf in row[_LEAVES].split(","))))
+        periods = unpaid.get((row[_INSURER], row[_POLICY])) if unpaid else None
         if periods:
             counting, cuts = _runs_and_cuts(_pieces(_span(row, _PLACEHOLDER), periods))
             person.counting.extend(counting)
             person.cuts.extend(cuts)
             continue
-        suspended_from: dt.date | None = row.suspended_from
+        suspended_from: dt.date | None = row[_SUSPENDED]
         counts_until = end
         if suspended_from is not None:
             counts_until = min(end, suspended_from - _ONE_DAY)
@@ -470,8 +504,10 @@ def _coverage(
                 )
         if start <= counts_until:
             person.counting.append(uninsured.Run(start, counts_until))
-        if row.gap_first is not None:
-            person.cuts.append(uninsured.Cut(row.gap_first, row.gap_last, uninsured.TRANSFER_GAP))
+        if row[_GAP_FIRST] is not None:
+            person.cuts.append(
+                uninsured.Cut(row[_GAP_FIRST], row[_GAP_LAST], uninsured.TRANSFER_GAP)
+            )
     return found
 
 
