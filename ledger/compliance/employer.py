@@ -9,6 +9,11 @@ and each obligated person's coverage, and answers with the pure functions:
 * :meth:`EmployerReader.compute_arrears`: arrears and fines per person
   (:mod:`ledger.compliance.penalties`), every figure explained.
 
+A page is read set-based, in the same number of queries whatever its size (the obligations
+with their identifiers; every coverage record of their people; the premium schedules and
+payments of those that state one), then answered in memory (docs/compliance.md
+"CheckEmployer"; issue 10 item 6).
+
 The non-payment rule is judged as the ledger knows it today (the clock's UTC date), as the
 household check does. People are returned by token and, for the callers the authorization
 table lets in, by the identifier the identity vault holds (none once erased).
