@@ -9,6 +9,11 @@ and each obligated person's coverage, and answers with the pure functions:
 * :meth:`EmployerReader.compute_arrears`: arrears and fines per person
   (:mod:`ledger.compliance.penalties`), every figure explained.
 
+A page is read set-based, in the same number of queries whatever its size (the obligations
+with their identifiers; every coverage record of their people; the premium schedules and
+payments of those that state one), then answered in memory (docs/compliance.md
+"CheckEmployer"; issue 10 item 6).
+
 The non-payment rule is judged as the ledger knows it today (the clock's UTC date), as the
 household check does. People are returned by token and, for the callers the authorization
 table lets in, by the identifier the identity vault holds (none once erased).
@@ -25,7 +30,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Connection, Engine, String, bindparam, func, null, select, tuple_
+from sqlalchemy import Connection, Engine, Select, String, bindparam, func, null, select, tuple_
 
 from ledger import limits
 from ledger.clock import Clock, SystemClock
@@ -143,59 +148,115 @@ class ArrearsAnswer:
         return sum(assessment.fine_minor for _, assessment in self.people)
 
 
-_OBLIGATIONS = (
-    select(obligations)
-    .where(
+_ORDER = (obligations.c.person_token, obligations.c.authority_id, obligations.c.permit_id)
+
+
+def _obligations_page(after: bool) -> Select[Any]:
+    """The obligations of ``:responsible`` overlapping ``:first..:last``, in page order, at most
+    ``:limit`` of them; with ``after``, only those after the key ``:after_*``."""
+    query = select(obligations).where(
         obligations.c.responsible_key == bindparam("responsible"),
         obligations.c.obligated_from <= bindparam("last"),
         obligations.c.obligated_until >= bindparam("first"),
         obligations.c.obligated_until >= obligations.c.obligated_from,
     )
-    .order_by(obligations.c.person_token, obligations.c.authority_id, obligations.c.permit_id)
-)
+    if after:
+        query = query.where(
+            tuple_(*_ORDER)
+            > tuple_(
+                bindparam("after_token"), bindparam("after_authority"), bindparam("after_permit")
+            )
+        )
+    return query.order_by(*_ORDER).limit(bindparam("limit"))
+
+
+def _with_identities(after: bool) -> Select[Any]:
+    """A page of obligations, each with its person's identifier (NULL once erased); the
+    columns in the order :func:`_answers` unpacks them."""
+    page = _obligations_page(after).subquery("page")
+    return (
+        select(
+            page.c.person_token,
+            page.c.authority_id,
+            page.c.permit_id,
+            page.c.relationship,
+            page.c.obligated_from,
+            page.c.obligated_until,
+            page.c.leaf_indexes,
+            person_identities.c.id_type,
+            person_identities.c.value,
+            person_identities.c.country,
+        )
+        .select_from(page)
+        .join(person_identities, person_identities.c.token == page.c.person_token, isouter=True)
+        .order_by(page.c.person_token, page.c.authority_id, page.c.permit_id)
+    )
+
+
 _NO_TEXT = null().cast(String)
-_SELECT_SPANS = (
-    select(
-        coverages,
-        policies.c.plan,
-        policies.c.instalments,
-        insurers.c.suspended_from,
-        insurers.c.leaf_index.label("insurer_leaf_index"),
-        # Who sponsors each policy is not part of this answer: no join to the vault for it.
-        _NO_TEXT.label("sponsor_id_type"),
-        _NO_TEXT.label("sponsor_value"),
-        _NO_TEXT.label("sponsor_country"),
-        transfer_gaps.c.replaced_insurer_id,
-        transfer_gaps.c.replaced_policy_id,
-        transfer_gaps.c.first_day.label("gap_first"),
-        transfer_gaps.c.last_day.label("gap_last"),
+
+
+def _spans_of_page(after: bool) -> Select[Any]:
+    """Every coverage of the people of a page (:func:`_obligations_page`), in one query: the
+    same columns as the household check's query, found through the (person_key, start_date)
+    index by the tokens of the page, which the database reads itself (no list of tokens is
+    sent, so the statement is compiled once)."""
+    page = _obligations_page(after).subquery("page")
+    return (
+        select(
+            coverages,
+            policies.c.plan,
+            policies.c.instalments,
+            insurers.c.suspended_from,
+            insurers.c.leaf_index.label("insurer_leaf_index"),
+            # Who sponsors each policy is not part of this answer: no join to the vault for it.
+            _NO_TEXT.label("sponsor_id_type"),
+            _NO_TEXT.label("sponsor_value"),
+            _NO_TEXT.label("sponsor_country"),
+            transfer_gaps.c.replaced_insurer_id,
+            transfer_gaps.c.replaced_policy_id,
+            transfer_gaps.c.first_day.label("gap_first"),
+            transfer_gaps.c.last_day.label("gap_last"),
+        )
+        .select_from(coverages)
+        .join(
+            policies,
+            (policies.c.insurer_id == coverages.c.insurer_id)
+            & (policies.c.policy_id == coverages.c.policy_id),
+        )
+        .join(insurers, insurers.c.insurer_id == coverages.c.insurer_id, isouter=True)
+        .join(
+            transfer_gaps,
+            (transfer_gaps.c.insurer_id == coverages.c.insurer_id)
+            & (transfer_gaps.c.policy_id == coverages.c.policy_id),
+            isouter=True,
+        )
+        .where(
+            coverages.c.person_key.in_(select(page.c.person_token)),
+            coverages.c.end_date >= coverages.c.start_date,
+        )
     )
-    .select_from(coverages)
-    .join(
-        policies,
-        (policies.c.insurer_id == coverages.c.insurer_id)
-        & (policies.c.policy_id == coverages.c.policy_id),
-    )
-    .join(insurers, insurers.c.insurer_id == coverages.c.insurer_id, isouter=True)
-    .join(
-        transfer_gaps,
-        (transfer_gaps.c.insurer_id == coverages.c.insurer_id)
-        & (transfer_gaps.c.policy_id == coverages.c.policy_id),
-        isouter=True,
-    )
-    .where(
-        coverages.c.person_key.in_(bindparam("tokens", expanding=True)),
-        coverages.c.end_date >= coverages.c.start_date,
-    )
+
+
+_PAGE = {after: _with_identities(after) for after in (False, True)}
+_SPANS = {after: _spans_of_page(after) for after in (False, True)}
+_AT = {name: at for at, name in enumerate(_SPANS[False].selected_columns.keys())}
+"""Where each column of a :data:`_SPANS` row is (a row is read by position: by name costs more
+than the rest of the work on it)."""
+_TOKEN, _START, _END, _LEAVES = (
+    _AT["person_key"],
+    _AT["start_date"],
+    _AT["end_date"],
+    _AT["leaf_indexes"],
 )
-"""The same columns as the household check's query, by token (the (person_key, start_date)
-index) instead of by identifier."""
-_IDENTITIES = select(
-    person_identities.c.token,
-    person_identities.c.id_type,
-    person_identities.c.value,
-    person_identities.c.country,
-).where(person_identities.c.token.in_(bindparam("tokens", expanding=True)))
+_INSURER, _POLICY, _INSTALMENTS, _SUSPENDED, _GAP_FIRST, _GAP_LAST = (
+    _AT["insurer_id"],
+    _AT["policy_id"],
+    _AT["instalments"],
+    _AT["suspended_from"],
+    _AT["gap_first"],
+    _AT["gap_last"],
+)
 
 
 class EmployerReader:
@@ -226,24 +287,28 @@ class EmployerReader:
     ) -> EmployerPage:
         """The obligations of ``responsible`` overlapping ``first..last``, after ``after``."""
         today = rules.ledger_date(self._clock.now())
-        query = _OBLIGATIONS.limit(page_size + 1)
+        parameters: dict[str, object] = {
+            "responsible": responsible,
+            "first": first,
+            "last": last,
+            "limit": page_size + 1,
+        }
         if after is not None:
-            query = query.where(
-                tuple_(
-                    obligations.c.person_token,
-                    obligations.c.authority_id,
-                    obligations.c.permit_id,
-                )
-                > tuple_(*after)
-            )
+            parameters.update(after_token=after[0], after_authority=after[1], after_permit=after[2])
+        paged = after is not None
         with self._snapshot() as connection:
             head = latest_checkpoint(connection)
-            rows = list(
-                connection.execute(
-                    query, {"responsible": responsible, "first": first, "last": last}
-                )
+            rows = list(connection.execute(_PAGE[paged], parameters))
+            parameters["limit"] = page_size
+            people = _answers(
+                connection,
+                rows[:page_size],
+                spans_query=_SPANS[paged],
+                parameters=parameters,
+                first=first,
+                last=last,
+                today=today,
             )
-            people = _answers(connection, rows[:page_size], first, last, today)
         next_page = None
         if len(rows) > page_size:
             kept = rows[page_size - 1]
@@ -264,12 +329,13 @@ class EmployerReader:
         responsible = employer_key(jurisdiction, establishment.establishment_number)
         with self._snapshot() as connection:
             head = latest_checkpoint(connection)
-            rows = list(
-                connection.execute(
-                    _OBLIGATIONS.limit(limits.employer_people_max + 1),
-                    {"responsible": responsible, "first": first, "last": last},
-                )
-            )
+            parameters: dict[str, object] = {
+                "responsible": responsible,
+                "first": first,
+                "last": last,
+                "limit": limits.employer_people_max + 1,
+            }
+            rows = list(connection.execute(_PAGE[False], parameters))
             if len(rows) > limits.employer_people_max:
                 raise FailedPrecondition(
                     f"the establishment has more than {limits.employer_people_max} "
@@ -277,7 +343,15 @@ class EmployerReader:
                     reason="TOO_MANY_OBLIGATIONS",
                     field_violations=[FieldViolation("through_date", "a shorter period")],
                 )
-            people = _answers(connection, rows, first, last, today)
+            people = _answers(
+                connection,
+                rows,
+                spans_query=_SPANS[False],
+                parameters=parameters,
+                first=first,
+                last=last,
+                today=today,
+            )
             employer_premiums = _premiums(connection, responsible, first, last, schedule.currency)
             market = (
                 None
@@ -334,57 +408,111 @@ def _schedule(jurisdiction: str, day: dt.date) -> penalties.PenaltySchedule:
 def _answers(
     connection: Connection,
     rows: Sequence[Any],
+    *,
+    spans_query: Select[Any],
+    parameters: dict[str, object],
     first: dt.date,
     last: dt.date,
     today: dt.date,
 ) -> tuple[PersonObligation, ...]:
-    tokens = sorted({row.person_token for row in rows})
-    if not tokens:
+    """The answer for each obligation of ``rows`` (rows of :data:`_PAGE`); ``spans_query`` with
+    ``parameters`` reads the coverages of the same obligations."""
+    if not rows:
         return ()
-    spans_by_token = _spans(connection, tokens, today)
-    identities = {
-        row.token: PersonRef(id_type=row.id_type, value=row.value, country=row.country)
-        for row in connection.execute(_IDENTITIES, {"tokens": tokens})
-    }
+    coverage_of = _coverage(connection, spans_query, parameters, today)
     answers = []
-    for row in rows:
-        spans = spans_by_token.get(row.person_token, [])
-        counting, cuts = _runs_and_cuts(spans)
-        window_first = max(first, row.obligated_from)
-        window_last = min(last, row.obligated_until)
-        leaves = {int(leaf) for leaf in row.leaf_indexes.split(",")}
-        leaves.update(
-            leaf
-            for span in spans
-            if span.record.start <= window_last and span.record.end >= window_first
-            for leaf in span.record.leaf_indexes
-        )
+    for (
+        token,
+        authority_id,
+        permit_id,
+        relationship,
+        obligated_from,
+        obligated_until,
+        leaf_text,
+        id_type,
+        value,
+        country,
+    ) in rows:
+        found = coverage_of.get(token, _NONE)
+        window_first = max(first, obligated_from)
+        window_last = min(last, obligated_until)
+        leaves = {int(leaf) for leaf in leaf_text.split(",")}
+        for start, end, record_leaves in found.records:
+            if start <= window_last and end >= window_first:
+                leaves.update(record_leaves)
         answers.append(
             PersonObligation(
-                person_token=row.person_token,
-                person=identities.get(row.person_token),
-                relationship=row.relationship,
-                authority_id=row.authority_id,
-                permit_id=row.permit_id,
-                obligated_from=row.obligated_from,
-                obligated_until=row.obligated_until,
-                intervals=uninsured.obligation_intervals(window_first, window_last, counting, cuts),
+                person_token=token,
+                person=None
+                if id_type is None
+                else PersonRef(id_type=id_type, value=value, country=country),
+                relationship=relationship,
+                authority_id=authority_id,
+                permit_id=permit_id,
+                obligated_from=obligated_from,
+                obligated_until=obligated_until,
+                intervals=uninsured.obligation_intervals(
+                    window_first, window_last, found.counting, found.cuts
+                ),
                 leaf_indexes=tuple(sorted(leaves)),
             )
         )
     return tuple(answers)
 
 
-def _spans(connection: Connection, tokens: list[str], today: dt.date) -> dict[str, list[_Span]]:
-    """Each token's coverages, split by non-payment as the household check splits them."""
-    rows = list(connection.execute(_SELECT_SPANS, {"tokens": tokens}))
-    spans = [_span(row, _PLACEHOLDER) for row in rows]
-    scheduled = sorted({(row.insurer_id, row.policy_id) for row in rows if row.instalments})
+@dataclass
+class _Coverage:
+    """One person's coverage, as :func:`uninsured.obligation_intervals` takes it."""
+
+    counting: list[uninsured.Run]
+    cuts: list[uninsured.Cut]
+    records: list[tuple[dt.date, dt.date, tuple[int, ...]]]
+    """(start, end, leaf indexes) of each coverage record."""
+
+
+_NONE = _Coverage([], [], [])
+
+
+def _coverage(
+    connection: Connection, query: Select[Any], parameters: dict[str, object], today: dt.date
+) -> dict[str, _Coverage]:
+    """Each person's counting runs and cuts, as the household check reads them.
+
+    A record without non-payment periods is read straight from its row (it counts from its
+    start to its end, or the day before its insurer's suspension); one with them goes through
+    the household check's own split (:func:`ledger.coverage.reader._pieces`)."""
+    rows = list(connection.execute(query, parameters))
+    scheduled = sorted({(row[_INSURER], row[_POLICY]) for row in rows if row[_INSTALMENTS]})
     unpaid = _non_payment(connection, scheduled, today)
-    found: dict[str, list[_Span]] = defaultdict(list)
-    for span in spans:
-        periods = unpaid.get((span.record.insurer_id, span.record.policy_id), ())
-        found[span.record.person_token].extend(_pieces(span, periods) if periods else [span])
+    found: dict[str, _Coverage] = {}
+    for row in rows:
+        token = row[_TOKEN]
+        person = found.get(token)
+        if person is None:
+            person = found[token] = _Coverage([], [], [])
+        start: dt.date = row[_START]
+        end: dt.date = row[_END]
+        person.records.append((start, end, tuple(int(leaf) for leaf in row[_LEAVES].split(","))))
+        periods = unpaid.get((row[_INSURER], row[_POLICY])) if unpaid else None
+        if periods:
+            counting, cuts = _runs_and_cuts(_pieces(_span(row, _PLACEHOLDER), periods))
+            person.counting.extend(counting)
+            person.cuts.extend(cuts)
+            continue
+        suspended_from: dt.date | None = row[_SUSPENDED]
+        counts_until = end
+        if suspended_from is not None:
+            counts_until = min(end, suspended_from - _ONE_DAY)
+            if suspended_from <= end:
+                person.cuts.append(
+                    uninsured.Cut(max(suspended_from, start), end, uninsured.INSURER_SUSPENDED)
+                )
+        if start <= counts_until:
+            person.counting.append(uninsured.Run(start, counts_until))
+        if row[_GAP_FIRST] is not None:
+            person.cuts.append(
+                uninsured.Cut(row[_GAP_FIRST], row[_GAP_LAST], uninsured.TRANSFER_GAP)
+            )
     return found
 
 

@@ -93,6 +93,9 @@ def obligation_intervals(
     """
     if last < first:
         return ()
+    if any(run.first <= first and last <= run.last for run in counting):
+        # (0): one run holds every day (the usual answer): what (1)-(3) would give, sooner.
+        return (Interval(first, last, True, ""),)
     # (1): every day on which the answer may change: the bounds of each run and cut.
     points = {first, last + _ONE_DAY}
     bounds = [(run.first, run.last) for run in counting]
