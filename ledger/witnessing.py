@@ -106,6 +106,7 @@ class WitnessSubmitter:
         self._wake = [asyncio.Event() for _ in self._witnesses]
         self._changed = asyncio.Condition()
         self._tasks: list[asyncio.Task[None]] = []
+        self._stopping = False
 
     def start(self) -> None:
         """Start one task per witness (on the running loop) and submit the latest checkpoint."""
@@ -114,7 +115,14 @@ class WitnessSubmitter:
         self.notify()
 
     async def stop(self) -> None:
-        """Cancel the tasks (a request under way is abandoned: the witness state is its own)."""
+        """Cancel the tasks (a request under way is abandoned: the witness state is its own).
+
+        The flag, not only the cancellation, ends each task's loop: on Python 3.11
+        ``asyncio.wait_for`` drops a cancellation that arrives as the awaited event fires
+        (CPython gh-86296), and a loop that missed it would never end (a server stop hung)."""
+        self._stopping = True
+        for wake in self._wake:
+            wake.set()
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:
@@ -140,10 +148,13 @@ class WitnessSubmitter:
 
     async def _run(self, number: int) -> None:
         wake = self._wake[number]
-        while True:
+        while not self._stopping:
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(wake.wait(), self._retry_seconds)
+                async with asyncio.timeout(self._retry_seconds):
+                    await wake.wait()
             wake.clear()
+            if self._stopping:
+                return
             await self._submit_latest(number)
 
     async def _submit_latest(self, number: int) -> None:
