@@ -413,7 +413,10 @@ class WatchHub:
                 raise _shutting_down(head.tree_size)
             # (5)
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(wake.wait(), request.heartbeat_seconds)
+                # asyncio.timeout, not wait_for: on Python 3.11 wait_for drops a cancellation
+                # (the caller went away) that arrives as the wake fires (CPython gh-86296).
+                async with asyncio.timeout(request.heartbeat_seconds):
+                    await wake.wait()
 
     def _read_page(
         self, state: WatchState, start: int, end: int, head: StoredCheckpoint
