@@ -92,7 +92,9 @@ ledger/i18n/locales/%/LC_MESSAGES/ledger.mo: ledger/i18n/locales/%/LC_MESSAGES/l
 i18n-extract: $(STAMP) ## Re-extract message ids to ledger.pot and merge them into every .po.
 	$(BIN)/pybabel extract --no-default-keywords -k N_ --no-location --project=policy-ledger \
 	  -o ledger/i18n/locales/ledger.pot ledger/i18n/messages.py
-	$(BIN)/pybabel update --no-location --width=100 -d ledger/i18n/locales -D ledger \
+	# No --no-location here: pybabel 2.18's update has no such flag (the template has no
+	# locations, so none are written); update keeps every translation, in the template's order.
+	$(BIN)/pybabel update --width=100 -d ledger/i18n/locales -D ledger \
 	  -i ledger/i18n/locales/ledger.pot
 
 $(BUF): protos/package.json protos/package-lock.json
