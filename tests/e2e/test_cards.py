@@ -38,6 +38,7 @@ from ledger.merkle import leaf_hash
 from ledger.signing import Ed25519Signer, format_signer_key
 from ledger.storage.tables import cards, log_entries, subject_entries
 from ledger.v1 import events_pb2, types_pb2
+from tests import clock as test_clock
 from tests.builders import (
     R,
     cancelled,
@@ -89,7 +90,7 @@ def world(
     onboard(server, operator_signer, GULF, insurer_signer)
     najm_signer = Ed25519Signer.generate(NAJM)
     onboard(server, operator_signer, NAJM, najm_signer)
-    now = dt.datetime.now(dt.UTC)
+    now = test_clock.now()
     log = TrustedLog.from_verifier_key(server.log_verifier_key)
     with (
         server.channel("insurer", GULF) as gulf_channel,
@@ -315,7 +316,7 @@ def test_registration_certificate_and_certificate_status_after_a_cancellation(
         world.today + dt.timedelta(days=30),
         R.CANCELLATION_REASON_FINAL_EXIT,
     )
-    cancel.occurred_at.FromDatetime(dt.datetime.now(dt.UTC))
+    cancel.occurred_at.FromDatetime(test_clock.now())
     receipt = world.gulf.submit(cancel)
     answer = world.cards().document_status(registration.document)
     assert (answer.status, answer.leaf_index, answer.kind) == (

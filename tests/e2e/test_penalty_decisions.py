@@ -24,6 +24,7 @@ from ledger.storage.tables import log_entries
 from ledger.v1 import compliance_service_pb2 as pb
 from ledger.v1 import compliance_service_pb2_grpc as pb_grpc
 from ledger.v1 import events_pb2
+from tests import clock as test_clock
 from tests.builders import (
     objection_filed,
     objection_rejected,
@@ -92,8 +93,8 @@ def test_a_decision_s_status_amounts_and_deadlines(world: World) -> None:
     # its batch was integrated), never from the event's occurred_at (2026-06-01).
     on = decision.assessed_on
     assessed_on = dt.date(on.year, on.month, on.day)
-    assert assessed_on == dt.datetime.now(dt.UTC).date() or assessed_on == (
-        dt.datetime.now(dt.UTC).date() - dt.timedelta(days=1)  # a batch just before midnight
+    assert assessed_on == test_clock.now().date() or assessed_on == (
+        test_clock.now().date() - dt.timedelta(days=1)  # a batch just before midnight
     )
     windows = {d.kind: d for d in decision.deadlines}
     for kind, days in (

@@ -33,6 +33,7 @@ from ledger.signing import Ed25519Signer
 from ledger.storage.db import create_ledger_engine
 from ledger.v1 import coverage_service_pb2, events_pb2, types_pb2
 from tests import clock
+from tests import clock as test_clock
 from tests.conftest import ServerHandle, onboard, start_server_thread
 
 ZAKAT, OTHER, FUND = "zakat-chamber", "other-funder", "sd-nhif"
@@ -205,9 +206,7 @@ def test_a_funded_cohort_from_enrolment_to_totals(sudan: Sudan) -> None:
         )
         for t in response.totals
     }
-    assert served == _totals_from_the_log(
-        sudan, response.tree_size, today=dt.datetime.now(dt.UTC).date()
-    )
+    assert served == _totals_from_the_log(sudan, response.tree_size, today=test_clock.now().date())
     khartoum_june = served[(ZAKAT, "SD-KH", 2026, 6)]
     assert khartoum_june[1] <= khartoum_june[0]
     assert sum(v[2] for v in served.values()) == MONTHLY.amount_minor * (

@@ -25,6 +25,7 @@ from ledger.signing import Ed25519Signer
 from ledger.v1 import coverage_service_pb2 as pb
 from ledger.v1 import coverage_service_pb2_grpc as pb_grpc
 from ledger.v1 import events_pb2, types_pb2
+from tests import clock as test_clock
 from tests.builders import (
     cancelled,
     issued,
@@ -76,7 +77,7 @@ def world(
             server,
             InsurerClient(insurer_channel, signer=insurer_signer, log=log),
             InsurerClient(operator_channel, signer=operator_signer, log=log),
-            dt.datetime.now(dt.UTC).date(),
+            test_clock.now().date(),
         )
         try:
             yield world
