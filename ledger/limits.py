@@ -191,6 +191,8 @@ caller_calls_in_flight_max: Final = 1024
 """Calls one caller may have under way at once; beyond, RESOURCE_EXHAUSTED with a retry hint."""
 request_id_chars_max: Final = 64
 """The longest ``x-request-id`` metadata the call log takes from a caller (else it makes one)."""
+trace_endpoint_chars_max: Final = 2048
+"""The longest OTLP collector URL ``serve --trace-otlp-endpoint`` takes (ledger.tracing)."""
 read_threads_max: Final = 4
 """Threads of the read pool (servicer reads), apart from the sequencer's own writer thread."""
 read_queue_max: Final = 256
