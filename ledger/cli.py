@@ -139,6 +139,7 @@ def _server_config(args: argparse.Namespace) -> ServerConfig:
         read_lag_entries_max=(
             config.read_lag_entries_max if args.read_lag_max is None else args.read_lag_max
         ),
+        trace_otlp_endpoint=args.trace_otlp_endpoint or config.trace_otlp_endpoint,
     )
 
 
@@ -389,7 +390,7 @@ CLI_COMMANDS_GROUP = "policy_ledger.cli_commands"
 never imports the packages that extend it)."""
 
 
-def _parser() -> argparse.ArgumentParser:
+def _parser() -> argparse.ArgumentParser:  # noqa: PLR0915 (one statement per command)
     parser = argparse.ArgumentParser(
         prog="policy-ledger",
         description=__doc__.split("\n\n")[0] if __doc__ else None,
@@ -489,6 +490,14 @@ def _parser() -> argparse.ArgumentParser:
         metavar="ENTRIES",
         help="bypass the read standby when it is more than this many entries behind "
         f"(default {limits.standby_lag_entries_max}, limits.standby_lag_entries_max)",
+    )
+    serve.add_argument(
+        "--trace-otlp-endpoint",
+        metavar="URL",
+        help="send OpenTelemetry traces to this OTLP/HTTP collector (such as "
+        "http://127.0.0.1:4318; /v1/traces is appended); default: OTEL_EXPORTER_OTLP_ENDPOINT, "
+        "else no tracing. OTEL_SERVICE_NAME names the service (default policy-ledger); "
+        "docs/operations.md, 'Tracing'",
     )
     add_enrol_serve_options(serve)
     serve.set_defaults(handler=_serve)

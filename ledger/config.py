@@ -18,6 +18,9 @@ Environment variables (flags of ``policy-ledger serve`` take precedence):
                                answered from it (docs/operations.md, "Read standby")
   POLICY_LEDGER_LOG_FORMAT     text (default) or json (one JSON object per line, and one line
                                per call with its request id and caller)
+  OTEL_EXPORTER_OTLP_ENDPOINT  send traces to this OTLP/HTTP collector (OpenTelemetry's own
+                               variable; OTEL_SERVICE_NAME names the service, default
+                               policy-ledger); unset: no tracing (docs/operations.md, "Tracing")
 """
 
 from __future__ import annotations
@@ -90,6 +93,9 @@ class ServerConfig:
     (``serve --read-database``); empty: every read goes to the primary."""
     read_lag_entries_max: int = limits.standby_lag_entries_max
     """Entries the standby may lag before reads bypass it (``serve --read-lag-max``)."""
+    trace_otlp_endpoint: str = ""
+    """The OTLP/HTTP collector spans are sent to (``serve --trace-otlp-endpoint``,
+    :mod:`ledger.tracing`); empty: no tracing."""
 
     @classmethod
     def from_environment(cls, environment: dict[str, str] | None = None) -> ServerConfig:
@@ -113,6 +119,9 @@ class ServerConfig:
             log_format=env.get("POLICY_LEDGER_LOG_FORMAT", defaults.log_format),
             read_database_url=env.get(
                 "POLICY_LEDGER_READ_DATABASE_URL", defaults.read_database_url
+            ),
+            trace_otlp_endpoint=env.get(
+                "OTEL_EXPORTER_OTLP_ENDPOINT", defaults.trace_otlp_endpoint
             ),
         )
 

@@ -20,7 +20,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
-from ledger import limits
+from ledger import limits, tracing
 from ledger.clock import Clock
 from ledger.errors import LedgerError, Unavailable
 from ledger.fair import FairQueue, Overloaded, caller_key
@@ -222,6 +222,20 @@ class Sequencer:
     async def _commit(self, batch: list[_Waiting]) -> None:
         self._waiting_count -= len(batch)
         items = [item for item, _ in batch]
+        # One span per batch, in a trace of its own, linked to each submission's wait
+        # (ledger.tracing): spans end before any submission is answered.
+        links = tracing.links_from(item.trace_context for item in items)
+        with tracing.span("sequencer.commit", {"entries": len(items)}, links) as span:
+            outcomes, appended = await self._append(items)
+            if span is not None:
+                span.set_attribute("appended", appended)
+                span.set_attribute("tree_size", self.tree_size)
+        for (_, future), outcome in zip(batch, outcomes, strict=True):
+            if not future.done():
+                future.set_result(outcome)
+
+    async def _append(self, items: list[PendingEntry]) -> tuple[list[Outcome], int]:
+        """Append one batch; its outcomes and how many entries it added to the log."""
         loop = asyncio.get_running_loop()
         started = time.perf_counter()
         committed, appended = False, 0
@@ -256,6 +270,4 @@ class Sequencer:
         report = BatchReport(len(items), appended, time.perf_counter() - started, committed)
         for batch_listener in self.batch_listeners:
             batch_listener(report)
-        for (_, future), outcome in zip(batch, outcomes, strict=True):
-            if not future.done():
-                future.set_result(outcome)
+        return outcomes, appended

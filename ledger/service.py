@@ -17,7 +17,9 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable
+from dataclasses import replace
 
+from ledger import tracing
 from ledger.clock import Clock
 from ledger.dsse import Envelope, check_envelope_limits, verify_envelope_signature
 from ledger.errors import (
@@ -30,7 +32,7 @@ from ledger.errors import (
 from ledger.events import EVENT_PAYLOAD_TYPE, decode_event, validate_event
 from ledger.fair import CallerSlots
 from ledger.keys import InsurerKey, check_key_at_event_time, check_key_usable
-from ledger.sequencer import Sequencer
+from ledger.sequencer import Sequencer, receipt_of
 from ledger.signers import check_signer_role
 from ledger.storage.append import Outcome, PendingEntry, Receipt
 from ledger.storage.key_store import KeyStore
@@ -107,11 +109,24 @@ class Ledger:
 
     async def submit(self, envelope: Envelope) -> Receipt:
         """Admit ``envelope`` and return its receipt once durable."""
-        return await self._sequencer.submit(await self.admit(envelope))
+        return await receipt_of(self.enqueue(await self.admit(envelope)))
 
     def enqueue(self, item: PendingEntry) -> asyncio.Future[Outcome]:
-        """Queue an admitted item for sequencing now; await the future for its outcome."""
-        return self._sequencer.enqueue(item)
+        """Queue an admitted item for sequencing now; await the future for its outcome.
+
+        With tracing on, a ``sequencer.wait`` span covers the wait, and the item carries its
+        ``traceparent`` to the sequencer, whose batch span links to it (:mod:`ledger.tracing`).
+        """
+        waiting = tracing.wait_span()
+        if waiting is None:
+            return self._sequencer.enqueue(item)
+        try:
+            future = self._sequencer.enqueue(replace(item, trace_context=waiting.traceparent))
+        except BaseException as error:
+            waiting.refused(error)
+            raise
+        future.add_done_callback(waiting.outcome)
+        return future
 
     async def admit(self, envelope: Envelope) -> PendingEntry:
         """Check ``envelope`` completely (see module doc); raise why it is refused.
@@ -120,7 +135,8 @@ class Ledger:
         (:class:`ledger.fair.CallerSlots`); the rest wait their turn.
         """
         async with self._admitting.slot():
-            return await self._admit(envelope)
+            with tracing.span("ledger.admit"):
+                return await self._admit(envelope)
 
     async def _admit(self, envelope: Envelope) -> PendingEntry:
         # (1)

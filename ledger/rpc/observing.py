@@ -11,6 +11,10 @@ ASCII, at most ``limits.request_id_chars_max``), else one the server makes; an o
 a client's call in the logs by it. The caller is the SPIFFE ID the authorization layer set, or
 ``-`` for open methods and unauthenticated callers (the peer address is logged beside it).
 
+With tracing on (``serve --trace-otlp-endpoint``, :mod:`ledger.tracing`) it also makes the
+call's server span, current while the handler runs (admission and the wait for the sequencer are
+its children), ended with the status code and the caller when the call is reported.
+
 The wrapped handler is kept per method (as the other interceptors keep theirs): the inner
 interceptors decide from the method name alone, never from one call's details.
 """
@@ -27,7 +31,7 @@ from typing import TYPE_CHECKING, Any, TypeAlias
 
 import grpc
 
-from ledger import limits
+from ledger import limits, tracing
 from ledger.metrics import LedgerMetrics
 from ledger.rpc.identity import current_caller, set_current_caller
 
@@ -72,6 +76,12 @@ def _code_name(context: _Context, error: BaseException | None) -> str:
     return grpc.StatusCode(code).name if isinstance(code, tuple) else _by_number(int(code))
 
 
+def _number_of(code: str) -> int:
+    """The number of a status code's name (``NOT_FOUND`` is 5)."""
+    status = grpc.StatusCode.__members__.get(code, grpc.StatusCode.UNKNOWN)
+    return int(status.value[0])
+
+
 def _by_number(number: int) -> str:
     for status in grpc.StatusCode:
         if status.value[0] == number:
@@ -80,14 +90,16 @@ def _by_number(number: int) -> str:
 
 
 class _Call:
-    """One call under way: when it started, its request id, whether it was reported."""
+    """One call under way: when it started, its request id, whether it was reported, and its
+    span (None unless tracing is on)."""
 
-    __slots__ = ("ended", "request_id", "started")
+    __slots__ = ("ended", "request_id", "span", "started")
 
-    def __init__(self, request_id: str) -> None:
+    def __init__(self, request_id: str, span: tracing.ServerSpan | None) -> None:
         self.request_id = request_id
         self.started = time.perf_counter()
         self.ended = False
+        self.span = span
 
 
 _End = Callable[[_Call, _Context, str], None]
@@ -120,9 +132,12 @@ class _ObservedContext:
 class CallObservingInterceptor(_Interceptor):
     """Counts, times and (optionally) logs every call; see the module docstring."""
 
-    def __init__(self, metrics: LedgerMetrics | None, *, log_calls: bool) -> None:
+    def __init__(
+        self, metrics: LedgerMetrics | None, *, log_calls: bool, trace: bool = False
+    ) -> None:
         self._metrics = metrics
         self._log_calls = log_calls
+        self._trace = trace
         self._handlers: dict[str, _Handler] = {}
 
     async def intercept_service(
@@ -166,6 +181,9 @@ class CallObservingInterceptor(_Interceptor):
                 except BaseException as error:
                     end(call, context, _code_name(context, error))
                     raise
+                finally:
+                    if call.span is not None:
+                        call.span.detach()
                 end(call, context, _code_name(context, None))
 
             return stream_out
@@ -177,6 +195,9 @@ class CallObservingInterceptor(_Interceptor):
             except BaseException as error:
                 end(call, context, _code_name(context, error))
                 raise
+            finally:
+                if call.span is not None:
+                    call.span.detach()
             end(call, context, _code_name(context, None))
             return response
 
@@ -185,7 +206,7 @@ class CallObservingInterceptor(_Interceptor):
     def _begin_end(
         self, method: str, kind: str, service: str, name: str
     ) -> tuple[Callable[[_Context], _Call], _End]:
-        metrics, log_calls = self._metrics, self._log_calls
+        metrics, log_calls, trace = self._metrics, self._log_calls, self._trace
         started_child = metrics.rpc_started.labels(kind, service, name) if metrics else None
         seconds_child = metrics.rpc_seconds.labels(kind, service, name) if metrics else None
 
@@ -193,7 +214,12 @@ class CallObservingInterceptor(_Interceptor):
             set_current_caller(None)  # the authorization layer sets it for this call
             if started_child is not None:
                 started_child.inc()
-            return _Call(request_id_of(context) if log_calls else "")
+            span = (
+                tracing.server_span(method, service, name, context.invocation_metadata())
+                if trace
+                else None
+            )
+            return _Call(request_id_of(context) if log_calls else "", span)
 
         def end(call: _Call, context: _Context, code: str) -> None:
             if call.ended:  # reported at abort; the exception unwinding is the same call
@@ -203,6 +229,9 @@ class CallObservingInterceptor(_Interceptor):
             if metrics is not None and seconds_child is not None:
                 seconds_child.observe(seconds)
                 metrics.rpc_handled.labels(kind, service, name, code).inc()
+            if call.span is not None:
+                traced = current_caller()
+                call.span.end(code, _number_of(code), traced.spiffe_id if traced else "-")
             if log_calls:
                 caller = current_caller()
                 call_log.info(

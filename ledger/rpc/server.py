@@ -24,7 +24,7 @@ from grpc_reflection.v1alpha import reflection
 from prometheus_client import CollectorRegistry
 from sqlalchemy import Engine
 
-from ledger import limits
+from ledger import limits, tracing
 from ledger.clock import Clock, SystemClock
 from ledger.compliance.employer import EmployerReader
 from ledger.config import (
@@ -353,6 +353,7 @@ async def _start(
     database_lock: IO[str] | None,
 ) -> RunningServer:
     tls = load_tls_files(config)  # first: refuse to start before opening anything
+    tracing.setup(config.trace_otlp_endpoint)  # a bad URL is refused here too (ledger.tracing)
     enrolment_material = load_enrolment_material(config, tls)
     # Servicer reads run on a read pool of their own, taking callers in turns (ledger.fair); the
     # small lookups of submissions (asyncio.to_thread) on the loop's default executor, bounded:
@@ -516,12 +517,13 @@ def _start_verify_page(config: ServerConfig) -> VerifyPageEndpoint | None:
 
 
 def _observing(metrics: LedgerMetrics | None, config: ServerConfig) -> list[Any]:
-    """The call-observing interceptor, when metrics or the call log are on (else none: a
-    server that shows nothing pays nothing per call)."""
+    """The call-observing interceptor, when metrics, the call log or tracing are on (else
+    none: a server that shows nothing pays nothing per call)."""
     log_calls = config.log_format == "json"
-    if metrics is None and not log_calls:
+    trace = tracing.enabled()
+    if metrics is None and not log_calls and not trace:
         return []
-    return [CallObservingInterceptor(metrics, log_calls=log_calls)]
+    return [CallObservingInterceptor(metrics, log_calls=log_calls, trace=trace)]
 
 
 def parse_witnesses(options: Sequence[str]) -> list[WitnessEndpoint]:

@@ -82,6 +82,7 @@ class PendingEntry:
     """Runs in the batch transaction once the entry has its leaf index, before the rules: state
     that must change together with the entry (a payment moving to "recorded"). A LedgerError
     it raises refuses the entry, and what it wrote is rolled back (a savepoint)."""
+    trace_context: str = ""
 
     def decoded(self) -> events_pb2.Event:
         """The event the envelope carries."""
