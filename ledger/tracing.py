@@ -102,9 +102,9 @@ def check_endpoint(url: str) -> str:
         or not url.isprintable()
     ):
         raise InvalidArgument(
-            f"--trace-otlp-endpoint {url!r}: an http:// or https:// URL of an OTLP/HTTP "
-            "collector (such as http://127.0.0.1:4318), at most "
-            f"{limits.trace_endpoint_chars_max} characters",
+            f"trace endpoint {url!r} (--trace-otlp-endpoint or OTEL_EXPORTER_OTLP_ENDPOINT): "
+            "an http:// or https:// URL of an OTLP/HTTP collector (such as "
+            f"http://127.0.0.1:4318), at most {limits.trace_endpoint_chars_max} characters",
             reason="TRACE_ENDPOINT_INVALID",
         )
     if parts.path.rstrip("/").endswith(TRACES_PATH):

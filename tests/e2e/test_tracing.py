@@ -6,6 +6,7 @@ caller's ``traceparent`` honoured; nothing of OpenTelemetry loaded while tracing
 from __future__ import annotations
 
 import http.server
+import os
 import subprocess
 import sys
 import textwrap
@@ -24,7 +25,7 @@ from clients.insurer import InsurerClient, sign_event
 from clients.samples import policy_issued, sample_events
 from clients.verify import TrustedLog, VerifiedReceipt
 from ledger import tracing
-from ledger.signing import Ed25519Signer, format_signer_key
+from ledger.signing import Ed25519Signer, format_signer_key, format_verifier_key
 from ledger.storage.db import sqlite_url
 from ledger.v1 import ledger_service_pb2 as pb
 from ledger.v1 import ledger_service_pb2_grpc as pb_grpc
@@ -317,3 +318,26 @@ def test_serve_exports_spans_to_the_otlp_endpoint(
     assert span.parent_span_id == PARENT_SPAN_ID.to_bytes(8, "big")
     names = {a.key: a.value.string_value for a in resource.attributes}
     assert names["service.name"] == "ledger-under-test"
+
+
+@pytest.mark.parametrize("where", ["flag", "environment"])
+def test_serve_refuses_a_bad_endpoint_before_opening_the_database(
+    tmp_path: Path, log_signer: Ed25519Signer, where: str
+) -> None:
+    key_file = tmp_path / "log.key"
+    key_file.write_text(format_signer_key(log_signer) + "\n", encoding="utf-8")
+    database = tmp_path / "ledger.db"
+    bad = "grpc://collector:4317"
+    environment = {**os.environ, "OTEL_EXPORTER_OTLP_ENDPOINT": bad}
+    done = subprocess.run(
+        [sys.executable, "-m", "ledger.cli", "serve", "--database", sqlite_url(database),
+         "--listen", "127.0.0.1:0", "--log-key-file", str(key_file), "--insecure-plaintext",
+         "--operator-verifier", format_verifier_key(Ed25519Signer.generate("operator")),
+         *(["--trace-otlp-endpoint", bad] if where == "flag" else [])],
+        env=environment if where == "environment" else None,
+        capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+    assert done.returncode == 2, done.stderr
+    (line,) = done.stderr.strip().splitlines()
+    assert line.startswith("error: trace endpoint 'grpc://collector:4317'"), line
+    assert not database.exists()  # refused before the database was opened: nothing written
