@@ -34,8 +34,10 @@ from ledger.storage.append import Appender, Outcome, PendingEntry, Receipt
 from ledger.storage.append_hooks import AppendHook, register_append_hook
 from ledger.storage.log_store import LogStore
 from ledger.storage.tables import log_entries
+from payments.recording import MARK_RECORDED
 from tests.builders import R, cancelled, issued, person
 from tests.conftest import LOG_NAME, key_event, onboard_directly, pending
+from tests.payments.support import Stack, family_request
 
 NOW = dt.datetime(2026, 11, 22, 12, 0, tzinfo=dt.UTC)
 GULF = "gulf-health"
@@ -413,3 +415,55 @@ def test_a_named_hook_runs_in_the_batch_transaction_and_its_refusal_comes_back(
         assert rig.entries() == before
 
     _run(engine, log_signer, operator_signer, tmp_path, scenario)
+
+
+def test_the_payments_hook_marks_the_payment_recorded_in_the_entrys_batch_through_the_handoff(
+    tmp_path: Path,
+) -> None:
+    stack = Stack(tmp_path)
+    quote = stack.renewals.quote(family_request(1, 2))
+    stack.recorder.next = "late"  # the FeeCollected entry is held back: the payment stays
+    with pytest.raises(Unavailable) as raised:  # "recording" until it is appended
+        stack.renewals.start_payment(quote.quote_id, "key-handoff-1", "simulated")
+    payment_id = raised.value.details.metadata["payment_id"]
+    [(event, on_append)] = stack.recorder.queued
+    assert on_append == AppendHook(MARK_RECORDED, payment_id)  # named: it can cross
+    item = dataclasses.replace(pending(stack.authority, event), on_append=on_append)
+    other = event.__deepcopy__()
+    other.event_id = "fee-other"  # another entry naming the same payment's hook
+
+    async def main() -> tuple[Receipt, Outcome, Receipt]:
+        sequencer = Sequencer(stack.appender, stack.clock, SequencerOptions())
+        await sequencer.start()
+        server = HandoffServer(sequencer, tmp_path / "sequencer.sock")
+        await server.start()
+        client = SequencerClient(tmp_path / "sequencer.sock")
+        await client.start()
+        try:
+            receipt = await client.submit(item)
+            # The payment is recorded now: another entry with its hook is refused, unwritten.
+            refused = await client.enqueue(
+                dataclasses.replace(pending(stack.authority, other), on_append=on_append)
+            )
+            again = await client.submit(item)  # a duplicate: the first receipt, hook not rerun
+        finally:
+            await client.stop()
+            await server.stop()
+            await sequencer.stop()
+        return receipt, refused, again
+
+    receipt, refused, again = asyncio.run(main())
+    payment = stack.renewals.get_payment(payment_id)
+    assert payment.state == "recorded" and payment.leaf_index == receipt.leaf_index
+    assert isinstance(refused, LedgerError) and refused.reason == "PAYMENT_NOT_RECORDING"
+    assert again.duplicate and again.leaf_index == receipt.leaf_index
+    _check_in_log(stack.engine, receipt)
+    with stack.engine.connect() as connection:
+        assert (
+            connection.execute(
+                select(func.count())
+                .select_from(log_entries)
+                .where(log_entries.c.event_id == "fee-other")
+            ).scalar_one()
+            == 0
+        )
