@@ -111,10 +111,13 @@ class SequencerClient:
     def enqueue(self, item: PendingEntry) -> asyncio.Future[Outcome]:
         """Hand ``item`` to the sequencer now, as the caller's (``ledger.fair.caller_key``).
 
-        Returns the future of its outcome. Raises UNAVAILABLE ``SEQUENCER_UNAVAILABLE`` when not
-        connected, ``OVERLOADED`` when ``in_flight_max`` hand-offs await outcomes, and INTERNAL
-        when ``item.on_append`` is not a named AppendHook (a closure cannot cross processes).
+        Returns the future of its outcome. Raises UNAVAILABLE ``SHUTTING_DOWN`` once stopping,
+        ``SEQUENCER_UNAVAILABLE`` when not connected, ``OVERLOADED`` when ``in_flight_max``
+        hand-offs await outcomes, and INTERNAL when ``item.on_append`` is not a named
+        AppendHook (a closure cannot cross processes).
         """
+        if self._stopping:
+            raise Unavailable("this worker is shutting down", reason="SHUTTING_DOWN")
         if not self._connected or self._sender is None:
             raise Unavailable(
                 "the sequencer is not reachable from this worker; retry later",

@@ -346,6 +346,38 @@ def test_losing_the_sequencer_fails_what_waits_as_outcome_unknown_and_the_client
     _run(engine, log_signer, operator_signer, tmp_path, scenario)
 
 
+def test_stopping_either_end_answers_what_was_handed_off_first(
+    engine: Engine, log_signer: Ed25519Signer, operator_signer: Ed25519Signer, tmp_path: Path
+) -> None:
+    async def scenario(rig: Rig) -> None:
+        rig.sequencer.hold()
+        first = rig.client.enqueue(rig.policy(1))
+        await rig.sequencer.wait_waiting(1)
+        client_stopping = asyncio.ensure_future(rig.client.stop())
+        await asyncio.sleep(0)  # one turn of the loop: stop() runs up to its wait, refusing more
+        with pytest.raises(Unavailable) as raised:
+            rig.client.enqueue(rig.policy(2))
+        assert raised.value.reason == "SHUTTING_DOWN"
+        rig.sequencer.release()
+        await client_stopping  # returned once the outcome came
+        assert isinstance(first.result(), Receipt)
+        # The server's end: a new worker hands off, the server stops, the entry is answered.
+        client = SequencerClient(rig.socket_path)
+        await client.start()
+        rig.sequencer.hold()
+        second = client.enqueue(rig.policy(3))
+        await rig.sequencer.wait_waiting(1)
+        server_stopping = asyncio.ensure_future(rig.server.stop())
+        rig.sequencer.release()
+        await server_stopping
+        outcome = await second
+        assert isinstance(outcome, Receipt), outcome
+        _check_in_log(rig.engine, outcome)
+        await client.stop()
+
+    _run(engine, log_signer, operator_signer, tmp_path, scenario)
+
+
 def test_a_garbage_frame_closes_only_that_connection(
     engine: Engine, log_signer: Ed25519Signer, operator_signer: Ed25519Signer, tmp_path: Path
 ) -> None:
