@@ -35,6 +35,8 @@ from ledger.storage.append_hooks import AppendHook, register_append_hook
 from ledger.storage.log_store import LogStore
 from ledger.storage.tables import log_entries
 from payments.recording import MARK_RECORDED
+from payments.refunds import MARK_REFUND_RECORDED
+from payments.tables import refunds
 from tests.builders import R, cancelled, issued, person
 from tests.conftest import LOG_NAME, key_event, onboard_directly, pending
 from tests.payments.support import Stack, family_request
@@ -499,3 +501,43 @@ def test_the_payments_hook_marks_the_payment_recorded_in_the_entrys_batch_throug
             ).scalar_one()
             == 0
         )
+
+
+def test_the_refund_hook_records_the_refund_in_the_entrys_batch_through_the_handoff(
+    tmp_path: Path,
+) -> None:
+    stack = Stack(tmp_path)
+    quote = stack.renewals.quote(family_request(2, 2))
+    payment = stack.renewals.start_payment(quote.quote_id, "key-handoff-2", "simulated")
+    assert payment.state == "recorded" and payment.refunded_minor == 0
+    stack.recorder.next = "late"  # the FeeRefunded entry is held back
+    with pytest.raises(Unavailable):
+        stack.renewals.refund(payment.payment_id, 100, "refund-key-1", "test")
+    [(event, on_append)] = stack.recorder.queued
+    assert isinstance(on_append, AppendHook) and on_append.name == MARK_REFUND_RECORDED
+    item = dataclasses.replace(pending(stack.authority, event), on_append=on_append)
+
+    async def main() -> Outcome:
+        sequencer = Sequencer(stack.appender, stack.clock, SequencerOptions())
+        await sequencer.start()
+        server = HandoffServer(sequencer, tmp_path / "sequencer.sock")
+        await server.start()
+        client = SequencerClient(tmp_path / "sequencer.sock")
+        await client.start()
+        try:
+            return await client.enqueue(item)
+        finally:
+            await client.stop()
+            await server.stop()
+            await sequencer.stop()
+
+    receipt = asyncio.run(main())
+    assert isinstance(receipt, Receipt), receipt
+    assert stack.renewals.get_payment(payment.payment_id).refunded_minor == 100
+    with stack.engine.connect() as connection:
+        state, leaf_index = connection.execute(
+            select(refunds.c.state, refunds.c.leaf_index).where(
+                refunds.c.payment_id == payment.payment_id
+            )
+        ).one()
+    assert (state, leaf_index) == ("recorded", receipt.leaf_index)
