@@ -28,10 +28,12 @@ from ledger.merkle import leaf_hash
 from ledger.merkle.verify import verify_inclusion
 from ledger.rpc.status import status_of
 from ledger.sequencer import Sequencer, SequencerOptions
+from ledger.service import KeyCache, Ledger
 from ledger.signers import SignerRole
 from ledger.signing import Ed25519Signer
 from ledger.storage.append import Appender, Outcome, PendingEntry, Receipt
 from ledger.storage.append_hooks import AppendHook, register_append_hook
+from ledger.storage.key_store import KeyStore
 from ledger.storage.log_store import LogStore
 from ledger.storage.tables import log_entries
 from payments.recording import MARK_RECORDED
@@ -185,6 +187,26 @@ def test_receipts_through_the_client_are_what_the_log_holds_and_duplicates_answe
     assert again.duplicate and again.leaf_index == first.leaf_index
     assert again.entry == first.entry and again.checkpoint == first.checkpoint
     _check_in_log(engine, again)
+
+
+def test_a_workers_ledger_admits_and_hands_off_through_the_client(
+    engine: Engine, log_signer: Ed25519Signer, operator_signer: Ed25519Signer, tmp_path: Path
+) -> None:
+    async def scenario(rig: Rig) -> None:
+        keys = KeyCache(KeyStore(rig.engine))
+        rig.client.keys_listeners.append(keys.forget)
+        ledger = Ledger(keys, rig.client, FixedClock(NOW))  # a worker's Ledger
+        receipt = await ledger.submit(rig.policy(1).envelope)
+        _check_in_log(rig.engine, receipt)
+        forged = rig.policy(2).envelope
+        forged = dataclasses.replace(forged, payload=forged.payload + b" ")
+        before = rig.entries()
+        with pytest.raises(LedgerError) as raised:  # refused by the worker: nothing handed off
+            await ledger.submit(forged)
+        assert raised.value.reason == "SIGNATURE_INVALID"
+        assert rig.entries() == before and rig.client.queue_depth == 0
+
+    _run(engine, log_signer, operator_signer, tmp_path, scenario)
 
 
 def test_a_refusal_is_the_same_error_with_the_same_details_as_from_the_sequencer_directly(
