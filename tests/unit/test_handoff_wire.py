@@ -12,6 +12,7 @@ import pytest
 from ledger import limits
 from ledger.dsse import Envelope, EnvelopeSignature
 from ledger.errors import InvalidArgument, InvariantViolation, LedgerError, ResourceExhausted
+from ledger.handoff.server import KEY_EVENT_KINDS
 from ledger.handoff.wire import (
     FrameError,
     admitted_of,
@@ -178,3 +179,8 @@ def test_a_name_is_registered_to_one_function_and_hooks_see_the_batch_time() -> 
     with pytest.raises(InvariantViolation) as unknown:
         AppendHook("tests.wire.nothing", "p")(None, 4)  # type: ignore[arg-type]
     assert unknown.value.reason == "APPEND_HOOK_UNKNOWN"
+
+
+def test_the_key_event_kinds_are_bodies_of_the_event() -> None:
+    bodies = {field.name for field in events_pb2.Event.DESCRIPTOR.oneofs_by_name["body"].fields}
+    assert bodies >= KEY_EVENT_KINDS
