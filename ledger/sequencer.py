@@ -19,6 +19,7 @@ import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import Protocol
 
 from ledger import limits, tracing
 from ledger.clock import Clock
@@ -26,7 +27,7 @@ from ledger.errors import LedgerError, Unavailable
 from ledger.fair import FairQueue, Overloaded, caller_key
 from ledger.storage.append import Appender, Outcome, PendingEntry, Receipt
 
-__all__ = ["BatchReport", "Sequencer", "SequencerOptions", "receipt_of"]
+__all__ = ["BatchReport", "Sequencer", "SequencerOptions", "Sequencing", "receipt_of"]
 
 log = logging.getLogger(__name__)
 
@@ -70,6 +71,19 @@ class BatchReport:
 
 
 _Waiting = tuple[PendingEntry, "asyncio.Future[Outcome]"]
+
+
+class Sequencing(Protocol):
+    """What admission needs of a sequencer: :class:`Sequencer` in the process that writes,
+    ``ledger.handoff.client.SequencerClient`` in a worker process (``serve --workers N``)."""
+
+    def enqueue(self, item: PendingEntry) -> asyncio.Future[Outcome]:
+        """Queue ``item`` now; the future resolves to its receipt or the error refusing it."""
+        ...
+
+    async def submit(self, item: PendingEntry) -> Receipt:
+        """Sequence ``item``; return its receipt once durable, or raise why it was refused."""
+        ...
 
 
 async def receipt_of(future: asyncio.Future[Outcome]) -> Receipt:
