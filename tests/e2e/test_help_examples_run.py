@@ -194,6 +194,11 @@ def runner(tmp_path: Path) -> Iterator[Runner]:
     yield Runner(tmp_path)
 
 
+# About 45 commands run one after another, each a new Python process: about 100 s on an idle
+# machine, past pytest's default 300 s bound when the machine is loaded (an e2e stress loop
+# failed so at a load average of 9 on 2 cores). Each command keeps its own bound
+# (EXAMPLE_SECONDS_MAX); this one only guards against a hang of the whole sequence.
+@pytest.mark.timeout(45 * EXAMPLE_SECONDS_MAX)
 def test_every_help_example_runs_as_printed(
     runner: Runner, monkeypatch: pytest.MonkeyPatch
 ) -> None:
