@@ -25,6 +25,7 @@ Part of the offline verifier: imports nothing from the server's ``ledger`` packa
 from __future__ import annotations
 
 import bisect
+import datetime as dt
 import hashlib
 import sqlite3
 from collections import Counter
@@ -41,7 +42,7 @@ from clients.offline.audit import (
     AuditFailure,
     KeyHistory,
     KeyRecord,
-    _integrated_at,
+    _instant,
     _with_keys,
     pae,
 )
@@ -247,9 +248,18 @@ def _connection(path: str) -> sqlite3.Connection:
     return connection
 
 
+_instants: dict[tuple[int, int], dt.datetime] = {}
+"""Integration times as datetimes: a batch's entries share one, so most are found here."""
+
+
 def _principal(position: int, entry: Entry, task: _Task) -> str:
     """The principal whose signature verifies, as ``audit._signer`` accepts it, or _Unusual."""
-    instant = _integrated_at(entry)
+    stamp = (entry.integrated_seconds, entry.integrated_nanos)
+    instant = _instants.get(stamp)
+    if instant is None:
+        if len(_instants) > 10_000:
+            _instants.clear()
+        instant = _instants[stamp] = _instant(stamp)
     message = pae(entry.payload_type, entry.payload)
     for signature in entry.signatures:
         if position == 0:
