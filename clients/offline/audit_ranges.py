@@ -86,7 +86,9 @@ class _Task:
     last_exclusive: int
     first_rowid: int
     last_rowid: int
-    key_events: frozenset[int]
+    key_events: dict[int, bytes]
+    """The hinted positions, each with the leaf hash of the bytes the key history was learned
+    from: the worker checks it reads the same bytes there."""
     timeline: _Timeline
     log_key: KeyRecord
 
@@ -313,11 +315,13 @@ def _check_range(task: _Task) -> tuple[bytes, Counter[str]] | None:  # noqa: PLR
             if entry.leaf_index != position:
                 return None
             names = _event_names(entry.payload)
-            if names[2] and position not in task.key_events:
+            learned = task.key_events.get(position)
+            if names[2] and learned is None:
                 return None  # a key event the hint did not name
             digest_leaf = leaf_hash(bytes(data))
             if (
-                digest_leaf != bytes(stored_leaf)
+                (learned is not None and learned != digest_leaf)  # not what the keys came from
+                or digest_leaf != bytes(stored_leaf)
                 or hashlib.sha256(entry.payload).digest() != bytes(digest)
                 or (names[1], names[0]) != (insurer_id, event_id)
             ):
@@ -357,9 +361,11 @@ def _rowid_ranges(
 
 def _timeline(
     connection: sqlite3.Connection, rowid_of: dict[int, int], history: KeyHistory
-) -> _Timeline:
+) -> tuple[_Timeline, dict[int, bytes]]:
     """Learn the entries at the hinted positions in order into ``history``; the versions of
-    every key record, by the position of the entry that made each."""
+    every key record, by the position of the entry that made each, and the leaf hash of each
+    entry learned."""
+    learned: dict[int, bytes] = {}
     timeline: _Timeline = {}
     before: dict[str, KeyRecord] = {}
     for position, rowid in sorted(rowid_of.items()):
@@ -369,13 +375,14 @@ def _timeline(
         if row is None or row[0] != position:
             raise Fallback
         _with_keys(position, bytes(row[1]), history)
+        learned[position] = leaf_hash(bytes(row[1]))
         for record in history.records():
             if before.get(record.key_id) is not record:
                 versions = timeline.setdefault(record.key_id, ([], []))
                 versions[0].append(position)
                 versions[1].append(record)
                 before[record.key_id] = record
-    return timeline
+    return timeline, learned
 
 
 def check_ranges(
@@ -393,13 +400,13 @@ def check_ranges(
             ranges, rowid_of = _rowid_ranges(connection, size, chunk, hinted)
             if len(rowid_of) != len(hinted):
                 raise Fallback  # fewer entries than the checkpoint or the hint says
-            timeline = _timeline(connection, rowid_of, history)
+            timeline, learned = _timeline(connection, rowid_of, history)
         finally:
             connection.close()
     except Exception:  # a damaged file or key event: the in-order audit names it
         raise Fallback from None
     tasks = [
-        _Task(path, first, end, first_rowid, last, frozenset(hinted), timeline, history.log_key)
+        _Task(path, first, end, first_rowid, last, learned, timeline, history.log_key)
         for first, end, first_rowid, last in ranges
     ]
     pool = ProcessPoolExecutor(max_workers=workers)

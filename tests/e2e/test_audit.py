@@ -560,3 +560,29 @@ def test_the_parallel_audit_gives_the_in_order_verdict_on_seeded_mutations(
         verdicts[code] += 1
         mutated.unlink()
     assert verdicts[1] >= 10, verdicts  # the flips inside entries are all found
+
+
+def test_a_worker_gives_up_when_a_key_event_is_not_the_bytes_the_keys_were_learned_from(
+    tmp_path: Path, log_signer: Ed25519Signer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The key history is learned by the auditing process, the entries are checked by the
+    workers, each reading the file itself: a file rewritten between the two readings (here: the
+    leaf hash the auditing process noted for the insurer's KeyRegistered, leaf 1, altered) makes
+    the parallel path give up rather than check entries against keys from other bytes."""
+    from clients.offline import audit_ranges
+
+    database = tmp_path / "ledger.db"
+    _vault(tmp_path).dispose()
+    _build(database, log_signer, list(sample_events(5, INSURER, NOW, tokens=tokens)))
+    verifier_key = format_verifier_key(log_signer)
+    assert len(b"".join(_ranges_of(database, verifier_key))) == 32 * (FIRST + 5)
+    learn = audit_ranges._timeline
+
+    def other_bytes_at_leaf_1(*args: object) -> object:
+        timeline, learned = learn(*args)  # type: ignore[arg-type]
+        assert 1 in learned
+        return timeline, {**learned, 1: bytes(32)}
+
+    monkeypatch.setattr(audit_ranges, "_timeline", other_bytes_at_leaf_1)
+    with pytest.raises(audit_ranges.Fallback):
+        _ranges_of(database, verifier_key)
