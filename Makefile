@@ -11,7 +11,7 @@ MO_FILES := $(patsubst %.po,%.mo,$(wildcard ledger/i18n/locales/*/LC_MESSAGES/le
 PROTOS := $(wildcard protos/ledger/v1/*.proto) $(wildcard protos/payments/v1/*.proto) \
           $(wildcard protos/ledger/internal/v1/*.proto)
 
-.PHONY: run test lint proto proto-check bench bench-fairness bench-small faults fuzz install clean serve
+.PHONY: run test lint proto proto-check bench bench-fairness bench-large bench-audit bench-small faults fuzz install clean serve
 .PHONY: crash fiu-utils i18n i18n-extract
 .PHONY: web verify-page chromium
 
@@ -64,6 +64,12 @@ bench: $(STAMP) $(MO_FILES) ## Print throughput and latency figures (not a test:
 
 bench-fairness: $(STAMP) ## Only the fairness figures: the probe's p99 idle and under issue 15's loads.
 	$(BIN)/python -m bench --only fairness --load-scale $${SCALE:-1}
+
+bench-large: $(STAMP) ## Only the proof figures at 10M entries (ENTRIES=N for another size), next to 10k.
+	$(BIN)/python -m bench --only proofs --entries $${ENTRIES:-10000000}
+
+bench-audit: $(STAMP) ## Only the full-audit figure (AUDIT_ENTRIES=N, default 1M), next to the verify ceiling.
+	$(BIN)/python -m bench --only audit --audit-entries $${AUDIT_ENTRIES:-1000000}
 
 bench-small: $(STAMP) ## The same benchmark on a small tree, for a quick look.
 	$(BIN)/python -m bench --entries 20000 --events 2000 --policies 20000 --renewals 100 --audit-entries 20000 --standby-policies 2000 --cohort-members 2500

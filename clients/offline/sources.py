@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import datetime as dt
 import sqlite3
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +30,7 @@ class SqliteLedger:
     def __init__(self, path: Path) -> None:
         if not path.is_file():
             raise VerificationFailure(f"no database file at {path}")
+        self.path = path
         try:
             self._db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
             self._db.execute("SELECT count(*) FROM sqlite_master").fetchone()
@@ -76,9 +77,29 @@ class SqliteLedger:
             lines[int(size)] = lines.get(int(size), b"") + bytes(line)
         return lines
 
-    def entries(self, tree_size: int, page: int = 1000) -> Iterator[AuditItem]:
+    def entries(self, tree_size: int, page: int = 1000) -> StoredEntries:
         """(index, entry bytes, stored copies) of the first ``tree_size`` entries, in stored
-        order.
+        order (an iterable that the parallel audit's workers can also read by range, each from
+        the file itself: :mod:`clients.offline.audit_ranges`)."""
+        return StoredEntries(
+            self.path, tree_size, lambda: self._entries(tree_size, page), self._key_event_hints
+        )
+
+    def _key_event_hints(self) -> set[int]:
+        """The positions the file's key table says registered or revoked a key (a hint for the
+        parallel audit, which checks it: the auditor learns keys from the entries alone)."""
+        if not self._query(
+            "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'insurer_keys'"
+        ):
+            return set()
+        rows = self._query(
+            "SELECT leaf_index FROM insurer_keys UNION "
+            "SELECT revoked_leaf_index FROM insurer_keys WHERE revoked_leaf_index IS NOT NULL"
+        )
+        return {int(position) for (position,) in rows if isinstance(position, int)}
+
+    def _entries(self, tree_size: int, page: int) -> Iterator[AuditItem]:
+        """The rows of :meth:`entries`.
 
         Read from the table itself (by rowid, no index: an index holds its own copy of the
         columns it covers, which could hide a damaged row). The stored copies (leaf hash,
@@ -103,3 +124,27 @@ class SqliteLedger:
                 last_rowid = int(rowid)
                 if yielded >= tree_size:
                     return
+
+
+class StoredEntries:
+    """The first ``tree_size`` entries of a database file: iterable in stored order, and
+    readable by range (``path``, ``tree_size``, ``key_event_hints``) by the parallel audit."""
+
+    def __init__(
+        self,
+        path: Path,
+        tree_size: int,
+        rows: Callable[[], Iterator[AuditItem]],
+        hints: Callable[[], set[int]],
+    ) -> None:
+        self.path = path
+        self.tree_size = tree_size
+        self._rows = rows
+        self._hints = hints
+
+    def __iter__(self) -> Iterator[AuditItem]:
+        return self._rows()
+
+    def key_event_hints(self) -> set[int]:
+        """Positions that may hold key events (from the file's key table; checked)."""
+        return self._hints()

@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import datetime as dt
+import hashlib
 import io
 import json
 import random
@@ -13,6 +14,7 @@ import sqlite3
 from collections import Counter
 from pathlib import Path
 
+import pytest
 from sqlalchemy import Engine
 
 from clients.audit_cli import _verify, _watch
@@ -372,3 +374,215 @@ def test_audit_watch_follows_a_live_server_and_alerts_on_a_fork_or_rollback(
     with contextlib.redirect_stderr(io.StringIO()) as err:
         assert _watch(unreachable) == 3
     assert "did not answer" in err.getvalue() and "Traceback" not in err.getvalue()
+
+
+def _ranges_of(database: Path, verifier_key: str, workers: int = 2) -> list[bytes]:
+    """The leaf hashes the parallel path's workers send back, range by range (Fallback raised
+    when it gives up)."""
+    from clients.offline.audit import KeyHistory
+    from clients.offline.audit_ranges import check_ranges
+    from clients.offline.note import VerifierKey
+    from clients.offline.sources import SqliteLedger
+
+    ledger_file = SqliteLedger(database)
+    size = ledger_file.checkpoint_rows()[-1][0]
+    key = VerifierKey.parse(verifier_key)
+    try:
+        return [
+            hashes
+            for hashes, _ in check_ranges(
+                ledger_file.entries(size), size, KeyHistory(key.public_key), workers
+            )
+        ]
+    finally:
+        ledger_file.close()
+
+
+def _stored_leaves(database: Path) -> list[bytes]:
+    with contextlib.closing(sqlite3.connect(database)) as connection:
+        return [
+            bytes(row[0])
+            for row in connection.execute("SELECT leaf_hash FROM log_entries ORDER BY rowid")
+        ]
+
+
+def test_the_parallel_audit_reads_its_ranges_in_the_workers_and_agrees_with_the_in_order_one(
+    tmp_path: Path, log_signer: Ed25519Signer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from clients.offline import audit_ranges
+
+    monkeypatch.setattr(audit_ranges, "_CHUNK_MIN", 10)  # 63 entries: 7 ranges
+    monkeypatch.setattr(audit_ranges, "_CHUNK_MAX", 10)
+    database = tmp_path / "ledger.db"
+    _vault(tmp_path).dispose()
+    _build(database, log_signer, list(sample_events(60, INSURER, NOW, tokens=tokens)))
+    verifier_key = format_verifier_key(log_signer)
+    ranges = _ranges_of(database, verifier_key)
+    assert [len(hashes) // 32 for hashes in ranges] == [10] * 6 + [3]
+    leaves = b"".join(ranges)
+    assert [leaves[i : i + 32] for i in range(0, len(leaves), 32)] == _stored_leaves(database)
+    code, in_order = _audit(database, verifier_key)
+    assert code == 0, in_order
+    code, parallel = _audit(database, verifier_key, workers=2)
+    assert code == 0 and {**parallel, "seconds": 0} == {**in_order, "seconds": 0}
+    # The key table is only a hint: without it a worker meets a key event nobody named, the
+    # parallel path gives up, and the in-order audit (which learns keys from the log) passes.
+    with sqlite3.connect(database) as connection:
+        connection.execute("DELETE FROM insurer_keys")
+    with pytest.raises(audit_ranges.Fallback):
+        _ranges_of(database, verifier_key)
+    code, parallel = _audit(database, verifier_key, workers=2)
+    assert code == 0 and {**parallel, "seconds": 0} == {**in_order, "seconds": 0}
+
+
+@pytest.mark.parametrize("where", ["first range", "last range"])
+def test_a_tampered_entry_in_any_worker_range_is_found_and_named_by_its_index(
+    tmp_path: Path, log_signer: Ed25519Signer, monkeypatch: pytest.MonkeyPatch, where: str
+) -> None:
+    """A premium rewritten in the stored entry, with its stored leaf hash and payload digest
+    redone to match: only the insurer's signature (and the root) can tell. The worker whose
+    range holds it gives up, and the in-order audit names the entry."""
+    from clients.offline import audit_ranges
+
+    monkeypatch.setattr(audit_ranges, "_CHUNK_MIN", 10)
+    monkeypatch.setattr(audit_ranges, "_CHUNK_MAX", 10)
+    database = tmp_path / "ledger.db"
+    _vault(tmp_path).dispose()
+    _build(database, log_signer, list(sample_events(60, INSURER, NOW, tokens=tokens)))
+    verifier_key = format_verifier_key(log_signer)
+    size = FIRST + 60
+    target = FIRST + 1 if where == "first range" else size - 1
+    with contextlib.closing(sqlite3.connect(database)) as connection:
+        (data,) = connection.execute(
+            "SELECT entry_bytes FROM log_entries WHERE leaf_index = ?", [target]
+        ).fetchone()
+        from clients.offline.merkle import leaf_hash
+        from clients.offline.wire import decode_entry
+
+        payload = decode_entry(bytes(data)).payload
+        changed = bytearray(data)
+        at = bytes(data).index(payload) + len(payload) - 1  # the payload's last byte
+        changed[at] ^= 0x01
+        forged = bytes(changed)
+        with connection:  # whoever holds the file can drop the append-only trigger
+            connection.execute("DROP TRIGGER log_entries_append_only_update")
+            connection.execute(
+                "UPDATE log_entries SET entry_bytes = ?, leaf_hash = ?, payload_sha256 = ? "
+                "WHERE leaf_index = ?",
+                [
+                    forged,
+                    leaf_hash(forged),
+                    hashlib.sha256(decode_entry(forged).payload).digest(),
+                    target,
+                ],
+            )
+    with pytest.raises(audit_ranges.Fallback):
+        _ranges_of(database, verifier_key)
+    code, in_order = _audit(database, verifier_key)
+    assert code == 1 and in_order["index"] == target, in_order
+    assert "signature does not verify" in str(in_order["found"])
+    code, parallel = _audit(database, verifier_key, workers=2)
+    assert code == 1 and parallel == in_order
+
+
+def test_the_fast_entry_decoder_agrees_with_the_strict_one_on_every_mutation(
+    tmp_path: Path, log_signer: Ed25519Signer
+) -> None:
+    """The workers' decoder: on thousands of seeded byte mutations and truncations of real
+    entries it returns what the strict decoder returns, or raises what it raises."""
+    from clients.offline.audit_ranges import decode_entry_fast
+    from clients.offline.wire import decode_entry
+
+    database = tmp_path / "ledger.db"
+    _vault(tmp_path).dispose()
+    _build(database, log_signer, list(sample_events(10, INSURER, NOW, tokens=tokens)))
+    with contextlib.closing(sqlite3.connect(database)) as connection:
+        entries = [
+            bytes(row[0]) for row in connection.execute("SELECT entry_bytes FROM log_entries")
+        ]
+
+    def outcome(decode: object, data: bytes) -> object:
+        try:
+            return decode(data)  # type: ignore[operator]
+        except Exception as error:
+            return (type(error), str(error))
+
+    rng = random.Random(20261205)
+    tried = Counter[str]()
+    for _ in range(4000):
+        data = bytearray(rng.choice(entries))
+        if rng.random() < 0.1:
+            data = data[: rng.randrange(len(data))]
+        elif data:
+            data[rng.randrange(len(data))] = rng.randrange(256)
+        strict = outcome(decode_entry, bytes(data))
+        assert outcome(decode_entry_fast, bytes(data)) == strict
+        tried["decoded" if not isinstance(strict, tuple) else "refused"] += 1
+    assert tried["decoded"] > 100 and tried["refused"] > 100, tried
+
+
+def test_the_parallel_audit_gives_the_in_order_verdict_on_seeded_mutations(
+    tmp_path: Path, log_signer: Ed25519Signer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Single-bit flips inside stored entries (any range) and anywhere in the file: `audit
+    verify` with two workers reading ranges answers exactly what the in-order audit answers."""
+    from clients.offline import audit_ranges
+
+    monkeypatch.setattr(audit_ranges, "_CHUNK_MIN", 10)
+    monkeypatch.setattr(audit_ranges, "_CHUNK_MAX", 10)
+    database = tmp_path / "ledger.db"
+    _vault(tmp_path).dispose()
+    _build(database, log_signer, list(sample_events(40, INSURER, NOW, tokens=tokens)))
+    verifier_key = format_verifier_key(log_signer)
+    original = database.read_bytes()
+    with contextlib.closing(sqlite3.connect(database)) as connection:
+        stored = [
+            bytes(row[0]) for row in connection.execute("SELECT entry_bytes FROM log_entries")
+        ]
+    rng = random.Random(20261205)
+    verdicts: Counter[int] = Counter()
+    for number in range(24):
+        data = bytearray(original)
+        if number % 2 == 0:  # inside an entry's bytes
+            entry = rng.choice(stored)
+            offset = original.index(entry) + rng.randrange(len(entry))
+        else:
+            offset = rng.randrange(len(data))
+        data[offset] ^= 1 << rng.randrange(8)
+        mutated = tmp_path / f"mutated-{number}.db"
+        mutated.write_bytes(bytes(data))
+        code, in_order = _audit(mutated, verifier_key)
+        parallel_code, parallel = _audit(mutated, verifier_key, workers=2)
+        assert (parallel_code, {**parallel, "seconds": 0}) == (
+            code,
+            {**in_order, "seconds": 0},
+        ), offset
+        verdicts[code] += 1
+        mutated.unlink()
+    assert verdicts[1] >= 10, verdicts  # the flips inside entries are all found
+
+
+def test_a_worker_gives_up_when_a_key_event_is_not_the_bytes_the_keys_were_learned_from(
+    tmp_path: Path, log_signer: Ed25519Signer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The key history is learned by the auditing process, the entries are checked by the
+    workers, each reading the file itself: a file rewritten between the two readings (here: the
+    leaf hash the auditing process noted for the insurer's KeyRegistered, leaf 1, altered) makes
+    the parallel path give up rather than check entries against keys from other bytes."""
+    from clients.offline import audit_ranges
+
+    database = tmp_path / "ledger.db"
+    _vault(tmp_path).dispose()
+    _build(database, log_signer, list(sample_events(5, INSURER, NOW, tokens=tokens)))
+    verifier_key = format_verifier_key(log_signer)
+    assert len(b"".join(_ranges_of(database, verifier_key))) == 32 * (FIRST + 5)
+    learn = audit_ranges._timeline
+
+    def other_bytes_at_leaf_1(*args: object) -> object:
+        timeline, learned = learn(*args)  # type: ignore[arg-type]
+        assert 1 in learned
+        return timeline, {**learned, 1: bytes(32)}
+
+    monkeypatch.setattr(audit_ranges, "_timeline", other_bytes_at_leaf_1)
+    with pytest.raises(audit_ranges.Fallback):
+        _ranges_of(database, verifier_key)

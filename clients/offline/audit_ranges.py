@@ -1,0 +1,419 @@
+"""The full audit of a database file in parallel: each worker process reads its own range.
+
+:func:`clients.offline.audit.audit` with ``workers`` > 1 over a file source
+(:class:`RangeSource`, what :meth:`clients.offline.sources.SqliteLedger.entries` returns) comes
+here. The auditing process reads only the rowids (to cut the table into ranges of positions) and
+the few entries that change the key history; each worker process opens the file itself, reads
+its range of rows and checks every entry in it (decoding, position, stored copies, signature
+against the key history as it stood before the entry), and sends back only the 32-byte leaf
+hashes and how many entries each principal signed. The auditing process rebuilds the tree from
+the leaf hashes and checks the roots, as the in-order audit does.
+
+This path only ever *passes* an audit. At the first thing it does not expect (an entry that does
+not check, a key event the hint did not name, a root that does not match, a file that changed
+under it) it gives up (:class:`Fallback`) and the audit runs again in order, which finds the
+first problem and names it, with the same verdict and message as always. So a damaged log costs
+a second pass; an intact one is checked at the rate of the workers' signature checks.
+
+Which entries change the key history is learned from the file's key table (``insurer_keys``: the
+entries that registered and revoked keys) as a hint only: the hinted entries are decoded and
+learned like any other, and a worker that meets a key event the hint did not name gives up.
+
+Part of the offline verifier: imports nothing from the server's ``ledger`` package.
+"""
+
+from __future__ import annotations
+
+import bisect
+import datetime as dt
+import hashlib
+import sqlite3
+from collections import Counter
+from collections.abc import Generator
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol, runtime_checkable
+
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+from clients.offline.audit import (
+    KeyHistory,
+    KeyRecord,
+    _instant,
+    _with_keys,
+    pae,
+)
+from clients.offline.merkle import leaf_hash
+from clients.offline.wire import Entry, Signature, _varint, decode_entry
+
+__all__ = ["Fallback", "RangeSource", "check_ranges"]
+
+_ROW_COLUMNS = "rowid, leaf_index, entry_bytes, leaf_hash, payload_sha256, insurer_id, event_id"
+_CHUNK_MIN = 1000
+_CHUNK_MAX = 20_000
+"""Positions per task: whole thousands (the command's progress bar moves every 1,000), about
+eight tasks per worker so that a worker slowed by the rest of the machine does not hold up the
+end, at most 20,000 (640 kB of leaf hashes back)."""
+
+
+class Fallback(Exception):
+    """The parallel path met something it does not expect: run the in-order audit instead."""
+
+
+@runtime_checkable
+class RangeSource(Protocol):
+    """Entries a worker process can read by range straight from a SQLite file."""
+
+    path: Path
+    tree_size: int
+
+    def key_event_hints(self) -> set[int]:
+        """Positions that may hold key events (a hint, checked)."""
+        ...
+
+
+_Timeline = dict[str, tuple[list[int], list[KeyRecord]]]
+"""key id -> (positions of the entries that made each version, the KeyRecord versions): the
+version valid for entry p is the last one made by an entry before p."""
+
+
+@dataclass(frozen=True)
+class _Task:
+    path: str
+    first: int
+    last_exclusive: int
+    first_rowid: int
+    last_rowid: int
+    key_events: dict[int, bytes]
+    """The hinted positions, each with the leaf hash of the bytes the key history was learned
+    from: the worker checks it reads the same bytes there."""
+    timeline: _Timeline
+    log_key: KeyRecord
+
+
+# -- the faster entry decoder -----------------------------------------------------------------
+
+
+class _Unusual(Exception):
+    """The fast decoder saw something outside its common case: use the strict one."""
+
+
+def _length(data: bytes, position: int, end: int) -> tuple[int, int]:
+    byte = data[position]
+    if byte < 0x80:
+        position += 1
+        length = byte
+    else:
+        length, position = _varint(data, position)
+    if position + length > end:
+        raise _Unusual
+    return length, position
+
+
+def _signature(data: bytes) -> Signature:
+    sig, keyid = b"", ""
+    position, end = 0, len(data)
+    while position < end:
+        key = data[position]
+        length, position = _length(data, position + 1, end)
+        value = data[position : position + length]
+        position += length
+        if key == 0x0A:
+            sig = value
+        elif key == 0x12:
+            keyid = value.decode("utf-8")
+        else:
+            raise _Unusual
+    return Signature(sig, keyid)
+
+
+def _fast_entry(data: bytes) -> Entry:
+    """:func:`clients.offline.wire.decode_entry` for the shape every entry has, without the
+    general field list: the same Entry, or :class:`_Unusual` (or an index/decoding error) for
+    anything else (repeated or unknown fields, multi-byte keys, a wrong wire type), whereupon
+    the strict decoder decides."""
+    leaf_index = seconds = nanos = 0
+    payload, payload_type = b"", ""
+    signatures: tuple[Signature, ...] = ()
+    position, end = 0, len(data)
+    seen = 0
+    while position < end:
+        key = data[position]
+        if key == 0x08 and not seen & 1:
+            leaf_index, position = _varint(data, position + 1)
+            seen |= 1
+            continue
+        length, position = _length(data, position + 1, end)
+        value = data[position : position + length]
+        position += length
+        if key == 0x12 and not seen & 2:
+            seconds, nanos = _time(value)
+            seen |= 2
+        elif key == 0x1A and not seen & 4:
+            payload, payload_type, signatures = _envelope(value)
+            seen |= 4
+        else:
+            raise _Unusual
+    return Entry(leaf_index, seconds, nanos, payload, payload_type, signatures)
+
+
+def _time(data: bytes) -> tuple[int, int]:
+    seconds = nanos = 0
+    position, end = 0, len(data)
+    while position < end:
+        key = data[position]
+        if key == 0x08:
+            seconds, position = _varint(data, position + 1)
+        elif key == 0x10:
+            nanos, position = _varint(data, position + 1)
+        else:
+            raise _Unusual
+    return seconds, nanos
+
+
+def _envelope(data: bytes) -> tuple[bytes, str, tuple[Signature, ...]]:
+    payload, payload_type = b"", ""
+    signatures: list[Signature] = []
+    position, end = 0, len(data)
+    while position < end:
+        key = data[position]
+        length, position = _length(data, position + 1, end)
+        value = data[position : position + length]
+        position += length
+        if key == 0x0A:
+            payload = value
+        elif key == 0x12:
+            payload_type = value.decode("utf-8")
+        elif key == 0x1A:
+            signatures.append(_signature(value))
+        else:
+            raise _Unusual
+    return payload, payload_type, tuple(signatures)
+
+
+def decode_entry_fast(data: bytes) -> Entry:
+    """The entry ``data`` decodes to, exactly as :func:`clients.offline.wire.decode_entry`
+    (which also raises its errors): the fast decoder first, the strict one when it declines."""
+    try:
+        return _fast_entry(data)
+    except Exception:  # anything unusual: the strict decoder gives the verdict
+        return decode_entry(data)
+
+
+def _event_names(payload: bytes) -> tuple[str | None, str | None, bool]:
+    """(event id, insurer id, carries a key body) of a ledger.v1.Event payload, as
+    ``audit._check_copies`` and ``wire.decode_key_event`` read them; :class:`_Unusual` where
+    either would raise or the fast reading is unsure."""
+    event_id: str | None = None
+    insurer_id: str | None = None
+    key_body = False
+    position, end = 0, len(payload)
+    while position < end:
+        key = payload[position]
+        if key < 0x80:
+            position += 1
+        else:
+            key, position = _varint(payload, position)
+        number, wire_type = key >> 3, key & 7
+        if wire_type == 0:
+            if number in (2, 22, 23):
+                raise _Unusual
+            _, position = _varint(payload, position)
+            continue
+        if wire_type != 2:
+            raise _Unusual
+        length, position = _length(payload, position, end)
+        if number == 1:
+            event_id = payload[position : position + length].decode("utf-8", errors="replace")
+        elif number == 2:  # strict, as the key-event reader decodes it
+            insurer_id = payload[position : position + length].decode("utf-8")
+        elif number in (22, 23):
+            key_body = True
+        position += length
+    return event_id, insurer_id, key_body
+
+
+# -- a worker's range -------------------------------------------------------------------------
+
+_connections: dict[str, sqlite3.Connection] = {}
+_public_keys: dict[bytes, Ed25519PublicKey] = {}
+
+
+def _connection(path: str) -> sqlite3.Connection:
+    connection = _connections.get(path)
+    if connection is None:
+        connection = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+        _connections[path] = connection
+    return connection
+
+
+_instants: dict[tuple[int, int], dt.datetime] = {}
+"""Integration times as datetimes: a batch's entries share one, so most are found here."""
+
+
+def _principal(position: int, entry: Entry, task: _Task) -> str:
+    """The principal whose signature verifies, as ``audit._signer`` accepts it, or _Unusual."""
+    stamp = (entry.integrated_seconds, entry.integrated_nanos)
+    instant = _instants.get(stamp)
+    if instant is None:
+        if len(_instants) > 10_000:
+            _instants.clear()
+        instant = _instants[stamp] = _instant(stamp)
+    message = pae(entry.payload_type, entry.payload)
+    for signature in entry.signatures:
+        if position == 0:
+            record = task.log_key if signature.keyid == task.log_key.key_id else None
+        else:
+            versions = task.timeline.get(signature.keyid)
+            record = None
+            if versions is not None:
+                at = bisect.bisect_left(versions[0], position) - 1
+                record = versions[1][at] if at >= 0 else None
+        if record is None:
+            continue
+        if record.revoked_at is not None and instant >= record.revoked_at:
+            continue
+        if not record.valid_at(instant):
+            continue
+        public_key = _public_keys.get(record.public_key)
+        if public_key is None:
+            public_key = Ed25519PublicKey.from_public_bytes(record.public_key)
+            _public_keys[record.public_key] = public_key
+        try:
+            public_key.verify(signature.sig, message)
+        except InvalidSignature:
+            continue
+        return record.principal
+    raise _Unusual
+
+
+def _check_range(task: _Task) -> tuple[bytes, Counter[str]] | None:  # noqa: PLR0911 (each return: a reason to fall back)
+    """Check every entry of the task's range; its leaf hashes and signers, or None when anything
+    is not as expected (the in-order audit then finds and names it)."""
+    try:
+        rows = (
+            _connection(task.path)
+            .execute(
+                f"SELECT {_ROW_COLUMNS} FROM log_entries WHERE rowid >= ? AND rowid <= ? "
+                "ORDER BY rowid",
+                (task.first_rowid, task.last_rowid),
+            )
+            .fetchall()
+        )
+        if len(rows) != task.last_exclusive - task.first:
+            return None  # the file changed since the rowids were read
+        hashes = bytearray()
+        signers: Counter[str] = Counter()
+        for position, (_, index, data, stored_leaf, digest, insurer_id, event_id) in enumerate(
+            rows, task.first
+        ):
+            if index != position:
+                return None
+            entry = decode_entry_fast(bytes(data))
+            if entry.leaf_index != position:
+                return None
+            names = _event_names(entry.payload)
+            learned = task.key_events.get(position)
+            if names[2] and learned is None:
+                return None  # a key event the hint did not name
+            digest_leaf = leaf_hash(bytes(data))
+            if (
+                (learned is not None and learned != digest_leaf)  # not what the keys came from
+                or digest_leaf != bytes(stored_leaf)
+                or hashlib.sha256(entry.payload).digest() != bytes(digest)
+                or (names[1], names[0]) != (insurer_id, event_id)
+            ):
+                return None
+            signers[_principal(position, entry, task)] += 1
+            hashes += digest_leaf
+        return bytes(hashes), signers
+    except Exception:  # whatever it is, the in-order audit names it
+        return None
+
+
+# -- the auditing process ---------------------------------------------------------------------
+
+
+def _rowid_ranges(
+    connection: sqlite3.Connection, size: int, chunk: int, hinted: set[int]
+) -> tuple[list[tuple[int, int, int, int]], dict[int, int]]:
+    """(first position, end position, first rowid, last rowid) of each range of ``chunk`` rows
+    in stored order (from the table's rowids alone), and the rowid of each ``hinted`` position."""
+    ranges: list[tuple[int, int, int, int]] = []
+    rowid_of: dict[int, int] = {}
+    first_rowid = last_rowid = count = 0
+    cursor = connection.execute("SELECT rowid FROM log_entries ORDER BY rowid LIMIT ?", (size,))
+    for count, (rowid,) in enumerate(cursor, 1):
+        position = count - 1
+        if position % chunk == 0:
+            first_rowid = rowid
+        if position in hinted:
+            rowid_of[position] = rowid
+        last_rowid = rowid
+        if count % chunk == 0:
+            ranges.append((count - chunk, count, first_rowid, last_rowid))
+    if count % chunk:
+        ranges.append((count - count % chunk, count, first_rowid, last_rowid))
+    return ranges, rowid_of
+
+
+def _timeline(
+    connection: sqlite3.Connection, rowid_of: dict[int, int], history: KeyHistory
+) -> tuple[_Timeline, dict[int, bytes]]:
+    """Learn the entries at the hinted positions in order into ``history``; the versions of
+    every key record, by the position of the entry that made each, and the leaf hash of each
+    entry learned."""
+    learned: dict[int, bytes] = {}
+    timeline: _Timeline = {}
+    before: dict[str, KeyRecord] = {}
+    for position, rowid in sorted(rowid_of.items()):
+        row = connection.execute(
+            "SELECT leaf_index, entry_bytes FROM log_entries WHERE rowid = ?", (rowid,)
+        ).fetchone()
+        if row is None or row[0] != position:
+            raise Fallback
+        _with_keys(position, bytes(row[1]), history)
+        learned[position] = leaf_hash(bytes(row[1]))
+        for record in history.records():
+            if before.get(record.key_id) is not record:
+                versions = timeline.setdefault(record.key_id, ([], []))
+                versions[0].append(position)
+                versions[1].append(record)
+                before[record.key_id] = record
+    return timeline, learned
+
+
+def check_ranges(
+    source: RangeSource, size: int, history: KeyHistory, workers: int
+) -> Generator[tuple[bytes, Counter[str]], None, None]:
+    """The leaf hashes and signer counts of ``source``'s first ``size`` entries, range by range
+    in order, every entry checked in ``workers`` processes; :class:`Fallback` at anything
+    unexpected. ``history``: a fresh KeyHistory, learned into from the key events."""
+    path = str(source.path)
+    chunk = max(_CHUNK_MIN, min(_CHUNK_MAX, size // (8 * workers) // 1000 * 1000))
+    try:
+        hinted = {0} | {position for position in source.key_event_hints() if position < size}
+        connection = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+        try:
+            ranges, rowid_of = _rowid_ranges(connection, size, chunk, hinted)
+            if len(rowid_of) != len(hinted):
+                raise Fallback  # fewer entries than the checkpoint or the hint says
+            timeline, learned = _timeline(connection, rowid_of, history)
+        finally:
+            connection.close()
+    except Exception:  # a damaged file or key event: the in-order audit names it
+        raise Fallback from None
+    tasks = [
+        _Task(path, first, end, first_rowid, last, learned, timeline, history.log_key)
+        for first, end, first_rowid, last in ranges
+    ]
+    pool = ProcessPoolExecutor(max_workers=workers)
+    try:
+        for checked in pool.map(_check_range, tasks):
+            if checked is None:
+                raise Fallback
+            yield checked
+    finally:  # a fallback or a failed root: the ranges not started are not checked
+        pool.shutdown(wait=True, cancel_futures=True)
