@@ -18,6 +18,8 @@ Environment variables (flags of ``policy-ledger serve`` take precedence):
                                answered from it (docs/operations.md, "Read standby")
   POLICY_LEDGER_LOG_FORMAT     text (default) or json (one JSON object per line, and one line
                                per call with its request id and caller)
+  POLICY_LEDGER_WORKERS        worker processes of ``serve`` (default: the number of cores; 0:
+                               one process does everything, docs/operations.md "Workers")
 """
 
 from __future__ import annotations
@@ -38,6 +40,8 @@ __all__ = [
     "LOG_FORMATS",
     "ServerConfig",
     "TlsFiles",
+    "check_workers",
+    "default_workers",
     "load_signer",
     "load_tls_files",
 ]
@@ -46,6 +50,11 @@ DEFAULT_DATA_DIR = Path("var")
 
 LOG_FORMATS = ("text", "json")
 """``serve --log-format``: text lines for a terminal, or one JSON object per line."""
+
+
+def default_workers() -> int:
+    """The number of cores (issue 13: one worker per core), within ``limits.workers_max``."""
+    return min(os.cpu_count() or 1, limits.workers_max)
 
 
 @dataclass(frozen=True)
@@ -90,6 +99,9 @@ class ServerConfig:
     (``serve --read-database``); empty: every read goes to the primary."""
     read_lag_entries_max: int = limits.standby_lag_entries_max
     """Entries the standby may lag before reads bypass it (``serve --read-lag-max``)."""
+    workers: int = field(default_factory=default_workers)
+    """Admission/read worker processes beside one sequencer process (``serve --workers``);
+    0: one process does everything (what :func:`ledger.rpc.server.start_server` always runs)."""
 
     @classmethod
     def from_environment(cls, environment: dict[str, str] | None = None) -> ServerConfig:
@@ -114,7 +126,29 @@ class ServerConfig:
             read_database_url=env.get(
                 "POLICY_LEDGER_READ_DATABASE_URL", defaults.read_database_url
             ),
+            workers=_workers(env.get("POLICY_LEDGER_WORKERS"), defaults.workers),
         )
+
+
+def check_workers(count: int, source: str = "--workers") -> int:
+    """``count`` if it is a number of workers ``serve`` runs (0..limits.workers_max)."""
+    if not 0 <= count <= limits.workers_max:
+        raise InvalidArgument(
+            f"{source}={count}: workers must be 0 (one process) to {limits.workers_max}",
+            reason="WORKERS_INVALID",
+        )
+    return count
+
+
+def _workers(text: str | None, default: int) -> int:
+    if not text:
+        return default
+    if not text.isdigit():
+        raise InvalidArgument(
+            f"POLICY_LEDGER_WORKERS={text!r}: a number of workers (0: one process)",
+            reason="WORKERS_INVALID",
+        )
+    return check_workers(int(text), "POLICY_LEDGER_WORKERS")
 
 
 def load_signer(path: Path) -> Ed25519Signer:

@@ -218,7 +218,7 @@ async def _add_health_and_reflection(
     return health_servicer
 
 
-def _install_extensions(context: ServerContext) -> tuple[str, ...]:
+def install_extensions(context: ServerContext) -> tuple[str, ...]:
     names: list[str] = []
     for point in entry_points(group=EXTENSION_GROUP):
         installed = point.load()(context)
@@ -337,7 +337,7 @@ async def start_server(config: ServerConfig, clock: Clock | None = None) -> Runn
         metrics = _start_metrics(config)
         if metrics is not None:
             on_failure.callback(metrics.stop)
-        verify_page = _start_verify_page(config)
+        verify_page = start_verify_page(config)
         if verify_page is not None:
             on_failure.callback(verify_page.stop)
         running = await _start(config, clock or SystemClock(), metrics, database_lock)
@@ -372,10 +372,25 @@ async def _start(
     operator_key = await asyncio.to_thread(operator_key_to_anchor, engine, config)
     erasure_hooks = ErasureHooks()
     sequencer = await start_sequencer(
-        config, clock, engine, signer, origin, operator_key, erasure_hooks, metrics
+        config,
+        clock,
+        engine,
+        signer=signer,
+        origin=origin,
+        operator_key=operator_key,
+        erasure_hooks=erasure_hooks,
+        metrics=metrics,
     )
     side = await build_serving_side(
-        config, clock, engine, standby, signer, sequencer, reads, metrics, erasure_hooks
+        config,
+        clock,
+        engine,
+        standby=standby,
+        signer=signer,
+        sequencer=sequencer,
+        reads=reads,
+        metrics=metrics,
+        erasure_hooks=erasure_hooks,
     )
     witnessing = start_witnessing(witnesses, sequencer, engine, clock, metrics)
     port = add_port(side.server, config.listen, tls)
@@ -422,6 +437,7 @@ async def start_sequencer(
     config: ServerConfig,
     clock: Clock,
     engine: Engine,
+    *,
     signer: Ed25519Signer,
     origin: str,
     operator_key: bytes | None,
@@ -450,6 +466,8 @@ class ServingSide:
     ledger: Ledger
     watches: WatchHub
     router: ReadRouter
+    key_cache: KeyCache
+    """The registered keys admission checks against (a worker forgets them on key events)."""
     services: tuple[str, ...]
     """Every service name health reports on ("" aside), the extensions' included."""
 
@@ -458,13 +476,13 @@ async def build_serving_side(
     config: ServerConfig,
     clock: Clock,
     engine: Engine,
+    *,
     standby: Engine | None,
     signer: Ed25519Signer,
     sequencer: SequencerPort,
     reads: ReadPool,
     metrics: LedgerMetrics | None,
     erasure_hooks: ErasureHooks,
-    *,
     reuse_port: bool = False,
 ) -> ServingSide:
     """Every servicer, the interceptors, health and reflection, around ``sequencer``: the
@@ -551,7 +569,7 @@ async def build_serving_side(
         metrics=metrics.registry if metrics is not None else None,
         erasure_hooks=erasure_hooks,
     )
-    extra_services = _install_extensions(extension_context)
+    extra_services = install_extensions(extension_context)
     health_servicer = await _add_health_and_reflection(server, extra_services)
     return ServingSide(
         server=server,
@@ -560,6 +578,7 @@ async def build_serving_side(
         ledger=ledger,
         watches=watches,
         router=router,
+        key_cache=key_cache,
         services=(*SERVICE_NAMES, *extra_services),
     )
 
@@ -575,7 +594,7 @@ def _start_metrics(config: ServerConfig) -> LedgerMetrics | None:
     return metrics
 
 
-def _start_verify_page(config: ServerConfig) -> VerifyPageEndpoint | None:
+def start_verify_page(config: ServerConfig) -> VerifyPageEndpoint | None:
     """The verification page, with the log's verifier key in it, on ``--verify-page-port`` at
     the host of ``--listen`` (docs/verify-page.md)."""
     if config.verify_page_port is None:
