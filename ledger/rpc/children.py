@@ -6,9 +6,11 @@ supervisor's private directory (mode 0700), holding the configuration it checked
 (``config.pickle``) and the hand-off socket. A child is started with exec, never forked from the
 supervisor (gRPC and fork do not mix), asks the kernel to SIGKILL it when the supervisor dies
 (``PR_SET_PDEATHSIG``, so killing the supervisor with SIGKILL leaves no orphan), and prints one
-line on stdout once it is ready: ``ready METRICS_PORT`` (0: no metrics). SIGTERM stops it
-cleanly: a worker stops taking calls and finishes the ones under way; the sequencer commits what
-it holds.
+line on stdout once it is ready: ``ready METRICS_PORT`` (0: no metrics); a worker then prints
+``connected 0`` or ``connected 1`` whenever it loses or regains the sequencer. The supervisor
+stops it by closing its stdin (SIGTERM and SIGINT are ignored: they reach the whole process group
+at once, and the drain has an order): a worker stops taking calls and finishes the ones under
+way; the sequencer commits what it holds.
 
 * The *sequencer process*: :func:`ledger.rpc.server.start_sequencer` (the log's single writer),
   the hand-off server on the Unix socket, the witness submitter, the enrolment port (which
@@ -61,7 +63,7 @@ from ledger.storage.enrolment_store import EnrolmentStore
 from ledger.storage.key_store import KeyStore
 from ledger.storage.read_routing import open_standby
 
-__all__ = ["CONFIG_FILE", "READY_LINE", "SOCKET_FILE", "main"]
+__all__ = ["CONFIG_FILE", "CONNECTED_LINE", "READY_LINE", "SOCKET_FILE", "main"]
 
 log = logging.getLogger(__name__)
 
@@ -71,6 +73,8 @@ SOCKET_FILE = "sequencer.sock"
 """The hand-off socket in the supervisor's private directory."""
 READY_LINE = "ready "
 """What a child prints on stdout once ready, followed by its metrics port (0: none)."""
+CONNECTED_LINE = "connected "
+"""What a worker prints on stdout when it gains (1) or loses (0) the sequencer."""
 
 _PR_SET_PDEATHSIG = 1
 
@@ -99,12 +103,26 @@ def _child_metrics(config: ServerConfig) -> LedgerMetrics | None:
     return metrics
 
 
-async def _until_terminated() -> None:
-    stop = asyncio.Event()
+async def _until_told_to_stop() -> None:
+    """Return when the supervisor closes this process's stdin (or dies).
+
+    SIGINT and SIGTERM are ignored: Ctrl-C in a terminal, ``timeout`` or systemd signal the
+    whole process group at once, and the children must not stop before the supervisor drains
+    them in order (the workers first, then the sequencer)."""
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(signum, stop.set)
-    await stop.wait()
+        loop.add_signal_handler(signum, _ignored, signum)
+    await asyncio.to_thread(sys.stdin.buffer.read)
+
+
+def _report_connected(connected: bool) -> None:
+    """Tell the supervisor whether this worker reaches the sequencer (it announces a restarted
+    sequencer once every worker is connected again)."""
+    print(f"{CONNECTED_LINE}{int(connected)}", flush=True)
+
+
+def _ignored(signum: int) -> None:
+    log.info("signal %d ignored: the supervisor stops this process", signum)
 
 
 async def run_sequencer(config: ServerConfig, directory: Path) -> None:
@@ -154,7 +172,7 @@ async def run_sequencer(config: ServerConfig, directory: Path) -> None:
     )
     log.info("sequencer process of %s ready (origin %s)", config.database_url, origin)
     _ready(metrics)
-    await _until_terminated()
+    await _until_told_to_stop()
     if enrolment is not None:
         await enrolment.stop(config.grace_seconds)
     await handoff.stop()
@@ -213,11 +231,12 @@ async def run_worker(config: ServerConfig, directory: Path, name: str) -> None:
             task.add_done_callback(health_updates.discard)
 
     client.connection_listeners.append(sequencer_reachable)
+    client.connection_listeners.append(_report_connected)
     port = add_port(side.server, config.listen, tls)
     await side.server.start()
     log.info("worker %s serving on port %d", name, port)
     _ready(metrics)
-    await _until_terminated()
+    await _until_told_to_stop()
     client.connection_listeners.remove(sequencer_reachable)
     for service in ("", *side.services):
         await side.health.set(service, health_pb2.HealthCheckResponse.NOT_SERVING)

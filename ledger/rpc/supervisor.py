@@ -31,14 +31,12 @@ process.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import errno
 import fcntl
 import logging
 import os
 import pickle
 import shutil
-import signal
 import socket
 import sys
 import tempfile
@@ -65,7 +63,7 @@ from ledger.config import (
 )
 from ledger.errors import FailedPrecondition, Unavailable
 from ledger.metrics import MetricsEndpoint
-from ledger.rpc.children import CONFIG_FILE, READY_LINE
+from ledger.rpc.children import CONFIG_FILE, CONNECTED_LINE, READY_LINE
 from ledger.rpc.enrolment_port import load_enrolment_material
 from ledger.rpc.ports import refuse_address_in_use
 from ledger.rpc.server import operator_key_to_anchor, parse_witnesses, start_verify_page
@@ -204,6 +202,8 @@ class _Child:
     metrics_port: int = 0
     restarts: list[float] = field(default_factory=list)
     """When it was restarted within the last minute (monotonic seconds)."""
+    connected: bool = True
+    """A worker: whether it last said it reaches the sequencer."""
 
 
 class ChildFailed(RuntimeError):
@@ -231,6 +231,7 @@ class Supervisor:
     _restarts: Counter | None = None
     _watchers: list[asyncio.Task[None]] = field(default_factory=list)
     _environments: dict[str, dict[str, str]] = field(default_factory=dict)
+    _reports: asyncio.Condition = field(default_factory=asyncio.Condition)
 
     @property
     def pids(self) -> dict[str, int]:
@@ -348,7 +349,7 @@ class Supervisor:
             child.name,
             str(self._directory),
             str(os.getpid()),
-            stdin=asyncio.subprocess.DEVNULL,
+            stdin=asyncio.subprocess.PIPE,  # closed: stop (ledger.rpc.children)
             stdout=asyncio.subprocess.PIPE,
             env=self._environments[child.role],
         )
@@ -364,7 +365,34 @@ class Supervisor:
             code = await process.wait()
             raise ChildFailed(f"the {child.name} process exited with {code} before it was ready")
         child.metrics_port = int(line[len(READY_LINE) :])
-        asyncio.create_task(_drain(process.stdout, child.name))  # noqa: RUF006 (ends at EOF)
+        child.connected = True
+        asyncio.create_task(self._read_reports(process.stdout, child))  # noqa: RUF006 (ends at EOF)
+
+    async def _read_reports(self, stream: asyncio.StreamReader, child: _Child) -> None:
+        """Read what a child reports after its ready line, until it exits."""
+        while line := (await stream.readline()).decode("utf-8", "replace"):
+            if line.startswith(CONNECTED_LINE):
+                child.connected = line[len(CONNECTED_LINE) :].strip() == "1"
+                async with self._reports:
+                    self._reports.notify_all()
+            else:
+                log.info("%s: %s", child.name, line.rstrip())
+
+    async def _workers_connected(self) -> None:
+        """Return once every live worker says it reaches the sequencer (bounded)."""
+
+        def connected() -> bool:
+            return all(
+                c.connected
+                for c in self._children
+                if c.role == "worker" and c.process is not None and c.process.returncode is None
+            )
+
+        try:
+            async with asyncio.timeout(limits.process_ready_seconds_max), self._reports:
+                await self._reports.wait_for(connected)
+        except TimeoutError:
+            log.warning("not every worker reconnected to the restarted sequencer")
 
     async def _watch(self, child: _Child) -> None:
         """Restart ``child`` whenever it dies, until stopping or giving up."""
@@ -385,6 +413,9 @@ class Supervisor:
                 self.gave_up.set()
                 return
             child.restarts.append(now)
+            if child.role == "sequencer":
+                for worker in self._children:
+                    worker.connected = worker.role != "worker"  # they lost it with it
             if self._restarts is not None:
                 self._restarts.labels(child.role).inc()
             delay = min(
@@ -405,6 +436,8 @@ class Supervisor:
             except ChildFailed as error:
                 log.error("%s", error)
                 continue
+            if child.role == "sequencer":
+                await self._workers_connected()
             log.info("the %s process restarted (pid %d)", child.name, child.process.pid)
             print(f"process {child.name} restarted, pid {child.process.pid}", flush=True)
 
@@ -425,8 +458,8 @@ class Supervisor:
         process = child.process
         if process is None or process.returncode is not None:
             return
-        with contextlib.suppress(ProcessLookupError):
-            process.send_signal(signal.SIGTERM)
+        if process.stdin is not None:
+            process.stdin.close()  # the child's signal to stop cleanly
         try:
             async with asyncio.timeout(
                 self.config.grace_seconds + limits.process_ready_seconds_max
@@ -454,12 +487,6 @@ class Supervisor:
         if self._directory is not None:
             shutil.rmtree(self._directory, ignore_errors=True)
             self._directory = None
-
-
-async def _drain(stream: asyncio.StreamReader, name: str) -> None:
-    """Read what a child prints after its ready line (nothing, normally) until it exits."""
-    while line := await stream.readline():
-        log.info("%s: %s", name, line.decode("utf-8", "replace").rstrip())
 
 
 def _environments() -> dict[str, dict[str, str]]:
