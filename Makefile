@@ -8,7 +8,8 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 BUF    := protos/node_modules/.bin/buf
 MO_FILES := $(patsubst %.po,%.mo,$(wildcard ledger/i18n/locales/*/LC_MESSAGES/ledger.po))
-PROTOS := $(wildcard protos/ledger/v1/*.proto) $(wildcard protos/payments/v1/*.proto)
+PROTOS := $(wildcard protos/ledger/v1/*.proto) $(wildcard protos/payments/v1/*.proto) \
+          $(wildcard protos/ledger/internal/v1/*.proto)
 
 .PHONY: run test lint proto proto-check bench bench-fairness bench-small faults fuzz install clean serve
 .PHONY: crash fiu-utils i18n i18n-extract
@@ -38,7 +39,7 @@ lint: $(STAMP) $(BUF) ## ruff, mypy --strict, buf lint.
 	$(BIN)/mypy
 	cd protos && node_modules/.bin/buf lint
 
-proto: $(STAMP) ## Regenerate ledger/v1 and payments/v1 from protos/ (the result is committed).
+proto: $(STAMP) ## Regenerate ledger/v1, ledger/internal/v1 and payments/v1 from protos/ (the result is committed).
 	$(BIN)/python -m grpc_tools.protoc -Iprotos \
 	  --python_out=. --grpc_python_out=. \
 	  --mypy_out=. --mypy_grpc_out=. \
@@ -47,10 +48,10 @@ proto: $(STAMP) ## Regenerate ledger/v1 and payments/v1 from protos/ (the result
 	  $(PROTOS)
 
 proto-check: proto ## Fail when the committed generated code differs from what `make proto` makes.
-	git diff --exit-code -- ledger/v1 payments/v1 || \
-	  (echo "generated code in ledger/v1 or payments/v1 is stale: run 'make proto' and commit" >&2; exit 1)
-	test -z "$$(git status --porcelain -- ledger/v1 payments/v1)" || \
-	  (echo "untracked generated files in ledger/v1 or payments/v1: run 'make proto' and commit" >&2; exit 1)
+	git diff --exit-code -- ledger/v1 ledger/internal/v1 payments/v1 || \
+	  (echo "generated code in ledger/v1, ledger/internal/v1 or payments/v1 is stale: run 'make proto' and commit" >&2; exit 1)
+	test -z "$$(git status --porcelain -- ledger/v1 ledger/internal/v1 payments/v1)" || \
+	  (echo "untracked generated files in ledger/v1, ledger/internal/v1 or payments/v1: run 'make proto' and commit" >&2; exit 1)
 
 faults: $(STAMP) ## The seeded renewal fault-injection run, large (make test runs 1,000 renewals).
 	POLICY_LEDGER_FAULT_RENEWALS=$${RENEWALS:-20000} $(BIN)/pytest -q -s --timeout=0 tests/payments/test_renewal.py -k seeded

@@ -67,6 +67,17 @@ unavailable_retry_delay_ms: Final = 200
 """The retry hint (google.rpc RetryInfo) of an UNAVAILABLE answer: a storage fault or a full
 queue usually clears within this (the fault-injection runs recovered within 0.2 s)."""
 
+# The worker -> sequencer hand-off of ``serve --workers N`` (ledger/handoff, docs/design.md).
+handoff_frame_bytes_max: Final = 2 * grpc_message_bytes_max
+"""Largest frame either end of the hand-off accepts: an admitted envelope (at most
+``grpc_message_bytes_max`` as received) or a receipt (entry, checkpoint note, proof) with room to
+spare. A longer length prefix closes that connection: the peer is broken, not busy."""
+handoff_in_flight_max: Final = sequencer_queue_entries_max
+"""Hand-offs one worker may have awaiting an outcome; beyond, UNAVAILABLE (OVERLOADED) at once,
+as the sequencer's own full queue answers."""
+handoff_reconnect_delay_ms_max: Final = 1000
+"""A worker that lost the sequencer retries connecting after 10 ms, doubling up to this."""
+
 # Reads.
 entries_page_max: Final = 1000
 """Entries one GetEntries call streams at most."""

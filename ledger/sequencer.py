@@ -27,7 +27,14 @@ from ledger.errors import LedgerError, Unavailable
 from ledger.fair import FairQueue, Overloaded, caller_key
 from ledger.storage.append import Appender, Outcome, PendingEntry, Receipt
 
-__all__ = ["BatchReport", "Sequencer", "SequencerOptions", "SequencerPort", "receipt_of"]
+__all__ = [
+    "BatchReport",
+    "Sequencer",
+    "SequencerOptions",
+    "SequencerPort",
+    "Sequencing",
+    "receipt_of",
+]
 
 log = logging.getLogger(__name__)
 
@@ -73,6 +80,19 @@ class BatchReport:
 _Waiting = tuple[PendingEntry, "asyncio.Future[Outcome]"]
 
 
+class Sequencing(Protocol):
+    """What admission needs of a sequencer: :class:`Sequencer` in the process that writes,
+    ``ledger.handoff.client.SequencerClient`` in a worker process (``serve --workers N``)."""
+
+    def enqueue(self, item: PendingEntry) -> asyncio.Future[Outcome]:
+        """Queue ``item`` now; the future resolves to its receipt or the error refusing it."""
+        ...
+
+    async def submit(self, item: PendingEntry) -> Receipt:
+        """Sequence ``item``; return its receipt once durable, or raise why it was refused."""
+        ...
+
+
 async def receipt_of(future: asyncio.Future[Outcome]) -> Receipt:
     """The receipt an enqueued submission resolves to, or raise why it was refused."""
     outcome = await future
@@ -81,7 +101,7 @@ async def receipt_of(future: asyncio.Future[Outcome]) -> Receipt:
     return outcome
 
 
-class SequencerPort(Protocol):
+class SequencerPort(Sequencing, Protocol):
     """What admission, reads and watches need of the sequencer: :class:`Sequencer` itself in the
     single process, or a worker's ``ledger.handoff.client.SequencerClient`` (``serve --workers
     N``), which hands entries to the sequencer process and gets the same outcomes back."""
@@ -99,14 +119,6 @@ class SequencerPort(Protocol):
     @property
     def commit_listeners(self) -> list[Callable[[], None]]:
         """Called on the loop after each committed batch."""
-        ...
-
-    def enqueue(self, item: PendingEntry) -> asyncio.Future[Outcome]:
-        """Queue ``item`` now; the future resolves to its receipt or refusal."""
-        ...
-
-    async def submit(self, item: PendingEntry) -> Receipt:
-        """Sequence ``item``; its receipt once durable, or raise why it was refused."""
         ...
 
     async def stop(self) -> None:

@@ -30,7 +30,7 @@ from ledger.errors import (
 from ledger.events import EVENT_PAYLOAD_TYPE, decode_event, validate_event
 from ledger.fair import CallerSlots
 from ledger.keys import InsurerKey, check_key_at_event_time, check_key_usable
-from ledger.sequencer import SequencerPort
+from ledger.sequencer import Sequencing
 from ledger.signers import check_signer_role
 from ledger.storage.append import Outcome, PendingEntry, Receipt
 from ledger.storage.key_store import KeyStore
@@ -95,7 +95,7 @@ class Ledger:
     def __init__(
         self,
         keys: KeyCache,
-        sequencer: SequencerPort,
+        sequencer: Sequencing,
         clock: Clock,
         signer_check: Callable[[str], None] | None = None,
     ) -> None:

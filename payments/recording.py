@@ -17,13 +17,17 @@ from __future__ import annotations
 from sqlalchemy import Connection, select
 
 from ledger.errors import FailedPrecondition, LedgerError, Unavailable
+from ledger.storage.append_hooks import AppendHook, batch_now, register_append_hook
 from ledger.storage.tables import log_entries
 from payments.gateway import GatewayOutcomeUnknown, GatewayRefused, Money
 from payments.quotes import quote_record
 from payments.saga import Saga, load_payment, load_quote, move
 from payments.states import PaymentState, move_payment
 
-__all__ = ["record", "return_fee"]
+__all__ = ["MARK_RECORDED", "mark_recorded", "record", "return_fee"]
+
+MARK_RECORDED = "payments.mark_recorded"
+"""The append hook's name (:func:`mark_recorded`; the argument is the payment id)."""
 
 
 def record(saga: Saga, payment_id: str) -> None:
@@ -60,24 +64,10 @@ def record(saga: Saga, payment_id: str) -> None:
         return_fee(saga, payment_id, f"the record is refused for good: {error.message}")
         return
 
-    def mark_recorded(connection: Connection, leaf_index: int) -> None:
-        if not move_payment(
-            connection,
-            payment_id,
-            PaymentState.RECORDED,
-            why="FeeCollected appended",
-            now=saga.clock.now(),
-            leaf_index=leaf_index,
-        ):
-            raise FailedPrecondition(
-                f"payment {payment_id!r} is no longer being recorded (it is being returned)",
-                reason="PAYMENT_NOT_RECORDING",
-            )
-
     try:
         # A duplicate receipt means an earlier attempt recorded it (its answer was lost):
         # that transaction moved the payment to recorded together with the entry.
-        saga.recorder(event, mark_recorded)
+        saga.recorder(event, AppendHook(MARK_RECORDED, payment_id))
     except Unavailable as error:
         # 4a. Outcome unknown: stays recording; retrying is safe.
         if saga.payment(payment_id).state is PaymentState.RECORDED:
@@ -95,6 +85,28 @@ def record(saga: Saga, payment_id: str) -> None:
             return
         saga.crash("before_return")
         return_fee(saga, payment_id, f"the ledger refused the record: {error.message}")
+
+
+def mark_recorded(connection: Connection, leaf_index: int, payment_id: str) -> None:
+    """The append hook ``payments.mark_recorded``: in the FeeCollected entry's own transaction,
+    move the payment ``recording -> recorded``; refuse the entry when it is no longer
+    ``recording`` (it is being returned). A named hook, not a closure, so that a sequencer in
+    another process runs it (:mod:`ledger.storage.append_hooks`); "now" is the batch's time."""
+    if not move_payment(
+        connection,
+        payment_id,
+        PaymentState.RECORDED,
+        why="FeeCollected appended",
+        now=batch_now(),
+        leaf_index=leaf_index,
+    ):
+        raise FailedPrecondition(
+            f"payment {payment_id!r} is no longer being recorded (it is being returned)",
+            reason="PAYMENT_NOT_RECORDING",
+        )
+
+
+register_append_hook(MARK_RECORDED, mark_recorded)
 
 
 def _recorded_leaf(saga: Saga, connection: Connection, payment_id: str) -> int | None:

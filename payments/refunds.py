@@ -5,19 +5,24 @@ the payment's row so that what is left is never negative; each recorded as a Fee
 from __future__ import annotations
 
 import hashlib
+import json
 
 from sqlalchemy import Connection, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
 from ledger.clock import to_micros
 from ledger.errors import FailedPrecondition, FieldViolation, LedgerError, Unavailable
+from ledger.storage.append_hooks import AppendHook, batch_now, register_append_hook
 from payments.gateway import GatewayOutcomeUnknown, GatewayRefused, GatewayResult, Money
 from payments.idempotency import claim_key, store_key
 from payments.saga import PaymentRecord, Saga, load_payment
 from payments.states import PaymentState, RefundState, move_refund
 from payments.tables import payments, refunds
 
-__all__ = ["finish_refund", "refund"]
+__all__ = ["MARK_REFUND_RECORDED", "finish_refund", "mark_refund_recorded", "refund"]
+
+MARK_REFUND_RECORDED = "payments.mark_refund_recorded"
+"""The append hook's name (:func:`mark_refund_recorded`)."""
 
 
 def refund(
@@ -139,6 +144,36 @@ def finish_refund(saga: Saga, refund_id: str, reason: str) -> None:
     )
 
 
+def mark_refund_recorded(connection: Connection, leaf_index: int, argument: str) -> None:
+    """The append hook ``payments.mark_refund_recorded``: in the FeeRefunded entry's own
+    transaction, move the refund to ``recorded`` and count it on its payment. ``argument`` is
+    JSON ``{"refund_id", "gateway_reference"}``; a named hook, not a closure, so that a
+    sequencer in another process runs it (:mod:`ledger.storage.append_hooks`)."""
+    named = json.loads(argument)
+    refund_id, gateway_reference = str(named["refund_id"]), str(named["gateway_reference"])
+    if not move_refund(
+        connection,
+        refund_id,
+        RefundState.RECORDED,
+        why="FeeRefunded appended",
+        now=batch_now(),
+        gateway_reference=gateway_reference,
+        leaf_index=leaf_index,
+    ):
+        raise Unavailable("refund changed while it was recorded", reason="REFUND_CHANGED")
+    row = connection.execute(
+        select(refunds.c.payment_id, refunds.c.amount_minor).where(refunds.c.refund_id == refund_id)
+    ).one()
+    connection.execute(
+        update(payments)
+        .where(payments.c.payment_id == row.payment_id)
+        .values(refunded_minor=payments.c.refunded_minor + int(row.amount_minor))
+    )
+
+
+register_append_hook(MARK_REFUND_RECORDED, mark_refund_recorded)
+
+
 def fail_refund(saga: Saga, refund_id: str, why: str) -> None:
     """The gateway refused the refund: it no longer counts against what is left."""
     with saga.uow.write() as connection:
@@ -170,25 +205,11 @@ def record_refund(
         result=result,
     )
 
-    def mark(connection: Connection, leaf_index: int) -> None:
-        if not move_refund(
-            connection,
-            refund_id,
-            RefundState.RECORDED,
-            why="FeeRefunded appended",
-            now=saga.clock.now(),
-            gateway_reference=result.gateway_reference,
-            leaf_index=leaf_index,
-        ):
-            raise Unavailable("refund changed while it was recorded", reason="REFUND_CHANGED")
-        connection.execute(
-            update(payments)
-            .where(payments.c.payment_id == payment.payment_id)
-            .values(refunded_minor=payments.c.refunded_minor + amount_minor)
-        )
-
+    argument = json.dumps(
+        {"refund_id": refund_id, "gateway_reference": result.gateway_reference}, sort_keys=True
+    )
     try:
-        saga.recorder(event, mark)
+        saga.recorder(event, AppendHook(MARK_REFUND_RECORDED, argument))
     except LedgerError:
         with saga.uow.read() as connection:
             state = connection.execute(

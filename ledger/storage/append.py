@@ -43,6 +43,7 @@ from ledger.keys import insurer_key_id
 from ledger.merkle import CompactRange, NodeID, inclusion, leaf_hash, right_edge_ids
 from ledger.signers import OPERATOR_ID, SignerRole
 from ledger.signing import Signer
+from ledger.storage.append_hooks import batch_time
 from ledger.storage.db import WRITE_LOCK_OPTION, is_sqlite
 from ledger.storage.faults import (
     commit_outcome_unknown,
@@ -82,6 +83,7 @@ class PendingEntry:
     """Runs in the batch transaction once the entry has its leaf index, before the rules: state
     that must change together with the entry (a payment moving to "recorded"). A LedgerError
     it raises refuses the entry, and what it wrote is rolled back (a savepoint)."""
+    trace_context: str = ""
 
     def decoded(self) -> events_pb2.Event:
         """The event the envelope carries."""
@@ -218,7 +220,8 @@ class Appender:
         outcomes: list[Outcome | None] = [None] * len(items)
         transaction = self._write_transaction()
         try:
-            written = self._write_batch(transaction, items, now, outcomes)
+            with batch_time(now):  # what append hooks see as "now" (append_hooks.batch_now)
+                written = self._write_batch(transaction, items, now, outcomes)
         except Exception as error:
             if not is_storage_fault(error):
                 raise

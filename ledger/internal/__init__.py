@@ -1,0 +1,1 @@
+"""Internal wire formats between the processes of one server (not part of the public API)."""
