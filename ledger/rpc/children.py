@@ -26,7 +26,6 @@ way; the sequencer commits what it holds.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import ctypes
 import logging
 import os
@@ -65,7 +64,7 @@ from ledger.storage.read_routing import open_standby
 
 __all__ = ["CONFIG_FILE", "CONNECTED_LINE", "READY_LINE", "SOCKET_FILE", "main"]
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("ledger.rpc.children")  # not __main__ (run with -m)
 
 CONFIG_FILE = "config.pickle"
 """The checked :class:`~ledger.config.ServerConfig` the supervisor writes for its children."""
@@ -256,6 +255,9 @@ async def run_worker(config: ServerConfig, directory: Path, name: str) -> None:
 def main(argv: list[str]) -> int:
     """``ROLE NAME DIRECTORY SUPERVISOR_PID`` (see the module doc)."""
     role, name, directory_text, parent_text = argv
+    # From the start: a Ctrl-C meant for the supervisor must not kill a child half started.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     die_with_parent(int(parent_text))
     directory = Path(directory_text)
     with (directory / CONFIG_FILE).open("rb") as handle:
@@ -273,5 +275,4 @@ def main(argv: list[str]) -> int:
 
 
 if __name__ == "__main__":
-    with contextlib.suppress(KeyboardInterrupt):
-        sys.exit(main(sys.argv[1:]))
+    sys.exit(main(sys.argv[1:]))
