@@ -250,21 +250,28 @@ def test_killing_the_supervisor_takes_every_child_with_it(supervised: ServerProc
         assert not _alive(pid)
 
 
-def test_a_second_supervisor_on_the_port_is_refused(
+def test_a_second_supervisor_on_the_port_or_the_sqlite_file_is_refused(
     supervised: ServerProcess, prepared: tuple[str, Path, Ledger], tmp_path: Path
 ) -> None:
-    _, key_file, _ = prepared
-    other = subprocess.run(
-        [sys.executable, "-m", "ledger.cli", "serve", "--database",
-         sqlite_url(tmp_path / "other.db"), "--listen", supervised.address,
-         "--log-key-file", str(key_file), "--insecure-plaintext", "--workers", "1",
-         "--operator-verifier", format_verifier_key(Ed25519Signer.generate("operator"))],
-        capture_output=True, text=True, timeout=120, check=False,
-    )  # fmt: skip
-    assert other.returncode == 2, other.stderr
-    assert f"cannot listen on {supervised.address}" in other.stderr
-    assert "Traceback" not in other.stderr
+    database_url, key_file, _ = prepared
+
+    def second(database: str, listen: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "ledger.cli", "serve", "--database", database,
+             "--listen", listen, "--log-key-file", str(key_file), "--insecure-plaintext",
+             "--workers", "1",
+             "--operator-verifier", format_verifier_key(Ed25519Signer.generate("operator"))],
+            capture_output=True, text=True, timeout=120, check=False,
+        )  # fmt: skip
+
+    on_the_port = second(sqlite_url(tmp_path / "other.db"), supervised.address)
+    assert on_the_port.returncode == 2, on_the_port.stderr
+    assert f"cannot listen on {supervised.address}" in on_the_port.stderr
+    assert "Traceback" not in on_the_port.stderr
     assert not (tmp_path / "other.db").exists()  # refused before the database was opened
+    on_the_file = second(database_url, "127.0.0.1:0")
+    assert on_the_file.returncode == 2, on_the_file.stderr
+    assert "already served by another server" in on_the_file.stderr
     assert supervised.process.poll() is None
     stop_and_check_drained(supervised)
 
