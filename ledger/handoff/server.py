@@ -93,6 +93,8 @@ class HandoffServer:
         if path.exists() or path.is_symlink():
             if not stat.S_ISSOCK(path.lstat().st_mode):
                 raise FileExistsError(f"{path} exists and is not a socket: refusing to replace it")
+            if await _answers(path):
+                raise FileExistsError(f"another sequencer is listening on {path}")
             path.unlink()
         self._server = await asyncio.start_unix_server(self._serve, path=str(path))
         os.chmod(path, 0o600)  # the directory is private too; the socket alone says so as well
@@ -207,3 +209,13 @@ class HandoffServer:
                 tree_size=self._sequencer.tree_size, keys_changed=keys_changed
             )
         )
+
+
+async def _answers(path: Path) -> bool:
+    """Whether something accepts connections on the socket ``path`` (a live sequencer)."""
+    try:
+        _, writer = await asyncio.open_unix_connection(str(path))
+    except OSError:
+        return False  # a socket file a dead process left behind
+    writer.close()
+    return True

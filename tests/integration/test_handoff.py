@@ -416,6 +416,9 @@ def test_a_garbage_frame_closes_only_that_connection(
             await writer.drain()
             await reader.read()  # the server closes it: read returns at end of stream
             writer.close()
+        # A second server on the same path is refused while this one listens.
+        with pytest.raises(FileExistsError, match="another sequencer"):
+            await HandoffServer(rig.sequencer, rig.socket_path).start()
         # The worker's connection and the sequencer go on.
         assert rig.client.connected
         receipt = await rig.client.submit(rig.policy(1))

@@ -12,6 +12,7 @@ import pytest
 from ledger import limits
 from ledger.dsse import Envelope, EnvelopeSignature
 from ledger.errors import InvalidArgument, InvariantViolation, LedgerError, ResourceExhausted
+from ledger.handoff.server import KEY_EVENT_KINDS
 from ledger.handoff.wire import (
     FrameError,
     admitted_of,
@@ -65,7 +66,7 @@ def _read(data: bytes) -> handoff_pb2.Frame | None:
 
 def test_an_entry_crosses_with_its_envelope_verbatim_its_caller_and_its_hook() -> None:
     item = _item(on_append=AppendHook("tests.wire", "pay-1"))
-    register_append_hook("tests.wire", lambda connection, leaf, argument: None)
+    register_append_hook("tests.wire", _nothing)
     frame = handoff_pb2.Frame(admitted=admitted_of(item, 7, "spiffe://x/insurer/gulf"))
     crossed = _read(encode_frame(frame))
     assert crossed is not None and crossed.admitted.caller == "spiffe://x/insurer/gulf"
@@ -160,21 +161,35 @@ def test_a_frame_over_the_limit_is_not_sent() -> None:
     assert raised.value.reason == "HANDOFF_FRAME_TOO_LARGE"
 
 
-def test_a_name_is_registered_to_one_function_and_hooks_see_the_batch_time() -> None:
-    def first(connection: object, leaf_index: int, argument: str) -> None:
-        seen.append((leaf_index, argument, batch_now()))
+_SEEN: list[tuple[int, str, dt.datetime]] = []
 
-    seen: list[tuple[int, str, dt.datetime]] = []
+
+def _nothing(connection: object, leaf_index: int, argument: str) -> None:
+    pass
+
+
+def _seeing(connection: object, leaf_index: int, argument: str) -> None:
+    _SEEN.append((leaf_index, argument, batch_now()))
+
+
+def test_a_name_is_registered_to_one_function_and_hooks_see_the_batch_time() -> None:
+    _SEEN.clear()
+    first = _seeing
     register_append_hook("tests.wire.time", first)  # type: ignore[arg-type]
     register_append_hook("tests.wire.time", first)  # type: ignore[arg-type] # again: harmless
     with pytest.raises(ValueError, match="already registered"):
         register_append_hook("tests.wire.time", lambda connection, leaf, argument: None)
     with batch_time(NOW):
         AppendHook("tests.wire.time", "p")(None, 4)  # type: ignore[arg-type]
-    assert seen == [(4, "p", NOW)]
+    assert _SEEN == [(4, "p", NOW)]
     with pytest.raises(LedgerError) as raised:  # outside a batch there is no "now"
         AppendHook("tests.wire.time", "p")(None, 4)  # type: ignore[arg-type]
     assert raised.value.reason == "APPEND_HOOK_OUTSIDE_BATCH"
     with pytest.raises(InvariantViolation) as unknown:
         AppendHook("tests.wire.nothing", "p")(None, 4)  # type: ignore[arg-type]
     assert unknown.value.reason == "APPEND_HOOK_UNKNOWN"
+
+
+def test_the_key_event_kinds_are_bodies_of_the_event() -> None:
+    bodies = {field.name for field in events_pb2.Event.DESCRIPTOR.oneofs_by_name["body"].fields}
+    assert bodies >= KEY_EVENT_KINDS
