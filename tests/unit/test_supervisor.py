@@ -5,7 +5,9 @@ payments' notification receiver runs. The processes themselves: tests/e2e/test_w
 from __future__ import annotations
 
 import asyncio
+import os
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from prometheus_client import CollectorRegistry, generate_latest
@@ -13,9 +15,11 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from ledger import limits
 from ledger.config import ServerConfig
+from ledger.errors import InvalidArgument
 from ledger.metrics import LedgerMetrics
 from ledger.rpc import supervisor as supervisor_module
 from ledger.rpc.supervisor import Supervisor, _ChildrenCollector, _environments
+from ledger.storage.db import sqlite_url
 
 
 def test_a_process_that_keeps_dying_is_restarted_up_to_the_limit_then_given_up(
@@ -118,3 +122,27 @@ def test_the_notification_receiver_runs_in_the_sequencer_and_workers_are_told_it
     monkeypatch.delenv("POLICY_LEDGER_PAYMENTS_NOTIFY_LISTEN")
     plain = _environments()
     assert "POLICY_LEDGER_PAYMENTS_NOTIFY_URL" not in plain["worker"]
+
+
+def test_workers_come_from_the_environment_default_to_the_cores_and_are_bounded() -> None:
+    assert ServerConfig.from_environment({}).workers == min(os.cpu_count() or 1, 64)
+    assert ServerConfig.from_environment({"POLICY_LEDGER_WORKERS": "3"}).workers == 3
+    assert ServerConfig.from_environment({"POLICY_LEDGER_WORKERS": "0"}).workers == 0
+    for bad in ("x", "-1", str(limits.workers_max + 1)):
+        with pytest.raises(InvalidArgument) as refused:
+            ServerConfig.from_environment({"POLICY_LEDGER_WORKERS": bad})
+        assert refused.value.reason == "WORKERS_INVALID"
+
+
+def test_serve_refuses_too_many_workers_before_opening_anything(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from ledger.cli import main
+
+    database = tmp_path / "ledger.db"
+    code = main(
+        ["serve", "--database", sqlite_url(database), "--workers", str(limits.workers_max + 1)]
+    )
+    assert code == 2
+    assert "workers must be 0 (one process) to 64" in capsys.readouterr().err
+    assert not database.exists()
