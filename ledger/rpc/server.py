@@ -325,7 +325,8 @@ def operator_key_to_anchor(engine: Engine, config: ServerConfig) -> bytes | None
 
 
 async def start_server(config: ServerConfig, clock: Clock | None = None) -> RunningServer:
-    """Start a server as ``config`` says; returns once it listens."""
+    """Start a server as ``config`` says, in this one process (``config.workers`` is the CLI's:
+    ``serve --workers N`` runs :mod:`ledger.rpc.supervisor` instead); returns once it listens."""
     # One server per port and per SQLite file: refused before anything is opened.
     refuse_address_in_use(config.listen)
     if config.enrol_listen:
