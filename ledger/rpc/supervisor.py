@@ -232,6 +232,7 @@ class Supervisor:
     _watchers: list[asyncio.Task[None]] = field(default_factory=list)
     _environments: dict[str, dict[str, str]] = field(default_factory=dict)
     _reports: asyncio.Condition = field(default_factory=asyncio.Condition)
+    _readers: set[asyncio.Task[None]] = field(default_factory=set)
 
     @property
     def pids(self) -> dict[str, int]:
@@ -366,7 +367,9 @@ class Supervisor:
             raise ChildFailed(f"the {child.name} process exited with {code} before it was ready")
         child.metrics_port = int(line[len(READY_LINE) :])
         child.connected = True
-        asyncio.create_task(self._read_reports(process.stdout, child))  # noqa: RUF006 (ends at EOF)
+        reading = asyncio.create_task(self._read_reports(process.stdout, child))
+        self._readers.add(reading)  # a reference until it ends (at the child's exit)
+        reading.add_done_callback(self._readers.discard)
 
     async def _read_reports(self, stream: asyncio.StreamReader, child: _Child) -> None:
         """Read what a child reports after its ready line, until it exits."""
