@@ -25,7 +25,7 @@ PYTEST_WORKERS ?= auto
 test: $(STAMP) $(MO_FILES) fiu-utils web chromium ## Run the whole test suite (SQLite always, PostgreSQL where reachable).
 	$(BIN)/pytest -n $(PYTEST_WORKERS) --dist loadgroup
 
-crash: $(STAMP) ## SIGKILL the server and a test-owned PostgreSQL under load, CYCLES times each.
+crash: $(STAMP) ## SIGKILL the server, its sequencer process or workers (serve --workers 2), and a test-owned PostgreSQL under load, CYCLES times each.
 	POLICY_LEDGER_CRASH_CYCLES=$${CYCLES:-50} POLICY_LEDGER_CRASH_SEED=$${SEED:-15} \
 	  $(BIN)/pytest -q --timeout=0 tests/durability/test_crash.py
 

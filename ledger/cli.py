@@ -48,7 +48,7 @@ from ledger.cli_flags import (
     person_argument,
     person_text,
 )
-from ledger.config import LOG_FORMATS, ServerConfig
+from ledger.config import LOG_FORMATS, ServerConfig, check_workers
 from ledger.errors import LedgerError
 from ledger.keys import insurer_key_id
 from ledger.sequencer import SequencerOptions
@@ -62,38 +62,84 @@ __all__ = ["main"]
 
 def _serve(args: argparse.Namespace) -> int:
     from ledger.metrics import configure_logging
-    from ledger.rpc.server import start_server
 
     config = _server_config(args)
     configure_logging(config.log_format)
-
-    async def run() -> None:
-        try:
-            running = await start_server(config)
-        except RuntimeError as error:
-            if "Failed to bind" not in str(error):
-                raise
-            raise AddressInUse(
-                f"cannot listen on {config.listen}: the address is in use by another process "
-                "(or not available here); stop it or choose another --listen"
-            ) from None
-        if args.port_file:
-            Path(args.port_file).write_text(f"{running.port}\n", encoding="utf-8")
-        print(f"policy-ledger serving on port {running.port}, origin {running.origin}", flush=True)
-        if running.metrics is not None and running.metrics.endpoint is not None:
-            print(f"metrics on port {running.metrics.endpoint.port}", flush=True)
-        if running.verify_page is not None:
-            print(f"verification page on port {running.verify_page.port}", flush=True)
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for signum in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(signum, stop.set)
-        await stop.wait()
-        await running.stop()
-        print("policy-ledger stopped cleanly", flush=True)
-
-    asyncio.run(run())
+    if config.workers:
+        return asyncio.run(_serve_workers(config, args.port_file))
+    asyncio.run(_serve_one_process(config, args.port_file))
     return 0
+
+
+async def _serve_one_process(config: ServerConfig, port_file: str | None) -> None:
+    """``serve --workers 0``: admission, reads and the sequencer in this one process."""
+    from ledger.rpc.server import start_server
+
+    try:
+        running = await start_server(config)
+    except RuntimeError as error:
+        if "Failed to bind" not in str(error):
+            raise
+        raise AddressInUse(
+            f"cannot listen on {config.listen}: the address is in use by another process "
+            "(or not available here); stop it or choose another --listen"
+        ) from None
+    metrics_port = (
+        running.metrics.endpoint.port
+        if running.metrics is not None and running.metrics.endpoint is not None
+        else None
+    )
+    verify_port = running.verify_page.port if running.verify_page is not None else None
+    _print_serving(running.port, running.origin, metrics_port, verify_port, port_file)
+    await _until_stopped()
+    await running.stop()
+    print("policy-ledger stopped cleanly", flush=True)
+
+
+async def _serve_workers(config: ServerConfig, port_file: str | None) -> int:
+    """``serve --workers N``: this process supervises a sequencer process and N workers
+    (ledger.rpc.supervisor); 1 when it gave up restarting one that kept dying."""
+    from ledger.rpc.supervisor import start_supervisor
+
+    supervisor = await start_supervisor(config)
+    verify_port = supervisor.verify_page.port if supervisor.verify_page is not None else None
+    _print_serving(
+        supervisor.port, supervisor.origin, supervisor.metrics_port, verify_port, port_file
+    )
+    pids = ", ".join(f"{name} pid {pid}" for name, pid in supervisor.pids.items())
+    print(f"processes: {pids}", flush=True)
+    stopped = asyncio.ensure_future(_until_stopped())
+    gave_up = asyncio.ensure_future(supervisor.gave_up.wait())
+    await asyncio.wait((stopped, gave_up), return_when=asyncio.FIRST_COMPLETED)
+    stopped.cancel()
+    gave_up.cancel()
+    await supervisor.stop()
+    if supervisor.why:
+        print(f"error: {supervisor.why}; every process is stopped", file=sys.stderr, flush=True)
+        return 1
+    print("policy-ledger stopped cleanly", flush=True)
+    return 0
+
+
+def _print_serving(
+    port: int, origin: str, metrics_port: int | None, verify_port: int | None, port_file: str | None
+) -> None:
+    if port_file:
+        Path(port_file).write_text(f"{port}\n", encoding="utf-8")
+    print(f"policy-ledger serving on port {port}, origin {origin}", flush=True)
+    if metrics_port is not None:
+        print(f"metrics on port {metrics_port}", flush=True)
+    if verify_port is not None:
+        print(f"verification page on port {verify_port}", flush=True)
+
+
+async def _until_stopped() -> None:
+    """Return at SIGINT or SIGTERM."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stop.set)
+    await stop.wait()
 
 
 def _port_number(text: str) -> int:
@@ -140,6 +186,7 @@ def _server_config(args: argparse.Namespace) -> ServerConfig:
             config.read_lag_entries_max if args.read_lag_max is None else args.read_lag_max
         ),
         trace_otlp_endpoint=args.trace_otlp_endpoint or config.trace_otlp_endpoint,
+        workers=config.workers if args.workers is None else check_workers(args.workers),
     )
 
 
@@ -390,7 +437,41 @@ CLI_COMMANDS_GROUP = "policy_ledger.cli_commands"
 never imports the packages that extend it)."""
 
 
-def _parser() -> argparse.ArgumentParser:  # noqa: PLR0915 (one statement per command)
+def _add_scale_options(serve: argparse.ArgumentParser) -> None:
+    """``serve``'s read standby, worker processes and tracing (issue 13)."""
+    serve.add_argument(
+        "--read-database",
+        metavar="URL",
+        help="a PostgreSQL streaming-replication hot standby of --database: proofs, entries, "
+        "checkpoints and coverage reads are answered from it while it is fresh enough "
+        "(docs/operations.md, 'Read standby'); writes always go to --database",
+    )
+    serve.add_argument(
+        "--read-lag-max",
+        type=_entries_count,
+        metavar="ENTRIES",
+        help="bypass the read standby when it is more than this many entries behind "
+        f"(default {limits.standby_lag_entries_max}, limits.standby_lag_entries_max)",
+    )
+    serve.add_argument(
+        "--workers",
+        type=_entries_count,
+        metavar="N",
+        help="admission/read worker processes sharing the port, beside one sequencer process "
+        "(default: the number of cores, or POLICY_LEDGER_WORKERS; 0: one process does "
+        f"everything; at most {limits.workers_max}; docs/operations.md, 'Workers')",
+    )
+    serve.add_argument(
+        "--trace-otlp-endpoint",
+        metavar="URL",
+        help="send OpenTelemetry traces to this OTLP/HTTP collector (such as "
+        "http://127.0.0.1:4318; /v1/traces is appended); default: OTEL_EXPORTER_OTLP_ENDPOINT, "
+        "else no tracing. OTEL_SERVICE_NAME names the service (default policy-ledger); "
+        "docs/operations.md, 'Tracing'",
+    )
+
+
+def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="policy-ledger",
         description=__doc__.split("\n\n")[0] if __doc__ else None,
@@ -477,28 +558,7 @@ def _parser() -> argparse.ArgumentParser:  # noqa: PLR0915 (one statement per co
         "--listen's (0 picks a port; default: none; read-only, one static file; "
         "docs/verify-page.md)",
     )
-    serve.add_argument(
-        "--read-database",
-        metavar="URL",
-        help="a PostgreSQL streaming-replication hot standby of --database: proofs, entries, "
-        "checkpoints and coverage reads are answered from it while it is fresh enough "
-        "(docs/operations.md, 'Read standby'); writes always go to --database",
-    )
-    serve.add_argument(
-        "--read-lag-max",
-        type=_entries_count,
-        metavar="ENTRIES",
-        help="bypass the read standby when it is more than this many entries behind "
-        f"(default {limits.standby_lag_entries_max}, limits.standby_lag_entries_max)",
-    )
-    serve.add_argument(
-        "--trace-otlp-endpoint",
-        metavar="URL",
-        help="send OpenTelemetry traces to this OTLP/HTTP collector (such as "
-        "http://127.0.0.1:4318; /v1/traces is appended); default: OTEL_EXPORTER_OTLP_ENDPOINT, "
-        "else no tracing. OTEL_SERVICE_NAME names the service (default policy-ledger); "
-        "docs/operations.md, 'Tracing'",
-    )
+    _add_scale_options(serve)
     add_enrol_serve_options(serve)
     serve.set_defaults(handler=_serve)
 

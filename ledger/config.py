@@ -21,6 +21,8 @@ Environment variables (flags of ``policy-ledger serve`` take precedence):
   OTEL_EXPORTER_OTLP_ENDPOINT  send traces to this OTLP/HTTP collector (OpenTelemetry's own
                                variable; OTEL_SERVICE_NAME names the service, default
                                policy-ledger); unset: no tracing (docs/operations.md, "Tracing")
+  POLICY_LEDGER_WORKERS        worker processes of ``serve`` (default: the number of cores; 0:
+                               one process does everything, docs/operations.md "Workers")
 """
 
 from __future__ import annotations
@@ -41,6 +43,8 @@ __all__ = [
     "LOG_FORMATS",
     "ServerConfig",
     "TlsFiles",
+    "check_workers",
+    "default_workers",
     "load_signer",
     "load_tls_files",
 ]
@@ -49,6 +53,11 @@ DEFAULT_DATA_DIR = Path("var")
 
 LOG_FORMATS = ("text", "json")
 """``serve --log-format``: text lines for a terminal, or one JSON object per line."""
+
+
+def default_workers() -> int:
+    """The number of cores (issue 13: one worker per core), within ``limits.workers_max``."""
+    return min(os.cpu_count() or 1, limits.workers_max)
 
 
 @dataclass(frozen=True)
@@ -96,6 +105,9 @@ class ServerConfig:
     trace_otlp_endpoint: str = ""
     """The OTLP/HTTP collector spans are sent to (``serve --trace-otlp-endpoint``,
     :mod:`ledger.tracing`); empty: no tracing."""
+    workers: int = field(default_factory=default_workers)
+    """Admission/read worker processes beside one sequencer process (``serve --workers``);
+    0: one process does everything (what :func:`ledger.rpc.server.start_server` always runs)."""
 
     @classmethod
     def from_environment(cls, environment: dict[str, str] | None = None) -> ServerConfig:
@@ -123,7 +135,29 @@ class ServerConfig:
             trace_otlp_endpoint=env.get(
                 "OTEL_EXPORTER_OTLP_ENDPOINT", defaults.trace_otlp_endpoint
             ),
+            workers=_workers(env.get("POLICY_LEDGER_WORKERS"), defaults.workers),
         )
+
+
+def check_workers(count: int, source: str = "--workers") -> int:
+    """``count`` if it is a number of workers ``serve`` runs (0..limits.workers_max)."""
+    if not 0 <= count <= limits.workers_max:
+        raise InvalidArgument(
+            f"{source}={count}: workers must be 0 (one process) to {limits.workers_max}",
+            reason="WORKERS_INVALID",
+        )
+    return count
+
+
+def _workers(text: str | None, default: int) -> int:
+    if not text:
+        return default
+    if not text.isdigit():
+        raise InvalidArgument(
+            f"POLICY_LEDGER_WORKERS={text!r}: a number of workers (0: one process)",
+            reason="WORKERS_INVALID",
+        )
+    return check_workers(int(text), "POLICY_LEDGER_WORKERS")
 
 
 def load_signer(path: Path) -> Ed25519Signer:

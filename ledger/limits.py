@@ -364,3 +364,16 @@ declared_child_age_max_years: Final = 21
 """Law 65-00, article 5: a child in the insured's charge is covered up to 21 (completed years)."""
 declared_child_in_education_age_max_years: Final = 26
 """Law 65-00, article 5: up to 26 for a child in higher education (a school certificate)."""
+# Several processes (serve --workers N; ledger/rpc/supervisor.py; docs/operations.md).
+workers_max: Final = 64
+"""Worker processes one supervisor runs at most (a typo of 1000 would fork-bomb the host)."""
+process_restarts_per_minute_max: Final = 5
+"""Restarts of one process (a worker, or the sequencer) within a minute that the supervisor
+makes; one more and it gives up: a process that cannot stay up is a fault to fix (a bad
+database, a broken deploy), not one to hide behind endless restarts. It then stops everything
+and exits non-zero, naming the process."""
+process_restart_delay_seconds_max: Final = 5.0
+"""The longest pause before restarting a process that died (doubling from 0.1 s with each
+restart within the minute)."""
+process_ready_seconds_max: Final = 120.0
+"""How long a started process may take to say it is ready (a bound against a hang)."""

@@ -45,7 +45,7 @@ from pythonjsonlogger.json import JsonFormatter
 
 from ledger.config import LOG_FORMATS
 from ledger.errors import FailedPrecondition, InvalidArgument
-from ledger.sequencer import BatchReport, Sequencer
+from ledger.sequencer import BatchReport, Sequencer, SequencerPort
 from ledger.storage.read_routing import BYPASS_REASONS
 from ledger.witnessing import WitnessSubmitter
 
@@ -172,11 +172,15 @@ class LedgerMetrics:
             self.endpoint.stop()
             self.endpoint = None
 
-    def watch_sequencer(self, sequencer: Sequencer) -> None:
-        """Feed the sequencer series from ``sequencer`` (call once, on the server's loop)."""
+    def watch_sequencer(self, sequencer: SequencerPort) -> None:
+        """Feed the sequencer series from ``sequencer`` (call once, on the server's loop).
+
+        A worker of ``serve --workers N`` watches its hand-off client: its queue is the hand-offs
+        awaiting an outcome, and it forms no batches (the sequencer process reports those)."""
         self.queue_entries.set_function(lambda: sequencer.queue_depth)
         self.tree_size.set_function(lambda: sequencer.tree_size)
-        sequencer.batch_listeners.append(self._batch_done)
+        if isinstance(sequencer, Sequencer):
+            sequencer.batch_listeners.append(self._batch_done)
 
     def standby_lag(self, entries: int) -> None:
         """The read router's :class:`~ledger.storage.read_routing.RoutingObserver`."""

@@ -27,7 +27,14 @@ from ledger.errors import LedgerError, Unavailable
 from ledger.fair import FairQueue, Overloaded, caller_key
 from ledger.storage.append import Appender, Outcome, PendingEntry, Receipt
 
-__all__ = ["BatchReport", "Sequencer", "SequencerOptions", "Sequencing", "receipt_of"]
+__all__ = [
+    "BatchReport",
+    "Sequencer",
+    "SequencerOptions",
+    "SequencerPort",
+    "Sequencing",
+    "receipt_of",
+]
 
 log = logging.getLogger(__name__)
 
@@ -92,6 +99,31 @@ async def receipt_of(future: asyncio.Future[Outcome]) -> Receipt:
     if isinstance(outcome, LedgerError):
         raise outcome
     return outcome
+
+
+class SequencerPort(Sequencing, Protocol):
+    """What admission, reads and watches need of the sequencer: :class:`Sequencer` itself in the
+    single process, or a worker's ``ledger.handoff.client.SequencerClient`` (``serve --workers
+    N``), which hands entries to the sequencer process and gets the same outcomes back."""
+
+    @property
+    def tree_size(self) -> int:
+        """The log's size after the last commit this side heard of."""
+        ...
+
+    @property
+    def queue_depth(self) -> int:
+        """Submissions queued (or handed off) and not yet answered."""
+        ...
+
+    @property
+    def commit_listeners(self) -> list[Callable[[], None]]:
+        """Called on the loop after each committed batch."""
+        ...
+
+    async def stop(self) -> None:
+        """Stop taking submissions (the sequencer commits what it holds)."""
+        ...
 
 
 class Sequencer:

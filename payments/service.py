@@ -269,6 +269,10 @@ def install(context: ServerContext) -> tuple[str, ...]:
             "POLICY_LEDGER_PAYMENTS_NOTIFY_URL", receiver.base_url
         )
         log.info("gateway notifications on %s", receiver.base_url)
+    elif os.environ.get("POLICY_LEDGER_PAYMENTS_NOTIFY_URL"):
+        # A worker of `serve --workers N`: the receiver listens in the sequencer process (one
+        # port), and the supervisor tells the workers its URL (ledger/rpc/supervisor.py).
+        renewals.notification_base_url = os.environ["POLICY_LEDGER_PAYMENTS_NOTIFY_URL"]
     pb_grpc.add_RenewalServiceServicer_to_server(
         RenewalServicer(renewals, LogStore(context.engine), context.clock), context.server
     )

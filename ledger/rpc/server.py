@@ -71,9 +71,9 @@ from ledger.rpc.ledger_servicer import LedgerServicer
 from ledger.rpc.observing import CallObservingInterceptor
 from ledger.rpc.ports import refuse_address_in_use
 from ledger.rpc.request_layer import RequestValidationInterceptor
-from ledger.sequencer import Sequencer
+from ledger.sequencer import Sequencer, SequencerPort
 from ledger.service import KeyCache, Ledger
-from ledger.signing import format_verifier_key, parse_verifier_key
+from ledger.signing import Ed25519Signer, format_verifier_key, parse_verifier_key
 from ledger.storage.access_log import AccessLog
 from ledger.storage.append import Appender
 from ledger.storage.cosignature_store import CosignatureStore
@@ -218,7 +218,7 @@ async def _add_health_and_reflection(
     return health_servicer
 
 
-def _install_extensions(context: ServerContext) -> tuple[str, ...]:
+def install_extensions(context: ServerContext) -> tuple[str, ...]:
     names: list[str] = []
     for point in entry_points(group=EXTENSION_GROUP):
         installed = point.load()(context)
@@ -227,7 +227,7 @@ def _install_extensions(context: ServerContext) -> tuple[str, ...]:
     return tuple(names)
 
 
-def _add_port(server: grpc.aio.Server, listen: str, tls: TlsFiles | None) -> int:
+def add_port(server: grpc.aio.Server, listen: str, tls: TlsFiles | None) -> int:
     """Listen with mutual TLS (TLS 1.3 where the client offers it; a client certificate from
     the client CA required), or in plaintext when explicitly asked to, with a warning."""
     if tls is None:
@@ -308,7 +308,7 @@ class RunningServer:
             self.reads.shutdown()
 
 
-def _operator_key_to_anchor(engine: Engine, config: ServerConfig) -> bytes | None:
+def operator_key_to_anchor(engine: Engine, config: ServerConfig) -> bytes | None:
     """The operator's public key from the configuration; an empty log cannot start without
     one, since nothing could ever be signed in it (see :mod:`ledger.genesis`)."""
     if config.operator_verifier:
@@ -325,7 +325,8 @@ def _operator_key_to_anchor(engine: Engine, config: ServerConfig) -> bytes | Non
 
 
 async def start_server(config: ServerConfig, clock: Clock | None = None) -> RunningServer:
-    """Start a server as ``config`` says; returns once it listens."""
+    """Start a server as ``config`` says, in this one process (``config.workers`` is the CLI's:
+    ``serve --workers N`` runs :mod:`ledger.rpc.supervisor` instead); returns once it listens."""
     # One server per port and per SQLite file: refused before anything is opened.
     refuse_address_in_use(config.listen)
     if config.enrol_listen:
@@ -337,7 +338,7 @@ async def start_server(config: ServerConfig, clock: Clock | None = None) -> Runn
         metrics = _start_metrics(config)
         if metrics is not None:
             on_failure.callback(metrics.stop)
-        verify_page = _start_verify_page(config)
+        verify_page = start_verify_page(config)
         if verify_page is not None:
             on_failure.callback(verify_page.stop)
         running = await _start(config, clock or SystemClock(), metrics, database_lock)
@@ -355,12 +356,7 @@ async def _start(
     tls = load_tls_files(config)  # first: refuse to start before opening anything
     tracing.setup(config.trace_otlp_endpoint)  # a bad URL is refused here too (ledger.tracing)
     enrolment_material = load_enrolment_material(config, tls)
-    # Servicer reads run on a read pool of their own, taking callers in turns (ledger.fair); the
-    # small lookups of submissions (asyncio.to_thread) on the loop's default executor, bounded:
-    # neither can starve the other, nor the sequencer's own writer thread.
-    read_pool = ThreadPoolExecutor(limits.service_threads_max, thread_name_prefix="service")
-    asyncio.get_running_loop().set_default_executor(read_pool)
-    reads = ReadPool()
+    read_pool, reads = start_read_pools()
     signer = load_signer(config.log_key_path)
     origin = config.origin or signer.name
     check_origin(origin)
@@ -375,13 +371,126 @@ async def _start(
         await asyncio.to_thread(upgrade, engine)
     if standby is not None:
         await asyncio.to_thread(check_same_log, engine, standby)
-    operator_key = await asyncio.to_thread(_operator_key_to_anchor, engine, config)
+    operator_key = await asyncio.to_thread(operator_key_to_anchor, engine, config)
     erasure_hooks = ErasureHooks()
+    sequencer = await start_sequencer(
+        config,
+        clock,
+        engine,
+        signer=signer,
+        origin=origin,
+        operator_key=operator_key,
+        erasure_hooks=erasure_hooks,
+        metrics=metrics,
+    )
+    side = await build_serving_side(
+        config,
+        clock,
+        engine,
+        standby=standby,
+        signer=signer,
+        sequencer=sequencer,
+        reads=reads,
+        metrics=metrics,
+        erasure_hooks=erasure_hooks,
+    )
+    witnessing = start_witnessing(witnesses, sequencer, engine, clock, metrics)
+    port = add_port(side.server, config.listen, tls)
+    await side.server.start()
+    enrolment = await start_enrolment_port(
+        config, enrolment_material, side.ledger, EnrolmentStore(engine), clock
+    )
+    log.info("serving %s on port %d (origin %s)", config.database_url, port, origin)
+    if standby is not None:
+        log.info("reads may be answered by the standby %s", standby.url.render_as_string())
+    return RunningServer(
+        server=side.server,
+        port=port,
+        origin=origin,
+        sequencer=sequencer,
+        engine=engine,
+        health=side.health,
+        grace_seconds=config.grace_seconds,
+        witnessing=witnessing,
+        authorization=side.authorization,
+        read_pool=read_pool,
+        reads=reads,
+        enrolment=enrolment,
+        metrics=metrics,
+        database_lock=database_lock,
+        watches=side.watches,
+        router=side.router,
+    )
+
+
+def start_read_pools() -> tuple[ThreadPoolExecutor, ReadPool]:
+    """The loop's default executor and the servicers' read pool.
+
+    Servicer reads run on a read pool of their own, taking callers in turns (ledger.fair); the
+    small lookups of submissions (asyncio.to_thread) on the loop's default executor, bounded:
+    neither can starve the other, nor the sequencer's own writer thread.
+    """
+    read_pool = ThreadPoolExecutor(limits.service_threads_max, thread_name_prefix="service")
+    asyncio.get_running_loop().set_default_executor(read_pool)
+    return read_pool, ReadPool()
+
+
+async def start_sequencer(
+    config: ServerConfig,
+    clock: Clock,
+    engine: Engine,
+    *,
+    signer: Ed25519Signer,
+    origin: str,
+    operator_key: bytes | None,
+    erasure_hooks: ErasureHooks,
+    metrics: LedgerMetrics | None,
+) -> Sequencer:
+    """The sequencer side: the log's single writer, started (the log initialized if empty).
+    In the single process it sits beside the gRPC side; with ``--workers N`` it is the
+    sequencer process's (``ledger.rpc.children``)."""
     sequencer = Sequencer(
         Appender(engine, signer, origin, operator_key, erasure_hooks), clock, config.sequencer
     )
     await sequencer.start()
     if metrics is not None:
+        metrics.watch_sequencer(sequencer)
+    return sequencer
+
+
+@dataclass
+class ServingSide:
+    """The gRPC side, built around a :class:`~ledger.sequencer.SequencerPort` (not started)."""
+
+    server: grpc.aio.Server
+    health: health_aio.HealthServicer
+    authorization: AuthorizationTable
+    ledger: Ledger
+    watches: WatchHub
+    router: ReadRouter
+    key_cache: KeyCache
+    """The registered keys admission checks against (a worker forgets them on key events)."""
+    services: tuple[str, ...]
+    """Every service name health reports on ("" aside), the extensions' included."""
+
+
+async def build_serving_side(
+    config: ServerConfig,
+    clock: Clock,
+    engine: Engine,
+    *,
+    standby: Engine | None,
+    signer: Ed25519Signer,
+    sequencer: SequencerPort,
+    reads: ReadPool,
+    metrics: LedgerMetrics | None,
+    erasure_hooks: ErasureHooks,
+    reuse_port: bool = False,
+) -> ServingSide:
+    """Every servicer, the interceptors, health and reflection, around ``sequencer``: the
+    :class:`Sequencer` itself (one process) or a worker's hand-off client (``--workers N``,
+    whose workers share the port: ``reuse_port``)."""
+    if metrics is not None and not isinstance(sequencer, Sequencer):
         metrics.watch_sequencer(sequencer)
     router = ReadRouter(
         standby,
@@ -409,8 +518,10 @@ async def _start(
             ("grpc.max_receive_message_length", limits.grpc_message_bytes_max),
             ("grpc.max_send_message_length", limits.grpc_message_bytes_max),
             # gRPC turns SO_REUSEPORT on by default: a second server on the same port would
-            # start silently and share the connections. Refuse the port instead.
-            ("grpc.so_reuseport", 0),
+            # start silently and share the connections. Refuse the port instead -- except
+            # between the workers of one supervisor, which hold the port's lock
+            # (ledger.rpc.supervisor) and share it on purpose.
+            ("grpc.so_reuseport", 1 if reuse_port else 0),
             *connection_options(config.connection_idle_ms),
         ],
     )
@@ -460,36 +571,17 @@ async def _start(
         metrics=metrics.registry if metrics is not None else None,
         erasure_hooks=erasure_hooks,
     )
-    extra_services = _install_extensions(extension_context)
+    extra_services = install_extensions(extension_context)
     health_servicer = await _add_health_and_reflection(server, extra_services)
-    witnessing = _start_witnessing(witnesses, sequencer, engine, clock)
-    if witnessing is not None and metrics is not None:
-        metrics.watch_witnesses(witnessing)
-    port = _add_port(server, config.listen, tls)
-    await server.start()
-    enrolment = await start_enrolment_port(
-        config, enrolment_material, ledger, EnrolmentStore(engine), clock
-    )
-    log.info("serving %s on port %d (origin %s)", config.database_url, port, origin)
-    if standby is not None:
-        log.info("reads may be answered by the standby %s", standby.url.render_as_string())
-    return RunningServer(
+    return ServingSide(
         server=server,
-        port=port,
-        origin=origin,
-        sequencer=sequencer,
-        engine=engine,
         health=health_servicer,
-        grace_seconds=config.grace_seconds,
-        witnessing=witnessing,
         authorization=authorization,
-        read_pool=read_pool,
-        reads=reads,
-        enrolment=enrolment,
-        metrics=metrics,
-        database_lock=database_lock,
+        ledger=ledger,
         watches=watches,
         router=router,
+        key_cache=key_cache,
+        services=(*SERVICE_NAMES, *extra_services),
     )
 
 
@@ -504,7 +596,7 @@ def _start_metrics(config: ServerConfig) -> LedgerMetrics | None:
     return metrics
 
 
-def _start_verify_page(config: ServerConfig) -> VerifyPageEndpoint | None:
+def start_verify_page(config: ServerConfig) -> VerifyPageEndpoint | None:
     """The verification page, with the log's verifier key in it, on ``--verify-page-port`` at
     the host of ``--listen`` (docs/verify-page.md)."""
     if config.verify_page_port is None:
@@ -536,8 +628,12 @@ def parse_witnesses(options: Sequence[str]) -> list[WitnessEndpoint]:
     return [parse_witness_option(option) for option in options]
 
 
-def _start_witnessing(
-    witnesses: Sequence[WitnessEndpoint], sequencer: Sequencer, engine: Engine, clock: Clock
+def start_witnessing(
+    witnesses: Sequence[WitnessEndpoint],
+    sequencer: Sequencer,
+    engine: Engine,
+    clock: Clock,
+    metrics: LedgerMetrics | None,
 ) -> WitnessSubmitter | None:
     """Submit every new checkpoint to the configured witnesses, in the background."""
     if not witnesses:
@@ -545,4 +641,6 @@ def _start_witnessing(
     submitter = WitnessSubmitter(witnesses, LogStore(engine), CosignatureStore(engine), clock)
     sequencer.commit_listeners.append(submitter.notify)
     submitter.start()
+    if metrics is not None:
+        metrics.watch_witnesses(submitter)
     return submitter

@@ -19,7 +19,7 @@ import subprocess
 import sys
 import tempfile
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
 
@@ -49,6 +49,12 @@ class ServerProcess:
     process: subprocess.Popen[str]
     port: int
     log_path: Path
+    pids: dict[str, int] = field(default_factory=dict)
+    """``serve --workers N``: the pid of each child (``sequencer``, ``worker-1``, ...), kept
+    up to date by :meth:`wait_for_restart`."""
+    announced: list[str] = field(default_factory=list)
+    """``serve --workers N``: the lines printed between the serving line and the processes line
+    (metrics port, verification page port)."""
 
     @property
     def address(self) -> str:
@@ -73,6 +79,20 @@ class ServerProcess:
             self.process.terminate()
             self.process.wait(timeout=READY_SECONDS_MAX)
 
+    def wait_for_restarts(self, *names: str) -> None:
+        """``serve --workers N``: read stdout until the supervisor said it restarted each of
+        ``names`` (the sequencer: once every worker reaches it again); note their new pids."""
+        assert self.process.stdout is not None
+        waiting = set(names)
+        for line in self.process.stdout:
+            name, marker, pid = line.removeprefix("process ").partition(" restarted, pid ")
+            if line.startswith("process ") and marker and name in waiting:
+                self.pids[name] = int(pid)
+                waiting.discard(name)
+                if not waiting:
+                    return
+        raise RuntimeError(f"the server ended before restarting {waiting}:\n{self.log_tail()}")
+
     def log_tail(self, characters: int = 4000) -> str:
         return self.log_path.read_text(encoding="utf-8", errors="replace")[-characters:]
 
@@ -84,11 +104,15 @@ def start_server_process(
     *,
     wrapper: Sequence[str] = (),
     extra_arguments: Sequence[str] = (),
+    workers: int = 0,
+    listen: str = "127.0.0.1:0",
 ) -> ServerProcess:
     """Start `policy-ledger serve` on 127.0.0.1 (a port it picks); return once it is healthy.
 
     ``wrapper`` runs the server under another program (``fiu-run -x``). The server's log goes
-    to a file in ``workdir``.
+    to a file in ``workdir``. ``workers``: ``serve --workers`` (0, the default here, is the one
+    process the tests were written for; tests/e2e/test_workers.py and the crash test's workers
+    variant pass more).
     """
     workdir.mkdir(parents=True, exist_ok=True)
     log_path = Path(tempfile.mkstemp(prefix="server-", suffix=".log", dir=workdir)[1])
@@ -102,9 +126,11 @@ def start_server_process(
         "--database",
         database_url,
         "--listen",
-        "127.0.0.1:0",
+        listen,
         "--log-key-file",
         str(log_key_file),
+        "--workers",
+        str(workers),
         *_tls_arguments(),
         *_operator_arguments(extra_arguments),
         *extra_arguments,
@@ -119,6 +145,8 @@ def start_server_process(
         )
     handle = ServerProcess(process, 0, log_path)
     handle.port = _serving_port(process, handle)
+    if workers:
+        _read_processes(process, handle)
     with handle.channel("auditor", "readiness") as channel:
         health_pb2_grpc.HealthStub(channel).Check(
             health_pb2.HealthCheckRequest(), wait_for_ready=True, timeout=READY_SECONDS_MAX
@@ -162,6 +190,20 @@ def _serving_port(process: subprocess.Popen[str], handle: ServerProcess) -> int:
     raise RuntimeError(
         f"the server exited with {process.returncode} before serving:\n{handle.log_tail()}"
     )
+
+
+def _read_processes(process: subprocess.Popen[str], handle: ServerProcess) -> None:
+    """Read the supervisor's stdout up to its ``processes:`` line (the children's pids)."""
+    assert process.stdout is not None
+    for line in process.stdout:
+        if line.startswith("processes: "):
+            for part in line[len("processes: ") :].strip().split(", "):
+                name, _, pid = part.split(" ")
+                handle.pids[name] = int(pid)
+            return
+        handle.announced.append(line.rstrip("\n"))
+    process.wait()
+    raise RuntimeError(f"the server exited with {process.returncode}:\n{handle.log_tail()}")
 
 
 def postgres_binaries() -> Path | None:

@@ -6,15 +6,19 @@ process, or the test's own PostgreSQL, and restarts it. After every cycle: every
 receipt is at its index with its hash, every checkpoint seen is consistent with the next, the
 full audit passes, and resubmitting the unacknowledged events gets receipts, never a conflict.
 
-A few cycles run in `make test`; `make crash` runs many (POLICY_LEDGER_CRASH_CYCLES, and
+The workers variant runs the same cycles against `serve --workers 2`, SIGKILLing the sequencer
+process or the workers instead of the whole server. A few cycles run in `make test`; `make crash`
+runs many (POLICY_LEDGER_CRASH_CYCLES, and
 POLICY_LEDGER_CRASH_SEED to replay a run).
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import itertools
 import os
 import random
+import signal
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -182,3 +186,47 @@ def test_a_killed_postgres_loses_nothing_the_server_acknowledged(
 def _restart(postgres: PostgresInstance) -> None:
     postgres.kill()
     postgres.start()
+
+
+WORKERS = 2
+"""Workers of the supervised variant (``serve --workers``)."""
+
+
+@pytest.mark.parametrize(
+    "engine_name", ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
+)
+def test_a_killed_sequencer_or_worker_process_loses_nothing_acknowledged(
+    request: pytest.FixtureRequest,
+    engine_name: str,
+    tmp_path: Path,
+    log_signer: Ed25519Signer,
+    insurer_signer: Ed25519Signer,
+    operator_signer: Ed25519Signer,
+) -> None:
+    """``serve --workers 2``: the cycles SIGKILL the sequencer process, then every worker, in
+    turn; the supervisor restarts them and the same server answers the checks. Every refusal
+    the load saw is UNAVAILABLE (run_cycles), never INTERNAL or a wrong answer."""
+    if engine_name == "sqlite":
+        database_url = sqlite_url(tmp_path / "ledger.db")
+    else:
+        database_url = str(request.getfixturevalue("fresh_postgres_url"))
+    key_file, ledger = prepare_log(
+        database_url, tmp_path, log_signer, insurer_signer, operator_signer
+    )
+    workers = [f"worker-{number}" for number in range(1, WORKERS + 1)]
+    victims = itertools.cycle([["sequencer"], workers])
+
+    def supervised() -> Iterator[ServerProcess]:
+        while True:
+            yield start_server_process(database_url, key_file, tmp_path, workers=WORKERS)
+
+    def kill_and_restart(server: ServerProcess) -> ServerProcess:
+        names = next(victims)
+        for name in names:
+            os.kill(server.pids[name], signal.SIGKILL)
+        server.wait_for_restarts(*names)
+        return server  # the supervisor stays up; its restarted processes answer the checks
+
+    server_processes = supervised()
+    recorded = run_cycles(server_processes, kill_and_restart, ledger)
+    assert recorded.receipts

@@ -1,0 +1,281 @@
+"""The processes ``serve --workers N`` starts: one sequencer process and N workers.
+
+Run as ``python -m ledger.rpc.children ROLE NAME DIRECTORY SUPERVISOR_PID`` by the supervisor
+(:mod:`ledger.rpc.supervisor`) only: ROLE is ``sequencer`` or ``worker``; DIRECTORY is the
+supervisor's private directory (mode 0700), holding the configuration it checked
+(``config.pickle``) and the hand-off socket. A child is started with exec, never forked from the
+supervisor (gRPC and fork do not mix), asks the kernel to SIGKILL it when the supervisor dies
+(``PR_SET_PDEATHSIG``, so killing the supervisor with SIGKILL leaves no orphan), and prints one
+line on stdout once it is ready: ``ready METRICS_PORT`` (0: no metrics); a worker then prints
+``connected 0`` or ``connected 1`` whenever it loses or regains the sequencer. The supervisor
+stops it by closing its stdin (SIGTERM and SIGINT are ignored: they reach the whole process group
+at once, and the drain has an order): a worker stops taking calls and finishes the ones under
+way; the sequencer commits what it holds.
+
+* The *sequencer process*: :func:`ledger.rpc.server.start_sequencer` (the log's single writer),
+  the hand-off server on the Unix socket, the witness submitter, the enrolment port (which
+  submits through the sequencer directly), and the server extensions installed on a gRPC server
+  that is never started: what they hook into the sequencer's transactions (the payments'
+  erasure hook) and their own single listeners (the payments' gateway notifications) live here.
+* A *worker*: :func:`ledger.rpc.server.build_serving_side` around a
+  :class:`ledger.handoff.client.SequencerClient`, on the listen port shared with the other
+  workers (``SO_REUSEPORT``). Its health is NOT_SERVING while the sequencer is unreachable
+  (submissions answer UNAVAILABLE then; reads go on from the database).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ctypes
+import logging
+import os
+import pickle
+import signal
+import sys
+from pathlib import Path
+
+import grpc
+from grpc_health.v1 import health_pb2
+
+from ledger import tracing
+from ledger.clock import SystemClock
+from ledger.config import ServerConfig, check_origin, load_signer, load_tls_files
+from ledger.handoff.client import SequencerClient
+from ledger.handoff.server import HandoffServer
+from ledger.identity.erasure import ErasureHooks
+from ledger.metrics import LedgerMetrics, configure_logging
+from ledger.rpc.authorization import AuthorizationTable, check_signer, ledger_rules
+from ledger.rpc.enrolment_port import load_enrolment_material, start_enrolment_port
+from ledger.rpc.server import (
+    ServerContext,
+    add_port,
+    build_serving_side,
+    install_extensions,
+    operator_key_to_anchor,
+    parse_witnesses,
+    start_read_pools,
+    start_sequencer,
+    start_witnessing,
+)
+from ledger.service import KeyCache, Ledger
+from ledger.storage.db import create_ledger_engine
+from ledger.storage.enrolment_store import EnrolmentStore
+from ledger.storage.key_store import KeyStore
+from ledger.storage.read_routing import open_standby
+
+__all__ = ["CONFIG_FILE", "CONNECTED_LINE", "READY_LINE", "SOCKET_FILE", "main"]
+
+log = logging.getLogger("ledger.rpc.children")  # not __main__ (run with -m)
+
+CONFIG_FILE = "config.pickle"
+"""The checked :class:`~ledger.config.ServerConfig` the supervisor writes for its children."""
+SOCKET_FILE = "sequencer.sock"
+"""The hand-off socket in the supervisor's private directory."""
+READY_LINE = "ready "
+"""What a child prints on stdout once ready, followed by its metrics port (0: none)."""
+CONNECTED_LINE = "connected "
+"""What a worker prints on stdout when it gains (1) or loses (0) the sequencer."""
+
+_PR_SET_PDEATHSIG = 1
+
+
+def die_with_parent(parent: int) -> None:
+    """Ask the kernel to SIGKILL this process when its parent dies (even by SIGKILL); exit now
+    if the parent is already gone (it died before the request was made)."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) != 0:
+        raise OSError(ctypes.get_errno(), "prctl(PR_SET_PDEATHSIG) failed")
+    if os.getppid() != parent:
+        os._exit(1)
+
+
+def _ready(metrics: LedgerMetrics | None) -> None:
+    port = metrics.endpoint.port if metrics is not None and metrics.endpoint is not None else 0
+    print(f"{READY_LINE}{port}", flush=True)
+
+
+def _child_metrics(config: ServerConfig) -> LedgerMetrics | None:
+    """A child's own metrics, on a loopback port the supervisor scrapes (None: no metrics)."""
+    if config.metrics_port is None:
+        return None
+    metrics = LedgerMetrics()
+    metrics.serve("127.0.0.1", 0)
+    return metrics
+
+
+async def _until_told_to_stop() -> None:
+    """Return when the supervisor closes this process's stdin (or dies).
+
+    SIGINT and SIGTERM are ignored: Ctrl-C in a terminal, ``timeout`` or systemd signal the
+    whole process group at once, and the children must not stop before the supervisor drains
+    them in order (the workers first, then the sequencer)."""
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, _ignored, signum)
+    await asyncio.to_thread(sys.stdin.buffer.read)
+
+
+def _report_connected(connected: bool) -> None:
+    """Tell the supervisor whether this worker reaches the sequencer (it announces a restarted
+    sequencer once every worker is connected again)."""
+    print(f"{CONNECTED_LINE}{int(connected)}", flush=True)
+
+
+def _ignored(signum: int) -> None:
+    log.info("signal %d ignored: the supervisor stops this process", signum)
+
+
+async def run_sequencer(config: ServerConfig, directory: Path) -> None:
+    """The sequencer process: start, say ready, serve hand-offs until SIGTERM, commit, stop."""
+    clock = SystemClock()
+    tls = load_tls_files(config)
+    tracing.setup(config.trace_otlp_endpoint)  # each process exports its own spans
+    enrolment_material = load_enrolment_material(config, tls)
+    read_pool, reads = start_read_pools()
+    signer = load_signer(config.log_key_path)
+    origin = config.origin or signer.name
+    check_origin(origin)
+    witnesses = parse_witnesses(config.witnesses)
+    metrics = _child_metrics(config)
+    engine = create_ledger_engine(config.database_url)
+    operator_key = await asyncio.to_thread(operator_key_to_anchor, engine, config)
+    erasure_hooks = ErasureHooks()
+    sequencer = await start_sequencer(
+        config,
+        clock,
+        engine,
+        signer=signer,
+        origin=origin,
+        operator_key=operator_key,
+        erasure_hooks=erasure_hooks,
+        metrics=metrics,
+    )
+    ledger = Ledger(KeyCache(KeyStore(engine)), sequencer, clock, signer_check=check_signer)
+    # The extensions' hooks into the sequencer's transactions, and their own listeners: on a
+    # gRPC server that never starts (the workers serve their RPCs).
+    install_extensions(
+        ServerContext(
+            server=grpc.aio.server(),
+            engine=engine,
+            ledger=ledger,
+            clock=clock,
+            loop=asyncio.get_running_loop(),
+            authorization=AuthorizationTable(ledger_rules()),
+            metrics=metrics.registry if metrics is not None else None,
+            erasure_hooks=erasure_hooks,
+        )
+    )
+    witnessing = start_witnessing(witnesses, sequencer, engine, clock, metrics)
+    handoff = HandoffServer(sequencer, directory / SOCKET_FILE)
+    await handoff.start()
+    enrolment = await start_enrolment_port(
+        config, enrolment_material, ledger, EnrolmentStore(engine), clock
+    )
+    log.info("sequencer process of %s ready (origin %s)", config.database_url, origin)
+    _ready(metrics)
+    await _until_told_to_stop()
+    if enrolment is not None:
+        await enrolment.stop(config.grace_seconds)
+    await handoff.stop()
+    await sequencer.stop()  # commits what it holds
+    if witnessing is not None:
+        await witnessing.stop()
+    if metrics is not None:
+        await asyncio.to_thread(metrics.stop)
+    engine.dispose()
+    read_pool.shutdown(wait=False)
+    reads.shutdown()
+    log.info("sequencer process stopped")
+
+
+async def run_worker(config: ServerConfig, directory: Path, name: str) -> None:
+    """A worker: connect to the sequencer, serve every RPC on the shared port until SIGTERM."""
+    clock = SystemClock()
+    tls = load_tls_files(config)
+    tracing.setup(config.trace_otlp_endpoint)  # each process exports its own spans
+    read_pool, reads = start_read_pools()
+    signer = load_signer(config.log_key_path)
+    standby = (
+        open_standby(config.read_database_url, config.database_url)
+        if config.read_database_url
+        else None
+    )
+    metrics = _child_metrics(config)
+    engine = create_ledger_engine(config.database_url)
+    client = SequencerClient(directory / SOCKET_FILE)
+    await client.start(timeout=config.grace_seconds + 60)
+    side = await build_serving_side(
+        config,
+        clock,
+        engine,
+        standby=standby,
+        signer=signer,
+        sequencer=client,
+        reads=reads,
+        metrics=metrics,
+        erasure_hooks=ErasureHooks(),  # erasures run in the sequencer process's transactions
+        reuse_port=True,
+    )
+    client.keys_listeners.append(side.key_cache.forget)
+    # Callers see whether this worker can take submissions: NOT_SERVING while the sequencer is
+    # unreachable (they answer UNAVAILABLE then; reads still work).
+    health_updates: set[asyncio.Task[None]] = set()
+
+    def sequencer_reachable(connected: bool) -> None:
+        status = (
+            health_pb2.HealthCheckResponse.SERVING
+            if connected
+            else health_pb2.HealthCheckResponse.NOT_SERVING
+        )
+        for service in ("", *side.services):
+            task = asyncio.ensure_future(side.health.set(service, status))
+            health_updates.add(task)
+            task.add_done_callback(health_updates.discard)
+
+    client.connection_listeners.append(sequencer_reachable)
+    client.connection_listeners.append(_report_connected)
+    port = add_port(side.server, config.listen, tls)
+    await side.server.start()
+    log.info("worker %s serving on port %d", name, port)
+    _ready(metrics)
+    await _until_told_to_stop()
+    client.connection_listeners.remove(sequencer_reachable)
+    for service in ("", *side.services):
+        await side.health.set(service, health_pb2.HealthCheckResponse.NOT_SERVING)
+    side.watches.close()
+    await side.server.stop(config.grace_seconds)
+    await client.stop()
+    if metrics is not None:
+        await asyncio.to_thread(metrics.stop)
+    engine.dispose()
+    if standby is not None:
+        standby.dispose()
+    read_pool.shutdown(wait=False)
+    reads.shutdown()
+    log.info("worker %s stopped", name)
+
+
+def main(argv: list[str]) -> int:
+    """``ROLE NAME DIRECTORY SUPERVISOR_PID`` (see the module doc)."""
+    role, name, directory_text, parent_text = argv
+    # From the start: a Ctrl-C meant for the supervisor must not kill a child half started.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    die_with_parent(int(parent_text))
+    directory = Path(directory_text)
+    with (directory / CONFIG_FILE).open("rb") as handle:
+        config = pickle.load(handle)  # noqa: S301 (the supervisor's, in its 0700 directory)
+    if not isinstance(config, ServerConfig):
+        raise TypeError(f"{directory / CONFIG_FILE} does not hold a ServerConfig")
+    configure_logging(config.log_format)
+    if role == "sequencer":
+        asyncio.run(run_sequencer(config, directory))
+    elif role == "worker":
+        asyncio.run(run_worker(config, directory, name))
+    else:
+        raise ValueError(f"unknown process role {role!r}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

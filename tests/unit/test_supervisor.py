@@ -1,0 +1,148 @@
+"""The supervisor's parts that need no child of its own (ledger/rpc/supervisor.py): giving up on a
+process that keeps dying, the metrics of several children under one endpoint, and where the
+payments' notification receiver runs. The processes themselves: tests/e2e/test_workers.py."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.parser import text_string_to_metric_families
+
+from ledger import limits
+from ledger.config import ServerConfig
+from ledger.errors import InvalidArgument
+from ledger.metrics import LedgerMetrics
+from ledger.rpc import supervisor as supervisor_module
+from ledger.rpc.supervisor import Supervisor, _ChildrenCollector, _environments
+from ledger.storage.db import sqlite_url
+
+
+def test_a_process_that_keeps_dying_is_restarted_up_to_the_limit_then_given_up(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(limits, "process_restart_delay_seconds_max", 0.0)
+    spawned: list[str] = []
+
+    async def run() -> Supervisor:
+        supervisor = Supervisor(ServerConfig(workers=1))
+
+        async def spawn(child: supervisor_module._Child) -> None:
+            # A process that exits at once, as one that crashes on start would.
+            spawned.append(child.name)
+            child.process = await asyncio.create_subprocess_exec("true")
+
+        monkeypatch.setattr(supervisor, "_spawn", spawn)
+        child = supervisor_module._Child("worker", "worker-1")
+        supervisor._children.append(child)
+        await spawn(child)
+        supervisor._start_metrics(0)
+        try:
+            await supervisor._watch(child)
+            samples = _scrape(supervisor)
+        finally:
+            supervisor._close()
+        assert samples[("policy_ledger_worker_restarts_total", "worker")] == (
+            limits.process_restarts_per_minute_max
+        )
+        assert samples[("policy_ledger_worker_restarts_total", "sequencer")] == 0
+        return supervisor
+
+    supervisor = asyncio.run(run())
+    assert supervisor.gave_up.is_set()
+    assert len(spawned) == 1 + limits.process_restarts_per_minute_max
+    assert "worker-1 process died" in supervisor.why
+    assert f"is {limits.process_restarts_per_minute_max}" in supervisor.why
+
+
+def _scrape(supervisor: Supervisor) -> dict[tuple[str, str], float]:
+    import urllib.request
+
+    url = f"http://127.0.0.1:{supervisor.metrics_port}/metrics"
+    with urllib.request.urlopen(url, timeout=30) as answer:
+        text = answer.read().decode("utf-8")
+    return {
+        (sample.name, sample.labels.get("process", "")): sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+        if not sample.name.endswith("_created")
+    }
+
+
+@pytest.fixture
+def two_children() -> Iterator[list[tuple[str, LedgerMetrics]]]:
+    children = [("sequencer", LedgerMetrics()), ("worker-1", LedgerMetrics())]
+    for _, metrics in children:
+        metrics.serve("127.0.0.1", 0)
+    yield children
+    for _, metrics in children:
+        metrics.stop()
+
+
+def test_every_child_s_series_is_shown_once_with_a_process_label(
+    two_children: list[tuple[str, LedgerMetrics]],
+) -> None:
+    (_, sequencer), (_, worker) = two_children
+    sequencer.entries_appended.inc(7)
+    sequencer.tree_size.set(12)
+    worker.tree_size.set(11)
+    endpoints = [(name, m.endpoint.port) for name, m in two_children if m.endpoint is not None]
+    endpoints.append(("worker-2", 9))  # a child that does not answer is left out
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(_ChildrenCollector(lambda: endpoints))
+    text = generate_latest(registry).decode("utf-8")
+    families = {family.name: family for family in text_string_to_metric_families(text)}
+    assert text.count("# TYPE policy_ledger_tree_size gauge") == 1  # one family, two processes
+    sizes = {s.labels["process"]: s.value for s in families["policy_ledger_tree_size"].samples}
+    assert sizes == {"sequencer": 12, "worker-1": 11}
+    appended = {
+        s.labels["process"]: s.value
+        for s in families["policy_ledger_entries_appended"].samples
+        if s.name.endswith("_total")
+    }
+    assert appended == {"sequencer": 7, "worker-1": 0}
+    assert 'process="worker-2"' not in text
+
+
+def test_the_notification_receiver_runs_in_the_sequencer_and_workers_are_told_its_url(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("POLICY_LEDGER_PAYMENTS_NOTIFY_LISTEN", "127.0.0.1:0")
+    monkeypatch.delenv("POLICY_LEDGER_PAYMENTS_NOTIFY_URL", raising=False)
+    environments = _environments()
+    listen = environments["sequencer"]["POLICY_LEDGER_PAYMENTS_NOTIFY_LISTEN"]
+    host, _, port = listen.rpartition(":")
+    assert host == "127.0.0.1" and int(port) > 0  # a concrete port, picked once
+    assert "POLICY_LEDGER_PAYMENTS_NOTIFY_LISTEN" not in environments["worker"]
+    assert environments["worker"]["POLICY_LEDGER_PAYMENTS_NOTIFY_URL"] == f"http://{listen}"
+    monkeypatch.delenv("POLICY_LEDGER_PAYMENTS_NOTIFY_LISTEN")
+    plain = _environments()
+    assert "POLICY_LEDGER_PAYMENTS_NOTIFY_URL" not in plain["worker"]
+
+
+def test_workers_come_from_the_environment_default_to_the_cores_and_are_bounded() -> None:
+    assert ServerConfig.from_environment({}).workers == min(os.cpu_count() or 1, 64)
+    assert ServerConfig.from_environment({"POLICY_LEDGER_WORKERS": "3"}).workers == 3
+    assert ServerConfig.from_environment({"POLICY_LEDGER_WORKERS": "0"}).workers == 0
+    for bad in ("x", "-1", str(limits.workers_max + 1)):
+        with pytest.raises(InvalidArgument) as refused:
+            ServerConfig.from_environment({"POLICY_LEDGER_WORKERS": bad})
+        assert refused.value.reason == "WORKERS_INVALID"
+
+
+def test_serve_refuses_too_many_workers_before_opening_anything(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from ledger.cli import main
+
+    database = tmp_path / "ledger.db"
+    code = main(
+        ["serve", "--database", sqlite_url(database), "--workers", str(limits.workers_max + 1)]
+    )
+    assert code == 2
+    assert "workers must be 0 (one process) to 64" in capsys.readouterr().err
+    assert not database.exists()
