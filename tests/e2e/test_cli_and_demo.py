@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import os
 import re
@@ -226,11 +227,25 @@ def test_the_demo_tells_the_whole_story(tmp_path: Path) -> None:
         "traded it for a client certificate",
         "the fund accepted",
         "spouse from",
-        "owes MAD 840.00",
-        "through the CMI sandbox's hosted page: RECORDED",
+        "settled MAD 840.00 through the CMI sandbox's hosted page: RECORDED",
         "owes MAD 0.00",
     ):
         assert expected in story, expected
+    # Before settling, the insured owes the statutory floor (MAD 70 a month, ma-2005-08-18) from
+    # the policy's start, 1 January, through the end of the demo's month: the amount depends on
+    # the day the demo runs (it read "owes MAD 840.00" only in December), so it is checked
+    # against the month the line itself names. Settling pays the whole year: 12 x 70 = 840.
+    owed = re.search(
+        r"^ +contribution status: paid through never; owes MAD (\d+)\.00 through "
+        r"(\d{4})-(\d{2})-(\d{2}) \(ma-2005-08-18\)$",
+        story,
+        flags=re.MULTILINE,
+    )
+    assert owed, story
+    through = dt.date(int(owed[2]), int(owed[3]), int(owed[4]))
+    assert (through + dt.timedelta(days=1)).day == 1, "owed through the end of a month"
+    assert int(owed[1]) == 70 * through.month
+    assert f"under CNOPS-DEMO-1 for {through.year}" in story
     # README's "What `make run` shows" lists the demo's steps: same numbers, same titles.
     assert readme_demo_steps() == demo_steps(story)
     assert [number for number, _ in demo_steps(story)] == list(range(1, 10))

@@ -395,12 +395,14 @@ def test_bad_coverage_requests_are_invalid_argument(
 
 
 def test_rebuild_agrees_with_the_log_and_reports_the_first_tampered_entry(world: World) -> None:
+    # Dated from the server's day (a final exit may be back-dated at most a year before it).
+    today = test_clock.now().date()
+    start, end = today - dt.timedelta(days=150), today + dt.timedelta(days=214)
+    exit_day = today - dt.timedelta(days=30)
     family = [(SPONSOR, R.RELATIONSHIP_SELF), (WIFE, R.RELATIONSHIP_SPOUSE)]
-    world.gulf.submit(issued(GULF, "P-RB", SPONSOR, family, JAN1, DEC31))
-    cancel = world.gulf.submit(
-        cancelled(GULF, "P-RB", dt.date(2026, 6, 1), R.CANCELLATION_REASON_FINAL_EXIT)
-    )
-    world.gulf.submit(paid(GULF, "P-RB", sar(100_000), JAN1, dt.date(2026, 5, 31)))
+    world.gulf.submit(issued(GULF, "P-RB", SPONSOR, family, start, end))
+    cancel = world.gulf.submit(cancelled(GULF, "P-RB", exit_day, R.CANCELLATION_REASON_FINAL_EXIT))
+    world.gulf.submit(paid(GULF, "P-RB", sar(100_000), start, exit_day - dt.timedelta(days=1)))
     engine = create_ledger_engine(world.database_url)
     try:
         report = rebuild_and_compare(engine)
@@ -408,7 +410,7 @@ def test_rebuild_agrees_with_the_log_and_reports_the_first_tampered_entry(world:
         with engine.begin() as connection:  # someone extends the wife's coverage in place
             connection.execute(
                 text("UPDATE coverages SET end_date = :day WHERE policy_id = 'P-RB'"),
-                {"day": DEC31},
+                {"day": end},
             )
         tampered = rebuild_and_compare(engine)
     finally:

@@ -95,6 +95,46 @@ class _Operator:
         )  # fmt: skip
 
 
+INSURER_EXAMPLES_FIT_THROUGH = dt.date(2027, 5, 31)
+"""The last ledger date the insurer examples fit as written: policy-cancelled.json's transfer
+takes effect on 2027-07-01 with at least 30 days' notice after insurer-change-notified.json is
+sequenced, and card-issued.json's card must not be expired when it is issued (2027-06-30)."""
+
+
+def _years_later(day: dt.date, years: int) -> dt.date:
+    return day.replace(year=day.year + years)
+
+
+def _insurer_examples_dated_for(today: dt.date, files: list[str], folder: Path) -> list[str]:
+    """The insurer examples as written while they fit ``today`` (the server's day); after that,
+    copies in ``folder`` with every civil date moved forward by the fewest whole years that make
+    them fit again: the same days of the year and the same gaps between them, so the same rules
+    decide, on any day the suite runs (examples/ are dated for 2026-27)."""
+    years = 0
+    while _years_later(INSURER_EXAMPLES_FIT_THROUGH, years) < today:
+        years += 1
+    if years == 0:
+        return files
+
+    def moved(value: object) -> object:
+        if isinstance(value, dict) and set(value) == {"year", "month", "day"}:
+            day = _years_later(dt.date(value["year"], value["month"], value["day"]), years)
+            return {"year": day.year, "month": day.month, "day": day.day}
+        if isinstance(value, dict):
+            return {key: moved(item) for key, item in value.items()}
+        if isinstance(value, list):
+            return [moved(item) for item in value]
+        return value
+
+    copies = []
+    for file in files:
+        copy = folder / file
+        document = json.loads((EXAMPLES / file).read_text(encoding="utf-8"))
+        copy.write_text(json.dumps(moved(document)), encoding="utf-8")
+        copies.append(str(copy))
+    return copies
+
+
 def test_insurer_examples_are_refused_until_the_insurer_is_licensed_then_accepted(
     server: ServerHandle, tmp_path: Path
 ) -> None:
@@ -103,7 +143,13 @@ def test_insurer_examples_are_refused_until_the_insurer_is_licensed_then_accepte
     run("keygen", "--name", "acme-health", "--out", str(acme_key))
     operator.add_key("acme-health", acme_key)
     size = _tree_size(server)
-    refused = operator.submit("insurer", "acme-health", acme_key, "policy-issued.json")
+    files = ["policy-issued.json", "premium-paid.json", "member-added.json"]
+    files += ["member-removed.json", "insurer-change-notified.json", "policy-cancelled.json"]
+    files += ["card-issued.json", "card-replaced.json", "card-revoked.json"]
+    dated = tmp_path / "examples"
+    dated.mkdir()
+    files = _insurer_examples_dated_for(SystemClock().now().date(), files, dated)
+    refused = operator.submit("insurer", "acme-health", acme_key, files[0])
     assert refused.returncode == 3, refused
     assert "REFUSED" in refused.stdout and "INSURER_NOT_LICENSED" in refused.stdout
     assert _tree_size(server) == size  # nothing written
@@ -112,9 +158,6 @@ def test_insurer_examples_are_refused_until_the_insurer_is_licensed_then_accepte
         "--licence-number", "CCHI-0007", "--effective", "2026-01-01", *operator.options,
     ).stdout  # fmt: skip
     assert f"InsurerLicensed at leaf {size}" in licensed
-    files = ["policy-issued.json", "premium-paid.json", "member-added.json"]
-    files += ["member-removed.json", "insurer-change-notified.json", "policy-cancelled.json"]
-    files += ["card-issued.json", "card-replaced.json", "card-revoked.json"]
     accepted = operator.submit("insurer", "acme-health", acme_key, *files)
     assert accepted.returncode == 0, accepted
     assert "9 accepted, 0 refused" in accepted.stdout
