@@ -11,7 +11,7 @@ MO_FILES := $(patsubst %.po,%.mo,$(wildcard ledger/i18n/locales/*/LC_MESSAGES/le
 PROTOS := $(wildcard protos/ledger/v1/*.proto) $(wildcard protos/payments/v1/*.proto) \
           $(wildcard protos/ledger/internal/v1/*.proto)
 
-.PHONY: run test lint proto proto-check bench bench-fairness bench-large bench-audit bench-small faults fuzz install clean serve
+.PHONY: run test lint proto proto-check bench bench-fairness bench-large bench-audit bench-submit bench-small faults fuzz install clean serve
 .PHONY: crash fiu-utils i18n i18n-extract
 .PHONY: web verify-page chromium
 
@@ -70,6 +70,9 @@ bench-large: $(STAMP) ## Only the proof figures at 10M entries (ENTRIES=N for an
 
 bench-audit: $(STAMP) ## Only the full-audit figure (AUDIT_ENTRIES=N, default 1M), next to the verify ceiling.
 	$(BIN)/python -m bench --only audit --audit-entries $${AUDIT_ENTRIES:-1000000}
+
+bench-submit: $(STAMP) ## Only the submission figures, at serve --workers 0 and one worker per core (EVENTS=N, WORKERS=0,2).
+	$(BIN)/python -m bench --only submit --events $${EVENTS:-20000} $${WORKERS:+--workers $$WORKERS}
 
 bench-small: $(STAMP) ## The same benchmark on a small tree, for a quick look.
 	$(BIN)/python -m bench --entries 20000 --events 2000 --policies 20000 --renewals 100 --audit-entries 20000 --standby-policies 2000 --cohort-members 2500

@@ -20,6 +20,7 @@ is what TLS costs.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime as dt
 import multiprocessing
 import os
@@ -136,8 +137,13 @@ class ServerProcess:
     """``policy-ledger serve`` on a fresh SQLite file, as a child process."""
 
     def __init__(
-        self, folder: Path, signer: Ed25519Signer, environment: dict[str, str] | None = None
+        self,
+        folder: Path,
+        signer: Ed25519Signer,
+        environment: dict[str, str] | None = None,
+        workers: int | None = None,
     ) -> None:
+        """``workers``: ``serve --workers`` (None: serve's default, one worker per core)."""
         folder.mkdir(parents=True, exist_ok=True)
         (folder / "log.key").write_text(format_signer_key(signer) + "\n")
         port_file = folder / "port"
@@ -157,6 +163,7 @@ class ServerProcess:
             format_verifier_key(_OPERATOR),
             "--port-file",
             str(port_file),
+            *(() if workers is None else ("--workers", str(workers))),
         ]
         self.log = (folder / "server.log").open("w")
         self.process = subprocess.Popen(
@@ -241,10 +248,11 @@ def _envelopes(
     return [sign_event(event, signer) for event in events]
 
 
-def bench_submit(folder: Path, events: int) -> None:
-    """Signed events end to end over gRPC against a server process."""
+def bench_submit(folder: Path, events: int, workers: int | None = None) -> None:
+    """Signed events end to end over gRPC against a server process (``serve --workers``)."""
     log_signer, insurer = Ed25519Signer.generate("bench/log"), Ed25519Signer.generate(INSURER)
-    server = ServerProcess(folder / "server", log_signer)
+    name = "server" if workers is None else f"server-{workers}-workers"
+    server = ServerProcess(folder / name, log_signer, workers=workers)
     try:
         _onboard(server.address, log_signer, insurer.public_key)
         with channel_as(server.address, f"insurer-{INSURER}") as channel:
@@ -263,12 +271,18 @@ def bench_submit(folder: Path, events: int) -> None:
 
 
 def _cpu_seconds(pid: int) -> float:
-    """User + system CPU seconds of a process so far (Linux /proc; 0 elsewhere)."""
+    """User + system CPU seconds so far of a process and its live descendants (``serve
+    --workers N``: the supervisor, the sequencer and the workers; Linux /proc; 0 elsewhere)."""
     try:
         fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     except OSError:
         return 0.0
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    own = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    children: list[int] = []
+    for task in Path(f"/proc/{pid}/task").glob("*/children"):
+        with contextlib.suppress(OSError):
+            children.extend(int(child) for child in task.read_text().split())
+    return own + sum(_cpu_seconds(child) for child in children)
 
 
 def _bench_stream(
@@ -1006,11 +1020,18 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument(
         "--only",
-        choices=("fairness", "standby", "proofs", "audit"),
+        choices=("fairness", "standby", "proofs", "audit", "submit"),
         help="run one benchmark only (fairness: issue 15's four loads against a probe; "
         "standby: household checks from a PostgreSQL primary and from its read standby; "
         "proofs: proofs from the store at --entries next to 10,000 entries; "
-        "audit: the full audit of --audit-entries)",
+        "audit: the full audit of --audit-entries; "
+        "submit: streaming and unary submission at each --workers count)",
+    )
+    parser.add_argument(
+        "--workers",
+        default=f"0,{os.cpu_count() or 1}",
+        help="serve --workers counts the submission figures are taken at, comma-separated "
+        "(default: 0, one process, and one worker per core)",
     )
     args = parser.parse_args(argv)
     print(f"policy-ledger bench on {os.cpu_count()} cores, Python {sys.version.split()[0]}")
@@ -1032,6 +1053,13 @@ def main(argv: list[str] | None = None) -> int:
             print("audit (issue 13 item 8: each worker reads its own range of the file)")
             bench_audit(folder, args.audit_entries)
             return 0
+        worker_counts = [int(count) for count in args.workers.split(",")]
+        if args.only == "submit":
+            print("ledger (issue 13 items 1 and 5: submission at each --workers count)")
+            for count in worker_counts:
+                print(f"  serve --workers {count}")
+                bench_submit(folder, args.events, count)
+            return 0
         if args.only == "standby":
             print("read standby (issue 13: household checks from a hot standby)")
             bench_standby(folder, args.standby_policies)
@@ -1041,7 +1069,9 @@ def main(argv: list[str] | None = None) -> int:
         line("ceiling: SQLite durable commits (1 row each)", f"{sqlite_commit_rate(folder):,.0f}/s")
         bench_echo()
         print("ledger")
-        bench_submit(folder, args.events)
+        for count in worker_counts:
+            print(f"  serve --workers {count}")
+            bench_submit(folder, args.events, count)
         bench_proofs(folder, args.entries)
         print("funds (task D: a funder's cohort in one stream)")
         bench_funds(folder, args.cohort_members)
