@@ -257,15 +257,16 @@ def bench_submit(folder: Path, events: int, workers: int | None = None) -> None:
         _onboard(server.address, log_signer, insurer.public_key)
         with channel_as(server.address, f"insurer-{INSURER}") as channel:
             stub = pb_grpc.LedgerServiceStub(channel)
-            # Household numbers: [0, events) streamed one per message, [events, 1.25 events)
-            # unary, then one range of `events` per grouped stream: no duplicates.
+            # Household numbers: [0, events) streamed one per message, the next `unary`
+            # numbers unary, then one range of `events` per grouped stream: no duplicates.
             tokens = PersonTokens(channel).tokens
             _bench_stream(server, stub, _envelopes(insurer, events, 0, tokens=tokens), 1)
-            _bench_unary(stub, insurer, max(200, events // 4), first_number=events, tokens=tokens)
+            unary = max(200, events // 4)
+            _bench_unary(stub, insurer, unary, first_number=events, tokens=tokens)
             several = (limits.submit_message_envelopes_default, limits.submit_message_envelopes_max)
-            for position, per in enumerate(several, start=2):
-                streamed = _envelopes(insurer, events, position * events, tokens=tokens)
-                _bench_stream(server, stub, streamed, per)
+            for position, per in enumerate(several):
+                first = events + unary + position * events
+                _bench_stream(server, stub, _envelopes(insurer, events, first, tokens=tokens), per)
     finally:
         server.stop()
 
@@ -646,7 +647,7 @@ def bench_audit(folder: Path, entries: int) -> None:
     key = VerifierKey.parse(format_verifier_key(signer))
     note = ledger_file.checkpoint_rows()[-1][2]
     checkpoint = verify_checkpoint(note, key)
-    cpu_before = _cpu_seconds()
+    cpu_before = _this_and_children_cpu_seconds()
     started = time.perf_counter()
     report = audit(
         ledger_file.entries(checkpoint.size),
@@ -655,7 +656,7 @@ def bench_audit(folder: Path, entries: int) -> None:
         workers=cores,
     )
     elapsed = time.perf_counter() - started
-    cpu_per_entry = (_cpu_seconds() - cpu_before) / report.entries_checked
+    cpu_per_entry = (_this_and_children_cpu_seconds() - cpu_before) / report.entries_checked
     audited = report.entries_checked / elapsed
     line(
         f"full audit, {cores} worker processes",
@@ -682,7 +683,7 @@ def _verify_cpu_seconds(count: int = 3000) -> float:
     return (time.process_time() - started) / count
 
 
-def _cpu_seconds() -> float:
+def _this_and_children_cpu_seconds() -> float:
     """CPU time of this process and of its finished children (the audit's worker processes)."""
     import resource
 

@@ -1,0 +1,28 @@
+"""The benchmark runs (a smoke run, tiny): `make bench` is not part of `make test`, and a bench
+that no longer runs is found only when someone wants its figures. Nothing here is about speed."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_the_submission_bench_runs_at_each_worker_count() -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "bench", "--only", "submit", "--events", "40", "--workers", "0,1"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    for count in (0, 1):
+        assert f"serve --workers {count}\n" in done.stdout
+    streams = [line for line in done.stdout.splitlines() if "streaming submit" in line]
+    assert len(streams) == 6, done.stdout  # 1, 8 and 64 envelopes a message, at each count
+    assert all("40 events, 0 refused" in line for line in streams), done.stdout
+    assert done.stdout.count("unary submit") == 4, done.stdout
