@@ -51,7 +51,6 @@ from ledger.rpc.server import (
     add_port,
     build_serving_side,
     install_extensions,
-    operator_key_to_anchor,
     parse_witnesses,
     start_read_pools,
     start_sequencer,
@@ -138,7 +137,6 @@ async def run_sequencer(config: ServerConfig, directory: Path) -> None:
     witnesses = parse_witnesses(config.witnesses)
     metrics = _child_metrics(config)
     engine = create_ledger_engine(config.database_url)
-    operator_key = await asyncio.to_thread(operator_key_to_anchor, engine, config)
     erasure_hooks = ErasureHooks()
     sequencer = await start_sequencer(
         config,
@@ -146,7 +144,6 @@ async def run_sequencer(config: ServerConfig, directory: Path) -> None:
         engine,
         signer=signer,
         origin=origin,
-        operator_key=operator_key,
         erasure_hooks=erasure_hooks,
         metrics=metrics,
     )

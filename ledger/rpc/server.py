@@ -371,7 +371,6 @@ async def _start(
         await asyncio.to_thread(upgrade, engine)
     if standby is not None:
         await asyncio.to_thread(check_same_log, engine, standby)
-    operator_key = await asyncio.to_thread(operator_key_to_anchor, engine, config)
     erasure_hooks = ErasureHooks()
     sequencer = await start_sequencer(
         config,
@@ -379,7 +378,6 @@ async def _start(
         engine,
         signer=signer,
         origin=origin,
-        operator_key=operator_key,
         erasure_hooks=erasure_hooks,
         metrics=metrics,
     )
@@ -442,13 +440,14 @@ async def start_sequencer(
     *,
     signer: Ed25519Signer,
     origin: str,
-    operator_key: bytes | None,
     erasure_hooks: ErasureHooks,
     metrics: LedgerMetrics | None,
 ) -> Sequencer:
-    """The sequencer side: the log's single writer, started (the log initialized if empty).
-    In the single process it sits beside the gRPC side; with ``--workers N`` it is the
-    sequencer process's (``ledger.rpc.children``)."""
+    """The sequencer side: the log's single writer, started (the log initialized if empty,
+    its genesis entry naming the configured operator key). In the single process it sits
+    beside the gRPC side; with ``--workers N`` it is the sequencer process's
+    (``ledger.rpc.children``)."""
+    operator_key = await asyncio.to_thread(operator_key_to_anchor, engine, config)
     sequencer = Sequencer(
         Appender(engine, signer, origin, operator_key, erasure_hooks), clock, config.sequencer
     )
