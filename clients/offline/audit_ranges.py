@@ -29,7 +29,7 @@ import datetime as dt
 import hashlib
 import sqlite3
 from collections import Counter
-from collections.abc import Generator
+from collections.abc import Generator, Iterator
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -112,14 +112,19 @@ def _length(data: bytes, position: int, end: int) -> tuple[int, int]:
     return length, position
 
 
-def _signature(data: bytes) -> Signature:
-    sig, keyid = b"", ""
+def _delimited(data: bytes) -> Iterator[tuple[int, bytes]]:
+    """Each (one-byte key, value) of a message whose fields are all length-delimited."""
     position, end = 0, len(data)
     while position < end:
         key = data[position]
         length, position = _length(data, position + 1, end)
-        value = data[position : position + length]
+        yield key, data[position : position + length]
         position += length
+
+
+def _signature(data: bytes) -> Signature:
+    sig, keyid = b"", ""
+    for key, value in _delimited(data):
         if key == 0x0A:
             sig = value
         elif key == 0x12:
@@ -176,12 +181,7 @@ def _time(data: bytes) -> tuple[int, int]:
 def _envelope(data: bytes) -> tuple[bytes, str, tuple[Signature, ...]]:
     payload, payload_type = b"", ""
     signatures: list[Signature] = []
-    position, end = 0, len(data)
-    while position < end:
-        key = data[position]
-        length, position = _length(data, position + 1, end)
-        value = data[position : position + length]
-        position += length
+    for key, value in _delimited(data):
         if key == 0x0A:
             payload = value
         elif key == 0x12:

@@ -39,19 +39,19 @@ from grpc_health.v1 import health_pb2
 
 from ledger import tracing
 from ledger.clock import SystemClock
-from ledger.config import ServerConfig, check_origin, load_signer, load_tls_files
+from ledger.config import ServerConfig, load_signer, load_tls_files
 from ledger.handoff.client import SequencerClient
 from ledger.handoff.server import HandoffServer
 from ledger.identity.erasure import ErasureHooks
 from ledger.metrics import LedgerMetrics, configure_logging
 from ledger.rpc.authorization import AuthorizationTable, check_signer, ledger_rules
-from ledger.rpc.enrolment_port import load_enrolment_material, start_enrolment_port
+from ledger.rpc.enrolment_port import start_enrolment_port
 from ledger.rpc.server import (
     ServerContext,
     add_port,
     build_serving_side,
     install_extensions,
-    parse_witnesses,
+    prepare_sequencer_side,
     start_read_pools,
     start_sequencer,
     start_witnessing,
@@ -127,14 +127,8 @@ def _ignored(signum: int) -> None:
 async def run_sequencer(config: ServerConfig, directory: Path) -> None:
     """The sequencer process: start, say ready, serve hand-offs until SIGTERM, commit, stop."""
     clock = SystemClock()
-    tls = load_tls_files(config)
-    tracing.setup(config.trace_otlp_endpoint)  # each process exports its own spans
-    enrolment_material = load_enrolment_material(config, tls)
-    read_pool, reads = start_read_pools()
-    signer = load_signer(config.log_key_path)
-    origin = config.origin or signer.name
-    check_origin(origin)
-    witnesses = parse_witnesses(config.witnesses)
+    prepared = prepare_sequencer_side(config)  # each process exports its own spans
+    origin = prepared.origin
     metrics = _child_metrics(config)
     engine = create_ledger_engine(config.database_url)
     erasure_hooks = ErasureHooks()
@@ -142,7 +136,7 @@ async def run_sequencer(config: ServerConfig, directory: Path) -> None:
         config,
         clock,
         engine,
-        signer=signer,
+        signer=prepared.signer,
         origin=origin,
         erasure_hooks=erasure_hooks,
         metrics=metrics,
@@ -162,11 +156,11 @@ async def run_sequencer(config: ServerConfig, directory: Path) -> None:
             erasure_hooks=erasure_hooks,
         )
     )
-    witnessing = start_witnessing(witnesses, sequencer, engine, clock, metrics)
+    witnessing = start_witnessing(prepared.witnesses, sequencer, engine, clock, metrics)
     handoff = HandoffServer(sequencer, directory / SOCKET_FILE)
     await handoff.start()
     enrolment = await start_enrolment_port(
-        config, enrolment_material, ledger, EnrolmentStore(engine), clock
+        config, prepared.enrolment_material, ledger, EnrolmentStore(engine), clock
     )
     log.info("sequencer process of %s ready (origin %s)", config.database_url, origin)
     _ready(metrics)
@@ -180,8 +174,8 @@ async def run_sequencer(config: ServerConfig, directory: Path) -> None:
     if metrics is not None:
         await asyncio.to_thread(metrics.stop)
     engine.dispose()
-    read_pool.shutdown(wait=False)
-    reads.shutdown()
+    prepared.read_pool.shutdown(wait=False)
+    prepared.reads.shutdown()
     log.info("sequencer process stopped")
 
 

@@ -59,6 +59,7 @@ from ledger.rpc.compliance_servicer import ComplianceServicer
 from ledger.rpc.coverage_servicer import CoverageServicer
 from ledger.rpc.decisions_servicer import PenaltyDecisionsServicer
 from ledger.rpc.enrolment_port import (
+    EnrolmentMaterial,
     EnrolmentPort,
     load_enrolment_material,
     start_enrolment_port,
@@ -353,14 +354,8 @@ async def _start(
     metrics: LedgerMetrics | None,
     database_lock: IO[str] | None,
 ) -> RunningServer:
-    tls = load_tls_files(config)  # first: refuse to start before opening anything
-    tracing.setup(config.trace_otlp_endpoint)  # a bad URL is refused here too (ledger.tracing)
-    enrolment_material = load_enrolment_material(config, tls)
-    read_pool, reads = start_read_pools()
-    signer = load_signer(config.log_key_path)
-    origin = config.origin or signer.name
-    check_origin(origin)
-    witnesses = parse_witnesses(config.witnesses)  # refused before anything starts
+    prepared = prepare_sequencer_side(config)  # first: refuse to start before opening anything
+    tls, signer, origin, reads = prepared.tls, prepared.signer, prepared.origin, prepared.reads
     standby = (
         open_standby(config.read_database_url, config.database_url)
         if config.read_database_url
@@ -392,11 +387,11 @@ async def _start(
         metrics=metrics,
         erasure_hooks=erasure_hooks,
     )
-    witnessing = start_witnessing(witnesses, sequencer, engine, clock, metrics)
+    witnessing = start_witnessing(prepared.witnesses, sequencer, engine, clock, metrics)
     port = add_port(side.server, config.listen, tls)
     await side.server.start()
     enrolment = await start_enrolment_port(
-        config, enrolment_material, side.ledger, EnrolmentStore(engine), clock
+        config, prepared.enrolment_material, side.ledger, EnrolmentStore(engine), clock
     )
     log.info("serving %s on port %d (origin %s)", config.database_url, port, origin)
     if standby is not None:
@@ -411,13 +406,49 @@ async def _start(
         grace_seconds=config.grace_seconds,
         witnessing=witnessing,
         authorization=side.authorization,
-        read_pool=read_pool,
+        read_pool=prepared.read_pool,
         reads=reads,
         enrolment=enrolment,
         metrics=metrics,
         database_lock=database_lock,
         watches=side.watches,
         router=side.router,
+    )
+
+
+@dataclass(frozen=True)
+class SequencerSide:
+    """What the process holding the sequencer (the single process, or ``--workers N``'s
+    sequencer process) reads from its configuration before it opens the database: each part
+    refused with a clear error here, before anything starts."""
+
+    tls: TlsFiles | None
+    enrolment_material: EnrolmentMaterial | None
+    read_pool: ThreadPoolExecutor
+    reads: ReadPool
+    signer: Ed25519Signer
+    origin: str
+    witnesses: list[WitnessEndpoint]
+
+
+def prepare_sequencer_side(config: ServerConfig) -> SequencerSide:
+    """Check and load the sequencer side's material (TLS first, tracing, the enrolment port's
+    keys, the log's signer and origin, the witnesses) and start the read pools."""
+    tls = load_tls_files(config)
+    tracing.setup(config.trace_otlp_endpoint)  # a bad URL is refused here too (ledger.tracing)
+    enrolment_material = load_enrolment_material(config, tls)
+    read_pool, reads = start_read_pools()
+    signer = load_signer(config.log_key_path)
+    origin = config.origin or signer.name
+    check_origin(origin)
+    return SequencerSide(
+        tls=tls,
+        enrolment_material=enrolment_material,
+        read_pool=read_pool,
+        reads=reads,
+        signer=signer,
+        origin=origin,
+        witnesses=parse_witnesses(config.witnesses),
     )
 
 
