@@ -16,7 +16,6 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
-from google.rpc import error_details_pb2
 from sqlalchemy import Engine, func, select
 
 from ledger.clock import FixedClock
@@ -26,7 +25,6 @@ from ledger.handoff.client import SequencerClient
 from ledger.handoff.server import HandoffServer
 from ledger.merkle import leaf_hash
 from ledger.merkle.verify import verify_inclusion
-from ledger.rpc.status import status_of
 from ledger.sequencer import Sequencer, SequencerOptions
 from ledger.service import KeyCache, Ledger
 from ledger.signers import SignerRole
@@ -42,6 +40,7 @@ from payments.tables import refunds
 from tests.builders import R, cancelled, issued, person
 from tests.conftest import LOG_NAME, key_event, onboard_directly, pending
 from tests.payments.support import Stack, family_request
+from tests.statuses import unpacked_status
 
 NOW = dt.datetime(2026, 11, 22, 12, 0, tzinfo=dt.UTC)
 GULF = "gulf-health"
@@ -147,25 +146,7 @@ def _same_refusal(got: Outcome, want: Outcome) -> None:
     assert isinstance(got, LedgerError) and isinstance(want, LedgerError)
     assert type(got) is type(want)
     assert got.message == want.message and got.details == want.details
-    assert _status(got) == _status(want)
-
-
-def _status(error: LedgerError) -> tuple[int, str, list[object]]:
-    """The gRPC status a caller gets, its details unpacked (map order is not part of it)."""
-    status = status_of(error)
-    details: list[object] = []
-    for packed in status.details:
-        for kind in (
-            error_details_pb2.ErrorInfo,
-            error_details_pb2.BadRequest,
-            error_details_pb2.RetryInfo,
-        ):
-            if packed.Is(kind.DESCRIPTOR):
-                message = kind()
-                packed.Unpack(message)
-                details.append(message)
-    assert len(details) == len(status.details)
-    return status.code, status.message, details
+    assert unpacked_status(got) == unpacked_status(want)
 
 
 def test_receipts_through_the_client_are_what_the_log_holds_and_duplicates_answer_the_first(

@@ -7,7 +7,6 @@ from __future__ import annotations
 import importlib
 
 import pytest
-from google.rpc import error_details_pb2
 
 from ledger.errors import (
     FieldViolation,
@@ -19,7 +18,7 @@ from ledger.errors import (
 from ledger.fair import Overloaded
 from ledger.handoff.wire import ERROR_TYPES, error_of, refusal_of
 from ledger.internal.v1 import handoff_pb2
-from ledger.rpc.status import status_of
+from tests.statuses import unpacked_status
 
 # Every module that defines a LedgerError subclass (so __subclasses__ sees them all).
 for _module in (
@@ -46,23 +45,6 @@ def _crossed(error: LedgerError) -> LedgerError:
     """``error`` after a trip over the wire (serialized and parsed, as a frame carries it)."""
     wire = handoff_pb2.Refusal.FromString(refusal_of(error).SerializeToString())
     return error_of(wire)
-
-
-def _status(error: LedgerError) -> tuple[int, str, list[object]]:
-    status = status_of(error)
-    details: list[object] = []
-    for packed in status.details:
-        for kind in (
-            error_details_pb2.ErrorInfo,
-            error_details_pb2.BadRequest,
-            error_details_pb2.RetryInfo,
-        ):
-            if packed.Is(kind.DESCRIPTOR):
-                message = kind()
-                packed.Unpack(message)
-                details.append(message)
-    assert len(details) == len(status.details)
-    return status.code, status.message, details
 
 
 def _full(cls: type[LedgerError]) -> LedgerError:
@@ -98,7 +80,7 @@ def test_every_ledger_error_crosses_with_everything_it_carries(cls: type[LedgerE
     assert crossed.message == error.message
     assert crossed.details == error.details
     assert getattr(crossed, "retry_delay_ms", None) == getattr(error, "retry_delay_ms", None)
-    assert _status(crossed) == _status(error)
+    assert unpacked_status(crossed) == unpacked_status(error)
 
 
 @pytest.mark.parametrize(
@@ -118,7 +100,7 @@ def test_errors_made_by_their_own_constructors_cross_equal(error: LedgerError) -
     assert type(crossed) is type(error)
     assert (crossed.message, crossed.details) == (error.message, error.details)
     assert getattr(crossed, "retry_delay_ms", None) == getattr(error, "retry_delay_ms", None)
-    assert _status(crossed) == _status(error)
+    assert unpacked_status(crossed) == unpacked_status(error)
 
 
 def test_a_refusal_naming_a_class_the_receiver_lacks_is_rebuilt_from_its_code() -> None:
