@@ -25,6 +25,7 @@ Part of the offline verifier: imports nothing from the server's ``ledger`` packa
 from __future__ import annotations
 
 import bisect
+import contextlib
 import datetime as dt
 import hashlib
 import sqlite3
@@ -193,9 +194,82 @@ def _envelope(data: bytes) -> tuple[bytes, str, tuple[Signature, ...]]:
     return payload, payload_type, tuple(signatures)
 
 
+_stamps: dict[bytes, tuple[int, int]] = {}
+"""Integration times by their encoded bytes (as :func:`_common_entry` decoded them)."""
+_STAMPS_MAX = 10_000
+
+
+def _integrated(data: bytes, position: int, end: int) -> tuple[int, int]:
+    """(seconds, nanos) of the time message from ``position`` to ``end``: seconds, then nanos
+    unless zero."""
+    stamp = data[position:end]
+    time = _stamps.get(stamp)
+    if time is None:  # a batch's entries share one time: most are found
+        if data[position] != 0x08:
+            raise _Unusual
+        seconds, position = _varint(data, position + 1)
+        nanos = 0  # absent when zero
+        if position != end:
+            if data[position] != 0x10:
+                raise _Unusual
+            nanos, position = _varint(data, position + 1)
+            if position != end:
+                raise _Unusual
+        if len(_stamps) > _STAMPS_MAX:
+            _stamps.clear()
+        time = _stamps[stamp] = (seconds, nanos)
+    return time
+
+
+def _common_entry(data: bytes) -> Entry:
+    """The shape nearly every entry has, read straight through with no field loop: leaf index,
+    time (seconds, nanos), and an envelope of payload, payload type and one signature, each
+    field once, in field order, every length ending where its message ends; :class:`_Unusual`
+    (or an index/decoding error) for anything else, whereupon :func:`_fast_entry` decides."""
+    end = len(data)
+    if data[0] != 0x08:
+        raise _Unusual
+    leaf_index, position = _varint(data, 1)
+    if data[position] != 0x12 or data[position + 1] >= 0x80:
+        raise _Unusual
+    position += 2
+    time_end = position + data[position - 1]
+    seconds, nanos = _integrated(data, position, time_end)
+    position = time_end
+    if data[position] != 0x1A:
+        raise _Unusual
+    length, position = _varint(data, position + 1)
+    if position + length != end or data[position] != 0x0A:
+        raise _Unusual
+    length, position = _varint(data, position + 1)
+    payload = data[position : position + length]
+    position += length
+    if data[position] != 0x12 or data[position + 1] >= 0x80:
+        raise _Unusual
+    length, position = data[position + 1], position + 2
+    payload_type = data[position : position + length].decode("utf-8")
+    position += length
+    if data[position] != 0x1A or position + 2 + data[position + 1] != end:
+        raise _Unusual  # not exactly one signature, ending the entry
+    if data[position + 2] != 0x0A or data[position + 3] >= 0x80:
+        raise _Unusual
+    length, position = data[position + 3], position + 4
+    sig = data[position : position + length]
+    position += length
+    if data[position] != 0x12 or data[position + 1] >= 0x80:
+        raise _Unusual
+    length, position = data[position + 1], position + 2
+    keyid = data[position : position + length].decode("utf-8")
+    if position + length != end:
+        raise _Unusual
+    return Entry(leaf_index, seconds, nanos, payload, payload_type, (Signature(sig, keyid),))
+
+
 def decode_entry_fast(data: bytes) -> Entry:
     """The entry ``data`` decodes to, exactly as :func:`clients.offline.wire.decode_entry`
     (which also raises its errors): the fast decoder first, the strict one when it declines."""
+    with contextlib.suppress(Exception):  # entry 0, a time with no nanos, two signatures...
+        return _common_entry(data)
     try:
         return _fast_entry(data)
     except Exception:  # anything unusual: the strict decoder gives the verdict
