@@ -51,6 +51,7 @@ from ledger.rpc.server import (
     add_port,
     build_serving_side,
     install_extensions,
+    observing_interceptors,
     prepare_sequencer_side,
     start_read_pools,
     start_sequencer,
@@ -160,7 +161,12 @@ async def run_sequencer(config: ServerConfig, directory: Path) -> None:
     handoff = HandoffServer(sequencer, directory / SOCKET_FILE)
     await handoff.start()
     enrolment = await start_enrolment_port(
-        config, prepared.enrolment_material, ledger, EnrolmentStore(engine), clock
+        config,
+        prepared.enrolment_material,
+        ledger,
+        EnrolmentStore(engine),
+        clock,
+        observing=observing_interceptors(metrics, config),
     )
     log.info("sequencer process of %s ready (origin %s)", config.database_url, origin)
     _ready(metrics)

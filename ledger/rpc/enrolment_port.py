@@ -11,7 +11,9 @@ to sign the KeyRegistered events); docs/security.md, "Enrolment".
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import grpc
 from cryptography import x509
@@ -116,8 +118,12 @@ async def start_enrolment_port(
     ledger: Ledger,
     store: EnrolmentStore,
     clock: Clock,
+    *,
+    observing: Sequence[Any] = (),
 ) -> EnrolmentPort | None:
-    """Start the enrolment server on ``config.enrol_listen`` (None: no material, no port)."""
+    """Start the enrolment server on ``config.enrol_listen`` (None: no material, no port);
+    ``observing``: the service port's call-observing interceptors (metrics, call log, tracing),
+    so enrolment calls are counted, logged and traced as every other call."""
     if material is None:
         return None
     enroller = Enroller(
@@ -130,7 +136,8 @@ async def start_enrolment_port(
     )
     server = grpc.aio.server(
         interceptors=[
-            AuthorizationInterceptor(AuthorizationTable(enrolment_rules()), config.trust_domain)
+            *observing,
+            AuthorizationInterceptor(AuthorizationTable(enrolment_rules()), config.trust_domain),
         ],
         options=[
             ("grpc.max_receive_message_length", limits.enrolment_csr_bytes_max * 2),

@@ -391,7 +391,12 @@ async def _start(
     port = add_port(side.server, config.listen, tls)
     await side.server.start()
     enrolment = await start_enrolment_port(
-        config, prepared.enrolment_material, side.ledger, EnrolmentStore(engine), clock
+        config,
+        prepared.enrolment_material,
+        side.ledger,
+        EnrolmentStore(engine),
+        clock,
+        observing=observing_interceptors(metrics, config),
     )
     log.info("serving %s on port %d (origin %s)", config.database_url, port, origin)
     if standby is not None:
@@ -538,7 +543,7 @@ async def build_serving_side(
         # next (it sets the caller); then the caller's share of the server and the request's
         # validity; last, the access record of an answer about people.
         interceptors=[
-            *_observing(metrics, config),
+            *observing_interceptors(metrics, config),
             AuthorizationInterceptor(authorization, config.trust_domain),
             CallerLimitInterceptor(config.caller_calls_in_flight_max),
             RequestValidationInterceptor(),
@@ -638,9 +643,10 @@ def start_verify_page(config: ServerConfig) -> VerifyPageEndpoint | None:
     return page
 
 
-def _observing(metrics: LedgerMetrics | None, config: ServerConfig) -> list[Any]:
+def observing_interceptors(metrics: LedgerMetrics | None, config: ServerConfig) -> list[Any]:
     """The call-observing interceptor, when metrics, the call log or tracing are on (else
-    none: a server that shows nothing pays nothing per call)."""
+    none: a server that shows nothing pays nothing per call); first on each gRPC server
+    (the service port and the enrolment port)."""
     log_calls = config.log_format == "json"
     trace = tracing.enabled()
     if metrics is None and not log_calls and not trace:

@@ -51,10 +51,9 @@ BROKEN_CSR = b"-----BEGIN CERTIFICATE REQUEST-----\nAAAA\n-----END CERTIFICATE R
 SPIFFE = f"spiffe://policy-ledger.local/insurer/{INSURER}"
 
 
-@pytest.fixture
-def enrolling_server(
+def start_enrolling_server(
     database_url: str, log_signer: Ed25519Signer, tmp_path: Path
-) -> Iterator[ServerHandle]:
+) -> ServerHandle:
     """A server with an enrolment port, signing with the session CA and the operator key."""
     from tests.conftest import session_pki
 
@@ -69,7 +68,7 @@ def enrolling_server(
     )
     operator_key = tmp_path / "operator.key"
     operator_key.write_text(format_signer_key(OPERATOR_SIGNER) + "\n", encoding="utf-8")
-    handle = start_server_thread(
+    return start_server_thread(
         database_url,
         log_signer,
         tmp_path,
@@ -79,6 +78,13 @@ def enrolling_server(
             "operator_key_path": operator_key,
         },  # type: ignore[dict-item]
     )
+
+
+@pytest.fixture
+def enrolling_server(
+    database_url: str, log_signer: Ed25519Signer, tmp_path: Path
+) -> Iterator[ServerHandle]:
+    handle = start_enrolling_server(database_url, log_signer, tmp_path)
     yield handle
     handle.stop()
 

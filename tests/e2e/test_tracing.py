@@ -27,6 +27,7 @@ from clients.verify import TrustedLog, VerifiedReceipt
 from ledger import tracing
 from ledger.signing import Ed25519Signer, format_signer_key, format_verifier_key
 from ledger.storage.db import sqlite_url
+from ledger.v1 import enrolment_service_pb2, enrolment_service_pb2_grpc
 from ledger.v1 import ledger_service_pb2 as pb
 from ledger.v1 import ledger_service_pb2_grpc as pb_grpc
 from tests import clock as test_clock
@@ -207,6 +208,33 @@ def test_a_refused_call_records_its_status_and_nothing_is_sequenced(
     assert (admit.attributes or {})["ledger.reason"] == "KEY_UNKNOWN"
     assert named(spans, "sequencer.wait") == named(spans, "sequencer.commit") == []
     assert server.running.sequencer.tree_size == size_before
+
+
+def test_an_enrolment_call_is_traced_from_the_callers_traceparent(
+    database_url: str, log_signer: Ed25519Signer, tmp_path: Path
+) -> None:
+    """The enrolment port observes its calls as the service port does: a refused Enrol (an empty
+    request) is a server span under the caller's trace, with its status."""
+    from tests.e2e.test_enrolment import start_enrolling_server
+
+    exporter = InMemorySpanExporter()
+    tracing.configure(exporter)
+    try:
+        server = start_enrolling_server(database_url, log_signer, tmp_path)
+        try:
+            with server.enrolment_channel() as channel, pytest.raises(grpc.RpcError) as refused:
+                enrolment_service_pb2_grpc.EnrolmentServiceStub(channel).Enrol(
+                    enrolment_service_pb2.EnrolRequest(), metadata=(("traceparent", TRACEPARENT),)
+                )
+        finally:
+            server.stop()
+    finally:
+        tracing.reset()
+    assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    (enrol,) = named(exporter.get_finished_spans(), "ledger.v1.EnrolmentService/Enrol")
+    assert enrol.kind == SpanKind.SERVER
+    assert trace_id(enrol) == TRACE_ID and parent_id(enrol) == PARENT_SPAN_ID
+    assert enrol.status.description == "INVALID_ARGUMENT"
 
 
 OFF_SCRIPT = """
