@@ -4,7 +4,8 @@ A proof at a tree of n leaves reads about 2·log2(n) stored nodes; those near th
 for nearly every proof, and without a cache each one is a row every proof reads again. The cache
 keeps the top :data:`~ledger.limits.proof_cache_levels` levels (counted from the tree's size), so
 the rows a proof reads from the database stay about as many as at a tree of 2**levels leaves,
-however large the tree grows.
+however large the tree grows. It also keeps the low nodes on the right edge of a proof's tree
+(those ending at its size): every proof at that size folds them into its last hashes.
 
 It needs no invalidation, only a bound: it holds complete nodes only (a proof never reads any
 other), and a complete subtree's hash never changes. ``tree_nodes`` is append-only (triggers
@@ -30,6 +31,8 @@ from ledger import limits
 from ledger.storage.nodes import INDEX_BITS
 
 __all__ = ["NodeCache"]
+
+_INDEX_MASK = (1 << INDEX_BITS) - 1
 
 
 class NodeCache:
@@ -72,18 +75,20 @@ class NodeCache:
 
     def keep(self, tree_size: int, nodes: Iterable[tuple[int, bytes]]) -> None:
         """Keep those of ``nodes`` (key, hash), read for a proof at ``tree_size``, that lie in
-        its top levels. Every node must be complete and stored (read from ``tree_nodes``)."""
+        its top levels or end at its right edge. Every node must be complete and stored (read
+        from ``tree_nodes``)."""
         lowest_key = self.lowest_level(tree_size) << INDEX_BITS
         hashes = self._hashes
         for key, digest in nodes:
-            if key >= lowest_key:
+            if key >= lowest_key or ((key & _INDEX_MASK) + 1) << (key >> INDEX_BITS) == tree_size:
                 if len(hashes) >= self._entries_max:
                     hashes = self._trim(tree_size)
                 hashes[key] = digest
 
     def _trim(self, tree_size: int) -> dict[int, bytes]:
         """Make room: drop nodes below the levels kept at ``tree_size`` (the tree grew past
-        them), or everything if that is not enough."""
+        them, or they were the right edge of a smaller tree), or everything if that is not
+        enough (the top levels alone take at most half of ``entries_max``)."""
         lowest_key = self.lowest_level(tree_size) << INDEX_BITS
         kept = {key: digest for key, digest in self._hashes.items() if key >= lowest_key}
         if len(kept) >= self._entries_max // 2:

@@ -117,7 +117,7 @@ def test_cached_proofs_equal_uncached_proofs_as_the_tree_grows(
             assert len(store._node_cache) <= store._node_cache._entries_max
 
 
-def test_the_cache_keeps_the_top_levels_only_and_stays_bounded() -> None:
+def test_the_cache_keeps_the_top_levels_and_the_right_edge_only_and_stays_bounded() -> None:
     cache = NodeCache(levels=3, entries_max=8)
     assert cache.lowest_level(100) == 4  # 100 has 7 bits: levels 4, 5 and 6 are kept
     cache.keep(100, [(node_key_of(level, 0), bytes([level]) * 32) for level in range(7)])
@@ -126,6 +126,11 @@ def test_the_cache_keeps_the_top_levels_only_and_stays_bounded() -> None:
         {node_key_of(6, 0): b"\x06" * 32, node_key_of(4, 0): b"\x04" * 32},
         [node_key_of(3, 0)],
     )
+    # 100 = 64 + 32 + 4: node (2, 24) covers leaves 96..99, the right edge at 100, not at 101.
+    cache.keep(101, [(node_key_of(2, 24), b"\x02" * 32)])
+    assert len(cache) == 3
+    cache.keep(100, [(node_key_of(2, 24), b"\x02" * 32), (node_key_of(2, 23), b"\x02" * 32)])
+    assert cache.split([node_key_of(2, 24), node_key_of(2, 23)])[1] == [node_key_of(2, 23)]
     cache.keep(100, [(node_key_of(4, index), b"\x04" * 32) for index in range(1, 20)])
     assert len(cache) <= 8
     assert NodeCache(levels=0).lowest_level(10**9) == 30  # above the root: keeps nothing
