@@ -8,6 +8,8 @@ equal the uncached store's, the in-memory tree's, and verify against the root.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -43,7 +45,7 @@ class GrowingTree:
         """Append ``leaves`` leaves and commit them with a checkpoint at the new size."""
         if leaves == 0:
             return
-        nodes = []
+        nodes: list[dict[str, object]] = []
         for _ in range(leaves):
             digest = leaf_hash(self.compact.size.to_bytes(8, "big"))
             self.memory.append_leaf_hash(digest)
@@ -70,15 +72,24 @@ def tree(engine: Engine) -> GrowingTree:
     return tree
 
 
+class Uncached(NodeCache):
+    """A cache that keeps nothing: every proof reads all its nodes from the database."""
+
+    def keep(self, tree_size: int, nodes: Iterable[tuple[int, bytes]]) -> None:
+        del tree_size, nodes
+
+
 @pytest.fixture
 def stores(engine: Engine) -> list[LogStore]:
     """Stores with caches of every shape: the engine's own (the default limits), one that keeps
-    few levels, one so small it trims on nearly every proof, and one that keeps nothing."""
+    few levels, one so small it trims on nearly every proof, one that keeps only right edges,
+    and one that keeps nothing."""
     return [
         LogStore(engine),
         LogStore(engine, NodeCache(levels=3, entries_max=64)),
         LogStore(engine, NodeCache(levels=20, entries_max=5)),
         LogStore(engine, NodeCache(levels=0)),
+        LogStore(engine, Uncached()),
     ]
 
 
@@ -133,7 +144,7 @@ def test_the_cache_keeps_the_top_levels_and_the_right_edge_only_and_stays_bounde
     assert cache.split([node_key_of(2, 24), node_key_of(2, 23)])[1] == [node_key_of(2, 23)]
     cache.keep(100, [(node_key_of(4, index), b"\x04" * 32) for index in range(1, 20)])
     assert len(cache) <= 8
-    assert NodeCache(levels=0).lowest_level(10**9) == 30  # above the root: keeps nothing
+    assert NodeCache(levels=0).lowest_level(10**9) == 30  # above the root: no top levels
 
 
 def test_each_engine_has_its_own_cache(engine: Engine) -> None:
