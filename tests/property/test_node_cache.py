@@ -3,14 +3,18 @@
 One database per engine grows across the examples (the log is append-only, so it only grows):
 each example appends a random number of leaves, then asks for proofs at random sizes up to the
 new one, from stores whose caches were filled at the earlier, smaller trees. Every proof must
-equal the uncached store's, the in-memory tree's, and verify against the root.
+equal the uncached store's, the in-memory tree's, and verify against the root. Also: the cache's
+bound, one cache per engine, and a storage fault in a proof read (on the DB-API cursor).
 """
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import Iterable
 
+import psycopg
 import pytest
+from google.rpc import code_pb2, error_details_pb2
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import Engine, insert
@@ -23,6 +27,8 @@ from ledger.merkle import (
     verify_consistency,
     verify_inclusion,
 )
+from ledger.rpc.status import status_of
+from ledger.storage import log_store
 from ledger.storage.log_store import LogStore
 from ledger.storage.node_cache import NodeCache
 from ledger.storage.nodes import node_key
@@ -150,3 +156,28 @@ def test_the_cache_keeps_the_top_levels_and_the_right_edge_only_and_stays_bounde
 def test_each_engine_has_its_own_cache(engine: Engine) -> None:
     assert NodeCache.of(engine) is NodeCache.of(engine)
     assert LogStore(engine)._node_cache is NodeCache.of(engine)
+
+
+def test_a_storage_fault_in_a_proof_read_answers_unavailable(
+    tree: GrowingTree, engine: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The proof's statements run on the DB-API cursor, so a fault arrives as the driver's own
+    error, not SQLAlchemy's: it must still answer UNAVAILABLE, and keep nothing in the cache."""
+    tree.grow(40)
+    store = LogStore(engine, NodeCache())
+
+    def fail(*_: object) -> list[tuple[int, bytes]]:
+        if engine.dialect.name == "sqlite":
+            raise sqlite3.OperationalError("disk I/O error")
+        raise psycopg.OperationalError("server closed the connection unexpectedly")
+
+    monkeypatch.setattr(log_store, "_select_hashes", fail)
+    with pytest.raises((sqlite3.OperationalError, psycopg.OperationalError)) as raised:
+        store.inclusion_proof(5, 41)
+    status = status_of(raised.value)
+    info = error_details_pb2.ErrorInfo()
+    assert status.code == code_pb2.UNAVAILABLE and status.details[0].Unpack(info)
+    assert info.reason == "STORAGE_UNAVAILABLE"
+    assert len(store._node_cache) == 0
+    monkeypatch.undo()
+    assert store.inclusion_proof(5, 41) == (41, tree.memory.inclusion_proof(5, 41))
