@@ -65,8 +65,8 @@ bench: $(STAMP) $(MO_FILES) ## Print throughput and latency figures (not a test:
 bench-fairness: $(STAMP) ## Only the fairness figures: the probe's p99 idle and under issue 15's loads.
 	$(BIN)/python -m bench --only fairness --load-scale $${SCALE:-1}
 
-bench-large: $(STAMP) ## Only the proof figures at 10M entries (ENTRIES=N for another size), next to 10k.
-	$(BIN)/python -m bench --only proofs --entries $${ENTRIES:-10000000}
+bench-large: $(STAMP) ## Only the proof figures at 10M entries (ENTRIES=N for another size), next to 10k; TREE=FILE keeps the tree for the next run.
+	$(BIN)/python -m bench --only proofs --entries $${ENTRIES:-10000000} $${TREE:+--proof-tree $$TREE}
 
 bench-audit: $(STAMP) ## Only the full-audit figure (AUDIT_ENTRIES=N, default 1M), next to the verify ceiling.
 	$(BIN)/python -m bench --only audit --audit-entries $${AUDIT_ENTRIES:-1000000}

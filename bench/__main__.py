@@ -412,22 +412,33 @@ PROOF_REFERENCE_ENTRIES = 10_000
 proof from the store takes p99 <= 2 ms and not more than twice this tree's)."""
 
 
-def bench_proofs(folder: Path, entries: int, samples: int = 2000, *, grpc: bool = True) -> None:
+def bench_proofs(
+    folder: Path,
+    entries: int,
+    samples: int = 2000,
+    *,
+    grpc: bool = True,
+    tree: Path | None = None,
+) -> None:
     """Proof latency at a large tree, from the store (next to the same run's figure at a tree
-    of 10,000 entries) and over gRPC."""
+    of 10,000 entries) and over gRPC. ``tree``: a file to keep the large tree in, reused when
+    it is already there (the 10M tree takes some 15 minutes to build)."""
     signer = Ed25519Signer.generate("bench/log")
     reference = min(PROOF_REFERENCE_ENTRIES, entries)
     small = _store_proofs(folder / "small.db", signer, reference, samples)
-    database = folder / "big.db"
-    started = time.perf_counter()
-    bulk_load(database, signer, entries)
-    size_mb = sum(f.stat().st_size for f in folder.glob("big.db*")) / 1e6
-    line(
-        f"bulk-loaded tree of {entries:,} entries",
-        f"{time.perf_counter() - started:.1f} s",
-        f"(direct inserts, for the proof figures; file {size_mb:,.0f} MB, "
-        f"{size_mb * 1e6 / entries:,.0f} bytes an entry)",
-    )
+    database = folder / "big.db" if tree is None else tree
+    if tree is not None and tree.exists():
+        line(f"tree of {entries:,} entries", "reused", f"({tree}, bulk-loaded earlier)")
+    else:
+        started = time.perf_counter()
+        bulk_load(database, signer, entries)
+        size_mb = sum(f.stat().st_size for f in database.parent.glob(f"{database.name}*")) / 1e6
+        line(
+            f"bulk-loaded tree of {entries:,} entries",
+            f"{time.perf_counter() - started:.1f} s",
+            f"(direct inserts, for the proof figures; file {size_mb:,.0f} MB, "
+            f"{size_mb * 1e6 / entries:,.0f} bytes an entry)",
+        )
     large = _store_proofs(database, signer, entries, samples, loaded=True)
     for kind, (p99, cpu_p99) in large.items():
         small_p99, small_cpu_p99 = small[kind]
@@ -1035,6 +1046,11 @@ def main(argv: list[str] | None = None) -> int:
         "submit: streaming and unary submission at each --workers count)",
     )
     parser.add_argument(
+        "--proof-tree",
+        type=Path,
+        help="with --only proofs: keep the --entries tree in this file, reused if it is there",
+    )
+    parser.add_argument(
         "--workers",
         default=f"0,{os.cpu_count() or 1}",
         help="serve --workers counts the submission figures are taken at, comma-separated "
@@ -1054,7 +1070,7 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         if args.only == "proofs":
             print("proofs (issue 13 item 9: from the store, at --entries and at 10,000)")
-            bench_proofs(folder, args.entries, grpc=False)
+            bench_proofs(folder, args.entries, grpc=False, tree=args.proof_tree)
             return 0
         if args.only == "audit":
             print("audit (issue 13 item 8: each worker reads its own range of the file)")

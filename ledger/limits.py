@@ -83,6 +83,14 @@ entries_page_max: Final = 1000
 """Entries one GetEntries call streams at most."""
 tree_levels_max: Final = 63
 """Node levels a tree of at most 2**63 leaves can have."""
+proof_cache_levels: Final = 14
+"""Top levels of the tree each process keeps in memory for proofs (ledger.storage.node_cache):
+a proof then reads from the database only the nodes below them, about as many at 10M entries as
+at 16,384 (docs/benchmarks.md, "Proofs at 10M entries")."""
+proof_cache_entries_max: Final = 2 ** (proof_cache_levels + 2)
+"""Node hashes that cache holds at most (about 10 MB): the top ``proof_cache_levels`` levels of
+any tree have fewer than half this many nodes, so it trims only after the tree has grown past
+them or right edges of many sizes have piled up."""
 
 # Keys and notes.
 key_name_chars_max: Final = 128

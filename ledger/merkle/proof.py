@@ -91,17 +91,17 @@ def _nodes(index: int, level: int, size: int) -> ProofPlan:
     # The fork is where the path to (level, index) leaves the path to the right edge; its sibling
     # is the (possibly ephemeral) subtree covering [end, size).
     inner = (index ^ (size >> level)).bit_length() - 1
-    fork = NodeID(level + inner, index >> inner)
-    begin, end = fork.coverage()
-    node = NodeID(level, index)
-    ids = [node]
-    while node.level < fork.level:
-        ids.append(node.sibling())
-        node = node.parent()
+    fork_level = level + inner
+    begin = (index >> inner) << fork_level
+    end = begin + (1 << fork_level)
+    # The node, then the sibling at each level up to the fork (shifts, not NodeID.parent():
+    # a proof plans a few dozen nodes and this is on every proof's path).
+    ids = [NodeID(level, index)]
+    ids.extend([NodeID(level + up, (index >> up) ^ 1) for up in range(inner)])
     ephemeral_begin = len(ids)
     ids.extend(range_nodes(end, size))
     ephemeral_end = len(ids)
     ids.extend(reversed(range_nodes(0, begin)))
-    for found in ids:
-        check(found.coverage()[1] <= size, f"proof node {found} is not complete at size {size}")
+    last = max((node.index + 1) << node.level for node in ids)
+    check(last <= size, f"a proof node ends at leaf {last}, beyond size {size}: not complete")
     return ProofPlan(ids, ephemeral_begin, ephemeral_end)

@@ -1,14 +1,17 @@
 """The verifiable log in the database: checkpoints, entries and proofs built from stored nodes.
 
 Reads only. Every proof is planned by :mod:`ledger.merkle.proof` and then read in one indexed
-query from ``tree_nodes`` (O(log n) rows), never by rehashing the tree. Appends are the
+query from ``tree_nodes`` (O(log n) rows), never by rehashing the tree; the nodes near the root
+come from a per-database :class:`~ledger.storage.node_cache.NodeCache` instead. Appends are the
 sequencer's job (:mod:`ledger.storage.append`).
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from contextlib import closing
 from dataclasses import dataclass
+from typing import Any
 
 from sqlalchemy import Connection, Engine, bindparam, func, select
 
@@ -16,7 +19,8 @@ from ledger import limits
 from ledger.errors import FieldViolation, InvalidArgument, NotFound, OutOfRange, check
 from ledger.merkle import NodeID, ProofPlan, consistency, inclusion
 from ledger.storage.cosignature_store import CosignatureStore
-from ledger.storage.nodes import node_id, node_key
+from ledger.storage.node_cache import NodeCache
+from ledger.storage.nodes import INDEX_BITS, node_id, node_key
 from ledger.storage.tables import checkpoints, log_entries, tree_nodes
 
 __all__ = ["LogStore", "StoredCheckpoint", "read_nodes"]
@@ -70,8 +74,10 @@ def _checkpoint_from_row(row: object) -> StoredCheckpoint:
 class LogStore:
     """Read access to the log: safe from many threads and many replicas at once."""
 
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: Engine, node_cache: NodeCache | None = None) -> None:
+        """Read ``engine``'s log; proofs share ``node_cache`` (default: the engine's own)."""
         self._engine = engine
+        self._node_cache = NodeCache.of(engine) if node_cache is None else node_cache
 
     def latest_checkpoint(self) -> StoredCheckpoint:
         """The newest checkpoint; NOT_FOUND before the log was initialized."""
@@ -146,30 +152,56 @@ class LogStore:
 
         Returns ``(tree_size, proof)``. Requires leaf_index < tree_size <= latest tree size.
         """
-        with self._engine.connect() as connection:
-            tree_size = _resolve_size(connection, tree_size, "tree_size")
+        with (
+            self._engine.connect() as connection,
+            closing(connection.connection.cursor()) as cursor,
+        ):
+            tree_size = _resolve_size(_latest_size(cursor), tree_size, "tree_size")
             if leaf_index >= tree_size:
                 raise OutOfRange(
                     f"leaf_index is beyond tree_size: {leaf_index} >= {tree_size}",
                     reason="INDEX_BEYOND_SIZE",
                     field_violations=[FieldViolation("leaf_index", "beyond tree_size")],
                 )
-            return tree_size, _proof(connection, inclusion(leaf_index, tree_size))
+            plan = inclusion(leaf_index, tree_size)
+            return tree_size, self._prove(connection, cursor, plan, tree_size)
 
     def consistency_proof(self, from_size: int, to_size: int) -> tuple[int, list[bytes]]:
         """Consistency proof from ``from_size`` to ``to_size`` (0: latest checkpoint).
 
         Returns ``(to_size, proof)``. Requires 1 <= from_size <= to_size <= latest tree size.
         """
-        with self._engine.connect() as connection:
-            to_size = _resolve_size(connection, to_size, "to_tree_size")
+        with (
+            self._engine.connect() as connection,
+            closing(connection.connection.cursor()) as cursor,
+        ):
+            to_size = _resolve_size(_latest_size(cursor), to_size, "to_tree_size")
             if not 1 <= from_size <= to_size:
                 raise OutOfRange(
                     f"from_tree_size must be in 1..{to_size}, got {from_size}",
                     reason="SIZE_OUT_OF_RANGE",
                     field_violations=[FieldViolation("from_tree_size", f"not in 1..{to_size}")],
                 )
-            return to_size, _proof(connection, consistency(from_size, to_size))
+            plan = consistency(from_size, to_size)
+            return to_size, self._prove(connection, cursor, plan, to_size)
+
+    def _prove(
+        self, connection: Connection, cursor: Any, plan: ProofPlan, size: int
+    ) -> list[bytes]:
+        """The proof of ``plan`` at ``size``: kept hashes from the cache, the rest in one query
+        on the DB-API cursor (the SQL layer's per-row work was most of a proof's CPU time)."""
+        # Every node of a plan at size <= 2**56 has level <= 56 and index < 2**56, so its key
+        # is level << 56 | index without node_key()'s per-node checks.
+        check(size <= 1 << INDEX_BITS, f"tree size is beyond 2**{INDEX_BITS}: {size}")
+        keys = [node.level << INDEX_BITS | node.index for node in plan.ids]
+        found, missing = self._node_cache.split(keys)
+        if missing:
+            rows = _select_hashes(connection, cursor, missing)
+            found.update(rows)
+            self._node_cache.keep(size, rows)
+        absent = [node_id(key) for key in keys if key not in found]
+        check(not absent, f"tree nodes missing from storage: {absent[:4]}")
+        return plan.rehash([found[key] for key in keys])
 
     def tree_size(self) -> int:
         """Number of entries stored (equals the latest checkpoint's size between batches)."""
@@ -206,8 +238,33 @@ def checkpoint_covering(connection: Connection, leaf_index: int) -> StoredCheckp
     return _checkpoint_from_row(row)
 
 
-def _resolve_size(connection: Connection, tree_size: int, field: str) -> int:
-    latest = latest_checkpoint(connection).tree_size
+_SELECT_LATEST_SIZE = "SELECT tree_size FROM checkpoints ORDER BY tree_size DESC LIMIT 1"
+
+
+def _latest_size(cursor: Any) -> int:
+    """The newest checkpoint's tree size; NOT_FOUND before initialization."""
+    cursor.execute(_SELECT_LATEST_SIZE)
+    row = cursor.fetchone()
+    if row is None:
+        raise NotFound("the log has no checkpoint yet", reason="LOG_NOT_INITIALIZED")
+    return int(row[0])
+
+
+# Proof reads need no common snapshot: the nodes of a tree no larger than a committed checkpoint
+# were committed with (or before) it and never change, so the two statements of a proof run on
+# the DB-API cursor outside a transaction (SQLite) or in the driver's implicit one (PostgreSQL,
+# rolled back when the pool takes the connection back).
+
+
+def _select_hashes(connection: Connection, cursor: Any, keys: list[int]) -> list[tuple[int, bytes]]:
+    """``(node_key, hash)`` of the stored nodes among ``keys``: one query on the primary key."""
+    marker = "?" if connection.dialect.paramstyle == "qmark" else "%s"
+    markers = ", ".join([marker] * len(keys))
+    cursor.execute(f"SELECT node_key, hash FROM tree_nodes WHERE node_key IN ({markers})", keys)
+    return [(int(key), bytes(digest)) for key, digest in cursor.fetchall()]
+
+
+def _resolve_size(latest: int, tree_size: int, field: str) -> int:
     if tree_size == 0:
         if latest == 0:
             raise OutOfRange("the log is empty", reason="LOG_EMPTY")
@@ -219,7 +276,3 @@ def _resolve_size(connection: Connection, tree_size: int, field: str) -> int:
             field_violations=[FieldViolation(field, "beyond the latest checkpoint")],
         )
     return tree_size
-
-
-def _proof(connection: Connection, plan: ProofPlan) -> list[bytes]:
-    return plan.rehash(read_nodes(connection, plan.ids))
