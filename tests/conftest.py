@@ -22,6 +22,7 @@ from typing import TypeVar
 
 import grpc
 import pytest
+from hypothesis import HealthCheck, settings
 from sqlalchemy import Engine, create_engine, text
 from sqlalchemy.engine import make_url
 
@@ -44,6 +45,14 @@ from ledger.storage.migrate import upgrade
 from ledger.v1 import events_pb2
 from tests.builders import use_unvaulted_tokens, use_vault
 from tests.clock import CLOCK
+
+# No test depends on the machine's speed: Hypothesis's per-example deadline and its "too slow"
+# health check are timing checks (a property test failed on its 200 ms deadline under a load
+# average of 10), so every property test runs without them; the figures live in the bench.
+settings.register_profile(
+    "policy-ledger", deadline=None, suppress_health_check=[HealthCheck.too_slow]
+)
+settings.load_profile("policy-ledger")
 
 POSTGRES_URL = os.environ.get(
     "POLICY_LEDGER_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
