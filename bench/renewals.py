@@ -72,8 +72,14 @@ def bench_renewals(
                 if url is None:
                     kit.line(f"renewals on {engine}, --workers {workers}", "skipped")
                     continue
-                _renewals_on(kit, folder / f"renewal-server-{engine}-{workers}", url, engine,
-                             workers, renewals_count)
+                _renewals_on(
+                    kit,
+                    folder / f"renewal-server-{engine}-{workers}",
+                    url,
+                    engine,
+                    workers,
+                    renewals_count,
+                )
 
 
 def _renewals_on(
@@ -103,9 +109,10 @@ def _renewals_on(
         "POLICY_LEDGER_PAYMENTS_AUTHORITY_ID": "kw-gov-health",
         "POLICY_LEDGER_PAYMENTS_GATEWAYS": str(folder / "gateways.json"),
     }
-    with serve(
-        kit, folder, log_signer, database_url, workers=workers, environment=environment
-    ) as (address, process):
+    with serve(kit, folder, log_signer, database_url, workers=workers, environment=environment) as (
+        address,
+        process,
+    ):
         kit.onboard(
             address,
             log_signer,

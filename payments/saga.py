@@ -5,8 +5,8 @@ value. The use cases themselves are in ``quotes``, ``charges``, ``recording``, `
 
 from __future__ import annotations
 
-import datetime as dt
 import contextlib
+import datetime as dt
 import hashlib
 import threading
 from collections.abc import Callable, Iterator, Mapping
