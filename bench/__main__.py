@@ -542,94 +542,26 @@ def _proofs_over_grpc(
         process.wait(timeout=30)
 
 
-def bench_renewals(folder: Path, renewals_count: int) -> None:
-    """Kuwaiti renewals end to end over gRPC (quote, then pay through the simulated gateway with
-    50 ms of latency per gateway call, recorded in the ledger), at 1 and 16 portal callers."""
-    from clients.renewal import RenewalClient
-    from ledger.identifiers import example_kuwait_civil_id
-    from ledger.v1 import events_pb2, types_pb2
-    from payments.v1 import renewal_service_pb2 as rpb
+def _kit() -> object:
+    """What bench/renewals.py and bench/households.py use of this module."""
+    from bench.kit import BenchKit
 
-    log_signer = Ed25519Signer.generate("bench/log")
-    authority = Ed25519Signer.generate("kw-gov-health")
-    server_folder = folder / "renewal-server"
-    server_folder.mkdir(parents=True, exist_ok=True)
-    (server_folder / "authority.key").write_text(format_signer_key(authority) + "\n")
-    (server_folder / "gateways.json").write_text('{"simulated": {"latency_seconds": "0.05"}}')
-    server = ServerProcess(
-        server_folder,
-        log_signer,
-        {
-            "POLICY_LEDGER_PAYMENTS_AUTHORITY_KEY": str(server_folder / "authority.key"),
-            "POLICY_LEDGER_PAYMENTS_AUTHORITY_ID": "kw-gov-health",
-            "POLICY_LEDGER_PAYMENTS_GATEWAYS": str(server_folder / "gateways.json"),
-        },
+    return BenchKit(
+        line,
+        percentiles,
+        tls_flags,
+        channel_as,
+        _onboard,
+        format_verifier_key(_OPERATOR),
+        _echo_rate_at,
     )
-    try:
-        _onboard(
-            server.address,
-            log_signer,
-            authority.public_key,
-            principal="kw-gov-health",
-            role=SignerRole.AUTHORITY,
-        )
-        with channel_as(server.address, "portal-KW") as channel:
-            client = RenewalClient(
-                channel, log=TrustedLog.from_verifier_key(format_verifier_key(log_signer))
-            )
 
-            def civil_id(number: int, position: int) -> types_pb2.PersonId:
-                birth = dt.date(1960, 1, 1) + dt.timedelta(days=number % 20_000)
-                return types_pb2.PersonId(
-                    type=types_pb2.PERSON_ID_TYPE_CIVIL_ID,
-                    value=example_kuwait_civil_id(birth, 3 * position),
-                    country_code="KW",
-                )
 
-            def renew(number: int) -> float:
-                request = rpb.QuoteRenewalRequest(
-                    jurisdiction="KW",
-                    sponsor=civil_id(number, 0),
-                    period_start=types_pb2.CivilDate(year=2027, month=1, day=1),
-                    period_end=types_pb2.CivilDate(year=2027, month=12, day=31),
-                )
-                for position, relationship in enumerate(
-                    (events_pb2.RELATIONSHIP_SELF, events_pb2.RELATIONSHIP_SPOUSE)
-                ):
-                    request.members.add(
-                        person=civil_id(number, position),
-                        relationship=relationship,
-                        residence_category=(
-                            rpb.RESIDENCE_CATEGORY_PRIVATE_SECTOR_WORKER
-                            if position == 0
-                            else rpb.RESIDENCE_CATEGORY_DEPENDENT
-                        ),
-                    )
-                began = time.perf_counter()
-                quote = client.quote(request).quote
-                payment = client.start_payment(
-                    quote.quote_id, f"bench-{number:08d}", gateway="simulated"
-                )
-                assert payment.state == rpb.PAYMENT_STATE_RECORDED, payment
-                return time.perf_counter() - began
+def bench_renewals(folder: Path, renewals_count: int, worker_counts: list[int]) -> None:
+    """Renewals (bench/renewals.py), SQLite and PostgreSQL, at each --workers count."""
+    from bench.renewals import bench_renewals as measure
 
-            first = 0
-            for callers in (1, 16):
-                count = max(20, renewals_count // (4 if callers == 1 else 1))
-                numbers = range(first, first + count)
-                first += count
-                began = time.perf_counter()
-                with ThreadPoolExecutor(max_workers=callers) as pool:
-                    latencies = list(pool.map(renew, numbers))
-                elapsed = time.perf_counter() - began
-                p50, p99 = percentiles(latencies)
-                line(
-                    f"renewals (quote + pay + record), {callers} caller(s)",
-                    rate(count, elapsed),
-                    f"p50 {p50:.1f} ms, p99 {p99:.1f} ms (gateway latency 50 ms a call)",
-                )
-    finally:
-        server.stop()
+    measure(_kit(), folder, renewals_count, worker_counts)  # type: ignore[arg-type]
 
 
 def bench_audit(folder: Path, entries: int) -> None:
@@ -709,82 +641,11 @@ def _this_and_children_cpu_seconds() -> float:
     return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
 
 
-def bench_households(folder: Path, policies_count: int, samples: int = 4000) -> None:
-    """Household check latency with ``policies_count`` policies, in-process and over gRPC."""
-    from bench.bulk import bulk_load_policies, household_members
-    from clients.portal import PortalClient
-    from ledger.coverage.model import PersonRef, Relationship
-    from ledger.coverage.reader import CoverageReader, person_from_key
-    from ledger.storage.db import create_ledger_engine
+def bench_households(folder: Path, policies_count: int, worker_counts: list[int]) -> None:
+    """Household checks (bench/households.py) at each --workers count, next to the ceiling."""
+    from bench.households import bench_households as measure
 
-    signer = Ed25519Signer.generate("bench/log")
-    database = folder / "households.db"
-    bulk_load(database, signer, 1)
-    started = time.perf_counter()
-    bulk_load_policies(database, policies_count)
-    line(
-        f"loaded {policies_count:,} household policies",
-        f"{time.perf_counter() - started:.1f} s",
-        f"({3 * policies_count:,} coverages, straight into the projections)",
-    )
-    reader = CoverageReader(create_ledger_engine(sqlite_url(database)))
-    generator = random.Random(5)
-    as_of, through = dt.date(2026, 3, 1), dt.date(2026, 12, 31)
-    relationships = (Relationship.SELF, Relationship.SPOUSE, Relationship.CHILD)
-
-    def household(number: int) -> tuple[PersonRef, list[tuple[PersonRef, Relationship | None]]]:
-        people = [person_from_key(key) for key in household_members(number)]
-        return people[0], list(zip(people, relationships, strict=True))
-
-    def check_in_process() -> None:
-        sponsor, members = household(generator.randrange(policies_count))
-        assert reader.check_household(sponsor, members, as_of, through).renewable
-
-    _time_proofs("household check, 3 members (store)", samples, check_in_process)
-    address, process = _serve(folder / "household-server", database, signer)
-    try:
-        with channel_as(address, "portal-SA") as channel:
-            portal = PortalClient(
-                channel, log=TrustedLog.from_verifier_key(format_verifier_key(signer))
-            )
-
-            def to_proto(person: PersonRef) -> object:
-                from ledger.v1 import types_pb2
-
-                return types_pb2.PersonId(
-                    type=types_pb2.PERSON_ID_TYPE_RESIDENCE_ID,
-                    value=person.value,
-                    country_code=person.country,
-                )
-
-            def call() -> float:
-                sponsor, members = household(generator.randrange(policies_count))
-                began = time.perf_counter()
-                answer = portal.check_household(
-                    to_proto(sponsor),  # type: ignore[arg-type]
-                    # Relationship 0: "as on record" (the portal may leave it unset).
-                    [(to_proto(person), 0) for person, _ in members],  # type: ignore[misc]
-                    as_of=as_of,
-                    through=through,
-                    jurisdiction="SA",
-                )
-                assert answer.response.renewable
-                return time.perf_counter() - began
-
-            for callers in (1, 16):
-                began = time.perf_counter()
-                with ThreadPoolExecutor(max_workers=callers) as pool:
-                    latencies = list(pool.map(lambda _: call(), range(samples // 2)))
-                elapsed = time.perf_counter() - began
-                p50, p99 = percentiles(latencies)
-                line(
-                    f"household check over gRPC, {callers} caller(s)",
-                    rate(len(latencies), elapsed),
-                    f"p50 {p50:.2f} ms, p99 {p99:.2f} ms (checkpoint verified by the client)",
-                )
-    finally:
-        process.terminate()
-        process.wait(timeout=30)
+    measure(_kit(), folder, policies_count, worker_counts, store_figure=_time_proofs)  # type: ignore[arg-type]
 
 
 def _serve(
@@ -1038,12 +899,13 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument(
         "--only",
-        choices=("fairness", "standby", "proofs", "audit", "submit"),
+        choices=("fairness", "standby", "proofs", "audit", "submit", "households", "renewals"),
         help="run one benchmark only (fairness: issue 15's four loads against a probe; "
         "standby: household checks from a PostgreSQL primary and from its read standby; "
         "proofs: proofs from the store at --entries next to 10,000 entries; "
         "audit: the full audit of --audit-entries; "
-        "submit: streaming and unary submission at each --workers count)",
+        "submit: streaming and unary submission at each --workers count; "
+        "households, renewals: those figures at each --workers count)",
     )
     parser.add_argument(
         "--proof-tree",
@@ -1053,7 +915,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--workers",
         default=f"0,{os.cpu_count() or 1}",
-        help="serve --workers counts the submission figures are taken at, comma-separated "
+        help="serve --workers counts the submission, household and renewal figures are taken "
+        "at, comma-separated "
         "(default: 0, one process, and one worker per core)",
     )
     args = parser.parse_args(argv)
@@ -1083,6 +946,14 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"  serve --workers {count}")
                 bench_submit(folder, args.events, count)
             return 0
+        if args.only == "households":
+            print("coverage (issue 13 item 6: household checks at each --workers count)")
+            bench_households(folder, args.policies, worker_counts)
+            return 0
+        if args.only == "renewals":
+            print("renewals (issue 13 item 7: SQLite and PostgreSQL, each --workers count)")
+            bench_renewals(folder, args.renewals, worker_counts)
+            return 0
         if args.only == "standby":
             print("read standby (issue 13: household checks from a hot standby)")
             bench_standby(folder, args.standby_policies)
@@ -1099,12 +970,12 @@ def main(argv: list[str] | None = None) -> int:
         print("funds (task D: a funder's cohort in one stream)")
         bench_funds(folder, args.cohort_members)
         print("coverage")
-        bench_households(folder, args.policies)
+        bench_households(folder, args.policies, worker_counts)
         bench_employer(folder / "households.db", line, percentiles)  # Task A (issue 10)
         print("read standby (issue 13: household checks from a hot standby)")
         bench_standby(folder, args.standby_policies)
-        print("renewals")
-        bench_renewals(folder, args.renewals)
+        print("renewals (issue 13 item 7: SQLite and PostgreSQL, each --workers count)")
+        bench_renewals(folder, args.renewals, worker_counts)
         print("audit")
         bench_audit(folder, args.audit_entries)
         print("fairness (issue 15: one caller's load against another's calls)")

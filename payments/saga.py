@@ -5,8 +5,10 @@ value. The use cases themselves are in ``quotes``, ``charges``, ``recording``, `
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import hashlib
+import threading
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -68,6 +70,11 @@ class UnitOfWork:
 
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
+        self._writers = (
+            threading.RLock() if engine.dialect.name == "sqlite" else contextlib.nullcontext()
+        )
+        """SQLite: this process's saga writers take turns here before they take a connection
+        and the database's write lock (see :meth:`write`)."""
 
     @contextmanager
     def write(self) -> Iterator[Connection]:
@@ -75,8 +82,16 @@ class UnitOfWork:
         IMMEDIATE``): a read-then-write transaction would otherwise fail with "database is
         locked" when another writer committed after its first read. PostgreSQL: an ordinary
         transaction; a concurrent duplicate insert fails on the primary key and the caller
-        retries."""
+        retries.
+
+        On SQLite, whose one write lock serialises every writer anyway, this process's saga
+        writers first queue on a lock of their own, so that (1) they wake as soon as the one
+        before commits rather than in SQLite's busy handler's sleeps (up to 100 ms each), and
+        (2) at most one of them holds a pooled connection while it waits for the database's
+        lock: a writer that waits inside its transaction for the ledger's admission (whose key
+        lookup needs a connection of the same pool) then always finds one free."""
         with (
+            self._writers,
             self.engine.connect().execution_options(**{WRITE_LOCK_OPTION: True}) as connection,
             connection.begin(),
         ):

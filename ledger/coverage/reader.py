@@ -29,7 +29,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from typing import Any, cast
 
-from sqlalchemy import Connection, Engine, Row, bindparam, select, tuple_
+from sqlalchemy import Connection, Engine, Row, bindparam, select
 
 from ledger import i18n
 from ledger.clock import Clock, SystemClock
@@ -61,6 +61,7 @@ from ledger.i18n.messages import (
     Message,
 )
 from ledger.storage.log_store import StoredCheckpoint, latest_checkpoint
+from ledger.storage.row_match import any_row
 from ledger.storage.tables import (
     coverages,
     insurers,
@@ -333,34 +334,19 @@ def _token_of(connection: Connection, person: PersonRef) -> str | None:
     return token
 
 
-_SELECT_INSTALMENTS = (
-    select(
-        premium_instalments.c.insurer_id,
-        premium_instalments.c.policy_id,
-        premium_instalments.c.due_date,
-        premium_instalments.c.amount_minor,
-    )
-    .where(
-        tuple_(premium_instalments.c.insurer_id, premium_instalments.c.policy_id).in_(
-            bindparam("policies", expanding=True)
-        )
-    )
-    .order_by(premium_instalments.c.position)
-)
-_SELECT_PAYMENTS = (
-    select(
-        premiums.c.insurer_id,
-        premiums.c.policy_id,
-        premiums.c.paid_on,
-        premiums.c.amount_minor,
-    )
-    .where(
-        tuple_(premiums.c.insurer_id, premiums.c.policy_id).in_(
-            bindparam("policies", expanding=True)
-        )
-    )
-    .order_by(premiums.c.leaf_index)
-)
+_SELECT_INSTALMENTS = select(
+    premium_instalments.c.insurer_id,
+    premium_instalments.c.policy_id,
+    premium_instalments.c.due_date,
+    premium_instalments.c.amount_minor,
+).order_by(premium_instalments.c.position)
+_SELECT_PAYMENTS = select(
+    premiums.c.insurer_id,
+    premiums.c.policy_id,
+    premiums.c.paid_on,
+    premiums.c.amount_minor,
+).order_by(premiums.c.leaf_index)
+"""Both: of the policies any_row names (a row-value IN list would scan the table on SQLite)."""
 
 
 def _spans(connection: Connection, person: PersonRef, today: dt.date) -> list[_Span]:
@@ -432,14 +418,25 @@ def _non_payment(
     if not keys:
         return {}
     schedules: dict[tuple[str, str], list[rules.Instalment]] = {}
-    for row in connection.execute(_SELECT_INSTALMENTS, {"policies": keys}):
+    instalment_key = (premium_instalments.c.insurer_id, premium_instalments.c.policy_id)
+    rows = [
+        row
+        for condition in any_row(instalment_key, keys)
+        for row in connection.execute(_SELECT_INSTALMENTS.where(condition))
+    ]
+    for row in rows:
         schedules.setdefault((row.insurer_id, row.policy_id), []).append(
             rules.Instalment(row.due_date, int(row.amount_minor))
         )
     if not schedules:
         return {}
     payments: dict[tuple[str, str], list[rules.Payment]] = {}
-    for row in connection.execute(_SELECT_PAYMENTS, {"policies": sorted(schedules)}):
+    paid = [
+        row
+        for condition in any_row((premiums.c.insurer_id, premiums.c.policy_id), sorted(schedules))
+        for row in connection.execute(_SELECT_PAYMENTS.where(condition))
+    ]
+    for row in paid:
         # NULL: recorded before migration 0012 (until rebuild): counted as paid in time.
         paid_on = row.paid_on if row.paid_on is not None else dt.date.min
         payments.setdefault((row.insurer_id, row.policy_id), []).append(

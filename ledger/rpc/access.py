@@ -10,6 +10,13 @@ People are recorded by person token (the identity vault's), never by identifier,
 log stays append-only through an erasure (docs/privacy.md); a person the vault does not know
 (the ledger has nothing on them) is recorded as no one.
 Servicers know nothing of this, as they know nothing of authorization.
+
+Records are stored by one writer per process (:class:`_RecordWriter`): the calls whose answers
+are ready while it commits wait for its next transaction, which stores all their records at
+once (group commit). Each answer still leaves only once its own record is durably stored; a
+record that cannot be built fails its own call, a transaction that fails fails every call whose
+record it held. On SQLite, whose one write lock every writer takes in turn, this is one
+transaction per burst of answers rather than one per answer.
 """
 
 from __future__ import annotations
@@ -115,6 +122,59 @@ ACCESS_RULES: dict[str, Callable[[Any], People]] = {
 """Every method whose answer carries a person's data, and whom a request asks about."""
 
 
+class _RecordWriter:
+    """Stores access records in group commits: :meth:`store` returns once its record is stored
+    (or raises why it is not); one transaction at a time, holding every record that arrived
+    while the one before it committed."""
+
+    def __init__(self, access_log: AccessLog) -> None:
+        self._access_log = access_log
+        self._waiting: list[tuple[Callable[[], AccessRecord], asyncio.Future[None]]] = []
+        self._writing = False
+        self._task: asyncio.Future[None] | None = None
+
+    async def store(self, build: Callable[[], AccessRecord]) -> None:
+        """Build (in a thread: it reads the vault) and store one record."""
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiting.append((build, done))
+        if not self._writing:
+            self._writing = True
+            self._task = asyncio.ensure_future(self._write())
+        await done
+
+    async def _write(self) -> None:
+        try:
+            while self._waiting:
+                group, self._waiting = self._waiting, []
+                try:
+                    failures = await asyncio.to_thread(self._write_group, group)
+                except Exception as error:  # the transaction failed: no call gets an answer
+                    failures = [error] * len(group)
+                for (_, done), failure in zip(group, failures, strict=True):
+                    if done.done():
+                        continue
+                    if failure is None:
+                        done.set_result(None)
+                    else:
+                        done.set_exception(failure)
+        finally:
+            self._writing = False
+
+    def _write_group(
+        self, group: list[tuple[Callable[[], AccessRecord], asyncio.Future[None]]]
+    ) -> list[Exception | None]:
+        records: list[AccessRecord] = []
+        failures: list[Exception | None] = []
+        for build, _ in group:
+            try:
+                records.append(build())
+                failures.append(None)
+            except Exception as error:  # this call's record only
+                failures.append(error)
+        self._access_log.append_many(records)
+        return failures
+
+
 class AccessRecordingInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
     """Require a purpose, and store an access record before each answer leaves."""
 
@@ -122,6 +182,7 @@ class AccessRecordingInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[ty
         self._access_log = access_log
         self._vault = vault
         self._clock = clock
+        self._writer = _RecordWriter(access_log)
 
     async def intercept_service(
         self,
@@ -150,9 +211,9 @@ class AccessRecordingInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[ty
             # (3)
             caller = current_caller()
 
-            def store() -> None:
+            def build() -> AccessRecord:
                 person_keys, subject = _tokens_and_subject(self._vault, people_of(request))
-                record = AccessRecord(
+                return AccessRecord(
                     recorded_at=self._clock.now(),
                     caller=caller.spiffe_id if caller else "",
                     method=method,
@@ -161,10 +222,9 @@ class AccessRecordingInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[ty
                     subject=subject,
                     tree_size=response.basis.tree_size,
                 )
-                self._access_log.append(record)
 
             try:
-                await asyncio.to_thread(store)
+                await self._writer.store(build)
             except Exception as error:  # no record, no answer
                 await abort(context, error)
             return response
@@ -173,11 +233,12 @@ class AccessRecordingInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[ty
             recorded, handler.request_deserializer, handler.response_serializer
         )
 
-    def _store(self, method: str, purpose: str, people: People, tree_size: int) -> None:
+    async def _store(self, method: str, purpose: str, people: People, tree_size: int) -> None:
         caller = current_caller()
-        person_keys, subject = _tokens_and_subject(self._vault, people)
-        self._access_log.append(
-            AccessRecord(
+
+        def build() -> AccessRecord:
+            person_keys, subject = _tokens_and_subject(self._vault, people)
+            return AccessRecord(
                 recorded_at=self._clock.now(),
                 caller=caller.spiffe_id if caller else "",
                 method=method,
@@ -186,7 +247,8 @@ class AccessRecordingInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[ty
                 subject=subject,
                 tree_size=tree_size,
             )
-        )
+
+        await self._writer.store(build)
 
     def _recorded_stream(
         self, method: str, handler: Any, people_of: Callable[[Any], People]
@@ -205,9 +267,7 @@ class AccessRecordingInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[ty
                 if first:
                     first = False
                     try:
-                        await asyncio.to_thread(
-                            self._store, method, purpose, people_of(request), response.tree_size
-                        )
+                        await self._store(method, purpose, people_of(request), response.tree_size)
                     except Exception as error:  # no record, no answer
                         await abort(context, error)
                 yield response

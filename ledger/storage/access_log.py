@@ -71,25 +71,35 @@ class AccessLog:
 
     def append(self, record: AccessRecord) -> None:
         """Store ``record`` (one transaction: the record and its people)."""
-        record_id = secrets.token_hex(16)
-        with self._engine.begin() as connection:
-            connection.execute(
-                access_records.insert().values(
-                    record_id=record_id,
-                    recorded_at_us=_microseconds(record.recorded_at),
-                    caller=record.caller,
-                    method=record.method,
-                    purpose=record.purpose,
-                    subject=record.subject,
-                    tree_size=record.tree_size,
-                )
+        self.append_many([record])
+
+    def append_many(self, records: Sequence[AccessRecord]) -> None:
+        """Store ``records`` in one transaction (each with its people): all or none."""
+        if not records:
+            return
+        rows: list[dict[str, object]] = []
+        links: list[dict[str, object]] = []
+        for record in records:
+            record_id = secrets.token_hex(16)
+            rows.append(
+                {
+                    "record_id": record_id,
+                    "recorded_at_us": _microseconds(record.recorded_at),
+                    "caller": record.caller,
+                    "method": record.method,
+                    "purpose": record.purpose,
+                    "subject": record.subject,
+                    "tree_size": record.tree_size,
+                }
             )
-            people = sorted(set(record.person_keys))
-            if people:
-                connection.execute(
-                    access_record_people.insert(),
-                    [{"record_id": record_id, "person_key": key} for key in people],
-                )
+            links.extend(
+                {"record_id": record_id, "person_key": key}
+                for key in sorted(set(record.person_keys))
+            )
+        with self._engine.begin() as connection:
+            connection.execute(access_records.insert(), rows)
+            if links:
+                connection.execute(access_record_people.insert(), links)
 
     def list(self, *, person_key: str = "", caller: str = "") -> Sequence[AccessRecord]:
         """Records naming ``person_key`` and/or made by ``caller``, newest first."""

@@ -14,8 +14,9 @@ Two tables (migration 0009):
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from sqlalchemy import (
     BigInteger,
@@ -24,11 +25,11 @@ from sqlalchemy import (
     Date,
     Engine,
     Index,
+    Row,
     String,
     Table,
     bindparam,
     select,
-    tuple_,
 )
 from sqlalchemy.exc import IntegrityError
 
@@ -37,6 +38,7 @@ from ledger.coverage.model import PersonRef
 from ledger.errors import FailedPrecondition, FieldViolation
 from ledger.identity.tokens import new_person_token
 from ledger.storage.db import WRITE_LOCK_OPTION
+from ledger.storage.row_match import any_row
 from ledger.storage.tables import metadata
 
 __all__ = [
@@ -263,39 +265,25 @@ def identity_of(connection: Connection, token: str) -> PersonRef | None:
 def _known(
     connection: Connection, people: Iterable[PersonRef]
 ) -> dict[PersonRef, tuple[str, dt.date | None]]:
-    wanted = sorted(set(people))
-    if not wanted:
-        return {}
-    key = tuple_(
-        person_identities.c.country, person_identities.c.id_type, person_identities.c.value
-    )
-    rows = connection.execute(
-        select(person_identities).where(
-            key.in_([(person.country, person.id_type, person.value) for person in wanted])
-        )
-    )
     return {
         PersonRef(id_type=row.id_type, value=row.value, country=row.country): (
             row.token,
             row.birth_date,
         )
-        for row in rows
+        for row in _identity_rows(connection, people)
     }
 
 
+def _identity_rows(connection: Connection, people: Iterable[PersonRef]) -> Iterator[Row[Any]]:
+    """The vault's rows of ``people`` (by identifier; an index search each, row_match)."""
+    wanted = [(person.country, person.id_type, person.value) for person in sorted(set(people))]
+    key = (person_identities.c.country, person_identities.c.id_type, person_identities.c.value)
+    for condition in any_row(key, wanted):
+        yield from connection.execute(select(person_identities).where(condition))
+
+
 def _tokens_of(connection: Connection, people: Iterable[PersonRef]) -> dict[PersonRef, str]:
-    wanted = sorted(set(people))
-    if not wanted:
-        return {}
-    key = tuple_(
-        person_identities.c.country, person_identities.c.id_type, person_identities.c.value
-    )
-    rows = connection.execute(
-        select(person_identities).where(
-            key.in_([(person.country, person.id_type, person.value) for person in wanted])
-        )
-    )
     return {
         PersonRef(id_type=row.id_type, value=row.value, country=row.country): row.token
-        for row in rows
+        for row in _identity_rows(connection, people)
     }

@@ -1,0 +1,103 @@
+"""What bench/__main__.py lends the benchmarks in their own modules (bench/households.py,
+bench/renewals.py): its printer, percentiles, credentials and ceilings, and a server launcher
+that takes ``--workers`` and any database URL."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from ledger.signing import Ed25519Signer, format_signer_key
+
+__all__ = ["BenchKit", "cpu_seconds", "serve"]
+
+
+@dataclass(frozen=True)
+class BenchKit:
+    """bench/__main__.py's helpers (that module is ``__main__`` when run, so it is passed in
+    rather than imported)."""
+
+    line: Callable[..., None]
+    percentiles: Callable[[list[float]], tuple[float, float]]
+    tls_flags: Callable[[], list[str]]
+    channel_as: Callable[[str, str], object]
+    onboard: Callable[..., None]
+    operator_verifier: str
+    echo_rate_at: Callable[[int], tuple[int, float]]
+    """(calls, seconds) of empty unary calls over mTLS at that many callers."""
+
+
+@contextlib.contextmanager
+def serve(
+    kit: BenchKit,
+    folder: Path,
+    signer: Ed25519Signer,
+    database_url: str,
+    *,
+    workers: int,
+    environment: dict[str, str] | None = None,
+    operator: bool = True,
+) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
+    """``policy-ledger serve --workers N`` on ``database_url``; yields (address, process) and
+    stops it (SIGTERM) afterwards. Its log is ``folder/server.log``. ``operator``: name the
+    bench's operator key (a fresh database; a bulk-loaded one has its own genesis)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "log.key").write_text(format_signer_key(signer) + "\n")
+    port_file = folder / "port"
+    port_file.unlink(missing_ok=True)
+    command = [
+        sys.executable,
+        "-m",
+        "ledger.cli",
+        "serve",
+        "--database",
+        database_url,
+        "--listen",
+        "127.0.0.1:0",
+        "--log-key-file",
+        str(folder / "log.key"),
+        *kit.tls_flags(),
+        *(("--operator-verifier", kit.operator_verifier) if operator else ()),
+        "--port-file",
+        str(port_file),
+        "--workers",
+        str(workers),
+    ]
+    with (folder / "server.log").open("w") as log:
+        process = subprocess.Popen(
+            command,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, **(environment or {})},
+        )
+        try:
+            deadline = time.monotonic() + 60
+            while not (port_file.exists() and port_file.read_text().strip()):
+                if time.monotonic() > deadline or process.poll() is not None:
+                    raise RuntimeError(f"server did not start; see {folder / 'server.log'}")
+                time.sleep(0.05)
+            yield f"127.0.0.1:{int(port_file.read_text())}", process
+        finally:
+            process.terminate()
+            process.wait(timeout=60)
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds so far of a process and its live descendants (``serve
+    --workers N``: the supervisor, the sequencer and the workers; Linux /proc; 0 elsewhere)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    own = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    children: list[int] = []
+    for task in Path(f"/proc/{pid}/task").glob("*/children"):
+        with contextlib.suppress(OSError):
+            children.extend(int(child) for child in task.read_text().split())
+    return own + sum(cpu_seconds(child) for child in children)

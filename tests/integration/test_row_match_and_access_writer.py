@@ -1,0 +1,114 @@
+"""Multi-column lookups answered from an index (ledger/storage/row_match.py), and access
+records stored in group commits (ledger/rpc/access.py's writer)."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+from pathlib import Path
+
+import pytest
+from sqlalchemy import Engine, select, text
+
+from ledger.coverage.model import PersonRef
+from ledger.rpc.access import _RecordWriter
+from ledger.storage.access_log import AccessLog, AccessRecord
+from ledger.storage.db import create_ledger_engine, sqlite_url
+from ledger.storage.migrate import upgrade
+from ledger.storage.row_match import CHUNK, any_row
+from ledger.storage.vault_store import VaultStore, person_identities
+
+NOW = dt.datetime(2026, 3, 1, tzinfo=dt.UTC)
+
+
+@pytest.fixture
+def engine(tmp_path: Path) -> Engine:
+    created = create_ledger_engine(sqlite_url(tmp_path / "ledger.db"))
+    upgrade(created)
+    return created
+
+
+def _person(number: int) -> PersonRef:
+    return PersonRef(id_type="residence_id", value=f"2{number:09d}", country="SA")
+
+
+def test_tokens_of_finds_exactly_the_known_people_past_a_chunk(engine: Engine) -> None:
+    vault = VaultStore(engine)
+    known = [_person(number) for number in range(CHUNK + 30)]
+    tokens = vault.tokens_for(known, NOW)
+    asked = [*known, _person(10_000), _person(10_001)]  # two the vault does not know
+    found = vault.tokens_of(asked)
+    assert found == dict(zip(known, tokens, strict=True))
+
+
+def test_the_lookup_searches_the_index_rather_than_scanning(engine: Engine) -> None:
+    key = (person_identities.c.country, person_identities.c.id_type, person_identities.c.value)
+    [condition] = any_row(key, [("SA", "residence_id", "1"), ("SA", "residence_id", "2")])
+    statement = select(person_identities).where(condition)
+    compiled = statement.compile(engine, compile_kwargs={"literal_binds": True})
+    with engine.connect() as connection:
+        plan = " ".join(
+            str(row[-1]) for row in connection.execute(text(f"EXPLAIN QUERY PLAN {compiled}"))
+        )
+    assert "SEARCH person_identities USING INDEX" in plan
+    assert "SCAN person_identities" not in plan
+
+
+def test_no_rows_no_condition() -> None:
+    assert list(any_row((person_identities.c.token,), [])) == []
+
+
+def _record(caller: str) -> AccessRecord:
+    return AccessRecord(
+        recorded_at=NOW,
+        caller=caller,
+        method="/ledger.v1.CoverageService/CheckHousehold",
+        purpose="RENEWAL",
+        person_keys=("tok-b", "tok-a"),
+        subject="household of tok-a",
+        tree_size=7,
+    )
+
+
+def test_the_writer_stores_every_record_and_fails_only_the_call_whose_record_fails(
+    engine: Engine,
+) -> None:
+    log = AccessLog(engine)
+    writer = _RecordWriter(log)
+
+    def broken() -> AccessRecord:
+        raise RuntimeError("the vault did not answer")
+
+    async def calls() -> list[BaseException | None]:
+        outcomes = await asyncio.gather(
+            *(writer.store(lambda n=n: _record(f"caller-{n}")) for n in range(5)),
+            writer.store(broken),
+            return_exceptions=True,
+        )
+        return list(outcomes)
+
+    outcomes = asyncio.run(calls())
+    assert outcomes[:5] == [None] * 5
+    assert isinstance(outcomes[5], RuntimeError)
+    stored = log.list()
+    assert sorted(record.caller for record in stored) == [f"caller-{n}" for n in range(5)]
+    assert all(record.person_keys == ("tok-a", "tok-b") for record in stored)
+
+
+def test_a_failed_transaction_fails_every_call_it_held(engine: Engine) -> None:
+    writer = _RecordWriter(AccessLog(engine))
+    with engine.begin() as connection:
+        connection.execute(text("DROP TABLE access_record_people"))
+
+    async def calls() -> list[BaseException | None]:
+        return list(
+            await asyncio.gather(
+                *(writer.store(lambda n=n: _record(f"caller-{n}")) for n in range(3)),
+                return_exceptions=True,
+            )
+        )
+
+    outcomes = asyncio.run(calls())
+    assert all(isinstance(outcome, Exception) for outcome in outcomes)
+    with engine.connect() as connection:
+        assert connection.execute(text("SELECT count(*) FROM access_records")).scalar() == 0
