@@ -27,11 +27,11 @@ from ledger.errors import LedgerError, Unavailable
 from ledger.fair import caller_key
 from ledger.handoff.wire import (
     FrameError,
+    FrameReader,
     FrameSender,
     encode_frame,
     outcome_frame,
     pending_entry_of,
-    read_frame,
 )
 from ledger.internal.v1 import handoff_pb2
 from ledger.sequencer import Sequencer
@@ -144,10 +144,12 @@ class HandoffServer:
         # while this worker was not connected).
         connection.send(self._committed_frame(keys_changed=True))
         try:
-            while (frame := await read_frame(reader)) is not None:
-                if frame.WhichOneof("body") != "admitted":
-                    raise FrameError(f"a worker sent a {frame.WhichOneof('body')} frame")
-                self._admit(connection, frame.admitted)
+            frames = FrameReader(reader)
+            while batch := await frames.frames():
+                for frame in batch:
+                    if frame.WhichOneof("body") != "admitted":
+                        raise FrameError(f"a worker sent a {frame.WhichOneof('body')} frame")
+                    self._admit(connection, frame.admitted)
         except FrameError as error:
             log.error("hand-off connection closed: %s", error)
         except (ConnectionError, asyncio.CancelledError):
