@@ -201,7 +201,14 @@ class HandoffServer:
         connection.send(outcome_frame(handoff_id, outcome))  # dropped if the worker is gone
 
     def _committed(self) -> None:
+        # Sent on the next turn of the loop, after the sequencer has set the batch's outcomes
+        # (their done callbacks, which send them, are queued behind this): the Committed frame
+        # and the outcomes then leave in one write, one wake-up of each worker per batch.
+        # Still ahead of the outcomes, and keys_changed is decided now, while they are unsent.
         frame = self._committed_frame(keys_changed=self._key_events_waiting > 0)
+        asyncio.get_running_loop().call_soon(self._send_to_all, frame)
+
+    def _send_to_all(self, frame: handoff_pb2.Frame) -> None:
         for connection in self._connections:
             connection.send(frame)
 
