@@ -235,9 +235,7 @@ def test_decode_names_unknown_fields_deep_inside_and_accepts_any_valid_encoding(
     with pytest.raises(InvalidArgument) as raised:
         decode_event(nested)
     assert raised.value.details.reason == "PAYLOAD_UNKNOWN_FIELDS"
-    assert [v.field for v in raised.value.details.field_violations] == [
-        "event.policy_issued.#99"
-    ]
+    assert [v.field for v in raised.value.details.field_violations] == ["event.policy_issued.#99"]
     # The same event with its fields in another order: no unknown field, the same event.
     reordered = _fields_reversed(event)
     assert reordered != event.SerializeToString()
