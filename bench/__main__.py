@@ -42,6 +42,7 @@ from bench import fairness
 from bench.bulk import bulk_load
 from bench.cohort import FUNDER, bench_cohort, member_insert_ceiling
 from bench.echo import start_echo_server
+from bench.handoff import bench_handoff_codec, cpu_seconds_by_process, process_split
 from clients.channel import ClientCredentials, Connection
 from clients.insurer import sign_event
 from clients.operator import OPERATOR_ID, OperatorClient
@@ -298,17 +299,19 @@ def _bench_stream(
             pb.SubmitEventsRequest(envelopes=envelopes[i : i + per])  # type: ignore[arg-type]
             for i in range(0, len(envelopes), per)
         ]
+    split_before = cpu_seconds_by_process(server.process.pid)
     cpu_before, started = _cpu_seconds(server.process.pid), time.perf_counter()
     responses = list(stub.SubmitEvents(iter(requests)))
     elapsed = time.perf_counter() - started
     cpu = _cpu_seconds(server.process.pid) - cpu_before
+    split = process_split(split_before, cpu_seconds_by_process(server.process.pid), len(envelopes))
     results = [r for response in responses for r in (response.results or [response])]
     refused = sum(1 for result in results if result.WhichOneof("result") == "error")
     line(
         f"streaming submit (1 stream, {per} per message)",
         rate(len(envelopes), elapsed),
         f"{len(envelopes)} events, {refused} refused, "
-        f"server CPU {cpu / len(envelopes) * 1e6:,.0f} us/event",
+        f"server CPU {cpu / len(envelopes) * 1e6:,.0f} us/event{split}",
     )
 
 
@@ -942,6 +945,7 @@ def main(argv: list[str] | None = None) -> int:
         worker_counts = [int(count) for count in args.workers.split(",")]
         if args.only == "submit":
             print("ledger (issue 13 items 1 and 5: submission at each --workers count)")
+            bench_handoff_codec(line)
             for count in worker_counts:
                 print(f"  serve --workers {count}")
                 bench_submit(folder, args.events, count)
@@ -963,6 +967,7 @@ def main(argv: list[str] | None = None) -> int:
         line("ceiling: SQLite durable commits (1 row each)", f"{sqlite_commit_rate(folder):,.0f}/s")
         bench_echo()
         print("ledger")
+        bench_handoff_codec(line)
         for count in worker_counts:
             print(f"  serve --workers {count}")
             bench_submit(folder, args.events, count)

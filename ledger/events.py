@@ -113,6 +113,9 @@ def decode_event(payload: bytes) -> events_pb2.Event:
             reason="PAYLOAD_UNPARSABLE",
             field_violations=[FieldViolation("envelope.payload", "not a ledger.v1.Event")],
         ) from error
+    if _holds_only_known_fields(event, payload):
+        return event
+    event = events_pb2.Event.FromString(payload)  # as parsed, unknown fields included
     unknown = list(_unknown_field_paths(event, "event"))
     if unknown:
         raise InvalidArgument(
@@ -121,6 +124,21 @@ def decode_event(payload: bytes) -> events_pb2.Event:
             field_violations=[FieldViolation(path, "unknown field") for path in unknown],
         )
     return event
+
+
+def _holds_only_known_fields(event: events_pb2.Event, payload: bytes) -> bool:
+    """Whether ``event``, parsed from ``payload``, certainly holds no unknown field (the fast
+    path; the walk below names the unknown fields when this is False).
+
+    Drops ``event``'s unknown fields, then compares its encoding with ``payload``: equal bytes
+    prove there were none (parsing the encoding of a message without unknown fields yields
+    none, and ``payload`` is that encoding). What a protobuf encoder writes (every client)
+    re-encodes to the same bytes, as events have no maps; an unusual but valid encoding (fields
+    out of order, long varints) is not equal and takes the walk, which decides. When this
+    returns False, ``event`` may have lost unknown fields: parse ``payload`` again.
+    """
+    event.DiscardUnknownFields()
+    return event.SerializeToString() == payload
 
 
 def _unknown_field_paths(message: Message, path: str) -> Iterator[str]:

@@ -56,7 +56,9 @@ submit_message_envelopes_default: Final = 8
 """Envelopes ``InsurerClient.submit_stream`` puts in one request message unless told: 8 cut
 the server's CPU per event by about a fifth at the same or a better rate; 64 cut it a little
 more but lowered the rate (one process: long runs of admission starve the sequencer's
-commits; docs/benchmarks.md)."""
+commits; docs/benchmarks.md). With the sequencer in its own process (``serve --workers``) a
+worker's CPU per event is level from 8 to 32 (gRPC's per-message cost is already small beside
+the signature check) and higher at 64, so 8 stays."""
 sequencer_batch_entries_max: Final = 2048
 sequencer_queue_entries_max: Final = 65536
 """Submissions waiting for the sequencer; beyond this the server answers UNAVAILABLE."""

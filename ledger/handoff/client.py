@@ -27,11 +27,11 @@ from ledger.errors import Unavailable
 from ledger.fair import caller_key
 from ledger.handoff.wire import (
     FrameError,
+    FrameReader,
     FrameSender,
     admitted_of,
     encode_frame,
     outcome_of,
-    read_frame,
 )
 from ledger.internal.v1 import handoff_pb2
 from ledger.sequencer import receipt_of
@@ -169,16 +169,18 @@ class SequencerClient:
 
     async def _read(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
-            while (frame := await read_frame(reader)) is not None:
-                kind = frame.WhichOneof("body")
-                if kind == "outcome":
-                    future = self._waiting.pop(frame.outcome.id, None)
-                    if future is not None and not future.done():  # the caller may have left
-                        future.set_result(outcome_of(frame.outcome))
-                elif kind == "committed":
-                    self._committed(frame.committed, writer)
-                else:
-                    raise FrameError(f"the sequencer sent a {kind} frame")
+            frames = FrameReader(reader)
+            while batch := await frames.frames():
+                for frame in batch:
+                    kind = frame.WhichOneof("body")
+                    if kind == "outcome":
+                        future = self._waiting.pop(frame.outcome.id, None)
+                        if future is not None and not future.done():  # the caller may have left
+                            future.set_result(outcome_of(frame.outcome))
+                    elif kind == "committed":
+                        self._committed(frame.committed, writer)
+                    else:
+                        raise FrameError(f"the sequencer sent a {kind} frame")
         except FrameError as error:
             log.error("hand-off connection to the sequencer closed: %s", error)
         except ConnectionError as error:

@@ -27,11 +27,11 @@ from ledger.errors import LedgerError, Unavailable
 from ledger.fair import caller_key
 from ledger.handoff.wire import (
     FrameError,
+    FrameReader,
     FrameSender,
     encode_frame,
     outcome_frame,
     pending_entry_of,
-    read_frame,
 )
 from ledger.internal.v1 import handoff_pb2
 from ledger.sequencer import Sequencer
@@ -144,10 +144,12 @@ class HandoffServer:
         # while this worker was not connected).
         connection.send(self._committed_frame(keys_changed=True))
         try:
-            while (frame := await read_frame(reader)) is not None:
-                if frame.WhichOneof("body") != "admitted":
-                    raise FrameError(f"a worker sent a {frame.WhichOneof('body')} frame")
-                self._admit(connection, frame.admitted)
+            frames = FrameReader(reader)
+            while batch := await frames.frames():
+                for frame in batch:
+                    if frame.WhichOneof("body") != "admitted":
+                        raise FrameError(f"a worker sent a {frame.WhichOneof('body')} frame")
+                    self._admit(connection, frame.admitted)
         except FrameError as error:
             log.error("hand-off connection closed: %s", error)
         except (ConnectionError, asyncio.CancelledError):
@@ -199,7 +201,14 @@ class HandoffServer:
         connection.send(outcome_frame(handoff_id, outcome))  # dropped if the worker is gone
 
     def _committed(self) -> None:
+        # Sent on the next turn of the loop, after the sequencer has set the batch's outcomes
+        # (their done callbacks, which send them, are queued behind this): the Committed frame
+        # and the outcomes then leave in one write, one wake-up of each worker per batch.
+        # Still ahead of the outcomes, and keys_changed is decided now, while they are unsent.
         frame = self._committed_frame(keys_changed=self._key_events_waiting > 0)
+        asyncio.get_running_loop().call_soon(self._send_to_all, frame)
+
+    def _send_to_all(self, frame: handoff_pb2.Frame) -> None:
         for connection in self._connections:
             connection.send(frame)
 

@@ -197,6 +197,55 @@ def test_decode_refuses_oversize_garbage_and_unknown_fields() -> None:
     assert raised.value.details.field_violations[0].field == "event.#99"
 
 
+def _varint(value: int) -> bytes:
+    out = bytearray()
+    while True:
+        low, value = value & 0x7F, value >> 7
+        out.append(low | (0x80 if value else 0))
+        if not value:
+            return bytes(out)
+
+
+def _field_bytes(number: int, data: bytes) -> bytes:
+    """A length-delimited field ``number`` holding ``data``."""
+    return _varint(number << 3 | 2) + _varint(len(data)) + data
+
+
+def _fields_reversed(event: events_pb2.Event) -> bytes:
+    """A valid encoding of ``event`` that no encoder writes: its fields in reverse order."""
+    parts = []
+    for descriptor, _ in event.ListFields():
+        single = events_pb2.Event()
+        single.MergeFrom(event)
+        for other, _ in event.ListFields():
+            if other.name != descriptor.name:
+                single.ClearField(other.name)
+        parts.append(single.SerializeToString())
+    return b"".join(reversed(parts))
+
+
+def test_decode_names_unknown_fields_deep_inside_and_accepts_any_valid_encoding() -> None:
+    event = _issued()
+    body_number = events_pb2.Event.DESCRIPTOR.fields_by_name["policy_issued"].number
+    body = event.policy_issued.SerializeToString() + b"\x98\x06\x01"  # field 99 of the body
+    rest = events_pb2.Event()
+    rest.CopyFrom(event)
+    rest.ClearField("policy_issued")
+    nested = rest.SerializeToString() + _field_bytes(body_number, body)
+    with pytest.raises(InvalidArgument) as raised:
+        decode_event(nested)
+    assert raised.value.details.reason == "PAYLOAD_UNKNOWN_FIELDS"
+    assert [v.field for v in raised.value.details.field_violations] == ["event.policy_issued.#99"]
+    # The same event with its fields in another order: no unknown field, the same event.
+    reordered = _fields_reversed(event)
+    assert reordered != event.SerializeToString()
+    assert decode_event(reordered) == event
+    # Reordered and carrying an unknown field: still refused, and named.
+    with pytest.raises(InvalidArgument) as raised:
+        decode_event(reordered + b"\x98\x06\x01")
+    assert [v.field for v in raised.value.details.field_violations] == ["event.#99"]
+
+
 def test_first_difference_names_the_deepest_changed_field() -> None:
     old, new = _issued(), _issued()
     assert first_difference(old, new) is None

@@ -15,6 +15,7 @@ from ledger.errors import InvalidArgument, InvariantViolation, LedgerError, Reso
 from ledger.handoff.server import KEY_EVENT_KINDS
 from ledger.handoff.wire import (
     FrameError,
+    FrameReader,
     admitted_of,
     encode_frame,
     outcome_frame,
@@ -146,6 +147,56 @@ def test_outcomes_round_trip() -> None:
 def test_a_broken_frame_raises_frame_error(data: bytes) -> None:
     with pytest.raises(FrameError):
         _read(data)
+    with pytest.raises(FrameError):
+        _read_all(data, chunk_bytes=3)
+
+
+def _read_all(data: bytes, chunk_bytes: int) -> list[list[handoff_pb2.Frame]]:
+    """What a FrameReader returns, call after call, until the clean end of ``data``."""
+
+    async def read() -> list[list[handoff_pb2.Frame]]:
+        reader = asyncio.StreamReader()
+        reader.feed_data(data)
+        reader.feed_eof()
+        frames, batches = FrameReader(reader, chunk_bytes=chunk_bytes), []
+        while batch := await frames.frames():
+            batches.append(batch)
+        return batches
+
+    return asyncio.run(read())
+
+
+def _committed(tree_size: int) -> handoff_pb2.Frame:
+    return handoff_pb2.Frame(committed=handoff_pb2.Committed(tree_size=tree_size))
+
+
+@pytest.mark.parametrize("chunk_bytes", [1, 7, 1 << 20])
+def test_a_frame_reader_returns_every_frame_once_in_order(chunk_bytes: int) -> None:
+    frames = [_committed(size) for size in range(1, 40)]
+    data = b"".join(encode_frame(frame) for frame in frames)
+    batches = _read_all(data, chunk_bytes)
+    assert [frame for batch in batches for frame in batch] == frames
+    if chunk_bytes > len(data):  # everything arrived at once: one call returns it all
+        assert len(batches) == 1
+
+
+def test_a_frame_reader_returns_the_good_frames_before_a_broken_one() -> None:
+    good = [_committed(1), _committed(2)]
+    broken = (4).to_bytes(4, "big") + b"\xff\xff\xff\xff"
+
+    async def read() -> tuple[list[handoff_pb2.Frame], FrameError]:
+        reader = asyncio.StreamReader()
+        reader.feed_data(b"".join(encode_frame(frame) for frame in good) + broken)
+        reader.feed_eof()
+        frames = FrameReader(reader)
+        first = await frames.frames()
+        with pytest.raises(FrameError) as raised:
+            await frames.frames()
+        return first, raised.value
+
+    first, error = asyncio.run(read())
+    assert first == good
+    assert "not a Frame" in str(error)
 
 
 def test_a_clean_end_of_stream_is_no_frame() -> None:
