@@ -28,7 +28,7 @@ import hashlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from sqlalchemy import Connection, Engine, select, text, tuple_
+from sqlalchemy import Connection, Engine, bindparam, select, text, tuple_
 
 from ledger.checkpoint import Checkpoint, sign_checkpoint
 from ledger.clock import to_micros
@@ -40,7 +40,7 @@ from ledger.events import decode_event, first_difference
 from ledger.genesis import GENESIS_EVENT_ID, genesis_envelope, genesis_event
 from ledger.identity.erasure import ErasureHooks
 from ledger.keys import insurer_key_id
-from ledger.merkle import CompactRange, NodeID, inclusion, leaf_hash, right_edge_ids
+from ledger.merkle import CompactRange, NodeID, ProofPlan, inclusion, leaf_hash, right_edge_ids
 from ledger.signers import OPERATOR_ID, SignerRole
 from ledger.signing import Signer
 from ledger.storage.append_hooks import batch_time
@@ -64,6 +64,18 @@ from ledger.storage.tables import checkpoints, log_entries, tree_nodes
 from ledger.v1 import events_pb2
 
 __all__ = ["Appender", "PendingEntry", "Receipt"]
+
+# Built once: SQLAlchemy then compiles it once (building it per batch cost more than running it).
+_SELECT_STORED_EVENTS = select(
+    log_entries.c.insurer_id,
+    log_entries.c.event_id,
+    log_entries.c.leaf_index,
+    log_entries.c.payload_sha256,
+).where(
+    tuple_(log_entries.c.insurer_id, log_entries.c.event_id).in_(
+        bindparam("keys", expanding=True)
+    )
+)
 
 # Any constant works: it names "the ledger's write lock" among this database's advisory locks.
 _POSTGRES_WRITE_LOCK = 0x706F6C6963796C67
@@ -253,6 +265,13 @@ class Appender:
             # (5)
             skipped = {duplicate.position for duplicate in duplicates}
             projector = Projector(connection, erasure_hooks=self._erasure_hooks)
+            projector.prefetch(
+                [
+                    event
+                    for position, event in enumerate(events)
+                    if outcomes[position] is None and position not in skipped
+                ]
+            )
             sequenced, rows, nodes = _sequence(
                 projector, items, events, outcomes, skipped, tree, now
             )
@@ -290,15 +309,16 @@ class Appender:
                 known = dict(
                     zip(wanted, read_nodes(connection, wanted, written.nodes), strict=True)
                 )
-            for entry in written.sequenced:
-                outcomes[entry.position] = _receipt(
-                    connection,
-                    items[entry.position],
-                    entry,
-                    written.head,
-                    duplicate=False,
-                    known=known,
-                )
+                for entry, plan in zip(written.sequenced, plans, strict=True):
+                    outcomes[entry.position] = _receipt(
+                        connection,
+                        items[entry.position],
+                        entry,
+                        written.head,
+                        duplicate=False,
+                        known=known,
+                        plan=plan,
+                    )
             for duplicate in written.duplicates:
                 outcomes[duplicate.position] = _duplicate_receipt(
                     connection, items[duplicate.position]
@@ -392,18 +412,7 @@ def _find_duplicates(
     wanted = sorted({(item.insurer_id, item.event_id) for item in items})
     stored: dict[tuple[str, str], tuple[int, bytes]] = {}
     for start in range(0, len(wanted), 500):
-        rows = connection.execute(
-            select(
-                log_entries.c.insurer_id,
-                log_entries.c.event_id,
-                log_entries.c.leaf_index,
-                log_entries.c.payload_sha256,
-            ).where(
-                tuple_(log_entries.c.insurer_id, log_entries.c.event_id).in_(
-                    wanted[start : start + 500]
-                )
-            )
-        )
+        rows = connection.execute(_SELECT_STORED_EVENTS, {"keys": wanted[start : start + 500]})
         for row in rows:
             stored[(row.insurer_id, row.event_id)] = (
                 int(row.leaf_index),
@@ -508,8 +517,11 @@ def _receipt(
     *,
     duplicate: bool,
     known: dict[NodeID, bytes] | None = None,
+    plan: ProofPlan | None = None,
 ) -> Receipt:
-    plan = inclusion(entry.leaf_index, head.tree_size)
+    """``plan``: the entry's inclusion plan at ``head``'s size, when the caller has it."""
+    if plan is None:
+        plan = inclusion(entry.leaf_index, head.tree_size)
     proof = plan.rehash(read_nodes(connection, plan.ids, known))
     return Receipt(
         event_id=item.event_id,
