@@ -75,7 +75,11 @@ def _onboard(appender: Appender, operator: Signer, insurer: Signer, now: dt.date
     since = now - dt.timedelta(days=1)
     events = [
         key_registered(
-            _INSURER, insurer.public_key, role=SignerRole.INSURER, valid_from=since, occurred_at=since
+            _INSURER,
+            insurer.public_key,
+            role=SignerRole.INSURER,
+            valid_from=since,
+            occurred_at=since,
         ),
         insurer_licensed(
             _INSURER, name="Bench", licence_number="B-1", effective=since.date(), occurred_at=since

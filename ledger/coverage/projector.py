@@ -69,6 +69,7 @@ from ledger.signers import (
     role_from_proto,
 )
 from ledger.storage.key_store import keys_by_id
+from ledger.storage.rows import insert_rows
 from ledger.storage.tables import (
     coverages,
     fee_refunds,
@@ -197,10 +198,6 @@ _SELECT_COVERED_PERSON_KEYS = (
     )
     .distinct()
 )
-_INSERT_POLICY = insert(policies)
-_INSERT_COVERAGE = insert(coverages)
-_INSERT_PREMIUM = insert(premiums)
-_INSERT_SUBJECT = insert(subject_entries)
 
 
 @dataclass(frozen=True)
@@ -423,24 +420,20 @@ class Projector:
         # What prefetch found absent may be stored from here on: ask the database again.
         self._absent_policies.clear()
         self._uncovered.clear()
-        if self._new_policies:
-            self._connection.execute(
-                _INSERT_POLICY, [vars(row) for row in self._new_policies.values()]
-            )
-        new_coverages = [vars(row) for rows in self._new_coverages.values() for row in rows]
-        if new_coverages:
-            self._connection.execute(_INSERT_COVERAGE, new_coverages)
+        # One executemany a table (ledger.storage.rows): the batch's rows are most of its writes.
+        insert_rows(self._connection, policies, [vars(row) for row in self._new_policies.values()])
+        insert_rows(
+            self._connection,
+            coverages,
+            [vars(row) for rows in self._new_coverages.values() for row in rows],
+        )
         self._new_policies.clear()
         self._new_coverages.clear()
         self._new_by_person.clear()
-        if self._premium_rows:
-            self._connection.execute(_INSERT_PREMIUM, self._premium_rows)
-        if self._refund_rows:
-            self._connection.execute(insert(fee_refunds), self._refund_rows)
-        self._refund_rows = []
-        if self._subject_rows:
-            self._connection.execute(_INSERT_SUBJECT, self._subject_rows)
-        self._premium_rows, self._subject_rows = [], []
+        insert_rows(self._connection, premiums, self._premium_rows)
+        insert_rows(self._connection, fee_refunds, self._refund_rows)
+        insert_rows(self._connection, subject_entries, self._subject_rows)
+        self._premium_rows, self._refund_rows, self._subject_rows = [], [], []
 
     # Task E (cards): what ledger/cards/projection.py needs of the entry being applied.
 

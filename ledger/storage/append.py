@@ -40,7 +40,7 @@ from ledger.events import decode_event, first_difference
 from ledger.genesis import GENESIS_EVENT_ID, genesis_envelope, genesis_event
 from ledger.identity.erasure import ErasureHooks
 from ledger.keys import insurer_key_id
-from ledger.merkle import CompactRange, NodeID, ProofPlan, inclusion, leaf_hash, right_edge_ids
+from ledger.merkle import CompactRange, NodeID, inclusion, leaf_hash, right_edge_ids
 from ledger.signers import OPERATOR_ID, SignerRole
 from ledger.signing import Signer
 from ledger.storage.append_hooks import batch_time
@@ -60,6 +60,7 @@ from ledger.storage.log_store import (
     read_nodes,
 )
 from ledger.storage.nodes import node_key
+from ledger.storage.rows import insert_rows
 from ledger.storage.tables import checkpoints, log_entries, tree_nodes
 from ledger.v1 import events_pb2
 
@@ -72,9 +73,7 @@ _SELECT_STORED_EVENTS = select(
     log_entries.c.leaf_index,
     log_entries.c.payload_sha256,
 ).where(
-    tuple_(log_entries.c.insurer_id, log_entries.c.event_id).in_(
-        bindparam("keys", expanding=True)
-    )
+    tuple_(log_entries.c.insurer_id, log_entries.c.event_id).in_(bindparam("keys", expanding=True))
 )
 
 # Any constant works: it names "the ledger's write lock" among this database's advisory locks.
@@ -278,9 +277,10 @@ class Appender:
             projector.flush()
             # (6)
             if sequenced:
-                connection.execute(log_entries.insert(), rows)
-                connection.execute(
-                    tree_nodes.insert(),
+                insert_rows(connection, log_entries, rows)
+                insert_rows(
+                    connection,
+                    tree_nodes,
                     [
                         {"node_key": node_key(node), "hash": digest}
                         for node, digest in nodes.items()
@@ -310,14 +310,10 @@ class Appender:
                     zip(wanted, read_nodes(connection, wanted, written.nodes), strict=True)
                 )
                 for entry, plan in zip(written.sequenced, plans, strict=True):
-                    outcomes[entry.position] = _receipt(
-                        connection,
-                        items[entry.position],
-                        entry,
-                        written.head,
-                        duplicate=False,
-                        known=known,
-                        plan=plan,
+                    # Every node of the plan is in `known`: no query, one lookup a node.
+                    proof = plan.rehash([known[node] for node in plan.ids])
+                    outcomes[entry.position] = _new_receipt(
+                        items[entry.position], entry, written.head, proof
                     )
             for duplicate in written.duplicates:
                 outcomes[duplicate.position] = _duplicate_receipt(
@@ -517,11 +513,8 @@ def _receipt(
     *,
     duplicate: bool,
     known: dict[NodeID, bytes] | None = None,
-    plan: ProofPlan | None = None,
 ) -> Receipt:
-    """``plan``: the entry's inclusion plan at ``head``'s size, when the caller has it."""
-    if plan is None:
-        plan = inclusion(entry.leaf_index, head.tree_size)
+    plan = inclusion(entry.leaf_index, head.tree_size)
     proof = plan.rehash(read_nodes(connection, plan.ids, known))
     return Receipt(
         event_id=item.event_id,
@@ -532,6 +525,21 @@ def _receipt(
         tree_size=head.tree_size,
         inclusion_proof=tuple(proof),
         duplicate=duplicate,
+    )
+
+
+def _new_receipt(
+    item: PendingEntry, entry: _Sequenced, head: StoredCheckpoint, proof: list[bytes]
+) -> Receipt:
+    return Receipt(
+        event_id=item.event_id,
+        leaf_index=entry.leaf_index,
+        leaf_hash=entry.leaf_hash,
+        entry=entry.entry,
+        checkpoint=head.note_bytes,
+        tree_size=head.tree_size,
+        inclusion_proof=tuple(proof),
+        duplicate=False,
     )
 
 
