@@ -42,6 +42,7 @@ from bench import fairness
 from bench.bulk import bulk_load
 from bench.cohort import FUNDER, bench_cohort, member_insert_ceiling
 from bench.echo import start_echo_server
+from bench.sequencer_cpu import sequencer_process_cpu_seconds
 from clients.channel import ClientCredentials, Connection
 from clients.insurer import sign_event
 from clients.operator import OPERATOR_ID, OperatorClient
@@ -298,17 +299,25 @@ def _bench_stream(
             pb.SubmitEventsRequest(envelopes=envelopes[i : i + per])  # type: ignore[arg-type]
             for i in range(0, len(envelopes), per)
         ]
+    sequencer_before = sequencer_process_cpu_seconds(server.process.pid)
     cpu_before, started = _cpu_seconds(server.process.pid), time.perf_counter()
     responses = list(stub.SubmitEvents(iter(requests)))
     elapsed = time.perf_counter() - started
     cpu = _cpu_seconds(server.process.pid) - cpu_before
+    sequencer_after = sequencer_process_cpu_seconds(server.process.pid)
+    sequencer = (  # serve --workers N: the sequencer process's own share (issue 13 item 5)
+        ""
+        if sequencer_before is None or sequencer_after is None
+        else f", sequencer {(sequencer_after - sequencer_before) / len(envelopes) * 1e6:,.0f}"
+    )
     results = [r for response in responses for r in (response.results or [response])]
     refused = sum(1 for result in results if result.WhichOneof("result") == "error")
     line(
         f"streaming submit (1 stream, {per} per message)",
         rate(len(envelopes), elapsed),
         f"{len(envelopes)} events, {refused} refused, "
-        f"server CPU {cpu / len(envelopes) * 1e6:,.0f} us/event",
+        f"server CPU {cpu / len(envelopes) * 1e6:,.0f}{sequencer} us/event; "
+        f"load average {os.getloadavg()[0]:.1f}",
     )
 
 

@@ -38,7 +38,7 @@ from ledger.storage.migrate import upgrade
 from ledger.storage.vault_store import VaultStore
 from ledger.v1 import events_pb2, types_pb2
 
-__all__ = ["SequencerFigures", "measure_sequencer_cpu"]
+__all__ = ["SequencerFigures", "measure_sequencer_cpu", "sequencer_process_cpu_seconds"]
 
 _INSURER = "bench-insurer"
 
@@ -127,6 +127,32 @@ def measure_sequencer_cpu(
         profiler.dump_stats(profile)
     engine.dispose()
     return figures
+
+
+def sequencer_process_cpu_seconds(server_pid: int) -> float | None:
+    """User + system CPU seconds so far of the sequencer process under ``serve --workers N``
+    (the descendant of ``server_pid`` running ``ledger.rpc.children sequencer``); None without
+    one (``--workers 0``) or off Linux."""
+    for pid in _descendants(server_pid):
+        try:
+            arguments = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+            if b"ledger.rpc.children" not in arguments or b"sequencer" not in arguments:
+                continue
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return None
+
+
+def _descendants(pid: int) -> list[int]:
+    found: list[int] = []
+    for children in Path(f"/proc/{pid}/task").glob("*/children"):
+        try:
+            found.extend(int(child) for child in children.read_text().split())
+        except OSError:
+            continue
+    return found + [grandchild for child in found for grandchild in _descendants(child)]
 
 
 def report(events: int, batch: int, line: object = None) -> None:

@@ -186,6 +186,11 @@ _SELECT_LATEST_NOTICE = (
     .order_by(insurer_change_notices.c.leaf_index.desc())
     .limit(1)
 )
+_SELECT_COVERAGES_ENDING_FROM = select(coverages).where(
+    coverages.c.insurer_id == bindparam("insurer_id"),
+    coverages.c.policy_id == bindparam("policy_id"),
+    coverages.c.end_date >= bindparam("first_day"),
+)
 _SELECT_STORED_POLICY_IDS = select(policies.c.policy_id).where(
     policies.c.insurer_id == bindparam("insurer_id"),
     policies.c.policy_id.in_(bindparam("keys", expanding=True)),
@@ -705,9 +710,15 @@ class Projector:
                     cancelled_from=effective, cancel_reason=reason, cancelled_leaf_index=leaf_index
                 )
             )
-        affected: list[Any] = self._rows(
-            select(coverages).where(
-                _coverage_of(insurer_id, policy_id), coverages.c.end_date >= effective
+        # A policy this batch issued has no stored coverage yet (the flush writes both).
+        affected: list[Any] = (
+            []
+            if isinstance(policy, SimpleNamespace)
+            else list(
+                self._connection.execute(
+                    _SELECT_COVERAGES_ENDING_FROM,
+                    {"insurer_id": insurer_id, "policy_id": policy_id, "first_day": effective},
+                )
             )
         )
         affected += [
@@ -1163,9 +1174,6 @@ class Projector:
 
     def _execute(self, statement: Any, parameters: Any = None) -> None:
         self._connection.execute(statement, parameters)
-
-    def _rows(self, statement: Any) -> list[Row[Any]]:
-        return list(self._connection.execute(statement))
 
     def _insurer(self, insurer_id: str) -> Row[Any] | None:
         if insurer_id not in self._insurers:
