@@ -311,7 +311,8 @@ def _bench_stream(
         f"streaming submit (1 stream, {per} per message)",
         rate(len(envelopes), elapsed),
         f"{len(envelopes)} events, {refused} refused, "
-        f"server CPU {cpu / len(envelopes) * 1e6:,.0f} us/event{split}",
+        f"server CPU {cpu / len(envelopes) * 1e6:,.0f} us/event{split}; "
+        f"load average {os.getloadavg()[0]:.1f}",
     )
 
 

@@ -37,7 +37,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections import defaultdict
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from types import SimpleNamespace
 from typing import Any
@@ -69,6 +69,7 @@ from ledger.signers import (
     role_from_proto,
 )
 from ledger.storage.key_store import keys_by_id
+from ledger.storage.rows import insert_rows
 from ledger.storage.tables import (
     coverages,
     fee_refunds,
@@ -110,6 +111,8 @@ GOVERNMENT_PLAN = "GOVERNMENT-HEALTH"
 """``coverages.end_reason`` of a coverage that runs to its policy's stated end."""
 
 _ONE_DAY = dt.timedelta(days=1)
+_TOKENS_PER_QUERY_MAX = 500
+"""Values one prefetch query asks for (SQLite and PostgreSQL bound a statement's parameters)."""
 
 
 def to_date(civil: types_pb2.CivilDate) -> dt.date:
@@ -183,10 +186,23 @@ _SELECT_LATEST_NOTICE = (
     .order_by(insurer_change_notices.c.leaf_index.desc())
     .limit(1)
 )
-_INSERT_POLICY = insert(policies)
-_INSERT_COVERAGE = insert(coverages)
-_INSERT_PREMIUM = insert(premiums)
-_INSERT_SUBJECT = insert(subject_entries)
+_SELECT_COVERAGES_ENDING_FROM = select(coverages).where(
+    coverages.c.insurer_id == bindparam("insurer_id"),
+    coverages.c.policy_id == bindparam("policy_id"),
+    coverages.c.end_date >= bindparam("first_day"),
+)
+_SELECT_STORED_POLICY_IDS = select(policies.c.policy_id).where(
+    policies.c.insurer_id == bindparam("insurer_id"),
+    policies.c.policy_id.in_(bindparam("keys", expanding=True)),
+)
+_SELECT_COVERED_PERSON_KEYS = (
+    select(coverages.c.person_key)
+    .where(
+        coverages.c.person_key.in_(bindparam("keys", expanding=True)),
+        coverages.c.insurer_id == bindparam("insurer_id"),
+    )
+    .distinct()
+)
 
 
 @dataclass(frozen=True)
@@ -283,6 +299,18 @@ class Projector:
         self._signed = SignedBy("", dt.datetime.min.replace(tzinfo=dt.UTC))
         self._signing_key: InsurerKey | None = None
         """The entry being applied: who signed it (set by :meth:`apply`)."""
+        self._absent_policies: set[tuple[str, str]] = set()
+        """(insurer, policy) pairs this batch issues that the database did not hold when the
+        batch began (:meth:`prefetch`): policies are only inserted by :meth:`flush`, which
+        empties this, so none of them is stored until then."""
+        self._uncovered: set[tuple[str, str]] = set()
+        """(insurer, person token) pairs of this batch's new policies' members that had no
+        coverage row of that insurer when the batch began (:meth:`prefetch`): no stored row can
+        clash with them until :meth:`flush` (which empties this) inserts some."""
+        self._token_cache: dict[str, TokenState] = {}
+        """States of tokens the vault issued, read so far in this batch (an absent token is
+        asked again: another transaction may issue it). Only an erasure changes an issued
+        token's state, and it empties this (:meth:`_person_erased`)."""
 
     @property
     def connection(self) -> Connection:
@@ -333,8 +361,43 @@ class Projector:
                     metadata={"person_token": token},
                 )
 
+    def prefetch(self, events: Sequence[events_pb2.Event]) -> None:
+        """Read what the rules ask of stored state for ``events`` (the batch about to be
+        applied) in a few queries for the whole batch rather than several per event: the
+        vault's state of every token they name, which of the policies they issue are stored
+        already, and which of those policies' members the insurer covers already. The rules
+        still query the database for anything not answered here."""
+        wanted = sorted({token for event in events for token, _ in person_tokens_of(event)})
+        for chunk in _chunks(wanted):
+            self._token_cache.update(token_states(self._connection, chunk))
+        issued: dict[str, tuple[set[str], set[str]]] = defaultdict(lambda: (set(), set()))
+        for event in events:
+            if event.WhichOneof("body") == "policy_issued":
+                policy_ids, members = issued[event.insurer_id]
+                policy_ids.add(event.policy_issued.policy_id)
+                members.update(member.person_token for member in event.policy_issued.members)
+        for insurer_id, (policy_ids, members) in issued.items():
+            stored_policies = self._stored(_SELECT_STORED_POLICY_IDS, insurer_id, policy_ids)
+            self._absent_policies.update(
+                (insurer_id, policy_id) for policy_id in policy_ids - stored_policies
+            )
+            covered = self._stored(_SELECT_COVERED_PERSON_KEYS, insurer_id, members)
+            self._uncovered.update((insurer_id, key) for key in members - covered)
+
+    def _stored(self, statement: Any, insurer_id: str, wanted: set[str]) -> set[str]:
+        """The values of ``wanted`` that ``statement`` finds stored for ``insurer_id``."""
+        found: set[str] = set()
+        for chunk in _chunks(sorted(wanted)):
+            rows = self._connection.execute(statement, {"insurer_id": insurer_id, "keys": chunk})
+            found.update(row[0] for row in rows)
+        return found
+
     def _token_states(self, tokens: list[str]) -> dict[str, TokenState]:
-        return token_states(self._connection, tokens)
+        cache = self._token_cache
+        missing = [token for token in tokens if token not in cache]
+        if missing:
+            cache.update(token_states(self._connection, missing))
+        return {token: cache[token] for token in tokens if token in cache}
 
     def _check_signer(
         self, event: events_pb2.Event, kind: str, leaf_index: int, signed: SignedBy
@@ -359,24 +422,23 @@ class Projector:
 
     def flush(self) -> None:
         """Write the rows kept for the end of the batch (call before the transaction commits)."""
-        if self._new_policies:
-            self._connection.execute(
-                _INSERT_POLICY, [vars(row) for row in self._new_policies.values()]
-            )
-        new_coverages = [vars(row) for rows in self._new_coverages.values() for row in rows]
-        if new_coverages:
-            self._connection.execute(_INSERT_COVERAGE, new_coverages)
+        # What prefetch found absent may be stored from here on: ask the database again.
+        self._absent_policies.clear()
+        self._uncovered.clear()
+        # One executemany a table (ledger.storage.rows): the batch's rows are most of its writes.
+        insert_rows(self._connection, policies, [vars(row) for row in self._new_policies.values()])
+        insert_rows(
+            self._connection,
+            coverages,
+            [vars(row) for rows in self._new_coverages.values() for row in rows],
+        )
         self._new_policies.clear()
         self._new_coverages.clear()
         self._new_by_person.clear()
-        if self._premium_rows:
-            self._connection.execute(_INSERT_PREMIUM, self._premium_rows)
-        if self._refund_rows:
-            self._connection.execute(insert(fee_refunds), self._refund_rows)
-        self._refund_rows = []
-        if self._subject_rows:
-            self._connection.execute(_INSERT_SUBJECT, self._subject_rows)
-        self._premium_rows, self._subject_rows = [], []
+        insert_rows(self._connection, premiums, self._premium_rows)
+        insert_rows(self._connection, fee_refunds, self._refund_rows)
+        insert_rows(self._connection, subject_entries, self._subject_rows)
+        self._premium_rows, self._refund_rows, self._subject_rows = [], [], []
 
     # Task E (cards): what ledger/cards/projection.py needs of the entry being applied.
 
@@ -648,9 +710,15 @@ class Projector:
                     cancelled_from=effective, cancel_reason=reason, cancelled_leaf_index=leaf_index
                 )
             )
-        affected: list[Any] = self._rows(
-            select(coverages).where(
-                _coverage_of(insurer_id, policy_id), coverages.c.end_date >= effective
+        # A policy this batch issued has no stored coverage yet (the flush writes both).
+        affected: list[Any] = (
+            []
+            if isinstance(policy, SimpleNamespace)
+            else list(
+                self._connection.execute(
+                    _SELECT_COVERAGES_ENDING_FROM,
+                    {"insurer_id": insurer_id, "policy_id": policy_id, "first_day": effective},
+                )
             )
         )
         affected += [
@@ -995,6 +1063,11 @@ class Projector:
                 # that raises refuses the entry, and what the hooks before it wrote is undone.
                 with self._connection.begin_nested():
                     self._erasure_hooks.run(self._connection, ErasedPerson(token, person))
+        # The hooks and the erasure change what the vault (and the hooks, other projections)
+        # say: read them again from here on.
+        self._token_cache.clear()
+        self._absent_policies.clear()
+        self._uncovered.clear()
         erase_token(
             self._connection, token, self._signed.integrated_at, identifier=not self._replay
         )
@@ -1102,9 +1175,6 @@ class Projector:
     def _execute(self, statement: Any, parameters: Any = None) -> None:
         self._connection.execute(statement, parameters)
 
-    def _rows(self, statement: Any) -> list[Row[Any]]:
-        return list(self._connection.execute(statement))
-
     def _insurer(self, insurer_id: str) -> Row[Any] | None:
         if insurer_id not in self._insurers:
             self._insurers[insurer_id] = self._connection.execute(
@@ -1152,6 +1222,8 @@ class Projector:
         pending = self._new_policies.get((insurer_id, policy_id))
         if pending is not None:
             return pending
+        if (insurer_id, policy_id) in self._absent_policies:
+            return None
         return self._connection.execute(
             _SELECT_POLICY, {"insurer_id": insurer_id, "policy_id": policy_id}
         ).first()
@@ -1192,16 +1264,19 @@ class Projector:
         self, insurer_id: str, people: list[tuple[str, str]], start: dt.date, end: dt.date
     ) -> None:
         """Refuse when ``insurer_id`` already covers one of ``people`` (key, field) on a day of
-        ``start..end``; one query for all of them, then this batch's new coverages."""
-        clash: Any = self._connection.execute(
-            _SELECT_CLASH,
-            {
-                "person_keys": [key for key, _ in people],
-                "insurer_id": insurer_id,
-                "first_day": start,
-                "last_day": end,
-            },
-        ).first()
+        ``start..end``; one query for all of them (none when :meth:`prefetch` found that the
+        insurer covers none of them), then this batch's new coverages."""
+        clash: Any = None
+        if not all((insurer_id, key) in self._uncovered for key, _ in people):
+            clash = self._connection.execute(
+                _SELECT_CLASH,
+                {
+                    "person_keys": [key for key, _ in people],
+                    "insurer_id": insurer_id,
+                    "first_day": start,
+                    "last_day": end,
+                },
+            ).first()
         if clash is None:
             clash = next(
                 (
@@ -1264,6 +1339,12 @@ class Projector:
         self._subject_rows.extend(
             {"subject": subject, "leaf_index": leaf_index} for subject in sorted(set(subjects))
         )
+
+
+def _chunks(values: list[str]) -> Iterator[list[str]]:
+    """``values`` in slices of at most ``_TOKENS_PER_QUERY_MAX`` (one query's parameters)."""
+    for start in range(0, len(values), _TOKENS_PER_QUERY_MAX):
+        yield values[start : start + _TOKENS_PER_QUERY_MAX]
 
 
 def _check_genesis(event: events_pb2.Event, leaf_index: int) -> None:

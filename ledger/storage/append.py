@@ -28,7 +28,7 @@ import hashlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from sqlalchemy import Connection, Engine, select, text, tuple_
+from sqlalchemy import Connection, Engine, bindparam, select, text, tuple_
 
 from ledger.checkpoint import Checkpoint, sign_checkpoint
 from ledger.clock import to_micros
@@ -60,10 +60,21 @@ from ledger.storage.log_store import (
     read_nodes,
 )
 from ledger.storage.nodes import node_key
+from ledger.storage.rows import insert_rows
 from ledger.storage.tables import checkpoints, log_entries, tree_nodes
 from ledger.v1 import events_pb2
 
 __all__ = ["Appender", "PendingEntry", "Receipt"]
+
+# Built once: SQLAlchemy then compiles it once (building it per batch cost more than running it).
+_SELECT_STORED_EVENTS = select(
+    log_entries.c.insurer_id,
+    log_entries.c.event_id,
+    log_entries.c.leaf_index,
+    log_entries.c.payload_sha256,
+).where(
+    tuple_(log_entries.c.insurer_id, log_entries.c.event_id).in_(bindparam("keys", expanding=True))
+)
 
 # Any constant works: it names "the ledger's write lock" among this database's advisory locks.
 _POSTGRES_WRITE_LOCK = 0x706F6C6963796C67
@@ -253,15 +264,23 @@ class Appender:
             # (5)
             skipped = {duplicate.position for duplicate in duplicates}
             projector = Projector(connection, erasure_hooks=self._erasure_hooks)
+            projector.prefetch(
+                [
+                    event
+                    for position, event in enumerate(events)
+                    if outcomes[position] is None and position not in skipped
+                ]
+            )
             sequenced, rows, nodes = _sequence(
                 projector, items, events, outcomes, skipped, tree, now
             )
             projector.flush()
             # (6)
             if sequenced:
-                connection.execute(log_entries.insert(), rows)
-                connection.execute(
-                    tree_nodes.insert(),
+                insert_rows(connection, log_entries, rows)
+                insert_rows(
+                    connection,
+                    tree_nodes,
                     [
                         {"node_key": node_key(node), "hash": digest}
                         for node, digest in nodes.items()
@@ -290,15 +309,12 @@ class Appender:
                 known = dict(
                     zip(wanted, read_nodes(connection, wanted, written.nodes), strict=True)
                 )
-            for entry in written.sequenced:
-                outcomes[entry.position] = _receipt(
-                    connection,
-                    items[entry.position],
-                    entry,
-                    written.head,
-                    duplicate=False,
-                    known=known,
-                )
+                for entry, plan in zip(written.sequenced, plans, strict=True):
+                    # Every node of the plan is in `known`: no query, one lookup a node.
+                    proof = plan.rehash([known[node] for node in plan.ids])
+                    outcomes[entry.position] = _new_receipt(
+                        items[entry.position], entry, written.head, proof
+                    )
             for duplicate in written.duplicates:
                 outcomes[duplicate.position] = _duplicate_receipt(
                     connection, items[duplicate.position]
@@ -392,18 +408,7 @@ def _find_duplicates(
     wanted = sorted({(item.insurer_id, item.event_id) for item in items})
     stored: dict[tuple[str, str], tuple[int, bytes]] = {}
     for start in range(0, len(wanted), 500):
-        rows = connection.execute(
-            select(
-                log_entries.c.insurer_id,
-                log_entries.c.event_id,
-                log_entries.c.leaf_index,
-                log_entries.c.payload_sha256,
-            ).where(
-                tuple_(log_entries.c.insurer_id, log_entries.c.event_id).in_(
-                    wanted[start : start + 500]
-                )
-            )
-        )
+        rows = connection.execute(_SELECT_STORED_EVENTS, {"keys": wanted[start : start + 500]})
         for row in rows:
             stored[(row.insurer_id, row.event_id)] = (
                 int(row.leaf_index),
@@ -520,6 +525,21 @@ def _receipt(
         tree_size=head.tree_size,
         inclusion_proof=tuple(proof),
         duplicate=duplicate,
+    )
+
+
+def _new_receipt(
+    item: PendingEntry, entry: _Sequenced, head: StoredCheckpoint, proof: list[bytes]
+) -> Receipt:
+    return Receipt(
+        event_id=item.event_id,
+        leaf_index=entry.leaf_index,
+        leaf_hash=entry.leaf_hash,
+        entry=entry.entry,
+        checkpoint=head.note_bytes,
+        tree_size=head.tree_size,
+        inclusion_proof=tuple(proof),
+        duplicate=False,
     )
 
 

@@ -26,3 +26,16 @@ def test_the_submission_bench_runs_at_each_worker_count() -> None:
     assert len(streams) == 6, done.stdout  # 1, 8 and 64 envelopes a message, at each count
     assert all("40 events, 0 refused" in line for line in streams), done.stdout
     assert done.stdout.count("unary submit") == 4, done.stdout
+
+
+def test_the_sequencer_cpu_bench_runs() -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "bench.sequencer_cpu", "--events", "30", "--batch", "8"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    assert "us/event  30 events" in done.stdout, done.stdout
