@@ -294,3 +294,26 @@ def test_a_tampered_node_is_detected_before_the_next_append(
             NOW,
         )
     assert _count(engine, log_entries) == FIRST + 4
+
+
+def test_a_batchs_duplicate_lookup_searches_the_unique_index_rather_than_scanning_the_log(
+    tmp_path: object,
+) -> None:
+    """Every batch asks which of its event ids are stored: SQLite must answer from the
+    (insurer_id, event_id) index, not by reading the whole log (a row-value IN list did)."""
+    from pathlib import Path
+
+    from ledger.storage.append import _SELECT_STORED_EVENTS
+    from ledger.storage.db import create_ledger_engine, sqlite_url
+
+    engine = create_ledger_engine(sqlite_url(Path(str(tmp_path)) / "ledger.db"))
+    upgrade(engine)
+    statement = _SELECT_STORED_EVENTS.params(insurer_id=INSURER, event_ids=["e-1", "e-2", "e-3"])
+    compiled = statement.compile(engine, compile_kwargs={"literal_binds": True})
+    with engine.connect() as connection:
+        plan = " ".join(
+            str(row[-1]) for row in connection.execute(text(f"EXPLAIN QUERY PLAN {compiled}"))
+        )
+    engine.dispose()
+    assert "SEARCH log_entries USING INDEX" in plan, plan
+    assert "SCAN log_entries" not in plan, plan
