@@ -20,7 +20,6 @@ is what TLS costs.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import datetime as dt
 import multiprocessing
 import os
@@ -43,6 +42,7 @@ from bench.bulk import bulk_load
 from bench.cohort import FUNDER, bench_cohort, member_insert_ceiling
 from bench.echo import start_echo_server
 from bench.handoff import bench_handoff_codec, cpu_seconds_by_process, process_split
+from bench.kit import cpu_seconds
 from clients.channel import ClientCredentials, Connection
 from clients.insurer import sign_event
 from clients.operator import OPERATOR_ID, OperatorClient
@@ -272,21 +272,6 @@ def bench_submit(folder: Path, events: int, workers: int | None = None) -> None:
         server.stop()
 
 
-def _cpu_seconds(pid: int) -> float:
-    """User + system CPU seconds so far of a process and its live descendants (``serve
-    --workers N``: the supervisor, the sequencer and the workers; Linux /proc; 0 elsewhere)."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return 0.0
-    own = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-    children: list[int] = []
-    for task in Path(f"/proc/{pid}/task").glob("*/children"):
-        with contextlib.suppress(OSError):
-            children.extend(int(child) for child in task.read_text().split())
-    return own + sum(_cpu_seconds(child) for child in children)
-
-
 def _bench_stream(
     server: ServerProcess, stub: pb_grpc.LedgerServiceStub, envelopes: list[object], per: int
 ) -> None:
@@ -300,10 +285,10 @@ def _bench_stream(
             for i in range(0, len(envelopes), per)
         ]
     split_before = cpu_seconds_by_process(server.process.pid)
-    cpu_before, started = _cpu_seconds(server.process.pid), time.perf_counter()
+    cpu_before, started = cpu_seconds(server.process.pid), time.perf_counter()
     responses = list(stub.SubmitEvents(iter(requests)))
     elapsed = time.perf_counter() - started
-    cpu = _cpu_seconds(server.process.pid) - cpu_before
+    cpu = cpu_seconds(server.process.pid) - cpu_before
     split = process_split(split_before, cpu_seconds_by_process(server.process.pid), len(envelopes))
     results = [r for response in responses for r in (response.results or [response])]
     refused = sum(1 for result in results if result.WhichOneof("result") == "error")

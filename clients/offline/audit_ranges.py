@@ -221,6 +221,15 @@ def _integrated(data: bytes, position: int, end: int) -> tuple[int, int]:
     return time
 
 
+def _short(data: bytes, position: int, key: int) -> tuple[bytes, int]:
+    """The value of the field at ``position`` if its key is the byte ``key`` and its length
+    one byte, and the position after it; :class:`_Unusual` otherwise."""
+    if data[position] != key or data[position + 1] >= 0x80:
+        raise _Unusual
+    after = position + 2 + data[position + 1]
+    return data[position + 2 : after], after
+
+
 def _common_entry(data: bytes) -> Entry:
     """The shape nearly every entry has, read straight through with no field loop: leaf index,
     time (seconds, nanos), and an envelope of payload, payload type and one signature, each
@@ -244,25 +253,21 @@ def _common_entry(data: bytes) -> Entry:
     length, position = _varint(data, position + 1)
     payload = data[position : position + length]
     position += length
-    if data[position] != 0x12 or data[position + 1] >= 0x80:
-        raise _Unusual
-    length, position = data[position + 1], position + 2
-    payload_type = data[position : position + length].decode("utf-8")
-    position += length
+    payload_type, position = _short(data, position, 0x12)
     if data[position] != 0x1A or position + 2 + data[position + 1] != end:
         raise _Unusual  # not exactly one signature, ending the entry
-    if data[position + 2] != 0x0A or data[position + 3] >= 0x80:
+    sig, position = _short(data, position + 2, 0x0A)
+    keyid, position = _short(data, position, 0x12)
+    if position != end:
         raise _Unusual
-    length, position = data[position + 3], position + 4
-    sig = data[position : position + length]
-    position += length
-    if data[position] != 0x12 or data[position + 1] >= 0x80:
-        raise _Unusual
-    length, position = data[position + 1], position + 2
-    keyid = data[position : position + length].decode("utf-8")
-    if position + length != end:
-        raise _Unusual
-    return Entry(leaf_index, seconds, nanos, payload, payload_type, (Signature(sig, keyid),))
+    return Entry(
+        leaf_index,
+        seconds,
+        nanos,
+        payload,
+        payload_type.decode("utf-8"),
+        (Signature(sig, keyid.decode("utf-8")),),
+    )
 
 
 def decode_entry_fast(data: bytes) -> Entry:
