@@ -4,13 +4,16 @@ Each batch's transaction takes one transaction-scoped advisory lock first
 (``pg_advisory_xact_lock``, ledger/storage/append.py), so instances sharing a primary append one
 at a time and the log keeps one linear history. This measures what that costs: for K = 1, 2, 3
 instances (each ``serve --workers W`` on its own port, on one fresh database), one client per
-instance streams signed events at it, all at once. Printed per K:
+instance streams signed events at it, all at once (then each gets unary calls at a fixed rate
+below capacity: the latency the lock adds). Printed per K and load:
 
 * aggregate events/s and each instance's, and the servers' CPU per event (all their processes);
 * the lock wait: ``pg_stat_activity`` sampled every ``_SAMPLE_SECONDS`` by a connection of its
   own, counting the instances' backends waiting on an advisory lock; waiting backends times the
   sampling interval, summed, is the time spent waiting for the lock (an estimate: a wait shorter
-  than the interval may fall between samples), also per batch and as a share of commit time;
+  than the interval may fall between samples), also per batch and as a share of commit time; and
+  the time the lock was held (commit time less the wait): as a share of the run it says how near
+  the instances are to the one-writer ceiling, as time per event what that ceiling is;
 * batches and commit latency from each instance's own metrics (``--metrics-port``): the mean
   batch size, the mean commit time (exact: the histogram's sum over its count) and p50/p99
   (interpolated within the histogram's buckets, as Prometheus's ``histogram_quantile`` does);
@@ -392,6 +395,16 @@ def _print_figures(
         f"{waited / max(batch_count, 1.0) * 1000:.1f} ms/batch; "
         f"{waited / max(commit_seconds, 1e-9):.0%} of commit time; "
         f"{sampler.samples} samples, waiting backends at most {sampler.waiting_max}",
+    )
+    # The lock is held from when a batch gets it to its commit: the commit time less the wait.
+    # Held for the whole run, the instances together can go no faster: that is the ceiling
+    # the lock sets, whatever the number of instances.
+    locked = max(commit_seconds - waited, 0.0)
+    harness.line(
+        "  advisory lock held",
+        f"{locked:.2f} s",
+        f"{locked / measured.elapsed:.0%} of the run; "
+        f"{locked / max(acknowledged, 1) * 1e6:,.0f} us/event",
     )
     held = ", ".join(f"#{i.number} {sampler.connections_max.get(i.number, 0)}" for i in instances)
     shares = divide_database_pool(None, None, 1 if workers == 0 else workers + 1)
