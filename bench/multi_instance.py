@@ -7,7 +7,8 @@ instances (each ``serve --workers W`` on its own port, on one fresh database), o
 instance streams signed events at it, all at once (then each gets unary calls at a fixed rate
 below capacity: the latency the lock adds). Printed per K and load:
 
-* aggregate events/s and each instance's, and the servers' CPU per event (all their processes);
+* aggregate events/s and each instance's, and the servers' CPU per event (all their processes)
+  and that of the PostgreSQL backends serving them (from /proc: the bench's server is local);
 * the lock wait: ``pg_stat_activity`` sampled every ``_SAMPLE_SECONDS`` by a connection of its
   own, counting the instances' backends waiting on an advisory lock; waiting backends times the
   sampling interval, summed, is the time spent waiting for the lock (an estimate: a wait shorter
@@ -25,8 +26,10 @@ below capacity: the latency the lock adds). Printed per K and load:
   checkpoint is signed by the log key and its root is the root of the stored entries up to its
   size (so each checkpoint is consistent with every earlier one).
 
-Skipped, with a line saying why, where no PostgreSQL answers at ``POLICY_LEDGER_TEST_POSTGRES_URL``
-(default ``postgresql+psycopg://postgres@127.0.0.1:5432/postgres``, as the tests).
+Beside them, the same run's ceiling: single-row durable commits a second on one connection to
+the same server. Skipped, with a line saying why, where no PostgreSQL answers at
+``POLICY_LEDGER_TEST_POSTGRES_URL`` (default ``postgresql+psycopg://postgres@127.0.0.1:5432/
+postgres``, as the tests).
 """
 
 from __future__ import annotations
@@ -137,6 +140,8 @@ class _Measured:
 
     elapsed: float
     cpu: float
+    database_cpu: float
+    """CPU seconds of the PostgreSQL backends serving the instances (0 if not readable)."""
     batches: dict[float, float]
     commits: dict[float, float]
     sampler: _LockSampler
@@ -161,6 +166,12 @@ def bench_instances(
         harness.line("several instances on one PostgreSQL primary", "skipped", reason)
         return
     loads = _Loads(events, per_message, paced_rate, workers)
+    with _fresh_database() as url:
+        harness.line(
+            "ceiling: PostgreSQL durable commits (1 row each)",
+            f"{postgres_commit_rate(url):,.0f}/s",
+            f"load average {os.getloadavg()[0]:.1f}",
+        )
     for count in instance_counts:
         with _fresh_database() as url:
             _run(harness, folder / f"instances-{count}", url, count, loads)
@@ -323,6 +334,7 @@ def _measure(
     and the lock sampler's figures over it."""
     before = {i.number: _histograms(i.metrics_port) for i in instances}
     cpu_before = {i.number: harness.cpu_seconds(i.process.pid) for i in instances}
+    database_before = _backends_cpu(url)
     start = threading.Barrier(len(instances) + 1)
     sampler = _LockSampler(url)
 
@@ -342,10 +354,15 @@ def _measure(
     sampler.stop()
     elapsed = max(i.ended for i in instances) - min(i.started for i in instances)
     cpu = sum(harness.cpu_seconds(i.process.pid) - cpu_before[i.number] for i in instances)
+    database_after = _backends_cpu(url)
+    database_cpu = sum(
+        seconds - database_before.get(pid, 0.0) for pid, seconds in database_after.items()
+    )
     after = {i.number: _histograms(i.metrics_port) for i in instances}
     return _Measured(
         elapsed,
         cpu,
+        database_cpu,
         _difference(before, after, _BATCH_SERIES),
         _difference(before, after, _COMMIT_SERIES),
         sampler,
@@ -361,7 +378,8 @@ def _print_figures(
         label,
         f"{acknowledged / measured.elapsed:,.0f}/s",
         f"{acknowledged} events acknowledged, {refused} refused; server CPU "
-        f"{measured.cpu / max(acknowledged, 1) * 1e6:,.0f} us/event (all processes); "
+        f"{measured.cpu / max(acknowledged, 1) * 1e6:,.0f} us/event (all processes), PostgreSQL "
+        f"{measured.database_cpu / max(acknowledged, 1) * 1e6:,.0f} us/event; "
         f"load average {os.getloadavg()[0]:.1f}",
     )
     per_instance = ", ".join(
@@ -515,6 +533,30 @@ class _LockSampler:
                     self.connections_max[number] = max(self.connections_max[number], connections)
 
 
+def _backends_cpu(url: str) -> dict[int, float]:
+    """CPU seconds so far of each PostgreSQL backend serving an instance, by pid (read from
+    /proc: the server runs on this machine; none where it does not)."""
+    engine = create_engine(url, pool_size=1, max_overflow=0)
+    try:
+        with engine.connect() as connection:
+            pids = connection.execute(
+                text(
+                    "SELECT pid FROM pg_stat_activity WHERE datname = current_database()"
+                    " AND application_name LIKE 'bench-instance-%'"
+                )
+            ).scalars()
+            found = {}
+            for pid in pids:
+                try:
+                    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+                except OSError:
+                    continue
+                found[int(pid)] = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+            return found
+    finally:
+        engine.dispose()
+
+
 def _histograms(port: int) -> dict[str, dict[float, float]]:
     """Each sequencer histogram of an instance, summed over its processes: cumulative count by
     upper bound (``inf``: the count), and ``-1.0``: the sum."""
@@ -562,6 +604,26 @@ def _quantile(histogram: dict[float, float], q: float) -> float:
             return lower + (bound - lower) * ((rank - below) / inside if inside else 1.0)
         lower, below = bound, cumulative
     return lower
+
+
+def postgres_commit_rate(url: str, seconds: float = 1.0) -> float:
+    """Single-row commits a second on one connection (``synchronous_commit`` as the server is
+    set up: on by default, one WAL flush each): the ceiling of one writer's commit rate."""
+    engine = create_engine(url, pool_size=1, max_overflow=0)
+    try:
+        with engine.connect() as connection:
+            connection.execute(text("CREATE TABLE commit_ceiling (k serial PRIMARY KEY, v bytea)"))
+            connection.commit()
+            count, started = 0, time.perf_counter()
+            while time.perf_counter() - started < seconds:
+                connection.execute(
+                    text("INSERT INTO commit_ceiling (v) VALUES (:v)"), {"v": b"x" * 300}
+                )
+                connection.commit()
+                count += 1
+            return count / (time.perf_counter() - started)
+    finally:
+        engine.dispose()
 
 
 def _postgres_unreachable() -> str | None:
