@@ -9,12 +9,12 @@ below capacity: the latency the lock adds). Printed per K and load:
 
 * aggregate events/s and each instance's, and the servers' CPU per event (all their processes)
   and that of the PostgreSQL backends serving them (from /proc: the bench's server is local);
-* the lock wait: ``pg_stat_activity`` sampled every ``_SAMPLE_SECONDS`` by a connection of its
-  own, counting the instances' backends waiting on an advisory lock; waiting backends times the
-  sampling interval, summed, is the time spent waiting for the lock (an estimate: a wait shorter
-  than the interval may fall between samples), also per batch and as a share of commit time; and
-  the time the lock was held (commit time less the wait): as a share of the run it says how near
-  the instances are to the one-writer ceiling, as time per event what that ceiling is;
+* the lock: ``pg_locks`` sampled every ``_SAMPLE_SECONDS`` (or as often as a loaded machine
+  lets it) by a connection of its own. Transactions waiting for the write lock times the time
+  since the last sample, summed, is the time spent waiting for it (also per batch and as a share
+  of the sequencers' commit time); the samples in which it was held, likewise, the time it was
+  held: as a share of the run it says how near the instances are to the one-writer ceiling, as
+  time per event what that ceiling is. Estimates: what happens between samples is not seen;
 * batches and commit latency from each instance's own metrics (``--metrics-port``): the mean
   batch size, the mean commit time (exact: the histogram's sum over its count) and p50/p99
   (interpolated within the histogram's buckets, as Prometheus's ``histogram_quantile`` does);
@@ -78,10 +78,14 @@ _PACED_SECONDS = 10.0
 _PACED_CALLERS = 32
 _APPLICATION = "bench-instance-"
 _LOCK_SAMPLE = text(
-    "SELECT application_name,"
-    " count(*) FILTER (WHERE wait_event_type = 'Lock' AND wait_event = 'advisory'),"
-    " count(*)"
-    " FROM pg_stat_activity"
+    "SELECT count(*) FILTER (WHERE granted), count(*) FILTER (WHERE NOT granted)"
+    " FROM pg_locks WHERE locktype = 'advisory'"
+    " AND database = (SELECT oid FROM pg_database WHERE datname = current_database())"
+)
+"""The ledger's write lock (the only advisory lock the ledger takes): held (0 or 1), and the
+transactions waiting for it."""
+_CONNECTIONS_SAMPLE = text(
+    "SELECT application_name, count(*) FROM pg_stat_activity"
     " WHERE datname = current_database() AND application_name LIKE 'bench-instance-%'"
     " GROUP BY application_name"
 )
@@ -410,20 +414,19 @@ def _print_figures(
         f"p99 ~{_quantile(commits, 0.99) * 1000:.1f} ms",
     )
     sampler = measured.sampler
-    waited = sampler.waiting_seconds()
+    waited = sampler.waiting_seconds
     harness.line(
         "  advisory-lock wait (sampled)",
         f"{waited:.2f} s",
         f"{waited / max(batch_count, 1.0) * 1000:.1f} ms/batch; "
         f"{waited / max(commit_seconds, 1e-9):.0%} of commit time; "
-        f"{sampler.samples} samples, waiting backends at most {sampler.waiting_max}",
+        f"{sampler.samples} samples, waiting transactions at most {sampler.waiting_max}",
     )
-    # The lock is held from when a batch gets it to its commit: the commit time less the wait.
     # Held for the whole run, the instances together can go no faster: that is the ceiling
     # the lock sets, whatever the number of instances.
-    locked = max(commit_seconds - waited, 0.0)
+    locked = sampler.held_seconds
     harness.line(
-        "  advisory lock held",
+        "  advisory lock held (sampled)",
         f"{locked:.2f} s",
         f"{locked / measured.elapsed:.0%} of the run; "
         f"{locked / max(acknowledged, 1) * 1e6:,.0f} us/event",
@@ -498,13 +501,16 @@ def _require(condition: bool, what: str) -> None:
 
 
 class _LockSampler:
-    """Samples pg_stat_activity on a connection of its own until stopped."""
+    """Samples pg_locks and pg_stat_activity on a connection of its own until stopped: time
+    the write lock was held and waited for (each sample counts for the time since the last),
+    and each instance's connections."""
 
     def __init__(self, url: str) -> None:
         self._engine: Engine = create_engine(url, pool_size=1, max_overflow=0)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
-        self._waiting_seconds = 0.0
+        self.held_seconds = 0.0
+        self.waiting_seconds = 0.0
         self.samples = 0
         self.waiting_max = 0
         self.connections_max: dict[int, int] = defaultdict(int)
@@ -517,22 +523,20 @@ class _LockSampler:
         self._thread.join()
         self._engine.dispose()
 
-    def waiting_seconds(self) -> float:
-        return self._waiting_seconds
-
     def _run(self) -> None:
         with self._engine.connect() as connection:
             last = time.perf_counter()
             while not self._stop.wait(_SAMPLE_SECONDS):
-                rows = connection.execute(_LOCK_SAMPLE).all()
+                held, waiting = connection.execute(_LOCK_SAMPLE).one()
+                rows = connection.execute(_CONNECTIONS_SAMPLE).all()
                 connection.rollback()  # a fresh snapshot of the statistics each time
                 now = time.perf_counter()
-                waiting = sum(row[1] for row in rows)
-                self._waiting_seconds += waiting * (now - last)
+                self.held_seconds += min(held, 1) * (now - last)
+                self.waiting_seconds += waiting * (now - last)
                 last = now
                 self.samples += 1
                 self.waiting_max = max(self.waiting_max, waiting)
-                for name, _, connections in rows:
+                for name, connections in rows:
                     number = int(name.removeprefix(_APPLICATION))
                     self.connections_max[number] = max(self.connections_max[number], connections)
 
