@@ -897,7 +897,7 @@ def bench_standby(folder: Path, policies_count: int, samples: int = 4000) -> Non
                 process.wait(timeout=30)
 
 
-def _bench_instances(folder: Path, events: int, workers: int) -> None:
+def _bench_instances(folder: Path, args: argparse.Namespace) -> None:
     """bench/multi_instance.py with this run's credentials and operator."""
     harness = Harness(
         serve_flags=[*tls_flags(), "--operator-verifier", format_verifier_key(_OPERATOR)],
@@ -910,7 +910,14 @@ def _bench_instances(folder: Path, events: int, workers: int) -> None:
         line=line,
         cpu_seconds=_cpu_seconds,
     )
-    bench_instances(harness, folder, events=events, instance_counts=[1, 2, 3], workers=workers)
+    bench_instances(
+        harness,
+        folder,
+        events=args.instance_events,
+        instance_counts=[int(count) for count in args.instance_counts.split(",")],
+        workers=args.instance_workers,
+        paced_seconds=args.instance_paced_seconds,
+    )
 
 
 def _echo_rate_at(callers: int, seconds: float = 2.0) -> tuple[int, float]:
@@ -1053,6 +1060,12 @@ def main(argv: list[str] | None = None) -> int:
         "--instance-workers", type=int, default=1, help="serve --workers of each instance"
     )
     parser.add_argument(
+        "--instance-counts", default="1,2,3", help="numbers of instances, comma-separated"
+    )
+    parser.add_argument(
+        "--instance-paced-seconds", type=float, default=10.0, help="length of the paced load"
+    )
+    parser.add_argument(
         "--workers",
         default=f"0,{os.cpu_count() or 1}",
         help="serve --workers counts the submission figures are taken at, comma-separated "
@@ -1087,7 +1100,7 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         if args.only == "instances":
             print("several instances on one PostgreSQL primary (issue 13 item 4)")
-            _bench_instances(folder, args.instance_events, args.instance_workers)
+            _bench_instances(folder, args)
             return 0
         if args.only == "standby":
             print("read standby (issue 13: household checks from a hot standby)")

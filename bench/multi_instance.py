@@ -126,18 +126,25 @@ class _Instance:
     latencies: list[float] = field(default_factory=list)
     started: float = 0.0
     ended: float = 0.0
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+    """The paced load's callers answer on several threads."""
 
     def begin(self) -> None:
         """Forget the previous load's figures; note the start."""
         self.acknowledged, self.refused, self.latencies = 0, 0, []
         self.started = time.perf_counter()
 
-    def take(self, result: pb.SubmitEventsResult | pb.SubmitEventResponse) -> None:
-        if result.HasField("receipt"):
-            self.receipts.append(result.receipt)
-            self.acknowledged += 1
-        else:
-            self.refused += 1
+    def take(
+        self, result: pb.SubmitEventsResult | pb.SubmitEventResponse, latency: float | None = None
+    ) -> None:
+        with self._lock:
+            if result.HasField("receipt"):
+                self.receipts.append(result.receipt)
+                self.acknowledged += 1
+            else:
+                self.refused += 1
+            if latency is not None:
+                self.latencies.append(latency)
 
 
 @dataclass
@@ -162,16 +169,17 @@ def bench_instances(
     workers: int,
     per_message: int = limits.submit_message_envelopes_default,
     paced_rate: float = _PACED_RATE,
+    paced_seconds: float = _PACED_SECONDS,
 ) -> None:
     """For each K in ``instance_counts``: K instances on one fresh database; ``events`` signed
     events streamed at each at once (``per_message`` to a SubmitEvents message), then unary
     SubmitEvent calls at ``paced_rate`` a second in all, divided over the K instances, for
-    ``_PACED_SECONDS`` (one load below capacity whatever K: the latency the lock adds)."""
+    ``paced_seconds`` (one load below capacity whatever K: the latency the lock adds)."""
     reason = _postgres_unreachable()
     if reason is not None:
         harness.line("several instances on one PostgreSQL primary", "skipped", reason)
         return
-    loads = _Loads(events, per_message, paced_rate, workers)
+    loads = _Loads(events, per_message, paced_rate, paced_seconds, workers)
     with _fresh_database() as url:
         harness.line(
             "ceiling: PostgreSQL durable commits (1 row each)",
@@ -188,6 +196,7 @@ class _Loads:
     events: int
     per_message: int
     paced_rate: float
+    paced_seconds: float
     workers: int
 
 
@@ -209,7 +218,7 @@ def _run(harness: Harness, folder: Path, url: str, count: int, loads: _Loads) ->
         label = f"{count} instance(s) x --workers {workers}"
         streamed = _streaming(harness, instances, insurer, events, loads.per_message, url)
         _print_figures(harness, f"{label}, streaming", instances, streamed, workers)
-        paced = _paced(harness, instances, insurer, loads.paced_rate, url, events)
+        paced = _paced(harness, instances, insurer, loads, url)
         label = f"{label}, unary at {loads.paced_rate:g}/s in all"
         _print_figures(harness, label, instances, paced, workers)
     finally:
@@ -296,15 +305,16 @@ def _paced(
     harness: Harness,
     instances: list[_Instance],
     insurer: Ed25519Signer,
-    rate: float,
+    loads: _Loads,
     url: str,
-    first_number: int,
 ) -> _Measured:
-    """Unary SubmitEvent calls at ``rate`` a second in all for ``_PACED_SECONDS``, each
-    instance taking its share, one call every K/``rate`` s (up to ``_PACED_CALLERS`` under
-    way): receipt latency at a load below capacity."""
-    rate_each = rate / len(instances)
-    count = round(rate_each * _PACED_SECONDS)
+    """Unary SubmitEvent calls at ``loads.paced_rate`` a second in all for
+    ``loads.paced_seconds``, each instance taking its share, one call every K/rate s (up to
+    ``_PACED_CALLERS`` under way): receipt latency at a load below capacity. Households are
+    numbered past the streaming load's."""
+    rate_each = loads.paced_rate / len(instances)
+    count = max(1, round(rate_each * loads.paced_seconds))
+    first_number = loads.events
     envelopes: dict[int, list[object]] = {}
     for instance in instances:
         assert instance.channel is not None
@@ -318,8 +328,8 @@ def _paced(
 
         def call(envelope: object) -> None:
             began = time.perf_counter()
-            instance.take(stub.SubmitEvent(pb.SubmitEventRequest(envelope=envelope)))  # type: ignore[arg-type]
-            instance.latencies.append(time.perf_counter() - began)
+            answer = stub.SubmitEvent(pb.SubmitEventRequest(envelope=envelope))  # type: ignore[arg-type]
+            instance.take(answer, time.perf_counter() - began)
 
         with ThreadPoolExecutor(_PACED_CALLERS) as callers:
             began = time.perf_counter()

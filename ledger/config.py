@@ -47,7 +47,6 @@ __all__ = [
     "LOG_FORMATS",
     "ServerConfig",
     "TlsFiles",
-    "check_database_pool",
     "check_workers",
     "default_workers",
     "divide_database_pool",
@@ -229,11 +228,6 @@ def _divide(
         )
     each, left = divmod(total, processes)
     return [each + left, *([each] * (processes - 1))]
-
-
-def check_database_pool(config: ServerConfig) -> None:
-    """INVALID_ARGUMENT unless ``config``'s pool totals can be divided over its processes."""
-    config.database_pool_shares()
 
 
 def _pool_total(env: dict[str, str], name: str) -> int | None:
