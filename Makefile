@@ -11,7 +11,7 @@ MO_FILES := $(patsubst %.po,%.mo,$(wildcard ledger/i18n/locales/*/LC_MESSAGES/le
 PROTOS := $(wildcard protos/ledger/v1/*.proto) $(wildcard protos/payments/v1/*.proto) \
           $(wildcard protos/ledger/internal/v1/*.proto)
 
-.PHONY: run test lint proto proto-check bench bench-fairness bench-large bench-audit bench-submit bench-small faults fuzz install clean serve
+.PHONY: run test lint proto proto-check bench bench-fairness bench-large bench-audit bench-submit bench-instances bench-small faults fuzz install clean serve
 .PHONY: crash fiu-utils i18n i18n-extract
 .PHONY: web verify-page chromium
 
@@ -73,6 +73,9 @@ bench-audit: $(STAMP) ## Only the full-audit figure (AUDIT_ENTRIES=N, default 1M
 
 bench-submit: $(STAMP) ## Only the submission figures, at serve --workers 0 and one worker per core (EVENTS=N, WORKERS=0,2).
 	$(BIN)/python -m bench --only submit --events $${EVENTS:-20000} $${WORKERS:+--workers $$WORKERS}
+
+bench-instances: $(STAMP) ## Only 1, 2, 3 serve instances on one PostgreSQL primary: rates, lock wait, commits (EVENTS=N each, WORKERS=W each).
+	$(BIN)/python -m bench --only instances --instance-events $${EVENTS:-2000} --instance-workers $${WORKERS:-1}
 
 bench-small: $(STAMP) ## The same benchmark on a small tree, for a quick look.
 	$(BIN)/python -m bench --entries 20000 --events 2000 --policies 20000 --renewals 100 --audit-entries 20000 --standby-policies 2000 --cohort-members 2500

@@ -43,6 +43,7 @@ from bench.cohort import FUNDER, bench_cohort, member_insert_ceiling
 from bench.echo import start_echo_server
 from bench.handoff import bench_handoff_codec, cpu_seconds_by_process, process_split
 from bench.kit import cpu_seconds
+from bench.multi_instance import Harness, bench_instances
 from clients.channel import ClientCredentials, Connection
 from clients.insurer import sign_event
 from clients.operator import OPERATOR_ID, OperatorClient
@@ -763,6 +764,29 @@ def bench_standby(folder: Path, policies_count: int, samples: int = 4000) -> Non
                 process.wait(timeout=30)
 
 
+def _bench_instances(folder: Path, args: argparse.Namespace) -> None:
+    """bench/multi_instance.py with this run's credentials and operator."""
+    harness = Harness(
+        serve_flags=[*tls_flags(), "--operator-verifier", format_verifier_key(_OPERATOR)],
+        channel_as=channel_as,
+        onboard=_onboard,
+        envelopes=lambda signer, count, first, tokens, independent: _envelopes(
+            signer, count, first, tokens=tokens, independent=independent
+        ),
+        insurer=INSURER,
+        line=line,
+        cpu_seconds=_cpu_seconds,
+    )
+    bench_instances(
+        harness,
+        folder,
+        events=args.instance_events,
+        instance_counts=[int(count) for count in args.instance_counts.split(",")],
+        workers=args.instance_workers,
+        paced_seconds=args.instance_paced_seconds,
+    )
+
+
 def _echo_rate_at(callers: int, seconds: float = 2.0) -> tuple[int, float]:
     """(calls, seconds) of empty unary calls over mTLS with ``callers`` concurrent callers."""
     server_process, address = start_echo_server(pki())
@@ -888,18 +912,40 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument(
         "--only",
-        choices=("fairness", "standby", "proofs", "audit", "submit", "households", "renewals"),
+        choices=(
+            "fairness",
+            "standby",
+            "proofs",
+            "audit",
+            "submit",
+            "households",
+            "renewals",
+            "instances",
+        ),
         help="run one benchmark only (fairness: issue 15's four loads against a probe; "
         "standby: household checks from a PostgreSQL primary and from its read standby; "
         "proofs: proofs from the store at --entries next to 10,000 entries; "
         "audit: the full audit of --audit-entries; "
         "submit: streaming and unary submission at each --workers count; "
-        "households, renewals: those figures at each --workers count)",
+        "households, renewals: those figures at each --workers count; "
+        "instances: 1, 2, 3 serve instances writing into one PostgreSQL primary)",
     )
     parser.add_argument(
         "--proof-tree",
         type=Path,
         help="with --only proofs: keep the --entries tree in this file, reused if it is there",
+    )
+    parser.add_argument(
+        "--instance-events", type=int, default=2000, help="events each instance is sent"
+    )
+    parser.add_argument(
+        "--instance-workers", type=int, default=1, help="serve --workers of each instance"
+    )
+    parser.add_argument(
+        "--instance-counts", default="1,2,3", help="numbers of instances, comma-separated"
+    )
+    parser.add_argument(
+        "--instance-paced-seconds", type=float, default=10.0, help="length of the paced load"
     )
     parser.add_argument(
         "--workers",
@@ -943,6 +989,10 @@ def main(argv: list[str] | None = None) -> int:
         if args.only == "renewals":
             print("renewals (issue 13 item 7: SQLite and PostgreSQL, each --workers count)")
             bench_renewals(folder, args.renewals, worker_counts)
+            return 0
+        if args.only == "instances":
+            print("several instances on one PostgreSQL primary (issue 13 item 4)")
+            _bench_instances(folder, args)
             return 0
         if args.only == "standby":
             print("read standby (issue 13: household checks from a hot standby)")

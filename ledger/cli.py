@@ -53,7 +53,7 @@ from ledger.errors import LedgerError
 from ledger.keys import insurer_key_id
 from ledger.sequencer import SequencerOptions
 from ledger.signing import generate_keypair, parse_signer_key, parse_verifier_key
-from ledger.storage.db import create_ledger_engine
+from ledger.storage.db import POOL_SHARE_ENVIRONMENT, create_ledger_engine
 from ledger.storage.key_store import KeyStore
 from ledger.storage.migrate import upgrade
 
@@ -67,6 +67,10 @@ def _serve(args: argparse.Namespace) -> int:
     configure_logging(config.log_format)
     if config.workers:
         return asyncio.run(_serve_workers(config, args.port_file))
+    # The one process's pool is the configured totals; its engines read their share from the
+    # environment, as the processes of `serve --workers N` do (ledger.storage.db).
+    (share,) = config.database_pool_shares()
+    os.environ[POOL_SHARE_ENVIRONMENT] = str(share)
     asyncio.run(_serve_one_process(config, args.port_file))
     return 0
 
@@ -187,6 +191,16 @@ def _server_config(args: argparse.Namespace) -> ServerConfig:
         ),
         trace_otlp_endpoint=args.trace_otlp_endpoint or config.trace_otlp_endpoint,
         workers=config.workers if args.workers is None else check_workers(args.workers),
+        database_pool_size=(
+            config.database_pool_size
+            if args.database_pool_size is None
+            else args.database_pool_size
+        ),
+        database_pool_overflow=(
+            config.database_pool_overflow
+            if args.database_pool_overflow is None
+            else args.database_pool_overflow
+        ),
     )
 
 
@@ -460,6 +474,24 @@ def _add_scale_options(serve: argparse.ArgumentParser) -> None:
         help="admission/read worker processes sharing the port, beside one sequencer process "
         "(default: the number of cores, or POLICY_LEDGER_WORKERS; 0: one process does "
         f"everything; at most {limits.workers_max}; docs/operations.md, 'Workers')",
+    )
+    serve.add_argument(
+        "--database-pool-size",
+        type=_entries_count,
+        metavar="N",
+        help="PostgreSQL connections this serve keeps open, all its processes together: each "
+        "process gets N divided by their number, the sequencer process the remainder "
+        f"(default {limits.database_pool_size_default}, or POLICY_LEDGER_DATABASE_POOL_SIZE; "
+        f"at least {limits.database_pool_process_size_min} per process; docs/operations.md, "
+        "'Database connections')",
+    )
+    serve.add_argument(
+        "--database-pool-overflow",
+        type=_entries_count,
+        metavar="N",
+        help="PostgreSQL connections it may open beyond those under load, divided the same way "
+        f"(default {limits.database_pool_overflow_default}, or "
+        "POLICY_LEDGER_DATABASE_POOL_OVERFLOW)",
     )
     serve.add_argument(
         "--trace-otlp-endpoint",

@@ -23,6 +23,10 @@ Environment variables (flags of ``policy-ledger serve`` take precedence):
                                policy-ledger); unset: no tracing (docs/operations.md, "Tracing")
   POLICY_LEDGER_WORKERS        worker processes of ``serve`` (default: the number of cores; 0:
                                one process does everything, docs/operations.md "Workers")
+  POLICY_LEDGER_DATABASE_POOL_SIZE      PostgreSQL connections one ``serve`` keeps open, all its
+                               processes together (default 16; divided over them)
+  POLICY_LEDGER_DATABASE_POOL_OVERFLOW  connections it may open beyond those under load (default
+                               16; divided the same way; docs/operations.md "Database connections")
 """
 
 from __future__ import annotations
@@ -32,11 +36,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ledger import limits
-from ledger.errors import FieldViolation, InvalidArgument
+from ledger.errors import FieldViolation, InvalidArgument, check
 from ledger.pki import DEFAULT_TRUST_DOMAIN
 from ledger.sequencer import SequencerOptions
 from ledger.signing import Ed25519Signer, parse_signer_key, parse_verifier_key
-from ledger.storage.db import sqlite_url
+from ledger.storage.db import PoolShare, sqlite_url
 
 __all__ = [
     "DEFAULT_DATA_DIR",
@@ -45,6 +49,7 @@ __all__ = [
     "TlsFiles",
     "check_workers",
     "default_workers",
+    "divide_database_pool",
     "load_signer",
     "load_tls_files",
 ]
@@ -108,6 +113,29 @@ class ServerConfig:
     workers: int = field(default_factory=default_workers)
     """Admission/read worker processes beside one sequencer process (``serve --workers``);
     0: one process does everything (what :func:`ledger.rpc.server.start_server` always runs)."""
+    database_pool_size: int | None = None
+    """PostgreSQL connections this ``serve`` keeps open, all its processes together
+    (``--database-pool-size``); None: ``limits.database_pool_size_default``, raised to
+    ``limits.database_pool_process_size_min`` per process when there are many workers."""
+    database_pool_overflow: int | None = None
+    """Connections it may open beyond those under load, all processes together
+    (``--database-pool-overflow``); None: ``limits.database_pool_overflow_default``, raised
+    the same way (``limits.database_pool_process_overflow_min`` per process)."""
+
+    @property
+    def processes(self) -> int:
+        """The processes of this ``serve`` that open the database: the one process
+        (``--workers 0``), or the sequencer process and every worker."""
+        return 1 if self.workers == 0 else self.workers + 1
+
+    def database_pool_shares(self) -> tuple[PoolShare, ...]:
+        """Each process's PostgreSQL pool: the sequencer process's first, then each worker's
+        (``--workers 0``: the one process's). They sum to the configured totals (see
+        :func:`divide_database_pool`); INVALID_ARGUMENT when a total is too small to give each
+        process its minimum."""
+        return divide_database_pool(
+            self.database_pool_size, self.database_pool_overflow, self.processes
+        )
 
     @classmethod
     def from_environment(cls, environment: dict[str, str] | None = None) -> ServerConfig:
@@ -136,6 +164,8 @@ class ServerConfig:
                 "OTEL_EXPORTER_OTLP_ENDPOINT", defaults.trace_otlp_endpoint
             ),
             workers=_workers(env.get("POLICY_LEDGER_WORKERS"), defaults.workers),
+            database_pool_size=_pool_total(env, "POLICY_LEDGER_DATABASE_POOL_SIZE"),
+            database_pool_overflow=_pool_total(env, "POLICY_LEDGER_DATABASE_POOL_OVERFLOW"),
         )
 
 
@@ -147,6 +177,68 @@ def check_workers(count: int, source: str = "--workers") -> int:
             reason="WORKERS_INVALID",
         )
     return count
+
+
+def divide_database_pool(
+    size_total: int | None, overflow_total: int | None, processes: int
+) -> tuple[PoolShare, ...]:
+    """Divide one ``serve``'s PostgreSQL connections over its ``processes``.
+
+    The rule (docs/operations.md, "Database connections"): every process gets the total
+    divided by the number of processes, rounded down; the first process (the sequencer
+    process, which holds the write transaction while reads go on) also gets what the division
+    leaves, so the shares sum to the totals exactly, and ``serve`` never opens more than
+    ``size_total + overflow_total`` connections however many workers it runs. Each process
+    needs ``limits.database_pool_process_size_min`` kept connections and
+    ``limits.database_pool_process_overflow_min`` overflow ones: a configured total below
+    that times ``processes`` is refused (INVALID_ARGUMENT naming the least that would do); an
+    unset total (None) is its default, raised to that minimum times ``processes``.
+    """
+    check(processes >= 1, f"processes must be at least 1: {processes} < 1")
+    size_each = _divide(
+        size_total,
+        limits.database_pool_size_default,
+        limits.database_pool_process_size_min,
+        processes,
+        "--database-pool-size",
+    )
+    overflow_each = _divide(
+        overflow_total,
+        limits.database_pool_overflow_default,
+        limits.database_pool_process_overflow_min,
+        processes,
+        "--database-pool-overflow",
+    )
+    return tuple(
+        PoolShare(size, overflow) for size, overflow in zip(size_each, overflow_each, strict=True)
+    )
+
+
+def _divide(
+    total: int | None, default: int, minimum: int, processes: int, option: str
+) -> list[int]:
+    if total is None:
+        total = max(default, minimum * processes)
+    elif total < minimum * processes:
+        raise InvalidArgument(
+            f"{option}={total} is too small for {processes} processes: each needs at least "
+            f"{minimum}; set it to {minimum * processes} or more, or run fewer --workers",
+            reason="DATABASE_POOL_TOO_SMALL",
+            field_violations=[FieldViolation(option.removeprefix("--"), "too small")],
+        )
+    each, left = divmod(total, processes)
+    return [each + left, *([each] * (processes - 1))]
+
+
+def _pool_total(env: dict[str, str], name: str) -> int | None:
+    text = env.get(name, "")
+    if not text:
+        return None
+    if not text.isdigit():
+        raise InvalidArgument(
+            f"{name}={text!r}: a number of connections", reason="DATABASE_POOL_INVALID"
+        )
+    return int(text)
 
 
 def _workers(text: str | None, default: int) -> int:

@@ -387,3 +387,15 @@ process_restart_delay_seconds_max: Final = 5.0
 restart within the minute)."""
 process_ready_seconds_max: Final = 120.0
 """How long a started process may take to say it is ready (a bound against a hang)."""
+database_pool_size_default: Final = 16
+"""PostgreSQL connections one ``serve`` keeps open, all its processes together, unless
+``--database-pool-size`` says otherwise (ledger.config.divide_database_pool divides it)."""
+database_pool_overflow_default: Final = 16
+"""Connections one ``serve`` may open beyond those under load, all processes together, unless
+``--database-pool-overflow`` says otherwise. Three ``serve`` at the defaults (3 x 32) fit
+PostgreSQL's default ``max_connections`` of 100."""
+database_pool_process_size_min: Final = 2
+"""Kept connections each process needs at least: the sequencer's write transaction holds one
+for a whole batch while its reads go on; a worker's reads and key lookups share the rest."""
+database_pool_process_overflow_min: Final = 0
+"""Overflow connections each process needs at least: none (a fixed pool is a choice)."""

@@ -67,7 +67,12 @@ from ledger.rpc.children import CONFIG_FILE, CONNECTED_LINE, READY_LINE
 from ledger.rpc.enrolment_port import load_enrolment_material
 from ledger.rpc.ports import refuse_address_in_use
 from ledger.rpc.server import operator_key_to_anchor, parse_witnesses, start_verify_page
-from ledger.storage.db import create_ledger_engine, lock_sqlite_for_serving
+from ledger.storage.db import (
+    POOL_SHARE_ENVIRONMENT,
+    PoolShare,
+    create_ledger_engine,
+    lock_sqlite_for_serving,
+)
 from ledger.storage.migrate import upgrade
 from ledger.storage.read_routing import open_standby
 from ledger.verify_page.http import VerifyPageEndpoint
@@ -246,6 +251,7 @@ class Supervisor:
     async def _start(self) -> None:
         config = self.config
         check_workers(config.workers)
+        pools = config.database_pool_shares()  # refuses totals too small for the processes
         if config.trace_otlp_endpoint:
             tracing.check_endpoint(config.trace_otlp_endpoint)  # the children set it up
         # Refuse a bad configuration before anything is opened or started, as `serve` does.
@@ -279,7 +285,7 @@ class Supervisor:
         descriptor = os.open(self._directory / CONFIG_FILE, os.O_WRONLY | os.O_CREAT, 0o600)
         with os.fdopen(descriptor, "wb") as handle:
             pickle.dump(child_config, handle)
-        self._environments = _environments()
+        self._environments = _environments(sequencer_pool=pools[0], worker_pool=pools[-1])
         sequencer = _Child("sequencer", "sequencer")
         self._children.append(sequencer)
         await self._spawn(sequencer)
@@ -494,12 +500,19 @@ class Supervisor:
             self._directory = None
 
 
-def _environments() -> dict[str, dict[str, str]]:
-    """Each role's environment. The payments extension's gateway-notification receiver has one
-    port: it runs in the sequencer process (port 0 is picked here, so the workers can tell
-    gateways where to notify)."""
+def _environments(
+    *, sequencer_pool: PoolShare | None = None, worker_pool: PoolShare | None = None
+) -> dict[str, dict[str, str]]:
+    """Each role's environment. Each process's share of the database connections
+    (:meth:`ledger.config.ServerConfig.database_pool_shares`; its engines read it; None: none
+    is set). The payments extension's gateway-notification receiver has one port: it runs in
+    the sequencer process (port 0 is picked here, so the workers can tell gateways where to
+    notify)."""
     base = dict(os.environ)
     sequencer, worker = dict(base), dict(base)
+    for environment, pool in ((sequencer, sequencer_pool), (worker, worker_pool)):
+        if pool is not None:
+            environment[POOL_SHARE_ENVIRONMENT] = str(pool)
     listen = base.get(_NOTIFY_LISTEN, "")
     if listen:
         host, _, port = listen.rpartition(":")

@@ -2,13 +2,18 @@
 
 SQLite: WAL journal, ``synchronous=FULL`` (a commit is durable once acknowledged), a busy timeout,
 and transactions begun explicitly so the sequencer can take the write lock up front with
-``BEGIN IMMEDIATE``. PostgreSQL: psycopg 3, pre-ping, a small pool.
+``BEGIN IMMEDIATE``. PostgreSQL: psycopg 3, pre-ping, a pool of the size this process was
+given (:class:`PoolShare`: ``serve`` divides its configured totals over its processes, see
+:meth:`ledger.config.ServerConfig.database_pool_shares`).
 """
 
 from __future__ import annotations
 
 import fcntl
+import os
 import sqlite3
+from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
@@ -18,7 +23,10 @@ from sqlalchemy.engine import Connection, make_url
 from ledger.errors import FailedPrecondition
 
 __all__ = [
+    "POOL_SHARE_DEFAULT",
+    "POOL_SHARE_ENVIRONMENT",
     "WRITE_LOCK_OPTION",
+    "PoolShare",
     "create_ledger_engine",
     "is_sqlite",
     "lock_sqlite_for_serving",
@@ -29,6 +37,49 @@ WRITE_LOCK_OPTION = "ledger_write_lock"
 """Execution option: on SQLite, begin the transaction with BEGIN IMMEDIATE (take the write lock)."""
 
 _SQLITE_BUSY_TIMEOUT_MS = 30_000
+
+POOL_SHARE_ENVIRONMENT = "POLICY_LEDGER_DATABASE_POOL_SHARE"
+"""Set by ``serve --workers N`` for each process it starts: ``SIZE+OVERFLOW``, that process's
+share of the configured totals (``--database-pool-size`` and ``--database-pool-overflow``).
+Internal: operators set the totals, never this."""
+
+
+@dataclass(frozen=True)
+class PoolShare:
+    """One process's PostgreSQL connection pool: ``size`` connections kept open, and up to
+    ``overflow`` more opened under load and closed when returned. A process opens at most
+    ``size + overflow`` connections to the database."""
+
+    size: int
+    overflow: int
+
+    @property
+    def connections_max(self) -> int:
+        """The most connections the process opens to the database."""
+        return self.size + self.overflow
+
+    def __str__(self) -> str:
+        return f"{self.size}+{self.overflow}"
+
+    @classmethod
+    def parse(cls, text: str) -> PoolShare:
+        """``SIZE+OVERFLOW`` (what :data:`POOL_SHARE_ENVIRONMENT` holds); ValueError if not."""
+        size, plus, overflow = text.strip().partition("+")
+        if not (plus and size.isdigit() and overflow.isdigit() and int(size) >= 1):
+            raise ValueError(f"{POOL_SHARE_ENVIRONMENT}={text!r}: not SIZE+OVERFLOW, SIZE >= 1")
+        return cls(int(size), int(overflow))
+
+    @classmethod
+    def from_environment(cls, environment: Mapping[str, str] | None = None) -> PoolShare:
+        """The share ``serve`` gave this process, or :data:`POOL_SHARE_DEFAULT` when none."""
+        env = os.environ if environment is None else environment
+        text = env.get(POOL_SHARE_ENVIRONMENT, "")
+        return cls.parse(text) if text else POOL_SHARE_DEFAULT
+
+
+POOL_SHARE_DEFAULT = PoolShare(size=8, overflow=8)
+"""The pool of a process that was given no share: the command-line tools, the tests, and a
+process that is not started by ``serve``."""
 
 
 def sqlite_url(path: Path | str) -> str:
@@ -41,15 +92,24 @@ def is_sqlite(engine: Engine | Connection) -> bool:
     return engine.dialect.name == "sqlite"
 
 
-def create_ledger_engine(url: str, *, echo: bool = False) -> Engine:
+def create_ledger_engine(url: str, *, echo: bool = False, pool: PoolShare | None = None) -> Engine:
     """Open the database at ``url`` with the options the ledger relies on.
 
-    A SQLite file's parent folder is created if needed.
+    A SQLite file's parent folder is created if needed. ``pool`` sizes a PostgreSQL engine's
+    connection pool; None: the share ``serve`` gave this process in its environment
+    (:data:`POOL_SHARE_ENVIRONMENT`), else :data:`POOL_SHARE_DEFAULT`.
     """
     parsed = make_url(url)
     if parsed.get_backend_name() == "sqlite":
         return _create_sqlite_engine(url, parsed.database, echo=echo)
-    return create_engine(url, echo=echo, pool_pre_ping=True, pool_size=8, max_overflow=8)
+    share = PoolShare.from_environment() if pool is None else pool
+    return create_engine(
+        url,
+        echo=echo,
+        pool_pre_ping=True,
+        pool_size=share.size,
+        max_overflow=share.overflow,
+    )
 
 
 def _create_sqlite_engine(url: str, database: str | None, *, echo: bool) -> Engine:
