@@ -775,7 +775,7 @@ def _bench_instances(folder: Path, args: argparse.Namespace) -> None:
         ),
         insurer=INSURER,
         line=line,
-        cpu_seconds=_cpu_seconds,
+        cpu_seconds=cpu_seconds,
     )
     bench_instances(
         harness,
