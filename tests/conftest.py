@@ -549,6 +549,22 @@ def key_event(principal_id: str, signer: Signer, role: SignerRole) -> events_pb2
     )
 
 
+def licensed_appender(
+    engine: Engine,
+    log_signer: Ed25519Signer,
+    operator_signer: Signer,
+    insurer_id: str,
+    insurer_signer: Signer,
+    now: dt.datetime,
+) -> Appender:
+    """An appender on a new log whose entries after the genesis one license ``insurer_id``
+    and register ``insurer_signer``'s key (written directly, no server)."""
+    appender = Appender(engine, log_signer, log_signer.name)
+    appender.initialize(now)
+    onboard_directly(engine, appender, operator_signer, insurer_id, insurer_signer, now)
+    return appender
+
+
 def onboard_directly(
     engine: Engine,
     appender: Appender,

@@ -535,20 +535,16 @@ def _receipt(
 ) -> Receipt:
     plan = inclusion(entry.leaf_index, head.tree_size)
     proof = plan.rehash(read_nodes(connection, plan.ids, known))
-    return Receipt(
-        event_id=item.event_id,
-        leaf_index=entry.leaf_index,
-        leaf_hash=entry.leaf_hash,
-        entry=entry.entry,
-        checkpoint=head.note_bytes,
-        tree_size=head.tree_size,
-        inclusion_proof=tuple(proof),
-        duplicate=duplicate,
-    )
+    return _new_receipt(item, entry, head, proof, duplicate=duplicate)
 
 
 def _new_receipt(
-    item: PendingEntry, entry: _Sequenced, head: StoredCheckpoint, proof: list[bytes]
+    item: PendingEntry,
+    entry: _Sequenced,
+    head: StoredCheckpoint,
+    proof: list[bytes],
+    *,
+    duplicate: bool = False,
 ) -> Receipt:
     return Receipt(
         event_id=item.event_id,
@@ -558,7 +554,7 @@ def _new_receipt(
         checkpoint=head.note_bytes,
         tree_size=head.tree_size,
         inclusion_proof=tuple(proof),
-        duplicate=False,
+        duplicate=duplicate,
     )
 
 

@@ -13,7 +13,7 @@ from ledger.signing import Ed25519Signer
 from ledger.storage.append import Appender, PendingEntry, Receipt
 from tests import clock as test_clock
 from tests.builders import tokens
-from tests.conftest import onboard_directly, pending
+from tests.conftest import licensed_appender, pending
 
 NOW = test_clock.now()
 INSURER = "gulf-health"
@@ -26,10 +26,7 @@ def appender(
     insurer_signer: Ed25519Signer,
     operator_signer: Ed25519Signer,
 ) -> Appender:
-    appender = Appender(engine, log_signer, log_signer.name)
-    appender.initialize(NOW)
-    onboard_directly(engine, appender, operator_signer, INSURER, insurer_signer, NOW)
-    return appender
+    return licensed_appender(engine, log_signer, operator_signer, INSURER, insurer_signer, NOW)
 
 
 def test_a_person_erased_earlier_in_the_batch_is_refused_later_in_it(

@@ -23,7 +23,7 @@ from ledger.storage.migrate import alembic_config, downgrade, upgrade
 from ledger.storage.tables import APPEND_ONLY_TABLES, checkpoints, log_entries, tree_nodes
 from tests import clock as test_clock
 from tests.builders import tokens
-from tests.conftest import onboard_directly, pending
+from tests.conftest import licensed_appender, pending
 
 NOW = test_clock.now()
 INSURER = "gulf-health"
@@ -60,10 +60,7 @@ def appender(
     operator_signer: Ed25519Signer,
 ) -> Appender:
     """An appender on a log whose first entry licenses INSURER (whose key is registered)."""
-    appender = Appender(engine, log_signer, log_signer.name)
-    appender.initialize(NOW)
-    onboard_directly(engine, appender, operator_signer, INSURER, insurer_signer, NOW)
-    return appender
+    return licensed_appender(engine, log_signer, operator_signer, INSURER, insurer_signer, NOW)
 
 
 def _count(engine: Engine, table: object) -> int:

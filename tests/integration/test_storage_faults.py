@@ -28,7 +28,7 @@ from ledger.storage.log_store import LogStore
 from ledger.storage.tables import checkpoints, log_entries, tree_nodes
 from tests import clock as test_clock
 from tests.builders import tokens
-from tests.conftest import onboard_directly, pending
+from tests.conftest import licensed_appender, pending
 
 NOW = test_clock.now()
 INSURER = "gulf-health"
@@ -90,10 +90,7 @@ def appender(
     insurer_signer: Ed25519Signer,
     operator_signer: Ed25519Signer,
 ) -> Appender:
-    appender = Appender(engine, log_signer, log_signer.name)
-    appender.initialize(NOW)
-    onboard_directly(engine, appender, operator_signer, INSURER, insurer_signer, NOW)
-    return appender
+    return licensed_appender(engine, log_signer, operator_signer, INSURER, insurer_signer, NOW)
 
 
 def _items(signer: Ed25519Signer, count: int, first_number: int = 0) -> list[PendingEntry]:
