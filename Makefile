@@ -11,7 +11,7 @@ MO_FILES := $(patsubst %.po,%.mo,$(wildcard ledger/i18n/locales/*/LC_MESSAGES/le
 PROTOS := $(wildcard protos/ledger/v1/*.proto) $(wildcard protos/payments/v1/*.proto) \
           $(wildcard protos/ledger/internal/v1/*.proto)
 
-.PHONY: run test lint proto proto-check bench bench-fairness bench-large bench-audit bench-submit bench-instances bench-small faults fuzz install clean serve
+.PHONY: run test lint proto proto-check bench bench-fairness bench-large bench-audit bench-submit bench-instances bench-households bench-renewals bench-small faults fuzz install clean serve
 .PHONY: crash fiu-utils i18n i18n-extract
 .PHONY: web verify-page chromium
 
@@ -67,6 +67,12 @@ bench-fairness: $(STAMP) ## Only the fairness figures: the probe's p99 idle and 
 
 bench-large: $(STAMP) ## Only the proof figures at 10M entries (ENTRIES=N for another size), next to 10k; TREE=FILE keeps the tree for the next run.
 	$(BIN)/python -m bench --only proofs --entries $${ENTRIES:-10000000} $${TREE:+--proof-tree $$TREE}
+
+bench-households: $(STAMP) $(MO_FILES) ## Only the household checks at each serve --workers count (POLICIES=N, default 1M; WORKERS=0,2), next to the empty-unary ceiling at 16 callers.
+	$(BIN)/python -m bench --only households --policies $${POLICIES:-1000000} $${WORKERS:+--workers $$WORKERS}
+
+bench-renewals: $(STAMP) $(MO_FILES) ## Only the renewals at 1 and 16 callers, on SQLite and PostgreSQL, at each serve --workers count (RENEWALS=N, WORKERS=0,2).
+	$(BIN)/python -m bench --only renewals --renewals $${RENEWALS:-400} $${WORKERS:+--workers $$WORKERS}
 
 bench-audit: $(STAMP) ## Only the full-audit figure (AUDIT_ENTRIES=N, default 1M), next to the verify ceiling.
 	$(BIN)/python -m bench --only audit --audit-entries $${AUDIT_ENTRIES:-1000000}
