@@ -13,6 +13,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from ledger import limits
 from ledger.signing import Ed25519Signer, format_signer_key
 
 __all__ = ["BenchKit", "cpu_seconds", "serve"]
@@ -77,7 +78,7 @@ def serve(
             env={**os.environ, **(environment or {})},
         )
         try:
-            deadline = time.monotonic() + 60
+            deadline = time.monotonic() + limits.process_ready_seconds_max
             while not (port_file.exists() and port_file.read_text().strip()):
                 if time.monotonic() > deadline or process.poll() is not None:
                     raise RuntimeError(f"server did not start; see {folder / 'server.log'}")
