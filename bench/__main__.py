@@ -24,13 +24,14 @@ import datetime as dt
 import multiprocessing
 import os
 import random
+import shlex
 import sqlite3
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -166,6 +167,8 @@ class ServerProcess:
             "--port-file",
             str(port_file),
             *(() if workers is None else ("--workers", str(workers))),
+            # More serve options for an experiment (`--batch-age-ms 5`), as a shell would split.
+            *shlex.split(os.environ.get("POLICY_LEDGER_BENCH_SERVE_ARGS", "")),
         ]
         self.log = (folder / "server.log").open("w")
         self.process = subprocess.Popen(
@@ -272,8 +275,50 @@ def bench_submit(folder: Path, events: int, workers: int | None = None) -> None:
             for position, per in enumerate(several):
                 first = events + unary + position * events
                 _bench_stream(server, stub, _envelopes(insurer, events, first, tokens=tokens), per)
+            first = events + unary + len(several) * events
+            paced = _envelopes(insurer, events, first, tokens=tokens)
+            _bench_paced_stream(stub, paced, limits.submit_message_envelopes_default, PACED_RATE)
     finally:
         server.stop()
+
+
+PACED_RATE = 1000
+"""Events a second the paced stream offers (issue 13 item 5: receipts p99 <= 100 ms at 1,000/s)."""
+
+
+def _bench_paced_stream(
+    stub: pb_grpc.LedgerServiceStub, envelopes: list[object], per: int, offered: int
+) -> None:
+    """One SubmitEvents stream offering ``offered`` events a second, ``per`` to a message (each
+    message sent at its time, whatever came back); each event's receipt latency is the time from
+    its message's sending to the answer holding its receipt (answers come in request order)."""
+    sent: list[float] = []
+
+    def requests() -> Iterator[pb.SubmitEventsRequest]:
+        started = time.perf_counter()
+        for number, start in enumerate(range(0, len(envelopes), per)):
+            delay = started + number * per / offered - time.perf_counter()
+            if delay > 0:
+                time.sleep(delay)
+            sent.append(time.perf_counter())
+            yield pb.SubmitEventsRequest(envelopes=envelopes[start : start + per])  # type: ignore[arg-type]
+
+    latencies: list[float] = []
+    refused = 0
+    started = time.perf_counter()
+    for number, response in enumerate(stub.SubmitEvents(requests())):
+        answered = time.perf_counter()
+        results = list(response.results) or [response]
+        refused += sum(1 for result in results if result.WhichOneof("result") == "error")
+        latencies.extend([answered - sent[number]] * len(results))
+    elapsed = time.perf_counter() - started
+    p50, p99 = percentiles(latencies)
+    line(
+        f"paced stream, {offered:,} events/s offered, {per} per message",
+        rate(len(latencies), elapsed),
+        f"receipt latency p50 {p50:.1f} ms, p99 {p99:.1f} ms (goal: p99 <= 100 ms); "
+        f"{refused} refused; load average {os.getloadavg()[0]:.1f}",
+    )
 
 
 def _bench_stream(

@@ -26,6 +26,8 @@ def test_the_submission_bench_runs_at_each_worker_count() -> None:
     assert len(streams) == 6, done.stdout  # 1, 8 and 64 envelopes a message, at each count
     assert all("40 events, 0 refused" in line for line in streams), done.stdout
     assert done.stdout.count("unary submit") == 4, done.stdout
+    paced = [line for line in done.stdout.splitlines() if "paced stream" in line]
+    assert len(paced) == 2 and all("0 refused" in line for line in paced), done.stdout
 
 
 def test_the_sequencer_cpu_bench_runs() -> None:
