@@ -43,7 +43,7 @@ from bench.bulk import bulk_load
 from bench.cohort import FUNDER, bench_cohort, member_insert_ceiling
 from bench.echo import start_echo_server
 from bench.handoff import bench_handoff_codec, cpu_seconds_by_process, process_split
-from bench.kit import cpu_seconds
+from bench.kit import cpu_seconds, start_server
 from bench.multi_instance import Harness, bench_instances
 from clients.channel import ClientCredentials, Connection
 from clients.insurer import sign_event
@@ -696,32 +696,9 @@ def _serve(
 ) -> tuple[str, subprocess.Popen[bytes]]:
     """``policy-ledger serve`` on an existing database (the SQLite file, or ``database_url``);
     returns its address and process."""
-    folder.mkdir(parents=True, exist_ok=True)
-    (folder / "log.key").write_text(format_signer_key(signer) + "\n")
-    port_file = folder / "port"
-    command = [
-        sys.executable,
-        "-m",
-        "ledger.cli",
-        "serve",
-        "--database",
-        database_url or sqlite_url(database),
-        "--listen",
-        "127.0.0.1:0",
-        "--log-key-file",
-        str(folder / "log.key"),
-        *tls_flags(),
-        "--port-file",
-        str(port_file),
-        *extra_arguments,
-    ]
-    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + limits.process_ready_seconds_max
-    while not (port_file.exists() and port_file.read_text().strip()):
-        if time.monotonic() > deadline or process.poll() is not None:
-            raise RuntimeError("server did not start")
-        time.sleep(0.05)
-    return f"127.0.0.1:{int(port_file.read_text())}", process
+    return start_server(
+        folder, signer, database_url or sqlite_url(database), [*tls_flags(), *extra_arguments]
+    )
 
 
 def bench_standby(folder: Path, policies_count: int, samples: int = 4000) -> None:

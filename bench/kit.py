@@ -9,14 +9,14 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from ledger import limits
 from ledger.signing import Ed25519Signer, format_signer_key
 
-__all__ = ["BenchKit", "cpu_seconds", "serve"]
+__all__ = ["BenchKit", "cpu_seconds", "serve", "start_server"]
 
 
 @dataclass(frozen=True)
@@ -34,6 +34,38 @@ class BenchKit:
     """(calls, seconds) of empty unary calls over mTLS at that many callers."""
 
 
+def start_server(
+    folder: Path,
+    signer: Ed25519Signer,
+    database_url: str,
+    arguments: Sequence[str],
+    *,
+    environment: dict[str, str] | None = None,
+) -> tuple[str, subprocess.Popen[bytes]]:
+    """``policy-ledger serve`` on ``database_url`` with more ``arguments`` (TLS, workers...),
+    its output in ``folder/server.log``; (address, process) once it listens."""
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "log.key").write_text(format_signer_key(signer) + "\n")
+    port_file = folder / "port"
+    port_file.unlink(missing_ok=True)
+    command = [
+        *(sys.executable, "-m", "ledger.cli", "serve", "--database", database_url),
+        *("--listen", "127.0.0.1:0", "--log-key-file", str(folder / "log.key")),
+        *("--port-file", str(port_file), *arguments),
+    ]
+    with (folder / "server.log").open("w") as log:  # the child keeps its own descriptor
+        process = subprocess.Popen(
+            command, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, **(environment or {})}
+        )
+    deadline = time.monotonic() + limits.process_ready_seconds_max
+    while not (port_file.exists() and port_file.read_text().strip()):
+        if time.monotonic() > deadline or process.poll() is not None:
+            process.kill()
+            raise RuntimeError(f"server did not start; see {folder / 'server.log'}")
+        time.sleep(0.05)
+    return f"127.0.0.1:{int(port_file.read_text())}", process
+
+
 @contextlib.contextmanager
 def serve(
     kit: BenchKit,
@@ -48,45 +80,19 @@ def serve(
     """``policy-ledger serve --workers N`` on ``database_url``; yields (address, process) and
     stops it (SIGTERM) afterwards. Its log is ``folder/server.log``. ``operator``: name the
     bench's operator key (a fresh database; a bulk-loaded one has its own genesis)."""
-    folder.mkdir(parents=True, exist_ok=True)
-    (folder / "log.key").write_text(format_signer_key(signer) + "\n")
-    port_file = folder / "port"
-    port_file.unlink(missing_ok=True)
-    command = [
-        sys.executable,
-        "-m",
-        "ledger.cli",
-        "serve",
-        "--database",
-        database_url,
-        "--listen",
-        "127.0.0.1:0",
-        "--log-key-file",
-        str(folder / "log.key"),
+    arguments = [
         *kit.tls_flags(),
         *(("--operator-verifier", kit.operator_verifier) if operator else ()),
-        "--port-file",
-        str(port_file),
-        "--workers",
-        str(workers),
+        *("--workers", str(workers)),
     ]
-    with (folder / "server.log").open("w") as log:
-        process = subprocess.Popen(
-            command,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            env={**os.environ, **(environment or {})},
-        )
-        try:
-            deadline = time.monotonic() + limits.process_ready_seconds_max
-            while not (port_file.exists() and port_file.read_text().strip()):
-                if time.monotonic() > deadline or process.poll() is not None:
-                    raise RuntimeError(f"server did not start; see {folder / 'server.log'}")
-                time.sleep(0.05)
-            yield f"127.0.0.1:{int(port_file.read_text())}", process
-        finally:
-            process.terminate()
-            process.wait(timeout=60)
+    address, process = start_server(
+        folder, signer, database_url, arguments, environment=environment
+    )
+    try:
+        yield address, process
+    finally:
+        process.terminate()
+        process.wait(timeout=60)
 
 
 def cpu_seconds(pid: int) -> float:
