@@ -23,6 +23,7 @@ from ledger.storage.tables import log_entries
 from ledger.storage.vault_store import person_identities
 from ledger.v1 import events_pb2
 from tests.conftest import OPERATOR_SIGNER, ServerHandle, start_server_thread
+from tests.dated import moved_json, years_to_fit
 
 CLI = [sys.executable, "-m", "ledger.cli"]
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
@@ -101,36 +102,17 @@ takes effect on 2027-07-01 with at least 30 days' notice after insurer-change-no
 sequenced, and card-issued.json's card must not be expired when it is issued (2027-06-30)."""
 
 
-def _years_later(day: dt.date, years: int) -> dt.date:
-    return day.replace(year=day.year + years)
-
-
 def _insurer_examples_dated_for(today: dt.date, files: list[str], folder: Path) -> list[str]:
     """The insurer examples as written while they fit ``today`` (the server's day); after that,
-    copies in ``folder`` with every civil date moved forward by the fewest whole years that make
-    them fit again: the same days of the year and the same gaps between them, so the same rules
-    decide, on any day the suite runs (examples/ are dated for 2026-27)."""
-    years = 0
-    while _years_later(INSURER_EXAMPLES_FIT_THROUGH, years) < today:
-        years += 1
+    copies in ``folder`` with their dates moved by whole years (tests/dated.py)."""
+    years = years_to_fit(today, INSURER_EXAMPLES_FIT_THROUGH)
     if years == 0:
         return files
-
-    def moved(value: object) -> object:
-        if isinstance(value, dict) and set(value) == {"year", "month", "day"}:
-            day = _years_later(dt.date(value["year"], value["month"], value["day"]), years)
-            return {"year": day.year, "month": day.month, "day": day.day}
-        if isinstance(value, dict):
-            return {key: moved(item) for key, item in value.items()}
-        if isinstance(value, list):
-            return [moved(item) for item in value]
-        return value
-
     copies = []
     for file in files:
         copy = folder / file
         document = json.loads((EXAMPLES / file).read_text(encoding="utf-8"))
-        copy.write_text(json.dumps(moved(document)), encoding="utf-8")
+        copy.write_text(json.dumps(moved_json(document, years)), encoding="utf-8")
         copies.append(str(copy))
     return copies
 

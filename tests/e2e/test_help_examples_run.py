@@ -7,15 +7,19 @@ the log's verifier key and the PostgreSQL URL. Each example must exit as the hel
 `coverage check` 0 for a renewable household). Commands that run until stopped (`serve`,
 `witness serve`, `audit watch`) must start, say they serve or print their first verdict, and stop
 cleanly on SIGTERM.
+
+The examples and the files they read are dated for 2026-27; from the day after
+``HELP_EXAMPLES_FIT_THROUGH`` the test runs them with their dates moved forward by whole years
+(tests/dated.py): the only change besides the placeholders.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import os
 import re
 import shlex
-import shutil
 import signal
 import socket
 import subprocess
@@ -27,8 +31,15 @@ from pathlib import Path
 import pytest
 
 from ledger.cli import _parser
+from ledger.clock import SystemClock
+from tests.dated import moved_json, moved_text, years_to_fit
 from tests.e2e.test_help_examples import EXAMPLES
 
+HELP_EXAMPLES_FIT_THROUGH = dt.date(2027, 6, 30)
+"""The last day the examples hold as written (`coverage check ... --through 2027-06-30`; a
+"through" date before today is refused). They hold from 2026-07-01 (both ends were run under
+libfaketime, tests/README.md), a whole year, so a move by whole years always fits."""
+YEARS = years_to_fit(SystemClock().now().date(), HELP_EXAMPLES_FIT_THROUGH)
 EXAMPLE_SECONDS_MAX = 120.0
 """A bound against a hang, not a speed check."""
 EXAMPLES_FOLDER = Path(__file__).parents[2] / "examples"
@@ -66,7 +77,7 @@ class Runner:
     failures: list[str] = field(default_factory=list)
 
     def argv(self, example: str) -> list[str]:
-        text = example
+        text = moved_text(example, YEARS)
         for placeholder, value in self.values.items():
             assert placeholder in PLACEHOLDERS, f"{placeholder} is not a documented placeholder"
             text = text.replace(placeholder, value)
@@ -223,11 +234,12 @@ def test_every_help_example_runs_as_printed(
     ):
         _setup(folder, "keygen", "--name", name, "--out", out)
     (folder / "acme.pub").write_text((folder / "acme2.key.pub").read_text())
-    shutil.copy(EXAMPLES_FOLDER / "requests/renewal-kw-family.json", folder / "family.json")
+    family = json.loads((EXAMPLES_FOLDER / "requests/renewal-kw-family.json").read_text())
+    (folder / "family.json").write_text(json.dumps(moved_json(family, YEARS)))
     verifier = (folder / "var/log.key.pub").read_text().strip()
     for name in ("log.pub", "log.key.pub"):
         (folder / name).write_text(verifier + "\n")
-    (folder / "events.json").write_text(json.dumps(_events(45)))
+    (folder / "events.json").write_text(json.dumps(moved_json(_events(45), YEARS)))
     runner.values["policy-ledger.example/log+1234abcd+AQ..."] = verifier
 
     # The payments extension, configured as docs/payments.md says (environment).

@@ -7,6 +7,8 @@ household, collects a renewal fee, audits the server and stops it; every line mu
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
+import json
 import os
 import shutil
 import signal
@@ -15,11 +17,18 @@ import subprocess
 import sys
 from pathlib import Path
 
+from ledger.clock import SystemClock
 from tests.conftest import ServerHandle, SessionPki
+from tests.dated import moved_json, moved_text, years_to_fit
 
 CLI = [sys.executable, "-m", "ledger.cli"]
 ROOT = Path(__file__).resolve().parents[2]
 MARKER = "<!-- operator-path:"
+README_PATH_FITS_THROUGH = dt.date(2027, 6, 30)
+"""The last day the block holds as written: it checks a household from today through 2027-06-30
+(a "through" date before today is refused). Its first day is 2026-07-01 (the check's span of at
+most a year), so every day of a year is covered and a move by whole years always fits; both ends
+were run under libfaketime (tests/README.md)."""
 
 
 def operator_path_block(readme: str) -> str:
@@ -48,9 +57,13 @@ def _free_ports(count: int) -> list[int]:
 
 
 def test_the_readme_operator_path_runs_verbatim(tmp_path: Path) -> None:
-    block = operator_path_block((ROOT / "README.md").read_text(encoding="utf-8"))
+    years = years_to_fit(SystemClock().now().date(), README_PATH_FITS_THROUGH)
+    block = moved_text(operator_path_block((ROOT / "README.md").read_text(encoding="utf-8")), years)
     (tmp_path / ".venv").symlink_to(ROOT / ".venv")
     shutil.copytree(ROOT / "examples", tmp_path / "examples")
+    for example in (tmp_path / "examples").rglob("*.json") if years else ():
+        document = json.loads(example.read_text(encoding="utf-8"))
+        example.write_text(json.dumps(moved_json(document, years)), encoding="utf-8")
     environment = {k: v for k, v in os.environ.items() if not k.startswith("POLICY_LEDGER_")}
     port, enrol_port = _free_ports(2)
     environment["PORT"] = str(port)
@@ -74,7 +87,8 @@ def test_the_readme_operator_path_runs_verbatim(tmp_path: Path) -> None:
     assert "SERVING" in output
     assert "InsurerLicensed at leaf 2" in output
     assert "3 accepted, 0 refused" in output
-    assert "RENEWABLE through 2027-06-30" in output and "NOT RENEWABLE" not in output
+    assert moved_text("RENEWABLE through 2027-06-30", years) in output
+    assert "NOT RENEWABLE" not in output
     assert "KeyRegistered at leaf 3" in output  # the renewal authority's key
     assert ": RECORDED" in output and "receipt verified" in output  # the renewal's fee
     assert "verified:" in output and "root" in output  # the audit passed
