@@ -226,12 +226,12 @@ class CoverageReader:
             asked = list(members) or _members_on_record(connection, sponsor, as_of)
             if all(person.key != sponsor.key for person, _ in asked):
                 asked = [*asked, (sponsor, Relationship.SELF)]
-            verdicts = [
-                _member_verdict(
-                    person, relationship, _spans(connection, person, today), as_of, through
-                )
-                for person, relationship in asked
-            ]
+            verdicts = []
+            person_tokens: list[tuple[PersonRef, str | None]] = []
+            for person, relationship in asked:
+                spans, token = _spans_and_token(connection, person, today)
+                verdicts.append(_member_verdict(person, relationship, spans, as_of, through))
+                person_tokens.append((person, token))
         leaves = sorted(
             {leaf for verdict, _ in verdicts for c in verdict.coverages for leaf in c.leaf_indexes}
             | {
@@ -250,6 +250,7 @@ class CoverageReader:
             tree_size=head.tree_size,
             checkpoint=head.note_bytes,
             leaf_indexes=tuple(leaves),
+            person_tokens=tuple(person_tokens),
         )
 
     def history(self, subject: str | PersonRef, after: int | None, page_size: int) -> HistoryPage:
@@ -352,6 +353,14 @@ _SELECT_PAYMENTS = select(
 def _spans(connection: Connection, person: PersonRef, today: dt.date) -> list[_Span]:
     """Every non-empty coverage of a person, by start date, with its insurer's suspension,
     split where instalments unpaid past their grace (as of ``today``) stop it counting."""
+    return _spans_and_token(connection, person, today)[0]
+
+
+def _spans_and_token(
+    connection: Connection, person: PersonRef, today: dt.date
+) -> tuple[list[_Span], str | None]:
+    """:func:`_spans`, and the person's token in the vault (None: the vault does not know
+    them)."""
     rows = list(connection.execute(_SELECT_SPANS, _identifier(person)))
     spans = [_span(row, person) for row in rows]
     scheduled = sorted({(row.insurer_id, row.policy_id) for row in rows if row.instalments})
@@ -365,7 +374,7 @@ def _spans(connection: Connection, person: PersonRef, today: dt.date) -> list[_S
     funded = _cohort_spans(connection, person, token) if token is not None else []
     if funded:
         split = sorted([*split, *funded], key=lambda span: span.record.start)
-    return split
+    return split, token
 
 
 def _cohort_spans(connection: Connection, person: PersonRef, token: str) -> list[_Span]:
