@@ -136,3 +136,7 @@ class HouseholdVerdict:
     """The signed checkpoint (C2SP note) of that size."""
     leaf_indexes: tuple[int, ...]
     """Every log entry the answer relied on, ascending."""
+    person_tokens: tuple[tuple[PersonRef, str | None], ...] = ()
+    """Each person checked, with their token in the identity vault in the answer's snapshot
+    (None: the vault does not know them). Not part of the wire answer: the access record names
+    the people by these tokens without asking the vault again (ledger/rpc/access.py)."""

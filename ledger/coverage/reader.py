@@ -24,12 +24,13 @@ erased from the vault is found nowhere; an erased sponsor of a person still on r
 from __future__ import annotations
 
 import datetime as dt
+import functools
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from typing import Any, cast
 
-from sqlalchemy import Connection, Engine, Row, bindparam, select
+from sqlalchemy import BindParameter, Connection, Engine, Row, Select, bindparam, select
 
 from ledger import i18n
 from ledger.clock import Clock, SystemClock
@@ -44,7 +45,7 @@ from ledger.coverage.model import (
 )
 from ledger.coverage.projector import PERIOD_END
 from ledger.errors import check
-from ledger.funds.projection import memberships_of
+from ledger.funds.projection import CohortMembership, memberships_of, memberships_of_tokens
 from ledger.funds.rules import COHORT_ENDED, FUNDED_COHORT_PLAN, unpaid_periods
 from ledger.i18n.messages import (
     VERDICT_CANCELLED,
@@ -61,7 +62,7 @@ from ledger.i18n.messages import (
     Message,
 )
 from ledger.storage.log_store import StoredCheckpoint, latest_checkpoint
-from ledger.storage.row_match import any_row
+from ledger.storage.row_match import CHUNK, any_row
 from ledger.storage.tables import (
     coverages,
     insurers,
@@ -72,7 +73,7 @@ from ledger.storage.tables import (
     subject_entries,
     transfer_gaps,
 )
-from ledger.storage.vault_store import person_identities
+from ledger.storage.vault_store import person_identities, tokens_of_in
 
 __all__ = ["ERASED_PERSON", "CoverageReader", "HistoryPage", "person_from_key"]
 
@@ -226,11 +227,13 @@ class CoverageReader:
             asked = list(members) or _members_on_record(connection, sponsor, as_of)
             if all(person.key != sponsor.key for person, _ in asked):
                 asked = [*asked, (sponsor, Relationship.SELF)]
+            found = _household_spans(connection, [person for person, _ in asked], today)
             verdicts = [
-                _member_verdict(
-                    person, relationship, _spans(connection, person, today), as_of, through
-                )
-                for person, relationship in asked
+                _member_verdict(person, relationship, spans, as_of, through)
+                for (person, relationship), (spans, _) in zip(asked, found, strict=True)
+            ]
+            person_tokens = [
+                (person, token) for (person, _), (_, token) in zip(asked, found, strict=True)
             ]
         leaves = sorted(
             {leaf for verdict, _ in verdicts for c in verdict.coverages for leaf in c.leaf_indexes}
@@ -250,6 +253,7 @@ class CoverageReader:
             tree_size=head.tree_size,
             checkpoint=head.note_bytes,
             leaf_indexes=tuple(leaves),
+            person_tokens=tuple(person_tokens),
         )
 
     def history(self, subject: str | PersonRef, after: int | None, page_size: int) -> HistoryPage:
@@ -285,7 +289,7 @@ _BY_IDENTIFIER = (
 )
 _SELECT_TOKEN = select(_PERSON.c.token).where(_BY_IDENTIFIER)
 
-_SELECT_SPANS = (
+_SPANS_FROM = (
     select(
         coverages,
         policies.c.plan,
@@ -317,12 +321,40 @@ _SELECT_SPANS = (
         & (transfer_gaps.c.policy_id == coverages.c.policy_id),
         isouter=True,
     )
-    .where(_BY_IDENTIFIER, coverages.c.end_date >= coverages.c.start_date)
-    .order_by(coverages.c.start_date, coverages.c.insurer_id, coverages.c.policy_id)
 )
+_SELECT_SPANS = _SPANS_FROM.where(
+    _BY_IDENTIFIER, coverages.c.end_date >= coverages.c.start_date
+).order_by(coverages.c.start_date, coverages.c.insurer_id, coverages.c.policy_id)
 """Built once (SQLAlchemy then reuses its compiled form): a person's non-empty coverages, by the
 vault's unique identifier index, then the (person_key, start_date) index; docs/coverage.md
 shows the query plan."""
+
+
+@functools.lru_cache(maxsize=CHUNK)
+def _select_spans_of(count: int) -> Select[Any]:
+    """:data:`_SELECT_SPANS` of ``count`` people at once (parameters ``country_<n>``,
+    ``id_type_<n>``, ``value_<n>``), each row naming its person; built once per count (at most
+    :data:`CHUNK`): a ``MULTI-INDEX OR`` of identifier searches (ledger/storage/row_match.py)."""
+    key = (_PERSON.c.country, _PERSON.c.id_type, _PERSON.c.value)
+    names: list[tuple[BindParameter[Any], ...]] = [
+        tuple(bindparam(f"{column}_{n}") for column in ("country", "id_type", "value"))
+        for n in range(count)
+    ]
+    [any_person] = any_row(key, names)
+    return (
+        _SPANS_FROM.add_columns(
+            _PERSON.c.country.label("person_country"),
+            _PERSON.c.id_type.label("person_id_type"),
+            _PERSON.c.value.label("person_value"),
+        )
+        .where(any_person, coverages.c.end_date >= coverages.c.start_date)
+        .order_by(
+            coverages.c.person_key,
+            coverages.c.start_date,
+            coverages.c.insurer_id,
+            coverages.c.policy_id,
+        )
+    )
 
 
 def _identifier(person: PersonRef) -> dict[str, str]:
@@ -352,6 +384,14 @@ _SELECT_PAYMENTS = select(
 def _spans(connection: Connection, person: PersonRef, today: dt.date) -> list[_Span]:
     """Every non-empty coverage of a person, by start date, with its insurer's suspension,
     split where instalments unpaid past their grace (as of ``today``) stop it counting."""
+    return _spans_and_token(connection, person, today)[0]
+
+
+def _spans_and_token(
+    connection: Connection, person: PersonRef, today: dt.date
+) -> tuple[list[_Span], str | None]:
+    """:func:`_spans`, and the person's token in the vault (None: the vault does not know
+    them)."""
     rows = list(connection.execute(_SELECT_SPANS, _identifier(person)))
     spans = [_span(row, person) for row in rows]
     scheduled = sorted({(row.insurer_id, row.policy_id) for row in rows if row.instalments})
@@ -362,17 +402,64 @@ def _spans(connection: Connection, person: PersonRef, today: dt.date) -> list[_S
         split.extend(_pieces(span, periods) if periods else [span])
     # The token is on every coverage row; only a person with none needs the vault asked.
     token = str(rows[0].person_key) if rows else _token_of(connection, person)
-    funded = _cohort_spans(connection, person, token) if token is not None else []
+    funded = (
+        _cohort_spans(person, token, memberships_of(connection, token)) if token is not None else []
+    )
     if funded:
         split = sorted([*split, *funded], key=lambda span: span.record.start)
-    return split
+    return split, token
 
 
-def _cohort_spans(connection: Connection, person: PersonRef, token: str) -> list[_Span]:
+def _household_spans(
+    connection: Connection, people: Sequence[PersonRef], today: dt.date
+) -> list[tuple[list[_Span], str | None]]:
+    """:func:`_spans_and_token` of each of ``people``, in as many statements whatever their
+    number (up to :data:`CHUNK`): every coverage of them, the vault's tokens of those with
+    none (if any), the non-payment periods of their policies and their cohort memberships."""
+    wanted = sorted(set(people))
+    rows_of: dict[PersonRef, list[Row[Any]]] = {person: [] for person in wanted}
+    for start in range(0, len(wanted), CHUNK):
+        chunk = wanted[start : start + CHUNK]
+        parameters = {
+            f"{column}_{n}": value
+            for n, person in enumerate(chunk)
+            for column, value in _identifier(person).items()
+        }
+        for row in connection.execute(_select_spans_of(len(chunk)), parameters):
+            rows_of[
+                PersonRef(
+                    id_type=row.person_id_type, value=row.person_value, country=row.person_country
+                )
+            ].append(row)
+    # The token is on every coverage row; only the people with none need the vault asked.
+    tokens = {person: str(rows[0].person_key) for person, rows in rows_of.items() if rows}
+    tokens.update(tokens_of_in(connection, [person for person in wanted if person not in tokens]))
+    rows = [row for person in wanted for row in rows_of[person]]
+    scheduled = sorted({(row.insurer_id, row.policy_id) for row in rows if row.instalments})
+    unpaid = _non_payment(connection, scheduled, today)
+    memberships = memberships_of_tokens(connection, list(tokens.values()))
+    found: dict[PersonRef, tuple[list[_Span], str | None]] = {}
+    for person in wanted:
+        split: list[_Span] = []
+        for row in rows_of[person]:
+            span = _span(row, person)
+            periods = unpaid.get((span.record.insurer_id, span.record.policy_id), ())
+            split.extend(_pieces(span, periods) if periods else [span])
+        token = tokens.get(person)
+        funded = _cohort_spans(person, token, memberships.get(token, [])) if token else []
+        if funded:
+            split = sorted([*split, *funded], key=lambda span: span.record.start)
+        found[person] = (split, token)
+    return [found[person] for person in people]
+
+
+def _cohort_spans(
+    person: PersonRef, token: str, memberships: Sequence[CohortMembership]
+) -> list[_Span]:
     """Task D (issue 11): the person's funded-cohort coverage, as spans that count only on the
     days a contribution pays for them (ledger/funds/rules.py, docs/funds.md)."""
     found: list[_Span] = []
-    for membership in memberships_of(connection, token):
+    for membership in memberships:
         cohort = membership.cohort
         record = CoverageRecord(
             person=person,

@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import datetime as dt
 from collections import defaultdict
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Connection, bindparam, insert, select, update
+from sqlalchemy import Connection, Row, bindparam, insert, select, update
 
 from ledger.errors import FailedPrecondition, FieldViolation
 from ledger.funds import rules
@@ -27,6 +28,7 @@ __all__ = [
     "cohort_of",
     "contributions_of",
     "memberships_of",
+    "memberships_of_tokens",
     "totals_inputs",
 ]
 
@@ -257,22 +259,53 @@ _SELECT_MEMBERSHIPS = (
 )
 
 
+_SELECT_MEMBERSHIPS_OF_TOKENS = (
+    select(
+        fund_cohorts,
+        fund_cohort_members.c.position,
+        fund_cohort_members.c.leaf_index.label("member_leaf_index"),
+        fund_cohort_members.c.person_token,
+    )
+    .join(fund_cohort_members, fund_cohort_members.c.cohort_id == fund_cohorts.c.cohort_id)
+    .where(fund_cohort_members.c.person_token.in_(bindparam("tokens", expanding=True)))
+    .order_by(fund_cohorts.c.period_start, fund_cohorts.c.cohort_id)
+)
+"""Built once: :data:`_SELECT_MEMBERSHIPS` for several people at once (a household)."""
+
+_TOKENS_PER_STATEMENT = 100
+
+
 def memberships_of(connection: Connection, token: str) -> list[CohortMembership]:
     """Every cohort the person of ``token`` is a beneficiary of."""
-    found: list[CohortMembership] = []
-    for row in connection.execute(_SELECT_MEMBERSHIPS, {"token": token}):
-        leaves = [int(row.leaf_index), int(row.member_leaf_index)]
-        if row.end_leaf_index is not None:
-            leaves.append(int(row.end_leaf_index))
-        found.append(
-            CohortMembership(
-                cohort=_cohort(row),
-                position=int(row.position),
-                leaf_indexes=tuple(sorted(set(leaves))),
-                contributions=tuple(contributions_of(connection, str(row.cohort_id))),
-            )
-        )
+    return [
+        _membership(connection, row)
+        for row in connection.execute(_SELECT_MEMBERSHIPS, {"token": token})
+    ]
+
+
+def memberships_of_tokens(
+    connection: Connection, tokens: Sequence[str]
+) -> dict[str, list[CohortMembership]]:
+    """:func:`memberships_of` of each of ``tokens`` (none: absent), one statement per 100."""
+    found: dict[str, list[CohortMembership]] = {}
+    wanted = sorted(set(tokens))
+    for start in range(0, len(wanted), _TOKENS_PER_STATEMENT):
+        chunk = wanted[start : start + _TOKENS_PER_STATEMENT]
+        for row in connection.execute(_SELECT_MEMBERSHIPS_OF_TOKENS, {"tokens": chunk}):
+            found.setdefault(str(row.person_token), []).append(_membership(connection, row))
     return found
+
+
+def _membership(connection: Connection, row: Row[Any]) -> CohortMembership:
+    leaves = [int(row.leaf_index), int(row.member_leaf_index)]
+    if row.end_leaf_index is not None:
+        leaves.append(int(row.end_leaf_index))
+    return CohortMembership(
+        cohort=_cohort(row),
+        position=int(row.position),
+        leaf_indexes=tuple(sorted(set(leaves))),
+        contributions=tuple(contributions_of(connection, str(row.cohort_id))),
+    )
 
 
 def totals_inputs(

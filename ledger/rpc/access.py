@@ -9,7 +9,10 @@ For the methods of :data:`ACCESS_RULES`, after the authorization interceptor let
 People are recorded by person token (the identity vault's), never by identifier, so the access
 log stays append-only through an erasure (docs/privacy.md); a person the vault does not know
 (the ledger has nothing on them) is recorded as no one.
-Servicers know nothing of this, as they know nothing of authorization.
+Servicers know nothing of this, as they know nothing of authorization, except that one
+which has already found the people's tokens (CheckHousehold: in the answer's own snapshot) may
+hand them over (:func:`note_person_tokens`), and the record then names the people by those
+rather than asking the vault again; a person it did not hand over is looked up as before.
 
 Records are stored by one writer per process (:class:`_RecordWriter`): the calls whose answers
 are ready while it commits wait for its next transaction, which stores all their records at
@@ -22,7 +25,8 @@ transaction per burst of answers rather than one per answer.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Awaitable, Callable
+import contextvars
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from typing import Any
 
 import grpc
@@ -37,7 +41,7 @@ from ledger.storage.access_log import AccessLog, AccessRecord
 from ledger.storage.vault_store import VaultStore
 from ledger.v1 import types_pb2
 
-__all__ = ["ACCESS_RULES", "AccessRecordingInterceptor"]
+__all__ = ["ACCESS_RULES", "AccessRecordingInterceptor", "note_person_tokens"]
 
 _Context = grpc.aio.ServicerContext[Any, Any]
 People = tuple[tuple[PersonRef, ...], str]
@@ -62,12 +66,34 @@ def _policy(request: Any) -> People:
     return (), f"policy {request.insurer_id}/{request.policy_id}"
 
 
-def _tokens_and_subject(vault: VaultStore, people: People) -> tuple[tuple[str, ...], str]:
-    """The people's tokens (the unknown ones left out) and the subject naming tokens only."""
+_known_tokens: contextvars.ContextVar[dict[PersonRef, str | None] | None] = contextvars.ContextVar(
+    "access_known_tokens", default=None
+)
+"""The tokens the servicer of the current recorded call found (None: not a recorded call)."""
+
+
+def note_person_tokens(found: Iterable[tuple[PersonRef, str | None]]) -> None:
+    """A servicer hands the access record the people's tokens it has found, each with the
+    vault's token or None (the vault does not know them); outside a recorded call, nothing."""
+    known = _known_tokens.get()
+    if known is not None:
+        known.update(found)
+
+
+def _tokens_and_subject(
+    vault: VaultStore, people: People, known: dict[PersonRef, str | None] | None = None
+) -> tuple[tuple[str, ...], str]:
+    """The people's tokens (the unknown ones left out) and the subject naming tokens only;
+    ``known``: tokens already found (None: the vault does not know that person), the others
+    are asked of the vault."""
     persons, subject = people
     if subject.startswith(_BY_TOKEN):  # a request that names its person by token already
         return (subject.removeprefix(_BY_TOKEN),), ""
-    tokens = vault.tokens_of(persons)
+    known = known or {}
+    missing = [person for person in persons if person not in known]
+    tokens = {person: token for person, token in known.items() if token is not None}
+    if missing:
+        tokens.update(vault.tokens_of(missing))
     if subject == _HOUSEHOLD_OF:
         sponsor = tokens.get(persons[0])
         subject = f"household of {sponsor}" if sponsor else "household of an unknown person"
@@ -207,12 +233,17 @@ class AccessRecordingInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[ty
             except InvalidArgument as error:
                 await abort(context, error)
             # (2)
-            response = await inner(request, context)
+            known: dict[PersonRef, str | None] = {}
+            reset = _known_tokens.set(known)
+            try:
+                response = await inner(request, context)
+            finally:
+                _known_tokens.reset(reset)
             # (3)
             caller = current_caller()
 
             def build() -> AccessRecord:
-                person_keys, subject = _tokens_and_subject(self._vault, people_of(request))
+                person_keys, subject = _tokens_and_subject(self._vault, people_of(request), known)
                 return AccessRecord(
                     recorded_at=self._clock.now(),
                     caller=caller.spiffe_id if caller else "",

@@ -28,6 +28,7 @@ from ledger.errors import FieldViolation, NotFound, Unavailable, check, refuse_v
 from ledger.events import check_date, check_identifier, check_person, civil_date
 from ledger.fair import ReadPool
 from ledger.merkle import leaf_hash
+from ledger.rpc.access import note_person_tokens
 from ledger.rpc.cards_servicer import CardMethods
 from ledger.rpc.compliance_servicer import basis_of, obligation_proto, parse_employer_range
 from ledger.rpc.fairness import caller_of
@@ -57,16 +58,33 @@ _VERDICTS = {
 }
 
 
+_PERSON_ID_TYPES = {
+    name.removeprefix("PERSON_ID_TYPE_"): number for name, number in types_pb2.PersonIdType.items()
+}
+_RELATIONSHIPS = {
+    name.removeprefix("RELATIONSHIP_"): number for name, number in events_pb2.Relationship.items()
+}
+"""Enum numbers by name without the prefix, looked up once (every answer names people)."""
+
+
 def _person_proto(person: PersonRef) -> types_pb2.PersonId:
+    number = _PERSON_ID_TYPES.get(person.id_type)
     return types_pb2.PersonId(
-        type=types_pb2.PersonIdType.Value(f"PERSON_ID_TYPE_{person.id_type}"),
+        type=(
+            types_pb2.PersonIdType.Value(f"PERSON_ID_TYPE_{person.id_type}")  # raises
+            if number is None
+            else number
+        ),
         value=person.value,
         country_code=person.country,
     )
 
 
 def _relationship_proto(relationship: Relationship) -> events_pb2.Relationship.ValueType:
-    return events_pb2.Relationship.Value(f"RELATIONSHIP_{relationship.name}")
+    number = _RELATIONSHIPS.get(relationship.name)
+    if number is None:
+        return events_pb2.Relationship.Value(f"RELATIONSHIP_{relationship.name}")  # raises
+    return number
 
 
 def _coverage_proto(record: CoverageRecord) -> pb.Coverage:
@@ -396,6 +414,7 @@ class CoverageServicer(CardMethods, pb_grpc.CoverageServiceServicer):
             lambda reader, _: reader.check_household(sponsor, members, as_of, through),
             lambda answer: answer.tree_size,
         )
+        note_person_tokens(verdict.person_tokens)  # for the access record
         await answer_language(context, presentation)
         return self._household_response(
             verdict, include_fhir=request.include_fhir, presentation=presentation

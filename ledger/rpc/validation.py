@@ -24,6 +24,7 @@ every message, including the payments extension's, from the descriptors alone.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from typing import cast
 
@@ -60,26 +61,47 @@ def _bound(field: FieldDescriptor, default: int) -> int:
     return limits.request_field_max.get(field.full_name, default)
 
 
-def _scalar_violation(field: FieldDescriptor, value: object, path: str) -> _Violation | None:
+_OTHER, _ENUM, _UNSIGNED, _STRING, _BYTES, _MESSAGE = range(6)
+
+
+@functools.cache
+def _kind(field: FieldDescriptor) -> int:
+    """What the walk checks of a field's values (looked up once per field of the schema)."""
+    if field.type in (FieldDescriptor.TYPE_MESSAGE, FieldDescriptor.TYPE_GROUP):
+        return _MESSAGE
     if field.type == FieldDescriptor.TYPE_ENUM and field.enum_type is not None:
-        if value not in field.enum_type.values_by_number:
-            return _Violation(path, f"unknown {field.enum_type.name} value {value}", False)
-    elif field.type in _UNSIGNED_64:
+        return _ENUM
+    if field.type in _UNSIGNED_64:
+        return _UNSIGNED
+    if field.type == FieldDescriptor.TYPE_STRING:
+        return _STRING
+    if field.type == FieldDescriptor.TYPE_BYTES:
+        return _BYTES
+    return _OTHER
+
+
+def _scalar_violation(field: FieldDescriptor, kind: int, value: object) -> tuple[str, bool] | None:
+    """(description, size only) of a scalar value's problem, if any."""
+    enum = field.enum_type
+    if kind == _ENUM and enum is not None:
+        if value not in enum.values_by_number:
+            return f"unknown {enum.name} value {value}", False
+    elif kind == _UNSIGNED:
         if cast(int, value) > limits.request_integer_max:
-            return _Violation(path, f"at most {limits.request_integer_max}", False)
-    elif field.type == FieldDescriptor.TYPE_STRING:
+            return f"at most {limits.request_integer_max}", False
+    elif kind == _STRING:
         text = cast(str, value)
         bound = _bound(field, limits.request_string_chars_max)
         if len(text) > bound:
-            return _Violation(path, f"{len(text)} characters, at most {bound}", False)
+            return f"{len(text)} characters, at most {bound}", False
         if "\x00" in text:
             # No identifier or name holds one, and PostgreSQL cannot even compare text with it.
-            return _Violation(path, "contains the NUL character", False)
-    elif field.type == FieldDescriptor.TYPE_BYTES:
+            return "contains the NUL character", False
+    elif kind == _BYTES:
         data = cast(bytes, value)
         bound = _bound(field, limits.request_bytes_max)
         if len(data) > bound:
-            return _Violation(path, f"{len(data)} bytes, at most {bound}", True)
+            return f"{len(data)} bytes, at most {bound}", True
     return None
 
 
@@ -101,25 +123,47 @@ def _walk(message: Message, path: str, found: list[_Violation]) -> None:
     for field, value in message.ListFields():
         if len(found) > limits.request_violations_max:
             return
-        field_path = _path(path, field.name)
+        kind = _kind(field)
         if field.is_repeated:
             bound = _bound(field, limits.request_repeated_max)
             if len(value) > bound:
-                found.append(_Violation(field_path, f"{len(value)} items, at most {bound}", False))
+                found.append(
+                    _Violation(
+                        _path(path, field.name), f"{len(value)} items, at most {bound}", False
+                    )
+                )
+                continue
+            if kind == _OTHER:
                 continue
             for position, item in enumerate(value):
-                _check_value(field, item, f"{field_path}[{position}]", found)
-        else:
-            _check_value(field, value, field_path, found)
+                _check_value(field, kind, item, path, position=position, found=found)
+        elif kind != _OTHER:
+            _check_value(field, kind, value, path, position=None, found=found)
 
 
-def _check_value(field: FieldDescriptor, value: object, path: str, found: list[_Violation]) -> None:
-    if field.type in (FieldDescriptor.TYPE_MESSAGE, FieldDescriptor.TYPE_GROUP):
-        _walk(cast(Message, value), path, found)
+def _check_value(
+    field: FieldDescriptor,
+    kind: int,
+    value: object,
+    path: str,
+    *,
+    position: int | None,
+    found: list[_Violation],
+) -> None:
+    """Check one value of ``field`` (item ``position`` of a repeated one); its path is only
+    spelled out for a message's walk or a violation."""
+    if kind == _MESSAGE:
+        _walk(cast(Message, value), _item_path(path, field.name, position), found)
         return
-    violation = _scalar_violation(field, value, path)
+    violation = _scalar_violation(field, kind, value)
     if violation is not None:
-        found.append(violation)
+        description, size_only = violation
+        found.append(_Violation(_item_path(path, field.name, position), description, size_only))
+
+
+def _item_path(path: str, name: str, position: int | None) -> str:
+    field_path = _path(path, name)
+    return field_path if position is None else f"{field_path}[{position}]"
 
 
 def check_request(request: Message) -> None:

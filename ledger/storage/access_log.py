@@ -41,6 +41,10 @@ access_record_people = Table(
     Index("access_record_people_by_person", "person_key"),
 )
 
+_INSERT_RECORDS = access_records.insert()
+_INSERT_PEOPLE = access_record_people.insert()
+"""Built once (SQLAlchemy then reuses their compiled forms): every answer stores a record."""
+
 _LISTED_MAX = 10_000
 """Records one listing returns at most (newest first)."""
 
@@ -97,9 +101,9 @@ class AccessLog:
                 for key in sorted(set(record.person_keys))
             )
         with self._engine.begin() as connection:
-            connection.execute(access_records.insert(), rows)
+            connection.execute(_INSERT_RECORDS, rows)
             if links:
-                connection.execute(access_record_people.insert(), links)
+                connection.execute(_INSERT_PEOPLE, links)
 
     def list(self, *, person_key: str = "", caller: str = "") -> Sequence[AccessRecord]:
         """Records naming ``person_key`` and/or made by ``caller``, newest first."""

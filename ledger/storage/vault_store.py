@@ -51,6 +51,7 @@ __all__ = [
     "person_tokens",
     "token_states",
     "tokens_for_in",
+    "tokens_of_in",
 ]
 
 person_tokens = Table(
@@ -280,6 +281,11 @@ def _identity_rows(connection: Connection, people: Iterable[PersonRef]) -> Itera
     key = (person_identities.c.country, person_identities.c.id_type, person_identities.c.value)
     for condition in any_row(key, wanted):
         yield from connection.execute(select(person_identities).where(condition))
+
+
+def tokens_of_in(connection: Connection, people: Iterable[PersonRef]) -> dict[PersonRef, str]:
+    """:meth:`VaultStore.tokens_of` in the caller's transaction (a read's snapshot)."""
+    return _tokens_of(connection, people)
 
 
 def _tokens_of(connection: Connection, people: Iterable[PersonRef]) -> dict[PersonRef, str]:

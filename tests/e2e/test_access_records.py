@@ -20,6 +20,7 @@ from ledger.cli import main
 from ledger.signing import Ed25519Signer
 from ledger.storage.access_log import AccessLog, AccessRecord
 from ledger.storage.db import create_ledger_engine
+from ledger.storage.vault_store import VaultStore
 from ledger.v1 import coverage_service_pb2 as cpb
 from ledger.v1 import coverage_service_pb2_grpc as cpb_grpc
 from ledger.v1 import events_pb2, types_pb2
@@ -151,3 +152,41 @@ def test_the_operator_lists_access_records_per_person(
     assert code == 0
     assert "spiffe://policy-ledger.local/portal/SA" in out.getvalue()
     assert "CheckHousehold\tRESIDENCE_RENEWAL" in out.getvalue()
+
+
+def test_a_household_record_names_the_people_the_check_found_without_asking_the_vault_again(
+    server: ServerHandle, issued: dt.date, database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    asked: list[object] = []
+    real = VaultStore.tokens_of
+
+    def counted(self: VaultStore, people: object) -> object:
+        asked.append(people)
+        return real(self, people)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(VaultStore, "tokens_of", counted)
+    log = TrustedLog.from_verifier_key(server.log_verifier_key)
+    sponsor, spouse, stranger = iqama(16), iqama(17), iqama(9_999)  # no record of the stranger
+    with server.channel("portal", "SA") as channel:
+        answer = PortalClient(channel, log=log).check_household(
+            sponsor,
+            [(spouse, events_pb2.RELATIONSHIP_SPOUSE), (stranger, events_pb2.RELATIONSHIP_CHILD)],
+            through=issued + dt.timedelta(days=30),
+            jurisdiction="SA",
+        )
+    assert not answer.response.renewable  # the stranger is not covered
+    [record] = _records(database_url, person_key=_key(spouse))
+    assert record.method == "/ledger.v1.CoverageService/CheckHousehold"
+    assert record.person_keys == tuple(sorted((_key(sponsor), _key(spouse))))  # stranger: no one
+    assert record.subject == f"household of {_key(sponsor)}"
+    assert record.tree_size == answer.checkpoint.size
+    assert asked == []  # the check's own tokens, from the answer's snapshot
+    with server.channel("operator", "desk-1") as channel:  # a method handing none over
+        PortalClient(
+            channel, log=log, purpose=types_pb2.ACCESS_PURPOSE_BENEFICIARY_SELF
+        ).get_coverage(spouse, issued)
+    assert len(asked) == 1
+    assert [r.method for r in _records(database_url, person_key=_key(spouse))] == [
+        "/ledger.v1.CoverageService/GetCoverage",
+        "/ledger.v1.CoverageService/CheckHousehold",
+    ]

@@ -13,7 +13,7 @@ from sqlalchemy import Engine, func, select
 from ledger import limits
 from ledger.clock import FixedClock
 from ledger.coverage.model import BlockReason, Relationship
-from ledger.coverage.reader import CoverageReader
+from ledger.coverage.reader import CoverageReader, _household_spans, _spans_and_token
 from ledger.coverage.rebuild import rebuild_and_compare
 from ledger.errors import LedgerError, ResourceExhausted
 from ledger.funds.reader import FundTotalsReader
@@ -256,3 +256,23 @@ def test_totals_over_the_row_limit_are_refused(
         reader.totals(ZAKAT, JAN1, DEC31)
     assert refused.value.reason == "FUND_TOTALS_TOO_MANY_ROWS"
     assert len(reader.totals(ZAKAT, JAN1, dt.date(2026, 11, 1)).totals) == 11
+
+
+def test_a_household_read_at_once_equals_each_member_read_alone(funds: Funds) -> None:
+    """CheckHousehold reads its members' cohort memberships in one go: the same funded spans
+    (unpaid months cut out) as the read of each member alone, for members of several cohorts."""
+    people = [sudanese(n) for n in range(1, 5)]
+    funds.accept(
+        ZAKAT, cohort_enrolled(ZAKAT, "Z-1", [(p, "SD-KH") for p in people[:3]], JAN1, DEC31)
+    )
+    funds.accept(ZAKAT, contribution_paid(ZAKAT, "Z-1", JAN1, FEB28, sdg(1_000 * 3 * 2), 3))
+    funds.accept(
+        OTHER, cohort_enrolled(OTHER, "O-1", [(p, "SD-KH") for p in people[1:]], JAN1, DEC31)
+    )
+    refs = [person_ref(p) for p in [*people, sudanese(99)]]
+    with funds.engine.connect() as connection, connection.begin():
+        alone = [_spans_and_token(connection, p, MAR1) for p in refs]
+        assert _household_spans(connection, refs, MAR1) == alone
+    funders = [sorted({span.record.funder_id for span in spans}) for spans, _ in alone[:4]]
+    assert funders == [[ZAKAT], [OTHER, ZAKAT], [OTHER, ZAKAT], [OTHER]]
+    assert alone[-1] == ([], None)  # nobody the vault knows

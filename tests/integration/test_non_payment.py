@@ -15,7 +15,7 @@ from ledger import limits
 from ledger.clock import FixedClock
 from ledger.coverage.model import BlockReason
 from ledger.coverage.projector import person_ref
-from ledger.coverage.reader import CoverageReader
+from ledger.coverage.reader import CoverageReader, _household_spans, _spans_and_token
 from ledger.coverage.rebuild import rebuild_and_compare
 from ledger.signing import Ed25519Signer
 from ledger.storage.append import Appender
@@ -163,3 +163,21 @@ def test_a_part_payment_does_not_settle_the_instalment(log: Log, amount: int) ->
     if amount:
         log.accept(paid(GULF, "SCHED", sar(amount), SEP1, AUG31))
     assert _verdict(log, dt.date(2026, 12, 1), NOW.date())[0] is BlockReason.NON_PAYMENT
+
+
+def test_a_household_read_at_once_equals_each_member_read_alone(log: Log) -> None:
+    """CheckHousehold reads its members' coverages, schedules and tokens in one go: the same
+    spans, in the same order, as the read of each member alone (non-payment pieces included),
+    and the same token, or none for a person the vault does not know."""
+    _issue(log)
+    log.accept(paid(GULF, "SCHED", sar(1_000), SEP1, AUG31))
+    log.accept(issued(GULF, "NONE", OTHER, [(OTHER, R.RELATIONSHIP_SELF)], SEP1, FEB28))
+    log.accept(issued(GULF, "LATER", OTHER, [(OTHER, R.RELATIONSHIP_SELF)], MAR1, AUG31))
+    people = [person_ref(p) for p in (CHILD, OWNER, OTHER, person(399))]
+    with log.engine.connect() as connection, connection.begin():
+        for today in (NOW.date(), dt.date(2027, 4, 15)):
+            alone = [_spans_and_token(connection, p, today) for p in people]
+            assert _household_spans(connection, people, today) == alone
+            assert [token is None for _, token in alone] == [False, False, False, True]
+            assert any(span.unpaid for spans, _ in alone for span in spans)
+            assert [span.record.policy_id for span in alone[2][0]] == ["NONE", "LATER"]

@@ -11,7 +11,7 @@ import pytest
 from sqlalchemy import Engine, select, text
 
 from ledger.coverage.model import PersonRef
-from ledger.rpc.access import _RecordWriter
+from ledger.rpc.access import _known_tokens, _RecordWriter, _tokens_and_subject, note_person_tokens
 from ledger.storage.access_log import AccessLog, AccessRecord
 from ledger.storage.db import create_ledger_engine, sqlite_url
 from ledger.storage.migrate import upgrade
@@ -112,3 +112,47 @@ def test_a_failed_transaction_fails_every_call_it_held(engine: Engine) -> None:
     assert all(isinstance(outcome, Exception) for outcome in outcomes)
     with engine.connect() as connection:
         assert connection.execute(text("SELECT count(*) FROM access_records")).scalar() == 0
+
+
+def test_tokens_handed_over_are_used_and_only_the_others_asked_of_the_vault(
+    engine: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    vault = VaultStore(engine)
+    sponsor, spouse, child, stranger = (_person(number) for number in (1, 2, 3, 4))
+    sponsor_token, spouse_token, child_token = vault.tokens_for([sponsor, spouse, child], NOW)
+    asked: list[list[PersonRef]] = []
+    real = VaultStore.tokens_of
+
+    def counted(self: VaultStore, people: list[PersonRef]) -> dict[PersonRef, str]:
+        asked.append(list(people))
+        return real(self, people)
+
+    monkeypatch.setattr(VaultStore, "tokens_of", counted)
+    people = ((sponsor, spouse, child, stranger), "household of")
+    # Without tokens handed over: the vault is asked for everyone (the stranger is no one).
+    everyone = _tokens_and_subject(vault, people)
+    assert everyone == ((sponsor_token, spouse_token, child_token), f"household of {sponsor_token}")
+    assert asked == [[sponsor, spouse, child, stranger]]
+    # Handed over (the stranger as unknown): the same record, the vault not asked.
+    known = {sponsor: sponsor_token, spouse: spouse_token, child: child_token, stranger: None}
+    assert _tokens_and_subject(vault, people, known) == everyone
+    assert len(asked) == 1
+    # Some handed over: only the others are asked of the vault.
+    assert _tokens_and_subject(vault, people, {sponsor: sponsor_token, stranger: None}) == everyone
+    assert asked[1] == [spouse, child]
+    # An unknown sponsor handed over as such.
+    assert _tokens_and_subject(vault, ((stranger, spouse), "household of"), {stranger: None}) == (
+        (spouse_token,),
+        "household of an unknown person",
+    )
+
+
+def test_tokens_are_handed_over_only_inside_a_recorded_call() -> None:
+    note_person_tokens([(_person(1), "tok-1")])  # outside: nothing happens, nothing fails
+    found: dict[PersonRef, str | None] = {}
+    reset = _known_tokens.set(found)
+    try:
+        note_person_tokens([(_person(1), "tok-1"), (_person(2), None)])
+    finally:
+        _known_tokens.reset(reset)
+    assert found == {_person(1): "tok-1", _person(2): None}
