@@ -80,7 +80,8 @@ class FairQueue(Generic[_T]):
         return item
 
 
-_Job = tuple[Callable[[], object], "asyncio.Future[object]"]
+_Job = tuple[Callable[[], object], "asyncio.Future[object]", contextvars.Context]
+"""A waiting read: its function, its answer's future, and its own call's context."""
 
 
 class ReadPool:
@@ -110,8 +111,11 @@ class ReadPool:
         loop = asyncio.get_running_loop()
         future: asyncio.Future[object] = loop.create_future()
         key = caller_key.get()
+        # The read runs in a copy of its own call's context (caller, trace), taken now: a read
+        # that waits is started later from another call's completion.
+        context = contextvars.copy_context()
         if self._running < self._threads and not len(self._waiting):
-            self._start(function, future)
+            self._start(function, future, context)
         else:
             if len(self._waiting) >= self._queue_max:
                 raise Overloaded(
@@ -124,12 +128,16 @@ class ReadPool:
                     "the delay in RetryInfo",
                     reason="CALLER_READS_QUEUED_MAX",
                 )
-            self._waiting.put(key, (function, future))
+            self._waiting.put(key, (function, future, context))
         return await future  # type: ignore[return-value]
 
-    def _start(self, function: Callable[[], object], future: asyncio.Future[object]) -> None:
+    def _start(
+        self,
+        function: Callable[[], object],
+        future: asyncio.Future[object],
+        context: contextvars.Context,
+    ) -> None:
         self._running += 1
-        context = contextvars.copy_context()
         done = asyncio.get_running_loop().run_in_executor(self._executor, context.run, function)
         done.add_done_callback(lambda finished: self._finished(finished, future))
 
@@ -143,9 +151,9 @@ class ReadPool:
             else:
                 future.set_result(finished.result())
         while self._running < self._threads and len(self._waiting):
-            function, waiting = self._waiting.take()
+            function, waiting, context = self._waiting.take()
             if not waiting.done():  # a caller that left while waiting gives its turn up
-                self._start(function, waiting)
+                self._start(function, waiting, context)
 
     def shutdown(self) -> None:
         """Stop the threads (reads under way finish)."""

@@ -126,6 +126,51 @@ def test_the_read_pool_takes_callers_in_turns_and_bounds_each_callers_queue() ->
     assert order == ["busy-0", "calm", "busy-1", "busy-2", "busy-3"]
 
 
+def test_a_read_that_waited_runs_in_its_own_calls_context() -> None:
+    """A waiting read is started from another read's completion; it must still see its own
+    call's context variables (caller, trace), not those of the call that freed the thread."""
+
+    async def scenario() -> list[tuple[str, str]]:
+        pool = ReadPool(threads=1, queue_max=100, caller_queue_max=100)
+        gate, running = threading.Event(), threading.Event()
+        seen: list[tuple[str, str]] = []
+
+        def blocked() -> str:
+            running.set()
+            gate.wait(timeout=60)
+            seen.append(("first", caller_key.get()))
+            return "first"
+
+        async def read(caller: str) -> str:
+            caller_key.set(caller)
+
+            def work() -> str:
+                seen.append((caller, caller_key.get()))
+                return caller
+
+            return await pool.run(work)
+
+        async def first_read() -> str:
+            caller_key.set("first")
+            return await pool.run(blocked)
+
+        first = asyncio.create_task(first_read())
+        await asyncio.to_thread(running.wait, 60)  # it holds the one read thread
+        waiting = [asyncio.create_task(read(name)) for name in ("second", "third")]
+        while len(pool._waiting) < 2:  # both queued behind the first
+            await asyncio.sleep(0)
+        gate.set()
+        await asyncio.gather(first, *waiting)
+        pool.shutdown()
+        return seen
+
+    assert asyncio.run(scenario()) == [
+        ("first", "first"),
+        ("second", "second"),
+        ("third", "third"),
+    ]
+
+
 class _CountingStore:
     """Stands in for the key registry: counts lookups, answers once released."""
 
