@@ -1,10 +1,12 @@
 """The sequencer: groups concurrent submissions into batches, one transaction each.
 
 Submissions wait in a bounded queue, one FIFO per caller (:class:`ledger.fair.FairQueue`). A batch
-starts with the first waiting submission and takes every other one that arrives within
-``batch_age_ms_max`` (or while the previous batch commits), up to ``batch_entries_max``, taking the
-callers' submissions round-robin: one caller's backlog never sits in front of another caller's
-single event (each caller's own submissions keep their order). The batch is appended by
+starts with the first waiting submission and takes every other one waiting (those that arrived
+while the previous batch committed) or arriving until its oldest submission has waited
+``batch_age_ms_max``, up to ``batch_entries_max`` (a batch of submissions that waited that long
+already starts at once: under load the next batch begins as soon as the previous commit ends),
+taking the callers' submissions round-robin: one caller's backlog never sits in front of another
+caller's single event (each caller's own submissions keep their order). The batch is appended by
 :class:`ledger.storage.append.Appender` in one transaction on a single dedicated thread: one commit
 (one fsync) and one signed checkpoint per batch. A submission's future resolves only after that
 commit, so nothing is acknowledged before it is durable. A failed batch fails all its submissions
@@ -46,7 +48,8 @@ class SequencerOptions:
     batch_entries_max: int = 512
     """Entries one batch holds at most (one transaction, one checkpoint)."""
     batch_age_ms_max: float = 2.0
-    """How long the first submission of a batch waits for others to join it."""
+    """How long a batch's oldest submission may wait for others to join it (counted from when it
+    was queued: one that waited that long behind the previous batch waits no more)."""
     queue_entries_max: int = limits.sequencer_queue_entries_max
     """Submissions that may wait; beyond this the sequencer answers UNAVAILABLE."""
     caller_queue_entries_max: int = limits.caller_queue_entries_max
@@ -77,7 +80,8 @@ class BatchReport:
     """False when the whole batch failed (every submission answered UNAVAILABLE)."""
 
 
-_Waiting = tuple[PendingEntry, "asyncio.Future[Outcome]"]
+_Waiting = tuple[PendingEntry, "asyncio.Future[Outcome]", float]
+"""A queued submission, its outcome's future, and when it was queued (the loop's clock)."""
 
 
 class Sequencing(Protocol):
@@ -129,10 +133,19 @@ class SequencerPort(Sequencing, Protocol):
 class Sequencer:
     """Single writer of the log. Start it, submit to it, stop it."""
 
-    def __init__(self, appender: Appender, clock: Clock, options: SequencerOptions) -> None:
+    def __init__(
+        self,
+        appender: Appender,
+        clock: Clock,
+        options: SequencerOptions,
+        *,
+        monotonic: Callable[[], float] = time.monotonic,
+    ) -> None:
+        """``monotonic``: the seconds clock submissions' ages are counted on (a test's own)."""
         self._appender = appender
         self._clock = clock
         self._options = options
+        self._monotonic = monotonic
         self._queue: FairQueue[_Waiting] = FairQueue()
         self._arrived = asyncio.Event()
         self._stopping = False
@@ -191,7 +204,7 @@ class Sequencer:
                 reason="CALLER_QUEUE_FULL",
             )
         future: asyncio.Future[Outcome] = asyncio.get_running_loop().create_future()
-        self._queue.put(key, (item, future))
+        self._queue.put(key, (item, future, self._monotonic()))
         self._arrived.set()
         self._waiting_count += 1
         self._waiting_changed.set()
@@ -249,25 +262,31 @@ class Sequencer:
             await self._arrived.wait()
         await self._open.wait()
         batch = [self._queue.take()]
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + self._options.batch_age_ms_max / 1000
+        age = self._options.batch_age_ms_max / 1000
+        deadline = batch[0][2] + age
         while len(batch) < self._options.batch_entries_max:
             if self._queue:
                 batch.append(self._queue.take())
+                # Round-robin may take an older submission (another caller's) after the first.
+                deadline = min(deadline, batch[-1][2] + age)
                 continue
-            remaining = deadline - loop.time()
-            if self._stopping or remaining <= 0:
-                break
-            self._arrived.clear()
-            try:
-                await asyncio.wait_for(self._arrived.wait(), remaining)
-            except TimeoutError:
+            remaining = deadline - self._monotonic()
+            if self._stopping or remaining <= 0 or not await self._await_arrival(remaining):
                 break
         return batch, self._stopping and not self._queue
 
+    async def _await_arrival(self, timeout: float) -> bool:
+        """Wait up to ``timeout`` seconds for a submission; whether one arrived."""
+        self._arrived.clear()
+        try:
+            await asyncio.wait_for(self._arrived.wait(), timeout)
+        except TimeoutError:
+            return False
+        return True
+
     async def _commit(self, batch: list[_Waiting]) -> None:
         self._waiting_count -= len(batch)
-        items = [item for item, _ in batch]
+        items = [item for item, _, _ in batch]
         # One span per batch, in a trace of its own, linked to each submission's wait
         # (ledger.tracing): spans end before any submission is answered.
         links = tracing.links_from(item.trace_context for item in items)
@@ -276,7 +295,7 @@ class Sequencer:
             if span is not None:
                 span.set_attribute("appended", appended)
                 span.set_attribute("tree_size", self.tree_size)
-        for (_, future), outcome in zip(batch, outcomes, strict=True):
+        for (_, future, _), outcome in zip(batch, outcomes, strict=True):
             if not future.done():
                 future.set_result(outcome)
 

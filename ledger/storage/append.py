@@ -15,7 +15,8 @@ Steps of one batch (numbered in the code):
       refused), at the event's own time, and the signer role table; then encode the entry once,
       hash it, append it to the tree;
   (6) insert entries and nodes, sign and insert the checkpoint, commit;
-  (7) after the commit, build each receipt's inclusion proof from stored nodes.
+  (7) after the commit, build each receipt's inclusion proof from the nodes (1) read and (5)
+      made, in memory (no query: see :class:`_Written`); a duplicate's from stored nodes.
 Nothing is acknowledged before (6) returns. A storage fault answers UNAVAILABLE saying whether
 nothing was written, the commit's outcome is unknown, or only the receipt is missing
 (:mod:`ledger.storage.faults`).
@@ -55,8 +56,8 @@ from ledger.storage.key_store import keys_by_id
 from ledger.storage.log_store import (
     StoredCheckpoint,
     checkpoint_covering,
-    entry_count,
     latest_checkpoint,
+    latest_checkpoint_and_entry_count,
     read_nodes,
 )
 from ledger.storage.nodes import node_key
@@ -143,12 +144,21 @@ class _Duplicate:
 
 @dataclass(frozen=True)
 class _Written:
-    """What a committed batch wrote: its checkpoint, new entries, duplicates and new nodes."""
+    """What a committed batch wrote: its checkpoint, new entries and duplicates, and the hashes
+    its receipts' proofs take: the right edge of the tree it started from, and its new nodes.
+
+    Those are every node an inclusion proof of a new entry at the batch's tree size names: a
+    proof node left of the batch's first leaf is a perfect subtree ending where the path's
+    other child, which holds the new leaf, begins, so at or before the old size; its level is a
+    set bit of the old size, and it is the old tree's right-edge node of that level. A proof
+    node holding a new leaf is complete at the new size, so this batch made it. The proofs are
+    thus built with no query; a node missing from these would be read from storage instead.
+    """
 
     head: StoredCheckpoint
     sequenced: list[_Sequenced]
     duplicates: list[_Duplicate]
-    nodes: dict[NodeID, bytes]
+    known: dict[NodeID, bytes]
 
 
 Outcome = Receipt | LedgerError
@@ -275,6 +285,7 @@ class Appender:
                     if outcomes[position] is None and position not in skipped
                 ]
             )
+            known = _edge_nodes(tree)
             sequenced, rows, nodes = _sequence(
                 projector, items, events, outcomes, skipped, tree, now
             )
@@ -291,7 +302,8 @@ class Appender:
                     ],
                 )
                 head = self._insert_checkpoint(connection, tree, now)
-        return _Written(head, sequenced, duplicates, nodes)
+                known.update(nodes)
+        return _Written(head, sequenced, duplicates, known)
 
     def _fill_receipts(
         self,
@@ -300,29 +312,31 @@ class Appender:
         outcomes: list[Outcome | None],
     ) -> None:
         """(7): the committed batch's receipts, and the first receipts of its duplicates."""
-        known: dict[NodeID, bytes] | None = None
-        with self._engine.connect() as connection:
-            if written.sequenced:
-                # Every proof of the batch is at the same tree size: read the nodes they need,
-                # beyond the ones this batch wrote, in one query.
-                plans = [
-                    inclusion(entry.leaf_index, written.head.tree_size)
-                    for entry in written.sequenced
-                ]
-                wanted = list({node for plan in plans for node in plan.ids})
-                known = dict(
-                    zip(wanted, read_nodes(connection, wanted, written.nodes), strict=True)
+        if written.sequenced:
+            # Every proof of the batch is at the same tree size, and its nodes are in memory
+            # (see _Written): no connection, one lookup a node.
+            plans = [
+                inclusion(entry.leaf_index, written.head.tree_size) for entry in written.sequenced
+            ]
+            known = written.known
+            missing = list({node for plan in plans for node in plan.ids if node not in known})
+            if missing:  # not expected (see _Written); the stored nodes answer then
+                with self._engine.connect() as connection:
+                    known = {
+                        **known,
+                        **dict(zip(missing, read_nodes(connection, missing), strict=True)),
+                    }
+            for entry, plan in zip(written.sequenced, plans, strict=True):
+                proof = plan.rehash([known[node] for node in plan.ids])
+                outcomes[entry.position] = _new_receipt(
+                    items[entry.position], entry, written.head, proof
                 )
-                for entry, plan in zip(written.sequenced, plans, strict=True):
-                    # Every node of the plan is in `known`: no query, one lookup a node.
-                    proof = plan.rehash([known[node] for node in plan.ids])
-                    outcomes[entry.position] = _new_receipt(
-                        items[entry.position], entry, written.head, proof
+        if written.duplicates:
+            with self._engine.connect() as connection:
+                for duplicate in written.duplicates:
+                    outcomes[duplicate.position] = _duplicate_receipt(
+                        connection, items[duplicate.position]
                     )
-            for duplicate in written.duplicates:
-                outcomes[duplicate.position] = _duplicate_receipt(
-                    connection, items[duplicate.position]
-                )
 
     def _write_transaction(self) -> _WriteTransaction:
         return _WriteTransaction(self._engine)
@@ -332,10 +346,19 @@ class Appender:
     ) -> StoredCheckpoint:
         root = tree.root()
         note = sign_checkpoint(Checkpoint(self._origin, tree.size, root), self._signer)
-        connection.execute(
-            checkpoints.insert().values(
-                tree_size=tree.size, root_hash=root, note_bytes=note, created_at_us=to_micros(now)
-            )
+        # One prepared INSERT (ledger.storage.rows): `insert().values(...)` is a new statement
+        # that SQLAlchemy keys and compiles again every batch.
+        insert_rows(
+            connection,
+            checkpoints,
+            [
+                {
+                    "tree_size": tree.size,
+                    "root_hash": root,
+                    "note_bytes": note,
+                    "created_at_us": to_micros(now),
+                }
+            ],
         )
         return StoredCheckpoint(tree_size=tree.size, root_hash=root, note_bytes=note)
 
@@ -378,8 +401,7 @@ class _WriteTransaction:
 
 
 def _read_head(connection: Connection) -> tuple[StoredCheckpoint, CompactRange]:
-    head = latest_checkpoint(connection)
-    stored = entry_count(connection)
+    head, stored = latest_checkpoint_and_entry_count(connection)
     check(
         stored == head.tree_size,
         f"entries and checkpoint disagree: {stored} entries, checkpoint of size {head.tree_size}",
@@ -388,6 +410,11 @@ def _read_head(connection: Connection) -> tuple[StoredCheckpoint, CompactRange]:
     tree = CompactRange(head.tree_size, read_nodes(connection, edge))
     check(tree.root() == head.root_hash, "stored tree nodes do not give the signed root")
     return head, tree
+
+
+def _edge_nodes(tree: CompactRange) -> dict[NodeID, bytes]:
+    """The right-edge nodes of ``tree`` (as :func:`_read_head` read and checked them), by id."""
+    return dict(zip(right_edge_ids(tree.size), tree.hashes, strict=True))
 
 
 def _check_operator_key(connection: Connection, operator_key: bytes) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import Connection, Engine, Row, select
+from sqlalchemy import Connection, Engine, Row, bindparam, select
 
 from ledger.clock import from_micros
 from ledger.keys import InsurerKey
@@ -30,13 +30,18 @@ def key_from_row(row: Row[Any]) -> InsurerKey:
     )
 
 
+# Built once: the sequencer asks it every batch, and building the statement cost more than
+# running it.
+_SELECT_KEYS = select(insurer_keys).where(
+    insurer_keys.c.key_id.in_(bindparam("key_ids", expanding=True))
+)
+
+
 def keys_by_id(connection: Connection, key_ids: Sequence[str]) -> dict[str, InsurerKey]:
     """The registered keys among ``key_ids``, by id, read on ``connection``."""
     if not key_ids:
         return {}
-    rows = connection.execute(
-        select(insurer_keys).where(insurer_keys.c.key_id.in_(sorted(set(key_ids))))
-    )
+    rows = connection.execute(_SELECT_KEYS, {"key_ids": sorted(set(key_ids))})
     return {row.key_id: key_from_row(row) for row in rows}
 
 

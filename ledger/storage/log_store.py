@@ -226,6 +226,27 @@ def latest_checkpoint(connection: Connection) -> StoredCheckpoint:
     return _checkpoint_from_row(row)
 
 
+_SELECT_HEAD = (
+    select(
+        checkpoints.c.tree_size,
+        checkpoints.c.root_hash,
+        checkpoints.c.note_bytes,
+        select(func.max(log_entries.c.leaf_index)).scalar_subquery().label("highest"),
+    )
+    .order_by(checkpoints.c.tree_size.desc())
+    .limit(1)
+)
+
+
+def latest_checkpoint_and_entry_count(connection: Connection) -> tuple[StoredCheckpoint, int]:
+    """:func:`latest_checkpoint` and :func:`entry_count` in one statement (the sequencer reads
+    both at the start of every batch); NOT_FOUND before initialization."""
+    row = connection.execute(_SELECT_HEAD).first()
+    if row is None:
+        raise NotFound("the log has no checkpoint yet", reason="LOG_NOT_INITIALIZED")
+    return _checkpoint_from_row(row), 0 if row.highest is None else int(row.highest) + 1
+
+
 def checkpoint_covering(connection: Connection, leaf_index: int) -> StoredCheckpoint:
     """The smallest checkpoint whose tree contains ``leaf_index``."""
     row = connection.execute(

@@ -3,8 +3,13 @@ idempotency and proofs built from stored nodes."""
 
 from __future__ import annotations
 
+import contextlib
+import itertools
+from collections.abc import Iterator
+
 import pytest
 from sqlalchemy import Engine, func, select, text
+from sqlalchemy import event as engine_events
 from sqlalchemy.exc import DBAPIError
 
 from clients.operator import key_revoked
@@ -314,3 +319,95 @@ def test_a_batchs_duplicate_lookup_searches_the_unique_index_rather_than_scannin
     engine.dispose()
     assert "SEARCH log_entries USING INDEX" in plan, plan
     assert "SCAN log_entries" not in plan, plan
+
+
+@contextlib.contextmanager
+def _tree_node_reads(engine: Engine) -> Iterator[list[str]]:
+    """The SELECTs of tree nodes run on ``engine`` inside the block."""
+    statements: list[str] = []
+
+    def record(_connection: object, _cursor: object, statement: str, *_: object) -> None:
+        if statement.lstrip().upper().startswith("SELECT") and "tree_nodes" in statement:
+            statements.append(statement)
+
+    engine_events.listen(engine, "before_cursor_execute", record)
+    try:
+        yield statements
+    finally:
+        engine_events.remove(engine, "before_cursor_execute", record)
+
+
+def test_receipts_built_in_memory_equal_the_proofs_from_stored_nodes(
+    appender: Appender, engine: Engine, insurer_signer: Ed25519Signer
+) -> None:
+    """A batch's receipts take their proofs from the right edge read at its start and the
+    nodes it made, with no read of stored nodes beyond that right edge; each equals the
+    proof the store serves at the batch's tree size, for batches of every shape of start
+    and size (powers of two, one past, odd)."""
+    events = list(sample_events(150, INSURER, NOW, tokens=tokens))
+    store = LogStore(engine)
+    bounds = [0, 1, 2, 5, 13, 16, 17, 45, 61, 62, 100, 129, 150]
+    for start, end in itertools.pairwise(bounds):
+        with _tree_node_reads(engine) as reads:
+            outcomes = appender.append_batch(_pending(insurer_signer, events[start:end]), NOW)
+        assert len(reads) == 1, reads  # the right edge, checked against the signed root
+        tree_size = FIRST + end
+        for outcome in outcomes:
+            assert isinstance(outcome, Receipt) and not outcome.duplicate
+            assert outcome.tree_size == tree_size
+            _, proof = store.inclusion_proof(outcome.leaf_index, tree_size)
+            assert list(outcome.inclusion_proof) == proof
+        assert store.checkpoint_at(tree_size) is not None
+        assert outcomes[-1].checkpoint == store.checkpoint_at(tree_size).note_bytes  # type: ignore[union-attr]
+    with engine.connect() as connection:
+        created = connection.execute(
+            select(checkpoints.c.created_at_us).where(checkpoints.c.tree_size == FIRST + 150)
+        ).scalar_one()
+    assert created == to_micros(NOW)
+
+
+def test_receipts_read_stored_nodes_for_any_node_not_in_memory(
+    appender: Appender,
+    engine: Engine,
+    insurer_signer: Ed25519Signer,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Should the nodes in memory lack one (they do not: see _Written), the receipts read it
+    from storage and are the same."""
+    import ledger.storage.append as append_module
+
+    events = list(sample_events(20, INSURER, NOW, tokens=tokens))
+    appender.append_batch(_pending(insurer_signer, events[:6]), NOW)
+    monkeypatch.setattr(append_module, "_edge_nodes", lambda tree: {})
+    with _tree_node_reads(engine) as reads:
+        outcomes = appender.append_batch(_pending(insurer_signer, events[6:20]), NOW)
+    assert len(reads) == 2, reads  # the right edge, then the old edge's nodes for the proofs
+    store = LogStore(engine)
+    for outcome in outcomes:
+        assert isinstance(outcome, Receipt)
+        _, proof = store.inclusion_proof(outcome.leaf_index, FIRST + 20)
+        assert list(outcome.inclusion_proof) == proof
+
+
+def test_an_entry_without_its_checkpoint_is_detected_before_the_next_append(
+    appender: Appender, engine: Engine, insurer_signer: Ed25519Signer
+) -> None:
+    from ledger.errors import InvariantViolation
+
+    with engine.begin() as connection:
+        connection.execute(
+            log_entries.insert().values(
+                leaf_index=FIRST,
+                insurer_id=INSURER,
+                event_id="stray",
+                leaf_hash=b"\x01" * 32,
+                payload_sha256=b"\x02" * 32,
+                entry_bytes=b"stray",
+            )
+        )
+    with pytest.raises(InvariantViolation, match="entries and checkpoint disagree"):
+        appender.append_batch(
+            _pending(insurer_signer, list(sample_events(2, INSURER, NOW, tokens=tokens))), NOW
+        )
+    assert _count(engine, log_entries) == FIRST + 1
+    assert _count(engine, checkpoints) == CHECKPOINTS

@@ -162,15 +162,38 @@ def test_a_fault_during_commit_says_the_outcome_is_unknown_and_a_resubmission_is
 def test_a_fault_after_commit_says_the_event_is_in_the_log(
     appender: Appender, engine: Engine, faults: FaultSwitch, insurer_signer: Ed25519Signer
 ) -> None:
+    """A duplicate's receipt is read after COMMIT (its first checkpoint and proof): a fault
+    there answers that the batch was committed, and a retry gets every receipt."""
+    stored = _items(insurer_signer, 1, first_number=40)
+    appender.append_batch(stored, NOW)
     before = _counts(engine)
-    items = _items(insurer_signer, 2)  # the vault issues their tokens before the fault
+    items = [*_items(insurer_signer, 2), *stored]  # the vault issues tokens before the fault
     faults.fail_commit = "reads-after"
     error = _append_refused(appender, items)
     assert error.reason == "RECEIPT_UNAVAILABLE" and "was committed" in error.message
     faults.heal()
     assert _counts(engine)[0] == before[0] + 2
-    outcomes = appender.append_batch(_items(insurer_signer, 2), NOW)
+    outcomes = appender.append_batch(items, NOW)
     assert all(isinstance(o, Receipt) and o.duplicate for o in outcomes)
+
+
+def test_new_entries_get_their_receipts_with_no_read_after_commit(
+    appender: Appender, engine: Engine, faults: FaultSwitch, insurer_signer: Ed25519Signer
+) -> None:
+    """A batch of new entries builds its receipts from the nodes it holds in memory: reads
+    failing once COMMIT returned change nothing, and each receipt is the one served later."""
+    before = _counts(engine)
+    items = _items(insurer_signer, 3)
+    faults.fail_commit = "reads-after"
+    outcomes = appender.append_batch(items, NOW)
+    faults.heal()
+    assert _counts(engine)[0] == before[0] + 3
+    store = LogStore(engine)
+    for outcome in outcomes:
+        assert isinstance(outcome, Receipt) and not outcome.duplicate
+        _, proof = store.inclusion_proof(outcome.leaf_index, outcome.tree_size)
+        assert list(outcome.inclusion_proof) == proof
+    assert [o.duplicate for o in appender.append_batch(items, NOW)] == [True] * 3  # type: ignore[union-attr]
 
 
 def test_a_read_fault_answers_unavailable_with_a_retry_hint(

@@ -191,3 +191,53 @@ def test_stop_commits_what_is_queued_then_refuses() -> None:
 def test_options_are_bounded(options: dict[str, float]) -> None:
     with pytest.raises(ValueError, match="must be"):
         SequencerOptions(**options)  # type: ignore[arg-type]
+
+
+class _Ticks:
+    """A monotonic clock the test moves by hand."""
+
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+async def _held_batch_after(waited: float) -> tuple[list[int], list[float]]:
+    """Queue 3 submissions on a held sequencer (batch age 1 s), let ``waited`` seconds pass on
+    its clock, release it; the batches formed and every wait for more submissions (recorded
+    instead of waited: nothing here depends on time)."""
+    appender, ticks, waits = RecordingAppender(), _Ticks(), []
+    sequencer = Sequencer(
+        appender,  # type: ignore[arg-type]
+        FixedClock(NOW),
+        SequencerOptions(batch_age_ms_max=1000),
+        monotonic=ticks,
+    )
+
+    async def record(timeout: float) -> bool:
+        waits.append(timeout)
+        return False  # nothing arrived
+
+    sequencer._await_arrival = record  # type: ignore[method-assign]
+    await sequencer.start()
+    sequencer.hold()
+    pending = asyncio.gather(*(sequencer.submit(_item(n)) for n in range(3)))
+    await sequencer.wait_waiting(3)
+    ticks.now += waited
+    sequencer.release()
+    await pending
+    await sequencer.stop()
+    return appender.batches, waits
+
+
+def test_a_batch_whose_submissions_waited_the_batch_age_starts_at_once() -> None:
+    """Submissions that waited behind the previous batch (here: a hold) for the batch age are
+    committed without waiting for more: under load a batch starts when the last one ends."""
+    assert asyncio.run(_held_batch_after(waited=5.0)) == ([3], [])
+
+
+def test_a_batch_waits_only_what_is_left_of_its_oldest_submissions_age() -> None:
+    batches, waits = asyncio.run(_held_batch_after(waited=0.25))
+    assert batches == [3]
+    assert waits == [pytest.approx(0.75)]
