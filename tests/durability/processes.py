@@ -307,10 +307,15 @@ class PostgresInstance:
         (a backend still attached to the old shared memory makes the next start refuse)."""
         if self._process is not None:
             group = self._process.pid
-            members = _process_group(group)
             os.killpg(group, signal.SIGKILL)
             self._process.wait()
-            _wait_until_exited(members)
+            # Read the group after the kill, not before: under load the postmaster forks
+            # backends all the time, and one forked after a reading made before the kill (killed
+            # with the rest, still exiting) kept the old shared memory attached: the next start
+            # refused ("pre-existing shared memory block is still in use"). Nothing can fork
+            # into the group once the kill is delivered; read it until no one is left.
+            while members := _process_group(group):
+                _wait_until_exited(members)
             self._process = None
 
     def remove(self) -> None:
@@ -331,14 +336,15 @@ class PostgresInstance:
 
 
 def _process_group(group: int) -> list[int]:
-    """The pids of process group ``group`` (from /proc)."""
+    """The pids of process group ``group`` that have not exited (from /proc)."""
     members = []
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit():
             with contextlib.suppress(OSError, ValueError, IndexError):
                 # Field 5 of /proc/<pid>/stat is the process group; the name (2) may hold spaces.
                 fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-                if int(fields[2]) == group:
+                # Field 3 is the state: a zombie (Z) has exited and holds no memory.
+                if int(fields[2]) == group and fields[0] != "Z":
                     members.append(int(entry.name))
     return members
 
