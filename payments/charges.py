@@ -15,7 +15,7 @@ import datetime as dt
 import json
 from typing import Any
 
-from sqlalchemy import Connection, insert, select
+from sqlalchemy import Connection, bindparam, insert, select
 from sqlalchemy.exc import IntegrityError
 
 from ledger.clock import from_micros, to_micros
@@ -92,7 +92,7 @@ def _start_payment(  # noqa: PLR0917 (the request's fields)
         repeated = None if existing is None else load_payment(connection, existing)
         if repeated is None:
             adapter = saga.gateway(gateway)
-            _open_payment(saga, connection, quote, payment_id, gateway, now)
+            opened = _open_payment(saga, connection, quote, payment_id, gateway, now)
             store_key(connection, idempotency_key, "start_payment", request, payment_id, now)
     if repeated is not None:
         return _repeat_start(saga, repeated)
@@ -120,7 +120,14 @@ def _start_payment(  # noqa: PLR0917 (the request's fields)
         move(saga, payment_id, PaymentState.FAILED, message=f"gateway refused: {error}")
         return saga.payment(payment_id)
     saga.crash("after_gateway_charge")
-    return apply(saga, payment_id, result)
+    return apply(saga, payment_id, result, opened=opened)
+
+
+_PAYMENT_OF_QUOTE = select(payments.c.payment_id).where(
+    payments.c.quote_id == bindparam("quote_id")
+)
+"""Built once (its cache key generated once), as :data:`_OPEN_PAYMENT`."""
+_OPEN_PAYMENT = insert(payments)
 
 
 def _open_payment(  # noqa: PLR0917 (one row's facts)
@@ -130,8 +137,8 @@ def _open_payment(  # noqa: PLR0917 (one row's facts)
     payment_id: str,
     gateway: str,
     now: dt.datetime,
-) -> None:
-    """Check that ``quote`` may be paid now, then save its payment as ``started``."""
+) -> PaymentRecord:
+    """Check that ``quote`` may be paid now, then save its payment as ``started`` (returned)."""
     quote_id = quote.quote_id
     stored = json.loads(quote.quote_json)
     if not stored["payable"]:
@@ -147,9 +154,7 @@ def _open_payment(  # noqa: PLR0917 (one row's facts)
             field_violations=[FieldViolation("quote_id", "expired: ask a new quote")],
         )
     refuse_changed_schedule(quote_id, stored["schedule_version"], quote.jurisdiction, now)
-    already = connection.execute(
-        select(payments.c.payment_id).where(payments.c.quote_id == quote_id)
-    ).first()
+    already = connection.execute(_PAYMENT_OF_QUOTE, {"quote_id": quote_id}).first()
     if already is not None:
         raise AlreadyExists(
             f"quote {quote_id!r} already has payment {already.payment_id!r}",
@@ -165,22 +170,37 @@ def _open_payment(  # noqa: PLR0917 (one row's facts)
         ),
     )
     connection.execute(
-        insert(payments).values(
-            payment_id=payment_id,
-            quote_id=quote_id,
-            gateway=gateway,
-            state=PaymentState.STARTED.value,
-            currency_code=quote.currency_code,
-            amount_minor=quote.total_minor,
-            captured_minor=0,
-            refunded_minor=0,
-            gateway_reference="",
-            redirect_url="",
-            leaf_index=None,
-            message="",
-            created_at_us=to_micros(now),
-            updated_at_us=to_micros(now),
-        )
+        _OPEN_PAYMENT,
+        {
+            "payment_id": payment_id,
+            "quote_id": quote_id,
+            "gateway": gateway,
+            "state": PaymentState.STARTED.value,
+            "currency_code": quote.currency_code,
+            "amount_minor": quote.total_minor,
+            "captured_minor": 0,
+            "refunded_minor": 0,
+            "gateway_reference": "",
+            "redirect_url": "",
+            "leaf_index": None,
+            "message": "",
+            "created_at_us": to_micros(now),
+            "updated_at_us": to_micros(now),
+        },
+    )
+    return PaymentRecord(
+        payment_id=payment_id,
+        quote_id=quote_id,
+        gateway=gateway,
+        state=PaymentState.STARTED,
+        currency=quote.currency_code,
+        amount_minor=int(quote.total_minor),
+        captured_minor=0,
+        refunded_minor=0,
+        gateway_reference="",
+        redirect_url="",
+        leaf_index=None,
+        message="",
     )
 
 
@@ -223,9 +243,13 @@ def complete_payment(saga: Saga, payment_id: str) -> PaymentRecord:
     return apply(saga, payment_id, result)
 
 
-def apply(saga: Saga, payment_id: str, result: GatewayResult) -> PaymentRecord:
-    """Move the payment to what the gateway says; capture and record when due."""
-    payment = saga.payment(payment_id)
+def apply(
+    saga: Saga, payment_id: str, result: GatewayResult, *, opened: PaymentRecord | None = None
+) -> PaymentRecord:
+    """Move the payment to what the gateway says; capture and record when due. ``opened``:
+    the payment as StartPayment saved it, whose gateway, currency and amount (all this reads
+    of it; they never change) spare reading it again."""
+    payment = saga.payment(payment_id) if opened is None else opened
     adapter = saga.gateway(payment.gateway)
     if result.status is PaymentStatus.AUTHORIZED:
         try:

@@ -10,7 +10,7 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
-from sqlalchemy import Connection, insert, select
+from sqlalchemy import Connection, bindparam, insert, select
 
 from ledger.clock import to_micros
 from ledger.errors import AlreadyExists, FieldViolation, InvalidArgument
@@ -18,6 +18,11 @@ from payments.limits import IDEMPOTENCY_KEY_CHARS
 from payments.tables import idempotency_keys
 
 __all__ = ["claim_key", "store_key"]
+
+
+_KEY = select(idempotency_keys).where(idempotency_keys.c.idempotency_key == bindparam("key"))
+"""Built once (its cache key generated once), as :data:`_STORE_KEY`."""
+_STORE_KEY = insert(idempotency_keys)
 
 
 def _fingerprint(request: Mapping[str, Any]) -> tuple[bytes, str]:
@@ -37,9 +42,7 @@ def claim_key(
             field_violations=[FieldViolation("idempotency_key", "8 to 128 characters")],
         )
     digest, canonical = _fingerprint({"operation": operation, **request})
-    row = connection.execute(
-        select(idempotency_keys).where(idempotency_keys.c.idempotency_key == key)
-    ).first()
+    row = connection.execute(_KEY, {"key": key}).first()
     if row is None:
         return None
     if bytes(row.fingerprint) != digest:
@@ -67,12 +70,13 @@ def store_key(  # noqa: PLR0917 (one row's columns)
     """Keep ``key`` with the request's fingerprint and the id of what it made."""
     digest, canonical = _fingerprint({"operation": operation, **request})
     connection.execute(
-        insert(idempotency_keys).values(
-            idempotency_key=key,
-            operation=operation,
-            fingerprint=digest,
-            request_json=canonical,
-            result_id=result_id,
-            created_at_us=to_micros(now),
-        )
+        _STORE_KEY,
+        {
+            "idempotency_key": key,
+            "operation": operation,
+            "fingerprint": digest,
+            "request_json": canonical,
+            "result_id": result_id,
+            "created_at_us": to_micros(now),
+        },
     )

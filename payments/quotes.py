@@ -165,6 +165,10 @@ def quote_record(row: Any) -> QuoteRecord:
     )
 
 
+_STORE_QUOTE = insert(quotes)
+"""Built once (its cache key generated once)."""
+
+
 def quote(saga: Saga, request: QuoteRequest) -> QuoteRecord:
     """Price the renewal (or, for a private-insurance jurisdiction, check the household)."""
     now = saga.clock.now()
@@ -244,16 +248,17 @@ def quote(saga: Saga, request: QuoteRequest) -> QuoteRecord:
                 ),
             )
         connection.execute(
-            insert(quotes).values(
-                quote_id=record.quote_id,
-                jurisdiction=request.jurisdiction,
-                sponsor_key=sponsor_key,
-                quote_json=serialized,
-                total_minor=total,
-                currency_code=currency,
-                created_at_us=to_micros(now),
-                expires_at_us=to_micros(record.expires_at),
-            )
+            _STORE_QUOTE,
+            {
+                "quote_id": record.quote_id,
+                "jurisdiction": request.jurisdiction,
+                "sponsor_key": sponsor_key,
+                "quote_json": serialized,
+                "total_minor": total,
+                "currency_code": currency,
+                "created_at_us": to_micros(now),
+                "expires_at_us": to_micros(record.expires_at),
+            },
         )
     return record
 

@@ -14,7 +14,7 @@ for good (compensation).
 
 from __future__ import annotations
 
-from sqlalchemy import Connection, select
+from sqlalchemy import Connection, bindparam, select
 
 from ledger.errors import FailedPrecondition, LedgerError, Unavailable
 from ledger.storage.append_hooks import AppendHook, batch_now, register_append_hook
@@ -33,24 +33,38 @@ MARK_RECORDED = "payments.mark_recorded"
 def record(saga: Saga, payment_id: str) -> None:
     """Append FeeCollected and mark the payment recorded, in one ledger transaction; when the
     ledger refuses it for good, return the fee through the gateway."""
-    # 1. The record is in flight from now on (a captured payment only).
-    move(saga, payment_id, PaymentState.RECORDING, message="FeeCollected submitted")
-    with saga.uow.read() as connection:
-        payment = load_payment(connection, payment_id)
-        quote = quote_record(load_quote(connection, payment.quote_id))
-        leaf_index = _recorded_leaf(saga, connection, payment_id)
-    if payment.state is not PaymentState.RECORDING:
-        return
-    # 2. An earlier submission whose answer was lost may have been appended.
-    if leaf_index is not None:
-        move(
-            saga, payment_id, PaymentState.RECORDED, message="found in the ledger", leaf=leaf_index
+    # 1-3 in one write transaction: the move to recording, the look-up of an earlier
+    # submission's entry, and the entry's tokens. Nothing between them calls out (no gateway,
+    # no ledger), and a crash anywhere in it leaves the payment as it was (captured: this is
+    # retried whole) or, once it commits, recording: the state every later step starts from,
+    # since the event id is derived from the payment (recorded once, or returned).
+    refused: FailedPrecondition | None = None
+    with saga.uow.write() as connection:
+        # 1. The record is in flight from now on (a captured payment only).
+        move_payment(
+            connection,
+            payment_id,
+            PaymentState.RECORDING,
+            why="FeeCollected submitted",
+            now=saga.clock.now(),
         )
-        return
-    saga.crash("before_record")
-    # 3. Submit the entry; it moves the payment to recorded in its own transaction.
-    try:
-        with saga.uow.write() as connection:  # the tokens it may issue
+        payment = load_payment(connection, payment_id)
+        if payment.state is not PaymentState.RECORDING:
+            return
+        quote = quote_record(load_quote(connection, payment.quote_id))
+        # 2. An earlier submission whose answer was lost may have been appended.
+        leaf_index = _recorded_leaf(saga, connection, payment_id)
+        if leaf_index is not None:
+            move_payment(
+                connection,
+                payment_id,
+                PaymentState.RECORDED,
+                why="found in the ledger",
+                now=saga.clock.now(),
+                leaf_index=leaf_index,
+            )
+            return
+        try:  # the tokens it may issue, in this same transaction
             event = saga.entries.fee_collected(
                 connection,
                 payment_id,
@@ -58,12 +72,17 @@ def record(saga: Saga, payment_id: str) -> None:
                 gateway=payment.gateway,
                 gateway_reference=payment.gateway_reference,
             )
-    except FailedPrecondition as error:
-        # The entry cannot even be built (a person of the quote was erased since the capture):
-        # refused for good, like a refusal by the ledger, so the fee goes back.
-        return_fee(saga, payment_id, f"the record is refused for good: {error.message}")
+        except FailedPrecondition as error:
+            # Raised before anything is written (a person of the quote was erased since the
+            # capture): the move to recording above still commits.
+            refused = error
+    if refused is not None:
+        # The entry cannot even be built: refused for good, like a refusal by the ledger,
+        # so the fee goes back.
+        return_fee(saga, payment_id, f"the record is refused for good: {refused.message}")
         return
-
+    saga.crash("before_record")
+    # 3. Submit the entry; it moves the payment to recorded in its own transaction.
     try:
         # A duplicate receipt means an earlier attempt recorded it (its answer was lost):
         # that transaction moved the payment to recorded together with the entry.
@@ -109,13 +128,17 @@ def mark_recorded(connection: Connection, leaf_index: int, payment_id: str) -> N
 register_append_hook(MARK_RECORDED, mark_recorded)
 
 
+_LEAF_OF_EVENT = select(log_entries.c.leaf_index).where(
+    log_entries.c.insurer_id == bindparam("insurer_id"),
+    log_entries.c.event_id == bindparam("event_id"),
+)
+"""Built once (its cache key generated once)."""
+
+
 def _recorded_leaf(saga: Saga, connection: Connection, payment_id: str) -> int | None:
     """The leaf of the payment's FeeCollected entry, if the ledger holds it."""
     leaf = connection.execute(
-        select(log_entries.c.leaf_index).where(
-            log_entries.c.insurer_id == saga.authority_id,
-            log_entries.c.event_id == f"fee-{payment_id}",
-        )
+        _LEAF_OF_EVENT, {"insurer_id": saga.authority_id, "event_id": f"fee-{payment_id}"}
     ).scalar_one_or_none()
     return None if leaf is None else int(leaf)
 

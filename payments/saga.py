@@ -14,7 +14,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from sqlalchemy import Connection, Engine, select
+from sqlalchemy import Connection, Engine, bindparam, select
 
 from ledger.clock import Clock
 from ledger.coverage.projector import check_fee_collected
@@ -32,8 +32,8 @@ from ledger.storage.db import WRITE_LOCK_OPTION
 from ledger.v1 import events_pb2
 from payments.fee_entries import FeeEntries
 from payments.gateway import PaymentGateway
-from payments.states import PaymentState, move_payment
-from payments.tables import payments, quotes
+from payments.states import PAYMENT_BY_ID, PAYMENT_BY_ID_LOCKED, PaymentState, move_payment
+from payments.tables import quotes
 
 __all__ = [
     "Crash",
@@ -155,10 +155,15 @@ class PaymentRecord:
     message: str
 
 
+_QUOTE_BY_ID = select(quotes).where(quotes.c.quote_id == bindparam("quote_id"))
+"""Built once (its cache key generated once), as payments.states' statements."""
+_QUOTE_BY_ID_LOCKED = _QUOTE_BY_ID.with_for_update()
+
+
 def load_payment(connection: Connection, payment_id: str, *, lock: bool = False) -> PaymentRecord:
     """The payment row as a record (``lock``: held until the transaction ends); NOT_FOUND."""
-    query = select(payments).where(payments.c.payment_id == payment_id)
-    row = connection.execute(query.with_for_update() if lock else query).first()
+    query = PAYMENT_BY_ID_LOCKED if lock else PAYMENT_BY_ID
+    row = connection.execute(query, {"payment_id": payment_id}).first()
     if row is None:
         raise NotFound(
             f"no payment {payment_id!r}",
@@ -184,8 +189,8 @@ def load_payment(connection: Connection, payment_id: str, *, lock: bool = False)
 def load_quote(connection: Connection, quote_id: str, *, lock: bool = False) -> Any:
     """The quote row; ``lock``: held until the transaction ends (PostgreSQL ``FOR UPDATE``;
     SQLite's write transaction already serializes every writer)."""
-    query = select(quotes).where(quotes.c.quote_id == quote_id)
-    row = connection.execute(query.with_for_update() if lock else query).first()
+    query = _QUOTE_BY_ID_LOCKED if lock else _QUOTE_BY_ID
+    row = connection.execute(query, {"quote_id": quote_id}).first()
     if row is None:
         raise NotFound(
             f"no quote {quote_id!r}",

@@ -21,13 +21,15 @@ import enum
 import json
 import logging
 
-from sqlalchemy import Connection, insert, select, update
+from sqlalchemy import Connection, bindparam, insert, select, update
 
 from ledger.clock import to_micros
 from payments.limits import MESSAGE_CHARS_MAX, REFERENCE_CHARS_MAX, URL_CHARS_MAX
 from payments.tables import payment_history, payments, refunds
 
 __all__ = [
+    "PAYMENT_BY_ID",
+    "PAYMENT_BY_ID_LOCKED",
     "PAYMENT_TRANSITIONS",
     "REFUND_TRANSITIONS",
     "PaymentState",
@@ -108,6 +110,25 @@ REFUND_TRANSITIONS: dict[RefundState, frozenset[RefundState]] = {
 }
 
 
+# Statements built once: SQLAlchemy then generates each one's cache key once, instead of
+# building and hashing a new statement per call (a renewal moves a payment four times).
+PAYMENT_BY_ID = select(payments).where(payments.c.payment_id == bindparam("payment_id"))
+"""The ``payments`` row of ``payment_id`` (a parameter)."""
+PAYMENT_BY_ID_LOCKED = PAYMENT_BY_ID.with_for_update()
+"""As :data:`PAYMENT_BY_ID`, its row locked until the transaction ends (PostgreSQL)."""
+_MOVE_PAYMENT = update(payments).where(
+    payments.c.payment_id == bindparam("where_payment_id"),
+    payments.c.state == bindparam("where_state"),
+)
+"""The columns set are the parameters' other keys."""
+_MOVE_REFUND = update(refunds).where(
+    refunds.c.refund_id == bindparam("where_refund_id"),
+    refunds.c.state == bindparam("where_state"),
+)
+_REFUND_BY_ID = select(refunds).where(refunds.c.refund_id == bindparam("refund_id"))
+_HISTORY = insert(payment_history)
+
+
 def move_payment(
     connection: Connection,
     payment_id: str,
@@ -122,9 +143,7 @@ def move_payment(
 ) -> bool:
     """Move ``payment_id`` to ``to`` if the table allows it from where it stands (read under the
     row's lock); True when it moved. Writes the history row and the log line."""
-    row = connection.execute(
-        select(payments).where(payments.c.payment_id == payment_id).with_for_update()
-    ).one()
+    row = connection.execute(PAYMENT_BY_ID_LOCKED, {"payment_id": payment_id}).one()
     before = PaymentState(row.state)
     if to not in PAYMENT_TRANSITIONS[before]:
         return False
@@ -140,9 +159,7 @@ def move_payment(
     if redirect_url:
         values["redirect_url"] = redirect_url[:URL_CHARS_MAX]
     moved = connection.execute(
-        update(payments)
-        .where(payments.c.payment_id == payment_id, payments.c.state == before.value)
-        .values(**values)
+        _MOVE_PAYMENT, {"where_payment_id": payment_id, "where_state": before.value, **values}
     ).rowcount
     if moved != 1:
         return False
@@ -162,7 +179,7 @@ def move_refund(
     leaf_index: int | None = None,
 ) -> bool:
     """As :func:`move_payment`, for a refund."""
-    row = connection.execute(select(refunds).where(refunds.c.refund_id == refund_id)).one()
+    row = connection.execute(_REFUND_BY_ID, {"refund_id": refund_id}).one()
     before = RefundState(row.state)
     if to not in REFUND_TRANSITIONS[before]:
         return False
@@ -172,18 +189,14 @@ def move_refund(
     if leaf_index is not None:
         values["leaf_index"] = leaf_index
     moved = connection.execute(
-        update(refunds)
-        .where(refunds.c.refund_id == refund_id, refunds.c.state == before.value)
-        .values(**values)
+        _MOVE_REFUND, {"where_refund_id": refund_id, "where_state": before.value, **values}
     ).rowcount
     if moved != 1:
         return False
     _history(
         connection, row.payment_id, refund_id, before, to, why, gateway_reference, leaf_index, now
     )
-    payment = connection.execute(
-        select(payments).where(payments.c.payment_id == row.payment_id)
-    ).one()
+    payment = connection.execute(PAYMENT_BY_ID, {"payment_id": row.payment_id}).one()
     _log(payment, refund_id, before, to, why, leaf_index, int(row.amount_minor))
     return True
 
@@ -200,16 +213,17 @@ def _history(  # noqa: PLR0917
     now: dt.datetime,
 ) -> None:
     connection.execute(
-        insert(payment_history).values(
-            payment_id=payment_id,
-            refund_id=refund_id,
-            from_state=before.value,
-            to_state=to.value,
-            why=why[:MESSAGE_CHARS_MAX],
-            gateway_reference=gateway_reference[:REFERENCE_CHARS_MAX],
-            leaf_index=leaf_index,
-            at_us=to_micros(now),
-        )
+        _HISTORY,
+        {
+            "payment_id": payment_id,
+            "refund_id": refund_id,
+            "from_state": before.value,
+            "to_state": to.value,
+            "why": why[:MESSAGE_CHARS_MAX],
+            "gateway_reference": gateway_reference[:REFERENCE_CHARS_MAX],
+            "leaf_index": leaf_index,
+            "at_us": to_micros(now),
+        },
     )
 
 

@@ -119,6 +119,67 @@ def test_a_kuwaiti_renewal_is_quoted_paid_and_recorded_with_a_verified_receipt(
     assert by_quote.payment.payment_id == payment.payment_id
 
 
+def test_a_renewal_stores_its_payment_its_history_and_its_key(
+    stack: tuple[ServerHandle, RenewalClient, grpc.Channel], database_url: str
+) -> None:
+    """What one renewal leaves in the payments' tables, row by row (the saga's statements are
+    built once and run with parameters; its record step is one transaction)."""
+    _, renewals, _ = stack
+    quote = renewals.quote(_kuwait_family(7, 2)).quote
+    payment = renewals.start_payment(quote.quote_id, "portal-key-rows1", gateway="simulated")
+    assert payment.state == pb.PAYMENT_STATE_RECORDED
+    engine = create_ledger_engine(database_url)
+    try:
+        with engine.connect() as connection:
+            row = connection.execute(
+                text(
+                    "SELECT quote_id, gateway, state, currency_code, amount_minor, "
+                    "captured_minor, refunded_minor, gateway_reference, redirect_url, "
+                    "leaf_index, message FROM payments WHERE payment_id = :id"
+                ),
+                {"id": payment.payment_id},
+            ).one()
+            history = connection.execute(
+                text(
+                    "SELECT refund_id, from_state, to_state, why, gateway_reference, leaf_index "
+                    "FROM payment_history WHERE payment_id = :id ORDER BY history_id"
+                ),
+                {"id": payment.payment_id},
+            ).all()
+            key = connection.execute(
+                text(
+                    "SELECT operation, request_json, result_id FROM idempotency_keys "
+                    "WHERE idempotency_key = 'portal-key-rows1'"
+                )
+            ).one()
+            quotes_stored = connection.execute(
+                text("SELECT total_minor, currency_code FROM quotes WHERE quote_id = :id"),
+                {"id": quote.quote_id},
+            ).all()
+    finally:
+        engine.dispose()
+    reference = row.gateway_reference
+    assert reference
+    total = quote.total.amount_minor
+    assert tuple(row) == (
+        quote.quote_id, "simulated", "recorded", "KWD", total, total, 0, reference, "",
+        payment.receipt.leaf_index, "FeeCollected appended",
+    )  # fmt: skip
+    assert [tuple(step) for step in history] == [
+        ("", "started", "captured", "", reference, None),
+        ("", "captured", "recording", "FeeCollected submitted", "", None),
+        ("", "recording", "recorded", "FeeCollected appended", "", payment.receipt.leaf_index),
+    ]
+    assert tuple(key) == (
+        "start_payment",
+        '{"gateway":"simulated","operation":"start_payment","quote_id":"'
+        + quote.quote_id
+        + '","return_url":""}',
+        payment.payment_id,
+    )
+    assert [tuple(q) for q in quotes_stored] == [(total, "KWD")]
+
+
 def test_a_saudi_renewal_is_refused_while_a_member_is_uninsured(
     stack: tuple[ServerHandle, RenewalClient, grpc.Channel], database_url: str
 ) -> None:

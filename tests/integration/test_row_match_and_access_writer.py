@@ -16,7 +16,12 @@ from ledger.storage.access_log import AccessLog, AccessRecord
 from ledger.storage.db import create_ledger_engine, sqlite_url
 from ledger.storage.migrate import upgrade
 from ledger.storage.row_match import CHUNK, any_row
-from ledger.storage.vault_store import VaultStore, person_identities
+from ledger.storage.vault_store import (
+    _IDENTITY_ROW,
+    IDENTITY_ROWS_ONE_BY_ONE_MAX,
+    VaultStore,
+    person_identities,
+)
 
 NOW = dt.datetime(2026, 3, 1, tzinfo=dt.UTC)
 
@@ -45,6 +50,42 @@ def test_the_lookup_searches_the_index_rather_than_scanning(engine: Engine) -> N
     key = (person_identities.c.country, person_identities.c.id_type, person_identities.c.value)
     [condition] = any_row(key, [("SA", "residence_id", "1"), ("SA", "residence_id", "2")])
     statement = select(person_identities).where(condition)
+    compiled = statement.compile(engine, compile_kwargs={"literal_binds": True})
+    with engine.connect() as connection:
+        plan = " ".join(
+            str(row[-1]) for row in connection.execute(text(f"EXPLAIN QUERY PLAN {compiled}"))
+        )
+    assert "SEARCH person_identities USING INDEX" in plan
+    assert "SCAN person_identities" not in plan
+
+
+@pytest.mark.parametrize(
+    "count", [1, IDENTITY_ROWS_ONE_BY_ONE_MAX - 2, IDENTITY_ROWS_ONE_BY_ONE_MAX, 3 * 8]
+)
+def test_a_few_people_one_by_one_and_many_at_once_find_the_same_tokens(
+    database_url: str, count: int
+) -> None:
+    """Up to IDENTITY_ROWS_ONE_BY_ONE_MAX people (two of them unknown, one asked twice) are
+    looked up one by one with a statement built once, more with row_match's statement: the
+    answer is the same, on both engines."""
+    engine = create_ledger_engine(database_url)
+    try:
+        upgrade(engine)
+        vault = VaultStore(engine)
+        known = [_person(number) for number in range(count)]
+        tokens = vault.tokens_for(known, NOW)
+        asked = [*known[: max(0, count - 2)], _person(10_000), _person(10_001), known[0]]
+        assert vault.tokens_of(asked) == {
+            person: token for person, token in zip(known, tokens, strict=True) if person in asked
+        }
+        again = vault.tokens_for([*known, _person(10_002)], NOW)  # the known keep their tokens
+        assert again[:count] == tokens and again[count] not in tokens
+    finally:
+        engine.dispose()
+
+
+def test_the_one_person_lookup_searches_the_index(engine: Engine) -> None:
+    statement = _IDENTITY_ROW.params(country="SA", id_type="residence_id", value="1")
     compiled = statement.compile(engine, compile_kwargs={"literal_binds": True})
     with engine.connect() as connection:
         plan = " ".join(

@@ -23,7 +23,7 @@ from ledger.storage.tables import coverages, log_entries, premiums
 from payments.erasure import redact_person
 from payments.gateway import PaymentStatus
 from payments.renewal import Crash
-from payments.tables import idempotency_keys, payments, quotes
+from payments.tables import idempotency_keys, payment_history, payments, quotes
 from tests.payments.support import Stack, family_request
 
 
@@ -127,6 +127,20 @@ def test_a_capture_whose_record_is_refused_for_good_is_returned(
         assert not connection.execute(
             select(coverages).where(coverages.c.policy_id == quote.quote_id)
         ).first()
+    # The record went in flight before it was refused (erase_sponsor: refused while building
+    # the entry, inside the transaction that moved it to recording, which still commits).
+    with stack.engine.connect() as connection:
+        moves = connection.execute(
+            select(payment_history.c.from_state, payment_history.c.to_state)
+            .where(payment_history.c.payment_id == payment.payment_id)
+            .order_by(payment_history.c.history_id)
+        ).all()
+    assert [tuple(move) for move in moves] == [
+        ("started", "captured"),
+        ("captured", "recording"),
+        ("recording", "returning"),
+        ("returning", "returned"),
+    ]
     # Repeats and reconciliation change nothing and refund nothing more.
     assert stack.renewals.start_payment(quote.quote_id, "key-returned", "simulated") == payment
     assert stack.renewals.complete_payment(payment.payment_id) == payment
