@@ -5,7 +5,6 @@ value. The use cases themselves are in ``quotes``, ``charges``, ``recording``, `
 
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
 import hashlib
 import threading
@@ -14,7 +13,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from sqlalchemy import Connection, Engine, bindparam, select
+from sqlalchemy import Connection, Engine, QueuePool, bindparam, select
 
 from ledger.clock import Clock
 from ledger.coverage.projector import check_fee_collected
@@ -41,11 +40,13 @@ __all__ = [
     "Recorder",
     "Saga",
     "UnitOfWork",
+    "WriterTurns",
     "load_payment",
     "load_quote",
     "move",
     "payment_id_of",
     "refuse_unrecordable",
+    "writer_turns",
 ]
 
 
@@ -65,16 +66,53 @@ class Crash(Exception):
     """Raised by a crash hook to simulate the process dying at a step (fault-injection tests)."""
 
 
+class WriterTurns:
+    """At most ``count`` threads inside at once; the others wait their turn. A thread already
+    inside enters again freely (a nested write is part of its turn)."""
+
+    def __init__(self, count: int) -> None:
+        self.count = count
+        self._slots = threading.BoundedSemaphore(count)
+        self._depth = threading.local()
+
+    def __enter__(self) -> None:
+        depth = getattr(self._depth, "value", 0)
+        if depth == 0:
+            self._slots.acquire()
+        self._depth.value = depth + 1
+
+    def __exit__(self, *_exc: object) -> None:
+        self._depth.value -= 1
+        if self._depth.value == 0:
+            self._slots.release()
+
+
+def writer_turns(engine: Engine) -> WriterTurns:
+    """How many saga writers of this process may hold a pooled connection at once.
+
+    A saga writer may wait, inside its transaction, for the ledger's admission, whose key lookup
+    takes a second connection of the same pool: with every connection held by such writers,
+    each waits for the others until the pool's timeout (seen at 16 renewal callers on one
+    PostgreSQL worker, whose pool was 5 + 5). So at most one fewer writer than the pool's
+    connections holds one; the last is always left for a nested lookup (reads never nest, so
+    they give theirs back). SQLite: one at a time (its one write lock serialises every writer
+    anyway; see :meth:`UnitOfWork.write`)."""
+    pool = engine.pool
+    if engine.dialect.name == "sqlite" or not isinstance(pool, QueuePool):
+        return WriterTurns(1)
+    # QueuePool's overflow bound has no public reader; `size()` is public.
+    connections = pool.size() + max(0, int(getattr(pool, "_max_overflow", 0)))
+    return WriterTurns(max(1, connections - 1))
+
+
 class UnitOfWork:
     """The one way the payments open transactions on their database."""
 
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
-        self._writers = (
-            threading.RLock() if engine.dialect.name == "sqlite" else contextlib.nullcontext()
-        )
-        """SQLite: this process's saga writers take turns here before they take a connection
-        and the database's write lock (see :meth:`write`)."""
+        self._writers = writer_turns(engine)
+        """This process's saga writers take turns here before they take a connection (see
+        :func:`writer_turns` and :meth:`write`)."""
 
     @contextmanager
     def write(self) -> Iterator[Connection]:
@@ -89,7 +127,8 @@ class UnitOfWork:
         before commits rather than in SQLite's busy handler's sleeps (up to 100 ms each), and
         (2) at most one of them holds a pooled connection while it waits for the database's
         lock: a writer that waits inside its transaction for the ledger's admission (whose key
-        lookup needs a connection of the same pool) then always finds one free."""
+        lookup needs a connection of the same pool) then always finds one free. PostgreSQL:
+        at most one fewer writers than the pool's connections, for the same reason."""
         with (
             self._writers,
             self.engine.connect().execution_options(**{WRITE_LOCK_OPTION: True}) as connection,
