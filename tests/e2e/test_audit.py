@@ -662,3 +662,34 @@ def test_a_worker_gives_up_when_a_key_event_is_not_the_bytes_the_keys_were_learn
     monkeypatch.setattr(audit_ranges, "_timeline", other_bytes_at_leaf_1)
     with pytest.raises(audit_ranges.Fallback):
         _ranges_of(database, verifier_key)
+
+
+@pytest.mark.parametrize("follow", [False, True])
+def test_ranges_of_leaf_hashes_are_checked_against_every_signed_root_inside_them(
+    follow: bool,
+) -> None:
+    """The auditing process adds a range's leaf hashes in bulk but stops at each size it holds
+    a signed root for: every root is checked (with or without someone following the progress),
+    and a wrong one is named at its size, as the in-order audit names it."""
+    from clients.offline.audit import AuditFailure, _audited
+    from clients.offline.merkle import RootBuilder, leaf_hash
+
+    leaves = [leaf_hash(b"%d" % number) for number in range(50)]
+    roots = {}
+    builder = RootBuilder()
+    for leaf in leaves:
+        builder.append(leaf)
+        roots[builder.size] = builder.root()
+    ranges = [
+        (b"".join(leaves[start : start + 20]), {"insurer": len(leaves[start : start + 20])})
+        for start in (0, 20, 40)
+    ]
+    signed = {size: roots[size] for size in (1, 7, 20, 21, 39, 50)}
+    seen: list[int] = []
+    report = _audited(ranges, 50, signed, seen.append if follow else None)
+    assert (report.entries_checked, report.checkpoints_checked) == (50, 6)
+    assert report.root_hash == roots[50] and report.signers == {"insurer": 50}
+    assert seen == (list(range(1, 51)) if follow else [])
+    with pytest.raises(AuditFailure) as failure:
+        _audited(ranges, 50, {**signed, 33: roots[32]}, None)
+    assert failure.value.index == 32 and "tree size 33" in failure.value.expected
