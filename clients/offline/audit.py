@@ -22,6 +22,7 @@ Part of the offline verifier: imports nothing from the server's ``ledger`` packa
 from __future__ import annotations
 
 import base64
+import bisect
 import datetime as dt
 import hashlib
 import itertools
@@ -34,7 +35,7 @@ from typing import Any
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from clients.offline.merkle import RootBuilder, VerificationFailure, leaf_hash
+from clients.offline.merkle import HASH_BYTES, RootBuilder, VerificationFailure, leaf_hash
 from clients.offline.note import Checkpoint
 from clients.offline.wire import Entry, KeyEvent, decode_entry, decode_key_event, fields
 
@@ -438,21 +439,35 @@ def _audited(
         report.checkpoints_checked += 1
 
     check_root_at(0)
+    signed_sizes = sorted(by_size)
     for data, signed in checked:
         if isinstance(signed, str):  # one entry
             report.signers[signed] = report.signers.get(signed, 0) + 1
-            leaves = [leaf_hash(data)]
-        else:  # a range: its leaf hashes
-            for principal, count in signed.items():
-                report.signers[principal] = report.signers.get(principal, 0) + count
-            leaves = [data[start : start + 32] for start in range(0, len(data), 32)]
-        for leaf in leaves:
             report.signatures_checked += 1
-            builder.append(leaf)
+            builder.append(leaf_hash(data))
             report.entries_checked += 1
             check_root_at(builder.size)
             if progress is not None:
                 progress(builder.size)
+            continue
+        # A range: its leaf hashes, added in bulk up to each size with a signed root (and one
+        # at a time when someone follows the progress).
+        for principal, count in signed.items():
+            report.signers[principal] = report.signers.get(principal, 0) + count
+        start = 0
+        while start < len(data):
+            stop = len(data) if progress is None else start + HASH_BYTES
+            following = bisect.bisect_right(signed_sizes, builder.size)
+            if following < len(signed_sizes):
+                stop = min(stop, start + (signed_sizes[following] - builder.size) * HASH_BYTES)
+            leaves = -(-(stop - start) // HASH_BYTES)
+            builder.extend(data[start:stop])
+            report.signatures_checked += leaves
+            report.entries_checked += leaves
+            check_root_at(builder.size)
+            if progress is not None:
+                progress(builder.size)
+            start = stop
     if builder.size != size:
         raise AuditFailure(None, f"{size} entries", f"{builder.size}")
     report.root_hash = builder.root()

@@ -303,7 +303,13 @@ def _event_names(payload: bytes) -> tuple[str | None, str | None, bool]:
             continue
         if wire_type != 2:
             raise _Unusual
-        length, position = _length(payload, position, end)
+        length = payload[position]
+        if length < 0x80:
+            position += 1
+        else:
+            length, position = _varint(payload, position)
+        if position + length > end:
+            raise _Unusual
         if number == 1:
             event_id = payload[position : position + length].decode("utf-8", errors="replace")
         elif number == 2:  # strict, as the key-event reader decodes it
@@ -356,21 +362,136 @@ def _principal(position: int, entry: Entry, task: _Task) -> str:
             continue
         if not record.valid_at(instant):
             continue
-        public_key = _public_keys.get(record.public_key)
-        if public_key is None:
-            public_key = Ed25519PublicKey.from_public_bytes(record.public_key)
-            _public_keys[record.public_key] = public_key
         try:
-            public_key.verify(signature.sig, message)
+            _public_key(record.public_key).verify(signature.sig, message)
         except InvalidSignature:
             continue
         return record.principal
     raise _Unusual
 
 
-def _check_range(task: _Task) -> tuple[bytes, Counter[str]] | None:  # noqa: PLR0911 (each return: a reason to fall back)
+def _uvarint(data: bytes, position: int) -> tuple[int, int]:
+    """:func:`clients.offline.wire._varint`, values of up to three bytes read inline."""
+    byte = data[position]
+    if byte < 0x80:
+        return byte, position + 1
+    second = data[position + 1]
+    if second < 0x80:
+        return byte & 0x7F | second << 7, position + 2
+    third = data[position + 2]
+    if third < 0x80:
+        return byte & 0x7F | (second & 0x7F) << 7 | third << 14, position + 3
+    return _varint(data, position)
+
+
+@dataclass(slots=True)
+class _Shape:
+    """What the entries one key signs share, cut from one the general path read: the bytes after
+    the payload but for the signature (payload type, the one signature's keyid), the start of
+    the signed message, and the key record that verifies them up to position ``until``."""
+
+    tail_head: bytes
+    """Payload type field, the signature field's key and length, the sig's key and length."""
+    tail_rest: bytes
+    """The keyid field, which ends the entry."""
+    tail_length: int
+    pae_prefix: bytes
+    record: KeyRecord
+    public_key: Ed25519PublicKey
+    until: int
+    """The last position the record stands for (the key's next event is checked against it)."""
+    signable: dict[bytes, bool]
+    """Time message bytes -> whether the record may sign at that time."""
+    count: int = 0
+
+
+def _shape_of(position: int, entry: Entry, task: _Task) -> _Shape | None:
+    """The shape of ``entry`` (checked, at ``position``), or None if it has not the common one
+    (one signature, every length after the payload in one byte) or no key record."""
+    if position == 0 or len(entry.signatures) != 1:
+        return None
+    signature = entry.signatures[0]
+    kind, keyid = entry.payload_type.encode(), signature.keyid.encode()
+    signature_length = 4 + len(signature.sig) + len(keyid)
+    if max(len(kind), len(signature.sig), len(keyid), signature_length) >= 0x80:
+        return None
+    versions = task.timeline.get(signature.keyid)
+    if versions is None:
+        return None
+    at = bisect.bisect_left(versions[0], position) - 1
+    if at < 0:
+        return None
+    record = versions[1][at]
+    tail_head = bytes([0x12, len(kind), *kind, 0x1A, signature_length, 0x0A, len(signature.sig)])
+    tail_rest = bytes([0x12, len(keyid), *keyid])
+    return _Shape(
+        tail_head,
+        tail_rest,
+        len(tail_head) + len(signature.sig) + len(tail_rest),
+        b"DSSEv1 %d %s " % (len(kind), kind),
+        record,
+        _public_key(record.public_key),
+        versions[0][at + 1] if at + 1 < len(versions[0]) else task.last_exclusive,
+        {},
+    )
+
+
+def _shaped(data: bytes, position: int, shape: _Shape) -> tuple[bytes, bytes] | None:  # noqa: PLR0911 (each return: not the shape)
+    """(payload, sig) of an entry at ``position`` that has ``shape`` and a time its key may sign
+    at, read without building an Entry (what :func:`_common_entry` reads, and the key checks of
+    :func:`_principal`); None (or an error) for anything else, which the general path then
+    reads."""
+    if position > shape.until or data[0] != 0x08:
+        return None
+    leaf_index, at = _uvarint(data, 1)
+    if leaf_index != position or data[at] != 0x12 or data[at + 1] >= 0x80:
+        return None
+    time_end = at + 2 + data[at + 1]
+    stamp = data[at + 2 : time_end]
+    signable = shape.signable.get(stamp)
+    if signable is None:
+        try:
+            instant = _instant(_integrated(data, at + 2, time_end))
+        except Exception:  # not the common time message: the general path decides
+            return None
+        record = shape.record
+        signable = shape.signable[stamp] = not (
+            record.revoked_at is not None and instant >= record.revoked_at
+        ) and record.valid_at(instant)
+    if not signable or data[time_end] != 0x1A:
+        return None
+    end = len(data)
+    length, at = _uvarint(data, time_end + 1)
+    if at + length != end or data[at] != 0x0A:
+        return None
+    length, at = _uvarint(data, at + 1)
+    payload_end = at + length
+    if (
+        payload_end + shape.tail_length != end
+        or not data.startswith(shape.tail_head, payload_end)
+        or not data.endswith(shape.tail_rest)
+    ):
+        return None
+    return data[at:payload_end], data[
+        payload_end + len(shape.tail_head) : end - len(shape.tail_rest)
+    ]
+
+
+def _public_key(public_bytes: bytes) -> Ed25519PublicKey:
+    public_key = _public_keys.get(public_bytes)
+    if public_key is None:
+        public_key = _public_keys[public_bytes] = Ed25519PublicKey.from_public_bytes(public_bytes)
+    return public_key
+
+
+def _check_range(task: _Task) -> tuple[bytes, Counter[str]] | None:  # noqa: PLR0911, PLR0912 (each return: a reason to fall back)
     """Check every entry of the task's range; its leaf hashes and signers, or None when anything
-    is not as expected (the in-order audit then finds and names it)."""
+    is not as expected (the in-order audit then finds and names it).
+
+    Most entries are read through the shape of the last entry their keyid's signature ended
+    (:func:`_shaped`); the first of each shape, and any entry the shape does not fit, through
+    the general decoder and :func:`_principal`."""
+    sha256 = hashlib.sha256
     try:
         rows = (
             _connection(task.path)
@@ -385,28 +506,64 @@ def _check_range(task: _Task) -> tuple[bytes, Counter[str]] | None:  # noqa: PLR
             return None  # the file changed since the rowids were read
         hashes = bytearray()
         signers: Counter[str] = Counter()
+        shapes: dict[bytes, _Shape] = {}  # by their keyid field
+        every_shape: list[_Shape] = []
+        rest_lengths: list[int] = []
+        key_events = task.key_events
         for position, (_, index, data, stored_leaf, digest, insurer_id, event_id) in enumerate(
             rows, task.first
         ):
             if index != position:
                 return None
-            entry = decode_entry_fast(bytes(data))
-            if entry.leaf_index != position:
-                return None
-            names = _event_names(entry.payload)
-            learned = task.key_events.get(position)
+            shaped = shape = None
+            for rest_length in rest_lengths:
+                shape = shapes.get(data[-rest_length:])
+                if shape is not None:
+                    try:
+                        shaped = _shaped(data, position, shape)
+                    except Exception:  # a short entry: the general path reads it
+                        shaped = None
+                    break
+            if shaped is not None:
+                payload, sig = shaped
+            else:
+                entry = decode_entry_fast(bytes(data))
+                if entry.leaf_index != position:
+                    return None
+                payload = entry.payload
+            names = _event_names(payload)
+            learned = key_events.get(position)
             if names[2] and learned is None:
                 return None  # a key event the hint did not name
-            digest_leaf = leaf_hash(bytes(data))
+            digest_leaf = sha256(b"\x00" + data).digest()
             if (
                 (learned is not None and learned != digest_leaf)  # not what the keys came from
-                or digest_leaf != bytes(stored_leaf)
-                or hashlib.sha256(entry.payload).digest() != bytes(digest)
-                or (names[1], names[0]) != (insurer_id, event_id)
+                or digest_leaf != stored_leaf
+                or sha256(payload).digest() != digest
+                or names[1] != insurer_id
+                or names[0] != event_id
             ):
                 return None
-            signers[_principal(position, entry, task)] += 1
+            if shape is not None and shaped is not None:
+                try:
+                    shape.public_key.verify(
+                        sig, b"%s%d %s" % (shape.pae_prefix, len(payload), payload)
+                    )
+                except InvalidSignature:
+                    return None  # as _principal: no other signature to try
+                shape.count += 1
+            else:
+                signers[_principal(position, entry, task)] += 1
+                shape = _shape_of(position, entry, task)
+                if shape is not None:
+                    shapes[shape.tail_rest] = shape
+                    every_shape.append(shape)
+                    if len(shape.tail_rest) not in rest_lengths:
+                        rest_lengths.append(len(shape.tail_rest))
             hashes += digest_leaf
+        for shape in every_shape:
+            if shape.count:
+                signers[shape.record.principal] += shape.count
         return bytes(hashes), signers
     except Exception:  # whatever it is, the in-order audit names it
         return None

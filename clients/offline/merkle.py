@@ -55,6 +55,19 @@ class RootBuilder:
             size >>= 1
         self.size += 1
 
+    def extend(self, hashes: bytes) -> None:
+        """Add each 32-byte leaf hash of ``hashes`` in turn, as :meth:`append` would."""
+        stack, size, sha256 = self._stack, self.size, hashlib.sha256
+        for start in range(0, len(hashes), HASH_BYTES):
+            stack.append(hashes[start : start + HASH_BYTES])
+            at = size
+            while at & 1:
+                right = stack.pop()
+                stack[-1] = sha256(b"\x01" + stack[-1] + right).digest()
+                at >>= 1
+            size += 1
+        self.size = size
+
     def root(self) -> bytes:
         """The root of the tree of ``size`` leaves (SHA-256 of nothing when empty)."""
         if not self._stack:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import datetime as dt
 import hashlib
 import io
@@ -523,6 +524,79 @@ def test_the_fast_entry_decoder_agrees_with_the_strict_one_on_every_mutation(
     assert tried["decoded"] > 100 and tried["refused"] > 100, tried
 
 
+def test_the_workers_shaped_reading_agrees_with_the_strict_decoder_on_every_mutation(
+    tmp_path: Path, log_signer: Ed25519Signer
+) -> None:
+    """The workers read most entries through the shape of an earlier one (payload type, one
+    signature's keyid, the key record that may sign at the entry's time), without decoding them:
+    on thousands of seeded byte mutations and truncations of real entries, what it reads is
+    what the strict decoder reads, and it reads nothing it should not (another position, a key
+    past its record's last position, a time the key may not sign at)."""
+    from clients.offline.audit import KeyRecord
+    from clients.offline.audit_ranges import _shape_of, _shaped, _Task
+    from clients.offline.wire import decode_entry
+
+    database = tmp_path / "ledger.db"
+    _vault(tmp_path).dispose()
+    _build(database, log_signer, list(sample_events(10, INSURER, NOW, tokens=tokens)))
+    with contextlib.closing(sqlite3.connect(database)) as connection:
+        entries = [
+            bytes(row[0])
+            for row in connection.execute("SELECT entry_bytes FROM log_entries ORDER BY rowid")
+        ]
+    keyid = decode_entry(entries[-1]).signatures[0].keyid
+    earliest = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+    record = KeyRecord(keyid, INSURER, bytes(_INSURER_SIGNER.public_key), earliest)
+    last = len(entries) - 2  # the record stands for positions 1..last only
+    task = _Task("", 0, len(entries), 0, 0, {}, {keyid: ([0, last], [record, record])}, record)
+    shapes = {
+        position: _shape_of(position, decode_entry(data), task)
+        for position, data in enumerate(entries)
+        if position >= FIRST
+    }
+    assert all(shape is not None for shape in shapes.values())
+
+    def read(data: bytes, position: int) -> object:
+        shape = shapes[position]
+        assert shape is not None
+        try:
+            return _shaped(data, position, shape)
+        except Exception:  # the worker reads such an entry through the general path
+            return None
+
+    for position in range(FIRST, last + 1):  # every ordinary entry is read through its shape
+        strict = decode_entry(entries[position])
+        assert read(entries[position], position) == (strict.payload, strict.signatures[0].sig)
+        assert read(entries[position], position + 1) is None  # not its position
+    before_last = shapes[last]
+    assert before_last is not None and before_last.until == last
+    assert _shaped(entries[last + 1], last + 1, before_last) is None  # past the record's last
+    revoked = _shape_of(FIRST, decode_entry(entries[FIRST]), task)
+    assert revoked is not None
+    revoked.record = dataclasses.replace(record, revoked_at=NOW - dt.timedelta(days=1))
+    assert _shaped(entries[FIRST], FIRST, revoked) is None  # a time the key may not sign at
+    rng = random.Random(20261206)
+    tried = Counter[str]()
+    for _ in range(4000):
+        position = rng.randrange(FIRST, last + 1)
+        data = bytearray(entries[position])
+        if rng.random() < 0.1:
+            data = data[: rng.randrange(len(data))]
+        else:
+            data[rng.randrange(len(data))] = rng.randrange(256)
+        shaped = read(bytes(data), position)
+        if shaped is None:
+            tried["general path"] += 1
+            continue
+        strict = decode_entry(bytes(data))  # what it read, the strict decoder reads the same
+        assert strict.leaf_index == position
+        assert len(strict.signatures) == 1 and strict.signatures[0].keyid == keyid
+        assert strict.payload_type == decode_entry(entries[position]).payload_type
+        assert shaped == (strict.payload, strict.signatures[0].sig)
+        tried["shaped"] += 1
+    assert tried["shaped"] > 1000 and tried["general path"] > 100, tried
+
+
 def test_the_parallel_audit_gives_the_in_order_verdict_on_seeded_mutations(
     tmp_path: Path, log_signer: Ed25519Signer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -588,3 +662,34 @@ def test_a_worker_gives_up_when_a_key_event_is_not_the_bytes_the_keys_were_learn
     monkeypatch.setattr(audit_ranges, "_timeline", other_bytes_at_leaf_1)
     with pytest.raises(audit_ranges.Fallback):
         _ranges_of(database, verifier_key)
+
+
+@pytest.mark.parametrize("follow", [False, True])
+def test_ranges_of_leaf_hashes_are_checked_against_every_signed_root_inside_them(
+    follow: bool,
+) -> None:
+    """The auditing process adds a range's leaf hashes in bulk but stops at each size it holds
+    a signed root for: every root is checked (with or without someone following the progress),
+    and a wrong one is named at its size, as the in-order audit names it."""
+    from clients.offline.audit import AuditFailure, _audited
+    from clients.offline.merkle import RootBuilder, leaf_hash
+
+    leaves = [leaf_hash(b"%d" % number) for number in range(50)]
+    roots = {}
+    builder = RootBuilder()
+    for leaf in leaves:
+        builder.append(leaf)
+        roots[builder.size] = builder.root()
+    ranges = [
+        (b"".join(leaves[start : start + 20]), {"insurer": len(leaves[start : start + 20])})
+        for start in (0, 20, 40)
+    ]
+    signed = {size: roots[size] for size in (1, 7, 20, 21, 39, 50)}
+    seen: list[int] = []
+    report = _audited(ranges, 50, signed, seen.append if follow else None)
+    assert (report.entries_checked, report.checkpoints_checked) == (50, 6)
+    assert report.root_hash == roots[50] and report.signers == {"insurer": 50}
+    assert seen == (list(range(1, 51)) if follow else [])
+    with pytest.raises(AuditFailure) as failure:
+        _audited(ranges, 50, {**signed, 33: roots[32]}, None)
+    assert failure.value.index == 32 and "tree size 33" in failure.value.expected

@@ -4,6 +4,7 @@ offline ``clients.offline.merkle``) gives exactly ``wantErr``."""
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 from pathlib import Path
 from typing import Any
@@ -67,3 +68,28 @@ def test_vector(path: Path, verifier: str) -> None:
             run()
     else:
         run()
+
+
+def _mth(leaves: list[bytes]) -> bytes:
+    """RFC 6962 section 2.1's MTH over leaf hashes, by its definition."""
+    if not leaves:
+        return hashlib.sha256(b"").digest()
+    if len(leaves) == 1:
+        return leaves[0]
+    split = 1 << ((len(leaves) - 1).bit_length() - 1)
+    return offline_merkle.node_hash(_mth(leaves[:split]), _mth(leaves[split:]))
+
+
+def test_the_offline_root_builder_adds_leaves_one_by_one_or_in_bulk_alike() -> None:
+    """The full audit adds a worker range's leaf hashes in bulk (RootBuilder.extend), cut at
+    each size with a signed root: the roots are RFC 6962's at every size and every cut."""
+    leaves = [offline_merkle.leaf_hash(b"%d" % number) for number in range(70)]
+    one_by_one = offline_merkle.RootBuilder()
+    for size, leaf in enumerate(leaves, 1):
+        one_by_one.append(leaf)
+        assert one_by_one.root() == _mth(leaves[:size])
+        for cut in range(size + 1):
+            bulk = offline_merkle.RootBuilder()
+            bulk.extend(b"".join(leaves[:cut]))
+            bulk.extend(b"".join(leaves[cut:size]))
+            assert (bulk.size, bulk.root()) == (size, one_by_one.root())
