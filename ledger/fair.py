@@ -17,7 +17,7 @@ import contextvars
 from collections import OrderedDict, deque
 from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, suppress
 from typing import Generic, TypeVar
 
 from ledger import limits
@@ -138,18 +138,31 @@ class ReadPool:
         context: contextvars.Context,
     ) -> None:
         self._running += 1
-        done = asyncio.get_running_loop().run_in_executor(self._executor, context.run, function)
-        done.add_done_callback(lambda finished: self._finished(finished, future))
+        loop = asyncio.get_running_loop()
 
-    def _finished(self, finished: asyncio.Future[object], future: asyncio.Future[object]) -> None:
+        def work() -> None:
+            # The answer goes back to the loop in one callback (no asyncio wrapper of the
+            # executor's future, whose chaining costs the loop two more callbacks a read).
+            try:
+                result = context.run(function)
+            except BaseException as error:  # handed to the caller, as the executor would
+                answer: tuple[object, BaseException | None] = (None, error)
+            else:
+                answer = (result, None)
+            with suppress(RuntimeError):  # the loop closed while the read ran: no one waits
+                loop.call_soon_threadsafe(self._finished, future, *answer)
+
+        self._executor.submit(work)
+
+    def _finished(
+        self, future: asyncio.Future[object], result: object, error: BaseException | None
+    ) -> None:
         self._running -= 1
         if not future.done():
-            if finished.cancelled():
-                future.cancel()
-            elif (error := finished.exception()) is not None:
+            if error is not None:
                 future.set_exception(error)
             else:
-                future.set_result(finished.result())
+                future.set_result(result)
         while self._running < self._threads and len(self._waiting):
             function, waiting, context = self._waiting.take()
             if not waiting.done():  # a caller that left while waiting gives its turn up

@@ -11,9 +11,10 @@ import datetime as dt
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any
 
-from sqlalchemy import Connection, Row, bindparam, insert, select, update
+from sqlalchemy import Connection, Row, Select, bindparam, insert, select, update
 
 from ledger.errors import FailedPrecondition, FieldViolation
 from ledger.funds import rules
@@ -247,6 +248,8 @@ class CohortMembership:
     contributions: tuple[Contribution, ...]
 
 
+_TOKENS_PER_STATEMENT = 100
+
 _SELECT_MEMBERSHIPS = (
     select(
         fund_cohorts,
@@ -259,20 +262,24 @@ _SELECT_MEMBERSHIPS = (
 )
 
 
-_SELECT_MEMBERSHIPS_OF_TOKENS = (
-    select(
-        fund_cohorts,
-        fund_cohort_members.c.position,
-        fund_cohort_members.c.leaf_index.label("member_leaf_index"),
-        fund_cohort_members.c.person_token,
+@lru_cache(maxsize=_TOKENS_PER_STATEMENT)
+def _select_memberships_of(count: int) -> Select[Any]:
+    """:data:`_SELECT_MEMBERSHIPS` for ``count`` people at once (a household; parameters
+    ``token_<n>``), built once per count: the same SQL as an expanding IN, without its
+    post-compilation on every call."""
+    return (
+        select(
+            fund_cohorts,
+            fund_cohort_members.c.position,
+            fund_cohort_members.c.leaf_index.label("member_leaf_index"),
+            fund_cohort_members.c.person_token,
+        )
+        .join(fund_cohort_members, fund_cohort_members.c.cohort_id == fund_cohorts.c.cohort_id)
+        .where(
+            fund_cohort_members.c.person_token.in_([bindparam(f"token_{n}") for n in range(count)])
+        )
+        .order_by(fund_cohorts.c.period_start, fund_cohorts.c.cohort_id)
     )
-    .join(fund_cohort_members, fund_cohort_members.c.cohort_id == fund_cohorts.c.cohort_id)
-    .where(fund_cohort_members.c.person_token.in_(bindparam("tokens", expanding=True)))
-    .order_by(fund_cohorts.c.period_start, fund_cohorts.c.cohort_id)
-)
-"""Built once: :data:`_SELECT_MEMBERSHIPS` for several people at once (a household)."""
-
-_TOKENS_PER_STATEMENT = 100
 
 
 def memberships_of(connection: Connection, token: str) -> list[CohortMembership]:
@@ -291,7 +298,8 @@ def memberships_of_tokens(
     wanted = sorted(set(tokens))
     for start in range(0, len(wanted), _TOKENS_PER_STATEMENT):
         chunk = wanted[start : start + _TOKENS_PER_STATEMENT]
-        for row in connection.execute(_SELECT_MEMBERSHIPS_OF_TOKENS, {"tokens": chunk}):
+        parameters = {f"token_{n}": token for n, token in enumerate(chunk)}
+        for row in connection.execute(_select_memberships_of(len(chunk)), parameters):
             found.setdefault(str(row.person_token), []).append(_membership(connection, row))
     return found
 

@@ -209,6 +209,7 @@ class CallObservingInterceptor(_Interceptor):
         metrics, log_calls, trace = self._metrics, self._log_calls, self._trace
         started_child = metrics.rpc_started.labels(kind, service, name) if metrics else None
         seconds_child = metrics.rpc_seconds.labels(kind, service, name) if metrics else None
+        handled_children: dict[str, Any] = {}  # the counter's child by code, looked up once each
 
         def begin(context: _Context) -> _Call:
             set_current_caller(None)  # the authorization layer sets it for this call
@@ -228,7 +229,12 @@ class CallObservingInterceptor(_Interceptor):
             seconds = time.perf_counter() - call.started
             if metrics is not None and seconds_child is not None:
                 seconds_child.observe(seconds)
-                metrics.rpc_handled.labels(kind, service, name, code).inc()
+                handled = handled_children.get(code)
+                if handled is None:
+                    handled = handled_children[code] = metrics.rpc_handled.labels(
+                        kind, service, name, code
+                    )
+                handled.inc()
             if call.span is not None:
                 traced = current_caller()
                 call.span.end(code, _number_of(code), traced.spiffe_id if traced else "-")

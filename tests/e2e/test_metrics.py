@@ -154,6 +154,36 @@ def test_rpc_sequencer_tree_and_payment_series_move_with_the_calls(
     assert value(after, "process_cpu_seconds_total") > 0
 
 
+def test_handled_calls_are_counted_under_each_code_of_one_method_every_time(
+    observed: ServerHandle,
+) -> None:
+    """The handled counter's series are looked up once per method and code: calls of one
+    method alternating between two codes each count under their own code, every time."""
+    before = scrape(observed)
+    codes: list[str] = []
+    with observed.channel("insurer", INSURER) as channel:
+        stub = pb_grpc.LedgerServiceStub(channel)
+        for _ in range(3):
+            stub.GetCheckpoint(pb.GetCheckpointRequest())
+            codes.append("OK")
+            with pytest.raises(grpc.RpcError) as missing:
+                stub.GetCheckpoint(pb.GetCheckpointRequest(tree_size=10**9))
+            codes.append(missing.value.code().name)
+    after = scrape(observed)
+    checkpoint = rpc("unary_unary", "GetCheckpoint")
+    assert codes[1] != "OK"
+    for code in ("OK", codes[1]):
+        moved = value(after, "grpc_server_handled_total", **checkpoint, grpc_code=code) - value(
+            before, "grpc_server_handled_total", **checkpoint, grpc_code=code
+        )
+        assert moved == 3
+    assert (
+        value(after, "grpc_server_started_total", **checkpoint)
+        - value(before, "grpc_server_started_total", **checkpoint)
+        == 6
+    )
+
+
 def test_queue_depth_and_batch_size_are_what_the_sequencer_holds(
     observed: ServerHandle, insurer_signer: Ed25519Signer
 ) -> None:

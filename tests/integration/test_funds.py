@@ -16,6 +16,7 @@ from ledger.coverage.model import BlockReason, Relationship
 from ledger.coverage.reader import CoverageReader, _household_spans, _spans_and_token
 from ledger.coverage.rebuild import rebuild_and_compare
 from ledger.errors import LedgerError, ResourceExhausted
+from ledger.funds.projection import memberships_of, memberships_of_tokens
 from ledger.funds.reader import FundTotalsReader
 from ledger.signers import SignerRole
 from ledger.signing import Ed25519Signer
@@ -276,3 +277,29 @@ def test_a_household_read_at_once_equals_each_member_read_alone(funds: Funds) ->
     funders = [sorted({span.record.funder_id for span in spans}) for spans, _ in alone[:4]]
     assert funders == [[ZAKAT], [OTHER, ZAKAT], [OTHER, ZAKAT], [OTHER]]
     assert alone[-1] == ([], None)  # nobody the vault knows
+
+
+def test_the_memberships_of_many_tokens_at_once_equal_each_tokens_own(funds: Funds) -> None:
+    """The membership statement built once per number of tokens: for every number (1 to 4 of
+    the members', in chunks past 100 with unknown tokens among them) the memberships of each
+    token are those it has alone; unknown tokens are absent."""
+    people = [sudanese(n) for n in range(1, 5)]
+    funds.accept(
+        ZAKAT, cohort_enrolled(ZAKAT, "Z-1", [(p, "SD-KH") for p in people[:3]], JAN1, DEC31)
+    )
+    funds.accept(
+        OTHER, cohort_enrolled(OTHER, "O-1", [(p, "SD-KH") for p in people[1:]], JAN1, DEC31)
+    )
+    with funds.engine.connect() as connection, connection.begin():
+        tokens = [_spans_and_token(connection, person_ref(p), MAR1)[1] for p in people]
+        assert all(token is not None for token in tokens)
+        known = [str(token) for token in tokens]
+        alone = {token: memberships_of(connection, token) for token in known}
+        for count in range(1, 5):
+            assert memberships_of_tokens(connection, known[:count]) == {
+                token: alone[token] for token in known[:count]
+            }
+        unknown = [f"unknown-{n:03}" for n in range(150)]
+        assert memberships_of_tokens(connection, [*unknown[:120], *known, *unknown[120:]]) == alone
+        assert memberships_of_tokens(connection, known + known) == alone
+        assert memberships_of_tokens(connection, unknown) == {}

@@ -126,6 +126,53 @@ def test_the_read_pool_takes_callers_in_turns_and_bounds_each_callers_queue() ->
     assert order == ["busy-0", "calm", "busy-1", "busy-2", "busy-3"]
 
 
+def test_a_read_that_fails_or_whose_caller_left_answers_and_frees_its_thread() -> None:
+    """A read's exception reaches its caller as raised; a caller that left while its read ran
+    gets nothing, and in both cases the one read thread is free for the reads waiting."""
+
+    class Refused(ValueError):
+        pass
+
+    async def scenario() -> tuple[BaseException | None, list[str], str, str]:
+        pool = ReadPool(threads=1, queue_max=10, caller_queue_max=10)
+        gate, running = threading.Event(), threading.Event()
+        ran: list[str] = []
+
+        def fails() -> str:
+            raise Refused("no such household")
+
+        def blocked() -> str:
+            running.set()
+            gate.wait(timeout=60)
+            ran.append("blocked")
+            return "blocked"
+
+        def after(label: str) -> str:
+            ran.append(label)
+            return label
+
+        failed: BaseException | None = None
+        try:
+            await pool.run(fails)
+        except Refused as error:
+            failed = error
+        leaving = asyncio.create_task(pool.run(blocked))
+        await asyncio.to_thread(running.wait, 60)  # it holds the one read thread
+        waiting = asyncio.create_task(pool.run(lambda: after("waited")))
+        await asyncio.sleep(0)
+        leaving.cancel()  # its caller leaves while the read runs
+        gate.set()
+        waited = await waiting
+        last = await pool.run(lambda: after("last"))
+        pool.shutdown()
+        return failed, ran, waited, last
+
+    failed, ran, waited, last = asyncio.run(scenario())
+    assert isinstance(failed, Refused) and str(failed) == "no such household"
+    assert ran == ["blocked", "waited", "last"]
+    assert (waited, last) == ("waited", "last")
+
+
 def test_a_read_that_waited_runs_in_its_own_calls_context() -> None:
     """A waiting read is started from another read's completion; it must still see its own
     call's context variables (caller, trace), not those of the call that freed the thread."""
