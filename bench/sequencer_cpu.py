@@ -141,13 +141,18 @@ class _Counter:
 
 
 def measure_sequencer_cpu(
-    folder: Path, events: int, batch: int, profile: Path | None = None, url: str | None = None
+    folder: Path,
+    events: int,
+    batch: int,
+    profile: Path | None = None,
+    url: str | None = None,
+    trace: bool = False,
 ) -> SequencerFigures:
     """Append ``events`` of the streaming mix in batches of ``batch`` to a fresh log in
     ``folder`` (or at ``url``); the appending thread's CPU and wall time, statements and
     round trips."""
     engine = create_ledger_engine(url or sqlite_url(folder / "sequencer.db"))
-    counter = _Counter(engine, None if url is None else folder / "libpq.trace")
+    counter = _Counter(engine, folder / "libpq.trace" if url is not None and trace else None)
     upgrade(engine)
     log_signer = Ed25519Signer.generate("bench/log")
     operator, insurer = Ed25519Signer.generate(OPERATOR_ID), Ed25519Signer.generate(_INSURER)
@@ -225,13 +230,15 @@ def _database(postgres: bool) -> Iterator[str | None]:
         yield url
 
 
-def report(events: int, batch: int, line: object = None, postgres: bool = False) -> None:
+def report(
+    events: int, batch: int, line: object = None, postgres: bool = False, trace: bool = False
+) -> None:
     """Print the figure in the bench's format (one line)."""
     with (
         tempfile.TemporaryDirectory(prefix="policy-ledger-sequencer-") as scratch,
         _database(postgres) as url,
     ):
-        figures = measure_sequencer_cpu(Path(scratch), events, batch, url=url)
+        figures = measure_sequencer_cpu(Path(scratch), events, batch, url=url, trace=trace)
     load = os.getloadavg()[0]
     where = "PostgreSQL" if postgres else "SQLite"
     text = (
@@ -242,7 +249,7 @@ def report(events: int, batch: int, line: object = None, postgres: bool = False)
         f"{figures.statements / max(figures.batches, 1):.1f} statements/batch"
         + (
             f", {figures.round_trips / max(figures.batches, 1):.1f} round trips/batch"
-            if postgres
+            if trace
             else ""
         )
         + f"; load average {load:.1f}"
@@ -258,6 +265,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeat", type=int, default=1)
     parser.add_argument("--profile", type=Path, help="write a cProfile of the appends here")
     parser.add_argument("--postgres", action="store_true", help="append to PostgreSQL")
+    parser.add_argument(
+        "--round-trips",
+        action="store_true",
+        help="with --postgres: count round trips from a libpq trace (which costs CPU itself)",
+    )
     args = parser.parse_args(argv)
     if args.profile is not None:
         with (
@@ -270,7 +282,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{figures.cpu_us_per_event:,.0f} us/event (profiled)")
         return 0
     for _ in range(args.repeat):
-        report(args.events, args.batch, postgres=args.postgres)
+        report(args.events, args.batch, postgres=args.postgres, trace=args.round_trips)
     return 0
 
 
