@@ -180,14 +180,14 @@ def bench_instances(
         harness.line("several instances on one PostgreSQL primary", "skipped", reason)
         return
     loads = _Loads(events, per_message, paced_rate, paced_seconds, workers)
-    with _fresh_database() as url:
+    with fresh_database() as url:
         harness.line(
             "ceiling: PostgreSQL durable commits (1 row each)",
             f"{postgres_commit_rate(url):,.0f}/s",
             f"load average {os.getloadavg()[0]:.1f}",
         )
     for count in instance_counts:
-        with _fresh_database() as url:
+        with fresh_database() as url:
             _run(harness, folder / f"instances-{count}", url, count, loads)
 
 
@@ -657,7 +657,7 @@ def _postgres_unreachable() -> str | None:
 
 
 @contextmanager
-def _fresh_database() -> Iterator[str]:
+def fresh_database() -> Iterator[str]:
     """The URL of a new database on the server of ``ADMIN_URL``, dropped afterwards."""
     name = f"policy_ledger_bench_{secrets.token_hex(6)}"
     admin = create_engine(ADMIN_URL, isolation_level="AUTOCOMMIT")

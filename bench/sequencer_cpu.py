@@ -10,7 +10,10 @@ time (``time.thread_time``) per event, which holds on a busy machine where wall 
 the load average is printed beside it.
 
 Run alone: ``python -m bench.sequencer_cpu --events 3000 --batch 64`` (``--profile FILE`` writes
-a cProfile of the appends).
+a cProfile of the appends). ``--postgres`` appends to a fresh database on the bench's PostgreSQL
+server (``POLICY_LEDGER_TEST_POSTGRES_URL``, as ``bench.multi_instance``) instead, and prints
+beside the CPU the statements a batch and the round trips a batch (libpq's ReadyForQuery
+messages: one a simple query or Sync, so one a wait for the server outside a pipeline).
 """
 
 from __future__ import annotations
@@ -21,8 +24,13 @@ import datetime as dt
 import os
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Engine
+from sqlalchemy import event as sqlalchemy_event
 
 from clients.operator import OPERATOR_ID, insurer_licensed, key_registered
 from clients.samples import sample_events
@@ -46,10 +54,21 @@ _INSURER = "bench-insurer"
 class SequencerFigures:
     """What one run measured."""
 
-    def __init__(self, events: int, cpu_seconds: float, wall_seconds: float) -> None:
+    def __init__(
+        self,
+        events: int,
+        cpu_seconds: float,
+        wall_seconds: float,
+        batches: int = 0,
+        statements: int = 0,
+        round_trips: int = 0,
+    ) -> None:
         self.events = events
         self.cpu_seconds = cpu_seconds
         self.wall_seconds = wall_seconds
+        self.batches = batches
+        self.statements = statements
+        self.round_trips = round_trips
 
     @property
     def cpu_us_per_event(self) -> float:
@@ -90,12 +109,50 @@ def _onboard(appender: Appender, operator: Signer, insurer: Signer, now: dt.date
             raise RuntimeError(f"onboarding refused: {outcome}")
 
 
+class _Counter:
+    """Statements SQLAlchemy sends (``before_cursor_execute``, an ``executemany`` counting
+    once) and, on PostgreSQL, the server's ReadyForQuery messages read from libpq's trace."""
+
+    def __init__(self, engine: Engine, trace: Path | None) -> None:
+        self.statements = 0
+        self._trace = trace
+        self._handles: list[Any] = []
+
+        @sqlalchemy_event.listens_for(engine, "before_cursor_execute")
+        def _count(*_arguments: object) -> None:
+            self.statements += 1
+
+        if trace is not None:
+
+            @sqlalchemy_event.listens_for(engine, "connect")
+            def _traced(dbapi_connection: Any, _record: object) -> None:
+                handle = trace.open("ab")
+                self._handles.append(handle)
+                dbapi_connection.pgconn.trace(handle.fileno())
+
+    def round_trips(self) -> int:
+        """ReadyForQuery messages traced so far."""
+        if self._trace is None or not self._trace.exists():
+            return 0
+        for handle in self._handles:
+            handle.flush()
+        with self._trace.open("rb") as lines:
+            return sum(1 for line in lines if b"\tB\t" in line and b"ReadyForQuery" in line)
+
+
 def measure_sequencer_cpu(
-    folder: Path, events: int, batch: int, profile: Path | None = None
+    folder: Path,
+    events: int,
+    batch: int,
+    profile: Path | None = None,
+    url: str | None = None,
+    trace: bool = False,
 ) -> SequencerFigures:
     """Append ``events`` of the streaming mix in batches of ``batch`` to a fresh log in
-    ``folder``; the appending thread's CPU and wall time."""
-    engine = create_ledger_engine(sqlite_url(folder / "sequencer.db"))
+    ``folder`` (or at ``url``); the appending thread's CPU and wall time, statements and
+    round trips."""
+    engine = create_ledger_engine(url or sqlite_url(folder / "sequencer.db"))
+    counter = _Counter(engine, folder / "libpq.trace" if url is not None and trace else None)
     upgrade(engine)
     log_signer = Ed25519Signer.generate("bench/log")
     operator, insurer = Ed25519Signer.generate(OPERATOR_ID), Ed25519Signer.generate(_INSURER)
@@ -111,6 +168,7 @@ def measure_sequencer_cpu(
     items = [_pending(insurer, e) for e in sample_events(events, _INSURER, now, tokens=tokens)]
     batches = [items[start : start + batch] for start in range(0, len(items), batch)]
     profiler = cProfile.Profile() if profile is not None else None
+    statements, round_trips = counter.statements, counter.round_trips()
     cpu_started, wall_started = time.thread_time(), time.perf_counter()
     if profiler is not None:
         profiler.enable()
@@ -120,8 +178,14 @@ def measure_sequencer_cpu(
                 raise RuntimeError(f"refused: {outcome}")
     if profiler is not None:
         profiler.disable()
+    cpu, wall = time.thread_time() - cpu_started, time.perf_counter() - wall_started
     figures = SequencerFigures(
-        len(items), time.thread_time() - cpu_started, time.perf_counter() - wall_started
+        len(items),
+        cpu,
+        wall,
+        len(batches),
+        counter.statements - statements,
+        counter.round_trips() - round_trips,
     )
     if profiler is not None and profile is not None:
         profiler.dump_stats(profile)
@@ -155,16 +219,40 @@ def _descendants(pid: int) -> list[int]:
     return found + [grandchild for child in found for grandchild in _descendants(child)]
 
 
-def report(events: int, batch: int, line: object = None) -> None:
+@contextmanager
+def _database(postgres: bool) -> Iterator[str | None]:
+    if not postgres:
+        yield None
+        return
+    from bench.multi_instance import fresh_database
+
+    with fresh_database() as url:
+        yield url
+
+
+def report(
+    events: int, batch: int, line: object = None, postgres: bool = False, trace: bool = False
+) -> None:
     """Print the figure in the bench's format (one line)."""
-    with tempfile.TemporaryDirectory(prefix="policy-ledger-sequencer-") as scratch:
-        figures = measure_sequencer_cpu(Path(scratch), events, batch)
+    with (
+        tempfile.TemporaryDirectory(prefix="policy-ledger-sequencer-") as scratch,
+        _database(postgres) as url,
+    ):
+        figures = measure_sequencer_cpu(Path(scratch), events, batch, url=url, trace=trace)
     load = os.getloadavg()[0]
+    where = "PostgreSQL" if postgres else "SQLite"
     text = (
-        f"  sequencer CPU (append_batch, batches of {batch})".ljust(58)
+        f"  sequencer CPU ({where}, append_batch, batches of {batch})".ljust(58)
         + f"{figures.cpu_us_per_event:,.0f} us/event".rjust(14)
-        + f"  {figures.events} events, {figures.events / figures.wall_seconds:,.0f}/s wall; "
-        f"load average {load:.1f}"
+        + f"  {figures.events} events, {figures.events / figures.wall_seconds:,.0f}/s wall, "
+        f"{figures.wall_seconds / max(figures.batches, 1) * 1e3:,.2f} ms/batch wall, "
+        f"{figures.statements / max(figures.batches, 1):.1f} statements/batch"
+        + (
+            f", {figures.round_trips / max(figures.batches, 1):.1f} round trips/batch"
+            if trace
+            else ""
+        )
+        + f"; load average {load:.1f}"
     )
     print(text, flush=True)
 
@@ -176,14 +264,25 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch", type=int, default=64)
     parser.add_argument("--repeat", type=int, default=1)
     parser.add_argument("--profile", type=Path, help="write a cProfile of the appends here")
+    parser.add_argument("--postgres", action="store_true", help="append to PostgreSQL")
+    parser.add_argument(
+        "--round-trips",
+        action="store_true",
+        help="with --postgres: count round trips from a libpq trace (which costs CPU itself)",
+    )
     args = parser.parse_args(argv)
     if args.profile is not None:
-        with tempfile.TemporaryDirectory(prefix="policy-ledger-sequencer-") as scratch:
-            figures = measure_sequencer_cpu(Path(scratch), args.events, args.batch, args.profile)
+        with (
+            tempfile.TemporaryDirectory(prefix="policy-ledger-sequencer-") as scratch,
+            _database(args.postgres) as url,
+        ):
+            figures = measure_sequencer_cpu(
+                Path(scratch), args.events, args.batch, args.profile, url=url
+            )
         print(f"{figures.cpu_us_per_event:,.0f} us/event (profiled)")
         return 0
     for _ in range(args.repeat):
-        report(args.events, args.batch)
+        report(args.events, args.batch, postgres=args.postgres, trace=args.round_trips)
     return 0
 
 

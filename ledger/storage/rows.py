@@ -8,6 +8,13 @@ passed through the column type's own bind processor for the dialect (so a ``Date
 SQLite exactly as SQLAlchemy stores it), on the caller's connection and transaction. It stays a
 SQLAlchemy execution: engine events (tracing, the tests' fault injection) see the statement, and a
 driver error is raised as SQLAlchemy's ``DBAPIError`` with its disconnect handling.
+
+On PostgreSQL the rows go as one multi-row ``INSERT ... VALUES (...), (...)`` (up to
+:data:`_POSTGRES_ROWS_MAX` rows a statement) instead: psycopg runs an ``executemany`` as a
+pipeline of one Bind/Execute a row, and its per-row pipeline work (sending, polling for each
+row's result) cost the sequencer 35-60 µs of CPU a row, more than the row's own insert
+(docs/benchmarks.md, "The PostgreSQL sequencer's write path"). Same rows, in the same order, in
+the same transaction; a constraint violation still fails the whole statement.
 """
 
 from __future__ import annotations
@@ -43,7 +50,27 @@ def insert_rows(connection: Connection, table: Table, rows: Sequence[Mapping[str
         ]
     else:
         parameters = [tuple(row[column] for column in columns) for row in rows]
-    connection.exec_driver_sql(sql, parameters)
+    if connection.dialect.name != "postgresql":
+        connection.exec_driver_sql(sql, parameters)
+        return
+    for start in range(0, len(parameters), _POSTGRES_ROWS_MAX):
+        chunk = parameters[start : start + _POSTGRES_ROWS_MAX]
+        connection.exec_driver_sql(
+            _multi_row(sql, len(columns), len(chunk)),
+            tuple(value for row in chunk for value in row),
+        )
+
+
+_POSTGRES_ROWS_MAX = 1000
+"""Rows in one PostgreSQL INSERT: far below its 65,535 parameters a statement for every table
+the sequencer writes (at most a dozen columns)."""
+
+
+@lru_cache(maxsize=256)
+def _multi_row(sql: str, width: int, count: int) -> str:
+    """``sql`` (one row's INSERT, as :func:`_prepared` built it) for ``count`` rows."""
+    one = f"({', '.join('%s' for _ in range(width))})"
+    return sql[: sql.rindex(" VALUES ")] + " VALUES " + ", ".join(one for _ in range(count))
 
 
 @lru_cache(maxsize=64)
