@@ -53,8 +53,10 @@ def insert_rows(connection: Connection, table: Table, rows: Sequence[Mapping[str
     if connection.dialect.name != "postgresql":
         connection.exec_driver_sql(sql, parameters)
         return
-    for start in range(0, len(parameters), _POSTGRES_ROWS_MAX):
-        chunk = parameters[start : start + _POSTGRES_ROWS_MAX]
+    # PostgreSQL's protocol carries at most 65,535 parameters a statement.
+    rows_max = max(1, min(_POSTGRES_ROWS_MAX, _POSTGRES_PARAMETERS_MAX // len(columns)))
+    for start in range(0, len(parameters), rows_max):
+        chunk = parameters[start : start + rows_max]
         connection.exec_driver_sql(
             _multi_row(sql, len(columns), len(chunk)),
             tuple(value for row in chunk for value in row),
@@ -62,8 +64,10 @@ def insert_rows(connection: Connection, table: Table, rows: Sequence[Mapping[str
 
 
 _POSTGRES_ROWS_MAX = 1000
-"""Rows in one PostgreSQL INSERT: far below its 65,535 parameters a statement for every table
-the sequencer writes (at most a dozen columns)."""
+"""Rows in one PostgreSQL INSERT at most (fewer for a table so wide that 1,000 rows would pass
+:data:`_POSTGRES_PARAMETERS_MAX`)."""
+_POSTGRES_PARAMETERS_MAX = 65_535
+"""The most bind parameters one PostgreSQL statement takes (the protocol's 16-bit count)."""
 
 
 @lru_cache(maxsize=256)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import datetime as dt
 
 import pytest
-from sqlalchemy import Engine, select
+from sqlalchemy import Column, Engine, Integer, MetaData, Table, select
 from sqlalchemy.exc import IntegrityError
 
 from ledger.storage import rows as rows_module
@@ -47,10 +47,31 @@ def test_every_row_is_stored_as_given(engine: Engine, count: int) -> None:
     assert sorted(stored, key=lambda row: str(row["policy_id"])) == wanted
 
 
-def test_rows_chunk_boundary_is_crossed(engine: Engine) -> None:
-    # The chunked path is taken on PostgreSQL at 2,500 rows (three statements): the bound is
-    # what the test above crosses.
-    assert rows_module._POSTGRES_ROWS_MAX == 1000
+def test_a_wide_tables_rows_go_in_statements_within_postgres_parameter_bound(
+    engine: Engine,
+) -> None:
+    """80 columns x 1,000 rows is 80,000 parameters, past the 65,535 one PostgreSQL statement
+    carries: the rows go in smaller statements, all of them stored."""
+    metadata = MetaData()
+    wide = Table(
+        "wide_rows",
+        metadata,
+        Column("row_id", Integer, primary_key=True),
+        *(Column(f"c{number}", Integer) for number in range(79)),
+    )
+    metadata.create_all(engine)
+    wanted = [
+        {"row_id": row, **{f"c{number}": row * 100 + number for number in range(79)}}
+        for row in range(rows_module._POSTGRES_ROWS_MAX)
+    ]
+    try:
+        with engine.begin() as connection:
+            insert_rows(connection, wide, wanted)
+        with engine.connect() as connection:
+            stored = [dict(row._mapping) for row in connection.execute(select(wide))]
+        assert sorted(stored, key=lambda row: int(row["row_id"])) == wanted
+    finally:
+        metadata.drop_all(engine)
 
 
 def test_an_empty_list_writes_nothing(engine: Engine) -> None:
