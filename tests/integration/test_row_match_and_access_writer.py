@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 from pathlib import Path
+from typing import Any
 
 import pytest
 from sqlalchemy import Engine, select, text
@@ -46,15 +47,20 @@ def test_tokens_of_finds_exactly_the_known_people_past_a_chunk(engine: Engine) -
     assert found == dict(zip(known, tokens, strict=True))
 
 
+def _sqlite_plan(engine: Engine, statement: Any) -> str:
+    """SQLite's EXPLAIN QUERY PLAN of ``statement`` (its parameters written in), one line."""
+    compiled = statement.compile(engine, compile_kwargs={"literal_binds": True})
+    with engine.connect() as connection:
+        return " ".join(
+            str(row[-1]) for row in connection.execute(text(f"EXPLAIN QUERY PLAN {compiled}"))
+        )
+
+
 def test_the_lookup_searches_the_index_rather_than_scanning(engine: Engine) -> None:
     key = (person_identities.c.country, person_identities.c.id_type, person_identities.c.value)
     [condition] = any_row(key, [("SA", "residence_id", "1"), ("SA", "residence_id", "2")])
     statement = select(person_identities).where(condition)
-    compiled = statement.compile(engine, compile_kwargs={"literal_binds": True})
-    with engine.connect() as connection:
-        plan = " ".join(
-            str(row[-1]) for row in connection.execute(text(f"EXPLAIN QUERY PLAN {compiled}"))
-        )
+    plan = _sqlite_plan(engine, statement)
     assert "SEARCH person_identities USING INDEX" in plan
     assert "SCAN person_identities" not in plan
 
@@ -86,11 +92,7 @@ def test_a_few_people_one_by_one_and_many_at_once_find_the_same_tokens(
 
 def test_the_one_person_lookup_searches_the_index(engine: Engine) -> None:
     statement = _IDENTITY_ROW.params(country="SA", id_type="residence_id", value="1")
-    compiled = statement.compile(engine, compile_kwargs={"literal_binds": True})
-    with engine.connect() as connection:
-        plan = " ".join(
-            str(row[-1]) for row in connection.execute(text(f"EXPLAIN QUERY PLAN {compiled}"))
-        )
+    plan = _sqlite_plan(engine, statement)
     assert "SEARCH person_identities USING INDEX" in plan
     assert "SCAN person_identities" not in plan
 
