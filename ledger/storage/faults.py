@@ -11,7 +11,8 @@ the fault came:
   (``COMMIT_OUTCOME_UNKNOWN``). SQLite can fail an fsync of a WAL frame that a later open still
   replays; PostgreSQL can lose the connection after it committed. Never answer "not committed";
 - after COMMIT, while building receipts: the batch is durable, only its receipt is missing
-  (``RECEIPT_UNAVAILABLE``).
+  (``RECEIPT_UNAVAILABLE``; new entries' receipts are built in memory, so this is a duplicate's
+  first receipt, read from the store, or a node the batch did not hold).
 
 In every case resubmitting the same event is safe: an event id already in the log answers its
 first receipt (see :mod:`ledger.storage.append`, step (4)).
