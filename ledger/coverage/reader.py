@@ -393,21 +393,12 @@ def _spans_and_token(
     """:func:`_spans`, and the person's token in the vault (None: the vault does not know
     them)."""
     rows = list(connection.execute(_SELECT_SPANS, _identifier(person)))
-    spans = [_span(row, person) for row in rows]
     scheduled = sorted({(row.insurer_id, row.policy_id) for row in rows if row.instalments})
     unpaid = _non_payment(connection, scheduled, today)
-    split: list[_Span] = []
-    for span in spans:
-        periods = unpaid.get((span.record.insurer_id, span.record.policy_id), ())
-        split.extend(_pieces(span, periods) if periods else [span])
     # The token is on every coverage row; only a person with none needs the vault asked.
     token = str(rows[0].person_key) if rows else _token_of(connection, person)
-    funded = (
-        _cohort_spans(person, token, memberships_of(connection, token)) if token is not None else []
-    )
-    if funded:
-        split = sorted([*split, *funded], key=lambda span: span.record.start)
-    return split, token
+    memberships = memberships_of(connection, token) if token is not None else []
+    return _assembled(person, rows, unpaid, token, memberships), token
 
 
 def _household_spans(
@@ -440,17 +431,30 @@ def _household_spans(
     memberships = memberships_of_tokens(connection, list(tokens.values()))
     found: dict[PersonRef, tuple[list[_Span], str | None]] = {}
     for person in wanted:
-        split: list[_Span] = []
-        for row in rows_of[person]:
-            span = _span(row, person)
-            periods = unpaid.get((span.record.insurer_id, span.record.policy_id), ())
-            split.extend(_pieces(span, periods) if periods else [span])
         token = tokens.get(person)
-        funded = _cohort_spans(person, token, memberships.get(token, [])) if token else []
-        if funded:
-            split = sorted([*split, *funded], key=lambda span: span.record.start)
-        found[person] = (split, token)
+        held = memberships.get(token, []) if token is not None else []
+        found[person] = (_assembled(person, rows_of[person], unpaid, token, held), token)
     return [found[person] for person in people]
+
+
+def _assembled(
+    person: PersonRef,
+    rows: Sequence[Row[Any]],
+    unpaid: dict[tuple[str, str], tuple[_Unpaid, ...]],
+    token: str | None,
+    memberships: Sequence[CohortMembership],
+) -> list[_Span]:
+    """The person's spans from their coverage rows (by start date), each split where the
+    ``unpaid`` periods of its policy stop it counting, with their funded-cohort spans."""
+    split: list[_Span] = []
+    for row in rows:
+        span = _span(row, person)
+        periods = unpaid.get((span.record.insurer_id, span.record.policy_id), ())
+        split.extend(_pieces(span, periods) if periods else [span])
+    funded = _cohort_spans(person, token, memberships) if token is not None else []
+    if funded:
+        split = sorted([*split, *funded], key=lambda span: span.record.start)
+    return split
 
 
 def _cohort_spans(

@@ -250,15 +250,18 @@ class CohortMembership:
 
 _TOKENS_PER_STATEMENT = 100
 
-_SELECT_MEMBERSHIPS = (
+_MEMBERSHIP_ROWS = (
     select(
         fund_cohorts,
         fund_cohort_members.c.position,
         fund_cohort_members.c.leaf_index.label("member_leaf_index"),
+        fund_cohort_members.c.person_token,
     )
     .join(fund_cohort_members, fund_cohort_members.c.cohort_id == fund_cohorts.c.cohort_id)
-    .where(fund_cohort_members.c.person_token == bindparam("token"))
     .order_by(fund_cohorts.c.period_start, fund_cohorts.c.cohort_id)
+)
+_SELECT_MEMBERSHIPS = _MEMBERSHIP_ROWS.where(
+    fund_cohort_members.c.person_token == bindparam("token")
 )
 
 
@@ -267,18 +270,8 @@ def _select_memberships_of(count: int) -> Select[Any]:
     """:data:`_SELECT_MEMBERSHIPS` for ``count`` people at once (a household; parameters
     ``token_<n>``), built once per count: the same SQL as an expanding IN, without its
     post-compilation on every call."""
-    return (
-        select(
-            fund_cohorts,
-            fund_cohort_members.c.position,
-            fund_cohort_members.c.leaf_index.label("member_leaf_index"),
-            fund_cohort_members.c.person_token,
-        )
-        .join(fund_cohort_members, fund_cohort_members.c.cohort_id == fund_cohorts.c.cohort_id)
-        .where(
-            fund_cohort_members.c.person_token.in_([bindparam(f"token_{n}") for n in range(count)])
-        )
-        .order_by(fund_cohorts.c.period_start, fund_cohorts.c.cohort_id)
+    return _MEMBERSHIP_ROWS.where(
+        fund_cohort_members.c.person_token.in_([bindparam(f"token_{n}") for n in range(count)])
     )
 
 
