@@ -384,6 +384,11 @@ def _uvarint(data: bytes, position: int) -> tuple[int, int]:
     return _varint(data, position)
 
 
+_SIGNABLE_TIMES_MAX = 4096
+"""Time messages a shape remembers the verdict of (entries of one batch share one; a log of
+single-entry batches would otherwise keep one per entry)."""
+
+
 @dataclass(slots=True)
 class _Shape:
     """What the entries one key signs share, cut from one the general path read: the bytes after
@@ -455,6 +460,8 @@ def _shaped(data: bytes, position: int, shape: _Shape) -> tuple[bytes, bytes] | 
         except Exception:  # not the common time message: the general path decides
             return None
         record = shape.record
+        if len(shape.signable) >= _SIGNABLE_TIMES_MAX:  # a bound on a worker's memory
+            shape.signable.clear()
         signable = shape.signable[stamp] = not (
             record.revoked_at is not None and instant >= record.revoked_at
         ) and record.valid_at(instant)

@@ -407,11 +407,15 @@ def _stored_leaves(database: Path) -> list[bytes]:
         ]
 
 
+# signable_max 1: the shapes' memory of signing times is emptied at every new time (its bound
+# on a worker's memory), and the verdicts stay the same (the workers are forked: they see it).
+@pytest.mark.parametrize("signable_max", [4096, 1])
 def test_the_parallel_audit_reads_its_ranges_in_the_workers_and_agrees_with_the_in_order_one(
-    tmp_path: Path, log_signer: Ed25519Signer, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, log_signer: Ed25519Signer, monkeypatch: pytest.MonkeyPatch, signable_max: int
 ) -> None:
     from clients.offline import audit_ranges
 
+    monkeypatch.setattr(audit_ranges, "_SIGNABLE_TIMES_MAX", signable_max)
     monkeypatch.setattr(audit_ranges, "_CHUNK_MIN", 10)  # 63 entries: 7 ranges
     monkeypatch.setattr(audit_ranges, "_CHUNK_MAX", 10)
     database = tmp_path / "ledger.db"
