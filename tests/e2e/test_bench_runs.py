@@ -10,9 +10,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def test_the_submission_bench_runs_at_each_worker_count() -> None:
+def _bench(*arguments: str) -> str:
+    """``python -m <arguments>`` from the project's root; its stdout (it must exit 0)."""
     done = subprocess.run(
-        [sys.executable, "-m", "bench", "--only", "submit", "--events", "40", "--workers", "0,1"],
+        [sys.executable, "-m", *arguments],
         cwd=ROOT,
         capture_output=True,
         text=True,
@@ -20,24 +21,21 @@ def test_the_submission_bench_runs_at_each_worker_count() -> None:
         check=False,
     )
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    return done.stdout
+
+
+def test_the_submission_bench_runs_at_each_worker_count() -> None:
+    stdout = _bench("bench", "--only", "submit", "--events", "40", "--workers", "0,1")
     for count in (0, 1):
-        assert f"serve --workers {count}\n" in done.stdout
-    streams = [line for line in done.stdout.splitlines() if "streaming submit" in line]
-    assert len(streams) == 6, done.stdout  # 1, 8 and 64 envelopes a message, at each count
-    assert all("40 events, 0 refused" in line for line in streams), done.stdout
-    assert done.stdout.count("unary submit") == 4, done.stdout
-    paced = [line for line in done.stdout.splitlines() if "paced stream" in line]
-    assert len(paced) == 2 and all("0 refused" in line for line in paced), done.stdout
+        assert f"serve --workers {count}\n" in stdout
+    streams = [line for line in stdout.splitlines() if "streaming submit" in line]
+    assert len(streams) == 6, stdout  # 1, 8 and 64 envelopes a message, at each count
+    assert all("40 events, 0 refused" in line for line in streams), stdout
+    assert stdout.count("unary submit") == 4, stdout
+    paced = [line for line in stdout.splitlines() if "paced stream" in line]
+    assert len(paced) == 2 and all("0 refused" in line for line in paced), stdout
 
 
 def test_the_sequencer_cpu_bench_runs() -> None:
-    done = subprocess.run(
-        [sys.executable, "-m", "bench.sequencer_cpu", "--events", "30", "--batch", "8"],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=600,
-        check=False,
-    )
-    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
-    assert "us/event  30 events" in done.stdout, done.stdout
+    stdout = _bench("bench.sequencer_cpu", "--events", "30", "--batch", "8")
+    assert "us/event  30 events" in stdout, stdout
