@@ -323,6 +323,12 @@ verify_page_request_seconds_max: Final = 10.0
 """How long the listener waits on a connection's request line and headers before closing it."""
 verify_page_path_chars_max: Final = 256
 """The longest request target the listener reads (its paths are a few characters); longer: 414."""
+# The metrics listener (serve --metrics-port; ledger/metrics.py, ledger/http_listener.py).
+metrics_connections_max: Final = 8
+"""Connections the metrics listener serves at once; more are closed unanswered (a Prometheus
+server scrapes with one; with serve --workers N the supervisor scrapes each child with one)."""
+metrics_request_seconds_max: Final = 10.0
+"""How long the metrics listener waits on a connection's request before closing it."""
 # Read standby (serve --read-database; ledger/storage/read_routing.py; docs/operations.md).
 standby_lag_entries_max: Final = 1000
 """A read standby more than this many entries behind the newest tree size the server knows is

@@ -21,14 +21,11 @@ docs/operations.md ("Metrics") lists every series; a test keeps that list and th
 
 from __future__ import annotations
 
-import errno
 import logging
 import sys
-import threading
 from collections.abc import Iterator
-from dataclasses import dataclass
-from typing import Final
-from wsgiref.simple_server import WSGIServer
+from typing import Any, Final
+from wsgiref.simple_server import WSGIRequestHandler, WSGIServer
 
 from prometheus_client import (
     CollectorRegistry,
@@ -37,14 +34,16 @@ from prometheus_client import (
     Histogram,
     PlatformCollector,
     ProcessCollector,
-    start_http_server,
+    make_wsgi_app,
 )
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 from pythonjsonlogger.json import JsonFormatter
 
+from ledger import limits
 from ledger.config import LOG_FORMATS
-from ledger.errors import FailedPrecondition, InvalidArgument
+from ledger.errors import InvalidArgument
+from ledger.http_listener import BoundedThreading, Listener
 from ledger.sequencer import BatchReport, Sequencer, SequencerPort
 from ledger.storage.read_routing import BYPASS_REASONS
 from ledger.witnessing import WitnessSubmitter
@@ -153,17 +152,7 @@ class LedgerMetrics:
     def serve(self, host: str, port: int) -> int:
         """Serve the registry at ``http://host:port/metrics`` (port 0 picks one); the port.
         A port in use is FAILED_PRECONDITION (ADDRESS_IN_USE), as ``serve``'s own."""
-        try:
-            server, thread = start_http_server(port, addr=host, registry=self.registry)
-        except OSError as error:
-            if error.errno != errno.EADDRINUSE:
-                raise
-            raise FailedPrecondition(
-                f"cannot serve metrics on port {port}: it is in use by another process; stop "
-                "it or choose another --metrics-port",
-                reason="ADDRESS_IN_USE",
-            ) from None
-        self.endpoint = MetricsEndpoint(server, thread)
+        self.endpoint = MetricsEndpoint(host, port, self.registry)
         return self.endpoint.port
 
     def stop(self) -> None:
@@ -232,23 +221,30 @@ class _WitnessCollector(Collector):
         yield from (lag, cosigned, failures)
 
 
-@dataclass
-class MetricsEndpoint:
-    """The HTTP server that answers ``GET /metrics``, in a thread of its own."""
+class _MetricsHandler(WSGIRequestHandler):
+    timeout = limits.metrics_request_seconds_max
 
-    server: WSGIServer
-    thread: threading.Thread
+    def log_message(self, format: str, *args: Any) -> None:
+        """Quiet: a scrape every few seconds is not news."""
 
-    @property
-    def port(self) -> int:
-        """The port it listens on (the chosen one when asked for port 0)."""
-        return int(self.server.server_port)
 
-    def stop(self) -> None:
-        """Stop answering and close the socket."""
-        self.server.shutdown()
-        self.server.server_close()
-        self.thread.join(timeout=5)
+class _MetricsServer(BoundedThreading, WSGIServer):
+    connections_max = limits.metrics_connections_max
+
+
+class MetricsEndpoint(Listener):
+    """``GET /metrics`` of ``registry`` on ``host:port`` (0 picks a port), on a thread of its
+    own, bounded (:mod:`ledger.http_listener`: connections at once, seconds a request)."""
+
+    def __init__(self, host: str, port: int, registry: Collector) -> None:
+        # The application is the server class's (as WSGIServer.set_app would set it), so that
+        # it is there before the first connection is accepted.
+        server = type(
+            "MetricsServer",
+            (_MetricsServer,),
+            {"application": staticmethod(make_wsgi_app(registry))},
+        )
+        super().__init__(server, host, port, _MetricsHandler, name="metrics", flag="--metrics-port")
 
 
 _TEXT_FORMAT: Final = "%(asctime)s %(levelname)s %(name)s %(message)s"

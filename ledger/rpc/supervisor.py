@@ -47,7 +47,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import IO
 
-from prometheus_client import CollectorRegistry, Counter, start_http_server
+from prometheus_client import CollectorRegistry, Counter
 from prometheus_client.core import Metric
 from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.registry import Collector
@@ -325,17 +325,7 @@ class Supervisor:
             self._restarts.labels(role)
         registry.register(_ChildrenCollector(self._metrics_endpoints))
         host = host_of(self.config.listen)
-        try:
-            server, thread = start_http_server(port, addr=host, registry=registry)
-        except OSError as error:
-            if error.errno != errno.EADDRINUSE:
-                raise
-            raise FailedPrecondition(
-                f"cannot serve metrics on port {port}: it is in use by another process; stop "
-                "it or choose another --metrics-port",
-                reason="ADDRESS_IN_USE",
-            ) from None
-        self._metrics = MetricsEndpoint(server, thread)
+        self._metrics = MetricsEndpoint(host, port, registry)
         self.metrics_port = self._metrics.port
         log.info("metrics on http://%s:%d/metrics", host, self.metrics_port)
 

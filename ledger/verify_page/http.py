@@ -11,17 +11,14 @@ Content-Security-Policy that allows only themselves (by hash) and no network acc
 from __future__ import annotations
 
 import base64
-import errno
 import hashlib
 import re
-import socket
-import threading
 from http import HTTPStatus
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler, HTTPServer
 from typing import Any, ClassVar
 
 from ledger import limits
-from ledger.errors import FailedPrecondition
+from ledger.http_listener import BoundedThreading, Listener
 from ledger.verify_page import page_html, page_with_key
 
 __all__ = ["PAGE_PATH", "VerifyPageEndpoint", "content_security_policy"]
@@ -116,31 +113,8 @@ class _Handler(BaseHTTPRequestHandler):
         """Quiet: the page is public and static; the gRPC server's log says what matters."""
 
 
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
-    block_on_close = False
-
-    def __init__(self, address: tuple[str, int], handler: type[_Handler]) -> None:
-        self._slots = threading.BoundedSemaphore(limits.verify_page_connections_max)
-        if ":" in address[0]:  # an IPv6 --listen host
-            self.address_family = socket.AF_INET6
-        super().__init__(address, handler)
-
-    def process_request(self, request: Any, client_address: Any) -> None:
-        if not self._slots.acquire(blocking=False):  # full: close unanswered
-            self.shutdown_request(request)
-            return
-        try:
-            super().process_request(request, client_address)
-        except BaseException:
-            self._slots.release()
-            raise
-
-    def process_request_thread(self, request: Any, client_address: Any) -> None:
-        try:
-            super().process_request_thread(request, client_address)
-        finally:
-            self._slots.release()
+class _Server(BoundedThreading, HTTPServer):
+    connections_max = limits.verify_page_connections_max
 
 
 class VerifyPageEndpoint:
@@ -152,28 +126,20 @@ class VerifyPageEndpoint:
         page = page_with_key(page_html(), log_key)
         policy = content_security_policy(page)
         handler = type("Handler", (_Handler,), {"page": page, "policy": policy})
-        try:
-            self._server = _Server((host, port), handler)
-        except OSError as error:
-            if error.errno != errno.EADDRINUSE:
-                raise
-            raise FailedPrecondition(
-                f"cannot serve the verification page on port {port}: it is in use by another "
-                "process; stop it or choose another --verify-page-port",
-                reason="ADDRESS_IN_USE",
-            ) from None
-        self._thread = threading.Thread(
-            target=self._server.serve_forever, name="verify-page", daemon=True
+        self._listener = Listener(
+            _Server,
+            host,
+            port,
+            handler,
+            name="the verification page",
+            flag="--verify-page-port",
         )
-        self._thread.start()
 
     @property
     def port(self) -> int:
         """The port it listens on (the chosen one when asked for port 0)."""
-        return int(self._server.server_address[1])
+        return self._listener.port
 
     def stop(self) -> None:
         """Stop answering and close the socket."""
-        self._server.shutdown()
-        self._server.server_close()
-        self._thread.join(timeout=5)
+        self._listener.stop()
