@@ -24,7 +24,7 @@ minute (``limits.process_restart_delay_seconds_max``), and counted
 Metrics (``--metrics-port``) are served by the supervisor: each child serves its own registry on
 a loopback port it reports when ready; a scrape of the supervisor scrapes them and re-exposes
 every series with a ``process`` label (``sequencer``, ``worker-1``, ...), beside the restart
-counter. The verification page is served by the supervisor; the enrolment port by the sequencer
+counter and ``policy_ledger_process_up`` (0 for a child that is down: its series are missing). The verification page is served by the supervisor; the enrolment port by the sequencer
 process.
 """
 
@@ -48,7 +48,7 @@ from pathlib import Path
 from typing import IO
 
 from prometheus_client import CollectorRegistry, Counter
-from prometheus_client.core import Metric
+from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.registry import Collector
 
@@ -83,6 +83,8 @@ log = logging.getLogger(__name__)
 
 RESTARTS_SERIES = "policy_ledger_worker_restarts"
 """The restart counter (``_total`` in the exposition), by ``process``: worker or sequencer."""
+PROCESS_UP_SERIES = "policy_ledger_process_up"
+"""Whether each child answered the supervisor's scrape (:class:`_ChildrenCollector`)."""
 _NOTIFY_LISTEN = "POLICY_LEDGER_PAYMENTS_NOTIFY_LISTEN"
 _NOTIFY_URL = "POLICY_LEDGER_PAYMENTS_NOTIFY_URL"
 _SCRAPE_SECONDS_MAX = 10.0
@@ -166,21 +168,34 @@ def hold_listen_address(listen: str) -> HeldAddress:
 
 class _ChildrenCollector(Collector):
     """Every child's series, scraped at each scrape of the supervisor, with a ``process``
-    label; a child that does not answer (restarting) is left out of that scrape."""
+    label; a child that does not answer (down, restarting: port 0) is left out of that scrape,
+    and :data:`PROCESS_UP_SERIES` says which answered (1) and which did not (0), so a missing
+    process shows as a 0 rather than as series that are silently not there."""
 
     def __init__(self, endpoints: Callable[[], list[tuple[str, int]]]) -> None:
         self._endpoints = endpoints
 
     def collect(self) -> Iterator[Metric]:
         families: dict[str, Metric] = {}
+        up = GaugeMetricFamily(
+            PROCESS_UP_SERIES,
+            "1 when the process of serve --workers N answered this scrape with its series; 0 "
+            "while it is down or restarting (its series are missing from that scrape).",
+            labels=("process",),
+        )
         for name, port in self._endpoints():
+            if not port:
+                up.add_metric((name,), 0)
+                continue
             url = f"http://127.0.0.1:{port}/metrics"
             try:
                 with urllib.request.urlopen(url, timeout=_SCRAPE_SECONDS_MAX) as answer:
                     text = answer.read().decode("utf-8")
             except OSError as error:
                 log.warning("metrics of %s not scraped (%s)", name, error)
+                up.add_metric((name,), 0)
                 continue
+            up.add_metric((name,), 1)
             for family in text_string_to_metric_families(text):
                 merged = families.get(family.name)
                 if merged is None:
@@ -195,6 +210,7 @@ class _ChildrenCollector(Collector):
                         sample.exemplar,
                     )
         yield from families.values()
+        yield up
 
 
 @dataclass
@@ -330,10 +346,15 @@ class Supervisor:
         log.info("metrics on http://%s:%d/metrics", host, self.metrics_port)
 
     def _metrics_endpoints(self) -> list[tuple[str, int]]:
+        """Every child's (name, metrics port), the port 0 while it is down."""
         return [
-            (child.name, child.metrics_port)
+            (
+                child.name,
+                child.metrics_port
+                if child.process is not None and child.process.returncode is None
+                else 0,
+            )
             for child in list(self._children)
-            if child.metrics_port and child.process is not None and child.process.returncode is None
         ]
 
     async def _spawn(self, child: _Child) -> None:

@@ -24,7 +24,7 @@ from clients.samples import policy_issued, sample_events
 from clients.verify import TrustedLog, VerifiedReceipt
 from ledger.cosignature import CosignatureVerifier, WitnessEndpoint
 from ledger.metrics import LedgerMetrics
-from ledger.rpc.supervisor import RESTARTS_SERIES
+from ledger.rpc.supervisor import PROCESS_UP_SERIES, RESTARTS_SERIES
 from ledger.signing import Ed25519Signer, format_signer_key, format_verifier_key
 from ledger.storage.db import sqlite_url
 from ledger.v1 import ledger_service_pb2 as pb
@@ -298,7 +298,7 @@ def test_the_operations_guide_lists_every_series(observed: ServerHandle) -> None
         suffix = "_total" if family.type == "counter" else ""
         served.add(family.name + suffix)
     # The supervisor of `serve --workers N` adds its own (tests/e2e/test_workers.py scrapes it).
-    served.add(f"{RESTARTS_SERIES}_total")
+    served |= {f"{RESTARTS_SERIES}_total", PROCESS_UP_SERIES}
     assert served == documented_series()
 
 

@@ -175,6 +175,8 @@ def test_both_workers_answer_and_the_supervisor_shows_every_process_s_series(
     assert value(samples, "policy_ledger_tree_size", **sequencer) == last
     assert value(samples, "policy_ledger_worker_restarts_total", process="worker") == 0
     assert value(samples, "policy_ledger_worker_restarts_total", process="sequencer") == 0
+    for process in ("sequencer", *WORKERS):
+        assert value(samples, "policy_ledger_process_up", process=process) == 1
     stop_and_check_drained(supervised)
 
 

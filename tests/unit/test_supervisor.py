@@ -18,7 +18,12 @@ from ledger.config import ServerConfig
 from ledger.errors import InvalidArgument
 from ledger.metrics import LedgerMetrics
 from ledger.rpc import supervisor as supervisor_module
-from ledger.rpc.supervisor import Supervisor, _ChildrenCollector, _environments
+from ledger.rpc.supervisor import (
+    PROCESS_UP_SERIES,
+    Supervisor,
+    _ChildrenCollector,
+    _environments,
+)
 from ledger.storage.db import sqlite_url
 
 
@@ -92,6 +97,7 @@ def test_every_child_s_series_is_shown_once_with_a_process_label(
     worker.tree_size.set(11)
     endpoints = [(name, m.endpoint.port) for name, m in two_children if m.endpoint is not None]
     endpoints.append(("worker-2", 9))  # a child that does not answer is left out
+    endpoints.append(("worker-3", 0))  # a child that is down (restarting) is not asked
     registry = CollectorRegistry(auto_describe=False)
     registry.register(_ChildrenCollector(lambda: endpoints))
     text = generate_latest(registry).decode("utf-8")
@@ -105,7 +111,15 @@ def test_every_child_s_series_is_shown_once_with_a_process_label(
         if s.name.endswith("_total")
     }
     assert appended == {"sequencer": 7, "worker-1": 0}
-    assert 'process="worker-2"' not in text
+    # A child that does not answer, and one that is down (port 0), have no series but "up" 0.
+    up = {s.labels["process"]: s.value for s in families[PROCESS_UP_SERIES].samples}
+    assert up == {"sequencer": 1, "worker-1": 1, "worker-2": 0, "worker-3": 0}
+    assert {
+        family.name
+        for family in families.values()
+        for sample in family.samples
+        if sample.labels.get("process") in {"worker-2", "worker-3"}
+    } == {PROCESS_UP_SERIES}
 
 
 def test_the_notification_receiver_runs_in_the_sequencer_and_workers_are_told_its_url(
