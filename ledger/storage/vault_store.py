@@ -234,14 +234,17 @@ def tokens_for_in(
     the record are serialized per beneficiary: on SQLite by the transaction's write lock (it
     must have begun with BEGIN IMMEDIATE, :data:`WRITE_LOCK_OPTION`), on PostgreSQL by a
     transaction-scoped advisory lock of the beneficiary taken first.
+
+    Steps: (1) a beneficiary's lock, (2) the vault's rows, (3) birth dates, (4) a beneficiary's
+    bound, (5) the tokens (issued where new), (6) a beneficiary's new resolutions recorded.
     """
     if birth_dates and len(birth_dates) != len(people):
         raise ValueError(f"{len(birth_dates)} birth dates for {len(people)} people")
     births = list(birth_dates) if birth_dates else [None] * len(people)
-    if beneficiary is not None:
+    if beneficiary is not None:  # (1) one beneficiary's calls take turns from here
         _lock_beneficiary(connection, beneficiary)
-    known = _known(connection, people)
-    violations = [
+    known = _known(connection, people)  # (2) the vault's rows of these people
+    violations = [  # (3) no birth date other than the vault's
         FieldViolation(
             f"birth_dates[{position}]",
             f"the identity vault holds another birth date for this person ({stored[1]})",
@@ -258,11 +261,43 @@ def tokens_for_in(
             reason="BIRTH_DATE_CONFLICT",
             field_violations=violations,
         )
-    new_people: set[str] = set()
-    if beneficiary is not None:
-        new_people = _check_beneficiary_bound(connection, beneficiary, people, known)
-        births = [None] * len(people)  # checked above, never stored
+    if beneficiary is None:
+        return _issue(connection, people, births, known, now)[0]
+    first_time = _check_beneficiary_bound(connection, beneficiary, people, known)  # (4)
+    tokens, issued = _issue(connection, people, [None] * len(people), known, now)  # (5)
+    _record_resolutions(connection, beneficiary, first_time | issued, now)  # (6)
+    return tokens
+
+
+def _record_resolutions(
+    connection: Connection, beneficiary: str, people: set[str], now: dt.datetime
+) -> None:
+    """Record that ``beneficiary`` resolved ``people`` (tokens they had not resolved before)."""
+    if people:
+        connection.execute(
+            beneficiary_resolutions.insert(),
+            [
+                {
+                    "beneficiary_token": beneficiary,
+                    "person_token": token,
+                    "resolved_at_us": to_micros(now),
+                }
+                for token in sorted(people)
+            ],
+        )
+
+
+def _issue(
+    connection: Connection,
+    people: Sequence[PersonRef],
+    births: Sequence[dt.date | None],
+    known: dict[PersonRef, tuple[str, dt.date | None]],
+    now: dt.datetime,
+) -> tuple[list[str], set[str]]:
+    """Each person's token, issuing one for each person not in ``known`` (with their birth
+    date) and filling in a birth date the vault lacks; the tokens in order, and those issued."""
     tokens: list[str] = []
+    issued: set[str] = set()
     for person, birth in zip(people, births, strict=True):
         entry = known.get(person)
         if entry is None:
@@ -278,7 +313,7 @@ def tokens_for_in(
                 )
             )
             known[person] = (token, birth)
-            new_people.add(token)
+            issued.add(token)
         else:
             token = entry[0]
             if birth is not None and entry[1] is None:
@@ -289,19 +324,7 @@ def tokens_for_in(
                 )
                 known[person] = (token, birth)
         tokens.append(token)
-    if beneficiary is not None and new_people:
-        connection.execute(
-            beneficiary_resolutions.insert(),
-            [
-                {
-                    "beneficiary_token": beneficiary,
-                    "person_token": token,
-                    "resolved_at_us": to_micros(now),
-                }
-                for token in sorted(new_people)
-            ],
-        )
-    return tokens
+    return tokens, issued
 
 
 _BENEFICIARY_LOCK_SPACE = 0x62656E66
