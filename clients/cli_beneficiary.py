@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from clients.channel import add_connection_arguments, connection_from_arguments
+from ledger import limits
 from ledger.cli_flags import PERSON_FORM, add_log_verifier, person_argument
 
 __all__ = ["register"]
@@ -43,15 +44,22 @@ def _date(text: str) -> dt.date:
         raise argparse.ArgumentTypeError(f"not a date (YYYY-MM-DD): {text!r}") from None
 
 
-def _declared(text: str) -> tuple[Any, tuple[tuple[int, str], ...]]:
-    """``COUNTRY:TYPE:VALUE=KIND:REFERENCE[,KIND:REFERENCE...]``."""
+_DECLARED_FORM = f"{PERSON_FORM}@YYYY-MM-DD=KIND:REFERENCE[,KIND:REFERENCE]"
+"""A declared person: identifier, birth date, the references of their documents."""
+
+
+def _declared(text: str) -> tuple[Any, dt.date, tuple[tuple[int, str], ...]]:
+    """``COUNTRY:TYPE:VALUE@YYYY-MM-DD=KIND:REFERENCE[,KIND:REFERENCE...]``: the birth date is
+    required (the ledger gives a person the token of someone else only with their birth date,
+    checked against the identity vault's; docs/privacy.md)."""
     from ledger.v1 import events_pb2
 
-    person, separator, documents = text.partition("=")
-    if not separator or not documents:
+    declared, separator, documents = text.partition("=")
+    person, at, birth = declared.partition("@")
+    if not separator or not documents or not at:
         raise argparse.ArgumentTypeError(
-            f"a declared person is {PERSON_FORM}=KIND:REFERENCE, e.g. "
-            "MA:NATIONAL_ID:BK765432=MARRIAGE_CERTIFICATE:DOC-1"
+            f"a declared person is {_DECLARED_FORM}, e.g. "
+            "MA:NATIONAL_ID:BK765432@1984-07-09=MARRIAGE_CERTIFICATE:DOC-1"
         )
     parsed: list[tuple[int, str]] = []
     for document in documents.split(","):
@@ -61,7 +69,7 @@ def _declared(text: str) -> tuple[Any, tuple[tuple[int, str], ...]]:
         except ValueError:
             raise argparse.ArgumentTypeError(f"unknown document kind {kind!r}") from None
         parsed.append((value, reference))
-    return person_argument(person), tuple(parsed)
+    return person_argument(person), _date(birth), tuple(parsed)
 
 
 def _caller_token(args: argparse.Namespace) -> str:
@@ -84,8 +92,8 @@ def _declare(args: argparse.Namespace) -> int:
 
     token = _caller_token(args)
     insurer_id, _, policy_id = args.policy.partition("/")
-    people = [(p, events_pb2.RELATIONSHIP_SPOUSE, d) for p, d in args.spouse] + [
-        (p, events_pb2.RELATIONSHIP_CHILD, d) for p, d in args.child
+    people = [(p, b, events_pb2.RELATIONSHIP_SPOUSE, d) for p, b, d in args.spouse] + [
+        (p, b, events_pb2.RELATIONSHIP_CHILD, d) for p, b, d in args.child
     ]
     if not people:
         print("policy-ledger beneficiary declare: name a --spouse or a --child", file=sys.stderr)
@@ -95,13 +103,15 @@ def _declare(args: argparse.Namespace) -> int:
             channel, person_token=token, signer=_signer(args.key), log=_log(args.log_verifier)
         )
         try:
-            tokens = client.tokens.tokens([person for person, _, _ in people])
+            tokens = client.tokens.tokens(
+                [person for person, _, _, _ in people], [birth for _, birth, _, _ in people]
+            )
             receipt = client.declare(
                 args.declaration_id,
                 (insurer_id, policy_id),
                 [
                     Declared(person_token, relationship, documents)
-                    for person_token, (_, relationship, documents) in zip(
+                    for person_token, (_, _, relationship, documents) in zip(
                         tokens, people, strict=True
                     )
                 ],
@@ -233,12 +243,15 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     declare = _add(
         beneficiary_commands,
         "declare",
-        "Declare your spouse and children (with the references of their documents) on the\n"
-        "fund's policy covering you, signed with your own key; the fund then decides.",
+        "Declare your spouse and children (with their birth dates and the references of their\n"
+        "documents) on the fund's policy covering you, signed with your own key; the fund then\n"
+        "decides. The ledger gives you their tokens only with their birth dates (checked\n"
+        "against the identity vault's, never stored) and for at most "
+        f"{limits.beneficiary_people_resolved_max} people\nin all (docs/privacy.md).",
         f"policy-ledger beneficiary declare {_CONNECTION} --key var/me.key "
         "--declaration-id DECL-1 --policy acme-health/ACME-HELP-MA --effective 2026-07-01 "
-        "--spouse MA:NATIONAL_ID:BK765432=MARRIAGE_CERTIFICATE:DOC-1 "
-        "--child MA:NATIONAL_ID:BJ234567=BIRTH_CERTIFICATE:DOC-2",
+        "--spouse MA:NATIONAL_ID:BK765432@1984-07-09=MARRIAGE_CERTIFICATE:DOC-1 "
+        "--child MA:NATIONAL_ID:BJ234567@2015-03-14=BIRTH_CERTIFICATE:DOC-2",
     )
     declare.add_argument("--key", required=True, help="your Ed25519 signer key file (enrolled)")
     declare.add_argument("--declaration-id", required=True, help="your id for this declaration")
@@ -249,7 +262,7 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         action="append",
         default=[],
         type=_declared,
-        help=f"{PERSON_FORM}=KIND:REFERENCE[,KIND:REFERENCE]",
+        help=_DECLARED_FORM,
     )
     declare.add_argument("--child", action="append", default=[], type=_declared, help="as --spouse")
     declare.set_defaults(handler=_declare)

@@ -368,6 +368,14 @@ fund_currency: Final = "SDG"
 declared_beneficiaries_max: Final = 16
 """People one BeneficiariesDeclared may declare (a spouse and children: CNOPS counts no more
 than a household holds; the bound keeps one entry small)."""
+beneficiary_people_resolved_max: Final = 24
+"""Distinct people, themselves aside, one person (role beneficiary) may ever obtain the token of
+(IdentityService.GetPersonTokens; docs/privacy.md): a large household and its changes over the
+years. One declaration names at most ``declared_beneficiaries_max`` (16) people; law 65-00
+covers up to four spouses and the children in the insured's charge, and a spouse replaced or
+children born later are declared again, so 24 leaves a large family room while a person
+cannot tokenize a neighbourhood. A lifetime count, not a rate; an identifier asked again is
+not counted again (a person erased since gets a new token, which is)."""
 declaration_documents_max: Final = 8
 """Document references one declared person may carry."""
 document_reference_chars_max: Final = 128

@@ -46,10 +46,18 @@ class IdentityVault:
         people: Sequence[PersonRef],
         now: dt.datetime,
         birth_dates: Sequence[dt.date | None] = (),
+        *,
+        beneficiary: str | None = None,
     ) -> list[str]:
         """The token of each person, in order (new ones issued); refuse a bad batch whole.
         ``birth_dates``: none, or one per person (None: unknown), kept with the tokens; one
         after ``now`` is refused, and so is one differing from the date the vault holds.
+
+        ``beneficiary``: the caller is this person (their token). Then every identifier needs
+        its birth date (INVALID_ARGUMENT ``BIRTH_DATE_REQUIRED``, a violation per position),
+        checked against the vault's and not stored, and the distinct people they may ever
+        resolve are bounded (``limits.beneficiary_people_resolved_max``; see
+        :func:`ledger.storage.vault_store.tokens_for_in`).
 
         The identifiers themselves are checked by the caller (they arrive as wire PersonIds,
         checked by ``ledger.events.check_person``); here the batch: its size and duplicates.
@@ -82,7 +90,17 @@ class IdentityVault:
             if birth is not None and birth > now.date():
                 violations.append(FieldViolation(f"birth_dates[{position}]", "in the future"))
         refuse_violations(violations, "request", "PERSON_TOKENS_REQUEST_INVALID")
-        return self._store.tokens_for(people, now, birth_dates)
+        if beneficiary is not None:
+            missing = [
+                FieldViolation(
+                    f"birth_dates[{position}]",
+                    "a person asking for tokens gives each person's birth date",
+                )
+                for position in range(len(people))
+                if not birth_dates or birth_dates[position] is None
+            ]
+            refuse_violations(missing, "request", "BIRTH_DATE_REQUIRED")
+        return self._store.tokens_for(people, now, birth_dates, beneficiary=beneficiary)
 
     def token_of(self, person: PersonRef) -> str | None:
         """The person's token; None when the vault never saw them or they were erased."""

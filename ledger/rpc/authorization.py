@@ -180,7 +180,9 @@ _PERSON_WRITERS = (
     Grant("beneficiary"),  # Task F: the tokens of the people a person declares
 )
 """Who may obtain person tokens: the roles whose events name people (docs/privacy.md), a
-funder's cohorts included. A portal or an auditor asks by person ID and never needs a token."""
+funder's cohorts included. A portal or an auditor asks by person ID and never needs a token. A
+beneficiary is further limited by the vault, which knows the caller: every birth date given,
+and at most ``limits.beneficiary_people_resolved_max`` people (ledger/identity/vault.py)."""
 
 _FUND_READERS = (
     Grant("funder", Limit.JURISDICTION, jurisdiction_field="funder_id"),

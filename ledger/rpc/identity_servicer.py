@@ -2,13 +2,17 @@
 
 Parse each identifier (structure, then its type's rules in its country), delegate to the vault
 (:class:`ledger.identity.vault.IdentityVault`), convert. Who may call it is the authorization
-table's business (ledger/rpc/authorization.py): insurers, renewal authorities and the operator.
+table's business (ledger/rpc/authorization.py): insurers, renewal authorities, the operator,
+the regulator, funders and beneficiaries. A beneficiary (a person, named by their token) must
+give each person's birth date and may resolve a bounded number of people
+(``limits.beneficiary_people_resolved_max``): the vault enforces both, knowing the caller.
 A refused call issues no token.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 
 import grpc
 
@@ -17,6 +21,7 @@ from ledger.coverage.projector import person_ref
 from ledger.errors import FieldViolation, NotFound, refuse_violations
 from ledger.events import check_date, check_person
 from ledger.identity.vault import IdentityVault
+from ledger.rpc.identity import current_caller
 from ledger.rpc.status import abort
 from ledger.v1 import identity_service_pb2 as pb
 from ledger.v1 import identity_service_pb2_grpc as pb_grpc
@@ -41,8 +46,9 @@ class IdentityServicer(pb_grpc.IdentityServiceServicer):
         self, request: pb.GetPersonTokensRequest, context: _Context
     ) -> pb.GetPersonTokensResponse:
         """(1) every identifier and birth date valid, (2) the batch (size, duplicates, one birth
-        date per identifier or none, none in the future), (3) the tokens (a birth date differing
-        from the vault's is refused there, writing nothing)."""
+        date per identifier or none, none in the future; a beneficiary's: one for each), (3) the
+        tokens (a birth date differing from the vault's is refused there, and a beneficiary's
+        call past their bound, writing nothing)."""
         try:
             violations: list[FieldViolation] = []
             for position, person in enumerate(request.people):  # (1)
@@ -55,8 +61,17 @@ class IdentityServicer(pb_grpc.IdentityServiceServicer):
             ]
             refuse_violations(violations, "request", "PERSON_ID_INVALID")
             people = [person_ref(person) for person in request.people]
+            caller = current_caller()
             tokens = await asyncio.to_thread(  # (2), (3)
-                self._vault.tokens_for, people, self._clock.now(), births
+                functools.partial(
+                    self._vault.tokens_for,
+                    people,
+                    self._clock.now(),
+                    births,
+                    beneficiary=(
+                        caller.name if caller is not None and caller.role == "beneficiary" else None
+                    ),
+                )
             )
         except Exception as error:
             await abort(context, error)

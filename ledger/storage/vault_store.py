@@ -1,6 +1,6 @@
 """The identity vault in the database: person tokens and the identifiers they stand for.
 
-Two tables (migration 0009):
+Three tables (migrations 0009, 0018):
 
 - ``person_tokens``: every token ever issued, the country that issued the person's identifier
   (a renewal authority collects fees for its own country's residents only) and, once the
@@ -8,12 +8,17 @@ Two tables (migration 0009):
   log's entries naming the token stay replayable (``rebuild``) after erasure;
 - ``person_identities``: token -> (type, country, value), unique per identifier, so that the
   same person always gets the same token while not erased. Erasure deletes the row; nothing
-  else in the database links the token to the identifier (docs/privacy.md).
+  else in the database links the token to the identifier (docs/privacy.md);
+- ``beneficiary_resolutions``: which people (by token) each beneficiary (a person, by their
+  token) has obtained the token of, so that the number of distinct people one person may ever
+  resolve is bounded (``limits.beneficiary_people_resolved_max``) across restarts and workers.
+  Tokens only: erasure keeps its rows, like the access records' (the count must not go down).
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -25,28 +30,33 @@ from sqlalchemy import (
     Date,
     Engine,
     Index,
+    PrimaryKeyConstraint,
     Row,
     String,
     Table,
     bindparam,
     select,
+    text,
 )
 from sqlalchemy.exc import IntegrityError
 
+from ledger import limits
 from ledger.clock import to_micros
 from ledger.coverage.model import PersonRef
-from ledger.errors import FailedPrecondition, FieldViolation
+from ledger.errors import FailedPrecondition, FieldViolation, ResourceExhausted
 from ledger.identity.tokens import new_person_token
-from ledger.storage.db import WRITE_LOCK_OPTION
+from ledger.storage.db import WRITE_LOCK_OPTION, is_sqlite
 from ledger.storage.row_match import any_row
 from ledger.storage.tables import metadata
 
 __all__ = [
     "TokenState",
     "VaultStore",
+    "beneficiary_resolutions",
     "birth_dates_of",
     "erase_token",
     "identity_of",
+    "people_resolved_by",
     "person_identities",
     "person_tokens",
     "token_states",
@@ -71,6 +81,15 @@ person_identities = Table(
     Column("value", String(32), nullable=False),
     Column("birth_date", Date, nullable=True),
     Index("person_identities_by_identifier", "country", "id_type", "value", unique=True),
+)
+
+beneficiary_resolutions = Table(
+    "beneficiary_resolutions",
+    metadata,
+    Column("beneficiary_token", String(40), nullable=False),
+    Column("person_token", String(40), nullable=False),
+    Column("resolved_at_us", BigInteger, nullable=False),
+    PrimaryKeyConstraint("beneficiary_token", "person_token", name="pk_beneficiary_resolutions"),
 )
 
 _ATTEMPTS_MAX = 3
@@ -141,10 +160,13 @@ class VaultStore:
         people: Sequence[PersonRef],
         now: dt.datetime,
         birth_dates: Sequence[dt.date | None] = (),
+        *,
+        beneficiary: str | None = None,
     ) -> list[str]:
         """The token of each person, in order, issuing new ones for people not yet known;
         ``birth_dates`` (none, or one per person) are stored with the tokens (see
-        :func:`tokens_for_in`).
+        :func:`tokens_for_in`); ``beneficiary``: the caller is this person (their token), whose
+        resolutions are bounded (see :func:`tokens_for_in`).
 
         One transaction: either every new token is stored or none is. Two callers racing to
         tokenize the same new person on PostgreSQL: the loser's insert violates the unique
@@ -152,18 +174,27 @@ class VaultStore:
         """
         for attempt in range(_ATTEMPTS_MAX):
             try:
-                return self._tokens_for_once(people, now, birth_dates)
+                return self._tokens_for_once(people, now, birth_dates, beneficiary)
             except IntegrityError:
                 if attempt == _ATTEMPTS_MAX - 1:
                     raise
         raise AssertionError("unreachable")  # pragma: no cover
 
     def _tokens_for_once(
-        self, people: Sequence[PersonRef], now: dt.datetime, birth_dates: Sequence[dt.date | None]
+        self,
+        people: Sequence[PersonRef],
+        now: dt.datetime,
+        birth_dates: Sequence[dt.date | None],
+        beneficiary: str | None,
     ) -> list[str]:
         write = self._engine.execution_options(**{WRITE_LOCK_OPTION: True})
         with write.begin() as connection:
-            return tokens_for_in(connection, people, now, birth_dates)
+            return tokens_for_in(connection, people, now, birth_dates, beneficiary=beneficiary)
+
+    def people_resolved_by(self, beneficiary: str) -> int:
+        """How many distinct people (their own token aside) ``beneficiary`` has resolved."""
+        with self._engine.connect() as connection:
+            return people_resolved_by(connection, beneficiary)
 
     def token_of(self, person: PersonRef) -> str | None:
         """The person's token, or None: never tokenized, or erased."""
@@ -183,6 +214,7 @@ def tokens_for_in(
     birth_dates: Sequence[dt.date | None] = (),
     *,
     keep_stored_birth_date: bool = False,
+    beneficiary: str | None = None,
 ) -> list[str]:
     """:meth:`VaultStore.tokens_for` in the caller's write transaction (the renewal saga's).
 
@@ -191,12 +223,28 @@ def tokens_for_in(
     (FAILED_PRECONDITION ``BIRTH_DATE_CONFLICT``, before anything is written) unless
     ``keep_stored_birth_date`` (the renewal saga, recording a fee already paid: the stored
     date stays).
+
+    ``beneficiary``: the caller is this person (role beneficiary, named by their token). Their
+    birth dates are only checked against the vault's, never stored (a person's word about
+    someone else is not the vault's to keep: a date planted on a stranger would bind the
+    stranger's admission rules and refuse their insurer's true date). The distinct people
+    they resolve, themselves aside, are recorded in ``beneficiary_resolutions`` and bounded by
+    ``limits.beneficiary_people_resolved_max``: a call that would pass the bound is refused
+    (RESOURCE_EXHAUSTED ``BENEFICIARY_PEOPLE_LIMIT``) before anything is written. The check and
+    the record are serialized per beneficiary: on SQLite by the transaction's write lock (it
+    must have begun with BEGIN IMMEDIATE, :data:`WRITE_LOCK_OPTION`), on PostgreSQL by a
+    transaction-scoped advisory lock of the beneficiary taken first.
+
+    Steps: (1) a beneficiary's lock, (2) the vault's rows, (3) birth dates, (4) a beneficiary's
+    bound, (5) the tokens (issued where new), (6) a beneficiary's new resolutions recorded.
     """
     if birth_dates and len(birth_dates) != len(people):
         raise ValueError(f"{len(birth_dates)} birth dates for {len(people)} people")
     births = list(birth_dates) if birth_dates else [None] * len(people)
-    known = _known(connection, people)
-    violations = [
+    if beneficiary is not None:  # (1) one beneficiary's calls take turns from here
+        _lock_beneficiary(connection, beneficiary)
+    known = _known(connection, people)  # (2) the vault's rows of these people
+    violations = [  # (3) no birth date other than the vault's
         FieldViolation(
             f"birth_dates[{position}]",
             f"the identity vault holds another birth date for this person ({stored[1]})",
@@ -213,7 +261,43 @@ def tokens_for_in(
             reason="BIRTH_DATE_CONFLICT",
             field_violations=violations,
         )
+    if beneficiary is None:
+        return _issue(connection, people, births, known, now)[0]
+    first_time = _check_beneficiary_bound(connection, beneficiary, people, known)  # (4)
+    tokens, issued = _issue(connection, people, [None] * len(people), known, now)  # (5)
+    _record_resolutions(connection, beneficiary, first_time | issued, now)  # (6)
+    return tokens
+
+
+def _record_resolutions(
+    connection: Connection, beneficiary: str, people: set[str], now: dt.datetime
+) -> None:
+    """Record that ``beneficiary`` resolved ``people`` (tokens they had not resolved before)."""
+    if people:
+        connection.execute(
+            beneficiary_resolutions.insert(),
+            [
+                {
+                    "beneficiary_token": beneficiary,
+                    "person_token": token,
+                    "resolved_at_us": to_micros(now),
+                }
+                for token in sorted(people)
+            ],
+        )
+
+
+def _issue(
+    connection: Connection,
+    people: Sequence[PersonRef],
+    births: Sequence[dt.date | None],
+    known: dict[PersonRef, tuple[str, dt.date | None]],
+    now: dt.datetime,
+) -> tuple[list[str], set[str]]:
+    """Each person's token, issuing one for each person not in ``known`` (with their birth
+    date) and filling in a birth date the vault lacks; the tokens in order, and those issued."""
     tokens: list[str] = []
+    issued: set[str] = set()
     for person, birth in zip(people, births, strict=True):
         entry = known.get(person)
         if entry is None:
@@ -229,6 +313,7 @@ def tokens_for_in(
                 )
             )
             known[person] = (token, birth)
+            issued.add(token)
         else:
             token = entry[0]
             if birth is not None and entry[1] is None:
@@ -239,7 +324,69 @@ def tokens_for_in(
                 )
                 known[person] = (token, birth)
         tokens.append(token)
-    return tokens
+    return tokens, issued
+
+
+_BENEFICIARY_LOCK_SPACE = 0x62656E66
+"""First key of the PostgreSQL advisory lock (two 32-bit keys) that serializes one
+beneficiary's resolutions: "benf". The ledger's write lock (ledger/storage/append.py) is a
+single 64-bit key, a separate key space."""
+
+
+def _lock_beneficiary(connection: Connection, beneficiary: str) -> None:
+    """Serialize ``beneficiary``'s resolutions until the transaction ends, so that two calls
+    at once cannot both pass the bound from the same count."""
+    if is_sqlite(connection):
+        if not connection.get_execution_options().get(WRITE_LOCK_OPTION, False):
+            raise ValueError("a beneficiary's tokens need a BEGIN IMMEDIATE transaction")
+        return  # BEGIN IMMEDIATE: the database's one writer until the transaction ends
+    key = int.from_bytes(hashlib.sha256(beneficiary.encode()).digest()[:4], "big", signed=True)
+    connection.execute(
+        text("SELECT pg_advisory_xact_lock(CAST(:space AS integer), CAST(:key AS integer))"),
+        {"space": _BENEFICIARY_LOCK_SPACE, "key": key},
+    )
+
+
+_RESOLVED_BY = select(beneficiary_resolutions.c.person_token).where(
+    beneficiary_resolutions.c.beneficiary_token == bindparam("beneficiary")
+)
+"""The people a beneficiary resolved (at most the bound: a few dozen rows, one index range)."""
+
+
+def people_resolved_by(connection: Connection, beneficiary: str) -> int:
+    """How many distinct people (their own token aside) ``beneficiary`` has resolved."""
+    return len(_resolved_by(connection, beneficiary))
+
+
+def _resolved_by(connection: Connection, beneficiary: str) -> set[str]:
+    return set(connection.execute(_RESOLVED_BY, {"beneficiary": beneficiary}).scalars())
+
+
+def _check_beneficiary_bound(
+    connection: Connection,
+    beneficiary: str,
+    people: Sequence[PersonRef],
+    known: dict[PersonRef, tuple[str, dt.date | None]],
+) -> set[str]:
+    """The known tokens of ``people`` that ``beneficiary`` resolves for the first time (to
+    record); raise RESOURCE_EXHAUSTED if those and the people the vault does not know yet (a
+    new token each) would take them past the bound. Their own token never counts."""
+    resolved = _resolved_by(connection, beneficiary)
+    first_time = {known[p][0] for p in people if p in known} - resolved - {beneficiary}
+    adding = len(first_time) + sum(1 for person in people if person not in known)
+    limit = limits.beneficiary_people_resolved_max
+    if len(resolved) + adding > limit:
+        raise ResourceExhausted(
+            f"a person may obtain the tokens of at most {limit} people other than themselves; "
+            f"{len(resolved)} already, this call would add {adding}",
+            reason="BENEFICIARY_PEOPLE_LIMIT",
+            metadata={
+                "limit": str(limit),
+                "resolved": str(len(resolved)),
+                "requested_new": str(adding),
+            },
+        )
+    return first_time
 
 
 def birth_dates_of(connection: Connection, tokens: Iterable[str]) -> dict[str, dt.date]:

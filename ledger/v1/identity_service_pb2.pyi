@@ -40,7 +40,8 @@ class GetPersonTokensRequest(_message.Message):
         left all zero means unknown). The vault keeps a birth date as an attribute of the token (the
         newborn back-dating rule reads it at admission) and erases it with the identifier; it is
         never signed into the log. A person whose birth date the vault already holds must be given
-        the same one (FAILED_PRECONDITION BIRTH_DATE_CONFLICT otherwise).
+        the same one (FAILED_PRECONDITION BIRTH_DATE_CONFLICT otherwise). Required, one per
+        identifier, from a beneficiary (see GetPersonTokens).
         """
 
     def __init__(

@@ -57,6 +57,11 @@ class IdentityServiceServicer:
         ledger/limits.py person_tokens_per_call_max identifiers per call; every identifier is checked
         (type, country, check digit) and a refused call issues no token and stores nothing. An
         optional birth date per identifier is stored with the token, never in the log.
+        A person calling as role beneficiary (to name the people they declare) must give every
+        identifier's birth date (INVALID_ARGUMENT BIRTH_DATE_REQUIRED), which is checked against the
+        vault's and never stored, and may obtain the tokens of at most ledger/limits.py
+        beneficiary_people_resolved_max distinct people other than themselves, ever
+        (RESOURCE_EXHAUSTED BENEFICIARY_PEOPLE_LIMIT, metadata limit, resolved, requested_new).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

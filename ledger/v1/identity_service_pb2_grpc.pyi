@@ -42,6 +42,11 @@ class IdentityServiceStub:
     ledger/limits.py person_tokens_per_call_max identifiers per call; every identifier is checked
     (type, country, check digit) and a refused call issues no token and stores nothing. An
     optional birth date per identifier is stored with the token, never in the log.
+    A person calling as role beneficiary (to name the people they declare) must give every
+    identifier's birth date (INVALID_ARGUMENT BIRTH_DATE_REQUIRED), which is checked against the
+    vault's and never stored, and may obtain the tokens of at most ledger/limits.py
+    beneficiary_people_resolved_max distinct people other than themselves, ever
+    (RESOURCE_EXHAUSTED BENEFICIARY_PEOPLE_LIMIT, metadata limit, resolved, requested_new).
     """
     LookUpPersonToken: _grpc.UnaryUnaryMultiCallable[_identity_service_pb2.LookUpPersonTokenRequest, _identity_service_pb2.LookUpPersonTokenResponse]
     """The token of one identifier, issuing none: NOT_FOUND when the vault does not know the person
@@ -59,6 +64,11 @@ class IdentityServiceAsyncStub(IdentityServiceStub):
     ledger/limits.py person_tokens_per_call_max identifiers per call; every identifier is checked
     (type, country, check digit) and a refused call issues no token and stores nothing. An
     optional birth date per identifier is stored with the token, never in the log.
+    A person calling as role beneficiary (to name the people they declare) must give every
+    identifier's birth date (INVALID_ARGUMENT BIRTH_DATE_REQUIRED), which is checked against the
+    vault's and never stored, and may obtain the tokens of at most ledger/limits.py
+    beneficiary_people_resolved_max distinct people other than themselves, ever
+    (RESOURCE_EXHAUSTED BENEFICIARY_PEOPLE_LIMIT, metadata limit, resolved, requested_new).
     """
     LookUpPersonToken: _aio.UnaryUnaryMultiCallable[_identity_service_pb2.LookUpPersonTokenRequest, _identity_service_pb2.LookUpPersonTokenResponse]  # type: ignore[assignment]
     """The token of one identifier, issuing none: NOT_FOUND when the vault does not know the person
@@ -79,6 +89,11 @@ class IdentityServiceServicer(metaclass=_abc_1.ABCMeta):
         ledger/limits.py person_tokens_per_call_max identifiers per call; every identifier is checked
         (type, country, check digit) and a refused call issues no token and stores nothing. An
         optional birth date per identifier is stored with the token, never in the log.
+        A person calling as role beneficiary (to name the people they declare) must give every
+        identifier's birth date (INVALID_ARGUMENT BIRTH_DATE_REQUIRED), which is checked against the
+        vault's and never stored, and may obtain the tokens of at most ledger/limits.py
+        beneficiary_people_resolved_max distinct people other than themselves, ever
+        (RESOURCE_EXHAUSTED BENEFICIARY_PEOPLE_LIMIT, metadata limit, resolved, requested_new).
         """
 
     @_abc_1.abstractmethod

@@ -43,7 +43,7 @@ PROJECTIONS = {
     "transfer_gaps",
     "subject_entries",
 }
-VAULT = {"person_tokens", "person_identities"}
+VAULT = {"person_tokens", "person_identities", "beneficiary_resolutions"}
 """The identity vault: outside the log by design (erasure deletes from it) and not signed: a
 damaged row there changes who a token is, which no log check can see (docs/privacy.md, Limits)."""
 MUTATIONS = 220
