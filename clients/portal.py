@@ -71,6 +71,11 @@ class PortalClient:
         self._timeout = timeout
         self._purpose = purpose
         self.min_tree_size = min_tree_size
+        # The last note whose signature verified, and its checkpoint: answers computed at the
+        # same tree carry the same note byte for byte, which verifies the same way with the same
+        # key, so it is not verified again (an Ed25519 verification, ~0.14 ms, per answer).
+        # One attribute holding both, replaced whole: safe with the client shared by threads.
+        self._last_verified: tuple[bytes, Checkpoint] | None = None
 
     def _metadata(self) -> tuple[tuple[str, str], ...]:
         if self.min_tree_size <= 0:
@@ -78,7 +83,13 @@ class PortalClient:
         return ((MIN_TREE_SIZE_METADATA, str(self.min_tree_size)),)
 
     def _verified(self, response: _R, basis: pb.AnswerBasis) -> VerifiedAnswer[_R]:
-        checkpoint = verify_checkpoint(basis.checkpoint, self._log)
+        note = basis.checkpoint
+        last = self._last_verified
+        if last is not None and last[0] == note:
+            checkpoint = last[1]
+        else:
+            checkpoint = verify_checkpoint(note, self._log)
+            self._last_verified = (note, checkpoint)
         if checkpoint.size != basis.tree_size:
             raise ValueError(
                 f"the answer names tree size {basis.tree_size}, its checkpoint {checkpoint.size}"

@@ -17,6 +17,7 @@ method's handler instead of deciding from the call details alone.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
@@ -57,6 +58,10 @@ class AuthorizationInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type
     def __init__(self, table: AuthorizationTable, trust_domain: str) -> None:
         self._table = table
         self._trust_domain = trust_domain
+        # One wrapped handler per method, made at its first call (the server's methods are a
+        # fixed, small set, and the inner interceptors keep theirs per method too): a call does
+        # not run the chain of ``intercept_service`` nor build its handler again.
+        self._handlers: dict[str, Any] = {}
 
     async def intercept_service(
         self,
@@ -64,10 +69,15 @@ class AuthorizationInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type
         handler_call_details: grpc.HandlerCallDetails,
     ) -> Any:
         method = handler_call_details.method
+        if method in self._handlers:
+            return self._handlers[method]
         handler = await continuation(handler_call_details)
-        if handler is None or method.startswith(OPEN_METHOD_PREFIXES):
+        if handler is None:  # an unknown method: grpc answers UNIMPLEMENTED itself
             return handler
-        return _wrapped(handler, lambda request, context: self._admit(method, request, context))
+        if not method.startswith(OPEN_METHOD_PREFIXES):
+            handler = _wrapped(handler, functools.partial(self._admit, method))
+        self._handlers[method] = handler
+        return handler
 
     async def _admit(self, method: str, request: object, context: _Context) -> None:
         """Steps (1)-(5); raise a LedgerError to refuse."""
@@ -106,9 +116,9 @@ class AuthorizationInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type
         set_signer_required(signer_principal_required(caller, grant))
 
     def _caller(self, context: _Context) -> Caller:
-        properties = {key: list(values) for key, values in context.auth_context().items()}
-        certificates = properties.get("x509_pem_cert") or []
-        if properties.get("transport_security_type") != [b"ssl"] or not certificates:
+        properties = context.auth_context()
+        certificates = list(properties.get("x509_pem_cert") or ())
+        if list(properties.get("transport_security_type", ())) != [b"ssl"] or not certificates:
             raise Unauthenticated(
                 "this call needs a client certificate (mTLS); plaintext callers have no identity",
                 reason="CLIENT_CERTIFICATE_MISSING",

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import gc
 from pathlib import Path
 from typing import Any
 
@@ -199,3 +200,21 @@ def test_tokens_are_handed_over_only_inside_a_recorded_call() -> None:
     finally:
         _known_tokens.reset(reset)
     assert found == {_person(1): "tok-1", _person(2): None}
+
+
+def test_the_writers_thread_ends_with_the_writer(engine: Engine) -> None:
+    """The writer's own thread does not outlive it (a stopped server's writer leaves no thread
+    behind, as the loop's default executor, which wrote the records before, ended with it)."""
+    writer = _RecordWriter(AccessLog(engine))
+
+    async def one(writer: _RecordWriter) -> None:
+        await writer.store(lambda: _record("caller"))
+
+    asyncio.run(one(writer))
+    threads = list(writer._executor._threads)
+    assert threads and all(thread.is_alive() for thread in threads)
+    del writer
+    gc.collect()
+    for thread in threads:
+        thread.join()  # returns only once the writer's thread has ended
+    assert not any(thread.is_alive() for thread in threads)
