@@ -190,23 +190,47 @@ class _WriteGate:
     def __init__(self, lock_file: Path | None) -> None:
         self._turn = threading.Lock()
         self._lock_file = lock_file
+        self._holder: _GateHeld | None = None
+        """Who is inside (at most one: the lock), so that a forked child can let go."""
 
-    def enter(self, timeout_seconds: float) -> int | None:
+    def enter(self, timeout_seconds: float) -> _GateHeld:
         """Wait for the gate; returns what :meth:`leave` is given."""
         deadline = time.monotonic() + timeout_seconds
         if not self._turn.acquire(timeout=timeout_seconds):
             raise sqlite3.OperationalError("database is locked")
         try:
-            return None if self._lock_file is None else _flock(self._lock_file, deadline)
+            held = _GateHeld(None if self._lock_file is None else _flock(self._lock_file, deadline))
         except BaseException:
             self._turn.release()
             raise
+        self._holder = held
+        return held
 
-    def leave(self, held: int | None) -> None:
-        """Open the gate again (``held``: what :meth:`enter` returned)."""
-        if held is not None:
-            os.close(held)  # drops the flock
+    def leave(self, held: _GateHeld) -> None:
+        """Open the gate again (``held``: what :meth:`enter` returned; one from before a fork
+        is ignored in the child, which let go of it then)."""
+        if held is not self._holder:
+            return
+        self._holder = None
+        if held.descriptor is not None:
+            os.close(held.descriptor)  # drops the flock
         self._turn.release()
+
+    def forked(self) -> None:
+        """In a forked child: the parent's holder is not this process's; the child's copy of
+        its file descriptor would keep the file lock held until the child exits, so it is
+        closed, and the gate starts free."""
+        holder, self._holder = self._holder, None
+        if holder is not None and holder.descriptor is not None:
+            os.close(holder.descriptor)
+        self._turn = threading.Lock()
+
+
+@dataclass(frozen=True, eq=False)
+class _GateHeld:
+    """One writer's way through the gate: the file lock's descriptor (None in memory)."""
+
+    descriptor: int | None
 
 
 def _flock(path: Path, deadline: float) -> int:
@@ -228,6 +252,16 @@ def _flock(path: Path, deadline: float) -> int:
 
 _GATES: dict[str, _WriteGate] = {}
 _GATES_LOCK = threading.Lock()
+
+
+def _gates_forked() -> None:
+    for gate in _GATES.values():
+        gate.forked()
+    global _GATES_LOCK  # noqa: PLW0603 (a lock another thread may have held at the fork)
+    _GATES_LOCK = threading.Lock()
+
+
+os.register_at_fork(after_in_child=_gates_forked)
 
 
 def _write_gate(database: str | None) -> _WriteGate:

@@ -175,3 +175,28 @@ def test_every_engine_of_a_file_shares_one_gate(engine: Engine, tmp_path: Path) 
         assert db._write_gate(str(tmp_path / "other.db")) is not _gate(engine)
     finally:
         again.dispose()
+
+
+def test_a_forked_child_lets_go_of_the_gate_its_parent_holds(engine: Engine) -> None:
+    """A child forked while a writer of the parent is inside: the child's gate starts free,
+    and its copy of the file lock's descriptor is closed, so the parent's next writer does not
+    wait for the child to exit."""
+    gate = _gate(engine)
+    held = gate.enter(1)
+    ready_read, ready_write = os.pipe()
+    go_read, go_write = os.pipe()
+    child = os.fork()
+    if child == 0:  # pragma: no cover (the child reports through the pipe)
+        free = not gate._turn.locked() and gate._holder is None
+        os.write(ready_write, b"1" if free else b"0")
+        os.read(go_read, 1)
+        os._exit(0)
+    try:
+        assert os.read(ready_read, 1) == b"1"
+        gate.leave(held)
+        gate.leave(gate.enter(0))  # the file lock is free while the child still lives
+    finally:
+        os.write(go_write, b"x")
+        os.waitpid(child, 0)
+        for descriptor in (ready_read, ready_write, go_read, go_write):
+            os.close(descriptor)
