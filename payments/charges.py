@@ -19,7 +19,13 @@ from sqlalchemy import Connection, bindparam, insert, select
 from sqlalchemy.exc import IntegrityError
 
 from ledger.clock import from_micros, to_micros
-from ledger.errors import AlreadyExists, FailedPrecondition, FieldViolation, Unavailable
+from ledger.errors import (
+    AlreadyExists,
+    FailedPrecondition,
+    FieldViolation,
+    LedgerError,
+    Unavailable,
+)
 from payments.gateway import (
     Capability,
     GatewayOutcomeUnknown,
@@ -40,6 +46,7 @@ from payments.saga import (
     move,
     payment_id_of,
     refuse_unrecordable,
+    refuse_unrecordable_reading,
 )
 from payments.states import PAYMENT_TRANSITIONS, PaymentState
 from payments.tables import payments
@@ -83,6 +90,9 @@ def _start_payment(  # noqa: PLR0917 (the request's fields)
     request = {"quote_id": quote_id, "gateway": gateway, "return_url": return_url}
     now = saga.clock.now()
     payment_id = payment_id_of(quote_id)
+    checked = saga.uow.writers_serialised and _checked_beforehand(
+        saga, quote_id, idempotency_key, request, gateway, payment_id, now
+    )
     with saga.uow.write() as connection:
         # The quote's row lock first: every call for this quote waits here for the one
         # before it to commit, and then sees its key and payment (several servers may
@@ -92,7 +102,9 @@ def _start_payment(  # noqa: PLR0917 (the request's fields)
         repeated = None if existing is None else load_payment(connection, existing)
         if repeated is None:
             adapter = saga.gateway(gateway)
-            opened = _open_payment(saga, connection, quote, payment_id, gateway, now)
+            opened = _open_payment(
+                saga, connection, quote, payment_id, gateway, now, recordable_checked=checked
+            )
             store_key(connection, idempotency_key, "start_payment", request, payment_id, now)
     if repeated is not None:
         return _repeat_start(saga, repeated)
@@ -130,15 +142,51 @@ _PAYMENT_OF_QUOTE = select(payments.c.payment_id).where(
 _OPEN_PAYMENT = insert(payments)
 
 
-def _open_payment(  # noqa: PLR0917 (one row's facts)
+def _checked_beforehand(  # noqa: PLR0917 (the request's fields)
     saga: Saga,
-    connection: Connection,
-    quote: Any,
-    payment_id: str,
+    quote_id: str,
+    idempotency_key: str,
+    request: dict[str, str],
     gateway: str,
+    payment_id: str,
     now: dt.datetime,
-) -> PaymentRecord:
-    """Check that ``quote`` may be paid now, then save its payment as ``started`` (returned)."""
+) -> bool:
+    """Check that the fee could be recorded (:func:`refuse_unrecordable`) before the write
+    transaction, when this is a first StartPayment of a quote that may be paid and whose people
+    the vault knows (the quote issued their tokens): True when it passed; raises what it
+    refuses. False, having refused nothing, in any other case: the write transaction then
+    checks everything as before, in the same order (so a repeat, an unknown quote or key, a
+    quote expired or already paid answer exactly as they did).
+
+    Why: on SQLite every write transaction holds the database's one write lock, and renewals
+    take turns on it; the check (the ledger's admission of the signed entry, the FeeCollected
+    rules' reads) needs no lock. What changes: the rules are checked against the state a few
+    statements before the payment is saved, not in the same transaction -- as they always
+    were against the state at the append, after the gateway; a rule that fails in between is
+    refused by the append, and the captured fee returned (:func:`payments.recording.record`)."""
+    if gateway not in saga.gateways:
+        return False
+    with saga.uow.read() as connection:
+        try:
+            quote = load_quote(connection, quote_id)
+            if claim_key(connection, idempotency_key, "start_payment", request) is not None:
+                return False
+            _refuse_unpayable(quote, now)
+        except LedgerError:
+            return False
+        if connection.execute(_PAYMENT_OF_QUOTE, {"quote_id": quote_id}).first() is not None:
+            return False
+        event = saga.entries.fee_collected_if_known(
+            connection, payment_id, quote_record(quote), gateway=gateway, gateway_reference=""
+        )
+    if event is None:
+        return False
+    refuse_unrecordable_reading(saga, event)
+    return True
+
+
+def _refuse_unpayable(quote: Any, now: dt.datetime) -> None:
+    """Refuse a quote with nothing to collect, expired, or priced by another schedule."""
     quote_id = quote.quote_id
     stored = json.loads(quote.quote_json)
     if not stored["payable"]:
@@ -154,6 +202,22 @@ def _open_payment(  # noqa: PLR0917 (one row's facts)
             field_violations=[FieldViolation("quote_id", "expired: ask a new quote")],
         )
     refuse_changed_schedule(quote_id, stored["schedule_version"], quote.jurisdiction, now)
+
+
+def _open_payment(  # noqa: PLR0917 (one row's facts)
+    saga: Saga,
+    connection: Connection,
+    quote: Any,
+    payment_id: str,
+    gateway: str,
+    now: dt.datetime,
+    *,
+    recordable_checked: bool,
+) -> PaymentRecord:
+    """Check that ``quote`` may be paid now, then save its payment as ``started`` (returned).
+    ``recordable_checked``: :func:`_checked_beforehand` found that its fee could be recorded."""
+    quote_id = quote.quote_id
+    _refuse_unpayable(quote, now)
     already = connection.execute(_PAYMENT_OF_QUOTE, {"quote_id": quote_id}).first()
     if already is not None:
         raise AlreadyExists(
@@ -162,13 +226,14 @@ def _open_payment(  # noqa: PLR0917 (one row's facts)
             field_violations=[FieldViolation("quote_id", "already has a payment")],
             metadata={"payment_id": already.payment_id},
         )
-    refuse_unrecordable(
-        saga,
-        connection,
-        saga.entries.fee_collected(
-            connection, payment_id, quote_record(quote), gateway=gateway, gateway_reference=""
-        ),
-    )
+    if not recordable_checked:
+        refuse_unrecordable(
+            saga,
+            connection,
+            saga.entries.fee_collected(
+                connection, payment_id, quote_record(quote), gateway=gateway, gateway_reference=""
+            ),
+        )
     connection.execute(
         _OPEN_PAYMENT,
         {

@@ -5,13 +5,16 @@ refund, so each is recorded at most once whatever crashes and retries happen."""
 
 from __future__ import annotations
 
+import datetime as dt
 from typing import TYPE_CHECKING
 
 from ledger.clock import Clock
+from ledger.coverage.model import PersonRef
 from ledger.coverage.projector import person_ref
 from ledger.errors import FailedPrecondition, FieldViolation
 from ledger.events import civil_date
 from ledger.identity.vault import tokens_in_transaction
+from ledger.storage.vault_store import tokens_of_in
 from ledger.v1 import events_pb2, types_pb2
 from payments import fees
 from payments.erasure import is_redacted
@@ -35,6 +38,19 @@ _RELATIONSHIPS = {
 }
 
 
+def _people(quote: QuoteRecord) -> list[PersonRef]:
+    """The people a quote's FeeCollected entry names (sponsor first, then each line's);
+    FAILED_PRECONDITION when one of them was erased."""
+    if any(is_redacted(p) for p in (quote.sponsor, *(line.person for line in quote.lines))):
+        raise FailedPrecondition(
+            f"quote {quote.quote_id!r} names a person who was erased: its fee cannot be "
+            "recorded (ask a new quote)",
+            reason="PERSON_ERASED",
+            field_violations=[FieldViolation("quote_id", "names an erased person")],
+        )
+    return [person_ref(quote.sponsor), *(person_ref(line.person) for line in quote.lines)]
+
+
 class FeeEntries:
     """Builds the entries the authority ``authority_id`` signs, dated by ``clock``."""
 
@@ -56,15 +72,39 @@ class FeeEntries:
         tokens, resolved (issued for people new to the ledger) in ``connection``'s write
         transaction: the same household gives the same tokens, so a rebuilt event is the same."""
         now = self._clock.now()
-        if any(is_redacted(p) for p in (quote.sponsor, *(line.person for line in quote.lines))):
-            raise FailedPrecondition(
-                f"quote {quote.quote_id!r} names a person who was erased: its fee cannot be "
-                "recorded (ask a new quote)",
-                reason="PERSON_ERASED",
-                field_violations=[FieldViolation("quote_id", "names an erased person")],
-            )
-        people = [person_ref(quote.sponsor), *(person_ref(line.person) for line in quote.lines)]
-        sponsor_token, *line_tokens = tokens_in_transaction(connection, people, now)
+        people = _people(quote)
+        tokens = tokens_in_transaction(connection, people, now)
+        return self._fee_collected(payment_id, quote, tokens, now, gateway, gateway_reference)
+
+    def fee_collected_if_known(
+        self,
+        connection: Connection,
+        payment_id: str,
+        quote: QuoteRecord,
+        *,
+        gateway: str,
+        gateway_reference: str,
+    ) -> events_pb2.Event | None:
+        """:meth:`fee_collected`, reading only: None when the vault would have to issue a
+        token first (a person new to it), so that ``connection`` may be a read connection."""
+        now = self._clock.now()
+        people = _people(quote)
+        known = tokens_of_in(connection, people)
+        if any(person not in known for person in people):
+            return None
+        tokens = [known[person] for person in people]
+        return self._fee_collected(payment_id, quote, tokens, now, gateway, gateway_reference)
+
+    def _fee_collected(  # noqa: PLR0917 (the entry's facts)
+        self,
+        payment_id: str,
+        quote: QuoteRecord,
+        tokens: list[str],
+        now: dt.datetime,
+        gateway: str,
+        gateway_reference: str,
+    ) -> events_pb2.Event:
+        sponsor_token, *line_tokens = tokens
         event = events_pb2.Event(event_id=f"fee-{payment_id}", insurer_id=self._authority_id)
         event.occurred_at.FromDatetime(now)
         body = event.fee_collected

@@ -46,6 +46,8 @@ __all__ = [
     "move",
     "payment_id_of",
     "refuse_unrecordable",
+    "refuse_unrecordable_reading",
+    "unrecordable_refused",
     "writer_turns",
 ]
 
@@ -135,6 +137,12 @@ class UnitOfWork:
             connection.begin(),
         ):
             yield connection
+
+    @property
+    def writers_serialised(self) -> bool:
+        """Whether every write transaction waits for every other one (SQLite's one write
+        lock): then what a write transaction can do before it begins, it should."""
+        return self.engine.dialect.name == "sqlite"
 
     @contextmanager
     def read(self) -> Iterator[Connection]:
@@ -277,9 +285,26 @@ def refuse_unrecordable(saga: Saga, connection: Connection, event: events_pb2.Ev
     ledger's admission of the signed entry (authority key valid, event well-formed) and the
     FeeCollected rules against current state (authority licensed, nobody in the household
     already covered by it for the period) -- the very function the append runs."""
-    try:
+    with unrecordable_refused():
         saga.recorder.check(event)
         check_fee_collected(connection, event)
+
+
+def refuse_unrecordable_reading(saga: Saga, event: events_pb2.Event) -> None:
+    """:func:`refuse_unrecordable` outside any transaction: the admission with no connection
+    held, then the rules on a read connection (for a check made before a write transaction)."""
+    with unrecordable_refused():
+        saga.recorder.check(event)
+        with saga.uow.read() as connection:
+            check_fee_collected(connection, event)
+
+
+@contextmanager
+def unrecordable_refused() -> Iterator[None]:
+    """What the block raises (a refusal by the admission or the rules) as FAILED_PRECONDITION
+    with the rule's reason; UNAVAILABLE as it is (retry)."""
+    try:
+        yield
     except Unavailable:
         raise
     except LedgerError as error:

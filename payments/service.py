@@ -128,8 +128,10 @@ class LedgerRecorder:
         payload = event.SerializeToString(deterministic=True)
         envelope = sign_envelope(EVENT_PAYLOAD_TYPE, payload, self._signer, self._key_id)
 
+        admitted = self._ledger.admit_now(envelope)  # in this thread when the key is cached
+
         async def submit() -> Receipt:
-            item = await self._ledger.admit(envelope)
+            item = admitted if admitted is not None else await self._ledger.admit(envelope)
             return await receipt_of(
                 self._ledger.enqueue(dataclasses.replace(item, on_append=on_append))
             )
@@ -150,9 +152,14 @@ class LedgerRecorder:
 
     def check(self, event: events_pb2.Event) -> None:
         """Run the ledger's admission (signature, key valid now and at the event's time, event
-        well-formed) on ``event`` signed now; nothing is queued."""
+        well-formed) on ``event`` signed now; nothing is queued. In the calling thread when the
+        authority's key is in the ledger's key cache (the saga may call this inside its write
+        transaction: it then neither waits for the event loop nor needs a connection); else on
+        the loop, which looks the key up."""
         payload = event.SerializeToString(deterministic=True)
         envelope = sign_envelope(EVENT_PAYLOAD_TYPE, payload, self._signer, self._key_id)
+        if self._ledger.admit_now(envelope) is not None:
+            return
         future = asyncio.run_coroutine_threadsafe(self._ledger.admit(envelope), self._loop)
         try:
             future.result(timeout=self._timeout)
@@ -425,9 +432,7 @@ class RenewalServicer(pb_grpc.RenewalServiceServicer):
             message=record.message,
         )
         if record.leaf_index is not None:
-            head = self._log.latest_checkpoint()
-            _, [entry] = self._log.entries(record.leaf_index, record.leaf_index + 1)
-            _, proof = self._log.inclusion_proof(record.leaf_index, head.tree_size)
+            head, entry, proof = self._log.entry_with_proof(record.leaf_index)
             payment.receipt.CopyFrom(
                 ledger_service_pb2.Receipt(
                     event_id=f"fee-{record.payment_id}",

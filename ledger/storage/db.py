@@ -12,15 +12,17 @@ from __future__ import annotations
 import fcntl
 import os
 import sqlite3
+import threading
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, cast
 
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import Connection, make_url
 
-from ledger.errors import FailedPrecondition
+from ledger.errors import FailedPrecondition, check
 
 __all__ = [
     "POOL_SHARE_DEFAULT",
@@ -135,14 +137,143 @@ def _create_sqlite_engine(url: str, database: str | None, *, echo: bool) -> Engi
         cursor.execute("PRAGMA secure_delete=ON")
         cursor.close()
 
+    gate = _write_gate(database)
+
     @event.listens_for(engine, "begin")
     def _on_begin(connection: Connection) -> None:
         # The sequencer asks for the write lock at BEGIN, so two writers never interleave and
         # a reader's snapshot never upgrades to a writer half way through.
         immediate = connection.get_execution_options().get(WRITE_LOCK_OPTION, False)
+        if immediate:
+            # Writers queue at the gate first (see _WriteGate), held until the connection is
+            # returned to the pool, after its COMMIT or ROLLBACK.
+            info = connection.connection.record_info
+            check(info is not None, "a write transaction on a connection outside the pool")
+            cast("dict[str, Any]", info)[_GATE_HELD] = gate.enter(_SQLITE_BUSY_TIMEOUT_MS / 1000)
         connection.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
 
+    @event.listens_for(engine, "checkin")
+    def _on_checkin(_dbapi_connection: object, record: Any) -> None:
+        if record is not None and _GATE_HELD in record.record_info:
+            gate.leave(record.record_info.pop(_GATE_HELD))
+
+    @event.listens_for(engine, "invalidate")
+    def _on_invalidate(_dbapi_connection: object, record: Any, _error: object) -> None:
+        _on_checkin(_dbapi_connection, record)
+
     return engine
+
+
+_GATE_HELD = "ledger_write_gate"
+"""The connection record's key for the write gate it holds (a file descriptor, or None)."""
+
+_GATE_POLL_SECONDS = 0.0005
+"""How often a writer waiting for another process's writer tries the gate's file lock again."""
+
+
+class _WriteGate:
+    """Where a SQLite database's writers queue before ``BEGIN IMMEDIATE``.
+
+    SQLite's own wait for its write lock is its busy handler, which sleeps 1, 2, 5, 10, ... up
+    to 100 ms between tries: a writer that arrives while another holds the lock, and keeps
+    missing it, waits tens of milliseconds after the lock is free, while writers that arrive
+    later take it first (measured at 16 renewal callers: the sequencer's batches waited 12 ms on
+    average for BEGIN IMMEDIATE, p99 131 ms, as the saga's writers took the lock 85% of the
+    time). Here this process's writers wait on a lock (woken as soon as it is released, with
+    a bound of the busy timeout), then for other processes' writers (``serve --workers N``, the
+    command-line tools) on an exclusive ``flock`` of ``<file>.write.lock``, tried every
+    :data:`_GATE_POLL_SECONDS`; the holder releases both when its connection is returned to the
+    pool, after COMMIT or ROLLBACK (or when the connection is invalidated). A writer that does
+    not use the gate (another program) still meets SQLite's lock, as before. Waiting longer than
+    the busy timeout is "database is locked", as SQLite says it (UNAVAILABLE)."""
+
+    def __init__(self, lock_file: Path | None) -> None:
+        self._turn = threading.Lock()
+        self._lock_file = lock_file
+        self._holder: _GateHeld | None = None
+        """Who is inside (at most one: the lock), so that a forked child can let go."""
+
+    def enter(self, timeout_seconds: float) -> _GateHeld:
+        """Wait for the gate; returns what :meth:`leave` is given."""
+        deadline = time.monotonic() + timeout_seconds
+        if not self._turn.acquire(timeout=timeout_seconds):
+            raise sqlite3.OperationalError("database is locked")
+        try:
+            held = _GateHeld(None if self._lock_file is None else _flock(self._lock_file, deadline))
+        except BaseException:
+            self._turn.release()
+            raise
+        self._holder = held
+        return held
+
+    def leave(self, held: _GateHeld) -> None:
+        """Open the gate again (``held``: what :meth:`enter` returned; one from before a fork
+        is ignored in the child, which let go of it then)."""
+        if held is not self._holder:
+            return
+        self._holder = None
+        if held.descriptor is not None:
+            os.close(held.descriptor)  # drops the flock
+        self._turn.release()
+
+    def forked(self) -> None:
+        """In a forked child: the parent's holder is not this process's; the child's copy of
+        its file descriptor would keep the file lock held until the child exits, so it is
+        closed, and the gate starts free."""
+        holder, self._holder = self._holder, None
+        if holder is not None and holder.descriptor is not None:
+            os.close(holder.descriptor)
+        self._turn = threading.Lock()
+
+
+@dataclass(frozen=True, eq=False)
+class _GateHeld:
+    """One writer's way through the gate: the file lock's descriptor (None in memory)."""
+
+    descriptor: int | None
+
+
+def _flock(path: Path, deadline: float) -> int:
+    descriptor = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        while True:
+            try:
+                fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    raise sqlite3.OperationalError("database is locked") from None
+                time.sleep(_GATE_POLL_SECONDS)
+            else:
+                return descriptor
+    except BaseException:
+        os.close(descriptor)
+        raise
+
+
+_GATES: dict[str, _WriteGate] = {}
+_GATES_LOCK = threading.Lock()
+
+
+def _gates_forked() -> None:
+    for gate in _GATES.values():
+        gate.forked()
+    global _GATES_LOCK  # noqa: PLW0603 (a lock another thread may have held at the fork)
+    _GATES_LOCK = threading.Lock()
+
+
+os.register_at_fork(after_in_child=_gates_forked)
+
+
+def _write_gate(database: str | None) -> _WriteGate:
+    """The one gate of this process for a database file (every engine on it shares it)."""
+    if not database or database == ":memory:":
+        return _WriteGate(None)
+    path = Path(database).resolve()
+    with _GATES_LOCK:
+        gate = _GATES.get(str(path))
+        if gate is None:
+            gate = _GATES[str(path)] = _WriteGate(Path(f"{path}.write.lock"))
+        return gate
 
 
 def lock_sqlite_for_serving(url: str) -> IO[str] | None:

@@ -71,6 +71,12 @@ def _checkpoint_from_row(row: object) -> StoredCheckpoint:
     )
 
 
+_ENTRY_AT = select(log_entries.c.entry_bytes).where(
+    log_entries.c.leaf_index == bindparam("leaf_index")
+)
+"""One entry's bytes (built once: its cache key generated once)."""
+
+
 class LogStore:
     """Read access to the log: safe from many threads and many replicas at once."""
 
@@ -165,6 +171,28 @@ class LogStore:
                 )
             plan = inclusion(leaf_index, tree_size)
             return tree_size, self._prove(connection, cursor, plan, tree_size)
+
+    def entry_with_proof(self, leaf_index: int) -> tuple[StoredCheckpoint, bytes, list[bytes]]:
+        """The newest checkpoint, the entry at ``leaf_index`` and its inclusion proof in that
+        checkpoint's tree: what :meth:`latest_checkpoint`, :meth:`entries` and
+        :meth:`inclusion_proof` would answer, read on one connection (a receipt's parts: one
+        checkout and one head read instead of three of each). NOT_FOUND before the log was
+        initialized; OUT_OF_RANGE when the leaf is beyond the newest checkpoint."""
+        with (
+            self._engine.connect() as connection,
+            closing(connection.connection.cursor()) as cursor,
+        ):
+            head = latest_checkpoint(connection)
+            if not 0 <= leaf_index < head.tree_size:
+                raise OutOfRange(
+                    f"leaf_index is beyond the tree size: {leaf_index} >= {head.tree_size}",
+                    reason="INDEX_BEYOND_SIZE",
+                    field_violations=[FieldViolation("leaf_index", "beyond the tree size")],
+                )
+            entry = connection.execute(_ENTRY_AT, {"leaf_index": leaf_index}).scalar_one()
+            plan = inclusion(leaf_index, head.tree_size)
+            proof = self._prove(connection, cursor, plan, head.tree_size)
+        return head, bytes(entry), proof
 
     def consistency_proof(self, from_size: int, to_size: int) -> tuple[int, list[bytes]]:
         """Consistency proof from ``from_size`` to ``to_size`` (0: latest checkpoint).

@@ -35,6 +35,7 @@ from sqlalchemy import (
     String,
     Table,
     bindparam,
+    insert,
     select,
     text,
 )
@@ -207,6 +208,12 @@ class VaultStore:
             return _tokens_of(connection, people)
 
 
+_ISSUE_TOKEN = insert(person_tokens)
+"""A new token's row (built once, its cache key generated once: the renewal saga issues a
+household's tokens inside its write transaction)."""
+_ISSUE_IDENTITY = insert(person_identities)
+
+
 def tokens_for_in(
     connection: Connection,
     people: Sequence[PersonRef],
@@ -303,14 +310,11 @@ def _issue(
         if entry is None:
             token = new_person_token()
             connection.execute(
-                person_tokens.insert().values(
-                    token=token, country=person.country, issued_at_us=to_micros(now)
-                )
+                _ISSUE_TOKEN,
+                {"token": token, "country": person.country, "issued_at_us": to_micros(now)},
             )
             connection.execute(
-                person_identities.insert().values(
-                    token=token, birth_date=birth, **_identifier(person)
-                )
+                _ISSUE_IDENTITY, {"token": token, "birth_date": birth, **_identifier(person)}
             )
             known[person] = (token, birth)
             issued.add(token)

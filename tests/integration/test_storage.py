@@ -17,7 +17,7 @@ from clients.samples import sample_events
 from clients.verify import TrustedLog, verify_receipt
 from ledger.clock import to_micros
 from ledger.dsse import sign_envelope
-from ledger.errors import AlreadyExists, PermissionDenied
+from ledger.errors import AlreadyExists, OutOfRange, PermissionDenied
 from ledger.events import EVENT_PAYLOAD_TYPE
 from ledger.keys import insurer_key_id
 from ledger.merkle import MemoryTree, leaf_hash, verify_consistency, verify_inclusion
@@ -411,3 +411,22 @@ def test_an_entry_without_its_checkpoint_is_detected_before_the_next_append(
         )
     assert _count(engine, log_entries) == FIRST + 1
     assert _count(engine, checkpoints) == CHECKPOINTS
+
+
+def test_an_entry_with_its_proof_on_one_connection_equals_the_three_reads(
+    appender: Appender, engine: Engine, insurer_signer: Ed25519Signer
+) -> None:
+    """LogStore.entry_with_proof (a renewal's receipt) answers what latest_checkpoint, entries
+    and inclusion_proof answer, and refuses a leaf beyond the newest checkpoint alike."""
+    events = list(sample_events(9, INSURER, NOW, tokens=tokens))
+    for start, end in [(0, 4), (4, 9)]:
+        appender.append_batch(_pending(insurer_signer, events[start:end]), NOW)
+    store = LogStore(engine)
+    head = store.latest_checkpoint()
+    for leaf_index in range(head.tree_size):
+        _, [entry] = store.entries(leaf_index, leaf_index + 1)
+        _, proof = store.inclusion_proof(leaf_index, head.tree_size)
+        assert store.entry_with_proof(leaf_index) == (head, entry, proof)
+    with pytest.raises(OutOfRange) as raised:
+        store.entry_with_proof(head.tree_size)
+    assert raised.value.reason == "INDEX_BEYOND_SIZE"

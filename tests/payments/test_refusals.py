@@ -9,6 +9,7 @@ in full by the gateway and the payment ends ``returned``."""
 from __future__ import annotations
 
 import datetime as dt
+import sqlite3
 from collections.abc import Callable
 from pathlib import Path
 
@@ -223,3 +224,44 @@ def test_a_quote_priced_by_a_schedule_no_longer_in_force_is_not_collected(
         stack.renewals.start_payment(quote.quote_id, "key-schedule1", "simulated")
     assert raised.value.reason == "FEE_SCHEDULE_CHANGED"
     assert _counts(stack) == before and stack.gateway.snapshot() == {}
+
+
+def test_a_payment_checks_that_its_fee_can_be_recorded_before_it_takes_the_write_lock(
+    tmp_path: Path,
+) -> None:
+    """On SQLite every write transaction holds the database's one write lock, so StartPayment
+    runs the check (the admission of the signed entry, the FeeCollected rules) before its write
+    transaction: while the check runs, another writer can take the lock at once."""
+    stack = Stack(tmp_path)
+    quote = stack.renewals.quote(family_request(1, 2))
+    lock_free: list[bool] = []
+    check = stack.recorder.check
+
+    def check_and_try_the_lock(event: object) -> None:
+        other = sqlite3.connect(stack.engine.url.database or "", timeout=0, isolation_level=None)
+        try:
+            other.execute("BEGIN IMMEDIATE")
+            other.execute("ROLLBACK")
+            lock_free.append(True)
+        except sqlite3.OperationalError as error:
+            assert "locked" in str(error)
+            lock_free.append(False)
+        finally:
+            other.close()
+        check(event)  # type: ignore[arg-type]
+
+    stack.recorder.check = check_and_try_the_lock  # type: ignore[method-assign]
+    payment = stack.renewals.start_payment(quote.quote_id, "key-first-01", "simulated")
+    assert payment.state == "recorded"
+    assert lock_free == [True]
+    # A refusal found there still writes nothing and charges nothing.
+    second = stack.renewals.quote(family_request(2, 2))
+    # (The quote checks inside its write transaction: it issues new people's tokens there.)
+    assert lock_free == [True, False]
+    stack.revoke_authority_key()
+    before, charged = _counts(stack), stack.gateway.snapshot()
+    with pytest.raises(FailedPrecondition) as raised:
+        stack.renewals.start_payment(second.quote_id, "key-second-1", "simulated")
+    assert raised.value.reason == "KEY_REVOKED"
+    assert lock_free == [True, False, True]
+    assert _counts(stack) == before and stack.gateway.snapshot() == charged
