@@ -120,15 +120,17 @@ class CheckpointObserver(Protocol):
 
 def read_wal_state(database: Path) -> WalState | None:
     """The WAL's pages and copied pages, from the wal-index header of ``database``'s ``-shm``
-    file; None when there is none, it is not initialized, of another format, or was read while
-    a commit rewrote it (its two copies differ). Read without a lock: the figure only decides
-    whether to checkpoint, and the checkpoint's own answer is exact."""
+    file; None when there is none (or it cannot be read), it is not initialized, of another
+    format, or was read while a commit rewrote it (its two copies differ). Read without a lock:
+    the figure only decides whether to checkpoint, and the checkpoint's own answer is exact."""
     try:
         descriptor = os.open(f"{database}-shm", os.O_RDONLY)
-    except FileNotFoundError:
+    except OSError:  # none yet, or unreadable: the checkpoint's own answer will tell
         return None
     try:
         header = os.pread(descriptor, _WAL_INDEX_BYTES, 0)
+    except OSError:
+        return None
     finally:
         os.close(descriptor)
     if len(header) < _WAL_INDEX_BYTES or header[:_HEADER_BYTES] != header[_HEADER_BYTES:96]:

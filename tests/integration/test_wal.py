@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import sqlite3
+import struct
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -300,3 +301,26 @@ def test_a_served_database_has_one_checkpointer_told_of_each_commit(
     with running.engine.connect() as connection:
         assert connection.exec_driver_sql("PRAGMA wal_autocheckpoint").scalar() == 0
         assert connection.exec_driver_sql("PRAGMA synchronous").scalar() == 2  # FULL
+
+
+def test_the_wal_index_is_read_only_when_whole_and_known(tmp_path: Path) -> None:
+    database = tmp_path / "none.db"
+    assert read_wal_state(database) is None  # no -shm file
+    header = bytearray(136)
+    struct.pack_into("=I", header, 0, 3007000)  # the format's version
+    header[12] = 1  # initialized
+    struct.pack_into("=I", header, 16, 40)  # pages in the WAL
+    struct.pack_into("=I", header, 96, 30)  # pages copied
+    header[48:96] = header[0:48]
+    shm = tmp_path / "none.db-shm"
+    shm.write_bytes(bytes(header))
+    assert read_wal_state(database) == WalState(40, 30)
+    torn = bytearray(header)
+    struct.pack_into("=I", torn, 48 + 16, 41)  # a commit was rewriting the second copy
+    shm.write_bytes(bytes(torn))
+    assert read_wal_state(database) is None
+    other = bytearray(header)
+    struct.pack_into("=I", other, 0, 3007001)
+    other[48:96] = other[0:48]
+    shm.write_bytes(bytes(other))
+    assert read_wal_state(database) is None
