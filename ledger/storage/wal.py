@@ -212,7 +212,7 @@ class WalCheckpointer:
         if (
             state is None
             or state.pending >= self._checkpoint_pages
-            or state.pages >= self._restart_pages
+            or state.pages >= self._pages_max
         ):
             self._wake.set()
 
