@@ -69,6 +69,30 @@ unavailable_retry_delay_ms: Final = 200
 """The retry hint (google.rpc RetryInfo) of an UNAVAILABLE answer: a storage fault or a full
 queue usually clears within this (the fault-injection runs recovered within 0.2 s)."""
 
+# SQLite's write-ahead log (ledger/storage/wal.py, docs/operations.md "SQLite's WAL").
+wal_checkpoint_pages: Final = 1000
+"""WAL pages not yet copied into the database file past which the server's checkpointer runs a
+PASSIVE checkpoint (SQLite's own automatic threshold, which the server turns off: the copy and
+its fsync no longer fall inside whichever commit crossed it)."""
+wal_restart_pages: Final = 10_000
+"""Pages the WAL holds (about 40 MB at 4 KB a page) when the next write copies the few pages the
+checkpointer's last PASSIVE checkpoint left, so that SQLite starts the WAL again from its
+beginning (it does only when a write begins with every page copied). That copy and its fsync
+are on the commit path: once every this many pages, not every ``wal_checkpoint_pages``."""
+wal_pages_max: Final = 40_000
+"""Pages the WAL may hold (about 160 MB at 4 KB a page) before the checkpointer escalates to a
+TRUNCATE checkpoint: readers holding old snapshots can keep the WAL from starting again, and it
+then grows with every commit."""
+wal_truncate_wait_ms_max: Final = 250
+"""How long an escalated (TRUNCATE) checkpoint waits for readers and the writer: it holds the
+write lock meanwhile, so this bounds the stall it can add to one commit."""
+wal_truncate_retry_seconds: Final = 10.0
+"""After a TRUNCATE checkpoint a reader kept from finishing, the next is tried no sooner than
+this (each try may stall the writer ``wal_truncate_wait_ms_max``)."""
+wal_check_interval_seconds: Final = 1.0
+"""The checkpointer looks at the WAL at least this often, besides after each of the sequencer's
+commits: other processes (``serve --workers N``'s workers) write to it too."""
+
 # The worker -> sequencer hand-off of ``serve --workers N`` (ledger/handoff, docs/design.md).
 handoff_frame_bytes_max: Final = 2 * grpc_message_bytes_max
 """Largest frame either end of the hand-off accepts: an admitted envelope (at most

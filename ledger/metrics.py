@@ -12,6 +12,8 @@ one), so several servers in one process (the tests) keep their figures apart. Th
 * the read standby's (``serve --read-database``): its lag in entries, the reads it answered and
   the reads routed to the primary instead, by reason (``ledger.storage.read_routing``);
 * the witnesses': lag, cosigned size and failures per witness (``ledger.witnessing``);
+* SQLite's WAL, from the checkpointer of the process that writes the log
+  (``ledger.storage.wal``): its pages, and checkpoints run by mode and outcome;
 * whatever a server extension registers through ``ServerContext.metrics`` (the payments
   register their state counts; the ledger never imports them);
 * the process's own (CPU, memory, open files) from ``prometheus_client``.
@@ -46,6 +48,7 @@ from ledger.errors import InvalidArgument
 from ledger.http_listener import BoundedThreading, Listener
 from ledger.sequencer import BatchReport, Sequencer, SequencerPort
 from ledger.storage.read_routing import BYPASS_REASONS
+from ledger.storage.wal import CheckpointReport, WalState
 from ledger.witnessing import WitnessSubmitter
 
 __all__ = [
@@ -63,6 +66,9 @@ BATCH_ENTRIES_BUCKETS: Final = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 204
 """Batch size buckets, in submissions (``limits.sequencer_batch_entries_max`` at most)."""
 
 _RPC_LABELS: Final = ("grpc_type", "grpc_service", "grpc_method")
+
+WAL_PAGE_KINDS: Final = ("total", "pending")
+WAL_CHECKPOINT_MODES: Final = ("passive", "truncate")
 
 
 class LedgerMetrics:
@@ -146,6 +152,32 @@ class LedgerMetrics:
         for reason in BYPASS_REASONS:  # every reason shows, at 0 until it happens
             self.standby_bypassed_total.labels(reason)
 
+        self.wal_pages = Gauge(
+            "policy_ledger_wal_pages",
+            "Pages in SQLite's WAL at the checkpointer's last look: written since its last reset "
+            "(total), and of those not yet copied into the database file (pending).",
+            ("kind",),
+            registry=self.registry,
+        )
+        self.wal_checkpoints = Counter(
+            "policy_ledger_wal_checkpoints",
+            "WAL checkpoints the checkpointer ran, by mode (passive, truncate) and outcome "
+            "(complete: every page copied; partial: readers held some back).",
+            ("mode", "outcome"),
+            registry=self.registry,
+        )
+        self.wal_checkpoint_seconds = Histogram(
+            "policy_ledger_wal_checkpoint_seconds",
+            "Time one WAL checkpoint took (off the commit path).",
+            buckets=RPC_SECONDS_BUCKETS,
+            registry=self.registry,
+        )
+        for kind in WAL_PAGE_KINDS:  # every series shows, at 0 until a checkpointer runs
+            self.wal_pages.labels(kind)
+        for mode in WAL_CHECKPOINT_MODES:
+            for outcome in ("complete", "partial"):
+                self.wal_checkpoints.labels(mode, outcome)
+
         self.endpoint: MetricsEndpoint | None = None
         """The HTTP endpoint serving the registry, once :meth:`serve` started it."""
 
@@ -184,6 +216,16 @@ class LedgerMetrics:
     def watch_witnesses(self, submitter: WitnessSubmitter) -> None:
         """Report each witness's progress (read at every scrape)."""
         self.registry.register(_WitnessCollector(submitter))
+
+    def wal_observed(self, state: WalState) -> None:
+        """The checkpointer's :class:`~ledger.storage.wal.CheckpointObserver` (its thread)."""
+        self.wal_pages.labels("total").set(state.pages)
+        self.wal_pages.labels("pending").set(state.pending)
+
+    def wal_checkpointed(self, report: CheckpointReport) -> None:
+        outcome = "complete" if report.complete else "partial"
+        self.wal_checkpoints.labels(report.mode, outcome).inc()
+        self.wal_checkpoint_seconds.observe(report.seconds)
 
     def _batch_done(self, report: BatchReport) -> None:
         self.batch_entries.observe(report.entries)

@@ -55,6 +55,7 @@ from ledger.rpc.server import (
     prepare_sequencer_side,
     start_read_pools,
     start_sequencer,
+    start_wal_checkpointer,
     start_witnessing,
 )
 from ledger.service import KeyCache, Ledger
@@ -131,7 +132,7 @@ async def run_sequencer(config: ServerConfig, directory: Path) -> None:
     prepared = prepare_sequencer_side(config)  # each process exports its own spans
     origin = prepared.origin
     metrics = _child_metrics(config)
-    engine = create_ledger_engine(config.database_url)
+    engine = create_ledger_engine(config.database_url, auto_checkpoint=False)
     erasure_hooks = ErasureHooks()
     sequencer = await start_sequencer(
         config,
@@ -142,6 +143,7 @@ async def run_sequencer(config: ServerConfig, directory: Path) -> None:
         erasure_hooks=erasure_hooks,
         metrics=metrics,
     )
+    wal_checkpointer = start_wal_checkpointer(engine, sequencer, metrics)
     ledger = Ledger(KeyCache(KeyStore(engine)), sequencer, clock, signer_check=check_signer)
     # The extensions' hooks into the sequencer's transactions, and their own listeners: on a
     # gRPC server that never starts (the workers serve their RPCs).
@@ -177,6 +179,8 @@ async def run_sequencer(config: ServerConfig, directory: Path) -> None:
     await sequencer.stop()  # commits what it holds
     if witnessing is not None:
         await witnessing.stop()
+    if wal_checkpointer is not None:
+        await asyncio.to_thread(wal_checkpointer.stop)  # with a final checkpoint
     if metrics is not None:
         await asyncio.to_thread(metrics.stop)
     engine.dispose()
@@ -198,7 +202,9 @@ async def run_worker(config: ServerConfig, directory: Path, name: str) -> None:
         else None
     )
     metrics = _child_metrics(config)
-    engine = create_ledger_engine(config.database_url)
+    # No checkpoint in this worker's commits (access records, saga writes): the sequencer
+    # process's checkpointer copies the one WAL they all write to (ledger.storage.wal).
+    engine = create_ledger_engine(config.database_url, auto_checkpoint=False)
     client = SequencerClient(directory / SOCKET_FILE)
     await client.start(timeout=config.grace_seconds + 60)
     side = await build_serving_side(

@@ -85,6 +85,7 @@ from ledger.storage.log_store import LogStore, entry_count
 from ledger.storage.migrate import upgrade
 from ledger.storage.read_routing import ReadRouter, check_same_log, open_standby
 from ledger.storage.vault_store import VaultStore
+from ledger.storage.wal import WalCheckpointer, served_sqlite_file
 from ledger.v1 import (
     admin_service_pb2,
     admin_service_pb2_grpc,
@@ -279,6 +280,8 @@ class RunningServer:
     """The verification page's listener (``serve --verify-page-port``), or None."""
     router: ReadRouter | None = None
     """Routes reads to the read standby (``serve --read-database``) or the primary."""
+    wal_checkpointer: WalCheckpointer | None = None
+    """Checkpoints a SQLite file's WAL off the commit path (None on PostgreSQL)."""
 
     async def stop(self) -> None:
         """Stop taking calls, finish the ones under way, commit what is queued, close."""
@@ -294,6 +297,8 @@ class RunningServer:
         await self.sequencer.stop()
         if self.witnessing is not None:
             await self.witnessing.stop()
+        if self.wal_checkpointer is not None:
+            await asyncio.to_thread(self.wal_checkpointer.stop)  # with a final checkpoint
         if self.metrics is not None:
             await asyncio.to_thread(self.metrics.stop)
         if self.verify_page is not None:
@@ -361,7 +366,7 @@ async def _start(
         if config.read_database_url
         else None
     )  # a bad URL is refused before the primary is opened
-    engine = create_ledger_engine(config.database_url)
+    engine = create_ledger_engine(config.database_url, auto_checkpoint=False)
     if config.migrate:
         await asyncio.to_thread(upgrade, engine)
     if standby is not None:
@@ -376,6 +381,7 @@ async def _start(
         erasure_hooks=erasure_hooks,
         metrics=metrics,
     )
+    wal_checkpointer = start_wal_checkpointer(engine, sequencer, metrics)
     side = await build_serving_side(
         config,
         clock,
@@ -418,6 +424,7 @@ async def _start(
         database_lock=database_lock,
         watches=side.watches,
         router=side.router,
+        wal_checkpointer=wal_checkpointer,
     )
 
 
@@ -491,6 +498,21 @@ async def start_sequencer(
     if metrics is not None:
         metrics.watch_sequencer(sequencer)
     return sequencer
+
+
+def start_wal_checkpointer(
+    engine: Engine, sequencer: Sequencer, metrics: LedgerMetrics | None
+) -> WalCheckpointer | None:
+    """Start the checkpointer of a SQLite file's WAL (None for PostgreSQL), told of each of the
+    sequencer's commits. Only the process that writes the log runs one: the single process, or
+    ``--workers N``'s sequencer process (the workers' engines, like this one's, never checkpoint
+    in a commit: ``create_ledger_engine(..., auto_checkpoint=False)``)."""
+    if served_sqlite_file(engine) is None:
+        return None
+    checkpointer = WalCheckpointer(engine, observer=metrics)
+    checkpointer.start()
+    sequencer.commit_listeners.append(checkpointer.notify)
+    return checkpointer
 
 
 @dataclass

@@ -2,9 +2,11 @@
 
 SQLite: WAL journal, ``synchronous=FULL`` (a commit is durable once acknowledged), a busy timeout,
 and transactions begun explicitly so the sequencer can take the write lock up front with
-``BEGIN IMMEDIATE``. PostgreSQL: psycopg 3, pre-ping, a pool of the size this process was
-given (:class:`PoolShare`: ``serve`` divides its configured totals over its processes, see
-:meth:`ledger.config.ServerConfig.database_pool_shares`).
+``BEGIN IMMEDIATE``; a server's engines turn SQLite's automatic WAL checkpoint off
+(``auto_checkpoint=False``: the process that writes the log checkpoints on a thread of its own,
+:mod:`ledger.storage.wal`), the tools keep it. PostgreSQL: psycopg 3, pre-ping, a pool of
+the size this process was given (:class:`PoolShare`: ``serve`` divides its configured totals
+over its processes, see :meth:`ledger.config.ServerConfig.database_pool_shares`).
 """
 
 from __future__ import annotations
@@ -14,7 +16,8 @@ import os
 import sqlite3
 import threading
 import time
-from collections.abc import Mapping
+import weakref
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any, cast
@@ -33,12 +36,17 @@ __all__ = [
     "is_sqlite",
     "lock_sqlite_for_serving",
     "sqlite_url",
+    "write_begin_hooks",
 ]
 
 WRITE_LOCK_OPTION = "ledger_write_lock"
 """Execution option: on SQLite, begin the transaction with BEGIN IMMEDIATE (take the write lock)."""
 
 _SQLITE_BUSY_TIMEOUT_MS = 30_000
+
+_WRITE_BEGIN_HOOKS: weakref.WeakKeyDictionary[Engine, list[Callable[[], None]]] = (
+    weakref.WeakKeyDictionary()
+)
 
 POOL_SHARE_ENVIRONMENT = "POLICY_LEDGER_DATABASE_POOL_SHARE"
 """Set by ``serve --workers N`` for each process it starts: ``SIZE+OVERFLOW``, that process's
@@ -94,16 +102,27 @@ def is_sqlite(engine: Engine | Connection) -> bool:
     return engine.dialect.name == "sqlite"
 
 
-def create_ledger_engine(url: str, *, echo: bool = False, pool: PoolShare | None = None) -> Engine:
+def create_ledger_engine(
+    url: str,
+    *,
+    echo: bool = False,
+    pool: PoolShare | None = None,
+    auto_checkpoint: bool = True,
+) -> Engine:
     """Open the database at ``url`` with the options the ledger relies on.
 
     A SQLite file's parent folder is created if needed. ``pool`` sizes a PostgreSQL engine's
     connection pool; None: the share ``serve`` gave this process in its environment
-    (:data:`POOL_SHARE_ENVIRONMENT`), else :data:`POOL_SHARE_DEFAULT`.
+    (:data:`POOL_SHARE_ENVIRONMENT`), else :data:`POOL_SHARE_DEFAULT`. ``auto_checkpoint``
+    False (a server's engines): SQLite's connections never checkpoint the WAL inside a commit
+    (``PRAGMA wal_autocheckpoint=0``); a :class:`ledger.storage.wal.WalCheckpointer` must then
+    run in one process writing to the file. Other engines ignore it.
     """
     parsed = make_url(url)
     if parsed.get_backend_name() == "sqlite":
-        return _create_sqlite_engine(url, parsed.database, echo=echo)
+        return _create_sqlite_engine(
+            url, parsed.database, echo=echo, auto_checkpoint=auto_checkpoint
+        )
     share = PoolShare.from_environment() if pool is None else pool
     return create_engine(
         url,
@@ -114,7 +133,17 @@ def create_ledger_engine(url: str, *, echo: bool = False, pool: PoolShare | None
     )
 
 
-def _create_sqlite_engine(url: str, database: str | None, *, echo: bool) -> Engine:
+def write_begin_hooks(engine: Engine) -> list[Callable[[], None]]:
+    """What a SQLite engine calls, on the writer's thread, just before each ``BEGIN IMMEDIATE``
+    (:data:`WRITE_LOCK_OPTION`); add to it, remove from it. The WAL checkpointer's (see
+    :mod:`ledger.storage.wal`). KeyError for an engine :func:`create_ledger_engine` did not
+    make on SQLite."""
+    return _WRITE_BEGIN_HOOKS[engine]
+
+
+def _create_sqlite_engine(
+    url: str, database: str | None, *, echo: bool, auto_checkpoint: bool
+) -> Engine:
     if database and database != ":memory:":
         Path(database).parent.mkdir(parents=True, exist_ok=True)
     engine = create_engine(
@@ -130,6 +159,10 @@ def _create_sqlite_engine(url: str, database: str | None, *, echo: bool) -> Engi
         cursor = dbapi_connection.cursor()
         cursor.execute("PRAGMA journal_mode=WAL")
         cursor.execute("PRAGMA synchronous=FULL")
+        if not auto_checkpoint:
+            # The copy of the WAL into the file (and its fsync) leaves the commit path; it does
+            # not change what a commit makes durable (ledger.storage.wal says why).
+            cursor.execute("PRAGMA wal_autocheckpoint=0")
         cursor.execute(f"PRAGMA busy_timeout={_SQLITE_BUSY_TIMEOUT_MS}")
         cursor.execute("PRAGMA foreign_keys=ON")
         # Deleted content (an erased person's identifier, docs/privacy.md) is overwritten with
@@ -150,7 +183,14 @@ def _create_sqlite_engine(url: str, database: str | None, *, echo: bool) -> Engi
             info = connection.connection.record_info
             check(info is not None, "a write transaction on a connection outside the pool")
             cast("dict[str, Any]", info)[_GATE_HELD] = gate.enter(_SQLITE_BUSY_TIMEOUT_MS / 1000)
+            # Then the hooks (the WAL checkpointer's copy of the last pages before the WAL
+            # starts over): inside the gate, so no other writer of ours comes between.
+            for hook in write_hooks:
+                hook()
         connection.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
+
+    write_hooks: list[Callable[[], None]] = []
+    _WRITE_BEGIN_HOOKS[engine] = write_hooks
 
     @event.listens_for(engine, "checkin")
     def _on_checkin(_dbapi_connection: object, record: Any) -> None:

@@ -152,6 +152,12 @@ def test_rpc_sequencer_tree_and_payment_series_move_with_the_calls(
     for refund_state in RefundState:
         assert ("policy_ledger_refunds", (("state", refund_state.value),)) in after
     assert value(after, "process_cpu_seconds_total") > 0
+    # SQLite's WAL (ledger.storage.wal): shown on either engine, fed by SQLite's checkpointer.
+    assert ("policy_ledger_wal_pages", (("kind", "total"),)) in after
+    assert ("policy_ledger_wal_checkpoint_seconds_count", ()) in after
+    for mode in ("passive", "truncate"):
+        labels = {"mode": mode, "outcome": "partial"}
+        assert value(after, "policy_ledger_wal_checkpoints_total", **labels) == 0
 
 
 def test_handled_calls_are_counted_under_each_code_of_one_method_every_time(
