@@ -24,8 +24,9 @@ minute (``limits.process_restart_delay_seconds_max``), and counted
 Metrics (``--metrics-port``) are served by the supervisor: each child serves its own registry on
 a loopback port it reports when ready; a scrape of the supervisor scrapes them and re-exposes
 every series with a ``process`` label (``sequencer``, ``worker-1``, ...), beside the restart
-counter and ``policy_ledger_process_up`` (0 for a child that is down: its series are missing). The verification page is served by the supervisor; the enrolment port by the sequencer
-process.
+counter and ``policy_ledger_process_up`` (0 for a child that is down: its series are
+missing). The verification page is served by the supervisor; the enrolment port by the
+sequencer process.
 """
 
 from __future__ import annotations
