@@ -376,11 +376,17 @@ class _WriteTransaction:
 
     def __enter__(self) -> Connection:
         self._connection = self._engine.connect().execution_options(**{WRITE_LOCK_OPTION: True})
-        self._transaction = self._connection.begin()
-        if not is_sqlite(self._connection):
-            self._connection.execute(
-                text("SELECT pg_advisory_xact_lock(:key)"), {"key": _POSTGRES_WRITE_LOCK}
-            )
+        try:
+            self._transaction = self._connection.begin()
+            if not is_sqlite(self._connection):
+                self._connection.execute(
+                    text("SELECT pg_advisory_xact_lock(:key)"), {"key": _POSTGRES_WRITE_LOCK}
+                )
+        except BaseException:
+            # __exit__ will not run: give the connection back here (rolling back what began),
+            # or it would stay checked out, and on SQLite hold the write gate, until collected.
+            self._connection.close()
+            raise
         return self._connection
 
     def __exit__(self, kind: object, value: object, traceback: object) -> None:

@@ -170,38 +170,77 @@ def _create_sqlite_engine(
         cursor.execute("PRAGMA secure_delete=ON")
         cursor.close()
 
-    gate = _write_gate(database)
+    _begin_explicitly(engine, _write_gate(database))
+    return engine
+
+
+def _begin_explicitly(engine: Engine, gate: _WriteGate) -> None:
+    """BEGIN on SQLite is ours (pysqlite's transaction control is off): ``BEGIN IMMEDIATE``
+    for a write (:data:`WRITE_LOCK_OPTION`), through ``gate`` and the write hooks."""
 
     @event.listens_for(engine, "begin")
     def _on_begin(connection: Connection) -> None:
         # The sequencer asks for the write lock at BEGIN, so two writers never interleave and
         # a reader's snapshot never upgrades to a writer half way through.
-        immediate = connection.get_execution_options().get(WRITE_LOCK_OPTION, False)
-        if immediate:
-            # Writers queue at the gate first (see _WriteGate), held until the connection is
-            # returned to the pool, after its COMMIT or ROLLBACK.
-            info = connection.connection.record_info
-            check(info is not None, "a write transaction on a connection outside the pool")
-            cast("dict[str, Any]", info)[_GATE_HELD] = gate.enter(_SQLITE_BUSY_TIMEOUT_MS / 1000)
+        if not connection.get_execution_options().get(WRITE_LOCK_OPTION, False):
+            connection.exec_driver_sql("BEGIN")
+            return
+        # Writers queue at the gate first (see _WriteGate), held until the transaction ends.
+        info = cast("dict[str, Any] | None", connection.connection.record_info)
+        check(info is not None, "a write transaction on a connection outside the pool")
+        assert info is not None
+        held = info[_GATE_HELD] = gate.enter(_SQLITE_BUSY_TIMEOUT_MS / 1000)
+        try:
             # Then the hooks (the WAL checkpointer's copy of the last pages before the WAL
             # starts over): inside the gate, so no other writer of ours comes between.
             for hook in write_hooks:
                 hook()
-        connection.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
+            connection.exec_driver_sql("BEGIN IMMEDIATE")
+        except BaseException:
+            # No transaction began (a disk fault at BEGIN, say): the gate opens now, not when
+            # the connection is returned, which a caller whose ``begin()`` raised may never do.
+            del info[_GATE_HELD]
+            gate.leave(held)
+            raise
 
     write_hooks: list[Callable[[], None]] = []
     _WRITE_BEGIN_HOOKS[engine] = write_hooks
 
+    # The gate opens when the transaction ends: just after its COMMIT or ROLLBACK (the
+    # dialect's, wrapped below; SQLAlchemy's own commit and rollback events come before them),
+    # not when the connection is returned to the pool, which a caller may do much later (a
+    # connection kept after its transaction would keep every other writer out). Returning or
+    # invalidating a connection that still holds it opens it too.
+    dialect = engine.dialect
+    commit, rollback = dialect.do_commit, dialect.do_rollback
+
+    def _leave(proxied: Any) -> None:
+        info = getattr(proxied, "record_info", None)
+        if info is not None and _GATE_HELD in info:
+            gate.leave(info.pop(_GATE_HELD))
+
+    def _do_commit(proxied: Any) -> None:
+        try:
+            commit(proxied)
+        finally:
+            _leave(proxied)
+
+    def _do_rollback(proxied: Any) -> None:
+        try:
+            rollback(proxied)
+        finally:
+            _leave(proxied)
+
+    dialect.do_commit = _do_commit  # type: ignore[method-assign,assignment]
+    dialect.do_rollback = _do_rollback  # type: ignore[method-assign,assignment]
+
     @event.listens_for(engine, "checkin")
     def _on_checkin(_dbapi_connection: object, record: Any) -> None:
-        if record is not None and _GATE_HELD in record.record_info:
-            gate.leave(record.record_info.pop(_GATE_HELD))
+        _leave(record)
 
     @event.listens_for(engine, "invalidate")
     def _on_invalidate(_dbapi_connection: object, record: Any, _error: object) -> None:
-        _on_checkin(_dbapi_connection, record)
-
-    return engine
+        _leave(record)
 
 
 _GATE_HELD = "ledger_write_gate"
@@ -222,10 +261,11 @@ class _WriteGate:
     time). Here this process's writers wait on a lock (woken as soon as it is released, with
     a bound of the busy timeout), then for other processes' writers (``serve --workers N``, the
     command-line tools) on an exclusive ``flock`` of ``<file>.write.lock``, tried every
-    :data:`_GATE_POLL_SECONDS`; the holder releases both when its connection is returned to the
-    pool, after COMMIT or ROLLBACK (or when the connection is invalidated). A writer that does
-    not use the gate (another program) still meets SQLite's lock, as before. Waiting longer than
-    the busy timeout is "database is locked", as SQLite says it (UNAVAILABLE)."""
+    :data:`_GATE_POLL_SECONDS`; the holder releases both when its transaction ends (just after
+    COMMIT or ROLLBACK), or its connection is returned to the pool or invalidated first. A
+    writer that does not use the gate (another program) still meets SQLite's lock, as before.
+    Waiting longer than the busy timeout is "database is locked", as SQLite says it
+    (UNAVAILABLE)."""
 
     def __init__(self, lock_file: Path | None) -> None:
         self._turn = threading.Lock()

@@ -6,6 +6,7 @@ and erasure keeps the count (the table holds tokens only)."""
 from __future__ import annotations
 
 import datetime as dt
+import sqlite3
 from collections.abc import Iterator, Sequence
 
 import pytest
@@ -15,6 +16,7 @@ from sqlalchemy.exc import OperationalError
 from ledger import limits
 from ledger.coverage.model import PersonRef
 from ledger.errors import ResourceExhausted
+from ledger.storage import db
 from ledger.storage.db import WRITE_LOCK_OPTION, create_ledger_engine, is_sqlite
 from ledger.storage.vault_store import (
     VaultStore,
@@ -80,30 +82,33 @@ def _writer(engine: Engine) -> Connection:
     return engine.execution_options(**{WRITE_LOCK_OPTION: True}).connect()
 
 
-def _no_waiting(connection: Connection) -> None:
+def _no_waiting(connection: Connection, monkeypatch: pytest.MonkeyPatch) -> None:
     """Make ``connection``'s next wait for a lock fail at once instead of waiting (in its
-    transaction, on PostgreSQL; for the connection, on SQLite, whose wait is at BEGIN)."""
+    transaction, on PostgreSQL; on SQLite, whose wait is at BEGIN: at this process's write
+    gate, ledger.storage.db._WriteGate, and in SQLite's busy handler)."""
     if is_sqlite(connection):
+        monkeypatch.setattr(db, "_SQLITE_BUSY_TIMEOUT_MS", 0)
         connection.connection.driver_connection.execute("PRAGMA busy_timeout=0")  # type: ignore[union-attr]
     else:
         connection.exec_driver_sql("SET LOCAL lock_timeout = 1")
 
 
 def test_two_transactions_of_one_beneficiary_cannot_both_pass_the_bound(
-    engine: Engine, second: Engine, me: str
+    engine: Engine, second: Engine, me: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A and B each want two new people with room for three. A checks and writes, and has
     not committed: B cannot read the count until A ends (its wait fails at once here, where a
     server's would wait). Then B, retried, sees A's people and is refused."""
     with _writer(engine) as first, _writer(second) as other:
         if is_sqlite(other):
-            _no_waiting(other)
+            _no_waiting(other, monkeypatch)
         with first.begin():
             _resolve(first, me, [2, 3])
-            # SQLite: "database is locked" at BEGIN IMMEDIATE; PostgreSQL: lock_not_available.
-            with pytest.raises(OperationalError), other.begin():
+            # SQLite: "database is locked" at the write gate (sqlite3's error, raised before
+            # BEGIN IMMEDIATE); PostgreSQL: lock_not_available.
+            with pytest.raises((OperationalError, sqlite3.OperationalError)), other.begin():
                 if not is_sqlite(other):
-                    _no_waiting(other)
+                    _no_waiting(other, monkeypatch)
                 _resolve(other, me, [4, 5])
         with pytest.raises(ResourceExhausted), other.begin():
             _resolve(other, me, [4, 5])
@@ -114,7 +119,7 @@ def test_two_transactions_of_one_beneficiary_cannot_both_pass_the_bound(
 
 
 def test_two_beneficiaries_do_not_wait_for_each_other(
-    engine: Engine, second: Engine, me: str
+    engine: Engine, second: Engine, me: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """On PostgreSQL the lock is the beneficiary's own: another person's call goes ahead while
     one's transaction is open (on SQLite every write waits for the one writer anyway)."""
@@ -124,7 +129,7 @@ def test_two_beneficiaries_do_not_wait_for_each_other(
     with _writer(engine) as first, _writer(second) as other, first.begin():
         _resolve(first, me, [2])
         with other.begin():
-            _no_waiting(other)
+            _no_waiting(other, monkeypatch)
             assert len(_resolve(other, neighbour, [3])) == 1
 
 

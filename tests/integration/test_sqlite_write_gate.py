@@ -200,3 +200,47 @@ def test_a_forked_child_lets_go_of_the_gate_its_parent_holds(engine: Engine) -> 
         os.waitpid(child, 0)
         for descriptor in (ready_read, ready_write, go_read, go_write):
             os.close(descriptor)
+
+
+def test_a_begin_that_fails_opens_the_gate_though_its_connection_is_kept(
+    engine: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A write whose BEGIN IMMEDIATE fails (a disk fault, here a write hook that raises) began no
+    transaction: the gate opens at once, not when the connection is returned, which a caller
+    whose ``begin()`` raised may never do (the fault-injection test found a batch's connection
+    left checked out holding the gate, and every other writer timed out)."""
+    monkeypatch.setattr(db, "_SQLITE_BUSY_TIMEOUT_MS", 1)  # a held gate fails the next writer
+    hooks = db.write_begin_hooks(engine)
+
+    def fault() -> None:
+        raise sqlite3.OperationalError("disk I/O error")
+
+    hooks.append(fault)
+    kept = engine.connect().execution_options(**{WRITE_LOCK_OPTION: True})
+    try:
+        with pytest.raises(sqlite3.OperationalError, match="disk I/O error"):
+            kept.begin()
+        hooks.remove(fault)
+        _write(engine, "next")  # the gate is open though `kept` is still checked out
+        assert _writers(engine) == ["next"]
+    finally:
+        kept.close()
+
+
+@pytest.mark.parametrize("end", ["commit", "rollback"])
+def test_the_gate_opens_when_the_transaction_ends_not_when_the_connection_returns(
+    engine: Engine, monkeypatch: pytest.MonkeyPatch, end: str
+) -> None:
+    """A connection kept after its write transaction (checked out, not yet returned) does not
+    keep other writers out."""
+    monkeypatch.setattr(db, "_SQLITE_BUSY_TIMEOUT_MS", 1)  # a held gate fails the next writer
+    with engine.connect().execution_options(**{WRITE_LOCK_OPTION: True}) as kept:
+        transaction = kept.begin()
+        kept.execute(text("INSERT INTO t VALUES ('kept')"))
+        getattr(transaction, end)()
+        _write(engine, "next")  # `kept` is still checked out
+        transaction = kept.begin()  # and may write again
+        kept.execute(text("INSERT INTO t VALUES ('again')"))
+        transaction.commit()
+    expected = ["again", "kept", "next"] if end == "commit" else ["again", "next"]
+    assert _writers(engine) == expected
