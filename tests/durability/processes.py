@@ -18,6 +18,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -307,7 +308,9 @@ class PostgresInstance:
         (a backend still attached to the old shared memory makes the next start refuse)."""
         if self._process is not None:
             group = self._process.pid
-            os.killpg(group, signal.SIGKILL)
+            segment = _shared_memory_id(self.directory / "data")
+            with contextlib.suppress(ProcessLookupError):  # it already ended (a failed start)
+                os.killpg(group, signal.SIGKILL)
             self._process.wait()
             # Read the group after the kill, not before: under load the postmaster forks
             # backends all the time, and one forked after a reading made before the kill (killed
@@ -316,6 +319,8 @@ class PostgresInstance:
             # into the group once the kill is delivered; read it until no one is left.
             while members := _process_group(group):
                 _wait_until_exited(members)
+            if segment is not None:
+                _wait_until_detached(segment)
             self._process = None
 
     def remove(self) -> None:
@@ -347,6 +352,43 @@ def _process_group(group: int) -> list[int]:
                 if int(fields[2]) == group and fields[0] != "Z":
                     members.append(int(entry.name))
     return members
+
+
+def _shared_memory_id(data: Path) -> int | None:
+    """The System V shared memory segment of the cluster in ``data``, from ``postmaster.pid``
+    (its 7th line: key and id), or None when there is none."""
+    try:
+        lines = (data / "postmaster.pid").read_text().splitlines()
+        _key, segment = lines[6].split()
+        return int(segment)
+    except (OSError, IndexError, ValueError):
+        return None
+
+
+_DETACH_SECONDS_MAX = 60
+
+
+def _wait_until_detached(segment: int) -> None:
+    """Block until no process is attached to shared memory segment ``segment`` (the next start
+    refuses one still in use). Its processes have exited; the kernel detaches a process as it
+    exits, so this is a short wait on that event (read from /proc/sysvipc/shm: ``nattch``)."""
+    deadline = time.monotonic() + _DETACH_SECONDS_MAX
+    while (attached := _attachments(segment)) is not None and attached[0] > 0:
+        if time.monotonic() > deadline:
+            raise RuntimeError(
+                f"shared memory segment {segment} still has {attached[0]} attachment(s) "
+                f"{_DETACH_SECONDS_MAX} s after its cluster was killed (last by pid {attached[1]})"
+            )
+        time.sleep(0.01)
+
+
+def _attachments(segment: int) -> tuple[int, int] | None:
+    """(nattch, lpid) of shared memory segment ``segment``; None once it is gone."""
+    for line in Path("/proc/sysvipc/shm").read_text().splitlines()[1:]:
+        fields = line.split()
+        if int(fields[1]) == segment:
+            return int(fields[6]), int(fields[5])
+    return None
 
 
 def _wait_until_exited(pids: list[int]) -> None:

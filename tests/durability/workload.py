@@ -35,8 +35,13 @@ __all__ = ["Ledger", "Load", "Recorded"]
 
 OCCURRED_AT = dt.datetime(2026, 1, 5, 9, 0, tzinfo=dt.UTC)
 """Every event's time: fixed, so a resubmitted event is the same bytes."""
-EVENTS_PER_SUBMITTER_MAX = 100_000
-"""Each submitter numbers its events in its own block of this size (no two share an id)."""
+EVENTS_PER_SUBMITTER_MAX = 10_000
+"""Each submitter numbers its events in its own block of this size (no two share an id); one
+submitter sends far fewer in a cycle (a kill comes after tens of receipts)."""
+HOUSEHOLDS_MAX = 10**8 // 16
+"""Sample households (``clients.samples.household``: iqamas ``16 * number + position`` on 8
+digits) have people of their own below this number; above, they wrap onto earlier households'
+people, whose second policy the ledger refuses (DOUBLE_COVERAGE): blocks stay below it."""
 STREAM_WINDOW = 32
 """Events one stream sends ahead of its receipts: enough to keep batches full, few enough that
 resubmitting the unacknowledged ones after a kill stays quick."""
@@ -143,6 +148,11 @@ class Load:
         self, client: InsurerClient, block: int, window: threading.Semaphore | None = None
     ) -> Iterator[types_pb2.Envelope]:
         first = block * EVENTS_PER_SUBMITTER_MAX
+        if first + EVENTS_PER_SUBMITTER_MAX > HOUSEHOLDS_MAX:
+            raise ValueError(
+                f"block {block} would number households past {HOUSEHOLDS_MAX:,}, whose people "
+                "repeat earlier households' (run fewer cycles)"
+            )
         for number in range(first, first + EVENTS_PER_SUBMITTER_MAX):
             if window is not None:
                 window.acquire()
