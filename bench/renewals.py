@@ -166,15 +166,18 @@ def _renewals_on(
                 numbers = range(first, first + count)
                 first += count
                 cpu_before = cpu_seconds(process.pid)
+                client_before = time.process_time()
                 began = time.perf_counter()
                 with ThreadPoolExecutor(max_workers=callers) as pool:
                     latencies = list(pool.map(renew, numbers))
                 elapsed = time.perf_counter() - began
                 cpu = (cpu_seconds(process.pid) - cpu_before) / count
+                client_cpu = (time.process_time() - client_before) / count
                 p50, p99 = kit.percentiles(latencies)
                 kit.line(
                     f"renewals, {engine}, --workers {workers}, {callers} caller(s)",
                     f"{count / elapsed:,.0f}/s",
                     f"p50 {p50:.1f} ms, p99 {p99:.1f} ms; server CPU {cpu * 1000:.1f} ms a "
-                    f"renewal; load average {os.getloadavg()[0]:.1f}",
+                    f"renewal, client CPU {client_cpu * 1000:.1f} ms; load average "
+                    f"{os.getloadavg()[0]:.1f}",
                 )

@@ -26,6 +26,7 @@ from ledger.errors import (
     LedgerError,
     Unavailable,
 )
+from ledger.v1 import events_pb2
 from payments.gateway import (
     Capability,
     GatewayOutcomeUnknown,
@@ -37,7 +38,7 @@ from payments.gateway import (
 )
 from payments.idempotency import claim_key, store_key
 from payments.quotes import quote_record, refuse_changed_schedule
-from payments.recording import record, return_fee
+from payments.recording import Capture, record, return_fee
 from payments.saga import (
     PaymentRecord,
     Saga,
@@ -90,20 +91,35 @@ def _start_payment(  # noqa: PLR0917 (the request's fields)
     request = {"quote_id": quote_id, "gateway": gateway, "return_url": return_url}
     now = saga.clock.now()
     payment_id = payment_id_of(quote_id)
-    checked = saga.uow.writers_serialised and _checked_beforehand(
-        saga, quote_id, idempotency_key, request, gateway, payment_id, now
+    checked = (
+        _checked_beforehand(saga, quote_id, idempotency_key, request, gateway, payment_id, now)
+        if saga.uow.writers_serialised
+        else None
     )
     with saga.uow.write() as connection:
         # The quote's row lock first: every call for this quote waits here for the one
         # before it to commit, and then sees its key and payment (several servers may
         # share the database, so no lock in this process would do).
         quote = load_quote(connection, quote_id, lock=True)
-        existing = claim_key(connection, idempotency_key, "start_payment", request)
+        # Checked beforehand: the key was new and the quote unpaid a moment ago. A call that
+        # took either since fails this one's inserts on their unique keys (IntegrityError:
+        # start_payment runs again, and answers it as a repeat or QUOTE_ALREADY_PAID).
+        existing = (
+            None
+            if checked is not None
+            else claim_key(connection, idempotency_key, "start_payment", request)
+        )
         repeated = None if existing is None else load_payment(connection, existing)
         if repeated is None:
             adapter = saga.gateway(gateway)
             opened = _open_payment(
-                saga, connection, quote, payment_id, gateway, now, recordable_checked=checked
+                saga,
+                connection,
+                quote,
+                payment_id,
+                gateway,
+                now,
+                recordable_checked=checked is not None,
             )
             store_key(connection, idempotency_key, "start_payment", request, payment_id, now)
     if repeated is not None:
@@ -132,7 +148,7 @@ def _start_payment(  # noqa: PLR0917 (the request's fields)
         move(saga, payment_id, PaymentState.FAILED, message=f"gateway refused: {error}")
         return saga.payment(payment_id)
     saga.crash("after_gateway_charge")
-    return apply(saga, payment_id, result, opened=opened)
+    return apply(saga, payment_id, result, opened=opened, entry=checked)
 
 
 _PAYMENT_OF_QUOTE = select(payments.c.payment_id).where(
@@ -150,13 +166,14 @@ def _checked_beforehand(  # noqa: PLR0917 (the request's fields)
     gateway: str,
     payment_id: str,
     now: dt.datetime,
-) -> bool:
+) -> events_pb2.Event | None:
     """Check that the fee could be recorded (:func:`refuse_unrecordable`) before the write
     transaction, when this is a first StartPayment of a quote that may be paid and whose people
-    the vault knows (the quote issued their tokens): True when it passed; raises what it
-    refuses. False, having refused nothing, in any other case: the write transaction then
-    checks everything as before, in the same order (so a repeat, an unknown quote or key, a
-    quote expired or already paid answer exactly as they did).
+    the vault knows (the quote issued their tokens): the FeeCollected entry checked (its
+    gateway reference still empty) when it passed; raises what it refuses. None, having
+    refused nothing, in any other case: the write transaction then checks everything as
+    before, in the same order (so a repeat, an unknown quote or key, a quote expired or
+    already paid answer exactly as they did).
 
     Why: on SQLite every write transaction holds the database's one write lock, and renewals
     take turns on it; the check (the ledger's admission of the signed entry, the FeeCollected
@@ -165,24 +182,24 @@ def _checked_beforehand(  # noqa: PLR0917 (the request's fields)
     were against the state at the append, after the gateway; a rule that fails in between is
     refused by the append, and the captured fee returned (:func:`payments.recording.record`)."""
     if gateway not in saga.gateways:
-        return False
+        return None
     with saga.uow.read() as connection:
         try:
             quote = load_quote(connection, quote_id)
             if claim_key(connection, idempotency_key, "start_payment", request) is not None:
-                return False
+                return None
             _refuse_unpayable(quote, now)
         except LedgerError:
-            return False
+            return None
         if connection.execute(_PAYMENT_OF_QUOTE, {"quote_id": quote_id}).first() is not None:
-            return False
+            return None
         event = saga.entries.fee_collected_if_known(
             connection, payment_id, quote_record(quote), gateway=gateway, gateway_reference=""
         )
     if event is None:
-        return False
+        return None
     refuse_unrecordable_reading(saga, event)
-    return True
+    return event
 
 
 def _refuse_unpayable(quote: Any, now: dt.datetime) -> None:
@@ -215,10 +232,16 @@ def _open_payment(  # noqa: PLR0917 (one row's facts)
     recordable_checked: bool,
 ) -> PaymentRecord:
     """Check that ``quote`` may be paid now, then save its payment as ``started`` (returned).
-    ``recordable_checked``: :func:`_checked_beforehand` found that its fee could be recorded."""
+    ``recordable_checked``: :func:`_checked_beforehand` found that its fee could be recorded
+    and that the quote had no payment (one saved since fails the insert on the unique
+    quote id: see :func:`_start_payment`)."""
     quote_id = quote.quote_id
     _refuse_unpayable(quote, now)
-    already = connection.execute(_PAYMENT_OF_QUOTE, {"quote_id": quote_id}).first()
+    already = (
+        None
+        if recordable_checked
+        else connection.execute(_PAYMENT_OF_QUOTE, {"quote_id": quote_id}).first()
+    )
     if already is not None:
         raise AlreadyExists(
             f"quote {quote_id!r} already has payment {already.payment_id!r}",
@@ -309,11 +332,17 @@ def complete_payment(saga: Saga, payment_id: str) -> PaymentRecord:
 
 
 def apply(
-    saga: Saga, payment_id: str, result: GatewayResult, *, opened: PaymentRecord | None = None
+    saga: Saga,
+    payment_id: str,
+    result: GatewayResult,
+    *,
+    opened: PaymentRecord | None = None,
+    entry: events_pb2.Event | None = None,
 ) -> PaymentRecord:
     """Move the payment to what the gateway says; capture and record when due. ``opened``:
     the payment as StartPayment saved it, whose gateway, currency and amount (all this reads
-    of it; they never change) spare reading it again."""
+    of it; they never change) spare reading it again; ``entry``: its FeeCollected entry as
+    checked before the charge (see :class:`payments.recording.Capture`)."""
     payment = saga.payment(payment_id) if opened is None else opened
     adapter = saga.gateway(payment.gateway)
     if result.status is PaymentStatus.AUTHORIZED:
@@ -335,16 +364,15 @@ def apply(
                 f"{payment.amount_minor}",
             )
             return saga.payment(payment_id)
-        move(
+        # Saved as captured and moved to recording in one transaction, then recorded.
+        recorded = record(
             saga,
             payment_id,
-            PaymentState.CAPTURED,
-            captured=result.captured_minor,
-            gateway_reference=result.gateway_reference,
+            Capture(payment, result.captured_minor, result.gateway_reference, entry),
         )
-        saga.crash("after_captured_saved")
-        record(saga, payment_id)
         saga.crash("after_recorded")
+        if recorded is not None:
+            return recorded
     elif result.status is PaymentStatus.PENDING:
         move(
             saga,

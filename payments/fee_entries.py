@@ -95,6 +95,19 @@ class FeeEntries:
         tokens = [known[person] for person in people]
         return self._fee_collected(payment_id, quote, tokens, now, gateway, gateway_reference)
 
+    def fee_collected_again(
+        self, checked: events_pb2.Event, quote: QuoteRecord, *, gateway_reference: str
+    ) -> events_pb2.Event:
+        """:meth:`fee_collected` for an entry already built and checked (``checked``, its
+        gateway reference empty): the same entry with ``gateway_reference``, dated now, once
+        ``quote`` (as stored now) names nobody erased since; no token is looked up again."""
+        _people(quote)
+        event = events_pb2.Event()
+        event.CopyFrom(checked)
+        event.occurred_at.FromDatetime(self._clock.now())
+        event.fee_collected.gateway_reference = gateway_reference
+        return event
+
     def _fee_collected(  # noqa: PLR0917 (the entry's facts)
         self,
         payment_id: str,

@@ -140,13 +140,18 @@ def move_payment(
     leaf_index: int | None = None,
     captured_minor: int | None = None,
     redirect_url: str = "",
+    then: tuple[PaymentState, str] | None = None,
 ) -> bool:
     """Move ``payment_id`` to ``to`` if the table allows it from where it stands (read under the
-    row's lock); True when it moved. Writes the history row and the log line."""
+    row's lock); True when it moved. Writes the history row and the log line. ``then``: (state,
+    why) to move on to at once, in the same transaction, once it moved (the row is still locked
+    and stands at ``to``, so it is not read again); the table must allow it from ``to``."""
     row = connection.execute(PAYMENT_BY_ID_LOCKED, {"payment_id": payment_id}).one()
     before = PaymentState(row.state)
     if to not in PAYMENT_TRANSITIONS[before]:
         return False
+    if then is not None and then[0] not in PAYMENT_TRANSITIONS[to]:
+        raise ValueError(f"a payment cannot move from {to} to {then[0]}")
     values: dict[str, object] = {"state": to.value, "updated_at_us": to_micros(now)}
     if why:
         values["message"] = why[:MESSAGE_CHARS_MAX]
@@ -165,6 +170,20 @@ def move_payment(
         return False
     _history(connection, payment_id, "", before, to, why, gateway_reference, leaf_index, now)
     _log(row, "", before, to, why, leaf_index, int(row.amount_minor))
+    if then is not None:
+        after, then_why = then
+        values = {"state": after.value, "updated_at_us": to_micros(now)}
+        if then_why:
+            values["message"] = then_why[:MESSAGE_CHARS_MAX]
+        if (
+            connection.execute(
+                _MOVE_PAYMENT, {"where_payment_id": payment_id, "where_state": to.value, **values}
+            ).rowcount
+            != 1
+        ):  # cannot happen: the row is locked by this transaction, which just moved it
+            raise RuntimeError(f"payment {payment_id!r} left {to} under its own lock")
+        _history(connection, payment_id, "", to, after, then_why, "", None, now)
+        _log(row, "", to, after, then_why, None, int(row.amount_minor))
     return True
 
 

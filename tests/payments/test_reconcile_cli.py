@@ -139,8 +139,8 @@ def test_reconcile_lists_a_stuck_payment_in_json_and_exits_1(tmp_path: Path) -> 
     assert item | {"action": ""} == {
         "kind": "payment",
         "id": payment_id,
-        "before": "captured",
-        "after": "captured",
+        "before": "recording",
+        "after": "recording",
         "gateway_said": "not_found",
         "action": "",
         "needs_person": True,

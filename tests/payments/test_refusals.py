@@ -8,16 +8,17 @@ in full by the gateway and the payment ends ``returned``."""
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import sqlite3
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 from sqlalchemy import func, select
 
 from ledger.coverage.projector import person_ref
-from ledger.errors import FailedPrecondition
+from ledger.errors import AlreadyExists, FailedPrecondition
 from ledger.identity.erasure import ErasedPerson
 from ledger.identity.vault import tokens_in_transaction
 from ledger.storage.tables import coverages, log_entries, premiums
@@ -184,13 +185,14 @@ def test_reconcile_returns_a_captured_fee_the_ledger_now_refuses(tmp_path: Path)
         stack.renewals.start_payment(quote.quote_id, "key-recon-01", "simulated")
     payment_id, _ = stack.renewals.ids_of(quote_id=quote.quote_id)
     assert payment_id is not None
-    assert stack.renewals.get_payment(payment_id).state == "captured"
+    # Saved as captured and moved to recording in one transaction: nothing submitted yet.
+    assert stack.renewals.get_payment(payment_id).state == "recording"
     stack.suspend_authority()
     [item] = stack.renewals.reconcile(stale_after=dt.timedelta(0))
     assert (item.kind, item.id, item.before, item.after) == (
         "payment",
         payment_id,
-        "captured",
+        "recording",
         "returned",
     )
     assert item.gateway_said == f"captured (captured {quote.total_minor}, refunded 0)"
@@ -208,7 +210,7 @@ def test_reconcile_looks_only_at_what_is_older_than_the_stale_age(tmp_path: Path
     assert stack.renewals.reconcile(stale_after=dt.timedelta(minutes=5)) == []
     stack.clock.advance(dt.timedelta(minutes=5))
     [item] = stack.renewals.reconcile(stale_after=dt.timedelta(minutes=5))
-    assert (item.before, item.after, item.needs_person) == ("captured", "recorded", False)
+    assert (item.before, item.after, item.needs_person) == ("recording", "recorded", False)
 
 
 def test_a_quote_priced_by_a_schedule_no_longer_in_force_is_not_collected(
@@ -265,3 +267,45 @@ def test_a_payment_checks_that_its_fee_can_be_recorded_before_it_takes_the_write
     assert raised.value.reason == "KEY_REVOKED"
     assert lock_free == [True, False, True]
     assert _counts(stack) == before and stack.gateway.snapshot() == charged
+
+
+@pytest.mark.parametrize("same_key", [False, True])
+def test_a_payment_started_between_the_check_and_the_write_is_found_by_the_unique_keys(
+    tmp_path: Path, same_key: bool
+) -> None:
+    """StartPayment's write transaction does not read the key and the quote's payment again
+    once the check before it found them absent (SQLite): another call that saves either in
+    between fails this one's insert on the unique key, and this one is answered as the repeat
+    it has become (same key) or QUOTE_ALREADY_PAID (another key). One charge, one record."""
+    stack = Stack(tmp_path)
+    quote = stack.renewals.quote(family_request(1, 2))
+    other_key = "key-first-01" if same_key else "key-other-01"
+    uow = stack.renewals.saga.uow
+    write = uow.write
+    others: list[object] = []
+
+    @contextlib.contextmanager
+    def another_call_first() -> Iterator[object]:
+        if not others:  # this call's write transaction, its check done: the other call now
+            others.append(None)
+            others.append(stack.renewals.start_payment(quote.quote_id, other_key, "simulated"))
+        with write() as connection:
+            yield connection
+
+    uow.write = another_call_first  # type: ignore[method-assign]
+    if same_key:
+        payment = stack.renewals.start_payment(quote.quote_id, "key-first-01", "simulated")
+        assert payment == others[1]
+        assert payment.state == "recorded"
+    else:
+        with pytest.raises(AlreadyExists) as raised:
+            stack.renewals.start_payment(quote.quote_id, "key-first-01", "simulated")
+        assert raised.value.reason == "QUOTE_ALREADY_PAID"
+    [charged] = stack.gateway.snapshot().values()
+    assert charged.captured_minor == quote.total_minor
+    assert _counts(stack)[1:] == (1, 1, 1)  # one quote, one payment, one key
+    with stack.engine.connect() as connection:
+        fees = connection.execute(
+            select(func.count()).select_from(premiums).where(premiums.c.policy_id == quote.quote_id)
+        ).scalar_one()
+    assert fees == 1

@@ -14,7 +14,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import event, func, select
 
 from ledger.coverage.rebuild import rebuild_and_compare
 from ledger.errors import AlreadyExists, FailedPrecondition, NotFound, Unavailable
@@ -22,7 +22,7 @@ from ledger.storage.tables import fee_refunds, log_entries, premiums
 from payments.gateway import PaymentStatus
 from payments.gateways.simulated import FaultPlan
 from payments.renewal import Crash, PaymentRecord
-from payments.tables import payments
+from payments.tables import payment_history, payments
 from tests.payments.support import AUTHORITY, Stack, family_request
 
 FAULT_RENEWALS = int(os.environ.get("POLICY_LEDGER_FAULT_RENEWALS", "1000"))
@@ -62,6 +62,79 @@ def _household(request: object) -> tuple[object, list[tuple[object, None]]]:
     from ledger.coverage.projector import person_ref
 
     return person_ref(request.sponsor), [(person_ref(m.person), None) for m in request.members]  # type: ignore[attr-defined]
+
+
+def test_the_capture_and_the_move_to_recording_commit_together(tmp_path: Path) -> None:
+    """The capture is saved in the transaction that moves the payment to recording: when that
+    transaction fails, neither is saved (the payment stays started, money at the gateway), and
+    completing the payment asks the gateway and records it once, with the same history."""
+    stack = Stack(tmp_path)
+    quote = stack.renewals.quote(family_request(1, 2))
+    entries = _entries(stack)
+
+    def fail_the_move_to_recording(
+        _connection: object, _cursor: object, statement: str, parameters: object, *_: object
+    ) -> None:
+        if statement.startswith("INSERT INTO payment_history") and "recording" in str(parameters):
+            raise RuntimeError("the disk went away")
+
+    event.listen(stack.engine, "before_cursor_execute", fail_the_move_to_recording)
+    with pytest.raises(RuntimeError, match="disk went away"):
+        stack.renewals.start_payment(quote.quote_id, "key-capture-1", "simulated")
+    event.remove(stack.engine, "before_cursor_execute", fail_the_move_to_recording)
+    payment_id, _ = stack.renewals.ids_of(quote_id=quote.quote_id)
+    assert payment_id is not None
+    stuck = stack.renewals.get_payment(payment_id)
+    assert (stuck.state, stuck.captured_minor, stuck.gateway_reference) == ("started", 0, "")
+    assert _history(stack, payment_id) == []  # (opening it writes no history row)
+    assert stack.gateway.snapshot()[payment_id].captured_minor == quote.total_minor
+    assert _entries(stack) == entries
+
+    done = stack.renewals.complete_payment(payment_id)
+    assert done.state == "recorded" and done.captured_minor == quote.total_minor
+    assert _entries(stack) == entries + 1
+    assert done == stack.renewals.get_payment(payment_id)
+    assert _history(stack, payment_id) == [
+        ("started", "captured"),
+        ("captured", "recording"),
+        ("recording", "recorded"),
+    ]
+
+
+def test_start_payment_answers_the_payment_as_stored(tmp_path: Path) -> None:
+    """StartPayment builds its answer from what it saved (no read after the record): the
+    answer equals the stored payment, and the history has each move once, the gateway's
+    reference on the capture."""
+    stack = Stack(tmp_path)
+    quote = stack.renewals.quote(family_request(1, 2))
+    payment = stack.renewals.start_payment(quote.quote_id, "key-answer-1", "simulated")
+    assert payment == stack.renewals.get_payment(payment.payment_id)
+    assert payment.state == "recorded" and payment.gateway_reference
+    assert _history(stack, payment.payment_id) == [
+        ("started", "captured"),
+        ("captured", "recording"),
+        ("recording", "recorded"),
+    ]
+    with stack.engine.connect() as connection:
+        [reference] = connection.execute(
+            select(payment_history.c.gateway_reference).where(
+                payment_history.c.payment_id == payment.payment_id,
+                payment_history.c.to_state == "captured",
+            )
+        ).scalars()
+    assert reference == payment.gateway_reference
+
+
+def _history(stack: Stack, payment_id: str) -> list[tuple[str, str]]:
+    with stack.engine.connect() as connection:
+        return [
+            (row.from_state, row.to_state)
+            for row in connection.execute(
+                select(payment_history.c.from_state, payment_history.c.to_state)
+                .where(payment_history.c.payment_id == payment_id)
+                .order_by(payment_history.c.history_id)
+            )
+        ]
 
 
 def test_an_idempotency_key_reused_for_another_request_is_refused(tmp_path: Path) -> None:
