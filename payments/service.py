@@ -29,6 +29,8 @@ import dataclasses
 import json
 import logging
 import os
+import threading
+from collections import OrderedDict
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -104,6 +106,11 @@ _Context = grpc.aio.ServicerContext[object, object]
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["RenewalService"].full_name
 
 
+RECEIPTS_KEPT = 256
+"""Receipts a :class:`LedgerRecorder` keeps for the answers that carry them (each is taken by
+one answer moments after its append; one whose answer never comes is dropped past this)."""
+
+
 class LedgerRecorder:
     """Signs an event with the authority key and appends it through admission and the
     sequencer, with ``on_append`` in the batch transaction. Called from worker threads."""
@@ -121,6 +128,11 @@ class LedgerRecorder:
         self._loop = loop
         self._signer = signer
         self._key_id = insurer_key_id(signer.public_key)
+        self._receipts: OrderedDict[int, Receipt] = OrderedDict()
+        """The receipts of entries this process appended, by leaf, until the answer that
+        carries one takes it (:meth:`take_receipt`); the oldest go past
+        :data:`RECEIPTS_KEPT`."""
+        self._receipts_lock = threading.Lock()
 
     def __call__(
         self, event: events_pb2.Event, on_append: Callable[[Connection, int], None]
@@ -138,7 +150,7 @@ class LedgerRecorder:
 
         future = asyncio.run_coroutine_threadsafe(submit(), self._loop)
         try:
-            return future.result(timeout=self._timeout)
+            receipt = future.result(timeout=self._timeout)
         except TimeoutError as error:
             # The submission goes on (the sequencer may still append it): the outcome is
             # unknown, so this is UNAVAILABLE, never a failure. The saga keeps the payment
@@ -149,6 +161,18 @@ class LedgerRecorder:
                 reason="RECORD_OUTCOME_UNKNOWN",
                 metadata={"event_id": event.event_id},
             ) from error
+        if not receipt.duplicate:
+            with self._receipts_lock:
+                self._receipts[receipt.leaf_index] = receipt
+                while len(self._receipts) > RECEIPTS_KEPT:
+                    self._receipts.popitem(last=False)
+        return receipt
+
+    def take_receipt(self, leaf_index: int) -> Receipt | None:
+        """The receipt the sequencer gave for the entry at ``leaf_index`` when this process
+        appended it (once: it is then forgotten), or None: read it from the log."""
+        with self._receipts_lock:
+            return self._receipts.pop(leaf_index, None)
 
     def check(self, event: events_pb2.Event) -> None:
         """Run the ledger's admission (signature, key valid now and at the event's time, event
@@ -255,12 +279,8 @@ def install(context: ServerContext) -> tuple[str, ...]:
         log.info("RenewalService not installed: POLICY_LEDGER_PAYMENTS_AUTHORITY_KEY is unset")
         return ()
     authority_id, signer = configured
-    renewals = renewals_from_environment(
-        context.engine,
-        LedgerRecorder(context.ledger, context.loop, signer),
-        context.clock,
-        authority_id,
-    )
+    recorder = LedgerRecorder(context.ledger, context.loop, signer)
+    renewals = renewals_from_environment(context.engine, recorder, context.clock, authority_id)
     listen = os.environ.get("POLICY_LEDGER_PAYMENTS_NOTIFY_LISTEN", "")
     if listen:
         host, _, port = listen.rpartition(":")
@@ -281,7 +301,10 @@ def install(context: ServerContext) -> tuple[str, ...]:
         # port), and the supervisor tells the workers its URL (ledger/rpc/supervisor.py).
         renewals.notification_base_url = os.environ["POLICY_LEDGER_PAYMENTS_NOTIFY_URL"]
     pb_grpc.add_RenewalServiceServicer_to_server(
-        RenewalServicer(renewals, LogStore(context.engine), context.clock), context.server
+        RenewalServicer(
+            renewals, LogStore(context.engine), context.clock, receipts=recorder.take_receipt
+        ),
+        context.server,
     )
     context.authorization.add(renewal_rules(context.engine))
     # Task F (issue 11, item 5): contribution status, settled through this same saga.
@@ -404,11 +427,20 @@ class RenewalServicer(pb_grpc.RenewalServiceServicer):
     """Thin: validate, run the saga in a thread, convert."""
 
     def __init__(
-        self, renewals: Renewals, log_store: LogStore, clock: Clock, *, workers: int = 32
+        self,
+        renewals: Renewals,
+        log_store: LogStore,
+        clock: Clock,
+        *,
+        workers: int = 32,
+        receipts: Callable[[int], Receipt | None] | None = None,
     ) -> None:
         self._renewals = renewals
         self._log = log_store
         self._clock = clock
+        self._receipts = receipts
+        """Where the receipt of an entry this process just appended is taken from, rather than
+        read back from the log (:meth:`LedgerRecorder.take_receipt`)."""
         # Its own threads: a renewal waits on the gateway and on the ledger, whose admission
         # uses the loop's default executor; sharing that executor could starve it (deadlock).
         self._executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="renewal")
@@ -431,18 +463,24 @@ class RenewalServicer(pb_grpc.RenewalServiceServicer):
             redirect_url=record.redirect_url,
             message=record.message,
         )
-        if record.leaf_index is not None:
+        if record.leaf_index is None:
+            return payment
+        kept = None if self._receipts is None else self._receipts(record.leaf_index)
+        if kept is not None:  # the sequencer's own, at the checkpoint of its batch
+            checkpoint, entry, proof = kept.checkpoint, kept.entry, list(kept.inclusion_proof)
+        else:
             head, entry, proof = self._log.entry_with_proof(record.leaf_index)
-            payment.receipt.CopyFrom(
-                ledger_service_pb2.Receipt(
-                    event_id=f"fee-{record.payment_id}",
-                    leaf_index=record.leaf_index,
-                    leaf_hash=leaf_hash(entry),
-                    checkpoint=head.note_bytes,
-                    inclusion_proof=proof,
-                    entry=entry,
-                )
+            checkpoint = head.note_bytes
+        payment.receipt.CopyFrom(
+            ledger_service_pb2.Receipt(
+                event_id=f"fee-{record.payment_id}",
+                leaf_index=record.leaf_index,
+                leaf_hash=leaf_hash(entry),
+                checkpoint=checkpoint,
+                inclusion_proof=proof,
+                entry=entry,
             )
+        )
         return payment
 
     async def QuoteRenewal(
