@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import itertools
 import os
+import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -120,10 +122,19 @@ def _renewals_on(
             principal="kw-gov-health",
             role=SignerRole.AUTHORITY,
         )
-        with kit.channel_as(address, "portal-KW") as channel:  # type: ignore[attr-defined]
-            client = RenewalClient(
-                channel, log=TrustedLog.from_verifier_key(format_verifier_key(log_signer))
-            )
+        trusted = TrustedLog.from_verifier_key(format_verifier_key(log_signer))
+        with contextlib.ExitStack() as channels:
+            clients = [
+                RenewalClient(
+                    channels.enter_context(
+                        kit.channel_as(address, "portal-KW")  # type: ignore[attr-defined]
+                    ),
+                    log=trusted,
+                )
+                for _ in range(16)
+            ]
+            mine = threading.local()
+            taken = itertools.count()
 
             def civil_id(number: int, position: int) -> types_pb2.PersonId:
                 birth = dt.date(1960, 1, 1) + dt.timedelta(days=number % 20_000)
@@ -152,6 +163,7 @@ def _renewals_on(
                             else rpb.RESIDENCE_CATEGORY_DEPENDENT
                         ),
                     )
+                client = clients[mine.index if connections > 1 else 0]
                 began = time.perf_counter()
                 quote = client.quote(request).quote
                 payment = client.start_payment(
@@ -160,22 +172,30 @@ def _renewals_on(
                 assert payment.state == rpb.PAYMENT_STATE_RECORDED, payment
                 return time.perf_counter() - began
 
+            def one_connection_each() -> None:
+                mine.index = next(taken) % len(clients)
+
             first = 0
-            for callers in (1, 16):
+            # 16 callers on one connection (one worker serves them all: SO_REUSEPORT spreads
+            # connections, not calls), then on a connection each (spread over the workers).
+            for callers, connections in ((1, 1), (16, 1), (16, 16)):
                 count = max(20, renewals_count // (4 if callers == 1 else 1))
                 numbers = range(first, first + count)
                 first += count
                 cpu_before = cpu_seconds(process.pid)
                 client_before = time.process_time()
                 began = time.perf_counter()
-                with ThreadPoolExecutor(max_workers=callers) as pool:
+                with ThreadPoolExecutor(
+                    max_workers=callers, initializer=one_connection_each
+                ) as pool:
                     latencies = list(pool.map(renew, numbers))
                 elapsed = time.perf_counter() - began
                 cpu = (cpu_seconds(process.pid) - cpu_before) / count
                 client_cpu = (time.process_time() - client_before) / count
                 p50, p99 = kit.percentiles(latencies)
                 kit.line(
-                    f"renewals, {engine}, --workers {workers}, {callers} caller(s)",
+                    f"renewals, {engine}, --workers {workers}, {callers} caller(s)"
+                    + (f", {connections} connections" if connections > 1 else ""),
                     f"{count / elapsed:,.0f}/s",
                     f"p50 {p50:.1f} ms, p99 {p99:.1f} ms; server CPU {cpu * 1000:.1f} ms a "
                     f"renewal, client CPU {client_cpu * 1000:.1f} ms; load average "

@@ -12,9 +12,11 @@ __all__ = [
     "GATEWAY_RESULT_BYTES_MAX",
     "IDEMPOTENCY_DAYS",
     "IDEMPOTENCY_KEY_CHARS",
+    "JURISDICTIONS_KEPT",
     "MESSAGE_CHARS_MAX",
     "NOTIFICATION_BYTES_MAX",
     "QUOTE_TTL",
+    "RECEIPTS_KEPT",
     "RECORD_TIMEOUT_SECONDS",
     "REFERENCE_CHARS_MAX",
     "REFUND_REASON_CHARS_MAX",
@@ -45,3 +47,9 @@ REFUND_REASON_CHARS_MAX = 256
 RECORD_TIMEOUT_SECONDS = 120.0
 """How long the saga waits for the ledger to append (or admit) a FeeCollected / FeeRefunded
 entry; past it the outcome is unknown: UNAVAILABLE, and the payment stays ``recording``."""
+JURISDICTIONS_KEPT = 10_000
+"""Quotes and payments whose jurisdiction a server process remembers for the authorization of
+the calls that name them (about a megabyte; the least recently used go first)."""
+RECEIPTS_KEPT = 256
+"""Receipts the ledger recorder keeps for the answers that carry them (each is taken by one
+answer moments after its append; one whose answer never comes is dropped past this)."""

@@ -53,6 +53,7 @@ from ledger.events import (
 )
 from ledger.keys import check_key_at_event_time, check_key_usable, insurer_key_id
 from ledger.merkle import leaf_hash
+from ledger.rpc.authorization import RememberingResolver
 from ledger.rpc.coverage_servicer import household_response
 from ledger.rpc.server import ServerContext
 from ledger.rpc.status import abort
@@ -64,13 +65,14 @@ from ledger.storage.key_store import KeyStore
 from ledger.storage.log_store import LogStore
 from ledger.v1 import events_pb2, ledger_service_pb2, types_pb2
 from payments import fees
-from payments.authorization import renewal_rules
+from payments.authorization import jurisdiction_resolver, renewal_rules
 from payments.contribution_service import SERVICE_NAME as CONTRIBUTION_SERVICE_NAME
 from payments.contribution_service import ContributionServicer, contribution_rules
 from payments.erasure import redact_person
 from payments.gateway import PaymentGateway, load_gateway
 from payments.limits import (
     GATEWAY_RESULT_BYTES_MAX,
+    RECEIPTS_KEPT,
     RECORD_TIMEOUT_SECONDS,
     RENEWAL_DAYS_MAX,
     URL_CHARS_MAX,
@@ -86,6 +88,7 @@ from payments.renewal import (
     Recorder,
     Renewals,
 )
+from payments.saga import payment_id_of
 from payments.v1 import contribution_service_pb2_grpc
 from payments.v1 import renewal_service_pb2 as pb
 from payments.v1 import renewal_service_pb2_grpc as pb_grpc
@@ -104,11 +107,6 @@ _T = TypeVar("_T")
 _Context = grpc.aio.ServicerContext[object, object]
 
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["RenewalService"].full_name
-
-
-RECEIPTS_KEPT = 256
-"""Receipts a :class:`LedgerRecorder` keeps for the answers that carry them (each is taken by
-one answer moments after its append; one whose answer never comes is dropped past this)."""
 
 
 class LedgerRecorder:
@@ -280,6 +278,7 @@ def install(context: ServerContext) -> tuple[str, ...]:
         return ()
     authority_id, signer = configured
     recorder = LedgerRecorder(context.ledger, context.loop, signer)
+    jurisdictions = jurisdiction_resolver(context.engine)
     renewals = renewals_from_environment(context.engine, recorder, context.clock, authority_id)
     listen = os.environ.get("POLICY_LEDGER_PAYMENTS_NOTIFY_LISTEN", "")
     if listen:
@@ -302,11 +301,15 @@ def install(context: ServerContext) -> tuple[str, ...]:
         renewals.notification_base_url = os.environ["POLICY_LEDGER_PAYMENTS_NOTIFY_URL"]
     pb_grpc.add_RenewalServiceServicer_to_server(
         RenewalServicer(
-            renewals, LogStore(context.engine), context.clock, receipts=recorder.take_receipt
+            renewals,
+            LogStore(context.engine),
+            context.clock,
+            receipts=recorder.take_receipt,
+            jurisdictions=jurisdictions,
         ),
         context.server,
     )
-    context.authorization.add(renewal_rules(context.engine))
+    context.authorization.add(renewal_rules(jurisdictions))
     # Task F (issue 11, item 5): contribution status, settled through this same saga.
     contribution_service_pb2_grpc.add_ContributionServiceServicer_to_server(
         ContributionServicer(context.engine, context.clock), context.server
@@ -434,6 +437,7 @@ class RenewalServicer(pb_grpc.RenewalServiceServicer):
         *,
         workers: int = 32,
         receipts: Callable[[int], Receipt | None] | None = None,
+        jurisdictions: RememberingResolver | None = None,
     ) -> None:
         self._renewals = renewals
         self._log = log_store
@@ -441,6 +445,9 @@ class RenewalServicer(pb_grpc.RenewalServiceServicer):
         self._receipts = receipts
         """Where the receipt of an entry this process just appended is taken from, rather than
         read back from the log (:meth:`LedgerRecorder.take_receipt`)."""
+        self._jurisdictions = jurisdictions
+        """Told each new quote's jurisdiction, so that the authorization of the calls naming
+        it (or its payment) need not read it back (:func:`jurisdiction_resolver`)."""
         # Its own threads: a renewal waits on the gateway and on the ledger, whose admission
         # uses the loop's default executor; sharing that executor could starve it (deadlock).
         self._executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="renewal")
@@ -490,6 +497,12 @@ class RenewalServicer(pb_grpc.RenewalServiceServicer):
 
         def work() -> pb.QuoteRenewalResponse:
             record = self._renewals.quote(parse_quote_request(request))
+            if self._jurisdictions is not None:  # its payment's id is derived from it
+                for named in (
+                    ("quote", record.quote_id),
+                    ("payment", payment_id_of(record.quote_id)),
+                ):
+                    self._jurisdictions.remember(named, record.jurisdiction)
             response = pb.QuoteRenewalResponse(quote=quote_proto(record))
             if record.household is not None:
                 response.household.CopyFrom(household_response(record.household))

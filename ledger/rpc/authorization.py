@@ -25,7 +25,9 @@ from __future__ import annotations
 
 import contextvars
 import enum
-from collections.abc import Callable, Iterable, Iterator
+import threading
+from collections import OrderedDict
+from collections.abc import Callable, Hashable, Iterable, Iterator
 from dataclasses import dataclass, field
 
 from ledger.coverage.projector import OPERATOR_ID
@@ -38,6 +40,7 @@ __all__ = [
     "Grant",
     "Limit",
     "PeopleResolver",
+    "RememberingResolver",
     "Rule",
     "beneficiary_rules",
     "check_signer",
@@ -68,6 +71,56 @@ JurisdictionResolver = Callable[[object], str | None]
 """Finds the jurisdiction of what a request names (a quote, a payment). None: it names nothing
 that exists, and the servicer refuses the request itself (NOT_FOUND, INVALID_ARGUMENT). Runs in
 a thread: it may read the database."""
+
+
+class RememberingResolver:
+    """A :data:`JurisdictionResolver` that remembers what it found, for facts that never change
+    (a quote's jurisdiction; the quote a payment is for): a request naming something it knows
+    is decided on the event loop at once (:meth:`known`), with no thread and no database read.
+    At most ``keep`` answers, the least recently used dropped first; "names nothing" is never
+    remembered (it may exist by the next call). ``key``: what a request names, or None."""
+
+    def __init__(
+        self,
+        find: JurisdictionResolver,
+        key: Callable[[object], Hashable | None],
+        *,
+        keep: int,
+    ) -> None:
+        self._find = find
+        self._key = key
+        self._keep = keep
+        self._known: OrderedDict[Hashable, str] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def known(self, request: object) -> str | None:
+        """The jurisdiction of what ``request`` names, if remembered; else None (ask
+        :meth:`__call__`, in a thread)."""
+        key = self._key(request)
+        if key is None:
+            return None
+        with self._lock:
+            jurisdiction = self._known.get(key)
+            if jurisdiction is not None:
+                self._known.move_to_end(key)
+            return jurisdiction
+
+    def remember(self, key: Hashable, jurisdiction: str) -> None:
+        """Remember that what ``key`` names is of ``jurisdiction`` (told by whoever made it)."""
+        with self._lock:
+            self._known[key] = jurisdiction
+            self._known.move_to_end(key)
+            while len(self._known) > self._keep:
+                self._known.popitem(last=False)
+
+    def __call__(self, request: object) -> str | None:
+        jurisdiction = self._find(request)
+        key = self._key(request)
+        if jurisdiction is not None and key is not None:
+            self.remember(key, jurisdiction)
+        return jurisdiction
+
+
 PeopleResolver = Callable[[str], frozenset[str]]
 """For Limit.PERSON: the person tokens a caller (named by its own person token) may read. Runs
 in a thread: it reads the database."""

@@ -31,6 +31,7 @@ from ledger.rpc.authorization import (
     AuthorizationTable,
     Grant,
     Limit,
+    RememberingResolver,
     set_signer_required,
     signer_principal_required,
 )
@@ -136,7 +137,14 @@ async def _check_jurisdiction(grant: Grant, caller: Caller, request: object) -> 
             "a jurisdiction-limited method cannot be streamed", reason="JURISDICTION_UNKNOWN"
         )
     if grant.resolver is not None:
-        jurisdiction = await asyncio.to_thread(grant.resolver, request)
+        # Remembered already: decided here, with no thread and no database read.
+        jurisdiction = (
+            grant.resolver.known(request)
+            if isinstance(grant.resolver, RememberingResolver)
+            else None
+        )
+        if jurisdiction is None:
+            jurisdiction = await asyncio.to_thread(grant.resolver, request)
         if jurisdiction is None:
             # The request names no quote or payment that exists: there is nothing of another
             # jurisdiction to protect, and the servicer refuses it with the precise reason.

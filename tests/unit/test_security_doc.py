@@ -13,7 +13,7 @@ from ledger.rpc.authorization import (
     ledger_rules,
     render_markdown,
 )
-from payments.authorization import renewal_rules
+from payments.authorization import jurisdiction_resolver, renewal_rules
 from payments.contribution_service import contribution_rules
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "security.md"
@@ -23,7 +23,7 @@ START, END = "<!-- authorization-table:start -->\n", "<!-- authorization-table:e
 def test_the_security_doc_shows_the_table_the_server_enforces() -> None:
     table = AuthorizationTable(ledger_rules())
     engine = create_engine("sqlite://")
-    table.add(renewal_rules(engine))
+    table.add(renewal_rules(jurisdiction_resolver(engine)))
     table.add(enrolment_rules())  # the enrolment port's table, shown in the same one
     table.add(beneficiary_rules(lambda _caller: frozenset()))  # Task F (issue 11)
     table.add(contribution_rules(engine))
