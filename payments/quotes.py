@@ -22,7 +22,7 @@ from ledger.errors import FailedPrecondition, FieldViolation
 from ledger.v1 import types_pb2
 from payments import fees
 from payments.erasure import stored_person
-from payments.saga import Saga, payment_id_of, refuse_unrecordable
+from payments.saga import Saga, payment_id_of, refuse_unrecordable, refuse_unrecordable_reading
 from payments.tables import quotes
 
 __all__ = [
@@ -234,8 +234,9 @@ def quote(saga: Saga, request: QuoteRequest) -> QuoteRecord:
         "payable": record.payable,
     }
     serialized = json.dumps(stored, sort_keys=True)
+    checked = saga.uow.writers_serialised and record.payable and _checked_beforehand(saga, record)
     with saga.uow.write() as connection:
-        if record.payable:
+        if record.payable and not checked:
             refuse_unrecordable(
                 saga,
                 connection,
@@ -261,6 +262,30 @@ def quote(saga: Saga, request: QuoteRequest) -> QuoteRecord:
             },
         )
     return record
+
+
+def _checked_beforehand(saga: Saga, record: QuoteRecord) -> bool:
+    """Check that the fee could be recorded (:func:`refuse_unrecordable`) before the write
+    transaction, when the vault knows every person of the quote (a household renewing again):
+    True when it passed; raises what it refuses. False, having refused nothing, when a person
+    is new to the vault: the write transaction issues their token and checks there.
+
+    Why: on SQLite every write transaction holds the database's one write lock (see
+    ``payments.charges._checked_beforehand``, the same for StartPayment); a quote's check is
+    advisory besides (StartPayment and the append check again), so a change between the check
+    and the quote's insert is refused by them."""
+    with saga.uow.read() as connection:
+        event = saga.entries.fee_collected_if_known(
+            connection,
+            payment_id_of(record.quote_id),
+            record,
+            gateway="quote",
+            gateway_reference="",
+        )
+    if event is None:
+        return False
+    refuse_unrecordable_reading(saga, event)
+    return True
 
 
 def _household(saga: Saga, request: QuoteRequest) -> HouseholdVerdict:

@@ -9,6 +9,7 @@ in full by the gateway and the payment ends ``returned``."""
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import datetime as dt
 import sqlite3
 from collections.abc import Callable, Iterator
@@ -309,3 +310,48 @@ def test_a_payment_started_between_the_check_and_the_write_is_found_by_the_uniqu
             select(func.count()).select_from(premiums).where(premiums.c.policy_id == quote.quote_id)
         ).scalar_one()
     assert fees == 1
+
+
+def test_a_household_renewing_again_is_checked_before_the_quote_takes_the_write_lock(
+    tmp_path: Path,
+) -> None:
+    """A quote for people the vault knows (a household renewing again) runs the check before
+    its write transaction, as StartPayment does; a refusal there writes nothing. A quote naming
+    someone new still checks inside it, where the new person's token is issued."""
+    stack = Stack(tmp_path)
+    first = stack.renewals.quote(family_request(1, 2))
+    stack.renewals.start_payment(first.quote_id, "key-first-01", "simulated")
+    lock_free: list[bool] = []
+    check = stack.recorder.check
+
+    def check_and_try_the_lock(event: object) -> None:
+        other = sqlite3.connect(stack.engine.url.database or "", timeout=0, isolation_level=None)
+        try:
+            other.execute("BEGIN IMMEDIATE")
+            other.execute("ROLLBACK")
+            lock_free.append(True)
+        except sqlite3.OperationalError:
+            lock_free.append(False)
+        finally:
+            other.close()
+        check(event)  # type: ignore[arg-type]
+
+    stack.recorder.check = check_and_try_the_lock  # type: ignore[method-assign]
+    # The same household, the same period: refused before the lock, nothing written.
+    before = _counts(stack)
+    with pytest.raises(FailedPrecondition) as raised:
+        stack.renewals.quote(family_request(1, 2))
+    assert raised.value.reason == "DOUBLE_COVERAGE"
+    assert lock_free == [True] and _counts(stack) == before
+    # The next year: checked before the lock, and quoted.
+    next_year = dataclasses.replace(
+        family_request(1, 2),
+        period_start=dt.date(2028, 1, 1),
+        period_end=dt.date(2028, 12, 31),
+    )
+    quote = stack.renewals.quote(next_year)
+    assert lock_free == [True, True] and quote.payable
+    assert _counts(stack)[1] == before[1] + 1
+    # A household with one new member: checked inside the write transaction.
+    stack.renewals.quote(dataclasses.replace(next_year, members=family_request(1, 3).members))
+    assert lock_free == [True, True, False]
