@@ -1,6 +1,9 @@
 """Renewal figures (issue 13 item 7): Kuwaiti renewals end to end over gRPC (quote, then pay
 through the simulated gateway with 50 ms of latency per gateway call, recorded in the ledger),
 at 1 and 16 portal callers, on SQLite and on PostgreSQL, at each ``serve --workers`` count.
+At 16 callers: new households on one connection; the same households renewing for the next year
+(their people known to the vault); new households with a connection per caller (one connection
+is served by one worker: ``SO_REUSEPORT`` spreads connections, not calls).
 
 The PostgreSQL figures need a server at ``POLICY_LEDGER_BENCH_POSTGRES_URL`` (default
 ``postgresql+psycopg://postgres@127.0.0.1:5432/postgres``, trust); the bench creates its own
@@ -144,12 +147,12 @@ def _renewals_on(
                     country_code="KW",
                 )
 
-            def renew(number: int) -> float:
+            def renew(number: int, year: int, connections: int) -> float:
                 request = rpb.QuoteRenewalRequest(
                     jurisdiction="KW",
                     sponsor=civil_id(number, 0),
-                    period_start=types_pb2.CivilDate(year=2027, month=1, day=1),
-                    period_end=types_pb2.CivilDate(year=2027, month=12, day=31),
+                    period_start=types_pb2.CivilDate(year=year, month=1, day=1),
+                    period_end=types_pb2.CivilDate(year=year, month=12, day=31),
                 )
                 for position, relationship in enumerate(
                     (events_pb2.RELATIONSHIP_SELF, events_pb2.RELATIONSHIP_SPOUSE)
@@ -167,7 +170,7 @@ def _renewals_on(
                 began = time.perf_counter()
                 quote = client.quote(request).quote
                 payment = client.start_payment(
-                    quote.quote_id, f"bench-{number:08d}", gateway="simulated"
+                    quote.quote_id, f"bench-{year}-{number:08d}", gateway="simulated"
                 )
                 assert payment.state == rpb.PAYMENT_STATE_RECORDED, payment
                 return time.perf_counter() - began
@@ -176,25 +179,39 @@ def _renewals_on(
                 mine.index = next(taken) % len(clients)
 
             first = 0
-            # 16 callers on one connection (one worker serves them all: SO_REUSEPORT spreads
-            # connections, not calls), then on a connection each (spread over the workers).
-            for callers, connections in ((1, 1), (16, 1), (16, 16)):
-                count = max(20, renewals_count // (4 if callers == 1 else 1))
-                numbers = range(first, first + count)
-                first += count
+            numbers = range(0)
+            # New households: 1 caller, then 16 callers on one connection (one worker serves
+            # them all: SO_REUSEPORT spreads connections, not calls); the same 16 callers'
+            # households renewing for the next year (the vault knows their people: the steady
+            # state of yearly renewals); new households again, 16 callers on a connection each
+            # (spread over the workers).
+            for callers, connections, again in (
+                (1, 1, False),
+                (16, 1, False),
+                (16, 1, True),
+                (16, 16, False),
+            ):
+                if not again:
+                    count = max(20, renewals_count // (4 if callers == 1 else 1))
+                    numbers = range(first, first + count)
+                    first += count
+                year = 2028 if again else 2027
                 cpu_before = cpu_seconds(process.pid)
                 client_before = time.process_time()
                 began = time.perf_counter()
                 with ThreadPoolExecutor(
                     max_workers=callers, initializer=one_connection_each
                 ) as pool:
-                    latencies = list(pool.map(renew, numbers))
+                    latencies = list(
+                        pool.map(lambda number: renew(number, year, connections), numbers)  # noqa: B023 (used before the loop moves on)
+                    )
                 elapsed = time.perf_counter() - began
                 cpu = (cpu_seconds(process.pid) - cpu_before) / count
                 client_cpu = (time.process_time() - client_before) / count
                 p50, p99 = kit.percentiles(latencies)
                 kit.line(
                     f"renewals, {engine}, --workers {workers}, {callers} caller(s)"
+                    + (", renewing again" if again else "")
                     + (f", {connections} connections" if connections > 1 else ""),
                     f"{count / elapsed:,.0f}/s",
                     f"p50 {p50:.1f} ms, p99 {p99:.1f} ms; server CPU {cpu * 1000:.1f} ms a "
