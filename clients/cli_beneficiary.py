@@ -247,7 +247,8 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         "documents) on the fund's policy covering you, signed with your own key; the fund then\n"
         "decides. The ledger gives you their tokens only with their birth dates (checked\n"
         "against the identity vault's, never stored) and for at most "
-        f"{limits.beneficiary_people_resolved_max} people\nin all (docs/privacy.md).",
+        f"{limits.beneficiary_people_resolved_max} people\nin all, unless the operator grants "
+        "you more (docs/privacy.md).",
         f"policy-ledger beneficiary declare {_CONNECTION} --key var/me.key "
         "--declaration-id DECL-1 --policy acme-health/ACME-HELP-MA --effective 2026-07-01 "
         "--spouse MA:NATIONAL_ID:BK765432@1984-07-09=MARRIAGE_CERTIFICATE:DOC-1 "

@@ -1,4 +1,5 @@
-"""The ledger operator's client: register and revoke signing keys, license and suspend insurers.
+"""The ledger operator's client: register and revoke signing keys, license and suspend insurers,
+grant a person more people to resolve.
 
 The operator is a principal of the ledger like an insurer: its Ed25519 keys are registered under
 the reserved id ``operator`` (the first one by the log's genesis entry), and it signs
@@ -10,6 +11,7 @@ operator.register_key("gulf-health", insurer_public_key, role=SignerRole.INSURER
 operator.license_insurer("gulf-health", name="Gulf Health", licence_number="CCHI-0042",
                          effective=date(2026, 1, 1))
 operator.revoke_key("ed25519:0123abcd4567ef89", reason="rotated")
+operator.grant_beneficiary_resolutions("pt_...", 8, reason="ticket 4411: slots spent on typos")
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ from ledger.v1 import (
 
 __all__ = [
     "OPERATOR_ID",
+    "AdminClient",
     "OperatorClient",
     "insurer_licensed",
     "insurer_suspended",
@@ -149,13 +152,63 @@ def insurer_suspended(
     return event
 
 
-class OperatorClient:
-    """Signed operator events (LedgerService) and reads of the key registry (AdminService)."""
+class AdminClient:
+    """The operator's calls that sign nothing: reads of the key registry, a person's token, a
+    person's resolutions and grants of more (AdminService, IdentityService)."""
 
-    def __init__(self, channel: grpc.Channel, *, signer: Signer, log: TrustedLog) -> None:
+    def __init__(self, channel: grpc.Channel) -> None:
         # The channel must present an operator certificate: AdminService is operator-only.
         self._admin = admin_service_pb2_grpc.AdminServiceStub(channel)
         self._identity = identity_service_pb2_grpc.IdentityServiceStub(channel)
+
+    def list_keys(self, principal_id: str = "") -> list[admin_service_pb2.InsurerKey]:
+        """The registered keys of ``principal_id`` (or of all principals), from the projection."""
+        request = admin_service_pb2.ListInsurerKeysRequest(insurer_id=principal_id)
+        try:
+            return list(self._admin.ListInsurerKeys(request).keys)
+        except grpc.RpcError as error:
+            raise from_rpc_error(error) from None
+
+    def person_token(self, person: types_pb2.PersonId) -> str:
+        """The token of ``person`` (IdentityService.LookUpPersonToken: issues none; NOT_FOUND
+        when the vault does not know them)."""
+        request = identity_service_pb2.LookUpPersonTokenRequest(person=person)
+        try:
+            return self._identity.LookUpPersonToken(request, timeout=30).person_token
+        except grpc.RpcError as error:
+            raise from_rpc_error(error) from error
+
+    def beneficiary_resolutions(
+        self, person_token: str
+    ) -> admin_service_pb2.BeneficiaryResolutions:
+        """How many people the person resolved through GetPersonTokens and how many they may
+        (the base bound plus every grant, each listed)."""
+        request = admin_service_pb2.GetBeneficiaryResolutionsRequest(person_token=person_token)
+        try:
+            return self._admin.GetBeneficiaryResolutions(request, timeout=30).resolutions
+        except grpc.RpcError as error:
+            raise from_rpc_error(error) from error
+
+    def grant_beneficiary_resolutions(
+        self, person_token: str, additional: int, *, reason: str
+    ) -> admin_service_pb2.BeneficiaryResolutions:
+        """Grant the person ``additional`` more people to resolve, for ``reason`` (kept
+        forever: name no one in it); their resolutions with the grant. Not idempotent: a
+        retried grant after a lost answer is a second grant (read the grants first)."""
+        request = admin_service_pb2.GrantBeneficiaryResolutionsRequest(
+            person_token=person_token, additional=additional, reason=reason
+        )
+        try:
+            return self._admin.GrantBeneficiaryResolutions(request, timeout=30).resolutions
+        except grpc.RpcError as error:
+            raise from_rpc_error(error) from error
+
+
+class OperatorClient(AdminClient):
+    """Signed operator events (LedgerService), and every :class:`AdminClient` call."""
+
+    def __init__(self, channel: grpc.Channel, *, signer: Signer, log: TrustedLog) -> None:
+        super().__init__(channel)
         self._events = InsurerClient(channel, signer=signer, log=log)
 
     def submit(self, event: events_pb2.Event) -> VerifiedReceipt:
@@ -168,11 +221,7 @@ class OperatorClient:
         """Erase ``person`` from the identity vault: (1) look their token up (issuing none),
         (2) sign and submit PersonErased naming only the token and ``basis``. The ledger deletes
         the identifier in the transaction that appends the entry. Returns (token, receipt)."""
-        request = identity_service_pb2.LookUpPersonTokenRequest(person=person)
-        try:  # (1)
-            token = self._identity.LookUpPersonToken(request, timeout=30).person_token
-        except grpc.RpcError as error:
-            raise from_rpc_error(error) from error
+        token = self.person_token(person)  # (1)
         event = person_erased(  # (2)
             token, basis=basis, occurred_at=occurred_at or dt.datetime.now(dt.UTC)
         )
@@ -221,14 +270,6 @@ class OperatorClient:
                 occurred_at=occurred_at or dt.datetime.now(dt.UTC),
             )
         )
-
-    def list_keys(self, principal_id: str = "") -> list[admin_service_pb2.InsurerKey]:
-        """The registered keys of ``principal_id`` (or of all principals), from the projection."""
-        request = admin_service_pb2.ListInsurerKeysRequest(insurer_id=principal_id)
-        try:
-            return list(self._admin.ListInsurerKeys(request).keys)
-        except grpc.RpcError as error:
-            raise from_rpc_error(error) from None
 
     def license_insurer(
         self,

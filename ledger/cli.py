@@ -48,6 +48,7 @@ from ledger.cli_flags import (
     person_argument,
     person_text,
 )
+from ledger.cli_grants import add_beneficiary_commands
 from ledger.config import LOG_FORMATS, ServerConfig, check_workers
 from ledger.errors import LedgerError
 from ledger.keys import insurer_key_id
@@ -735,6 +736,7 @@ def _add_admin_commands(commands: argparse._SubParsersAction[argparse.ArgumentPa
     listing.add_argument("--insurer", help="only this insurer's keys")
     listing.add_argument("--database", help="SQLAlchemy URL")
     listing.set_defaults(handler=_list_keys)
+    add_beneficiary_commands(admin_commands)
 
 
 EXIT_OK = 0

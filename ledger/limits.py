@@ -173,6 +173,9 @@ card_number_digits: Final = 16
 document_bytes_max: Final = 16384
 """The largest signed document ``GetDocumentStatus`` reads (a C2SP signed note is at most
 16 KiB: docs/formats.md)."""
+# An operator's grant of more people to resolve (the rest below, with the beneficiaries' bounds).
+resolution_grant_reason_chars_max: Final = 256
+"""The longest reason an operator gives for a grant (kept forever: docs/privacy.md)."""
 request_field_max: Final[Mapping[str, int]] = MappingProxyType(
     {
         "ledger.v1.Envelope.payload": envelope_payload_bytes_max,
@@ -207,6 +210,9 @@ request_field_max: Final[Mapping[str, int]] = MappingProxyType(
         "ledger.v1.GetPersonRecordRequest.person_token": insurer_id_chars_max,
         "ledger.v1.IssueEnrolmentCodeRequest.person_token": insurer_id_chars_max,
         "ledger.v1.IssueEnrolmentCodeRequest.ttl": 8,
+        "ledger.v1.GetBeneficiaryResolutionsRequest.person_token": insurer_id_chars_max,
+        "ledger.v1.GrantBeneficiaryResolutionsRequest.person_token": insurer_id_chars_max,
+        "ledger.v1.GrantBeneficiaryResolutionsRequest.reason": resolution_grant_reason_chars_max,
         "payments.v1.GetContributionStatusRequest.person_token": insurer_id_chars_max,
         "payments.v1.GetContributionStatusRequest.jurisdiction": 2,
     }
@@ -400,6 +406,15 @@ covers up to four spouses and the children in the insured's charge, and a spouse
 children born later are declared again, so 24 leaves a large family room while a person
 cannot tokenize a neighbourhood. A lifetime count, not a rate; an identifier asked again is
 not counted again (a person erased since gets a new token, which is)."""
+beneficiary_resolutions_grant_max: Final = 24
+"""People one operator grant (AdminService.GrantBeneficiaryResolutions) may add to a person's
+allowance: one more bound's worth (a family's slots spent on typos, a large family's second
+generation); a person who needs more is granted again, each grant with its reason."""
+beneficiary_resolutions_granted_max: Final = 96
+"""The most people all of one person's grants may add (so at most 24 + 96 = 120 people in all):
+four more bounds' worth over a lifetime. Past it the grant is refused (RESOURCE_EXHAUSTED
+``BENEFICIARY_GRANTS_LIMIT``): the bound protects the people resolved, and no family needs more;
+a person who does is a case for the fund, not for more tokens."""
 declaration_documents_max: Final = 8
 """Document references one declared person may carry."""
 document_reference_chars_max: Final = 128

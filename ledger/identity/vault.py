@@ -56,7 +56,8 @@ class IdentityVault:
         ``beneficiary``: the caller is this person (their token). Then every identifier needs
         its birth date (INVALID_ARGUMENT ``BIRTH_DATE_REQUIRED``, a violation per position),
         checked against the vault's and not stored, and the distinct people they may ever
-        resolve are bounded (``limits.beneficiary_people_resolved_max``; see
+        resolve are bounded (``limits.beneficiary_people_resolved_max`` plus the operator's
+        grants, :mod:`ledger.identity.resolution_grants`; see
         :func:`ledger.storage.vault_store.tokens_for_in`).
 
         The identifiers themselves are checked by the caller (they arrive as wire PersonIds,

@@ -1,7 +1,10 @@
-"""ledger.v1.AdminService: the operator's reads of the key registry.
+"""ledger.v1.AdminService: the operator's reads of the key registry, and a person's allowance
+of token resolutions.
 
 Keys are registered and revoked by operator-signed KeyRegistered / KeyRevoked events submitted
-through LedgerService.SubmitEvent; the registry this lists is their projection.
+through LedgerService.SubmitEvent; the registry this lists is their projection. A person's
+resolutions and the operator's grants of more are
+:class:`ledger.identity.resolution_grants.ResolutionGrants`' (docs/privacy.md).
 
 Only the operator role may call them: the authorization table (ledger/rpc/authorization.py)
 says so and the interceptor enforces it before this servicer runs.
@@ -16,15 +19,19 @@ import grpc
 from google.protobuf import timestamp_pb2
 
 from ledger.clock import Clock
+from ledger.errors import PermissionDenied
+from ledger.identity.resolution_grants import ResolutionGrants
 from ledger.keys import InsurerKey
+from ledger.rpc.identity import current_caller
 from ledger.rpc.status import abort
 from ledger.service import KeyCache
 from ledger.signers import role_to_proto
 from ledger.storage.key_store import KeyStore
+from ledger.storage.resolution_grants import BeneficiaryResolutions
 from ledger.v1 import admin_service_pb2 as pb
 from ledger.v1 import admin_service_pb2_grpc as pb_grpc
 
-__all__ = ["AdminServicer", "key_to_proto"]
+__all__ = ["AdminServicer", "key_to_proto", "resolutions_to_proto"]
 
 _Context = grpc.aio.ServicerContext[object, object]
 
@@ -52,13 +59,37 @@ def key_to_proto(key: InsurerKey) -> pb.InsurerKey:
     )
 
 
-class AdminServicer(pb_grpc.AdminServiceServicer):
-    """Key registry reads for the operator."""
+def resolutions_to_proto(resolutions: BeneficiaryResolutions) -> pb.BeneficiaryResolutions:
+    """The wire form of a person's resolutions and grants."""
+    return pb.BeneficiaryResolutions(
+        person_token=resolutions.person_token,
+        resolved=resolutions.resolved,
+        base_allowed=resolutions.base_allowed,
+        granted=resolutions.granted,
+        allowed=resolutions.allowed,
+        grants=[
+            pb.BeneficiaryResolutionGrant(
+                additional=grant.additional,
+                reason=grant.reason,
+                granted_by=grant.granted_by,
+                granted_at=_timestamp(grant.granted_at),
+            )
+            for grant in resolutions.grants
+        ],
+        erased=resolutions.erased,
+    )
 
-    def __init__(self, keys: KeyStore, cache: KeyCache, clock: Clock) -> None:
+
+class AdminServicer(pb_grpc.AdminServiceServicer):
+    """Key registry reads and resolution grants for the operator."""
+
+    def __init__(
+        self, keys: KeyStore, cache: KeyCache, clock: Clock, grants: ResolutionGrants
+    ) -> None:
         self._keys = keys
         self._cache = cache
         self._clock = clock
+        self._grants = grants
 
     async def ListInsurerKeys(
         self, request: pb.ListInsurerKeysRequest, context: _Context
@@ -69,3 +100,32 @@ class AdminServicer(pb_grpc.AdminServiceServicer):
         except Exception as error:
             await abort(context, error)
         return pb.ListInsurerKeysResponse(keys=[key_to_proto(key) for key in keys])
+
+    async def GetBeneficiaryResolutions(
+        self, request: pb.GetBeneficiaryResolutionsRequest, context: _Context
+    ) -> pb.GetBeneficiaryResolutionsResponse:
+        """A person's resolutions and allowance; writes nothing."""
+        try:
+            resolutions = await asyncio.to_thread(self._grants.resolutions, request.person_token)
+        except Exception as error:
+            await abort(context, error)
+        return pb.GetBeneficiaryResolutionsResponse(resolutions=resolutions_to_proto(resolutions))
+
+    async def GrantBeneficiaryResolutions(
+        self, request: pb.GrantBeneficiaryResolutionsRequest, context: _Context
+    ) -> pb.GrantBeneficiaryResolutionsResponse:
+        """Grant a person more people to resolve, recorded with the caller's SPIFFE ID."""
+        try:
+            caller = current_caller()
+            if caller is None:  # the interceptor lets only the operator in: never, in a server
+                raise PermissionDenied("a grant needs an authenticated caller", reason="NO_CALLER")
+            resolutions = await asyncio.to_thread(
+                self._grants.grant,
+                request.person_token,
+                request.additional,
+                request.reason,
+                caller.spiffe_id,
+            )
+        except Exception as error:
+            await abort(context, error)
+        return pb.GrantBeneficiaryResolutionsResponse(resolutions=resolutions_to_proto(resolutions))

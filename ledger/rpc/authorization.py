@@ -235,7 +235,8 @@ _PERSON_WRITERS = (
 """Who may obtain person tokens: the roles whose events name people (docs/privacy.md), a
 funder's cohorts included. A portal or an auditor asks by person ID and never needs a token. A
 beneficiary is further limited by the vault, which knows the caller: every birth date given,
-and at most ``limits.beneficiary_people_resolved_max`` people (ledger/identity/vault.py)."""
+and at most ``limits.beneficiary_people_resolved_max`` people plus the operator's grants
+(ledger/identity/vault.py, ledger/identity/resolution_grants.py)."""
 
 _FUND_READERS = (
     Grant("funder", Limit.JURISDICTION, jurisdiction_field="funder_id"),
@@ -288,6 +289,10 @@ def ledger_rules() -> list[Rule]:
             admin,
             {
                 "ListInsurerKeys": operator_only,
+                # A person's bound on the people they resolve: support reads it, the
+                # operator raises it (docs/privacy.md, "A person asking for tokens").
+                "GetBeneficiaryResolutions": operator_only,
+                "GrantBeneficiaryResolutions": operator_only,
             },
         ),
         *_rows(

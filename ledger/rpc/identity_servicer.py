@@ -5,7 +5,8 @@ Parse each identifier (structure, then its type's rules in its country), delegat
 table's business (ledger/rpc/authorization.py): insurers, renewal authorities, the operator,
 the regulator, funders and beneficiaries. A beneficiary (a person, named by their token) must
 give each person's birth date and may resolve a bounded number of people
-(``limits.beneficiary_people_resolved_max``): the vault enforces both, knowing the caller.
+(``limits.beneficiary_people_resolved_max``, plus what the operator grants them through
+AdminService): the vault enforces both, knowing the caller.
 A refused call issues no token.
 """
 

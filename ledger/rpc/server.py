@@ -44,6 +44,7 @@ from ledger.fair import ReadPool
 from ledger.fund_enrolment import FundEnrolment
 from ledger.funds.reader import FundTotalsReader
 from ledger.identity.erasure import ErasureHooks
+from ledger.identity.resolution_grants import ResolutionGrants
 from ledger.identity.vault import IdentityVault
 from ledger.metrics import LedgerMetrics
 from ledger.rpc.access import AccessRecordingInterceptor
@@ -612,7 +613,8 @@ async def build_serving_side(
         server,
     )
     admin_service_pb2_grpc.add_AdminServiceServicer_to_server(
-        AdminServicer(key_store, key_cache, clock), server
+        AdminServicer(key_store, key_cache, clock, ResolutionGrants(VaultStore(engine), clock)),
+        server,
     )
     identity_service_pb2_grpc.add_IdentityServiceServicer_to_server(
         IdentityServicer(IdentityVault(VaultStore(engine)), clock), server

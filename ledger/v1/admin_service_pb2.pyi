@@ -3,7 +3,8 @@
 isort:skip_file
 Operator calls: reading the signing-key registry, a projection of the operator's KeyRegistered
 and KeyRevoked events (keys are registered and revoked by submitting those events through
-LedgerService.SubmitEvent). Only the operator role may call it (mTLS; docs/security.md).
+LedgerService.SubmitEvent), and a person's allowance of token resolutions (docs/privacy.md,
+"A person asking for tokens"). Only the operator role may call it (mTLS; docs/security.md).
 """
 
 from collections import abc as _abc
@@ -128,3 +129,189 @@ class ListInsurerKeysResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ListInsurerKeysResponse: _TypeAlias = ListInsurerKeysResponse  # noqa: Y015
+
+@_typing.final
+class BeneficiaryResolutionGrant(_message.Message):
+    """One grant of more people to resolve (table beneficiary_resolution_grants; never deleted)."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ADDITIONAL_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    GRANTED_BY_FIELD_NUMBER: _builtins.int
+    GRANTED_AT_FIELD_NUMBER: _builtins.int
+    additional: _builtins.int
+    """How many people it added to the person's allowance."""
+    reason: _builtins.str
+    """Why, as the operator wrote it."""
+    granted_by: _builtins.str
+    """Who granted it: the caller's SPIFFE ID (spiffe://.../operator/<name>)."""
+    @_builtins.property
+    def granted_at(self) -> _timestamp_pb2.Timestamp:
+        """When it was granted (the server's clock)."""
+
+    def __init__(
+        self,
+        *,
+        additional: _builtins.int = ...,
+        reason: _builtins.str = ...,
+        granted_by: _builtins.str = ...,
+        granted_at: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["granted_at", b"granted_at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["additional", b"additional", "granted_at", b"granted_at", "granted_by", b"granted_by", "reason", b"reason"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___BeneficiaryResolutionGrant: _TypeAlias = BeneficiaryResolutionGrant  # noqa: Y015
+
+@_typing.final
+class BeneficiaryResolutions(_message.Message):
+    """A person's token resolutions: how many people they resolved and how many they may."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PERSON_TOKEN_FIELD_NUMBER: _builtins.int
+    RESOLVED_FIELD_NUMBER: _builtins.int
+    BASE_ALLOWED_FIELD_NUMBER: _builtins.int
+    GRANTED_FIELD_NUMBER: _builtins.int
+    ALLOWED_FIELD_NUMBER: _builtins.int
+    GRANTS_FIELD_NUMBER: _builtins.int
+    ERASED_FIELD_NUMBER: _builtins.int
+    person_token: _builtins.str
+    """The person (their token, which is their beneficiary principal name)."""
+    resolved: _builtins.int
+    """Distinct people, themselves aside, they have obtained the token of."""
+    base_allowed: _builtins.int
+    """The bound every person starts with (limits.beneficiary_people_resolved_max)."""
+    granted: _builtins.int
+    """The sum of every grant."""
+    allowed: _builtins.int
+    """base_allowed + granted: GetPersonTokens refuses a call that would take resolved past it."""
+    erased: _builtins.bool
+    """The person was erased from the identity vault (no grant is accepted for them)."""
+    @_builtins.property
+    def grants(self) -> _containers.RepeatedCompositeFieldContainer[Global___BeneficiaryResolutionGrant]:
+        """Every grant, oldest first (grants are never deleted)."""
+
+    def __init__(
+        self,
+        *,
+        person_token: _builtins.str = ...,
+        resolved: _builtins.int = ...,
+        base_allowed: _builtins.int = ...,
+        granted: _builtins.int = ...,
+        allowed: _builtins.int = ...,
+        grants: _abc.Iterable[Global___BeneficiaryResolutionGrant] | None = ...,
+        erased: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["allowed", b"allowed", "base_allowed", b"base_allowed", "erased", b"erased", "granted", b"granted", "grants", b"grants", "person_token", b"person_token", "resolved", b"resolved"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___BeneficiaryResolutions: _TypeAlias = BeneficiaryResolutions  # noqa: Y015
+
+@_typing.final
+class GetBeneficiaryResolutionsRequest(_message.Message):
+    """Request of AdminService.GetBeneficiaryResolutions."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PERSON_TOKEN_FIELD_NUMBER: _builtins.int
+    person_token: _builtins.str
+    """The person's token ("pt_" and 26 base32 characters)."""
+    def __init__(
+        self,
+        *,
+        person_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["person_token", b"person_token"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetBeneficiaryResolutionsRequest: _TypeAlias = GetBeneficiaryResolutionsRequest  # noqa: Y015
+
+@_typing.final
+class GetBeneficiaryResolutionsResponse(_message.Message):
+    """Response of AdminService.GetBeneficiaryResolutions."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RESOLUTIONS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def resolutions(self) -> Global___BeneficiaryResolutions:
+        """The person's resolutions and allowance."""
+
+    def __init__(
+        self,
+        *,
+        resolutions: Global___BeneficiaryResolutions | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["resolutions", b"resolutions"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["resolutions", b"resolutions"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetBeneficiaryResolutionsResponse: _TypeAlias = GetBeneficiaryResolutionsResponse  # noqa: Y015
+
+@_typing.final
+class GrantBeneficiaryResolutionsRequest(_message.Message):
+    """Request of AdminService.GrantBeneficiaryResolutions."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PERSON_TOKEN_FIELD_NUMBER: _builtins.int
+    ADDITIONAL_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    person_token: _builtins.str
+    """The person's token ("pt_" and 26 base32 characters)."""
+    additional: _builtins.int
+    """How many more people they may resolve: 1..limits.beneficiary_resolutions_grant_max."""
+    reason: _builtins.str
+    """Why (required; printable, at most limits.resolution_grant_reason_chars_max characters).
+    Kept forever, erasure included: name no one in it (no identifier, no name).
+    """
+    def __init__(
+        self,
+        *,
+        person_token: _builtins.str = ...,
+        additional: _builtins.int = ...,
+        reason: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["additional", b"additional", "person_token", b"person_token", "reason", b"reason"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GrantBeneficiaryResolutionsRequest: _TypeAlias = GrantBeneficiaryResolutionsRequest  # noqa: Y015
+
+@_typing.final
+class GrantBeneficiaryResolutionsResponse(_message.Message):
+    """Response of AdminService.GrantBeneficiaryResolutions."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RESOLUTIONS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def resolutions(self) -> Global___BeneficiaryResolutions:
+        """The person's resolutions and allowance with this grant, which is the last of grants."""
+
+    def __init__(
+        self,
+        *,
+        resolutions: Global___BeneficiaryResolutions | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["resolutions", b"resolutions"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["resolutions", b"resolutions"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GrantBeneficiaryResolutionsResponse: _TypeAlias = GrantBeneficiaryResolutionsResponse  # noqa: Y015

@@ -26,7 +26,8 @@ if _version_not_supported:
 
 
 class AdminServiceStub:
-    """The operator's service: lists the registered signing keys.
+    """The operator's service: lists the registered signing keys; shows and raises the number of
+    people one person (role beneficiary) may resolve to tokens.
     """
 
     def __init__(self, channel):
@@ -40,14 +41,49 @@ class AdminServiceStub:
                 request_serializer=ledger_dot_v1_dot_admin__service__pb2.ListInsurerKeysRequest.SerializeToString,
                 response_deserializer=ledger_dot_v1_dot_admin__service__pb2.ListInsurerKeysResponse.FromString,
                 _registered_method=True)
+        self.GetBeneficiaryResolutions = channel.unary_unary(
+                '/ledger.v1.AdminService/GetBeneficiaryResolutions',
+                request_serializer=ledger_dot_v1_dot_admin__service__pb2.GetBeneficiaryResolutionsRequest.SerializeToString,
+                response_deserializer=ledger_dot_v1_dot_admin__service__pb2.GetBeneficiaryResolutionsResponse.FromString,
+                _registered_method=True)
+        self.GrantBeneficiaryResolutions = channel.unary_unary(
+                '/ledger.v1.AdminService/GrantBeneficiaryResolutions',
+                request_serializer=ledger_dot_v1_dot_admin__service__pb2.GrantBeneficiaryResolutionsRequest.SerializeToString,
+                response_deserializer=ledger_dot_v1_dot_admin__service__pb2.GrantBeneficiaryResolutionsResponse.FromString,
+                _registered_method=True)
 
 
 class AdminServiceServicer:
-    """The operator's service: lists the registered signing keys.
+    """The operator's service: lists the registered signing keys; shows and raises the number of
+    people one person (role beneficiary) may resolve to tokens.
     """
 
     def ListInsurerKeys(self, request, context):
         """Lists the keys of one principal, or of all principals.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetBeneficiaryResolutions(self, request, context):
+        """How many people a person has resolved through IdentityService.GetPersonTokens and how
+        many they may: limits.beneficiary_people_resolved_max plus every grant. Writes nothing.
+        An unknown token: NOT_FOUND PERSON_TOKEN_UNKNOWN; an erased person's is answered (its
+        counts and grants are kept), with erased set.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GrantBeneficiaryResolutions(self, request, context):
+        """Grants a person `additional` more people to resolve, with the reason; the grant is stored
+        with the caller and the time and is never deleted (audit). Refused, writing nothing: a
+        malformed request (INVALID_ARGUMENT GRANT_REQUEST_INVALID: additional outside
+        1..limits.beneficiary_resolutions_grant_max, a reason missing, over
+        limits.resolution_grant_reason_chars_max characters or not printable), an unknown token
+        (NOT_FOUND PERSON_TOKEN_UNKNOWN), an erased person (FAILED_PRECONDITION PERSON_ERASED), a
+        grant past limits.beneficiary_resolutions_granted_max in all (RESOURCE_EXHAUSTED
+        BENEFICIARY_GRANTS_LIMIT).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -61,6 +97,16 @@ def add_AdminServiceServicer_to_server(servicer, server):
                     request_deserializer=ledger_dot_v1_dot_admin__service__pb2.ListInsurerKeysRequest.FromString,
                     response_serializer=ledger_dot_v1_dot_admin__service__pb2.ListInsurerKeysResponse.SerializeToString,
             ),
+            'GetBeneficiaryResolutions': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetBeneficiaryResolutions,
+                    request_deserializer=ledger_dot_v1_dot_admin__service__pb2.GetBeneficiaryResolutionsRequest.FromString,
+                    response_serializer=ledger_dot_v1_dot_admin__service__pb2.GetBeneficiaryResolutionsResponse.SerializeToString,
+            ),
+            'GrantBeneficiaryResolutions': grpc.unary_unary_rpc_method_handler(
+                    servicer.GrantBeneficiaryResolutions,
+                    request_deserializer=ledger_dot_v1_dot_admin__service__pb2.GrantBeneficiaryResolutionsRequest.FromString,
+                    response_serializer=ledger_dot_v1_dot_admin__service__pb2.GrantBeneficiaryResolutionsResponse.SerializeToString,
+            ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
             'ledger.v1.AdminService', rpc_method_handlers)
@@ -70,7 +116,8 @@ def add_AdminServiceServicer_to_server(servicer, server):
 
  # This class is part of an EXPERIMENTAL API.
 class AdminService:
-    """The operator's service: lists the registered signing keys.
+    """The operator's service: lists the registered signing keys; shows and raises the number of
+    people one person (role beneficiary) may resolve to tokens.
     """
 
     @staticmethod
@@ -90,6 +137,60 @@ class AdminService:
             '/ledger.v1.AdminService/ListInsurerKeys',
             ledger_dot_v1_dot_admin__service__pb2.ListInsurerKeysRequest.SerializeToString,
             ledger_dot_v1_dot_admin__service__pb2.ListInsurerKeysResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetBeneficiaryResolutions(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/ledger.v1.AdminService/GetBeneficiaryResolutions',
+            ledger_dot_v1_dot_admin__service__pb2.GetBeneficiaryResolutionsRequest.SerializeToString,
+            ledger_dot_v1_dot_admin__service__pb2.GetBeneficiaryResolutionsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GrantBeneficiaryResolutions(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/ledger.v1.AdminService/GrantBeneficiaryResolutions',
+            ledger_dot_v1_dot_admin__service__pb2.GrantBeneficiaryResolutionsRequest.SerializeToString,
+            ledger_dot_v1_dot_admin__service__pb2.GrantBeneficiaryResolutionsResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -3,7 +3,8 @@
 isort:skip_file
 Operator calls: reading the signing-key registry, a projection of the operator's KeyRegistered
 and KeyRevoked events (keys are registered and revoked by submitting those events through
-LedgerService.SubmitEvent). Only the operator role may call it (mTLS; docs/security.md).
+LedgerService.SubmitEvent), and a person's allowance of token resolutions (docs/privacy.md,
+"A person asking for tokens"). Only the operator role may call it (mTLS; docs/security.md).
 """
 
 from collections import abc as _abc
@@ -30,7 +31,9 @@ GRPC_GENERATED_VERSION: str
 GRPC_VERSION: str
 
 class AdminServiceStub:
-    """The operator's service: lists the registered signing keys."""
+    """The operator's service: lists the registered signing keys; shows and raises the number of
+    people one person (role beneficiary) may resolve to tokens.
+    """
 
     @_typing.overload
     def __new__(cls, channel: _grpc.Channel) -> _Self: ...
@@ -38,17 +41,53 @@ class AdminServiceStub:
     def __new__(cls, channel: _aio.Channel) -> AdminServiceAsyncStub: ...
     ListInsurerKeys: _grpc.UnaryUnaryMultiCallable[_admin_service_pb2.ListInsurerKeysRequest, _admin_service_pb2.ListInsurerKeysResponse]
     """Lists the keys of one principal, or of all principals."""
+    GetBeneficiaryResolutions: _grpc.UnaryUnaryMultiCallable[_admin_service_pb2.GetBeneficiaryResolutionsRequest, _admin_service_pb2.GetBeneficiaryResolutionsResponse]
+    """How many people a person has resolved through IdentityService.GetPersonTokens and how
+    many they may: limits.beneficiary_people_resolved_max plus every grant. Writes nothing.
+    An unknown token: NOT_FOUND PERSON_TOKEN_UNKNOWN; an erased person's is answered (its
+    counts and grants are kept), with erased set.
+    """
+    GrantBeneficiaryResolutions: _grpc.UnaryUnaryMultiCallable[_admin_service_pb2.GrantBeneficiaryResolutionsRequest, _admin_service_pb2.GrantBeneficiaryResolutionsResponse]
+    """Grants a person `additional` more people to resolve, with the reason; the grant is stored
+    with the caller and the time and is never deleted (audit). Refused, writing nothing: a
+    malformed request (INVALID_ARGUMENT GRANT_REQUEST_INVALID: additional outside
+    1..limits.beneficiary_resolutions_grant_max, a reason missing, over
+    limits.resolution_grant_reason_chars_max characters or not printable), an unknown token
+    (NOT_FOUND PERSON_TOKEN_UNKNOWN), an erased person (FAILED_PRECONDITION PERSON_ERASED), a
+    grant past limits.beneficiary_resolutions_granted_max in all (RESOURCE_EXHAUSTED
+    BENEFICIARY_GRANTS_LIMIT).
+    """
 
 @_typing.type_check_only
 class AdminServiceAsyncStub(AdminServiceStub):
-    """The operator's service: lists the registered signing keys."""
+    """The operator's service: lists the registered signing keys; shows and raises the number of
+    people one person (role beneficiary) may resolve to tokens.
+    """
 
     def __init__(self, channel: _aio.Channel) -> None: ...
     ListInsurerKeys: _aio.UnaryUnaryMultiCallable[_admin_service_pb2.ListInsurerKeysRequest, _admin_service_pb2.ListInsurerKeysResponse]  # type: ignore[assignment]
     """Lists the keys of one principal, or of all principals."""
+    GetBeneficiaryResolutions: _aio.UnaryUnaryMultiCallable[_admin_service_pb2.GetBeneficiaryResolutionsRequest, _admin_service_pb2.GetBeneficiaryResolutionsResponse]  # type: ignore[assignment]
+    """How many people a person has resolved through IdentityService.GetPersonTokens and how
+    many they may: limits.beneficiary_people_resolved_max plus every grant. Writes nothing.
+    An unknown token: NOT_FOUND PERSON_TOKEN_UNKNOWN; an erased person's is answered (its
+    counts and grants are kept), with erased set.
+    """
+    GrantBeneficiaryResolutions: _aio.UnaryUnaryMultiCallable[_admin_service_pb2.GrantBeneficiaryResolutionsRequest, _admin_service_pb2.GrantBeneficiaryResolutionsResponse]  # type: ignore[assignment]
+    """Grants a person `additional` more people to resolve, with the reason; the grant is stored
+    with the caller and the time and is never deleted (audit). Refused, writing nothing: a
+    malformed request (INVALID_ARGUMENT GRANT_REQUEST_INVALID: additional outside
+    1..limits.beneficiary_resolutions_grant_max, a reason missing, over
+    limits.resolution_grant_reason_chars_max characters or not printable), an unknown token
+    (NOT_FOUND PERSON_TOKEN_UNKNOWN), an erased person (FAILED_PRECONDITION PERSON_ERASED), a
+    grant past limits.beneficiary_resolutions_granted_max in all (RESOURCE_EXHAUSTED
+    BENEFICIARY_GRANTS_LIMIT).
+    """
 
 class AdminServiceServicer(metaclass=_abc_1.ABCMeta):
-    """The operator's service: lists the registered signing keys."""
+    """The operator's service: lists the registered signing keys; shows and raises the number of
+    people one person (role beneficiary) may resolve to tokens.
+    """
 
     @_abc_1.abstractmethod
     def ListInsurerKeys(
@@ -57,5 +96,33 @@ class AdminServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_admin_service_pb2.ListInsurerKeysResponse, _abc.Awaitable[_admin_service_pb2.ListInsurerKeysResponse]]:
         """Lists the keys of one principal, or of all principals."""
+
+    @_abc_1.abstractmethod
+    def GetBeneficiaryResolutions(
+        self,
+        request: _admin_service_pb2.GetBeneficiaryResolutionsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_admin_service_pb2.GetBeneficiaryResolutionsResponse, _abc.Awaitable[_admin_service_pb2.GetBeneficiaryResolutionsResponse]]:
+        """How many people a person has resolved through IdentityService.GetPersonTokens and how
+        many they may: limits.beneficiary_people_resolved_max plus every grant. Writes nothing.
+        An unknown token: NOT_FOUND PERSON_TOKEN_UNKNOWN; an erased person's is answered (its
+        counts and grants are kept), with erased set.
+        """
+
+    @_abc_1.abstractmethod
+    def GrantBeneficiaryResolutions(
+        self,
+        request: _admin_service_pb2.GrantBeneficiaryResolutionsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_admin_service_pb2.GrantBeneficiaryResolutionsResponse, _abc.Awaitable[_admin_service_pb2.GrantBeneficiaryResolutionsResponse]]:
+        """Grants a person `additional` more people to resolve, with the reason; the grant is stored
+        with the caller and the time and is never deleted (audit). Refused, writing nothing: a
+        malformed request (INVALID_ARGUMENT GRANT_REQUEST_INVALID: additional outside
+        1..limits.beneficiary_resolutions_grant_max, a reason missing, over
+        limits.resolution_grant_reason_chars_max characters or not printable), an unknown token
+        (NOT_FOUND PERSON_TOKEN_UNKNOWN), an erased person (FAILED_PRECONDITION PERSON_ERASED), a
+        grant past limits.beneficiary_resolutions_granted_max in all (RESOURCE_EXHAUSTED
+        BENEFICIARY_GRANTS_LIMIT).
+        """
 
 def add_AdminServiceServicer_to_server(servicer: AdminServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

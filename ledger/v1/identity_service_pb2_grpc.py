@@ -60,8 +60,9 @@ class IdentityServiceServicer:
         A person calling as role beneficiary (to name the people they declare) must give every
         identifier's birth date (INVALID_ARGUMENT BIRTH_DATE_REQUIRED), which is checked against the
         vault's and never stored, and may obtain the tokens of at most ledger/limits.py
-        beneficiary_people_resolved_max distinct people other than themselves, ever
-        (RESOURCE_EXHAUSTED BENEFICIARY_PEOPLE_LIMIT, metadata limit, resolved, requested_new).
+        beneficiary_people_resolved_max distinct people other than themselves, ever, plus what the
+        operator grants them (AdminService.GrantBeneficiaryResolutions) (RESOURCE_EXHAUSTED
+        BENEFICIARY_PEOPLE_LIMIT, metadata limit, resolved, requested_new).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

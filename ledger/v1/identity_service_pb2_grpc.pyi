@@ -45,8 +45,9 @@ class IdentityServiceStub:
     A person calling as role beneficiary (to name the people they declare) must give every
     identifier's birth date (INVALID_ARGUMENT BIRTH_DATE_REQUIRED), which is checked against the
     vault's and never stored, and may obtain the tokens of at most ledger/limits.py
-    beneficiary_people_resolved_max distinct people other than themselves, ever
-    (RESOURCE_EXHAUSTED BENEFICIARY_PEOPLE_LIMIT, metadata limit, resolved, requested_new).
+    beneficiary_people_resolved_max distinct people other than themselves, ever, plus what the
+    operator grants them (AdminService.GrantBeneficiaryResolutions) (RESOURCE_EXHAUSTED
+    BENEFICIARY_PEOPLE_LIMIT, metadata limit, resolved, requested_new).
     """
     LookUpPersonToken: _grpc.UnaryUnaryMultiCallable[_identity_service_pb2.LookUpPersonTokenRequest, _identity_service_pb2.LookUpPersonTokenResponse]
     """The token of one identifier, issuing none: NOT_FOUND when the vault does not know the person
@@ -67,8 +68,9 @@ class IdentityServiceAsyncStub(IdentityServiceStub):
     A person calling as role beneficiary (to name the people they declare) must give every
     identifier's birth date (INVALID_ARGUMENT BIRTH_DATE_REQUIRED), which is checked against the
     vault's and never stored, and may obtain the tokens of at most ledger/limits.py
-    beneficiary_people_resolved_max distinct people other than themselves, ever
-    (RESOURCE_EXHAUSTED BENEFICIARY_PEOPLE_LIMIT, metadata limit, resolved, requested_new).
+    beneficiary_people_resolved_max distinct people other than themselves, ever, plus what the
+    operator grants them (AdminService.GrantBeneficiaryResolutions) (RESOURCE_EXHAUSTED
+    BENEFICIARY_PEOPLE_LIMIT, metadata limit, resolved, requested_new).
     """
     LookUpPersonToken: _aio.UnaryUnaryMultiCallable[_identity_service_pb2.LookUpPersonTokenRequest, _identity_service_pb2.LookUpPersonTokenResponse]  # type: ignore[assignment]
     """The token of one identifier, issuing none: NOT_FOUND when the vault does not know the person
@@ -92,8 +94,9 @@ class IdentityServiceServicer(metaclass=_abc_1.ABCMeta):
         A person calling as role beneficiary (to name the people they declare) must give every
         identifier's birth date (INVALID_ARGUMENT BIRTH_DATE_REQUIRED), which is checked against the
         vault's and never stored, and may obtain the tokens of at most ledger/limits.py
-        beneficiary_people_resolved_max distinct people other than themselves, ever
-        (RESOURCE_EXHAUSTED BENEFICIARY_PEOPLE_LIMIT, metadata limit, resolved, requested_new).
+        beneficiary_people_resolved_max distinct people other than themselves, ever, plus what the
+        operator grants them (AdminService.GrantBeneficiaryResolutions) (RESOURCE_EXHAUSTED
+        BENEFICIARY_PEOPLE_LIMIT, metadata limit, resolved, requested_new).
         """
 
     @_abc_1.abstractmethod

@@ -45,6 +45,8 @@ def test_help_lists_every_command_with_examples() -> None:
         ["admin", "insurer", "license"],
         ["health"],
         ["admin", "insurer", "list"],
+        ["admin", "beneficiary", "resolutions"],
+        ["admin", "beneficiary", "grant"],
         ["audit", "verify"],
         ["audit", "watch"],
         ["proof", "export"],

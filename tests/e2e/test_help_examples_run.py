@@ -282,6 +282,9 @@ def test_every_help_example_runs_as_printed(
         runner.run("policy-ledger beneficiary record")
         runner.run("policy-ledger beneficiary contributions")
         runner.run("policy-ledger fund issue-code")  # the fund's code for its insured
+        # The operator reads the person's resolutions (two people declared), then grants more.
+        runner.run("policy-ledger admin beneficiary resolutions")
+        runner.run("policy-ledger admin beneficiary grant")
         runner.run("policy-ledger coverage check")
         runner.run("policy-ledger coverage employer")  # Task A (issue 10): nobody on record
         runner.run("policy-ledger compliance arrears")

@@ -149,6 +149,15 @@ def _seeds(insurer: Ed25519Signer) -> dict[str, list[Message]]:
             )
         ],
         "ledger.v1.AdminService.ListInsurerKeys": [admin.ListInsurerKeysRequest()],
+        # A token of the right form the vault never issued: a grant's every check but the last.
+        "ledger.v1.AdminService.GetBeneficiaryResolutions": [
+            admin.GetBeneficiaryResolutionsRequest(person_token="pt_" + "a" * 26)
+        ],
+        "ledger.v1.AdminService.GrantBeneficiaryResolutions": [
+            admin.GrantBeneficiaryResolutionsRequest(
+                person_token="pt_" + "a" * 26, additional=1, reason="fuzz"
+            )
+        ],
         # Task A (issue 10).
         "ledger.v1.CoverageService.CheckEmployer": [
             coverage.CheckEmployerRequest(

@@ -1,7 +1,9 @@
 """The bound on the people a beneficiary resolves (ledger/storage/vault_store.py), in the
 database, on SQLite and PostgreSQL: it survives a new engine (a restart, another worker), two
 transactions of one beneficiary at once cannot both pass it (interleaved by hand, no timing),
-and erasure keeps the count (the table holds tokens only)."""
+and erasure keeps the count (the table holds tokens only). The operator's grants raise one
+person's bound, survive a new engine, take turns with the person's resolutions and with each
+other under the same lock, and cannot be changed or deleted."""
 
 from __future__ import annotations
 
@@ -10,18 +12,20 @@ import sqlite3
 from collections.abc import Iterator, Sequence
 
 import pytest
-from sqlalchemy import Connection, Engine, inspect, select
-from sqlalchemy.exc import OperationalError
+from sqlalchemy import Connection, Engine, inspect, select, text
+from sqlalchemy.exc import DBAPIError, OperationalError
 
 from ledger import limits
 from ledger.coverage.model import PersonRef
 from ledger.errors import ResourceExhausted
 from ledger.storage import db
 from ledger.storage.db import WRITE_LOCK_OPTION, create_ledger_engine, is_sqlite
+from ledger.storage.resolution_grants import ResolutionGrant, beneficiary_resolution_grants
 from ledger.storage.vault_store import (
     VaultStore,
     beneficiary_resolutions,
     erase_token,
+    grant_resolutions_in,
     people_resolved_by,
     tokens_for_in,
 )
@@ -30,11 +34,23 @@ NOW = dt.datetime(2026, 3, 1, tzinfo=dt.UTC)
 BORN = dt.date(1980, 1, 1)
 LIMIT = 3
 """The bound in these tests (patched: the point is the mechanism, not the figure)."""
+GRANTED_MAX = 4
+"""The most all of one person's grants may add, in these tests (patched likewise)."""
 
 
 @pytest.fixture(autouse=True)
 def _small_bound(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(limits, "beneficiary_people_resolved_max", LIMIT)
+    monkeypatch.setattr(limits, "beneficiary_resolutions_granted_max", GRANTED_MAX)
+
+
+def _grant(additional: int) -> ResolutionGrant:
+    return ResolutionGrant(
+        additional=additional,
+        reason="a test grant",
+        granted_by="spiffe://policy-ledger.local/operator/operator",
+        granted_at=NOW,
+    )
 
 
 def _person(number: int) -> PersonRef:
@@ -154,3 +170,83 @@ def test_erasure_keeps_the_count_and_the_table_holds_tokens_only(engine: Engine,
     # The erased identifier asked again gets a new token: a new person to the vault, counted.
     [reissued] = vault.tokens_for(_people([3]), NOW, [BORN], beneficiary=me)
     assert reissued != child and vault.people_resolved_by(me) == LIMIT
+
+
+def test_a_grant_raises_one_persons_bound_and_survives_a_new_engine(
+    engine: Engine, second: Engine, me: str
+) -> None:
+    VaultStore(engine).tokens_for(_people([2, 3, 4]), NOW, [BORN] * 3, beneficiary=me)
+    with pytest.raises(ResourceExhausted):
+        VaultStore(engine).tokens_for(_people([5]), NOW, [BORN], beneficiary=me)
+    granted = VaultStore(engine).grant_resolutions(me, _grant(2))
+    assert (granted.resolved, granted.allowed, granted.granted) == (LIMIT, LIMIT + 2, 2)
+    engine.dispose()
+    again = VaultStore(second)
+    assert again.resolutions(me) == granted
+    again.tokens_for(_people([5, 6]), NOW, [BORN] * 2, beneficiary=me)
+    with pytest.raises(ResourceExhausted) as caught:
+        again.tokens_for(_people([7]), NOW, [BORN], beneficiary=me)
+    assert caught.value.details.metadata["limit"] == str(LIMIT + 2)
+    [neighbour] = again.tokens_for([_person(9)], NOW, [BORN])
+    assert again.resolutions(neighbour).allowed == LIMIT  # a grant is one person's
+
+
+def test_a_grant_and_the_persons_resolution_take_turns(
+    engine: Engine, second: Engine, me: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The person is at the bound; a grant is written and not committed: their call cannot read
+    the count and the grants until it ends (its wait fails at once here). Retried after the
+    commit, it sees the grant and is answered."""
+    VaultStore(engine).tokens_for(_people([2, 3, 4]), NOW, [BORN] * 3, beneficiary=me)
+    with _writer(engine) as first, _writer(second) as other:
+        if is_sqlite(other):
+            _no_waiting(other, monkeypatch)
+        with first.begin():
+            grant_resolutions_in(first, me, _grant(1))
+            with pytest.raises((OperationalError, sqlite3.OperationalError)), other.begin():
+                if not is_sqlite(other):
+                    _no_waiting(other, monkeypatch)
+                _resolve(other, me, [5])
+        with other.begin():
+            assert len(_resolve(other, me, [5])) == 1
+    assert VaultStore(engine).resolutions(me).resolved == LIMIT + 1
+
+
+def test_two_grants_at_once_cannot_both_pass_the_total(
+    engine: Engine, second: Engine, me: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A and B each grant 3 with room for 4 in all: B cannot read the grants while A's is
+    open; retried after A commits, B is refused."""
+    with _writer(engine) as first, _writer(second) as other:
+        if is_sqlite(other):
+            _no_waiting(other, monkeypatch)
+        with first.begin():
+            grant_resolutions_in(first, me, _grant(3))
+            with pytest.raises((OperationalError, sqlite3.OperationalError)), other.begin():
+                if not is_sqlite(other):
+                    _no_waiting(other, monkeypatch)
+                grant_resolutions_in(other, me, _grant(3))
+        with pytest.raises(ResourceExhausted) as caught, other.begin():
+            grant_resolutions_in(other, me, _grant(3))
+        assert caught.value.details.reason == "BENEFICIARY_GRANTS_LIMIT"
+        with other.begin():
+            assert grant_resolutions_in(other, me, _grant(1)).granted == GRANTED_MAX
+    assert [grant.additional for grant in VaultStore(engine).resolutions(me).grants] == [3, 1]
+
+
+@pytest.mark.parametrize(
+    "statement",
+    [
+        "UPDATE beneficiary_resolution_grants SET additional = 24",
+        "DELETE FROM beneficiary_resolution_grants",
+    ],
+)
+def test_a_grant_is_never_changed_or_deleted(engine: Engine, me: str, statement: str) -> None:
+    VaultStore(engine).grant_resolutions(me, _grant(2))
+    with pytest.raises(DBAPIError, match="append-only"), engine.begin() as connection:
+        connection.execute(text(statement))
+    with engine.connect() as connection:
+        rows = connection.execute(select(beneficiary_resolution_grants)).all()
+    assert [(row.beneficiary_token, row.grant_number, row.additional) for row in rows] == [
+        (me, 0, 2)
+    ]

@@ -1,0 +1,415 @@
+"""The operator grants a person (role beneficiary) more people to resolve (docs/privacy.md, "A
+person asking for tokens"; AdminService.GetBeneficiaryResolutions /
+GrantBeneficiaryResolutions), on SQLite and PostgreSQL: a person at the bound is refused, the
+operator grants N, the person resolves N more and is refused at the N+1th; every bad grant is
+refused with its reason and writes nothing; only the operator may call either RPC; a grant
+survives a restart; the command line reads and grants."""
+
+from __future__ import annotations
+
+import datetime as dt
+import subprocess
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import grpc
+import pytest
+from google.rpc import error_details_pb2
+from grpc_status import rpc_status
+from sqlalchemy import select
+
+from ledger import limits
+from ledger.cli_flags import person_text
+from ledger.signing import Ed25519Signer
+from ledger.storage.resolution_grants import beneficiary_resolution_grants
+from ledger.storage.vault_store import erase_token
+from ledger.v1 import admin_service_pb2 as admin
+from ledger.v1 import admin_service_pb2_grpc as admin_grpc
+from ledger.v1 import identity_service_pb2 as identity
+from ledger.v1 import identity_service_pb2_grpc as identity_grpc
+from ledger.v1 import types_pb2
+from tests.builders import person
+from tests.conftest import ServerHandle, start_server_thread
+from tests.stack import row_counts
+
+BORN = dt.date(1980, 1, 1)
+SELF = 1
+"""The serial of the person who calls as a beneficiary."""
+REASON = "ticket 4411: slots spent on typos"
+OPERATOR = "spiffe://policy-ledger.local/operator/operator"
+UNKNOWN_TOKEN = "pt_" + "a" * 26
+"""A token of the right form that the vault never issued."""
+
+
+def _tokens(channel: grpc.Channel, serials: Sequence[int]) -> list[str]:
+    """GetPersonTokens for ``serials``, each with the birth date a beneficiary must give."""
+    born = types_pb2.CivilDate(year=BORN.year, month=BORN.month, day=BORN.day)
+    request = identity.GetPersonTokensRequest(
+        people=[person(serial) for serial in serials], birth_dates=[born] * len(serials)
+    )
+    answer = identity_grpc.IdentityServiceStub(channel).GetPersonTokens(request, timeout=30)
+    return list(answer.person_tokens)
+
+
+def _me(server: ServerHandle) -> str:
+    """The calling person's token (an insurer tokenized them first, as a fund does)."""
+    with server.channel("insurer", "gulf-health") as channel:
+        return _tokens(channel, [SELF])[0]
+
+
+def _resolve(server: ServerHandle, me: str, serials: Sequence[int]) -> list[str]:
+    with server.channel("beneficiary", me) as channel:
+        return _tokens(channel, serials)
+
+
+_Request = admin.GrantBeneficiaryResolutionsRequest | admin.GetBeneficiaryResolutionsRequest
+
+
+def _call(
+    server: ServerHandle,
+    method: str,
+    request: _Request,
+    caller: tuple[str, str] = ("operator", "operator"),
+) -> admin.BeneficiaryResolutions:
+    """AdminService's ``method`` as ``caller`` (role, name); the answer's resolutions."""
+    with server.channel(*caller) as channel:
+        answer = getattr(admin_grpc.AdminServiceStub(channel), method)(request, timeout=30)
+    return answer.resolutions  # type: ignore[no-any-return]
+
+
+def _grant(
+    server: ServerHandle, token: str, additional: int, reason: str = REASON
+) -> admin.BeneficiaryResolutions:
+    request = admin.GrantBeneficiaryResolutionsRequest(
+        person_token=token, additional=additional, reason=reason
+    )
+    return _call(server, "GrantBeneficiaryResolutions", request)
+
+
+def _read(server: ServerHandle, token: str) -> admin.BeneficiaryResolutions:
+    request = admin.GetBeneficiaryResolutionsRequest(person_token=token)
+    return _call(server, "GetBeneficiaryResolutions", request)
+
+
+def _details(error: grpc.RpcError) -> tuple[str, dict[str, str], list[str]]:
+    """The reason, the metadata and the violated fields of a refusal."""
+    status = rpc_status.from_call(error)  # type: ignore[arg-type]
+    assert status is not None
+    reason, metadata, fields = "", {}, []
+    for packed in status.details:
+        if packed.Is(error_details_pb2.ErrorInfo.DESCRIPTOR):
+            info = error_details_pb2.ErrorInfo()
+            packed.Unpack(info)
+            reason, metadata = info.reason, dict(info.metadata)
+        elif packed.Is(error_details_pb2.BadRequest.DESCRIPTOR):
+            bad = error_details_pb2.BadRequest()
+            packed.Unpack(bad)
+            fields = [violation.field for violation in bad.field_violations]
+    return reason, metadata, fields
+
+
+def _refused(database_url: str, call: Callable[[], object]) -> grpc.RpcError:
+    """``call``'s refusal, once checked that it wrote nothing."""
+    before = row_counts(database_url)
+    with pytest.raises(grpc.RpcError) as caught:
+        call()
+    assert row_counts(database_url) == before, "a refused call wrote something"
+    return caught.value
+
+
+def test_a_grant_lets_a_person_at_the_bound_resolve_that_many_more(
+    server: ServerHandle, database_url: str
+) -> None:
+    base = limits.beneficiary_people_resolved_max
+    me = _me(server)
+    _resolve(server, me, range(100, 100 + base))
+    error = _refused(database_url, lambda: _resolve(server, me, [200]))
+    assert error.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert _details(error)[:2] == (
+        "BENEFICIARY_PEOPLE_LIMIT",
+        {"limit": str(base), "resolved": str(base), "requested_new": "1"},
+    )
+    assert "GrantBeneficiaryResolutions" in (error.details() or "")
+    # Support reads the count, the operator grants 3.
+    before = _read(server, me)
+    assert (before.resolved, before.allowed, before.granted, list(before.grants)) == (
+        base,
+        base,
+        0,
+        [],
+    )
+    granted = _grant(server, me, 3)
+    assert (granted.person_token, granted.resolved, granted.base_allowed) == (me, base, base)
+    assert (granted.granted, granted.allowed, granted.erased) == (3, base + 3, False)
+    [grant] = granted.grants
+    assert (grant.additional, grant.reason, grant.granted_by) == (3, REASON, OPERATOR)
+    assert grant.granted_at.seconds > 0
+    assert _read(server, me) == granted
+    # Three more people, in two calls; the fourth is refused at the new bound.
+    _resolve(server, me, [200, 201])
+    _resolve(server, me, [202, 100])  # a person already resolved does not count again
+    error = _refused(database_url, lambda: _resolve(server, me, [203]))
+    assert _details(error)[:2] == (
+        "BENEFICIARY_PEOPLE_LIMIT",
+        {"limit": str(base + 3), "resolved": str(base + 3), "requested_new": "1"},
+    )
+    # A second grant adds to the first; both are listed, oldest first.
+    second = _grant(server, me, 1, "ticket 4502: a child born this year")
+    assert [g.additional for g in second.grants] == [3, 1]
+    assert (second.resolved, second.allowed) == (base + 3, base + 4)
+    _resolve(server, me, [203])
+    # Another person's bound is their own.
+    with server.channel("insurer", "gulf-health") as channel:
+        [neighbour] = _tokens(channel, [2])
+    assert _read(server, neighbour).allowed == base
+
+
+def test_the_grants_together_are_bounded(server: ServerHandle, database_url: str) -> None:
+    me = _me(server)
+    grant_max = limits.beneficiary_resolutions_grant_max
+    total_max = limits.beneficiary_resolutions_granted_max
+    for _ in range(total_max // grant_max):
+        _grant(server, me, grant_max)
+    error = _refused(database_url, lambda: _grant(server, me, 1))
+    assert error.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    reason, metadata, fields = _details(error)
+    assert (reason, fields) == ("BENEFICIARY_GRANTS_LIMIT", ["additional"])
+    assert metadata == {
+        "granted_max": str(total_max),
+        "granted": str(total_max),
+        "additional": "1",
+    }
+    assert _read(server, me).allowed == limits.beneficiary_people_resolved_max + total_max
+
+
+_BadGrant = tuple[Callable[[str], admin.GrantBeneficiaryResolutionsRequest], str, str, list[str]]
+BAD_GRANTS: dict[str, _BadGrant] = {
+    # case: (the request for the person's token, status code, reason, the fields named)
+    "no token": (
+        lambda me: admin.GrantBeneficiaryResolutionsRequest(additional=1, reason=REASON),
+        "INVALID_ARGUMENT",
+        "GRANT_REQUEST_INVALID",
+        ["person_token"],
+    ),
+    "not a token": (
+        lambda me: admin.GrantBeneficiaryResolutionsRequest(
+            person_token="SA:RESIDENCE_ID:2000000014", additional=1, reason=REASON
+        ),
+        "INVALID_ARGUMENT",
+        "GRANT_REQUEST_INVALID",
+        ["person_token"],
+    ),
+    "a token the vault never issued": (
+        lambda me: admin.GrantBeneficiaryResolutionsRequest(
+            person_token=UNKNOWN_TOKEN, additional=1, reason=REASON
+        ),
+        "NOT_FOUND",
+        "PERSON_TOKEN_UNKNOWN",
+        ["person_token"],
+    ),
+    "additional 0": (
+        lambda me: admin.GrantBeneficiaryResolutionsRequest(person_token=me, reason=REASON),
+        "INVALID_ARGUMENT",
+        "GRANT_REQUEST_INVALID",
+        ["additional"],
+    ),
+    "additional over the limit": (
+        lambda me: admin.GrantBeneficiaryResolutionsRequest(
+            person_token=me,
+            additional=limits.beneficiary_resolutions_grant_max + 1,
+            reason=REASON,
+        ),
+        "INVALID_ARGUMENT",
+        "GRANT_REQUEST_INVALID",
+        ["additional"],
+    ),
+    "additional 2^32-1": (
+        lambda me: admin.GrantBeneficiaryResolutionsRequest(
+            person_token=me, additional=2**32 - 1, reason=REASON
+        ),
+        "INVALID_ARGUMENT",
+        "GRANT_REQUEST_INVALID",
+        ["additional"],
+    ),
+    "no reason": (
+        lambda me: admin.GrantBeneficiaryResolutionsRequest(person_token=me, additional=1),
+        "INVALID_ARGUMENT",
+        "GRANT_REQUEST_INVALID",
+        ["reason"],
+    ),
+    "a blank reason": (
+        lambda me: admin.GrantBeneficiaryResolutionsRequest(
+            person_token=me, additional=1, reason="   "
+        ),
+        "INVALID_ARGUMENT",
+        "GRANT_REQUEST_INVALID",
+        ["reason"],
+    ),
+    "a reason with a control character": (
+        lambda me: admin.GrantBeneficiaryResolutionsRequest(
+            person_token=me, additional=1, reason="two\nlines"
+        ),
+        "INVALID_ARGUMENT",
+        "GRANT_REQUEST_INVALID",
+        ["reason"],
+    ),
+    # Over-long: the request layer's bound (limits.request_field_max), before the servicer.
+    "a reason over the limit": (
+        lambda me: admin.GrantBeneficiaryResolutionsRequest(
+            person_token=me,
+            additional=1,
+            reason="x" * (limits.resolution_grant_reason_chars_max + 1),
+        ),
+        "INVALID_ARGUMENT",
+        "REQUEST_INVALID",
+        ["reason"],
+    ),
+    "every field bad at once": (
+        lambda me: admin.GrantBeneficiaryResolutionsRequest(person_token="pt_x"),
+        "INVALID_ARGUMENT",
+        "GRANT_REQUEST_INVALID",
+        ["person_token", "additional", "reason"],
+    ),
+}
+
+
+@pytest.mark.parametrize("case", BAD_GRANTS)
+def test_every_bad_grant_is_refused_with_its_reason_writing_nothing(
+    server: ServerHandle, database_url: str, case: str
+) -> None:
+    me = _me(server)
+    build, code, reason, fields = BAD_GRANTS[case]
+    request = build(me)
+    error = _refused(database_url, lambda: _call(server, "GrantBeneficiaryResolutions", request))
+    assert error.code() == grpc.StatusCode[code], error.details()
+    assert (_details(error)[0], _details(error)[2]) == (reason, fields)
+    assert _read(server, me).allowed == limits.beneficiary_people_resolved_max
+
+
+def test_an_erased_person_is_read_but_granted_nothing(
+    server: ServerHandle, database_url: str
+) -> None:
+    me = _me(server)
+    _grant(server, me, 2)
+    with server.running.engine.begin() as connection:
+        erase_token(connection, me, dt.datetime.now(dt.UTC))
+    read = _read(server, me)
+    assert (read.erased, read.granted) == (True, 2)  # a grant is never deleted, erasure included
+    error = _refused(database_url, lambda: _grant(server, me, 1))
+    assert error.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert (_details(error)[0], _details(error)[2]) == ("PERSON_ERASED", ["person_token"])
+
+
+def test_an_unknown_or_malformed_token_is_not_read(server: ServerHandle) -> None:
+    for token, code, reason in (
+        (UNKNOWN_TOKEN, grpc.StatusCode.NOT_FOUND, "PERSON_TOKEN_UNKNOWN"),
+        ("pt_short", grpc.StatusCode.INVALID_ARGUMENT, "GRANT_REQUEST_INVALID"),
+        ("", grpc.StatusCode.INVALID_ARGUMENT, "GRANT_REQUEST_INVALID"),
+    ):
+        with pytest.raises(grpc.RpcError) as caught:
+            _read(server, token)
+        assert caught.value.code() == code
+        assert _details(caught.value)[0] == reason
+
+
+@pytest.mark.parametrize(
+    ("role", "name"),
+    [
+        ("insurer", "gulf-health"),
+        ("authority", "kw-gov-health"),
+        ("auditor", "auditor"),
+        ("portal", "KW"),
+        ("regulator", "cchi"),
+        ("funder", "zakat-chamber"),
+        ("beneficiary", "self"),  # the person themselves: replaced by their token below
+    ],
+)
+def test_only_the_operator_may_read_or_grant(
+    server: ServerHandle, database_url: str, role: str, name: str
+) -> None:
+    me = _me(server)
+    caller = (role, me if name == "self" else name)
+    requests: list[tuple[str, _Request]] = [
+        (
+            "GrantBeneficiaryResolutions",
+            admin.GrantBeneficiaryResolutionsRequest(person_token=me, additional=1, reason=REASON),
+        ),
+        ("GetBeneficiaryResolutions", admin.GetBeneficiaryResolutionsRequest(person_token=me)),
+    ]
+    for method, request in requests:
+        error = _refused(
+            database_url,
+            lambda: _call(server, method, request, caller),  # noqa: B023 (called at once)
+        )
+        assert error.code() == grpc.StatusCode.PERMISSION_DENIED
+        assert _details(error)[0] == "ROLE_NOT_ALLOWED"
+    assert _read(server, me).granted == 0
+
+
+def test_a_grant_survives_a_restart(
+    database_url: str, log_signer: Ed25519Signer, tmp_path: Path
+) -> None:
+    base = limits.beneficiary_people_resolved_max
+    first = start_server_thread(database_url, log_signer, tmp_path)
+    try:
+        me = _me(first)
+        _resolve(first, me, range(100, 100 + base))
+        granted = _grant(first, me, 2)
+    finally:
+        first.stop()
+    again = start_server_thread(database_url, log_signer, tmp_path)
+    try:
+        assert _read(again, me) == granted
+        _resolve(again, me, [200, 201])
+        error = _refused(database_url, lambda: _resolve(again, me, [202]))
+        assert _details(error)[1]["limit"] == str(base + 2)
+        with again.running.engine.connect() as connection:
+            rows = connection.execute(select(beneficiary_resolution_grants)).all()
+        assert [(row.beneficiary_token, row.grant_number, row.additional) for row in rows] == [
+            (me, 0, 2)
+        ]
+    finally:
+        again.stop()
+
+
+CLI = [sys.executable, "-m", "ledger.cli"]
+
+
+def _cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([*CLI, *args], capture_output=True, text=True, check=False, timeout=120)
+
+
+def test_the_command_line_reads_and_grants(server: ServerHandle, database_url: str) -> None:
+    me = _me(server)
+    operator = server.cli_arguments("operator", "operator")
+    shown = _cli(
+        "admin", "beneficiary", "resolutions", "--person", person_text(person(SELF)), *operator
+    )
+    assert shown.returncode == 0, shown.stderr
+    base = limits.beneficiary_people_resolved_max
+    assert shown.stdout == f"{me}: resolved 0 of {base} ({base} base + 0 granted)\n"
+    granted = _cli(
+        "admin", "beneficiary", "grant", "--person-token", me, "--additional", "5",
+        "--reason", REASON, *operator,
+    )  # fmt: skip
+    assert granted.returncode == 0, granted.stderr
+    head, line = granted.stdout.splitlines()
+    assert head == f"{me}: resolved 0 of {base + 5} ({base} base + 5 granted)"
+    number, amount, when, by, why = line.split("\t")
+    assert (number, amount, by, why) == ("grant 1", "+5", OPERATOR, REASON)
+    assert dt.datetime.fromisoformat(when).tzinfo is not None
+    # Refused by the server: exit 3, the reason on stderr, nothing written.
+    before = row_counts(database_url)
+    refused = _cli(
+        "admin", "beneficiary", "grant", "--person-token", me, "--additional", "0",
+        "--reason", REASON, *operator,
+    )  # fmt: skip
+    assert refused.returncode == 3 and "additional" in refused.stderr
+    assert row_counts(database_url) == before
+    # Not an operator: refused the same way.
+    other = _cli(
+        "admin", "beneficiary", "resolutions", "--person-token", me,
+        *server.cli_arguments("auditor", "auditor"),
+    )  # fmt: skip
+    assert other.returncode == 3 and "PERMISSION_DENIED" in other.stderr
