@@ -13,7 +13,8 @@ Steps of one batch (numbered in the code):
       (:class:`ledger.coverage.projector.Projector`; a refused event writes nothing): first its
       signing key again, at commit time (a key revoked meanwhile, even earlier in this batch, is
       refused), at the event's own time, and the signer role table; then encode the entry once,
-      hash it, append it to the tree;
+      hash it, append it to the tree. An entry's append hook runs just before its rules; what a
+      refused entry's hook wrote is undone (see :meth:`Appender.append_batch`);
   (6) insert entries and nodes, sign and insert the checkpoint, commit;
   (7) after the commit, build each receipt's inclusion proof from the nodes (1) read and (5)
       made, in memory (no query: see :class:`_Written`); a duplicate's from stored nodes.
@@ -242,17 +243,30 @@ class Appender:
         A storage fault raises UNAVAILABLE saying what it means for the batch (see
         :mod:`ledger.storage.faults`): nothing written, outcome unknown, or committed.
         """
-        outcomes: list[Outcome | None] = [None] * len(items)
-        transaction = self._write_transaction()
-        try:
-            with batch_time(now):  # what append hooks see as "now" (append_hooks.batch_now)
-                written = self._write_batch(transaction, items, now, outcomes)
-        except Exception as error:
-            if not is_storage_fault(error):
-                raise
-            if transaction.committed:
-                raise receipt_unavailable() from error
-            raise storage_unavailable() from error
+        # An append hook's writes must be undone when its entry is refused. A savepoint around
+        # each hooked entry does it, at two statements an entry (SAVEPOINT, RELEASE) while
+        # holding the write lock; hooked entries are almost never refused (a payment being
+        # returned meanwhile), so the batch first runs without them, and should a hooked entry
+        # be refused, that transaction is rolled back whole and the batch runs again under a
+        # new lock, from its first step, with a savepoint around each hooked entry.
+        hooked = any(item.on_append is not None for item in items)
+        for savepoints in (False, True) if hooked else (True,):
+            outcomes: list[Outcome | None] = [None] * len(items)
+            transaction = self._write_transaction()
+            try:
+                with batch_time(now):  # what append hooks see as "now" (append_hooks.batch_now)
+                    written = self._write_batch(
+                        transaction, items, now, outcomes, savepoints=savepoints
+                    )
+                break
+            except _HookedEntryRefused:
+                continue  # rolled back: nothing of this attempt was written
+            except Exception as error:
+                if not is_storage_fault(error):
+                    raise
+                if transaction.committed:
+                    raise receipt_unavailable() from error
+                raise storage_unavailable() from error
         try:
             self._fill_receipts(items, written, outcomes)
         except Exception as error:
@@ -268,6 +282,8 @@ class Appender:
         items: Sequence[PendingEntry],
         now: dt.datetime,
         outcomes: list[Outcome | None],
+        *,
+        savepoints: bool,
     ) -> _Written:
         with transaction as connection:
             # (1), (2)
@@ -287,7 +303,7 @@ class Appender:
             )
             known = _edge_nodes(tree)
             sequenced, rows, nodes = _sequence(
-                projector, items, events, outcomes, skipped, tree, now
+                projector, items, events, outcomes, skipped, tree, now, savepoints=savepoints
             )
             projector.flush()
             # (6)
@@ -511,6 +527,11 @@ def _conflict(item: PendingEntry, first_payload: bytes) -> AlreadyExists:
     )
 
 
+class _HookedEntryRefused(Exception):
+    """An entry with an append hook was refused in a batch run without savepoints: what its
+    hook wrote is in the transaction, which must be rolled back (see ``append_batch``)."""
+
+
 def _sequence(  # noqa: PLR0917 (one private step of append_batch)
     projector: Projector,
     items: Sequence[PendingEntry],
@@ -519,9 +540,12 @@ def _sequence(  # noqa: PLR0917 (one private step of append_batch)
     skipped: set[int],
     tree: CompactRange,
     now: dt.datetime,
+    *,
+    savepoints: bool,
 ) -> tuple[list[_Sequenced], list[dict[str, object]], dict[NodeID, bytes]]:
     """Check each new item against the rules and give it the next leaf index; return
-    receipts-to-be, entry rows and new nodes."""
+    receipts-to-be, entry rows and new nodes. Without ``savepoints``, a refused entry with an
+    append hook raises :class:`_HookedEntryRefused` (the transaction must be rolled back)."""
     sequenced: list[_Sequenced] = []
     rows: list[dict[str, object]] = []
     nodes: dict[NodeID, bytes] = {}
@@ -533,11 +557,16 @@ def _sequence(  # noqa: PLR0917 (one private step of append_batch)
         try:
             if item.on_append is None:
                 projector.apply(events[position], leaf_index, signed)
+            elif not savepoints:
+                item.on_append(projector.connection, leaf_index)
+                projector.apply(events[position], leaf_index, signed)
             else:
                 with projector.connection.begin_nested():
                     item.on_append(projector.connection, leaf_index)
                     projector.apply(events[position], leaf_index, signed)
         except LedgerError as error:
+            if item.on_append is not None and not savepoints:
+                raise _HookedEntryRefused from error
             outcomes[position] = error
             continue
         data = encode_entry(leaf_index, now, item.envelope)
