@@ -265,11 +265,13 @@ class Projector:
         *,
         replay: bool = False,
         erasure_hooks: ErasureHooks | None = None,
+        keys: dict[str, InsurerKey | None] | None = None,
     ) -> None:
         """``replay``: the entries were admitted once (``rebuild``): a token erased since is
         still accepted, and erasing one touches no identifier (the scratch database has none).
         ``erasure_hooks``: what the server's extensions redact when a person is erased (run
-        before the vault forgets the identifier; never on replay)."""
+        before the vault forgets the identifier; never on replay). ``keys``: signing keys by
+        id as stored now, known without a query (see :attr:`keys`); it is updated in place."""
         self._connection = connection
         self._replay = replay
         self._erasure_hooks = erasure_hooks
@@ -316,8 +318,8 @@ class Projector:
             ),
         }
         self._funds = FundProjector(connection)
-        self._keys: dict[str, InsurerKey | None] = {}
-        """Keys read so far; an entry changing a key drops it from here."""
+        self._keys: dict[str, InsurerKey | None] = {} if keys is None else keys
+        """Keys read so far (None: not registered); an entry changing a key drops it."""
         self._signed = SignedBy("", dt.datetime.min.replace(tzinfo=dt.UTC))
         self._signing_key: InsurerKey | None = None
         """The entry being applied: who signed it (set by :meth:`apply`)."""
@@ -343,6 +345,13 @@ class Projector:
     def connection(self) -> Connection:
         """The connection (and transaction) this projector writes on."""
         return self._connection
+
+    @property
+    def keys(self) -> dict[str, InsurerKey | None]:
+        """The signing keys this projector read, by id (None: not registered), as they stand
+        after the entries it applied: an entry registering or revoking a key drops that key
+        from here, and only this projector writes the key registry (``insurer_keys``)."""
+        return self._keys
 
     def apply(self, event: events_pb2.Event, leaf_index: int, signed: SignedBy) -> None:
         """Check ``event`` (and who ``signed`` it) against the rules, then record it as entry

@@ -41,7 +41,7 @@ from ledger.errors import AlreadyExists, FailedPrecondition, FieldViolation, Led
 from ledger.events import decode_event, first_difference
 from ledger.genesis import GENESIS_EVENT_ID, genesis_envelope, genesis_event
 from ledger.identity.erasure import ErasureHooks
-from ledger.keys import insurer_key_id
+from ledger.keys import InsurerKey, insurer_key_id
 from ledger.merkle import CompactRange, NodeID, inclusion, leaf_hash, right_edge_ids
 from ledger.signers import OPERATOR_ID, SignerRole
 from ledger.signing import Signer
@@ -160,6 +160,29 @@ class _Written:
     sequenced: list[_Sequenced]
     duplicates: list[_Duplicate]
     known: dict[NodeID, bytes]
+    keys: dict[str, InsurerKey | None]
+    """The signing keys the batch's rules read, as they stand at ``head`` (see _KeysAtHead)."""
+
+
+@dataclass(frozen=True)
+class _KeysAtHead:
+    """Signing keys as they stood when the log's head was ``tree_size``/``root_hash``.
+
+    The key registry is a projection that only the projector writes, from log entries, so while
+    the head is the same no key changed: a batch finding that head under the lock knows these
+    keys without reading them (one statement a batch fewer). Any other head (an entry appended
+    by another appender sharing the database) and they are read again.
+    """
+
+    tree_size: int
+    root_hash: bytes
+    keys: dict[str, InsurerKey | None]
+
+    def at(self, head: StoredCheckpoint) -> dict[str, InsurerKey | None]:
+        """A copy of the keys if ``head`` is the one they stood at, else none."""
+        if head.tree_size == self.tree_size and head.root_hash == self.root_hash:
+            return dict(self.keys)
+        return {}
 
 
 Outcome = Receipt | LedgerError
@@ -184,6 +207,8 @@ class Appender:
         self._origin = origin
         self._operator_public_key = operator_public_key
         self._erasure_hooks = erasure_hooks
+        self._keys = _KeysAtHead(-1, b"", {})
+        """The keys the last committed batch's rules knew, at the head it committed."""
 
     def initialize(self, now: dt.datetime) -> StoredCheckpoint:
         """Sign and store the empty tree's checkpoint unless the log already has one; then, when
@@ -267,6 +292,7 @@ class Appender:
                 if transaction.committed:
                     raise receipt_unavailable() from error
                 raise storage_unavailable() from error
+        self._keys = _KeysAtHead(written.head.tree_size, written.head.root_hash, written.keys)
         try:
             self._fill_receipts(items, written, outcomes)
         except Exception as error:
@@ -293,7 +319,9 @@ class Appender:
             duplicates = _find_duplicates(connection, items, outcomes)
             # (5)
             skipped = {duplicate.position for duplicate in duplicates}
-            projector = Projector(connection, erasure_hooks=self._erasure_hooks)
+            projector = Projector(
+                connection, erasure_hooks=self._erasure_hooks, keys=self._keys.at(head)
+            )
             projector.prefetch(
                 [
                     event
@@ -319,7 +347,7 @@ class Appender:
                 )
                 head = self._insert_checkpoint(connection, tree, now)
                 known.update(nodes)
-        return _Written(head, sequenced, duplicates, known)
+        return _Written(head, sequenced, duplicates, known, projector.keys)
 
     def _fill_receipts(
         self,

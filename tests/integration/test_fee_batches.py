@@ -1,7 +1,8 @@
 """Batches of renewal fees (FeeCollected), as the renewal saga submits them: the double-coverage
-check answered from what the batch read once, and append hooks run without a savepoint each
-unless an entry carrying one is refused (then the batch runs again, each in a savepoint). On
-SQLite and PostgreSQL."""
+check answered from what the batch read once; append hooks run without a savepoint each unless
+an entry carrying one is refused (then the batch runs again, each in a savepoint); the signing
+keys known from the previous batch while no other entry was appended. On SQLite and
+PostgreSQL."""
 
 from __future__ import annotations
 
@@ -14,12 +15,14 @@ from typing import Any
 import pytest
 from sqlalchemy import Connection, Engine, event, select
 
-from ledger.errors import AlreadyExists, FailedPrecondition
+from clients.operator import key_revoked
+from ledger.errors import AlreadyExists, FailedPrecondition, PermissionDenied
+from ledger.keys import insurer_key_id
 from ledger.signers import SignerRole
 from ledger.signing import Ed25519Signer
 from ledger.storage.append import Appender, PendingEntry, Receipt
 from ledger.storage.append_hooks import AppendHook, register_append_hook
-from ledger.storage.tables import log_entries, subject_entries
+from ledger.storage.tables import insurer_keys, log_entries, subject_entries
 from ledger.v1 import events_pb2
 from tests.builders import civil, fee_collected
 from tests.conftest import onboard_directly, pending
@@ -183,3 +186,28 @@ def test_what_a_refused_entrys_hook_wrote_is_undone_and_the_rest_of_its_batch_is
     assert _hook_rows(engine) == [("hook:a", kept.leaf_index), ("hook:d", last.leaf_index)]
     # The batch ran again, each hooked entry in a savepoint.
     assert [statement for statement in seen if "SAVEPOINT" in statement.upper()]
+
+
+def test_a_key_revoked_by_another_appender_is_refused_though_the_first_knew_it_unrevoked(
+    engine: Engine,
+    appender: Appender,
+    authority: Ed25519Signer,
+    log_signer: Ed25519Signer,
+    operator_signer: Ed25519Signer,
+) -> None:
+    [first] = appender.append_batch([pending(authority, _fee("R-1"))], NOW)
+    assert isinstance(first, Receipt)
+    # Nothing appended since: the next batch knows the authority's key without reading it.
+    with _statements(engine) as seen:
+        [second] = appender.append_batch([pending(authority, _fee("R-2"))], NOW)
+    assert isinstance(second, Receipt)
+    assert not [statement for statement in seen if insurer_keys.name in statement]
+    # Another appender on the same database (another replica) revokes it.
+    other = Appender(engine, log_signer, log_signer.name)
+    revoked = key_revoked(insurer_key_id(authority.public_key), reason="test", occurred_at=NOW)
+    [revocation] = other.append_batch([pending(operator_signer, revoked)], NOW)
+    assert isinstance(revocation, Receipt)
+    before = _entry_count(engine)
+    [refused] = appender.append_batch([pending(authority, _fee("R-3"))], NOW)
+    assert isinstance(refused, PermissionDenied) and refused.reason == "KEY_REVOKED"
+    assert _entry_count(engine) == before
