@@ -58,7 +58,7 @@ from ledger.storage.log_store import (
     StoredCheckpoint,
     checkpoint_covering,
     latest_checkpoint,
-    latest_checkpoint_and_entry_count,
+    latest_checkpoint_entry_count_and_nodes,
     read_nodes,
 )
 from ledger.storage.nodes import node_key
@@ -207,8 +207,9 @@ class Appender:
         self._origin = origin
         self._operator_public_key = operator_public_key
         self._erasure_hooks = erasure_hooks
-        self._keys = _KeysAtHead(-1, b"", {})
-        """The keys the last committed batch's rules knew, at the head it committed."""
+        self._keys = _KeysAtHead(0, b"", {})
+        """The keys the last committed batch's rules knew, at the head it committed (whose
+        tree's right edge the next batch reads with its head)."""
 
     def initialize(self, now: dt.datetime) -> StoredCheckpoint:
         """Sign and store the empty tree's checkpoint unless the log already has one; then, when
@@ -313,7 +314,7 @@ class Appender:
     ) -> _Written:
         with transaction as connection:
             # (1), (2)
-            head, tree = _read_head(connection)
+            head, tree = _read_head(connection, self._keys.tree_size)
             events = [item.decoded() for item in items]
             # (4)
             duplicates = _find_duplicates(connection, items, outcomes)
@@ -450,14 +451,22 @@ class _WriteTransaction:
             self._connection.close()
 
 
-def _read_head(connection: Connection) -> tuple[StoredCheckpoint, CompactRange]:
-    head, stored = latest_checkpoint_and_entry_count(connection)
+def _read_head(
+    connection: Connection, expected_size: int = 0
+) -> tuple[StoredCheckpoint, CompactRange]:
+    """(1), (2): the latest checkpoint, checked against the entry count and the stored right
+    edge of its tree. The edge of a tree of ``expected_size`` (the size this appender last
+    committed) is read with the checkpoint, in one statement; should the log have another size
+    (another appender appended), the rest of its edge is read next."""
+    head, stored, nodes = latest_checkpoint_entry_count_and_nodes(
+        connection, right_edge_ids(expected_size)
+    )
     check(
         stored == head.tree_size,
         f"entries and checkpoint disagree: {stored} entries, checkpoint of size {head.tree_size}",
     )
     edge = right_edge_ids(head.tree_size)
-    tree = CompactRange(head.tree_size, read_nodes(connection, edge))
+    tree = CompactRange(head.tree_size, read_nodes(connection, edge, nodes))
     check(tree.root() == head.root_hash, "stored tree nodes do not give the signed root")
     return head, tree
 

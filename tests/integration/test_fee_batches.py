@@ -13,16 +13,18 @@ from contextlib import contextmanager
 from typing import Any
 
 import pytest
-from sqlalchemy import Connection, Engine, event, select
+from sqlalchemy import Connection, Engine, event, select, text
 
 from clients.operator import key_revoked
-from ledger.errors import AlreadyExists, FailedPrecondition, PermissionDenied
+from clients.verify import TrustedLog, verify_receipt
+from ledger.errors import AlreadyExists, FailedPrecondition, InvariantViolation, PermissionDenied
 from ledger.keys import insurer_key_id
+from ledger.rpc.ledger_servicer import receipt_to_proto
 from ledger.signers import SignerRole
-from ledger.signing import Ed25519Signer
+from ledger.signing import Ed25519Signer, format_verifier_key
 from ledger.storage.append import Appender, PendingEntry, Receipt
 from ledger.storage.append_hooks import AppendHook, register_append_hook
-from ledger.storage.tables import insurer_keys, log_entries, subject_entries
+from ledger.storage.tables import insurer_keys, log_entries, subject_entries, tree_nodes
 from ledger.v1 import events_pb2
 from tests.builders import civil, fee_collected
 from tests.conftest import onboard_directly, pending
@@ -210,4 +212,42 @@ def test_a_key_revoked_by_another_appender_is_refused_though_the_first_knew_it_u
     before = _entry_count(engine)
     [refused] = appender.append_batch([pending(authority, _fee("R-3"))], NOW)
     assert isinstance(refused, PermissionDenied) and refused.reason == "KEY_REVOKED"
+    assert _entry_count(engine) == before
+
+
+def test_appenders_taking_turns_on_one_database_each_read_the_tree_the_other_left(
+    engine: Engine, appender: Appender, authority: Ed25519Signer, log_signer: Ed25519Signer
+) -> None:
+    # Each batch reads the right edge of the tree its appender last committed with the head;
+    # after the other appender's batches, the edge of the tree found instead.
+    other = Appender(engine, log_signer, log_signer.name)
+    trusted = TrustedLog.from_verifier_key(format_verifier_key(log_signer))
+    turns = [appender, other, other, appender, appender, other, appender]
+    for turn, (writer, size) in enumerate(zip(turns, [1, 2, 3, 1, 4, 5, 2], strict=True)):
+        items = [pending(authority, _fee(f"R-{turn}-{n}")) for n in range(size)]
+        outcomes = writer.append_batch(items, NOW)
+        for item, outcome in zip(items, outcomes, strict=True):
+            assert isinstance(outcome, Receipt)
+            verified = verify_receipt(receipt_to_proto(outcome), trusted, item.envelope.payload)
+            assert verified.checkpoint.size == _entry_count(engine)
+
+
+def test_a_right_edge_node_missing_is_detected_by_the_next_batch_of_the_same_appender(
+    engine: Engine, appender: Appender, authority: Ed25519Signer
+) -> None:
+    if engine.dialect.name != "sqlite":
+        pytest.skip("tampering below the triggers is shown on SQLite")
+    [first] = appender.append_batch([pending(authority, _fee("R-1"))], NOW)
+    assert isinstance(first, Receipt)
+    with engine.begin() as connection:
+        connection.execute(text("DROP TRIGGER tree_nodes_append_only_delete"))
+        highest = (
+            connection.execute(select(tree_nodes.c.node_key).order_by(tree_nodes.c.node_key.desc()))
+            .scalars()
+            .first()
+        )
+        connection.execute(tree_nodes.delete().where(tree_nodes.c.node_key == highest))
+    before = _entry_count(engine)
+    with pytest.raises(InvariantViolation, match="tree nodes missing from storage"):
+        appender.append_batch([pending(authority, _fee("R-2"))], NOW)
     assert _entry_count(engine) == before
