@@ -62,7 +62,7 @@ from ledger.storage.log_store import (
     read_nodes,
 )
 from ledger.storage.nodes import node_key
-from ledger.storage.rows import insert_rows
+from ledger.storage.rows import insert_rows, insert_tables
 from ledger.storage.tables import checkpoints, log_entries, tree_nodes
 from ledger.v1 import events_pb2
 
@@ -334,20 +334,24 @@ class Appender:
             sequenced, rows, nodes = _sequence(
                 projector, items, events, outcomes, skipped, tree, now, savepoints=savepoints
             )
-            projector.flush()
-            # (6)
+            # (6): the projections' rows, then entries, nodes and the signed checkpoint, in one
+            # statement on PostgreSQL (ledger.storage.rows.insert_tables).
+            tables = projector.take_rows()
             if sequenced:
-                insert_rows(connection, log_entries, rows)
-                insert_rows(
-                    connection,
-                    tree_nodes,
-                    [
-                        {"node_key": node_key(node), "hash": digest}
-                        for node, digest in nodes.items()
-                    ],
-                )
-                head = self._insert_checkpoint(connection, tree, now)
+                head, checkpoint_row = self._checkpoint(tree, now)
+                tables += [
+                    (log_entries, rows),
+                    (
+                        tree_nodes,
+                        [
+                            {"node_key": node_key(node), "hash": digest}
+                            for node, digest in nodes.items()
+                        ],
+                    ),
+                    (checkpoints, [checkpoint_row]),
+                ]
                 known.update(nodes)
+            insert_tables(connection, tables)
         return _Written(head, sequenced, duplicates, known, projector.keys)
 
     def _fill_receipts(
@@ -389,23 +393,25 @@ class Appender:
     def _insert_checkpoint(
         self, connection: Connection, tree: CompactRange, now: dt.datetime
     ) -> StoredCheckpoint:
-        root = tree.root()
-        note = sign_checkpoint(Checkpoint(self._origin, tree.size, root), self._signer)
+        checkpoint, row = self._checkpoint(tree, now)
         # One prepared INSERT (ledger.storage.rows): `insert().values(...)` is a new statement
         # that SQLAlchemy keys and compiles again every batch.
-        insert_rows(
-            connection,
-            checkpoints,
-            [
-                {
-                    "tree_size": tree.size,
-                    "root_hash": root,
-                    "note_bytes": note,
-                    "created_at_us": to_micros(now),
-                }
-            ],
-        )
-        return StoredCheckpoint(tree_size=tree.size, root_hash=root, note_bytes=note)
+        insert_rows(connection, checkpoints, [row])
+        return checkpoint
+
+    def _checkpoint(
+        self, tree: CompactRange, now: dt.datetime
+    ) -> tuple[StoredCheckpoint, dict[str, object]]:
+        """The signed checkpoint of ``tree``, and its row."""
+        root = tree.root()
+        note = sign_checkpoint(Checkpoint(self._origin, tree.size, root), self._signer)
+        row: dict[str, object] = {
+            "tree_size": tree.size,
+            "root_hash": root,
+            "note_bytes": note,
+            "created_at_us": to_micros(now),
+        }
+        return StoredCheckpoint(tree_size=tree.size, root_hash=root, note_bytes=note), row
 
 
 class _WriteTransaction:
