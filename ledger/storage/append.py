@@ -5,7 +5,8 @@ database write lock first (SQLite ``BEGIN IMMEDIATE``; PostgreSQL a transaction-
 lock), so several replicas sharing one database append one at a time and history never forks.
 
 Steps of one batch (numbered in the code):
-  (1) lock; read the latest checkpoint and the stored right edge of the tree;
+  (1) lock; read the latest checkpoint and the stored right edge of the tree (one statement
+      when the tree is the one this appender left);
   (2) check the stored nodes give the signed root (the database agrees with its signature);
   (3) (reserved: the signer checks moved into (5), entry by entry);
   (4) idempotency: an event id seen before gets its first receipt, or a conflict naming the field;
@@ -15,7 +16,8 @@ Steps of one batch (numbered in the code):
       refused), at the event's own time, and the signer role table; then encode the entry once,
       hash it, append it to the tree. An entry's append hook runs just before its rules; what a
       refused entry's hook wrote is undone (see :meth:`Appender.append_batch`);
-  (6) insert entries and nodes, sign and insert the checkpoint, commit;
+  (6) insert the projections' rows, entries and nodes, sign and insert the checkpoint (one
+      statement on PostgreSQL: :func:`ledger.storage.rows.insert_tables`), commit;
   (7) after the commit, build each receipt's inclusion proof from the nodes (1) read and (5)
       made, in memory (no query: see :class:`_Written`); a duplicate's from stored nodes.
 Nothing is acknowledged before (6) returns. A storage fault answers UNAVAILABLE saying whether
