@@ -42,7 +42,7 @@ from dataclasses import dataclass
 from types import SimpleNamespace
 from typing import Any
 
-from sqlalchemy import Connection, Row, Table, and_, bindparam, func, insert, select, update
+from sqlalchemy import Connection, Row, and_, bindparam, func, insert, select, update
 
 from ledger.cards.projection import card_handlers
 from ledger.clock import to_micros
@@ -69,7 +69,7 @@ from ledger.signers import (
     role_from_proto,
 )
 from ledger.storage.key_store import keys_by_id
-from ledger.storage.rows import insert_tables
+from ledger.storage.rows import insert_rows
 from ledger.storage.tables import (
     coverages,
     fee_refunds,
@@ -491,31 +491,24 @@ class Projector:
 
     def flush(self) -> None:
         """Write the rows kept for the end of the batch (call before the transaction commits)."""
-        # One executemany a table (ledger.storage.rows): the batch's rows are most of its writes.
-        insert_tables(self._connection, self.take_rows())
-
-    def take_rows(self) -> list[tuple[Table, list[dict[str, Any]]]]:
-        """The rows kept for the end of the batch, by table, handed to the caller, who must
-        insert them (:func:`ledger.storage.rows.insert_tables`) before anything reads these
-        tables again in the transaction: this projector considers them stored from here on,
-        as :meth:`flush` does (the appender writes them with its entries, in one statement on
-        PostgreSQL)."""
         # What prefetch found absent may be stored from here on: ask the database again.
         self._absent_policies.clear()
         self._uncovered.clear()
         self._clash_candidates.clear()
-        taken: list[tuple[Table, list[dict[str, Any]]]] = [
-            (policies, [vars(row) for row in self._new_policies.values()]),
-            (coverages, [vars(row) for rows in self._new_coverages.values() for row in rows]),
-            (premiums, self._premium_rows),
-            (fee_refunds, self._refund_rows),
-            (subject_entries, self._subject_rows),
-        ]
+        # One executemany a table (ledger.storage.rows): the batch's rows are most of its writes.
+        insert_rows(self._connection, policies, [vars(row) for row in self._new_policies.values()])
+        insert_rows(
+            self._connection,
+            coverages,
+            [vars(row) for rows in self._new_coverages.values() for row in rows],
+        )
         self._new_policies.clear()
         self._new_coverages.clear()
         self._new_by_person.clear()
+        insert_rows(self._connection, premiums, self._premium_rows)
+        insert_rows(self._connection, fee_refunds, self._refund_rows)
+        insert_rows(self._connection, subject_entries, self._subject_rows)
         self._premium_rows, self._refund_rows, self._subject_rows = [], [], []
-        return taken
 
     # Task E (cards): what ledger/cards/projection.py needs of the entry being applied.
 

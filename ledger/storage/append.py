@@ -16,8 +16,7 @@ Steps of one batch (numbered in the code):
       refused), at the event's own time, and the signer role table; then encode the entry once,
       hash it, append it to the tree. An entry's append hook runs just before its rules; what a
       refused entry's hook wrote is undone (see :meth:`Appender.append_batch`);
-  (6) insert the projections' rows, entries and nodes, sign and insert the checkpoint (one
-      statement on PostgreSQL: :func:`ledger.storage.rows.insert_tables`), commit;
+  (6) insert entries and nodes, sign and insert the checkpoint, commit;
   (7) after the commit, build each receipt's inclusion proof from the nodes (1) read and (5)
       made, in memory (no query: see :class:`_Written`); a duplicate's from stored nodes.
 Nothing is acknowledged before (6) returns. A storage fault answers UNAVAILABLE saying whether
@@ -64,7 +63,7 @@ from ledger.storage.log_store import (
     read_nodes,
 )
 from ledger.storage.nodes import node_key
-from ledger.storage.rows import insert_rows, insert_tables
+from ledger.storage.rows import insert_rows
 from ledger.storage.tables import checkpoints, log_entries, tree_nodes
 from ledger.v1 import events_pb2
 
@@ -336,24 +335,20 @@ class Appender:
             sequenced, rows, nodes = _sequence(
                 projector, items, events, outcomes, skipped, tree, now, savepoints=savepoints
             )
-            # (6): the projections' rows, then entries, nodes and the signed checkpoint, in one
-            # statement on PostgreSQL (ledger.storage.rows.insert_tables).
-            tables = projector.take_rows()
+            projector.flush()
+            # (6)
             if sequenced:
-                head, checkpoint_row = self._checkpoint(tree, now)
-                tables += [
-                    (log_entries, rows),
-                    (
-                        tree_nodes,
-                        [
-                            {"node_key": node_key(node), "hash": digest}
-                            for node, digest in nodes.items()
-                        ],
-                    ),
-                    (checkpoints, [checkpoint_row]),
-                ]
+                insert_rows(connection, log_entries, rows)
+                insert_rows(
+                    connection,
+                    tree_nodes,
+                    [
+                        {"node_key": node_key(node), "hash": digest}
+                        for node, digest in nodes.items()
+                    ],
+                )
+                head = self._insert_checkpoint(connection, tree, now)
                 known.update(nodes)
-            insert_tables(connection, tables)
         return _Written(head, sequenced, duplicates, known, projector.keys)
 
     def _fill_receipts(
@@ -395,25 +390,23 @@ class Appender:
     def _insert_checkpoint(
         self, connection: Connection, tree: CompactRange, now: dt.datetime
     ) -> StoredCheckpoint:
-        checkpoint, row = self._checkpoint(tree, now)
-        # One prepared INSERT (ledger.storage.rows): `insert().values(...)` is a new statement
-        # that SQLAlchemy keys and compiles again every batch.
-        insert_rows(connection, checkpoints, [row])
-        return checkpoint
-
-    def _checkpoint(
-        self, tree: CompactRange, now: dt.datetime
-    ) -> tuple[StoredCheckpoint, dict[str, object]]:
-        """The signed checkpoint of ``tree``, and its row."""
         root = tree.root()
         note = sign_checkpoint(Checkpoint(self._origin, tree.size, root), self._signer)
-        row: dict[str, object] = {
-            "tree_size": tree.size,
-            "root_hash": root,
-            "note_bytes": note,
-            "created_at_us": to_micros(now),
-        }
-        return StoredCheckpoint(tree_size=tree.size, root_hash=root, note_bytes=note), row
+        # One prepared INSERT (ledger.storage.rows): `insert().values(...)` is a new statement
+        # that SQLAlchemy keys and compiles again every batch.
+        insert_rows(
+            connection,
+            checkpoints,
+            [
+                {
+                    "tree_size": tree.size,
+                    "root_hash": root,
+                    "note_bytes": note,
+                    "created_at_us": to_micros(now),
+                }
+            ],
+        )
+        return StoredCheckpoint(tree_size=tree.size, root_hash=root, note_bytes=note)
 
 
 class _WriteTransaction:

@@ -15,14 +15,6 @@ pipeline of one Bind/Execute a row, and its per-row pipeline work (sending, poll
 row's result) cost the sequencer 35-60 µs of CPU a row, more than the row's own insert
 (docs/benchmarks.md, "The PostgreSQL sequencer's write path"). Same rows, in the same order, in
 the same transaction; a constraint violation still fails the whole statement.
-
-:func:`insert_tables` writes several tables' rows at once, as the end of a sequencer batch does
-(its projections' rows, entries, nodes, checkpoint): on PostgreSQL in one statement, each
-table's INSERT but the last a data-modifying ``WITH`` query of the last (all of them run, to
-completion, in the statement; no table's rows depend on another's: no foreign keys, no insert
-triggers), since each statement there is a round trip that cost the sequencer about 200 µs of
-CPU (docs/benchmarks.md, "the sequencer's fixed cost"); elsewhere one :func:`insert_rows` a
-table, as before.
 """
 
 from __future__ import annotations
@@ -34,7 +26,7 @@ from typing import Any
 from sqlalchemy import Connection, Table
 from sqlalchemy.engine import Dialect
 
-__all__ = ["insert_rows", "insert_tables"]
+__all__ = ["insert_rows"]
 
 _Processor = Callable[[Any], Any] | None
 
@@ -44,80 +36,8 @@ def insert_rows(connection: Connection, table: Table, rows: Sequence[Mapping[str
     one does) into ``table`` in one ``executemany`` on ``connection``'s transaction."""
     if not rows:
         return
-    sql, width, parameters = _positional(connection.dialect, table, rows)
-    if connection.dialect.name != "postgresql":
-        connection.exec_driver_sql(sql, parameters)
-        return
-    # PostgreSQL's protocol carries at most 65,535 parameters a statement.
-    rows_max = max(1, min(_POSTGRES_ROWS_MAX, _POSTGRES_PARAMETERS_MAX // width))
-    for start in range(0, len(parameters), rows_max):
-        chunk = parameters[start : start + rows_max]
-        connection.exec_driver_sql(
-            _multi_row(sql, width, len(chunk)),
-            tuple(value for row in chunk for value in row),
-        )
-
-
-def insert_tables(
-    connection: Connection, tables: Sequence[tuple[Table, Sequence[Mapping[str, Any]]]]
-) -> None:
-    """Insert each table's ``rows`` (as :func:`insert_rows`) on ``connection``'s transaction:
-    on PostgreSQL in as few statements as the parameter bound allows (one, for a sequencer
-    batch), each table named at most once a statement; elsewhere one ``executemany`` a table,
-    in the order given."""
-    present = [(table, rows) for table, rows in tables if rows]
-    if connection.dialect.name != "postgresql":
-        for table, rows in present:
-            insert_rows(connection, table, rows)
-        return
-    group: list[tuple[str, int, list[tuple[Any, ...]]]] = []
-    group_parameters = 0
-    for table, rows in present:
-        sql, width, parameters = _positional(connection.dialect, table, rows)
-        count = width * len(parameters)
-        if len(parameters) > _POSTGRES_ROWS_MAX or count > _POSTGRES_PARAMETERS_MAX:
-            insert_rows(connection, table, rows)  # in statements of its own
-            continue
-        if group_parameters + count > _POSTGRES_PARAMETERS_MAX:
-            _insert_group(connection, group)
-            group, group_parameters = [], 0
-        group.append((sql, width, parameters))
-        group_parameters += count
-    _insert_group(connection, group)
-
-
-def _insert_group(
-    connection: Connection, group: list[tuple[str, int, list[tuple[Any, ...]]]]
-) -> None:
-    """One PostgreSQL statement inserting every table's rows of ``group``."""
-    if not group:
-        return
-    shape = tuple((sql, width, len(parameters)) for sql, width, parameters in group)
-    connection.exec_driver_sql(
-        _with_inserts(shape),
-        tuple(value for _, _, parameters in group for row in parameters for value in row),
-    )
-
-
-@lru_cache(maxsize=256)
-def _with_inserts(shape: tuple[tuple[str, int, int], ...]) -> str:
-    """The statement inserting ``count`` rows with each ``(sql, width, count)`` of ``shape``:
-    all but the last as data-modifying WITH queries (they run whether or not anything reads
-    them), parameters in the order given."""
-    *first, last = (_multi_row(sql, width, count) for sql, width, count in shape)
-    if not first:
-        return last
-    queries = ", ".join(f"inserted_{number} AS ({sql})" for number, sql in enumerate(first))
-    return f"WITH {queries} {last}"
-
-
-def _positional(
-    dialect: Dialect, table: Table, rows: Sequence[Mapping[str, Any]]
-) -> tuple[str, int, list[tuple[Any, ...]]]:
-    """One row's INSERT of ``table`` (the first row's columns), its width, and each row's
-    values in column order, through the column types' bind processors."""
     columns = tuple(rows[0])
-    sql, processors = _prepared(dialect, table, columns)
+    sql, processors = _prepared(connection.dialect, table, columns)
     if any(processor is not None for processor in processors):
         parameters = [
             tuple(
@@ -130,7 +50,17 @@ def _positional(
         ]
     else:
         parameters = [tuple(row[column] for column in columns) for row in rows]
-    return sql, len(columns), parameters
+    if connection.dialect.name != "postgresql":
+        connection.exec_driver_sql(sql, parameters)
+        return
+    # PostgreSQL's protocol carries at most 65,535 parameters a statement.
+    rows_max = max(1, min(_POSTGRES_ROWS_MAX, _POSTGRES_PARAMETERS_MAX // len(columns)))
+    for start in range(0, len(parameters), rows_max):
+        chunk = parameters[start : start + rows_max]
+        connection.exec_driver_sql(
+            _multi_row(sql, len(columns), len(chunk)),
+            tuple(value for row in chunk for value in row),
+        )
 
 
 _POSTGRES_ROWS_MAX = 1000
