@@ -14,29 +14,42 @@ a cProfile of the appends). ``--postgres`` appends to a fresh database on the be
 server (``POLICY_LEDGER_TEST_POSTGRES_URL``, as ``bench.multi_instance``) instead, and prints
 beside the CPU the statements a batch and the round trips a batch (libpq's ReadyForQuery
 messages: one a simple query or Sync, so one a wait for the server outside a pipeline).
+
+``--fees`` appends renewals' FeeCollected entries instead of the streaming mix: each as the
+renewal saga submits it (``payments.recording.record``): signed by the renewal authority, with
+the ``payments.mark_recorded`` append hook moving its payment to recorded in the batch's
+transaction. The payments are quoted and captured first, in process (the simulated gateway at
+no latency), by the saga itself, whose submissions are held back and appended here, so what is
+timed is the sequencer's part of a renewal only (docs/benchmarks.md, "the sequencer's fixed
+cost"). ``python -m bench.sequencer_cpu --fees --events 400 --batch 1``.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import cProfile
 import datetime as dt
 import os
 import tempfile
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine
+from sqlalchemy import Connection, Engine
 from sqlalchemy import event as sqlalchemy_event
 
 from clients.operator import OPERATOR_ID, insurer_licensed, key_registered
 from clients.samples import sample_events
+from ledger.clock import FixedClock
 from ledger.coverage.projector import person_ref
+from ledger.coverage.reader import CoverageReader
 from ledger.dsse import sign_envelope
+from ledger.errors import Unavailable
 from ledger.events import EVENT_PAYLOAD_TYPE, decode_event
+from ledger.identifiers import example_kuwait_civil_id
 from ledger.keys import insurer_key_id
 from ledger.signers import SignerRole
 from ledger.signing import Ed25519Signer, Signer
@@ -45,10 +58,14 @@ from ledger.storage.db import create_ledger_engine, sqlite_url
 from ledger.storage.migrate import upgrade
 from ledger.storage.vault_store import VaultStore
 from ledger.v1 import events_pb2, types_pb2
+from payments import fees
+from payments.gateways.simulated import SimulatedGateway
+from payments.renewal import MemberInput, QuoteRequest, Renewals
 
 __all__ = ["SequencerFigures", "measure_sequencer_cpu", "sequencer_process_cpu_seconds"]
 
 _INSURER = "bench-insurer"
+_AUTHORITY = "bench-authority"
 
 
 class SequencerFigures:
@@ -75,8 +92,17 @@ class SequencerFigures:
         """The appending thread's CPU time per event, in microseconds."""
         return self.cpu_seconds / self.events * 1e6
 
+    @property
+    def cpu_us_per_batch(self) -> float:
+        """The appending thread's CPU time per batch, in microseconds."""
+        return self.cpu_seconds / max(self.batches, 1) * 1e6
 
-def _pending(signer: Signer, event: events_pb2.Event) -> PendingEntry:
+
+def _pending(
+    signer: Signer,
+    event: events_pb2.Event,
+    on_append: Callable[[Connection, int], None] | None = None,
+) -> PendingEntry:
     payload = event.SerializeToString(deterministic=True)
     key_id = insurer_key_id(signer.public_key)
     envelope = sign_envelope(EVENT_PAYLOAD_TYPE, payload, signer, key_id)
@@ -86,6 +112,7 @@ def _pending(signer: Signer, event: events_pb2.Event) -> PendingEntry:
         event_id=event.event_id,
         key_id=key_id,
         event=decode_event(payload),
+        on_append=on_append,
     )
 
 
@@ -107,6 +134,96 @@ def _onboard(appender: Appender, operator: Signer, insurer: Signer, now: dt.date
     for outcome in appender.append_batch([_pending(operator, event) for event in events], now):
         if not isinstance(outcome, Receipt):
             raise RuntimeError(f"onboarding refused: {outcome}")
+
+
+class _HeldRecorder:
+    """The renewal saga's recorder, holding each FeeCollected submission (signed by the
+    authority, with its append hook) instead of appending it: the saga's answer is "the ledger
+    did not answer", which leaves the payment ``recording``, as a submission in flight does."""
+
+    def __init__(self, signer: Signer) -> None:
+        self.signer = signer
+        self.held: list[PendingEntry] = []
+
+    def check(self, event: events_pb2.Event) -> None:
+        """Admits everything: the appender checks the rules again."""
+
+    def __call__(
+        self, event: events_pb2.Event, on_append: Callable[[Connection, int], None]
+    ) -> Any:
+        self.held.append(_pending(self.signer, event, on_append))
+        raise Unavailable("held for the bench", reason="RECORD_OUTCOME_UNKNOWN")
+
+
+def _renewal_request(number: int) -> QuoteRequest:
+    """A household of a private-sector worker and a spouse (as ``bench.renewals`` quotes)."""
+    birth = dt.date(1960, 1, 1) + dt.timedelta(days=number % 20_000)
+    sponsor, spouse = (
+        types_pb2.PersonId(
+            type=types_pb2.PERSON_ID_TYPE_CIVIL_ID,
+            value=example_kuwait_civil_id(birth, 3 * position),
+            country_code="KW",
+        )
+        for position in (0, 1)
+    )
+    return QuoteRequest(
+        jurisdiction="KW",
+        sponsor=sponsor,
+        sponsor_is_kuwaiti=False,
+        members=(
+            MemberInput(
+                sponsor,
+                fees.Relationship.SELF,
+                fees.ResidenceCategory.PRIVATE_SECTOR_WORKER,
+                dt.date(1990, 1, 1),
+            ),
+            MemberInput(
+                spouse,
+                fees.Relationship.SPOUSE,
+                fees.ResidenceCategory.DEPENDENT,
+                dt.date(1990, 1, 1),
+            ),
+        ),
+        period_start=dt.date(2027, 1, 1),
+        period_end=dt.date(2027, 12, 31),
+    )
+
+
+def _fee_items(
+    engine: Engine, appender: Appender, operator: Signer, count: int, now: dt.datetime
+) -> list[PendingEntry]:
+    """``count`` renewals quoted and captured by the saga, their FeeCollected submissions held
+    (see :class:`_HeldRecorder`): the authority is registered first."""
+    import payments.recording  # noqa: F401 (registers the payments.mark_recorded append hook)
+
+    authority = Ed25519Signer.generate(_AUTHORITY)
+    since = now - dt.timedelta(days=1)
+    registered = key_registered(
+        _AUTHORITY,
+        authority.public_key,
+        role=SignerRole.AUTHORITY,
+        valid_from=since,
+        occurred_at=since,
+    )
+    for outcome in appender.append_batch([_pending(operator, registered)], now):
+        if not isinstance(outcome, Receipt):
+            raise RuntimeError(f"onboarding refused: {outcome}")
+    recorder = _HeldRecorder(authority)
+    renewals = Renewals(
+        engine,
+        {"simulated": SimulatedGateway()},
+        recorder,
+        CoverageReader(engine),
+        FixedClock(now),
+        authority_id=_AUTHORITY,
+    )
+    for number in range(count):
+        quote = renewals.quote(_renewal_request(number))
+        with contextlib.suppress(Unavailable):  # held: the payment stays recording
+            renewals.start_payment(quote.quote_id, f"bench-{number:08d}", "simulated")
+    if len(recorder.held) != count:
+        raise RuntimeError(f"{len(recorder.held)} of {count} renewals reached their record")
+    return recorder.held
 
 
 class _Counter:
@@ -147,10 +264,11 @@ def measure_sequencer_cpu(
     profile: Path | None = None,
     url: str | None = None,
     trace: bool = False,
+    fees: bool = False,
 ) -> SequencerFigures:
-    """Append ``events`` of the streaming mix in batches of ``batch`` to a fresh log in
-    ``folder`` (or at ``url``); the appending thread's CPU and wall time, statements and
-    round trips."""
+    """Append ``events`` of the streaming mix (with ``fees``, renewals' FeeCollected entries)
+    in batches of ``batch`` to a fresh log in ``folder`` (or at ``url``); the appending
+    thread's CPU and wall time, statements and round trips."""
     engine = create_ledger_engine(url or sqlite_url(folder / "sequencer.db"))
     counter = _Counter(engine, folder / "libpq.trace" if url is not None and trace else None)
     upgrade(engine)
@@ -165,7 +283,11 @@ def measure_sequencer_cpu(
     def tokens(people: Sequence[types_pb2.PersonId]) -> list[str]:
         return vault.tokens_for([person_ref(p) for p in people], now)
 
-    items = [_pending(insurer, e) for e in sample_events(events, _INSURER, now, tokens=tokens)]
+    items = (
+        _fee_items(engine, appender, operator, events, now)
+        if fees
+        else [_pending(insurer, e) for e in sample_events(events, _INSURER, now, tokens=tokens)]
+    )
     batches = [items[start : start + batch] for start in range(0, len(items), batch)]
     profiler = cProfile.Profile() if profile is not None else None
     statements, round_trips = counter.statements, counter.round_trips()
@@ -231,19 +353,28 @@ def _database(postgres: bool) -> Iterator[str | None]:
 
 
 def report(
-    events: int, batch: int, line: object = None, postgres: bool = False, trace: bool = False
+    events: int,
+    batch: int,
+    line: object = None,
+    postgres: bool = False,
+    trace: bool = False,
+    fees: bool = False,
 ) -> None:
     """Print the figure in the bench's format (one line)."""
     with (
         tempfile.TemporaryDirectory(prefix="policy-ledger-sequencer-") as scratch,
         _database(postgres) as url,
     ):
-        figures = measure_sequencer_cpu(Path(scratch), events, batch, url=url, trace=trace)
+        figures = measure_sequencer_cpu(
+            Path(scratch), events, batch, url=url, trace=trace, fees=fees
+        )
     load = os.getloadavg()[0]
     where = "PostgreSQL" if postgres else "SQLite"
+    mix = "FeeCollected" if fees else "append_batch"
     text = (
-        f"  sequencer CPU ({where}, append_batch, batches of {batch})".ljust(58)
+        f"  sequencer CPU ({where}, {mix}, batches of {batch})".ljust(58)
         + f"{figures.cpu_us_per_event:,.0f} us/event".rjust(14)
+        + f", {figures.cpu_us_per_batch:,.0f} us/batch"
         + f"  {figures.events} events, {figures.events / figures.wall_seconds:,.0f}/s wall, "
         f"{figures.wall_seconds / max(figures.batches, 1) * 1e3:,.2f} ms/batch wall, "
         f"{figures.statements / max(figures.batches, 1):.1f} statements/batch"
@@ -266,6 +397,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--profile", type=Path, help="write a cProfile of the appends here")
     parser.add_argument("--postgres", action="store_true", help="append to PostgreSQL")
     parser.add_argument(
+        "--fees", action="store_true", help="renewals' FeeCollected entries with their hook"
+    )
+    parser.add_argument(
         "--round-trips",
         action="store_true",
         help="with --postgres: count round trips from a libpq trace (which costs CPU itself)",
@@ -277,12 +411,18 @@ def main(argv: list[str] | None = None) -> int:
             _database(args.postgres) as url,
         ):
             figures = measure_sequencer_cpu(
-                Path(scratch), args.events, args.batch, args.profile, url=url
+                Path(scratch), args.events, args.batch, args.profile, url=url, fees=args.fees
             )
         print(f"{figures.cpu_us_per_event:,.0f} us/event (profiled)")
         return 0
     for _ in range(args.repeat):
-        report(args.events, args.batch, postgres=args.postgres, trace=args.round_trips)
+        report(
+            args.events,
+            args.batch,
+            postgres=args.postgres,
+            trace=args.round_trips,
+            fees=args.fees,
+        )
     return 0
 
 

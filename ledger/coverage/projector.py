@@ -206,6 +206,28 @@ _SELECT_COVERED_PERSON_KEYS = (
 
 
 @dataclass(frozen=True)
+class _ClashCandidates:
+    """A person's stored coverage rows of one insurer (``_SELECT_CLASH``'s columns) over the
+    days ``first_day..last_day``, read by :meth:`Projector.prefetch`."""
+
+    first_day: dt.date
+    last_day: dt.date
+    rows: list[Any]
+
+
+def _first_clash(known: Sequence[_ClashCandidates], start: dt.date, end: dt.date) -> Any:
+    """What ``_SELECT_CLASH`` answers for these people over ``start..end`` (each read over a
+    window holding it), from the rows read: the first by person and start day, or None."""
+    clashes = [
+        row
+        for candidates in known
+        for row in candidates.rows
+        if row.start_date <= end and row.end_date >= start and row.end_date >= row.start_date
+    ]
+    return min(clashes, key=lambda row: (row.person_key, row.start_date), default=None)
+
+
+@dataclass(frozen=True)
 class _Issue:
     """What issuing a policy writes (PolicyIssued, or the coverage a FeeCollected buys)."""
 
@@ -243,11 +265,13 @@ class Projector:
         *,
         replay: bool = False,
         erasure_hooks: ErasureHooks | None = None,
+        keys: dict[str, InsurerKey | None] | None = None,
     ) -> None:
         """``replay``: the entries were admitted once (``rebuild``): a token erased since is
         still accepted, and erasing one touches no identifier (the scratch database has none).
         ``erasure_hooks``: what the server's extensions redact when a person is erased (run
-        before the vault forgets the identifier; never on replay)."""
+        before the vault forgets the identifier; never on replay). ``keys``: signing keys by
+        id as stored now, known without a query (see :attr:`keys`); it is updated in place."""
         self._connection = connection
         self._replay = replay
         self._erasure_hooks = erasure_hooks
@@ -294,8 +318,8 @@ class Projector:
             ),
         }
         self._funds = FundProjector(connection)
-        self._keys: dict[str, InsurerKey | None] = {}
-        """Keys read so far; an entry changing a key drops it from here."""
+        self._keys: dict[str, InsurerKey | None] = {} if keys is None else keys
+        """Keys read so far (None: not registered); an entry changing a key drops it."""
         self._signed = SignedBy("", dt.datetime.min.replace(tzinfo=dt.UTC))
         self._signing_key: InsurerKey | None = None
         """The entry being applied: who signed it (set by :meth:`apply`)."""
@@ -307,6 +331,11 @@ class Projector:
         """(insurer, person token) pairs of this batch's new policies' members that had no
         coverage row of that insurer when the batch began (:meth:`prefetch`): no stored row can
         clash with them until :meth:`flush` (which empties this) inserts some."""
+        self._clash_candidates: dict[tuple[str, str], _ClashCandidates] = {}
+        """(insurer, person token) pairs of this batch's FeeCollected entries' people: every
+        stored coverage row of that insurer for that person over a window of days, as it stood
+        when the batch began (:meth:`prefetch`); emptied by :meth:`flush` and by any write to
+        stored rows (:meth:`_execute`, an erasure), after which the database is asked again."""
         self._token_cache: dict[str, TokenState] = {}
         """States of tokens the vault issued, read so far in this batch (an absent token is
         asked again: another transaction may issue it). Only an erasure changes an issued
@@ -316,6 +345,13 @@ class Projector:
     def connection(self) -> Connection:
         """The connection (and transaction) this projector writes on."""
         return self._connection
+
+    @property
+    def keys(self) -> dict[str, InsurerKey | None]:
+        """The signing keys this projector read, by id (None: not registered), as they stand
+        after the entries it applied: an entry registering or revoking a key drops that key
+        from here, and only this projector writes the key registry (``insurer_keys``)."""
+        return self._keys
 
     def apply(self, event: events_pb2.Event, leaf_index: int, signed: SignedBy) -> None:
         """Check ``event`` (and who ``signed`` it) against the rules, then record it as entry
@@ -364,18 +400,24 @@ class Projector:
     def prefetch(self, events: Sequence[events_pb2.Event]) -> None:
         """Read what the rules ask of stored state for ``events`` (the batch about to be
         applied) in a few queries for the whole batch rather than several per event: the
-        vault's state of every token they name, which of the policies they issue are stored
-        already, and which of those policies' members the insurer covers already. The rules
-        still query the database for anything not answered here."""
+        vault's state of every token they name, which of the policies they issue (or the
+        renewals whose fee they record) are stored already, which of those policies' members
+        the insurer covers already, and the coverage rows that could clash with a recorded
+        fee's people. The rules still query the database for anything not answered here."""
         wanted = sorted({token for event in events for token, _ in person_tokens_of(event)})
         for chunk in _chunks(wanted):
             self._token_cache.update(token_states(self._connection, chunk))
         issued: dict[str, tuple[set[str], set[str]]] = defaultdict(lambda: (set(), set()))
+        fees: dict[str, list[events_pb2.FeeCollected]] = defaultdict(list)
         for event in events:
-            if event.WhichOneof("body") == "policy_issued":
+            kind = event.WhichOneof("body")
+            if kind == "policy_issued":
                 policy_ids, members = issued[event.insurer_id]
                 policy_ids.add(event.policy_issued.policy_id)
                 members.update(member.person_token for member in event.policy_issued.members)
+            elif kind == "fee_collected":
+                issued[event.insurer_id][0].add(event.fee_collected.renewal_id)
+                fees[event.insurer_id].append(event.fee_collected)
         for insurer_id, (policy_ids, members) in issued.items():
             stored_policies = self._stored(_SELECT_STORED_POLICY_IDS, insurer_id, policy_ids)
             self._absent_policies.update(
@@ -383,6 +425,33 @@ class Projector:
             )
             covered = self._stored(_SELECT_COVERED_PERSON_KEYS, insurer_id, members)
             self._uncovered.update((insurer_id, key) for key in members - covered)
+        for insurer_id, bodies in fees.items():
+            self._prefetch_clashes(insurer_id, bodies)
+
+    def _prefetch_clashes(self, insurer_id: str, bodies: Sequence[events_pb2.FeeCollected]) -> None:
+        """Read, in one query a chunk of people, every stored coverage row of ``insurer_id``
+        that the double-coverage check of these FeeCollected entries could find: the rows of
+        their people over the days from the earliest period's start to the latest one's end."""
+        first_day = min(to_date(body.period_start) for body in bodies)
+        last_day = max(to_date(body.period_end) for body in bodies)
+        people = sorted({line.person_token for body in bodies for line in body.lines})
+        found: dict[str, list[Any]] = {key: [] for key in people}
+        for chunk in _chunks(people):
+            rows = self._connection.execute(
+                _SELECT_CLASH,
+                {
+                    "person_keys": chunk,
+                    "insurer_id": insurer_id,
+                    "first_day": first_day,
+                    "last_day": last_day,
+                },
+            )
+            for row in rows:
+                found[row.person_key].append(row)
+        for key, stored in found.items():
+            self._clash_candidates[(insurer_id, key)] = _ClashCandidates(
+                first_day, last_day, stored
+            )
 
     def _stored(self, statement: Any, insurer_id: str, wanted: set[str]) -> set[str]:
         """The values of ``wanted`` that ``statement`` finds stored for ``insurer_id``."""
@@ -425,6 +494,7 @@ class Projector:
         # What prefetch found absent may be stored from here on: ask the database again.
         self._absent_policies.clear()
         self._uncovered.clear()
+        self._clash_candidates.clear()
         # One executemany a table (ledger.storage.rows): the batch's rows are most of its writes.
         insert_rows(self._connection, policies, [vars(row) for row in self._new_policies.values()])
         insert_rows(
@@ -1068,6 +1138,7 @@ class Projector:
         self._token_cache.clear()
         self._absent_policies.clear()
         self._uncovered.clear()
+        self._clash_candidates.clear()
         erase_token(
             self._connection, token, self._signed.integrated_at, identifier=not self._replay
         )
@@ -1173,6 +1244,8 @@ class Projector:
         self._index(leaf_index, subjects)
 
     def _execute(self, statement: Any, parameters: Any = None) -> None:
+        # A stored row changes (a coverage ending early): what prefetch read may be stale.
+        self._clash_candidates.clear()
         self._connection.execute(statement, parameters)
 
     def _insurer(self, insurer_id: str) -> Row[Any] | None:
@@ -1267,7 +1340,13 @@ class Projector:
         ``start..end``; one query for all of them (none when :meth:`prefetch` found that the
         insurer covers none of them), then this batch's new coverages."""
         clash: Any = None
-        if not all((insurer_id, key) in self._uncovered for key, _ in people):
+        if all((insurer_id, key) in self._uncovered for key, _ in people):
+            pass  # no stored row can clash
+        elif all(self._clashes_known(insurer_id, key, start, end) for key, _ in people):
+            clash = _first_clash(
+                [self._clash_candidates[(insurer_id, key)] for key, _ in people], start, end
+            )
+        else:
             clash = self._connection.execute(
                 _SELECT_CLASH,
                 {
@@ -1299,6 +1378,12 @@ class Projector:
                 field_violations=[FieldViolation(field, "already covered by this insurer")],
                 metadata={"person": clash.person_key, "policy_id": clash.policy_id},
             )
+
+    def _clashes_known(self, insurer_id: str, key: str, start: dt.date, end: dt.date) -> bool:
+        """Whether :meth:`prefetch` read every stored row of ``insurer_id`` covering ``key``
+        on a day of ``start..end`` (and nothing stored changed since)."""
+        known = self._clash_candidates.get((insurer_id, key))
+        return known is not None and known.first_day <= start and end <= known.last_day
 
     def _end_coverage(self, row: Any, last_day: dt.date, reason: str, leaf: int) -> None:
         if isinstance(row, SimpleNamespace):

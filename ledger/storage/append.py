@@ -5,7 +5,8 @@ database write lock first (SQLite ``BEGIN IMMEDIATE``; PostgreSQL a transaction-
 lock), so several replicas sharing one database append one at a time and history never forks.
 
 Steps of one batch (numbered in the code):
-  (1) lock; read the latest checkpoint and the stored right edge of the tree;
+  (1) lock; read the latest checkpoint and the stored right edge of the tree (one statement
+      when the tree is the one this appender left);
   (2) check the stored nodes give the signed root (the database agrees with its signature);
   (3) (reserved: the signer checks moved into (5), entry by entry);
   (4) idempotency: an event id seen before gets its first receipt, or a conflict naming the field;
@@ -13,7 +14,8 @@ Steps of one batch (numbered in the code):
       (:class:`ledger.coverage.projector.Projector`; a refused event writes nothing): first its
       signing key again, at commit time (a key revoked meanwhile, even earlier in this batch, is
       refused), at the event's own time, and the signer role table; then encode the entry once,
-      hash it, append it to the tree;
+      hash it, append it to the tree. An entry's append hook runs just before its rules; what a
+      refused entry's hook wrote is undone (see :meth:`Appender.append_batch`);
   (6) insert entries and nodes, sign and insert the checkpoint, commit;
   (7) after the commit, build each receipt's inclusion proof from the nodes (1) read and (5)
       made, in memory (no query: see :class:`_Written`); a duplicate's from stored nodes.
@@ -40,7 +42,7 @@ from ledger.errors import AlreadyExists, FailedPrecondition, FieldViolation, Led
 from ledger.events import decode_event, first_difference
 from ledger.genesis import GENESIS_EVENT_ID, genesis_envelope, genesis_event
 from ledger.identity.erasure import ErasureHooks
-from ledger.keys import insurer_key_id
+from ledger.keys import InsurerKey, insurer_key_id
 from ledger.merkle import CompactRange, NodeID, inclusion, leaf_hash, right_edge_ids
 from ledger.signers import OPERATOR_ID, SignerRole
 from ledger.signing import Signer
@@ -57,7 +59,7 @@ from ledger.storage.log_store import (
     StoredCheckpoint,
     checkpoint_covering,
     latest_checkpoint,
-    latest_checkpoint_and_entry_count,
+    latest_checkpoint_entry_count_and_nodes,
     read_nodes,
 )
 from ledger.storage.nodes import node_key
@@ -159,6 +161,29 @@ class _Written:
     sequenced: list[_Sequenced]
     duplicates: list[_Duplicate]
     known: dict[NodeID, bytes]
+    keys: dict[str, InsurerKey | None]
+    """The signing keys the batch's rules read, as they stand at ``head`` (see _KeysAtHead)."""
+
+
+@dataclass(frozen=True)
+class _KeysAtHead:
+    """Signing keys as they stood when the log's head was ``tree_size``/``root_hash``.
+
+    The key registry is a projection that only the projector writes, from log entries, so while
+    the head is the same no key changed: a batch finding that head under the lock knows these
+    keys without reading them (one statement a batch fewer). Any other head (an entry appended
+    by another appender sharing the database) and they are read again.
+    """
+
+    tree_size: int
+    root_hash: bytes
+    keys: dict[str, InsurerKey | None]
+
+    def at(self, head: StoredCheckpoint) -> dict[str, InsurerKey | None]:
+        """A copy of the keys if ``head`` is the one they stood at, else none."""
+        if head.tree_size == self.tree_size and head.root_hash == self.root_hash:
+            return dict(self.keys)
+        return {}
 
 
 Outcome = Receipt | LedgerError
@@ -183,6 +208,9 @@ class Appender:
         self._origin = origin
         self._operator_public_key = operator_public_key
         self._erasure_hooks = erasure_hooks
+        self._keys = _KeysAtHead(0, b"", {})
+        """The keys the last committed batch's rules knew, at the head it committed (whose
+        tree's right edge the next batch reads with its head)."""
 
     def initialize(self, now: dt.datetime) -> StoredCheckpoint:
         """Sign and store the empty tree's checkpoint unless the log already has one; then, when
@@ -242,17 +270,31 @@ class Appender:
         A storage fault raises UNAVAILABLE saying what it means for the batch (see
         :mod:`ledger.storage.faults`): nothing written, outcome unknown, or committed.
         """
-        outcomes: list[Outcome | None] = [None] * len(items)
-        transaction = self._write_transaction()
-        try:
-            with batch_time(now):  # what append hooks see as "now" (append_hooks.batch_now)
-                written = self._write_batch(transaction, items, now, outcomes)
-        except Exception as error:
-            if not is_storage_fault(error):
-                raise
-            if transaction.committed:
-                raise receipt_unavailable() from error
-            raise storage_unavailable() from error
+        # An append hook's writes must be undone when its entry is refused. A savepoint around
+        # each hooked entry does it, at two statements an entry (SAVEPOINT, RELEASE) while
+        # holding the write lock; hooked entries are almost never refused (a payment being
+        # returned meanwhile), so the batch first runs without them, and should a hooked entry
+        # be refused, that transaction is rolled back whole and the batch runs again under a
+        # new lock, from its first step, with a savepoint around each hooked entry.
+        hooked = any(item.on_append is not None for item in items)
+        for savepoints in (False, True) if hooked else (True,):
+            outcomes: list[Outcome | None] = [None] * len(items)
+            transaction = self._write_transaction()
+            try:
+                with batch_time(now):  # what append hooks see as "now" (append_hooks.batch_now)
+                    written = self._write_batch(
+                        transaction, items, now, outcomes, savepoints=savepoints
+                    )
+                break
+            except _HookedEntryRefused:
+                continue  # rolled back: nothing of this attempt was written
+            except Exception as error:
+                if not is_storage_fault(error):
+                    raise
+                if transaction.committed:
+                    raise receipt_unavailable() from error
+                raise storage_unavailable() from error
+        self._keys = _KeysAtHead(written.head.tree_size, written.head.root_hash, written.keys)
         try:
             self._fill_receipts(items, written, outcomes)
         except Exception as error:
@@ -268,16 +310,20 @@ class Appender:
         items: Sequence[PendingEntry],
         now: dt.datetime,
         outcomes: list[Outcome | None],
+        *,
+        savepoints: bool,
     ) -> _Written:
         with transaction as connection:
             # (1), (2)
-            head, tree = _read_head(connection)
+            head, tree = _read_head(connection, self._keys.tree_size)
             events = [item.decoded() for item in items]
             # (4)
             duplicates = _find_duplicates(connection, items, outcomes)
             # (5)
             skipped = {duplicate.position for duplicate in duplicates}
-            projector = Projector(connection, erasure_hooks=self._erasure_hooks)
+            projector = Projector(
+                connection, erasure_hooks=self._erasure_hooks, keys=self._keys.at(head)
+            )
             projector.prefetch(
                 [
                     event
@@ -287,7 +333,7 @@ class Appender:
             )
             known = _edge_nodes(tree)
             sequenced, rows, nodes = _sequence(
-                projector, items, events, outcomes, skipped, tree, now
+                projector, items, events, outcomes, skipped, tree, now, savepoints=savepoints
             )
             projector.flush()
             # (6)
@@ -303,7 +349,7 @@ class Appender:
                 )
                 head = self._insert_checkpoint(connection, tree, now)
                 known.update(nodes)
-        return _Written(head, sequenced, duplicates, known)
+        return _Written(head, sequenced, duplicates, known, projector.keys)
 
     def _fill_receipts(
         self,
@@ -406,14 +452,22 @@ class _WriteTransaction:
             self._connection.close()
 
 
-def _read_head(connection: Connection) -> tuple[StoredCheckpoint, CompactRange]:
-    head, stored = latest_checkpoint_and_entry_count(connection)
+def _read_head(
+    connection: Connection, expected_size: int = 0
+) -> tuple[StoredCheckpoint, CompactRange]:
+    """(1), (2): the latest checkpoint, checked against the entry count and the stored right
+    edge of its tree. The edge of a tree of ``expected_size`` (the size this appender last
+    committed) is read with the checkpoint, in one statement; should the log have another size
+    (another appender appended), the rest of its edge is read next."""
+    head, stored, nodes = latest_checkpoint_entry_count_and_nodes(
+        connection, right_edge_ids(expected_size)
+    )
     check(
         stored == head.tree_size,
         f"entries and checkpoint disagree: {stored} entries, checkpoint of size {head.tree_size}",
     )
     edge = right_edge_ids(head.tree_size)
-    tree = CompactRange(head.tree_size, read_nodes(connection, edge))
+    tree = CompactRange(head.tree_size, read_nodes(connection, edge, nodes))
     check(tree.root() == head.root_hash, "stored tree nodes do not give the signed root")
     return head, tree
 
@@ -511,6 +565,11 @@ def _conflict(item: PendingEntry, first_payload: bytes) -> AlreadyExists:
     )
 
 
+class _HookedEntryRefused(Exception):
+    """An entry with an append hook was refused in a batch run without savepoints: what its
+    hook wrote is in the transaction, which must be rolled back (see ``append_batch``)."""
+
+
 def _sequence(  # noqa: PLR0917 (one private step of append_batch)
     projector: Projector,
     items: Sequence[PendingEntry],
@@ -519,9 +578,12 @@ def _sequence(  # noqa: PLR0917 (one private step of append_batch)
     skipped: set[int],
     tree: CompactRange,
     now: dt.datetime,
+    *,
+    savepoints: bool,
 ) -> tuple[list[_Sequenced], list[dict[str, object]], dict[NodeID, bytes]]:
     """Check each new item against the rules and give it the next leaf index; return
-    receipts-to-be, entry rows and new nodes."""
+    receipts-to-be, entry rows and new nodes. Without ``savepoints``, a refused entry with an
+    append hook raises :class:`_HookedEntryRefused` (the transaction must be rolled back)."""
     sequenced: list[_Sequenced] = []
     rows: list[dict[str, object]] = []
     nodes: dict[NodeID, bytes] = {}
@@ -533,11 +595,16 @@ def _sequence(  # noqa: PLR0917 (one private step of append_batch)
         try:
             if item.on_append is None:
                 projector.apply(events[position], leaf_index, signed)
+            elif not savepoints:
+                item.on_append(projector.connection, leaf_index)
+                projector.apply(events[position], leaf_index, signed)
             else:
                 with projector.connection.begin_nested():
                     item.on_append(projector.connection, leaf_index)
                     projector.apply(events[position], leaf_index, signed)
         except LedgerError as error:
+            if item.on_append is not None and not savepoints:
+                raise _HookedEntryRefused from error
             outcomes[position] = error
             continue
         data = encode_entry(leaf_index, now, item.envelope)

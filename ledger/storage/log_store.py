@@ -13,7 +13,7 @@ from contextlib import closing
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Connection, Engine, bindparam, func, select
+from sqlalchemy import Connection, Engine, bindparam, func, literal_column, null, select, union_all
 
 from ledger import limits
 from ledger.errors import FieldViolation, InvalidArgument, NotFound, OutOfRange, check
@@ -254,25 +254,41 @@ def latest_checkpoint(connection: Connection) -> StoredCheckpoint:
     return _checkpoint_from_row(row)
 
 
-_SELECT_HEAD = (
+_SELECT_HEAD_AND_NODES = union_all(
     select(
-        checkpoints.c.tree_size,
-        checkpoints.c.root_hash,
-        checkpoints.c.note_bytes,
+        literal_column("0").label("part"),
+        checkpoints.c.tree_size.label("number"),
+        checkpoints.c.root_hash.label("digest"),
+        checkpoints.c.note_bytes.label("note"),
         select(func.max(log_entries.c.leaf_index)).scalar_subquery().label("highest"),
-    )
-    .order_by(checkpoints.c.tree_size.desc())
-    .limit(1)
+    ).where(checkpoints.c.tree_size == select(func.max(checkpoints.c.tree_size)).scalar_subquery()),
+    select(literal_column("1"), tree_nodes.c.node_key, tree_nodes.c.hash, null(), null()).where(
+        tree_nodes.c.node_key.in_(bindparam("keys", expanding=True))
+    ),
 )
+"""The newest checkpoint and the highest leaf index stored in the row of part 0, and the wanted
+nodes in rows of part 1 (one statement: the sequencer reads them at the start of every batch)."""
 
 
-def latest_checkpoint_and_entry_count(connection: Connection) -> tuple[StoredCheckpoint, int]:
-    """:func:`latest_checkpoint` and :func:`entry_count` in one statement (the sequencer reads
-    both at the start of every batch); NOT_FOUND before initialization."""
-    row = connection.execute(_SELECT_HEAD).first()
-    if row is None:
+def latest_checkpoint_entry_count_and_nodes(
+    connection: Connection, ids: Sequence[NodeID]
+) -> tuple[StoredCheckpoint, int, dict[NodeID, bytes]]:
+    """The newest checkpoint, the number of entries stored, and the stored nodes among
+    ``ids``, in one statement: the sequencer reads the right edge of the tree it expects to
+    find with its head (a node absent from the answer is not stored); NOT_FOUND before
+    initialization."""
+    head: Any = None
+    nodes: dict[NodeID, bytes] = {}
+    rows = connection.execute(_SELECT_HEAD_AND_NODES, {"keys": sorted({node_key(i) for i in ids})})
+    for row in rows:
+        if row.part == 0:
+            head = row
+        else:
+            nodes[node_id(row.number)] = bytes(row.digest)
+    if head is None:
         raise NotFound("the log has no checkpoint yet", reason="LOG_NOT_INITIALIZED")
-    return _checkpoint_from_row(row), 0 if row.highest is None else int(row.highest) + 1
+    checkpoint = StoredCheckpoint(int(head.number), bytes(head.digest), bytes(head.note))
+    return checkpoint, 0 if head.highest is None else int(head.highest) + 1, nodes
 
 
 def checkpoint_covering(connection: Connection, leaf_index: int) -> StoredCheckpoint:
