@@ -210,11 +210,11 @@ def _renewals_on(
                 client_cpu = (time.process_time() - client_before) / count
                 p50, p99 = kit.percentiles(latencies)
                 kit.line(
-                    f"renewals, {engine}, --workers {workers}, {callers} caller(s)"
-                    + (", renewing again" if again else "")
-                    + (f", {connections} connections" if connections > 1 else ""),
+                    f"renewals, {engine}, --workers {workers}, {callers} caller(s)",
                     f"{count / elapsed:,.0f}/s",
-                    f"p50 {p50:.1f} ms, p99 {p99:.1f} ms; server CPU {cpu * 1000:.1f} ms a "
+                    ("renewing again; " if again else "")
+                    + (f"{connections} connections; " if connections > 1 else "")
+                    + f"p50 {p50:.1f} ms, p99 {p99:.1f} ms; server CPU {cpu * 1000:.1f} ms a "
                     f"renewal, client CPU {client_cpu * 1000:.1f} ms; load average "
                     f"{os.getloadavg()[0]:.1f}",
                 )

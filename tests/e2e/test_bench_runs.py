@@ -38,4 +38,19 @@ def test_the_submission_bench_runs_at_each_worker_count() -> None:
 
 def test_the_sequencer_cpu_bench_runs() -> None:
     stdout = _bench("bench.sequencer_cpu", "--events", "30", "--batch", "8")
-    assert "us/event  30 events" in stdout, stdout
+    assert "us/event, " in stdout and "us/batch  30 events" in stdout, stdout
+    stdout = _bench("bench.sequencer_cpu", "--fees", "--events", "8", "--batch", "4")
+    assert "FeeCollected, batches of 4" in stdout and "us/batch  8 events" in stdout, stdout
+
+
+def test_the_renewals_bench_runs() -> None:
+    """New households at 1 and 16 callers, the same ones renewing again, and a connection per
+    caller; on PostgreSQL too where the bench's server answers (else its lines say skipped)."""
+    stdout = _bench("bench", "--only", "renewals", "--renewals", "20", "--workers", "0")
+    lines = [line for line in stdout.splitlines() if "renewals, SQLite, --workers 0" in line]
+    assert len(lines) == 4, stdout
+    assert "renewing again; " in lines[2] and "16 connections; " in lines[3], stdout
+    assert all("server CPU" in line and "client CPU" in line for line in lines), stdout
+    postgres = [line for line in stdout.splitlines() if "renewals, PostgreSQL" in line]
+    skipped = "renewals on PostgreSQL, --workers 0" in stdout and "skipped" in stdout
+    assert len(postgres) == 4 or skipped, stdout
