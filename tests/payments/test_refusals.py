@@ -229,14 +229,10 @@ def test_a_quote_priced_by_a_schedule_no_longer_in_force_is_not_collected(
     assert _counts(stack) == before and stack.gateway.snapshot() == {}
 
 
-def test_a_payment_checks_that_its_fee_can_be_recorded_before_it_takes_the_write_lock(
-    tmp_path: Path,
-) -> None:
-    """On SQLite every write transaction holds the database's one write lock, so StartPayment
-    runs the check (the admission of the signed entry, the FeeCollected rules) before its write
-    transaction: while the check runs, another writer can take the lock at once."""
-    stack = Stack(tmp_path)
-    quote = stack.renewals.quote(family_request(1, 2))
+def _whether_the_lock_is_free_at_each_check(stack: Stack) -> list[bool]:
+    """From now on, each check of a fee (the ledger's admission of its signed entry) first
+    tries SQLite's write lock from another connection: the list says, check by check, whether
+    it was free (the check ran outside any write transaction)."""
     lock_free: list[bool] = []
     check = stack.recorder.check
 
@@ -254,6 +250,18 @@ def test_a_payment_checks_that_its_fee_can_be_recorded_before_it_takes_the_write
         check(event)  # type: ignore[arg-type]
 
     stack.recorder.check = check_and_try_the_lock  # type: ignore[method-assign]
+    return lock_free
+
+
+def test_a_payment_checks_that_its_fee_can_be_recorded_before_it_takes_the_write_lock(
+    tmp_path: Path,
+) -> None:
+    """On SQLite every write transaction holds the database's one write lock, so StartPayment
+    runs the check (the admission of the signed entry, the FeeCollected rules) before its write
+    transaction: while the check runs, another writer can take the lock at once."""
+    stack = Stack(tmp_path)
+    quote = stack.renewals.quote(family_request(1, 2))
+    lock_free = _whether_the_lock_is_free_at_each_check(stack)
     payment = stack.renewals.start_payment(quote.quote_id, "key-first-01", "simulated")
     assert payment.state == "recorded"
     assert lock_free == [True]
@@ -321,22 +329,7 @@ def test_a_household_renewing_again_is_checked_before_the_quote_takes_the_write_
     stack = Stack(tmp_path)
     first = stack.renewals.quote(family_request(1, 2))
     stack.renewals.start_payment(first.quote_id, "key-first-01", "simulated")
-    lock_free: list[bool] = []
-    check = stack.recorder.check
-
-    def check_and_try_the_lock(event: object) -> None:
-        other = sqlite3.connect(stack.engine.url.database or "", timeout=0, isolation_level=None)
-        try:
-            other.execute("BEGIN IMMEDIATE")
-            other.execute("ROLLBACK")
-            lock_free.append(True)
-        except sqlite3.OperationalError:
-            lock_free.append(False)
-        finally:
-            other.close()
-        check(event)  # type: ignore[arg-type]
-
-    stack.recorder.check = check_and_try_the_lock  # type: ignore[method-assign]
+    lock_free = _whether_the_lock_is_free_at_each_check(stack)
     # The same household, the same period: refused before the lock, nothing written.
     before = _counts(stack)
     with pytest.raises(FailedPrecondition) as raised:
