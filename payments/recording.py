@@ -41,8 +41,9 @@ class Capture:
     payment moves ``captured`` then ``recording`` at once: one transaction, not two)."""
 
     payment: PaymentRecord
-    """The payment as StartPayment opened it (its quote, gateway, currency and amount, which
-    never change)."""
+    """The payment as it stood before the capture (StartPayment's as it opened it, or as
+    CompletePayment and reconciliation read it): its quote, gateway, currency and amount, which
+    never change."""
     captured_minor: int
     gateway_reference: str
     entry: events_pb2.Event | None = None
