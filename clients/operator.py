@@ -11,7 +11,8 @@ operator.register_key("gulf-health", insurer_public_key, role=SignerRole.INSURER
 operator.license_insurer("gulf-health", name="Gulf Health", licence_number="CCHI-0042",
                          effective=date(2026, 1, 1))
 operator.revoke_key("ed25519:0123abcd4567ef89", reason="rotated")
-operator.grant_beneficiary_resolutions("pt_...", 8, reason="ticket 4411: slots spent on typos")
+operator.grant_beneficiary_resolutions("pt_...", 8, reason="ticket 4411: slots spent on typos",
+                                       request_id=str(uuid.uuid4()))  # kept, to retry with
 """
 
 from __future__ import annotations
@@ -190,13 +191,16 @@ class AdminClient:
             raise from_rpc_error(error) from error
 
     def grant_beneficiary_resolutions(
-        self, person_token: str, additional: int, *, reason: str
+        self, person_token: str, additional: int, *, reason: str, request_id: str
     ) -> admin_service_pb2.BeneficiaryResolutions:
         """Grant the person ``additional`` more people to resolve, for ``reason`` (kept
-        forever: name no one in it); their resolutions with the grant. Not idempotent: a
-        retried grant after a lost answer is a second grant (read the grants first)."""
+        forever: name no one in it); their resolutions with the grant. Idempotent by
+        ``request_id`` (8 to 128 printable characters, e.g. a fresh UUID): after a lost answer
+        (a timeout, a dropped connection), call again with the same request id and the same
+        fields, which grants once and answers the resolutions as they are then; the same
+        request id with other fields is refused (ALREADY_EXISTS REQUEST_ID_REUSED)."""
         request = admin_service_pb2.GrantBeneficiaryResolutionsRequest(
-            person_token=person_token, additional=additional, reason=reason
+            person_token=person_token, additional=additional, reason=reason, request_id=request_id
         )
         try:
             return self._admin.GrantBeneficiaryResolutions(request, timeout=30).resolutions

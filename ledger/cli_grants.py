@@ -6,6 +6,7 @@ more (AdminService.GetBeneficiaryResolutions / GrantBeneficiaryResolutions; docs
 from __future__ import annotations
 
 import argparse
+import uuid
 
 import grpc
 
@@ -21,8 +22,8 @@ _RESOLUTIONS_DESCRIPTION = """\
 Shows how many people a person (role beneficiary) has obtained the token of through
 IdentityService.GetPersonTokens, and how many they may: the base bound
 (limits.beneficiary_people_resolved_max) plus every grant, each listed with its amount, time,
-operator and reason. Writes nothing. The person is named by identifier (--person, looked up
-without issuing a token) or by token (--person-token).
+operator, request id and reason. Writes nothing. The person is named by identifier (--person,
+looked up without issuing a token) or by token (--person-token).
 
 Example:
   policy-ledger admin beneficiary resolutions --person MA:NATIONAL_ID:BE123456 \\
@@ -34,20 +35,24 @@ Grants a person more people to resolve, with a reason (required): 1 to \
 (limits.beneficiary_resolutions_grant_max), at most {limits.beneficiary_resolutions_granted_max} \
 in all of one person's grants
 (limits.beneficiary_resolutions_granted_max).
-The grant is stored with the operator's identity and the time, and is never deleted (erasure
-included): write no identifier or name in the reason. Not idempotent: a grant retried after a
-lost answer is a second grant, so read `admin beneficiary resolutions` first. Prints the
-person's resolutions with the grant.
+The grant is stored with the operator's identity, the time and its request id, and is never
+deleted (erasure included): write no identifier or name in the reason.
+Idempotent by --request-id (default: a fresh random id). The first line printed, before the
+call, is "request id ID": if the answer is lost (a timeout, a dropped connection), run the same
+command again with --request-id ID; it grants once, and prints the person's resolutions as they
+are then. The same request id with another person, amount or reason is refused (ALREADY_EXISTS
+REQUEST_ID_REUSED). Then the person's resolutions with the grant are printed.
 
 Example:
   policy-ledger admin beneficiary grant --person-token pt_abcdefghijklmnopqrstuvwxyz \\
-      --additional 8 --reason 'ticket 4411: slots spent on typos' \\
+      --additional 8 --reason 'ticket 4411: slots spent on typos' --request-id ticket-4411-1 \\
       --server 127.0.0.1:50051 --credentials var/pki --as operator-operator"""
 
 
 def resolutions_text(resolutions: admin_service_pb2.BeneficiaryResolutions) -> str:
-    """Lines for a person's resolutions: the count and bound, then
-    one line per grant (tab-separated: number, +amount, time, operator, reason)."""
+    """Lines for a person's resolutions: the count and bound, then one line per grant
+    (tab-separated: number, +amount, time, operator, request id or "-" for a grant made before
+    request ids were stored, reason)."""
     erased = " (erased)" if resolutions.erased else ""
     lines = [
         f"{resolutions.person_token}{erased}: resolved {resolutions.resolved} of "
@@ -57,7 +62,7 @@ def resolutions_text(resolutions: admin_service_pb2.BeneficiaryResolutions) -> s
     for number, grant in enumerate(resolutions.grants, start=1):
         lines.append(
             f"grant {number}\t+{grant.additional}\t{grant.granted_at.ToJsonString()}"
-            f"\t{grant.granted_by}\t{grant.reason}"
+            f"\t{grant.granted_by}\t{grant.request_id or '-'}\t{grant.reason}"
         )
     return "\n".join(lines)
 
@@ -80,11 +85,15 @@ def _resolutions(args: argparse.Namespace) -> int:
 
 
 def _grant(args: argparse.Namespace) -> int:
+    # Printed before the call, so that the operator holds the id however the call ends: a
+    # retry with it after a lost answer grants once.
+    request_id = args.request_id or str(uuid.uuid4())
+    print(f"request id {request_id}", flush=True)
     channel, admin = _admin_client(args)
     with channel:
         token = _person_token(admin, args)
         resolutions = admin.grant_beneficiary_resolutions(
-            token, args.additional, reason=args.reason
+            token, args.additional, reason=args.reason, request_id=request_id
         )
     print(resolutions_text(resolutions))
     return 0
@@ -135,4 +144,13 @@ def add_beneficiary_commands(
         help=f"how many more people (1..{limits.beneficiary_resolutions_grant_max})",
     )
     grant.add_argument("--reason", required=True, help="why (kept forever: name no one in it)")
+    grant.add_argument(
+        "--request-id",
+        default="",
+        help=(
+            f"the grant's idempotency key ({limits.resolution_grant_request_id_chars_min} to "
+            f"{limits.resolution_grant_request_id_chars_max} printable characters); default: a "
+            "fresh random id, printed first: retry a grant whose answer was lost with it"
+        ),
+    )
     grant.set_defaults(handler=_grant)

@@ -176,6 +176,12 @@ document_bytes_max: Final = 16384
 # An operator's grant of more people to resolve (the rest below, with the beneficiaries' bounds).
 resolution_grant_reason_chars_max: Final = 256
 """The longest reason an operator gives for a grant (kept forever: docs/privacy.md)."""
+resolution_grant_request_id_chars_min: Final = 8
+"""The shortest request id (idempotency key) of a grant: as payments' idempotency keys
+(``payments.limits.IDEMPOTENCY_KEY_CHARS``, 8 to 128 printable characters), long enough that
+two operators' ids do not collide by chance; the CLI's default is a fresh UUID (36)."""
+resolution_grant_request_id_chars_max: Final = 128
+"""The longest request id of a grant (kept with it forever, migration 0020)."""
 request_field_max: Final[Mapping[str, int]] = MappingProxyType(
     {
         "ledger.v1.Envelope.payload": envelope_payload_bytes_max,
@@ -213,6 +219,9 @@ request_field_max: Final[Mapping[str, int]] = MappingProxyType(
         "ledger.v1.GetBeneficiaryResolutionsRequest.person_token": insurer_id_chars_max,
         "ledger.v1.GrantBeneficiaryResolutionsRequest.person_token": insurer_id_chars_max,
         "ledger.v1.GrantBeneficiaryResolutionsRequest.reason": resolution_grant_reason_chars_max,
+        "ledger.v1.GrantBeneficiaryResolutionsRequest.request_id": (
+            resolution_grant_request_id_chars_max
+        ),
         "payments.v1.GetContributionStatusRequest.person_token": insurer_id_chars_max,
         "payments.v1.GetContributionStatusRequest.jurisdiction": 2,
     }

@@ -73,6 +73,7 @@ def resolutions_to_proto(resolutions: BeneficiaryResolutions) -> pb.BeneficiaryR
                 reason=grant.reason,
                 granted_by=grant.granted_by,
                 granted_at=_timestamp(grant.granted_at),
+                request_id=grant.request_id or "",
             )
             for grant in resolutions.grants
         ],
@@ -114,7 +115,8 @@ class AdminServicer(pb_grpc.AdminServiceServicer):
     async def GrantBeneficiaryResolutions(
         self, request: pb.GrantBeneficiaryResolutionsRequest, context: _Context
     ) -> pb.GrantBeneficiaryResolutionsResponse:
-        """Grant a person more people to resolve, recorded with the caller's SPIFFE ID."""
+        """Grant a person more people to resolve, recorded with the caller's SPIFFE ID; once
+        per request id."""
         try:
             caller = current_caller()
             if caller is None:  # the interceptor lets only the operator in: never, in a server
@@ -124,6 +126,7 @@ class AdminServicer(pb_grpc.AdminServiceServicer):
                 request.person_token,
                 request.additional,
                 request.reason,
+                request.request_id,
                 caller.spiffe_id,
             )
         except Exception as error:

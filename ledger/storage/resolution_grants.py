@@ -1,9 +1,11 @@
-"""The operator's grants of more people to resolve, per person (migration 0019;
+"""The operator's grants of more people to resolve, per person (migrations 0019, 0020;
 docs/privacy.md, "A person asking for tokens").
 
 A person (role beneficiary) may obtain the tokens of ``limits.beneficiary_people_resolved_max``
 people other than themselves; each row of ``beneficiary_resolution_grants`` adds ``additional``
-to that one person's bound: who granted it (the caller's SPIFFE ID), when, and why. The table
+to that one person's bound: who granted it (the caller's SPIFFE ID), when, why, and the
+request id of the call that made it (its idempotency key, unique; null for a grant made before
+migration 0020), by which a retried call finds its grant instead of making another. The table
 is append-only (database triggers, as the access records'): a grant is never changed or
 deleted, erasure included, so the bound never goes down and every raise of it stays accounted
 for. Tokens only, like ``beneficiary_resolutions``; the reason is the operator's text.
@@ -16,13 +18,16 @@ from __future__ import annotations
 
 import datetime as dt
 from dataclasses import dataclass
+from typing import Any
 
 from sqlalchemy import (
     BigInteger,
     Column,
     Connection,
+    Index,
     Integer,
     PrimaryKeyConstraint,
+    Row,
     String,
     Table,
     bindparam,
@@ -37,9 +42,11 @@ from ledger.storage.tables import metadata
 
 __all__ = [
     "BeneficiaryResolutions",
+    "RequestedGrant",
     "ResolutionGrant",
     "allowed_for",
     "beneficiary_resolution_grants",
+    "grant_of_request",
     "granted_to",
     "grants_of",
     "record_grant",
@@ -54,21 +61,34 @@ beneficiary_resolution_grants = Table(
     Column("reason", String(256), nullable=False),
     Column("granted_by", String(300), nullable=False),
     Column("granted_at_us", BigInteger, nullable=False),
+    Column("request_id", String(128), nullable=True),
     PrimaryKeyConstraint(
         "beneficiary_token", "grant_number", name="pk_beneficiary_resolution_grants"
     ),
+    Index("beneficiary_resolution_grants_by_request_id", "request_id", unique=True),
 )
-"""One row per grant; ``grant_number`` counts a person's grants from 0 (their order)."""
+"""One row per grant; ``grant_number`` counts a person's grants from 0 (their order);
+``request_id`` is unique where present (null: a grant made before migration 0020)."""
 
 
 @dataclass(frozen=True)
 class ResolutionGrant:
-    """One grant: ``additional`` more people, why, by whom, when."""
+    """One grant: ``additional`` more people, why, by whom, when, and the request id of the
+    call that made it (None: made before request ids were stored, migration 0020)."""
 
     additional: int
     reason: str
     granted_by: str
     granted_at: dt.datetime
+    request_id: str | None
+
+
+@dataclass(frozen=True)
+class RequestedGrant:
+    """The grant a request id made, and to whom (the person's token)."""
+
+    person_token: str
+    grant: ResolutionGrant
 
 
 @dataclass(frozen=True)
@@ -105,14 +125,32 @@ rows: every grant adds at least one)."""
 def grants_of(connection: Connection, beneficiary: str) -> tuple[ResolutionGrant, ...]:
     """The grants made to ``beneficiary``, oldest first."""
     return tuple(
-        ResolutionGrant(
-            additional=row.additional,
-            reason=row.reason,
-            granted_by=row.granted_by,
-            granted_at=from_micros(row.granted_at_us),
-        )
-        for row in connection.execute(_GRANTS_OF, {"beneficiary": beneficiary})
+        _grant(row) for row in connection.execute(_GRANTS_OF, {"beneficiary": beneficiary})
     )
+
+
+def _grant(row: Row[Any]) -> ResolutionGrant:
+    return ResolutionGrant(
+        additional=row.additional,
+        reason=row.reason,
+        granted_by=row.granted_by,
+        granted_at=from_micros(row.granted_at_us),
+        request_id=row.request_id,
+    )
+
+
+_GRANT_OF_REQUEST = select(beneficiary_resolution_grants).where(
+    beneficiary_resolution_grants.c.request_id == bindparam("request_id")
+)
+"""The grant a request id made (the unique index: one row at most)."""
+
+
+def grant_of_request(connection: Connection, request_id: str) -> RequestedGrant | None:
+    """The grant the call with ``request_id`` made, to whom; None: no call with it made one."""
+    row = connection.execute(_GRANT_OF_REQUEST, {"request_id": request_id}).first()
+    if row is None:
+        return None
+    return RequestedGrant(person_token=row.beneficiary_token, grant=_grant(row))
 
 
 _GRANTED_TO = select(func.coalesce(func.sum(beneficiary_resolution_grants.c.additional), 0)).where(
@@ -137,7 +175,8 @@ def record_grant(
     grant_number: int,
 ) -> None:
     """Store ``grant`` as ``beneficiary``'s grant number ``grant_number`` (how many they had),
-    in the caller's transaction, which holds the person's lock."""
+    in the caller's transaction, which holds the person's lock. A request id another grant
+    holds (a call with it committed since the caller looked) raises IntegrityError."""
     connection.execute(
         insert(beneficiary_resolution_grants),
         {
@@ -147,5 +186,6 @@ def record_grant(
             "reason": grant.reason,
             "granted_by": grant.granted_by,
             "granted_at_us": to_micros(grant.granted_at),
+            "request_id": grant.request_id,
         },
     )

@@ -14,9 +14,10 @@ Three tables (migrations 0009, 0018):
   resolve is bounded (``limits.beneficiary_people_resolved_max``) across restarts and workers.
   Tokens only: erasure keeps its rows, like the access records' (the count must not go down).
 
-A fourth, ``beneficiary_resolution_grants`` (migration 0019,
+A fourth, ``beneficiary_resolution_grants`` (migrations 0019, 0020,
 :mod:`ledger.storage.resolution_grants`), raises one person's bound by the operator's grants;
-this store reads it under the same per-person lock as the count, and writes it.
+this store reads it under the same per-person lock as the count, and writes it, once per
+request id.
 """
 
 from __future__ import annotations
@@ -48,13 +49,21 @@ from sqlalchemy.exc import IntegrityError
 from ledger import limits
 from ledger.clock import to_micros
 from ledger.coverage.model import PersonRef
-from ledger.errors import FailedPrecondition, FieldViolation, NotFound, ResourceExhausted
+from ledger.errors import (
+    AlreadyExists,
+    FailedPrecondition,
+    FieldViolation,
+    InvariantViolation,
+    NotFound,
+    ResourceExhausted,
+)
 from ledger.identity.tokens import new_person_token
 from ledger.storage.db import WRITE_LOCK_OPTION, is_sqlite
 from ledger.storage.resolution_grants import (
     BeneficiaryResolutions,
     ResolutionGrant,
     allowed_for,
+    grant_of_request,
     grants_of,
     record_grant,
 )
@@ -106,7 +115,8 @@ beneficiary_resolutions = Table(
 )
 
 _ATTEMPTS_MAX = 3
-"""Tries of a tokenizing transaction that lost a race for a new identifier (PostgreSQL)."""
+"""Tries of a tokenizing transaction that lost a race for a new identifier (PostgreSQL), or of
+a grant that lost the race for its request id (the retry finds the winner's grant)."""
 
 _SELECT_TOKEN = select(person_identities.c.token).where(
     person_identities.c.country == bindparam("country"),
@@ -221,7 +231,24 @@ class VaultStore:
         self, person_token: str, grant: ResolutionGrant
     ) -> BeneficiaryResolutions:
         """Store ``grant`` for ``person_token`` in a transaction of its own (see
-        :func:`grant_resolutions_in`); their resolutions with it."""
+        :func:`grant_resolutions_in`), once per request id; their resolutions with it.
+
+        Two calls with one request id at once: the person's lock serializes them when they
+        name the same person, and the second finds the first's grant. Should the first commit
+        after the second looked (another person's token, so another lock; or the lock missed),
+        the second's insert violates the unique request id, and it retries, then answering as
+        a repeat or refusing the reuse."""
+        for attempt in range(_ATTEMPTS_MAX):
+            try:
+                return self._grant_resolutions_once(person_token, grant)
+            except IntegrityError:
+                if attempt == _ATTEMPTS_MAX - 1:
+                    raise
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _grant_resolutions_once(
+        self, person_token: str, grant: ResolutionGrant
+    ) -> BeneficiaryResolutions:
         write = self._engine.execution_options(**{WRITE_LOCK_OPTION: True})
         with write.begin() as connection:
             return grant_resolutions_in(connection, person_token, grant)
@@ -432,29 +459,76 @@ def grant_resolutions_in(
     connection: Connection, person_token: str, grant: ResolutionGrant
 ) -> BeneficiaryResolutions:
     """Store ``grant`` for ``person_token`` in the caller's write transaction (on SQLite begun
-    with BEGIN IMMEDIATE, :data:`WRITE_LOCK_OPTION`); their resolutions with it.
+    with BEGIN IMMEDIATE, :data:`WRITE_LOCK_OPTION`), unless its request id made a grant
+    already; their resolutions with it.
 
     Steps: (1) the person's lock (the one :func:`tokens_for_in` takes: a grant and their
-    bound check take turns, and two grants cannot both pass the total), (2) the token was
-    issued (NOT_FOUND ``PERSON_TOKEN_UNKNOWN``) and the person not erased
-    (FAILED_PRECONDITION ``PERSON_ERASED``), (3) their grants with this one stay within
+    bound check take turns, and two grants cannot both pass the total), (2) the request id:
+    one that made a grant already is a repeat (:func:`_repeat_of`: answered, or refused when
+    it asked something else), before any other check, so that the retry of a grant that was
+    made is answered whatever happened since (the person erased, the total reached), (3) the
+    token was issued (NOT_FOUND ``PERSON_TOKEN_UNKNOWN``) and the person not erased
+    (FAILED_PRECONDITION ``PERSON_ERASED``), (4) their grants with this one stay within
     ``limits.beneficiary_resolutions_granted_max`` (RESOURCE_EXHAUSTED
-    ``BENEFICIARY_GRANTS_LIMIT``), (4) the grant stored, (5) read back. A refusal writes
-    nothing. Whether the token is a beneficiary principal is not asked: the token is the key,
-    and a grant made before the person enrols applies once they do.
+    ``BENEFICIARY_GRANTS_LIMIT``), (5) the grant stored (IntegrityError should a call with the
+    same request id have committed since (2): see :meth:`VaultStore.grant_resolutions`), (6)
+    read back. A refusal or a repeat writes nothing. Whether the token is a beneficiary
+    principal is not asked: the token is the key, and a grant made before the person enrols
+    applies once they do.
     """
+    request_id = grant.request_id
+    if not request_id:  # a bug: ResolutionGrants.grant checked the request
+        raise InvariantViolation(
+            "a new grant carries the request id of its call", reason="INVARIANT_VIOLATION"
+        )
     _lock_beneficiary(connection, person_token)  # (1)
-    if _issued_token_erased(connection, person_token):  # (2)
+    repeated = _repeat_of(connection, person_token, grant, request_id)  # (2)
+    if repeated is not None:
+        return repeated
+    if _issued_token_erased(connection, person_token):  # (3)
         raise FailedPrecondition(
             "the person was erased from the identity vault: no grant is accepted",
             reason="PERSON_ERASED",
             field_violations=[FieldViolation("person_token", "the person was erased")],
             metadata={"person_token": person_token},
         )
-    grants = grants_of(connection, person_token)  # (3)
+    grants = grants_of(connection, person_token)  # (4)
     _check_granted_total(grants, grant.additional)
-    record_grant(connection, person_token, grant, len(grants))  # (4)
-    return _resolutions(connection, person_token, erased=False)  # (5)
+    record_grant(connection, person_token, grant, len(grants))  # (5)
+    return _resolutions(connection, person_token, erased=False)  # (6)
+
+
+def _repeat_of(
+    connection: Connection, person_token: str, grant: ResolutionGrant, request_id: str
+) -> BeneficiaryResolutions | None:
+    """None if no grant was made with ``request_id`` (``grant``'s). If one was, for the same
+    person, ``additional`` and ``reason``: the person's resolutions as they are now (that
+    grant among them, with any later grants and resolutions: a retry learns where the person
+    stands). For anything else: ALREADY_EXISTS ``REQUEST_ID_REUSED`` naming each field that
+    differs (as payments' reused idempotency key). Who calls is not compared: another
+    operator retrying the same request repeats it."""
+    made = grant_of_request(connection, request_id)
+    if made is None:
+        return None
+    asked = {"person_token": person_token, "additional": grant.additional, "reason": grant.reason}
+    first = {
+        "person_token": made.person_token,
+        "additional": made.grant.additional,
+        "reason": made.grant.reason,
+    }
+    differing = [name for name in asked if asked[name] != first[name]]
+    if differing:
+        raise AlreadyExists(
+            f"request id already used for another grant ({', '.join(differing)} differ): "
+            "a new grant needs a new request id",
+            reason="REQUEST_ID_REUSED",
+            field_violations=[
+                FieldViolation(name, "differs from the first request") for name in differing
+            ],
+            metadata={"request_id": request_id},
+        )
+    erased = _issued_token_erased(connection, person_token)
+    return _resolutions(connection, person_token, erased=erased)
 
 
 def _issued_token_erased(connection: Connection, token: str) -> bool:

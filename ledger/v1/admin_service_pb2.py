@@ -26,7 +26,7 @@ from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__
 from ledger.v1 import events_pb2 as ledger_dot_v1_dot_events__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1dledger/v1/admin_service.proto\x12\tledger.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x16ledger/v1/events.proto\"\xaf\x02\n\nInsurerKey\x12\x12\n\ninsurer_id\x18\x01 \x01(\t\x12\x0e\n\x06key_id\x18\x02 \x01(\t\x12\x12\n\npublic_key\x18\x03 \x01(\x0c\x12.\n\nvalid_from\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0bvalid_until\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nrevoked_at\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12#\n\x04role\x18\x07 \x01(\x0e\x32\x15.ledger.v1.SignerRole\x12\x14\n\x0cjurisdiction\x18\x08 \x01(\t\x12\x1d\n\x15registered_leaf_index\x18\t \x01(\x04\",\n\x16ListInsurerKeysRequest\x12\x12\n\ninsurer_id\x18\x01 \x01(\t\">\n\x17ListInsurerKeysResponse\x12#\n\x04keys\x18\x01 \x03(\x0b\x32\x15.ledger.v1.InsurerKey\"\x84\x01\n\x1a\x42\x65neficiaryResolutionGrant\x12\x12\n\nadditional\x18\x01 \x01(\r\x12\x0e\n\x06reason\x18\x02 \x01(\t\x12\x12\n\ngranted_by\x18\x03 \x01(\t\x12.\n\ngranted_at\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xbf\x01\n\x16\x42\x65neficiaryResolutions\x12\x14\n\x0cperson_token\x18\x01 \x01(\t\x12\x10\n\x08resolved\x18\x02 \x01(\r\x12\x14\n\x0c\x62\x61se_allowed\x18\x03 \x01(\r\x12\x0f\n\x07granted\x18\x04 \x01(\r\x12\x0f\n\x07\x61llowed\x18\x05 \x01(\r\x12\x35\n\x06grants\x18\x06 \x03(\x0b\x32%.ledger.v1.BeneficiaryResolutionGrant\x12\x0e\n\x06\x65rased\x18\x07 \x01(\x08\"8\n GetBeneficiaryResolutionsRequest\x12\x14\n\x0cperson_token\x18\x01 \x01(\t\"[\n!GetBeneficiaryResolutionsResponse\x12\x36\n\x0bresolutions\x18\x01 \x01(\x0b\x32!.ledger.v1.BeneficiaryResolutions\"^\n\"GrantBeneficiaryResolutionsRequest\x12\x14\n\x0cperson_token\x18\x01 \x01(\t\x12\x12\n\nadditional\x18\x02 \x01(\r\x12\x0e\n\x06reason\x18\x03 \x01(\t\"]\n#GrantBeneficiaryResolutionsResponse\x12\x36\n\x0bresolutions\x18\x01 \x01(\x0b\x32!.ledger.v1.BeneficiaryResolutions2\xde\x02\n\x0c\x41\x64minService\x12X\n\x0fListInsurerKeys\x12!.ledger.v1.ListInsurerKeysRequest\x1a\".ledger.v1.ListInsurerKeysResponse\x12v\n\x19GetBeneficiaryResolutions\x12+.ledger.v1.GetBeneficiaryResolutionsRequest\x1a,.ledger.v1.GetBeneficiaryResolutionsResponse\x12|\n\x1bGrantBeneficiaryResolutions\x12-.ledger.v1.GrantBeneficiaryResolutionsRequest\x1a..ledger.v1.GrantBeneficiaryResolutionsResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1dledger/v1/admin_service.proto\x12\tledger.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x16ledger/v1/events.proto\"\xaf\x02\n\nInsurerKey\x12\x12\n\ninsurer_id\x18\x01 \x01(\t\x12\x0e\n\x06key_id\x18\x02 \x01(\t\x12\x12\n\npublic_key\x18\x03 \x01(\x0c\x12.\n\nvalid_from\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0bvalid_until\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nrevoked_at\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12#\n\x04role\x18\x07 \x01(\x0e\x32\x15.ledger.v1.SignerRole\x12\x14\n\x0cjurisdiction\x18\x08 \x01(\t\x12\x1d\n\x15registered_leaf_index\x18\t \x01(\x04\",\n\x16ListInsurerKeysRequest\x12\x12\n\ninsurer_id\x18\x01 \x01(\t\">\n\x17ListInsurerKeysResponse\x12#\n\x04keys\x18\x01 \x03(\x0b\x32\x15.ledger.v1.InsurerKey\"\x98\x01\n\x1a\x42\x65neficiaryResolutionGrant\x12\x12\n\nadditional\x18\x01 \x01(\r\x12\x0e\n\x06reason\x18\x02 \x01(\t\x12\x12\n\ngranted_by\x18\x03 \x01(\t\x12.\n\ngranted_at\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x12\n\nrequest_id\x18\x05 \x01(\t\"\xbf\x01\n\x16\x42\x65neficiaryResolutions\x12\x14\n\x0cperson_token\x18\x01 \x01(\t\x12\x10\n\x08resolved\x18\x02 \x01(\r\x12\x14\n\x0c\x62\x61se_allowed\x18\x03 \x01(\r\x12\x0f\n\x07granted\x18\x04 \x01(\r\x12\x0f\n\x07\x61llowed\x18\x05 \x01(\r\x12\x35\n\x06grants\x18\x06 \x03(\x0b\x32%.ledger.v1.BeneficiaryResolutionGrant\x12\x0e\n\x06\x65rased\x18\x07 \x01(\x08\"8\n GetBeneficiaryResolutionsRequest\x12\x14\n\x0cperson_token\x18\x01 \x01(\t\"[\n!GetBeneficiaryResolutionsResponse\x12\x36\n\x0bresolutions\x18\x01 \x01(\x0b\x32!.ledger.v1.BeneficiaryResolutions\"r\n\"GrantBeneficiaryResolutionsRequest\x12\x14\n\x0cperson_token\x18\x01 \x01(\t\x12\x12\n\nadditional\x18\x02 \x01(\r\x12\x0e\n\x06reason\x18\x03 \x01(\t\x12\x12\n\nrequest_id\x18\x04 \x01(\t\"]\n#GrantBeneficiaryResolutionsResponse\x12\x36\n\x0bresolutions\x18\x01 \x01(\x0b\x32!.ledger.v1.BeneficiaryResolutions2\xde\x02\n\x0c\x41\x64minService\x12X\n\x0fListInsurerKeys\x12!.ledger.v1.ListInsurerKeysRequest\x1a\".ledger.v1.ListInsurerKeysResponse\x12v\n\x19GetBeneficiaryResolutions\x12+.ledger.v1.GetBeneficiaryResolutionsRequest\x1a,.ledger.v1.GetBeneficiaryResolutionsResponse\x12|\n\x1bGrantBeneficiaryResolutions\x12-.ledger.v1.GrantBeneficiaryResolutionsRequest\x1a..ledger.v1.GrantBeneficiaryResolutionsResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -40,17 +40,17 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_LISTINSURERKEYSRESPONSE']._serialized_start=453
   _globals['_LISTINSURERKEYSRESPONSE']._serialized_end=515
   _globals['_BENEFICIARYRESOLUTIONGRANT']._serialized_start=518
-  _globals['_BENEFICIARYRESOLUTIONGRANT']._serialized_end=650
-  _globals['_BENEFICIARYRESOLUTIONS']._serialized_start=653
-  _globals['_BENEFICIARYRESOLUTIONS']._serialized_end=844
-  _globals['_GETBENEFICIARYRESOLUTIONSREQUEST']._serialized_start=846
-  _globals['_GETBENEFICIARYRESOLUTIONSREQUEST']._serialized_end=902
-  _globals['_GETBENEFICIARYRESOLUTIONSRESPONSE']._serialized_start=904
-  _globals['_GETBENEFICIARYRESOLUTIONSRESPONSE']._serialized_end=995
-  _globals['_GRANTBENEFICIARYRESOLUTIONSREQUEST']._serialized_start=997
-  _globals['_GRANTBENEFICIARYRESOLUTIONSREQUEST']._serialized_end=1091
-  _globals['_GRANTBENEFICIARYRESOLUTIONSRESPONSE']._serialized_start=1093
-  _globals['_GRANTBENEFICIARYRESOLUTIONSRESPONSE']._serialized_end=1186
-  _globals['_ADMINSERVICE']._serialized_start=1189
-  _globals['_ADMINSERVICE']._serialized_end=1539
+  _globals['_BENEFICIARYRESOLUTIONGRANT']._serialized_end=670
+  _globals['_BENEFICIARYRESOLUTIONS']._serialized_start=673
+  _globals['_BENEFICIARYRESOLUTIONS']._serialized_end=864
+  _globals['_GETBENEFICIARYRESOLUTIONSREQUEST']._serialized_start=866
+  _globals['_GETBENEFICIARYRESOLUTIONSREQUEST']._serialized_end=922
+  _globals['_GETBENEFICIARYRESOLUTIONSRESPONSE']._serialized_start=924
+  _globals['_GETBENEFICIARYRESOLUTIONSRESPONSE']._serialized_end=1015
+  _globals['_GRANTBENEFICIARYRESOLUTIONSREQUEST']._serialized_start=1017
+  _globals['_GRANTBENEFICIARYRESOLUTIONSREQUEST']._serialized_end=1131
+  _globals['_GRANTBENEFICIARYRESOLUTIONSRESPONSE']._serialized_start=1133
+  _globals['_GRANTBENEFICIARYRESOLUTIONSRESPONSE']._serialized_end=1226
+  _globals['_ADMINSERVICE']._serialized_start=1229
+  _globals['_ADMINSERVICE']._serialized_end=1579
 # @@protoc_insertion_point(module_scope)

@@ -140,12 +140,17 @@ class BeneficiaryResolutionGrant(_message.Message):
     REASON_FIELD_NUMBER: _builtins.int
     GRANTED_BY_FIELD_NUMBER: _builtins.int
     GRANTED_AT_FIELD_NUMBER: _builtins.int
+    REQUEST_ID_FIELD_NUMBER: _builtins.int
     additional: _builtins.int
     """How many people it added to the person's allowance."""
     reason: _builtins.str
     """Why, as the operator wrote it."""
     granted_by: _builtins.str
     """Who granted it: the caller's SPIFFE ID (spiffe://.../operator/<name>)."""
+    request_id: _builtins.str
+    """The request_id of the GrantBeneficiaryResolutions call that made it; empty for a grant
+    made before request ids were stored (migration 0020).
+    """
     @_builtins.property
     def granted_at(self) -> _timestamp_pb2.Timestamp:
         """When it was granted (the server's clock)."""
@@ -157,10 +162,11 @@ class BeneficiaryResolutionGrant(_message.Message):
         reason: _builtins.str = ...,
         granted_by: _builtins.str = ...,
         granted_at: _timestamp_pb2.Timestamp | None = ...,
+        request_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["granted_at", b"granted_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["additional", b"additional", "granted_at", b"granted_at", "granted_by", b"granted_by", "reason", b"reason"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["additional", b"additional", "granted_at", b"granted_at", "granted_by", b"granted_by", "reason", b"reason", "request_id", b"request_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -269,6 +275,7 @@ class GrantBeneficiaryResolutionsRequest(_message.Message):
     PERSON_TOKEN_FIELD_NUMBER: _builtins.int
     ADDITIONAL_FIELD_NUMBER: _builtins.int
     REASON_FIELD_NUMBER: _builtins.int
+    REQUEST_ID_FIELD_NUMBER: _builtins.int
     person_token: _builtins.str
     """The person's token ("pt_" and 26 base32 characters)."""
     additional: _builtins.int
@@ -277,16 +284,23 @@ class GrantBeneficiaryResolutionsRequest(_message.Message):
     """Why (required; printable, at most limits.resolution_grant_reason_chars_max characters).
     Kept forever, erasure included: name no one in it (no identifier, no name).
     """
+    request_id: _builtins.str
+    """The idempotency key, chosen by the caller (required): printable,
+    limits.resolution_grant_request_id_chars_min to limits.resolution_grant_request_id_chars_max
+    (8 to 128) characters, e.g. a fresh UUID. A call whose answer was lost is retried with the
+    same request_id and the same fields: it grants once. Kept with the grant, forever.
+    """
     def __init__(
         self,
         *,
         person_token: _builtins.str = ...,
         additional: _builtins.int = ...,
         reason: _builtins.str = ...,
+        request_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["additional", b"additional", "person_token", b"person_token", "reason", b"reason"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["additional", b"additional", "person_token", b"person_token", "reason", b"reason", "request_id", b"request_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -301,7 +315,10 @@ class GrantBeneficiaryResolutionsResponse(_message.Message):
     RESOLUTIONS_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def resolutions(self) -> Global___BeneficiaryResolutions:
-        """The person's resolutions and allowance with this grant, which is the last of grants."""
+        """The person's resolutions and allowance with this grant, the one whose request_id is the
+        request's: the last of grants when it was just made; a repeat answers them as they are
+        when it is answered (later grants and resolutions included).
+        """
 
     def __init__(
         self,

@@ -49,13 +49,19 @@ class AdminServiceStub:
     """
     GrantBeneficiaryResolutions: _grpc.UnaryUnaryMultiCallable[_admin_service_pb2.GrantBeneficiaryResolutionsRequest, _admin_service_pb2.GrantBeneficiaryResolutionsResponse]
     """Grants a person `additional` more people to resolve, with the reason; the grant is stored
-    with the caller and the time and is never deleted (audit). Refused, writing nothing: a
-    malformed request (INVALID_ARGUMENT GRANT_REQUEST_INVALID: additional outside
-    1..limits.beneficiary_resolutions_grant_max, a reason missing, over
-    limits.resolution_grant_reason_chars_max characters or not printable), an unknown token
-    (NOT_FOUND PERSON_TOKEN_UNKNOWN), an erased person (FAILED_PRECONDITION PERSON_ERASED), a
-    grant past limits.beneficiary_resolutions_granted_max in all (RESOURCE_EXHAUSTED
-    BENEFICIARY_GRANTS_LIMIT).
+    with the caller, the time and the request_id and is never deleted (audit). Idempotent by
+    request_id: the same request_id with the same person_token, additional and reason grants
+    once, and a repeat (a retry after a lost answer, or a concurrent call) writes nothing and
+    answers the person's resolutions as they are then, the grant among them (its request_id
+    says which); the same request_id with another person_token, additional or reason is
+    ALREADY_EXISTS REQUEST_ID_REUSED naming the differing fields, writing nothing. Refused,
+    writing nothing: a malformed request (INVALID_ARGUMENT GRANT_REQUEST_INVALID: additional
+    outside 1..limits.beneficiary_resolutions_grant_max, a reason missing, over
+    limits.resolution_grant_reason_chars_max characters or not printable, a request_id
+    missing, not printable or shorter than limits.resolution_grant_request_id_chars_min), an
+    unknown token (NOT_FOUND PERSON_TOKEN_UNKNOWN), an erased person (FAILED_PRECONDITION
+    PERSON_ERASED), a grant past limits.beneficiary_resolutions_granted_max in all
+    (RESOURCE_EXHAUSTED BENEFICIARY_GRANTS_LIMIT).
     """
 
 @_typing.type_check_only
@@ -75,13 +81,19 @@ class AdminServiceAsyncStub(AdminServiceStub):
     """
     GrantBeneficiaryResolutions: _aio.UnaryUnaryMultiCallable[_admin_service_pb2.GrantBeneficiaryResolutionsRequest, _admin_service_pb2.GrantBeneficiaryResolutionsResponse]  # type: ignore[assignment]
     """Grants a person `additional` more people to resolve, with the reason; the grant is stored
-    with the caller and the time and is never deleted (audit). Refused, writing nothing: a
-    malformed request (INVALID_ARGUMENT GRANT_REQUEST_INVALID: additional outside
-    1..limits.beneficiary_resolutions_grant_max, a reason missing, over
-    limits.resolution_grant_reason_chars_max characters or not printable), an unknown token
-    (NOT_FOUND PERSON_TOKEN_UNKNOWN), an erased person (FAILED_PRECONDITION PERSON_ERASED), a
-    grant past limits.beneficiary_resolutions_granted_max in all (RESOURCE_EXHAUSTED
-    BENEFICIARY_GRANTS_LIMIT).
+    with the caller, the time and the request_id and is never deleted (audit). Idempotent by
+    request_id: the same request_id with the same person_token, additional and reason grants
+    once, and a repeat (a retry after a lost answer, or a concurrent call) writes nothing and
+    answers the person's resolutions as they are then, the grant among them (its request_id
+    says which); the same request_id with another person_token, additional or reason is
+    ALREADY_EXISTS REQUEST_ID_REUSED naming the differing fields, writing nothing. Refused,
+    writing nothing: a malformed request (INVALID_ARGUMENT GRANT_REQUEST_INVALID: additional
+    outside 1..limits.beneficiary_resolutions_grant_max, a reason missing, over
+    limits.resolution_grant_reason_chars_max characters or not printable, a request_id
+    missing, not printable or shorter than limits.resolution_grant_request_id_chars_min), an
+    unknown token (NOT_FOUND PERSON_TOKEN_UNKNOWN), an erased person (FAILED_PRECONDITION
+    PERSON_ERASED), a grant past limits.beneficiary_resolutions_granted_max in all
+    (RESOURCE_EXHAUSTED BENEFICIARY_GRANTS_LIMIT).
     """
 
 class AdminServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -116,13 +128,19 @@ class AdminServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_admin_service_pb2.GrantBeneficiaryResolutionsResponse, _abc.Awaitable[_admin_service_pb2.GrantBeneficiaryResolutionsResponse]]:
         """Grants a person `additional` more people to resolve, with the reason; the grant is stored
-        with the caller and the time and is never deleted (audit). Refused, writing nothing: a
-        malformed request (INVALID_ARGUMENT GRANT_REQUEST_INVALID: additional outside
-        1..limits.beneficiary_resolutions_grant_max, a reason missing, over
-        limits.resolution_grant_reason_chars_max characters or not printable), an unknown token
-        (NOT_FOUND PERSON_TOKEN_UNKNOWN), an erased person (FAILED_PRECONDITION PERSON_ERASED), a
-        grant past limits.beneficiary_resolutions_granted_max in all (RESOURCE_EXHAUSTED
-        BENEFICIARY_GRANTS_LIMIT).
+        with the caller, the time and the request_id and is never deleted (audit). Idempotent by
+        request_id: the same request_id with the same person_token, additional and reason grants
+        once, and a repeat (a retry after a lost answer, or a concurrent call) writes nothing and
+        answers the person's resolutions as they are then, the grant among them (its request_id
+        says which); the same request_id with another person_token, additional or reason is
+        ALREADY_EXISTS REQUEST_ID_REUSED naming the differing fields, writing nothing. Refused,
+        writing nothing: a malformed request (INVALID_ARGUMENT GRANT_REQUEST_INVALID: additional
+        outside 1..limits.beneficiary_resolutions_grant_max, a reason missing, over
+        limits.resolution_grant_reason_chars_max characters or not printable, a request_id
+        missing, not printable or shorter than limits.resolution_grant_request_id_chars_min), an
+        unknown token (NOT_FOUND PERSON_TOKEN_UNKNOWN), an erased person (FAILED_PRECONDITION
+        PERSON_ERASED), a grant past limits.beneficiary_resolutions_granted_max in all
+        (RESOURCE_EXHAUSTED BENEFICIARY_GRANTS_LIMIT).
         """
 
 def add_AdminServiceServicer_to_server(servicer: AdminServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -2,14 +2,19 @@
 person asking for tokens"; AdminService.GetBeneficiaryResolutions /
 GrantBeneficiaryResolutions), on SQLite and PostgreSQL: a person at the bound is refused, the
 operator grants N, the person resolves N more and is refused at the N+1th; every bad grant is
-refused with its reason and writes nothing; only the operator may call either RPC; a grant
-survives a restart; the command line reads and grants."""
+refused with its reason and writes nothing; a grant is made once per request id (a retry is
+answered without a second grant, a reuse for another grant is refused writing nothing, calls at
+once with one id grant once); only the operator may call either RPC; a grant survives a
+restart; the command line reads and grants, printing the request id it retries with."""
 
 from __future__ import annotations
 
 import datetime as dt
+import itertools
 import subprocess
 import sys
+import threading
+import uuid
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -40,6 +45,8 @@ REASON = "ticket 4411: slots spent on typos"
 OPERATOR = "spiffe://policy-ledger.local/operator/operator"
 UNKNOWN_TOKEN = "pt_" + "a" * 26
 """A token of the right form that the vault never issued."""
+REQUEST_ID = "ticket-4411-1"
+_REQUEST_NUMBERS = itertools.count(1)
 
 
 def _tokens(channel: grpc.Channel, serials: Sequence[int]) -> list[str]:
@@ -79,10 +86,18 @@ def _call(
 
 
 def _grant(
-    server: ServerHandle, token: str, additional: int, reason: str = REASON
+    server: ServerHandle,
+    token: str,
+    additional: int,
+    reason: str = REASON,
+    request_id: str | None = None,
 ) -> admin.BeneficiaryResolutions:
+    """A grant with ``request_id``, or else a new one."""
     request = admin.GrantBeneficiaryResolutionsRequest(
-        person_token=token, additional=additional, reason=reason
+        person_token=token,
+        additional=additional,
+        reason=reason,
+        request_id=request_id or f"e2e-grant-{next(_REQUEST_NUMBERS):04d}",
     )
     return _call(server, "GrantBeneficiaryResolutions", request)
 
@@ -187,14 +202,19 @@ _BadGrant = tuple[Callable[[str], admin.GrantBeneficiaryResolutionsRequest], str
 BAD_GRANTS: dict[str, _BadGrant] = {
     # case: (the request for the person's token, status code, reason, the fields named)
     "no token": (
-        lambda me: admin.GrantBeneficiaryResolutionsRequest(additional=1, reason=REASON),
+        lambda me: admin.GrantBeneficiaryResolutionsRequest(
+            additional=1, reason=REASON, request_id=REQUEST_ID
+        ),
         "INVALID_ARGUMENT",
         "GRANT_REQUEST_INVALID",
         ["person_token"],
     ),
     "not a token": (
         lambda me: admin.GrantBeneficiaryResolutionsRequest(
-            person_token="SA:RESIDENCE_ID:2000000014", additional=1, reason=REASON
+            person_token="SA:RESIDENCE_ID:2000000014",
+            additional=1,
+            reason=REASON,
+            request_id=REQUEST_ID,
         ),
         "INVALID_ARGUMENT",
         "GRANT_REQUEST_INVALID",
@@ -202,14 +222,16 @@ BAD_GRANTS: dict[str, _BadGrant] = {
     ),
     "a token the vault never issued": (
         lambda me: admin.GrantBeneficiaryResolutionsRequest(
-            person_token=UNKNOWN_TOKEN, additional=1, reason=REASON
+            person_token=UNKNOWN_TOKEN, additional=1, reason=REASON, request_id=REQUEST_ID
         ),
         "NOT_FOUND",
         "PERSON_TOKEN_UNKNOWN",
         ["person_token"],
     ),
     "additional 0": (
-        lambda me: admin.GrantBeneficiaryResolutionsRequest(person_token=me, reason=REASON),
+        lambda me: admin.GrantBeneficiaryResolutionsRequest(
+            person_token=me, reason=REASON, request_id=REQUEST_ID
+        ),
         "INVALID_ARGUMENT",
         "GRANT_REQUEST_INVALID",
         ["additional"],
@@ -219,6 +241,7 @@ BAD_GRANTS: dict[str, _BadGrant] = {
             person_token=me,
             additional=limits.beneficiary_resolutions_grant_max + 1,
             reason=REASON,
+            request_id=REQUEST_ID,
         ),
         "INVALID_ARGUMENT",
         "GRANT_REQUEST_INVALID",
@@ -226,21 +249,23 @@ BAD_GRANTS: dict[str, _BadGrant] = {
     ),
     "additional 2^32-1": (
         lambda me: admin.GrantBeneficiaryResolutionsRequest(
-            person_token=me, additional=2**32 - 1, reason=REASON
+            person_token=me, additional=2**32 - 1, reason=REASON, request_id=REQUEST_ID
         ),
         "INVALID_ARGUMENT",
         "GRANT_REQUEST_INVALID",
         ["additional"],
     ),
     "no reason": (
-        lambda me: admin.GrantBeneficiaryResolutionsRequest(person_token=me, additional=1),
+        lambda me: admin.GrantBeneficiaryResolutionsRequest(
+            person_token=me, additional=1, request_id=REQUEST_ID
+        ),
         "INVALID_ARGUMENT",
         "GRANT_REQUEST_INVALID",
         ["reason"],
     ),
     "a blank reason": (
         lambda me: admin.GrantBeneficiaryResolutionsRequest(
-            person_token=me, additional=1, reason="   "
+            person_token=me, additional=1, reason="   ", request_id=REQUEST_ID
         ),
         "INVALID_ARGUMENT",
         "GRANT_REQUEST_INVALID",
@@ -248,7 +273,7 @@ BAD_GRANTS: dict[str, _BadGrant] = {
     ),
     "a reason with a control character": (
         lambda me: admin.GrantBeneficiaryResolutionsRequest(
-            person_token=me, additional=1, reason="two\nlines"
+            person_token=me, additional=1, reason="two\nlines", request_id=REQUEST_ID
         ),
         "INVALID_ARGUMENT",
         "GRANT_REQUEST_INVALID",
@@ -260,16 +285,56 @@ BAD_GRANTS: dict[str, _BadGrant] = {
             person_token=me,
             additional=1,
             reason="x" * (limits.resolution_grant_reason_chars_max + 1),
+            request_id=REQUEST_ID,
         ),
         "INVALID_ARGUMENT",
         "REQUEST_INVALID",
         ["reason"],
     ),
+    "no request id": (
+        lambda me: admin.GrantBeneficiaryResolutionsRequest(
+            person_token=me, additional=1, reason=REASON
+        ),
+        "INVALID_ARGUMENT",
+        "GRANT_REQUEST_INVALID",
+        ["request_id"],
+    ),
+    "a request id too short": (
+        lambda me: admin.GrantBeneficiaryResolutionsRequest(
+            person_token=me,
+            additional=1,
+            reason=REASON,
+            request_id="k" * (limits.resolution_grant_request_id_chars_min - 1),
+        ),
+        "INVALID_ARGUMENT",
+        "GRANT_REQUEST_INVALID",
+        ["request_id"],
+    ),
+    "a request id with a control character": (
+        lambda me: admin.GrantBeneficiaryResolutionsRequest(
+            person_token=me, additional=1, reason=REASON, request_id="ticket-4411\t1"
+        ),
+        "INVALID_ARGUMENT",
+        "GRANT_REQUEST_INVALID",
+        ["request_id"],
+    ),
+    # Over-long: the request layer's bound, as the reason's.
+    "a request id over the limit": (
+        lambda me: admin.GrantBeneficiaryResolutionsRequest(
+            person_token=me,
+            additional=1,
+            reason=REASON,
+            request_id="k" * (limits.resolution_grant_request_id_chars_max + 1),
+        ),
+        "INVALID_ARGUMENT",
+        "REQUEST_INVALID",
+        ["request_id"],
+    ),
     "every field bad at once": (
         lambda me: admin.GrantBeneficiaryResolutionsRequest(person_token="pt_x"),
         "INVALID_ARGUMENT",
         "GRANT_REQUEST_INVALID",
-        ["person_token", "additional", "reason"],
+        ["person_token", "additional", "reason", "request_id"],
     ),
 }
 
@@ -285,6 +350,106 @@ def test_every_bad_grant_is_refused_with_its_reason_writing_nothing(
     assert error.code() == grpc.StatusCode[code], error.details()
     assert (_details(error)[0], _details(error)[2]) == (reason, fields)
     assert _read(server, me).allowed == limits.beneficiary_people_resolved_max
+
+
+def test_a_retried_grant_is_answered_without_a_second_grant(
+    server: ServerHandle, database_url: str
+) -> None:
+    """The operator's answer was lost and they retry with the same request id: the same answer,
+    nothing written, and the person's allowance raised once."""
+    base = limits.beneficiary_people_resolved_max
+    me = _me(server)
+    _resolve(server, me, range(100, 100 + base))
+    first = _grant(server, me, 3, request_id=REQUEST_ID)
+    [grant] = first.grants
+    assert (grant.request_id, first.allowed) == (REQUEST_ID, base + 3)
+    before = row_counts(database_url)
+    assert _grant(server, me, 3, request_id=REQUEST_ID) == first
+    assert row_counts(database_url) == before, "a repeated grant wrote something"
+    # Counted once: three more people, not six.
+    _resolve(server, me, [200, 201, 202])
+    error = _refused(database_url, lambda: _resolve(server, me, [203]))
+    assert _details(error)[:2] == (
+        "BENEFICIARY_PEOPLE_LIMIT",
+        {"limit": str(base + 3), "resolved": str(base + 3), "requested_new": "1"},
+    )
+    # A repeat later answers the resolutions as they are then, the grant among them.
+    later = _grant(server, me, 3, request_id=REQUEST_ID)
+    assert (later.resolved, later.allowed, [g.request_id for g in later.grants]) == (
+        base + 3,
+        base + 3,
+        [REQUEST_ID],
+    )
+
+
+@pytest.mark.parametrize(
+    ("additional", "reason", "another_person", "fields"),
+    [
+        (4, REASON, False, ["additional"]),
+        (3, "ticket 4502: a child born this year", False, ["reason"]),
+        (3, REASON, True, ["person_token"]),
+    ],
+)
+def test_a_request_id_reused_for_another_grant_is_refused_writing_nothing(
+    server: ServerHandle,
+    database_url: str,
+    additional: int,
+    reason: str,
+    another_person: bool,
+    fields: list[str],
+) -> None:
+    me = _me(server)
+    _grant(server, me, 3, request_id=REQUEST_ID)
+    with server.channel("insurer", "gulf-health") as channel:
+        [neighbour] = _tokens(channel, [2])
+    person = neighbour if another_person else me
+    error = _refused(
+        database_url, lambda: _grant(server, person, additional, reason, request_id=REQUEST_ID)
+    )
+    assert error.code() == grpc.StatusCode.ALREADY_EXISTS, error.details()
+    assert _details(error) == ("REQUEST_ID_REUSED", {"request_id": REQUEST_ID}, fields)
+    assert (_read(server, me).granted, _read(server, neighbour).granted) == (3, 0)
+
+
+CALLERS = 8
+"""Operators' calls with one request id at once (a client retrying while its first call is
+still under way, or two support staff sharing one ticket's id)."""
+
+
+def test_calls_at_once_with_one_request_id_grant_once(
+    server: ServerHandle, database_url: str
+) -> None:
+    """Whichever call wins, the others are repeats: one row, every call answered with the
+    grant. The calls start together at a barrier; the outcome asserted holds in any order."""
+    me = _me(server)
+    start = threading.Barrier(CALLERS)
+    answers: list[admin.BeneficiaryResolutions] = []
+    errors: list[BaseException] = []
+
+    def call() -> None:
+        try:
+            with server.channel("operator", "operator") as channel:
+                stub = admin_grpc.AdminServiceStub(channel)
+                request = admin.GrantBeneficiaryResolutionsRequest(
+                    person_token=me, additional=2, reason=REASON, request_id=REQUEST_ID
+                )
+                start.wait()
+                answers.append(stub.GrantBeneficiaryResolutions(request, timeout=60).resolutions)
+        except BaseException as error:
+            errors.append(error)
+
+    threads = [threading.Thread(target=call) for _ in range(CALLERS)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []
+    assert len(answers) == CALLERS
+    assert all([g.request_id for g in answer.grants] == [REQUEST_ID] for answer in answers)
+    assert {answer.granted for answer in answers} == {2}
+    with server.running.engine.connect() as connection:
+        rows = connection.execute(select(beneficiary_resolution_grants)).all()
+    assert [(row.beneficiary_token, row.request_id) for row in rows] == [(me, REQUEST_ID)]
 
 
 def test_an_erased_person_is_read_but_granted_nothing(
@@ -333,7 +498,9 @@ def test_only_the_operator_may_read_or_grant(
     requests: list[tuple[str, _Request]] = [
         (
             "GrantBeneficiaryResolutions",
-            admin.GrantBeneficiaryResolutionsRequest(person_token=me, additional=1, reason=REASON),
+            admin.GrantBeneficiaryResolutionsRequest(
+                person_token=me, additional=1, reason=REASON, request_id=REQUEST_ID
+            ),
         ),
         ("GetBeneficiaryResolutions", admin.GetBeneficiaryResolutionsRequest(person_token=me)),
     ]
@@ -389,18 +556,33 @@ def test_the_command_line_reads_and_grants(server: ServerHandle, database_url: s
     assert shown.returncode == 0, shown.stderr
     base = limits.beneficiary_people_resolved_max
     assert shown.stdout == f"{me}: resolved 0 of {base} ({base} base + 0 granted)\n"
-    granted = _cli(
+    grant = [
         "admin", "beneficiary", "grant", "--person-token", me, "--additional", "5",
         "--reason", REASON, *operator,
-    )  # fmt: skip
+    ]  # fmt: skip
+    granted = _cli(*grant)
     assert granted.returncode == 0, granted.stderr
-    head, line = granted.stdout.splitlines()
+    printed_id, head, line = granted.stdout.splitlines()
+    # No --request-id: a fresh one, printed first (before the call) to retry with.
+    assert printed_id.startswith("request id ")
+    request_id = printed_id.removeprefix("request id ")
+    assert str(uuid.UUID(request_id)) == request_id
     assert head == f"{me}: resolved 0 of {base + 5} ({base} base + 5 granted)"
-    number, amount, when, by, why = line.split("\t")
-    assert (number, amount, by, why) == ("grant 1", "+5", OPERATOR, REASON)
+    number, amount, when, by, listed_id, why = line.split("\t")
+    assert (number, amount, by, listed_id, why) == ("grant 1", "+5", OPERATOR, request_id, REASON)
     assert dt.datetime.fromisoformat(when).tzinfo is not None
-    # Refused by the server: exit 3, the reason on stderr, nothing written.
+    # The answer lost, the operator retries with the printed id: the same grant, nothing written.
     before = row_counts(database_url)
+    retried = _cli(*grant, "--request-id", request_id)
+    assert retried.returncode == 0, retried.stderr
+    assert retried.stdout == granted.stdout
+    assert row_counts(database_url) == before
+    # The id reused for another amount: exit 3, the reason on stderr, nothing written.
+    reused = _cli(*grant[:6], "6", *grant[7:], "--request-id", request_id)
+    assert reused.returncode == 3 and "REQUEST_ID_REUSED" in reused.stderr
+    assert reused.stdout == f"request id {request_id}\n"
+    assert row_counts(database_url) == before
+    # Refused by the server: exit 3, the reason on stderr, nothing written.
     refused = _cli(
         "admin", "beneficiary", "grant", "--person-token", me, "--additional", "0",
         "--reason", REASON, *operator,

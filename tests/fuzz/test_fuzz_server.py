@@ -155,7 +155,7 @@ def _seeds(insurer: Ed25519Signer) -> dict[str, list[Message]]:
         ],
         "ledger.v1.AdminService.GrantBeneficiaryResolutions": [
             admin.GrantBeneficiaryResolutionsRequest(
-                person_token="pt_" + "a" * 26, additional=1, reason="fuzz"
+                person_token="pt_" + "a" * 26, additional=1, reason="fuzz", request_id="fuzz-0001"
             )
         ],
         # Task A (issue 10).

@@ -3,24 +3,33 @@ database, on SQLite and PostgreSQL: it survives a new engine (a restart, another
 transactions of one beneficiary at once cannot both pass it (interleaved by hand, no timing),
 and erasure keeps the count (the table holds tokens only). The operator's grants raise one
 person's bound, survive a new engine, take turns with the person's resolutions and with each
-other under the same lock, and cannot be changed or deleted."""
+other under the same lock, and cannot be changed or deleted; a grant is made once per request
+id (a repeat writes nothing, a reuse for another grant is refused, the loser of a race for one
+id answers as a repeat), and migration 0020 gives the grants made before it a null id."""
 
 from __future__ import annotations
 
 import datetime as dt
+import itertools
 import sqlite3
 from collections.abc import Iterator, Sequence
 
 import pytest
 from sqlalchemy import Connection, Engine, inspect, select, text
-from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
 
 from ledger import limits
 from ledger.coverage.model import PersonRef
-from ledger.errors import ResourceExhausted
-from ledger.storage import db
+from ledger.errors import AlreadyExists, ResourceExhausted
+from ledger.storage import db, vault_store
 from ledger.storage.db import WRITE_LOCK_OPTION, create_ledger_engine, is_sqlite
-from ledger.storage.resolution_grants import ResolutionGrant, beneficiary_resolution_grants
+from ledger.storage.migrate import downgrade, upgrade
+from ledger.storage.resolution_grants import (
+    RequestedGrant,
+    ResolutionGrant,
+    beneficiary_resolution_grants,
+    grants_of,
+)
 from ledger.storage.vault_store import (
     VaultStore,
     beneficiary_resolutions,
@@ -44,13 +53,28 @@ def _small_bound(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(limits, "beneficiary_resolutions_granted_max", GRANTED_MAX)
 
 
-def _grant(additional: int) -> ResolutionGrant:
+_REQUEST_NUMBERS = itertools.count(1)
+
+
+def _grant(
+    additional: int, request_id: str | None = None, reason: str = "a test grant"
+) -> ResolutionGrant:
+    """A grant of ``additional`` people, with ``request_id`` or else a new one."""
     return ResolutionGrant(
         additional=additional,
-        reason="a test grant",
+        reason=reason,
         granted_by="spiffe://policy-ledger.local/operator/operator",
         granted_at=NOW,
+        request_id=request_id or f"test-grant-{next(_REQUEST_NUMBERS):04d}",
     )
+
+
+def _grant_rows(engine: Engine) -> list[tuple[str, int, int, str | None]]:
+    """Every grant row: (person, grant number, additional, request id)."""
+    table = beneficiary_resolution_grants
+    with engine.connect() as connection:
+        rows = connection.execute(select(table).order_by(table.c.grant_number)).all()
+    return [(r.beneficiary_token, r.grant_number, r.additional, r.request_id) for r in rows]
 
 
 def _person(number: int) -> PersonRef:
@@ -250,3 +274,172 @@ def test_a_grant_is_never_changed_or_deleted(engine: Engine, me: str, statement:
     assert [(row.beneficiary_token, row.grant_number, row.additional) for row in rows] == [
         (me, 0, 2)
     ]
+
+
+def test_a_repeated_request_id_grants_once_and_answers_the_resolutions_as_they_are(
+    engine: Engine, me: str
+) -> None:
+    vault = VaultStore(engine)
+    first = vault.grant_resolutions(me, _grant(2, "ticket-4411-1"))
+    assert _grant_rows(engine) == [(me, 0, 2, "ticket-4411-1")]
+    # The retry after a lost answer (a later clock, another operator: the request is the same).
+    retried = ResolutionGrant(
+        additional=2,
+        reason="a test grant",
+        granted_by="spiffe://policy-ledger.local/operator/night-shift",
+        granted_at=NOW + dt.timedelta(minutes=5),
+        request_id="ticket-4411-1",
+    )
+    assert vault.grant_resolutions(me, retried) == first
+    assert _grant_rows(engine) == [(me, 0, 2, "ticket-4411-1")]
+    # Once more after another grant and a resolution: the resolutions as they are now, the
+    # grant among them (not the last any more); still written once.
+    vault.grant_resolutions(me, _grant(1, "ticket-4502-1"))
+    vault.tokens_for(_people([2]), NOW, [BORN], beneficiary=me)
+    again = vault.grant_resolutions(me, _grant(2, "ticket-4411-1"))
+    assert (again.resolved, again.granted, again.allowed) == (1, 3, LIMIT + 3)
+    assert [grant.request_id for grant in again.grants] == ["ticket-4411-1", "ticket-4502-1"]
+    assert len(_grant_rows(engine)) == 2
+
+
+def test_a_repeat_is_answered_even_once_the_person_is_erased_or_the_total_reached(
+    engine: Engine, me: str
+) -> None:
+    """A repeat answers before the checks a new grant must pass: what happened since the first
+    call does not turn the retry of a grant that was made into a refusal."""
+    vault = VaultStore(engine)
+    vault.grant_resolutions(me, _grant(GRANTED_MAX, "ticket-4411-1"))
+    with engine.begin() as connection:
+        erase_token(connection, me, NOW)
+    repeated = vault.grant_resolutions(me, _grant(GRANTED_MAX, "ticket-4411-1"))
+    assert (repeated.erased, repeated.granted) == (True, GRANTED_MAX)
+    assert len(_grant_rows(engine)) == 1
+
+
+@pytest.mark.parametrize(
+    ("additional", "reason", "another_person", "fields"),
+    [
+        (3, "a test grant", False, ["additional"]),
+        (2, "another reason", False, ["reason"]),
+        (2, "a test grant", True, ["person_token"]),
+        (1, "another reason", True, ["person_token", "additional", "reason"]),
+    ],
+)
+def test_a_request_id_reused_for_another_grant_is_refused_writing_nothing(
+    engine: Engine,
+    me: str,
+    additional: int,
+    reason: str,
+    another_person: bool,
+    fields: list[str],
+) -> None:
+    vault = VaultStore(engine)
+    vault.grant_resolutions(me, _grant(2, "ticket-4411-1"))
+    [neighbour] = vault.tokens_for([_person(9)], NOW, [BORN])
+    before = _grant_rows(engine)
+    person = neighbour if another_person else me
+    with pytest.raises(AlreadyExists) as caught:
+        vault.grant_resolutions(person, _grant(additional, "ticket-4411-1", reason))
+    details = caught.value.details
+    assert (details.reason, details.metadata) == (
+        "REQUEST_ID_REUSED",
+        {"request_id": "ticket-4411-1"},
+    )
+    assert [violation.field for violation in details.field_violations] == fields
+    assert _grant_rows(engine) == before
+
+
+@pytest.mark.parametrize("loser", ["the same grant", "another person's grant"])
+def test_the_loser_of_a_race_for_a_request_id_answers_as_a_repeat(
+    engine: Engine, second: Engine, me: str, monkeypatch: pytest.MonkeyPatch, loser: str
+) -> None:
+    """Two calls with one request id, the winner committing between the loser's look-up of the
+    id and its insert (the two do not share the person's lock when they name two people, or
+    should it be missed). Deterministic: the loser's first look-up is made to find nothing, as
+    if it ran before the winner committed, and the winner's grant is committed by then. The
+    unique request id refuses the loser's row; retried, the loser finds the winner's grant:
+    answered as a repeat, or refused as a reuse for another person. One grant in all."""
+    [neighbour] = VaultStore(engine).tokens_for([_person(9)], NOW, [BORN])
+    winner = VaultStore(second).grant_resolutions(me, _grant(2, "ticket-4411-1"))
+    look_ups: list[RequestedGrant | None] = []
+    real_look_up = vault_store.grant_of_request
+
+    def looked_up_before_the_winner_committed(
+        connection: Connection, request_id: str
+    ) -> RequestedGrant | None:
+        found = real_look_up(connection, request_id)
+        look_ups.append(found)
+        return None if len(look_ups) == 1 else found
+
+    monkeypatch.setattr(vault_store, "grant_of_request", looked_up_before_the_winner_committed)
+    vault = VaultStore(engine)
+    if loser == "the same grant":
+        assert vault.grant_resolutions(me, _grant(2, "ticket-4411-1")) == winner
+    else:
+        with pytest.raises(AlreadyExists) as caught:
+            vault.grant_resolutions(neighbour, _grant(2, "ticket-4411-1"))
+        assert caught.value.details.reason == "REQUEST_ID_REUSED"
+    assert len(look_ups) == 2 and look_ups[0] is not None  # the insert failed, then the retry
+    assert _grant_rows(engine) == [(me, 0, 2, "ticket-4411-1")]
+
+
+def test_two_grants_with_one_request_id_cannot_both_be_stored(engine: Engine, me: str) -> None:
+    """The database's own guard, below the look-up: the request id is unique where present."""
+    with engine.begin() as connection:
+        connection.execute(
+            beneficiary_resolution_grants.insert(),
+            [
+                {
+                    "beneficiary_token": me,
+                    "grant_number": number,
+                    "additional": 1,
+                    "reason": "r",
+                    "granted_by": "spiffe://policy-ledger.local/operator/operator",
+                    "granted_at_us": 0,
+                    "request_id": request_id,
+                }
+                for number, request_id in enumerate([None, None, "ticket-4411-1"])
+            ],
+        )
+    with pytest.raises(IntegrityError), engine.begin() as connection:
+        connection.execute(
+            beneficiary_resolution_grants.insert(),
+            {
+                "beneficiary_token": me,
+                "grant_number": 3,
+                "additional": 1,
+                "reason": "r",
+                "granted_by": "spiffe://policy-ledger.local/operator/operator",
+                "granted_at_us": 0,
+                "request_id": "ticket-4411-1",
+            },
+        )
+    assert [row[3] for row in _grant_rows(engine)] == [None, None, "ticket-4411-1"]
+
+
+def test_migration_0020_gives_earlier_grants_a_null_request_id_and_keeps_them_append_only(
+    engine: Engine, me: str
+) -> None:
+    downgrade(engine, "0019")
+    columns = {
+        column["name"] for column in inspect(engine).get_columns("beneficiary_resolution_grants")
+    }
+    assert "request_id" not in columns
+    with engine.begin() as connection:
+        for number in (0, 1):
+            connection.execute(
+                text(
+                    "INSERT INTO beneficiary_resolution_grants (beneficiary_token, grant_number, "
+                    "additional, reason, granted_by, granted_at_us) "
+                    "VALUES (:token, :number, 1, 'before 0020', 'spiffe://x/operator/o', 0)"
+                ),
+                {"token": me, "number": number},
+            )
+    upgrade(engine)
+    with engine.connect() as connection:
+        assert [grant.request_id for grant in grants_of(connection, me)] == [None, None]
+    granted = VaultStore(engine).grant_resolutions(me, _grant(1, "ticket-4411-1"))
+    assert [grant.request_id for grant in granted.grants] == [None, None, "ticket-4411-1"]
+    with pytest.raises(DBAPIError, match="append-only"), engine.begin() as connection:
+        connection.execute(text("UPDATE beneficiary_resolution_grants SET request_id = 'x'"))
+    assert [row[3] for row in _grant_rows(engine)] == [None, None, "ticket-4411-1"]
