@@ -416,9 +416,7 @@ CALLERS = 8
 still under way, or two support staff sharing one ticket's id)."""
 
 
-def test_calls_at_once_with_one_request_id_grant_once(
-    server: ServerHandle, database_url: str
-) -> None:
+def test_calls_at_once_with_one_request_id_grant_once(server: ServerHandle) -> None:
     """Whichever call wins, the others are repeats: one row, every call answered with the
     grant. The calls start together at a barrier; the outcome asserted holds in any order."""
     me = _me(server)
@@ -433,7 +431,7 @@ def test_calls_at_once_with_one_request_id_grant_once(
                 request = admin.GrantBeneficiaryResolutionsRequest(
                     person_token=me, additional=2, reason=REASON, request_id=REQUEST_ID
                 )
-                start.wait()
+                start.wait(timeout=60)  # a bound against a hang should one thread fail first
                 answers.append(stub.GrantBeneficiaryResolutions(request, timeout=60).resolutions)
         except BaseException as error:
             errors.append(error)
