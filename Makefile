@@ -33,10 +33,11 @@ fiu-utils: ## libfiu's fiu-run (Debian package), for the storage-fault injection
 	@command -v fiu-run >/dev/null || (apt-get update -qq && apt-get install -y -qq fiu-utils) \
 	  || echo "fiu-utils could not be installed: the storage-fault injection test is skipped"
 
-lint: $(STAMP) $(BUF) ## ruff, mypy --strict, buf lint.
+lint: $(STAMP) $(BUF) ## ruff, mypy --strict, the layer contracts (lint-imports), buf lint.
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
+	$(BIN)/lint-imports --no-cache --no-logo
 	cd protos && node_modules/.bin/buf lint
 
 proto: $(STAMP) ## Regenerate ledger/v1, ledger/internal/v1 and payments/v1 from protos/ (the result is committed).

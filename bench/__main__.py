@@ -153,7 +153,7 @@ class ServerProcess:
         command = [
             sys.executable,
             "-m",
-            "ledger.cli",
+            "policy_ledger.cli",
             "serve",
             "--database",
             sqlite_url(folder / "ledger.db"),

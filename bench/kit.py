@@ -49,7 +49,7 @@ def start_server(
     port_file = folder / "port"
     port_file.unlink(missing_ok=True)
     command = [
-        *(sys.executable, "-m", "ledger.cli", "serve", "--database", database_url),
+        *(sys.executable, "-m", "policy_ledger.cli", "serve", "--database", database_url),
         *("--listen", "127.0.0.1:0", "--log-key-file", str(folder / "log.key")),
         *("--port-file", str(port_file), *arguments),
     ]

@@ -238,7 +238,7 @@ def _start(harness: Harness, folder: Path, url: str, number: int, workers: int) 
     command = [
         sys.executable,
         "-m",
-        "ledger.cli",
+        "policy_ledger.cli",
         "serve",
         "--database",
         named.render_as_string(hide_password=False),

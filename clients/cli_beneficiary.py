@@ -22,7 +22,7 @@ from ledger.cli_flags import PERSON_FORM, add_log_verifier, person_argument
 __all__ = ["register"]
 
 _TOKEN = "pt_abcdefghijklmnopqrstuvwxyz"  # noqa: S105 (a placeholder, not a secret)
-"""The person token placeholder the examples use (ledger/cli.py documents it)."""
+"""The person token placeholder the examples use (policy_ledger/cli.py documents it)."""
 _CONNECTION = (
     f"--server 127.0.0.1:50051 --credentials var/me --as beneficiary-{_TOKEN} "
     "--log-verifier @log.pub"

@@ -75,7 +75,7 @@ def running_server(
     command = [
         sys.executable,
         "-m",
-        "ledger.cli",
+        "policy_ledger.cli",
         "serve",
         "--database",
         sqlite_url(workdir / "ledger.db"),

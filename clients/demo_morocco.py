@@ -92,7 +92,7 @@ def _server(
     )
     enrol_port, port_file = _free_port(), workdir / "port"
     command = [
-        *(sys.executable, "-m", "ledger.cli", "serve"),
+        *(sys.executable, "-m", "policy_ledger.cli", "serve"),
         *("--database", sqlite_url(workdir / "ledger.db"), "--listen", "127.0.0.1:0"),
         *("--log-key-file", str(workdir / "log.key"), "--port-file", str(port_file)),
         *("--tls-cert", str(pki / "server.pem"), "--tls-key", str(pki / "server.key")),
@@ -241,7 +241,7 @@ def _enrol_person(
     person's `enrol`: their permanent credential."""
     issued = subprocess.run(  # noqa: S603
         [
-            *(sys.executable, "-m", "ledger.cli", "enrol", "issue", "--role", "beneficiary"),
+            *(sys.executable, "-m", "policy_ledger.cli", "enrol", "issue", "--role", "beneficiary"),
             *("--person", "MA:NATIONAL_ID:BE123456", "--ttl", "1h"),
             *("--database", sqlite_url(workdir / "ledger.db")),
         ],

@@ -7,5 +7,6 @@ imports neither grpc nor SQLAlchemy. The policy rules and projections live in
 auditor's offline verifier (``clients/offline``) deliberately imports none of this package.
 Packages that extend the server or the CLI (``payments``) plug in through entry points
 (``policy_ledger.server_extensions``, ``policy_ledger.cli_commands``); this package never
-imports them.
+imports them, nor ``clients``, nor the command line (``policy_ledger``, the composition root
+above all three).
 """

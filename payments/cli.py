@@ -1,8 +1,9 @@
 """``policy-ledger payments ...``: operator commands of the renewal payments.
 
-Registered through the entry-point group ``policy_ledger.cli_commands`` (the ledger's CLI finds
-it without importing payments). ``reconcile`` compares every unfinished payment and refund with
-its gateway and repairs the difference (see its ``--help``), and prints everything it looked at.
+Registered through the entry-point group ``policy_ledger.cli_commands`` (the command line,
+``policy_ledger.cli``, finds it without importing payments). ``reconcile`` compares every
+unfinished payment and refund with its gateway and repairs the difference (see its ``--help``),
+and prints everything it looked at.
 """
 
 from __future__ import annotations

@@ -26,7 +26,8 @@ def running_witness(workdir: Path, name: str, log_verifier_key: str) -> Iterator
     key_file.chmod(0o600)
     port_file = workdir / "witness.port"
     port_file.unlink(missing_ok=True)  # a previous run's port is not this one's
-    command = [sys.executable, "-m", "ledger.cli", "witness", "serve", "--key-file", str(key_file)]
+    command = [sys.executable, "-m", "policy_ledger.cli", "witness", "serve"]
+    command += ["--key-file", str(key_file)]
     command += ["--state", str(workdir / "witness.db"), "--log", log_verifier_key]
     command += ["--listen", "127.0.0.1:0", "--port-file", str(port_file)]
     with (workdir / "witness.log").open("w", encoding="utf-8") as log_file:

@@ -122,7 +122,7 @@ def start_server_process(
         *wrapper,
         sys.executable,
         "-m",
-        "ledger.cli",
+        "policy_ledger.cli",
         "serve",
         "--database",
         database_url,

@@ -16,7 +16,6 @@ from clients.insurer import InsurerClient
 from clients.portal import PortalClient
 from clients.samples import iqama, policy_issued
 from clients.verify import TrustedLog
-from ledger.cli import main
 from ledger.signing import Ed25519Signer
 from ledger.storage.access_log import AccessLog, AccessRecord
 from ledger.storage.db import create_ledger_engine
@@ -24,6 +23,7 @@ from ledger.storage.vault_store import VaultStore
 from ledger.v1 import coverage_service_pb2 as cpb
 from ledger.v1 import coverage_service_pb2_grpc as cpb_grpc
 from ledger.v1 import events_pb2, types_pb2
+from policy_ledger.cli import main
 from tests import clock as test_clock
 from tests.builders import token, tokens
 from tests.conftest import ServerHandle, onboard

@@ -16,7 +16,7 @@ from ledger.signing import format_signer_key, parse_signer_key, parse_verifier_k
 from ledger.storage.db import sqlite_url
 from tests.conftest import OPERATOR_SIGNER, ServerHandle
 
-CLI = [sys.executable, "-m", "ledger.cli"]
+CLI = [sys.executable, "-m", "policy_ledger.cli"]
 
 
 def run(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
@@ -70,7 +70,7 @@ def test_every_command_has_help_with_an_example(command: list[str]) -> None:
     import contextlib
     import io
 
-    from ledger.cli import main
+    from policy_ledger.cli import main
 
     out = io.StringIO()
     with contextlib.redirect_stdout(out), pytest.raises(SystemExit) as done:

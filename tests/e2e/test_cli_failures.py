@@ -19,9 +19,9 @@ from pathlib import Path
 
 import pytest
 
-from ledger.cli import EXIT_SERVER, EXIT_USAGE, main
 from ledger.signing import Ed25519Signer, format_signer_key, format_verifier_key
 from ledger.storage.db import sqlite_url
+from policy_ledger.cli import EXIT_SERVER, EXIT_USAGE, main
 from tests.conftest import OPERATOR_SIGNER, ServerHandle, session_pki
 from tests.durability.processes import start_server_process
 
@@ -190,7 +190,7 @@ def test_the_old_person_order_gets_a_hint_and_a_bad_check_digit_is_refused(
 
 def _serve(database_url: str, key_file: str, listen: str) -> subprocess.CompletedProcess[str]:
     """A second `serve` that must refuse to start (so it returns)."""
-    command = [sys.executable, "-m", "ledger.cli", "serve", "--database", database_url,
+    command = [sys.executable, "-m", "policy_ledger.cli", "serve", "--database", database_url,
                "--listen", listen, "--log-key-file", key_file, "--insecure-plaintext",
                "--operator-verifier", format_verifier_key(OPERATOR_SIGNER)]  # fmt: skip
     return subprocess.run(command, capture_output=True, text=True, timeout=120, check=False)

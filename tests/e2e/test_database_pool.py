@@ -118,7 +118,7 @@ def test_totals_too_small_for_the_processes_refuse_to_start_before_the_database_
 ) -> None:
     database = tmp_path / "never.db"
     refused = subprocess.run(
-        [sys.executable, "-m", "ledger.cli", "serve", "--database", f"sqlite:///{database}",
+        [sys.executable, "-m", "policy_ledger.cli", "serve", "--database", f"sqlite:///{database}",
          "--listen", "127.0.0.1:0", "--insecure-plaintext", "--log-key-file",
          str(tmp_path / "log.key"), "--workers", "2", "--database-pool-size", "5",
          "--operator-verifier", format_verifier_key(Ed25519Signer.generate("operator"))],

@@ -26,7 +26,6 @@ from clients.operator import OperatorClient
 from clients.samples import policy_issued
 from clients.verify import TrustedLog
 from ledger import limits
-from ledger.cli import main
 from ledger.config import ServerConfig
 from ledger.enrolment import new_code
 from ledger.errors import InvalidArgument
@@ -42,6 +41,7 @@ from ledger.v1 import (
     ledger_service_pb2,
     ledger_service_pb2_grpc,
 )
+from policy_ledger.cli import main
 from tests import clock as test_clock
 from tests.builders import tokens
 from tests.conftest import OPERATOR_SIGNER, ServerHandle, start_server_thread

@@ -33,7 +33,6 @@ from clients.portal import PortalClient
 from clients.renewal import RenewalClient
 from clients.samples import iqama, sample_events
 from clients.verify import TrustedLog
-from ledger.cli import main
 from ledger.coverage.rebuild import rebuild_and_compare
 from ledger.events import civil_date
 from ledger.signers import SignerRole
@@ -43,6 +42,7 @@ from ledger.v1 import events_pb2
 from ledger.v1 import identity_service_pb2 as ipb
 from ledger.v1 import identity_service_pb2_grpc as ipb_grpc
 from payments.v1 import renewal_service_pb2 as pb
+from policy_ledger.cli import main
 from tests import clock as test_clock
 from tests.conftest import ServerHandle, onboard, start_server_thread
 from tests.durability.processes import postgres_binaries, postgres_instance

@@ -25,7 +25,7 @@ from ledger.v1 import events_pb2
 from tests.conftest import OPERATOR_SIGNER, ServerHandle, start_server_thread
 from tests.dated import moved_json, years_to_fit
 
-CLI = [sys.executable, "-m", "ledger.cli"]
+CLI = [sys.executable, "-m", "policy_ledger.cli"]
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 
 

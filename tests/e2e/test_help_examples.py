@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from ledger.cli import _parser
 from ledger.signing import Ed25519Signer, format_verifier_key
+from policy_ledger.cli import _parser
 
 VERIFIER_FILES = ("log.pub", "log.key.pub", "var/log.key.pub")
 

@@ -30,8 +30,8 @@ from pathlib import Path
 
 import pytest
 
-from ledger.cli import _parser
 from ledger.clock import SystemClock
+from policy_ledger.cli import _parser
 from tests.dated import moved_json, moved_text, years_to_fit
 from tests.e2e.test_help_examples import EXAMPLES
 

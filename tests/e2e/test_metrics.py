@@ -334,7 +334,7 @@ def test_serve_flags_json_log_and_a_metrics_port_in_use(
         assert value(samples, "grpc_server_handled_total", **checkpoint, grpc_code="OK") == 1
         # A second server asking for the same metrics port refuses to start, and says why.
         other = subprocess.run(
-            [sys.executable, "-m", "ledger.cli", "serve", "--database",
+            [sys.executable, "-m", "policy_ledger.cli", "serve", "--database",
              sqlite_url(tmp_path / "other.db"), "--listen", "127.0.0.1:0",
              "--log-key-file", str(key_file), "--insecure-plaintext",
              "--operator-verifier", format_verifier_key(Ed25519Signer.generate("operator")),

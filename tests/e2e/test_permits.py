@@ -370,7 +370,7 @@ def test_the_cli_lists_the_uninsured_and_explains_the_arrears(world: World) -> N
 
     def run(*args: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
-            [sys.executable, "-m", "ledger.cli", *args],
+            [sys.executable, "-m", "policy_ledger.cli", *args],
             capture_output=True, text=True, timeout=120, check=False,
         )  # fmt: skip
 

@@ -11,8 +11,8 @@ from pathlib import Path
 from google.protobuf import json_format
 
 from clients.samples import iqama, policy_issued, sample_events
-from ledger.cli import main
 from ledger.signing import Ed25519Signer, format_signer_key
+from policy_ledger.cli import main
 from tests import clock as test_clock
 from tests.builders import tokens
 from tests.conftest import ServerHandle, onboard

@@ -179,7 +179,7 @@ def test_serve_with_a_sqlite_read_database_exits_2_saying_why(
     key_file = tmp_path / "log.key"
     key_file.write_text(format_signer_key(log_signer) + "\n", encoding="utf-8")
     primary = tmp_path / "ledger.db"
-    base = [sys.executable, "-m", "ledger.cli", "serve", "--database", sqlite_url(primary),
+    base = [sys.executable, "-m", "policy_ledger.cli", "serve", "--database", sqlite_url(primary),
             "--listen", "127.0.0.1:0", "--log-key-file", str(key_file), "--insecure-plaintext",
             "--operator-verifier", format_verifier_key(log_signer)]  # fmt: skip
     refused = subprocess.run(

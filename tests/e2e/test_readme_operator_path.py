@@ -21,7 +21,7 @@ from ledger.clock import SystemClock
 from tests.conftest import ServerHandle, SessionPki
 from tests.dated import moved_json, moved_text, years_to_fit
 
-CLI = [sys.executable, "-m", "ledger.cli"]
+CLI = [sys.executable, "-m", "policy_ledger.cli"]
 ROOT = Path(__file__).resolve().parents[2]
 MARKER = "<!-- operator-path:"
 README_PATH_FITS_THROUGH = dt.date(2027, 6, 30)

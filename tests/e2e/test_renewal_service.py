@@ -264,7 +264,7 @@ def test_the_renew_command_quotes_pays_and_prints_the_receipt(
 
     from google.protobuf import json_format
 
-    from ledger.cli import main
+    from policy_ledger.cli import main
 
     server, _, _ = stack
     request = tmp_path / "family.json"

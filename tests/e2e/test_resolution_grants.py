@@ -538,7 +538,7 @@ def test_a_grant_survives_a_restart(
         again.stop()
 
 
-CLI = [sys.executable, "-m", "ledger.cli"]
+CLI = [sys.executable, "-m", "policy_ledger.cli"]
 
 
 def _cli(*args: str) -> subprocess.CompletedProcess[str]:

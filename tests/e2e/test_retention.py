@@ -11,9 +11,9 @@ from pathlib import Path
 
 from clients.insurer import InsurerClient
 from clients.verify import TrustedLog
-from ledger.cli import main
 from ledger.identity.retention import load_retention_periods
 from ledger.signing import Ed25519Signer, format_signer_key
+from policy_ledger.cli import main
 from tests import clock as test_clock
 from tests.builders import R, issued, person, token
 from tests.conftest import OPERATOR_SIGNER, ServerHandle, onboard

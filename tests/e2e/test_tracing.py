@@ -358,7 +358,7 @@ def test_serve_refuses_a_bad_endpoint_before_opening_the_database(
     bad = "grpc://collector:4317"
     environment = {**os.environ, "OTEL_EXPORTER_OTLP_ENDPOINT": bad}
     done = subprocess.run(
-        [sys.executable, "-m", "ledger.cli", "serve", "--database", sqlite_url(database),
+        [sys.executable, "-m", "policy_ledger.cli", "serve", "--database", sqlite_url(database),
          "--listen", "127.0.0.1:0", "--log-key-file", str(key_file), "--insecure-plaintext",
          "--operator-verifier", format_verifier_key(Ed25519Signer.generate("operator")),
          *(["--trace-otlp-endpoint", bad] if where == "flag" else [])],

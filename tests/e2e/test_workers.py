@@ -259,7 +259,7 @@ def test_a_second_supervisor_on_the_port_or_the_sqlite_file_is_refused(
 
     def second(database: str, listen: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
-            [sys.executable, "-m", "ledger.cli", "serve", "--database", database,
+            [sys.executable, "-m", "policy_ledger.cli", "serve", "--database", database,
              "--listen", listen, "--log-key-file", str(key_file), "--insecure-plaintext",
              "--workers", "1",
              "--operator-verifier", format_verifier_key(Ed25519Signer.generate("operator"))],

@@ -12,7 +12,6 @@ from sqlalchemy import Engine, func, select, text
 from sqlalchemy.exc import DBAPIError
 
 from ledger import limits
-from ledger.cli import main
 from ledger.enrolment import code_hash, new_code, parse_ttl
 from ledger.errors import InvalidArgument, PermissionDenied, ResourceExhausted, Unauthenticated
 from ledger.storage.db import create_ledger_engine
@@ -22,6 +21,7 @@ from ledger.storage.enrolment_store import (
     enrolment_redemptions,
     enrolment_wrong_codes,
 )
+from policy_ledger.cli import main
 
 NOW = dt.datetime(2026, 12, 1, 12, 0, tzinfo=dt.UTC)
 DAY = dt.timedelta(days=1)

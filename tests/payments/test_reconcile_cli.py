@@ -18,7 +18,7 @@ from payments.sandbox.knet import KnetSandbox
 from tests.payments.support import AUTHORITY, Stack, family_request
 
 KEY = "0123456789ABCDEF"
-CLI = [sys.executable, "-m", "ledger.cli", "payments", "reconcile"]
+CLI = [sys.executable, "-m", "policy_ledger.cli", "payments", "reconcile"]
 
 
 @pytest.mark.parametrize(

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from ledger.cli import main
+from policy_ledger.cli import main
 
 _DECLARE = [
     "--server", "127.0.0.1:1", "--credentials", "var/none",

@@ -151,7 +151,7 @@ def test_workers_come_from_the_environment_default_to_the_cores_and_are_bounded(
 def test_serve_refuses_too_many_workers_before_opening_anything(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from ledger.cli import main
+    from policy_ledger.cli import main
 
     database = tmp_path / "ledger.db"
     code = main(

@@ -14,9 +14,9 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from opentelemetry.trace import SpanKind, StatusCode
 
 from ledger import limits, tracing
-from ledger.cli import _parser, _server_config
 from ledger.config import ServerConfig
 from ledger.errors import InvalidArgument, NotFound
+from policy_ledger.cli import _parser, _server_config
 
 ROOT = Path(__file__).resolve().parents[2]
 TRACEPARENT = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"

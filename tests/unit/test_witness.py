@@ -306,7 +306,7 @@ def test_witness_serve_exits_cleanly_on_sigterm_sent_as_it_announces_itself(
     import signal
     import sys
 
-    from ledger.cli import main
+    from policy_ledger.cli import main
 
     key_file = tmp_path / "witness.key"
     key_file.write_text(WITNESS_KEY.private_text(), encoding="utf-8")

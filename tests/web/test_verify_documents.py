@@ -160,7 +160,7 @@ def test_a_card_is_shown_with_its_number_in_groups_of_four(tmp_path: Path) -> No
 
 
 def test_the_page_command_writes_the_page_with_the_key(tmp_path: Path) -> None:
-    from ledger.cli import main
+    from policy_ledger.cli import main
 
     out = tmp_path / "verify.html"
     assert main(["certificate", "page", "--log-verifier", KEY, "--out", str(out)]) == 0
@@ -171,7 +171,7 @@ def test_the_page_command_writes_the_page_with_the_key(tmp_path: Path) -> None:
 
 
 def test_the_page_command_refuses_a_bad_key_and_writes_nothing(tmp_path: Path) -> None:
-    from ledger.cli import main
+    from policy_ledger.cli import main
 
     out = tmp_path / "verify.html"
     bad = KEY[:-4] + "AAAA"

@@ -456,7 +456,7 @@ def test_serve_verify_page_port_and_a_port_in_use(
         assert response.status == 200
         assert format_verifier_key(log_signer).encode() in response.read()
         other = subprocess.run(
-            [sys.executable, "-m", "ledger.cli", "serve", "--database",
+            [sys.executable, "-m", "policy_ledger.cli", "serve", "--database",
              sqlite_url(tmp_path / "other.db"), "--listen", "127.0.0.1:0",
              "--log-key-file", str(key_file), "--insecure-plaintext",
              "--operator-verifier", format_verifier_key(Ed25519Signer.generate("operator")),

@@ -40,7 +40,6 @@ from typing import Any
 
 from clients.errors import ClientError
 from ledger import limits
-from ledger.cli_enrol import add_enrol_commands, add_enrol_serve_options, apply_enrol_serve_options
 from ledger.cli_flags import (
     PERSON_FORM,
     add_log_key_file,
@@ -48,7 +47,6 @@ from ledger.cli_flags import (
     person_argument,
     person_text,
 )
-from ledger.cli_grants import add_beneficiary_commands
 from ledger.config import LOG_FORMATS, ServerConfig, check_workers
 from ledger.errors import LedgerError
 from ledger.keys import insurer_key_id
@@ -57,6 +55,12 @@ from ledger.signing import generate_keypair, parse_signer_key, parse_verifier_ke
 from ledger.storage.db import POOL_SHARE_ENVIRONMENT, create_ledger_engine
 from ledger.storage.key_store import KeyStore
 from ledger.storage.migrate import upgrade
+from policy_ledger.cli_enrol import (
+    add_enrol_commands,
+    add_enrol_serve_options,
+    apply_enrol_serve_options,
+)
+from policy_ledger.cli_grants import add_beneficiary_commands
 
 __all__ = ["main"]
 
