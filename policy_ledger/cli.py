@@ -452,8 +452,8 @@ def _demo(args: argparse.Namespace) -> int:
 
 
 CLI_COMMANDS_GROUP = "policy_ledger.cli_commands"
-"""Entry-point group of command groups: ``register(subparsers)`` adds one (the ledger's CLI
-never imports the packages that extend it)."""
+"""Entry-point group of command groups: ``register(subparsers)`` adds one (``payments`` and the
+clients' groups register this way, so this module names no extension's commands)."""
 
 
 def _add_scale_options(serve: argparse.ArgumentParser) -> None:
