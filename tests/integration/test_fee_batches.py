@@ -1,13 +1,14 @@
 """Batches of renewal fees (FeeCollected), as the renewal saga submits them: the double-coverage
 check answered from what the batch read once; append hooks run without a savepoint each unless
-an entry carrying one is refused (then the batch runs again, each in a savepoint); the signing
-keys known from the previous batch while no other entry was appended. On SQLite and
-PostgreSQL."""
+an entry carrying one is refused (then the batch runs again, each in a savepoint), and log only
+what committed; the signing keys known from the previous batch while no other entry was
+appended. On SQLite and PostgreSQL."""
 
 from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -23,7 +24,7 @@ from ledger.rpc.ledger_servicer import receipt_to_proto
 from ledger.signers import SignerRole
 from ledger.signing import Ed25519Signer, format_verifier_key
 from ledger.storage.append import Appender, PendingEntry, Receipt
-from ledger.storage.append_hooks import AppendHook, register_append_hook
+from ledger.storage.append_hooks import AppendHook, hold_in_batches, register_append_hook
 from ledger.storage.tables import insurer_keys, log_entries, subject_entries, tree_nodes
 from ledger.v1 import events_pb2
 from tests.builders import civil, fee_collected
@@ -102,11 +103,15 @@ def test_a_fee_for_someone_covered_on_those_days_is_refused_in_a_batch_or_across
     assert recorded_twice.reason == "RENEWAL_RECORDED"
 
 
+_hook_log = hold_in_batches(logging.getLogger("tests.fee_batches"))
+
+
 def _hook_writes_then_maybe_refuses(connection: Connection, leaf_index: int, argument: str) -> None:
-    """Writes a row naming ``argument``; then refuses when ``argument`` says so."""
+    """Writes a row naming ``argument`` and logs it; then refuses when ``argument`` says so."""
     connection.execute(
         subject_entries.insert().values(subject=f"hook:{argument}", leaf_index=leaf_index)
     )
+    _hook_log.info("hook:%s at leaf %d", argument, leaf_index)
     if argument.startswith("refuse"):
         raise FailedPrecondition("the test hook refuses", reason="TEST_HOOK_REFUSED")
 
@@ -188,6 +193,67 @@ def test_what_a_refused_entrys_hook_wrote_is_undone_and_the_rest_of_its_batch_is
     assert _hook_rows(engine) == [("hook:a", kept.leaf_index), ("hook:d", last.leaf_index)]
     # The batch ran again, each hooked entry in a savepoint.
     assert [statement for statement in seen if "SAVEPOINT" in statement.upper()]
+
+
+class _HookLines(logging.Handler):
+    """Each hook line, and whether the row it tells of was committed when it was emitted (read
+    on a connection of its own, which sees only committed rows)."""
+
+    def __init__(self, engine: Engine) -> None:
+        super().__init__(logging.INFO)
+        self._engine = engine
+        self.lines: list[tuple[str, bool]] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        subject, _, leaf = record.getMessage().partition(" at leaf ")
+        self.lines.append((record.getMessage(), (subject, int(leaf)) in _hook_rows(self._engine)))
+
+
+@contextmanager
+def _hook_lines(engine: Engine) -> Iterator[_HookLines]:
+    handler = _HookLines(engine)
+    _hook_log.addHandler(handler)
+    level = _hook_log.level
+    _hook_log.setLevel(logging.INFO)
+    try:
+        yield handler
+    finally:
+        _hook_log.setLevel(level)
+        _hook_log.removeHandler(handler)
+
+
+def test_hook_lines_of_a_rolled_back_attempt_are_not_logged_and_the_rest_once_committed(
+    engine: Engine,
+    appender: Appender,
+    authority: Ed25519Signer,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # The first attempt (no savepoints) runs both hooks and is rolled back when the second
+    # refuses; the second attempt runs both again, the refused one in a savepoint rolled back.
+    caplog.set_level(logging.INFO, logger=_hook_log.name)
+    with _statements(engine) as seen, _hook_lines(engine) as hook_lines:
+        kept, refused = appender.append_batch(
+            [
+                _hooked(pending(authority, _fee("R-1")), "a"),
+                _hooked(pending(authority, _fee("R-2")), "refuse-b"),
+            ],
+            NOW,
+        )
+    assert [statement for statement in seen if "SAVEPOINT" in statement.upper()]  # it reran
+    assert isinstance(kept, Receipt)
+    assert isinstance(refused, FailedPrecondition) and refused.reason == "TEST_HOOK_REFUSED"
+    assert _hook_rows(engine) == [("hook:a", kept.leaf_index)]
+    # The accepted entry's line once, emitted when its row was committed; none of the refused
+    # entry's, in either attempt.
+    line = f"hook:a at leaf {kept.leaf_index}"
+    assert hook_lines.lines == [(line, True)]
+    assert [r.getMessage() for r in caplog.records if r.name == _hook_log.name] == [line]
+
+
+def test_hook_lines_are_logged_at_once_outside_a_batch(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger=_hook_log.name)
+    _hook_log.info("hook:outside at leaf %d", 0)
+    assert [r.getMessage() for r in caplog.records] == ["hook:outside at leaf 0"]
 
 
 def test_a_key_revoked_by_another_appender_is_refused_though_the_first_knew_it_unrevoked(
