@@ -18,14 +18,22 @@ from sqlalchemy import Connection, Engine, event, select, text
 
 from clients.operator import key_revoked
 from clients.verify import TrustedLog, verify_receipt
+from ledger.coverage.projector import Projector, SignedBy
 from ledger.errors import AlreadyExists, FailedPrecondition, InvariantViolation, PermissionDenied
 from ledger.keys import insurer_key_id
 from ledger.rpc.ledger_servicer import receipt_to_proto
 from ledger.signers import SignerRole
 from ledger.signing import Ed25519Signer, format_verifier_key
+from ledger.storage import vault_store
 from ledger.storage.append import Appender, PendingEntry, Receipt
 from ledger.storage.append_hooks import AppendHook, hold_in_batches, register_append_hook
-from ledger.storage.tables import insurer_keys, log_entries, subject_entries, tree_nodes
+from ledger.storage.tables import (
+    coverages,
+    insurer_keys,
+    log_entries,
+    subject_entries,
+    tree_nodes,
+)
 from ledger.v1 import events_pb2
 from tests.builders import civil, fee_collected
 from tests.conftest import onboard_directly, pending
@@ -104,6 +112,75 @@ def test_a_fee_for_someone_covered_on_those_days_is_refused_in_a_batch_or_across
 
 
 _hook_log = hold_in_batches(logging.getLogger("tests.fee_batches"))
+
+
+_FIRST = "pt_" + "a" * 26
+"""Before _LAST in code point order (SQLite's, Python's); after it in Danish ("aa" is "å")."""
+_LAST = "pt_" + "z" * 26
+_DANISH_PERSON_KEYS = (
+    'ALTER TABLE coverages ALTER COLUMN person_key TYPE varchar(64) COLLATE "da-x-icu"'
+)
+
+
+def _refusal(outcome: object) -> tuple[str, str, dict[str, str], list[str]]:
+    assert isinstance(outcome, FailedPrecondition), outcome
+    fields = [violation.field for violation in outcome.details.field_violations]
+    return outcome.reason, outcome.message, dict(outcome.details.metadata), fields
+
+
+def test_of_two_clashes_the_same_row_is_named_with_or_without_the_prefetch_on_both_engines(
+    engine: Engine,
+    appender: Appender,
+    authority: Ed25519Signer,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    postgres = engine.dialect.name == "postgresql"
+    if postgres:
+        # A database whose text order is not code point order (as a production database's
+        # locale may be): its ORDER BY person_key puts _LAST first (checked below).
+        with engine.begin() as connection:
+            connection.execute(text(_DANISH_PERSON_KEYS))
+    issued = iter([_LAST, _FIRST])
+    monkeypatch.setattr(vault_store, "new_person_token", lambda: next(issued))
+    last, first = _fee("R-1"), _fee("R-2")  # their sponsors are _LAST and _FIRST
+    monkeypatch.undo()
+    assert [last.fee_collected.sponsor_token, first.fee_collected.sponsor_token] == [_LAST, _FIRST]
+    first.fee_collected.period_end.CopyFrom(civil(dt.date(2026, 3, 31)))
+    later = _fee("R-3", like=first)  # _FIRST again, from July: two rows of one person
+    later.fee_collected.period_start.CopyFrom(civil(dt.date(2026, 7, 1)))
+    stored = appender.append_batch([pending(authority, fee) for fee in (last, first, later)], NOW)
+    assert all(isinstance(outcome, Receipt) for outcome in stored)
+    # Both people over the whole year: three stored rows clash; named is the first person by
+    # code point, and of their rows the earliest.
+    both = _fee("R-4", like=last)
+    both.fee_collected.lines.add().CopyFrom(both.fee_collected.lines[0])
+    both.fee_collected.lines[1].person_token = _FIRST
+    both.fee_collected.lines[1].relationship = events_pb2.RELATIONSHIP_SPOUSE
+    both.fee_collected.total.amount_minor *= 2
+    named = (
+        "DOUBLE_COVERAGE",
+        f"{AUTHORITY!r} already covers {_FIRST} from 2026-01-01 to 2026-03-31 under policy 'R-2'",
+        {"person": _FIRST, "policy_id": "R-2"},
+        ["event.fee_collected.lines[1].person_token"],
+    )
+    before = _entry_count(engine)
+    # With the prefetch (the appender reads the batch's rows at once).
+    [prefetched] = appender.append_batch([pending(authority, both)], NOW)
+    assert _refusal(prefetched) == named
+    assert _entry_count(engine) == before
+    # Without it (one query for this entry's people), in a transaction rolled back.
+    signed = SignedBy(insurer_key_id(authority.public_key), NOW)
+    with engine.connect() as connection, connection.begin():
+        with pytest.raises(FailedPrecondition) as raised:
+            Projector(connection).apply(both, before, signed)
+        assert _refusal(raised.value) == named
+        by_database = connection.execute(
+            select(coverages.c.person_key)
+            .where(coverages.c.person_key.in_([_FIRST, _LAST]))
+            .order_by(coverages.c.person_key)
+        ).scalars()
+        order = [_LAST, _FIRST, _FIRST] if postgres else [_FIRST, _FIRST, _LAST]
+        assert list(by_database) == order
 
 
 def _hook_writes_then_maybe_refuses(connection: Connection, leaf_index: int, argument: str) -> None:
