@@ -375,6 +375,25 @@ def test_appenders_taking_turns_on_one_database_each_read_the_tree_the_other_lef
             assert verified.checkpoint.size == _entry_count(engine)
 
 
+def test_each_batch_reads_its_head_and_edge_in_one_statement_of_one_text_on_postgresql(
+    engine: Engine, appender: Appender, authority: Ed25519Signer
+) -> None:
+    # The right edge's length follows the tree size's set bits. On PostgreSQL its keys are one
+    # array parameter, so the text is the same at every size (psycopg prepares it once a
+    # connection); SQLite's IN list has a placeholder a key.
+    sizes = (1, 2, 3, 1, 4)
+    with _statements(engine) as seen:
+        for batch, size in enumerate(sizes):
+            fees = [pending(authority, _fee(f"E-{batch}-{n}")) for n in range(size)]
+            outcomes = appender.append_batch(fees, NOW)
+            assert all(isinstance(outcome, Receipt) for outcome in outcomes)
+    heads = [statement for statement in seen if "UNION ALL" in statement]
+    assert len(heads) == len(sizes)
+    assert all(tree_nodes.name in statement for statement in heads)
+    if engine.dialect.name == "postgresql":
+        assert len(set(heads)) == 1
+
+
 def test_a_right_edge_node_missing_is_detected_by_the_next_batch_of_the_same_appender(
     engine: Engine, appender: Appender, authority: Ed25519Signer
 ) -> None:
