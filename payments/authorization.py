@@ -48,7 +48,9 @@ def _named(request: object) -> tuple[str, str] | None:
 
 def jurisdiction_resolver(engine: Engine) -> RememberingResolver:
     """The jurisdiction of the quote or payment a request names, read from ``engine`` and
-    remembered (a quote's jurisdiction, and a payment's quote, never change)."""
+    remembered (a quote's jurisdiction, and a payment's quote, never change). The servicer
+    also tells it a quote's when quoting and a payment's once the payment is saved, never
+    before: a call naming a payment that does not exist yet is NOT_FOUND in every process."""
 
     def jurisdiction_of(request: object) -> str | None:
         named = _named(request)

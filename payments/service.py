@@ -88,7 +88,6 @@ from payments.renewal import (
     Recorder,
     Renewals,
 )
-from payments.saga import payment_id_of
 from payments.v1 import contribution_service_pb2_grpc
 from payments.v1 import renewal_service_pb2 as pb
 from payments.v1 import renewal_service_pb2_grpc as pb_grpc
@@ -446,8 +445,10 @@ class RenewalServicer(pb_grpc.RenewalServiceServicer):
         """Where the receipt of an entry this process just appended is taken from, rather than
         read back from the log (:meth:`LedgerRecorder.take_receipt`)."""
         self._jurisdictions = jurisdictions
-        """Told each new quote's jurisdiction, so that the authorization of the calls naming
-        it (or its payment) need not read it back (:func:`jurisdiction_resolver`)."""
+        """Told each new quote's jurisdiction, and each started payment's once it is saved, so
+        that the authorization of the calls naming them need not read it back
+        (:func:`jurisdiction_resolver`). Never a payment's before it exists: a call naming it
+        is answered NOT_FOUND then, by every process alike, whatever each remembers."""
         # Its own threads: a renewal waits on the gateway and on the ledger, whose admission
         # uses the loop's default executor; sharing that executor could starve it (deadlock).
         self._executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="renewal")
@@ -497,12 +498,8 @@ class RenewalServicer(pb_grpc.RenewalServiceServicer):
 
         def work() -> pb.QuoteRenewalResponse:
             record = self._renewals.quote(parse_quote_request(request))
-            if self._jurisdictions is not None:  # its payment's id is derived from it
-                for named in (
-                    ("quote", record.quote_id),
-                    ("payment", payment_id_of(record.quote_id)),
-                ):
-                    self._jurisdictions.remember(named, record.jurisdiction)
+            if self._jurisdictions is not None:
+                self._jurisdictions.remember(("quote", record.quote_id), record.jurisdiction)
             response = pb.QuoteRenewalResponse(quote=quote_proto(record))
             if record.household is not None:
                 response.household.CopyFrom(household_response(record.household))
@@ -527,9 +524,20 @@ class RenewalServicer(pb_grpc.RenewalServiceServicer):
             record = self._renewals.start_payment(
                 request.quote_id, request.idempotency_key, request.gateway, request.return_url
             )
+            self._remember_payment(request, record)
             return pb.StartPaymentResponse(payment=self._payment(record))
 
         return await self._run(context, work)
+
+    def _remember_payment(self, request: pb.StartPaymentRequest, record: PaymentRecord) -> None:
+        """Tell the resolver the jurisdiction of a payment now saved: its quote's, which the
+        authorization of this call just found (unless forgotten since: then the first call
+        naming the payment reads it back)."""
+        if self._jurisdictions is None:
+            return
+        jurisdiction = self._jurisdictions.known(request)
+        if jurisdiction is not None:
+            self._jurisdictions.remember(("payment", record.payment_id), jurisdiction)
 
     async def CompletePayment(
         self, request: pb.CompletePaymentRequest, context: _Context

@@ -24,6 +24,7 @@ import logging
 from sqlalchemy import Connection, bindparam, insert, select, update
 
 from ledger.clock import to_micros
+from ledger.storage.append_hooks import hold_in_batches
 from payments.limits import MESSAGE_CHARS_MAX, REFERENCE_CHARS_MAX, URL_CHARS_MAX
 from payments.tables import payment_history, payments, refunds
 
@@ -38,7 +39,9 @@ __all__ = [
     "move_refund",
 ]
 
-log = logging.getLogger("payments.states")
+log = hold_in_batches(logging.getLogger("payments.states"))
+"""Held during a ledger batch: a change made by an append hook (recording -> recorded) is logged
+once its batch commits, and not at all when the batch rolls it back."""
 
 
 class PaymentState(enum.StrEnum):

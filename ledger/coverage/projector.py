@@ -161,22 +161,20 @@ _SELECT_CURRENT_COVERAGE = select(coverages).where(
     coverages.c.person_key == bindparam("person_key"),
     coverages.c.end_reason == PERIOD_END,
 )
-_SELECT_CLASH = (
-    select(
-        coverages.c.person_key,
-        coverages.c.policy_id,
-        coverages.c.start_date,
-        coverages.c.end_date,
-    )
-    .where(
-        coverages.c.person_key.in_(bindparam("person_keys", expanding=True)),
-        coverages.c.insurer_id == bindparam("insurer_id"),
-        coverages.c.start_date <= bindparam("last_day"),
-        coverages.c.end_date >= bindparam("first_day"),
-        coverages.c.end_date >= coverages.c.start_date,
-    )
-    .order_by(coverages.c.person_key, coverages.c.start_date)
+_SELECT_CLASH = select(
+    coverages.c.person_key,
+    coverages.c.policy_id,
+    coverages.c.start_date,
+    coverages.c.end_date,
+).where(
+    coverages.c.person_key.in_(bindparam("person_keys", expanding=True)),
+    coverages.c.insurer_id == bindparam("insurer_id"),
+    coverages.c.start_date <= bindparam("last_day"),
+    coverages.c.end_date >= bindparam("first_day"),
+    coverages.c.end_date >= coverages.c.start_date,
 )
+"""Unordered: which clash is named is chosen in Python (:func:`_first_clash`), not by an ORDER BY
+whose text order is the database's collation (PostgreSQL's locale)."""
 _SELECT_LATEST_NOTICE = (
     select(insurer_change_notices.c.leaf_index, insurer_change_notices.c.notified_on)
     .where(
@@ -215,16 +213,24 @@ class _ClashCandidates:
     rows: list[Any]
 
 
-def _first_clash(known: Sequence[_ClashCandidates], start: dt.date, end: dt.date) -> Any:
-    """What ``_SELECT_CLASH`` answers for these people over ``start..end`` (each read over a
-    window holding it), from the rows read: the first by person and start day, or None."""
+def _first_clash(rows: Iterable[Any], start: dt.date, end: dt.date) -> Any:
+    """The stored coverage row named when ``rows`` (``_SELECT_CLASH``'s, read over ``start..end``
+    or a window holding it) clash with ``start..end``: the first by person key, in code point
+    order, then by start day; None when none clashes.
+
+    The same whether the rows were read for this entry or prefetched for its batch, and on
+    either engine: SQLite orders text by code point, PostgreSQL by the database's collation
+    (under some locales, e.g. Danish, "aa" sorts after "z"), so the choice is not left to SQL.
+    A person's rows of one insurer never overlap (this check refuses it), so two rows clashing
+    never share person and start day; the policy id breaks such a tie all the same."""
     clashes = [
         row
-        for candidates in known
-        for row in candidates.rows
+        for row in rows
         if row.start_date <= end and row.end_date >= start and row.end_date >= row.start_date
     ]
-    return min(clashes, key=lambda row: (row.person_key, row.start_date), default=None)
+    return min(
+        clashes, key=lambda row: (row.person_key, row.start_date, row.policy_id), default=None
+    )
 
 
 @dataclass(frozen=True)
@@ -1338,16 +1344,24 @@ class Projector:
     ) -> None:
         """Refuse when ``insurer_id`` already covers one of ``people`` (key, field) on a day of
         ``start..end``; one query for all of them (none when :meth:`prefetch` found that the
-        insurer covers none of them), then this batch's new coverages."""
+        insurer covers none of them, or read their rows), then this batch's new coverages.
+        Of several stored clashes, :func:`_first_clash` names one, the same with or without
+        the prefetch."""
         clash: Any = None
         if all((insurer_id, key) in self._uncovered for key, _ in people):
             pass  # no stored row can clash
         elif all(self._clashes_known(insurer_id, key, start, end) for key, _ in people):
             clash = _first_clash(
-                [self._clash_candidates[(insurer_id, key)] for key, _ in people], start, end
+                (
+                    row
+                    for key, _ in people
+                    for row in self._clash_candidates[(insurer_id, key)].rows
+                ),
+                start,
+                end,
             )
         else:
-            clash = self._connection.execute(
+            rows = self._connection.execute(
                 _SELECT_CLASH,
                 {
                     "person_keys": [key for key, _ in people],
@@ -1355,7 +1369,8 @@ class Projector:
                     "first_day": start,
                     "last_day": end,
                 },
-            ).first()
+            )
+            clash = _first_clash(rows, start, end)
         if clash is None:
             clash = next(
                 (

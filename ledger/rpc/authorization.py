@@ -106,7 +106,9 @@ class RememberingResolver:
             return jurisdiction
 
     def remember(self, key: Hashable, jurisdiction: str) -> None:
-        """Remember that what ``key`` names is of ``jurisdiction`` (told by whoever made it)."""
+        """Remember that what ``key`` names is of ``jurisdiction`` (told by whoever made it,
+        once it is stored: told earlier, this process would refuse a call naming it that
+        another process, finding nothing, lets through to be answered NOT_FOUND)."""
         with self._lock:
             self._known[key] = jurisdiction
             self._known.move_to_end(key)

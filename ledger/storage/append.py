@@ -15,8 +15,10 @@ Steps of one batch (numbered in the code):
       signing key again, at commit time (a key revoked meanwhile, even earlier in this batch, is
       refused), at the event's own time, and the signer role table; then encode the entry once,
       hash it, append it to the tree. An entry's append hook runs just before its rules; what a
-      refused entry's hook wrote is undone (see :meth:`Appender.append_batch`);
-  (6) insert entries and nodes, sign and insert the checkpoint, commit;
+      refused entry's hook wrote is undone (see :meth:`Appender.append_batch`), and what it
+      logged is dropped (:func:`ledger.storage.append_hooks.held_log_lines`);
+  (6) insert entries and nodes, sign and insert the checkpoint, commit; then emit the log lines
+      held during the batch, which now describe what committed;
   (7) after the commit, build each receipt's inclusion proof from the nodes (1) read and (5)
       made, in memory (no query: see :class:`_Written`); a duplicate's from stored nodes.
 Nothing is acknowledged before (6) returns. A storage fault answers UNAVAILABLE saying whether
@@ -28,6 +30,7 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -46,7 +49,7 @@ from ledger.keys import InsurerKey, insurer_key_id
 from ledger.merkle import CompactRange, NodeID, inclusion, leaf_hash, right_edge_ids
 from ledger.signers import OPERATOR_ID, SignerRole
 from ledger.signing import Signer
-from ledger.storage.append_hooks import batch_time
+from ledger.storage.append_hooks import batch_time, emit_held, held_log_lines
 from ledger.storage.db import WRITE_LOCK_OPTION, is_sqlite
 from ledger.storage.faults import (
     commit_outcome_unknown,
@@ -275,25 +278,29 @@ class Appender:
         # holding the write lock; hooked entries are almost never refused (a payment being
         # returned meanwhile), so the batch first runs without them, and should a hooked entry
         # be refused, that transaction is rolled back whole and the batch runs again under a
-        # new lock, from its first step, with a savepoint around each hooked entry.
+        # new lock, from its first step, with a savepoint around each hooked entry. The log
+        # lines of an attempt are held until it commits, so that none tells of a change that
+        # was rolled back (a hook's "recorded" logged twice, or once for nothing).
         hooked = any(item.on_append is not None for item in items)
         for savepoints in (False, True) if hooked else (True,):
             outcomes: list[Outcome | None] = [None] * len(items)
             transaction = self._write_transaction()
             try:
-                with batch_time(now):  # what append hooks see as "now" (append_hooks.batch_now)
+                # batch_time: what append hooks see as "now" (append_hooks.batch_now).
+                with batch_time(now), held_log_lines() as held:
                     written = self._write_batch(
-                        transaction, items, now, outcomes, savepoints=savepoints
+                        transaction, items, now, outcomes, held, savepoints=savepoints
                     )
                 break
             except _HookedEntryRefused:
-                continue  # rolled back: nothing of this attempt was written
+                continue  # rolled back: nothing of this attempt was written, nor is it logged
             except Exception as error:
                 if not is_storage_fault(error):
                     raise
                 if transaction.committed:
                     raise receipt_unavailable() from error
                 raise storage_unavailable() from error
+        emit_held(held)
         self._keys = _KeysAtHead(written.head.tree_size, written.head.root_hash, written.keys)
         try:
             self._fill_receipts(items, written, outcomes)
@@ -310,6 +317,7 @@ class Appender:
         items: Sequence[PendingEntry],
         now: dt.datetime,
         outcomes: list[Outcome | None],
+        held: list[logging.LogRecord],
         *,
         savepoints: bool,
     ) -> _Written:
@@ -333,7 +341,7 @@ class Appender:
             )
             known = _edge_nodes(tree)
             sequenced, rows, nodes = _sequence(
-                projector, items, events, outcomes, skipped, tree, now, savepoints=savepoints
+                projector, items, events, outcomes, skipped, tree, now, held, savepoints=savepoints
             )
             projector.flush()
             # (6)
@@ -578,12 +586,15 @@ def _sequence(  # noqa: PLR0917 (one private step of append_batch)
     skipped: set[int],
     tree: CompactRange,
     now: dt.datetime,
+    held: list[logging.LogRecord],
     *,
     savepoints: bool,
 ) -> tuple[list[_Sequenced], list[dict[str, object]], dict[NodeID, bytes]]:
     """Check each new item against the rules and give it the next leaf index; return
     receipts-to-be, entry rows and new nodes. Without ``savepoints``, a refused entry with an
-    append hook raises :class:`_HookedEntryRefused` (the transaction must be rolled back)."""
+    append hook raises :class:`_HookedEntryRefused` (the transaction must be rolled back).
+    ``held``: the batch's log lines so far; a refused entry's are dropped (nothing it did
+    stays in the transaction)."""
     sequenced: list[_Sequenced] = []
     rows: list[dict[str, object]] = []
     nodes: dict[NodeID, bytes] = {}
@@ -592,6 +603,7 @@ def _sequence(  # noqa: PLR0917 (one private step of append_batch)
             continue
         leaf_index = tree.size
         signed = SignedBy(item.key_id, now)
+        lines = len(held)
         try:
             if item.on_append is None:
                 projector.apply(events[position], leaf_index, signed)
@@ -605,6 +617,7 @@ def _sequence(  # noqa: PLR0917 (one private step of append_batch)
         except LedgerError as error:
             if item.on_append is not None and not savepoints:
                 raise _HookedEntryRefused from error
+            del held[lines:]
             outcomes[position] = error
             continue
         data = encode_entry(leaf_index, now, item.envelope)

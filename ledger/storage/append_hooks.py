@@ -10,12 +10,19 @@ Functions register at import (``register_append_hook``); the modules that regist
 named by the entry-point group ``policy_ledger.append_hooks`` so the sequencer process can import
 them all (:func:`load_append_hooks`) without knowing the extensions. A hook needing "now" reads
 :func:`batch_now`: the time of the batch being appended, the one its entries are integrated at.
+
+A hook's log lines must describe only what committed, yet a hook may run in a transaction that
+is then rolled back: its entry refused (a savepoint undone), or the whole first attempt of a
+batch run again with savepoints (:meth:`ledger.storage.append.Appender.append_batch`). A logger
+that speaks of what a batch writes is therefore passed to :func:`hold_in_batches`: its lines of a
+batch are held (:func:`held_log_lines`) and emitted once the batch commits, or dropped.
 """
 
 from __future__ import annotations
 
 import contextvars
 import datetime as dt
+import logging
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -32,6 +39,9 @@ __all__ = [
     "append_hook_registered",
     "batch_now",
     "batch_time",
+    "emit_held",
+    "held_log_lines",
+    "hold_in_batches",
     "load_append_hooks",
     "register_append_hook",
 ]
@@ -47,6 +57,9 @@ _registry: dict[str, AppendHookFunction] = {}
 
 _batch_time: contextvars.ContextVar[dt.datetime] = contextvars.ContextVar(
     "policy_ledger_batch_time"
+)
+_held_lines: contextvars.ContextVar[list[logging.LogRecord] | None] = contextvars.ContextVar(
+    "policy_ledger_held_log_lines", default=None
 )
 
 
@@ -112,3 +125,47 @@ class AppendHook:
                 metadata={"hook": self.name},
             )
         function(connection, leaf_index, self.argument)
+
+
+class _HeldInBatch(logging.Filter):
+    """Holds a record emitted while a batch is being written (see :func:`held_log_lines`)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        held = _held_lines.get()
+        if held is None:
+            return True  # not in a batch (or already emitted by emit_held): log it now
+        held.append(record)
+        return False
+
+
+_HOLD_IN_BATCH = _HeldInBatch()
+
+
+def hold_in_batches(logger: logging.Logger) -> logging.Logger:
+    """Make ``logger``'s lines emitted during a batch wait for its commit (see the module doc):
+    for a logger whose lines say what an append hook, or anything else running in a batch's
+    transaction, wrote. Its lines outside a batch (another thread) are not held."""
+    if _HOLD_IN_BATCH not in logger.filters:
+        logger.addFilter(_HOLD_IN_BATCH)
+    return logger
+
+
+@contextmanager
+def held_log_lines() -> Iterator[list[logging.LogRecord]]:
+    """Within the block, the lines of loggers passed to :func:`hold_in_batches` are appended to
+    the list yielded instead of being emitted (the appender sets it around one attempt of a
+    batch, and drops those of an entry whose writes it rolled back). :func:`emit_held` emits
+    them once the batch has committed; lines never emitted are simply dropped."""
+    held: list[logging.LogRecord] = []
+    token = _held_lines.set(held)
+    try:
+        yield held
+    finally:
+        _held_lines.reset(token)
+
+
+def emit_held(records: list[logging.LogRecord]) -> None:
+    """Emit ``records`` held during a batch, in order, through their loggers' handlers (call
+    after the commit, outside :func:`held_log_lines`)."""
+    for record in records:
+        logging.getLogger(record.name).handle(record)

@@ -13,7 +13,19 @@ from contextlib import closing
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Connection, Engine, bindparam, func, literal_column, null, select, union_all
+from sqlalchemy import (
+    ARRAY,
+    BigInteger,
+    Connection,
+    Engine,
+    any_,
+    bindparam,
+    func,
+    literal_column,
+    null,
+    select,
+    union_all,
+)
 
 from ledger import limits
 from ledger.errors import FieldViolation, InvalidArgument, NotFound, OutOfRange, check
@@ -254,20 +266,25 @@ def latest_checkpoint(connection: Connection) -> StoredCheckpoint:
     return _checkpoint_from_row(row)
 
 
+_HEAD = select(
+    literal_column("0").label("part"),
+    checkpoints.c.tree_size.label("number"),
+    checkpoints.c.root_hash.label("digest"),
+    checkpoints.c.note_bytes.label("note"),
+    select(func.max(log_entries.c.leaf_index)).scalar_subquery().label("highest"),
+).where(checkpoints.c.tree_size == select(func.max(checkpoints.c.tree_size)).scalar_subquery())
+_NODES = select(literal_column("1"), tree_nodes.c.node_key, tree_nodes.c.hash, null(), null())
 _SELECT_HEAD_AND_NODES = union_all(
-    select(
-        literal_column("0").label("part"),
-        checkpoints.c.tree_size.label("number"),
-        checkpoints.c.root_hash.label("digest"),
-        checkpoints.c.note_bytes.label("note"),
-        select(func.max(log_entries.c.leaf_index)).scalar_subquery().label("highest"),
-    ).where(checkpoints.c.tree_size == select(func.max(checkpoints.c.tree_size)).scalar_subquery()),
-    select(literal_column("1"), tree_nodes.c.node_key, tree_nodes.c.hash, null(), null()).where(
-        tree_nodes.c.node_key.in_(bindparam("keys", expanding=True))
-    ),
+    _HEAD, _NODES.where(tree_nodes.c.node_key.in_(bindparam("keys", expanding=True)))
 )
 """The newest checkpoint and the highest leaf index stored in the row of part 0, and the wanted
 nodes in rows of part 1 (one statement: the sequencer reads them at the start of every batch)."""
+_SELECT_HEAD_AND_NODES_POSTGRES = union_all(
+    _HEAD, _NODES.where(tree_nodes.c.node_key == any_(bindparam("keys", type_=ARRAY(BigInteger))))
+)
+"""The same on PostgreSQL, the keys bound as one array: an expanding IN is a new text for each
+number of keys (the right edge's length changes with the tree size), so psycopg prepares each
+length apart, on each connection, after five uses; one text is prepared once a connection."""
 
 
 def latest_checkpoint_entry_count_and_nodes(
@@ -279,7 +296,12 @@ def latest_checkpoint_entry_count_and_nodes(
     initialization."""
     head: Any = None
     nodes: dict[NodeID, bytes] = {}
-    rows = connection.execute(_SELECT_HEAD_AND_NODES, {"keys": sorted({node_key(i) for i in ids})})
+    statement = (
+        _SELECT_HEAD_AND_NODES
+        if connection.dialect.name == "sqlite"
+        else _SELECT_HEAD_AND_NODES_POSTGRES
+    )
+    rows = connection.execute(statement, {"keys": sorted({node_key(i) for i in ids})})
     for row in rows:
         if row.part == 0:
             head = row

@@ -6,19 +6,22 @@ from __future__ import annotations
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import grpc
 import pytest
 from sqlalchemy import text
 
-from clients.errors import ClientError
+from clients.errors import ClientError, from_rpc_error
 from clients.renewal import RenewalClient
 from clients.verify import TrustedLog
 from ledger.signers import SignerRole
 from ledger.signing import Ed25519Signer, format_signer_key
 from ledger.storage.db import create_ledger_engine
 from ledger.v1 import events_pb2, types_pb2
+from payments.saga import payment_id_of
 from payments.v1 import renewal_service_pb2 as pb
+from payments.v1 import renewal_service_pb2_grpc as pb_grpc
 from tests.builders import person
 from tests.conftest import ServerHandle, onboard, start_server_thread
 from tests.payments.support import civil_id
@@ -35,11 +38,7 @@ def stack(
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> Iterator[tuple[ServerHandle, RenewalClient, grpc.Channel]]:
-    authority = Ed25519Signer.generate(AUTHORITY)
-    key_file = tmp_path / "authority.key"
-    key_file.write_text(format_signer_key(authority) + "\n", encoding="utf-8")
-    monkeypatch.setenv("POLICY_LEDGER_PAYMENTS_AUTHORITY_KEY", str(key_file))
-    monkeypatch.setenv("POLICY_LEDGER_PAYMENTS_AUTHORITY_ID", AUTHORITY)
+    authority = _authority_environment(tmp_path, monkeypatch)
     server = start_server_thread(database_url, log_signer, tmp_path)
     try:
         onboard(server, operator_signer, AUTHORITY, authority, SignerRole.AUTHORITY)
@@ -48,6 +47,16 @@ def stack(
             yield server, RenewalClient(channel, log=trusted), channel
     finally:
         server.stop()
+
+
+def _authority_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Ed25519Signer:
+    """A renewal authority whose key the servers started next sign fees with."""
+    authority = Ed25519Signer.generate(AUTHORITY)
+    key_file = tmp_path / "authority.key"
+    key_file.write_text(format_signer_key(authority) + "\n", encoding="utf-8")
+    monkeypatch.setenv("POLICY_LEDGER_PAYMENTS_AUTHORITY_KEY", str(key_file))
+    monkeypatch.setenv("POLICY_LEDGER_PAYMENTS_AUTHORITY_ID", AUTHORITY)
+    return authority
 
 
 def _kuwait_family(number: int, size: int = 3) -> pb.QuoteRenewalRequest:
@@ -387,3 +396,79 @@ def test_concurrent_refunds_with_one_idempotency_key_refund_once_and_answer_alik
         ), outcomes
         assert _refund_outcome(authority, payment.payment_id) == "OK refunded 1000"
     assert _entries(database_url) == before + 1  # the refund, once
+
+
+def _answer(server: ServerHandle, caller: tuple[str, str], method: str, request: Any) -> str:
+    """``STATUS REASON`` of ``method`` called on ``server`` as ``role/name`` (``OK`` when
+    answered)."""
+    with server.channel(*caller) as channel:
+        try:
+            getattr(pb_grpc.RenewalServiceStub(channel), method)(request)
+        except grpc.RpcError as raised:
+            error = from_rpc_error(raised)
+            return f"{error.code.name} {error.reason}"
+    return "OK"
+
+
+def test_a_call_naming_a_payment_is_answered_alike_by_a_process_that_quoted_it_and_another(
+    database_url: str,
+    log_signer: Ed25519Signer,
+    operator_signer: Ed25519Signer,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # A process remembers the jurisdiction of the quotes and payments it made; a process
+    # started afterwards on the same database (one at a time: SQLite has one server) remembers
+    # nothing it did not read. Each pair of answers is the one that made them, then the next.
+    authority = _authority_environment(tmp_path, monkeypatch)
+    kuwait, saudi = ("portal", "KW"), ("portal", "SA")
+    refund = pb.RefundPaymentRequest(amount_minor=1_000, idempotency_key="refund-key-alike")
+    calls: list[tuple[tuple[str, str], str, Any]] = [
+        (caller, method, request)
+        for caller in (kuwait, saudi)
+        for method, request in (
+            ("GetRenewal", pb.GetRenewalRequest()),
+            ("CompletePayment", pb.CompletePaymentRequest()),
+        )
+    ]
+    calls += [(saudi, "RefundPayment", refund), (("authority", AUTHORITY), "RefundPayment", refund)]
+
+    def answers(server: ServerHandle) -> list[str]:
+        return [_answer(server, caller, method, request) for caller, method, request in calls]
+
+    quoting = start_server_thread(database_url, log_signer, tmp_path)
+    try:
+        onboard(quoting, operator_signer, AUTHORITY, authority, SignerRole.AUTHORITY)
+        with quoting.channel(*kuwait) as channel:
+            portal = RenewalClient(
+                channel, log=TrustedLog.from_verifier_key(quoting.log_verifier_key)
+            )
+            quote = portal.quote(_kuwait_family(21)).quote
+        for _, _, request in calls:  # the payment's id is known before the payment exists
+            request.payment_id = payment_id_of(quote.quote_id)
+        before = answers(quoting)
+    finally:
+        quoting.stop()
+    not_found = "NOT_FOUND PAYMENT_NOT_FOUND"
+    not_a_portal_call = "PERMISSION_DENIED ROLE_NOT_ALLOWED"
+    # Nothing of Kuwait's exists yet to be refused: NOT_FOUND for either portal.
+    assert before == [not_found] * 4 + [not_a_portal_call, not_found]
+    paying = start_server_thread(database_url, log_signer, tmp_path)
+    try:
+        assert answers(paying) == before
+        with paying.channel(*kuwait) as channel:
+            portal = RenewalClient(
+                channel, log=TrustedLog.from_verifier_key(paying.log_verifier_key)
+            )
+            payment = portal.start_payment(quote.quote_id, "portal-key-alike", gateway="simulated")
+        assert payment.state == pb.PAYMENT_STATE_RECORDED
+        after = answers(paying)  # the authority's refund is made here, once
+    finally:
+        paying.stop()
+    refused = "PERMISSION_DENIED JURISDICTION_NOT_CALLER"
+    assert after == ["OK", "OK", refused, refused, not_a_portal_call, "OK"]
+    reading = start_server_thread(database_url, log_signer, tmp_path)
+    try:
+        assert answers(reading) == after  # the refund's key answers as it did
+    finally:
+        reading.stop()

@@ -3,6 +3,7 @@ writes an append-only history row and one JSON log line."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 from pathlib import Path
@@ -10,8 +11,11 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select
 
+from ledger.errors import LedgerError, Unavailable
+from ledger.storage.append import Receipt
 from payments.states import PAYMENT_TRANSITIONS, PaymentState, move_payment
 from payments.tables import payment_history
+from tests.conftest import pending
 from tests.payments.support import Stack, family_request
 
 
@@ -51,6 +55,35 @@ def test_every_change_is_in_the_history_and_logged_as_json(
         "gateway": "simulated",
         "leaf_index": payment.leaf_index,
     }
+
+
+def test_a_payment_recorded_by_a_batch_that_ran_twice_is_logged_recorded_once(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    stack = Stack(tmp_path)
+    quote = stack.renewals.quote(family_request(1, 2))
+    stack.recorder.next = "late"  # the FeeCollected entry is held back: appended below
+    with pytest.raises(Unavailable) as raised:
+        stack.renewals.start_payment(quote.quote_id, "key-history3", "simulated")
+    payment_id = raised.value.details.metadata["payment_id"]
+    [(event, on_append)] = stack.recorder.queued
+    other = event.__deepcopy__()
+    other.event_id = "fee-other"  # its hook finds the payment recorded already, and refuses
+    items = [
+        dataclasses.replace(pending(stack.authority, fee), on_append=on_append)
+        for fee in (event, other)
+    ]
+    # The batch's first attempt moves the payment to recorded, then is rolled back when the
+    # second hook refuses; the second attempt moves it again, and commits.
+    with caplog.at_level(logging.INFO, logger="payments.states"):
+        recorded, refused = stack.appender.append_batch(items, stack.clock.now())
+    assert isinstance(recorded, Receipt)
+    assert isinstance(refused, LedgerError) and refused.reason == "PAYMENT_NOT_RECORDING"
+    assert _history(stack, payment_id)[-1] == ("recording", "recorded", recorded.leaf_index)
+    lines = [json.loads(record.getMessage()) for record in caplog.records]
+    assert [(line["from"], line["to"], line["leaf_index"]) for line in lines] == [
+        ("recording", "recorded", recorded.leaf_index)
+    ]
 
 
 def test_a_transition_outside_the_table_changes_nothing(tmp_path: Path) -> None:
