@@ -93,6 +93,16 @@ wal_check_interval_seconds: Final = 1.0
 """The checkpointer looks at the WAL at least this often, besides after each of the sequencer's
 commits: other processes (``serve --workers N``'s workers) write to it too."""
 
+integrity_check_interval_seconds: Final = 60.0
+"""After a database error that says corruption, the server checks whether the file is corrupt
+(``ledger.storage.integrity``) at most once per this interval: a burst of failing calls runs one
+check, not one each, and a fault that cleared may be checked again after it."""
+integrity_check_findings_max: Final = 1
+"""``PRAGMA quick_check(N)``'s N: the check stops at its first finding (one is proof enough; an
+intact file is still read whole, once per ``integrity_check_interval_seconds`` at most)."""
+integrity_check_busy_ms: Final = 5_000
+"""How long the check's own connection waits for a lock (a read in WAL mode rarely waits)."""
+
 # The worker -> sequencer hand-off of ``serve --workers N`` (ledger/handoff, docs/design.md).
 handoff_frame_bytes_max: Final = 2 * grpc_message_bytes_max
 """Largest frame either end of the hand-off accepts: an admitted envelope (at most
