@@ -53,10 +53,12 @@ from ledger.rpc.server import (
     install_extensions,
     observing_interceptors,
     prepare_sequencer_side,
+    report_corruption,
     start_read_pools,
     start_sequencer,
     start_wal_checkpointer,
     start_witnessing,
+    watch_integrity,
 )
 from ledger.service import KeyCache, Ledger
 from ledger.storage.db import create_ledger_engine
@@ -133,6 +135,8 @@ async def run_sequencer(config: ServerConfig, directory: Path) -> None:
     origin = prepared.origin
     metrics = _child_metrics(config)
     engine = create_ledger_engine(config.database_url, auto_checkpoint=False)
+    # Its submissions answer STORAGE_CORRUPT once a check confirms it; health is the workers'.
+    watch_integrity(engine, metrics)
     erasure_hooks = ErasureHooks()
     sequencer = await start_sequencer(
         config,
@@ -205,6 +209,7 @@ async def run_worker(config: ServerConfig, directory: Path, name: str) -> None:
     # No checkpoint in this worker's commits (access records, saga writes): the sequencer
     # process's checkpointer copies the one WAL they all write to (ledger.storage.wal).
     engine = create_ledger_engine(config.database_url, auto_checkpoint=False)
+    integrity = watch_integrity(engine, metrics)
     client = SequencerClient(directory / SOCKET_FILE)
     await client.start(timeout=config.grace_seconds + 60)
     side = await build_serving_side(
@@ -220,14 +225,16 @@ async def run_worker(config: ServerConfig, directory: Path, name: str) -> None:
         reuse_port=True,
     )
     client.keys_listeners.append(side.key_cache.forget)
+    report_corruption(integrity, side)
     # Callers see whether this worker can take submissions: NOT_SERVING while the sequencer is
-    # unreachable (they answer UNAVAILABLE then; reads still work).
+    # unreachable (they answer UNAVAILABLE then; reads still work), and for good once its reads
+    # found the database corrupt (a reconnection does not undo that).
     health_updates: set[asyncio.Task[None]] = set()
 
     def sequencer_reachable(connected: bool) -> None:
         status = (
             health_pb2.HealthCheckResponse.SERVING
-            if connected
+            if connected and not integrity.corrupt
             else health_pb2.HealthCheckResponse.NOT_SERVING
         )
         for service in ("", *side.services):
