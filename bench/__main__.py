@@ -43,7 +43,7 @@ from bench.bulk import bulk_load
 from bench.cohort import FUNDER, bench_cohort, member_insert_ceiling
 from bench.echo import start_echo_server
 from bench.handoff import bench_handoff_codec, cpu_seconds_by_process, process_split
-from bench.kit import cpu_seconds, start_server
+from bench.kit import BenchKit, cpu_seconds, start_server
 from bench.multi_instance import Harness, bench_instances
 from clients.channel import ClientCredentials, Connection
 from clients.insurer import sign_event
@@ -56,6 +56,7 @@ from ledger.pki import init_directory, issue_into_directory
 from ledger.signers import SignerRole
 from ledger.signing import Ed25519Signer, format_signer_key, format_verifier_key
 from ledger.storage.db import sqlite_url
+from ledger.v1 import events_pb2, types_pb2
 from ledger.v1 import ledger_service_pb2 as pb
 from ledger.v1 import ledger_service_pb2_grpc as pb_grpc
 
@@ -240,7 +241,7 @@ def _envelopes(
     *,
     tokens: TokenSource,
     independent: bool = False,
-) -> list[object]:
+) -> list[types_pb2.Envelope]:
     """Signed sample events: households' policies, premiums and cancellations in order, or
     (``independent``) only policies, which concurrent callers may submit in any order. Built
     (their tokens asked) before any timing starts."""
@@ -287,7 +288,7 @@ PACED_RATE = 1000
 
 
 def _bench_paced_stream(
-    stub: pb_grpc.LedgerServiceStub, envelopes: list[object], per: int, offered: int
+    stub: pb_grpc.LedgerServiceStub, envelopes: list[types_pb2.Envelope], per: int, offered: int
 ) -> None:
     """One SubmitEvents stream offering ``offered`` events a second, ``per`` to a message (each
     message sent at its time, whatever came back); each event's receipt latency is the time from
@@ -301,14 +302,15 @@ def _bench_paced_stream(
             if delay > 0:
                 time.sleep(delay)
             sent.append(time.perf_counter())
-            yield pb.SubmitEventsRequest(envelopes=envelopes[start : start + per])  # type: ignore[arg-type]
+            yield pb.SubmitEventsRequest(envelopes=envelopes[start : start + per])
 
     latencies: list[float] = []
     refused = 0
     started = time.perf_counter()
     for number, response in enumerate(stub.SubmitEvents(requests())):
         answered = time.perf_counter()
-        results = list(response.results) or [response]
+        results: list[pb.SubmitEventsResult | pb.SubmitEventsResponse] = [*response.results]
+        results = results or [response]
         refused += sum(1 for result in results if result.WhichOneof("result") == "error")
         latencies.extend([answered - sent[number]] * len(results))
     elapsed = time.perf_counter() - started
@@ -322,15 +324,18 @@ def _bench_paced_stream(
 
 
 def _bench_stream(
-    server: ServerProcess, stub: pb_grpc.LedgerServiceStub, envelopes: list[object], per: int
+    server: ServerProcess,
+    stub: pb_grpc.LedgerServiceStub,
+    envelopes: list[types_pb2.Envelope],
+    per: int,
 ) -> None:
     """One SubmitEvents stream of ``envelopes``, ``per`` to a request message; the rate and
     the server's CPU time per event (what grouping saves, whatever else the machine runs)."""
     if per == 1:
-        requests = [pb.SubmitEventsRequest(envelope=e) for e in envelopes]  # type: ignore[arg-type]
+        requests = [pb.SubmitEventsRequest(envelope=e) for e in envelopes]
     else:
         requests = [
-            pb.SubmitEventsRequest(envelopes=envelopes[i : i + per])  # type: ignore[arg-type]
+            pb.SubmitEventsRequest(envelopes=envelopes[i : i + per])
             for i in range(0, len(envelopes), per)
         ]
     split_before = cpu_seconds_by_process(server.process.pid)
@@ -361,9 +366,9 @@ def _bench_unary(
     envelopes = _envelopes(insurer, count, first_number, tokens=tokens, independent=True)
     latencies: list[float] = []
 
-    def call(envelope: object) -> None:
+    def call(envelope: types_pb2.Envelope) -> None:
         started = time.perf_counter()
-        stub.SubmitEvent(pb.SubmitEventRequest(envelope=envelope))  # type: ignore[arg-type]
+        stub.SubmitEvent(pb.SubmitEventRequest(envelope=envelope))
         latencies.append(time.perf_counter() - started)
 
     for concurrency in (1, 32):
@@ -415,10 +420,23 @@ def _open_echo_channel(address: str, *, tls: bool) -> grpc.Channel:
     return channel_as(address, "auditor-auditor") if tls else grpc.insecure_channel(address)
 
 
+def _echo_unary(channel: grpc.Channel) -> grpc.UnaryUnaryMultiCallable[bytes, bytes]:
+    """The echo server's unary method: raw bytes both ways (no serializers)."""
+    return channel.unary_unary(
+        "/bench.Echo/Unary", request_serializer=None, response_deserializer=None
+    )
+
+
+def _echo_stream(channel: grpc.Channel) -> grpc.StreamStreamMultiCallable[bytes, bytes]:
+    """The echo server's streaming method: raw bytes both ways (no serializers)."""
+    return channel.stream_stream(
+        "/bench.Echo/Stream", request_serializer=None, response_deserializer=None
+    )
+
+
 def _echo_figures(address: str, transport: str, seconds: float, *, tls: bool) -> None:
     with _open_echo_channel(address, tls=tls) as channel:
-        unary = channel.unary_unary("/bench.Echo/Unary")
-        stream = channel.stream_stream("/bench.Echo/Stream")
+        unary, stream = _echo_unary(channel), _echo_stream(channel)
         count, started = 0, time.perf_counter()
         while time.perf_counter() - started < seconds:
             unary(b"x" * 300)
@@ -439,7 +457,7 @@ def _echo_figures(address: str, transport: str, seconds: float, *, tls: bool) ->
     for _ in range(50):
         began = time.perf_counter()
         with _open_echo_channel(address, tls=tls) as fresh:
-            fresh.unary_unary("/bench.Echo/Unary")(b"x")
+            _echo_unary(fresh)(b"x")
         latencies.append(time.perf_counter() - began)
     p50, p99 = percentiles(latencies)
     line(f"new connection + first call, {transport}", f"p50 {p50:.2f} ms", f"p99 {p99:.2f} ms")
@@ -580,18 +598,16 @@ def _proofs_over_grpc(
         process.wait(timeout=30)
 
 
-def _kit() -> object:
+def _kit() -> BenchKit:
     """What bench/renewals.py and bench/households.py use of this module."""
-    from bench.kit import BenchKit
-
     return BenchKit(
-        line,
-        percentiles,
-        tls_flags,
-        channel_as,
-        _onboard,
-        format_verifier_key(_OPERATOR),
-        _echo_rate_at,
+        line=line,
+        percentiles=percentiles,
+        tls_flags=tls_flags,
+        channel_as=channel_as,
+        onboard=_onboard,
+        operator_verifier=format_verifier_key(_OPERATOR),
+        echo_rate_at=_echo_rate_at,
     )
 
 
@@ -599,7 +615,7 @@ def bench_renewals(folder: Path, renewals_count: int, worker_counts: list[int]) 
     """Renewals (bench/renewals.py), SQLite and PostgreSQL, at each --workers count."""
     from bench.renewals import bench_renewals as measure
 
-    measure(_kit(), folder, renewals_count, worker_counts)  # type: ignore[arg-type]
+    measure(_kit(), folder, renewals_count, worker_counts)
 
 
 def bench_audit(folder: Path, entries: int) -> None:
@@ -683,7 +699,7 @@ def bench_households(folder: Path, policies_count: int, worker_counts: list[int]
     """Household checks (bench/households.py) at each --workers count, next to the ceiling."""
     from bench.households import bench_households as measure
 
-    measure(_kit(), folder, policies_count, worker_counts, store_figure=_time_proofs)  # type: ignore[arg-type]
+    measure(_kit(), folder, policies_count, worker_counts, store_figure=_time_proofs)
 
 
 def _serve(
@@ -707,7 +723,6 @@ def bench_standby(folder: Path, policies_count: int, samples: int = 4000) -> Non
     empty-unary ceiling at 16 callers (mTLS)."""
     from bench.bulk import bulk_load_policies, copy_into, household_members
     from clients.portal import PortalClient
-    from ledger.v1 import types_pb2
     from tests.durability.standby import standby_pair, standby_unavailable
 
     reason = standby_unavailable()
@@ -764,7 +779,8 @@ def bench_standby(folder: Path, policies_count: int, samples: int = 4000) -> Non
                         began = time.perf_counter()
                         answer = portal.check_household(
                             members[0],
-                            [(member, 0) for member in members],  # type: ignore[misc]
+                            # Relationship unset: "as on record" (the portal may leave it so).
+                            [(member, events_pb2.RELATIONSHIP_UNSPECIFIED) for member in members],
                             as_of=dt.date(2026, 3, 1),
                             through=dt.date(2026, 12, 31),
                             jurisdiction="SA",
@@ -817,7 +833,7 @@ def _echo_rate_at(callers: int, seconds: float = 2.0) -> tuple[int, float]:
     server_process, address = start_echo_server(pki())
     try:
         with _open_echo_channel(address, tls=True) as channel:
-            unary = channel.unary_unary("/bench.Echo/Unary")
+            unary = _echo_unary(channel)
             started = time.perf_counter()
 
             def caller(_: int) -> int:
@@ -902,11 +918,11 @@ def bench_fairness(folder: Path, scale: float, probe_calls: int = 200) -> None:
         server.stop()
 
 
-def bench_employer(database: Path, *args: object) -> None:
+def bench_employer(database: Path) -> None:
     """CheckEmployer's figures (bench/employer.py), on the household benchmark's database."""
     from bench.employer import bench_employer as measure
 
-    measure(database, *args)  # type: ignore[arg-type]
+    measure(database, line, percentiles)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -1037,7 +1053,7 @@ def main(argv: list[str] | None = None) -> int:
         bench_funds(folder, args.cohort_members)
         print("coverage")
         bench_households(folder, args.policies, worker_counts)
-        bench_employer(folder / "households.db", line, percentiles)  # Task A (issue 10)
+        bench_employer(folder / "households.db")  # Task A (issue 10)
         print("read standby (issue 13: household checks from a hot standby)")
         bench_standby(folder, args.standby_policies)
         print("renewals (issue 13 item 7: SQLite and PostgreSQL, each --workers count)")

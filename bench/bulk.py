@@ -44,7 +44,8 @@ def bulk_load(database: Path, signer: Ed25519Signer, entries: int) -> None:
     connection.execute("PRAGMA journal_mode=WAL")
     connection.execute("PRAGMA synchronous=OFF")
     for start in range(0, entries, _CHUNK):
-        rows, nodes = [], []
+        rows = []
+        nodes: list[tuple[int, bytes]] = []  # (node key, hash)
         for index in range(start, min(entries, start + _CHUNK)):
             data = encode_entry(index, now, envelope)
             digest = leaf_hash(data)
@@ -94,7 +95,8 @@ def bulk_load_policies(
     )
     relationships = ("self", "spouse", "child")
     for first in range(0, policies_count, _CHUNK):
-        policy_rows, coverage_rows, token_rows, identity_rows = [], [], [], []
+        policy_rows, token_rows, identity_rows = [], [], []
+        coverage_rows: list[tuple[str, ...]] = []
         for number in range(first, min(policies_count, first + _CHUNK)):
             members = household_members(number)
             keys = [new_person_token() for _ in members]
@@ -231,7 +233,8 @@ def bulk_load_signed(database: Path, log_signer: Ed25519Signer, entries: int) ->
     ]
     with ProcessPoolExecutor() as pool:
         for signed in pool.map(_signed_chunk, work):
-            rows, nodes = [], []
+            rows = []
+            nodes: list[tuple[int, bytes]] = []  # (node key, hash)
             for index, payload, signature, event_id in signed:
                 envelope = Envelope(
                     EVENT_PAYLOAD_TYPE, payload, (EnvelopeSignature(key_id, signature),)

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import grpc
 
+from bench.kit import Line
 from clients.funder import cohort_events, sdg
 from clients.insurer import sign_event
 from clients.person_tokens import PersonTokens
@@ -53,7 +54,7 @@ def bench_cohort(
     channel_as: Callable[[str], grpc.Channel],
     onboard: Callable[[bytes, str, SignerRole], None],
     members: int,
-    line: Callable[[str, str, str], None],
+    line: Line,
     ceiling: float,
 ) -> None:
     """Stream ``members`` beneficiaries of one cohort in one SubmitEvents call and print the

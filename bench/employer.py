@@ -16,6 +16,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from bench.kit import Line
+
 __all__ = ["ESTABLISHMENT", "WORKERS", "bench_employer"]
 
 ESTABLISHMENT = "org:SA:7000000500"
@@ -47,7 +49,7 @@ def _load_obligations(database: Path) -> None:
 
 def bench_employer(
     database: Path,
-    line: Callable[..., None],
+    line: Line,
     percentiles: Callable[[list[float]], tuple[float, float]],
     samples: int = 60,
 ) -> None:

@@ -21,7 +21,7 @@ import datetime as dt
 import socket
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass
 from typing import Protocol
@@ -35,6 +35,7 @@ from ledger import limits
 from ledger.signing import Signer, parse_signer_key
 from ledger.v1 import ledger_service_pb2 as pb
 from ledger.v1 import ledger_service_pb2_grpc as pb_grpc
+from ledger.v1 import types_pb2
 
 __all__ = ["LoadSizes", "Probe", "run_load", "signed_events"]
 
@@ -78,10 +79,17 @@ def signed_events(
         numbers = range(start, min(start + chunk, first + count))
         sponsors = tokens([household(number, 1)[0] for number in numbers])
         for number, sponsor in zip(numbers, sponsors, strict=True):
-            event = policy_issued(
-                number, insurer_id, occurred, members=1, tokens=lambda _, t=sponsor: [t]
-            )
+            event = policy_issued(number, insurer_id, occurred, members=1, tokens=_known(sponsor))
             yield sign_event(event, signer).SerializeToString()
+
+
+def _known(token: str) -> TokenSource:
+    """A token source answering ``token``, asked ahead for the event's one member."""
+
+    def tokens(_people: Sequence[types_pb2.PersonId]) -> list[str]:
+        return [token]
+
+    return tokens
 
 
 def _envelope(data: bytes) -> pb.SubmitEventsRequest:
@@ -90,9 +98,10 @@ def _envelope(data: bytes) -> pb.SubmitEventsRequest:
     return request
 
 
-async def _one_stream(stub: pb_grpc.LedgerServiceStub, envelope: bytes) -> str:
+async def _one_stream(stub: pb_grpc.LedgerServiceAsyncStub, envelope: bytes) -> str:
     try:
-        call = stub.SubmitEvents(timeout=CALL_DEADLINE_SECONDS)
+        # No request iterator: the requests are written on the call (write, done_writing).
+        call = stub.SubmitEvents(None, timeout=CALL_DEADLINE_SECONDS)
         await call.write(_envelope(envelope))
         await call.done_writing()
         async for response in call:
@@ -111,7 +120,7 @@ async def streams_load(channels: AioChannels, envelopes: list[bytes]) -> collect
 
 
 async def _silent_writer(channel: grpc.aio.Channel, envelopes: list[bytes]) -> None:
-    call = pb_grpc.LedgerServiceStub(channel).SubmitEvents(timeout=CALL_DEADLINE_SECONDS)
+    call = pb_grpc.LedgerServiceStub(channel).SubmitEvents(None, timeout=CALL_DEADLINE_SECONDS)
     try:
         for envelope in envelopes:  # flow control stops these writes when the server stops reading
             await call.write(_envelope(envelope))
@@ -217,15 +226,15 @@ def run_load(
                 [next(envelopes) for _ in range(sizes.silent_writer_events)]
                 for _ in range(sizes.silent_writers)
             ]
-            task = asyncio.create_task(silent_writers_load(channels, batches, stop))
+            writing = asyncio.create_task(silent_writers_load(channels, batches, stop))
             await asyncio.to_thread(probing.join)
             stop.set()
-            await task
+            await writing
         elif name == "readers":
-            task = asyncio.create_task(readers_load(channels, sizes.readers, stop))
+            reading = asyncio.create_task(readers_load(channels, sizes.readers, stop))
             await asyncio.to_thread(probing.join)
             stop.set()
-            outcomes = await task
+            outcomes = await reading
         else:
             with silent_connections(address, sizes.silent_connections):
                 await asyncio.to_thread(probing.join)

@@ -18,6 +18,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TypeVar
 
+from bench.kit import Line
 from clients.insurer import sign_event
 from clients.samples import sample_events
 from ledger.dsse import Envelope
@@ -95,7 +96,7 @@ def _best_us(work: Callable[[_T], _R], items: Sequence[_T], rounds: int = 5) -> 
     return best / len(items) * 1e6
 
 
-def bench_handoff_codec(line: Callable[[str, str, str], None], count: int = 2000) -> None:
+def bench_handoff_codec(line: Line, count: int = 2000) -> None:
     """Per event: admission's payload decoding, and each end of the hand-off."""
     signer = Ed25519Signer.generate("bench-insurer")
     now = dt.datetime.now(dt.UTC)

@@ -39,6 +39,7 @@ def bench_households(
     from ledger.coverage.reader import CoverageReader, person_from_key
     from ledger.storage.db import create_ledger_engine
     from ledger.v1 import types_pb2
+    from ledger.v1.events_pb2 import RELATIONSHIP_UNSPECIFIED
 
     signer = Ed25519Signer.generate("bench/log")
     database = folder / "households.db"
@@ -90,7 +91,7 @@ def bench_households(
                 workers=workers,
                 operator=False,
             ) as (address, process),
-            kit.channel_as(address, "portal-SA") as channel,  # type: ignore[attr-defined]
+            kit.channel_as(address, "portal-SA") as channel,
         ):
             portal = PortalClient(
                 channel, log=TrustedLog.from_verifier_key(format_verifier_key(signer))
@@ -101,8 +102,8 @@ def bench_households(
                 began = time.perf_counter()
                 answer = portal.check_household(
                     to_proto(sponsor),
-                    # Relationship 0: "as on record" (the portal may leave it unset).
-                    [(to_proto(person), 0) for person, _ in members],  # type: ignore[misc]
+                    # Relationship unset: "as on record" (the portal may leave it so).
+                    [(to_proto(person), RELATIONSHIP_UNSPECIFIED) for person, _ in members],
                     as_of=as_of,
                     through=through,
                     jurisdiction="SA",

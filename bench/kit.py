@@ -12,11 +12,36 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
+
+import grpc
 
 from ledger import limits
+from ledger.signers import SignerRole
 from ledger.signing import Ed25519Signer, format_signer_key
 
-__all__ = ["BenchKit", "cpu_seconds", "serve", "start_server"]
+__all__ = ["BenchKit", "Line", "Onboard", "cpu_seconds", "serve", "start_server"]
+
+
+class Line(Protocol):
+    """Prints one figure in the bench's columns: its name, its value and an optional note."""
+
+    def __call__(self, name: str, value: str, note: str = "") -> None: ...
+
+
+class Onboard(Protocol):
+    """Registers ``public_key`` as ``principal``'s in ``role`` (and licenses an insurer) through
+    the server at ``address``, as operator events; the receipts are checked against the log key
+    ``log_signer`` (default: the bench's insurer, in the insurer role)."""
+
+    def __call__(
+        self,
+        address: str,
+        log_signer: Ed25519Signer,
+        public_key: bytes,
+        principal: str = ...,
+        role: SignerRole = ...,
+    ) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -24,12 +49,16 @@ class BenchKit:
     """bench/__main__.py's helpers (that module is ``__main__`` when run, so it is passed in
     rather than imported)."""
 
-    line: Callable[..., None]
+    line: Line
     percentiles: Callable[[list[float]], tuple[float, float]]
+    """p50 and p99 of the samples (seconds), in milliseconds."""
     tls_flags: Callable[[], list[str]]
-    channel_as: Callable[[str, str], object]
-    onboard: Callable[..., None]
+    """The ``serve`` flags for mTLS with the run's certificates."""
+    channel_as: Callable[[str, str], grpc.Channel]
+    """An mTLS channel to an address presenting an identity's certificate (``role-name``)."""
+    onboard: Onboard
     operator_verifier: str
+    """The verifier key of the operator every bench server names."""
     echo_rate_at: Callable[[int], tuple[int, float]]
     """(calls, seconds) of empty unary calls over mTLS at that many callers."""
 

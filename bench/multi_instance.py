@@ -53,6 +53,7 @@ import grpc
 from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import Engine, create_engine, make_url, select, text
 
+from bench.kit import Line
 from clients.person_tokens import PersonTokens
 from clients.samples import TokenSource
 from clients.verify import TrustedLog, verify_checkpoint
@@ -63,6 +64,7 @@ from ledger.signing import Ed25519Signer, format_signer_key, format_verifier_key
 from ledger.storage.tables import checkpoints, log_entries
 from ledger.v1 import ledger_service_pb2 as pb
 from ledger.v1 import ledger_service_pb2_grpc as pb_grpc
+from ledger.v1 import types_pb2
 
 __all__ = ["Harness", "bench_instances"]
 
@@ -103,11 +105,11 @@ class Harness:
     """An mTLS channel to an address as an identity (``role-name``)."""
     onboard: Callable[[str, Ed25519Signer, bytes], None]
     """Register the bench insurer's key (and license it) through the instance at an address."""
-    envelopes: Callable[[Ed25519Signer, int, int, TokenSource, bool], list[object]]
+    envelopes: Callable[[Ed25519Signer, int, int, TokenSource, bool], list[types_pb2.Envelope]]
     """Signed sample events: households numbered from a first number on (True: independent
     policies, which concurrent calls may submit in any order)."""
     insurer: str
-    line: Callable[[str, str, str], None]
+    line: Line
     cpu_seconds: Callable[[int], float]
     """CPU seconds so far of a process and its descendants."""
 
@@ -287,7 +289,7 @@ def _streaming(
             insurer, events, first, PersonTokens(instance.channel).tokens, False
         )
         requests[instance.number] = [
-            pb.SubmitEventsRequest(envelopes=envelopes[i : i + per_message])  # type: ignore[arg-type]
+            pb.SubmitEventsRequest(envelopes=envelopes[i : i + per_message])
             for i in range(0, len(envelopes), per_message)
         ]
 
@@ -315,7 +317,7 @@ def _paced(
     rate_each = loads.paced_rate / len(instances)
     count = max(1, round(rate_each * loads.paced_seconds))
     first_number = loads.events
-    envelopes: dict[int, list[object]] = {}
+    envelopes: dict[int, list[types_pb2.Envelope]] = {}
     for instance in instances:
         assert instance.channel is not None
         first = first_number * len(instances) + (instance.number - 1) * count
@@ -326,9 +328,9 @@ def _paced(
         assert instance.channel is not None
         stub = pb_grpc.LedgerServiceStub(instance.channel)
 
-        def call(envelope: object) -> None:
+        def call(envelope: types_pb2.Envelope) -> None:
             began = time.perf_counter()
-            answer = stub.SubmitEvent(pb.SubmitEventRequest(envelope=envelope))  # type: ignore[arg-type]
+            answer = stub.SubmitEvent(pb.SubmitEventRequest(envelope=envelope))
             instance.take(answer, time.perf_counter() - began)
 
         with ThreadPoolExecutor(_PACED_CALLERS) as callers:

@@ -148,9 +148,7 @@ def _renewals_on(
         with contextlib.ExitStack() as channels:
             clients = [
                 RenewalClient(
-                    channels.enter_context(
-                        kit.channel_as(address, "portal-KW")  # type: ignore[attr-defined]
-                    ),
+                    channels.enter_context(kit.channel_as(address, "portal-KW")),
                     log=trusted,
                 )
                 for _ in range(16)

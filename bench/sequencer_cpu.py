@@ -30,13 +30,14 @@ import argparse
 import contextlib
 import cProfile
 import datetime as dt
+import io
 import os
 import tempfile
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, NoReturn
 
 from sqlalchemy import Connection, Engine
 from sqlalchemy import event as sqlalchemy_event
@@ -61,6 +62,10 @@ from ledger.v1 import events_pb2, types_pb2
 from payments import fees
 from payments.gateways.simulated import SimulatedGateway
 from payments.renewal import MemberInput, QuoteRequest, Renewals
+
+if TYPE_CHECKING:  # only --round-trips, on PostgreSQL, has a psycopg connection
+    import psycopg
+    from psycopg.rows import TupleRow
 
 __all__ = ["SequencerFigures", "measure_sequencer_cpu", "sequencer_process_cpu_seconds"]
 
@@ -150,7 +155,7 @@ class _HeldRecorder:
 
     def __call__(
         self, event: events_pb2.Event, on_append: Callable[[Connection, int], None]
-    ) -> Any:
+    ) -> NoReturn:
         self.held.append(_pending(self.signer, event, on_append))
         raise Unavailable("held for the bench", reason="RECORD_OUTCOME_UNKNOWN")
 
@@ -233,7 +238,7 @@ class _Counter:
     def __init__(self, engine: Engine, trace: Path | None) -> None:
         self.statements = 0
         self._trace = trace
-        self._handles: list[Any] = []
+        self._handles: list[io.BufferedWriter] = []
 
         @sqlalchemy_event.listens_for(engine, "before_cursor_execute")
         def _count(*_arguments: object) -> None:
@@ -242,7 +247,7 @@ class _Counter:
         if trace is not None:
 
             @sqlalchemy_event.listens_for(engine, "connect")
-            def _traced(dbapi_connection: Any, _record: object) -> None:
+            def _traced(dbapi_connection: psycopg.Connection[TupleRow], _record: object) -> None:
                 handle = trace.open("ab")
                 self._handles.append(handle)
                 dbapi_connection.pgconn.trace(handle.fileno())
@@ -355,7 +360,6 @@ def _database(postgres: bool) -> Iterator[str | None]:
 def report(
     events: int,
     batch: int,
-    line: object = None,
     postgres: bool = False,
     trace: bool = False,
     fees: bool = False,

@@ -12,11 +12,16 @@ KNET posts the result of a hosted-page payment to our ``responseURL`` and expect
 
 If storing fails, the gateway gets HTTP 503 and no acknowledgement, so it retries (or, for
 KNET, reverses the payment); nothing was lost because nothing was acknowledged.
+
+The receiver has one port. Under ``serve --workers N`` it runs in the sequencer process only, and
+the workers are told its URL: :func:`place_receiver`, the ledger supervisor's
+``policy_ledger.child_environments`` entry point.
 """
 
 from __future__ import annotations
 
 import logging
+import socket
 import threading
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -30,9 +35,38 @@ from payments.limits import NOTIFICATION_BYTES_MAX
 from payments.renewal import Renewals
 from payments.tables import gateway_notifications
 
-__all__ = ["NOTIFICATION_BYTES_MAX", "NotificationReceiver"]
+__all__ = [
+    "NOTIFICATION_BYTES_MAX",
+    "NOTIFY_LISTEN_ENVIRONMENT",
+    "NOTIFY_URL_ENVIRONMENT",
+    "NotificationReceiver",
+    "place_receiver",
+]
 
 log = logging.getLogger(__name__)
+
+NOTIFY_LISTEN_ENVIRONMENT = "POLICY_LEDGER_PAYMENTS_NOTIFY_LISTEN"
+"""``host:port`` the receiver listens on (port 0: any free one); unset: no receiver."""
+NOTIFY_URL_ENVIRONMENT = "POLICY_LEDGER_PAYMENTS_NOTIFY_URL"
+"""The public base URL gateways post to (default: the receiver's own address)."""
+
+
+def place_receiver(sequencer: dict[str, str], worker: dict[str, str]) -> None:
+    """``serve --workers N``'s child environments (``ledger.rpc.supervisor.ChildEnvironments``):
+    a configured receiver listens in the sequencer process only (one port for all); the workers,
+    which give gateways the URL to notify, are told it (unless one is set) and listen on none.
+    A port 0 is picked here, once, so that URL is the one the sequencer process listens at."""
+    listen = sequencer.get(NOTIFY_LISTEN_ENVIRONMENT, "")
+    if not listen:
+        return
+    host, _, port = listen.rpartition(":")
+    if port == "0":
+        with socket.socket() as probe:
+            probe.bind((host or "127.0.0.1", 0))
+            port = str(probe.getsockname()[1])
+    sequencer[NOTIFY_LISTEN_ENVIRONMENT] = f"{host}:{port}"
+    worker.pop(NOTIFY_LISTEN_ENVIRONMENT, None)
+    worker.setdefault(NOTIFY_URL_ENVIRONMENT, f"http://{host or '127.0.0.1'}:{port}")
 
 
 class NotificationReceiver:

@@ -78,7 +78,11 @@ from payments.limits import (
     URL_CHARS_MAX,
 )
 from payments.metrics import PaymentStateCollector
-from payments.notifications import NotificationReceiver
+from payments.notifications import (
+    NOTIFY_LISTEN_ENVIRONMENT,
+    NOTIFY_URL_ENVIRONMENT,
+    NotificationReceiver,
+)
 from payments.quotes import PRIVATE_INSURANCE_JURISDICTIONS
 from payments.renewal import (
     MemberInput,
@@ -279,7 +283,7 @@ def install(context: ServerContext) -> tuple[str, ...]:
     recorder = LedgerRecorder(context.ledger, context.loop, signer)
     jurisdictions = jurisdiction_resolver(context.engine)
     renewals = renewals_from_environment(context.engine, recorder, context.clock, authority_id)
-    listen = os.environ.get("POLICY_LEDGER_PAYMENTS_NOTIFY_LISTEN", "")
+    listen = os.environ.get(NOTIFY_LISTEN_ENVIRONMENT, "")
     if listen:
         host, _, port = listen.rpartition(":")
         receiver = NotificationReceiver(
@@ -290,14 +294,12 @@ def install(context: ServerContext) -> tuple[str, ...]:
             host=host or "127.0.0.1",
             port=int(port),
         ).start()
-        renewals.notification_base_url = os.environ.get(
-            "POLICY_LEDGER_PAYMENTS_NOTIFY_URL", receiver.base_url
-        )
+        renewals.notification_base_url = os.environ.get(NOTIFY_URL_ENVIRONMENT, receiver.base_url)
         log.info("gateway notifications on %s", receiver.base_url)
-    elif os.environ.get("POLICY_LEDGER_PAYMENTS_NOTIFY_URL"):
+    elif os.environ.get(NOTIFY_URL_ENVIRONMENT):
         # A worker of `serve --workers N`: the receiver listens in the sequencer process (one
-        # port), and the supervisor tells the workers its URL (ledger/rpc/supervisor.py).
-        renewals.notification_base_url = os.environ["POLICY_LEDGER_PAYMENTS_NOTIFY_URL"]
+        # port), and the workers are told its URL (notifications.place_receiver).
+        renewals.notification_base_url = os.environ[NOTIFY_URL_ENVIRONMENT]
     pb_grpc.add_RenewalServiceServicer_to_server(
         RenewalServicer(
             renewals,

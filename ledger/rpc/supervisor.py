@@ -45,6 +45,7 @@ import time
 import urllib.request
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
+from importlib.metadata import entry_points
 from pathlib import Path
 from typing import IO
 
@@ -78,7 +79,13 @@ from ledger.storage.migrate import upgrade
 from ledger.storage.read_routing import open_standby
 from ledger.verify_page.http import VerifyPageEndpoint
 
-__all__ = ["Supervisor", "hold_listen_address", "start_supervisor"]
+__all__ = [
+    "CHILD_ENVIRONMENTS_GROUP",
+    "ChildEnvironments",
+    "Supervisor",
+    "hold_listen_address",
+    "start_supervisor",
+]
 
 log = logging.getLogger(__name__)
 
@@ -86,9 +93,18 @@ RESTARTS_SERIES = "policy_ledger_worker_restarts"
 """The restart counter (``_total`` in the exposition), by ``process``: worker or sequencer."""
 PROCESS_UP_SERIES = "policy_ledger_process_up"
 """Whether each child answered the supervisor's scrape (:class:`_ChildrenCollector`)."""
-_NOTIFY_LISTEN = "POLICY_LEDGER_PAYMENTS_NOTIFY_LISTEN"
-_NOTIFY_URL = "POLICY_LEDGER_PAYMENTS_NOTIFY_URL"
 _SCRAPE_SECONDS_MAX = 10.0
+
+CHILD_ENVIRONMENTS_GROUP = "policy_ledger.child_environments"
+"""Entry-point group of functions that adjust the environments the children start with
+(:data:`ChildEnvironments`). An extension that runs something in one process and tells the
+others where it is (the payments' gateway-notification receiver: one port, in the sequencer
+process) plugs in this way, so the supervisor never names the extension's variables."""
+
+ChildEnvironments = Callable[[dict[str, str], dict[str, str]], None]
+"""``(sequencer, worker)``: the sequencer process's environment and every worker's, copies of the
+supervisor's own, changed in place. Called once per ``start`` (a restarted child gets the same
+environment again), in the supervisor process, before any child starts."""
 
 
 @dataclass
@@ -515,26 +531,17 @@ class Supervisor:
 def _environments(
     *, sequencer_pool: PoolShare | None = None, worker_pool: PoolShare | None = None
 ) -> dict[str, dict[str, str]]:
-    """Each role's environment. Each process's share of the database connections
-    (:meth:`ledger.config.ServerConfig.database_pool_shares`; its engines read it; None: none
-    is set). The payments extension's gateway-notification receiver has one port: it runs in
-    the sequencer process (port 0 is picked here, so the workers can tell gateways where to
-    notify)."""
+    """Each role's environment: the supervisor's, with each process's share of the database
+    connections (:meth:`ledger.config.ServerConfig.database_pool_shares`; its engines read it;
+    None: none is set), then as every :data:`CHILD_ENVIRONMENTS_GROUP` function leaves it."""
     base = dict(os.environ)
     sequencer, worker = dict(base), dict(base)
     for environment, pool in ((sequencer, sequencer_pool), (worker, worker_pool)):
         if pool is not None:
             environment[POOL_SHARE_ENVIRONMENT] = str(pool)
-    listen = base.get(_NOTIFY_LISTEN, "")
-    if listen:
-        host, _, port = listen.rpartition(":")
-        if port == "0":
-            with socket.socket() as probe:
-                probe.bind((host or "127.0.0.1", 0))
-                port = str(probe.getsockname()[1])
-        sequencer[_NOTIFY_LISTEN] = f"{host}:{port}"
-        worker.pop(_NOTIFY_LISTEN)
-        worker.setdefault(_NOTIFY_URL, f"http://{host or '127.0.0.1'}:{port}")
+    for point in entry_points(group=CHILD_ENVIRONMENTS_GROUP):
+        adjust: ChildEnvironments = point.load()
+        adjust(sequencer, worker)
     return {"sequencer": sequencer, "worker": worker}
 
 

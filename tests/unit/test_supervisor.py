@@ -1,6 +1,7 @@
 """The supervisor's parts that need no child of its own (ledger/rpc/supervisor.py): giving up on a
-process that keeps dying, the metrics of several children under one endpoint, and where the
-payments' notification receiver runs. The processes themselves: tests/e2e/test_workers.py."""
+process that keeps dying, the metrics of several children under one endpoint, and the children's
+environments (extensions adjust them: tests/payments/test_notify_environment.py for the
+payments'). The processes themselves: tests/e2e/test_workers.py."""
 
 from __future__ import annotations
 
@@ -19,12 +20,14 @@ from ledger.errors import InvalidArgument
 from ledger.metrics import LedgerMetrics
 from ledger.rpc import supervisor as supervisor_module
 from ledger.rpc.supervisor import (
+    CHILD_ENVIRONMENTS_GROUP,
     PROCESS_UP_SERIES,
+    ChildEnvironments,
     Supervisor,
     _ChildrenCollector,
     _environments,
 )
-from ledger.storage.db import sqlite_url
+from ledger.storage.db import POOL_SHARE_ENVIRONMENT, PoolShare, sqlite_url
 
 
 def test_a_process_that_keeps_dying_is_restarted_up_to_the_limit_then_given_up(
@@ -122,20 +125,54 @@ def test_every_child_s_series_is_shown_once_with_a_process_label(
     } == {PROCESS_UP_SERIES}
 
 
-def test_the_notification_receiver_runs_in_the_sequencer_and_workers_are_told_its_url(
+class _Point:
+    """An entry point of the child-environments group, already loaded."""
+
+    def __init__(self, function: ChildEnvironments) -> None:
+        self._function = function
+
+    def load(self) -> ChildEnvironments:
+        return self._function
+
+
+def test_child_environment_functions_adjust_each_role_after_the_pool_shares(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setenv("POLICY_LEDGER_PAYMENTS_NOTIFY_LISTEN", "127.0.0.1:0")
-    monkeypatch.delenv("POLICY_LEDGER_PAYMENTS_NOTIFY_URL", raising=False)
-    environments = _environments()
-    listen = environments["sequencer"]["POLICY_LEDGER_PAYMENTS_NOTIFY_LISTEN"]
-    host, _, port = listen.rpartition(":")
-    assert host == "127.0.0.1" and int(port) > 0  # a concrete port, picked once
-    assert "POLICY_LEDGER_PAYMENTS_NOTIFY_LISTEN" not in environments["worker"]
-    assert environments["worker"]["POLICY_LEDGER_PAYMENTS_NOTIFY_URL"] == f"http://{listen}"
-    monkeypatch.delenv("POLICY_LEDGER_PAYMENTS_NOTIFY_LISTEN")
-    plain = _environments()
-    assert "POLICY_LEDGER_PAYMENTS_NOTIFY_URL" not in plain["worker"]
+    monkeypatch.setenv("POLICY_LEDGER_TEST_SHARED", "as set")
+    given: list[tuple[dict[str, str], dict[str, str]]] = []
+
+    def first(sequencer: dict[str, str], worker: dict[str, str]) -> None:
+        given.append((dict(sequencer), dict(worker)))
+        sequencer["POLICY_LEDGER_TEST_ONLY_SEQUENCER"] = "here"
+        worker.pop("POLICY_LEDGER_TEST_SHARED")
+        worker["POLICY_LEDGER_TEST_WHERE"] = "told"
+
+    def second(sequencer: dict[str, str], worker: dict[str, str]) -> None:
+        given.append((dict(sequencer), dict(worker)))  # after the first one's changes
+
+    groups: list[str] = []
+
+    def points(*, group: str) -> list[_Point]:
+        groups.append(group)
+        return [_Point(first), _Point(second)]
+
+    monkeypatch.setattr(supervisor_module, "entry_points", points)
+    environments = _environments(sequencer_pool=PoolShare(3, 1), worker_pool=PoolShare(2, 1))
+    assert groups == [CHILD_ENVIRONMENTS_GROUP] == ["policy_ledger.child_environments"]
+    (sequencer_given, worker_given), after_first = given
+    # Each function sees the supervisor's environment with each role's pool share set.
+    assert sequencer_given["POLICY_LEDGER_TEST_SHARED"] == worker_given["POLICY_LEDGER_TEST_SHARED"]
+    assert sequencer_given[POOL_SHARE_ENVIRONMENT] == str(PoolShare(3, 1))
+    assert worker_given[POOL_SHARE_ENVIRONMENT] == str(PoolShare(2, 1))
+    assert after_first == (environments["sequencer"], environments["worker"])
+    assert environments["sequencer"]["POLICY_LEDGER_TEST_ONLY_SEQUENCER"] == "here"
+    assert environments["sequencer"]["POLICY_LEDGER_TEST_SHARED"] == "as set"
+    assert "POLICY_LEDGER_TEST_ONLY_SEQUENCER" not in environments["worker"]
+    assert "POLICY_LEDGER_TEST_SHARED" not in environments["worker"]
+    assert environments["worker"]["POLICY_LEDGER_TEST_WHERE"] == "told"
+    # The supervisor's own environment is not changed.
+    assert os.environ["POLICY_LEDGER_TEST_SHARED"] == "as set"
+    assert "POLICY_LEDGER_TEST_WHERE" not in os.environ
 
 
 def test_workers_come_from_the_environment_default_to_the_cores_and_are_bounded() -> None:
