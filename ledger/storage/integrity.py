@@ -13,7 +13,9 @@ finds nothing leaves the error as it was (``STORAGE_UNAVAILABLE``: retry); one t
 is *confirmed*: the error, and every later corruption error, is raised as ``STORAGE_CORRUPT``
 (:func:`ledger.storage.faults.storage_corrupt`), a CRITICAL line says which file, what the check
 found and what to do, and the listeners are told once (the server turns its health NOT_SERVING;
-the metrics show ``policy_ledger_storage_corrupt`` 1).
+the metrics show ``policy_ledger_storage_corrupt`` 1). Under ``serve --workers N`` each process
+watches its own engine, and a confirmation by the sequencer process reaches every worker's watch
+through the supervisor (:meth:`IntegrityWatch.confirmed_elsewhere`; ledger/rpc/children.py).
 
 A confirmed corruption holds until the process restarts, even if a later read succeeds: a file
 restored in place under a running server is not one the server should trust without reopening
@@ -148,6 +150,26 @@ class IntegrityWatch:
             where,
             finding,
             error,
+        )
+        for listener in self.listeners:
+            listener(finding)
+        return True
+
+    def confirmed_elsewhere(self, finding: str, by: str) -> bool:
+        """Take a confirmation another process made of the same database (``by`` says which:
+        ``serve --workers N``'s sequencer process, whose writes found it): as if this watch's
+        own check had found ``finding``, so the listeners are told (health NOT_SERVING, the
+        gauge 1) and every later corruption error is STORAGE_CORRUPT, until a restart. Whether
+        it was news (False once this watch had confirmed, by itself or so)."""
+        with self._lock:
+            if self.finding is not None:
+                return False
+            self.finding = finding
+        log.error(
+            "STORAGE CORRUPT: the %s confirmed the database corrupt (%s); health is "
+            "NOT_SERVING until serve restarts (its own CRITICAL line says what to do)",
+            by,
+            finding,
         )
         for listener in self.listeners:
             listener(finding)

@@ -193,6 +193,54 @@ def test_a_corruption_error_that_clears_answers_storage_unavailable_and_health_s
     assert _health(file_server) == {health_pb2.HealthCheckResponse.SERVING}
 
 
+def _wait_for_health(server: ServerHandle, status: int) -> None:
+    """Return once health says ``status`` for "" and each service (a bounded wait)."""
+    with server.channel("insurer", INSURER) as channel:
+        stub = health_pb2_grpc.HealthStub(channel)
+        for name in ("", "ledger.v1.LedgerService", "ledger.v1.CoverageService"):
+            request = health_pb2.HealthCheckRequest(service=name)
+            answers = stub.Watch(request, timeout=60)
+            assert any(answer.status == status for answer in answers)
+
+
+def test_a_corruption_another_process_confirmed_turns_health_not_serving_for_good(
+    file_server: ServerHandle, insurer_signer: Ed25519Signer, operator_signer: Ed25519Signer
+) -> None:
+    """What a worker of ``serve --workers N`` does when the supervisor relays the sequencer
+    process's confirmation (its own reads found nothing): the same as its own check."""
+    onboard(file_server, operator_signer, INSURER, insurer_signer)
+    integrity = file_server.running.integrity
+    assert integrity is not None
+    assert _health(file_server) == {health_pb2.HealthCheckResponse.SERVING}
+    assert integrity.confirmed_elsewhere("page 7: damaged", "sequencer process")
+    _wait_for_health(file_server, health_pb2.HealthCheckResponse.NOT_SERVING)
+    assert _corrupt_gauge(file_server) == 1
+    assert integrity.finding == "page 7: damaged" and integrity.checks == 0
+    assert not integrity.confirmed_elsewhere("page 9: damaged", "sequencer process")  # no news
+    assert integrity.finding == "page 7: damaged"
+
+
+def test_a_confirmation_made_elsewhere_tells_the_listeners_once_and_needs_no_check(
+    engine: Engine, caplog: pytest.LogCaptureFixture
+) -> None:
+    def never(_error: str) -> str | None:
+        raise AssertionError("a confirmation made elsewhere runs no check")
+
+    told: list[str] = []
+    watch = IntegrityWatch(engine, check=never, monotonic=Clock())
+    watch.listeners.append(told.append)
+    try:
+        with caplog.at_level(logging.ERROR, logger=INTEGRITY_LOG):
+            assert watch.confirmed_elsewhere("page 7: damaged", "sequencer process")
+        assert watch.corrupt and told == ["page 7: damaged"]
+        assert "the sequencer process confirmed the database corrupt" in caplog.text
+        assert not watch.confirmed_elsewhere("page 7: damaged", "sequencer process")
+        assert watch.confirm("malformed")  # every later corruption error: STORAGE_CORRUPT
+        assert told == ["page 7: damaged"] and watch.checks == 0
+    finally:
+        watch.close()
+
+
 class Clock:
     def __init__(self) -> None:
         self.now = 1000.0
