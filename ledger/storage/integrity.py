@@ -151,8 +151,7 @@ class IntegrityWatch:
             finding,
             error,
         )
-        for listener in self.listeners:
-            listener(finding)
+        self._tell(finding)
         return True
 
     def confirmed_elsewhere(self, finding: str, by: str) -> bool:
@@ -171,9 +170,17 @@ class IntegrityWatch:
             by,
             finding,
         )
-        for listener in self.listeners:
-            listener(finding)
+        self._tell(finding)
         return True
+
+    def _tell(self, finding: str) -> None:
+        """Tell every listener; one that fails is logged and the others are still told (the
+        caller's answer, STORAGE_CORRUPT, must not turn into the listener's error)."""
+        for listener in self.listeners:
+            try:
+                listener(finding)
+            except Exception:
+                log.exception("a listener of the database's corruption failed")
 
     def _check_file(self, error: str) -> str | None:
         if self._path is not None:

@@ -349,3 +349,28 @@ def test_postgres_corruption_without_a_watch_is_unavailable_never_internal(
     info = error_details_pb2.ErrorInfo()
     assert status.code == code_pb2.UNAVAILABLE and status.details[0].Unpack(info)
     assert info.reason == "STORAGE_UNAVAILABLE"
+
+
+def test_a_failing_listener_does_not_change_the_answer_and_the_others_are_told(
+    engine: Engine, caplog: pytest.LogCaptureFixture
+) -> None:
+    def broken(_finding: str) -> None:
+        raise RuntimeError("event loop is closed")
+
+    told: list[str] = []
+    watch = IntegrityWatch(engine, check=lambda _error: "page 7: damaged", monotonic=Clock())
+    watch.listeners.extend([broken, told.append])
+    try:
+        with caplog.at_level(logging.ERROR, logger=INTEGRITY_LOG):
+            assert watch.confirm("malformed")  # still STORAGE_CORRUPT for the caller
+        assert told == ["page 7: damaged"]
+        assert "a listener of the database's corruption failed" in caplog.text
+        other = IntegrityWatch(engine, check=lambda _error: None, monotonic=Clock())
+        other.listeners.extend([broken, told.append])
+        try:
+            assert other.confirmed_elsewhere("page 9: damaged", "sequencer process")
+            assert told == ["page 7: damaged", "page 9: damaged"]
+        finally:
+            other.close()
+    finally:
+        watch.close()
