@@ -19,8 +19,10 @@ first receipt (see :mod:`ledger.storage.append`, step (4)).
 
 A corruption error (:func:`is_corruption`) is a fault of its own kind: a failed or short read
 makes SQLite see a malformed page and clears with the fault, but a file that *is* damaged stays
-so. :mod:`ledger.storage.integrity` tells the two apart with a check of the file; a confirmed
-corruption answers ``STORAGE_CORRUPT`` (:func:`storage_corrupt`) instead of "retry".
+so. :mod:`ledger.storage.integrity` tells the two apart with checks of the file; a confirmed
+corruption answers ``STORAGE_CORRUPT`` (:func:`storage_corrupt`) instead of "retry". An I/O fault
+(:func:`is_io_fault`: the disk failed a read or a write) is what makes a sound file look
+malformed, so one seen near a corruption error keeps it from being confirmed.
 """
 
 from __future__ import annotations
@@ -35,6 +37,8 @@ from ledger.errors import Unavailable
 __all__ = [
     "commit_outcome_unknown",
     "is_corruption",
+    "is_io_fault",
+    "is_io_fault_code",
     "is_storage_fault",
     "receipt_unavailable",
     "storage_corrupt",
@@ -50,6 +54,14 @@ _SQLITE_CORRUPTION_CODES = frozenset({11, 26})
 """CORRUPT and NOTADB: the file's content is wrong (or was read wrong)."""
 _SQLITE_CORRUPTION_MESSAGES = ("disk image is malformed", "file is not a database")
 """The same by message, for errors raised without a result code."""
+_SQLITE_IO_FAULT_CODES = frozenset({10, 13, 14})
+"""IOERR, FULL and CANTOPEN: the disk failed a read, a write, a sync or an open. Not BUSY or
+LOCKED (another connection holds the file, the disk is fine), not CORRUPT or NOTADB (what an I/O
+fault can *look like*, the question :mod:`ledger.storage.integrity` answers)."""
+_SQLITE_IO_FAULT_MESSAGES = ("disk i/o error", "database or disk is full", "unable to open")
+"""The same by message, for errors raised without a result code."""
+_POSTGRES_IO_FAULT_STATES = frozenset({"58000", "58030", "58P01", "53100"})
+"""PostgreSQL's system_error, io_error, undefined_file and disk_full: its disk failed."""
 POSTGRES_CORRUPTION_STATES = frozenset({"XX001", "XX002"})
 """PostgreSQL's data_corrupted and index_corrupted: the server verified a page and found it
 damaged (an I/O error is 58030 instead), so the state is itself the finding."""
@@ -96,6 +108,29 @@ def is_corruption(error: BaseException) -> bool:
         message = str(error).lower()
         return any(corrupt in message for corrupt in _SQLITE_CORRUPTION_MESSAGES)
     return _is_postgres_corruption(error)
+
+
+def is_io_fault(error: BaseException) -> bool:
+    """Whether ``error`` is the disk failing a read, a write, a sync or an open (SQLite IOERR,
+    FULL, CANTOPEN; an OSError; PostgreSQL's class 58 or disk_full): a storage fault that says
+    nothing about the database's content, but while it lasts reads may come back wrong."""
+    if isinstance(error, exc.DBAPIError):
+        return error.orig is not None and is_io_fault(error.orig)
+    if isinstance(error, OSError):
+        return True
+    if isinstance(error, sqlite3.DatabaseError):
+        code = getattr(error, "sqlite_errorcode", None)
+        if code is not None:
+            return is_io_fault_code(code)
+        message = str(error).lower()
+        return any(fault in message for fault in _SQLITE_IO_FAULT_MESSAGES)
+    return isinstance(error, psycopg.Error) and error.sqlstate in _POSTGRES_IO_FAULT_STATES
+
+
+def is_io_fault_code(code: int) -> bool:
+    """Whether the SQLite result code ``code`` (primary or extended, e.g. 8458
+    IOERR_CORRUPTFS) is an I/O fault."""
+    return code & 0xFF in _SQLITE_IO_FAULT_CODES
 
 
 def _is_postgres_corruption(error: BaseException) -> bool:
