@@ -93,6 +93,27 @@ wal_check_interval_seconds: Final = 1.0
 """The checkpointer looks at the WAL at least this often, besides after each of the sequencer's
 commits: other processes (``serve --workers N``'s workers) write to it too."""
 
+integrity_check_interval_seconds: Final = 60.0
+"""After a database error that says corruption, the server checks whether the file is corrupt
+(``ledger.storage.integrity``) at most once per this interval: a burst of failing calls runs one
+round of checks, not one each, and a fault that cleared may be checked again after it."""
+integrity_check_confirmations: Final = 3
+"""A round confirms a corruption only if this many checks in a row, each on a connection opened
+for it, find the same thing: a read fault makes a sound page look damaged, but a different page
+or not at all the next time; a damaged page is found again. A check that passes, fails or finds
+something else ends the round unconfirmed, so an intact file is still read once a round and only
+a file each check finds damaged is read this many times."""
+integrity_io_fault_quiet_seconds: Final = 60.0
+"""A round confirms a corruption only if the engine saw no I/O fault (IOERR, a full disk, a
+failed open: ``ledger.storage.faults.is_io_fault``) for this long before it began, nor while it
+ran: the disk failing reads is an I/O problem (STORAGE_UNAVAILABLE, retry), not proof of a
+damaged file."""
+integrity_check_findings_max: Final = 1
+"""``PRAGMA quick_check(N)``'s N: the check stops at its first finding (one is proof enough; an
+intact file is still read whole, once per ``integrity_check_interval_seconds`` at most)."""
+integrity_check_busy_ms: Final = 5_000
+"""How long the check's own connection waits for a lock (a read in WAL mode rarely waits)."""
+
 # The worker -> sequencer hand-off of ``serve --workers N`` (ledger/handoff, docs/design.md).
 handoff_frame_bytes_max: Final = 2 * grpc_message_bytes_max
 """Largest frame either end of the hand-off accepts: an admitted envelope (at most

@@ -12,6 +12,8 @@ one), so several servers in one process (the tests) keep their figures apart. Th
 * the read standby's (``serve --read-database``): its lag in entries, the reads it answered and
   the reads routed to the primary instead, by reason (``ledger.storage.read_routing``);
 * the witnesses': lag, cosigned size and failures per witness (``ledger.witnessing``);
+* the database's integrity: ``policy_ledger_storage_corrupt``, 1 once a check confirmed the
+  database corrupt (``ledger.storage.integrity``), for alerting;
 * SQLite's WAL, from the checkpointer of the process that writes the log
   (``ledger.storage.wal``): its pages, and checkpoints run by mode and outcome;
 * whatever a server extension registers through ``ServerContext.metrics`` (the payments
@@ -47,6 +49,7 @@ from ledger.config import LOG_FORMATS
 from ledger.errors import InvalidArgument
 from ledger.http_listener import BoundedThreading, Listener
 from ledger.sequencer import BatchReport, Sequencer, SequencerPort
+from ledger.storage.integrity import IntegrityWatch
 from ledger.storage.read_routing import BYPASS_REASONS
 from ledger.storage.wal import CheckpointReport, WalState
 from ledger.witnessing import WitnessSubmitter
@@ -152,6 +155,13 @@ class LedgerMetrics:
         for reason in BYPASS_REASONS:  # every reason shows, at 0 until it happens
             self.standby_bypassed_total.labels(reason)
 
+        self.storage_corrupt = Gauge(
+            "policy_ledger_storage_corrupt",
+            "1 once an integrity check confirmed this server's database corrupt (calls answer "
+            "UNAVAILABLE STORAGE_CORRUPT, health NOT_SERVING, until a restart); else 0.",
+            registry=self.registry,
+        )
+
         self.wal_pages = Gauge(
             "policy_ledger_wal_pages",
             "Pages in SQLite's WAL at the checkpointer's last look: written since its last reset "
@@ -202,6 +212,10 @@ class LedgerMetrics:
         self.tree_size.set_function(lambda: sequencer.tree_size)
         if isinstance(sequencer, Sequencer):
             sequencer.batch_listeners.append(self._batch_done)
+
+    def watch_integrity(self, watch: IntegrityWatch) -> None:
+        """Show whether ``watch`` confirmed the database corrupt (read at every scrape)."""
+        self.storage_corrupt.set_function(lambda: 1 if watch.corrupt else 0)
 
     def standby_lag(self, entries: int) -> None:
         """The read router's :class:`~ledger.storage.read_routing.RoutingObserver`."""

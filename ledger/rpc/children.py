@@ -7,10 +7,14 @@ supervisor's private directory (mode 0700), holding the configuration it checked
 supervisor (gRPC and fork do not mix), asks the kernel to SIGKILL it when the supervisor dies
 (``PR_SET_PDEATHSIG``, so killing the supervisor with SIGKILL leaves no orphan), and prints one
 line on stdout once it is ready: ``ready METRICS_PORT`` (0: no metrics); a worker then prints
-``connected 0`` or ``connected 1`` whenever it loses or regains the sequencer. The supervisor
-stops it by closing its stdin (SIGTERM and SIGINT are ignored: they reach the whole process group
-at once, and the drain has an order): a worker stops taking calls and finishes the ones under
-way; the sequencer commits what it holds.
+``connected 0`` or ``connected 1`` whenever it loses or regains the sequencer, and the sequencer
+process prints ``corrupt FINDING`` once its integrity watch confirmed the database corrupt
+(``ledger.storage.integrity``). The supervisor writes that line on every worker's stdin (a worker
+started later gets it at once): the workers serve health, and a confirmation by the sequencer's
+writes must turn every one of them NOT_SERVING, not only the one whose hand-off it refused. The
+supervisor stops a child by closing its stdin (SIGTERM and SIGINT are ignored: they reach the
+whole process group at once, and the drain has an order): a worker stops taking calls and
+finishes the ones under way; the sequencer commits what it holds.
 
 * The *sequencer process*: :func:`ledger.rpc.server.start_sequencer` (the log's single writer),
   the hand-off server on the Unix socket, the witness submitter, the enrolment port (which
@@ -20,19 +24,23 @@ way; the sequencer commits what it holds.
 * A *worker*: :func:`ledger.rpc.server.build_serving_side` around a
   :class:`ledger.handoff.client.SequencerClient`, on the listen port shared with the other
   workers (``SO_REUSEPORT``). Its health is NOT_SERVING while the sequencer is unreachable
-  (submissions answer UNAVAILABLE then; reads go on from the database).
+  (submissions answer UNAVAILABLE then; reads go on from the database), and for good once the
+  database is confirmed corrupt, by its own reads or by the sequencer process.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ctypes
 import logging
 import os
 import pickle
 import signal
 import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import BinaryIO
 
 import grpc
 from grpc_health.v1 import health_pb2
@@ -53,18 +61,21 @@ from ledger.rpc.server import (
     install_extensions,
     observing_interceptors,
     prepare_sequencer_side,
+    report_corruption,
     start_read_pools,
     start_sequencer,
     start_wal_checkpointer,
     start_witnessing,
+    watch_integrity,
 )
 from ledger.service import KeyCache, Ledger
 from ledger.storage.db import create_ledger_engine
 from ledger.storage.enrolment_store import EnrolmentStore
+from ledger.storage.integrity import IntegrityWatch
 from ledger.storage.key_store import KeyStore
 from ledger.storage.read_routing import open_standby
 
-__all__ = ["CONFIG_FILE", "CONNECTED_LINE", "READY_LINE", "SOCKET_FILE", "main"]
+__all__ = ["CONFIG_FILE", "CONNECTED_LINE", "CORRUPT_LINE", "READY_LINE", "SOCKET_FILE", "main"]
 
 log = logging.getLogger("ledger.rpc.children")  # not __main__ (run with -m)
 
@@ -76,6 +87,11 @@ READY_LINE = "ready "
 """What a child prints on stdout once ready, followed by its metrics port (0: none)."""
 CONNECTED_LINE = "connected "
 """What a worker prints on stdout when it gains (1) or loses (0) the sequencer."""
+CORRUPT_LINE = "corrupt "
+"""Followed by the finding (one line): what the sequencer process prints on stdout once it
+confirmed the database corrupt, and what the supervisor writes on each worker's stdin then."""
+SEQUENCER_PROCESS = "sequencer process"
+"""Who confirmed a corruption a worker is told of (its log line names it)."""
 
 _PR_SET_PDEATHSIG = 1
 
@@ -104,8 +120,9 @@ def _child_metrics(config: ServerConfig) -> LedgerMetrics | None:
     return metrics
 
 
-async def _until_told_to_stop() -> None:
-    """Return when the supervisor closes this process's stdin (or dies).
+async def _until_told_to_stop(told_corrupt: Callable[[str], object] | None = None) -> None:
+    """Return when the supervisor closes this process's stdin (or dies); meanwhile pass what it
+    writes there to ``told_corrupt`` (:func:`read_supervisor`).
 
     SIGINT and SIGTERM are ignored: Ctrl-C in a terminal, ``timeout`` or systemd signal the
     whole process group at once, and the children must not stop before the supervisor drains
@@ -113,7 +130,40 @@ async def _until_told_to_stop() -> None:
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, _ignored, signum)
-    await asyncio.to_thread(sys.stdin.buffer.read)
+    await read_supervisor(sys.stdin.buffer, told_corrupt)
+
+
+async def read_supervisor(
+    stream: BinaryIO, told_corrupt: Callable[[str], object] | None = None
+) -> None:
+    """Read the supervisor's lines on ``stream`` until it ends: each ``corrupt FINDING`` goes
+    to ``told_corrupt`` (on the loop), anything else is logged and ignored."""
+    while line := await asyncio.to_thread(stream.readline):
+        text = line.decode("utf-8", "replace").rstrip("\n")
+        if text.startswith(CORRUPT_LINE) and told_corrupt is not None:
+            told_corrupt(text[len(CORRUPT_LINE) :])
+        else:
+            log.warning("the supervisor wrote %r: not understood, ignored", text)
+
+
+def tell_supervisor_of_corruption(integrity: IntegrityWatch) -> None:
+    """Print ``corrupt FINDING`` once ``integrity`` confirms the database corrupt (now, if it
+    already has), for the supervisor to tell every worker. Called once the ready line is out
+    (the supervisor's first); a line printed twice in a race is harmless (the supervisor
+    relays the first, a worker takes it once)."""
+    loop = asyncio.get_running_loop()
+
+    def corrupt(finding: str) -> None:  # in the thread that ran the check
+        with contextlib.suppress(RuntimeError):  # the loop closed: the process is stopping
+            loop.call_soon_threadsafe(_print_corrupt, finding)
+
+    integrity.listeners.append(corrupt)
+    if integrity.finding is not None:
+        _print_corrupt(integrity.finding)
+
+
+def _print_corrupt(finding: str) -> None:
+    print(f"{CORRUPT_LINE}{' '.join(finding.split()) or 'corrupt'}", flush=True)
 
 
 def _report_connected(connected: bool) -> None:
@@ -133,6 +183,9 @@ async def run_sequencer(config: ServerConfig, directory: Path) -> None:
     origin = prepared.origin
     metrics = _child_metrics(config)
     engine = create_ledger_engine(config.database_url, auto_checkpoint=False)
+    # Its submissions answer STORAGE_CORRUPT once a check confirms it; health is the workers',
+    # told through the supervisor (tell_supervisor_of_corruption).
+    integrity = watch_integrity(engine, metrics)
     erasure_hooks = ErasureHooks()
     sequencer = await start_sequencer(
         config,
@@ -172,6 +225,7 @@ async def run_sequencer(config: ServerConfig, directory: Path) -> None:
     )
     log.info("sequencer process of %s ready (origin %s)", config.database_url, origin)
     _ready(metrics)
+    tell_supervisor_of_corruption(integrity)
     await _until_told_to_stop()
     if enrolment is not None:
         await enrolment.stop(config.grace_seconds)
@@ -205,6 +259,7 @@ async def run_worker(config: ServerConfig, directory: Path, name: str) -> None:
     # No checkpoint in this worker's commits (access records, saga writes): the sequencer
     # process's checkpointer copies the one WAL they all write to (ledger.storage.wal).
     engine = create_ledger_engine(config.database_url, auto_checkpoint=False)
+    integrity = watch_integrity(engine, metrics)
     client = SequencerClient(directory / SOCKET_FILE)
     await client.start(timeout=config.grace_seconds + 60)
     side = await build_serving_side(
@@ -220,14 +275,17 @@ async def run_worker(config: ServerConfig, directory: Path, name: str) -> None:
         reuse_port=True,
     )
     client.keys_listeners.append(side.key_cache.forget)
+    report_corruption(integrity, side)
     # Callers see whether this worker can take submissions: NOT_SERVING while the sequencer is
-    # unreachable (they answer UNAVAILABLE then; reads still work).
+    # unreachable (they answer UNAVAILABLE then; reads still work), and for good once the
+    # database is confirmed corrupt, by its reads or by the sequencer process's writes (the
+    # supervisor's line on stdin): a reconnection does not undo that.
     health_updates: set[asyncio.Task[None]] = set()
 
     def sequencer_reachable(connected: bool) -> None:
         status = (
             health_pb2.HealthCheckResponse.SERVING
-            if connected
+            if connected and not integrity.corrupt
             else health_pb2.HealthCheckResponse.NOT_SERVING
         )
         for service in ("", *side.services):
@@ -241,7 +299,9 @@ async def run_worker(config: ServerConfig, directory: Path, name: str) -> None:
     await side.server.start()
     log.info("worker %s serving on port %d", name, port)
     _ready(metrics)
-    await _until_told_to_stop()
+    await _until_told_to_stop(
+        lambda finding: integrity.confirmed_elsewhere(finding, SEQUENCER_PROCESS)
+    )
     client.connection_listeners.remove(sequencer_reachable)
     for service in ("", *side.services):
         await side.health.set(service, health_pb2.HealthCheckResponse.NOT_SERVING)

@@ -81,6 +81,7 @@ from ledger.storage.append import Appender
 from ledger.storage.cosignature_store import CosignatureStore
 from ledger.storage.db import create_ledger_engine, lock_sqlite_for_serving
 from ledger.storage.enrolment_store import EnrolmentStore
+from ledger.storage.integrity import IntegrityWatch
 from ledger.storage.key_store import KeyStore
 from ledger.storage.log_store import LogStore, entry_count
 from ledger.storage.migrate import upgrade
@@ -283,6 +284,8 @@ class RunningServer:
     """Routes reads to the read standby (``serve --read-database``) or the primary."""
     wal_checkpointer: WalCheckpointer | None = None
     """Checkpoints a SQLite file's WAL off the commit path (None on PostgreSQL)."""
+    integrity: IntegrityWatch | None = None
+    """Tells a corrupt database from a read that failed (``ledger.storage.integrity``)."""
 
     async def stop(self) -> None:
         """Stop taking calls, finish the ones under way, commit what is queued, close."""
@@ -368,6 +371,7 @@ async def _start(
         else None
     )  # a bad URL is refused before the primary is opened
     engine = create_ledger_engine(config.database_url, auto_checkpoint=False)
+    integrity = watch_integrity(engine, metrics)
     if config.migrate:
         await asyncio.to_thread(upgrade, engine)
     if standby is not None:
@@ -394,6 +398,7 @@ async def _start(
         metrics=metrics,
         erasure_hooks=erasure_hooks,
     )
+    report_corruption(integrity, side)
     witnessing = start_witnessing(prepared.witnesses, sequencer, engine, clock, metrics)
     port = add_port(side.server, config.listen, tls)
     await side.server.start()
@@ -426,7 +431,33 @@ async def _start(
         watches=side.watches,
         router=side.router,
         wal_checkpointer=wal_checkpointer,
+        integrity=integrity,
     )
+
+
+def watch_integrity(engine: Engine, metrics: LedgerMetrics | None) -> IntegrityWatch:
+    """Watch ``engine``'s errors for a corrupt database (shown in the metrics, if any)."""
+    integrity = IntegrityWatch(engine)
+    if metrics is not None:
+        metrics.watch_integrity(integrity)
+    return integrity
+
+
+def report_corruption(integrity: IntegrityWatch, side: ServingSide) -> None:
+    """Once ``integrity`` confirms the database corrupt, health turns NOT_SERVING for every
+    service, and stays so until the process restarts: orchestrators and load balancers route
+    to another instance. The process does not exit: ``serve --workers N``'s supervisor would
+    restart it into the same file, and only an operator can restore it."""
+    loop = asyncio.get_running_loop()
+
+    async def not_serving() -> None:
+        for name in ("", *side.services):
+            await side.health.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
+
+    def corrupt(_finding: str) -> None:  # in the thread that ran the check
+        asyncio.run_coroutine_threadsafe(not_serving(), loop)
+
+    integrity.listeners.append(corrupt)
 
 
 @dataclass(frozen=True)

@@ -27,6 +27,11 @@ every series with a ``process`` label (``sequencer``, ``worker-1``, ...), beside
 counter and ``policy_ledger_process_up`` (0 for a child that is down: its series are
 missing). The verification page is served by the supervisor; the enrolment port by the
 sequencer process.
+
+A database the sequencer process confirms corrupt (its ``corrupt FINDING`` line,
+:mod:`ledger.rpc.children`) is relayed to every worker's stdin, and to each worker started after
+it, until ``serve`` stops: every worker's health turns NOT_SERVING and its
+``policy_ledger_storage_corrupt`` shows 1, as the single process does.
 """
 
 from __future__ import annotations
@@ -65,7 +70,7 @@ from ledger.config import (
 )
 from ledger.errors import FailedPrecondition, Unavailable
 from ledger.metrics import MetricsEndpoint
-from ledger.rpc.children import CONFIG_FILE, CONNECTED_LINE, READY_LINE
+from ledger.rpc.children import CONFIG_FILE, CONNECTED_LINE, CORRUPT_LINE, READY_LINE
 from ledger.rpc.enrolment_port import load_enrolment_material
 from ledger.rpc.ports import refuse_address_in_use
 from ledger.rpc.server import operator_key_to_anchor, parse_witnesses, start_verify_page
@@ -271,6 +276,9 @@ class Supervisor:
     _environments: dict[str, dict[str, str]] = field(default_factory=dict)
     _reports: asyncio.Condition = field(default_factory=asyncio.Condition)
     _readers: set[asyncio.Task[None]] = field(default_factory=set)
+    corruption: str | None = None
+    """What the sequencer process's integrity check found, once it confirmed the database
+    corrupt (None until then): every worker is told, those started later too."""
 
     @property
     def pids(self) -> dict[str, int]:
@@ -391,6 +399,7 @@ class Supervisor:
             env=self._environments[child.role],
         )
         child.process = process
+        self._tell_corruption(child)  # before it is ready: read once it is
         assert process.stdout is not None
         try:
             async with asyncio.timeout(limits.process_ready_seconds_max):
@@ -414,8 +423,39 @@ class Supervisor:
                 child.connected = line[len(CONNECTED_LINE) :].strip() == "1"
                 async with self._reports:
                     self._reports.notify_all()
+            elif line.startswith(CORRUPT_LINE) and child.role == "sequencer":
+                self._relay_corruption(line[len(CORRUPT_LINE) :].strip())
             else:
                 log.info("%s: %s", child.name, line.rstrip())
+
+    def _relay_corruption(self, finding: str) -> None:
+        """The sequencer process confirmed the database corrupt: tell every worker (the first
+        finding; a restarted sequencer that confirms again changes nothing)."""
+        if self.corruption is not None:
+            return
+        self.corruption = finding
+        log.error(
+            "the sequencer process confirmed the database corrupt (%s): every worker's health "
+            "is NOT_SERVING until serve restarts",
+            finding,
+        )
+        for child in self._children:
+            self._tell_corruption(child)
+
+    def _tell_corruption(self, child: _Child) -> None:
+        """Write the corruption, if any, on a live worker's stdin (a small line: the pipe's
+        buffer takes it without a wait; a worker that just died is told when restarted)."""
+        process = child.process
+        if (
+            self.corruption is None
+            or child.role != "worker"
+            or process is None
+            or process.returncode is not None
+            or process.stdin is None
+            or process.stdin.is_closing()
+        ):
+            return
+        process.stdin.write(f"{CORRUPT_LINE}{self.corruption}\n".encode())
 
     async def _workers_connected(self) -> None:
         """Return once every live worker says it reaches the sequencer (bounded)."""

@@ -6,8 +6,9 @@ them), the supervisor's metrics endpoint shows every child's series with a ``pro
 its restart counter, a killed worker or sequencer is restarted while the service goes on
 (submissions answer UNAVAILABLE while the sequencer is down, reads do not stop), SIGTERM drains
 the workers before the sequencer, killing the supervisor takes its children with it, and a
-second supervisor on the port is refused. Every wait is for an event (a printed line, a health
-status, a process's exit), never for time.
+second supervisor on the port is refused, and a corruption only the sequencer process's writes
+find turns every worker's health NOT_SERVING, for good (restarts included). Every wait is for an
+event (a printed line, a health status, a process's exit), never for time.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import itertools
 import os
 import select
 import signal
+import sqlite3
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -224,6 +226,109 @@ def test_while_the_sequencer_is_down_submissions_are_unavailable_and_reads_go_on
         again = insurer.submit(event)  # retry-safe: the event id is idempotent
     assert again.leaf_index > before.leaf_index
     stop_and_check_drained(supervised)
+
+
+HEALTH_CHECK = rpc("unary_unary", "Check", "grpc.health.v1.Health")
+
+
+def _damage_root_page(path: Path, name: str) -> None:
+    """Overwrite the root page of the table or index ``name`` in the (idle) SQLite file, its
+    WAL copied in first."""
+    with sqlite3.connect(path) as connection:
+        busy, _, _ = connection.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+        assert busy == 0
+        page_size = connection.execute("PRAGMA page_size").fetchone()[0]
+        (root,) = connection.execute(
+            "SELECT rootpage FROM sqlite_master WHERE name = ?", (name,)
+        ).fetchone()
+    connection.close()
+    with path.open("r+b") as handle:
+        handle.seek((root - 1) * page_size)
+        handle.write(b"\xa5" * page_size)
+
+
+def _wait_until_every_worker_says(
+    server: ServerProcess, status: int, *, already: bool = False
+) -> None:
+    """Return once each worker answered a health check with ``status`` (each check on a new
+    connection, which the kernel gives to a worker at random; the supervisor's metrics say
+    which worker answered it). Bounded: a worker that never says it fails the test; with
+    ``already``, so does any other answer."""
+    said: set[str] = set()
+
+    def checks() -> dict[str, float]:
+        samples = scrape(server)
+        handled = "grpc_server_handled_total"
+        return {
+            w: value(samples, handled, **HEALTH_CHECK, grpc_code="OK", process=w) for w in WORKERS
+        }
+
+    before = checks()
+    for _ in range(4 * CONNECTIONS_MAX):
+        with new_connection(server, "auditor", "health") as channel:
+            answer = health_pb2_grpc.HealthStub(channel).Check(
+                health_pb2.HealthCheckRequest(), timeout=30
+            )
+        after = checks()
+        (worker,) = (w for w in WORKERS if after[w] != before[w])
+        before = after
+        assert answer.status == status or not already, f"{worker} said {answer.status}"
+        if answer.status == status:
+            said.add(worker)
+            if said == set(WORKERS):
+                return
+    raise AssertionError(f"only {sorted(said)} answered {status}")
+
+
+def test_a_corruption_the_sequencer_confirms_turns_every_worker_not_serving_for_good(
+    prepared: tuple[str, Path, Ledger], tmp_path: Path
+) -> None:
+    database_url, key_file, ledger = prepared
+    # The leaf-hash index's root: an append writes it, no worker's read or startup touches it,
+    # so only the sequencer process finds the damage (its check confirms it) and the workers'
+    # own watches see nothing.
+    _damage_root_page(tmp_path / "ledger.db", "ix_log_entries_leaf_hash")
+    server = start_server_process(
+        database_url, key_file, tmp_path, workers=2, extra_arguments=["--metrics-port", "0"]
+    )
+    try:
+        with new_connection(server, "auditor", "workers") as channel:
+            size = AuditorClient(channel, log=ledger.log).checkpoint().size
+        with new_connection(server, "insurer", INSURER) as channel:
+            insurer = InsurerClient(channel, signer=ledger.insurer_signer, log=ledger.log)
+            event = policy_issued(next(_numbers), INSURER, OCCURRED_AT, tokens=tokens)
+            with pytest.raises(ClientError) as refused:
+                insurer.submit(event)
+        assert refused.value.code == grpc.StatusCode.UNAVAILABLE, str(refused.value)
+        assert refused.value.reason == "STORAGE_CORRUPT", str(refused.value)
+
+        _wait_until_every_worker_says(server, health_pb2.HealthCheckResponse.NOT_SERVING)
+        samples = scrape(server)
+        for process in ("sequencer", *WORKERS):
+            assert value(samples, "policy_ledger_storage_corrupt", process=process) == 1
+        log = server.log_path.read_text(encoding="utf-8")
+        assert log.count("STORAGE CORRUPT: the database") == 1  # the sequencer's check
+        assert log.count("STORAGE CORRUPT: the sequencer process confirmed") == len(WORKERS)
+        with new_connection(server, "auditor", "workers") as channel:
+            assert AuditorClient(channel, log=ledger.log).checkpoint().size == size  # reads go on
+
+        # A restarted sequencer, which the workers reconnect to, does not undo it.
+        os.kill(server.pids["sequencer"], signal.SIGKILL)
+        server.wait_for_restarts("sequencer")  # once every worker said it reconnected
+        _wait_until_every_worker_says(
+            server, health_pb2.HealthCheckResponse.NOT_SERVING, already=True
+        )
+        # A worker started after it (a restart) is told by the supervisor at once.
+        os.kill(server.pids["worker-1"], signal.SIGKILL)
+        server.wait_for_restarts("worker-1")
+        _wait_until_every_worker_says(server, health_pb2.HealthCheckResponse.NOT_SERVING)
+        samples = scrape(server)
+        for worker in WORKERS:
+            assert value(samples, "policy_ledger_storage_corrupt", process=worker) == 1
+        stop_and_check_drained(server)
+    finally:
+        if server.process.poll() is None:
+            server.kill()
 
 
 def _wait_for_health(channel: grpc.Channel, status: int) -> None:

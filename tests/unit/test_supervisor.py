@@ -1,7 +1,9 @@
 """The supervisor's parts that need no child of its own (ledger/rpc/supervisor.py): giving up on a
-process that keeps dying, the metrics of several children under one endpoint, and the children's
+process that keeps dying, the metrics of several children under one endpoint, the children's
 environments (extensions adjust them: tests/payments/test_notify_environment.py for the
-payments'). The processes themselves: tests/e2e/test_workers.py."""
+payments'), and the relay of a corruption the sequencer process confirmed to every worker (the
+workers here are ``cat``: what the supervisor writes on their stdin comes back on their stdout).
+The processes themselves: tests/e2e/test_workers.py."""
 
 from __future__ import annotations
 
@@ -19,6 +21,7 @@ from ledger.config import ServerConfig
 from ledger.errors import InvalidArgument
 from ledger.metrics import LedgerMetrics
 from ledger.rpc import supervisor as supervisor_module
+from ledger.rpc.children import read_supervisor
 from ledger.rpc.supervisor import (
     CHILD_ENVIRONMENTS_GROUP,
     PROCESS_UP_SERIES,
@@ -197,3 +200,68 @@ def test_serve_refuses_too_many_workers_before_opening_anything(
     assert code == 2
     assert "workers must be 0 (one process) to 64" in capsys.readouterr().err
     assert not database.exists()
+
+
+def test_a_corruption_the_sequencer_reports_is_relayed_to_every_worker_once() -> None:
+    async def run() -> None:
+        supervisor = Supervisor(ServerConfig(workers=3))
+        sequencer = supervisor_module._Child("sequencer", "sequencer")
+        workers = [supervisor_module._Child("worker", f"worker-{n}") for n in (1, 2, 3)]
+        restarted = supervisor_module._Child("worker", "worker-3")
+        supervisor._children.extend([sequencer, *workers])
+        for worker in workers:
+            worker.process = await asyncio.create_subprocess_exec(
+                "cat", stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE
+            )
+        dead = workers[2].process
+        assert dead is not None and dead.stdin is not None
+        dead.stdin.close()
+        await dead.wait()  # a worker that died: not written to, nothing raised
+        try:
+            reports = asyncio.StreamReader()
+            reports.feed_data(b"connected 1\n")
+            reports.feed_data(b"corrupt *** in database main *** Page 7: btreeInitPage\n")
+            reports.feed_data(b"corrupt a second finding, after a restart\n")  # not relayed
+            reports.feed_eof()
+            await supervisor._read_reports(reports, sequencer)
+            # A worker's line of that form is not the sequencer's confirmation.
+            from_worker = asyncio.StreamReader()
+            from_worker.feed_data(b"corrupt from a worker\n")
+            from_worker.feed_eof()
+            await supervisor._read_reports(from_worker, workers[0])
+            assert supervisor.corruption == "*** in database main *** Page 7: btreeInitPage"
+            for worker in workers[:2]:
+                assert worker.process is not None and worker.process.stdin is not None
+                worker.process.stdin.close()  # cat echoes what it was told, then ends
+                assert worker.process.stdout is not None
+                told = await worker.process.stdout.read()
+                assert told == b"corrupt *** in database main *** Page 7: btreeInitPage\n"
+            # A worker started after it (a restart) is told at once (what _spawn does).
+            restarted.process = await asyncio.create_subprocess_exec(
+                "cat", stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE
+            )
+            supervisor._tell_corruption(restarted)
+            supervisor._tell_corruption(sequencer)  # not a worker: nothing to tell
+            assert restarted.process.stdin is not None and restarted.process.stdout is not None
+            restarted.process.stdin.close()
+            assert await restarted.process.stdout.read() == (
+                b"corrupt *** in database main *** Page 7: btreeInitPage\n"
+            )
+        finally:
+            for worker in [*workers, restarted]:
+                if worker.process is not None and worker.process.returncode is None:
+                    worker.process.kill()
+                    await worker.process.wait()
+
+    asyncio.run(run())
+
+
+def test_a_worker_passes_the_supervisor_s_corrupt_lines_on_and_stops_at_the_end() -> None:
+    told: list[str] = []
+    read_end, write_end = os.pipe()
+    with os.fdopen(write_end, "wb") as writing:
+        writing.write(b"corrupt page 7: damaged\nsomething else\ncorrupt page 7: damaged\n")
+    with os.fdopen(read_end, "rb") as reading:
+        asyncio.run(read_supervisor(reading, told.append))
+    # Each line as written (the watch takes the first; a second is no news to it).
+    assert told == ["page 7: damaged", "page 7: damaged"]
