@@ -17,7 +17,6 @@ import itertools
 import os
 import select
 import signal
-import sqlite3
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -41,6 +40,7 @@ from tests.durability.processes import ServerProcess, start_server_process
 from tests.durability.test_crash import INSURER, prepare_log
 from tests.durability.workload import OCCURRED_AT, Ledger
 from tests.e2e.test_metrics import Samples, rpc, samples_of, scrape_text, value
+from tests.sqlite_pages import damage_root_page
 
 WORKERS = ("worker-1", "worker-2")
 CONNECTIONS_MAX = 64
@@ -231,22 +231,6 @@ def test_while_the_sequencer_is_down_submissions_are_unavailable_and_reads_go_on
 HEALTH_CHECK = rpc("unary_unary", "Check", "grpc.health.v1.Health")
 
 
-def _damage_root_page(path: Path, name: str) -> None:
-    """Overwrite the root page of the table or index ``name`` in the (idle) SQLite file, its
-    WAL copied in first."""
-    with sqlite3.connect(path) as connection:
-        busy, _, _ = connection.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
-        assert busy == 0
-        page_size = connection.execute("PRAGMA page_size").fetchone()[0]
-        (root,) = connection.execute(
-            "SELECT rootpage FROM sqlite_master WHERE name = ?", (name,)
-        ).fetchone()
-    connection.close()
-    with path.open("r+b") as handle:
-        handle.seek((root - 1) * page_size)
-        handle.write(b"\xa5" * page_size)
-
-
 def _wait_until_every_worker_says(
     server: ServerProcess, status: int, *, already: bool = False
 ) -> None:
@@ -287,7 +271,7 @@ def test_a_corruption_the_sequencer_confirms_turns_every_worker_not_serving_for_
     # The leaf-hash index's root: an append writes it, no worker's read or startup touches it,
     # so only the sequencer process finds the damage (its check confirms it) and the workers'
     # own watches see nothing.
-    _damage_root_page(tmp_path / "ledger.db", "ix_log_entries_leaf_hash")
+    damage_root_page(tmp_path / "ledger.db", "ix_log_entries_leaf_hash")
     server = start_server_process(
         database_url, key_file, tmp_path, workers=2, extra_arguments=["--metrics-port", "0"]
     )

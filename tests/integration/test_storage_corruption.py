@@ -38,6 +38,7 @@ from ledger.v1 import ledger_service_pb2_grpc as pb_grpc
 from tests import clock as test_clock
 from tests.builders import tokens
 from tests.conftest import ServerHandle, onboard, start_server_thread
+from tests.sqlite_pages import damage_root_page, restore_root_page
 
 INSURER = "gulf-health"
 NOW = test_clock.now()
@@ -88,38 +89,6 @@ def _corrupt_gauge(server: ServerHandle) -> float | None:
     return server.running.metrics.registry.get_sample_value("policy_ledger_storage_corrupt")
 
 
-def _damage_table_root(path: Path, table: str) -> bytes:
-    """Overwrite the root page of ``table`` in the file (its WAL copied in first); the page's
-    bytes as they were."""
-    with sqlite3.connect(path) as connection:
-        busy, _, _ = connection.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
-        assert busy == 0, "a reader kept the WAL from being copied into the file"
-        page_size = connection.execute("PRAGMA page_size").fetchone()[0]
-        (root,) = connection.execute(
-            "SELECT rootpage FROM sqlite_master WHERE type = 'table' AND name = ?", (table,)
-        ).fetchone()
-    connection.close()
-    with path.open("r+b") as handle:
-        handle.seek((root - 1) * page_size)
-        original = handle.read(page_size)
-        handle.seek((root - 1) * page_size)
-        handle.write(b"\xa5" * page_size)
-    return original
-
-
-def _restore_page(path: Path, table_root_bytes: bytes, table: str) -> None:
-    """Put the page back (an operator's restore), to count what the file holds."""
-    with sqlite3.connect(path) as connection:
-        page_size = connection.execute("PRAGMA page_size").fetchone()[0]
-        (root,) = connection.execute(
-            "SELECT rootpage FROM sqlite_master WHERE type = 'table' AND name = ?", (table,)
-        ).fetchone()
-    connection.close()
-    with path.open("r+b") as handle:
-        handle.seek((root - 1) * page_size)
-        handle.write(table_root_bytes)
-
-
 def test_a_damaged_file_answers_storage_corrupt_and_turns_health_not_serving(
     file_server: ServerHandle,
     insurer_signer: Ed25519Signer,
@@ -134,7 +103,7 @@ def test_a_damaged_file_answers_storage_corrupt_and_turns_health_not_serving(
         assert _health(file_server) == {health_pb2.HealthCheckResponse.SERVING}
         assert _corrupt_gauge(file_server) == 0
         path = Path(file_server.running.engine.url.database or "")
-        original = _damage_table_root(path, "log_entries")
+        original = damage_root_page(path, "log_entries")
         # The pool's connections may hold the page in their caches: a damaged file is what a
         # connection opened now reads.
         file_server.running.engine.dispose()
@@ -159,7 +128,7 @@ def test_a_damaged_file_answers_storage_corrupt_and_turns_health_not_serving(
     assert file_server.running.sequencer.tree_size == tree_size
 
     # Nothing was written: with the page put back, the file holds what it held.
-    _restore_page(path, original, "log_entries")
+    restore_root_page(path, "log_entries", original)
     with sqlite3.connect(path) as connection:
         (count,) = connection.execute("SELECT count(*) FROM log_entries").fetchone()
     connection.close()
@@ -302,7 +271,7 @@ def test_quick_check_finds_a_damaged_page_and_passes_an_intact_file(tmp_path: Pa
         connection.executemany("INSERT INTO t VALUES (?)", [(b"x" * 500,) for _ in range(100)])
     connection.close()
     assert quick_check(path) is None
-    _damage_table_root(path, "t")
+    damage_root_page(path, "t")
     finding = quick_check(path)
     assert finding is not None and finding != "ok"
     # A header so damaged the file is no database at all is a finding too, not an error.
