@@ -33,6 +33,7 @@ from payments.gateway import (
     GatewayRefused,
     GatewayResult,
     Money,
+    PaymentGateway,
     PaymentRequest,
     PaymentStatus,
 )
@@ -149,6 +150,33 @@ def _start_payment(  # noqa: PLR0917 (the request's fields)
         return saga.payment(payment_id)
     saga.crash("after_gateway_charge")
     return apply(saga, payment_id, result, opened=opened, entry=checked)
+
+
+def _status_after_refused_capture(
+    adapter: PaymentGateway, payment_id: str, refusal: GatewayRefused
+) -> GatewayResult:
+    """The payment's status once the gateway refused to capture it: captured meanwhile, which
+    the gateway contract lets an adapter answer with a refusal (CMI captures when it reads our
+    ``ACTION=POSTAUTH`` answer to its callback, while the confirmation that the answer started
+    reads AUTHORIZED and sends its own PostAuth), or still not capturable, which is
+    :class:`Unavailable`: nothing was written, the payment stays as it is, and a retry or
+    reconciliation reads the gateway again."""
+    try:
+        status = adapter.get_status(payment_id)
+    except GatewayOutcomeUnknown as error:
+        raise Unavailable(
+            f"the gateway refused to capture payment {payment_id} ({refusal}) and then did not "
+            "answer an inquiry; the payment stays as it is: retry",
+            reason="GATEWAY_UNAVAILABLE",
+        ) from error
+    if status.status is PaymentStatus.CAPTURED:
+        return status
+    raise Unavailable(
+        f"the gateway refused to capture payment {payment_id} ({refusal}) and reports it "
+        f"{status.status.value}; the payment stays as it is: retry, or reconcile",
+        reason="GATEWAY_CAPTURE_REFUSED",
+        metadata={"payment_id": payment_id, "gateway_status": status.status.value},
+    ) from refusal
 
 
 _PAYMENT_OF_QUOTE = select(payments.c.payment_id).where(
@@ -353,6 +381,8 @@ def apply(
                 saga, payment_id, PaymentState.UNKNOWN, message=f"capture outcome unknown: {error}"
             )
             return saga.payment(payment_id)
+        except GatewayRefused as refusal:
+            result = _status_after_refused_capture(adapter, payment_id, refusal)
         saga.crash("after_gateway_capture")
     if result.status is PaymentStatus.CAPTURED:
         if result.captured_minor != payment.amount_minor:

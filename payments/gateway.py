@@ -172,7 +172,9 @@ class PaymentGateway(Protocol):
         ...
 
     def capture(self, merchant_reference: str, amount: Money) -> GatewayResult:
-        """Capture an authorized payment (at most what was authorized)."""
+        """Capture an authorized payment (at most what was authorized). A repeat, or a capture
+        of a payment the gateway captured meanwhile, may answer its state or raise
+        :class:`GatewayRefused`: the saga reads ``get_status`` after a refused capture."""
         ...
 
     def void(self, merchant_reference: str) -> GatewayResult:

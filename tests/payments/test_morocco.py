@@ -8,18 +8,21 @@ from datetime import date
 from pathlib import Path
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import func, select
 
-from ledger.errors import InvalidArgument
+from ledger.errors import InvalidArgument, Unavailable
+from ledger.storage.tables import log_entries
 from ledger.v1 import events_pb2, types_pb2
 from payments import fees
 from payments.fees import FeeScheduleError, MemberFacts, Relationship, quote_fees
+from payments.gateway import GatewayRefused, GatewayResult, Money
+from payments.gateways.cmi import CmiGateway
 from payments.gateways.cmi import from_settings as cmi_from_settings
 from payments.notifications import NotificationReceiver
 from payments.renewal import MemberInput, QuoteRequest
 from payments.sandbox.cmi import CmiSandbox
 from payments.service import parse_quote_request
-from payments.tables import gateway_notifications
+from payments.tables import gateway_notifications, payment_history
 from payments.v1 import renewal_service_pb2 as pb
 from tests.payments.support import PERIOD, Stack
 
@@ -124,6 +127,111 @@ def test_a_moroccan_household_is_quoted_paid_through_cmi_and_recorded(tmp_path: 
             assert sandbox.orders[payment.payment_id].captured_centimes == 84_000
         finally:
             receiver.stop()
+
+
+class _CapturedMeanwhile:
+    """The CMI adapter, except that CMI captures each pre-authorization just before the saga's
+    own PostAuth reaches it (the one the saga sends is then refused), as when CMI reads our
+    ``ACTION=POSTAUTH`` answer to its callback while the confirmation that answer started is
+    between its inquiry and its capture; with ``refuse=True`` CMI refuses the capture and
+    captures nothing, once."""
+
+    def __init__(self, inner: CmiGateway, *, refuse: bool = False) -> None:
+        self._inner = inner
+        self._refuse = refuse
+        self.refusals = 0
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self._inner, name)
+
+    def capture(self, merchant_reference: str, amount: Money) -> GatewayResult:
+        if self._refuse:
+            self._refuse = False
+            self.refusals += 1
+            raise GatewayRefused(f"CMI refused the capture of {merchant_reference}: test")
+        self._inner.capture(merchant_reference, amount)  # CMI, reading ACTION=POSTAUTH
+        try:
+            return self._inner.capture(merchant_reference, amount)  # the saga's PostAuth
+        except GatewayRefused:
+            self.refusals += 1
+            raise
+
+
+def _authorized_moroccan_payment(
+    tmp_path: Path, sandbox: CmiSandbox, gateway: _CapturedMeanwhile
+) -> tuple[Stack, str]:
+    """A Moroccan household's payment pre-authorized at CMI, whose callback was lost."""
+    stack = Stack(tmp_path, gateways={"cmi": gateway})  # type: ignore[dict-item]
+    stack.renewals.notification_base_url = "http://127.0.0.1:9"  # never called: it is dropped
+    quote = stack.renewals.quote(_moroccan_household())
+    payment = stack.renewals.start_payment(quote.quote_id, "ma-key-0002", "cmi")
+    with urllib.request.urlopen(payment.redirect_url, timeout=5) as page:
+        assert page.status == 200
+    sandbox.drop_next_callback()
+    assert sandbox.pay(payment.payment_id).dropped
+    assert sandbox.orders[payment.payment_id].trans_stat == "A"  # authorized, not captured
+    return stack, payment.payment_id
+
+
+def test_a_capture_refused_because_cmi_captured_it_meanwhile_is_recorded(tmp_path: Path) -> None:
+    """The race CI met in the test above: the confirmation reads AUTHORIZED, CMI then applies
+    our ACTION=POSTAUTH answer, and the confirmation's own PostAuth is refused. The saga asks
+    again and records what CMI captured, once."""
+    with CmiSandbox() as sandbox:
+        cmi = cmi_from_settings(sandbox.settings(return_url="https://portal.example/receipt"))
+        raced = _CapturedMeanwhile(cmi)
+        stack, payment_id = _authorized_moroccan_payment(tmp_path, sandbox, raced)
+        before = _entries(stack)
+        recorded = stack.renewals.complete_payment(payment_id)
+        assert raced.refusals == 1
+        assert recorded.state == "recorded", recorded
+        assert recorded.captured_minor == 84_000 and recorded.leaf_index is not None
+        assert _entries(stack) == before + 1
+        assert sandbox.orders[payment_id].captured_centimes == 84_000
+        again = stack.renewals.complete_payment(payment_id)
+        assert (again.state, again.leaf_index) == ("recorded", recorded.leaf_index)
+        assert _entries(stack) == before + 1
+
+
+def test_a_capture_refused_for_an_open_authorization_writes_nothing_and_can_be_retried(
+    tmp_path: Path,
+) -> None:
+    with CmiSandbox() as sandbox:
+        cmi = cmi_from_settings(sandbox.settings(return_url="https://portal.example/receipt"))
+        refusing = _CapturedMeanwhile(cmi, refuse=True)
+        stack, payment_id = _authorized_moroccan_payment(tmp_path, sandbox, refusing)
+        before = _entries(stack)
+        history = _history(stack, payment_id)
+        with pytest.raises(Unavailable) as raised:
+            stack.renewals.complete_payment(payment_id)
+        assert raised.value.details.reason == "GATEWAY_CAPTURE_REFUSED"
+        assert raised.value.details.metadata == {
+            "payment_id": payment_id,
+            "gateway_status": "authorized",
+        }
+        assert "stays as it is" in raised.value.message
+        assert stack.renewals.get_payment(payment_id).state == "pending"
+        assert _history(stack, payment_id) == history
+        assert _entries(stack) == before
+        assert sandbox.orders[payment_id].captured_centimes == 0
+        retried = stack.renewals.complete_payment(payment_id)  # CMI captures this time
+        assert retried.state == "recorded" and retried.captured_minor == 84_000
+        assert _entries(stack) == before + 1
+
+
+def _entries(stack: Stack) -> int:
+    with stack.engine.connect() as connection:
+        return int(connection.execute(select(func.count()).select_from(log_entries)).scalar_one())
+
+
+def _history(stack: Stack, payment_id: str) -> list[tuple[str, str]]:
+    with stack.engine.connect() as connection:
+        rows = connection.execute(
+            select(payment_history.c.from_state, payment_history.c.to_state)
+            .where(payment_history.c.payment_id == payment_id)
+            .order_by(payment_history.c.history_id)
+        )
+        return [(row.from_state, row.to_state) for row in rows]
 
 
 def _wire_request(jurisdiction: str) -> pb.QuoteRenewalRequest:
