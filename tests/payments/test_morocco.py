@@ -3,6 +3,7 @@ household quoted, paid through the CMI adapter against its sandbox, and recorded
 
 from __future__ import annotations
 
+import datetime as dt
 import urllib.request
 from datetime import date
 from pathlib import Path
@@ -216,6 +217,27 @@ def test_a_capture_refused_for_an_open_authorization_writes_nothing_and_can_be_r
         assert sandbox.orders[payment_id].captured_centimes == 0
         retried = stack.renewals.complete_payment(payment_id)  # CMI captures this time
         assert retried.state == "recorded" and retried.captured_minor == 84_000
+        assert _entries(stack) == before + 1
+
+
+def test_reconcile_leaves_a_refused_capture_as_it_is_then_records_it(tmp_path: Path) -> None:
+    with CmiSandbox() as sandbox:
+        cmi = cmi_from_settings(sandbox.settings(return_url="https://portal.example/receipt"))
+        refusing = _CapturedMeanwhile(cmi, refuse=True)
+        stack, payment_id = _authorized_moroccan_payment(tmp_path, sandbox, refusing)
+        before = _entries(stack)
+        [item] = stack.renewals.reconcile(stale_after=dt.timedelta(0))
+        assert (item.id, item.before, item.after, item.needs_person) == (
+            payment_id,
+            "pending",
+            "pending",
+            False,
+        )
+        assert item.gateway_said == "authorized" and "GATEWAY_CAPTURE_REFUSED" not in item.action
+        assert "refused to capture" in item.action, item
+        assert _entries(stack) == before and sandbox.orders[payment_id].captured_centimes == 0
+        [item] = stack.renewals.reconcile(stale_after=dt.timedelta(0))
+        assert (item.after, item.action) == ("recorded", "recorded in the ledger")
         assert _entries(stack) == before + 1
 
 
