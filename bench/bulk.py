@@ -187,7 +187,7 @@ def _anchor_keys(
     from ledger.dsse import sign_envelope
     from ledger.keys import insurer_key_id
     from ledger.signers import SignerRole
-    from ledger.storage.append import Appender, PendingEntry, _read_head
+    from ledger.storage.append import Appender, PendingEntry, read_head
 
     operator = Ed25519Signer.generate("operator")
     engine = create_ledger_engine(sqlite_url(database))
@@ -207,7 +207,7 @@ def _anchor_keys(
     item = PendingEntry(envelope, event.insurer_id, event.event_id, operator_key_id, event)
     appender.append_batch([item], now)
     with engine.connect() as connection:
-        head, tree = _read_head(connection)
+        head, tree = read_head(connection)
     engine.dispose()
     return head.tree_size, tree
 

@@ -70,7 +70,7 @@ from ledger.storage.rows import insert_rows
 from ledger.storage.tables import checkpoints, log_entries, tree_nodes
 from ledger.v1 import events_pb2
 
-__all__ = ["Appender", "PendingEntry", "Receipt"]
+__all__ = ["Appender", "PendingEntry", "Receipt", "read_head"]
 
 # Built once: SQLAlchemy then compiles it once (building it per batch cost more than running it).
 _SELECT_STORED_EVENTS = select(
@@ -233,7 +233,7 @@ class Appender:
         """Append the genesis entry naming ``operator_public_key`` to an empty (initialized)
         log; on a log that has one, check the key is a registered, unrevoked operator key."""
         with self._write_transaction() as connection:
-            head, tree = _read_head(connection)
+            head, tree = read_head(connection)
             if head.tree_size == 0:
                 self._append_genesis(connection, tree, operator_public_key, now)
             else:
@@ -323,7 +323,7 @@ class Appender:
     ) -> _Written:
         with transaction as connection:
             # (1), (2)
-            head, tree = _read_head(connection, self._keys.tree_size)
+            head, tree = read_head(connection, self._keys.tree_size)
             events = [item.decoded() for item in items]
             # (4)
             duplicates = _find_duplicates(connection, items, outcomes)
@@ -460,13 +460,18 @@ class _WriteTransaction:
             self._connection.close()
 
 
-def _read_head(
+def read_head(
     connection: Connection, expected_size: int = 0
 ) -> tuple[StoredCheckpoint, CompactRange]:
     """(1), (2): the latest checkpoint, checked against the entry count and the stored right
     edge of its tree. The edge of a tree of ``expected_size`` (the size this appender last
     committed) is read with the checkpoint, in one statement; should the log have another size
-    (another appender appended), the rest of its edge is read next."""
+    (another appender appended), the rest of its edge is read next.
+
+    Public for code that reads or extends the tree outside an :class:`Appender` (bench/bulk.py's
+    loader, tests that damage or forge a log): the same checks, raised the same way
+    (:class:`ledger.errors.InvariantViolation`) when the entries, the nodes and the signed root
+    disagree."""
     head, stored, nodes = latest_checkpoint_entry_count_and_nodes(
         connection, right_edge_ids(expected_size)
     )
@@ -481,7 +486,7 @@ def _read_head(
 
 
 def _edge_nodes(tree: CompactRange) -> dict[NodeID, bytes]:
-    """The right-edge nodes of ``tree`` (as :func:`_read_head` read and checked them), by id."""
+    """The right-edge nodes of ``tree`` (as :func:`read_head` read and checked them), by id."""
     return dict(zip(right_edge_ids(tree.size), tree.hashes, strict=True))
 
 

@@ -259,13 +259,13 @@ def _node_damage_detected(engine: object) -> bool:
     inclusion or consistency proof served from the nodes that no longer verifies."""
     from ledger.errors import LedgerError
     from ledger.merkle import leaf_hash, verify_consistency, verify_inclusion
-    from ledger.storage.append import _read_head
+    from ledger.storage.append import read_head
     from ledger.storage.log_store import LogStore
 
     store = LogStore(engine)  # type: ignore[arg-type]
     try:
         with engine.connect() as connection:  # type: ignore[attr-defined]
-            _read_head(connection)
+            read_head(connection)
         head = store.latest_checkpoint()
         _, entries = store.entries(0, head.tree_size)
         for index, data in enumerate(entries):

@@ -27,7 +27,7 @@ from ledger.merkle import leaf_hash
 from ledger.rpc.server import start_server
 from ledger.signers import SignerRole
 from ledger.signing import Ed25519Signer, format_signer_key, format_verifier_key
-from ledger.storage.append import Appender, Receipt, _read_head
+from ledger.storage.append import Appender, Receipt, read_head
 from ledger.storage.db import create_ledger_engine, sqlite_url
 from ledger.storage.key_store import KeyStore
 from ledger.storage.migrate import upgrade
@@ -135,7 +135,7 @@ def _insert_bypassing_admission(
     payload = event.SerializeToString(deterministic=True)
     envelope = sign_envelope(EVENT_PAYLOAD_TYPE, payload, signer, insurer_key_id(signer.public_key))
     with engine.begin() as connection:
-        _, tree = _read_head(connection)
+        _, tree = read_head(connection)
         leaf_index = tree.size
         data = encode_entry(leaf_index, NOW + dt.timedelta(minutes=1), envelope)
         nodes = tree.append(leaf_hash(data))
