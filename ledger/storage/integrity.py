@@ -26,11 +26,12 @@ confirmed corruption holds until a restart. So a round confirms only on this evi
 Anything else leaves the error as it was (``STORAGE_UNAVAILABLE``: retry) with a WARNING line
 saying why, and the next corruption error after the interval may run a round again. A round that
 confirms makes the error, and every later corruption error, ``STORAGE_CORRUPT``
-(:func:`ledger.storage.faults.storage_corrupt`); a CRITICAL line says which file, what the checks
-found and what to do, and the listeners are told once (the server turns its health NOT_SERVING;
-the metrics show ``policy_ledger_storage_corrupt`` 1). The cost stays bounded: one round per
-interval; an intact file is read once a round (the first check passes), a failing disk not at
-all or until its first error, and only a file every check finds damaged is read
+(:func:`ledger.storage.faults.storage_corrupt`; met during COMMIT, the appender answers
+``COMMIT_OUTCOME_UNKNOWN`` with ``storage_corrupt=true`` instead); a CRITICAL line says which
+file, what the checks found and what to do, and the listeners are told once (the server turns
+its health NOT_SERVING; the metrics show ``policy_ledger_storage_corrupt`` 1). The cost stays
+bounded: one round per interval; an intact file is read once a round (the first check passes), a
+failing disk not at all or until its first error, and only a file every check finds damaged is read
 ``integrity_check_confirmations`` times (each check stops at its first finding). Under
 ``serve --workers N`` each process watches its own engine, and a confirmation by the sequencer
 process reaches every worker's watch through the supervisor
