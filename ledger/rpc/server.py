@@ -398,7 +398,7 @@ async def _start(
         metrics=metrics,
         erasure_hooks=erasure_hooks,
     )
-    report_corruption(integrity, side)
+    await report_corruption(integrity, side)
     witnessing = start_witnessing(prepared.witnesses, sequencer, engine, clock, metrics)
     port = add_port(side.server, config.listen, tls)
     await side.server.start()
@@ -443,11 +443,15 @@ def watch_integrity(engine: Engine, metrics: LedgerMetrics | None) -> IntegrityW
     return integrity
 
 
-def report_corruption(integrity: IntegrityWatch, side: ServingSide) -> None:
+async def report_corruption(integrity: IntegrityWatch, side: ServingSide) -> None:
     """Once ``integrity`` confirms the database corrupt, health turns NOT_SERVING for every
     service, and stays so until the process restarts: orchestrators and load balancers route
     to another instance. The process does not exit: ``serve --workers N``'s supervisor would
-    restart it into the same file, and only an operator can restore it."""
+    restart it into the same file, and only an operator can restore it.
+
+    A watch that confirmed it already (a worker started after the sequencer process's
+    confirmation: :mod:`ledger.rpc.children`) turns health NOT_SERVING before this returns,
+    so a server started after it never answers SERVING."""
     loop = asyncio.get_running_loop()
 
     async def not_serving() -> None:
@@ -458,6 +462,8 @@ def report_corruption(integrity: IntegrityWatch, side: ServingSide) -> None:
         asyncio.run_coroutine_threadsafe(not_serving(), loop)
 
     integrity.listeners.append(corrupt)
+    if integrity.corrupt:
+        await not_serving()
 
 
 @dataclass(frozen=True)

@@ -11,24 +11,28 @@ driven by a clock of the test's own, never by sleeping.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import sqlite3
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from types import SimpleNamespace
+from typing import Any, cast
 
 import grpc
 import psycopg
 import pytest
 from google.rpc import code_pb2, error_details_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_health.v1.health import aio as health_aio
 from grpc_status import rpc_status
-from sqlalchemy import Engine, event, func, select
+from sqlalchemy import Engine, create_engine, event, func, select
 
 from clients.insurer import sign_event
 from clients.samples import policy_issued, sample_events
 from ledger import limits
 from ledger.errors import Unavailable
+from ledger.rpc.server import ServingSide, report_corruption
 from ledger.rpc.status import status_of
 from ledger.signing import Ed25519Signer
 from ledger.storage.append import Appender, Receipt
@@ -454,3 +458,32 @@ def _commit_refused(
 def _entry_count(engine: Engine) -> int:
     with engine.connect() as connection:
         return int(connection.execute(select(func.count()).select_from(log_entries)).scalar_one())
+
+
+def test_a_server_whose_watch_confirmed_before_it_started_never_answers_serving() -> None:
+    """A worker started after the sequencer process's confirmation (``serve --workers N``:
+    the finding is its argument) takes it before its port opens: report_corruption turns
+    health NOT_SERVING before it returns, not on a later turn of the loop. The health servicer
+    is asked right after, with nothing awaited in between."""
+
+    async def run() -> None:
+        engine = create_engine("sqlite://")
+        watch = IntegrityWatch(engine, check=lambda _error: None, monotonic=Clock())
+        try:
+            assert watch.confirmed_elsewhere("page 7: damaged", "sequencer process")
+            health = health_aio.HealthServicer()
+            services = ("ledger.v1.LedgerService", "ledger.v1.CoverageService")
+            for name in ("", *services):
+                await health.set(name, health_pb2.HealthCheckResponse.SERVING)
+            side = cast(ServingSide, SimpleNamespace(health=health, services=services))
+            await report_corruption(watch, side)
+            for name in ("", *services):
+                request = health_pb2.HealthCheckRequest(service=name)
+                answer = await health.Check(request, None)
+                assert answer is not None
+                assert answer.status == health_pb2.HealthCheckResponse.NOT_SERVING, name
+        finally:
+            watch.close()
+            engine.dispose()
+
+    asyncio.run(run())
