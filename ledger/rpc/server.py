@@ -443,6 +443,16 @@ def watch_integrity(engine: Engine, metrics: LedgerMetrics | None) -> IntegrityW
     return integrity
 
 
+def watch_standby_integrity(standby: Engine, metrics: LedgerMetrics | None) -> IntegrityWatch:
+    """Watch the read standby's errors for corruption, as the primary's (shown in the metrics
+    as ``policy_ledger_standby_corrupt``); the read router bypasses it once confirmed. Health is
+    not the standby's: the primary answers every read."""
+    integrity = IntegrityWatch(standby, standby=True)
+    if metrics is not None:
+        metrics.watch_standby_integrity(integrity)
+    return integrity
+
+
 async def report_corruption(integrity: IntegrityWatch, side: ServingSide) -> None:
     """Once ``integrity`` confirms the database corrupt, health turns NOT_SERVING for every
     service, and stays so until the process restarts: orchestrators and load balancers route
@@ -592,6 +602,7 @@ async def build_serving_side(
         known_size=lambda: sequencer.tree_size,
         lag_entries_max=config.read_lag_entries_max,
         observer=metrics,
+        integrity=None if standby is None else watch_standby_integrity(standby, metrics),
     )
     key_store = KeyStore(engine)
     key_cache = KeyCache(key_store)
