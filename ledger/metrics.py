@@ -13,7 +13,8 @@ one), so several servers in one process (the tests) keep their figures apart. Th
   the reads routed to the primary instead, by reason (``ledger.storage.read_routing``);
 * the witnesses': lag, cosigned size and failures per witness (``ledger.witnessing``);
 * the database's integrity: ``policy_ledger_storage_corrupt``, 1 once a check confirmed the
-  database corrupt (``ledger.storage.integrity``), for alerting;
+  database corrupt (``ledger.storage.integrity``), for alerting, and
+  ``policy_ledger_standby_corrupt`` the same for the read standby;
 * SQLite's WAL, from the checkpointer of the process that writes the log
   (``ledger.storage.wal``): its pages, and checkpoints run by mode and outcome;
 * whatever a server extension registers through ``ServerContext.metrics`` (the payments
@@ -148,7 +149,7 @@ class LedgerMetrics:
         self.standby_bypassed_total = Counter(
             "policy_ledger_standby_bypassed",
             "Reads routed to the primary instead of the standby, by reason: "
-            "behind_min_tree_size, lagging, standby_failed.",
+            "behind_min_tree_size, lagging, standby_failed, standby_corrupt.",
             ("reason",),
             registry=self.registry,
         )
@@ -159,6 +160,12 @@ class LedgerMetrics:
             "policy_ledger_storage_corrupt",
             "1 once an integrity check confirmed this server's database corrupt (calls answer "
             "UNAVAILABLE STORAGE_CORRUPT, health NOT_SERVING, until a restart); else 0.",
+            registry=self.registry,
+        )
+        self.standby_corrupt = Gauge(
+            "policy_ledger_standby_corrupt",
+            "1 once an integrity check confirmed the read standby (serve --read-database) "
+            "corrupt (reads bypass it, reason standby_corrupt, until a restart); else 0.",
             registry=self.registry,
         )
 
@@ -216,6 +223,10 @@ class LedgerMetrics:
     def watch_integrity(self, watch: IntegrityWatch) -> None:
         """Show whether ``watch`` confirmed the database corrupt (read at every scrape)."""
         self.storage_corrupt.set_function(lambda: 1 if watch.corrupt else 0)
+
+    def watch_standby_integrity(self, watch: IntegrityWatch) -> None:
+        """Show whether the read standby's ``watch`` confirmed it corrupt (at every scrape)."""
+        self.standby_corrupt.set_function(lambda: 1 if watch.corrupt else 0)
 
     def standby_lag(self, entries: int) -> None:
         """The read router's :class:`~ledger.storage.read_routing.RoutingObserver`."""

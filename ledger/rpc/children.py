@@ -1,20 +1,23 @@
 """The processes ``serve --workers N`` starts: one sequencer process and N workers.
 
-Run as ``python -m ledger.rpc.children ROLE NAME DIRECTORY SUPERVISOR_PID`` by the supervisor
-(:mod:`ledger.rpc.supervisor`) only: ROLE is ``sequencer`` or ``worker``; DIRECTORY is the
-supervisor's private directory (mode 0700), holding the configuration it checked
-(``config.pickle``) and the hand-off socket. A child is started with exec, never forked from the
-supervisor (gRPC and fork do not mix), asks the kernel to SIGKILL it when the supervisor dies
-(``PR_SET_PDEATHSIG``, so killing the supervisor with SIGKILL leaves no orphan), and prints one
-line on stdout once it is ready: ``ready METRICS_PORT`` (0: no metrics); a worker then prints
-``connected 0`` or ``connected 1`` whenever it loses or regains the sequencer, and the sequencer
-process prints ``corrupt FINDING`` once its integrity watch confirmed the database corrupt
-(``ledger.storage.integrity``). The supervisor writes that line on every worker's stdin (a worker
-started later gets it at once): the workers serve health, and a confirmation by the sequencer's
-writes must turn every one of them NOT_SERVING, not only the one whose hand-off it refused. The
-supervisor stops a child by closing its stdin (SIGTERM and SIGINT are ignored: they reach the
-whole process group at once, and the drain has an order): a worker stops taking calls and
-finishes the ones under way; the sequencer commits what it holds.
+Run as ``python -m ledger.rpc.children ROLE NAME DIRECTORY SUPERVISOR_PID [FINDING]`` by the
+supervisor (:mod:`ledger.rpc.supervisor`) only: ROLE is ``sequencer`` or ``worker``; DIRECTORY
+is the supervisor's private directory (mode 0700), holding the configuration it checked
+(``config.pickle``) and the hand-off socket; FINDING, given to a worker started after the
+sequencer process confirmed the database corrupt, is that confirmation (the worker takes it
+before it opens its port, so its health is NOT_SERVING from its first answer). A child is
+started with exec, never forked from the supervisor (gRPC and fork do not mix), asks the kernel
+to SIGKILL it when the supervisor dies (``PR_SET_PDEATHSIG``, so killing the supervisor with
+SIGKILL leaves no orphan), and prints one line on stdout once it is ready: ``ready
+METRICS_PORT`` (0: no metrics); a worker then prints ``connected 0`` or ``connected 1`` whenever
+it loses or regains the sequencer, and the sequencer process prints ``corrupt FINDING`` once its
+integrity watch confirmed the database corrupt (``ledger.storage.integrity``). The supervisor
+writes that line on every running worker's stdin (a worker started later gets FINDING as its
+argument): the workers serve health, and a confirmation by the sequencer's writes must turn
+every one of them NOT_SERVING, not only the one whose hand-off it refused. The supervisor stops
+a child by closing its stdin (SIGTERM and SIGINT are ignored: they reach the whole process group
+at once, and the drain has an order): a worker stops taking calls and finishes the ones under
+way; the sequencer commits what it holds.
 
 * The *sequencer process*: :func:`ledger.rpc.server.start_sequencer` (the log's single writer),
   the hand-off server on the Unix socket, the witness submitter, the enrolment port (which
@@ -243,8 +246,12 @@ async def run_sequencer(config: ServerConfig, directory: Path) -> None:
     log.info("sequencer process stopped")
 
 
-async def run_worker(config: ServerConfig, directory: Path, name: str) -> None:
-    """A worker: connect to the sequencer, serve every RPC on the shared port until SIGTERM."""
+async def run_worker(
+    config: ServerConfig, directory: Path, name: str, confirmed: str | None = None
+) -> None:
+    """A worker: connect to the sequencer, serve every RPC on the shared port until SIGTERM.
+    ``confirmed``: the sequencer process's finding, when it confirmed the database corrupt
+    before this worker started (health is NOT_SERVING before the port opens)."""
     clock = SystemClock()
     tls = load_tls_files(config)
     tracing.setup(config.trace_otlp_endpoint)  # each process exports its own spans
@@ -260,6 +267,8 @@ async def run_worker(config: ServerConfig, directory: Path, name: str) -> None:
     # process's checkpointer copies the one WAL they all write to (ledger.storage.wal).
     engine = create_ledger_engine(config.database_url, auto_checkpoint=False)
     integrity = watch_integrity(engine, metrics)
+    if confirmed is not None:
+        integrity.confirmed_elsewhere(confirmed, SEQUENCER_PROCESS)
     client = SequencerClient(directory / SOCKET_FILE)
     await client.start(timeout=config.grace_seconds + 60)
     side = await build_serving_side(
@@ -275,7 +284,7 @@ async def run_worker(config: ServerConfig, directory: Path, name: str) -> None:
         reuse_port=True,
     )
     client.keys_listeners.append(side.key_cache.forget)
-    report_corruption(integrity, side)
+    await report_corruption(integrity, side)  # NOT_SERVING now if told at start
     # Callers see whether this worker can take submissions: NOT_SERVING while the sequencer is
     # unreachable (they answer UNAVAILABLE then; reads still work), and for good once the
     # database is confirmed corrupt, by its reads or by the sequencer process's writes (the
@@ -319,8 +328,10 @@ async def run_worker(config: ServerConfig, directory: Path, name: str) -> None:
 
 
 def main(argv: list[str]) -> int:
-    """``ROLE NAME DIRECTORY SUPERVISOR_PID`` (see the module doc)."""
-    role, name, directory_text, parent_text = argv
+    """``ROLE NAME DIRECTORY SUPERVISOR_PID [FINDING]`` (see the module doc)."""
+    role, name, directory_text, parent_text, *confirmed = argv
+    if len(confirmed) > 1:
+        raise ValueError(f"at most 5 arguments: {len(argv)} > 5")
     # From the start: a Ctrl-C meant for the supervisor must not kill a child half started.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
@@ -334,7 +345,7 @@ def main(argv: list[str]) -> int:
     if role == "sequencer":
         asyncio.run(run_sequencer(config, directory))
     elif role == "worker":
-        asyncio.run(run_worker(config, directory, name))
+        asyncio.run(run_worker(config, directory, name, confirmed[0] if confirmed else None))
     else:
         raise ValueError(f"unknown process role {role!r}")
     return 0

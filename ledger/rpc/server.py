@@ -398,7 +398,7 @@ async def _start(
         metrics=metrics,
         erasure_hooks=erasure_hooks,
     )
-    report_corruption(integrity, side)
+    await report_corruption(integrity, side)
     witnessing = start_witnessing(prepared.witnesses, sequencer, engine, clock, metrics)
     port = add_port(side.server, config.listen, tls)
     await side.server.start()
@@ -443,11 +443,25 @@ def watch_integrity(engine: Engine, metrics: LedgerMetrics | None) -> IntegrityW
     return integrity
 
 
-def report_corruption(integrity: IntegrityWatch, side: ServingSide) -> None:
+def watch_standby_integrity(standby: Engine, metrics: LedgerMetrics | None) -> IntegrityWatch:
+    """Watch the read standby's errors for corruption, as the primary's (shown in the metrics
+    as ``policy_ledger_standby_corrupt``); the read router bypasses it once confirmed. Health is
+    not the standby's: the primary answers every read."""
+    integrity = IntegrityWatch(standby, standby=True)
+    if metrics is not None:
+        metrics.watch_standby_integrity(integrity)
+    return integrity
+
+
+async def report_corruption(integrity: IntegrityWatch, side: ServingSide) -> None:
     """Once ``integrity`` confirms the database corrupt, health turns NOT_SERVING for every
     service, and stays so until the process restarts: orchestrators and load balancers route
     to another instance. The process does not exit: ``serve --workers N``'s supervisor would
-    restart it into the same file, and only an operator can restore it."""
+    restart it into the same file, and only an operator can restore it.
+
+    A watch that confirmed it already (a worker started after the sequencer process's
+    confirmation: :mod:`ledger.rpc.children`) turns health NOT_SERVING before this returns,
+    so a server started after it never answers SERVING."""
     loop = asyncio.get_running_loop()
 
     async def not_serving() -> None:
@@ -458,6 +472,8 @@ def report_corruption(integrity: IntegrityWatch, side: ServingSide) -> None:
         asyncio.run_coroutine_threadsafe(not_serving(), loop)
 
     integrity.listeners.append(corrupt)
+    if integrity.corrupt:
+        await not_serving()
 
 
 @dataclass(frozen=True)
@@ -586,6 +602,7 @@ async def build_serving_side(
         known_size=lambda: sequencer.tree_size,
         lag_entries_max=config.read_lag_entries_max,
         observer=metrics,
+        integrity=None if standby is None else watch_standby_integrity(standby, metrics),
     )
     key_store = KeyStore(engine)
     key_cache = KeyCache(key_store)

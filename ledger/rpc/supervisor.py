@@ -29,9 +29,10 @@ missing). The verification page is served by the supervisor; the enrolment port 
 sequencer process.
 
 A database the sequencer process confirms corrupt (its ``corrupt FINDING`` line,
-:mod:`ledger.rpc.children`) is relayed to every worker's stdin, and to each worker started after
-it, until ``serve`` stops: every worker's health turns NOT_SERVING and its
-``policy_ledger_storage_corrupt`` shows 1, as the single process does.
+:mod:`ledger.rpc.children`) is relayed to every worker's stdin, and passed to each worker started
+after it as its argument (taken before it opens its port), until ``serve`` stops: every worker's
+health turns NOT_SERVING and its ``policy_ledger_storage_corrupt`` shows 1, as the single process
+does.
 """
 
 from __future__ import annotations
@@ -386,20 +387,19 @@ class Supervisor:
         """Start ``child``; return once it says it is ready (ChildFailed if it does not)."""
         assert self._directory is not None
         child.metrics_port = 0
+        arguments = self._child_arguments(child)
+        told_at_start = self.corruption
         process = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            "ledger.rpc.children",
-            child.role,
-            child.name,
-            str(self._directory),
-            str(os.getpid()),
+            *arguments,
             stdin=asyncio.subprocess.PIPE,  # closed: stop (ledger.rpc.children)
             stdout=asyncio.subprocess.PIPE,
             env=self._environments[child.role],
         )
         child.process = process
-        self._tell_corruption(child)  # before it is ready: read once it is
+        if self.corruption != told_at_start:
+            # Confirmed while the process was being created (its relay skipped this child):
+            # on its stdin, read once it is ready.
+            self._tell_corruption(child)
         assert process.stdout is not None
         try:
             async with asyncio.timeout(limits.process_ready_seconds_max):
@@ -415,6 +415,25 @@ class Supervisor:
         reading = asyncio.create_task(self._read_reports(process.stdout, child))
         self._readers.add(reading)  # a reference until it ends (at the child's exit)
         reading.add_done_callback(self._readers.discard)
+
+    def _child_arguments(self, child: _Child) -> list[str]:
+        """The command that starts ``child`` (:mod:`ledger.rpc.children`): a worker started
+        after the sequencer process confirmed the database corrupt gets the finding as its last
+        argument, and takes it before it opens its port (its health is NOT_SERVING from its
+        first answer; a line on its stdin would be read only once it is ready)."""
+        assert self._directory is not None
+        arguments = [
+            sys.executable,
+            "-m",
+            "ledger.rpc.children",
+            child.role,
+            child.name,
+            str(self._directory),
+            str(os.getpid()),
+        ]
+        if child.role == "worker" and self.corruption is not None:
+            arguments.append(self.corruption)
+        return arguments
 
     async def _read_reports(self, stream: asyncio.StreamReader, child: _Child) -> None:
         """Read what a child reports after its ready line, until it exits."""

@@ -421,7 +421,8 @@ class _WriteTransaction:
     """A transaction holding the ledger's write lock; it rolls back unless it ends cleanly.
 
     A failure during COMMIT raises COMMIT_OUTCOME_UNKNOWN: the database may have made the batch
-    durable before it failed. ``committed`` says whether COMMIT returned.
+    durable before it failed (with ``storage_corrupt=true`` when the failure was a confirmed
+    corruption). ``committed`` says whether COMMIT returned.
     """
 
     def __init__(self, engine: Engine) -> None:
@@ -452,7 +453,9 @@ class _WriteTransaction:
                     # The connection's state is unknown too (SQLite may still be inside the
                     # transaction): discard it rather than hand it to the next batch.
                     self._connection.invalidate()
-                    raise commit_outcome_unknown() from error
+                    # A corruption the watch confirmed here (ledger.storage.integrity) is
+                    # still an unknown outcome: the answer says both.
+                    raise commit_outcome_unknown(error) from error
                 self.committed = True
             else:
                 self._transaction.rollback()

@@ -20,7 +20,9 @@ first receipt (see :mod:`ledger.storage.append`, step (4)).
 A corruption error (:func:`is_corruption`) is a fault of its own kind: a failed or short read
 makes SQLite see a malformed page and clears with the fault, but a file that *is* damaged stays
 so. :mod:`ledger.storage.integrity` tells the two apart with checks of the file; a confirmed
-corruption answers ``STORAGE_CORRUPT`` (:func:`storage_corrupt`) instead of "retry". An I/O fault
+corruption answers ``STORAGE_CORRUPT`` (:func:`storage_corrupt`) instead of "retry", except
+during COMMIT: there the outcome is still unknown, so the answer stays ``COMMIT_OUTCOME_UNKNOWN``
+with metadata ``storage_corrupt=true`` (:func:`commit_outcome_unknown`). An I/O fault
 (:func:`is_io_fault`: the disk failed a read or a write) is what makes a sound file look
 malformed, so one seen near a corruption error keeps it from being confirmed.
 """
@@ -35,15 +37,21 @@ from sqlalchemy import exc
 from ledger.errors import Unavailable
 
 __all__ = [
+    "STORAGE_CORRUPT_METADATA",
     "commit_outcome_unknown",
     "is_corruption",
     "is_io_fault",
     "is_io_fault_code",
+    "is_storage_corrupt",
     "is_storage_fault",
     "receipt_unavailable",
     "storage_corrupt",
     "storage_unavailable",
 ]
+
+STORAGE_CORRUPT_METADATA = "storage_corrupt"
+"""The ErrorInfo metadata key of a COMMIT_OUTCOME_UNKNOWN whose fault was a confirmed
+corruption (value ``true``): the outcome is unknown *and* this server's storage is corrupt."""
 
 _SQLITE_FAULT_CODES = frozenset({5, 6, 10, 11, 13, 14, 15, 26})
 """Primary SQLite result codes that come from the file system, not from the statement: BUSY,
@@ -159,13 +167,34 @@ def storage_corrupt() -> Unavailable:
     )
 
 
-def commit_outcome_unknown() -> Unavailable:
-    """A fault during COMMIT: the batch may or may not be in the log."""
+def commit_outcome_unknown(error: BaseException | None = None) -> Unavailable:
+    """A fault during COMMIT (``error``): the batch may or may not be in the log.
+
+    Still ``COMMIT_OUTCOME_UNKNOWN`` when the fault is a confirmed corruption
+    (:func:`is_storage_corrupt`): what a client must act on is that its event may be in the log
+    (a client that reads STORAGE_CORRUPT as "not written" would be wrong), so the reason stays,
+    and metadata ``storage_corrupt=true`` with the message say the rest (docs/operations.md)."""
+    if error is not None and is_storage_corrupt(error):
+        return Unavailable(
+            "storage failed while committing: the event may or may not be in the log; "
+            "storage is corrupt: the database failed an integrity check and an operator must "
+            "restore it; retrying on this server will not succeed until then; resubmitting the "
+            "same event later, or to another instance of the log, is safe (it answers the "
+            "first receipt if it was committed)",
+            reason="COMMIT_OUTCOME_UNKNOWN",
+            metadata={STORAGE_CORRUPT_METADATA: "true"},
+        )
     return Unavailable(
         "storage failed while committing: the event may or may not be in the log; "
         "resubmitting the same event is safe (it answers the first receipt if it was committed)",
         reason="COMMIT_OUTCOME_UNKNOWN",
     )
+
+
+def is_storage_corrupt(error: BaseException) -> bool:
+    """Whether ``error`` is a confirmed corruption (:func:`storage_corrupt`, raised by
+    :class:`ledger.storage.integrity.IntegrityWatch` in place of the database's error)."""
+    return isinstance(error, Unavailable) and error.details.reason == "STORAGE_CORRUPT"
 
 
 def receipt_unavailable() -> Unavailable:

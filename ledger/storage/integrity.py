@@ -26,11 +26,12 @@ confirmed corruption holds until a restart. So a round confirms only on this evi
 Anything else leaves the error as it was (``STORAGE_UNAVAILABLE``: retry) with a WARNING line
 saying why, and the next corruption error after the interval may run a round again. A round that
 confirms makes the error, and every later corruption error, ``STORAGE_CORRUPT``
-(:func:`ledger.storage.faults.storage_corrupt`); a CRITICAL line says which file, what the checks
-found and what to do, and the listeners are told once (the server turns its health NOT_SERVING;
-the metrics show ``policy_ledger_storage_corrupt`` 1). The cost stays bounded: one round per
-interval; an intact file is read once a round (the first check passes), a failing disk not at
-all or until its first error, and only a file every check finds damaged is read
+(:func:`ledger.storage.faults.storage_corrupt`; met during COMMIT, the appender answers
+``COMMIT_OUTCOME_UNKNOWN`` with ``storage_corrupt=true`` instead); a CRITICAL line says which
+file, what the checks found and what to do, and the listeners are told once (the server turns
+its health NOT_SERVING; the metrics show ``policy_ledger_storage_corrupt`` 1). The cost stays
+bounded: one round per interval; an intact file is read once a round (the first check passes), a
+failing disk not at all or until its first error, and only a file every check finds damaged is read
 ``integrity_check_confirmations`` times (each check stops at its first finding). Under
 ``serve --workers N`` each process watches its own engine, and a confirmation by the sequencer
 process reaches every worker's watch through the supervisor
@@ -44,6 +45,10 @@ On PostgreSQL there is no cheap check of the whole database, and none is needed:
 and index_corrupted (XX001, XX002) are raised after the server verified a page and found it
 damaged (an I/O error is a state of its own), so the error itself is each check's finding; the
 quiet-disk rule still applies (PostgreSQL's own io_error or disk_full seen by the engine vetoes).
+The read standby (``serve --read-database``, always PostgreSQL) has a watch of its own
+(``standby=True``): its confirmation names the read standby, and the read router bypasses it
+for good (:mod:`ledger.storage.read_routing`); health and ``policy_ledger_storage_corrupt`` stay
+the primary's, which still answers every read.
 """
 
 from __future__ import annotations
@@ -66,6 +71,20 @@ from ledger.storage.wal import served_sqlite_file
 __all__ = ["IntegrityWatch", "quick_check"]
 
 log = logging.getLogger(__name__)
+
+_CONFIRMED = (
+    "STORAGE CORRUPT: the database %s failed its integrity check %d times in a row on a quiet "
+    "disk (%s; the error was %r). Every call that reads the damaged part answers UNAVAILABLE "
+    "STORAGE_CORRUPT and health is NOT_SERVING until serve restarts. Stop serve, restore the "
+    "database from a backup, check the log with `policy-ledger audit verify --database URL`, "
+    'then start serve again (docs/operations.md, "Storage faults and crashes").'
+)
+_STANDBY_CONFIRMED = (
+    "STORAGE CORRUPT: the read standby %s failed its integrity check %d times in a row on a "
+    "quiet disk (%s; the error was %r). Reads no longer go to it: the primary answers them "
+    "(health stays SERVING) until serve restarts. Rebuild the standby from the primary (a new "
+    'base backup), then restart serve (docs/operations.md, "Read standby").'
+)
 
 Listener = Callable[[str], None]
 """Told the finding (the check's first message) once, in the thread that confirmed it."""
@@ -106,6 +125,9 @@ class IntegrityWatch:
     of the engine's SQLite file, the error itself on PostgreSQL, None for an in-memory
     database); ``monotonic`` is the clock of the interval and of the quiet disk (tests pass their
     own); ``confirmations`` and ``io_quiet_seconds`` are the rule's two limits (the module doc).
+    ``standby``: the engine is the read standby (``serve --read-database``), not the database
+    the log is written to: its confirmation (same rule) makes reads bypass it, and its CRITICAL
+    line names it and says to rebuild it (:attr:`engine_name`).
     :meth:`confirm` is what a corruption error runs; tests may call it directly.
     """
 
@@ -118,6 +140,7 @@ class IntegrityWatch:
         confirmations: int = limits.integrity_check_confirmations,
         io_quiet_seconds: float = limits.integrity_io_fault_quiet_seconds,
         monotonic: Callable[[], float] = time.monotonic,
+        standby: bool = False,
     ) -> None:
         if confirmations < 1:
             raise ValueError(f"confirmations must be at least 1: {confirmations} < 1")
@@ -128,6 +151,9 @@ class IntegrityWatch:
         self._confirmations = confirmations
         self._io_quiet = io_quiet_seconds
         self._monotonic = monotonic
+        self.standby = standby
+        self.engine_name = "read standby" if standby else "database"
+        """Which engine this watch watches, as its log lines name it."""
         self._lock = threading.Lock()
         self._checked_at: float | None = None
         self._io_fault_at: float | None = None
@@ -180,12 +206,7 @@ class IntegrityWatch:
             self.finding = finding
         where = str(self._path) if self._path is not None else self._engine.url.render_as_string()
         log.critical(
-            "STORAGE CORRUPT: the database %s failed its integrity check %d times in a row on a "
-            "quiet disk (%s; the error was %r). Every call that reads the damaged part answers "
-            "UNAVAILABLE STORAGE_CORRUPT and health is NOT_SERVING until serve restarts. Stop "
-            "serve, restore the database from a backup, check the log with `policy-ledger audit "
-            'verify --database URL`, then start serve again (docs/operations.md, "Storage faults '
-            'and crashes").',
+            _STANDBY_CONFIRMED if self.standby else _CONFIRMED,
             where,
             self._confirmations,
             finding,

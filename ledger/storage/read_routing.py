@@ -17,6 +17,9 @@ How fresh is fresh enough, per read (docs/operations.md, "Read standby"):
 4. A standby that fails (unreachable, a query cancelled by recovery conflict, or an answer it
    cannot give because it lags, such as an unknown leaf hash) is bypassed for that read: the
    primary answers it. An INVALID_ARGUMENT refusal is the request's own and is returned as is.
+5. A standby its own :class:`~ledger.storage.integrity.IntegrityWatch` confirmed corrupt
+   (PostgreSQL's data_corrupted or index_corrupted, by the same rule as the primary's) is
+   bypassed for good, until a restart: no read asks it anything more.
 
 A bypass routes to the primary at once (no waiting on the standby). Each answer carries the
 tree size it was computed at, so a caller can always tell. The router is pure storage: it knows
@@ -36,6 +39,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from ledger import limits
 from ledger.errors import FailedPrecondition, InvalidArgument
 from ledger.storage.db import create_ledger_engine
+from ledger.storage.integrity import IntegrityWatch
 from ledger.storage.log_store import latest_checkpoint
 from ledger.storage.tables import checkpoints
 
@@ -51,7 +55,7 @@ _T = TypeVar("_T")
 
 log = logging.getLogger(__name__)
 
-BYPASS_REASONS = ("behind_min_tree_size", "lagging", "standby_failed")
+BYPASS_REASONS = ("behind_min_tree_size", "lagging", "standby_failed", "standby_corrupt")
 """Why a read went to the primary (the ``reason`` label of the bypass counter)."""
 
 
@@ -138,6 +142,9 @@ class ReadRouter:
     lag_entries_max: int = limits.standby_lag_entries_max
     observer: RoutingObserver | None = None
     """Told of each routing (the metrics); None: nobody."""
+    integrity: IntegrityWatch | None = None
+    """The standby's own watch (``standby=True``): once it confirms a corruption, every read
+    bypasses the standby (step 5)."""
     _seen_size: int = 0
 
     def read(
@@ -156,7 +163,7 @@ class ReadRouter:
                 raise  # the request's own fault: the primary would refuse it the same way
             except Exception as error:  # the primary answers instead (and refuses if it must)
                 log.debug("standby read failed, the primary answers: %s", error)
-                reason = "standby_failed"
+                reason = self._failed()
             else:
                 if size_of(answer) >= needed_size:
                     observer.standby_served()
@@ -167,14 +174,22 @@ class ReadRouter:
         self._seen_size = max(self._seen_size, size_of(answer))
         return answer
 
+    def _failed(self) -> str:
+        """Why a standby that just failed is bypassed: its watch may have confirmed it corrupt
+        (the failure was the corruption error that made it check)."""
+        corrupt = self.integrity is not None and self.integrity.corrupt
+        return "standby_corrupt" if corrupt else "standby_failed"
+
     def _bypass_reason(self, needed_size: int, observer: RoutingObserver) -> str | None:
         assert self.standby is not None
+        if self.integrity is not None and self.integrity.corrupt:
+            return "standby_corrupt"  # asked nothing more
         try:
             with self.standby.connect() as connection:
                 standby_size = latest_checkpoint(connection).tree_size
         except Exception as error:  # unreachable, not initialized: the primary answers
             log.debug("standby size unknown, the primary answers: %s", error)
-            return "standby_failed"
+            return self._failed()
         newest = max(self.known_size(), self._seen_size)
         lag = max(0, newest - standby_size)
         observer.standby_lag(lag)

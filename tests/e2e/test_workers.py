@@ -302,10 +302,13 @@ def test_a_corruption_the_sequencer_confirms_turns_every_worker_not_serving_for_
         _wait_until_every_worker_says(
             server, health_pb2.HealthCheckResponse.NOT_SERVING, already=True
         )
-        # A worker started after it (a restart) is told by the supervisor at once.
+        # A worker started after it (a restart) is told by the supervisor at its start (the
+        # finding is its argument) and never answers SERVING, not even its first check.
         os.kill(server.pids["worker-1"], signal.SIGKILL)
         server.wait_for_restarts("worker-1")
-        _wait_until_every_worker_says(server, health_pb2.HealthCheckResponse.NOT_SERVING)
+        _wait_until_every_worker_says(
+            server, health_pb2.HealthCheckResponse.NOT_SERVING, already=True
+        )
         samples = scrape(server)
         for worker in WORKERS:
             assert value(samples, "policy_ledger_storage_corrupt", process=worker) == 1

@@ -4,32 +4,38 @@
 A real SQLite file is damaged on disk under a running server: a read and a write answer
 UNAVAILABLE STORAGE_CORRUPT, nothing is written, health turns NOT_SERVING, the gauge shows 1 and
 a CRITICAL line says what to do. A corruption error that clears (injected once; the file is
-intact) answers STORAGE_UNAVAILABLE as before, and health stays SERVING. The check's interval is
+intact) answers STORAGE_UNAVAILABLE as before, and health stays SERVING. One confirmed during
+COMMIT answers COMMIT_OUTCOME_UNKNOWN saying the storage is corrupt too. The check's interval is
 driven by a clock of the test's own, never by sleeping.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import sqlite3
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from types import SimpleNamespace
+from typing import Any, cast
 
 import grpc
 import psycopg
 import pytest
 from google.rpc import code_pb2, error_details_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_health.v1.health import aio as health_aio
 from grpc_status import rpc_status
-from sqlalchemy import Engine, event, func, select
+from sqlalchemy import Engine, create_engine, event, func, select
 
 from clients.insurer import sign_event
-from clients.samples import policy_issued
+from clients.samples import policy_issued, sample_events
 from ledger import limits
 from ledger.errors import Unavailable
+from ledger.rpc.server import ServingSide, report_corruption
 from ledger.rpc.status import status_of
 from ledger.signing import Ed25519Signer
+from ledger.storage.append import Appender, Receipt
 from ledger.storage.db import sqlite_url
 from ledger.storage.integrity import IntegrityWatch, quick_check
 from ledger.storage.tables import log_entries
@@ -37,7 +43,13 @@ from ledger.v1 import ledger_service_pb2 as pb
 from ledger.v1 import ledger_service_pb2_grpc as pb_grpc
 from tests import clock as test_clock
 from tests.builders import tokens
-from tests.conftest import ServerHandle, onboard, start_server_thread
+from tests.conftest import (
+    ServerHandle,
+    licensed_appender,
+    onboard,
+    pending,
+    start_server_thread,
+)
 from tests.sqlite_pages import damage_root_page, restore_root_page
 
 INSURER = "gulf-health"
@@ -355,3 +367,123 @@ def test_a_failing_listener_does_not_change_the_answer_and_the_others_are_told(
             other.close()
     finally:
         watch.close()
+
+
+@pytest.mark.parametrize("committed", [False, True], ids=["lost", "durable"])
+def test_a_corruption_confirmed_during_commit_says_the_outcome_is_unknown_and_storage_corrupt(
+    engine: Engine,
+    log_signer: Ed25519Signer,
+    insurer_signer: Ed25519Signer,
+    operator_signer: Ed25519Signer,
+    committed: bool,
+) -> None:
+    """COMMIT fails with a corruption error (before the batch reached the database, or after):
+    the watch runs its round and confirms it, and the answer still says the outcome is unknown
+    (COMMIT_OUTCOME_UNKNOWN) and also that the storage is corrupt (metadata and message). The
+    same error unconfirmed (the check passes) answers a plain COMMIT_OUTCOME_UNKNOWN."""
+    postgres = engine.dialect.name == "postgresql"
+    appender = licensed_appender(engine, log_signer, operator_signer, INSURER, insurer_signer, NOW)
+    findings: list[str | None] = [None]  # the first round passes; the next confirms
+
+    def check(_error: str) -> str | None:
+        return findings.pop(0) if findings else "page 3: damaged"
+
+    clock = Clock()
+    watch = IntegrityWatch(
+        engine, check=None if postgres else check, interval_seconds=60, monotonic=clock
+    )
+    do_commit = engine.dialect.do_commit
+
+    def corrupt_commit(dbapi_connection: Any) -> None:
+        if committed:
+            do_commit(dbapi_connection)
+        if postgres:
+            raise psycopg.errors.DataCorrupted("invalid page in block 3 of relation")
+        raise sqlite3.DatabaseError("database disk image is malformed")
+
+    try:
+        if not postgres:  # on SQLite a round can pass: then nothing is said of corruption
+            plain = _commit_refused(engine, appender, insurer_signer, corrupt_commit, 10)
+            assert plain.reason == "COMMIT_OUTCOME_UNKNOWN" and not plain.details.metadata
+            assert not watch.corrupt and watch.checks == 1
+            clock.now += 60
+        checks_before = watch.checks
+        refused = _commit_refused(engine, appender, insurer_signer, corrupt_commit, 20)
+        assert watch.corrupt
+        if not postgres:
+            assert watch.checks - checks_before == limits.integrity_check_confirmations
+    finally:
+        engine.dialect.do_commit = do_commit  # type: ignore[method-assign]
+        watch.close()
+    assert refused.reason == "COMMIT_OUTCOME_UNKNOWN"
+    assert refused.details.metadata == {"storage_corrupt": "true"}
+    assert "may or may not be in the log" in refused.message
+    assert "storage is corrupt" in refused.message and "operator" in refused.message
+    status = status_of(refused)
+    info = error_details_pb2.ErrorInfo()
+    assert status.code == code_pb2.UNAVAILABLE and status.details[0].Unpack(info)
+    assert info.reason == "COMMIT_OUTCOME_UNKNOWN" and dict(info.metadata) == {
+        "storage_corrupt": "true"
+    }
+
+
+def _commit_refused(
+    engine: Engine,
+    appender: Appender,
+    signer: Ed25519Signer,
+    commit: Callable[[Any], None],
+    first_number: int,
+) -> Unavailable:
+    """The refusal of a batch whose COMMIT runs ``commit``; checks what reached the log."""
+    items = [  # the vault issues their tokens before COMMIT fails
+        pending(signer, event)
+        for event in sample_events(2, INSURER, NOW, first_number=first_number, tokens=tokens)
+    ]
+    before = _entry_count(engine)
+    do_commit = engine.dialect.do_commit
+    engine.dialect.do_commit = commit  # type: ignore[method-assign]
+    try:
+        with pytest.raises(Unavailable) as refused:
+            appender.append_batch(items, NOW)
+    finally:
+        engine.dialect.do_commit = do_commit  # type: ignore[method-assign]
+    written = _entry_count(engine) - before
+    assert written in {0, len(items)}  # the whole batch or nothing
+    # Resubmitting is safe, whatever the outcome: receipts (first ones if it was durable).
+    outcomes = appender.append_batch(items, NOW)
+    assert all(isinstance(o, Receipt) and o.duplicate == (written > 0) for o in outcomes)
+    return refused.value
+
+
+def _entry_count(engine: Engine) -> int:
+    with engine.connect() as connection:
+        return int(connection.execute(select(func.count()).select_from(log_entries)).scalar_one())
+
+
+def test_a_server_whose_watch_confirmed_before_it_started_never_answers_serving() -> None:
+    """A worker started after the sequencer process's confirmation (``serve --workers N``:
+    the finding is its argument) takes it before its port opens: report_corruption turns
+    health NOT_SERVING before it returns, not on a later turn of the loop. The health servicer
+    is asked right after, with nothing awaited in between."""
+
+    async def run() -> None:
+        engine = create_engine("sqlite://")
+        watch = IntegrityWatch(engine, check=lambda _error: None, monotonic=Clock())
+        try:
+            assert watch.confirmed_elsewhere("page 7: damaged", "sequencer process")
+            health = health_aio.HealthServicer()
+            services = ("ledger.v1.LedgerService", "ledger.v1.CoverageService")
+            for name in ("", *services):
+                await health.set(name, health_pb2.HealthCheckResponse.SERVING)
+            side = cast(ServingSide, SimpleNamespace(health=health, services=services))
+            await report_corruption(watch, side)
+            for name in ("", *services):
+                request = health_pb2.HealthCheckRequest(service=name)
+                answer = await health.Check(request, None)
+                assert answer is not None
+                assert answer.status == health_pb2.HealthCheckResponse.NOT_SERVING, name
+        finally:
+            watch.close()
+            engine.dispose()
+
+    asyncio.run(run())

@@ -202,9 +202,12 @@ def test_serve_refuses_too_many_workers_before_opening_anything(
     assert not database.exists()
 
 
-def test_a_corruption_the_sequencer_reports_is_relayed_to_every_worker_once() -> None:
+def test_a_corruption_the_sequencer_reports_is_relayed_to_every_worker_once(
+    tmp_path: Path,
+) -> None:
     async def run() -> None:
         supervisor = Supervisor(ServerConfig(workers=3))
+        supervisor._directory = tmp_path
         sequencer = supervisor_module._Child("sequencer", "sequencer")
         workers = [supervisor_module._Child("worker", f"worker-{n}") for n in (1, 2, 3)]
         restarted = supervisor_module._Child("worker", "worker-3")
@@ -223,6 +226,8 @@ def test_a_corruption_the_sequencer_reports_is_relayed_to_every_worker_once() ->
             reports.feed_data(b"corrupt *** in database main *** Page 7: btreeInitPage\n")
             reports.feed_data(b"corrupt a second finding, after a restart\n")  # not relayed
             reports.feed_eof()
+            # Before it: a worker starts with no finding.
+            assert len(supervisor._child_arguments(workers[0])) == 7
             await supervisor._read_reports(reports, sequencer)
             # A worker's line of that form is not the sequencer's confirmation.
             from_worker = asyncio.StreamReader()
@@ -236,7 +241,14 @@ def test_a_corruption_the_sequencer_reports_is_relayed_to_every_worker_once() ->
                 assert worker.process.stdout is not None
                 told = await worker.process.stdout.read()
                 assert told == b"corrupt *** in database main *** Page 7: btreeInitPage\n"
-            # A worker started after it (a restart) is told at once (what _spawn does).
+            # A worker started after it (a restart) gets the finding as its last argument, which
+            # it takes before it opens its port; not the sequencer (its own writes find it).
+            finding = "*** in database main *** Page 7: btreeInitPage"
+            worker_arguments = supervisor._child_arguments(restarted)
+            assert worker_arguments[3:5] == ["worker", "worker-3"]
+            assert worker_arguments[5:] == [str(tmp_path), str(os.getpid()), finding]
+            assert len(supervisor._child_arguments(sequencer)) == 7
+            # One confirmed while the process was being created is written on its stdin.
             restarted.process = await asyncio.create_subprocess_exec(
                 "cat", stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE
             )
