@@ -30,6 +30,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 __all__ = [
     "PostgresInstance",
     "ServerProcess",
+    "exited_within",
     "postgres_binaries",
     "postgres_program",
     "start_server_process",
@@ -394,14 +395,23 @@ def _attachments(segment: int) -> tuple[int, int] | None:
 def _wait_until_exited(pids: list[int]) -> None:
     """Block until every process of ``pids`` has exited (a pidfd becomes readable on exit)."""
     for pid in pids:
-        try:
-            descriptor = os.pidfd_open(pid)
-        except ProcessLookupError:
-            continue
-        try:
-            select.select([descriptor], [], [], 60)
-        finally:
-            os.close(descriptor)
+        exited_within(pid, 60)
+
+
+def exited_within(pid: int, seconds: float) -> bool:
+    """Whether process ``pid`` has exited, or does within ``seconds`` (a bound against a hang):
+    its pidfd becomes readable on exit. ``poll``, not ``select``: a long test run holds more
+    than ``FD_SETSIZE`` (1,024) descriptors, and select() refuses a descriptor above it."""
+    try:
+        descriptor = os.pidfd_open(pid)
+    except ProcessLookupError:
+        return True
+    try:
+        waiting = select.poll()
+        waiting.register(descriptor, select.POLLIN)
+        return bool(waiting.poll(seconds * 1000))
+    finally:
+        os.close(descriptor)
 
 
 def _wait_for_line(stream: IO[str], marker: str, seen: list[str]) -> bool:

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import itertools
 import os
-import select
 import signal
 import subprocess
 import sys
@@ -36,7 +35,7 @@ from ledger.rpc.supervisor import hold_listen_address
 from ledger.signing import Ed25519Signer, format_verifier_key
 from ledger.storage.db import sqlite_url
 from tests.builders import tokens
-from tests.durability.processes import ServerProcess, start_server_process
+from tests.durability.processes import ServerProcess, exited_within, start_server_process
 from tests.durability.test_crash import INSURER, prepare_log
 from tests.durability.workload import OCCURRED_AT, Ledger
 from tests.e2e.test_metrics import Samples, rpc, samples_of, scrape_text, value
@@ -332,15 +331,7 @@ def test_killing_the_supervisor_takes_every_child_with_it(supervised: ServerProc
     assert len(children) == 3
     supervised.kill()
     for pid in children:
-        try:
-            descriptor = os.pidfd_open(pid)
-        except ProcessLookupError:
-            continue
-        try:
-            readable, _, _ = select.select([descriptor], [], [], 120)
-        finally:
-            os.close(descriptor)
-        assert readable, f"child {pid} outlived its supervisor"
+        assert exited_within(pid, 120), f"child {pid} outlived its supervisor"
         assert not _alive(pid)
 
 
