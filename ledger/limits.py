@@ -258,6 +258,11 @@ connection_streams_max: Final = 4096
 still writing its requests reports as INTERNAL; the per-caller limit answers clearly first."""
 server_pending_calls_max: Final = 4 * connection_streams_max
 """Calls that may wait for the server to take them; grpc cancels the rest (default 1000)."""
+server_pending_call_seconds_max: Final = 300
+"""How long a call may wait for the server to take it before grpc cancels it (grpc's default,
+30 s, cancelled 1,449 of a burst of 2,000 streams on one connection at a load of 15 on 2 cores:
+CANCELLED, which a client cannot tell from its own cancellation). A caller's deadline still
+bounds its own wait; this bounds the wait of a caller without one."""
 connection_idle_ms_max: Final = 5 * 60 * 1000
 """A connection with no call for this long is closed by the server (ServerConfig may shorten)."""
 handshake_ms_max: Final = 10_000

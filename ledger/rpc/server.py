@@ -159,6 +159,9 @@ def connection_options(idle_ms: int) -> list[tuple[str, int]]:
         # a burst of 2,000 streams was answered CANCELLED, or INTERNAL by clients still writing.
         ("grpc.server.max_pending_requests", limits.server_pending_calls_max),
         ("grpc.server.max_pending_requests_hard_limit", 2 * limits.server_pending_calls_max),
+        # ... and those that wait longer than this (default 30 s, reached under load by such a
+        # burst: most of it was answered CANCELLED).
+        ("grpc.server_max_unrequested_time_in_server", limits.server_pending_call_seconds_max),
         ("grpc.max_connection_idle_ms", idle_ms),
         ("grpc.server_handshake_timeout_ms", min(limits.handshake_ms_max, idle_ms)),
         ("grpc.keepalive_time_ms", limits.keepalive_interval_ms),

@@ -8,8 +8,9 @@ reference) and by refund ``refund_id``. Cards whose token ends in ``0002`` are d
 Knobs, for the failure paths of the adapter (they act on state-changing ``POST`` requests only,
 so a lookup never trips them):
 
-* ``delay_seconds``: the sandbox applies the request, then waits this long before answering
-  (longer than the client's timeout: the client times out on a request that did happen);
+* ``answers`` (:class:`~payments.sandbox.holding.AnswerHold`): while held, the sandbox applies
+  each request, then keeps its answer until released, so the client times out on a request that
+  did happen, whatever the machine's load; ``answers.wait_held()`` returns once it is applied;
 * ``fail_after_apply``: the sandbox applies the request, then answers 500 (outcome unknown to
   the client, but it happened);
 * ``fail_before_apply``: the sandbox answers 503 without applying anything.
@@ -30,13 +31,14 @@ import hmac
 import itertools
 import json
 import threading
-import time
 from collections import Counter
 from dataclasses import dataclass, field
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
+
+from payments.sandbox.holding import AnswerHold
 
 __all__ = ["DECLINING_SUFFIX", "DirectSandbox"]
 
@@ -108,7 +110,8 @@ class DirectSandbox:
 
     def __init__(self, api_key: str = "sk_test_sandbox") -> None:
         self.api_key = api_key
-        self.delay_seconds = 0.0
+        self.answers = AnswerHold()
+        """Hold the answers to state-changing requests (applied first): see the module doc."""
         self.fail_after_apply = False
         self.fail_before_apply = False
         self.requests: Counter[str] = Counter()
@@ -147,7 +150,8 @@ class DirectSandbox:
         return self
 
     def stop(self) -> None:
-        """Stop listening (requests still sleeping in ``delay_seconds`` are abandoned)."""
+        """Stop listening (held answers are released first)."""
+        self.answers.release()
         server, thread = self._server, self._thread
         self._server, self._thread = None, None
         if server is not None:
@@ -193,8 +197,7 @@ class DirectSandbox:
                     raise _ApiError(HTTPStatus.SERVICE_UNAVAILABLE, "api_error", "try again")
                 fields = _json_object(body)
                 status, answer = self._post(parts, fields)
-                if self.delay_seconds > 0:
-                    time.sleep(self.delay_seconds)
+                self.answers.pass_through()
                 if self.fail_after_apply:
                     raise _ApiError(HTTPStatus.INTERNAL_SERVER_ERROR, "api_error", "internal")
                 return status, answer

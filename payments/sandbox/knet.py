@@ -23,8 +23,10 @@ sources) and follows the same assumptions where the sources are silent:
   payment the customer has not finished answers ``INITIALIZED``.
 
 Fault knobs for tests: :meth:`KnetSandbox.drop_next_notification`,
-``duplicate_notifications`` and ``inquiry_delay_seconds``. The delay applies to every
-tranPipe request, so it makes client timeouts happen.
+``duplicate_notifications`` and ``tran_pipe_answers``
+(:class:`~payments.sandbox.holding.AnswerHold`): while held, each tranPipe request is recorded,
+then neither applied nor answered until released, so a client times out on it whatever the
+machine's load; ``tran_pipe_answers.wait_held()`` returns once it is recorded.
 
 Test infrastructure only: it keeps everything in memory and has no TLS.
 """
@@ -35,7 +37,6 @@ import datetime as dt
 import html
 import itertools
 import threading
-import time
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -57,6 +58,7 @@ from payments.gateways.knet import (
     payment_init_path,
     tran_pipe_path,
 )
+from payments.sandbox.holding import AnswerHold
 
 __all__ = ["Delivery", "KnetSandbox", "Outcome", "SandboxPayment"]
 
@@ -121,7 +123,8 @@ class KnetSandbox:
         self.reverse_unacknowledged = reverse_unacknowledged
         self.notification_timeout_seconds = notification_timeout_seconds
         self.duplicate_notifications = False
-        self.inquiry_delay_seconds = 0.0
+        self.tran_pipe_answers = AnswerHold()
+        """Hold tranPipe requests (recorded, not applied): see the module doc."""
         self.payments: dict[str, SandboxPayment] = {}
         self.deliveries: list[Delivery] = []
         self.tran_pipe_requests: list[dict[str, str]] = []
@@ -149,7 +152,8 @@ class KnetSandbox:
         return self
 
     def stop(self) -> None:
-        """Stop serving and release the port."""
+        """Stop serving and release the port (held tranPipe requests are released first)."""
+        self.tran_pipe_answers.release()
         server, thread = self._server, self._thread
         self._server = self._thread = None
         if server is not None:
@@ -307,8 +311,7 @@ class KnetSandbox:
         fields = parse_tran_pipe_answer(body)
         with self._lock:
             self.tran_pipe_requests.append(fields)
-        if self.inquiry_delay_seconds > 0:
-            time.sleep(self.inquiry_delay_seconds)
+        self.tran_pipe_answers.pass_through()
         try:
             self._check_credentials(fields)
             if fields.get("udf5") != "TrackID" or fields.get("transid") != fields.get("trackid"):

@@ -15,6 +15,7 @@ import urllib.request
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
 
 import pytest
 
@@ -29,8 +30,12 @@ from tests.payments.conformance import CHECKS, GatewayHarness
 API_KEY = "sk_test_conformance"
 APPROVING_TOKEN = "tok_mada_4111"
 DECLINING_TOKEN = f"tok_mada_{DECLINING_SUFFIX}"
-CLIENT_TIMEOUT = 0.5
-"""The direct client's timeout; the sandbox delays its answer longer to make it time out."""
+CLIENT_TIMEOUT = 30.0
+"""The direct client's timeout on every call: a bound against a hang, never reached (a short one
+was reached on a loaded machine by calls that were meant to succeed)."""
+IMPATIENT_TIMEOUT = 0.5
+"""The direct client's timeout on a POST inside ``outcome_unknown``, whose answer the sandbox
+holds until the context ends: the client gives up however loaded the machine is."""
 
 
 def _simulated() -> Iterator[GatewayHarness]:
@@ -64,6 +69,19 @@ def _simulated() -> Iterator[GatewayHarness]:
     )
 
 
+class _ImpatientOnHeldPosts(DirectGateway):
+    """The direct adapter, waiting IMPATIENT_TIMEOUT for a POST's answer while ``impatient``
+    (the sandbox holds that answer) and CLIENT_TIMEOUT for everything else: the lookup a refund
+    makes first must not time out (it did, on a loaded machine, with 0.5 s for every call)."""
+
+    impatient = False
+
+    def _call(self, method: str, path: str, body: dict[str, Any] | None) -> dict[str, Any]:
+        held = self.impatient and method == "POST"
+        self.timeout_seconds = IMPATIENT_TIMEOUT if held else CLIENT_TIMEOUT
+        return super()._call(method, path, body)
+
+
 def _direct(*, by_timeout: bool) -> Iterator[GatewayHarness]:
     declined: set[str] = set()
 
@@ -71,7 +89,7 @@ def _direct(*, by_timeout: bool) -> Iterator[GatewayHarness]:
         return DECLINING_TOKEN if request.merchant_reference in declined else APPROVING_TOKEN
 
     with DirectSandbox(api_key=API_KEY) as sandbox:
-        gateway = DirectGateway(
+        gateway = _ImpatientOnHeldPosts(
             sandbox.base_url, API_KEY, timeout_seconds=CLIENT_TIMEOUT, card_tokens=token_for
         )
 
@@ -80,14 +98,20 @@ def _direct(*, by_timeout: bool) -> Iterator[GatewayHarness]:
             if not applied:
                 sandbox.fail_before_apply = True
             elif by_timeout:
-                sandbox.delay_seconds = CLIENT_TIMEOUT * 2
+                sandbox.answers.hold()
+                gateway.impatient = True
             else:
                 sandbox.fail_after_apply = True
             try:
                 yield
+                if applied and by_timeout:
+                    # The client gave up; the check then asks what happened: the sandbox must
+                    # have applied the request (a loaded machine may run the timeout first).
+                    assert sandbox.answers.wait_held(1), "the held request never arrived"
             finally:
                 sandbox.fail_before_apply = sandbox.fail_after_apply = False
-                sandbox.delay_seconds = 0.0
+                gateway.impatient = False
+                sandbox.answers.release()
 
         yield GatewayHarness(
             name="direct" if by_timeout else "direct-5xx",

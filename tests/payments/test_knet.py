@@ -167,10 +167,27 @@ def merchant() -> Iterator[Merchant]:
         server.server_close()
 
 
+CLIENT_TIMEOUT = "30"
+"""The gateway's timeout on calls that must succeed: a bound against a hang, never reached (a
+short one can be reached on a loaded machine)."""
+IMPATIENT_TIMEOUT = "0.5"
+"""The timeout of the gateway whose calls the sandbox holds (hold_tran_pipe): it gives up
+however loaded the machine is, since no answer comes before the test releases it."""
+
+
 @pytest.fixture
 def gateway(sandbox: KnetSandbox, merchant: Merchant) -> KnetGateway:
     settings = sandbox.settings(receipt_url="https://moi.example/renewal/receipt")
-    settings["timeout_seconds"] = "0.5"
+    settings["timeout_seconds"] = CLIENT_TIMEOUT
+    merchant.gateway = from_settings(settings)
+    return merchant.gateway
+
+
+@pytest.fixture
+def impatient(sandbox: KnetSandbox, merchant: Merchant) -> KnetGateway:
+    """A gateway that waits IMPATIENT_TIMEOUT for an answer (the merchant's too)."""
+    settings = sandbox.settings(receipt_url="https://moi.example/renewal/receipt")
+    settings["timeout_seconds"] = IMPATIENT_TIMEOUT
     merchant.gateway = from_settings(settings)
     return merchant.gateway
 
@@ -341,11 +358,14 @@ def test_inquiry_without_amount_is_unknown(gateway: KnetGateway) -> None:
         gateway.get_status("NEVERSENT2")
 
 
-def test_inquiry_timeout(gateway: KnetGateway, sandbox: KnetSandbox, merchant: Merchant) -> None:
-    purchase(gateway, merchant, "REN8")
-    sandbox.inquiry_delay_seconds = 1.0  # the gateway's timeout is 0.5 s
-    with pytest.raises(GatewayOutcomeUnknown):
-        gateway.get_status("REN8")
+def test_inquiry_timeout(impatient: KnetGateway, sandbox: KnetSandbox, merchant: Merchant) -> None:
+    purchase(impatient, merchant, "REN8")
+    sandbox.tran_pipe_answers.hold()  # no answer comes until released: the gateway times out
+    try:
+        with pytest.raises(GatewayOutcomeUnknown):
+            impatient.get_status("REN8")
+    finally:
+        sandbox.tran_pipe_answers.release()
 
 
 def test_inquiry_against_nothing_is_unknown() -> None:
@@ -386,16 +406,20 @@ def test_refund_of_declined_payment_is_refused(
 
 
 def test_refund_timeout_is_never_resent(
-    gateway: KnetGateway, sandbox: KnetSandbox, merchant: Merchant
+    impatient: KnetGateway, sandbox: KnetSandbox, merchant: Merchant
 ) -> None:
-    purchase(gateway, merchant, "REN13")
+    purchase(impatient, merchant, "REN13")
     sandbox.pay("REN13")
-    sandbox.inquiry_delay_seconds = 1.0
+    sandbox.tran_pipe_answers.hold()  # the refund is not answered: the gateway times out
+    try:
+        with pytest.raises(GatewayOutcomeUnknown):
+            impatient.refund("REN13", Money("KWD", 500), "RF4")
+        # The sandbox has recorded it (a loaded machine may run the client's timeout first).
+        assert sandbox.tran_pipe_answers.wait_held(1)
+    finally:
+        sandbox.tran_pipe_answers.release()
     with pytest.raises(GatewayOutcomeUnknown):
-        gateway.refund("REN13", Money("KWD", 500), "RF4")
-    sandbox.inquiry_delay_seconds = 0
-    with pytest.raises(GatewayOutcomeUnknown):
-        gateway.refund("REN13", Money("KWD", 500), "RF4")
+        impatient.refund("REN13", Money("KWD", 500), "RF4")
     assert [r["udf1"] for r in sandbox.tran_pipe_requests if r["action"] == "2"] == ["RF4"]
 
 
