@@ -183,7 +183,8 @@ class AdminClient:
         self, person_token: str
     ) -> admin_service_pb2.BeneficiaryResolutions:
         """How many people the person resolved through GetPersonTokens and how many they may
-        (the base bound plus every grant, each listed)."""
+        (the base bound plus every grant, each listed; an erased person's grants with an empty
+        reason: the erasure cleared it)."""
         request = admin_service_pb2.GetBeneficiaryResolutionsRequest(person_token=person_token)
         try:
             return self._admin.GetBeneficiaryResolutions(request, timeout=30).resolutions
@@ -193,12 +194,14 @@ class AdminClient:
     def grant_beneficiary_resolutions(
         self, person_token: str, additional: int, *, reason: str, request_id: str
     ) -> admin_service_pb2.BeneficiaryResolutions:
-        """Grant the person ``additional`` more people to resolve, for ``reason`` (kept
-        forever: name no one in it); their resolutions with the grant. Idempotent by
+        """Grant the person ``additional`` more people to resolve, for ``reason`` (kept until
+        the person is erased, which clears it: name no one in it); their resolutions with the
+        grant. Idempotent by
         ``request_id`` (8 to 128 printable characters, e.g. a fresh UUID): after a lost answer
         (a timeout, a dropped connection), call again with the same request id and the same
-        fields, which grants once and answers the resolutions as they are then; the same
-        request id with other fields is refused (ALREADY_EXISTS REQUEST_ID_REUSED)."""
+        fields, which grants once and answers the resolutions as they are then (after the
+        person's erasure the reason is not compared: it was cleared); the same request id with
+        other fields is refused (ALREADY_EXISTS REQUEST_ID_REUSED)."""
         request = admin_service_pb2.GrantBeneficiaryResolutionsRequest(
             person_token=person_token, additional=additional, reason=reason, request_id=request_id
         )

@@ -16,13 +16,18 @@ from ledger import limits
 from ledger.cli_flags import PERSON_FORM, person_argument
 from ledger.v1 import admin_service_pb2
 
-__all__ = ["add_beneficiary_commands", "resolutions_text"]
+__all__ = ["ERASED_REASON_TEXT", "add_beneficiary_commands", "resolutions_text"]
+
+ERASED_REASON_TEXT = "(erased)"
+"""Printed for a grant's reason that the person's erasure cleared (the wire's empty reason, which
+no grant is made with)."""
 
 _RESOLUTIONS_DESCRIPTION = """\
 Shows how many people a person (role beneficiary) has obtained the token of through
 IdentityService.GetPersonTokens, and how many they may: the base bound
 (limits.beneficiary_people_resolved_max) plus every grant, each listed with its amount, time,
-operator, request id and reason. Writes nothing. The person is named by identifier (--person,
+operator, request id and reason ("(erased)" once the person's erasure cleared it: the grant
+and its amount stay). Writes nothing. The person is named by identifier (--person,
 looked up without issuing a token) or by token (--person-token).
 
 Example:
@@ -36,7 +41,8 @@ Grants a person more people to resolve, with a reason (required): 1 to \
 in all of one person's grants
 (limits.beneficiary_resolutions_granted_max).
 The grant is stored with the operator's identity, the time and its request id, and is never
-deleted (erasure included): write no identifier or name in the reason.
+deleted; the person's erasure clears the reason and keeps the rest. Write no identifier or name
+in the reason.
 Idempotent by --request-id (default: a fresh random id). The first line printed, before the
 call, is "request id ID": if the answer is lost (a timeout, a dropped connection), run the same
 command again with --request-id ID; it grants once, and prints the person's resolutions as they
@@ -52,7 +58,8 @@ Example:
 def resolutions_text(resolutions: admin_service_pb2.BeneficiaryResolutions) -> str:
     """Lines for a person's resolutions: the count and bound, then one line per grant
     (tab-separated: number, +amount, time, operator, request id or "-" for a grant made before
-    request ids were stored, reason)."""
+    request ids were stored, reason or :data:`ERASED_REASON_TEXT` once the person's erasure
+    cleared it)."""
     erased = " (erased)" if resolutions.erased else ""
     lines = [
         f"{resolutions.person_token}{erased}: resolved {resolutions.resolved} of "
@@ -60,9 +67,10 @@ def resolutions_text(resolutions: admin_service_pb2.BeneficiaryResolutions) -> s
         f"granted)"
     ]
     for number, grant in enumerate(resolutions.grants, start=1):
+        reason = grant.reason or ERASED_REASON_TEXT
         lines.append(
             f"grant {number}\t+{grant.additional}\t{grant.granted_at.ToJsonString()}"
-            f"\t{grant.granted_by}\t{grant.request_id or '-'}\t{grant.reason}"
+            f"\t{grant.granted_by}\t{grant.request_id or '-'}\t{reason}"
         )
     return "\n".join(lines)
 
@@ -143,7 +151,9 @@ def add_beneficiary_commands(
         type=_additional,
         help=f"how many more people (1..{limits.beneficiary_resolutions_grant_max})",
     )
-    grant.add_argument("--reason", required=True, help="why (kept forever: name no one in it)")
+    grant.add_argument(
+        "--reason", required=True, help="why (kept until the person's erasure: name no one in it)"
+    )
     grant.add_argument(
         "--request-id",
         default="",

@@ -1111,8 +1111,9 @@ class Projector:
     # Erasure (an operator event).
 
     def _person_erased(self, event: events_pb2.Event, leaf_index: int) -> None:
-        """Erase the person: their identifier is deleted from the vault in this transaction, so
-        the entry and the erasure commit together. The token itself stays issued (its history
+        """Erase the person: their identifier is deleted from the vault and the reasons of the
+        operator's grants to them are cleared (:func:`erase_token`) in this transaction, so the
+        entry and the erasure commit together. The token itself stays issued (its history
         replays) and no later event may name it."""
         body = event.person_erased
         field = "event.person_erased.person_token"

@@ -1,4 +1,4 @@
-"""The operator's grants of more people to resolve, per person (migrations 0019, 0020;
+"""The operator's grants of more people to resolve, per person (migrations 0019, 0020, 0021;
 docs/privacy.md, "A person asking for tokens").
 
 A person (role beneficiary) may obtain the tokens of ``limits.beneficiary_people_resolved_max``
@@ -6,9 +6,12 @@ people other than themselves; each row of ``beneficiary_resolution_grants`` adds
 to that one person's bound: who granted it (the caller's SPIFFE ID), when, why, and the
 request id of the call that made it (its idempotency key, unique; null for a grant made before
 migration 0020), by which a retried call finds its grant instead of making another. The table
-is append-only (database triggers, as the access records'): a grant is never changed or
-deleted, erasure included, so the bound never goes down and every raise of it stays accounted
-for. Tokens only, like ``beneficiary_resolutions``; the reason is the operator's text.
+is append-only (database triggers, as the access records'): a grant is never deleted, and never
+changed but for one thing: the person's erasure clears its reason (:func:`erase_grant_reasons`,
+to :data:`ERASED_REASON`; the only UPDATE the triggers let through, migration 0021). The
+amount, who granted it, when and the request id stay, so the bound never goes down and every
+raise of it stays accounted for. Tokens only, like ``beneficiary_resolutions``; the reason is
+the operator's text about the person, personal data, which is why erasure clears it.
 
 This module holds the rows; :class:`ledger.storage.vault_store.VaultStore` reads and writes
 them under the person's lock, in the transaction that reads their count.
@@ -34,6 +37,7 @@ from sqlalchemy import (
     func,
     insert,
     select,
+    update,
 )
 
 from ledger import limits
@@ -41,11 +45,13 @@ from ledger.clock import from_micros, to_micros
 from ledger.storage.tables import metadata
 
 __all__ = [
+    "ERASED_REASON",
     "BeneficiaryResolutions",
     "RequestedGrant",
     "ResolutionGrant",
     "allowed_for",
     "beneficiary_resolution_grants",
+    "erase_grant_reasons",
     "grant_of_request",
     "granted_to",
     "grants_of",
@@ -70,6 +76,12 @@ beneficiary_resolution_grants = Table(
 """One row per grant; ``grant_number`` counts a person's grants from 0 (their order);
 ``request_id`` is unique where present (null: a grant made before migration 0020)."""
 
+ERASED_REASON = ""
+"""A grant's reason once its person was erased (:func:`erase_grant_reasons`). Empty: no grant is
+made with it (a reason is required and a blank one refused,
+:func:`ledger.identity.resolution_grants.check_grant_request`), so an erased reason is never
+mistaken for one an operator wrote. Migration 0021's triggers name it (as ``''``)."""
+
 
 @dataclass(frozen=True)
 class ResolutionGrant:
@@ -78,6 +90,7 @@ class ResolutionGrant:
 
     additional: int
     reason: str
+    """Why, as the operator wrote it; :data:`ERASED_REASON` once the person was erased."""
     granted_by: str
     granted_at: dt.datetime
     request_id: str | None
@@ -189,3 +202,22 @@ def record_grant(
             "request_id": grant.request_id,
         },
     )
+
+
+_ERASE_REASONS = (
+    update(beneficiary_resolution_grants)
+    .where(
+        beneficiary_resolution_grants.c.beneficiary_token == bindparam("beneficiary"),
+        beneficiary_resolution_grants.c.reason != ERASED_REASON,
+    )
+    .values(reason=ERASED_REASON)
+)
+"""Clear a person's reasons not cleared yet (the triggers refuse clearing one twice)."""
+
+
+def erase_grant_reasons(connection: Connection, beneficiary: str) -> int:
+    """Replace the reason of every grant made to ``beneficiary`` by :data:`ERASED_REASON`, in
+    the caller's transaction (the erasure's, :func:`ledger.storage.vault_store.erase_token`);
+    every other column stays. How many reasons were cleared."""
+    result = connection.execute(_ERASE_REASONS, {"beneficiary": beneficiary})
+    return int(result.rowcount)

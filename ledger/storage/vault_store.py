@@ -14,10 +14,11 @@ Three tables (migrations 0009, 0018):
   resolve is bounded (``limits.beneficiary_people_resolved_max``) across restarts and workers.
   Tokens only: erasure keeps its rows, like the access records' (the count must not go down).
 
-A fourth, ``beneficiary_resolution_grants`` (migrations 0019, 0020,
+A fourth, ``beneficiary_resolution_grants`` (migrations 0019, 0020, 0021,
 :mod:`ledger.storage.resolution_grants`), raises one person's bound by the operator's grants;
 this store reads it under the same per-person lock as the count, and writes it, once per
-request id.
+request id. Erasure keeps its rows but clears their reasons (the operator's text about the
+person), under that lock too (:func:`erase_token`).
 """
 
 from __future__ import annotations
@@ -60,9 +61,11 @@ from ledger.errors import (
 from ledger.identity.tokens import new_person_token
 from ledger.storage.db import WRITE_LOCK_OPTION, is_sqlite
 from ledger.storage.resolution_grants import (
+    ERASED_REASON,
     BeneficiaryResolutions,
     ResolutionGrant,
     allowed_for,
+    erase_grant_reasons,
     grant_of_request,
     grants_of,
     record_grant,
@@ -160,11 +163,22 @@ def token_states(connection: Connection, tokens: Iterable[str]) -> dict[str, Tok
 def erase_token(
     connection: Connection, token: str, now: dt.datetime, *, identifier: bool = True
 ) -> None:
-    """Delete the token's identifier and date its erasure, in the caller's transaction (the
-    appender's, with the PersonErased entry that records it). ``identifier=False``: only date
-    it (a replay's scratch database has no identifiers)."""
+    """Delete the token's identifier, clear the reasons of the operator's grants to the person
+    (:func:`ledger.storage.resolution_grants.erase_grant_reasons`: the grants stay, the
+    operator's text about the person goes) and date the erasure, in the caller's transaction
+    (the appender's, with the PersonErased entry that records it: all commit together or not
+    at all). ``identifier=False``: only date it (a replay's scratch database has no
+    identifiers and no grants).
+
+    The reasons are cleared under the person's lock (:func:`_lock_beneficiary`, PostgreSQL; on
+    SQLite the one writer's lock): a grant being made meanwhile, which found the person not
+    erased, commits first and has its reason cleared here; one made after sees the erasure and
+    is refused."""
     if identifier:
         connection.execute(person_identities.delete().where(person_identities.c.token == token))
+        if not is_sqlite(connection):
+            _lock_beneficiary(connection, token)
+        erase_grant_reasons(connection, token)
     connection.execute(
         person_tokens.update()
         .where(person_tokens.c.token == token, person_tokens.c.erased_at_us.is_(None))
@@ -504,8 +518,9 @@ def _repeat_of(
     """None if no grant was made with ``request_id`` (``grant``'s). If one was, for the same
     person, ``additional`` and ``reason``: the person's resolutions as they are now (that
     grant among them, with any later grants and resolutions: a retry learns where the person
-    stands). For anything else: ALREADY_EXISTS ``REQUEST_ID_REUSED`` naming each field that
-    differs (as payments' reused idempotency key). Who calls is not compared: another
+    stands; the reason is not compared once the person's erasure cleared it). For anything
+    else: ALREADY_EXISTS ``REQUEST_ID_REUSED`` naming each field that differs (as payments'
+    reused idempotency key). Who calls is not compared: another
     operator retrying the same request repeats it."""
     made = grant_of_request(connection, request_id)
     if made is None:
@@ -516,6 +531,10 @@ def _repeat_of(
         "additional": made.grant.additional,
         "reason": made.grant.reason,
     }
+    if made.grant.reason == ERASED_REASON:
+        # The person was erased and the reason with them: it cannot be compared, the person
+        # and the amount are (a retry after the erasure is still answered).
+        del asked["reason"], first["reason"]
     differing = [name for name in asked if asked[name] != first[name]]
     if differing:
         raise AlreadyExists(

@@ -132,7 +132,9 @@ Global___ListInsurerKeysResponse: _TypeAlias = ListInsurerKeysResponse  # noqa: 
 
 @_typing.final
 class BeneficiaryResolutionGrant(_message.Message):
-    """One grant of more people to resolve (table beneficiary_resolution_grants; never deleted)."""
+    """One grant of more people to resolve (table beneficiary_resolution_grants; never deleted; the
+    person's erasure clears its reason, nothing else).
+    """
 
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -144,7 +146,9 @@ class BeneficiaryResolutionGrant(_message.Message):
     additional: _builtins.int
     """How many people it added to the person's allowance."""
     reason: _builtins.str
-    """Why, as the operator wrote it."""
+    """Why, as the operator wrote it; empty once the person was erased (the erasure clears it; no
+    grant is made with an empty reason).
+    """
     granted_by: _builtins.str
     """Who granted it: the caller's SPIFFE ID (spiffe://.../operator/<name>)."""
     request_id: _builtins.str
@@ -282,7 +286,8 @@ class GrantBeneficiaryResolutionsRequest(_message.Message):
     """How many more people they may resolve: 1..limits.beneficiary_resolutions_grant_max."""
     reason: _builtins.str
     """Why (required; printable, at most limits.resolution_grant_reason_chars_max characters).
-    Kept forever, erasure included: name no one in it (no identifier, no name).
+    Kept until the person is erased (the erasure clears it): name no one in it (no
+    identifier, no name).
     """
     request_id: _builtins.str
     """The idempotency key, chosen by the caller (required): printable,

@@ -69,7 +69,7 @@ class AdminServiceServicer:
         """How many people a person has resolved through IdentityService.GetPersonTokens and how
         many they may: limits.beneficiary_people_resolved_max plus every grant. Writes nothing.
         An unknown token: NOT_FOUND PERSON_TOKEN_UNKNOWN; an erased person's is answered (its
-        counts and grants are kept), with erased set.
+        counts and grants are kept, the grants' reasons cleared by the erasure), with erased set.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -77,8 +77,9 @@ class AdminServiceServicer:
 
     def GrantBeneficiaryResolutions(self, request, context):
         """Grants a person `additional` more people to resolve, with the reason; the grant is stored
-        with the caller, the time and the request_id and is never deleted (audit). Idempotent by
-        request_id: the same request_id with the same person_token, additional and reason grants
+        with the caller, the time and the request_id and is never deleted (audit); the person's
+        erasure clears its reason. Idempotent by request_id: the same request_id with the same
+        person_token, additional and reason (not compared once the erasure cleared it) grants
         once, and a repeat (a retry after a lost answer, or a concurrent call) writes nothing and
         answers the person's resolutions as they are then, the grant among them (its request_id
         says which); the same request_id with another person_token, additional or reason is

@@ -45,12 +45,13 @@ class AdminServiceStub:
     """How many people a person has resolved through IdentityService.GetPersonTokens and how
     many they may: limits.beneficiary_people_resolved_max plus every grant. Writes nothing.
     An unknown token: NOT_FOUND PERSON_TOKEN_UNKNOWN; an erased person's is answered (its
-    counts and grants are kept), with erased set.
+    counts and grants are kept, the grants' reasons cleared by the erasure), with erased set.
     """
     GrantBeneficiaryResolutions: _grpc.UnaryUnaryMultiCallable[_admin_service_pb2.GrantBeneficiaryResolutionsRequest, _admin_service_pb2.GrantBeneficiaryResolutionsResponse]
     """Grants a person `additional` more people to resolve, with the reason; the grant is stored
-    with the caller, the time and the request_id and is never deleted (audit). Idempotent by
-    request_id: the same request_id with the same person_token, additional and reason grants
+    with the caller, the time and the request_id and is never deleted (audit); the person's
+    erasure clears its reason. Idempotent by request_id: the same request_id with the same
+    person_token, additional and reason (not compared once the erasure cleared it) grants
     once, and a repeat (a retry after a lost answer, or a concurrent call) writes nothing and
     answers the person's resolutions as they are then, the grant among them (its request_id
     says which); the same request_id with another person_token, additional or reason is
@@ -77,12 +78,13 @@ class AdminServiceAsyncStub(AdminServiceStub):
     """How many people a person has resolved through IdentityService.GetPersonTokens and how
     many they may: limits.beneficiary_people_resolved_max plus every grant. Writes nothing.
     An unknown token: NOT_FOUND PERSON_TOKEN_UNKNOWN; an erased person's is answered (its
-    counts and grants are kept), with erased set.
+    counts and grants are kept, the grants' reasons cleared by the erasure), with erased set.
     """
     GrantBeneficiaryResolutions: _aio.UnaryUnaryMultiCallable[_admin_service_pb2.GrantBeneficiaryResolutionsRequest, _admin_service_pb2.GrantBeneficiaryResolutionsResponse]  # type: ignore[assignment]
     """Grants a person `additional` more people to resolve, with the reason; the grant is stored
-    with the caller, the time and the request_id and is never deleted (audit). Idempotent by
-    request_id: the same request_id with the same person_token, additional and reason grants
+    with the caller, the time and the request_id and is never deleted (audit); the person's
+    erasure clears its reason. Idempotent by request_id: the same request_id with the same
+    person_token, additional and reason (not compared once the erasure cleared it) grants
     once, and a repeat (a retry after a lost answer, or a concurrent call) writes nothing and
     answers the person's resolutions as they are then, the grant among them (its request_id
     says which); the same request_id with another person_token, additional or reason is
@@ -118,7 +120,7 @@ class AdminServiceServicer(metaclass=_abc_1.ABCMeta):
         """How many people a person has resolved through IdentityService.GetPersonTokens and how
         many they may: limits.beneficiary_people_resolved_max plus every grant. Writes nothing.
         An unknown token: NOT_FOUND PERSON_TOKEN_UNKNOWN; an erased person's is answered (its
-        counts and grants are kept), with erased set.
+        counts and grants are kept, the grants' reasons cleared by the erasure), with erased set.
         """
 
     @_abc_1.abstractmethod
@@ -128,8 +130,9 @@ class AdminServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_admin_service_pb2.GrantBeneficiaryResolutionsResponse, _abc.Awaitable[_admin_service_pb2.GrantBeneficiaryResolutionsResponse]]:
         """Grants a person `additional` more people to resolve, with the reason; the grant is stored
-        with the caller, the time and the request_id and is never deleted (audit). Idempotent by
-        request_id: the same request_id with the same person_token, additional and reason grants
+        with the caller, the time and the request_id and is never deleted (audit); the person's
+        erasure clears its reason. Idempotent by request_id: the same request_id with the same
+        person_token, additional and reason (not compared once the erasure cleared it) grants
         once, and a repeat (a retry after a lost answer, or a concurrent call) writes nothing and
         answers the person's resolutions as they are then, the grant among them (its request_id
         says which); the same request_id with another person_token, additional or reason is

@@ -20,6 +20,7 @@ import contextlib
 import datetime as dt
 import io
 import sqlite3
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -29,6 +30,7 @@ from sqlalchemy import create_engine, make_url, text
 
 from clients.errors import ClientError
 from clients.insurer import InsurerClient
+from clients.operator import AdminClient
 from clients.portal import PortalClient
 from clients.renewal import RenewalClient
 from clients.samples import iqama, sample_events
@@ -38,7 +40,7 @@ from ledger.events import civil_date
 from ledger.signers import SignerRole
 from ledger.signing import Ed25519Signer, format_signer_key
 from ledger.storage.db import sqlite_url
-from ledger.v1 import events_pb2
+from ledger.v1 import events_pb2, types_pb2
 from ledger.v1 import identity_service_pb2 as ipb
 from ledger.v1 import identity_service_pb2_grpc as ipb_grpc
 from payments.v1 import renewal_service_pb2 as pb
@@ -56,6 +58,10 @@ AUTHORITY_SIGNER = Ed25519Signer.generate(AUTHORITY)
 KW_SPONSOR, KW_SPOUSE, KW_CHILD = (civil_id(7, position) for position in range(3))
 KW_CHILD_BIRTH = dt.date(2015, 5, 5)
 R = events_pb2
+WIFE_GRANT_REASON = "grant reason 7f3c9: her chronic illness"
+SPONSOR_GRANT_REASON = "grant reason 41d2e: slots spent on typos"
+"""The operator's reasons for grants of more people to resolve (docs/privacy.md): the wife's
+goes with her erasure, the sponsor's stays."""
 
 
 def _cli(*arguments: str) -> tuple[int, str]:
@@ -189,6 +195,16 @@ def _erase(server: ServerHandle, tmp_path: Path, person: str) -> tuple[int, str]
     )  # fmt: skip
 
 
+def _grant_with_reason(server: ServerHandle, who: types_pb2.PersonId, reason: str) -> None:
+    """The operator grants ``who`` one more person to resolve, for ``reason`` (the request id,
+    kept after erasure, names no one: a fresh one)."""
+    with server.channel("operator", "operator") as channel:
+        admin = AdminClient(channel)
+        admin.grant_beneficiary_resolutions(
+            admin.person_token(who), 1, reason=reason, request_id=str(uuid.uuid4())
+        )
+
+
 def _database_bytes(database_url: str) -> bytes:
     """Every byte the database keeps (see the module doc for how each engine is read)."""
     url = make_url(database_url)
@@ -207,6 +223,7 @@ def _database_bytes(database_url: str) -> bytes:
             connection.execute(text("VACUUM FULL person_identities"))
             connection.execute(text("VACUUM FULL person_tokens"))
             connection.execute(text("VACUUM FULL quotes"))  # redacted by the payments' hook
+            connection.execute(text("VACUUM FULL beneficiary_resolution_grants"))  # reasons
             connection.execute(text("CHECKPOINT"))
             files = connection.execute(
                 text(
@@ -253,8 +270,11 @@ def test_an_erased_person_is_found_nowhere_and_the_log_still_verifies(
     assert [row[3] for row in money] == [payment.payment_id]
     assert KW_SPOUSE.value in _quote_json(database_url)
     wife = f"SA:RESIDENCE_ID:{WIFE.value}"
+    _grant_with_reason(server, WIFE, WIFE_GRANT_REASON)
+    _grant_with_reason(server, SPONSOR, SPONSOR_GRANT_REASON)
     stored = _database_bytes(database_url)
     assert WIFE.value.encode() in stored  # the scan can find it
+    assert WIFE_GRANT_REASON.encode() in stored  # the operator's reason about her, too
     assert KW_SPOUSE.value.encode() in stored  # in the vault and the payments' quote
     code, output = _erase(server, tmp_path, wife)
     assert code == 0, output
@@ -295,8 +315,10 @@ def test_an_erased_person_is_found_nowhere_and_the_log_still_verifies(
     assert code == 0, output
     stored = _database_bytes(database_url)
     assert WIFE.value.encode() not in stored
+    assert WIFE_GRANT_REASON.encode() not in stored  # the erasure cleared it
     assert KW_SPOUSE.value.encode() not in stored
     assert SPONSOR.value.encode() in stored  # the others stay
+    assert SPONSOR_GRANT_REASON.encode() in stored
     assert KW_SPONSOR.value.encode() in stored
 
 

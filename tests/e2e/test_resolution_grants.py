@@ -5,7 +5,8 @@ operator grants N, the person resolves N more and is refused at the N+1th; every
 refused with its reason and writes nothing; a grant is made once per request id (a retry is
 answered without a second grant, a reuse for another grant is refused writing nothing, calls at
 once with one id grant once); only the operator may call either RPC; a grant survives a
-restart; the command line reads and grants, printing the request id it retries with."""
+restart; the command line reads and grants, printing the request id it retries with; a person
+erased through the server keeps their grants and bound, without the reasons (table, RPC, CLI)."""
 
 from __future__ import annotations
 
@@ -24,18 +25,19 @@ from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 from sqlalchemy import select
 
+from clients.operator import OperatorClient
+from clients.verify import TrustedLog
 from ledger import limits
 from ledger.cli_flags import person_text
 from ledger.signing import Ed25519Signer
 from ledger.storage.resolution_grants import beneficiary_resolution_grants
-from ledger.storage.vault_store import erase_token
 from ledger.v1 import admin_service_pb2 as admin
 from ledger.v1 import admin_service_pb2_grpc as admin_grpc
 from ledger.v1 import identity_service_pb2 as identity
 from ledger.v1 import identity_service_pb2_grpc as identity_grpc
 from ledger.v1 import types_pb2
 from tests.builders import person
-from tests.conftest import ServerHandle, start_server_thread
+from tests.conftest import OPERATOR_SIGNER, ServerHandle, start_server_thread
 from tests.stack import row_counts
 
 BORN = dt.date(1980, 1, 1)
@@ -450,15 +452,38 @@ def test_calls_at_once_with_one_request_id_grant_once(server: ServerHandle) -> N
     assert [(row.beneficiary_token, row.request_id) for row in rows] == [(me, REQUEST_ID)]
 
 
-def test_an_erased_person_is_read_but_granted_nothing(
+def test_an_erased_person_is_read_without_the_reasons_but_granted_nothing(
     server: ServerHandle, database_url: str
 ) -> None:
+    """Erased through the server (PersonErased, signed by the operator): the grants and the
+    bound stay, their reasons are cleared in the table, on the wire and on the command line."""
     me = _me(server)
-    _grant(server, me, 2)
-    with server.running.engine.begin() as connection:
-        erase_token(connection, me, dt.datetime.now(dt.UTC))
+    granted = _grant(server, me, 2)
+    assert [grant.reason for grant in granted.grants] == [REASON]
+    with server.channel("operator", "operator") as channel:
+        operator = OperatorClient(
+            channel,
+            signer=OPERATOR_SIGNER,
+            log=TrustedLog.from_verifier_key(server.log_verifier_key),
+        )
+        erased_token, _ = operator.erase_person(person(SELF), basis="PDPL art. 18: test")
+    assert erased_token == me
     read = _read(server, me)
-    assert (read.erased, read.granted) == (True, 2)  # a grant is never deleted, erasure included
+    assert (read.erased, read.granted, read.allowed) == (True, 2, granted.allowed)
+    [kept], [was] = read.grants, granted.grants
+    assert kept.reason == ""  # cleared by the erasure
+    kept.reason = was.reason
+    assert kept == was  # the amount, who, when and the request id stay
+    with server.running.engine.connect() as connection:
+        rows = connection.execute(select(beneficiary_resolution_grants)).all()
+    assert [(row.beneficiary_token, row.additional, row.reason) for row in rows] == [(me, 2, "")]
+    shown = _cli(
+        "admin", "beneficiary", "resolutions", "--person-token", me,
+        *server.cli_arguments("operator", "operator"),
+    )  # fmt: skip
+    assert shown.returncode == 0, shown.stderr
+    assert shown.stdout.splitlines()[1].split("\t")[-1] == "(erased)"
+    assert REASON not in shown.stdout
     error = _refused(database_url, lambda: _grant(server, me, 1))
     assert error.code() == grpc.StatusCode.FAILED_PRECONDITION
     assert (_details(error)[0], _details(error)[2]) == ("PERSON_ERASED", ["person_token"])
