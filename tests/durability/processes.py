@@ -14,7 +14,6 @@ import os
 import select
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -26,6 +25,8 @@ from typing import IO
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from tests.ports import free_port
 
 __all__ = [
     "PostgresInstance",
@@ -251,7 +252,7 @@ class PostgresInstance:
         self.directory = Path(tempfile.mkdtemp(prefix="policy-ledger-pg-"))
         if self._user:
             shutil.chown(self.directory, self._user)
-        self.port = _free_port()
+        self.port = free_port()
         self._settings = tuple(settings)
         self._ready_marker = "ready to accept connections"
         self._process: subprocess.Popen[str] | None = None
@@ -426,12 +427,6 @@ def _drain_in_background(stream: IO[str]) -> None:
     import threading
 
     threading.Thread(target=stream.read, daemon=True, name="postgres-log").start()
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 @contextlib.contextmanager

@@ -21,7 +21,6 @@ import os
 import re
 import shlex
 import signal
-import socket
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -34,6 +33,7 @@ from ledger.clock import SystemClock
 from policy_ledger.cli import _parser
 from tests.dated import moved_json, moved_text, years_to_fit
 from tests.e2e.test_help_examples import EXAMPLES
+from tests.ports import free_ports
 
 HELP_EXAMPLES_FIT_THROUGH = dt.date(2027, 6, 30)
 """The last day the examples hold as written (`coverage check ... --through 2027-06-30`; a
@@ -59,12 +59,6 @@ def placeholders(help_text: str) -> list[str]:
 
 
 PLACEHOLDERS = placeholders(_parser().format_help())
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 @dataclass
@@ -214,10 +208,11 @@ def test_every_help_example_runs_as_printed(
     runner: Runner, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     folder = runner.folder
+    grpc_port, enrol_port, metrics_port = free_ports(3)  # three different ports
     runner.values = {
-        "127.0.0.1:50051": f"127.0.0.1:{_free_port()}",
-        "127.0.0.1:50052": f"127.0.0.1:{_free_port()}",
-        "127.0.0.1:8380": f"127.0.0.1:{_free_port()}",
+        "127.0.0.1:50051": f"127.0.0.1:{grpc_port}",
+        "127.0.0.1:50052": f"127.0.0.1:{enrol_port}",
+        "127.0.0.1:8380": f"127.0.0.1:{metrics_port}",
         "postgresql+psycopg://ledger@db/ledger": "sqlite+pysqlite:///var/upgraded.db",
     }
     # Keys and certificates.

@@ -12,7 +12,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -20,6 +19,7 @@ from pathlib import Path
 from ledger.clock import SystemClock
 from tests.conftest import ServerHandle, SessionPki
 from tests.dated import moved_json, moved_text, years_to_fit
+from tests.ports import free_port, free_ports
 
 CLI = [sys.executable, "-m", "policy_ledger.cli"]
 ROOT = Path(__file__).resolve().parents[2]
@@ -40,22 +40,6 @@ def operator_path_block(readme: str) -> str:
     return "\n".join(lines[2:end]) + "\n"
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
-def _free_ports(count: int) -> list[int]:
-    """``count`` different free ports (all held while they are chosen, so no two are the same;
-    the block's server binds them right after, as any parallel test worker binds port 0)."""
-    with contextlib.ExitStack() as stack:
-        probes = [stack.enter_context(socket.socket()) for _ in range(count)]
-        for probe in probes:
-            probe.bind(("127.0.0.1", 0))
-        return [int(probe.getsockname()[1]) for probe in probes]
-
-
 def test_the_readme_operator_path_runs_verbatim(tmp_path: Path) -> None:
     years = years_to_fit(SystemClock().now().date(), README_PATH_FITS_THROUGH)
     block = moved_text(operator_path_block((ROOT / "README.md").read_text(encoding="utf-8")), years)
@@ -65,7 +49,7 @@ def test_the_readme_operator_path_runs_verbatim(tmp_path: Path) -> None:
         document = json.loads(example.read_text(encoding="utf-8"))
         example.write_text(json.dumps(moved_json(document, years)), encoding="utf-8")
     environment = {k: v for k, v in os.environ.items() if not k.startswith("POLICY_LEDGER_")}
-    port, enrol_port = _free_ports(2)
+    port, enrol_port = free_ports(2)
     environment["PORT"] = str(port)
     environment["ENROL_PORT"] = str(enrol_port)
     shell = subprocess.Popen(
@@ -105,7 +89,7 @@ def test_health_answers_serving_from_a_running_server(server: ServerHandle) -> N
 def test_health_of_a_server_that_never_answers_exits_3_without_a_traceback(
     pki: SessionPki,
 ) -> None:
-    address = f"127.0.0.1:{_free_port()}"  # nothing listens there
+    address = f"127.0.0.1:{free_port()}"  # nothing listens there
     command = [*CLI, "health", "--server", address, *pki.cli_arguments("auditor", "auditor")]
     for wait in ([], ["--wait", "0.5"]):
         answered = subprocess.run(

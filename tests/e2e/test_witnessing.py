@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import socket
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -25,12 +24,7 @@ from ledger.v1 import ledger_service_pb2_grpc as pb_grpc
 from tests import clock as test_clock
 from tests.builders import tokens
 from tests.conftest import ServerHandle, onboard, start_server_thread
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
+from tests.ports import free_port
 
 
 @pytest.fixture
@@ -78,7 +72,7 @@ def test_two_of_three_witnesses_cosign_with_one_down(
     insurer_signer: Ed25519Signer,
 ) -> None:
     down = WitnessKey("witness.example/down", bytes([99]) * 32).verifier_key
-    options = (*(_option(w) for w in witnesses), f"http://127.0.0.1:{_free_port()}={down.encode()}")
+    options = (*(_option(w) for w in witnesses), f"http://127.0.0.1:{free_port()}={down.encode()}")
     server = start_server_thread(database_url, log_signer, tmp_path, witnesses=options)
     try:
         onboard(server, operator_signer, "acme-health", insurer_signer)  # appends: not blocked
