@@ -26,12 +26,8 @@ from __future__ import annotations
 import html
 import itertools
 import threading
-import urllib.error
 import urllib.parse
-import urllib.request
 from dataclasses import dataclass, field
-from http.client import HTTPException
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from payments.gateways.cmi import (
     API_PATH,
@@ -46,6 +42,7 @@ from payments.gateways.cmi import (
     ver3_hash,
     verify_ver3_hash,
 )
+from payments.sandbox._http import HttpSandbox, TextHandler, post_form
 
 __all__ = ["CallbackDelivery", "CmiSandbox", "SandboxOrder"]
 
@@ -80,8 +77,10 @@ class _Refusal(Exception):
     pass
 
 
-class CmiSandbox:
+class CmiSandbox(HttpSandbox):
     """A CMI gateway on 127.0.0.1 for tests and demos (thread-safe)."""
+
+    _thread_name = "cmi-sandbox"
 
     def __init__(
         self,
@@ -92,6 +91,7 @@ class CmiSandbox:
         api_password: str = "sandboxpass",  # noqa: S107 - a sandbox, not a secret
         callback_timeout_seconds: float = 5.0,
     ) -> None:
+        super().__init__()
         self.client_id = client_id
         self.store_key = store_key
         self.api_name = api_name
@@ -104,48 +104,9 @@ class CmiSandbox:
         self._drop_next = False
         self._lock = threading.RLock()
         self._ids = itertools.count(1)
-        self._server: ThreadingHTTPServer | None = None
-        self._thread: threading.Thread | None = None
 
-    # -- lifecycle
-
-    def start(self) -> CmiSandbox:
-        """Serve on 127.0.0.1 on a free port, in a background thread."""
-        if self._server is not None:
-            raise RuntimeError("the sandbox is already running")
-        server = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
-        server.daemon_threads = True
-        server.sandbox = self  # type: ignore[attr-defined]
-        self._server = server
-        self._thread = threading.Thread(
-            target=server.serve_forever, kwargs={"poll_interval": 0.05}, name="cmi-sandbox"
-        )
-        self._thread.daemon = True
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        """Stop serving and release the port."""
-        server, thread = self._server, self._thread
-        self._server = self._thread = None
-        if server is not None:
-            server.shutdown()
-            server.server_close()
-        if thread is not None:
-            thread.join(timeout=5)
-
-    def __enter__(self) -> CmiSandbox:
-        return self.start()
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.stop()
-
-    @property
-    def base_url(self) -> str:
-        if self._server is None:
-            raise RuntimeError("the sandbox is not running")
-        host, port = self._server.server_address[:2]
-        return f"http://{host!s}:{port}"
+    def _handler_class(self) -> type[_Handler]:
+        return _Handler
 
     def settings(self, return_url: str, timeout_seconds: str = "5") -> dict[str, str]:
         """Settings for ``payments.gateways.cmi.from_settings`` pointing at this sandbox."""
@@ -219,18 +180,7 @@ class CmiSandbox:
         return urllib.parse.urlencode(fields).encode("utf-8")
 
     def _deliver(self, url: str, order_id: str, body: bytes) -> CallbackDelivery:
-        request = urllib.request.Request(  # noqa: S310 - the merchant's callbackUrl
-            url,
-            data=body,
-            headers={"Content-Type": "application/x-www-form-urlencoded"},
-            method="POST",
-        )
-        try:
-            timeout = self.callback_timeout_seconds
-            with urllib.request.urlopen(request, timeout=timeout) as answer:  # noqa: S310
-                text = answer.read().decode("utf-8", "replace")
-        except (urllib.error.URLError, HTTPException, OSError) as exc:
-            return CallbackDelivery(order_id, answer=f"{type(exc).__name__}: {exc}")
+        _, text = post_form(url, body, self.callback_timeout_seconds)
         return CallbackDelivery(order_id, answer=text)
 
     # -- the endpoints (called from the handler threads)
@@ -364,7 +314,7 @@ def _response(fields: dict[str, str], extra: dict[str, str] | None = None) -> st
     return f'<?xml version="1.0" encoding="UTF-8"?><CC5Response>{leaves}</CC5Response>'
 
 
-class _Handler(BaseHTTPRequestHandler):
+class _Handler(TextHandler):
     server_version = "CmiSandbox/1"
 
     @property
@@ -372,20 +322,16 @@ class _Handler(BaseHTTPRequestHandler):
         sandbox: CmiSandbox = self.server.sandbox  # type: ignore[attr-defined]
         return sandbox
 
-    def log_message(self, format: str, *args: object) -> None:
-        """Quiet: tests read the sandbox's records, not its access log."""
-
-    def do_GET(self) -> None:
+    def do_GET(self) -> None:  # noqa: N802 - http.server's name
         url = urllib.parse.urlsplit(self.path)
         if url.path == GATE_PATH:
             self._gate(url.query)
         else:
             self._send(404, "text/plain", "not found")
 
-    def do_POST(self) -> None:
+    def do_POST(self) -> None:  # noqa: N802 - http.server's name
         url = urllib.parse.urlsplit(self.path)
-        length = int(self.headers.get("Content-Length") or 0)
-        body = self.rfile.read(length).decode("utf-8", "replace")
+        body = self._body()
         if url.path == GATE_PATH:
             self._gate(body)
         elif url.path == API_PATH:
@@ -406,11 +352,3 @@ class _Handler(BaseHTTPRequestHandler):
             f"{format_amount(order.amount_centimes)} MAD.</p>"
         )
         self._send(200, "text/html", page)
-
-    def _send(self, status: int, content_type: str, text: str) -> None:
-        data = text.encode("utf-8")
-        self.send_response(status)
-        self.send_header("Content-Type", f"{content_type}; charset=utf-8")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)

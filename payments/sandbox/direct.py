@@ -34,10 +34,11 @@ import threading
 from collections import Counter
 from dataclasses import dataclass, field
 from http import HTTPStatus
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
+from http.server import BaseHTTPRequestHandler
+from typing import Any, Self
 from urllib.parse import parse_qs, urlsplit
 
+from payments.sandbox._http import HttpSandbox
 from payments.sandbox.holding import AnswerHold
 
 __all__ = ["DECLINING_SUFFIX", "DirectSandbox"]
@@ -105,10 +106,13 @@ class _Payment:
         }
 
 
-class DirectSandbox:
+class DirectSandbox(HttpSandbox):
     """An in-memory mada-like acquirer on 127.0.0.1 (see the module doc for the API and knobs)."""
 
+    _thread_name = "direct-sandbox"
+
     def __init__(self, api_key: str = "sk_test_sandbox") -> None:
+        super().__init__()
         self.api_key = api_key
         self.answers = AnswerHold()
         """Hold the answers to state-changing requests (applied first): see the module doc."""
@@ -120,51 +124,18 @@ class DirectSandbox:
         self._by_id: dict[str, _Payment] = {}
         self._by_given_id: dict[str, _Payment] = {}
         self._ids = itertools.count(1)
-        self._server: ThreadingHTTPServer | None = None
-        self._thread: threading.Thread | None = None
 
-    # -- lifecycle ------------------------------------------------------------------------
+    # -- lifecycle (HttpSandbox) ----------------------------------------------------------
 
-    @property
-    def base_url(self) -> str:
-        """``http://127.0.0.1:<port>`` once started."""
-        if self._server is None:
-            raise RuntimeError("the sandbox is not started")
-        host, port = self._server.server_address[:2]
-        return f"http://{host!s}:{port}"
+    def _handler_class(self) -> type[BaseHTTPRequestHandler]:
+        return _handler_for(self)
 
-    def start(self) -> DirectSandbox:
-        """Listen on 127.0.0.1, port 0 (any free port), in a daemon thread."""
-        if self._server is not None:
-            return self
-        server = ThreadingHTTPServer(("127.0.0.1", 0), _handler_for(self))
-        server.daemon_threads = True
-        self._server = server
-        self._thread = threading.Thread(
-            target=server.serve_forever,
-            kwargs={"poll_interval": 0.05},  # stop() waits at most this long
-            name="direct-sandbox",
-            daemon=True,
-        )
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        """Stop listening (held answers are released first)."""
+    def _release_held(self) -> None:
         self.answers.release()
-        server, thread = self._server, self._thread
-        self._server, self._thread = None, None
-        if server is not None:
-            server.shutdown()
-            server.server_close()
-        if thread is not None:
-            thread.join(timeout=5)
 
-    def __enter__(self) -> DirectSandbox:
-        return self.start()
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.stop()
+    def start(self) -> Self:
+        """Listen on 127.0.0.1, port 0 (any free port), in a daemon thread; no-op if running."""
+        return self if self.running else super().start()
 
     # -- inspection -----------------------------------------------------------------------
 

@@ -37,12 +37,8 @@ import datetime as dt
 import html
 import itertools
 import threading
-import urllib.error
 import urllib.parse
-import urllib.request
 from dataclasses import dataclass, field
-from http.client import HTTPException
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Literal
 
 from payments.gateways.knet import (
@@ -58,6 +54,7 @@ from payments.gateways.knet import (
     payment_init_path,
     tran_pipe_path,
 )
+from payments.sandbox._http import HttpSandbox, TextHandler, post_form
 from payments.sandbox.holding import AnswerHold
 
 __all__ = ["Delivery", "KnetSandbox", "Outcome", "SandboxPayment"]
@@ -105,8 +102,10 @@ class _Refusal(Exception):
         self.text = text
 
 
-class KnetSandbox:
+class KnetSandbox(HttpSandbox):
     """A KNET payment gateway on 127.0.0.1 for tests and demos (thread-safe)."""
+
+    _thread_name = "knet-sandbox"
 
     def __init__(
         self,
@@ -117,6 +116,7 @@ class KnetSandbox:
         reverse_unacknowledged: bool = True,
         notification_timeout_seconds: float = 5.0,
     ) -> None:
+        super().__init__()
         self.tranportal_id = tranportal_id
         self.password = password
         self.resource_key = resource_key
@@ -131,49 +131,12 @@ class KnetSandbox:
         self._drop_next = False
         self._lock = threading.RLock()
         self._ids = itertools.count(1)
-        self._server: ThreadingHTTPServer | None = None
-        self._thread: threading.Thread | None = None
 
-    # -- lifecycle
+    def _handler_class(self) -> type[_Handler]:
+        return _Handler
 
-    def start(self) -> KnetSandbox:
-        """Serve on 127.0.0.1 on a free port, in a background thread."""
-        if self._server is not None:
-            raise RuntimeError("the sandbox is already running")
-        server = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
-        server.daemon_threads = True
-        server.sandbox = self  # type: ignore[attr-defined]
-        self._server = server
-        self._thread = threading.Thread(
-            target=server.serve_forever, kwargs={"poll_interval": 0.05}, name="knet-sandbox"
-        )
-        self._thread.daemon = True
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        """Stop serving and release the port (held tranPipe requests are released first)."""
+    def _release_held(self) -> None:
         self.tran_pipe_answers.release()
-        server, thread = self._server, self._thread
-        self._server = self._thread = None
-        if server is not None:
-            server.shutdown()
-            server.server_close()
-        if thread is not None:
-            thread.join(timeout=5)
-
-    def __enter__(self) -> KnetSandbox:
-        return self.start()
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.stop()
-
-    @property
-    def base_url(self) -> str:
-        if self._server is None:
-            raise RuntimeError("the sandbox is not running")
-        host, port = self._server.server_address[:2]
-        return f"http://{host!s}:{port}"
 
     def settings(self, receipt_url: str, timeout_seconds: str = "5") -> dict[str, str]:
         """Settings for ``payments.gateways.knet.from_settings`` pointing at this sandbox."""
@@ -244,18 +207,9 @@ class KnetSandbox:
         return urllib.parse.urlencode(form).encode("ascii")
 
     def _deliver(self, url: str, track_id: str, body: bytes) -> Delivery:
-        request = urllib.request.Request(  # noqa: S310 - the merchant's responseURL, checked at init
-            url,
-            data=body,
-            headers={"Content-Type": "application/x-www-form-urlencoded"},
-            method="POST",
-        )
-        try:
-            timeout = self.notification_timeout_seconds
-            with urllib.request.urlopen(request, timeout=timeout) as answer:  # noqa: S310
-                text = answer.read().decode("utf-8", "replace")
-        except (urllib.error.URLError, HTTPException, OSError) as exc:
-            return Delivery(track_id, acknowledged=False, answer=f"{type(exc).__name__}: {exc}")
+        answered, text = post_form(url, body, self.notification_timeout_seconds)
+        if not answered:
+            return Delivery(track_id, acknowledged=False, answer=text)
         line = text.strip()
         if line.startswith("REDIRECT=") and "\n" not in line and len(line) > len("REDIRECT="):
             return Delivery(
@@ -379,7 +333,7 @@ class KnetSandbox:
         return amount
 
 
-class _Handler(BaseHTTPRequestHandler):
+class _Handler(TextHandler):
     server_version = "KnetSandbox/1"
 
     @property
@@ -387,10 +341,7 @@ class _Handler(BaseHTTPRequestHandler):
         sandbox: KnetSandbox = self.server.sandbox  # type: ignore[attr-defined]
         return sandbox
 
-    def log_message(self, format: str, *args: object) -> None:
-        """Quiet: tests read the sandbox's records, not its access log."""
-
-    def do_GET(self) -> None:
+    def do_GET(self) -> None:  # noqa: N802 - http.server's name
         url = urllib.parse.urlsplit(self.path)
         query = dict(urllib.parse.parse_qsl(url.query, keep_blank_values=True))
         if url.path == payment_init_path:
@@ -400,10 +351,9 @@ class _Handler(BaseHTTPRequestHandler):
         else:
             self._send(404, "text/plain", "not found")
 
-    def do_POST(self) -> None:
+    def do_POST(self) -> None:  # noqa: N802 - http.server's name
         url = urllib.parse.urlsplit(self.path)
-        length = int(self.headers.get("Content-Length") or 0)
-        body = self.rfile.read(length).decode("utf-8", "replace")
+        body = self._body()
         if url.path == tran_pipe_path:
             self._send(200, "application/xml", self.sandbox.tran_pipe(body))
         else:
@@ -445,11 +395,3 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_header("Location", target)
         self.send_header("Content-Length", "0")
         self.end_headers()
-
-    def _send(self, status: int, content_type: str, text: str) -> None:
-        data = text.encode("utf-8")
-        self.send_response(status)
-        self.send_header("Content-Type", f"{content_type}; charset=utf-8")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
