@@ -62,12 +62,8 @@ import hmac
 import html
 import re
 import secrets
-import threading
-import urllib.error
 import urllib.parse
-import urllib.request
 from collections.abc import Mapping
-from http.client import HTTPException
 
 from payments.gateway import (
     Capability,
@@ -78,6 +74,15 @@ from payments.gateway import (
     Notification,
     PaymentRequest,
     PaymentStatus,
+)
+from payments.gateways._common import (
+    HOSTED_PAGE_CAPABILITIES,
+    RefundsOnce,
+    check_base_url,
+    check_money,
+    check_timeout,
+    post,
+    timeout_setting,
 )
 
 __all__ = [
@@ -249,7 +254,8 @@ def auto_post_form(result: GatewayResult) -> str:
 class CmiGateway:
     """CMI hosted page: purchase (PreAuth), callback, inquiry, capture (PostAuth), refund.
 
-    Thread-safe: the only shared state is the refunds made by this process, behind a lock.
+    Thread-safe: the only shared state is the refunds made by this process
+    (:class:`~payments.gateways._common.RefundsOnce`).
     """
 
     name: str = "cmi"
@@ -268,20 +274,14 @@ class CmiGateway:
         timeout_seconds: float = 10.0,
         language: str = "fr",
     ) -> None:
-        parsed = urllib.parse.urlsplit(base_url)
-        if parsed.scheme not in ("https", "http") or not parsed.netloc:
-            raise ValueError(f"base_url must be an http(s) URL, got {base_url!r}")
-        if parsed.scheme == "http" and parsed.hostname not in ("127.0.0.1", "localhost", "::1"):
-            raise ValueError("base_url must be https (plain http only for a local sandbox)")
+        self._base_url = check_base_url(base_url)
         if not client_id or not store_key or not api_name or not api_password:
             raise ValueError("client_id, store_key, api_name and api_password are required")
         if not shop_url or not ok_url or not fail_url:
             raise ValueError("shop_url, ok_url and fail_url are required")
         if language not in ("fr", "ar", "en"):
             raise ValueError(f"language must be fr, ar or en, got {language!r}")
-        if not timeout_seconds > 0:
-            raise ValueError("timeout_seconds must be positive")
-        self._base_url = base_url.rstrip("/")
+        self._timeout = check_timeout(timeout_seconds)
         self._client_id = client_id
         self._store_key = store_key
         self._api_name = api_name
@@ -289,20 +289,13 @@ class CmiGateway:
         self._shop_url = shop_url
         self._ok_url = ok_url
         self._fail_url = fail_url
-        self._timeout = timeout_seconds
         self._language = language
-        self._lock = threading.Lock()
-        self._refunds: dict[str, tuple[str, Money, GatewayResult | None]] = {}
+        self._refunds = RefundsOnce(
+            "CMI's inquiry does not report refunds: reconcile it in the CMI merchant back office"
+        )
 
     def capabilities(self) -> frozenset[Capability]:
-        return frozenset(
-            {
-                Capability.PURCHASE,
-                Capability.HOSTED_PAGE,
-                Capability.NOTIFICATIONS,
-                Capability.REFUND,
-            }
-        )
+        return HOSTED_PAGE_CAPABILITIES
 
     # -- purchase
 
@@ -446,32 +439,20 @@ class CmiGateway:
         self._check_money(amount)
         if not is_valid_order_id(refund_reference):
             raise GatewayRefused("refund_reference: letters, digits, - and _, at most 64")
-        with self._lock:
-            seen = self._refunds.get(refund_reference)
-            if seen is None:
-                self._refunds[refund_reference] = (ref, amount, None)
-        if seen is not None:
-            return _repeated_refund(refund_reference, ref, amount, seen)
-        try:
-            fields = self._api(
-                {
-                    "Type": "Credit",
-                    "OrderId": ref,
-                    "Total": format_amount(amount.amount_minor),
-                    "Currency": CURRENCY_CODE,
-                }
-            )
-        except GatewayOutcomeUnknown:
-            raise  # stays recorded as in flight: never sent twice by this process
-        except BaseException:
-            with self._lock:
-                del self._refunds[refund_reference]
-            raise
+        return self._refunds.once(refund_reference, ref, amount, lambda: self._credit(ref, amount))
+
+    def _credit(self, ref: str, amount: Money) -> GatewayResult:
+        fields = self._api(
+            {
+                "Type": "Credit",
+                "OrderId": ref,
+                "Total": format_amount(amount.amount_minor),
+                "Currency": CURRENCY_CODE,
+            }
+        )
         if fields.get("Response") != "Approved":
-            with self._lock:
-                del self._refunds[refund_reference]
             raise GatewayRefused(f"CMI refused the refund of {ref}: {fields.get('ErrMsg', '')}")
-        answer = GatewayResult(
+        return GatewayResult(
             status=PaymentStatus.CAPTURED,
             merchant_reference=ref,
             gateway_reference=fields.get("TransId", ""),
@@ -480,9 +461,6 @@ class CmiGateway:
             message=fields.get("Response", ""),
             raw=fields,
         )
-        with self._lock:
-            self._refunds[refund_reference] = (ref, amount, answer)
-        return answer
 
     # -- not supported by the hosted page
 
@@ -501,10 +479,7 @@ class CmiGateway:
 
     @staticmethod
     def _check_money(amount: Money) -> None:
-        if amount.currency != CURRENCY:
-            raise GatewayRefused(f"CMI charges MAD only, not {amount.currency}")
-        if amount.amount_minor <= 0:
-            raise GatewayRefused("the amount must be positive")
+        check_money(amount, CURRENCY, "CMI")
 
     def _api(
         self, fields: Mapping[str, str], extra: Mapping[str, str] | None = None
@@ -515,36 +490,18 @@ class CmiGateway:
             "Password": self._api_password,
             "ClientId": self._client_id,
         }
-        request = urllib.request.Request(  # noqa: S310 - scheme checked in __init__
-            f"{self._base_url}{API_PATH}",
-            data=cc5_request({**credentials, **fields}, extra).encode("utf-8"),
-            headers={"Content-Type": "text/xml; charset=utf-8"},
-            method="POST",
-        )
         what = fields.get("Type", "ORDERSTATUS")
-        try:
-            with urllib.request.urlopen(request, timeout=self._timeout) as answer:  # noqa: S310
-                body = answer.read().decode("utf-8")
-        except (urllib.error.URLError, HTTPException, OSError, UnicodeDecodeError) as exc:
-            raise GatewayOutcomeUnknown(f"CMI {what} for {fields.get('OrderId')}: {exc}") from exc
+        body = post(
+            f"{self._base_url}{API_PATH}",
+            cc5_request({**credentials, **fields}, extra).encode("utf-8"),
+            "text/xml; charset=utf-8",
+            self._timeout,
+            f"CMI {what} for {fields.get('OrderId')}",
+        )
         parsed = parse_cc5_response(body)
         if "Response" not in parsed and "ProcReturnCode" not in parsed:
             raise GatewayOutcomeUnknown(f"unreadable CMI answer to {what}")
         return parsed
-
-
-def _repeated_refund(
-    refund_reference: str, ref: str, amount: Money, seen: tuple[str, Money, GatewayResult | None]
-) -> GatewayResult:
-    seen_ref, seen_amount, answer = seen
-    if (seen_ref, seen_amount) != (ref, amount):
-        raise GatewayRefused(f"refund_reference {refund_reference} was used for another refund")
-    if answer is None:
-        raise GatewayOutcomeUnknown(
-            f"refund {refund_reference} is in flight or its outcome is unknown; CMI's inquiry "
-            "does not report refunds: reconcile it in the CMI merchant back office"
-        )
-    return answer
 
 
 def from_settings(settings: Mapping[str, str]) -> CmiGateway:
@@ -568,10 +525,7 @@ def from_settings(settings: Mapping[str, str]) -> CmiGateway:
     missing = [key for key in required if not settings.get(key)]
     if missing:
         raise ValueError(f"cmi settings missing: {', '.join(missing)}")
-    try:
-        timeout = float(settings.get("timeout_seconds", "10"))
-    except ValueError as exc:
-        raise ValueError("cmi setting timeout_seconds must be a number") from exc
+    timeout = timeout_setting(settings, "cmi")
     return CmiGateway(
         base_url=settings["base_url"],
         client_id=settings["client_id"],

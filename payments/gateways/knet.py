@@ -78,12 +78,9 @@ from __future__ import annotations
 import html
 import re
 import threading
-import urllib.error
 import urllib.parse
-import urllib.request
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from http.client import HTTPException
 
 from cryptography.hazmat.primitives import padding
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
@@ -97,6 +94,15 @@ from payments.gateway import (
     Notification,
     PaymentRequest,
     PaymentStatus,
+)
+from payments.gateways._common import (
+    HOSTED_PAGE_CAPABILITIES,
+    RefundsOnce,
+    check_base_url,
+    check_money,
+    check_timeout,
+    post,
+    timeout_setting,
 )
 
 __all__ = [
@@ -263,8 +269,9 @@ class _Started:
 class KnetGateway:
     """KNET hosted page (raw integration): purchase, notification, inquiry, refund.
 
-    Thread-safe: the only shared state is two small dicts (payments started and refunds made by
-    this process) behind a lock; each inquiry or refund is its own HTTP request.
+    Thread-safe: the only shared state is the payments started by this process (behind a lock)
+    and the refunds it made (:class:`~payments.gateways._common.RefundsOnce`); each inquiry or
+    refund is its own HTTP request.
     """
 
     name: str = "knet"
@@ -281,41 +288,29 @@ class KnetGateway:
         language: str = "EN",
         amount_lookup: Callable[[str], Money | None] | None = None,
     ) -> None:
-        parsed = urllib.parse.urlsplit(base_url)
-        if parsed.scheme not in ("https", "http") or not parsed.netloc:
-            raise ValueError(f"base_url must be an http(s) URL, got {base_url!r}")
-        if parsed.scheme == "http" and parsed.hostname not in ("127.0.0.1", "localhost", "::1"):
-            raise ValueError("base_url must be https (plain http only for a local sandbox)")
+        self._base_url = check_base_url(base_url)
         if not tranportal_id or not password:
             raise ValueError("tranportal_id and password are required")
         _cipher(resource_key)  # validates the key
         if not receipt_url:
             raise ValueError("receipt_url is required (KNET sends the customer there)")
-        if not timeout_seconds > 0:
-            raise ValueError("timeout_seconds must be positive")
-        self._base_url = base_url.rstrip("/")
+        self._timeout = check_timeout(timeout_seconds)
         self._tranportal_id = tranportal_id
         self._password = password
         self._resource_key = resource_key
         self._receipt_url = receipt_url
-        self._timeout = timeout_seconds
         self._language = language
         self.amount_lookup = amount_lookup
         """Gives the original amount of a payment this process did not start (the inquiry
         needs it); the renewal service sets it to its payments store."""
         self._lock = threading.Lock()
         self._started: dict[str, _Started] = {}
-        self._refunds: dict[str, tuple[str, Money, GatewayResult | None]] = {}
+        self._refunds = RefundsOnce(
+            "KNET has no refund inquiry: reconcile it in the KNET merchant portal"
+        )
 
     def capabilities(self) -> frozenset[Capability]:
-        return frozenset(
-            {
-                Capability.PURCHASE,
-                Capability.HOSTED_PAGE,
-                Capability.NOTIFICATIONS,
-                Capability.REFUND,
-            }
-        )
+        return HOSTED_PAGE_CAPABILITIES
 
     # -- purchase
 
@@ -491,27 +486,20 @@ class KnetGateway:
         self._check_money(amount)
         if not is_valid_track_id(refund_reference):
             raise GatewayRefused("refund_reference: letters and digits only, at most 40")
-        with self._lock:
-            seen = self._refunds.get(refund_reference)
-            if seen is None:
-                self._refunds[refund_reference] = (ref, amount, None)
-        if seen is not None:
-            return self._repeated_refund(refund_reference, ref, amount, seen)
-        try:
-            fields = self._tran_pipe("2", ref, amount, udf1=refund_reference)
-        except GatewayOutcomeUnknown:
-            raise  # stays recorded as in flight: never sent twice by this process
-        except BaseException:
-            with self._lock:
-                del self._refunds[refund_reference]
-            raise
+        return self._refunds.once(
+            refund_reference,
+            ref,
+            amount,
+            lambda: self._refund_once(ref, amount, refund_reference),
+        )
+
+    def _refund_once(self, ref: str, amount: Money, refund_reference: str) -> GatewayResult:
+        fields = self._tran_pipe("2", ref, amount, udf1=refund_reference)
         code = _error_code(fields)
         result = fields.get("result", "")
         if code or result.upper() != "CAPTURED":
-            with self._lock:
-                del self._refunds[refund_reference]
             raise GatewayRefused(f"KNET refused the refund of {ref}: {result or 'no result'}")
-        answer = GatewayResult(
+        return GatewayResult(
             status=PaymentStatus.CAPTURED,
             merchant_reference=ref,
             gateway_reference=fields.get("payid", "") or fields.get("tranid", ""),
@@ -520,26 +508,6 @@ class KnetGateway:
             message=result,
             raw=fields,
         )
-        with self._lock:
-            self._refunds[refund_reference] = (ref, amount, answer)
-        return answer
-
-    @staticmethod
-    def _repeated_refund(
-        refund_reference: str,
-        ref: str,
-        amount: Money,
-        seen: tuple[str, Money, GatewayResult | None],
-    ) -> GatewayResult:
-        seen_ref, seen_amount, answer = seen
-        if (seen_ref, seen_amount) != (ref, amount):
-            raise GatewayRefused(f"refund_reference {refund_reference} was used for another refund")
-        if answer is None:
-            raise GatewayOutcomeUnknown(
-                f"refund {refund_reference} is in flight or its outcome is unknown; KNET has no "
-                "refund inquiry: reconcile it in the KNET merchant portal"
-            )
-        return answer
 
     # -- not supported by KNET's raw integration
 
@@ -561,10 +529,7 @@ class KnetGateway:
 
     @staticmethod
     def _check_money(amount: Money) -> None:
-        if amount.currency != CURRENCY:
-            raise GatewayRefused(f"KNET charges KWD only, not {amount.currency}")
-        if amount.amount_minor <= 0:
-            raise GatewayRefused("the amount must be positive")
+        check_money(amount, CURRENCY, "KNET")
 
     def _tran_pipe(self, action: str, ref: str, amount: Money, udf1: str = "") -> dict[str, str]:
         """POST one tranPipe request; GatewayOutcomeUnknown on timeout or an unreadable answer."""
@@ -578,17 +543,13 @@ class KnetGateway:
             "udf1": udf1,
             "udf5": "TrackID",
         }
-        request = urllib.request.Request(  # noqa: S310 - scheme checked in __init__
+        body = post(
             f"{self._base_url}{tran_pipe_path}?param=tranInit",
-            data=_xml_fragment(fields).encode("utf-8"),
-            headers={"Content-Type": "application/xml"},
-            method="POST",
+            _xml_fragment(fields).encode("utf-8"),
+            "application/xml",
+            self._timeout,
+            f"KNET action {action} for {ref}",
         )
-        try:
-            with urllib.request.urlopen(request, timeout=self._timeout) as answer:  # noqa: S310
-                body = answer.read().decode("utf-8")
-        except (urllib.error.URLError, HTTPException, OSError, UnicodeDecodeError) as exc:
-            raise GatewayOutcomeUnknown(f"KNET action {action} for {ref}: {exc}") from exc
         parsed = parse_tran_pipe_answer(body)
         if "result" not in parsed and not parsed.get("error_code_tag"):
             raise GatewayOutcomeUnknown(f"unreadable KNET answer to action {action} for {ref}")
@@ -606,10 +567,7 @@ def from_settings(settings: Mapping[str, str]) -> KnetGateway:
     missing = [key for key in required if not settings.get(key)]
     if missing:
         raise ValueError(f"knet settings missing: {', '.join(missing)}")
-    try:
-        timeout = float(settings.get("timeout_seconds", "10"))
-    except ValueError as exc:
-        raise ValueError("knet setting timeout_seconds must be a number") from exc
+    timeout = timeout_setting(settings, "knet")
     return KnetGateway(
         base_url=settings["base_url"],
         tranportal_id=settings["tranportal_id"],
