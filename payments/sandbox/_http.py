@@ -13,7 +13,14 @@ from http.client import HTTPException
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Self
 
-__all__ = ["HttpSandbox", "TextHandler", "post_form"]
+__all__ = ["DELIVERY_TIMEOUT_SECONDS", "HttpSandbox", "TextHandler", "post_form"]
+
+DELIVERY_TIMEOUT_SECONDS = 60.0
+"""How long a sandbox waits for the merchant's answer to a notification or callback, and the
+``timeout_seconds`` of the gateway settings it hands out, by default: a bound against a hang,
+never an outcome (a short one can be reached on a loaded machine, and KNET then reverses the
+payment). A test that needs the answer to come too late holds it until the sandbox has given up
+(see :mod:`payments.sandbox.holding`) and sets a short timeout itself."""
 
 
 class HttpSandbox:

@@ -17,6 +17,8 @@ sources and the assumptions made where they are silent):
   (capture) and ``Credit`` (refund, at most what was captured).
 
 Fault knobs for tests: :meth:`CmiSandbox.drop_next_callback` and ``tamper_next_callback``.
+``callback_timeout_seconds`` (default 60 s, a bound against a hang) is how long :meth:`pay`
+waits for the merchant's answer.
 
 Test infrastructure only: it keeps everything in memory and has no TLS.
 """
@@ -42,7 +44,7 @@ from payments.gateways.cmi import (
     ver3_hash,
     verify_ver3_hash,
 )
-from payments.sandbox._http import HttpSandbox, TextHandler, post_form
+from payments.sandbox._http import DELIVERY_TIMEOUT_SECONDS, HttpSandbox, TextHandler, post_form
 
 __all__ = ["CallbackDelivery", "CmiSandbox", "SandboxOrder"]
 
@@ -89,7 +91,7 @@ class CmiSandbox(HttpSandbox):
         store_key: str = "SANDBOX|STORE\\KEY",
         api_name: str = "sandboxapi",
         api_password: str = "sandboxpass",  # noqa: S107 - a sandbox, not a secret
-        callback_timeout_seconds: float = 5.0,
+        callback_timeout_seconds: float = DELIVERY_TIMEOUT_SECONDS,
     ) -> None:
         super().__init__()
         self.client_id = client_id
@@ -108,7 +110,9 @@ class CmiSandbox(HttpSandbox):
     def _handler_class(self) -> type[_Handler]:
         return _Handler
 
-    def settings(self, return_url: str, timeout_seconds: str = "5") -> dict[str, str]:
+    def settings(
+        self, return_url: str, timeout_seconds: str = f"{DELIVERY_TIMEOUT_SECONDS:g}"
+    ) -> dict[str, str]:
         """Settings for ``payments.gateways.cmi.from_settings`` pointing at this sandbox."""
         return {
             "base_url": self.base_url,

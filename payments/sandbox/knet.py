@@ -27,6 +27,9 @@ Fault knobs for tests: :meth:`KnetSandbox.drop_next_notification`,
 (:class:`~payments.sandbox.holding.AnswerHold`): while held, each tranPipe request is recorded,
 then neither applied nor answered until released, so a client times out on it whatever the
 machine's load; ``tran_pipe_answers.wait_held()`` returns once it is recorded.
+``notification_timeout_seconds`` (default 60 s, a bound against a hang): how long :meth:`pay`
+waits for the merchant's answer; a test that needs it to come too late holds the merchant's
+answer and sets a short one.
 
 Test infrastructure only: it keeps everything in memory and has no TLS.
 """
@@ -54,7 +57,7 @@ from payments.gateways.knet import (
     payment_init_path,
     tran_pipe_path,
 )
-from payments.sandbox._http import HttpSandbox, TextHandler, post_form
+from payments.sandbox._http import DELIVERY_TIMEOUT_SECONDS, HttpSandbox, TextHandler, post_form
 from payments.sandbox.holding import AnswerHold
 
 __all__ = ["Delivery", "KnetSandbox", "Outcome", "SandboxPayment"]
@@ -114,7 +117,7 @@ class KnetSandbox(HttpSandbox):
         password: str = "sandboxpass",  # noqa: S107 - a sandbox, not a secret
         resource_key: str = "SANDBOXRESKEY016",
         reverse_unacknowledged: bool = True,
-        notification_timeout_seconds: float = 5.0,
+        notification_timeout_seconds: float = DELIVERY_TIMEOUT_SECONDS,
     ) -> None:
         super().__init__()
         self.tranportal_id = tranportal_id
@@ -138,7 +141,9 @@ class KnetSandbox(HttpSandbox):
     def _release_held(self) -> None:
         self.tran_pipe_answers.release()
 
-    def settings(self, receipt_url: str, timeout_seconds: str = "5") -> dict[str, str]:
+    def settings(
+        self, receipt_url: str, timeout_seconds: str = f"{DELIVERY_TIMEOUT_SECONDS:g}"
+    ) -> dict[str, str]:
         """Settings for ``payments.gateways.knet.from_settings`` pointing at this sandbox."""
         return {
             "base_url": self.base_url,

@@ -145,7 +145,7 @@ def _request(reference: str, url: str = "https://portal.example/notify") -> Paym
 
 
 def _open(url: str) -> None:
-    with urllib.request.urlopen(url, timeout=5) as page:
+    with urllib.request.urlopen(url, timeout=60) as page:
         page.read()
 
 

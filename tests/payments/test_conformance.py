@@ -192,13 +192,13 @@ def _knet() -> Iterator[GatewayHarness]:
             password=settings["password"],
             resource_key=settings["resource_key"],
             receipt_url=settings["receipt_url"],
-            timeout_seconds=5.0,
+            timeout_seconds=60.0,  # a bound against a hang: the calls must succeed
             amount_lookup=lambda _reference: Money("KWD", KNET_AMOUNT),
         )
         receiver.gateway = gateway
 
         def complete(pending: GatewayResult, approve: bool) -> None:
-            with urllib.request.urlopen(pending.redirect_url, timeout=5) as page:
+            with urllib.request.urlopen(pending.redirect_url, timeout=60) as page:
                 page.read()
             sandbox.pay(pending.merchant_reference, "CAPTURED" if approve else "NOT CAPTURED")
 
@@ -243,7 +243,7 @@ def _cmi() -> Iterator[GatewayHarness]:
         receiver.gateway = gateway
 
         def complete(pending: GatewayResult, approve: bool) -> None:
-            with urllib.request.urlopen(pending.redirect_url, timeout=5) as page:
+            with urllib.request.urlopen(pending.redirect_url, timeout=60) as page:
                 page.read()
             sandbox.pay(pending.merchant_reference, approve=approve)
 

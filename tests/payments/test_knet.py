@@ -32,6 +32,7 @@ from payments.gateways.knet import (
     from_settings,
     parse_amount,
 )
+from payments.sandbox.holding import AnswerHold
 from payments.sandbox.knet import KnetSandbox
 
 KEY = "SANDBOXRESKEY016"
@@ -125,11 +126,13 @@ def test_amount_format_refuses_negative_and_non_int() -> None:
 
 @dataclass
 class Merchant:
-    """A tiny merchant notification endpoint: parses, stores, then acknowledges."""
+    """A tiny merchant notification endpoint: parses, stores, then acknowledges (when
+    ``answers`` is held: once released)."""
 
     gateway: KnetGateway | None = None
     notifications: list[Notification] = field(default_factory=list)
     url: str = ""
+    answers: AnswerHold = field(default_factory=AnswerHold)
 
 
 @pytest.fixture
@@ -151,10 +154,14 @@ def merchant() -> Iterator[Merchant]:
             assert state.gateway is not None
             notification = state.gateway.parse_notification(body, dict(self.headers.items()))
             state.notifications.append(notification)  # stored before it is acknowledged
-            self.send_response(200)
-            self.send_header("Content-Type", "text/plain")
-            self.end_headers()
-            self.wfile.write(notification.acknowledgement)
+            state.answers.pass_through()
+            try:
+                self.send_response(200)
+                self.send_header("Content-Type", "text/plain")
+                self.end_headers()
+                self.wfile.write(notification.acknowledgement)
+            except OSError:
+                pass  # KNET gave up (timed out) before the answer
 
     server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
     thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
@@ -163,6 +170,7 @@ def merchant() -> Iterator[Merchant]:
     try:
         yield state
     finally:
+        state.answers.release()
         server.shutdown()
         server.server_close()
 
@@ -202,7 +210,7 @@ def purchase(gateway: KnetGateway, merchant: Merchant, ref: str, fils: int = 100
         )
     )
     assert result.status is PaymentStatus.PENDING
-    with urllib.request.urlopen(result.redirect_url, timeout=5) as page:  # the customer's browser
+    with urllib.request.urlopen(result.redirect_url, timeout=60) as page:  # the customer's browser
         assert ref in page.read().decode()
     return result.redirect_url
 
@@ -323,6 +331,28 @@ def test_dropped_notification(
     assert gateway.get_status("REN6").status is PaymentStatus[expected]
 
 
+@pytest.mark.parametrize(("reverse", "expected"), [(True, "DECLINED"), (False, "CAPTURED")])
+def test_notification_answered_too_late_is_unacknowledged(
+    gateway: KnetGateway, sandbox: KnetSandbox, merchant: Merchant, reverse: bool, expected: str
+) -> None:
+    """The merchant stores the result but its REDIRECT= comes after KNET gave up: for KNET it
+    was not acknowledged (reversed since September 2023). The answer is held until KNET has
+    given up, so the timeout fires however loaded the machine is."""
+    sandbox.reverse_unacknowledged = reverse
+    sandbox.notification_timeout_seconds = 0.5  # reached for sure: no answer before release
+    purchase(gateway, merchant, "REN13")
+    merchant.answers.hold()
+    try:
+        (delivery,) = sandbox.pay("REN13")
+        assert merchant.answers.wait_held()  # the merchant did get it, and stored it
+    finally:
+        merchant.answers.release()
+    assert not delivery.acknowledged
+    assert "timed out" in delivery.answer
+    assert [n.result.status for n in merchant.notifications if n.result] == [PaymentStatus.CAPTURED]
+    assert gateway.get_status("REN13").status is PaymentStatus[expected]
+
+
 def test_unacknowledged_notification_is_recorded(sandbox: KnetSandbox, merchant: Merchant) -> None:
     gateway = KnetGateway(
         base_url=sandbox.base_url,
@@ -330,11 +360,12 @@ def test_unacknowledged_notification_is_recorded(sandbox: KnetSandbox, merchant:
         password=sandbox.password,
         resource_key=sandbox.resource_key,
         receipt_url="https://moi.example/r",
+        timeout_seconds=float(CLIENT_TIMEOUT),
     )
     result = gateway.purchase(
         PaymentRequest("REN7", Money("KWD", 1000), "fee", notification_url="http://127.0.0.1:9/x")
     )
-    urllib.request.urlopen(result.redirect_url, timeout=5).close()
+    urllib.request.urlopen(result.redirect_url, timeout=60).close()
     (delivery,) = sandbox.pay("REN7")  # nobody listens on port 9
     assert not delivery.acknowledged
     assert gateway.get_status("REN7").status is PaymentStatus.DECLINED  # KNET reversed it
@@ -347,6 +378,7 @@ def test_unknown_track_id_is_not_found(gateway: KnetGateway) -> None:
         password="sandboxpass",
         resource_key=KEY,
         receipt_url="https://moi.example/r",
+        timeout_seconds=float(CLIENT_TIMEOUT),
         amount_lookup=lambda ref: Money("KWD", 1000),
     )
     assert lookup.get_status("NEVERSENT1").status is PaymentStatus.NOT_FOUND

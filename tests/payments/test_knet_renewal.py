@@ -48,7 +48,7 @@ def test_a_hosted_page_payment_is_stored_acknowledged_confirmed_and_recorded(
     assert payment.state == "pending" and "PaymentHTTP.htm" in payment.redirect_url
     import urllib.request
 
-    with urllib.request.urlopen(payment.redirect_url, timeout=5) as page:
+    with urllib.request.urlopen(payment.redirect_url, timeout=60) as page:
         assert page.status == 200  # the customer reaches the hosted page
     inquiries_before = len(sandbox.tran_pipe_requests)
     [delivery] = sandbox.pay(payment.payment_id, "CAPTURED")
@@ -71,7 +71,7 @@ def test_a_declined_hosted_page_payment_is_declined_and_not_recorded(
     payment = stack.renewals.start_payment(quote.quote_id, "knet-key-0002", "knet")
     import urllib.request
 
-    with urllib.request.urlopen(payment.redirect_url, timeout=5):
+    with urllib.request.urlopen(payment.redirect_url, timeout=60):
         pass  # the customer reaches the hosted page, then the card is refused
     sandbox.pay(payment.payment_id, "NOT CAPTURED")
     receiver.settle(timeout_seconds=60)
@@ -99,7 +99,7 @@ def test_a_forged_notification_is_stored_unverified_and_believes_nothing(
             data=body,
             headers={"Content-Type": "application/x-www-form-urlencoded"},
         ),
-        timeout=5,
+        timeout=60,
     ):
         pass
     with stack.engine.connect() as connection:

@@ -112,7 +112,7 @@ def test_a_moroccan_household_is_quoted_paid_through_cmi_and_recorded(tmp_path: 
             assert (quote.currency, quote.total_minor) == ("MAD", 84_000)
             payment = stack.renewals.start_payment(quote.quote_id, "ma-key-0001", "cmi")
             assert payment.state == "pending" and "/fim/est3Dgate" in payment.redirect_url
-            with urllib.request.urlopen(payment.redirect_url, timeout=5) as page:
+            with urllib.request.urlopen(payment.redirect_url, timeout=60) as page:
                 assert page.status == 200
             delivery = sandbox.pay(payment.payment_id)
             assert delivery.answer == "ACTION=POSTAUTH"  # stored, verified, then acknowledged
@@ -166,7 +166,7 @@ def _authorized_moroccan_payment(
     stack.renewals.notification_base_url = "http://127.0.0.1:9"  # never called: it is dropped
     quote = stack.renewals.quote(_moroccan_household())
     payment = stack.renewals.start_payment(quote.quote_id, "ma-key-0002", "cmi")
-    with urllib.request.urlopen(payment.redirect_url, timeout=5) as page:
+    with urllib.request.urlopen(payment.redirect_url, timeout=60) as page:
         assert page.status == 200
     sandbox.drop_next_callback()
     assert sandbox.pay(payment.payment_id).dropped

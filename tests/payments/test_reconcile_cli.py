@@ -44,7 +44,7 @@ def test_reconcile_resolves_a_payment_whose_result_was_lost(
         stack.renewals.notification_base_url = "http://127.0.0.1:9"  # never reached: dropped
         quote = stack.renewals.quote(family_request(3, 2))
         payment = stack.renewals.start_payment(quote.quote_id, "cli-key-0001", "knet")
-        with urllib.request.urlopen(payment.redirect_url, timeout=5):
+        with urllib.request.urlopen(payment.redirect_url, timeout=60):
             pass
         sandbox.drop_next_notification()  # the customer paid; the result never reaches us
         sandbox.pay(payment.payment_id, "CAPTURED")
