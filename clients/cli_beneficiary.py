@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from clients.channel import add_connection_arguments, connection_from_arguments
+from clients.cli_common import trusted_log
 from ledger import limits
 from ledger.cli_flags import PERSON_FORM, add_log_verifier, person_argument
 
@@ -27,14 +28,6 @@ _CONNECTION = (
     f"--server 127.0.0.1:50051 --credentials var/me --as beneficiary-{_TOKEN} "
     "--log-verifier @log.pub"
 )
-
-
-def _log(text: str) -> Any:
-    from clients.verify import TrustedLog
-
-    if text.startswith("@"):
-        text = Path(text[1:]).read_text(encoding="utf-8").strip()
-    return TrustedLog.from_verifier_key(text)
 
 
 def _date(text: str) -> dt.date:
@@ -100,7 +93,10 @@ def _declare(args: argparse.Namespace) -> int:
         return 2
     with connection_from_arguments(args).open() as channel:
         client = BeneficiaryClient(
-            channel, person_token=token, signer=_signer(args.key), log=_log(args.log_verifier)
+            channel,
+            person_token=token,
+            signer=_signer(args.key),
+            log=trusted_log(args.log_verifier),
         )
         try:
             tokens = client.tokens.tokens(
@@ -133,7 +129,7 @@ def _record(args: argparse.Namespace) -> int:
     token = _caller_token(args)
     with connection_from_arguments(args).open() as channel:
         client = BeneficiaryClient(
-            channel, person_token=token, signer=None, log=_log(args.log_verifier)
+            channel, person_token=token, signer=None, log=trusted_log(args.log_verifier)
         )
         try:
             record = client.record(args.person or token)
@@ -153,7 +149,7 @@ def _contributions(args: argparse.Namespace) -> int:
     token = _caller_token(args)
     with connection_from_arguments(args).open() as channel:
         client = BeneficiaryClient(
-            channel, person_token=token, signer=None, log=_log(args.log_verifier)
+            channel, person_token=token, signer=None, log=trusted_log(args.log_verifier)
         )
         try:
             status = client.contribution_status(args.jurisdiction, args.as_of)
@@ -174,7 +170,9 @@ def _decide(args: argparse.Namespace) -> int:
         print("policy-ledger fund decide: --accept or --reject REASON", file=sys.stderr)
         return 2
     with connection_from_arguments(args).open() as channel:
-        client = InsurerClient(channel, signer=_signer(args.key), log=_log(args.log_verifier))
+        client = InsurerClient(
+            channel, signer=_signer(args.key), log=trusted_log(args.log_verifier)
+        )
         try:
             [insured] = client.tokens.tokens([args.insured])
             receipt = client.submit(

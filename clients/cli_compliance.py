@@ -15,6 +15,7 @@ import datetime as dt
 from typing import Any
 
 from clients.channel import add_connection_arguments, connection_from_arguments
+from clients.cli_common import trusted_log
 from ledger.cli_flags import add_log_verifier, person_text
 
 __all__ = ["register_compliance", "register_employer"]
@@ -31,10 +32,9 @@ def _date(text: str) -> dt.date:
 
 def _verified(args: argparse.Namespace, basis: Any) -> int:
     """Verify an answer's checkpoint; its tree size."""
-    from clients.cli_portal import _log
     from clients.verify import verify_checkpoint
 
-    checkpoint = verify_checkpoint(basis.checkpoint, _log(args.log_verifier))
+    checkpoint = verify_checkpoint(basis.checkpoint, trusted_log(args.log_verifier))
     if checkpoint.size != basis.tree_size:
         raise ValueError(f"answer at tree size {basis.tree_size}, checkpoint {checkpoint.size}")
     return checkpoint.size

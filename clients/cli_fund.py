@@ -9,6 +9,7 @@ import re
 from typing import Any
 
 from clients.channel import add_connection_arguments, connection_from_arguments
+from clients.cli_common import trusted_log
 from ledger.cli_flags import add_log_verifier
 
 __all__ = ["register"]
@@ -30,13 +31,12 @@ def _money(money: Any) -> str:
 def _totals(args: argparse.Namespace) -> int:
     from google.protobuf import json_format
 
-    from clients.cli_portal import _log
     from clients.errors import ClientError
     from clients.fund import FundClient
 
     try:
         with connection_from_arguments(args).open() as channel:
-            answer = FundClient(channel, log=_log(args.log_verifier)).totals(
+            answer = FundClient(channel, log=trusted_log(args.log_verifier)).totals(
                 args.funder, args.from_month, args.to_month, state_code=args.state
             )
     except ClientError as error:

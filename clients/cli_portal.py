@@ -18,19 +18,12 @@ from typing import Any
 import grpc
 
 from clients.channel import add_connection_arguments, connection_from_arguments
+from clients.cli_common import trusted_log
 from clients.cli_compliance import register_compliance, register_employer
 from clients.cli_watch import register_watch
 from ledger.cli_flags import PERSON_FORM, add_log_verifier, person_argument, person_text
 
 __all__ = ["register"]
-
-
-def _log(text: str) -> Any:
-    from clients.verify import TrustedLog
-
-    if text.startswith("@"):
-        text = Path(text[1:]).read_text(encoding="utf-8").strip()
-    return TrustedLog.from_verifier_key(text)
 
 
 def _member(text: str) -> tuple[Any, int]:
@@ -81,7 +74,7 @@ def _submit(args: argparse.Namespace) -> int:
             events.append(event)
     refused = 0
     with connection_from_arguments(args).open() as channel:
-        client = InsurerClient(channel, signer=signer, log=_log(args.log_verifier))
+        client = InsurerClient(channel, signer=signer, log=trusted_log(args.log_verifier))
         try:
             for event in events:  # "id:COUNTRY:TYPE:VALUE" in a token field: ask its token
                 tokenize_event(event, client.tokens)
@@ -113,7 +106,7 @@ def _check(args: argparse.Namespace) -> int:
 
     with connection_from_arguments(args).open() as channel:
         portal = PortalClient(
-            channel, log=_log(args.log_verifier), min_tree_size=args.min_tree_size
+            channel, log=trusted_log(args.log_verifier), min_tree_size=args.min_tree_size
         )
         answer = portal.check_household(
             args.sponsor,
@@ -150,7 +143,7 @@ def _renew(args: argparse.Namespace) -> int:
     from payments.v1 import renewal_service_pb2 as pb
 
     with connection_from_arguments(args).open() as channel:
-        client = RenewalClient(channel, log=_log(args.log_verifier))
+        client = RenewalClient(channel, log=trusted_log(args.log_verifier))
         if args.complete:
             payment_id, quote_id = args.complete, ""
         else:
@@ -330,7 +323,7 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     check.set_defaults(handler=_check)
     register_employer(coverage_commands)  # Task A (issue 10): `coverage employer`
     register_compliance(commands)  # Task A (issue 10): `compliance arrears`
-    register_watch(coverage_commands, _add, _log)  # Task C: coverage watch
+    register_watch(coverage_commands, _add, trusted_log)  # Task C: coverage watch
 
     renew = _add(
         commands,

@@ -201,7 +201,8 @@ class AdminClient:
         (a timeout, a dropped connection), call again with the same request id and the same
         fields, which grants once and answers the resolutions as they are then (after the
         person's erasure the reason is not compared: it was cleared); the same request id with
-        other fields is refused (ALREADY_EXISTS REQUEST_ID_REUSED)."""
+        other fields is refused (ALREADY_EXISTS REQUEST_ID_REUSED). The request id is kept
+        with the grant after the person's erasure too: put no personal data in it."""
         request = admin_service_pb2.GrantBeneficiaryResolutionsRequest(
             person_token=person_token, additional=additional, reason=reason, request_id=request_id
         )

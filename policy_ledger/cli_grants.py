@@ -41,8 +41,9 @@ Grants a person more people to resolve, with a reason (required): 1 to \
 in all of one person's grants
 (limits.beneficiary_resolutions_granted_max).
 The grant is stored with the operator's identity, the time and its request id, and is never
-deleted; the person's erasure clears the reason and keeps the rest. Write no identifier or name
-in the reason.
+deleted; the person's erasure clears the reason and keeps the rest, the request id included.
+Write no identifier, name or birth date in the reason, nor in the request id: it outlives the
+person's erasure.
 Idempotent by --request-id (default: a fresh random id). The first line printed, before the
 call, is "request id ID": if the answer is lost (a timeout, a dropped connection), run the same
 command again with --request-id ID; it grants once, and prints the person's resolutions as they
@@ -160,7 +161,9 @@ def add_beneficiary_commands(
         help=(
             f"the grant's idempotency key ({limits.resolution_grant_request_id_chars_min} to "
             f"{limits.resolution_grant_request_id_chars_max} printable characters); default: a "
-            "fresh random id, printed first: retry a grant whose answer was lost with it"
+            "fresh random id, printed first: retry a grant whose answer was lost with it. Kept "
+            "after the person's erasure (which clears only the reason): put no personal data "
+            "in it (no identifier, name or birth date)"
         ),
     )
     grant.set_defaults(handler=_grant)

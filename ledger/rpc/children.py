@@ -3,16 +3,19 @@
 Run as ``python -m ledger.rpc.children ROLE NAME DIRECTORY SUPERVISOR_PID [FINDING]`` by the
 supervisor (:mod:`ledger.rpc.supervisor`) only: ROLE is ``sequencer`` or ``worker``; DIRECTORY
 is the supervisor's private directory (mode 0700), holding the configuration it checked
-(``config.pickle``) and the hand-off socket; FINDING, given to a worker started after the
-sequencer process confirmed the database corrupt, is that confirmation (the worker takes it
-before it opens its port, so its health is NOT_SERVING from its first answer). A child is
+(``config.pickle``) and the hand-off socket; FINDING, given to a child (a worker, or a
+restarted sequencer process) started after the sequencer process confirmed the database corrupt,
+is that confirmation: a worker takes it before it opens its port, so its health is NOT_SERVING
+from its first answer; a restarted sequencer process before it takes a submission, so its
+``policy_ledger_storage_corrupt`` shows 1 and a corruption error answers STORAGE_CORRUPT at once,
+not after its own writes confirm again. A child is
 started with exec, never forked from the supervisor (gRPC and fork do not mix), asks the kernel
 to SIGKILL it when the supervisor dies (``PR_SET_PDEATHSIG``, so killing the supervisor with
 SIGKILL leaves no orphan), and prints one line on stdout once it is ready: ``ready
 METRICS_PORT`` (0: no metrics); a worker then prints ``connected 0`` or ``connected 1`` whenever
 it loses or regains the sequencer, and the sequencer process prints ``corrupt FINDING`` once its
 integrity watch confirmed the database corrupt (``ledger.storage.integrity``). The supervisor
-writes that line on every running worker's stdin (a worker started later gets FINDING as its
+writes that line on every running worker's stdin (a child started later gets FINDING as its
 argument): the workers serve health, and a confirmation by the sequencer's writes must turn
 every one of them NOT_SERVING, not only the one whose hand-off it refused. The supervisor stops
 a child by closing its stdin (SIGTERM and SIGINT are ignored: they reach the whole process group
@@ -95,6 +98,8 @@ CORRUPT_LINE = "corrupt "
 confirmed the database corrupt, and what the supervisor writes on each worker's stdin then."""
 SEQUENCER_PROCESS = "sequencer process"
 """Who confirmed a corruption a worker is told of (its log line names it)."""
+EARLIER_SEQUENCER_PROCESS = "sequencer process before this one's restart"
+"""Who confirmed a corruption a restarted sequencer process is told of (its log line)."""
 
 _PR_SET_PDEATHSIG = 1
 
@@ -179,8 +184,12 @@ def _ignored(signum: int) -> None:
     log.info("signal %d ignored: the supervisor stops this process", signum)
 
 
-async def run_sequencer(config: ServerConfig, directory: Path) -> None:
-    """The sequencer process: start, say ready, serve hand-offs until SIGTERM, commit, stop."""
+async def run_sequencer(
+    config: ServerConfig, directory: Path, confirmed: str | None = None
+) -> None:
+    """The sequencer process: start, say ready, serve hand-offs until SIGTERM, commit, stop.
+    ``confirmed``: the finding of an earlier sequencer process (this one is a restart) that
+    confirmed the database corrupt; taken before anything is served."""
     clock = SystemClock()
     prepared = prepare_sequencer_side(config)  # each process exports its own spans
     origin = prepared.origin
@@ -189,6 +198,9 @@ async def run_sequencer(config: ServerConfig, directory: Path) -> None:
     # Its submissions answer STORAGE_CORRUPT once a check confirms it; health is the workers',
     # told through the supervisor (tell_supervisor_of_corruption).
     integrity = watch_integrity(engine, metrics)
+    if confirmed is not None:
+        # A restart into the same file: the confirmation holds until serve restarts.
+        integrity.confirmed_elsewhere(confirmed, EARLIER_SEQUENCER_PROCESS)
     erasure_hooks = ErasureHooks()
     sequencer = await start_sequencer(
         config,
@@ -342,10 +354,11 @@ def main(argv: list[str]) -> int:
     if not isinstance(config, ServerConfig):
         raise TypeError(f"{directory / CONFIG_FILE} does not hold a ServerConfig")
     configure_logging(config.log_format)
+    finding = confirmed[0] if confirmed else None
     if role == "sequencer":
-        asyncio.run(run_sequencer(config, directory))
+        asyncio.run(run_sequencer(config, directory, finding))
     elif role == "worker":
-        asyncio.run(run_worker(config, directory, name, confirmed[0] if confirmed else None))
+        asyncio.run(run_worker(config, directory, name, finding))
     else:
         raise ValueError(f"unknown process role {role!r}")
     return 0

@@ -29,10 +29,11 @@ missing). The verification page is served by the supervisor; the enrolment port 
 sequencer process.
 
 A database the sequencer process confirms corrupt (its ``corrupt FINDING`` line,
-:mod:`ledger.rpc.children`) is relayed to every worker's stdin, and passed to each worker started
-after it as its argument (taken before it opens its port), until ``serve`` stops: every worker's
-health turns NOT_SERVING and its ``policy_ledger_storage_corrupt`` shows 1, as the single process
-does.
+:mod:`ledger.rpc.children`) is relayed to every worker's stdin, and passed to each child started
+after it as its argument (a worker takes it before it opens its port; a restarted sequencer
+process before it takes a submission), until ``serve`` stops: every worker's health turns
+NOT_SERVING and every process's ``policy_ledger_storage_corrupt`` shows 1, as the single process
+does, restarted ones included.
 """
 
 from __future__ import annotations
@@ -279,7 +280,8 @@ class Supervisor:
     _readers: set[asyncio.Task[None]] = field(default_factory=set)
     corruption: str | None = None
     """What the sequencer process's integrity check found, once it confirmed the database
-    corrupt (None until then): every worker is told, those started later too."""
+    corrupt (None until then): every worker is told, and every child started later (a
+    restarted sequencer process too)."""
 
     @property
     def pids(self) -> dict[str, int]:
@@ -417,10 +419,12 @@ class Supervisor:
         reading.add_done_callback(self._readers.discard)
 
     def _child_arguments(self, child: _Child) -> list[str]:
-        """The command that starts ``child`` (:mod:`ledger.rpc.children`): a worker started
+        """The command that starts ``child`` (:mod:`ledger.rpc.children`): a child started
         after the sequencer process confirmed the database corrupt gets the finding as its last
-        argument, and takes it before it opens its port (its health is NOT_SERVING from its
-        first answer; a line on its stdin would be read only once it is ready)."""
+        argument. A worker takes it before it opens its port (its health is NOT_SERVING from
+        its first answer; a line on its stdin would be read only once it is ready); a restarted
+        sequencer process before it takes a submission (its gauge shows 1, and a corruption
+        error answers STORAGE_CORRUPT without waiting for its own checks to confirm again)."""
         assert self._directory is not None
         arguments = [
             sys.executable,
@@ -431,7 +435,7 @@ class Supervisor:
             str(self._directory),
             str(os.getpid()),
         ]
-        if child.role == "worker" and self.corruption is not None:
+        if self.corruption is not None:
             arguments.append(self.corruption)
         return arguments
 
@@ -449,7 +453,8 @@ class Supervisor:
 
     def _relay_corruption(self, finding: str) -> None:
         """The sequencer process confirmed the database corrupt: tell every worker (the first
-        finding; a restarted sequencer that confirms again changes nothing)."""
+        finding; a restarted sequencer process, told it at its start, reports it again: nothing
+        changes)."""
         if self.corruption is not None:
             return
         self.corruption = finding

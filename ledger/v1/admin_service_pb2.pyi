@@ -293,7 +293,9 @@ class GrantBeneficiaryResolutionsRequest(_message.Message):
     """The idempotency key, chosen by the caller (required): printable,
     limits.resolution_grant_request_id_chars_min to limits.resolution_grant_request_id_chars_max
     (8 to 128) characters, e.g. a fresh UUID. A call whose answer was lost is retried with the
-    same request_id and the same fields: it grants once. Kept with the grant, forever.
+    same request_id and the same fields: it grants once. Kept with the grant, forever, also
+    after the person's erasure (which clears only the reason): it must hold no personal data
+    (no identifier, name or birth date; nothing checks it).
     """
     def __init__(
         self,

@@ -295,12 +295,25 @@ def test_a_corruption_the_sequencer_confirms_turns_every_worker_not_serving_for_
         with new_connection(server, "auditor", "workers") as channel:
             assert AuditorClient(channel, log=ledger.log).checkpoint().size == size  # reads go on
 
-        # A restarted sequencer, which the workers reconnect to, does not undo it.
+        # A restarted sequencer, which the workers reconnect to, does not undo it: the
+        # supervisor passes it the finding, so its gauge is 1 from its start and the write that
+        # meets the damage again answers STORAGE_CORRUPT with no check of its own.
         os.kill(server.pids["sequencer"], signal.SIGKILL)
         server.wait_for_restarts("sequencer")  # once every worker said it reconnected
+        samples = scrape(server)
+        assert value(samples, "policy_ledger_storage_corrupt", process="sequencer") == 1
         _wait_until_every_worker_says(
             server, health_pb2.HealthCheckResponse.NOT_SERVING, already=True
         )
+        with new_connection(server, "insurer", INSURER) as channel:
+            insurer = InsurerClient(channel, signer=ledger.insurer_signer, log=ledger.log)
+            with pytest.raises(ClientError) as refused:
+                insurer.submit(event)
+        assert refused.value.code == grpc.StatusCode.UNAVAILABLE, str(refused.value)
+        assert refused.value.reason == "STORAGE_CORRUPT", str(refused.value)
+        log = server.log_path.read_text(encoding="utf-8")
+        assert log.count("STORAGE CORRUPT: the database") == 1  # no new round of checks
+        assert log.count("the sequencer process before this one's restart confirmed") == 1
         # A worker started after it (a restart) is told by the supervisor at its start (the
         # finding is its argument) and never answers SERVING, not even its first check.
         os.kill(server.pids["worker-1"], signal.SIGKILL)

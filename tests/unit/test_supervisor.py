@@ -226,8 +226,9 @@ def test_a_corruption_the_sequencer_reports_is_relayed_to_every_worker_once(
             reports.feed_data(b"corrupt *** in database main *** Page 7: btreeInitPage\n")
             reports.feed_data(b"corrupt a second finding, after a restart\n")  # not relayed
             reports.feed_eof()
-            # Before it: a worker starts with no finding.
+            # Before it: a worker, or the sequencer process, starts with no finding.
             assert len(supervisor._child_arguments(workers[0])) == 7
+            assert len(supervisor._child_arguments(sequencer)) == 7
             await supervisor._read_reports(reports, sequencer)
             # A worker's line of that form is not the sequencer's confirmation.
             from_worker = asyncio.StreamReader()
@@ -242,12 +243,15 @@ def test_a_corruption_the_sequencer_reports_is_relayed_to_every_worker_once(
                 told = await worker.process.stdout.read()
                 assert told == b"corrupt *** in database main *** Page 7: btreeInitPage\n"
             # A worker started after it (a restart) gets the finding as its last argument, which
-            # it takes before it opens its port; not the sequencer (its own writes find it).
+            # it takes before it opens its port; so does a restarted sequencer process (before
+            # it takes a submission), not left to confirm it again by its own writes.
             finding = "*** in database main *** Page 7: btreeInitPage"
             worker_arguments = supervisor._child_arguments(restarted)
             assert worker_arguments[3:5] == ["worker", "worker-3"]
             assert worker_arguments[5:] == [str(tmp_path), str(os.getpid()), finding]
-            assert len(supervisor._child_arguments(sequencer)) == 7
+            sequencer_arguments = supervisor._child_arguments(sequencer)
+            assert sequencer_arguments[3:5] == ["sequencer", "sequencer"]
+            assert sequencer_arguments[5:] == [str(tmp_path), str(os.getpid()), finding]
             # One confirmed while the process was being created is written on its stdin.
             restarted.process = await asyncio.create_subprocess_exec(
                 "cat", stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE
