@@ -64,9 +64,19 @@ class TrustedState:
         self.notes.append(note.decode())
         self.checkpoints.append(checkpoint)
         if self.path is not None:
-            self.path.write_text(
-                json.dumps({"checkpoints": self.notes}, indent=1) + "\n", encoding="utf-8"
-            )
+            _replace_file(self.path, json.dumps({"checkpoints": self.notes}, indent=1) + "\n")
+
+
+def _replace_file(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` whole or not at all: a new file, flushed to disk, renamed over
+    the old one. Written in place, a watch stopped or a machine failing mid-write left a
+    truncated state file, and the auditor's memory of the checkpoints it verified with it."""
+    new = path.with_name(path.name + ".new")
+    with new.open("w", encoding="utf-8") as file:
+        file.write(text)
+        file.flush()
+        os.fsync(file.fileno())
+    os.replace(new, path)
 
 
 def fetch_entries(server: Connection, tree_size: int) -> Iterator[tuple[int, bytes]]:
@@ -296,8 +306,46 @@ def _audit_with_progress(  # noqa: PLR0917 (the audit's inputs, passed through)
         )
 
 
-def _stop_watching(signum: int, frame: FrameType | None) -> None:
-    raise KeyboardInterrupt
+class _StopSignals:
+    """SIGTERM and SIGINT end a watch between rounds. The handler only sets a flag, and raises
+    only out of the pause between rounds: raised anywhere else, an exception lands where the
+    signal does (inside the state file's write, or in a garbage-collector callback that prints
+    and drops it, so the watch went on)."""
+
+    def __init__(self) -> None:
+        self.stopping = False
+        self._pausing = False
+
+    def __enter__(self) -> _StopSignals:
+        self._previous = {
+            signum: signal.signal(signum, self._handle)
+            for signum in (signal.SIGTERM, signal.SIGINT)
+        }
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        for signum, handler in self._previous.items():
+            signal.signal(signum, handler)
+
+    def _handle(self, signum: int, frame: FrameType | None) -> None:
+        self.stopping = True
+        if self._pausing:
+            raise _Stopped
+
+    def pause(self, seconds: float) -> None:
+        """Sleep ``seconds``, or less if a stop signal comes."""
+        try:
+            self._pausing = True
+            if not self.stopping:
+                time.sleep(seconds)
+        except _Stopped:
+            pass
+        finally:
+            self._pausing = False
+
+
+class _Stopped(Exception):
+    """Raised by the stop handler out of :meth:`_StopSignals.pause` only."""
 
 
 def _watch(args: argparse.Namespace) -> int:
@@ -315,10 +363,9 @@ def _watch(args: argparse.Namespace) -> int:
     except (VerificationFailure, OSError, ValueError) as error:
         return _usage(str(error))
     server = connection_from_arguments(args)
-    signal.signal(signal.SIGTERM, _stop_watching)  # SIGTERM ends the watch: exit 0
-    try:
+    with _StopSignals() as signals:  # SIGTERM or Ctrl-C ends the watch between rounds: exit 0
         rounds = 0
-        while args.iterations == 0 or rounds < args.iterations:
+        while (args.iterations == 0 or rounds < args.iterations) and not signals.stopping:
             rounds += 1
             try:
                 last = state.checkpoints[-1] if state.checkpoints else None
@@ -361,9 +408,7 @@ def _watch(args: argparse.Namespace) -> int:
                 # pages someone), not exit 0 as if all were well.
                 return _unreachable(args.server, error)
             if args.iterations == 0 or rounds < args.iterations:
-                time.sleep(args.interval)
-    except KeyboardInterrupt:  # SIGTERM or Ctrl-C: the watch ends, nothing failed
-        return 0
+                signals.pause(args.interval)
     return 0
 
 

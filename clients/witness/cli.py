@@ -105,18 +105,23 @@ def _serve(args: argparse.Namespace) -> int:
     if args.port_file:
         Path(args.port_file).write_text(f"{server.port}\n", encoding="utf-8")
 
-    def stop(signum: int, frame: FrameType | None) -> None:
-        raise KeyboardInterrupt
+    stopping = False
 
-    signal.signal(signal.SIGTERM, stop)  # before saying it serves: a SIGTERM then stops it
+    def stop(signum: int, frame: FrameType | None) -> None:
+        # Only a flag: an exception raised here lands wherever the signal does, and one that
+        # lands in a garbage-collector callback or a __del__ is printed and dropped (the
+        # witness then served on); a lock taken here could be the one the interrupted code holds.
+        nonlocal stopping
+        stopping = True
+
+    # Before saying it serves: a SIGTERM sent the moment that line is read stops it too.
+    previous = {signum: signal.signal(signum, stop) for signum in (signal.SIGTERM, signal.SIGINT)}
     try:
-        # Inside the try: a SIGTERM sent the moment this line is read (before serve_forever
-        # starts) must still end in a clean exit, not an uncaught KeyboardInterrupt (exit -2).
         print(f"witness {key.verifier_key.encode()} on {server.url}", flush=True)
-        server.serve_forever()
-    except KeyboardInterrupt:
-        pass
+        server.serve_until(lambda: stopping)
     finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
         server.shutdown_socket()
         store.close()
     return 0

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import re
 import threading
+from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from clients.witness.protocol import ADD_CHECKPOINT_BYTES_MAX, ADD_CHECKPOINT_PATH
@@ -41,6 +42,14 @@ class WitnessServer:
     def serve_forever(self) -> None:
         """Serve until :meth:`shutdown`."""
         self._server.serve_forever()
+
+    def serve_until(self, stopping: Callable[[], bool], poll_seconds: float = 0.2) -> None:
+        """Serve on this thread until ``stopping()`` is true, asked before each request and at
+        least every ``poll_seconds``: a signal handler need only set a flag (it takes no lock
+        and raises nothing, so it is safe wherever the signal lands)."""
+        self._server.timeout = poll_seconds
+        while not stopping():
+            self._server.handle_request()
 
     def start(self) -> None:
         """Serve on a background thread."""

@@ -10,8 +10,11 @@ import datetime as dt
 import hashlib
 import io
 import json
+import os
 import random
+import signal
 import sqlite3
+import time
 from collections import Counter
 from pathlib import Path
 
@@ -375,6 +378,73 @@ def test_audit_watch_follows_a_live_server_and_alerts_on_a_fork_or_rollback(
     with contextlib.redirect_stderr(io.StringIO()) as err:
         assert _watch(unreachable) == 3
     assert "did not answer" in err.getvalue() and "Traceback" not in err.getvalue()
+
+
+def _watch_forever_args(server: ServerHandle, state: Path) -> argparse.Namespace:
+    return argparse.Namespace(
+        **{**vars(_watch_args(server, state)), "interval": 3600.0, "iterations": 0}
+    )
+
+
+def _raise_sigterm_here() -> None:
+    """Send this process a SIGTERM and enter a Python function: the handler runs right here."""
+    os.kill(os.getpid(), signal.SIGTERM)
+    _handlers_run_on_entry()
+
+
+def _handlers_run_on_entry() -> None:
+    """Nothing: entering a Python function is where the interpreter runs pending handlers."""
+
+
+@pytest.mark.timeout(120)  # a watch that ignored the signal would pause an hour
+def test_a_sigterm_during_a_round_lets_the_round_finish_and_ends_the_watch(
+    server: ServerHandle, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The handler used to raise KeyboardInterrupt wherever the signal landed: in the middle of
+    a round, the checkpoint fetched and verified was never added to the state (and in its write,
+    the file was left truncated). Now the round ends, its state is written whole, and the watch
+    returns 0 without pausing."""
+    import clients.audit_cli as audit_cli
+
+    fetch = audit_cli.fetch_checkpoint_note
+
+    def fetch_then_signal(*args: object, **kwargs: object) -> bytes:
+        note = fetch(*args, **kwargs)  # type: ignore[arg-type]
+        _raise_sigterm_here()
+        return note
+
+    monkeypatch.setattr(audit_cli, "fetch_checkpoint_note", fetch_then_signal)
+    state = tmp_path / "watch.json"
+    previous = signal.getsignal(signal.SIGTERM)
+    try:
+        assert _watch(_watch_forever_args(server, state)) == 0
+    finally:
+        assert signal.getsignal(signal.SIGTERM) == previous  # the watch put it back
+    [note] = json.loads(state.read_text(encoding="utf-8"))["checkpoints"]
+    assert note.startswith(server.log_verifier_key.split("+")[0] + "\n")
+    assert not (tmp_path / "watch.json.new").exists()
+
+
+@pytest.mark.timeout(120)  # a watch that ignored the signal would pause an hour
+def test_a_sigterm_during_the_pause_ends_the_watch_at_once(
+    server: ServerHandle, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import clients.audit_cli as audit_cli
+
+    pauses: list[float] = []
+
+    class SignalledClock:
+        @staticmethod
+        def sleep(seconds: float) -> None:
+            pauses.append(seconds)
+            _raise_sigterm_here()
+            time.sleep(seconds)  # not reached: the handler ends the pause
+
+    monkeypatch.setattr(audit_cli, "time", SignalledClock)
+    state = tmp_path / "watch.json"
+    assert _watch(_watch_forever_args(server, state)) == 0
+    assert pauses == [3600.0]
+    assert len(json.loads(state.read_text(encoding="utf-8"))["checkpoints"]) == 1
 
 
 def _ranges_of(database: Path, verifier_key: str, workers: int = 2) -> list[bytes]:
