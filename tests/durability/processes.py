@@ -75,12 +75,19 @@ class ServerProcess:
         """SIGKILL: no shutdown code runs, as in a power cut of the process."""
         self.process.kill()
         self.process.wait()
+        self._close_pipe()
 
     def stop(self) -> None:
         """SIGTERM and wait: the server commits what is queued and stops cleanly."""
         if self.process.poll() is None:
             self.process.terminate()
             self.process.wait(timeout=READY_SECONDS_MAX)
+        self._close_pipe()
+
+    def _close_pipe(self) -> None:
+        """Close our end of its stdout: the process is gone, nothing more will be read."""
+        if self.process.stdout is not None:
+            self.process.stdout.close()
 
     def wait_for_restarts(self, *names: str) -> None:
         """``serve --workers N``: read stdout until the supervisor said it restarted each of
@@ -118,7 +125,9 @@ def start_server_process(
     variant pass more).
     """
     workdir.mkdir(parents=True, exist_ok=True)
-    log_path = Path(tempfile.mkstemp(prefix="server-", suffix=".log", dir=workdir)[1])
+    descriptor, name = tempfile.mkstemp(prefix="server-", suffix=".log", dir=workdir)
+    os.close(descriptor)  # reopened below for the server; kept open, one leaked per server
+    log_path = Path(name)
     command = [
         *_DIE_WITH_PARENT,
         *wrapper,
