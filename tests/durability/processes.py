@@ -75,19 +75,12 @@ class ServerProcess:
         """SIGKILL: no shutdown code runs, as in a power cut of the process."""
         self.process.kill()
         self.process.wait()
-        self._close_pipe()
 
     def stop(self) -> None:
         """SIGTERM and wait: the server commits what is queued and stops cleanly."""
         if self.process.poll() is None:
             self.process.terminate()
             self.process.wait(timeout=READY_SECONDS_MAX)
-        self._close_pipe()
-
-    def _close_pipe(self) -> None:
-        """Close our end of its stdout: the process is gone, nothing more will be read."""
-        if self.process.stdout is not None:
-            self.process.stdout.close()
 
     def wait_for_restarts(self, *names: str) -> None:
         """``serve --workers N``: read stdout until the supervisor said it restarted each of
