@@ -203,6 +203,32 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
     _SPARE_DATABASES.clear()
 
 
+DESCRIPTORS_AT_END_MAX = 512
+"""A test process holding more open descriptors than this when its tests end fails the run.
+
+Half of select()'s limit (1,024), far above what a run leaves once each server, engine, loop
+and process is closed (tests/leaks.py measures it per test: POLICY_LEDGER_LEAKS=1). A worker
+of a full run used to pass 1,024: each in-process server left its event loop's 3 descriptors,
+each server process its log file's."""
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _descriptors_released() -> Iterator[None]:
+    """Fail the run of a process that ends holding over DESCRIPTORS_AT_END_MAX descriptors,
+    saying what they are (run again with POLICY_LEDGER_LEAKS=1 to see which tests left them)."""
+    yield
+    from tests.leaks import descriptor_kinds, open_descriptors
+
+    held = open_descriptors()
+    if held > DESCRIPTORS_AT_END_MAX:
+        kinds = ", ".join(f"{kind}: {count}" for kind, count in descriptor_kinds().most_common(8))
+        pytest.fail(
+            f"this test process ends holding {held} open descriptors (more than "
+            f"{DESCRIPTORS_AT_END_MAX}): a test leaks them ({kinds}); POLICY_LEDGER_LEAKS=1 "
+            "with -p tests.leaks lists the tests that left them"
+        )
+
+
 @pytest.fixture(autouse=True)
 def _token_source_per_test() -> Iterator[None]:
     """Each test starts with the builders' unvaulted tokens; its server or engine repoints them."""
@@ -407,6 +433,11 @@ class ServerHandle:
             raise AssertionError(f"the server did not stop in 120 s:\n{self._stacks()}") from None
         self.loop.call_soon_threadsafe(self.loop.stop)
         self.thread.join(timeout=120)
+        if self.thread.is_alive():
+            raise AssertionError(f"the server's loop did not stop in 120 s:\n{self._stacks()}")
+        # The loop holds three descriptors (its epoll and its self-pipe's two sockets) until it
+        # is closed: never closed, every server of a test process left them behind.
+        self.loop.close()
 
     def _stacks(self) -> str:
         """Where every thread and every task of the server's loop is (a hang's diagnosis)."""
@@ -468,7 +499,17 @@ def start_server_thread(
     loop = asyncio.new_event_loop()
     thread = threading.Thread(target=loop.run_forever, name="server-loop", daemon=True)
     thread.start()
-    running = asyncio.run_coroutine_threadsafe(start_server(config, clock), loop).result(timeout=60)
+    try:
+        running = asyncio.run_coroutine_threadsafe(start_server(config, clock), loop).result(
+            timeout=60
+        )
+    except BaseException:
+        # A refused start (the tests of refusals expect one) leaves no loop or thread behind.
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(timeout=120)
+        if not thread.is_alive():
+            loop.close()
+        raise
     use_vault(running.engine)  # the builders' events name people by this server's tokens
     return ServerHandle(running, loop, thread, format_verifier_key(log_signer), pki)
 

@@ -368,51 +368,68 @@ async def _start(
 ) -> RunningServer:
     prepared = prepare_sequencer_side(config)  # first: refuse to start before opening anything
     tls, signer, origin, reads = prepared.tls, prepared.signer, prepared.origin, prepared.reads
-    standby = (
-        open_standby(config.read_database_url, config.database_url)
-        if config.read_database_url
-        else None
-    )  # a bad URL is refused before the primary is opened
-    engine = create_ledger_engine(config.database_url, auto_checkpoint=False)
-    integrity = watch_integrity(engine, metrics)
-    if config.migrate:
-        await asyncio.to_thread(upgrade, engine)
-    if standby is not None:
-        await asyncio.to_thread(check_same_log, engine, standby)
-    erasure_hooks = ErasureHooks()
-    sequencer = await start_sequencer(
-        config,
-        clock,
-        engine,
-        signer=signer,
-        origin=origin,
-        erasure_hooks=erasure_hooks,
-        metrics=metrics,
-    )
-    wal_checkpointer = start_wal_checkpointer(engine, sequencer, metrics)
-    side = await build_serving_side(
-        config,
-        clock,
-        engine,
-        standby=standby,
-        signer=signer,
-        sequencer=sequencer,
-        reads=reads,
-        metrics=metrics,
-        erasure_hooks=erasure_hooks,
-    )
-    await report_corruption(integrity, side)
-    witnessing = start_witnessing(prepared.witnesses, sequencer, engine, clock, metrics)
-    port = add_port(side.server, config.listen, tls)
-    await side.server.start()
-    enrolment = await start_enrolment_port(
-        config,
-        prepared.enrolment_material,
-        side.ledger,
-        EnrolmentStore(engine),
-        clock,
-        observing=observing_interceptors(metrics, config),
-    )
+    # A start refused part-way (an empty log without --operator-verifier, a standby of another
+    # log, a migration that fails) closes what it had opened, in reverse order: the engines'
+    # pooled connections, the sequencer's thread, the read pools. The CLI exits then anyway,
+    # but a process that starts servers in turn (the tests) kept every one's descriptors.
+    async with contextlib.AsyncExitStack() as on_failure:
+        on_failure.callback(prepared.read_pool.shutdown, wait=False)
+        on_failure.callback(reads.shutdown)
+        standby = (
+            open_standby(config.read_database_url, config.database_url)
+            if config.read_database_url
+            else None
+        )  # a bad URL is refused before the primary is opened
+        if standby is not None:
+            on_failure.callback(standby.dispose)
+        engine = create_ledger_engine(config.database_url, auto_checkpoint=False)
+        on_failure.callback(engine.dispose)
+        integrity = watch_integrity(engine, metrics)
+        if config.migrate:
+            await asyncio.to_thread(upgrade, engine)
+        if standby is not None:
+            await asyncio.to_thread(check_same_log, engine, standby)
+        erasure_hooks = ErasureHooks()
+        sequencer = await start_sequencer(
+            config,
+            clock,
+            engine,
+            signer=signer,
+            origin=origin,
+            erasure_hooks=erasure_hooks,
+            metrics=metrics,
+        )
+        on_failure.push_async_callback(sequencer.stop)
+        wal_checkpointer = start_wal_checkpointer(engine, sequencer, metrics)
+        if wal_checkpointer is not None:
+            on_failure.push_async_callback(asyncio.to_thread, wal_checkpointer.stop)
+        side = await build_serving_side(
+            config,
+            clock,
+            engine,
+            standby=standby,
+            signer=signer,
+            sequencer=sequencer,
+            reads=reads,
+            metrics=metrics,
+            erasure_hooks=erasure_hooks,
+        )
+        on_failure.push_async_callback(side.server.stop, None)
+        await report_corruption(integrity, side)
+        witnessing = start_witnessing(prepared.witnesses, sequencer, engine, clock, metrics)
+        if witnessing is not None:
+            on_failure.push_async_callback(witnessing.stop)
+        port = add_port(side.server, config.listen, tls)
+        await side.server.start()
+        enrolment = await start_enrolment_port(
+            config,
+            prepared.enrolment_material,
+            side.ledger,
+            EnrolmentStore(engine),
+            clock,
+            observing=observing_interceptors(metrics, config),
+        )
+        on_failure.pop_all()  # started: stopping is RunningServer.stop's
     log.info("serving %s on port %d (origin %s)", config.database_url, port, origin)
     if standby is not None:
         log.info("reads may be answered by the standby %s", standby.url.render_as_string())

@@ -118,7 +118,9 @@ def start_server_process(
     variant pass more).
     """
     workdir.mkdir(parents=True, exist_ok=True)
-    log_path = Path(tempfile.mkstemp(prefix="server-", suffix=".log", dir=workdir)[1])
+    descriptor, name = tempfile.mkstemp(prefix="server-", suffix=".log", dir=workdir)
+    os.close(descriptor)  # reopened below for the server; kept open, one leaked per server
+    log_path = Path(name)
     command = [
         *_DIE_WITH_PARENT,
         *wrapper,

@@ -4,13 +4,16 @@ one's stop frees both for the next."""
 
 from __future__ import annotations
 
+import contextlib
+import os
 import socket
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from ledger.errors import FailedPrecondition
+from ledger.errors import FailedPrecondition, InvalidArgument
 from ledger.rpc.ports import refuse_address_in_use
 from ledger.signing import Ed25519Signer
 from ledger.storage.db import sqlite_url
@@ -52,6 +55,8 @@ def test_a_second_server_on_the_same_sqlite_file_by_any_spelling_is_refused(
     # Stopped: the lock is released, the next server starts on the file.
     again = start_server_thread(sqlite_url(tmp_path / "alias" / "ledger.db"), log_signer, tmp_path)
     again.stop()
+    # Its loop is closed too (its epoll and self-pipe were three descriptors left per server).
+    assert again.loop.is_closed() and not again.thread.is_alive()
 
 
 def _refuse_start(
@@ -95,3 +100,42 @@ def test_the_metrics_port_in_use_is_refused_before_the_database_is_opened(
     assert refused.value.reason == "ADDRESS_IN_USE"
     assert f"metrics on port {listener}" in refused.value.message
     assert not database.exists()
+
+
+def _open_files_under(folder: Path) -> list[str]:
+    """The files under ``folder`` this process holds open (its /proc/self/fd entries)."""
+    held = []
+    for name in os.listdir("/proc/self/fd"):
+        with contextlib.suppress(OSError):  # the listing's own descriptor is gone by now
+            target = os.readlink(f"/proc/self/fd/{name}")
+            if target.startswith(f"{folder}{os.sep}"):
+                held.append(target)
+    return held
+
+
+def _server_loops() -> set[threading.Thread]:
+    """The live threads of servers started by start_server_thread."""
+    return {thread for thread in threading.enumerate() if thread.name == "server-loop"}
+
+
+def test_a_start_refused_after_the_database_was_opened_closes_it_and_its_loop(
+    tmp_path: Path, log_signer: Ed25519Signer
+) -> None:
+    # An empty log without the operator's key is refused once the database is open and
+    # migrated: the refusal closes the engine's connections (the file, its -wal and -shm), as
+    # the harness closes the refused server's loop; each used to stay open while the refusal
+    # was referenced (here: by pytest.raises), in the test process for as long as it ran.
+    folder = tmp_path / "data"
+    folder.mkdir()
+    loops = _server_loops()
+    with pytest.raises(InvalidArgument) as refused:
+        start_server_thread(
+            sqlite_url(folder / "ledger.db"),
+            log_signer,
+            tmp_path,
+            config_changes={"operator_verifier": ""},
+        )
+    assert refused.value.reason == "OPERATOR_KEY_REQUIRED"
+    assert (folder / "ledger.db").exists()  # it was opened (and migrated) before the refusal
+    assert _open_files_under(folder) == []
+    assert _server_loops() == loops
