@@ -99,7 +99,9 @@ class NotificationReceiver:
                 log.debug("notification %s", format % args)
 
         self._server = ThreadingHTTPServer((host, port), Handler)
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, daemon=True, name="gateway-notifications"
+        )
 
     @property
     def base_url(self) -> str:
@@ -127,6 +129,8 @@ class NotificationReceiver:
         """Stop serving; let pending confirmations finish."""
         self._server.shutdown()
         self._server.server_close()
+        if self._thread.ident is not None:  # started
+            self._thread.join()
         self._confirmations.shutdown(wait=True)
 
     def _handle(self, request: BaseHTTPRequestHandler) -> None:

@@ -294,22 +294,22 @@ def install(context: ServerContext) -> tuple[str, ...]:
             host=host or "127.0.0.1",
             port=int(port),
         ).start()
+        context.on_stop.append(receiver.stop)  # after its confirmations under way are done
         renewals.notification_base_url = os.environ.get(NOTIFY_URL_ENVIRONMENT, receiver.base_url)
         log.info("gateway notifications on %s", receiver.base_url)
     elif os.environ.get(NOTIFY_URL_ENVIRONMENT):
         # A worker of `serve --workers N`: the receiver listens in the sequencer process (one
         # port), and the workers are told its URL (notifications.place_receiver).
         renewals.notification_base_url = os.environ[NOTIFY_URL_ENVIRONMENT]
-    pb_grpc.add_RenewalServiceServicer_to_server(
-        RenewalServicer(
-            renewals,
-            LogStore(context.engine),
-            context.clock,
-            receipts=recorder.take_receipt,
-            jurisdictions=jurisdictions,
-        ),
-        context.server,
+    servicer = RenewalServicer(
+        renewals,
+        LogStore(context.engine),
+        context.clock,
+        receipts=recorder.take_receipt,
+        jurisdictions=jurisdictions,
     )
+    pb_grpc.add_RenewalServiceServicer_to_server(servicer, context.server)
+    context.on_stop.append(servicer.close)
     context.authorization.add(renewal_rules(jurisdictions))
     # Task F (issue 11, item 5): contribution status, settled through this same saga.
     contribution_service_pb2_grpc.add_ContributionServiceServicer_to_server(
@@ -454,6 +454,10 @@ class RenewalServicer(pb_grpc.RenewalServiceServicer):
         # Its own threads: a renewal waits on the gateway and on the ledger, whose admission
         # uses the loop's default executor; sharing that executor could starve it (deadlock).
         self._executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="renewal")
+
+    def close(self) -> None:
+        """Release the renewal threads (the server has stopped taking calls)."""
+        self._executor.shutdown(wait=True)
 
     async def _run(self, context: _Context, work: Callable[[], _T]) -> _T:
         try:

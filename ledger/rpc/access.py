@@ -165,6 +165,11 @@ class _RecordWriter:
         self._writing = False
         self._executor = ThreadPoolExecutor(1, thread_name_prefix="access")
 
+    def close(self) -> None:
+        """Stop the writer's thread once what it was given is written (the server has stopped
+        taking calls)."""
+        self._executor.shutdown(wait=True)
+
     async def store(self, build: Callable[[], AccessRecord]) -> None:
         """Build (on the writer's thread: it may read the vault) and store one record."""
         loop = asyncio.get_running_loop()
@@ -230,6 +235,10 @@ class AccessRecordingInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[ty
         self._vault = vault
         self._clock = clock
         self._writer = _RecordWriter(access_log)
+
+    def close(self) -> None:
+        """Release the record writer's thread (:func:`ledger.rpc.server.run_stop_hooks`)."""
+        self._writer.close()
 
     async def intercept_service(
         self,

@@ -68,6 +68,7 @@ from ledger.rpc.server import (
     observing_interceptors,
     prepare_sequencer_side,
     report_corruption,
+    run_stop_hooks,
     start_read_pools,
     start_sequencer,
     start_wal_checkpointer,
@@ -215,18 +216,17 @@ async def run_sequencer(
     ledger = Ledger(KeyCache(KeyStore(engine)), sequencer, clock, signer_check=check_signer)
     # The extensions' hooks into the sequencer's transactions, and their own listeners: on a
     # gRPC server that never starts (the workers serve their RPCs).
-    install_extensions(
-        ServerContext(
-            server=grpc.aio.server(),
-            engine=engine,
-            ledger=ledger,
-            clock=clock,
-            loop=asyncio.get_running_loop(),
-            authorization=AuthorizationTable(ledger_rules()),
-            metrics=metrics.registry if metrics is not None else None,
-            erasure_hooks=erasure_hooks,
-        )
+    extensions = ServerContext(
+        server=grpc.aio.server(),
+        engine=engine,
+        ledger=ledger,
+        clock=clock,
+        loop=asyncio.get_running_loop(),
+        authorization=AuthorizationTable(ledger_rules()),
+        metrics=metrics.registry if metrics is not None else None,
+        erasure_hooks=erasure_hooks,
     )
+    install_extensions(extensions)
     witnessing = start_witnessing(prepared.witnesses, sequencer, engine, clock, metrics)
     handoff = HandoffServer(sequencer, directory / SOCKET_FILE)
     await handoff.start()
@@ -245,6 +245,7 @@ async def run_sequencer(
     if enrolment is not None:
         await enrolment.stop(config.grace_seconds)
     await handoff.stop()
+    await run_stop_hooks(extensions.on_stop)  # before the sequencer: they may still append
     await sequencer.stop()  # commits what it holds
     if witnessing is not None:
         await witnessing.stop()
@@ -328,6 +329,7 @@ async def run_worker(
         await side.health.set(service, health_pb2.HealthCheckResponse.NOT_SERVING)
     side.watches.close()
     await side.server.stop(config.grace_seconds)
+    await run_stop_hooks(side.on_stop)
     await client.stop()
     if metrics is not None:
         await asyncio.to_thread(metrics.stop)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from importlib.metadata import entry_points
@@ -149,6 +149,19 @@ class ServerContext:
     erasure_hooks: ErasureHooks = field(default_factory=ErasureHooks)
     """Where an extension that keeps rows naming people registers how to redact them: run in
     the transaction that appends a ``PersonErased`` entry (:mod:`ledger.identity.erasure`)."""
+    on_stop: list[Callable[[], None]] = field(default_factory=list)
+    """What an extension releases when the server stops (its threads, its listeners): each is
+    called on a thread, newest first, once no call is under way and before the sequencer stops
+    (work they finish may still append). One that raises is logged; the others still run."""
+
+
+async def run_stop_hooks(hooks: list[Callable[[], None]]) -> None:
+    """Call ``hooks`` (:attr:`ServerContext.on_stop`) newest first, each on a thread."""
+    for hook in reversed(hooks):
+        try:
+            await asyncio.to_thread(hook)
+        except Exception:  # the rest must still be released
+            log.exception("a stop hook failed: %r", hook)
 
 
 def connection_options(idle_ms: int) -> list[tuple[str, int]]:
@@ -289,6 +302,8 @@ class RunningServer:
     """Checkpoints a SQLite file's WAL off the commit path (None on PostgreSQL)."""
     integrity: IntegrityWatch | None = None
     """Tells a corrupt database from a read that failed (``ledger.storage.integrity``)."""
+    on_stop: list[Callable[[], None]] = field(default_factory=list)
+    """What the serving side releases once its calls are done (:func:`run_stop_hooks`)."""
 
     async def stop(self) -> None:
         """Stop taking calls, finish the ones under way, commit what is queued, close."""
@@ -301,6 +316,7 @@ class RunningServer:
         if self.enrolment is not None:
             await self.enrolment.stop(self.grace_seconds)
         await self.server.stop(self.grace_seconds)
+        await run_stop_hooks(self.on_stop)
         await self.sequencer.stop()
         if self.witnessing is not None:
             await self.witnessing.stop()
@@ -452,6 +468,7 @@ async def _start(
         router=side.router,
         wal_checkpointer=wal_checkpointer,
         integrity=integrity,
+        on_stop=side.on_stop,
     )
 
 
@@ -597,6 +614,9 @@ class ServingSide:
     """The registered keys admission checks against (a worker forgets them on key events)."""
     services: tuple[str, ...]
     """Every service name health reports on ("" aside), the extensions' included."""
+    on_stop: list[Callable[[], None]]
+    """What to release once the server has stopped taking calls (:func:`run_stop_hooks`): the
+    access records' writer and what the extensions registered."""
 
 
 async def build_serving_side(
@@ -629,6 +649,7 @@ async def build_serving_side(
     person_records = PersonRecordReader(engine)
     authorization = AuthorizationTable(ledger_rules())
     authorization.add(beneficiary_rules(person_records.readable_by))  # Task F (issue 11)
+    access = AccessRecordingInterceptor(AccessLog(engine), VaultStore(engine), clock)
     server = grpc.aio.server(
         # The call's metrics and log line outermost (they see every refusal); authorization
         # next (it sets the caller); then the caller's share of the server and the request's
@@ -638,7 +659,7 @@ async def build_serving_side(
             AuthorizationInterceptor(authorization, config.trust_domain),
             CallerLimitInterceptor(config.caller_calls_in_flight_max),
             RequestValidationInterceptor(),
-            AccessRecordingInterceptor(AccessLog(engine), VaultStore(engine), clock),
+            access,
         ],
         options=[
             ("grpc.max_receive_message_length", limits.grpc_message_bytes_max),
@@ -709,6 +730,7 @@ async def build_serving_side(
         router=router,
         key_cache=key_cache,
         services=(*SERVICE_NAMES, *extra_services),
+        on_stop=[access.close, *extension_context.on_stop],
     )
 
 

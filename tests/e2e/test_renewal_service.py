@@ -3,6 +3,9 @@ simulated gateway, and the portal's client verifying every recorded payment's re
 
 from __future__ import annotations
 
+import logging
+import socket
+import threading
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -19,6 +22,7 @@ from ledger.signers import SignerRole
 from ledger.signing import Ed25519Signer, format_signer_key
 from ledger.storage.db import create_ledger_engine
 from ledger.v1 import events_pb2, types_pb2
+from payments.notifications import NOTIFY_LISTEN_ENVIRONMENT
 from payments.saga import payment_id_of
 from payments.v1 import renewal_service_pb2 as pb
 from payments.v1 import renewal_service_pb2_grpc as pb_grpc
@@ -472,3 +476,51 @@ def test_a_call_naming_a_payment_is_answered_alike_by_a_process_that_quoted_it_a
         assert answers(reading) == after  # the refund's key answers as it did
     finally:
         reading.stop()
+
+
+_RELEASED_AT_STOP = ("renewal", "gateway-notifications", "confirm", "access")
+"""The threads of the renewal servicer, the receiver, its confirmations, the access writer (the
+read pool and grpc's client poller end on their own time)."""
+
+
+def test_a_stopped_server_releases_the_payments_threads_and_the_notification_port(
+    database_url: str,
+    log_signer: Ed25519Signer,
+    operator_signer: Ed25519Signer,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The renewal servicer's threads, the access records' writer and the notification receiver
+    (its listener, its thread, its confirmations) outlived the server's stop: an in-process
+    caller (a test, an embedding) kept them for good. The extension now registers them on
+    ServerContext.on_stop, and the server releases them once no call is under way."""
+    authority = _authority_environment(tmp_path, monkeypatch)
+    monkeypatch.setenv(NOTIFY_LISTEN_ENVIRONMENT, "127.0.0.1:0")
+    before = set(threading.enumerate())
+    with caplog.at_level(logging.INFO, logger="payments.service"):
+        server = start_server_thread(database_url, log_signer, tmp_path)
+    [receiver_url] = [
+        record.args[0]  # type: ignore[index]
+        for record in caplog.records
+        if record.getMessage().startswith("gateway notifications on ")
+    ]
+    port = int(str(receiver_url).rsplit(":", 1)[1])
+    try:
+        onboard(server, operator_signer, AUTHORITY, authority, SignerRole.AUTHORITY)
+        with server.channel("portal", "KW") as channel:
+            trusted = TrustedLog.from_verifier_key(server.log_verifier_key)
+            assert RenewalClient(channel, log=trusted).quote(_kuwait_family(3, 2)).quote.quote_id
+        names = {thread.name for thread in set(threading.enumerate()) - before}
+        assert any(name.startswith("renewal") for name in names), names
+        assert "gateway-notifications" in names
+    finally:
+        server.stop()
+    left = sorted(
+        thread.name
+        for thread in set(threading.enumerate()) - before
+        if thread.name.startswith(_RELEASED_AT_STOP)
+    )
+    assert left == [], left
+    with pytest.raises(ConnectionRefusedError), socket.create_connection(("127.0.0.1", port)):
+        pass
