@@ -308,9 +308,6 @@ def test_witness_serve_exits_cleanly_on_sigterm_sent_as_it_announces_itself(
 
     from policy_ledger.cli import main
 
-    key_file = tmp_path / "witness.key"
-    key_file.write_text(WITNESS_KEY.private_text(), encoding="utf-8")
-
     class SignalOnAnnounce(io.StringIO):
         def write(self, text: str) -> int:
             written = super().write(text)
@@ -322,20 +319,7 @@ def test_witness_serve_exits_cleanly_on_sigterm_sent_as_it_announces_itself(
     monkeypatch.setattr(sys, "stdout", announced)
     previous = signal.getsignal(signal.SIGTERM)
     try:
-        code = main(
-            [
-                "witness",
-                "serve",
-                "--key-file",
-                str(key_file),
-                "--state",
-                str(tmp_path / "witness.db"),
-                "--log",
-                f"{ORIGIN}={format_verifier_key(LOG)}",
-                "--listen",
-                "127.0.0.1:0",
-            ]
-        )
+        code = main(_witness_serve_arguments(tmp_path))
     finally:
         signal.signal(signal.SIGTERM, previous)
     assert code == 0
@@ -358,8 +342,6 @@ def test_witness_serve_stops_on_a_sigterm_handled_inside_a_garbage_collector_cal
 
     from policy_ledger.cli import main
 
-    key_file = tmp_path / "witness.key"
-    key_file.write_text(WITNESS_KEY.private_text(), encoding="utf-8")
     handled_in_callback: list[bool] = []
 
     def signal_from_the_collector(phase: str, info: dict[str, int]) -> None:
@@ -384,20 +366,7 @@ def test_witness_serve_stops_on_a_sigterm_handled_inside_a_garbage_collector_cal
     monkeypatch.setattr(sys, "stdout", CollectOnAnnounce())
     previous = signal.getsignal(signal.SIGTERM)
     try:
-        code = main(
-            [
-                "witness",
-                "serve",
-                "--key-file",
-                str(key_file),
-                "--state",
-                str(tmp_path / "witness.db"),
-                "--log",
-                f"{ORIGIN}={format_verifier_key(LOG)}",
-                "--listen",
-                "127.0.0.1:0",
-            ]
-        )
+        code = main(_witness_serve_arguments(tmp_path))
     finally:
         signal.signal(signal.SIGTERM, previous)
     assert handled_in_callback == [True]  # the handler ran inside the callback, and returned
@@ -406,3 +375,21 @@ def test_witness_serve_stops_on_a_sigterm_handled_inside_a_garbage_collector_cal
 
 def _checks_for_signals() -> None:
     """Nothing: entering a Python function is where the interpreter runs pending handlers."""
+
+
+def _witness_serve_arguments(folder: Path) -> list[str]:
+    """``witness serve`` of WITNESS_KEY (its key file written in ``folder``) on any free port."""
+    key_file = folder / "witness.key"
+    key_file.write_text(WITNESS_KEY.private_text(), encoding="utf-8")
+    return [
+        "witness",
+        "serve",
+        "--key-file",
+        str(key_file),
+        "--state",
+        str(folder / "witness.db"),
+        "--log",
+        f"{ORIGIN}={format_verifier_key(LOG)}",
+        "--listen",
+        "127.0.0.1:0",
+    ]
