@@ -3,6 +3,7 @@ simulated gateway, and the portal's client verifying every recorded payment's re
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 import socket
 import threading
@@ -16,6 +17,7 @@ import pytest
 from sqlalchemy import text
 
 from clients.errors import ClientError, from_rpc_error
+from clients.portal import PortalClient
 from clients.renewal import RenewalClient
 from clients.verify import TrustedLog
 from ledger.signers import SignerRole
@@ -511,8 +513,13 @@ def test_a_stopped_server_releases_the_payments_threads_and_the_notification_por
         with server.channel("portal", "KW") as channel:
             trusted = TrustedLog.from_verifier_key(server.log_verifier_key)
             assert RenewalClient(channel, log=trusted).quote(_kuwait_family(3, 2)).quote.quote_id
+            # An answer about a person: its access record is written by the writer's thread.
+            PortalClient(channel, log=trusted).check_household(
+                civil_id(3, 0), [], through=dt.date(2027, 12, 31), jurisdiction="KW"
+            )
         names = {thread.name for thread in set(threading.enumerate()) - before}
         assert any(name.startswith("renewal") for name in names), names
+        assert any(name.startswith("access") for name in names), names
         assert "gateway-notifications" in names
     finally:
         server.stop()
