@@ -296,8 +296,9 @@ class IntegrityWatch:
                 return False
             self.finding = finding
         log.error(
-            "STORAGE CORRUPT: the %s confirmed the database corrupt (%s); health is "
-            "NOT_SERVING until serve restarts (its own CRITICAL line says what to do)",
+            "STORAGE CORRUPT: the %s confirmed the database corrupt (%s); this process answers "
+            "STORAGE_CORRUPT, and its health where it serves one is NOT_SERVING, until serve "
+            "restarts (that process's own CRITICAL line says what to do)",
             by,
             finding,
         )
