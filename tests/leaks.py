@@ -10,9 +10,11 @@ of the run with the totals. Run it in one process to see one process's whole sto
 from __future__ import annotations
 
 import collections
+import contextlib
 import os
 import threading
 from collections.abc import Generator
+from pathlib import Path
 
 import pytest
 
@@ -22,16 +24,25 @@ def open_descriptors() -> int:
     return len(os.listdir("/proc/self/fd"))
 
 
+def descriptor_targets() -> list[str]:
+    """What each of this process's descriptors refers to (a path, ``socket:[...]``, ...)."""
+    targets = []
+    for name in os.listdir("/proc/self/fd"):
+        with contextlib.suppress(OSError):  # the listing's own descriptor is gone by now
+            targets.append(os.readlink(f"/proc/self/fd/{name}"))
+    return targets
+
+
 def descriptor_kinds() -> collections.Counter[str]:
     """This process's descriptors by kind (socket, pipe, anon_inode:..., or the file's path)."""
-    kinds: collections.Counter[str] = collections.Counter()
-    for name in os.listdir("/proc/self/fd"):
-        try:
-            target = os.readlink(f"/proc/self/fd/{name}")
-        except OSError:
-            continue
-        kinds[target.split(":[", 1)[0] if ":[" in target else target] += 1
-    return kinds
+    return collections.Counter(
+        target.split(":[", 1)[0] if ":[" in target else target for target in descriptor_targets()
+    )
+
+
+def open_files_under(folder: Path) -> list[str]:
+    """The files under ``folder`` this process holds open."""
+    return [target for target in descriptor_targets() if target.startswith(f"{folder}{os.sep}")]
 
 
 class _Leaks:

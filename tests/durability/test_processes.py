@@ -4,8 +4,6 @@ worker process passed 1,024 open descriptors)."""
 
 from __future__ import annotations
 
-import contextlib
-import os
 from collections.abc import Callable
 from pathlib import Path
 
@@ -14,17 +12,7 @@ import pytest
 from ledger.signing import Ed25519Signer, format_signer_key
 from ledger.storage.db import sqlite_url
 from tests.durability.processes import ServerProcess, start_server_process
-
-
-def _open_files_under(folder: Path) -> list[str]:
-    """The files under ``folder`` this process holds open (its /proc/self/fd entries)."""
-    held = []
-    for name in os.listdir("/proc/self/fd"):
-        with contextlib.suppress(OSError):  # the listing's own descriptor is gone by now
-            target = os.readlink(f"/proc/self/fd/{name}")
-            if target.startswith(f"{folder}{os.sep}"):
-                held.append(target)
-    return held
+from tests.leaks import open_files_under
 
 
 @pytest.mark.parametrize("end", [ServerProcess.stop, ServerProcess.kill], ids=["stop", "kill"])
@@ -40,4 +28,4 @@ def test_an_ended_server_process_leaves_no_descriptor_behind(
     # Its log file is not held (mkstemp's descriptor was never closed). Its stdout's pipe stays
     # open for the test to read what it printed last (tests/e2e/test_workers.py does); it is
     # closed with the Popen when the test lets go of it.
-    assert _open_files_under(workdir) == []
+    assert open_files_under(workdir) == []

@@ -4,8 +4,6 @@ one's stop frees both for the next."""
 
 from __future__ import annotations
 
-import contextlib
-import os
 import socket
 import threading
 from collections.abc import Iterator
@@ -18,6 +16,7 @@ from ledger.rpc.ports import refuse_address_in_use
 from ledger.signing import Ed25519Signer
 from ledger.storage.db import sqlite_url
 from tests.conftest import ServerHandle, start_server_thread
+from tests.leaks import open_files_under
 
 
 @pytest.fixture
@@ -102,17 +101,6 @@ def test_the_metrics_port_in_use_is_refused_before_the_database_is_opened(
     assert not database.exists()
 
 
-def _open_files_under(folder: Path) -> list[str]:
-    """The files under ``folder`` this process holds open (its /proc/self/fd entries)."""
-    held = []
-    for name in os.listdir("/proc/self/fd"):
-        with contextlib.suppress(OSError):  # the listing's own descriptor is gone by now
-            target = os.readlink(f"/proc/self/fd/{name}")
-            if target.startswith(f"{folder}{os.sep}"):
-                held.append(target)
-    return held
-
-
 def _server_loops() -> set[threading.Thread]:
     """The live threads of servers started by start_server_thread."""
     return {thread for thread in threading.enumerate() if thread.name == "server-loop"}
@@ -137,5 +125,5 @@ def test_a_start_refused_after_the_database_was_opened_closes_it_and_its_loop(
         )
     assert refused.value.reason == "OPERATOR_KEY_REQUIRED"
     assert (folder / "ledger.db").exists()  # it was opened (and migrated) before the refusal
-    assert _open_files_under(folder) == []
+    assert open_files_under(folder) == []
     assert _server_loops() == loops
